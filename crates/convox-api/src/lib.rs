@@ -1,0 +1,11 @@
+//! The Convox rack API as data.
+//!
+//! [`catalogue`] lists every rack API route the stock `convox` CLI uses, each with the
+//! resource and action the gateway's RBAC maps to a permission. [`route`] holds the types
+//! and the matcher.
+
+pub mod catalogue;
+pub mod route;
+
+pub use catalogue::ROUTES;
+pub use route::{Method, Route, RouteKind, RouteMatch, match_route};

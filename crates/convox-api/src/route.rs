@@ -1,0 +1,264 @@
+//! Route types and the matcher that maps a normalised request path onto the catalogue.
+
+use std::fmt;
+
+/// HTTP methods the rack API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// `GET` (also used for WebSocket upgrades).
+    Get,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+    /// `HEAD`
+    Head,
+    /// `OPTIONS`
+    Options,
+}
+
+impl Method {
+    /// Parses an HTTP method name (case-sensitive, as HTTP requires).
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            _ => return None,
+        })
+    }
+
+    /// The method's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a route is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// A plain HTTP request/response (bodies may be streamed).
+    Http,
+    /// A WebSocket upgrade (logs, exec, run, build logs).
+    WebSocket,
+}
+
+/// One rack API route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path pattern; `{name}` matches one non-empty segment. A segment may also end in a
+    /// literal suffix after the parameter, e.g. `{id}.tgz`. A final `{name*}` matches the rest
+    /// of the path (one or more segments, joined by `/`), as object keys need.
+    pub pattern: &'static str,
+    /// The resource, e.g. `apps`; the permission is `convox:<resource>:<action>`.
+    pub resource: &'static str,
+    /// The action, e.g. `list`.
+    pub action: &'static str,
+    /// HTTP or WebSocket.
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// The permission string that guards this route.
+    pub fn permission(&self) -> String {
+        format!("convox:{}:{}", self.resource, self.action)
+    }
+}
+
+/// The result of matching a path against the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The matched route.
+    pub route: &'static Route,
+    /// Captured `{name}` parameters in order.
+    pub params: Vec<(&'static str, String)>,
+}
+
+impl RouteMatch {
+    /// The value of a named parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Matches one pattern segment against one path segment, capturing a parameter.
+fn match_segment(pattern: &'static str, segment: &str) -> Option<Option<(&'static str, String)>> {
+    let Some(rest) = pattern.strip_prefix('{') else {
+        return (pattern == segment).then_some(None);
+    };
+    let close = rest.find('}')?;
+    let name = &rest[..close];
+    let suffix = &rest[close + 1..];
+    let value = segment.strip_suffix(suffix)?;
+    if value.is_empty() {
+        return None;
+    }
+    Some(Some((name, value.to_string())))
+}
+
+/// Matches `path` (already normalised: starts with `/`, no empty segments) against one
+/// pattern.
+fn match_pattern(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
+    let mut params = Vec::new();
+    let mut pat = pattern.split('/').skip(1);
+    let mut segs = path.split('/').skip(1);
+    loop {
+        match (pat.next(), segs.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with("*}") => {
+                let name = &p[1..p.len() - 2];
+                let mut rest = s.to_string();
+                for more in segs.by_ref() {
+                    rest.push('/');
+                    rest.push_str(more);
+                }
+                if s.is_empty() {
+                    return None;
+                }
+                params.push((name, rest));
+                return pat.next().is_none().then_some(params);
+            }
+            (Some(p), Some(s)) => {
+                if let Some(capture) = match_segment(p, s)? {
+                    params.push(capture);
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route for `method` and a normalised `path` in `routes`.
+///
+/// Literal segments win over parameters (compared left to right), and a parameter with a
+/// literal suffix (`{id}.tgz`) wins over a bare one, so `/apps/{app}/builds/import` is never
+/// taken for a build id.
+pub fn match_route(routes: &'static [Route], method: Method, path: &str) -> Option<RouteMatch> {
+    let mut best: Option<(Vec<u8>, RouteMatch)> = None;
+    for route in routes.iter().filter(|r| r.method == method) {
+        let Some(params) = match_pattern(route.pattern, path) else {
+            continue;
+        };
+        // Literal segment 3, parameter with literal suffix 2, bare parameter 1, rest-of-path 0.
+        let shape: Vec<u8> = route
+            .pattern
+            .split('/')
+            .skip(1)
+            .map(|s| match (s.starts_with('{'), s.ends_with('}')) {
+                (false, _) => 3,
+                (true, false) => 2,
+                (true, true) if s.ends_with("*}") => 0,
+                (true, true) => 1,
+            })
+            .collect();
+        let better = match &best {
+            None => true,
+            Some((best_shape, _)) => shape > *best_shape,
+        };
+        if better {
+            best = Some((shape, RouteMatch { route, params }));
+        }
+    }
+    best.map(|(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static TEST_ROUTES: &[Route] = &[
+        Route {
+            method: Method::Get,
+            pattern: "/apps/{app}/builds/{id}",
+            resource: "builds",
+            action: "read",
+            kind: RouteKind::Http,
+        },
+        Route {
+            method: Method::Get,
+            pattern: "/apps/{app}/builds/{id}.tgz",
+            resource: "builds",
+            action: "export",
+            kind: RouteKind::Http,
+        },
+        Route {
+            method: Method::Get,
+            pattern: "/apps/{app}/builds/import",
+            resource: "builds",
+            action: "import",
+            kind: RouteKind::Http,
+        },
+    ];
+
+    static REST_ROUTES: &[Route] = &[Route {
+        method: Method::Post,
+        pattern: "/apps/{app}/objects/{key*}",
+        resource: "objects",
+        action: "create",
+        kind: RouteKind::Http,
+    }];
+
+    #[test]
+    fn rest_parameter_takes_the_remaining_segments() {
+        let m = match_route(REST_ROUTES, Method::Post, "/apps/web/objects/tmp/a.tgz");
+        let m = m.unwrap_or_else(|| panic!("no match"));
+        assert_eq!(m.param("key"), Some("tmp/a.tgz"));
+        assert!(match_route(REST_ROUTES, Method::Post, "/apps/web/objects").is_none());
+    }
+
+    #[test]
+    fn literal_beats_parameter() {
+        let m = match_route(TEST_ROUTES, Method::Get, "/apps/web/builds/import");
+        assert_eq!(m.map(|m| m.route.action), Some("import"));
+    }
+
+    #[test]
+    fn suffix_beats_bare_parameter() {
+        let m = match_route(TEST_ROUTES, Method::Get, "/apps/web/builds/B1.tgz");
+        let m = m.unwrap_or_else(|| panic!("no match"));
+        assert_eq!(m.route.action, "export");
+        assert_eq!(m.param("id"), Some("B1"));
+    }
+
+    #[test]
+    fn parameters_are_captured() {
+        let m = match_route(TEST_ROUTES, Method::Get, "/apps/web/builds/B123");
+        let m = m.unwrap_or_else(|| panic!("no match"));
+        assert_eq!(m.param("app"), Some("web"));
+        assert_eq!(m.param("id"), Some("B123"));
+    }
+
+    #[test]
+    fn no_match_on_wrong_method_or_length() {
+        assert!(match_route(TEST_ROUTES, Method::Post, "/apps/web/builds/B1").is_none());
+        assert!(match_route(TEST_ROUTES, Method::Get, "/apps/web/builds").is_none());
+        assert!(match_route(TEST_ROUTES, Method::Get, "/apps/web/builds/B1/x").is_none());
+    }
+}

@@ -1,0 +1,111 @@
+//! Building the gateway: state, router, and the start-up sequence.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get};
+use tokio::task::JoinHandle;
+
+use crate::audit::{AuditLog, KeySource, ResolveKeyError, resolve_key};
+use crate::config::Config;
+use crate::proxy::{PROXY_PREFIX, Upstream, UpstreamError};
+use crate::store::{Store, StoreError};
+use crate::{api, proxy};
+
+/// Everything a request handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// The audit writer.
+    pub audit: AuditLog,
+    /// The rack.
+    pub upstream: Upstream,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The audit key.
+    #[error("audit key: {0}")]
+    AuditKey(#[from] ResolveKeyError),
+    /// The rack connection.
+    #[error("rack connection: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// A started gateway: its state and the audit writer task to await on shutdown.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Shared state.
+    pub state: AppState,
+    /// The audit writer; ends after [`Gateway::shutdown`].
+    pub audit_task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Connects the store, applies migrations, sets up the audit chain and the rack client.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let store = Store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+        if source == KeySource::Generated {
+            tracing::warn!(
+                "AUDIT_HMAC_KEY is not set: the audit chain uses a key generated and kept in the \
+                 database; set AUDIT_HMAC_KEY so that a database writer cannot rebuild the chain"
+            );
+        }
+        let upstream = Upstream::new(&config)?;
+        let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
+        Ok(Gateway {
+            state: AppState {
+                config: Arc::new(config),
+                store,
+                audit,
+                upstream,
+            },
+            audit_task,
+        })
+    }
+
+    /// The router for this gateway.
+    pub fn router(&self) -> Router {
+        build_app(self.state.clone())
+    }
+
+    /// Writes out queued audit events and closes the store.
+    pub async fn shutdown(self) {
+        self.state.audit.flush().await;
+        let store = self.state.store.clone();
+        drop(self.state);
+        // The writer ends once every handle is gone; don't wait forever on stragglers.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.audit_task).await;
+        store.close().await;
+    }
+}
+
+/// The gateway's router.
+pub fn build_app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/health/ready", get(api::ready))
+        .route("/api/v1/info", get(api::info))
+        .route(PROXY_PREFIX, any(proxy::handle))
+        .route(&format!("{PROXY_PREFIX}/"), any(proxy::handle))
+        .route(&format!("{PROXY_PREFIX}/{{*path}}"), any(proxy::handle))
+        .fallback(api::not_found)
+        // Proxied bodies are streamed, never buffered; the limit only applies to extractors
+        // that buffer (none on the proxy path).
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .with_state(state)
+}
+
+/// The peer's address as seen by the listener.
+pub type Peer = axum::extract::ConnectInfo<SocketAddr>;

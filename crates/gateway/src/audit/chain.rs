@@ -1,0 +1,104 @@
+//! The HMAC hash chain: `hash_n = HMAC-SHA256(key, hash_{n-1} ‖ seq_n ‖ canonical_event_n)`.
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+use super::AuditEvent;
+use crate::config::Secret;
+use crate::store::{Store, StoreError};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const GENERATED_KEY_SETTING: &str = "audit_hmac_key_generated";
+const FINGERPRINT_SETTING: &str = "audit_hmac_key_fingerprint";
+
+/// The chain's HMAC key.
+#[derive(Clone)]
+pub struct ChainKey(Secret);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey([redacted])")
+    }
+}
+
+/// Where the key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `AUDIT_HMAC_KEY`.
+    Configured,
+    /// Generated on first start and kept in the database (weaker: a database writer could
+    /// rebuild the chain).
+    Generated,
+}
+
+impl ChainKey {
+    /// A key from configuration.
+    pub fn new(secret: Secret) -> ChainKey {
+        ChainKey(secret)
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length, so this error cannot happen.
+        HmacSha256::new_from_slice(self.0.expose().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    }
+
+    /// The hash linking `event` (at `seq`) to `prev_hash`, hex-encoded.
+    pub fn link(&self, prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+        let mut mac = self.mac();
+        // prev_hash is hex we wrote ourselves; hash its bytes as stored.
+        mac.update(&(prev_hash.len() as u64).to_be_bytes());
+        mac.update(prev_hash.as_bytes());
+        mac.update(&seq.to_be_bytes());
+        mac.update(&event.canonical_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A fingerprint that identifies the key without revealing it.
+    fn fingerprint(&self) -> String {
+        let mut mac = self.mac();
+        mac.update(b"rack-gateway audit key fingerprint");
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// Picks the chain key: `AUDIT_HMAC_KEY` when configured, else a random key generated once and
+/// kept in the database. Refuses a key different from the one the chain was started with.
+pub async fn resolve_key(
+    configured: Option<&Secret>,
+    store: &Store,
+) -> Result<(ChainKey, KeySource), ResolveKeyError> {
+    let (key, source) = match configured {
+        Some(secret) => (ChainKey::new(secret.clone()), KeySource::Configured),
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let stored = store
+                .setting_or_insert(GENERATED_KEY_SETTING, &hex::encode(bytes))
+                .await?;
+            (ChainKey::new(Secret::new(stored)), KeySource::Generated)
+        }
+    };
+    let fingerprint = key.fingerprint();
+    let stored = store.setting_or_insert(FINGERPRINT_SETTING, &fingerprint).await?;
+    if stored != fingerprint {
+        return Err(ResolveKeyError::KeyChanged);
+    }
+    Ok((key, source))
+}
+
+/// Why the chain key could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveKeyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The key differs from the one the chain was written with.
+    #[error(
+        "AUDIT_HMAC_KEY does not match the key this database's audit chain was written with \
+         (set the original key; if the chain was started without AUDIT_HMAC_KEY, unset it)"
+    )]
+    KeyChanged,
+}

@@ -1,0 +1,193 @@
+//! The audit event model shared by proxied calls and gateway actions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A proxied request, written before it is forwarded (or when it is refused).
+    Request,
+    /// The outcome of a request, linked by request id.
+    Outcome,
+    /// A gateway action (token or user change, sign-in, …).
+    Gateway,
+}
+
+/// Who acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    /// A signed-in user.
+    User,
+    /// An API token.
+    Token,
+    /// Nobody identified (missing or bad credentials).
+    Anonymous,
+    /// An operator at the server's command line.
+    Cli,
+}
+
+/// The RBAC decision for the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Refused (authentication, authorisation or input).
+    Deny,
+    /// No decision applies (outcomes, operator actions).
+    None,
+}
+
+macro_rules! str_enum {
+    ($ty:ty { $($variant:ident => $s:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s),+ }
+            }
+        }
+        impl FromStr for $ty {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                match s { $($s => Ok(Self::$variant),)+ _ => Err(()) }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+str_enum!(EventKind { Request => "request", Outcome => "outcome", Gateway => "gateway" });
+str_enum!(ActorType { User => "user", Token => "token", Anonymous => "anonymous", Cli => "cli" });
+str_enum!(Decision { Allow => "allow", Deny => "deny", None => "none" });
+
+/// One audit event. Every field is already redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When it happened (unix ms).
+    pub ts: i64,
+    /// The gateway's request id (shared by a request and its outcome).
+    pub request_id: String,
+    /// Request, outcome or gateway action.
+    pub kind: EventKind,
+    /// Who acted.
+    pub actor_type: ActorType,
+    /// The user's e-mail (or a token owner's).
+    pub user_email: Option<String>,
+    /// The API token's name, when a token was used.
+    pub token_name: Option<String>,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// Path as forwarded (query redacted).
+    pub path: Option<String>,
+    /// The permission or gateway action, e.g. `convox:apps:list`, `gateway:tokens:create`.
+    pub action: String,
+    /// RBAC decision.
+    pub rbac_decision: Decision,
+    /// HTTP status (outcomes and refusals).
+    pub status: Option<i64>,
+    /// Time from arrival to the end of the response (outcomes).
+    pub latency_ms: Option<i64>,
+    /// The client's address.
+    pub client_ip: Option<String>,
+    /// The client's User-Agent.
+    pub user_agent: Option<String>,
+    /// Anything else, as redacted JSON.
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// A new event with the common fields; the rest start empty.
+    pub fn new(kind: EventKind, request_id: impl Into<String>, action: impl Into<String>) -> Self {
+        AuditEvent {
+            ts: crate::store::now_ms(),
+            request_id: request_id.into(),
+            kind,
+            actor_type: ActorType::Anonymous,
+            user_email: None,
+            token_name: None,
+            method: None,
+            path: None,
+            action: action.into(),
+            rbac_decision: Decision::None,
+            status: None,
+            latency_ms: None,
+            client_ip: None,
+            user_agent: None,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    /// Sets `details`, redacting it first.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = super::redact::redact_json(details);
+        self
+    }
+
+    /// The canonical bytes the chain commits to: a version tag, then every field in a fixed
+    /// order, each length-prefixed (so field boundaries cannot shift).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
+            match field {
+                None => out.push(0),
+                Some(bytes) => {
+                    out.push(1);
+                    out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"rack-gateway-audit-v1");
+        let ts = self.ts.to_be_bytes();
+        let status = self.status.map(i64::to_be_bytes);
+        let latency = self.latency_ms.map(i64::to_be_bytes);
+        // serde_json writes object keys in sorted order (no preserve_order), so this is stable.
+        let details = self.details.to_string();
+        put(&mut out, Some(&ts));
+        put(&mut out, Some(self.request_id.as_bytes()));
+        put(&mut out, Some(self.kind.as_str().as_bytes()));
+        put(&mut out, Some(self.actor_type.as_str().as_bytes()));
+        put(&mut out, self.user_email.as_deref().map(str::as_bytes));
+        put(&mut out, self.token_name.as_deref().map(str::as_bytes));
+        put(&mut out, self.method.as_deref().map(str::as_bytes));
+        put(&mut out, self.path.as_deref().map(str::as_bytes));
+        put(&mut out, Some(self.action.as_bytes()));
+        put(&mut out, Some(self.rbac_decision.as_str().as_bytes()));
+        put(&mut out, status.as_ref().map(|b| &b[..]));
+        put(&mut out, latency.as_ref().map(|b| &b[..]));
+        put(&mut out, self.client_ip.as_deref().map(str::as_bytes));
+        put(&mut out, self.user_agent.as_deref().map(str::as_bytes));
+        put(&mut out, Some(details.as_bytes()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_bytes_do_not_let_boundaries_shift() {
+        let mut a = AuditEvent::new(EventKind::Request, "r1", "convox:apps:list");
+        a.user_email = Some("ab".into());
+        a.token_name = Some("c".into());
+        let mut b = a.clone();
+        b.user_email = Some("a".into());
+        b.token_name = Some("bc".into());
+        assert_ne!(a.canonical_bytes(), b.canonical_bytes());
+        let mut c = a.clone();
+        c.token_name = None;
+        let mut d = a.clone();
+        d.token_name = Some(String::new());
+        assert_ne!(c.canonical_bytes(), d.canonical_bytes());
+    }
+}

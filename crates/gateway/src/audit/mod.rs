@@ -1,0 +1,16 @@
+//! The audit trail: the event model, redaction, the hash chain, the writer and verification.
+//!
+//! Events are redacted when they are built ([`redact`]), before any sink sees them. The
+//! [`AuditLog`] writer persists them in batches (group commit), extending an HMAC chain, and
+//! then prints them as JSON lines on stdout.
+
+mod chain;
+mod event;
+pub mod redact;
+mod verify;
+mod writer;
+
+pub use chain::{ChainKey, KeySource, ResolveKeyError, resolve_key};
+pub use event::{ActorType, AuditEvent, Decision, EventKind};
+pub use verify::{VerifyError, VerifyReport, verify_chain};
+pub use writer::{AuditError, AuditLog, format_time, json_line};

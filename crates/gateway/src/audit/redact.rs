@@ -1,0 +1,179 @@
+//! Redaction: secrets are masked per field, by structure, before an event reaches any sink.
+//!
+//! Rules: a JSON key or query parameter whose name looks secret (password, token, key, secret,
+//! credential, auth, cookie, session, signature, private) has its value replaced; everything
+//! under an `env`/`environment` key keeps its names but loses its values; string values that
+//! look like credentials on their own (URLs with passwords, gateway tokens, bearer/basic
+//! headers) are masked wherever they appear.
+
+use serde_json::Value;
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+const SECRET_WORDS: &[&str] = &[
+    "pass", "secret", "token", "key", "credential", "auth", "cookie", "session", "signature",
+    "private", "cert",
+];
+
+/// True when a field called `name` holds a secret.
+pub fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| lower.contains(w))
+}
+
+fn is_env_name(name: &str) -> bool {
+    matches!(name.to_ascii_lowercase().as_str(), "env" | "environment")
+}
+
+/// Masks a string that is a credential by its shape alone.
+pub fn redact_value(value: &str) -> String {
+    let lower = value.to_ascii_lowercase();
+    if lower.starts_with("basic ") || lower.starts_with("bearer ") {
+        return REDACTED.into();
+    }
+    if value.starts_with("rgw_") || value.starts_with("rgs_") {
+        return REDACTED.into();
+    }
+    // scheme://user:password@host → scheme://user:[redacted]@host
+    if let Some(scheme_end) = value.find("://") {
+        let rest = &value[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:{}{}",
+                    &value[..scheme_end + 3],
+                    &userinfo[..colon],
+                    REDACTED,
+                    &rest[at..]
+                );
+            }
+        }
+    }
+    value.to_string()
+}
+
+/// Redacts a JSON value recursively.
+pub fn redact_json(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = if is_env_name(&k) {
+                        redact_env(v)
+                    } else if is_secret_name(&k) && !v.is_null() {
+                        Value::String(REDACTED.into())
+                    } else {
+                        redact_json(v)
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_json).collect()),
+        Value::String(s) => Value::String(redact_value(&s)),
+        other => other,
+    }
+}
+
+/// Keeps variable names, drops every value.
+fn redact_env(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, _)| (k, Value::String(REDACTED.into())))
+                .collect(),
+        ),
+        // "KEY=value\nKEY2=value2" as convox sends env in forms.
+        Value::String(s) => Value::String(
+            s.lines()
+                .map(|line| match line.split_once('=') {
+                    Some((k, _)) => format!("{k}={REDACTED}"),
+                    None => line.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_env).collect()),
+        Value::Null => Value::Null,
+        _ => Value::String(REDACTED.into()),
+    }
+}
+
+/// Redacts a URL query string (`a=1&password=x` → `a=1&password=[redacted]`).
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => {
+                let name = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                if is_secret_name(&name) || is_env_name(&name) {
+                    format!("{k}={REDACTED}")
+                } else {
+                    let decoded = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                    let masked = redact_value(&decoded);
+                    if masked == decoded {
+                        pair.to_string()
+                    } else {
+                        format!("{k}={REDACTED}")
+                    }
+                }
+            }
+            None => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_names_are_masked_by_structure() {
+        let v = redact_json(json!({
+            "name": "ci", "password": "hunter2", "api_key": "abc", "nested": {"client_secret": "x"},
+            "list": [{"token": "t"}], "count": 3, "cookie": null
+        }));
+        assert_eq!(v["name"], "ci");
+        assert_eq!(v["password"], REDACTED);
+        assert_eq!(v["api_key"], REDACTED);
+        assert_eq!(v["nested"]["client_secret"], REDACTED);
+        assert_eq!(v["list"][0]["token"], REDACTED);
+        assert_eq!(v["count"], 3);
+        assert!(v["cookie"].is_null());
+    }
+
+    #[test]
+    fn env_keeps_names_not_values() {
+        let v = redact_json(json!({"env": {"RAILS_ENV": "production", "DB": "x"}}));
+        assert_eq!(v, json!({"env": {"RAILS_ENV": REDACTED, "DB": REDACTED}}));
+        let v = redact_json(json!({"env": "A=1\nB=two"}));
+        assert_eq!(v["env"], format!("A={REDACTED}\nB={REDACTED}"));
+    }
+
+    #[test]
+    fn credential_shaped_values_are_masked_anywhere() {
+        assert_eq!(
+            redact_value("postgres://app:s3cret@db:5432/app"),
+            format!("postgres://app:{REDACTED}@db:5432/app")
+        );
+        assert_eq!(redact_value("https://example.com/a@b"), "https://example.com/a@b");
+        assert_eq!(redact_value("Basic Y29udm94OnRvaw=="), REDACTED);
+        assert_eq!(redact_value("rgw_abcdef"), REDACTED);
+        assert_eq!(redact_value("plain"), "plain");
+    }
+
+    #[test]
+    fn query_strings() {
+        assert_eq!(
+            redact_query("follow=true&token=abc&since=1h"),
+            format!("follow=true&token={REDACTED}&since=1h")
+        );
+        assert_eq!(redact_query("url=postgres%3A%2F%2Fu%3Ap%40h"), format!("url={REDACTED}"));
+    }
+}

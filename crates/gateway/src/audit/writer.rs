@@ -1,0 +1,195 @@
+//! The single audit writer task: group commit, chain extension, stdout sink.
+
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{AuditEvent, ChainKey};
+use crate::store::{AuditRow, Store};
+
+/// Most events committed in one transaction.
+const MAX_BATCH: usize = 256;
+/// Queue length; beyond it callers wait (back-pressure rather than unbounded memory).
+const QUEUE: usize = 4096;
+
+/// Why an event could not be recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The database refused or could not be reached.
+    #[error("audit store unavailable: {0}")]
+    Store(String),
+    /// The writer has shut down.
+    #[error("audit writer is shut down")]
+    Closed,
+}
+
+enum Job {
+    Event {
+        event: Box<AuditEvent>,
+        ack: Option<oneshot::Sender<Result<i64, AuditError>>>,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the audit writer. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer task.
+    pub fn start(store: Store, key: ChainKey, stdout: bool) -> (AuditLog, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(run(store, key, stdout, rx));
+        (AuditLog { tx }, task)
+    }
+
+    /// Records `event` durably; returns its sequence number once committed.
+    pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Event {
+                event: Box::new(event),
+                ack: Some(ack),
+            })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        done.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues `event` without waiting (outcomes: the request event is already durable, so a
+    /// lost outcome shows as a request without one, never as a silent gap).
+    pub fn record_later(&self, event: AuditEvent) {
+        let job = Job::Event {
+            event: Box::new(event),
+            ack: None,
+        };
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(job).await;
+            });
+        }
+    }
+
+    /// Waits until everything queued before this call is written (or has failed).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Job::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Event { event, ack } => {
+                    events.push(*event);
+                    acks.push(ack);
+                }
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        if !events.is_empty() {
+            let result = write_with_retry(&store, &key, &events).await;
+            match result {
+                Ok(rows) => {
+                    if stdout {
+                        print_rows(&rows);
+                    }
+                    for (ack, row) in acks.into_iter().zip(&rows) {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(row.seq));
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, events = events.len(), "audit write failed");
+                    for ack in acks.into_iter().flatten() {
+                        let _ = ack.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// One quick retry covers a transient lock or connection hiccup; after that the callers get
+/// the error (and their requests a 503).
+async fn write_with_retry(
+    store: &Store,
+    key: &ChainKey,
+    events: &[AuditEvent],
+) -> Result<Vec<AuditRow>, AuditError> {
+    let link = |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
+    match store.append_audit(events, link).await {
+        Ok(rows) => Ok(rows),
+        Err(first) => {
+            tracing::warn!(error = %first, "audit write failed, retrying once");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store
+                .append_audit(events, link)
+                .await
+                .map_err(|e| AuditError::Store(e.to_string()))
+        }
+    }
+}
+
+/// JSON lines on stdout, one per committed event, for log shippers.
+fn print_rows(rows: &[AuditRow]) {
+    let mut out = std::io::stdout().lock();
+    for row in rows {
+        let line = json_line(row);
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
+/// RFC 3339 UTC time with milliseconds.
+pub fn format_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The stdout form of an event.
+pub fn json_line(row: &AuditRow) -> serde_json::Value {
+    let e = &row.event;
+    let ts = UNIX_EPOCH + Duration::from_millis(u64::try_from(e.ts).unwrap_or(0));
+    serde_json::json!({
+        "type": "audit",
+        "ts": format_time(ts),
+        "seq": row.seq,
+        "kind": e.kind,
+        "request_id": e.request_id,
+        "actor_type": e.actor_type,
+        "user_email": e.user_email,
+        "token_name": e.token_name,
+        "method": e.method,
+        "path": e.path,
+        "action": e.action,
+        "rbac_decision": e.rbac_decision,
+        "status": e.status,
+        "latency_ms": e.latency_ms,
+        "client_ip": e.client_ip,
+        "user_agent": e.user_agent,
+        "details": e.details,
+        "hash": row.hash,
+    })
+}

@@ -1,0 +1,359 @@
+//! Configuration from environment variables, validated at start-up.
+//!
+//! Every variable is documented in `docs/configuration.md`. Errors name the variable and what
+//! is expected, and never include a secret's value.
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use secret::Secret;
+use url::Url;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8447";
+/// Default SQLite database used when `DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://rack-gateway.db";
+
+/// A configuration problem: which variable, and what was expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set (or empty).
+    #[error("{name} is required: {expected}")]
+    Missing {
+        /// The variable's name.
+        name: &'static str,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
+    /// A variable is set but malformed.
+    #[error("{name} is invalid: {expected}")]
+    Invalid {
+        /// The variable's name.
+        name: &'static str,
+        /// What a valid value looks like (never the value itself when it is a secret).
+        expected: String,
+    },
+}
+
+/// How the gateway verifies the rack's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RackTls {
+    /// Public web PKI roots (Mozilla's list, built in).
+    WebPki,
+    /// Trust only the CA certificates in this PEM file.
+    CaFile(PathBuf),
+    /// Accept exactly the certificate whose DER SHA-256 is this (hostname not checked).
+    Pinned([u8; 32]),
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the rack API, e.g. `https://rack.example.com:5443`.
+    pub rack_host: Url,
+    /// The rack's API token (the password of its Basic auth).
+    pub rack_token: Secret,
+    /// Address to listen on.
+    pub listen_addr: SocketAddr,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// HMAC key for the audit hash chain; when absent a random key is generated once and kept
+    /// in the database (with a warning at start-up).
+    pub audit_hmac_key: Option<Secret>,
+    /// How to verify the rack's TLS certificate.
+    pub rack_tls: RackTls,
+    /// Public URL of the gateway (used for links and cookie security).
+    pub public_url: Option<Url>,
+    /// Connect timeout to the rack.
+    pub rack_connect_timeout: Duration,
+    /// Longest wait for the rack's response headers, and longest silence while reading a body.
+    pub rack_read_timeout: Duration,
+    /// How long in-flight requests may take to finish on SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Emit audit events as JSON lines on stdout.
+    pub audit_stdout: bool,
+}
+
+/// The part of the configuration the admin commands need: the database and the audit key.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// `AUDIT_HMAC_KEY`, if set.
+    pub audit_hmac_key: Option<Secret>,
+}
+
+impl StoreConfig {
+    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` from the process environment.
+    pub fn from_env() -> Result<StoreConfig, ConfigError> {
+        StoreConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        validate_database_url(&database_url)?;
+        let audit_hmac_key = match get("AUDIT_HMAC_KEY") {
+            None => None,
+            Some(key) if key.len() < 32 => {
+                return Err(ConfigError::Invalid {
+                    name: "AUDIT_HMAC_KEY",
+                    expected: "at least 32 characters of random data (e.g. `openssl rand -hex 32`)"
+                        .into(),
+                });
+            }
+            Some(key) => Some(Secret::new(key)),
+        };
+        Ok(StoreConfig {
+            database_url,
+            audit_hmac_key,
+        })
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let rack_host = parse_rack_host(get("RACK_HOST"))?;
+        let rack_token = get("RACK_TOKEN").map(Secret::new).ok_or(ConfigError::Missing {
+            name: "RACK_TOKEN",
+            expected: "the rack's API token (the password convox uses for the rack)",
+        })?;
+
+        let listen_addr = match (get("LISTEN_ADDR"), get("PORT")) {
+            (Some(addr), _) => addr.parse().map_err(|_| ConfigError::Invalid {
+                name: "LISTEN_ADDR",
+                expected: "an IP address and port, e.g. 0.0.0.0:8447".into(),
+            })?,
+            (None, Some(port)) => {
+                let port: u16 = port.parse().map_err(|_| ConfigError::Invalid {
+                    name: "PORT",
+                    expected: "a TCP port number, e.g. 8447".into(),
+                })?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, None) => DEFAULT_LISTEN_ADDR
+                .parse()
+                .map_err(|_| ConfigError::Invalid {
+                    name: "LISTEN_ADDR",
+                    expected: "an IP address and port".into(),
+                })?,
+        };
+
+        let StoreConfig {
+            database_url,
+            audit_hmac_key,
+        } = StoreConfig::from_lookup(&lookup)?;
+
+        let rack_tls = match (get("RACK_CA_FILE"), get("RACK_TLS_PIN_SHA256")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "RACK_TLS_PIN_SHA256",
+                    expected: "set either RACK_CA_FILE or RACK_TLS_PIN_SHA256, not both".into(),
+                });
+            }
+            (Some(path), None) => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(ConfigError::Invalid {
+                        name: "RACK_CA_FILE",
+                        expected: format!("a readable PEM file; {} does not exist", path.display()),
+                    });
+                }
+                RackTls::CaFile(path)
+            }
+            (None, Some(pin)) => RackTls::Pinned(parse_pin(&pin)?),
+            (None, None) => RackTls::WebPki,
+        };
+
+        let public_url = match get("PUBLIC_URL") {
+            None => None,
+            Some(raw) => {
+                let url = Url::parse(&raw).map_err(|_| ConfigError::Invalid {
+                    name: "PUBLIC_URL",
+                    expected: "an absolute http(s) URL, e.g. https://gateway.example.com".into(),
+                })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::Invalid {
+                        name: "PUBLIC_URL",
+                        expected: "an http:// or https:// URL".into(),
+                    });
+                }
+                Some(url)
+            }
+        };
+
+        Ok(Config {
+            rack_host,
+            rack_token,
+            listen_addr,
+            database_url,
+            audit_hmac_key,
+            rack_tls,
+            public_url,
+            rack_connect_timeout: seconds(&get, "RACK_CONNECT_TIMEOUT_SECS", 10)?,
+            rack_read_timeout: seconds(&get, "RACK_READ_TIMEOUT_SECS", 300)?,
+            shutdown_timeout: seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 30)?,
+            audit_stdout: boolean(&get, "AUDIT_STDOUT", true)?,
+        })
+    }
+}
+
+fn parse_rack_host(raw: Option<String>) -> Result<Url, ConfigError> {
+    let raw = raw.ok_or(ConfigError::Missing {
+        name: "RACK_HOST",
+        expected: "the rack API's base URL, e.g. https://rack.example.com:5443",
+    })?;
+    let invalid = |why: &str| ConfigError::Invalid {
+        name: "RACK_HOST",
+        expected: format!("an http(s) base URL such as https://rack.example.com:5443 ({why})"),
+    };
+    let url = Url::parse(&raw).map_err(|_| invalid("not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("scheme must be http or https"));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid("no host"));
+    }
+    // Credentials in the URL would be a second copy of the rack token, outside RACK_TOKEN.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("put the token in RACK_TOKEN, not in the URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("no query or fragment"));
+    }
+    Ok(url)
+}
+
+fn validate_database_url(url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
+    {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name: "DATABASE_URL",
+            expected: "sqlite://PATH or postgres://USER@HOST/DB".into(),
+        })
+    }
+}
+
+fn parse_pin(raw: &str) -> Result<[u8; 32], ConfigError> {
+    let cleaned: String = raw.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(cleaned.trim()).ok();
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or(ConfigError::Invalid {
+            name: "RACK_TLS_PIN_SHA256",
+            expected: "the SHA-256 of the rack certificate's DER bytes, 64 hex digits (colons allowed)"
+                .into(),
+        })
+}
+
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match get(name) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs)
+            .ok_or(ConfigError::Invalid {
+                name,
+                expected: "a whole number of seconds greater than 0".into(),
+            }),
+    }
+}
+
+fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(name).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            expected: "true or false".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [("RACK_HOST", "https://rack.test:5443"), ("RACK_TOKEN", "s3cret")];
+
+    #[test]
+    fn defaults() {
+        let c = load(&BASE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8447");
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.rack_tls, RackTls::WebPki);
+        assert!(c.audit_hmac_key.is_none());
+    }
+
+    #[test]
+    fn missing_required_names_the_variable() {
+        let e = load(&[("RACK_TOKEN", "x")]).err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().starts_with("RACK_HOST is required"));
+        let e = load(&[("RACK_HOST", "https://r")]).err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().starts_with("RACK_TOKEN is required"));
+    }
+
+    #[test]
+    fn port_alone_works() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PORT", "9000"));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen_addr.port(), 9000);
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_without_echoing_secrets() {
+        for (name, value) in [
+            ("RACK_HOST", "ftp://x"),
+            ("RACK_HOST", "https://convox:tok@rack"),
+            ("LISTEN_ADDR", "nope"),
+            ("DATABASE_URL", "mysql://x"),
+            ("AUDIT_HMAC_KEY", "short-secret-value"),
+            ("RACK_TLS_PIN_SHA256", "abcd"),
+            ("RACK_READ_TIMEOUT_SECS", "-1"),
+            ("AUDIT_STDOUT", "maybe"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.retain(|(k, _)| *k != name);
+            pairs.push((name, value));
+            let err = load(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with(name), "{name}: {err}");
+            assert!(!err.contains("short-secret-value") && !err.contains("tok@"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The gateway's HTTP-facing error: one enum, stable codes, turned into responses in one place.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::identity::AuthError;
+
+/// An error answered to a client. The message is safe to show: it never contains secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or bad credentials.
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    /// Authenticated, but the role lacks the permission.
+    #[error("permission denied: {permission} is required (your role: {role})")]
+    Forbidden {
+        /// The missing permission.
+        permission: String,
+        /// The caller's role name.
+        role: String,
+    },
+    /// The request is malformed or ambiguous.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The method is not one the gateway proxies.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// No such gateway endpoint.
+    #[error("not found")]
+    NotFound,
+    /// The audit store cannot take the event, so nothing is forwarded.
+    #[error("audit log unavailable: request not forwarded")]
+    AuditUnavailable,
+    /// The rack could not be reached.
+    #[error("rack unreachable: {0}")]
+    RackUnreachable(String),
+    /// The rack did not answer in time.
+    #[error("rack did not respond in time")]
+    RackTimeout,
+    /// Something failed inside the gateway; details are logged, not returned.
+    #[error("internal error (request id in X-Request-Id)")]
+    Internal,
+}
+
+impl ApiError {
+    /// HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(e) => match e {
+                AuthError::Missing => "auth_required",
+                AuthError::Malformed(_) => "auth_malformed",
+                AuthError::Unknown => "token_unknown",
+                AuthError::Revoked => "token_revoked",
+                AuthError::Expired => "token_expired",
+                AuthError::OwnerLocked => "user_locked",
+                AuthError::Store(_) => "store_unavailable",
+            },
+            ApiError::Forbidden { .. } => "permission_denied",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::NotFound => "not_found",
+            ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::RackUnreachable(_) => "rack_unreachable",
+            ApiError::RackTimeout => "rack_timeout",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// The client-facing message (store errors are not spelled out).
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated(AuthError::Store(_)) => {
+                "gateway store unavailable, try again".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.message(), "code": self.code() });
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"rack-gateway\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,137 @@
+//! The [`Principal`] behind a request, and authentication of a presented token.
+
+use subtle::ConstantTimeEq;
+
+use super::tokens::hash_token;
+use crate::rbac::{PermissionSet, Role};
+use crate::store::{Store, StoreError, now_ms};
+
+/// What kind of caller this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An API token.
+    ApiToken {
+        /// Token id.
+        id: i64,
+        /// Token name.
+        name: String,
+        /// The e-mail of the user the token acts for, if any.
+        owner_email: Option<String>,
+    },
+}
+
+/// An authenticated caller with the permissions it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User or token.
+    pub kind: PrincipalKind,
+    /// The role, when permissions come from one.
+    pub role: Option<Role>,
+    /// What the caller may do. A token is limited by its own permissions, never its owner's.
+    pub permissions: PermissionSet,
+}
+
+impl Principal {
+    /// The e-mail to attribute the request to.
+    pub fn email(&self) -> Option<&str> {
+        match &self.kind {
+            PrincipalKind::ApiToken { owner_email, .. } => owner_email.as_deref(),
+        }
+    }
+
+    /// The token name, when a token was used.
+    pub fn token_name(&self) -> Option<&str> {
+        match &self.kind {
+            PrincipalKind::ApiToken { name, .. } => Some(name),
+        }
+    }
+
+    /// The role's name or `custom` for explicit permissions.
+    pub fn role_name(&self) -> &str {
+        self.role.map(Role::as_str).unwrap_or("custom")
+    }
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials at all.
+    #[error("authentication required: send the token as the Basic-auth password or a Bearer token")]
+    Missing,
+    /// The Authorization header could not be read.
+    #[error(transparent)]
+    Malformed(#[from] super::CredentialError),
+    /// No such token.
+    #[error("unknown token")]
+    Unknown,
+    /// The token was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// The token expired.
+    #[error("token expired")]
+    Expired,
+    /// The user the token acts for is locked.
+    #[error("token's user is locked")]
+    OwnerLocked,
+    /// The store could not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Authenticates `token` against the store. Every lookup goes to the database, so a revoke,
+/// lock or role change takes effect on the next request on every instance.
+pub async fn authenticate(store: &Store, token: &str) -> Result<Principal, AuthError> {
+    let hash = hash_token(token);
+    let row = store.token_by_hash(&hash).await?.ok_or(AuthError::Unknown)?;
+    // The row was found by hash; compare again in constant time so equality never depends
+    // on a database index's comparison.
+    if !bool::from(row.token_hash.as_bytes().ct_eq(hash.as_bytes())) {
+        return Err(AuthError::Unknown);
+    }
+    if row.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if row.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(AuthError::Expired);
+    }
+    let owner_email = match row.owner_user_id {
+        Some(id) => {
+            let owner = store
+                .user_by_id(id)
+                .await?
+                .ok_or(AuthError::OwnerLocked)?;
+            if owner.locked {
+                return Err(AuthError::OwnerLocked);
+            }
+            Some(owner.email)
+        }
+        None => None,
+    };
+    let (role, permissions) = match (&row.role, &row.permissions) {
+        (Some(role), _) => {
+            let role: Role = role
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("api_tokens.role of token {}", row.id)))?;
+            (Some(role), role.permissions())
+        }
+        (None, Some(perms)) => (
+            None,
+            PermissionSet::new(perms.clone()).map_err(|e| {
+                StoreError::Corrupt(format!("api_tokens.permissions of token {}: {e}", row.id))
+            })?,
+        ),
+        (None, None) => (None, PermissionSet::default()),
+    };
+    if let Err(err) = store.touch_token(row.id, row.last_used_at).await {
+        tracing::warn!(error = %err, token_id = row.id, "could not record token use");
+    }
+    Ok(Principal {
+        kind: PrincipalKind::ApiToken {
+            id: row.id,
+            name: row.name,
+            owner_email,
+        },
+        role,
+        permissions,
+    })
+}

@@ -1,0 +1,86 @@
+//! API token secrets: generation, hashing, expiry parsing.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Every API token starts with this, so leaked tokens are easy to recognise and scan for.
+pub const TOKEN_PREFIX: &str = "rgw_";
+
+/// A freshly issued token: the secret (shown once) and what is stored.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The secret, `rgw_` + 43 characters (256 random bits).
+    pub secret: String,
+    /// Hex SHA-256 of the secret, the only thing stored.
+    pub hash: String,
+}
+
+/// Generates a token with 256 bits from the operating system's CSPRNG.
+pub fn issue_token() -> IssuedToken {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_token(&secret);
+    IssuedToken { secret, hash }
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A bad expiry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a duration like `30d`, `12h`, `90m`.
+    #[error("invalid expiry {0:?}: use a duration such as 90m, 12h, 30d or 52w")]
+    BadExpiry(String),
+}
+
+/// Parses `90m`, `12h`, `30d`, `52w` into milliseconds.
+pub fn parse_expiry(s: &str) -> Result<i64, TokenError> {
+    let bad = || TokenError::BadExpiry(s.to_string());
+    let s = s.trim();
+    let split = s.len().checked_sub(1).ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let unit_ms: i64 = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(bad()),
+    };
+    if n <= 0 || n > 3650 * 86_400_000 / unit_ms {
+        return Err(bad());
+    }
+    Ok(n * unit_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique_prefixed_and_hashed() {
+        let a = issue_token();
+        let b = issue_token();
+        assert_ne!(a.secret, b.secret);
+        assert!(a.secret.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.secret.len(), TOKEN_PREFIX.len() + 43);
+        assert_eq!(a.hash, hash_token(&a.secret));
+        assert_eq!(a.hash.len(), 64);
+        assert!(!a.hash.contains(&a.secret[4..]));
+    }
+
+    #[test]
+    fn expiry() {
+        assert_eq!(parse_expiry("90m"), Ok(90 * 60_000));
+        assert_eq!(parse_expiry("30d"), Ok(30 * 86_400_000));
+        for bad in ["", "d", "0d", "-1d", "10y", "abc", "99999999w"] {
+            assert!(parse_expiry(bad).is_err(), "{bad}");
+        }
+    }
+}

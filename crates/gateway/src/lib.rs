@@ -1,0 +1,15 @@
+//! rack-gateway as a library: [`app::Gateway::start`] connects everything and
+//! [`app::build_app`] returns the router. Binaries live in the `rack-gateway-server` crate.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod proxy;
+pub mod rbac;
+pub mod store;
+
+pub use app::{AppState, Gateway, build_app};
+pub use config::Config;

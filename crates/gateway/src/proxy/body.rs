@@ -1,0 +1,173 @@
+//! HTTP forwarding with streamed bodies both ways, and the outcome event written when the
+//! response body ends (or the client goes away).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::request::Parts;
+use serde_json::json;
+
+use super::headers::{request_headers, response_headers};
+use super::elapsed_ms;
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditLog, Decision};
+use crate::error::ApiError;
+
+/// Records the outcome of a forwarded request when dropped: status, latency, bytes each way,
+/// and whether the response body was delivered in full.
+pub struct OutcomeGuard {
+    audit: AuditLog,
+    event: Option<AuditEvent>,
+    started: Instant,
+    /// Request body bytes sent to the rack.
+    pub bytes_in: Arc<AtomicU64>,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    expected_out: Option<u64>,
+    /// Status returned to the client.
+    pub status: Option<u16>,
+    /// The body (or session) finished normally.
+    pub completed: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// Extra details (WebSocket close reason…).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl OutcomeGuard {
+    /// A guard that writes `event` (an outcome template) when dropped.
+    pub fn new(audit: AuditLog, event: AuditEvent, started: Instant) -> OutcomeGuard {
+        OutcomeGuard {
+            audit,
+            event: Some(event),
+            started,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            expected_out: None,
+            status: None,
+            completed: false,
+            error: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+impl Drop for OutcomeGuard {
+    fn drop(&mut self) {
+        let Some(mut event) = self.event.take() else {
+            return;
+        };
+        let completed = self.completed || self.expected_out.is_some_and(|n| n == self.bytes_out);
+        event.rbac_decision = Decision::Allow;
+        event.status = self.status.map(i64::from);
+        event.latency_ms = Some(elapsed_ms(self.started));
+        let mut details = std::mem::take(&mut self.extra);
+        details.insert("bytes_in".into(), json!(self.bytes_in.load(Ordering::Relaxed)));
+        details.insert("bytes_out".into(), json!(self.bytes_out));
+        details.insert("completed".into(), json!(completed));
+        if let Some(err) = self.error.take() {
+            details.insert("error".into(), json!(err));
+        } else if !completed {
+            details.insert("error".into(), json!("client disconnected before the end"));
+        }
+        self.audit
+            .record_later(event.with_details(serde_json::Value::Object(details)));
+    }
+}
+
+/// A response body stream that counts what it delivers into the guard.
+struct Tracked {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+    guard: OutcomeGuard,
+}
+
+impl Stream for Tracked {
+    type Item = Result<Bytes, reqwest::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => self.guard.bytes_out += chunk.len() as u64,
+            Poll::Ready(Some(Err(err))) => {
+                self.guard.error = Some(format!("rack response body failed: {err}"));
+            }
+            Poll::Ready(None) => self.guard.completed = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+/// Forwards one HTTP request to `url` with the rack's credentials, streaming both bodies.
+pub async fn forward(
+    state: &AppState,
+    parts: Parts,
+    body: Body,
+    url: String,
+    mut outcome: OutcomeGuard,
+) -> Result<Response, ApiError> {
+    let upstream = &state.upstream;
+    let mut headers = request_headers(&parts.headers);
+    headers.insert(http::header::AUTHORIZATION, upstream.authorization());
+
+    let counter = outcome.bytes_in.clone();
+    let request_stream = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        chunk
+    });
+    let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
+        || parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    let mut request = upstream.http.request(parts.method.clone(), url).headers(headers);
+    if has_body {
+        request = request.body(reqwest::Body::wrap_stream(request_stream));
+    }
+
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(err) => {
+            let api_error = upstream_error(&err);
+            outcome.status = Some(api_error.status().as_u16());
+            outcome.error = Some(api_error.message());
+            outcome.completed = true;
+            tracing::warn!(error = %err, "rack request failed");
+            return Err(api_error);
+        }
+    };
+
+    let status = response.status();
+    let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));
+    outcome.status = Some(status.as_u16());
+    outcome.expected_out = response.content_length();
+    let stream = Tracked {
+        inner: Box::pin(response.bytes_stream()),
+        guard: outcome,
+    };
+    let mut out = Response::new(Body::from_stream(stream));
+    *out.status_mut() = status;
+    *out.headers_mut() = out_headers;
+    Ok(out)
+}
+
+/// Maps a client error talking to the rack onto the answer we give.
+fn upstream_error(err: &reqwest::Error) -> ApiError {
+    if err.is_timeout() {
+        ApiError::RackTimeout
+    } else if err.is_connect() {
+        ApiError::RackUnreachable("could not connect to the rack".into())
+    } else if err.is_body() || err.is_request() {
+        // Most often the client's own upload broke off.
+        ApiError::RackUnreachable("request to the rack failed while sending".into())
+    } else {
+        ApiError::RackUnreachable("the rack closed the connection".into())
+    }
+}

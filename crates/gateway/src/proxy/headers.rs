@@ -1,0 +1,128 @@
+//! Which headers cross the gateway.
+//!
+//! Hop-by-hop headers never do. Headers a client could use to feed an audit field, a decision
+//! or the rack's idea of the original request (forwarding, original-path, audit-looking) are
+//! stripped. The caller's credentials are replaced by the rack's; cookies stay with us.
+
+use http::{HeaderMap, HeaderName, header};
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers never forwarded to the rack (besides hop-by-hop ones).
+const REQUEST_DROP: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "forwarded",
+    "x-real-ip",
+    "x-rewrite-url",
+    "x-request-id",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+];
+
+/// Prefixes of request headers never forwarded.
+const REQUEST_DROP_PREFIXES: &[&str] = &["x-forwarded-", "x-original-", "x-audit-", "proxy-"];
+
+/// Response headers never returned to the client.
+const RESPONSE_DROP: &[&str] = &["set-cookie", "www-authenticate", "proxy-authenticate"];
+
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn keep_request(name: &HeaderName, listed: &[String]) -> bool {
+    let n = name.as_str();
+    !HOP_BY_HOP.contains(&n)
+        && !REQUEST_DROP.contains(&n)
+        && !REQUEST_DROP_PREFIXES.iter().any(|p| n.starts_with(p))
+        && !listed.iter().any(|l| l == n)
+}
+
+/// The client's headers that may go to the rack.
+pub fn request_headers(incoming: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(incoming);
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        if keep_request(name, &listed) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The rack's headers that may go back to the client; any header carrying the rack token is
+/// dropped (`leaks` says whether a value contains it).
+pub fn response_headers(incoming: &HeaderMap, leaks: impl Fn(&[u8]) -> bool) -> HeaderMap {
+    let listed = connection_listed(incoming);
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || RESPONSE_DROP.contains(&n)
+            || listed.iter().any(|l| l == n)
+            || leaks(value.as_bytes())
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn spoofable_and_secret_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Basic eA=="),
+            ("cookie", "a=b"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-audit-user", "admin"),
+            ("x-original-url", "/system"),
+            ("connection", "close, x-custom"),
+            ("x-custom", "1"),
+            ("transfer-encoding", "chunked"),
+            ("command", "ls"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = request_headers(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["command", "content-type"]);
+    }
+
+    #[test]
+    fn responses_lose_cookies_and_token_echoes() {
+        let mut h = HeaderMap::new();
+        h.insert("set-cookie", HeaderValue::from_static("s=1"));
+        h.insert("x-echo", HeaderValue::from_static("racktoken"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let out = response_headers(&h, |v| v.windows(9).any(|w| w == b"racktoken"));
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-type"]);
+    }
+}

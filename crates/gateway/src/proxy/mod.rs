@@ -1,0 +1,256 @@
+//! The rack proxy at `/api/v1/rack-proxy/*`.
+//!
+//! A request's path: request id → authenticate → normalise the path → classify (route →
+//! permission) → RBAC → audit event durably written → forward (HTTP or WebSocket, streamed)
+//! → outcome recorded. Each step is a function below; [`handle`] strings them together.
+
+mod body;
+mod headers;
+mod path;
+mod upstream;
+mod ws;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::{IntoResponse, Response};
+use convox_api::{ROUTES, Route, match_route};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+pub use path::{NormalisedPath, PathError, normalise};
+pub use upstream::{Upstream, UpstreamError};
+
+use crate::app::{AppState, Peer};
+use crate::audit::{ActorType, AuditEvent, Decision, EventKind, redact};
+use crate::error::ApiError;
+use crate::identity::{AuthError, Principal, authenticate, extract_token};
+use crate::rbac::{self, unknown_route_permission};
+use body::OutcomeGuard;
+
+/// Where the rack API is mounted on the gateway.
+pub const PROXY_PREFIX: &str = "/api/v1/rack-proxy";
+
+/// What the catalogue says a request is.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    /// The permission that guards it.
+    pub permission: String,
+    /// The matched route, if the catalogue knows it.
+    pub route: Option<&'static Route>,
+}
+
+/// Maps a method and normalised path to its permission. Methods outside the rack API's set are
+/// refused outright.
+pub fn classify(method: &http::Method, decoded_path: &str) -> Result<Classified, ApiError> {
+    let m = convox_api::Method::parse(method.as_str()).ok_or(ApiError::MethodNotAllowed)?;
+    Ok(match match_route(ROUTES, m, decoded_path) {
+        Some(found) => Classified {
+            permission: found.route.permission(),
+            route: Some(found.route),
+        },
+        None => Classified {
+            permission: unknown_route_permission(method.as_str()),
+            route: None,
+        },
+    })
+}
+
+/// The per-request facts every audit event of this request shares.
+#[derive(Debug, Clone)]
+struct RequestFacts {
+    request_id: String,
+    started: Instant,
+    method: String,
+    path: String,
+    client_ip: String,
+    user_agent: Option<String>,
+}
+
+impl RequestFacts {
+    fn event(&self, kind: EventKind, action: &str, principal: Option<&Principal>) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, self.request_id.clone(), action);
+        e.method = Some(self.method.clone());
+        e.path = Some(self.path.clone());
+        e.client_ip = Some(self.client_ip.clone());
+        e.user_agent = self.user_agent.clone();
+        if let Some(p) = principal {
+            e.actor_type = ActorType::Token;
+            e.user_email = p.email().map(str::to_string);
+            e.token_name = p.token_name().map(str::to_string);
+        }
+        e
+    }
+}
+
+/// The proxy handler.
+pub async fn handle(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut response = match proxy(&state, peer, request, &request_id).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn proxy(
+    state: &AppState,
+    peer: Peer,
+    request: Request,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let raw_path = parts
+        .uri
+        .path()
+        .strip_prefix(PROXY_PREFIX)
+        .unwrap_or_default()
+        .to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let normalised = normalise(&raw_path);
+    let shown_path = match &normalised {
+        Ok(p) => p.forward.clone(),
+        Err(_) => String::from_utf8_lossy(&percent_encoding::percent_decode_str(&raw_path).collect::<Vec<u8>>())
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(512)
+            .collect(),
+    };
+    let facts = RequestFacts {
+        request_id: request_id.to_string(),
+        started,
+        method: parts.method.as_str().chars().take(32).collect(),
+        path: match &query {
+            Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
+            None => shown_path,
+        },
+        client_ip: peer.0.ip().to_string(),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+    };
+    let classified = normalised
+        .as_ref()
+        .ok()
+        .map(|p| classify(&parts.method, &p.decoded));
+    let action = match &classified {
+        Some(Ok(c)) => c.permission.clone(),
+        _ => "convox:unclassified".to_string(),
+    };
+
+    // Authenticate first: nothing about the route is revealed to an unknown caller.
+    let principal = match authenticate_request(state, &parts.headers).await {
+        Ok(p) => p,
+        Err(err) => {
+            let err = ApiError::Unauthenticated(err);
+            deny(state, &facts, &action, None, &err).await;
+            return Err(err);
+        }
+    };
+    let normalised = match normalised {
+        Ok(n) => n,
+        Err(e) => {
+            let err = ApiError::BadRequest(e.to_string());
+            deny(state, &facts, &action, Some(&principal), &err).await;
+            return Err(err);
+        }
+    };
+    let classified = match classified {
+        Some(Ok(c)) => c,
+        Some(Err(err)) => {
+            deny(state, &facts, &action, Some(&principal), &err).await;
+            return Err(err);
+        }
+        // A normalised path is always classified above.
+        None => return Err(ApiError::Internal),
+    };
+    if let rbac::Decision::Deny { missing } = rbac::decide(&principal.permissions, &classified.permission) {
+        let err = ApiError::Forbidden {
+            permission: missing,
+            role: principal.role_name().to_string(),
+        };
+        deny(state, &facts, &action, Some(&principal), &err).await;
+        return Err(err);
+    }
+
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+
+    // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
+    let mut event = facts.event(EventKind::Request, &action, Some(&principal));
+    event.rbac_decision = Decision::Allow;
+    event = event.with_details(json!({
+        "route": classified.route.map(|r| r.pattern),
+        "role": principal.role_name(),
+        "websocket": is_upgrade,
+        "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
+    }));
+    if let Err(err) = state.audit.record(event).await {
+        tracing::error!(request_id, error = %err, "refusing request: audit write failed");
+        return Err(ApiError::AuditUnavailable);
+    }
+
+    let outcome = OutcomeGuard::new(
+        state.audit.clone(),
+        facts.event(EventKind::Outcome, &action, Some(&principal)),
+        started,
+    );
+    if is_upgrade {
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
+        let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
+        return ws::forward(state, upgrade, &parts.headers, url, outcome).await;
+    }
+    let url = state.upstream.url(&normalised.forward, query.as_deref());
+    body::forward(state, parts, body, url, outcome).await
+}
+
+async fn authenticate_request(
+    state: &AppState,
+    headers: &http::HeaderMap,
+) -> Result<Principal, AuthError> {
+    let token = extract_token(headers)?.ok_or(AuthError::Missing)?;
+    authenticate(&state.store, &token).await
+}
+
+/// Records a refusal. Nothing is forwarded either way, so a failed write is logged, not fatal.
+async fn deny(
+    state: &AppState,
+    facts: &RequestFacts,
+    action: &str,
+    principal: Option<&Principal>,
+    err: &ApiError,
+) {
+    let mut event = facts.event(EventKind::Request, action, principal);
+    event.rbac_decision = Decision::Deny;
+    event.status = Some(i64::from(err.status().as_u16()));
+    event.latency_ms = Some(elapsed_ms(facts.started));
+    event = event.with_details(json!({ "reason": err.code(), "message": err.message() }));
+    if let Err(e) = state.audit.record(event).await {
+        tracing::error!(request_id = %facts.request_id, error = %e, "could not audit a refusal");
+    }
+}
+
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A response relayed from the rack's refusal of a WebSocket handshake.
+fn relay_status(status: StatusCode, body: Option<Vec<u8>>) -> Response {
+    let body = body.map(Body::from).unwrap_or_else(Body::empty);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,127 @@
+//! Path normalisation: decode once, refuse anything ambiguous, re-encode what is forwarded.
+//!
+//! The gateway and the rack must never disagree about which route a request is, so the
+//! decoded path is what the catalogue matches and exactly that path, re-encoded strictly, is
+//! what the rack receives.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+/// Bytes left as they are in a forwarded segment: RFC 3986 unreserved, plus a few sub-delims
+/// that are harmless in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b':')
+    .remove(b'+')
+    .remove(b'=')
+    .remove(b',');
+
+/// A path that passed normalisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalisedPath {
+    /// The decoded path (`/apps/web`), what the catalogue matches.
+    pub decoded: String,
+    /// The re-encoded path sent to the rack.
+    pub forward: String,
+}
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ambiguous path: {0}")]
+pub struct PathError(pub &'static str);
+
+/// Normalises the part of the request path after the proxy prefix.
+pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
+    if raw.is_empty() || raw == "/" {
+        return Ok(NormalisedPath {
+            decoded: "/".into(),
+            forward: "/".into(),
+        });
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError("must start with /"));
+    }
+    if raw.contains('\\') {
+        return Err(PathError("backslash in path"));
+    }
+    let lower = raw.to_ascii_lowercase();
+    for (needle, why) in [
+        ("%2f", "encoded / in path"),
+        ("%5c", "encoded \\ in path"),
+        ("%25", "double-encoded path"),
+        ("%00", "NUL in path"),
+    ] {
+        if lower.contains(needle) {
+            return Err(PathError(why));
+        }
+    }
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError("path is not valid UTF-8"))?;
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError("control character in path"));
+    }
+    let mut forward = String::with_capacity(raw.len());
+    for segment in decoded.split('/').skip(1) {
+        match segment {
+            "" => return Err(PathError("empty path segment")),
+            "." | ".." => return Err(PathError("dot segment in path")),
+            _ => {}
+        }
+        forward.push('/');
+        forward.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    Ok(NormalisedPath {
+        decoded: decoded.into_owned(),
+        forward,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_pass_through() {
+        let p = normalise("/apps/web/processes").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.decoded, "/apps/web/processes");
+        assert_eq!(p.forward, "/apps/web/processes");
+        let p = normalise("/apps/web/builds/B1.tgz").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.forward, "/apps/web/builds/B1.tgz");
+    }
+
+    #[test]
+    fn encoded_characters_are_decoded_once_and_re_encoded() {
+        let p = normalise("/apps/my%20app").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.decoded, "/apps/my app");
+        assert_eq!(p.forward, "/apps/my%20app");
+        // An encoded letter is just the letter: both sides see /apps.
+        let p = normalise("/%61pps").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.forward, "/apps");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for bad in [
+            "/apps/../system",
+            "/apps/%2e%2e/system",
+            "/apps/./web",
+            "/apps//web",
+            "/apps/web/",
+            "/apps%2fweb",
+            "/apps%2Fweb",
+            "/apps%5cweb",
+            "/apps\\web",
+            "/apps/%252e%252e",
+            "/apps/%00",
+            "/apps/%0a",
+            "/apps/%ff",
+            "apps",
+        ] {
+            assert!(normalise(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The connection to the rack: pooled HTTP client and WebSocket connector sharing one rustls
+//! configuration (web PKI roots, a CA file, or a pinned certificate), and the rack's
+//! credentials, which are added here and nowhere else.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::HeaderValue;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use crate::config::{Config, RackTls};
+
+/// Why the upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The CA file could not be read.
+    #[error("RACK_CA_FILE: {0}")]
+    CaFile(String),
+    /// TLS set-up failed.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The rack, as the gateway reaches it.
+#[derive(Clone)]
+pub struct Upstream {
+    base: String,
+    ws_base: String,
+    auth: HeaderValue,
+    scrub: Arc<[String]>,
+    /// Pooled HTTP client (no redirects, no proxy from the environment).
+    pub http: reqwest::Client,
+    /// TLS configuration for WebSocket connections.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Bound for connecting (and for the WebSocket handshake, with `read_timeout`).
+    pub connect_timeout: std::time::Duration,
+    /// Bound for waiting on the rack's answer.
+    pub read_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the client from configuration.
+    pub fn new(config: &Config) -> Result<Upstream, UpstreamError> {
+        let tls = Arc::new(tls_config(&config.rack_tls)?);
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.rack_connect_timeout)
+            .read_timeout(config.rack_read_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        let base = config.rack_host.as_str().trim_end_matches('/').to_string();
+        let mut ws = config.rack_host.clone();
+        let scheme = if ws.scheme() == "https" { "wss" } else { "ws" };
+        // Url refuses some scheme changes (special → special is allowed here).
+        if ws.set_scheme(scheme).is_err() {
+            ws = Url::parse(&base.replacen("http", "ws", 1)).unwrap_or(ws);
+        }
+        let ws_base = ws.as_str().trim_end_matches('/').to_string();
+        let token = config.rack_token.expose();
+        let basic = STANDARD.encode(format!("convox:{token}"));
+        let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
+            .map_err(|_| UpstreamError::CaFile("RACK_TOKEN is not a valid header value".into()))?;
+        auth.set_sensitive(true);
+        Ok(Upstream {
+            base,
+            ws_base,
+            auth,
+            scrub: Arc::from(vec![token.to_string(), basic]),
+            http,
+            tls,
+            connect_timeout: config.rack_connect_timeout,
+            read_timeout: config.rack_read_timeout,
+        })
+    }
+
+    /// The rack URL for a normalised path and (raw) query.
+    pub fn url(&self, path: &str, query: Option<&str>) -> String {
+        join(&self.base, path, query)
+    }
+
+    /// The rack WebSocket URL for a normalised path and (raw) query.
+    pub fn ws_url(&self, path: &str, query: Option<&str>) -> String {
+        join(&self.ws_base, path, query)
+    }
+
+    /// The `Authorization` value carrying the rack token.
+    pub fn authorization(&self) -> HeaderValue {
+        self.auth.clone()
+    }
+
+    /// True when `value` contains the rack token in any form we send it.
+    pub fn leaks_token(&self, value: &[u8]) -> bool {
+        self.scrub.iter().any(|s| {
+            !s.is_empty() && value.windows(s.len()).any(|w| w == s.as_bytes())
+        })
+    }
+}
+
+fn join(base: &str, path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{base}{path}?{q}"),
+        _ => format!("{base}{path}"),
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_config(mode: &RackTls) -> Result<rustls::ClientConfig, UpstreamError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let config = match mode {
+        RackTls::WebPki => {
+            let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        RackTls::CaFile(path) => {
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| UpstreamError::CaFile(format!("{}: {e}", path.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| UpstreamError::CaFile(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| UpstreamError::CaFile(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(UpstreamError::CaFile(format!(
+                    "{}: no certificates found",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        RackTls::Pinned(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCert {
+                pin: *pin,
+                provider: provider(),
+            }))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Accepts exactly one certificate, by the SHA-256 of its DER bytes. Racks often run with a
+/// self-signed certificate; pinning it is the safe alternative to turning verification off.
+#[derive(Debug)]
+struct PinnedCert {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest = Sha256::digest(end_entity.as_ref());
+        if bool::from(digest.as_slice().ct_eq(&self.pin)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "rack certificate does not match RACK_TLS_PIN_SHA256".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,179 @@
+//! WebSocket proxying (logs, exec, run, build logs): connect to the rack first, then accept the
+//! client's upgrade and pump frames both ways. The session's end is audited with its duration.
+
+use std::time::Duration;
+
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame as TCloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as TMessage};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::body::OutcomeGuard;
+use super::headers::request_headers;
+use super::relay_status;
+use crate::app::AppState;
+use crate::error::ApiError;
+
+type RackSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long the other direction may run on after one side has closed.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Connects to the rack at `url`, then upgrades the client and relays frames.
+pub async fn forward(
+    state: &AppState,
+    upgrade: WebSocketUpgrade,
+    client_headers: &HeaderMap,
+    url: String,
+    mut outcome: OutcomeGuard,
+) -> Result<Response, ApiError> {
+    let upstream = &state.upstream;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|_| ApiError::BadRequest("invalid WebSocket target".into()))?;
+    for (name, value) in request_headers(client_headers).iter() {
+        request.headers_mut().append(name.clone(), value.clone());
+    }
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, upstream.authorization());
+
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(WebSocketConfig::default()),
+        false,
+        Some(Connector::Rustls(upstream.tls.clone())),
+    );
+    let rack = match tokio::time::timeout(upstream.connect_timeout + upstream.read_timeout, connect).await {
+        Err(_) => {
+            outcome.status = Some(504);
+            outcome.completed = true;
+            outcome.error = Some("rack WebSocket handshake timed out".into());
+            return Err(ApiError::RackTimeout);
+        }
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            // The rack refused the upgrade (unknown app, bad process…): relay its answer.
+            let (parts, body) = response.into_parts();
+            outcome.status = Some(parts.status.as_u16());
+            outcome.completed = true;
+            return Ok(relay_status(parts.status, body));
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "rack WebSocket connect failed");
+            outcome.status = Some(502);
+            outcome.completed = true;
+            outcome.error = Some("could not open a WebSocket to the rack".into());
+            return Err(ApiError::RackUnreachable(
+                "could not open a WebSocket to the rack".into(),
+            ));
+        }
+        Ok(Ok((socket, _response))) => socket,
+    };
+    outcome.status = Some(101);
+    Ok(upgrade.on_upgrade(move |client| relay(client, rack, outcome)))
+}
+
+/// Which side ended the session.
+#[derive(Debug, Clone, Copy)]
+enum Closer {
+    Client,
+    Rack,
+}
+
+async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut rack_tx, mut rack_rx) = rack.split();
+    let bytes_in = outcome.bytes_in.clone();
+
+    let client_to_rack = async move {
+        while let Some(Ok(message)) = client_rx.next().await {
+            bytes_in.fetch_add(
+                message_len(&message) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let closing = matches!(message, ws::Message::Close(_));
+            if rack_tx.send(to_rack(message)).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = rack_tx.close().await;
+    };
+    let bytes_out = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let out_counter = bytes_out.clone();
+    let rack_to_client = async move {
+        while let Some(Ok(message)) = rack_rx.next().await {
+            let Some(message) = to_client(message) else {
+                continue;
+            };
+            out_counter.fetch_add(message_len(&message) as u64, std::sync::atomic::Ordering::Relaxed);
+            let closing = matches!(message, ws::Message::Close(_));
+            if client_tx.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = client_tx.close().await;
+    };
+    tokio::pin!(client_to_rack);
+    tokio::pin!(rack_to_client);
+    let closer = tokio::select! {
+        _ = &mut client_to_rack => Closer::Client,
+        _ = &mut rack_to_client => Closer::Rack,
+    };
+    // Let the other direction deliver what is in flight (an exit code, a close frame).
+    let _ = match closer {
+        Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
+        Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
+    };
+    outcome.bytes_out = bytes_out.load(std::sync::atomic::Ordering::Relaxed);
+    outcome.completed = true;
+    outcome.extra.insert(
+        "closed_by".into(),
+        json!(match closer {
+            Closer::Client => "client",
+            Closer::Rack => "rack",
+        }),
+    );
+    outcome.extra.insert("websocket".into(), json!(true));
+}
+
+fn message_len(message: &ws::Message) -> usize {
+    match message {
+        ws::Message::Text(t) => t.len(),
+        ws::Message::Binary(b) | ws::Message::Ping(b) | ws::Message::Pong(b) => b.len(),
+        ws::Message::Close(_) => 0,
+    }
+}
+
+fn to_rack(message: ws::Message) -> TMessage {
+    match message {
+        ws::Message::Text(t) => TMessage::Text(t.as_str().into()),
+        ws::Message::Binary(b) => TMessage::Binary(b),
+        ws::Message::Ping(b) => TMessage::Ping(b),
+        ws::Message::Pong(b) => TMessage::Pong(b),
+        ws::Message::Close(frame) => TMessage::Close(frame.map(|f| TCloseFrame {
+            code: f.code.into(),
+            reason: f.reason.as_str().into(),
+        })),
+    }
+}
+
+fn to_client(message: TMessage) -> Option<ws::Message> {
+    Some(match message {
+        TMessage::Text(t) => ws::Message::Text(t.as_str().into()),
+        TMessage::Binary(b) => ws::Message::Binary(b),
+        TMessage::Ping(b) => ws::Message::Ping(b),
+        TMessage::Pong(b) => ws::Message::Pong(b),
+        TMessage::Close(frame) => ws::Message::Close(frame.map(|f| ws::CloseFrame {
+            code: f.code.into(),
+            reason: f.reason.as_str().into(),
+        })),
+        TMessage::Frame(_) => return None,
+    })
+}

@@ -1,0 +1,177 @@
+//! Role-based access control: roles, permission strings with wildcards, and the decision.
+//!
+//! Permissions are `convox:<resource>:<action>` (one per rack route, see
+//! `convox_api::catalogue`) and `gateway:<resource>:<action>`. A pattern may use `*` for any
+//! one segment, and `*` alone grants everything (admin).
+
+mod roles;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use roles::{Role, UnknownRole};
+
+/// The permission guarding rack routes the catalogue does not know. Only a grant of `*` (or an
+/// explicit grant of this) covers it, so unknown routes are denied to all but admin.
+pub fn unknown_route_permission(method: &str) -> String {
+    format!("convox:unknown:{}", method.to_ascii_lowercase())
+}
+
+/// A malformed permission string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid permission {0:?}: expected `*` or `<convox|gateway|*>:<resource|*>:<action|*>`")]
+pub struct InvalidPermission(pub String);
+
+/// Checks a permission pattern's syntax.
+pub fn validate_permission(pattern: &str) -> Result<(), InvalidPermission> {
+    if pattern == "*" {
+        return Ok(());
+    }
+    let parts: Vec<&str> = pattern.split(':').collect();
+    let segment_ok = |s: &str| {
+        s == "*"
+            || (!s.is_empty()
+                && s
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
+    };
+    let ok = parts.len() == 3
+        && matches!(parts[0], "convox" | "gateway" | "*")
+        && parts.iter().all(|s| segment_ok(s));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidPermission(pattern.to_string()))
+    }
+}
+
+/// True when `pattern` grants `permission`.
+pub fn pattern_matches(pattern: &str, permission: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let mut p = pattern.split(':');
+    let mut q = permission.split(':');
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == "*" || a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A set of granted permission patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PermissionSet(Vec<String>);
+
+impl PermissionSet {
+    /// A set from validated patterns.
+    pub fn new(patterns: Vec<String>) -> Result<PermissionSet, InvalidPermission> {
+        for p in &patterns {
+            validate_permission(p)?;
+        }
+        Ok(PermissionSet(patterns))
+    }
+
+    /// True when any pattern grants `permission`.
+    pub fn allows(&self, permission: &str) -> bool {
+        self.0.iter().any(|p| pattern_matches(p, permission))
+    }
+
+    /// True when every permission `other` could grant is granted here (for "a token cannot
+    /// mint a token with more power than it holds").
+    pub fn covers(&self, other: &PermissionSet) -> bool {
+        other.0.iter().all(|p| self.allows(p))
+    }
+
+    /// The patterns.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl fmt::Display for PermissionSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl FromStr for PermissionSet {
+    type Err = InvalidPermission;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PermissionSet::new(
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+}
+
+/// The RBAC decision for one permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Granted.
+    Allow,
+    /// Refused: the permission that was missing.
+    Deny {
+        /// The permission the caller lacks.
+        missing: String,
+    },
+}
+
+/// Decides whether `granted` covers `permission`.
+pub fn decide(granted: &PermissionSet, permission: &str) -> Decision {
+    if granted.allows(permission) {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            missing: permission.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(pattern_matches("*", "convox:apps:delete"));
+        assert!(pattern_matches("convox:apps:*", "convox:apps:delete"));
+        assert!(pattern_matches("convox:*:list", "convox:builds:list"));
+        assert!(!pattern_matches("convox:apps:*", "convox:builds:list"));
+        assert!(!pattern_matches("convox:apps", "convox:apps:list"));
+        assert!(!pattern_matches("convox:apps:list:x", "convox:apps:list"));
+        assert!(!pattern_matches("convox:*:*", "gateway:tokens:create"));
+    }
+
+    #[test]
+    fn validation() {
+        for ok in ["*", "convox:apps:list", "gateway:tokens:*", "*:*:*", "convox:deploy-approvals:request"] {
+            assert!(validate_permission(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "apps", "convox:apps", "convox::list", "other:apps:list", "convox:Apps:list", "convox:apps:list:x"] {
+            assert!(validate_permission(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_routes_need_admin() {
+        let perm = unknown_route_permission("GET");
+        for role in Role::ALL {
+            let allowed = role.permissions().allows(&perm);
+            assert_eq!(allowed, *role == Role::Admin, "{role}");
+        }
+    }
+
+    #[test]
+    fn covers() {
+        assert!(Role::Admin.permissions().covers(&Role::Deployer.permissions()));
+        assert!(Role::Deployer.permissions().covers(&Role::Ops.permissions()));
+        assert!(Role::Ops.permissions().covers(&Role::Viewer.permissions()));
+        assert!(!Role::Viewer.permissions().covers(&Role::Ops.permissions()));
+    }
+}

@@ -1,0 +1,195 @@
+//! Persistence: one store API over SQLite (embedded default) and PostgreSQL.
+//!
+//! Both backends go through sqlx's `Any` driver with the same `$1`-style SQL; the few
+//! statements that differ (how a write transaction starts, row locks) switch on [`Backend`].
+//! Migrations live in `migrations/sqlite` and `migrations/postgres` and are compiled in.
+
+mod audit;
+mod settings;
+mod tokens;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor};
+
+pub use audit::{AuditRow, ChainHead};
+pub use tokens::{NewToken, TokenRow};
+pub use users::UserRow;
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file in WAL mode.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row the caller asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A unique value is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Stored data is not what this version expects.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the error means "a unique constraint was hit".
+    fn is_unique_violation(err: &sqlx::Error) -> bool {
+        match err {
+            sqlx::Error::Database(db) => {
+                db.is_unique_violation()
+                    || db.message().contains("UNIQUE constraint failed")
+                    || db.message().contains("duplicate key")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The gateway's store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
+    /// missing; PostgreSQL's database must exist.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool_options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            });
+        let pool_options = match backend {
+            Backend::Sqlite => pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the single writer; NORMAL sync in WAL mode
+                    // survives a process crash (power loss may drop the last commits).
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => pool_options,
+        };
+        let pool = pool_options.connect_with(options).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies pending migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction on a dedicated connection: `BEGIN IMMEDIATE` on SQLite (take
+    /// the write lock up front, so read-then-write cannot fail on a stale snapshot), `BEGIN`
+    /// on PostgreSQL (callers lock rows explicitly).
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        conn.execute(begin).await?;
+        Ok(WriteTx { conn: Some(conn) })
+    }
+}
+
+/// A write transaction; rolled back unless [`WriteTx::commit`] is called.
+struct WriteTx {
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl WriteTx {
+    fn conn(&mut self) -> Result<&mut PoolConnection<Any>, StoreError> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Corrupt("transaction already finished".into()))
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        if let Some(mut conn) = self.conn.take() {
+            if let Err(err) = conn.execute("COMMIT").await {
+                // The connection's state is unknown; do not return it to the pool.
+                let _ = conn.execute("ROLLBACK").await;
+                conn.close_on_drop();
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            // Roll back off the async path: closing the connection discards the transaction.
+            conn.close_on_drop();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! API tokens table. Only the SHA-256 of a token is stored.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms};
+
+/// An API token as stored (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRow {
+    /// Row id, the handle for listing and revoking.
+    pub id: i64,
+    /// Human name, e.g. `circleci-deploy`.
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    #[serde(skip)]
+    pub token_hash: String,
+    /// Role name, when the token carries a role.
+    pub role: Option<String>,
+    /// Explicit permissions, when the token carries those instead of a role.
+    pub permissions: Option<Vec<String>>,
+    /// The user this token acts for, if any (locking them stops the token).
+    pub owner_user_id: Option<i64>,
+    /// Who created it (an e-mail, or `cli:<login>` for the admin command).
+    pub created_by: String,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Expiry (unix ms).
+    pub expires_at: Option<i64>,
+    /// Last successful use (unix ms).
+    pub last_used_at: Option<i64>,
+    /// Revocation time (unix ms).
+    pub revoked_at: Option<i64>,
+}
+
+/// What is needed to store a new token.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    /// Human name.
+    pub name: &'a str,
+    /// Hex SHA-256 of the secret.
+    pub token_hash: &'a str,
+    /// Role name (or `None` with `permissions`).
+    pub role: Option<&'a str>,
+    /// Explicit permissions (or `None` with `role`).
+    pub permissions: Option<&'a [String]>,
+    /// Acting user.
+    pub owner_user_id: Option<i64>,
+    /// Creator.
+    pub created_by: &'a str,
+    /// Expiry (unix ms).
+    pub expires_at: Option<i64>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, name, token_hash, role, permissions, owner_user_id, created_by, \
+                       created_at, expires_at, last_used_at, revoked_at"
+    };
+}
+
+fn from_row(row: &AnyRow) -> Result<TokenRow, StoreError> {
+    let permissions: Option<String> = row.try_get("permissions")?;
+    let permissions = permissions
+        .map(|p| serde_json::from_str::<Vec<String>>(&p))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("api_tokens.permissions: {e}")))?;
+    Ok(TokenRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        token_hash: row.try_get("token_hash")?,
+        role: row.try_get("role")?,
+        permissions,
+        owner_user_id: row.try_get("owner_user_id")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a new token.
+    pub async fn create_token(&self, new: &NewToken<'_>) -> Result<TokenRow, StoreError> {
+        let permissions = new
+            .permissions
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sql = concat!("INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
+             created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING ", columns!(), "");
+        let row = sqlx::query(sql)
+            .bind(new.name)
+            .bind(new.token_hash)
+            .bind(new.role)
+            .bind(permissions)
+            .bind(new.owner_user_id)
+            .bind(new.created_by)
+            .bind(now_ms())
+            .bind(new.expires_at)
+            .fetch_one(&self.pool)
+            .await?;
+        from_row(&row)
+    }
+
+    /// Finds a token by the hash of its secret.
+    pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM api_tokens WHERE token_hash = $1");
+        let row = sqlx::query(sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// All tokens, newest first.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM api_tokens ORDER BY id DESC");
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Revokes the token with this id, or the one not-yet-revoked token with this name.
+    pub async fn revoke_token(&self, id_or_name: &str) -> Result<TokenRow, StoreError> {
+        let candidates: Vec<TokenRow> = self
+            .list_tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none())
+            .filter(|t| t.id.to_string() == id_or_name || t.name == id_or_name)
+            .collect();
+        let token = match candidates.as_slice() {
+            [one] => one,
+            [] => return Err(StoreError::NotFound(format!("active token {id_or_name}"))),
+            _ => {
+                return Err(StoreError::Conflict(format!("more than one active token named {id_or_name}; revoke by id")));
+            }
+        };
+        let sql = concat!("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             RETURNING ", columns!(), "");
+        let row = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(token.id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => from_row(&row),
+            None => Err(StoreError::NotFound(format!("active token {id_or_name}"))),
+        }
+    }
+
+    /// Records a successful use. Coarse (once a minute per token) to keep writes off the hot
+    /// path.
+    pub async fn touch_token(&self, id: i64, last_used_at: Option<i64>) -> Result<(), StoreError> {
+        let now = now_ms();
+        if last_used_at.is_some_and(|t| now - t < 60_000) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

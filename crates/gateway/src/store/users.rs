@@ -1,0 +1,128 @@
+//! Users table.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms};
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserRow {
+    /// Row id.
+    pub id: i64,
+    /// E-mail address (lower-cased), the user's identity.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role name.
+    pub role: String,
+    /// A locked user can do nothing.
+    pub locked: bool,
+    /// Creation time (unix ms).
+    pub created_at: i64,
+    /// Last request (unix ms).
+    pub last_seen_at: Option<i64>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, email, name, role, locked, created_at, last_seen_at"
+    };
+}
+
+fn from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        locked: row.try_get::<i64, _>("locked")? != 0,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
+}
+
+impl Store {
+    /// Adds a user; the e-mail must be new.
+    pub async fn create_user(&self, email: &str, name: &str, role: &str) -> Result<UserRow, StoreError> {
+        let now = now_ms();
+        let sql = concat!("INSERT INTO users (email, name, role, locked, created_at, updated_at) \
+             VALUES ($1, $2, $3, 0, $4, $4) RETURNING ", columns!(), "");
+        let row = sqlx::query(sql)
+            .bind(email.to_lowercase())
+            .bind(name)
+            .bind(role)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| {
+                if StoreError::is_unique_violation(&e) {
+                    StoreError::Conflict(format!("user {email}"))
+                } else {
+                    e.into()
+                }
+            })?;
+        from_row(&row)
+    }
+
+    /// Finds a user by e-mail (case-insensitive).
+    pub async fn find_user(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+        let row = sqlx::query(sql)
+            .bind(email.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Finds a user by id.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// All users, by e-mail.
+    pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM users ORDER BY email");
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Changes a user's role.
+    pub async fn set_user_role(&self, email: &str, role: &str) -> Result<UserRow, StoreError> {
+        let sql = concat!(
+            "UPDATE users SET role = $1, updated_at = $2 WHERE email = $3 RETURNING ",
+            columns!()
+        );
+        let row = sqlx::query(sql)
+            .bind(role)
+            .bind(now_ms())
+            .bind(email.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        found(row, email)
+    }
+
+    /// Locks or unlocks a user.
+    pub async fn set_user_locked(&self, email: &str, locked: bool) -> Result<UserRow, StoreError> {
+        let sql = concat!(
+            "UPDATE users SET locked = $1, updated_at = $2 WHERE email = $3 RETURNING ",
+            columns!()
+        );
+        let row = sqlx::query(sql)
+            .bind(i64::from(locked))
+            .bind(now_ms())
+            .bind(email.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        found(row, email)
+    }
+}
+
+fn found(row: Option<AnyRow>, email: &str) -> Result<UserRow, StoreError> {
+    match row {
+        Some(row) => from_row(&row),
+        None => Err(StoreError::NotFound(format!("user {email}"))),
+    }
+}

@@ -1,0 +1,233 @@
+//! Admin subcommands that work directly against the configured database: migrate, tokens,
+//! users, audit verify. Each change is audited like any other gateway action.
+
+use anyhow::Context;
+use gateway::audit::{AuditLog, resolve_key, verify_chain};
+use gateway::config::StoreConfig;
+use gateway::identity::manage::{self, Actor, TokenRequest};
+use gateway::store::{Store, TokenRow, UserRow, now_ms};
+
+use crate::cli::{AuditCommand, TokensCommand, UsersCommand};
+
+/// An open store with a running audit writer.
+struct Admin {
+    store: Store,
+    audit: AuditLog,
+    task: tokio::task::JoinHandle<()>,
+    actor: Actor,
+}
+
+impl Admin {
+    async fn open() -> anyhow::Result<Admin> {
+        let config = StoreConfig::from_env().context("configuration")?;
+        let store = Store::connect(&config.database_url)
+            .await
+            .context("cannot open the database (DATABASE_URL)")?;
+        store.migrate().await.context("migrations")?;
+        let (key, _) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+        // stdout stays free for the command's own output.
+        let (audit, task) = AuditLog::start(store.clone(), key, false);
+        Ok(Admin {
+            store,
+            audit,
+            task,
+            actor: Actor::cli(),
+        })
+    }
+
+    async fn close(self) {
+        self.audit.flush().await;
+        drop(self.audit);
+        let _ = self.task.await;
+        self.store.close().await;
+    }
+}
+
+/// `migrate`
+pub async fn migrate() -> anyhow::Result<()> {
+    let config = StoreConfig::from_env().context("configuration")?;
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("cannot open the database (DATABASE_URL)")?;
+    store.migrate().await.context("migrations")?;
+    store.close().await;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// `tokens …`
+pub async fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
+    let admin = Admin::open().await?;
+    let result = run_tokens(&admin, cmd).await;
+    admin.close().await;
+    result
+}
+
+async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::Create(args) => {
+            let request = TokenRequest {
+                name: args.name,
+                role: args.role,
+                permissions: args.permissions,
+                expires_in: args.expires_in,
+                owner: args.owner,
+            };
+            let (row, secret) =
+                manage::create_token(&admin.store, &admin.audit, &admin.actor, &request).await?;
+            let scope = match (&row.role, &row.permissions) {
+                (Some(role), _) => format!("role {role}"),
+                (None, Some(p)) => format!("permissions {}", p.join(",")),
+                (None, None) => "no permissions".into(),
+            };
+            println!(
+                "Created API token {} {:?} ({scope}, expires {}).",
+                row.id,
+                row.name,
+                when(row.expires_at)
+            );
+            println!("Store it now: it is shown only once.");
+            println!("{secret}");
+        }
+        TokensCommand::List { json } => {
+            let tokens = admin.store.list_tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                print_tokens(&tokens);
+            }
+        }
+        TokensCommand::Revoke { token } => {
+            let row = manage::revoke_token(&admin.store, &admin.audit, &admin.actor, &token).await?;
+            println!("Revoked API token {} {:?}.", row.id, row.name);
+        }
+    }
+    Ok(())
+}
+
+/// `users …`
+pub async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
+    let admin = Admin::open().await?;
+    let result = run_users(&admin, cmd).await;
+    admin.close().await;
+    result
+}
+
+async fn run_users(admin: &Admin, cmd: UsersCommand) -> anyhow::Result<()> {
+    let (store, audit, actor) = (&admin.store, &admin.audit, &admin.actor);
+    match cmd {
+        UsersCommand::Add { email, role, name } => {
+            let user = manage::add_user(store, audit, actor, &email, &name, &role).await?;
+            println!("Added {} as {}.", user.email, user.role);
+        }
+        UsersCommand::List { json } => {
+            let users = store.list_users().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                print_users(&users);
+            }
+        }
+        UsersCommand::SetRole { email, role } => {
+            let user = manage::set_user_role(store, audit, actor, &email, &role).await?;
+            println!("{} is now {}.", user.email, user.role);
+        }
+        UsersCommand::Lock { email } => {
+            let user = manage::set_user_locked(store, audit, actor, &email, true).await?;
+            println!("Locked {}.", user.email);
+        }
+        UsersCommand::Unlock { email } => {
+            let user = manage::set_user_locked(store, audit, actor, &email, false).await?;
+            println!("Unlocked {}.", user.email);
+        }
+    }
+    Ok(())
+}
+
+/// `audit …`
+pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify => {
+            let config = StoreConfig::from_env().context("configuration")?;
+            let store = Store::connect(&config.database_url)
+                .await
+                .context("cannot open the database (DATABASE_URL)")?;
+            store.migrate().await.context("migrations")?;
+            let (key, _) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+            let report = verify_chain(&store, &key).await;
+            store.close().await;
+            let report = report?;
+            println!(
+                "audit chain OK: {} events, head {}",
+                report.events, report.head_hash
+            );
+            Ok(())
+        }
+    }
+}
+
+fn when(ms: Option<i64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(ms) => {
+            let t = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+            humantime_like(t)
+        }
+    }
+}
+
+fn humantime_like(t: std::time::SystemTime) -> String {
+    // Seconds precision is enough for a listing.
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    gateway::audit::format_time(t)
+}
+
+fn print_tokens(tokens: &[TokenRow]) {
+    println!(
+        "{:<5} {:<24} {:<16} {:<22} {:<22} {:<10} CREATED BY",
+        "ID", "NAME", "ROLE", "EXPIRES", "LAST USED", "STATUS"
+    );
+    let now = now_ms();
+    for t in tokens {
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.expires_at.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let scope = t
+            .role
+            .clone()
+            .unwrap_or_else(|| "custom".into());
+        println!(
+            "{:<5} {:<24} {:<16} {:<22} {:<22} {:<10} {}",
+            t.id,
+            t.name,
+            scope,
+            when(t.expires_at),
+            t.last_used_at.map(|m| when(Some(m))).unwrap_or_else(|| "never".into()),
+            status,
+            t.created_by
+        );
+    }
+}
+
+fn print_users(users: &[UserRow]) {
+    println!("{:<32} {:<24} {:<10} {:<8} LAST SEEN", "EMAIL", "NAME", "ROLE", "LOCKED");
+    for u in users {
+        println!(
+            "{:<32} {:<24} {:<10} {:<8} {}",
+            u.email,
+            u.name,
+            u.role,
+            if u.locked { "yes" } else { "no" },
+            u.last_seen_at.map(|m| when(Some(m))).unwrap_or_else(|| "never".into())
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand};
+
+/// rack-gateway: a security gateway in front of a Convox rack.
+#[derive(Debug, Parser)]
+#[command(name = "rack-gateway-server", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (configuration from the environment; see docs/configuration.md).
+    Serve,
+    /// Apply database migrations and exit (DATABASE_URL).
+    Migrate,
+    /// Manage API tokens in the configured database.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Manage users in the configured database.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Inspect the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `tokens …`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an API token; the secret is printed once, alone on the last line of stdout.
+    ///
+    /// Example: rack-gateway-server tokens create --name circleci --role deployer --expires-in 90d
+    Create(TokenCreate),
+    /// List API tokens (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id or name; it stops working on its next request.
+    Revoke {
+        /// Token id (from `tokens list`) or name.
+        token: String,
+    },
+}
+
+/// `tokens create` arguments.
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// A name to recognise the token by, e.g. `circleci-deploy`.
+    #[arg(long)]
+    pub name: String,
+    /// Role: viewer, ops, deployer, admin or cicd.
+    #[arg(long, conflicts_with = "permissions", required_unless_present = "permissions")]
+    pub role: Option<String>,
+    /// Explicit permissions instead of a role, comma-separated (e.g. `convox:apps:list,convox:logs:read`).
+    #[arg(long)]
+    pub permissions: Option<String>,
+    /// Expire after a duration: 90m, 12h, 30d, 52w.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    /// The user the token acts for (locking them stops the token).
+    #[arg(long)]
+    pub owner: Option<String>,
+}
+
+/// `users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user.
+    ///
+    /// Example: rack-gateway-server users add alice@example.com --role deployer --name "Alice"
+    Add {
+        /// E-mail address.
+        email: String,
+        /// Role: viewer, ops, deployer, admin or cicd.
+        #[arg(long)]
+        role: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List users.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a user's role (effective on their next request).
+    SetRole {
+        /// E-mail address.
+        email: String,
+        /// New role.
+        role: String,
+    },
+    /// Lock a user: every request they (or tokens acting for them) make is refused.
+    Lock {
+        /// E-mail address.
+        email: String,
+    },
+    /// Unlock a user.
+    Unlock {
+        /// E-mail address.
+        email: String,
+    },
+}
+
+/// `audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-compute the audit hash chain from the database and check every link.
+    Verify,
+}

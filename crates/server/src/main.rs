@@ -1,0 +1,45 @@
+//! `rack-gateway-server`: the gateway (`serve`), the one-command dev stack (`dev`), migrations
+//! and admin commands that work directly against the configured database.
+
+mod admin;
+mod cli;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider for every TLS client in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => {
+                logging::init();
+                serve::run().await
+            }
+            Command::Migrate => admin::migrate().await,
+            Command::Tokens(cmd) => admin::tokens(cmd).await,
+            Command::Users(cmd) => admin::users(cmd).await,
+            Command::Audit(cmd) => admin::audit(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
