@@ -98,7 +98,8 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
             }
         }
         TokensCommand::Revoke { token } => {
-            let row = manage::revoke_token(&admin.store, &admin.audit, &admin.actor, &token).await?;
+            let row =
+                manage::revoke_token(&admin.store, &admin.audit, &admin.actor, &token).await?;
             println!("Revoked API token {} {:?}.", row.id, row.name);
         }
     }
@@ -201,17 +202,16 @@ fn print_tokens(tokens: &[TokenRow]) {
         } else {
             "active"
         };
-        let scope = t
-            .role
-            .clone()
-            .unwrap_or_else(|| "custom".into());
+        let scope = t.role.clone().unwrap_or_else(|| "custom".into());
         println!(
             "{:<5} {:<24} {:<16} {:<22} {:<22} {:<10} {}",
             t.id,
             t.name,
             scope,
             when(t.expires_at),
-            t.last_used_at.map(|m| when(Some(m))).unwrap_or_else(|| "never".into()),
+            t.last_used_at
+                .map(|m| when(Some(m)))
+                .unwrap_or_else(|| "never".into()),
             status,
             t.created_by
         );
@@ -219,7 +219,10 @@ fn print_tokens(tokens: &[TokenRow]) {
 }
 
 fn print_users(users: &[UserRow]) {
-    println!("{:<32} {:<24} {:<10} {:<8} LAST SEEN", "EMAIL", "NAME", "ROLE", "LOCKED");
+    println!(
+        "{:<32} {:<24} {:<10} {:<8} LAST SEEN",
+        "EMAIL", "NAME", "ROLE", "LOCKED"
+    );
     for u in users {
         println!(
             "{:<32} {:<24} {:<10} {:<8} {}",
@@ -227,7 +230,9 @@ fn print_users(users: &[UserRow]) {
             u.name,
             u.role,
             if u.locked { "yes" } else { "no" },
-            u.last_seen_at.map(|m| when(Some(m))).unwrap_or_else(|| "never".into())
+            u.last_seen_at
+                .map(|m| when(Some(m)))
+                .unwrap_or_else(|| "never".into())
         );
     }
 }

@@ -56,7 +56,11 @@ pub struct TokenCreate {
     #[arg(long)]
     pub name: String,
     /// Role: viewer, ops, deployer, admin or cicd.
-    #[arg(long, conflicts_with = "permissions", required_unless_present = "permissions")]
+    #[arg(
+        long,
+        conflicts_with = "permissions",
+        required_unless_present = "permissions"
+    )]
     pub role: Option<String>,
     /// Explicit permissions instead of a role, comma-separated (e.g. `convox:apps:list,convox:logs:read`).
     #[arg(long)]

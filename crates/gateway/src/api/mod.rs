@@ -34,7 +34,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "status": if ok { "ready" } else { "not_ready" }, "database": db, "rack": rack });
+    let body =
+        json!({ "status": if ok { "ready" } else { "not_ready" }, "database": db, "rack": rack });
     (status, Json(body)).into_response()
 }
 
@@ -49,7 +50,9 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
         .send();
     match request.await {
         Ok(resp) if resp.status().is_success() => json!({ "ok": true }),
-        Ok(resp) => json!({ "ok": false, "error": format!("rack answered {}", resp.status().as_u16()) }),
+        Ok(resp) => {
+            json!({ "ok": false, "error": format!("rack answered {}", resp.status().as_u16()) })
+        }
         Err(e) if e.is_timeout() => json!({ "ok": false, "error": "rack timed out" }),
         Err(_) => json!({ "ok": false, "error": "rack unreachable" }),
     }

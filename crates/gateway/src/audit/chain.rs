@@ -82,7 +82,9 @@ pub async fn resolve_key(
         }
     };
     let fingerprint = key.fingerprint();
-    let stored = store.setting_or_insert(FINGERPRINT_SETTING, &fingerprint).await?;
+    let stored = store
+        .setting_or_insert(FINGERPRINT_SETTING, &fingerprint)
+        .await?;
     if stored != fingerprint {
         return Err(ResolveKeyError::KeyChanged);
     }

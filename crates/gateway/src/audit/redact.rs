@@ -12,8 +12,17 @@ use serde_json::Value;
 pub const REDACTED: &str = "[redacted]";
 
 const SECRET_WORDS: &[&str] = &[
-    "pass", "secret", "token", "key", "credential", "auth", "cookie", "session", "signature",
-    "private", "cert",
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "cookie",
+    "session",
+    "signature",
+    "private",
+    "cert",
 ];
 
 /// True when a field called `name` holds a secret.
@@ -162,7 +171,10 @@ mod tests {
             redact_value("postgres://app:s3cret@db:5432/app"),
             format!("postgres://app:{REDACTED}@db:5432/app")
         );
-        assert_eq!(redact_value("https://example.com/a@b"), "https://example.com/a@b");
+        assert_eq!(
+            redact_value("https://example.com/a@b"),
+            "https://example.com/a@b"
+        );
         assert_eq!(redact_value("Basic Y29udm94OnRvaw=="), REDACTED);
         assert_eq!(redact_value("rgw_abcdef"), REDACTED);
         assert_eq!(redact_value("plain"), "plain");
@@ -174,6 +186,9 @@ mod tests {
             redact_query("follow=true&token=abc&since=1h"),
             format!("follow=true&token={REDACTED}&since=1h")
         );
-        assert_eq!(redact_query("url=postgres%3A%2F%2Fu%3Ap%40h"), format!("url={REDACTED}"));
+        assert_eq!(
+            redact_query("url=postgres%3A%2F%2Fu%3Ap%40h"),
+            format!("url={REDACTED}")
+        );
     }
 }

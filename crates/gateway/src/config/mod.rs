@@ -93,7 +93,9 @@ impl StoreConfig {
     }
 
     /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` through `lookup`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<StoreConfig, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         validate_database_url(&database_url)?;
@@ -126,10 +128,12 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
         let rack_host = parse_rack_host(get("RACK_HOST"))?;
-        let rack_token = get("RACK_TOKEN").map(Secret::new).ok_or(ConfigError::Missing {
-            name: "RACK_TOKEN",
-            expected: "the rack's API token (the password convox uses for the rack)",
-        })?;
+        let rack_token = get("RACK_TOKEN")
+            .map(Secret::new)
+            .ok_or(ConfigError::Missing {
+                name: "RACK_TOKEN",
+                expected: "the rack's API token (the password convox uses for the rack)",
+            })?;
 
         let listen_addr = match (get("LISTEN_ADDR"), get("PORT")) {
             (Some(addr), _) => addr.parse().map_err(|_| ConfigError::Invalid {
@@ -237,7 +241,9 @@ fn parse_rack_host(raw: Option<String>) -> Result<Url, ConfigError> {
 }
 
 fn validate_database_url(url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
     {
         Ok(())
     } else {
@@ -255,8 +261,9 @@ fn parse_pin(raw: &str) -> Result<[u8; 32], ConfigError> {
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or(ConfigError::Invalid {
             name: "RACK_TLS_PIN_SHA256",
-            expected: "the SHA-256 of the rack certificate's DER bytes, 64 hex digits (colons allowed)"
-                .into(),
+            expected:
+                "the SHA-256 of the rack certificate's DER bytes, 64 hex digits (colons allowed)"
+                    .into(),
         })
 }
 
@@ -309,7 +316,10 @@ mod tests {
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 2] = [("RACK_HOST", "https://rack.test:5443"), ("RACK_TOKEN", "s3cret")];
+    const BASE: [(&str, &str); 2] = [
+        ("RACK_HOST", "https://rack.test:5443"),
+        ("RACK_TOKEN", "s3cret"),
+    ];
 
     #[test]
     fn defaults() {
@@ -324,7 +334,9 @@ mod tests {
     fn missing_required_names_the_variable() {
         let e = load(&[("RACK_TOKEN", "x")]).err().map(|e| e.to_string());
         assert!(e.unwrap_or_default().starts_with("RACK_HOST is required"));
-        let e = load(&[("RACK_HOST", "https://r")]).err().map(|e| e.to_string());
+        let e = load(&[("RACK_HOST", "https://r")])
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().starts_with("RACK_TOKEN is required"));
     }
 
@@ -351,9 +363,15 @@ mod tests {
             let mut pairs = BASE.to_vec();
             pairs.retain(|(k, _)| *k != name);
             pairs.push((name, value));
-            let err = load(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = load(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.starts_with(name), "{name}: {err}");
-            assert!(!err.contains("short-secret-value") && !err.contains("tok@"), "{err}");
+            assert!(
+                !err.contains("short-secret-value") && !err.contains("tok@"),
+                "{err}"
+            );
         }
     }
 }

@@ -24,14 +24,16 @@ pub fn extract_token(headers: &HeaderMap) -> Result<Option<String>, CredentialEr
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(CredentialError::Malformed("more than one Authorization header"));
+        return Err(CredentialError::Malformed(
+            "more than one Authorization header",
+        ));
     }
     let value = value
         .to_str()
         .map_err(|_| CredentialError::Malformed("not ASCII"))?;
-    let (scheme, rest) = value
-        .split_once(' ')
-        .ok_or(CredentialError::Malformed("expected `Basic <credentials>` or `Bearer <token>`"))?;
+    let (scheme, rest) = value.split_once(' ').ok_or(CredentialError::Malformed(
+        "expected `Basic <credentials>` or `Bearer <token>`",
+    ))?;
     let rest = rest.trim();
     let token = if scheme.eq_ignore_ascii_case("basic") {
         let decoded = STANDARD
@@ -39,9 +41,9 @@ pub fn extract_token(headers: &HeaderMap) -> Result<Option<String>, CredentialEr
             .map_err(|_| CredentialError::Malformed("Basic credentials are not base64"))?;
         let decoded = String::from_utf8(decoded)
             .map_err(|_| CredentialError::Malformed("Basic credentials are not UTF-8"))?;
-        let (_user, password) = decoded
-            .split_once(':')
-            .ok_or(CredentialError::Malformed("Basic credentials lack `user:password`"))?;
+        let (_user, password) = decoded.split_once(':').ok_or(CredentialError::Malformed(
+            "Basic credentials lack `user:password`",
+        ))?;
         password.to_string()
     } else if scheme.eq_ignore_ascii_case("bearer") {
         rest.to_string()
@@ -75,9 +77,18 @@ mod tests {
     #[test]
     fn basic_and_bearer() {
         let basic = format!("Basic {}", STANDARD.encode("convox:rgw_abc"));
-        assert_eq!(extract_token(&with(basic.as_bytes())), Ok(Some("rgw_abc".into())));
-        assert_eq!(extract_token(&with(b"Bearer rgw_xyz")), Ok(Some("rgw_xyz".into())));
-        assert_eq!(extract_token(&with(b"bearer  rgw_xyz ")), Ok(Some("rgw_xyz".into())));
+        assert_eq!(
+            extract_token(&with(basic.as_bytes())),
+            Ok(Some("rgw_abc".into()))
+        );
+        assert_eq!(
+            extract_token(&with(b"Bearer rgw_xyz")),
+            Ok(Some("rgw_xyz".into()))
+        );
+        assert_eq!(
+            extract_token(&with(b"bearer  rgw_xyz ")),
+            Ok(Some("rgw_xyz".into()))
+        );
         assert_eq!(extract_token(&HeaderMap::new()), Ok(None));
         let empty = format!("Basic {}", STANDARD.encode("convox:"));
         assert_eq!(extract_token(&with(empty.as_bytes())), Ok(None));

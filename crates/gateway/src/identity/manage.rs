@@ -74,7 +74,8 @@ pub struct TokenRequest {
 }
 
 fn parse_role(role: &str) -> Result<Role, ManageError> {
-    role.parse().map_err(|e: crate::rbac::UnknownRole| ManageError::Invalid(e.to_string()))
+    role.parse()
+        .map_err(|e: crate::rbac::UnknownRole| ManageError::Invalid(e.to_string()))
 }
 
 /// Creates a token; returns the stored row and the secret (to show once).
@@ -93,18 +94,22 @@ pub async fn create_token(
     let role = request.role.as_deref().map(parse_role).transpose()?;
     let permissions = match &request.permissions {
         Some(p) => {
-            let set: PermissionSet = p.parse().map_err(|e: crate::rbac::InvalidPermission| {
-                ManageError::Invalid(e.to_string())
-            })?;
+            let set: PermissionSet = p
+                .parse()
+                .map_err(|e: crate::rbac::InvalidPermission| ManageError::Invalid(e.to_string()))?;
             if set.patterns().is_empty() {
-                return Err(ManageError::Invalid("--permissions lists no permission".into()));
+                return Err(ManageError::Invalid(
+                    "--permissions lists no permission".into(),
+                ));
             }
             Some(set.patterns().to_vec())
         }
         None => None,
     };
     if role.is_none() && permissions.is_none() {
-        return Err(ManageError::Invalid("a token needs a role or permissions".into()));
+        return Err(ManageError::Invalid(
+            "a token needs a role or permissions".into(),
+        ));
     }
     let expires_at = request
         .expires_in
@@ -173,7 +178,9 @@ fn valid_email(email: &str) -> Result<(), ManageError> {
     if ok {
         Ok(())
     } else {
-        Err(ManageError::Invalid(format!("{email:?} is not an e-mail address")))
+        Err(ManageError::Invalid(format!(
+            "{email:?} is not an e-mail address"
+        )))
     }
 }
 

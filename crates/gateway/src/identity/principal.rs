@@ -82,7 +82,10 @@ pub enum AuthError {
 /// lock or role change takes effect on the next request on every instance.
 pub async fn authenticate(store: &Store, token: &str) -> Result<Principal, AuthError> {
     let hash = hash_token(token);
-    let row = store.token_by_hash(&hash).await?.ok_or(AuthError::Unknown)?;
+    let row = store
+        .token_by_hash(&hash)
+        .await?
+        .ok_or(AuthError::Unknown)?;
     // The row was found by hash; compare again in constant time so equality never depends
     // on a database index's comparison.
     if !bool::from(row.token_hash.as_bytes().ct_eq(hash.as_bytes())) {
@@ -96,10 +99,7 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Principal, AuthE
     }
     let owner_email = match row.owner_user_id {
         Some(id) => {
-            let owner = store
-                .user_by_id(id)
-                .await?
-                .ok_or(AuthError::OwnerLocked)?;
+            let owner = store.user_by_id(id).await?.ok_or(AuthError::OwnerLocked)?;
             if owner.locked {
                 return Err(AuthError::OwnerLocked);
             }

@@ -14,8 +14,8 @@ use futures_util::{Stream, StreamExt};
 use http::request::Parts;
 use serde_json::json;
 
-use super::headers::{request_headers, response_headers};
 use super::elapsed_ms;
+use super::headers::{request_headers, response_headers};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::error::ApiError;
@@ -69,7 +69,10 @@ impl Drop for OutcomeGuard {
         event.status = self.status.map(i64::from);
         event.latency_ms = Some(elapsed_ms(self.started));
         let mut details = std::mem::take(&mut self.extra);
-        details.insert("bytes_in".into(), json!(self.bytes_in.load(Ordering::Relaxed)));
+        details.insert(
+            "bytes_in".into(),
+            json!(self.bytes_in.load(Ordering::Relaxed)),
+        );
         details.insert("bytes_out".into(), json!(self.bytes_out));
         details.insert("completed".into(), json!(completed));
         if let Some(err) = self.error.take() {
@@ -127,7 +130,10 @@ pub async fn forward(
     let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
         || parts.headers.contains_key(http::header::CONTENT_LENGTH)
         || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
-    let mut request = upstream.http.request(parts.method.clone(), url).headers(headers);
+    let mut request = upstream
+        .http
+        .request(parts.method.clone(), url)
+        .headers(headers);
     if has_body {
         request = request.body(reqwest::Body::wrap_stream(request_stream));
     }

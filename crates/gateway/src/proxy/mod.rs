@@ -13,8 +13,8 @@ mod ws;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use convox_api::{ROUTES, Route, match_route};
 use http::{HeaderValue, StatusCode, header};
@@ -116,11 +116,13 @@ async fn proxy(
     let normalised = normalise(&raw_path);
     let shown_path = match &normalised {
         Ok(p) => p.forward.clone(),
-        Err(_) => String::from_utf8_lossy(&percent_encoding::percent_decode_str(&raw_path).collect::<Vec<u8>>())
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(512)
-            .collect(),
+        Err(_) => String::from_utf8_lossy(
+            &percent_encoding::percent_decode_str(&raw_path).collect::<Vec<u8>>(),
+        )
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(512)
+        .collect(),
     };
     let facts = RequestFacts {
         request_id: request_id.to_string(),
@@ -172,7 +174,9 @@ async fn proxy(
         // A normalised path is always classified above.
         None => return Err(ApiError::Internal),
     };
-    if let rbac::Decision::Deny { missing } = rbac::decide(&principal.permissions, &classified.permission) {
+    if let rbac::Decision::Deny { missing } =
+        rbac::decide(&principal.permissions, &classified.permission)
+    {
         let err = ApiError::Forbidden {
             permission: missing,
             role: principal.role_name().to_string(),

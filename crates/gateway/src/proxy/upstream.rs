@@ -51,7 +51,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,9 +112,9 @@ impl Upstream {
 
     /// True when `value` contains the rack token in any form we send it.
     pub fn leaks_token(&self, value: &[u8]) -> bool {
-        self.scrub.iter().any(|s| {
-            !s.is_empty() && value.windows(s.len()).any(|w| w == s.as_bytes())
-        })
+        self.scrub
+            .iter()
+            .any(|s| !s.is_empty() && value.windows(s.len()).any(|w| w == s.as_bytes()))
     }
 }
 

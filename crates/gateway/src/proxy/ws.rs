@@ -51,7 +51,9 @@ pub async fn forward(
         false,
         Some(Connector::Rustls(upstream.tls.clone())),
     );
-    let rack = match tokio::time::timeout(upstream.connect_timeout + upstream.read_timeout, connect).await {
+    let rack = match tokio::time::timeout(upstream.connect_timeout + upstream.read_timeout, connect)
+        .await
+    {
         Err(_) => {
             outcome.status = Some(504);
             outcome.completed = true;
@@ -112,7 +114,10 @@ async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
             let Some(message) = to_client(message) else {
                 continue;
             };
-            out_counter.fetch_add(message_len(&message) as u64, std::sync::atomic::Ordering::Relaxed);
+            out_counter.fetch_add(
+                message_len(&message) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let closing = matches!(message, ws::Message::Close(_));
             if client_tx.send(message).await.is_err() || closing {
                 break;

@@ -31,8 +31,7 @@ pub fn validate_permission(pattern: &str) -> Result<(), InvalidPermission> {
     let segment_ok = |s: &str| {
         s == "*"
             || (!s.is_empty()
-                && s
-                    .chars()
+                && s.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
     };
     let ok = parts.len() == 3
@@ -150,10 +149,24 @@ mod tests {
 
     #[test]
     fn validation() {
-        for ok in ["*", "convox:apps:list", "gateway:tokens:*", "*:*:*", "convox:deploy-approvals:request"] {
+        for ok in [
+            "*",
+            "convox:apps:list",
+            "gateway:tokens:*",
+            "*:*:*",
+            "convox:deploy-approvals:request",
+        ] {
             assert!(validate_permission(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "apps", "convox:apps", "convox::list", "other:apps:list", "convox:Apps:list", "convox:apps:list:x"] {
+        for bad in [
+            "",
+            "apps",
+            "convox:apps",
+            "convox::list",
+            "other:apps:list",
+            "convox:Apps:list",
+            "convox:apps:list:x",
+        ] {
             assert!(validate_permission(bad).is_err(), "{bad}");
         }
     }
@@ -169,8 +182,16 @@ mod tests {
 
     #[test]
     fn covers() {
-        assert!(Role::Admin.permissions().covers(&Role::Deployer.permissions()));
-        assert!(Role::Deployer.permissions().covers(&Role::Ops.permissions()));
+        assert!(
+            Role::Admin
+                .permissions()
+                .covers(&Role::Deployer.permissions())
+        );
+        assert!(
+            Role::Deployer
+                .permissions()
+                .covers(&Role::Ops.permissions())
+        );
         assert!(Role::Ops.permissions().covers(&Role::Viewer.permissions()));
         assert!(!Role::Viewer.permissions().covers(&Role::Ops.permissions()));
     }

@@ -77,7 +77,13 @@ const CICD: &[&str] = &[
 
 impl Role {
     /// Every built-in role.
-    pub const ALL: &'static [Role] = &[Role::Viewer, Role::Ops, Role::Deployer, Role::Admin, Role::Cicd];
+    pub const ALL: &'static [Role] = &[
+        Role::Viewer,
+        Role::Ops,
+        Role::Deployer,
+        Role::Admin,
+        Role::Cicd,
+    ];
 
     /// The role's name.
     pub fn as_str(self) -> &'static str {

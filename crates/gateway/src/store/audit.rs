@@ -1,8 +1,8 @@
 //! The append-only audit log and its chain head.
 
+use sqlx::Executor;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::Executor;
 
 use super::{Backend, Store, StoreError};
 use crate::audit::AuditEvent;
@@ -83,6 +83,13 @@ impl Store {
         link: impl Fn(&str, i64, &AuditEvent) -> String,
     ) -> Result<Vec<AuditRow>, StoreError> {
         let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // Never wait indefinitely behind another holder of the chain head: fail, and let
+            // the request be refused with 503.
+            sqlx::query("SET LOCAL lock_timeout = '3s'")
+                .execute(&mut **tx.conn()?)
+                .await?;
+        }
         let head_sql = match self.backend {
             Backend::Sqlite => "SELECT seq, hash FROM audit_chain_head WHERE id = 1",
             Backend::Postgres => "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
@@ -91,8 +98,12 @@ impl Store {
         let mut seq: i64 = head.try_get("seq")?;
         let mut prev: String = head.try_get("hash")?;
 
-        let insert = concat!("INSERT INTO audit_events (", columns!(), ") VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)");
+        let insert = concat!(
+            "INSERT INTO audit_events (",
+            columns!(),
+            ") VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        );
         let mut rows = Vec::with_capacity(events.len());
         for event in events {
             seq += 1;
@@ -138,7 +149,11 @@ impl Store {
 
     /// Events with `seq > after`, in order, at most `limit`.
     pub async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2");
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
         let rows = sqlx::query(sql)
             .bind(after)
             .bind(limit)
@@ -149,7 +164,11 @@ impl Store {
 
     /// Events for one request id, in order.
     pub async fn audit_by_request(&self, request_id: &str) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM audit_events WHERE request_id = $1 ORDER BY seq");
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_events WHERE request_id = $1 ORDER BY seq"
+        );
         let rows = sqlx::query(sql)
             .bind(request_id)
             .fetch_all(&self.pool)

@@ -17,11 +17,13 @@ impl Store {
     /// Stores `value` under `key` unless the key is already set; returns the stored value
     /// (so concurrent instances agree on the first one written).
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         self.setting(key)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("setting {key}")))

@@ -88,9 +88,13 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sql = concat!("INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
+        let sql = concat!(
+            "INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
              created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             RETURNING ", columns!(), "");
+             RETURNING ",
+            columns!(),
+            ""
+        );
         let row = sqlx::query(sql)
             .bind(new.name)
             .bind(new.token_hash)
@@ -107,7 +111,11 @@ impl Store {
 
     /// Finds a token by the hash of its secret.
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM api_tokens WHERE token_hash = $1");
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM api_tokens WHERE token_hash = $1"
+        );
         let row = sqlx::query(sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)
@@ -135,11 +143,17 @@ impl Store {
             [one] => one,
             [] => return Err(StoreError::NotFound(format!("active token {id_or_name}"))),
             _ => {
-                return Err(StoreError::Conflict(format!("more than one active token named {id_or_name}; revoke by id")));
+                return Err(StoreError::Conflict(format!(
+                    "more than one active token named {id_or_name}; revoke by id"
+                )));
             }
         };
-        let sql = concat!("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
-             RETURNING ", columns!(), "");
+        let sql = concat!(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             RETURNING ",
+            columns!(),
+            ""
+        );
         let row = sqlx::query(sql)
             .bind(now_ms())
             .bind(token.id)

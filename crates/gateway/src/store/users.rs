@@ -44,10 +44,19 @@ fn from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
 
 impl Store {
     /// Adds a user; the e-mail must be new.
-    pub async fn create_user(&self, email: &str, name: &str, role: &str) -> Result<UserRow, StoreError> {
+    pub async fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        role: &str,
+    ) -> Result<UserRow, StoreError> {
         let now = now_ms();
-        let sql = concat!("INSERT INTO users (email, name, role, locked, created_at, updated_at) \
-             VALUES ($1, $2, $3, 0, $4, $4) RETURNING ", columns!(), "");
+        let sql = concat!(
+            "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
+             VALUES ($1, $2, $3, 0, $4, $4) RETURNING ",
+            columns!(),
+            ""
+        );
         let row = sqlx::query(sql)
             .bind(email.to_lowercase())
             .bind(name)

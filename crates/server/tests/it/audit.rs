@@ -1,0 +1,215 @@
+//! The audit trail: events for every call, linked outcomes, redaction, the chain, and the
+//! database refusing changes.
+
+use std::time::Duration;
+
+use sqlx::{Connection, Executor};
+
+use crate::both_backends;
+use crate::kit::{Backend, Db, Gateway, admin, client, role_token, store};
+use crate::upstream::TestRack;
+
+/// Holds the audit chain's write lock from a separate connection until dropped.
+#[allow(dead_code)] // the connections are held for their locks, never read
+pub enum LockHolder {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+pub async fn hold_audit_lock(db: &Db) -> LockHolder {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn.execute("BEGIN IMMEDIATE")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            LockHolder::Sqlite(conn)
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn.execute("BEGIN")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn.execute("LOCK TABLE audit_chain_head IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            LockHolder::Postgres(conn)
+        }
+    }
+}
+
+both_backends!(
+    every_call_is_audited_with_a_linked_outcome,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let resp = c
+            .get(gw.proxy(
+                "/apps/web/processes?password=hunter2&follow=true&url=postgres%3A%2F%2Fu%3Apw%40db",
+            ))
+            .basic_auth("convox", Some(&ops))
+            .header("user-agent", "convox/3.0 test")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let _ = resp.bytes().await;
+        let denied = c
+            .delete(gw.proxy("/apps/web"))
+            .basic_auth("convox", Some(&ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(denied.status(), 403);
+
+        let s = store(&db).await;
+        let found = crate::kit::eventually(|| {
+            let s = s.clone();
+            let id = request_id.clone();
+            async move {
+                s.audit_by_request(&id)
+                    .await
+                    .map(|r| r.len() == 2)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(found, "request and outcome events");
+        let rows = s.audit_by_request(&request_id).await.unwrap_or_default();
+        let (req, out) = (&rows[0].event, &rows[1].event);
+        assert_eq!(req.kind.as_str(), "request");
+        assert_eq!(out.kind.as_str(), "outcome");
+        assert!(rows[0].seq < rows[1].seq);
+        assert_eq!(req.action, "convox:processes:list");
+        assert_eq!(req.rbac_decision.as_str(), "allow");
+        assert_eq!(req.token_name.as_deref(), Some("ops-token"));
+        assert_eq!(req.method.as_deref(), Some("GET"));
+        assert_eq!(req.client_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(req.user_agent.as_deref(), Some("convox/3.0 test"));
+        let path = req.path.clone().unwrap_or_default();
+        assert!(path.starts_with("/apps/web/processes?"), "{path}");
+        assert!(path.contains("follow=true"));
+        assert!(
+            !path.contains("hunter2") && !path.contains("pw@"),
+            "query not redacted: {path}"
+        );
+        assert_eq!(out.status, Some(200));
+        assert!(out.latency_ms.is_some());
+        assert_eq!(out.details["completed"], true);
+
+        let all = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let deny = all
+            .iter()
+            .find(|r| r.event.action == "convox:apps:delete")
+            .unwrap_or_else(|| panic!("denial not audited"));
+        assert_eq!(deny.event.rbac_decision.as_str(), "deny");
+        assert_eq!(deny.event.status, Some(403));
+        // Chain continuity.
+        for pair in all.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok, "verify failed: {out} {err}");
+        assert!(out.contains("audit chain OK"), "{out}");
+
+        // The JSON lines on stdout carry the agreed fields.
+        let lines = gw.audit_lines();
+        let line = lines
+            .iter()
+            .find(|l| l["request_id"] == request_id.as_str() && l["kind"] == "outcome")
+            .unwrap_or_else(|| panic!("no stdout line for {request_id}: {lines:?}"));
+        for field in [
+            "ts",
+            "user_email",
+            "token_name",
+            "method",
+            "path",
+            "action",
+            "status",
+            "latency_ms",
+            "rbac_decision",
+            "request_id",
+            "client_ip",
+        ] {
+            assert!(
+                line.get(field).is_some(),
+                "stdout line lacks {field}: {line}"
+            );
+        }
+        assert!(
+            !serde_json::to_string(&lines)
+                .unwrap_or_default()
+                .contains("hunter2")
+        );
+    }
+);
+
+both_backends!(the_database_refuses_to_change_audit_rows, |db| async move {
+    let rack = TestRack::start().await;
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let _ = client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&viewer))
+        .send()
+        .await;
+    drop(gw);
+    let s = store(&db).await;
+    for sql in [
+        "UPDATE audit_events SET path = '/forged'",
+        "DELETE FROM audit_events",
+        "DELETE FROM audit_chain_head",
+        "UPDATE audit_chain_head SET seq = 0",
+    ] {
+        let result = s.execute_raw(sql).await;
+        assert!(result.is_err(), "{sql} was allowed");
+    }
+    if db.backend == Backend::Postgres {
+        assert!(
+            s.execute_raw("TRUNCATE audit_events").await.is_err(),
+            "TRUNCATE allowed"
+        );
+    }
+    // Someone with enough power to disable the triggers still cannot forge unnoticed.
+    let disable = match db.backend {
+        Backend::Sqlite => "DROP TRIGGER audit_events_no_update",
+        Backend::Postgres => "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update",
+    };
+    s.execute_raw(disable)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.execute_raw("UPDATE audit_events SET path = '/forged' WHERE seq = 2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(!ok, "verify accepted a forged row: {out}");
+    assert!(err.contains("broken at event 2"), "{err}");
+    let _ = Duration::from_secs(0);
+});
+
+both_backends!(a_different_audit_key_is_refused, |db| async move {
+    let _viewer = role_token(&db, "viewer");
+    let out = std::process::Command::new(crate::kit::BIN)
+        .args(["tokens", "list"])
+        .env("DATABASE_URL", &db.url)
+        .env("AUDIT_HMAC_KEY", "another-key-another-key-another-key-1234")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AUDIT_HMAC_KEY does not match"), "{err}");
+    assert!(!err.contains("another-key"), "key echoed: {err}");
+});

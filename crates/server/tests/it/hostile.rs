@@ -1,0 +1,161 @@
+//! Hostile and malformed input: a clear 4xx, nothing reaches the rack, the gateway keeps serving.
+
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::both_backends;
+use crate::kit::{Gateway, client, role_token};
+use crate::upstream::TestRack;
+
+/// Sends raw bytes and returns the status code of the answer (0 if none).
+pub async fn raw(gw: &Gateway, request: &[u8]) -> (u16, String) {
+    let addr = gw.url.trim_start_matches("http://");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get(path: &str, token: &str) -> Vec<u8> {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"));
+    format!(
+        "GET /api/v1/rack-proxy{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+both_backends!(
+    ambiguous_paths_are_400_and_never_forwarded,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        for path in [
+            "/apps/../system",
+            "/apps/%2e%2e/system",
+            "/apps/./web",
+            "/apps//web",
+            "/apps%2fweb",
+            "/apps/web%2F..%2Fsystem",
+            "/apps/%5c..",
+            "/apps/%252e%252e/system",
+            "/apps/%00",
+            "/apps/%0d%0aX-Injected:%201",
+            "/apps/%ff%fe",
+        ] {
+            let (status, text) = raw(&gw, &get(path, &admin)).await;
+            assert_eq!(status, 400, "{path}: {text}");
+            assert!(text.contains("ambiguous path"), "{path}: {text}");
+        }
+        assert!(
+            rack.seen().is_empty(),
+            "ambiguous paths reached the rack: {:?}",
+            rack.seen()
+        );
+        let (status, _) = raw(&gw, &get("/apps", &admin)).await;
+        assert_eq!(status, 200, "still serving");
+    }
+);
+
+both_backends!(malformed_requests_get_4xx_never_500, |db| async move {
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{admin}"));
+    let huge = "a".repeat(200 * 1024);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("odd method", format!("FOO /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n").into_bytes()),
+        ("TRACE", format!("TRACE /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n").into_bytes()),
+        ("huge header", format!("GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n").into_bytes()),
+        ("raw invalid UTF-8 in path", [&b"GET /api/v1/rack-proxy/apps/\xff\xfe HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "[..], auth.as_bytes(), b"\r\nConnection: close\r\n\r\n"].concat()),
+        ("invalid UTF-8 in Basic", [&b"GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "[..], base64::engine::general_purpose::STANDARD.encode(b"convox:\xff\xfe").as_bytes(), b"\r\nConnection: close\r\n\r\n"].concat()),
+        ("binary Authorization", [&b"GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Basic \xff\xfe\r\nConnection: close\r\n\r\n"[..]].concat()),
+        ("two Authorization headers", format!("GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n").into_bytes()),
+        ("two Content-Length values", format!("POST /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello").into_bytes()),
+        ("garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n".to_vec()),
+    ];
+    for (name, request) in cases {
+        let (status, text) = raw(&gw, &request).await;
+        assert!(
+            (400..500).contains(&status) || status == 0,
+            "{name}: expected 4xx, got {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+    }
+    // A request smuggled behind a conflicting CL/TE must not reach the rack as a second request.
+    assert!(
+        rack.seen()
+            .iter()
+            .all(|s| s.method != "FOO" && s.method != "TRACE"),
+        "{:?}",
+        rack.seen()
+    );
+    let (status, _) = raw(&gw, &get("/apps", &admin)).await;
+    assert_eq!(status, 200, "gateway keeps serving");
+    assert!(!gw.all_output().contains("panicked"), "{}", gw.all_output());
+});
+
+both_backends!(
+    audit_store_down_means_503_and_nothing_forwarded,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let resp = c
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        rack.clear();
+
+        // Hold the audit chain's write lock from outside, so the gateway cannot write its event.
+        let holder = crate::audit::hold_audit_lock(&db).await;
+        let resp = c
+            .post(gw.proxy("/apps/web/restart"))
+            .basic_auth("convox", Some(&admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 503);
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(body["code"], "audit_unavailable");
+        assert!(
+            rack.seen().is_empty(),
+            "a request reached the rack unaudited"
+        );
+        drop(holder);
+
+        // And it recovers by itself.
+        let ok = crate::kit::eventually(|| {
+            let c = c.clone();
+            let url = gw.proxy("/apps");
+            let admin = admin.clone();
+            async move {
+                c.get(url)
+                    .basic_auth("convox", Some(admin))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        })
+        .await;
+        assert!(
+            ok,
+            "gateway did not recover after the audit store came back"
+        );
+    }
+);

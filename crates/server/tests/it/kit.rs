@@ -1,0 +1,301 @@
+//! Test kit: a database per test (SQLite file or a fresh PostgreSQL database), the real
+//! `rack-gateway-server` binary started on a free port, and helpers to drive it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use sqlx::Executor;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rack-gateway-server");
+pub const RACK_TOKEN: &str = "rack-secret-token-do-not-leak";
+pub const AUDIT_KEY: &str = "test-audit-key-0123456789abcdef0123456789";
+
+/// Which store backs a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database for one test; removed on drop.
+pub struct Db {
+    pub url: String,
+    pub backend: Backend,
+    dir: PathBuf,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rgw-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("scratch dir: {e}"));
+    dir
+}
+
+/// A fresh database, or `None` when PostgreSQL is not configured (and not required).
+pub async fn database(backend: Backend) -> Option<Db> {
+    let dir = scratch_dir();
+    match backend {
+        Backend::Sqlite => Some(Db {
+            url: format!("sqlite://{}/gateway.db", dir.display()),
+            backend,
+            dir,
+        }),
+        Backend::Postgres => {
+            let Ok(admin_url) = std::env::var("RGW_TEST_POSTGRES_URL") else {
+                if std::env::var("RGW_REQUIRE_POSTGRES").is_ok() {
+                    panic!("RGW_REQUIRE_POSTGRES is set but RGW_TEST_POSTGRES_URL is not");
+                }
+                eprintln!(
+                    "skipping PostgreSQL variant: RGW_TEST_POSTGRES_URL not set (scripts/test sets it)"
+                );
+                return None;
+            };
+            let name = format!("rgw_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("connect to test PostgreSQL: {e}"));
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .unwrap_or_else(|e| panic!("create database: {e}"));
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(&admin_url);
+            Some(Db {
+                url: format!("{base}/{name}"),
+                backend,
+                dir,
+            })
+        }
+    }
+}
+
+/// Runs `rack-gateway-server <args>` against `db`; returns (success, stdout, stderr).
+pub fn admin(db: &Db, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("AUDIT_HMAC_KEY", AUDIT_KEY)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("run {BIN}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates a token with `args` appended to `tokens create`; returns the secret.
+pub fn token(db: &Db, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["tokens", "create", "--name", name];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = admin(db, &args);
+    assert!(ok, "tokens create failed: {stderr}");
+    stdout.lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// A token for a built-in role.
+pub fn role_token(db: &Db, role: &str) -> String {
+    token(db, &format!("{role}-token"), &["--role", role])
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Child,
+    pub url: String,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts `serve` against `db` and the rack at `rack_url`.
+    pub async fn start(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("AUDIT_HMAC_KEY", AUDIT_KEY)
+            .env("RACK_HOST", rack_url)
+            .env("RACK_TOKEN", RACK_TOKEN)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "info")
+            .env("SHUTDOWN_TIMEOUT_SECS", "10")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn gateway: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+        if let Some(out) = child.stdout.take() {
+            let lines = stdout.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let lines = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if let Some(addr) = v["fields"]["addr"].as_str() {
+                            let _ = addr_tx.send(addr.to_string());
+                        }
+                    }
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let addr =
+            tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap_or_else(|e| panic!("join: {e}"));
+        let Ok(addr) = addr else {
+            let _ = child.kill();
+            let status = child.wait();
+            let logs = stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
+            panic!("gateway did not start ({status:?}):\n{logs}");
+        };
+        Gateway {
+            child,
+            url: format!("http://{addr}"),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(0)
+    }
+
+    /// `/api/v1/rack-proxy` + `path`.
+    pub fn proxy(&self, path: &str) -> String {
+        format!("{}/api/v1/rack-proxy{path}", self.url)
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        signal(self.pid(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Audit JSON lines printed so far.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn all_output(&self) -> String {
+        let out = self.stdout.lock().map(|l| l.join("\n")).unwrap_or_default();
+        let err = self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
+        format!("{out}\n{err}")
+    }
+}
+
+/// Sends a signal with kill(1) (no unsafe code in tests either).
+pub fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+/// Opens the store directly (for inspecting audit rows).
+pub async fn store(db: &Db) -> gateway::store::Store {
+    gateway::store::Store::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("store: {e}"))
+}
+
+/// Waits until `f` returns true (bounded).
+pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
+    mut f: F,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Defines `<name>_sqlite` and `<name>_postgres` tests from one async body taking a `Db`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(db) = $crate::kit::database($crate::kit::Backend::Sqlite).await {
+                    ($body)(db).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::kit::database($crate::kit::Backend::Postgres).await {
+                    ($body)(db).await;
+                }
+            }
+        }
+    };
+}

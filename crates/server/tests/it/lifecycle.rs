@@ -1,0 +1,160 @@
+//! Health, readiness, start-up validation and graceful shutdown.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::both_backends;
+use crate::kit::{BIN, Backend, Gateway, client, database, role_token, store};
+use crate::upstream::TestRack;
+
+both_backends!(health_and_readiness, |db| async move {
+    let rack = TestRack::start().await;
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let resp = c
+        .get(format!("{}/api/v1/health", gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["status"], "ok");
+    let resp = c
+        .get(format!("{}/api/v1/health/ready", gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["database"]["ok"], true);
+    assert_eq!(body["rack"]["ok"], true);
+    // Unknown gateway routes are 404 JSON, not forwarded.
+    let resp = c
+        .get(format!("{}/api/v1/nope", gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 404);
+    assert!(rack.seen().iter().all(|s| s.path == "/system"));
+});
+
+#[test]
+fn start_up_validation_names_the_variable_and_hides_secrets() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("RACK_TOKEN", "sekrit-value")], "RACK_HOST is required"),
+        (
+            &[("RACK_HOST", "https://rack.example.com")],
+            "RACK_TOKEN is required",
+        ),
+        (
+            &[("RACK_HOST", "ftp://rack"), ("RACK_TOKEN", "sekrit-value")],
+            "RACK_HOST is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://convox:sekrit-value@rack"),
+                ("RACK_TOKEN", "sekrit-value"),
+            ],
+            "RACK_HOST is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("LISTEN_ADDR", "nowhere"),
+            ],
+            "LISTEN_ADDR is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("DATABASE_URL", "mysql://db"),
+            ],
+            "DATABASE_URL is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("AUDIT_HMAC_KEY", "sekrit-value"),
+            ],
+            "AUDIT_HMAC_KEY is invalid",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.status.success(), "{expected}: started anyway");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!err.contains("sekrit-value"), "secret printed: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    }
+}
+
+both_backends!(
+    sigterm_finishes_in_flight_requests_then_exits_zero,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let mut gw = Gateway::start(&db, &rack.url, &[]).await;
+        rack.set_slow(true);
+        let c = client();
+        let url = gw.proxy("/apps/web/restart");
+        let in_flight = tokio::spawn({
+            let admin = admin.clone();
+            async move {
+                c.post(url)
+                    .basic_auth("convox", Some(admin))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        });
+        // Let the request reach the rack, then ask the gateway to stop.
+        let reached = crate::kit::eventually(|| {
+            let n = rack.seen().len();
+            async move { n > 0 }
+        })
+        .await;
+        assert!(reached);
+        let status = tokio::task::spawn_blocking(move || {
+            let s = gw.terminate();
+            (s, gw)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (exit, gw) = status;
+        assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
+        assert_eq!(
+            in_flight.await.ok().and_then(Result::ok),
+            Some(200),
+            "in-flight request finished"
+        );
+        // Its outcome was flushed before exit.
+        let s = store(&db).await;
+        let rows = s.audit_rows(0, 1000).await.unwrap_or_default();
+        assert!(
+            rows.iter()
+                .any(|r| r.event.kind.as_str() == "outcome" && r.event.status == Some(200)),
+            "outcome flushed on shutdown"
+        );
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    for _ in 0..2 {
+        let (ok, out, err) = crate::kit::admin(&db, &["migrate"]);
+        assert!(ok, "{out} {err}");
+    }
+    let _ = Duration::from_secs(0);
+}

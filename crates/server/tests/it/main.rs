@@ -1,0 +1,13 @@
+//! Integration tests: the real `rack-gateway-server` binary over real sockets, against a test
+//! rack, on SQLite and PostgreSQL. One test binary keeps link time down.
+
+mod kit;
+mod upstream;
+
+mod admin;
+mod audit;
+mod hostile;
+mod lifecycle;
+mod proxy;
+mod rbac_matrix;
+mod streaming;

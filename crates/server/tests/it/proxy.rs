@@ -1,0 +1,332 @@
+//! Authentication, authorisation and forwarding through the proxy.
+
+use crate::both_backends;
+use crate::kit::{Gateway, RACK_TOKEN, client, role_token, store, token};
+use crate::upstream::TestRack;
+
+both_backends!(
+    allowed_request_reaches_rack_with_rack_token,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let resp = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-audit-user", "someone-else")
+            .header("cookie", "session=abc")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("x-request-id").is_some());
+        assert!(
+            resp.headers().get("set-cookie").is_none(),
+            "rack cookies stay behind"
+        );
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(body["path"], "/apps");
+        let seen = rack.seen();
+        assert_eq!(seen.len(), 1);
+        // The test rack only answers 200 to its own token, so the gateway swapped credentials.
+        assert!(
+            seen[0]
+                .header("authorization")
+                .is_some_and(|a| a.starts_with("Basic "))
+        );
+        for spoofable in ["x-forwarded-for", "x-audit-user", "cookie"] {
+            assert!(
+                seen[0].header(spoofable).is_none(),
+                "{spoofable} reached the rack"
+            );
+        }
+        // Bearer works too.
+        let resp = client()
+            .get(gw.proxy("/apps/web"))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+    }
+);
+
+both_backends!(
+    authentication_failures_are_401_and_say_why,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let revoked = token(&db, "old", &["--role", "admin"]);
+        let (ok, _, err) = crate::kit::admin(&db, &["tokens", "revoke", "old"]);
+        assert!(ok, "{err}");
+        // An expired token, written through the store API.
+        let s = store(&db).await;
+        s.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let expired = gateway::identity::issue_token();
+        s.create_token(&gateway::store::NewToken {
+            name: "expired",
+            token_hash: &expired.hash,
+            role: Some("admin"),
+            permissions: None,
+            owner_user_id: None,
+            created_by: "test",
+            expires_at: Some(gateway::store::now_ms() - 1000),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+
+        let resp = c
+            .get(gw.proxy("/apps"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Basic realm=\"rack-gateway\"")
+        );
+        for (secret, code, words) in [
+            (
+                "rgw_notarealtoken".to_string(),
+                "token_unknown",
+                "unknown token",
+            ),
+            (revoked, "token_revoked", "token revoked"),
+            (expired.secret.clone(), "token_expired", "token expired"),
+            (RACK_TOKEN.to_string(), "token_unknown", "unknown token"),
+        ] {
+            let resp = c
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&secret))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 401, "{code}");
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(body["code"], code);
+            assert!(body["error"].as_str().unwrap_or_default().contains(words));
+        }
+        for header in ["Basic !!!notbase64", "Digest abc", "Basic bm9jb2xvbg=="] {
+            let resp = c
+                .get(gw.proxy("/apps"))
+                .header("authorization", header)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 401, "{header}");
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(body["code"], "auth_malformed");
+        }
+        assert!(
+            rack.seen().is_empty(),
+            "nothing unauthenticated reaches the rack"
+        );
+        // The good token still works.
+        let resp = c
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+    }
+);
+
+both_backends!(wrong_role_is_403_naming_the_permission, |db| async move {
+    let rack = TestRack::start().await;
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let resp = client()
+        .delete(gw.proxy("/apps/web"))
+        .basic_auth("convox", Some(&viewer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "permission_denied");
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("convox:apps:delete") && msg.contains("viewer"),
+        "{msg}"
+    );
+    assert!(rack.seen().is_empty());
+});
+
+both_backends!(
+    revocation_and_locks_apply_on_the_next_request,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let (ok, _, err) = crate::kit::admin(
+            &db,
+            &["users", "add", "ci@example.com", "--role", "deployer"],
+        );
+        assert!(ok, "{err}");
+        let owned = token(
+            &db,
+            "ci",
+            &["--role", "deployer", "--owner", "ci@example.com"],
+        );
+        let custom = token(
+            &db,
+            "logs-only",
+            &["--permissions", "convox:logs:read,convox:apps:list"],
+        );
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let get = |t: String, path: &'static str| {
+            let c = c.clone();
+            let url = gw.proxy(path);
+            async move {
+                c.get(url)
+                    .basic_auth("convox", Some(t))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        };
+        assert_eq!(get(owned.clone(), "/apps").await, 200);
+        assert_eq!(get(custom.clone(), "/apps").await, 200);
+        assert_eq!(
+            get(custom.clone(), "/apps/web").await,
+            403,
+            "explicit permissions are exact"
+        );
+
+        let (ok, _, err) = crate::kit::admin(&db, &["users", "lock", "ci@example.com"]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            get(owned.clone(), "/apps").await,
+            401,
+            "locked owner stops the token at once"
+        );
+        let (ok, _, err) = crate::kit::admin(&db, &["users", "unlock", "ci@example.com"]);
+        assert!(ok, "{err}");
+        assert_eq!(get(owned.clone(), "/apps").await, 200);
+        let (ok, _, err) = crate::kit::admin(&db, &["tokens", "revoke", "ci"]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            get(owned, "/apps").await,
+            401,
+            "revocation applies to the next request"
+        );
+    }
+);
+
+both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let resp = c
+        .get(gw.proxy("/system"))
+        .basic_auth("convox", Some(&admin))
+        .header("x-test-echo-token", "1")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let headers = format!("{:?}", resp.headers());
+    assert!(
+        !headers.contains(RACK_TOKEN),
+        "token echoed in headers: {headers}"
+    );
+    assert!(resp.headers().get("x-echo-auth").is_none());
+    let body = resp.text().await.unwrap_or_default();
+    assert!(!body.contains(RACK_TOKEN));
+    // Unreachable rack error messages don't carry it either.
+    rack.stop();
+    let resp = c
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&admin))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = resp.text().await.unwrap_or_default();
+    assert!(!text.contains(RACK_TOKEN));
+    gw.audit_lines();
+    let s = store(&db).await;
+    let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+    let dump = serde_json::to_string(&rows).unwrap_or_default();
+    assert!(!dump.contains(RACK_TOKEN), "rack token in audit rows");
+    assert!(!dump.contains(&admin), "caller token in audit rows");
+    assert!(!gw.all_output().contains(RACK_TOKEN), "rack token in logs");
+    assert!(!gw.all_output().contains(&admin), "caller token in logs");
+});
+
+both_backends!(rack_down_is_502_and_slow_rack_is_504, |db| async move {
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let gw = Gateway::start(&db, &rack.url, &[("RACK_READ_TIMEOUT_SECS", "1")]).await;
+    let c = client();
+    rack.set_slow(true);
+    let resp = c
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&admin))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "rack_timeout");
+    rack.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let resp = c
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&admin))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "rack_unreachable");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rack unreachable")
+    );
+    // Readiness says which part is down.
+    let ready = c
+        .get(format!("{}/api/v1/health/ready", gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap_or_default();
+    assert_eq!(body["database"]["ok"], true);
+    assert_eq!(body["rack"]["ok"], false);
+});
+
+both_backends!(info_reports_the_caller, |db| async move {
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let resp = client()
+        .get(format!("{}/api/v1/info", gw.url))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["role"], "ops");
+    assert_eq!(body["token_name"], "ops-token");
+    assert!(
+        body["permissions"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == "convox:processes:exec"))
+    );
+    let resp = client()
+        .get(format!("{}/api/v1/info", gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+});

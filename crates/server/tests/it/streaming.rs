@@ -1,0 +1,214 @@
+//! Streaming: big uploads and downloads pass through with bounded memory; WebSockets both ways.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::kit::{Backend, Gateway, client, database, role_token, store};
+use crate::upstream::{EXIT_MARKER, TestRack};
+
+const MIB: u64 = 1024 * 1024;
+
+fn body_of(size: u64) -> reqwest::Body {
+    let chunk = bytes::Bytes::from(vec![7u8; 256 * 1024]);
+    let n = size / chunk.len() as u64;
+    reqwest::Body::wrap_stream(futures_util::stream::iter(
+        (0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_of_200_mib_streams_with_bounded_memory() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let before = gw.peak_rss_kib();
+    let size = 200 * MIB;
+    let resp = client()
+        .post(gw.proxy("/apps/web/objects/tmp/build.tgz"))
+        .basic_auth("convox", Some(&deployer))
+        .header("content-type", "application/octet-stream")
+        .body(body_of(size))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["bytes"], size, "the rack got every byte");
+    let peak = gw.peak_rss_kib();
+    eprintln!("gateway peak RSS: {before} KiB before, {peak} KiB after a 200 MiB upload");
+    assert!(
+        peak < 96 * 1024,
+        "gateway peak RSS {peak} KiB: the body was buffered"
+    );
+
+    // The outcome records the bytes.
+    let s = store(&db).await;
+    let ok = crate::kit::eventually(|| {
+        let s = s.clone();
+        async move {
+            s.audit_rows(0, 1000)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.event.kind.as_str() == "outcome" && r.event.details["bytes_in"] == size)
+        }
+    })
+    .await;
+    assert!(ok, "outcome with bytes_in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_streams_with_bounded_memory() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let size = 100 * MIB;
+    let resp = client()
+        .get(gw.proxy(&format!("/apps/web/builds/B123.tgz?download={size}")))
+        .basic_auth("convox", Some(&deployer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.map(|c| c.len() as u64).unwrap_or(0);
+    }
+    assert_eq!(total, size);
+    let peak = gw.peak_rss_kib();
+    assert!(
+        peak < 96 * 1024,
+        "gateway peak RSS {peak} KiB during download"
+    );
+}
+
+fn ws_request(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let url = gw.proxy(path).replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("convox:{token}"),
+    );
+    request.headers_mut().insert(
+        "authorization",
+        http::HeaderValue::from_str(&format!("Basic {auth}")).unwrap_or_else(|e| panic!("{e}")),
+    );
+    request
+}
+
+crate::both_backends!(websocket_log_stream_until_a_known_line, |db| async move {
+    let rack = TestRack::start().await;
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(ws_request(&gw, "/apps/web/logs?follow=true", &viewer))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = 0;
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(t) = message {
+                seen += 1;
+                if t.contains("log line 50") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "known line not seen after {seen} lines");
+    let _ = socket.close(None).await;
+    let header = rack.seen().into_iter().find(|s| s.path == "/apps/web/logs");
+    assert_eq!(header.and_then(|s| s.query), Some("follow=true".into()));
+
+    // The session's end is audited with its duration.
+    let s = store(&db).await;
+    let ok = crate::kit::eventually(|| {
+        let s = s.clone();
+        async move {
+            s.audit_rows(0, 1000)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| {
+                    r.event.kind.as_str() == "outcome"
+                        && r.event.action == "convox:logs:read"
+                        && r.event.details["websocket"] == true
+                        && r.event.latency_ms.is_some()
+                })
+        }
+    })
+    .await;
+    assert!(ok, "websocket outcome audited");
+});
+
+crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move {
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+
+    // A viewer may not exec: refused before any upgrade.
+    let refused = tokio_tungstenite::connect_async(ws_request(
+        &gw,
+        "/apps/web/processes/web-1/exec",
+        &viewer,
+    ))
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("viewer exec not refused: {other:?}"),
+    }
+
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(ws_request(&gw, "/apps/web/processes/web-1/exec", &ops))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send(Message::Binary(b"echo hello\n".to_vec().into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send(Message::Binary(b"exit 3\n".to_vec().into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut output = String::new();
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = socket.next().await {
+            match message {
+                Message::Binary(b) => output.push_str(&String::from_utf8_lossy(&b)),
+                Message::Text(t) => output.push_str(&t),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "exec session did not end");
+    assert!(output.contains("echo hello"), "{output}");
+    assert!(output.ends_with(&format!("{EXIT_MARKER}3")), "{output}");
+
+    // The rack's own refusal of an upgrade is relayed.
+    let missing =
+        tokio_tungstenite::connect_async(ws_request(&gw, "/apps/nosuchapp/processes/p/exec", &ops))
+            .await;
+    match missing {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
+        other => panic!("rack refusal not relayed: {other:?}"),
+    }
+});

@@ -1,0 +1,238 @@
+//! A small test rack: answers every route, records what reached it, streams bodies without
+//! buffering, and speaks WebSocket (log lines, echo with an exit code).
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::StreamExt;
+
+use crate::kit::RACK_TOKEN;
+
+/// The marker the convox CLI reads as "the remote process exited with N".
+pub const EXIT_MARKER: &str = "F1E49A85-0AD7-4AEF-A618-C249C6E6568D:";
+
+/// One request as the rack saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body_bytes: u64,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    slow: Arc<AtomicBool>,
+}
+
+/// A running test rack.
+pub struct TestRack {
+    pub url: String,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestRack {
+    pub async fn start() -> TestRack {
+        let shared = Shared::default();
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestRack {
+            url: format!("http://{addr}"),
+            shared,
+            task,
+        }
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut s) = self.shared.seen.lock() {
+            s.clear();
+        }
+    }
+
+    /// Make every HTTP answer wait 3 s.
+    pub fn set_slow(&self, slow: bool) {
+        self.shared.slow.store(slow, Ordering::SeqCst);
+    }
+
+    /// Stop answering (connections refused from now on).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestRack {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(shared): State<Shared>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("convox:{RACK_TOKEN}"))
+    );
+    let authorised = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(expected.as_str());
+    let mut seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_bytes: 0,
+    };
+    if !authorised {
+        record(&shared, seen);
+        return (http::StatusCode::UNAUTHORIZED, "invalid authentication").into_response();
+    }
+    if parts.headers.contains_key("upgrade") {
+        record(&shared, seen.clone());
+        let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+            return (http::StatusCode::BAD_REQUEST, "bad upgrade").into_response();
+        };
+        if seen.path.contains("/nosuchapp/") {
+            return (http::StatusCode::NOT_FOUND, "{\"error\":\"app not found\"}").into_response();
+        }
+        let path = seen.path.clone();
+        return upgrade.on_upgrade(move |socket| websocket(socket, path));
+    }
+    if shared.slow.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // Count the body as it streams; never hold it.
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => seen.body_bytes += bytes.len() as u64,
+            Err(_) => break,
+        }
+    }
+    let download: Option<u64> = seen
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("download=")))
+        .and_then(|n| n.parse().ok());
+    let echo_token = seen.header("x-test-echo-token").is_some();
+    let summary = serde_json::json!({
+        "method": seen.method, "path": seen.path, "query": seen.query, "bytes": seen.body_bytes,
+    });
+    record(&shared, seen);
+    if let Some(size) = download {
+        let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+        let chunks = size / chunk.len() as u64;
+        let stream = futures_util::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
+        return Response::new(Body::from_stream(stream));
+    }
+    let mut response = axum::Json(summary).into_response();
+    if echo_token {
+        // A misbehaving rack echoing its credentials: the gateway must not pass this on.
+        if let Ok(v) = http::HeaderValue::from_str(&format!("token={RACK_TOKEN}")) {
+            response.headers_mut().insert("x-echo", v);
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&expected) {
+            response.headers_mut().insert("x-echo-auth", v);
+        }
+    }
+    response
+        .headers_mut()
+        .insert("set-cookie", http::HeaderValue::from_static("rack=1"));
+    response
+}
+
+fn record(shared: &Shared, seen: Seen) {
+    if let Ok(mut s) = shared.seen.lock() {
+        s.push(seen);
+    }
+}
+
+async fn websocket(mut socket: WebSocket, path: String) {
+    if path.ends_with("/logs") {
+        // Log lines until the client goes away (bounded).
+        for i in 0..2000 {
+            let line = format!("2026-11-23T00:00:00Z web/web-1 log line {i}\n");
+            if socket.send(Message::Text(line.into())).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    // Exec-like: echo input; "exit N" ends with the exit-code marker.
+    while let Some(Ok(message)) = socket.next().await {
+        let text = match &message {
+            Message::Text(t) => t.to_string(),
+            Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        if let Some(code) = text.trim().strip_prefix("exit ") {
+            let _ = socket
+                .send(Message::Binary(
+                    format!("{EXIT_MARKER}{}", code.trim()).into_bytes().into(),
+                ))
+                .await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        if socket
+            .send(Message::Binary(text.into_bytes().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
