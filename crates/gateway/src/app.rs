@@ -118,7 +118,10 @@ async fn reject_ambiguous_framing(
     use axum::response::IntoResponse;
     let headers = request.headers();
     let lengths = headers.get_all(http::header::CONTENT_LENGTH).iter().count();
-    let encodings = headers.get_all(http::header::TRANSFER_ENCODING).iter().count();
+    let encodings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .count();
     if lengths > 1 || (lengths > 0 && encodings > 0) {
         return crate::error::ApiError::BadRequest(
             "ambiguous request framing: Content-Length with Transfer-Encoding".into(),

@@ -10,9 +10,11 @@ use super::PermissionSet;
 pub enum Role {
     /// Read-only: apps, services, processes, logs, builds, instances, rack status.
     Viewer,
-    /// Viewer + restart, run/exec/stop processes, releases and env (read).
+    /// Viewer + restart services, run/exec/stop processes, copy files, releases, env and
+    /// configs (read).
     Ops,
-    /// Ops + builds, objects, releases create/promote, env set/unset, app update, scale.
+    /// Ops + builds, objects, releases create/promote, env set/unset, configs, app update,
+    /// scale.
     Deployer,
     /// Everything.
     Admin,
@@ -24,6 +26,8 @@ const VIEWER: &[&str] = &[
     "convox:apps:list",
     "convox:apps:read",
     "convox:services:list",
+    "convox:services:read",
+    "convox:balancers:list",
     "convox:processes:list",
     "convox:processes:read",
     "convox:logs:read",
@@ -31,12 +35,12 @@ const VIEWER: &[&str] = &[
     "convox:builds:read",
     "convox:builds:logs",
     "convox:instances:list",
+    "convox:rack:check",
     "convox:rack:read",
     "convox:rack:capacity",
 ];
 
 const OPS: &[&str] = &[
-    "convox:apps:restart",
     "convox:services:restart",
     "convox:processes:start",
     "convox:processes:exec",
@@ -44,6 +48,11 @@ const OPS: &[&str] = &[
     "convox:releases:list",
     "convox:releases:read",
     "convox:env:read",
+    "convox:configs:list",
+    "convox:configs:read",
+    "convox:files:read",
+    "convox:files:upload",
+    "convox:files:delete",
 ];
 
 const DEPLOYER: &[&str] = &[
@@ -59,6 +68,7 @@ const DEPLOYER: &[&str] = &[
     "convox:releases:promote",
     "convox:env:set",
     "convox:env:unset",
+    "convox:configs:update",
     "gateway:deploy-approvals:request",
 ];
 
@@ -71,6 +81,7 @@ const CICD: &[&str] = &[
     "convox:builds:read",
     "convox:builds:logs",
     "convox:releases:list",
+    "convox:rack:check",
     "convox:rack:read",
     "gateway:deploy-approvals:request",
 ];

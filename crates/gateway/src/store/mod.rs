@@ -181,13 +181,14 @@ impl WriteTx {
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {
-        if let Some(mut conn) = self.conn.take() {
-            if let Err(err) = conn.execute("COMMIT").await {
-                // The connection's state is unknown; do not return it to the pool.
-                let _ = conn.execute("ROLLBACK").await;
-                conn.close_on_drop();
-                return Err(err.into());
-            }
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        if let Err(err) = conn.execute("COMMIT").await {
+            // The connection's state is unknown; do not return it to the pool.
+            let _ = conn.execute("ROLLBACK").await;
+            conn.close_on_drop();
+            return Err(err.into());
         }
         Ok(())
     }

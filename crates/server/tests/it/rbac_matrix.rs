@@ -1,1 +1,196 @@
-//! placeholder
+//! Every catalogue route × every role, through the real gateway: allowed calls reach the rack,
+//! denied ones get 403 and never do. The expectations are written out here, independently of
+//! the role definitions, so a policy change must change this table too.
+
+use std::collections::BTreeMap;
+
+use convox_api::{Method, ROUTES, RouteKind};
+
+use crate::both_backends;
+use crate::kit::{Gateway, client, role_token};
+use crate::upstream::TestRack;
+
+const ROLES: [&str; 5] = ["viewer", "ops", "deployer", "admin", "cicd"];
+
+/// Which roles may use each permission (admin may use everything).
+fn expectations() -> BTreeMap<&'static str, &'static [&'static str]> {
+    const ALL: &[&str] = &["viewer", "ops", "deployer", "admin", "cicd"];
+    const READERS: &[&str] = &["viewer", "ops", "deployer", "admin"];
+    const OPS_UP: &[&str] = &["ops", "deployer", "admin"];
+    const OPS_UP_CICD: &[&str] = &["ops", "deployer", "admin", "cicd"];
+    const DEPLOY: &[&str] = &["deployer", "admin"];
+    const ADMIN: &[&str] = &["admin"];
+    BTreeMap::from([
+        ("convox:apps:list", ALL),
+        ("convox:apps:read", ALL),
+        ("convox:apps:create", ADMIN),
+        ("convox:apps:update", DEPLOY),
+        ("convox:apps:delete", ADMIN),
+        ("convox:apps:cancel", DEPLOY),
+        ("convox:services:list", ALL),
+        ("convox:services:read", READERS),
+        ("convox:balancers:list", READERS),
+        ("convox:configs:list", OPS_UP),
+        ("convox:configs:read", OPS_UP),
+        ("convox:configs:update", DEPLOY),
+        ("convox:files:read", OPS_UP),
+        ("convox:files:upload", OPS_UP),
+        ("convox:files:delete", OPS_UP),
+        ("convox:services:update", DEPLOY),
+        ("convox:services:restart", OPS_UP),
+        ("convox:processes:list", ALL),
+        ("convox:processes:read", READERS),
+        ("convox:processes:start", OPS_UP),
+        ("convox:processes:exec", OPS_UP),
+        ("convox:processes:terminate", OPS_UP),
+        ("convox:logs:read", READERS),
+        ("convox:builds:list", ALL),
+        ("convox:builds:read", ALL),
+        ("convox:builds:logs", ALL),
+        ("convox:builds:create", DEPLOY),
+        ("convox:builds:update", DEPLOY),
+        ("convox:builds:import", DEPLOY),
+        ("convox:builds:export", DEPLOY),
+        ("convox:objects:create", DEPLOY),
+        ("convox:objects:read", DEPLOY),
+        ("convox:objects:exists", DEPLOY),
+        ("convox:objects:delete", DEPLOY),
+        ("convox:objects:list", DEPLOY),
+        ("convox:releases:list", OPS_UP_CICD),
+        ("convox:releases:read", OPS_UP),
+        ("convox:releases:create", DEPLOY),
+        ("convox:releases:promote", DEPLOY),
+        ("convox:instances:list", READERS),
+        ("convox:instances:terminate", ADMIN),
+        ("convox:instances:keyroll", ADMIN),
+        ("convox:instances:shell", ADMIN),
+        ("convox:rack:check", ALL),
+        ("convox:rack:read", ALL),
+        ("convox:rack:jwt-token", ADMIN),
+        ("convox:rack:jwt-rotate", ADMIN),
+        ("convox:rack:capacity", READERS),
+        ("convox:rack:update", ADMIN),
+        ("convox:rack:metrics", ADMIN),
+        ("convox:rack:processes", ADMIN),
+        ("convox:rack:releases", ADMIN),
+        ("convox:rack:logs", ADMIN),
+    ])
+}
+
+/// Whether `role` may use `permission`: from the table, admin-only when not listed there
+/// (resources, certificates, registries, balancers, files…).
+fn expected(permission: &str, role: &str) -> bool {
+    if role == "admin" {
+        return true;
+    }
+    match expectations().get(permission) {
+        Some(roles) => roles.contains(&role),
+        None => {
+            let resource = permission.split(':').nth(1).unwrap_or_default();
+            assert!(
+                !matches!(
+                    resource,
+                    "apps"
+                        | "services"
+                        | "processes"
+                        | "logs"
+                        | "builds"
+                        | "objects"
+                        | "releases"
+                        | "instances"
+                        | "rack"
+                        | "configs"
+                        | "files"
+                        | "balancers"
+                ),
+                "{permission} is not in the expectation table: decide who may use it"
+            );
+            false
+        }
+    }
+}
+
+fn sample_path(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|seg| {
+            if let Some(rest) = seg.strip_prefix('{') {
+                let (name, suffix) = rest.split_once('}').unwrap_or((rest, ""));
+                let value = match name.trim_end_matches('*') {
+                    "app" => "web",
+                    "key" => "tmp/build.tgz",
+                    other => other,
+                };
+                format!("{value}1{suffix}").replace("web1", "web")
+            } else {
+                seg.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn method(m: Method) -> reqwest::Method {
+    reqwest::Method::from_bytes(m.as_str().as_bytes()).unwrap_or(reqwest::Method::GET)
+}
+
+both_backends!(every_route_for_every_role, |db| async move {
+    let rack = TestRack::start().await;
+    let tokens: Vec<(&str, String)> = ROLES.iter().map(|r| (*r, role_token(&db, r))).collect();
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for route in ROUTES {
+        let path = sample_path(route.pattern);
+        let permission = route.permission();
+        for (role, token) in &tokens {
+            rack.clear();
+            let resp = c
+                .request(method(route.method), gw.proxy(&path))
+                .basic_auth("convox", Some(token))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let status = resp.status().as_u16();
+            let reached = rack
+                .seen()
+                .iter()
+                .any(|s| s.path == path && s.method == route.method.as_str());
+            let want = expected(&permission, role);
+            let ok = if want {
+                status == 200 && reached
+            } else {
+                status == 403 && !reached
+            };
+            if !ok {
+                failures.push(format!(
+                    "{} {path} ({permission}, {:?}) as {role}: status {status}, reached rack {reached}, expected {}",
+                    route.method,
+                    route.kind == RouteKind::WebSocket,
+                    if want { "allow" } else { "deny" }
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= ROUTES.len() * ROLES.len());
+    assert!(
+        failures.is_empty(),
+        "{} wrong decisions:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Unknown routes: admin only.
+    for (role, token) in &tokens {
+        let resp = c
+            .get(gw.proxy("/definitely/not/a/convox/route"))
+            .basic_auth("convox", Some(token))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want = if *role == "admin" { 200 } else { 403 };
+        assert_eq!(resp.status().as_u16(), want, "unknown route as {role}");
+    }
+});
