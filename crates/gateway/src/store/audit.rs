@@ -98,45 +98,62 @@ impl Store {
         let mut seq: i64 = head.try_get("seq")?;
         let mut prev: String = head.try_get("hash")?;
 
-        let insert = concat!(
-            "INSERT INTO audit_events (",
-            columns!(),
-            ") VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-        );
+        // One multi-row INSERT per batch: a single statement however many events commit
+        // together. The SQL holds only placeholders; values are bound.
+        const FIELDS: usize = 18;
+        let mut sql = String::from(concat!("INSERT INTO audit_events (", columns!(), ") VALUES "));
         let mut rows = Vec::with_capacity(events.len());
-        for event in events {
+        let mut details = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
             seq += 1;
             let hash = link(&prev, seq, event);
-            let details = serde_json::to_string(&event.details)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(insert)
-                .bind(seq)
-                .bind(event.ts)
-                .bind(event.request_id.as_str())
-                .bind(event.kind.as_str())
-                .bind(event.actor_type.as_str())
-                .bind(event.user_email.as_deref())
-                .bind(event.token_name.as_deref())
-                .bind(event.method.as_deref())
-                .bind(event.path.as_deref())
-                .bind(event.action.as_str())
-                .bind(event.rbac_decision.as_str())
-                .bind(event.status)
-                .bind(event.latency_ms)
-                .bind(event.client_ip.as_deref())
-                .bind(event.user_agent.as_deref())
-                .bind(details)
-                .bind(prev.as_str())
-                .bind(hash.as_str())
-                .execute(&mut **tx.conn()?)
-                .await?;
+            details.push(
+                serde_json::to_string(&event.details)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for f in 0..FIELDS {
+                if f > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i * FIELDS + f + 1));
+            }
+            sql.push(')');
             rows.push(AuditRow {
                 seq,
                 event: event.clone(),
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,
             });
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (row, details) in rows.iter().zip(details) {
+            let event = &row.event;
+            query = query
+                .bind(row.seq)
+                .bind(event.ts)
+                .bind(event.request_id.clone())
+                .bind(event.kind.as_str())
+                .bind(event.actor_type.as_str())
+                .bind(event.user_email.clone())
+                .bind(event.token_name.clone())
+                .bind(event.method.clone())
+                .bind(event.path.clone())
+                .bind(event.action.clone())
+                .bind(event.rbac_decision.as_str())
+                .bind(event.status)
+                .bind(event.latency_ms)
+                .bind(event.client_ip.clone())
+                .bind(event.user_agent.clone())
+                .bind(details)
+                .bind(row.prev_hash.clone())
+                .bind(row.hash.clone());
+        }
+        if !rows.is_empty() {
+            query.execute(&mut **tx.conn()?).await?;
         }
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
