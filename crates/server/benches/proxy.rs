@@ -135,11 +135,10 @@ fn main() {
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let mut addr = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(a) = v["fields"]["addr"].as_str() {
-                    addr = a.to_string();
-                    break;
-                }
+            let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+            if let Some(a) = parsed.as_ref().and_then(|v| v["fields"]["addr"].as_str()) {
+                addr = a.to_string();
+                break;
             }
         }
         let basic = |t: &str| {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod dev;
 mod logging;
 mod serve;
 
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
             Command::Serve => {
                 logging::init();
                 serve::run().await
+            }
+            Command::Dev(args) => {
+                logging::init();
+                dev::run(args).await
             }
             Command::Migrate => admin::migrate().await,
             Command::Tokens(cmd) => admin::tokens(cmd).await,

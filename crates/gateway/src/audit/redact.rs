@@ -25,9 +25,15 @@ const SECRET_WORDS: &[&str] = &[
     "cert",
 ];
 
+/// Suffixes that name a reference to a secret rather than the secret (`token_id`, `key_name`).
+const REFERENCE_SUFFIXES: &[&str] = &["_id", "_name", "_at", "_count", "_type"];
+
 /// True when a field called `name` holds a secret.
 pub fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
+    if REFERENCE_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
+        return false;
+    }
     SECRET_WORDS.iter().any(|w| lower.contains(w))
 }
 
@@ -155,6 +161,10 @@ mod tests {
         assert_eq!(v["list"][0]["token"], REDACTED);
         assert_eq!(v["count"], 3);
         assert!(v["cookie"].is_null());
+        let v = redact_json(json!({"token_id": 3, "token_name": "ci", "api_token": "x"}));
+        assert_eq!(v["token_id"], 3);
+        assert_eq!(v["token_name"], "ci");
+        assert_eq!(v["api_token"], REDACTED);
     }
 
     #[test]

@@ -101,7 +101,11 @@ impl Store {
         // One multi-row INSERT per batch: a single statement however many events commit
         // together. The SQL holds only placeholders; values are bound.
         const FIELDS: usize = 18;
-        let mut sql = String::from(concat!("INSERT INTO audit_events (", columns!(), ") VALUES "));
+        let mut sql = String::from(concat!(
+            "INSERT INTO audit_events (",
+            columns!(),
+            ") VALUES "
+        ));
         let mut rows = Vec::with_capacity(events.len());
         let mut details = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {

@@ -154,10 +154,9 @@ impl Gateway {
             let lines = stderr.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if let Some(addr) = v["fields"]["addr"].as_str() {
-                            let _ = addr_tx.send(addr.to_string());
-                        }
+                    let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+                    if let Some(addr) = parsed.as_ref().and_then(|v| v["fields"]["addr"].as_str()) {
+                        let _ = addr_tx.send(addr.to_string());
                     }
                     lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 }

@@ -1,0 +1,149 @@
+//! `dev`: the whole product on one machine with no set-up — the fake Convox rack, the gateway
+//! in front of it, SQLite under `./.rack-gateway/`, and one API token per role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use gateway::Gateway;
+use gateway::config::{Config, RackTls, Secret};
+use gateway::identity::manage::{self, Actor, TokenRequest};
+use gateway::store::Store;
+use rand::RngCore;
+use tokio_util::sync::CancellationToken;
+
+/// `dev` flags.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Gateway port.
+    #[arg(long, default_value_t = 8447)]
+    pub port: u16,
+    /// Fake rack port.
+    #[arg(long, default_value_t = 5443)]
+    pub rack_port: u16,
+    /// Built-in OpenID Connect provider port (used once sign-in lands).
+    #[arg(long, default_value_t = 3345)]
+    pub oidc_port: u16,
+    /// Where the SQLite database lives (ignored when DATABASE_URL is set).
+    #[arg(long, default_value = ".rack-gateway")]
+    pub data_dir: PathBuf,
+    /// Seed for the fake rack's deterministic ids.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
+
+/// Runs the dev stack until Ctrl-C.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let database_url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+            format!("sqlite://{}/gateway.db", args.data_dir.display())
+        }
+    };
+    let mut rack_token_bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut rack_token_bytes);
+    let rack_token = hex_string(&rack_token_bytes);
+
+    let rack_addr = SocketAddr::from(([127, 0, 0, 1], args.rack_port));
+    let rack_listener = tokio::net::TcpListener::bind(rack_addr)
+        .await
+        .with_context(|| format!("fake rack: cannot listen on {rack_addr} (use --rack-port)"))?;
+    let gateway_addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let gateway_listener = tokio::net::TcpListener::bind(gateway_addr)
+        .await
+        .with_context(|| format!("gateway: cannot listen on {gateway_addr} (use --port)"))?;
+    let rack_addr = rack_listener.local_addr()?;
+    let gateway_addr = gateway_listener.local_addr()?;
+
+    let stop = CancellationToken::new();
+    let rack_stop = stop.clone();
+    let rack_task = tokio::spawn(mock_rack::serve(
+        rack_listener,
+        mock_rack::MockRackConfig {
+            token: rack_token.clone(),
+            seed: args.seed,
+        },
+        async move { rack_stop.cancelled().await },
+    ));
+
+    let config = Config {
+        rack_host: format!("http://{rack_addr}")
+            .parse()
+            .context("fake rack URL")?,
+        rack_token: Secret::new(rack_token),
+        listen_addr: gateway_addr,
+        database_url: database_url.clone(),
+        audit_hmac_key: std::env::var("AUDIT_HMAC_KEY").ok().map(Secret::new),
+        rack_tls: RackTls::WebPki,
+        public_url: format!("http://{gateway_addr}").parse().ok(),
+        rack_connect_timeout: std::time::Duration::from_secs(5),
+        rack_read_timeout: std::time::Duration::from_secs(300),
+        shutdown_timeout: std::time::Duration::from_secs(5),
+        audit_stdout: true,
+    };
+    let gateway = Gateway::start(config).await?;
+    let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
+
+    println!("\nrack-gateway dev stack");
+    println!("  gateway     http://{gateway_addr}");
+    println!("  fake rack   http://{rack_addr}  (its token stays inside the gateway)");
+    println!("  database    {}", redact_url(&database_url));
+    println!("\nAPI tokens, one per role (new ones each start):");
+    for (role, secret) in &tokens {
+        println!(
+            "  {role:<9} export RACK_URL=http://convox:{secret}@{gateway_addr}/api/v1/rack-proxy"
+        );
+    }
+    println!("\nThen: convox apps · convox ps -a web · convox logs -a web · convox env -a web");
+    println!("Audit events follow as JSON lines. Ctrl-C stops everything.\n");
+
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            crate::serve::shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    let result = crate::serve::serve_until_signal(gateway, gateway_listener, signal).await;
+    stop.cancel();
+    let _ = rack_task.await;
+    result
+}
+
+/// Revokes the previous run's dev tokens and issues a fresh one per role.
+async fn issue_dev_tokens(
+    store: &Store,
+    gateway: &Gateway,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let actor = Actor::cli();
+    let audit = &gateway.state.audit;
+    for old in store.list_tokens().await? {
+        if old.revoked_at.is_none() && old.name.starts_with("dev-") {
+            manage::revoke_token(store, audit, &actor, &old.id.to_string()).await?;
+        }
+    }
+    let mut tokens = Vec::new();
+    for role in ROLES {
+        let request = TokenRequest {
+            name: format!("dev-{role}"),
+            role: Some(role.to_string()),
+            ..TokenRequest::default()
+        };
+        let (_, secret) = manage::create_token(store, audit, &actor, &request).await?;
+        tokens.push((role.to_string(), secret));
+    }
+    Ok(tokens)
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn redact_url(url: &str) -> String {
+    gateway::audit::redact::redact_value(url)
+}
