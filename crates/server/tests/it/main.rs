@@ -6,6 +6,7 @@ mod upstream;
 
 mod admin;
 mod audit;
+mod dev;
 mod hostile;
 mod lifecycle;
 mod proxy;

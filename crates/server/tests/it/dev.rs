@@ -1,0 +1,410 @@
+//! The one-command dev stack: the real `rack-gateway-server dev` binary (fake rack + gateway),
+//! driven over HTTP and WebSocket with the tokens it prints.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::both_backends;
+use crate::kit::{BIN, Db, client, scratch_dir, signal};
+
+const EXIT_MARKER: &str = "F1E49A85-0AD7-4AEF-A618-C249C6E6568D:";
+
+/// A running `dev` stack.
+struct Dev {
+    child: Child,
+    gateway: String,
+    tokens: HashMap<String, String>,
+    output: Arc<Mutex<Vec<String>>>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Dev {
+    async fn start(db: &Db) -> Dev {
+        let dir = scratch_dir();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "dev",
+            "--port",
+            "0",
+            "--rack-port",
+            "0",
+            "--oidc-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        // SQLite lives under --data-dir; the PostgreSQL variant goes through DATABASE_URL.
+        if db.url.starts_with("postgres") {
+            cmd.env("DATABASE_URL", &db.url);
+        } else {
+            cmd.env_remove("DATABASE_URL");
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn dev: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        if let Some(out) = child.stdout.take() {
+            let lines = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line.clone());
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let (gateway, tokens) = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut gateway = String::new();
+            let mut tokens = HashMap::new();
+            while Instant::now() < deadline && tokens.len() < 5 {
+                let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+                    continue;
+                };
+                let trimmed = line.trim();
+                if let Some(url) = trimmed.strip_prefix("gateway") {
+                    gateway = url.trim().to_string();
+                }
+                if let Some((role, rest)) = trimmed.split_once(" export RACK_URL=http://convox:") {
+                    if let Some((token, _)) = rest.split_once('@') {
+                        tokens.insert(role.trim().to_string(), token.to_string());
+                    }
+                }
+            }
+            (gateway, tokens)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let started = Dev {
+            child,
+            gateway,
+            tokens,
+            output,
+            dir,
+        };
+        assert!(
+            started.gateway.starts_with("http://127.0.0.1:") && started.tokens.len() == 5,
+            "dev did not print its URLs and tokens:\n{}",
+            started
+                .output
+                .lock()
+                .map(|l| l.join("\n"))
+                .unwrap_or_default()
+        );
+        started
+    }
+
+    fn token(&self, role: &str) -> &str {
+        self.tokens
+            .get(role)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/rack-proxy{path}", self.gateway)
+    }
+
+    fn ws(
+        &self,
+        path: &str,
+        role: &str,
+        headers: &[(&str, &str)],
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        let url = self.url(path).replacen("http://", "ws://", 1);
+        let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("convox:{}", self.token(role)),
+        );
+        let h = request.headers_mut();
+        h.insert(
+            "authorization",
+            format!("Basic {auth}")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        for (k, v) in headers {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+                v.parse().unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        request
+    }
+
+    async fn get_json(&self, role: &str, path: &str) -> (u16, serde_json::Value) {
+        let resp = client()
+            .get(self.url(path))
+            .basic_auth("convox", Some(self.token(role)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or_default())
+    }
+}
+
+/// Reads a socket until `stop` says so, the stream ends, or 20 s pass; returns the text.
+async fn read_socket<S>(socket: &mut S, stop: impl Fn(&str) -> bool) -> String
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(message)) = socket.next().await {
+            match message {
+                Message::Text(t) => text.push_str(&t),
+                Message::Binary(b) if b.is_empty() => break,
+                Message::Binary(b) => text.push_str(&String::from_utf8_lossy(&b)),
+                Message::Close(_) => break,
+                _ => {}
+            }
+            if stop(&text) {
+                break;
+            }
+        }
+    })
+    .await;
+    text
+}
+
+both_backends!(dev_lists_apps_for_every_role, |db| async move {
+    let dev = Dev::start(&db).await;
+    for role in ["admin", "deployer", "ops", "viewer", "cicd"] {
+        let (status, apps) = dev.get_json(role, "/apps").await;
+        assert_eq!(status, 200, "{role}");
+        let names: Vec<&str> = apps
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(names.contains(&"web"), "{role}: {apps}");
+    }
+    // A denied command names the permission.
+    let resp = client()
+        .delete(dev.url("/apps/web"))
+        .basic_auth("convox", Some(dev.token("deployer")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("convox:apps:delete")
+    );
+});
+
+both_backends!(dev_streams_logs_until_a_known_line, |db| async move {
+    let dev = Dev::start(&db).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(dev.ws(
+        "/apps/web/logs",
+        "viewer",
+        &[("follow", "true"), ("since", "1h")],
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = read_socket(&mut socket, |t| t.contains("heartbeat=2")).await;
+    assert!(text.contains("heartbeat=2"), "followed logs: {text}");
+    assert!(
+        text.lines().any(|l| l.contains(" service/web/")),
+        "seeded lines: {text}"
+    );
+});
+
+both_backends!(dev_exec_round_trip_passes_the_exit_code, |db| async move {
+    let dev = Dev::start(&db).await;
+    let (status, processes) = dev.get_json("ops", "/apps/web/processes").await;
+    assert_eq!(status, 200);
+    let pid = processes[0]["id"].as_str().unwrap_or_default().to_string();
+    assert!(!pid.is_empty(), "{processes}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(dev.ws(
+        &format!("/apps/web/processes/{pid}/exec"),
+        "ops",
+        &[("command", "sh"), ("tty", "false")],
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send(Message::Text("echo hello\n".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send(Message::Text("exit 7\n".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = read_socket(&mut socket, |t| t.contains(EXIT_MARKER)).await;
+    assert!(text.contains("hello\n"), "{text}");
+    assert!(text.contains(&format!("{EXIT_MARKER}7")), "{text}");
+    // A viewer cannot.
+    let refused = tokio_tungstenite::connect_async(dev.ws(
+        &format!("/apps/web/processes/{pid}/exec"),
+        "viewer",
+        &[],
+    ))
+    .await;
+    assert!(
+        matches!(refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403)
+    );
+});
+
+both_backends!(dev_deploys_a_50_mib_tarball, |db| async move {
+    let dev = Dev::start(&db).await;
+    let c = client();
+    let deployer = dev.token("deployer");
+    let size: u64 = 50 * 1024 * 1024;
+    let chunk = bytes::Bytes::from(vec![1u8; 1024 * 1024]);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+        (0..size / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ));
+    let resp = c
+        .post(dev.url("/apps/web/objects/tmp/deploy-test.tgz"))
+        .basic_auth("convox", Some(deployer))
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let object: serde_json::Value = resp.json().await.unwrap_or_default();
+    let url = object["url"]
+        .as_str()
+        .or(object["Url"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(url.starts_with("object://"), "{object}");
+
+    let resp = c
+        .post(dev.url("/apps/web/builds"))
+        .basic_auth("convox", Some(deployer))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "url={}&description=test",
+            url.replace('/', "%2F").replace(':', "%3A")
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let build: serde_json::Value = resp.json().await.unwrap_or_default();
+    let build_id = build["id"].as_str().unwrap_or_default().to_string();
+    assert!(build_id.starts_with('B'), "{build}");
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(dev.ws(
+        &format!("/apps/web/builds/{build_id}/logs"),
+        "deployer",
+        &[],
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let logs = read_socket(&mut socket, |t| t.contains("Release: R")).await;
+    assert!(logs.contains(&format!("Build: {build_id}")), "{logs}");
+    let release = logs
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Release: "))
+        .unwrap_or_default()
+        .to_string();
+
+    let resp = c
+        .post(dev.url(&format!("/apps/web/releases/{release}/promote")))
+        .basic_auth("convox", Some(deployer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200, "promote {release}");
+    let (_, app) = dev.get_json("viewer", "/apps/web").await;
+    assert_eq!(app["release"], release.as_str());
+    // A viewer may not upload.
+    let resp = c
+        .post(dev.url("/apps/web/objects/tmp/x.tgz"))
+        .basic_auth("convox", Some(dev.token("viewer")))
+        .body("x")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+});
+
+both_backends!(dev_env_set_then_read, |db| async move {
+    let dev = Dev::start(&db).await;
+    let (_, app) = dev.get_json("deployer", "/apps/web").await;
+    let current = app["release"].as_str().unwrap_or_default().to_string();
+    let (status, release) = dev
+        .get_json("deployer", &format!("/apps/web/releases/{current}"))
+        .await;
+    assert_eq!(status, 200);
+    let env = release["env"].as_str().unwrap_or_default().to_string();
+    assert!(env.contains("RAILS_ENV=production"), "{release}");
+    let new_env = format!("{env}\nFEATURE_FLAG=on");
+    let resp = client()
+        .post(dev.url("/apps/web/releases"))
+        .basic_auth("convox", Some(dev.token("deployer")))
+        .form(&[("env", new_env.as_str())])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let created: serde_json::Value = resp.json().await.unwrap_or_default();
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let (_, read) = dev
+        .get_json("ops", &format!("/apps/web/releases/{id}"))
+        .await;
+    assert!(
+        read["env"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("FEATURE_FLAG=on"),
+        "{read}"
+    );
+    // Viewers may not read releases (they carry the environment).
+    let (status, _) = dev
+        .get_json("viewer", &format!("/apps/web/releases/{id}"))
+        .await;
+    assert_eq!(status, 403);
+    // And the secret values never reach the audit lines.
+    let output = dev.output.lock().map(|l| l.join("\n")).unwrap_or_default();
+    assert!(!output.contains("s3cr3t"), "env value in audit output");
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_stops_cleanly_on_ctrl_c() {
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let mut dev = Dev::start(&db).await;
+    let (status, _) = dev.get_json("viewer", "/apps").await;
+    assert_eq!(status, 200);
+    signal(i32::try_from(dev.child.id()).unwrap_or(0), "INT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut exit = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = dev.child.try_wait() {
+            exit = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        exit.and_then(|s| s.code()),
+        Some(0),
+        "dev did not stop cleanly"
+    );
+}
