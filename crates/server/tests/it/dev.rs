@@ -82,10 +82,11 @@ impl Dev {
                 if let Some(url) = trimmed.strip_prefix("gateway") {
                     gateway = url.trim().to_string();
                 }
-                if let Some((role, rest)) = trimmed.split_once(" export RACK_URL=http://convox:") {
-                    if let Some((token, _)) = rest.split_once('@') {
-                        tokens.insert(role.trim().to_string(), token.to_string());
-                    }
+                let entry = trimmed
+                    .split_once(" export RACK_URL=http://convox:")
+                    .and_then(|(role, rest)| Some((role, rest.split_once('@')?.0)));
+                if let Some((role, token)) = entry {
+                    tokens.insert(role.trim().to_string(), token.to_string());
                 }
             }
             (gateway, tokens)
