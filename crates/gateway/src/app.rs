@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, post, put};
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditLog, KeySource, ResolveKeyError, resolve_key};
 use crate::config::Config;
+use crate::oidc::{Oidc, OidcError};
 use crate::proxy::{PROXY_PREFIX, Upstream, UpstreamError};
 use crate::store::{Store, StoreError};
-use crate::{api, proxy};
+use crate::{api, proxy, web};
 
 /// Everything a request handler needs.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// The rack.
     pub upstream: Upstream,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 /// Why the gateway could not start.
@@ -39,6 +42,9 @@ pub enum StartError {
     /// The rack connection.
     #[error("rack connection: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The identity provider client.
+    #[error("sign-in: {0}")]
+    Oidc(#[from] OidcError),
 }
 
 /// A started gateway: its state and the audit writer task to await on shutdown.
@@ -63,6 +69,12 @@ impl Gateway {
             );
         }
         let upstream = Upstream::new(&config)?;
+        let oidc = config
+            .oidc
+            .clone()
+            .map(Oidc::new)
+            .transpose()?
+            .map(Arc::new);
         let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
         Ok(Gateway {
             state: AppState {
@@ -70,6 +82,7 @@ impl Gateway {
                 store,
                 audit,
                 upstream,
+                oidc,
             },
             audit_task,
         })
@@ -97,6 +110,29 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/health/ready", get(api::ready))
         .route("/api/v1/info", get(api::info))
+        .route("/api/v1/auth/web/login", get(api::auth::web_login))
+        .route("/api/v1/auth/web/logout", post(api::auth::web_logout))
+        .route(crate::config::OIDC_CALLBACK_PATH, get(api::auth::callback))
+        .route("/api/v1/auth/logout", post(api::auth::logout))
+        .route("/api/v1/auth/cli/start", post(api::auth::cli_start))
+        .route("/api/v1/auth/cli/browser", get(api::auth::cli_browser))
+        .route("/api/v1/auth/cli/poll", post(api::auth::cli_poll))
+        .route("/api/v1/sessions", get(api::sessions::list))
+        .route(
+            "/api/v1/sessions/revoke-all",
+            post(api::sessions::revoke_all),
+        )
+        .route("/api/v1/sessions/{id}", delete(api::sessions::revoke))
+        .route("/api/v1/users", get(api::users::list).post(api::users::add))
+        .route("/api/v1/users/{email}/role", put(api::users::set_role))
+        .route("/api/v1/users/{email}/lock", post(api::users::lock))
+        .route("/api/v1/users/{email}/unlock", post(api::users::unlock))
+        .route("/", get(web::home))
+        .route("/login", get(web::login_page))
+        .route("/account", get(web::account))
+        .route("/account/sessions/revoke-all", post(web::revoke_all))
+        .route("/account/sessions/{id}/revoke", post(web::revoke_session))
+        .route("/static/app.css", get(web::stylesheet))
         .route(PROXY_PREFIX, any(proxy::handle))
         .route(&format!("{PROXY_PREFIX}/"), any(proxy::handle))
         .route(&format!("{PROXY_PREFIX}/{{*path}}"), any(proxy::handle))

@@ -7,9 +7,11 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod oidc;
 pub mod proxy;
 pub mod rbac;
 pub mod store;
+pub mod web;
 
 pub use app::{AppState, Gateway, build_app};
 pub use config::Config;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use gateway::Gateway;
-use gateway::config::{Config, RackTls, Secret};
+use gateway::config::{Config, OIDC_CALLBACK_PATH, OidcConfig, RackTls, Secret, SessionConfig};
 use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::store::Store;
 use rand::RngCore;
@@ -57,6 +57,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let gateway_listener = tokio::net::TcpListener::bind(gateway_addr)
         .await
         .with_context(|| format!("gateway: cannot listen on {gateway_addr} (use --port)"))?;
+    let oidc_addr = SocketAddr::from(([127, 0, 0, 1], args.oidc_port));
+    let oidc_listener = tokio::net::TcpListener::bind(oidc_addr)
+        .await
+        .with_context(|| {
+            format!("OIDC provider: cannot listen on {oidc_addr} (use --oidc-port)")
+        })?;
+    let oidc_addr = oidc_listener.local_addr()?;
     let rack_addr = rack_listener.local_addr()?;
     let gateway_addr = gateway_listener.local_addr()?;
 
@@ -71,6 +78,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         async move { rack_stop.cancelled().await },
     ));
 
+    let public_url: url::Url = format!("http://{gateway_addr}")
+        .parse()
+        .context("gateway URL")?;
+    let redirect_url = public_url
+        .join(OIDC_CALLBACK_PATH)
+        .context("callback URL")?;
+    let mut client_secret = [0u8; 24];
+    rand::rng().fill_bytes(&mut client_secret);
+    let client_secret = hex_string(&client_secret);
+    let oidc_stop = stop.clone();
+    let oidc_task = tokio::spawn(dev_oidc::serve(
+        oidc_listener,
+        dev_oidc::DevOidcConfig {
+            issuer: format!("http://{oidc_addr}"),
+            client_id: "rack-gateway-dev".into(),
+            client_secret: client_secret.clone(),
+            redirect_uris: vec![redirect_url.to_string()],
+            users: dev_oidc::default_users(),
+        },
+        async move { oidc_stop.cancelled().await },
+    ));
+
     let config = Config {
         rack_host: format!("http://{rack_addr}")
             .parse()
@@ -80,19 +109,37 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         database_url: database_url.clone(),
         audit_hmac_key: std::env::var("AUDIT_HMAC_KEY").ok().map(Secret::new),
         rack_tls: RackTls::WebPki,
-        public_url: format!("http://{gateway_addr}").parse().ok(),
+        public_url: Some(public_url),
         rack_connect_timeout: std::time::Duration::from_secs(5),
         rack_read_timeout: std::time::Duration::from_secs(300),
         shutdown_timeout: std::time::Duration::from_secs(5),
         audit_stdout: true,
+        oidc: Some(OidcConfig {
+            issuer: format!("http://{oidc_addr}")
+                .parse()
+                .context("OIDC issuer URL")?,
+            client_id: "rack-gateway-dev".into(),
+            client_secret: Secret::new(client_secret),
+            allowed_domains: vec!["example.com".into()],
+            admin_users: Vec::new(),
+            redirect_url,
+        }),
+        sessions: SessionConfig::default(),
     };
     let gateway = Gateway::start(config).await?;
+    add_test_users(&gateway).await?;
     let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
 
     println!("\nrack-gateway dev stack");
     println!("  gateway     http://{gateway_addr}");
     println!("  fake rack   http://{rack_addr}  (its token stays inside the gateway)");
+    println!(
+        "  sign-in     http://{oidc_addr}  (dev OIDC: admin@, deployer@, ops@, viewer@example.com)"
+    );
     println!("  database    {}", redact_url(&database_url));
+    println!(
+        "\nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}"
+    );
     println!("\nAPI tokens, one per role (new ones each start):");
     for (role, secret) in &tokens {
         println!(
@@ -112,7 +159,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let result = crate::serve::serve_until_signal(gateway, gateway_listener, signal).await;
     stop.cancel();
     let _ = rack_task.await;
+    let _ = oidc_task.await;
     result
+}
+
+/// The dev OIDC provider's test users, with the matching roles (kept if they exist).
+async fn add_test_users(gateway: &Gateway) -> anyhow::Result<()> {
+    let store = &gateway.state.store;
+    let actor = Actor::cli();
+    for role in ["admin", "deployer", "ops", "viewer"] {
+        let email = format!("{role}@example.com");
+        if store.find_user(&email).await?.is_none() {
+            manage::add_user(store, &gateway.state.audit, &actor, &email, "", role).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Revokes the previous run's dev tokens and issues a fresh one per role.

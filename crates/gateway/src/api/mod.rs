@@ -1,4 +1,9 @@
-//! The gateway's own JSON endpoints: health, readiness, and who the caller is.
+//! The gateway's own JSON endpoints: health, readiness, who the caller is, sign-in flows,
+//! sessions and users.
+
+pub mod auth;
+pub mod sessions;
+pub mod users;
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +13,56 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::identity::{AuthError, authenticate, extract_token};
+use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract_token};
+use crate::web::cookies;
+
+/// The caller of a JSON endpoint: `Authorization` (Basic password or Bearer), or the session
+/// cookie — then state-changing methods must carry `X-CSRF-Token`.
+pub async fn caller_for(
+    state: &AppState,
+    method: &http::Method,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let token =
+        extract_token(headers).map_err(|e| ApiError::Unauthenticated(AuthError::Malformed(e)))?;
+    if let Some(token) = token {
+        return authenticate(&state.store, &state.config.sessions, &token)
+            .await
+            .map_err(ApiError::Unauthenticated);
+    }
+    let Some(cookie) = cookies::get(headers, cookies::SESSION_COOKIE) else {
+        return Err(ApiError::Unauthenticated(AuthError::Missing));
+    };
+    if !matches!(*method, http::Method::GET | http::Method::HEAD) {
+        let submitted = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if !cookies::csrf_ok(&cookie, submitted) {
+            return Err(ApiError::Forbidden {
+                permission: "a valid X-CSRF-Token".into(),
+                role: "browser session".into(),
+            });
+        }
+    }
+    authenticate(&state.store, &state.config.sessions, &cookie)
+        .await
+        .map_err(ApiError::Unauthenticated)
+}
+
+/// [`caller_for`] for a read.
+pub async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    caller_for(state, &http::Method::POST, headers).await
+}
+
+/// Requires `permission` of `principal`.
+pub fn require(principal: &Principal, permission: &str) -> Result<(), ApiError> {
+    if principal.permissions.allows(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            permission: permission.to_string(),
+            role: principal.role_name().to_string(),
+        })
+    }
+}
 
 /// `GET /api/v1/health`: liveness. 200 whenever the process can serve.
 pub async fn health() -> Json<serde_json::Value> {
@@ -60,18 +114,23 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
 
 /// `GET /api/v1/info`: the caller, its role and permissions.
 pub async fn info(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = extract_token(&headers)
-        .map_err(|e| ApiError::Unauthenticated(AuthError::Malformed(e)))?
-        .ok_or(ApiError::Unauthenticated(AuthError::Missing))?;
-    let principal = authenticate(&state.store, &token)
-        .await
-        .map_err(ApiError::Unauthenticated)?;
+    let principal = caller_for(&state, &http::Method::GET, &headers).await?;
+    let (kind, expires_at, channel) = match &principal.kind {
+        PrincipalKind::ApiToken { .. } => ("api_token", None, None),
+        PrincipalKind::Session {
+            expires_at,
+            channel,
+            ..
+        } => ("session", Some(*expires_at), Some(channel.clone())),
+    };
     Ok(Json(json!({
-        "type": "api_token",
+        "type": kind,
         "token_name": principal.token_name(),
         "email": principal.email(),
         "role": principal.role_name(),
         "permissions": principal.permissions.patterns(),
+        "session_expires_at": expires_at,
+        "channel": channel,
     }))
     .into_response())
 }

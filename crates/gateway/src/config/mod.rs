@@ -75,6 +75,122 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Emit audit events as JSON lines on stdout.
     pub audit_stdout: bool,
+    /// OpenID Connect sign-in; without it only API tokens work.
+    pub oidc: Option<OidcConfig>,
+    /// Session lifetimes.
+    pub sessions: SessionConfig,
+}
+
+/// OpenID Connect settings.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: Url,
+    /// Client id registered with the provider.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: Secret,
+    /// E-mail domains (and Google `hd` values) allowed to sign in; empty allows any.
+    pub allowed_domains: Vec<String>,
+    /// E-mails that become admin on first sign-in.
+    pub admin_users: Vec<String>,
+    /// The callback URL registered with the provider.
+    pub redirect_url: Url,
+}
+
+impl OidcConfig {
+    /// True for Google, whose `hd` claim names the Workspace domain.
+    pub fn is_google(&self) -> bool {
+        self.issuer.host_str() == Some("accounts.google.com")
+    }
+}
+
+/// How long sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub lifetime: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Duration::from_secs(8 * 3600),
+            lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The path of the sign-in callback, under the public URL.
+pub const OIDC_CALLBACK_PATH: &str = "/api/v1/auth/callback";
+
+fn parse_oidc(
+    get: &impl Fn(&str) -> Option<String>,
+    public_url: Option<&Url>,
+) -> Result<Option<OidcConfig>, ConfigError> {
+    let Some(issuer) = get("OIDC_ISSUER") else {
+        return Ok(None);
+    };
+    let issuer = Url::parse(issuer.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or(ConfigError::Invalid {
+            name: "OIDC_ISSUER",
+            expected: "the provider's issuer URL, e.g. https://accounts.google.com".into(),
+        })?;
+    let client_id = get("OIDC_CLIENT_ID").ok_or(ConfigError::Missing {
+        name: "OIDC_CLIENT_ID",
+        expected: "the client id registered with the identity provider (OIDC_ISSUER is set)",
+    })?;
+    let client_secret = get("OIDC_CLIENT_SECRET").map(Secret::new).ok_or(ConfigError::Missing {
+        name: "OIDC_CLIENT_SECRET",
+        expected: "the client secret registered with the identity provider (OIDC_ISSUER is set)",
+    })?;
+    let list = |name: &str| -> Vec<String> {
+        get(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect()
+    };
+    let allowed_domains = list("OIDC_ALLOWED_DOMAINS");
+    let admin_users = list("ADMIN_USERS");
+    let redirect_url = match get("OIDC_REDIRECT_URL") {
+        Some(raw) => Url::parse(raw.trim()).map_err(|_| ConfigError::Invalid {
+            name: "OIDC_REDIRECT_URL",
+            expected: "an absolute URL ending in /api/v1/auth/callback".into(),
+        })?,
+        None => {
+            let public = public_url.ok_or(ConfigError::Missing {
+                name: "PUBLIC_URL",
+                expected: "the gateway's public URL, needed for the sign-in callback (OIDC_ISSUER is set)",
+            })?;
+            public
+                .join(OIDC_CALLBACK_PATH)
+                .map_err(|_| ConfigError::Invalid {
+                    name: "PUBLIC_URL",
+                    expected: "an absolute http(s) URL".into(),
+                })?
+        }
+    };
+    let config = OidcConfig {
+        issuer,
+        client_id,
+        client_secret,
+        allowed_domains,
+        admin_users,
+        redirect_url,
+    };
+    if config.is_google() && config.allowed_domains.is_empty() {
+        return Err(ConfigError::Missing {
+            name: "OIDC_ALLOWED_DOMAINS",
+            expected: "your Google Workspace domain(s), e.g. example.com (anyone with a Google account could sign in otherwise)",
+        });
+    }
+    Ok(Some(config))
 }
 
 /// The part of the configuration the admin commands need: the database and the audit key.
@@ -198,6 +314,7 @@ impl Config {
             }
         };
 
+        let oidc = parse_oidc(&get, public_url.as_ref())?;
         Ok(Config {
             rack_host,
             rack_token,
@@ -210,6 +327,11 @@ impl Config {
             rack_read_timeout: seconds(&get, "RACK_READ_TIMEOUT_SECS", 300)?,
             shutdown_timeout: seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 30)?,
             audit_stdout: boolean(&get, "AUDIT_STDOUT", true)?,
+            oidc,
+            sessions: SessionConfig {
+                idle_timeout: seconds(&get, "SESSION_IDLE_TIMEOUT_SECS", 8 * 3600)?,
+                lifetime: seconds(&get, "SESSION_LIFETIME_SECS", 24 * 3600)?,
+            },
         })
     }
 }

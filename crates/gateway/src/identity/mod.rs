@@ -3,6 +3,7 @@
 mod credentials;
 pub mod manage;
 mod principal;
+pub mod sessions;
 mod tokens;
 
 pub use credentials::{CredentialError, extract_token};

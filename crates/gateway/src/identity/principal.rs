@@ -18,6 +18,19 @@ pub enum PrincipalKind {
         /// The e-mail of the user the token acts for, if any.
         owner_email: Option<String>,
     },
+    /// A signed-in user's session.
+    Session {
+        /// User id.
+        user_id: i64,
+        /// User e-mail.
+        email: String,
+        /// Session id.
+        session_id: i64,
+        /// `web` or `cli`.
+        channel: String,
+        /// Absolute end of the session (unix ms).
+        expires_at: i64,
+    },
 }
 
 /// An authenticated caller with the permissions it holds.
@@ -36,6 +49,31 @@ impl Principal {
     pub fn email(&self) -> Option<&str> {
         match &self.kind {
             PrincipalKind::ApiToken { owner_email, .. } => owner_email.as_deref(),
+            PrincipalKind::Session { email, .. } => Some(email),
+        }
+    }
+
+    /// The audit actor type.
+    pub fn actor_type(&self) -> crate::audit::ActorType {
+        match &self.kind {
+            PrincipalKind::ApiToken { .. } => crate::audit::ActorType::Token,
+            PrincipalKind::Session { .. } => crate::audit::ActorType::User,
+        }
+    }
+
+    /// The session id, for session principals.
+    pub fn session_id(&self) -> Option<i64> {
+        match &self.kind {
+            PrincipalKind::Session { session_id, .. } => Some(*session_id),
+            PrincipalKind::ApiToken { .. } => None,
+        }
+    }
+
+    /// The user id behind the request (a session's user, or a token's owner if known).
+    pub fn user_id(&self) -> Option<i64> {
+        match &self.kind {
+            PrincipalKind::Session { user_id, .. } => Some(*user_id),
+            PrincipalKind::ApiToken { .. } => None,
         }
     }
 
@@ -43,6 +81,7 @@ impl Principal {
     pub fn token_name(&self) -> Option<&str> {
         match &self.kind {
             PrincipalKind::ApiToken { name, .. } => Some(name),
+            PrincipalKind::Session { .. } => None,
         }
     }
 
@@ -70,6 +109,15 @@ pub enum AuthError {
     /// The token expired.
     #[error("token expired")]
     Expired,
+    /// The session was revoked (signed out elsewhere, or by an admin).
+    #[error("session revoked: sign in again")]
+    SessionRevoked,
+    /// The session ended (idle or absolute lifetime).
+    #[error("session expired: sign in again")]
+    SessionExpired,
+    /// The user is locked.
+    #[error("user is locked")]
+    UserLocked,
     /// The user the token acts for is locked.
     #[error("token's user is locked")]
     OwnerLocked,
@@ -80,7 +128,14 @@ pub enum AuthError {
 
 /// Authenticates `token` against the store. Every lookup goes to the database, so a revoke,
 /// lock or role change takes effect on the next request on every instance.
-pub async fn authenticate(store: &Store, token: &str) -> Result<Principal, AuthError> {
+pub async fn authenticate(
+    store: &Store,
+    sessions: &crate::config::SessionConfig,
+    token: &str,
+) -> Result<Principal, AuthError> {
+    if token.starts_with(super::sessions::SESSION_PREFIX) {
+        return super::sessions::authenticate_session(store, sessions, token).await;
+    }
     let hash = hash_token(token);
     let row = store
         .token_by_hash(&hash)

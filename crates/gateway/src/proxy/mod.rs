@@ -24,7 +24,7 @@ pub use path::{NormalisedPath, PathError, normalise};
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
-use crate::audit::{ActorType, AuditEvent, Decision, EventKind, redact};
+use crate::audit::{AuditEvent, Decision, EventKind, redact};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, authenticate, extract_token};
 use crate::rbac::{self, unknown_route_permission};
@@ -77,7 +77,7 @@ impl RequestFacts {
         e.client_ip = Some(self.client_ip.clone());
         e.user_agent = self.user_agent.clone();
         if let Some(p) = principal {
-            e.actor_type = ActorType::Token;
+            e.actor_type = p.actor_type();
             e.user_email = p.email().map(str::to_string);
             e.token_name = p.token_name().map(str::to_string);
         }
@@ -226,7 +226,7 @@ async fn authenticate_request(
     headers: &http::HeaderMap,
 ) -> Result<Principal, AuthError> {
     let token = extract_token(headers)?.ok_or(AuthError::Missing)?;
-    authenticate(&state.store, &token).await
+    authenticate(&state.store, &state.config.sessions, &token).await
 }
 
 /// Records a refusal. Nothing is forwarded either way, so a failed write is logged, not fatal.

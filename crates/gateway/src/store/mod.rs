@@ -5,6 +5,8 @@
 //! Migrations live in `migrations/sqlite` and `migrations/postgres` and are compiled in.
 
 mod audit;
+mod logins;
+mod sessions;
 mod settings;
 mod tokens;
 mod users;
@@ -17,6 +19,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::{AuditRow, ChainHead};
+pub use logins::LoginRow;
+pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::UserRow;
 

@@ -1,0 +1,682 @@
+//! Sign-in flows: web (browser → provider → callback → cookie) and CLI (the CLI starts a login
+//! bound to a PKCE-style verifier only it holds, the browser signs in, the CLI polls with the
+//! verifier and receives the session).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::{AppState, Peer};
+use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
+use crate::error::ApiError;
+use crate::identity::sessions::issue_session;
+use crate::identity::{AuthError, Principal, hash_token};
+use crate::oidc::random_token;
+use crate::store::{LoginRow, UserRow, now_ms};
+use crate::web::{self, cookies};
+
+/// How long a login attempt may take.
+const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
+
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}
+
+/// Audits a sign-in event.
+async fn audit_signin(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    action: &str,
+    email: Option<&str>,
+    allowed: bool,
+    details: serde_json::Value,
+) {
+    let mut e = AuditEvent::new(EventKind::Gateway, uuid::Uuid::new_v4().to_string(), action);
+    e.actor_type = if email.is_some() {
+        ActorType::User
+    } else {
+        ActorType::Anonymous
+    };
+    e.user_email = email.map(str::to_string);
+    e.rbac_decision = if allowed {
+        Decision::Allow
+    } else {
+        Decision::Deny
+    };
+    e.client_ip = Some(peer.0.ip().to_string());
+    e.user_agent = user_agent(headers);
+    let e = e.with_details(details);
+    if let Err(err) = state.audit.record(e).await {
+        tracing::error!(error = %err, "could not audit a sign-in event");
+    }
+}
+
+fn refused(title: &str, text: &str) -> Response {
+    web::message(StatusCode::FORBIDDEN, title, text)
+}
+
+/// Query of the web login entry point.
+#[derive(Debug, Deserialize)]
+pub struct WebLogin {
+    return_to: Option<String>,
+}
+
+/// `GET /api/v1/auth/web/login?return_to=<path>`: starts a web sign-in.
+pub async fn web_login(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Query<WebLogin>,
+) -> Response {
+    if state.oidc.is_none() {
+        return web::message(
+            StatusCode::NOT_FOUND,
+            "Sign-in not configured",
+            "This gateway has no identity provider (OIDC_ISSUER); use an API token.",
+        );
+    }
+    let return_to = q.return_to.unwrap_or_else(|| "/account".into());
+    if !cookies::safe_return_to(&return_to) {
+        audit_signin(&state, &peer, &headers, "gateway:auth:signin", None, false, json!({ "reason": "open_redirect", "return_to": return_to.chars().take(200).collect::<String>() })).await;
+        return web::message(
+            StatusCode::BAD_REQUEST,
+            "Refused",
+            "return_to must be a path on this gateway.",
+        );
+    }
+    let id = random_token();
+    if let Err(e) = state
+        .store
+        .create_login(
+            &id,
+            "web",
+            Some(&return_to),
+            None,
+            None,
+            now_ms() + LOGIN_TTL_MS,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "could not store a login attempt");
+        return web::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Try again shortly.",
+        );
+    }
+    redirect_to_provider(&state, &id).await
+}
+
+/// Starts the provider round trip for attempt `id`: fresh state, nonce and PKCE verifier, the
+/// browser-binding cookie, and the redirect.
+async fn redirect_to_provider(state: &AppState, id: &str) -> Response {
+    let Some(oidc) = state.oidc.as_ref() else {
+        return web::message(
+            StatusCode::NOT_FOUND,
+            "Sign-in not configured",
+            "No identity provider.",
+        );
+    };
+    let (oauth_state, nonce, verifier) = (random_token(), random_token(), random_token());
+    match state
+        .store
+        .start_login_round_trip(id, &hash_token(&oauth_state), &nonce, &verifier)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return web::message(
+                StatusCode::GONE,
+                "Sign-in expired",
+                "This sign-in link was already used. Start again.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a login round trip");
+            return web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
+    }
+    match oidc.authorize_url(&oauth_state, &nonce, &verifier).await {
+        Ok(url) => {
+            let mut response = Redirect::to(&url).into_response();
+            cookies::set_login(state, &mut response, id);
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "identity provider unavailable");
+            web::message(
+                StatusCode::BAD_GATEWAY,
+                "Identity provider unavailable",
+                "The identity provider could not be reached. Try again shortly.",
+            )
+        }
+    }
+}
+
+/// Query of the callback.
+#[derive(Debug, Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /api/v1/auth/callback`: the provider sends the browser back here.
+pub async fn callback(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let deny = |reason: &'static str, email: Option<String>, message: String| {
+        let state = state.clone();
+        let headers = headers.clone();
+        async move {
+            audit_signin(
+                &state,
+                &peer,
+                &headers,
+                "gateway:auth:signin",
+                email.as_deref(),
+                false,
+                json!({ "reason": reason, "message": message }),
+            )
+            .await;
+            let mut response = refused("Sign-in refused", &message);
+            cookies::clear_login(&state, &mut response);
+            response
+        }
+    };
+    let Some(oidc) = state.oidc.clone() else {
+        return web::message(
+            StatusCode::NOT_FOUND,
+            "Sign-in not configured",
+            "No identity provider.",
+        );
+    };
+    let Some(raw_state) = q.state.as_deref() else {
+        return deny(
+            "missing_state",
+            None,
+            "The sign-in response carried no state.".into(),
+        )
+        .await;
+    };
+    let attempt = match state.store.login_by_state(&hash_token(raw_state)).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return deny(
+            "unknown_state",
+            None,
+            "This sign-in response does not match any sign-in started here (tampered or replayed)."
+                .into(),
+        )
+        .await,
+        Err(e) => {
+            tracing::error!(error = %e, "login lookup failed");
+            return web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
+    };
+    // The attempt must belong to this browser.
+    let cookie = cookies::get(&headers, cookies::LOGIN_COOKIE).unwrap_or_default();
+    if !bool::from(cookie.as_bytes().ct_eq(attempt.id.as_bytes())) {
+        return deny(
+            "browser_mismatch",
+            None,
+            "This sign-in was started in another browser.".into(),
+        )
+        .await;
+    }
+    if attempt.status != "pending" || attempt.pkce_verifier.is_none() {
+        return deny(
+            "replayed",
+            None,
+            "This sign-in response was already used.".into(),
+        )
+        .await;
+    }
+    if attempt.expires_at <= now_ms() {
+        let _ = state
+            .store
+            .finish_login(&attempt.id, "pending", "refused", None, Some("expired"))
+            .await;
+        return deny(
+            "expired",
+            None,
+            "The sign-in took too long. Start again.".into(),
+        )
+        .await;
+    }
+    if let Some(error) = q.error {
+        let _ = state
+            .store
+            .finish_login(
+                &attempt.id,
+                "pending",
+                "refused",
+                None,
+                Some("provider_error"),
+            )
+            .await;
+        return deny(
+            "provider_error",
+            None,
+            format!(
+                "The identity provider refused: {}",
+                error.chars().take(100).collect::<String>()
+            ),
+        )
+        .await;
+    }
+    let (Some(code), Some(verifier), Some(nonce)) = (
+        q.code.as_deref(),
+        attempt.pkce_verifier.as_deref(),
+        attempt.nonce.as_deref(),
+    ) else {
+        return deny(
+            "missing_code",
+            None,
+            "The sign-in response carried no code.".into(),
+        )
+        .await;
+    };
+    // Consume the attempt before the exchange so a replay cannot race it.
+    if !state
+        .store
+        .finish_login(&attempt.id, "pending", "exchanging", None, None)
+        .await
+        .unwrap_or(false)
+    {
+        return deny(
+            "replayed",
+            None,
+            "This sign-in response was already used.".into(),
+        )
+        .await;
+    }
+    let identity = match oidc.exchange(code, verifier, nonce).await {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = state
+                .store
+                .finish_login(
+                    &attempt.id,
+                    "exchanging",
+                    "refused",
+                    None,
+                    Some("invalid_id_token"),
+                )
+                .await;
+            return deny("oidc_error", None, e.to_string()).await;
+        }
+    };
+    if let Err(reason) = oidc.check_domain(&identity) {
+        let _ = state
+            .store
+            .finish_login(&attempt.id, "exchanging", "refused", None, Some(&reason))
+            .await;
+        return deny("not_allowed", Some(identity.email.clone()), reason).await;
+    }
+    let user = match admit(&state, &identity.email, &identity.name).await {
+        Ok(u) => u,
+        Err(reason) => {
+            let _ = state
+                .store
+                .finish_login(&attempt.id, "exchanging", "refused", None, Some(&reason))
+                .await;
+            return deny("not_admitted", Some(identity.email.clone()), reason).await;
+        }
+    };
+    if attempt.channel == "cli" {
+        let _ = state
+            .store
+            .finish_login(&attempt.id, "exchanging", "complete", Some(user.id), None)
+            .await;
+        audit_signin(
+            &state,
+            &peer,
+            &headers,
+            "gateway:auth:signin",
+            Some(&user.email),
+            true,
+            json!({ "channel": "cli", "stage": "browser" }),
+        )
+        .await;
+        let mut response = web::message(
+            StatusCode::OK,
+            "Signed in",
+            "You are signed in to the rack-gateway CLI. You can close this window.",
+        );
+        cookies::clear_login(&state, &mut response);
+        return response;
+    }
+    let _ = state
+        .store
+        .finish_login(&attempt.id, "exchanging", "consumed", Some(user.id), None)
+        .await;
+    let ua = user_agent(&headers);
+    let ip = peer.0.ip().to_string();
+    let (session, token) = match issue_session(
+        &state.store,
+        &state.config.sessions,
+        &user,
+        "web",
+        ua.as_deref(),
+        Some(&ip),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not create a session");
+            return web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
+    };
+    audit_signin(
+        &state,
+        &peer,
+        &headers,
+        "gateway:auth:signin",
+        Some(&user.email),
+        true,
+        json!({ "channel": "web", "session_id": session.id }),
+    )
+    .await;
+    let target = attempt
+        .return_to
+        .filter(|r| cookies::safe_return_to(r))
+        .unwrap_or_else(|| "/account".into());
+    let mut response = Redirect::to(&target).into_response();
+    // A new session id at every sign-in: no fixation.
+    cookies::set_session(
+        &state,
+        &mut response,
+        &token,
+        state.config.sessions.lifetime.as_secs(),
+    );
+    cookies::clear_login(&state, &mut response);
+    response
+}
+
+/// Finds (or, for the first admin, creates) the user; `Err` is the refusal reason.
+async fn admit(state: &AppState, email: &str, name: &str) -> Result<UserRow, String> {
+    let unavailable = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "user lookup failed");
+        "the gateway could not check your account; try again".to_string()
+    };
+    if let Some(user) = state.store.find_user(email).await.map_err(unavailable)? {
+        if user.locked {
+            return Err(format!("{email} is locked; ask an administrator"));
+        }
+        return Ok(user);
+    }
+    let listed = state
+        .oidc
+        .as_ref()
+        .is_some_and(|o| o.config().admin_users.iter().any(|a| a == email));
+    if listed || !state.store.admin_exists().await.map_err(unavailable)? {
+        let user = state
+            .store
+            .create_user(email, name, "admin")
+            .await
+            .map_err(unavailable)?;
+        let mut e = AuditEvent::new(
+            EventKind::Gateway,
+            uuid::Uuid::new_v4().to_string(),
+            "gateway:users:create",
+        );
+        e.actor_type = ActorType::User;
+        e.user_email = Some(email.to_string());
+        let e = e.with_details(json!({ "email": email, "role": "admin", "reason": if listed { "ADMIN_USERS" } else { "first admin" } }));
+        let _ = state.audit.record(e).await;
+        return Ok(user);
+    }
+    Err(format!(
+        "{email} has not been added to this gateway; ask an administrator to add you"
+    ))
+}
+
+/// `POST /api/v1/auth/web/logout` (form with `csrf`): ends the browser session.
+pub async fn web_logout(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<web::CsrfForm>,
+) -> Response {
+    let mut response = Redirect::to("/").into_response();
+    if let Some((principal, token)) = web::cookie_principal(&state, &headers).await {
+        if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+            return web::message(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "The form expired or did not come from this site. Reload the page and try again.",
+            );
+        }
+        if let Some(id) = principal.session_id() {
+            let _ = state.store.revoke_session(id).await;
+        }
+        audit_signin(
+            &state,
+            &peer,
+            &headers,
+            "gateway:auth:signout",
+            principal.email(),
+            true,
+            json!({ "channel": "web" }),
+        )
+        .await;
+    }
+    cookies::clear_session(&state, &mut response);
+    response
+}
+
+/// `POST /api/v1/auth/logout` (Bearer session token): ends a CLI (or any) session.
+pub async fn logout(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = super::caller(&state, &headers).await?;
+    let Some(id) = principal.session_id() else {
+        return Err(ApiError::BadRequest(
+            "only sessions sign out; revoke API tokens instead".into(),
+        ));
+    };
+    state
+        .store
+        .revoke_session(id)
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    audit_signin(
+        &state,
+        &peer,
+        &headers,
+        "gateway:auth:signout",
+        principal.email(),
+        true,
+        json!({ "session_id": id }),
+    )
+    .await;
+    Ok(Json(json!({ "status": "signed_out" })).into_response())
+}
+
+/// Body of `POST /api/v1/auth/cli/start`.
+#[derive(Debug, Deserialize)]
+pub struct CliStart {
+    code_challenge: String,
+    code_challenge_method: Option<String>,
+}
+
+/// `POST /api/v1/auth/cli/start`: the CLI registers the S256 challenge of a verifier only it
+/// holds and gets a browser URL.
+pub async fn cli_start(
+    State(state): State<AppState>,
+    Json(body): Json<CliStart>,
+) -> Result<Response, ApiError> {
+    if state.oidc.is_none() {
+        return Err(ApiError::BadRequest(
+            "sign-in is not configured on this gateway; use `rack-gateway login --token`".into(),
+        ));
+    }
+    if body.code_challenge_method.as_deref().unwrap_or("S256") != "S256"
+        || body.code_challenge.len() != 43
+        || URL_SAFE_NO_PAD.decode(&body.code_challenge).is_err()
+    {
+        return Err(ApiError::BadRequest(
+            "code_challenge must be a base64url SHA-256 (S256)".into(),
+        ));
+    }
+    let id = random_token();
+    let login_id = random_token();
+    state
+        .store
+        .create_login(
+            &id,
+            "cli",
+            None,
+            Some(&body.code_challenge),
+            Some(&hash_token(&login_id)),
+            now_ms() + LOGIN_TTL_MS,
+        )
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    let base = state
+        .config
+        .public_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "login_id": login_id,
+        "browser_url": format!("{base}/api/v1/auth/cli/browser?login_id={login_id}"),
+        "poll_interval_secs": 1,
+        "expires_in_secs": LOGIN_TTL_MS / 1000,
+    }))
+    .into_response())
+}
+
+/// Query of the CLI browser entry.
+#[derive(Debug, Deserialize)]
+pub struct CliBrowser {
+    login_id: String,
+}
+
+/// `GET /api/v1/auth/cli/browser?login_id=…`: the browser half of a CLI sign-in.
+pub async fn cli_browser(State(state): State<AppState>, Query(q): Query<CliBrowser>) -> Response {
+    let attempt = match state
+        .store
+        .login_by_cli_hash(&hash_token(&q.login_id))
+        .await
+    {
+        Ok(Some(a)) if a.status == "pending" && a.expires_at > now_ms() => a,
+        Ok(_) => {
+            return web::message(
+                StatusCode::GONE,
+                "Sign-in expired",
+                "This sign-in link expired or was used. Run `rack-gateway login` again.",
+            );
+        }
+        Err(_) => {
+            return web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
+    };
+    redirect_to_provider(&state, &attempt.id).await
+}
+
+/// Body of `POST /api/v1/auth/cli/poll`.
+#[derive(Debug, Deserialize)]
+pub struct CliPoll {
+    login_id: String,
+    code_verifier: String,
+}
+
+/// `POST /api/v1/auth/cli/poll`: the CLI proves it holds the verifier and, once the browser
+/// finished, receives a new session (once).
+pub async fn cli_poll(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Json(body): Json<CliPoll>,
+) -> Result<Response, ApiError> {
+    let attempt: LoginRow = state
+        .store
+        .login_by_cli_hash(&hash_token(&body.login_id))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .ok_or_else(|| ApiError::BadRequest("unknown login_id".into()))?;
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(body.code_verifier.as_bytes()));
+    let expected = attempt.cli_challenge.clone().unwrap_or_default();
+    if !bool::from(challenge.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(ApiError::BadRequest(
+            "code_verifier does not match this login".into(),
+        ));
+    }
+    if attempt.expires_at <= now_ms() && attempt.status != "complete" {
+        return Ok((
+            StatusCode::GONE,
+            Json(json!({ "status": "expired", "error": "the sign-in expired; run login again" })),
+        )
+            .into_response());
+    }
+    match attempt.status.as_str() {
+        "pending" | "exchanging" => Ok((StatusCode::ACCEPTED, Json(json!({ "status": "pending" }))).into_response()),
+        "refused" => Ok((StatusCode::FORBIDDEN, Json(json!({ "status": "refused", "error": attempt.error.unwrap_or_else(|| "sign-in refused".into()) }))).into_response()),
+        "complete" => {
+            // Hand the session out exactly once.
+            if !state.store.finish_login(&attempt.id, "complete", "consumed", None, None).await.unwrap_or(false) {
+                return Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response());
+            }
+            let user_id = attempt.user_id.ok_or(ApiError::Internal)?;
+            let user = state.store.user_by_id(user_id).await.map_err(|_| ApiError::Internal)?.ok_or(ApiError::Internal)?;
+            if user.locked {
+                return Err(ApiError::Unauthenticated(AuthError::UserLocked));
+            }
+            let ua = user_agent(&headers);
+            let ip = peer.0.ip().to_string();
+            let (session, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
+                .await
+                .map_err(|_| ApiError::Internal)?;
+            audit_signin(&state, &peer, &headers, "gateway:auth:signin", Some(&user.email), true, json!({ "channel": "cli", "session_id": session.id })).await;
+            Ok(Json(json!({
+                "status": "complete",
+                "session_token": token,
+                "email": user.email,
+                "role": user.role,
+                "expires_at": session.expires_at,
+            }))
+            .into_response())
+        }
+        _ => Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response()),
+    }
+}
+
+/// Whether a principal may act on another user's sessions.
+pub fn is_admin(principal: &Principal) -> bool {
+    principal.permissions.allows("gateway:sessions:manage")
+}

@@ -1,0 +1,116 @@
+//! Sessions over JSON: list and revoke your own; admins (gateway:sessions:manage) anyone's.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{caller_for, require};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Optional `?email=` for admins.
+#[derive(Debug, Deserialize)]
+pub struct ForUser {
+    email: Option<String>,
+}
+
+async fn target_user(
+    state: &AppState,
+    principal: &crate::identity::Principal,
+    email: Option<&str>,
+) -> Result<i64, ApiError> {
+    match email {
+        Some(email) if Some(email) != principal.email() => {
+            require(principal, "gateway:sessions:manage")?;
+            let user = state
+                .store
+                .find_user(email)
+                .await
+                .map_err(|_| ApiError::Internal)?;
+            Ok(user.ok_or(ApiError::NotFound)?.id)
+        }
+        _ => principal.user_id().ok_or_else(|| {
+            ApiError::BadRequest("API tokens have no sessions; pass ?email= as an admin".into())
+        }),
+    }
+}
+
+/// `GET /api/v1/sessions[?email=]`
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ForUser>,
+) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::GET, &headers).await?;
+    let user_id = target_user(&state, &principal, q.email.as_deref()).await?;
+    let sessions = state
+        .store
+        .user_sessions(user_id)
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    let current = principal.session_id();
+    let list: Vec<_> = sessions
+        .into_iter()
+        .map(|s| json!({
+            "id": s.id, "channel": s.channel, "user_agent": s.user_agent, "ip": s.ip,
+            "created_at": s.created_at, "last_seen_at": s.last_seen_at, "expires_at": s.expires_at,
+            "current": Some(s.id) == current,
+        }))
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `DELETE /api/v1/sessions/{id}`
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::DELETE, &headers).await?;
+    let session = state
+        .store
+        .session_by_id(id)
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .ok_or(ApiError::NotFound)?;
+    if Some(session.user_id) != principal.user_id() {
+        require(&principal, "gateway:sessions:manage")?;
+    }
+    let revoked = state
+        .store
+        .revoke_session(id)
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    crate::web::audit_session_revoke(
+        &state,
+        &principal,
+        json!({ "session_id": id, "user_id": session.user_id }),
+    )
+    .await;
+    Ok(Json(json!({ "revoked": revoked })).into_response())
+}
+
+/// `POST /api/v1/sessions/revoke-all[?email=]`
+pub async fn revoke_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ForUser>,
+) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::POST, &headers).await?;
+    let user_id = target_user(&state, &principal, q.email.as_deref()).await?;
+    let n = state
+        .store
+        .revoke_user_sessions(user_id)
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    crate::web::audit_session_revoke(
+        &state,
+        &principal,
+        json!({ "all": true, "user_id": user_id, "count": n }),
+    )
+    .await;
+    Ok(Json(json!({ "revoked": n })).into_response())
+}

@@ -1,0 +1,161 @@
+//! Users over JSON (admins: gateway:users:*). Changes are audited and apply on the user's
+//! next request.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use serde::Deserialize;
+
+use super::{caller_for, require};
+use crate::app::AppState;
+use crate::audit::ActorType;
+use crate::error::ApiError;
+use crate::identity::Principal;
+use crate::identity::manage::{self, Actor, ManageError};
+use crate::store::StoreError;
+
+fn actor(principal: &Principal) -> Actor {
+    Actor {
+        actor_type: principal.actor_type(),
+        email: principal.email().map(str::to_string),
+        token_name: principal.token_name().map(str::to_string),
+        label: principal
+            .email()
+            .map(str::to_string)
+            .or_else(|| principal.token_name().map(|t| format!("token:{t}")))
+            .unwrap_or_else(|| "unknown".into()),
+    }
+}
+
+fn manage_error(e: ManageError) -> ApiError {
+    match e {
+        ManageError::Invalid(m) => ApiError::BadRequest(m),
+        ManageError::Store(StoreError::NotFound(_)) => ApiError::NotFound,
+        ManageError::Store(StoreError::Conflict(m)) => {
+            ApiError::BadRequest(format!("{m} already exists"))
+        }
+        ManageError::Store(_) => ApiError::Internal,
+        ManageError::Audit(_) => ApiError::AuditUnavailable,
+    }
+}
+
+/// `GET /api/v1/users`
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::GET, &headers).await?;
+    require(&principal, "gateway:users:list")?;
+    let users = state
+        .store
+        .list_users()
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    Ok(Json(users).into_response())
+}
+
+/// Body of `POST /api/v1/users`.
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    email: String,
+    role: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /api/v1/users`
+pub async fn add(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewUser>,
+) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::POST, &headers).await?;
+    require(&principal, "gateway:users:create")?;
+    let user = manage::add_user(
+        &state.store,
+        &state.audit,
+        &actor(&principal),
+        &body.email,
+        &body.name,
+        &body.role,
+    )
+    .await
+    .map_err(manage_error)?;
+    Ok((http::StatusCode::CREATED, Json(user)).into_response())
+}
+
+/// Body of `PUT /api/v1/users/{email}/role`.
+#[derive(Debug, Deserialize)]
+pub struct RoleBody {
+    role: String,
+}
+
+/// `PUT /api/v1/users/{email}/role`
+pub async fn set_role(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(email): Path<String>,
+    Json(body): Json<RoleBody>,
+) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::PUT, &headers).await?;
+    require(&principal, "gateway:users:update")?;
+    let user = manage::set_user_role(
+        &state.store,
+        &state.audit,
+        &actor(&principal),
+        &email,
+        &body.role,
+    )
+    .await
+    .map_err(manage_error)?;
+    Ok(Json(user).into_response())
+}
+
+/// `POST /api/v1/users/{email}/lock`
+pub async fn lock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(email): Path<String>,
+) -> Result<Response, ApiError> {
+    set_locked(state, headers, email, true).await
+}
+
+/// `POST /api/v1/users/{email}/unlock`
+pub async fn unlock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(email): Path<String>,
+) -> Result<Response, ApiError> {
+    set_locked(state, headers, email, false).await
+}
+
+async fn set_locked(
+    state: AppState,
+    headers: HeaderMap,
+    email: String,
+    locked: bool,
+) -> Result<Response, ApiError> {
+    let principal = caller_for(&state, &http::Method::POST, &headers).await?;
+    require(
+        &principal,
+        if locked {
+            "gateway:users:lock"
+        } else {
+            "gateway:users:unlock"
+        },
+    )?;
+    if locked
+        && principal.email() == Some(email.to_lowercase().as_str())
+        && principal.actor_type() == ActorType::User
+    {
+        return Err(ApiError::BadRequest("you cannot lock yourself out".into()));
+    }
+    let user = manage::set_user_locked(
+        &state.store,
+        &state.audit,
+        &actor(&principal),
+        &email,
+        locked,
+    )
+    .await
+    .map_err(manage_error)?;
+    Ok(Json(user).into_response())
+}

@@ -1,0 +1,87 @@
+//! Sessions: opaque random tokens (`rgs_…`) stored only as SHA-256, with an idle timeout and
+//! an absolute lifetime. The user's role and lock are read on every request.
+
+use subtle::ConstantTimeEq;
+
+use super::tokens::hash_token;
+use super::{AuthError, Principal, PrincipalKind};
+use crate::config::SessionConfig;
+use crate::rbac::Role;
+use crate::store::{NewSession, SessionRow, Store, StoreError, UserRow, now_ms};
+
+/// Every session token starts with this.
+pub const SESSION_PREFIX: &str = "rgs_";
+
+/// Starts a session for `user`; returns the row and the secret token (shown once).
+pub async fn issue_session(
+    store: &Store,
+    limits: &SessionConfig,
+    user: &UserRow,
+    channel: &str,
+    user_agent: Option<&str>,
+    ip: Option<&str>,
+) -> Result<(SessionRow, String), StoreError> {
+    let secret = format!("{SESSION_PREFIX}{}", crate::oidc::random_token());
+    let lifetime = i64::try_from(limits.lifetime.as_millis()).unwrap_or(i64::MAX);
+    let row = store
+        .create_session(&NewSession {
+            token_hash: &hash_token(&secret),
+            user_id: user.id,
+            channel,
+            user_agent: user_agent.map(|u| &u[..u.len().min(256)]),
+            ip,
+            expires_at: now_ms().saturating_add(lifetime),
+        })
+        .await?;
+    Ok((row, secret))
+}
+
+/// Checks a session token: known, not revoked, not idle too long, not past its lifetime, user
+/// not locked. The role comes from the user row now, so role changes apply at once.
+pub async fn authenticate_session(
+    store: &Store,
+    limits: &SessionConfig,
+    token: &str,
+) -> Result<Principal, AuthError> {
+    let hash = hash_token(token);
+    let session = store
+        .session_by_hash(&hash)
+        .await?
+        .ok_or(AuthError::Unknown)?;
+    if !bool::from(session.token_hash.as_bytes().ct_eq(hash.as_bytes())) {
+        return Err(AuthError::Unknown);
+    }
+    if session.revoked_at.is_some() {
+        return Err(AuthError::SessionRevoked);
+    }
+    let now = now_ms();
+    let idle = i64::try_from(limits.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+    if session.expires_at <= now || now.saturating_sub(session.last_seen_at) > idle {
+        return Err(AuthError::SessionExpired);
+    }
+    let user = store
+        .user_by_id(session.user_id)
+        .await?
+        .ok_or(AuthError::Unknown)?;
+    if user.locked {
+        return Err(AuthError::UserLocked);
+    }
+    let role: Role = user
+        .role
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("users.role of {}", user.email)))?;
+    if let Err(err) = store.touch_session(&session).await {
+        tracing::warn!(error = %err, session_id = session.id, "could not record session use");
+    }
+    Ok(Principal {
+        kind: PrincipalKind::Session {
+            user_id: user.id,
+            email: user.email,
+            session_id: session.id,
+            channel: session.channel,
+            expires_at: session.expires_at,
+        },
+        role: Some(role),
+        permissions: role.permissions(),
+    })
+}

@@ -1,0 +1,300 @@
+//! OpenID Connect sign-in against any standards-compliant issuer (Google Workspace with domain
+//! restriction is the headline case): discovery, the authorization URL with state, nonce and
+//! PKCE, and the code exchange with ID-token verification.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
+use openidconnect::{
+    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope,
+};
+use tokio::sync::RwLock;
+
+use crate::config::OidcConfig;
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// How long discovered provider metadata (and its keys) is reused.
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+
+/// A sign-in failure. The `Display` text is safe to show and audit.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// The provider could not be reached or answered nonsense.
+    #[error("identity provider unavailable: {0}")]
+    Provider(String),
+    /// The provider refused or the exchange failed.
+    #[error("sign-in with the identity provider failed: {0}")]
+    Exchange(String),
+    /// The ID token did not verify (issuer, audience, signature, expiry or nonce).
+    #[error("the identity provider's ID token was rejected: {0}")]
+    InvalidIdToken(String),
+    /// The token carries no e-mail.
+    #[error("the identity provider did not share an e-mail address")]
+    NoEmail,
+}
+
+/// What the provider vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// E-mail, lower-cased.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `email_verified` claim.
+    pub email_verified: bool,
+    /// Google Workspace domain (`hd` claim).
+    pub hosted_domain: Option<String>,
+}
+
+/// The provider client with cached discovery.
+pub struct Oidc {
+    config: OidcConfig,
+    http: reqwest::Client,
+    metadata: RwLock<Option<(Arc<CoreProviderMetadata>, Instant)>>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.config.issuer.as_str())
+            .finish()
+    }
+}
+
+/// A fresh random URL-safe value with 256 bits.
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Oidc {
+    /// A client for `config`; discovery happens on first use.
+    pub fn new(config: OidcConfig) -> Result<Oidc, OidcError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| OidcError::Provider(e.to_string()))?;
+        Ok(Oidc {
+            config,
+            http,
+            metadata: RwLock::new(None),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    async fn metadata(&self) -> Result<Arc<CoreProviderMetadata>, OidcError> {
+        if let Some((m, at)) = self.metadata.read().await.as_ref()
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let issuer = IssuerUrl::new(
+            self.config
+                .issuer
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
+        )
+        .map_err(|e| OidcError::Provider(e.to_string()))?;
+        let http = self.http_client();
+        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+            .await
+            .map_err(|e| OidcError::Provider(format!("discovery failed: {e}")))?;
+        let metadata = Arc::new(metadata);
+        *self.metadata.write().await = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    async fn client(&self) -> Result<Client, OidcError> {
+        let metadata = self.metadata().await?;
+        let redirect = RedirectUrl::new(self.config.redirect_url.to_string())
+            .map_err(|e| OidcError::Provider(e.to_string()))?;
+        Ok(CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose().to_string(),
+            )),
+        )
+        .set_redirect_uri(redirect))
+    }
+
+    /// The provider URL to send the browser to.
+    pub async fn authorize_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<String, OidcError> {
+        let client = self.client().await?;
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            pkce_verifier.into(),
+        ));
+        let state = state.to_string();
+        let nonce = nonce.to_string();
+        let mut request = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge);
+        if let (true, [domain]) = (
+            self.config.is_google(),
+            self.config.allowed_domains.as_slice(),
+        ) {
+            request = request.add_extra_param("hd", domain.clone());
+        }
+        let (url, _, _) = request.url();
+        Ok(url.to_string())
+    }
+
+    /// Exchanges `code` and verifies the ID token (signature, issuer, audience, expiry, nonce).
+    pub async fn exchange(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<Identity, OidcError> {
+        let client = self.client().await?;
+        let http = self.http_client();
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| OidcError::Provider(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
+            .request_async(&http)
+            .await
+            .map_err(|e| OidcError::Exchange(exchange_error(&e)))?;
+        use openidconnect::TokenResponse;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::InvalidIdToken("no ID token in the response".into()))?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(nonce.to_string()))
+            .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+        let email = claims
+            .email()
+            .map(|e| e.as_str().to_ascii_lowercase())
+            .ok_or(OidcError::NoEmail)?;
+        let name = claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        // The token verified above; read the Google `hd` claim from its payload.
+        let hosted_domain = id_token
+            .to_string()
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+            .and_then(|v| v["hd"].as_str().map(str::to_ascii_lowercase));
+        Ok(Identity {
+            email,
+            name,
+            email_verified: claims.email_verified().unwrap_or(false),
+            hosted_domain,
+        })
+    }
+
+    /// Checks the identity against the domain rules; `Err` is the refusal reason.
+    pub fn check_domain(&self, identity: &Identity) -> Result<(), String> {
+        if !identity.email_verified {
+            return Err("the identity provider has not verified this e-mail address".into());
+        }
+        let allowed = &self.config.allowed_domains;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let domain = identity
+            .email
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or_default();
+        if !allowed.iter().any(|d| d == domain) {
+            return Err(format!("e-mail domain {domain} is not allowed to sign in"));
+        }
+        match (&identity.hosted_domain, self.config.is_google()) {
+            (Some(hd), _) if !allowed.iter().any(|d| d == hd) => Err(format!(
+                "Google Workspace domain {hd} is not allowed to sign in"
+            )),
+            (None, true) => Err("a Google Workspace account is required (no hd claim)".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn http_client(
+        &self,
+    ) -> impl Fn(
+        openidconnect::HttpRequest,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send,
+        >,
+    > + use<> {
+        let client = self.http.clone();
+        move |request: openidconnect::HttpRequest| {
+            let client = client.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let response = client
+                    .request(parts.method, parts.uri.to_string())
+                    .headers(parts.headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| HttpError(e.to_string()))?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| HttpError(e.to_string()))?;
+                let mut out = http::Response::new(bytes.to_vec());
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                Ok(out)
+            })
+        }
+    }
+}
+
+fn exchange_error<E: std::error::Error>(e: &E) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.chars().take(300).collect()
+}
+
+/// The HTTP transport's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);

@@ -1,0 +1,168 @@
+//! Login attempts: one per sign-in round trip through the identity provider.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms};
+
+/// A login attempt as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRow {
+    /// Random id; also the value of the browser-binding cookie.
+    pub id: String,
+    /// `web` or `cli`.
+    pub channel: String,
+    /// Hash of the `state` sent to the provider.
+    pub state_hash: Option<String>,
+    /// The `nonce` the ID token must carry.
+    pub nonce: Option<String>,
+    /// The gateway's PKCE verifier for the provider exchange (lives minutes, used once).
+    pub pkce_verifier: Option<String>,
+    /// Where a web sign-in returns.
+    pub return_to: Option<String>,
+    /// The CLI's S256 challenge.
+    pub cli_challenge: Option<String>,
+    /// `pending`, `complete`, `refused` or `consumed`.
+    pub status: String,
+    /// The user, once signed in.
+    pub user_id: Option<i64>,
+    /// Why it was refused.
+    pub error: Option<String>,
+    /// Expiry (unix ms).
+    pub expires_at: i64,
+}
+
+macro_rules! columns {
+    () => {
+        "id, channel, state_hash, nonce, pkce_verifier, return_to, cli_challenge, status, user_id, \
+         error, expires_at"
+    };
+}
+
+fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
+    Ok(LoginRow {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        state_hash: row.try_get("state_hash")?,
+        nonce: row.try_get("nonce")?,
+        pkce_verifier: row.try_get("pkce_verifier")?,
+        return_to: row.try_get("return_to")?,
+        cli_challenge: row.try_get("cli_challenge")?,
+        status: row.try_get("status")?,
+        user_id: row.try_get("user_id")?,
+        error: row.try_get("error")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a new attempt (expired ones are swept at the same time).
+    pub async fn create_login(
+        &self,
+        id: &str,
+        channel: &str,
+        return_to: Option<&str>,
+        cli_challenge: Option<&str>,
+        cli_login_hash: Option<&str>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
+            .bind(now_ms() - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO login_attempts (id, channel, return_to, cli_challenge, cli_login_hash, \
+             status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+        )
+        .bind(id)
+        .bind(channel)
+        .bind(return_to)
+        .bind(cli_challenge)
+        .bind(cli_login_hash)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Attaches the provider round trip's secrets to a pending attempt.
+    pub async fn start_login_round_trip(
+        &self,
+        id: &str,
+        state_hash: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE login_attempts SET state_hash = $1, nonce = $2, pkce_verifier = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(state_hash)
+        .bind(nonce)
+        .bind(pkce_verifier)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Finds an attempt by id.
+    pub async fn login_by_id(&self, id: &str) -> Result<Option<LoginRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM login_attempts WHERE id = $1");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Finds an attempt by the hash of its `state`.
+    pub async fn login_by_state(&self, state_hash: &str) -> Result<Option<LoginRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM login_attempts WHERE state_hash = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(state_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Finds a CLI attempt by the hash of its login id.
+    pub async fn login_by_cli_hash(&self, hash: &str) -> Result<Option<LoginRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM login_attempts WHERE cli_login_hash = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Moves an attempt from `from` to `to` status (compare-and-set, so each step happens
+    /// once); returns whether it moved.
+    pub async fn finish_login(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        user_id: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE login_attempts SET status = $1, user_id = COALESCE($2, user_id), \
+             error = COALESCE($3, error), pkce_verifier = NULL WHERE id = $4 AND status = $5",
+        )
+        .bind(to)
+        .bind(user_id)
+        .bind(error)
+        .bind(id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,184 @@
+//! Sessions table. Only the SHA-256 of a session token is stored.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms};
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionRow {
+    /// Row id, the handle for listing and revoking.
+    pub id: i64,
+    /// Hex SHA-256 of the token.
+    #[serde(skip)]
+    pub token_hash: String,
+    /// The user.
+    pub user_id: i64,
+    /// `web` or `cli`.
+    pub channel: String,
+    /// The client's User-Agent at sign-in.
+    pub user_agent: Option<String>,
+    /// The client's address at sign-in.
+    pub ip: Option<String>,
+    /// Sign-in time (unix ms).
+    pub created_at: i64,
+    /// Last request (unix ms).
+    pub last_seen_at: i64,
+    /// Absolute end of the session (unix ms).
+    pub expires_at: i64,
+    /// Revocation time (unix ms).
+    pub revoked_at: Option<i64>,
+}
+
+/// A new session's facts.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    /// Hex SHA-256 of the token.
+    pub token_hash: &'a str,
+    /// The user.
+    pub user_id: i64,
+    /// `web` or `cli`.
+    pub channel: &'a str,
+    /// User-Agent.
+    pub user_agent: Option<&'a str>,
+    /// Client address.
+    pub ip: Option<&'a str>,
+    /// Absolute expiry (unix ms).
+    pub expires_at: i64,
+}
+
+macro_rules! columns {
+    () => {
+        "id, token_hash, user_id, channel, user_agent, ip, created_at, last_seen_at, expires_at, \
+         revoked_at"
+    };
+}
+
+fn from_row(row: &AnyRow) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
+        user_id: row.try_get("user_id")?,
+        channel: row.try_get("channel")?,
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a new session.
+    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<SessionRow, StoreError> {
+        let now = now_ms();
+        let sql = concat!(
+            "INSERT INTO sessions (token_hash, user_id, channel, user_agent, ip, created_at, \
+             last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING ",
+            columns!()
+        );
+        let row = sqlx::query(sql)
+            .bind(new.token_hash)
+            .bind(new.user_id)
+            .bind(new.channel)
+            .bind(new.user_agent)
+            .bind(new.ip)
+            .bind(now)
+            .bind(new.expires_at)
+            .fetch_one(&self.pool)
+            .await?;
+        from_row(&row)
+    }
+
+    /// Finds a session by the hash of its token.
+    pub async fn session_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM sessions WHERE token_hash = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Finds a session by id.
+    pub async fn session_by_id(&self, id: i64) -> Result<Option<SessionRow>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1");
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// A user's sessions that are neither revoked nor past their absolute expiry, newest first.
+    pub async fn user_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY id DESC"
+        );
+        let rows = sqlx::query(sql)
+            .bind(user_id)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Records activity, coarsely (at most every 30 s) to keep writes off the hot path.
+    pub async fn touch_session(&self, session: &SessionRow) -> Result<(), StoreError> {
+        let now = now_ms();
+        if now - session.last_seen_at < 30_000 {
+            return Ok(());
+        }
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(session.id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(session.user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes one session; returns whether it was active.
+    pub async fn revoke_session(&self, id: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes every session of a user; returns how many.
+    pub async fn revoke_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// True when some user has the admin role.
+    pub async fn admin_exists(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+}

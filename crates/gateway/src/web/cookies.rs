@@ -1,0 +1,132 @@
+//! Cookies and CSRF tokens.
+
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+
+/// The web session cookie.
+pub const SESSION_COOKIE: &str = "rg_session";
+/// Binds a sign-in round trip to the browser that started it.
+pub const LOGIN_COOKIE: &str = "rg_login";
+
+/// The value of cookie `name`.
+pub fn get(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn secure(state: &AppState) -> bool {
+    state
+        .config
+        .public_url
+        .as_ref()
+        .is_some_and(|u| u.scheme() == "https")
+}
+
+fn set(response: &mut Response, cookie: String) {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Sets the session cookie: HttpOnly, SameSite=Lax, Secure on https.
+pub fn set_session(state: &AppState, response: &mut Response, token: &str, max_age_secs: u64) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    set(
+        response,
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+        ),
+    );
+}
+
+/// Clears the session cookie.
+pub fn clear_session(state: &AppState, response: &mut Response) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    set(
+        response,
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    );
+}
+
+/// Sets the login-binding cookie for a round trip (10 minutes).
+pub fn set_login(state: &AppState, response: &mut Response, attempt_id: &str) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    set(
+        response,
+        format!(
+            "{LOGIN_COOKIE}={attempt_id}; Path=/api/v1/auth; HttpOnly; SameSite=Lax; Max-Age=600{secure}"
+        ),
+    );
+}
+
+/// Clears the login-binding cookie.
+pub fn clear_login(state: &AppState, response: &mut Response) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    set(
+        response,
+        format!("{LOGIN_COOKIE}=; Path=/api/v1/auth; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    );
+}
+
+/// The CSRF token for a session: derived from the session secret, which no other site knows.
+pub fn csrf_token(session_token: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("rack-gateway csrf\0{session_token}").as_bytes(),
+    ))
+}
+
+/// Checks a submitted CSRF token in constant time.
+pub fn csrf_ok(session_token: &str, submitted: Option<&str>) -> bool {
+    let expected = csrf_token(session_token);
+    submitted.is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// True for a path on this site: `/…`, not `//…` or `/\…`, no scheme, no control characters.
+pub fn safe_return_to(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && !path.contains("://")
+        && path.len() <= 512
+        && !path.chars().any(|c| c.is_control() || c == '\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_must_stay_on_site() {
+        for ok in ["/", "/account", "/apps?x=1"] {
+            assert!(safe_return_to(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.test/",
+            "//evil.test",
+            "/\\evil.test",
+            "evil",
+            "/a\nb",
+            "/x://y",
+        ] {
+            assert!(!safe_return_to(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn csrf() {
+        let t = csrf_token("rgs_a");
+        assert!(csrf_ok("rgs_a", Some(&t)));
+        assert!(!csrf_ok("rgs_b", Some(&t)));
+        assert!(!csrf_ok("rgs_a", None));
+    }
+}

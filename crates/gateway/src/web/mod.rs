@@ -1,0 +1,311 @@
+//! Server-rendered pages: sign-in, messages (signed in, refused), and the account page with
+//! the user's sessions. Strict CSP, no script, CSRF tokens on every form.
+
+pub mod cookies;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, EventKind};
+use crate::identity::{Principal, authenticate};
+
+/// The stylesheet, compiled in.
+const STYLESHEET: &str = include_str!("../../static/app.css");
+
+/// Content-Security-Policy for every page: nothing but our own stylesheet.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                       frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SigninPage<'a> {
+    enabled: bool,
+    provider: &'a str,
+    return_to: &'a str,
+}
+
+/// A page with a title and a message.
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    /// Heading.
+    pub title: &'a str,
+    /// Body text.
+    pub message: &'a str,
+    /// Optional link.
+    pub link: Option<&'a str>,
+    /// Its text.
+    pub link_text: &'a str,
+}
+
+struct SessionView {
+    id: i64,
+    channel: String,
+    user_agent: String,
+    ip: String,
+    created: String,
+    last_seen: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    email: String,
+    name: String,
+    role: String,
+    csrf: String,
+    sessions: Vec<SessionView>,
+}
+
+/// Renders a template with the security headers.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => with_security_headers((status, Html(html)).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A message page.
+pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
+    render(
+        status,
+        &MessagePage {
+            title,
+            message,
+            link: None,
+            link_text: "",
+        },
+    )
+}
+
+/// Adds CSP and friends to a page response.
+pub fn with_security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /static/app.css`
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// The signed-in browser user, from the session cookie.
+pub async fn cookie_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<(Principal, String)> {
+    let token = cookies::get(headers, cookies::SESSION_COOKIE)?;
+    let principal = authenticate(&state.store, &state.config.sessions, &token)
+        .await
+        .ok()?;
+    principal.session_id()?;
+    Some((principal, token))
+}
+
+/// `GET /`: the account page when signed in, the sign-in page otherwise.
+pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if cookie_principal(&state, &headers).await.is_some() {
+        return Redirect::to("/account").into_response();
+    }
+    signin_page(&state, "/account")
+}
+
+fn signin_page(state: &AppState, return_to: &str) -> Response {
+    let provider = state
+        .oidc
+        .as_ref()
+        .map(|o| {
+            o.config()
+                .issuer
+                .host_str()
+                .unwrap_or("your identity provider")
+                .to_string()
+        })
+        .unwrap_or_default();
+    render(
+        StatusCode::OK,
+        &SigninPage {
+            enabled: state.oidc.is_some(),
+            provider: &provider,
+            return_to,
+        },
+    )
+}
+
+fn time(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    crate::audit::format_time(t)
+        .chars()
+        .take(19)
+        .collect::<String>()
+        .replace('T', " ")
+}
+
+/// `GET /account`
+pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some((principal, token)) = cookie_principal(&state, &headers).await else {
+        return signin_page(&state, "/account");
+    };
+    let Some(user_id) = principal.user_id() else {
+        return signin_page(&state, "/account");
+    };
+    let user = match state.store.user_by_id(user_id).await {
+        Ok(Some(u)) => u,
+        _ => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
+    };
+    let sessions = state.store.user_sessions(user_id).await.unwrap_or_default();
+    let current = principal.session_id();
+    let page = AccountPage {
+        email: user.email,
+        name: user.name,
+        role: user.role,
+        csrf: cookies::csrf_token(&token),
+        sessions: sessions
+            .into_iter()
+            .map(|s| SessionView {
+                id: s.id,
+                current: Some(s.id) == current,
+                channel: s.channel,
+                user_agent: s.user_agent.unwrap_or_default(),
+                ip: s.ip.unwrap_or_default(),
+                created: time(s.created_at),
+                last_seen: time(s.last_seen_at),
+            })
+            .collect(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// A form carrying only the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    /// The token from the page.
+    pub csrf: Option<String>,
+}
+
+/// `POST /account/sessions/{id}/revoke`
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((principal, token)) = cookie_principal(&state, &headers).await else {
+        return Redirect::to("/").into_response();
+    };
+    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form expired or did not come from this site. Reload the page and try again.",
+        );
+    }
+    let owned = matches!(state.store.session_by_id(id).await, Ok(Some(s)) if Some(s.user_id) == principal.user_id());
+    if owned && state.store.revoke_session(id).await.unwrap_or(false) {
+        audit_session_revoke(&state, &principal, json!({ "session_id": id })).await;
+    }
+    Redirect::to("/account").into_response()
+}
+
+/// `POST /account/sessions/revoke-all`
+pub async fn revoke_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some((principal, token)) = cookie_principal(&state, &headers).await else {
+        return Redirect::to("/").into_response();
+    };
+    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form expired or did not come from this site. Reload the page and try again.",
+        );
+    }
+    if let Some(user_id) = principal.user_id() {
+        let n = state.store.revoke_user_sessions(user_id).await.unwrap_or(0);
+        audit_session_revoke(&state, &principal, json!({ "all": true, "count": n })).await;
+    }
+    let mut response = Redirect::to("/").into_response();
+    cookies::clear_session(&state, &mut response);
+    response
+}
+
+/// Audits a session revocation by `principal`.
+pub async fn audit_session_revoke(
+    state: &AppState,
+    principal: &Principal,
+    details: serde_json::Value,
+) {
+    let mut e = AuditEvent::new(
+        EventKind::Gateway,
+        uuid::Uuid::new_v4().to_string(),
+        "gateway:sessions:revoke",
+    );
+    e.actor_type = principal.actor_type();
+    e.user_email = principal.email().map(str::to_string);
+    e.token_name = principal.token_name().map(str::to_string);
+    let e = e.with_details(details);
+    if let Err(err) = state.audit.record(e).await {
+        tracing::error!(error = %err, "could not audit a session revocation");
+    }
+}
+
+/// Query with an optional return path.
+#[derive(Debug, Deserialize)]
+pub struct ReturnTo {
+    /// Where to go after sign-in.
+    pub return_to: Option<String>,
+}
+
+/// `GET /login` (a friendly alias): the sign-in page.
+pub async fn login_page(State(state): State<AppState>, Query(q): Query<ReturnTo>) -> Response {
+    let target = q
+        .return_to
+        .filter(|r| cookies::safe_return_to(r))
+        .unwrap_or_else(|| "/account".into());
+    signin_page(&state, &target)
+}
