@@ -83,6 +83,19 @@ pub struct DevOidcConfig {
     pub redirect_uris: Vec<String>,
     /// Users offered on the picker.
     pub users: Vec<DevUser>,
+    /// Deliberate misbehaviour, for testing the relying party's checks.
+    pub quirks: Quirks,
+}
+
+/// Ways a provider can misbehave; all off by default. The gateway must refuse every one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// ID tokens name another audience.
+    pub wrong_audience: bool,
+    /// ID tokens name another issuer.
+    pub wrong_issuer: bool,
+    /// ID tokens carry a nonce other than the one asked for.
+    pub wrong_nonce: bool,
 }
 
 /// Why the provider could not start.
@@ -335,8 +348,18 @@ fn id_token(
     access: &str,
     code: Option<&str>,
 ) -> Result<String, String> {
-    let issuer = IssuerUrl::new(s.config.issuer.trim_end_matches('/').to_string())
-        .map_err(|e| e.to_string())?;
+    let quirks = s.config.quirks;
+    let issuer = if quirks.wrong_issuer {
+        "http://issuer.invalid".to_string()
+    } else {
+        s.config.issuer.trim_end_matches('/').to_string()
+    };
+    let issuer = IssuerUrl::new(issuer).map_err(|e| e.to_string())?;
+    let audience = if quirks.wrong_audience {
+        "another-client".to_string()
+    } else {
+        s.config.client_id.clone()
+    };
     let now = chrono::Utc::now();
     let mut name = LocalizedClaim::new();
     name.insert(None, EndUserName::new(user.name.clone()));
@@ -349,12 +372,17 @@ fn id_token(
         .set_name(Some(name));
     let mut claims = CoreIdTokenClaims::new(
         issuer,
-        vec![Audience::new(s.config.client_id.clone())],
+        vec![Audience::new(audience)],
         now + chrono::Duration::minutes(10),
         now,
         standard,
         EmptyAdditionalClaims {},
     );
+    let nonce = if quirks.wrong_nonce {
+        Some("forged-nonce")
+    } else {
+        nonce
+    };
     if let Some(nonce) = nonce {
         claims = claims.set_nonce(Some(Nonce::new(nonce.to_string())));
     }

@@ -96,6 +96,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             client_secret: client_secret.clone(),
             redirect_uris: vec![redirect_url.to_string()],
             users: dev_oidc::default_users(),
+            quirks: dev_oidc::Quirks::default(),
         },
         async move { oidc_stop.cancelled().await },
     ));

@@ -197,9 +197,9 @@ pub async fn callback(
                 json!({ "reason": reason, "message": message }),
             )
             .await;
-            let mut response = refused("Sign-in refused", &message);
-            cookies::clear_login(&state, &mut response);
-            response
+            // The login cookie stays: a forged callback must not cancel a real sign-in in
+            // progress (it expires with the attempt anyway).
+            refused("Sign-in refused", &message)
         }
     };
     let Some(oidc) = state.oidc.clone() else {

@@ -11,4 +11,5 @@ mod hostile;
 mod lifecycle;
 mod proxy;
 mod rbac_matrix;
+mod signin;
 mod streaming;

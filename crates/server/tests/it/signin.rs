@@ -1,0 +1,671 @@
+//! Sign-in through the real dev OIDC provider over HTTP (no shortcuts into the store): web and
+//! CLI flows, sessions, and every refusal the issue lists.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::Digest;
+
+use crate::both_backends;
+use crate::kit::{Db, Gateway, admin, client, store};
+use crate::upstream::TestRack;
+
+/// A provider and a gateway wired to it.
+pub struct SignIn {
+    pub gw: Gateway,
+    pub rack: TestRack,
+    _oidc: tokio::task::JoinHandle<()>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl SignIn {
+    pub async fn start(db: &Db, quirks: dev_oidc::Quirks, extra: &[(&str, &str)]) -> SignIn {
+        let rack = TestRack::start().await;
+        let port = free_port();
+        let public = format!("http://127.0.0.1:{port}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let issuer = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        let config = dev_oidc::DevOidcConfig {
+            issuer: issuer.clone(),
+            client_id: "gw-test".into(),
+            client_secret: "gw-test-secret".into(),
+            redirect_uris: vec![format!("{public}/api/v1/auth/callback")],
+            users: dev_oidc::default_users(),
+            quirks,
+        };
+        let oidc = tokio::spawn(async move {
+            let _ = dev_oidc::serve(listener, config, std::future::pending()).await;
+        });
+        let listen = format!("127.0.0.1:{port}");
+        let mut env = vec![
+            ("LISTEN_ADDR", listen.as_str()),
+            ("PUBLIC_URL", public.as_str()),
+            ("OIDC_ISSUER", issuer.as_str()),
+            ("OIDC_CLIENT_ID", "gw-test"),
+            ("OIDC_CLIENT_SECRET", "gw-test-secret"),
+            ("OIDC_ALLOWED_DOMAINS", "example.com"),
+        ];
+        env.extend_from_slice(extra);
+        let gw = Gateway::start(db, &rack.url, &env).await;
+        SignIn {
+            gw,
+            rack,
+            _oidc: oidc,
+        }
+    }
+}
+
+/// A minimal browser: manual redirects, a cookie jar per origin, and a test user to pick at
+/// the provider (`login_hint`).
+pub struct Browser {
+    http: reqwest::Client,
+    pub cookies: HashMap<String, String>,
+    pub user: String,
+}
+
+/// The end of a navigation.
+pub struct Page {
+    pub status: u16,
+    pub url: String,
+    pub body: String,
+}
+
+impl Browser {
+    pub fn new(user: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+            cookies: HashMap::new(),
+            user: user.into(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn store_cookies(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap_or_default();
+            let Some((pair, attrs)) = text.split_once(';').or(Some((text, ""))) else {
+                continue;
+            };
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() || attrs.contains("Max-Age=0") {
+                    self.cookies.remove(k.trim());
+                } else {
+                    self.cookies.insert(k.trim().to_string(), v.to_string());
+                }
+            }
+        }
+    }
+
+    /// GET `url`, following redirects; at the provider's authorize page, picks `self.user`.
+    pub async fn visit(&mut self, url: &str) -> Page {
+        let mut url = url.to_string();
+        for _ in 0..10 {
+            if url.contains("/authorize?") && !url.contains("login_hint=") {
+                url = format!("{url}&login_hint={}", self.user);
+            }
+            let response = self
+                .http
+                .get(&url)
+                .header("cookie", self.cookie_header())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            self.store_cookies(&response);
+            let status = response.status().as_u16();
+            if (300..400).contains(&status) {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                url = if location.starts_with('/') {
+                    let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+                    format!("{origin}{location}")
+                } else {
+                    location
+                };
+                continue;
+            }
+            let body = response.text().await.unwrap_or_default();
+            return Page { status, url, body };
+        }
+        panic!("too many redirects");
+    }
+
+    /// The first redirect only (to inspect a single hop).
+    pub async fn hop(&mut self, url: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.store_cookies(&response);
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, location)
+    }
+}
+
+async fn signin_events(db: &Db) -> Vec<gateway::store::AuditRow> {
+    store(db)
+        .await
+        .audit_rows(0, 10_000)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.event.action == "gateway:auth:signin")
+        .collect()
+}
+
+both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
+    let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(
+        &db,
+        &["users", "add", "admin@example.com", "--role", "admin"],
+    );
+    assert!(ok, "{err}");
+    let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+    let mut browser = Browser::new("ops@example.com");
+    // A planted session id must not survive sign-in (no fixation).
+    browser
+        .cookies
+        .insert("rg_session".into(), "rgs_planted".into());
+    let page = browser
+        .visit(&format!(
+            "{}/api/v1/auth/web/login?return_to=/account",
+            s.gw.url
+        ))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.url.ends_with("/account"), "{}", page.url);
+    assert!(page.body.contains("ops@example.com"), "{}", page.body);
+    let first = browser
+        .cookies
+        .get("rg_session")
+        .cloned()
+        .unwrap_or_default();
+    assert!(first.starts_with("rgs_") && first != "rgs_planted");
+
+    // The session works as the Basic-auth password for the stock convox CLI.
+    let resp = client()
+        .get(s.gw.proxy("/apps"))
+        .basic_auth("convox", Some(&first))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let resp = client()
+        .delete(s.gw.proxy("/apps/web"))
+        .basic_auth("convox", Some(&first))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403, "ops may not delete apps");
+
+    // Signing in again rotates the session.
+    let _ = browser
+        .visit(&format!(
+            "{}/api/v1/auth/web/login?return_to=/account",
+            s.gw.url
+        ))
+        .await;
+    let second = browser
+        .cookies
+        .get("rg_session")
+        .cloned()
+        .unwrap_or_default();
+    assert_ne!(first, second);
+
+    // A role change applies on the next request; a lock too.
+    let (ok, _, _) = admin(&db, &["users", "set-role", "ops@example.com", "viewer"]);
+    assert!(ok);
+    let info: serde_json::Value = client()
+        .get(format!("{}/api/v1/info", s.gw.url))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(info["role"], "viewer");
+    assert_eq!(info["type"], "session");
+    let (ok, _, _) = admin(&db, &["users", "lock", "ops@example.com"]);
+    assert!(ok);
+    let resp = client()
+        .get(s.gw.proxy("/apps"))
+        .basic_auth("convox", Some(&second))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+    let events = signin_events(&db).await;
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event.rbac_decision.as_str() == "allow")
+            .count()
+            >= 2
+    );
+    let _ = &s.rack;
+});
+
+both_backends!(
+    first_user_becomes_admin_then_strangers_are_refused,
+    |db| async move {
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let mut first = Browser::new("deployer@example.com");
+        let page = first
+            .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(
+            page.body.contains("id=\"role\">admin"),
+            "first user is admin: {}",
+            page.body
+        );
+        let mut stranger = Browser::new("stranger@example.com");
+        let page = stranger
+            .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+            .await;
+        assert_eq!(page.status, 403);
+        assert!(page.body.contains("has not been added"), "{}", page.body);
+        assert!(!stranger.cookies.contains_key("rg_session"));
+        let events = signin_events(&db).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.event.rbac_decision.as_str() == "deny"
+                    && e.event.user_email.as_deref() == Some("stranger@example.com"))
+        );
+    }
+);
+
+both_backends!(sign_in_refusals, |db| async move {
+    for email in [
+        "admin@example.com",
+        "unverified@example.com",
+        "outsider@elsewhere.test",
+    ] {
+        let (ok, _, err) = admin(&db, &["users", "add", email, "--role", "viewer"]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, _) = admin(
+        &db,
+        &["users", "add", "viewer@example.com", "--role", "viewer"],
+    );
+    assert!(ok);
+    let (ok, _, _) = admin(&db, &["users", "lock", "viewer@example.com"]);
+    assert!(ok);
+    let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+    let login = format!("{}/api/v1/auth/web/login", s.gw.url);
+    for (user, words) in [
+        ("unverified@example.com", "not verified"),
+        (
+            "outsider@elsewhere.test",
+            "domain elsewhere.test is not allowed",
+        ),
+        ("viewer@example.com", "locked"),
+    ] {
+        let mut b = Browser::new(user);
+        let page = b.visit(&login).await;
+        assert_eq!(page.status, 403, "{user}");
+        assert!(page.body.contains(words), "{user}: {}", page.body);
+        assert!(
+            !b.cookies.contains_key("rg_session"),
+            "{user} got a session"
+        );
+    }
+    // Open redirect.
+    let mut b = Browser::new("admin@example.com");
+    let page = b
+        .visit(&format!("{login}?return_to=https://evil.test/"))
+        .await;
+    assert_eq!(page.status, 400);
+    let page = b.visit(&format!("{login}?return_to=//evil.test/")).await;
+    assert_eq!(page.status, 400);
+
+    // Tampered state, replay, another browser, expired attempt.
+    let mut b = Browser::new("admin@example.com");
+    let (_, idp) = b.hop(&login).await;
+    let (_, callback) = b.hop(&format!("{idp}&login_hint=admin@example.com")).await;
+    let tampered = callback.replace("state=", "state=x");
+    let page = b.visit(&tampered).await;
+    assert_eq!(page.status, 403, "tampered state");
+    let mut other = Browser::new("admin@example.com");
+    let page = other.visit(&callback).await;
+    assert_eq!(page.status, 403, "callback in another browser");
+    assert!(page.body.contains("another browser"), "{}", page.body);
+    let login_cookie = b.cookies.get("rg_login").cloned().unwrap_or_default();
+    let page = b.visit(&callback).await;
+    assert_eq!(page.status, 200, "the real browser signs in: {}", page.body);
+    // Replaying the callback, even with the login cookie put back, is refused.
+    b.cookies.insert("rg_login".into(), login_cookie);
+    let page = b.visit(&callback).await;
+    assert_eq!(page.status, 403, "replayed callback");
+    assert!(page.body.contains("already used"), "{}", page.body);
+
+    let mut late = Browser::new("admin@example.com");
+    let (_, idp) = late.hop(&login).await;
+    let (_, callback) = late
+        .hop(&format!("{idp}&login_hint=admin@example.com"))
+        .await;
+    // Time passes: the attempt's ten minutes are up.
+    store(&db)
+        .await
+        .execute_raw("UPDATE login_attempts SET expires_at = 0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let page = late.visit(&callback).await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("took too long"), "{}", page.body);
+
+    let reasons: Vec<String> = signin_events(&db)
+        .await
+        .into_iter()
+        .filter(|e| e.event.rbac_decision.as_str() == "deny")
+        .filter_map(|e| e.event.details["reason"].as_str().map(str::to_string))
+        .collect();
+    for reason in [
+        "not_allowed",
+        "not_admitted",
+        "open_redirect",
+        "unknown_state",
+        "browser_mismatch",
+        "replayed",
+        "expired",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} not audited: {reasons:?}"
+        );
+    }
+});
+
+both_backends!(forged_id_tokens_are_rejected, |db| async move {
+    let (ok, _, _) = admin(
+        &db,
+        &["users", "add", "admin@example.com", "--role", "admin"],
+    );
+    assert!(ok);
+    for quirks in [
+        dev_oidc::Quirks {
+            wrong_audience: true,
+            ..Default::default()
+        },
+        dev_oidc::Quirks {
+            wrong_issuer: true,
+            ..Default::default()
+        },
+        dev_oidc::Quirks {
+            wrong_nonce: true,
+            ..Default::default()
+        },
+    ] {
+        let s = SignIn::start(&db, quirks, &[]).await;
+        let mut b = Browser::new("admin@example.com");
+        let page = b
+            .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+            .await;
+        assert_eq!(page.status, 403, "{quirks:?}: {}", page.body);
+        assert!(
+            page.body.contains("ID token was rejected"),
+            "{quirks:?}: {}",
+            page.body
+        );
+        assert!(!b.cookies.contains_key("rg_session"));
+    }
+});
+
+fn pkce() -> (String, String) {
+    let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
+    let (ok, _, _) = admin(
+        &db,
+        &["users", "add", "deployer@example.com", "--role", "deployer"],
+    );
+    assert!(ok);
+    let s = SignIn::start(
+        &db,
+        dev_oidc::Quirks::default(),
+        &[("SESSION_IDLE_TIMEOUT_SECS", "2")],
+    )
+    .await;
+    let c = client();
+    let (verifier, challenge) = pkce();
+    let start: serde_json::Value = c
+        .post(format!("{}/api/v1/auth/cli/start", s.gw.url))
+        .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let login_id = start["login_id"].as_str().unwrap_or_default().to_string();
+    let browser_url = start["browser_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(browser_url.starts_with(&s.gw.url), "{start}");
+    let poll = |verifier: String| {
+        let c = c.clone();
+        let url = format!("{}/api/v1/auth/cli/poll", s.gw.url);
+        let login_id = login_id.clone();
+        async move {
+            let r = c
+                .post(url)
+                .json(&serde_json::json!({ "login_id": login_id, "code_verifier": verifier }))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(
+        poll(verifier.clone()).await.0,
+        202,
+        "pending before the browser"
+    );
+    let mut b = Browser::new("deployer@example.com");
+    let page = b.visit(&browser_url).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("You can close this window"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !b.cookies.contains_key("rg_session"),
+        "the browser gets no session in the CLI flow"
+    );
+    // Another local process that saw the login id but not the verifier gets nothing.
+    let (status, _) = poll(pkce().0).await;
+    assert_eq!(status, 400);
+    let (status, body) = poll(verifier.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["session_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.starts_with("rgs_"));
+    assert_eq!(body["role"], "deployer");
+    assert_eq!(poll(verifier.clone()).await.0, 410, "handed out once");
+
+    let resp = c
+        .get(s.gw.proxy("/apps"))
+        .basic_auth("convox", Some(&token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    // Sessions API: list own.
+    let list: serde_json::Value = c
+        .get(format!("{}/api/v1/sessions", s.gw.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(list[0]["channel"], "cli");
+    assert_eq!(list[0]["current"], true);
+    // Idle timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let resp = c
+        .get(s.gw.proxy("/apps"))
+        .basic_auth("convox", Some(&token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "session_expired");
+});
+
+both_backends!(logout_and_admin_session_management, |db| async move {
+    let (ok, _, _) = admin(
+        &db,
+        &["users", "add", "admin@example.com", "--role", "admin"],
+    );
+    assert!(ok);
+    let (ok, _, _) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+    assert!(ok);
+    let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+    let c = client();
+    let mut ops = Browser::new("ops@example.com");
+    let _ = ops
+        .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+        .await;
+    let ops_token = ops.cookies.get("rg_session").cloned().unwrap_or_default();
+    let mut adm = Browser::new("admin@example.com");
+    let _ = adm
+        .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+        .await;
+    let admin_token = adm.cookies.get("rg_session").cloned().unwrap_or_default();
+
+    // Ops may not manage others; admin may.
+    let resp = c
+        .get(format!(
+            "{}/api/v1/sessions?email=admin@example.com",
+            s.gw.url
+        ))
+        .bearer_auth(&ops_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    let resp = c
+        .get(format!("{}/api/v1/users", s.gw.url))
+        .bearer_auth(&ops_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    // A cookie-authenticated change without the CSRF header is refused.
+    let resp = c
+        .post(format!(
+            "{}/api/v1/sessions/revoke-all?email=ops@example.com",
+            s.gw.url
+        ))
+        .header("cookie", format!("rg_session={admin_token}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    let resp = c
+        .post(format!(
+            "{}/api/v1/sessions/revoke-all?email=ops@example.com",
+            s.gw.url
+        ))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(s.gw.proxy("/apps"))
+        .basic_auth("convox", Some(&ops_token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "session_revoked");
+
+    // Admin JSON user management.
+    let resp = c
+        .post(format!("{}/api/v1/users", s.gw.url))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({ "email": "new@example.com", "role": "deployer" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 201);
+    let resp = c
+        .put(format!("{}/api/v1/users/new@example.com/role", s.gw.url))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({ "role": "wizard" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 400);
+
+    // Logout ends the session.
+    let resp = c
+        .post(format!("{}/api/v1/auth/logout", s.gw.url))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(format!("{}/api/v1/info", s.gw.url))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+});
