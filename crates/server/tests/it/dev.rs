@@ -17,11 +17,11 @@ use crate::kit::{BIN, Db, client, scratch_dir, signal};
 const EXIT_MARKER: &str = "F1E49A85-0AD7-4AEF-A618-C249C6E6568D:";
 
 /// A running `dev` stack.
-struct Dev {
-    child: Child,
-    gateway: String,
-    tokens: HashMap<String, String>,
-    output: Arc<Mutex<Vec<String>>>,
+pub struct Dev {
+    pub child: Child,
+    pub gateway: String,
+    pub tokens: HashMap<String, String>,
+    pub output: Arc<Mutex<Vec<String>>>,
     dir: std::path::PathBuf,
 }
 
@@ -34,7 +34,7 @@ impl Drop for Dev {
 }
 
 impl Dev {
-    async fn start(db: &Db) -> Dev {
+    pub async fn start(db: &Db) -> Dev {
         let dir = scratch_dir();
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -112,14 +112,14 @@ impl Dev {
         started
     }
 
-    fn token(&self, role: &str) -> &str {
+    pub fn token(&self, role: &str) -> &str {
         self.tokens
             .get(role)
             .map(String::as_str)
             .unwrap_or_default()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}/api/v1/rack-proxy{path}", self.gateway)
     }
 

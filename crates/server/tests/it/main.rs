@@ -6,6 +6,7 @@ mod upstream;
 
 mod admin;
 mod audit;
+mod browser;
 mod dev;
 mod hostile;
 mod lifecycle;

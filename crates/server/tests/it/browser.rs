@@ -1,0 +1,189 @@
+//! The sign-in pages in headless Chromium (Debian's chromium + chromium-driver, installed by
+//! scripts/test): web sign-in through dev-oidc's picker, the account page, sign-out, and the
+//! browser half of the CLI sign-in.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fantoccini::{ClientBuilder, Locator};
+use sha2::Digest;
+
+use crate::both_backends;
+use crate::dev::Dev;
+use crate::kit::{client, scratch_dir};
+use crate::signin::free_port;
+
+struct Driver {
+    child: Child,
+    url: String,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Starts chromedriver, or returns `None` (skip) when it is not installed and not required.
+async fn chromedriver() -> Option<Driver> {
+    let installed = Command::new("chromedriver")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed {
+        assert!(
+            std::env::var("RGW_REQUIRE_BROWSER").is_err(),
+            "RGW_REQUIRE_BROWSER is set but chromedriver is not installed"
+        );
+        eprintln!("skipping browser test: chromedriver not installed (scripts/test installs it)");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("chromedriver: {e}"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if client().get(format!("{url}/status")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(Driver {
+        child,
+        url,
+        profile: scratch_dir(),
+    })
+}
+
+async fn browser(driver: &Driver) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", driver.profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("webdriver session: {e}"))
+}
+
+async fn text(c: &fantoccini::Client, css: &str) -> String {
+    let el = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.text().await.unwrap_or_default()
+}
+
+async fn click(c: &fantoccini::Client, css: &str) {
+    let el = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+both_backends!(web_sign_in_in_chromium, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    let dev = Dev::start(&db).await;
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signin").await;
+    // dev-oidc's picker.
+    click(&c, "#user-viewer-example-com").await;
+    assert_eq!(text(&c, "#email").await, "viewer@example.com");
+    assert_eq!(text(&c, "#role").await, "viewer");
+    let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(url.as_str().ends_with("/account"), "{url}");
+    // The session cookie is HttpOnly: page script cannot read it.
+    let cookies = c
+        .execute("return document.cookie", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !cookies.as_str().unwrap_or_default().contains("rg_session"),
+        "{cookies}"
+    );
+    click(&c, "#signout").await;
+    let _ = text(&c, "#signin").await;
+    // Signed out: the account page shows sign-in again.
+    c.goto(&format!("{}/account", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = text(&c, "#signin").await;
+    let _ = c.close().await;
+});
+
+both_backends!(cli_sign_in_browser_half_in_chromium, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    let dev = Dev::start(&db).await;
+    let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let http = client();
+    let start: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/cli/start", dev.gateway))
+        .json(&serde_json::json!({ "code_challenge": challenge }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let c = browser(&driver).await;
+    c.goto(start["browser_url"].as_str().unwrap_or_default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#user-deployer-example-com").await;
+    assert_eq!(text(&c, "#title").await, "Signed in");
+    let _ = c.close().await;
+    let poll: serde_json::Value = http
+        .post(format!("{}/api/v1/auth/cli/poll", dev.gateway))
+        .json(&serde_json::json!({ "login_id": start["login_id"], "code_verifier": verifier }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(poll["status"], "complete", "{poll}");
+    assert_eq!(poll["email"], "deployer@example.com");
+    let token = poll["session_token"].as_str().unwrap_or_default();
+    let resp = http
+        .get(dev.url("/apps"))
+        .basic_auth("convox", Some(token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+});
