@@ -145,6 +145,9 @@ fn main() {
             format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("convox:{t}")))
         };
         let direct = drive(format!("http://{upstream}/apps"), basic(RACK_TOKEN), concurrency, secs).await;
+        // Where the overhead goes: the HTTP stack alone, then authentication alone.
+        let health = drive(format!("http://{addr}/api/v1/health"), String::new(), concurrency, secs).await;
+        let auth_only = drive(format!("http://{addr}/api/v1/info"), basic(&token), concurrency, secs).await;
         let gateway = drive(
             format!("http://{addr}/api/v1/rack-proxy/apps"),
             basic(&token),
@@ -159,7 +162,12 @@ fn main() {
         println!("\nGET /apps, {concurrency} concurrent clients, {secs} s per phase, store: {backend}\n");
         println!("| path | requests | errors | req/s | p50 ms | p99 ms |");
         println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-        for (name, s) in [("direct to upstream", &direct), ("through rack-gateway", &gateway)] {
+        for (name, s) in [
+            ("direct to upstream", &direct),
+            ("gateway: /api/v1/health (no auth, no store)", &health),
+            ("gateway: /api/v1/info (token lookup only)", &auth_only),
+            ("through rack-gateway (auth + audit + forward)", &gateway),
+        ] {
             println!(
                 "| {name} | {} | {} | {:.0} | {:.3} | {:.3} |",
                 s.requests, s.errors, s.rps, s.p50_ms, s.p99_ms
