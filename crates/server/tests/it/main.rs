@@ -14,3 +14,4 @@ mod proxy;
 mod rbac_matrix;
 mod signin;
 mod streaming;
+mod tls;

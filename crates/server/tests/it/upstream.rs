@@ -72,6 +72,44 @@ impl TestRack {
         }
     }
 
+    /// The same rack over TLS with `tls` (https:// URL).
+    pub async fn start_tls(tls: std::sync::Arc<rustls::ServerConfig>) -> TestRack {
+        let shared = Shared::default();
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        TestRack {
+            url: format!("https://{addr}"),
+            shared,
+            task,
+        }
+    }
+
     /// Requests seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared
