@@ -54,6 +54,8 @@ pub struct Gateway {
     pub state: AppState,
     /// The audit writer; ends after [`Gateway::shutdown`].
     pub audit_task: JoinHandle<()>,
+    /// SQLite's background WAL checkpointer.
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -76,6 +78,7 @@ impl Gateway {
             .transpose()?
             .map(Arc::new);
         let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
+        let checkpointer = store.spawn_checkpointer();
         Ok(Gateway {
             state: AppState {
                 config: Arc::new(config),
@@ -85,6 +88,7 @@ impl Gateway {
                 oidc,
             },
             audit_task,
+            checkpointer,
         })
     }
 
@@ -100,6 +104,13 @@ impl Gateway {
         drop(self.state);
         // The writer ends once every handle is gone; don't wait forever on stragglers.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.audit_task).await;
+        if let Some(task) = self.checkpointer {
+            task.abort();
+        }
+        // A last full checkpoint, so the database file is complete on its own.
+        if store.backend() == crate::store::Backend::Sqlite {
+            let _ = store.execute_raw("PRAGMA wal_checkpoint(TRUNCATE)").await;
+        }
         store.close().await;
     }
 }

@@ -111,9 +111,12 @@ impl Store {
                 Box::pin(async move {
                     // WAL lets readers run beside the single writer; NORMAL sync in WAL mode
                     // survives a process crash (power loss may drop the last commits).
+                    // Checkpoints (the fsyncs) run in the background, not inside a commit
+                    // that a request is waiting on: see `spawn_checkpointer`.
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                         PRAGMA wal_autocheckpoint = 0;",
                     )
                     .await?;
                     Ok(())
@@ -151,6 +154,29 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// SQLite only: checkpoints the write-ahead log every half second off the request path
+    /// (PASSIVE: never blocks writers), so no request waits on a checkpoint's fsync. `None` on
+    /// PostgreSQL.
+    pub fn spawn_checkpointer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        let pool = self.pool.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if pool.is_closed() {
+                    return;
+                }
+                if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        }))
     }
 
     /// Closes the pool, waiting for connections to be returned.
