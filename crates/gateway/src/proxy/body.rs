@@ -121,9 +121,14 @@ pub async fn forward(
     headers.insert(http::header::AUTHORIZATION, upstream.authorization());
 
     let counter = outcome.bytes_in.clone();
+    let client_broke_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let broke = client_broke_off.clone();
     let request_stream = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        match &chunk {
+            Ok(bytes) => {
+                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => broke.store(true, Ordering::Relaxed),
         }
         chunk
     });
@@ -141,10 +146,13 @@ pub async fn forward(
     let response = match request.send().await {
         Ok(r) => r,
         Err(err) => {
-            let api_error = upstream_error(&err);
+            let api_error = if client_broke_off.load(Ordering::Relaxed) {
+                ApiError::BadRequest("the request body ended early (client disconnected)".into())
+            } else {
+                upstream_error(&err)
+            };
             outcome.status = Some(api_error.status().as_u16());
             outcome.error = Some(api_error.message());
-            outcome.completed = true;
             tracing::warn!(error = %err, "rack request failed");
             return Err(api_error);
         }

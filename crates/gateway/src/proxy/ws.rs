@@ -56,7 +56,6 @@ pub async fn forward(
     {
         Err(_) => {
             outcome.status = Some(504);
-            outcome.completed = true;
             outcome.error = Some("rack WebSocket handshake timed out".into());
             return Err(ApiError::RackTimeout);
         }
@@ -70,7 +69,6 @@ pub async fn forward(
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "rack WebSocket connect failed");
             outcome.status = Some(502);
-            outcome.completed = true;
             outcome.error = Some("could not open a WebSocket to the rack".into());
             return Err(ApiError::RackUnreachable(
                 "could not open a WebSocket to the rack".into(),

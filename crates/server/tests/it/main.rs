@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod browser;
 mod dev;
+mod faults;
 mod hostile;
 mod lifecycle;
 mod proxy;
