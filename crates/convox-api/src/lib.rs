@@ -5,6 +5,7 @@
 //! and the matcher.
 
 pub mod catalogue;
+pub mod client;
 pub mod route;
 
 pub use catalogue::ROUTES;

@@ -103,9 +103,10 @@ pub async fn session(
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
-            if in_tx.send(ev).await.is_err() {
-                break;
-            }
+            // Once the shell is done nobody listens, but keep reading: closing a socket with
+            // unread input makes the kernel reset the connection, which would throw away the
+            // exit code still on its way to the client.
+            let _ = in_tx.send(ev).await;
         }
     });
     let (out_tx, mut out_rx) = mpsc::channel::<String>(64);
@@ -132,11 +133,15 @@ pub async fn session(
     let code = shell.run(&opts.command).await;
     drop(shell);
     let sink = writer.await.ok().flatten();
-    reader.abort();
     if let (Ok(code), Some(mut sink)) = (code, sink) {
         let _ = sink
             .send(Message::Text(format!("{EXIT_MARKER}{code}\n").into()))
             .await;
         finish(&mut sink).await;
+    }
+    // Drain until the client closes (bounded), then let go.
+    let reader_abort = reader.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(2), reader).await.is_err() {
+        reader_abort.abort();
     }
 }

@@ -1,0 +1,605 @@
+//! The command line: every command, its flags and an example for each.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+/// Sign in to rack-gateway and run Convox commands through it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rack-gateway",
+    version,
+    allow_external_subcommands = true,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_help = "Examples:
+  rack-gateway login staging https://gateway.example.com   # sign in through the browser
+  rack-gateway apps                                        # list apps on the current rack
+  rack-gateway logs -a web --follow                        # stream logs
+  rack-gateway --rack production ps -a web                 # another rack, once
+
+Rack selection: --rack, then $RACK_GATEWAY_RACK, then the current rack (`rack-gateway switch`).
+Any other command runs the stock `convox` CLI with RACK_URL pointed at the gateway:
+  rack-gateway certs -a web"
+)]
+pub struct Cli {
+    /// Rack to use (default: $RACK_GATEWAY_RACK, then the current rack).
+    #[arg(long, global = true, value_name = "RACK")]
+    pub rack: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign in to a gateway and remember it as a rack (browser sign-in, or an API token).
+    #[command(after_help = "Examples:
+  rack-gateway login staging https://gateway.example.com
+  rack-gateway login staging https://gateway.example.com --no-browser
+  rack-gateway login ci https://gateway.example.com --token rgw_…
+  echo \"$TOKEN\" | rack-gateway login ci https://gateway.example.com --token -")]
+    Login(LoginArgs),
+    /// Sign out of a rack (ends a browser session on the gateway) and forget it.
+    #[command(after_help = "Examples:
+  rack-gateway logout
+  rack-gateway logout staging")]
+    Logout(LogoutArgs),
+    /// The current rack: gateway, who you are, session expiry, and the rack itself.
+    #[command(after_help = "Examples:
+  rack-gateway rack
+  rack-gateway --rack production rack --json")]
+    Rack,
+    /// List the configured racks.
+    #[command(after_help = "Example:
+  rack-gateway racks")]
+    Racks,
+    /// Make a rack the current one.
+    #[command(after_help = "Example:
+  rack-gateway switch production")]
+    Switch {
+        /// Rack name (as given to `login`).
+        rack: String,
+    },
+    /// Print `export RACK_URL=…` for the stock convox CLI (contains your credential).
+    #[command(after_help = "Example:
+  eval \"$(rack-gateway env-url)\" && convox apps")]
+    EnvUrl,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  rack-gateway completion bash > /etc/bash_completion.d/rack-gateway
+  rack-gateway completion zsh > \"${fpath[1]}/_rack-gateway\"
+  rack-gateway completion fish > ~/.config/fish/completions/rack-gateway.fish")]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// List apps; create, inspect and delete them.
+    #[command(after_help = "Examples:
+  rack-gateway apps
+  rack-gateway apps --json
+  rack-gateway apps info web
+  rack-gateway apps create myapp
+  rack-gateway apps delete myapp")]
+    Apps(AppsArgs),
+    /// List an app's processes; stop one.
+    #[command(after_help = "Examples:
+  rack-gateway ps -a web
+  rack-gateway ps -a web --service worker --json
+  rack-gateway ps info web-7d9c5-abcde -a web
+  rack-gateway ps stop web-7d9c5-abcde -a web")]
+    Ps(PsArgs),
+    /// Show an app's logs (all of it, one service, or one process).
+    #[command(after_help = "Examples:
+  rack-gateway logs -a web
+  rack-gateway logs -a web --follow --since 10m
+  rack-gateway logs -a web --service worker --filter error")]
+    Logs(LogsArgs),
+    /// Show and change an app's environment (changes make a new release).
+    #[command(after_help = "Examples:
+  rack-gateway env -a web
+  rack-gateway env get RAILS_ENV -a web
+  rack-gateway env set FEATURE=on OTHER=1 -a web --promote
+  rack-gateway env unset FEATURE -a web")]
+    Env(EnvArgs),
+    /// List, inspect, promote and roll back releases.
+    #[command(after_help = "Examples:
+  rack-gateway releases -a web
+  rack-gateway releases info RABCDEFGHIJ -a web
+  rack-gateway releases promote RABCDEFGHIJ -a web --wait
+  rack-gateway releases rollback RABCDEFGHIJ -a web")]
+    Releases(ReleasesArgs),
+    /// List and inspect builds; show a build's output.
+    #[command(after_help = "Examples:
+  rack-gateway builds -a web
+  rack-gateway builds info BABCDEFGHIJ -a web
+  rack-gateway builds logs BABCDEFGHIJ -a web")]
+    Builds(BuildsArgs),
+    /// Package a directory, build it on the rack, and promote the release.
+    #[command(after_help = "Examples:
+  rack-gateway deploy -a web
+  rack-gateway deploy ./service -a web --wait
+  rack-gateway deploy -a web --no-promote
+  rack-gateway deploy -a web --dry-run          # list what would be uploaded")]
+    Deploy(DeployArgs),
+    /// Restart every service of an app.
+    #[command(after_help = "Example:
+  rack-gateway restart -a web")]
+    Restart(AppOnly),
+    /// Run a command in a new process of a service (interactive; exit code passed through).
+    #[command(after_help = "Examples:
+  rack-gateway run web bin/rails console -a web
+  rack-gateway run web 'bin/migrate --check' -a web ; echo $?
+  rack-gateway run worker bin/job --detach -a web")]
+    Run(RunArgs),
+    /// Run a command in a running process (interactive; exit code passed through).
+    #[command(after_help = "Examples:
+  rack-gateway exec web-7d9c5-abcde sh -a web
+  rack-gateway exec web-7d9c5-abcde \"sh -c 'exit 3'\" -a web ; echo $?   # 3
+  rack-gateway exec web-7d9c5-abcde -a web -- ls -la")]
+    Exec(ExecArgs),
+    /// Show service counts and sizes, or scale one service.
+    #[command(after_help = "Examples:
+  rack-gateway scale -a web
+  rack-gateway scale web --count 3 -a web
+  rack-gateway scale worker --cpu 512 --memory 1024 -a web")]
+    Scale(ScaleArgs),
+    /// List an app's services.
+    #[command(after_help = "Example:
+  rack-gateway services -a web")]
+    Services(AppOnly),
+    /// List the rack's instances.
+    #[command(after_help = "Example:
+  rack-gateway instances --json")]
+    Instances,
+    /// Anything else runs the stock `convox` CLI against the gateway.
+    #[command(external_subcommand)]
+    External(Vec<String>),
+}
+
+/// `-a/--app`, shared by the app-scoped commands and their subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct AppArg {
+    /// App name (default: the name in .convox/app, else the current directory's name).
+    #[arg(short, long, global = true, value_name = "APP")]
+    pub app: Option<String>,
+}
+
+/// Commands that only need an app.
+#[derive(Debug, Args)]
+pub struct AppOnly {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+}
+
+/// `login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// A name for the rack (your choice: `staging`, `production`…).
+    pub rack: String,
+    /// The gateway's URL (`https://gateway.example.com`).
+    pub url: String,
+    /// Use this API token instead of signing in through the browser (`-` reads it from stdin).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Print the sign-in URL instead of opening a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+/// `logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The rack (default: the selected rack).
+    pub rack: Option<String>,
+}
+
+/// `apps`.
+#[derive(Debug, Args)]
+pub struct AppsArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<AppsCommand>,
+}
+
+/// `apps …`.
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Show an app.
+    #[command(after_help = "Example:
+  rack-gateway apps info web")]
+    Info {
+        /// App name (default: -a, .convox/app, the directory's name).
+        name: Option<String>,
+    },
+    /// Create an app.
+    #[command(after_help = "Example:
+  rack-gateway apps create myapp")]
+    Create {
+        /// App name.
+        name: String,
+        /// App generation.
+        #[arg(short, long)]
+        generation: Option<String>,
+    },
+    /// Delete an app.
+    #[command(after_help = "Example:
+  rack-gateway apps delete myapp")]
+    Delete {
+        /// App name.
+        name: String,
+    },
+}
+
+/// `ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Only processes of this service.
+    #[arg(short, long)]
+    pub service: Option<String>,
+    /// Only processes running this release.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<PsCommand>,
+}
+
+/// `ps …`.
+#[derive(Debug, Subcommand)]
+pub enum PsCommand {
+    /// Show a process.
+    #[command(after_help = "Example:
+  rack-gateway ps info web-7d9c5-abcde -a web")]
+    Info {
+        /// Process id.
+        pid: String,
+    },
+    /// Stop a process (a service's process is replaced).
+    #[command(after_help = "Example:
+  rack-gateway ps stop web-7d9c5-abcde -a web")]
+    Stop {
+        /// Process id.
+        pid: String,
+    },
+}
+
+/// `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Keep streaming new lines (Ctrl-C to stop).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines newer than this (`30s`, `10m`, `2h`; the rack's default is 2m).
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Only this service's lines.
+    #[arg(short, long, conflicts_with = "process")]
+    pub service: Option<String>,
+    /// Only this process's lines.
+    #[arg(short, long)]
+    pub process: Option<String>,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only the last N lines of history.
+    #[arg(long)]
+    pub tail: Option<u32>,
+    /// Leave out each line's time and stream.
+    #[arg(long)]
+    pub no_prefix: bool,
+}
+
+/// `env`.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Read (and base changes on) this release instead of the active one.
+    #[arg(long, global = true)]
+    pub release: Option<String>,
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<EnvCommand>,
+}
+
+/// `env …`.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Print one variable's value.
+    #[command(after_help = "Example:
+  rack-gateway env get RAILS_ENV -a web")]
+    Get {
+        /// Variable name.
+        key: String,
+    },
+    /// Set variables (a new release; `--promote` to roll it out).
+    #[command(after_help = "Examples:
+  rack-gateway env set FEATURE=on -a web
+  rack-gateway env set A=1 B=2 -a web --promote
+  cat .env | rack-gateway env set --replace -a web")]
+    Set {
+        /// `KEY=value` pairs (read from stdin when none are given and stdin is not a terminal).
+        pairs: Vec<String>,
+        /// Promote the new release.
+        #[arg(short, long)]
+        promote: bool,
+        /// Replace the whole environment with the given variables.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove variables (a new release; `--promote` to roll it out).
+    #[command(after_help = "Example:
+  rack-gateway env unset FEATURE OTHER -a web --promote")]
+    Unset {
+        /// Variable names.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Promote the new release.
+        #[arg(short, long)]
+        promote: bool,
+    },
+}
+
+/// `releases`.
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// How many releases to list (the rack's default is 10).
+    #[arg(short, long)]
+    pub limit: Option<u32>,
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<ReleasesCommand>,
+}
+
+/// `releases …`.
+#[derive(Debug, Subcommand)]
+pub enum ReleasesCommand {
+    /// Show a release (its environment included).
+    #[command(after_help = "Example:
+  rack-gateway releases info RABCDEFGHIJ -a web")]
+    Info {
+        /// Release id.
+        id: String,
+    },
+    /// Promote a release (default: the newest).
+    #[command(after_help = "Examples:
+  rack-gateway releases promote -a web
+  rack-gateway releases promote RABCDEFGHIJ -a web --wait")]
+    Promote {
+        /// Release id.
+        id: Option<String>,
+        /// Promote even if the app is updating.
+        #[arg(long)]
+        force: bool,
+        /// Wait until the app runs the release.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Roll back: a new release with an older one's build and environment, promoted.
+    #[command(after_help = "Example:
+  rack-gateway releases rollback RABCDEFGHIJ -a web")]
+    Rollback {
+        /// The release to go back to.
+        id: String,
+        /// Promote even if the app is updating.
+        #[arg(long)]
+        force: bool,
+        /// Wait until the app runs the release.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `builds`.
+#[derive(Debug, Args)]
+pub struct BuildsArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// How many builds to list (the rack's default is 10).
+    #[arg(short, long)]
+    pub limit: Option<u32>,
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<BuildsCommand>,
+}
+
+/// `builds …`.
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// Show a build.
+    #[command(after_help = "Example:
+  rack-gateway builds info BABCDEFGHIJ -a web")]
+    Info {
+        /// Build id.
+        id: String,
+    },
+    /// Show a build's output (streamed while it runs).
+    #[command(after_help = "Example:
+  rack-gateway builds logs BABCDEFGHIJ -a web")]
+    Logs {
+        /// Build id.
+        id: String,
+    },
+}
+
+/// `deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// The directory to deploy.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Build only; do not promote the release.
+    #[arg(long)]
+    pub no_promote: bool,
+    /// After promoting, wait until the app runs the new release.
+    #[arg(long)]
+    pub wait: bool,
+    /// Promote even if the app is updating.
+    #[arg(long)]
+    pub force: bool,
+    /// Build description.
+    #[arg(short, long)]
+    pub description: Option<String>,
+    /// Manifest file name (default: convox.yml).
+    #[arg(short, long)]
+    pub manifest: Option<String>,
+    /// Build without the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Package the directory and list what would be uploaded; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// The service whose image and environment to use.
+    pub service: String,
+    /// The command (words are joined with spaces; use `--` before words starting with `-`).
+    #[arg(required = true, num_args = 1..)]
+    pub command: Vec<String>,
+    /// Start the process in the background and print its id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Run this release instead of the active one.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Seconds the process may live.
+    #[arg(short, long, default_value_t = 3600)]
+    pub timeout: u64,
+}
+
+/// `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Process id (see `rack-gateway ps`).
+    pub pid: String,
+    /// The command (words are joined with spaces; use `--` before words starting with `-`).
+    #[arg(required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// `scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The app.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// The service to scale (required with a change; filters the table otherwise).
+    pub service: Option<String>,
+    /// Desired process count.
+    #[arg(long)]
+    pub count: Option<i64>,
+    /// CPU units per process.
+    #[arg(long)]
+    pub cpu: Option<i64>,
+    /// Memory (MB) per process.
+    #[arg(long)]
+    pub memory: Option<i64>,
+    /// Autoscale minimum.
+    #[arg(long)]
+    pub min: Option<i64>,
+    /// Autoscale maximum.
+    #[arg(long)]
+    pub max: Option<i64>,
+}
+
+/// Parses `30s`, `10m`, `2h`, `1h30m` (also a bare number of seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 10m, 2h: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(help.contains("rack-gateway "), "{name} has no example");
+                walk(sub, &name);
+            }
+        }
+        walk(&Cli::command(), "rack-gateway");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m").ok(), Some(Duration::from_secs(600)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn unknown_commands_pass_through() {
+        let cli = Cli::try_parse_from(["rack-gateway", "--rack", "x", "certs", "-a", "web"]);
+        match cli.map(|c| (c.rack, c.command)) {
+            Ok((Some(rack), Command::External(args))) => {
+                assert_eq!(rack, "x");
+                assert_eq!(args, ["certs", "-a", "web"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn app_flag_works_after_a_subcommand() {
+        let cli = Cli::try_parse_from(["rack-gateway", "env", "get", "K", "-a", "web"]);
+        match cli.map(|c| c.command) {
+            Ok(Command::Env(args)) => assert_eq!(args.app.app.as_deref(), Some("web")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

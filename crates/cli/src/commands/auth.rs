@@ -1,0 +1,370 @@
+//! `login`, `logout`, `rack`, `racks`, `switch`, `env-url`: racks and credentials.
+
+use std::time::{Duration, Instant};
+
+use convox_api::client::{ClientError, System};
+use serde_json::json;
+
+use crate::cli::{LoginArgs, LogoutArgs};
+use crate::config::{self, Config, RackEntry, Selected, TokenType};
+use crate::context::{Ctx, PROXY_PATH, Target, http_client, now_ms};
+use crate::error::{CliError, CliResult};
+use crate::explain::explain;
+use crate::gateway_api::{GatewayApi, Info, Poll};
+use crate::output::{self, Info as InfoBlock, Table};
+use crate::pkce::Pkce;
+
+/// A gateway URL as given (`https://gw.example.com/`, or with the proxy path, or with
+/// `convox:<token>@` in it) → its base URL and the token it carried.
+fn normalise_url(raw: &str) -> CliResult<(String, Option<String>)> {
+    let mut url = url::Url::parse(raw.trim()).map_err(|e| {
+        CliError::Usage(format!(
+            "{raw:?} is not a URL ({e}); give the gateway's address, like https://gateway.example.com"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(CliError::Usage(format!(
+            "{raw:?}: the gateway URL must start with https:// (or http:// for local gateways)"
+        )));
+    }
+    let token = url.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut base = url.as_str().trim_end_matches('/').to_string();
+    if let Some(stripped) = base.strip_suffix(PROXY_PATH) {
+        base = stripped.to_string();
+    }
+    Ok((base, token))
+}
+
+fn load_config() -> CliResult<(std::path::PathBuf, Config)> {
+    let path = config::path()?;
+    let config = Config::load(&path)?;
+    Ok((path, config))
+}
+
+/// `login <rack> <url> [--token T | browser]`.
+pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
+    let (base, url_token) = normalise_url(&args.url)?;
+    let token = match args.token.as_deref() {
+        Some("-") => Some(
+            crate::stdin::read_all()
+                .map_err(|e| CliError::io("reading the token from stdin", e))?
+                .trim()
+                .to_string(),
+        ),
+        Some(t) => Some(t.trim().to_string()),
+        None => url_token,
+    }
+    .filter(|t| !t.is_empty());
+    let api = GatewayApi::new(http_client()?, &base);
+    // Until the entry exists, explain errors against what it will be.
+    let pending = |token_type: TokenType| {
+        Target::Gateway(Selected {
+            name: args.rack.clone(),
+            entry: RackEntry {
+                gateway_url: base.clone(),
+                token: String::new(),
+                token_type,
+                email: None,
+                role: None,
+                expires_at: None,
+                token_name: None,
+            },
+        })
+    };
+    let entry = match token {
+        Some(token) => {
+            let info = api
+                .info(&token)
+                .await
+                .map_err(|e| explain(e, Some(&pending(TokenType::ApiToken))))?;
+            entry_from_info(&base, token, &info)
+        }
+        None => browser_login(&api, &args, &base)
+            .await
+            .map_err(|e| match e {
+                CliError::Client(c) => explain(c, Some(&pending(TokenType::Session))),
+                other => other,
+            })?,
+    };
+    let (path, mut config) = load_config()?;
+    let who = entry.who();
+    let role = entry.role.clone().unwrap_or_else(|| "unknown".into());
+    config.racks.insert(args.rack.clone(), entry);
+    config.current = Some(args.rack.clone());
+    config.save(&path)?;
+    output::write_stdout(&format!(
+        "Logged in to {} ({base}) as {who}, role {role}\n",
+        args.rack
+    ))?;
+    Ok(0)
+}
+
+fn entry_from_info(base: &str, token: String, info: &Info) -> RackEntry {
+    let token_type = if info.kind == "session" {
+        TokenType::Session
+    } else {
+        TokenType::ApiToken
+    };
+    RackEntry {
+        gateway_url: base.to_string(),
+        token,
+        token_type,
+        email: info.email.clone().filter(|e| !e.is_empty()),
+        role: info.role.clone(),
+        expires_at: info.session_expires_at,
+        token_name: info.token_name.clone().filter(|n| !n.is_empty()),
+    }
+}
+
+/// The browser sign-in: PKCE challenge → browser → poll with the verifier.
+async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliResult<RackEntry> {
+    let pkce = Pkce::new();
+    let start = api
+        .start_login(&pkce.challenge, &args.rack, &crate::browser::hostname())
+        .await?;
+    let opened = !args.no_browser && crate::browser::open(&start.browser_url);
+    if opened {
+        eprintln!("Opening your browser to sign in to {base}.");
+        eprintln!("If it does not open, visit: {}", start.browser_url);
+    } else {
+        eprintln!("Open this URL in a browser to sign in to {base}:");
+        eprintln!("  {}", start.browser_url);
+    }
+    eprintln!("Waiting for the sign-in to finish (Ctrl-C to cancel)...");
+    let interval = Duration::from_secs(start.poll_interval_secs.clamp(1, 10));
+    let deadline = Instant::now() + Duration::from_secs(start.expires_in_secs.max(1));
+    loop {
+        if Instant::now() >= deadline {
+            return Err(CliError::Explained(format!(
+                "the sign-in expired before it finished: run `rack-gateway login {} {base}` again",
+                args.rack
+            )));
+        }
+        tokio::time::sleep(interval).await;
+        match api.poll_login(&start.login_id, &pkce.verifier).await? {
+            Poll::Pending => continue,
+            Poll::Complete(session) => {
+                return Ok(RackEntry {
+                    gateway_url: base.to_string(),
+                    token: session.session_token,
+                    token_type: TokenType::Session,
+                    email: session.email,
+                    role: session.role,
+                    expires_at: session.expires_at,
+                    token_name: None,
+                });
+            }
+            Poll::Expired(message) => {
+                return Err(CliError::Explained(format!(
+                    "the sign-in expired ({message}): run `rack-gateway login {} {base}` again",
+                    args.rack
+                )));
+            }
+            Poll::Refused(message) => {
+                return Err(CliError::Explained(format!("sign-in refused: {message}")));
+            }
+        }
+    }
+}
+
+/// `logout [rack]`.
+pub async fn logout(ctx: &Ctx, args: LogoutArgs) -> CliResult<i32> {
+    let (path, mut config) = load_config()?;
+    let flag = args.rack.as_deref().or(ctx.rack_flag());
+    let selected = config.select(flag)?;
+    if selected.entry.token_type == TokenType::Session {
+        let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+        match api.logout(&selected.entry.token).await {
+            Ok(()) => {}
+            // Already gone on the gateway.
+            Err(ClientError::Api {
+                status: 401 | 404, ..
+            }) => {}
+            Err(e) => eprintln!(
+                "warning: could not end the session on the gateway ({e}); forgetting it here anyway"
+            ),
+        }
+    }
+    config.racks.remove(&selected.name);
+    if config.current.as_deref() == Some(selected.name.as_str()) {
+        config.current = None;
+    }
+    config.save(&path)?;
+    output::write_stdout(&format!("Logged out of {}\n", selected.name))?;
+    Ok(0)
+}
+
+/// `racks`.
+pub fn racks(ctx: &Ctx) -> CliResult<i32> {
+    let (_, config) = load_config()?;
+    if ctx.json {
+        let list: Vec<_> = config
+            .racks
+            .iter()
+            .map(|(name, e)| {
+                json!({
+                    "name": name,
+                    "current": config.current.as_deref() == Some(name.as_str()),
+                    "gateway_url": e.gateway_url,
+                    "token_type": e.token_type,
+                    "email": e.email,
+                    "token_name": e.token_name,
+                    "role": e.role,
+                    "expires_at": e.expires_at,
+                })
+            })
+            .collect();
+        output::print_json(&list)?;
+        return Ok(0);
+    }
+    let mut table = Table::new(&[
+        "NAME", "CURRENT", "GATEWAY", "USER", "ROLE", "TYPE", "EXPIRES",
+    ]);
+    for (name, e) in &config.racks {
+        let current = if config.current.as_deref() == Some(name.as_str()) {
+            "*"
+        } else {
+            ""
+        };
+        table.row(vec![
+            name.clone(),
+            current.into(),
+            e.gateway_url.clone(),
+            e.who(),
+            e.role.clone().unwrap_or_default(),
+            e.token_type.label().into(),
+            e.expires_at.map(output::unix_ms).unwrap_or_default(),
+        ]);
+    }
+    table.print()?;
+    Ok(0)
+}
+
+/// `switch <rack>`.
+pub fn switch(rack: &str) -> CliResult<i32> {
+    let (path, mut config) = load_config()?;
+    let selected = config.select(Some(rack))?;
+    config.current = Some(selected.name.clone());
+    config.save(&path)?;
+    output::write_stdout(&format!(
+        "Switched to {} ({})\n",
+        selected.name, selected.entry.gateway_url
+    ))?;
+    Ok(0)
+}
+
+/// `env-url`.
+pub fn env_url(ctx: &Ctx) -> CliResult<i32> {
+    let url = ctx.target()?.rack_url()?;
+    output::write_stdout(&format!("export RACK_URL={url}\n"))?;
+    Ok(0)
+}
+
+/// `rack`: the gateway side (who you are, session) and the rack side (`GET /system`).
+pub async fn rack(ctx: &Ctx) -> CliResult<i32> {
+    let target = ctx.target()?;
+    let client = ctx.client()?;
+    let info = match target {
+        Target::Gateway(selected) => Some(
+            GatewayApi::new(http_client()?, &selected.entry.gateway_url)
+                .info(&selected.entry.token)
+                .await
+                .map_err(|e| explain(e, Some(target)))?,
+        ),
+        Target::Direct { .. } => None,
+    };
+    // The rack part needs convox:system:read; say so instead of failing the whole command.
+    let (system, system_error): (Option<System>, Option<String>) = match client.system().await {
+        Ok(s) => (Some(s), None),
+        Err(e @ ClientError::Api { status: 403, .. }) => (None, Some(e.to_string())),
+        Err(e) => return Err(explain(e, Some(target))),
+    };
+    let expires_at = info
+        .as_ref()
+        .and_then(|i| i.session_expires_at)
+        .or_else(|| target.entry().and_then(|e| e.expires_at));
+    if ctx.json {
+        output::print_json(&json!({
+            "rack": target.name(),
+            "gateway_url": target.base_url(),
+            "identity": info,
+            "session_expires_at": expires_at,
+            "system": system,
+            "system_error": system_error,
+        }))?;
+        return Ok(0);
+    }
+    let mut block = InfoBlock::new();
+    block.add("Rack", target.name());
+    match target {
+        Target::Gateway(_) => block.add("Gateway", target.base_url()),
+        Target::Direct { .. } => block.add("Rack URL", target.base_url()),
+    };
+    if let Some(info) = &info {
+        let who = match (&info.email, &info.token_name) {
+            (Some(e), _) if !e.is_empty() => e.clone(),
+            (_, Some(n)) => format!("API token {n}"),
+            _ => "unknown".into(),
+        };
+        block.add("User", who);
+        block.add("Role", info.role.clone().unwrap_or_default());
+        let session = match (info.kind.as_str(), expires_at) {
+            ("session", Some(at)) => format!(
+                "expires {} (in {})",
+                output::unix_ms(at),
+                output::span_ms(at - now_ms())
+            ),
+            ("session", None) => "session".into(),
+            _ => "API token (no session)".into(),
+        };
+        block.add("Session", session);
+    }
+    match (&system, &system_error) {
+        (Some(s), _) => {
+            block.add("Name", s.name.clone());
+            block.add("Provider", s.provider.clone());
+            if !s.region.is_empty() {
+                block.add("Region", s.region.clone());
+            }
+            if !s.domain.is_empty() {
+                block.add("Router", s.domain.clone());
+            }
+            block.add("Status", s.status.clone());
+            block.add("Version", s.version.clone());
+        }
+        (None, Some(e)) => {
+            block.add("Rack info", format!("not shown: {e}"));
+        }
+        (None, None) => {}
+    }
+    block.print()?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_urls_are_normalised() {
+        let n = |s: &str| normalise_url(s).ok();
+        assert_eq!(
+            n("https://gw.example.com/"),
+            Some(("https://gw.example.com".into(), None))
+        );
+        assert_eq!(
+            n("http://convox:rgw_x@127.0.0.1:8447/api/v1/rack-proxy"),
+            Some(("http://127.0.0.1:8447".into(), Some("rgw_x".into())))
+        );
+        assert!(n("gw.example.com").is_none());
+        assert!(n("ftp://gw").is_none());
+    }
+}

@@ -1,0 +1,173 @@
+//! `env`: list, get, set, unset. The environment lives in releases: reading takes the newest
+//! (or the `--release`) release's `env`; a change creates a release with the whole new environment
+//! (`POST /apps/{app}/releases env=…`), promoted only with `--promote` — as `convox env set`.
+//! Values the gateway masks for this caller are kept exactly as they arrive.
+
+use std::collections::BTreeMap;
+
+use convox_api::client::{Client, ReleaseCreateOptions};
+
+use super::{app_name, releases};
+use crate::cli::{EnvArgs, EnvCommand};
+use crate::context::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::output;
+
+/// An environment: `KEY=value` lines, sorted by key.
+pub type Env = BTreeMap<String, String>;
+
+/// Parses `KEY=value` lines (Convox's `Environment.Load`).
+pub fn parse(text: &str) -> Env {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// Renders an environment as sorted `KEY=value` lines without a trailing newline.
+pub fn render(env: &Env) -> String {
+    env.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The environment of `release`, or of the app's newest release (as `convox env` reads it:
+/// a change made without `--promote` is visible to the next `env` command).
+async fn current(client: &Client, app: &str, release: Option<&str>) -> CliResult<Env> {
+    let id = match release {
+        Some(r) => r.to_string(),
+        None => match client.releases(app, Some(1)).await?.into_iter().next() {
+            Some(r) => r.id,
+            None => return Ok(Env::new()),
+        },
+    };
+    Ok(parse(&client.release(app, &id).await?.env))
+}
+
+/// `env …`.
+pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
+    let app = app_name(&args.app)?;
+    let client = ctx.client()?;
+    let release = args.release.as_deref();
+    match args.command {
+        None => {
+            let env = current(&client, &app, release).await?;
+            if ctx.json {
+                output::print_json(&env)?;
+            } else if !env.is_empty() {
+                output::write_stdout(&format!("{}\n", render(&env)))?;
+            }
+        }
+        Some(EnvCommand::Get { key }) => {
+            let env = current(&client, &app, release).await?;
+            let value = env
+                .get(&key)
+                .ok_or_else(|| CliError::Failed(format!("env not found: {key}")))?;
+            output::write_stdout(&format!("{value}\n"))?;
+        }
+        Some(EnvCommand::Set {
+            pairs,
+            promote,
+            replace,
+        }) => {
+            let mut pairs = pairs;
+            if pairs.is_empty() && !crate::terminal::stdin_is_terminal() {
+                let text = crate::stdin::read_all()
+                    .map_err(|e| CliError::io("reading variables from stdin", e))?;
+                pairs.extend(text.lines().map(str::to_string).filter(|l| l.contains('=')));
+            }
+            if pairs.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to set: give KEY=value pairs (or pipe them in)".into(),
+                ));
+            }
+            let mut env = if replace {
+                Env::new()
+            } else {
+                current(&client, &app, release).await?
+            };
+            let mut keys = Vec::new();
+            for pair in &pairs {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Usage(format!("{pair:?} is not KEY=value")))?;
+                let k = k.trim();
+                if k.is_empty() {
+                    return Err(CliError::Usage(format!("{pair:?} has no variable name")));
+                }
+                keys.push(k.to_string());
+                env.insert(k.to_string(), v.to_string());
+            }
+            keys.sort();
+            keys.dedup();
+            change(
+                &client,
+                &app,
+                release,
+                &env,
+                &format!("Setting {}", keys.join(", ")),
+                promote,
+            )
+            .await?;
+        }
+        Some(EnvCommand::Unset { keys, promote }) => {
+            let mut env = current(&client, &app, release).await?;
+            for k in &keys {
+                env.remove(k);
+            }
+            let mut names = keys.clone();
+            names.sort();
+            change(
+                &client,
+                &app,
+                release,
+                &env,
+                &format!("Unsetting {}", names.join(", ")),
+                promote,
+            )
+            .await?;
+        }
+    }
+    Ok(0)
+}
+
+/// Creates the release with `env`, prints its id, promotes it if asked.
+async fn change(
+    client: &Client,
+    app: &str,
+    parent: Option<&str>,
+    env: &Env,
+    step: &str,
+    promote: bool,
+) -> CliResult<()> {
+    output::step(step)?;
+    let release = client
+        .create_release(
+            app,
+            &ReleaseCreateOptions {
+                env: Some(render(env)),
+                parent_release: parent.map(str::to_string),
+                ..ReleaseCreateOptions::default()
+            },
+        )
+        .await?;
+    output::ok(None)?;
+    output::write_stdout(&format!("Release: {}\n", release.id))?;
+    if promote {
+        releases::promote(client, app, &release.id, false, false).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environments_round_trip_sorted() {
+        let env = parse("B=2\nA=1=x\n\n  C  =3\n=nokey\nnoeq");
+        assert_eq!(render(&env), "A=1=x\nB=2\nC=3");
+    }
+}

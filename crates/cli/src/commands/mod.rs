@@ -1,0 +1,83 @@
+//! One module per command group; [`run`] dispatches and turns failed calls into
+//! gateway-aware messages.
+
+mod apps;
+mod auth;
+mod builds;
+mod deploy;
+mod env;
+mod exec;
+mod logs;
+mod ps;
+mod releases;
+mod services;
+mod system;
+mod wait;
+
+use std::path::Path;
+
+use clap::CommandFactory;
+
+use crate::cli::{AppArg, Cli, Command};
+use crate::context::Ctx;
+use crate::error::{CliError, CliResult};
+use crate::explain::explain;
+
+/// Runs the command line; returns the exit code.
+pub async fn run(cli: Cli) -> CliResult<i32> {
+    let ctx = Ctx::new(cli.json, cli.rack);
+    dispatch(&ctx, cli.command).await.map_err(|e| match e {
+        CliError::Client(c) => explain(c, ctx.resolved()),
+        other => other,
+    })
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
+    match command {
+        Command::Login(args) => auth::login(ctx, args).await,
+        Command::Logout(args) => auth::logout(ctx, args).await,
+        Command::Rack => auth::rack(ctx).await,
+        Command::Racks => auth::racks(ctx),
+        Command::Switch { rack } => auth::switch(&rack),
+        Command::EnvUrl => auth::env_url(ctx),
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut cmd, "rack-gateway", &mut out);
+            Ok(0)
+        }
+        Command::Apps(args) => apps::run(ctx, args).await,
+        Command::Ps(args) => ps::run(ctx, args).await,
+        Command::Logs(args) => logs::run(ctx, args).await,
+        Command::Env(args) => env::run(ctx, args).await,
+        Command::Releases(args) => releases::run(ctx, args).await,
+        Command::Builds(args) => builds::run(ctx, args).await,
+        Command::Deploy(args) => deploy::run(ctx, args).await,
+        Command::Restart(args) => services::restart(ctx, &args.app).await,
+        Command::Run(args) => exec::run(ctx, args).await,
+        Command::Exec(args) => exec::exec(ctx, args).await,
+        Command::Scale(args) => services::scale(ctx, args).await,
+        Command::Services(args) => services::list(ctx, &args.app).await,
+        Command::Instances => system::instances(ctx).await,
+        Command::External(args) => crate::passthrough::run(ctx.target()?, &args),
+    }
+}
+
+/// The app: `-a`, else `.convox/app`, else the current directory's name (as `convox` does).
+pub fn app_name(arg: &AppArg) -> CliResult<String> {
+    if let Some(app) = arg.app.as_ref().filter(|a| !a.is_empty()) {
+        return Ok(app.clone());
+    }
+    let cwd =
+        std::env::current_dir().map_err(|e| CliError::io("reading the current directory", e))?;
+    if let Ok(name) = std::fs::read_to_string(cwd.join(".convox").join("app"))
+        && !name.trim().is_empty()
+    {
+        return Ok(name.trim().to_string());
+    }
+    cwd.file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.to_lowercase())
+        .filter(|n| !n.is_empty() && Path::new(n) != Path::new("/"))
+        .ok_or_else(|| CliError::Usage("no app given: use -a <app>".into()))
+}

@@ -1,0 +1,285 @@
+//! `~/.config/rack-gateway/config.json`: the racks this user signed in to, one credential
+//! each, and the current rack. Written atomically (temporary file + rename) with mode 0600.
+//!
+//! Location: `$RACK_GATEWAY_CONFIG` (a file path), else `$XDG_CONFIG_HOME/rack-gateway/`,
+//! else `~/.config/rack-gateway/`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, CliResult};
+
+/// Environment variable naming the config file (tests, several identities).
+pub const CONFIG_ENV: &str = "RACK_GATEWAY_CONFIG";
+/// Environment variable selecting a rack (after `--rack`, before the current rack).
+pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
+
+/// What kind of credential a rack entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenType {
+    /// An API token (`rgw_…`), from `login --token`.
+    ApiToken,
+    /// A CLI session (`rgs_…`), from the browser sign-in.
+    Session,
+}
+
+impl TokenType {
+    /// How the type is named to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenType::ApiToken => "api_token",
+            TokenType::Session => "session",
+        }
+    }
+}
+
+/// One configured rack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RackEntry {
+    /// The gateway's base URL (`https://gateway.example.com`).
+    pub gateway_url: String,
+    /// The credential.
+    pub token: String,
+    /// Its kind.
+    pub token_type: TokenType,
+    /// The signed-in person, if known.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The role the gateway reported at login.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// When the session ends (unix milliseconds), if known.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// The API token's name, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
+}
+
+impl RackEntry {
+    /// Who this credential is, for people: the e-mail, else the token's name.
+    pub fn who(&self) -> String {
+        match (&self.email, &self.token_name) {
+            (Some(e), _) if !e.is_empty() => e.clone(),
+            (_, Some(n)) if !n.is_empty() => format!("token {n}"),
+            _ => "unknown".into(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The current rack's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// Racks by name.
+    #[serde(default)]
+    pub racks: BTreeMap<String, RackEntry>,
+}
+
+/// A rack chosen by `--rack`, `RACK_GATEWAY_RACK` or the current rack.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// Its name.
+    pub name: String,
+    /// Its entry.
+    pub entry: RackEntry,
+}
+
+/// Where the config file lives.
+pub fn path() -> CliResult<PathBuf> {
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => dirs::home_dir()
+            .ok_or_else(|| {
+                CliError::Config(format!(
+                    "cannot find the home directory: set HOME or {CONFIG_ENV}"
+                ))
+            })?
+            .join(".config"),
+    };
+    Ok(base.join("rack-gateway").join("config.json"))
+}
+
+impl Config {
+    /// Reads the file; a missing file is an empty config.
+    pub fn load(path: &Path) -> CliResult<Config> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                CliError::Config(format!(
+                    "{} is not a valid rack-gateway config: {e}",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(CliError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Writes the file atomically with mode 0600 (its directory 0700 when created).
+    pub fn save(&self, path: &Path) -> CliResult<()> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        create_private_dir(dir)?;
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| CliError::Config(format!("cannot encode the config: {e}")))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".config.json.")
+            .tempfile_in(dir)
+            .map_err(|e| CliError::io(format!("creating a file in {}", dir.display()), e))?;
+        set_private(tmp.path())?;
+        tmp.write_all(&json)
+            .and_then(|()| tmp.write_all(b"\n"))
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| CliError::io(format!("writing {}", tmp.path().display()), e))?;
+        tmp.persist(path)
+            .map_err(|e| CliError::io(format!("replacing {}", path.display()), e.error))?;
+        set_private(path)
+    }
+
+    /// The rack to use: `flag`, else `RACK_GATEWAY_RACK`, else the current rack.
+    pub fn select(&self, flag: Option<&str>) -> CliResult<Selected> {
+        let from_env = std::env::var(RACK_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let (name, source) = match (flag.filter(|f| !f.is_empty()), from_env) {
+            (Some(f), _) => (f.to_string(), "--rack"),
+            (None, Some(e)) => (e.trim().to_string(), RACK_ENV),
+            (None, None) => match &self.current {
+                Some(c) => (c.clone(), "the current rack"),
+                None => {
+                    return Err(CliError::Usage(
+                        "no rack selected: run `rack-gateway login <rack> <gateway-url>` first"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        match self.racks.get(&name) {
+            Some(entry) => Ok(Selected {
+                name,
+                entry: entry.clone(),
+            }),
+            None => {
+                let known: Vec<&str> = self.racks.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                Err(CliError::Usage(format!(
+                    "unknown rack {name:?} (from {source}); configured racks: {known}. \
+                     Run `rack-gateway login {name} <gateway-url>` to add it"
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn set_private(path: &Path) -> CliResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| CliError::io(format!("setting the mode of {}", path.display()), e))
+}
+
+#[cfg(not(unix))]
+fn set_private(_path: &Path) -> CliResult<()> {
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> CliResult<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| CliError::io(format!("creating {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(url: &str) -> RackEntry {
+        RackEntry {
+            gateway_url: url.into(),
+            token: "rgw_x".into(),
+            token_type: TokenType::ApiToken,
+            email: None,
+            role: Some("ops".into()),
+            expires_at: None,
+            token_name: Some("ci".into()),
+        }
+    }
+
+    #[test]
+    fn save_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("sub").join("config.json");
+        let mut config = Config::default();
+        config.racks.insert("a".into(), entry("http://a"));
+        config.current = Some("a".into());
+        config.save(&path).unwrap_or_else(|e| panic!("{e}"));
+        config.save(&path).unwrap_or_else(|e| panic!("{e}"));
+        let back = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, config);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            assert_eq!(mode, 0o600);
+        }
+        // No temporary files left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn missing_file_is_empty_and_garbage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("config.json");
+        assert_eq!(Config::load(&path).ok(), Some(Config::default()));
+        std::fs::write(&path, "{nope").unwrap_or_else(|e| panic!("{e}"));
+        assert!(Config::load(&path).is_err());
+    }
+
+    #[test]
+    fn the_flag_wins_then_the_current_rack() {
+        let mut config = Config::default();
+        config.racks.insert("a".into(), entry("http://a"));
+        config.racks.insert("b".into(), entry("http://b"));
+        config.current = Some("a".into());
+        // RACK_GATEWAY_RACK is covered by the integration tests (it is process-wide).
+        assert_eq!(
+            config.select(Some("b")).map(|s| s.name).ok(),
+            Some("b".into())
+        );
+        if std::env::var(RACK_ENV).is_err() {
+            assert_eq!(config.select(None).map(|s| s.name).ok(), Some("a".into()));
+        }
+        let err = config.select(Some("c")).err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("configured racks: a, b"));
+    }
+}

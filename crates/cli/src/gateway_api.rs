@@ -1,0 +1,200 @@
+//! The gateway's own endpoints the CLI uses: who am I (`/api/v1/info`), the CLI sign-in
+//! (`/api/v1/auth/cli/start` and `/poll`) and sign-out (`/api/v1/auth/logout`).
+
+use std::time::Duration;
+
+use convox_api::client::{ClientError, error_from_response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Per-request time limit for these small calls.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `GET /api/v1/info`: the caller.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Info {
+    /// `api_token` or `session`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The API token's name.
+    #[serde(default)]
+    pub token_name: Option<String>,
+    /// The person.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The role.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Granted permissions.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// When the session ends (unix ms), for sessions.
+    #[serde(default)]
+    pub session_expires_at: Option<i64>,
+}
+
+/// `POST /api/v1/auth/cli/start`'s answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoginStart {
+    /// The attempt's id (secret-ish: it is in the browser URL).
+    pub login_id: String,
+    /// Where the person signs in.
+    pub browser_url: String,
+    /// How often to poll.
+    #[serde(default = "one")]
+    pub poll_interval_secs: u64,
+    /// How long the attempt lives.
+    #[serde(default = "ten_minutes")]
+    pub expires_in_secs: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn ten_minutes() -> u64 {
+    600
+}
+
+/// A finished CLI sign-in.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Session {
+    /// The session token (`rgs_…`).
+    pub session_token: String,
+    /// The person.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Their role.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// When the session ends (unix ms).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// Where a CLI sign-in stands.
+#[derive(Debug)]
+pub enum Poll {
+    /// The browser has not finished.
+    Pending,
+    /// Signed in.
+    Complete(Session),
+    /// Too late, or already collected.
+    Expired(String),
+    /// The gateway refused the sign-in.
+    Refused(String),
+}
+
+/// The gateway at one base URL.
+#[derive(Debug, Clone)]
+pub struct GatewayApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl GatewayApi {
+    /// The gateway at `base` (no trailing slash).
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        rb.timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(url, &e))
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::from_reqwest(url, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            reason: format!("{e} (is this a rack-gateway?)"),
+        })
+    }
+
+    /// `GET /api/v1/info` with `token`.
+    pub async fn info(&self, token: &str) -> Result<Info, ClientError> {
+        let url = self.url("/api/v1/info");
+        let response = self
+            .send(&url, self.http.get(&url).bearer_auth(token))
+            .await?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        Self::json(&url, response).await
+    }
+
+    /// `POST /api/v1/auth/cli/start` with the PKCE challenge.
+    pub async fn start_login(
+        &self,
+        challenge: &str,
+        rack: &str,
+        hostname: &str,
+    ) -> Result<LoginStart, ClientError> {
+        let url = self.url("/api/v1/auth/cli/start");
+        let body = json!({
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "rack": rack,
+            "hostname": hostname,
+        });
+        let response = self.send(&url, self.http.post(&url).json(&body)).await?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        Self::json(&url, response).await
+    }
+
+    /// `POST /api/v1/auth/cli/poll` with the verifier.
+    pub async fn poll_login(&self, login_id: &str, verifier: &str) -> Result<Poll, ClientError> {
+        let url = self.url("/api/v1/auth/cli/poll");
+        let body = json!({ "login_id": login_id, "code_verifier": verifier });
+        let response = self.send(&url, self.http.post(&url).json(&body)).await?;
+        let status = response.status().as_u16();
+        match status {
+            200 => Ok(Poll::Complete(Self::json(&url, response).await?)),
+            202 => Ok(Poll::Pending),
+            410 | 403 => {
+                let body: serde_json::Value = Self::json(&url, response).await.unwrap_or_default();
+                let message = body["error"].as_str().unwrap_or("").to_string();
+                if status == 410 {
+                    Ok(Poll::Expired(message))
+                } else {
+                    Ok(Poll::Refused(message))
+                }
+            }
+            _ => Err(error_from_response(response).await),
+        }
+    }
+
+    /// `POST /api/v1/auth/logout`: ends the session `token` on the gateway.
+    pub async fn logout(&self, token: &str) -> Result<(), ClientError> {
+        let url = self.url("/api/v1/auth/logout");
+        let response = self
+            .send(&url, self.http.post(&url).bearer_auth(token))
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(error_from_response(response).await)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `deploy`: package (honouring .dockerignore), upload, build, stream, promote.
+
+use std::path::Path;
+
+use crate::kit::{Dev, Home};
+
+fn sample_app(dir: &Path) {
+    let write = |p: &str, s: &str| {
+        let path = dir.join(p);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(path, s).unwrap_or_else(|e| panic!("{e}"));
+    };
+    write(
+        "Dockerfile",
+        "FROM ruby:3.3-slim\nCOPY . /app\nCMD [\"bin/start\"]\n",
+    );
+    write(
+        "convox.yml",
+        "services:\n  web:\n    build: .\n    port: 3000\n",
+    );
+    write(".dockerignore", "# local only\nsecrets.env\ntmp\n");
+    write("secrets.env", "DATABASE_PASSWORD=hunter2\n");
+    write("tmp/cache.bin", "cache\n");
+    write("app/main.rb", "puts 'hi'\n");
+}
+
+#[test]
+fn deploy_builds_streams_and_promotes() {
+    let dev = Dev::start();
+    let home = Home::new();
+    home.login(&dev, "dev", "deployer");
+    let src = home.path().join("myapp");
+    sample_app(&src);
+    let dir = src.to_string_lossy().to_string();
+
+    let listing = home.run(&["deploy", &dir, "-a", "web", "--dry-run"]).ok();
+    let files: Vec<&str> = listing.lines().skip(1).collect();
+    assert_eq!(
+        files,
+        [".dockerignore", "Dockerfile", "app/main.rb", "convox.yml"],
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("secrets.env") && !listing.contains("tmp/"),
+        "{listing}"
+    );
+
+    let before = home.run(&["apps", "info", "web", "--json"]).json()["release"].clone();
+    let out = home
+        .run(&["deploy", &dir, "-a", "web", "--wait", "-d", "cli test"])
+        .ok();
+    assert!(out.contains("Packaging source... OK, 4 files"), "{out}");
+    assert!(out.contains("Uploading source... OK"), "{out}");
+    assert!(out.contains("Starting build... OK, B"), "{out}");
+    assert!(
+        out.contains("Successfully built"),
+        "build output streamed: {out}"
+    );
+    let release = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Promoting ")
+                .and_then(|r| r.strip_suffix("... OK"))
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(release.starts_with('R'), "{out}");
+    assert!(
+        out.contains(&format!("Waiting for web to run {release}... OK")),
+        "{out}"
+    );
+    let app = home.run(&["apps", "info", "web", "--json"]).json();
+    assert_eq!(app["release"], release.as_str());
+    assert_ne!(app["release"], before);
+    let build = &home.run(&["builds", "-a", "web", "--json"]).json()[0];
+    assert_eq!(build["status"], "complete");
+    assert_eq!(build["release"], release.as_str());
+    assert_eq!(build["description"], "cli test");
+
+    // --no-promote builds a release and leaves the active one alone.
+    let out = home
+        .run(&["deploy", &dir, "-a", "web", "--no-promote"])
+        .ok();
+    assert!(
+        out.contains("is ready; promote it with `rack-gateway releases promote R"),
+        "{out}"
+    );
+    assert_eq!(
+        home.run(&["apps", "info", "web", "--json"]).json()["release"],
+        release.as_str()
+    );
+
+    // Viewers may not upload.
+    let viewer = Home::new();
+    viewer.login(&dev, "dev", "viewer");
+    let err = viewer.run(&["deploy", &dir, "-a", "web"]).failed();
+    assert!(
+        err.contains("permission denied") && err.contains("your role: viewer"),
+        "{err}"
+    );
+}

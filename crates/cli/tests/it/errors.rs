@@ -1,0 +1,171 @@
+//! Gateway-aware errors: denials, dead credentials, expiry warnings, and which side is down.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::kit::{Dev, Home, free_port, server_bin};
+
+#[test]
+fn a_denied_command_shows_the_gateway_message() {
+    let dev = Dev::start();
+    let home = Home::new();
+    home.login(&dev, "dev", "ops");
+    let out = home.run(&["apps", "delete", "web"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ERROR: permission denied: convox:apps:delete is required (your role: ops)"),
+        "{out:?}"
+    );
+    // The app is still there.
+    assert!(home.run(&["apps"]).ok().contains("web"));
+}
+
+#[test]
+fn dead_credentials_and_expiring_sessions_name_the_fix() {
+    let dev = Dev::start();
+    let home = Home::new();
+    home.login(&dev, "dev", "viewer");
+    let mut config = home.config();
+
+    // A session the gateway no longer knows.
+    config["racks"]["dev"]["token_type"] = "session".into();
+    config["racks"]["dev"]["token"] = "rgs_revoked-or-expired".into();
+    home.write_config(&config);
+    let err = home.run(&["apps"]).failed();
+    let fix = format!("run `rack-gateway login dev {}`", dev.gateway);
+    assert!(
+        err.contains("session expired or revoked") && err.contains(&fix),
+        "{err}"
+    );
+
+    // An API token the gateway no longer knows.
+    config["racks"]["dev"]["token_type"] = "api_token".into();
+    home.write_config(&config);
+    let err = home.run(&["ps", "-a", "web"]).failed();
+    assert!(
+        err.contains("API token expired or revoked") && err.contains("--token <new token>"),
+        "{err}"
+    );
+
+    // A session that ends within a day: a warning on stderr, and the command still runs.
+    let in_an_hour = chrono_ms() + 3_600_000;
+    config["racks"]["dev"]["token_type"] = "session".into();
+    config["racks"]["dev"]["token"] = dev.token("viewer").into();
+    config["racks"]["dev"]["expires_at"] = in_an_hour.into();
+    home.write_config(&config);
+    let out = home.run(&["apps"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("warning: your session for rack dev expires in")
+            && out.stderr.contains(&fix),
+        "{out:?}"
+    );
+    // Far from expiry: no warning.
+    config["racks"]["dev"]["expires_at"] = (in_an_hour + 7 * 24 * 3_600_000).into();
+    home.write_config(&config);
+    let out = home.run(&["apps"]);
+    assert!(out.code == 0 && out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn an_unreachable_gateway_is_named() {
+    let home = Home::new();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let err = home
+        .run(&["login", "gone", &url, "--token", "rgw_x"])
+        .failed();
+    assert!(
+        err.contains(&format!("gateway unreachable at {url}")),
+        "{err}"
+    );
+    let config = serde_json::json!({
+        "current": "gone",
+        "racks": { "gone": { "gateway_url": url, "token": "rgw_x", "token_type": "api_token" } }
+    });
+    std::fs::create_dir_all(home.config_path().parent().unwrap_or(home.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    home.write_config(&config);
+    let err = home.run(&["apps"]).failed();
+    assert!(
+        err.contains(&format!("gateway unreachable at {url}")),
+        "{err}"
+    );
+    let err = home.run(&["logs", "-a", "web"]).failed();
+    assert!(
+        err.contains(&format!("gateway unreachable at {url}")),
+        "{err}"
+    );
+}
+
+/// A gateway (`serve`) in front of a rack address where nothing listens; its database lives
+/// in `_dir`.
+struct Serve {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_down_rack_behind_a_live_gateway_is_told_apart() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = format!("sqlite://{}/gateway.db", dir.path().display());
+    let key = "cli-test-audit-key-0123456789abcdef0123456789";
+    let out = Command::new(server_bin())
+        .args(["tokens", "create", "--name", "cli-test", "--role", "viewer"])
+        .env("DATABASE_URL", &db)
+        .env("AUDIT_HMAC_KEY", key)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let port = free_port();
+    let child = Command::new(server_bin())
+        .arg("serve")
+        .env("DATABASE_URL", &db)
+        .env("AUDIT_HMAC_KEY", key)
+        .env("RACK_HOST", format!("http://127.0.0.1:{}", free_port()))
+        .env("RACK_TOKEN", "unused")
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _serve = Serve { child, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let home = Home::new();
+    let out = home.run(&["login", "dev", &url, "--token", &token]).ok();
+    assert!(out.contains("role viewer"), "{out}");
+    let err = home.run(&["apps"]).failed();
+    assert!(
+        err.contains(&format!("the gateway at {url} is up but the rack is down")),
+        "{err}"
+    );
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

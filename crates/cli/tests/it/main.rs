@@ -1,0 +1,13 @@
+//! Integration tests: the real `rack-gateway` binary against the real
+//! `rack-gateway-server dev` stack (fake rack + gateway), with tokens of each role.
+//! One test binary keeps link time down; each test starts its own stack (~0.2 s).
+
+mod kit;
+
+mod commands;
+mod deploy;
+mod direct;
+mod errors;
+mod racks;
+mod sessions;
+mod signin;
