@@ -237,6 +237,11 @@ async fn deny(
     principal: Option<&Principal>,
     err: &ApiError,
 ) {
+    if matches!(err, ApiError::Unauthenticated(AuthError::Store(_))) {
+        // The store is what failed: an audit write would fail too, only slower.
+        tracing::error!(request_id = %facts.request_id, "refused: store unavailable");
+        return;
+    }
     let mut event = facts.event(EventKind::Request, action, principal);
     event.rbac_decision = Decision::Deny;
     event.status = Some(i64::from(err.status().as_u16()));

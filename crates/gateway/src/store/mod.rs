@@ -101,7 +101,7 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool_options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(3))
             .max_connections(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,

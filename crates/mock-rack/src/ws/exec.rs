@@ -141,7 +141,10 @@ pub async fn session(
     }
     // Drain until the client closes (bounded), then let go.
     let reader_abort = reader.abort_handle();
-    if tokio::time::timeout(std::time::Duration::from_secs(2), reader).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(2), reader)
+        .await
+        .is_err()
+    {
         reader_abort.abort();
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::both_backends;
-use crate::kit::{Gateway, admin, client, role_token, store};
+use crate::kit::{Backend, Gateway, admin, client, role_token, store};
 use crate::upstream::TestRack;
 
 both_backends!(
@@ -155,3 +155,160 @@ both_backends!(client_vanishing_mid_upload_is_recorded, |db| async move {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 200);
 });
+
+/// A PostgreSQL cluster of the test's own (so it can be stopped), from the binaries in
+/// `RGW_TEST_PG_BINDIR` (scripts/test sets it). Run as the `postgres` user when we are root.
+struct OwnPostgres {
+    bindir: String,
+    data: std::path::PathBuf,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    fn command(&self, program: &str) -> std::process::Command {
+        let path = format!("{}/{program}", self.bindir);
+        if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &path]);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    fn start() -> Option<OwnPostgres> {
+        let bindir = std::env::var("RGW_TEST_PG_BINDIR").ok()?;
+        let dir = crate::kit::scratch_dir();
+        if is_root() {
+            let _ = std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status();
+        }
+        let pg = OwnPostgres {
+            bindir,
+            data: dir.join("data"),
+            port: crate::signin::free_port(),
+            dir,
+        };
+        let ok = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["--auth=trust", "--no-sync", "-U", "postgres"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "initdb failed");
+        pg.pg_ctl_start();
+        Some(pg)
+    }
+
+    fn pg_ctl_start(&self) {
+        let ok = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-l"])
+            .arg(self.dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+                self.port,
+                self.dir.display()
+            ))
+            .arg("start")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "pg_ctl start failed");
+    }
+
+    fn stop(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_fails_closed_and_recovers() {
+    let Some(pg) = OwnPostgres::start() else {
+        assert!(
+            std::env::var("RGW_REQUIRE_POSTGRES").is_err(),
+            "RGW_REQUIRE_POSTGRES is set but RGW_TEST_PG_BINDIR is not"
+        );
+        eprintln!("skipping: RGW_TEST_PG_BINDIR not set (scripts/test sets it)");
+        return;
+    };
+    let dir = crate::kit::scratch_dir();
+    let db = crate::kit::Db::at(pg.url(), Backend::Postgres, dir);
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let restart = |c: reqwest::Client| {
+        let url = gw.proxy("/apps/web/services/web/restart");
+        let token = deployer.clone();
+        async move {
+            c.post(url)
+                .basic_auth("convox", Some(token))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(restart(c.clone()).await, 200);
+    pg.stop();
+    rack.clear();
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let status = restart(c.clone()).await;
+        eprintln!(
+            "answered {status} in {:?} with the database down",
+            started.elapsed()
+        );
+        assert_eq!(status, 503, "database down must fail closed");
+    }
+    assert!(
+        rack.seen().is_empty(),
+        "a request reached the rack while the audit store was down"
+    );
+    pg.pg_ctl_start();
+    let recovered = crate::kit::eventually(|| {
+        let c = c.clone();
+        let fut = restart(c);
+        async move { fut.await == 200 }
+    })
+    .await;
+    assert!(
+        recovered,
+        "the gateway did not recover when PostgreSQL came back"
+    );
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
+}

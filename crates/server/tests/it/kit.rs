@@ -30,6 +30,13 @@ pub struct Db {
     dir: PathBuf,
 }
 
+impl Db {
+    /// A database at `url` whose scratch directory is `dir`.
+    pub fn at(url: String, backend: Backend, dir: PathBuf) -> Db {
+        Db { url, backend, dir }
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
