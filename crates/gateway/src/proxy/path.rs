@@ -47,6 +47,17 @@ pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
     if raw.contains('\\') {
         return Err(PathError("backslash in path"));
     }
+    // A `%` must start a two-hex-digit escape; a lone one is malformed (and parsers disagree
+    // on what it means).
+    let bytes = raw.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return Err(PathError("malformed percent-encoding in path"));
+        }
+    }
     let lower = raw.to_ascii_lowercase();
     for (needle, why) in [
         ("%2f", "encoded / in path"),
@@ -103,6 +114,33 @@ mod tests {
         assert_eq!(p.forward, "/apps");
     }
 
+    proptest::proptest! {
+        /// Whatever arrives: no panic; what passes is stable (normalising the forwarded path
+        /// again gives the same path) and free of the shapes two parsers could read apart.
+        #[test]
+        fn normalisation_is_total_and_stable(raw in "(/|[a-z]|%[0-9a-fA-F]{2}|\\.|\\\\|%|[ -~]){0,40}") {
+            if let Ok(p) = normalise(&raw) {
+                let again = normalise(&p.forward).unwrap_or_else(|e| panic!("{raw:?} -> {:?}: {e}", p.forward));
+                proptest::prop_assert_eq!(&again.forward, &p.forward);
+                proptest::prop_assert_eq!(&again.decoded, &p.decoded);
+                proptest::prop_assert!(!p.decoded.contains("//"));
+                proptest::prop_assert!(!p.decoded.split('/').any(|s| s == ".." || s == "."));
+                proptest::prop_assert!(!p.decoded.contains('\\'));
+            }
+        }
+
+        /// Classification never panics and always names a permission.
+        #[test]
+        fn classification_is_total(raw in "(/[a-z0-9{}.*-]{1,12}){0,7}", method in "(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|FOO)") {
+            if let Ok(p) = normalise(&raw) {
+                let m = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
+                if let Ok(c) = crate::proxy::classify(&m, &p.decoded) {
+                    proptest::prop_assert!(c.permission.starts_with("convox:"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn ambiguous_paths_are_refused() {
         for bad in [
@@ -119,6 +157,9 @@ mod tests {
             "/apps/%00",
             "/apps/%0a",
             "/apps/%ff",
+            "/apps/%",
+            "/apps/%zz",
+            "/apps/web%2",
             "apps",
         ] {
             assert!(normalise(bad).is_err(), "{bad}");
