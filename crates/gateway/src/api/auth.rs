@@ -17,7 +17,7 @@ use crate::app::{AppState, Peer};
 use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
 use crate::error::ApiError;
 use crate::identity::sessions::issue_session;
-use crate::identity::{AuthError, Principal, hash_token};
+use crate::identity::{AuthError, hash_token};
 use crate::oidc::random_token;
 use crate::store::{LoginRow, UserRow, now_ms};
 use crate::web::{self, cookies};
@@ -674,9 +674,4 @@ pub async fn cli_poll(
         }
         _ => Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response()),
     }
-}
-
-/// Whether a principal may act on another user's sessions.
-pub fn is_admin(principal: &Principal) -> bool {
-    principal.permissions.allows("gateway:sessions:manage")
 }
