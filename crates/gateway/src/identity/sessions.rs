@@ -70,7 +70,10 @@ pub async fn authenticate_session(
         .role
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("users.role of {}", user.email)))?;
-    if let Err(err) = store.touch_session(&session).await {
+    // Record use often enough that the idle timeout measures real idleness: every 30 s, or a
+    // quarter of the idle timeout when that is shorter.
+    let interval = (idle / 4).clamp(0, 30_000);
+    if let Err(err) = store.touch_session(&session, interval).await {
         tracing::warn!(error = %err, session_id = session.id, "could not record session use");
     }
     Ok(Principal {

@@ -132,10 +132,15 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Records activity, coarsely (at most every 30 s) to keep writes off the hot path.
-    pub async fn touch_session(&self, session: &SessionRow) -> Result<(), StoreError> {
+    /// Records activity, coarsely (at most every `min_interval_ms`) to keep writes off the hot
+    /// path.
+    pub async fn touch_session(
+        &self,
+        session: &SessionRow,
+        min_interval_ms: i64,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
-        if now - session.last_seen_at < 30_000 {
+        if now - session.last_seen_at < min_interval_ms {
             return Ok(());
         }
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")

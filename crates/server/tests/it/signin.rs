@@ -465,7 +465,7 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
     let s = SignIn::start(
         &db,
         dev_oidc::Quirks::default(),
-        &[("SESSION_IDLE_TIMEOUT_SECS", "2")],
+        &[("SESSION_IDLE_TIMEOUT_SECS", "3")],
     )
     .await;
     let c = client();
@@ -552,8 +552,19 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
         .unwrap_or_default();
     assert_eq!(list[0]["channel"], "cli");
     assert_eq!(list[0]["current"], true);
-    // Idle timeout.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Use keeps the session alive past the idle timeout…
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let resp = c
+            .get(s.gw.proxy("/apps"))
+            .basic_auth("convox", Some(&token))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200, "an active session stays alive");
+    }
+    // …idleness ends it.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let resp = c
         .get(s.gw.proxy("/apps"))
         .basic_auth("convox", Some(&token))
