@@ -498,7 +498,7 @@ pub async fn logout(
     peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = super::caller(&state, &headers).await?;
+    let principal = super::caller_for(&state, &http::Method::POST, &headers).await?;
     let Some(id) = principal.session_id() else {
         return Err(ApiError::BadRequest(
             "only sessions sign out; revoke API tokens instead".into(),
@@ -562,11 +562,13 @@ pub async fn cli_start(
         )
         .await
         .map_err(|_| ApiError::Internal)?;
+    // The public URL, or else the origin of the callback registered with the provider.
     let base = state
         .config
         .public_url
-        .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .clone()
+        .or_else(|| state.oidc.as_ref().map(|o| o.config().redirect_url.clone()))
+        .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
     Ok(Json(json!({
         "login_id": login_id,

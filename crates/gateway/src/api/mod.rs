@@ -47,11 +47,6 @@ pub async fn caller_for(
         .map_err(ApiError::Unauthenticated)
 }
 
-/// [`caller_for`] for a read.
-pub async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    caller_for(state, &http::Method::POST, headers).await
-}
-
 /// Requires `permission` of `principal`.
 pub fn require(principal: &Principal, permission: &str) -> Result<(), ApiError> {
     if principal.permissions.allows(permission) {

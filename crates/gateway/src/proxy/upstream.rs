@@ -24,6 +24,9 @@ pub enum UpstreamError {
     /// The CA file could not be read.
     #[error("RACK_CA_FILE: {0}")]
     CaFile(String),
+    /// The rack token cannot be sent in a header (control characters, non-ASCII).
+    #[error("RACK_TOKEN contains characters that cannot be sent in an HTTP header")]
+    BadToken,
     /// TLS set-up failed.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
@@ -81,7 +84,7 @@ impl Upstream {
         let token = config.rack_token.expose();
         let basic = STANDARD.encode(format!("convox:{token}"));
         let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|_| UpstreamError::CaFile("RACK_TOKEN is not a valid header value".into()))?;
+            .map_err(|_| UpstreamError::BadToken)?;
         auth.set_sensitive(true);
         Ok(Upstream {
             base,
