@@ -10,6 +10,7 @@ pub mod identity;
 pub mod oidc;
 pub mod proxy;
 pub mod rbac;
+pub mod secret_eq;
 pub mod store;
 pub mod web;
 

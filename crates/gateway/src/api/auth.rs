@@ -2,6 +2,7 @@
 //! bound to a PKCE-style verifier only it holds, the browser signs in, the CLI polls with the
 //! verifier and receives the session).
 
+use crate::secret_eq::secret_eq;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -11,7 +12,6 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::app::{AppState, Peer};
 use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
@@ -237,7 +237,7 @@ pub async fn callback(
     };
     // The attempt must belong to this browser.
     let cookie = cookies::get(&headers, cookies::LOGIN_COOKIE).unwrap_or_default();
-    if !bool::from(cookie.as_bytes().ct_eq(attempt.id.as_bytes())) {
+    if !secret_eq(cookie.as_bytes(), attempt.id.as_bytes()) {
         return deny(
             "browser_mismatch",
             None,
@@ -634,7 +634,7 @@ pub async fn cli_poll(
         .ok_or_else(|| ApiError::BadRequest("unknown login_id".into()))?;
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(body.code_verifier.as_bytes()));
     let expected = attempt.cli_challenge.clone().unwrap_or_default();
-    if !bool::from(challenge.as_bytes().ct_eq(expected.as_bytes())) {
+    if !secret_eq(challenge.as_bytes(), expected.as_bytes()) {
         return Err(ApiError::BadRequest(
             "code_verifier does not match this login".into(),
         ));

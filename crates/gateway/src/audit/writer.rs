@@ -1,6 +1,7 @@
 //! The single audit writer task: group commit, chain extension, stdout sink.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -106,7 +107,8 @@ async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<J
             }
         }
         if !events.is_empty() {
-            let result = write_with_retry(&store, &key, &events).await;
+            let count = events.len();
+            let result = write_with_retry(&store, &key, events).await;
             match result {
                 Ok(rows) => {
                     if stdout {
@@ -119,7 +121,7 @@ async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<J
                     }
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, events = events.len(), "audit write failed");
+                    tracing::error!(error = %err, events = count, "audit write failed");
                     for ack in acks.into_iter().flatten() {
                         let _ = ack.send(Err(err.clone()));
                     }
@@ -137,16 +139,17 @@ async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<J
 async fn write_with_retry(
     store: &Store,
     key: &ChainKey,
-    events: &[AuditEvent],
+    events: Vec<AuditEvent>,
 ) -> Result<Vec<AuditRow>, AuditError> {
-    let link = |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
-    match store.append_audit(events, link).await {
+    let events: Arc<[AuditEvent]> = events.into();
+    let link = |key: ChainKey| move |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
+    match store.append_audit(events.clone(), link(key.clone())).await {
         Ok(rows) => Ok(rows),
         Err(first) => {
             tracing::warn!(error = %first, "audit write failed, retrying once");
             tokio::time::sleep(Duration::from_millis(50)).await;
             store
-                .append_audit(events, link)
+                .append_audit(events, link(key.clone()))
                 .await
                 .map_err(|e| AuditError::Store(e.to_string()))
         }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use subtle::ConstantTimeEq;
+use crate::secret_eq::secret_eq;
 
 /// A secret value: `Debug` and `Display` print `[redacted]`.
 #[derive(Clone)]
@@ -21,7 +21,7 @@ impl Secret {
 
     /// Constant-time comparison with `other`.
     pub fn ct_eq(&self, other: &str) -> bool {
-        self.0.as_bytes().ct_eq(other.as_bytes()).into()
+        secret_eq(self.0.as_bytes(), other.as_bytes())
     }
 }
 

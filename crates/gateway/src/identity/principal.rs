@@ -1,6 +1,6 @@
 //! The [`Principal`] behind a request, and authentication of a presented token.
 
-use subtle::ConstantTimeEq;
+use crate::secret_eq::secret_eq;
 
 use super::tokens::hash_token;
 use crate::rbac::{PermissionSet, Role};
@@ -143,7 +143,7 @@ pub async fn authenticate(
         .ok_or(AuthError::Unknown)?;
     // The row was found by hash; compare again in constant time so equality never depends
     // on a database index's comparison.
-    if !bool::from(row.token_hash.as_bytes().ct_eq(hash.as_bytes())) {
+    if !secret_eq(row.token_hash.as_bytes(), hash.as_bytes()) {
         return Err(AuthError::Unknown);
     }
     if row.revoked_at.is_some() {

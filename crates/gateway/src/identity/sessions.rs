@@ -1,7 +1,7 @@
 //! Sessions: opaque random tokens (`rgs_…`) stored only as SHA-256, with an idle timeout and
 //! an absolute lifetime. The user's role and lock are read on every request.
 
-use subtle::ConstantTimeEq;
+use crate::secret_eq::secret_eq;
 
 use super::tokens::hash_token;
 use super::{AuthError, Principal, PrincipalKind};
@@ -48,7 +48,7 @@ pub async fn authenticate_session(
         .session_by_hash(&hash)
         .await?
         .ok_or(AuthError::Unknown)?;
-    if !bool::from(session.token_hash.as_bytes().ct_eq(hash.as_bytes())) {
+    if !secret_eq(session.token_hash.as_bytes(), hash.as_bytes()) {
         return Err(AuthError::Unknown);
     }
     if session.revoked_at.is_some() {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::secret_eq::secret_eq;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
@@ -13,7 +14,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use url::Url;
 
 use crate::config::{Config, RackTls};
@@ -188,7 +188,7 @@ impl ServerCertVerifier for PinnedCert {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let digest = Sha256::digest(end_entity.as_ref());
-        if bool::from(digest.as_slice().ct_eq(&self.pin)) {
+        if secret_eq(digest.as_slice(), &self.pin) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(

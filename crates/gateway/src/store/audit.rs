@@ -1,5 +1,7 @@
 //! The append-only audit log and its chain head.
 
+use std::sync::Arc;
+
 use sqlx::Executor;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -74,10 +76,58 @@ fn from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
     })
 }
 
+/// The stored columns, in insert order.
+pub(super) const COLUMNS: &str = columns!();
+
+/// Links `events` onto the chain whose head is (`seq`, `hash`): each row with its sequence
+/// number, previous hash and hash, and its details as JSON text.
+pub(super) fn chain_rows(
+    mut seq: i64,
+    hash: &str,
+    events: &[AuditEvent],
+    link: impl Fn(&str, i64, &AuditEvent) -> String,
+) -> Result<Vec<(AuditRow, String)>, StoreError> {
+    let mut prev = hash.to_string();
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let hash = link(&prev, seq, event);
+        let details = serde_json::to_string(&event.details)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        rows.push((
+            AuditRow {
+                seq,
+                event: event.clone(),
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            },
+            details,
+        ));
+    }
+    Ok(rows)
+}
+
 impl Store {
     /// Appends `events` to the chain in one transaction. `link(prev_hash, seq, event)` computes
     /// each event's hash. Several gateway instances serialise on the chain head row.
-    pub async fn append_audit(
+    pub async fn append_audit<L>(
+        &self,
+        events: Arc<[AuditEvent]>,
+        link: L,
+    ) -> Result<Vec<AuditRow>, StoreError>
+    where
+        L: Fn(&str, i64, &AuditEvent) -> String + Send + 'static,
+    {
+        if let Some(writer) = &self.sqlite_audit {
+            let writer = writer.clone();
+            return tokio::task::spawn_blocking(move || writer.append(&events, link))
+                .await
+                .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))?;
+        }
+        self.append_audit_sqlx(&events, link).await
+    }
+
+    async fn append_audit_sqlx(
         &self,
         events: &[AuditEvent],
         link: impl Fn(&str, i64, &AuditEvent) -> String,
@@ -95,26 +145,22 @@ impl Store {
             Backend::Postgres => "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
         };
         let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
-        let mut seq: i64 = head.try_get("seq")?;
-        let mut prev: String = head.try_get("hash")?;
+        let rows = chain_rows(
+            head.try_get("seq")?,
+            &head.try_get::<String, _>("hash")?,
+            events,
+            link,
+        )?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(Vec::new());
+        };
+        let (last_seq, last_hash) = (last.seq, last.hash.clone());
 
         // One multi-row INSERT per batch: a single statement however many events commit
         // together. The SQL holds only placeholders; values are bound.
         const FIELDS: usize = 18;
-        let mut sql = String::from(concat!(
-            "INSERT INTO audit_events (",
-            columns!(),
-            ") VALUES "
-        ));
-        let mut rows = Vec::with_capacity(events.len());
-        let mut details = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            seq += 1;
-            let hash = link(&prev, seq, event);
-            details.push(
-                serde_json::to_string(&event.details)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+        let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
+        for i in 0..rows.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -126,15 +172,9 @@ impl Store {
                 sql.push_str(&format!("${}", i * FIELDS + f + 1));
             }
             sql.push(')');
-            rows.push(AuditRow {
-                seq,
-                event: event.clone(),
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            });
         }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (row, details) in rows.iter().zip(details) {
+        for (row, details) in &rows {
             let event = &row.event;
             query = query
                 .bind(row.seq)
@@ -152,20 +192,18 @@ impl Store {
                 .bind(event.latency_ms)
                 .bind(event.client_ip.clone())
                 .bind(event.user_agent.clone())
-                .bind(details)
+                .bind(details.clone())
                 .bind(row.prev_hash.clone())
                 .bind(row.hash.clone());
         }
-        if !rows.is_empty() {
-            query.execute(&mut **tx.conn()?).await?;
-        }
+        query.execute(&mut **tx.conn()?).await?;
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(prev.as_str())
+            .bind(last_seq)
+            .bind(last_hash)
             .execute(&mut **tx.conn()?)
             .await?;
         tx.commit().await?;
-        Ok(rows)
+        Ok(rows.into_iter().map(|(row, _)| row).collect())
     }
 
     /// Events with `seq > after`, in order, at most `limit`.

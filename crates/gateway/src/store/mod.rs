@@ -5,6 +5,7 @@
 //! Migrations live in `migrations/sqlite` and `migrations/postgres` and are compiled in.
 
 mod audit;
+mod audit_sqlite;
 mod logins;
 mod sessions;
 mod settings;
@@ -48,6 +49,9 @@ pub enum StoreError {
     /// A unique value is taken.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The audit writer's SQLite connection failed.
+    #[error("database error: {0}")]
+    Sqlite(String),
     /// Stored data is not what this version expects.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -72,6 +76,8 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite files only: the audit writer's own connection (see `audit_sqlite`).
+    sqlite_audit: Option<std::sync::Arc<audit_sqlite::SqliteAudit>>,
 }
 
 /// Current time in unix milliseconds.
@@ -102,6 +108,10 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let pool_options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(3))
+            // A ping before every checkout is a full round trip to the database (for SQLite, a
+            // hop to its worker thread and back) on every query. A broken connection shows
+            // up as the query's own error instead, which callers already handle.
+            .test_before_acquire(false)
             .max_connections(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
@@ -125,7 +135,18 @@ impl Store {
             Backend::Postgres => pool_options,
         };
         let pool = pool_options.connect_with(options).await?;
-        Ok(Store { pool, backend })
+        let sqlite_audit = match backend {
+            Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
+                Some(audit_sqlite::SqliteAudit::new(options.get_filename()))
+            }
+            _ => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            sqlite_audit,
+        })
     }
 
     /// Applies pending migrations for this backend.

@@ -1,9 +1,9 @@
 //! Cookies and CSRF tokens.
 
+use crate::secret_eq::secret_eq;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 
@@ -88,7 +88,7 @@ pub fn csrf_token(session_token: &str) -> String {
 /// Checks a submitted CSRF token in constant time.
 pub fn csrf_ok(session_token: &str, submitted: Option<&str>) -> bool {
     let expected = csrf_token(session_token);
-    submitted.is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
+    submitted.is_some_and(|s| secret_eq(s.as_bytes(), expected.as_bytes()))
 }
 
 /// True for a path on this site: `/…`, not `//…` or `/\…`, no scheme, no control characters.
