@@ -76,6 +76,55 @@ fn from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
     })
 }
 
+/// Values per stored row.
+const FIELDS: usize = 18;
+
+/// Appends `(…), (…)` placeholders for `rows` rows, numbered after the first `offset`.
+fn push_placeholders(sql: &mut String, rows: usize, offset: usize) {
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for f in 0..FIELDS {
+            if f > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", offset + i * FIELDS + f + 1));
+        }
+        sql.push(')');
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds each row's values in [`COLUMNS`] order.
+fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[(AuditRow, String)]) -> AnyQuery<'q> {
+    for (row, details) in rows {
+        let event = &row.event;
+        query = query
+            .bind(row.seq)
+            .bind(event.ts)
+            .bind(event.request_id.clone())
+            .bind(event.kind.as_str())
+            .bind(event.actor_type.as_str())
+            .bind(event.user_email.clone())
+            .bind(event.token_name.clone())
+            .bind(event.method.clone())
+            .bind(event.path.clone())
+            .bind(event.action.clone())
+            .bind(event.rbac_decision.as_str())
+            .bind(event.status)
+            .bind(event.latency_ms)
+            .bind(event.client_ip.clone())
+            .bind(event.user_agent.clone())
+            .bind(details.clone())
+            .bind(row.prev_hash.clone())
+            .bind(row.hash.clone());
+    }
+    query
+}
+
 /// The stored columns, in insert order.
 pub(super) const COLUMNS: &str = columns!();
 
@@ -124,10 +173,95 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))?;
         }
-        self.append_audit_sqlx(&events, link).await
+        if self.backend == Backend::Postgres {
+            // Optimistic first: one statement, one round trip, when this instance's idea of the
+            // head is current. Another writer (instance or admin command) moving the head
+            // makes it insert nothing; re-read the head and try again, then fall back to
+            // locking the head row, which always makes progress.
+            for _ in 0..2 {
+                let cached = self.audit_head.lock().ok().and_then(|h| h.clone());
+                let head = match cached {
+                    Some(head) => head,
+                    None => self.chain_head().await?,
+                };
+                if let Some(rows) = self.append_audit_if_head(&head, &events, &link).await? {
+                    self.remember_head(&rows);
+                    return Ok(rows);
+                }
+                self.forget_head();
+            }
+        }
+        let rows = self.append_audit_locked(&events, link).await;
+        match &rows {
+            Ok(rows) => self.remember_head(rows),
+            Err(_) => self.forget_head(),
+        }
+        rows
     }
 
-    async fn append_audit_sqlx(
+    fn remember_head(&self, rows: &[AuditRow]) {
+        if let (Some(last), Ok(mut head)) = (rows.last(), self.audit_head.lock()) {
+            *head = Some(ChainHead {
+                seq: last.seq,
+                hash: last.hash.clone(),
+            });
+        }
+    }
+
+    fn forget_head(&self) {
+        if let Ok(mut head) = self.audit_head.lock() {
+            *head = None;
+        }
+    }
+
+    /// PostgreSQL: moves the head from `head` and inserts the rows in one statement, or does
+    /// nothing (`None`) when the head is no longer `head`. A single statement is atomic, and
+    /// a concurrent writer's update of the head row makes this one's `WHERE` fail after it
+    /// commits (READ COMMITTED re-checks the row), so two writers never both extend one head.
+    async fn append_audit_if_head(
+        &self,
+        head: &ChainHead,
+        events: &[AuditEvent],
+        link: impl Fn(&str, i64, &AuditEvent) -> String,
+    ) -> Result<Option<Vec<AuditRow>>, StoreError> {
+        let rows = chain_rows(head.seq, &head.hash, events, link)?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(Some(Vec::new()));
+        };
+        let mut sql = String::from(
+            "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
+             WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING id) ",
+        );
+        sql.push_str(&format!(
+            "INSERT INTO audit_events ({COLUMNS}) SELECT * FROM (VALUES "
+        ));
+        push_placeholders(&mut sql, rows.len(), 4);
+        sql.push_str(&format!(
+            ") AS v ({COLUMNS}) WHERE EXISTS (SELECT 1 FROM moved)"
+        ));
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(last.seq)
+            .bind(last.hash.clone())
+            .bind(head.seq)
+            .bind(head.hash.clone());
+        let inserted = bind_rows(query, &rows)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            return Ok(None);
+        }
+        if inserted != rows.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "audit append inserted {inserted} of {} rows",
+                rows.len()
+            )));
+        }
+        Ok(Some(rows.into_iter().map(|(row, _)| row).collect()))
+    }
+
+    /// Appends inside a transaction that locks the chain head first.
+    async fn append_audit_locked(
         &self,
         events: &[AuditEvent],
         link: impl Fn(&str, i64, &AuditEvent) -> String,
@@ -158,44 +292,9 @@ impl Store {
 
         // One multi-row INSERT per batch: a single statement however many events commit
         // together. The SQL holds only placeholders; values are bound.
-        const FIELDS: usize = 18;
         let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-        for i in 0..rows.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for f in 0..FIELDS {
-                if f > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", i * FIELDS + f + 1));
-            }
-            sql.push(')');
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (row, details) in &rows {
-            let event = &row.event;
-            query = query
-                .bind(row.seq)
-                .bind(event.ts)
-                .bind(event.request_id.clone())
-                .bind(event.kind.as_str())
-                .bind(event.actor_type.as_str())
-                .bind(event.user_email.clone())
-                .bind(event.token_name.clone())
-                .bind(event.method.clone())
-                .bind(event.path.clone())
-                .bind(event.action.clone())
-                .bind(event.rbac_decision.as_str())
-                .bind(event.status)
-                .bind(event.latency_ms)
-                .bind(event.client_ip.clone())
-                .bind(event.user_agent.clone())
-                .bind(details.clone())
-                .bind(row.prev_hash.clone())
-                .bind(row.hash.clone());
-        }
+        push_placeholders(&mut sql, rows.len(), 0);
+        let query = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows);
         query.execute(&mut **tx.conn()?).await?;
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(last_seq)

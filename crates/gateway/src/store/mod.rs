@@ -78,6 +78,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite files only: the audit writer's own connection (see `audit_sqlite`).
     sqlite_audit: Option<std::sync::Arc<audit_sqlite::SqliteAudit>>,
+    /// PostgreSQL: the chain head as this instance last wrote it (see `append_audit`).
+    audit_head: std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>,
 }
 
 /// Current time in unix milliseconds.
@@ -132,7 +134,14 @@ impl Store {
                     Ok(())
                 })
             }),
-            Backend::Postgres => pool_options,
+            Backend::Postgres => pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Never wait long behind another holder of a row lock (the audit chain
+                    // head above all): fail, and let the request be refused with 503.
+                    conn.execute("SET lock_timeout = '3s'").await?;
+                    Ok(())
+                })
+            }),
         };
         let pool = pool_options.connect_with(options).await?;
         let sqlite_audit = match backend {
@@ -146,6 +155,7 @@ impl Store {
             pool,
             backend,
             sqlite_audit,
+            audit_head: Default::default(),
         })
     }
 

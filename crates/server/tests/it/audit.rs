@@ -213,3 +213,90 @@ both_backends!(a_different_audit_key_is_refused, |db| async move {
     assert!(err.contains("AUDIT_HMAC_KEY does not match"), "{err}");
     assert!(!err.contains("another-key"), "key echoed: {err}");
 });
+
+both_backends!(
+    two_gateways_and_an_admin_command_extend_one_chain,
+    |db| async move {
+        // Each writer keeps its own idea of the chain head; when another process has moved
+        // it, the append must notice and re-link, never fork the chain or lose an event.
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let a = Gateway::start(&db, &rack.url, &[]).await;
+        let b = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let url = if i % 2 == 0 {
+                a.proxy("/apps/web/restart")
+            } else {
+                b.proxy("/apps/web/restart")
+            };
+            let (c, token) = (c.clone(), admin_token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..15 {
+                    let resp = c
+                        .post(&url)
+                        .basic_auth("convox", Some(&token))
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(resp.status(), 200);
+                    if let Some(id) = resp
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        ids.push(id.to_string());
+                    }
+                }
+                ids
+            }));
+        }
+        // A third writer in another process while the gateways are busy.
+        let (ok, out, err) = admin(
+            &db,
+            &["tokens", "create", "--name", "mid-run", "--role", "viewer"],
+        );
+        assert!(ok, "{out} {err}");
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        assert_eq!(ids.len(), 120);
+        // A clean stop writes every queued outcome.
+        let (mut a, mut b) = (a, b);
+        assert!(a.terminate().is_some_and(|s| s.success()));
+        assert!(b.terminate().is_some_and(|s| s.success()));
+
+        let s = store(&db).await;
+        let all = s.audit_rows(0, 100_000).await.unwrap_or_default();
+        for pair in all.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+            assert_eq!(
+                pair[1].prev_hash, pair[0].hash,
+                "chain forked at {}",
+                pair[1].seq
+            );
+        }
+        for id in &ids {
+            assert!(
+                all.iter()
+                    .any(|r| &r.event.request_id == id && r.event.kind.as_str() == "request"),
+                "request {id} has no event"
+            );
+        }
+        assert!(
+            all.iter().any(|r| r.event.action == "gateway:tokens:create"
+                && r.event.details.to_string().contains("mid-run")),
+            "the admin command's event is on the chain"
+        );
+        let outcomes = all
+            .iter()
+            .filter(|r| r.event.kind.as_str() == "outcome")
+            .count();
+        assert_eq!(outcomes, 120, "every request's outcome");
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok, "verify failed: {out} {err}");
+    }
+);
