@@ -88,8 +88,10 @@ enum Closer {
 }
 
 async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut rack_tx, mut rack_rx) = rack.split();
+    let (mut client_tx, client_rx) = client.split();
+    let mut client_rx = client_rx.peekable();
+    let (mut rack_tx, rack_rx) = rack.split();
+    let mut rack_rx = rack_rx.peekable();
     let bytes_in = outcome.bytes_in.clone();
 
     let client_to_rack = async move {
@@ -99,7 +101,11 @@ async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
                 std::sync::atomic::Ordering::Relaxed,
             );
             let closing = matches!(message, ws::Message::Close(_));
-            if rack_tx.send(to_rack(message)).await.is_err() || closing {
+            if rack_tx.feed(to_rack(message)).await.is_err() || closing {
+                break;
+            }
+            // Write out once nothing more is waiting: one flush for a burst, not one each.
+            if !more_ready(&mut client_rx) && rack_tx.flush().await.is_err() {
                 break;
             }
         }
@@ -117,7 +123,10 @@ async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
                 std::sync::atomic::Ordering::Relaxed,
             );
             let closing = matches!(message, ws::Message::Close(_));
-            if client_tx.send(message).await.is_err() || closing {
+            if client_tx.feed(message).await.is_err() || closing {
+                break;
+            }
+            if !more_ready(&mut rack_rx) && client_tx.flush().await.is_err() {
                 break;
             }
         }
@@ -144,6 +153,16 @@ async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
         }),
     );
     outcome.extra.insert("websocket".into(), json!(true));
+}
+
+/// True when `stream` has another item ready (or has ended) without waiting. Peeking polls
+/// the stream once with a no-op waker, so a pending stream costs nothing.
+fn more_ready<S: futures_util::Stream + Unpin>(
+    stream: &mut futures_util::stream::Peekable<S>,
+) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    std::pin::Pin::new(stream).poll_peek(&mut cx).is_ready()
 }
 
 fn message_len(message: &ws::Message) -> usize {
