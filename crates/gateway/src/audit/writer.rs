@@ -12,6 +12,8 @@ use crate::store::{AuditRow, Store};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
+/// How long a batch of outcomes alone waits for company.
+const LINGER: Duration = Duration::from_millis(5);
 /// Queue length; beyond it callers wait (back-pressure rather than unbounded memory).
 const QUEUE: usize = 4096;
 
@@ -32,6 +34,16 @@ enum Job {
         ack: Option<oneshot::Sender<Result<i64, AuditError>>>,
     },
     Flush(oneshot::Sender<()>),
+}
+
+impl Job {
+    /// True when a caller is waiting for this job to finish.
+    fn is_awaited(&self) -> bool {
+        match self {
+            Job::Event { ack, .. } => ack.is_some(),
+            Job::Flush(_) => true,
+        }
+    }
 }
 
 /// Handle to the audit writer. Cheap to clone.
@@ -94,6 +106,12 @@ impl AuditLog {
 async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if !batch.iter().any(Job::is_awaited) && batch.len() < MAX_BATCH {
+            // Only outcomes, which nobody waits for: linger briefly so they share the next
+            // request event's commit instead of costing one of their own.
+            let room = MAX_BATCH - batch.len();
+            let _ = tokio::time::timeout(LINGER, rx.recv_many(&mut batch, room)).await;
+        }
         let mut events = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
