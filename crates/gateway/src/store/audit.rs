@@ -98,6 +98,13 @@ fn push_placeholders(sql: &mut String, rows: usize, offset: usize) {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
+/// A batch statement: its text differs with the number of rows, so it is not kept in each
+/// connection's statement cache (up to 256 shapes × every pooled connection, each holding the
+/// types of thousands of parameters, is memory for nothing).
+fn batch_query(sql: String) -> AnyQuery<'static> {
+    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false)
+}
+
 /// Binds each row's values in [`COLUMNS`] order.
 fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[(AuditRow, String)]) -> AnyQuery<'q> {
     for (row, details) in rows {
@@ -239,7 +246,7 @@ impl Store {
         sql.push_str(&format!(
             ") AS v ({COLUMNS}) WHERE EXISTS (SELECT 1 FROM moved)"
         ));
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = batch_query(sql)
             .bind(last.seq)
             .bind(last.hash.clone())
             .bind(head.seq)
@@ -294,7 +301,7 @@ impl Store {
         // together. The SQL holds only placeholders; values are bound.
         let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
         push_placeholders(&mut sql, rows.len(), 0);
-        let query = bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), &rows);
+        let query = bind_rows(batch_query(sql), &rows);
         query.execute(&mut **tx.conn()?).await?;
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(last_seq)
