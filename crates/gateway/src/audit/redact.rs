@@ -102,12 +102,14 @@ fn redact_env(value: Value) -> Value {
                 .map(|(k, _)| (k, Value::String(REDACTED.into())))
                 .collect(),
         ),
-        // "KEY=value\nKEY2=value2" as convox sends env in forms.
+        // "KEY=value\nKEY2=value2" as convox sends env in forms. A line without `=` names
+        // nothing and may be the rest of a multi-line value (a PEM key): masked too.
         Value::String(s) => Value::String(
             s.lines()
                 .map(|line| match line.split_once('=') {
                     Some((k, _)) => format!("{k}={REDACTED}"),
-                    None => line.to_string(),
+                    None if line.trim().is_empty() => line.to_string(),
+                    None => REDACTED.to_string(),
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),
@@ -118,17 +120,24 @@ fn redact_env(value: Value) -> Value {
     }
 }
 
+/// A query component as the rack reads it (Go's `url.ParseQuery`): `+` is a space.
+fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Redacts a URL query string (`a=1&password=x` → `a=1&password=[redacted]`).
 pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) => {
-                let name = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                let name = form_decode(k);
                 if is_secret_name(&name) || is_env_name(&name) {
                     format!("{k}={REDACTED}")
                 } else {
-                    let decoded = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                    let decoded = form_decode(v);
                     let masked = redact_value(&decoded);
                     if masked == decoded {
                         pair.to_string()
@@ -175,6 +184,24 @@ mod tests {
         assert_eq!(v["env"], format!("A={REDACTED}\nB={REDACTED}"));
     }
 
+    /// Found by the `redact` fuzz target: a line without `NAME=` under an env string (the rest
+    /// of a multi-line value) was kept as it was.
+    #[test]
+    fn env_lines_without_a_name_are_masked() {
+        let v = redact_json(json!({"environment": "A=1\nB=two\r\nC\n=x"}));
+        assert_eq!(
+            v["environment"],
+            format!("A={REDACTED}\nB={REDACTED}\n{REDACTED}\n={REDACTED}")
+        );
+        let v = redact_json(
+            json!({"env": "KEY=-----BEGIN KEY-----\nMIIEvQIBADAN\n-----END KEY-----\n\n"}),
+        );
+        assert_eq!(
+            v["env"],
+            format!("KEY={REDACTED}\n{REDACTED}\n{REDACTED}\n")
+        );
+    }
+
     #[test]
     fn credential_shaped_values_are_masked_anywhere() {
         assert_eq!(
@@ -200,5 +227,16 @@ mod tests {
             redact_query("url=postgres%3A%2F%2Fu%3Ap%40h"),
             format!("url={REDACTED}")
         );
+    }
+
+    /// Found by the `redact` fuzz target: the rack reads `+` in a query as a space, so this is
+    /// `Bearer rgw_…` to it, but it was kept as it was.
+    #[test]
+    fn query_values_are_read_as_forms() {
+        assert_eq!(
+            redact_query("follow=true&header=Bearer+rgw_0123456789abcdef&since=1h"),
+            format!("follow=true&header={REDACTED}&since=1h")
+        );
+        assert_eq!(redact_query("a=x+y%2B1"), "a=x+y%2B1");
     }
 }

@@ -1,0 +1,214 @@
+//! Path normalisation and route classification on hostile paths.
+//!
+//! Input: UTF-8 `METHOD PATH` (or just `PATH`, as `GET`), the path being what follows the
+//! proxy prefix. Checks, for every path `normalise` accepts:
+//! - the decoded path has none of the shapes two parsers could read apart: no empty, `.` or
+//!   `..` segment, no `\`, no `%` (it was decoded exactly once), no control character; and the
+//!   raw path had no `%2f`, `%5c`, `%25`, `%00`, lone `%`;
+//! - the forwarded path is strictly encoded and decodes to exactly the decoded path (what the
+//!   catalogue matched is what the rack sees), segment for segment;
+//! - normalising is idempotent: on the forwarded path and on the decoded path;
+//! - classification is total: a known method always gets a valid `convox:` permission; a
+//!   matched route re-expands to exactly the path; no two routes tie for the same path; an
+//!   unknown route is granted to admin only.
+#![no_main]
+
+use convox_api::{ROUTES, Route, RouteMatch, match_route};
+use gateway::proxy::{classify, normalise};
+use gateway::rbac::{Role, unknown_route_permission, validate_permission};
+use libfuzzer_sys::fuzz_target;
+use percent_encoding::percent_decode_str;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (method, raw) = text.split_once(' ').unwrap_or(("GET", text));
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
+    check(&method, raw);
+});
+
+fn check(m: &http::Method, raw: &str) {
+    let Ok(p) = normalise(raw) else {
+        return;
+    };
+
+    // The raw shapes that must be refused never pass.
+    let lower = raw.to_ascii_lowercase();
+    for needle in ["%2f", "%5c", "%25", "%00", "\\"] {
+        assert!(!lower.contains(needle), "{raw:?} accepted with {needle}");
+    }
+    let bytes = raw.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            assert!(
+                bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit),
+                "{raw:?}: lone % accepted"
+            );
+        }
+    }
+
+    // The decoded path.
+    let d = &p.decoded;
+    assert!(d.starts_with('/'), "{raw:?} -> {d:?}");
+    if d != "/" {
+        for seg in d.split('/').skip(1) {
+            assert!(!seg.is_empty(), "{raw:?} -> {d:?}: empty segment");
+            assert!(seg != "." && seg != "..", "{raw:?} -> {d:?}: dot segment");
+        }
+    }
+    assert!(!d.contains('\\'), "{raw:?} -> {d:?}: backslash");
+    assert!(
+        !d.contains('%'),
+        "{raw:?} -> {d:?}: decoded twice would differ"
+    );
+    assert!(
+        !d.chars().any(char::is_control),
+        "{raw:?} -> {d:?}: control"
+    );
+
+    // The forwarded path: ASCII, strictly encoded, decodes to exactly the decoded path.
+    let f = &p.forward;
+    assert!(f.starts_with('/'), "{raw:?} -> {f:?}");
+    let fb = f.as_bytes();
+    for (i, b) in fb.iter().enumerate() {
+        let ok = b.is_ascii_alphanumeric()
+            || b"/-._~@:+=,".contains(b)
+            || (*b == b'%'
+                && fb.get(i + 1).is_some_and(upper_hex)
+                && fb.get(i + 2).is_some_and(upper_hex));
+        assert!(ok, "{raw:?} -> {f:?}: byte {b:#x} not strictly encoded");
+    }
+    let back = percent_decode_str(f)
+        .decode_utf8()
+        .unwrap_or_else(|e| panic!("{raw:?} -> {f:?}: {e}"));
+    assert_eq!(&back, d, "{raw:?}: the rack would see another path");
+    assert_eq!(
+        f.split('/').count(),
+        d.split('/').count(),
+        "{raw:?}: segment count changed"
+    );
+
+    // Idempotent: on the forwarded path, and on the decoded one (which has no `%` left).
+    let again = normalise(f).unwrap_or_else(|e| panic!("{raw:?} -> {f:?} refused: {e}"));
+    assert_eq!(again, p, "{raw:?}: not idempotent on the forwarded path");
+    let again = normalise(d).unwrap_or_else(|e| panic!("{raw:?} -> {d:?} refused: {e}"));
+    assert_eq!(again, p, "{raw:?}: not idempotent on the decoded path");
+
+    // Classification.
+    let known = convox_api::Method::parse(m.as_str());
+    let c = match classify(m, d) {
+        Ok(c) => c,
+        Err(_) => {
+            assert!(known.is_none(), "{m} {d:?}: known method refused");
+            return;
+        }
+    };
+    let known = known.unwrap_or_else(|| panic!("{m}: unknown method classified"));
+    assert!(
+        validate_permission(&c.permission).is_ok() && c.permission.starts_with("convox:"),
+        "{m} {d:?}: bad permission {}",
+        c.permission
+    );
+    match c.route {
+        Some(route) => {
+            assert_eq!(route.method, known);
+            assert_eq!(c.permission, route.permission());
+            let found = match_route(ROUTES, known, d)
+                .unwrap_or_else(|| panic!("{m} {d:?}: classified but no match"));
+            assert!(std::ptr::eq(found.route, route));
+            assert_eq!(
+                expand(&found),
+                *d,
+                "{m} {d:?}: {} does not re-expand",
+                route.pattern
+            );
+            no_tie(known, d, route);
+        }
+        None => {
+            assert_eq!(c.permission, unknown_route_permission(m.as_str()));
+            for role in Role::ALL {
+                assert_eq!(
+                    role.permissions().allows(&c.permission),
+                    *role == Role::Admin,
+                    "{m} {d:?}: unknown route and {role}"
+                );
+            }
+        }
+    }
+}
+
+fn upper_hex(c: &u8) -> bool {
+    c.is_ascii_digit() || (b'A'..=b'F').contains(c)
+}
+
+/// The path a match stands for: the pattern with its parameters put back.
+fn expand(m: &RouteMatch) -> String {
+    let mut params = m.params.iter();
+    let mut out = String::new();
+    for seg in m.route.pattern.split('/').skip(1) {
+        out.push('/');
+        match seg.strip_prefix('{').and_then(|s| s.split_once('}')) {
+            None => out.push_str(seg),
+            Some((name, suffix)) => {
+                let (pname, value) = params
+                    .next()
+                    .unwrap_or_else(|| panic!("{}: missing parameter", m.route.pattern));
+                assert_eq!(*pname, name.trim_end_matches('*'));
+                assert!(!value.is_empty(), "{}: empty {name}", m.route.pattern);
+                if !name.ends_with('*') {
+                    assert!(
+                        !value.contains('/'),
+                        "{}: {name} = {value:?}",
+                        m.route.pattern
+                    );
+                }
+                out.push_str(value);
+                out.push_str(suffix);
+            }
+        }
+    }
+    assert!(
+        params.next().is_none(),
+        "{}: extra parameters",
+        m.route.pattern
+    );
+    out
+}
+
+/// The segment shape `match_route` ranks by (literal 3, suffixed parameter 2, parameter 1,
+/// rest-of-path 0).
+fn shape(pattern: &str) -> Vec<u8> {
+    pattern
+        .split('/')
+        .skip(1)
+        .map(|s| match (s.starts_with('{'), s.ends_with('}')) {
+            (false, _) => 3,
+            (true, false) => 2,
+            (true, true) if s.ends_with("*}") => 0,
+            (true, true) => 1,
+        })
+        .collect()
+}
+
+/// No other route of the same method matches `path` with an equal or better shape: the
+/// catalogue's order never decides what a request is.
+fn no_tie(method: convox_api::Method, path: &str, chosen: &'static Route) {
+    let best = shape(chosen.pattern);
+    for route in ROUTES.iter().filter(|r| r.method == method) {
+        if std::ptr::eq(route, chosen) {
+            continue;
+        }
+        if match_route(std::slice::from_ref(route), method, path).is_some() {
+            assert!(
+                shape(route.pattern) < best,
+                "{method} {path:?}: {} ties with {}",
+                route.pattern,
+                chosen.pattern
+            );
+        }
+    }
+}
