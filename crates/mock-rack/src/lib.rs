@@ -46,6 +46,9 @@
 //!   a fetch returns that many zero bytes with the digest in `X-Object-Sha256`.
 //! * **Builds** run in the background (~1.5 s): output line by line, then a
 //!   release, then `complete` (`failed` when the `object://` source is missing).
+//! * **Benchmarks**: [`serve_with`] takes [`BenchKnobs`]; with
+//!   `log_firehose_bytes` every log socket streams that many bytes of log lines
+//!   as fast as it can, then ends (used by `scripts/bench`).
 
 mod auth;
 mod env;
@@ -99,9 +102,18 @@ impl fmt::Debug for MockRackConfig {
     }
 }
 
+/// Knobs for benchmarks, all off by default (see `rack-gateway-bench`).
+#[derive(Debug, Clone, Default)]
+pub struct BenchKnobs {
+    /// When non-zero, every log socket ignores its options and sends this many bytes of log
+    /// lines (one text message per line, as the rack does) as fast as it can, then ends the
+    /// stream with an empty binary message and a close frame.
+    pub log_firehose_bytes: u64,
+}
+
 /// The whole fake rack as a router (state is created, seeded, and owned by it).
 pub fn router(config: MockRackConfig) -> Router {
-    build(Arc::new(shared(config)))
+    build(Arc::new(shared(config, BenchKnobs::default())))
 }
 
 /// Serves the fake rack on `listener` until `shutdown` completes. Following
@@ -111,7 +123,17 @@ pub async fn serve(
     config: MockRackConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(shared(config));
+    serve_with(listener, config, BenchKnobs::default(), shutdown).await
+}
+
+/// [`serve`] with benchmark knobs.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    config: MockRackConfig,
+    knobs: BenchKnobs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shared = Arc::new(shared(config, knobs));
     let app = build(shared.clone());
     let signal = async move {
         shutdown.await;
@@ -122,11 +144,12 @@ pub async fn serve(
         .await
 }
 
-fn shared(config: MockRackConfig) -> Shared {
+fn shared(config: MockRackConfig, knobs: BenchKnobs) -> Shared {
     let (shutdown_tx, shutdown) = watch::channel(false);
     Shared {
         rack: Mutex::new(seed::seeded(config.seed)),
         token: config.token,
+        log_firehose_bytes: knobs.log_firehose_bytes,
         shutdown,
         shutdown_tx,
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
-use mock_rack::{EXIT_MARKER, MockRackConfig, serve};
+use mock_rack::{BenchKnobs, EXIT_MARKER, MockRackConfig, serve_with};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -25,6 +25,10 @@ struct Rack {
 
 impl Rack {
     async fn start(seed: u64) -> Self {
+        Self::start_with(seed, BenchKnobs::default()).await
+    }
+
+    async fn start_with(seed: u64, knobs: BenchKnobs) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -33,7 +37,7 @@ impl Rack {
             token: TOKEN.into(),
             seed,
         };
-        tokio::spawn(serve(listener, config, async {
+        tokio::spawn(serve_with(listener, config, knobs, async {
             let _ = stopped.await;
         }));
         Self {
@@ -440,6 +444,36 @@ async fn large_upload_then_build() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status, "failed");
+}
+
+#[tokio::test]
+async fn log_firehose_knob_streams_that_many_bytes_then_ends() {
+    let total = 1_000_000;
+    let rack = Rack::start_with(
+        1,
+        BenchKnobs {
+            log_firehose_bytes: total,
+        },
+    )
+    .await;
+    // Options are ignored: even a follower gets the volume, then the end of the stream.
+    let mut ws = rack
+        .ws("/apps/web/logs", &[("Follow", "true")], TOKEN)
+        .await;
+    let out = read_to_eof(&mut ws).await;
+    assert!(out.len() as u64 >= total, "{}", out.len());
+    assert!(out.len() as u64 <= total + 1024, "{}", out.len());
+    assert!(
+        out.lines().all(|l| l.starts_with("20")),
+        "prefixed log lines"
+    );
+    // Authentication still applies.
+    let mut ws = rack.ws("/apps/web/logs", &[], "wrong").await;
+    assert!(
+        read_to_eof(&mut ws)
+            .await
+            .starts_with("ERROR: invalid authentication")
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub struct Shared {
     pub rack: Mutex<Rack>,
     /// The rack API token (HTTP Basic password). Empty: no authentication.
     pub token: String,
+    /// [`crate::BenchKnobs::log_firehose_bytes`]: 0 for the rack's normal log sockets.
+    pub log_firehose_bytes: u64,
     /// Flips to `true` when the server shuts down; long-lived sockets end.
     pub shutdown: watch::Receiver<bool>,
     /// Sender side of [`Shared::shutdown`] (kept here so it never closes).

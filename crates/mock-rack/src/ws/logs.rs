@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -158,9 +158,57 @@ fn passes(opts: &LogsOptions, line: &LogLine) -> bool {
         .is_none_or(|f| line.message.contains(f.as_str()) || line.stream.contains(f.as_str()))
 }
 
+/// A line for the firehose when the scope has no history.
+const FIREHOSE_FALLBACK: &str = "2026-01-01T00:00:00Z service/web/web-0 ns=web at=info method=GET path=/ status=200 bytes=512\n";
+
+/// Benchmark mode ([`crate::BenchKnobs::log_firehose_bytes`]): the scope's log lines, over and
+/// over, one text message each, until `total` bytes are sent, as fast as the socket takes them
+/// (flushed every 64 KiB rather than every message); then the end of the stream.
+async fn firehose<S>(sink: &mut S, lines: Vec<Utf8Bytes>, total: u64)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let lines = if lines.is_empty() {
+        vec![Utf8Bytes::from_static(FIREHOSE_FALLBACK)]
+    } else {
+        lines
+    };
+    let mut sent: u64 = 0;
+    let mut unflushed = 0usize;
+    for line in lines.iter().cycle() {
+        if sent >= total {
+            break;
+        }
+        sent += line.len() as u64;
+        unflushed += line.len();
+        if sink.feed(Message::Text(line.clone())).await.is_err() {
+            return;
+        }
+        if unflushed >= 64 * 1024 {
+            if sink.flush().await.is_err() {
+                return;
+            }
+            unflushed = 0;
+        }
+    }
+    finish(sink).await;
+}
+
 /// Streams `scope`'s logs over `socket` according to `opts`.
 pub async fn stream(shared: Arc<Shared>, socket: WebSocket, scope: Scope, opts: LogsOptions) {
     let (mut sink, mut incoming) = socket.split();
+    if shared.log_firehose_bytes > 0 {
+        let lines: Vec<Utf8Bytes> = {
+            let rack = shared.lock();
+            scope
+                .lines_after(&rack, 0)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| Utf8Bytes::from(l.render(true)))
+                .collect()
+        };
+        return firehose(&mut sink, lines, shared.log_firehose_bytes).await;
+    }
     let history = {
         let rack = shared.lock();
         match scope.lines_after(&rack, 0) {
