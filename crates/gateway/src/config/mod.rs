@@ -49,8 +49,9 @@ pub enum RackTls {
     Pinned([u8; 32]),
 }
 
-/// The gateway's configuration.
-#[derive(Debug, Clone)]
+/// The gateway's configuration. `Debug` masks every secret, including a password inside
+/// `DATABASE_URL`, `RACK_HOST` or `PUBLIC_URL`.
+#[derive(Clone)]
 pub struct Config {
     /// Base URL of the rack API, e.g. `https://rack.example.com:5443`.
     pub rack_host: Url,
@@ -194,12 +195,49 @@ fn parse_oidc(
 }
 
 /// The part of the configuration the admin commands need: the database and the audit key.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
     /// `AUDIT_HMAC_KEY`, if set.
     pub audit_hmac_key: Option<Secret>,
+}
+
+/// A URL as `Debug` shows it: with any password masked.
+fn shown(url: &str) -> String {
+    crate::audit::redact::redact_value(url)
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("rack_host", &shown(self.rack_host.as_str()))
+            .field("rack_token", &self.rack_token)
+            .field("listen_addr", &self.listen_addr)
+            .field("database_url", &shown(&self.database_url))
+            .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("rack_tls", &self.rack_tls)
+            .field(
+                "public_url",
+                &self.public_url.as_ref().map(|u| shown(u.as_str())),
+            )
+            .field("rack_connect_timeout", &self.rack_connect_timeout)
+            .field("rack_read_timeout", &self.rack_read_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("audit_stdout", &self.audit_stdout)
+            .field("oidc", &self.oidc)
+            .field("sessions", &self.sessions)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("database_url", &shown(&self.database_url))
+            .field("audit_hmac_key", &self.audit_hmac_key)
+            .finish()
+    }
 }
 
 impl StoreConfig {
@@ -450,6 +488,37 @@ mod tests {
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.rack_tls, RackTls::WebPki);
         assert!(c.audit_hmac_key.is_none());
+    }
+
+    #[test]
+    fn debug_masks_secrets_and_url_passwords() {
+        let c = load(&[
+            ("RACK_HOST", "https://rack.test:5443"),
+            ("RACK_TOKEN", "s3cret-rack-token"),
+            ("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef"),
+            (
+                "DATABASE_URL",
+                "postgres://gw:db-pa55word@db.internal:5432/gw",
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{c:?}");
+        for secret in [
+            "s3cret-rack-token",
+            "0123456789abcdef0123456789abcdef",
+            "db-pa55word",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("postgres://gw:[redacted]@db.internal:5432/gw"),
+            "{shown}"
+        );
+        let store = StoreConfig::from_lookup(|k| {
+            (k == "DATABASE_URL").then(|| "postgres://gw:db-pa55word@db/gw".to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{store:?}").contains("db-pa55word"));
     }
 
     #[test]
