@@ -23,6 +23,14 @@ pub enum ApiError {
     /// The request is malformed or ambiguous.
     #[error("{0}")]
     BadRequest(String),
+    /// A JSON endpoint's body could not be read: too large, not JSON, or the wrong shape.
+    #[error("{message}")]
+    InvalidBody {
+        /// 400, 413, 415 or 422.
+        status: StatusCode,
+        /// What to fix; never echoes the body.
+        message: &'static str,
+    },
     /// The method is not one the gateway proxies.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -51,6 +59,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidBody { status, .. } => *status,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +85,11 @@ impl ApiError {
             },
             ApiError::Forbidden { .. } => "permission_denied",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidBody { status, .. } => match status.as_u16() {
+                413 => "body_too_large",
+                415 => "unsupported_media_type",
+                _ => "invalid_body",
+            },
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::AuditUnavailable => "audit_unavailable",

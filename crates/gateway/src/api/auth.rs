@@ -533,7 +533,7 @@ pub struct CliStart {
 /// holds and gets a browser URL.
 pub async fn cli_start(
     State(state): State<AppState>,
-    Json(body): Json<CliStart>,
+    super::ApiJson(body): super::ApiJson<CliStart>,
 ) -> Result<Response, ApiError> {
     if state.oidc.is_none() {
         return Err(ApiError::BadRequest(
@@ -624,7 +624,7 @@ pub async fn cli_poll(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Json(body): Json<CliPoll>,
+    super::ApiJson(body): super::ApiJson<CliPoll>,
 ) -> Result<Response, ApiError> {
     let attempt: LoginRow = state
         .store

@@ -16,6 +16,34 @@ use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract_token};
 use crate::web::cookies;
 
+/// A JSON request body whose rejections answer in the gateway's error shape (`{"error",
+/// "code"}`) instead of axum's plain text, and never quote the body back.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let message = match status.as_u16() {
+                    413 => "the request body is larger than 1 MiB",
+                    415 => "send the body as JSON with Content-Type: application/json",
+                    422 => "the JSON body does not have the expected fields and types",
+                    _ => "the request body is not valid JSON",
+                };
+                Err(ApiError::InvalidBody { status, message })
+            }
+        }
+    }
+}
+
 /// The caller of a JSON endpoint: `Authorization` (Basic password or Bearer), or the session
 /// cookie — then state-changing methods must carry `X-CSRF-Token`.
 pub async fn caller_for(

@@ -65,7 +65,7 @@ pub struct NewUser {
 pub async fn add(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<NewUser>,
+    super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
     let principal = caller_for(&state, &http::Method::POST, &headers).await?;
     require(&principal, "gateway:users:create")?;
@@ -93,7 +93,7 @@ pub async fn set_role(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(email): Path<String>,
-    Json(body): Json<RoleBody>,
+    super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     let principal = caller_for(&state, &http::Method::PUT, &headers).await?;
     require(&principal, "gateway:users:update")?;

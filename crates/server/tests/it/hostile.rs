@@ -178,7 +178,7 @@ both_backends!(
             ("/api/v1/users", "[1,2,3]".to_string(), 422),
             ("/api/v1/auth/cli/poll", "{\"login_id\":7}".to_string(), 422),
         ] {
-            let sent = c
+            let sent = client()
                 .post(format!("{}{path}", gw.url))
                 .bearer_auth(&admin)
                 .header("content-type", "application/json")
@@ -186,13 +186,38 @@ both_backends!(
                 .send()
                 .await;
             match sent {
-                Ok(resp) => assert_eq!(resp.status().as_u16(), expected, "{path}"),
+                Ok(resp) => {
+                    assert_eq!(resp.status().as_u16(), expected, "{path}");
+                    // The gateway's own error shape, not axum's plain text.
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    let code = if expected == 413 {
+                        "body_too_large"
+                    } else {
+                        "invalid_body"
+                    };
+                    assert_eq!(body["code"], code, "{path}: {body}");
+                    assert!(
+                        !body.to_string().contains("aaaa"),
+                        "{path}: body quoted back"
+                    );
+                }
                 // The 413 is sent as soon as Content-Length is read, and the connection closed
                 // without reading the rest; a client still sending may see the reset first.
                 Err(e) if expected == 413 => assert!(e.is_request(), "{path}: {e}"),
                 Err(e) => panic!("{path}: {e}"),
             }
         }
+        let resp = c
+            .post(format!("{}/api/v1/users", gw.url))
+            .bearer_auth(&admin)
+            .body("{\"email\":\"x@example.com\"}")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 415, "JSON without a Content-Type");
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(body["code"], "unsupported_media_type", "{body}");
+
         let resp = c
             .get(gw.proxy("/apps"))
             .bearer_auth(&admin)
