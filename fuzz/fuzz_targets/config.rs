@@ -19,6 +19,9 @@ use arbitrary::Arbitrary;
 use gateway::config::{Config, StoreConfig};
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+use common::rotate;
+
 const VARS: &[&str] = &[
     "RACK_HOST",
     "RACK_TOKEN",
@@ -102,19 +105,6 @@ enum Val {
 #[derive(Debug, Arbitrary)]
 struct Input {
     vars: Vec<(Name, Val)>,
-}
-
-/// The same length and shape, other letters and digits.
-fn rotate(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            'a'..='y' | 'A'..='Y' | '0'..='8' => char::from(c as u8 + 1),
-            'z' => 'a',
-            'Z' => 'A',
-            '9' => '0',
-            c => c,
-        })
-        .collect()
 }
 
 /// Letters and digits only, so that rotating it cannot change how the URL parses.

@@ -13,6 +13,7 @@
 //!   unknown route is granted to admin only.
 #![no_main]
 
+use convox_api::route::specificity;
 use convox_api::{ROUTES, Route, RouteMatch, match_route};
 use gateway::proxy::{classify, normalise};
 use gateway::rbac::{Role, unknown_route_permission, validate_permission};
@@ -179,32 +180,17 @@ fn expand(m: &RouteMatch) -> String {
     out
 }
 
-/// The segment shape `match_route` ranks by (literal 3, suffixed parameter 2, parameter 1,
-/// rest-of-path 0).
-fn shape(pattern: &str) -> Vec<u8> {
-    pattern
-        .split('/')
-        .skip(1)
-        .map(|s| match (s.starts_with('{'), s.ends_with('}')) {
-            (false, _) => 3,
-            (true, false) => 2,
-            (true, true) if s.ends_with("*}") => 0,
-            (true, true) => 1,
-        })
-        .collect()
-}
-
 /// No other route of the same method matches `path` with an equal or better shape: the
 /// catalogue's order never decides what a request is.
 fn no_tie(method: convox_api::Method, path: &str, chosen: &'static Route) {
-    let best = shape(chosen.pattern);
+    let best = specificity(chosen.pattern);
     for route in ROUTES.iter().filter(|r| r.method == method) {
         if std::ptr::eq(route, chosen) {
             continue;
         }
         if match_route(std::slice::from_ref(route), method, path).is_some() {
             assert!(
-                shape(route.pattern) < best,
+                specificity(route.pattern) < best,
                 "{method} {path:?}: {} ties with {}",
                 route.pattern,
                 chosen.pattern

@@ -21,6 +21,9 @@ use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
+mod common;
+use common::rotate;
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -33,19 +36,6 @@ fuzz_target!(|data: &[u8]| {
     check_query(query);
     check_value(value);
 });
-
-/// The same length and shape, other letters and digits.
-fn rotate(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            'a'..='y' | 'A'..='Y' | '0'..='8' => char::from(c as u8 + 1),
-            'z' => 'a',
-            'Z' => 'A',
-            '9' => '0',
-            c => c,
-        })
-        .collect()
-}
 
 fn is_env_name(name: &str) -> bool {
     name.eq_ignore_ascii_case("env") || name.eq_ignore_ascii_case("environment")

@@ -155,6 +155,22 @@ fn match_pattern(pattern: &'static str, path: &str) -> Option<Vec<(&'static str,
     }
 }
 
+/// How specific a pattern is, segment by segment, as [`match_route`] ranks it: literal 3,
+/// parameter with a literal suffix (`{id}.tgz`) 2, bare parameter 1, rest-of-path 0. Compared
+/// left to right, the greater one wins.
+pub fn specificity(pattern: &str) -> Vec<u8> {
+    pattern
+        .split('/')
+        .skip(1)
+        .map(|s| match (s.starts_with('{'), s.ends_with('}')) {
+            (false, _) => 3,
+            (true, false) => 2,
+            (true, true) if s.ends_with("*}") => 0,
+            (true, true) => 1,
+        })
+        .collect()
+}
+
 /// Finds the route for `method` and a normalised `path` in `routes`.
 ///
 /// Literal segments win over parameters (compared left to right), and a parameter with a
@@ -166,18 +182,7 @@ pub fn match_route(routes: &'static [Route], method: Method, path: &str) -> Opti
         let Some(params) = match_pattern(route.pattern, path) else {
             continue;
         };
-        // Literal segment 3, parameter with literal suffix 2, bare parameter 1, rest-of-path 0.
-        let shape: Vec<u8> = route
-            .pattern
-            .split('/')
-            .skip(1)
-            .map(|s| match (s.starts_with('{'), s.ends_with('}')) {
-                (false, _) => 3,
-                (true, false) => 2,
-                (true, true) if s.ends_with("*}") => 0,
-                (true, true) => 1,
-            })
-            .collect();
+        let shape = specificity(route.pattern);
         let better = match &best {
             None => true,
             Some((best_shape, _)) => shape > *best_shape,

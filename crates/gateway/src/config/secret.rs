@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use crate::secret_eq::secret_eq;
-
 /// A secret value: `Debug` and `Display` print `[redacted]`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -17,11 +15,6 @@ impl Secret {
     /// The secret itself; call only where it is used, never to log.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// Constant-time comparison with `other`.
-    pub fn ct_eq(&self, other: &str) -> bool {
-        secret_eq(self.0.as_bytes(), other.as_bytes())
     }
 }
 

@@ -135,6 +135,13 @@ fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[(AuditRow, String)]) -> AnyQue
 /// The stored columns, in insert order.
 pub(super) const COLUMNS: &str = columns!();
 
+/// One row's insert with numbered placeholders, for the SQLite writer's prepared statement.
+pub(super) const INSERT_ONE: &str = concat!(
+    "INSERT INTO audit_events (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+);
+
 /// Links `events` onto the chain whose head is (`seq`, `hash`): each row with its sequence
 /// number, previous hash and hash, and its details as JSON text.
 pub(super) fn chain_rows(

@@ -93,11 +93,7 @@ fn append_on(
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let rows = chain_rows(seq, &hash, events, link)?;
     {
-        let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO audit_events ({}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            super::audit::COLUMNS
-        ))?;
+        let mut insert = tx.prepare_cached(super::audit::INSERT_ONE)?;
         for (row, details) in &rows {
             let e = &row.event;
             insert.execute(params![
