@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
-use gateway::config::{Config, StoreConfig};
+use gateway_core::config::{Config, StoreConfig};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

@@ -16,7 +16,7 @@
 //! - redaction is idempotent, and `is_secret_name` ignores ASCII case.
 #![no_main]
 
-use gateway::audit::redact::{REDACTED, is_secret_name, redact_json, redact_query, redact_value};
+use gateway_core::redact::{REDACTED, is_secret_name, redact_json, redact_query, redact_value};
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};

@@ -5,6 +5,7 @@
 //! and the matcher.
 
 pub mod catalogue;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod route;
 

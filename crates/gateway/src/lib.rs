@@ -4,15 +4,14 @@
 pub mod api;
 pub mod app;
 pub mod audit;
-pub mod config;
 pub mod error;
 pub mod identity;
 pub mod oidc;
 pub mod proxy;
-pub mod rbac;
 pub mod secret_eq;
 pub mod store;
 pub mod web;
 
 pub use app::{AppState, Gateway, build_app};
 pub use config::Config;
+pub use gateway_core::{config, rbac};

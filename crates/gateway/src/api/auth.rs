@@ -42,7 +42,7 @@ async fn audit_signin(
     allowed: bool,
     details: serde_json::Value,
 ) {
-    let mut e = AuditEvent::new(EventKind::Gateway, uuid::Uuid::new_v4().to_string(), action);
+    let mut e = AuditEvent::new(EventKind::Gateway, crate::audit::new_request_id(), action);
     e.actor_type = if email.is_some() {
         ActorType::User
     } else {
@@ -444,7 +444,7 @@ async fn admit(state: &AppState, email: &str, name: &str) -> Result<UserRow, Str
             .map_err(unavailable)?;
         let mut e = AuditEvent::new(
             EventKind::Gateway,
-            uuid::Uuid::new_v4().to_string(),
+            crate::audit::new_request_id(),
             "gateway:users:create",
         );
         e.actor_type = ActorType::User;

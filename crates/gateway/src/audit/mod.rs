@@ -6,11 +6,12 @@
 
 mod chain;
 mod event;
-pub mod redact;
 mod verify;
 mod writer;
 
+pub use gateway_core::redact;
+
 pub use chain::{ChainKey, KeySource, ResolveKeyError, resolve_key};
-pub use event::{ActorType, AuditEvent, Decision, EventKind};
+pub use event::{ActorType, AuditEvent, Decision, EventKind, new_request_id};
 pub use verify::{VerifyError, VerifyReport, verify_chain};
 pub use writer::{AuditError, AuditLog, format_time, json_line};

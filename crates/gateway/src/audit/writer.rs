@@ -174,13 +174,17 @@ async fn write_with_retry(
     }
 }
 
-/// JSON lines on stdout, one per committed event, for log shippers.
+/// JSON lines on stdout, one per committed event, for log shippers. The batch goes out in one
+/// write (stdout is line-buffered: line by line would be a system call per event).
 fn print_rows(rows: &[AuditRow]) {
-    let mut out = std::io::stdout().lock();
+    let mut buf = Vec::with_capacity(rows.len() * 512);
     for row in rows {
-        let line = json_line(row);
-        let _ = writeln!(out, "{line}");
+        if serde_json::to_writer(&mut buf, &JsonLine::from(row)).is_ok() {
+            buf.push(b'\n');
+        }
     }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&buf);
     let _ = out.flush();
 }
 
@@ -191,26 +195,55 @@ pub fn format_time(t: std::time::SystemTime) -> String {
 
 /// The stdout form of an event.
 pub fn json_line(row: &AuditRow) -> serde_json::Value {
-    let e = &row.event;
-    let ts = UNIX_EPOCH + Duration::from_millis(u64::try_from(e.ts).unwrap_or(0));
-    serde_json::json!({
-        "type": "audit",
-        "ts": format_time(ts),
-        "seq": row.seq,
-        "kind": e.kind,
-        "request_id": e.request_id,
-        "actor_type": e.actor_type,
-        "user_email": e.user_email,
-        "token_name": e.token_name,
-        "method": e.method,
-        "path": e.path,
-        "action": e.action,
-        "rbac_decision": e.rbac_decision,
-        "status": e.status,
-        "latency_ms": e.latency_ms,
-        "client_ip": e.client_ip,
-        "user_agent": e.user_agent,
-        "details": e.details,
-        "hash": row.hash,
-    })
+    serde_json::to_value(JsonLine::from(row)).unwrap_or_default()
+}
+
+/// The stdout form, serialised straight from the row (no intermediate JSON tree).
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    r#type: &'static str,
+    ts: String,
+    seq: i64,
+    kind: &'a super::EventKind,
+    request_id: &'a str,
+    actor_type: &'a super::ActorType,
+    user_email: &'a Option<String>,
+    token_name: &'a Option<String>,
+    method: &'a Option<String>,
+    path: &'a Option<String>,
+    action: &'a str,
+    rbac_decision: &'a super::Decision,
+    status: Option<i64>,
+    latency_ms: Option<i64>,
+    client_ip: &'a Option<String>,
+    user_agent: &'a Option<String>,
+    details: &'a serde_json::Value,
+    hash: &'a str,
+}
+
+impl<'a> From<&'a AuditRow> for JsonLine<'a> {
+    fn from(row: &'a AuditRow) -> Self {
+        let e = &row.event;
+        let ts = UNIX_EPOCH + Duration::from_millis(u64::try_from(e.ts).unwrap_or(0));
+        JsonLine {
+            r#type: "audit",
+            ts: format_time(ts),
+            seq: row.seq,
+            kind: &e.kind,
+            request_id: &e.request_id,
+            actor_type: &e.actor_type,
+            user_email: &e.user_email,
+            token_name: &e.token_name,
+            method: &e.method,
+            path: &e.path,
+            action: &e.action,
+            rbac_decision: &e.rbac_decision,
+            status: e.status,
+            latency_ms: e.latency_ms,
+            client_ip: &e.client_ip,
+            user_agent: &e.user_agent,
+            details: &e.details,
+            hash: &row.hash,
+        }
+    }
 }

@@ -1,11 +1,10 @@
 //! Who is making a request: credentials, API tokens and the resulting [`Principal`].
 
-mod credentials;
 pub mod manage;
 mod principal;
 pub mod sessions;
 mod tokens;
 
-pub use credentials::{CredentialError, extract_token};
+pub use gateway_core::credentials::{CredentialError, extract_token};
 pub use principal::{AuthError, Principal, PrincipalKind, authenticate};
 pub use tokens::{IssuedToken, TOKEN_PREFIX, TokenError, hash_token, issue_token, parse_expiry};

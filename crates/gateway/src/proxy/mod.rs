@@ -6,7 +6,6 @@
 
 mod body;
 mod headers;
-mod path;
 mod upstream;
 mod ws;
 
@@ -16,46 +15,27 @@ use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
-use convox_api::{ROUTES, Route, match_route};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-pub use path::{NormalisedPath, PathError, normalise};
+pub use gateway_core::classify::Classified;
+pub use gateway_core::path::{NormalisedPath, PathError, normalise};
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
 use crate::audit::{AuditEvent, Decision, EventKind, redact};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, authenticate, extract_token};
-use crate::rbac::{self, unknown_route_permission};
+use crate::rbac;
 use body::OutcomeGuard;
 
 /// Where the rack API is mounted on the gateway.
 pub const PROXY_PREFIX: &str = "/api/v1/rack-proxy";
 
-/// What the catalogue says a request is.
-#[derive(Debug, Clone)]
-pub struct Classified {
-    /// The permission that guards it.
-    pub permission: String,
-    /// The matched route, if the catalogue knows it.
-    pub route: Option<&'static Route>,
-}
-
-/// Maps a method and normalised path to its permission. Methods outside the rack API's set are
-/// refused outright.
+/// Maps a method and normalised path to its permission ([`gateway_core::classify`]). Methods
+/// outside the rack API's set are refused outright.
 pub fn classify(method: &http::Method, decoded_path: &str) -> Result<Classified, ApiError> {
-    let m = convox_api::Method::parse(method.as_str()).ok_or(ApiError::MethodNotAllowed)?;
-    Ok(match match_route(ROUTES, m, decoded_path) {
-        Some(found) => Classified {
-            permission: found.route.permission(),
-            route: Some(found.route),
-        },
-        None => Classified {
-            permission: unknown_route_permission(method.as_str()),
-            route: None,
-        },
-    })
+    gateway_core::classify::classify(method, decoded_path).ok_or(ApiError::MethodNotAllowed)
 }
 
 /// The per-request facts every audit event of this request shares.
@@ -87,7 +67,7 @@ impl RequestFacts {
 
 /// The proxy handler.
 pub async fn handle(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = crate::audit::new_request_id();
     let mut response = match proxy(&state, peer, request, &request_id).await {
         Ok(response) => response,
         Err(err) => err.into_response(),

@@ -6,9 +6,11 @@
 
 mod audit;
 mod audit_sqlite;
+mod columns;
 mod logins;
 mod sessions;
 mod settings;
+mod sqlite_reads;
 mod tokens;
 mod users;
 
@@ -78,6 +80,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite files only: the audit writer's own connection (see `audit_sqlite`).
     sqlite_audit: Option<std::sync::Arc<audit_sqlite::SqliteAudit>>,
+    /// SQLite files only: authentication's point reads, inline (see `sqlite_reads`).
+    sqlite_reads: Option<std::sync::Arc<sqlite_reads::SqliteReads>>,
     /// PostgreSQL: the chain head as this instance last wrote it (see `append_audit`).
     audit_head: std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>,
 }
@@ -144,17 +148,20 @@ impl Store {
             }),
         };
         let pool = pool_options.connect_with(options).await?;
-        let sqlite_audit = match backend {
+        // A file-backed SQLite store also gets connections of its own, outside sqlx, for the
+        // two hot paths: appending audit events and authentication's reads.
+        let sqlite_file = match backend {
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
                 let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
-                Some(audit_sqlite::SqliteAudit::new(options.get_filename()))
+                Some(options.get_filename().to_path_buf())
             }
             _ => None,
         };
         Ok(Store {
             pool,
             backend,
-            sqlite_audit,
+            sqlite_audit: sqlite_file.as_deref().map(audit_sqlite::SqliteAudit::new),
+            sqlite_reads: sqlite_file.as_deref().map(sqlite_reads::SqliteReads::new),
             audit_head: Default::default(),
         })
     }
@@ -179,6 +186,19 @@ impl Store {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A one-row read run inline on SQLite (see `sqlite_reads`); `None` means "use the pool".
+    fn read_inline<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<Option<T>, StoreError>> {
+        match self.sqlite_reads.as_ref()?.one(sql, params, map) {
+            sqlite_reads::Inline::Done(found) => Some(found),
+            sqlite_reads::Inline::Fallback => None,
+        }
     }
 
     /// Checks that the database answers.

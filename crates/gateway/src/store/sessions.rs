@@ -1,7 +1,7 @@
 //! Sessions table. Only the SHA-256 of a session token is stored.
 
+use super::columns::Columns;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_ms};
 
@@ -55,18 +55,18 @@ macro_rules! columns {
     };
 }
 
-fn from_row(row: &AnyRow) -> Result<SessionRow, StoreError> {
+pub(super) fn from_row(row: &impl Columns) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
-        id: row.try_get("id")?,
-        token_hash: row.try_get("token_hash")?,
-        user_id: row.try_get("user_id")?,
-        channel: row.try_get("channel")?,
-        user_agent: row.try_get("user_agent")?,
-        ip: row.try_get("ip")?,
-        created_at: row.try_get("created_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        id: row.int("id")?,
+        token_hash: row.text("token_hash")?,
+        user_id: row.int("user_id")?,
+        channel: row.text("channel")?,
+        user_agent: row.opt_text("user_agent")?,
+        ip: row.opt_text("ip")?,
+        created_at: row.int("created_at")?,
+        last_seen_at: row.int("last_seen_at")?,
+        expires_at: row.int("expires_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
     })
 }
 
@@ -102,6 +102,9 @@ impl Store {
             columns!(),
             " FROM sessions WHERE token_hash = $1"
         );
+        if let Some(found) = self.read_inline(sql, [token_hash], |row| from_row(row)) {
+            return found;
+        }
         let row = sqlx::query(sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)

@@ -1,7 +1,6 @@
 //! API tokens table. Only the SHA-256 of a token is stored.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use super::columns::Columns;
 
 use super::{Store, StoreError, now_ms};
 
@@ -59,24 +58,24 @@ macro_rules! columns {
     };
 }
 
-fn from_row(row: &AnyRow) -> Result<TokenRow, StoreError> {
-    let permissions: Option<String> = row.try_get("permissions")?;
-    let permissions = permissions
+pub(super) fn from_row(row: &impl Columns) -> Result<TokenRow, StoreError> {
+    let permissions = row
+        .opt_text("permissions")?
         .map(|p| serde_json::from_str::<Vec<String>>(&p))
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("api_tokens.permissions: {e}")))?;
     Ok(TokenRow {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        token_hash: row.try_get("token_hash")?,
-        role: row.try_get("role")?,
+        id: row.int("id")?,
+        name: row.text("name")?,
+        token_hash: row.text("token_hash")?,
+        role: row.opt_text("role")?,
         permissions,
-        owner_user_id: row.try_get("owner_user_id")?,
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        owner_user_id: row.opt_int("owner_user_id")?,
+        created_by: row.text("created_by")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.opt_int("expires_at")?,
+        last_used_at: row.opt_int("last_used_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
     })
 }
 
@@ -116,6 +115,9 @@ impl Store {
             columns!(),
             " FROM api_tokens WHERE token_hash = $1"
         );
+        if let Some(found) = self.read_inline(sql, [token_hash], |row| from_row(row)) {
+            return found;
+        }
         let row = sqlx::query(sql)
             .bind(token_hash)
             .fetch_optional(&self.pool)

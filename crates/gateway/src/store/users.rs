@@ -1,6 +1,6 @@
 //! Users table.
 
-use sqlx::Row;
+use super::columns::Columns;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, now_ms};
@@ -30,15 +30,15 @@ macro_rules! columns {
     };
 }
 
-fn from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
+pub(super) fn from_row(row: &impl Columns) -> Result<UserRow, StoreError> {
     Ok(UserRow {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        name: row.try_get("name")?,
-        role: row.try_get("role")?,
-        locked: row.try_get::<i64, _>("locked")? != 0,
-        created_at: row.try_get("created_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
+        id: row.int("id")?,
+        email: row.text("email")?,
+        name: row.text("name")?,
+        role: row.text("role")?,
+        locked: row.int("locked")? != 0,
+        created_at: row.int("created_at")?,
+        last_seen_at: row.opt_int("last_seen_at")?,
     })
 }
 
@@ -87,6 +87,9 @@ impl Store {
     /// Finds a user by id.
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
         let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+        if let Some(found) = self.read_inline(sql, [id], |row| from_row(row)) {
+            return found;
+        }
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(from_row).transpose()
     }

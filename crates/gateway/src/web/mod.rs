@@ -282,7 +282,7 @@ pub async fn audit_session_revoke(
 ) {
     let mut e = AuditEvent::new(
         EventKind::Gateway,
-        uuid::Uuid::new_v4().to_string(),
+        crate::audit::new_request_id(),
         "gateway:sessions:revoke",
     );
     e.actor_type = principal.actor_type();

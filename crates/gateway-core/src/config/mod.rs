@@ -205,7 +205,7 @@ pub struct StoreConfig {
 
 /// A URL as `Debug` shows it: with any password masked.
 fn shown(url: &str) -> String {
-    crate::audit::redact::redact_value(url)
+    crate::redact::redact_value(url)
 }
 
 impl std::fmt::Debug for Config {

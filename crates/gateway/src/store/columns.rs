@@ -1,0 +1,50 @@
+//! Reading a row's columns by name, the same way from both kinds of row the store sees: sqlx's
+//! `AnyRow` and a `rusqlite::Row` from the inline SQLite reads (`sqlite_reads`). Each table's
+//! `from_row` is written once against this trait.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::StoreError;
+
+/// Typed column access by name.
+pub(super) trait Columns {
+    /// An integer column.
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+    /// A nullable integer column.
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    /// A text column.
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    /// A nullable text column.
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError>;
+}
+
+impl Columns for AnyRow {
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(name)?)
+    }
+}
