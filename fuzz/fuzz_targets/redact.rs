@@ -87,9 +87,10 @@ fn swap_env(v: &Value, other: &dyn Fn(&Value) -> Value) -> Value {
             Value::Object(map.iter().map(|(k, v)| (k.clone(), other(v))).collect())
         }
         // `NAME=VALUE` lines: the value is secret, and so is a line without a name (the rest
-        // of a multi-line value).
+        // of a multi-line value). Split on `\n` exactly, so the swapped text has the same lines
+        // (`lines()` would drop a final empty line and change the structure, not a secret).
         Value::String(s) => Value::String(
-            s.lines()
+            s.split('\n')
                 .map(|line| match line.split_once('=') {
                     Some((k, v)) => format!("{k}={}", rotate(v)),
                     None => rotate(line),

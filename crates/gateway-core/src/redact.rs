@@ -103,9 +103,10 @@ fn redact_env(value: Value) -> Value {
                 .collect(),
         ),
         // "KEY=value\nKEY2=value2" as convox sends env in forms. A line without `=` names
-        // nothing and may be the rest of a multi-line value (a PEM key): masked too.
+        // nothing and may be the rest of a multi-line value (a PEM key): masked too. Split on
+        // `\n` exactly so the line structure survives (and redacting again changes nothing).
         Value::String(s) => Value::String(
-            s.lines()
+            s.split('\n')
                 .map(|line| match line.split_once('=') {
                     Some((k, _)) => format!("{k}={REDACTED}"),
                     None if line.trim().is_empty() => line.to_string(),
@@ -198,8 +199,20 @@ mod tests {
         );
         assert_eq!(
             v["env"],
-            format!("KEY={REDACTED}\n{REDACTED}\n{REDACTED}\n")
+            format!("KEY={REDACTED}\n{REDACTED}\n{REDACTED}\n\n")
         );
+    }
+
+    /// Found by the `redact` fuzz target: reading env strings with `lines()` dropped a final
+    /// empty line, so redacting twice changed the text again. Lines are now kept exactly.
+    #[test]
+    fn env_strings_keep_their_lines_and_redaction_is_idempotent() {
+        let once = redact_json(json!({"environment": "A=1\nB=wt=\n\nB=wt=\n\rotwo\rCx=\n\n"}));
+        assert_eq!(
+            once["environment"],
+            format!("A={REDACTED}\nB={REDACTED}\n\nB={REDACTED}\n\rotwo\rCx={REDACTED}\n\n")
+        );
+        assert_eq!(redact_json(once.clone()), once);
     }
 
     #[test]
