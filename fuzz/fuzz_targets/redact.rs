@@ -12,7 +12,9 @@
 //!   and a pair is always masked when its name is secret or its value, read as the rack reads
 //!   it (`+` is a space), looks like a credential;
 //! - `Bearer …`/`Basic …` values are masked, and `scheme://user:password@host/rest` becomes
-//!   exactly `scheme://user:[redacted]@host/rest`;
+//!   exactly `scheme://user:[redacted]@host/rest`; `scheme://user@host/rest` stays as it is when
+//!   the user is plainly a name (letters, `.`, `-`, `_`, up to 32) and is otherwise exactly
+//!   `scheme://[redacted]@host/rest`;
 //! - redaction is idempotent, and `is_secret_name` ignores ASCII case.
 #![no_main]
 
@@ -200,6 +202,26 @@ fn check_value(v: &str) {
                 format!("{scheme}://{user}:{REDACTED}@{host}{rest}"),
                 "{v:?}"
             );
+        }
+        // scheme://user@host: a user name that is not plainly a name (a token) is masked whole.
+        if let Some((user, host)) = authority.rsplit_once('@')
+            && !user.contains(':')
+            && !v.starts_with("rgw_")
+            && !v.starts_with("rgs_")
+            && !lower.starts_with("basic ")
+            && !lower.starts_with("bearer ")
+        {
+            let plain = !user.is_empty()
+                && user.len() <= 32
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b"._-".contains(&b));
+            let expected = if plain {
+                v.to_string()
+            } else {
+                format!("{scheme}://{REDACTED}@{host}{rest}")
+            };
+            assert_eq!(r, expected, "{v:?}");
         }
     }
 }

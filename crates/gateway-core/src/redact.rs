@@ -50,25 +50,34 @@ pub fn redact_value(value: &str) -> String {
     if value.starts_with("rgw_") || value.starts_with("rgs_") {
         return REDACTED.into();
     }
-    // scheme://user:password@host → scheme://user:[redacted]@host
+    // scheme://user:password@host → scheme://user:[redacted]@host. A user name alone is kept
+    // only when it reads as a name (`git@`, `deploy@`); `https://TOKEN@host` is a common way to
+    // pass a token, so anything else there is masked too.
     if let Some(scheme_end) = value.find("://") {
         let rest = &value[scheme_end + 3..];
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..authority_end];
         if let Some(at) = authority.rfind('@') {
             let userinfo = &authority[..at];
+            let scheme = &value[..scheme_end + 3];
             if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:{}{}",
-                    &value[..scheme_end + 3],
-                    &userinfo[..colon],
-                    REDACTED,
-                    &rest[at..]
-                );
+                return format!("{scheme}{}:{REDACTED}{}", &userinfo[..colon], &rest[at..]);
+            }
+            if !is_plain_user_name(userinfo) {
+                return format!("{scheme}{REDACTED}{}", &rest[at..]);
             }
         }
     }
     value.to_string()
+}
+
+/// A URL user name that is a name, not a credential: short, letters with `.`, `-`, `_`.
+fn is_plain_user_name(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 32
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || matches!(c, '.' | '-' | '_'))
 }
 
 /// Redacts a JSON value recursively.
@@ -213,6 +222,30 @@ mod tests {
             format!("A={REDACTED}\nB={REDACTED}\n\nB={REDACTED}\n\rotwo\rCx={REDACTED}\n\n")
         );
         assert_eq!(redact_json(once.clone()), once);
+    }
+
+    /// A token passed as a URL's user name (`https://TOKEN@host`) was shown (noted in review).
+    #[test]
+    fn url_user_names_that_are_not_names_are_masked() {
+        assert_eq!(
+            redact_value("https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/org/repo"),
+            format!("https://{REDACTED}@github.com/org/repo")
+        );
+        assert_eq!(
+            redact_value("https://rgw_abc123@gw.example.com"),
+            format!("https://{REDACTED}@gw.example.com")
+        );
+        assert_eq!(
+            redact_value("ssh://git@github.com/org/repo.git"),
+            "ssh://git@github.com/org/repo.git"
+        );
+        assert_eq!(
+            redact_value("https://deploy-bot@host/x"),
+            "https://deploy-bot@host/x"
+        );
+        let once = redact_value("https://s3cr3t@host");
+        assert_eq!(once, format!("https://{REDACTED}@host"));
+        assert_eq!(redact_value(&once), once, "idempotent");
     }
 
     #[test]
