@@ -33,6 +33,7 @@ const VARS: &[&str] = &[
     "PORT",
     "PUBLIC_URL",
     "SHUTDOWN_TIMEOUT_SECS",
+    "WORKER_THREADS",
     "OIDC_ISSUER",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",

@@ -114,6 +114,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         rack_connect_timeout: std::time::Duration::from_secs(5),
         rack_read_timeout: std::time::Duration::from_secs(300),
         shutdown_timeout: std::time::Duration::from_secs(5),
+        worker_threads: None,
         audit_stdout: true,
         oidc: Some(OidcConfig {
             issuer: format!("http://{oidc_addr}")

@@ -74,6 +74,8 @@ pub struct Config {
     pub rack_read_timeout: Duration,
     /// How long in-flight requests may take to finish on SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Async worker threads (`WORKER_THREADS`); `None`: one per CPU.
+    pub worker_threads: Option<usize>,
     /// Emit audit events as JSON lines on stdout.
     pub audit_stdout: bool,
     /// OpenID Connect sign-in; without it only API tokens work.
@@ -224,6 +226,7 @@ impl std::fmt::Debug for Config {
             .field("rack_connect_timeout", &self.rack_connect_timeout)
             .field("rack_read_timeout", &self.rack_read_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("worker_threads", &self.worker_threads)
             .field("audit_stdout", &self.audit_stdout)
             .field("oidc", &self.oidc)
             .field("sessions", &self.sessions)
@@ -364,6 +367,7 @@ impl Config {
             rack_connect_timeout: seconds(&get, "RACK_CONNECT_TIMEOUT_SECS", 10)?,
             rack_read_timeout: seconds(&get, "RACK_READ_TIMEOUT_SECS", 300)?,
             shutdown_timeout: seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 30)?,
+            worker_threads: worker_threads(&get)?,
             audit_stdout: boolean(&get, "AUDIT_STDOUT", true)?,
             oidc,
             sessions: SessionConfig {
@@ -427,6 +431,28 @@ fn parse_pin(raw: &str) -> Result<[u8; 32], ConfigError> {
         })
 }
 
+/// Most async worker threads `WORKER_THREADS` accepts.
+const MAX_WORKER_THREADS: usize = 256;
+
+/// `WORKER_THREADS`: how many async worker threads the server runs (`None` when unset: one per
+/// CPU). Read before anything else, since the runtime must exist before the rest of the
+/// configuration is loaded.
+pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<usize>, ConfigError> {
+    match get("WORKER_THREADS") {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
+            .map(Some)
+            .ok_or(ConfigError::Invalid {
+                name: "WORKER_THREADS",
+                expected: format!("a whole number from 1 to {MAX_WORKER_THREADS}"),
+            }),
+    }
+}
+
 fn seconds(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -467,6 +493,22 @@ fn boolean(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn worker_threads_is_optional_and_bounded() {
+        let get = |v: &'static str| move |k: &str| (k == "WORKER_THREADS").then(|| v.to_string());
+        assert_eq!(worker_threads(&|_: &str| None), Ok(None));
+        assert_eq!(worker_threads(&get(" 1 ")), Ok(Some(1)));
+        assert_eq!(worker_threads(&get("256")), Ok(Some(256)));
+        for bad in ["0", "257", "-1", "two", ""] {
+            let err = worker_threads(&get(bad)).err().map(|e| e.to_string());
+            assert_eq!(
+                err.as_deref(),
+                Some("WORKER_THREADS is invalid: a whole number from 1 to 256"),
+                "{bad:?}"
+            );
+        }
+    }
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs

@@ -81,6 +81,14 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             ],
             "AUDIT_HMAC_KEY is invalid",
         ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "sekrit-value"),
+                ("WORKER_THREADS", "0"),
+            ],
+            "WORKER_THREADS is invalid",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(BIN)
