@@ -114,7 +114,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         rack_connect_timeout: std::time::Duration::from_secs(5),
         rack_read_timeout: std::time::Duration::from_secs(300),
         shutdown_timeout: std::time::Duration::from_secs(5),
-        worker_threads: None,
+        // The runtime was built from the same variable in main.
+        worker_threads: gateway::config::worker_threads(&|name| std::env::var(name).ok())
+            .ok()
+            .flatten(),
         audit_stdout: true,
         oidc: Some(OidcConfig {
             issuer: format!("http://{oidc_addr}")
