@@ -6,6 +6,8 @@
 //! It signs with a fixed, public test key (`dev-signing-key.pem`): never trust it outside
 //! development.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 mod pages;
 mod state;
 

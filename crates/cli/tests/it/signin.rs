@@ -2,87 +2,14 @@
 //! the sign-in URL, a minimal browser signs in at the dev OIDC provider, the CLI collects the
 //! session with its PKCE verifier. Then `logout` ends the session on the gateway.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use dev_oidc::browser::Browser;
+
 use crate::kit::{Dev, Home};
-
-/// A browser: manual redirects, one cookie jar, picks a dev OIDC test user (`login_hint`).
-struct Browser {
-    http: reqwest::Client,
-    cookies: HashMap<String, String>,
-    user: String,
-}
-
-impl Browser {
-    fn new(user: &str) -> Browser {
-        convox_api::client::install_crypto_provider();
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-                .unwrap_or_else(|e| panic!("{e}")),
-            cookies: HashMap::new(),
-            user: user.into(),
-        }
-    }
-
-    /// Follows `url` to its end; returns the last status and body.
-    async fn visit(&mut self, url: &str) -> (u16, String) {
-        let mut url = url.to_string();
-        for _ in 0..10 {
-            if url.contains("/authorize?") && !url.contains("login_hint=") {
-                url = format!("{url}&login_hint={}", self.user);
-            }
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let response = self
-                .http
-                .get(&url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
-            for value in response.headers().get_all("set-cookie") {
-                let text = value.to_str().unwrap_or_default();
-                let pair = text.split(';').next().unwrap_or_default();
-                if let Some((k, v)) = pair.split_once('=') {
-                    if v.is_empty() || text.contains("Max-Age=0") {
-                        self.cookies.remove(k.trim());
-                    } else {
-                        self.cookies.insert(k.trim().to_string(), v.to_string());
-                    }
-                }
-            }
-            let status = response.status().as_u16();
-            if (300..400).contains(&status) {
-                let location = response
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                url = if location.starts_with('/') {
-                    let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-                    format!("{origin}{location}")
-                } else {
-                    location
-                };
-                continue;
-            }
-            return (status, response.text().await.unwrap_or_default());
-        }
-        panic!("too many redirects");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_sign_in_then_logout() {
@@ -129,7 +56,12 @@ async fn browser_sign_in_then_logout() {
         "{url}"
     );
 
-    let (status, body) = Browser::new("deployer@example.com").visit(&url).await;
+    let page = Browser::new("deployer@example.com")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .visit(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = (page.status, page.body);
     assert_eq!(status, 200, "{body}");
 
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())

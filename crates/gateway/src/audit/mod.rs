@@ -14,4 +14,4 @@ pub use gateway_core::redact;
 pub use chain::{ChainKey, KeySource, ResolveKeyError, resolve_key};
 pub use event::{ActorType, AuditEvent, Decision, EventKind, new_request_id};
 pub use verify::{VerifyError, VerifyReport, verify_chain};
-pub use writer::{AuditError, AuditLog, format_time, json_line};
+pub use writer::{AuditError, AuditLog, format_time};

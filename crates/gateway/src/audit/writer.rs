@@ -193,12 +193,7 @@ pub fn format_time(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// The stdout form of an event.
-pub fn json_line(row: &AuditRow) -> serde_json::Value {
-    serde_json::to_value(JsonLine::from(row)).unwrap_or_default()
-}
-
-/// The stdout form, serialised straight from the row (no intermediate JSON tree).
+/// The stdout form of an event, serialised straight from the row (no intermediate JSON tree).
 #[derive(serde::Serialize)]
 struct JsonLine<'a> {
     r#type: &'static str,

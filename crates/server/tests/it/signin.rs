@@ -1,7 +1,7 @@
 //! Sign-in through the real dev OIDC provider over HTTP (no shortcuts into the store): web and
 //! CLI flows, sessions, and every refusal the issue lists.
 
-use std::collections::HashMap;
+use dev_oidc::browser::Browser;
 use std::time::Duration;
 
 use base64::Engine;
@@ -68,116 +68,6 @@ impl SignIn {
     }
 }
 
-/// A minimal browser: manual redirects, a cookie jar per origin, and a test user to pick at
-/// the provider (`login_hint`).
-pub struct Browser {
-    http: reqwest::Client,
-    pub cookies: HashMap<String, String>,
-    pub user: String,
-}
-
-/// The end of a navigation.
-pub struct Page {
-    pub status: u16,
-    pub url: String,
-    pub body: String,
-}
-
-impl Browser {
-    pub fn new(user: &str) -> Browser {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-                .unwrap_or_else(|e| panic!("{e}")),
-            cookies: HashMap::new(),
-            user: user.into(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn store_cookies(&mut self, response: &reqwest::Response) {
-        for value in response.headers().get_all("set-cookie") {
-            let text = value.to_str().unwrap_or_default();
-            let Some((pair, attrs)) = text.split_once(';').or(Some((text, ""))) else {
-                continue;
-            };
-            if let Some((k, v)) = pair.split_once('=') {
-                if v.is_empty() || attrs.contains("Max-Age=0") {
-                    self.cookies.remove(k.trim());
-                } else {
-                    self.cookies.insert(k.trim().to_string(), v.to_string());
-                }
-            }
-        }
-    }
-
-    /// GET `url`, following redirects; at the provider's authorize page, picks `self.user`.
-    pub async fn visit(&mut self, url: &str) -> Page {
-        let mut url = url.to_string();
-        for _ in 0..10 {
-            if url.contains("/authorize?") && !url.contains("login_hint=") {
-                url = format!("{url}&login_hint={}", self.user);
-            }
-            let response = self
-                .http
-                .get(&url)
-                .header("cookie", self.cookie_header())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {e}"));
-            self.store_cookies(&response);
-            let status = response.status().as_u16();
-            if (300..400).contains(&status) {
-                let location = response
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                url = if location.starts_with('/') {
-                    let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-                    format!("{origin}{location}")
-                } else {
-                    location
-                };
-                continue;
-            }
-            let body = response.text().await.unwrap_or_default();
-            return Page { status, url, body };
-        }
-        panic!("too many redirects");
-    }
-
-    /// The first redirect only (to inspect a single hop).
-    pub async fn hop(&mut self, url: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(url)
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.store_cookies(&response);
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, location)
-    }
-}
-
 async fn signin_events(db: &Db) -> Vec<gateway::store::AuditRow> {
     store(db)
         .await
@@ -198,7 +88,7 @@ both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
     );
     assert!(ok, "{err}");
     let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
-    let mut browser = Browser::new("ops@example.com");
+    let mut browser = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
     // A planted session id must not survive sign-in (no fixation).
     browser
         .cookies
@@ -208,7 +98,8 @@ both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
             "{}/api/v1/auth/web/login?return_to=/account",
             s.gw.url
         ))
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.url.ends_with("/account"), "{}", page.url);
     assert!(page.body.contains("ops@example.com"), "{}", page.body);
@@ -241,7 +132,8 @@ both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
             "{}/api/v1/auth/web/login?return_to=/account",
             s.gw.url
         ))
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let second = browser
         .cookies
         .get("rg_session")
@@ -287,20 +179,22 @@ both_backends!(
     first_user_becomes_admin_then_strangers_are_refused,
     |db| async move {
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
-        let mut first = Browser::new("deployer@example.com");
+        let mut first = Browser::new("deployer@example.com").unwrap_or_else(|e| panic!("{e}"));
         let page = first
             .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
-            .await;
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(page.status, 200, "{}", page.body);
         assert!(
             page.body.contains("id=\"role\">admin"),
             "first user is admin: {}",
             page.body
         );
-        let mut stranger = Browser::new("stranger@example.com");
+        let mut stranger = Browser::new("stranger@example.com").unwrap_or_else(|e| panic!("{e}"));
         let page = stranger
             .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
-            .await;
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(page.status, 403);
         assert!(page.body.contains("has not been added"), "{}", page.body);
         assert!(!stranger.cookies.contains_key("rg_session"));
@@ -340,8 +234,8 @@ both_backends!(sign_in_refusals, |db| async move {
         ),
         ("viewer@example.com", "locked"),
     ] {
-        let mut b = Browser::new(user);
-        let page = b.visit(&login).await;
+        let mut b = Browser::new(user).unwrap_or_else(|e| panic!("{e}"));
+        let page = b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(page.status, 403, "{user}");
         assert!(page.body.contains(words), "{user}: {}", page.body);
         assert!(
@@ -350,46 +244,60 @@ both_backends!(sign_in_refusals, |db| async move {
         );
     }
     // Open redirect.
-    let mut b = Browser::new("admin@example.com");
+    let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
     let page = b
         .visit(&format!("{login}?return_to=https://evil.test/"))
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 400);
-    let page = b.visit(&format!("{login}?return_to=//evil.test/")).await;
+    let page = b
+        .visit(&format!("{login}?return_to=//evil.test/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 400);
 
     // Tampered state, replay, another browser, expired attempt.
-    let mut b = Browser::new("admin@example.com");
-    let (_, idp) = b.hop(&login).await;
-    let (_, callback) = b.hop(&format!("{idp}&login_hint=admin@example.com")).await;
+    let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let (_, idp) = b.hop(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_, callback) = b
+        .hop(&format!("{idp}&login_hint=admin@example.com"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let tampered = callback.replace("state=", "state=x");
-    let page = b.visit(&tampered).await;
+    let page = b.visit(&tampered).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 403, "tampered state");
-    let mut other = Browser::new("admin@example.com");
-    let page = other.visit(&callback).await;
+    let mut other = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let page = other
+        .visit(&callback)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 403, "callback in another browser");
     assert!(page.body.contains("another browser"), "{}", page.body);
     let login_cookie = b.cookies.get("rg_login").cloned().unwrap_or_default();
-    let page = b.visit(&callback).await;
+    let page = b.visit(&callback).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 200, "the real browser signs in: {}", page.body);
     // Replaying the callback, even with the login cookie put back, is refused.
     b.cookies.insert("rg_login".into(), login_cookie);
-    let page = b.visit(&callback).await;
+    let page = b.visit(&callback).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 403, "replayed callback");
     assert!(page.body.contains("already used"), "{}", page.body);
 
-    let mut late = Browser::new("admin@example.com");
-    let (_, idp) = late.hop(&login).await;
+    let mut late = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let (_, idp) = late.hop(&login).await.unwrap_or_else(|e| panic!("{e}"));
     let (_, callback) = late
         .hop(&format!("{idp}&login_hint=admin@example.com"))
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // Time passes: the attempt's ten minutes are up.
     store(&db)
         .await
         .execute_raw("UPDATE login_attempts SET expires_at = 0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let page = late.visit(&callback).await;
+    let page = late
+        .visit(&callback)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 403);
     assert!(page.body.contains("took too long"), "{}", page.body);
 
@@ -436,10 +344,11 @@ both_backends!(forged_id_tokens_are_rejected, |db| async move {
         },
     ] {
         let s = SignIn::start(&db, quirks, &[]).await;
-        let mut b = Browser::new("admin@example.com");
+        let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
         let page = b
             .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
-            .await;
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(page.status, 403, "{quirks:?}: {}", page.body);
         assert!(
             page.body.contains("ID token was rejected"),
@@ -508,8 +417,11 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
         202,
         "pending before the browser"
     );
-    let mut b = Browser::new("deployer@example.com");
-    let page = b.visit(&browser_url).await;
+    let mut b = Browser::new("deployer@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let page = b
+        .visit(&browser_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body.contains("You can close this window"),
@@ -586,15 +498,17 @@ both_backends!(logout_and_admin_session_management, |db| async move {
     assert!(ok);
     let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
     let c = client();
-    let mut ops = Browser::new("ops@example.com");
+    let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
     let _ = ops
         .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let ops_token = ops.cookies.get("rg_session").cloned().unwrap_or_default();
-    let mut adm = Browser::new("admin@example.com");
+    let mut adm = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
     let _ = adm
         .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let admin_token = adm.cookies.get("rg_session").cloned().unwrap_or_default();
 
     // Ops may not manage others; admin may.

@@ -1,0 +1,163 @@
+//! A scripted browser for sign-in flows that end at this provider: it follows redirects by
+//! hand, keeps one cookie jar (honouring deletions), and at the provider's authorize page picks
+//! its test user with `login_hint`, as a person would click them. Used by the integration tests
+//! and the benchmark suite (`feature = "browser"`).
+
+use std::collections::HashMap;
+
+/// Most redirects one navigation follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Why a navigation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    /// The HTTP client could not be built or a request failed.
+    #[error("{url}: {source}")]
+    Http {
+        /// The URL being fetched.
+        url: String,
+        /// The client's error.
+        source: reqwest::Error,
+    },
+    /// More than [`MAX_REDIRECTS`] redirects.
+    #[error("{0}: too many redirects")]
+    TooManyRedirects(String),
+}
+
+/// The end of a navigation.
+#[derive(Debug)]
+pub struct Page {
+    /// The last response's status.
+    pub status: u16,
+    /// The last URL fetched.
+    pub url: String,
+    /// The last response's body.
+    pub body: String,
+}
+
+/// A minimal browser: manual redirects, one cookie jar, a test user to pick at the provider.
+pub struct Browser {
+    http: reqwest::Client,
+    /// Cookies by name (every origin shares the jar: the tests run on one host).
+    pub cookies: HashMap<String, String>,
+    /// The e-mail picked at the provider's authorize page.
+    pub user: String,
+}
+
+impl Browser {
+    /// A browser that signs in as `user`.
+    pub fn new(user: &str) -> Result<Browser, BrowserError> {
+        // reqwest is built without a default TLS crypto provider; use ring, as the gateway does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|source| BrowserError::Http {
+                url: String::new(),
+                source,
+            })?;
+        Ok(Browser {
+            http,
+            cookies: HashMap::new(),
+            user: user.into(),
+        })
+    }
+
+    /// The `Cookie` header for the jar.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// GET `url`, following redirects; at the provider's authorize page, picks `self.user`.
+    pub async fn visit(&mut self, url: &str) -> Result<Page, BrowserError> {
+        let mut url = url.to_string();
+        for _ in 0..MAX_REDIRECTS {
+            if url.contains("/authorize?") && !url.contains("login_hint=") {
+                url = format!("{url}&login_hint={}", self.user);
+            }
+            let response = self.get(&url).await?;
+            let status = response.status().as_u16();
+            if (300..400).contains(&status) {
+                url = resolve(&url, &location(&response));
+                continue;
+            }
+            let body = response.text().await.unwrap_or_default();
+            return Ok(Page { status, url, body });
+        }
+        Err(BrowserError::TooManyRedirects(url))
+    }
+
+    /// One request, no redirect followed: the status and the `Location` as sent (to inspect a
+    /// single hop).
+    pub async fn hop(&mut self, url: &str) -> Result<(u16, String), BrowserError> {
+        let response = self.get(url).await?;
+        Ok((response.status().as_u16(), location(&response)))
+    }
+
+    async fn get(&mut self, url: &str) -> Result<reqwest::Response, BrowserError> {
+        let response = self
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .map_err(|source| BrowserError::Http {
+                url: url.to_string(),
+                source,
+            })?;
+        self.store_cookies(&response);
+        Ok(response)
+    }
+
+    fn store_cookies(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap_or_default();
+            let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() || attrs.contains("Max-Age=0") {
+                    self.cookies.remove(k.trim());
+                } else {
+                    self.cookies.insert(k.trim().to_string(), v.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `location` made absolute against `current` (only origin-relative paths occur here).
+fn resolve(current: &str, location: &str) -> String {
+    if location.starts_with('/') {
+        let origin = current.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        format!("{origin}{location}")
+    } else {
+        location.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn relative_locations_keep_the_origin() {
+        assert_eq!(
+            resolve("http://127.0.0.1:9/a/b?c=d", "/x?y=z"),
+            "http://127.0.0.1:9/x?y=z"
+        );
+        assert_eq!(resolve("http://a:1/p", "https://b/q"), "https://b/q");
+    }
+}
