@@ -12,6 +12,7 @@ mod sessions;
 mod settings;
 mod sqlite_reads;
 mod tokens;
+mod touches;
 mod users;
 
 use std::str::FromStr;
@@ -84,6 +85,8 @@ pub struct Store {
     sqlite_reads: Option<std::sync::Arc<sqlite_reads::SqliteReads>>,
     /// PostgreSQL: the chain head as this instance last wrote it (see `append_audit`).
     audit_head: std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>,
+    /// Recent "last used" writes from this instance (see `touches`).
+    touches: std::sync::Arc<touches::Touches>,
 }
 
 /// Current time in unix milliseconds.
@@ -163,6 +166,7 @@ impl Store {
             sqlite_audit: sqlite_file.as_deref().map(audit_sqlite::SqliteAudit::new),
             sqlite_reads: sqlite_file.as_deref().map(sqlite_reads::SqliteReads::new),
             audit_head: Default::default(),
+            touches: Default::default(),
         })
     }
 

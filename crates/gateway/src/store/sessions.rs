@@ -3,6 +3,7 @@
 use super::columns::Columns;
 use sqlx::Row;
 
+use super::touches::Touched;
 use super::{Store, StoreError, now_ms};
 
 /// A session as stored.
@@ -135,28 +136,41 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Records activity, coarsely (at most every `min_interval_ms`) to keep writes off the hot
-    /// path.
+    /// Records activity, coarsely (at most every `min_interval_ms`, one writer per instance)
+    /// to keep writes off the hot path. The session and its user are updated in one
+    /// transaction.
     pub async fn touch_session(
         &self,
         session: &SessionRow,
         min_interval_ms: i64,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        if now - session.last_seen_at < min_interval_ms {
+        let key = Touched::Session(session.id);
+        if now - session.last_seen_at < min_interval_ms
+            || !self.touches.claim(key, now, min_interval_ms)
+        {
             return Ok(());
         }
+        let written = self.write_touch(session, now).await;
+        if written.is_err() {
+            self.touches.release(key);
+        }
+        written
+    }
+
+    async fn write_touch(&self, session: &SessionRow, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(session.id)
-            .execute(&self.pool)
+            .execute(&mut **tx.conn()?)
             .await?;
         sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(session.user_id)
-            .execute(&self.pool)
+            .execute(&mut **tx.conn()?)
             .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// Revokes one session; returns whether it was active.

@@ -2,6 +2,7 @@
 
 use super::columns::Columns;
 
+use super::touches::Touched;
 use super::{Store, StoreError, now_ms};
 
 /// An API token as stored (never the secret itself).
@@ -167,18 +168,26 @@ impl Store {
         }
     }
 
-    /// Records a successful use. Coarse (once a minute per token) to keep writes off the hot
-    /// path.
+    /// Records a successful use. Coarse (once a minute per token, one writer per instance) to
+    /// keep writes off the hot path.
     pub async fn touch_token(&self, id: i64, last_used_at: Option<i64>) -> Result<(), StoreError> {
+        const INTERVAL_MS: i64 = 60_000;
         let now = now_ms();
-        if last_used_at.is_some_and(|t| now - t < 60_000) {
+        let key = Touched::Token(id);
+        if last_used_at.is_some_and(|t| now - t < INTERVAL_MS)
+            || !self.touches.claim(key, now, INTERVAL_MS)
+        {
             return Ok(());
         }
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+        let written = sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&self.pool)
-            .await?;
+            .await;
+        if written.is_err() {
+            self.touches.release(key);
+        }
+        written?;
         Ok(())
     }
 }

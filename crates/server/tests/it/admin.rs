@@ -1,7 +1,7 @@
 //! The admin subcommands against the configured database.
 
 use crate::both_backends;
-use crate::kit::admin;
+use crate::kit::{admin, store};
 
 both_backends!(tokens_create_list_revoke, |db| async move {
     let (ok, out, err) = admin(
@@ -117,7 +117,7 @@ both_backends!(users_add_list_set_role_lock, |db| async move {
     let (ok, _, err) = admin(&db, &["users", "lock", "bob@example.com"]);
     assert!(!ok && err.contains("not found"), "{err}");
     // Every change is in the audit trail.
-    let s = crate::kit::store(&db).await;
+    let s = store(&db).await;
     let actions: Vec<String> = s
         .audit_rows(0, 100)
         .await
@@ -135,4 +135,101 @@ both_backends!(users_add_list_set_role_lock, |db| async move {
             "{a} not audited: {actions:?}"
         );
     }
+});
+
+// Requests that read a token or session row with a stale "last used" time all want to update
+// it; one instance writes it once per interval, not once per request in flight (a burst of
+// identical writes competes with the audit writer for SQLite's write lock).
+both_backends!(last_used_is_written_once_per_interval, |db| async move {
+    use gateway::store::{NewSession, NewToken, now_ms};
+    let s = store(&db).await;
+    s.migrate().await.unwrap_or_else(|e| panic!("migrate: {e}"));
+    let token = s
+        .create_token(&NewToken {
+            name: "touch",
+            token_hash: &"a".repeat(64),
+            role: Some("viewer"),
+            permissions: None,
+            owner_user_id: None,
+            created_by: "test",
+            expires_at: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("token: {e}"));
+    let reads = |s: gateway::store::Store| async move {
+        s.token_by_hash(&"a".repeat(64))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| t.last_used_at)
+    };
+    // Sixteen requests holding the never-used row.
+    let touches = (0..16).map(|_| s.touch_token(token.id, None));
+    for r in futures_util::future::join_all(touches).await {
+        r.unwrap_or_else(|e| panic!("touch: {e}"));
+    }
+    let first = reads(s.clone()).await;
+    assert!(first.is_some_and(|t| t >= token.created_at), "{first:?}");
+    // Mark the row; a request still holding the old row must not write over it.
+    s.execute_raw(&format!(
+        "UPDATE api_tokens SET last_used_at = 1 WHERE id = {}",
+        token.id
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("mark: {e}"));
+    s.touch_token(token.id, None)
+        .await
+        .unwrap_or_else(|e| panic!("touch: {e}"));
+    assert_eq!(
+        reads(s.clone()).await,
+        Some(1),
+        "written twice in one interval"
+    );
+
+    let user = s
+        .create_user("touch@example.com", "Touch", "viewer")
+        .await
+        .unwrap_or_else(|e| panic!("user: {e}"));
+    let session = s
+        .create_session(&NewSession {
+            token_hash: &"b".repeat(64),
+            user_id: user.id,
+            channel: "cli",
+            user_agent: None,
+            ip: None,
+            expires_at: now_ms() + 3_600_000,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("session: {e}"));
+    let mut stale = session.clone();
+    stale.last_seen_at = 0;
+    s.touch_session(&stale, 30_000)
+        .await
+        .unwrap_or_else(|e| panic!("touch session: {e}"));
+    let seen = |s: gateway::store::Store, id| async move {
+        s.session_by_id(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.last_seen_at)
+    };
+    let after = seen(s.clone(), session.id).await;
+    assert!(after.is_some_and(|t| t >= session.created_at), "{after:?}");
+    let user_seen = s
+        .user_by_id(user.id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|u| u.last_seen_at);
+    assert_eq!(user_seen, after, "session and user updated together");
+    s.execute_raw(&format!(
+        "UPDATE sessions SET last_seen_at = 1 WHERE id = {}",
+        session.id
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("mark: {e}"));
+    s.touch_session(&stale, 30_000)
+        .await
+        .unwrap_or_else(|e| panic!("touch session: {e}"));
+    assert_eq!(seen(s.clone(), session.id).await, Some(1));
 });
