@@ -9,3 +9,4 @@ pub mod credentials;
 pub mod path;
 pub mod rbac;
 pub mod redact;
+pub mod scrub;

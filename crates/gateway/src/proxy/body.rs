@@ -19,6 +19,7 @@ use super::headers::{request_headers, response_headers};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::error::ApiError;
+use gateway_core::scrub::StreamScrub;
 
 /// Records the outcome of a forwarded request when dropped: status, latency, bytes each way,
 /// and whether the response body was delivered in full.
@@ -85,26 +86,78 @@ impl Drop for OutcomeGuard {
     }
 }
 
-/// A response body stream that counts what it delivers into the guard.
+/// A response body stream that masks the rack's credentials in it and counts what it
+/// delivers into the guard.
 struct Tracked {
     inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+    scrub: StreamScrub,
+    /// The rack's body has ended; what the scrubber still holds goes out next.
+    ended: bool,
+    /// Body bytes read from the rack so far.
+    received: u64,
     guard: OutcomeGuard,
+}
+
+impl Tracked {
+    fn deliver(&mut self, chunk: Vec<u8>) -> Poll<Option<Result<Bytes, reqwest::Error>>> {
+        self.guard.bytes_out += chunk.len() as u64;
+        Poll::Ready(Some(Ok(Bytes::from(chunk))))
+    }
+
+    fn note_masks(&mut self) {
+        let masked = self.scrub.masked();
+        if masked > 0 {
+            tracing::warn!(masked, "rack credentials masked in a response body");
+            self.guard
+                .extra
+                .insert("rack_token_masked_count".into(), json!(masked));
+        }
+    }
+}
+
+impl Drop for Tracked {
+    // Before the guard writes the outcome: delivered in full or not, masking is recorded.
+    fn drop(&mut self) {
+        self.note_masks();
+    }
 }
 
 impl Stream for Tracked {
     type Item = Result<Bytes, reqwest::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => self.guard.bytes_out += chunk.len() as u64,
-            Poll::Ready(Some(Err(err))) => {
-                self.guard.error = Some(format!("rack response body failed: {err}"));
+        loop {
+            if self.ended {
+                let rest = self.scrub.finish();
+                if rest.is_empty() {
+                    self.guard.completed = true;
+                    return Poll::Ready(None);
+                }
+                return self.deliver(rest);
             }
-            Poll::Ready(None) => self.guard.completed = true,
-            Poll::Pending => {}
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.received += chunk.len() as u64;
+                    let mut safe = self.scrub.push(&chunk);
+                    if self.guard.expected_out == Some(self.received) {
+                        // The declared length is reached: nothing can follow, so send what is
+                        // held now rather than as one more chunk (one write, not two).
+                        safe.extend(self.scrub.finish());
+                    }
+                    // Everything may be held back (a possible secret's start): read on rather
+                    // than send an empty chunk.
+                    if !safe.is_empty() {
+                        return self.deliver(safe);
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    self.guard.error = Some(format!("rack response body failed: {err}"));
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) => self.ended = true,
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        polled
     }
 }
 
@@ -164,6 +217,9 @@ pub async fn forward(
     outcome.expected_out = response.content_length();
     let stream = Tracked {
         inner: Box::pin(response.bytes_stream()),
+        scrub: upstream.scrubber.stream(),
+        ended: false,
+        received: 0,
         guard: outcome,
     };
     let mut out = Response::new(Body::from_stream(stream));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::secret_eq::secret_eq;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use gateway_core::scrub::Scrubber;
 use http::HeaderValue;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -42,6 +43,8 @@ pub struct Upstream {
     ws_base: String,
     auth: HeaderValue,
     scrub: Arc<[String]>,
+    /// Masks the rack's credentials in response bodies and WebSocket messages.
+    pub scrubber: Arc<Scrubber>,
     /// Pooled HTTP client (no redirects, no proxy from the environment).
     pub http: reqwest::Client,
     /// TLS configuration for WebSocket connections.
@@ -90,6 +93,7 @@ impl Upstream {
             base,
             ws_base,
             auth,
+            scrubber: Arc::new(Scrubber::new(&[token, basic.as_str()])),
             scrub: Arc::from(vec![token.to_string(), basic]),
             http,
             tls,

@@ -1,6 +1,8 @@
 //! WebSocket proxying (logs, exec, run, build logs): connect to the rack first, then accept the
 //! client's upgrade and pump frames both ways. The session's end is audited with its duration.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -19,6 +21,7 @@ use super::headers::request_headers;
 use super::relay_status;
 use crate::app::AppState;
 use crate::error::ApiError;
+use gateway_core::scrub::Scrubber;
 
 type RackSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -64,6 +67,15 @@ pub async fn forward(
             let (parts, body) = response.into_parts();
             outcome.status = Some(parts.status.as_u16());
             outcome.completed = true;
+            let body = body.map(|mut b| {
+                let masked = upstream.scrubber.mask(&mut b);
+                if masked > 0 {
+                    outcome
+                        .extra
+                        .insert("rack_token_masked_count".into(), json!(masked));
+                }
+                b
+            });
             return Ok(relay_status(parts.status, body));
         }
         Ok(Err(err)) => {
@@ -77,7 +89,8 @@ pub async fn forward(
         Ok(Ok((socket, _response))) => socket,
     };
     outcome.status = Some(101);
-    Ok(upgrade.on_upgrade(move |client| relay(client, rack, outcome)))
+    let scrubber = upstream.scrubber.clone();
+    Ok(upgrade.on_upgrade(move |client| relay(client, rack, scrubber, outcome)))
 }
 
 /// Which side ended the session.
@@ -87,7 +100,12 @@ enum Closer {
     Rack,
 }
 
-async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
+async fn relay(
+    client: WebSocket,
+    rack: RackSocket,
+    scrubber: Arc<Scrubber>,
+    mut outcome: OutcomeGuard,
+) {
     let (mut client_tx, client_rx) = client.split();
     let mut client_rx = client_rx.peekable();
     let (mut rack_tx, rack_rx) = rack.split();
@@ -113,11 +131,17 @@ async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
     };
     let bytes_out = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let out_counter = bytes_out.clone();
+    let masked = Arc::new(AtomicUsize::new(0));
+    let mask_counter = masked.clone();
     let rack_to_client = async move {
         while let Some(Ok(message)) = rack_rx.next().await {
             let Some(message) = to_client(message) else {
                 continue;
             };
+            let (message, n) = scrub(&scrubber, message);
+            if n > 0 {
+                mask_counter.fetch_add(n, Ordering::Relaxed);
+            }
             out_counter.fetch_add(
                 message_len(&message) as u64,
                 std::sync::atomic::Ordering::Relaxed,
@@ -153,6 +177,34 @@ async fn relay(client: WebSocket, rack: RackSocket, mut outcome: OutcomeGuard) {
         }),
     );
     outcome.extra.insert("websocket".into(), json!(true));
+    let masked = masked.load(Ordering::Relaxed);
+    if masked > 0 {
+        tracing::warn!(masked, "rack credentials masked in WebSocket messages");
+        outcome
+            .extra
+            .insert("rack_token_masked_count".into(), json!(masked));
+    }
+}
+
+/// Masks the rack's credentials in one message from the rack. Each message is scanned on its
+/// own: holding bytes back across messages would delay interactive sessions.
+fn scrub(scrubber: &Scrubber, message: ws::Message) -> (ws::Message, usize) {
+    match message {
+        ws::Message::Text(t) if scrubber.contains(t.as_bytes()) => {
+            let mut bytes = t.as_bytes().to_vec();
+            let n = scrubber.mask(&mut bytes);
+            // Masking whole matches of a UTF-8 needle with ASCII keeps the text valid.
+            let text = String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (ws::Message::Text(text.into()), n)
+        }
+        ws::Message::Binary(b) if scrubber.contains(&b) => {
+            let mut bytes = b.to_vec();
+            let n = scrubber.mask(&mut bytes);
+            (ws::Message::Binary(bytes.into()), n)
+        }
+        other => (other, 0),
+    }
 }
 
 /// True when `stream` has another item ready (or has ended) without waiting. Peeking polls

@@ -1,5 +1,7 @@
 //! Authentication, authorisation and forwarding through the proxy.
 
+use base64::Engine as _;
+
 use crate::both_backends;
 use crate::kit::{Gateway, RACK_TOKEN, client, role_token, store, token};
 use crate::upstream::TestRack;
@@ -238,8 +240,44 @@ both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
         "token echoed in headers: {headers}"
     );
     assert!(resp.headers().get("x-echo-auth").is_none());
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let body = resp.text().await.unwrap_or_default();
-    assert!(!body.contains(RACK_TOKEN));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("convox:{RACK_TOKEN}"));
+    assert!(
+        !body.contains(RACK_TOKEN) && !body.contains(&basic),
+        "rack credentials in the body: {body}"
+    );
+    // Masked in place, same length: the JSON still parses.
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let masked = "*".repeat(RACK_TOKEN.len());
+    assert_eq!(echoed["token"], masked.as_str(), "{body}");
+    assert_eq!(echoed["again"], masked.as_str(), "{body}");
+    assert_eq!(
+        echoed["auth"],
+        format!("Basic {}", "*".repeat(basic.len())),
+        "{body}"
+    );
+    let s = store(&db).await;
+    let recorded = crate::kit::eventually(|| {
+        let (s, request_id) = (s.clone(), request_id.clone());
+        async move {
+            s.audit_by_request(&request_id)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| {
+                    r.event.kind.as_str() == "outcome"
+                        && r.event.details["rack_token_masked_count"] == 3
+                })
+        }
+    })
+    .await;
+    assert!(recorded, "the outcome says the rack echoed its credentials");
     // Unreachable rack error messages don't carry it either.
     rack.stop();
     let resp = c
@@ -251,7 +289,6 @@ both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
     let text = resp.text().await.unwrap_or_default();
     assert!(!text.contains(RACK_TOKEN));
     gw.audit_lines();
-    let s = store(&db).await;
     let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
     let dump = serde_json::to_string(&rows).unwrap_or_default();
     assert!(!dump.contains(RACK_TOKEN), "rack token in audit rows");

@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::kit::{Backend, Gateway, client, database, role_token, store};
+use crate::kit::{Backend, Gateway, RACK_TOKEN, client, database, role_token, store};
 use crate::upstream::{EXIT_MARKER, TestRack};
 
 const MIB: u64 = 1024 * 1024;
@@ -183,6 +183,11 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
         .send(Message::Binary(b"echo hello\n".to_vec().into()))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // The rack echoing its own token (an env dump, say) reaches the client masked.
+    socket
+        .send(Message::Text(format!("env RACK={RACK_TOKEN}\n").into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     socket
         .send(Message::Binary(b"exit 3\n".to_vec().into()))
         .await
@@ -201,6 +206,28 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
     .await;
     assert!(done.is_ok(), "exec session did not end");
     assert!(output.contains("echo hello"), "{output}");
+    assert!(!output.contains(RACK_TOKEN), "{output}");
+    assert!(
+        output.contains(&format!("env RACK={}", "*".repeat(RACK_TOKEN.len()))),
+        "{output}"
+    );
+    let s = crate::kit::store(&db).await;
+    let recorded = crate::kit::eventually(|| {
+        let s = s.clone();
+        async move {
+            s.audit_rows(0, 1000)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| {
+                    r.event.kind.as_str() == "outcome"
+                        && r.event.action == "convox:processes:exec"
+                        && r.event.details["rack_token_masked_count"] == 1
+                })
+        }
+    })
+    .await;
+    assert!(recorded, "exec outcome records the masking");
     assert!(output.ends_with(&format!("{EXIT_MARKER}3")), "{output}");
 
     // The rack's own refusal of an upgrade is relayed.

@@ -213,7 +213,22 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         );
         return Response::new(Body::from_stream(stream));
     }
-    let mut response = axum::Json(summary).into_response();
+    let mut response = if echo_token {
+        // A misbehaving rack echoing its credentials in the body, the token split across two
+        // chunks: the gateway masks every copy.
+        let half = RACK_TOKEN.len() / 2;
+        let chunks = [
+            format!(
+                "{{\"auth\":\"{expected}\",\"token\":\"{}",
+                &RACK_TOKEN[..half]
+            ),
+            format!("{}\",\"again\":\"{RACK_TOKEN}\"}}", &RACK_TOKEN[half..]),
+        ];
+        let stream = futures_util::stream::iter(chunks.map(Ok::<_, std::io::Error>));
+        Response::new(Body::from_stream(stream))
+    } else {
+        axum::Json(summary).into_response()
+    };
     if echo_token {
         // A misbehaving rack echoing its credentials: the gateway must not pass this on.
         if let Ok(v) = http::HeaderValue::from_str(&format!("token={RACK_TOKEN}")) {
