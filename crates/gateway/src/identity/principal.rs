@@ -137,8 +137,8 @@ pub async fn authenticate(
         return super::sessions::authenticate_session(store, sessions, token).await;
     }
     let hash = hash_token(token);
-    let row = store
-        .token_by_hash(&hash)
+    let (row, owner) = store
+        .token_with_owner(&hash)
         .await?
         .ok_or(AuthError::Unknown)?;
     // The row was found by hash; compare again in constant time so equality never depends
@@ -153,8 +153,8 @@ pub async fn authenticate(
         return Err(AuthError::Expired);
     }
     let owner_email = match row.owner_user_id {
-        Some(id) => {
-            let owner = store.user_by_id(id).await?.ok_or(AuthError::OwnerLocked)?;
+        Some(_) => {
+            let owner = owner.ok_or(AuthError::OwnerLocked)?;
             if owner.locked {
                 return Err(AuthError::OwnerLocked);
             }

@@ -44,8 +44,8 @@ pub async fn authenticate_session(
     token: &str,
 ) -> Result<Principal, AuthError> {
     let hash = hash_token(token);
-    let session = store
-        .session_by_hash(&hash)
+    let (session, user) = store
+        .session_with_user(&hash)
         .await?
         .ok_or(AuthError::Unknown)?;
     if !secret_eq(session.token_hash.as_bytes(), hash.as_bytes()) {
@@ -59,10 +59,6 @@ pub async fn authenticate_session(
     if session.expires_at <= now || now.saturating_sub(session.last_seen_at) > idle {
         return Err(AuthError::SessionExpired);
     }
-    let user = store
-        .user_by_id(session.user_id)
-        .await?
-        .ok_or(AuthError::Unknown)?;
     if user.locked {
         return Err(AuthError::UserLocked);
     }

@@ -48,3 +48,22 @@ impl Columns for rusqlite::Row<'_> {
         Ok(self.get(name)?)
     }
 }
+
+/// The columns `{prefix}{name}` of a joined row, read as `name`: lets one table's `from_row`
+/// read its part of a join whose column names would otherwise clash (`id`, `created_at`).
+pub(super) struct Prefixed<'a, R>(pub &'a R, pub &'static str);
+
+impl<R: Columns> Columns for Prefixed<'_, R> {
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        self.0.int(&format!("{}{name}", self.1))
+    }
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.0.opt_int(&format!("{}{name}", self.1))
+    }
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        self.0.text(&format!("{}{name}", self.1))
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.0.opt_text(&format!("{}{name}", self.1))
+    }
+}

@@ -1,6 +1,7 @@
 //! Sessions table. Only the SHA-256 of a session token is stored.
 
-use super::columns::Columns;
+use super::columns::{Columns, Prefixed};
+use super::users::{UserRow, from_row as user_from_row};
 use sqlx::Row;
 
 use super::touches::Touched;
@@ -93,24 +94,30 @@ impl Store {
         from_row(&row)
     }
 
-    /// Finds a session by the hash of its token.
-    pub async fn session_by_hash(
+    /// The session with this token hash and its user, read in one statement (one round trip,
+    /// one consistent snapshot). `None` when either is missing.
+    pub async fn session_with_user(
         &self,
         token_hash: &str,
-    ) -> Result<Option<SessionRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE token_hash = $1"
-        );
-        if let Some(found) = self.read_inline(sql, [token_hash], |row| from_row(row)) {
+    ) -> Result<Option<(SessionRow, UserRow)>, StoreError> {
+        const SQL: &str = "SELECT s.id AS id, s.token_hash AS token_hash, s.user_id AS user_id, \
+             s.channel AS channel, s.user_agent AS user_agent, s.ip AS ip, \
+             s.created_at AS created_at, s.last_seen_at AS last_seen_at, \
+             s.expires_at AS expires_at, s.revoked_at AS revoked_at, \
+             u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
+             u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
+        fn both(row: &impl Columns) -> Result<(SessionRow, UserRow), StoreError> {
+            Ok((from_row(row)?, user_from_row(&Prefixed(row, "u_"))?))
+        }
+        if let Some(found) = self.read_inline(SQL, [token_hash], |row| both(row)) {
             return found;
         }
-        let row = sqlx::query(sql)
+        let row = sqlx::query(SQL)
             .bind(token_hash)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.as_ref().map(both).transpose()
     }
 
     /// Finds a session by id.

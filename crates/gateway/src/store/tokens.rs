@@ -1,6 +1,7 @@
 //! API tokens table. Only the SHA-256 of a token is stored.
 
-use super::columns::Columns;
+use super::columns::{Columns, Prefixed};
+use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
 use super::{Store, StoreError, now_ms};
@@ -124,6 +125,38 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// The token with this secret hash and, when it acts for a user, that user: one statement
+    /// (one round trip, one consistent snapshot). The owner is `None` for a token without one,
+    /// and also when its owner row is gone (the caller refuses such a token).
+    pub async fn token_with_owner(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(TokenRow, Option<UserRow>)>, StoreError> {
+        const SQL: &str = "SELECT t.id AS id, t.name AS name, t.token_hash AS token_hash, \
+             t.role AS role, t.permissions AS permissions, t.owner_user_id AS owner_user_id, \
+             t.created_by AS created_by, t.created_at AS created_at, t.expires_at AS expires_at, \
+             t.last_used_at AS last_used_at, t.revoked_at AS revoked_at, \
+             u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
+             u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at \
+             FROM api_tokens t LEFT JOIN users u ON u.id = t.owner_user_id \
+             WHERE t.token_hash = $1";
+        fn both(row: &impl Columns) -> Result<(TokenRow, Option<UserRow>), StoreError> {
+            let owner = match row.opt_int("u_id")? {
+                Some(_) => Some(user_from_row(&Prefixed(row, "u_"))?),
+                None => None,
+            };
+            Ok((from_row(row)?, owner))
+        }
+        if let Some(found) = self.read_inline(SQL, [token_hash], |row| both(row)) {
+            return found;
+        }
+        let row = sqlx::query(SQL)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(both).transpose()
     }
 
     /// All tokens, newest first.
