@@ -724,7 +724,7 @@ async fn http_phases(
                             String::new()
                         },
                         if other >= NOISY_PCT {
-                            format!(" (other processes used {other:.0}% of a core)")
+                            format!(" (other processes and steal took {other:.0}% of a core)")
                         } else {
                             String::new()
                         }

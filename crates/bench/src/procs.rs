@@ -246,11 +246,25 @@ struct ProcCpu {
     total: u64,
 }
 
-/// The CPU times of every process on the machine, to tell how much CPU processes outside the
-/// benchmark used during a phase.
+/// The CPU times of every process on the machine, and the time the hypervisor took from this
+/// VM, to tell how much CPU the benchmark lost to others during a phase.
 pub struct CpuReading {
     procs: std::collections::HashMap<u32, ProcCpu>,
+    /// All CPUs' steal time (`/proc/stat`), in ticks.
+    steal: u64,
     at: Instant,
+}
+
+/// The machine's steal time in ticks: CPU time the hypervisor gave to other guests while this
+/// VM had work to run (0 on bare metal).
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+            line.split_whitespace().nth(8)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 impl CpuReading {
@@ -278,6 +292,7 @@ impl CpuReading {
         }
         CpuReading {
             procs,
+            steal: steal_ticks(),
             at: Instant::now(),
         }
     }
@@ -298,9 +313,9 @@ impl CpuReading {
     }
 
     /// CPU used since `self` by user-space processes other than `roots` and their descendants
-    /// (this benchmark, its servers and wrk; the PostgreSQL server), as a percentage of one
-    /// core. Kernel threads are left out: they mostly work for the benchmark (loopback
-    /// networking, the journal committing fsyncs).
+    /// (this benchmark, its servers and wrk; the PostgreSQL server), plus the VM's steal time,
+    /// as a percentage of one core. Kernel threads are left out: they mostly work for the
+    /// benchmark (loopback networking, the journal committing fsyncs).
     pub fn foreign_pct_until(&self, later: &CpuReading, roots: &[u32]) -> f64 {
         let kernel =
             |r: &CpuReading, pid: u32| pid == 2 || r.procs.get(&pid).is_some_and(|p| p.ppid == 2);
@@ -320,6 +335,7 @@ impl CpuReading {
             }
             ticks -= before.total as i64;
         }
+        ticks += later.steal.saturating_sub(self.steal) as i64;
         let wall = later.at.duration_since(self.at).as_secs_f64();
         if wall <= 0.0 {
             return 0.0;

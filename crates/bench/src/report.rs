@@ -228,8 +228,9 @@ pub fn markdown(r: &Report) -> String {
         md,
         "\n*proxy CPU*: CPU time of the proxy process (nginx: master and workers) per request, plus \
          that of the PostgreSQL server for the PostgreSQL gateway. \
-         *other CPU*: CPU used meanwhile by user-space processes outside the benchmark, in % of \
-         one core; phases with more than a few % are disturbed and should be rerun.\n"
+         *other CPU*: CPU used meanwhile by user-space processes outside the benchmark, plus the \
+         time the hypervisor gave to other guests (steal), in % of one core; phases with more \
+         than a few % are disturbed and should be rerun.\n"
     );
     let mut requests: Vec<&str> = Vec::new();
     for row in &r.http {
