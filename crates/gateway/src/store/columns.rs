@@ -51,9 +51,9 @@ impl Columns for rusqlite::Row<'_> {
 
 /// The columns `{prefix}{name}` of a joined row, read as `name`: lets one table's `from_row`
 /// read its part of a join whose column names would otherwise clash (`id`, `created_at`).
-pub(super) struct Prefixed<'a, R>(pub &'a R, pub &'static str);
+pub(super) struct Prefixed<'a, R: ?Sized>(pub &'a R, pub &'static str);
 
-impl<R: Columns> Columns for Prefixed<'_, R> {
+impl<R: Columns + ?Sized> Columns for Prefixed<'_, R> {
     fn int(&self, name: &str) -> Result<i64, StoreError> {
         self.0.int(&format!("{}{name}", self.1))
     }

@@ -22,6 +22,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
 
+use columns::Columns;
+
 pub use audit::{AuditRow, ChainHead};
 pub use logins::LoginRow;
 pub use sessions::{NewSession, SessionRow};
@@ -87,6 +89,13 @@ pub struct Store {
     audit_head: std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>,
     /// Recent "last used" writes from this instance (see `touches`).
     touches: std::sync::Arc<touches::Touches>,
+}
+
+/// The one parameter of a one-row lookup ([`Store::read_one`]).
+#[derive(Debug, Clone, Copy)]
+enum Key<'a> {
+    Text(&'a str),
+    Int(i64),
 }
 
 /// Current time in unix milliseconds.
@@ -190,6 +199,30 @@ impl Store {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// One row by `key`: inline on SQLite when it can (see `sqlite_reads`), otherwise through
+    /// the pool. `map` reads the columns the same way from either kind of row.
+    async fn read_one<T>(
+        &self,
+        sql: &'static str,
+        key: Key<'_>,
+        map: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let inline = match key {
+            Key::Text(v) => self.read_inline(sql, [v], |row| map(row)),
+            Key::Int(v) => self.read_inline(sql, [v], |row| map(row)),
+        };
+        if let Some(found) = inline {
+            return found;
+        }
+        let query = sqlx::query(sql);
+        let query = match key {
+            Key::Text(v) => query.bind(v),
+            Key::Int(v) => query.bind(v),
+        };
+        let row = query.fetch_optional(&self.pool).await?;
+        row.as_ref().map(|row| map(row)).transpose()
     }
 
     /// A one-row read run inline on SQLite (see `sqlite_reads`); `None` means "use the pool".

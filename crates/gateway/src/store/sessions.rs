@@ -5,7 +5,7 @@ use super::users::{UserRow, from_row as user_from_row};
 use sqlx::Row;
 
 use super::touches::Touched;
-use super::{Store, StoreError, now_ms};
+use super::{Key, Store, StoreError, now_ms};
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -57,7 +57,7 @@ macro_rules! columns {
     };
 }
 
-pub(super) fn from_row(row: &impl Columns) -> Result<SessionRow, StoreError> {
+pub(super) fn from_row(row: &(impl Columns + ?Sized)) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
         id: row.int("id")?,
         token_hash: row.text("token_hash")?,
@@ -107,17 +107,10 @@ impl Store {
              u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
              u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
-        fn both(row: &impl Columns) -> Result<(SessionRow, UserRow), StoreError> {
+        self.read_one(SQL, Key::Text(token_hash), |row| {
             Ok((from_row(row)?, user_from_row(&Prefixed(row, "u_"))?))
-        }
-        if let Some(found) = self.read_inline(SQL, [token_hash], |row| both(row)) {
-            return found;
-        }
-        let row = sqlx::query(SQL)
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(both).transpose()
+        })
+        .await
     }
 
     /// Finds a session by id.

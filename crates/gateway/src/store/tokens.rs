@@ -4,7 +4,7 @@ use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
-use super::{Store, StoreError, now_ms};
+use super::{Key, Store, StoreError, now_ms};
 
 /// An API token as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,7 +60,7 @@ macro_rules! columns {
     };
 }
 
-pub(super) fn from_row(row: &impl Columns) -> Result<TokenRow, StoreError> {
+pub(super) fn from_row(row: &(impl Columns + ?Sized)) -> Result<TokenRow, StoreError> {
     let permissions = row
         .opt_text("permissions")?
         .map(|p| serde_json::from_str::<Vec<String>>(&p))
@@ -117,14 +117,8 @@ impl Store {
             columns!(),
             " FROM api_tokens WHERE token_hash = $1"
         );
-        if let Some(found) = self.read_inline(sql, [token_hash], |row| from_row(row)) {
-            return found;
-        }
-        let row = sqlx::query(sql)
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        self.read_one(sql, Key::Text(token_hash), |row| from_row(row))
+            .await
     }
 
     /// The token with this secret hash and, when it acts for a user, that user: one statement
@@ -142,21 +136,14 @@ impl Store {
              u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at \
              FROM api_tokens t LEFT JOIN users u ON u.id = t.owner_user_id \
              WHERE t.token_hash = $1";
-        fn both(row: &impl Columns) -> Result<(TokenRow, Option<UserRow>), StoreError> {
+        self.read_one(SQL, Key::Text(token_hash), |row| {
             let owner = match row.opt_int("u_id")? {
                 Some(_) => Some(user_from_row(&Prefixed(row, "u_"))?),
                 None => None,
             };
             Ok((from_row(row)?, owner))
-        }
-        if let Some(found) = self.read_inline(SQL, [token_hash], |row| both(row)) {
-            return found;
-        }
-        let row = sqlx::query(SQL)
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(both).transpose()
+        })
+        .await
     }
 
     /// All tokens, newest first.

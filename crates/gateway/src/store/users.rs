@@ -3,7 +3,7 @@
 use super::columns::Columns;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_ms};
+use super::{Key, Store, StoreError, now_ms};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -30,7 +30,7 @@ macro_rules! columns {
     };
 }
 
-pub(super) fn from_row(row: &impl Columns) -> Result<UserRow, StoreError> {
+pub(super) fn from_row(row: &(impl Columns + ?Sized)) -> Result<UserRow, StoreError> {
     Ok(UserRow {
         id: row.int("id")?,
         email: row.text("email")?,
@@ -87,11 +87,7 @@ impl Store {
     /// Finds a user by id.
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
         let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-        if let Some(found) = self.read_inline(sql, [id], |row| from_row(row)) {
-            return found;
-        }
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(from_row).transpose()
+        self.read_one(sql, Key::Int(id), |row| from_row(row)).await
     }
 
     /// All users, by e-mail.

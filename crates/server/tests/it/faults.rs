@@ -120,20 +120,11 @@ both_backends!(client_vanishing_mid_upload_is_recorded, |db| async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let s = store(&db).await;
-    let found = crate::kit::eventually(|| {
-        let s = s.clone();
-        async move {
-            s.audit_rows(0, 1000)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| {
-                    r.event.kind.as_str() == "outcome"
-                        && r.event.action == "convox:objects:create"
-                        && r.event.details["completed"] == false
-                        && r.event.details["error"].is_string()
-                })
-        }
+    let found = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:objects:create"
+            && r.event.details["completed"] == false
+            && r.event.details["error"].is_string()
     })
     .await;
     let rows = s.audit_rows(0, 1000).await.unwrap_or_default();

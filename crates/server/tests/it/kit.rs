@@ -284,6 +284,22 @@ pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = boo
     false
 }
 
+/// Waits (bounded) until an audit row that `matches` is committed.
+pub async fn audited(
+    s: &gateway::store::Store,
+    matches: impl Fn(&gateway::store::AuditRow) -> bool,
+) -> bool {
+    let matches = &matches;
+    eventually(|| async move {
+        s.audit_rows(0, 10_000)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(matches)
+    })
+    .await
+}
+
 /// Defines `<name>_sqlite` and `<name>_postgres` tests from one async body taking a `Db`.
 #[macro_export]
 macro_rules! both_backends {

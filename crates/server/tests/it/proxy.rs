@@ -263,18 +263,10 @@ both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
         "{body}"
     );
     let s = store(&db).await;
-    let recorded = crate::kit::eventually(|| {
-        let (s, request_id) = (s.clone(), request_id.clone());
-        async move {
-            s.audit_by_request(&request_id)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| {
-                    r.event.kind.as_str() == "outcome"
-                        && r.event.details["rack_token_masked_count"] == 3
-                })
-        }
+    let recorded = crate::kit::audited(&s, |r| {
+        r.event.request_id == request_id
+            && r.event.kind.as_str() == "outcome"
+            && r.event.details["rack_token_masked_count"] == 3
     })
     .await;
     assert!(recorded, "the outcome says the rack echoed its credentials");

@@ -49,15 +49,8 @@ async fn upload_of_200_mib_streams_with_bounded_memory() {
 
     // The outcome records the bytes.
     let s = store(&db).await;
-    let ok = crate::kit::eventually(|| {
-        let s = s.clone();
-        async move {
-            s.audit_rows(0, 1000)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| r.event.kind.as_str() == "outcome" && r.event.details["bytes_in"] == size)
-        }
+    let ok = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome" && r.event.details["bytes_in"] == size
     })
     .await;
     assert!(ok, "outcome with bytes_in");
@@ -138,20 +131,11 @@ crate::both_backends!(websocket_log_stream_until_a_known_line, |db| async move {
 
     // The session's end is audited with its duration.
     let s = store(&db).await;
-    let ok = crate::kit::eventually(|| {
-        let s = s.clone();
-        async move {
-            s.audit_rows(0, 1000)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| {
-                    r.event.kind.as_str() == "outcome"
-                        && r.event.action == "convox:logs:read"
-                        && r.event.details["websocket"] == true
-                        && r.event.latency_ms.is_some()
-                })
-        }
+    let ok = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:logs:read"
+            && r.event.details["websocket"] == true
+            && r.event.latency_ms.is_some()
     })
     .await;
     assert!(ok, "websocket outcome audited");
@@ -212,19 +196,10 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
         "{output}"
     );
     let s = crate::kit::store(&db).await;
-    let recorded = crate::kit::eventually(|| {
-        let s = s.clone();
-        async move {
-            s.audit_rows(0, 1000)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| {
-                    r.event.kind.as_str() == "outcome"
-                        && r.event.action == "convox:processes:exec"
-                        && r.event.details["rack_token_masked_count"] == 1
-                })
-        }
+    let recorded = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:processes:exec"
+            && r.event.details["rack_token_masked_count"] == 1
     })
     .await;
     assert!(recorded, "exec outcome records the masking");
