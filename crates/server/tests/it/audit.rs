@@ -59,12 +59,7 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 200);
-        let request_id = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let request_id = crate::kit::request_id(&resp);
         let _ = resp.bytes().await;
         let denied = c
             .delete(gw.proxy("/apps/web"))

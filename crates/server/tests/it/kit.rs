@@ -284,6 +284,15 @@ pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = boo
     false
 }
 
+/// The request id the gateway put on a response (empty when missing).
+pub fn request_id(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Waits (bounded) until an audit row that `matches` is committed.
 pub async fn audited(
     s: &gateway::store::Store,

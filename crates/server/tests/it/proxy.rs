@@ -240,12 +240,7 @@ both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
         "token echoed in headers: {headers}"
     );
     assert!(resp.headers().get("x-echo-auth").is_none());
-    let request_id = resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let request_id = crate::kit::request_id(&resp);
     let body = resp.text().await.unwrap_or_default();
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("convox:{RACK_TOKEN}"));
     assert!(
