@@ -34,6 +34,7 @@ const VARS: &[&str] = &[
     "PUBLIC_URL",
     "SHUTDOWN_TIMEOUT_SECS",
     "WORKER_THREADS",
+    "TRUSTED_PROXIES",
     "OIDC_ISSUER",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",

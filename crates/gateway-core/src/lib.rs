@@ -4,6 +4,7 @@
 //! OIDC stacks. The `gateway` crate re-exports each module under its old path.
 
 pub mod classify;
+pub mod client_addr;
 pub mod config;
 pub mod credentials;
 pub mod path;

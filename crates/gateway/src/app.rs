@@ -1,10 +1,10 @@
 //! Building the gateway: state, router, and the start-up sequence.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::routing::{any, delete, get, post, put};
 use tokio::task::JoinHandle;
 
@@ -178,5 +178,33 @@ async fn reject_ambiguous_framing(
     next.run(request).await
 }
 
-/// The peer's address as seen by the listener.
-pub type Peer = axum::extract::ConnectInfo<SocketAddr>;
+/// Where a request comes from: the TCP peer, or, when the peer is a trusted proxy
+/// (`TRUSTED_PROXIES`), the client that proxy names in `X-Forwarded-For`
+/// ([`gateway_core::client_addr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address, as audited.
+    pub ip: IpAddr,
+}
+
+impl FromRequestParts<AppState> for Peer {
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &AppState,
+    ) -> Result<Peer, Self::Rejection> {
+        // The listener always records the peer (`into_make_service_with_connect_info`).
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Err(crate::error::ApiError::Internal);
+        };
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes());
+        Ok(Peer {
+            ip: state.config.trusted_proxies.client(peer.ip(), forwarded),
+        })
+    }
+}

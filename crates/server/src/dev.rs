@@ -119,6 +119,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .ok()
             .flatten(),
         audit_stdout: true,
+        trusted_proxies: Default::default(),
         oidc: Some(OidcConfig {
             issuer: format!("http://{oidc_addr}")
                 .parse()

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub use secret::Secret;
 use url::Url;
 
+use crate::client_addr::{BadProxy, TrustedProxies};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8447";
 /// Default SQLite database used when `DATABASE_URL` is not set.
@@ -78,6 +80,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Emit audit events as JSON lines on stdout.
     pub audit_stdout: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`; none by default).
+    pub trusted_proxies: TrustedProxies,
     /// OpenID Connect sign-in; without it only API tokens work.
     pub oidc: Option<OidcConfig>,
     /// Session lifetimes.
@@ -355,6 +359,17 @@ impl Config {
             }
         };
 
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(list) => list.parse().map_err(|e: BadProxy| ConfigError::Invalid {
+                name: "TRUSTED_PROXIES",
+                expected: format!(
+                    "comma-separated IP addresses or CIDR networks of your load balancers, \
+                     e.g. 10.0.0.0/8 ({e})"
+                ),
+            })?,
+        };
+
         let oidc = parse_oidc(&get, public_url.as_ref())?;
         Ok(Config {
             rack_host,
@@ -369,6 +384,7 @@ impl Config {
             shutdown_timeout: seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 30)?,
             worker_threads: worker_threads(&get)?,
             audit_stdout: boolean(&get, "AUDIT_STDOUT", true)?,
+            trusted_proxies,
             oidc,
             sessions: SessionConfig {
                 idle_timeout: seconds(&get, "SESSION_IDLE_TIMEOUT_SECS", 8 * 3600)?,
@@ -571,6 +587,36 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.unwrap_or_default().starts_with("RACK_TOKEN is required"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_validated() {
+        let c = load(&BASE).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.trusted_proxies.is_empty(), "none by default");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7"));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.trusted_proxies.contains([10, 1, 2, 3].into()));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("TRUSTED_PROXIES", "10.0.0.0/8, lb.internal"));
+        let e = load(&pairs)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("TRUSTED_PROXIES") && e.contains("entry 2 is not"),
+            "{e}"
+        );
+        // Found by the `config` fuzz target: the offending entry was quoted in the message, and
+        // a URL pasted by mistake carried its password into it. Same message for any password.
+        let with = |password: &str| {
+            let value = format!("https://@XN--gkygk?:{password}@:65535");
+            let mut pairs = BASE.to_vec();
+            pairs.push(("TRUSTED_PROXIES", value.as_str()));
+            load(&pairs).err().map(|e| e.to_string())
+        };
+        assert!(with("08").is_some());
+        assert_eq!(with("08"), with("19"));
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn audit_signin(
     } else {
         Decision::Deny
     };
-    e.client_ip = Some(peer.0.ip().to_string());
+    e.client_ip = Some(peer.ip.to_string());
     e.user_agent = user_agent(headers);
     let e = e.with_details(details);
     if let Err(err) = state.audit.record(e).await {
@@ -373,7 +373,7 @@ pub async fn callback(
         .finish_login(&attempt.id, "exchanging", "consumed", Some(user.id), None)
         .await;
     let ua = user_agent(&headers);
-    let ip = peer.0.ip().to_string();
+    let ip = peer.ip.to_string();
     let (session, token) = match issue_session(
         &state.store,
         &state.config.sessions,
@@ -660,7 +660,7 @@ pub async fn cli_poll(
                 return Err(ApiError::Unauthenticated(AuthError::UserLocked));
             }
             let ua = user_agent(&headers);
-            let ip = peer.0.ip().to_string();
+            let ip = peer.ip.to_string();
             let (session, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
                 .await
                 .map_err(|_| ApiError::Internal)?;

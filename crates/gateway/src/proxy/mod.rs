@@ -112,7 +112,7 @@ async fn proxy(
             Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
             None => shown_path,
         },
-        client_ip: peer.0.ip().to_string(),
+        client_ip: peer.ip.to_string(),
         user_agent: parts
             .headers
             .get(header::USER_AGENT)

@@ -354,3 +354,61 @@ both_backends!(info_reports_the_caller, |db| async move {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 401);
 });
+
+// The audited client address is the TCP peer; X-Forwarded-For counts only when the peer is a
+// trusted proxy (TRUSTED_PROXIES), and then only its right-most untrusted entry.
+both_backends!(client_address_from_trusted_proxies_only, |db| async move {
+    let rack = TestRack::start().await;
+    let viewer = role_token(&db, "viewer");
+    let s = store(&db).await;
+    let audited_ip = |s: gateway::store::Store, request_id: String| async move {
+        let found = crate::kit::audited(&s, |r| r.event.request_id == request_id).await;
+        assert!(found, "request {request_id} audited");
+        s.audit_by_request(&request_id)
+            .await
+            .unwrap_or_default()
+            .first()
+            .and_then(|r| r.event.client_ip.clone())
+            .unwrap_or_default()
+    };
+    let get = |gw_url: String, xff: &'static str| {
+        let viewer = viewer.clone();
+        async move {
+            let resp = client()
+                .get(gw_url)
+                .basic_auth("convox", Some(&viewer))
+                .header("x-forwarded-for", xff)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 200);
+            crate::kit::request_id(&resp)
+        }
+    };
+
+    let mut gw = Gateway::start(&db, &rack.url, &[]).await;
+    let id = get(gw.proxy("/apps"), "203.0.113.7").await;
+    assert_eq!(
+        audited_ip(s.clone(), id).await,
+        "127.0.0.1",
+        "untrusted peer"
+    );
+    gw.terminate();
+
+    let gw = Gateway::start(
+        &db,
+        &rack.url,
+        &[("TRUSTED_PROXIES", "127.0.0.0/8, 10.0.0.0/8")],
+    )
+    .await;
+    let id = get(gw.proxy("/apps"), "6.6.6.6, 203.0.113.7, 10.1.2.3").await;
+    assert_eq!(audited_ip(s.clone(), id).await, "203.0.113.7");
+    let id = get(gw.proxy("/apps"), "not-an-address").await;
+    assert_eq!(audited_ip(s.clone(), id).await, "127.0.0.1");
+    assert!(
+        rack.seen()
+            .iter()
+            .all(|r| r.header("x-forwarded-for").is_none()),
+        "X-Forwarded-For never reaches the rack"
+    );
+});
