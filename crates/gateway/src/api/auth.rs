@@ -335,7 +335,7 @@ pub async fn callback(
             .await;
         return deny("not_allowed", Some(identity.email.clone()), reason).await;
     }
-    let user = match admit(&state, &identity.email, &identity.name).await {
+    let user = match admit(&state, peer, &identity.email, &identity.name).await {
         Ok(u) => u,
         Err(reason) => {
             let _ = state
@@ -421,7 +421,7 @@ pub async fn callback(
 }
 
 /// Finds (or, for the first admin, creates) the user; `Err` is the refusal reason.
-async fn admit(state: &AppState, email: &str, name: &str) -> Result<UserRow, String> {
+async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<UserRow, String> {
     let unavailable = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "user lookup failed");
         "the gateway could not check your account; try again".to_string()
@@ -449,6 +449,7 @@ async fn admit(state: &AppState, email: &str, name: &str) -> Result<UserRow, Str
         );
         e.actor_type = ActorType::User;
         e.user_email = Some(email.to_string());
+        e.client_ip = Some(peer.ip.to_string());
         let e = e.with_details(json!({ "email": email, "role": "admin", "reason": if listed { "ADMIN_USERS" } else { "first admin" } }));
         let _ = state.audit.record(e).await;
         return Ok(user);

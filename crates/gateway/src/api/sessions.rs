@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{caller_for, require};
-use crate::app::AppState;
+use crate::app::{AppState, Peer};
 use crate::error::ApiError;
 
 /// Optional `?email=` for admins.
@@ -66,6 +66,7 @@ pub async fn list(
 /// `DELETE /api/v1/sessions/{id}`
 pub async fn revoke(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
@@ -87,6 +88,7 @@ pub async fn revoke(
     crate::web::audit_session_revoke(
         &state,
         &principal,
+        peer,
         json!({ "session_id": id, "user_id": session.user_id }),
     )
     .await;
@@ -96,6 +98,7 @@ pub async fn revoke(
 /// `POST /api/v1/sessions/revoke-all[?email=]`
 pub async fn revoke_all(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Query(q): Query<ForUser>,
 ) -> Result<Response, ApiError> {
@@ -109,6 +112,7 @@ pub async fn revoke_all(
     crate::web::audit_session_revoke(
         &state,
         &principal,
+        peer,
         json!({ "all": true, "user_id": user_id, "count": n }),
     )
     .await;

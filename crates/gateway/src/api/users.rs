@@ -8,14 +8,14 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{caller_for, require};
-use crate::app::AppState;
+use crate::app::{AppState, Peer};
 use crate::audit::ActorType;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::identity::manage::{self, Actor, ManageError};
 use crate::store::StoreError;
 
-fn actor(principal: &Principal) -> Actor {
+fn actor(principal: &Principal, peer: Peer) -> Actor {
     Actor {
         actor_type: principal.actor_type(),
         email: principal.email().map(str::to_string),
@@ -25,6 +25,7 @@ fn actor(principal: &Principal) -> Actor {
             .map(str::to_string)
             .or_else(|| principal.token_name().map(|t| format!("token:{t}")))
             .unwrap_or_else(|| "unknown".into()),
+        client_ip: Some(peer.ip.to_string()),
     }
 }
 
@@ -64,6 +65,7 @@ pub struct NewUser {
 /// `POST /api/v1/users`
 pub async fn add(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
@@ -72,7 +74,7 @@ pub async fn add(
     let user = manage::add_user(
         &state.store,
         &state.audit,
-        &actor(&principal),
+        &actor(&principal, peer),
         &body.email,
         &body.name,
         &body.role,
@@ -91,6 +93,7 @@ pub struct RoleBody {
 /// `PUT /api/v1/users/{email}/role`
 pub async fn set_role(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Path(email): Path<String>,
     super::ApiJson(body): super::ApiJson<RoleBody>,
@@ -100,7 +103,7 @@ pub async fn set_role(
     let user = manage::set_user_role(
         &state.store,
         &state.audit,
-        &actor(&principal),
+        &actor(&principal, peer),
         &email,
         &body.role,
     )
@@ -112,23 +115,26 @@ pub async fn set_role(
 /// `POST /api/v1/users/{email}/lock`
 pub async fn lock(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, headers, email, true).await
+    set_locked(state, peer, headers, email, true).await
 }
 
 /// `POST /api/v1/users/{email}/unlock`
 pub async fn unlock(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, headers, email, false).await
+    set_locked(state, peer, headers, email, false).await
 }
 
 async fn set_locked(
     state: AppState,
+    peer: Peer,
     headers: HeaderMap,
     email: String,
     locked: bool,
@@ -151,7 +157,7 @@ async fn set_locked(
     let user = manage::set_user_locked(
         &state.store,
         &state.audit,
-        &actor(&principal),
+        &actor(&principal, peer),
         &email,
         locked,
     )

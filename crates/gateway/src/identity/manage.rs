@@ -19,6 +19,8 @@ pub struct Actor {
     pub token_name: Option<String>,
     /// Stored as a token's creator, e.g. `alice@example.com` or `cli:root`.
     pub label: String,
+    /// Where the change came from (`None` on the server's command line).
+    pub client_ip: Option<String>,
 }
 
 impl Actor {
@@ -32,6 +34,7 @@ impl Actor {
             email: None,
             token_name: None,
             label: format!("cli:{login}"),
+            client_ip: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl Actor {
         e.actor_type = self.actor_type;
         e.user_email = self.email.clone();
         e.token_name = self.token_name.clone();
+        e.client_ip = self.client_ip.clone();
         e.with_details(details)
     }
 }

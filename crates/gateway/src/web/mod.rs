@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::app::{AppState, Peer};
 use crate::audit::{AuditEvent, EventKind};
 use crate::identity::{Principal, authenticate};
 
@@ -228,6 +228,7 @@ pub struct CsrfForm {
 /// `POST /account/sessions/{id}/revoke`
 pub async fn revoke_session(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Path(id): Path<i64>,
     Form(form): Form<CsrfForm>,
@@ -244,7 +245,7 @@ pub async fn revoke_session(
     }
     let owned = matches!(state.store.session_by_id(id).await, Ok(Some(s)) if Some(s.user_id) == principal.user_id());
     if owned && state.store.revoke_session(id).await.unwrap_or(false) {
-        audit_session_revoke(&state, &principal, json!({ "session_id": id })).await;
+        audit_session_revoke(&state, &principal, peer, json!({ "session_id": id })).await;
     }
     Redirect::to("/account").into_response()
 }
@@ -252,6 +253,7 @@ pub async fn revoke_session(
 /// `POST /account/sessions/revoke-all`
 pub async fn revoke_all(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -267,7 +269,7 @@ pub async fn revoke_all(
     }
     if let Some(user_id) = principal.user_id() {
         let n = state.store.revoke_user_sessions(user_id).await.unwrap_or(0);
-        audit_session_revoke(&state, &principal, json!({ "all": true, "count": n })).await;
+        audit_session_revoke(&state, &principal, peer, json!({ "all": true, "count": n })).await;
     }
     let mut response = Redirect::to("/").into_response();
     cookies::clear_session(&state, &mut response);
@@ -278,6 +280,7 @@ pub async fn revoke_all(
 pub async fn audit_session_revoke(
     state: &AppState,
     principal: &Principal,
+    peer: Peer,
     details: serde_json::Value,
 ) {
     let mut e = AuditEvent::new(
@@ -288,6 +291,7 @@ pub async fn audit_session_revoke(
     e.actor_type = principal.actor_type();
     e.user_email = principal.email().map(str::to_string);
     e.token_name = principal.token_name().map(str::to_string);
+    e.client_ip = Some(peer.ip.to_string());
     let e = e.with_details(details);
     if let Err(err) = state.audit.record(e).await {
         tracing::error!(error = %err, "could not audit a session revocation");

@@ -593,4 +593,22 @@ both_backends!(logout_and_admin_session_management, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 401);
+
+    // Gateway actions made over HTTP carry the caller's address, as proxied calls do.
+    let st = store(&db).await;
+    let from_here =
+        |r: &gateway::store::AuditRow| r.event.client_ip.as_deref() == Some("127.0.0.1");
+    assert!(
+        crate::kit::audited(&st, |r| r.event.action == "gateway:users:create"
+            && r.event.details["email"] == "new@example.com"
+            && from_here(r))
+        .await,
+        "user created over the API without the client address"
+    );
+    assert!(
+        crate::kit::audited(&st, |r| r.event.action == "gateway:sessions:revoke"
+            && from_here(r))
+        .await,
+        "session revocation without the client address"
+    );
 });
