@@ -99,6 +99,11 @@ impl StreamScrub {
         std::mem::take(&mut self.held)
     }
 
+    /// True when there is nothing to mask: chunks may be passed on as they are.
+    pub fn is_passthrough(&self) -> bool {
+        self.scrubber.is_empty()
+    }
+
     /// How many secrets were masked so far.
     pub fn masked(&self) -> usize {
         self.masked
@@ -153,7 +158,8 @@ mod tests {
     #[test]
     fn short_secrets_are_not_searched() {
         let s = Arc::new(Scrubber::new(&["abc", ""]));
-        assert!(s.is_empty());
+        assert!(s.is_empty() && s.stream().is_passthrough());
+        assert!(!Arc::new(Scrubber::new(&[TOKEN])).stream().is_passthrough());
         let (out, n) = scrub_chunks(&s, &[b"abcabc"]);
         assert_eq!((out.as_slice(), n), (&b"abcabc"[..], 0));
     }

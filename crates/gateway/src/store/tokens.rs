@@ -110,17 +110,6 @@ impl Store {
         from_row(&row)
     }
 
-    /// Finds a token by the hash of its secret.
-    pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM api_tokens WHERE token_hash = $1"
-        );
-        self.read_one(sql, Key::Text(token_hash), |row| from_row(row))
-            .await
-    }
-
     /// The token with this secret hash and, when it acts for a user, that user: one statement
     /// (one round trip, one consistent snapshot). The owner is `None` for a token without one,
     /// and also when its owner row is gone (the caller refuses such a token).

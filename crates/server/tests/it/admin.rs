@@ -157,11 +157,11 @@ both_backends!(last_used_is_written_once_per_interval, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("token: {e}"));
     let reads = |s: gateway::store::Store| async move {
-        s.token_by_hash(&"a".repeat(64))
+        s.token_with_owner(&"a".repeat(64))
             .await
             .ok()
             .flatten()
-            .and_then(|t| t.last_used_at)
+            .and_then(|(t, _)| t.last_used_at)
     };
     // Sixteen requests holding the never-used row.
     let touches = (0..16).map(|_| s.touch_token(token.id, None));
