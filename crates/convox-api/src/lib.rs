@@ -10,4 +10,4 @@ pub mod client;
 pub mod route;
 
 pub use catalogue::ROUTES;
-pub use route::{Method, Route, RouteKind, RouteMatch, match_route};
+pub use route::{Method, Route, RouteKind, RouteMatch, find_route, match_route};

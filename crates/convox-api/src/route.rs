@@ -108,6 +108,71 @@ impl RouteMatch {
     }
 }
 
+/// Finds the route for `method` and a normalised `path` in `routes`.
+///
+/// Literal segments win over parameters (compared left to right), and a parameter with a
+/// literal suffix (`{id}.tgz`) wins over a bare one, so `/apps/{app}/builds/import` is never
+/// taken for a build id.
+pub fn match_route(routes: &'static [Route], method: Method, path: &str) -> Option<RouteMatch> {
+    let route = find_route(routes, method, path)?;
+    let params = match_pattern(route.pattern, path)?;
+    Some(RouteMatch { route, params })
+}
+
+/// [`match_route`] without capturing parameters: it runs on every proxied request, so it
+/// allocates nothing.
+pub fn find_route(routes: &'static [Route], method: Method, path: &str) -> Option<&'static Route> {
+    let mut best: Option<&'static Route> = None;
+    for route in routes.iter().filter(|r| r.method == method) {
+        if !pattern_matches(route.pattern, path) {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some(b) => segment_ranks(route.pattern)
+                .cmp(segment_ranks(b.pattern))
+                .is_gt(),
+        };
+        if better {
+            best = Some(route);
+        }
+    }
+    best
+}
+
+/// True when `path` matches `pattern` (the same rules as [`match_pattern`]).
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    let mut pat = pattern.split('/').skip(1);
+    let mut segs = path.split('/').skip(1);
+    loop {
+        match (pat.next(), segs.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with("*}") => {
+                return !s.is_empty() && pat.next().is_none();
+            }
+            (Some(p), Some(s)) => {
+                if !segment_matches(p, s) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// True when one path segment matches one pattern segment (the rules of [`match_segment`]).
+fn segment_matches(pattern: &str, segment: &str) -> bool {
+    let Some(rest) = pattern.strip_prefix('{') else {
+        return pattern == segment;
+    };
+    let Some(close) = rest.find('}') else {
+        return false;
+    };
+    segment
+        .strip_suffix(&rest[close + 1..])
+        .is_some_and(|value| !value.is_empty())
+}
+
 /// Matches one pattern segment against one path segment, capturing a parameter.
 fn match_segment(pattern: &'static str, segment: &str) -> Option<Option<(&'static str, String)>> {
     let Some(rest) = pattern.strip_prefix('{') else {
@@ -159,6 +224,10 @@ fn match_pattern(pattern: &'static str, path: &str) -> Option<Vec<(&'static str,
 /// parameter with a literal suffix (`{id}.tgz`) 2, bare parameter 1, rest-of-path 0. Compared
 /// left to right, the greater one wins.
 pub fn specificity(pattern: &str) -> Vec<u8> {
+    segment_ranks(pattern).collect()
+}
+
+fn segment_ranks(pattern: &str) -> impl Iterator<Item = u8> + '_ {
     pattern
         .split('/')
         .skip(1)
@@ -168,35 +237,44 @@ pub fn specificity(pattern: &str) -> Vec<u8> {
             (true, true) if s.ends_with("*}") => 0,
             (true, true) => 1,
         })
-        .collect()
-}
-
-/// Finds the route for `method` and a normalised `path` in `routes`.
-///
-/// Literal segments win over parameters (compared left to right), and a parameter with a
-/// literal suffix (`{id}.tgz`) wins over a bare one, so `/apps/{app}/builds/import` is never
-/// taken for a build id.
-pub fn match_route(routes: &'static [Route], method: Method, path: &str) -> Option<RouteMatch> {
-    let mut best: Option<(Vec<u8>, RouteMatch)> = None;
-    for route in routes.iter().filter(|r| r.method == method) {
-        let Some(params) = match_pattern(route.pattern, path) else {
-            continue;
-        };
-        let shape = specificity(route.pattern);
-        let better = match &best {
-            None => true,
-            Some((best_shape, _)) => shape > *best_shape,
-        };
-        if better {
-            best = Some((shape, RouteMatch { route, params }));
-        }
-    }
-    best.map(|(_, m)| m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The matcher as first written: capture every candidate, rank by `specificity`.
+    fn reference(routes: &'static [Route], method: Method, path: &str) -> Option<&'static str> {
+        let mut best: Option<(Vec<u8>, &'static Route)> = None;
+        for route in routes.iter().filter(|r| r.method == method) {
+            if match_pattern(route.pattern, path).is_none() {
+                continue;
+            }
+            let shape = specificity(route.pattern);
+            if best.as_ref().is_none_or(|(b, _)| shape > *b) {
+                best = Some((shape, route));
+            }
+        }
+        best.map(|(_, r)| r.pattern)
+    }
+
+    proptest::proptest! {
+        /// The allocation-free matcher picks the route the capturing reference picks, on paths
+        /// made of the catalogue's own words so that most of them match something.
+        #[test]
+        fn find_route_agrees_with_the_capturing_matcher(
+            segs in proptest::collection::vec(
+                "(apps|builds|processes|objects|tmp|web|services|restart|logs|import|releases|b1.tgz|[a-z]{1,3}|)",
+                1..7,
+            ),
+            method in proptest::sample::select(vec![Method::Get, Method::Post, Method::Put, Method::Delete]),
+        ) {
+            let path = format!("/{}", segs.join("/"));
+            let expected = reference(crate::ROUTES, method, &path);
+            proptest::prop_assert_eq!(find_route(crate::ROUTES, method, &path).map(|r| r.pattern), expected);
+            proptest::prop_assert_eq!(match_route(crate::ROUTES, method, &path).map(|m| m.route.pattern), expected);
+        }
+    }
 
     static TEST_ROUTES: &[Route] = &[
         Route {

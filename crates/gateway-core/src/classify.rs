@@ -1,6 +1,6 @@
 //! What a rack request is: the catalogue route it matches and the permission that guards it.
 
-use convox_api::{Method, ROUTES, Route, match_route};
+use convox_api::{Method, ROUTES, Route, find_route};
 
 use crate::rbac::unknown_route_permission;
 
@@ -18,10 +18,10 @@ pub struct Classified {
 /// not one the rack API uses at all.
 pub fn classify(method: &http::Method, decoded_path: &str) -> Option<Classified> {
     let m = Method::parse(method.as_str())?;
-    Some(match match_route(ROUTES, m, decoded_path) {
-        Some(found) => Classified {
-            permission: found.route.permission(),
-            route: Some(found.route),
+    Some(match find_route(ROUTES, m, decoded_path) {
+        Some(route) => Classified {
+            permission: route.permission(),
+            route: Some(route),
         },
         None => Classified {
             permission: unknown_route_permission(method.as_str()),

@@ -104,6 +104,7 @@ impl AuditLog {
 }
 
 async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<Job>) {
+    let printer = stdout.then(Printer::start);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if !batch.iter().any(Job::is_awaited) && batch.len() < MAX_BATCH {
@@ -129,13 +130,14 @@ async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<J
             let result = write_with_retry(&store, &key, events).await;
             match result {
                 Ok(rows) => {
-                    if stdout {
-                        print_rows(&rows);
-                    }
+                    // Waiting requests go first; the stdout copy is not what they wait for.
                     for (ack, row) in acks.into_iter().zip(&rows) {
                         if let Some(ack) = ack {
                             let _ = ack.send(Ok(row.seq));
                         }
+                    }
+                    if let Some(printer) = &printer {
+                        printer.print(rows);
                     }
                 }
                 Err(err) => {
@@ -147,7 +149,83 @@ async fn run(store: Store, key: ChainKey, stdout: bool, mut rx: mpsc::Receiver<J
             }
         }
         for done in flushes {
-            let _ = done.send(());
+            match &printer {
+                Some(printer) => printer.flush(done),
+                None => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+    // Everything committed is on stdout before the writer reports itself finished.
+    if let Some(printer) = &printer {
+        let (done, wait) = oneshot::channel();
+        printer.flush(done);
+        let _ = wait.await;
+    }
+}
+
+/// The stdout sink's own thread: serialising and writing the JSON lines took ~5 % of an async
+/// worker's time under load, and a pipe or terminal that is slow to drain must not hold up the
+/// commits behind it. Lines keep commit order (one thread, one queue).
+struct Printer {
+    tx: Option<std::sync::mpsc::Sender<PrintJob>>,
+}
+
+enum PrintJob {
+    Rows(Vec<AuditRow>),
+    Flush(oneshot::Sender<()>),
+}
+
+impl Printer {
+    fn start() -> Printer {
+        let (tx, rx) = std::sync::mpsc::channel::<PrintJob>();
+        let spawned = std::thread::Builder::new()
+            .name("audit-stdout".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        PrintJob::Rows(rows) => print_rows(&rows),
+                        PrintJob::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if let Err(e) = &spawned {
+            tracing::warn!(error = %e, "no thread for the audit stdout sink; printing inline");
+        }
+        Printer {
+            tx: spawned.is_ok().then_some(tx),
+        }
+    }
+
+    fn print(&self, rows: Vec<AuditRow>) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(PrintJob::Rows(rows))) =
+                    tx.send(PrintJob::Rows(rows))
+                {
+                    print_rows(&rows);
+                }
+            }
+            None => print_rows(&rows),
+        }
+    }
+
+    /// Completes `done` once every row handed over before it is written.
+    fn flush(&self, done: oneshot::Sender<()>) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(PrintJob::Flush(done))) =
+                    tx.send(PrintJob::Flush(done))
+                {
+                    let _ = done.send(());
+                }
+            }
+            None => {
+                let _ = done.send(());
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Which headers cross the gateway.
 //!
 //! Hop-by-hop headers never do. Headers a client could use to feed an audit field, a decision
-//! or the rack's idea of the original request (forwarding, original-path, audit-looking) are
-//! stripped. The caller's credentials are replaced by the rack's; cookies stay with us.
+//! or the rack's idea of the original request (forwarding, original-path, method override,
+//! audit-looking) are stripped. The caller's credentials are replaced by the rack's; cookies stay with us.
 
 use http::{HeaderMap, HeaderName, header};
 
@@ -26,6 +26,11 @@ const REQUEST_DROP: &[&str] = &[
     "x-real-ip",
     "x-rewrite-url",
     "x-request-id",
+    // RBAC decides on the method the gateway saw; a server that honours an override header
+    // would run a different one (a viewer's GET executed as DELETE).
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "sec-websocket-key",
     "sec-websocket-version",
     "sec-websocket-extensions",
@@ -102,6 +107,9 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-audit-user", "admin"),
             ("x-original-url", "/system"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
             ("connection", "close, x-custom"),
             ("x-custom", "1"),
             ("transfer-encoding", "chunked"),

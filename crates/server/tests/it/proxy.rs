@@ -18,6 +18,7 @@ both_backends!(
             .header("x-forwarded-for", "6.6.6.6")
             .header("x-audit-user", "someone-else")
             .header("cookie", "session=abc")
+            .header("x-http-method-override", "DELETE")
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -37,7 +38,12 @@ both_backends!(
                 .header("authorization")
                 .is_some_and(|a| a.starts_with("Basic "))
         );
-        for spoofable in ["x-forwarded-for", "x-audit-user", "cookie"] {
+        for spoofable in [
+            "x-forwarded-for",
+            "x-audit-user",
+            "cookie",
+            "x-http-method-override",
+        ] {
             assert!(
                 seen[0].header(spoofable).is_none(),
                 "{spoofable} reached the rack"
