@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::audit::{AuditLog, KeySource, ResolveKeyError, resolve_key};
 use crate::config::Config;
 use crate::oidc::{Oidc, OidcError};
-use crate::proxy::{PROXY_PREFIX, Upstream, UpstreamError};
+use crate::proxy::{PROXY_PREFIX, Sessions, Upstream, UpstreamError};
 use crate::store::{Store, StoreError};
 use crate::{api, proxy, web};
 
@@ -28,6 +28,8 @@ pub struct AppState {
     pub upstream: Upstream,
     /// OpenID Connect sign-in, when configured.
     pub oidc: Option<Arc<Oidc>>,
+    /// WebSocket sessions in flight.
+    pub sessions: Sessions,
 }
 
 /// Why the gateway could not start.
@@ -86,6 +88,7 @@ impl Gateway {
                 audit,
                 upstream,
                 oidc,
+                sessions: Sessions::default(),
             },
             audit_task,
             checkpointer,

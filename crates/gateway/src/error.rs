@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The rack did not answer in time.
     #[error("rack did not respond in time")]
     RackTimeout,
+    /// The client went silent in the middle of its request body.
+    #[error("request body stalled: nothing received for {0} s")]
+    ClientTimeout(u64),
     /// Something failed inside the gateway; details are logged, not returned.
     #[error("internal error (request id in X-Request-Id)")]
     Internal,
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
+            ApiError::ClientTimeout(_) => "client_timeout",
             ApiError::Internal => "internal",
         }
     }

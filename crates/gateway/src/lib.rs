@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod error;
+pub mod http_server;
 pub mod identity;
 pub mod oidc;
 pub mod proxy;

@@ -114,6 +114,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         rack_connect_timeout: std::time::Duration::from_secs(5),
         rack_read_timeout: std::time::Duration::from_secs(300),
         shutdown_timeout: std::time::Duration::from_secs(5),
+        client_timeout: std::time::Duration::from_secs(75),
         // The runtime was built from the same variable in main.
         worker_threads: gateway::config::worker_threads(&|name| std::env::var(name).ok())
             .ok()

@@ -1,10 +1,7 @@
 //! `serve`: run the gateway until SIGTERM/SIGINT, then drain and flush the audit log.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
-use gateway::{Config, Gateway};
-use tokio_util::sync::CancellationToken;
+use gateway::{Config, Gateway, http_server};
 
 /// Runs the gateway with configuration from the environment.
 pub async fn run() -> anyhow::Result<()> {
@@ -16,6 +13,10 @@ pub async fn run() -> anyhow::Result<()> {
     serve_until_signal(gateway, listener, shutdown_signal()).await
 }
 
+/// How long WebSocket sessions get to close and record their outcomes once the shutdown
+/// timeout has passed.
+const SESSION_GOODBYE: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// Serves `gateway` on `listener` until `signal` resolves; then stops accepting, gives
 /// in-flight requests `SHUTDOWN_TIMEOUT_SECS` to finish, and flushes the audit log.
 pub async fn serve_until_signal(
@@ -24,24 +25,30 @@ pub async fn serve_until_signal(
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    let timeout = gateway.state.config.shutdown_timeout;
-    tracing::info!(%addr, rack = %gateway.state.config.rack_host, "rack-gateway listening");
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stopping = CancellationToken::new();
-    let stop = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        signal.await;
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        stop.cancel();
-    });
-    tokio::select! {
-        result = server => result.context("server failed")?,
-        _ = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(timeout).await;
-        } => tracing::warn!(?timeout, "in-flight requests did not finish in time; closing them"),
+    let config = &gateway.state.config;
+    let (timeout, client_timeout) = (config.shutdown_timeout, config.client_timeout);
+    tracing::info!(%addr, rack = %config.rack_host, "rack-gateway listening");
+    let drain = http_server::serve(listener, gateway.router(), client_timeout, signal).await;
+    let sessions = gateway.state.sessions.clone();
+    tracing::info!(
+        connections = drain.open(),
+        websocket_sessions = sessions.open(),
+        "shutting down: no new connections, finishing in-flight requests"
+    );
+    let in_flight = async {
+        drain.finish().await;
+        sessions.finished().await;
+    };
+    if tokio::time::timeout(timeout, in_flight).await.is_err() {
+        tracing::warn!(
+            ?timeout,
+            websocket_sessions = sessions.open(),
+            "in-flight requests did not finish in time; closing them"
+        );
+        // WebSocket sessions are told to close (1001) and record their outcomes; plain
+        // requests still running end with the process, their outcomes missing.
+        sessions.end_all();
+        let _ = tokio::time::timeout(SESSION_GOODBYE, sessions.finished()).await;
     }
     gateway.shutdown().await;
     tracing::info!("stopped");

@@ -76,6 +76,9 @@ pub struct Config {
     pub rack_read_timeout: Duration,
     /// How long in-flight requests may take to finish on SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Longest a client may take to send a request's headers, keep an idle connection open,
+    /// or stay silent in the middle of a request body (`CLIENT_TIMEOUT_SECS`).
+    pub client_timeout: Duration,
     /// Async worker threads (`WORKER_THREADS`); `None`: one per CPU.
     pub worker_threads: Option<usize>,
     /// Emit audit events as JSON lines on stdout.
@@ -230,6 +233,7 @@ impl std::fmt::Debug for Config {
             .field("rack_connect_timeout", &self.rack_connect_timeout)
             .field("rack_read_timeout", &self.rack_read_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("client_timeout", &self.client_timeout)
             .field("worker_threads", &self.worker_threads)
             .field("audit_stdout", &self.audit_stdout)
             .field("oidc", &self.oidc)
@@ -382,6 +386,7 @@ impl Config {
             rack_connect_timeout: seconds(&get, "RACK_CONNECT_TIMEOUT_SECS", 10)?,
             rack_read_timeout: seconds(&get, "RACK_READ_TIMEOUT_SECS", 300)?,
             shutdown_timeout: seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 30)?,
+            client_timeout: seconds(&get, "CLIENT_TIMEOUT_SECS", 75)?,
             worker_threads: worker_threads(&get)?,
             audit_stdout: boolean(&get, "AUDIT_STDOUT", true)?,
             trusted_proxies,

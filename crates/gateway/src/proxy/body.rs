@@ -1,11 +1,13 @@
 //! HTTP forwarding with streamed bodies both ways, and the outcome event written when the
 //! response body ends (or the client goes away).
 
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -178,18 +180,6 @@ pub async fn forward(
     let mut headers = request_headers(&parts.headers);
     headers.insert(http::header::AUTHORIZATION, upstream.authorization());
 
-    let counter = outcome.bytes_in.clone();
-    let client_broke_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let broke = client_broke_off.clone();
-    let request_stream = body.into_data_stream().map(move |chunk| {
-        match &chunk {
-            Ok(bytes) => {
-                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            }
-            Err(_) => broke.store(true, Ordering::Relaxed),
-        }
-        chunk
-    });
     let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
         || parts.headers.contains_key(http::header::CONTENT_LENGTH)
         || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -197,14 +187,35 @@ pub async fn forward(
         .http
         .request(parts.method.clone(), url)
         .headers(headers);
+    let client_timeout = state.config.client_timeout;
+    let client_broke_off = Arc::new(AtomicBool::new(false));
+    let client_stalled = Arc::new(AtomicBool::new(false));
     if has_body {
+        let counter = outcome.bytes_in.clone();
+        let broke = client_broke_off.clone();
+        let stalls = Stalls::new(
+            body.into_data_stream(),
+            client_timeout,
+            client_stalled.clone(),
+        );
+        let request_stream = stalls.map(move |chunk| {
+            match &chunk {
+                Ok(bytes) => {
+                    counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                Err(_) => broke.store(true, Ordering::Relaxed),
+            }
+            chunk
+        });
         request = request.body(reqwest::Body::wrap_stream(request_stream));
     }
 
     let response = match request.send().await {
         Ok(r) => r,
         Err(err) => {
-            let api_error = if client_broke_off.load(Ordering::Relaxed) {
+            let api_error = if client_stalled.load(Ordering::Relaxed) {
+                ApiError::ClientTimeout(client_timeout.as_secs())
+            } else if client_broke_off.load(Ordering::Relaxed) {
                 ApiError::BadRequest("the request body ended early (client disconnected)".into())
             } else {
                 upstream_error(&err)
@@ -231,6 +242,55 @@ pub async fn forward(
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)
+}
+
+/// A request body that fails once the client has sent nothing for `limit`, so a stalled upload
+/// does not hold the gateway's connection to the rack open until the rack gives up.
+struct Stalls<S> {
+    inner: S,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Set when the body was cut off for silence.
+    stalled: Arc<AtomicBool>,
+}
+
+impl<S> Stalls<S> {
+    fn new(inner: S, limit: Duration, stalled: Arc<AtomicBool>) -> Stalls<S> {
+        Stalls {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            stalled,
+        }
+    }
+}
+
+impl<S> Stream for Stalls<S>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(item) => {
+                let next = tokio::time::Instant::now() + self.limit;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(item)
+            }
+            Poll::Pending => {
+                if self.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.stalled.store(true, Ordering::Relaxed);
+                let silence = io::Error::new(io::ErrorKind::TimedOut, "request body stalled");
+                Poll::Ready(Some(Err(axum::Error::new(silence))))
+            }
+        }
+    }
 }
 
 /// Maps a client error talking to the rack onto the answer we give.

@@ -6,6 +6,7 @@
 
 mod body;
 mod headers;
+mod sessions;
 mod upstream;
 mod ws;
 
@@ -20,6 +21,7 @@ use serde_json::json;
 
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
+pub use sessions::Sessions;
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};

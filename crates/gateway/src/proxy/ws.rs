@@ -2,7 +2,7 @@
 //! client's upgrade and pump frames both ways. The session's end is audited with its duration.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as TCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as TMessage};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 use super::body::OutcomeGuard;
 use super::headers::request_headers;
@@ -90,7 +91,10 @@ pub async fn forward(
     };
     outcome.status = Some(101);
     let scrubber = upstream.scrubber.clone();
-    Ok(upgrade.on_upgrade(move |client| relay(client, rack, scrubber, outcome)))
+    let sessions = state.sessions.clone();
+    let ending = sessions.ending();
+    Ok(upgrade
+        .on_upgrade(move |client| sessions.track(relay(client, rack, scrubber, ending, outcome))))
 }
 
 /// Which side ended the session.
@@ -98,12 +102,15 @@ pub async fn forward(
 enum Closer {
     Client,
     Rack,
+    /// The gateway is shutting down.
+    Gateway,
 }
 
 async fn relay(
     client: WebSocket,
     rack: RackSocket,
     scrubber: Arc<Scrubber>,
+    ending: CancellationToken,
     mut outcome: OutcomeGuard,
 ) {
     let (mut client_tx, client_rx) = client.split();
@@ -111,69 +118,83 @@ async fn relay(
     let (mut rack_tx, rack_rx) = rack.split();
     let mut rack_rx = rack_rx.peekable();
     let bytes_in = outcome.bytes_in.clone();
+    let bytes_out = AtomicU64::new(0);
+    let masked = AtomicUsize::new(0);
 
-    let client_to_rack = async move {
-        while let Some(Ok(message)) = client_rx.next().await {
-            bytes_in.fetch_add(
-                message_len(&message) as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let closing = matches!(message, ws::Message::Close(_));
-            if rack_tx.feed(to_rack(message)).await.is_err() || closing {
-                break;
+    // The pumps borrow the sending halves, so that a shutdown can still say goodbye on them
+    // once the pumps are dropped.
+    let closer = {
+        let client_to_rack = async {
+            while let Some(Ok(message)) = client_rx.next().await {
+                bytes_in.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
+                let closing = matches!(message, ws::Message::Close(_));
+                if rack_tx.feed(to_rack(message)).await.is_err() || closing {
+                    break;
+                }
+                // Write out once nothing more is waiting: one flush for a burst, not one each.
+                if !more_ready(&mut client_rx) && rack_tx.flush().await.is_err() {
+                    break;
+                }
             }
-            // Write out once nothing more is waiting: one flush for a burst, not one each.
-            if !more_ready(&mut client_rx) && rack_tx.flush().await.is_err() {
-                break;
+            let _ = rack_tx.close().await;
+        };
+        let rack_to_client = async {
+            while let Some(Ok(message)) = rack_rx.next().await {
+                let Some(message) = to_client(message) else {
+                    continue;
+                };
+                let (message, n) = scrub(&scrubber, message);
+                if n > 0 {
+                    masked.fetch_add(n, Ordering::Relaxed);
+                }
+                bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
+                let closing = matches!(message, ws::Message::Close(_));
+                if client_tx.feed(message).await.is_err() || closing {
+                    break;
+                }
+                if !more_ready(&mut rack_rx) && client_tx.flush().await.is_err() {
+                    break;
+                }
             }
-        }
-        let _ = rack_tx.close().await;
+            let _ = client_tx.close().await;
+        };
+        tokio::pin!(client_to_rack);
+        tokio::pin!(rack_to_client);
+        let closer = tokio::select! {
+            biased;
+            () = ending.cancelled() => Closer::Gateway,
+            _ = &mut client_to_rack => Closer::Client,
+            _ = &mut rack_to_client => Closer::Rack,
+        };
+        // Let the other direction deliver what is in flight (an exit code, a close frame).
+        let _ = match closer {
+            Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
+            Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
+            Closer::Gateway => Ok(()),
+        };
+        closer
     };
-    let bytes_out = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let out_counter = bytes_out.clone();
-    let masked = Arc::new(AtomicUsize::new(0));
-    let mask_counter = masked.clone();
-    let rack_to_client = async move {
-        while let Some(Ok(message)) = rack_rx.next().await {
-            let Some(message) = to_client(message) else {
-                continue;
-            };
-            let (message, n) = scrub(&scrubber, message);
-            if n > 0 {
-                mask_counter.fetch_add(n, Ordering::Relaxed);
-            }
-            out_counter.fetch_add(
-                message_len(&message) as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let closing = matches!(message, ws::Message::Close(_));
-            if client_tx.feed(message).await.is_err() || closing {
-                break;
-            }
-            if !more_ready(&mut rack_rx) && client_tx.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = client_tx.close().await;
-    };
-    tokio::pin!(client_to_rack);
-    tokio::pin!(rack_to_client);
-    let closer = tokio::select! {
-        _ = &mut client_to_rack => Closer::Client,
-        _ = &mut rack_to_client => Closer::Rack,
-    };
-    // Let the other direction deliver what is in flight (an exit code, a close frame).
-    let _ = match closer {
-        Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
-        Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
-    };
-    outcome.bytes_out = bytes_out.load(std::sync::atomic::Ordering::Relaxed);
-    outcome.completed = true;
+    if matches!(closer, Closer::Gateway) {
+        let going_away = ws::CloseFrame {
+            code: 1001,
+            reason: "gateway shutting down".into(),
+        };
+        let goodbye = async {
+            let _ = client_tx.send(ws::Message::Close(Some(going_away))).await;
+            let _ = rack_tx.close().await;
+        };
+        let _ = tokio::time::timeout(DRAIN, goodbye).await;
+        outcome.error = Some("ended by the gateway shutting down".into());
+    } else {
+        outcome.completed = true;
+    }
+    outcome.bytes_out = bytes_out.load(Ordering::Relaxed);
     outcome.extra.insert(
         "closed_by".into(),
         json!(match closer {
             Closer::Client => "client",
             Closer::Rack => "rack",
+            Closer::Gateway => "gateway",
         }),
     );
     outcome.extra.insert("websocket".into(), json!(true));

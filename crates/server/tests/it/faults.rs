@@ -147,6 +147,94 @@ both_backends!(client_vanishing_mid_upload_is_recorded, |db| async move {
     assert_eq!(resp.status(), 200);
 });
 
+both_backends!(stalled_upload_is_cut_off_and_recorded, |db| async move {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "1")]).await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("convox:{deployer}"),
+    );
+    // Promise 1 MiB, send 64 KiB, then go quiet with the connection open.
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /api/v1/rack-proxy/apps/web/objects/tmp/x.tgz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\n\r\n",
+        1024 * 1024
+    );
+    tcp.write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tcp.write_all(&vec![0u8; 64 * 1024])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the gateway kept waiting on a silent upload");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {:?}: {answer}",
+        started.elapsed()
+    );
+    assert!(answer.contains("client_timeout"), "{answer}");
+    let s = store(&db).await;
+    let found = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:objects:create"
+            && r.event.status == Some(408)
+            && r.event.details["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("stalled"))
+    })
+    .await;
+    assert!(found, "the stalled upload's outcome was not recorded");
+});
+
+both_backends!(slow_or_idle_clients_are_disconnected, |db| async move {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rack = TestRack::start().await;
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "1")]).await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    // Half a request line and headers, then silence (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    slow.write_all(b"GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A keep-alive connection that asks once and then sits idle.
+    let mut idle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    idle.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, conn) in [("slow headers", &mut slow), ("idle keep-alive", &mut idle)] {
+        let mut buf = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "{name}: connection still open after 10 s");
+    }
+    assert!(
+        rack.seen().is_empty(),
+        "the half-sent request reached the rack"
+    );
+    // Prompt clients are served as before.
+    let resp = client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&viewer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+});
+
 /// A PostgreSQL cluster of the test's own (so it can be stopped), from the binaries in
 /// `RGW_TEST_PG_BINDIR` (scripts/test sets it). Run as the `postgres` user when we are root.
 struct OwnPostgres {

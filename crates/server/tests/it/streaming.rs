@@ -214,3 +214,56 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
         other => panic!("rack refusal not relayed: {other:?}"),
     }
 });
+
+crate::both_backends!(
+    shutdown_closes_websocket_sessions_and_records_them,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let mut gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
+            &gw,
+            "/apps/web/logs?follow=true",
+            &viewer,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let first = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+        assert!(
+            matches!(first, Ok(Some(Ok(Message::Text(_))))),
+            "no log line: {first:?}"
+        );
+        let stopping = tokio::task::spawn_blocking(move || {
+            let exit = gw.terminate();
+            (exit, gw)
+        });
+        // The test rack streams for ~10 s; the gateway gives the session 1 s, then says
+        // goodbye with "going away" instead of dropping the connection.
+        let close = tokio::time::timeout(Duration::from_secs(8), async {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Close(frame) = message {
+                    return frame;
+                }
+            }
+            None
+        })
+        .await;
+        let frame = close.ok().flatten();
+        assert_eq!(
+            frame.as_ref().map(|f| u16::from(f.code)),
+            Some(1001),
+            "{frame:?}"
+        );
+        let (exit, gw) = stopping.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
+        let s = store(&db).await;
+        let ok = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:logs:read"
+                && r.event.details["closed_by"] == "gateway"
+                && r.event.details["completed"] == false
+        })
+        .await;
+        assert!(ok, "the session's outcome was not recorded before exit");
+    }
+);
