@@ -162,9 +162,38 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
+/// Cuts `text` to at most `max_bytes` (on a character boundary) and says how much was left
+/// out. Audit fields a caller controls (paths, queries) are clipped so that one request, even
+/// an unauthenticated one, cannot write a 64 KiB audit row.
+pub fn clip(mut text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut cut = max_bytes;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let left_out = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("…[{left_out} more bytes]"));
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_marks_what_it_cuts() {
+        assert_eq!(clip("/apps/web".into(), 16), "/apps/web");
+        assert_eq!(clip("abcdef".into(), 4), "abcd…[2 more bytes]");
+        // Never inside a character: "é" is two bytes.
+        assert_eq!(clip("aéb".into(), 2), "a…[3 more bytes]");
+        assert_eq!(
+            clip("x".repeat(70_000), 2048).len(),
+            2048 + "…[67952 more bytes]".len()
+        );
+    }
     use serde_json::json;
 
     #[test]

@@ -40,6 +40,10 @@ pub fn classify(method: &http::Method, decoded_path: &str) -> Result<Classified,
     gateway_core::classify::classify(method, decoded_path).ok_or(ApiError::MethodNotAllowed)
 }
 
+/// Longest path (with query) an audit event keeps; longer ones are clipped, with the number
+/// of bytes left out. Rack API paths are far shorter; a longer one is noise or an attack.
+const MAX_AUDITED_PATH: usize = 2048;
+
 /// The per-request facts every audit event of this request shares.
 #[derive(Debug, Clone)]
 struct RequestFacts {
@@ -110,10 +114,13 @@ async fn proxy(
         request_id: request_id.to_string(),
         started,
         method: parts.method.as_str().chars().take(32).collect(),
-        path: match &query {
-            Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
-            None => shown_path,
-        },
+        path: redact::clip(
+            match &query {
+                Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
+                None => shown_path,
+            },
+            MAX_AUDITED_PATH,
+        ),
         client_ip: peer.ip.to_string(),
         user_agent: parts
             .headers

@@ -233,3 +233,56 @@ both_backends!(
         assert!(!gw.all_output().contains("panicked"));
     }
 );
+
+both_backends!(
+    huge_paths_are_clipped_in_the_audit_trail_not_in_the_request,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        // ~60 KB of path and 3 KB of query, first without credentials: a denial is audited
+        // too, so unclipped it would be a 64 KB row per unauthenticated request.
+        let long = format!(
+            "/apps/web/objects{}?q={}",
+            "/a".repeat(30_000),
+            "x".repeat(3000)
+        );
+        let resp = client()
+            .get(gw.proxy(&long))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 401);
+        let id = crate::kit::request_id(&resp);
+        let s = crate::kit::store(&db).await;
+        let clipped = |r: &gateway::store::AuditRow| {
+            r.event
+                .path
+                .as_deref()
+                .is_some_and(|p| p.len() < 2100 && p.ends_with("more bytes]"))
+        };
+        assert!(
+            crate::kit::audited(&s, |r| r.event.request_id == id && clipped(r)).await,
+            "the denial's path was not clipped"
+        );
+        // An allowed request reaches the rack whole; only its audit copy is clipped.
+        let resp = client()
+            .post(gw.proxy(&long))
+            .basic_auth("convox", Some(&admin))
+            .body("x")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let id = crate::kit::request_id(&resp);
+        let seen = rack.seen();
+        assert!(
+            seen.iter().any(|r| r.path.len() > 60_000),
+            "the rack got a shortened path"
+        );
+        assert!(
+            crate::kit::audited(&s, |r| r.event.request_id == id && clipped(r)).await,
+            "the allowed request's path was not clipped"
+        );
+    }
+);
