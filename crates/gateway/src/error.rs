@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The rack did not answer in time.
     #[error("rack did not respond in time")]
     RackTimeout,
+    /// Too many sign-ins are in progress (from the caller's address, or in total).
+    #[error("too many sign-ins in progress: finish one, or try again in a few minutes")]
+    TooManySignIns,
     /// The client went silent in the middle of its request body.
     #[error("request body stalled: nothing received for {0} s")]
     ClientTimeout(u64),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManySignIns => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
             ApiError::ClientTimeout(_) => "client_timeout",
+            ApiError::TooManySignIns => "too_many_sign_ins",
             ApiError::Internal => "internal",
         }
     }

@@ -19,11 +19,13 @@ use crate::error::ApiError;
 use crate::identity::sessions::issue_session;
 use crate::identity::{AuthError, hash_token};
 use crate::oidc::random_token;
-use crate::store::{LoginRow, UserRow, now_ms};
+use crate::store::{LoginLimits, LoginRow, NewLogin, UserRow, now_ms};
 use crate::web::{self, cookies};
 
 /// How long a login attempt may take.
 const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
+/// Longest `return_to` a web sign-in keeps (a path on this gateway).
+const MAX_RETURN_TO: usize = 2048;
 
 fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers
@@ -95,25 +97,38 @@ pub async fn web_login(
             "return_to must be a path on this gateway.",
         );
     }
+    if return_to.len() > MAX_RETURN_TO {
+        return web::message(StatusCode::BAD_REQUEST, "Refused", "return_to is too long.");
+    }
     let id = random_token();
-    if let Err(e) = state
-        .store
-        .create_login(
-            &id,
-            "web",
-            Some(&return_to),
-            None,
-            None,
-            now_ms() + LOGIN_TTL_MS,
-        )
-        .await
-    {
-        tracing::error!(error = %e, "could not store a login attempt");
-        return web::message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Try again shortly.",
-        );
+    let client_ip = peer.ip.to_string();
+    let login = NewLogin {
+        id: &id,
+        channel: "web",
+        return_to: Some(&return_to),
+        cli_challenge: None,
+        cli_login_hash: None,
+        expires_at: now_ms() + LOGIN_TTL_MS,
+        client_ip: &client_ip,
+    };
+    match state.store.create_login(&login, LoginLimits::DEFAULT).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(%client_ip, "sign-in refused: too many sign-ins in progress");
+            return web::message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins",
+                "Too many sign-ins are in progress. Finish one, or try again in a few minutes.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a login attempt");
+            return web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
     }
     redirect_to_provider(&state, &id).await
 }
@@ -534,6 +549,7 @@ pub struct CliStart {
 /// holds and gets a browser URL.
 pub async fn cli_start(
     State(state): State<AppState>,
+    peer: Peer,
     super::ApiJson(body): super::ApiJson<CliStart>,
 ) -> Result<Response, ApiError> {
     if state.oidc.is_none() {
@@ -551,18 +567,25 @@ pub async fn cli_start(
     }
     let id = random_token();
     let login_id = random_token();
-    state
-        .store
-        .create_login(
-            &id,
-            "cli",
-            None,
-            Some(&body.code_challenge),
-            Some(&hash_token(&login_id)),
-            now_ms() + LOGIN_TTL_MS,
-        )
-        .await
-        .map_err(|_| ApiError::Internal)?;
+    let login_hash = hash_token(&login_id);
+    let client_ip = peer.ip.to_string();
+    let login = NewLogin {
+        id: &id,
+        channel: "cli",
+        return_to: None,
+        cli_challenge: Some(&body.code_challenge),
+        cli_login_hash: Some(&login_hash),
+        expires_at: now_ms() + LOGIN_TTL_MS,
+        client_ip: &client_ip,
+    };
+    match state.store.create_login(&login, LoginLimits::DEFAULT).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(%client_ip, "CLI sign-in refused: too many sign-ins in progress");
+            return Err(ApiError::TooManySignIns);
+        }
+        Err(_) => return Err(ApiError::Internal),
+    }
     // The public URL, or else the origin of the callback registered with the provider.
     let base = state
         .config

@@ -32,6 +32,43 @@ pub struct LoginRow {
     pub expires_at: i64,
 }
 
+/// A sign-in about to start.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLogin<'a> {
+    /// Random id; also the value of the browser-binding cookie.
+    pub id: &'a str,
+    /// `web` or `cli`.
+    pub channel: &'a str,
+    /// Where a web sign-in returns.
+    pub return_to: Option<&'a str>,
+    /// The CLI's S256 challenge.
+    pub cli_challenge: Option<&'a str>,
+    /// Hash of the id the CLI polls with.
+    pub cli_login_hash: Option<&'a str>,
+    /// Expiry (unix ms).
+    pub expires_at: i64,
+    /// Who started it (as audited).
+    pub client_ip: &'a str,
+}
+
+/// Caps on sign-ins in progress (not yet expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// From one client address.
+    pub per_address: i64,
+    /// From everyone.
+    pub total: i64,
+}
+
+impl LoginLimits {
+    /// Generous for people (an office behind one address signing in together), small
+    /// against a flood: at most ~10 000 rows, each well under 1 KiB.
+    pub const DEFAULT: LoginLimits = LoginLimits {
+        per_address: 50,
+        total: 10_000,
+    };
+}
+
 macro_rules! columns {
     () => {
         "id, channel, state_hash, nonce, pkce_verifier, return_to, cli_challenge, status, user_id, \
@@ -56,34 +93,40 @@ fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
 }
 
 impl Store {
-    /// Stores a new attempt (expired ones are swept at the same time).
+    /// Stores a new attempt unless the caller's address already has `limits.per_address`
+    /// attempts in progress, or everyone together has `limits.total`; `false` then. Attempts
+    /// expired for an hour are swept at the same time.
     pub async fn create_login(
         &self,
-        id: &str,
-        channel: &str,
-        return_to: Option<&str>,
-        cli_challenge: Option<&str>,
-        cli_login_hash: Option<&str>,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
+        login: &NewLogin<'_>,
+        limits: LoginLimits,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
         sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
-            .bind(now_ms() - 3_600_000)
+            .bind(now - 3_600_000)
             .execute(&self.pool)
             .await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO login_attempts (id, channel, return_to, cli_challenge, cli_login_hash, \
-             status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+             status, created_at, expires_at, client_ip) \
+             SELECT $1, $2, $3, $4, $5, 'pending', $6, $7, $8 \
+             WHERE (SELECT COUNT(*) FROM login_attempts \
+                    WHERE client_ip = $8 AND expires_at > $6) < $9 \
+               AND (SELECT COUNT(*) FROM login_attempts WHERE expires_at > $6) < $10",
         )
-        .bind(id)
-        .bind(channel)
-        .bind(return_to)
-        .bind(cli_challenge)
-        .bind(cli_login_hash)
-        .bind(now_ms())
-        .bind(expires_at)
+        .bind(login.id)
+        .bind(login.channel)
+        .bind(login.return_to)
+        .bind(login.cli_challenge)
+        .bind(login.cli_login_hash)
+        .bind(now)
+        .bind(login.expires_at)
+        .bind(login.client_ip)
+        .bind(limits.per_address)
+        .bind(limits.total)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     /// Attaches the provider round trip's secrets to a pending attempt.

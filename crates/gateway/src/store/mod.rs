@@ -25,7 +25,7 @@ use sqlx::{Any, AnyPool, Executor};
 use columns::Columns;
 
 pub use audit::{AuditRow, ChainHead};
-pub use logins::LoginRow;
+pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::UserRow;

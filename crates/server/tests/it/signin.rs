@@ -612,3 +612,87 @@ both_backends!(logout_and_admin_session_management, |db| async move {
         "session revocation without the client address"
     );
 });
+
+both_backends!(sign_ins_in_progress_are_capped, |db| async move {
+    let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+    let c = client();
+    let start = || {
+        let c = c.clone();
+        let url = format!("{}/api/v1/auth/cli/start", s.gw.url);
+        async move {
+            let (_, challenge) = pkce();
+            let r = c
+                .post(url)
+                .json(&serde_json::json!({ "code_challenge": challenge }))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    // Fifty sign-ins from one address may be in progress at once; the next is refused,
+    // from the CLI and from the browser alike.
+    for n in 0..50 {
+        assert_eq!(start().await.0, 200, "sign-in {n}");
+    }
+    let (status, body) = start().await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "too_many_sign_ins");
+    let web = c
+        .get(format!("{}/api/v1/auth/web/login", s.gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(web.status(), 429);
+
+    // The store's rules, with small limits: per address, in total, and only unexpired
+    // attempts count.
+    let st = store(&db).await;
+    let now = gateway::store::now_ms();
+    let limits = gateway::store::LoginLimits {
+        per_address: 2,
+        total: 60,
+    };
+    let attempt = |id: &'static str, ip: &'static str, expires_at: i64| gateway::store::NewLogin {
+        id,
+        channel: "cli",
+        return_to: None,
+        cli_challenge: None,
+        cli_login_hash: None,
+        expires_at,
+        client_ip: ip,
+    };
+    let create = |login: gateway::store::NewLogin<'static>| {
+        let st = st.clone();
+        async move {
+            st.create_login(&login, limits)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert!(create(attempt("x-old", "192.0.2.9", now - 1000)).await);
+    assert!(create(attempt("x-1", "192.0.2.9", now + 60_000)).await);
+    assert!(
+        create(attempt("x-2", "192.0.2.9", now + 60_000)).await,
+        "the expired one does not count"
+    );
+    assert!(!create(attempt("x-3", "192.0.2.9", now + 60_000)).await);
+    // 52 attempts are live in total now (50 from 127.0.0.1); the 60th is the last allowed.
+    for (i, id) in ["y-1", "y-2", "y-3", "y-4", "y-5", "y-6"]
+        .into_iter()
+        .enumerate()
+    {
+        let ip = ["198.51.100.1", "198.51.100.2", "198.51.100.3"][i / 2];
+        assert!(create(attempt(id, ip, now + 60_000)).await, "{id}");
+    }
+    assert!(create(attempt("y-7", "198.51.100.4", now + 60_000)).await);
+    assert!(create(attempt("y-8", "198.51.100.4", now + 60_000)).await);
+    assert!(
+        !create(attempt("y-9", "198.51.100.5", now + 60_000)).await,
+        "over the total"
+    );
+});
