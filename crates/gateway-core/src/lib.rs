@@ -7,6 +7,7 @@ pub mod classify;
 pub mod client_addr;
 pub mod config;
 pub mod credentials;
+pub mod failure_budget;
 pub mod path;
 pub mod rbac;
 pub mod redact;

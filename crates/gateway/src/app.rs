@@ -14,6 +14,7 @@ use crate::oidc::{Oidc, OidcError};
 use crate::proxy::{PROXY_PREFIX, Sessions, Upstream, UpstreamError};
 use crate::store::{Store, StoreError};
 use crate::{api, proxy, web};
+use gateway_core::failure_budget::FailureBudget;
 
 /// Everything a request handler needs.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub oidc: Option<Arc<Oidc>>,
     /// WebSocket sessions in flight.
     pub sessions: Sessions,
+    /// How many refusals of unauthenticated callers are audited one by one.
+    pub refusals: Arc<FailureBudget>,
 }
 
 /// Why the gateway could not start.
@@ -58,6 +61,8 @@ pub struct Gateway {
     pub audit_task: JoinHandle<()>,
     /// SQLite's background WAL checkpointer.
     checkpointer: Option<JoinHandle<()>>,
+    /// Writes the summaries of unaudited refusals.
+    refusal_summaries: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -81,6 +86,8 @@ impl Gateway {
             .map(Arc::new);
         let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
         let checkpointer = store.spawn_checkpointer();
+        let refusals = Arc::new(FailureBudget::standard());
+        let refusal_summaries = crate::audit::spawn_summaries(refusals.clone(), audit.clone());
         Ok(Gateway {
             state: AppState {
                 config: Arc::new(config),
@@ -89,9 +96,11 @@ impl Gateway {
                 upstream,
                 oidc,
                 sessions: Sessions::default(),
+                refusals,
             },
             audit_task,
             checkpointer,
+            refusal_summaries,
         })
     }
 
@@ -102,6 +111,8 @@ impl Gateway {
 
     /// Writes out queued audit events and closes the store.
     pub async fn shutdown(self) {
+        self.refusal_summaries.abort();
+        crate::audit::record_summaries(&self.state.refusals, &self.state.audit);
         self.state.audit.flush().await;
         let store = self.state.store.clone();
         drop(self.state);

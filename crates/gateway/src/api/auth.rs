@@ -44,6 +44,10 @@ async fn audit_signin(
     allowed: bool,
     details: serde_json::Value,
 ) {
+    if email.is_none() && !allowed && !state.refusals.admit(peer.ip, std::time::Instant::now()) {
+        // An anonymous refusal over this address's budget: counted into a summary event.
+        return;
+    }
     let mut e = AuditEvent::new(EventKind::Gateway, crate::audit::new_request_id(), action);
     e.actor_type = if email.is_some() {
         ActorType::User

@@ -6,6 +6,7 @@
 
 mod chain;
 mod event;
+mod refusals;
 mod verify;
 mod writer;
 
@@ -13,5 +14,6 @@ pub use gateway_core::redact;
 
 pub use chain::{ChainKey, KeySource, ResolveKeyError, resolve_key};
 pub use event::{ActorType, AuditEvent, Decision, EventKind, new_request_id};
+pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
 pub use verify::{VerifyError, VerifyReport, verify_chain};
 pub use writer::{AuditError, AuditLog, format_time};

@@ -52,6 +52,8 @@ struct RequestFacts {
     method: String,
     path: String,
     client_ip: String,
+    /// The client's address, for the refusal budget.
+    peer_ip: std::net::IpAddr,
     user_agent: Option<String>,
 }
 
@@ -122,6 +124,7 @@ async fn proxy(
             MAX_AUDITED_PATH,
         ),
         client_ip: peer.ip.to_string(),
+        peer_ip: peer.ip,
         user_agent: parts
             .headers
             .get(header::USER_AGENT)
@@ -229,6 +232,14 @@ async fn deny(
     if matches!(err, ApiError::Unauthenticated(AuthError::Store(_))) {
         // The store is what failed: an audit write would fail too, only slower.
         tracing::error!(request_id = %facts.request_id, "refused: store unavailable");
+        return;
+    }
+    if principal.is_none()
+        && !state
+            .refusals
+            .admit(facts.peer_ip, std::time::Instant::now())
+    {
+        // Over this address's budget: counted into the next summary event instead.
         return;
     }
     let mut event = facts.event(EventKind::Request, action, principal);

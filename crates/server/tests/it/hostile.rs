@@ -286,3 +286,66 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    refusals_of_unauthenticated_floods_are_summarised,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let mut gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        for n in 0..100 {
+            let resp = c
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some("rgw_not-a-real-token"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                resp.status(),
+                401,
+                "request {n}: the answer does not change"
+            );
+        }
+        // A caller with a valid token is audited as always.
+        let resp = c
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let allowed = crate::kit::request_id(&resp);
+        // The summary is written when its minute is up, or at shutdown.
+        let stopped = tokio::task::spawn_blocking(move || gw.terminate())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stopped.and_then(|s| s.code()), Some(0));
+        let s = crate::kit::store(&db).await;
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let one_by_one = rows
+            .iter()
+            .filter(|r| r.event.details["reason"] == "token_unknown")
+            .count();
+        assert_eq!(
+            one_by_one, 60,
+            "the first 60 refusals a minute are audited one by one"
+        );
+        let summaries: Vec<_> = rows
+            .iter()
+            .filter(|r| r.event.action == "gateway:audit:suppressed")
+            .map(|r| {
+                (
+                    r.event.client_ip.clone(),
+                    r.event.details["suppressed_count"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summaries,
+            vec![(Some("127.0.0.1".to_string()), serde_json::json!(40))],
+            "the other 40 as one summary"
+        );
+        assert!(rows.iter().any(|r| r.event.request_id == allowed));
+    }
+);
