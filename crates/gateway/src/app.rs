@@ -33,6 +33,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// How many refusals of unauthenticated callers are audited one by one.
     pub refusals: Arc<FailureBudget>,
+    /// The shared readiness check.
+    pub readiness: Arc<crate::api::Readiness>,
 }
 
 /// Why the gateway could not start.
@@ -97,6 +99,7 @@ impl Gateway {
                 oidc,
                 sessions: Sessions::default(),
                 refusals,
+                readiness: Arc::default(),
             },
             audit_task,
             checkpointer,

@@ -95,6 +95,42 @@ pub async fn health() -> Json<serde_json::Value> {
 /// `GET /api/v1/health/ready`: readiness. 200 when the database and the rack both answer,
 /// 503 otherwise, with each component's state.
 pub async fn ready(State(state): State<AppState>) -> Response {
+    let (ok, body) = state.readiness.current(&state).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// How long a readiness result is reused.
+const READINESS_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The last readiness check. Anyone may ask for readiness, and each check calls the rack's
+/// `GET /system` with the rack's token (on a real rack, cloud API calls), so checks are
+/// shared: at most one every two seconds, with concurrent callers waiting for the same one.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool, serde_json::Value)>>,
+}
+
+impl Readiness {
+    /// The current readiness and its JSON body.
+    pub async fn current(&self, state: &AppState) -> (bool, serde_json::Value) {
+        let mut last = self.last.lock().await;
+        if let Some((at, ok, body)) = last.as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return (*ok, body.clone());
+        }
+        let (ok, body) = check_readiness(state).await;
+        *last = Some((std::time::Instant::now(), ok, body.clone()));
+        (ok, body)
+    }
+}
+
+async fn check_readiness(state: &AppState) -> (bool, serde_json::Value) {
     let timeout = std::time::Duration::from_secs(3);
     let db = match tokio::time::timeout(timeout, state.store.ping()).await {
         Ok(Ok(())) => json!({ "ok": true }),
@@ -104,16 +140,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }
         Err(_) => json!({ "ok": false, "error": "database timed out" }),
     };
-    let rack = rack_check(&state, timeout).await;
+    let rack = rack_check(state, timeout).await;
     let ok = db["ok"] == true && rack["ok"] == true;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     let body =
         json!({ "status": if ok { "ready" } else { "not_ready" }, "database": db, "rack": rack });
-    (status, Json(body)).into_response()
+    (ok, body)
 }
 
 async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_json::Value {

@@ -28,6 +28,23 @@ both_backends!(health_and_readiness, |db| async move {
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     assert_eq!(body["database"]["ok"], true);
     assert_eq!(body["rack"]["ok"], true);
+    // Anyone may ask, so checks are shared: a burst of 40 does not become 40 calls to the
+    // rack (at most one per 2 s).
+    let burst = (0..40).map(|_| {
+        let c = c.clone();
+        let url = format!("{}/api/v1/health/ready", gw.url);
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses = futures_util::future::join_all(burst).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "{statuses:?}"
+    );
+    let checks = rack.seen().iter().filter(|s| s.path == "/system").count();
+    assert!(
+        (1..=2).contains(&checks),
+        "{checks} rack checks for 41 readiness requests"
+    );
     // Unknown gateway routes are 404 JSON, not forwarded.
     let resp = c
         .get(format!("{}/api/v1/nope", gw.url))
