@@ -1,11 +1,15 @@
-//! The gateway's accept loop: HTTP/1 and HTTP/2 connections with the client timeouts
-//! `axum::serve` leaves out, and a graceful stop.
+//! The gateway's accept loop: HTTP/1.1 connections with the client timeouts `axum::serve`
+//! leaves out, and a graceful stop.
 //!
 //! Without a timer hyper never enforces its header read timeout, so a client that sends half
 //! a request line (or keeps an idle connection) held its socket for ever; enough of them and
 //! the gateway runs out of file descriptors. Here a connection is closed when a request's
 //! headers take longer than `client_timeout`, which also bounds how long a keep-alive
 //! connection may sit idle between requests.
+//!
+//! HTTP/2 (h2c) is not offered: no client of the rack API needs it (TLS ends at the load
+//! balancer, which speaks HTTP/1.1 to its targets), and an idle HTTP/2 connection has no
+//! equivalent of the header timeout. An HTTP/2 preface is refused like any malformed request.
 
 use std::future::Future;
 use std::io;
@@ -16,16 +20,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
-/// Serves `router` on `listener` until `stop` resolves, then stops accepting and waits for
-/// open connections to finish their current request (HTTP/1) or streams (HTTP/2). The caller
-/// bounds that wait.
+/// Serves `router` on `listener` until `stop` resolves, then stops accepting. The returned
+/// [`Drain`] finishes the connections still open.
 ///
 /// Handlers see the peer as `ConnectInfo<SocketAddr>`, as with
 /// `into_make_service_with_connect_info`.
@@ -36,15 +40,11 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> Drain {
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let mut http = Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
-    // The CONNECT protocol carries WebSockets over HTTP/2, as axum::serve enables it.
-    http.http2()
-        .timer(TokioTimer::new())
-        .enable_connect_protocol();
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,34 +67,51 @@ pub async fn serve(
             service.map_request(|request: Request<Incoming>| request.map(Body::new)),
         );
         let connection = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let closing = closing.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = closing.cancelled() => {
+                    // Finish the request in progress, then close (idle ones close at once).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 // Timeouts, resets and malformed requests: the client's business, not an alarm.
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    Drain { graceful }
+    Drain {
+        connections,
+        closing,
+    }
 }
 
 /// Connections still open when accepting stopped.
 pub struct Drain {
-    graceful: GracefulShutdown,
+    connections: TaskTracker,
+    closing: CancellationToken,
 }
 
 impl Drain {
-    /// Asks every open connection to finish what it is doing and close; resolves when all have.
+    /// Asks every open connection to finish its current request and close; resolves when all
+    /// have. (WebSocket sessions, once upgraded, are no longer connections here: see
+    /// `proxy::Sessions`.)
     pub async fn finish(self) {
-        self.graceful.shutdown().await;
+        self.closing.cancel();
+        self.connections.close();
+        self.connections.wait().await;
     }
 
     /// How many connections are still open.
     pub fn open(&self) -> usize {
-        self.graceful.count()
+        self.connections.len()
     }
 }
 

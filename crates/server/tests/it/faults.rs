@@ -215,7 +215,18 @@ both_backends!(slow_or_idle_clients_are_disconnected, |db| async move {
     idle.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    for (name, conn) in [("slow headers", &mut slow), ("idle keep-alive", &mut idle)] {
+    // HTTP/2 without TLS (h2c) is not offered: its connections have no header timeout.
+    let mut h2c = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, conn) in [
+        ("slow headers", &mut slow),
+        ("idle keep-alive", &mut idle),
+        ("h2c", &mut h2c),
+    ] {
         let mut buf = Vec::new();
         let closed =
             tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
