@@ -30,6 +30,9 @@ pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::UserRow;
 
+/// How often SQLite's write-ahead log is checkpointed (see [`Store::spawn_checkpointer`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
 /// Which database the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -244,16 +247,22 @@ impl Store {
         Ok(())
     }
 
-    /// SQLite only: checkpoints the write-ahead log every half second off the request path
-    /// (PASSIVE: never blocks writers), so no request waits on a checkpoint's fsync. `None` on
-    /// PostgreSQL.
+    /// SQLite only: checkpoints the write-ahead log every 50 ms off the request path (PASSIVE:
+    /// never blocks writers), then lets the audit writer finish the job between two batches so
+    /// that the log restarts instead of growing. `None` on PostgreSQL.
+    ///
+    /// Often, because each checkpoint's fsync holds up the writer's log writes for a moment,
+    /// longer the more was written since the last one: at 16 clients, every 2 s gave a p99 of
+    /// 35–41 ms, every 0.5 s 4.2–4.9 ms, every 50 ms 2.9–3.1 ms (three 8-s runs each). A
+    /// checkpoint with nothing to copy costs a few microseconds.
     pub fn spawn_checkpointer(&self) -> Option<tokio::task::JoinHandle<()>> {
         if self.backend != Backend::Sqlite {
             return None;
         }
         let pool = self.pool.clone();
+        let audit = self.sqlite_audit.clone();
         Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -262,6 +271,9 @@ impl Store {
                 }
                 if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                if let Some(audit) = &audit {
+                    audit.request_checkpoint();
                 }
             }
         }))
