@@ -250,6 +250,10 @@ struct Stalls<S> {
     inner: S,
     limit: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline is running: we asked the client for more and it has not answered yet.
+    /// Time in which we did not ask (connecting to the rack, a rack slow to read what it got)
+    /// is not the client's silence.
+    waiting: bool,
     /// Set when the body was cut off for silence.
     stalled: Arc<AtomicBool>,
 }
@@ -260,6 +264,7 @@ impl<S> Stalls<S> {
             inner,
             limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
+            waiting: false,
             stalled,
         }
     }
@@ -277,11 +282,15 @@ where
         }
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(item) => {
-                let next = tokio::time::Instant::now() + self.limit;
-                self.deadline.as_mut().reset(next);
+                self.waiting = false;
                 Poll::Ready(item)
             }
             Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let deadline = tokio::time::Instant::now() + self.limit;
+                    self.deadline.as_mut().reset(deadline);
+                }
                 if self.deadline.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }

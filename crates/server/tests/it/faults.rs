@@ -193,6 +193,21 @@ both_backends!(stalled_upload_is_cut_off_and_recorded, |db| async move {
     })
     .await;
     assert!(found, "the stalled upload's outcome was not recorded");
+
+    // A rack that is slow to read (3 s here) is not the client's silence: a client sending as
+    // fast as it may still gets its upload through.
+    rack.set_slow(true);
+    let size: usize = 16 << 20;
+    let resp = client()
+        .post(gw.proxy("/apps/web/objects/tmp/slow.tgz"))
+        .basic_auth("convox", Some(&deployer))
+        .body(vec![7u8; size])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["bytes"], size, "the rack got every byte");
 });
 
 both_backends!(slow_or_idle_clients_are_disconnected, |db| async move {
