@@ -216,27 +216,24 @@ both_backends!(slow_or_idle_clients_are_disconnected, |db| async move {
     let viewer = role_token(&db, "viewer");
     let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "1")]).await;
     let addr = gw.url.trim_start_matches("http://").to_string();
+    let send = |bytes: &'static [u8]| {
+        let addr = addr.clone();
+        async move {
+            let mut conn = tokio::net::TcpStream::connect(&addr)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn.write_all(bytes)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn
+        }
+    };
     // Half a request line and headers, then silence (slowloris).
-    let mut slow = tokio::net::TcpStream::connect(&addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    slow.write_all(b"GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut slow = send(b"GET /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\n").await;
     // A keep-alive connection that asks once and then sits idle.
-    let mut idle = tokio::net::TcpStream::connect(&addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    idle.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut idle = send(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     // HTTP/2 without TLS (h2c) is not offered: its connections have no header timeout.
-    let mut h2c = tokio::net::TcpStream::connect(&addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut h2c = send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await;
     for (name, conn) in [
         ("slow headers", &mut slow),
         ("idle keep-alive", &mut idle),
