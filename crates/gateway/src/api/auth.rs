@@ -517,8 +517,8 @@ pub async fn logout(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
+    super::Caller(principal): super::Caller,
 ) -> Result<Response, ApiError> {
-    let principal = super::caller_for(&state, &http::Method::POST, &headers).await?;
     let Some(id) = principal.session_id() else {
         return Err(ApiError::BadRequest(
             "only sessions sign out; revoke API tokens instead".into(),

@@ -6,12 +6,13 @@ pub mod sessions;
 pub mod users;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::app::{AppState, Peer};
+use crate::audit::{ActorType, AuditEvent, Decision, EventKind, new_request_id, redact};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract_token};
 use crate::web::cookies;
@@ -73,6 +74,63 @@ pub async fn caller_for(
     authenticate(&state.store, &state.config.sessions, &cookie)
         .await
         .map_err(ApiError::Unauthenticated)
+}
+
+/// The authenticated caller of a JSON endpoint ([`caller_for`]). A refusal is audited before
+/// it is answered: refusals of callers without valid credentials are cheap to cause, so they
+/// count against the caller's address budget like the proxy's (see `AppState::refusals`).
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &AppState,
+    ) -> Result<Caller, ApiError> {
+        match caller_for(state, &parts.method, &parts.headers).await {
+            Ok(principal) => Ok(Caller(principal)),
+            Err(err) => {
+                let peer = Peer::from_request_parts(parts, state).await?;
+                audit_refusal(state, &peer, parts, &err).await;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Action of the audit event for a refused gateway API call.
+pub const REFUSED_ACTION: &str = "gateway:api:authenticate";
+
+async fn audit_refusal(
+    state: &AppState,
+    peer: &Peer,
+    parts: &http::request::Parts,
+    err: &ApiError,
+) {
+    if matches!(err, ApiError::Unauthenticated(AuthError::Store(_)))
+        || !state.refusals.admit(peer.ip, std::time::Instant::now())
+    {
+        // The store is down (an audit write would fail too), or this address is over its
+        // budget and the refusal goes into the next summary.
+        return;
+    }
+    let mut e = AuditEvent::new(EventKind::Gateway, new_request_id(), REFUSED_ACTION);
+    e.actor_type = ActorType::Anonymous;
+    e.rbac_decision = Decision::Deny;
+    e.method = Some(parts.method.as_str().chars().take(32).collect());
+    e.path = Some(redact::clip(parts.uri.path().to_string(), 2048));
+    e.status = Some(i64::from(err.status().as_u16()));
+    e.client_ip = Some(peer.ip.to_string());
+    e.user_agent = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    let e = e.with_details(json!({ "reason": err.code(), "message": err.message() }));
+    if let Err(error) = state.audit.record(e).await {
+        tracing::error!(%error, "could not audit a refused gateway API call");
+    }
 }
 
 /// Requires `permission` of `principal`.
@@ -167,8 +225,7 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
 }
 
 /// `GET /api/v1/info`: the caller, its role and permissions.
-pub async fn info(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::GET, &headers).await?;
+pub async fn info(Caller(principal): Caller) -> Result<Response, ApiError> {
     let (kind, expires_at, channel) = match &principal.kind {
         PrincipalKind::ApiToken { .. } => ("api_token", None, None),
         PrincipalKind::Session {

@@ -3,11 +3,10 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{caller_for, require};
+use super::{Caller, require};
 use crate::app::{AppState, Peer};
 use crate::error::ApiError;
 
@@ -41,10 +40,9 @@ async fn target_user(
 /// `GET /api/v1/sessions[?email=]`
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Query(q): Query<ForUser>,
 ) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::GET, &headers).await?;
     let user_id = target_user(&state, &principal, q.email.as_deref()).await?;
     let sessions = state
         .store
@@ -67,10 +65,9 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     peer: Peer,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::DELETE, &headers).await?;
     let session = state
         .store
         .session_by_id(id)
@@ -99,10 +96,9 @@ pub async fn revoke(
 pub async fn revoke_all(
     State(state): State<AppState>,
     peer: Peer,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Query(q): Query<ForUser>,
 ) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::POST, &headers).await?;
     let user_id = target_user(&state, &principal, q.email.as_deref()).await?;
     let n = state
         .store

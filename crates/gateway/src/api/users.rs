@@ -4,10 +4,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use serde::Deserialize;
 
-use super::{caller_for, require};
+use super::{Caller, require};
 use crate::app::{AppState, Peer};
 use crate::audit::ActorType;
 use crate::error::ApiError;
@@ -42,8 +41,10 @@ fn manage_error(e: ManageError) -> ApiError {
 }
 
 /// `GET /api/v1/users`
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::GET, &headers).await?;
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
     require(&principal, "gateway:users:list")?;
     let users = state
         .store
@@ -66,10 +67,9 @@ pub struct NewUser {
 pub async fn add(
     State(state): State<AppState>,
     peer: Peer,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::POST, &headers).await?;
     require(&principal, "gateway:users:create")?;
     let user = manage::add_user(
         &state.store,
@@ -94,11 +94,10 @@ pub struct RoleBody {
 pub async fn set_role(
     State(state): State<AppState>,
     peer: Peer,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(email): Path<String>,
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::PUT, &headers).await?;
     require(&principal, "gateway:users:update")?;
     let user = manage::set_user_role(
         &state.store,
@@ -116,30 +115,29 @@ pub async fn set_role(
 pub async fn lock(
     State(state): State<AppState>,
     peer: Peer,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, peer, headers, email, true).await
+    set_locked(state, peer, principal, email, true).await
 }
 
 /// `POST /api/v1/users/{email}/unlock`
 pub async fn unlock(
     State(state): State<AppState>,
     peer: Peer,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, peer, headers, email, false).await
+    set_locked(state, peer, principal, email, false).await
 }
 
 async fn set_locked(
     state: AppState,
     peer: Peer,
-    headers: HeaderMap,
+    principal: Principal,
     email: String,
     locked: bool,
 ) -> Result<Response, ApiError> {
-    let principal = caller_for(&state, &http::Method::POST, &headers).await?;
     require(
         &principal,
         if locked {
