@@ -517,8 +517,9 @@ pub async fn logout(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    super::Caller(principal): super::Caller,
+    caller: super::Caller,
 ) -> Result<Response, ApiError> {
+    let principal = caller.principal;
     let Some(id) = principal.session_id() else {
         return Err(ApiError::BadRequest(
             "only sessions sign out; revoke API tokens instead".into(),

@@ -5,6 +5,8 @@ pub mod auth;
 pub mod sessions;
 pub mod users;
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
@@ -76,10 +78,50 @@ pub async fn caller_for(
         .map_err(ApiError::Unauthenticated)
 }
 
-/// The authenticated caller of a JSON endpoint ([`caller_for`]). A refusal is audited before
-/// it is answered: refusals of callers without valid credentials are cheap to cause, so they
-/// count against the caller's address budget like the proxy's (see `AppState::refusals`).
-pub struct Caller(pub Principal);
+/// The authenticated caller of a JSON endpoint ([`caller_for`]), with what its refusals are
+/// audited with. A refusal for the credentials is audited before it is answered: such
+/// refusals are cheap to cause, so they count against the caller's address budget like the
+/// proxy's (see `AppState::refusals`). A permission refusal ([`Caller::require`]) is audited
+/// with the caller's identity.
+pub struct Caller {
+    /// Who is calling.
+    pub principal: Principal,
+    call: CallFacts,
+}
+
+/// The call, as its audit events describe it.
+struct CallFacts {
+    peer: IpAddr,
+    method: String,
+    path: String,
+    user_agent: Option<String>,
+}
+
+impl CallFacts {
+    fn of(parts: &http::request::Parts, peer: &Peer) -> CallFacts {
+        CallFacts {
+            peer: peer.ip,
+            method: parts.method.as_str().chars().take(32).collect(),
+            path: redact::clip(parts.uri.path().to_string(), 2048),
+            user_agent: parts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        }
+    }
+
+    fn event(&self, action: &str, err: &ApiError) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::Gateway, new_request_id(), action);
+        e.rbac_decision = Decision::Deny;
+        e.method = Some(self.method.clone());
+        e.path = Some(self.path.clone());
+        e.status = Some(i64::from(err.status().as_u16()));
+        e.client_ip = Some(self.peer.to_string());
+        e.user_agent = self.user_agent.clone();
+        e
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -88,45 +130,52 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut http::request::Parts,
         state: &AppState,
     ) -> Result<Caller, ApiError> {
+        let peer = Peer::from_request_parts(parts, state).await?;
+        let call = CallFacts::of(parts, &peer);
         match caller_for(state, &parts.method, &parts.headers).await {
-            Ok(principal) => Ok(Caller(principal)),
+            Ok(principal) => Ok(Caller { principal, call }),
             Err(err) => {
-                let peer = Peer::from_request_parts(parts, state).await?;
-                audit_refusal(state, &peer, parts, &err).await;
+                audit_refusal(state, &call, &err).await;
                 Err(err)
             }
         }
     }
 }
 
+impl Caller {
+    /// Requires `permission`; a refusal is audited (action: the permission).
+    pub async fn require(&self, state: &AppState, permission: &str) -> Result<(), ApiError> {
+        let Err(err) = require(&self.principal, permission) else {
+            return Ok(());
+        };
+        let mut e = self.call.event(permission, &err);
+        e.actor_type = self.principal.actor_type();
+        e.user_email = self.principal.email().map(str::to_string);
+        e.token_name = self.principal.token_name().map(str::to_string);
+        let e = e.with_details(json!({
+            "reason": err.code(),
+            "role": self.principal.role_name(),
+        }));
+        if let Err(error) = state.audit.record(e).await {
+            tracing::error!(%error, "could not audit a refused gateway API call");
+        }
+        Err(err)
+    }
+}
+
 /// Action of the audit event for a refused gateway API call.
 pub const REFUSED_ACTION: &str = "gateway:api:authenticate";
 
-async fn audit_refusal(
-    state: &AppState,
-    peer: &Peer,
-    parts: &http::request::Parts,
-    err: &ApiError,
-) {
+async fn audit_refusal(state: &AppState, call: &CallFacts, err: &ApiError) {
     if matches!(err, ApiError::Unauthenticated(AuthError::Store(_)))
-        || !state.refusals.admit(peer.ip, std::time::Instant::now())
+        || !state.refusals.admit(call.peer, std::time::Instant::now())
     {
         // The store is down (an audit write would fail too), or this address is over its
         // budget and the refusal goes into the next summary.
         return;
     }
-    let mut e = AuditEvent::new(EventKind::Gateway, new_request_id(), REFUSED_ACTION);
+    let mut e = call.event(REFUSED_ACTION, err);
     e.actor_type = ActorType::Anonymous;
-    e.rbac_decision = Decision::Deny;
-    e.method = Some(parts.method.as_str().chars().take(32).collect());
-    e.path = Some(redact::clip(parts.uri.path().to_string(), 2048));
-    e.status = Some(i64::from(err.status().as_u16()));
-    e.client_ip = Some(peer.ip.to_string());
-    e.user_agent = parts
-        .headers
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect());
     let e = e.with_details(json!({ "reason": err.code(), "message": err.message() }));
     if let Err(error) = state.audit.record(e).await {
         tracing::error!(%error, "could not audit a refused gateway API call");
@@ -225,7 +274,8 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
 }
 
 /// `GET /api/v1/info`: the caller, its role and permissions.
-pub async fn info(Caller(principal): Caller) -> Result<Response, ApiError> {
+pub async fn info(caller: Caller) -> Result<Response, ApiError> {
+    let principal = caller.principal;
     let (kind, expires_at, channel) = match &principal.kind {
         PrincipalKind::ApiToken { .. } => ("api_token", None, None),
         PrincipalKind::Session {

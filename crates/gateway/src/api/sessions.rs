@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Caller, require};
+use super::Caller;
 use crate::app::{AppState, Peer};
 use crate::error::ApiError;
 
@@ -18,12 +18,13 @@ pub struct ForUser {
 
 async fn target_user(
     state: &AppState,
-    principal: &crate::identity::Principal,
+    caller: &Caller,
     email: Option<&str>,
 ) -> Result<i64, ApiError> {
+    let principal = &caller.principal;
     match email {
         Some(email) if Some(email) != principal.email() => {
-            require(principal, "gateway:sessions:manage")?;
+            caller.require(state, "gateway:sessions:manage").await?;
             let user = state
                 .store
                 .find_user(email)
@@ -40,10 +41,11 @@ async fn target_user(
 /// `GET /api/v1/sessions[?email=]`
 pub async fn list(
     State(state): State<AppState>,
-    Caller(principal): Caller,
+    caller: Caller,
     Query(q): Query<ForUser>,
 ) -> Result<Response, ApiError> {
-    let user_id = target_user(&state, &principal, q.email.as_deref()).await?;
+    let user_id = target_user(&state, &caller, q.email.as_deref()).await?;
+    let principal = &caller.principal;
     let sessions = state
         .store
         .user_sessions(user_id)
@@ -65,9 +67,10 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     peer: Peer,
-    Caller(principal): Caller,
+    caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
+    let principal = &caller.principal;
     let session = state
         .store
         .session_by_id(id)
@@ -75,7 +78,7 @@ pub async fn revoke(
         .map_err(|_| ApiError::Internal)?
         .ok_or(ApiError::NotFound)?;
     if Some(session.user_id) != principal.user_id() {
-        require(&principal, "gateway:sessions:manage")?;
+        caller.require(&state, "gateway:sessions:manage").await?;
     }
     let revoked = state
         .store
@@ -84,7 +87,7 @@ pub async fn revoke(
         .map_err(|_| ApiError::Internal)?;
     crate::web::audit_session_revoke(
         &state,
-        &principal,
+        principal,
         peer,
         json!({ "session_id": id, "user_id": session.user_id }),
     )
@@ -96,10 +99,11 @@ pub async fn revoke(
 pub async fn revoke_all(
     State(state): State<AppState>,
     peer: Peer,
-    Caller(principal): Caller,
+    caller: Caller,
     Query(q): Query<ForUser>,
 ) -> Result<Response, ApiError> {
-    let user_id = target_user(&state, &principal, q.email.as_deref()).await?;
+    let user_id = target_user(&state, &caller, q.email.as_deref()).await?;
+    let principal = &caller.principal;
     let n = state
         .store
         .revoke_user_sessions(user_id)
@@ -107,7 +111,7 @@ pub async fn revoke_all(
         .map_err(|_| ApiError::Internal)?;
     crate::web::audit_session_revoke(
         &state,
-        &principal,
+        principal,
         peer,
         json!({ "all": true, "user_id": user_id, "count": n }),
     )

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Caller, require};
+use super::Caller;
 use crate::app::{AppState, Peer};
 use crate::audit::ActorType;
 use crate::error::ApiError;
@@ -41,11 +41,8 @@ fn manage_error(e: ManageError) -> ApiError {
 }
 
 /// `GET /api/v1/users`
-pub async fn list(
-    State(state): State<AppState>,
-    Caller(principal): Caller,
-) -> Result<Response, ApiError> {
-    require(&principal, "gateway:users:list")?;
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&state, "gateway:users:list").await?;
     let users = state
         .store
         .list_users()
@@ -67,14 +64,15 @@ pub struct NewUser {
 pub async fn add(
     State(state): State<AppState>,
     peer: Peer,
-    Caller(principal): Caller,
+    caller: Caller,
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
-    require(&principal, "gateway:users:create")?;
+    caller.require(&state, "gateway:users:create").await?;
+    let principal = &caller.principal;
     let user = manage::add_user(
         &state.store,
         &state.audit,
-        &actor(&principal, peer),
+        &actor(principal, peer),
         &body.email,
         &body.name,
         &body.role,
@@ -94,15 +92,16 @@ pub struct RoleBody {
 pub async fn set_role(
     State(state): State<AppState>,
     peer: Peer,
-    Caller(principal): Caller,
+    caller: Caller,
     Path(email): Path<String>,
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
-    require(&principal, "gateway:users:update")?;
+    caller.require(&state, "gateway:users:update").await?;
+    let principal = &caller.principal;
     let user = manage::set_user_role(
         &state.store,
         &state.audit,
-        &actor(&principal, peer),
+        &actor(principal, peer),
         &email,
         &body.role,
     )
@@ -115,37 +114,36 @@ pub async fn set_role(
 pub async fn lock(
     State(state): State<AppState>,
     peer: Peer,
-    Caller(principal): Caller,
+    caller: Caller,
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, peer, principal, email, true).await
+    set_locked(state, peer, caller, email, true).await
 }
 
 /// `POST /api/v1/users/{email}/unlock`
 pub async fn unlock(
     State(state): State<AppState>,
     peer: Peer,
-    Caller(principal): Caller,
+    caller: Caller,
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, peer, principal, email, false).await
+    set_locked(state, peer, caller, email, false).await
 }
 
 async fn set_locked(
     state: AppState,
     peer: Peer,
-    principal: Principal,
+    caller: Caller,
     email: String,
     locked: bool,
 ) -> Result<Response, ApiError> {
-    require(
-        &principal,
-        if locked {
-            "gateway:users:lock"
-        } else {
-            "gateway:users:unlock"
-        },
-    )?;
+    let permission = if locked {
+        "gateway:users:lock"
+    } else {
+        "gateway:users:unlock"
+    };
+    caller.require(&state, permission).await?;
+    let principal = &caller.principal;
     if locked
         && principal.email() == Some(email.to_lowercase().as_str())
         && principal.actor_type() == ActorType::User
@@ -155,7 +153,7 @@ async fn set_locked(
     let user = manage::set_user_locked(
         &state.store,
         &state.audit,
-        &actor(&principal, peer),
+        &actor(principal, peer),
         &email,
         locked,
     )

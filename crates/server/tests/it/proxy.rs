@@ -419,47 +419,65 @@ both_backends!(client_address_from_trusted_proxies_only, |db| async move {
     );
 });
 
-both_backends!(
-    refused_gateway_api_calls_are_audited_before_the_body_is_read,
-    |db| async move {
-        let rack = TestRack::start().await;
-        let gw = Gateway::start(&db, &rack.url, &[]).await;
-        let c = client();
-        let resp = c
-            .get(format!("{}/api/v1/info", gw.url))
-            .bearer_auth("rgw_not-a-real-token")
-            .header("user-agent", "probe/1.0")
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(resp.status(), 401);
-        // Credentials are checked before the body: no credentials and a broken body is a 401,
-        // not a 400 that tells a stranger how the endpoint parses.
-        let resp = c
-            .post(format!("{}/api/v1/users", gw.url))
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(resp.status(), 401);
-        let s = store(&db).await;
-        let refused = |path: &'static str, reason: &'static str| {
-            move |r: &gateway::store::AuditRow| {
-                r.event.action == "gateway:api:authenticate"
-                    && r.event.path.as_deref() == Some(path)
-                    && r.event.details["reason"] == reason
-                    && r.event.client_ip.as_deref() == Some("127.0.0.1")
-                    && r.event.status == Some(401)
-            }
-        };
-        assert!(
-            crate::kit::audited(&s, refused("/api/v1/info", "token_unknown")).await,
-            "the refused /api/v1/info call was not audited"
-        );
-        assert!(
-            crate::kit::audited(&s, refused("/api/v1/users", "auth_required")).await,
-            "the refused /api/v1/users call was not audited"
-        );
-    }
-);
+both_backends!(refused_gateway_api_calls_are_audited, |db| async move {
+    let rack = TestRack::start().await;
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let resp = c
+        .get(format!("{}/api/v1/info", gw.url))
+        .bearer_auth("rgw_not-a-real-token")
+        .header("user-agent", "probe/1.0")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+    // Credentials are checked before the body: no credentials and a broken body is a 401,
+    // not a 400 that tells a stranger how the endpoint parses.
+    let resp = c
+        .post(format!("{}/api/v1/users", gw.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+    let s = store(&db).await;
+    let refused = |path: &'static str, reason: &'static str| {
+        move |r: &gateway::store::AuditRow| {
+            r.event.action == "gateway:api:authenticate"
+                && r.event.path.as_deref() == Some(path)
+                && r.event.details["reason"] == reason
+                && r.event.client_ip.as_deref() == Some("127.0.0.1")
+                && r.event.status == Some(401)
+        }
+    };
+    assert!(
+        crate::kit::audited(&s, refused("/api/v1/info", "token_unknown")).await,
+        "the refused /api/v1/info call was not audited"
+    );
+    assert!(
+        crate::kit::audited(&s, refused("/api/v1/users", "auth_required")).await,
+        "the refused /api/v1/users call was not audited"
+    );
+    // A known caller without the permission: audited with who it was.
+    let viewer = role_token(&db, "viewer");
+    let resp = c
+        .post(format!("{}/api/v1/users", gw.url))
+        .bearer_auth(&viewer)
+        .json(&serde_json::json!({ "email": "x@example.com", "role": "admin" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    assert!(
+        crate::kit::audited(&s, |r| {
+            r.event.action == "gateway:users:create"
+                && r.event.rbac_decision.as_str() == "deny"
+                && r.event.token_name.is_some()
+                && r.event.details["reason"] == "permission_denied"
+                && r.event.details["role"] == "viewer"
+        })
+        .await,
+        "the viewer's refused user creation was not audited"
+    );
+});
