@@ -474,6 +474,11 @@ pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<us
     }
 }
 
+/// Longest duration a setting takes: ten years. Near `u64::MAX` seconds, deadlines computed
+/// from "now" overflow: with `CLIENT_TIMEOUT_SECS=18446744073709551615` every request panicked
+/// in hyper's header deadline.
+const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 fn seconds(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -485,11 +490,11 @@ fn seconds(
             .trim()
             .parse::<u64>()
             .ok()
-            .filter(|n| *n > 0)
+            .filter(|n| (1..=MAX_SECONDS).contains(n))
             .map(Duration::from_secs)
             .ok_or(ConfigError::Invalid {
                 name,
-                expected: "a whole number of seconds greater than 0".into(),
+                expected: format!("a whole number of seconds from 1 to {MAX_SECONDS} (10 years)"),
             }),
     }
 }
@@ -514,6 +519,29 @@ fn boolean(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn durations_are_bounded() {
+        let get =
+            |v: &'static str| move |k: &str| (k == "CLIENT_TIMEOUT_SECS").then(|| v.to_string());
+        let ten_years = Duration::from_secs(MAX_SECONDS);
+        assert_eq!(
+            seconds(&get("315360000"), "CLIENT_TIMEOUT_SECS", 75),
+            Ok(ten_years)
+        );
+        for bad in ["0", "315360001", "18446744073709551615", "-5", "1.5"] {
+            let err = seconds(&get(bad), "CLIENT_TIMEOUT_SECS", 75)
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(
+                err.as_deref(),
+                Some(
+                    "CLIENT_TIMEOUT_SECS is invalid: a whole number of seconds from 1 to 315360000 (10 years)"
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn worker_threads_is_optional_and_bounded() {

@@ -143,11 +143,12 @@ impl Store {
                     // WAL lets readers run beside the single writer; NORMAL sync in WAL mode
                     // survives a process crash (power loss may drop the last commits).
                     // Checkpoints (the fsyncs) run in the background, not inside a commit
-                    // that a request is waiting on: see `spawn_checkpointer`.
+                    // that a request is waiting on: see `spawn_checkpointer`. Whichever
+                    // connection restarts the log cuts it back to 64 MiB.
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                          PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                         PRAGMA wal_autocheckpoint = 0;",
+                         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
                     )
                     .await?;
                     Ok(())

@@ -55,6 +55,41 @@ both_backends!(health_and_readiness, |db| async move {
     assert!(rack.seen().iter().all(|s| s.path == "/system"));
 });
 
+both_backends!(the_longest_timeouts_work, |db| async move {
+    // Ten years, the most each duration setting takes: deadlines computed from them must not
+    // overflow (near u64::MAX seconds every request panicked).
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let ten_years = "315360000";
+    let env = [
+        "CLIENT_TIMEOUT_SECS",
+        "RACK_CONNECT_TIMEOUT_SECS",
+        "RACK_READ_TIMEOUT_SECS",
+        "SHUTDOWN_TIMEOUT_SECS",
+        "SESSION_IDLE_TIMEOUT_SECS",
+        "SESSION_LIFETIME_SECS",
+    ]
+    .map(|name| (name, ten_years));
+    let gw = Gateway::start(&db, &rack.url, &env).await;
+    let c = client();
+    let resp = c
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&deployer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200, "{}", gw.all_output());
+    let resp = c
+        .post(gw.proxy("/apps/web/objects/tmp/x.tgz"))
+        .basic_auth("convox", Some(&deployer))
+        .body(vec![1u8; 1 << 20])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200, "{}", gw.all_output());
+    assert!(!gw.all_output().contains("panicked"), "{}", gw.all_output());
+});
+
 #[test]
 fn start_up_validation_names_the_variable_and_hides_secrets() {
     let cases: &[(&[(&str, &str)], &str)] = &[
@@ -97,6 +132,14 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
                 ("AUDIT_HMAC_KEY", "sekrit-value"),
             ],
             "AUDIT_HMAC_KEY is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("CLIENT_TIMEOUT_SECS", "18446744073709551615"),
+            ],
+            "CLIENT_TIMEOUT_SECS is invalid",
         ),
         (
             &[
