@@ -28,7 +28,8 @@ pub async fn issue_session(
             token_hash: &hash_token(&secret),
             user_id: user.id,
             channel,
-            user_agent: user_agent.map(|u| &u[..u.len().min(256)]),
+            // At most 256 characters, cut on a character boundary (never inside one).
+            user_agent: user_agent.map(|u| u.char_indices().nth(256).map_or(u, |(i, _)| &u[..i])),
             ip,
             expires_at: now_ms().saturating_add(lifetime),
         })
