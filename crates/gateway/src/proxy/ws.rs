@@ -29,6 +29,12 @@ type RackSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 /// How long the other direction may run on after one side has closed.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// Largest message (and frame) a client may send. A message is held whole before it is
+/// relayed, so this bounds a session's memory; axum's default, 64 MiB, let a few sessions
+/// take hundreds of MiB. The Convox CLI sends stdin and port-forward data in pieces of at
+/// most 32 KiB.
+pub const CLIENT_MAX_MESSAGE: usize = 4 << 20;
+
 /// Connects to the rack at `url`, then upgrades the client and relays frames.
 pub async fn forward(
     state: &AppState,
@@ -94,6 +100,8 @@ pub async fn forward(
     let sessions = state.sessions.clone();
     let ending = sessions.ending();
     Ok(upgrade
+        .max_message_size(CLIENT_MAX_MESSAGE)
+        .max_frame_size(CLIENT_MAX_MESSAGE)
         .on_upgrade(move |client| sessions.track(relay(client, rack, scrubber, ending, outcome))))
 }
 
@@ -120,12 +128,22 @@ async fn relay(
     let bytes_in = outcome.bytes_in.clone();
     let bytes_out = AtomicU64::new(0);
     let masked = AtomicUsize::new(0);
+    // Why the client's side failed, if it did (a message over the limit, a broken frame).
+    let mut client_error: Option<String> = None;
 
     // The pumps borrow the sending halves, so that a shutdown can still say goodbye on them
     // once the pumps are dropped.
     let closer = {
         let client_to_rack = async {
-            while let Some(Ok(message)) = client_rx.next().await {
+            loop {
+                let message = match client_rx.next().await {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        client_error = Some(e.to_string());
+                        break;
+                    }
+                    None => break,
+                };
                 bytes_in.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
                 let closing = matches!(message, ws::Message::Close(_));
                 if rack_tx.feed(to_rack(message)).await.is_err() || closing {
@@ -185,6 +203,8 @@ async fn relay(
         };
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
         outcome.error = Some("ended by the gateway shutting down".into());
+    } else if let Some(error) = client_error {
+        outcome.error = Some(format!("client WebSocket error: {error}"));
     } else {
         outcome.completed = true;
     }

@@ -267,3 +267,60 @@ crate::both_backends!(
         assert!(ok, "the session's outcome was not recorded before exit");
     }
 );
+
+crate::both_backends!(
+    oversized_websocket_messages_end_the_session,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
+            &gw,
+            "/apps/web/processes/web-1/exec",
+            &ops,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        // A message is held whole before it is relayed, so its size is capped (4 MiB).
+        let huge = "x".repeat(5 << 20);
+        let _ = socket.send(Message::Text(huge.into())).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+        // Relayed, the test rack would echo it and the session would go on.
+        assert!(ended.is_ok(), "the session went on after a 5 MiB message");
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.details["websocket"] == true
+                && r.event.details["completed"] == false
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("client WebSocket error"))
+        })
+        .await;
+        assert!(recorded, "the outcome does not say why the session ended");
+        // Messages within the limit still go through.
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
+            &gw,
+            "/apps/web/processes/web-1/exec",
+            &ops,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let _ = socket.send(Message::Text("x".repeat(1 << 20).into())).await;
+        let echoed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut n = 0;
+            while let Some(Ok(message)) = socket.next().await {
+                n += message.len();
+                if n >= 1 << 20 {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(echoed, Ok(true), "a 1 MiB message was not relayed");
+    }
+);
