@@ -203,7 +203,8 @@ async fn relay(
         };
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
         outcome.error = Some("ended by the gateway shutting down".into());
-    } else if let Some(error) = client_error {
+    } else if let (Closer::Client, Some(error)) = (closer, client_error) {
+        // (After the rack has closed, how the client hangs up is not an error of the session.)
         outcome.error = Some(format!("client WebSocket error: {error}"));
     } else {
         outcome.completed = true;
