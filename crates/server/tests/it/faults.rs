@@ -92,33 +92,43 @@ both_backends!(
     }
 );
 
+/// Opens a raw connection and starts an upload that promises `promised` bytes but sends only
+/// `sent`; the connection is returned open.
+async fn partial_upload(
+    gw: &Gateway,
+    token: &str,
+    promised: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = gw.url.trim_start_matches("http://");
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("convox:{token}"),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /api/v1/rack-proxy/apps/web/objects/tmp/x.tgz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: {promised}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tcp.write_all(&vec![0u8; sent])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tcp
+}
+
 both_backends!(client_vanishing_mid_upload_is_recorded, |db| async move {
     let rack = TestRack::start().await;
     let deployer = role_token(&db, "deployer");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     // Promise 10 MiB, send 1 MiB, then hang up.
-    let addr = gw.url.trim_start_matches("http://").to_string();
-    let auth = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("convox:{deployer}"),
-    );
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut tcp = tokio::net::TcpStream::connect(&addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let head = format!(
-            "POST /api/v1/rack-proxy/apps/web/objects/tmp/x.tgz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\n\r\n",
-            10 * 1024 * 1024
-        );
-        tcp.write_all(head.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tcp.write_all(&vec![0u8; 1024 * 1024])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let tcp = partial_upload(&gw, &deployer, 10 << 20, 1 << 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tcp);
     let s = store(&db).await;
     let found = crate::kit::audited(&s, |r| {
         r.event.kind.as_str() == "outcome"
@@ -148,29 +158,12 @@ both_backends!(client_vanishing_mid_upload_is_recorded, |db| async move {
 });
 
 both_backends!(stalled_upload_is_cut_off_and_recorded, |db| async move {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let rack = TestRack::start().await;
     let deployer = role_token(&db, "deployer");
     let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "1")]).await;
-    let addr = gw.url.trim_start_matches("http://").to_string();
-    let auth = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("convox:{deployer}"),
-    );
     // Promise 1 MiB, send 64 KiB, then go quiet with the connection open.
-    let mut tcp = tokio::net::TcpStream::connect(&addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let head = format!(
-        "POST /api/v1/rack-proxy/apps/web/objects/tmp/x.tgz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\n\r\n",
-        1024 * 1024
-    );
-    tcp.write_all(head.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tcp.write_all(&vec![0u8; 64 * 1024])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tcp = partial_upload(&gw, &deployer, 1 << 20, 64 << 10).await;
     let started = std::time::Instant::now();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;

@@ -103,6 +103,18 @@ fn ws_request(
     request
 }
 
+/// A WebSocket through the gateway, authenticated with `token`.
+async fn ws_connect(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (socket, _) = tokio_tungstenite::connect_async(ws_request(gw, path, token))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+}
+
 crate::both_backends!(websocket_log_stream_until_a_known_line, |db| async move {
     let rack = TestRack::start().await;
     let viewer = role_token(&db, "viewer");
@@ -221,13 +233,7 @@ crate::both_backends!(
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
         let mut gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
-            &gw,
-            "/apps/web/logs?follow=true",
-            &viewer,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut socket = ws_connect(&gw, "/apps/web/logs?follow=true", &viewer).await;
         let first = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
         assert!(
             matches!(first, Ok(Some(Ok(Message::Text(_))))),
@@ -274,13 +280,7 @@ crate::both_backends!(
         let rack = TestRack::start().await;
         let ops = role_token(&db, "ops");
         let gw = Gateway::start(&db, &rack.url, &[]).await;
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
-            &gw,
-            "/apps/web/processes/web-1/exec",
-            &ops,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
         // A message is held whole before it is relayed, so its size is capped (4 MiB).
         let huge = "x".repeat(5 << 20);
         let _ = socket.send(Message::Text(huge.into())).await;
@@ -302,13 +302,7 @@ crate::both_backends!(
         .await;
         assert!(recorded, "the outcome does not say why the session ended");
         // Messages within the limit still go through.
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(
-            &gw,
-            "/apps/web/processes/web-1/exec",
-            &ops,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
         let _ = socket.send(Message::Text("x".repeat(1 << 20).into())).await;
         let echoed = tokio::time::timeout(Duration::from_secs(10), async {
             let mut n = 0;
