@@ -8,13 +8,13 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::app::{AppState, Peer};
-use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
+use crate::audit::{ActorType, AuditEvent, Decision, EventKind, audited_user_agent};
 use crate::error::ApiError;
 use crate::identity::sessions::issue_session;
 use crate::identity::{AuthError, hash_token};
@@ -24,15 +24,8 @@ use crate::web::{self, cookies};
 
 /// How long a login attempt may take.
 const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
-/// Longest `return_to` a web sign-in keeps (a path on this gateway).
-const MAX_RETURN_TO: usize = 2048;
-
-fn user_agent(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect())
-}
+/// Longest `return_to` a web sign-in keeps (a path on this gateway, recorded like one).
+const MAX_RETURN_TO: usize = crate::audit::MAX_AUDITED_PATH;
 
 /// Audits a sign-in event.
 async fn audit_signin(
@@ -61,7 +54,7 @@ async fn audit_signin(
         Decision::Deny
     };
     e.client_ip = Some(peer.ip.to_string());
-    e.user_agent = user_agent(headers);
+    e.user_agent = audited_user_agent(headers);
     let e = e.with_details(details);
     if let Err(err) = state.audit.record(e).await {
         tracing::error!(error = %err, "could not audit a sign-in event");
@@ -391,7 +384,7 @@ pub async fn callback(
         .store
         .finish_login(&attempt.id, "exchanging", "consumed", Some(user.id), None)
         .await;
-    let ua = user_agent(&headers);
+    let ua = audited_user_agent(&headers);
     let ip = peer.ip.to_string();
     let (session, token) = match issue_session(
         &state.store,
@@ -688,7 +681,7 @@ pub async fn cli_poll(
             if user.locked {
                 return Err(ApiError::Unauthenticated(AuthError::UserLocked));
             }
-            let ua = user_agent(&headers);
+            let ua = audited_user_agent(&headers);
             let ip = peer.ip.to_string();
             let (session, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
                 .await

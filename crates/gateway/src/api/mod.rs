@@ -14,7 +14,9 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use crate::app::{AppState, Peer};
-use crate::audit::{ActorType, AuditEvent, Decision, EventKind, new_request_id, redact};
+use crate::audit::{
+    ActorType, AuditEvent, Decision, EventKind, audited_path, audited_user_agent, new_request_id,
+};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract_token};
 use crate::web::cookies;
@@ -49,7 +51,7 @@ where
 
 /// The caller of a JSON endpoint: `Authorization` (Basic password or Bearer), or the session
 /// cookie — then state-changing methods must carry `X-CSRF-Token`.
-pub async fn caller_for(
+async fn caller_for(
     state: &AppState,
     method: &http::Method,
     headers: &HeaderMap,
@@ -102,12 +104,8 @@ impl CallFacts {
         CallFacts {
             peer: peer.ip,
             method: parts.method.as_str().chars().take(32).collect(),
-            path: redact::clip(parts.uri.path().to_string(), 2048),
-            user_agent: parts
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
+            path: audited_path(parts.uri.path().to_string()),
+            user_agent: audited_user_agent(&parts.headers),
         }
     }
 

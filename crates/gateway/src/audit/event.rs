@@ -171,6 +171,24 @@ impl AuditEvent {
     }
 }
 
+/// Longest path (with query) an audit event keeps. Longer ones are clipped, with the number of
+/// bytes left out: rack and gateway paths are far shorter, and refusals are audited too, so
+/// without it a caller with no credentials could write a 64 KiB row per request.
+pub const MAX_AUDITED_PATH: usize = 2048;
+
+/// `path` as an audit event records it (at most [`MAX_AUDITED_PATH`] bytes).
+pub fn audited_path(path: String) -> String {
+    gateway_core::redact::clip(path, MAX_AUDITED_PATH)
+}
+
+/// The caller's `User-Agent` as an audit event records it: at most 256 characters.
+pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}
+
 /// A new request id: a UUID v7, so ids sort by time and each new one lands at the end of the
 /// audit table's `request_id` index (a random v4 id dirties a random index page per event,
 /// which every commit then writes to the WAL).

@@ -13,7 +13,10 @@ mod writer;
 pub use gateway_core::redact;
 
 pub use chain::{ChainKey, KeySource, ResolveKeyError, resolve_key};
-pub use event::{ActorType, AuditEvent, Decision, EventKind, new_request_id};
+pub use event::{
+    ActorType, AuditEvent, Decision, EventKind, MAX_AUDITED_PATH, audited_path, audited_user_agent,
+    new_request_id,
+};
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
 pub use verify::{VerifyError, VerifyReport, verify_chain};
 pub use writer::{AuditError, AuditLog, format_time};

@@ -25,7 +25,7 @@ pub use sessions::Sessions;
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
-use crate::audit::{AuditEvent, Decision, EventKind, redact};
+use crate::audit::{AuditEvent, Decision, EventKind, audited_path, audited_user_agent, redact};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, authenticate, extract_token};
 use crate::rbac;
@@ -39,10 +39,6 @@ pub const PROXY_PREFIX: &str = "/api/v1/rack-proxy";
 pub fn classify(method: &http::Method, decoded_path: &str) -> Result<Classified, ApiError> {
     gateway_core::classify::classify(method, decoded_path).ok_or(ApiError::MethodNotAllowed)
 }
-
-/// Longest path (with query) an audit event keeps; longer ones are clipped, with the number
-/// of bytes left out. Rack API paths are far shorter; a longer one is noise or an attack.
-const MAX_AUDITED_PATH: usize = 2048;
 
 /// The per-request facts every audit event of this request shares.
 #[derive(Debug, Clone)]
@@ -116,20 +112,13 @@ async fn proxy(
         request_id: request_id.to_string(),
         started,
         method: parts.method.as_str().chars().take(32).collect(),
-        path: redact::clip(
-            match &query {
-                Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
-                None => shown_path,
-            },
-            MAX_AUDITED_PATH,
-        ),
+        path: audited_path(match &query {
+            Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
+            None => shown_path,
+        }),
         client_ip: peer.ip.to_string(),
         peer_ip: peer.ip,
-        user_agent: parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect()),
+        user_agent: audited_user_agent(&parts.headers),
     };
     let classified = normalised
         .as_ref()
