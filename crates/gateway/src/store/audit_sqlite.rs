@@ -49,11 +49,7 @@ impl SqliteAudit {
 
     fn open(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open(&self.path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
-        )?;
+        conn.execute_batch(super::SQLITE_PRAGMAS)?;
         Ok(conn)
     }
 

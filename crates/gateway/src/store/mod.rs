@@ -30,6 +30,11 @@ pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::UserRow;
 
+/// Settings of every SQLite connection that writes (the pool's and the audit writer's).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+     PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
+
 /// How often SQLite's write-ahead log is checkpointed (see [`Store::spawn_checkpointer`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
@@ -145,12 +150,7 @@ impl Store {
                     // Checkpoints (the fsyncs) run in the background, not inside a commit
                     // that a request is waiting on: see `spawn_checkpointer`. Whichever
                     // connection restarts the log cuts it back to 64 MiB.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_PRAGMAS).await?;
                     Ok(())
                 })
             }),
