@@ -19,11 +19,29 @@ pub struct SignIn {
     _oidc: tokio::task::JoinHandle<()>,
 }
 
+/// A port that is free now and stays free until the caller binds it: taken from below the
+/// kernel's ephemeral range, so no `:0` listener or outgoing connection of a parallel test can
+/// take it first (a port from `bind(:0)` could be reused by one in between: "Address already
+/// in use"), and never handed out twice in one run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (low.saturating_sub(12_000).max(1024), 10_000);
+    // Start somewhere different in each run (several test binaries may run at once).
+    let start = u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
+    let _ = NEXT.compare_exchange(0, start + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = first + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 impl SignIn {
