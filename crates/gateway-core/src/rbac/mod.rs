@@ -62,7 +62,7 @@ pub fn pattern_matches(pattern: &str, permission: &str) -> bool {
 
 /// A set of granted permission patterns.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PermissionSet(Vec<String>);
+pub struct PermissionSet(std::sync::Arc<[String]>);
 
 impl PermissionSet {
     /// A set from validated patterns.
@@ -70,7 +70,7 @@ impl PermissionSet {
         for p in &patterns {
             validate_permission(p)?;
         }
-        Ok(PermissionSet(patterns))
+        Ok(PermissionSet(patterns.into()))
     }
 
     /// True when any pattern grants `permission`.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use super::PermissionSet;
 
@@ -107,22 +108,42 @@ impl Role {
         }
     }
 
-    /// The permissions the role grants.
+    /// The permissions the role grants. Built once per role: every request asks.
     pub fn permissions(self) -> PermissionSet {
-        let lists: &[&[&str]] = match self {
-            Role::Viewer => &[VIEWER],
-            Role::Ops => &[VIEWER, OPS],
-            Role::Deployer => &[VIEWER, OPS, DEPLOYER],
-            Role::Admin => &[&["*"]],
-            Role::Cicd => &[CICD],
+        static SETS: OnceLock<[PermissionSet; 5]> = OnceLock::new();
+        let sets = SETS.get_or_init(|| {
+            [
+                Role::Viewer,
+                Role::Ops,
+                Role::Deployer,
+                Role::Admin,
+                Role::Cicd,
+            ]
+            .map(|role| {
+                let lists: &[&[&str]] = match role {
+                    Role::Viewer => &[VIEWER],
+                    Role::Ops => &[VIEWER, OPS],
+                    Role::Deployer => &[VIEWER, OPS, DEPLOYER],
+                    Role::Admin => &[&["*"]],
+                    Role::Cicd => &[CICD],
+                };
+                // Built from constants checked by tests, so no validation needed here.
+                PermissionSet(
+                    lists
+                        .iter()
+                        .flat_map(|l| l.iter().map(|p| p.to_string()))
+                        .collect(),
+                )
+            })
+        });
+        let index = match self {
+            Role::Viewer => 0,
+            Role::Ops => 1,
+            Role::Deployer => 2,
+            Role::Admin => 3,
+            Role::Cicd => 4,
         };
-        // Built from constants checked by tests, so no validation needed here.
-        PermissionSet(
-            lists
-                .iter()
-                .flat_map(|l| l.iter().map(|p| p.to_string()))
-                .collect(),
-        )
+        sets[index].clone()
     }
 }
 

@@ -39,8 +39,9 @@ pub enum UpstreamError {
 /// The rack, as the gateway reaches it.
 #[derive(Clone)]
 pub struct Upstream {
-    base: String,
-    ws_base: String,
+    // Shared, not owned: the state holding this is cloned for every request.
+    base: Arc<str>,
+    ws_base: Arc<str>,
     auth: HeaderValue,
     scrub: Arc<[String]>,
     /// Masks the rack's credentials in response bodies and WebSocket messages.
@@ -90,8 +91,8 @@ impl Upstream {
             .map_err(|_| UpstreamError::BadToken)?;
         auth.set_sensitive(true);
         Ok(Upstream {
-            base,
-            ws_base,
+            base: base.into(),
+            ws_base: ws_base.into(),
             auth,
             scrubber: Arc::new(Scrubber::new(&[token, basic.as_str()])),
             scrub: Arc::from(vec![token.to_string(), basic]),

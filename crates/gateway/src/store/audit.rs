@@ -171,6 +171,24 @@ pub(super) fn chain_rows(
 }
 
 impl Store {
+    /// True when [`Store::append_audit_blocking`] works (SQLite): the audit writer then runs
+    /// on a thread of its own instead of hopping to a blocking thread for every batch.
+    pub fn appends_audit_blocking(&self) -> bool {
+        self.sqlite_audit.is_some()
+    }
+
+    /// Appends `events` on the calling thread, blocking it until the commit (SQLite only:
+    /// `None` on PostgreSQL, whose driver is async). For the audit writer's own thread.
+    pub fn append_audit_blocking(
+        &self,
+        events: &[AuditEvent],
+        link: impl Fn(&str, i64, &AuditEvent) -> String,
+    ) -> Option<Result<Vec<AuditRow>, StoreError>> {
+        self.sqlite_audit
+            .as_ref()
+            .map(|writer| writer.append(events, link))
+    }
+
     /// Appends `events` to the chain in one transaction. `link(prev_hash, seq, event)` computes
     /// each event's hash. Several gateway instances serialise on the chain head row.
     pub async fn append_audit<L>(
