@@ -1,8 +1,9 @@
 //! `rack-gateway-bench`: the benchmark suite behind `scripts/bench` (see docs/performance.md).
 //!
 //! It starts every server as its own process — the fake rack and the OIDC provider (hidden
-//! subcommands of this binary), Debian's nginx as a plain reverse proxy to the fake rack, and
-//! `rack-gateway-server serve` once per store — then drives each with `wrk` in the same run:
+//! subcommands of this binary), Debian's nginx as a plain reverse proxy to the fake rack, a
+//! plain tokio/hyper reverse proxy (another hidden subcommand: the gateway's stack without the
+//! gateway's work) and `rack-gateway-server serve` once per store — then drives each with `wrk` in the same run:
 //! a small authenticated GET and a mutating POST at fixed concurrency levels, a large object
 //! upload (with the gateway's peak RSS) and a WebSocket log stream. Results go to
 //! `target/bench/` as JSON and markdown; the markdown is printed.
@@ -18,6 +19,7 @@
 //! (`target/bench`), `BENCH_SERVER_BIN` (default: `rack-gateway-server` next to this binary).
 
 mod load;
+mod plain;
 mod procs;
 mod report;
 mod signin;
@@ -57,6 +59,13 @@ enum Cmd {
         token: String,
         #[arg(long, default_value_t = 0)]
         log_firehose_bytes: u64,
+    },
+    /// Serves a plain tokio/hyper reverse proxy to `upstream` on 127.0.0.1 until stdin closes;
+    /// prints `listening ADDR`.
+    #[command(hide = true)]
+    PlainProxy {
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
     },
     /// Serves the dev OIDC provider on 127.0.0.1 until stdin closes; prints `listening ADDR`.
     #[command(hide = true)]
@@ -99,7 +108,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The fake rack or the OIDC provider, in this process, until stdin closes (so they never
+/// The fake rack, the plain proxy or the OIDC provider, in this process, until stdin closes (so they never
 /// outlive the suite).
 async fn serve_helper(cmd: Cmd) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -133,6 +142,7 @@ async fn serve_helper(cmd: Cmd) -> anyhow::Result<()> {
             };
             dev_oidc::serve(listener, config, std::future::pending()).await?;
         }
+        Cmd::PlainProxy { upstream } => plain::serve(listener, upstream).await?,
         Cmd::Run => bail!("not a helper"),
     }
     Ok(())
@@ -464,6 +474,7 @@ struct Servers {
     rack: Proc,
     rack_token: String,
     nginx: Proc,
+    plain: Proc,
     oidc: Proc,
     gateways: Vec<Gateway>,
     /// The PostgreSQL server (postmaster; its backends are its children), when known.
@@ -482,6 +493,7 @@ impl Servers {
     fn check_alive(&mut self) -> anyhow::Result<()> {
         self.rack.check_alive()?;
         self.nginx.check_alive()?;
+        self.plain.check_alive()?;
         self.oidc.check_alive()?;
         for gw in &mut self.gateways {
             gw.proc.check_alive()?;
@@ -502,6 +514,15 @@ async fn start_servers(cfg: &Config, dir: &Path, p: &Progress) -> anyhow::Result
         "nginx on {} (worker_processes {})",
         nginx.addr, cfg.nginx_workers
     ));
+    let mut cmd = Command::new(&cfg.exe);
+    cmd.args(["plain-proxy", "--upstream", &rack.addr]);
+    let plain = procs::spawn(
+        "plain proxy",
+        cmd,
+        dir.join("plain.log"),
+        Announce::StdoutLine,
+    )?;
+    p.say(format!("plain tokio/hyper proxy on {}", plain.addr));
 
     let mut stores: Vec<(&'static str, String)> =
         vec![("sqlite", format!("sqlite://{}/gateway.db", dir.display()))];
@@ -557,11 +578,15 @@ async fn start_servers(cfg: &Config, dir: &Path, p: &Progress) -> anyhow::Result
         rack,
         rack_token,
         nginx,
+        plain,
         oidc,
         gateways,
         pg_pid: cfg.pg_pid,
     })
 }
+
+/// The plain tokio/hyper proxy's name in the report.
+const PLAIN: &str = report::PLAIN;
 
 fn endpoints(s: &Servers) -> Vec<Endpoint> {
     let mut endpoints = vec![
@@ -577,6 +602,13 @@ fn endpoints(s: &Servers) -> Vec<Endpoint> {
             base: format!("http://{}", s.nginx.addr),
             authorization: basic(&s.rack_token),
             proxy_pid: Some(s.nginx.pid()),
+            db_pid: None,
+        },
+        Endpoint {
+            name: PLAIN.into(),
+            base: format!("http://{}", s.plain.addr),
+            authorization: basic(&s.rack_token),
+            proxy_pid: Some(s.plain.pid()),
             db_pid: None,
         },
     ];
@@ -595,11 +627,12 @@ fn endpoints(s: &Servers) -> Vec<Endpoint> {
 }
 
 /// The same endpoints for the streaming phases: direct, nginx, and each gateway with its API
-/// token.
+/// token (the plain proxy forwards neither WebSocket upgrades nor anything worth a minute of
+/// uploading: it is the HTTP phases' yardstick).
 fn stream_endpoints(s: &Servers) -> Vec<Endpoint> {
     endpoints(s)
         .into_iter()
-        .filter(|e| !e.name.starts_with("gateway-session"))
+        .filter(|e| !e.name.starts_with("gateway-session") && e.name != PLAIN)
         .map(|mut e| {
             e.name = e.name.replace("gateway-token-", "gateway-");
             e
