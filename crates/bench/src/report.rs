@@ -151,14 +151,20 @@ pub fn compare(http: &[HttpRow], upload: &[StreamRow]) -> (Vec<RatioRow>, Vec<Ch
         let rps_goal_met = is_get.then_some(rps_vs_nginx >= MIN_RPS_VS_NGINX);
         let p99_goal_applies =
             is_get && row.concurrency == ADDED_P99_AT && row.target.ends_with("sqlite");
-        let p99_goal_met = p99_goal_applies.then_some(added < ADDED_P99_LIMIT_MS);
+        // Judged against the lower of the two baselines' p99: at 16 clients direct runs at
+        // ~100 k req/s with wrk and the fake rack saturating both cores, and its own tail then
+        // swells (0.6 ms in one run, 2.9 ms in the next), which would let a gateway pass by
+        // the baseline's bad luck.
+        let over_best = row.result.p99_ms - direct.result.p99_ms.min(nginx.result.p99_ms);
+        let p99_goal_met = p99_goal_applies.then_some(over_best < ADDED_P99_LIMIT_MS);
         if let Some(ok) = p99_goal_met {
             checks.push(Check {
                 goal: format!(
-                    "{}: added p99 < {ADDED_P99_LIMIT_MS} ms at {ADDED_P99_AT} clients ({})",
+                    "{}: added p99 < {ADDED_P99_LIMIT_MS} ms at {ADDED_P99_AT} clients ({}; over \
+                     the lower of direct's and nginx's p99)",
                     row.request, row.target
                 ),
-                measured: format!("{added:+.3} ms"),
+                measured: format!("{over_best:+.3} ms"),
                 ok,
             });
         }
@@ -280,8 +286,10 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(md, "### Gateway against direct and nginx\n");
         let _ = writeln!(
             md,
-            "Goals: GET throughput ≥ {MIN_RPS_VS_NGINX}× nginx's; added p99 (gateway p99 − direct \
-             p99) < {ADDED_P99_LIMIT_MS} ms for GET at {ADDED_P99_AT} clients on SQLite. ✓/✗ \
+            "Goals: GET throughput ≥ {MIN_RPS_VS_NGINX}× nginx's; added p99 < \
+             {ADDED_P99_LIMIT_MS} ms for GET at {ADDED_P99_AT} clients on SQLite, judged on the \
+             larger of the two p99 columns (gateway p99 − the lower of direct's and nginx's p99: \
+             direct's own tail swells when wrk and the fake rack saturate both cores). ✓/✗ \
              where a goal applies. `{PLAIN}` is a plain reverse proxy on tokio and hyper, the \
              gateway's own stack, doing nothing but forwarding (crates/bench/src/plain.rs): how \
              far the stack alone gets on this machine, held to no goal.\n"
@@ -295,7 +303,7 @@ pub fn markdown(r: &Report) -> String {
             let goal = |g: Option<bool>| g.map(|ok| format!(" {}", mark(ok))).unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| `{}` | {} | {} | {:.2}{} | {:.2} | {:+.3}{} | {:+.3} |",
+                "| `{}` | {} | {} | {:.2}{} | {:.2} | {:+.3}{} | {:+.3}{} |",
                 x.request,
                 x.target,
                 x.concurrency,
@@ -303,8 +311,17 @@ pub fn markdown(r: &Report) -> String {
                 goal(x.rps_goal_met),
                 x.rps_vs_direct,
                 x.added_p99_ms,
-                goal(x.p99_goal_met),
+                if x.added_p99_ms >= x.added_p99_vs_nginx_ms {
+                    goal(x.p99_goal_met)
+                } else {
+                    String::new()
+                },
                 x.added_p99_vs_nginx_ms,
+                if x.added_p99_ms >= x.added_p99_vs_nginx_ms {
+                    String::new()
+                } else {
+                    goal(x.p99_goal_met)
+                },
             );
         }
         let _ = writeln!(md);
@@ -383,4 +400,61 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(md);
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(target: &str, rps: f64, p99_ms: f64) -> HttpRow {
+        HttpRow {
+            request: "GET /apps".into(),
+            target: target.into(),
+            concurrency: ADDED_P99_AT,
+            result: LoadResult {
+                requests: 1000,
+                errors: 0,
+                status_errors: 0,
+                socket_errors: 0,
+                secs: 5.0,
+                rps,
+                p50_ms: p99_ms / 3.0,
+                p99_ms,
+                p999_ms: p99_ms * 2.0,
+                mean_ms: p99_ms / 2.0,
+                max_ms: p99_ms * 3.0,
+            },
+            proxy_cpu_us_per_req: None,
+            db_cpu_us_per_req: None,
+            rack_cpu_us_per_req: 10.0,
+            other_cpu_pct: 1.0,
+        }
+    }
+
+    fn latency_check(direct_p99: f64, nginx_p99: f64, gateway_p99: f64) -> bool {
+        let http = [
+            row("direct", 100_000.0, direct_p99),
+            row("nginx", 50_000.0, nginx_p99),
+            row(PLAIN, 45_000.0, nginx_p99),
+            row("gateway-token-sqlite", 30_000.0, gateway_p99),
+        ];
+        let (ratios, checks) = compare(&http, &[]);
+        // The plain proxy is compared but held to no goal.
+        let plain = ratios.iter().find(|r| r.target == PLAIN);
+        assert!(plain.is_some_and(|r| r.rps_goal_met.is_none() && r.p99_goal_met.is_none()));
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        let latency = checks.iter().find(|c| c.goal.contains("added p99"));
+        latency
+            .map(|c| c.ok)
+            .unwrap_or_else(|| panic!("no latency check: {checks:?}"))
+    }
+
+    #[test]
+    fn added_latency_is_judged_against_the_faster_baseline() {
+        assert!(latency_check(0.6, 0.7, 1.5));
+        assert!(!latency_check(0.6, 0.7, 1.7));
+        // Direct's tail swelled in this run; nginx's did not: no pass by the baseline's luck.
+        assert!(!latency_check(2.9, 0.7, 3.1));
+        assert!(!latency_check(0.7, 2.9, 3.1));
+    }
 }
