@@ -2,7 +2,7 @@
 //! client's upgrade and pump frames both ways. The session's end is audited with its duration.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -130,6 +130,9 @@ async fn relay(
     let masked = AtomicUsize::new(0);
     // Why the client's side failed, if it did (a message over the limit, a broken frame).
     let mut client_error: Option<String> = None;
+    // The client sent a message over the limit: it is told so (1009), not left to guess from
+    // the rack's hang-up.
+    let too_big = AtomicBool::new(false);
 
     // The pumps borrow the sending halves, so that a shutdown can still say goodbye on them
     // once the pumps are dropped.
@@ -140,6 +143,9 @@ async fn relay(
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
                         client_error = Some(e.to_string());
+                        if is_over_limit(e) {
+                            too_big.store(true, Ordering::Relaxed);
+                        }
                         break;
                     }
                     None => break,
@@ -186,6 +192,7 @@ async fn relay(
         };
         // Let the other direction deliver what is in flight (an exit code, a close frame).
         let _ = match closer {
+            Closer::Client if too_big.load(Ordering::Relaxed) => Ok(()),
             Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
             Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
             Closer::Gateway => Ok(()),
@@ -204,6 +211,17 @@ async fn relay(
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
         outcome.error = Some("ended by the gateway shutting down".into());
     } else if let (Closer::Client, Some(error)) = (closer, client_error) {
+        if too_big.load(Ordering::Relaxed) {
+            let refused = ws::CloseFrame {
+                code: 1009,
+                reason: format!("message over {} MiB", CLIENT_MAX_MESSAGE >> 20).into(),
+            };
+            let goodbye = async {
+                let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
+                let _ = rack_tx.close().await;
+            };
+            let _ = tokio::time::timeout(DRAIN, goodbye).await;
+        }
         // (After the rack has closed, how the client hangs up is not an error of the session.)
         outcome.error = Some(format!("client WebSocket error: {error}"));
     } else {
@@ -292,4 +310,13 @@ fn to_client(message: TMessage) -> Option<ws::Message> {
         })),
         TMessage::Frame(_) => return None,
     })
+}
+
+/// True when the client's side failed for a message or frame over [`CLIENT_MAX_MESSAGE`].
+fn is_over_limit(err: axum::Error) -> bool {
+    matches!(
+        err.into_inner()
+            .downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
 }

@@ -285,11 +285,23 @@ crate::both_backends!(
         let huge = "x".repeat(5 << 20);
         let _ = socket.send(Message::Text(huge.into())).await;
         let ended = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(Ok(_)) = socket.next().await {}
+            let mut close_code = None;
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Close(frame) = message {
+                    close_code = frame.map(|f| u16::from(f.code));
+                }
+            }
+            close_code
         })
         .await;
         // Relayed, the test rack would echo it and the session would go on.
         assert!(ended.is_ok(), "the session went on after a 5 MiB message");
+        // The client is told why, rather than seeing the rack hang up.
+        assert_eq!(
+            ended,
+            Ok(Some(1009)),
+            "close code for a message over the limit"
+        );
         let s = store(&db).await;
         let recorded = crate::kit::audited(&s, |r| {
             r.event.kind.as_str() == "outcome"
