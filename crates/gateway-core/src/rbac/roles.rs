@@ -110,40 +110,28 @@ impl Role {
 
     /// The permissions the role grants. Built once per role: every request asks.
     pub fn permissions(self) -> PermissionSet {
-        static SETS: OnceLock<[PermissionSet; 5]> = OnceLock::new();
-        let sets = SETS.get_or_init(|| {
-            [
-                Role::Viewer,
-                Role::Ops,
-                Role::Deployer,
-                Role::Admin,
-                Role::Cicd,
-            ]
-            .map(|role| {
-                let lists: &[&[&str]] = match role {
-                    Role::Viewer => &[VIEWER],
-                    Role::Ops => &[VIEWER, OPS],
-                    Role::Deployer => &[VIEWER, OPS, DEPLOYER],
-                    Role::Admin => &[&["*"]],
-                    Role::Cicd => &[CICD],
-                };
-                // Built from constants checked by tests, so no validation needed here.
-                PermissionSet(
-                    lists
-                        .iter()
-                        .flat_map(|l| l.iter().map(|p| p.to_string()))
-                        .collect(),
-                )
-            })
-        });
-        let index = match self {
-            Role::Viewer => 0,
-            Role::Ops => 1,
-            Role::Deployer => 2,
-            Role::Admin => 3,
-            Role::Cicd => 4,
+        static VIEWER_SET: OnceLock<PermissionSet> = OnceLock::new();
+        static OPS_SET: OnceLock<PermissionSet> = OnceLock::new();
+        static DEPLOYER_SET: OnceLock<PermissionSet> = OnceLock::new();
+        static ADMIN_SET: OnceLock<PermissionSet> = OnceLock::new();
+        static CICD_SET: OnceLock<PermissionSet> = OnceLock::new();
+        let (cell, lists): (&OnceLock<PermissionSet>, &[&[&str]]) = match self {
+            Role::Viewer => (&VIEWER_SET, &[VIEWER]),
+            Role::Ops => (&OPS_SET, &[VIEWER, OPS]),
+            Role::Deployer => (&DEPLOYER_SET, &[VIEWER, OPS, DEPLOYER]),
+            Role::Admin => (&ADMIN_SET, &[&["*"]]),
+            Role::Cicd => (&CICD_SET, &[CICD]),
         };
-        sets[index].clone()
+        cell.get_or_init(|| {
+            // Built from constants checked by tests, so no validation needed here.
+            PermissionSet(
+                lists
+                    .iter()
+                    .flat_map(|l| l.iter().map(|p| p.to_string()))
+                    .collect(),
+            )
+        })
+        .clone()
     }
 }
 

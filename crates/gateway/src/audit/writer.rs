@@ -221,17 +221,9 @@ async fn run(store: Store, key: ChainKey, stdout: bool, rx: flume::Receiver<Job>
             batch.push(job);
             drain(&rx, &mut batch);
         }
-        let Split {
-            events,
-            acks,
-            flushes,
-        } = split(&mut batch);
-        let result = if events.is_empty() {
-            Ok(Vec::new())
-        } else {
-            write_with_retry(&store, &key, events).await
-        };
-        finish(result, acks, flushes, printer.as_ref());
+        let parts = split(&mut batch);
+        let result = write_with_retry(&store, &key, parts.events).await;
+        finish(result, parts.acks, parts.flushes, printer.as_ref());
     }
     // Everything committed is on stdout before the writer reports itself finished.
     if let Some(printer) = &printer {
@@ -256,17 +248,9 @@ fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, rx: &flume::Receive
             batch.push(job);
             drain(rx, &mut batch);
         }
-        let Split {
-            events,
-            acks,
-            flushes,
-        } = split(&mut batch);
-        let result = if events.is_empty() {
-            Ok(Vec::new())
-        } else {
-            write_blocking_with_retry(store, key, &events)
-        };
-        finish(result, acks, flushes, printer.as_ref());
+        let parts = split(&mut batch);
+        let result = write_blocking_with_retry(store, key, &parts.events);
+        finish(result, parts.acks, parts.flushes, printer.as_ref());
     }
     if let Some(printer) = &printer {
         let (done, wait) = oneshot::channel();
@@ -357,6 +341,9 @@ async fn write_with_retry(
     key: &ChainKey,
     events: Vec<AuditEvent>,
 ) -> Result<Vec<AuditRow>, AuditError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let events: Arc<[AuditEvent]> = events.into();
     let link = |key: ChainKey| move |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
     match store.append_audit(events.clone(), link(key.clone())).await {
@@ -378,6 +365,9 @@ fn write_blocking_with_retry(
     key: &ChainKey,
     events: &[AuditEvent],
 ) -> Result<Vec<AuditRow>, AuditError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let link = |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
     let attempt = || {
         store
