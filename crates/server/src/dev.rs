@@ -136,6 +136,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let gateway = Gateway::start(config).await?;
     add_test_users(&gateway).await?;
     let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
+    // The set-up's audit lines come out on their own thread: let them all go before the
+    // banner rather than one of them land above it.
+    gateway.state.audit.flush().await;
 
     println!("\nrack-gateway dev stack");
     println!("  gateway     http://{gateway_addr}");
