@@ -26,8 +26,12 @@ pub async fn serve(listener: TcpListener, upstream: SocketAddr) -> anyhow::Resul
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
-            // Out of descriptors and the like: the next accept may work.
-            Err(_) => continue,
+            // Out of descriptors and the like: the next accept may work, after a pause rather
+            // than in a tight loop.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let (client, authority) = (client.clone(), authority.clone());

@@ -372,7 +372,12 @@ fn write_blocking_with_retry(
     let attempt = || {
         store
             .append_audit_blocking(events, link)
-            .unwrap_or_else(|| Err(crate::store::StoreError::Sqlite("not SQLite".into())))
+            // Unreachable: `start` runs this thread only on SQLite; fail the batch, not panic.
+            .unwrap_or_else(|| {
+                Err(crate::store::StoreError::Sqlite(
+                    "the audit writer's own thread needs a SQLite store".into(),
+                ))
+            })
     };
     match attempt() {
         Ok(rows) => Ok(rows),
