@@ -1,7 +1,8 @@
 //! The single audit writer task: group commit, chain extension, stdout sink.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -12,7 +13,7 @@ use crate::store::{AuditRow, Store};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
-/// How long a batch of outcomes alone waits for company.
+/// Longest an outcome waits for the next commit while the writer is busy with others.
 const LINGER: Duration = Duration::from_millis(5);
 /// The stdout sink writes at most this often (the lines of all batches committed meanwhile in
 /// one write).
@@ -37,15 +38,41 @@ enum Job {
         ack: Option<oneshot::Sender<Result<i64, AuditError>>>,
     },
     Flush(oneshot::Sender<()>),
+    /// Deferred events are waiting and the writer is asleep without a deadline.
+    Wake,
 }
 
-impl Job {
-    /// True when a caller is waiting for this job to finish.
-    fn is_awaited(&self) -> bool {
-        match self {
-            Job::Event { ack, .. } => ack.is_some(),
-            Job::Flush(_) => true,
+/// Outcomes waiting for the next commit. They are queued without waking the writer: it picks
+/// them up with the next request event's batch, or after [`LINGER`]. Waking it for each one
+/// was a thread switch per request on the async workers and another on the writer.
+#[derive(Default)]
+struct Deferred {
+    events: Mutex<Vec<AuditEvent>>,
+    /// Set by the writer before it sleeps with no deadline; the next deferred event wakes it.
+    writer_idle: AtomicBool,
+}
+
+impl Deferred {
+    fn take(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Whether the writer may sleep until the next job: true once it has announced that, and
+    /// nothing was deferred before the announcement (a later one sees the flag and wakes it).
+    fn writer_may_sleep(&self) -> bool {
+        self.writer_idle.store(true, Ordering::SeqCst);
+        if self.is_empty() {
+            return true;
         }
+        self.writer_idle.store(false, Ordering::SeqCst);
+        false
     }
 }
 
@@ -53,6 +80,7 @@ impl Job {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: flume::Sender<Job>,
+    deferred: Arc<Deferred>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -67,13 +95,19 @@ impl AuditLog {
     /// task finishes when the writer has written everything queued and all handles are gone.
     pub fn start(store: Store, key: ChainKey, stdout: bool) -> (AuditLog, JoinHandle<()>) {
         let (tx, rx) = flume::bounded(QUEUE);
+        let deferred = Arc::new(Deferred::default());
+        let queues = Queues {
+            rx,
+            deferred: deferred.clone(),
+        };
         let task = if store.appends_audit_blocking() {
             let (finished, done) = oneshot::channel::<()>();
-            let (thread_store, thread_key, thread_rx) = (store.clone(), key.clone(), rx.clone());
+            let (thread_store, thread_key, thread_queues) =
+                (store.clone(), key.clone(), queues.clone());
             let spawned = std::thread::Builder::new()
                 .name("audit-writer".into())
                 .spawn(move || {
-                    run_blocking(&thread_store, &thread_key, stdout, &thread_rx);
+                    run_blocking(&thread_store, &thread_key, stdout, &thread_queues);
                     let _ = finished.send(());
                 });
             match spawned {
@@ -82,13 +116,13 @@ impl AuditLog {
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "no thread for the audit writer; using a task");
-                    tokio::spawn(run(store, key, stdout, rx))
+                    tokio::spawn(run(store, key, stdout, queues))
                 }
             }
         } else {
-            tokio::spawn(run(store, key, stdout, rx))
+            tokio::spawn(run(store, key, stdout, queues))
         };
-        (AuditLog { tx }, task)
+        (AuditLog { tx, deferred }, task)
     }
 
     /// Records `event` durably; returns its sequence number once committed.
@@ -107,15 +141,18 @@ impl AuditLog {
     /// Queues `event` without waiting (outcomes: the request event is already durable, so a
     /// lost outcome shows as a request without one, never as a silent gap).
     pub fn record_later(&self, event: AuditEvent) {
-        let job = Job::Event {
-            event: Box::new(event),
-            ack: None,
+        let queued = {
+            let mut events = self
+                .deferred
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            events.push(event);
+            events.len()
         };
-        if let Err(flume::TrySendError::Full(job)) = self.tx.try_send(job) {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send_async(job).await;
-            });
+        if queued >= MAX_BATCH || self.deferred.writer_idle.swap(false, Ordering::SeqCst) {
+            // A full queue means the writer is busy and will look again anyway.
+            let _ = self.tx.try_send(Job::Wake);
         }
     }
 
@@ -138,10 +175,45 @@ fn drain(rx: &flume::Receiver<Job>, batch: &mut Vec<Job>) {
     }
 }
 
-/// Only outcomes, which nobody waits for: worth lingering briefly so they share the next
-/// request event's commit instead of costing one of their own.
-fn should_linger(batch: &[Job]) -> bool {
-    !batch.iter().any(Job::is_awaited) && batch.len() < MAX_BATCH
+/// What the writer reads from: the jobs that wake it and the events that do not.
+#[derive(Clone)]
+struct Queues {
+    rx: flume::Receiver<Job>,
+    deferred: Arc<Deferred>,
+}
+
+/// How the writer waits for its next job.
+#[derive(Clone, Copy, PartialEq)]
+enum Sleep {
+    /// Until a job arrives or [`LINGER`] has passed (deferred events may be arriving).
+    Linger,
+    /// Until a job arrives (nothing deferred; the next deferred event sends one).
+    Idle,
+}
+
+impl Queues {
+    /// After a wait: the jobs queued meanwhile plus the deferred events, as one batch. `None`
+    /// once every handle is gone and nothing is left.
+    fn gather(&self, first: Option<Job>, batch: &mut Vec<Job>) -> Split {
+        batch.extend(first);
+        drain(&self.rx, batch);
+        // After the jobs: a flush then covers the events deferred before it was sent.
+        let mut parts = split(batch);
+        for event in self.deferred.take() {
+            parts.events.push(event);
+            parts.acks.push(None);
+        }
+        parts
+    }
+
+    /// How to wait next, given what the last round wrote.
+    fn next_sleep(&self, wrote: bool) -> Sleep {
+        if wrote || !self.deferred.writer_may_sleep() {
+            Sleep::Linger
+        } else {
+            Sleep::Idle
+        }
+    }
 }
 
 /// A batch taken apart: the events to write, who waits for each, and the flushes to answer
@@ -163,6 +235,7 @@ fn split(batch: &mut Vec<Job>) -> Split {
                 acks.push(ack);
             }
             Job::Flush(done) => flushes.push(done),
+            Job::Wake => {}
         }
     }
     Split {
@@ -209,21 +282,27 @@ fn finish(
 }
 
 /// The writer as an async task (PostgreSQL, whose driver is async).
-async fn run(store: Store, key: ChainKey, stdout: bool, rx: flume::Receiver<Job>) {
+async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
     let printer = stdout.then(Printer::start);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(job) = rx.recv_async().await {
-        batch.push(job);
-        drain(&rx, &mut batch);
-        if should_linger(&batch)
-            && let Ok(Ok(job)) = tokio::time::timeout(LINGER, rx.recv_async()).await
-        {
-            batch.push(job);
-            drain(&rx, &mut batch);
-        }
-        let parts = split(&mut batch);
+    let mut sleep = Sleep::Idle;
+    loop {
+        let first = match sleep {
+            Sleep::Idle => queues.rx.recv_async().await.map(Some),
+            Sleep::Linger => match tokio::time::timeout(LINGER, queues.rx.recv_async()).await {
+                Ok(job) => job.map(Some),
+                Err(_) => Ok(None),
+            },
+        };
+        let closed = first.is_err();
+        let parts = queues.gather(first.ok().flatten(), &mut batch);
+        let wrote = !parts.events.is_empty();
         let result = write_with_retry(&store, &key, parts.events).await;
         finish(result, parts.acks, parts.flushes, printer.as_ref());
+        if closed {
+            break;
+        }
+        sleep = queues.next_sleep(wrote);
     }
     // Everything committed is on stdout before the writer reports itself finished.
     if let Some(printer) = &printer {
@@ -236,21 +315,28 @@ async fn run(store: Store, key: ChainKey, stdout: bool, rx: flume::Receiver<Job>
 /// The writer on a thread of its own (SQLite): it commits in place, so a batch costs one
 /// hand-off from the requests to this thread and one back, not four through an async task
 /// and the blocking pool (~12 % of the async workers' time under load went to those).
-fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, rx: &flume::Receiver<Job>) {
+fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
     let printer = stdout.then(Printer::start);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(job) = rx.recv() {
-        batch.push(job);
-        drain(rx, &mut batch);
-        if should_linger(&batch)
-            && let Ok(job) = rx.recv_timeout(LINGER)
-        {
-            batch.push(job);
-            drain(rx, &mut batch);
-        }
-        let parts = split(&mut batch);
+    let mut sleep = Sleep::Idle;
+    loop {
+        let first = match sleep {
+            Sleep::Idle => queues.rx.recv().map(Some).map_err(|_| ()),
+            Sleep::Linger => match queues.rx.recv_timeout(LINGER) {
+                Ok(job) => Ok(Some(job)),
+                Err(flume::RecvTimeoutError::Timeout) => Ok(None),
+                Err(flume::RecvTimeoutError::Disconnected) => Err(()),
+            },
+        };
+        let closed = first.is_err();
+        let parts = queues.gather(first.ok().flatten(), &mut batch);
+        let wrote = !parts.events.is_empty();
         let result = write_blocking_with_retry(store, key, &parts.events);
         finish(result, parts.acks, parts.flushes, printer.as_ref());
+        if closed {
+            break;
+        }
+        sleep = queues.next_sleep(wrote);
     }
     if let Some(printer) = &printer {
         let (done, wait) = oneshot::channel();

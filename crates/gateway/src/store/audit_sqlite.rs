@@ -170,6 +170,8 @@ mod tests {
                 include_str!("../../migrations/sqlite/0001_core.sql"),
                 include_str!("../../migrations/sqlite/0002_sessions.sql"),
                 include_str!("../../migrations/sqlite/0003_drop_unused_audit_indexes.sql"),
+                include_str!("../../migrations/sqlite/0004_login_attempt_limits.sql"),
+                include_str!("../../migrations/sqlite/0005_audit_seq_is_the_rowid.sql"),
             ] {
                 conn.execute_batch(migration)
                     .unwrap_or_else(|e| panic!("{e}"));
