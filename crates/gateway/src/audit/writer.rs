@@ -192,8 +192,8 @@ enum Sleep {
 }
 
 impl Queues {
-    /// After a wait: the jobs queued meanwhile plus the deferred events, as one batch. `None`
-    /// once every handle is gone and nothing is left.
+    /// After a wait: `first` and the jobs queued meanwhile, plus the deferred events, as one
+    /// batch.
     fn gather(&self, first: Option<Job>, batch: &mut Vec<Job>) -> Split {
         batch.extend(first);
         drain(&self.rx, batch);
@@ -541,5 +541,68 @@ impl<'a> From<&'a AuditRow> for JsonLine<'a> {
             details: &e.details,
             hash: &row.hash,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::EventKind;
+    use gateway_core::config::Secret;
+
+    async fn rows(store: &Store) -> usize {
+        store
+            .audit_rows(0, 1000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .len()
+    }
+
+    /// Polls until `want` rows are committed; nobody else sends the writer anything meanwhile.
+    async fn wait_for_rows(store: &Store, want: usize) {
+        for _ in 0..500 {
+            if rows(store).await >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{want} rows were never written: {}", rows(store).await);
+    }
+
+    /// Deferred outcomes do not wake a busy writer, so they must still be written when no other
+    /// event follows: right after a request (the writer lingers) and after it has gone idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_events_are_written_without_further_traffic() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let key = ChainKey::new(Secret::new("writer-test-key-0123456789abcdef"));
+        let (log, _task) = AuditLog::start(store.clone(), key, false);
+
+        let request = AuditEvent::new(EventKind::Request, "r1", "convox:apps:list");
+        log.record(request).await.unwrap_or_else(|e| panic!("{e}"));
+        log.record_later(AuditEvent::new(
+            EventKind::Outcome,
+            "r1",
+            "convox:apps:list",
+        ));
+        wait_for_rows(&store, 2).await;
+
+        // Long enough for the writer to find nothing and sleep without a deadline.
+        tokio::time::sleep(LINGER * 4).await;
+        log.record_later(AuditEvent::new(
+            EventKind::Outcome,
+            "r2",
+            "convox:apps:list",
+        ));
+        wait_for_rows(&store, 3).await;
+
+        // Many at once: the ones past a batch's worth wake the writer themselves.
+        for i in 0..(MAX_BATCH + 10) {
+            log.record_later(AuditEvent::new(EventKind::Outcome, format!("m{i}"), "x"));
+        }
+        log.flush().await;
+        assert_eq!(rows(&store).await, 3 + MAX_BATCH + 10);
     }
 }

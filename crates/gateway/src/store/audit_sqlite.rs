@@ -150,6 +150,88 @@ mod tests {
     use super::*;
     use crate::audit::{AuditEvent, EventKind};
 
+    const MIGRATIONS: &[&str] = &[
+        include_str!("../../migrations/sqlite/0001_core.sql"),
+        include_str!("../../migrations/sqlite/0002_sessions.sql"),
+        include_str!("../../migrations/sqlite/0003_drop_unused_audit_indexes.sql"),
+        include_str!("../../migrations/sqlite/0004_login_attempt_limits.sql"),
+        include_str!("../../migrations/sqlite/0005_audit_seq_is_the_rowid.sql"),
+    ];
+
+    fn migrate(conn: &Connection, migrations: &[&str]) {
+        for migration in migrations {
+            conn.execute_batch(migration)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    fn all_rows(conn: &Connection) -> Vec<(i64, String, String, String, String)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, request_id, details, prev_hash, hash FROM audit_events ORDER BY seq",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        rows.map(|r| r.unwrap_or_else(|e| panic!("{e}"))).collect()
+    }
+
+    /// Migration 0005 rebuilds the audit table: every row keeps its place and hash, the
+    /// separate index on seq is gone, and the table is still append-only.
+    #[test]
+    fn rebuilding_the_audit_table_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.path().join("audit.db");
+        let conn = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch("PRAGMA journal_mode = WAL;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        migrate(&conn, &MIGRATIONS[..4]);
+        let writer = SqliteAudit::new(&db);
+        for n in 0..40 {
+            let batch: Vec<AuditEvent> = (0..3)
+                .map(|i| AuditEvent::new(EventKind::Request, format!("r{n}-{i}"), "x"))
+                .collect();
+            writer
+                .append(&batch, |prev, seq, _| {
+                    format!("{seq}:{}", &prev[..prev.len().min(8)])
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let before = all_rows(&conn);
+        assert_eq!(before.len(), 120);
+
+        migrate(&conn, &MIGRATIONS[4..]);
+        assert_eq!(all_rows(&conn), before);
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(indexes, ["audit_events_request_id"]);
+        for tamper in [
+            "DELETE FROM audit_events WHERE seq = 1",
+            "UPDATE audit_events SET details = '{}'",
+        ] {
+            let err = conn.execute(tamper, []).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("append-only")),
+                "{tamper}: {err:?}"
+            );
+        }
+        // The writer carries on from the same head.
+        let rows = writer
+            .append(
+                &[AuditEvent::new(EventKind::Request, "after", "x")],
+                |_, seq, _| seq.to_string(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.first().map(|r| r.seq), Some(121));
+    }
+
     fn wal_size(db: &Path) -> u64 {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
@@ -166,16 +248,7 @@ mod tests {
             let conn = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
             conn.execute_batch("PRAGMA journal_mode = WAL;")
                 .unwrap_or_else(|e| panic!("{e}"));
-            for migration in [
-                include_str!("../../migrations/sqlite/0001_core.sql"),
-                include_str!("../../migrations/sqlite/0002_sessions.sql"),
-                include_str!("../../migrations/sqlite/0003_drop_unused_audit_indexes.sql"),
-                include_str!("../../migrations/sqlite/0004_login_attempt_limits.sql"),
-                include_str!("../../migrations/sqlite/0005_audit_seq_is_the_rowid.sql"),
-            ] {
-                conn.execute_batch(migration)
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
+            migrate(&conn, MIGRATIONS);
         }
         let writer = SqliteAudit::new(&db);
         let stop = Arc::new(AtomicBool::new(false));
