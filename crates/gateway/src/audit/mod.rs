@@ -19,4 +19,4 @@ pub use event::{
 };
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
 pub use verify::{VerifyError, VerifyReport, verify_chain};
-pub use writer::{AuditError, AuditLog, format_time};
+pub use writer::{AuditError, AuditLog, Pending, format_time};

@@ -25,7 +25,9 @@ pub use sessions::Sessions;
 pub use upstream::{Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
-use crate::audit::{AuditEvent, Decision, EventKind, audited_path, audited_user_agent, redact};
+use crate::audit::{
+    AuditEvent, Decision, EventKind, Pending, audited_path, audited_user_agent, redact,
+};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, authenticate, extract_token};
 use crate::rbac;
@@ -89,6 +91,8 @@ async fn proxy(
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    // Announced before authentication, so a batch being committed can wait for this event.
+    let pending = state.audit.pending();
     let (mut parts, body) = request.into_parts();
     let raw_path = parts
         .uri
@@ -134,7 +138,7 @@ async fn proxy(
         Ok(p) => p,
         Err(err) => {
             let err = ApiError::Unauthenticated(err);
-            deny(state, &facts, &action, None, &err).await;
+            deny(state, pending, &facts, &action, None, &err).await;
             return Err(err);
         }
     };
@@ -142,14 +146,14 @@ async fn proxy(
         Ok(n) => n,
         Err(e) => {
             let err = ApiError::BadRequest(e.to_string());
-            deny(state, &facts, &action, Some(&principal), &err).await;
+            deny(state, pending, &facts, &action, Some(&principal), &err).await;
             return Err(err);
         }
     };
     let classified = match classified {
         Some(Ok(c)) => c,
         Some(Err(err)) => {
-            deny(state, &facts, &action, Some(&principal), &err).await;
+            deny(state, pending, &facts, &action, Some(&principal), &err).await;
             return Err(err);
         }
         // A normalised path is always classified above.
@@ -162,7 +166,7 @@ async fn proxy(
             permission: missing,
             role: principal.role_name().to_string(),
         };
-        deny(state, &facts, &action, Some(&principal), &err).await;
+        deny(state, pending, &facts, &action, Some(&principal), &err).await;
         return Err(err);
     }
 
@@ -181,7 +185,7 @@ async fn proxy(
         "websocket": is_upgrade,
         "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
     }));
-    if let Err(err) = state.audit.record(event).await {
+    if let Err(err) = state.audit.record_pending(pending, event).await {
         tracing::error!(request_id, error = %err, "refusing request: audit write failed");
         return Err(ApiError::AuditUnavailable);
     }
@@ -213,6 +217,7 @@ async fn authenticate_request(
 /// Records a refusal. Nothing is forwarded either way, so a failed write is logged, not fatal.
 async fn deny(
     state: &AppState,
+    pending: Pending,
     facts: &RequestFacts,
     action: &str,
     principal: Option<&Principal>,
@@ -236,7 +241,7 @@ async fn deny(
     event.status = Some(i64::from(err.status().as_u16()));
     event.latency_ms = Some(elapsed_ms(facts.started));
     event = event.with_details(json!({ "reason": err.code(), "message": err.message() }));
-    if let Err(e) = state.audit.record(event).await {
+    if let Err(e) = state.audit.record_pending(pending, event).await {
         tracing::error!(request_id = %facts.request_id, error = %e, "could not audit a refusal");
     }
 }
