@@ -87,9 +87,9 @@ pub struct AuditLog {
 }
 
 /// A request that will record an event soon (it is being authenticated and checked). While
-/// any are on their way, the writer holds a batch for them, up to [`COMPANY`]: a commit costs
-/// nearly the same for one event as for twenty, so under load fewer, larger commits use less
-/// CPU per request; with nobody on the way, as at one client, it commits at once.
+/// any are on their way, the SQLite writer holds a batch for them, up to [`COMPANY`]: a commit
+/// costs nearly the same for one event as for twenty, so under load fewer, larger commits use
+/// less CPU per request; with nobody on the way, as at one client, it commits at once.
 #[must_use]
 pub struct Pending(Arc<AtomicUsize>);
 
@@ -257,21 +257,6 @@ impl Queues {
         }
     }
 
-    /// [`Queues::await_company_blocking`] for the async writer.
-    async fn await_company(&self, batch: &mut Vec<Job>, since: tokio::time::Instant) {
-        let deadline = since + COMPANY;
-        loop {
-            drain(&self.rx, batch);
-            if !self.company_expected(batch) {
-                return;
-            }
-            match tokio::time::timeout_at(deadline, self.rx.recv_async()).await {
-                Ok(Ok(job)) => batch.push(job),
-                _ => return,
-            }
-        }
-    }
-
     /// After a wait: the jobs in `batch` and those queued meanwhile, plus the deferred events,
     /// as one batch.
     fn gather(&self, batch: &mut Vec<Job>) -> Split {
@@ -374,11 +359,11 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
             },
         };
         let closed = first.is_err();
+        // No waiting for requests on their way here: a PostgreSQL commit is a network round
+        // trip and an fsync, so under load the queue fills while it runs, and holding a batch
+        // back only delays the next one.
         if let Ok(Some(job)) = first {
             batch.push(job);
-            queues
-                .await_company(&mut batch, tokio::time::Instant::now())
-                .await;
         }
         let parts = queues.gather(&mut batch);
         let wrote = !parts.events.is_empty();
