@@ -91,6 +91,7 @@ pub struct AuditLog {
 /// costs nearly the same for one event as for twenty, so under load fewer, larger commits use
 /// less CPU per request; with nobody on the way, as at one client, it commits at once.
 #[must_use]
+#[derive(Debug)]
 pub struct Pending(Arc<AtomicUsize>);
 
 impl Drop for Pending {

@@ -165,6 +165,16 @@ mod tests {
         }
     }
 
+    /// A WAL database in `dir` with `migrations` applied.
+    fn database(dir: &tempfile::TempDir, migrations: &[&str]) -> (PathBuf, Connection) {
+        let db = dir.path().join("audit.db");
+        let conn = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch("PRAGMA journal_mode = WAL;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        migrate(&conn, migrations);
+        (db, conn)
+    }
+
     fn all_rows(conn: &Connection) -> Vec<(i64, String, String, String, String)> {
         let mut stmt = conn
             .prepare(
@@ -184,11 +194,7 @@ mod tests {
     #[test]
     fn rebuilding_the_audit_table_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = dir.path().join("audit.db");
-        let conn = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-        conn.execute_batch("PRAGMA journal_mode = WAL;")
-            .unwrap_or_else(|e| panic!("{e}"));
-        migrate(&conn, &MIGRATIONS[..4]);
+        let (db, conn) = database(&dir, &MIGRATIONS[..4]);
         let writer = SqliteAudit::new(&db);
         for n in 0..40 {
             let batch: Vec<AuditEvent> = (0..3)
@@ -243,13 +249,8 @@ mod tests {
     #[test]
     fn the_log_restarts_under_steady_writes() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = dir.path().join("audit.db");
-        {
-            let conn = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-            conn.execute_batch("PRAGMA journal_mode = WAL;")
-                .unwrap_or_else(|e| panic!("{e}"));
-            migrate(&conn, MIGRATIONS);
-        }
+        let (db, conn) = database(&dir, MIGRATIONS);
+        drop(conn);
         let writer = SqliteAudit::new(&db);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
