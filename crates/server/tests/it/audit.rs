@@ -295,3 +295,30 @@ both_backends!(
         assert!(ok, "verify failed: {out} {err}");
     }
 );
+
+both_backends!(
+    an_outcome_is_written_with_no_traffic_after_it,
+    |db| async move {
+        // The rack answers after 3 s: by then the writer has long gone idle, and the outcome,
+        // which does not wake a busy writer, must wake an idle one.
+        let rack = TestRack::start().await;
+        rack.set_slow(true);
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let resp = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let request_id = crate::kit::request_id(&resp);
+        let _ = resp.bytes().await;
+        let s = store(&db).await;
+        let written = crate::kit::audited(&s, |r| {
+            r.event.request_id == request_id && r.event.kind.as_str() == "outcome"
+        })
+        .await;
+        assert!(written, "the outcome of the last request was never written");
+    }
+);
