@@ -228,7 +228,7 @@ struct Queues {
 }
 
 /// How the writer waits for its next job.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Sleep {
     /// Until a job arrives or [`LINGER`] has passed (deferred events may be arriving).
     Linger,
