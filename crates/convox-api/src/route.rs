@@ -123,7 +123,14 @@ pub fn match_route(routes: &'static [Route], method: Method, path: &str) -> Opti
 /// allocates nothing.
 pub fn find_route(routes: &'static [Route], method: Method, path: &str) -> Option<&'static Route> {
     let mut best: Option<&'static Route> = None;
+    let first = first_segment(path);
     for route in routes.iter().filter(|r| r.method == method) {
+        // Most of the catalogue differs in the first segment: one comparison rules it out
+        // before the pattern is walked segment by segment.
+        let head = first_segment(route.pattern);
+        if !head.starts_with('{') && head != first {
+            continue;
+        }
         if !pattern_matches(route.pattern, path) {
             continue;
         }
@@ -138,6 +145,15 @@ pub fn find_route(routes: &'static [Route], method: Method, path: &str) -> Optio
         }
     }
     best
+}
+
+/// The first segment of a path or pattern (`/apps/x` → `apps`).
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    match rest.as_bytes().iter().position(|&b| b == b'/') {
+        Some(end) => &rest[..end],
+        None => rest,
+    }
 }
 
 /// True when `path` matches `pattern` (the same rules as [`match_pattern`]).

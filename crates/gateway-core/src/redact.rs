@@ -30,25 +30,42 @@ const REFERENCE_SUFFIXES: &[&str] = &["_id", "_name", "_at", "_count", "_type"];
 
 /// True when a field called `name` holds a secret.
 pub fn is_secret_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    if REFERENCE_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
+    // Compared without building a lower-case copy: every audit event's keys pass through here.
+    let name = name.as_bytes();
+    if REFERENCE_SUFFIXES.iter().any(|s| {
+        name.len() >= s.len() && name[name.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+    }) {
         return false;
     }
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
+    SECRET_WORDS.iter().any(|w| {
+        name.windows(w.len())
+            .any(|window| window.eq_ignore_ascii_case(w.as_bytes()))
+    })
 }
 
 fn is_env_name(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "env" | "environment")
+    name.eq_ignore_ascii_case("env") || name.eq_ignore_ascii_case("environment")
 }
 
 /// Masks a string that is a credential by its shape alone.
 pub fn redact_value(value: &str) -> String {
-    let lower = value.to_ascii_lowercase();
-    if lower.starts_with("basic ") || lower.starts_with("bearer ") {
-        return REDACTED.into();
+    masked_value(value).unwrap_or_else(|| value.to_string())
+}
+
+fn starts_with_ignore_case(value: &str, prefix: &str) -> bool {
+    value
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// [`redact_value`], or `None` when `value` is left as it is.
+fn masked_value(value: &str) -> Option<String> {
+    if starts_with_ignore_case(value, "basic ") || starts_with_ignore_case(value, "bearer ") {
+        return Some(REDACTED.into());
     }
     if value.starts_with("rgw_") || value.starts_with("rgs_") {
-        return REDACTED.into();
+        return Some(REDACTED.into());
     }
     // scheme://user:password@host → scheme://user:[redacted]@host. A user name alone is kept
     // only when it reads as a name (`git@`, `deploy@`); `https://TOKEN@host` is a common way to
@@ -61,14 +78,18 @@ pub fn redact_value(value: &str) -> String {
             let userinfo = &authority[..at];
             let scheme = &value[..scheme_end + 3];
             if let Some(colon) = userinfo.find(':') {
-                return format!("{scheme}{}:{REDACTED}{}", &userinfo[..colon], &rest[at..]);
+                return Some(format!(
+                    "{scheme}{}:{REDACTED}{}",
+                    &userinfo[..colon],
+                    &rest[at..]
+                ));
             }
             if !is_plain_user_name(userinfo) {
-                return format!("{scheme}{REDACTED}{}", &rest[at..]);
+                return Some(format!("{scheme}{REDACTED}{}", &rest[at..]));
             }
         }
     }
-    value.to_string()
+    None
 }
 
 /// A URL user name that is a name, not a credential: short, letters with `.`, `-`, `_`.
@@ -81,25 +102,32 @@ fn is_plain_user_name(user: &str) -> bool {
 }
 
 /// Redacts a JSON value recursively.
-pub fn redact_json(value: Value) -> Value {
+pub fn redact_json(mut value: Value) -> Value {
+    redact_in_place(&mut value);
+    value
+}
+
+/// [`redact_json`] without rebuilding what it leaves alone.
+fn redact_in_place(value: &mut Value) {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let v = if is_env_name(&k) {
-                        redact_env(v)
-                    } else if is_secret_name(&k) && !v.is_null() {
-                        Value::String(REDACTED.into())
-                    } else {
-                        redact_json(v)
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(redact_json).collect()),
-        Value::String(s) => Value::String(redact_value(&s)),
-        other => other,
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_env_name(k) {
+                    *v = redact_env(std::mem::take(v));
+                } else if is_secret_name(k) && !v.is_null() {
+                    *v = Value::String(REDACTED.into());
+                } else {
+                    redact_in_place(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_in_place),
+        Value::String(s) => {
+            if let Some(masked) = masked_value(s) {
+                *s = masked;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -288,6 +316,13 @@ mod tests {
             "https://example.com/a@b"
         );
         assert_eq!(redact_value("Basic Y29udm94OnRvaw=="), REDACTED);
+        assert_eq!(redact_value("bEaReR abc"), REDACTED);
+        assert_eq!(redact_value("Bearer"), "Bearer");
+        let nested = redact_json(json!({"a": [{"url": "https://u:p@h/x"}, "BASIC eA=="]}));
+        assert_eq!(
+            nested,
+            json!({"a": [{"url": format!("https://u:{REDACTED}@h/x")}, REDACTED]})
+        );
         assert_eq!(redact_value("rgw_abcdef"), REDACTED);
         assert_eq!(redact_value("plain"), "plain");
     }
@@ -313,5 +348,22 @@ mod tests {
             format!("follow=true&header={REDACTED}&since=1h")
         );
         assert_eq!(redact_query("a=x+y%2B1"), "a=x+y%2B1");
+    }
+
+    proptest::proptest! {
+        /// Names are matched without regard to case, exactly as a lower-cased copy would be.
+        #[test]
+        fn secret_names_ignore_case(
+            name in "[a-zA-Z_]{0,4}(PaSs|TOKEN|key|Secret|cOOkie|auth|ENV|Environment)?[a-zA-Z_]{0,4}(_Id|_NAME|_at|_TYPE)?"
+        ) {
+            let lower = name.to_ascii_lowercase();
+            let expected = !REFERENCE_SUFFIXES.iter().any(|s| lower.ends_with(s))
+                && SECRET_WORDS.iter().any(|w| lower.contains(w));
+            proptest::prop_assert_eq!(is_secret_name(&name), expected);
+            proptest::prop_assert_eq!(
+                is_env_name(&name),
+                lower == "env" || lower == "environment"
+            );
+        }
     }
 }

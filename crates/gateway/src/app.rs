@@ -16,9 +16,29 @@ use crate::store::{Store, StoreError};
 use crate::{api, proxy, web};
 use gateway_core::failure_budget::FailureBudget;
 
-/// Everything a request handler needs.
+/// Everything a request handler needs. Handlers and middleware take it by value, several
+/// times per request, so it is one shared allocation: a clone is one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Shares `parts` between every request.
+    pub fn new(parts: Shared) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     /// Configuration.
     pub config: Arc<Config>,
     /// The store.
@@ -91,7 +111,7 @@ impl Gateway {
         let refusals = Arc::new(FailureBudget::standard());
         let refusal_summaries = crate::audit::spawn_summaries(refusals.clone(), audit.clone());
         Ok(Gateway {
-            state: AppState {
+            state: AppState::new(Shared {
                 config: Arc::new(config),
                 store,
                 audit,
@@ -100,7 +120,7 @@ impl Gateway {
                 sessions: Sessions::default(),
                 refusals,
                 readiness: Arc::default(),
-            },
+            }),
             audit_task,
             checkpointer,
             refusal_summaries,
