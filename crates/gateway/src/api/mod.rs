@@ -19,6 +19,7 @@ use crate::audit::{
 };
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract_token};
+use crate::proxy::RackError;
 use crate::web::cookies;
 
 /// A JSON request body whose rejections answer in the gateway's error shape (`{"error",
@@ -254,19 +255,22 @@ async fn check_readiness(state: &AppState) -> (bool, serde_json::Value) {
 
 async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_json::Value {
     let url = state.upstream.url("/system", None);
-    let request = state
-        .upstream
-        .http
-        .get(url)
-        .header(http::header::AUTHORIZATION, state.upstream.authorization())
-        .timeout(timeout)
-        .send();
-    match request.await {
-        Ok(resp) if resp.status().is_success() => json!({ "ok": true }),
-        Ok(resp) => {
-            json!({ "ok": false, "error": format!("rack answered {}", resp.status().as_u16()) })
+    let Ok(uri) = http::Uri::try_from(url) else {
+        return json!({ "ok": false, "error": "rack URL is not valid" });
+    };
+    let mut request = http::Request::new(axum::body::Body::empty());
+    *request.uri_mut() = uri;
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, state.upstream.authorization());
+    // Only the status matters; the unread body is dropped with its connection.
+    match state.upstream.send(request, timeout).await {
+        Ok(response) if response.status().is_success() => json!({ "ok": true }),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            json!({ "ok": false, "error": format!("rack answered {status}") })
         }
-        Err(e) if e.is_timeout() => json!({ "ok": false, "error": "rack timed out" }),
+        Err(RackError::Timeout) => json!({ "ok": false, "error": "rack timed out" }),
         Err(_) => json!({ "ok": false, "error": "rack unreachable" }),
     }
 }

@@ -14,10 +14,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::request::Parts;
+use http_body::Body as _;
+use hyper::body::Incoming;
 use serde_json::json;
 
 use super::elapsed_ms;
 use super::headers::{request_headers, response_headers};
+use super::upstream::RackError;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::error::ApiError;
@@ -91,19 +94,53 @@ impl Drop for OutcomeGuard {
 /// A response body stream that masks the rack's credentials in it and counts what it
 /// delivers into the guard.
 struct Tracked {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+    inner: Incoming,
     scrub: StreamScrub,
     /// The rack's body has ended; what the scrubber still holds goes out next.
     ended: bool,
     /// Body bytes read from the rack so far.
     received: u64,
+    /// Longest silence from the rack while reading its body.
+    read_timeout: Duration,
+    /// Armed only while the rack keeps us waiting: a body that is already here sets no timer.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
     guard: OutcomeGuard,
 }
 
 impl Tracked {
-    fn deliver(&mut self, chunk: Vec<u8>) -> Poll<Option<Result<Bytes, reqwest::Error>>> {
+    fn deliver(&mut self, chunk: Vec<u8>) -> Poll<Option<io::Result<Bytes>>> {
         self.guard.bytes_out += chunk.len() as u64;
         Poll::Ready(Some(Ok(Bytes::from(chunk))))
+    }
+
+    /// The rack's next body chunk, `None` at the end; fails after `read_timeout` of silence.
+    fn poll_rack(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.silence = None;
+                    // Trailers carry nothing the client needs from a rack API call.
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    return Poll::Ready(Some(Err(io::Error::other(err))));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    let limit = self.read_timeout;
+                    let silence = self
+                        .silence
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if silence.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let err = io::Error::new(io::ErrorKind::TimedOut, "the rack went silent");
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+        }
     }
 
     fn note_masks(&mut self) {
@@ -125,7 +162,7 @@ impl Drop for Tracked {
 }
 
 impl Stream for Tracked {
-    type Item = Result<Bytes, reqwest::Error>;
+    type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -137,7 +174,7 @@ impl Stream for Tracked {
                 }
                 return self.deliver(rest);
             }
-            match self.inner.as_mut().poll_next(cx) {
+            match self.poll_rack(cx) {
                 Poll::Ready(Some(Ok(chunk))) if self.scrub.is_passthrough() => {
                     // No token long enough to search for: no copy.
                     self.guard.bytes_out += chunk.len() as u64;
@@ -183,14 +220,19 @@ pub async fn forward(
     let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
         || parts.headers.contains_key(http::header::CONTENT_LENGTH)
         || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
-    let mut request = upstream
-        .http
-        .request(parts.method.clone(), url)
-        .headers(headers);
+    let uri = match http::Uri::try_from(url) {
+        Ok(uri) => uri,
+        Err(_) => {
+            let err = ApiError::BadRequest("the path cannot be sent to the rack".into());
+            outcome.status = Some(err.status().as_u16());
+            outcome.error = Some(err.message());
+            return Err(err);
+        }
+    };
     let client_timeout = state.config.client_timeout;
     let client_broke_off = Arc::new(AtomicBool::new(false));
     let client_stalled = Arc::new(AtomicBool::new(false));
-    if has_body {
+    let body = if has_body {
         let counter = outcome.bytes_in.clone();
         let broke = client_broke_off.clone();
         let stalls = Stalls::new(
@@ -207,10 +249,17 @@ pub async fn forward(
             }
             chunk
         });
-        request = request.body(reqwest::Body::wrap_stream(request_stream));
-    }
+        Body::from_stream(request_stream)
+    } else {
+        Body::empty()
+    };
+    let mut request = http::Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
 
-    let response = match request.send().await {
+    let read_timeout = state.config.rack_read_timeout;
+    let response = match upstream.send(request, read_timeout).await {
         Ok(r) => r,
         Err(err) => {
             let api_error = if client_stalled.load(Ordering::Relaxed) {
@@ -230,12 +279,14 @@ pub async fn forward(
     let status = response.status();
     let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));
     outcome.status = Some(status.as_u16());
-    outcome.expected_out = response.content_length();
+    outcome.expected_out = response.body().size_hint().exact();
     let stream = Tracked {
-        inner: Box::pin(response.bytes_stream()),
+        inner: response.into_body(),
         scrub: upstream.scrubber.stream(),
         ended: false,
         received: 0,
+        read_timeout,
+        silence: None,
         guard: outcome,
     };
     let mut out = Response::new(Body::from_stream(stream));
@@ -302,16 +353,12 @@ where
     }
 }
 
-/// Maps a client error talking to the rack onto the answer we give.
-fn upstream_error(err: &reqwest::Error) -> ApiError {
-    if err.is_timeout() {
-        ApiError::RackTimeout
-    } else if err.is_connect() {
-        ApiError::RackUnreachable("could not connect to the rack".into())
-    } else if err.is_body() || err.is_request() {
-        // Most often the client's own upload broke off.
-        ApiError::RackUnreachable("request to the rack failed while sending".into())
-    } else {
-        ApiError::RackUnreachable("the rack closed the connection".into())
+/// Maps a failed request to the rack onto the answer we give.
+fn upstream_error(err: &RackError) -> ApiError {
+    match err {
+        RackError::Timeout => ApiError::RackTimeout,
+        RackError::Connect | RackError::Send | RackError::Closed => {
+            ApiError::RackUnreachable(err.to_string())
+        }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
 pub use sessions::Sessions;
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::{RackError, Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
 use crate::audit::{

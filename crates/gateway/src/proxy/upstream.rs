@@ -5,10 +5,15 @@
 use std::sync::Arc;
 
 use crate::secret_eq::secret_eq;
+use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use gateway_core::scrub::Scrubber;
 use http::HeaderValue;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -31,10 +36,53 @@ pub enum UpstreamError {
     /// TLS set-up failed.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    /// The HTTP client could not be built.
-    #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
 }
+
+/// Why a request to the rack got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RackError {
+    /// Connecting, or waiting for the response head, took longer than allowed.
+    #[error("the rack did not answer in time")]
+    Timeout,
+    /// No connection could be made.
+    #[error("could not connect to the rack")]
+    Connect,
+    /// The connection failed while the request (most often its body) was being sent.
+    #[error("request to the rack failed while sending")]
+    Send,
+    /// The rack closed the connection without a complete answer.
+    #[error("the rack closed the connection")]
+    Closed,
+}
+
+impl RackError {
+    fn from_client(err: &hyper_util::client::legacy::Error) -> RackError {
+        let timed_out = source_chain(err).any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        if timed_out {
+            RackError::Timeout
+        } else if err.is_connect() {
+            RackError::Connect
+        } else if source_chain(err)
+            .filter_map(|e| e.downcast_ref::<hyper::Error>())
+            .any(|e| e.is_user() || e.is_body_write_aborted())
+        {
+            RackError::Send
+        } else {
+            RackError::Closed
+        }
+    }
+}
+
+fn source_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The rack, as the gateway reaches it.
 #[derive(Clone)]
@@ -46,8 +94,8 @@ pub struct Upstream {
     scrub: Arc<[String]>,
     /// Masks the rack's credentials in response bodies and WebSocket messages.
     pub scrubber: Arc<Scrubber>,
-    /// Pooled HTTP client (no redirects, no proxy from the environment).
-    pub http: reqwest::Client,
+    /// Pooled HTTP/1.1 client (follows no redirects, reads no proxy settings).
+    http: Client<Connector, Body>,
     /// TLS configuration for WebSocket connections.
     pub tls: Arc<rustls::ClientConfig>,
     /// Bound for connecting (and for the WebSocket handshake, with `read_timeout`).
@@ -68,15 +116,19 @@ impl Upstream {
     /// Builds the client from configuration.
     pub fn new(config: &Config) -> Result<Upstream, UpstreamError> {
         let tls = Arc::new(tls_config(&config.rack_tls)?);
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured((*tls).clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(config.rack_connect_timeout)
-            .read_timeout(config.rack_read_timeout)
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.rack_connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         let base = config.rack_host.as_str().trim_end_matches('/').to_string();
         let mut ws = config.rack_host.clone();
         let scheme = if ws.scheme() == "https" { "wss" } else { "ws" };
@@ -111,6 +163,23 @@ impl Upstream {
     /// The rack WebSocket URL for a normalised path and (raw) query.
     pub fn ws_url(&self, path: &str, query: Option<&str>) -> String {
         join(&self.ws_base, path, query)
+    }
+
+    /// Sends `request` (the rack's credentials already added) and waits at most `wait` for
+    /// the response head: reading the body is bounded by the caller.
+    pub async fn send(
+        &self,
+        request: http::Request<Body>,
+        wait: std::time::Duration,
+    ) -> Result<http::Response<Incoming>, RackError> {
+        match tokio::time::timeout(wait, self.http.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => {
+                tracing::debug!(error = ?err, "rack request failed");
+                Err(RackError::from_client(&err))
+            }
+            Err(_) => Err(RackError::Timeout),
+        }
     }
 
     /// The `Authorization` value carrying the rack token.

@@ -203,6 +203,46 @@ both_backends!(stalled_upload_is_cut_off_and_recorded, |db| async move {
     assert_eq!(body["bytes"], size, "the rack got every byte");
 });
 
+both_backends!(
+    a_rack_silent_mid_body_is_cut_off_and_recorded,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[("RACK_READ_TIMEOUT_SECS", "1")]).await;
+        // The head and a first chunk arrive, then nothing: the client must not wait forever.
+        let resp = client()
+            .get(gw.proxy("/apps?stall=1"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let started = std::time::Instant::now();
+        let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes()).await;
+        assert!(body.is_ok(), "the gateway kept waiting on a silent rack");
+        assert!(
+            body.is_ok_and(|b| b.is_err()),
+            "a cut-off body must not read as complete"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let s = store(&db).await;
+        let found = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:apps:list"
+                && r.event.details["completed"] == false
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("went silent"))
+        })
+        .await;
+        assert!(found, "the cut-off response's outcome was not recorded");
+    }
+);
+
 both_backends!(slow_or_idle_clients_are_disconnected, |db| async move {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rack = TestRack::start().await;

@@ -200,11 +200,24 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         .as_deref()
         .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("download=")))
         .and_then(|n| n.parse().ok());
+    // `stall=1`: the head and a first chunk, then silence with the connection open.
+    let stall = seen
+        .query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "stall=1"));
     let echo_token = seen.header("x-test-echo-token").is_some();
     let summary = serde_json::json!({
         "method": seen.method, "path": seen.path, "query": seen.query, "bytes": seen.body_bytes,
     });
     record(&shared, seen);
+    if stall {
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"apps\":["))
+        });
+        return Response::new(Body::from_stream(
+            first.chain(futures_util::stream::pending()),
+        ));
+    }
     if let Some(size) = download {
         let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
         let chunks = size / chunk.len() as u64;
