@@ -47,12 +47,23 @@ impl ChainKey {
 
     /// The hash linking `event` (at `seq`) to `prev_hash`, hex-encoded.
     pub fn link(&self, prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
+        self.link_with(prev_hash, seq, event, &event.details.to_string())
+    }
+
+    /// [`ChainKey::link`] with the event's details already written as JSON text.
+    pub fn link_with(
+        &self,
+        prev_hash: &str,
+        seq: i64,
+        event: &AuditEvent,
+        details: &str,
+    ) -> String {
         let mut mac = self.mac();
         // prev_hash is hex we wrote ourselves; hash its bytes as stored.
         mac.update(&(prev_hash.len() as u64).to_be_bytes());
         mac.update(prev_hash.as_bytes());
         mac.update(&seq.to_be_bytes());
-        mac.update(&event.canonical_bytes());
+        mac.update(&event.canonical_bytes_with(details));
         hex::encode(mac.finalize().into_bytes())
     }
 

@@ -135,6 +135,12 @@ impl AuditEvent {
     /// The canonical bytes the chain commits to: a version tag, then every field in a fixed
     /// order, each length-prefixed (so field boundaries cannot shift).
     pub fn canonical_bytes(&self) -> Vec<u8> {
+        self.canonical_bytes_with(&self.details.to_string())
+    }
+
+    /// [`AuditEvent::canonical_bytes`] with the details already written as JSON text (what
+    /// the store keeps), so a batch serialises them once.
+    pub fn canonical_bytes_with(&self, details: &str) -> Vec<u8> {
         fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
             match field {
                 None => out.push(0),
@@ -150,8 +156,6 @@ impl AuditEvent {
         let ts = self.ts.to_be_bytes();
         let status = self.status.map(i64::to_be_bytes);
         let latency = self.latency_ms.map(i64::to_be_bytes);
-        // serde_json writes object keys in sorted order (no preserve_order), so this is stable.
-        let details = self.details.to_string();
         put(&mut out, Some(&ts));
         put(&mut out, Some(self.request_id.as_bytes()));
         put(&mut out, Some(self.kind.as_str().as_bytes()));
@@ -166,6 +170,8 @@ impl AuditEvent {
         put(&mut out, latency.as_ref().map(|b| &b[..]));
         put(&mut out, self.client_ip.as_deref().map(str::as_bytes));
         put(&mut out, self.user_agent.as_deref().map(str::as_bytes));
+        // serde_json writes object keys in sorted order (no preserve_order), so the text is
+        // stable.
         put(&mut out, Some(details.as_bytes()));
         out
     }

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{AuditEvent, ChainKey};
-use crate::store::{AuditRow, Store};
+use crate::store::{AuditRow, ChainLink, Store};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -406,7 +406,7 @@ fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
         }
         let parts = queues.gather(&mut batch);
         let wrote = !parts.events.is_empty();
-        let result = write_blocking_with_retry(store, key, &parts.events);
+        let result = write_blocking_with_retry(store, key, parts.events);
         finish(result, parts.acks, parts.flushes, printer.as_ref());
         if closed {
             break;
@@ -506,33 +506,40 @@ async fn write_with_retry(
         return Ok(Vec::new());
     }
     let events: Arc<[AuditEvent]> = events.into();
-    let link = |key: ChainKey| move |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
-    match store.append_audit(events.clone(), link(key.clone())).await {
-        Ok(rows) => Ok(rows),
+    let link = |key: ChainKey| {
+        move |prev: &str, seq: i64, e: &AuditEvent, details: &str| {
+            key.link_with(prev, seq, e, details)
+        }
+    };
+    let links = match store.append_audit(events.clone(), link(key.clone())).await {
+        Ok(links) => links,
         Err(first) => {
             tracing::warn!(error = %first, "audit write failed, retrying once");
             tokio::time::sleep(Duration::from_millis(50)).await;
             store
-                .append_audit(events, link(key.clone()))
+                .append_audit(events.clone(), link(key.clone()))
                 .await
-                .map_err(|e| AuditError::Store(e.to_string()))
+                .map_err(|e| AuditError::Store(e.to_string()))?
         }
-    }
+    };
+    // The events are shared with the store's call (which may retry): copied, not moved.
+    Ok(rows(links, events.iter().cloned()))
 }
 
 /// [`write_with_retry`] on the writer's own thread (SQLite).
 fn write_blocking_with_retry(
     store: &Store,
     key: &ChainKey,
-    events: &[AuditEvent],
+    events: Vec<AuditEvent>,
 ) -> Result<Vec<AuditRow>, AuditError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let link = |prev: &str, seq: i64, e: &AuditEvent| key.link(prev, seq, e);
+    let link =
+        |prev: &str, seq: i64, e: &AuditEvent, details: &str| key.link_with(prev, seq, e, details);
     let attempt = || {
         store
-            .append_audit_blocking(events, link)
+            .append_audit_blocking(&events, link)
             // Unreachable: `start` runs this thread only on SQLite; fail the batch, not panic.
             .unwrap_or_else(|| {
                 Err(crate::store::StoreError::Sqlite(
@@ -540,14 +547,24 @@ fn write_blocking_with_retry(
                 ))
             })
     };
-    match attempt() {
-        Ok(rows) => Ok(rows),
+    let links = match attempt() {
+        Ok(links) => links,
         Err(first) => {
             tracing::warn!(error = %first, "audit write failed, retrying once");
             std::thread::sleep(Duration::from_millis(50));
-            attempt().map_err(|e| AuditError::Store(e.to_string()))
+            attempt().map_err(|e| AuditError::Store(e.to_string()))?
         }
-    }
+    };
+    Ok(rows(links, events))
+}
+
+/// The committed rows: each event at the place the store gave it.
+fn rows(links: Vec<ChainLink>, events: impl IntoIterator<Item = AuditEvent>) -> Vec<AuditRow> {
+    links
+        .into_iter()
+        .zip(events)
+        .map(|(link, event)| AuditRow::new(link, event))
+        .collect()
 }
 
 /// JSON lines on stdout, one per committed event, for log shippers. The batch goes out in one

@@ -23,6 +23,41 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+impl AuditRow {
+    /// `event` at the place in the chain that `link` gives it.
+    pub fn new(link: ChainLink, event: AuditEvent) -> AuditRow {
+        AuditRow {
+            seq: link.seq,
+            event,
+            prev_hash: link.prev_hash,
+            hash: link.hash,
+        }
+    }
+}
+
+/// Where an appended event landed in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// Hex hash of the previous event.
+    pub prev_hash: String,
+    /// Hex HMAC-SHA256 linking this event to the previous one.
+    pub hash: String,
+}
+
+/// Computes an event's hash: `link(prev_hash, seq, event, details_json)`.
+pub trait LinkFn: Fn(&str, i64, &AuditEvent, &str) -> String {}
+impl<F: Fn(&str, i64, &AuditEvent, &str) -> String> LinkFn for F {}
+
+/// An event linked onto the chain and ready to insert, with its details as the JSON text that
+/// is both stored and hashed.
+pub(super) struct Linked<'a> {
+    pub(super) link: ChainLink,
+    pub(super) event: &'a AuditEvent,
+    pub(super) details: String,
+}
+
 /// The chain's last position and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -106,11 +141,11 @@ fn batch_query(sql: String) -> AnyQuery<'static> {
 }
 
 /// Binds each row's values in [`COLUMNS`] order.
-fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[(AuditRow, String)]) -> AnyQuery<'q> {
-    for (row, details) in rows {
-        let event = &row.event;
+fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[Linked<'_>]) -> AnyQuery<'q> {
+    for row in rows {
+        let event = row.event;
         query = query
-            .bind(row.seq)
+            .bind(row.link.seq)
             .bind(event.ts)
             .bind(event.request_id.clone())
             .bind(event.kind.as_str())
@@ -125,9 +160,9 @@ fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[(AuditRow, String)]) -> AnyQue
             .bind(event.latency_ms)
             .bind(event.client_ip.clone())
             .bind(event.user_agent.clone())
-            .bind(details.clone())
-            .bind(row.prev_hash.clone())
-            .bind(row.hash.clone());
+            .bind(row.details.clone())
+            .bind(row.link.prev_hash.clone())
+            .bind(row.link.hash.clone());
     }
     query
 }
@@ -142,32 +177,36 @@ pub(super) const INSERT_ONE: &str = concat!(
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
 );
 
-/// Links `events` onto the chain whose head is (`seq`, `hash`): each row with its sequence
+/// Links `events` onto the chain whose head is (`seq`, `hash`): each with its sequence
 /// number, previous hash and hash, and its details as JSON text.
-pub(super) fn chain_rows(
+pub(super) fn chain_rows<'a>(
     mut seq: i64,
     hash: &str,
-    events: &[AuditEvent],
-    link: impl Fn(&str, i64, &AuditEvent) -> String,
-) -> Result<Vec<(AuditRow, String)>, StoreError> {
+    events: &'a [AuditEvent],
+    link: impl LinkFn,
+) -> Result<Vec<Linked<'a>>, StoreError> {
     let mut prev = hash.to_string();
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         seq += 1;
-        let hash = link(&prev, seq, event);
         let details = serde_json::to_string(&event.details)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        rows.push((
-            AuditRow {
+        let hash = link(&prev, seq, event, &details);
+        rows.push(Linked {
+            link: ChainLink {
                 seq,
-                event: event.clone(),
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,
             },
+            event,
             details,
-        ));
+        });
     }
     Ok(rows)
+}
+
+fn links(rows: Vec<Linked<'_>>) -> Vec<ChainLink> {
+    rows.into_iter().map(|row| row.link).collect()
 }
 
 impl Store {
@@ -182,8 +221,8 @@ impl Store {
     pub fn append_audit_blocking(
         &self,
         events: &[AuditEvent],
-        link: impl Fn(&str, i64, &AuditEvent) -> String,
-    ) -> Option<Result<Vec<AuditRow>, StoreError>> {
+        link: impl LinkFn,
+    ) -> Option<Result<Vec<ChainLink>, StoreError>> {
         self.sqlite_audit
             .as_ref()
             .map(|writer| writer.append(events, link))
@@ -195,9 +234,9 @@ impl Store {
         &self,
         events: Arc<[AuditEvent]>,
         link: L,
-    ) -> Result<Vec<AuditRow>, StoreError>
+    ) -> Result<Vec<ChainLink>, StoreError>
     where
-        L: Fn(&str, i64, &AuditEvent) -> String + Send + 'static,
+        L: LinkFn + Send + 'static,
     {
         if let Some(writer) = &self.sqlite_audit {
             let writer = writer.clone();
@@ -231,7 +270,7 @@ impl Store {
         rows
     }
 
-    fn remember_head(&self, rows: &[AuditRow]) {
+    fn remember_head(&self, rows: &[ChainLink]) {
         if let (Some(last), Ok(mut head)) = (rows.last(), self.audit_head.lock()) {
             *head = Some(ChainHead {
                 seq: last.seq,
@@ -254,10 +293,10 @@ impl Store {
         &self,
         head: &ChainHead,
         events: &[AuditEvent],
-        link: impl Fn(&str, i64, &AuditEvent) -> String,
-    ) -> Result<Option<Vec<AuditRow>>, StoreError> {
+        link: impl LinkFn,
+    ) -> Result<Option<Vec<ChainLink>>, StoreError> {
         let rows = chain_rows(head.seq, &head.hash, events, link)?;
-        let Some((last, _)) = rows.last() else {
+        let Some(last) = rows.last().map(|row| &row.link) else {
             return Ok(Some(Vec::new()));
         };
         let mut sql = String::from(
@@ -289,15 +328,15 @@ impl Store {
                 rows.len()
             )));
         }
-        Ok(Some(rows.into_iter().map(|(row, _)| row).collect()))
+        Ok(Some(links(rows)))
     }
 
     /// Appends inside a transaction that locks the chain head first.
     async fn append_audit_locked(
         &self,
         events: &[AuditEvent],
-        link: impl Fn(&str, i64, &AuditEvent) -> String,
-    ) -> Result<Vec<AuditRow>, StoreError> {
+        link: impl LinkFn,
+    ) -> Result<Vec<ChainLink>, StoreError> {
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Never wait indefinitely behind another holder of the chain head: fail, and let
@@ -317,7 +356,7 @@ impl Store {
             events,
             link,
         )?;
-        let Some((last, _)) = rows.last() else {
+        let Some(last) = rows.last().map(|row| &row.link) else {
             return Ok(Vec::new());
         };
         let (last_seq, last_hash) = (last.seq, last.hash.clone());
@@ -334,7 +373,7 @@ impl Store {
             .execute(&mut **tx.conn()?)
             .await?;
         tx.commit().await?;
-        Ok(rows.into_iter().map(|(row, _)| row).collect())
+        Ok(links(rows))
     }
 
     /// Events with `seq > after`, in order, at most `limit`.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::StoreError;
-use super::audit::{AuditRow, chain_rows};
+use super::audit::{ChainLink, LinkFn, chain_rows};
 use crate::audit::AuditEvent;
 
 /// A dedicated connection for appending audit events on SQLite.
@@ -62,8 +62,8 @@ impl SqliteAudit {
     pub(super) fn append(
         &self,
         events: &[AuditEvent],
-        link: impl Fn(&str, i64, &AuditEvent) -> String,
-    ) -> Result<Vec<AuditRow>, StoreError> {
+        link: impl LinkFn,
+    ) -> Result<Vec<ChainLink>, StoreError> {
         let mut guard = self
             .conn
             .lock()
@@ -97,8 +97,8 @@ impl SqliteAudit {
 fn append_on(
     conn: &mut Connection,
     events: &[AuditEvent],
-    link: impl Fn(&str, i64, &AuditEvent) -> String,
-) -> Result<Vec<AuditRow>, StoreError> {
+    link: impl LinkFn,
+) -> Result<Vec<ChainLink>, StoreError> {
     // IMMEDIATE: take the write lock before reading the head, so the head cannot move under us
     // (another process — an admin command — may append to the same file).
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -110,10 +110,10 @@ fn append_on(
     let rows = chain_rows(seq, &hash, events, link)?;
     {
         let mut insert = tx.prepare_cached(super::audit::INSERT_ONE)?;
-        for (row, details) in &rows {
-            let e = &row.event;
+        for row in &rows {
+            let e = row.event;
             insert.execute(params![
-                row.seq,
+                row.link.seq,
                 e.ts,
                 e.request_id,
                 e.kind.as_str(),
@@ -128,18 +128,18 @@ fn append_on(
                 e.latency_ms,
                 e.client_ip,
                 e.user_agent,
-                details,
-                row.prev_hash,
-                row.hash,
+                row.details,
+                row.link.prev_hash,
+                row.link.hash,
             ])?;
         }
     }
-    if let Some((last, _)) = rows.last() {
+    if let Some(last) = rows.last().map(|row| &row.link) {
         tx.prepare_cached("UPDATE audit_chain_head SET seq = ?1, hash = ?2 WHERE id = 1")?
             .execute(params![last.seq, last.hash])?;
     }
     tx.commit()?;
-    Ok(rows.into_iter().map(|(row, _)| row).collect())
+    Ok(rows.into_iter().map(|row| row.link).collect())
 }
 
 #[cfg(test)]
@@ -201,7 +201,7 @@ mod tests {
                 .map(|i| AuditEvent::new(EventKind::Request, format!("r{n}-{i}"), "x"))
                 .collect();
             writer
-                .append(&batch, |prev, seq, _| {
+                .append(&batch, |prev, seq, _, _| {
                     format!("{seq}:{}", &prev[..prev.len().min(8)])
                 })
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -232,7 +232,7 @@ mod tests {
         let rows = writer
             .append(
                 &[AuditEvent::new(EventKind::Request, "after", "x")],
-                |_, seq, _| seq.to_string(),
+                |_, seq, _, _| seq.to_string(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.first().map(|r| r.seq), Some(121));
@@ -281,7 +281,7 @@ mod tests {
         let mut largest = 0;
         for n in 0..6000 {
             writer
-                .append(&batch, |prev, seq, _| {
+                .append(&batch, |prev, seq, _, _| {
                     format!("{prev}{seq}").chars().rev().take(64).collect()
                 })
                 .unwrap_or_else(|e| panic!("batch {n}: {e}"));

@@ -24,7 +24,7 @@ use sqlx::{Any, AnyPool, Executor};
 
 use columns::Columns;
 
-pub use audit::{AuditRow, ChainHead};
+pub use audit::{AuditRow, ChainHead, ChainLink, LinkFn};
 pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
