@@ -489,6 +489,12 @@ mod tests {
                 let m = match_route(ROUTES, r.method, &path)
                     .unwrap_or_else(|| panic!("{} {path} matches nothing", r.method));
                 assert_eq!(
+                    crate::CATALOGUE.find(r.method, &path),
+                    Some(r),
+                    "the index finds {} {path} too",
+                    r.method
+                );
+                assert_eq!(
                     m.route, r,
                     "{} {path} matched {}",
                     r.method, m.route.pattern

@@ -10,4 +10,8 @@ pub mod client;
 pub mod route;
 
 pub use catalogue::ROUTES;
-pub use route::{Method, Route, RouteKind, RouteMatch, find_route, match_route};
+pub use route::{Method, Route, RouteIndex, RouteKind, RouteMatch, find_route, match_route};
+
+/// [`ROUTES`], indexed for the lookup every proxied request makes.
+pub static CATALOGUE: std::sync::LazyLock<RouteIndex> =
+    std::sync::LazyLock::new(|| RouteIndex::new(ROUTES));

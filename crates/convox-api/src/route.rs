@@ -1,5 +1,6 @@
 //! Route types and the matcher that maps a normalised request path onto the catalogue.
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// HTTP methods the rack API uses.
@@ -119,18 +120,16 @@ pub fn match_route(routes: &'static [Route], method: Method, path: &str) -> Opti
     Some(RouteMatch { route, params })
 }
 
-/// [`match_route`] without capturing parameters: it runs on every proxied request, so it
-/// allocates nothing.
+/// [`match_route`] without capturing parameters: it allocates nothing. The proxy uses
+/// [`RouteIndex::find`], which answers the same without walking the whole catalogue.
 pub fn find_route(routes: &'static [Route], method: Method, path: &str) -> Option<&'static Route> {
-    let mut best: Option<&'static Route> = None;
-    let first = first_segment(path);
-    for route in routes.iter().filter(|r| r.method == method) {
-        // Most of the catalogue differs in the first segment: one comparison rules it out
-        // before the pattern is walked segment by segment.
-        let head = first_segment(route.pattern);
-        if !head.starts_with('{') && head != first {
-            continue;
-        }
+    most_specific(routes.iter().filter(|r| r.method == method), path)
+}
+
+/// The most specific of `candidates` that matches `path`; the first of equals.
+fn most_specific<'r>(candidates: impl Iterator<Item = &'r Route>, path: &str) -> Option<&'r Route> {
+    let mut best: Option<&'r Route> = None;
+    for route in candidates {
         if !pattern_matches(route.pattern, path) {
             continue;
         }
@@ -147,13 +146,46 @@ pub fn find_route(routes: &'static [Route], method: Method, path: &str) -> Optio
     best
 }
 
-/// The first segment of a path or pattern (`/apps/x` → `apps`).
-fn first_segment(path: &str) -> &str {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    match rest.as_bytes().iter().position(|&b| b == b'/') {
-        Some(end) => &rest[..end],
-        None => rest,
+/// A catalogue arranged for lookup by method and number of path segments. It answers exactly
+/// as [`find_route`] does, but tries a handful of routes instead of every route of the method
+/// (most rack routes start `/apps/{app}/…`, so the first segment alone rules out little).
+#[derive(Debug)]
+pub struct RouteIndex {
+    /// (method, segment count) → the routes of that shape, in catalogue order.
+    fixed: HashMap<(Method, usize), Vec<&'static Route>>,
+    /// Routes ending in a rest-of-path parameter (`{key*}`), by method, in catalogue order.
+    open_ended: HashMap<Method, Vec<&'static Route>>,
+}
+
+impl RouteIndex {
+    /// Indexes `routes`.
+    pub fn new(routes: &'static [Route]) -> RouteIndex {
+        let mut fixed: HashMap<(Method, usize), Vec<&'static Route>> = HashMap::new();
+        let mut open_ended: HashMap<Method, Vec<&'static Route>> = HashMap::new();
+        for route in routes {
+            if route.pattern.ends_with("*}") {
+                open_ended.entry(route.method).or_default().push(route);
+            } else {
+                let key = (route.method, segment_count(route.pattern));
+                fixed.entry(key).or_default().push(route);
+            }
+        }
+        RouteIndex { fixed, open_ended }
     }
+
+    /// The route for `method` and a normalised `path`, as [`find_route`] finds it. A fixed
+    /// pattern never ties with an open-ended one (it ranks higher where the other's rest
+    /// begins), so trying the fixed ones first keeps "the first of equals" unchanged.
+    pub fn find(&self, method: Method, path: &str) -> Option<&'static Route> {
+        let fixed = self.fixed.get(&(method, segment_count(path)));
+        let open_ended = self.open_ended.get(&method);
+        let candidates = fixed.into_iter().chain(open_ended).flatten().copied();
+        most_specific(candidates, path)
+    }
+}
+
+fn segment_count(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
 }
 
 /// True when `path` matches `pattern` (the same rules as [`match_pattern`]).
@@ -289,6 +321,7 @@ mod tests {
             let expected = reference(crate::ROUTES, method, &path);
             proptest::prop_assert_eq!(find_route(crate::ROUTES, method, &path).map(|r| r.pattern), expected);
             proptest::prop_assert_eq!(match_route(crate::ROUTES, method, &path).map(|m| m.route.pattern), expected);
+            proptest::prop_assert_eq!(crate::CATALOGUE.find(method, &path).map(|r| r.pattern), expected);
         }
     }
 

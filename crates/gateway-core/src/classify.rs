@@ -1,6 +1,6 @@
 //! What a rack request is: the catalogue route it matches and the permission that guards it.
 
-use convox_api::{Method, ROUTES, Route, find_route};
+use convox_api::{CATALOGUE, Method, Route};
 
 use crate::rbac::unknown_route_permission;
 
@@ -18,7 +18,7 @@ pub struct Classified {
 /// not one the rack API uses at all.
 pub fn classify(method: &http::Method, decoded_path: &str) -> Option<Classified> {
     let m = Method::parse(method.as_str())?;
-    Some(match find_route(ROUTES, m, decoded_path) {
+    Some(match CATALOGUE.find(m, decoded_path) {
         Some(route) => Classified {
             permission: route.permission(),
             route: Some(route),
