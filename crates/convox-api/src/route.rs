@@ -1,6 +1,5 @@
 //! Route types and the matcher that maps a normalised request path onto the catalogue.
 
-use std::collections::HashMap;
 use std::fmt;
 
 /// HTTP methods the rack API uses.
@@ -23,6 +22,30 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in declaration order.
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Head,
+        Method::Options,
+    ];
+
+    /// The method's position in [`Method::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Method::Get => 0,
+            Method::Post => 1,
+            Method::Put => 2,
+            Method::Patch => 3,
+            Method::Delete => 4,
+            Method::Head => 5,
+            Method::Options => 6,
+        }
+    }
+
     /// Parses an HTTP method name (case-sensitive, as HTTP requires).
     pub fn parse(s: &str) -> Option<Method> {
         Some(match s {
@@ -151,23 +174,28 @@ fn most_specific<'r>(candidates: impl Iterator<Item = &'r Route>, path: &str) ->
 /// (most rack routes start `/apps/{app}/…`, so the first segment alone rules out little).
 #[derive(Debug)]
 pub struct RouteIndex {
-    /// (method, segment count) → the routes of that shape, in catalogue order.
-    fixed: HashMap<(Method, usize), Vec<&'static Route>>,
-    /// Routes ending in a rest-of-path parameter (`{key*}`), by method, in catalogue order.
-    open_ended: HashMap<Method, Vec<&'static Route>>,
+    /// `[method][segment count]` → the routes of that shape, in catalogue order.
+    fixed: Vec<Vec<Vec<&'static Route>>>,
+    /// `[method]` → routes ending in a rest-of-path parameter (`{key*}`), in catalogue order.
+    open_ended: Vec<Vec<&'static Route>>,
 }
 
 impl RouteIndex {
     /// Indexes `routes`.
     pub fn new(routes: &'static [Route]) -> RouteIndex {
-        let mut fixed: HashMap<(Method, usize), Vec<&'static Route>> = HashMap::new();
-        let mut open_ended: HashMap<Method, Vec<&'static Route>> = HashMap::new();
+        let mut fixed: Vec<Vec<Vec<&'static Route>>> = vec![Vec::new(); Method::ALL.len()];
+        let mut open_ended: Vec<Vec<&'static Route>> = vec![Vec::new(); Method::ALL.len()];
         for route in routes {
+            let by_method = route.method.index();
             if route.pattern.ends_with("*}") {
-                open_ended.entry(route.method).or_default().push(route);
+                open_ended[by_method].push(route);
             } else {
-                let key = (route.method, segment_count(route.pattern));
-                fixed.entry(key).or_default().push(route);
+                let shapes = &mut fixed[by_method];
+                let segments = segment_count(route.pattern);
+                if shapes.len() <= segments {
+                    shapes.resize(segments + 1, Vec::new());
+                }
+                shapes[segments].push(route);
             }
         }
         RouteIndex { fixed, open_ended }
@@ -177,8 +205,12 @@ impl RouteIndex {
     /// pattern never ties with an open-ended one (it ranks higher where the other's rest
     /// begins), so trying the fixed ones first keeps "the first of equals" unchanged.
     pub fn find(&self, method: Method, path: &str) -> Option<&'static Route> {
-        let fixed = self.fixed.get(&(method, segment_count(path)));
-        let open_ended = self.open_ended.get(&method);
+        let by_method = method.index();
+        let fixed = self
+            .fixed
+            .get(by_method)
+            .and_then(|shapes| shapes.get(segment_count(path)));
+        let open_ended = self.open_ended.get(by_method);
         let candidates = fixed.into_iter().chain(open_ended).flatten().copied();
         most_specific(candidates, path)
     }
@@ -322,6 +354,14 @@ mod tests {
             proptest::prop_assert_eq!(find_route(crate::ROUTES, method, &path).map(|r| r.pattern), expected);
             proptest::prop_assert_eq!(match_route(crate::ROUTES, method, &path).map(|m| m.route.pattern), expected);
             proptest::prop_assert_eq!(crate::CATALOGUE.find(method, &path).map(|r| r.pattern), expected);
+        }
+    }
+
+    #[test]
+    fn method_index_is_the_position_in_all() {
+        for (i, m) in Method::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i);
+            assert_eq!(Method::parse(m.as_str()), Some(*m));
         }
     }
 

@@ -25,6 +25,17 @@ const SECRET_WORDS: &[&str] = &[
     "cert",
 ];
 
+/// Bytes that start one of [`SECRET_WORDS`]: most positions in a name start none of them.
+const STARTS_A_WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < SECRET_WORDS.len() {
+        table[SECRET_WORDS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// Suffixes that name a reference to a secret rather than the secret (`token_id`, `key_name`).
 const REFERENCE_SUFFIXES: &[&str] = &["_id", "_name", "_at", "_count", "_type"];
 
@@ -37,9 +48,14 @@ pub fn is_secret_name(name: &str) -> bool {
     }) {
         return false;
     }
-    SECRET_WORDS.iter().any(|w| {
-        name.windows(w.len())
-            .any(|window| window.eq_ignore_ascii_case(w.as_bytes()))
+    // Most positions cannot start any of the words: one table look-up rules them out.
+    (0..name.len()).any(|i| {
+        let first = name[i].to_ascii_lowercase();
+        STARTS_A_WORD[usize::from(first)]
+            && SECRET_WORDS.iter().any(|w| {
+                name.get(i..i + w.len())
+                    .is_some_and(|candidate| candidate.eq_ignore_ascii_case(w.as_bytes()))
+            })
     })
 }
 

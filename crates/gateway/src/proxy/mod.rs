@@ -115,7 +115,11 @@ async fn proxy(
     let facts = RequestFacts {
         request_id: request_id.to_string(),
         started,
-        method: parts.method.as_str().chars().take(32).collect(),
+        // Methods are ASCII tokens, so a cut at 32 bytes is a cut at 32 characters.
+        method: {
+            let method = parts.method.as_str();
+            method.get(..32).unwrap_or(method).to_string()
+        },
         path: audited_path(match &query {
             Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
             None => shown_path,

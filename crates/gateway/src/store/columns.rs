@@ -53,17 +53,35 @@ impl Columns for rusqlite::Row<'_> {
 /// read its part of a join whose column names would otherwise clash (`id`, `created_at`).
 pub(super) struct Prefixed<'a, R: ?Sized>(pub &'a R, pub &'static str);
 
+impl<R: Columns + ?Sized> Prefixed<'_, R> {
+    /// Calls `read` with `{prefix}{name}`, built on the stack when it is short (as every column
+    /// name is): authentication reads a user's columns this way on every request.
+    fn with_name<T>(&self, name: &str, read: impl FnOnce(&str) -> T) -> T {
+        let (prefix, rest) = (self.1.as_bytes(), name.as_bytes());
+        let len = prefix.len() + rest.len();
+        let mut buf = [0u8; 64];
+        if let Some(full) = buf.get_mut(..len) {
+            full[..prefix.len()].copy_from_slice(prefix);
+            full[prefix.len()..].copy_from_slice(rest);
+            if let Ok(full) = std::str::from_utf8(full) {
+                return read(full);
+            }
+        }
+        read(&format!("{}{name}", self.1))
+    }
+}
+
 impl<R: Columns + ?Sized> Columns for Prefixed<'_, R> {
     fn int(&self, name: &str) -> Result<i64, StoreError> {
-        self.0.int(&format!("{}{name}", self.1))
+        self.with_name(name, |full| self.0.int(full))
     }
     fn opt_int(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        self.0.opt_int(&format!("{}{name}", self.1))
+        self.with_name(name, |full| self.0.opt_int(full))
     }
     fn text(&self, name: &str) -> Result<String, StoreError> {
-        self.0.text(&format!("{}{name}", self.1))
+        self.with_name(name, |full| self.0.text(full))
     }
     fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.0.opt_text(&format!("{}{name}", self.1))
+        self.with_name(name, |full| self.0.opt_text(full))
     }
 }

@@ -234,7 +234,7 @@ impl Store {
         &self,
         sql: &str,
         params: P,
-        map: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+        map: impl FnOnce(&dyn Columns) -> Result<T, StoreError>,
     ) -> Option<Result<Option<T>, StoreError>> {
         match self.sqlite_reads.as_ref()?.one(sql, params, map) {
             sqlite_reads::Inline::Done(found) => Some(found),
