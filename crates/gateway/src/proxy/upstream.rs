@@ -82,7 +82,47 @@ fn source_chain<'a>(
     std::iter::successors(Some(err), |e| e.source())
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Tls = hyper_rustls::HttpsConnector<HttpConnector>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connecting to the rack — TCP and the TLS handshake together — bounded by one deadline: a
+/// rack that accepts connections but never completes a handshake must not hold a request
+/// until the much longer read timeout.
+#[derive(Clone)]
+struct Connector {
+    inner: Tls,
+    limit: std::time::Duration,
+}
+
+impl tower::Service<http::Uri> for Connector {
+    type Response = <Tls as tower::Service<http::Uri>>::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the rack timed out",
+                )
+                .into()),
+            }
+        })
+    }
+}
 
 /// The rack, as the gateway reaches it.
 #[derive(Clone)]
@@ -119,12 +159,14 @@ impl Upstream {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(config.rack_connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let connector = Connector {
+            inner: hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls).clone())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(tcp),
+            limit: config.rack_connect_timeout,
+        };
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_timer(TokioTimer::new())

@@ -91,3 +91,36 @@ async fn pinned_certificate_and_private_ca() {
     assert_eq!(status(&gw, &viewer).await.0, 502);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A rack that accepts the connection but never answers the TLS handshake: the handshake is
+/// part of connecting, so the request ends after `RACK_CONNECT_TIMEOUT_SECS` with 504, not after
+/// the far longer read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_silent_in_the_handshake_times_out_as_a_connect() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    // The kernel completes TCP connections on a listening socket nobody accepts from.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = silent.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let admin = role_token(&db, "admin");
+    let gw = Gateway::start(
+        &db,
+        &format!("https://{addr}"),
+        &[
+            ("RACK_CONNECT_TIMEOUT_SECS", "1"),
+            ("RACK_READ_TIMEOUT_SECS", "60"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = status(&gw, &admin).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("rack_timeout"), "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
