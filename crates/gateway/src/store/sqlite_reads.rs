@@ -37,7 +37,8 @@ pub(super) struct SqliteReads {
 /// A thread's connection, and the column names of each statement it has run.
 struct Reader {
     conn: Connection,
-    /// (SQL, its result columns); a handful of statements run here.
+    /// (SQL, its result columns); a handful of statements run here, each naming its columns,
+    /// so a statement's columns never change under it.
     columns: Vec<(String, Arc<[String]>)>,
 }
 
