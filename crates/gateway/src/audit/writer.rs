@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{AuditEvent, ChainKey};
-use crate::store::{AuditRow, ChainLink, Store};
+use crate::store::{AuditRow, ChainLink, Generation, Store};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -32,11 +32,17 @@ pub enum AuditError {
     /// The writer has shut down.
     #[error("audit writer is shut down")]
     Closed,
+    /// Not recorded: the credentials that authorised the request changed after they were read
+    /// (see [`AuditLog::record_checked`]). Authorise it again from a fresh read.
+    #[error("the credentials changed since they were read")]
+    Stale,
 }
 
 enum Job {
     Event {
         event: Box<AuditEvent>,
+        /// The credential generation that authorised the request, when it must still hold.
+        read_at: Option<Generation>,
         ack: Option<oneshot::Sender<Result<i64, AuditError>>>,
     },
     Flush(oneshot::Sender<()>),
@@ -163,18 +169,42 @@ impl AuditLog {
         pending: Pending,
         event: AuditEvent,
     ) -> Result<i64, AuditError> {
+        self.record_checked(pending, event, None).await
+    }
+
+    /// [`AuditLog::record_pending`] for a request authorised from credentials read at
+    /// generation `read_at` (remembered from an earlier request): the event is committed only
+    /// if no credential has changed since, checked inside the commit's own transaction, so a
+    /// revocation, lock or role change committed before it always wins. Otherwise nothing is
+    /// written and the answer is [`AuditError::Stale`]. Only the SQLite writer can check; the
+    /// PostgreSQL writer answers `Stale` for every event that asks.
+    pub async fn record_checked(
+        &self,
+        pending: Pending,
+        event: AuditEvent,
+        read_at: Option<Generation>,
+    ) -> Result<i64, AuditError> {
         // No longer on the way before it is queued: the writer must never wait for an event
         // that is already in its batch.
         drop(pending);
-        self.record(event).await
+        self.send(event, read_at).await
     }
 
     /// Records `event` durably; returns its sequence number once committed.
     pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.send(event, None).await
+    }
+
+    async fn send(
+        &self,
+        event: AuditEvent,
+        read_at: Option<Generation>,
+    ) -> Result<i64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send_async(Job::Event {
                 event: Box::new(event),
+                read_at,
                 ack: Some(ack),
             })
             .await
@@ -266,6 +296,7 @@ impl Queues {
         let mut parts = split(batch);
         for event in self.deferred.take() {
             parts.events.push(event);
+            parts.read_at.push(None);
             parts.acks.push(None);
         }
         parts
@@ -285,18 +316,25 @@ impl Queues {
 /// once they are written.
 struct Split {
     events: Vec<AuditEvent>,
+    read_at: Vec<Option<Generation>>,
     acks: Vec<Option<oneshot::Sender<Result<i64, AuditError>>>>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
 fn split(batch: &mut Vec<Job>) -> Split {
     let mut events = Vec::with_capacity(batch.len());
+    let mut read_at = Vec::with_capacity(batch.len());
     let mut acks = Vec::with_capacity(batch.len());
     let mut flushes = Vec::new();
     for job in batch.drain(..) {
         match job {
-            Job::Event { event, ack } => {
+            Job::Event {
+                event,
+                read_at: at,
+                ack,
+            } => {
                 events.push(*event);
+                read_at.push(at);
                 acks.push(ack);
             }
             Job::Flush(done) => flushes.push(done),
@@ -305,6 +343,7 @@ fn split(batch: &mut Vec<Job>) -> Split {
     }
     Split {
         events,
+        read_at,
         acks,
         flushes,
     }
@@ -313,17 +352,23 @@ fn split(batch: &mut Vec<Job>) -> Split {
 /// Answers the waiting requests (first: the stdout copy is not what they wait for), hands the
 /// rows to the stdout sink, then answers the flushes.
 fn finish(
-    result: Result<Vec<AuditRow>, AuditError>,
+    result: Result<Vec<Option<AuditRow>>, AuditError>,
     acks: Vec<Option<oneshot::Sender<Result<i64, AuditError>>>>,
     flushes: Vec<oneshot::Sender<()>>,
     printer: Option<&Printer>,
 ) {
     match result {
-        Ok(rows) => {
-            for (ack, row) in acks.into_iter().zip(&rows) {
+        Ok(written) => {
+            let mut rows = Vec::with_capacity(written.len());
+            for (ack, row) in acks.into_iter().zip(written) {
+                let answer = match &row {
+                    Some(row) => Ok(row.seq),
+                    None => Err(AuditError::Stale),
+                };
                 if let Some(ack) = ack {
-                    let _ = ack.send(Ok(row.seq));
+                    let _ = ack.send(answer);
                 }
+                rows.extend(row);
             }
             if let Some(printer) = printer {
                 printer.print(rows);
@@ -368,7 +413,7 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
         }
         let parts = queues.gather(&mut batch);
         let wrote = !parts.events.is_empty();
-        let result = write_with_retry(&store, &key, parts.events).await;
+        let result = write_with_retry(&store, &key, parts.events, &parts.read_at).await;
         finish(result, parts.acks, parts.flushes, printer.as_ref());
         if closed {
             break;
@@ -406,7 +451,7 @@ fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
         }
         let parts = queues.gather(&mut batch);
         let wrote = !parts.events.is_empty();
-        let result = write_blocking_with_retry(store, key, parts.events);
+        let result = write_blocking_with_retry(store, key, parts.events, &parts.read_at);
         finish(result, parts.acks, parts.flushes, printer.as_ref());
         if closed {
             break;
@@ -497,15 +542,24 @@ impl Printer {
 
 /// One quick retry covers a transient lock or connection hiccup; after that the callers get
 /// the error (and their requests a 503).
+///
+/// This path cannot check credential generations, so an event that asks for the check is not
+/// written (`None`: its request is authorised again from a fresh read).
 async fn write_with_retry(
     store: &Store,
     key: &ChainKey,
     events: Vec<AuditEvent>,
-) -> Result<Vec<AuditRow>, AuditError> {
+    read_at: &[Option<Generation>],
+) -> Result<Vec<Option<AuditRow>>, AuditError> {
+    let unchecked = |i: usize| read_at.get(i).copied().flatten().is_none();
+    let events: Arc<[AuditEvent]> = events
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, e)| unchecked(i).then_some(e))
+        .collect();
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(read_at.iter().map(|_| None).collect());
     }
-    let events: Arc<[AuditEvent]> = events.into();
     let link = |key: ChainKey| {
         move |prev: &str, seq: i64, e: &AuditEvent, details: &str| {
             key.link_with(prev, seq, e, details)
@@ -523,7 +577,10 @@ async fn write_with_retry(
         }
     };
     // The events are shared with the store's call (which may retry): copied, not moved.
-    Ok(rows(links, events.iter().cloned()))
+    let mut rows = rows(links, events.iter().cloned()).into_iter();
+    Ok((0..read_at.len())
+        .map(|i| if unchecked(i) { rows.next() } else { None })
+        .collect())
 }
 
 /// [`write_with_retry`] on the writer's own thread (SQLite).
@@ -531,7 +588,8 @@ fn write_blocking_with_retry(
     store: &Store,
     key: &ChainKey,
     events: Vec<AuditEvent>,
-) -> Result<Vec<AuditRow>, AuditError> {
+    read_at: &[Option<Generation>],
+) -> Result<Vec<Option<AuditRow>>, AuditError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -539,7 +597,7 @@ fn write_blocking_with_retry(
         |prev: &str, seq: i64, e: &AuditEvent, details: &str| key.link_with(prev, seq, e, details);
     let attempt = || {
         store
-            .append_audit_blocking(&events, link)
+            .append_audit_blocking(&events, read_at, link)
             // Unreachable: `start` runs this thread only on SQLite; fail the batch, not panic.
             .unwrap_or_else(|| {
                 Err(crate::store::StoreError::Sqlite(
@@ -547,15 +605,20 @@ fn write_blocking_with_retry(
                 ))
             })
     };
-    let links = match attempt() {
-        Ok(links) => links,
+    let appended = match attempt() {
+        Ok(appended) => appended,
         Err(first) => {
             tracing::warn!(error = %first, "audit write failed, retrying once");
             std::thread::sleep(Duration::from_millis(50));
             attempt().map_err(|e| AuditError::Store(e.to_string()))?
         }
     };
-    Ok(rows(links, events))
+    Ok(appended
+        .links
+        .into_iter()
+        .zip(events)
+        .map(|(link, event)| link.map(|link| AuditRow::new(link, event)))
+        .collect())
 }
 
 /// The committed rows: each event at the place the store gave it.

@@ -1,10 +1,13 @@
 //! The [`Principal`] behind a request, and authentication of a presented token.
 
+use std::sync::Arc;
+
 use crate::secret_eq::secret_eq;
 
+use super::memory::{CredentialMemory, Remembered};
 use super::tokens::hash_token;
 use crate::rbac::{PermissionSet, Role};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Generation, Store, StoreError, TokenRow, UserRow, now_ms};
 
 /// What kind of caller this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +129,27 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// Where an authentication may take its answer from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Only from the database.
+    Fresh,
+    /// From credentials remembered from an earlier request when there are any (see
+    /// [`CredentialMemory`]); the caller must then record the request with
+    /// `AuditLog::record_checked` and [`Authenticated::read_at`].
+    Remembered,
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who is asking, and what they may do.
+    pub principal: Principal,
+    /// When the answer came from memory: the credential generation it was read at, which
+    /// must still be current when the request is recorded. `None` for a fresh read.
+    pub read_at: Option<Generation>,
+}
+
 /// Authenticates `token` against the store. Every lookup goes to the database, so a revoke,
 /// lock or role change takes effect on the next request on every instance.
 pub async fn authenticate(
@@ -133,16 +157,88 @@ pub async fn authenticate(
     sessions: &crate::config::SessionConfig,
     token: &str,
 ) -> Result<Principal, AuthError> {
-    if token.starts_with(super::sessions::SESSION_PREFIX) {
-        return super::sessions::authenticate_session(store, sessions, token).await;
-    }
+    let memory = CredentialMemory::new(false);
+    authenticate_with(store, &memory, sessions, token, Reads::Fresh)
+        .await
+        .map(|a| a.principal)
+}
+
+/// [`authenticate`], answering from `memory` when `reads` allows and it has the credentials,
+/// and remembering a fresh read's rows there. Only a yes ever comes from memory: remembered
+/// credentials that would now be refused (expired, idle) are read again.
+pub async fn authenticate_with(
+    store: &Store,
+    memory: &CredentialMemory,
+    sessions: &crate::config::SessionConfig,
+    token: &str,
+    reads: Reads,
+) -> Result<Authenticated, AuthError> {
     let hash = hash_token(token);
-    let (row, owner) = store
-        .token_with_owner(&hash)
-        .await?
-        .ok_or(AuthError::Unknown)?;
+    if reads == Reads::Remembered
+        && let Some((rows, generation)) = memory.recall(&hash)
+    {
+        match admit(store, sessions, &rows, &hash).await {
+            Ok(principal) => {
+                return Ok(Authenticated {
+                    principal,
+                    read_at: Some(generation),
+                });
+            }
+            Err(_) => memory.forget(&hash),
+        }
+    }
+    let (rows, generation) = if token.starts_with(super::sessions::SESSION_PREFIX) {
+        let (session, user, generation) = store
+            .session_with_user(&hash)
+            .await?
+            .ok_or(AuthError::Unknown)?;
+        (Remembered::Session(Arc::new((session, user))), generation)
+    } else {
+        let (row, owner, generation) = store
+            .token_with_owner(&hash)
+            .await?
+            .ok_or(AuthError::Unknown)?;
+        (Remembered::Token(Arc::new((row, owner))), generation)
+    };
+    let principal = admit(store, sessions, &rows, &hash).await?;
+    memory.remember(hash, rows, generation);
+    Ok(Authenticated {
+        principal,
+        read_at: None,
+    })
+}
+
+/// Checks credentials read for `hash` and records their use.
+async fn admit(
+    store: &Store,
+    sessions: &crate::config::SessionConfig,
+    rows: &Remembered,
+    hash: &str,
+) -> Result<Principal, AuthError> {
+    match rows {
+        Remembered::Token(rows) => {
+            let (row, owner) = &**rows;
+            let principal = token_principal(row, owner.as_ref(), hash)?;
+            if let Err(err) = store.touch_token(row.id, row.last_used_at).await {
+                tracing::warn!(error = %err, token_id = row.id, "could not record token use");
+            }
+            Ok(principal)
+        }
+        Remembered::Session(rows) => {
+            let (session, user) = &**rows;
+            super::sessions::admit_session(store, sessions, session, user, hash).await
+        }
+    }
+}
+
+/// The principal an API token row (and its owner's) stands for, or why it is refused.
+fn token_principal(
+    row: &TokenRow,
+    owner: Option<&UserRow>,
+    hash: &str,
+) -> Result<Principal, AuthError> {
     // The row was found by hash; compare again in constant time so equality never depends
-    // on a database index's comparison.
+    // on a database index's comparison (or on a memory's map).
     if !secret_eq(row.token_hash.as_bytes(), hash.as_bytes()) {
         return Err(AuthError::Unknown);
     }
@@ -158,7 +254,7 @@ pub async fn authenticate(
             if owner.locked {
                 return Err(AuthError::OwnerLocked);
             }
-            Some(owner.email)
+            Some(owner.email.clone())
         }
         None => None,
     };
@@ -177,13 +273,10 @@ pub async fn authenticate(
         ),
         (None, None) => (None, PermissionSet::default()),
     };
-    if let Err(err) = store.touch_token(row.id, row.last_used_at).await {
-        tracing::warn!(error = %err, token_id = row.id, "could not record token use");
-    }
     Ok(Principal {
         kind: PrincipalKind::ApiToken {
             id: row.id,
-            name: row.name,
+            name: row.name.clone(),
             owner_email,
         },
         role,

@@ -37,18 +37,16 @@ pub async fn issue_session(
     Ok((row, secret))
 }
 
-/// Checks a session token: known, not revoked, not idle too long, not past its lifetime, user
-/// not locked. The role comes from the user row now, so role changes apply at once.
-pub async fn authenticate_session(
+/// Checks a session read for `hash` (known, not revoked, not idle too long, not past its
+/// lifetime, user not locked) and records its use. The role comes from the user row, so role
+/// changes apply at once.
+pub(super) async fn admit_session(
     store: &Store,
     limits: &SessionConfig,
-    token: &str,
+    session: &SessionRow,
+    user: &UserRow,
+    hash: &str,
 ) -> Result<Principal, AuthError> {
-    let hash = hash_token(token);
-    let (session, user) = store
-        .session_with_user(&hash)
-        .await?
-        .ok_or(AuthError::Unknown)?;
     if !secret_eq(session.token_hash.as_bytes(), hash.as_bytes()) {
         return Err(AuthError::Unknown);
     }
@@ -57,6 +55,8 @@ pub async fn authenticate_session(
     }
     let now = now_ms();
     let idle = i64::try_from(limits.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+    // Remembered rows carry the `last_seen_at` of their read, never newer than the database's:
+    // the idle check can only be stricter for them, and a refusal is read again.
     if session.expires_at <= now || now.saturating_sub(session.last_seen_at) > idle {
         return Err(AuthError::SessionExpired);
     }
@@ -70,15 +70,15 @@ pub async fn authenticate_session(
     // Record use often enough that the idle timeout measures real idleness: every 30 s, or a
     // quarter of the idle timeout when that is shorter.
     let interval = (idle / 4).clamp(0, 30_000);
-    if let Err(err) = store.touch_session(&session, interval).await {
+    if let Err(err) = store.touch_session(session, interval).await {
         tracing::warn!(error = %err, session_id = session.id, "could not record session use");
     }
     Ok(Principal {
         kind: PrincipalKind::Session {
             user_id: user.id,
-            email: user.email,
+            email: user.email.clone(),
             session_id: session.id,
-            channel: session.channel,
+            channel: session.channel.clone(),
             expires_at: session.expires_at,
         },
         role: Some(role),

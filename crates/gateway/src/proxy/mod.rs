@@ -26,10 +26,12 @@ pub use upstream::{RackError, Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
 use crate::audit::{
-    AuditEvent, Decision, EventKind, Pending, audited_path, audited_user_agent, redact,
+    AuditError, AuditEvent, Decision, EventKind, Pending, audited_path, audited_user_agent, redact,
 };
 use crate::error::ApiError;
-use crate::identity::{AuthError, Principal, authenticate, extract_token};
+use crate::identity::{
+    AuthError, Authenticated, Principal, Reads, authenticate_with, extract_token,
+};
 use crate::rbac;
 use body::OutcomeGuard;
 
@@ -128,71 +130,79 @@ async fn proxy(
         peer_ip: peer.ip,
         user_agent: audited_user_agent(&parts.headers),
     };
-    let classified = normalised
-        .as_ref()
-        .ok()
-        .map(|p| classify(&parts.method, &p.decoded));
-    let action = match &classified {
-        Some(Ok(c)) => c.permission.clone(),
-        _ => "convox:unclassified".to_string(),
-    };
-
-    // Authenticate first: nothing about the route is revealed to an unknown caller.
-    let principal = match authenticate_request(state, &parts.headers).await {
-        Ok(p) => p,
-        Err(err) => {
-            let err = ApiError::Unauthenticated(err);
-            deny(state, pending, &facts, &action, None, &err).await;
-            return Err(err);
-        }
-    };
-    let normalised = match normalised {
-        Ok(n) => n,
-        Err(e) => {
-            let err = ApiError::BadRequest(e.to_string());
-            deny(state, pending, &facts, &action, Some(&principal), &err).await;
-            return Err(err);
-        }
-    };
-    let classified = match classified {
-        Some(Ok(c)) => c,
-        Some(Err(err)) => {
-            deny(state, pending, &facts, &action, Some(&principal), &err).await;
-            return Err(err);
-        }
-        // A normalised path is always classified above.
-        None => return Err(ApiError::Internal),
-    };
-    if let rbac::Decision::Deny { missing } =
-        rbac::decide(&principal.permissions, &classified.permission)
-    {
-        let err = ApiError::Forbidden {
-            permission: missing,
-            role: principal.role_name().to_string(),
-        };
-        deny(state, pending, &facts, &action, Some(&principal), &err).await;
-        return Err(err);
-    }
-
     let is_upgrade = parts
         .headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
 
-    // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
-    let mut event = facts.event(EventKind::Request, &action, Some(&principal));
-    event.rbac_decision = Decision::Allow;
-    event = event.with_details(json!({
-        "route": classified.route.map(|r| r.pattern),
-        "role": principal.role_name(),
-        "websocket": is_upgrade,
-        "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
-    }));
-    if let Err(err) = state.audit.record_pending(pending, event).await {
-        tracing::error!(request_id, error = %err, "refusing request: audit write failed");
-        return Err(ApiError::AuditUnavailable);
-    }
+    // Authenticate, decide and record; again from a fresh read when remembered credentials
+    // turn out to have changed (or would be refused: a refusal never rests on memory).
+    let mut pending = Some(pending);
+    let mut reads = if state.credentials.is_enabled() {
+        Reads::Remembered
+    } else {
+        Reads::Fresh
+    };
+    let (principal, normalised, classified) = loop {
+        let pending = pending.take().unwrap_or_else(|| state.audit.pending());
+        let classified = normalised
+            .as_ref()
+            .ok()
+            .map(|p| classify(&parts.method, &p.decoded));
+        let action = match &classified {
+            Some(Ok(c)) => c.permission.clone(),
+            _ => "convox:unclassified".to_string(),
+        };
+        // Authenticate first: nothing about the route is revealed to an unknown caller.
+        let Authenticated { principal, read_at } =
+            match authenticate_request(state, &parts.headers, reads).await {
+                Ok(a) => a,
+                Err(err) => {
+                    let err = ApiError::Unauthenticated(err);
+                    deny(state, pending, &facts, &action, None, &err).await;
+                    return Err(err);
+                }
+            };
+        let verdict = judge(&principal, &normalised, classified);
+        if verdict.is_err() && read_at.is_some() {
+            reads = Reads::Fresh;
+            continue;
+        }
+        let classified = match verdict {
+            Ok(c) => c,
+            Err(err) => {
+                deny(state, pending, &facts, &action, Some(&principal), &err).await;
+                return Err(err);
+            }
+        };
+        // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
+        let mut event = facts.event(EventKind::Request, &action, Some(&principal));
+        event.rbac_decision = Decision::Allow;
+        event = event.with_details(json!({
+            "route": classified.route.map(|r| r.pattern),
+            "role": principal.role_name(),
+            "websocket": is_upgrade,
+            "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
+        }));
+        match state.audit.record_checked(pending, event, read_at).await {
+            Ok(_) => {}
+            Err(AuditError::Stale) if read_at.is_some() => {
+                reads = Reads::Fresh;
+                continue;
+            }
+            Err(err) => {
+                tracing::error!(request_id, error = %err, "refusing request: audit write failed");
+                return Err(ApiError::AuditUnavailable);
+            }
+        }
+        match normalised {
+            Ok(normalised) => break (principal, normalised, classified),
+            // A classified route has a normalised path.
+            Err(_) => return Err(ApiError::Internal),
+        }
+    };
+    let action = classified.permission.clone();
 
     let outcome = OutcomeGuard::new(
         state.audit.clone(),
@@ -215,9 +225,43 @@ async fn proxy(
 async fn authenticate_request(
     state: &AppState,
     headers: &http::HeaderMap,
-) -> Result<Principal, AuthError> {
+    reads: Reads,
+) -> Result<Authenticated, AuthError> {
     let token = extract_token(headers)?.ok_or(AuthError::Missing)?;
-    authenticate(&state.store, &state.config.sessions, &token).await
+    authenticate_with(
+        &state.store,
+        &state.credentials,
+        &state.config.sessions,
+        &token,
+        reads,
+    )
+    .await
+}
+
+/// Whether `principal` may make this request: a usable path, a known route, the permission.
+fn judge(
+    principal: &Principal,
+    normalised: &Result<NormalisedPath, PathError>,
+    classified: Option<Result<Classified, ApiError>>,
+) -> Result<Classified, ApiError> {
+    if let Err(e) = normalised {
+        return Err(ApiError::BadRequest(e.to_string()));
+    }
+    let classified = match classified {
+        Some(Ok(c)) => c,
+        Some(Err(err)) => return Err(err),
+        // A normalised path is always classified.
+        None => return Err(ApiError::Internal),
+    };
+    if let rbac::Decision::Deny { missing } =
+        rbac::decide(&principal.permissions, &classified.permission)
+    {
+        return Err(ApiError::Forbidden {
+            permission: missing,
+            role: principal.role_name().to_string(),
+        });
+    }
+    Ok(classified)
 }
 
 /// Records a refusal. Nothing is forwarded either way, so a failed write is logged, not fatal.

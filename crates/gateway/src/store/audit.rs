@@ -6,7 +6,7 @@ use sqlx::Executor;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Generation, Store, StoreError};
 use crate::audit::AuditEvent;
 
 /// One stored audit event with its place in the hash chain.
@@ -44,6 +44,16 @@ pub struct ChainLink {
     pub prev_hash: String,
     /// Hex HMAC-SHA256 linking this event to the previous one.
     pub hash: String,
+}
+
+/// What a checked append did (SQLite's audit writer, see [`Store::append_audit_blocking`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// One entry per event, in order: where it landed, or `None` when it was not appended
+    /// because the credentials that authorised it have changed since they were read.
+    pub links: Vec<Option<ChainLink>>,
+    /// The credential generation inside the transaction.
+    pub generation: Generation,
 }
 
 /// Computes an event's hash: `link(prev_hash, seq, event, details_json)`.
@@ -182,11 +192,12 @@ pub(super) const INSERT_ONE: &str = concat!(
 pub(super) fn chain_rows<'a>(
     mut seq: i64,
     hash: &str,
-    events: &'a [AuditEvent],
+    events: impl IntoIterator<Item = &'a AuditEvent>,
     link: impl LinkFn,
 ) -> Result<Vec<Linked<'a>>, StoreError> {
+    let events = events.into_iter();
     let mut prev = hash.to_string();
-    let mut rows = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.size_hint().0);
     for event in events {
         seq += 1;
         let details = serde_json::to_string(&event.details)
@@ -218,14 +229,21 @@ impl Store {
 
     /// Appends `events` on the calling thread, blocking it until the commit (SQLite only:
     /// `None` on PostgreSQL, whose driver is async). For the audit writer's own thread.
+    ///
+    /// `read_at[i]`, when given, is the credential [`Generation`] at which the request that
+    /// `events[i]` records was authorised. Inside the write transaction (which credential
+    /// changes wait for) such an event is appended only if that generation is still the
+    /// current one; otherwise its entry in [`Appended::links`] is `None` and nothing of it is
+    /// written. Events without one are always appended.
     pub fn append_audit_blocking(
         &self,
         events: &[AuditEvent],
+        read_at: &[Option<Generation>],
         link: impl LinkFn,
-    ) -> Option<Result<Vec<ChainLink>, StoreError>> {
+    ) -> Option<Result<Appended, StoreError>> {
         self.sqlite_audit
             .as_ref()
-            .map(|writer| writer.append(events, link))
+            .map(|writer| writer.append(events, read_at, link))
     }
 
     /// Appends `events` to the chain in one transaction. `link(prev_hash, seq, event)` computes
@@ -240,9 +258,11 @@ impl Store {
     {
         if let Some(writer) = &self.sqlite_audit {
             let writer = writer.clone();
-            return tokio::task::spawn_blocking(move || writer.append(&events, link))
+            let appended = tokio::task::spawn_blocking(move || writer.append(&events, &[], link))
                 .await
-                .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))?;
+                .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))??;
+            // Nothing was checked, so every event was appended.
+            return Ok(appended.links.into_iter().flatten().collect());
         }
         if self.backend == Backend::Postgres {
             // Optimistic first: one statement, one round trip, when this instance's idea of the

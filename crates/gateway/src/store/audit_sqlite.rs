@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::StoreError;
-use super::audit::{ChainLink, LinkFn, chain_rows};
+use super::audit::{Appended, LinkFn, chain_rows};
+use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
 
 /// A dedicated connection for appending audit events on SQLite.
@@ -59,11 +59,14 @@ impl SqliteAudit {
     }
 
     /// Appends `events` in one transaction; blocking, so call it off the async workers.
+    /// `read_at[i]`, when present, is the credential generation that authorised `events[i]`:
+    /// that event is appended only if the generation is still current (see [`Appended`]).
     pub(super) fn append(
         &self,
         events: &[AuditEvent],
+        read_at: &[Option<Generation>],
         link: impl LinkFn,
-    ) -> Result<Vec<ChainLink>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let mut guard = self
             .conn
             .lock()
@@ -85,7 +88,7 @@ impl SqliteAudit {
                 tracing::warn!(error = %e, "WAL checkpoint by the audit writer failed");
             }
         }
-        let result = append_on(conn, events, link);
+        let result = append_on(conn, events, read_at, link);
         if result.is_err() {
             // Start from a fresh connection next time rather than trust this one's state.
             *guard = None;
@@ -97,17 +100,36 @@ impl SqliteAudit {
 fn append_on(
     conn: &mut Connection,
     events: &[AuditEvent],
+    read_at: &[Option<Generation>],
     link: impl LinkFn,
-) -> Result<Vec<ChainLink>, StoreError> {
+) -> Result<Appended, StoreError> {
     // IMMEDIATE: take the write lock before reading the head, so the head cannot move under us
-    // (another process — an admin command — may append to the same file).
+    // (another process — an admin command — may append to the same file). Credentials cannot
+    // change either until this commits, so the generation read here holds for the whole batch.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Statements are prepared once per connection and reused: parsing SQL showed up in
     // profiles of single-request batches.
-    let (seq, hash): (i64, String) = tx
-        .prepare_cached("SELECT seq, hash FROM audit_chain_head WHERE id = 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let rows = chain_rows(seq, &hash, events, link)?;
+    let (seq, hash, generation): (i64, String, i64) = tx
+        .prepare_cached(
+            "SELECT h.seq, h.hash, g.n FROM audit_chain_head h, credential_generation g \
+             WHERE h.id = 1 AND g.id = 1",
+        )?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let generation = Generation(generation);
+    let current: Vec<bool> = (0..events.len())
+        .map(|i| {
+            read_at
+                .get(i)
+                .copied()
+                .flatten()
+                .is_none_or(|g| g == generation)
+        })
+        .collect();
+    let admitted = events
+        .iter()
+        .zip(&current)
+        .filter_map(|(event, &ok)| ok.then_some(event));
+    let rows = chain_rows(seq, &hash, admitted, link)?;
     {
         let mut insert = tx.prepare_cached(super::audit::INSERT_ONE)?;
         for row in &rows {
@@ -139,7 +161,14 @@ fn append_on(
             .execute(params![last.seq, last.hash])?;
     }
     tx.commit()?;
-    Ok(rows.into_iter().map(|row| row.link).collect())
+    let mut links = rows.into_iter().map(|row| row.link);
+    Ok(Appended {
+        links: current
+            .into_iter()
+            .map(|ok| if ok { links.next() } else { None })
+            .collect(),
+        generation,
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +185,7 @@ mod tests {
         include_str!("../../migrations/sqlite/0003_drop_unused_audit_indexes.sql"),
         include_str!("../../migrations/sqlite/0004_login_attempt_limits.sql"),
         include_str!("../../migrations/sqlite/0005_audit_seq_is_the_rowid.sql"),
+        include_str!("../../migrations/sqlite/0006_credential_generation.sql"),
     ];
 
     fn migrate(conn: &Connection, migrations: &[&str]) {
@@ -195,19 +225,28 @@ mod tests {
     fn rebuilding_the_audit_table_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (db, conn) = database(&dir, &MIGRATIONS[..4]);
+        // Today's writer also reads the credential generation (a later migration); lend the
+        // old schema that table while it writes the rows the rebuild must keep.
+        conn.execute_batch(
+            "CREATE TABLE credential_generation (id INTEGER PRIMARY KEY, n INTEGER NOT NULL); \
+             INSERT INTO credential_generation VALUES (1, 0);",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let writer = SqliteAudit::new(&db);
         for n in 0..40 {
             let batch: Vec<AuditEvent> = (0..3)
                 .map(|i| AuditEvent::new(EventKind::Request, format!("r{n}-{i}"), "x"))
                 .collect();
             writer
-                .append(&batch, |prev, seq, _, _| {
+                .append(&batch, &[], |prev, seq, _, _| {
                     format!("{seq}:{}", &prev[..prev.len().min(8)])
                 })
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let before = all_rows(&conn);
         assert_eq!(before.len(), 120);
+        conn.execute_batch("DROP TABLE credential_generation")
+            .unwrap_or_else(|e| panic!("{e}"));
 
         migrate(&conn, &MIGRATIONS[4..]);
         assert_eq!(all_rows(&conn), before);
@@ -232,10 +271,14 @@ mod tests {
         let rows = writer
             .append(
                 &[AuditEvent::new(EventKind::Request, "after", "x")],
+                &[],
                 |_, seq, _, _| seq.to_string(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows.first().map(|r| r.seq), Some(121));
+        assert_eq!(
+            rows.links.first().and_then(|r| r.as_ref()).map(|r| r.seq),
+            Some(121)
+        );
     }
 
     fn wal_size(db: &Path) -> u64 {
@@ -281,7 +324,7 @@ mod tests {
         let mut largest = 0;
         for n in 0..6000 {
             writer
-                .append(&batch, |prev, seq, _, _| {
+                .append(&batch, &[], |prev, seq, _, _| {
                     format!("{prev}{seq}").chars().rev().take(64).collect()
                 })
                 .unwrap_or_else(|e| panic!("batch {n}: {e}"));

@@ -24,7 +24,7 @@ use sqlx::{Any, AnyPool, Executor};
 
 use columns::Columns;
 
-pub use audit::{AuditRow, ChainHead, ChainLink, LinkFn};
+pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
 pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
@@ -37,6 +37,13 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NO
 
 /// How often SQLite's write-ahead log is checkpointed (see [`Store::spawn_checkpointer`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// The credential generation: a counter in the database that triggers move with every change
+/// to a token, session or user that can alter an authentication's answer (migration
+/// `0006_credential_generation.sql`). Credentials read at one generation are still what the
+/// database says while the counter has not moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Generation(pub i64);
 
 /// Which database the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

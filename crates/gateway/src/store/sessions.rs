@@ -5,7 +5,7 @@ use super::users::{UserRow, from_row as user_from_row};
 use sqlx::Row;
 
 use super::touches::Touched;
-use super::{Key, Store, StoreError, now_ms};
+use super::{Generation, Key, Store, StoreError, now_ms};
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -94,21 +94,27 @@ impl Store {
         from_row(&row)
     }
 
-    /// The session with this token hash and its user, read in one statement (one round trip,
-    /// one consistent snapshot). `None` when either is missing.
+    /// The session with this token hash and its user, with the credential generation they were
+    /// read at, in one statement (one round trip, one consistent snapshot). `None` when either
+    /// is missing.
     pub async fn session_with_user(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(SessionRow, UserRow)>, StoreError> {
+    ) -> Result<Option<(SessionRow, UserRow, Generation)>, StoreError> {
         const SQL: &str = "SELECT s.id AS id, s.token_hash AS token_hash, s.user_id AS user_id, \
              s.channel AS channel, s.user_agent AS user_agent, s.ip AS ip, \
              s.created_at AS created_at, s.last_seen_at AS last_seen_at, \
              s.expires_at AS expires_at, s.revoked_at AS revoked_at, \
              u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
-             u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at \
+             u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at, \
+             (SELECT n FROM credential_generation WHERE id = 1) AS generation \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
         self.read_one(SQL, Key::Text(token_hash), |row| {
-            Ok((from_row(row)?, user_from_row(&Prefixed(row, "u_"))?))
+            Ok((
+                from_row(row)?,
+                user_from_row(&Prefixed(row, "u_"))?,
+                Generation(row.int("generation")?),
+            ))
         })
         .await
     }

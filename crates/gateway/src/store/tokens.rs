@@ -4,7 +4,7 @@ use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
-use super::{Key, Store, StoreError, now_ms};
+use super::{Generation, Key, Store, StoreError, now_ms};
 
 /// An API token as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -110,19 +110,21 @@ impl Store {
         from_row(&row)
     }
 
-    /// The token with this secret hash and, when it acts for a user, that user: one statement
-    /// (one round trip, one consistent snapshot). The owner is `None` for a token without one,
-    /// and also when its owner row is gone (the caller refuses such a token).
+    /// The token with this secret hash and, when it acts for a user, that user, with the
+    /// credential generation they were read at: one statement (one round trip, one consistent
+    /// snapshot). The owner is `None` for a token without one, and also when its owner row is
+    /// gone (the caller refuses such a token).
     pub async fn token_with_owner(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(TokenRow, Option<UserRow>)>, StoreError> {
+    ) -> Result<Option<(TokenRow, Option<UserRow>, Generation)>, StoreError> {
         const SQL: &str = "SELECT t.id AS id, t.name AS name, t.token_hash AS token_hash, \
              t.role AS role, t.permissions AS permissions, t.owner_user_id AS owner_user_id, \
              t.created_by AS created_by, t.created_at AS created_at, t.expires_at AS expires_at, \
              t.last_used_at AS last_used_at, t.revoked_at AS revoked_at, \
              u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
-             u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at \
+             u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at, \
+             (SELECT n FROM credential_generation WHERE id = 1) AS generation \
              FROM api_tokens t LEFT JOIN users u ON u.id = t.owner_user_id \
              WHERE t.token_hash = $1";
         self.read_one(SQL, Key::Text(token_hash), |row| {
@@ -130,7 +132,7 @@ impl Store {
                 Some(_) => Some(user_from_row(&Prefixed(row, "u_"))?),
                 None => None,
             };
-            Ok((from_row(row)?, owner))
+            Ok((from_row(row)?, owner, Generation(row.int("generation")?)))
         })
         .await
     }

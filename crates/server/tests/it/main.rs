@@ -7,6 +7,7 @@ mod upstream;
 mod admin;
 mod audit;
 mod browser;
+mod credentials;
 mod dev;
 mod faults;
 mod hostile;

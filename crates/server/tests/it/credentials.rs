@@ -1,0 +1,240 @@
+//! Remembered credentials (SQLite) never outlive a change: the credential generation moves
+//! with every change that can alter an authentication, and a request answered from memory is
+//! recorded (and forwarded) only if it has not moved.
+
+use reqwest::Method;
+use sqlx::{Connection, Executor, Row};
+
+use crate::both_backends;
+use crate::kit::{Backend, Db, Gateway, admin, client, request_id, store};
+use crate::upstream::TestRack;
+
+const RESTART: &str = "/apps/web/services/web/restart";
+
+/// The database's credential generation, read on a connection of its own.
+async fn generation(db: &Db) -> i64 {
+    let sql = "SELECT n FROM credential_generation WHERE id = 1";
+    match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let row = conn.fetch_one(sql).await.unwrap_or_else(|e| panic!("{e}"));
+            row.try_get(0).unwrap_or_else(|e| panic!("{e}"))
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let row = conn.fetch_one(sql).await.unwrap_or_else(|e| panic!("{e}"));
+            row.try_get(0).unwrap_or_else(|e| panic!("{e}"))
+        }
+    }
+}
+
+/// Runs `sql` on a connection of its own.
+async fn execute(db: &Db, sql: &str) {
+    let done = match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn.execute(sqlx::AssertSqlSafe(sql.to_string()))
+                .await
+                .map(|_| ())
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            conn.execute(sqlx::AssertSqlSafe(sql.to_string()))
+                .await
+                .map(|_| ())
+        }
+    };
+    done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The columns of `table`, from the database's own catalogue.
+async fn columns(db: &Db, table: &str) -> Vec<String> {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let rows = conn
+                .fetch_all(sqlx::AssertSqlSafe(format!(
+                    "SELECT name FROM pragma_table_info('{table}')"
+                )))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            rows.iter().filter_map(|r| r.try_get(0).ok()).collect()
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let rows = conn
+                .fetch_all(sqlx::AssertSqlSafe(format!(
+                    "SELECT column_name::text FROM information_schema.columns \
+                     WHERE table_name = '{table}' ORDER BY ordinal_position"
+                )))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            rows.iter().filter_map(|r| r.try_get(0).ok()).collect()
+        }
+    }
+}
+
+// Every column of the credential tables moves the generation when updated, except the "last
+// used" times that requests write themselves; deleting a row moves it too. Enumerated from
+// the schema, so a column added later without its trigger fails here.
+both_backends!(
+    every_credential_change_moves_the_generation,
+    |db| async move {
+        let st = store(&db).await;
+        st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let user = st
+            .create_user("gen@example.com", "Gen", "viewer")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (session, _) = gateway::identity::sessions::issue_session(
+            &st,
+            &Default::default(),
+            &user,
+            "cli",
+            None,
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let _token = crate::kit::token(&db, "gen", &["--role", "viewer"]);
+        let touched = [
+            ("api_tokens", "last_used_at"),
+            ("users", "last_seen_at"),
+            ("sessions", "last_seen_at"),
+        ];
+        for (table, touch) in touched {
+            let cols = columns(&db, table).await;
+            assert!(cols.len() > 5, "{table}: {cols:?}");
+            for col in cols {
+                let before = generation(&db).await;
+                execute(&db, &format!("UPDATE {table} SET {col} = {col}")).await;
+                let after = generation(&db).await;
+                if col == touch {
+                    assert_eq!(after, before, "{table}.{col} is written by requests");
+                } else {
+                    assert!(after > before, "{table}.{col} changed without moving it");
+                }
+            }
+        }
+        let before = generation(&db).await;
+        execute(
+            &db,
+            &format!("DELETE FROM sessions WHERE id = {}", session.id),
+        )
+        .await;
+        assert!(generation(&db).await > before, "a deleted session");
+        let before = generation(&db).await;
+        execute(&db, "DELETE FROM api_tokens WHERE name = 'gen'").await;
+        assert!(generation(&db).await > before, "a deleted token");
+        let before = generation(&db).await;
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "new@example.com", "--role", "viewer"],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(
+            generation(&db).await,
+            before,
+            "a new user changes no answer"
+        );
+    }
+);
+
+// A session used once (and so remembered) keeps following its user: a role raised is allowed
+// at once (a refusal is never taken from memory), a role lowered is refused at once and the
+// refused request never reaches the rack nor leaves an "allow" event, and a lock applies to
+// the next request.
+both_backends!(a_remembered_session_follows_its_user, |db| async move {
+    let rack = TestRack::start().await;
+    let st = store(&db).await;
+    st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let user = st
+        .create_user("mem@example.com", "Mem", "viewer")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, secret) = gateway::identity::sessions::issue_session(
+        &st,
+        &Default::default(),
+        &user,
+        "cli",
+        None,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let send = |method: Method, path: &str| {
+        c.request(method, gw.proxy(path))
+            .bearer_auth(&secret)
+            .send()
+    };
+    let status = |r: Result<reqwest::Response, reqwest::Error>| {
+        r.map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let restarts = || {
+        rack.seen()
+            .iter()
+            .filter(|s| s.path.ends_with("/restart"))
+            .count()
+    };
+
+    for _ in 0..3 {
+        assert_eq!(status(send(Method::GET, "/apps").await), 200);
+    }
+    assert_eq!(status(send(Method::POST, RESTART).await), 403, "viewer");
+    let (ok, _, err) = admin(&db, &["users", "set-role", "mem@example.com", "ops"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        status(send(Method::POST, RESTART).await),
+        200,
+        "raised to ops"
+    );
+    assert_eq!(restarts(), 1);
+    // Remembered as ops now.
+    assert_eq!(status(send(Method::POST, RESTART).await), 200);
+    assert_eq!(restarts(), 2);
+
+    let (ok, _, err) = admin(&db, &["users", "set-role", "mem@example.com", "viewer"]);
+    assert!(ok, "{err}");
+    let resp = send(Method::POST, RESTART)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403, "lowered to viewer");
+    assert_eq!(restarts(), 2, "the refused restart reached the rack");
+    let refused = request_id(&resp);
+    let events = st
+        .audit_by_request(&refused)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let decisions: Vec<&str> = events
+        .iter()
+        .map(|r| r.event.rbac_decision.as_str())
+        .collect();
+    assert_eq!(
+        decisions,
+        ["deny"],
+        "one refusal, nothing allowed: {events:?}"
+    );
+
+    assert_eq!(status(send(Method::GET, "/apps").await), 200);
+    let (ok, _, err) = admin(&db, &["users", "lock", "mem@example.com"]);
+    assert!(ok, "{err}");
+    assert_eq!(status(send(Method::GET, "/apps").await), 401, "locked");
+    let (ok, _, err) = admin(&db, &["users", "unlock", "mem@example.com"]);
+    assert!(ok, "{err}");
+    assert_eq!(status(send(Method::GET, "/apps").await), 200, "unlocked");
+});
