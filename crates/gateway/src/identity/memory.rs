@@ -117,6 +117,11 @@ impl CredentialMemory {
 
     /// Forgets what was remembered under `hash` (its answer turned out stale).
     pub(super) fn forget(&self, hash: &str) {
+        // Refused callers (unknown tokens among them) usually have nothing here: look first,
+        // so that they do not take the write lock.
+        if !self.enabled || self.entries.read().is_ok_and(|e| !e.contains_key(hash)) {
+            return;
+        }
         if let Ok(mut entries) = self.entries.write() {
             entries.remove(hash);
         }

@@ -187,25 +187,44 @@ pub async fn authenticate_with(
             Err(_) => memory.forget(&hash),
         }
     }
+    match read_fresh(store, sessions, token, &hash).await {
+        Ok((principal, rows, generation)) => {
+            memory.remember(hash, rows, generation);
+            Ok(Authenticated {
+                principal,
+                read_at: None,
+            })
+        }
+        Err(err) => {
+            // Whatever was remembered is no longer a yes.
+            memory.forget(&hash);
+            Err(err)
+        }
+    }
+}
+
+/// Reads the credentials for `hash` from the database and checks them.
+async fn read_fresh(
+    store: &Store,
+    sessions: &crate::config::SessionConfig,
+    token: &str,
+    hash: &str,
+) -> Result<(Principal, Remembered, Generation), AuthError> {
     let (rows, generation) = if token.starts_with(super::sessions::SESSION_PREFIX) {
         let (session, user, generation) = store
-            .session_with_user(&hash)
+            .session_with_user(hash)
             .await?
             .ok_or(AuthError::Unknown)?;
         (Remembered::Session(Arc::new((session, user))), generation)
     } else {
         let (row, owner, generation) = store
-            .token_with_owner(&hash)
+            .token_with_owner(hash)
             .await?
             .ok_or(AuthError::Unknown)?;
         (Remembered::Token(Arc::new((row, owner))), generation)
     };
-    let principal = admit(store, sessions, &rows, &hash).await?;
-    memory.remember(hash, rows, generation);
-    Ok(Authenticated {
-        principal,
-        read_at: None,
-    })
+    let principal = admit(store, sessions, &rows, hash).await?;
+    Ok((principal, rows, generation))
 }
 
 /// Checks credentials read for `hash` and records their use.

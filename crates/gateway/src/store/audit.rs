@@ -52,8 +52,6 @@ pub struct Appended {
     /// One entry per event, in order: where it landed, or `None` when it was not appended
     /// because the credentials that authorised it have changed since they were read.
     pub links: Vec<Option<ChainLink>>,
-    /// The credential generation inside the transaction.
-    pub generation: Generation,
 }
 
 /// Computes an event's hash: `link(prev_hash, seq, event, details_json)`.

@@ -167,7 +167,6 @@ fn append_on(
             .into_iter()
             .map(|ok| if ok { links.next() } else { None })
             .collect(),
-        generation,
     })
 }
 
@@ -279,6 +278,58 @@ mod tests {
             rows.links.first().and_then(|r| r.as_ref()).map(|r| r.seq),
             Some(121)
         );
+    }
+
+    /// An event authorised at an old credential generation is left out of the batch (and the
+    /// chain); the others, checked or not, are appended in order.
+    #[test]
+    fn events_read_at_a_stale_generation_are_not_appended() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (db, conn) = database(&dir, MIGRATIONS);
+        let writer = SqliteAudit::new(&db);
+        let batch: Vec<AuditEvent> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| AuditEvent::new(EventKind::Request, *id, "x"))
+            .collect();
+        let link = |_: &str, seq: i64, _: &AuditEvent, _: &str| seq.to_string();
+        // Credentials change (a token revoked): the counter moves from 0 to 1.
+        conn.execute_batch(
+            "INSERT INTO api_tokens (name, token_hash, created_by, created_at) \
+             VALUES ('t', 'h', 'test', 0); UPDATE api_tokens SET revoked_at = 1;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let appended = writer
+            .append(
+                &batch,
+                &[
+                    Some(Generation(0)),
+                    None,
+                    Some(Generation(1)),
+                    Some(Generation(0)),
+                ],
+                link,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let seqs: Vec<Option<i64>> = appended
+            .links
+            .iter()
+            .map(|l| l.as_ref().map(|l| l.seq))
+            .collect();
+        assert_eq!(seqs, [None, Some(1), Some(2), None]);
+        let ids: Vec<String> = conn
+            .prepare("SELECT request_id FROM audit_events ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ids, ["b", "c"]);
+        // Nothing checked, nothing left out; an empty outcome moves nothing.
+        let all = writer
+            .append(&batch[..1], &[Some(Generation(0))], link)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.links, [None]);
+        let head: i64 = conn
+            .query_row("SELECT seq FROM audit_chain_head", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(head, 2);
     }
 
     fn wal_size(db: &Path) -> u64 {
