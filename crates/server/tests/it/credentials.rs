@@ -11,79 +11,73 @@ use crate::upstream::TestRack;
 
 const RESTART: &str = "/apps/web/services/web/restart";
 
-/// The database's credential generation, read on a connection of its own.
-async fn generation(db: &Db) -> i64 {
-    let sql = "SELECT n FROM credential_generation WHERE id = 1";
-    match db.backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let row = conn.fetch_one(sql).await.unwrap_or_else(|e| panic!("{e}"));
-            row.try_get(0).unwrap_or_else(|e| panic!("{e}"))
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let row = conn.fetch_one(sql).await.unwrap_or_else(|e| panic!("{e}"));
-            row.try_get(0).unwrap_or_else(|e| panic!("{e}"))
-        }
-    }
+/// A connection of its own to the test database (either backend).
+async fn connect(db: &Db) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs `sql` on a connection of its own.
+/// The database's credential generation.
+async fn generation(db: &Db) -> i64 {
+    let row = connect(db)
+        .await
+        .fetch_one("SELECT n FROM credential_generation WHERE id = 1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    row.try_get(0).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `sql`.
 async fn execute(db: &Db, sql: &str) {
-    let done = match db.backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            conn.execute(sqlx::AssertSqlSafe(sql.to_string()))
-                .await
-                .map(|_| ())
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            conn.execute(sqlx::AssertSqlSafe(sql.to_string()))
-                .await
-                .map(|_| ())
-        }
-    };
-    done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    connect(db)
+        .await
+        .execute(sqlx::AssertSqlSafe(sql.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// The columns of `table`, from the database's own catalogue.
 async fn columns(db: &Db, table: &str) -> Vec<String> {
-    match db.backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let rows = conn
-                .fetch_all(sqlx::AssertSqlSafe(format!(
-                    "SELECT name FROM pragma_table_info('{table}')"
-                )))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            rows.iter().filter_map(|r| r.try_get(0).ok()).collect()
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(&db.url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let rows = conn
-                .fetch_all(sqlx::AssertSqlSafe(format!(
-                    "SELECT column_name::text FROM information_schema.columns \
-                     WHERE table_name = '{table}' ORDER BY ordinal_position"
-                )))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            rows.iter().filter_map(|r| r.try_get(0).ok()).collect()
-        }
-    }
+    let sql = match db.backend {
+        Backend::Sqlite => format!("SELECT name FROM pragma_table_info('{table}')"),
+        Backend::Postgres => format!(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_name = '{table}' ORDER BY ordinal_position"
+        ),
+    };
+    let rows = connect(db)
+        .await
+        .fetch_all(sqlx::AssertSqlSafe(sql))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    rows.iter().filter_map(|r| r.try_get(0).ok()).collect()
+}
+
+/// A migrated store, a user with `role` and a session of theirs (its row and secret).
+async fn user_with_session(
+    db: &Db,
+    email: &str,
+    role: &str,
+) -> (gateway::store::Store, gateway::store::SessionRow, String) {
+    let st = store(db).await;
+    st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let user = st
+        .create_user(email, "Test", role)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (session, secret) = gateway::identity::sessions::issue_session(
+        &st,
+        &Default::default(),
+        &user,
+        "cli",
+        None,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    (st, session, secret)
 }
 
 // Every column of the credential tables moves the generation when updated, except the "last
@@ -92,22 +86,7 @@ async fn columns(db: &Db, table: &str) -> Vec<String> {
 both_backends!(
     every_credential_change_moves_the_generation,
     |db| async move {
-        let st = store(&db).await;
-        st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
-        let user = st
-            .create_user("gen@example.com", "Gen", "viewer")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (session, _) = gateway::identity::sessions::issue_session(
-            &st,
-            &Default::default(),
-            &user,
-            "cli",
-            None,
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (_st, session, _) = user_with_session(&db, "gen@example.com", "viewer").await;
         let _token = crate::kit::token(&db, "gen", &["--role", "viewer"]);
         let touched = [
             ("api_tokens", "last_used_at"),
@@ -158,22 +137,7 @@ both_backends!(
 // the next request.
 both_backends!(a_remembered_session_follows_its_user, |db| async move {
     let rack = TestRack::start().await;
-    let st = store(&db).await;
-    st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
-    let user = st
-        .create_user("mem@example.com", "Mem", "viewer")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (_, secret) = gateway::identity::sessions::issue_session(
-        &st,
-        &Default::default(),
-        &user,
-        "cli",
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (st, _, secret) = user_with_session(&db, "mem@example.com", "viewer").await;
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     let c = client();
     let send = |method: Method, path: &str| {
