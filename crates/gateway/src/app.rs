@@ -55,7 +55,7 @@ pub struct Shared {
     pub refusals: Arc<FailureBudget>,
     /// The shared readiness check.
     pub readiness: Arc<crate::api::Readiness>,
-    /// Credentials remembered between proxied requests (SQLite only; see
+    /// Credentials remembered between proxied requests (see
     /// [`crate::identity::CredentialMemory`]).
     pub credentials: crate::identity::CredentialMemory,
 }
@@ -109,8 +109,6 @@ impl Gateway {
             .map(Oidc::new)
             .transpose()?
             .map(Arc::new);
-        // Only the SQLite writer checks credential generations at commit.
-        let store_checks_generations = store.appends_audit_blocking();
         let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
         let checkpointer = store.spawn_checkpointer();
         let refusals = Arc::new(FailureBudget::standard());
@@ -125,7 +123,7 @@ impl Gateway {
                 sessions: Sessions::default(),
                 refusals,
                 readiness: Arc::default(),
-                credentials: crate::identity::CredentialMemory::new(store_checks_generations),
+                credentials: crate::identity::CredentialMemory::new(true),
             }),
             audit_task,
             checkpointer,

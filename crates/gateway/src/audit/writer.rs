@@ -176,8 +176,7 @@ impl AuditLog {
     /// generation `read_at` (remembered from an earlier request): the event is committed only
     /// if no credential has changed since, checked inside the commit's own transaction, so a
     /// revocation, lock or role change committed before it always wins. Otherwise nothing is
-    /// written and the answer is [`AuditError::Stale`]. Only the SQLite writer can check; the
-    /// PostgreSQL writer answers `Stale` for every event that asks.
+    /// written and the answer is [`AuditError::Stale`].
     pub async fn record_checked(
         &self,
         pending: Pending,
@@ -541,46 +540,37 @@ impl Printer {
 }
 
 /// One quick retry covers a transient lock or connection hiccup; after that the callers get
-/// the error (and their requests a 503).
-///
-/// This path cannot check credential generations, so an event that asks for the check is not
-/// written (`None`: its request is authorised again from a fresh read).
+/// the error (and their requests a 503). `None` for an event left out because the credentials
+/// that authorised it changed (see [`AuditLog::record_checked`]).
 async fn write_with_retry(
     store: &Store,
     key: &ChainKey,
     events: Vec<AuditEvent>,
     read_at: &[Option<Generation>],
 ) -> Result<Vec<Option<AuditRow>>, AuditError> {
-    let unchecked = |i: usize| read_at.get(i).copied().flatten().is_none();
-    let events: Arc<[AuditEvent]> = events
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, e)| unchecked(i).then_some(e))
-        .collect();
     if events.is_empty() {
-        return Ok(read_at.iter().map(|_| None).collect());
+        return Ok(Vec::new());
     }
+    let events: Arc<[AuditEvent]> = events.into();
+    let read_at: Arc<[Option<Generation>]> = read_at.into();
     let link = |key: ChainKey| {
         move |prev: &str, seq: i64, e: &AuditEvent, details: &str| {
             key.link_with(prev, seq, e, details)
         }
     };
-    let links = match store.append_audit(events.clone(), link(key.clone())).await {
-        Ok(links) => links,
+    let append = || store.append_audit_checked(events.clone(), read_at.clone(), link(key.clone()));
+    let appended = match append().await {
+        Ok(appended) => appended,
         Err(first) => {
             tracing::warn!(error = %first, "audit write failed, retrying once");
             tokio::time::sleep(Duration::from_millis(50)).await;
-            store
-                .append_audit(events.clone(), link(key.clone()))
+            append()
                 .await
                 .map_err(|e| AuditError::Store(e.to_string()))?
         }
     };
     // The events are shared with the store's call (which may retry): copied, not moved.
-    let mut rows = rows(links, events.iter().cloned()).into_iter();
-    Ok((0..read_at.len())
-        .map(|i| if unchecked(i) { rows.next() } else { None })
-        .collect())
+    Ok(rows(appended.links, events.iter().cloned()))
 }
 
 /// [`write_with_retry`] on the writer's own thread (SQLite).
@@ -613,20 +603,18 @@ fn write_blocking_with_retry(
             attempt().map_err(|e| AuditError::Store(e.to_string()))?
         }
     };
-    Ok(appended
-        .links
-        .into_iter()
-        .zip(events)
-        .map(|(link, event)| link.map(|link| AuditRow::new(link, event)))
-        .collect())
+    Ok(rows(appended.links, events))
 }
 
-/// The committed rows: each event at the place the store gave it.
-fn rows(links: Vec<ChainLink>, events: impl IntoIterator<Item = AuditEvent>) -> Vec<AuditRow> {
+/// The committed rows: each event at the place the store gave it (`None`: left out).
+fn rows(
+    links: Vec<Option<ChainLink>>,
+    events: impl IntoIterator<Item = AuditEvent>,
+) -> Vec<Option<AuditRow>> {
     links
         .into_iter()
         .zip(events)
-        .map(|(link, event)| AuditRow::new(link, event))
+        .map(|(link, event)| link.map(|link| AuditRow::new(link, event)))
         .collect()
 }
 

@@ -1,10 +1,12 @@
 //! Credentials remembered from earlier requests, so that a caller's token or session need not
-//! be read from the database on each of its requests (SQLite only).
+//! be read from the database on each of its requests.
 //!
 //! Nothing remembered is trusted on its own. An answer from memory carries the credential
 //! [`Generation`] its rows were read at, and the request's audit event — which is committed
 //! before anything is forwarded — is committed only if that generation is still the
-//! database's, checked inside the commit's own transaction (`AuditLog::record_checked`).
+//! database's, checked inside the commit's own transaction or statement
+//! (`AuditLog::record_checked`), on SQLite and PostgreSQL alike (several instances share the
+//! counter).
 //! Otherwise the request is authorised again from a fresh read. Database triggers move the
 //! generation with every change that can alter an answer, whoever makes it (this gateway, an
 //! admin command, a hand-written SQL statement), so a revocation, lock or role change takes
@@ -52,8 +54,8 @@ pub struct CredentialMemory {
 }
 
 impl CredentialMemory {
-    /// A memory that remembers when `enabled` (only where the audit writer checks
-    /// generations: SQLite), and otherwise never answers.
+    /// A memory that remembers when `enabled`, and otherwise never answers (for callers that
+    /// must read afresh).
     pub fn new(enabled: bool) -> CredentialMemory {
         CredentialMemory {
             enabled,

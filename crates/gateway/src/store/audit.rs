@@ -54,6 +54,38 @@ pub struct Appended {
     pub links: Vec<Option<ChainLink>>,
 }
 
+impl Appended {
+    /// Spreads the links of the appended events over all events, `None` where `current` is
+    /// false (those were left out).
+    pub(super) fn aligned(current: &[bool], appended: Vec<ChainLink>) -> Appended {
+        let mut appended = appended.into_iter();
+        Appended {
+            links: current
+                .iter()
+                .map(|&ok| if ok { appended.next() } else { None })
+                .collect(),
+        }
+    }
+}
+
+/// For each of `count` events, whether it may be appended at credential `generation`: those
+/// without a `read_at` always, the others only if they were read at it.
+pub(super) fn still_current(
+    read_at: &[Option<Generation>],
+    count: usize,
+    generation: Generation,
+) -> Vec<bool> {
+    (0..count)
+        .map(|i| {
+            read_at
+                .get(i)
+                .copied()
+                .flatten()
+                .is_none_or(|g| g == generation)
+        })
+        .collect()
+}
+
 /// Computes an event's hash: `link(prev_hash, seq, event, details_json)`.
 pub trait LinkFn: Fn(&str, i64, &AuditEvent, &str) -> String {}
 impl<F: Fn(&str, i64, &AuditEvent, &str) -> String> LinkFn for F {}
@@ -254,38 +286,66 @@ impl Store {
     where
         L: LinkFn + Send + 'static,
     {
+        let appended = self
+            .append_audit_checked(events, Arc::new([]), link)
+            .await?;
+        // Nothing was checked, so every event was appended.
+        Ok(appended.links.into_iter().flatten().collect())
+    }
+
+    /// [`Store::append_audit`] with the credential generation check of
+    /// [`Store::append_audit_blocking`]: `read_at[i]`, when given, must still be the current
+    /// generation for `events[i]` to be appended (read in the appending statement or
+    /// transaction itself).
+    pub async fn append_audit_checked<L>(
+        &self,
+        events: Arc<[AuditEvent]>,
+        read_at: Arc<[Option<Generation>]>,
+        link: L,
+    ) -> Result<Appended, StoreError>
+    where
+        L: LinkFn + Send + 'static,
+    {
         if let Some(writer) = &self.sqlite_audit {
             let writer = writer.clone();
-            let appended = tokio::task::spawn_blocking(move || writer.append(&events, &[], link))
+            return tokio::task::spawn_blocking(move || writer.append(&events, &read_at, link))
                 .await
-                .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))??;
-            // Nothing was checked, so every event was appended.
-            return Ok(appended.links.into_iter().flatten().collect());
+                .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))?;
         }
-        if self.backend == Backend::Postgres {
+        let mut checked: Vec<Generation> = read_at.iter().flatten().copied().collect();
+        checked.sort_unstable();
+        checked.dedup();
+        if self.backend == Backend::Postgres && checked.len() <= 1 {
             // Optimistic first: one statement, one round trip, when this instance's idea of the
-            // head is current. Another writer (instance or admin command) moving the head
-            // makes it insert nothing; re-read the head and try again, then fall back to
-            // locking the head row, which always makes progress.
+            // head is current (and, when the batch asks, the credential generation too).
+            // Another writer (instance or admin command) moving the head, or a credential
+            // change, makes it insert nothing; re-read the head and try again, then fall back
+            // to locking the head row, which always makes progress.
             for _ in 0..2 {
                 let cached = self.audit_head.lock().ok().and_then(|h| h.clone());
                 let head = match cached {
                     Some(head) => head,
                     None => self.chain_head().await?,
                 };
-                if let Some(rows) = self.append_audit_if_head(&head, &events, &link).await? {
+                let at = checked.first().copied();
+                if let Some(rows) = self.append_audit_if_head(&head, at, &events, &link).await? {
                     self.remember_head(&rows);
-                    return Ok(rows);
+                    return Ok(Appended {
+                        links: rows.into_iter().map(Some).collect(),
+                    });
                 }
                 self.forget_head();
             }
         }
-        let rows = self.append_audit_locked(&events, link).await;
-        match &rows {
-            Ok(rows) => self.remember_head(rows),
+        let appended = self.append_audit_locked(&events, &read_at, link).await;
+        match &appended {
+            Ok(appended) => {
+                let rows: Vec<ChainLink> = appended.links.iter().flatten().cloned().collect();
+                self.remember_head(&rows);
+            }
             Err(_) => self.forget_head(),
         }
-        rows
+        appended
     }
 
     fn remember_head(&self, rows: &[ChainLink]) {
@@ -304,12 +364,14 @@ impl Store {
     }
 
     /// PostgreSQL: moves the head from `head` and inserts the rows in one statement, or does
-    /// nothing (`None`) when the head is no longer `head`. A single statement is atomic, and
-    /// a concurrent writer's update of the head row makes this one's `WHERE` fail after it
-    /// commits (READ COMMITTED re-checks the row), so two writers never both extend one head.
+    /// nothing (`None`) when the head is no longer `head` or, with `read_at`, the credential
+    /// generation is no longer `read_at`. A single statement is atomic, and a concurrent
+    /// writer's update of the head row makes this one's `WHERE` fail after it commits (READ
+    /// COMMITTED re-checks the row), so two writers never both extend one head.
     async fn append_audit_if_head(
         &self,
         head: &ChainHead,
+        read_at: Option<Generation>,
         events: &[AuditEvent],
         link: impl LinkFn,
     ) -> Result<Option<Vec<ChainLink>>, StoreError> {
@@ -319,20 +381,31 @@ impl Store {
         };
         let mut sql = String::from(
             "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
-             WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING id) ",
+             WHERE id = 1 AND seq = $3 AND hash = $4",
         );
+        let first_row_param = match read_at {
+            Some(_) => {
+                sql.push_str(" AND (SELECT n FROM credential_generation WHERE id = 1) = $5");
+                5
+            }
+            None => 4,
+        };
+        sql.push_str(" RETURNING id) ");
         sql.push_str(&format!(
             "INSERT INTO audit_events ({COLUMNS}) SELECT * FROM (VALUES "
         ));
-        push_placeholders(&mut sql, rows.len(), 4);
+        push_placeholders(&mut sql, rows.len(), first_row_param);
         sql.push_str(&format!(
             ") AS v ({COLUMNS}) WHERE EXISTS (SELECT 1 FROM moved)"
         ));
-        let query = batch_query(sql)
+        let mut query = batch_query(sql)
             .bind(last.seq)
             .bind(last.hash.clone())
             .bind(head.seq)
             .bind(head.hash.clone());
+        if let Some(at) = read_at {
+            query = query.bind(at.0);
+        }
         let inserted = bind_rows(query, &rows)
             .execute(&self.pool)
             .await?
@@ -349,12 +422,14 @@ impl Store {
         Ok(Some(links(rows)))
     }
 
-    /// Appends inside a transaction that locks the chain head first.
+    /// Appends inside a transaction that locks the chain head first, leaving out the events
+    /// whose `read_at` generation is no longer the current one.
     async fn append_audit_locked(
         &self,
         events: &[AuditEvent],
+        read_at: &[Option<Generation>],
         link: impl LinkFn,
-    ) -> Result<Vec<ChainLink>, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Never wait indefinitely behind another holder of the chain head: fail, and let
@@ -368,14 +443,29 @@ impl Store {
             Backend::Postgres => "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
         };
         let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
+        // Read after the head is locked: a credential change committed before this point is
+        // seen, one committed later comes after these events.
+        let generation = Generation(
+            sqlx::query("SELECT n FROM credential_generation WHERE id = 1")
+                .fetch_one(&mut **tx.conn()?)
+                .await?
+                .try_get("n")?,
+        );
+        let current = still_current(read_at, events.len(), generation);
+        let admitted = events
+            .iter()
+            .zip(&current)
+            .filter_map(|(event, &ok)| ok.then_some(event));
         let rows = chain_rows(
             head.try_get("seq")?,
             &head.try_get::<String, _>("hash")?,
-            events,
+            admitted,
             link,
         )?;
         let Some(last) = rows.last().map(|row| &row.link) else {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                links: current.iter().map(|_| None).collect(),
+            });
         };
         let (last_seq, last_hash) = (last.seq, last.hash.clone());
 
@@ -391,7 +481,7 @@ impl Store {
             .execute(&mut **tx.conn()?)
             .await?;
         tx.commit().await?;
-        Ok(links(rows))
+        Ok(Appended::aligned(&current, links(rows)))
     }
 
     /// Events with `seq > after`, in order, at most `limit`.

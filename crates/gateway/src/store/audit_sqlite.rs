@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::audit::{Appended, LinkFn, chain_rows};
+use super::audit::{Appended, LinkFn, chain_rows, still_current};
 use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
 
@@ -116,15 +116,7 @@ fn append_on(
         )?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
     let generation = Generation(generation);
-    let current: Vec<bool> = (0..events.len())
-        .map(|i| {
-            read_at
-                .get(i)
-                .copied()
-                .flatten()
-                .is_none_or(|g| g == generation)
-        })
-        .collect();
+    let current = still_current(read_at, events.len(), generation);
     let admitted = events
         .iter()
         .zip(&current)
@@ -161,13 +153,10 @@ fn append_on(
             .execute(params![last.seq, last.hash])?;
     }
     tx.commit()?;
-    let mut links = rows.into_iter().map(|row| row.link);
-    Ok(Appended {
-        links: current
-            .into_iter()
-            .map(|ok| if ok { links.next() } else { None })
-            .collect(),
-    })
+    Ok(Appended::aligned(
+        &current,
+        rows.into_iter().map(|row| row.link).collect(),
+    ))
 }
 
 #[cfg(test)]
