@@ -136,15 +136,47 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
 
-    // Authenticate, decide and record; again from a fresh read when remembered credentials
-    // turn out to have changed (or would be refused: a refusal never rests on memory).
+    let (principal, normalised, classified) =
+        authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
+    let action = classified.permission.clone();
+
+    let outcome = OutcomeGuard::new(
+        state.audit.clone(),
+        facts.event(EventKind::Outcome, &action, Some(&principal)),
+        started,
+    );
+    if is_upgrade {
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
+        let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
+        // Boxed: the WebSocket future is several times the size of the rest of this one, and
+        // every plain request's future would otherwise carry (and be moved with) that space.
+        return Box::pin(ws::forward(state, upgrade, &parts.headers, url, outcome)).await;
+    }
+    let url = state.upstream.url(&normalised.forward, query.as_deref());
+    body::forward(state, parts, body, url, outcome).await
+}
+
+/// Authenticates the caller, judges the request and records its event, durably, before
+/// anything is forwarded. Runs again from a fresh read when credentials answered from memory
+/// turn out to have changed by the commit, or would be refused (a refusal never rests on
+/// memory); a refusal is recorded and returned as the error.
+async fn authorise(
+    state: &AppState,
+    parts: &http::request::Parts,
+    normalised: Result<NormalisedPath, PathError>,
+    facts: &RequestFacts,
+    pending: Pending,
+    is_upgrade: bool,
+) -> Result<(Principal, NormalisedPath, Classified), ApiError> {
     let mut pending = Some(pending);
     let mut reads = if state.credentials.is_enabled() {
         Reads::Remembered
     } else {
         Reads::Fresh
     };
-    let (principal, normalised, classified) = loop {
+    loop {
         let pending = pending.take().unwrap_or_else(|| state.audit.pending());
         let classified = normalised
             .as_ref()
@@ -160,7 +192,7 @@ async fn proxy(
                 Ok(a) => a,
                 Err(err) => {
                     let err = ApiError::Unauthenticated(err);
-                    deny(state, pending, &facts, &action, None, &err).await;
+                    deny(state, pending, facts, &action, None, &err).await;
                     return Err(err);
                 }
             };
@@ -172,7 +204,7 @@ async fn proxy(
         let classified = match verdict {
             Ok(c) => c,
             Err(err) => {
-                deny(state, pending, &facts, &action, Some(&principal), &err).await;
+                deny(state, pending, facts, &action, Some(&principal), &err).await;
                 return Err(err);
             }
         };
@@ -192,34 +224,20 @@ async fn proxy(
                 continue;
             }
             Err(err) => {
-                tracing::error!(request_id, error = %err, "refusing request: audit write failed");
+                tracing::error!(
+                    request_id = %facts.request_id,
+                    error = %err,
+                    "refusing request: audit write failed"
+                );
                 return Err(ApiError::AuditUnavailable);
             }
         }
         match normalised {
-            Ok(normalised) => break (principal, normalised, classified),
+            Ok(normalised) => return Ok((principal, normalised, classified)),
             // A classified route has a normalised path.
             Err(_) => return Err(ApiError::Internal),
         }
-    };
-    let action = classified.permission.clone();
-
-    let outcome = OutcomeGuard::new(
-        state.audit.clone(),
-        facts.event(EventKind::Outcome, &action, Some(&principal)),
-        started,
-    );
-    if is_upgrade {
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
-        let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
-        // Boxed: the WebSocket future is several times the size of the rest of this one, and
-        // every plain request's future would otherwise carry (and be moved with) that space.
-        return Box::pin(ws::forward(state, upgrade, &parts.headers, url, outcome)).await;
     }
-    let url = state.upstream.url(&normalised.forward, query.as_deref());
-    body::forward(state, parts, body, url, outcome).await
 }
 
 async fn authenticate_request(
