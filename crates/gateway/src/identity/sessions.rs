@@ -1,5 +1,6 @@
 //! Sessions: opaque random tokens (`rgs_…`) stored only as SHA-256, with an idle timeout and
-//! an absolute lifetime. The user's role and lock are read on every request.
+//! an absolute lifetime. The user's role and lock come from the database on every request (or
+//! from a remembered read that the audit commit confirms, see `identity::memory`).
 
 use crate::secret_eq::secret_eq;
 
