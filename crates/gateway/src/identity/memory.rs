@@ -64,11 +64,6 @@ impl CredentialMemory {
         }
     }
 
-    /// Whether answers may come from memory at all.
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// The rows remembered for `hash` and the generation they were read at, unless a newer
     /// generation has been seen since or they are older than [`MAX_AGE`].
     pub(super) fn recall(&self, hash: &str) -> Option<(Remembered, Generation)> {

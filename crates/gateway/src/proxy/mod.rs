@@ -171,11 +171,7 @@ async fn authorise(
     is_upgrade: bool,
 ) -> Result<(Principal, NormalisedPath, Classified), ApiError> {
     let mut pending = Some(pending);
-    let mut reads = if state.credentials.is_enabled() {
-        Reads::Remembered
-    } else {
-        Reads::Fresh
-    };
+    let mut reads = Reads::Remembered;
     loop {
         let pending = pending.take().unwrap_or_else(|| state.audit.pending());
         let classified = normalised
