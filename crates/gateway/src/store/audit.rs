@@ -151,71 +151,132 @@ fn from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
     })
 }
 
-/// Values per stored row.
-const FIELDS: usize = 18;
-
-/// Appends `(…), (…)` placeholders for `rows` rows, numbered after the first `offset`.
-fn push_placeholders(sql: &mut String, rows: usize, offset: usize) {
-    for i in 0..rows {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for f in 0..FIELDS {
-            if f > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", offset + i * FIELDS + f + 1));
-        }
-        sql.push(')');
-    }
-}
-
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// A batch statement: its text differs with the number of rows, so it is not kept in each
-/// connection's statement cache (up to 256 shapes × every pooled connection, each holding the
-/// types of thousands of parameters, is memory for nothing).
-fn batch_query(sql: String) -> AnyQuery<'static> {
-    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false)
+/// [`INSERT_ONE`] with `row`'s values bound, in column order.
+fn insert_one<'q>(row: &Linked<'_>) -> AnyQuery<'q> {
+    let event = row.event;
+    sqlx::query(INSERT_ONE)
+        .bind(row.link.seq)
+        .bind(event.ts)
+        .bind(event.request_id.clone())
+        .bind(event.kind.as_str())
+        .bind(event.actor_type.as_str())
+        .bind(event.user_email.clone())
+        .bind(event.token_name.clone())
+        .bind(event.method.clone())
+        .bind(event.path.clone())
+        .bind(event.action.clone())
+        .bind(event.rbac_decision.as_str())
+        .bind(event.status)
+        .bind(event.latency_ms)
+        .bind(event.client_ip.clone())
+        .bind(event.user_agent.clone())
+        .bind(row.details.clone())
+        .bind(row.link.prev_hash.clone())
+        .bind(row.link.hash.clone())
 }
 
-/// Binds each row's values in [`COLUMNS`] order.
-fn bind_rows<'q>(mut query: AnyQuery<'q>, rows: &[Linked<'_>]) -> AnyQuery<'q> {
-    for row in rows {
-        let event = row.event;
-        query = query
-            .bind(row.link.seq)
-            .bind(event.ts)
-            .bind(event.request_id.clone())
-            .bind(event.kind.as_str())
-            .bind(event.actor_type.as_str())
-            .bind(event.user_email.clone())
-            .bind(event.token_name.clone())
-            .bind(event.method.clone())
-            .bind(event.path.clone())
-            .bind(event.action.clone())
-            .bind(event.rbac_decision.as_str())
-            .bind(event.status)
-            .bind(event.latency_ms)
-            .bind(event.client_ip.clone())
-            .bind(event.user_agent.clone())
-            .bind(row.details.clone())
-            .bind(row.link.prev_hash.clone())
-            .bind(row.link.hash.clone());
-    }
-    query
-}
-
-/// The stored columns, in insert order.
-pub(super) const COLUMNS: &str = columns!();
-
-/// One row's insert with numbered placeholders, for the SQLite writer's prepared statement.
+/// One row's insert with numbered placeholders (SQLite).
 pub(super) const INSERT_ONE: &str = concat!(
     "INSERT INTO audit_events (",
     columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
 );
+
+/// PostgreSQL: a batch's rows travel as one JSON array in one parameter (objects keyed by
+/// column name), so each statement below has one text whatever the batch's size and is
+/// prepared once per connection. With a `VALUES` list of 18 placeholders per row, every batch
+/// was a new statement: parsing, analysing and planning it was a third of the server's CPU
+/// per request.
+macro_rules! insert_rows_from_json {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO audit_events (",
+            columns!(),
+            ") SELECT ",
+            columns!(),
+            " FROM json_populate_recordset(NULL::audit_events, ",
+            $rows,
+            "::json)"
+        )
+    };
+}
+
+/// PostgreSQL: the rows (`$1`) appended in one statement (inside the locked transaction).
+const INSERT_ROWS: &str = insert_rows_from_json!("$1");
+
+/// PostgreSQL: moves the head from (`$3`, `$4`) to (`$1`, `$2`) and inserts the rows (`$5`),
+/// or does neither when the head has moved.
+const INSERT_IF_HEAD: &str = concat!(
+    "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
+     WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING id) ",
+    insert_rows_from_json!("$5"),
+    " WHERE EXISTS (SELECT 1 FROM moved)"
+);
+
+/// [`INSERT_IF_HEAD`], and only while the credential generation is still `$6`.
+const INSERT_IF_HEAD_AND_GENERATION: &str = concat!(
+    "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
+     WHERE id = 1 AND seq = $3 AND hash = $4 \
+     AND (SELECT n FROM credential_generation WHERE id = 1) = $6 RETURNING id) ",
+    insert_rows_from_json!("$5"),
+    " WHERE EXISTS (SELECT 1 FROM moved)"
+);
+
+/// One row of [`rows_json`], keyed by column name.
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    seq: i64,
+    ts: i64,
+    request_id: &'a str,
+    kind: &'static str,
+    actor_type: &'static str,
+    user_email: Option<&'a str>,
+    token_name: Option<&'a str>,
+    method: Option<&'a str>,
+    path: Option<&'a str>,
+    action: &'a str,
+    rbac_decision: &'static str,
+    status: Option<i64>,
+    latency_ms: Option<i64>,
+    client_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    details: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+/// The rows as the JSON array the PostgreSQL statements above read.
+fn rows_json(rows: &[Linked<'_>]) -> Result<String, StoreError> {
+    let rows: Vec<JsonRow<'_>> = rows
+        .iter()
+        .map(|row| {
+            let e = row.event;
+            JsonRow {
+                seq: row.link.seq,
+                ts: e.ts,
+                request_id: &e.request_id,
+                kind: e.kind.as_str(),
+                actor_type: e.actor_type.as_str(),
+                user_email: e.user_email.as_deref(),
+                token_name: e.token_name.as_deref(),
+                method: e.method.as_deref(),
+                path: e.path.as_deref(),
+                action: &e.action,
+                rbac_decision: e.rbac_decision.as_str(),
+                status: e.status,
+                latency_ms: e.latency_ms,
+                client_ip: e.client_ip.as_deref(),
+                user_agent: e.user_agent.as_deref(),
+                details: &row.details,
+                prev_hash: &row.link.prev_hash,
+                hash: &row.link.hash,
+            }
+        })
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 
 /// Links `events` onto the chain whose head is (`seq`, `hash`): each with its sequence
 /// number, previous hash and hash, and its details as JSON text.
@@ -379,37 +440,20 @@ impl Store {
         let Some(last) = rows.last().map(|row| &row.link) else {
             return Ok(Some(Vec::new()));
         };
-        let mut sql = String::from(
-            "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
-             WHERE id = 1 AND seq = $3 AND hash = $4",
-        );
-        let first_row_param = match read_at {
-            Some(_) => {
-                sql.push_str(" AND (SELECT n FROM credential_generation WHERE id = 1) = $5");
-                5
-            }
-            None => 4,
-        };
-        sql.push_str(" RETURNING id) ");
-        sql.push_str(&format!(
-            "INSERT INTO audit_events ({COLUMNS}) SELECT * FROM (VALUES "
-        ));
-        push_placeholders(&mut sql, rows.len(), first_row_param);
-        sql.push_str(&format!(
-            ") AS v ({COLUMNS}) WHERE EXISTS (SELECT 1 FROM moved)"
-        ));
-        let mut query = batch_query(sql)
-            .bind(last.seq)
-            .bind(last.hash.clone())
-            .bind(head.seq)
-            .bind(head.hash.clone());
+        let rows_json = rows_json(&rows)?;
+        let mut query = sqlx::query(match read_at {
+            Some(_) => INSERT_IF_HEAD_AND_GENERATION,
+            None => INSERT_IF_HEAD,
+        })
+        .bind(last.seq)
+        .bind(last.hash.clone())
+        .bind(head.seq)
+        .bind(head.hash.clone())
+        .bind(rows_json);
         if let Some(at) = read_at {
             query = query.bind(at.0);
         }
-        let inserted = bind_rows(query, &rows)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let inserted = query.execute(&self.pool).await?.rows_affected();
         if inserted == 0 {
             return Ok(None);
         }
@@ -469,12 +513,20 @@ impl Store {
         };
         let (last_seq, last_hash) = (last.seq, last.hash.clone());
 
-        // One multi-row INSERT per batch: a single statement however many events commit
-        // together. The SQL holds only placeholders; values are bound.
-        let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-        push_placeholders(&mut sql, rows.len(), 0);
-        let query = bind_rows(batch_query(sql), &rows);
-        query.execute(&mut **tx.conn()?).await?;
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query(INSERT_ROWS)
+                    .bind(rows_json(&rows)?)
+                    .execute(&mut **tx.conn()?)
+                    .await?;
+            }
+            // An in-memory database (a file-backed one appends through its own writer).
+            Backend::Sqlite => {
+                for row in &rows {
+                    insert_one(row).execute(&mut **tx.conn()?).await?;
+                }
+            }
+        }
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(last_seq)
             .bind(last_hash)

@@ -20,7 +20,7 @@ async fn connect(db: &Db) -> sqlx::AnyConnection {
 }
 
 /// The database's credential generation.
-async fn generation(db: &Db) -> i64 {
+pub async fn generation(db: &Db) -> i64 {
     let row = connect(db)
         .await
         .fetch_one("SELECT n FROM credential_generation WHERE id = 1")
