@@ -198,6 +198,13 @@ pub async fn add_user(
     role: &str,
 ) -> Result<UserRow, ManageError> {
     valid_email(email)?;
+    let name = name.trim();
+    // Control characters have no place in a display name, and PostgreSQL cannot store NUL.
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ManageError::Invalid(
+            "name must be at most 200 printable characters".into(),
+        ));
+    }
     let role = parse_role(role)?;
     let user = store.create_user(email, name, role.as_str()).await?;
     audit

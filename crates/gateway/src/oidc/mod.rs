@@ -200,10 +200,17 @@ impl Oidc {
             .email()
             .map(|e| e.as_str().to_ascii_lowercase())
             .ok_or(OidcError::NoEmail)?;
+        if email.chars().any(char::is_control) {
+            return Err(OidcError::InvalidIdToken(
+                "the e-mail claim holds control characters".into(),
+            ));
+        }
         let name = claims
             .name()
             .and_then(|n| n.get(None))
-            .map(|n| n.as_str().to_string())
+            // Shown on pages and stored: control characters (NUL cannot be stored in
+            // PostgreSQL at all) are dropped rather than failing the sign-in.
+            .map(|n| n.as_str().chars().filter(|c| !c.is_control()).collect())
             .unwrap_or_default();
         // The token verified above; read the Google `hd` claim from its payload.
         let hosted_domain = id_token

@@ -46,6 +46,16 @@ pub fn free_port() -> u16 {
 
 impl SignIn {
     pub async fn start(db: &Db, quirks: dev_oidc::Quirks, extra: &[(&str, &str)]) -> SignIn {
+        SignIn::start_with_users(db, quirks, extra, dev_oidc::default_users()).await
+    }
+
+    /// [`SignIn::start`] with a provider offering `users`.
+    pub async fn start_with_users(
+        db: &Db,
+        quirks: dev_oidc::Quirks,
+        extra: &[(&str, &str)],
+        users: Vec<dev_oidc::DevUser>,
+    ) -> SignIn {
         let rack = TestRack::start().await;
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
@@ -61,7 +71,7 @@ impl SignIn {
             client_id: "gw-test".into(),
             client_secret: "gw-test-secret".into(),
             redirect_uris: vec![format!("{public}/api/v1/auth/callback")],
-            users: dev_oidc::default_users(),
+            users,
             quirks,
         };
         let oidc = tokio::spawn(async move {
@@ -223,6 +233,33 @@ both_backends!(
                 .any(|e| e.event.rbac_decision.as_str() == "deny"
                     && e.event.user_email.as_deref() == Some("stranger@example.com"))
         );
+    }
+);
+
+both_backends!(
+    control_characters_in_the_providers_name_are_dropped,
+    |db| async move {
+        // The provider's name claim is stored (here: for the first admin). NUL cannot be
+        // stored in PostgreSQL, and control characters have no place in a display name.
+        let odd = dev_oidc::DevUser {
+            email: "odd@example.com".into(),
+            name: "Odd\u{0} \u{7}One".into(),
+            email_verified: true,
+        };
+        let s = SignIn::start_with_users(&db, dev_oidc::Quirks::default(), &[], vec![odd]).await;
+        let mut browser = Browser::new("odd@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = browser
+            .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let user = store(&db)
+            .await
+            .find_user("odd@example.com")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the first user was not created"));
+        assert_eq!(user.name, "Odd One");
     }
 );
 
