@@ -453,7 +453,21 @@ impl Store {
         if let Some(at) = read_at {
             query = query.bind(at.0);
         }
-        let inserted = query.execute(&self.pool).await?.rows_affected();
+        let mut held = self.audit_conn.lock().await;
+        let conn = match held.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        let held_conn = held.insert(conn);
+        let inserted = match query.execute(&mut **held_conn).await {
+            Ok(done) => done.rows_affected(),
+            Err(e) => {
+                // Its state is unknown after an error: back to the pool (which checks it).
+                *held = None;
+                return Err(e.into());
+            }
+        };
+        drop(held);
         if inserted == 0 {
             return Ok(None);
         }

@@ -102,6 +102,10 @@ pub struct Store {
     sqlite_reads: Option<std::sync::Arc<sqlite_reads::SqliteReads>>,
     /// PostgreSQL: the chain head as this instance last wrote it (see `append_audit`).
     audit_head: std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>,
+    /// PostgreSQL: the connection the audit writer's one-statement appends keep using. sqlx
+    /// pings a connection (a round trip) every time it goes back to the pool; kept out of the
+    /// pool, a batch costs one round trip instead of two.
+    audit_conn: std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>,
     /// Recent "last used" writes from this instance (see `touches`).
     touches: std::sync::Arc<touches::Touches>,
 }
@@ -186,6 +190,7 @@ impl Store {
             sqlite_audit: sqlite_file.as_deref().map(audit_sqlite::SqliteAudit::new),
             sqlite_reads: sqlite_file.as_deref().map(sqlite_reads::SqliteReads::new),
             audit_head: Default::default(),
+            audit_conn: Default::default(),
             touches: Default::default(),
         })
     }
@@ -287,8 +292,10 @@ impl Store {
         }))
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pool, waiting for connections to be returned (the audit writer's kept one
+    /// first, or the wait would never end).
     pub async fn close(&self) {
+        drop(self.audit_conn.lock().await.take());
         self.pool.close().await;
     }
 

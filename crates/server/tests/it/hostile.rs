@@ -160,6 +160,79 @@ both_backends!(
     }
 );
 
+// PostgreSQL restarted or failed over: every connection the gateway holds dies at once,
+// the audit writer's kept one included. Nothing is forwarded unaudited meanwhile, and the
+// gateway recovers by itself, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_under_the_gateway_are_replaced() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = crate::kit::database(crate::kit::Backend::Postgres).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let restart = || {
+        c.post(gw.proxy("/apps/web/restart"))
+            .basic_auth("convox", Some(&admin))
+            .send()
+    };
+    for _ in 0..3 {
+        let resp = restart().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(killed >= 1, "no gateway connection to kill");
+    let _ = conn.execute("SELECT 1").await;
+
+    // Every answer is a success or a clean 503, and the gateway is back within seconds.
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = restart().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        answers.push(status);
+        if status == 200 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answers.last(), Some(&200), "never recovered: {answers:?}");
+    assert!(
+        answers.iter().all(|s| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    // Each restart that reached the rack has its audit event.
+    let s = crate::kit::store(&db).await;
+    let events = s
+        .audit_rows(0, 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|r| r.event.kind.as_str() == "request" && r.event.rbac_decision.as_str() == "allow")
+        .filter(|r| r.event.path.as_deref() == Some("/apps/web/restart"))
+        .count();
+    let forwarded = rack
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with("/restart"))
+        .count();
+    assert_eq!(forwarded, 3 + 1, "{answers:?}");
+    assert!(
+        events >= forwarded,
+        "{events} events for {forwarded} forwarded"
+    );
+}
+
 both_backends!(
     oversized_and_malformed_bodies_on_inspected_routes_get_4xx,
     |db| async move {
