@@ -454,19 +454,14 @@ impl Store {
             query = query.bind(at.0);
         }
         let mut held = self.audit_conn.lock().await;
-        let conn = match held.take() {
+        let mut conn = match held.take() {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
         };
-        let held_conn = held.insert(conn);
-        let inserted = match query.execute(&mut **held_conn).await {
-            Ok(done) => done.rows_affected(),
-            Err(e) => {
-                // Its state is unknown after an error: back to the pool (which checks it).
-                *held = None;
-                return Err(e.into());
-            }
-        };
+        // After an error its state is unknown: dropped here, it goes back to the pool (which
+        // checks it), and the next batch takes a fresh one.
+        let inserted = query.execute(&mut *conn).await?.rows_affected();
+        *held = Some(conn);
         drop(held);
         if inserted == 0 {
             return Ok(None);
