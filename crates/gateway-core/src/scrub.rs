@@ -6,6 +6,7 @@
 //! keep their `Content-Length` and text stays valid UTF-8 (a valid UTF-8 needle only ever
 //! matches on character boundaries).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use memchr::memmem::Finder;
@@ -60,6 +61,23 @@ impl Scrubber {
         masked
     }
 
+    /// The length of the longest tail of `buf` that is the beginning (not the whole) of a
+    /// secret: bytes that a following chunk could complete into one. 0 when there is none.
+    pub fn partial_suffix(&self, buf: &[u8]) -> usize {
+        let mut longest = 0;
+        for finder in &self.needles {
+            let needle = finder.needle();
+            let window = &buf[buf.len() - (needle.len() - 1).min(buf.len())..];
+            // The first place the needle's first byte occurs gives the longest candidate.
+            let hit = memchr::memchr_iter(needle[0], window)
+                .find(|&at| needle.starts_with(&window[at..]));
+            if let Some(at) = hit {
+                longest = longest.max(window.len() - at);
+            }
+        }
+        longest
+    }
+
     /// State for masking one stream whose chunks may split a secret.
     pub fn stream(self: &Arc<Self>) -> StreamScrub {
         StreamScrub {
@@ -107,6 +125,70 @@ impl StreamScrub {
     /// How many secrets were masked so far.
     pub fn masked(&self) -> usize {
         self.masked
+    }
+}
+
+/// Masks secrets across the messages of a WebSocket stream while holding back as little as
+/// possible, so that interactive sessions are not delayed: only a message's tail that could
+/// begin a secret waits, until the next message shows whether it does, or until the caller
+/// gives up waiting ([`MessageScrub::release`]). Bytes released that way are remembered, so
+/// the rest of a secret arriving later is still masked (its released beginning is not).
+#[derive(Debug)]
+pub struct MessageScrub {
+    scrubber: Arc<Scrubber>,
+    /// The stream's last bytes that may begin a secret, at most `longest - 1` of them.
+    tail: Vec<u8>,
+    /// How many of `tail`'s last bytes have not been sent.
+    unsent: usize,
+}
+
+impl MessageScrub {
+    /// A scrubber for one stream of messages.
+    pub fn new(scrubber: Arc<Scrubber>) -> MessageScrub {
+        MessageScrub {
+            scrubber,
+            tail: Vec::new(),
+            unsent: 0,
+        }
+    }
+
+    /// Takes the next message's payload; returns what may be sent now (masked; possibly
+    /// nothing) and how many secrets were masked. The payload itself comes back when nothing
+    /// in it had to change or wait, as is the case for nearly every message.
+    pub fn push<'a>(&mut self, payload: &'a [u8]) -> (Cow<'a, [u8]>, usize) {
+        if self.scrubber.is_empty()
+            || (self.tail.is_empty()
+                && !self.scrubber.contains(payload)
+                && self.scrubber.partial_suffix(payload) == 0)
+        {
+            return (Cow::Borrowed(payload), 0);
+        }
+        let sent = self.tail.len() - self.unsent;
+        let mut buf = std::mem::take(&mut self.tail);
+        buf.extend_from_slice(payload);
+        let masked = self.scrubber.mask(&mut buf);
+        let keep = self.scrubber.partial_suffix(&buf);
+        // Bytes already sent stay sent; the tail that may begin a secret waits.
+        let hold_from = (buf.len() - keep).max(sent);
+        self.tail = buf[buf.len() - keep..].to_vec();
+        self.unsent = buf.len() - hold_from;
+        buf.truncate(hold_from);
+        buf.drain(..sent);
+        (Cow::Owned(buf), masked)
+    }
+
+    /// The bytes being held back (a possible secret's beginning), to send now: the caller has
+    /// waited long enough for the rest, or the stream is ending. They are still remembered,
+    /// so a secret's rest arriving later is masked.
+    pub fn release(&mut self) -> Vec<u8> {
+        let held = self.tail[self.tail.len() - self.unsent..].to_vec();
+        self.unsent = 0;
+        held
+    }
+
+    /// True while bytes are held back.
+    pub fn is_holding(&self) -> bool {
+        self.unsent > 0
     }
 }
 
@@ -197,6 +279,130 @@ mod tests {
             let (out, m) = scrub_chunks(&s, &chunks);
             prop_assert_eq!(out, expected);
             prop_assert_eq!(m, n);
+        }
+    }
+
+    /// Messages as cut at `cuts` (sorted, clamped): the pieces of `whole`.
+    fn pieces(whole: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(whole.len())).collect();
+        cuts.sort_unstable();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in cuts {
+            out.push(&whole[at..c]);
+            at = c;
+        }
+        out.push(&whole[at..]);
+        out
+    }
+
+    /// Bits of text that begin the token, to put partial secrets at message ends.
+    fn text_part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(TOKEN.to_string()),
+            (1..TOKEN.len()).prop_map(|n| TOKEN[..n].to_string()),
+            "[a-z0-9 -]{0,12}",
+        ]
+    }
+
+    #[test]
+    fn a_secret_split_across_messages_is_masked() {
+        let s = Arc::new(Scrubber::new(&[TOKEN]));
+        let mut m = MessageScrub::new(s);
+        let (out, n) = m.push(b"env RACK=rack-to");
+        assert_eq!((&*out, n), (&b"env RACK="[..], 0));
+        assert!(m.is_holding());
+        let (out, n) = m.push(b"ken-0123456789\n");
+        assert_eq!((&*out, n), (&b"*********************\n"[..], 1));
+        assert!(!m.is_holding());
+    }
+
+    #[test]
+    fn ordinary_messages_pass_through_untouched() {
+        let s = Arc::new(Scrubber::new(&[TOKEN]));
+        let mut m = MessageScrub::new(s);
+        for message in [&b"hello\n"[..], b"", b"tok", b"x-cab"] {
+            let (out, n) = m.push(message);
+            assert!(matches!(out, Cow::Borrowed(_)), "{message:?}");
+            assert_eq!(n, 0);
+            assert!(!m.is_holding());
+        }
+        // A whole message that could begin the token waits for the next one, which is then
+        // no secret: both go out as they were.
+        let (out, _) = m.push(b"rack");
+        assert!(out.is_empty() && m.is_holding());
+        let (out, _) = m.push(b"et science");
+        assert_eq!(&*out, b"racket science");
+        assert!(!m.is_holding());
+    }
+
+    #[test]
+    fn the_rest_of_a_secret_after_a_release_is_still_masked() {
+        let s = Arc::new(Scrubber::new(&[TOKEN]));
+        let mut m = MessageScrub::new(s);
+        let (out, _) = m.push(b"RACK=rack-tok");
+        assert_eq!(&*out, b"RACK=");
+        assert_eq!(m.release(), b"rack-tok");
+        assert!(!m.is_holding());
+        assert!(m.release().is_empty());
+        let (out, n) = m.push(b"en-0123");
+        assert_eq!((&*out, n), (&b""[..], 0));
+        assert!(m.is_holding());
+        let (out, n) = m.push(b"456789 done");
+        assert_eq!((&*out, n), (&b"************* done"[..], 1));
+    }
+
+    proptest! {
+        /// Without releases, messages come out as masking the whole stream at once would give,
+        /// and whatever is held back could begin the token.
+        #[test]
+        fn message_boundaries_do_not_matter(
+            parts in proptest::collection::vec(text_part(), 0..10),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let s = Arc::new(Scrubber::new(&[TOKEN]));
+            let whole = parts.concat().into_bytes();
+            let mut expected = whole.clone();
+            let n = s.mask(&mut expected);
+            let mut m = MessageScrub::new(s);
+            let (mut out, mut masked, mut pushed) = (Vec::new(), 0, 0);
+            for message in pieces(&whole, cuts) {
+                pushed += message.len();
+                let (sent, k) = m.push(message);
+                out.extend_from_slice(&sent);
+                masked += k;
+                if m.is_holding() {
+                    let held = whole[out.len()..pushed].to_vec();
+                    prop_assert!(TOKEN.as_bytes().starts_with(&held) && held.len() < TOKEN.len());
+                }
+            }
+            out.extend(m.release());
+            prop_assert_eq!(out, expected);
+            prop_assert_eq!(masked, n);
+        }
+
+        /// With releases anywhere (a caller that stopped waiting), the whole token still never
+        /// goes out, and nothing is lost or added.
+        #[test]
+        fn releases_never_let_a_whole_secret_out(
+            parts in proptest::collection::vec(text_part(), 0..10),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+            releases in proptest::collection::vec(any::<bool>(), 9),
+        ) {
+            let s = Arc::new(Scrubber::new(&[TOKEN]));
+            let whole = parts.concat().into_bytes();
+            let mut m = MessageScrub::new(s);
+            let mut out = Vec::new();
+            for (i, message) in pieces(&whole, cuts).into_iter().enumerate() {
+                out.extend_from_slice(&m.push(message).0);
+                if releases.get(i).copied().unwrap_or(false) {
+                    out.extend(m.release());
+                }
+            }
+            out.extend(m.release());
+            prop_assert_eq!(out.len(), whole.len());
+            let text = String::from_utf8_lossy(&out);
+            prop_assert!(!text.contains(TOKEN), "{}", text);
         }
     }
 }

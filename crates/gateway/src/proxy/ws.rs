@@ -1,6 +1,7 @@
 //! WebSocket proxying (logs, exec, run, build logs): connect to the rack first, then accept the
 //! client's upgrade and pump frames both ways. The session's end is audited with its duration.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use super::headers::request_headers;
 use super::relay_status;
 use crate::app::AppState;
 use crate::error::ApiError;
-use gateway_core::scrub::Scrubber;
+use gateway_core::scrub::{MessageScrub, Scrubber};
 
 type RackSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -163,22 +164,49 @@ async fn relay(
             let _ = rack_tx.close().await;
         };
         let rack_to_client = async {
-            while let Some(Ok(message)) = rack_rx.next().await {
+            let mut outgoing = Outgoing::new(scrubber);
+            'relay: loop {
+                let next = match outgoing.deadline {
+                    Some(at) => match tokio::time::timeout_at(at, rack_rx.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            // The rest of a possible secret did not come: what was held goes.
+                            if let Some(held) = outgoing.release() {
+                                bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
+                                if client_tx.send(held).await.is_err() {
+                                    break;
+                                }
+                            }
+                            continue;
+                        }
+                    },
+                    None => rack_rx.next().await,
+                };
+                let Some(Ok(message)) = next else {
+                    break;
+                };
                 let Some(message) = to_client(message) else {
                     continue;
                 };
-                let (message, n) = scrub(&scrubber, message);
+                let (held, message, n) = outgoing.pass(message);
                 if n > 0 {
                     masked.fetch_add(n, Ordering::Relaxed);
                 }
-                bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
-                let closing = matches!(message, ws::Message::Close(_));
-                if client_tx.feed(message).await.is_err() || closing {
-                    break;
+                for message in [held, message].into_iter().flatten() {
+                    bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
+                    let closing = matches!(message, ws::Message::Close(_));
+                    if client_tx.feed(message).await.is_err() || closing {
+                        break 'relay;
+                    }
                 }
                 if !more_ready(&mut rack_rx) && client_tx.flush().await.is_err() {
                     break;
                 }
+            }
+            // The rack is done: bytes held for a secret's rest cannot be one any more.
+            if let Some(held) = outgoing.release() {
+                bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
+                let _ = client_tx.feed(held).await;
             }
             let _ = client_tx.close().await;
         };
@@ -246,25 +274,95 @@ async fn relay(
     }
 }
 
-/// Masks the rack's credentials in one message from the rack. Each message is scanned on its
-/// own: holding bytes back across messages would delay interactive sessions.
-fn scrub(scrubber: &Scrubber, message: ws::Message) -> (ws::Message, usize) {
-    match message {
-        ws::Message::Text(t) if scrubber.contains(t.as_bytes()) => {
-            let mut bytes = t.as_bytes().to_vec();
-            let n = scrubber.mask(&mut bytes);
-            // Masking whole matches of a UTF-8 needle with ASCII keeps the text valid.
-            let text = String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (ws::Message::Text(text.into()), n)
+/// How long the tail of a rack message that could begin one of the rack's credentials waits
+/// for the next message before it is sent anyway. A rack that splits one write into several
+/// frames sends them back to back; a shell waiting for input sends nothing more, and its
+/// prompt must not hang.
+const SPLIT_SECRET_WAIT: Duration = Duration::from_millis(20);
+
+/// Rack-to-client messages with the rack's credentials masked, also where one is split
+/// across messages ([`MessageScrub`]: only a tail that could begin a secret is held back).
+struct Outgoing {
+    scrub: MessageScrub,
+    /// Whether the held bytes came from a text message (else binary).
+    held_text: bool,
+    /// When the held bytes are sent anyway; `None` while nothing is held.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Outgoing {
+    fn new(scrubber: Arc<Scrubber>) -> Outgoing {
+        Outgoing {
+            scrub: MessageScrub::new(scrubber),
+            held_text: false,
+            deadline: None,
         }
-        ws::Message::Binary(b) if scrubber.contains(&b) => {
-            let mut bytes = b.to_vec();
-            let n = scrubber.mask(&mut bytes);
-            (ws::Message::Binary(bytes.into()), n)
-        }
-        other => (other, 0),
     }
+
+    /// What to send for `message`: the bytes held from an earlier message when they cannot
+    /// continue into this one (another kind, or a close), then this message as masked (none
+    /// when all of it is held), and how many secrets were masked.
+    fn pass(&mut self, message: ws::Message) -> (Option<ws::Message>, Option<ws::Message>, usize) {
+        let (held, message, masked) = match message {
+            ws::Message::Text(text) => {
+                let held = if self.held_text { None } else { self.release() };
+                let (out, masked) = self.scrub.push(text.as_bytes());
+                let out = match out {
+                    Cow::Borrowed(_) => Some(ws::Message::Text(text)),
+                    Cow::Owned(bytes) => (!bytes.is_empty()).then(|| text_message(bytes)),
+                };
+                self.held_text = true;
+                self.wait_for_rest();
+                (held, out, masked)
+            }
+            ws::Message::Binary(data) => {
+                let held = if self.held_text { self.release() } else { None };
+                let (out, masked) = self.scrub.push(&data);
+                let out = match out {
+                    Cow::Borrowed(_) => Some(ws::Message::Binary(data)),
+                    Cow::Owned(bytes) => {
+                        (!bytes.is_empty()).then(|| ws::Message::Binary(bytes.into()))
+                    }
+                };
+                self.held_text = false;
+                self.wait_for_rest();
+                (held, out, masked)
+            }
+            close @ ws::Message::Close(_) => (self.release(), Some(close), 0),
+            control => (None, Some(control), 0),
+        };
+        (held, message, masked)
+    }
+
+    /// After a data message: wait a little for the rest of what is held, if anything is.
+    fn wait_for_rest(&mut self) {
+        self.deadline = self
+            .scrub
+            .is_holding()
+            .then(|| tokio::time::Instant::now() + SPLIT_SECRET_WAIT);
+    }
+
+    /// The held bytes as a message of the kind they came from, to send now.
+    fn release(&mut self) -> Option<ws::Message> {
+        self.deadline = None;
+        if !self.scrub.is_holding() {
+            return None;
+        }
+        let held = self.scrub.release();
+        Some(if self.held_text {
+            text_message(held)
+        } else {
+            ws::Message::Binary(held.into())
+        })
+    }
+}
+
+/// A text message from bytes that were valid UTF-8 before masking or holding: whole secrets
+/// masked with ASCII, and cuts only before a secret's first byte, keep them valid.
+fn text_message(bytes: Vec<u8>) -> ws::Message {
+    let text = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    ws::Message::Text(text.into())
 }
 
 /// True when `stream` has another item ready (or has ended) without waiting. Peeking polls

@@ -103,12 +103,11 @@ fn ws_request(
     request
 }
 
+type WsClient =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A WebSocket through the gateway, authenticated with `token`.
-async fn ws_connect(
-    gw: &Gateway,
-    path: &str,
-    token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn ws_connect(gw: &Gateway, path: &str, token: &str) -> WsClient {
     let (socket, _) = tokio_tungstenite::connect_async(ws_request(gw, path, token))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -226,6 +225,78 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
         other => panic!("rack refusal not relayed: {other:?}"),
     }
 });
+
+/// Reads messages into `output` until it holds `want` (at most 5 s).
+async fn read_until(socket: &mut WsClient, output: &mut String, want: &str) {
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !output.contains(want) {
+            match socket.next().await {
+                Some(Ok(Message::Binary(b))) => output.push_str(&String::from_utf8_lossy(&b)),
+                Some(Ok(Message::Text(t))) => output.push_str(&t),
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok() && output.contains(want),
+        "waited for {want:?}: {output:?}"
+    );
+}
+
+/// The rack's token split across WebSocket messages (one write sent as several frames) is
+/// masked all the same, and the tail of a message that only might begin it is not held for
+/// long: a shell's output must not hang waiting for a secret's rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_token_split_across_websocket_messages_is_masked() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let (head, rest) = RACK_TOKEN.split_at(10);
+    let prefix = &RACK_TOKEN[..6];
+    let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+    // The test rack echoes each message as a message of its own.
+    for part in [
+        format!("RACK={head}"),
+        format!("{rest}\n"),
+        format!("x{prefix}"),
+    ] {
+        socket
+            .send(Message::Binary(part.into_bytes().into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut output = String::new();
+    // `x` and the token's first characters, which might have begun it, come out although
+    // nothing follows them yet.
+    read_until(&mut socket, &mut output, &format!("x{prefix}")).await;
+    socket
+        .send(Message::Binary(b"exit 0".to_vec().into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    read_until(&mut socket, &mut output, EXIT_MARKER).await;
+    let _ = socket.close(None).await;
+    assert_eq!(
+        output,
+        format!(
+            "RACK={}\nx{prefix}{EXIT_MARKER}0",
+            "*".repeat(RACK_TOKEN.len())
+        )
+    );
+
+    let s = store(&db).await;
+    let recorded = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:processes:exec"
+            && r.event.details["rack_token_masked_count"] == 1
+    })
+    .await;
+    assert!(recorded, "exec outcome records the masking");
+}
 
 crate::both_backends!(
     shutdown_closes_websocket_sessions_and_records_them,
