@@ -20,6 +20,9 @@ pub const MIN_SECRET_LEN: usize = 8;
 pub struct Scrubber {
     needles: Vec<Finder<'static>>,
     longest: usize,
+    /// For each byte value, the proper beginnings of secrets that end in it, as (secret,
+    /// length), longest first.
+    beginnings_ending_in: Vec<Vec<(usize, usize)>>,
 }
 
 impl Scrubber {
@@ -32,7 +35,21 @@ impl Scrubber {
             .map(|s| Finder::new(s).into_owned())
             .collect();
         let longest = needles.iter().map(|f| f.needle().len()).max().unwrap_or(0);
-        Scrubber { needles, longest }
+        let mut beginnings_ending_in = vec![Vec::new(); 256];
+        for (i, finder) in needles.iter().enumerate() {
+            let needle = finder.needle();
+            for len in 1..needle.len() {
+                beginnings_ending_in[usize::from(needle[len - 1])].push((i, len));
+            }
+        }
+        for beginnings in &mut beginnings_ending_in {
+            beginnings.sort_unstable_by_key(|&(_, len)| std::cmp::Reverse(len));
+        }
+        Scrubber {
+            needles,
+            longest,
+            beginnings_ending_in,
+        }
     }
 
     /// True when there is nothing to search for.
@@ -64,18 +81,18 @@ impl Scrubber {
     /// The length of the longest tail of `buf` that is the beginning (not the whole) of a
     /// secret: bytes that a following chunk could complete into one. 0 when there is none.
     pub fn partial_suffix(&self, buf: &[u8]) -> usize {
-        let mut longest = 0;
-        for finder in &self.needles {
-            let needle = finder.needle();
-            let window = &buf[buf.len() - (needle.len() - 1).min(buf.len())..];
-            // The first place the needle's first byte occurs gives the longest candidate.
-            let hit = memchr::memchr_iter(needle[0], window)
-                .find(|&at| needle.starts_with(&window[at..]));
-            if let Some(at) = hit {
-                longest = longest.max(window.len() - at);
-            }
-        }
-        longest
+        // This runs on every WebSocket message, so it starts from the last byte: only the
+        // secrets' beginnings that end in that byte are compared, longest first. A log line
+        // ends in a newline, which no secret holds: one lookup.
+        let Some(&last) = buf.last() else {
+            return 0;
+        };
+        self.beginnings_ending_in[usize::from(last)]
+            .iter()
+            .find(|&&(needle, len)| {
+                len <= buf.len() && buf[buf.len() - len..] == self.needles[needle].needle()[..len]
+            })
+            .map_or(0, |&(_, len)| len)
     }
 
     /// State for masking one stream whose chunks may split a secret.
@@ -303,6 +320,30 @@ mod tests {
             (1..TOKEN.len()).prop_map(|n| TOKEN[..n].to_string()),
             "[a-z0-9 -]{0,12}",
         ]
+    }
+
+    #[test]
+    fn partial_suffix_is_the_longest_beginning_of_any_secret() {
+        let s = Scrubber::new(&["abcdefgh12", "Y29udm94abc"]);
+        for (buf, want) in [
+            (&b""[..], 0),
+            (b"a", 1),
+            (b"xxab", 2),
+            (b"xxabc", 3),
+            (b"xxY29", 3),
+            (b"Y29udm94ab", 10),
+            (b"abcdefgh1", 9),
+            (b"abcdefgh12", 0),
+            (b"abcdefgh12ab", 2),
+            (b"line\n", 0),
+        ] {
+            assert_eq!(
+                s.partial_suffix(buf),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
     }
 
     #[test]

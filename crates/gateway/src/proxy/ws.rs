@@ -165,7 +165,7 @@ async fn relay(
         };
         let rack_to_client = async {
             let mut outgoing = Outgoing::new(scrubber);
-            'relay: loop {
+            loop {
                 let next = match outgoing.deadline {
                     Some(at) => match tokio::time::timeout_at(at, rack_rx.next()).await {
                         Ok(next) => next,
@@ -192,12 +192,19 @@ async fn relay(
                 if n > 0 {
                     masked.fetch_add(n, Ordering::Relaxed);
                 }
-                for message in [held, message].into_iter().flatten() {
-                    bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
-                    let closing = matches!(message, ws::Message::Close(_));
-                    if client_tx.feed(message).await.is_err() || closing {
-                        break 'relay;
+                if let Some(held) = held {
+                    bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
+                    if client_tx.feed(held).await.is_err() {
+                        break;
                     }
+                }
+                let Some(message) = message else {
+                    continue;
+                };
+                bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
+                let closing = matches!(message, ws::Message::Close(_));
+                if client_tx.feed(message).await.is_err() || closing {
+                    break;
                 }
                 if !more_ready(&mut rack_rx) && client_tx.flush().await.is_err() {
                     break;
