@@ -299,6 +299,17 @@ impl Config {
                 name: "RACK_TOKEN",
                 expected: "the rack's API token (the password convox uses for the rack)",
             })?;
+        // A token read from a file often keeps its newline; sent as is, every request would
+        // fail at the rack with 401. Refused here with the reason, never with the value.
+        let token = rack_token.expose();
+        if token.trim() != token || token.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid {
+                name: "RACK_TOKEN",
+                expected: "the rack's API token without surrounding whitespace or control \
+                           characters (a trailing newline from a file?)"
+                    .into(),
+            });
+        }
 
         let listen_addr = match (get("LISTEN_ADDR"), get("PORT")) {
             (Some(addr), _) => addr.parse().map_err(|_| ConfigError::Invalid {
@@ -620,6 +631,24 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.unwrap_or_default().starts_with("RACK_TOKEN is required"));
+    }
+
+    #[test]
+    fn a_rack_token_with_whitespace_or_control_characters_is_refused() {
+        for token in [
+            "s3cret\n",
+            " s3cret",
+            "s3cret\r\n",
+            "s3c\u{7}ret",
+            "s3\tcret",
+        ] {
+            let e = load(&[("RACK_HOST", "https://r"), ("RACK_TOKEN", token)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("RACK_TOKEN"), "{token:?}: {e}");
+            assert!(e.contains("trailing newline") && !e.contains("s3"), "{e}");
+        }
     }
 
     #[test]

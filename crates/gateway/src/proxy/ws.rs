@@ -289,6 +289,8 @@ const SPLIT_SECRET_WAIT: Duration = Duration::from_millis(20);
 
 /// Rack-to-client messages with the rack's credentials masked, also where one is split
 /// across messages ([`MessageScrub`]: only a tail that could begin a secret is held back).
+/// A message ending in a newline is never cut (no credential holds one): log lines, and the
+/// exit-code line (`F1E49A85-…:N\n`) that the Convox CLI expects whole within one read.
 struct Outgoing {
     scrub: MessageScrub,
     /// Whether the held bytes came from a text message (else binary).
