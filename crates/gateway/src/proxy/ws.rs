@@ -293,6 +293,8 @@ const SPLIT_SECRET_WAIT: Duration = Duration::from_millis(20);
 /// exit-code line (`F1E49A85-…:N\n`) that the Convox CLI expects whole within one read.
 struct Outgoing {
     scrub: MessageScrub,
+    /// For control frames, which are masked whole.
+    scrubber: Arc<Scrubber>,
     /// Whether the held bytes came from a text message (else binary).
     held_text: bool,
     /// When the held bytes are sent anyway; `None` while nothing is held.
@@ -302,7 +304,8 @@ struct Outgoing {
 impl Outgoing {
     fn new(scrubber: Arc<Scrubber>) -> Outgoing {
         Outgoing {
-            scrub: MessageScrub::new(scrubber),
+            scrub: MessageScrub::new(scrubber.clone()),
+            scrubber,
             held_text: false,
             deadline: None,
         }
@@ -337,10 +340,43 @@ impl Outgoing {
                 self.wait_for_rest();
                 (held, out, masked)
             }
-            close @ ws::Message::Close(_) => (self.release(), Some(close), 0),
-            control => (None, Some(control), 0),
+            // Control frames are whole by definition (at most 125 bytes, never fragmented):
+            // masked on their own, and a close first lets out what is held.
+            ws::Message::Close(Some(mut frame)) => {
+                let masked = match self.mask_whole(frame.reason.as_bytes()) {
+                    Some((reason, n)) => {
+                        frame.reason = utf8_lossy(reason).into();
+                        n
+                    }
+                    None => 0,
+                };
+                (
+                    self.release(),
+                    Some(ws::Message::Close(Some(frame))),
+                    masked,
+                )
+            }
+            close @ ws::Message::Close(None) => (self.release(), Some(close), 0),
+            ws::Message::Ping(data) => match self.mask_whole(&data) {
+                Some((data, n)) => (None, Some(ws::Message::Ping(data.into())), n),
+                None => (None, Some(ws::Message::Ping(data)), 0),
+            },
+            ws::Message::Pong(data) => match self.mask_whole(&data) {
+                Some((data, n)) => (None, Some(ws::Message::Pong(data.into())), n),
+                None => (None, Some(ws::Message::Pong(data)), 0),
+            },
         };
         (held, message, masked)
+    }
+
+    /// `bytes` masked, with the count, when they hold a whole secret.
+    fn mask_whole(&self, bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+        if !self.scrubber.contains(bytes) {
+            return None;
+        }
+        let mut masked = bytes.to_vec();
+        let n = self.scrubber.mask(&mut masked);
+        Some((masked, n))
     }
 
     /// After a data message: wait a little for the rest of what is held, if anything is.
@@ -369,9 +405,12 @@ impl Outgoing {
 /// A text message from bytes that were valid UTF-8 before masking or holding: whole secrets
 /// masked with ASCII, and cuts only before a secret's first byte, keep them valid.
 fn text_message(bytes: Vec<u8>) -> ws::Message {
-    let text = String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    ws::Message::Text(text.into())
+    ws::Message::Text(utf8_lossy(bytes).into())
+}
+
+/// `bytes` as text; valid UTF-8 stays as it is (see [`text_message`]).
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// True when `stream` has another item ready (or has ended) without waiting. Peeking polls

@@ -298,6 +298,50 @@ async fn a_rack_token_split_across_websocket_messages_is_masked() {
     assert!(recorded, "exec outcome records the masking");
 }
 
+/// The rack's token in a control frame (a ping's payload, a close's reason) is masked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_token_in_websocket_control_frames_is_masked() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+    let stars = "*".repeat(RACK_TOKEN.len());
+    for command in ["ping-token", "close-token"] {
+        socket
+            .send(Message::Binary(command.as_bytes().to_vec().into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (mut ping, mut close) = (None, None);
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = socket.next().await {
+            match message {
+                Message::Ping(data) => ping = Some(String::from_utf8_lossy(&data).into_owned()),
+                Message::Close(frame) => {
+                    close = frame.map(|f| f.reason.to_string());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the session did not end");
+    assert_eq!(ping.as_deref(), Some(stars.as_str()));
+    assert_eq!(close, Some(format!("bye {stars}")));
+    let s = store(&db).await;
+    let recorded = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:processes:exec"
+            && r.event.details["rack_token_masked_count"] == 2
+    })
+    .await;
+    assert!(recorded, "the outcome counts both");
+}
+
 crate::both_backends!(
     shutdown_closes_websocket_sessions_and_records_them,
     |db| async move {

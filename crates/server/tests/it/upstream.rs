@@ -284,6 +284,25 @@ async fn websocket(mut socket: WebSocket, path: String) {
             Message::Close(_) => return,
             _ => continue,
         };
+        // A rack quoting its credentials in control frames.
+        match text.trim() {
+            "ping-token" => {
+                let _ = socket
+                    .send(Message::Ping(RACK_TOKEN.as_bytes().to_vec().into()))
+                    .await;
+                continue;
+            }
+            "close-token" => {
+                let reason = format!("bye {RACK_TOKEN}");
+                let frame = axum::extract::ws::CloseFrame {
+                    code: 1000,
+                    reason: reason.into(),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            _ => {}
+        }
         if let Some(code) = text.trim().strip_prefix("exit ") {
             let _ = socket
                 .send(Message::Binary(
