@@ -22,6 +22,10 @@ const COMPANY: Duration = Duration::from_micros(300);
 const PRINT_PAUSE: Duration = Duration::from_millis(10);
 /// Queue length; beyond it callers wait (back-pressure rather than unbounded memory).
 const QUEUE: usize = 4096;
+/// A batch that takes longer than this to commit is reported (see [`SlowCommits`]).
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
+/// At most one slow-commit report per this long; the ones between are counted in the next.
+const SLOW_COMMIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Why an event could not be recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -390,9 +394,45 @@ fn finish(
     }
 }
 
+/// Reports slow commits on stderr. Every request in a batch waits for its commit before it is
+/// forwarded, so a slow disk or database shows up as latency the rack did not cause; this says
+/// so where operators look, without a line per batch when the store is slow for a while.
+#[derive(Debug, Default)]
+struct SlowCommits {
+    last_report: Option<std::time::Instant>,
+    /// Slow commits since the last report that were not reported.
+    unreported: u64,
+}
+
+impl SlowCommits {
+    /// Takes the time a batch of `events` took; true when it was reported.
+    fn observe(&mut self, took: Duration, events: usize, now: std::time::Instant) -> bool {
+        if took < SLOW_COMMIT || events == 0 {
+            return false;
+        }
+        if self
+            .last_report
+            .is_some_and(|at| now.duration_since(at) < SLOW_COMMIT_REPORT_EVERY)
+        {
+            self.unreported += 1;
+            return false;
+        }
+        tracing::warn!(
+            took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            events,
+            slow_commits_not_reported_since_last = self.unreported,
+            "audit commit was slow: the requests in the batch waited for it"
+        );
+        self.last_report = Some(now);
+        self.unreported = 0;
+        true
+    }
+}
+
 /// The writer as an async task (PostgreSQL, whose driver is async).
 async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
     let printer = stdout.then(Printer::start);
+    let mut slow = SlowCommits::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut sleep = Sleep::Idle;
     loop {
@@ -412,7 +452,10 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
         }
         let parts = queues.gather(&mut batch);
         let wrote = !parts.events.is_empty();
+        let started = std::time::Instant::now();
+        let count = parts.events.len();
         let result = write_with_retry(&store, &key, parts.events, &parts.read_at).await;
+        slow.observe(started.elapsed(), count, std::time::Instant::now());
         finish(result, parts.acks, parts.flushes, printer.as_ref());
         if closed {
             break;
@@ -432,6 +475,7 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
 /// and the blocking pool (~12 % of the async workers' time under load went to those).
 fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
     let printer = stdout.then(Printer::start);
+    let mut slow = SlowCommits::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut sleep = Sleep::Idle;
     loop {
@@ -450,7 +494,10 @@ fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
         }
         let parts = queues.gather(&mut batch);
         let wrote = !parts.events.is_empty();
+        let started = std::time::Instant::now();
+        let count = parts.events.len();
         let result = write_blocking_with_retry(store, key, parts.events, &parts.read_at);
+        slow.observe(started.elapsed(), count, std::time::Instant::now());
         finish(result, parts.acks, parts.flushes, printer.as_ref());
         if closed {
             break;
@@ -723,6 +770,21 @@ mod tests {
 
     /// A batch waits for requests on their way only briefly: one that never arrives (stuck
     /// upstream of the log, or dropped) must not hold up the others' commits.
+    #[test]
+    fn slow_commits_are_reported_at_most_every_ten_seconds() {
+        let mut slow = SlowCommits::default();
+        let t0 = std::time::Instant::now();
+        let ms = Duration::from_millis;
+        assert!(!slow.observe(ms(99), 10, t0), "fast enough");
+        assert!(!slow.observe(ms(500), 0, t0), "nothing was written");
+        assert!(slow.observe(ms(100), 3, t0));
+        assert!(!slow.observe(ms(250), 3, t0 + ms(9_000)));
+        assert!(!slow.observe(ms(250), 3, t0 + ms(9_500)));
+        assert_eq!(slow.unreported, 2);
+        assert!(slow.observe(ms(250), 3, t0 + ms(10_000)));
+        assert_eq!(slow.unreported, 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_on_its_way_delays_a_commit_only_briefly() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -42,6 +42,38 @@ pub async fn hold_audit_lock(db: &Db) -> LockHolder {
     }
 }
 
+// Every request waits for its batch's commit, so a store that is slow for a moment shows as
+// latency the rack did not cause: the gateway says so on stderr.
+both_backends!(a_slow_audit_commit_is_reported, |db| async move {
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let get = || {
+        let request = c.get(gw.proxy("/apps")).basic_auth("convox", Some(&admin));
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(get().await.ok(), Some(200));
+    assert!(!gw.all_output().contains("audit commit was slow"));
+
+    let holder = hold_audit_lock(&db).await;
+    let waiting = tokio::spawn(get());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(holder);
+    let status = waiting.await.ok().and_then(Result::ok);
+    assert_eq!(
+        status,
+        Some(200),
+        "the request went through once the lock was gone"
+    );
+    let reported = crate::kit::eventually(|| {
+        let output = gw.all_output();
+        async move { output.contains("audit commit was slow") }
+    })
+    .await;
+    assert!(reported, "{}", gw.all_output());
+});
+
 both_backends!(
     every_call_is_audited_with_a_linked_outcome,
     |db| async move {
