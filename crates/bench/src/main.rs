@@ -915,6 +915,20 @@ async fn websocket_phases(
     Ok(rows)
 }
 
+/// The lines a gateway logged at WARN or ERROR (its log is JSON lines), if any.
+fn gateway_warnings(scratch: &Path, store: &str) -> Option<report::GatewayWarnings> {
+    let log = std::fs::read_to_string(scratch.join(format!("gateway-{store}.log"))).ok()?;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .collect();
+    (!warnings.is_empty()).then(|| report::GatewayWarnings {
+        store: store.to_string(),
+        count: warnings.len(),
+        first: warnings.iter().take(20).map(|l| l.to_string()).collect(),
+    })
+}
+
 async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let p = Progress(started);
@@ -980,6 +994,11 @@ async fn run() -> anyhow::Result<()> {
         upload,
         websocket,
         checks,
+        gateway_warnings: servers
+            .gateways
+            .iter()
+            .filter_map(|g| gateway_warnings(dir, g.store))
+            .collect(),
         wall_secs: started.elapsed().as_secs_f64(),
     };
     let md = report::markdown(&report);
@@ -1002,4 +1021,31 @@ async fn run() -> anyhow::Result<()> {
     ));
     println!("{md}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_warnings_are_the_warn_and_error_lines_of_its_log() {
+        let dir = std::env::temp_dir().join(format!("rgw-bench-test-{}", random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let lines = [
+            r#"{"level":"INFO","fields":{"message":"rack-gateway listening"}}"#,
+            r#"{"level":"WARN","fields":{"message":"audit commit was slow","took_ms":230}}"#,
+            r#"{"level":"ERROR","fields":{"message":"audit write failed"}}"#,
+        ];
+        std::fs::write(dir.join("gateway-sqlite.log"), lines.join("\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let found = gateway_warnings(&dir, "sqlite");
+        assert!(
+            gateway_warnings(&dir, "pg").is_none(),
+            "no log, no warnings"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let found = found.unwrap_or_else(|| panic!("the warnings were missed"));
+        assert_eq!(found.count, 2);
+        assert_eq!(found.first, lines[1..]);
+    }
 }

@@ -22,7 +22,18 @@ pub struct Report {
     pub upload: Vec<StreamRow>,
     pub websocket: Vec<StreamRow>,
     pub checks: Vec<Check>,
+    /// What each gateway logged at WARN or above during the run (slow audit commits, failed
+    /// writes): the first place to look when a phase has a long tail.
+    pub gateway_warnings: Vec<GatewayWarnings>,
     pub wall_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GatewayWarnings {
+    pub store: String,
+    pub count: usize,
+    /// The first few, as logged (JSON lines).
+    pub first: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -401,8 +412,25 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
+    if !r.gateway_warnings.is_empty() {
+        let _ = writeln!(
+            md,
+            "### Gateway warnings during the run
+"
+        );
+        for w in &r.gateway_warnings {
+            let _ = writeln!(md, "- gateway-{}: {} at WARN or above", w.store, w.count);
+            for line in w.first.iter().take(MARKDOWN_WARNINGS) {
+                let _ = writeln!(md, "  - `{line}`");
+            }
+        }
+        let _ = writeln!(md);
+    }
     md
 }
+
+/// Warnings shown per gateway in the markdown (the JSON keeps more).
+const MARKDOWN_WARNINGS: usize = 5;
 
 #[cfg(test)]
 mod tests {
