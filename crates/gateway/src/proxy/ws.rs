@@ -316,6 +316,10 @@ impl Outgoing {
     /// when all of it is held), and how many secrets were masked.
     fn pass(&mut self, message: ws::Message) -> (Option<ws::Message>, Option<ws::Message>, usize) {
         let (held, message, masked) = match message {
+            // An empty message carries nothing to hold or mask, but it is a message of its own
+            // (a stream's end, to some clients): what is held goes first, then it, as it was.
+            ws::Message::Text(ref t) if t.is_empty() => (self.release(), Some(message), 0),
+            ws::Message::Binary(ref b) if b.is_empty() => (self.release(), Some(message), 0),
             ws::Message::Text(text) => {
                 let held = if self.held_text { None } else { self.release() };
                 let (out, masked) = self.scrub.push(text.as_bytes());

@@ -274,6 +274,27 @@ async fn a_rack_token_split_across_websocket_messages_is_masked() {
     // `x` and the token's first characters, which might have begun it, come out although
     // nothing follows them yet.
     read_until(&mut socket, &mut output, &format!("x{prefix}")).await;
+    // An empty message right behind a held tail still arrives, after the tail.
+    for part in [format!("y{prefix}"), String::new()] {
+        socket
+            .send(Message::Binary(part.into_bytes().into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut before_empty = String::new();
+    let empty_arrived = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = socket.next().await {
+            match message {
+                Message::Binary(b) if b.is_empty() => return true,
+                Message::Binary(b) => before_empty.push_str(&String::from_utf8_lossy(&b)),
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(empty_arrived.ok(), Some(true), "the empty message was lost");
+    assert_eq!(before_empty, format!("y{prefix}"));
     socket
         .send(Message::Binary(b"exit 0".to_vec().into()))
         .await
