@@ -19,7 +19,6 @@ pub const MIN_SECRET_LEN: usize = 8;
 #[derive(Debug, Clone)]
 pub struct Scrubber {
     needles: Vec<Finder<'static>>,
-    longest: usize,
     /// For each byte value, the proper beginnings of secrets that end in it, as (secret,
     /// length), longest first.
     beginnings_ending_in: Vec<Vec<(usize, usize)>>,
@@ -34,7 +33,6 @@ impl Scrubber {
             .filter(|s| s.len() >= MIN_SECRET_LEN)
             .map(|s| Finder::new(s).into_owned())
             .collect();
-        let longest = needles.iter().map(|f| f.needle().len()).max().unwrap_or(0);
         let mut beginnings_ending_in = vec![Vec::new(); 256];
         for (i, finder) in needles.iter().enumerate() {
             let needle = finder.needle();
@@ -47,7 +45,6 @@ impl Scrubber {
         }
         Scrubber {
             needles,
-            longest,
             beginnings_ending_in,
         }
     }
@@ -98,45 +95,37 @@ impl Scrubber {
     /// State for masking one stream whose chunks may split a secret.
     pub fn stream(self: &Arc<Self>) -> StreamScrub {
         StreamScrub {
-            scrubber: Arc::clone(self),
-            held: Vec::new(),
+            inner: MessageScrub::new(Arc::clone(self)),
             masked: 0,
         }
     }
 }
 
-/// Masks secrets across chunk boundaries by holding back the last `longest - 1` bytes of what
-/// it has seen until the next chunk (or the end) shows whether they start a secret.
+/// Masks secrets across the chunks of a body: a [`MessageScrub`] whose held bytes are
+/// released only at the end (a body has no prompt waiting on it, and its chunks follow
+/// each other as fast as the rack sends them).
 #[derive(Debug)]
 pub struct StreamScrub {
-    scrubber: Arc<Scrubber>,
-    held: Vec<u8>,
+    inner: MessageScrub,
     masked: usize,
 }
 
 impl StreamScrub {
     /// Takes the next chunk; returns the bytes that are safe to send now (possibly none).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        if self.scrubber.is_empty() {
-            return chunk.to_vec();
-        }
-        let mut buf = std::mem::take(&mut self.held);
-        buf.extend_from_slice(chunk);
-        self.masked += self.scrubber.mask(&mut buf);
-        // A secret not yet complete starts within the last `longest - 1` bytes.
-        let keep = (self.scrubber.longest - 1).min(buf.len());
-        self.held = buf.split_off(buf.len() - keep);
-        buf
+        let (safe, masked) = self.inner.push(chunk);
+        self.masked += masked;
+        safe.into_owned()
     }
 
     /// The stream ended: the bytes still held (they cannot start a whole secret any more).
     pub fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.held)
+        self.inner.release()
     }
 
     /// True when there is nothing to mask: chunks may be passed on as they are.
     pub fn is_passthrough(&self) -> bool {
-        self.scrubber.is_empty()
+        self.inner.scrubber.is_empty()
     }
 
     /// How many secrets were masked so far.
@@ -153,7 +142,7 @@ impl StreamScrub {
 #[derive(Debug)]
 pub struct MessageScrub {
     scrubber: Arc<Scrubber>,
-    /// The stream's last bytes that may begin a secret, at most `longest - 1` of them.
+    /// The stream's last bytes that may begin a secret (fewer than the longest secret's).
     tail: Vec<u8>,
     /// How many of `tail`'s last bytes have not been sent.
     unsent: usize,
@@ -284,16 +273,7 @@ mod tests {
             let whole = parts.concat().into_bytes();
             let mut expected = whole.clone();
             let n = s.mask(&mut expected);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(whole.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks: Vec<&[u8]> = Vec::new();
-            let mut at = 0;
-            for c in cuts {
-                chunks.push(&whole[at..c]);
-                at = c;
-            }
-            chunks.push(&whole[at..]);
-            let (out, m) = scrub_chunks(&s, &chunks);
+            let (out, m) = scrub_chunks(&s, &pieces(&whole, cuts));
             prop_assert_eq!(out, expected);
             prop_assert_eq!(m, n);
         }
