@@ -768,8 +768,6 @@ mod tests {
         (store, log)
     }
 
-    /// A batch waits for requests on their way only briefly: one that never arrives (stuck
-    /// upstream of the log, or dropped) must not hold up the others' commits.
     #[test]
     fn slow_commits_are_reported_at_most_every_ten_seconds() {
         let mut slow = SlowCommits::default();
@@ -785,6 +783,8 @@ mod tests {
         assert_eq!(slow.unreported, 0);
     }
 
+    /// A batch waits for requests on their way only briefly: one that never arrives (stuck
+    /// upstream of the log, or dropped) must not hold up the others' commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_on_its_way_delays_a_commit_only_briefly() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -206,14 +206,10 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
         output.contains(&format!("env RACK={}", "*".repeat(RACK_TOKEN.len()))),
         "{output}"
     );
-    let s = crate::kit::store(&db).await;
-    let recorded = crate::kit::audited(&s, |r| {
-        r.event.kind.as_str() == "outcome"
-            && r.event.action == "convox:processes:exec"
-            && r.event.details["rack_token_masked_count"] == 1
-    })
-    .await;
-    assert!(recorded, "exec outcome records the masking");
+    assert!(
+        exec_outcome_masked(&db, 1).await,
+        "exec outcome records the masking"
+    );
     assert!(output.ends_with(&format!("{EXIT_MARKER}3")), "{output}");
 
     // The rack's own refusal of an upgrade is relayed.
@@ -245,6 +241,27 @@ async fn read_until(socket: &mut WsClient, output: &mut String, want: &str) {
     );
 }
 
+/// Sends each of `parts` as a binary message of its own.
+async fn send_binary(socket: &mut WsClient, parts: &[String]) {
+    for part in parts {
+        socket
+            .send(Message::Binary(part.clone().into_bytes().into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Whether an exec session's outcome event records `count` masked copies of the rack token.
+async fn exec_outcome_masked(db: &crate::kit::Db, count: u64) -> bool {
+    let s = store(db).await;
+    crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "convox:processes:exec"
+            && r.event.details["rack_token_masked_count"] == count
+    })
+    .await
+}
+
 /// The rack's token split across WebSocket messages (one write sent as several frames) is
 /// masked all the same, and the tail of a message that only might begin it is not held for
 /// long: a shell's output must not hang waiting for a secret's rest.
@@ -260,27 +277,21 @@ async fn a_rack_token_split_across_websocket_messages_is_masked() {
     let prefix = &RACK_TOKEN[..6];
     let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
     // The test rack echoes each message as a message of its own.
-    for part in [
-        format!("RACK={head}"),
-        format!("{rest}\n"),
-        format!("x{prefix}"),
-    ] {
-        socket
-            .send(Message::Binary(part.into_bytes().into()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    send_binary(
+        &mut socket,
+        &[
+            format!("RACK={head}"),
+            format!("{rest}\n"),
+            format!("x{prefix}"),
+        ],
+    )
+    .await;
     let mut output = String::new();
     // `x` and the token's first characters, which might have begun it, come out although
     // nothing follows them yet.
     read_until(&mut socket, &mut output, &format!("x{prefix}")).await;
     // An empty message right behind a held tail still arrives, after the tail.
-    for part in [format!("y{prefix}"), String::new()] {
-        socket
-            .send(Message::Binary(part.into_bytes().into()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    send_binary(&mut socket, &[format!("y{prefix}"), String::new()]).await;
     let mut before_empty = String::new();
     let empty_arrived = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(message)) = socket.next().await {
@@ -309,14 +320,10 @@ async fn a_rack_token_split_across_websocket_messages_is_masked() {
         )
     );
 
-    let s = store(&db).await;
-    let recorded = crate::kit::audited(&s, |r| {
-        r.event.kind.as_str() == "outcome"
-            && r.event.action == "convox:processes:exec"
-            && r.event.details["rack_token_masked_count"] == 1
-    })
-    .await;
-    assert!(recorded, "exec outcome records the masking");
+    assert!(
+        exec_outcome_masked(&db, 1).await,
+        "exec outcome records the masking"
+    );
 }
 
 /// The rack's token in a control frame (a ping's payload, a close's reason) is masked too.
@@ -330,12 +337,7 @@ async fn a_rack_token_in_websocket_control_frames_is_masked() {
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
     let stars = "*".repeat(RACK_TOKEN.len());
-    for command in ["ping-token", "close-token"] {
-        socket
-            .send(Message::Binary(command.as_bytes().to_vec().into()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    send_binary(&mut socket, &["ping-token".into(), "close-token".into()]).await;
     let (mut ping, mut close) = (None, None);
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(message)) = socket.next().await {
@@ -353,14 +355,7 @@ async fn a_rack_token_in_websocket_control_frames_is_masked() {
     assert!(read.is_ok(), "the session did not end");
     assert_eq!(ping.as_deref(), Some(stars.as_str()));
     assert_eq!(close, Some(format!("bye {stars}")));
-    let s = store(&db).await;
-    let recorded = crate::kit::audited(&s, |r| {
-        r.event.kind.as_str() == "outcome"
-            && r.event.action == "convox:processes:exec"
-            && r.event.details["rack_token_masked_count"] == 2
-    })
-    .await;
-    assert!(recorded, "the outcome counts both");
+    assert!(exec_outcome_masked(&db, 2).await, "the outcome counts both");
 }
 
 crate::both_backends!(
