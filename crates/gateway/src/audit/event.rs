@@ -187,12 +187,17 @@ pub fn audited_path(path: String) -> String {
     gateway_core::redact::clip(path, MAX_AUDITED_PATH)
 }
 
-/// The caller's `User-Agent` as an audit event records it: at most 256 characters.
+/// The caller's `User-Agent` as an audit event records it: at most 256 characters. Bytes that
+/// are not UTF-8 become U+FFFD rather than dropping the whole value: a hostile client must not
+/// be able to erase its own user agent from the trail with one stray byte. (Header values never
+/// hold NUL or other control characters but tab; hyper refuses them.)
 pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect())
+    headers.get(http::header::USER_AGENT).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(256)
+            .collect()
+    })
 }
 
 /// A new request id: a UUID v7, so ids sort by time and each new one lands at the end of the
@@ -205,6 +210,30 @@ pub fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_agent_that_is_not_ascii_is_kept() {
+        let ua = |bytes: &[u8]| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_bytes(bytes).unwrap_or_else(|e| panic!("{e}")),
+            );
+            audited_user_agent(&h)
+        };
+        assert_eq!(ua(b"convox/3.19").as_deref(), Some("convox/3.19"));
+        assert_eq!(
+            ua("curl/8 – café".as_bytes()).as_deref(),
+            Some("curl/8 – café")
+        );
+        assert_eq!(
+            ua(b"evil\xff\xfe/1").as_deref(),
+            Some("evil\u{fffd}\u{fffd}/1")
+        );
+        let long = "é".repeat(300);
+        assert_eq!(ua(long.as_bytes()).map(|s| s.chars().count()), Some(256));
+        assert_eq!(audited_user_agent(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn canonical_bytes_do_not_let_boundaries_shift() {

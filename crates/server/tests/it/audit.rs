@@ -93,13 +93,18 @@ both_backends!(
         assert_eq!(resp.status(), 200);
         let request_id = crate::kit::request_id(&resp);
         let _ = resp.bytes().await;
+        // A user agent that is not UTF-8 is recorded with replacement characters, not dropped.
+        let hostile_ua = reqwest::header::HeaderValue::from_bytes(b"evil\xff/1 caf\xc3\xa9")
+            .unwrap_or_else(|e| panic!("{e}"));
         let denied = c
             .delete(gw.proxy("/apps/web"))
             .basic_auth("convox", Some(&ops))
+            .header("user-agent", hostile_ua)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(denied.status(), 403);
+        let denied_id = crate::kit::request_id(&denied);
 
         let s = store(&db).await;
         let found = crate::kit::eventually(|| {
@@ -131,6 +136,11 @@ both_backends!(
         assert!(
             !path.contains("hunter2") && !path.contains("pw@"),
             "query not redacted: {path}"
+        );
+        let denial = s.audit_by_request(&denied_id).await.unwrap_or_default();
+        assert_eq!(
+            denial.first().and_then(|r| r.event.user_agent.as_deref()),
+            Some("evil\u{fffd}/1 café")
         );
         assert_eq!(out.status, Some(200));
         assert!(out.latency_ms.is_some());
