@@ -1,4 +1,8 @@
 //! JSON shapes of the Convox rack API (field names as in convox `pkg/structs`).
+//!
+//! Written apart from the client's types in `convox-api` on purpose: both are checked against
+//! convox's `pkg/structs`, and a fake that shared the client's types could not catch a field
+//! the client names wrongly.
 
 use std::collections::BTreeMap;
 
