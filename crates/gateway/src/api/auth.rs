@@ -41,7 +41,7 @@ async fn audit_signin(
         // An anonymous refusal over this address's budget: counted into a summary event.
         return;
     }
-    let mut e = AuditEvent::new(EventKind::Gateway, crate::audit::new_request_id(), action);
+    let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
     e.actor_type = if email.is_some() {
         ActorType::User
     } else {
@@ -444,11 +444,16 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
         }
         return Ok(user);
     }
-    let listed = state
+    let admin_users = state
         .oidc
         .as_ref()
-        .is_some_and(|o| o.config().admin_users.iter().any(|a| a == email));
-    if listed || !state.store.admin_exists().await.map_err(unavailable)? {
+        .map_or(&[][..], |o| o.config().admin_users.as_slice());
+    let listed = admin_users.iter().any(|a| a == email);
+    // With `ADMIN_USERS` set, only the people it names become admins by signing in: otherwise
+    // whoever from an allowed domain got there before them would take the first admin seat.
+    let first_admin =
+        admin_users.is_empty() && !state.store.admin_exists().await.map_err(unavailable)?;
+    if listed || first_admin {
         let user = state
             .store
             .create_user(email, name, "admin")
@@ -456,7 +461,7 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
             .map_err(unavailable)?;
         let mut e = AuditEvent::new(
             EventKind::Gateway,
-            crate::audit::new_request_id(),
+            crate::request_id::current(),
             "gateway:users:create",
         );
         e.actor_type = ActorType::User;

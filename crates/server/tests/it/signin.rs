@@ -237,6 +237,39 @@ both_backends!(
 );
 
 both_backends!(
+    with_admin_users_set_only_they_become_admins,
+    |db| async move {
+        // Nobody is admin yet, and ADMIN_USERS names someone else: the first person to sign in
+        // must not take the first admin seat.
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("ADMIN_USERS", "admin@example.com")],
+        )
+        .await;
+        let login = format!("{}/api/v1/auth/web/login", s.gw.url);
+        let mut early = Browser::new("deployer@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = early.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 403, "{}", page.body);
+        assert!(page.body.contains("has not been added"), "{}", page.body);
+        assert!(!early.cookies.contains_key("rg_session"));
+        let users = store(&db).await;
+        assert!(
+            users
+                .find_user("deployer@example.com")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+
+        let mut listed = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = listed.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("id=\"role\">admin"), "{}", page.body);
+    }
+);
+
+both_backends!(
     control_characters_from_the_provider_are_dropped_or_refused,
     |db| async move {
         // The provider's name claim is stored (here: for the first admin). NUL cannot be
