@@ -189,34 +189,11 @@ pub fn build_app(state: AppState) -> Router {
         .route(&format!("{PROXY_PREFIX}/"), any(proxy::handle))
         .route(&format!("{PROXY_PREFIX}/{{*path}}"), any(proxy::handle))
         .fallback(api::not_found)
-        .layer(axum::middleware::from_fn(reject_ambiguous_framing))
+        .layer(axum::middleware::from_fn(crate::request_id::assign))
         // Proxied bodies are streamed, never buffered; the limit only applies to extractors
         // that buffer (none on the proxy path).
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)
-}
-
-/// Refuses requests whose body framing two parties could read differently (the shapes
-/// request smuggling relies on): both `Content-Length` and `Transfer-Encoding`, or several
-/// `Content-Length` values.
-async fn reject_ambiguous_framing(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let headers = request.headers();
-    let lengths = headers.get_all(http::header::CONTENT_LENGTH).iter().count();
-    let encodings = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .count();
-    if lengths > 1 || (lengths > 0 && encodings > 0) {
-        return crate::error::ApiError::BadRequest(
-            "ambiguous request framing: Content-Length with Transfer-Encoding".into(),
-        )
-        .into_response();
-    }
-    next.run(request).await
 }
 
 /// Where a request comes from: the TCP peer, or, when the peer is a trusted proxy
