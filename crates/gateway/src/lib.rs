@@ -9,6 +9,7 @@ pub mod http_server;
 pub mod identity;
 pub mod oidc;
 pub mod proxy;
+pub mod request_id;
 pub mod secret_eq;
 pub mod store;
 pub mod web;

@@ -14,9 +14,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use crate::app::{AppState, Peer};
-use crate::audit::{
-    ActorType, AuditEvent, Decision, EventKind, audited_path, audited_user_agent, new_request_id,
-};
+use crate::audit::{ActorType, AuditEvent, Decision, EventKind, audited_path, audited_user_agent};
 use crate::error::ApiError;
 use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract_token};
 use crate::proxy::RackError;
@@ -111,7 +109,7 @@ impl CallFacts {
     }
 
     fn event(&self, action: &str, err: &ApiError) -> AuditEvent {
-        let mut e = AuditEvent::new(EventKind::Gateway, new_request_id(), action);
+        let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
         e.rbac_decision = Decision::Deny;
         e.method = Some(self.method.clone());
         e.path = Some(self.path.clone());

@@ -39,7 +39,7 @@ impl Actor {
     }
 
     fn event(&self, action: &str, details: serde_json::Value) -> AuditEvent {
-        let mut e = AuditEvent::new(EventKind::Gateway, crate::audit::new_request_id(), action);
+        let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
         e.actor_type = self.actor_type;
         e.user_email = self.email.clone();
         e.token_name = self.token_name.clone();

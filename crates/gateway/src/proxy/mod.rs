@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{StatusCode, header};
 use serde_json::json;
 
 pub use gateway_core::classify::Classified;
@@ -75,15 +75,12 @@ impl RequestFacts {
 
 /// The proxy handler.
 pub async fn handle(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
-    let request_id = crate::audit::new_request_id();
-    let mut response = match proxy(&state, peer, request, &request_id).await {
+    // `request_id::assign` puts the id on the response.
+    let request_id = crate::request_id::current();
+    match proxy(&state, peer, request, &request_id).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
     }
-    response
 }
 
 async fn proxy(

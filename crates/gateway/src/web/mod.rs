@@ -285,7 +285,7 @@ pub async fn audit_session_revoke(
 ) {
     let mut e = AuditEvent::new(
         EventKind::Gateway,
-        crate::audit::new_request_id(),
+        crate::request_id::current(),
         "gateway:sessions:revoke",
     );
     e.actor_type = principal.actor_type();

@@ -75,6 +75,97 @@ both_backends!(a_slow_audit_commit_is_reported, |db| async move {
 });
 
 both_backends!(
+    every_response_carries_the_request_id_of_its_audit_events,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let s = store(&db).await;
+        // The id is the gateway's own: one a client sends is ignored.
+        let forged = "forged-request-id";
+        let id_of = |resp: &reqwest::Response| {
+            let id = crate::kit::request_id(resp);
+            assert!(!id.is_empty() && id != forged, "{}: {id:?}", resp.url());
+            id
+        };
+        let audited_as = |id: String| {
+            let s = s.clone();
+            async move {
+                let rows = crate::kit::eventually(|| {
+                    let (s, id) = (s.clone(), id.clone());
+                    async move { s.audit_by_request(&id).await.is_ok_and(|r| !r.is_empty()) }
+                })
+                .await;
+                assert!(rows, "no audit event with request id {id}");
+                s.audit_by_request(&id).await.unwrap_or_default()
+            }
+        };
+
+        let health = c
+            .get(format!("{}/api/v1/health", gw.url))
+            .header("x-request-id", forged)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(health.status(), 200);
+        let health_id = id_of(&health);
+        let missing = c
+            .get(format!("{}/no/such/page", gw.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(missing.status(), 404);
+        assert_ne!(id_of(&missing), health_id, "each request has its own id");
+
+        // A refused API call: the refusal's event has the id the caller was given.
+        let refused = c
+            .get(format!("{}/api/v1/info", gw.url))
+            .header("x-request-id", forged)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(refused.status(), 401);
+        let rows = audited_as(id_of(&refused)).await;
+        assert_eq!(rows[0].event.rbac_decision.as_str(), "deny");
+
+        // A change made through the API.
+        let added = c
+            .post(format!("{}/api/v1/users", gw.url))
+            .bearer_auth(&admin)
+            .header("x-request-id", forged)
+            .json(&serde_json::json!({ "email": "new@example.com", "role": "viewer" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(added.status().is_success(), "{}", added.status());
+        let rows = audited_as(id_of(&added)).await;
+        assert_eq!(rows[0].event.action, "gateway:users:create");
+
+        // A proxied call: its request and outcome events, and the rack never sees the forged id.
+        let proxied = c
+            .get(gw.proxy("/apps"))
+            .bearer_auth(&admin)
+            .header("x-request-id", forged)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(proxied.status(), 200);
+        let id = id_of(&proxied);
+        let _ = proxied.bytes().await;
+        let rows = audited_as(id).await;
+        assert_eq!(rows[0].event.kind.as_str(), "request");
+        assert!(
+            rack.seen()
+                .iter()
+                .all(|r| r.headers.iter().all(|(_, v)| v != forged)),
+            "{:?}",
+            rack.seen()
+        );
+    }
+);
+
+both_backends!(
     every_call_is_audited_with_a_linked_outcome,
     |db| async move {
         let rack = TestRack::start().await;
