@@ -22,7 +22,7 @@ pub struct DevArgs {
     /// Fake rack port.
     #[arg(long, default_value_t = 5443)]
     pub rack_port: u16,
-    /// Built-in OpenID Connect provider port (used once sign-in lands).
+    /// Built-in OpenID Connect provider port (the dev sign-in page's test users).
     #[arg(long, default_value_t = 3345)]
     pub oidc_port: u16,
     /// Where the SQLite database lives (ignored when DATABASE_URL is set).
