@@ -11,10 +11,16 @@ use std::str::FromStr;
 
 pub use roles::{Role, UnknownRole};
 
-/// The permission guarding rack routes the catalogue does not know. Only a grant of `*` (or an
-/// explicit grant of this) covers it, so unknown routes are denied to all but admin.
+/// The resource of [`unknown_route_permission`]s.
+const UNKNOWN_RESOURCE: &str = "unknown";
+
+/// The permission guarding rack routes the catalogue does not know. Only `*` or a pattern that
+/// names this resource (`convox:unknown:*`, `convox:unknown:get`) grants it: a wildcard
+/// resource does not, so `convox:*:*` or `convox:*:delete` covers every known route of its
+/// kind but none of the unknown ones (the catch-all proxies, routes of newer racks), which stay
+/// with admins.
 pub fn unknown_route_permission(method: &str) -> String {
-    format!("convox:unknown:{}", method.to_ascii_lowercase())
+    format!("convox:{UNKNOWN_RESOURCE}:{}", method.to_ascii_lowercase())
 }
 
 /// A malformed permission string.
@@ -48,6 +54,11 @@ pub fn validate_permission(pattern: &str) -> Result<(), InvalidPermission> {
 pub fn pattern_matches(pattern: &str, permission: &str) -> bool {
     if pattern == "*" {
         return true;
+    }
+    if permission.split(':').nth(1) == Some(UNKNOWN_RESOURCE)
+        && pattern.split(':').nth(1) != Some(UNKNOWN_RESOURCE)
+    {
+        return false;
     }
     let mut p = pattern.split(':');
     let mut q = permission.split(':');
@@ -178,6 +189,22 @@ mod tests {
             let allowed = role.permissions().allows(&perm);
             assert_eq!(allowed, *role == Role::Admin, "{role}");
         }
+        // A wildcard resource covers the known routes only; naming the resource grants it.
+        for (pattern, granted) in [
+            ("*", true),
+            ("convox:unknown:*", true),
+            ("convox:unknown:get", true),
+            ("*:unknown:*", true),
+            ("convox:unknown:post", false),
+            ("convox:*:*", false),
+            ("convox:*:get", false),
+            ("*:*:*", false),
+        ] {
+            assert_eq!(pattern_matches(pattern, &perm), granted, "{pattern}");
+        }
+        assert!(pattern_matches("convox:*:*", "convox:apps:delete"));
+        let wide: PermissionSet = "convox:*:*".parse().unwrap_or_default();
+        assert!(!wide.covers(&Role::Admin.permissions()));
     }
 
     #[test]

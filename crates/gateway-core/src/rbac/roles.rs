@@ -19,7 +19,8 @@ pub enum Role {
     Deployer,
     /// Everything.
     Admin,
-    /// Automation: read basics. Deploys need an approved deploy request.
+    /// Automation: read basics — not releases, which carry the app's environment with its
+    /// values. Deploys will need an approved deploy request.
     Cicd,
 }
 
@@ -73,6 +74,7 @@ const DEPLOYER: &[&str] = &[
     "gateway:deploy-approvals:request",
 ];
 
+// No `releases:list`: the rack returns each release with its environment, secrets included.
 const CICD: &[&str] = &[
     "convox:apps:list",
     "convox:apps:read",
@@ -81,7 +83,6 @@ const CICD: &[&str] = &[
     "convox:builds:list",
     "convox:builds:read",
     "convox:builds:logs",
-    "convox:releases:list",
     "convox:rack:check",
     "convox:rack:read",
     "gateway:deploy-approvals:request",

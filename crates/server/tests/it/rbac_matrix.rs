@@ -17,7 +17,6 @@ fn expectations() -> BTreeMap<&'static str, &'static [&'static str]> {
     const ALL: &[&str] = &["viewer", "ops", "deployer", "admin", "cicd"];
     const READERS: &[&str] = &["viewer", "ops", "deployer", "admin"];
     const OPS_UP: &[&str] = &["ops", "deployer", "admin"];
-    const OPS_UP_CICD: &[&str] = &["ops", "deployer", "admin", "cicd"];
     const DEPLOY: &[&str] = &["deployer", "admin"];
     const ADMIN: &[&str] = &["admin"];
     BTreeMap::from([
@@ -56,7 +55,8 @@ fn expectations() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("convox:objects:exists", DEPLOY),
         ("convox:objects:delete", DEPLOY),
         ("convox:objects:list", DEPLOY),
-        ("convox:releases:list", OPS_UP_CICD),
+        // Releases carry the app's environment (secrets): only roles that may read env.
+        ("convox:releases:list", OPS_UP),
         ("convox:releases:read", OPS_UP),
         ("convox:releases:create", DEPLOY),
         ("convox:releases:promote", DEPLOY),
