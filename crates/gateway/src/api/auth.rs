@@ -449,10 +449,12 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
         .as_ref()
         .map_or(&[][..], |o| o.config().admin_users.as_slice());
     let listed = admin_users.iter().any(|a| a == email);
-    // With `ADMIN_USERS` set, only the people it names become admins by signing in: otherwise
-    // whoever from an allowed domain got there before them would take the first admin seat.
+    // The first admin is a bootstrap: only on a gateway with no users at all, and only without
+    // `ADMIN_USERS` (then only the people it names become admins by signing in). Otherwise
+    // whoever from an allowed domain got there first would take the seat, before the listed
+    // admins, or after every admin had been demoted.
     let first_admin =
-        admin_users.is_empty() && !state.store.admin_exists().await.map_err(unavailable)?;
+        admin_users.is_empty() && !state.store.users_exist().await.map_err(unavailable)?;
     if listed || first_admin {
         let user = state
             .store

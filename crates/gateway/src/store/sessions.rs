@@ -202,11 +202,12 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// True when some user has the admin role.
-    pub async fn admin_exists(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
-            .fetch_one(&self.pool)
-            .await?;
+    /// True when the gateway has any user at all (locked ones included).
+    pub async fn users_exist(&self) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM users LIMIT 1) AS any_user")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 }

@@ -236,6 +236,26 @@ both_backends!(
     }
 );
 
+both_backends!(the_first_admin_is_only_a_bootstrap, |db| async move {
+    // Users exist but none is an admin (e.g. the last one was demoted): the next person to
+    // sign in must not become admin.
+    let (ok, _, err) = admin(
+        &db,
+        &["users", "add", "admin@example.com", "--role", "viewer"],
+    );
+    assert!(ok, "{err}");
+    let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+    let login = format!("{}/api/v1/auth/web/login", s.gw.url);
+    let mut next = Browser::new("deployer@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let page = next.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("has not been added"), "{}", page.body);
+    let mut known = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let page = known.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"role\">viewer"), "{}", page.body);
+});
+
 both_backends!(
     with_admin_users_set_only_they_become_admins,
     |db| async move {
