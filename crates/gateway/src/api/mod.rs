@@ -262,7 +262,7 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
         .headers_mut()
         .insert(http::header::AUTHORIZATION, state.upstream.authorization());
     // Only the status matters; the unread body is dropped with its connection.
-    match state.upstream.send(request, timeout).await {
+    match state.upstream.send(request, timeout, None).await {
         Ok(response) if response.status().is_success() => json!({ "ok": true }),
         Ok(response) => {
             let status = response.status().as_u16();

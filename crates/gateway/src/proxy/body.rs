@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::elapsed_ms;
 use super::headers::{request_headers, response_headers};
-use super::upstream::RackError;
+use super::upstream::{RackError, UploadProgress};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::error::ApiError;
@@ -232,13 +232,15 @@ pub async fn forward(
     let client_timeout = state.config.client_timeout;
     let client_broke_off = Arc::new(AtomicBool::new(false));
     let client_stalled = Arc::new(AtomicBool::new(false));
-    let body = if has_body {
+    let upload = has_body.then(|| Arc::new(UploadProgress::new()));
+    let body = if let Some(upload) = &upload {
         let counter = outcome.bytes_in.clone();
         let broke = client_broke_off.clone();
         let stalls = Stalls::new(
             body.into_data_stream(),
             client_timeout,
             client_stalled.clone(),
+            upload.clone(),
         );
         let request_stream = stalls.map(move |chunk| {
             match &chunk {
@@ -259,7 +261,10 @@ pub async fn forward(
     *request.headers_mut() = headers;
 
     let read_timeout = state.config.rack_read_timeout;
-    let response = match upstream.send(request, read_timeout).await {
+    let response = match upstream
+        .send(request, read_timeout, upload.as_deref())
+        .await
+    {
         Ok(r) => r,
         Err(err) => {
             let api_error = if client_stalled.load(Ordering::Relaxed) {
@@ -307,16 +312,24 @@ struct Stalls<S> {
     waiting: bool,
     /// Set when the body was cut off for silence.
     stalled: Arc<AtomicBool>,
+    /// Told when the body moves and when it waits for the client (the rack's wait).
+    progress: Arc<UploadProgress>,
 }
 
 impl<S> Stalls<S> {
-    fn new(inner: S, limit: Duration, stalled: Arc<AtomicBool>) -> Stalls<S> {
+    fn new(
+        inner: S,
+        limit: Duration,
+        stalled: Arc<AtomicBool>,
+        progress: Arc<UploadProgress>,
+    ) -> Stalls<S> {
         Stalls {
             inner,
             limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
             waiting: false,
             stalled,
+            progress,
         }
     }
 }
@@ -334,11 +347,13 @@ where
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(item) => {
                 self.waiting = false;
+                self.progress.moved();
                 Poll::Ready(item)
             }
             Poll::Pending => {
                 if !self.waiting {
                     self.waiting = true;
+                    self.progress.waiting_on_client();
                     let deadline = tokio::time::Instant::now() + self.limit;
                     self.deadline.as_mut().reset(deadline);
                 }

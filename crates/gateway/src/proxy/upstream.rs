@@ -3,6 +3,8 @@
 //! credentials, which are added here and nowhere else.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::secret_eq::secret_eq;
 use axum::body::Body;
@@ -208,20 +210,48 @@ impl Upstream {
     }
 
     /// Sends `request` (the rack's credentials already added) and waits at most `wait` for
-    /// the response head: reading the body is bounded by the caller.
+    /// the response head: reading the body is bounded by the caller. With a streamed request
+    /// body, `upload` says how it moves, and `wait` counts only time the rack holds things up:
+    /// an upload that keeps flowing may take as long as it takes (the client's own silence is
+    /// bounded by `CLIENT_TIMEOUT_SECS`), while a rack that stops taking the body, or gives no
+    /// answer `wait` after its end, times out.
     pub async fn send(
         &self,
         request: http::Request<Body>,
-        wait: std::time::Duration,
+        wait: Duration,
+        upload: Option<&UploadProgress>,
     ) -> Result<http::Response<Incoming>, RackError> {
-        match tokio::time::timeout(wait, self.http.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => {
-                tracing::debug!(error = ?err, "rack request failed");
-                Err(RackError::from_client(&err))
+        let answer = self.http.request(request);
+        let result = match upload {
+            None => tokio::time::timeout(wait, answer)
+                .await
+                .map_err(|_| RackError::Timeout)?,
+            Some(upload) => {
+                tokio::pin!(answer);
+                loop {
+                    let deadline = match upload.rack_idle_since() {
+                        Some(since) => since + wait,
+                        // Waiting for the client: its own timeout applies; look again later.
+                        None => tokio::time::Instant::now() + wait,
+                    };
+                    tokio::select! {
+                        result = &mut answer => break result,
+                        () = tokio::time::sleep_until(deadline) => {
+                            if upload
+                                .rack_idle_since()
+                                .is_some_and(|since| since + wait <= tokio::time::Instant::now())
+                            {
+                                return Err(RackError::Timeout);
+                            }
+                        }
+                    }
+                }
             }
-            Err(_) => Err(RackError::Timeout),
-        }
+        };
+        result.map_err(|err| {
+            tracing::debug!(error = ?err, "rack request failed");
+            RackError::from_client(&err)
+        })
     }
 
     /// The `Authorization` value carrying the rack token.
@@ -234,6 +264,55 @@ impl Upstream {
         self.scrub
             .iter()
             .any(|s| !s.is_empty() && value.windows(s.len()).any(|w| w == s.as_bytes()))
+    }
+}
+
+/// How a streamed request body is moving, recorded by the body as it goes: the time it last
+/// handed a chunk on (or ended), and whether it is waiting for the client. Shared between the
+/// body (polled by hyper) and [`Upstream::send`].
+#[derive(Debug)]
+pub struct UploadProgress {
+    started: tokio::time::Instant,
+    /// Microseconds from `started` to the last chunk handed on, or the body's end.
+    moved_at: AtomicU64,
+    waiting_on_client: AtomicBool,
+}
+
+impl UploadProgress {
+    /// A body that has not moved yet: the rack's wait starts now.
+    pub fn new() -> UploadProgress {
+        UploadProgress {
+            started: tokio::time::Instant::now(),
+            moved_at: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+        }
+    }
+
+    /// A chunk was handed on, or the body ended.
+    pub fn moved(&self) {
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.moved_at.store(micros, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    /// The body is waiting for the client to send more.
+    pub fn waiting_on_client(&self) {
+        self.waiting_on_client.store(true, Ordering::Relaxed);
+    }
+
+    /// Since when the rack has been the one holding things up; `None` while the body waits
+    /// for the client.
+    fn rack_idle_since(&self) -> Option<tokio::time::Instant> {
+        if self.waiting_on_client.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.started + Duration::from_micros(self.moved_at.load(Ordering::Relaxed)))
+    }
+}
+
+impl Default for UploadProgress {
+    fn default() -> Self {
+        UploadProgress::new()
     }
 }
 

@@ -204,6 +204,78 @@ both_backends!(stalled_upload_is_cut_off_and_recorded, |db| async move {
 });
 
 both_backends!(
+    a_steady_upload_may_outlast_the_rack_read_timeout_but_a_rack_that_stops_reading_may_not,
+    |db| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rack = TestRack::start().await;
+        let deployer = role_token(&db, "deployer");
+        let gw = Gateway::start(&db, &rack.url, &[("RACK_READ_TIMEOUT_SECS", "1")]).await;
+        // 8 KiB sent 1 KiB every 400 ms: 3 s in all, three times the rack's read timeout. The
+        // rack takes every chunk as it comes, so nothing times out (a deploy over a slow line
+        // used to get a 504 after RACK_READ_TIMEOUT_SECS).
+        let (chunk, chunks) = (1024usize, 8usize);
+        let mut tcp = partial_upload(&gw, &deployer, chunk * chunks, chunk).await;
+        for _ in 1..chunks {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            tcp.write_all(&vec![1u8; chunk])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            // Read the answer head and body (the connection stays open: keep-alive).
+            while !String::from_utf8_lossy(&answer).contains("\"bytes\"") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "no answer to a steady upload");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains(&format!("\"bytes\":{}", chunk * chunks)),
+            "{answer}"
+        );
+
+        // A rack that stops taking the body (it waits 3 s before reading) is bounded by the same
+        // timeout: a 504, not a request that hangs.
+        rack.set_slow(true);
+        let started = std::time::Instant::now();
+        let sent = client()
+            .post(gw.proxy("/apps/web/objects/tmp/stuck.tgz"))
+            .basic_auth("convox", Some(&deployer))
+            .body(vec![7u8; 64 << 20])
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => assert_eq!(resp.status(), 504),
+            // The answer may come while the client is still sending, and the close reset it.
+            Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+        }
+        let s = store(&db).await;
+        let found = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:objects:create"
+                && r.event.status == Some(504)
+        })
+        .await;
+        assert!(
+            found,
+            "no 504 outcome for the upload the rack stopped reading"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+);
+
+both_backends!(
     a_rack_silent_mid_body_is_cut_off_and_recorded,
     |db| async move {
         let rack = TestRack::start().await;
