@@ -147,9 +147,26 @@ async fn proxy(
             .await
             .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
         let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
+        let token = extract_token(&parts.headers)
+            .ok()
+            .flatten()
+            .ok_or(ApiError::Unauthenticated(AuthError::Missing))?;
+        let recheck = ws::Recheck {
+            state: state.clone(),
+            token: crate::config::Secret::new(token),
+            permission: action,
+        };
         // Boxed: the WebSocket future is several times the size of the rest of this one, and
         // every plain request's future would otherwise carry (and be moved with) that space.
-        return Box::pin(ws::forward(state, upgrade, &parts.headers, url, outcome)).await;
+        return Box::pin(ws::forward(
+            state,
+            upgrade,
+            &parts.headers,
+            url,
+            outcome,
+            recheck,
+        ))
+        .await;
     }
     let url = state.upstream.url(&normalised.forward, query.as_deref());
     body::forward(state, parts, body, url, outcome).await

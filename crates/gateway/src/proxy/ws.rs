@@ -22,7 +22,10 @@ use super::body::OutcomeGuard;
 use super::headers::request_headers;
 use super::relay_status;
 use crate::app::AppState;
+use crate::config::Secret;
 use crate::error::ApiError;
+use crate::identity::{AuthError, authenticate};
+use crate::rbac;
 use gateway_core::scrub::{MessageScrub, Scrubber};
 
 type RackSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -36,6 +39,58 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// most 32 KiB.
 pub const CLIENT_MAX_MESSAGE: usize = 4 << 20;
 
+/// How often an open session's credentials are read again.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// Re-checks in a row the store may fail before the session is ended: a blip must not cut
+/// every log stream, but credentials that cannot be checked for long are not trusted.
+const RECHECK_STORE_FAILURES: u32 = 3;
+
+/// What an open session's credentials are re-checked with: a revoked or expired token or
+/// session, a locked user, or a role that lost the route's permission ends the session
+/// within [`RECHECK_EVERY`], as it would refuse the next request.
+pub struct Recheck {
+    /// The gateway's state (the store and session settings).
+    pub state: AppState,
+    /// The credential the session was opened with (kept for the session's life, never shown).
+    pub token: Secret,
+    /// The route's permission.
+    pub permission: String,
+}
+
+impl Recheck {
+    /// Resolves, with the reason, once the credentials would no longer open this session.
+    async fn refused(&self) -> String {
+        let start = tokio::time::Instant::now() + RECHECK_EVERY;
+        let mut every = tokio::time::interval_at(start, RECHECK_EVERY);
+        let mut store_failures = 0;
+        loop {
+            every.tick().await;
+            let state = &self.state;
+            match authenticate(&state.store, &state.config.sessions, self.token.expose()).await {
+                Ok(principal) => {
+                    store_failures = 0;
+                    if let rbac::Decision::Deny { missing } =
+                        rbac::decide(&principal.permissions, &self.permission)
+                    {
+                        return format!(
+                            "{missing} is no longer granted (role: {})",
+                            principal.role_name()
+                        );
+                    }
+                }
+                Err(AuthError::Store(err)) => {
+                    store_failures += 1;
+                    tracing::warn!(error = %err, store_failures, "could not re-check a WebSocket session's credentials");
+                    if store_failures >= RECHECK_STORE_FAILURES {
+                        return "its credentials could not be checked again".into();
+                    }
+                }
+                Err(refused) => return refused.to_string(),
+            }
+        }
+    }
+}
+
 /// Connects to the rack at `url`, then upgrades the client and relays frames.
 pub async fn forward(
     state: &AppState,
@@ -43,6 +98,7 @@ pub async fn forward(
     client_headers: &HeaderMap,
     url: String,
     mut outcome: OutcomeGuard,
+    recheck: Recheck,
 ) -> Result<Response, ApiError> {
     let upstream = &state.upstream;
     let mut request = url
@@ -103,16 +159,20 @@ pub async fn forward(
     Ok(upgrade
         .max_message_size(CLIENT_MAX_MESSAGE)
         .max_frame_size(CLIENT_MAX_MESSAGE)
-        .on_upgrade(move |client| sessions.track(relay(client, rack, scrubber, ending, outcome))))
+        .on_upgrade(move |client| {
+            sessions.track(relay(client, rack, scrubber, ending, outcome, recheck))
+        }))
 }
 
 /// Which side ended the session.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Closer {
     Client,
     Rack,
     /// The gateway is shutting down.
     Gateway,
+    /// The caller's credentials no longer allow the session (the reason).
+    Refused(String),
 }
 
 async fn relay(
@@ -121,6 +181,7 @@ async fn relay(
     scrubber: Arc<Scrubber>,
     ending: CancellationToken,
     mut outcome: OutcomeGuard,
+    recheck: Recheck,
 ) {
     let (mut client_tx, client_rx) = client.split();
     let mut client_rx = client_rx.peekable();
@@ -222,6 +283,7 @@ async fn relay(
         let closer = tokio::select! {
             biased;
             () = ending.cancelled() => Closer::Gateway,
+            reason = recheck.refused() => Closer::Refused(reason),
             _ = &mut client_to_rack => Closer::Client,
             _ = &mut rack_to_client => Closer::Rack,
         };
@@ -230,11 +292,23 @@ async fn relay(
             Closer::Client if too_big.load(Ordering::Relaxed) => Ok(()),
             Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
             Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
-            Closer::Gateway => Ok(()),
+            Closer::Gateway | Closer::Refused(_) => Ok(()),
         };
         closer
     };
-    if matches!(closer, Closer::Gateway) {
+    if let Closer::Refused(reason) = &closer {
+        // 1008: policy violation. The reason goes to the credential's holder only.
+        let refused = ws::CloseFrame {
+            code: 1008,
+            reason: format!("session ended: {reason}").into(),
+        };
+        let goodbye = async {
+            let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
+            let _ = rack_tx.close().await;
+        };
+        let _ = tokio::time::timeout(DRAIN, goodbye).await;
+        outcome.error = Some(format!("ended by the gateway: {reason}"));
+    } else if matches!(closer, Closer::Gateway) {
         let going_away = ws::CloseFrame {
             code: 1001,
             reason: "gateway shutting down".into(),
@@ -245,7 +319,7 @@ async fn relay(
         };
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
         outcome.error = Some("ended by the gateway shutting down".into());
-    } else if let (Closer::Client, Some(error)) = (closer, client_error) {
+    } else if let (Closer::Client, Some(error)) = (&closer, client_error) {
         if too_big.load(Ordering::Relaxed) {
             let refused = ws::CloseFrame {
                 code: 1009,
@@ -268,7 +342,7 @@ async fn relay(
         json!(match closer {
             Closer::Client => "client",
             Closer::Rack => "rack",
-            Closer::Gateway => "gateway",
+            Closer::Gateway | Closer::Refused(_) => "gateway",
         }),
     );
     outcome.extra.insert("websocket".into(), json!(true));

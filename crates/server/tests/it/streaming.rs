@@ -461,3 +461,50 @@ crate::both_backends!(
         assert_eq!(echoed, Ok(true), "a 1 MiB message was not relayed");
     }
 );
+
+crate::both_backends!(
+    revoking_a_token_ends_its_open_websocket_sessions,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+        let mut output = String::new();
+        let _ = socket.send(Message::Text("before\n".into())).await;
+        read_until(&mut socket, &mut output, "before").await;
+
+        // A departed person's token is revoked while their shell is open: the shell must not
+        // stay usable until they close it.
+        let (ok, _, err) = crate::kit::admin(&db, &["tokens", "revoke", "ops-token"]);
+        assert!(ok, "{err}");
+        let ended = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Close(frame) = message {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+            }
+            None
+        })
+        .await;
+        let (code, reason) = ended
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("the session was not closed after the revoke"));
+        assert_eq!(code, 1008, "{reason}");
+        assert!(reason.contains("revoked"), "{reason}");
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:processes:exec"
+                && r.event.details["closed_by"] == "gateway"
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("token revoked"))
+        })
+        .await;
+        assert!(
+            recorded,
+            "the outcome does not say the credentials ended it"
+        );
+    }
+);
