@@ -28,7 +28,7 @@ pub async fn cli_session(gateway: &str, email: &str) -> anyhow::Result<String> {
     let url = start["browser_url"].as_str().context("browser_url")?;
 
     // The browser's trip through the gateway and the provider, back to the gateway.
-    let page = Browser::new(email)?.visit(url).await?;
+    let page = Browser::new(email)?.visit_confirming(url).await?;
     if !(200..300).contains(&page.status) {
         bail!("sign-in page {}: {}: {}", page.url, page.status, page.body);
     }

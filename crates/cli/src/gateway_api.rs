@@ -40,6 +40,9 @@ pub struct LoginStart {
     pub login_id: String,
     /// Where the person signs in.
     pub browser_url: String,
+    /// The code the browser's confirmation page shows (older gateways send none).
+    #[serde(default)]
+    pub code: Option<String>,
     /// How often to poll.
     #[serde(default = "one")]
     pub poll_interval_secs: u64,

@@ -92,6 +92,16 @@ impl Browser {
         Err(BrowserError::TooManyRedirects(url))
     }
 
+    /// [`Browser::visit`], then, on the gateway's "sign in the CLI?" page, a click on its
+    /// button: what a person who started the sign-in does.
+    pub async fn visit_confirming(&mut self, url: &str) -> Result<Page, BrowserError> {
+        let page = self.visit(url).await?;
+        match approve_link(&page) {
+            Some(link) if page.status == 200 => self.visit(&link).await,
+            _ => Ok(page),
+        }
+    }
+
     /// One request, no redirect followed: the status and the `Location` as sent (to inspect a
     /// single hop).
     pub async fn hop(&mut self, url: &str) -> Result<(u16, String), BrowserError> {
@@ -129,6 +139,14 @@ impl Browser {
     }
 }
 
+/// The absolute URL of the `id="approve"` link on `page` (the gateway's CLI confirmation).
+pub fn approve_link(page: &Page) -> Option<String> {
+    let tag = &page.body[page.body.find("id=\"approve\"")?..];
+    let from = tag.find("href=\"")? + "href=\"".len();
+    let to = from + tag[from..].find('"')?;
+    Some(resolve(&page.url, &tag[from..to].replace("&amp;", "&")))
+}
+
 fn location(response: &reqwest::Response) -> String {
     response
         .headers()
@@ -150,7 +168,28 @@ fn resolve(current: &str, location: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{Page, approve_link, resolve};
+
+    #[test]
+    fn the_approve_link_is_found_and_made_absolute() {
+        let page = Page {
+            status: 200,
+            url: "http://127.0.0.1:9/api/v1/auth/cli/browser?login_id=a".into(),
+            body:
+                r#"<p><a class="button" id="approve" href="/c?login_id=a&amp;confirm=b">Go</a></p>"#
+                    .into(),
+        };
+        assert_eq!(
+            approve_link(&page).as_deref(),
+            Some("http://127.0.0.1:9/c?login_id=a&confirm=b")
+        );
+        let none = Page {
+            status: 200,
+            url: String::new(),
+            body: "<p>nothing</p>".into(),
+        };
+        assert_eq!(approve_link(&none), None);
+    }
 
     #[test]
     fn relative_locations_keep_the_origin() {

@@ -168,6 +168,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/v1/auth/logout", post(api::auth::logout))
         .route("/api/v1/auth/cli/start", post(api::auth::cli_start))
         .route("/api/v1/auth/cli/browser", get(api::auth::cli_browser))
+        .route(
+            "/api/v1/auth/cli/browser/confirm",
+            get(api::auth::cli_browser_confirm),
+        )
         .route("/api/v1/auth/cli/poll", post(api::auth::cli_poll))
         .route("/api/v1/sessions", get(api::sessions::list))
         .route(

@@ -138,6 +138,9 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
         eprintln!("Open this URL in a browser to sign in to {base}:");
         eprintln!("  {}", start.browser_url);
     }
+    if let Some(code) = &start.code {
+        eprintln!("The browser asks you to confirm; it must show the code {code}.");
+    }
     eprintln!("Waiting for the sign-in to finish (Ctrl-C to cancel)...");
     let interval = Duration::from_secs(start.poll_interval_secs.clamp(1, 10));
     let deadline = Instant::now() + Duration::from_secs(start.expires_in_secs.max(1));

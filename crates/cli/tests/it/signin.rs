@@ -58,7 +58,7 @@ async fn browser_sign_in_then_logout() {
 
     let page = Browser::new("deployer@example.com")
         .unwrap_or_else(|e| panic!("{e}"))
-        .visit(&url)
+        .visit_confirming(&url)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (status, body) = (page.status, page.body);

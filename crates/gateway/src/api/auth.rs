@@ -601,6 +601,7 @@ pub async fn cli_start(
         .unwrap_or_default();
     Ok(Json(json!({
         "login_id": login_id,
+        "code": cli_code(&login_id),
         "browser_url": format!("{base}/api/v1/auth/cli/browser?login_id={login_id}"),
         "poll_interval_secs": 1,
         "expires_in_secs": LOGIN_TTL_MS / 1000,
@@ -614,30 +615,117 @@ pub struct CliBrowser {
     login_id: String,
 }
 
-/// `GET /api/v1/auth/cli/browser?login_id=…`: the browser half of a CLI sign-in.
+/// The code a CLI sign-in shows in the terminal and on the confirmation page, so the person
+/// confirming can tell it is their own command's: eight characters that are hard to misread,
+/// derived from the sign-in's id.
+pub fn cli_code(login_id: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let digest = Sha256::digest(format!("rack-gateway cli code\0{login_id}").as_bytes());
+    let mut code = String::with_capacity(9);
+    for (i, byte) in digest.iter().take(8).enumerate() {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]));
+    }
+    code
+}
+
+/// The confirmation page of a CLI sign-in.
+#[derive(askama::Template)]
+#[template(path = "cli_confirm.html")]
+struct CliConfirmPage<'a> {
+    code: &'a str,
+    login_id: &'a str,
+    confirm: &'a str,
+}
+
+/// The CLI sign-in `login_id` if it is still waiting for its browser; else the page to show.
+async fn pending_cli_login(state: &AppState, login_id: &str) -> Result<LoginRow, Response> {
+    match state.store.login_by_cli_hash(&hash_token(login_id)).await {
+        Ok(Some(a)) if a.status == "pending" && a.expires_at > now_ms() => Ok(a),
+        Ok(_) => Err(web::message(
+            StatusCode::GONE,
+            "Sign-in expired",
+            "This sign-in link expired or was used. Run `rack-gateway login` again.",
+        )),
+        Err(_) => Err(web::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Try again shortly.",
+        )),
+    }
+}
+
+/// `GET /api/v1/auth/cli/browser?login_id=…`: the browser half of a CLI sign-in. It asks the
+/// person to confirm (with the code their terminal shows) before going to the identity
+/// provider: anyone can start a CLI sign-in and send the link, and a browser already signed in
+/// at the provider would otherwise hand the session to whoever holds that CLI's verifier with
+/// a single click.
 pub async fn cli_browser(State(state): State<AppState>, Query(q): Query<CliBrowser>) -> Response {
-    let attempt = match state
-        .store
-        .login_by_cli_hash(&hash_token(&q.login_id))
-        .await
-    {
-        Ok(Some(a)) if a.status == "pending" && a.expires_at > now_ms() => a,
-        Ok(_) => {
-            return web::message(
-                StatusCode::GONE,
-                "Sign-in expired",
-                "This sign-in link expired or was used. Run `rack-gateway login` again.",
-            );
-        }
-        Err(_) => {
-            return web::message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Try again shortly.",
-            );
-        }
+    if let Err(page) = pending_cli_login(&state, &q.login_id).await {
+        return page;
+    }
+    let confirm = random_token();
+    let code = cli_code(&q.login_id);
+    let mut response = web::render(
+        StatusCode::OK,
+        &CliConfirmPage {
+            code: &code,
+            login_id: &q.login_id,
+            confirm: &confirm,
+        },
+    );
+    cookies::set_cli_confirm(&state, &mut response, &confirm);
+    response
+}
+
+/// Query of the CLI sign-in confirmation link.
+#[derive(Debug, Deserialize)]
+pub struct CliConfirm {
+    login_id: String,
+    confirm: String,
+}
+
+/// `GET /api/v1/auth/cli/browser/confirm?login_id=…&confirm=…` (the confirmation page's
+/// button): on to the identity provider. The link must carry the value of the page's own
+/// `SameSite=Strict` cookie: another site can neither read it nor send the cookie with a
+/// request it makes the browser send. (A link, not a form: a page's `form-action` policy
+/// would also apply to the redirects to the provider and beyond.)
+pub async fn cli_browser_confirm(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(form): Query<CliConfirm>,
+) -> Response {
+    let cookie = cookies::get(&headers, cookies::CLI_CONFIRM_COOKIE);
+    let confirmed = cookie
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && secret_eq(c.as_bytes(), form.confirm.as_bytes()));
+    if !confirmed {
+        audit_signin(
+            &state,
+            &peer,
+            &headers,
+            "gateway:auth:signin",
+            None,
+            false,
+            json!({ "channel": "cli", "reason": "cli_confirmation_missing" }),
+        )
+        .await;
+        return web::message(
+            StatusCode::FORBIDDEN,
+            "Not confirmed",
+            "Open the sign-in link from your terminal again and confirm on that page.",
+        );
+    }
+    let attempt = match pending_cli_login(&state, &form.login_id).await {
+        Ok(attempt) => attempt,
+        Err(page) => return page,
     };
-    redirect_to_provider(&state, &attempt.id).await
+    let mut response = redirect_to_provider(&state, &attempt.id).await;
+    cookies::clear_cli_confirm(&state, &mut response);
+    response
 }
 
 /// Body of `POST /api/v1/auth/cli/poll`.

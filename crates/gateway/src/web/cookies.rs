@@ -11,6 +11,8 @@ use crate::app::AppState;
 pub const SESSION_COOKIE: &str = "rg_session";
 /// Binds a sign-in round trip to the browser that started it.
 pub const LOGIN_COOKIE: &str = "rg_login";
+/// Ties a CLI sign-in's confirmation to the page that asked for it.
+pub const CLI_CONFIRM_COOKIE: &str = "rg_cli_confirm";
 
 /// The value of cookie `name`.
 pub fn get(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -75,6 +77,30 @@ pub fn clear_login(state: &AppState, response: &mut Response) {
     set(
         response,
         format!("{LOGIN_COOKIE}=; Path=/api/v1/auth; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    );
+}
+
+/// Sets the CLI-confirmation cookie (10 minutes). `SameSite=Strict`: a request another site
+/// makes the user's browser send arrives without it, so only the gateway's own page can
+/// confirm.
+pub fn set_cli_confirm(state: &AppState, response: &mut Response, value: &str) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    set(
+        response,
+        format!(
+            "{CLI_CONFIRM_COOKIE}={value}; Path=/api/v1/auth/cli; HttpOnly; SameSite=Strict; Max-Age=600{secure}"
+        ),
+    );
+}
+
+/// Clears the CLI-confirmation cookie.
+pub fn clear_cli_confirm(state: &AppState, response: &mut Response) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    set(
+        response,
+        format!(
+            "{CLI_CONFIRM_COOKIE}=; Path=/api/v1/auth/cli; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+        ),
     );
 }
 

@@ -164,6 +164,12 @@ both_backends!(cli_sign_in_browser_half_in_chromium, |db| async move {
     c.goto(start["browser_url"].as_str().unwrap_or_default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // The gateway asks first, showing the code the CLI printed.
+    assert_eq!(
+        text(&c, "#code").await,
+        start["code"].as_str().unwrap_or_default()
+    );
+    click(&c, "#approve").await;
     click(&c, "#user-deployer-example-com").await;
     assert_eq!(text(&c, "#title").await, "Signed in");
     let _ = c.close().await;

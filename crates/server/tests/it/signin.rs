@@ -542,10 +542,35 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
         "pending before the browser"
     );
     let mut b = Browser::new("deployer@example.com").unwrap_or_else(|e| panic!("{e}"));
-    let page = b
+    // The link alone signs nobody in: it asks for a confirmation, showing the CLI's code.
+    let asked = b
         .visit(&browser_url)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let code = start["code"].as_str().unwrap_or_default();
+    assert_eq!(code.len(), 9, "{start}");
+    assert!(
+        asked.body.contains(&format!("id=\"code\">{code}<")),
+        "{}",
+        asked.body
+    );
+    assert_eq!(
+        poll(verifier.clone()).await.0,
+        202,
+        "pending until confirmed"
+    );
+    // The confirmation link followed from elsewhere (no SameSite=Strict cookie) is refused.
+    let approve =
+        dev_oidc::browser::approve_link(&asked).unwrap_or_else(|| panic!("{}", asked.body));
+    let mut other = Browser::new("deployer@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let forged = other
+        .visit(&approve)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert_eq!(poll(verifier.clone()).await.0, 202, "still pending");
+    let page = b.visit(&approve).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body.contains("You can close this window"),
