@@ -69,6 +69,9 @@ pub enum StoreError {
     /// A unique value is taken.
     #[error("{0} already exists")]
     Conflict(String),
+    /// A name matches more than one row; the message says how to pick one.
+    #[error("{0}")]
+    Ambiguous(String),
     /// The audit writer's SQLite connection failed.
     #[error("database error: {0}")]
     Sqlite(String),

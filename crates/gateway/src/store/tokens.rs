@@ -157,8 +157,9 @@ impl Store {
             [one] => one,
             [] => return Err(StoreError::NotFound(format!("active token {id_or_name}"))),
             _ => {
-                return Err(StoreError::Conflict(format!(
-                    "more than one active token named {id_or_name}; revoke by id"
+                return Err(StoreError::Ambiguous(format!(
+                    "more than one active token is named {id_or_name}: revoke one by its id \
+                     (`tokens list` shows them)"
                 )));
             }
         };

@@ -42,6 +42,22 @@ both_backends!(tokens_create_list_revoke, |db| async move {
     );
     assert!(parsed[0]["expires_at"].is_i64());
 
+    // One usable token per name: the audit trail names tokens by name.
+    let (ok, _, err) = admin(
+        &db,
+        &["tokens", "create", "--name", "ci", "--role", "viewer"],
+    );
+    assert!(!ok, "a second active token named ci was created");
+    assert!(err.contains("already in use"), "{err}");
+
+    let (ok, out, _) = admin(&db, &["tokens", "revoke", "ci"]);
+    assert!(ok, "{out}");
+    // Once revoked, the name is free again.
+    let (ok, _, err) = admin(
+        &db,
+        &["tokens", "create", "--name", "ci", "--role", "viewer"],
+    );
+    assert!(ok, "{err}");
     let (ok, out, _) = admin(&db, &["tokens", "revoke", "ci"]);
     assert!(ok, "{out}");
     let (ok, _, err) = admin(&db, &["tokens", "revoke", "ci"]);
