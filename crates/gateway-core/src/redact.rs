@@ -206,6 +206,58 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
+/// Longest command line an audit event keeps.
+pub const MAX_AUDITED_COMMAND: usize = 1024;
+
+/// Redacts a command line (`exec`'s command) for the audit trail, word by word: a
+/// `NAME=value` whose name looks secret keeps the name (`DB_PASSWORD=[redacted]`), the word
+/// after a flag whose name looks secret (`--token X`) or after `Bearer`/`Basic` is masked, and
+/// a word that is a credential by its shape (a URL with a password, a gateway token) is
+/// masked as in any other field. Spacing and quotes are kept; the result is clipped to
+/// [`MAX_AUDITED_COMMAND`] bytes.
+pub fn redact_command(command: &str) -> String {
+    let is_quote = |c: char| c == '\'' || c == '"';
+    let mut out = String::with_capacity(command.len().min(MAX_AUDITED_COMMAND + 32));
+    let mut mask_next = false;
+    for (i, word) in command.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        // The word without the quotes around it, which are kept as they are.
+        let start = word.len() - word.trim_start_matches(is_quote).len();
+        let inner = word[start..].trim_end_matches(is_quote);
+        let (open, close) = (&word[..start], &word[start + inner.len()..]);
+        if inner.is_empty() {
+            out.push_str(word);
+            continue;
+        }
+        let replaced = if std::mem::take(&mut mask_next) {
+            Some(REDACTED.to_string())
+        } else if let Some((name, _)) = inner.split_once('=')
+            && is_secret_name(name.trim_start_matches('-'))
+        {
+            Some(format!("{name}={REDACTED}"))
+        } else if (inner.starts_with('-') && is_secret_name(inner.trim_start_matches('-')))
+            || inner.eq_ignore_ascii_case("bearer")
+            || inner.eq_ignore_ascii_case("basic")
+        {
+            mask_next = true;
+            None
+        } else {
+            masked_value(inner)
+        };
+        match replaced {
+            Some(masked) => {
+                out.push_str(open);
+                out.push_str(&masked);
+                out.push_str(close);
+            }
+            None => out.push_str(word),
+        }
+    }
+    clip(out, MAX_AUDITED_COMMAND)
+}
+
 /// Cuts `text` to at most `max_bytes` (on a character boundary) and says how much was left
 /// out. Audit fields a caller controls (paths, queries) are clipped so that one request, even
 /// an unauthenticated one, cannot write a 64 KiB audit row.
@@ -381,5 +433,37 @@ mod tests {
                 lower == "env" || lower == "environment"
             );
         }
+    }
+
+    #[test]
+    fn commands_keep_their_shape_and_lose_their_secrets() {
+        for (command, audited) in [
+            ("bin/rails db:migrate", "bin/rails db:migrate"),
+            ("sh -c 'exit 3'", "sh -c 'exit 3'"),
+            (
+                "env DB_PASSWORD=hunter2 RAILS_ENV=production bin/job",
+                "env DB_PASSWORD=[redacted] RAILS_ENV=production bin/job",
+            ),
+            (
+                "deploy --token abc123 --app web",
+                "deploy --token [redacted] --app web",
+            ),
+            ("login --password=hunter2", "login --password=[redacted]"),
+            (
+                "psql postgres://u:pw@db/x",
+                "psql postgres://u:[redacted]@db/x",
+            ),
+            (
+                "curl -H 'Authorization: Bearer abc' x",
+                "curl -H 'Authorization: Bearer [redacted]' x",
+            ),
+            ("echo \"API_KEY=abc\"", "echo \"API_KEY=[redacted]\""),
+            ("use rgw_abcdef", "use [redacted]"),
+            ("  spaced   out  ", "  spaced   out  "),
+            ("", ""),
+        ] {
+            assert_eq!(redact_command(command), audited, "{command}");
+        }
+        assert!(redact_command(&"x".repeat(5000)).len() < MAX_AUDITED_COMMAND + 32);
     }
 }

@@ -137,15 +137,22 @@ async fn proxy(
         authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
     let action = classified.permission.clone();
 
-    let outcome = OutcomeGuard::new(
+    let mut outcome = OutcomeGuard::new(
         state.audit.clone(),
         facts.event(EventKind::Outcome, &action, Some(&principal)),
         started,
     );
     if is_upgrade {
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("bad WebSocket upgrade: {e}")))?;
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                // Allowed, but not a usable upgrade: the outcome says what the client got.
+                let err = ApiError::BadRequest(format!("bad WebSocket upgrade: {e}"));
+                outcome.status = Some(err.status().as_u16());
+                outcome.error = Some(err.message());
+                return Err(err);
+            }
+        };
         let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
         let token = extract_token(&parts.headers)
             .ok()
@@ -221,12 +228,21 @@ async fn authorise(
         // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
         let mut event = facts.event(EventKind::Request, &action, Some(&principal));
         event.rbac_decision = Decision::Allow;
-        event = event.with_details(json!({
+        let mut details = json!({
             "route": classified.route.map(|r| r.pattern),
             "role": principal.role_name(),
             "websocket": is_upgrade,
             "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
-        }));
+        });
+        // What `exec` runs (the Convox CLI sends it in this header): who ran what.
+        if is_upgrade
+            && let Some(command) = parts.headers.get("command")
+            && let Some(map) = details.as_object_mut()
+        {
+            let command = String::from_utf8_lossy(command.as_bytes());
+            map.insert("command".into(), redact::redact_command(&command).into());
+        }
+        event = event.with_details(details);
         match state.audit.record_checked(pending, event, read_at).await {
             Ok(_) => {}
             Err(AuditError::Stale) if read_at.is_some() => {

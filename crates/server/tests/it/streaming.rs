@@ -508,3 +508,70 @@ crate::both_backends!(
         );
     }
 );
+
+crate::both_backends!(
+    the_command_an_exec_runs_is_audited_without_its_secrets,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let mut request = ws_request(&gw, "/apps/web/processes/web-1/exec", &ops);
+        request.headers_mut().insert(
+            "command",
+            http::HeaderValue::from_static("env DB_PASSWORD=hunter2 bin/job --verbose"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = socket.send(Message::Text("exit 0".into())).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "request"
+                && r.event.action == "convox:processes:exec"
+                && r.event.details["command"] == "env DB_PASSWORD=[redacted] bin/job --verbose"
+        })
+        .await;
+        assert!(recorded, "the exec's command is not in its audit event");
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        assert!(
+            rows.iter()
+                .all(|r| !r.event.details.to_string().contains("hunter2")),
+            "a secret in the command reached the audit trail"
+        );
+    }
+);
+
+crate::both_backends!(
+    a_broken_websocket_upgrade_is_a_400_and_its_outcome_says_so,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("convox:{ops}"),
+        );
+        // `Upgrade: websocket` without the handshake's other headers.
+        let request = format!(
+            "GET /api/v1/rack-proxy/apps/web/processes/web-1/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n"
+        );
+        let (status, text) = crate::hostile::raw(&gw, request.as_bytes()).await;
+        assert_eq!(status, 400, "{text}");
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:processes:exec"
+                && r.event.status == Some(400)
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("bad WebSocket upgrade"))
+        })
+        .await;
+        assert!(recorded, "the outcome does not say the upgrade was refused");
+        assert!(rack.seen().is_empty(), "{:?}", rack.seen());
+    }
+);
