@@ -20,6 +20,10 @@ pub enum ApiError {
         /// The caller's role name.
         role: String,
     },
+    /// A state-changing call authenticated by the session cookie without the session's CSRF
+    /// token (`X-CSRF-Token`): possibly another site's page acting through the browser.
+    #[error("this call needs the session's CSRF token in X-CSRF-Token (it is on every page)")]
+    CsrfRejected,
     /// The request is malformed or ambiguous.
     #[error("{0}")]
     BadRequest(String),
@@ -63,7 +67,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidBody { status, .. } => *status,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -92,6 +96,7 @@ impl ApiError {
                 AuthError::Store(_) => "store_unavailable",
             },
             ApiError::Forbidden { .. } => "permission_denied",
+            ApiError::CsrfRejected => "csrf_rejected",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidBody { status, .. } => match status.as_u16() {
                 413 => "body_too_large",

@@ -54,29 +54,40 @@ async fn caller_for(
     state: &AppState,
     method: &http::Method,
     headers: &HeaderMap,
-) -> Result<Principal, ApiError> {
-    let token =
-        extract_token(headers).map_err(|e| ApiError::Unauthenticated(AuthError::Malformed(e)))?;
+) -> Result<Principal, Refused> {
+    let anonymous = |err| Refused {
+        err: ApiError::Unauthenticated(err),
+        principal: None,
+    };
+    let token = extract_token(headers).map_err(|e| anonymous(AuthError::Malformed(e)))?;
     if let Some(token) = token {
         return authenticate(&state.store, &state.config.sessions, &token)
             .await
-            .map_err(ApiError::Unauthenticated);
+            .map_err(anonymous);
     }
     let Some(cookie) = cookies::get(headers, cookies::SESSION_COOKIE) else {
-        return Err(ApiError::Unauthenticated(AuthError::Missing));
+        return Err(anonymous(AuthError::Missing));
     };
+    let principal = authenticate(&state.store, &state.config.sessions, &cookie)
+        .await
+        .map_err(anonymous)?;
     if !matches!(*method, http::Method::GET | http::Method::HEAD) {
         let submitted = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
         if !cookies::csrf_ok(&cookie, submitted) {
-            return Err(ApiError::Forbidden {
-                permission: "a valid X-CSRF-Token".into(),
-                role: "browser session".into(),
+            // Audited as the session's user: the trail shows whose browser was used.
+            return Err(Refused {
+                err: ApiError::CsrfRejected,
+                principal: Some(principal),
             });
         }
     }
-    authenticate(&state.store, &state.config.sessions, &cookie)
-        .await
-        .map_err(ApiError::Unauthenticated)
+    Ok(principal)
+}
+
+/// A refused JSON call, and who made it when the credentials themselves were fine.
+struct Refused {
+    err: ApiError,
+    principal: Option<Principal>,
 }
 
 /// The authenticated caller of a JSON endpoint ([`caller_for`]), with what its refusals are
@@ -131,7 +142,17 @@ impl FromRequestParts<AppState> for Caller {
         let call = CallFacts::of(parts, &peer);
         match caller_for(state, &parts.method, &parts.headers).await {
             Ok(principal) => Ok(Caller { principal, call }),
-            Err(err) => {
+            Err(Refused {
+                err,
+                principal: Some(principal),
+            }) => {
+                audit_identified_refusal(state, &call, &principal, REFUSED_ACTION, &err).await;
+                Err(err)
+            }
+            Err(Refused {
+                err,
+                principal: None,
+            }) => {
                 audit_refusal(state, &call, &err).await;
                 Err(err)
             }
@@ -145,18 +166,29 @@ impl Caller {
         let Err(err) = require(&self.principal, permission) else {
             return Ok(());
         };
-        let mut e = self.call.event(permission, &err);
-        e.actor_type = self.principal.actor_type();
-        e.user_email = self.principal.email().map(str::to_string);
-        e.token_name = self.principal.token_name().map(str::to_string);
-        let e = e.with_details(json!({
-            "reason": err.code(),
-            "role": self.principal.role_name(),
-        }));
-        if let Err(error) = state.audit.record(e).await {
-            tracing::error!(%error, "could not audit a refused gateway API call");
-        }
+        audit_identified_refusal(state, &self.call, &self.principal, permission, &err).await;
         Err(err)
+    }
+}
+
+/// Audits a refusal of a caller whose credentials were good (action: what was refused).
+async fn audit_identified_refusal(
+    state: &AppState,
+    call: &CallFacts,
+    principal: &Principal,
+    action: &str,
+    err: &ApiError,
+) {
+    let mut e = call.event(action, err);
+    e.actor_type = principal.actor_type();
+    e.user_email = principal.email().map(str::to_string);
+    e.token_name = principal.token_name().map(str::to_string);
+    let e = e.with_details(json!({
+        "reason": err.code(),
+        "role": principal.role_name(),
+    }));
+    if let Err(error) = state.audit.record(e).await {
+        tracing::error!(%error, "could not audit a refused gateway API call");
     }
 }
 

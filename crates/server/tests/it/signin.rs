@@ -689,6 +689,22 @@ both_backends!(logout_and_admin_session_management, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "csrf_rejected", "{body}");
+    // Audited as the session's user, whose browser was used.
+    let events = store(&db)
+        .await
+        .audit_rows(0, 10_000)
+        .await
+        .unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.action == "gateway:api:authenticate"
+                && e.event.details["reason"] == "csrf_rejected"
+                && e.event.user_email.as_deref() == Some("admin@example.com")),
+        "the CSRF refusal is not attributed to the session's user"
+    );
     let resp = c
         .post(format!(
             "{}/api/v1/sessions/revoke-all?email=ops@example.com",
