@@ -12,3 +12,4 @@ pub mod path;
 pub mod rbac;
 pub mod redact;
 pub mod scrub;
+pub mod text;

@@ -72,8 +72,8 @@ pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| PathError("path is not valid UTF-8"))?;
-    if decoded.chars().any(char::is_control) {
-        return Err(PathError("control character in path"));
+    if decoded.chars().any(crate::text::is_hidden) {
+        return Err(PathError("control or invisible character in path"));
     }
     let mut forward = String::with_capacity(raw.len());
     for segment in decoded.split('/').skip(1) {

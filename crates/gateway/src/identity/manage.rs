@@ -90,7 +90,7 @@ pub async fn create_token(
     request: &TokenRequest,
 ) -> Result<(TokenRow, String), ManageError> {
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > 100 || name.chars().any(gateway_core::text::is_hidden) {
         return Err(ManageError::Invalid(
             "token name must be 1–100 printable characters".into(),
         ));
@@ -191,7 +191,9 @@ fn valid_email(email: &str) -> Result<(), ManageError> {
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
         })
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || gateway_core::text::is_hidden(c));
     if ok {
         Ok(())
     } else {
@@ -213,7 +215,7 @@ pub async fn add_user(
     valid_email(email)?;
     let name = name.trim();
     // Control characters have no place in a display name, and PostgreSQL cannot store NUL.
-    if name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.chars().count() > 200 || name.chars().any(gateway_core::text::is_hidden) {
         return Err(ManageError::Invalid(
             "name must be at most 200 printable characters".into(),
         ));

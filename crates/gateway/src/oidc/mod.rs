@@ -200,9 +200,9 @@ impl Oidc {
             .email()
             .map(|e| e.as_str().to_ascii_lowercase())
             .ok_or(OidcError::NoEmail)?;
-        if email.chars().any(char::is_control) {
+        if email.chars().any(gateway_core::text::is_hidden) {
             return Err(OidcError::InvalidIdToken(
-                "the e-mail claim holds control characters".into(),
+                "the e-mail claim holds control or invisible characters".into(),
             ));
         }
         let name = claims
@@ -210,7 +210,12 @@ impl Oidc {
             .and_then(|n| n.get(None))
             // Shown on pages and stored: control characters (NUL cannot be stored in
             // PostgreSQL at all) are dropped rather than failing the sign-in.
-            .map(|n| n.as_str().chars().filter(|c| !c.is_control()).collect())
+            .map(|n| {
+                n.as_str()
+                    .chars()
+                    .filter(|c| !gateway_core::text::is_hidden(*c))
+                    .collect()
+            })
             .unwrap_or_default();
         // The token verified above; read the Google `hd` claim from its payload.
         let hosted_domain = id_token

@@ -117,6 +117,18 @@ both_backends!(users_add_list_set_role_lock, |db| async move {
     assert!(!ok && err.contains("already exists"), "{err}");
     let (ok, _, err) = admin(&db, &["users", "add", "not-an-email", "--role", "ops"]);
     assert!(!ok && err.contains("not an e-mail"), "{err}");
+    // A right-to-left override would make the trail show another address.
+    let (ok, _, err) = admin(
+        &db,
+        &[
+            "users",
+            "add",
+            "moc.elpmaxe\u{202E}@evil.test",
+            "--role",
+            "ops",
+        ],
+    );
+    assert!(!ok && err.contains("not an e-mail"), "{err}");
     let (ok, _, err) = admin(&db, &["users", "set-role", "alice@example.com", "wizard"]);
     assert!(!ok && err.contains("unknown role"), "{err}");
     let (ok, out, err) = admin(&db, &["users", "set-role", "alice@example.com", "deployer"]);

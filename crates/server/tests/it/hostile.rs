@@ -53,6 +53,9 @@ both_backends!(
             "/apps/%00",
             "/apps/%0d%0aX-Injected:%201",
             "/apps/%ff%fe",
+            // A right-to-left override: the audit trail would show another path.
+            "/apps/web%E2%80%AE",
+            "/apps/%E2%80%8Bweb",
         ] {
             let (status, text) = raw(&gw, &get(path, &admin)).await;
             assert_eq!(status, 400, "{path}: {text}");
