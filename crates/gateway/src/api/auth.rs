@@ -86,6 +86,13 @@ pub async fn web_login(
         );
     }
     let return_to = q.return_to.unwrap_or_else(|| "/account".into());
+    if return_to.len() > MAX_RETURN_TO {
+        return web::message(
+            StatusCode::BAD_REQUEST,
+            "Refused",
+            "return_to is too long (at most 2 KiB).",
+        );
+    }
     if !cookies::safe_return_to(&return_to) {
         audit_signin(&state, &peer, &headers, "gateway:auth:signin", None, false, json!({ "reason": "open_redirect", "return_to": return_to.chars().take(200).collect::<String>() })).await;
         return web::message(
@@ -93,9 +100,6 @@ pub async fn web_login(
             "Refused",
             "return_to must be a path on this gateway.",
         );
-    }
-    if return_to.len() > MAX_RETURN_TO {
-        return web::message(StatusCode::BAD_REQUEST, "Refused", "return_to is too long.");
     }
     let id = random_token();
     let client_ip = peer.ip.to_string();

@@ -81,6 +81,9 @@ impl Store {
              last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING ",
             columns!()
         );
+        // A sign-in is the user being seen: without it a user who signs in daily but makes
+        // few requests would show as never seen until the throttled touch caught up.
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sql)
             .bind(new.token_hash)
             .bind(new.user_id)
@@ -89,8 +92,14 @@ impl Store {
             .bind(new.ip)
             .bind(now)
             .bind(new.expires_at)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(new.user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         from_row(&row)
     }
 

@@ -137,6 +137,17 @@ both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
         .cloned()
         .unwrap_or_default();
     assert!(first.starts_with("rgs_") && first != "rgs_planted");
+    // Signing in is being seen (access reviews read this).
+    let user = store(&db)
+        .await
+        .find_user("ops@example.com")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no user"));
+    assert!(
+        user.last_seen_at.is_some(),
+        "last seen not set by the sign-in"
+    );
 
     // The session works as the Basic-auth password for the stock convox CLI.
     let resp = client()
@@ -379,6 +390,20 @@ both_backends!(sign_in_refusals, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.status, 400);
+    // A long path on the gateway is fine up to 2 KiB, as documented; past it, refused.
+    let long = format!("/account?x={}", "a".repeat(1500));
+    let (status, to) = b
+        .hop(&format!("{login}?return_to={long}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!((300..400).contains(&status), "{status}: {to}");
+    let too_long = format!("/account?x={}", "a".repeat(2100));
+    let page = b
+        .visit(&format!("{login}?return_to={too_long}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("too long"), "{}", page.body);
 
     // Tampered state, replay, another browser, expired attempt.
     let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
