@@ -180,8 +180,9 @@ pub fn http_client() -> CliResult<reqwest::Client> {
         .map_err(|e| CliError::Config(format!("cannot set up HTTP: {e}")))
 }
 
-/// A day, in milliseconds.
-const DAY_MS: i64 = 24 * 3600 * 1000;
+/// How close to its end a session must be for the reminder: sessions last a day by default,
+/// so a day's notice warned on every command right after signing in.
+const WARN_BEFORE_MS: i64 = 2 * 3600 * 1000;
 
 /// The session-expiry reminder.
 fn warn_if_expiring(target: &Target) {
@@ -199,7 +200,7 @@ fn warn_if_expiring(target: &Target) {
             target.name(),
             target.login_hint()
         );
-    } else if left < DAY_MS {
+    } else if left < WARN_BEFORE_MS {
         eprintln!(
             "warning: your session for rack {} expires in {}: run `{}` to renew it",
             target.name(),

@@ -140,7 +140,7 @@ impl GatewayApi {
             .send(&url, self.http.get(&url).bearer_auth(token))
             .await?;
         if !response.status().is_success() {
-            return Err(error_from_response(response).await);
+            return Err(gateway_error(&url, response).await);
         }
         Self::json(&url, response).await
     }
@@ -161,7 +161,7 @@ impl GatewayApi {
         });
         let response = self.send(&url, self.http.post(&url).json(&body)).await?;
         if !response.status().is_success() {
-            return Err(error_from_response(response).await);
+            return Err(gateway_error(&url, response).await);
         }
         Self::json(&url, response).await
     }
@@ -199,5 +199,25 @@ impl GatewayApi {
         } else {
             Err(error_from_response(response).await)
         }
+    }
+}
+
+/// A failed answer to one of the gateway's own endpoints: its error when it sent one (always
+/// JSON with a `code`), otherwise a server that is not a rack-gateway (a wrong URL, the rack
+/// itself, a proxy's page).
+async fn gateway_error(url: &str, response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let is_gateway = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v.get("code").is_some_and(serde_json::Value::is_string));
+    if is_gateway {
+        return convox_api::client::error_from_body(status, &bytes);
+    }
+    ClientError::Decode {
+        url: url.to_string(),
+        reason: format!(
+            "HTTP {status} without a gateway's answer: is this a rack-gateway? Give its base URL, \
+             e.g. https://gateway.example.com"
+        ),
     }
 }

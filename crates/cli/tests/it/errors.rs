@@ -48,7 +48,7 @@ fn dead_credentials_and_expiring_sessions_name_the_fix() {
         "{err}"
     );
 
-    // A session that ends within a day: a warning on stderr, and the command still runs.
+    // A session that ends within two hours: a warning on stderr, and the command still runs.
     let in_an_hour = chrono_ms() + 3_600_000;
     config["racks"]["dev"]["token_type"] = "session".into();
     config["racks"]["dev"]["token"] = dev.token("viewer").into();
@@ -62,8 +62,8 @@ fn dead_credentials_and_expiring_sessions_name_the_fix() {
             && out.stderr.contains(&fix),
         "{out:?}"
     );
-    // Far from expiry: no warning.
-    config["racks"]["dev"]["expires_at"] = (in_an_hour + 7 * 24 * 3_600_000).into();
+    // Far from expiry, as right after signing in to a 24-hour session: no warning.
+    config["racks"]["dev"]["expires_at"] = (in_an_hour + 12 * 3_600_000).into();
     home.write_config(&config);
     let out = home.run(&["apps"]);
     assert!(out.code == 0 && out.stderr.is_empty(), "{out:?}");
@@ -98,6 +98,39 @@ fn an_unreachable_gateway_is_named() {
         err.contains(&format!("gateway unreachable at {url}")),
         "{err}"
     );
+}
+
+#[test]
+fn a_server_that_is_not_a_gateway_is_named() {
+    use std::io::{Read, Write};
+    // Something answers, but not a rack-gateway (a wrong URL, a proxy's page): 404 in text.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+            );
+        }
+    });
+    let home = Home::new();
+    let err = home
+        .run(&["login", "elsewhere", &url, "--token", "rgw_x"])
+        .failed();
+    assert!(
+        err.contains("is this a rack-gateway?") && err.contains("HTTP 404"),
+        "{err}"
+    );
+    let err = home
+        .run(&["login", "elsewhere", &url, "--no-browser"])
+        .failed();
+    assert!(err.contains("is this a rack-gateway?"), "{err}");
 }
 
 /// A gateway (`serve`) in front of a rack address where nothing listens; its database lives
