@@ -61,8 +61,59 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", report(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `err` and its causes joined with `: `, leaving out a cause whose text the message before
+/// it already ends with (errors that print their source, as `database error: {0}` does,
+/// would otherwise say the same thing two or three times).
+fn report(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if text.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    /// An error that prints its source in its own message, as `#[error("…: {0}")]` does.
+    #[derive(Debug)]
+    struct Database(std::io::Error);
+
+    impl std::fmt::Display for Database {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "database error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Database {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "pool timed out");
+        let err = anyhow::Error::new(Database(timeout)).context("cannot open the store");
+        assert_eq!(
+            report(&err),
+            "cannot open the store: database error: pool timed out"
+        );
+        let plain = anyhow::anyhow!("one").context("two");
+        assert_eq!(report(&plain), "two: one");
     }
 }
