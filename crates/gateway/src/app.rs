@@ -193,6 +193,7 @@ pub fn build_app(state: AppState) -> Router {
         .route(&format!("{PROXY_PREFIX}/"), any(proxy::handle))
         .route(&format!("{PROXY_PREFIX}/{{*path}}"), any(proxy::handle))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn(crate::request_id::assign))
         // Proxied bodies are streamed, never buffered; the limit only applies to extractors
         // that buffer (none on the proxy path).

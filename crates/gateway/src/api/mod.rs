@@ -48,6 +48,59 @@ where
     }
 }
 
+/// A JSON endpoint's path parameters: a value of the wrong type is the gateway's JSON 400
+/// (axum's own answer is plain text quoting the input, control characters included).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|_| ApiError::BadRequest("a value in the URL path is not valid here".into()))
+    }
+}
+
+/// A JSON endpoint's query parameters, refused the same way as [`ApiPath`].
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|_| {
+                ApiError::BadRequest(
+                    "the query string is not valid here (unknown, repeated or malformed parameters)"
+                        .into(),
+                )
+            })
+    }
+}
+
+/// Answer for a gateway route asked with a method it does not take: the JSON 405.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// The caller of a JSON endpoint: `Authorization` (Basic password or Bearer), or the session
 /// cookie — then state-changing methods must carry `X-CSRF-Token`.
 async fn caller_for(

@@ -1,12 +1,12 @@
 //! Sessions over JSON: list and revoke your own; admins (gateway:sessions:manage) anyone's.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Caller;
+use super::{ApiPath, ApiQuery, Caller};
 use crate::app::{AppState, Peer};
 use crate::error::ApiError;
 
@@ -42,7 +42,7 @@ async fn target_user(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ForUser>,
+    ApiQuery(q): ApiQuery<ForUser>,
 ) -> Result<Response, ApiError> {
     let user_id = target_user(&state, &caller, q.email.as_deref()).await?;
     let principal = &caller.principal;
@@ -68,7 +68,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     let principal = &caller.principal;
     let session = state
@@ -100,7 +100,7 @@ pub async fn revoke_all(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    Query(q): Query<ForUser>,
+    ApiQuery(q): ApiQuery<ForUser>,
 ) -> Result<Response, ApiError> {
     let user_id = target_user(&state, &caller, q.email.as_deref()).await?;
     let principal = &caller.principal;

@@ -2,11 +2,11 @@
 //! next request.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::Caller;
+use super::{ApiPath, Caller};
 use crate::app::{AppState, Peer};
 use crate::audit::ActorType;
 use crate::error::ApiError;
@@ -93,7 +93,7 @@ pub async fn set_role(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:update").await?;
@@ -115,7 +115,7 @@ pub async fn lock(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     set_locked(state, peer, caller, email, true).await
 }
@@ -125,7 +125,7 @@ pub async fn unlock(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     set_locked(state, peer, caller, email, false).await
 }

@@ -536,3 +536,60 @@ both_backends!(
         assert!(!gw.all_output().contains("panicked"));
     }
 );
+
+both_backends!(
+    malformed_urls_on_gateway_endpoints_get_the_json_error,
+    |db| async move {
+        // Path and query values of the wrong shape, and a method a route does not take: the
+        // gateway's JSON error (the stock CLI and ours read `error`), never axum's plain text
+        // echoing the input.
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        for (method, path, status, code) in [
+            (
+                reqwest::Method::DELETE,
+                "/api/v1/sessions/abc",
+                400,
+                "bad_request",
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/api/v1/sessions/1%00",
+                400,
+                "bad_request",
+            ),
+            (
+                reqwest::Method::GET,
+                "/api/v1/sessions?email=a@x.test&email=b@x.test",
+                400,
+                "bad_request",
+            ),
+            (
+                reqwest::Method::GET,
+                "/api/v1/auth/logout",
+                405,
+                "method_not_allowed",
+            ),
+            (
+                reqwest::Method::PATCH,
+                "/api/v1/users",
+                405,
+                "method_not_allowed",
+            ),
+        ] {
+            let resp = c
+                .request(method.clone(), format!("{}{path}", gw.url))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+            let text = resp.text().await.unwrap_or_default();
+            assert!(!text.contains('\0'), "{method} {path}: {text:?}");
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            assert_eq!(body["code"], code, "{method} {path}: {text}");
+        }
+    }
+);
