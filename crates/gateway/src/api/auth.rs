@@ -116,6 +116,16 @@ pub async fn web_login(
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(%client_ip, "sign-in refused: too many sign-ins in progress");
+            audit_signin(
+                &state,
+                &peer,
+                &headers,
+                "gateway:auth:signin",
+                None,
+                false,
+                json!({ "channel": "web", "reason": "too_many_sign_ins" }),
+            )
+            .await;
             return web::message(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many sign-ins",
@@ -492,6 +502,16 @@ pub async fn web_logout(
     let mut response = Redirect::to("/").into_response();
     if let Some((principal, token)) = web::cookie_principal(&state, &headers).await {
         if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+            audit_signin(
+                &state,
+                &peer,
+                &headers,
+                "gateway:auth:signout",
+                principal.email(),
+                false,
+                json!({ "channel": "web", "reason": "csrf_rejected" }),
+            )
+            .await;
             return web::message(
                 StatusCode::FORBIDDEN,
                 "Refused",
@@ -559,6 +579,7 @@ pub struct CliStart {
 pub async fn cli_start(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     super::ApiJson(body): super::ApiJson<CliStart>,
 ) -> Result<Response, ApiError> {
     if state.oidc.is_none() {
@@ -591,6 +612,16 @@ pub async fn cli_start(
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(%client_ip, "CLI sign-in refused: too many sign-ins in progress");
+            audit_signin(
+                &state,
+                &peer,
+                &headers,
+                "gateway:auth:signin",
+                None,
+                false,
+                json!({ "channel": "cli", "reason": "too_many_sign_ins" }),
+            )
+            .await;
             return Err(ApiError::TooManySignIns);
         }
         Err(_) => return Err(ApiError::Internal),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{AppState, Peer};
-use crate::audit::{AuditEvent, EventKind};
+use crate::audit::{AuditEvent, Decision, EventKind};
 use crate::identity::{Principal, authenticate};
 
 /// The stylesheet, compiled in.
@@ -237,17 +237,34 @@ pub async fn revoke_session(
         return Redirect::to("/").into_response();
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "The form expired or did not come from this site. Reload the page and try again.",
-        );
+        let details = json!({ "session_id": id, "reason": "csrf_rejected" });
+        audit_session_refusal(&state, &principal, peer, details).await;
+        return stale_form();
     }
     let owned = matches!(state.store.session_by_id(id).await, Ok(Some(s)) if Some(s.user_id) == principal.user_id());
-    if owned && state.store.revoke_session(id).await.unwrap_or(false) {
+    if !owned {
+        // Someone else's session (or none): refused, and the trail shows who tried.
+        let details = json!({ "session_id": id, "reason": "not_your_session" });
+        audit_session_refusal(&state, &principal, peer, details).await;
+        return message(
+            StatusCode::NOT_FOUND,
+            "No such session",
+            "That is not one of your sessions, or it has ended.",
+        );
+    }
+    if state.store.revoke_session(id).await.unwrap_or(false) {
         audit_session_revoke(&state, &principal, peer, json!({ "session_id": id })).await;
     }
     Redirect::to("/account").into_response()
+}
+
+/// The answer to a form whose CSRF token is missing or wrong.
+fn stale_form() -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "The form expired or did not come from this site. Reload the page and try again.",
+    )
 }
 
 /// `POST /account/sessions/revoke-all`
@@ -261,11 +278,9 @@ pub async fn revoke_all(
         return Redirect::to("/").into_response();
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "The form expired or did not come from this site. Reload the page and try again.",
-        );
+        let details = json!({ "all": true, "reason": "csrf_rejected" });
+        audit_session_refusal(&state, &principal, peer, details).await;
+        return stale_form();
     }
     if let Some(user_id) = principal.user_id() {
         let n = state.store.revoke_user_sessions(user_id).await.unwrap_or(0);
@@ -283,11 +298,32 @@ pub async fn audit_session_revoke(
     peer: Peer,
     details: serde_json::Value,
 ) {
+    record_session_change(state, principal, peer, Decision::Allow, details).await;
+}
+
+/// Audits a refused session revocation by `principal` (`details.reason` says why).
+async fn audit_session_refusal(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    details: serde_json::Value,
+) {
+    record_session_change(state, principal, peer, Decision::Deny, details).await;
+}
+
+async fn record_session_change(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    decision: Decision,
+    details: serde_json::Value,
+) {
     let mut e = AuditEvent::new(
         EventKind::Gateway,
         crate::request_id::current(),
         "gateway:sessions:revoke",
     );
+    e.rbac_decision = decision;
     e.actor_type = principal.actor_type();
     e.user_email = principal.email().map(str::to_string);
     e.token_name = principal.token_name().map(str::to_string);

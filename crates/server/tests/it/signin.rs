@@ -838,6 +838,13 @@ both_backends!(sign_ins_in_progress_are_capped, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(web.status(), 429);
+    // Both refusals are in the trail.
+    let refused = signin_events(&db)
+        .await
+        .into_iter()
+        .filter(|e| e.event.details["reason"] == "too_many_sign_ins")
+        .count();
+    assert_eq!(refused, 2, "the 429s are not audited");
 
     // The store's rules, with small limits: per address, in total, and only unexpired
     // attempts count.
@@ -886,3 +893,100 @@ both_backends!(sign_ins_in_progress_are_capped, |db| async move {
         "over the total"
     );
 });
+
+both_backends!(
+    refused_session_changes_on_the_account_page_are_audited,
+    |db| async move {
+        for (email, role) in [("ops@example.com", "ops"), ("admin@example.com", "admin")] {
+            let (ok, _, err) = admin(&db, &["users", "add", email, "--role", role]);
+            assert!(ok, "{err}");
+        }
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = page
+            .body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(!csrf.is_empty(), "{}", page.body);
+        let mut adm = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = adm.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let admin_session = adm.cookies.get("rg_session").cloned().unwrap_or_default();
+        let c = client();
+        let sessions: serde_json::Value = c
+            .get(format!("{}/api/v1/sessions", s.gw.url))
+            .bearer_auth(&admin_session)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let admin_session_id = sessions[0]["id"].as_i64().unwrap_or_default();
+        let post = |path: String, csrf: String| {
+            let c = c.clone();
+            let cookie = ops.cookie_header();
+            async move {
+                c.post(path)
+                    .header("cookie", cookie)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("csrf={csrf}"))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .status()
+                    .as_u16()
+            }
+        };
+        // ops tries to end the admin's session from its own account page.
+        let status = post(
+            format!("{}/account/sessions/{admin_session_id}/revoke", s.gw.url),
+            csrf.clone(),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let still = c
+            .get(format!("{}/api/v1/info", s.gw.url))
+            .bearer_auth(&admin_session)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(still.status(), 200, "the admin's session was ended");
+        // A form without the right CSRF token.
+        let status = post(
+            format!("{}/account/sessions/revoke-all", s.gw.url),
+            "forged".into(),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let refusals: Vec<_> = store(&db)
+            .await
+            .audit_rows(0, 10_000)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| {
+                r.event.action == "gateway:sessions:revoke"
+                    && r.event.rbac_decision.as_str() == "deny"
+                    && r.event.user_email.as_deref() == Some("ops@example.com")
+            })
+            .map(|r| {
+                r.event.details["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            refusals,
+            ["not_your_session", "csrf_rejected"],
+            "{refusals:?}"
+        );
+    }
+);
