@@ -234,9 +234,11 @@ async fn authorise(
             "websocket": is_upgrade,
             "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
         });
-        // What `exec` runs (the Convox CLI sends it in this header): who ran what.
-        if is_upgrade
-            && let Some(command) = parts.headers.get("command")
+        // What `exec` and `run` run (the Convox SDK sends it in this header): who ran what.
+        if matches!(
+            classified.permission.as_str(),
+            "convox:processes:exec" | "convox:processes:start"
+        ) && let Some(command) = parts.headers.get("command")
             && let Some(map) = details.as_object_mut()
         {
             let command = String::from_utf8_lossy(command.as_bytes());

@@ -510,7 +510,7 @@ crate::both_backends!(
 );
 
 crate::both_backends!(
-    the_command_an_exec_runs_is_audited_without_its_secrets,
+    exec_and_run_commands_are_audited_without_their_secrets,
     |db| async move {
         let rack = TestRack::start().await;
         let ops = role_token(&db, "ops");
@@ -536,6 +536,22 @@ crate::both_backends!(
         })
         .await;
         assert!(recorded, "the exec's command is not in its audit event");
+        // `run` sends its command the same way, on a plain POST.
+        let resp = client()
+            .post(gw.proxy("/apps/web/services/web/processes"))
+            .basic_auth("convox", Some(&ops))
+            .header("command", "bin/migrate --password=hunter2")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "request"
+                && r.event.action == "convox:processes:start"
+                && r.event.details["command"] == "bin/migrate --password=[redacted]"
+        })
+        .await;
+        assert!(recorded, "the run's command is not in its audit event");
         let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
         assert!(
             rows.iter()
