@@ -10,5 +10,6 @@ pub use gateway_core::credentials::{CredentialError, extract_token};
 pub use memory::CredentialMemory;
 pub use principal::{
     AuthError, Authenticated, Principal, PrincipalKind, Reads, authenticate, authenticate_with,
+    recheck,
 };
 pub use tokens::{IssuedToken, TOKEN_PREFIX, TokenError, hash_token, issue_token, parse_expiry};

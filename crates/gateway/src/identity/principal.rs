@@ -177,7 +177,7 @@ pub async fn authenticate_with(
     if reads == Reads::Remembered
         && let Some((rows, generation)) = memory.recall(&hash)
     {
-        match admit(store, sessions, &rows, &hash).await {
+        match admit(store, sessions, &rows, &hash, Use::Record).await {
             Ok(principal) => {
                 return Ok(Authenticated {
                     principal,
@@ -187,7 +187,7 @@ pub async fn authenticate_with(
             Err(_) => memory.forget(&hash),
         }
     }
-    match read_fresh(store, sessions, token, &hash).await {
+    match read_fresh(store, sessions, token, &hash, Use::Record).await {
         Ok((principal, rows, generation)) => {
             memory.remember(hash, rows, generation);
             Ok(Authenticated {
@@ -203,12 +203,37 @@ pub async fn authenticate_with(
     }
 }
 
+/// Whether a check of credentials counts as their use ("last used", and a session's idle
+/// clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Use {
+    /// A request: it is use.
+    Record,
+    /// A re-check while a WebSocket session stays open: not use, so an open stream alone
+    /// does not keep a session from idling out.
+    Skip,
+}
+
+/// Checks `token` again from a fresh read, without counting it as use: for a WebSocket
+/// session that stays open (a revoke, lock, role change, expiry or idle timeout ends it).
+pub async fn recheck(
+    store: &Store,
+    sessions: &crate::config::SessionConfig,
+    token: &str,
+) -> Result<Principal, AuthError> {
+    let hash = hash_token(token);
+    read_fresh(store, sessions, token, &hash, Use::Skip)
+        .await
+        .map(|(principal, _, _)| principal)
+}
+
 /// Reads the credentials for `hash` from the database and checks them.
 async fn read_fresh(
     store: &Store,
     sessions: &crate::config::SessionConfig,
     token: &str,
     hash: &str,
+    use_: Use,
 ) -> Result<(Principal, Remembered, Generation), AuthError> {
     let (rows, generation) = if token.starts_with(super::sessions::SESSION_PREFIX) {
         let (session, user, generation) = store
@@ -223,7 +248,7 @@ async fn read_fresh(
             .ok_or(AuthError::Unknown)?;
         (Remembered::Token(Arc::new((row, owner))), generation)
     };
-    let principal = admit(store, sessions, &rows, hash).await?;
+    let principal = admit(store, sessions, &rows, hash, use_).await?;
     Ok((principal, rows, generation))
 }
 
@@ -233,19 +258,22 @@ async fn admit(
     sessions: &crate::config::SessionConfig,
     rows: &Remembered,
     hash: &str,
+    use_: Use,
 ) -> Result<Principal, AuthError> {
     match rows {
         Remembered::Token(rows) => {
             let (row, owner) = &**rows;
             let principal = token_principal(row, owner.as_ref(), hash)?;
-            if let Err(err) = store.touch_token(row.id, row.last_used_at).await {
+            if use_ == Use::Record
+                && let Err(err) = store.touch_token(row.id, row.last_used_at).await
+            {
                 tracing::warn!(error = %err, token_id = row.id, "could not record token use");
             }
             Ok(principal)
         }
         Remembered::Session(rows) => {
             let (session, user) = &**rows;
-            super::sessions::admit_session(store, sessions, session, user, hash).await
+            super::sessions::admit_session(store, sessions, session, user, hash, use_).await
         }
     }
 }

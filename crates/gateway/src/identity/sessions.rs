@@ -47,6 +47,7 @@ pub(super) async fn admit_session(
     session: &SessionRow,
     user: &UserRow,
     hash: &str,
+    use_: super::principal::Use,
 ) -> Result<Principal, AuthError> {
     if !secret_eq(session.token_hash.as_bytes(), hash.as_bytes()) {
         return Err(AuthError::Unknown);
@@ -71,7 +72,9 @@ pub(super) async fn admit_session(
     // Record use often enough that the idle timeout measures real idleness: every 30 s, or a
     // quarter of the idle timeout when that is shorter.
     let interval = (idle / 4).clamp(0, 30_000);
-    if let Err(err) = store.touch_session(session, interval).await {
+    if use_ == super::principal::Use::Record
+        && let Err(err) = store.touch_session(session, interval).await
+    {
         tracing::warn!(error = %err, session_id = session.id, "could not record session use");
     }
     Ok(Principal {

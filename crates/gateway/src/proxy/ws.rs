@@ -24,7 +24,7 @@ use super::relay_status;
 use crate::app::AppState;
 use crate::config::Secret;
 use crate::error::ApiError;
-use crate::identity::{AuthError, authenticate};
+use crate::identity::{AuthError, recheck};
 use crate::rbac;
 use gateway_core::scrub::{MessageScrub, Scrubber};
 
@@ -62,11 +62,13 @@ impl Recheck {
     async fn refused(&self) -> String {
         let start = tokio::time::Instant::now() + RECHECK_EVERY;
         let mut every = tokio::time::interval_at(start, RECHECK_EVERY);
+        // A slow store must not get the missed checks in a burst.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut store_failures = 0;
         loop {
             every.tick().await;
             let state = &self.state;
-            match authenticate(&state.store, &state.config.sessions, self.token.expose()).await {
+            match recheck(&state.store, &state.config.sessions, self.token.expose()).await {
                 Ok(principal) => {
                     store_failures = 0;
                     if let rbac::Decision::Deny { missing } =

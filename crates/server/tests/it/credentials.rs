@@ -56,7 +56,7 @@ async fn columns(db: &Db, table: &str) -> Vec<String> {
 }
 
 /// A migrated store, a user with `role` and a session of theirs (its row and secret).
-async fn user_with_session(
+pub async fn user_with_session(
     db: &Db,
     email: &str,
     role: &str,

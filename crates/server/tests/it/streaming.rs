@@ -591,3 +591,59 @@ crate::both_backends!(
         assert!(rack.seen().is_empty(), "{:?}", rack.seen());
     }
 );
+
+/// Reads `socket` until the gateway closes it; the close code and reason.
+async fn closed_by_gateway(socket: &mut WsClient, within: Duration) -> Option<(u16, String)> {
+    tokio::time::timeout(within, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+crate::both_backends!(
+    a_role_change_or_an_idle_session_ends_open_websocket_sessions,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let (_st, _, ops) =
+            crate::credentials::user_with_session(&db, "ops@example.com", "ops").await;
+        let gw = Gateway::start(&db, &rack.url, &[("SESSION_IDLE_TIMEOUT_SECS", "8")]).await;
+
+        // The user loses the permission while a shell is open.
+        let mut shell = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+        let mut output = String::new();
+        let _ = shell.send(Message::Text("before\n".into())).await;
+        read_until(&mut shell, &mut output, "before").await;
+        let (ok, _, err) =
+            crate::kit::admin(&db, &["users", "set-role", "ops@example.com", "viewer"]);
+        assert!(ok, "{err}");
+        let (code, reason) = closed_by_gateway(&mut shell, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("the shell stayed open after the role change"));
+        assert_eq!(code, 1008, "{reason}");
+        assert!(reason.contains("no longer granted"), "{reason}");
+
+        // An open session is not use: a session that makes no requests idles out (8 s here)
+        // although a shell is open (re-checked every 5 s: it ends at the second check).
+        let (ok, _, err) = crate::kit::admin(&db, &["users", "set-role", "ops@example.com", "ops"]);
+        assert!(ok, "{err}");
+        let started = std::time::Instant::now();
+        let mut idle = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+        let (code, reason) = closed_by_gateway(&mut idle, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("the open shell kept the session alive"));
+        assert_eq!(code, 1008, "{reason}");
+        assert!(reason.contains("expired"), "{reason}");
+        assert!(
+            started.elapsed() >= Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+);
