@@ -33,11 +33,11 @@ pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport,
     let mut prev = "0".repeat(64);
     let mut expected_seq = 1;
     loop {
-        let rows = store.audit_rows(expected_seq - 1, 1000).await?;
+        let rows = store.audit_rows_as_stored(expected_seq - 1, 1000).await?;
         if rows.is_empty() {
             break;
         }
-        for row in rows {
+        for (row, details) in rows {
             let broken = |reason: String| VerifyError::Broken {
                 seq: row.seq,
                 reason,
@@ -48,7 +48,9 @@ pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport,
             if row.prev_hash != prev {
                 return Err(broken("prev_hash does not match the previous event".into()));
             }
-            let hash = key.link(&prev, row.seq, &row.event);
+            // The details as stored, not as parsed and written again: the chain covers the
+            // exact text.
+            let hash = key.link_with(&prev, row.seq, &row.event, &details);
             if hash != row.hash {
                 return Err(broken("content does not match its hash".into()));
             }

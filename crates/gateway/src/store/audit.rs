@@ -116,9 +116,14 @@ macro_rules! columns {
 }
 
 fn from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
+    from_row_as_stored(row).map(|(row, _)| row)
+}
+
+/// The row, and its `details` exactly as stored (the text the chain hashed).
+fn from_row_as_stored(row: &AnyRow) -> Result<(AuditRow, String), StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("audit_events.{what}"));
     let details: String = row.try_get("details")?;
-    Ok(AuditRow {
+    let parsed = AuditRow {
         seq: row.try_get("seq")?,
         event: AuditEvent {
             ts: row.try_get("ts")?,
@@ -148,7 +153,8 @@ fn from_row(row: &AnyRow) -> Result<AuditRow, StoreError> {
         },
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
-    })
+    };
+    Ok((parsed, details))
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
@@ -558,6 +564,27 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// [`Store::audit_rows`] with each event's `details` exactly as stored: what `audit
+    /// verify` hashes, so an edit that parses to the same JSON (spacing, a duplicate key that
+    /// SQL's JSON functions would read instead) still breaks the chain.
+    pub async fn audit_rows_as_stored(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(AuditRow, String)>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row_as_stored).collect()
     }
 
     /// Events for one request id, in order.

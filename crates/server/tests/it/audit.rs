@@ -319,6 +319,19 @@ both_backends!(the_database_refuses_to_change_audit_rows, |db| async move {
     s.execute_raw(disable)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Details edited into text that parses to the same JSON (a SQL query reading a duplicate
+    // key would see another value): the chain covers the exact text.
+    s.execute_raw("UPDATE audit_events SET details = ' ' || details WHERE seq = 2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(!ok, "verify accepted re-spaced details: {out}");
+    assert!(err.contains("broken at event 2"), "{err}");
+    s.execute_raw("UPDATE audit_events SET details = substr(details, 2) WHERE seq = 2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "the restored row does not verify: {out} {err}");
     s.execute_raw("UPDATE audit_events SET path = '/forged' WHERE seq = 2")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
