@@ -209,42 +209,69 @@ pub fn redact_query(query: &str) -> String {
 /// Longest command line an audit event keeps.
 pub const MAX_AUDITED_COMMAND: usize = 1024;
 
-/// Redacts a command line (`exec`'s command) for the audit trail, word by word: a
-/// `NAME=value` whose name looks secret keeps the name (`DB_PASSWORD=[redacted]`), the word
-/// after a flag whose name looks secret (`--token X`) or after `Bearer`/`Basic` is masked, and
-/// a word that is a credential by its shape (a URL with a password, a gateway token) is
-/// masked as in any other field. Spacing and quotes are kept; the result is clipped to
+/// Redacts a command line (`exec`'s and `run`'s command) for the audit trail, word by word
+/// (words are split at any whitespace, which is kept as it was):
+/// - `NAME=value` with a secret-looking name keeps the name: `DB_PASSWORD=[redacted]`;
+/// - the word after a secret-looking flag (`--token X`), a secret-looking header name
+///   (`X-Api-Key: X`), or `Bearer`/`Basic` is masked — a quoted value of several words whole;
+/// - `user:password` after `-u`/`--user` (curl, …) keeps the user;
+/// - a word that is a JSON object is redacted as event details are;
+/// - a credential by its shape (a URL with a password, a gateway token) is masked.
+///
+/// Quotes around a word are kept. A password glued to a one-letter flag (`mysql -phunter2`)
+/// cannot be told from other flags and is not masked. The result is clipped to
 /// [`MAX_AUDITED_COMMAND`] bytes.
 pub fn redact_command(command: &str) -> String {
     let is_quote = |c: char| c == '\'' || c == '"';
     let mut out = String::with_capacity(command.len().min(MAX_AUDITED_COMMAND + 32));
-    let mut mask_next = false;
-    for (i, word) in command.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
+    let mut next = Next::Keep;
+    // Inside a masked quoted value that spans words: the quote that ends it.
+    let mut masking_until: Option<char> = None;
+    let mut rest = command;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_end);
+        let space_end = after
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(after.len());
+        let (space, after) = after.split_at(space_end);
+        rest = after;
+        if let Some(quote) = masking_until {
+            // The rest of a masked quoted value, spacing included, up to its closing quote.
+            if word.ends_with(quote) {
+                masking_until = None;
+                out.push(quote);
+                out.push_str(space);
+            }
+            continue;
         }
         // The word without the quotes around it, which are kept as they are.
         let start = word.len() - word.trim_start_matches(is_quote).len();
         let inner = word[start..].trim_end_matches(is_quote);
         let (open, close) = (&word[..start], &word[start + inner.len()..]);
-        if inner.is_empty() {
-            out.push_str(word);
-            continue;
-        }
-        let replaced = if std::mem::take(&mut mask_next) {
-            Some(REDACTED.to_string())
-        } else if let Some((name, _)) = inner.split_once('=')
-            && is_secret_name(name.trim_start_matches('-'))
-        {
-            Some(format!("{name}={REDACTED}"))
-        } else if (inner.starts_with('-') && is_secret_name(inner.trim_start_matches('-')))
-            || inner.eq_ignore_ascii_case("bearer")
-            || inner.eq_ignore_ascii_case("basic")
-        {
-            mask_next = true;
-            None
-        } else {
-            masked_value(inner)
+        let replaced = match std::mem::replace(&mut next, Next::Keep) {
+            _ if inner.is_empty() => None,
+            Next::Mask if is_auth_scheme(inner) => {
+                next = Next::Mask;
+                None
+            }
+            Next::Mask => {
+                // A quoted value of several words: masked up to its closing quote.
+                if let Some(quote) = open.chars().next()
+                    && !close.starts_with(quote)
+                {
+                    masking_until = Some(quote);
+                    out.push(quote);
+                    out.push_str(REDACTED);
+                    continue;
+                }
+                Some(REDACTED.to_string())
+            }
+            Next::UserPassword => match inner.split_once(':') {
+                Some((user, _)) => Some(format!("{user}:{REDACTED}")),
+                None => redact_command_word(inner, &mut next),
+            },
+            Next::Keep => redact_command_word(inner, &mut next),
         };
         match replaced {
             Some(masked) => {
@@ -254,8 +281,60 @@ pub fn redact_command(command: &str) -> String {
             }
             None => out.push_str(word),
         }
+        out.push_str(space);
     }
     clip(out, MAX_AUDITED_COMMAND)
+}
+
+/// What [`redact_command`] does with the next word.
+enum Next {
+    Keep,
+    /// It is a secret (the value of a secret flag or header).
+    Mask,
+    /// It is `user:password` (after `-u`/`--user`).
+    UserPassword,
+}
+
+fn is_auth_scheme(word: &str) -> bool {
+    word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic")
+}
+
+/// One word of a command on its own: its masked form, or `None` to keep it; sets `next` when
+/// the word says what the following one is.
+fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
+    let flag = inner.trim_start_matches('-');
+    if let Some((name, value)) = inner.split_once('=') {
+        let name_bare = name.trim_start_matches('-');
+        if is_secret_name(name_bare) {
+            return Some(format!("{name}={REDACTED}"));
+        }
+        if matches!(name, "-u" | "--user")
+            && let Some((user, _)) = value.split_once(':')
+        {
+            return Some(format!("{name}={user}:{REDACTED}"));
+        }
+    } else if inner.starts_with('-') && matches!(inner, "-u" | "--user") {
+        *next = Next::UserPassword;
+        return None;
+    } else if inner.starts_with('-') && is_secret_name(flag) {
+        *next = Next::Mask;
+        return None;
+    } else if let Some(header) = inner.strip_suffix(':')
+        && is_secret_name(header)
+    {
+        *next = Next::Mask;
+        return None;
+    } else if is_auth_scheme(inner) {
+        *next = Next::Mask;
+        return None;
+    }
+    if inner.starts_with('{')
+        && let Ok(value) = serde_json::from_str::<Value>(inner)
+    {
+        let redacted = redact_json(value.clone());
+        return (redacted != value).then(|| redacted.to_string());
+    }
+    masked_value(inner)
 }
 
 /// Cuts `text` to at most `max_bytes` (on a character boundary) and says how much was left
@@ -433,6 +512,30 @@ mod tests {
                 lower == "env" || lower == "environment"
             );
         }
+
+        /// A secret given the ways a command line gives one never reaches the audited text,
+        /// whatever words and spacing surround it.
+        #[test]
+        fn secrets_in_commands_are_masked(
+            before in proptest::collection::vec("(-u|--user|-H|[a-z./-]{1,8})", 0..4),
+            after in proptest::collection::vec("[a-z./-]{1,8}", 0..4),
+            space in "[ \t]{1,3}",
+            shape in 0usize..6,
+        ) {
+            let secret = "Zq9Secret7Value";
+            let given = match shape {
+                0 => format!("DB_PASSWORD={secret}"),
+                1 => format!("--token{space}{secret}"),
+                2 => format!("--api-key='{secret}'"),
+                3 => format!("-H{space}'Authorization:{space}Bearer{space}{secret}'"),
+                4 => format!("-u{space}admin:{secret}"),
+                _ => format!("postgres://u:{secret}@db/x"),
+            };
+            let command = [before.join(&space), given, after.join(&space)].join(&space);
+            let audited = redact_command(&command);
+            proptest::prop_assert!(!audited.contains(secret), "{command:?} → {audited:?}");
+            proptest::prop_assert_eq!(redact_command(&audited), audited.clone(), "idempotent");
+        }
     }
 
     #[test]
@@ -450,12 +553,36 @@ mod tests {
             ),
             ("login --password=hunter2", "login --password=[redacted]"),
             (
+                "mysql --password\thunter2 db",
+                "mysql --password\t[redacted] db",
+            ),
+            (
                 "psql postgres://u:pw@db/x",
                 "psql postgres://u:[redacted]@db/x",
             ),
             (
                 "curl -H 'Authorization: Bearer abc' x",
                 "curl -H 'Authorization: Bearer [redacted]' x",
+            ),
+            (
+                "curl -H \"X-Api-Key: sk_live_abc123\" https://api",
+                "curl -H \"X-Api-Key: [redacted]\" https://api",
+            ),
+            (
+                "curl -u admin:hunter2 https://x",
+                "curl -u admin:[redacted] https://x",
+            ),
+            (
+                "curl --user=admin:hunter2 x",
+                "curl --user=admin:[redacted] x",
+            ),
+            (
+                "curl -d '{\"password\":\"hunter2\",\"a\":1}' x",
+                "curl -d '{\"a\":1,\"password\":\"[redacted]\"}' x",
+            ),
+            (
+                "login --password \"two words\" --app web",
+                "login --password \"[redacted]\" --app web",
             ),
             ("echo \"API_KEY=abc\"", "echo \"API_KEY=[redacted]\""),
             ("use rgw_abcdef", "use [redacted]"),

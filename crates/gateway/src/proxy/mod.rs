@@ -235,10 +235,12 @@ async fn authorise(
             "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
         });
         // What `exec` and `run` run (the Convox SDK sends it in this header): who ran what.
+        // Read from the headers as they will be forwarded: one the client listed in
+        // `Connection` never reaches the rack, so it is not what ran.
         if matches!(
             classified.permission.as_str(),
             "convox:processes:exec" | "convox:processes:start"
-        ) && let Some(command) = parts.headers.get("command")
+        ) && let Some(command) = headers::request_headers(&parts.headers).get("command")
             && let Some(map) = details.as_object_mut()
         {
             let command = String::from_utf8_lossy(command.as_bytes());

@@ -552,6 +552,29 @@ crate::both_backends!(
         })
         .await;
         assert!(recorded, "the run's command is not in its audit event");
+        // A command header the client marks as hop-by-hop is not forwarded, so not recorded
+        // as what ran.
+        rack.clear();
+        let resp = client()
+            .post(gw.proxy("/apps/web/services/worker/processes"))
+            .basic_auth("convox", Some(&ops))
+            .header("connection", "command")
+            .header("command", "echo not-forwarded")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        assert!(
+            rack.seen().iter().all(|r| r.header("command").is_none()),
+            "{:?}",
+            rack.seen()
+        );
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        assert!(
+            rows.iter()
+                .all(|r| !r.event.details.to_string().contains("not-forwarded")),
+            "an unforwarded command was recorded"
+        );
         let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
         assert!(
             rows.iter()
