@@ -3,7 +3,7 @@
 //! credentials, which are added here and nowhere else.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::secret_eq::secret_eq;
@@ -269,44 +269,45 @@ impl Upstream {
 
 /// How a streamed request body is moving, recorded by the body as it goes: the time it last
 /// handed a chunk on (or ended), and whether it is waiting for the client. Shared between the
-/// body (polled by hyper) and [`Upstream::send`].
+/// body (polled by hyper) and [`Upstream::send`]; both facts live in one atomic word, so a
+/// reader never sees one updated without the other.
 #[derive(Debug)]
 pub struct UploadProgress {
     started: tokio::time::Instant,
-    /// Microseconds from `started` to the last chunk handed on, or the body's end.
-    moved_at: AtomicU64,
-    waiting_on_client: AtomicBool,
+    /// Microseconds from `started` to the last move, with [`WAITING_ON_CLIENT`] set while the
+    /// body waits for the client.
+    state: AtomicU64,
 }
+
+/// The flag bit of [`UploadProgress::state`].
+const WAITING_ON_CLIENT: u64 = 1 << 63;
 
 impl UploadProgress {
     /// A body that has not moved yet: the rack's wait starts now.
     pub fn new() -> UploadProgress {
         UploadProgress {
             started: tokio::time::Instant::now(),
-            moved_at: AtomicU64::new(0),
-            waiting_on_client: AtomicBool::new(false),
+            state: AtomicU64::new(0),
         }
     }
 
     /// A chunk was handed on, or the body ended.
     pub fn moved(&self) {
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.moved_at.store(micros, Ordering::Relaxed);
-        self.waiting_on_client.store(false, Ordering::Relaxed);
+        self.state
+            .store(micros & !WAITING_ON_CLIENT, Ordering::Release);
     }
 
     /// The body is waiting for the client to send more.
     pub fn waiting_on_client(&self) {
-        self.waiting_on_client.store(true, Ordering::Relaxed);
+        self.state.fetch_or(WAITING_ON_CLIENT, Ordering::AcqRel);
     }
 
     /// Since when the rack has been the one holding things up; `None` while the body waits
     /// for the client.
     fn rack_idle_since(&self) -> Option<tokio::time::Instant> {
-        if self.waiting_on_client.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(self.started + Duration::from_micros(self.moved_at.load(Ordering::Relaxed)))
+        let state = self.state.load(Ordering::Acquire);
+        (state & WAITING_ON_CLIENT == 0).then(|| self.started + Duration::from_micros(state))
     }
 }
 
