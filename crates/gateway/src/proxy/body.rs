@@ -71,6 +71,9 @@ impl Drop for OutcomeGuard {
             return;
         };
         let completed = self.completed || self.expected_out.is_some_and(|n| n == self.bytes_out);
+        // When the outcome happened (the template was made when the request began; its
+        // latency says how long ago that was).
+        event.ts = crate::store::now_ms();
         event.rbac_decision = Decision::Allow;
         event.status = self.status.map(i64::from);
         event.latency_ms = Some(elapsed_ms(self.started));

@@ -312,6 +312,24 @@ both_backends!(
         })
         .await;
         assert!(found, "the cut-off response's outcome was not recorded");
+        // Stamped when it happened (~1 s after the request), not when the request began.
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let outcome = rows
+            .iter()
+            .find(|r| r.event.kind.as_str() == "outcome" && r.event.action == "convox:apps:list")
+            .unwrap_or_else(|| panic!("no outcome"));
+        let request = rows
+            .iter()
+            .find(|r| {
+                r.event.kind.as_str() == "request" && r.event.request_id == outcome.event.request_id
+            })
+            .unwrap_or_else(|| panic!("no request event"));
+        assert!(
+            outcome.event.ts >= request.event.ts + 900,
+            "outcome ts {} is not after its request's {} + ~1 s",
+            outcome.event.ts,
+            request.event.ts
+        );
     }
 );
 
