@@ -133,6 +133,44 @@ fn a_server_that_is_not_a_gateway_is_named() {
     assert!(err.contains("is this a rack-gateway?"), "{err}");
 }
 
+#[test]
+fn a_stream_the_gateway_ends_says_why() {
+    let dev = Dev::start();
+    let home = Home::new();
+    home.login(&dev, "dev", "ops");
+    let mut follow = home
+        .command(&["logs", "-a", "web", "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(800));
+    // The token is revoked while the stream is open: the gateway ends it (close 1008), and
+    // the CLI says so and fails, rather than exiting 0 as if the stream had simply ended.
+    let revoked = Command::new(server_bin())
+        .args(["tokens", "revoke", "dev-ops"])
+        .env("DATABASE_URL", dev.database_url())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(revoked.status.success(), "{revoked:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = follow.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = follow.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = follow.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(stderr.contains("token revoked"), "{stderr}");
+}
+
 /// A gateway (`serve`) in front of a rack address where nothing listens; its database lives
 /// in `_dir`.
 struct Serve {

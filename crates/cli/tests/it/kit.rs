@@ -145,6 +145,11 @@ impl Dev {
         dev
     }
 
+    /// The dev stack's database, for admin subcommands.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}/gateway.db", self._dir.path().display())
+    }
+
     /// The API token `dev` issued for `role`.
     pub fn token(&self, role: &str) -> &str {
         self.tokens

@@ -134,6 +134,9 @@ impl Client {
                         Some(Ok(message)) => match classify(message) {
                             Incoming::Data(text) => text,
                             Incoming::End => break,
+                            // After the exit code the session is over whatever the close says.
+                            Incoming::Ended(_) if code.is_some() => break,
+                            Incoming::Ended(reason) => return Err(ClientError::Stream(reason)),
                             Incoming::Skip => continue,
                         },
                     };

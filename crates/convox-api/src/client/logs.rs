@@ -161,6 +161,11 @@ impl LogStream {
                         self.finished = true;
                         continue;
                     }
+                    Incoming::Ended(reason) => {
+                        self.finished = true;
+                        self.held = None;
+                        return Some(Err(ClientError::Stream(reason)));
+                    }
                     Incoming::Skip => continue,
                 },
             };

@@ -93,8 +93,12 @@ pub(crate) fn is_closed(e: &tungstenite::Error) -> bool {
 pub(crate) enum Incoming {
     /// Data (text, or non-empty binary decoded lossily).
     Data(String),
-    /// The end of the stream (an empty binary message or a close frame).
+    /// The end of the stream (an empty binary message or a normal close frame).
     End,
+    /// The other side ended the session for a reason (a close frame with an error code: the
+    /// gateway's "going away" at shutdown, "policy violation" when credentials were revoked,
+    /// "message too big"): what it said.
+    Ended(String),
     /// Nothing to act on (ping, pong).
     Skip,
 }
@@ -105,9 +109,22 @@ pub(crate) fn classify(message: Message) -> Incoming {
         Message::Text(t) => Incoming::Data(t.as_str().to_string()),
         Message::Binary(b) if b.is_empty() => Incoming::End,
         Message::Binary(b) => Incoming::Data(String::from_utf8_lossy(&b).into_owned()),
+        Message::Close(Some(frame)) if !is_normal(u16::from(frame.code)) => {
+            let reason = frame.reason.trim();
+            Incoming::Ended(if reason.is_empty() {
+                format!("the session was closed (code {})", u16::from(frame.code))
+            } else {
+                format!("the session was closed: {reason}")
+            })
+        }
         Message::Close(_) => Incoming::End,
         _ => Incoming::Skip,
     }
+}
+
+/// Close codes that end a session without an error: normal closure, and no status given.
+fn is_normal(code: u16) -> bool {
+    matches!(code, 1000 | 1005)
 }
 
 /// The message of an in-band error (`ERROR: <message>\n`), if `text` is one.
