@@ -4,7 +4,7 @@
 
 use crate::secret_eq::secret_eq;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -76,7 +76,7 @@ pub async fn web_login(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Query<WebLogin>,
+    web::PageQuery(q): web::PageQuery<WebLogin>,
 ) -> Response {
     if state.oidc.is_none() {
         return web::message(
@@ -207,7 +207,7 @@ pub async fn callback(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Query(q): Query<Callback>,
+    web::PageQuery(q): web::PageQuery<Callback>,
 ) -> Response {
     let deny = |reason: &'static str, email: Option<String>, message: String| {
         let state = state.clone();
@@ -497,7 +497,7 @@ pub async fn web_logout(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<web::CsrfForm>,
+    web::PageForm(form): web::PageForm<web::CsrfForm>,
 ) -> Response {
     let mut response = Redirect::to("/").into_response();
     if let Some((principal, token)) = web::cookie_principal(&state, &headers).await {
@@ -512,11 +512,7 @@ pub async fn web_logout(
                 json!({ "channel": "web", "reason": "csrf_rejected" }),
             )
             .await;
-            return web::message(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "The form expired or did not come from this site. Reload the page and try again.",
-            );
+            return web::stale_form();
         }
         if let Some(id) = principal.session_id() {
             let _ = state.store.revoke_session(id).await;
@@ -697,7 +693,10 @@ async fn pending_cli_login(state: &AppState, login_id: &str) -> Result<LoginRow,
 /// provider: anyone can start a CLI sign-in and send the link, and a browser already signed in
 /// at the provider would otherwise hand the session to whoever holds that CLI's verifier with
 /// a single click.
-pub async fn cli_browser(State(state): State<AppState>, Query(q): Query<CliBrowser>) -> Response {
+pub async fn cli_browser(
+    State(state): State<AppState>,
+    web::PageQuery(q): web::PageQuery<CliBrowser>,
+) -> Response {
     if let Err(page) = pending_cli_login(&state, &q.login_id).await {
         return page;
     }
@@ -731,7 +730,7 @@ pub async fn cli_browser_confirm(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Query(form): Query<CliConfirm>,
+    web::PageQuery(form): web::PageQuery<CliConfirm>,
 ) -> Response {
     let cookie = cookies::get(&headers, cookies::CLI_CONFIRM_COOKIE);
     let confirmed = cookie

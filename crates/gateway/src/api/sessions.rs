@@ -23,7 +23,11 @@ async fn target_user(
 ) -> Result<i64, ApiError> {
     let principal = &caller.principal;
     match email {
-        Some(email) if Some(email) != principal.email() => {
+        Some(email)
+            if !principal
+                .email()
+                .is_some_and(|own| own.eq_ignore_ascii_case(email)) =>
+        {
             caller.require(state, "gateway:sessions:manage").await?;
             let user = state
                 .store
@@ -75,11 +79,21 @@ pub async fn revoke(
         .store
         .session_by_id(id)
         .await
-        .map_err(|_| ApiError::Internal)?
-        .ok_or(ApiError::NotFound)?;
-    if Some(session.user_id) != principal.user_id() {
-        caller.require(&state, "gateway:sessions:manage").await?;
+        .map_err(|_| ApiError::Internal)?;
+    let own = session
+        .as_ref()
+        .is_some_and(|s| Some(s.user_id) == principal.user_id());
+    // Without the permission, someone else's session and no session look the same (404), so
+    // ids cannot be probed; the attempt is audited all the same.
+    if !own
+        && caller
+            .require(&state, "gateway:sessions:manage")
+            .await
+            .is_err()
+    {
+        return Err(ApiError::NotFound);
     }
+    let session = session.ok_or(ApiError::NotFound)?;
     let revoked = state
         .store
         .revoke_session(id)

@@ -95,6 +95,12 @@ pub async fn create_token(
             "token name must be 1–100 printable characters".into(),
         ));
     }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        // `tokens revoke 4` takes an id or a name: a numeric name would read as another's id.
+        return Err(ManageError::Invalid(
+            "token name must not be a number (it would read as a token id)".into(),
+        ));
+    }
     let role = request.role.as_deref().map(parse_role).transpose()?;
     let permissions = match &request.permissions {
         Some(p) => {
@@ -197,8 +203,15 @@ fn valid_email(email: &str) -> Result<(), ManageError> {
     if ok {
         Ok(())
     } else {
+        // Quoted back cut short: the input may be anything, of any size.
+        let shown: String = email.chars().take(100).collect();
+        let more = if email.chars().count() > 100 {
+            "…"
+        } else {
+            ""
+        };
         Err(ManageError::Invalid(format!(
-            "{email:?} is not an e-mail address"
+            "{shown:?}{more} is not an e-mail address"
         )))
     }
 }

@@ -5,7 +5,7 @@ pub mod cookies;
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -76,6 +76,68 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+/// The answer to a page request whose query, form or path cannot be read.
+fn bad_page() -> Response {
+    message(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        "This link or form is not valid. Go back and try again.",
+    )
+}
+
+/// A page's query parameters; malformed ones get a 400 page (axum's own answer is plain text
+/// quoting the input back, control characters included).
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for PageQuery<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| PageQuery(q))
+            .map_err(|_| bad_page())
+    }
+}
+
+/// A page's path parameters, refused like [`PageQuery`].
+pub struct PagePath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for PagePath<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| PagePath(p))
+            .map_err(|_| bad_page())
+    }
+}
+
+/// A page's submitted form, refused like [`PageQuery`].
+pub struct PageForm<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for PageForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        Form::<T>::from_request(request, state)
+            .await
+            .map(|Form(f)| PageForm(f))
+            .map_err(|_| bad_page())
     }
 }
 
@@ -230,8 +292,8 @@ pub async fn revoke_session(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Path(id): Path<i64>,
-    Form(form): Form<CsrfForm>,
+    PagePath(id): PagePath<i64>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
     let Some((principal, token)) = cookie_principal(&state, &headers).await else {
         return Redirect::to("/").into_response();
@@ -259,7 +321,7 @@ pub async fn revoke_session(
 }
 
 /// The answer to a form whose CSRF token is missing or wrong.
-fn stale_form() -> Response {
+pub fn stale_form() -> Response {
     message(
         StatusCode::FORBIDDEN,
         "Refused",
@@ -272,7 +334,7 @@ pub async fn revoke_all(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
     let Some((principal, token)) = cookie_principal(&state, &headers).await else {
         return Redirect::to("/").into_response();
@@ -342,7 +404,10 @@ pub struct ReturnTo {
 }
 
 /// `GET /login` (a friendly alias): the sign-in page.
-pub async fn login_page(State(state): State<AppState>, Query(q): Query<ReturnTo>) -> Response {
+pub async fn login_page(
+    State(state): State<AppState>,
+    PageQuery(q): PageQuery<ReturnTo>,
+) -> Response {
     let target = q
         .return_to
         .filter(|r| cookies::safe_return_to(r))

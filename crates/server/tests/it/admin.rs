@@ -80,6 +80,10 @@ both_backends!(token_create_rejects_bad_input, |db| async move {
         ),
         (vec!["--name", "", "--role", "viewer"], "token name"),
         (
+            vec!["--name", "42", "--role", "viewer"],
+            "must not be a number",
+        ),
+        (
             vec![
                 "--name",
                 "x",

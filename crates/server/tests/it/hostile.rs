@@ -337,6 +337,18 @@ both_backends!(
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         assert_eq!(body["code"], "unsupported_media_type", "{body}");
 
+        // A bad value is quoted back cut short, not whole.
+        let resp = c
+            .post(format!("{}/api/v1/users", gw.url))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "email": "x".repeat(100_000), "role": "viewer" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 400);
+        let text = resp.text().await.unwrap_or_default();
+        assert!(text.len() < 1024, "{} bytes of error", text.len());
+
         let resp = c
             .get(gw.proxy("/apps"))
             .bearer_auth(&admin)
@@ -590,6 +602,34 @@ both_backends!(
             assert!(!text.contains('\0'), "{method} {path}: {text:?}");
             let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             assert_eq!(body["code"], code, "{method} {path}: {text}");
+        }
+        // Pages answer with a page, and never quote the input back.
+        for (method, path) in [
+            (reqwest::Method::GET, "/api/v1/auth/cli/browser"),
+            (
+                reqwest::Method::GET,
+                "/api/v1/auth/cli/browser/confirm?login_id=x",
+            ),
+            (
+                reqwest::Method::POST,
+                "/account/sessions/%1b%5b31mabc/revoke",
+            ),
+            (reqwest::Method::POST, "/api/v1/auth/web/logout"),
+        ] {
+            let resp = c
+                .request(method.clone(), format!("{}{path}", gw.url))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status().as_u16(), 400, "{method} {path}");
+            let html = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/html"));
+            let text = resp.text().await.unwrap_or_default();
+            assert!(html, "{method} {path}: {text}");
+            assert!(!text.contains('\u{1b}'), "{method} {path}: {text:?}");
         }
     }
 );

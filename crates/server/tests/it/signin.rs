@@ -703,6 +703,38 @@ both_backends!(logout_and_admin_session_management, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 403);
+    // Their own e-mail in another case is their own.
+    let resp = c
+        .get(format!(
+            "{}/api/v1/sessions?email=OPS@Example.com",
+            s.gw.url
+        ))
+        .bearer_auth(&ops_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    // Someone else's session and no session look alike to a non-admin: ids cannot be probed.
+    let admin_sessions: serde_json::Value = c
+        .get(format!("{}/api/v1/sessions", s.gw.url))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let admin_session_id = admin_sessions[0]["id"].as_i64().unwrap_or_default();
+    assert!(admin_session_id > 0, "{admin_sessions}");
+    for id in [admin_session_id, admin_session_id + 10_000] {
+        let resp = c
+            .delete(format!("{}/api/v1/sessions/{id}", s.gw.url))
+            .bearer_auth(&ops_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 404, "session {id}");
+    }
     // A cookie-authenticated change without the CSRF header is refused.
     let resp = c
         .post(format!(
@@ -929,6 +961,7 @@ both_backends!(
             .await
             .unwrap_or_default();
         let admin_session_id = sessions[0]["id"].as_i64().unwrap_or_default();
+        assert!(admin_session_id > 0, "{sessions}");
         let post = |path: String, csrf: String| {
             let c = c.clone();
             let cookie = ops.cookie_header();
