@@ -5,17 +5,30 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Sets up logging: `LOG_FORMAT=json|text` (default text), level from `LOG_LEVEL` or
-/// `RUST_LOG` (default info).
-pub fn init() {
-    let filter = std::env::var("LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// `RUST_LOG` (default info). A value it cannot use stops start-up, like any other setting:
+/// a typo must not quietly leave the gateway logging at another level or format.
+pub fn init() -> anyhow::Result<()> {
+    let (name, filter) = match (std::env::var("LOG_LEVEL"), std::env::var("RUST_LOG")) {
+        (Ok(level), _) => ("LOG_LEVEL", level),
+        (_, Ok(level)) => ("RUST_LOG", level),
+        _ => ("LOG_LEVEL", "info".to_string()),
+    };
+    let filter = EnvFilter::try_new(filter.trim()).map_err(|_| {
+        anyhow::anyhow!(
+            "{name} is invalid: expected error, warn, info, debug, trace or a tracing filter such \
+             as gateway=debug"
+        )
+    })?;
+    let json = match std::env::var("LOG_FORMAT").as_deref().map(str::trim) {
+        Err(_) | Ok("text") => false,
+        Ok("json") => true,
+        Ok(_) => anyhow::bail!("LOG_FORMAT is invalid: expected text or json"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+    let result = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -23,4 +36,5 @@ pub fn init() {
     if let Err(e) = result {
         eprintln!("warning: logging already set up: {e}");
     }
+    Ok(())
 }

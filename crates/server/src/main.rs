@@ -45,11 +45,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => {
-                logging::init();
+                logging::init()?;
                 serve::run().await
             }
             Command::Dev(args) => {
-                logging::init();
+                logging::init()?;
                 dev::run(args).await
             }
             Command::Migrate => admin::migrate().await,

@@ -121,6 +121,22 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             &[
                 ("RACK_HOST", "https://rack"),
                 ("RACK_TOKEN", "x"),
+                ("LOG_LEVEL", "garbage["),
+            ],
+            "LOG_LEVEL is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("LOG_FORMAT", "xml"),
+            ],
+            "LOG_FORMAT is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
                 ("DATABASE_URL", "mysql://db"),
             ],
             "DATABASE_URL is invalid",
