@@ -710,7 +710,7 @@ pub async fn cli_browser(
             confirm: &confirm,
         },
     );
-    cookies::set_cli_confirm(&state, &mut response, &confirm);
+    cookies::set_cli_confirm(&state, &mut response, &q.login_id, &confirm);
     response
 }
 
@@ -732,7 +732,10 @@ pub async fn cli_browser_confirm(
     headers: HeaderMap,
     web::PageQuery(form): web::PageQuery<CliConfirm>,
 ) -> Response {
-    let cookie = cookies::get(&headers, cookies::CLI_CONFIRM_COOKIE);
+    let cookie = cookies::get(
+        &headers,
+        &cookies::cli_confirm_cookie(&state, &form.login_id),
+    );
     let confirmed = cookie
         .as_deref()
         .is_some_and(|c| !c.is_empty() && secret_eq(c.as_bytes(), form.confirm.as_bytes()));
@@ -758,7 +761,7 @@ pub async fn cli_browser_confirm(
         Err(page) => return page,
     };
     let mut response = redirect_to_provider(&state, &attempt.id).await;
-    cookies::clear_cli_confirm(&state, &mut response);
+    cookies::clear_cli_confirm(&state, &mut response, &form.login_id);
     response
 }
 

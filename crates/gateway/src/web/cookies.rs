@@ -11,8 +11,9 @@ use crate::app::AppState;
 pub const SESSION_COOKIE: &str = "rg_session";
 /// Binds a sign-in round trip to the browser that started it.
 pub const LOGIN_COOKIE: &str = "rg_login";
-/// Ties a CLI sign-in's confirmation to the page that asked for it.
-pub const CLI_CONFIRM_COOKIE: &str = "rg_cli_confirm";
+/// Ties a CLI sign-in's confirmation to the page that asked for it (one cookie per sign-in:
+/// see [`cli_confirm_cookie`]).
+const CLI_CONFIRM_COOKIE: &str = "rg_cli_confirm";
 
 /// The value of cookie `name`.
 pub fn get(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -80,27 +81,34 @@ pub fn clear_login(state: &AppState, response: &mut Response) {
     );
 }
 
-/// Sets the CLI-confirmation cookie (10 minutes). `SameSite=Strict`: a request another site
-/// makes the user's browser send arrives without it, so only the gateway's own page can
-/// confirm.
-pub fn set_cli_confirm(state: &AppState, response: &mut Response, value: &str) {
+/// The name of the confirmation cookie of the CLI sign-in `login_id`: one per sign-in, so two
+/// in one browser do not overwrite each other's; `__Host-` on https, so a sibling subdomain
+/// (same-site for `SameSite=Strict`) cannot plant one with a value it knows.
+pub fn cli_confirm_cookie(state: &AppState, login_id: &str) -> String {
+    let prefix = if secure(state) { "__Host-" } else { "" };
+    let digest = hex::encode(Sha256::digest(login_id.as_bytes()));
+    format!("{prefix}{CLI_CONFIRM_COOKIE}_{}", &digest[..16])
+}
+
+/// Sets the CLI-confirmation cookie of `login_id` (10 minutes). `SameSite=Strict`: a request
+/// another site makes the user's browser send arrives without it, so only the gateway's own
+/// page can confirm.
+pub fn set_cli_confirm(state: &AppState, response: &mut Response, login_id: &str, value: &str) {
     let secure = if secure(state) { "; Secure" } else { "" };
+    let name = cli_confirm_cookie(state, login_id);
     set(
         response,
-        format!(
-            "{CLI_CONFIRM_COOKIE}={value}; Path=/api/v1/auth/cli; HttpOnly; SameSite=Strict; Max-Age=600{secure}"
-        ),
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=600{secure}"),
     );
 }
 
-/// Clears the CLI-confirmation cookie.
-pub fn clear_cli_confirm(state: &AppState, response: &mut Response) {
+/// Clears the CLI-confirmation cookie of `login_id`.
+pub fn clear_cli_confirm(state: &AppState, response: &mut Response, login_id: &str) {
     let secure = if secure(state) { "; Secure" } else { "" };
+    let name = cli_confirm_cookie(state, login_id);
     set(
         response,
-        format!(
-            "{CLI_CONFIRM_COOKIE}=; Path=/api/v1/auth/cli; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
-        ),
+        format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     );
 }
 

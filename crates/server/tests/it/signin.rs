@@ -1023,3 +1023,55 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    two_cli_sign_ins_in_one_browser_are_confirmed_apart,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let c = client();
+        let start = || {
+            let c = c.clone();
+            let url = format!("{}/api/v1/auth/cli/start", s.gw.url);
+            async move {
+                let (verifier, challenge) = pkce();
+                let start: serde_json::Value = c
+                    .post(url)
+                    .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .json()
+                    .await
+                    .unwrap_or_default();
+                (start, verifier)
+            }
+        };
+        let (first, verifier) = start().await;
+        let (second, _) = start().await;
+        let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let url = |v: &serde_json::Value| v["browser_url"].as_str().unwrap_or_default().to_string();
+        let first_page = b
+            .visit(&url(&first))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The second page's cookie must not replace the first's.
+        let second_page = b
+            .visit(&url(&second))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(second_page.status, 200, "{}", second_page.body);
+        let approve = dev_oidc::browser::approve_link(&first_page)
+            .unwrap_or_else(|| panic!("{}", first_page.body));
+        let done = b.visit(&approve).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.status, 200, "{}", done.body);
+        let poll = c
+            .post(format!("{}/api/v1/auth/cli/poll", s.gw.url))
+            .json(&serde_json::json!({ "login_id": first["login_id"], "code_verifier": verifier }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(poll.status(), 200);
+    }
+);
