@@ -187,15 +187,23 @@ pub fn audited_path(path: String) -> String {
     gateway_core::redact::clip(path, MAX_AUDITED_PATH)
 }
 
-/// The caller's `User-Agent` as an audit event records it: at most 256 characters. Bytes that
-/// are not UTF-8 become U+FFFD rather than dropping the whole value: a hostile client must not
-/// be able to erase its own user agent from the trail with one stray byte. (Header values never
-/// hold NUL or other control characters but tab; hyper refuses them.)
+/// The caller's `User-Agent` as an audit event (and a session's device) records it: at most
+/// 256 characters. Bytes that are not UTF-8, and characters that hide or reorder text
+/// ([`gateway_core::text::is_hidden`]: a right-to-left override would make the trail and the
+/// account page show another agent), become U+FFFD rather than dropping the whole value: a
+/// hostile client must not be able to erase its own user agent with one stray byte.
 pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
     headers.get(http::header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
             .take(256)
+            .map(|c| {
+                if gateway_core::text::is_hidden(c) {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
             .collect()
     })
 }
@@ -229,6 +237,10 @@ mod tests {
         assert_eq!(
             ua(b"evil\xff\xfe/1").as_deref(),
             Some("evil\u{fffd}\u{fffd}/1")
+        );
+        assert_eq!(
+            ua("abc\u{202E}fed\tx".as_bytes()).as_deref(),
+            Some("abc\u{fffd}fed\u{fffd}x")
         );
         let long = "é".repeat(300);
         assert_eq!(ua(long.as_bytes()).map(|s| s.chars().count()), Some(256));

@@ -303,7 +303,18 @@ pub async fn revoke_session(
         audit_session_refusal(&state, &principal, peer, details).await;
         return stale_form();
     }
-    let owned = matches!(state.store.session_by_id(id).await, Ok(Some(s)) if Some(s.user_id) == principal.user_id());
+    let owned = match state.store.session_by_id(id).await {
+        Ok(session) => session.is_some_and(|s| Some(s.user_id) == principal.user_id()),
+        Err(e) => {
+            // Not a refusal: nothing is known about the session.
+            tracing::error!(error = %e, "session lookup failed");
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Try again shortly.",
+            );
+        }
+    };
     if !owned {
         // Someone else's session (or none): refused, and the trail shows who tried.
         let details = json!({ "session_id": id, "reason": "not_your_session" });
