@@ -165,6 +165,11 @@ impl Config {
                 }
             },
         };
+        self.named(name, Some(source))
+    }
+
+    /// The configured rack `name`; `source` says where the name came from, for the error.
+    pub fn named(&self, name: String, source: Option<&str>) -> CliResult<Selected> {
         match self.racks.get(&name) {
             Some(entry) => Ok(Selected {
                 name,
@@ -177,8 +182,9 @@ impl Config {
                 } else {
                     known.join(", ")
                 };
+                let from = source.map(|s| format!(" (from {s})")).unwrap_or_default();
                 Err(CliError::Usage(format!(
-                    "unknown rack {name:?} (from {source}); configured racks: {known}. \
+                    "unknown rack {name:?}{from}; configured racks: {known}. \
                      Run `rack-gateway login {name} <gateway-url>` to add it"
                 )))
             }

@@ -254,7 +254,7 @@ pub fn racks(ctx: &Ctx) -> CliResult<i32> {
 /// `switch <rack>`.
 pub fn switch(rack: &str) -> CliResult<i32> {
     let (path, mut config) = load_config()?;
-    let selected = config.select(Some(rack))?;
+    let selected = config.named(rack.to_string(), None)?;
     config.current = Some(selected.name.clone());
     config.save(&path)?;
     output::write_stdout(&format!(

@@ -130,6 +130,10 @@ fn rack_selection_flag_then_env_then_current() {
         err.contains("unknown rack \"nope\"") && err.contains("configured racks: ro, rw"),
         "{err}"
     );
+    assert!(
+        !err.contains("--rack"),
+        "switch's argument is not --rack: {err}"
+    );
     let mut cmd = home.command(&["apps"]);
     cmd.env("RACK_GATEWAY_RACK", "gone");
     let err = home.run_with(cmd, None).failed();

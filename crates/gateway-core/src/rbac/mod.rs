@@ -203,7 +203,7 @@ mod tests {
             assert_eq!(pattern_matches(pattern, &perm), granted, "{pattern}");
         }
         assert!(pattern_matches("convox:*:*", "convox:apps:delete"));
-        let wide: PermissionSet = "convox:*:*".parse().unwrap_or_default();
+        let wide: PermissionSet = "convox:*:*".parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(!wide.covers(&Role::Admin.permissions()));
     }
 

@@ -89,8 +89,7 @@ where
             .map(|axum::extract::Query(value)| ApiQuery(value))
             .map_err(|_| {
                 ApiError::BadRequest(
-                    "the query string is not valid here (unknown, repeated or malformed parameters)"
-                        .into(),
+                    "the query string is not valid here (a repeated or malformed parameter)".into(),
                 )
             })
     }
@@ -214,6 +213,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// The caller's user agent, as audited.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.call.user_agent.as_deref()
+    }
+
     /// Requires `permission`; a refusal is audited (action: the permission).
     pub async fn require(&self, state: &AppState, permission: &str) -> Result<(), ApiError> {
         let Err(err) = require(&self.principal, permission) else {

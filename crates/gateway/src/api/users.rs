@@ -9,12 +9,13 @@ use serde::Deserialize;
 use super::{ApiPath, Caller};
 use crate::app::{AppState, Peer};
 use crate::audit::ActorType;
+use crate::audit::Decision;
 use crate::error::ApiError;
-use crate::identity::Principal;
 use crate::identity::manage::{self, Actor, ManageError};
 use crate::store::StoreError;
 
-fn actor(principal: &Principal, peer: Peer) -> Actor {
+fn actor(caller: &Caller, peer: Peer) -> Actor {
+    let principal = &caller.principal;
     Actor {
         actor_type: principal.actor_type(),
         email: principal.email().map(str::to_string),
@@ -25,6 +26,9 @@ fn actor(principal: &Principal, peer: Peer) -> Actor {
             .or_else(|| principal.token_name().map(|t| format!("token:{t}")))
             .unwrap_or_else(|| "unknown".into()),
         client_ip: Some(peer.ip.to_string()),
+        user_agent: caller.user_agent().map(str::to_string),
+        // Every change here is made after `Caller::require` allowed it.
+        decision: Decision::Allow,
     }
 }
 
@@ -35,6 +39,7 @@ fn manage_error(e: ManageError) -> ApiError {
         ManageError::Store(StoreError::Conflict(m)) => {
             ApiError::BadRequest(format!("{m} already exists"))
         }
+        ManageError::Store(StoreError::Ambiguous(m)) => ApiError::BadRequest(m),
         ManageError::Store(_) => ApiError::Internal,
         ManageError::Audit(_) => ApiError::AuditUnavailable,
     }
@@ -68,11 +73,10 @@ pub async fn add(
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:create").await?;
-    let principal = &caller.principal;
     let user = manage::add_user(
         &state.store,
         &state.audit,
-        &actor(principal, peer),
+        &actor(&caller, peer),
         &body.email,
         &body.name,
         &body.role,
@@ -97,11 +101,10 @@ pub async fn set_role(
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:update").await?;
-    let principal = &caller.principal;
     let user = manage::set_user_role(
         &state.store,
         &state.audit,
-        &actor(principal, peer),
+        &actor(&caller, peer),
         &email,
         &body.role,
     )
@@ -153,7 +156,7 @@ async fn set_locked(
     let user = manage::set_user_locked(
         &state.store,
         &state.audit,
-        &actor(principal, peer),
+        &actor(&caller, peer),
         &email,
         locked,
     )

@@ -1,10 +1,10 @@
 //! Changing users and tokens, with an audit event for each change. Used by the admin
-//! commands now and by the JSON API later, so both apply the same rules.
+//! commands and by the JSON API, so both apply the same rules.
 
 use serde_json::json;
 
 use super::tokens::{issue_token, parse_expiry};
-use crate::audit::{ActorType, AuditError, AuditEvent, AuditLog, EventKind};
+use crate::audit::{ActorType, AuditError, AuditEvent, AuditLog, Decision, EventKind};
 use crate::rbac::{PermissionSet, Role};
 use crate::store::{NewToken, Store, StoreError, TokenRow, UserRow, now_ms};
 
@@ -21,6 +21,11 @@ pub struct Actor {
     pub label: String,
     /// Where the change came from (`None` on the server's command line).
     pub client_ip: Option<String>,
+    /// The caller's user agent (over HTTP).
+    pub user_agent: Option<String>,
+    /// The RBAC decision that let the change through: `Allow` over HTTP (the caller held the
+    /// permission), `None` on the server's command line (no RBAC there).
+    pub decision: Decision,
 }
 
 impl Actor {
@@ -35,6 +40,8 @@ impl Actor {
             token_name: None,
             label: format!("cli:{login}"),
             client_ip: None,
+            user_agent: None,
+            decision: Decision::None,
         }
     }
 
@@ -44,6 +51,8 @@ impl Actor {
         e.user_email = self.email.clone();
         e.token_name = self.token_name.clone();
         e.client_ip = self.client_ip.clone();
+        e.user_agent = self.user_agent.clone();
+        e.rbac_decision = self.decision;
         e.with_details(details)
     }
 }

@@ -154,10 +154,13 @@ async fn proxy(
             }
         };
         let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
-        let token = extract_token(&parts.headers)
-            .ok()
-            .flatten()
-            .ok_or(ApiError::Unauthenticated(AuthError::Missing))?;
+        // Authenticated above, so it is there; if not, the outcome still says what happened.
+        let Some(token) = extract_token(&parts.headers).ok().flatten() else {
+            let err = ApiError::Unauthenticated(AuthError::Missing);
+            outcome.status = Some(err.status().as_u16());
+            outcome.error = Some(err.message());
+            return Err(err);
+        };
         let recheck = ws::Recheck {
             state: state.clone(),
             token: crate::config::Secret::new(token),

@@ -302,7 +302,7 @@ async fn relay(
         // 1008: policy violation. The reason goes to the credential's holder only.
         let refused = ws::CloseFrame {
             code: 1008,
-            reason: format!("session ended: {reason}").into(),
+            reason: close_reason(&format!("session ended: {reason}")).into(),
         };
         let goodbye = async {
             let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
@@ -355,6 +355,15 @@ async fn relay(
             .extra
             .insert("rack_token_masked_count".into(), json!(masked));
     }
+}
+
+/// `text` cut to what a close frame can carry (123 bytes), on a character boundary.
+fn close_reason(text: &str) -> String {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// How long the tail of a rack message that could begin one of the rack's credentials waits
@@ -545,4 +554,17 @@ fn is_over_limit(err: axum::Error) -> bool {
             .downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
         Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_reason;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(close_reason("token revoked"), "token revoked");
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= 123 && long.starts_with(&cut), "{}", cut.len());
+    }
 }

@@ -786,11 +786,26 @@ both_backends!(logout_and_admin_session_management, |db| async move {
     let resp = c
         .post(format!("{}/api/v1/users", s.gw.url))
         .bearer_auth(&admin_token)
+        .header("user-agent", "ops-console/1")
         .json(&serde_json::json!({ "email": "new@example.com", "role": "deployer" }))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 201);
+    // The change is audited as allowed, with the caller's user agent (as proxied calls are).
+    let created = store(&db)
+        .await
+        .audit_rows(0, 10_000)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| {
+            r.event.action == "gateway:users:create"
+                && r.event.details["email"] == "new@example.com"
+        })
+        .unwrap_or_else(|| panic!("no audit event for the new user"));
+    assert_eq!(created.event.rbac_decision.as_str(), "allow");
+    assert_eq!(created.event.user_agent.as_deref(), Some("ops-console/1"));
     let resp = c
         .put(format!("{}/api/v1/users/new@example.com/role", s.gw.url))
         .bearer_auth(&admin_token)
