@@ -553,17 +553,8 @@ impl Store {
 
     /// Events with `seq > after`, in order, at most `limit`.
     pub async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
+        let rows = self.audit_rows_as_stored(after, limit).await?;
+        Ok(rows.into_iter().map(|(row, _)| row).collect())
     }
 
     /// [`Store::audit_rows`] with each event's `details` exactly as stored: what `audit
