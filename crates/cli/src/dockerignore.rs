@@ -1,19 +1,84 @@
 //! `.dockerignore` rules as Docker applies them to a build context: patterns are relative to
 //! the context's root (a leading `/` changes nothing), `*` and `?` stop at `/`, `**` crosses
 //! directories, `!` re-includes, the last matching rule wins, and a rule that matches a
-//! directory excludes everything in it.
+//! directory excludes everything in it. `Dockerfile` and `.dockerignore` are always sent, as
+//! Docker sends them: a build cannot do without them.
+//!
+//! The pattern language is Docker's (moby/patternmatcher: Go's `filepath.Match` plus `**`),
+//! written here rather than borrowed from a glob library whose syntax differs where it
+//! matters: `**` followed by more of the pattern stands for any number of whole directories
+//! (`a/**b` is `a/b`, `a/x/b`, not `a/xb`), at the end for anything; a pattern that is `**`
+//! and then plain text matches every path ending in that text (`**.key` is `x.key` and
+//! `a/b/y.key`); `?` is one character (not one byte); `{a,b}` is literal; in `[...]` only `^`
+//! negates. A rule that matches less than Docker's would upload a file the user meant to keep
+//! out of the build.
 
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobMatcher};
-
 use crate::error::{CliError, CliResult};
+
+/// Files Docker sends whatever `.dockerignore` says.
+const ALWAYS_SENT: [&str; 2] = ["Dockerfile", ".dockerignore"];
 
 /// One rule.
 #[derive(Debug)]
 struct Rule {
-    matcher: GlobMatcher,
+    matcher: Matcher,
     negate: bool,
+}
+
+/// How a rule matches a path.
+#[derive(Debug)]
+enum Matcher {
+    /// `**` then plain text: every path ending in the text (Docker matches these by suffix).
+    Suffix(String),
+    /// Anything else, token by token.
+    Tokens(Vec<Token>),
+}
+
+impl Matcher {
+    fn new(tokens: Vec<Token>) -> Matcher {
+        if let Some((Token::Any | Token::Dirs, rest)) = tokens.split_first()
+            && let Some(text) = rest
+                .iter()
+                .map(|t| match t {
+                    Token::Char(c) => Some(*c),
+                    _ => None,
+                })
+                .collect::<Option<String>>()
+        {
+            return Matcher::Suffix(text);
+        }
+        Matcher::Tokens(tokens)
+    }
+
+    fn matches(&self, path: &[char]) -> bool {
+        match self {
+            Matcher::Suffix(text) => path.iter().collect::<String>().ends_with(text.as_str()),
+            Matcher::Tokens(tokens) => matches(tokens, path),
+        }
+    }
+}
+
+/// One piece of a pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    /// This character.
+    Char(char),
+    /// `?`: one character but `/`.
+    One,
+    /// `*`: any run of characters without `/`.
+    Star,
+    /// `**` at the end of a pattern: any run of characters, `/` included.
+    Any,
+    /// `**` (and a `/` after it) followed by more of the pattern: nothing, or any run of
+    /// characters ending in `/` (any number of directories).
+    Dirs,
+    /// `[...]`: one character in (or, with `^`, not in) the ranges.
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// The rules of one `.dockerignore`.
@@ -35,12 +100,17 @@ impl DockerIgnore {
         }
     }
 
-    /// Parses rules, one per line; `#` starts a comment line.
+    /// Parses rules, one per line. A line starting with `#` (before any trimming) is a
+    /// comment; a byte-order mark at the start of the file is not part of the first rule.
     pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut rules = Vec::new();
         for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 continue;
             }
             let (negate, pattern) = match line.strip_prefix('!') {
@@ -51,10 +121,11 @@ impl DockerIgnore {
             if pattern.is_empty() {
                 continue;
             }
-            let matcher = glob(&pattern)
-                .or_else(|_| glob(&pattern.replace("**", "*")))
-                .map_err(|e| format!("bad pattern {line:?}: {e}"))?;
-            rules.push(Rule { matcher, negate });
+            let tokens = tokens(&pattern).map_err(|e| format!("bad pattern {line:?}: {e}"))?;
+            rules.push(Rule {
+                matcher: Matcher::new(tokens),
+                negate,
+            });
         }
         Ok(Self { rules })
     }
@@ -66,10 +137,21 @@ impl DockerIgnore {
 
     /// Whether `rel` (a `/`-separated path inside the context) is left out.
     pub fn excluded(&self, rel: &str) -> bool {
+        if ALWAYS_SENT.contains(&rel) {
+            return false;
+        }
+        let path: Vec<char> = rel.chars().collect();
+        // The path and each of its parent directories (`a/b/c` → `a`, `a/b`).
+        let mut candidates: Vec<&[char]> = path
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c == '/')
+            .map(|(i, _)| &path[..i])
+            .collect();
+        candidates.push(&path);
         let mut excluded = false;
         for rule in &self.rules {
-            let hit = rule.matcher.is_match(rel) || parents(rel).any(|p| rule.matcher.is_match(p));
-            if hit {
+            if candidates.iter().any(|c| rule.matcher.matches(c)) {
                 excluded = !rule.negate;
             }
         }
@@ -77,28 +159,147 @@ impl DockerIgnore {
     }
 }
 
-fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
-    Ok(GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()?
-        .compile_matcher())
+/// A pattern's tokens.
+fn tokens(pattern: &str) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                // Further stars add nothing.
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                if chars.peek() == Some(&'/') {
+                    chars.next();
+                }
+                out.push(if chars.peek().is_none() {
+                    Token::Any
+                } else {
+                    Token::Dirs
+                });
+            }
+            '*' => out.push(Token::Star),
+            '?' => out.push(Token::One),
+            '\\' => out.push(Token::Char(chars.next().unwrap_or('\\'))),
+            '[' => {
+                let negated = chars.peek() == Some(&'^');
+                if negated {
+                    chars.next();
+                }
+                let mut ranges = Vec::new();
+                let mut first = true;
+                loop {
+                    let Some(c) = chars.next() else {
+                        return Err("unclosed [".into());
+                    };
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = false;
+                    let low = if c == '\\' {
+                        chars.next().ok_or("unclosed [")?
+                    } else {
+                        c
+                    };
+                    let high = if chars.peek() == Some(&'-') {
+                        chars.next();
+                        match chars.next() {
+                            Some(']') | None => return Err("bad range in [...]".into()),
+                            Some('\\') => chars.next().ok_or("unclosed [")?,
+                            Some(h) => h,
+                        }
+                    } else {
+                        low
+                    };
+                    if high < low {
+                        return Err("bad range in [...]".into());
+                    }
+                    ranges.push((low, high));
+                }
+                out.push(Token::Class { negated, ranges });
+            }
+            c => out.push(Token::Char(c)),
+        }
+    }
+    Ok(out)
 }
 
-/// `a/b/c` → `a`, `a/b`.
-fn parents(rel: &str) -> impl Iterator<Item = &str> {
-    rel.match_indices('/').map(move |(i, _)| &rel[..i])
+/// Whether `pattern` matches the whole of `path`.
+fn matches(pattern: &[Token], path: &[char]) -> bool {
+    // memo[p][s]: whether pattern[p..] matches path[s..] (None: not worked out yet). Paths and
+    // patterns are short; this keeps `**` and `*` from backtracking exponentially.
+    let mut memo = vec![vec![None; path.len() + 1]; pattern.len() + 1];
+    matches_from(pattern, path, 0, 0, &mut memo)
 }
 
-/// Go's `filepath.Clean`, then without a leading `/`.
+fn matches_from(
+    pattern: &[Token],
+    path: &[char],
+    p: usize,
+    s: usize,
+    memo: &mut Vec<Vec<Option<bool>>>,
+) -> bool {
+    if let Some(known) = memo[p][s] {
+        return known;
+    }
+    let result = match pattern.get(p) {
+        None => s == path.len(),
+        Some(Token::Char(c)) => {
+            path.get(s) == Some(c) && matches_from(pattern, path, p + 1, s + 1, memo)
+        }
+        Some(Token::One) => {
+            path.get(s).is_some_and(|c| *c != '/')
+                && matches_from(pattern, path, p + 1, s + 1, memo)
+        }
+        Some(Token::Class { negated, ranges }) => {
+            path.get(s)
+                .is_some_and(|c| ranges.iter().any(|(low, high)| low <= c && c <= high) != *negated)
+                && matches_from(pattern, path, p + 1, s + 1, memo)
+        }
+        Some(Token::Star) => {
+            let mut end = s;
+            loop {
+                if matches_from(pattern, path, p + 1, end, memo) {
+                    break true;
+                }
+                if end == path.len() || path[end] == '/' {
+                    break false;
+                }
+                end += 1;
+            }
+        }
+        Some(Token::Any) => {
+            (s..=path.len()).any(|end| matches_from(pattern, path, p + 1, end, memo))
+        }
+        Some(Token::Dirs) => {
+            matches_from(pattern, path, p + 1, s, memo)
+                || (s..path.len())
+                    .filter(|end| path[*end] == '/')
+                    .any(|end| matches_from(pattern, path, p + 1, end + 1, memo))
+        }
+    };
+    memo[p][s] = Some(result);
+    result
+}
+
+/// Go's `filepath.Clean` (a `..` that cannot go up is kept, as there), then without a
+/// leading `/`.
 fn clean(pattern: &str) -> String {
+    let rooted = pattern.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in pattern.split('/') {
         match part {
             "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
+            ".." => match parts.last() {
+                Some(last) if *last != ".." => {
+                    parts.pop();
+                }
+                // `/..` is `/`; a relative path keeps its leading `..`.
+                _ if rooted => {}
+                _ => parts.push(".."),
+            },
             p => parts.push(p),
         }
     }
@@ -147,5 +348,97 @@ mod tests {
         let d = rules("./build/../dist/\n");
         assert!(d.excluded("dist/app.js"));
         assert!(!d.excluded("build/app.js"));
+        // A `..` that leaves the context matches nothing (Go's Clean keeps it).
+        let d = rules("../secrets\na/../../b\n");
+        assert!(!d.excluded("secrets/k"));
+        assert!(!d.excluded("b"));
+    }
+
+    /// Cases where a glob library's syntax differs from Docker's; each would upload a file
+    /// the user excluded, or leave out one they kept (checked against moby/patternmatcher's
+    /// behaviour).
+    #[test]
+    fn docker_pattern_language() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            // `**` inside a segment crosses directories.
+            ("**.key", &["x.key", "a/b/y.key"], &["x.pem"]),
+            ("**secret", &["a/b/mysecret", "secret"], &["secrets2"]),
+            (
+                "**/id_rsa",
+                &["id_rsa", "a/b/id_rsa", "a/my_id_rsa"],
+                &["id_rsa.pub"],
+            ),
+            ("**", &["anything", "a/b"], &[]),
+            // Elsewhere `**` is whole directories, as Docker has it.
+            (
+                "config/**.key",
+                &["config/.key", "config/x/.key"],
+                &["config/a.key"],
+            ),
+            ("a/**b", &["a/x/b", "a/b"], &["a/xb", "a/x/c"]),
+            ("logs/**", &["logs/a", "logs/a/b"], &["logsx"]),
+            ("**/*.key", &["k.key", "a/b/k.key"], &["k.pem"]),
+            (
+                "**/secrets/**",
+                &["secrets/a", "x/secrets/b/c"],
+                &["secretsx/a"],
+            ),
+            // `?` is one character, not one byte.
+            ("caf?", &["café", "cafe/x/y"], &["cafés", "caf"]),
+            ("na?ve.key", &["naïve.key"], &["naive"]),
+            // Braces are literal; `!` in a class is literal, `^` negates.
+            ("{a,b}.txt", &["{a,b}.txt"], &["a.txt", "b.txt"]),
+            ("[!a].txt", &["a.txt", "!.txt"], &["b.txt"]),
+            ("[^a].txt", &["b.txt"], &["a.txt"]),
+            ("[a-c]x", &["bx"], &["dx"]),
+            ("foo{", &["foo{"], &["foo"]),
+            ("\\*.txt", &["*.txt"], &["a.txt"]),
+            ("a[/]b", &["a/b"], &["axb"]),
+        ];
+        for (pattern, excluded, kept) in cases {
+            let d = rules(pattern);
+            for path in *excluded {
+                assert!(d.excluded(path), "{pattern:?} should exclude {path:?}");
+            }
+            for path in *kept {
+                assert!(!d.excluded(path), "{pattern:?} should keep {path:?}");
+            }
+        }
+        assert!(DockerIgnore::parse("a[b\n").is_err());
+    }
+
+    #[test]
+    fn comments_bom_and_files_docker_always_sends() {
+        // A byte-order mark (Windows editors) is not part of the first rule.
+        let d = rules("\u{feff}.env\n*.pem\n");
+        assert!(d.excluded(".env") && d.excluded("a.pem"));
+        // Only a `#` in the first column starts a comment.
+        let d = rules("  #notes\n# real comment\n");
+        assert!(d.excluded("#notes"));
+        assert!(!d.excluded("# real comment"));
+        // Dockerfile and .dockerignore are sent whatever the rules say.
+        let d = rules("*\n");
+        assert!(!d.excluded("Dockerfile") && !d.excluded(".dockerignore"));
+        assert!(d.excluded("app.js") && d.excluded("sub/Dockerfile"));
+    }
+
+    proptest::proptest! {
+        /// Any pattern and path: no panic, and a pattern without wildcards excludes exactly
+        /// that path and what is under it.
+        #[test]
+        fn patterns_never_panic_and_plain_ones_match_exactly(
+            pattern in "[ab*?/.\\[\\]^!-]{0,10}",
+            path in "[ab]{1,3}(/[ab.]{1,3}){0,3}",
+        ) {
+            if let Ok(d) = DockerIgnore::parse(&pattern) {
+                let _ = d.excluded(&path);
+            }
+            let plain: String = pattern.chars().filter(|c| matches!(c, 'a' | 'b')).collect();
+            if !plain.is_empty() {
+                let d = DockerIgnore::parse(&plain).unwrap_or_else(|e| panic!("{e}"));
+                let expected = path == plain || path.starts_with(&format!("{plain}/"));
+                proptest::prop_assert_eq!(d.excluded(&path), expected, "{} {}", plain, path);
+            }
+        }
     }
 }

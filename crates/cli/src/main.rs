@@ -31,7 +31,7 @@ fn main() {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+        Err(e) => fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
     let code = runtime.block_on(commands::run(cli));
     // Do not wait for a stdin reader thread blocked on a terminal read.
@@ -45,6 +45,8 @@ fn main() {
 /// Prints `ERROR: …` (as `convox` does) and exits 1.
 fn fail(e: &anyhow::Error) -> ! {
     output::close_open_line();
-    eprintln!("ERROR: {e:#}");
+    // `{e}`, not `{e:#}`: every error here already says its cause in its own message, and the
+    // alternate form would repeat it ("…: Permission denied: Permission denied").
+    eprintln!("ERROR: {e}");
     std::process::exit(1)
 }

@@ -2,6 +2,7 @@
 //! `.dockerignore`. Written to a temporary file, so memory stays flat for big sources.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
@@ -58,8 +59,7 @@ pub fn package(dir: &Path) -> CliResult<Package> {
     let handle = file
         .reopen()
         .map_err(|e| CliError::io("opening the temporary file", e))?;
-    write_archive(handle, &entries)
-        .map_err(|e| CliError::io(format!("packaging {}", root.display()), e))?;
+    write_archive(handle, &entries)?;
     let size = std::fs::metadata(file.path())
         .map(|m| m.len())
         .map_err(|e| CliError::io("reading the package", e))?;
@@ -71,17 +71,73 @@ pub fn package(dir: &Path) -> CliResult<Package> {
     Ok(Package { file, size, files })
 }
 
-fn write_archive(out: File, entries: &[Entry]) -> std::io::Result<()> {
+fn write_archive(out: File, entries: &[Entry]) -> CliResult<()> {
     let gz = GzEncoder::new(out, Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
     for e in entries {
-        match e.kind {
-            Kind::Dir => tar.append_dir(&e.rel_path, &e.full)?,
-            Kind::File => tar.append_path_with_name(&e.full, &e.rel_path)?,
-        }
+        let added = match e.kind {
+            Kind::Dir => tar.append_dir(&e.rel_path, &e.full),
+            Kind::File => append_file(&mut tar, e),
+        };
+        added.map_err(|err| CliError::io(format!("packaging {}", e.full.display()), err))?;
     }
-    tar.into_inner()?.finish()?.sync_all()
+    tar.into_inner()
+        .and_then(|gz| gz.finish())
+        .and_then(|file| file.sync_all())
+        .map_err(|e| CliError::io("writing the package", e))
+}
+
+/// Adds a file (a symlink is stored as a link, never followed). A regular file's header
+/// promises the size it had when opened, and exactly that many bytes follow: a file that
+/// grows or shrinks meanwhile (a log being written) fails the package, where copying to its
+/// end would shift everything after it and could let the file's own bytes pass for entries.
+fn append_file<W: std::io::Write>(tar: &mut tar::Builder<W>, e: &Entry) -> std::io::Result<()> {
+    let link = std::fs::symlink_metadata(&e.full)?;
+    if !link.is_file() {
+        return tar.append_path_with_name(&e.full, &e.rel_path);
+    }
+    let file = File::open(&e.full)?;
+    let meta = file.metadata()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    header.set_size(meta.len());
+    let exact = Exact {
+        inner: file,
+        left: meta.len(),
+    };
+    tar.append_data(&mut header, &e.rel_path, exact)
+}
+
+/// A file's bytes, exactly as many as its header promised; an error if it has fewer or more.
+struct Exact {
+    inner: File,
+    left: u64,
+}
+
+impl Read for Exact {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // The end the header promised: anything more means the file grew.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other("the file grew while it was packaged")),
+            };
+        }
+        let max = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was packaged",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn walk(root: &Path, rel_dir: &Path, ignore: &DockerIgnore, out: &mut Vec<Entry>) -> CliResult<()> {
@@ -113,8 +169,15 @@ fn walk(root: &Path, rel_dir: &Path, ignore: &DockerIgnore, out: &mut Vec<Entry>
                     full: child.path(),
                     kind: Kind::Dir,
                 });
+                walk(root, &rel_path, ignore, out)?;
+            } else if let Err(err) = walk(root, &rel_path, ignore, out) {
+                // Looked into only for files a `!` rule might bring back: one it cannot read
+                // is left out, as Docker leaves it, rather than failing the package.
+                if !matches!(&err, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+                {
+                    return Err(err);
+                }
             }
-            walk(root, &rel_path, ignore, out)?;
         } else if (kind.is_file() || kind.is_symlink()) && !excluded {
             out.push(Entry {
                 rel,
@@ -173,5 +236,39 @@ mod tests {
         }
         assert_eq!(names, [".dockerignore", "Dockerfile", "src", "src/app.js"]);
         assert_eq!(dockerfile, "FROM scratch\n");
+    }
+
+    #[test]
+    fn a_file_that_changes_size_while_packaged_fails_the_package() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, b"0123456789").unwrap_or_else(|e| panic!("{e}"));
+        let read = |left: u64| {
+            let mut exact = Exact {
+                inner: File::open(&path).unwrap_or_else(|e| panic!("{e}")),
+                left,
+            };
+            let mut out = Vec::new();
+            exact.read_to_end(&mut out).map(|_| out)
+        };
+        assert_eq!(read(10).ok().as_deref(), Some(&b"0123456789"[..]));
+        // The header said 4 bytes, the file has 10: it grew.
+        assert!(read(4).is_err_and(|e| e.to_string().contains("grew")));
+        // The header said 20 bytes: it shrank.
+        assert!(read(20).is_err_and(|e| e.to_string().contains("shrank")));
+    }
+
+    #[test]
+    fn dockerfile_and_dockerignore_are_always_sent() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for (name, text) in [
+            ("Dockerfile", "FROM scratch\n"),
+            (".dockerignore", "*\n"),
+            ("app.js", "1\n"),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let pkg = package(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pkg.files, [".dockerignore", "Dockerfile"]);
     }
 }
