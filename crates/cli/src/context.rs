@@ -144,7 +144,7 @@ impl Ctx {
     }
 
     /// Resolves the target (once): the direct URL if set, else the selected rack. Warns on
-    /// stderr when a session expires within a day.
+    /// stderr when a session expires within two hours.
     pub fn target(&self) -> CliResult<&Target> {
         if let Some(t) = self.target.get() {
             return Ok(t);

@@ -477,18 +477,8 @@ crate::both_backends!(
         // stay usable until they close it.
         let (ok, _, err) = crate::kit::admin(&db, &["tokens", "revoke", "ops-token"]);
         assert!(ok, "{err}");
-        let ended = tokio::time::timeout(Duration::from_secs(15), async {
-            while let Some(Ok(message)) = socket.next().await {
-                if let Message::Close(frame) = message {
-                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
-                }
-            }
-            None
-        })
-        .await;
-        let (code, reason) = ended
-            .ok()
-            .flatten()
+        let (code, reason) = closed_by_gateway(&mut socket, Duration::from_secs(15))
+            .await
             .unwrap_or_else(|| panic!("the session was not closed after the revoke"));
         assert_eq!(code, 1008, "{reason}");
         assert!(reason.contains("revoked"), "{reason}");
