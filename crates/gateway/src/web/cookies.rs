@@ -85,7 +85,11 @@ pub fn clear_login(state: &AppState, response: &mut Response) {
 /// in one browser do not overwrite each other's; `__Host-` on https, so a sibling subdomain
 /// (same-site for `SameSite=Strict`) cannot plant one with a value it knows.
 pub fn cli_confirm_cookie(state: &AppState, login_id: &str) -> String {
-    let prefix = if secure(state) { "__Host-" } else { "" };
+    confirm_cookie_name(secure(state), login_id)
+}
+
+fn confirm_cookie_name(secure: bool, login_id: &str) -> String {
+    let prefix = if secure { "__Host-" } else { "" };
     let digest = hex::encode(Sha256::digest(login_id.as_bytes()));
     format!("{prefix}{CLI_CONFIRM_COOKIE}_{}", &digest[..16])
 }
@@ -138,6 +142,18 @@ pub fn safe_return_to(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_confirmation_cookies_are_per_sign_in_and_host_only_on_https() {
+        let (a, b) = (
+            confirm_cookie_name(false, "one"),
+            confirm_cookie_name(false, "two"),
+        );
+        assert!(a.starts_with("rg_cli_confirm_") && a != b, "{a} {b}");
+        // `__Host-`: a sibling subdomain cannot set it (browsers require Secure, Path=/ and no
+        // Domain, which `set_cli_confirm` sends).
+        assert_eq!(confirm_cookie_name(true, "one"), format!("__Host-{a}"));
+    }
 
     #[test]
     fn return_to_must_stay_on_site() {
