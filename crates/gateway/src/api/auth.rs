@@ -452,11 +452,15 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
         tracing::error!(error = %e, "user lookup failed");
         "the gateway could not check your account; try again".to_string()
     };
-    if let Some(user) = state.store.find_user(email).await.map_err(unavailable)? {
+    let existing = |user: UserRow| {
         if user.locked {
-            return Err(format!("{email} is locked; ask an administrator"));
+            Err(format!("{email} is locked; ask an administrator"))
+        } else {
+            Ok(user)
         }
-        return Ok(user);
+    };
+    if let Some(user) = state.store.find_user(email).await.map_err(unavailable)? {
+        return existing(user);
     }
     let admin_users = state
         .oidc
@@ -466,15 +470,25 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
     // The first admin is a bootstrap: only on a gateway with no users at all, and only without
     // `ADMIN_USERS` (then only the people it names become admins by signing in). Otherwise
     // whoever from an allowed domain got there first would take the seat, before the listed
-    // admins, or after every admin had been demoted.
-    let first_admin =
-        admin_users.is_empty() && !state.store.users_exist().await.map_err(unavailable)?;
-    if listed || first_admin {
-        let user = state
+    // admins, or after every admin had been demoted. Creating the user is one atomic step
+    // either way; when it creates nothing, someone got there meanwhile (another sign-in of
+    // this person, or another first user): read again.
+    let created = if listed {
+        match state.store.create_user(email, name, "admin").await {
+            Ok(user) => Some(user),
+            Err(crate::store::StoreError::Conflict(_)) => None,
+            Err(e) => return Err(unavailable(e)),
+        }
+    } else if admin_users.is_empty() {
+        state
             .store
-            .create_user(email, name, "admin")
+            .create_first_user(email, name, "admin")
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+    } else {
+        None
+    };
+    if let Some(user) = created {
         let mut e = AuditEvent::new(
             EventKind::Gateway,
             crate::request_id::current(),
@@ -487,9 +501,12 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
         let _ = state.audit.record(e).await;
         return Ok(user);
     }
-    Err(format!(
-        "{email} has not been added to this gateway; ask an administrator to add you"
-    ))
+    match state.store.find_user(email).await.map_err(unavailable)? {
+        Some(user) => existing(user),
+        None => Err(format!(
+            "{email} has not been added to this gateway; ask an administrator to add you"
+        )),
+    }
 }
 
 /// `POST /api/v1/auth/web/logout` (form with `csrf`): ends the browser session.

@@ -130,19 +130,6 @@ pub async fn create_token(
             "a token needs a role or permissions".into(),
         ));
     }
-    // The audit trail names tokens by name: two usable tokens of one name could not be told
-    // apart there (or revoked by name).
-    let now = now_ms();
-    if store
-        .list_tokens()
-        .await?
-        .iter()
-        .any(|t| t.name == name && t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
-    {
-        return Err(ManageError::Invalid(format!(
-            "a token named {name} is already in use: revoke it first, or choose another name"
-        )));
-    }
     let expires_at = request
         .expires_in
         .as_deref()
@@ -170,7 +157,15 @@ pub async fn create_token(
             created_by: &actor.label,
             expires_at,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The audit trail names tokens by name: two usable tokens of one name could not
+            // be told apart there (or revoked by name).
+            StoreError::Conflict(_) => ManageError::Invalid(format!(
+                "a token named {name} is already in use: revoke it first, or choose another name"
+            )),
+            e => e.into(),
+        })?;
     audit
         .record(actor.event(
             "gateway:tokens:create",

@@ -314,6 +314,30 @@ impl Store {
         conn.execute(begin).await?;
         Ok(WriteTx { conn: Some(conn) })
     }
+
+    /// [`Store::begin_write`] that also keeps every other writer of `table` out until it ends,
+    /// for a check-then-insert that must not interleave with another (two first sign-ins, two
+    /// tokens of one name). SQLite's `BEGIN IMMEDIATE` already holds the database's single
+    /// write lock; PostgreSQL takes a table lock that conflicts with itself and with every
+    /// insert, update and delete on the table, while readers go on.
+    async fn begin_exclusive_write(&self, table: Table) -> Result<WriteTx, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            let lock = match table {
+                Table::Users => "LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE",
+                Table::ApiTokens => "LOCK TABLE api_tokens IN SHARE ROW EXCLUSIVE MODE",
+            };
+            tx.conn()?.execute(lock).await?;
+        }
+        Ok(tx)
+    }
+}
+
+/// A table [`Store::begin_exclusive_write`] can hold.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Users,
+    ApiTokens,
 }
 
 /// A write transaction; rolled back unless [`WriteTx::commit`] is called.

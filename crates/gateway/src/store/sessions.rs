@@ -2,7 +2,6 @@
 
 use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
-use sqlx::Row;
 
 use super::touches::Touched;
 use super::{Generation, Key, Store, StoreError, now_ms};
@@ -209,14 +208,5 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    /// True when the gateway has any user at all (locked ones included).
-    pub async fn users_exist(&self) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM users LIMIT 1) AS any_user")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 }

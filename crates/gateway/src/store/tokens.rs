@@ -4,7 +4,7 @@ use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
-use super::{Generation, Key, Store, StoreError, now_ms};
+use super::{Generation, Key, Store, StoreError, Table, now_ms};
 
 /// An API token as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -82,13 +82,31 @@ pub(super) fn from_row(row: &(impl Columns + ?Sized)) -> Result<TokenRow, StoreE
 }
 
 impl Store {
-    /// Stores a new token.
+    /// Stores a new token. [`StoreError::Conflict`] when a usable token (neither revoked nor
+    /// expired) has the same name: the audit trail names tokens by name. The check and the
+    /// insert are one step, so two creations of one name cannot both pass it.
     pub async fn create_token(&self, new: &NewToken<'_>) -> Result<TokenRow, StoreError> {
         let permissions = new
             .permissions
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = now_ms();
+        let mut tx = self.begin_exclusive_write(Table::ApiTokens).await?;
+        let taken = sqlx::query(
+            "SELECT 1 AS taken FROM api_tokens WHERE name = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2) LIMIT 1",
+        )
+        .bind(new.name)
+        .bind(now)
+        .fetch_optional(&mut **tx.conn()?)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a usable token named {}",
+                new.name
+            )));
+        }
         let sql = concat!(
             "INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
              created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -103,10 +121,11 @@ impl Store {
             .bind(permissions)
             .bind(new.owner_user_id)
             .bind(new.created_by)
-            .bind(now_ms())
+            .bind(now)
             .bind(new.expires_at)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut **tx.conn()?)
             .await?;
+        tx.commit().await?;
         from_row(&row)
     }
 

@@ -3,7 +3,7 @@
 use super::columns::Columns;
 use sqlx::any::AnyRow;
 
-use super::{Key, Store, StoreError, now_ms};
+use super::{Key, Store, StoreError, Table, now_ms};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -72,6 +72,33 @@ impl Store {
                 }
             })?;
         from_row(&row)
+    }
+
+    /// Adds the gateway's first user, or nothing (`None`) when any user exists already. The
+    /// check and the insert are one step: two people signing in to a new gateway at the same
+    /// moment cannot both become its first user.
+    pub async fn create_first_user(
+        &self,
+        email: &str,
+        name: &str,
+        role: &str,
+    ) -> Result<Option<UserRow>, StoreError> {
+        let mut tx = self.begin_exclusive_write(Table::Users).await?;
+        let sql = concat!(
+            "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
+             SELECT $1, $2, $3, 0, $4, $4 WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING ",
+            columns!(),
+            ""
+        );
+        let row = sqlx::query(sql)
+            .bind(email.to_lowercase())
+            .bind(name)
+            .bind(role)
+            .bind(now_ms())
+            .fetch_optional(&mut **tx.conn()?)
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(from_row).transpose()
     }
 
     /// Finds a user by e-mail (case-insensitive).

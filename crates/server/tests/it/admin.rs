@@ -265,3 +265,85 @@ both_backends!(last_used_is_written_once_per_interval, |db| async move {
         .unwrap_or_else(|e| panic!("touch session: {e}"));
     assert_eq!(seen(s.clone(), session.id).await, Some(1));
 });
+
+both_backends!(uniqueness_holds_when_creations_race, |db| async move {
+    use gateway::store::{NewToken, StoreError};
+    let st = store(&db).await;
+    st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Open the pool's connections first, so that the creations below start together.
+    let mut warm = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let st = st.clone();
+        warm.spawn(async move { st.list_users().await.map(|_| ()) });
+    }
+    while let Some(done) = warm.join_next().await {
+        done.unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    // Sixteen people signing in to a new gateway at once: one becomes its first user (and
+    // admin), not several. On PostgreSQL the check and the insert race without the lock
+    // (caught in about half the rounds, so five of them).
+    for round in 0..5 {
+        let mut firsts = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let st = st.clone();
+            firsts.spawn(async move {
+                st.create_first_user(&format!("u{i}@example.com"), "U", "admin")
+                    .await
+            });
+        }
+        let mut created = 0;
+        while let Some(done) = firsts.join_next().await {
+            let result = done.unwrap_or_else(|e| panic!("{e}"));
+            if result.unwrap_or_else(|e| panic!("{e}")).is_some() {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 1, "first users created in round {round}");
+        assert_eq!(st.list_users().await.map(|u| u.len()).ok(), Some(1));
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::Executor::execute(&mut conn, "DELETE FROM users")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    // Sixteen tokens of one name at once: one is created, the others are conflicts.
+    let mut tokens = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let st = st.clone();
+        tokens.spawn(async move {
+            st.create_token(&NewToken {
+                name: "deploy",
+                token_hash: &format!("{i:064}"),
+                role: Some("deployer"),
+                permissions: None,
+                owner_user_id: None,
+                created_by: "test",
+                expires_at: None,
+            })
+            .await
+        });
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    while let Some(done) = tokens.join_next().await {
+        match done.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(_) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 15));
+    let usable = st
+        .list_tokens()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|t| t.name == "deploy")
+        .count();
+    assert_eq!(usable, 1);
+});
