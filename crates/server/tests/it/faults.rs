@@ -537,3 +537,48 @@ async fn postgres_down_fails_closed_and_recovers() {
     let (ok, out, err) = admin(&db, &["audit", "verify"]);
     assert!(ok, "{out} {err}");
 }
+
+/// An open shell's credentials are read again every 5 s; when the database cannot answer
+/// three times in a row, they cannot be trusted any longer and the session ends (fail closed),
+/// rather than a shell living on unchecked for as long as the database is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_ends_open_websocket_sessions() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let Some(pg) = OwnPostgres::start() else {
+        assert!(
+            std::env::var("RGW_REQUIRE_POSTGRES").is_err(),
+            "RGW_REQUIRE_POSTGRES is set but RGW_TEST_PG_BINDIR is not"
+        );
+        eprintln!("skipping: RGW_TEST_PG_BINDIR not set (scripts/test sets it)");
+        return;
+    };
+    let dir = crate::kit::scratch_dir();
+    let db = crate::kit::Db::at(pg.url(), Backend::Postgres, dir);
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let mut shell = crate::streaming::ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+    let mut output = String::new();
+    let _ = shell.send(Message::Text("before\n".into())).await;
+    crate::streaming::read_until(&mut shell, &mut output, "before").await;
+
+    pg.stop();
+    let started = std::time::Instant::now();
+    let closed = crate::streaming::closed_by_gateway(&mut shell, Duration::from_secs(30)).await;
+    let (code, reason) = closed.unwrap_or_else(|| panic!("the shell outlived the database"));
+    eprintln!("closed after {:?}: {code} {reason}", started.elapsed());
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("could not be checked"), "{reason}");
+    // Three failed checks 5 s apart: not at the first blip.
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+
+    pg.pg_ctl_start();
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
+}

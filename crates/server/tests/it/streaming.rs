@@ -103,11 +103,11 @@ fn ws_request(
     request
 }
 
-type WsClient =
+pub(crate) type WsClient =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket through the gateway, authenticated with `token`.
-async fn ws_connect(gw: &Gateway, path: &str, token: &str) -> WsClient {
+pub(crate) async fn ws_connect(gw: &Gateway, path: &str, token: &str) -> WsClient {
     let (socket, _) = tokio_tungstenite::connect_async(ws_request(gw, path, token))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -223,7 +223,7 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
 });
 
 /// Reads messages into `output` until it holds `want` (at most 5 s).
-async fn read_until(socket: &mut WsClient, output: &mut String, want: &str) {
+pub(crate) async fn read_until(socket: &mut WsClient, output: &mut String, want: &str) {
     let read = tokio::time::timeout(Duration::from_secs(5), async {
         while !output.contains(want) {
             match socket.next().await {
@@ -606,7 +606,10 @@ crate::both_backends!(
 );
 
 /// Reads `socket` until the gateway closes it; the close code and reason.
-async fn closed_by_gateway(socket: &mut WsClient, within: Duration) -> Option<(u16, String)> {
+pub(crate) async fn closed_by_gateway(
+    socket: &mut WsClient,
+    within: Duration,
+) -> Option<(u16, String)> {
     tokio::time::timeout(within, async {
         while let Some(Ok(message)) = socket.next().await {
             if let Message::Close(frame) = message {
