@@ -13,6 +13,8 @@ pub const REDACTED: &str = "[redacted]";
 
 const SECRET_WORDS: &[&str] = &[
     "pass",
+    // `MYSQL_PWD`, `DB_PWD`; not the shell's `PWD`, which is a directory.
+    "_pwd",
     "secret",
     "token",
     "key",
@@ -218,13 +220,16 @@ pub const MAX_AUDITED_COMMAND: usize = 1024;
 /// - a word that is a JSON object is redacted as event details are;
 /// - a credential by its shape (a URL with a password, a gateway token) is masked.
 ///
-/// Quotes around a word are kept. A password glued to a one-letter flag (`mysql -phunter2`)
-/// cannot be told from other flags and is not masked. The result is clipped to
-/// [`MAX_AUDITED_COMMAND`] bytes.
+/// - after a MySQL or MariaDB client's name, a password glued to `-p` (`mysql -phunter2`).
+///
+/// Quotes around a word are kept. The result is clipped to [`MAX_AUDITED_COMMAND`] bytes.
 pub fn redact_command(command: &str) -> String {
     let is_quote = |c: char| c == '\'' || c == '"';
     let mut out = String::with_capacity(command.len().min(MAX_AUDITED_COMMAND + 32));
     let mut next = Next::Keep;
+    // A client that takes its password glued to `-p` has been named (in other programs `-p`
+    // means anything: a port, a path).
+    let mut glued_password = false;
     // Inside a masked quoted value that spans words: the quote that ends it.
     let mut masking_until: Option<char> = None;
     let mut rest = command;
@@ -249,8 +254,18 @@ pub fn redact_command(command: &str) -> String {
         let start = word.len() - word.trim_start_matches(is_quote).len();
         let inner = word[start..].trim_end_matches(is_quote);
         let (open, close) = (&word[..start], &word[start + inner.len()..]);
+        let program = inner.rsplit_once('/').map_or(inner, |(_, name)| name);
+        glued_password |= GLUED_PASSWORD_CLIENTS.contains(&program);
         let replaced = match std::mem::replace(&mut next, Next::Keep) {
             _ if inner.is_empty() => None,
+            Next::Keep
+                if glued_password
+                    && inner.len() > 2
+                    && inner.starts_with("-p")
+                    && !inner.starts_with("--") =>
+            {
+                Some(format!("-p{REDACTED}"))
+            }
             Next::Mask if is_auth_scheme(inner) => {
                 next = Next::Mask;
                 None
@@ -285,6 +300,24 @@ pub fn redact_command(command: &str) -> String {
     }
     clip(out, MAX_AUDITED_COMMAND)
 }
+
+/// Clients whose `-p` carries the password glued to it (`mysql -phunter2`; a separate word
+/// after `-p` is not a password to them).
+const GLUED_PASSWORD_CLIENTS: &[&str] = &[
+    "mysql",
+    "mysqldump",
+    "mysqladmin",
+    "mysqlimport",
+    "mysqlshow",
+    "mysqlcheck",
+    "mysqlslap",
+    "mariadb",
+    "mariadb-dump",
+    "mariadb-admin",
+    "mariadb-import",
+    "mariadb-show",
+    "mariadb-check",
+];
 
 /// What [`redact_command`] does with the next word.
 enum Next {
@@ -520,7 +553,7 @@ mod tests {
             before in proptest::collection::vec("(-u|--user|-H|[a-z./-]{1,8})", 0..4),
             after in proptest::collection::vec("[a-z./-]{1,8}", 0..4),
             space in "[ \t]{1,3}",
-            shape in 0usize..6,
+            shape in 0usize..7,
         ) {
             let secret = "Zq9Secret7Value";
             let given = match shape {
@@ -529,6 +562,7 @@ mod tests {
                 2 => format!("--api-key='{secret}'"),
                 3 => format!("-H{space}'Authorization:{space}Bearer{space}{secret}'"),
                 4 => format!("-u{space}admin:{secret}"),
+                5 => format!("/usr/bin/mysql{space}-uroot{space}-p{secret}"),
                 _ => format!("postgres://u:{secret}@db/x"),
             };
             let command = [before.join(&space), given, after.join(&space)].join(&space);
@@ -586,6 +620,20 @@ mod tests {
             ),
             ("echo \"API_KEY=abc\"", "echo \"API_KEY=[redacted]\""),
             ("use rgw_abcdef", "use [redacted]"),
+            (
+                "mysql -h db -uroot -phunter2 app",
+                "mysql -h db -uroot -p[redacted] app",
+            ),
+            (
+                "sh -c 'mariadb-dump -pHunter2 app > /tmp/x'",
+                "sh -c 'mariadb-dump -p[redacted] app > /tmp/x'",
+            ),
+            ("mysql -p app", "mysql -p app"),
+            (
+                "env MYSQL_PWD=hunter2 PWD=/app mysql",
+                "env MYSQL_PWD=[redacted] PWD=/app mysql",
+            ),
+            ("bin/server -p8080", "bin/server -p8080"),
             ("  spaced   out  ", "  spaced   out  "),
             ("", ""),
         ] {
