@@ -197,7 +197,7 @@ pub fn build_app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(crate::request_id::assign))
         // Proxied bodies are streamed, never buffered; the limit only applies to extractors
         // that buffer (none on the proxy path).
-        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(DefaultBodyLimit::max(api::BODY_LIMIT))
         .with_state(state)
 }
 

@@ -56,6 +56,9 @@ pub enum ApiError {
     /// The client went silent in the middle of its request body.
     #[error("request body stalled: nothing received for {0} s")]
     ClientTimeout(u64),
+    /// A body the gateway reads itself (JSON, a form) did not arrive in full in time.
+    #[error("request body not received within {0} s")]
+    BodyTimeout(u64),
     /// Something failed inside the gateway; details are logged, not returned.
     #[error("internal error (request id in X-Request-Id)")]
     Internal,
@@ -75,7 +78,7 @@ impl ApiError {
             ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManySignIns => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -108,7 +111,7 @@ impl ApiError {
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
-            ApiError::ClientTimeout(_) => "client_timeout",
+            ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => "client_timeout",
             ApiError::TooManySignIns => "too_many_sign_ins",
             ApiError::Internal => "internal",
         }

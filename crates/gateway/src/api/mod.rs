@@ -20,24 +20,38 @@ use crate::identity::{AuthError, Principal, PrincipalKind, authenticate, extract
 use crate::proxy::RackError;
 use crate::web::cookies;
 
+/// Most a JSON or form body sent to the gateway itself may hold (its endpoints take a few
+/// fields; proxied bodies are streamed and not limited by this).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
 /// A JSON request body whose rejections answer in the gateway's error shape (`{"error",
-/// "code"}`) instead of axum's plain text, and never quote the body back.
+/// "code"}`) instead of axum's plain text, and never quote the body back. The whole body must
+/// arrive within `CLIENT_TIMEOUT_SECS` (else 408): a client that declares a body and then
+/// goes quiet would otherwise hold its connection and buffer for ever.
 pub struct ApiJson<T>(pub T);
 
-impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+impl<T> axum::extract::FromRequest<AppState> for ApiJson<T>
 where
     T: serde::de::DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => {
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        if declares_too_much(&req) {
+            return Err(ApiError::InvalidBody {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: "the request body is larger than 64 KiB",
+            });
+        }
+        let within = state.config.client_timeout;
+        let read = tokio::time::timeout(within, Json::<T>::from_request(req, state)).await;
+        match read {
+            Err(_) => Err(ApiError::BodyTimeout(within.as_secs())),
+            Ok(Ok(Json(value))) => Ok(ApiJson(value)),
+            Ok(Err(rejection)) => {
                 let status = rejection.status();
                 let message = match status.as_u16() {
-                    413 => "the request body is larger than 1 MiB",
+                    413 => "the request body is larger than 64 KiB",
                     415 => "send the body as JSON with Content-Type: application/json",
                     422 => "the JSON body does not have the expected fields and types",
                     _ => "the request body is not valid JSON",
@@ -46,6 +60,16 @@ where
             }
         }
     }
+}
+
+/// Whether `req` declares a body over [`BODY_LIMIT`]: refused before reading any of it (the
+/// limit on reading catches a body that turns out longer, chunked ones included).
+pub(crate) fn declares_too_much(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > BODY_LIMIT as u64)
 }
 
 /// A JSON endpoint's path parameters: a value of the wrong type is the gateway's JSON 400

@@ -127,17 +127,34 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromR
     }
 }
 
-/// A page's submitted form, refused like [`PageQuery`].
+/// A page's submitted form, refused like [`PageQuery`]; like [`crate::api::ApiJson`], it must
+/// arrive within `CLIENT_TIMEOUT_SECS` (else a 408 page).
 pub struct PageForm<T>(pub T);
 
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for PageForm<T> {
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for PageForm<T> {
     type Rejection = Response;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        Form::<T>::from_request(request, state)
-            .await
-            .map(|Form(f)| PageForm(f))
-            .map_err(|_| bad_page())
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        if crate::api::declares_too_much(&request) {
+            return Err(message(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Form too large",
+                "This form is larger than the gateway accepts. Go back and try again.",
+            ));
+        }
+        let within = state.config.client_timeout;
+        match tokio::time::timeout(within, Form::<T>::from_request(request, state)).await {
+            Err(_) => Err(message(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request timed out",
+                "The form did not arrive in time. Go back and try again.",
+            )),
+            Ok(Ok(Form(form))) => Ok(PageForm(form)),
+            Ok(Err(_)) => Err(bad_page()),
+        }
     }
 }
 

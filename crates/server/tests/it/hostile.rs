@@ -633,3 +633,79 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    bodies_the_gateway_reads_itself_must_arrive_in_time,
+    |db| async move {
+        // A client that declares a body and goes quiet held its connection (and up to the
+        // body limit of memory) for ever on the gateway's own endpoints; enough of them and
+        // the gateway ran out of file descriptors. Now: 408 within CLIENT_TIMEOUT_SECS.
+        let rack = TestRack::start().await;
+        let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "2")]).await;
+        let json = "POST /api/v1/auth/cli/start HTTP/1.1\r\nHost: x\r\n\
+                    Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{";
+        let chunked = "POST /api/v1/auth/cli/poll HTTP/1.1\r\nHost: x\r\n\
+                       Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       1\r\n{\r\n";
+        let form = "POST /api/v1/auth/web/logout HTTP/1.1\r\nHost: x\r\n\
+                    Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\n\
+                    csrf=";
+        let started = std::time::Instant::now();
+        let (a, b, c) = tokio::join!(
+            stalled(&gw, json),
+            stalled(&gw, chunked),
+            stalled(&gw, form)
+        );
+        let elapsed = started.elapsed();
+        for (status, text) in [&a, &b] {
+            assert_eq!(*status, 408, "{text}");
+            assert!(text.contains("\"client_timeout\""), "{text}");
+        }
+        assert_eq!(c.0, 408, "{}", c.1);
+        assert!(c.1.contains("did not arrive in time"), "{}", c.1);
+        assert!(
+            elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(10),
+            "{elapsed:?}"
+        );
+
+        // Bodies are a few fields: 64 KiB is the most a gateway endpoint reads.
+        let big = "POST /api/v1/auth/cli/start HTTP/1.1\r\nHost: x\r\n\
+                   Content-Type: application/json\r\nContent-Length: 65537\r\n\r\n{";
+        let (status, text) = stalled(&gw, big).await;
+        assert_eq!(status, 413, "{text}");
+        let resp = client()
+            .get(format!("{}/api/v1/health", gw.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+    }
+);
+
+/// Sends `request` and keeps the connection open without sending more; the answer's status
+/// and text once the gateway closes it (0 if it does not within 10 s).
+async fn stalled(gw: &Gateway, request: &str) -> (u16, String) {
+    let addr = gw.url.trim_start_matches("http://");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
