@@ -113,6 +113,7 @@ impl Gateway {
         let checkpointer = store.spawn_checkpointer();
         let refusals = Arc::new(FailureBudget::standard());
         let refusal_summaries = crate::audit::spawn_summaries(refusals.clone(), audit.clone());
+        let sessions = Sessions::new(config.websockets);
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),
@@ -120,7 +121,7 @@ impl Gateway {
                 audit,
                 upstream,
                 oidc,
-                sessions: Sessions::default(),
+                sessions,
                 refusals,
                 readiness: Arc::default(),
                 credentials: crate::identity::CredentialMemory::new(true),

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// Too many sign-ins are in progress (from the caller's address, or in total).
     #[error("too many sign-ins in progress: finish one, or try again in a few minutes")]
     TooManySignIns,
+    /// A WebSocket session limit is reached (the message says which).
+    #[error("{0}")]
+    TooManyWebSockets(crate::proxy::Full),
     /// The client went silent in the middle of its request body.
     #[error("request body stalled: nothing received for {0} s")]
     ClientTimeout(u64),
@@ -79,7 +82,9 @@ impl ApiError {
             ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::TooManySignIns => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManySignIns | ApiError::TooManyWebSockets(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::RackTimeout => "rack_timeout",
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => "client_timeout",
             ApiError::TooManySignIns => "too_many_sign_ins",
+            ApiError::TooManyWebSockets(_) => "too_many_websockets",
             ApiError::Internal => "internal",
         }
     }

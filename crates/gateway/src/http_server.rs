@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,12 +25,15 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting. The returned
-/// [`Drain`] finishes the connections still open.
+/// [`Drain`] finishes the connections still open. At most `max_connections` are served at
+/// once; further clients wait in the listen queue until one closes, rather than the process
+/// running out of file descriptors (which it needs for the rack and the database too).
 ///
 /// Handlers see the peer as `ConnectInfo<SocketAddr>`, as with
 /// `into_make_service_with_connect_info`.
@@ -37,8 +41,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     client_timeout: Duration,
+    max_connections: usize,
     stop: impl Future<Output = ()>,
 ) -> Drain {
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -47,6 +53,13 @@ pub async fn serve(
     let closing = CancellationToken::new();
     let mut stop = std::pin::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+            () = &mut stop => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -71,6 +84,9 @@ pub async fn serve(
             .with_upgrades();
         let closing = closing.clone();
         connections.spawn(async move {
+            // Held until the connection closes (or becomes a WebSocket session, which
+            // `proxy::Sessions` counts instead).
+            let _slot = slot;
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,

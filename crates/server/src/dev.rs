@@ -119,6 +119,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         worker_threads: gateway::config::worker_threads(&|name| std::env::var(name).ok())
             .ok()
             .flatten(),
+        max_connections: 4096,
+        websockets: Default::default(),
         audit_stdout: true,
         trusted_proxies: Default::default(),
         oidc: Some(OidcConfig {
@@ -133,6 +135,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }),
         sessions: SessionConfig::default(),
     };
+    crate::limits::raise_open_files(&config);
     let gateway = Gateway::start(config).await?;
     add_test_users(&gateway).await?;
     let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod limits;
 mod logging;
 mod serve;
 

@@ -6,6 +6,7 @@ use gateway::{Config, Gateway, http_server};
 /// Runs the gateway with configuration from the environment.
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env().context("configuration")?;
+    crate::limits::raise_open_files(&config);
     let gateway = Gateway::start(config).await?;
     let listener = tokio::net::TcpListener::bind(gateway.state.config.listen_addr)
         .await
@@ -27,8 +28,16 @@ pub async fn serve_until_signal(
     let addr = listener.local_addr()?;
     let config = &gateway.state.config;
     let (timeout, client_timeout) = (config.shutdown_timeout, config.client_timeout);
+    let max_connections = config.max_connections;
     tracing::info!(%addr, rack = %config.rack_host, "rack-gateway listening");
-    let drain = http_server::serve(listener, gateway.router(), client_timeout, signal).await;
+    let drain = http_server::serve(
+        listener,
+        gateway.router(),
+        client_timeout,
+        max_connections,
+        signal,
+    )
+    .await;
     let sessions = gateway.state.sessions.clone();
     tracing::info!(
         connections = drain.open(),

@@ -81,6 +81,11 @@ pub struct Config {
     pub client_timeout: Duration,
     /// Async worker threads (`WORKER_THREADS`); `None`: one per CPU.
     pub worker_threads: Option<usize>,
+    /// Most client connections served at once (`MAX_CONNECTIONS`); more wait to be accepted.
+    pub max_connections: usize,
+    /// Most WebSocket sessions open at once (`MAX_WEBSOCKETS`), and per credential — one API
+    /// token or one session (`MAX_WEBSOCKETS_PER_CREDENTIAL`).
+    pub websockets: WebSocketLimits,
     /// Emit audit events as JSON lines on stdout.
     pub audit_stdout: bool,
     /// Proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`; none by default).
@@ -89,6 +94,24 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     /// Session lifetimes.
     pub sessions: SessionConfig,
+}
+
+/// How many WebSocket sessions may be open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketLimits {
+    /// In all (`MAX_WEBSOCKETS`).
+    pub total: usize,
+    /// For one API token or one session (`MAX_WEBSOCKETS_PER_CREDENTIAL`).
+    pub per_credential: usize,
+}
+
+impl Default for WebSocketLimits {
+    fn default() -> Self {
+        WebSocketLimits {
+            total: 1024,
+            per_credential: 16,
+        }
+    }
 }
 
 /// OpenID Connect settings.
@@ -235,6 +258,8 @@ impl std::fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("client_timeout", &self.client_timeout)
             .field("worker_threads", &self.worker_threads)
+            .field("max_connections", &self.max_connections)
+            .field("websockets", &self.websockets)
             .field("audit_stdout", &self.audit_stdout)
             .field("oidc", &self.oidc)
             .field("sessions", &self.sessions)
@@ -399,6 +424,15 @@ impl Config {
             shutdown_timeout: seconds(&get, "SHUTDOWN_TIMEOUT_SECS", 30)?,
             client_timeout: seconds(&get, "CLIENT_TIMEOUT_SECS", 75)?,
             worker_threads: worker_threads(&get)?,
+            max_connections: count(&get, "MAX_CONNECTIONS", 4096)?,
+            websockets: WebSocketLimits {
+                total: count(&get, "MAX_WEBSOCKETS", WebSocketLimits::default().total)?,
+                per_credential: count(
+                    &get,
+                    "MAX_WEBSOCKETS_PER_CREDENTIAL",
+                    WebSocketLimits::default().per_credential,
+                )?,
+            },
             audit_stdout: boolean(&get, "AUDIT_STDOUT", true)?,
             trusted_proxies,
             oidc,
@@ -510,6 +544,28 @@ fn seconds(
     }
 }
 
+/// Largest count a setting takes (connections, sessions).
+const MAX_COUNT: usize = 1_000_000;
+
+fn count(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_COUNT).contains(n))
+            .ok_or(ConfigError::Invalid {
+                name,
+                expected: format!("a whole number from 1 to {MAX_COUNT}"),
+            }),
+    }
+}
+
 fn boolean(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -590,6 +646,34 @@ mod tests {
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.rack_tls, RackTls::WebPki);
         assert!(c.audit_hmac_key.is_none());
+    }
+
+    #[test]
+    fn connection_and_websocket_limits() {
+        let c = load(&BASE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.websockets, WebSocketLimits::default());
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MAX_WEBSOCKETS_PER_CREDENTIAL", " 4 "));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.websockets.per_credential, 4);
+        for (name, bad) in [
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "-1"),
+            ("MAX_WEBSOCKETS", "1000001"),
+            ("MAX_WEBSOCKETS_PER_CREDENTIAL", "many"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((name, bad));
+            let e = load(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with(name) && e.contains("1 to 1000000"),
+                "{name}={bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde_json::json;
 
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
-pub use sessions::Sessions;
+pub use sessions::{Full, Sessions, Slot};
 pub use upstream::{RackError, Upstream, UpstreamError};
 
 use crate::app::{AppState, Peer};
@@ -143,6 +143,15 @@ async fn proxy(
         started,
     );
     if is_upgrade {
+        let slot = match state.sessions.admit(&principal) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let err = ApiError::TooManyWebSockets(full);
+                outcome.status = Some(err.status().as_u16());
+                outcome.error = Some(err.message());
+                return Err(err);
+            }
+        };
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
             Ok(upgrade) => upgrade,
             Err(e) => {
@@ -175,6 +184,7 @@ async fn proxy(
             url,
             outcome,
             recheck,
+            slot,
         ))
         .await;
     }

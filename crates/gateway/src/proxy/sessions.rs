@@ -1,20 +1,106 @@
-//! The WebSocket sessions in flight (logs, exec, run), so that a shutdown can wait for them
-//! and, when its time is up, end them with their outcomes recorded rather than cut them off
-//! unaudited.
+//! The WebSocket sessions in flight (logs, exec, run): how many may be open (in all and per
+//! credential: each holds two sockets and a rack connection for as long as it lasts), and,
+//! at shutdown, waiting for them and, when time is up, ending them with their outcomes
+//! recorded rather than cutting them off unaudited.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use gateway_core::config::WebSocketLimits;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::identity::{Principal, PrincipalKind};
 
 /// Open WebSocket relays. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Sessions {
     tracker: TaskTracker,
     ending: CancellationToken,
+    limits: WebSocketLimits,
+    open: Arc<Mutex<Open>>,
+}
+
+/// Sessions admitted and not yet ended.
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_credential: HashMap<Credential, usize>,
+}
+
+/// The credential a session was opened with: one API token, or one signed-in session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Credential {
+    Token(i64),
+    Session(i64),
+}
+
+/// A session may not open: a limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    /// `MAX_WEBSOCKETS_PER_CREDENTIAL`.
+    #[error(
+        "{0} WebSocket sessions (logs, exec, run) are already open with this credential: \
+         close one and try again"
+    )]
+    Credential(usize),
+    /// `MAX_WEBSOCKETS`.
+    #[error("the gateway has {0} WebSocket sessions open, its limit: try again later")]
+    Total(usize),
+}
+
+/// A place among the open sessions, given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    open: Arc<Mutex<Open>>,
+    credential: Credential,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_credential.get_mut(&self.credential) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.by_credential.remove(&self.credential);
+            }
+        }
+    }
 }
 
 impl Sessions {
+    /// No session open yet; at most `limits` at once.
+    pub fn new(limits: WebSocketLimits) -> Sessions {
+        Sessions {
+            limits,
+            ..Sessions::default()
+        }
+    }
+
+    /// A place for one more session of `principal`, unless a limit is reached.
+    pub fn admit(&self, principal: &Principal) -> Result<Slot, Full> {
+        let credential = match &principal.kind {
+            PrincipalKind::ApiToken { id, .. } => Credential::Token(*id),
+            PrincipalKind::Session { session_id, .. } => Credential::Session(*session_id),
+        };
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.total >= self.limits.total {
+            return Err(Full::Total(self.limits.total));
+        }
+        let mine = open.by_credential.entry(credential).or_insert(0);
+        if *mine >= self.limits.per_credential {
+            return Err(Full::Credential(self.limits.per_credential));
+        }
+        *mine += 1;
+        open.total += 1;
+        Ok(Slot {
+            open: self.open.clone(),
+            credential,
+        })
+    }
+
     /// `relay`, counted as open until it finishes.
     pub fn track<F: Future>(&self, relay: F) -> impl Future<Output = F::Output> + use<F> {
         self.tracker.track_future(relay)

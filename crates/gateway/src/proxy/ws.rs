@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::OutcomeGuard;
 use super::headers::request_headers;
 use super::relay_status;
+use super::sessions::Slot;
 use crate::app::AppState;
 use crate::config::Secret;
 use crate::error::ApiError;
@@ -101,6 +102,7 @@ pub async fn forward(
     url: String,
     mut outcome: OutcomeGuard,
     recheck: Recheck,
+    slot: Slot,
 ) -> Result<Response, ApiError> {
     let upstream = &state.upstream;
     let mut request = url
@@ -162,7 +164,11 @@ pub async fn forward(
         .max_message_size(CLIENT_MAX_MESSAGE)
         .max_frame_size(CLIENT_MAX_MESSAGE)
         .on_upgrade(move |client| {
-            sessions.track(relay(client, rack, scrubber, ending, outcome, recheck))
+            sessions.track(async move {
+                // The session's place is held until the relay has ended.
+                let _slot = slot;
+                relay(client, rack, scrubber, ending, outcome, recheck).await;
+            })
         }))
 }
 

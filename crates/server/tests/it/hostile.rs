@@ -341,7 +341,7 @@ both_backends!(
         let resp = c
             .post(format!("{}/api/v1/users", gw.url))
             .bearer_auth(&admin)
-            .json(&serde_json::json!({ "email": "x".repeat(100_000), "role": "viewer" }))
+            .json(&serde_json::json!({ "email": "x".repeat(60_000), "role": "viewer" }))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -709,3 +709,50 @@ async fn stalled(gw: &Gateway, request: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+both_backends!(
+    connections_beyond_max_connections_wait_their_turn,
+    |db| async move {
+        // Idle or slow connections used to be accepted without bound until the process ran
+        // out of file descriptors, and then nobody was served. Past MAX_CONNECTIONS a client
+        // waits to be accepted until one closes (here: the idle ones, at the header timeout).
+        let rack = TestRack::start().await;
+        let gw = Gateway::start(
+            &db,
+            &rack.url,
+            &[("MAX_CONNECTIONS", "2"), ("CLIENT_TIMEOUT_SECS", "2")],
+        )
+        .await;
+        let addr = gw.url.trim_start_matches("http://").to_string();
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            idle.push(
+                tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        // Let the gateway accept both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let resp = client()
+            .get(format!("{}/api/v1/health", gw.url))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let waited = started.elapsed();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            waited >= Duration::from_millis(1000),
+            "served at once, past the limit: {waited:?}"
+        );
+        drop(idle);
+        let resp = client()
+            .get(format!("{}/api/v1/health", gw.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+    }
+);

@@ -663,3 +663,71 @@ crate::both_backends!(
         );
     }
 );
+
+crate::both_backends!(
+    websocket_sessions_are_limited_per_credential_and_in_all,
+    |db| async move {
+        // Every session holds two sockets and a rack connection for as long as it lasts: one
+        // viewer token opened 2 000 log streams and took the gateway to 6 000 open files.
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(
+            &db,
+            &rack.url,
+            &[
+                ("MAX_WEBSOCKETS_PER_CREDENTIAL", "2"),
+                ("MAX_WEBSOCKETS", "3"),
+            ],
+        )
+        .await;
+        let logs = "/apps/web/logs?follow=true";
+        let refused = |token: String| {
+            let request = ws_request(&gw, logs, &token);
+            async move {
+                match tokio_tungstenite::connect_async(request).await {
+                    Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                        let body = response
+                            .body()
+                            .as_deref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default();
+                        (response.status().as_u16(), body)
+                    }
+                    Err(e) => panic!("{e}"),
+                    Ok(_) => (101, String::new()),
+                }
+            }
+        };
+        let first = ws_connect(&gw, logs, &viewer).await;
+        let _second = ws_connect(&gw, logs, &viewer).await;
+        let (status, body) = refused(viewer.clone()).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(body.contains("too_many_websockets"), "{body}");
+        assert!(body.contains("with this credential"), "{body}");
+        // Another credential still gets one, up to the gateway's limit.
+        let _third = ws_connect(&gw, logs, &ops).await;
+        let (status, body) = refused(ops.clone()).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(body.contains("try again later"), "{body}");
+        // A session that ends gives its place back.
+        drop(first);
+        let mut reopened = false;
+        for _ in 0..50 {
+            if refused(viewer.clone()).await.0 == 101 {
+                reopened = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(reopened, "the place of a closed session was not given back");
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(429)
+                && r.event.action == "convox:logs:read"
+        })
+        .await;
+        assert!(recorded, "a refused session has no outcome");
+    }
+);
