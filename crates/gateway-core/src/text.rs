@@ -31,9 +31,75 @@ pub fn is_hidden(c: char) -> bool {
         )
 }
 
+/// Why `email` cannot name a person here, or `None` when it can. Addresses are plain ASCII:
+/// a letter from another script that looks like a Latin one (Cyrillic `а`, the Kelvin sign
+/// `K`, which Unicode lower-cases to `k`) would let one address pass for, or be folded into,
+/// another in the audit trail and in look-ups. Also refused: spaces and control characters, no
+/// `@`, an empty local part, a domain without a dot or with an empty label (`example.com.`).
+pub fn email_problem(email: &str) -> Option<&'static str> {
+    if email.len() > 254 {
+        return Some("is longer than 254 characters");
+    }
+    if !email.is_ascii() {
+        return Some(
+            "has characters outside ASCII (internationalised addresses are not supported: \
+             look-alike letters could pose as another person)",
+        );
+    }
+    if email.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Some("has spaces or control characters");
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Some("has no @");
+    };
+    if local.is_empty() || local.len() > 64 {
+        return Some("has an empty or overlong part before the @");
+    }
+    if !domain.contains('.') || domain.split('.').any(str::is_empty) {
+        return Some("does not end in a domain such as example.com");
+    }
+    None
+}
+
+/// The form an e-mail address is stored and compared in: ASCII letters lower-cased, nothing
+/// else changed (full Unicode lower-casing would fold other letters onto ASCII ones).
+pub fn email_key(email: &str) -> String {
+    email.to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_hidden;
+    use super::{email_key, email_problem, is_hidden};
+
+    #[test]
+    fn e_mail_addresses_are_plain_ascii() {
+        for ok in [
+            "ann@example.com",
+            "a.b+c@sub.example.co.uk",
+            "O'Neil@Example.COM",
+        ] {
+            assert_eq!(email_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "\u{212A}ate@example.com",
+            "ad\u{0430}min@example.com",
+            "admin@example.com.",
+            "admin@.example.com",
+            "admin@example..com",
+            "admin@localhost",
+            "@example.com",
+            "admin example@x.com",
+            "admin\u{7}@example.com",
+            "no-at-sign",
+            "",
+        ] {
+            assert!(email_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(email_problem(&format!("{}@example.com", "a".repeat(65))).is_some());
+        assert_eq!(email_key("Kate@Example.COM"), "kate@example.com");
+        // Not folded onto ASCII `k`, unlike str::to_lowercase.
+        assert_ne!(email_key("\u{212A}ate@example.com"), "kate@example.com");
+    }
 
     #[test]
     fn hidden_characters() {

@@ -148,7 +148,7 @@ async fn set_locked(
     caller.require(&state, permission).await?;
     let principal = &caller.principal;
     if locked
-        && principal.email() == Some(email.to_lowercase().as_str())
+        && principal.email() == Some(gateway_core::text::email_key(&email).as_str())
         && principal.actor_type() == ActorType::User
     {
         return Err(ApiError::BadRequest("you cannot lock yourself out".into()));

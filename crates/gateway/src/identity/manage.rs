@@ -197,26 +197,20 @@ pub async fn revoke_token(
 }
 
 fn valid_email(email: &str) -> Result<(), ManageError> {
-    let ok = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
-        })
-        && !email
-            .chars()
-            .any(|c| c.is_whitespace() || gateway_core::text::is_hidden(c));
-    if ok {
-        Ok(())
-    } else {
-        // Quoted back cut short: the input may be anything, of any size.
-        let shown: String = email.chars().take(100).collect();
-        let more = if email.chars().count() > 100 {
-            "…"
-        } else {
-            ""
-        };
-        Err(ManageError::Invalid(format!(
-            "{shown:?}{more} is not an e-mail address"
-        )))
+    match gateway_core::text::email_problem(email) {
+        None => Ok(()),
+        Some(problem) => {
+            // Quoted back cut short (and escaped): the input may be anything, of any size.
+            let shown: String = email.chars().take(100).collect();
+            let more = if email.chars().count() > 100 {
+                "…"
+            } else {
+                ""
+            };
+            Err(ManageError::Invalid(format!(
+                "{shown:?}{more} is not an e-mail address this gateway accepts: it {problem}"
+            )))
+        }
     }
 }
 

@@ -44,6 +44,9 @@ pub enum OidcError {
     /// The token carries no e-mail.
     #[error("the identity provider did not share an e-mail address")]
     NoEmail,
+    /// The e-mail is not one the gateway accepts (see `gateway_core::text::email_problem`).
+    #[error("the e-mail address from the identity provider cannot be used here: it {0}")]
+    UnusableEmail(&'static str),
 }
 
 /// What the provider vouched for.
@@ -198,12 +201,15 @@ impl Oidc {
             .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
         let email = claims
             .email()
-            .map(|e| e.as_str().to_ascii_lowercase())
+            .map(|e| gateway_core::text::email_key(e.as_str()))
             .ok_or(OidcError::NoEmail)?;
         if email.chars().any(gateway_core::text::is_hidden) {
             return Err(OidcError::InvalidIdToken(
                 "the e-mail claim holds control or invisible characters".into(),
             ));
+        }
+        if let Some(problem) = gateway_core::text::email_problem(&email) {
+            return Err(OidcError::UnusableEmail(problem));
         }
         let name = claims
             .name()

@@ -58,7 +58,7 @@ impl Store {
             ""
         );
         let row = sqlx::query(sql)
-            .bind(email.to_lowercase())
+            .bind(gateway_core::text::email_key(email))
             .bind(name)
             .bind(role)
             .bind(now)
@@ -91,7 +91,7 @@ impl Store {
             ""
         );
         let row = sqlx::query(sql)
-            .bind(email.to_lowercase())
+            .bind(gateway_core::text::email_key(email))
             .bind(name)
             .bind(role)
             .bind(now_ms())
@@ -108,7 +108,7 @@ impl Store {
         }
         let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
         let row = sqlx::query(sql)
-            .bind(email.to_lowercase())
+            .bind(gateway_core::text::email_key(email))
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(from_row).transpose()
@@ -139,7 +139,7 @@ impl Store {
         let row = sqlx::query(sql)
             .bind(role)
             .bind(now_ms())
-            .bind(email.to_lowercase())
+            .bind(gateway_core::text::email_key(email))
             .fetch_optional(&self.pool)
             .await?;
         found(row, email)
@@ -157,7 +157,7 @@ impl Store {
         let row = sqlx::query(sql)
             .bind(i64::from(locked))
             .bind(now_ms())
-            .bind(email.to_lowercase())
+            .bind(gateway_core::text::email_key(email))
             .fetch_optional(&self.pool)
             .await?;
         found(row, email)

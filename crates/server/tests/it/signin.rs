@@ -1090,3 +1090,67 @@ both_backends!(
         assert_eq!(poll.status(), 200);
     }
 );
+
+both_backends!(look_alike_e_mails_cannot_pose_as_a_user, |db| async move {
+    // The Kelvin sign lower-cases to an ASCII `k` in Unicode: `Kate@…` (U+212A) signed in
+    // as kate@example.com, an admin, and the users API changed kate's role through it.
+    let (ok, _, err) = admin(
+        &db,
+        &["users", "add", "kate@example.com", "--role", "admin"],
+    );
+    assert!(ok, "{err}");
+    let kelvin = dev_oidc::DevUser {
+        email: "\u{212A}ate@example.com".into(),
+        name: "Not Kate".into(),
+        email_verified: true,
+    };
+    let s = SignIn::start_with_users(&db, dev_oidc::Quirks::default(), &[], vec![kelvin]).await;
+    let mut browser = Browser::new("%E2%84%AAate@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let page = browser
+        .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("outside ASCII"), "{}", page.body);
+    assert!(!browser.cookies.contains_key("rg_session"));
+
+    let admin_token = crate::kit::role_token(&db, "admin");
+    let c = client();
+    let resp = c
+        .post(format!("{}/api/v1/users", s.gw.url))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({ "email": "\u{212A}ate@example.com", "role": "viewer" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap_or_default();
+    assert!(body.contains("outside ASCII"), "{body}");
+    for look_alike in ["ad\u{0430}min@example.com", "admin@example.com."] {
+        let (ok, _, err) = admin(&db, &["users", "add", look_alike, "--role", "viewer"]);
+        assert!(
+            !ok && err.contains("is not an e-mail address"),
+            "{look_alike}: {err}"
+        );
+    }
+    let resp = c
+        .put(format!(
+            "{}/api/v1/users/%E2%84%AAate@example.com/role",
+            s.gw.url
+        ))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({ "role": "viewer" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap_or_default();
+    assert!(body.contains("no user"), "{body}");
+    let kate = store(&db)
+        .await
+        .find_user("kate@example.com")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("kate is gone"));
+    assert_eq!(kate.role, "admin");
+});
