@@ -23,8 +23,22 @@ const REQUEST_DROP: &[&str] = &[
     "cookie",
     "host",
     "forwarded",
+    "via",
+    // Client addresses as CDNs and load balancers write them: a rack (or something in front
+    // of it) that trusts one would believe what the caller wrote.
     "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "x-appengine-user-ip",
+    // Original-URL and original-host headers some servers honour.
     "x-rewrite-url",
+    "x-override-url",
+    "x-host",
+    "x-http-host-override",
     "x-request-id",
     // RBAC decides on the method the gateway saw; a server that honours an override header
     // would run a different one (a viewer's GET executed as DELETE).
@@ -105,6 +119,14 @@ mod tests {
             ("authorization", "Basic eA=="),
             ("cookie", "a=b"),
             ("x-forwarded-for", "1.2.3.4"),
+            ("true-client-ip", "1.2.3.4"),
+            ("cf-connecting-ip", "1.2.3.4"),
+            ("x-client-ip", "1.2.3.4"),
+            ("x-cluster-client-ip", "1.2.3.4"),
+            ("client-ip", "1.2.3.4"),
+            ("via", "1.1 evil"),
+            ("x-host", "evil"),
+            ("x-override-url", "/system"),
             ("x-audit-user", "admin"),
             ("x-original-url", "/system"),
             ("x-http-method-override", "DELETE"),

@@ -16,6 +16,9 @@ both_backends!(
             .get(gw.proxy("/apps"))
             .basic_auth("convox", Some(&viewer))
             .header("x-forwarded-for", "6.6.6.6")
+            .header("true-client-ip", "6.6.6.6")
+            .header("cf-connecting-ip", "6.6.6.6")
+            .header("x-host", "evil.example")
             .header("x-audit-user", "someone-else")
             .header("cookie", "session=abc")
             .header("x-http-method-override", "DELETE")
@@ -40,6 +43,9 @@ both_backends!(
         );
         for spoofable in [
             "x-forwarded-for",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "x-host",
             "x-audit-user",
             "cookie",
             "x-http-method-override",
