@@ -85,6 +85,9 @@ fn masked_value(value: &str) -> Option<String> {
     if value.starts_with("rgw_") || value.starts_with("rgs_") {
         return Some(REDACTED.into());
     }
+    if let Some(masked) = mask_gateway_tokens(value) {
+        return Some(masked);
+    }
     // scheme://user:password@host → scheme://user:[redacted]@host. A user name alone is kept
     // only when it reads as a name (`git@`, `deploy@`); `https://TOKEN@host` is a common way to
     // pass a token, so anything else there is masked too.
@@ -108,6 +111,40 @@ fn masked_value(value: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Shortest run of token characters after `rgw_`/`rgs_` that is masked inside other text (a
+/// gateway token has 43; a word that merely contains `rgw_` is left alone).
+const MIN_EMBEDDED_TOKEN: usize = 16;
+
+/// `value` with every gateway token inside it (`x-token:rgw_…`, `convox:rgw_…@host`) masked,
+/// or `None` when it holds none.
+fn mask_gateway_tokens(value: &str) -> Option<String> {
+    let is_token_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = value[from..]
+        .find("rgw_")
+        .into_iter()
+        .chain(value[from..].find("rgs_"))
+        .min()
+    {
+        let start = from + found;
+        let body = &value.as_bytes()[start + 4..];
+        let len = body.iter().take_while(|b| is_token_byte(b)).count();
+        if len >= MIN_EMBEDDED_TOKEN {
+            let masked = out.get_or_insert_with(String::new);
+            masked.push_str(&value[copied..start]);
+            masked.push_str(REDACTED);
+            copied = start + 4 + len;
+        }
+        from = start + 4 + len;
+    }
+    out.map(|mut masked| {
+        masked.push_str(&value[copied..]);
+        masked
+    })
 }
 
 /// A URL user name that is a name, not a credential: short, letters with `.`, `-`, `_`.
@@ -190,7 +227,10 @@ pub fn redact_query(query: &str) -> String {
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) => {
                 let name = form_decode(k);
-                if is_secret_name(&name) || is_env_name(&name) {
+                if masked_value(&name).is_some() {
+                    // A credential given as a name (`?rgw_…=1`).
+                    format!("{REDACTED}={REDACTED}")
+                } else if is_secret_name(&name) || is_env_name(&name) {
                     format!("{k}={REDACTED}")
                 } else {
                     let decoded = form_decode(v);
@@ -202,7 +242,11 @@ pub fn redact_query(query: &str) -> String {
                     }
                 }
             }
-            None => pair.to_string(),
+            // A bare word (`?rgw_…`) is a value without a name.
+            None => match masked_value(&form_decode(pair)) {
+                Some(_) => REDACTED.to_string(),
+                None => pair.to_string(),
+            },
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -357,6 +401,14 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
     {
         *next = Next::Mask;
         return None;
+    } else if let Some((header, value)) = inner.split_once(':')
+        && !inner.starts_with('{')
+        && !value.is_empty()
+        && !value.starts_with("//")
+        && is_secret_name(header.trim_start_matches('-'))
+    {
+        // A header and its value in one word (`X-Api-Key:abc`).
+        return Some(format!("{header}:{REDACTED}"));
     } else if is_auth_scheme(inner) {
         *next = Next::Mask;
         return None;
@@ -505,6 +557,31 @@ mod tests {
         );
         assert_eq!(redact_value("rgw_abcdef"), REDACTED);
         assert_eq!(redact_value("plain"), "plain");
+        // A gateway token inside other text is masked there; a word merely holding `rgw_` is not.
+        let token = "rgw_Zq9S3cretValue-0123456789_abcdefghijklmnopq";
+        assert_eq!(
+            redact_value(&format!("convox:{token}@host and rgs_{}", &token[4..])),
+            format!("convox:{REDACTED}@host and {REDACTED}")
+        );
+        assert_eq!(redact_value("my_rgw_thing"), "my_rgw_thing");
+    }
+
+    /// Found by a black-box pass: tokens given as a bare query word, as a parameter's name, or
+    /// inside a value were recorded as sent.
+    #[test]
+    fn gateway_tokens_anywhere_in_a_query_are_masked() {
+        let token = "rgw_Zq9S3cretValue-0123456789_abcdefghijklmnopq";
+        for query in [
+            token.to_string(),
+            format!("a=1&{token}=1"),
+            format!("q=convox:{token}@h"),
+            format!("follow=true&{token}"),
+        ] {
+            let audited = redact_query(&query);
+            assert!(!audited.contains("Zq9S3cret"), "{query} → {audited}");
+            assert_eq!(redact_query(&audited), audited, "idempotent");
+        }
+        assert_eq!(redact_query("follow&since=1h"), "follow&since=1h");
     }
 
     #[test]
@@ -620,6 +697,12 @@ mod tests {
             ),
             ("echo \"API_KEY=abc\"", "echo \"API_KEY=[redacted]\""),
             ("use rgw_abcdef", "use [redacted]"),
+            (
+                "curl -H x-token:rgw_Zq9S3cretValue-0123456789_abc x",
+                "curl -H x-token:[redacted] x",
+            ),
+            ("curl -H X-Api-Key:abc x", "curl -H X-Api-Key:[redacted] x"),
+            ("rake db:migrate", "rake db:migrate"),
             (
                 "mysql -h db -uroot -phunter2 app",
                 "mysql -h db -uroot -p[redacted] app",
