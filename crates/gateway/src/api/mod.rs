@@ -141,7 +141,11 @@ async fn caller_for(
             .await
             .map_err(anonymous);
     }
-    let Some(cookie) = cookies::get(headers, cookies::SESSION_COOKIE) else {
+    // The cookie carries a browser session, never an API token: one planted in it (by a
+    // sibling subdomain, say) must not act for the browser's user.
+    let Some(cookie) = cookies::get(headers, cookies::SESSION_COOKIE)
+        .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))
+    else {
         return Err(anonymous(AuthError::Missing));
     };
     let principal = authenticate(&state.store, &state.config.sessions, &cookie)

@@ -101,6 +101,15 @@ pub async fn set_role(
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:update").await?;
+    let principal = &caller.principal;
+    if principal.actor_type() == ActorType::User
+        && principal.email() == Some(gateway_core::text::email_key(&email).as_str())
+    {
+        // An admin demoting themselves may leave nobody able to manage users over HTTP.
+        return Err(ApiError::BadRequest(
+            "you cannot change your own role; ask another admin".into(),
+        ));
+    }
     let user = manage::set_user_role(
         &state.store,
         &state.audit,

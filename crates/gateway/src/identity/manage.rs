@@ -274,13 +274,20 @@ pub async fn set_user_locked(
     locked: bool,
 ) -> Result<UserRow, ManageError> {
     let user = store.set_user_locked(email, locked).await?;
-    let action = if locked {
-        "gateway:users:lock"
-    } else {
-        "gateway:users:unlock"
-    };
+    if !locked {
+        audit
+            .record(actor.event("gateway:users:unlock", json!({ "email": user.email })))
+            .await?;
+        return Ok(user);
+    }
+    // The lock refuses the sessions at once; ending them as well means that unlocking later
+    // does not bring back a session (or a stolen cookie) from before the lock.
+    let sessions_revoked = store.revoke_user_sessions(user.id).await?;
     audit
-        .record(actor.event(action, json!({ "email": user.email })))
+        .record(actor.event(
+            "gateway:users:lock",
+            json!({ "email": user.email, "sessions_revoked": sessions_revoked }),
+        ))
         .await?;
     Ok(user)
 }

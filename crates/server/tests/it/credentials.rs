@@ -202,3 +202,53 @@ both_backends!(a_remembered_session_follows_its_user, |db| async move {
     assert!(ok, "{err}");
     assert_eq!(status(send(Method::GET, "/apps").await), 200, "unlocked");
 });
+
+both_backends!(
+    locks_end_sessions_and_cookies_hold_only_sessions,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let (_st, _, session) = user_with_session(&db, "ann@example.com", "admin").await;
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let info = |credential: String, cookie: bool| {
+            let request = client().get(format!("{}/api/v1/info", gw.url));
+            let request = if cookie {
+                request.header("cookie", format!("rg_session={credential}"))
+            } else {
+                request.bearer_auth(credential)
+            };
+            async move {
+                let resp = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            }
+        };
+        assert_eq!(info(session.clone(), false).await.0, 200);
+
+        // An admin cannot demote themselves (nobody might be left to manage users).
+        let resp = client()
+            .put(format!("{}/api/v1/users/Ann@example.com/role", gw.url))
+            .bearer_auth(&session)
+            .json(&serde_json::json!({ "role": "viewer" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 400);
+        let body = resp.text().await.unwrap_or_default();
+        assert!(body.contains("your own role"), "{body}");
+
+        // Unlocking must not bring back a session (or a stolen cookie) from before the lock.
+        let (ok, _, err) = admin(&db, &["users", "lock", "ann@example.com"]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = admin(&db, &["users", "unlock", "ann@example.com"]);
+        assert!(ok, "{err}");
+        let (status, body) = info(session.clone(), false).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("session_revoked"), "{body}");
+
+        // The session cookie holds a session, never an API token planted in it.
+        let token = crate::kit::role_token(&db, "admin");
+        assert_eq!(info(token.clone(), false).await.0, 200);
+        let (status, body) = info(token, true).await;
+        assert_eq!(status, 401, "{body}");
+    }
+);
