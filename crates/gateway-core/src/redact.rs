@@ -13,8 +13,9 @@ pub const REDACTED: &str = "[redacted]";
 
 const SECRET_WORDS: &[&str] = &[
     "pass",
-    // `MYSQL_PWD`, `DB_PWD`; not the shell's `PWD`, which is a directory.
-    "_pwd",
+    // `MYSQL_PWD`, `DB_PWD` (the shell's `PWD` and `OLDPWD` are directories: see
+    // [`NOT_SECRET`]).
+    "pwd",
     "secret",
     "token",
     "key",
@@ -38,12 +39,18 @@ const STARTS_A_WORD: [bool; 256] = {
     table
 };
 
+/// Names that contain a secret word and are not secrets.
+const NOT_SECRET: &[&str] = &["pwd", "oldpwd"];
+
 /// Suffixes that name a reference to a secret rather than the secret (`token_id`, `key_name`).
 const REFERENCE_SUFFIXES: &[&str] = &["_id", "_name", "_at", "_count", "_type"];
 
 /// True when a field called `name` holds a secret.
 pub fn is_secret_name(name: &str) -> bool {
     // Compared without building a lower-case copy: every audit event's keys pass through here.
+    if NOT_SECRET.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        return false;
+    }
     let name = name.as_bytes();
     if REFERENCE_SUFFIXES.iter().any(|s| {
         name.len() >= s.len() && name[name.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
@@ -85,9 +92,13 @@ fn masked_value(value: &str) -> Option<String> {
     if value.starts_with("rgw_") || value.starts_with("rgs_") {
         return Some(REDACTED.into());
     }
-    if let Some(masked) = mask_gateway_tokens(value) {
-        return Some(masked);
-    }
+    // Both rules apply: a URL with a password may also carry a token in its query.
+    let embedded = mask_gateway_tokens(value);
+    mask_url_credentials(embedded.as_deref().unwrap_or(value)).or(embedded)
+}
+
+/// `value` with a URL's password (or a user name that is not a name) masked, or `None`.
+fn mask_url_credentials(value: &str) -> Option<String> {
     // scheme://user:password@host → scheme://user:[redacted]@host. A user name alone is kept
     // only when it reads as a name (`git@`, `deploy@`); `https://TOKEN@host` is a common way to
     // pass a token, so anything else there is masked too.
@@ -120,19 +131,23 @@ const MIN_EMBEDDED_TOKEN: usize = 16;
 /// `value` with every gateway token inside it (`x-token:rgw_…`, `convox:rgw_…@host`) masked,
 /// or `None` when it holds none.
 fn mask_gateway_tokens(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
     let is_token_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut from = 0;
-    while let Some(found) = value[from..]
-        .find("rgw_")
-        .into_iter()
-        .chain(value[from..].find("rgs_"))
-        .min()
-    {
+    // One pass: each search starts where the last one ended (searching for both prefixes
+    // from the same place over and over was quadratic: 265 ms for a 64 KiB query).
+    while let Some(found) = value[from..].find("rg") {
         let start = from + found;
-        let body = &value.as_bytes()[start + 4..];
-        let len = body.iter().take_while(|b| is_token_byte(b)).count();
+        if !matches!(bytes.get(start + 2..start + 4), Some(b"w_" | b"s_")) {
+            from = start + 2;
+            continue;
+        }
+        let len = bytes[start + 4..]
+            .iter()
+            .take_while(|b| is_token_byte(b))
+            .count();
         if len >= MIN_EMBEDDED_TOKEN {
             let masked = out.get_or_insert_with(String::new);
             masked.push_str(&value[copied..start]);
@@ -308,7 +323,21 @@ pub fn redact_command(command: &str) -> String {
                     && inner.starts_with("-p")
                     && !inner.starts_with("--") =>
             {
-                Some(format!("-p{REDACTED}"))
+                // `-phunter2`, `-p'hunter2'`, or `-p"two words"` masked up to its quote.
+                match inner[2..].chars().next().filter(|c| is_quote(*c)) {
+                    Some(q)
+                        if !close.starts_with(q) && !(inner.len() > 3 && inner.ends_with(q)) =>
+                    {
+                        out.push_str(open);
+                        out.push_str("-p");
+                        out.push(q);
+                        out.push_str(REDACTED);
+                        masking_until = Some(q);
+                        continue;
+                    }
+                    Some(q) => Some(format!("-p{q}{REDACTED}")),
+                    None => Some(format!("-p{REDACTED}")),
+                }
             }
             Next::Mask if is_auth_scheme(inner) => {
                 next = Next::Mask;
@@ -355,12 +384,16 @@ const GLUED_PASSWORD_CLIENTS: &[&str] = &[
     "mysqlshow",
     "mysqlcheck",
     "mysqlslap",
+    "mysqlsh",
+    "mysqlpump",
+    "mysqlbinlog",
     "mariadb",
     "mariadb-dump",
     "mariadb-admin",
     "mariadb-import",
     "mariadb-show",
     "mariadb-check",
+    "mariadb-binlog",
 ];
 
 /// What [`redact_command`] does with the next word.
@@ -370,6 +403,17 @@ enum Next {
     Mask,
     /// It is `user:password` (after `-u`/`--user`).
     UserPassword,
+}
+
+/// Reads as an HTTP header's name (`X-Api-Key`, `Authorization`), not a task name such as
+/// `key:generate` or `credentials:edit`, which share the `name:value` shape.
+fn is_header_name(name: &str) -> bool {
+    let letters = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    !name.is_empty()
+        && name.chars().all(letters)
+        && (name.contains('-')
+            || name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("cookie"))
 }
 
 fn is_auth_scheme(word: &str) -> bool {
@@ -402,12 +446,15 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
         *next = Next::Mask;
         return None;
     } else if let Some((header, value)) = inner.split_once(':')
-        && !inner.starts_with('{')
+        && is_header_name(header)
         && !value.is_empty()
-        && !value.starts_with("//")
-        && is_secret_name(header.trim_start_matches('-'))
+        && is_secret_name(header)
     {
-        // A header and its value in one word (`X-Api-Key:abc`).
+        // A header and its value in one word: `X-Api-Key:abc`, `Authorization:Bearer abc`.
+        if is_auth_scheme(value) {
+            *next = Next::Mask;
+            return None;
+        }
         return Some(format!("{header}:{REDACTED}"));
     } else if is_auth_scheme(inner) {
         *next = Next::Mask;
@@ -564,6 +611,29 @@ mod tests {
             format!("convox:{REDACTED}@host and {REDACTED}")
         );
         assert_eq!(redact_value("my_rgw_thing"), "my_rgw_thing");
+        // A URL's password and a token in its query are both masked.
+        assert_eq!(
+            redact_value(&format!("postgres://u:hunter2@db/x?k={token}")),
+            format!("postgres://u:{REDACTED}@db/x?k={REDACTED}")
+        );
+    }
+
+    /// Searching for tokens is one pass: it was quadratic, and a query is redacted before
+    /// the caller is authenticated. A guard against that complexity, not a speed target: the
+    /// bound is hundreds of times what a linear search takes.
+    #[test]
+    fn token_search_is_linear() {
+        let hostile = format!("x{}", "rgw_.".repeat(13_000));
+        let started = std::time::Instant::now();
+        assert_eq!(redact_query(&hostile), hostile);
+        assert_eq!(redact_value(&hostile), hostile);
+        // Quadratic, this took ~265 ms in a release build (seconds in a debug one); linear,
+        // well under a millisecond. The bound is loose on purpose.
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     /// Found by a black-box pass: tokens given as a bare query word, as a parameter's name, or
@@ -615,6 +685,7 @@ mod tests {
         ) {
             let lower = name.to_ascii_lowercase();
             let expected = !REFERENCE_SUFFIXES.iter().any(|s| lower.ends_with(s))
+                && !NOT_SECRET.contains(&lower.as_str())
                 && SECRET_WORDS.iter().any(|w| lower.contains(w));
             proptest::prop_assert_eq!(is_secret_name(&name), expected);
             proptest::prop_assert_eq!(
@@ -702,7 +773,18 @@ mod tests {
                 "curl -H x-token:[redacted] x",
             ),
             ("curl -H X-Api-Key:abc x", "curl -H X-Api-Key:[redacted] x"),
+            (
+                "curl -H 'Authorization:Bearer abc123' x",
+                "curl -H 'Authorization:Bearer [redacted]' x",
+            ),
             ("rake db:migrate", "rake db:migrate"),
+            ("php artisan key:generate", "php artisan key:generate"),
+            ("bin/rails credentials:edit", "bin/rails credentials:edit"),
+            (
+                "mysql -p\"hunter 2\" -e 'select 1'",
+                "mysql -p\"[redacted]\" -e 'select 1'",
+            ),
+            ("mysql -p'hunter2' app", "mysql -p'[redacted]' app"),
             (
                 "mysql -h db -uroot -phunter2 app",
                 "mysql -h db -uroot -p[redacted] app",
