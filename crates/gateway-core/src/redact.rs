@@ -325,9 +325,7 @@ pub fn redact_command(command: &str) -> String {
             {
                 // `-phunter2`, `-p'hunter2'`, or `-p"two words"` masked up to its quote.
                 match inner[2..].chars().next().filter(|c| is_quote(*c)) {
-                    Some(q)
-                        if !close.starts_with(q) && !(inner.len() > 3 && inner.ends_with(q)) =>
-                    {
+                    Some(q) if !close.starts_with(q) => {
                         out.push_str(open);
                         out.push_str("-p");
                         out.push(q);

@@ -49,9 +49,13 @@ pub fn email_problem(email: &str) -> Option<&'static str> {
     if email.bytes().any(|b| !b.is_ascii_graphic()) {
         return Some("has spaces or control characters");
     }
-    let Some((local, domain)) = email.rsplit_once('@') else {
+    let Some((local, domain)) = email.split_once('@') else {
         return Some("has no @");
     };
+    if domain.contains('@') {
+        // `a@evil.com@example.com`: which domain is it? Readers of the audit trail may differ.
+        return Some("has more than one @");
+    }
     if local.is_empty() || local.len() > 64 {
         return Some("has an empty or overlong part before the @");
     }
@@ -91,6 +95,7 @@ mod tests {
             "admin example@x.com",
             "admin\u{7}@example.com",
             "no-at-sign",
+            "a@evil.com@example.com",
             "",
         ] {
             assert!(email_problem(bad).is_some(), "{bad:?}");

@@ -7,10 +7,11 @@ use gateway::Config;
 const RESERVED: u64 = 256;
 
 /// Raises the soft limit on open files as far as the hard limit allows (the default soft limit
-/// is often 1024, far below what `MAX_CONNECTIONS` and `MAX_WEBSOCKETS` need: every WebSocket
-/// session holds two, the client's and the rack's), and warns when that is still too few.
+/// is often 1024, far below what `MAX_CONNECTIONS` and `MAX_WEBSOCKETS` need: a client's
+/// connection may hold one to the rack for its request, and a WebSocket session holds two
+/// sockets, the client's and the rack's), and warns when that is still too few.
 pub fn raise_open_files(config: &Config) {
-    let needed = config.max_connections as u64 + 2 * config.websockets.total as u64 + RESERVED;
+    let needed = 2 * config.max_connections as u64 + 2 * config.websockets.total as u64 + RESERVED;
     match rlimit::increase_nofile_limit(needed) {
         Ok(limit) if limit < needed => tracing::warn!(
             limit,

@@ -191,6 +191,20 @@ fn parse_oidc(
     };
     let allowed_domains = list("OIDC_ALLOWED_DOMAINS");
     let admin_users = list("ADMIN_USERS");
+    // An entry no sign-in can match (`admin@example.com.`) would fail silently.
+    if let Some(problem) = admin_users
+        .iter()
+        .find_map(|e| crate::text::email_problem(e).map(|p| (e, p)))
+    {
+        let (entry, why) = problem;
+        return Err(ConfigError::Invalid {
+            name: "ADMIN_USERS",
+            expected: format!(
+                "comma-separated e-mail addresses ({:?} {why})",
+                entry.chars().take(100).collect::<String>()
+            ),
+        });
+    }
     let redirect_url = match get("OIDC_REDIRECT_URL") {
         Some(raw) => Url::parse(raw.trim()).map_err(|_| ConfigError::Invalid {
             name: "OIDC_REDIRECT_URL",
@@ -646,6 +660,31 @@ mod tests {
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.rack_tls, RackTls::WebPki);
         assert!(c.audit_hmac_key.is_none());
+    }
+
+    #[test]
+    fn admin_users_must_be_usable_addresses() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("OIDC_ISSUER", "https://idp.example.com"),
+            ("OIDC_CLIENT_ID", "gw"),
+            ("OIDC_CLIENT_SECRET", "s3cret"),
+            ("PUBLIC_URL", "https://gw.example.com"),
+            ("ADMIN_USERS", "ann@example.com, Bob@Example.com"),
+        ]);
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        let admins = c.oidc.map(|o| o.admin_users).unwrap_or_default();
+        assert_eq!(admins, ["ann@example.com", "bob@example.com"]);
+        for bad in ["ann@example.com.", "\u{212A}ate@example.com", "nobody"] {
+            let mut pairs = pairs.clone();
+            pairs.retain(|(k, _)| *k != "ADMIN_USERS");
+            pairs.push(("ADMIN_USERS", bad));
+            let e = load(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("ADMIN_USERS"), "{bad}: {e}");
+        }
     }
 
     #[test]

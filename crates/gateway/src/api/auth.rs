@@ -479,7 +479,8 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
             Err(crate::store::StoreError::Conflict(_)) => None,
             Err(e) => return Err(unavailable(e)),
         }
-    } else if admin_users.is_empty() {
+    } else if admin_users.is_empty() && !state.store.users_exist().await.map_err(unavailable)? {
+        // Only a new gateway gets here: the locked write is not taken for every stranger.
         state
             .store
             .create_first_user(email, name, "admin")

@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::{ApiPath, Caller};
 use crate::app::{AppState, Peer};
-use crate::audit::ActorType;
 use crate::audit::Decision;
 use crate::error::ApiError;
 use crate::identity::manage::{self, Actor, ManageError};
@@ -101,11 +100,9 @@ pub async fn set_role(
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:update").await?;
-    let principal = &caller.principal;
-    if principal.actor_type() == ActorType::User
-        && principal.email() == Some(gateway_core::text::email_key(&email).as_str())
-    {
-        // An admin demoting themselves may leave nobody able to manage users over HTTP.
+    // With their session or a token acting for them: an admin demoting themselves may leave
+    // nobody able to manage users over HTTP.
+    if caller.principal.email() == Some(gateway_core::text::email_key(&email).as_str()) {
         return Err(ApiError::BadRequest(
             "you cannot change your own role; ask another admin".into(),
         ));
@@ -155,11 +152,7 @@ async fn set_locked(
         "gateway:users:unlock"
     };
     caller.require(&state, permission).await?;
-    let principal = &caller.principal;
-    if locked
-        && principal.email() == Some(gateway_core::text::email_key(&email).as_str())
-        && principal.actor_type() == ActorType::User
-    {
+    if locked && caller.principal.email() == Some(gateway_core::text::email_key(&email).as_str()) {
         return Err(ApiError::BadRequest("you cannot lock yourself out".into()));
     }
     let user = manage::set_user_locked(

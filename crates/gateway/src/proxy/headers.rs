@@ -34,6 +34,12 @@ const REQUEST_DROP: &[&str] = &[
     "x-cluster-client-ip",
     "client-ip",
     "x-appengine-user-ip",
+    "cf-connecting-ipv6",
+    "fly-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-envoy-external-address",
     // Original-URL and original-host headers some servers honour.
     "x-rewrite-url",
     "x-override-url",

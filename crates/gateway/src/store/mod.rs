@@ -366,6 +366,21 @@ impl WriteTx {
     }
 }
 
+impl WriteTx {
+    /// Ends the transaction without writing and gives the connection back to the pool (a
+    /// dropped transaction closes its connection instead, since its state is unknown then).
+    async fn rollback(mut self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        if let Err(err) = conn.execute("ROLLBACK").await {
+            conn.close_on_drop();
+            return Err(err.into());
+        }
+        Ok(())
+    }
+}
+
 impl Drop for WriteTx {
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {

@@ -5,6 +5,7 @@ use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
 use super::{Generation, Key, Store, StoreError, now_ms};
+use sqlx::Row;
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -208,5 +209,15 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// True when the gateway has any user at all (locked ones included): a cheap read before
+    /// [`Store::create_first_user`]'s locked write, which only a new gateway needs.
+    pub async fn users_exist(&self) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM users LIMIT 1) AS any_user")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 }

@@ -102,6 +102,7 @@ impl Store {
         .fetch_optional(&mut **tx.conn()?)
         .await?;
         if taken.is_some() {
+            tx.rollback().await?;
             return Err(StoreError::Conflict(format!(
                 "a usable token named {}",
                 new.name

@@ -208,7 +208,9 @@ pub async fn cookie_principal(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Option<(Principal, String)> {
-    let token = cookies::get(headers, cookies::SESSION_COOKIE)?;
+    // A session, never an API token planted in the cookie (not even looked up).
+    let token = cookies::get(headers, cookies::SESSION_COOKIE)
+        .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))?;
     let principal = authenticate(&state.store, &state.config.sessions, &token)
         .await
         .ok()?;

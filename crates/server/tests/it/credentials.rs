@@ -236,6 +236,20 @@ both_backends!(
         assert_eq!(resp.status(), 400);
         let body = resp.text().await.unwrap_or_default();
         assert!(body.contains("your own role"), "{body}");
+        // Nor with a token acting for them.
+        let own = crate::kit::token(
+            &db,
+            "ann-robot",
+            &["--role", "admin", "--owner", "ann@example.com"],
+        );
+        let resp = client()
+            .put(format!("{}/api/v1/users/ann@example.com/role", gw.url))
+            .bearer_auth(&own)
+            .json(&serde_json::json!({ "role": "viewer" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 400);
 
         // Unlocking must not bring back a session (or a stolen cookie) from before the lock.
         let (ok, _, err) = admin(&db, &["users", "lock", "ann@example.com"]);
