@@ -472,6 +472,22 @@ impl Drop for OwnPostgres {
     }
 }
 
+/// A PostgreSQL cluster of the test's own and a database on it; `None` (the test skips)
+/// when scripts/test has not said where PostgreSQL's binaries are, unless PostgreSQL is
+/// required.
+fn own_postgres() -> Option<(OwnPostgres, crate::kit::Db)> {
+    let Some(pg) = OwnPostgres::start() else {
+        assert!(
+            std::env::var("RGW_REQUIRE_POSTGRES").is_err(),
+            "RGW_REQUIRE_POSTGRES is set but RGW_TEST_PG_BINDIR is not"
+        );
+        eprintln!("skipping: RGW_TEST_PG_BINDIR not set (scripts/test sets it)");
+        return None;
+    };
+    let db = crate::kit::Db::at(pg.url(), Backend::Postgres, crate::kit::scratch_dir());
+    Some((pg, db))
+}
+
 fn is_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")
@@ -481,16 +497,9 @@ fn is_root() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_fails_closed_and_recovers() {
-    let Some(pg) = OwnPostgres::start() else {
-        assert!(
-            std::env::var("RGW_REQUIRE_POSTGRES").is_err(),
-            "RGW_REQUIRE_POSTGRES is set but RGW_TEST_PG_BINDIR is not"
-        );
-        eprintln!("skipping: RGW_TEST_PG_BINDIR not set (scripts/test sets it)");
+    let Some((pg, db)) = own_postgres() else {
         return;
     };
-    let dir = crate::kit::scratch_dir();
-    let db = crate::kit::Db::at(pg.url(), Backend::Postgres, dir);
     let rack = TestRack::start().await;
     let deployer = role_token(&db, "deployer");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
@@ -546,16 +555,9 @@ async fn postgres_down_ends_open_websocket_sessions() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
 
-    let Some(pg) = OwnPostgres::start() else {
-        assert!(
-            std::env::var("RGW_REQUIRE_POSTGRES").is_err(),
-            "RGW_REQUIRE_POSTGRES is set but RGW_TEST_PG_BINDIR is not"
-        );
-        eprintln!("skipping: RGW_TEST_PG_BINDIR not set (scripts/test sets it)");
+    let Some((pg, db)) = own_postgres() else {
         return;
     };
-    let dir = crate::kit::scratch_dir();
-    let db = crate::kit::Db::at(pg.url(), Backend::Postgres, dir);
     let rack = TestRack::start().await;
     let ops = role_token(&db, "ops");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
