@@ -1,0 +1,323 @@
+//! Redaction of command lines (`exec`'s and `run`'s command) for the audit trail.
+
+use serde_json::Value;
+
+use super::{REDACTED, clip, is_secret_name, masked_value, redact_json};
+
+/// Longest command line an audit event keeps.
+pub const MAX_AUDITED_COMMAND: usize = 1024;
+
+/// Redacts a command line (`exec`'s and `run`'s command) for the audit trail, word by word
+/// (words are split at any whitespace, which is kept as it was):
+/// - `NAME=value` with a secret-looking name keeps the name: `DB_PASSWORD=[redacted]`;
+/// - the word after a secret-looking flag (`--token X`), a secret-looking header name
+///   (`X-Api-Key: X`), or `Bearer`/`Basic` is masked — a quoted value of several words whole;
+/// - `user:password` after `-u`/`--user` (curl, …) keeps the user;
+/// - a word that is a JSON object is redacted as event details are;
+/// - a credential by its shape (a URL with a password, a gateway token) is masked;
+/// - after a MySQL or MariaDB client's name, a password glued to `-p` (`mysql -phunter2`).
+///
+/// Quotes around a word are kept. The result is clipped to [`MAX_AUDITED_COMMAND`] bytes.
+pub fn redact_command(command: &str) -> String {
+    let is_quote = |c: char| c == '\'' || c == '"';
+    let mut out = String::with_capacity(command.len().min(MAX_AUDITED_COMMAND + 32));
+    let mut next = Next::Keep;
+    // A client that takes its password glued to `-p` has been named (in other programs `-p`
+    // means anything: a port, a path).
+    let mut glued_password = false;
+    // Inside a masked quoted value that spans words: the quote that ends it.
+    let mut masking_until: Option<char> = None;
+    let mut rest = command;
+    while !rest.is_empty() {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_end);
+        let space_end = after
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(after.len());
+        let (space, after) = after.split_at(space_end);
+        rest = after;
+        if let Some(quote) = masking_until {
+            // The rest of a masked quoted value, spacing included, up to its closing quote.
+            if word.ends_with(quote) {
+                masking_until = None;
+                out.push(quote);
+                out.push_str(space);
+            }
+            continue;
+        }
+        // The word without the quotes around it, which are kept as they are.
+        let start = word.len() - word.trim_start_matches(is_quote).len();
+        let inner = word[start..].trim_end_matches(is_quote);
+        let (open, close) = (&word[..start], &word[start + inner.len()..]);
+        let program = inner.rsplit_once('/').map_or(inner, |(_, name)| name);
+        glued_password |= GLUED_PASSWORD_CLIENTS.contains(&program);
+        let replaced = match std::mem::replace(&mut next, Next::Keep) {
+            _ if inner.is_empty() => None,
+            Next::Keep
+                if glued_password
+                    && inner.len() > 2
+                    && inner.starts_with("-p")
+                    && !inner.starts_with("--") =>
+            {
+                // `-phunter2`, `-p'hunter2'`, or `-p"two words"` masked up to its quote.
+                match inner[2..].chars().next().filter(|c| is_quote(*c)) {
+                    Some(q) if !close.starts_with(q) => {
+                        out.push_str(open);
+                        out.push_str("-p");
+                        out.push(q);
+                        out.push_str(REDACTED);
+                        masking_until = Some(q);
+                        continue;
+                    }
+                    Some(q) => Some(format!("-p{q}{REDACTED}")),
+                    None => Some(format!("-p{REDACTED}")),
+                }
+            }
+            Next::Mask if is_auth_scheme(inner) => {
+                next = Next::Mask;
+                None
+            }
+            Next::Mask => {
+                // A quoted value of several words: masked up to its closing quote.
+                if let Some(quote) = open.chars().next()
+                    && !close.starts_with(quote)
+                {
+                    masking_until = Some(quote);
+                    out.push(quote);
+                    out.push_str(REDACTED);
+                    continue;
+                }
+                Some(REDACTED.to_string())
+            }
+            Next::UserPassword => match inner.split_once(':') {
+                Some((user, _)) => Some(format!("{user}:{REDACTED}")),
+                None => redact_command_word(inner, &mut next),
+            },
+            Next::Keep => redact_command_word(inner, &mut next),
+        };
+        match replaced {
+            Some(masked) => {
+                out.push_str(open);
+                out.push_str(&masked);
+                out.push_str(close);
+            }
+            None => out.push_str(word),
+        }
+        out.push_str(space);
+    }
+    clip(out, MAX_AUDITED_COMMAND)
+}
+
+/// Clients whose `-p` carries the password glued to it (`mysql -phunter2`; a separate word
+/// after `-p` is not a password to them).
+const GLUED_PASSWORD_CLIENTS: &[&str] = &[
+    "mysql",
+    "mysqldump",
+    "mysqladmin",
+    "mysqlimport",
+    "mysqlshow",
+    "mysqlcheck",
+    "mysqlslap",
+    "mysqlsh",
+    "mysqlpump",
+    "mysqlbinlog",
+    "mariadb",
+    "mariadb-dump",
+    "mariadb-admin",
+    "mariadb-import",
+    "mariadb-show",
+    "mariadb-check",
+    "mariadb-binlog",
+];
+
+/// What [`redact_command`] does with the next word.
+enum Next {
+    Keep,
+    /// It is a secret (the value of a secret flag or header).
+    Mask,
+    /// It is `user:password` (after `-u`/`--user`).
+    UserPassword,
+}
+
+/// Reads as an HTTP header's name (`X-Api-Key`, `Authorization`), not a task name such as
+/// `key:generate` or `credentials:edit`, which share the `name:value` shape.
+fn is_header_name(name: &str) -> bool {
+    let letters = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    !name.is_empty()
+        && name.chars().all(letters)
+        && (name.contains('-')
+            || name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("cookie"))
+}
+
+fn is_auth_scheme(word: &str) -> bool {
+    word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic")
+}
+
+/// One word of a command on its own: its masked form, or `None` to keep it; sets `next` when
+/// the word says what the following one is.
+fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
+    let flag = inner.trim_start_matches('-');
+    if let Some((name, value)) = inner.split_once('=') {
+        let name_bare = name.trim_start_matches('-');
+        if is_secret_name(name_bare) {
+            return Some(format!("{name}={REDACTED}"));
+        }
+        if matches!(name, "-u" | "--user")
+            && let Some((user, _)) = value.split_once(':')
+        {
+            return Some(format!("{name}={user}:{REDACTED}"));
+        }
+    } else if inner.starts_with('-') && matches!(inner, "-u" | "--user") {
+        *next = Next::UserPassword;
+        return None;
+    } else if inner.starts_with('-') && is_secret_name(flag) {
+        *next = Next::Mask;
+        return None;
+    } else if let Some(header) = inner.strip_suffix(':')
+        && is_secret_name(header)
+    {
+        *next = Next::Mask;
+        return None;
+    } else if let Some((header, value)) = inner.split_once(':')
+        && is_header_name(header)
+        && !value.is_empty()
+        && is_secret_name(header)
+    {
+        // A header and its value in one word: `X-Api-Key:abc`, `Authorization:Bearer abc`.
+        if is_auth_scheme(value) {
+            *next = Next::Mask;
+            return None;
+        }
+        return Some(format!("{header}:{REDACTED}"));
+    } else if is_auth_scheme(inner) {
+        *next = Next::Mask;
+        return None;
+    }
+    if inner.starts_with('{')
+        && let Ok(value) = serde_json::from_str::<Value>(inner)
+    {
+        let redacted = redact_json(value.clone());
+        return (redacted != value).then(|| redacted.to_string());
+    }
+    masked_value(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// A secret given the ways a command line gives one never reaches the audited text,
+        /// whatever words and spacing surround it.
+        #[test]
+        fn secrets_in_commands_are_masked(
+            before in proptest::collection::vec("(-u|--user|-H|[a-z./-]{1,8})", 0..4),
+            after in proptest::collection::vec("[a-z./-]{1,8}", 0..4),
+            space in "[ \t]{1,3}",
+            shape in 0usize..7,
+        ) {
+            let secret = "Zq9Secret7Value";
+            let given = match shape {
+                0 => format!("DB_PASSWORD={secret}"),
+                1 => format!("--token{space}{secret}"),
+                2 => format!("--api-key='{secret}'"),
+                3 => format!("-H{space}'Authorization:{space}Bearer{space}{secret}'"),
+                4 => format!("-u{space}admin:{secret}"),
+                5 => format!("/usr/bin/mysql{space}-uroot{space}-p{secret}"),
+                _ => format!("postgres://u:{secret}@db/x"),
+            };
+            let command = [before.join(&space), given, after.join(&space)].join(&space);
+            let audited = redact_command(&command);
+            proptest::prop_assert!(!audited.contains(secret), "{command:?} → {audited:?}");
+            proptest::prop_assert_eq!(redact_command(&audited), audited.clone(), "idempotent");
+        }
+    }
+
+    #[test]
+    fn commands_keep_their_shape_and_lose_their_secrets() {
+        for (command, audited) in [
+            ("bin/rails db:migrate", "bin/rails db:migrate"),
+            ("sh -c 'exit 3'", "sh -c 'exit 3'"),
+            (
+                "env DB_PASSWORD=hunter2 RAILS_ENV=production bin/job",
+                "env DB_PASSWORD=[redacted] RAILS_ENV=production bin/job",
+            ),
+            (
+                "deploy --token abc123 --app web",
+                "deploy --token [redacted] --app web",
+            ),
+            ("login --password=hunter2", "login --password=[redacted]"),
+            (
+                "mysql --password\thunter2 db",
+                "mysql --password\t[redacted] db",
+            ),
+            (
+                "psql postgres://u:pw@db/x",
+                "psql postgres://u:[redacted]@db/x",
+            ),
+            (
+                "curl -H 'Authorization: Bearer abc' x",
+                "curl -H 'Authorization: Bearer [redacted]' x",
+            ),
+            (
+                "curl -H \"X-Api-Key: sk_live_abc123\" https://api",
+                "curl -H \"X-Api-Key: [redacted]\" https://api",
+            ),
+            (
+                "curl -u admin:hunter2 https://x",
+                "curl -u admin:[redacted] https://x",
+            ),
+            (
+                "curl --user=admin:hunter2 x",
+                "curl --user=admin:[redacted] x",
+            ),
+            (
+                "curl -d '{\"password\":\"hunter2\",\"a\":1}' x",
+                "curl -d '{\"a\":1,\"password\":\"[redacted]\"}' x",
+            ),
+            (
+                "login --password \"two words\" --app web",
+                "login --password \"[redacted]\" --app web",
+            ),
+            ("echo \"API_KEY=abc\"", "echo \"API_KEY=[redacted]\""),
+            ("use rgw_abcdef", "use [redacted]"),
+            (
+                "curl -H x-token:rgw_Zq9S3cretValue-0123456789_abc x",
+                "curl -H x-token:[redacted] x",
+            ),
+            ("curl -H X-Api-Key:abc x", "curl -H X-Api-Key:[redacted] x"),
+            (
+                "curl -H 'Authorization:Bearer abc123' x",
+                "curl -H 'Authorization:Bearer [redacted]' x",
+            ),
+            ("rake db:migrate", "rake db:migrate"),
+            ("php artisan key:generate", "php artisan key:generate"),
+            ("bin/rails credentials:edit", "bin/rails credentials:edit"),
+            (
+                "mysql -p\"hunter 2\" -e 'select 1'",
+                "mysql -p\"[redacted]\" -e 'select 1'",
+            ),
+            ("mysql -p'hunter2' app", "mysql -p'[redacted]' app"),
+            (
+                "mysql -h db -uroot -phunter2 app",
+                "mysql -h db -uroot -p[redacted] app",
+            ),
+            (
+                "sh -c 'mariadb-dump -pHunter2 app > /tmp/x'",
+                "sh -c 'mariadb-dump -p[redacted] app > /tmp/x'",
+            ),
+            ("mysql -p app", "mysql -p app"),
+            (
+                "env MYSQL_PWD=hunter2 PWD=/app mysql",
+                "env MYSQL_PWD=[redacted] PWD=/app mysql",
+            ),
+            ("bin/server -p8080", "bin/server -p8080"),
+            ("  spaced   out  ", "  spaced   out  "),
+            ("", ""),
+        ] {
+            assert_eq!(redact_command(command), audited, "{command}");
+        }
+        assert!(redact_command(&"x".repeat(5000)).len() < MAX_AUDITED_COMMAND + 32);
+    }
+}
