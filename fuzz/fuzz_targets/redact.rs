@@ -1,7 +1,7 @@
 //! Redaction on hostile JSON, query strings and values.
 //!
-//! Input: UTF-8 text, up to three lines: a JSON document (event details), a URL query string,
-//! and a lone value. Checks:
+//! Input: UTF-8 text, up to four lines: a JSON document (event details), a URL query string,
+//! a lone value and a command line. Checks:
 //! - the output never depends on a secret's value: the same input with every value under a
 //!   secret-named key (`is_secret_name`), every value of an `env` object and every `VALUE` of
 //!   an `env` string's `NAME=VALUE` lines (and every line without a `NAME=`) swapped for
@@ -15,10 +15,16 @@
 //!   exactly `scheme://user:[redacted]@host/rest`; `scheme://user@host/rest` stays as it is when
 //!   the user is plainly a name (letters, `.`, `-`, `_`, up to 32) and is otherwise exactly
 //!   `scheme://[redacted]@host/rest`;
+//! - a gateway token (`rgw_`/`rgs_` and 16 or more token characters) never survives, wherever
+//!   it is in a value, a query or a command;
+//! - a command line's redaction is idempotent and clipped;
 //! - redaction is idempotent, and `is_secret_name` ignores ASCII case.
 #![no_main]
 
-use gateway_core::redact::{REDACTED, is_secret_name, redact_json, redact_query, redact_value};
+use gateway_core::redact::{
+    MAX_AUDITED_COMMAND, REDACTED, is_secret_name, redact_command, redact_json, redact_query,
+    redact_value,
+};
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
@@ -30,14 +36,40 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let mut lines = text.splitn(3, '\n');
+    let mut lines = text.splitn(4, '\n');
     let doc = lines.next().unwrap_or_default();
     let query = lines.next().unwrap_or_default();
     let value = lines.next().unwrap_or_default();
+    let command = lines.next().unwrap_or_default();
     check_json(doc);
     check_query(query);
     check_value(value);
+    check_command(command);
 });
+
+/// Whether `text` holds a gateway token as the redaction finds them anywhere.
+fn has_embedded_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).any(|i| {
+        matches!(bytes.get(i..i + 4), Some(b"rgw_" | b"rgs_"))
+            && bytes[i + 4..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                .count()
+                >= 16
+    })
+}
+
+fn check_command(command: &str) {
+    let out = redact_command(command);
+    assert!(out.len() <= MAX_AUDITED_COMMAND + 32, "{command:?}: not clipped");
+    // A clipped text ends in a note of what was cut, which another clip would count again;
+    // and clipping may cut a token short of what is recognised: judge unclipped texts.
+    if out.len() <= MAX_AUDITED_COMMAND {
+        assert_eq!(redact_command(&out), out, "{command:?}: not idempotent");
+        assert!(!has_embedded_token(&out), "{command:?} -> {out:?}: a token survived");
+    }
+}
 
 fn is_env_name(name: &str) -> bool {
     name.eq_ignore_ascii_case("env") || name.eq_ignore_ascii_case("environment")
@@ -141,11 +173,19 @@ fn check_query(q: &str) {
     assert_eq!(ins.len(), outs.len(), "{q:?} -> {out:?}");
     let mut swapped = Vec::new();
     for (i, o) in ins.iter().zip(&outs) {
+        // `name=[redacted]`; or, for a credential given as a name or as a bare word, the
+        // pair masked whole.
         let masked = i
             .split_once('=')
-            .is_some_and(|(k, _)| *o == format!("{k}={REDACTED}"));
+            .is_some_and(|(k, _)| *o == format!("{k}={REDACTED}"))
+            || *o == format!("{REDACTED}={REDACTED}")
+            || (!i.contains('=') && *o == REDACTED);
         assert!(i == o || masked, "{q:?}: {i:?} -> {o:?}");
         match i.split_once('=') {
+            Some((k, _)) if redact_value(&form_decode(k)) != form_decode(k) => {
+                assert_eq!(*o, format!("{REDACTED}={REDACTED}"), "{q:?}: {i:?}");
+                swapped.push(i.to_string());
+            }
             Some((k, v)) => {
                 // Name and value as the rack reads a query: a form, where `+` is a space.
                 let name = form_decode(k);
@@ -171,11 +211,17 @@ fn check_query(q: &str) {
         "{q:?}: output depends on a secret ({swapped:?})"
     );
     assert_eq!(redact_query(&out), out, "{q:?}: not idempotent");
+    assert!(!has_embedded_token(&out), "{q:?} -> {out:?}: a token survived");
 }
 
 fn check_value(v: &str) {
     let r = redact_value(v);
     assert_eq!(redact_value(&r), r, "{v:?}: not idempotent");
+    assert!(!has_embedded_token(&r), "{v:?} -> {r:?}: a token survived");
+    // The exact shapes below are for URLs without a token inside (one is masked as well).
+    if has_embedded_token(v) {
+        return;
+    }
 
     // Authorization-shaped values, whatever the scheme's case.
     let lower = v.to_ascii_lowercase();

@@ -139,6 +139,14 @@ enum Next {
     UserPassword,
 }
 
+/// A variable's or flag's name: letters, digits, `_`, `-`, `.`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// Reads as an HTTP header's name (`X-Api-Key`, `Authorization`), not a task name such as
 /// `key:generate` or `credentials:edit`, which share the `name:value` shape.
 fn is_header_name(name: &str) -> bool {
@@ -160,14 +168,31 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
     let flag = inner.trim_start_matches('-');
     if let Some((name, value)) = inner.split_once('=') {
         let name_bare = name.trim_start_matches('-');
-        if is_secret_name(name_bare) {
-            return Some(format!("{name}={REDACTED}"));
+        // Only a name (`DB_PASSWORD=`, `--token=`), not the text before the `=` of a URL's
+        // query (`https://u:p@h/?signature=x`).
+        if is_plain_name(name_bare) {
+            if masked_value(name_bare).is_some() {
+                // A credential given as the name (`rgw_…=1`): nothing of the word is kept.
+                return Some(REDACTED.to_string());
+            }
+            if is_secret_name(name_bare) {
+                return Some(format!("{name}={REDACTED}"));
+            }
+            if matches!(name, "-u" | "--user")
+                && let Some((user, _)) = value.split_once(':')
+            {
+                return Some(format!("{name}={user}:{REDACTED}"));
+            }
         }
-        if matches!(name, "-u" | "--user")
-            && let Some((user, _)) = value.split_once(':')
-        {
-            return Some(format!("{name}={user}:{REDACTED}"));
-        }
+    }
+    // A word holding a URL is judged by its shape alone. Masking it can take away an `=` or
+    // leave a word ending in `:`, which the rules below read: redacting the result again
+    // masked more (found by fuzzing).
+    if inner.contains("://") {
+        return masked_value(inner);
+    }
+    if inner.contains('=') {
+        // `NAME=value` of a name that is not secret: only a credential's shape counts.
     } else if inner.starts_with('-') && matches!(inner, "-u" | "--user") {
         *next = Next::UserPassword;
         return None;
@@ -198,7 +223,10 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
         && let Ok(value) = serde_json::from_str::<Value>(inner)
     {
         let redacted = redact_json(value.clone());
-        return (redacted != value).then(|| redacted.to_string());
+        if redacted != value {
+            return Some(redacted.to_string());
+        }
+        // Keys are not redacted as values are; a token there is still found below.
     }
     masked_value(inner)
 }
@@ -293,6 +321,18 @@ mod tests {
             ),
             ("rake db:migrate", "rake db:migrate"),
             ("php artisan key:generate", "php artisan key:generate"),
+            ("env rgw_Zq9S3cretValue_key=1 x", "env [redacted] x"),
+            // Found by fuzzing: masked, this URL lost its `=` and then read as a header name
+            // (`…"token":`) whose value follows; a URL is judged by its shape alone.
+            (
+                "x tps://a=b@h/\"token\": B",
+                "x tps://[redacted]@h/\"token\": B",
+            ),
+            // Found by fuzzing: the URL's shape decides, however often it is redacted.
+            (
+                "curl tps://.cg=xa@p&signature=z",
+                "curl tps://[redacted]@p&signature=z",
+            ),
             ("bin/rails credentials:edit", "bin/rails credentials:edit"),
             (
                 "mysql -p\"hunter 2\" -e 'select 1'",
@@ -317,6 +357,7 @@ mod tests {
             ("", ""),
         ] {
             assert_eq!(redact_command(command), audited, "{command}");
+            assert_eq!(redact_command(audited), audited, "{command}: again");
         }
         assert!(redact_command(&"x".repeat(5000)).len() < MAX_AUDITED_COMMAND + 32);
     }
