@@ -193,6 +193,10 @@ pub struct LoginArgs {
     /// Print the sign-in URL instead of opening a browser.
     #[arg(long)]
     pub no_browser: bool,
+    /// Allow a plain `http://` gateway URL on a host other than this machine (credentials
+    /// then cross the network readable by anyone on the way).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 /// `logout`.

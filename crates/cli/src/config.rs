@@ -18,6 +18,18 @@ pub const CONFIG_ENV: &str = "RACK_GATEWAY_CONFIG";
 pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
 
 /// What kind of credential a rack entry holds.
+/// Whether `token` has the shape of a rack-gateway credential: `rgw_` (an API token) or `rgs_`
+/// (a session) and URL-safe base64. Anything else is refused before it is stored or printed:
+/// a credential ends up in URLs and in `eval "$(rack-gateway env-url)"`, where a gateway that
+/// chose `$(…)` as a "token" would run commands on this machine.
+pub fn is_credential(token: &str) -> bool {
+    (token.starts_with("rgw_") || token.starts_with("rgs_"))
+        && (20..=256).contains(&token.len())
+        && token[4..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenType {
@@ -223,6 +235,23 @@ fn create_private_dir(dir: &Path) -> CliResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_have_the_gateways_shape() {
+        assert!(is_credential(
+            "rgw_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcdefg"
+        ));
+        assert!(is_credential("rgs_AbCdEfGhIjKlMnOpQrStUvWxYz"));
+        for bad in [
+            "rgs_$(touch$IFS'pwned')aaaaaaaaaaaaa",
+            "rgw_short",
+            "token-from-elsewhere-0123456789",
+            "rgw_with space and more characters",
+            "rgw_quote'aaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(!is_credential(bad), "{bad}");
+        }
+    }
 
     fn entry(url: &str) -> RackEntry {
         RackEntry {

@@ -176,6 +176,9 @@ pub fn http_client() -> CliResult<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("rack-gateway-cli/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(10))
+        // A redirect is an error, never followed: it could take a form (an env value, a
+        // sign-in's verifier) to another host. (reqwest drops `Authorization` then, not bodies.)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| CliError::Config(format!("cannot set up HTTP: {e}")))
 }
@@ -193,7 +196,7 @@ fn warn_if_expiring(target: &Target) {
     let Some(expires_at) = entry.expires_at else {
         return;
     };
-    let left = expires_at - now_ms();
+    let left = expires_at.saturating_sub(now_ms());
     if left <= 0 {
         eprintln!(
             "warning: your session for rack {} has expired: run `{}`",

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Per-request time limit for these small calls.
+/// Largest answer from the gateway's own endpoints (a few fields each).
+const GATEWAY_ANSWER_LIMIT: usize = 1 << 20;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `GET /api/v1/info`: the caller.
@@ -123,10 +126,7 @@ impl GatewayApi {
         url: &str,
         response: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::from_reqwest(url, &e))?;
+        let bytes = convox_api::client::read_limited(url, response, GATEWAY_ANSWER_LIMIT).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url: url.to_string(),
             reason: format!("{e} (is this a rack-gateway?)"),
@@ -206,8 +206,13 @@ impl GatewayApi {
 /// JSON with a `code`), otherwise a server that is not a rack-gateway (a wrong URL, the rack
 /// itself, a proxy's page).
 async fn gateway_error(url: &str, response: reqwest::Response) -> ClientError {
+    if response.status().is_redirection() {
+        return convox_api::client::redirected(url, &response);
+    }
     let status = response.status().as_u16();
-    let bytes = response.bytes().await.unwrap_or_default();
+    let bytes = convox_api::client::read_limited(url, response, 64 * 1024)
+        .await
+        .unwrap_or_default();
     let is_gateway = serde_json::from_slice::<serde_json::Value>(&bytes)
         .is_ok_and(|v| v.get("code").is_some_and(serde_json::Value::is_string));
     if is_gateway {

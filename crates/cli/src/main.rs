@@ -37,7 +37,9 @@ fn main() {
     // Do not wait for a stdin reader thread blocked on a terminal read.
     runtime.shutdown_background();
     match code {
-        Ok(code) => std::process::exit(code),
+        // A status the rack reported that a process cannot exit with (256 would read as 0,
+        // success) becomes 255, a failure.
+        Ok(code) => std::process::exit(if (0..=255).contains(&code) { code } else { 255 }),
         Err(e) => fail(&anyhow::Error::new(e)),
     }
 }
@@ -47,6 +49,7 @@ fn fail(e: &anyhow::Error) -> ! {
     output::close_open_line();
     // `{e}`, not `{e:#}`: every error here already says its cause in its own message, and the
     // alternate form would repeat it ("…: Permission denied: Permission denied").
-    eprintln!("ERROR: {e}");
+    // Messages carry the gateway's and the rack's words: printable, never escape sequences.
+    eprintln!("ERROR: {}", output::printable(&e.to_string()));
     std::process::exit(1)
 }

@@ -118,17 +118,57 @@ impl Info {
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> CliResult<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?;
-    write_stdout(&format!("{text}\n"))
+    write_raw(&format!("{}\n", json_printable(&text)))
 }
 
-/// Writes to stdout; a closed pipe (`| head`) ends the program quietly.
-pub fn write_stdout(text: &str) -> CliResult<()> {
+/// `text` made safe for a terminal: control characters other than newline and tab (escape
+/// sequences that move the cursor, clear the screen, set the window title or the clipboard),
+/// C1 controls, and characters that hide or reorder text (bidirectional overrides) each
+/// become `�`. Everything the CLI prints from a server goes through here, except what is
+/// raw by nature: log lines, a process's output, an environment value asked for.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c != '\n' && c != '\t' && gateway_core::text::is_hidden(c);
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c })
+            .collect(),
+    )
+}
+
+/// JSON text with the characters [`printable`] would replace written as `\uXXXX` escapes
+/// instead: the same data for a program reading it, nothing a terminal acts on. (serde_json
+/// escapes C0 controls itself, not C1 ones or bidirectional overrides.)
+fn json_printable(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if (c as u32) >= 0x80 && gateway_core::text::is_hidden(c) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes server-provided text as it is ([`write_stdout`] makes it [`printable`] first): log
+/// lines and values the user asked for, whose bytes are the point.
+pub fn write_raw(text: &str) -> CliResult<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => Err(CliError::io("writing to stdout", e)),
     }
+}
+
+/// Writes to stdout, [`printable`]; a closed pipe (`| head`) ends the program quietly.
+pub fn write_stdout(text: &str) -> CliResult<()> {
+    write_raw(&printable(text))
 }
 
 /// Whether a `Doing something... ` line waits for its `OK`.
@@ -244,6 +284,30 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server's text cannot drive the terminal: escape sequences (clear screen, window
+    /// title, OSC 52 clipboard writes), C1 controls, carriage returns and bidi overrides all
+    /// become `�`; newlines, tabs and ordinary text stay. JSON keeps the data, escaped.
+    #[test]
+    fn server_text_is_printable() {
+        let hostile = "app\u{1b}[2J\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}\rx\u{9b}1m\u{202e}txt.exe";
+        let shown = printable(hostile);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(!shown.contains('\u{202e}'));
+        assert!(shown.starts_with("app\u{FFFD}[2J"));
+        assert_eq!(printable("a\tb\nc"), "a\tb\nc");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
+        let json = json_printable(&serde_json::to_string(&hostile).unwrap_or_default());
+        assert!(
+            !json.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{json}"
+        );
+        let back: String = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(
+            back, hostile,
+            "the JSON still says exactly what the server said"
+        );
+    }
 
     #[test]
     fn tables_align_like_convox() {

@@ -16,15 +16,24 @@ use crate::pkce::Pkce;
 
 /// A gateway URL as given (`https://gw.example.com/`, or with the proxy path, or with
 /// `convox:<token>@` in it) → its base URL and the token it carried.
-fn normalise_url(raw: &str) -> CliResult<(String, Option<String>)> {
+fn normalise_url(raw: &str, insecure_http: bool) -> CliResult<(String, Option<String>)> {
     let mut url = url::Url::parse(raw.trim()).map_err(|e| {
         CliError::Usage(format!(
-            "{raw:?} is not a URL ({e}); give the gateway's address, like https://gateway.example.com"
+            "{} is not a URL ({e}); give the gateway's address, like https://gateway.example.com",
+            without_credentials(raw)
         ))
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(CliError::Usage(format!(
-            "{raw:?}: the gateway URL must start with https:// (or http:// for local gateways)"
+            "{}: the gateway URL must start with https:// (or http:// for local gateways)",
+            without_credentials(raw)
+        )));
+    }
+    if url.scheme() == "http" && !is_this_machine(&url) && !insecure_http {
+        return Err(CliError::Usage(format!(
+            "{}: plain http:// sends your credentials readable by anyone on the network; use \
+             https://, or add --insecure-http if you really mean it",
+            without_credentials(raw)
         )));
     }
     let token = url.password().map(|p| {
@@ -43,6 +52,36 @@ fn normalise_url(raw: &str) -> CliResult<(String, Option<String>)> {
     Ok((base, token))
 }
 
+/// `raw` for an error message, without a password or token in it (`https://convox:rgw_…@h`).
+fn without_credentials(raw: &str) -> String {
+    let shown = match (raw.find("://"), raw.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}…{}", &raw[..scheme + 3], &raw[at..]),
+        _ => raw.to_string(),
+    };
+    format!("{:?}", output::printable(&shown))
+}
+
+/// Whether `url` names this machine (where plain http stays on the machine).
+fn is_this_machine(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether the gateway's sign-in link may be opened: http(s) on the gateway's own origin.
+/// Anything else (`javascript:`, `file:`, another host, an argument for the opener) is not.
+fn is_gateway_link(link: &str, base: &str) -> bool {
+    match (url::Url::parse(link), url::Url::parse(base)) {
+        (Ok(link), Ok(base)) => {
+            matches!(link.scheme(), "http" | "https") && link.origin() == base.origin()
+        }
+        _ => false,
+    }
+}
+
 fn load_config() -> CliResult<(std::path::PathBuf, Config)> {
     let path = config::path()?;
     let config = Config::load(&path)?;
@@ -51,7 +90,7 @@ fn load_config() -> CliResult<(std::path::PathBuf, Config)> {
 
 /// `login <rack> <url> [--token T | browser]`.
 pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
-    let (base, url_token) = normalise_url(&args.url)?;
+    let (base, url_token) = normalise_url(&args.url, args.insecure_http)?;
     let token = match args.token.as_deref() {
         Some("-") => Some(
             crate::stdin::read_all()
@@ -80,6 +119,13 @@ pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
         })
     };
     let entry = match token {
+        Some(token) if !config::is_credential(&token) => {
+            return Err(CliError::Usage(
+                "that is not a rack-gateway token: they start with rgw_ (ask an admin for one, \
+                 or leave out --token to sign in through the browser)"
+                    .into(),
+            ));
+        }
         Some(token) => {
             let info = api
                 .info(&token)
@@ -108,7 +154,8 @@ pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
 }
 
 fn entry_from_info(base: &str, token: String, info: &Info) -> RackEntry {
-    let token_type = if info.kind == "session" {
+    // What the token is, by its own prefix, not by what the server says it is.
+    let token_type = if token.starts_with("rgs_") {
         TokenType::Session
     } else {
         TokenType::ApiToken
@@ -130,20 +177,29 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
     let start = api
         .start_login(&pkce.challenge, &args.rack, &crate::browser::hostname())
         .await?;
+    let link = output::printable(&start.browser_url);
+    if !is_gateway_link(&start.browser_url, base) {
+        return Err(CliError::Explained(format!(
+            "the gateway's sign-in link {link:?} does not point at {base}; not opening it \
+             (is {base} really your gateway?)"
+        )));
+    }
     let opened = !args.no_browser && crate::browser::open(&start.browser_url);
     if opened {
         eprintln!("Opening your browser to sign in to {base}.");
-        eprintln!("If it does not open, visit: {}", start.browser_url);
+        eprintln!("If it does not open, visit: {link}");
     } else {
         eprintln!("Open this URL in a browser to sign in to {base}:");
-        eprintln!("  {}", start.browser_url);
+        eprintln!("  {link}");
     }
     if let Some(code) = &start.code {
+        let code = output::printable(code);
         eprintln!("The browser asks you to confirm; it must show the code {code}.");
     }
     eprintln!("Waiting for the sign-in to finish (Ctrl-C to cancel)...");
     let interval = Duration::from_secs(start.poll_interval_secs.clamp(1, 10));
-    let deadline = Instant::now() + Duration::from_secs(start.expires_in_secs.max(1));
+    // At most an hour, whatever the answer says (a huge number overflowed the clock).
+    let deadline = Instant::now() + Duration::from_secs(start.expires_in_secs.clamp(1, 3600));
     loop {
         if Instant::now() >= deadline {
             return Err(CliError::Explained(format!(
@@ -155,6 +211,15 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
         match api.poll_login(&start.login_id, &pkce.verifier).await? {
             Poll::Pending => continue,
             Poll::Complete(session) => {
+                if !session.session_token.starts_with("rgs_")
+                    || !config::is_credential(&session.session_token)
+                {
+                    return Err(CliError::Explained(
+                        "the gateway answered with something that is not a session token; \
+                         nothing was saved"
+                            .into(),
+                    ));
+                }
                 return Ok(RackEntry {
                     gateway_url: base.to_string(),
                     token: session.session_token,
@@ -266,9 +331,23 @@ pub fn switch(rack: &str) -> CliResult<i32> {
 
 /// `env-url`.
 pub fn env_url(ctx: &Ctx) -> CliResult<i32> {
-    let url = ctx.target()?.rack_url()?;
-    output::write_stdout(&format!("export RACK_URL={url}\n"))?;
+    let target = ctx.target()?;
+    if matches!(target, Target::Gateway(_)) && !config::is_credential(target.token()) {
+        return Err(CliError::Config(format!(
+            "the stored credential for rack {} is not a rack-gateway token; run `{}`",
+            target.name(),
+            target.login_hint()
+        )));
+    }
+    let url = target.rack_url()?;
+    // Meant for `eval "$(rack-gateway env-url)"`: single-quoted, so nothing in it is run.
+    output::write_stdout(&format!("export RACK_URL={}\n", shell_quote(&url)))?;
     Ok(0)
+}
+
+/// `text` as one POSIX shell word that the shell takes literally.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// `rack`: the gateway side (who you are, session) and the rack side (`GET /system`).
@@ -323,7 +402,7 @@ pub async fn rack(ctx: &Ctx) -> CliResult<i32> {
             ("session", Some(at)) => format!(
                 "expires {} (in {})",
                 output::unix_ms(at),
-                output::span_ms(at - now_ms())
+                output::span_ms(at.saturating_sub(now_ms()))
             ),
             ("session", None) => "session".into(),
             _ => "API token (no session)".into(),
@@ -358,7 +437,7 @@ mod tests {
 
     #[test]
     fn gateway_urls_are_normalised() {
-        let n = |s: &str| normalise_url(s).ok();
+        let n = |s: &str| normalise_url(s, false).ok();
         assert_eq!(
             n("https://gw.example.com/"),
             Some(("https://gw.example.com".into(), None))
@@ -369,5 +448,41 @@ mod tests {
         );
         assert!(n("gw.example.com").is_none());
         assert!(n("ftp://gw").is_none());
+        // Plain http only on this machine, unless asked for.
+        assert!(n("http://gw.example.com").is_none());
+        assert!(n("http://localhost:8447").is_some());
+        assert!(n("http://[::1]:8447").is_some());
+        assert!(normalise_url("http://gw.example.com", true).is_ok());
+        // A token in a refused URL is not repeated in the error.
+        let err = normalise_url("ftp://convox:rgw_secret@gw", false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!err.contains("rgw_secret"), "{err}");
+    }
+
+    #[test]
+    fn env_url_is_one_literal_shell_word() {
+        assert_eq!(shell_quote("http://a/b"), "'http://a/b'");
+        assert_eq!(shell_quote("it's $(x)"), "'it'\\''s $(x)'");
+    }
+
+    #[test]
+    fn only_the_gateways_own_links_are_opened() {
+        let base = "https://gw.example.com";
+        assert!(is_gateway_link(
+            "https://gw.example.com/api/v1/auth/cli/browser?x=1",
+            base
+        ));
+        for link in [
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+            "--help",
+            "https://evil.example.com/api/v1/auth/cli/browser",
+            "http://gw.example.com/x",
+            "https://gw.example.com:444/x",
+        ] {
+            assert!(!is_gateway_link(link, base), "{link}");
+        }
     }
 }

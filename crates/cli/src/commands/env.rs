@@ -65,7 +65,8 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
             let value = env
                 .get(&key)
                 .ok_or_else(|| CliError::Failed(format!("env not found: {key}")))?;
-            output::write_stdout(&format!("{value}\n"))?;
+            // The value itself, byte for byte: what `$(rack-gateway env get KEY)` wants.
+            output::write_raw(&format!("{value}\n"))?;
         }
         Some(EnvCommand::Set {
             pairs,

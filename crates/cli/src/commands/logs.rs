@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult<i32> {
 /// Copies a log stream to stdout as it arrives.
 pub async fn print_stream(mut stream: LogStream) -> CliResult<()> {
     while let Some(chunk) = stream.next_chunk().await {
-        output::write_stdout(&chunk?)?;
+        output::write_raw(&chunk?)?;
     }
     Ok(())
 }

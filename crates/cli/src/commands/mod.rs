@@ -65,19 +65,38 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
 
 /// The app: `-a`, else `.convox/app`, else the current directory's name (as `convox` does).
 pub fn app_name(arg: &AppArg) -> CliResult<String> {
-    if let Some(app) = arg.app.as_ref().filter(|a| !a.is_empty()) {
-        return Ok(app.clone());
-    }
-    let cwd =
-        std::env::current_dir().map_err(|e| CliError::io("reading the current directory", e))?;
-    if let Ok(name) = std::fs::read_to_string(cwd.join(".convox").join("app"))
-        && !name.trim().is_empty()
+    let name = if let Some(app) = arg.app.as_ref().filter(|a| !a.is_empty()) {
+        app.clone()
+    } else {
+        let cwd = std::env::current_dir()
+            .map_err(|e| CliError::io("reading the current directory", e))?;
+        match std::fs::read_to_string(cwd.join(".convox").join("app")) {
+            Ok(name) if !name.trim().is_empty() => name.trim().to_string(),
+            _ => cwd
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(|n| n.to_lowercase())
+                .filter(|n| !n.is_empty() && Path::new(n) != Path::new("/"))
+                .ok_or_else(|| CliError::Usage("no app given: use -a <app>".into()))?,
+        }
+    };
+    check_name("app", &name)?;
+    Ok(name)
+}
+
+/// Refuses a name that would not stay one path segment: `.` and `..` are resolved away by URL
+/// parsing (`ps -a ..` asked for `/processes`), and `.convox/app` comes from whatever
+/// repository is checked out.
+pub fn check_name(what: &str, name: &str) -> CliResult<()> {
+    if name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
     {
-        return Ok(name.trim().to_string());
+        return Err(CliError::Usage(format!(
+            "{:?} is not a valid {what} name",
+            crate::output::printable(name)
+        )));
     }
-    cwd.file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| n.to_lowercase())
-        .filter(|n| !n.is_empty() && Path::new(n) != Path::new("/"))
-        .ok_or_else(|| CliError::Usage("no app given: use -a <app>".into()))
+    Ok(())
 }

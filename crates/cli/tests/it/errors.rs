@@ -75,7 +75,13 @@ fn an_unreachable_gateway_is_named() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let err = home
-        .run(&["login", "gone", &url, "--token", "rgw_x"])
+        .run(&[
+            "login",
+            "gone",
+            &url,
+            "--token",
+            "rgw_NotARealToken0123456789abcdef",
+        ])
         .failed();
     assert!(
         err.contains(&format!("gateway unreachable at {url}")),
@@ -83,7 +89,7 @@ fn an_unreachable_gateway_is_named() {
     );
     let config = serde_json::json!({
         "current": "gone",
-        "racks": { "gone": { "gateway_url": url, "token": "rgw_x", "token_type": "api_token" } }
+        "racks": { "gone": { "gateway_url": url, "token": "rgw_NotARealToken0123456789abcdef", "token_type": "api_token" } }
     });
     std::fs::create_dir_all(home.config_path().parent().unwrap_or(home.path()))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -121,7 +127,13 @@ fn a_server_that_is_not_a_gateway_is_named() {
     });
     let home = Home::new();
     let err = home
-        .run(&["login", "elsewhere", &url, "--token", "rgw_x"])
+        .run(&[
+            "login",
+            "elsewhere",
+            &url,
+            "--token",
+            "rgw_NotARealToken0123456789abcdef",
+        ])
         .failed();
     assert!(
         err.contains("is this a rack-gateway?") && err.contains("HTTP 404"),

@@ -61,10 +61,32 @@ fn login_with_a_token_writes_a_private_config() {
 
     // A wrong token is refused at login and nothing is stored.
     let err = home
-        .run(&["login", "other", &dev.gateway, "--token", "rgw_nope"])
+        .run(&[
+            "login",
+            "other",
+            &dev.gateway,
+            "--token",
+            "rgw_NopeNopeNope0123456789abcdef",
+        ])
         .failed();
     assert!(err.contains("expired or revoked"), "{err}");
     assert!(home.config()["racks"].get("other").is_none());
+    // So is something that is not a gateway token at all, before it is sent anywhere.
+    let err = home
+        .run(&["login", "other", &dev.gateway, "--token", "$(touch pwned)"])
+        .failed();
+    assert!(err.contains("not a rack-gateway token"), "{err}");
+    // Plain http to another machine needs saying so.
+    let err = home
+        .run(&[
+            "login",
+            "other",
+            "http://gateway.example.com",
+            "--token",
+            dev.token("ops"),
+        ])
+        .failed();
+    assert!(err.contains("--insecure-http"), "{err}");
 
     // --token - reads the token from stdin.
     let out = home.run_input(
@@ -164,7 +186,8 @@ fn env_url_and_passthrough_to_convox() {
     );
 
     let line = home.run(&["env-url"]).ok();
-    assert_eq!(line.trim(), format!("export RACK_URL={expected}"));
+    // Single-quoted: `eval "$(rack-gateway env-url)"` runs nothing that is in it.
+    assert_eq!(line.trim(), format!("export RACK_URL='{expected}'"));
 
     // Without convox on PATH: a clear error.
     let empty = home.path().join("empty-bin");
