@@ -192,17 +192,16 @@ fn parse_oidc(
     let allowed_domains = list("OIDC_ALLOWED_DOMAINS");
     let admin_users = list("ADMIN_USERS");
     // An entry no sign-in can match (`admin@example.com.`) would fail silently.
-    if let Some(problem) = admin_users
+    // The entry is named by its place, not quoted: configuration errors never repeat values
+    // (one could be a secret pasted into the wrong variable).
+    if let Some((place, why)) = admin_users
         .iter()
-        .find_map(|e| crate::text::email_problem(e).map(|p| (e, p)))
+        .enumerate()
+        .find_map(|(i, e)| crate::text::email_problem(e).map(|why| (i + 1, why)))
     {
-        let (entry, why) = problem;
         return Err(ConfigError::Invalid {
             name: "ADMIN_USERS",
-            expected: format!(
-                "comma-separated e-mail addresses ({:?} {why})",
-                entry.chars().take(100).collect::<String>()
-            ),
+            expected: format!("comma-separated e-mail addresses (entry {place} {why})"),
         });
     }
     let redirect_url = match get("OIDC_REDIRECT_URL") {
@@ -684,6 +683,8 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(e.starts_with("ADMIN_USERS"), "{bad}: {e}");
+            // Found by fuzzing: the entry is not repeated (it could hold a pasted secret).
+            assert!(e.contains("entry 1") && !e.contains(bad), "{bad}: {e}");
         }
     }
 

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{REDACTED, clip, is_secret_name, masked_value, redact_json};
+use super::{REDACTED, clip, is_secret_name, mask_gateway_tokens, masked_value, redact_json};
 
 /// Longest command line an audit event keeps.
 pub const MAX_AUDITED_COMMAND: usize = 1024;
@@ -90,7 +90,8 @@ pub fn redact_command(command: &str) -> String {
                 Some(REDACTED.to_string())
             }
             Next::UserPassword => match inner.split_once(':') {
-                Some((user, _)) => Some(format!("{user}:{REDACTED}")),
+                // The user is kept, unless it holds a token itself (found by fuzzing).
+                Some((user, _)) => Some(format!("{}:{REDACTED}", without_tokens(user))),
                 None => redact_command_word(inner, &mut next),
             },
             Next::Keep => redact_command_word(inner, &mut next),
@@ -139,6 +140,11 @@ enum Next {
     UserPassword,
 }
 
+/// `text` with any gateway token in it masked.
+fn without_tokens(text: &str) -> std::borrow::Cow<'_, str> {
+    mask_gateway_tokens(text).map_or(std::borrow::Cow::Borrowed(text), std::borrow::Cow::Owned)
+}
+
 /// A variable's or flag's name: letters, digits, `_`, `-`, `.`.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -181,7 +187,7 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
             if matches!(name, "-u" | "--user")
                 && let Some((user, _)) = value.split_once(':')
             {
-                return Some(format!("{name}={user}:{REDACTED}"));
+                return Some(format!("{name}={}:{REDACTED}", without_tokens(user)));
             }
         }
     }
@@ -191,19 +197,18 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
     if inner.contains("://") {
         return masked_value(inner);
     }
+    // A word that says what the next one is may still hold a credential itself (a token
+    // glued to a flag): it goes through the shape check below too (found by fuzzing).
     if inner.contains('=') {
         // `NAME=value` of a name that is not secret: only a credential's shape counts.
     } else if inner.starts_with('-') && matches!(inner, "-u" | "--user") {
         *next = Next::UserPassword;
-        return None;
     } else if inner.starts_with('-') && is_secret_name(flag) {
         *next = Next::Mask;
-        return None;
     } else if let Some(header) = inner.strip_suffix(':')
         && is_secret_name(header)
     {
         *next = Next::Mask;
-        return None;
     } else if let Some((header, value)) = inner.split_once(':')
         && is_header_name(header)
         && !value.is_empty()
@@ -212,21 +217,20 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
         // A header and its value in one word: `X-Api-Key:abc`, `Authorization:Bearer abc`.
         if is_auth_scheme(value) {
             *next = Next::Mask;
-            return None;
+        } else {
+            return Some(format!("{header}:{REDACTED}"));
         }
-        return Some(format!("{header}:{REDACTED}"));
     } else if is_auth_scheme(inner) {
         *next = Next::Mask;
-        return None;
     }
     if inner.starts_with('{')
         && let Ok(value) = serde_json::from_str::<Value>(inner)
     {
         let redacted = redact_json(value.clone());
-        if redacted != value {
-            return Some(redacted.to_string());
-        }
-        // Keys are not redacted as values are; a token there is still found below.
+        let text = (redacted != value).then(|| redacted.to_string());
+        // Keys are not redacted as values are: a token in one is masked in the text. (Not
+        // the URL rule over the whole text: JSON is judged by its structure.)
+        return mask_gateway_tokens(text.as_deref().unwrap_or(inner)).or(text);
     }
     masked_value(inner)
 }
@@ -322,6 +326,21 @@ mod tests {
             ("rake db:migrate", "rake db:migrate"),
             ("php artisan key:generate", "php artisan key:generate"),
             ("env rgw_Zq9S3cretValue_key=1 x", "env [redacted] x"),
+            // Found by fuzzing: a token in a JSON key, masked on the first pass, not the second.
+            (
+                "-d {\"Key_rgs_Key_N1meeeeeeeeeeeeeeeeee\":\"k\"}",
+                "-d {\"Key_[redacted]\":\"[redacted]\"}",
+            ),
+            // Found by fuzzing: a token as the user of `-u user:password`.
+            (
+                "curl -u rgw_0123456789abcdefghij:pw x",
+                "curl -u [redacted]:[redacted] x",
+            ),
+            // Found by fuzzing: a flag that announces a secret, with a token glued to it.
+            (
+                "x --api-key,rgs_7777777771777jlin y",
+                "x --api-key,[redacted] [redacted]",
+            ),
             // Found by fuzzing: masked, this URL lost its `=` and then read as a header name
             // (`…"token":`) whose value follows; a URL is judged by its shape alone.
             (
