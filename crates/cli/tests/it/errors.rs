@@ -252,3 +252,71 @@ fn chrono_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
+
+/// A server at 127.0.0.1 that answers every request with `response`; its URL.
+fn answering(response: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(response);
+        }
+    });
+    url
+}
+
+/// The gateway (or whatever answers at its URL) is not trusted: its redirects are not
+/// followed (a 307 re-sends a form, such as `env set`'s values, to where it points), an answer
+/// larger than the CLI will hold is refused before it is read, and its text cannot drive the
+/// terminal.
+#[test]
+fn hostile_answers_are_refused_or_neutralised() {
+    let home = Home::new();
+    let token = "rgw_NotARealToken0123456789abcdef";
+    let config = |url: &str| {
+        serde_json::json!({
+            "current": "t",
+            "racks": { "t": { "gateway_url": url, "token": token, "token_type": "api_token" } }
+        })
+    };
+    std::fs::create_dir_all(home.config_path().parent().unwrap_or(home.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let url = answering(
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    home.write_config(&config(&url));
+    let err = home
+        .run(&["env", "set", "SECRET=hunter2", "-a", "web"])
+        .failed();
+    assert!(
+        err.contains("redirect") && err.contains("not followed"),
+        "{err}"
+    );
+
+    let url = answering(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200000000\r\nConnection: close\r\n\r\n[",
+    );
+    home.write_config(&config(&url));
+    let err = home.run(&["apps"]).failed();
+    assert!(err.contains("larger than 64 MiB"), "{err}");
+
+    let url = answering(
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 73\r\nConnection: close\r\n\r\n{\"error\":\"no app \\u001b]52;c;ZWNobyBwd25lZA==\\u0007\\u001b[2J\",\"code\":\"x\"}",
+    );
+    home.write_config(&config(&url));
+    let out = home.run(&["apps", "info", "web"]);
+    assert!(out.stderr.contains("no app"), "{out:?}");
+    assert!(
+        !out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'),
+        "escape sequences reached the terminal: {:?}",
+        out.stderr
+    );
+}
