@@ -17,7 +17,6 @@ pub const CONFIG_ENV: &str = "RACK_GATEWAY_CONFIG";
 /// Environment variable selecting a rack (after `--rack`, before the current rack).
 pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
 
-/// What kind of credential a rack entry holds.
 /// Whether `token` has the shape of a rack-gateway credential: `rgw_` (an API token) or `rgs_`
 /// (a session) and URL-safe base64. Anything else is refused before it is stored or printed:
 /// a credential ends up in URLs and in `eval "$(rack-gateway env-url)"`, where a gateway that
@@ -30,6 +29,7 @@ pub fn is_credential(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What kind of credential a rack entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenType {

@@ -7,10 +7,10 @@ use convox_api::client::{ClientError, error_from_response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// Per-request time limit for these small calls.
 /// Largest answer from the gateway's own endpoints (a few fields each).
 const GATEWAY_ANSWER_LIMIT: usize = 1 << 20;
 
+/// Per-request time limit for these small calls.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `GET /api/v1/info`: the caller.

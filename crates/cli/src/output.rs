@@ -144,7 +144,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 fn json_printable(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if (c as u32) >= 0x80 && gateway_core::text::is_hidden(c) {
+        if (c == '\x7f' || (c as u32) >= 0x80) && gateway_core::text::is_hidden(c) {
             for unit in c.encode_utf16(&mut [0; 2]) {
                 out.push_str(&format!("\\u{unit:04x}"));
             }
@@ -169,6 +169,18 @@ pub fn write_raw(text: &str) -> CliResult<()> {
 /// Writes to stdout, [`printable`]; a closed pipe (`| head`) ends the program quietly.
 pub fn write_stdout(text: &str) -> CliResult<()> {
     write_raw(&printable(text))
+}
+
+/// Writes values a program may want byte for byte (environment values): as they are into a
+/// pipe or file (`env > backup.env`, `$(rack-gateway env get KEY)`), [`printable`] on a
+/// terminal, where a value set by someone else must not drive it.
+pub fn write_values(text: &str) -> CliResult<()> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        write_stdout(text)
+    } else {
+        write_raw(text)
+    }
 }
 
 /// Whether a `Doing something... ` line waits for its `OK`.

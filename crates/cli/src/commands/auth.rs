@@ -56,6 +56,8 @@ fn normalise_url(raw: &str, insecure_http: bool) -> CliResult<(String, Option<St
 fn without_credentials(raw: &str) -> String {
     let shown = match (raw.find("://"), raw.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}…{}", &raw[..scheme + 3], &raw[at..]),
+        // `convox:rgw_…@gw` without a scheme: everything before the `@` may be secret.
+        (None, Some(at)) => format!("…{}", &raw[at..]),
         _ => raw.to_string(),
     };
     format!("{:?}", output::printable(&shown))
@@ -69,6 +71,11 @@ fn is_this_machine(url: &url::Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// Whether `link` is an http(s) URL (not `javascript:`, `file:` or an opener's option).
+fn is_web_link(link: &str) -> bool {
+    url::Url::parse(link).is_ok_and(|l| matches!(l.scheme(), "http" | "https"))
 }
 
 /// Whether the gateway's sign-in link may be opened: http(s) on the gateway's own origin.
@@ -178,13 +185,21 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
         .start_login(&pkce.challenge, &args.rack, &crate::browser::hostname())
         .await?;
     let link = output::printable(&start.browser_url);
-    if !is_gateway_link(&start.browser_url, base) {
+    if !is_web_link(&start.browser_url) {
         return Err(CliError::Explained(format!(
-            "the gateway's sign-in link {link:?} does not point at {base}; not opening it \
-             (is {base} really your gateway?)"
+            "the gateway's sign-in link {link:?} is not an http(s) link; not using it"
         )));
     }
-    let opened = !args.no_browser && crate::browser::open(&start.browser_url);
+    // Another origin is normal behind a port-forward or an internal name (the gateway builds
+    // the link from its PUBLIC_URL), but it is not opened for you: you look before you go.
+    let elsewhere = !is_gateway_link(&start.browser_url, base);
+    if elsewhere {
+        eprintln!(
+            "warning: the sign-in link points away from {base}; open it only if you expect \
+             your gateway there"
+        );
+    }
+    let opened = !args.no_browser && !elsewhere && crate::browser::open(&start.browser_url);
     if opened {
         eprintln!("Opening your browser to sign in to {base}.");
         eprintln!("If it does not open, visit: {link}");
@@ -257,7 +272,8 @@ pub async fn logout(ctx: &Ctx, args: LogoutArgs) -> CliResult<i32> {
                 status: 401 | 404, ..
             }) => {}
             Err(e) => eprintln!(
-                "warning: could not end the session on the gateway ({e}); forgetting it here anyway"
+                "warning: could not end the session on the gateway ({}); forgetting it here anyway",
+                output::printable(&e.to_string())
             ),
         }
     }

@@ -57,7 +57,7 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
             if ctx.json {
                 output::print_json(&env)?;
             } else if !env.is_empty() {
-                output::write_stdout(&format!("{}\n", render(&env)))?;
+                output::write_values(&format!("{}\n", render(&env)))?;
             }
         }
         Some(EnvCommand::Get { key }) => {
@@ -65,8 +65,8 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
             let value = env
                 .get(&key)
                 .ok_or_else(|| CliError::Failed(format!("env not found: {key}")))?;
-            // The value itself, byte for byte: what `$(rack-gateway env get KEY)` wants.
-            output::write_raw(&format!("{value}\n"))?;
+            // The value itself, byte for byte, for `$(rack-gateway env get KEY)`.
+            output::write_values(&format!("{value}\n"))?;
         }
         Some(EnvCommand::Set {
             pairs,

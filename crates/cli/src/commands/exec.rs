@@ -61,7 +61,8 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> CliResult<i32> {
     }
     .await;
     if let Err(e) = client.stop_process(&app, &p.id).await {
-        eprintln!("warning: could not stop process {}: {e}", p.id);
+        let what = format!("warning: could not stop process {}: {e}", p.id);
+        eprintln!("{}", crate::output::printable(&what));
     }
     result
 }

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use super::{REDACTED, clip, is_secret_name, mask_gateway_tokens, masked_value, redact_json};
+use super::{
+    REDACTED, clip, is_secret_name, mask_gateway_tokens, masked_value, redact_json, redact_query,
+};
 
 /// Longest command line an audit event keeps.
 pub const MAX_AUDITED_COMMAND: usize = 1024;
@@ -73,7 +75,8 @@ pub fn redact_command(command: &str) -> String {
                     None => Some(format!("-p{REDACTED}")),
                 }
             }
-            Next::Mask if is_auth_scheme(inner) => {
+            // `Authorization: Bearer x`, `Authorization: Token x`: the scheme, then the secret.
+            Next::Mask if is_auth_scheme(inner) || is_other_scheme(inner) => {
                 next = Next::Mask;
                 None
             }
@@ -90,12 +93,32 @@ pub fn redact_command(command: &str) -> String {
                 Some(REDACTED.to_string())
             }
             Next::UserPassword => match inner.split_once(':') {
-                // The user is kept, unless it holds a token itself (found by fuzzing).
-                Some((user, _)) => Some(format!("{}:{REDACTED}", without_tokens(user))),
-                None => redact_command_word(inner, &mut next),
+                // The user is kept, unless it holds a token itself (found by fuzzing); a
+                // quoted `"user:two words"` is masked up to its closing quote.
+                Some((user, _)) => {
+                    let masked = format!("{}:{REDACTED}", without_tokens(user));
+                    if let Some(quote) = open.chars().next()
+                        && !close.starts_with(quote)
+                    {
+                        out.push_str(open);
+                        out.push_str(&masked);
+                        masking_until = Some(quote);
+                        continue;
+                    }
+                    Some(masked)
+                }
+                None => redact_command_word(inner, close, &mut next),
             },
-            Next::Keep => redact_command_word(inner, &mut next),
+            Next::Keep | Next::Until(_) => redact_command_word(inner, close, &mut next),
         };
+        if let Next::Until(quote) = next {
+            // `NAME="two words"`: the rest of the value, up to its closing quote, is masked.
+            next = Next::Keep;
+            out.push_str(open);
+            out.push_str(replaced.as_deref().unwrap_or(inner));
+            masking_until = Some(quote);
+            continue;
+        }
         match replaced {
             Some(masked) => {
                 out.push_str(open);
@@ -138,6 +161,9 @@ enum Next {
     Mask,
     /// It is `user:password` (after `-u`/`--user`).
     UserPassword,
+    /// This word opened a quoted secret (`NAME="two words"`): what follows, up to the quote,
+    /// is part of it.
+    Until(char),
 }
 
 /// `text` with any gateway token in it masked.
@@ -164,13 +190,28 @@ fn is_header_name(name: &str) -> bool {
             || name.eq_ignore_ascii_case("cookie"))
 }
 
+/// Authorization schemes other than Bearer and Basic, recognised only right after a
+/// secret header's name (a word like `token` elsewhere says nothing).
+fn is_other_scheme(word: &str) -> bool {
+    [
+        "token",
+        "digest",
+        "negotiate",
+        "ntlm",
+        "apikey",
+        "aws4-hmac-sha256",
+    ]
+    .iter()
+    .any(|s| word.eq_ignore_ascii_case(s))
+}
+
 fn is_auth_scheme(word: &str) -> bool {
     word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic")
 }
 
 /// One word of a command on its own: its masked form, or `None` to keep it; sets `next` when
 /// the word says what the following one is.
-fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
+fn redact_command_word(inner: &str, close: &str, next: &mut Next) -> Option<String> {
     let flag = inner.trim_start_matches('-');
     if let Some((name, value)) = inner.split_once('=') {
         let name_bare = name.trim_start_matches('-');
@@ -182,6 +223,12 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
                 return Some(REDACTED.to_string());
             }
             if is_secret_name(name_bare) {
+                if let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
+                    && !close.starts_with(quote)
+                    && !(value.len() > 1 && value.ends_with(quote))
+                {
+                    *next = Next::Until(quote);
+                }
                 return Some(format!("{name}={REDACTED}"));
             }
             if matches!(name, "-u" | "--user")
@@ -194,8 +241,25 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
     // A word holding a URL is judged by its shape alone. Masking it can take away an `=` or
     // leave a word ending in `:`, which the rules below read: redacting the result again
     // masked more (found by fuzzing).
+    if inner.starts_with('{')
+        && let Ok(value) = serde_json::from_str::<Value>(inner)
+    {
+        let redacted = redact_json(value.clone());
+        let text = (redacted != value).then(|| redacted.to_string());
+        // Keys are not redacted as values are: a token in one is masked in the text. (Not
+        // the URL rule over the whole text: JSON is judged by its structure.)
+        return mask_gateway_tokens(text.as_deref().unwrap_or(inner)).or(text);
+    }
     if inner.contains("://") {
-        return masked_value(inner);
+        // Its password and tokens by shape, and its query as a query (`?api_key=…`).
+        let masked = masked_value(inner);
+        if let Some((base, query)) = masked.as_deref().unwrap_or(inner).split_once('?') {
+            let redacted = redact_query(query);
+            if redacted != query {
+                return Some(format!("{base}?{redacted}"));
+            }
+        }
+        return masked;
     }
     // A word that says what the next one is may still hold a credential itself (a token
     // glued to a flag): it goes through the shape check below too (found by fuzzing).
@@ -222,15 +286,6 @@ fn redact_command_word(inner: &str, next: &mut Next) -> Option<String> {
         }
     } else if is_auth_scheme(inner) {
         *next = Next::Mask;
-    }
-    if inner.starts_with('{')
-        && let Ok(value) = serde_json::from_str::<Value>(inner)
-    {
-        let redacted = redact_json(value.clone());
-        let text = (redacted != value).then(|| redacted.to_string());
-        // Keys are not redacted as values are: a token in one is masked in the text. (Not
-        // the URL rule over the whole text: JSON is judged by its structure.)
-        return mask_gateway_tokens(text.as_deref().unwrap_or(inner)).or(text);
     }
     masked_value(inner)
 }
@@ -325,6 +380,28 @@ mod tests {
             ),
             ("rake db:migrate", "rake db:migrate"),
             ("php artisan key:generate", "php artisan key:generate"),
+            // Review: a URL's query is a query; JSON holding a URL is still JSON; quoted
+            // values of several words and other schemes are masked whole.
+            (
+                "curl https://api/x?api_key=sk_live_1&a=1",
+                "curl https://api/x?api_key=[redacted]&a=1",
+            ),
+            (
+                "curl -d {\"callback\":\"https://x\",\"password\":\"pw\"}",
+                "curl -d {\"callback\":\"https://x\",\"password\":\"[redacted]\"}",
+            ),
+            (
+                "env DB_PASSWORD=\"correct horse\" bin/job",
+                "env DB_PASSWORD=[redacted]\" bin/job",
+            ),
+            (
+                "curl -u \"admin:pass word\" x",
+                "curl -u \"admin:[redacted]\" x",
+            ),
+            (
+                "curl -H 'Authorization: Token ghp_x' x",
+                "curl -H 'Authorization: Token [redacted]' x",
+            ),
             ("env rgw_Zq9S3cretValue_key=1 x", "env [redacted] x"),
             // Found by fuzzing: a token in a JSON key, masked on the first pass, not the second.
             (
