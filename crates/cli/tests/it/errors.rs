@@ -108,23 +108,10 @@ fn an_unreachable_gateway_is_named() {
 
 #[test]
 fn a_server_that_is_not_a_gateway_is_named() {
-    use std::io::{Read, Write};
     // Something answers, but not a rack-gateway (a wrong URL, a proxy's page): 404 in text.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let url = format!(
-        "http://{}",
-        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    let url = answering(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
     );
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(4) {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
-            );
-        }
-    });
     let home = Home::new();
     let err = home
         .run(&[
