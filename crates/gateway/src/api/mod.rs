@@ -141,11 +141,7 @@ async fn caller_for(
             .await
             .map_err(anonymous);
     }
-    // The cookie carries a browser session, never an API token: one planted in it (by a
-    // sibling subdomain, say) must not act for the browser's user.
-    let Some(cookie) = cookies::get(headers, cookies::SESSION_COOKIE)
-        .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))
-    else {
+    let Some(cookie) = cookies::session(headers) else {
         return Err(anonymous(AuthError::Missing));
     };
     let principal = authenticate(&state.store, &state.config.sessions, &cookie)

@@ -27,6 +27,14 @@ pub fn get(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The browser session in the session cookie, if it holds one. Only a session (`rgs_…`): an
+/// API token planted in the cookie (by a sibling subdomain, say) must not act for the
+/// browser's user, and is not even looked up.
+pub fn session(headers: &HeaderMap) -> Option<String> {
+    get(headers, SESSION_COOKIE)
+        .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))
+}
+
 fn secure(state: &AppState) -> bool {
     state
         .config

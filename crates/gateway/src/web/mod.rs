@@ -208,9 +208,7 @@ pub async fn cookie_principal(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Option<(Principal, String)> {
-    // A session, never an API token planted in the cookie (not even looked up).
-    let token = cookies::get(headers, cookies::SESSION_COOKIE)
-        .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))?;
+    let token = cookies::session(headers)?;
     let principal = authenticate(&state.store, &state.config.sessions, &token)
         .await
         .ok()?;

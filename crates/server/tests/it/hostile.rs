@@ -673,6 +673,12 @@ both_backends!(
                    Content-Type: application/json\r\nContent-Length: 65537\r\n\r\n{";
         let (status, text) = raw(&gw, big.as_bytes()).await;
         assert_eq!(status, 413, "{text}");
+        let big_form = "POST /api/v1/auth/web/logout HTTP/1.1\r\nHost: x\r\n\
+                        Content-Type: application/x-www-form-urlencoded\r\n\
+                        Content-Length: 65537\r\n\r\ncsrf=";
+        let (status, text) = raw(&gw, big_form.as_bytes()).await;
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("Form too large"), "{text}");
         let resp = client()
             .get(format!("{}/api/v1/health", gw.url))
             .send()
