@@ -35,6 +35,9 @@ pub enum ApiError {
         /// What to fix; never echoes the body.
         message: &'static str,
     },
+    /// The change conflicts with the gateway's state (the message says how).
+    #[error("{0}")]
+    Conflict(String),
     /// The method is not one the gateway proxies.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidBody { status, .. } => *status,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => "permission_denied",
             ApiError::CsrfRejected => "csrf_rejected",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Conflict(_) => "conflict",
             ApiError::InvalidBody { status, .. } => match status.as_u16() {
                 413 => "body_too_large",
                 415 => "unsupported_media_type",

@@ -39,6 +39,7 @@ fn manage_error(e: ManageError) -> ApiError {
             ApiError::BadRequest(format!("{m} already exists"))
         }
         ManageError::Store(StoreError::Ambiguous(m)) => ApiError::BadRequest(m),
+        ManageError::Store(e @ StoreError::LastAdmin(_)) => ApiError::Conflict(e.to_string()),
         ManageError::Store(_) => ApiError::Internal,
         ManageError::Audit(_) => ApiError::AuditUnavailable,
     }

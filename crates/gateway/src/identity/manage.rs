@@ -251,15 +251,11 @@ pub async fn set_user_role(
     role: &str,
 ) -> Result<UserRow, ManageError> {
     let role = parse_role(role)?;
-    let before = store
-        .find_user(email)
-        .await?
-        .ok_or_else(|| ManageError::Invalid(format!("no user {email}")))?;
-    let user = store.set_user_role(email, role.as_str()).await?;
+    let (user, previous_role) = store.set_user_role(email, role.as_str()).await?;
     audit
         .record(actor.event(
             "gateway:users:update",
-            json!({ "email": user.email, "role": user.role, "previous_role": before.role }),
+            json!({ "email": user.email, "role": user.role, "previous_role": previous_role }),
         ))
         .await?;
     Ok(user)
@@ -273,16 +269,14 @@ pub async fn set_user_locked(
     email: &str,
     locked: bool,
 ) -> Result<UserRow, ManageError> {
-    let user = store.set_user_locked(email, locked).await?;
     if !locked {
+        let user = store.unlock_user(email).await?;
         audit
             .record(actor.event("gateway:users:unlock", json!({ "email": user.email })))
             .await?;
         return Ok(user);
     }
-    // The lock refuses the sessions at once; ending them as well means that unlocking later
-    // does not bring back a session (or a stolen cookie) from before the lock.
-    let sessions_revoked = store.revoke_user_sessions(user.id).await?;
+    let (user, sessions_revoked) = store.lock_user(email).await?;
     audit
         .record(actor.event(
             "gateway:users:lock",

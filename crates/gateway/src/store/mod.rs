@@ -75,6 +75,9 @@ pub enum StoreError {
     /// The audit writer's SQLite connection failed.
     #[error("database error: {0}")]
     Sqlite(String),
+    /// The change would leave no unlocked admin (the e-mail is the admin's).
+    #[error("{0} is the only unlocked admin: make another user admin first")]
+    LastAdmin(String),
     /// Stored data is not what this version expects.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -367,6 +370,23 @@ impl WriteTx {
 }
 
 impl WriteTx {
+    /// Commits when `result` is a success, else rolls back; returns `result` (or the commit's
+    /// error).
+    async fn finish<T>(self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                if let Err(e) = self.rollback().await {
+                    tracing::warn!(error = %e, "rollback failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// Ends the transaction without writing and gives the connection back to the pool (a
     /// dropped transaction closes its connection instead, since its state is unknown then).
     async fn rollback(mut self) -> Result<(), StoreError> {

@@ -3,7 +3,9 @@
 use super::columns::Columns;
 use sqlx::any::AnyRow;
 
-use super::{Key, Store, StoreError, Table, now_ms};
+use sqlx::Row;
+
+use super::{Key, Store, StoreError, Table, WriteTx, now_ms};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -127,41 +129,125 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Changes a user's role.
-    pub async fn set_user_role(&self, email: &str, role: &str) -> Result<UserRow, StoreError> {
+    /// Changes a user's role. Refuses ([`StoreError::LastAdmin`]) to take the role from the
+    /// only unlocked admin: checked and changed under the users table's write lock, so two
+    /// admins demoting each other at the same moment cannot leave the gateway without one.
+    /// Returns the user and the role they had before.
+    pub async fn set_user_role(
+        &self,
+        email: &str,
+        role: &str,
+    ) -> Result<(UserRow, String), StoreError> {
         if !storable(email) {
-            return found(None, email);
+            return found(None, email).map(|user| (user, String::new()));
         }
-        let sql = concat!(
-            "UPDATE users SET role = $1, updated_at = $2 WHERE email = $3 RETURNING ",
-            columns!()
-        );
-        let row = sqlx::query(sql)
-            .bind(role)
-            .bind(now_ms())
-            .bind(gateway_core::text::email_key(email))
-            .fetch_optional(&self.pool)
-            .await?;
-        found(row, email)
+        let key = gateway_core::text::email_key(email);
+        let mut tx = self.begin_exclusive_write(Table::Users).await?;
+        let result = async {
+            let before = sqlx::query("SELECT role FROM users WHERE email = $1")
+                .bind(&key)
+                .fetch_optional(&mut **tx.conn()?)
+                .await?;
+            let Some(before) = before else {
+                return found(None, email).map(|user| (user, String::new()));
+            };
+            let previous_role: String = before.try_get("role")?;
+            if role != ADMIN_ROLE {
+                keeps_an_admin(&mut tx, &key).await?;
+            }
+            let sql = concat!(
+                "UPDATE users SET role = $1, updated_at = $2 WHERE email = $3 RETURNING ",
+                columns!()
+            );
+            let row = sqlx::query(sql)
+                .bind(role)
+                .bind(now_ms())
+                .bind(&key)
+                .fetch_optional(&mut **tx.conn()?)
+                .await?;
+            Ok((found(row, email)?, previous_role))
+        }
+        .await;
+        tx.finish(result).await
     }
 
-    /// Locks or unlocks a user.
-    pub async fn set_user_locked(&self, email: &str, locked: bool) -> Result<UserRow, StoreError> {
+    /// Locks a user and ends their sessions, in one transaction: unlocking later does not
+    /// bring back a session (or a stolen cookie) from before the lock, and a failure leaves
+    /// neither half done. Refuses ([`StoreError::LastAdmin`]) to lock the only unlocked admin.
+    /// Returns the user and how many sessions were ended.
+    pub async fn lock_user(&self, email: &str) -> Result<(UserRow, u64), StoreError> {
+        if !storable(email) {
+            return found(None, email).map(|user| (user, 0));
+        }
+        let key = gateway_core::text::email_key(email);
+        let mut tx = self.begin_exclusive_write(Table::Users).await?;
+        let result = async {
+            keeps_an_admin(&mut tx, &key).await?;
+            let now = now_ms();
+            let sql = concat!(
+                "UPDATE users SET locked = 1, updated_at = $1 WHERE email = $2 RETURNING ",
+                columns!()
+            );
+            let row = sqlx::query(sql)
+                .bind(now)
+                .bind(&key)
+                .fetch_optional(&mut **tx.conn()?)
+                .await?;
+            let user = found(row, email)?;
+            let ended = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user.id)
+            .execute(&mut **tx.conn()?)
+            .await?
+            .rows_affected();
+            Ok((user, ended))
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// Unlocks a user (their sessions from before the lock stay ended).
+    pub async fn unlock_user(&self, email: &str) -> Result<UserRow, StoreError> {
         if !storable(email) {
             return found(None, email);
         }
         let sql = concat!(
-            "UPDATE users SET locked = $1, updated_at = $2 WHERE email = $3 RETURNING ",
+            "UPDATE users SET locked = 0, updated_at = $1 WHERE email = $2 RETURNING ",
             columns!()
         );
         let row = sqlx::query(sql)
-            .bind(i64::from(locked))
             .bind(now_ms())
             .bind(gateway_core::text::email_key(email))
             .fetch_optional(&self.pool)
             .await?;
         found(row, email)
     }
+}
+
+/// The role that manages users; [`Store::set_user_role`] and [`Store::lock_user`] keep one
+/// unlocked user in it.
+const ADMIN_ROLE: &str = "admin";
+
+/// Refuses, inside `tx` (which holds the users table), a change that would take away the
+/// last unlocked admin: the user `key` is one and no other is.
+async fn keeps_an_admin(tx: &mut WriteTx, key: &str) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM users WHERE role = $1 AND locked = 0 AND email = $2) \
+         AS target, \
+         (SELECT COUNT(*) FROM users WHERE role = $1 AND locked = 0 AND email <> $2) AS others",
+    )
+    .bind(ADMIN_ROLE)
+    .bind(key)
+    .fetch_one(&mut **tx.conn()?)
+    .await?;
+    let target: i64 = row.try_get("target")?;
+    let others: i64 = row.try_get("others")?;
+    if target > 0 && others == 0 {
+        return Err(StoreError::LastAdmin(key.to_string()));
+    }
+    Ok(())
 }
 
 /// Whether `email` can be a stored key. PostgreSQL refuses NUL in text (an error, which would

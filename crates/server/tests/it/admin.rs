@@ -347,3 +347,98 @@ both_backends!(uniqueness_holds_when_creations_race, |db| async move {
         .count();
     assert_eq!(usable, 1);
 });
+
+both_backends!(the_last_unlocked_admin_stays, |db| async move {
+    use gateway::store::StoreError;
+    let (ok, _, err) = admin(&db, &["users", "add", "ann@example.com", "--role", "admin"]);
+    assert!(ok, "{err}");
+    for args in [
+        ["users", "set-role", "ann@example.com", "deployer"],
+        ["users", "lock", "ann@example.com", ""],
+    ] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let (ok, _, err) = admin(&db, &args);
+        assert!(!ok, "{args:?} took the last admin");
+        assert!(
+            err.contains("ann@example.com is the only unlocked admin"),
+            "{args:?}: {err}"
+        );
+    }
+    // Keeping the role, and other users' changes, are fine; a locked admin does not count.
+    let (ok, _, err) = admin(&db, &["users", "set-role", "ann@example.com", "admin"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&db, &["users", "add", "bo@example.com", "--role", "admin"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&db, &["users", "lock", "bo@example.com"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&db, &["users", "set-role", "ann@example.com", "viewer"]);
+    assert!(!ok && err.contains("only unlocked admin"), "{err}");
+    let (ok, _, err) = admin(&db, &["users", "set-role", "bo@example.com", "viewer"]);
+    assert!(ok, "a locked admin could not be demoted: {err}");
+    let (ok, out, err) = admin(&db, &["users", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("admin"), "{out}");
+
+    // Two admins taking each other's role (or locking each other) at the same moment: one
+    // change wins, the other is refused, and one admin is left. The check and the change are
+    // one locked write; without the lock both went through.
+    let st = store(&db).await;
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Open the pool's connections first, so that the changes below start together.
+    let mut warm = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let st = st.clone();
+        warm.spawn(async move { st.list_users().await.map(|_| ()) });
+    }
+    while let Some(done) = warm.join_next().await {
+        done.unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for round in 0..8 {
+        // Only these two are admins.
+        sqlx::Executor::execute(&mut conn, "DELETE FROM users")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (
+            format!("a{round}@example.com"),
+            format!("b{round}@example.com"),
+        );
+        for who in [&a, &b] {
+            st.create_user(who, "A", "admin")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut changes = tokio::task::JoinSet::new();
+        for (i, who) in [a.clone(), b.clone()].into_iter().enumerate() {
+            let st = st.clone();
+            let lock = round % 2 == 1 && i == 0;
+            changes.spawn(async move {
+                if lock {
+                    st.lock_user(&who).await.map(|_| ())
+                } else {
+                    st.set_user_role(&who, "viewer").await.map(|_| ())
+                }
+            });
+        }
+        let (mut done, mut refused) = (0, 0);
+        while let Some(result) = changes.join_next().await {
+            match result.unwrap_or_else(|e| panic!("{e}")) {
+                Ok(()) => done += 1,
+                Err(StoreError::LastAdmin(_)) => refused += 1,
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!((done, refused), (1, 1), "round {round}");
+        let admins = st
+            .list_users()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .filter(|u| u.role == "admin" && !u.locked)
+            .count();
+        assert_eq!(admins, 1, "round {round}");
+    }
+});

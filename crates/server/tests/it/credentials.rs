@@ -251,6 +251,47 @@ both_backends!(
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 400);
 
+        // Ann is the only admin: nobody may demote or lock her, not even another admin's
+        // token (the gateway would have nobody left to manage users).
+        let other = crate::kit::token(&db, "other-admin", &["--role", "admin"]);
+        for (method, path, body) in [
+            (
+                Method::PUT,
+                "role",
+                Some(serde_json::json!({ "role": "viewer" })),
+            ),
+            (Method::POST, "lock", None),
+        ] {
+            let mut request = client()
+                .request(
+                    method,
+                    format!("{}/api/v1/users/ann@example.com/{path}", gw.url),
+                )
+                .bearer_auth(&other);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let resp = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 409, "{path}");
+            let body = resp.text().await.unwrap_or_default();
+            assert!(
+                body.contains("only unlocked admin") && body.contains("\"conflict\""),
+                "{body}"
+            );
+        }
+        let (ok, _, err) = admin(&db, &["users", "lock", "ann@example.com"]);
+        assert!(
+            !ok && err.contains("make another user admin first"),
+            "{err}"
+        );
+        assert_eq!(
+            info(session.clone(), false).await.0,
+            200,
+            "refused lock kept"
+        );
+        let (ok, _, err) = admin(&db, &["users", "add", "bo@example.com", "--role", "admin"]);
+        assert!(ok, "{err}");
+
         // Unlocking must not bring back a session (or a stolen cookie) from before the lock.
         let (ok, _, err) = admin(&db, &["users", "lock", "ann@example.com"]);
         assert!(ok, "{err}");
