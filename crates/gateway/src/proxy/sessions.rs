@@ -29,11 +29,12 @@ struct Open {
     by_credential: HashMap<Credential, usize>,
 }
 
-/// The credential a session was opened with: one API token, or one signed-in session.
+/// What a session is counted against: one API token, or one user's signed-in sessions
+/// together (signing in again must not give a person another set of places).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Credential {
     Token(i64),
-    Session(i64),
+    User(i64),
 }
 
 /// A session may not open: a limit is reached.
@@ -41,8 +42,8 @@ enum Credential {
 pub enum Full {
     /// `MAX_WEBSOCKETS_PER_CREDENTIAL`.
     #[error(
-        "{0} WebSocket sessions (logs, exec, run) are already open with this credential: \
-         close one and try again"
+        "{0} WebSocket sessions (logs, exec, run) are already open with this credential \
+         (this API token, or your signed-in sessions together): close one and try again"
     )]
     Credential(usize),
     /// `MAX_WEBSOCKETS`.
@@ -83,7 +84,7 @@ impl Sessions {
     pub fn admit(&self, principal: &Principal) -> Result<Slot, Full> {
         let credential = match &principal.kind {
             PrincipalKind::ApiToken { id, .. } => Credential::Token(*id),
-            PrincipalKind::Session { session_id, .. } => Credential::Session(*session_id),
+            PrincipalKind::Session { user_id, .. } => Credential::User(*user_id),
         };
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.total >= self.limits.total {

@@ -731,3 +731,49 @@ crate::both_backends!(
         assert!(recorded, "a refused session has no outcome");
     }
 );
+
+crate::both_backends!(
+    a_users_sessions_share_their_websocket_places,
+    |db| async move {
+        // Signing in again must not give a person another set of places.
+        let rack = TestRack::start().await;
+        let (st, _, first) =
+            crate::credentials::user_with_session(&db, "ws@example.com", "viewer").await;
+        let user = st
+            .find_user("ws@example.com")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no user"));
+        let (_, second) = gateway::identity::sessions::issue_session(
+            &st,
+            &Default::default(),
+            &user,
+            "web",
+            None,
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let gw = Gateway::start(&db, &rack.url, &[("MAX_WEBSOCKETS_PER_CREDENTIAL", "2")]).await;
+        let logs = "/apps/web/logs?follow=true";
+        let _a = ws_connect(&gw, logs, &first).await;
+        let _b = ws_connect(&gw, logs, &second).await;
+        match tokio_tungstenite::connect_async(ws_request(&gw, logs, &second)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 429);
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                assert!(body.contains("signed-in sessions together"), "{body}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a second session gave the user a third place"),
+        }
+        // Another person is not counted with them.
+        let viewer = role_token(&db, "viewer");
+        let _c = ws_connect(&gw, logs, &viewer).await;
+    }
+);
