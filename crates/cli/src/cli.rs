@@ -232,6 +232,7 @@ pub enum AppsCommand {
   rack-gateway apps create myapp")]
     Create {
         /// App name.
+        #[arg(value_parser = path_segment)]
         name: String,
         /// App generation.
         #[arg(short, long)]
@@ -242,6 +243,7 @@ pub enum AppsCommand {
   rack-gateway apps delete myapp")]
     Delete {
         /// App name.
+        #[arg(value_parser = path_segment)]
         name: String,
     },
 }
@@ -271,6 +273,7 @@ pub enum PsCommand {
   rack-gateway ps info web-7d9c5-abcde -a web")]
     Info {
         /// Process id.
+        #[arg(value_parser = path_segment)]
         pid: String,
     },
     /// Stop a process (a service's process is replaced).
@@ -278,6 +281,7 @@ pub enum PsCommand {
   rack-gateway ps stop web-7d9c5-abcde -a web")]
     Stop {
         /// Process id.
+        #[arg(value_parser = path_segment)]
         pid: String,
     },
 }
@@ -295,10 +299,10 @@ pub struct LogsArgs {
     #[arg(long, value_parser = parse_duration)]
     pub since: Option<Duration>,
     /// Only this service's lines.
-    #[arg(short, long, conflicts_with = "process")]
+    #[arg(value_parser = path_segment, short, long, conflicts_with = "process")]
     pub service: Option<String>,
     /// Only this process's lines.
-    #[arg(short, long)]
+    #[arg(value_parser = path_segment, short, long)]
     pub process: Option<String>,
     /// Only lines containing this text.
     #[arg(long)]
@@ -318,7 +322,7 @@ pub struct EnvArgs {
     #[command(flatten)]
     pub app: AppArg,
     /// Read (and base changes on) this release instead of the active one.
-    #[arg(long, global = true)]
+    #[arg(value_parser = path_segment, long, global = true)]
     pub release: Option<String>,
     /// A subcommand (default: list).
     #[command(subcommand)]
@@ -385,6 +389,7 @@ pub enum ReleasesCommand {
   rack-gateway releases info RABCDEFGHIJ -a web")]
     Info {
         /// Release id.
+        #[arg(value_parser = path_segment)]
         id: String,
     },
     /// Promote a release (default: the newest).
@@ -406,6 +411,7 @@ pub enum ReleasesCommand {
   rack-gateway releases rollback RABCDEFGHIJ -a web")]
     Rollback {
         /// The release to go back to.
+        #[arg(value_parser = path_segment)]
         id: String,
         /// Promote even if the app is updating.
         #[arg(long)]
@@ -438,6 +444,7 @@ pub enum BuildsCommand {
   rack-gateway builds info BABCDEFGHIJ -a web")]
     Info {
         /// Build id.
+        #[arg(value_parser = path_segment)]
         id: String,
     },
     /// Show a build's output (streamed while it runs).
@@ -445,6 +452,7 @@ pub enum BuildsCommand {
   rack-gateway builds logs BABCDEFGHIJ -a web")]
     Logs {
         /// Build id.
+        #[arg(value_parser = path_segment)]
         id: String,
     },
 }
@@ -488,6 +496,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub app: AppArg,
     /// The service whose image and environment to use.
+    #[arg(value_parser = path_segment)]
     pub service: String,
     /// The command (words are joined with spaces; use `--` before words starting with `-`).
     #[arg(required = true, num_args = 1..)]
@@ -496,7 +505,7 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub detach: bool,
     /// Run this release instead of the active one.
-    #[arg(long)]
+    #[arg(value_parser = path_segment, long)]
     pub release: Option<String>,
     /// Seconds the process may live.
     #[arg(short, long, default_value_t = 3600)]
@@ -510,6 +519,7 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub app: AppArg,
     /// Process id (see `rack-gateway ps`).
+    #[arg(value_parser = path_segment)]
     pub pid: String,
     /// The command (words are joined with spaces; use `--` before words starting with `-`).
     #[arg(required = true, num_args = 1..)]
@@ -523,6 +533,7 @@ pub struct ScaleArgs {
     #[command(flatten)]
     pub app: AppArg,
     /// The service to scale (required with a change; filters the table otherwise).
+    #[arg(value_parser = path_segment)]
     pub service: Option<String>,
     /// Desired process count.
     #[arg(long)]
@@ -539,6 +550,24 @@ pub struct ScaleArgs {
     /// Autoscale maximum.
     #[arg(long)]
     pub max: Option<i64>,
+}
+
+/// A value that becomes one segment of a request path (an app, service, process, release or
+/// build): `.` and `..` would be resolved away by URL parsing (`ps info ..` asked for the
+/// app's process list), and `/` or `\` would split it.
+pub fn path_segment(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s == "."
+        || s == ".."
+        || s.contains(['/', '\\'])
+        || s.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{:?} is not a valid name or id here",
+            crate::output::printable(s)
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// Parses `30s`, `10m`, `2h`, `1h30m` (also a bare number of seconds).

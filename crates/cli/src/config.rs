@@ -138,6 +138,23 @@ impl Config {
 
     /// Writes the file atomically with mode 0600 (its directory 0700 when created).
     pub fn save(&self, path: &Path) -> CliResult<()> {
+        // A config kept elsewhere through a symlink (a dotfiles repository) is written where
+        // the link points; replacing the link with a file would quietly fork it.
+        let resolved;
+        let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            resolved = std::fs::canonicalize(path).map_err(|e| {
+                CliError::io(
+                    format!(
+                        "following the symlink {} (to a missing file?)",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+            resolved.as_path()
+        } else {
+            path
+        };
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -263,6 +280,29 @@ mod tests {
             expires_at: None,
             token_name: Some("ci".into()),
         }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn save_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let real = dir.path().join("dotfiles").join("config.json");
+        let link = dir.path().join("config.json");
+        let mut config = Config::default();
+        config.racks.insert("a".into(), entry("http://a"));
+        config.save(&real).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+        config.current = Some("a".into());
+        config.save(&link).unwrap_or_else(|e| panic!("{e}"));
+        let is_link = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
+        assert!(is_link, "the symlink was replaced by a file");
+        let back = Config::load(&real).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, config);
+        // A link to nothing is an error, not a file created in its place.
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(dir.path().join("gone.json"), &dangling)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.save(&dangling).is_err());
     }
 
     #[test]

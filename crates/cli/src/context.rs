@@ -83,7 +83,17 @@ impl Target {
     /// The `login` command that renews this rack's credential.
     pub fn login_hint(&self) -> String {
         match self {
-            Target::Gateway(s) => format!("rack-gateway login {} {}", s.name, s.entry.gateway_url),
+            Target::Gateway(s) => {
+                // Without the flag it was signed in with, the hint would be refused.
+                let insecure = url::Url::parse(&s.entry.gateway_url)
+                    .is_ok_and(|u| crate::commands::auth::needs_insecure_http(&u));
+                format!(
+                    "rack-gateway login {} {}{}",
+                    s.name,
+                    s.entry.gateway_url,
+                    if insecure { " --insecure-http" } else { "" }
+                )
+            }
             Target::Direct { .. } => format!("set {DIRECT_ENV} to a working rack URL"),
         }
     }
@@ -226,6 +236,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn login_hints_repeat_insecure_http_when_it_was_needed() {
+        let hint = |url: &str| {
+            Target::Gateway(Selected {
+                name: "dev".into(),
+                entry: RackEntry {
+                    gateway_url: url.into(),
+                    token: "rgw_abc".into(),
+                    token_type: TokenType::Session,
+                    email: None,
+                    role: None,
+                    expires_at: None,
+                    token_name: None,
+                },
+            })
+            .login_hint()
+        };
+        assert_eq!(
+            hint("http://10.0.0.5:8447"),
+            "rack-gateway login dev http://10.0.0.5:8447 --insecure-http"
+        );
+        assert_eq!(
+            hint("https://gw.example.com"),
+            "rack-gateway login dev https://gw.example.com"
+        );
+        assert_eq!(
+            hint("http://127.0.0.1:8447"),
+            "rack-gateway login dev http://127.0.0.1:8447"
+        );
     }
 
     #[test]

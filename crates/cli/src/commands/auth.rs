@@ -29,7 +29,7 @@ fn normalise_url(raw: &str, insecure_http: bool) -> CliResult<(String, Option<St
             without_credentials(raw)
         )));
     }
-    if url.scheme() == "http" && !is_this_machine(&url) && !insecure_http {
+    if needs_insecure_http(&url) && !insecure_http {
         return Err(CliError::Usage(format!(
             "{}: plain http:// sends your credentials readable by anyone on the network; use \
              https://, or add --insecure-http if you really mean it",
@@ -64,6 +64,11 @@ fn without_credentials(raw: &str) -> String {
 }
 
 /// Whether `url` names this machine (where plain http stays on the machine).
+/// Whether signing in to `url` needs `--insecure-http`: plain http to another machine.
+pub(crate) fn needs_insecure_http(url: &url::Url) -> bool {
+    url.scheme() == "http" && !is_this_machine(url)
+}
+
 fn is_this_machine(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),

@@ -2,7 +2,7 @@
 //! gateway-aware messages.
 
 mod apps;
-mod auth;
+pub(crate) mod auth;
 mod builds;
 mod deploy;
 mod env;
@@ -84,19 +84,13 @@ pub fn app_name(arg: &AppArg) -> CliResult<String> {
     Ok(name)
 }
 
-/// Refuses a name that would not stay one path segment: `.` and `..` are resolved away by URL
-/// parsing (`ps -a ..` asked for `/processes`), and `.convox/app` comes from whatever
-/// repository is checked out.
+/// Refuses a name that would not stay one path segment (see [`crate::cli::path_segment`]):
+/// `.convox/app` comes from whatever repository is checked out.
 pub fn check_name(what: &str, name: &str) -> CliResult<()> {
-    if name == "."
-        || name == ".."
-        || name.contains(['/', '\\'])
-        || name.chars().any(char::is_control)
-    {
-        return Err(CliError::Usage(format!(
+    crate::cli::path_segment(name).map(|_| ()).map_err(|_| {
+        CliError::Usage(format!(
             "{:?} is not a valid {what} name",
             crate::output::printable(name)
-        )));
-    }
-    Ok(())
+        ))
+    })
 }

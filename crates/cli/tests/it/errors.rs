@@ -307,3 +307,33 @@ fn hostile_answers_are_refused_or_neutralised() {
         out.stderr
     );
 }
+
+#[test]
+fn names_that_are_not_one_path_segment_are_refused_before_any_request() {
+    // URL parsing resolves `.` and `..` away: `ps info .. -a web` asked for the app's process
+    // list, and `/` would split a name. No rack is configured here: the refusal comes first.
+    let home = Home::new();
+    for args in [
+        &["ps", "info", "..", "-a", "web"][..],
+        &["ps", "stop", ".", "-a", "web"],
+        &["exec", "..", "ls", "-a", "web"],
+        &["run", "..", "ls", "-a", "web"],
+        &["scale", "a/b", "-a", "web"],
+        &["logs", "-s", "..", "-a", "web"],
+        &["logs", "-p", ".", "-a", "web"],
+        &["builds", "info", "..", "-a", "web"],
+        &["builds", "logs", "..", "-a", "web"],
+        &["releases", "info", "..", "-a", "web"],
+        &["releases", "rollback", "..", "-a", "web"],
+        &["env", "get", "X", "--release", "..", "-a", "web"],
+        &["apps", "create", ".."],
+        &["apps", "delete", "a\\b"],
+        &["ps", "-a", ".."],
+    ] {
+        let err = home.run(args).failed();
+        assert!(
+            err.contains("is not a valid"),
+            "{args:?} was not refused as a name: {err}"
+        );
+    }
+}
