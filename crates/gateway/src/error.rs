@@ -65,12 +65,23 @@ pub enum ApiError {
     /// A body the gateway reads itself (JSON, a form) did not arrive in full in time.
     #[error("request body not received within {0} s")]
     BodyTimeout(u64),
+    /// The gateway's own store failed (details are logged, not returned); nothing was changed
+    /// that the answer does not say.
+    #[error("gateway store unavailable, try again")]
+    StoreUnavailable,
     /// Something failed inside the gateway; details are logged, not returned.
     #[error("internal error (request id in X-Request-Id)")]
     Internal,
 }
 
 impl ApiError {
+    /// A store failure while serving a request: logged here (the client is told only that the
+    /// store is unavailable).
+    pub fn store(err: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %err, "store call failed");
+        ApiError::StoreUnavailable
+    }
+
     /// HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -82,7 +93,9 @@ impl ApiError {
             ApiError::InvalidBody { status, .. } => *status,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::AuditUnavailable | ApiError::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -119,6 +132,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::StoreUnavailable => "store_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => "client_timeout",

@@ -510,6 +510,11 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
     }
 }
 
+/// What a sign-out that could not end the session tells the user.
+const NOT_ENDED: &str = "This browser is signed out, but the session could not be ended: a \
+                         copy of its cookie would still work until it expires. Sign in and out \
+                         again once the gateway answers, or ask an admin to end it.";
+
 /// `POST /api/v1/auth/web/logout` (form with `csrf`): ends the browser session.
 pub async fn web_logout(
     State(state): State<AppState>,
@@ -518,7 +523,16 @@ pub async fn web_logout(
     web::PageForm(form): web::PageForm<web::CsrfForm>,
 ) -> Response {
     let mut response = Redirect::to("/").into_response();
-    if let Some((principal, token)) = web::cookie_principal(&state, &headers).await {
+    let signed_in = match web::cookie_principal(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(_) => {
+            // This browser is signed out either way; the session itself could not be ended.
+            let mut page = web::unavailable(NOT_ENDED);
+            cookies::clear_session(&state, &mut page);
+            return page;
+        }
+    };
+    if let Some((principal, token)) = signed_in {
         if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
             audit_signin(
                 &state,
@@ -532,8 +546,23 @@ pub async fn web_logout(
             .await;
             return web::stale_form();
         }
-        if let Some(id) = principal.session_id() {
-            let _ = state.store.revoke_session(id).await;
+        if let Some(id) = principal.session_id()
+            && let Err(e) = state.store.revoke_session(id).await
+        {
+            tracing::error!(error = %e, "ending a session at sign-out failed");
+            audit_signin(
+                &state,
+                &peer,
+                &headers,
+                "gateway:auth:signout",
+                principal.email(),
+                false,
+                json!({ "channel": "web", "reason": "store_unavailable" }),
+            )
+            .await;
+            let mut page = web::unavailable(NOT_ENDED);
+            cookies::clear_session(&state, &mut page);
+            return page;
         }
         audit_signin(
             &state,
@@ -567,7 +596,7 @@ pub async fn logout(
         .store
         .revoke_session(id)
         .await
-        .map_err(|_| ApiError::Internal)?;
+        .map_err(ApiError::store)?;
     audit_signin(
         &state,
         &peer,
@@ -638,7 +667,7 @@ pub async fn cli_start(
             .await;
             return Err(ApiError::TooManySignIns);
         }
-        Err(_) => return Err(ApiError::Internal),
+        Err(e) => return Err(ApiError::store(e)),
     }
     // The public URL, or else the origin of the callback registered with the provider.
     let base = state
@@ -802,7 +831,7 @@ pub async fn cli_poll(
         .store
         .login_by_cli_hash(&hash_token(&body.login_id))
         .await
-        .map_err(|_| ApiError::Internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::BadRequest("unknown login_id".into()))?;
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(body.code_verifier.as_bytes()));
     let expected = attempt.cli_challenge.clone().unwrap_or_default();
@@ -827,7 +856,7 @@ pub async fn cli_poll(
                 return Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response());
             }
             let user_id = attempt.user_id.ok_or(ApiError::Internal)?;
-            let user = state.store.user_by_id(user_id).await.map_err(|_| ApiError::Internal)?.ok_or(ApiError::Internal)?;
+            let user = state.store.user_by_id(user_id).await.map_err(ApiError::store)?.ok_or(ApiError::Internal)?;
             if user.locked {
                 return Err(ApiError::Unauthenticated(AuthError::UserLocked));
             }
@@ -835,7 +864,7 @@ pub async fn cli_poll(
             let ip = peer.ip.to_string();
             let (session, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
                 .await
-                .map_err(|_| ApiError::Internal)?;
+                .map_err(ApiError::store)?;
             audit_signin(&state, &peer, &headers, "gateway:auth:signin", Some(&user.email), true, json!({ "channel": "cli", "session_id": session.id })).await;
             Ok(Json(json!({
                 "status": "complete",

@@ -33,7 +33,7 @@ async fn target_user(
                 .store
                 .find_user(email)
                 .await
-                .map_err(|_| ApiError::Internal)?;
+                .map_err(ApiError::store)?;
             Ok(user.ok_or(ApiError::NotFound)?.id)
         }
         _ => principal.user_id().ok_or_else(|| {
@@ -54,7 +54,7 @@ pub async fn list(
         .store
         .user_sessions(user_id)
         .await
-        .map_err(|_| ApiError::Internal)?;
+        .map_err(ApiError::store)?;
     let current = principal.session_id();
     let list: Vec<_> = sessions
         .into_iter()
@@ -79,7 +79,7 @@ pub async fn revoke(
         .store
         .session_by_id(id)
         .await
-        .map_err(|_| ApiError::Internal)?;
+        .map_err(ApiError::store)?;
     let own = session
         .as_ref()
         .is_some_and(|s| Some(s.user_id) == principal.user_id());
@@ -98,7 +98,7 @@ pub async fn revoke(
         .store
         .revoke_session(id)
         .await
-        .map_err(|_| ApiError::Internal)?;
+        .map_err(ApiError::store)?;
     crate::web::audit_session_revoke(
         &state,
         principal,
@@ -122,7 +122,7 @@ pub async fn revoke_all(
         .store
         .revoke_user_sessions(user_id)
         .await
-        .map_err(|_| ApiError::Internal)?;
+        .map_err(ApiError::store)?;
     crate::web::audit_session_revoke(
         &state,
         principal,

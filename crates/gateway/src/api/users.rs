@@ -40,7 +40,7 @@ fn manage_error(e: ManageError) -> ApiError {
         }
         ManageError::Store(StoreError::Ambiguous(m)) => ApiError::BadRequest(m),
         ManageError::Store(e @ StoreError::LastAdmin(_)) => ApiError::Conflict(e.to_string()),
-        ManageError::Store(_) => ApiError::Internal,
+        ManageError::Store(e) => ApiError::store(e),
         ManageError::Audit(_) => ApiError::AuditUnavailable,
     }
 }
@@ -48,11 +48,7 @@ fn manage_error(e: ManageError) -> ApiError {
 /// `GET /api/v1/users`
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:list").await?;
-    let users = state
-        .store
-        .list_users()
-        .await
-        .map_err(|_| ApiError::Internal)?;
+    let users = state.store.list_users().await.map_err(ApiError::store)?;
     Ok(Json(users).into_response())
 }
 

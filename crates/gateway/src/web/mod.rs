@@ -207,21 +207,48 @@ pub async fn stylesheet() -> Response {
 pub async fn cookie_principal(
     state: &AppState,
     headers: &HeaderMap,
-) -> Option<(Principal, String)> {
-    let token = cookies::session(headers)?;
-    let principal = authenticate(&state.store, &state.config.sessions, &token)
-        .await
-        .ok()?;
-    principal.session_id()?;
-    Some((principal, token))
+) -> Result<Option<(Principal, String)>, StoreDown> {
+    let Some(token) = cookies::session(headers) else {
+        return Ok(None);
+    };
+    match authenticate(&state.store, &state.config.sessions, &token).await {
+        Ok(principal) if principal.session_id().is_some() => Ok(Some((principal, token))),
+        Ok(_) => Ok(None),
+        // Not "signed out": the page must not say so (nor offer a sign-in that will fail).
+        Err(crate::identity::AuthError::Store(e)) => {
+            tracing::error!(error = %e, "session lookup failed");
+            Err(StoreDown)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// The store could not say who the browser is, or could not make a change.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreDown;
+
+impl IntoResponse for StoreDown {
+    fn into_response(self) -> Response {
+        unavailable("Nothing was changed.")
+    }
+}
+
+/// The 503 page: the gateway's store is not answering; `outcome` says what that left.
+pub fn unavailable(outcome: &str) -> Response {
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        &format!("The gateway's store is not answering. {outcome} Try again shortly."),
+    )
 }
 
 /// `GET /`: the account page when signed in, the sign-in page otherwise.
 pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if cookie_principal(&state, &headers).await.is_some() {
-        return Redirect::to("/account").into_response();
+    match cookie_principal(&state, &headers).await {
+        Ok(Some(_)) => Redirect::to("/account").into_response(),
+        Ok(None) => signin_page(&state, "/account"),
+        Err(down) => down.into_response(),
     }
-    signin_page(&state, "/account")
 }
 
 fn signin_page(state: &AppState, return_to: &str) -> Response {
@@ -258,23 +285,30 @@ fn time(ms: i64) -> String {
 
 /// `GET /account`
 pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some((principal, token)) = cookie_principal(&state, &headers).await else {
-        return signin_page(&state, "/account");
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return signin_page(&state, "/account"),
+        Err(down) => return down.into_response(),
     };
     let Some(user_id) = principal.user_id() else {
         return signin_page(&state, "/account");
     };
     let user = match state.store.user_by_id(user_id).await {
         Ok(Some(u)) => u,
-        _ => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Try again shortly.",
-            );
+        Ok(None) => return signin_page(&state, "/account"),
+        Err(e) => {
+            tracing::error!(error = %e, "user lookup failed");
+            return StoreDown.into_response();
         }
     };
-    let sessions = state.store.user_sessions(user_id).await.unwrap_or_default();
+    // An empty list would tell the user that no other session of theirs is open.
+    let sessions = match state.store.user_sessions(user_id).await {
+        Ok(sessions) => sessions,
+        Err(e) => {
+            tracing::error!(error = %e, "session list failed");
+            return StoreDown.into_response();
+        }
+    };
     let current = principal.session_id();
     let page = AccountPage {
         email: user.email,
@@ -312,8 +346,10 @@ pub async fn revoke_session(
     PagePath(id): PagePath<i64>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
-    let Some((principal, token)) = cookie_principal(&state, &headers).await else {
-        return Redirect::to("/").into_response();
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return Redirect::to("/").into_response(),
+        Err(down) => return down.into_response(),
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
         let details = json!({ "session_id": id, "reason": "csrf_rejected" });
@@ -325,11 +361,7 @@ pub async fn revoke_session(
         Err(e) => {
             // Not a refusal: nothing is known about the session.
             tracing::error!(error = %e, "session lookup failed");
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Try again shortly.",
-            );
+            return StoreDown.into_response();
         }
     };
     if !owned {
@@ -342,8 +374,16 @@ pub async fn revoke_session(
             "That is not one of your sessions, or it has ended.",
         );
     }
-    if state.store.revoke_session(id).await.unwrap_or(false) {
-        audit_session_revoke(&state, &principal, peer, json!({ "session_id": id })).await;
+    match state.store.revoke_session(id).await {
+        Ok(true) => {
+            audit_session_revoke(&state, &principal, peer, json!({ "session_id": id })).await;
+        }
+        // Ended meanwhile.
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "session revoke failed");
+            return unavailable("The session was not ended.");
+        }
     }
     Redirect::to("/account").into_response()
 }
@@ -364,8 +404,10 @@ pub async fn revoke_all(
     headers: HeaderMap,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
-    let Some((principal, token)) = cookie_principal(&state, &headers).await else {
-        return Redirect::to("/").into_response();
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return Redirect::to("/").into_response(),
+        Err(down) => return down.into_response(),
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
         let details = json!({ "all": true, "reason": "csrf_rejected" });
@@ -373,7 +415,15 @@ pub async fn revoke_all(
         return stale_form();
     }
     if let Some(user_id) = principal.user_id() {
-        let n = state.store.revoke_user_sessions(user_id).await.unwrap_or(0);
+        // Reporting success here would leave a stolen session running while its owner
+        // believes every one was ended; the cookie stays so that they can try again.
+        let n = match state.store.revoke_user_sessions(user_id).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "revoking all sessions failed");
+                return unavailable("Your sessions were not ended.");
+            }
+        };
         audit_session_revoke(&state, &principal, peer, json!({ "all": true, "count": n })).await;
     }
     let mut response = Redirect::to("/").into_response();

@@ -1154,3 +1154,168 @@ both_backends!(look_alike_e_mails_cannot_pose_as_a_user, |db| async move {
         .unwrap_or_else(|| panic!("kate is gone"));
     assert_eq!(kate.role, "admin");
 });
+
+/// Makes the store refuse to end sessions (any write of `sessions.revoked_at`), as a failing
+/// database would, while everything else keeps working.
+async fn refuse_session_revokes(db: &Db, refuse: bool) {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let statements: &[&str] = match (db.backend, refuse) {
+        (crate::kit::Backend::Sqlite, true) => &[
+            "CREATE TRIGGER test_refuse_revoke BEFORE UPDATE OF revoked_at ON sessions \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+        (crate::kit::Backend::Sqlite, false) => &["DROP TRIGGER test_refuse_revoke"],
+        (crate::kit::Backend::Postgres, true) => &[
+            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER test_refuse_revoke BEFORE UPDATE OF revoked_at ON sessions \
+             FOR EACH ROW EXECUTE FUNCTION test_refuse()",
+        ],
+        (crate::kit::Backend::Postgres, false) => &[
+            "DROP TRIGGER test_refuse_revoke ON sessions",
+            "DROP FUNCTION test_refuse()",
+        ],
+    };
+    for sql in statements {
+        sqlx::Executor::execute(&mut conn, *sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+both_backends!(
+    sessions_that_could_not_be_ended_are_not_reported_ended,
+    |db| async move {
+        // "Sign out everywhere" that silently did nothing would leave a stolen session running
+        // while its owner believes it ended.
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = page
+            .body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(!csrf.is_empty(), "{}", page.body);
+        let session = ops.cookies.get("rg_session").cloned().unwrap_or_default();
+        let c = client();
+        let sessions: serde_json::Value = c
+            .get(format!("{}/api/v1/sessions", s.gw.url))
+            .bearer_auth(&session)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let id = sessions[0]["id"].as_i64().unwrap_or_default();
+        assert!(id > 0, "{sessions}");
+        let post = |path: String| {
+            let (c, cookie, csrf) = (c.clone(), ops.cookie_header(), csrf.clone());
+            async move {
+                let resp = c
+                    .post(path)
+                    .header("cookie", cookie)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("csrf={csrf}"))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let clears = resp
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .any(|v| v.to_str().unwrap_or_default().contains("Max-Age=0"));
+                let status = resp.status().as_u16();
+                (status, clears, resp.text().await.unwrap_or_default())
+            }
+        };
+        let alive = || {
+            let (c, url, session) = (
+                c.clone(),
+                format!("{}/api/v1/info", s.gw.url),
+                session.clone(),
+            );
+            async move {
+                c.get(url)
+                    .bearer_auth(session)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        };
+
+        refuse_session_revokes(&db, true).await;
+        let (status, clears, body) =
+            post(format!("{}/account/sessions/revoke-all", s.gw.url)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("Your sessions were not ended"), "{body}");
+        assert!(!clears, "the cookie was cleared as if signed out");
+        let (status, _, body) = post(format!("{}/account/sessions/{id}/revoke", s.gw.url)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("The session was not ended"), "{body}");
+        // Signing out: this browser forgets the cookie, and is told the session lives on.
+        let (status, clears, body) = post(format!("{}/api/v1/auth/web/logout", s.gw.url)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(clears, "the browser kept its cookie");
+        assert!(body.contains("could not be ended"), "{body}");
+        assert_eq!(
+            alive().await,
+            200,
+            "the page told the truth: the session is alive"
+        );
+        // The JSON API says the same, with its code.
+        for resp in [
+            c.delete(format!("{}/api/v1/sessions/{id}", s.gw.url))
+                .bearer_auth(&session)
+                .send()
+                .await,
+            c.post(format!("{}/api/v1/sessions/revoke-all", s.gw.url))
+                .bearer_auth(&session)
+                .send()
+                .await,
+            c.post(format!("{}/api/v1/auth/logout", s.gw.url))
+                .bearer_auth(&session)
+                .send()
+                .await,
+        ] {
+            let resp = resp.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 503);
+            let body = resp.text().await.unwrap_or_default();
+            assert!(body.contains("store_unavailable"), "{body}");
+            assert!(
+                !body.contains("refused by the test"),
+                "store detail leaked: {body}"
+            );
+        }
+        let failed = store(&db)
+            .await
+            .audit_rows(0, 10_000)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .any(|r| {
+                r.event.action == "gateway:auth:signout"
+                    && r.event.rbac_decision.as_str() == "deny"
+                    && r.event.details["reason"] == "store_unavailable"
+            });
+        assert!(failed, "the failed sign-out is not in the trail");
+
+        refuse_session_revokes(&db, false).await;
+        // (The client follows the redirect to the sign-in page.)
+        let (status, _, body) = post(format!("{}/account/sessions/revoke-all", s.gw.url)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("Sign in"), "{body}");
+        assert_eq!(alive().await, 401, "revoke-all left the session alive");
+    }
+);
