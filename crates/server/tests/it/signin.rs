@@ -1143,9 +1143,10 @@ both_backends!(look_alike_e_mails_cannot_pose_as_a_user, |db| async move {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(resp.status(), 400);
+    // No such user (as for lock and unlock): the look-alike is not kate.
+    assert_eq!(resp.status(), 404);
     let body = resp.text().await.unwrap_or_default();
-    assert!(body.contains("no user"), "{body}");
+    assert!(body.contains("not_found"), "{body}");
     let kate = store(&db)
         .await
         .find_user("kate@example.com")
