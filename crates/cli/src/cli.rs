@@ -225,6 +225,7 @@ pub enum AppsCommand {
   rack-gateway apps info web")]
     Info {
         /// App name (default: -a, .convox/app, the directory's name).
+        #[arg(value_parser = path_segment)]
         name: Option<String>,
     },
     /// Create an app.
@@ -398,6 +399,7 @@ pub enum ReleasesCommand {
   rack-gateway releases promote RABCDEFGHIJ -a web --wait")]
     Promote {
         /// Release id.
+        #[arg(value_parser = path_segment)]
         id: Option<String>,
         /// Promote even if the app is updating.
         #[arg(long)]

@@ -5,7 +5,7 @@ use anyhow::Context;
 use gateway::audit::{AuditLog, resolve_key, verify_chain};
 use gateway::config::StoreConfig;
 use gateway::identity::manage::{self, Actor, TokenRequest};
-use gateway::store::{Store, TokenRow, UserRow, now_ms};
+use gateway::store::{LastAdmin, Store, TokenRow, UserRow, now_ms};
 
 use crate::cli::{AuditCommand, TokensCommand, UsersCommand};
 
@@ -129,18 +129,37 @@ async fn run_users(admin: &Admin, cmd: UsersCommand) -> anyhow::Result<()> {
                 print_users(&users);
             }
         }
+        // The host's commands may take away the last admin (over HTTP nobody can): they are
+        // how a compromised sole admin is locked out. They say so when it happens.
         UsersCommand::SetRole { email, role } => {
-            let user = manage::set_user_role(store, audit, actor, &email, &role).await?;
+            let user =
+                manage::set_user_role(store, audit, actor, &email, &role, LastAdmin::MayGo).await?;
             println!("{} is now {}.", user.email, user.role);
+            warn_without_admin(store).await?;
         }
         UsersCommand::Lock { email } => {
-            let user = manage::set_user_locked(store, audit, actor, &email, true).await?;
+            let user = manage::set_user_locked(store, audit, actor, &email, true, LastAdmin::MayGo)
+                .await?;
             println!("Locked {}.", user.email);
+            warn_without_admin(store).await?;
         }
         UsersCommand::Unlock { email } => {
-            let user = manage::set_user_locked(store, audit, actor, &email, false).await?;
+            let user =
+                manage::set_user_locked(store, audit, actor, &email, false, LastAdmin::MayGo)
+                    .await?;
             println!("Unlocked {}.", user.email);
         }
+    }
+    Ok(())
+}
+
+/// Tells the operator when no unlocked admin is left (nobody can manage users over HTTP).
+async fn warn_without_admin(store: &Store) -> anyhow::Result<()> {
+    if !store.has_unlocked_admin().await? {
+        eprintln!(
+            "warning: no unlocked admin is left; nobody can manage users over HTTP. Add one \
+             with `rack-gateway-server users add EMAIL --role admin` (or `users set-role`)."
+        );
     }
     Ok(())
 }

@@ -63,12 +63,12 @@ fn without_credentials(raw: &str) -> String {
     format!("{:?}", output::printable(&shown))
 }
 
-/// Whether `url` names this machine (where plain http stays on the machine).
 /// Whether signing in to `url` needs `--insecure-http`: plain http to another machine.
 pub(crate) fn needs_insecure_http(url: &url::Url) -> bool {
     url.scheme() == "http" && !is_this_machine(url)
 }
 
+/// Whether `url` names this machine (where plain http stays on the machine).
 fn is_this_machine(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),

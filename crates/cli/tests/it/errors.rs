@@ -325,6 +325,8 @@ fn names_that_are_not_one_path_segment_are_refused_before_any_request() {
         &["builds", "logs", "..", "-a", "web"],
         &["releases", "info", "..", "-a", "web"],
         &["releases", "rollback", "..", "-a", "web"],
+        &["releases", "promote", "..", "-a", "web"],
+        &["apps", "info", ".."],
         &["env", "get", "X", "--release", "..", "-a", "web"],
         &["apps", "create", ".."],
         &["apps", "delete", "a\\b"],

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::identity::sessions::issue_session;
 use crate::identity::{AuthError, hash_token};
 use crate::oidc::random_token;
-use crate::store::{LoginLimits, LoginRow, NewLogin, UserRow, now_ms};
+use crate::store::{LoginLimits, LoginRow, NewLogin, StoreError, UserRow, now_ms};
 use crate::web::{self, cookies};
 
 /// How long a login attempt may take.
@@ -325,12 +325,18 @@ pub async fn callback(
         .await;
     };
     // Consume the attempt before the exchange so a replay cannot race it.
-    if !state
+    let consumed = match state
         .store
         .finish_login(&attempt.id, "pending", "exchanging", None, None)
         .await
-        .unwrap_or(false)
     {
+        Ok(consumed) => consumed,
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in attempt could not be consumed");
+            return web::unavailable("You are not signed in.");
+        }
+    };
+    if !consumed {
         return deny(
             "replayed",
             None,
@@ -372,10 +378,18 @@ pub async fn callback(
         }
     };
     if attempt.channel == "cli" {
-        let _ = state
+        // The CLI collects its session from this state: without it the page would say
+        // "signed in" while the CLI waits until the attempt expires.
+        let completed = state
             .store
             .finish_login(&attempt.id, "exchanging", "complete", Some(user.id), None)
             .await;
+        if !matches!(completed, Ok(true)) {
+            if let Err(e) = completed {
+                tracing::error!(error = %e, "CLI sign-in could not be completed");
+            }
+            return web::unavailable("The CLI was not signed in; run login again.");
+        }
         audit_signin(
             &state,
             &peer,
@@ -411,13 +425,14 @@ pub async fn callback(
     .await
     {
         Ok(s) => s,
+        // Locked while signing in.
+        Err(StoreError::UserLocked) => {
+            let reason = format!("{} is locked; ask an administrator", user.email);
+            return deny("not_admitted", Some(user.email.clone()), reason).await;
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not create a session");
-            return web::message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Try again shortly.",
-            );
+            return web::unavailable("You are not signed in.");
         }
     };
     audit_signin(
@@ -852,7 +867,7 @@ pub async fn cli_poll(
         "refused" => Ok((StatusCode::FORBIDDEN, Json(json!({ "status": "refused", "error": attempt.error.unwrap_or_else(|| "sign-in refused".into()) }))).into_response()),
         "complete" => {
             // Hand the session out exactly once.
-            if !state.store.finish_login(&attempt.id, "complete", "consumed", None, None).await.unwrap_or(false) {
+            if !state.store.finish_login(&attempt.id, "complete", "consumed", None, None).await.map_err(ApiError::store)? {
                 return Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response());
             }
             let user_id = attempt.user_id.ok_or(ApiError::Internal)?;
@@ -864,7 +879,10 @@ pub async fn cli_poll(
             let ip = peer.ip.to_string();
             let (session, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
                 .await
-                .map_err(ApiError::store)?;
+                .map_err(|e| match e {
+                    StoreError::UserLocked => ApiError::Unauthenticated(AuthError::UserLocked),
+                    e => ApiError::store(e),
+                })?;
             audit_signin(&state, &peer, &headers, "gateway:auth:signin", Some(&user.email), true, json!({ "channel": "cli", "session_id": session.id })).await;
             Ok(Json(json!({
                 "status": "complete",

@@ -11,7 +11,7 @@ use crate::app::{AppState, Peer};
 use crate::audit::Decision;
 use crate::error::ApiError;
 use crate::identity::manage::{self, Actor, ManageError};
-use crate::store::StoreError;
+use crate::store::{LastAdmin, StoreError};
 
 fn actor(caller: &Caller, peer: Peer) -> Actor {
     let principal = &caller.principal;
@@ -110,6 +110,7 @@ pub async fn set_role(
         &actor(&caller, peer),
         &email,
         &body.role,
+        LastAdmin::Keep,
     )
     .await
     .map_err(manage_error)?;
@@ -158,6 +159,7 @@ async fn set_locked(
         &actor(&caller, peer),
         &email,
         locked,
+        LastAdmin::Keep,
     )
     .await
     .map_err(manage_error)?;

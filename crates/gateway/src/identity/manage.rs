@@ -6,7 +6,7 @@ use serde_json::json;
 use super::tokens::{issue_token, parse_expiry};
 use crate::audit::{ActorType, AuditError, AuditEvent, AuditLog, Decision, EventKind};
 use crate::rbac::{PermissionSet, Role};
-use crate::store::{NewToken, Store, StoreError, TokenRow, UserRow, now_ms};
+use crate::store::{LastAdmin, NewToken, Store, StoreError, TokenRow, UserRow, now_ms};
 
 /// Who is making a change.
 #[derive(Debug, Clone)]
@@ -249,9 +249,12 @@ pub async fn set_user_role(
     actor: &Actor,
     email: &str,
     role: &str,
+    last_admin: LastAdmin,
 ) -> Result<UserRow, ManageError> {
     let role = parse_role(role)?;
-    let (user, previous_role) = store.set_user_role(email, role.as_str()).await?;
+    let (user, previous_role) = store
+        .set_user_role(email, role.as_str(), last_admin)
+        .await?;
     audit
         .record(actor.event(
             "gateway:users:update",
@@ -268,6 +271,7 @@ pub async fn set_user_locked(
     actor: &Actor,
     email: &str,
     locked: bool,
+    last_admin: LastAdmin,
 ) -> Result<UserRow, ManageError> {
     if !locked {
         let user = store.unlock_user(email).await?;
@@ -276,7 +280,7 @@ pub async fn set_user_locked(
             .await?;
         return Ok(user);
     }
-    let (user, sessions_revoked) = store.lock_user(email).await?;
+    let (user, sessions_revoked) = store.lock_user(email, last_admin).await?;
     audit
         .record(actor.event(
             "gateway:users:lock",

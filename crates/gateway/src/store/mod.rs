@@ -28,7 +28,7 @@ pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
 pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use sessions::{NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
-pub use users::UserRow;
+pub use users::{LastAdmin, UserRow};
 
 /// Settings of every SQLite connection that writes (the pool's and the audit writer's).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
@@ -75,6 +75,9 @@ pub enum StoreError {
     /// The audit writer's SQLite connection failed.
     #[error("database error: {0}")]
     Sqlite(String),
+    /// The user is locked (a session cannot be created for them).
+    #[error("the user is locked")]
+    UserLocked,
     /// The change would leave no unlocked admin (the e-mail is the admin's).
     #[error("{0} is the only unlocked admin: make another user admin first")]
     LastAdmin(String),

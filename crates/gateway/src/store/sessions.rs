@@ -73,7 +73,10 @@ pub(super) fn from_row(row: &(impl Columns + ?Sized)) -> Result<SessionRow, Stor
 }
 
 impl Store {
-    /// Stores a new session.
+    /// Stores a new session for a user who is not locked ([`StoreError::UserLocked`]
+    /// otherwise): checked in the same transaction, after any lock being written has
+    /// committed, so a sign-in finishing while an admin locks the user cannot leave a session
+    /// that an unlock would bring back.
     pub async fn create_session(&self, new: &NewSession<'_>) -> Result<SessionRow, StoreError> {
         let now = now_ms();
         let sql = concat!(
@@ -81,26 +84,35 @@ impl Store {
              last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING ",
             columns!()
         );
-        // A sign-in is the user being seen: without it a user who signs in daily but makes
-        // few requests would show as never seen until the throttled touch caught up.
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(sql)
-            .bind(new.token_hash)
-            .bind(new.user_id)
-            .bind(new.channel)
-            .bind(new.user_agent)
-            .bind(new.ip)
-            .bind(now)
-            .bind(new.expires_at)
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(new.user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        from_row(&row)
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            // The user first, then the session: every transaction that writes both takes
+            // them in this order (PostgreSQL would otherwise find deadlocks between them).
+            // A sign-in is the user being seen: without it a user who signs in daily but
+            // makes few requests would show as never seen until the throttled touch caught up.
+            let seen =
+                sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2 AND locked = 0")
+                    .bind(now)
+                    .bind(new.user_id)
+                    .execute(&mut **tx.conn()?)
+                    .await?;
+            if seen.rows_affected() == 0 {
+                return Err(StoreError::UserLocked);
+            }
+            let row = sqlx::query(sql)
+                .bind(new.token_hash)
+                .bind(new.user_id)
+                .bind(new.channel)
+                .bind(new.user_agent)
+                .bind(new.ip)
+                .bind(now)
+                .bind(new.expires_at)
+                .fetch_one(&mut **tx.conn()?)
+                .await?;
+            from_row(&row)
+        }
+        .await;
+        tx.finish(result).await
     }
 
     /// The session with this token hash and its user, with the credential generation they were
@@ -175,14 +187,15 @@ impl Store {
 
     async fn write_touch(&self, session: &SessionRow, now: i64) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(session.id)
-            .execute(&mut **tx.conn()?)
-            .await?;
+        // The user, then the session (see [`Store::create_session`]).
         sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(session.user_id)
+            .execute(&mut **tx.conn()?)
+            .await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(session.id)
             .execute(&mut **tx.conn()?)
             .await?;
         tx.commit().await

@@ -129,14 +129,15 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Changes a user's role. Refuses ([`StoreError::LastAdmin`]) to take the role from the
-    /// only unlocked admin: checked and changed under the users table's write lock, so two
-    /// admins demoting each other at the same moment cannot leave the gateway without one.
-    /// Returns the user and the role they had before.
+    /// Changes a user's role. With [`LastAdmin::Keep`], refuses ([`StoreError::LastAdmin`])
+    /// to take the role from the only unlocked admin: checked and changed under the users
+    /// table's write lock, so two admins demoting each other at the same moment cannot leave
+    /// the gateway without one. Returns the user and the role they had before.
     pub async fn set_user_role(
         &self,
         email: &str,
         role: &str,
+        last_admin: LastAdmin,
     ) -> Result<(UserRow, String), StoreError> {
         if !storable(email) {
             return found(None, email).map(|user| (user, String::new()));
@@ -152,7 +153,7 @@ impl Store {
                 return found(None, email).map(|user| (user, String::new()));
             };
             let previous_role: String = before.try_get("role")?;
-            if role != ADMIN_ROLE {
+            if role != ADMIN_ROLE && last_admin == LastAdmin::Keep {
                 keeps_an_admin(&mut tx, &key).await?;
             }
             let sql = concat!(
@@ -173,17 +174,37 @@ impl Store {
 
     /// Locks a user and ends their sessions, in one transaction: unlocking later does not
     /// bring back a session (or a stolen cookie) from before the lock, and a failure leaves
-    /// neither half done. Refuses ([`StoreError::LastAdmin`]) to lock the only unlocked admin.
-    /// Returns the user and how many sessions were ended.
-    pub async fn lock_user(&self, email: &str) -> Result<(UserRow, u64), StoreError> {
+    /// neither half done. With [`LastAdmin::Keep`], refuses ([`StoreError::LastAdmin`]) to lock
+    /// the only unlocked admin. Returns the user and how many sessions were ended.
+    pub async fn lock_user(
+        &self,
+        email: &str,
+        last_admin: LastAdmin,
+    ) -> Result<(UserRow, u64), StoreError> {
         if !storable(email) {
             return found(None, email).map(|user| (user, 0));
         }
         let key = gateway_core::text::email_key(email);
         let mut tx = self.begin_exclusive_write(Table::Users).await?;
         let result = async {
-            keeps_an_admin(&mut tx, &key).await?;
+            if last_admin == LastAdmin::Keep {
+                keeps_an_admin(&mut tx, &key).await?;
+            }
             let now = now_ms();
+            // Sessions before the user row: a one-statement revoke locks a session and then
+            // the credential generation (its trigger), which the user's update takes too, so
+            // the other order could deadlock with it on PostgreSQL. (Sign-ins and touches
+            // write the user first, but they wait for this transaction's table lock before
+            // taking any session.)
+            let ended = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL \
+                 AND user_id = (SELECT id FROM users WHERE email = $2)",
+            )
+            .bind(now)
+            .bind(&key)
+            .execute(&mut **tx.conn()?)
+            .await?
+            .rows_affected();
             let sql = concat!(
                 "UPDATE users SET locked = 1, updated_at = $1 WHERE email = $2 RETURNING ",
                 columns!()
@@ -193,19 +214,22 @@ impl Store {
                 .bind(&key)
                 .fetch_optional(&mut **tx.conn()?)
                 .await?;
-            let user = found(row, email)?;
-            let ended = sqlx::query(
-                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(user.id)
-            .execute(&mut **tx.conn()?)
-            .await?
-            .rows_affected();
-            Ok((user, ended))
+            Ok((found(row, email)?, ended))
         }
         .await;
         tx.finish(result).await
+    }
+
+    /// Whether any user is an unlocked admin.
+    pub async fn has_unlocked_admin(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM users WHERE role = $1 AND locked = 0 \
+             LIMIT 1) AS admins",
+        )
+        .bind(ADMIN_ROLE)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     /// Unlocks a user (their sessions from before the lock stay ended).
@@ -224,6 +248,16 @@ impl Store {
             .await?;
         found(row, email)
     }
+}
+
+/// Whether a change may take away the only unlocked admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastAdmin {
+    /// No: the gateway keeps someone who can manage users (every change over HTTP).
+    Keep,
+    /// Yes: the host's admin commands are the way back in, and must be able to lock or demote
+    /// a compromised sole admin (whose session could otherwise undo each new admin).
+    MayGo,
 }
 
 /// The role that manages users; [`Store::set_user_role`] and [`Store::lock_user`] keep one

@@ -279,15 +279,10 @@ both_backends!(
                 "{body}"
             );
         }
-        let (ok, _, err) = admin(&db, &["users", "lock", "ann@example.com"]);
-        assert!(
-            !ok && err.contains("make another user admin first"),
-            "{err}"
-        );
         assert_eq!(
             info(session.clone(), false).await.0,
             200,
-            "refused lock kept"
+            "a refused lock ended the session"
         );
         let (ok, _, err) = admin(&db, &["users", "add", "bo@example.com", "--role", "admin"]);
         assert!(ok, "{err}");
@@ -308,3 +303,47 @@ both_backends!(
         assert_eq!(status, 401, "{body}");
     }
 );
+
+both_backends!(a_locked_user_gets_no_new_session, |db| async move {
+    // A sign-in checks the lock early (admission) and again where the session is written, in
+    // the same transaction: one that finished just after an admin's lock committed would
+    // otherwise leave a session that unlocking brings back.
+    let (st, first, _) = user_with_session(&db, "late@example.com", "ops").await;
+    let user = st
+        .find_user("late@example.com")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user"));
+    let (_, ended) = st
+        .lock_user("late@example.com", gateway::store::LastAdmin::Keep)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ended, 1);
+    let late = gateway::identity::sessions::issue_session(
+        &st,
+        &Default::default(),
+        &user,
+        "cli",
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        matches!(late, Err(gateway::store::StoreError::UserLocked)),
+        "a locked user got a session: {late:?}"
+    );
+    let open = st
+        .user_sessions(user.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(open.is_empty(), "{open:?}");
+    assert!(
+        st.session_by_id(first.id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.revoked_at.is_some()),
+        "the lock did not end the session"
+    );
+});
