@@ -347,3 +347,63 @@ both_backends!(a_locked_user_gets_no_new_session, |db| async move {
         "the lock did not end the session"
     );
 });
+
+both_backends!(
+    locks_race_touches_and_revokes_without_deadlock,
+    |db| async move {
+        // A lock writes sessions and the user under the users table's lock; a request's activity
+        // touch writes the user and its session; a revoke writes a session (and the credential
+        // generation). Taken in clashing orders, PostgreSQL broke the cycle after a second by
+        // failing one of them: the admin's lock of an active user, say. Each round runs them at
+        // the same moment; none may fail.
+        let (st, session, _) = user_with_session(&db, "busy@example.com", "ops").await;
+        st.create_user("keep@example.com", "Keep", "admin")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for round in 0..20 {
+            let user = st
+                .find_user("busy@example.com")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("no user"));
+            let (extra, _) = gateway::identity::sessions::issue_session(
+                &st,
+                &Default::default(),
+                &user,
+                "web",
+                None,
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let mut work = tokio::task::JoinSet::new();
+            for kind in 0..4 {
+                let st = st.clone();
+                let (mut touched, extra) = (session.clone(), extra.clone());
+                // Older than any throttle, so the touch writes.
+                touched.last_seen_at = 0;
+                if kind == 3 {
+                    touched.id = extra.id;
+                }
+                work.spawn(async move {
+                    match kind {
+                        0 => st
+                            .lock_user("busy@example.com", gateway::store::LastAdmin::Keep)
+                            .await
+                            .map(|_| ()),
+                        1 => st.revoke_session(extra.id).await.map(|_| ()),
+                        _ => st.touch_session(&touched, 0).await,
+                    }
+                });
+            }
+            while let Some(done) = work.join_next().await {
+                done.unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+            st.unlock_user("busy@example.com")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+);
