@@ -3,7 +3,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::duration::go_duration;
 use super::error::ClientError;
@@ -102,14 +103,16 @@ impl Client {
         opts: &LogsOptions,
     ) -> Result<LogStream, ClientError> {
         let socket = self.socket(&target.path(), &opts.headers()).await?;
-        Ok(LogStream {
-            socket,
-            ready: VecDeque::new(),
-            held: None,
-            finished: false,
-        })
+        Ok(LogStream::new(socket, KEEPALIVE))
     }
 }
+
+/// After this long without a message, a log stream pings the other side; when this long
+/// passes again with nothing at all (not even the pong), the connection is taken as lost.
+/// A quiet app's `logs -f` may be silent for hours, but the pong still comes back; a laptop
+/// that slept or a connection a NAT dropped answers nothing, and waiting on it would be for
+/// ever.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// An open log socket. Each chunk is what the rack sent in one message (usually one line with
 /// its newline). An `ERROR: …` message that ends the stream is returned as
@@ -119,6 +122,7 @@ pub struct LogStream {
     ready: VecDeque<String>,
     held: Option<String>,
     finished: bool,
+    keepalive: Duration,
 }
 
 impl std::fmt::Debug for LogStream {
@@ -141,7 +145,7 @@ impl LogStream {
                 let message = in_band_error(&held).unwrap_or(held);
                 return Some(Err(ClientError::Stream(message)));
             }
-            let text = match self.socket.next().await {
+            let text = match self.next_message().await {
                 None => {
                     self.finished = true;
                     continue;
@@ -181,8 +185,131 @@ impl LogStream {
         }
     }
 
+    fn new(socket: Socket, keepalive: Duration) -> LogStream {
+        LogStream {
+            socket,
+            ready: VecDeque::new(),
+            held: None,
+            finished: false,
+            keepalive,
+        }
+    }
+
+    /// The next message, pinging the other side when it has been silent for
+    /// [`KEEPALIVE`], and an error when it then stays silent as long again.
+    async fn next_message(
+        &mut self,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        let mut pinged = false;
+        loop {
+            match tokio::time::timeout(self.keepalive, self.socket.next()).await {
+                Ok(message) => return message,
+                Err(_) if pinged => {
+                    let secs = (self.keepalive * 2).as_secs();
+                    return Some(Err(tokio_tungstenite::tungstenite::Error::Io(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no answer for {secs} s, not even to a ping: the connection is lost"
+                            ),
+                        ),
+                    )));
+                }
+                Err(_) => {
+                    // A failed send shows up as the next read's error.
+                    let _ = self.socket.send(Message::Ping(Vec::new().into())).await;
+                    pinged = true;
+                }
+            }
+        }
+    }
+
     /// Closes the socket politely.
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WebSocket server on 127.0.0.1 that runs `serve` on its one connection; its URL.
+    async fn server<F, Fut>(serve: F) -> String
+    where
+        F: FnOnce(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!(
+            "ws://{}/",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        tokio::spawn(async move {
+            if let Ok((stream, _)) = listener.accept().await
+                && let Ok(socket) = tokio_tungstenite::accept_async(stream).await
+            {
+                serve(socket).await;
+            }
+        });
+        url
+    }
+
+    async fn stream(url: &str, keepalive: Duration) -> LogStream {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        LogStream::new(socket, keepalive)
+    }
+
+    #[tokio::test]
+    async fn a_silent_dead_connection_is_reported_lost() {
+        // Holds the connection open but never reads: no pong comes back, as when a NAT has
+        // dropped the connection or the laptop slept.
+        let url = server(|socket| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        })
+        .await;
+        let mut logs = stream(&url, Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(5), logs.next_chunk()).await;
+        match next {
+            Ok(Some(Err(ClientError::Socket(message)))) => {
+                assert!(message.contains("connection is lost"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_quiet_live_stream_is_kept() {
+        // Silent for many keepalive periods, but it answers pings (tungstenite replies while
+        // reading): the line that finally comes is read.
+        let url = server(|mut socket| async move {
+            let quiet = tokio::time::sleep(Duration::from_millis(800));
+            tokio::pin!(quiet);
+            loop {
+                tokio::select! {
+                    () = &mut quiet => break,
+                    message = socket.next() => if message.is_none() { return },
+                }
+            }
+            let _ = socket.send(Message::text("web-1 hello\n")).await;
+            let _ = socket.send(Message::binary(Vec::new())).await;
+            while socket.next().await.is_some() {}
+        })
+        .await;
+        let mut logs = stream(&url, Duration::from_millis(100)).await;
+        match logs.next_chunk().await {
+            Some(Ok(line)) => assert_eq!(line, "web-1 hello\n"),
+            other => panic!("{other:?}"),
+        }
+        assert!(logs.next_chunk().await.is_none());
     }
 }
