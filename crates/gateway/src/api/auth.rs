@@ -262,7 +262,7 @@ pub async fn callback(
         }
     };
     // The attempt must belong to this browser.
-    let cookie = cookies::get(&headers, cookies::LOGIN_COOKIE).unwrap_or_default();
+    let cookie = cookies::login(&state, &headers).unwrap_or_default();
     if !secret_eq(cookie.as_bytes(), attempt.id.as_bytes()) {
         return deny(
             "browser_mismatch",

@@ -141,7 +141,7 @@ async fn caller_for(
             .await
             .map_err(anonymous);
     }
-    let Some(cookie) = cookies::session(headers) else {
+    let Some(cookie) = cookies::session(state, headers) else {
         return Err(anonymous(AuthError::Missing));
     };
     let principal = authenticate(&state.store, &state.config.sessions, &cookie)

@@ -7,40 +7,70 @@ use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 
-/// The web session cookie.
-pub const SESSION_COOKIE: &str = "rg_session";
-/// Binds a sign-in round trip to the browser that started it.
-pub const LOGIN_COOKIE: &str = "rg_login";
+/// The web session cookie (`__Host-rg_session` on https: see [`name`]).
+const SESSION_COOKIE: &str = "rg_session";
+/// Binds a sign-in round trip to the browser that started it (`__Host-rg_login` on https).
+const LOGIN_COOKIE: &str = "rg_login";
 /// Ties a CLI sign-in's confirmation to the page that asked for it (one cookie per sign-in:
 /// see [`cli_confirm_cookie`]).
 const CLI_CONFIRM_COOKIE: &str = "rg_cli_confirm";
 
-/// The value of cookie `name`.
+/// The value of cookie `name`. A name sent twice gives none: browsers send both of two
+/// cookies of one name (one set for a narrower path, or by a parent domain), most specific
+/// first, so the second is how a planted cookie would shadow the gateway's own.
 pub fn get(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    Some(first.to_string())
 }
 
 /// The browser session in the session cookie, if it holds one. Only a session (`rgs_…`): an
 /// API token planted in the cookie (by a sibling subdomain, say) must not act for the
 /// browser's user, and is not even looked up.
-pub fn session(headers: &HeaderMap) -> Option<String> {
-    get(headers, SESSION_COOKIE)
+pub fn session(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    get(headers, &name(state, SESSION_COOKIE))
         .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))
 }
 
+/// The sign-in attempt bound to this browser, if any.
+pub fn login(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    get(headers, &name(state, LOGIN_COOKIE))
+}
+
+/// Whether browsers reach the gateway over https: its public URL, or else (when that is not
+/// set) the callback registered with the identity provider, which is where the cookies are
+/// set. Either way on https, cookies must never travel in clear.
 fn secure(state: &AppState) -> bool {
-    state
-        .config
-        .public_url
-        .as_ref()
-        .is_some_and(|u| u.scheme() == "https")
+    let redirect = state.oidc.as_ref().map(|o| &o.config().redirect_url);
+    is_https(state.config.public_url.as_ref().or(redirect))
+}
+
+fn is_https(url: Option<&url::Url>) -> bool {
+    url.is_some_and(|u| u.scheme() == "https")
+}
+
+/// A cookie's name: `__Host-` on https, which browsers accept only from this very host, with
+/// `Secure` and `Path=/`, so no sibling subdomain can plant one.
+fn name(state: &AppState, base: &str) -> String {
+    prefixed(secure(state), base)
+}
+
+fn prefixed(secure: bool, base: &str) -> String {
+    if secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
 }
 
 fn set(response: &mut Response, cookie: String) {
@@ -52,40 +82,40 @@ fn set(response: &mut Response, cookie: String) {
 /// Sets the session cookie: HttpOnly, SameSite=Lax, Secure on https.
 pub fn set_session(state: &AppState, response: &mut Response, token: &str, max_age_secs: u64) {
     let secure = if secure(state) { "; Secure" } else { "" };
+    let name = name(state, SESSION_COOKIE);
     set(
         response,
-        format!(
-            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
-        ),
+        format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"),
     );
 }
 
 /// Clears the session cookie.
 pub fn clear_session(state: &AppState, response: &mut Response) {
     let secure = if secure(state) { "; Secure" } else { "" };
+    let name = name(state, SESSION_COOKIE);
     set(
         response,
-        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+        format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
     );
 }
 
 /// Sets the login-binding cookie for a round trip (10 minutes).
 pub fn set_login(state: &AppState, response: &mut Response, attempt_id: &str) {
     let secure = if secure(state) { "; Secure" } else { "" };
+    let name = name(state, LOGIN_COOKIE);
     set(
         response,
-        format!(
-            "{LOGIN_COOKIE}={attempt_id}; Path=/api/v1/auth; HttpOnly; SameSite=Lax; Max-Age=600{secure}"
-        ),
+        format!("{name}={attempt_id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}"),
     );
 }
 
 /// Clears the login-binding cookie.
 pub fn clear_login(state: &AppState, response: &mut Response) {
     let secure = if secure(state) { "; Secure" } else { "" };
+    let name = name(state, LOGIN_COOKIE);
     set(
         response,
-        format!("{LOGIN_COOKIE}=; Path=/api/v1/auth; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+        format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
     );
 }
 
@@ -97,9 +127,8 @@ pub fn cli_confirm_cookie(state: &AppState, login_id: &str) -> String {
 }
 
 fn confirm_cookie_name(secure: bool, login_id: &str) -> String {
-    let prefix = if secure { "__Host-" } else { "" };
     let digest = hex::encode(Sha256::digest(login_id.as_bytes()));
-    format!("{prefix}{CLI_CONFIRM_COOKIE}_{}", &digest[..16])
+    prefixed(secure, &format!("{CLI_CONFIRM_COOKIE}_{}", &digest[..16]))
 }
 
 /// Sets the CLI-confirmation cookie of `login_id` (10 minutes). `SameSite=Strict`: a request
@@ -161,6 +190,42 @@ mod tests {
         // `__Host-`: a sibling subdomain cannot set it (browsers require Secure, Path=/ and no
         // Domain, which `set_cli_confirm` sends).
         assert_eq!(confirm_cookie_name(true, "one"), format!("__Host-{a}"));
+    }
+
+    #[test]
+    fn cookies_are_host_only_whenever_browsers_come_over_https() {
+        let url = |u: &str| url::Url::parse(u).ok();
+        let https = url("https://gw.example.com");
+        let http = url("http://127.0.0.1:8447");
+        // The public URL decides; without one, the registered callback (where cookies are
+        // set) does: an https callback with no PUBLIC_URL sent them without Secure.
+        assert!(is_https(https.as_ref()));
+        assert!(!is_https(http.as_ref()));
+        assert!(!is_https(None));
+        assert_eq!(prefixed(true, SESSION_COOKIE), "__Host-rg_session");
+        assert_eq!(prefixed(false, LOGIN_COOKIE), "rg_login");
+    }
+
+    #[test]
+    fn a_cookie_name_sent_twice_is_not_trusted() {
+        let headers = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    header::COOKIE,
+                    HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")),
+                );
+            }
+            h
+        };
+        let one = headers(&["a=1; rg_session=rgs_mine; b=2"]);
+        assert_eq!(get(&one, "rg_session").as_deref(), Some("rgs_mine"));
+        // A narrower path's cookie comes first: a planted one would win.
+        let planted = headers(&["rg_session=rgs_planted; rg_session=rgs_mine"]);
+        assert_eq!(get(&planted, "rg_session"), None);
+        let split = headers(&["rg_session=rgs_planted", "rg_session=rgs_mine"]);
+        assert_eq!(get(&split, "rg_session"), None);
+        assert_eq!(get(&split, "other"), None);
     }
 
     #[test]

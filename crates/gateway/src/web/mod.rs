@@ -208,7 +208,7 @@ pub async fn cookie_principal(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Principal, String)>, StoreDown> {
-    let Some(token) = cookies::session(headers) else {
+    let Some(token) = cookies::session(state, headers) else {
         return Ok(None);
     };
     match authenticate(&state.store, &state.config.sessions, &token).await {
