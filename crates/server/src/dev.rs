@@ -127,6 +127,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             issuer: format!("http://{oidc_addr}")
                 .parse()
                 .context("OIDC issuer URL")?,
+            issuer_id: format!("http://{oidc_addr}"),
             client_id: "rack-gateway-dev".into(),
             client_secret: Secret::new(client_secret),
             allowed_domains: vec!["example.com".into()],

@@ -119,6 +119,10 @@ impl Default for WebSocketLimits {
 pub struct OidcConfig {
     /// The issuer (discovery at `<issuer>/.well-known/openid-configuration`).
     pub issuer: Url,
+    /// The issuer exactly as configured: the provider's metadata must name it character for
+    /// character (`https://tenant.auth0.com/` keeps its slash, Google's has none), which the
+    /// parsed [`OidcConfig::issuer`] no longer shows for a URL with no path.
+    pub issuer_id: String,
     /// Client id registered with the provider.
     pub client_id: String,
     /// Client secret.
@@ -166,7 +170,8 @@ fn parse_oidc(
     let Some(issuer) = get("OIDC_ISSUER") else {
         return Ok(None);
     };
-    let issuer = Url::parse(issuer.trim())
+    let issuer_id = issuer.trim().to_string();
+    let issuer = Url::parse(&issuer_id)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or(ConfigError::Invalid {
@@ -224,6 +229,7 @@ fn parse_oidc(
     };
     let config = OidcConfig {
         issuer,
+        issuer_id,
         client_id,
         client_secret,
         allowed_domains,

@@ -43,7 +43,8 @@ pub enum TokenError {
 pub fn parse_expiry(s: &str) -> Result<i64, TokenError> {
     let bad = || TokenError::BadExpiry(s.to_string());
     let s = s.trim();
-    let split = s.len().checked_sub(1).ok_or_else(bad)?;
+    // The unit is the last character, whatever its width (`30é` is an error, not a panic).
+    let split = s.char_indices().last().map(|(i, _)| i).ok_or_else(bad)?;
     let (num, unit) = s.split_at(split);
     let n: i64 = num.parse().map_err(|_| bad())?;
     let unit_ms: i64 = match unit {
@@ -79,7 +80,18 @@ mod tests {
     fn expiry() {
         assert_eq!(parse_expiry("90m"), Ok(90 * 60_000));
         assert_eq!(parse_expiry("30d"), Ok(30 * 86_400_000));
-        for bad in ["", "d", "0d", "-1d", "10y", "abc", "99999999w"] {
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "10y",
+            "abc",
+            "99999999w",
+            "30é",
+            "é",
+            "3日",
+        ] {
             assert!(parse_expiry(bad).is_err(), "{bad}");
         }
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
+use openidconnect::core::{
+    CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreResponseType,
+};
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
@@ -112,14 +114,8 @@ impl Oidc {
         {
             return Ok(m.clone());
         }
-        let issuer = IssuerUrl::new(
-            self.config
-                .issuer
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
-        )
-        .map_err(|e| OidcError::Provider(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.config.issuer_id.clone())
+            .map_err(|e| OidcError::Provider(e.to_string()))?;
         let http = self.http_client();
         let metadata = CoreProviderMetadata::discover_async(issuer, &http)
             .await
@@ -195,7 +191,21 @@ impl Oidc {
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::InvalidIdToken("no ID token in the response".into()))?;
-        let verifier = client.id_token_verifier();
+        // Public-key signatures only: with an HMAC algorithm the client secret (which this
+        // gateway and its configuration hold) would be a key that signs ID tokens for any
+        // e-mail, and providers list HS256 among the algorithms they support.
+        let verifier = client.id_token_verifier().set_allowed_algs([
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+            CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+            CoreJwsSigningAlgorithm::EdDsa,
+        ]);
         let claims = id_token
             .claims(&verifier, &Nonce::new(nonce.to_string()))
             .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
