@@ -2,7 +2,7 @@
 //! users, audit verify. Each change is audited like any other gateway action.
 
 use anyhow::Context;
-use gateway::audit::{AuditLog, resolve_key, verify_chain};
+use gateway::audit::{AuditLog, KeySource, resolve_key, verify_chain};
 use gateway::config::StoreConfig;
 use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::store::{LastAdmin, Store, TokenRow, UserRow, now_ms};
@@ -173,7 +173,7 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 .await
                 .context("cannot open the database (DATABASE_URL)")?;
             store.migrate().await.context("migrations")?;
-            let (key, _) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+            let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
             let report = verify_chain(&store, &key).await;
             store.close().await;
             let report = report?;
@@ -181,6 +181,15 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 "audit chain OK: {} events, head {}",
                 report.events, report.head_hash
             );
+            if source == KeySource::Generated {
+                // The key sits in the database it protects: whoever can write the database
+                // could have rebuilt the whole chain, and it would still verify.
+                eprintln!(
+                    "warning: the chain's key was generated and is kept in this database, so a \
+                     database writer could rebuild the chain undetected; set AUDIT_HMAC_KEY \
+                     (see docs/configuration.md) for a chain the database alone cannot forge"
+                );
+            }
             Ok(())
         }
     }

@@ -592,6 +592,14 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// How many audit events are numbered 0 or below, where the chain never reaches.
+    pub async fn audit_rows_outside_chain(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE seq <= 0")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// The chain head.
     pub async fn chain_head(&self) -> Result<ChainHead, StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
