@@ -20,6 +20,9 @@ const COMPANY: Duration = Duration::from_micros(300);
 /// The stdout sink writes at most this often (the lines of all batches committed meanwhile in
 /// one write).
 const PRINT_PAUSE: Duration = Duration::from_millis(10);
+/// Most committed rows waiting for the stdout sink (about a second's worth at full speed);
+/// beyond it they are dropped from stdout, with a gap line (see [`Printer`]).
+const PRINT_BACKLOG: usize = 32_768;
 /// Queue length; beyond it callers wait (back-pressure rather than unbounded memory).
 const QUEUE: usize = 4096;
 /// A batch that takes longer than this to commit is reported (see [`SlowCommits`]).
@@ -513,9 +516,22 @@ fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
 
 /// The stdout sink's own thread: serialising and writing the JSON lines took ~5 % of an async
 /// worker's time under load, and a pipe or terminal that is slow to drain must not hold up the
-/// commits behind it. Lines keep commit order (one thread, one queue).
+/// commits behind it. Lines keep commit order (one thread, one queue). At most
+/// [`PRINT_BACKLOG`] rows wait for it: when stdout stalls (a log shipper that stopped reading)
+/// the rows beyond are dropped rather than held until memory runs out, and a gap line says how
+/// many (the database, the source of truth, has every one).
 struct Printer {
     tx: Option<std::sync::mpsc::Sender<PrintJob>>,
+    backlog: Arc<Backlog>,
+    limit: usize,
+}
+
+/// Rows handed to the printer thread and not yet written, and rows dropped since the last gap
+/// line.
+#[derive(Debug, Default)]
+struct Backlog {
+    queued: AtomicUsize,
+    dropped: AtomicUsize,
 }
 
 enum PrintJob {
@@ -525,7 +541,14 @@ enum PrintJob {
 
 impl Printer {
     fn start() -> Printer {
+        Printer::start_to(Box::new(std::io::stdout()), PRINT_BACKLOG)
+    }
+
+    /// A printer writing to `out`, holding at most `limit` rows.
+    fn start_to(mut out: Box<dyn Write + Send>, limit: usize) -> Printer {
         let (tx, rx) = std::sync::mpsc::channel::<PrintJob>();
+        let backlog = Arc::new(Backlog::default());
+        let shared = backlog.clone();
         let spawned = std::thread::Builder::new()
             .name("audit-stdout".into())
             .spawn(move || {
@@ -538,7 +561,16 @@ impl Printer {
                             PrintJob::Flush(done) => flushes.push(done),
                         }
                     }
-                    print_rows(&pending);
+                    let dropped = shared.dropped.swap(0, Ordering::SeqCst);
+                    if dropped > 0 {
+                        tracing::warn!(
+                            dropped,
+                            "audit stdout fell behind: lines dropped (the database has every event)"
+                        );
+                        write_gap(&mut out, dropped);
+                    }
+                    write_rows(&mut out, &pending);
+                    shared.queued.fetch_sub(pending.len(), Ordering::SeqCst);
                     pending.clear();
                     for done in flushes.drain(..) {
                         let _ = done.send(());
@@ -553,19 +585,26 @@ impl Printer {
         }
         Printer {
             tx: spawned.is_ok().then_some(tx),
+            backlog,
+            limit,
         }
     }
 
     fn print(&self, rows: Vec<AuditRow>) {
-        match &self.tx {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(PrintJob::Rows(rows))) =
-                    tx.send(PrintJob::Rows(rows))
-                {
-                    print_rows(&rows);
-                }
-            }
-            None => print_rows(&rows),
+        let Some(tx) = &self.tx else {
+            write_rows(&mut std::io::stdout(), &rows);
+            return;
+        };
+        let n = rows.len();
+        if self.backlog.queued.fetch_add(n, Ordering::SeqCst) + n > self.limit {
+            self.backlog.queued.fetch_sub(n, Ordering::SeqCst);
+            self.backlog.dropped.fetch_add(n, Ordering::SeqCst);
+            return;
+        }
+        if let Err(std::sync::mpsc::SendError(PrintJob::Rows(rows))) = tx.send(PrintJob::Rows(rows))
+        {
+            self.backlog.queued.fetch_sub(n, Ordering::SeqCst);
+            write_rows(&mut std::io::stdout(), &rows);
         }
     }
 
@@ -667,16 +706,30 @@ fn rows(
 
 /// JSON lines on stdout, one per committed event, for log shippers. The batch goes out in one
 /// write (stdout is line-buffered: line by line would be a system call per event).
-fn print_rows(rows: &[AuditRow]) {
+fn write_rows(out: &mut dyn Write, rows: &[AuditRow]) {
+    if rows.is_empty() {
+        return;
+    }
     let mut buf = Vec::with_capacity(rows.len() * 512);
     for row in rows {
         if serde_json::to_writer(&mut buf, &JsonLine::from(row)).is_ok() {
             buf.push(b'\n');
         }
     }
-    let mut out = std::io::stdout().lock();
     let _ = out.write_all(&buf);
     let _ = out.flush();
+}
+
+/// The line standing for `dropped` events the sink could not keep up with.
+fn write_gap(out: &mut dyn Write, dropped: usize) {
+    let line = serde_json::json!({
+        "type": "audit_gap",
+        "ts": format_time(std::time::SystemTime::now()),
+        "dropped": dropped,
+        "message": "stdout fell behind and these events were not printed; the database has \
+                    every one (rack-gateway-server audit verify)",
+    });
+    let _ = writeln!(out, "{line}");
 }
 
 /// RFC 3339 UTC time with milliseconds.
@@ -766,6 +819,78 @@ mod tests {
         let key = ChainKey::new(Secret::new("writer-test-key-0123456789abcdef"));
         let (log, _task) = AuditLog::start(store.clone(), key, false);
         (store, log)
+    }
+
+    /// A stdout that takes nothing until opened, then keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Gate {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        taken: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (open, changed) = &*self.open;
+            let mut is_open = open.lock().unwrap_or_else(PoisonError::into_inner);
+            while !*is_open {
+                is_open = changed
+                    .wait(is_open)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            self.taken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn row(seq: i64) -> AuditRow {
+        AuditRow {
+            seq,
+            event: AuditEvent::new(EventKind::Request, format!("r{seq}"), "convox:apps:list"),
+            prev_hash: "0".repeat(64),
+            hash: "1".repeat(64),
+        }
+    }
+
+    #[test]
+    fn a_stalled_stdout_holds_a_bounded_backlog_and_reports_the_gap() {
+        let gate = Gate::default();
+        let printer = Printer::start_to(Box::new(gate.clone()), 10);
+        // The first row reaches the thread, which then waits on the closed stdout.
+        printer.print(vec![row(1)]);
+        std::thread::sleep(Duration::from_millis(100));
+        for batch in 0..4 {
+            printer.print((0..5).map(|i| row(2 + batch * 5 + i)).collect());
+        }
+        assert!(printer.backlog.queued.load(Ordering::SeqCst) <= 10);
+        // 1 held by the thread + 5 queued; the other three batches do not fit.
+        assert_eq!(printer.backlog.dropped.load(Ordering::SeqCst), 15);
+        {
+            let (open, changed) = &*gate.open;
+            *open.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            changed.notify_all();
+        }
+        let (done, wait) = oneshot::channel();
+        printer.flush(done);
+        let _ = wait.blocking_recv();
+        let text =
+            String::from_utf8_lossy(&gate.taken.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_owned();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let gaps: Vec<_> = lines.iter().filter(|l| l["type"] == "audit_gap").collect();
+        assert_eq!(gaps.len(), 1, "{text}");
+        assert_eq!(gaps[0]["dropped"], 15);
+        assert_eq!(lines.len(), 1 + 1 + 5, "{text}");
+        assert_eq!(printer.backlog.queued.load(Ordering::SeqCst), 0);
     }
 
     #[test]
