@@ -27,7 +27,7 @@ const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
 /// Longest `return_to` a web sign-in keeps (a path on this gateway, recorded like one).
 const MAX_RETURN_TO: usize = crate::audit::MAX_AUDITED_PATH;
 
-/// Audits a sign-in event.
+/// Audits a sign-in event; a failure is logged (refusals and sign-outs go ahead without it).
 async fn audit_signin(
     state: &AppState,
     peer: &Peer,
@@ -41,6 +41,40 @@ async fn audit_signin(
         // An anonymous refusal over this address's budget: counted into a summary event.
         return;
     }
+    let e = signin_event(peer, headers, action, email, allowed, details);
+    if let Err(err) = state.audit.record(e).await {
+        tracing::error!(error = %err, "could not audit a sign-in event");
+    }
+}
+
+/// Records a successful sign-in before its credential is handed out: like a proxied request,
+/// a session is not given to anyone when the trail cannot say so (the caller ends it).
+async fn record_signin(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    email: &str,
+    details: serde_json::Value,
+) -> Result<(), crate::audit::AuditError> {
+    let e = signin_event(
+        peer,
+        headers,
+        "gateway:auth:signin",
+        Some(email),
+        true,
+        details,
+    );
+    state.audit.record(e).await.map(|_| ())
+}
+
+fn signin_event(
+    peer: &Peer,
+    headers: &HeaderMap,
+    action: &str,
+    email: Option<&str>,
+    allowed: bool,
+    details: serde_json::Value,
+) -> AuditEvent {
     let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
     e.actor_type = if email.is_some() {
         ActorType::User
@@ -55,9 +89,14 @@ async fn audit_signin(
     };
     e.client_ip = Some(peer.ip.to_string());
     e.user_agent = audited_user_agent(headers);
-    let e = e.with_details(details);
-    if let Err(err) = state.audit.record(e).await {
-        tracing::error!(error = %err, "could not audit a sign-in event");
+    e.with_details(details)
+}
+
+/// Ends a session whose sign-in could not be recorded (best effort: it was never handed out).
+async fn withdraw_session(state: &AppState, session_id: i64, err: &crate::audit::AuditError) {
+    tracing::error!(error = %err, "sign-in not recorded: the new session is withdrawn");
+    if let Err(e) = state.store.revoke_session(session_id).await {
+        tracing::error!(error = %e, session_id, "withdrawing an unrecorded session failed");
     }
 }
 
@@ -435,16 +474,16 @@ pub async fn callback(
             return web::unavailable("You are not signed in.");
         }
     };
-    audit_signin(
-        &state,
-        &peer,
-        &headers,
-        "gateway:auth:signin",
-        Some(&user.email),
-        true,
-        json!({ "channel": "web", "session_id": session.id }),
-    )
-    .await;
+    let details = json!({ "channel": "web", "session_id": session.id });
+    if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
+        withdraw_session(&state, session.id, &err).await;
+        return web::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The gateway cannot record sign-ins right now, so you are not signed in. Try again \
+             shortly.",
+        );
+    }
     let target = attempt
         .return_to
         .filter(|r| cookies::safe_return_to(r))
@@ -514,7 +553,11 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
         e.user_email = Some(email.to_string());
         e.client_ip = Some(peer.ip.to_string());
         let e = e.with_details(json!({ "email": email, "role": "admin", "reason": if listed { "ADMIN_USERS" } else { "first admin" } }));
-        let _ = state.audit.record(e).await;
+        // The account stays (the next sign-in finds it); this one is refused for now.
+        if let Err(err) = state.audit.record(e).await {
+            tracing::error!(error = %err, %email, "a new admin's creation could not be audited");
+            return Err("the gateway cannot record sign-ins right now; try again shortly".into());
+        }
         return Ok(user);
     }
     match state.store.find_user(email).await.map_err(unavailable)? {
@@ -883,7 +926,11 @@ pub async fn cli_poll(
                     StoreError::UserLocked => ApiError::Unauthenticated(AuthError::UserLocked),
                     e => ApiError::store(e),
                 })?;
-            audit_signin(&state, &peer, &headers, "gateway:auth:signin", Some(&user.email), true, json!({ "channel": "cli", "session_id": session.id })).await;
+            let details = json!({ "channel": "cli", "session_id": session.id });
+            if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
+                withdraw_session(&state, session.id, &err).await;
+                return Err(ApiError::AuditUnavailable);
+            }
             Ok(Json(json!({
                 "status": "complete",
                 "session_token": token,

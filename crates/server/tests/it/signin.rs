@@ -1320,3 +1320,80 @@ both_backends!(
         assert_eq!(alive().await, 401, "revoke-all left the session alive");
     }
 );
+
+both_backends!(
+    a_sign_in_the_trail_cannot_record_hands_out_no_session,
+    |db| async move {
+        // Like a proxied request, a sign-in is not completed without its audit event.
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (refuse, allow): (&[&str], &[&str]) = match db.backend {
+            crate::kit::Backend::Sqlite => (
+                &[
+                    "CREATE TRIGGER test_refuse_signin BEFORE INSERT ON audit_events \
+                   WHEN NEW.action = 'gateway:auth:signin' AND NEW.rbac_decision = 'allow' \
+                   BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                ],
+                &["DROP TRIGGER test_refuse_signin"],
+            ),
+            crate::kit::Backend::Postgres => (
+                &[
+                    "CREATE FUNCTION test_refuse_signin() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN IF NEW.action = 'gateway:auth:signin' \
+                     AND NEW.rbac_decision = 'allow' THEN \
+                     RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
+                    "CREATE TRIGGER test_refuse_signin BEFORE INSERT ON audit_events \
+                     FOR EACH ROW EXECUTE FUNCTION test_refuse_signin()",
+                ],
+                &[
+                    "DROP TRIGGER test_refuse_signin ON audit_events",
+                    "DROP FUNCTION test_refuse_signin()",
+                ],
+            ),
+        };
+        for sql in refuse {
+            sqlx::Executor::execute(&mut conn, *sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 503, "{}", page.body);
+        assert!(page.body.contains("not signed in"), "{}", page.body);
+        assert!(
+            !ops.cookies.contains_key("rg_session"),
+            "a session was handed out"
+        );
+        let st = store(&db).await;
+        let user = st
+            .find_user("ops@example.com")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no user"));
+        let open = st
+            .user_sessions(user.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            open.is_empty(),
+            "the unrecorded session is still usable: {open:?}"
+        );
+
+        for sql in allow {
+            sqlx::Executor::execute(&mut conn, *sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(ops.cookies.contains_key("rg_session"));
+    }
+);
