@@ -898,7 +898,9 @@ pub async fn cli_poll(
             "code_verifier does not match this login".into(),
         ));
     }
-    if attempt.expires_at <= now_ms() && attempt.status != "complete" {
+    // A finished sign-in too: the CLI collects it within a second or two of the browser, and
+    // one left lying around must not be collectable days later.
+    if attempt.expires_at <= now_ms() {
         return Ok((
             StatusCode::GONE,
             Json(json!({ "status": "expired", "error": "the sign-in expired; run login again" })),

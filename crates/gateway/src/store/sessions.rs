@@ -212,16 +212,25 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Revokes every session of a user; returns how many.
+    /// Revokes every session of a user, and the CLI sign-ins of theirs that are finished but
+    /// not yet collected (each would become a session the moment its CLI polls); returns how
+    /// many sessions.
     pub async fn revoke_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let now = now_ms();
+            let done = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut **tx.conn()?)
+            .await?;
+            refuse_uncollected_sign_ins(&mut tx, user_id).await?;
+            Ok(done.rows_affected())
+        }
+        .await;
+        tx.finish(result).await
     }
 
     /// True when the gateway has any user at all (locked ones included): a cheap read before
@@ -233,4 +242,21 @@ impl Store {
                 .await?;
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
+}
+
+/// Refuses, inside `tx`, the CLI sign-ins of user `user_id` that the browser finished and the
+/// CLI has not collected yet: ending a user's sessions must end those too.
+pub(super) async fn refuse_uncollected_sign_ins(
+    tx: &mut super::WriteTx,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE login_attempts SET status = 'refused', \
+         error = 'your sessions were ended before this sign-in was collected' \
+         WHERE user_id = $1 AND status = 'complete'",
+    )
+    .bind(user_id)
+    .execute(&mut **tx.conn()?)
+    .await?;
+    Ok(())
 }

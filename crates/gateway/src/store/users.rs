@@ -214,7 +214,9 @@ impl Store {
                 .bind(&key)
                 .fetch_optional(&mut **tx.conn()?)
                 .await?;
-            Ok((found(row, email)?, ended))
+            let user = found(row, email)?;
+            super::sessions::refuse_uncollected_sign_ins(&mut tx, user.id).await?;
+            Ok((user, ended))
         }
         .await;
         tx.finish(result).await

@@ -407,3 +407,64 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    ending_sessions_ends_uncollected_cli_sign_ins,
+    |db| async move {
+        // A CLI sign-in the browser finished becomes a session when its CLI next polls; a
+        // "sign out everywhere" or a lock in between must not leave that door open.
+        use gateway::store::{LoginLimits, NewLogin};
+        let (st, _, _) = user_with_session(&db, "cli@example.com", "ops").await;
+        let user = st
+            .find_user("cli@example.com")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no user"));
+        for (round, end) in ["revoke-all", "lock"].into_iter().enumerate() {
+            let (id, hash) = (format!("attempt-{round}"), format!("{round:064}"));
+            let created = st
+                .create_login(
+                    &NewLogin {
+                        id: &id,
+                        channel: "cli",
+                        return_to: None,
+                        cli_challenge: Some("challenge"),
+                        cli_login_hash: Some(&hash),
+                        expires_at: gateway::store::now_ms() + 600_000,
+                        client_ip: "127.0.0.1",
+                    },
+                    LoginLimits::DEFAULT,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(created);
+            let done = st
+                .finish_login(&id, "pending", "complete", Some(user.id), None)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(done);
+            match end {
+                "revoke-all" => {
+                    st.revoke_user_sessions(user.id)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                _ => {
+                    st.lock_user("cli@example.com", gateway::store::LastAdmin::Keep)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    st.unlock_user("cli@example.com")
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+            let attempt = st
+                .login_by_cli_hash(&hash)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("attempt gone"));
+            assert_eq!(attempt.status, "refused", "{end}");
+        }
+    }
+);
