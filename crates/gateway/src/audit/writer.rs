@@ -207,15 +207,29 @@ impl AuditLog {
         read_at: Option<Generation>,
     ) -> Result<i64, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send_async(Job::Event {
-                event: Box::new(event),
-                read_at,
-                ack: Some(ack),
-            })
+        let recorded = async {
+            self.tx
+                .send_async(Job::Event {
+                    event: Box::new(event),
+                    read_at,
+                    ack: Some(ack),
+                })
+                .await
+                .map_err(|_| AuditError::Closed)?;
+            done.await.map_err(|_| AuditError::Closed)?
+        };
+        // A store that stopped answering must not hold the request (and its connection) for
+        // ever: it is refused instead. The event may still be committed later, then shown
+        // as a request without an outcome.
+        let deadline = crate::store::STORE_DEADLINE;
+        tokio::time::timeout(deadline, recorded)
             .await
-            .map_err(|_| AuditError::Closed)?;
-        done.await.map_err(|_| AuditError::Closed)?
+            .unwrap_or_else(|_| {
+                Err(AuditError::Store(format!(
+                    "the audit store did not answer within {} s",
+                    deadline.as_secs()
+                )))
+            })
     }
 
     /// Queues `event` without waiting (outcomes: the request event is already durable, so a
@@ -644,9 +658,23 @@ async fn write_with_retry(
             key.link_with(prev, seq, e, details)
         }
     };
-    let append = || store.append_audit_checked(events.clone(), read_at.clone(), link(key.clone()));
+    // Bounded, so that a hung connection does not stop the writer for good: the batch fails
+    // (its requests were refused at their own deadline), and the next batch takes a fresh
+    // connection.
+    let deadline = crate::store::STORE_DEADLINE;
+    let append = || async {
+        tokio::time::timeout(
+            deadline,
+            store.append_audit_checked(events.clone(), read_at.clone(), link(key.clone())),
+        )
+        .await
+        .unwrap_or(Err(crate::store::StoreError::Timeout(deadline.as_secs())))
+    };
     let appended = match append().await {
         Ok(appended) => appended,
+        Err(e @ crate::store::StoreError::Timeout(_)) => {
+            return Err(AuditError::Store(e.to_string()));
+        }
         Err(first) => {
             tracing::warn!(error = %first, "audit write failed, retrying once");
             tokio::time::sleep(Duration::from_millis(50)).await;

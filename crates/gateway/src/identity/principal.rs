@@ -173,6 +173,25 @@ pub async fn authenticate_with(
     token: &str,
     reads: Reads,
 ) -> Result<Authenticated, AuthError> {
+    let deadline = crate::store::STORE_DEADLINE;
+    match tokio::time::timeout(
+        deadline,
+        authenticate_now(store, memory, sessions, token, reads),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(_) => Err(AuthError::Store(StoreError::Timeout(deadline.as_secs()))),
+    }
+}
+
+async fn authenticate_now(
+    store: &Store,
+    memory: &CredentialMemory,
+    sessions: &crate::config::SessionConfig,
+    token: &str,
+    reads: Reads,
+) -> Result<Authenticated, AuthError> {
     let hash = hash_token(token);
     if reads == Reads::Remembered
         && let Some((rows, generation)) = memory.recall(&hash)

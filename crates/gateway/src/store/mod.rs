@@ -35,6 +35,12 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NO
      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
      PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
 
+/// Longest a request waits on the store for one step (authenticating it, recording its audit
+/// event): a database that stops answering — a hung connection, a stopped server, a failover
+/// that drops packets — gets the caller a 503 in seconds instead of holding every request
+/// until TCP gives up.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How often SQLite's write-ahead log is checkpointed (see [`Store::spawn_checkpointer`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
@@ -75,6 +81,9 @@ pub enum StoreError {
     /// The audit writer's SQLite connection failed.
     #[error("database error: {0}")]
     Sqlite(String),
+    /// The database did not answer in time (a hung connection, a stopped server).
+    #[error("database did not answer within {0} s")]
+    Timeout(u64),
     /// The user is locked (a session cannot be created for them).
     #[error("the user is locked")]
     UserLocked,

@@ -463,6 +463,25 @@ impl OwnPostgres {
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// Stops (`STOP`) or resumes (`CONT`) every process of the cluster: connections stay
+    /// open and the kernel keeps accepting bytes, but nothing answers — a hung server.
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_string))
+            .unwrap_or_else(|| panic!("no postmaster.pid"));
+        let children = std::process::Command::new("pkill")
+            .args([format!("-{signal}"), "-P".into(), pid.clone()])
+            .status();
+        let own = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status();
+        assert!(
+            children.is_ok() && own.is_ok_and(|s| s.success()),
+            "kill -{signal} failed"
+        );
+    }
 }
 
 impl Drop for OwnPostgres {
@@ -581,6 +600,75 @@ async fn postgres_down_ends_open_websocket_sessions() {
     );
 
     pg.pg_ctl_start();
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
+}
+
+/// A database that stops answering without closing anything (a hung server, a failover that
+/// drops packets) must not hold requests until TCP gives up: they are refused within the
+/// store deadline (10 s), none reaches the rack, and the gateway recovers when it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
+    let Some((pg, db)) = own_postgres() else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let get = |token: String| {
+        let (c, url) = (c.clone(), gw.proxy("/apps"));
+        async move {
+            let resp = c
+                .get(url)
+                .basic_auth("convox", Some(token))
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await;
+            match resp {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (status, r.text().await.unwrap_or_default())
+                }
+                Err(e) => (0, e.to_string()),
+            }
+        }
+    };
+    assert_eq!(get(deployer.clone()).await.0, 200);
+
+    pg.signal("STOP");
+    rack.clear();
+    let started = std::time::Instant::now();
+    // Known credentials (remembered): the audit write is what waits.
+    let (status, body) = get(deployer.clone()).await;
+    let took = started.elapsed();
+    eprintln!("known token: {status} after {took:?}");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("audit_unavailable"), "{body}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    // Credentials never read before: authentication is what waits.
+    let started = std::time::Instant::now();
+    let (status, body) = get(viewer.clone()).await;
+    let took = started.elapsed();
+    eprintln!("new token: {status} after {took:?}");
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        rack.seen().is_empty(),
+        "a request reached the rack while the database hung"
+    );
+
+    pg.signal("CONT");
+    let recovered = crate::kit::eventually(|| {
+        let fut = get(viewer.clone());
+        async move { fut.await.0 == 200 }
+    })
+    .await;
+    assert!(
+        recovered,
+        "the gateway did not recover when PostgreSQL answered again"
+    );
     let (ok, out, err) = admin(&db, &["audit", "verify"]);
     assert!(ok, "{out} {err}");
 }
