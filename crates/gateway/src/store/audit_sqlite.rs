@@ -174,6 +174,7 @@ mod tests {
         include_str!("../../migrations/sqlite/0004_login_attempt_limits.sql"),
         include_str!("../../migrations/sqlite/0005_audit_seq_is_the_rowid.sql"),
         include_str!("../../migrations/sqlite/0006_credential_generation.sql"),
+        include_str!("../../migrations/sqlite/0007_audit_no_replace.sql"),
     ];
 
     fn migrate(conn: &Connection, migrations: &[&str]) {

@@ -311,6 +311,35 @@ both_backends!(the_database_refuses_to_change_audit_rows, |db| async move {
             "TRUNCATE allowed"
         );
     }
+    // Replacing a row in one statement (SQLite's REPLACE deletes without firing DELETE
+    // triggers; PostgreSQL's upsert fires UPDATE ones).
+    let copy = "SELECT seq, ts, request_id, kind, actor_type, user_email, token_name, method, \
+                '/forged', action, rbac_decision, status, latency_ms, client_ip, user_agent, \
+                details, prev_hash, hash FROM audit_events WHERE seq = 1";
+    let columns = "(seq, ts, request_id, kind, actor_type, user_email, token_name, method, \
+                   path, action, rbac_decision, status, latency_ms, client_ip, user_agent, \
+                   details, prev_hash, hash)";
+    let replaces = match db.backend {
+        Backend::Sqlite => vec![
+            format!("INSERT OR REPLACE INTO audit_events {columns} {copy}"),
+            format!("REPLACE INTO audit_events {columns} {copy}"),
+            "INSERT OR REPLACE INTO audit_chain_head (id, seq, hash) VALUES (1, 0, 'x')".into(),
+        ],
+        Backend::Postgres => vec![
+            format!(
+                "INSERT INTO audit_events {columns} {copy} ON CONFLICT (seq) DO UPDATE \
+                 SET path = EXCLUDED.path"
+            ),
+            "INSERT INTO audit_chain_head (id, seq, hash) VALUES (1, 0, 'x') \
+             ON CONFLICT (id) DO UPDATE SET seq = 0"
+                .into(),
+        ],
+    };
+    for sql in replaces {
+        assert!(s.execute_raw(&sql).await.is_err(), "{sql} was allowed");
+    }
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
     // Someone with enough power to disable the triggers still cannot forge unnoticed.
     let disable = match db.backend {
         Backend::Sqlite => "DROP TRIGGER audit_events_no_update",
