@@ -107,8 +107,9 @@ impl FailureBudget {
 }
 
 /// IPv4 addresses (also written as IPv4-mapped IPv6) count alone; IPv6 by /64, the block one
-/// host usually has to itself.
-fn address_key(ip: IpAddr) -> IpAddr {
+/// host usually has to itself. Every per-address limit counts by this key: one host with a
+/// /64 would otherwise have 2^64 addresses to spread over.
+pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -141,7 +141,8 @@ pub async fn web_login(
         );
     }
     let id = random_token();
-    let client_ip = peer.ip.to_string();
+    // Counted by /64 for IPv6, as every per-address limit is.
+    let client_ip = gateway_core::failure_budget::address_key(peer.ip).to_string();
     let login = NewLogin {
         id: &id,
         channel: "web",
@@ -699,7 +700,8 @@ pub async fn cli_start(
     let id = random_token();
     let login_id = random_token();
     let login_hash = hash_token(&login_id);
-    let client_ip = peer.ip.to_string();
+    // Counted by /64 for IPv6, as every per-address limit is.
+    let client_ip = gateway_core::failure_budget::address_key(peer.ip).to_string();
     let login = NewLogin {
         id: &id,
         channel: "cli",

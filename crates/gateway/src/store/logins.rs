@@ -47,7 +47,8 @@ pub struct NewLogin<'a> {
     pub cli_login_hash: Option<&'a str>,
     /// Expiry (unix ms).
     pub expires_at: i64,
-    /// Who started it (as audited).
+    /// The address it counts against ([`gateway_core::failure_budget::address_key`]: IPv6 by
+    /// its /64).
     pub client_ip: &'a str,
 }
 

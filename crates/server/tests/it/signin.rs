@@ -1397,3 +1397,42 @@ both_backends!(
         assert!(ops.cookies.contains_key("rg_session"));
     }
 );
+
+both_backends!(
+    sign_ins_in_progress_count_an_ipv6_host_by_its_64,
+    |db| async move {
+        // One host usually has a whole /64: counted address by address, it could hold every
+        // sign-in place there is.
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("TRUSTED_PROXIES", "127.0.0.0/8")],
+        )
+        .await;
+        let c = client();
+        let start = |from: String| {
+            let c = c.clone();
+            let url = format!("{}/api/v1/auth/cli/start", s.gw.url);
+            async move {
+                let (_, challenge) = pkce();
+                c.post(url)
+                    .header("x-forwarded-for", from)
+                    .json(&serde_json::json!({ "code_challenge": challenge }))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .status()
+                    .as_u16()
+            }
+        };
+        for n in 0..50 {
+            assert_eq!(
+                start(format!("2001:db8:1:2::{n:x}")).await,
+                200,
+                "sign-in {n}"
+            );
+        }
+        assert_eq!(start("2001:db8:1:2:ffff::1".into()).await, 429, "same /64");
+        assert_eq!(start("2001:db8:1:3::1".into()).await, 200, "another /64");
+    }
+);
