@@ -592,47 +592,42 @@ pub async fn web_logout(
         }
     };
     if let Some((principal, token)) = signed_in {
-        if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
-            audit_signin(
-                &state,
-                &peer,
-                &headers,
-                "gateway:auth:signout",
-                principal.email(),
-                false,
-                json!({ "channel": "web", "reason": "csrf_rejected" }),
-            )
-            .await;
-            return web::stale_form();
-        }
-        if let Some(id) = principal.session_id()
-            && let Err(e) = state.store.revoke_session(id).await
-        {
+        let csrf_ok = cookies::csrf_ok(&token, form.csrf.as_deref());
+        let ended = match principal.session_id() {
+            Some(id) if csrf_ok => state.store.revoke_session(id).await.map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(e) = &ended {
             tracing::error!(error = %e, "ending a session at sign-out failed");
-            audit_signin(
-                &state,
-                &peer,
-                &headers,
-                "gateway:auth:signout",
-                principal.email(),
-                false,
-                json!({ "channel": "web", "reason": "store_unavailable" }),
-            )
-            .await;
-            let mut page = web::unavailable(NOT_ENDED);
-            cookies::clear_session(&state, &mut page);
-            return page;
         }
+        let refusal = match (csrf_ok, &ended) {
+            (false, _) => Some("csrf_rejected"),
+            (true, Err(_)) => Some("store_unavailable"),
+            (true, Ok(())) => None,
+        };
+        let details = match refusal {
+            Some(reason) => json!({ "channel": "web", "reason": reason }),
+            None => json!({ "channel": "web" }),
+        };
         audit_signin(
             &state,
             &peer,
             &headers,
             "gateway:auth:signout",
             principal.email(),
-            true,
-            json!({ "channel": "web" }),
+            refusal.is_none(),
+            details,
         )
         .await;
+        match refusal {
+            Some("csrf_rejected") => return web::stale_form(),
+            Some(_) => {
+                let mut page = web::unavailable(NOT_ENDED);
+                cookies::clear_session(&state, &mut page);
+                return page;
+            }
+            None => {}
+        }
     }
     cookies::clear_session(&state, &mut response);
     response

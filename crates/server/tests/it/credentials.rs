@@ -67,17 +67,29 @@ pub async fn user_with_session(
         .create_user(email, "Test", role)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (session, secret) = gateway::identity::sessions::issue_session(
-        &st,
-        &Default::default(),
-        &user,
-        "cli",
-        None,
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (session, secret) = another_session(&st, "cli", &user)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     (st, session, secret)
+}
+
+/// A new session of `user`'s on `channel` (its row and secret).
+pub async fn another_session(
+    st: &gateway::store::Store,
+    channel: &str,
+    user: &gateway::store::UserRow,
+) -> Result<(gateway::store::SessionRow, String), gateway::store::StoreError> {
+    gateway::identity::sessions::issue_session(st, &Default::default(), user, channel, None, None)
+        .await
+}
+
+/// The user `email` (who must exist).
+pub async fn existing_user(st: &gateway::store::Store, email: &str) -> gateway::store::UserRow {
+    st.find_user(email)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {email}"))
 }
 
 // Every column of the credential tables moves the generation when updated, except the "last
@@ -309,26 +321,13 @@ both_backends!(a_locked_user_gets_no_new_session, |db| async move {
     // the same transaction: one that finished just after an admin's lock committed would
     // otherwise leave a session that unlocking brings back.
     let (st, first, _) = user_with_session(&db, "late@example.com", "ops").await;
-    let user = st
-        .find_user("late@example.com")
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("no user"));
+    let user = existing_user(&st, "late@example.com").await;
     let (_, ended) = st
         .lock_user("late@example.com", gateway::store::LastAdmin::Keep)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ended, 1);
-    let late = gateway::identity::sessions::issue_session(
-        &st,
-        &Default::default(),
-        &user,
-        "cli",
-        None,
-        None,
-    )
-    .await;
+    let late = another_session(&st, "cli", &user).await;
     assert!(
         matches!(late, Err(gateway::store::StoreError::UserLocked)),
         "a locked user got a session: {late:?}"
@@ -361,22 +360,10 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         for round in 0..20 {
-            let user = st
-                .find_user("busy@example.com")
+            let user = existing_user(&st, "busy@example.com").await;
+            let (extra, _) = another_session(&st, "web", &user)
                 .await
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| panic!("no user"));
-            let (extra, _) = gateway::identity::sessions::issue_session(
-                &st,
-                &Default::default(),
-                &user,
-                "web",
-                None,
-                None,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
             let mut work = tokio::task::JoinSet::new();
             for kind in 0..4 {
                 let st = st.clone();
@@ -415,12 +402,7 @@ both_backends!(
         // "sign out everywhere" or a lock in between must not leave that door open.
         use gateway::store::{LoginLimits, NewLogin};
         let (st, _, _) = user_with_session(&db, "cli@example.com", "ops").await;
-        let user = st
-            .find_user("cli@example.com")
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("no user"));
+        let user = existing_user(&st, "cli@example.com").await;
         for (round, end) in ["revoke-all", "lock"].into_iter().enumerate() {
             let (id, hash) = (format!("attempt-{round}"), format!("{round:064}"));
             let created = st

@@ -941,6 +941,43 @@ both_backends!(sign_ins_in_progress_are_capped, |db| async move {
     );
 });
 
+/// `email` signed in through the web on `s`: their browser, the account page's CSRF token,
+/// and their session's secret and id.
+async fn account_page(s: &SignIn, email: &str) -> (Browser, String, String, i64) {
+    let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+    let mut browser = Browser::new(email).unwrap_or_else(|e| panic!("{e}"));
+    let page = browser
+        .visit(&login)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!csrf.is_empty(), "{}", page.body);
+    let session = browser
+        .cookies
+        .get("rg_session")
+        .cloned()
+        .unwrap_or_default();
+    let sessions: serde_json::Value = client()
+        .get(format!("{}/api/v1/sessions", s.gw.url))
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let id = sessions[0]["id"].as_i64().unwrap_or_default();
+    assert!(id > 0, "{sessions}");
+    (browser, csrf, session, id)
+}
+
 both_backends!(
     refused_session_changes_on_the_account_page_are_audited,
     |db| async move {
@@ -949,34 +986,9 @@ both_backends!(
             assert!(ok, "{err}");
         }
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
-        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
-        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
-        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = page
-            .body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_default()
-            .to_string();
-        assert!(!csrf.is_empty(), "{}", page.body);
-        let mut adm = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
-        let page = adm.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(page.status, 200, "{}", page.body);
-        let admin_session = adm.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (ops, csrf, _, _) = account_page(&s, "ops@example.com").await;
+        let (_, _, admin_session, admin_session_id) = account_page(&s, "admin@example.com").await;
         let c = client();
-        let sessions: serde_json::Value = c
-            .get(format!("{}/api/v1/sessions", s.gw.url))
-            .bearer_auth(&admin_session)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
-        let admin_session_id = sessions[0]["id"].as_i64().unwrap_or_default();
-        assert!(admin_session_id > 0, "{sessions}");
         let post = |path: String, csrf: String| {
             let c = c.clone();
             let cookie = ops.cookie_header();
@@ -1195,31 +1207,8 @@ both_backends!(
         let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
         assert!(ok, "{err}");
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
-        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
-        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
-        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = page
-            .body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_default()
-            .to_string();
-        assert!(!csrf.is_empty(), "{}", page.body);
-        let session = ops.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (ops, csrf, session, id) = account_page(&s, "ops@example.com").await;
         let c = client();
-        let sessions: serde_json::Value = c
-            .get(format!("{}/api/v1/sessions", s.gw.url))
-            .bearer_auth(&session)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
-        let id = sessions[0]["id"].as_i64().unwrap_or_default();
-        assert!(id > 0, "{sessions}");
         let post = |path: String| {
             let (c, cookie, csrf) = (c.clone(), ops.cookie_header(), csrf.clone());
             async move {

@@ -739,22 +739,10 @@ crate::both_backends!(
         let rack = TestRack::start().await;
         let (st, _, first) =
             crate::credentials::user_with_session(&db, "ws@example.com", "viewer").await;
-        let user = st
-            .find_user("ws@example.com")
+        let user = crate::credentials::existing_user(&st, "ws@example.com").await;
+        let (_, second) = crate::credentials::another_session(&st, "web", &user)
             .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("no user"));
-        let (_, second) = gateway::identity::sessions::issue_session(
-            &st,
-            &Default::default(),
-            &user,
-            "web",
-            None,
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"));
         let gw = Gateway::start(&db, &rack.url, &[("MAX_WEBSOCKETS_PER_CREDENTIAL", "2")]).await;
         let logs = "/apps/web/logs?follow=true";
         let _a = ws_connect(&gw, logs, &first).await;
