@@ -83,13 +83,15 @@ pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport,
             ),
         });
     }
-    // Rows the walk above cannot reach (numbered 0 or below) would show in searches by request
-    // id without ever being checked.
+    // Rows the walk above cannot reach (numbered 0 or below, or past the head: inserted by
+    // hand) would show in searches by request id without ever being checked.
     let stray = store.audit_rows_outside_chain().await?;
     if stray > 0 {
         return Err(VerifyError::Broken {
-            seq: 0,
-            reason: format!("{stray} event(s) numbered 0 or below, outside the chain"),
+            seq: head.seq,
+            reason: format!(
+                "{stray} event(s) outside the chain (numbered 0 or below, or past its head)"
+            ),
         });
     }
     Ok(VerifyReport {

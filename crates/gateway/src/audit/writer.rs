@@ -575,6 +575,8 @@ impl Printer {
                             PrintJob::Flush(done) => flushes.push(done),
                         }
                     }
+                    // The dropped rows came after those queued: the gap line follows them.
+                    write_rows(&mut out, &pending);
                     let dropped = shared.dropped.swap(0, Ordering::SeqCst);
                     if dropped > 0 {
                         tracing::warn!(
@@ -583,7 +585,6 @@ impl Printer {
                         );
                         write_gap(&mut out, dropped);
                     }
-                    write_rows(&mut out, &pending);
                     shared.queued.fetch_sub(pending.len(), Ordering::SeqCst);
                     pending.clear();
                     for done in flushes.drain(..) {

@@ -592,11 +592,15 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// How many audit events are numbered 0 or below, where the chain never reaches.
+    /// How many audit events are numbered where the chain does not reach: 0 or below, or past
+    /// the head (read in the same statement, so events being appended are not counted).
     pub async fn audit_rows_outside_chain(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_events WHERE seq <= 0")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE seq <= 0 \
+             OR seq > (SELECT seq FROM audit_chain_head WHERE id = 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 

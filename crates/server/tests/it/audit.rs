@@ -640,4 +640,19 @@ both_backends!(verify_holds_while_the_gateway_appends, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("verify: {e}"));
     assert_eq!(report.events, 300 + appended);
+    // An event inserted by hand far past the head (inserts are allowed): never walked, but
+    // found.
+    s.execute_raw(
+        "INSERT INTO audit_events (seq, ts, request_id, kind, actor_type, action, \
+         rbac_decision, details, prev_hash, hash) SELECT seq + 1000000, ts, request_id, kind, \
+         actor_type, action, rbac_decision, details, prev_hash, hash FROM audit_events \
+         WHERE seq = 1",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let report = gateway::audit::verify_chain(&s, &key).await;
+    assert!(
+        matches!(&report, Err(gateway::audit::VerifyError::Broken { reason, .. }) if reason.contains("outside the chain")),
+        "{report:?}"
+    );
 });
