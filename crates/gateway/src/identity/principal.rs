@@ -241,9 +241,18 @@ pub async fn recheck(
     token: &str,
 ) -> Result<Principal, AuthError> {
     let hash = hash_token(token);
-    read_fresh(store, sessions, token, &hash, Use::Skip)
-        .await
-        .map(|(principal, _, _)| principal)
+    // A store that hangs counts as one that fails: the session's re-checks then end it, as
+    // when the database is down, rather than leaving it open unchecked.
+    let deadline = crate::store::STORE_DEADLINE;
+    match tokio::time::timeout(
+        deadline,
+        read_fresh(store, sessions, token, &hash, Use::Skip),
+    )
+    .await
+    {
+        Ok(read) => read.map(|(principal, _, _)| principal),
+        Err(_) => Err(AuthError::Store(StoreError::Timeout(deadline.as_secs()))),
+    }
 }
 
 /// Reads the credentials for `hash` from the database and checks them.

@@ -114,15 +114,42 @@ impl Oidc {
         {
             return Ok(m.clone());
         }
-        let issuer = IssuerUrl::new(self.config.issuer_id.clone())
-            .map_err(|e| OidcError::Provider(e.to_string()))?;
-        let http = self.http_client();
-        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
-            .await
-            .map_err(|e| OidcError::Provider(format!("discovery failed: {e}")))?;
+        let given = self.config.issuer_id.as_str();
+        let metadata = match self.discover(given).await {
+            Ok(metadata) => metadata,
+            Err(first) => {
+                // The provider's metadata must name the issuer exactly. Earlier versions
+                // dropped a final `/` (so `https://accounts.google.com/` worked): an issuer
+                // that differs only by one still does, with a warning saying which to set.
+                let other = match given.strip_suffix('/') {
+                    Some(trimmed) => trimmed.to_string(),
+                    None => format!("{given}/"),
+                };
+                match self.discover(&other).await {
+                    Ok(metadata) => {
+                        tracing::warn!(
+                            configured = given,
+                            provider = %other,
+                            "OIDC_ISSUER differs from the provider's issuer by a final /; set it \
+                             exactly as the provider names itself"
+                        );
+                        metadata
+                    }
+                    Err(_) => return Err(first),
+                }
+            }
+        };
         let metadata = Arc::new(metadata);
         *self.metadata.write().await = Some((metadata.clone(), Instant::now()));
         Ok(metadata)
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<CoreProviderMetadata, OidcError> {
+        let issuer =
+            IssuerUrl::new(issuer.to_string()).map_err(|e| OidcError::Provider(e.to_string()))?;
+        CoreProviderMetadata::discover_async(issuer, &self.http_client())
+            .await
+            .map_err(|e| OidcError::Provider(format!("discovery failed: {e}")))
     }
 
     async fn client(&self) -> Result<Client, OidcError> {

@@ -460,14 +460,18 @@ impl Store {
             query = query.bind(at.0);
         }
         let mut held = self.audit_conn.lock().await;
-        let mut conn = match held.take() {
+        let mut conn = Unfinished(Some(match held.take() {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
+        }));
+        // After an error, or when the writer's deadline cancels this mid-query, the
+        // connection's state is unknown: `Unfinished` closes it, and the next batch takes a
+        // fresh one.
+        let Some(open) = conn.0.as_mut() else {
+            return Err(StoreError::Corrupt("audit connection missing".into()));
         };
-        // After an error its state is unknown: dropped here, it goes back to the pool (which
-        // checks it), and the next batch takes a fresh one.
-        let inserted = query.execute(&mut *conn).await?.rows_affected();
-        *held = Some(conn);
+        let inserted = query.execute(&mut **open).await?.rows_affected();
+        *held = conn.0.take();
         drop(held);
         if inserted == 0 {
             return Ok(None);
@@ -622,5 +626,20 @@ impl Store {
             .execute(sqlx::AssertSqlSafe(sql.to_string()))
             .await?
             .rows_affected())
+    }
+}
+
+/// A pooled connection a query is using that may be cancelled (the audit writer's deadline)
+/// or fail: unless taken back out after the query, it is detached from the pool and closed at
+/// once when dropped. Returned to the pool instead, it would be pinged there without a time
+/// limit — against a hung server, for as long as TCP takes to give up — while still counting
+/// against the pool's size.
+struct Unfinished(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
     }
 }

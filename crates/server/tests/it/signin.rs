@@ -86,7 +86,12 @@ impl SignIn {
             ("OIDC_CLIENT_SECRET", "gw-test-secret"),
             ("OIDC_ALLOWED_DOMAINS", "example.com"),
         ];
-        env.extend_from_slice(extra);
+        // `{issuer}` in an extra value stands for the provider's issuer (known only here).
+        let extra: Vec<(&str, String)> = extra
+            .iter()
+            .map(|(k, v)| (*k, v.replace("{issuer}", &issuer)))
+            .collect();
+        env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
         let gw = Gateway::start(db, &rack.url, &env).await;
         SignIn {
             gw,
@@ -1423,5 +1428,31 @@ both_backends!(
         }
         assert_eq!(start("2001:db8:1:2:ffff::1".into()).await, 429, "same /64");
         assert_eq!(start("2001:db8:1:3::1".into()).await, 200, "another /64");
+    }
+);
+
+both_backends!(
+    an_issuer_configured_with_a_final_slash_still_signs_in,
+    |db| async move {
+        // Discovery compares the issuer exactly; earlier versions dropped a final `/`, so
+        // deployments configured with one keep working, told which form to set.
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("OIDC_ISSUER", "{issuer}/")],
+        )
+        .await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(ops.cookies.contains_key("rg_session"));
+        assert!(
+            s.gw.all_output()
+                .contains("differs from the provider's issuer by a final /"),
+            "no warning"
+        );
     }
 );
