@@ -26,6 +26,13 @@ impl AppState {
     pub fn new(parts: Shared) -> AppState {
         AppState(Arc::new(parts))
     }
+
+    /// Where browsers reach the gateway: its public URL, or else the sign-in callback
+    /// registered with the identity provider (`None` when neither is configured).
+    pub fn browser_url(&self) -> Option<&url::Url> {
+        let redirect = self.oidc.as_ref().map(|o| &o.config().redirect_url);
+        self.config.public_url.as_ref().or(redirect)
+    }
 }
 
 impl std::ops::Deref for AppState {

@@ -569,6 +569,20 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
     }
 }
 
+/// Audits a web sign-out: refused, with `refusal` details, or done.
+async fn signout_audit(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    principal: &crate::identity::Principal,
+    refusal: Option<serde_json::Value>,
+) {
+    let allowed = refusal.is_none();
+    let details = refusal.unwrap_or_else(|| json!({ "channel": "web" }));
+    let (email, action) = (principal.email(), "gateway:auth:signout");
+    audit_signin(state, peer, headers, action, email, allowed, details).await;
+}
+
 /// What a sign-out that could not end the session tells the user.
 const NOT_ENDED: &str = "This browser is signed out, but the session could not be ended: a \
                          copy of its cookie would still work until it expires. Sign in and out \
@@ -592,42 +606,22 @@ pub async fn web_logout(
         }
     };
     if let Some((principal, token)) = signed_in {
-        let csrf_ok = cookies::csrf_ok(&token, form.csrf.as_deref());
-        let ended = match principal.session_id() {
-            Some(id) if csrf_ok => state.store.revoke_session(id).await.map(|_| ()),
-            _ => Ok(()),
-        };
-        if let Err(e) = &ended {
+        if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+            let details = json!({ "channel": "web", "reason": "csrf_rejected" });
+            signout_audit(&state, &peer, &headers, &principal, Some(details)).await;
+            return web::stale_form();
+        }
+        if let Some(id) = principal.session_id()
+            && let Err(e) = state.store.revoke_session(id).await
+        {
             tracing::error!(error = %e, "ending a session at sign-out failed");
+            let details = json!({ "channel": "web", "reason": "store_unavailable" });
+            signout_audit(&state, &peer, &headers, &principal, Some(details)).await;
+            let mut page = web::unavailable(NOT_ENDED);
+            cookies::clear_session(&state, &mut page);
+            return page;
         }
-        let refusal = match (csrf_ok, &ended) {
-            (false, _) => Some("csrf_rejected"),
-            (true, Err(_)) => Some("store_unavailable"),
-            (true, Ok(())) => None,
-        };
-        let details = match refusal {
-            Some(reason) => json!({ "channel": "web", "reason": reason }),
-            None => json!({ "channel": "web" }),
-        };
-        audit_signin(
-            &state,
-            &peer,
-            &headers,
-            "gateway:auth:signout",
-            principal.email(),
-            refusal.is_none(),
-            details,
-        )
-        .await;
-        match refusal {
-            Some("csrf_rejected") => return web::stale_form(),
-            Some(_) => {
-                let mut page = web::unavailable(NOT_ENDED);
-                cookies::clear_session(&state, &mut page);
-                return page;
-            }
-            None => {}
-        }
+        signout_audit(&state, &peer, &headers, &principal, None).await;
     }
     cookies::clear_session(&state, &mut response);
     response
@@ -724,12 +718,8 @@ pub async fn cli_start(
         }
         Err(e) => return Err(ApiError::store(e)),
     }
-    // The public URL, or else the origin of the callback registered with the provider.
     let base = state
-        .config
-        .public_url
-        .clone()
-        .or_else(|| state.oidc.as_ref().map(|o| o.config().redirect_url.clone()))
+        .browser_url()
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
     Ok(Json(json!({

@@ -51,8 +51,7 @@ pub fn login(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// set) the callback registered with the identity provider, which is where the cookies are
 /// set. Either way on https, cookies must never travel in clear.
 fn secure(state: &AppState) -> bool {
-    let redirect = state.oidc.as_ref().map(|o| &o.config().redirect_url);
-    is_https(state.config.public_url.as_ref().or(redirect))
+    is_https(state.browser_url())
 }
 
 fn is_https(url: Option<&url::Url>) -> bool {
