@@ -7,6 +7,7 @@
 mod chain;
 mod event;
 mod refusals;
+mod retained;
 mod verify;
 mod writer;
 

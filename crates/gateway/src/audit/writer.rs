@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::retained::{Attempt, Retained};
 use super::{AuditEvent, ChainKey};
 use crate::store::{AuditRow, ChainLink, Generation, Store};
 
@@ -370,15 +371,19 @@ fn split(batch: &mut Vec<Job>) -> Split {
 }
 
 /// Answers the waiting requests (first: the stdout copy is not what they wait for), hands the
-/// rows to the stdout sink, then answers the flushes.
+/// rows to the stdout sink, then answers the flushes. Returns the events of a failed batch that
+/// nobody waits for, to be kept (see [`Retained`]).
 fn finish(
-    result: Result<Vec<Option<AuditRow>>, AuditError>,
+    result: Result<Written, Failed>,
     acks: Vec<Option<oneshot::Sender<Result<i64, AuditError>>>>,
     flushes: Vec<oneshot::Sender<()>>,
     printer: Option<&Printer>,
-) {
-    match result {
-        Ok(written) => {
+) -> Vec<AuditEvent> {
+    let keep = match result {
+        Ok(Written {
+            rows: written,
+            kept,
+        }) => {
             let mut rows = Vec::with_capacity(written.len());
             for (ack, row) in acks.into_iter().zip(written) {
                 let answer = match &row {
@@ -390,22 +395,73 @@ fn finish(
                 }
                 rows.extend(row);
             }
-            if let Some(printer) = printer {
-                printer.print(rows);
-            }
+            print(printer, rows);
+            kept
         }
-        Err(err) => {
-            tracing::error!(error = %err, events = acks.len(), "audit write failed");
+        Err(Failed { error, kept }) => {
+            tracing::error!(error = %error, events = acks.len(), "audit write failed");
             for ack in acks.into_iter().flatten() {
-                let _ = ack.send(Err(err.clone()));
+                let _ = ack.send(Err(error.clone()));
             }
+            kept
         }
-    }
+    };
     for done in flushes {
         match printer {
             Some(printer) => printer.flush(done),
             None => {
                 let _ = done.send(());
+            }
+        }
+    }
+    keep
+}
+
+/// Hands committed rows to the stdout sink, if there is one.
+fn print(printer: Option<&Printer>, rows: Vec<AuditRow>) {
+    if let Some(printer) = printer {
+        printer.print(rows);
+    }
+}
+
+/// The kept events due for a retry, as the transactions to write them in: all in one, or
+/// one each (see [`Attempt`]).
+fn kept_due(retained: &mut Retained, force: bool) -> Option<(Vec<Vec<AuditEvent>>, Attempt)> {
+    let (events, attempt) = retained.take_due(std::time::Instant::now(), force)?;
+    let groups = match attempt {
+        Attempt::Together => vec![events],
+        Attempt::OneByOne => events.into_iter().map(|e| vec![e]).collect(),
+    };
+    Some((groups, attempt))
+}
+
+/// What became of one transaction of kept events.
+fn settle_kept(
+    result: Result<Written, Failed>,
+    attempt: Attempt,
+    retained: &mut Retained,
+    printer: Option<&Printer>,
+) {
+    match (result, attempt) {
+        (Ok(written), _) => {
+            print(printer, written.rows.into_iter().flatten().collect());
+            if attempt == Attempt::Together {
+                retained.written();
+            }
+        }
+        (Err(failed), Attempt::Together) => {
+            retained.failed(failed.kept, std::time::Instant::now());
+        }
+        (Err(Failed { error, kept }), Attempt::OneByOne) => {
+            for event in kept {
+                tracing::error!(
+                    error = %error,
+                    request_id = %event.request_id,
+                    kind = event.kind.as_str(),
+                    action = %event.action,
+                    "an audit event kept from a failed batch was refused again while other \
+                     events were written: given up"
+                );
             }
         }
     }
@@ -450,6 +506,7 @@ impl SlowCommits {
 async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
     let printer = stdout.then(Printer::start);
     let mut slow = SlowCommits::default();
+    let mut kept = Retained::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut sleep = Sleep::Idle;
     loop {
@@ -468,16 +525,33 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
             batch.push(job);
         }
         let parts = queues.gather(&mut batch);
-        let wrote = !parts.events.is_empty();
-        let started = std::time::Instant::now();
         let count = parts.events.len();
-        let result = write_with_retry(&store, &key, parts.events, &parts.read_at).await;
+        let started = std::time::Instant::now();
+        let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
+        let result = write_with_retry(&store, &key, parts.events, &parts.read_at, &waited).await;
         slow.observe(started.elapsed(), count, std::time::Instant::now());
-        finish(result, parts.acks, parts.flushes, printer.as_ref());
+        if count > 0 && result.is_ok() {
+            kept.store_answered();
+        }
+        kept.keep(
+            finish(result, parts.acks, parts.flushes, printer.as_ref()),
+            started,
+        );
+        // After the waiting requests are answered: kept events are nobody's wait.
+        if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
+            for events in groups {
+                let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
+                let result = write_with_retry(&store, &key, events, &none, &waited).await;
+                settle_kept(result, attempt, &mut kept, printer.as_ref());
+            }
+            if attempt == Attempt::OneByOne {
+                kept.written();
+            }
+        }
         if closed {
             break;
         }
-        sleep = queues.next_sleep(wrote);
+        sleep = queues.next_sleep(count > 0 || !kept.is_empty());
     }
     // Everything committed is on stdout before the writer reports itself finished.
     if let Some(printer) = &printer {
@@ -485,6 +559,7 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
         printer.flush(done);
         let _ = wait.await;
     }
+    kept.report_lost();
 }
 
 /// The writer on a thread of its own (SQLite): it commits in place, so a batch costs one
@@ -493,6 +568,7 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
 fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
     let printer = stdout.then(Printer::start);
     let mut slow = SlowCommits::default();
+    let mut kept = Retained::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut sleep = Sleep::Idle;
     loop {
@@ -510,22 +586,39 @@ fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
             queues.await_company_blocking(&mut batch, std::time::Instant::now());
         }
         let parts = queues.gather(&mut batch);
-        let wrote = !parts.events.is_empty();
-        let started = std::time::Instant::now();
         let count = parts.events.len();
-        let result = write_blocking_with_retry(store, key, parts.events, &parts.read_at);
+        let started = std::time::Instant::now();
+        let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
+        let result = write_blocking_with_retry(store, key, parts.events, &parts.read_at, &waited);
         slow.observe(started.elapsed(), count, std::time::Instant::now());
-        finish(result, parts.acks, parts.flushes, printer.as_ref());
+        if count > 0 && result.is_ok() {
+            kept.store_answered();
+        }
+        kept.keep(
+            finish(result, parts.acks, parts.flushes, printer.as_ref()),
+            started,
+        );
+        if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
+            for events in groups {
+                let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
+                let result = write_blocking_with_retry(store, key, events, &none, &waited);
+                settle_kept(result, attempt, &mut kept, printer.as_ref());
+            }
+            if attempt == Attempt::OneByOne {
+                kept.written();
+            }
+        }
         if closed {
             break;
         }
-        sleep = queues.next_sleep(wrote);
+        sleep = queues.next_sleep(count > 0 || !kept.is_empty());
     }
     if let Some(printer) = &printer {
         let (done, wait) = oneshot::channel();
         printer.flush(done);
         let _ = wait.blocking_recv();
     }
+    kept.report_lost();
 }
 
 /// The stdout sink's own thread: serialising and writing the JSON lines took ~5 % of an async
@@ -640,20 +733,115 @@ impl Printer {
     }
 }
 
-/// One quick retry covers a transient lock or connection hiccup; after that the callers get
-/// the error (and their requests a 503). `None` for an event left out because the credentials
-/// that authorised it changed (see [`AuditLog::record_checked`]).
+/// What a batch's write produced: a row for each event (`None`: left out, see
+/// [`AuditLog::record_checked`], or set aside), and the events nobody waits for that were set
+/// aside after a failed attempt, to be kept (see [`Retained`]).
+struct Written {
+    rows: Vec<Option<AuditRow>>,
+    kept: Vec<AuditEvent>,
+}
+
+/// A batch that could not be written, and its events nobody waits for (to be kept).
+struct Failed {
+    error: AuditError,
+    kept: Vec<AuditEvent>,
+}
+
+/// The second attempt after a batch failed. Events nobody waits for are set aside rather than
+/// tried again with the rest: if one of them is what the store refuses, the requests waiting
+/// in the same batch still go through. A batch of such events only (kept ones being retried)
+/// is not tried again here; [`Retained`] paces those.
+struct Retry {
+    events: Vec<AuditEvent>,
+    read_at: Vec<Option<Generation>>,
+    /// Where each of `events` was in the batch.
+    positions: Vec<usize>,
+    set_aside: Vec<AuditEvent>,
+    len: usize,
+}
+
+impl Retry {
+    fn plan(
+        events: Vec<AuditEvent>,
+        read_at: &[Option<Generation>],
+        waited: &[bool],
+        error: &crate::store::StoreError,
+    ) -> Result<Retry, Failed> {
+        let len = events.len();
+        let mut retry = Retry {
+            events: Vec::with_capacity(len),
+            read_at: Vec::with_capacity(len),
+            positions: Vec::with_capacity(len),
+            set_aside: Vec::new(),
+            len,
+        };
+        for (i, event) in events.into_iter().enumerate() {
+            if waited.get(i).copied().unwrap_or(false) {
+                retry.events.push(event);
+                retry.read_at.push(read_at.get(i).copied().flatten());
+                retry.positions.push(i);
+            } else {
+                retry.set_aside.push(event);
+            }
+        }
+        if retry.events.is_empty() {
+            return Err(Failed {
+                error: AuditError::Store(error.to_string()),
+                kept: retry.set_aside,
+            });
+        }
+        tracing::warn!(error = %error, "audit write failed, retrying once");
+        Ok(retry)
+    }
+
+    /// The rows of the retried events, placed where their events were in the batch.
+    fn written(self, links: Vec<Option<ChainLink>>) -> Written {
+        let mut placed: Vec<Option<AuditRow>> = (0..self.len).map(|_| None).collect();
+        for (pos, row) in self.positions.into_iter().zip(rows(links, self.events)) {
+            if let Some(slot) = placed.get_mut(pos) {
+                *slot = row;
+            }
+        }
+        Written {
+            rows: placed,
+            kept: self.set_aside,
+        }
+    }
+
+    fn failed(self, error: &crate::store::StoreError) -> Failed {
+        Failed {
+            error: AuditError::Store(error.to_string()),
+            kept: self.set_aside,
+        }
+    }
+}
+
+/// The events of a batch that nobody waits for.
+fn not_waited(events: &[AuditEvent], waited: &[bool]) -> Vec<AuditEvent> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !waited.get(i).copied().unwrap_or(false))
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// Writes a batch; `waited[i]` says whether a request waits for `events[i]`. One quick retry
+/// (see [`Retry`]) covers a transient lock or connection hiccup; after that the waiting
+/// requests get the error (and a 503).
 async fn write_with_retry(
     store: &Store,
     key: &ChainKey,
     events: Vec<AuditEvent>,
     read_at: &[Option<Generation>],
-) -> Result<Vec<Option<AuditRow>>, AuditError> {
+    waited: &[bool],
+) -> Result<Written, Failed> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Written {
+            rows: Vec::new(),
+            kept: Vec::new(),
+        });
     }
-    let events: Arc<[AuditEvent]> = events.into();
-    let read_at: Arc<[Option<Generation>]> = read_at.into();
     let link = |key: ChainKey| {
         move |prev: &str, seq: i64, e: &AuditEvent, details: &str| {
             key.link_with(prev, seq, e, details)
@@ -663,29 +851,38 @@ async fn write_with_retry(
     // (its requests were refused at their own deadline), and the next batch takes a fresh
     // connection.
     let deadline = crate::store::STORE_DEADLINE;
-    let append = || async {
+    let append = |events: Arc<[AuditEvent]>, read_at: Arc<[Option<Generation>]>| async {
         tokio::time::timeout(
             deadline,
-            store.append_audit_checked(events.clone(), read_at.clone(), link(key.clone())),
+            store.append_audit_checked(events, read_at, link(key.clone())),
         )
         .await
         .unwrap_or(Err(crate::store::StoreError::Timeout(deadline.as_secs())))
     };
-    let appended = match append().await {
-        Ok(appended) => appended,
+    let shared: Arc<[AuditEvent]> = events.into();
+    let first = match append(shared.clone(), read_at.into()).await {
+        // The events are shared with the store's call (which may retry): copied, not moved.
+        Ok(appended) => {
+            return Ok(Written {
+                rows: rows(appended.links, shared.iter().cloned()),
+                kept: Vec::new(),
+            });
+        }
         Err(e @ crate::store::StoreError::Timeout(_)) => {
-            return Err(AuditError::Store(e.to_string()));
+            return Err(Failed {
+                error: AuditError::Store(e.to_string()),
+                kept: not_waited(&shared, waited),
+            });
         }
-        Err(first) => {
-            tracing::warn!(error = %first, "audit write failed, retrying once");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            append()
-                .await
-                .map_err(|e| AuditError::Store(e.to_string()))?
-        }
+        Err(e) => e,
     };
-    // The events are shared with the store's call (which may retry): copied, not moved.
-    Ok(rows(appended.links, events.iter().cloned()))
+    let retry = Retry::plan(shared.to_vec(), read_at, waited, &first)?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again: Arc<[AuditEvent]> = retry.events.clone().into();
+    match append(again, retry.read_at.clone().into()).await {
+        Ok(appended) => Ok(retry.written(appended.links)),
+        Err(e) => Err(retry.failed(&e)),
+    }
 }
 
 /// [`write_with_retry`] on the writer's own thread (SQLite).
@@ -694,15 +891,19 @@ fn write_blocking_with_retry(
     key: &ChainKey,
     events: Vec<AuditEvent>,
     read_at: &[Option<Generation>],
-) -> Result<Vec<Option<AuditRow>>, AuditError> {
+    waited: &[bool],
+) -> Result<Written, Failed> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Written {
+            rows: Vec::new(),
+            kept: Vec::new(),
+        });
     }
     let link =
         |prev: &str, seq: i64, e: &AuditEvent, details: &str| key.link_with(prev, seq, e, details);
-    let attempt = || {
+    let attempt = |events: &[AuditEvent], read_at: &[Option<Generation>]| {
         store
-            .append_audit_blocking(&events, read_at, link)
+            .append_audit_blocking(events, read_at, link)
             // Unreachable: `start` runs this thread only on SQLite; fail the batch, not panic.
             .unwrap_or_else(|| {
                 Err(crate::store::StoreError::Sqlite(
@@ -710,15 +911,21 @@ fn write_blocking_with_retry(
                 ))
             })
     };
-    let appended = match attempt() {
-        Ok(appended) => appended,
-        Err(first) => {
-            tracing::warn!(error = %first, "audit write failed, retrying once");
-            std::thread::sleep(Duration::from_millis(50));
-            attempt().map_err(|e| AuditError::Store(e.to_string()))?
+    let first = match attempt(&events, read_at) {
+        Ok(appended) => {
+            return Ok(Written {
+                rows: rows(appended.links, events),
+                kept: Vec::new(),
+            });
         }
+        Err(e) => e,
     };
-    Ok(rows(appended.links, events))
+    let retry = Retry::plan(events, read_at, waited, &first)?;
+    std::thread::sleep(Duration::from_millis(50));
+    match attempt(&retry.events, &retry.read_at) {
+        Ok(appended) => Ok(retry.written(appended.links)),
+        Err(e) => Err(retry.failed(&e)),
+    }
 }
 
 /// The committed rows: each event at the place the store gave it (`None`: left out).

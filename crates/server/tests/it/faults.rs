@@ -672,3 +672,135 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
     let (ok, out, err) = admin(&db, &["audit", "verify"]);
     assert!(ok, "{out} {err}");
 }
+
+both_backends!(
+    outcomes_a_failing_store_refused_are_written_once_it_recovers,
+    |db| async move {
+        // A request already forwarded when the store starts failing still gets its outcome:
+        // the outcome is kept and written once the store takes it, in a transaction of its
+        // own, so that meanwhile it never fails the batches other requests wait on.
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let s = store(&db).await;
+        let c = client();
+        let get = || async {
+            let resp = c
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&admin_token))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            (resp.status().as_u16(), crate::kit::request_id(&resp))
+        };
+        let kinds = |id: String| {
+            let s = s.clone();
+            async move {
+                let mut kinds: Vec<String> = s
+                    .audit_by_request(&id)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| r.event.kind.as_str().to_string())
+                    .collect();
+                kinds.sort();
+                kinds
+            }
+        };
+
+        let refusal = crate::kit::refuse_audit_events(&db, "NEW.kind = 'outcome'").await;
+        let (status, first) = get().await;
+        assert_eq!(status, 200);
+        let failed = crate::kit::eventually(|| {
+            let out = gw.all_output();
+            async move { out.contains("audit write failed") }
+        })
+        .await;
+        assert!(
+            failed,
+            "the outcome's batch never failed: {}",
+            gw.all_output()
+        );
+        // Requests keep going through while the kept outcome is retried and refused.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (status, second) = get().await;
+        assert_eq!(status, 200, "{}", gw.all_output());
+        assert_eq!(kinds(first.clone()).await, ["request"]);
+
+        refusal.lift().await;
+        for id in [first, second] {
+            let both = crate::kit::eventually(|| {
+                let kinds = kinds(id.clone());
+                async move { kinds.await == ["outcome", "request"] }
+            })
+            .await;
+            assert!(
+                both,
+                "{id}: {:?}\n{}",
+                kinds(id.clone()).await,
+                gw.all_output()
+            );
+        }
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok, "{out}{err}");
+        assert!(!gw.all_output().contains("given up"), "{}", gw.all_output());
+    }
+);
+
+both_backends!(
+    an_outcome_refused_for_its_content_does_not_hold_back_the_others,
+    |db| async move {
+        // An event the store refuses while it takes every other one would be retried for
+        // ever: after a few such retries the kept events are tried one by one, and only the
+        // refused one is given up (and said so).
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let s = store(&db).await;
+        let c = client();
+        let get = |path: &'static str| {
+            let request = c
+                .get(gw.proxy(path))
+                .basic_auth("convox", Some(&admin_token));
+            async move {
+                let resp = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+                (resp.status().as_u16(), crate::kit::request_id(&resp))
+            }
+        };
+        let _refusal = crate::kit::refuse_audit_events(
+            &db,
+            "NEW.kind = 'outcome' AND NEW.path LIKE '%poison%'",
+        )
+        .await;
+        let (_, poisoned) = get("/apps/poison").await;
+        let mut others = Vec::new();
+        let started = std::time::Instant::now();
+        while !gw.all_output().contains("given up") {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "never given up:\n{}",
+                gw.all_output()
+            );
+            // Not even the request that shares a batch with the refused outcome is refused:
+            // the retry leaves out events nobody waits for.
+            let (status, id) = get("/apps").await;
+            assert_eq!(status, 200, "{}", gw.all_output());
+            others.push(id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gw.all_output().contains(&poisoned), "{}", gw.all_output());
+        let events = |id: String| {
+            let s = s.clone();
+            async move { s.audit_by_request(&id).await.unwrap_or_default().len() }
+        };
+        assert_eq!(events(poisoned).await, 1, "only the request event");
+        for id in others {
+            let both = crate::kit::eventually(|| {
+                let n = events(id.clone());
+                async move { n.await == 2 }
+            })
+            .await;
+            assert!(both, "{id} has no outcome");
+        }
+    }
+);

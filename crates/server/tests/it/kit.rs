@@ -309,6 +309,63 @@ pub async fn audited(
     .await
 }
 
+/// A database trigger refusing the audit events that match a condition, until lifted.
+pub struct AuditRefusal {
+    conn: sqlx::AnyConnection,
+    lift: &'static [&'static str],
+}
+
+/// Makes the database refuse audit inserts where `condition` holds (SQL over `NEW`, the same
+/// on both backends), as a store that fails for a while would.
+pub async fn refuse_audit_events(db: &Db, condition: &str) -> AuditRefusal {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (refuse, lift): (Vec<String>, &'static [&'static str]) = match db.backend {
+        Backend::Sqlite => (
+            vec![format!(
+                "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events \
+                 WHEN {condition} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )],
+            &["DROP TRIGGER test_refuse_audit"],
+        ),
+        Backend::Postgres => (
+            vec![
+                format!(
+                    "CREATE FUNCTION test_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'refused by the test'; \
+                     END IF; RETURN NEW; END $$"
+                ),
+                "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION test_refuse_audit()"
+                    .to_string(),
+            ],
+            &[
+                "DROP TRIGGER test_refuse_audit ON audit_events",
+                "DROP FUNCTION test_refuse_audit()",
+            ],
+        ),
+    };
+    for sql in &refuse {
+        sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(sql.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    AuditRefusal { conn, lift }
+}
+
+impl AuditRefusal {
+    /// Lets the refused events in again.
+    pub async fn lift(mut self) {
+        for sql in self.lift {
+            sqlx::Executor::execute(&mut self.conn, *sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+}
+
 /// Defines `<name>_sqlite` and `<name>_postgres` tests from one async body taking a `Db`.
 #[macro_export]
 macro_rules! both_backends {

@@ -1322,39 +1322,11 @@ both_backends!(
         let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
         assert!(ok, "{err}");
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (refuse, allow): (&[&str], &[&str]) = match db.backend {
-            crate::kit::Backend::Sqlite => (
-                &[
-                    "CREATE TRIGGER test_refuse_signin BEFORE INSERT ON audit_events \
-                   WHEN NEW.action = 'gateway:auth:signin' AND NEW.rbac_decision = 'allow' \
-                   BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-                ],
-                &["DROP TRIGGER test_refuse_signin"],
-            ),
-            crate::kit::Backend::Postgres => (
-                &[
-                    "CREATE FUNCTION test_refuse_signin() RETURNS trigger LANGUAGE plpgsql AS \
-                     $$ BEGIN IF NEW.action = 'gateway:auth:signin' \
-                     AND NEW.rbac_decision = 'allow' THEN \
-                     RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$",
-                    "CREATE TRIGGER test_refuse_signin BEFORE INSERT ON audit_events \
-                     FOR EACH ROW EXECUTE FUNCTION test_refuse_signin()",
-                ],
-                &[
-                    "DROP TRIGGER test_refuse_signin ON audit_events",
-                    "DROP FUNCTION test_refuse_signin()",
-                ],
-            ),
-        };
-        for sql in refuse {
-            sqlx::Executor::execute(&mut conn, *sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
+        let refusal = crate::kit::refuse_audit_events(
+            &db,
+            "NEW.action = 'gateway:auth:signin' AND NEW.rbac_decision = 'allow'",
+        )
+        .await;
         let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
         let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
         let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
@@ -1380,11 +1352,7 @@ both_backends!(
             "the unrecorded session is still usable: {open:?}"
         );
 
-        for sql in allow {
-            sqlx::Executor::execute(&mut conn, *sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
+        refusal.lift().await;
         let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
         let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(page.status, 200, "{}", page.body);
