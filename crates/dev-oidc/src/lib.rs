@@ -3,8 +3,8 @@
 //! (authorization code + PKCE S256, client secret basic or post) and userinfo, with RS256-signed
 //! ID tokens.
 //!
-//! It signs with a fixed, public test key (`dev-signing-key.pem`): never trust it outside
-//! development.
+//! It signs with a fixed, public test key (`dev-signing-key.pem`; `dev-signing-key-2.pem` for
+//! the key-rotation quirk): never trust it outside development.
 
 #[cfg(feature = "browser")]
 pub mod browser;
@@ -37,6 +37,9 @@ use state::{Grant, Shared};
 
 const SIGNING_KEY_PEM: &str = include_str!("dev-signing-key.pem");
 const KEY_ID: &str = "dev-oidc-1";
+/// The key [`Quirks::rotates_key`] moves to.
+const NEXT_SIGNING_KEY_PEM: &str = include_str!("dev-signing-key-2.pem");
+const NEXT_KEY_ID: &str = "dev-oidc-2";
 
 /// A test user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,9 @@ pub struct Quirks {
     pub wrong_issuer: bool,
     /// ID tokens carry a nonce other than the one asked for.
     pub wrong_nonce: bool,
+    /// Key rotation: once the key set has been served, ID tokens are signed with a new key that
+    /// only key sets served after that list (a relying party must fetch the keys again).
+    pub rotates_key: bool,
 }
 
 /// Why the provider could not start.
@@ -117,7 +123,12 @@ pub fn router(config: DevOidcConfig) -> Result<Router, DevOidcError> {
     let key =
         CoreRsaPrivateSigningKey::from_pem(SIGNING_KEY_PEM, Some(JsonWebKeyId::new(KEY_ID.into())))
             .map_err(|e| DevOidcError(format!("signing key: {e}")))?;
-    let shared = Arc::new(Shared::new(config, key));
+    let next = CoreRsaPrivateSigningKey::from_pem(
+        NEXT_SIGNING_KEY_PEM,
+        Some(JsonWebKeyId::new(NEXT_KEY_ID.into())),
+    )
+    .map_err(|e| DevOidcError(format!("signing key: {e}")))?;
+    let shared = Arc::new(Shared::new(config, key, next));
     Ok(Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
@@ -162,7 +173,11 @@ async fn discovery(State(s): St) -> Response {
 }
 
 async fn jwks(State(s): St) -> Response {
-    let set = CoreJsonWebKeySet::new(vec![s.key.as_verification_key()]);
+    let mut keys = vec![s.key.as_verification_key()];
+    if s.config.quirks.rotates_key && s.key_set_served() {
+        keys.push(s.next_key.as_verification_key());
+    }
+    let set = CoreJsonWebKeySet::new(keys);
     axum::Json(set).into_response()
 }
 
@@ -388,9 +403,14 @@ fn id_token(
     if let Some(nonce) = nonce {
         claims = claims.set_nonce(Some(Nonce::new(nonce.to_string())));
     }
+    let key = if quirks.rotates_key && s.key_set_was_served() {
+        &s.next_key
+    } else {
+        &s.key
+    };
     let token = CoreIdToken::new(
         claims,
-        &s.key,
+        key,
         CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
         Some(&AccessToken::new(access.to_string())),
         code.map(|c| AuthorizationCode::new(c.to_string())).as_ref(),

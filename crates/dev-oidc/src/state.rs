@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -23,6 +24,10 @@ pub struct Grant {
 pub struct Shared {
     pub config: DevOidcConfig,
     pub key: CoreRsaPrivateSigningKey,
+    /// The key rotated to (see `Quirks::rotates_key`).
+    pub next_key: CoreRsaPrivateSigningKey,
+    /// Whether the key set has been served (rotation happens after that).
+    served: AtomicBool,
     codes: Mutex<HashMap<String, (Grant, Instant)>>,
     access: Mutex<HashMap<String, String>>,
 }
@@ -37,13 +42,29 @@ fn random() -> String {
 const CODE_TTL: Duration = Duration::from_secs(60);
 
 impl Shared {
-    pub fn new(config: DevOidcConfig, key: CoreRsaPrivateSigningKey) -> Shared {
+    pub fn new(
+        config: DevOidcConfig,
+        key: CoreRsaPrivateSigningKey,
+        next_key: CoreRsaPrivateSigningKey,
+    ) -> Shared {
         Shared {
             config,
             key,
+            next_key,
+            served: AtomicBool::new(false),
             codes: Mutex::new(HashMap::new()),
             access: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes that the key set is being served; whether it had been before.
+    pub fn key_set_served(&self) -> bool {
+        self.served.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the key set has been served.
+    pub fn key_set_was_served(&self) -> bool {
+        self.served.load(Ordering::SeqCst)
     }
 
     pub fn user(&self, email: &str) -> Option<DevUser> {

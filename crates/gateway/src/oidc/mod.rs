@@ -11,9 +11,9 @@ use openidconnect::core::{
     CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreResponseType,
 };
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope,
+    AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
 };
 use tokio::sync::RwLock;
 
@@ -30,6 +30,10 @@ type Client = CoreClient<
 
 /// How long discovered provider metadata (and its keys) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(3600);
+/// An ID token signed with a key the cached set lacks makes the gateway fetch the metadata and
+/// keys again (the provider has rotated its key), at most this often: a flood of such tokens
+/// must not turn into a flood of requests to the provider.
+const KEY_REFRESH_PAUSE: Duration = Duration::from_secs(10);
 
 /// A sign-in failure. The `Display` text is safe to show and audit.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +68,31 @@ pub struct Identity {
     pub hosted_domain: Option<String>,
 }
 
+/// The ID-token verifier for `client`: public-key signatures only. With an HMAC algorithm the
+/// client secret (which this gateway and its configuration hold) would be a key that signs ID
+/// tokens for any e-mail, and providers list HS256 among the algorithms they support.
+fn verifier(client: &Client) -> openidconnect::core::CoreIdTokenVerifier<'_> {
+    client.id_token_verifier().set_allowed_algs([
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+        CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+        CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+        CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+        CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+        CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+        CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+        CoreJwsSigningAlgorithm::EdDsa,
+    ])
+}
+
 /// The provider client with cached discovery.
 pub struct Oidc {
     config: OidcConfig,
     http: reqwest::Client,
     metadata: RwLock<Option<(Arc<CoreProviderMetadata>, Instant)>>,
+    /// When the keys were last fetched again for an unknown key (see [`KEY_REFRESH_PAUSE`]).
+    key_refreshed: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -100,6 +124,7 @@ impl Oidc {
             config,
             http,
             metadata: RwLock::new(None),
+            key_refreshed: std::sync::Mutex::new(None),
         })
     }
 
@@ -108,9 +133,12 @@ impl Oidc {
         &self.config
     }
 
-    async fn metadata(&self) -> Result<Arc<CoreProviderMetadata>, OidcError> {
+    /// The provider's metadata and keys: cached, or discovered again when older than
+    /// [`METADATA_TTL`] or when `fresh`.
+    async fn metadata(&self, fresh: bool) -> Result<Arc<CoreProviderMetadata>, OidcError> {
         if let Some((m, at)) = self.metadata.read().await.as_ref()
             && at.elapsed() < METADATA_TTL
+            && !fresh
         {
             return Ok(m.clone());
         }
@@ -152,8 +180,21 @@ impl Oidc {
             .map_err(|e| OidcError::Provider(format!("discovery failed: {e}")))
     }
 
-    async fn client(&self) -> Result<Client, OidcError> {
-        let metadata = self.metadata().await?;
+    /// Whether the keys may be fetched again now for an unknown key; notes it when so.
+    fn may_refresh_keys(&self) -> bool {
+        let mut last = self
+            .key_refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < KEY_REFRESH_PAUSE) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    async fn client(&self, fresh: bool) -> Result<Client, OidcError> {
+        let metadata = self.metadata(fresh).await?;
         let redirect = RedirectUrl::new(self.config.redirect_url.to_string())
             .map_err(|e| OidcError::Provider(e.to_string()))?;
         Ok(CoreClient::from_provider_metadata(
@@ -173,7 +214,7 @@ impl Oidc {
         nonce: &str,
         pkce_verifier: &str,
     ) -> Result<String, OidcError> {
-        let client = self.client().await?;
+        let client = self.client(false).await?;
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
             pkce_verifier.into(),
         ));
@@ -205,7 +246,7 @@ impl Oidc {
         pkce_verifier: &str,
         nonce: &str,
     ) -> Result<Identity, OidcError> {
-        let client = self.client().await?;
+        let client = self.client(false).await?;
         let http = self.http_client();
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -218,24 +259,25 @@ impl Oidc {
         let id_token = response
             .id_token()
             .ok_or_else(|| OidcError::InvalidIdToken("no ID token in the response".into()))?;
-        // Public-key signatures only: with an HMAC algorithm the client secret (which this
-        // gateway and its configuration hold) would be a key that signs ID tokens for any
-        // e-mail, and providers list HS256 among the algorithms they support.
-        let verifier = client.id_token_verifier().set_allowed_algs([
-            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-            CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-            CoreJwsSigningAlgorithm::RsaSsaPssSha384,
-            CoreJwsSigningAlgorithm::RsaSsaPssSha512,
-            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-            CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-            CoreJwsSigningAlgorithm::EcdsaP521Sha512,
-            CoreJwsSigningAlgorithm::EdDsa,
-        ]);
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_string()))
-            .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?;
+        let nonce = Nonce::new(nonce.to_string());
+        let claims = match id_token.claims(&verifier(&client), &nonce) {
+            Ok(claims) => claims,
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) if self.may_refresh_keys() => {
+                // Signed with a key the cached set does not have: the provider has rotated its
+                // key since the keys were fetched. Fetch them again and verify once more.
+                tracing::info!(
+                    "the ID token is signed with a key the cached set lacks: fetching the \
+                     provider's keys again"
+                );
+                let client = self.client(true).await?;
+                id_token
+                    .claims(&verifier(&client), &nonce)
+                    .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?
+            }
+            Err(e) => return Err(OidcError::InvalidIdToken(e.to_string())),
+        };
         let email = claims
             .email()
             .map(|e| gateway_core::text::email_key(e.as_str()))

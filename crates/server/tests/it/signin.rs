@@ -513,6 +513,36 @@ both_backends!(forged_id_tokens_are_rejected, |db| async move {
     }
 });
 
+both_backends!(
+    a_provider_that_rotated_its_key_is_trusted_with_the_new_one,
+    |db| async move {
+        // Providers rotate signing keys; one that signs with a new key before the gateway's
+        // cached key set lists it (cached for an hour) must not break sign-in until then.
+        let (ok, _, _) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok);
+        let quirks = dev_oidc::Quirks {
+            rotates_key: true,
+            ..Default::default()
+        };
+        let s = SignIn::start(&db, quirks, &[]).await;
+        for round in 0..2 {
+            let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+            let page = b
+                .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(page.status, 200, "round {round}: {}", page.body);
+            assert!(b.cookies.contains_key("rg_session"), "round {round}");
+        }
+        let output = s.gw.all_output();
+        assert_eq!(
+            output.matches("fetching the provider's keys again").count(),
+            1,
+            "the new key is kept once fetched: {output}"
+        );
+    }
+);
+
 fn pkce() -> (String, String) {
     let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
