@@ -2,7 +2,7 @@
 //! users, audit verify. Each change is audited like any other gateway action.
 
 use anyhow::Context;
-use gateway::audit::{AuditLog, KeySource, resolve_key, verify_chain};
+use gateway::audit::{AuditLog, KeySource, existing_key, resolve_key, verify_chain};
 use gateway::config::StoreConfig;
 use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::store::{LastAdmin, Store, TokenRow, UserRow, now_ms};
@@ -168,15 +168,15 @@ async fn warn_without_admin(store: &Store) -> anyhow::Result<()> {
 pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Verify => {
+            // Read-only: the database under examination is evidence. No migrations, no key
+            // generated, no file created.
             let config = StoreConfig::from_env().context("configuration")?;
-            let store = Store::connect(&config.database_url)
+            let store = Store::open_existing(&config.database_url)
                 .await
                 .context("cannot open the database (DATABASE_URL)")?;
-            store.migrate().await.context("migrations")?;
-            let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
-            let report = verify_chain(&store, &key).await;
+            let report = verify_existing(&store, &config).await;
             store.close().await;
-            let report = report?;
+            let (report, source) = report?;
             println!(
                 "audit chain OK: {} events, head {}",
                 report.events, report.head_hash
@@ -193,6 +193,23 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Verifies the chain of a database this version's migrations have all been applied to.
+async fn verify_existing(
+    store: &Store,
+    config: &StoreConfig,
+) -> anyhow::Result<(gateway::audit::VerifyReport, KeySource)> {
+    let pending = store.migrations_pending().await?;
+    if pending > 0 {
+        anyhow::bail!(
+            "the database's schema is {pending} migration(s) behind this version (or holds no \
+             gateway data at all): check DATABASE_URL, and run `rack-gateway-server migrate` \
+             (or start the gateway) first"
+        );
+    }
+    let (key, source) = existing_key(config.audit_hmac_key.as_ref(), store).await?;
+    Ok((verify_chain(store, &key).await?, source))
 }
 
 fn when(ms: Option<i64>) -> String {

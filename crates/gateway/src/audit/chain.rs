@@ -117,6 +117,26 @@ pub async fn resolve_key(
     Ok((key, source))
 }
 
+/// The chain key for reading the chain, changing nothing: `AUDIT_HMAC_KEY` when configured
+/// (refused if the database names another), else the generated key kept in the database.
+/// Unlike [`resolve_key`], it never generates or stores a key.
+pub async fn existing_key(
+    configured: Option<&Secret>,
+    store: &Store,
+) -> Result<(ChainKey, KeySource), ResolveKeyError> {
+    let (key, source) = match configured {
+        Some(secret) => (ChainKey::new(secret.clone()), KeySource::Configured),
+        None => match store.setting(GENERATED_KEY_SETTING).await? {
+            Some(stored) => (ChainKey::new(Secret::new(stored)), KeySource::Generated),
+            None => return Err(ResolveKeyError::NoKey),
+        },
+    };
+    match store.setting(FINGERPRINT_SETTING).await? {
+        Some(stored) if stored != key.fingerprint() => Err(ResolveKeyError::KeyChanged),
+        _ => Ok((key, source)),
+    }
+}
+
 /// Why the chain key could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveKeyError {
@@ -129,6 +149,12 @@ pub enum ResolveKeyError {
          (set the original key; if the chain was started without AUDIT_HMAC_KEY, unset it)"
     )]
     KeyChanged,
+    /// No key is configured and the database keeps no generated one.
+    #[error(
+        "AUDIT_HMAC_KEY is not set and this database keeps no generated key: set the key the \
+         gateway runs with"
+    )]
+    NoKey,
 }
 
 #[cfg(test)]

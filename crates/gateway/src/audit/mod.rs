@@ -13,7 +13,7 @@ mod writer;
 
 pub use gateway_core::redact;
 
-pub use chain::{ChainKey, KeySource, ResolveKeyError, resolve_key};
+pub use chain::{ChainKey, KeySource, ResolveKeyError, existing_key, resolve_key};
 pub use event::{
     ActorType, AuditEvent, Decision, EventKind, MAX_AUDITED_PATH, audited_path, audited_user_agent,
     new_request_id,

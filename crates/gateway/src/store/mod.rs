@@ -147,6 +147,17 @@ impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
     /// missing; PostgreSQL's database must exist.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, "rwc").await
+    }
+
+    /// [`Store::connect`] to a database that must exist already: a SQLite file is not created
+    /// (for commands that only read, such as `audit verify`, where a mistyped path must not
+    /// turn into an empty database that "verifies").
+    pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, "rw").await
+    }
+
+    async fn connect_with(url: &str, sqlite_mode: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -156,7 +167,7 @@ impl Store {
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
+                format!("{url}{sep}mode={sqlite_mode}")
             }
             _ => url.to_string(),
         };
@@ -228,6 +239,36 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// How many of this version's migrations the database has not applied (without applying
+    /// them); all of them when it holds no gateway schema at all.
+    pub async fn migrations_pending(&self) -> Result<usize, StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        let table_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(table_sql).fetch_one(&self.pool).await?;
+        let applied: Vec<i64> = if tables == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(&self.pool)
+                .await?
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
     }
 
     /// Which backend this is.

@@ -656,3 +656,67 @@ both_backends!(verify_holds_while_the_gateway_appends, |db| async move {
         "{report:?}"
     );
 });
+
+/// `audit verify` with `key` as AUDIT_HMAC_KEY (none: unset).
+fn verify_with_key(db: &Db, key: Option<&str>) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(crate::kit::BIN);
+    cmd.args(["audit", "verify"])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("AUDIT_HMAC_KEY")
+        .env_remove("RUST_LOG");
+    if let Some(key) = key {
+        cmd.env("AUDIT_HMAC_KEY", key);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+both_backends!(verify_reads_and_changes_nothing, |db| async move {
+    // The database under examination is evidence: verifying it creates, migrates and stores
+    // nothing, and a database that is not a gateway's is an error, not "0 events, OK".
+    let (ok, out, err) = verify_with_key(&db, Some(crate::kit::AUDIT_KEY));
+    assert!(!ok, "verified a database that holds no gateway data: {out}");
+    match db.backend {
+        Backend::Sqlite => {
+            assert!(err.contains("cannot open the database"), "{err}");
+            let file = db.url.trim_start_matches("sqlite://");
+            assert!(
+                !std::path::Path::new(file).exists(),
+                "verify created {file}"
+            );
+        }
+        Backend::Postgres => {
+            assert!(err.contains("holds no gateway data"), "{err}");
+            let pending = store(&db).await.migrations_pending().await;
+            assert!(pending.as_ref().is_ok_and(|n| *n > 0), "{pending:?}");
+        }
+    }
+
+    // A gateway's database, its chain started with a configured key.
+    let _admin = role_token(&db, "admin");
+    let s = store(&db).await;
+    assert_eq!(s.migrations_pending().await.ok(), Some(0));
+    let settings = || async {
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query_scalar::<_, String>("SELECT key FROM settings ORDER BY key")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let before = settings().await;
+    // Without the key: refused (before, a key was generated and stored in the database).
+    let (ok, out, err) = verify_with_key(&db, None);
+    assert!(!ok, "{out}");
+    assert!(err.contains("keeps no generated key"), "{err}");
+    assert_eq!(settings().await, before, "verify changed the settings");
+    let (ok, out, err) = verify_with_key(&db, Some(crate::kit::AUDIT_KEY));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("audit chain OK"), "{out}");
+    assert_eq!(settings().await, before, "verify changed the settings");
+});
