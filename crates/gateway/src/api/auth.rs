@@ -409,12 +409,29 @@ pub async fn callback(
     }
     let user = match admit(&state, peer, &identity.email, &identity.name).await {
         Ok(u) => u,
-        Err(reason) => {
+        Err(NotAdmitted::Refused(reason)) => {
             let _ = state
                 .store
                 .finish_login(&attempt.id, "exchanging", "refused", None, Some(&reason))
                 .await;
             return deny("not_admitted", Some(identity.email.clone()), reason).await;
+        }
+        Err(NotAdmitted::Unavailable) => {
+            let _ = state
+                .store
+                .finish_login(
+                    &attempt.id,
+                    "exchanging",
+                    "refused",
+                    None,
+                    Some("store_unavailable"),
+                )
+                .await;
+            let details = json!({ "reason": "store_unavailable" });
+            let email = Some(identity.email.as_str());
+            let action = "gateway:auth:signin";
+            audit_signin(&state, &peer, &headers, action, email, false, details).await;
+            return web::unavailable("You are not signed in.");
         }
     };
     if attempt.channel == "cli" {
@@ -501,15 +518,30 @@ pub async fn callback(
     response
 }
 
-/// Finds (or, for the first admin, creates) the user; `Err` is the refusal reason.
-async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<UserRow, String> {
+/// Why [`admit`] let nobody in.
+enum NotAdmitted {
+    /// This person may not sign in (the reason is shown and audited).
+    Refused(String),
+    /// The store could not say or could not record it (logged): try again later.
+    Unavailable,
+}
+
+/// Finds (or, for the first admin, creates) the user.
+async fn admit(
+    state: &AppState,
+    peer: Peer,
+    email: &str,
+    name: &str,
+) -> Result<UserRow, NotAdmitted> {
     let unavailable = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "user lookup failed");
-        "the gateway could not check your account; try again".to_string()
+        NotAdmitted::Unavailable
     };
     let existing = |user: UserRow| {
         if user.locked {
-            Err(format!("{email} is locked; ask an administrator"))
+            Err(NotAdmitted::Refused(format!(
+                "{email} is locked; ask an administrator"
+            )))
         } else {
             Ok(user)
         }
@@ -554,18 +586,32 @@ async fn admit(state: &AppState, peer: Peer, email: &str, name: &str) -> Result<
         e.user_email = Some(email.to_string());
         e.client_ip = Some(peer.ip.to_string());
         let e = e.with_details(json!({ "email": email, "role": "admin", "reason": if listed { "ADMIN_USERS" } else { "first admin" } }));
-        // The account stays (the next sign-in finds it); this one is refused for now.
+        // An account whose creation the trail does not show must not stay: it is removed
+        // again, and the next sign-in creates and audits it.
         if let Err(err) = state.audit.record(e).await {
             tracing::error!(error = %err, %email, "a new admin's creation could not be audited");
-            return Err("the gateway cannot record sign-ins right now; try again shortly".into());
+            match state.store.withdraw_new_user(user.id).await {
+                Ok(true) => {}
+                Ok(false) => tracing::error!(
+                    %email,
+                    "the new admin whose creation was not audited is already in use: kept"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    %email,
+                    "the new admin whose creation was not audited could not be removed: kept, \
+                     without a creation event"
+                ),
+            }
+            return Err(NotAdmitted::Unavailable);
         }
         return Ok(user);
     }
     match state.store.find_user(email).await.map_err(unavailable)? {
         Some(user) => existing(user),
-        None => Err(format!(
+        None => Err(NotAdmitted::Refused(format!(
             "{email} has not been added to this gateway; ask an administrator to add you"
-        )),
+        ))),
     }
 }
 

@@ -242,6 +242,22 @@ impl Store {
                 .await?;
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
+
+    /// Removes a user created a moment ago whose creation could not be audited, so that the
+    /// next sign-in creates (and audits) it again; true when removed. A user that anything
+    /// refers to already (a session, a token, a sign-in) is kept.
+    pub async fn withdraw_new_user(&self, user_id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM users WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM api_tokens WHERE owner_user_id = $1) \
+             AND NOT EXISTS (SELECT 1 FROM login_attempts WHERE user_id = $1)",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 /// Refuses, inside `tx`, the CLI sign-ins of user `user_id` that the browser finished and the

@@ -1391,6 +1391,38 @@ both_backends!(
 );
 
 both_backends!(
+    a_first_admin_the_trail_cannot_record_is_not_created,
+    |db| async move {
+        // The first admin is created by signing in; an account whose creation the trail does
+        // not show must not be left behind (the next sign-in would find it and never audit it).
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let refusal =
+            crate::kit::refuse_audit_events(&db, "NEW.action = 'gateway:users:create'").await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mut first = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = first.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 503, "{}", page.body);
+        let st = store(&db).await;
+        let found = st.find_user("admin@example.com").await;
+        assert!(
+            matches!(found, Ok(None)),
+            "the unaudited admin stays: {found:?}"
+        );
+
+        refusal.lift().await;
+        let mut again = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = again.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let created = crate::kit::audited(&st, |r| {
+            r.event.action == "gateway:users:create"
+                && r.event.details["email"] == "admin@example.com"
+        })
+        .await;
+        assert!(created, "the admin's creation is not in the trail");
+    }
+);
+
+both_backends!(
     sign_ins_in_progress_count_an_ipv6_host_by_its_64,
     |db| async move {
         // One host usually has a whole /64: counted address by address, it could hold every
