@@ -82,6 +82,9 @@ pub enum StartError {
     /// The identity provider client.
     #[error("sign-in: {0}")]
     Oidc(#[from] OidcError),
+    /// The audit anchor bucket.
+    #[error("audit anchors: {0}")]
+    Anchors(#[from] crate::audit::anchor::AnchorError),
 }
 
 /// A started gateway: its state and the audit writer task to await on shutdown.
@@ -95,6 +98,8 @@ pub struct Gateway {
     checkpointer: Option<JoinHandle<()>>,
     /// Writes the summaries of unaudited refusals.
     refusal_summaries: JoinHandle<()>,
+    /// Anchors the audit chain's head in S3, when configured.
+    anchoring: Option<crate::audit::anchor::Anchoring>,
 }
 
 impl Gateway {
@@ -121,6 +126,17 @@ impl Gateway {
         let refusals = Arc::new(FailureBudget::standard());
         let refusal_summaries = crate::audit::spawn_summaries(refusals.clone(), audit.clone());
         let sessions = Sessions::new(config.websockets);
+        let anchoring = match &config.audit_anchors {
+            Some(anchors) => {
+                let bucket = crate::audit::anchor::AnchorBucket::new(anchors)?;
+                Some(crate::audit::anchor::spawn_anchoring(
+                    store.clone(),
+                    bucket,
+                    anchors.interval,
+                ))
+            }
+            None => None,
+        };
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),
@@ -136,6 +152,7 @@ impl Gateway {
             audit_task,
             checkpointer,
             refusal_summaries,
+            anchoring,
         })
     }
 
@@ -153,6 +170,10 @@ impl Gateway {
         drop(self.state);
         // The writer ends once every handle is gone; don't wait forever on stragglers.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.audit_task).await;
+        // After the last events are written: their anchor is the chain's final head.
+        if let Some(anchoring) = self.anchoring {
+            anchoring.finish().await;
+        }
         if let Some(task) = self.checkpointer {
             task.abort();
         }

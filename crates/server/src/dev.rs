@@ -109,6 +109,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listen_addr: gateway_addr,
         database_url: database_url.clone(),
         audit_hmac_key: std::env::var("AUDIT_HMAC_KEY").ok().map(Secret::new),
+        // The dev stack keeps everything local; anchors need a real bucket.
+        audit_anchors: None,
         rack_tls: RackTls::WebPki,
         public_url: Some(public_url),
         rack_connect_timeout: std::time::Duration::from_secs(5),

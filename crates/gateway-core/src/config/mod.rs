@@ -3,12 +3,17 @@
 //! Every variable is documented in `docs/configuration.md`. Errors name the variable and what
 //! is expected, and never include a secret's value.
 
+mod anchors;
 mod secret;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use anchors::{
+    AnchorConfig, DEFAULT_ANCHOR_INTERVAL_SECS, DEFAULT_ANCHOR_PREFIX, DEFAULT_ANCHOR_REGION,
+    DEFAULT_ANCHOR_RETENTION_DAYS, parse_anchors,
+};
 pub use secret::Secret;
 use url::Url;
 
@@ -66,6 +71,8 @@ pub struct Config {
     /// HMAC key for the audit hash chain; when absent a random key is generated once and kept
     /// in the database (with a warning at start-up).
     pub audit_hmac_key: Option<Secret>,
+    /// Where the audit chain's head is anchored (`AUDIT_ANCHOR_*`), if anywhere.
+    pub audit_anchors: Option<AnchorConfig>,
     /// How to verify the rack's TLS certificate.
     pub rack_tls: RackTls,
     /// Public URL of the gateway (used for links and cookie security).
@@ -252,6 +259,8 @@ pub struct StoreConfig {
     pub database_url: String,
     /// `AUDIT_HMAC_KEY`, if set.
     pub audit_hmac_key: Option<Secret>,
+    /// `AUDIT_ANCHOR_*`: where the chain's head is anchored, if anywhere.
+    pub audit_anchors: Option<AnchorConfig>,
 }
 
 /// A URL as `Debug` shows it: with any password masked.
@@ -267,6 +276,7 @@ impl std::fmt::Debug for Config {
             .field("listen_addr", &self.listen_addr)
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("audit_anchors", &self.audit_anchors)
             .field("rack_tls", &self.rack_tls)
             .field(
                 "public_url",
@@ -291,17 +301,18 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("audit_anchors", &self.audit_anchors)
             .finish()
     }
 }
 
 impl StoreConfig {
-    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` from the process environment.
+    /// Reads `DATABASE_URL`, `AUDIT_HMAC_KEY` and `AUDIT_ANCHOR_*` from the process environment.
     pub fn from_env() -> Result<StoreConfig, ConfigError> {
         StoreConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` through `lookup`.
+    /// Reads `DATABASE_URL`, `AUDIT_HMAC_KEY` and `AUDIT_ANCHOR_*` through `lookup`.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<StoreConfig, ConfigError> {
@@ -319,9 +330,11 @@ impl StoreConfig {
             }
             Some(key) => Some(Secret::new(key)),
         };
+        let audit_anchors = parse_anchors(&get)?;
         Ok(StoreConfig {
             database_url,
             audit_hmac_key,
+            audit_anchors,
         })
     }
 }
@@ -378,6 +391,7 @@ impl Config {
         let StoreConfig {
             database_url,
             audit_hmac_key,
+            audit_anchors,
         } = StoreConfig::from_lookup(&lookup)?;
 
         let rack_tls = match (get("RACK_CA_FILE"), get("RACK_TLS_PIN_SHA256")) {
@@ -436,6 +450,7 @@ impl Config {
             listen_addr,
             database_url,
             audit_hmac_key,
+            audit_anchors,
             rack_tls,
             public_url,
             rack_connect_timeout: seconds(&get, "RACK_CONNECT_TIMEOUT_SECS", 10)?,

@@ -2,8 +2,10 @@
 //!
 //! Events are redacted when they are built ([`redact`]), before any sink sees them. The
 //! [`AuditLog`] writer persists them in batches (group commit), extending an HMAC chain, and
-//! then prints them as JSON lines on stdout.
+//! then prints them as JSON lines on stdout. [`anchor`] writes the chain's head to S3 under
+//! Object Lock, so that even a rewrite by someone holding the key shows.
 
+pub mod anchor;
 mod chain;
 mod event;
 mod refusals;
@@ -19,5 +21,5 @@ pub use event::{
     new_request_id,
 };
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
-pub use verify::{VerifyError, VerifyReport, verify_chain};
+pub use verify::{VerifyError, VerifyReport, verify_chain, verify_chain_against};
 pub use writer::{AuditError, AuditLog, Pending, format_time};

@@ -1,6 +1,7 @@
 //! Re-computes the hash chain from the database.
 
 use super::ChainKey;
+use super::anchor::AnchorRef;
 use crate::store::{Store, StoreError};
 
 /// What a successful verification saw.
@@ -10,6 +11,10 @@ pub struct VerifyReport {
     pub events: i64,
     /// The last hash.
     pub head_hash: String,
+    /// Anchors the chain was checked against.
+    pub anchors_checked: usize,
+    /// The newest anchored event, if any.
+    pub last_anchored: Option<i64>,
 }
 
 /// Why verification failed.
@@ -33,7 +38,20 @@ pub enum VerifyError {
 /// after that read are left to the next check (walking them too, against a busy gateway,
 /// could go on for ever).
 pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport, VerifyError> {
+    verify_chain_against(store, key, &[]).await
+}
+
+/// [`verify_chain`], also checking that every event named by an anchor has the anchored hash
+/// and that no anchor names an event past the chain's end. `anchors` must be in chain order
+/// and listed before this is called: an anchor written since names an event past the head
+/// this reads.
+pub async fn verify_chain_against(
+    store: &Store,
+    key: &ChainKey,
+    anchors: &[AnchorRef],
+) -> Result<VerifyReport, VerifyError> {
     let head = store.chain_head().await?;
+    let mut pending_anchors = anchors.iter().peekable();
     let mut prev = "0".repeat(64);
     let mut expected_seq = 1;
     let mut head_matched = head.seq == 0 && head.hash == prev;
@@ -60,6 +78,15 @@ pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport,
             if hash != row.hash {
                 return Err(broken("content does not match its hash".into()));
             }
+            while let Some(anchor) = pending_anchors.next_if(|a| a.seq == row.seq) {
+                if anchor.hash != hash {
+                    return Err(broken(format!(
+                        "its hash differs from the one anchored in S3 ({}): the chain was \
+                         rebuilt or replaced after the anchor was written",
+                        anchor.key
+                    )));
+                }
+            }
             if row.seq == head.seq {
                 if hash != head.hash {
                     return Err(broken(
@@ -83,6 +110,19 @@ pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport,
             ),
         });
     }
+    if let Some(anchor) = pending_anchors.next() {
+        // Anchors are listed before the head is read, so each names an event the chain had.
+        return Err(VerifyError::Broken {
+            seq: anchor.seq,
+            reason: format!(
+                "an anchor in S3 ({}) names event {}, but the chain ends at event {}: events \
+                 were removed or the database was replaced",
+                anchor.key,
+                anchor.seq,
+                expected_seq - 1
+            ),
+        });
+    }
     // Rows the walk above cannot reach (numbered 0 or below, or past the head: inserted by
     // hand) would show in searches by request id without ever being checked.
     let stray = store.audit_rows_outside_chain().await?;
@@ -97,5 +137,7 @@ pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport,
     Ok(VerifyReport {
         events: expected_seq - 1,
         head_hash: prev,
+        anchors_checked: anchors.len(),
+        last_anchored: anchors.last().map(|a| a.seq),
     })
 }

@@ -28,4 +28,17 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("setting {key}")))
     }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

@@ -387,3 +387,115 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A fresh bucket on the local S3 server (moto, started by scripts/test), with Object Lock
+/// enabled unless `object_lock` is false; `None` when no S3 server is configured (and none is
+/// required).
+pub async fn s3_bucket(object_lock: bool) -> Option<S3Bucket> {
+    let Ok(endpoint) = std::env::var("RGW_TEST_S3_URL") else {
+        if std::env::var("RGW_REQUIRE_S3").is_ok() {
+            panic!("RGW_REQUIRE_S3 is set but RGW_TEST_S3_URL is not");
+        }
+        eprintln!("skipping: RGW_TEST_S3_URL not set (scripts/test starts a local S3 server)");
+        return None;
+    };
+    let name = format!("anchors-{}", uuid::Uuid::new_v4().simple());
+    let mut create = client().put(format!("{endpoint}/{name}"));
+    if object_lock {
+        create = create.header("x-amz-bucket-object-lock-enabled", "true");
+    }
+    let status = create
+        .send()
+        .await
+        .map(|r| r.status())
+        .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));
+    assert!(status.is_success(), "create bucket {name}: {status}");
+    Some(S3Bucket { endpoint, name })
+}
+
+/// The S3 secret the tests configure; it must never show in output.
+pub const S3_SECRET: &str = "s3-secret-access-key-do-not-leak";
+/// The S3 session token the tests configure; it must never show in output.
+pub const S3_SESSION_TOKEN: &str = "s3-session-token-do-not-leak";
+
+/// A bucket on the local S3 server.
+pub struct S3Bucket {
+    pub endpoint: String,
+    pub name: String,
+}
+
+impl S3Bucket {
+    /// The gateway's `AUDIT_ANCHOR_*` (and AWS credential) variables for this bucket.
+    pub fn env(&self, interval_secs: u64) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUDIT_ANCHOR_BUCKET", self.name.clone()),
+            ("AUDIT_ANCHOR_ENDPOINT", self.endpoint.clone()),
+            ("AUDIT_ANCHOR_PREFIX", "gateway/anchors".into()),
+            ("AUDIT_ANCHOR_REGION", "us-east-1".into()),
+            ("AUDIT_ANCHOR_INTERVAL_SECS", interval_secs.to_string()),
+            ("AWS_ACCESS_KEY_ID", "AKIATESTANCHORS".into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+            ("AWS_SESSION_TOKEN", S3_SESSION_TOKEN.into()),
+        ]
+    }
+
+    /// A client for the anchors, configured as the gateway is.
+    pub fn anchors(&self) -> gateway::audit::anchor::AnchorBucket {
+        let env = self.env(1);
+        let get = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let config = gateway::config::parse_anchors(&get)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("anchor configuration for {}", self.name));
+        gateway::audit::anchor::AnchorBucket::new(&config)
+            .unwrap_or_else(|e| panic!("anchor bucket: {e}"))
+    }
+}
+
+/// `rack-gateway-server audit verify` against `db` with `env` added; (success, stdout, stderr).
+pub fn verify_with(db: &Db, env: &[(&str, String)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["audit", "verify"])
+        .env("DATABASE_URL", &db.url)
+        .env("AUDIT_HMAC_KEY", AUDIT_KEY)
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {BIN}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl S3Bucket {
+    /// Deletes `key` as someone with the bucket's credentials would: without a version id, so
+    /// S3 adds a delete marker (a locked version cannot go). Returns the HTTP status.
+    pub async fn delete(&self, key: &str) -> u16 {
+        use rusty_s3::S3Action;
+        let endpoint = self
+            .endpoint
+            .parse()
+            .unwrap_or_else(|e| panic!("endpoint: {e}"));
+        let bucket = rusty_s3::Bucket::new(
+            endpoint,
+            rusty_s3::UrlStyle::Path,
+            self.name.clone(),
+            "us-east-1",
+        )
+        .unwrap_or_else(|e| panic!("bucket: {e}"));
+        let credentials =
+            rusty_s3::Credentials::new_with_token("AKIATESTANCHORS", S3_SECRET, S3_SESSION_TOKEN);
+        let url = bucket
+            .delete_object(Some(&credentials), key)
+            .sign(Duration::from_secs(60));
+        client()
+            .delete(url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("delete {key}: {}", e.without_url()))
+    }
+}

@@ -5,6 +5,7 @@ mod kit;
 mod upstream;
 
 mod admin;
+mod anchors;
 mod audit;
 mod browser;
 mod credentials;

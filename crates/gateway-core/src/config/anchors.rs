@@ -1,0 +1,314 @@
+//! `AUDIT_ANCHOR_*`: where the audit chain's head is anchored (an S3 bucket with Object Lock).
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::{ConfigError, Secret, seconds};
+
+/// Default key prefix of the anchor objects.
+pub const DEFAULT_ANCHOR_PREFIX: &str = "audit-anchors/";
+/// Default region when neither `AUDIT_ANCHOR_REGION` nor `AWS_REGION` is set.
+pub const DEFAULT_ANCHOR_REGION: &str = "us-east-1";
+/// Default seconds between two anchors.
+pub const DEFAULT_ANCHOR_INTERVAL_SECS: u64 = 300;
+/// Default days an anchor stays locked: a twelve-month SOC 2 audit period and a margin.
+pub const DEFAULT_ANCHOR_RETENTION_DAYS: u64 = 400;
+/// Longest retention `AUDIT_ANCHOR_RETENTION_DAYS` takes (a COMPLIANCE lock cannot be
+/// shortened by anyone, so a typo in days would be for ever).
+const MAX_RETENTION_DAYS: u64 = 3650;
+
+/// Where and how often the audit chain's head is written to S3.
+#[derive(Clone)]
+pub struct AnchorConfig {
+    /// The bucket (`AUDIT_ANCHOR_BUCKET`); it must have Object Lock enabled.
+    pub bucket: String,
+    /// Key prefix (`AUDIT_ANCHOR_PREFIX`), empty or ending in `/`.
+    pub prefix: String,
+    /// The bucket's region (`AUDIT_ANCHOR_REGION`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`).
+    pub region: String,
+    /// An S3-compatible endpoint (`AUDIT_ANCHOR_ENDPOINT`, path-style); `None`: AWS's
+    /// regional endpoint, virtual-host style.
+    pub endpoint: Option<Url>,
+    /// Time between anchors (`AUDIT_ANCHOR_INTERVAL_SECS`).
+    pub interval: Duration,
+    /// How long each anchor is locked (`AUDIT_ANCHOR_RETENTION_DAYS`).
+    pub retention: Duration,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Secret,
+    /// `AWS_SESSION_TOKEN`, for temporary credentials.
+    pub session_token: Option<Secret>,
+}
+
+impl std::fmt::Debug for AnchorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnchorConfig")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint.as_ref().map(Url::as_str))
+            .field("interval", &self.interval)
+            .field("retention", &self.retention)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .field("session_token", &self.session_token)
+            .finish()
+    }
+}
+
+/// Reads the `AUDIT_ANCHOR_*` variables; `None` when `AUDIT_ANCHOR_BUCKET` is not set.
+pub fn parse_anchors(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<AnchorConfig>, ConfigError> {
+    let Some(bucket) = get("AUDIT_ANCHOR_BUCKET") else {
+        return Ok(None);
+    };
+    let bucket = bucket.trim().to_string();
+    if !valid_bucket(&bucket) {
+        return Err(ConfigError::Invalid {
+            name: "AUDIT_ANCHOR_BUCKET",
+            expected: "an S3 bucket name: 3 to 63 lowercase letters, digits, '.' and '-'".into(),
+        });
+    }
+    let mut prefix = get("AUDIT_ANCHOR_PREFIX")
+        .map(|p| p.trim().to_string())
+        .unwrap_or_else(|| DEFAULT_ANCHOR_PREFIX.into());
+    if prefix.starts_with('/')
+        || prefix.len() > 512
+        || prefix.chars().any(|c| c.is_control() || c == '\\')
+        || prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(ConfigError::Invalid {
+            name: "AUDIT_ANCHOR_PREFIX",
+            expected: "a key prefix such as audit-anchors/ (no leading '/', no '.' or '..' \
+                       segments, no control characters, at most 512 bytes)"
+                .into(),
+        });
+    }
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let region = ["AUDIT_ANCHOR_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|name| get(name))
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|| DEFAULT_ANCHOR_REGION.into());
+    if region.is_empty()
+        || region.len() > 32
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(ConfigError::Invalid {
+            name: "AUDIT_ANCHOR_REGION",
+            expected: "an AWS region such as eu-west-1".into(),
+        });
+    }
+    let endpoint = match get("AUDIT_ANCHOR_ENDPOINT") {
+        None => None,
+        Some(raw) => {
+            let url = Url::parse(raw.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .filter(|u| u.username().is_empty() && u.password().is_none())
+                .filter(|u| u.query().is_none() && u.fragment().is_none())
+                .ok_or(ConfigError::Invalid {
+                    name: "AUDIT_ANCHOR_ENDPOINT",
+                    expected: "the base URL of an S3-compatible service, e.g. \
+                               https://minio.internal:9000 (no credentials, query or fragment)"
+                        .into(),
+                })?;
+            Some(url)
+        }
+    };
+    let access_key_id = get("AWS_ACCESS_KEY_ID")
+        .map(|k| k.trim().to_string())
+        .ok_or(ConfigError::Missing {
+            name: "AWS_ACCESS_KEY_ID",
+            expected: "the access key of credentials allowed to put objects into \
+                       AUDIT_ANCHOR_BUCKET (AUDIT_ANCHOR_BUCKET is set)",
+        })?;
+    let secret_access_key =
+        get("AWS_SECRET_ACCESS_KEY")
+            .map(Secret::new)
+            .ok_or(ConfigError::Missing {
+                name: "AWS_SECRET_ACCESS_KEY",
+                expected: "the secret of AWS_ACCESS_KEY_ID (AUDIT_ANCHOR_BUCKET is set)",
+            })?;
+    let session_token = get("AWS_SESSION_TOKEN").map(Secret::new);
+    let interval = seconds(
+        get,
+        "AUDIT_ANCHOR_INTERVAL_SECS",
+        DEFAULT_ANCHOR_INTERVAL_SECS,
+    )?;
+    let retention_days = match get("AUDIT_ANCHOR_RETENTION_DAYS") {
+        None => DEFAULT_ANCHOR_RETENTION_DAYS,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
+            .ok_or(ConfigError::Invalid {
+                name: "AUDIT_ANCHOR_RETENTION_DAYS",
+                expected: format!("a whole number of days from 1 to {MAX_RETENTION_DAYS}"),
+            })?,
+    };
+    Ok(Some(AnchorConfig {
+        bucket,
+        prefix,
+        region,
+        endpoint,
+        interval,
+        retention: Duration::from_secs(retention_days * 24 * 3600),
+        access_key_id,
+        secret_access_key,
+        session_token,
+    }))
+}
+
+/// S3's bucket naming rules, as far as they matter for building a URL.
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Option<AnchorConfig>, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_anchors(&|k: &str| map.get(k).cloned().filter(|v| !v.trim().is_empty()))
+    }
+
+    const CREDS: [(&str, &str); 2] = [
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret-access-key-value"),
+    ];
+
+    #[test]
+    fn off_unless_a_bucket_is_named() {
+        assert!(matches!(parse(&CREDS), Ok(None)));
+    }
+
+    #[test]
+    fn defaults() {
+        let mut vars = CREDS.to_vec();
+        vars.push(("AUDIT_ANCHOR_BUCKET", "audit-anchors"));
+        let config = parse(&vars).ok().flatten();
+        let Some(config) = config else {
+            panic!("no anchor config")
+        };
+        assert_eq!(config.prefix, DEFAULT_ANCHOR_PREFIX);
+        assert_eq!(config.region, DEFAULT_ANCHOR_REGION);
+        assert_eq!(config.endpoint, None);
+        assert_eq!(config.interval, Duration::from_secs(300));
+        assert_eq!(config.retention, Duration::from_secs(400 * 86_400));
+        assert!(config.session_token.is_none());
+        // Debug never shows the secret.
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret-access-key-value"), "{shown}");
+    }
+
+    #[test]
+    fn region_falls_back_to_aws_region_and_prefix_gets_its_slash() {
+        let mut vars = CREDS.to_vec();
+        vars.extend([
+            ("AUDIT_ANCHOR_BUCKET", "audit-anchors"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AUDIT_ANCHOR_PREFIX", "prod/gateway"),
+            ("AUDIT_ANCHOR_ENDPOINT", "http://127.0.0.1:9000"),
+        ]);
+        let Ok(Some(config)) = parse(&vars) else {
+            panic!("no anchor config")
+        };
+        assert_eq!(config.region, "eu-west-1");
+        assert_eq!(config.prefix, "prod/gateway/");
+        assert_eq!(
+            config.endpoint.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:9000/")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "AUDIT_ANCHOR_BUCKET",
+                "Audit_Anchors",
+                "AUDIT_ANCHOR_BUCKET",
+            ),
+            ("AUDIT_ANCHOR_BUCKET", "ab", "AUDIT_ANCHOR_BUCKET"),
+            ("AUDIT_ANCHOR_BUCKET", "a..b", "AUDIT_ANCHOR_BUCKET"),
+            ("AUDIT_ANCHOR_PREFIX", "/abs", "AUDIT_ANCHOR_PREFIX"),
+            ("AUDIT_ANCHOR_PREFIX", "a/../b", "AUDIT_ANCHOR_PREFIX"),
+            ("AUDIT_ANCHOR_PREFIX", "a\u{7}b", "AUDIT_ANCHOR_PREFIX"),
+            ("AUDIT_ANCHOR_REGION", "EU WEST", "AUDIT_ANCHOR_REGION"),
+            ("AUDIT_ANCHOR_ENDPOINT", "ftp://x", "AUDIT_ANCHOR_ENDPOINT"),
+            (
+                "AUDIT_ANCHOR_ENDPOINT",
+                "https://user:pw@minio.internal",
+                "AUDIT_ANCHOR_ENDPOINT",
+            ),
+            (
+                "AUDIT_ANCHOR_INTERVAL_SECS",
+                "0",
+                "AUDIT_ANCHOR_INTERVAL_SECS",
+            ),
+            (
+                "AUDIT_ANCHOR_RETENTION_DAYS",
+                "0",
+                "AUDIT_ANCHOR_RETENTION_DAYS",
+            ),
+            (
+                "AUDIT_ANCHOR_RETENTION_DAYS",
+                "36500",
+                "AUDIT_ANCHOR_RETENTION_DAYS",
+            ),
+        ];
+        for (name, value, named) in cases {
+            let mut vars = CREDS.to_vec();
+            if *name != "AUDIT_ANCHOR_BUCKET" {
+                vars.push(("AUDIT_ANCHOR_BUCKET", "audit-anchors"));
+            }
+            vars.push((name, value));
+            let err = parse(&vars)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.starts_with(named), "{name}={value:?}: {err:?}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_required() {
+        let err = parse(&[("AUDIT_ANCHOR_BUCKET", "audit-anchors")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("AWS_ACCESS_KEY_ID is required"), "{err}");
+        let err = parse(&[
+            ("AUDIT_ANCHOR_BUCKET", "audit-anchors"),
+            ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.starts_with("AWS_SECRET_ACCESS_KEY is required"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The S3 bucket anchors are written to: signed requests (rusty-s3) sent with reqwest.
+//!
+//! Requests are signed into the URL (SigV4 query signing, every sent header signed with it).
+//! That URL carries the signature and, with temporary credentials, the session token: it is
+//! never logged, and errors are reported without it.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use instant_xml::FromXml;
+use md5::{Digest as _, Md5};
+use rusty_s3::actions::{ListObjectsV2, S3Action};
+use rusty_s3::{Bucket, Credentials, Map, Method, UrlStyle};
+
+use super::AnchorError;
+use crate::config::AnchorConfig;
+
+/// How long a signed URL stays valid: long enough for one request.
+const SIGNATURE_LIFETIME: Duration = Duration::from_secs(300);
+/// The most of an anchor object (or an error answer) read into memory.
+const MAX_OBJECT: usize = 64 * 1024;
+/// The most of one listing page read into memory (a page of 1000 versions is ~400 KB).
+const MAX_LISTING: usize = 8 * 1024 * 1024;
+/// Keys per listing page: S3's maximum.
+const PAGE_SIZE: usize = 1000;
+
+/// The bucket and prefix anchors live under, with credentials to write and read them.
+pub struct AnchorBucket {
+    bucket: Bucket,
+    credentials: Credentials,
+    prefix: String,
+    retention: Duration,
+    page_size: usize,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for AnchorBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnchorBucket")
+            .field("bucket", &self.bucket.name())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every key under the prefix that has a stored version, whether or not a delete marker hides
+/// it from a plain listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionedKeys {
+    /// Keys with at least one stored version, in key order.
+    pub keys: std::collections::BTreeSet<String>,
+    /// Those of them whose latest version is a delete marker.
+    pub hidden: std::collections::BTreeSet<String>,
+}
+
+/// An object's Object Lock settings, as S3 reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// `COMPLIANCE` or `GOVERNANCE`; `None` when the object is not locked.
+    pub mode: Option<String>,
+    /// Until when (RFC 3339), if locked.
+    pub retain_until: Option<String>,
+}
+
+impl AnchorBucket {
+    /// A client for the configured bucket.
+    pub fn new(config: &AnchorConfig) -> Result<AnchorBucket, AnchorError> {
+        let (endpoint, style) = match &config.endpoint {
+            Some(url) => (url.clone(), UrlStyle::Path),
+            None => {
+                let aws = format!("https://s3.{}.amazonaws.com", config.region);
+                let url = url::Url::parse(&aws)
+                    .map_err(|_| AnchorError::Setup(format!("bad region {:?}", config.region)))?;
+                (url, UrlStyle::VirtualHost)
+            }
+        };
+        let bucket = Bucket::new(
+            endpoint,
+            style,
+            config.bucket.clone(),
+            config.region.clone(),
+        )
+        .map_err(|e| AnchorError::Setup(format!("bucket {}: {e}", config.bucket)))?;
+        let key = config.access_key_id.clone();
+        let secret = config.secret_access_key.expose().to_string();
+        let credentials = match &config.session_token {
+            Some(token) => Credentials::new_with_token(key, secret, token.expose().to_string()),
+            None => Credentials::new(key, secret),
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| AnchorError::Setup(e.without_url().to_string()))?;
+        Ok(AnchorBucket {
+            bucket,
+            credentials,
+            prefix: config.prefix.clone(),
+            retention: config.retention,
+            page_size: PAGE_SIZE,
+            http,
+        })
+    }
+
+    /// Lists `n` keys per page instead of 1000 (for services with smaller pages, and to test
+    /// the paging).
+    pub fn with_page_size(mut self, n: usize) -> AnchorBucket {
+        self.page_size = n.clamp(1, PAGE_SIZE);
+        self
+    }
+
+    /// The key prefix anchors are written under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Writes `body` at `key`, locked in COMPLIANCE mode for the configured retention.
+    pub async fn put_locked(&self, key: &str, body: Vec<u8>) -> Result<(), AnchorError> {
+        let until = humantime::format_rfc3339_seconds(SystemTime::now() + self.retention);
+        let until = until.to_string();
+        // S3 refuses an object with a retention period unless it can check the body.
+        let md5 = STANDARD.encode(Md5::digest(&body));
+        let mut put = self.bucket.put_object(Some(&self.credentials), key);
+        let headers = [
+            ("content-md5", md5.as_str()),
+            ("content-type", "application/json"),
+            ("x-amz-object-lock-mode", "COMPLIANCE"),
+            ("x-amz-object-lock-retain-until-date", until.as_str()),
+        ];
+        for (name, value) in headers {
+            put.headers_mut().insert(name, value.to_string());
+        }
+        let mut request = self.http.put(put.sign(SIGNATURE_LIFETIME));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.map_err(transport)?;
+        checked(response, "put", key, MAX_OBJECT).await.map(drop)
+    }
+
+    /// Every anchor key under the prefix, in key order (which is chain order), after
+    /// `start_after` when given.
+    pub async fn list(&self, start_after: Option<&str>) -> Result<Vec<String>, AnchorError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut list: ListObjectsV2<'_> = self.bucket.list_objects_v2(Some(&self.credentials));
+            list.with_prefix(self.prefix.as_str());
+            list.with_max_keys(self.page_size);
+            match (&token, start_after) {
+                (Some(t), _) => list.with_continuation_token(t.clone()),
+                (None, Some(after)) => list.with_start_after(after.to_string()),
+                (None, None) => {}
+            }
+            let response = self
+                .http
+                .get(list.sign(SIGNATURE_LIFETIME))
+                .send()
+                .await
+                .map_err(transport)?;
+            let text = checked(response, "list", &self.prefix, MAX_LISTING).await?;
+            let text = String::from_utf8(text)
+                .map_err(|_| AnchorError::Malformed("a listing that is not UTF-8".into()))?;
+            let page = ListObjectsV2::parse_response(&text)
+                .map_err(|e| AnchorError::Malformed(format!("a listing S3 sent: {e}")))?;
+            keys.extend(page.contents.into_iter().map(|c| c.key));
+            match page.next_continuation_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Every key under the prefix with a stored version (`ListObjectVersions`): a delete
+    /// marker hides an object from [`AnchorBucket::list`] but cannot remove a locked version,
+    /// and this listing still shows it.
+    pub async fn list_versions(&self) -> Result<VersionedKeys, AnchorError> {
+        let mut found = VersionedKeys::default();
+        let mut latest_deleted = std::collections::BTreeSet::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut query = Map::new();
+            query.insert("versions", "");
+            query.insert("prefix", self.prefix.clone());
+            query.insert("max-keys", self.page_size.to_string());
+            if let Some((key, version)) = &marker {
+                query.insert("key-marker", key.clone());
+                query.insert("version-id-marker", version.clone());
+            }
+            let url = rusty_s3::signing::sign(
+                &jiff::Timestamp::now(),
+                Method::Get,
+                self.bucket.base_url().clone(),
+                self.credentials.key(),
+                self.credentials.secret(),
+                self.credentials.token(),
+                self.bucket.region(),
+                SIGNATURE_LIFETIME.as_secs(),
+                query.iter(),
+                std::iter::empty(),
+            );
+            let response = self.http.get(url).send().await.map_err(transport)?;
+            let text = checked(response, "list versions", &self.prefix, MAX_LISTING).await?;
+            let text = String::from_utf8(text).map_err(|_| {
+                AnchorError::Malformed("a version listing that is not UTF-8".into())
+            })?;
+            let page: VersionListing = instant_xml::from_str(&text)
+                .map_err(|e| AnchorError::Malformed(format!("a version listing: {e}")))?;
+            for version in page.versions {
+                found.keys.insert(version.key);
+            }
+            for deleted in page.delete_markers {
+                if deleted.is_latest == Some(true) {
+                    latest_deleted.insert(deleted.key);
+                }
+            }
+            match (page.is_truncated, page.next_key_marker) {
+                (Some(true), Some(key)) => {
+                    marker = Some((key, page.next_version_id_marker.unwrap_or_default()));
+                }
+                (Some(true), None) => {
+                    return Err(AnchorError::Malformed(
+                        "a truncated version listing without a marker".into(),
+                    ));
+                }
+                _ => break,
+            }
+        }
+        found.hidden = latest_deleted
+            .into_iter()
+            .filter(|k| found.keys.contains(k))
+            .collect();
+        Ok(found)
+    }
+
+    /// The object at `key` (at most 64 KiB: an anchor is a few hundred bytes).
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, AnchorError> {
+        let get = self.bucket.get_object(Some(&self.credentials), key);
+        let response = self
+            .http
+            .get(get.sign(SIGNATURE_LIFETIME))
+            .send()
+            .await
+            .map_err(transport)?;
+        checked(response, "get", key, MAX_OBJECT).await
+    }
+
+    /// The Object Lock settings of the object at `key`.
+    pub async fn lock_of(&self, key: &str) -> Result<ObjectLock, AnchorError> {
+        let head = self.bucket.head_object(Some(&self.credentials), key);
+        let response = self
+            .http
+            .head(head.sign(SIGNATURE_LIFETIME))
+            .send()
+            .await
+            .map_err(transport)?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let lock = ObjectLock {
+            mode: header("x-amz-object-lock-mode"),
+            retain_until: header("x-amz-object-lock-retain-until-date"),
+        };
+        checked(response, "head", key, MAX_OBJECT).await?;
+        Ok(lock)
+    }
+}
+
+const S3_XML_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// A page of `ListObjectVersions`, with only what anchors need.
+#[derive(FromXml)]
+#[xml(rename = "ListVersionsResult", ns(S3_XML_NS))]
+struct VersionListing {
+    versions: Vec<ListedVersion>,
+    delete_markers: Vec<ListedDeleteMarker>,
+    #[xml(rename = "IsTruncated")]
+    is_truncated: Option<bool>,
+    #[xml(rename = "NextKeyMarker")]
+    next_key_marker: Option<String>,
+    #[xml(rename = "NextVersionIdMarker")]
+    next_version_id_marker: Option<String>,
+}
+
+#[derive(FromXml)]
+#[xml(rename = "Version", ns(S3_XML_NS))]
+struct ListedVersion {
+    #[xml(rename = "Key")]
+    key: String,
+}
+
+#[derive(FromXml)]
+#[xml(rename = "DeleteMarker", ns(S3_XML_NS))]
+struct ListedDeleteMarker {
+    #[xml(rename = "Key")]
+    key: String,
+    #[xml(rename = "IsLatest")]
+    is_latest: Option<bool>,
+}
+
+/// A transport error, without the signed URL reqwest would otherwise print.
+fn transport(e: reqwest::Error) -> AnchorError {
+    AnchorError::Unreachable(e.without_url().to_string())
+}
+
+/// The body of a successful answer; an error answer as [`AnchorError::Refused`] with S3's
+/// error code and message (never the request's URL).
+async fn checked(
+    mut response: reqwest::Response,
+    what: &'static str,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<u8>, AnchorError> {
+    let status = response.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(AnchorError::Malformed(format!(
+                "an answer to {what} {key} over {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if status.is_success() {
+        return Ok(body);
+    }
+    let text = String::from_utf8_lossy(&body);
+    let field = |tag: &str| {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&close)? + start;
+        Some(text[start..end].chars().take(200).collect::<String>())
+    };
+    Err(AnchorError::Refused {
+        what,
+        key: key.to_string(),
+        status: status.as_u16(),
+        code: field("Code").unwrap_or_default(),
+        message: field("Message").unwrap_or_default(),
+    })
+}

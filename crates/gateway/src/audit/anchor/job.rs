@@ -1,0 +1,207 @@
+//! The background task that anchors the chain's head: at start, every interval, and once more
+//! at shutdown. It is off the request path: S3 being slow or down delays anchors (and says so
+//! in the log), never a request.
+
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ANCHOR_FORMAT, Anchor, AnchorBucket, AnchorError, AnchorRef, PreviousAnchor, anchor_key,
+    parse_anchor_key,
+};
+use crate::store::Store;
+
+/// The chain's id, generated once and kept in the database.
+const CHAIN_ID_SETTING: &str = "audit_chain_id";
+/// The newest anchor this database knows of (`{"key":…,"sha256":…}`), so that a restart
+/// does not list every anchor ever written to find it.
+const LAST_ANCHOR_SETTING: &str = "audit_anchor_last";
+/// How long the last anchor at shutdown may take.
+const FINAL_ANCHOR_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The running anchor task.
+#[derive(Debug)]
+pub struct Anchoring {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Anchoring {
+    /// Anchors the head one last time (bounded in time) and ends the task.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        if tokio::time::timeout(FINAL_ANCHOR_TIMEOUT, self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last audit anchor was not written in time");
+        }
+    }
+}
+
+/// Starts anchoring the chain of `store` into `bucket` every `interval`.
+pub fn spawn_anchoring(store: Store, bucket: AnchorBucket, interval: Duration) -> Anchoring {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(store, bucket, interval, stop.clone()));
+    Anchoring { stop, task }
+}
+
+async fn run(store: Store, bucket: AnchorBucket, interval: Duration, stop: CancellationToken) {
+    let mut anchorer = Anchorer {
+        store,
+        bucket,
+        chain_id: None,
+        newest: None,
+        known: false,
+    };
+    loop {
+        match anchorer.anchor_head().await {
+            Ok(Some(anchor)) => tracing::info!(
+                seq = anchor.seq,
+                key = %anchor.key,
+                "audit chain head anchored in S3"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                retry_in_secs = interval.as_secs(),
+                "audit anchor not written"
+            ),
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            // One more round on the way out: the events of the last minutes get their anchor.
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// A known anchor and the SHA-256 of its bytes (the next anchor's `previous`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Known {
+    key: String,
+    sha256: String,
+}
+
+struct Anchorer {
+    store: Store,
+    bucket: AnchorBucket,
+    chain_id: Option<String>,
+    /// The newest anchor seen, with what its key says.
+    newest: Option<(AnchorRef, Known)>,
+    /// Whether `newest` has been looked up (in the database, then the bucket).
+    known: bool,
+}
+
+impl Anchorer {
+    /// Writes an anchor for the chain's head unless it is anchored already; returns it.
+    async fn anchor_head(&mut self) -> Result<Option<AnchorRef>, AnchorError> {
+        let chain_id = match &self.chain_id {
+            Some(id) => id.clone(),
+            None => {
+                let fresh = uuid::Uuid::new_v4().to_string();
+                let id = self
+                    .store
+                    .setting_or_insert(CHAIN_ID_SETTING, &fresh)
+                    .await?;
+                self.chain_id = Some(id.clone());
+                id
+            }
+        };
+        self.catch_up().await?;
+        let head = self.store.chain_head().await?;
+        if head.seq == 0 {
+            return Ok(None);
+        }
+        if let Some((newest, _)) = &self.newest {
+            if newest.seq > head.seq || (newest.seq == head.seq && newest.hash != head.hash) {
+                // Anchors are never rewritten; the auditor has to see this, and
+                // `audit verify` will report it too.
+                tracing::error!(
+                    chain_seq = head.seq,
+                    anchor_seq = newest.seq,
+                    anchor = %newest.key,
+                    "the audit chain does not reach (or differs from) its newest anchor: the \
+                     database was restored, rolled back or rewritten; no new anchor is written \
+                     until the chain passes it"
+                );
+                return Ok(None);
+            }
+            if newest.seq == head.seq {
+                return Ok(None);
+            }
+        }
+        let anchor = Anchor {
+            format: ANCHOR_FORMAT.into(),
+            chain_id,
+            seq: head.seq,
+            hash: head.hash.clone(),
+            previous: self.newest.as_ref().map(|(_, known)| PreviousAnchor {
+                key: known.key.clone(),
+                sha256: known.sha256.clone(),
+            }),
+            written_at: crate::audit::format_time(std::time::SystemTime::now()),
+        };
+        let mut body = serde_json::to_vec_pretty(&anchor)
+            .map_err(|e| AnchorError::Setup(format!("anchor not serialisable: {e}")))?;
+        body.push(b'\n');
+        let key = anchor_key(self.bucket.prefix(), head.seq, &head.hash);
+        let known = Known {
+            key: key.clone(),
+            sha256: hex::encode(Sha256::digest(&body)),
+        };
+        self.bucket.put_locked(&key, body).await?;
+        let anchored = AnchorRef {
+            key,
+            seq: head.seq,
+            hash: head.hash,
+        };
+        self.remember(anchored.clone(), known).await;
+        Ok(Some(anchored))
+    }
+
+    /// Finds the newest anchor: the one this database remembers, then any written after it
+    /// (by another instance, or a run whose last write was not remembered).
+    async fn catch_up(&mut self) -> Result<(), AnchorError> {
+        if !self.known {
+            let remembered = self.store.setting(LAST_ANCHOR_SETTING).await?;
+            self.newest = remembered
+                .and_then(|text| serde_json::from_str::<Known>(&text).ok())
+                .and_then(|known| {
+                    parse_anchor_key(self.bucket.prefix(), &known.key).map(|r| (r, known))
+                });
+            self.known = true;
+        }
+        let after = self.newest.as_ref().map(|(r, _)| r.key.clone());
+        let keys = self.bucket.list(after.as_deref()).await?;
+        let newer = keys
+            .iter()
+            .filter_map(|k| parse_anchor_key(self.bucket.prefix(), k))
+            .max_by_key(|r| r.seq);
+        if let Some(newer) = newer {
+            let body = self.bucket.get(&newer.key).await?;
+            let known = Known {
+                key: newer.key.clone(),
+                sha256: hex::encode(Sha256::digest(&body)),
+            };
+            self.remember(newer, known).await;
+        }
+        Ok(())
+    }
+
+    async fn remember(&mut self, anchor: AnchorRef, known: Known) {
+        if let Ok(text) = serde_json::to_string(&known)
+            && let Err(e) = self.store.put_setting(LAST_ANCHOR_SETTING, &text).await
+        {
+            // Only costs a longer listing at the next start.
+            tracing::warn!(error = %e, "could not remember the newest audit anchor");
+        }
+        self.newest = Some((anchor, known));
+    }
+}

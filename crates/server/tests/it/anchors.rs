@@ -1,0 +1,346 @@
+//! Audit anchors: the chain's head written to S3 under a COMPLIANCE Object Lock (against a
+//! local S3 server, moto), and `audit verify` catching what the chain alone cannot — a chain
+//! rebuilt with the key, or cut short.
+
+use sha2::{Digest, Sha256};
+
+use crate::both_backends;
+use crate::kit::{
+    AUDIT_KEY, Db, Gateway, S3_SECRET, S3_SESSION_TOKEN, S3Bucket, client, eventually, role_token,
+    s3_bucket, store, verify_with,
+};
+use crate::upstream::TestRack;
+use gateway::audit::anchor::{self, AnchorRef};
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// `GET /apps` through `gw` with `token`: the status.
+async fn list_apps(gw: &Gateway, token: &str) -> Option<u16> {
+    client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(token))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+}
+
+/// Whether `gw` logs a line with every one of `needles` within 10 s.
+async fn logs(gw: &Gateway, needles: &[&str]) -> bool {
+    eventually(|| {
+        let output = gw.all_output();
+        let found = needles.iter().all(|n| output.contains(n));
+        async move { found }
+    })
+    .await
+}
+
+async fn anchors_in(s3: &S3Bucket) -> Vec<AnchorRef> {
+    let bucket = s3.anchors();
+    anchor::list_anchors(&bucket)
+        .await
+        .map(|listing| listing.anchors)
+        .unwrap_or_else(|e| panic!("list anchors: {e}"))
+}
+
+/// Runs a gateway with anchors in `s3` (interval one hour: only the start-up and shutdown
+/// anchors are written), sends a few requests and stops it. Returns the two anchors.
+async fn anchored_run(db: &Db, s3: &S3Bucket) -> (AnchorRef, AnchorRef) {
+    let rack = TestRack::start().await;
+    // Creating the token is audited: the chain has a head to anchor at start-up.
+    let admin = role_token(db, "admin");
+    let env = s3.env(3600);
+    let mut gw = Gateway::start(db, &rack.url, &as_refs(&env)).await;
+    let started = eventually(|| async { anchors_in(s3).await.len() == 1 }).await;
+    assert!(started, "no anchor at start-up: {}", gw.all_output());
+    for _ in 0..3 {
+        let status = list_apps(&gw, &admin).await;
+        assert_eq!(status, Some(200));
+    }
+    assert!(gw.terminate().is_some_and(|s| s.success()));
+    let output = gw.all_output();
+    for secret in [S3_SECRET, S3_SESSION_TOKEN, "X-Amz-Signature"] {
+        assert!(!output.contains(secret), "{secret} in the gateway's output");
+    }
+    let anchors = anchors_in(s3).await;
+    assert_eq!(anchors.len(), 2, "{anchors:?}\n{output}");
+    (anchors[0].clone(), anchors[1].clone())
+}
+
+both_backends!(
+    the_head_is_anchored_at_start_and_shutdown_under_a_compliance_lock,
+    |db| async move {
+        let Some(s3) = s3_bucket(true).await else {
+            return;
+        };
+        let (first, last) = anchored_run(&db, &s3).await;
+        let s = store(&db).await;
+        let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
+        // The shutdown anchor is the final head: the outcomes of the last requests included.
+        assert_eq!(
+            (last.seq, last.hash.as_str()),
+            (head.seq, head.hash.as_str())
+        );
+        assert!(first.seq < last.seq, "{first:?} {last:?}");
+        let rows = s
+            .audit_rows_as_stored(first.seq - 1, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            rows.first().map(|(r, _)| r.hash.as_str()),
+            Some(first.hash.as_str())
+        );
+
+        let bucket = s3.anchors();
+        let content = anchor::read_anchor(&bucket, &last)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first_bytes = bucket
+            .get(&first.key)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let previous = content
+            .previous
+            .unwrap_or_else(|| panic!("no previous anchor"));
+        assert_eq!(previous.key, first.key);
+        assert_eq!(previous.sha256, hex::encode(Sha256::digest(&first_bytes)));
+        let chain_id = s
+            .setting("audit_chain_id")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Some(content.chain_id), chain_id);
+
+        let lock = bucket
+            .lock_of(&last.key)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lock.mode.as_deref(), Some("COMPLIANCE"));
+        let until = lock
+            .retain_until
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+            .unwrap_or_else(|| panic!("retain-until {lock:?}"));
+        let days_left = until
+            .duration_since(std::time::SystemTime::now())
+            .map(|d| d.as_secs() / 86_400)
+            .unwrap_or(0);
+        assert_eq!(days_left, 399, "{lock:?}");
+        // Listings come in pages (1000 keys on S3); one key per page reads the same.
+        let paged = s3.anchors().with_page_size(1);
+        let listed = anchor::list_anchors(&paged)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.anchors, [first.clone(), last.clone()]);
+        let keys = paged.list(None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys, [first.key.clone(), last.key.clone()]);
+
+        let (ok, out, err) = verify_with(&db, &s3.env(3600));
+        assert!(ok, "{out}\n{err}");
+        assert!(
+            out.contains(&format!(
+                "anchors OK: 2 in s3://{}/gateway/anchors/, the newest at event {}",
+                s3.name, head.seq
+            )),
+            "{out}"
+        );
+
+        // A restart that forgot its newest anchor finds it in the bucket: no second anchor
+        // of the same head, and the next one links to it.
+        s.execute_raw("DELETE FROM settings WHERE key = 'audit_anchor_last'")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rack = TestRack::start().await;
+        let env = s3.env(3600);
+        let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+        // An event while it runs (the admin command appends to the same chain).
+        crate::kit::token(&db, "second-run", &["--role", "viewer"]);
+        assert!(gw.terminate().is_some_and(|st| st.success()));
+        let anchors = anchors_in(&s3).await;
+        assert_eq!(anchors.len(), 3, "{anchors:?}\n{}", gw.all_output());
+        let newest = anchor::read_anchor(&bucket, &anchors[2])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(newest.previous.map(|p| p.key), Some(last.key.clone()));
+        for secret in [S3_SECRET, S3_SESSION_TOKEN] {
+            assert!(!out.contains(secret) && !err.contains(secret));
+        }
+    }
+);
+
+/// Disables the triggers that keep the audit tables append-only: what someone with full
+/// control of the database can do.
+async fn disable_audit_triggers(db: &Db) {
+    let s = store(db).await;
+    let statements: &[&str] = match db.backend {
+        crate::kit::Backend::Sqlite => &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+            "DROP TRIGGER audit_chain_head_forward",
+        ],
+        crate::kit::Backend::Postgres => &[
+            "ALTER TABLE audit_events DISABLE TRIGGER USER",
+            "ALTER TABLE audit_chain_head DISABLE TRIGGER USER",
+        ],
+    };
+    for sql in statements {
+        s.execute_raw(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+both_backends!(
+    a_chain_cut_short_is_caught_by_its_anchors,
+    |db| async move {
+        let Some(s3) = s3_bucket(true).await else {
+            return;
+        };
+        let (first, last) = anchored_run(&db, &s3).await;
+        // The newest anchor "deleted" as well: S3 only hides it behind a delete marker.
+        let status = s3.delete(&last.key).await;
+        assert!((200..300).contains(&status), "delete: {status}");
+        let visible = s3
+            .anchors()
+            .list(None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            visible,
+            std::slice::from_ref(&first.key),
+            "the delete marker hides the anchor"
+        );
+        disable_audit_triggers(&db).await;
+        // Everything after the first anchor removed, the head moved back: a consistent chain.
+        let s = store(&db).await;
+        for sql in [
+            format!("DELETE FROM audit_events WHERE seq > {}", first.seq),
+            format!(
+                "UPDATE audit_chain_head SET seq = {}, hash = '{}' WHERE id = 1",
+                first.seq, first.hash
+            ),
+        ] {
+            s.execute_raw(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let (ok, out, err) = verify_with(&db, &[]);
+        assert!(ok, "the chain alone cannot see a cut: {out}\n{err}");
+        let (ok, out, err) = verify_with(&db, &s3.env(3600));
+        assert!(!ok, "verify accepted a chain cut short: {out}");
+        let expected = format!(
+            "names event {}, but the chain ends at event {}",
+            last.seq, first.seq
+        );
+        assert!(err.contains(&expected), "{err}");
+        assert!(err.contains("1 anchor(s) in s3://"), "{err}");
+        assert!(err.contains("were deleted"), "{err}");
+    }
+);
+
+both_backends!(
+    a_chain_rebuilt_with_the_key_is_caught_by_its_anchors,
+    |db| async move {
+        let Some(s3) = s3_bucket(true).await else {
+            return;
+        };
+        let (_, last) = anchored_run(&db, &s3).await;
+        disable_audit_triggers(&db).await;
+        // One event edited, and every hash from there on recomputed with the key: the chain
+        // verifies, and only the anchors remember what it said.
+        let s = store(&db).await;
+        s.execute_raw("UPDATE audit_events SET path = '/forged' WHERE seq = 2")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = gateway::audit::ChainKey::new(gateway::config::Secret::new(AUDIT_KEY));
+        let rows = s
+            .audit_rows_as_stored(0, 100_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut prev = "0".repeat(64);
+        for (row, details) in &rows {
+            let hash = key.link_with(&prev, row.seq, &row.event, details);
+            s.execute_raw(&format!(
+                "UPDATE audit_events SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}",
+                row.seq
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            prev = hash;
+        }
+        s.execute_raw(&format!(
+            "UPDATE audit_chain_head SET hash = '{prev}' WHERE id = 1"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (ok, out, err) = verify_with(&db, &[]);
+        assert!(
+            ok,
+            "the rebuilt chain should verify on its own: {out}\n{err}"
+        );
+        let (ok, out, err) = verify_with(&db, &s3.env(3600));
+        assert!(!ok, "verify accepted a rebuilt chain: {out}");
+        assert!(err.contains("differs from the one anchored in S3"), "{err}");
+        assert!(err.contains(&last.key) || err.contains("anchored"), "{err}");
+    }
+);
+
+// Anchors are off the request path: S3 refusing or unreachable costs anchors (and a warning
+// saying why), never a request. `audit verify` cannot check anchors it cannot read: it fails.
+#[tokio::test]
+async fn s3_trouble_delays_anchors_never_requests() {
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    // A bucket without Object Lock: S3 refuses a locked object.
+    let Some(unlocked) = s3_bucket(false).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let env = unlocked.env(1);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    let status = list_apps(&gw, &admin).await;
+    assert_eq!(status, Some(200));
+    let warned =
+        eventually(|| {
+            let output = gw.all_output();
+            async move {
+                output.contains("audit anchor not written") && output.contains("InvalidRequest")
+            }
+        })
+        .await;
+    assert!(warned, "{}", gw.all_output());
+    assert!(gw.terminate().is_some());
+    assert!(anchors_in(&unlocked).await.is_empty());
+    let (ok, out, err) = verify_with(&db, &unlocked.env(1));
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("no anchors in s3://"), "{err}");
+
+    // S3 unreachable: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dead = S3Bucket {
+        endpoint: format!("http://{closed}"),
+        name: unlocked.name.clone(),
+    };
+    let env = dead.env(1);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    let status = list_apps(&gw, &admin).await;
+    assert_eq!(status, Some(200));
+    let warned = logs(&gw, &["S3 could not be reached"]).await;
+    assert!(warned, "{}", gw.all_output());
+    assert!(gw.terminate().is_some());
+    let output = gw.all_output();
+    for secret in [S3_SECRET, S3_SESSION_TOKEN, "X-Amz-Signature"] {
+        assert!(!output.contains(secret), "{secret} in the gateway's output");
+    }
+    let (ok, out, err) = verify_with(&db, &dead.env(1));
+    assert!(!ok, "verify passed without reading its anchors: {out}");
+    assert!(err.contains("cannot list the audit anchors"), "{err}");
+    for secret in [S3_SECRET, S3_SESSION_TOKEN, "X-Amz-Signature"] {
+        assert!(!err.contains(secret), "{secret} in verify's output: {err}");
+    }
+}
