@@ -278,8 +278,9 @@ impl ListedAnchors {
             && lock.mode.as_deref() != Some("COMPLIANCE")
         {
             eprintln!(
-                "warning: the newest anchor is not under a COMPLIANCE lock (mode {}): \
-                 anchors can be deleted; enable Object Lock on the bucket (docs/deployment.md)",
+                "warning: S3 reports no COMPLIANCE lock on the newest anchor (mode {}): \
+                 without Object Lock on the bucket anchors can be deleted (docs/deployment.md); \
+                 or these credentials may not read it (s3:GetObjectRetention)",
                 lock.mode.as_deref().unwrap_or("none")
             );
         }

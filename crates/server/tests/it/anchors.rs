@@ -317,6 +317,27 @@ async fn s3_trouble_delays_anchors_never_requests() {
     let (ok, out, err) = verify_with(&db, &unlocked.env(1));
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("no anchors in s3://"), "{err}");
+    // An anchor someone wrote without a lock (this bucket cannot lock): checked, and flagged.
+    let s = store(&db).await;
+    let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
+    let key = anchor::anchor_key("gateway/anchors/", head.seq, &head.hash);
+    let body = serde_json::json!({
+        "format": anchor::ANCHOR_FORMAT, "chain_id": "x", "seq": head.seq, "hash": head.hash,
+        "previous": null, "written_at": "2026-12-03T00:00:00Z"
+    });
+    let put = client()
+        .put(format!("{}/{}/{key}", unlocked.endpoint, unlocked.name))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok();
+    assert_eq!(put, Some(200));
+    let (ok, out, err) = verify_with(&db, &unlocked.env(1));
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("anchors OK: 1 in s3://"), "{out}");
+    assert!(err.contains("S3 reports no COMPLIANCE lock"), "{err}");
 
     // S3 unreachable: a port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

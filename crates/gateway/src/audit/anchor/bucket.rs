@@ -72,7 +72,13 @@ impl AnchorBucket {
                 let aws = format!("https://s3.{}.amazonaws.com", config.region);
                 let url = url::Url::parse(&aws)
                     .map_err(|_| AnchorError::Setup(format!("bad region {:?}", config.region)))?;
-                (url, UrlStyle::VirtualHost)
+                // A dotted name as a host would not match AWS's wildcard certificate.
+                let style = if config.bucket.contains('.') {
+                    UrlStyle::Path
+                } else {
+                    UrlStyle::VirtualHost
+                };
+                (url, style)
             }
         };
         let bucket = Bucket::new(
