@@ -1,5 +1,7 @@
 //! `AUDIT_ANCHOR_*`: where the audit chain's head is anchored (an S3 bucket with Object Lock).
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -34,12 +36,158 @@ pub struct AnchorConfig {
     pub interval: Duration,
     /// How long each anchor is locked (`AUDIT_ANCHOR_RETENTION_DAYS`).
     pub retention: Duration,
-    /// `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: String,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: Secret,
-    /// `AWS_SESSION_TOKEN`, for temporary credentials.
-    pub session_token: Option<Secret>,
+    /// Where the credentials come from.
+    pub credentials: AnchorCredentials,
+}
+
+/// Where the anchor bucket's credentials come from.
+#[derive(Clone)]
+pub enum AnchorCredentials {
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and, for temporary credentials,
+    /// `AWS_SESSION_TOKEN`.
+    Static {
+        /// `AWS_ACCESS_KEY_ID`.
+        access_key_id: String,
+        /// `AWS_SECRET_ACCESS_KEY`.
+        secret_access_key: Secret,
+        /// `AWS_SESSION_TOKEN`.
+        session_token: Option<Secret>,
+    },
+    /// The container credentials endpoint (an ECS task role, EKS Pod Identity), fetched and
+    /// renewed before they expire.
+    Container {
+        /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`, or ECS's address with
+        /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`.
+        url: Url,
+        /// What the endpoint wants in `Authorization`, if anything.
+        authorization: Option<ContainerAuthorization>,
+    },
+}
+
+/// The `Authorization` value of the container credentials endpoint.
+#[derive(Clone)]
+pub enum ContainerAuthorization {
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+    Token(Secret),
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`, read at every fetch (it is rotated).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for AnchorCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnchorCredentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", secret_access_key)
+                .field("session_token", session_token)
+                .finish(),
+            AnchorCredentials::Container { url, authorization } => f
+                .debug_struct("Container")
+                .field("url", &url.as_str())
+                .field(
+                    "authorization",
+                    &match authorization {
+                        None => "none".to_string(),
+                        Some(ContainerAuthorization::Token(_)) => "[redacted]".to_string(),
+                        Some(ContainerAuthorization::File(path)) => path.display().to_string(),
+                    },
+                )
+                .finish(),
+        }
+    }
+}
+
+/// ECS's container credentials address, which `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` is
+/// relative to.
+const ECS_CREDENTIALS_HOST: &str = "http://169.254.170.2";
+
+/// Reads the credential variables: static keys first, then the container endpoint.
+fn parse_credentials(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<AnchorCredentials, ConfigError> {
+    if let Some(access_key_id) = get("AWS_ACCESS_KEY_ID") {
+        let secret_access_key =
+            get("AWS_SECRET_ACCESS_KEY")
+                .map(Secret::new)
+                .ok_or(ConfigError::Missing {
+                    name: "AWS_SECRET_ACCESS_KEY",
+                    expected: "the secret of AWS_ACCESS_KEY_ID (AUDIT_ANCHOR_BUCKET is set)",
+                })?;
+        return Ok(AnchorCredentials::Static {
+            access_key_id: access_key_id.trim().to_string(),
+            secret_access_key,
+            session_token: get("AWS_SESSION_TOKEN").map(Secret::new),
+        });
+    }
+    let (name, url) = match (
+        get("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+        get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+    ) {
+        (Some(full), _) => (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            full.trim().to_string(),
+        ),
+        (None, Some(relative)) => (
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            format!("{ECS_CREDENTIALS_HOST}{}", relative.trim()),
+        ),
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                name: "AWS_ACCESS_KEY_ID",
+                expected: "credentials allowed to put objects into AUDIT_ANCHOR_BUCKET: \
+                           AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an ECS task role \
+                           (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)",
+            });
+        }
+    };
+    let url = Url::parse(&url)
+        .ok()
+        .filter(credentials_endpoint_allowed)
+        .ok_or(ConfigError::Invalid {
+            name,
+            expected: "a container credentials endpoint: https, or http to a loopback address \
+                       or the ECS/EKS link-local one"
+                .into(),
+        })?;
+    let authorization = match (
+        get("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+        get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+    ) {
+        (Some(token), _) => Some(ContainerAuthorization::Token(Secret::new(token))),
+        (None, Some(file)) => Some(ContainerAuthorization::File(PathBuf::from(file.trim()))),
+        (None, None) => None,
+    };
+    Ok(AnchorCredentials::Container { url, authorization })
+}
+
+/// Whether credentials may be fetched from `url`: as the AWS SDKs allow, https anywhere, plain
+/// http only to this host or the link-local addresses of ECS and EKS, where nobody in between
+/// can read them.
+fn credentials_endpoint_allowed(url: &Url) -> bool {
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    match url.scheme() {
+        "https" => url.host_str().is_some(),
+        "http" => {
+            let ip = match url.host() {
+                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+                Some(url::Host::Domain(name)) => return name == "localhost",
+                None => return false,
+            };
+            ip.is_loopback()
+                || ip == IpAddr::from([169, 254, 170, 2])
+                || ip == IpAddr::from([169, 254, 170, 23])
+                || ip == IpAddr::from([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23])
+        }
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for AnchorConfig {
@@ -51,9 +199,7 @@ impl std::fmt::Debug for AnchorConfig {
             .field("endpoint", &self.endpoint.as_ref().map(Url::as_str))
             .field("interval", &self.interval)
             .field("retention", &self.retention)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key)
-            .field("session_token", &self.session_token)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -123,21 +269,7 @@ pub fn parse_anchors(
             Some(url)
         }
     };
-    let access_key_id = get("AWS_ACCESS_KEY_ID")
-        .map(|k| k.trim().to_string())
-        .ok_or(ConfigError::Missing {
-            name: "AWS_ACCESS_KEY_ID",
-            expected: "the access key of credentials allowed to put objects into \
-                       AUDIT_ANCHOR_BUCKET (AUDIT_ANCHOR_BUCKET is set)",
-        })?;
-    let secret_access_key =
-        get("AWS_SECRET_ACCESS_KEY")
-            .map(Secret::new)
-            .ok_or(ConfigError::Missing {
-                name: "AWS_SECRET_ACCESS_KEY",
-                expected: "the secret of AWS_ACCESS_KEY_ID (AUDIT_ANCHOR_BUCKET is set)",
-            })?;
-    let session_token = get("AWS_SESSION_TOKEN").map(Secret::new);
+    let credentials = parse_credentials(get)?;
     let interval = seconds(
         get,
         "AUDIT_ANCHOR_INTERVAL_SECS",
@@ -162,9 +294,7 @@ pub fn parse_anchors(
         endpoint,
         interval,
         retention: Duration::from_secs(retention_days * 24 * 3600),
-        access_key_id,
-        secret_access_key,
-        session_token,
+        credentials,
     }))
 }
 
@@ -215,7 +345,13 @@ mod tests {
         assert_eq!(config.endpoint, None);
         assert_eq!(config.interval, Duration::from_secs(300));
         assert_eq!(config.retention, Duration::from_secs(400 * 86_400));
-        assert!(config.session_token.is_none());
+        assert!(matches!(
+            config.credentials,
+            AnchorCredentials::Static {
+                session_token: None,
+                ..
+            }
+        ));
         // Debug never shows the secret.
         let shown = format!("{config:?}");
         assert!(!shown.contains("secret-access-key-value"), "{shown}");

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use anchors::{
-    AnchorConfig, DEFAULT_ANCHOR_INTERVAL_SECS, DEFAULT_ANCHOR_PREFIX, DEFAULT_ANCHOR_REGION,
-    DEFAULT_ANCHOR_RETENTION_DAYS, parse_anchors,
+    AnchorConfig, AnchorCredentials, ContainerAuthorization, DEFAULT_ANCHOR_INTERVAL_SECS,
+    DEFAULT_ANCHOR_PREFIX, DEFAULT_ANCHOR_REGION, DEFAULT_ANCHOR_RETENTION_DAYS, parse_anchors,
 };
 pub use secret::Secret;
 use url::Url;

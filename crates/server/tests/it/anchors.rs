@@ -2,6 +2,9 @@
 //! local S3 server, moto), and `audit verify` catching what the chain alone cannot — a chain
 //! rebuilt with the key, or cut short.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
@@ -363,5 +366,106 @@ async fn s3_trouble_delays_anchors_never_requests() {
     assert!(err.contains("cannot list the audit anchors"), "{err}");
     for secret in [S3_SECRET, S3_SESSION_TOKEN, "X-Amz-Signature"] {
         assert!(!err.contains(secret), "{secret} in verify's output: {err}");
+    }
+}
+
+/// A fake container credentials endpoint (what ECS serves a task with a role): answers
+/// `Authorization: <token>` with temporary credentials valid for an hour, anything else with
+/// 403, and counts what it answered.
+async fn container_credentials(token: &'static str, fail: bool) -> (String, Arc<AtomicUsize>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().route(
+        "/creds",
+        axum::routing::get(move |headers: HeaderMap| {
+            let counter = counter.clone();
+            async move {
+                if fail {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "oops".to_string());
+                }
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(token) {
+                    return (StatusCode::FORBIDDEN, "no".to_string());
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+                let body = serde_json::json!({
+                    "AccessKeyId": "ASIATASKROLE",
+                    "SecretAccessKey": CONTAINER_SECRET,
+                    "Token": CONTAINER_SESSION,
+                    "Expiration": humantime::format_rfc3339_seconds(expires).to_string(),
+                    "RoleArn": "arn:aws:iam::123456789012:role/gateway"
+                });
+                (StatusCode::OK, body.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/creds"), served)
+}
+
+const CONTAINER_SECRET: &str = "task-role-secret-do-not-leak";
+const CONTAINER_SESSION: &str = "task-role-session-do-not-leak";
+const CONTAINER_AUTH: &str = "container-auth-token-do-not-leak";
+
+// On ECS the gateway has no keys of its own: its task role's temporary credentials come from
+// the container credentials endpoint, fetched once and kept until shortly before they expire.
+// (Two worker threads: the fake endpoint runs here while the test blocks on the gateway.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_task_role_signs_the_anchors() {
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let Some(s3) = s3_bucket(true).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    role_token(&db, "admin");
+    let (url, served) = container_credentials(CONTAINER_AUTH, false).await;
+    let role_env = |url: &str| -> Vec<(&'static str, String)> {
+        s3.env(3600)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("AWS_"))
+            .chain([
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.to_string()),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                    CONTAINER_AUTH.to_string(),
+                ),
+            ])
+            .collect()
+    };
+    let env = role_env(&url);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    crate::kit::token(&db, "while-running", &["--role", "viewer"]);
+    assert!(gw.terminate().is_some_and(|st| st.success()));
+    assert_eq!(anchors_in(&s3).await.len(), 2, "{}", gw.all_output());
+    // Two listings and two puts, one fetch: the credentials are good for an hour.
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+
+    // An endpoint that fails: anchors wait, requests do not, nothing secret is said.
+    let (broken, _) = container_credentials(CONTAINER_AUTH, true).await;
+    let env = role_env(&broken);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    assert!(
+        logs(
+            &gw,
+            &[
+                "audit anchor not written",
+                "the credentials endpoint answered 500"
+            ]
+        )
+        .await
+    );
+    let admin = crate::kit::token(&db, "admin-2", &["--role", "admin"]);
+    assert_eq!(list_apps(&gw, &admin).await, Some(200));
+    assert!(gw.terminate().is_some());
+    let output = gw.all_output();
+    for secret in [CONTAINER_SECRET, CONTAINER_SESSION, CONTAINER_AUTH] {
+        assert!(!output.contains(secret), "{secret} in the gateway's output");
     }
 }

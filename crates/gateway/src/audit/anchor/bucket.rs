@@ -11,9 +11,10 @@ use base64::engine::general_purpose::STANDARD;
 use instant_xml::FromXml;
 use md5::{Digest as _, Md5};
 use rusty_s3::actions::{ListObjectsV2, S3Action};
-use rusty_s3::{Bucket, Credentials, Map, Method, UrlStyle};
+use rusty_s3::{Bucket, Map, Method, UrlStyle};
 
 use super::AnchorError;
+use super::credentials::CredentialSource;
 use crate::config::AnchorConfig;
 
 /// How long a signed URL stays valid: long enough for one request.
@@ -28,7 +29,7 @@ const PAGE_SIZE: usize = 1000;
 /// The bucket and prefix anchors live under, with credentials to write and read them.
 pub struct AnchorBucket {
     bucket: Bucket,
-    credentials: Credentials,
+    credentials: CredentialSource,
     prefix: String,
     retention: Duration,
     page_size: usize,
@@ -88,18 +89,13 @@ impl AnchorBucket {
             config.region.clone(),
         )
         .map_err(|e| AnchorError::Setup(format!("bucket {}: {e}", config.bucket)))?;
-        let key = config.access_key_id.clone();
-        let secret = config.secret_access_key.expose().to_string();
-        let credentials = match &config.session_token {
-            Some(token) => Credentials::new_with_token(key, secret, token.expose().to_string()),
-            None => Credentials::new(key, secret),
-        };
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| AnchorError::Setup(e.without_url().to_string()))?;
+        let credentials = CredentialSource::new(&config.credentials, http.clone());
         Ok(AnchorBucket {
             bucket,
             credentials,
@@ -128,7 +124,8 @@ impl AnchorBucket {
         let until = until.to_string();
         // S3 refuses an object with a retention period unless it can check the body.
         let md5 = STANDARD.encode(Md5::digest(&body));
-        let mut put = self.bucket.put_object(Some(&self.credentials), key);
+        let credentials = self.credentials.get().await?;
+        let mut put = self.bucket.put_object(Some(&credentials), key);
         let headers = [
             ("content-md5", md5.as_str()),
             ("content-type", "application/json"),
@@ -152,7 +149,8 @@ impl AnchorBucket {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut list: ListObjectsV2<'_> = self.bucket.list_objects_v2(Some(&self.credentials));
+            let credentials = self.credentials.get().await?;
+            let mut list: ListObjectsV2<'_> = self.bucket.list_objects_v2(Some(&credentials));
             list.with_prefix(self.prefix.as_str());
             list.with_max_keys(self.page_size);
             match (&token, start_after) {
@@ -188,6 +186,7 @@ impl AnchorBucket {
         let mut latest_deleted = std::collections::BTreeSet::new();
         let mut marker: Option<(String, String)> = None;
         loop {
+            let credentials = self.credentials.get().await?;
             let mut query = Map::new();
             query.insert("versions", "");
             query.insert("prefix", self.prefix.clone());
@@ -200,9 +199,9 @@ impl AnchorBucket {
                 &jiff::Timestamp::now(),
                 Method::Get,
                 self.bucket.base_url().clone(),
-                self.credentials.key(),
-                self.credentials.secret(),
-                self.credentials.token(),
+                credentials.key(),
+                credentials.secret(),
+                credentials.token(),
                 self.bucket.region(),
                 SIGNATURE_LIFETIME.as_secs(),
                 query.iter(),
@@ -244,7 +243,8 @@ impl AnchorBucket {
 
     /// The object at `key` (at most 64 KiB: an anchor is a few hundred bytes).
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, AnchorError> {
-        let get = self.bucket.get_object(Some(&self.credentials), key);
+        let credentials = self.credentials.get().await?;
+        let get = self.bucket.get_object(Some(&credentials), key);
         let response = self
             .http
             .get(get.sign(SIGNATURE_LIFETIME))
@@ -256,7 +256,8 @@ impl AnchorBucket {
 
     /// The Object Lock settings of the object at `key`.
     pub async fn lock_of(&self, key: &str) -> Result<ObjectLock, AnchorError> {
-        let head = self.bucket.head_object(Some(&self.credentials), key);
+        let credentials = self.credentials.get().await?;
+        let head = self.bucket.head_object(Some(&credentials), key);
         let response = self
             .http
             .head(head.sign(SIGNATURE_LIFETIME))

@@ -11,6 +11,7 @@
 //! chain's id, the time, and the key and SHA-256 of the anchor before it.
 
 mod bucket;
+mod credentials;
 mod job;
 
 pub use bucket::{AnchorBucket, ObjectLock, VersionedKeys};
@@ -27,6 +28,9 @@ pub enum AnchorError {
     /// The bucket client could not be set up.
     #[error("S3 anchors: {0}")]
     Setup(String),
+    /// No credentials for the bucket (the container endpoint failed).
+    #[error("S3 credentials: {0}")]
+    Credentials(String),
     /// S3 could not be reached.
     #[error("S3 could not be reached: {0}")]
     Unreachable(String),
