@@ -7,6 +7,7 @@ mod dev;
 mod limits;
 mod logging;
 mod serve;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
             Command::Migrate => admin::migrate().await,
             Command::Tokens(cmd) => admin::tokens(cmd).await,
             Command::Users(cmd) => admin::users(cmd).await,
-            Command::Audit(cmd) => admin::audit(cmd).await,
+            Command::Audit(cli::AuditCommand::Verify) => verify::run().await,
         }
     });
     match result {

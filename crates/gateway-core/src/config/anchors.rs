@@ -178,8 +178,7 @@ fn credentials_endpoint_allowed(url: &Url) -> bool {
             let ip = match url.host() {
                 Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
                 Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-                Some(url::Host::Domain(name)) => return name == "localhost",
-                None => return false,
+                _ => return is_loopback(url),
             };
             ip.is_loopback()
                 || ip == IpAddr::from([169, 254, 170, 2])
@@ -255,15 +254,19 @@ pub fn parse_anchors(
     let endpoint = match get("AUDIT_ANCHOR_ENDPOINT") {
         None => None,
         Some(raw) => {
+            // Plain http only on this host: `audit verify` trusts the listings it reads, and
+            // anyone in between could forge them.
             let url = Url::parse(raw.trim())
                 .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
+                .filter(|u| u.host_str().is_some())
                 .filter(|u| u.username().is_empty() && u.password().is_none())
                 .filter(|u| u.query().is_none() && u.fragment().is_none())
                 .ok_or(ConfigError::Invalid {
                     name: "AUDIT_ANCHOR_ENDPOINT",
-                    expected: "the base URL of an S3-compatible service, e.g. \
-                               https://minio.internal:9000 (no credentials, query or fragment)"
+                    expected: "the https base URL of an S3-compatible service, e.g. \
+                               https://minio.internal:9000 (http only to a loopback address; \
+                               no credentials, query or fragment)"
                         .into(),
                 })?;
             Some(url)
@@ -296,6 +299,16 @@ pub fn parse_anchors(
         retention: Duration::from_secs(retention_days * 24 * 3600),
         credentials,
     }))
+}
+
+/// Whether `url` names this host.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    }
 }
 
 /// S3's bucket naming rules, as far as they matter for building a URL.
@@ -392,6 +405,11 @@ mod tests {
             ("AUDIT_ANCHOR_PREFIX", "a\u{7}b", "AUDIT_ANCHOR_PREFIX"),
             ("AUDIT_ANCHOR_REGION", "EU WEST", "AUDIT_ANCHOR_REGION"),
             ("AUDIT_ANCHOR_ENDPOINT", "ftp://x", "AUDIT_ANCHOR_ENDPOINT"),
+            (
+                "AUDIT_ANCHOR_ENDPOINT",
+                "http://minio.internal:9000",
+                "AUDIT_ANCHOR_ENDPOINT",
+            ),
             (
                 "AUDIT_ANCHOR_ENDPOINT",
                 "https://user:pw@minio.internal",

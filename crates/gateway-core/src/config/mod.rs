@@ -259,8 +259,6 @@ pub struct StoreConfig {
     pub database_url: String,
     /// `AUDIT_HMAC_KEY`, if set.
     pub audit_hmac_key: Option<Secret>,
-    /// `AUDIT_ANCHOR_*`: where the chain's head is anchored, if anywhere.
-    pub audit_anchors: Option<AnchorConfig>,
 }
 
 /// A URL as `Debug` shows it: with any password masked.
@@ -301,18 +299,17 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
-            .field("audit_anchors", &self.audit_anchors)
             .finish()
     }
 }
 
 impl StoreConfig {
-    /// Reads `DATABASE_URL`, `AUDIT_HMAC_KEY` and `AUDIT_ANCHOR_*` from the process environment.
+    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` from the process environment.
     pub fn from_env() -> Result<StoreConfig, ConfigError> {
         StoreConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads `DATABASE_URL`, `AUDIT_HMAC_KEY` and `AUDIT_ANCHOR_*` through `lookup`.
+    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` through `lookup`.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<StoreConfig, ConfigError> {
@@ -330,11 +327,9 @@ impl StoreConfig {
             }
             Some(key) => Some(Secret::new(key)),
         };
-        let audit_anchors = parse_anchors(&get)?;
         Ok(StoreConfig {
             database_url,
             audit_hmac_key,
-            audit_anchors,
         })
     }
 }
@@ -391,8 +386,8 @@ impl Config {
         let StoreConfig {
             database_url,
             audit_hmac_key,
-            audit_anchors,
         } = StoreConfig::from_lookup(&lookup)?;
+        let audit_anchors = parse_anchors(&get)?;
 
         let rack_tls = match (get("RACK_CA_FILE"), get("RACK_TLS_PIN_SHA256")) {
             (Some(_), Some(_)) => {

@@ -608,6 +608,29 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// The first event after `after_seq` (up to `until_seq`) whose time is within
+    /// `from_ms..to_ms`: its number and time.
+    pub async fn first_event_between(
+        &self,
+        after_seq: i64,
+        until_seq: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, ts FROM audit_events WHERE seq > $1 AND seq <= $2 AND ts > $3 \
+             AND ts < $4 ORDER BY seq LIMIT 1",
+        )
+        .bind(after_seq)
+        .bind(until_seq)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("ts")?)))
+            .transpose()
+    }
+
     /// The chain head.
     pub async fn chain_head(&self) -> Result<ChainHead, StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")

@@ -143,11 +143,17 @@ both_backends!(
         assert!(ok, "{out}\n{err}");
         assert!(
             out.contains(&format!(
-                "anchors OK: 2 in s3://{}/gateway/anchors/, the newest at event {}",
-                s3.name, head.seq
+                "anchors OK: 2 in s3://{}/gateway/anchors/ at ",
+                s3.name
+            )) && out.contains(&format!(
+                "the newest at event {} (0 events since)",
+                head.seq
             )),
             "{out}"
         );
+        for secret in [S3_SECRET, S3_SESSION_TOKEN, "X-Amz-Signature"] {
+            assert!(!out.contains(secret) && !err.contains(secret), "{secret}");
+        }
 
         // A restart that forgot its newest anchor finds it in the bucket: no second anchor
         // of the same head, and the next one links to it.
@@ -166,9 +172,6 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(newest.previous.map(|p| p.key), Some(last.key.clone()));
-        for secret in [S3_SECRET, S3_SESSION_TOKEN] {
-            assert!(!out.contains(secret) && !err.contains(secret));
-        }
     }
 );
 
@@ -285,7 +288,8 @@ both_backends!(
         let (ok, out, err) = verify_with(&db, &s3.env(3600));
         assert!(!ok, "verify accepted a rebuilt chain: {out}");
         assert!(err.contains("differs from the one anchored in S3"), "{err}");
-        assert!(err.contains(&last.key) || err.contains("anchored"), "{err}");
+        // The start-up anchor (event 1) still matches; the shutdown anchor does not.
+        assert!(err.contains(&last.key), "{err}");
     }
 );
 
@@ -317,30 +321,32 @@ async fn s3_trouble_delays_anchors_never_requests() {
     assert!(warned, "{}", gw.all_output());
     assert!(gw.terminate().is_some());
     assert!(anchors_in(&unlocked).await.is_empty());
+    // The chain is sound, but nothing anchors it: verify says so and fails.
     let (ok, out, err) = verify_with(&db, &unlocked.env(1));
-    assert!(ok, "{out}\n{err}");
-    assert!(err.contains("no anchors in s3://"), "{err}");
+    assert!(!ok && out.contains("audit chain OK"), "{out}\n{err}");
+    assert!(err.contains("error: no anchors in s3://"), "{err}");
     // An anchor someone wrote without a lock (this bucket cannot lock): checked, and flagged.
     let s = store(&db).await;
     let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
-    let key = anchor::anchor_key("gateway/anchors/", head.seq, &head.hash);
-    let body = serde_json::json!({
-        "format": anchor::ANCHOR_FORMAT, "chain_id": "x", "seq": head.seq, "hash": head.hash,
-        "previous": null, "written_at": "2026-12-03T00:00:00Z"
-    });
-    let put = client()
-        .put(format!("{}/{}/{key}", unlocked.endpoint, unlocked.name))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok();
-    assert_eq!(put, Some(200));
+    let chain_id = s.setting("audit_chain_id").await.ok().flatten();
+    plant_anchor(
+        &unlocked,
+        head.seq,
+        &head.hash,
+        chain_id.as_deref(),
+        "2026-12-03T00:00:00Z",
+    )
+    .await;
     let (ok, out, err) = verify_with(&db, &unlocked.env(1));
-    assert!(ok, "{out}\n{err}");
-    assert!(out.contains("anchors OK: 1 in s3://"), "{out}");
-    assert!(err.contains("S3 reports no COMPLIANCE lock"), "{err}");
+    assert!(
+        !ok && out.contains("anchors OK: 1 in s3://"),
+        "{out}\n{err}"
+    );
+    assert!(
+        err.contains("error: S3 reports no COMPLIANCE lock"),
+        "{err}"
+    );
+    assert!(!err.contains("belongs to chain"), "{err}");
 
     // S3 unreachable: a port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -368,6 +374,137 @@ async fn s3_trouble_delays_anchors_never_requests() {
         assert!(!err.contains(secret), "{secret} in verify's output: {err}");
     }
 }
+
+/// Writes an anchor into `s3` as anyone with plain write access could: unlocked, with the
+/// given content. Returns its key.
+async fn plant_anchor(
+    s3: &S3Bucket,
+    seq: i64,
+    hash: &str,
+    chain_id: Option<&str>,
+    written_at: &str,
+) -> String {
+    let key = anchor::anchor_key("gateway/anchors/", seq, hash);
+    let body = serde_json::json!({
+        "format": anchor::ANCHOR_FORMAT, "chain_id": chain_id.unwrap_or("planted"), "seq": seq,
+        "hash": hash, "previous": null, "written_at": written_at
+    });
+    let put = client()
+        .put(format!("{}/{}/{key}", s3.endpoint, s3.name))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok();
+    assert_eq!(put, Some(200), "plant {key}");
+    key
+}
+
+// Whoever can write to the bucket (or the database's settings) may plant an "anchor" far
+// ahead of the chain. It must not stop anchoring: the gateway says so and goes on, and
+// verify names the planted anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_anchor_does_not_stop_anchoring() {
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let Some(s3) = s3_bucket(true).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let admin = role_token(&db, "admin");
+    let planted = plant_anchor(
+        &s3,
+        i64::MAX,
+        &"ab".repeat(32),
+        None,
+        "2026-12-03T00:00:00Z",
+    )
+    .await;
+    let env = s3.env(1);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    assert!(
+        logs(
+            &gw,
+            &["does not hold what its newest anchor says", &planted]
+        )
+        .await
+    );
+    let s3 = &s3;
+    let anchored = |n: usize| move || async move { anchors_in(s3).await.len() == n };
+    assert!(eventually(anchored(2)).await, "{}", gw.all_output());
+    // Anchoring goes on as events are added.
+    assert_eq!(list_apps(&gw, &admin).await, Some(200));
+    assert!(eventually(anchored(3)).await, "{}", gw.all_output());
+    assert!(gw.terminate().is_some_and(|st| st.success()));
+    let (ok, _, err) = verify_with(&db, &s3.env(1));
+    assert!(!ok, "{err}");
+    assert!(err.contains(&format!("names event {}", i64::MAX)), "{err}");
+}
+
+// Anchors are due every interval while events are added: events long after the newest
+// anchor, and old enough to have been anchored since, mean anchoring stopped (switched off,
+// or kept from writing), and verify fails even though every anchor matches.
+both_backends!(anchoring_that_stopped_fails_verification, |db| async move {
+    let Some(s3) = s3_bucket(true).await else {
+        return;
+    };
+    let s = store(&db).await;
+    s.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let key = gateway::audit::ChainKey::new(gateway::config::Secret::new(AUDIT_KEY));
+    let now = gateway::store::now_ms();
+    let minutes_ago = |m: i64, n: usize| {
+        let mut event = crate::audit::awkward_event(n);
+        event.ts = now - m * 60_000;
+        event
+    };
+    let append = |events: Vec<gateway::audit::AuditEvent>| {
+        let (s, key) = (s.clone(), key.clone());
+        async move {
+            s.append_audit(
+                events.into(),
+                move |prev: &str, seq: i64, e: &gateway::audit::AuditEvent, d: &str| {
+                    key.link_with(prev, seq, e, d)
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("append: {e}"))
+        }
+    };
+    append((0..3).map(|n| minutes_ago(20, n)).collect()).await;
+    s.put_setting("audit_chain_id", "chain-under-test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
+    // The anchor as the gateway would have written it 15 minutes ago, locked.
+    let written = humantime::format_rfc3339_millis(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(15 * 60),
+    )
+    .to_string();
+    let body = serde_json::json!({
+        "format": anchor::ANCHOR_FORMAT, "chain_id": "chain-under-test", "seq": head.seq,
+        "hash": head.hash, "previous": null, "written_at": written
+    });
+    s3.anchors()
+        .put_locked(
+            &anchor::anchor_key("gateway/anchors/", head.seq, &head.hash),
+            body.to_string().into_bytes(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Interval 60 s: events up to 2 minutes after the anchor, or in the last 2 minutes, are
+    // not yet overdue.
+    let env = s3.env(60);
+    append(vec![minutes_ago(14, 3), minutes_ago(1, 4)]).await;
+    let (ok, out, err) = verify_with(&db, &env);
+    assert!(ok, "{out}\n{err}");
+    append(vec![minutes_ago(5, 5)]).await;
+    let (ok, out, err) = verify_with(&db, &env);
+    assert!(!ok && out.contains("audit chain OK"), "{out}\n{err}");
+    assert!(err.contains("anchoring stopped"), "{err}");
+    assert!(err.contains(&format!("event {} (", head.seq + 3)), "{err}");
+});
 
 /// A fake container credentials endpoint (what ECS serves a task with a role): answers
 /// `Authorization: <token>` with temporary credentials valid for an hour, anything else with
@@ -451,20 +588,17 @@ async fn an_ecs_task_role_signs_the_anchors() {
     let (broken, _) = container_credentials(CONTAINER_AUTH, true).await;
     let env = role_env(&broken);
     let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
-    assert!(
-        logs(
-            &gw,
-            &[
-                "audit anchor not written",
-                "the credentials endpoint answered 500"
-            ]
-        )
-        .await
-    );
     let admin = crate::kit::token(&db, "admin-2", &["--role", "admin"]);
     assert_eq!(list_apps(&gw, &admin).await, Some(200));
+    // The new events' anchor is due at shutdown (the interval is an hour), and fails.
     assert!(gw.terminate().is_some());
     let output = gw.all_output();
+    assert!(
+        output.contains("audit anchor not written")
+            && output.contains("the credentials endpoint answered 500"),
+        "{output}"
+    );
+    assert_eq!(anchors_in(&s3).await.len(), 2);
     for secret in [CONTAINER_SECRET, CONTAINER_SESSION, CONTAINER_AUTH] {
         assert!(!output.contains(secret), "{secret} in the gateway's output");
     }

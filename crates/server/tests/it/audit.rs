@@ -512,7 +512,7 @@ both_backends!(
 );
 
 /// An event whose text fields hold what JSON and SQL quoting must survive.
-fn awkward_event(n: usize) -> gateway::audit::AuditEvent {
+pub(crate) fn awkward_event(n: usize) -> gateway::audit::AuditEvent {
     use gateway::audit::{ActorType, AuditEvent, Decision, EventKind};
     let awkward = format!(
         "{n} \"quoted\" 'single' \\back\\slash\\ \t\r\n \u{1}\u{1f} é 日本 🦀 $1 ?1 ); DROP TABLE x; --"

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use instant_xml::FromXml;
 use md5::{Digest as _, Md5};
 use rusty_s3::actions::{ListObjectsV2, S3Action};
-use rusty_s3::{Bucket, Map, Method, UrlStyle};
+use rusty_s3::{Bucket, Credentials, Map, Method, UrlStyle};
 
 use super::AnchorError;
 use super::credentials::CredentialSource;
@@ -25,6 +25,8 @@ const MAX_OBJECT: usize = 64 * 1024;
 const MAX_LISTING: usize = 8 * 1024 * 1024;
 /// Keys per listing page: S3's maximum.
 const PAGE_SIZE: usize = 1000;
+/// Most pages one listing reads: 5 million anchors are 47 years of one every 5 minutes.
+pub const MAX_PAGES: usize = 5000;
 
 /// The bucket and prefix anchors live under, with credentials to write and read them.
 pub struct AnchorBucket {
@@ -95,7 +97,7 @@ impl AnchorBucket {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| AnchorError::Setup(e.without_url().to_string()))?;
-        let credentials = CredentialSource::new(&config.credentials, http.clone());
+        let credentials = CredentialSource::new(&config.credentials)?;
         Ok(AnchorBucket {
             bucket,
             credentials,
@@ -125,17 +127,14 @@ impl AnchorBucket {
         // S3 refuses an object with a retention period unless it can check the body.
         let md5 = STANDARD.encode(Md5::digest(&body));
         let credentials = self.credentials.get().await?;
-        let mut put = self.bucket.put_object(Some(&credentials), key);
         let headers = [
             ("content-md5", md5.as_str()),
             ("content-type", "application/json"),
             ("x-amz-object-lock-mode", "COMPLIANCE"),
             ("x-amz-object-lock-retain-until-date", until.as_str()),
         ];
-        for (name, value) in headers {
-            put.headers_mut().insert(name, value.to_string());
-        }
-        let mut request = self.http.put(put.sign(SIGNATURE_LIFETIME));
+        let url = self.put_url(&credentials, key, &headers, &jiff::Timestamp::now());
+        let mut request = self.http.put(url);
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -143,12 +142,74 @@ impl AnchorBucket {
         checked(response, "put", key, MAX_OBJECT).await.map(drop)
     }
 
-    /// Every anchor key under the prefix, in key order (which is chain order), after
-    /// `start_after` when given.
+    /// The signed URL of a PutObject of `key` with `headers` (every one of them signed).
+    fn put_url(
+        &self,
+        credentials: &Credentials,
+        key: &str,
+        headers: &[(&str, &str)],
+        now: &jiff::Timestamp,
+    ) -> url::Url {
+        let mut put = self.bucket.put_object(Some(credentials), key);
+        for (name, value) in headers {
+            put.headers_mut().insert(*name, value.to_string());
+        }
+        put.sign_with_time(SIGNATURE_LIFETIME, now)
+    }
+
+    /// The signed URL of a ListObjectVersions page (rusty-s3 has no action for it).
+    fn versions_url(
+        &self,
+        credentials: &Credentials,
+        marker: Option<&(String, String)>,
+        now: &jiff::Timestamp,
+    ) -> url::Url {
+        let mut query = Map::new();
+        query.insert("versions", "");
+        query.insert("prefix", self.prefix.clone());
+        query.insert("max-keys", self.page_size.to_string());
+        if let Some((key, version)) = marker {
+            query.insert("key-marker", key.clone());
+            query.insert("version-id-marker", version.clone());
+        }
+        rusty_s3::signing::sign(
+            now,
+            Method::Get,
+            self.bucket.base_url().clone(),
+            credentials.key(),
+            credentials.secret(),
+            credentials.token(),
+            self.bucket.region(),
+            SIGNATURE_LIFETIME.as_secs(),
+            query.iter(),
+            std::iter::empty(),
+        )
+    }
+
+    /// Every key under the prefix, in key order (which is chain order), after `start_after`
+    /// when given. At most [`MAX_PAGES`] pages: more is not an anchor bucket.
     pub async fn list(&self, start_after: Option<&str>) -> Result<Vec<String>, AnchorError> {
         let mut keys = Vec::new();
+        let complete = self
+            .list_pages(start_after, MAX_PAGES, |page| keys.extend(page))
+            .await?;
+        if !complete {
+            return Err(too_many(&self.prefix, self.page_size));
+        }
+        Ok(keys)
+    }
+
+    /// Lists the keys under the prefix after `start_after`, page by page, handing each page
+    /// to `each` (so a caller keeps only what it needs); stops after `max_pages`. Returns
+    /// whether the listing was complete.
+    pub async fn list_pages(
+        &self,
+        start_after: Option<&str>,
+        max_pages: usize,
+        mut each: impl FnMut(Vec<String>),
+    ) -> Result<bool, AnchorError> {
         let mut token: Option<String> = None;
-        loop {
+        for _ in 0..max_pages {
             let credentials = self.credentials.get().await?;
             let mut list: ListObjectsV2<'_> = self.bucket.list_objects_v2(Some(&credentials));
             list.with_prefix(self.prefix.as_str());
@@ -169,13 +230,19 @@ impl AnchorBucket {
                 .map_err(|_| AnchorError::Malformed("a listing that is not UTF-8".into()))?;
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| AnchorError::Malformed(format!("a listing S3 sent: {e}")))?;
-            keys.extend(page.contents.into_iter().map(|c| c.key));
+            each(page.contents.into_iter().map(|c| c.key).collect());
             match page.next_continuation_token {
+                // A token that does not move would list for ever.
+                Some(next) if token.as_ref() == Some(&next) => {
+                    return Err(AnchorError::Malformed(
+                        "a listing whose continuation token repeats".into(),
+                    ));
+                }
                 Some(next) => token = Some(next),
-                None => break,
+                None => return Ok(true),
             }
         }
-        Ok(keys)
+        Ok(false)
     }
 
     /// Every key under the prefix with a stored version (`ListObjectVersions`): a delete
@@ -185,28 +252,14 @@ impl AnchorBucket {
         let mut found = VersionedKeys::default();
         let mut latest_deleted = std::collections::BTreeSet::new();
         let mut marker: Option<(String, String)> = None;
+        let mut pages = 0;
         loop {
-            let credentials = self.credentials.get().await?;
-            let mut query = Map::new();
-            query.insert("versions", "");
-            query.insert("prefix", self.prefix.clone());
-            query.insert("max-keys", self.page_size.to_string());
-            if let Some((key, version)) = &marker {
-                query.insert("key-marker", key.clone());
-                query.insert("version-id-marker", version.clone());
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(too_many(&self.prefix, self.page_size));
             }
-            let url = rusty_s3::signing::sign(
-                &jiff::Timestamp::now(),
-                Method::Get,
-                self.bucket.base_url().clone(),
-                credentials.key(),
-                credentials.secret(),
-                credentials.token(),
-                self.bucket.region(),
-                SIGNATURE_LIFETIME.as_secs(),
-                query.iter(),
-                std::iter::empty(),
-            );
+            let credentials = self.credentials.get().await?;
+            let url = self.versions_url(&credentials, marker.as_ref(), &jiff::Timestamp::now());
             let response = self.http.get(url).send().await.map_err(transport)?;
             let text = checked(response, "list versions", &self.prefix, MAX_LISTING).await?;
             let text = String::from_utf8(text).map_err(|_| {
@@ -224,7 +277,13 @@ impl AnchorBucket {
             }
             match (page.is_truncated, page.next_key_marker) {
                 (Some(true), Some(key)) => {
-                    marker = Some((key, page.next_version_id_marker.unwrap_or_default()));
+                    let next = (key, page.next_version_id_marker.unwrap_or_default());
+                    if marker.as_ref() == Some(&next) {
+                        return Err(AnchorError::Malformed(
+                            "a version listing whose marker repeats".into(),
+                        ));
+                    }
+                    marker = Some(next);
                 }
                 (Some(true), None) => {
                     return Err(AnchorError::Malformed(
@@ -312,6 +371,19 @@ struct ListedDeleteMarker {
     is_latest: Option<bool>,
 }
 
+fn too_many(prefix: &str, page_size: usize) -> AnchorError {
+    AnchorError::Malformed(format!(
+        "more than {} objects under {prefix}: not an anchor prefix",
+        MAX_PAGES * page_size
+    ))
+}
+
+/// Text from S3 fit for a log line: no control characters (a newline could forge a line),
+/// at most 200 characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
 /// A transport error, without the signed URL reqwest would otherwise print.
 fn transport(e: reqwest::Error) -> AnchorError {
     AnchorError::Unreachable(e.without_url().to_string())
@@ -344,7 +416,7 @@ async fn checked(
         let close = format!("</{tag}>");
         let start = text.find(&open)? + open.len();
         let end = text[start..].find(&close)? + start;
-        Some(text[start..end].chars().take(200).collect::<String>())
+        Some(printable(&text[start..end]))
     };
     Err(AnchorError::Refused {
         what,
@@ -353,4 +425,102 @@ async fn checked(
         code: field("Code").unwrap_or_default(),
         message: field("Message").unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AnchorConfig, AnchorCredentials, Secret};
+
+    /// Signatures computed by botocore 1.44.8 (the AWS SDK for Python) for the same requests:
+    /// AWS S3 accepts exactly these.
+    const BOTOCORE_LIST_VERSIONS: &str =
+        "b49e5f9f8cf4ec096a951312ab9eee1ac6cf11296b78cc7302e4d9cf84cd2d35";
+    const BOTOCORE_PUT: &str = "e2b7869f5ac7465138f32208cd80814ee07a02b74575d93052071fd955143e2a";
+
+    fn bucket() -> AnchorBucket {
+        // As the binaries do at start (reqwest is built without a provider of its own).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = AnchorConfig {
+            bucket: "acme-anchors".into(),
+            prefix: "audit-anchors/".into(),
+            region: "eu-west-1".into(),
+            endpoint: None,
+            interval: Duration::from_secs(300),
+            retention: Duration::from_secs(86_400),
+            credentials: AnchorCredentials::Static {
+                access_key_id: "AKIAEXAMPLE".into(),
+                secret_access_key: Secret::new("secret/EXAMPLE+key".to_string()),
+                session_token: Some(Secret::new("session-token/+=".to_string())),
+            },
+        };
+        AnchorBucket::new(&config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn credentials() -> Credentials {
+        Credentials::new_with_token("AKIAEXAMPLE", "secret/EXAMPLE+key", "session-token/+=")
+    }
+
+    fn signature(url: &url::Url) -> String {
+        url.query_pairs()
+            .find(|(k, _)| k == "X-Amz-Signature")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
+    fn at() -> jiff::Timestamp {
+        // 2026-12-03T01:02:03Z
+        jiff::Timestamp::from_second(1_796_259_723).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn version_listings_are_signed_as_aws_signs_them() {
+        let marker = (
+            "audit-anchors/00000000000000000007-ab.json".to_string(),
+            "v+1".to_string(),
+        );
+        let url = bucket().versions_url(&credentials(), Some(&marker), &at());
+        assert_eq!(
+            url.host_str(),
+            Some("acme-anchors.s3.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(signature(&url), BOTOCORE_LIST_VERSIONS, "{url}");
+    }
+
+    #[test]
+    fn locked_puts_are_signed_as_aws_signs_them() {
+        let headers = [
+            ("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg=="),
+            ("content-type", "application/json"),
+            ("x-amz-object-lock-mode", "COMPLIANCE"),
+            (
+                "x-amz-object-lock-retain-until-date",
+                "2028-01-07T01:02:03Z",
+            ),
+        ];
+        let url = bucket().put_url(
+            &credentials(),
+            "audit-anchors/00000000000000000007-ab.json",
+            &headers,
+            &at(),
+        );
+        assert_eq!(signature(&url), BOTOCORE_PUT, "{url}");
+        let signed = url
+            .query_pairs()
+            .find(|(k, _)| k == "X-Amz-SignedHeaders")
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(
+            signed.as_deref(),
+            Some(
+                "content-md5;content-type;host;x-amz-object-lock-mode;\
+                 x-amz-object-lock-retain-until-date"
+            )
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_log_line() {
+        assert_eq!(printable("Access\nDenied\r\u{1b}[31m"), "AccessDenied[31m");
+        assert_eq!(printable(&"x".repeat(500)).len(), 200);
+    }
 }

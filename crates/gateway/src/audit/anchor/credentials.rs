@@ -40,8 +40,8 @@ struct ContainerAnswer {
 }
 
 impl CredentialSource {
-    pub(super) fn new(config: &AnchorCredentials, http: reqwest::Client) -> CredentialSource {
-        match config {
+    pub(super) fn new(config: &AnchorCredentials) -> Result<CredentialSource, AnchorError> {
+        Ok(match config {
             AnchorCredentials::Static {
                 access_key_id,
                 secret_access_key,
@@ -59,10 +59,18 @@ impl CredentialSource {
             AnchorCredentials::Container { url, authorization } => CredentialSource::Container {
                 url: url.clone(),
                 authorization: authorization.clone(),
-                http,
+                // Never through a proxy: plain http is allowed only because the endpoint is on
+                // this host or the link-local network, where nobody in between can read it.
+                http: reqwest::Client::builder()
+                    .no_proxy()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| AnchorError::Setup(e.without_url().to_string()))?,
                 cached: Mutex::new(None),
             },
-        }
+        })
     }
 
     /// Credentials valid for the next request.

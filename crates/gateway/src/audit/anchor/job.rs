@@ -19,6 +19,8 @@ const CHAIN_ID_SETTING: &str = "audit_chain_id";
 /// The newest anchor this database knows of (`{"key":…,"sha256":…}`), so that a restart
 /// does not list every anchor ever written to find it.
 const LAST_ANCHOR_SETTING: &str = "audit_anchor_last";
+/// Most listing pages one round reads looking for newer anchors (100 000 keys).
+const CATCH_UP_PAGES: usize = 100;
 /// How long the last anchor at shutdown may take.
 const FINAL_ANCHOR_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -56,8 +58,13 @@ async fn run(store: Store, bucket: AnchorBucket, interval: Duration, stop: Cance
         chain_id: None,
         newest: None,
         known: false,
+        anchored: None,
+        compared: None,
     };
     loop {
+        // Noted before the round: a stop that arrives during it gets a round of its own,
+        // which sees the last events.
+        let last_round = stop.is_cancelled();
         match anchorer.anchor_head().await {
             Ok(Some(anchor)) => tracing::info!(
                 seq = anchor.seq,
@@ -71,7 +78,7 @@ async fn run(store: Store, bucket: AnchorBucket, interval: Duration, stop: Cance
                 "audit anchor not written"
             ),
         }
-        if stop.is_cancelled() {
+        if last_round {
             return;
         }
         tokio::select! {
@@ -93,10 +100,16 @@ struct Anchorer {
     store: Store,
     bucket: AnchorBucket,
     chain_id: Option<String>,
-    /// The newest anchor seen, with what its key says.
+    /// The newest anchor seen, with what its key says: the next anchor's `previous`. Only a
+    /// hint: it may come from the database or from anyone who can write to the bucket, so it
+    /// never stops an anchor from being written.
     newest: Option<(AnchorRef, Known)>,
     /// Whether `newest` has been looked up (in the database, then the bucket).
     known: bool,
+    /// The head last anchored (by this task or found anchored): nothing to do while it stays.
+    anchored: Option<(i64, String)>,
+    /// The anchor last compared with the chain, so that a mismatch is reported once.
+    compared: Option<String>,
 }
 
 impl Anchorer {
@@ -114,28 +127,22 @@ impl Anchorer {
                 id
             }
         };
-        self.catch_up().await?;
         let head = self.store.chain_head().await?;
-        if head.seq == 0 {
+        let current = (head.seq, head.hash.clone());
+        if head.seq == 0 || self.anchored.as_ref() == Some(&current) {
             return Ok(None);
         }
-        if let Some((newest, _)) = &self.newest {
-            if newest.seq > head.seq || (newest.seq == head.seq && newest.hash != head.hash) {
-                // Anchors are never rewritten; the auditor has to see this, and
-                // `audit verify` will report it too.
-                tracing::error!(
-                    chain_seq = head.seq,
-                    anchor_seq = newest.seq,
-                    anchor = %newest.key,
-                    "the audit chain does not reach (or differs from) its newest anchor: the \
-                     database was restored, rolled back or rewritten; no new anchor is written \
-                     until the chain passes it"
-                );
+        if let Err(e) = self.catch_up().await {
+            // Costs the `previous` link at most; the head is anchored all the same.
+            tracing::warn!(error = %e, "could not look for newer audit anchors");
+        }
+        if let Some((newest, _)) = self.newest.clone() {
+            if (newest.seq, &newest.hash) == (head.seq, &head.hash) {
+                // Another instance (or this one before a restart) anchored this head.
+                self.anchored = Some(current);
                 return Ok(None);
             }
-            if newest.seq == head.seq {
-                return Ok(None);
-            }
+            self.compare_with_chain(&newest, head.seq).await?;
         }
         let anchor = Anchor {
             format: ANCHOR_FORMAT.into(),
@@ -163,7 +170,38 @@ impl Anchorer {
             hash: head.hash,
         };
         self.remember(anchored.clone(), known).await;
+        self.anchored = Some(current);
         Ok(Some(anchored))
+    }
+
+    /// Says so (once per anchor) when the chain does not hold what `newest` anchored. Anchors
+    /// are never rewritten; the auditor has to see this, and `audit verify` reports it too.
+    async fn compare_with_chain(
+        &mut self,
+        newest: &AnchorRef,
+        head_seq: i64,
+    ) -> Result<(), AnchorError> {
+        if self.compared.as_deref() == Some(newest.key.as_str()) {
+            return Ok(());
+        }
+        let differs = if newest.seq > head_seq {
+            true
+        } else {
+            let rows = self.store.audit_rows_as_stored(newest.seq - 1, 1).await?;
+            rows.first().map(|(row, _)| row.hash.as_str()) != Some(newest.hash.as_str())
+        };
+        if differs {
+            tracing::error!(
+                chain_seq = head_seq,
+                anchor_seq = newest.seq,
+                anchor = %newest.key,
+                "the audit chain does not hold what its newest anchor says (the database was \
+                 restored, rolled back or rewritten, or someone else wrote that anchor); \
+                 anchoring goes on, and `audit verify` will report the mismatch"
+            );
+        }
+        self.compared = Some(newest.key.clone());
+        Ok(())
     }
 
     /// Finds the newest anchor: the one this database remembers, then any written after it
@@ -179,11 +217,20 @@ impl Anchorer {
             self.known = true;
         }
         let after = self.newest.as_ref().map(|(r, _)| r.key.clone());
-        let keys = self.bucket.list(after.as_deref()).await?;
-        let newer = keys
-            .iter()
-            .filter_map(|k| parse_anchor_key(self.bucket.prefix(), k))
-            .max_by_key(|r| r.seq);
+        let prefix = self.bucket.prefix().to_string();
+        // Only the newest of each page is kept: the prefix may hold any number of keys.
+        let mut newer: Option<AnchorRef> = None;
+        self.bucket
+            .list_pages(after.as_deref(), CATCH_UP_PAGES, |page| {
+                for key in page {
+                    if let Some(found) = parse_anchor_key(&prefix, &key)
+                        && newer.as_ref().is_none_or(|n| found.seq > n.seq)
+                    {
+                        newer = Some(found);
+                    }
+                }
+            })
+            .await?;
         if let Some(newer) = newer {
             let body = self.bucket.get(&newer.key).await?;
             let known = Known {
