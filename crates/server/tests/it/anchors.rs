@@ -507,9 +507,13 @@ both_backends!(anchoring_that_stopped_fails_verification, |db| async move {
 });
 
 /// A fake container credentials endpoint (what ECS serves a task with a role): answers
-/// `Authorization: <token>` with temporary credentials valid for an hour, anything else with
-/// 403, and counts what it answered.
-async fn container_credentials(token: &'static str, fail: bool) -> (String, Arc<AtomicUsize>) {
+/// `Authorization: <token>` with temporary credentials valid for `valid_secs`, anything else
+/// with 403, and counts what it answered.
+async fn container_credentials(
+    token: &'static str,
+    fail: bool,
+    valid_secs: u64,
+) -> (String, Arc<AtomicUsize>) {
     use axum::http::{HeaderMap, StatusCode};
     let served = Arc::new(AtomicUsize::new(0));
     let counter = served.clone();
@@ -525,7 +529,8 @@ async fn container_credentials(token: &'static str, fail: bool) -> (String, Arc<
                     return (StatusCode::FORBIDDEN, "no".to_string());
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
-                let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+                let expires =
+                    std::time::SystemTime::now() + std::time::Duration::from_secs(valid_secs);
                 let body = serde_json::json!({
                     "AccessKeyId": "ASIATASKROLE",
                     "SecretAccessKey": CONTAINER_SECRET,
@@ -562,7 +567,7 @@ async fn an_ecs_task_role_signs_the_anchors() {
     };
     let rack = TestRack::start().await;
     role_token(&db, "admin");
-    let (url, served) = container_credentials(CONTAINER_AUTH, false).await;
+    let (url, served) = container_credentials(CONTAINER_AUTH, false, 3600).await;
     let role_env = |url: &str| -> Vec<(&'static str, String)> {
         s3.env(3600)
             .into_iter()
@@ -584,8 +589,19 @@ async fn an_ecs_task_role_signs_the_anchors() {
     // Two listings and two puts, one fetch: the credentials are good for an hour.
     assert_eq!(served.load(Ordering::SeqCst), 1);
 
+    // Credentials that expire within five minutes are fetched again for every request.
+    let (short, served) = container_credentials(CONTAINER_AUTH, false, 240).await;
+    let env = role_env(&short);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    crate::kit::token(&db, "short-lived", &["--role", "viewer"]);
+    assert!(gw.terminate().is_some_and(|st| st.success()));
+    assert_eq!(anchors_in(&s3).await.len(), 3, "{}", gw.all_output());
+    // Start-up: nothing new to anchor, no request. Shutdown: one listing, one get of the
+    // anchor found, one put.
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+
     // An endpoint that fails: anchors wait, requests do not, nothing secret is said.
-    let (broken, _) = container_credentials(CONTAINER_AUTH, true).await;
+    let (broken, _) = container_credentials(CONTAINER_AUTH, true, 3600).await;
     let env = role_env(&broken);
     let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
     let admin = crate::kit::token(&db, "admin-2", &["--role", "admin"]);
@@ -598,7 +614,7 @@ async fn an_ecs_task_role_signs_the_anchors() {
             && output.contains("the credentials endpoint answered 500"),
         "{output}"
     );
-    assert_eq!(anchors_in(&s3).await.len(), 2);
+    assert_eq!(anchors_in(&s3).await.len(), 3);
     for secret in [CONTAINER_SECRET, CONTAINER_SESSION, CONTAINER_AUTH] {
         assert!(!output.contains(secret), "{secret} in the gateway's output");
     }

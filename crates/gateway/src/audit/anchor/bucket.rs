@@ -439,10 +439,14 @@ mod tests {
     const BOTOCORE_PUT: &str = "e2b7869f5ac7465138f32208cd80814ee07a02b74575d93052071fd955143e2a";
 
     fn bucket() -> AnchorBucket {
+        bucket_named("acme-anchors")
+    }
+
+    fn bucket_named(name: &str) -> AnchorBucket {
         // As the binaries do at start (reqwest is built without a provider of its own).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = AnchorConfig {
-            bucket: "acme-anchors".into(),
+            bucket: name.into(),
             prefix: "audit-anchors/".into(),
             region: "eu-west-1".into(),
             endpoint: None,
@@ -516,6 +520,14 @@ mod tests {
                  x-amz-object-lock-retain-until-date"
             )
         );
+    }
+
+    #[test]
+    fn a_dotted_bucket_name_is_addressed_by_path_on_aws() {
+        // As a host name it would not match AWS's *.s3.<region>.amazonaws.com certificate.
+        let url = bucket_named("acme.anchors").versions_url(&credentials(), None, &at());
+        assert_eq!(url.host_str(), Some("s3.eu-west-1.amazonaws.com"));
+        assert_eq!(url.path(), "/acme.anchors/");
     }
 
     #[test]
