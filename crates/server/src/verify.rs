@@ -5,13 +5,11 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use gateway::audit::anchor::{self, Anchor, AnchorBucket, AnchorRef, ObjectLock};
+use gateway::audit::anchor::{self, Anchor, AnchorBucket, AnchorRef, CHAIN_ID_SETTING, ObjectLock};
 use gateway::audit::{KeySource, VerifyReport, existing_key, verify_chain_against};
 use gateway::config::{AnchorConfig, StoreConfig, parse_anchors};
 use gateway::store::{Store, now_ms};
 
-/// The setting the gateway keeps its chain's id in (see the anchor job).
-const CHAIN_ID_SETTING: &str = "audit_chain_id";
 /// Slack on "should have been anchored by now": an anchor's write takes a moment.
 const ANCHOR_SLACK: Duration = Duration::from_secs(60);
 
@@ -22,7 +20,9 @@ pub async fn run() -> anyhow::Result<()> {
         parse_anchors(&|name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
             .context("configuration")?;
     // Anchors first: each names an event the chain had when it was written, so listed before
-    // the chain's head is read, none can name one the walk won't reach.
+    // the chain's head is read, none can name one the walk won't reach. "Overdue" is judged
+    // as of now, not of the end of a long walk.
+    let listed_at = now_ms();
     let anchors = match &anchors_config {
         Some(anchors) => Some(Anchors::list(anchors).await?),
         None => None,
@@ -35,7 +35,7 @@ pub async fn run() -> anyhow::Result<()> {
     let store = Store::open_existing(&config.database_url)
         .await
         .context("cannot open the database (DATABASE_URL)")?;
-    let checked = check(&store, &config, anchors.as_ref()).await;
+    let checked = check(&store, &config, anchors.as_ref(), listed_at).await;
     store.close().await;
     let (report, source, problems) = checked?;
     println!(
@@ -77,6 +77,7 @@ async fn check(
     store: &Store,
     config: &StoreConfig,
     anchors: Option<&Anchors>,
+    listed_at: i64,
 ) -> anyhow::Result<(VerifyReport, KeySource, Vec<String>)> {
     let pending = store.migrations_pending().await?;
     if pending > 0 {
@@ -90,7 +91,7 @@ async fn check(
     let refs = anchors.map(|a| a.refs()).unwrap_or(&[]);
     let report = verify_chain_against(store, &key, refs).await?;
     let problems = match anchors {
-        Some(anchors) => anchors.problems(store, &report).await?,
+        Some(anchors) => anchors.problems(store, &report, listed_at).await?,
         None => Vec::new(),
     };
     Ok((report, source, problems))
@@ -101,7 +102,7 @@ struct Anchors {
     config: AnchorConfig,
     location: String,
     listing: anchor::AnchorListing,
-    /// The newest anchor not hidden by a delete marker: its content and Object Lock.
+    /// The newest anchor's first version: its content and Object Lock.
     newest: Option<(AnchorRef, Anchor, ObjectLock)>,
 }
 
@@ -116,18 +117,17 @@ impl Anchors {
         let listing = anchor::list_anchors(&bucket)
             .await
             .with_context(|| format!("cannot list the audit anchors in {location}"))?;
-        // A hidden anchor's content is behind its delete marker; its key says what it anchors.
-        let newest = listing
-            .anchors
-            .iter()
-            .rev()
-            .find(|a| !listing.hidden.contains(&a.key));
-        let newest = match newest {
+        // The newest anchor as first written: under Object Lock that version stays, even
+        // behind a delete marker, and a later version (claiming another time, another chain)
+        // cannot replace it.
+        let newest = match listing.anchors.last() {
             Some(newest) => {
-                let content = anchor::read_anchor(&bucket, newest)
+                let first = listing.first_versions.get(&newest.key);
+                let version = first.and_then(|f| f.version_id.as_deref());
+                let content = anchor::read_anchor(&bucket, newest, version)
                     .await
                     .with_context(|| format!("the newest anchor in {location}"))?;
-                let lock = bucket.lock_of(&newest.key).await?;
+                let lock = bucket.lock_of(&newest.key, version).await?;
                 Some((newest.clone(), content, lock))
             }
             None => None,
@@ -158,59 +158,98 @@ impl Anchors {
 
     /// What fails verification besides a broken link or a deleted anchor: no lock, anchors
     /// of another chain, none at all, or anchoring that stopped while events went on.
-    async fn problems(&self, store: &Store, report: &VerifyReport) -> anyhow::Result<Vec<String>> {
+    async fn problems(
+        &self,
+        store: &Store,
+        report: &VerifyReport,
+        listed_at: i64,
+    ) -> anyhow::Result<Vec<String>> {
         let mut problems = Vec::new();
         let location = &self.location;
-        let Some((newest, content, lock)) = &self.newest else {
-            if self.listing.anchors.is_empty() && report.events > 0 {
+        // The writer's interval when the newest anchor names it (it may differ from this
+        // command's environment), never shorter than the configured one.
+        let interval = self
+            .newest
+            .as_ref()
+            .and_then(|(_, content, _)| content.interval_secs)
+            .map(Duration::from_secs)
+            .unwrap_or_default()
+            .max(self.config.interval);
+        let window = interval + ANCHOR_SLACK;
+        let overdue_before =
+            listed_at.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        let Some(last) = self.listing.anchors.last() else {
+            // A new chain's first events wait up to one interval for their anchor.
+            if let Some((seq, ts)) = store
+                .first_event_between(0, report.events, i64::MIN, overdue_before)
+                .await?
+            {
                 problems.push(format!(
-                    "no anchors in {location} while the chain has {} events: a wrong bucket or \
-                     prefix, or a gateway that cannot write them (its log says \"audit anchor \
-                     not written\")",
-                    report.events
+                    "no anchors in {location}, though event {seq} ({}) is older than one \
+                     interval ({} s): a wrong bucket or prefix, or a gateway that cannot write \
+                     them (its log says \"audit anchor not written\")",
+                    time(ts),
+                    interval.as_secs()
                 ));
             }
             return Ok(problems);
         };
-        if lock.mode.as_deref() != Some("COMPLIANCE") {
-            problems.push(format!(
-                "S3 reports no COMPLIANCE lock on the newest anchor {} (mode {}): without Object \
-                 Lock on the bucket anchors can be deleted (docs/deployment.md); or these \
-                 credentials may not read it (s3:GetObjectRetention)",
-                newest.key,
-                lock.mode.as_deref().unwrap_or("none")
-            ));
-        }
-        let chain_id = store.setting(CHAIN_ID_SETTING).await?;
-        if chain_id.as_deref() != Some(content.chain_id.as_str()) {
-            problems.push(format!(
-                "the newest anchor {} belongs to chain {}, this database's chain is {}: another \
-                 database shares this prefix, or this one was replaced",
-                newest.key,
-                content.chain_id,
-                chain_id.as_deref().unwrap_or("(never anchored)")
-            ));
+        if let Some((newest, content, lock)) = &self.newest {
+            if lock.mode.as_deref() != Some("COMPLIANCE") {
+                problems.push(format!(
+                    "S3 reports no COMPLIANCE lock on the newest anchor {} (mode {}): without \
+                     Object Lock on the bucket anchors can be deleted (docs/deployment.md); or \
+                     these credentials may not read it (s3:GetObjectRetention)",
+                    newest.key,
+                    lock.mode.as_deref().unwrap_or("none")
+                ));
+            }
+            let chain_id = store.setting(CHAIN_ID_SETTING).await?;
+            if chain_id.as_deref() != Some(content.chain_id.as_str()) {
+                problems.push(format!(
+                    "the newest anchor {} belongs to chain {}, this database's chain is {}: \
+                     another database shares this prefix, or this one was replaced",
+                    newest.key,
+                    content.chain_id,
+                    chain_id.as_deref().unwrap_or("(never anchored)")
+                ));
+            }
         }
         // Anchors are written every interval while events are added, and at shutdown: events
-        // well after the newest anchor's time, and old enough to have been anchored since,
-        // mean anchoring stopped (switched off, failing, or kept from writing).
-        let written = humantime::parse_rfc3339_weak(content.written_at.trim_end_matches('Z'))
-            .with_context(|| format!("the newest anchor's time {:?}", content.written_at))?;
-        let window = self.config.interval + ANCHOR_SLACK;
-        let from = ms(written + window);
-        let to = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        if let Some((seq, ts)) = store
-            .first_event_between(newest.seq, report.events, from, to)
-            .await?
-        {
-            problems.push(format!(
-                "event {seq} ({}) and later are not anchored, though the newest anchor was \
-                 written at {} and anchors are due every {} s: anchoring stopped; see the \
-                 gateway's log",
-                gateway::audit::format_time(SystemTime::UNIX_EPOCH + millis(ts)),
-                content.written_at,
-                self.config.interval.as_secs()
-            ));
+        // well after the last anchor's time, and old enough to have been anchored since, mean
+        // anchoring stopped (switched off, failing, or kept from writing). The anchor's time
+        // is the earlier of what its first version says and when S3 stored that version.
+        let said = self
+            .newest
+            .as_ref()
+            .and_then(|(_, content, _)| anchor::parse_time(&content.written_at));
+        let stored = self
+            .listing
+            .first_versions
+            .get(&last.key)
+            .and_then(|f| f.stored_at.as_deref())
+            .and_then(anchor::parse_time);
+        let anchored_at = match (said, stored) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(anchored_at) = anchored_at {
+            let due = ms(anchored_at)
+                .saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+            if let Some((seq, ts)) = store
+                .first_event_between(last.seq, report.events, due, overdue_before)
+                .await?
+            {
+                problems.push(format!(
+                    "event {seq} ({}) and later are not anchored, though the last anchor was \
+                     written at {} and anchors are due every {} s: anchoring stopped (see the \
+                     gateway's log; a gateway stopped with kill -9 right after a quiet spell \
+                     leaves this too, until it runs again)",
+                    time(ts),
+                    gateway::audit::format_time(anchored_at),
+                    interval.as_secs()
+                ));
+            }
         }
         Ok(problems)
     }
@@ -219,18 +258,30 @@ impl Anchors {
     fn print(&self, report: &VerifyReport) {
         if self.listing.others > 0 {
             eprintln!(
-                "note: {} other object(s) in {} are not anchors and were ignored",
+                "note: {} stored version(s) of other objects in {} are not anchors and were \
+                 ignored",
                 self.listing.others, self.location
             );
         }
-        if let (Some(last), Some((_, content, _))) = (report.last_anchored, &self.newest) {
-            println!(
+        match (report.last_anchored, &self.newest) {
+            (Some(last), Some((_, content, _))) => println!(
                 "anchors OK: {} in {}, the newest at event {last} ({} events since), written {}",
                 report.anchors_checked,
                 self.location,
                 report.events - last,
                 content.written_at
-            );
+            ),
+            (Some(last), None) => println!(
+                "anchors OK: {} in {}, the newest at event {last} ({} events since)",
+                report.anchors_checked,
+                self.location,
+                report.events - last
+            ),
+            (None, _) => eprintln!(
+                "note: no anchors in {} yet (the gateway writes one within \
+                 AUDIT_ANCHOR_INTERVAL_SECS of the first events)",
+                self.location
+            ),
         }
     }
 }
@@ -242,6 +293,8 @@ fn ms(t: SystemTime) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-fn millis(ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+/// An event's time (unix ms) as the audit log writes it.
+fn time(ms: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    gateway::audit::format_time(t)
 }

@@ -97,11 +97,11 @@ both_backends!(
         );
 
         let bucket = s3.anchors();
-        let content = anchor::read_anchor(&bucket, &last)
+        let content = anchor::read_anchor(&bucket, &last, None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let first_bytes = bucket
-            .get(&first.key)
+            .get(&first.key, None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let previous = content
@@ -116,7 +116,7 @@ both_backends!(
         assert_eq!(Some(content.chain_id), chain_id);
 
         let lock = bucket
-            .lock_of(&last.key)
+            .lock_of(&last.key, None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lock.mode.as_deref(), Some("COMPLIANCE"));
@@ -130,6 +130,13 @@ both_backends!(
             .map(|d| d.as_secs() / 86_400)
             .unwrap_or(0);
         assert_eq!(days_left, 399, "{lock:?}");
+        // Other objects under the prefix are no anchors; deleting one is no deleted anchor.
+        let stray = format!("{}/{}/gateway/anchors/readme.txt", s3.endpoint, s3.name);
+        let put = client().put(&stray).body("notes").send().await;
+        assert!(put.is_ok_and(|r| r.status().is_success()));
+        let deleted = s3.delete("gateway/anchors/readme.txt").await;
+        assert!((200..300).contains(&deleted), "delete: {deleted}");
+
         // Listings come in pages (1000 keys on S3); one key per page reads the same.
         let paged = s3.anchors().with_page_size(1);
         let listed = anchor::list_anchors(&paged)
@@ -151,6 +158,11 @@ both_backends!(
             )),
             "{out}"
         );
+        assert!(
+            err.contains("note: 1 stored version(s) of other objects"),
+            "{err}"
+        );
+        assert!(!err.contains("deleted"), "{err}");
         for secret in [S3_SECRET, S3_SESSION_TOKEN, "X-Amz-Signature"] {
             assert!(!out.contains(secret) && !err.contains(secret), "{secret}");
         }
@@ -168,7 +180,7 @@ both_backends!(
         assert!(gw.terminate().is_some_and(|st| st.success()));
         let anchors = anchors_in(&s3).await;
         assert_eq!(anchors.len(), 3, "{anchors:?}\n{}", gw.all_output());
-        let newest = anchor::read_anchor(&bucket, &anchors[2])
+        let newest = anchor::read_anchor(&bucket, &anchors[2], None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(newest.previous.map(|p| p.key), Some(last.key.clone()));
@@ -321,10 +333,10 @@ async fn s3_trouble_delays_anchors_never_requests() {
     assert!(warned, "{}", gw.all_output());
     assert!(gw.terminate().is_some());
     assert!(anchors_in(&unlocked).await.is_empty());
-    // The chain is sound, but nothing anchors it: verify says so and fails.
+    // Nothing anchors the chain yet, but its events are seconds old: not overdue.
     let (ok, out, err) = verify_with(&db, &unlocked.env(1));
-    assert!(!ok && out.contains("audit chain OK"), "{out}\n{err}");
-    assert!(err.contains("error: no anchors in s3://"), "{err}");
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("note: no anchors in s3://"), "{err}");
     // An anchor someone wrote without a lock (this bucket cannot lock): checked, and flagged.
     let s = store(&db).await;
     let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
@@ -454,11 +466,12 @@ both_backends!(anchoring_that_stopped_fails_verification, |db| async move {
     s.migrate().await.unwrap_or_else(|e| panic!("{e}"));
     let key = gateway::audit::ChainKey::new(gateway::config::Secret::new(AUDIT_KEY));
     let now = gateway::store::now_ms();
-    let minutes_ago = |m: i64, n: usize| {
+    let seconds_ago = |secs: i64, n: usize| {
         let mut event = crate::audit::awkward_event(n);
-        event.ts = now - m * 60_000;
+        event.ts = now - secs * 1000;
         event
     };
+    let minutes_ago = |m: i64, n: usize| seconds_ago(m * 60, n);
     let append = |events: Vec<gateway::audit::AuditEvent>| {
         let (s, key) = (s.clone(), key.clone());
         async move {
@@ -476,34 +489,50 @@ both_backends!(anchoring_that_stopped_fails_verification, |db| async move {
     s.put_setting("audit_chain_id", "chain-under-test")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // Events 20 minutes old and no anchor at all: overdue.
+    let (ok, out, err) = verify_with(&db, &s3.env(60));
+    assert!(!ok && out.contains("audit chain OK"), "{out}\n{err}");
+    assert!(err.contains("error: no anchors in s3://"), "{err}");
     let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
     // The anchor as the gateway would have written it 15 minutes ago, locked.
     let written = humantime::format_rfc3339_millis(
         std::time::SystemTime::now() - std::time::Duration::from_secs(15 * 60),
     )
     .to_string();
-    let body = serde_json::json!({
-        "format": anchor::ANCHOR_FORMAT, "chain_id": "chain-under-test", "seq": head.seq,
-        "hash": head.hash, "previous": null, "written_at": written
-    });
-    s3.anchors()
-        .put_locked(
-            &anchor::anchor_key("gateway/anchors/", head.seq, &head.hash),
-            body.to_string().into_bytes(),
-        )
+    let anchor_at = |written: &str| {
+        serde_json::json!({
+            "format": anchor::ANCHOR_FORMAT, "chain_id": "chain-under-test", "seq": head.seq,
+            "hash": head.hash, "previous": null, "written_at": written, "interval_secs": 60
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let key = anchor::anchor_key("gateway/anchors/", head.seq, &head.hash);
+    let bucket = s3.anchors();
+    bucket
+        .put_locked(&key, anchor_at(&written))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    // Interval 60 s: events up to 2 minutes after the anchor, or in the last 2 minutes, are
-    // not yet overdue.
-    let env = s3.env(60);
-    append(vec![minutes_ago(14, 3), minutes_ago(1, 4)]).await;
-    let (ok, out, err) = verify_with(&db, &env);
+    // The anchor's writer had an interval of 60 s: events up to 2 minutes after the anchor,
+    // or in the last 2 minutes, are not yet overdue — even for a verify configured with 1 s.
+    append(vec![minutes_ago(14, 3), seconds_ago(100, 4)]).await;
+    let (ok, out, err) = verify_with(&db, &s3.env(1));
     assert!(ok, "{out}\n{err}");
+    let env = s3.env(60);
     append(vec![minutes_ago(5, 5)]).await;
     let (ok, out, err) = verify_with(&db, &env);
     assert!(!ok && out.contains("audit chain OK"), "{out}\n{err}");
     assert!(err.contains("anchoring stopped"), "{err}");
     assert!(err.contains(&format!("event {} (", head.seq + 3)), "{err}");
+    // A new version of the anchor claiming a later time does not hide it: S3 stored the
+    // first one before, and the earlier time counts.
+    bucket
+        .put_locked(&key, anchor_at("2099-01-01T00:00:00.000Z"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = verify_with(&db, &env);
+    assert!(!ok, "{out}\n{err}");
+    assert!(err.contains("anchoring stopped"), "{err}");
 });
 
 /// A fake container credentials endpoint (what ECS serves a task with a role): answers

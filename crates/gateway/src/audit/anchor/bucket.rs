@@ -47,14 +47,27 @@ impl std::fmt::Debug for AnchorBucket {
     }
 }
 
-/// Every key under the prefix that has a stored version, whether or not a delete marker hides
-/// it from a plain listing.
+/// Every anchor key under the prefix that has a stored version, whether or not a delete
+/// marker hides it from a plain listing. Other keys are only counted: the prefix may hold
+/// anything anyone with write access put there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionedKeys {
-    /// Keys with at least one stored version, in key order.
-    pub keys: std::collections::BTreeSet<String>,
+    /// Anchor keys with at least one stored version, in key order, with the first of them.
+    pub anchors: std::collections::BTreeMap<String, FirstVersion>,
     /// Those of them whose latest version is a delete marker.
     pub hidden: std::collections::BTreeSet<String>,
+    /// Stored versions of other keys.
+    pub others: usize,
+}
+
+/// The first stored version of a key: under Object Lock, what was written first stays, and a
+/// later version cannot change it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirstVersion {
+    /// When S3 stored it (`LastModified`, RFC 3339): set by S3, not by whoever wrote it.
+    pub stored_at: Option<String>,
+    /// Its version id, to read exactly it.
+    pub version_id: Option<String>,
 }
 
 /// An object's Object Lock settings, as S3 reports them.
@@ -268,7 +281,22 @@ impl AnchorBucket {
             let page: VersionListing = instant_xml::from_str(&text)
                 .map_err(|e| AnchorError::Malformed(format!("a version listing: {e}")))?;
             for version in page.versions {
-                found.keys.insert(version.key);
+                if super::parse_anchor_key(&self.prefix, &version.key).is_none() {
+                    found.others += 1;
+                    continue;
+                }
+                let first = found.anchors.entry(version.key).or_default();
+                // RFC 3339 times in one format compare as text. A key's versions come newest
+                // first, so on a tie (the same second) the later one listed is the older.
+                if let Some(at) = version.last_modified
+                    && first.stored_at.as_ref().is_none_or(|seen| at <= *seen)
+                {
+                    *first = FirstVersion {
+                        stored_at: Some(at),
+                        // "null": a bucket without versioning; there is only one.
+                        version_id: version.version_id.filter(|v| v != "null"),
+                    };
+                }
             }
             for deleted in page.delete_markers {
                 if deleted.is_latest == Some(true) {
@@ -295,15 +323,19 @@ impl AnchorBucket {
         }
         found.hidden = latest_deleted
             .into_iter()
-            .filter(|k| found.keys.contains(k))
+            .filter(|k| found.anchors.contains_key(k))
             .collect();
         Ok(found)
     }
 
-    /// The object at `key` (at most 64 KiB: an anchor is a few hundred bytes).
-    pub async fn get(&self, key: &str) -> Result<Vec<u8>, AnchorError> {
+    /// The object at `key` (at most 64 KiB: an anchor is a few hundred bytes): its latest
+    /// version, or the one named.
+    pub async fn get(&self, key: &str, version: Option<&str>) -> Result<Vec<u8>, AnchorError> {
         let credentials = self.credentials.get().await?;
-        let get = self.bucket.get_object(Some(&credentials), key);
+        let mut get = self.bucket.get_object(Some(&credentials), key);
+        if let Some(version) = version {
+            get.query_mut().insert("versionId", version.to_string());
+        }
         let response = self
             .http
             .get(get.sign(SIGNATURE_LIFETIME))
@@ -313,10 +345,17 @@ impl AnchorBucket {
         checked(response, "get", key, MAX_OBJECT).await
     }
 
-    /// The Object Lock settings of the object at `key`.
-    pub async fn lock_of(&self, key: &str) -> Result<ObjectLock, AnchorError> {
+    /// The Object Lock settings of the object at `key` (its latest version, or the one named).
+    pub async fn lock_of(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<ObjectLock, AnchorError> {
         let credentials = self.credentials.get().await?;
-        let head = self.bucket.head_object(Some(&credentials), key);
+        let mut head = self.bucket.head_object(Some(&credentials), key);
+        if let Some(version) = version {
+            head.query_mut().insert("versionId", version.to_string());
+        }
         let response = self
             .http
             .head(head.sign(SIGNATURE_LIFETIME))
@@ -360,6 +399,10 @@ struct VersionListing {
 struct ListedVersion {
     #[xml(rename = "Key")]
     key: String,
+    #[xml(rename = "LastModified")]
+    last_modified: Option<String>,
+    #[xml(rename = "VersionId")]
+    version_id: Option<String>,
 }
 
 #[derive(FromXml)]

@@ -9,13 +9,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ANCHOR_FORMAT, Anchor, AnchorBucket, AnchorError, AnchorRef, PreviousAnchor, anchor_key,
-    parse_anchor_key,
+    ANCHOR_FORMAT, Anchor, AnchorBucket, AnchorError, AnchorRef, CHAIN_ID_SETTING, PreviousAnchor,
+    anchor_key, parse_anchor_key,
 };
 use crate::store::Store;
 
-/// The chain's id, generated once and kept in the database.
-const CHAIN_ID_SETTING: &str = "audit_chain_id";
 /// The newest anchor this database knows of (`{"key":…,"sha256":…}`), so that a restart
 /// does not list every anchor ever written to find it.
 const LAST_ANCHOR_SETTING: &str = "audit_anchor_last";
@@ -33,12 +31,14 @@ pub struct Anchoring {
 
 impl Anchoring {
     /// Anchors the head one last time (bounded in time) and ends the task.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         self.stop.cancel();
-        if tokio::time::timeout(FINAL_ANCHOR_TIMEOUT, self.task)
+        if tokio::time::timeout(FINAL_ANCHOR_TIMEOUT, &mut self.task)
             .await
             .is_err()
         {
+            // Not left running past "stopped".
+            self.task.abort();
             tracing::warn!("the last audit anchor was not written in time");
         }
     }
@@ -55,6 +55,7 @@ async fn run(store: Store, bucket: AnchorBucket, interval: Duration, stop: Cance
     let mut anchorer = Anchorer {
         store,
         bucket,
+        interval,
         chain_id: None,
         newest: None,
         known: false,
@@ -99,6 +100,7 @@ struct Known {
 struct Anchorer {
     store: Store,
     bucket: AnchorBucket,
+    interval: Duration,
     chain_id: Option<String>,
     /// The newest anchor seen, with what its key says: the next anchor's `previous`. Only a
     /// hint: it may come from the database or from anyone who can write to the bucket, so it
@@ -154,6 +156,7 @@ impl Anchorer {
                 sha256: known.sha256.clone(),
             }),
             written_at: crate::audit::format_time(std::time::SystemTime::now()),
+            interval_secs: Some(self.interval.as_secs()),
         };
         let mut body = serde_json::to_vec_pretty(&anchor)
             .map_err(|e| AnchorError::Setup(format!("anchor not serialisable: {e}")))?;
@@ -232,7 +235,7 @@ impl Anchorer {
             })
             .await?;
         if let Some(newer) = newer {
-            let body = self.bucket.get(&newer.key).await?;
+            let body = self.bucket.get(&newer.key, None).await?;
             let known = Known {
                 key: newer.key.clone(),
                 sha256: hex::encode(Sha256::digest(&body)),

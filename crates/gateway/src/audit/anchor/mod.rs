@@ -14,10 +14,15 @@ mod bucket;
 mod credentials;
 mod job;
 
-pub use bucket::{AnchorBucket, ObjectLock, VersionedKeys};
+pub use bucket::{AnchorBucket, FirstVersion, ObjectLock, VersionedKeys};
 pub use job::{Anchoring, spawn_anchoring};
 
+use std::time::SystemTime;
+
 use crate::store::StoreError;
+
+/// The setting the chain's id is kept in (generated with the first anchor).
+pub const CHAIN_ID_SETTING: &str = "audit_chain_id";
 
 /// The `format` of every anchor object.
 pub const ANCHOR_FORMAT: &str = "rack-gateway-audit-anchor/1";
@@ -71,6 +76,9 @@ pub struct Anchor {
     pub previous: Option<PreviousAnchor>,
     /// When the anchor was written (RFC 3339).
     pub written_at: String,
+    /// The writer's `AUDIT_ANCHOR_INTERVAL_SECS`: the next anchor was due this long after.
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
 }
 
 /// A link to the previous anchor.
@@ -120,9 +128,12 @@ pub fn parse_anchor_key(prefix: &str, key: &str) -> Option<AnchorRef> {
 pub struct AnchorListing {
     /// Every anchor, in chain order, including those a delete marker hides.
     pub anchors: Vec<AnchorRef>,
+    /// Each anchor's first stored version (by key): what was written first, and when S3
+    /// stored it — the latest the anchor can have been written, whatever a later version says.
+    pub first_versions: std::collections::BTreeMap<String, FirstVersion>,
     /// Anchors whose latest version is a delete marker: someone tried to delete them.
     pub hidden: Vec<String>,
-    /// Objects under the prefix that are not anchors.
+    /// Stored versions of objects under the prefix that are not anchors.
     pub others: usize,
 }
 
@@ -131,21 +142,32 @@ pub struct AnchorListing {
 pub async fn list_anchors(bucket: &AnchorBucket) -> Result<AnchorListing, AnchorError> {
     let listed = bucket.list_versions().await?;
     let mut anchors: Vec<AnchorRef> = listed
-        .keys
-        .iter()
+        .anchors
+        .keys()
         .filter_map(|k| parse_anchor_key(bucket.prefix(), k))
         .collect();
     anchors.sort_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.key.cmp(&b.key)));
     Ok(AnchorListing {
-        others: listed.keys.len() - anchors.len(),
-        hidden: listed.hidden.into_iter().collect(),
         anchors,
+        first_versions: listed.anchors,
+        hidden: listed.hidden.into_iter().collect(),
+        others: listed.others,
     })
 }
 
-/// Reads the anchor object behind `anchor` and checks it says what its key says.
-pub async fn read_anchor(bucket: &AnchorBucket, anchor: &AnchorRef) -> Result<Anchor, AnchorError> {
-    let body = bucket.get(&anchor.key).await?;
+/// An RFC 3339 time as S3 and the anchors write it (`2026-12-03T01:02:03.000Z`).
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
+}
+
+/// Reads the anchor object behind `anchor` (its latest version, or the one named) and checks
+/// it says what its key says.
+pub async fn read_anchor(
+    bucket: &AnchorBucket,
+    anchor: &AnchorRef,
+    version: Option<&str>,
+) -> Result<Anchor, AnchorError> {
+    let body = bucket.get(&anchor.key, version).await?;
     let parsed: Anchor = serde_json::from_slice(&body).map_err(|e| {
         AnchorError::Malformed(format!("an anchor {} that is not one: {e}", anchor.key))
     })?;
@@ -177,6 +199,14 @@ mod tests {
                 hash: HASH.into()
             })
         );
+    }
+
+    #[test]
+    fn times_as_s3_and_anchors_write_them_are_read() {
+        let t = parse_time("2026-12-03T01:02:03.456Z").unwrap_or_else(|| panic!("not read"));
+        assert_eq!(crate::audit::format_time(t), "2026-12-03T01:02:03.456Z");
+        assert!(parse_time("2026-12-03T01:02:03Z").is_some());
+        assert!(parse_time("yesterday").is_none());
     }
 
     #[test]
