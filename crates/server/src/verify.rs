@@ -8,7 +8,7 @@ use anyhow::Context;
 use gateway::audit::anchor::{self, Anchor, AnchorBucket, AnchorRef, CHAIN_ID_SETTING, ObjectLock};
 use gateway::audit::{KeySource, VerifyReport, existing_key, verify_chain_against};
 use gateway::config::{AnchorConfig, StoreConfig, parse_anchors};
-use gateway::store::{Store, now_ms};
+use gateway::store::{Store, now_ms, unix_ms};
 
 /// Slack on "should have been anchored by now": an anchor's write takes a moment.
 const ANCHOR_SLACK: Duration = Duration::from_secs(60);
@@ -234,7 +234,7 @@ impl Anchors {
             (a, b) => a.or(b),
         };
         if let Some(anchored_at) = anchored_at {
-            let due = ms(anchored_at)
+            let due = unix_ms(anchored_at)
                 .saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
             if let Some((seq, ts)) = store
                 .first_event_between(last.seq, report.events, due, overdue_before)
@@ -284,13 +284,6 @@ impl Anchors {
             ),
         }
     }
-}
-
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .unwrap_or(i64::MAX)
 }
 
 /// An event's time (unix ms) as the audit log writes it.

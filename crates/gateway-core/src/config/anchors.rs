@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{ConfigError, Secret, seconds};
+use super::{ConfigError, Secret, seconds, whole_number};
 
 /// Default key prefix of the anchor objects.
 pub const DEFAULT_ANCHOR_PREFIX: &str = "audit-anchors/";
@@ -278,18 +278,13 @@ pub fn parse_anchors(
         "AUDIT_ANCHOR_INTERVAL_SECS",
         DEFAULT_ANCHOR_INTERVAL_SECS,
     )?;
-    let retention_days = match get("AUDIT_ANCHOR_RETENTION_DAYS") {
-        None => DEFAULT_ANCHOR_RETENTION_DAYS,
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
-            .ok_or(ConfigError::Invalid {
-                name: "AUDIT_ANCHOR_RETENTION_DAYS",
-                expected: format!("a whole number of days from 1 to {MAX_RETENTION_DAYS}"),
-            })?,
-    };
+    let retention_days = whole_number(
+        get,
+        "AUDIT_ANCHOR_RETENTION_DAYS",
+        DEFAULT_ANCHOR_RETENTION_DAYS,
+        MAX_RETENTION_DAYS,
+        || format!("a whole number of days from 1 to {MAX_RETENTION_DAYS}"),
+    )?;
     Ok(Some(AnchorConfig {
         bucket,
         prefix,

@@ -558,19 +558,10 @@ fn seconds(
     name: &'static str,
     default: u64,
 ) -> Result<Duration, ConfigError> {
-    match get(name) {
-        None => Ok(Duration::from_secs(default)),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_SECONDS).contains(n))
-            .map(Duration::from_secs)
-            .ok_or(ConfigError::Invalid {
-                name,
-                expected: format!("a whole number of seconds from 1 to {MAX_SECONDS} (10 years)"),
-            }),
-    }
+    whole_number(get, name, default, MAX_SECONDS, || {
+        format!("a whole number of seconds from 1 to {MAX_SECONDS} (10 years)")
+    })
+    .map(Duration::from_secs)
 }
 
 /// Largest count a setting takes (connections, sessions).
@@ -581,16 +572,32 @@ fn count(
     name: &'static str,
     default: usize,
 ) -> Result<usize, ConfigError> {
+    let max = MAX_COUNT as u64;
+    whole_number(get, name, default as u64, max, || {
+        format!("a whole number from 1 to {MAX_COUNT}")
+    })
+    .map(|n| n as usize)
+}
+
+/// `name` as a whole number from 1 to `max` (`default` when unset); `expected` says what a
+/// valid value looks like.
+fn whole_number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    max: u64,
+    expected: impl FnOnce() -> String,
+) -> Result<u64, ConfigError> {
     match get(name) {
         None => Ok(default),
         Some(v) => v
             .trim()
-            .parse::<usize>()
+            .parse::<u64>()
             .ok()
-            .filter(|n| (1..=MAX_COUNT).contains(n))
-            .ok_or(ConfigError::Invalid {
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ConfigError::Invalid {
                 name,
-                expected: format!("a whole number from 1 to {MAX_COUNT}"),
+                expected: expected(),
             }),
     }
 }

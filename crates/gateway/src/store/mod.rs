@@ -137,10 +137,13 @@ enum Key<'a> {
 
 /// Current time in unix milliseconds.
 pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    unix_ms(std::time::SystemTime::now())
+}
+
+/// `t` in milliseconds since the Unix epoch, as the store keeps times (0 before it).
+pub fn unix_ms(t: std::time::SystemTime) -> i64 {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Store {

@@ -610,21 +610,25 @@ async fn an_ecs_task_role_signs_the_anchors() {
             ])
             .collect()
     };
-    let env = role_env(&url);
-    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
-    crate::kit::token(&db, "while-running", &["--role", "viewer"]);
-    assert!(gw.terminate().is_some_and(|st| st.success()));
-    assert_eq!(anchors_in(&s3).await.len(), 2, "{}", gw.all_output());
+    // A run with one event while it is up (the admin command appends to the chain).
+    let run = |url: String, token: &'static str| {
+        let (db, rack_url, env) = (&db, rack.url.clone(), role_env(&url));
+        async move {
+            let mut gw = Gateway::start(db, &rack_url, &as_refs(&env)).await;
+            crate::kit::token(db, token, &["--role", "viewer"]);
+            assert!(gw.terminate().is_some_and(|st| st.success()));
+            gw.all_output()
+        }
+    };
+    let output = run(url, "while-running").await;
+    assert_eq!(anchors_in(&s3).await.len(), 2, "{output}");
     // Two listings and two puts, one fetch: the credentials are good for an hour.
     assert_eq!(served.load(Ordering::SeqCst), 1);
 
     // Credentials that expire within five minutes are fetched again for every request.
     let (short, served) = container_credentials(CONTAINER_AUTH, false, 240).await;
-    let env = role_env(&short);
-    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
-    crate::kit::token(&db, "short-lived", &["--role", "viewer"]);
-    assert!(gw.terminate().is_some_and(|st| st.success()));
-    assert_eq!(anchors_in(&s3).await.len(), 3, "{}", gw.all_output());
+    let output = run(short, "short-lived").await;
+    assert_eq!(anchors_in(&s3).await.len(), 3, "{output}");
     // Start-up: nothing new to anchor, no request. Shutdown: one listing, one get of the
     // anchor found, one put.
     assert_eq!(served.load(Ordering::SeqCst), 3);

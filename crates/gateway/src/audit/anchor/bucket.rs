@@ -332,13 +332,10 @@ impl AnchorBucket {
     /// version, or the one named.
     pub async fn get(&self, key: &str, version: Option<&str>) -> Result<Vec<u8>, AnchorError> {
         let credentials = self.credentials.get().await?;
-        let mut get = self.bucket.get_object(Some(&credentials), key);
-        if let Some(version) = version {
-            get.query_mut().insert("versionId", version.to_string());
-        }
+        let get = self.bucket.get_object(Some(&credentials), key);
         let response = self
             .http
-            .get(get.sign(SIGNATURE_LIFETIME))
+            .get(signed_for_version(get, version))
             .send()
             .await
             .map_err(transport)?;
@@ -352,13 +349,10 @@ impl AnchorBucket {
         version: Option<&str>,
     ) -> Result<ObjectLock, AnchorError> {
         let credentials = self.credentials.get().await?;
-        let mut head = self.bucket.head_object(Some(&credentials), key);
-        if let Some(version) = version {
-            head.query_mut().insert("versionId", version.to_string());
-        }
+        let head = self.bucket.head_object(Some(&credentials), key);
         let response = self
             .http
-            .head(head.sign(SIGNATURE_LIFETIME))
+            .head(signed_for_version(head, version))
             .send()
             .await
             .map_err(transport)?;
@@ -432,6 +426,39 @@ fn transport(e: reqwest::Error) -> AnchorError {
     AnchorError::Unreachable(e.without_url().to_string())
 }
 
+/// `action` signed, for the object version named (the latest when `None`).
+fn signed_for_version<'a>(mut action: impl S3Action<'a>, version: Option<&str>) -> url::Url {
+    if let Some(version) = version {
+        action.query_mut().insert("versionId", version.to_string());
+    }
+    action.sign(SIGNATURE_LIFETIME)
+}
+
+/// The body of `response`, or `None` when it is longer than `limit` bytes (read no further).
+pub(super) async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// S3's error answer (`<Error><Code>…</Code><Message>…</Message>…</Error>`).
+#[derive(FromXml)]
+#[xml(rename = "Error")]
+struct ErrorAnswer {
+    #[xml(rename = "Code")]
+    code: Option<String>,
+    #[xml(rename = "Message")]
+    message: Option<String>,
+}
+
 /// The body of a successful answer; an error answer as [`AnchorError::Refused`] with S3's
 /// error code and message (never the request's URL).
 async fn checked(
@@ -441,32 +468,26 @@ async fn checked(
     limit: usize,
 ) -> Result<Vec<u8>, AnchorError> {
     let status = response.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > limit {
-            return Err(AnchorError::Malformed(format!(
-                "an answer to {what} {key} over {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_capped(&mut response, limit)
+        .await
+        .map_err(transport)?
+        .ok_or_else(|| {
+            AnchorError::Malformed(format!("an answer to {what} {key} over {limit} bytes"))
+        })?;
     if status.is_success() {
         return Ok(body);
     }
-    let text = String::from_utf8_lossy(&body);
-    let field = |tag: &str| {
-        let open = format!("<{tag}>");
-        let close = format!("</{tag}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find(&close)? + start;
-        Some(printable(&text[start..end]))
-    };
+    // A HEAD's answer has no body; anything else that is not S3's error shape says nothing.
+    let answer = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|text| instant_xml::from_str::<ErrorAnswer>(text).ok());
+    let (code, message) = answer.map(|a| (a.code, a.message)).unwrap_or_default();
     Err(AnchorError::Refused {
         what,
         key: key.to_string(),
         status: status.as_u16(),
-        code: field("Code").unwrap_or_default(),
-        message: field("Message").unwrap_or_default(),
+        code: code.as_deref().map(printable).unwrap_or_default(),
+        message: message.as_deref().map(printable).unwrap_or_default(),
     })
 }
 
@@ -486,13 +507,17 @@ mod tests {
     }
 
     fn bucket_named(name: &str) -> AnchorBucket {
+        bucket_at(name, None)
+    }
+
+    fn bucket_at(name: &str, endpoint: Option<url::Url>) -> AnchorBucket {
         // As the binaries do at start (reqwest is built without a provider of its own).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = AnchorConfig {
             bucket: name.into(),
             prefix: "audit-anchors/".into(),
             region: "eu-west-1".into(),
-            endpoint: None,
+            endpoint,
             interval: Duration::from_secs(300),
             retention: Duration::from_secs(86_400),
             credentials: AnchorCredentials::Static {
@@ -571,6 +596,80 @@ mod tests {
         let url = bucket_named("acme.anchors").versions_url(&credentials(), None, &at());
         assert_eq!(url.host_str(), Some("s3.eu-west-1.amazonaws.com"));
         assert_eq!(url.path(), "/acme.anchors/");
+    }
+
+    /// A hostile S3 on a loopback port: every answer is `status` with `body`.
+    async fn hostile_s3(status: u16, body: &'static str) -> AnchorBucket {
+        let app = axum::Router::new().fallback(move || async move {
+            let status = axum::http::StatusCode::from_u16(status)
+                .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            (status, body)
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let endpoint = url::Url::parse(&format!("http://{addr}")).ok();
+        bucket_at("acme-anchors", endpoint)
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_never_moves_on_ends() {
+        let bucket = hostile_s3(
+            200,
+            "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <IsTruncated>true</IsTruncated><NextContinuationToken>again</NextContinuationToken>\
+             <Contents><Key>audit-anchors/x</Key></Contents></ListBucketResult>",
+        )
+        .await;
+        let listed = bucket.list(None).await;
+        assert!(
+            matches!(&listed, Err(AnchorError::Malformed(m)) if m.contains("repeats")),
+            "{listed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_listing_that_never_moves_on_ends() {
+        let bucket = hostile_s3(
+            200,
+            "<ListVersionsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <IsTruncated>true</IsTruncated><NextKeyMarker>k</NextKeyMarker>\
+             <NextVersionIdMarker>v</NextVersionIdMarker></ListVersionsResult>",
+        )
+        .await;
+        let listed = bucket.list_versions().await;
+        assert!(
+            matches!(&listed, Err(AnchorError::Malformed(m)) if m.contains("repeats")),
+            "{listed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn s3_errors_are_reported_by_code_and_message_fit_for_a_log() {
+        let bucket = hostile_s3(
+            403,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>\
+             <Message>Access Denied\n{\"level\":\"INFO\"}</Message><RequestId>r</RequestId>\
+             <HostId>h</HostId></Error>",
+        )
+        .await;
+        let error = bucket.get("audit-anchors/x", None).await.err();
+        let shown = error.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            shown,
+            "S3 refused to get audit-anchors/x: 403 AccessDenied Access Denied{\"level\":\"INFO\"}"
+        );
+        // Not S3's error shape: the status alone.
+        let bucket = hostile_s3(502, "<html>bad gateway</html>").await;
+        let shown = bucket
+            .lock_of("audit-anchors/x", Some("v1"))
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(shown, "S3 refused to head audit-anchors/x: 502  ");
     }
 
     #[test]

@@ -125,19 +125,10 @@ async fn fetch(
         .await
         .map_err(|e| failed(format!("the credentials endpoint: {}", e.without_url())))?;
     let status = response.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = super::bucket::read_capped(&mut response, MAX_ANSWER)
         .await
         .map_err(|e| failed(format!("the credentials endpoint: {}", e.without_url())))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(failed(
-                "the credentials endpoint's answer is too long".into(),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .ok_or_else(|| failed("the credentials endpoint's answer is too long".into()))?;
     if !status.is_success() {
         // The body is not repeated: it could hold anything.
         return Err(failed(format!(
