@@ -45,7 +45,7 @@ pub enum ApiError {
     #[error("not found")]
     NotFound,
     /// The audit store cannot take the event, so nothing is forwarded.
-    #[error("audit log unavailable: request not forwarded")]
+    #[error("audit log unavailable: nothing was forwarded or changed")]
     AuditUnavailable,
     /// The rack could not be reached.
     #[error("rack unreachable: {0}")]

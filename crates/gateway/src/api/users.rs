@@ -42,6 +42,10 @@ fn manage_error(e: ManageError) -> ApiError {
         ManageError::Store(e @ StoreError::LastAdmin(_)) => ApiError::Conflict(e.to_string()),
         ManageError::Store(e) => ApiError::store(e),
         ManageError::Audit(_) => ApiError::AuditUnavailable,
+        ManageError::Interrupted(e) => {
+            tracing::error!(error = %e, "a user change did not finish");
+            ApiError::Internal
+        }
     }
 }
 

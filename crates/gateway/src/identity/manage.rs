@@ -1,7 +1,9 @@
-//! Changing users and tokens, with an audit event for each change. Used by the admin
-//! commands and by the JSON API, so both apply the same rules.
+//! Changing users and tokens. Used by the admin commands and by the JSON API, so both apply
+//! the same rules, and each change is audited the way a proxied request is (see [`audited`]).
 
-use serde_json::json;
+use std::future::Future;
+
+use serde_json::{Value, json};
 
 use super::tokens::{issue_token, parse_expiry};
 use crate::audit::{ActorType, AuditError, AuditEvent, AuditLog, Decision, EventKind};
@@ -45,16 +47,97 @@ impl Actor {
         }
     }
 
-    fn event(&self, action: &str, details: serde_json::Value) -> AuditEvent {
-        let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
+    fn event(&self, kind: EventKind, request_id: &str, action: &str, details: Value) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, request_id, action);
         e.actor_type = self.actor_type;
         e.user_email = self.email.clone();
         e.token_name = self.token_name.clone();
         e.client_ip = self.client_ip.clone();
         e.user_agent = self.user_agent.clone();
-        e.rbac_decision = self.decision;
+        // As for a proxied call: the decision is the request's; an outcome has none.
+        if kind != EventKind::Outcome {
+            e.rbac_decision = self.decision;
+        }
         e.with_details(details)
     }
+}
+
+/// Makes a change the way a proxied request is forwarded. Its event (`action`, with what was
+/// `asked`) is committed first; when it cannot be, nothing is changed and the answer is
+/// [`ManageError::Audit`]. What came of the change follows as an outcome event with the same
+/// request id: `"result": "done"` with the fields `done` picks from the result, or
+/// `"result": "refused"` with the reason. So a change is never made without its event, and a
+/// crash in the middle shows as an event without an outcome, as for a proxied request.
+///
+/// The change runs as a task of its own: an HTTP client that goes away mid-change must not
+/// leave it half-known (made, perhaps, but with no outcome recorded).
+async fn audited<T: Send + 'static>(
+    audit: &AuditLog,
+    actor: &Actor,
+    action: &'static str,
+    asked: Value,
+    change: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    done: impl FnOnce(&T) -> Value + Send + 'static,
+) -> Result<T, ManageError> {
+    let request_id = crate::request_id::current();
+    audit
+        .record(actor.event(EventKind::Gateway, &request_id, action, asked))
+        .await?;
+    let (audit, actor) = (audit.clone(), actor.clone());
+    tokio::spawn(async move {
+        let result = change.await;
+        let details = match &result {
+            Ok(value) => with_result(done(value), "done"),
+            Err(e) => refusal(e),
+        };
+        audit.record_later(actor.event(EventKind::Outcome, &request_id, action, details));
+        result.map_err(ManageError::Store)
+    })
+    .await
+    .map_err(|e| ManageError::Interrupted(e.to_string()))?
+}
+
+/// `fields` (an object) with `"result": result` added.
+fn with_result(fields: Value, result: &str) -> Value {
+    let mut fields = match fields {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    fields.insert("result".into(), result.into());
+    Value::Object(fields)
+}
+
+/// The outcome of a change the store refused: a stable reason, and the message when it is
+/// about the caller's input (a database's own error text stays in the logs).
+fn refusal(e: &StoreError) -> Value {
+    let (reason, message) = match e {
+        StoreError::NotFound(_) => ("not_found", Some(e.to_string())),
+        StoreError::Conflict(_) => ("conflict", Some(e.to_string())),
+        StoreError::Ambiguous(_) => ("ambiguous", Some(e.to_string())),
+        StoreError::LastAdmin(_) => ("last_admin", Some(e.to_string())),
+        StoreError::UserLocked => ("user_locked", Some(e.to_string())),
+        StoreError::Timeout(_) => ("store_timeout", None),
+        StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::Sqlite(_)
+        | StoreError::Corrupt(_) => ("store_error", None),
+    };
+    let mut fields = json!({ "reason": reason });
+    if let Some(message) = message {
+        fields["error"] = message.into();
+    }
+    with_result(fields, "refused")
+}
+
+/// A user-given name as an event records it: names and e-mail addresses are far shorter, and
+/// what is asked is recorded before the store has looked at it.
+fn asked_name(name: &str) -> String {
+    gateway_core::redact::clip(name.to_string(), 320)
+}
+
+/// An e-mail address naming an existing user, as an event records it (the stored key).
+fn asked_email(email: &str) -> String {
+    asked_name(&gateway_core::text::email_key(email))
 }
 
 /// Why a change was refused.
@@ -66,9 +149,12 @@ pub enum ManageError {
     /// The store refused.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The change was made but could not be audited.
-    #[error("change made but not audited: {0}")]
+    /// The change could not be audited, so it was not made.
+    #[error("nothing changed: the audit trail cannot record the change: {0}")]
     Audit(#[from] AuditError),
+    /// The change's task ended before it could answer (a bug: it panicked).
+    #[error("the change did not finish: {0}")]
+    Interrupted(String),
 }
 
 /// What a new token should be.
@@ -146,36 +232,48 @@ pub async fn create_token(
         ),
         None => None,
     };
+    let asked = json!({
+        "name": name, "role": role.map(Role::as_str), "permissions": permissions,
+        "expires_at": expires_at, "owner": owner.as_ref().map(|u| u.email.clone()),
+    });
     let issued = issue_token();
-    let row = store
-        .create_token(&NewToken {
-            name,
-            token_hash: &issued.hash,
-            role: role.map(Role::as_str),
-            permissions: permissions.as_deref(),
-            owner_user_id: owner.as_ref().map(|u| u.id),
-            created_by: &actor.label,
-            expires_at,
-        })
-        .await
-        .map_err(|e| match e {
-            // The audit trail names tokens by name: two usable tokens of one name could not
-            // be told apart there (or revoked by name).
-            StoreError::Conflict(_) => ManageError::Invalid(format!(
-                "a token named {name} is already in use: revoke it first, or choose another name"
-            )),
-            e => e.into(),
-        })?;
-    audit
-        .record(actor.event(
-            "gateway:tokens:create",
-            json!({
-                "token_id": row.id, "name": row.name, "role": row.role,
-                "permissions": row.permissions, "expires_at": row.expires_at,
-                "owner": owner.map(|u| u.email),
-            }),
-        ))
-        .await?;
+    let (store, name, hash, created_by) = (
+        store.clone(),
+        name.to_string(),
+        issued.hash,
+        actor.label.clone(),
+    );
+    let create = async move {
+        store
+            .create_token(&NewToken {
+                name: &name,
+                token_hash: &hash,
+                role: role.map(Role::as_str),
+                permissions: permissions.as_deref(),
+                owner_user_id: owner.map(|u| u.id),
+                created_by: &created_by,
+                expires_at,
+            })
+            .await
+    };
+    let row = audited(
+        audit,
+        actor,
+        "gateway:tokens:create",
+        asked,
+        create,
+        |row: &TokenRow| json!({ "token_id": row.id }),
+    )
+    .await
+    .map_err(|e| match e {
+        // The audit trail names tokens by name: two usable tokens of one name could not be
+        // told apart there (or revoked by name).
+        ManageError::Store(StoreError::Conflict(_)) => ManageError::Invalid(format!(
+            "a token named {} is already in use: revoke it first, or choose another name",
+            request.name.trim()
+        )),
+        e => e,
+    })?;
     Ok((row, issued.secret))
 }
 
@@ -186,14 +284,17 @@ pub async fn revoke_token(
     actor: &Actor,
     id_or_name: &str,
 ) -> Result<TokenRow, ManageError> {
-    let row = store.revoke_token(id_or_name).await?;
-    audit
-        .record(actor.event(
-            "gateway:tokens:revoke",
-            json!({ "token_id": row.id, "name": row.name }),
-        ))
-        .await?;
-    Ok(row)
+    let store = store.clone();
+    let token = id_or_name.to_string();
+    audited(
+        audit,
+        actor,
+        "gateway:tokens:revoke",
+        json!({ "token": asked_name(id_or_name) }),
+        async move { store.revoke_token(&token).await },
+        |row: &TokenRow| json!({ "token_id": row.id, "name": row.name }),
+    )
+    .await
 }
 
 fn valid_email(email: &str) -> Result<(), ManageError> {
@@ -232,14 +333,17 @@ pub async fn add_user(
         ));
     }
     let role = parse_role(role)?;
-    let user = store.create_user(email, name, role.as_str()).await?;
-    audit
-        .record(actor.event(
-            "gateway:users:create",
-            json!({ "email": user.email, "role": user.role }),
-        ))
-        .await?;
-    Ok(user)
+    let (store, email, name) = (store.clone(), email.to_string(), name.to_string());
+    let asked = json!({ "email": gateway_core::text::email_key(&email), "role": role.as_str() });
+    audited(
+        audit,
+        actor,
+        "gateway:users:create",
+        asked,
+        async move { store.create_user(&email, &name, role.as_str()).await },
+        |user: &UserRow| json!({ "user_id": user.id }),
+    )
+    .await
 }
 
 /// Changes a user's role.
@@ -252,15 +356,17 @@ pub async fn set_user_role(
     last_admin: LastAdmin,
 ) -> Result<UserRow, ManageError> {
     let role = parse_role(role)?;
-    let (user, previous_role) = store
-        .set_user_role(email, role.as_str(), last_admin)
-        .await?;
-    audit
-        .record(actor.event(
-            "gateway:users:update",
-            json!({ "email": user.email, "role": user.role, "previous_role": previous_role }),
-        ))
-        .await?;
+    let asked = json!({ "email": asked_email(email), "role": role.as_str() });
+    let (store, email) = (store.clone(), email.to_string());
+    let (user, _) = audited(
+        audit,
+        actor,
+        "gateway:users:update",
+        asked,
+        async move { store.set_user_role(&email, role.as_str(), last_admin).await },
+        |(_, previous_role): &(UserRow, String)| json!({ "previous_role": previous_role }),
+    )
+    .await?;
     Ok(user)
 }
 
@@ -273,19 +379,27 @@ pub async fn set_user_locked(
     locked: bool,
     last_admin: LastAdmin,
 ) -> Result<UserRow, ManageError> {
+    let asked = json!({ "email": asked_email(email) });
+    let (store, email) = (store.clone(), email.to_string());
     if !locked {
-        let user = store.unlock_user(email).await?;
-        audit
-            .record(actor.event("gateway:users:unlock", json!({ "email": user.email })))
-            .await?;
-        return Ok(user);
+        return audited(
+            audit,
+            actor,
+            "gateway:users:unlock",
+            asked,
+            async move { store.unlock_user(&email).await },
+            |_| json!({}),
+        )
+        .await;
     }
-    let (user, sessions_revoked) = store.lock_user(email, last_admin).await?;
-    audit
-        .record(actor.event(
-            "gateway:users:lock",
-            json!({ "email": user.email, "sessions_revoked": sessions_revoked }),
-        ))
-        .await?;
+    let (user, _) = audited(
+        audit,
+        actor,
+        "gateway:users:lock",
+        asked,
+        async move { store.lock_user(&email, last_admin).await },
+        |(_, sessions_revoked): &(UserRow, u64)| json!({ "sessions_revoked": sessions_revoked }),
+    )
+    .await?;
     Ok(user)
 }

@@ -474,11 +474,17 @@ both_backends!(
                 && r.event.details.to_string().contains("mid-run")),
             "the admin command's event is on the chain"
         );
-        let outcomes = all
+        let outcomes: Vec<_> = all
             .iter()
             .filter(|r| r.event.kind.as_str() == "outcome")
+            .collect();
+        let proxied = outcomes
+            .iter()
+            .filter(|r| ids.contains(&r.event.request_id))
             .count();
-        assert_eq!(outcomes, 120, "every request's outcome");
+        assert_eq!(proxied, 120, "every request's outcome");
+        // And the two token creations' (the admin token's, and mid-run's).
+        assert_eq!(outcomes.len(), 122);
         let (ok, out, err) = admin(&db, &["audit", "verify"]);
         assert!(ok, "verify failed: {out} {err}");
     }
@@ -720,3 +726,187 @@ both_backends!(verify_reads_and_changes_nothing, |db| async move {
     assert!(out.contains("audit chain OK"), "{out}");
     assert_eq!(settings().await, before, "verify changed the settings");
 });
+
+both_backends!(
+    a_change_the_trail_cannot_record_is_not_made,
+    |db| async move {
+        // A change to users or tokens is audited like a proxied call: its event first (when
+        // that cannot be written, nothing changes), then its outcome under the same id.
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let s = store(&db).await;
+        let add = || {
+            c.post(format!("{}/api/v1/users", gw.url))
+                .bearer_auth(&admin_token)
+                .json(&serde_json::json!({ "email": "New@example.com", "role": "viewer" }))
+                .send()
+        };
+        let refusal = crate::kit::refuse_audit_events(
+            &db,
+            "NEW.action IN ('gateway:users:create', 'gateway:tokens:create')",
+        )
+        .await;
+        let refused = add().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(refused.status(), 503);
+        let body: serde_json::Value = refused.json().await.unwrap_or_default();
+        assert_eq!(body["code"], "audit_unavailable", "{body}");
+        let found = s.find_user("new@example.com").await;
+        assert!(matches!(found, Ok(None)), "made unaudited: {found:?}");
+        // The admin command alike.
+        let (ok, out, err) = admin(
+            &db,
+            &["tokens", "create", "--name", "blocked", "--role", "viewer"],
+        );
+        assert!(!ok && !out.contains("rgw_"), "{out}");
+        assert!(err.contains("nothing changed"), "{err}");
+        let tokens = s.list_tokens().await.unwrap_or_default();
+        assert!(
+            !tokens.iter().any(|t| t.name == "blocked"),
+            "token made unaudited"
+        );
+
+        refusal.lift().await;
+        let added = add().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(added.status(), 201);
+        let user_id = s
+            .find_user("new@example.com")
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.id)
+            .unwrap_or_else(|| panic!("user not created"));
+        let pair = |id: String| {
+            let s = s.clone();
+            async move {
+                let complete = crate::kit::eventually(|| {
+                    let (s, id) = (s.clone(), id.clone());
+                    async move { s.audit_by_request(&id).await.is_ok_and(|r| r.len() == 2) }
+                })
+                .await;
+                let rows = s.audit_by_request(&id).await.unwrap_or_default();
+                assert!(complete, "{id}: not an event and its outcome: {rows:?}");
+                assert!(
+                    rows[0].seq < rows[1].seq,
+                    "the event comes before its outcome"
+                );
+                (rows[0].event.clone(), rows[1].event.clone())
+            }
+        };
+        let (asked, outcome) = pair(crate::kit::request_id(&added)).await;
+        assert_eq!(asked.kind.as_str(), "gateway");
+        assert_eq!(asked.action, "gateway:users:create");
+        assert_eq!(asked.rbac_decision.as_str(), "allow");
+        assert_eq!(asked.token_name.as_deref(), Some("admin-token"));
+        assert_eq!(asked.details["email"], "new@example.com");
+        assert_eq!(asked.details["role"], "viewer");
+        assert_eq!(outcome.kind.as_str(), "outcome");
+        assert_eq!(outcome.action, "gateway:users:create");
+        assert_eq!(outcome.details["result"], "done");
+        assert_eq!(outcome.details["user_id"], user_id);
+
+        // What the store refused, and why, is the outcome.
+        let lock = c
+            .post(format!("{}/api/v1/users/nobody@example.com/lock", gw.url))
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lock.status(), 404);
+        let (asked, outcome) = pair(crate::kit::request_id(&lock)).await;
+        assert_eq!(asked.action, "gateway:users:lock");
+        assert_eq!(asked.details["email"], "nobody@example.com");
+        assert_eq!(outcome.details["result"], "refused");
+        assert_eq!(outcome.details["reason"], "not_found");
+
+        // What only the change itself knows is in its outcome.
+        let role = c
+            .put(format!("{}/api/v1/users/new@example.com/role", gw.url))
+            .bearer_auth(&admin_token)
+            .json(&serde_json::json!({ "role": "deployer" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(role.status(), 200);
+        let (asked, outcome) = pair(crate::kit::request_id(&role)).await;
+        assert_eq!(asked.details["role"], "deployer");
+        assert_eq!(outcome.details["previous_role"], "viewer");
+
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok, "verify failed: {out} {err}");
+    }
+);
+
+both_backends!(
+    a_change_whose_caller_went_away_is_finished_and_recorded,
+    |db: Db| async move {
+        // Only PostgreSQL can hold back the change and not its event (SQLite has one write
+        // lock for the whole file).
+        if db.backend != Backend::Postgres {
+            return;
+        }
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let s = store(&db).await;
+        let mut holder = sqlx::PgConnection::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        holder
+            .execute("BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let impatient = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_millis(700))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gone = impatient
+            .post(format!("{}/api/v1/users", gw.url))
+            .bearer_auth(&admin_token)
+            .json(&serde_json::json!({ "email": "late@example.com", "role": "viewer" }))
+            .send()
+            .await;
+        assert!(gone.is_err(), "the change was not held back: {gone:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder
+            .execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let asked = crate::kit::eventually(|| {
+            let s = s.clone();
+            async move {
+                s.audit_rows(0, 10_000).await.is_ok_and(|rows| {
+                    rows.iter().any(|r| {
+                        r.event.action == "gateway:users:create"
+                            && r.event.details["email"] == "late@example.com"
+                    })
+                })
+            }
+        })
+        .await;
+        assert!(asked, "the change's event is missing");
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let id = rows
+            .iter()
+            .find(|r| r.event.details["email"] == "late@example.com")
+            .map(|r| r.event.request_id.clone())
+            .unwrap_or_default();
+        let finished = crate::kit::eventually(|| {
+            let (s, id) = (s.clone(), id.clone());
+            async move {
+                s.audit_by_request(&id).await.is_ok_and(|r| {
+                    r.iter().any(|r| {
+                        r.event.kind.as_str() == "outcome" && r.event.details["result"] == "done"
+                    })
+                })
+            }
+        })
+        .await;
+        assert!(finished, "the change's outcome is missing");
+        let user = s.find_user("late@example.com").await;
+        assert!(matches!(user, Ok(Some(_))), "{user:?}");
+    }
+);
