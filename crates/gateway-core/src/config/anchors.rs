@@ -62,6 +62,13 @@ pub enum AnchorCredentials {
         /// What the endpoint wants in `Authorization`, if anything.
         authorization: Option<ContainerAuthorization>,
     },
+    /// The EC2 instance metadata service (an instance profile's role), spoken as IMDSv2 only,
+    /// fetched and renewed before they expire.
+    Instance {
+        /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else the IPv4 or IPv6 address
+        /// (`AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`).
+        endpoint: Url,
+    },
 }
 
 /// The `Authorization` value of the container credentials endpoint.
@@ -98,6 +105,10 @@ impl std::fmt::Debug for AnchorCredentials {
                     },
                 )
                 .finish(),
+            AnchorCredentials::Instance { endpoint } => f
+                .debug_struct("Instance")
+                .field("endpoint", &endpoint.as_str())
+                .finish(),
         }
     }
 }
@@ -106,7 +117,13 @@ impl std::fmt::Debug for AnchorCredentials {
 /// relative to.
 const ECS_CREDENTIALS_HOST: &str = "http://169.254.170.2";
 
-/// Reads the credential variables: static keys first, then the container endpoint.
+/// The instance metadata service's addresses (`AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`
+/// `IPv4`, the default, and `IPv6`).
+const IMDS_IPV4: &str = "http://169.254.169.254/";
+const IMDS_IPV6: &str = "http://[fd00:ec2::254]/";
+
+/// Reads the credential variables in the AWS SDKs' order: static keys, then the container
+/// endpoint, then the instance metadata service (unless `AWS_EC2_METADATA_DISABLED=true`).
 fn parse_credentials(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<AnchorCredentials, ConfigError> {
@@ -136,14 +153,7 @@ fn parse_credentials(
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
             format!("{ECS_CREDENTIALS_HOST}{}", relative.trim()),
         ),
-        (None, None) => {
-            return Err(ConfigError::Missing {
-                name: "AWS_ACCESS_KEY_ID",
-                expected: "credentials allowed to put objects into AUDIT_ANCHOR_BUCKET: \
-                           AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an ECS task role \
-                           (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)",
-            });
-        }
+        (None, None) => return instance_credentials(get),
     };
     let url = Url::parse(&url)
         .ok()
@@ -163,6 +173,68 @@ fn parse_credentials(
         (None, None) => None,
     };
     Ok(AnchorCredentials::Container { url, authorization })
+}
+
+/// The instance metadata service, where the AWS SDKs look last.
+fn instance_credentials(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<AnchorCredentials, ConfigError> {
+    if get("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Err(ConfigError::Missing {
+            name: "AWS_ACCESS_KEY_ID",
+            expected: "credentials allowed to put objects into AUDIT_ANCHOR_BUCKET: \
+                       AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, an ECS task role \
+                       (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI), or an EC2 instance profile \
+                       (AWS_EC2_METADATA_DISABLED is set)",
+        });
+    }
+    let (name, raw) = match get("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+        Some(endpoint) => ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint),
+        None => match get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
+            None => ("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", IMDS_IPV4.into()),
+            Some(mode) if mode.trim().eq_ignore_ascii_case("ipv4") => {
+                ("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", IMDS_IPV4.into())
+            }
+            Some(mode) if mode.trim().eq_ignore_ascii_case("ipv6") => {
+                ("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", IMDS_IPV6.into())
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+                    expected: "IPv4 or IPv6".into(),
+                });
+            }
+        },
+    };
+    let endpoint = Url::parse(raw.trim())
+        .ok()
+        .filter(metadata_endpoint_allowed)
+        .filter(|u| u.query().is_none() && u.fragment().is_none())
+        .ok_or(ConfigError::Invalid {
+            name,
+            expected: "the instance metadata service's address: http://169.254.169.254, \
+                       http://[fd00:ec2::254], https, or http to a loopback address"
+                .into(),
+        })?;
+    Ok(AnchorCredentials::Instance { endpoint })
+}
+
+/// Like [`credentials_endpoint_allowed`], for the instance metadata service's addresses.
+fn metadata_endpoint_allowed(url: &Url) -> bool {
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => {
+            ip.is_loopback() || ip == std::net::Ipv4Addr::new(169, 254, 169, 254)
+        }
+        ("http", Some(url::Host::Ipv6(ip))) => {
+            ip.is_loopback() || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+        ("http", Some(url::Host::Domain(_))) => is_loopback(url),
+        _ => false,
+    }
 }
 
 /// Whether credentials may be fetched from `url`: as the AWS SDKs allow, https anywhere, plain
@@ -443,10 +515,48 @@ mod tests {
 
     #[test]
     fn credentials_are_required() {
-        let err = parse(&[("AUDIT_ANCHOR_BUCKET", "audit-anchors")])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        // Without keys or a container endpoint: the instance metadata service, as the AWS
+        // SDKs do, unless it is turned off.
+        let instance = |vars: &[(&str, &str)]| {
+            let mut all = vec![("AUDIT_ANCHOR_BUCKET", "audit-anchors")];
+            all.extend_from_slice(vars);
+            match parse(&all) {
+                Ok(Some(AnchorConfig {
+                    credentials: AnchorCredentials::Instance { endpoint },
+                    ..
+                })) => Ok(endpoint.to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        };
+        assert_eq!(instance(&[]).as_deref(), Ok("http://169.254.169.254/"));
+        assert_eq!(
+            instance(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6")]).as_deref(),
+            Ok("http://[fd00:ec2::254]/")
+        );
+        assert_eq!(
+            instance(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:8111")]).as_deref(),
+            Ok("http://127.0.0.1:8111/")
+        );
+        for (name, value) in [
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                "http://metadata.example.com",
+            ),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://10.0.0.1"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://u:pw@127.0.0.1"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "file:///etc/passwd"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "ipv5"),
+        ] {
+            let err = instance(&[(name, value)]).err().unwrap_or_default();
+            assert!(err.contains(name) && !err.contains("pw@"), "{value}: {err}");
+        }
+        let err = parse(&[
+            ("AUDIT_ANCHOR_BUCKET", "audit-anchors"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(err.starts_with("AWS_ACCESS_KEY_ID is required"), "{err}");
         let err = parse(&[
             ("AUDIT_ANCHOR_BUCKET", "audit-anchors"),

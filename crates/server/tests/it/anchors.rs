@@ -655,3 +655,136 @@ async fn an_ecs_task_role_signs_the_anchors() {
         assert!(!output.contains(secret), "{secret} in the gateway's output");
     }
 }
+
+const IMDS_SECRET: &str = "instance-profile-secret-do-not-leak";
+const IMDS_SESSION: &str = "instance-profile-session-do-not-leak";
+const IMDS_TOKEN: &str = "imds-session-token-do-not-leak";
+
+/// A fake EC2 instance metadata service speaking IMDSv2: a session token for a `PUT` that asks
+/// for one, then, for `GET`s carrying it, the instance profile's role name (404 when `role` is
+/// `None`) and its credentials; 401 for a `GET` without the token (IMDSv1). Counts the
+/// credentials it handed out.
+async fn instance_metadata(role: Option<&'static str>) -> (String, Arc<AtomicUsize>) {
+    use axum::extract::Path;
+    use axum::http::{HeaderMap, StatusCode};
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let has_token = |headers: &HeaderMap| {
+        headers
+            .get("x-aws-ec2-metadata-token")
+            .and_then(|v| v.to_str().ok())
+            == Some(IMDS_TOKEN)
+    };
+    let app = axum::Router::new()
+        .route(
+            "/latest/api/token",
+            axum::routing::put(|headers: HeaderMap| async move {
+                match headers.get("x-aws-ec2-metadata-token-ttl-seconds") {
+                    Some(_) => (StatusCode::OK, IMDS_TOKEN),
+                    None => (StatusCode::BAD_REQUEST, ""),
+                }
+            }),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials/",
+            axum::routing::get(move |headers: HeaderMap| async move {
+                match (has_token(&headers), role) {
+                    (false, _) => (StatusCode::UNAUTHORIZED, String::new()),
+                    (true, None) => (StatusCode::NOT_FOUND, String::new()),
+                    (true, Some(role)) => (StatusCode::OK, format!("{role}\n")),
+                }
+            }),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials/{name}",
+            axum::routing::get(move |headers: HeaderMap, Path(name): Path<String>| {
+                let counter = counter.clone();
+                async move {
+                    if !has_token(&headers) {
+                        return (StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    if Some(name.as_str()) != role {
+                        return (StatusCode::NOT_FOUND, String::new());
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let expires =
+                        std::time::SystemTime::now() + std::time::Duration::from_secs(6 * 3600);
+                    let body = serde_json::json!({
+                        "Code": "Success",
+                        "LastUpdated": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                        "Type": "AWS-HMAC",
+                        "AccessKeyId": "ASIAINSTANCEPROFILE",
+                        "SecretAccessKey": IMDS_SECRET,
+                        "Token": IMDS_SESSION,
+                        "Expiration": humantime::format_rfc3339_seconds(expires).to_string(),
+                    });
+                    (StatusCode::OK, body.to_string())
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), served)
+}
+
+// On EC2 without keys or a container endpoint the instance profile's credentials are used, as
+// the AWS SDKs would: fetched once over IMDSv2, kept until shortly before they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec2_instance_profile_signs_the_anchors() {
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let Some(s3) = s3_bucket(true).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    role_token(&db, "admin");
+    let profile_env = |endpoint: &str| -> Vec<(&'static str, String)> {
+        s3.env(3600)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("AWS_"))
+            .chain([("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.to_string())])
+            .collect()
+    };
+    let (endpoint, served) = instance_metadata(Some("gateway-role")).await;
+    let env = profile_env(&endpoint);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    crate::kit::token(&db, "while-running", &["--role", "viewer"]);
+    assert!(gw.terminate().is_some_and(|st| st.success()));
+    let output = gw.all_output();
+    assert_eq!(anchors_in(&s3).await.len(), 2, "{output}");
+    assert_eq!(served.load(Ordering::SeqCst), 1, "one fetch for the run");
+    let (ok, out, err) = verify_with(&db, &env);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("anchors OK: 2 in"), "{out}");
+    for secret in [IMDS_SECRET, IMDS_SESSION, IMDS_TOKEN] {
+        assert!(
+            !output.contains(secret) && !err.contains(secret) && !out.contains(secret),
+            "{secret} in the output"
+        );
+    }
+
+    // An instance without a profile: anchors wait, requests do not, and the log says why.
+    let (bare, _) = instance_metadata(None).await;
+    let env = profile_env(&bare);
+    let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    let admin = crate::kit::token(&db, "admin-2", &["--role", "admin"]);
+    assert_eq!(list_apps(&gw, &admin).await, Some(200));
+    assert!(gw.terminate().is_some());
+    let output = gw.all_output();
+    assert!(
+        output.contains("audit anchor not written")
+            && output.contains("no instance profile (IAM role) is attached"),
+        "{output}"
+    );
+
+    // Turned off, as the AWS SDKs allow: no credentials at all, said at once.
+    let mut env = profile_env(&endpoint);
+    env.push(("AWS_EC2_METADATA_DISABLED", "true".into()));
+    let (ok, _, err) = verify_with(&db, &env);
+    assert!(!ok);
+    assert!(err.contains("AWS_ACCESS_KEY_ID is required"), "{err}");
+}

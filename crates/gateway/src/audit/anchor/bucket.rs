@@ -417,7 +417,7 @@ fn too_many(prefix: &str, page_size: usize) -> AnchorError {
 
 /// Text from S3 fit for a log line: no control characters (a newline could forge a line),
 /// at most 200 characters.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
