@@ -21,6 +21,26 @@ pub const MAX_AUDITED_COMMAND: usize = 1024;
 ///
 /// Quotes around a word are kept. The result is clipped to [`MAX_AUDITED_COMMAND`] bytes.
 pub fn redact_command(command: &str) -> String {
+    // Masking can change how the rest of a word reads, so that redacting the result again
+    // would mask more (each found by fuzzing): a query value masked takes away the `/` that
+    // ended a URL's authority, which then reaches an `@`; a stray control character masked
+    // with a password leaves a word that now parses as JSON, whose `env` values are secret.
+    // So the text is redacted again until nothing changes. Each pass only puts masks over
+    // text; two or three are enough, and a text still changing after eight (none is known)
+    // keeps the most masked form.
+    let mut out = redact_once(command);
+    for _ in 0..8 {
+        let again = redact_once(&out);
+        if again == out {
+            break;
+        }
+        out = again;
+    }
+    clip(out, MAX_AUDITED_COMMAND)
+}
+
+/// One pass of [`redact_command`], unclipped.
+fn redact_once(command: &str) -> String {
     let is_quote = |c: char| c == '\'' || c == '"';
     let mut out = String::with_capacity(command.len().min(MAX_AUDITED_COMMAND + 32));
     let mut next = Next::Keep;
@@ -129,7 +149,7 @@ pub fn redact_command(command: &str) -> String {
         }
         out.push_str(space);
     }
-    clip(out, MAX_AUDITED_COMMAND)
+    out
 }
 
 /// Clients whose `-p` carries the password glued to it (`mysql -phunter2`; a separate word
@@ -428,6 +448,20 @@ mod tests {
             (
                 "curl tps://.cg=xa@p&signature=z",
                 "curl tps://[redacted]@p&signature=z",
+            ),
+            // Found by fuzzing: masking the query value `c://u:p@h` took away the `/` that
+            // ended the first URL's authority, so a second pass read `h&fo=…&w:v@h` as one,
+            // with a password in it.
+            (
+                "x p?c://h&fo=c://u:p@h&w:v@h",
+                "x p?c://h&fo=[redacted]&w:[redacted]@h",
+            ),
+            ("x p?c://h&fo=c://u:p@h&v@h", "x p?[redacted]"),
+            // Found by fuzzing: the NUL in the password kept the word from being JSON; masked
+            // with it, the word is JSON, and its `env` value a secret.
+            (
+                "-d {\"env\":\"h://u\u{0}@h/?x=y\"}",
+                "-d {\"env\":\"h://[redacted]@h/?x=[redacted]\"}",
             ),
             ("bin/rails credentials:edit", "bin/rails credentials:edit"),
             (
