@@ -574,12 +574,17 @@ async fn container_credentials(
             }
         }),
     );
+    (format!("http://{}/creds", serve_locally(app).await), served)
+}
+
+/// Serves `app` on a free loopback port for the rest of the test; returns the address.
+async fn serve_locally(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/creds"), served)
+    addr
 }
 
 const CONTAINER_SECRET: &str = "task-role-secret-do-not-leak";
@@ -613,24 +618,28 @@ async fn an_ecs_task_role_signs_the_anchors() {
             ])
             .collect()
     };
-    // A run with one event while it is up (the admin command appends to the chain).
-    let run = |url: String, token: &'static str| {
-        let (db, rack_url, env) = (&db, rack.url.clone(), role_env(&url));
+    // A run with one change while it is up (the admin command appends to the chain), made once
+    // the start-up anchor is in (`anchored`: the anchors by then). Made earlier, the change
+    // can land in the start-up anchor, and the shutdown has nothing new to anchor.
+    let run = |url: String, token: &'static str, anchored: usize| {
+        let (db, rack_url, env, s3) = (&db, rack.url.clone(), role_env(&url), &s3);
         async move {
             let mut gw = Gateway::start(db, &rack_url, &as_refs(&env)).await;
+            let started = eventually(|| async { anchors_in(s3).await.len() == anchored }).await;
+            assert!(started, "no start-up anchor: {}", gw.all_output());
             crate::kit::token(db, token, &["--role", "viewer"]);
             assert!(gw.terminate().is_some_and(|st| st.success()));
             gw.all_output()
         }
     };
-    let output = run(url, "while-running").await;
+    let output = run(url, "while-running", 1).await;
     assert_eq!(anchors_in(&s3).await.len(), 2, "{output}");
     // Two listings and two puts, one fetch: the credentials are good for an hour.
     assert_eq!(served.load(Ordering::SeqCst), 1);
 
     // Credentials that expire within five minutes are fetched again for every request.
     let (short, served) = container_credentials(CONTAINER_AUTH, false, 240).await;
-    let output = run(short, "short-lived").await;
+    let output = run(short, "short-lived", 2).await;
     assert_eq!(anchors_in(&s3).await.len(), 3, "{output}");
     // Start-up: nothing new to anchor, no request. Shutdown: one listing, one get of the
     // anchor found, one put.
@@ -722,12 +731,7 @@ async fn instance_metadata(role: Option<&'static str>) -> (String, Arc<AtomicUsi
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), served)
+    (format!("http://{}", serve_locally(app).await), served)
 }
 
 // On EC2 without keys or a container endpoint the instance profile's credentials are used, as
@@ -752,6 +756,8 @@ async fn an_ec2_instance_profile_signs_the_anchors() {
     let (endpoint, served) = instance_metadata(Some("gateway-role")).await;
     let env = profile_env(&endpoint);
     let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+    let started = eventually(|| async { anchors_in(&s3).await.len() == 1 }).await;
+    assert!(started, "no start-up anchor: {}", gw.all_output());
     crate::kit::token(&db, "while-running", &["--role", "viewer"]);
     assert!(gw.terminate().is_some_and(|st| st.success()));
     let output = gw.all_output();
