@@ -615,6 +615,7 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
     let rack = TestRack::start().await;
     let deployer = role_token(&db, "deployer");
     let viewer = role_token(&db, "viewer");
+    let admin_token = role_token(&db, "admin");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     let c = client();
     let get = |token: String| {
@@ -636,6 +637,14 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
         }
     };
     assert_eq!(get(deployer.clone()).await.0, 200);
+    // The admin's credentials remembered, as the deployer's are.
+    let users = c
+        .get(format!("{}/api/v1/users", gw.url))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(users.ok(), Some(200));
 
     pg.signal("STOP");
     rack.clear();
@@ -658,6 +667,32 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
         rack.seen().is_empty(),
         "a request reached the rack while the database hung"
     );
+    // The gateway's own API alike: a read, and a change (whose event is what waits).
+    for (method, path, body) in [
+        ("GET", "/api/v1/users", None),
+        (
+            "POST",
+            "/api/v1/users",
+            Some(serde_json::json!({ "email": "hung@example.com", "role": "viewer" })),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let mut request = c
+            .request(
+                method.parse().unwrap_or_else(|e| panic!("{e}")),
+                format!("{}{path}", gw.url),
+            )
+            .bearer_auth(&admin_token)
+            .timeout(Duration::from_secs(60));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let status = request.send().await.map(|r| r.status().as_u16());
+        let took = started.elapsed();
+        eprintln!("{method} {path}: {status:?} after {took:?}");
+        assert_eq!(status.ok(), Some(503), "{method} {path}");
+        assert!(took < Duration::from_secs(20), "{method} {path}: {took:?}");
+    }
 
     pg.signal("CONT");
     let recovered = crate::kit::eventually(|| {
