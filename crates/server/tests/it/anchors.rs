@@ -48,6 +48,24 @@ async fn anchors_in(s3: &S3Bucket) -> Vec<AnchorRef> {
         .unwrap_or_else(|e| panic!("list anchors: {e}"))
 }
 
+/// Waits until `s3` holds `count` anchors (the start-up anchor of `gw` among them).
+async fn await_anchors(gw: &Gateway, s3: &S3Bucket, count: usize) {
+    let written = eventually(|| async { anchors_in(s3).await.len() == count }).await;
+    assert!(written, "not {count} anchor(s): {}", gw.all_output());
+}
+
+/// The anchor settings for `s3` without its keys, credentials coming from `source` instead.
+fn keyless_env<const N: usize>(
+    s3: &S3Bucket,
+    source: [(&'static str, String); N],
+) -> Vec<(&'static str, String)> {
+    s3.env(3600)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_"))
+        .chain(source)
+        .collect()
+}
+
 /// Runs a gateway with anchors in `s3` (interval one hour: only the start-up and shutdown
 /// anchors are written), sends a few requests and stops it. Returns the two anchors.
 async fn anchored_run(db: &Db, s3: &S3Bucket) -> (AnchorRef, AnchorRef) {
@@ -56,8 +74,7 @@ async fn anchored_run(db: &Db, s3: &S3Bucket) -> (AnchorRef, AnchorRef) {
     let admin = role_token(db, "admin");
     let env = s3.env(3600);
     let mut gw = Gateway::start(db, &rack.url, &as_refs(&env)).await;
-    let started = eventually(|| async { anchors_in(s3).await.len() == 1 }).await;
-    assert!(started, "no anchor at start-up: {}", gw.all_output());
+    await_anchors(&gw, s3, 1).await;
     for _ in 0..3 {
         let status = list_apps(&gw, &admin).await;
         assert_eq!(status, Some(200));
@@ -605,18 +622,17 @@ async fn an_ecs_task_role_signs_the_anchors() {
     let rack = TestRack::start().await;
     role_token(&db, "admin");
     let (url, served) = container_credentials(CONTAINER_AUTH, false, 3600).await;
-    let role_env = |url: &str| -> Vec<(&'static str, String)> {
-        s3.env(3600)
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("AWS_"))
-            .chain([
+    let role_env = |url: &str| {
+        keyless_env(
+            &s3,
+            [
                 ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.to_string()),
                 (
                     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
                     CONTAINER_AUTH.to_string(),
                 ),
-            ])
-            .collect()
+            ],
+        )
     };
     // A run with one change while it is up (the admin command appends to the chain), made once
     // the start-up anchor is in (`anchored`: the anchors by then). Made earlier, the change
@@ -625,8 +641,7 @@ async fn an_ecs_task_role_signs_the_anchors() {
         let (db, rack_url, env, s3) = (&db, rack.url.clone(), role_env(&url), &s3);
         async move {
             let mut gw = Gateway::start(db, &rack_url, &as_refs(&env)).await;
-            let started = eventually(|| async { anchors_in(s3).await.len() == anchored }).await;
-            assert!(started, "no start-up anchor: {}", gw.all_output());
+            await_anchors(&gw, s3, anchored).await;
             crate::kit::token(db, token, &["--role", "viewer"]);
             assert!(gw.terminate().is_some_and(|st| st.success()));
             gw.all_output()
@@ -746,18 +761,16 @@ async fn an_ec2_instance_profile_signs_the_anchors() {
     };
     let rack = TestRack::start().await;
     role_token(&db, "admin");
-    let profile_env = |endpoint: &str| -> Vec<(&'static str, String)> {
-        s3.env(3600)
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("AWS_"))
-            .chain([("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.to_string())])
-            .collect()
+    let profile_env = |endpoint: &str| {
+        keyless_env(
+            &s3,
+            [("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.to_string())],
+        )
     };
     let (endpoint, served) = instance_metadata(Some("gateway-role")).await;
     let env = profile_env(&endpoint);
     let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
-    let started = eventually(|| async { anchors_in(&s3).await.len() == 1 }).await;
-    assert!(started, "no start-up anchor: {}", gw.all_output());
+    await_anchors(&gw, &s3, 1).await;
     crate::kit::token(&db, "while-running", &["--role", "viewer"]);
     assert!(gw.terminate().is_some_and(|st| st.success()));
     let output = gw.all_output();
