@@ -66,7 +66,7 @@ impl Actor {
 /// `asked`) is committed first; when it cannot be, nothing is changed and the answer is
 /// [`ManageError::Audit`]. What came of the change follows as an outcome event with the same
 /// request id: `"result": "done"` with the fields `done` picks from the result, or
-/// `"result": "refused"` with the reason. So a change is never made without its event, and a
+/// `"result": "refused"` with the reason (`"unknown"` when the store did not answer in time). So a change is never made without its event, and a
 /// crash in the middle shows as an event without an outcome, as for a proxied request.
 ///
 /// The change runs as a task of its own: an HTTP client that goes away mid-change must not
@@ -126,7 +126,14 @@ fn refusal(e: &StoreError) -> Value {
     if let Some(message) = message {
         fields["error"] = message.into();
     }
-    with_result(fields, "refused")
+    // Cut off at the store's deadline, the change may still have been applied (a statement or
+    // its commit already on its way): the trail must not claim it was not.
+    let result = if matches!(e, StoreError::Timeout(_)) {
+        "unknown"
+    } else {
+        "refused"
+    };
+    with_result(fields, result)
 }
 
 /// A user-given name as an event records it: names and e-mail addresses are far shorter, and
@@ -402,4 +409,24 @@ pub async fn set_user_locked(
     )
     .await?;
     Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_cut_off_at_the_store_deadline_is_not_called_refused() {
+        let cut_off = refusal(&StoreError::Timeout(10));
+        assert_eq!(cut_off["result"], "unknown");
+        assert_eq!(cut_off["reason"], "store_timeout");
+        let refused = refusal(&StoreError::NotFound("user a@example.com".into()));
+        assert_eq!(refused["result"], "refused");
+        assert_eq!(refused["reason"], "not_found");
+        assert_eq!(refused["error"], "user a@example.com not found");
+        // A database's own words stay in the logs.
+        let failed = refusal(&StoreError::Sqlite("disk I/O error at /var/lib/x".into()));
+        assert_eq!(failed["result"], "refused");
+        assert!(failed.get("error").is_none(), "{failed}");
+    }
 }

@@ -6,7 +6,7 @@ use sqlx::Executor;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Generation, Store, StoreError};
+use super::{Backend, Generation, Store, StoreError, bounded};
 use crate::audit::AuditEvent;
 
 /// One stored audit event with its place in the hash chain.
@@ -584,16 +584,19 @@ impl Store {
 
     /// Events for one request id, in order.
     pub async fn audit_by_request(&self, request_id: &str) -> Result<Vec<AuditRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM audit_events WHERE request_id = $1 ORDER BY seq"
-        );
-        let rows = sqlx::query(sql)
-            .bind(request_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
+        bounded(async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audit_events WHERE request_id = $1 ORDER BY seq"
+            );
+            let rows = sqlx::query(sql)
+                .bind(request_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
     }
 
     /// How many audit events are numbered where the chain does not reach: 0 or below, or past
@@ -633,13 +636,16 @@ impl Store {
 
     /// The chain head.
     pub async fn chain_head(&self) -> Result<ChainHead, StoreError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(ChainHead {
-            seq: row.try_get("seq")?,
-            hash: row.try_get("hash")?,
+        bounded(async {
+            let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(ChainHead {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            })
         })
+        .await
     }
 
     /// Runs one raw statement; for tests that prove the database refuses tampering.

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, bounded, now_ms};
 
 /// A login attempt as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,12 +102,13 @@ impl Store {
         login: &NewLogin<'_>,
         limits: LoginLimits,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
-            .bind(now - 3_600_000)
-            .execute(&self.pool)
-            .await?;
-        let inserted = sqlx::query(
+        bounded(async {
+            let now = now_ms();
+            sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
+                .bind(now - 3_600_000)
+                .execute(&self.pool)
+                .await?;
+            let inserted = sqlx::query(
             "INSERT INTO login_attempts (id, channel, return_to, cli_challenge, cli_login_hash, \
              status, created_at, expires_at, client_ip) \
              SELECT $1, $2, $3, $4, $5, 'pending', $6, $7, $8 \
@@ -127,7 +128,9 @@ impl Store {
         .bind(limits.total)
         .execute(&self.pool)
         .await?;
-        Ok(inserted.rows_affected() == 1)
+            Ok(inserted.rows_affected() == 1)
+        })
+        .await
     }
 
     /// Attaches the provider round trip's secrets to a pending attempt.
@@ -138,52 +141,64 @@ impl Store {
         nonce: &str,
         pkce_verifier: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE login_attempts SET state_hash = $1, nonce = $2, pkce_verifier = $3 \
+        bounded(async {
+            let done = sqlx::query(
+                "UPDATE login_attempts SET state_hash = $1, nonce = $2, pkce_verifier = $3 \
              WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(state_hash)
-        .bind(nonce)
-        .bind(pkce_verifier)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+            )
+            .bind(state_hash)
+            .bind(nonce)
+            .bind(pkce_verifier)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     /// Finds an attempt by id.
     pub async fn login_by_id(&self, id: &str) -> Result<Option<LoginRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM login_attempts WHERE id = $1");
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(from_row).transpose()
+        bounded(async {
+            let sql = concat!("SELECT ", columns!(), " FROM login_attempts WHERE id = $1");
+            let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
     }
 
     /// Finds an attempt by the hash of its `state`.
     pub async fn login_by_state(&self, state_hash: &str) -> Result<Option<LoginRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM login_attempts WHERE state_hash = $1"
-        );
-        let row = sqlx::query(sql)
-            .bind(state_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        bounded(async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM login_attempts WHERE state_hash = $1"
+            );
+            let row = sqlx::query(sql)
+                .bind(state_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
     }
 
     /// Finds a CLI attempt by the hash of its login id.
     pub async fn login_by_cli_hash(&self, hash: &str) -> Result<Option<LoginRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM login_attempts WHERE cli_login_hash = $1"
-        );
-        let row = sqlx::query(sql)
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        bounded(async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM login_attempts WHERE cli_login_hash = $1"
+            );
+            let row = sqlx::query(sql)
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
     }
 
     /// Moves an attempt from `from` to `to` status (compare-and-set, so each step happens
@@ -196,17 +211,20 @@ impl Store {
         user_id: Option<i64>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE login_attempts SET status = $1, user_id = COALESCE($2, user_id), \
+        bounded(async {
+            let done = sqlx::query(
+                "UPDATE login_attempts SET status = $1, user_id = COALESCE($2, user_id), \
              error = COALESCE($3, error), pkce_verifier = NULL WHERE id = $4 AND status = $5",
-        )
-        .bind(to)
-        .bind(user_id)
-        .bind(error)
-        .bind(id)
-        .bind(from)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+            )
+            .bind(to)
+            .bind(user_id)
+            .bind(error)
+            .bind(id)
+            .bind(from)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 }

@@ -318,8 +318,11 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        bounded(async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// SQLite only: checkpoints the write-ahead log every 50 ms off the request path (PASSIVE:
@@ -463,5 +466,24 @@ impl Drop for WriteTx {
             // Roll back off the async path: closing the connection discards the transaction.
             conn.close_on_drop();
         }
+    }
+}
+
+/// Runs one store operation under [`STORE_DEADLINE`]: a database that stops answering mid-way
+/// (a stopped server, a partition that drops packets) gets the caller [`StoreError::Timeout`]
+/// instead of a wait for as long as TCP takes to give up. Dropping the operation is safe: a
+/// write transaction cut off is rolled back and its connection closed (see [`WriteTx`]), a
+/// statement on its own is either applied whole or not at all, which the caller cannot tell
+/// apart (see the audit outcome's `unknown` result in `identity::manage`).
+///
+/// The hot path's reads and writes are bounded by their callers instead, once for the whole
+/// step (authentication, the audit writer's commit); the audit trail's bulk reads for
+/// `audit verify` are not bounded (a page of a large chain on a slow disk may take longer).
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_DEADLINE, work).await {
+        Ok(done) => done,
+        Err(_) => Err(StoreError::Timeout(STORE_DEADLINE.as_secs())),
     }
 }

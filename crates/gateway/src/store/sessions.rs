@@ -4,7 +4,7 @@ use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
-use super::{Generation, Key, Store, StoreError, now_ms};
+use super::{Generation, Key, Store, StoreError, bounded, now_ms};
 use sqlx::Row;
 
 /// A session as stored.
@@ -78,41 +78,44 @@ impl Store {
     /// committed, so a sign-in finishing while an admin locks the user cannot leave a session
     /// that an unlock would bring back.
     pub async fn create_session(&self, new: &NewSession<'_>) -> Result<SessionRow, StoreError> {
-        let now = now_ms();
-        let sql = concat!(
-            "INSERT INTO sessions (token_hash, user_id, channel, user_agent, ip, created_at, \
+        bounded(async {
+            let now = now_ms();
+            let sql = concat!(
+                "INSERT INTO sessions (token_hash, user_id, channel, user_agent, ip, created_at, \
              last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING ",
-            columns!()
-        );
-        let mut tx = self.begin_write().await?;
-        let result = async {
-            // The user first, then the session: every transaction that writes both takes
-            // them in this order (PostgreSQL would otherwise find deadlocks between them).
-            // A sign-in is the user being seen: without it a user who signs in daily but
-            // makes few requests would show as never seen until the throttled touch caught up.
-            let seen =
-                sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2 AND locked = 0")
-                    .bind(now)
+                columns!()
+            );
+            let mut tx = self.begin_write().await?;
+            let result = async {
+                // The user first, then the session: every transaction that writes both takes
+                // them in this order (PostgreSQL would otherwise find deadlocks between them).
+                // A sign-in is the user being seen: without it a user who signs in daily but
+                // makes few requests would show as never seen until the throttled touch caught up.
+                let seen =
+                    sqlx::query("UPDATE users SET last_seen_at = $1 WHERE id = $2 AND locked = 0")
+                        .bind(now)
+                        .bind(new.user_id)
+                        .execute(&mut **tx.conn()?)
+                        .await?;
+                if seen.rows_affected() == 0 {
+                    return Err(StoreError::UserLocked);
+                }
+                let row = sqlx::query(sql)
+                    .bind(new.token_hash)
                     .bind(new.user_id)
-                    .execute(&mut **tx.conn()?)
+                    .bind(new.channel)
+                    .bind(new.user_agent)
+                    .bind(new.ip)
+                    .bind(now)
+                    .bind(new.expires_at)
+                    .fetch_one(&mut **tx.conn()?)
                     .await?;
-            if seen.rows_affected() == 0 {
-                return Err(StoreError::UserLocked);
+                from_row(&row)
             }
-            let row = sqlx::query(sql)
-                .bind(new.token_hash)
-                .bind(new.user_id)
-                .bind(new.channel)
-                .bind(new.user_agent)
-                .bind(new.ip)
-                .bind(now)
-                .bind(new.expires_at)
-                .fetch_one(&mut **tx.conn()?)
-                .await?;
-            from_row(&row)
-        }
-        .await;
-        tx.finish(result).await
+            .await;
+            tx.finish(result).await
+        })
+        .await
     }
 
     /// The session with this token hash and its user, with the credential generation they were
@@ -142,25 +145,31 @@ impl Store {
 
     /// Finds a session by id.
     pub async fn session_by_id(&self, id: i64) -> Result<Option<SessionRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1");
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(from_row).transpose()
+        bounded(async {
+            let sql = concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1");
+            let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
     }
 
     /// A user's sessions that are neither revoked nor past their absolute expiry, newest first.
     pub async fn user_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+        bounded(async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
              ORDER BY id DESC"
-        );
-        let rows = sqlx::query(sql)
-            .bind(user_id)
-            .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row).collect()
+            );
+            let rows = sqlx::query(sql)
+                .bind(user_id)
+                .bind(now_ms())
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
     }
 
     /// Records activity, coarsely (at most every `min_interval_ms`, one writer per instance)
@@ -203,60 +212,73 @@ impl Store {
 
     /// Revokes one session; returns whether it was active.
     pub async fn revoke_session(&self, id: i64) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now_ms())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
+        bounded(async {
+            let done = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     /// Revokes every session of a user, and the CLI sign-ins of theirs that are finished but
     /// not yet collected (each would become a session the moment its CLI polls); returns how
     /// many sessions.
     pub async fn revoke_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let result = async {
-            let now = now_ms();
-            let done = sqlx::query(
-                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut **tx.conn()?)
-            .await?;
-            refuse_uncollected_sign_ins(&mut tx, user_id).await?;
-            Ok(done.rows_affected())
-        }
-        .await;
-        tx.finish(result).await
+        bounded(async {
+            let mut tx = self.begin_write().await?;
+            let result = async {
+                let now = now_ms();
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut **tx.conn()?)
+                .await?;
+                refuse_uncollected_sign_ins(&mut tx, user_id).await?;
+                Ok(done.rows_affected())
+            }
+            .await;
+            tx.finish(result).await
+        })
+        .await
     }
 
     /// True when the gateway has any user at all (locked ones included): a cheap read before
     /// [`Store::create_first_user`]'s locked write, which only a new gateway needs.
     pub async fn users_exist(&self) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM users LIMIT 1) AS any_user")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+        bounded(async {
+            let row =
+                sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM users LIMIT 1) AS any_user")
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok(row.try_get::<i64, _>("n")? > 0)
+        })
+        .await
     }
 
     /// Removes a user created a moment ago whose creation could not be audited, so that the
     /// next sign-in creates (and audits) it again; true when removed. A user that anything
     /// refers to already (a session, a token, a sign-in) is kept.
     pub async fn withdraw_new_user(&self, user_id: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM users WHERE id = $1 \
+        bounded(async {
+            let done = sqlx::query(
+                "DELETE FROM users WHERE id = $1 \
              AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1) \
              AND NOT EXISTS (SELECT 1 FROM api_tokens WHERE owner_user_id = $1) \
              AND NOT EXISTS (SELECT 1 FROM login_attempts WHERE user_id = $1)",
-        )
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+            )
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 }
 

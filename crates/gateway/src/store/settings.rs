@@ -2,43 +2,52 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, bounded};
 
 impl Store {
     /// Reads a setting.
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("value")).transpose()?)
+        bounded(async {
+            let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| r.try_get("value")).transpose()?)
+        })
+        .await
     }
 
     /// Stores `value` under `key` unless the key is already set; returns the stored value
     /// (so concurrent instances agree on the first one written).
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        self.setting(key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("setting {key}")))
+        bounded(async {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+            self.setting(key)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("setting {key}")))
+        })
+        .await
     }
 
     /// Stores `value` under `key`, replacing what was there.
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+        bounded(async {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 }

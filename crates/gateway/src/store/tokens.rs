@@ -4,7 +4,7 @@ use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
 use super::touches::Touched;
-use super::{Generation, Key, Store, StoreError, Table, now_ms};
+use super::{Generation, Key, Store, StoreError, Table, bounded, now_ms};
 
 /// An API token as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -86,48 +86,51 @@ impl Store {
     /// expired) has the same name: the audit trail names tokens by name. The check and the
     /// insert are one step, so two creations of one name cannot both pass it.
     pub async fn create_token(&self, new: &NewToken<'_>) -> Result<TokenRow, StoreError> {
-        let permissions = new
-            .permissions
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let now = now_ms();
-        let mut tx = self.begin_exclusive_write(Table::ApiTokens).await?;
-        let taken = sqlx::query(
-            "SELECT 1 AS taken FROM api_tokens WHERE name = $1 AND revoked_at IS NULL \
+        bounded(async {
+            let permissions = new
+                .permissions
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let now = now_ms();
+            let mut tx = self.begin_exclusive_write(Table::ApiTokens).await?;
+            let taken = sqlx::query(
+                "SELECT 1 AS taken FROM api_tokens WHERE name = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2) LIMIT 1",
-        )
-        .bind(new.name)
-        .bind(now)
-        .fetch_optional(&mut **tx.conn()?)
-        .await?;
-        if taken.is_some() {
-            tx.rollback().await?;
-            return Err(StoreError::Conflict(format!(
-                "a usable token named {}",
-                new.name
-            )));
-        }
-        let sql = concat!(
-            "INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
+            )
+            .bind(new.name)
+            .bind(now)
+            .fetch_optional(&mut **tx.conn()?)
+            .await?;
+            if taken.is_some() {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(format!(
+                    "a usable token named {}",
+                    new.name
+                )));
+            }
+            let sql = concat!(
+                "INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
              created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              RETURNING ",
-            columns!(),
-            ""
-        );
-        let row = sqlx::query(sql)
-            .bind(new.name)
-            .bind(new.token_hash)
-            .bind(new.role)
-            .bind(permissions)
-            .bind(new.owner_user_id)
-            .bind(new.created_by)
-            .bind(now)
-            .bind(new.expires_at)
-            .fetch_one(&mut **tx.conn()?)
-            .await?;
-        tx.commit().await?;
-        from_row(&row)
+                columns!(),
+                ""
+            );
+            let row = sqlx::query(sql)
+                .bind(new.name)
+                .bind(new.token_hash)
+                .bind(new.role)
+                .bind(permissions)
+                .bind(new.owner_user_id)
+                .bind(new.created_by)
+                .bind(now)
+                .bind(new.expires_at)
+                .fetch_one(&mut **tx.conn()?)
+                .await?;
+            tx.commit().await?;
+            from_row(&row)
+        })
+        .await
     }
 
     /// The token with this secret hash and, when it acts for a user, that user, with the
@@ -159,45 +162,51 @@ impl Store {
 
     /// All tokens, newest first.
     pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM api_tokens ORDER BY id DESC");
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter().map(from_row).collect()
+        bounded(async {
+            let sql = concat!("SELECT ", columns!(), " FROM api_tokens ORDER BY id DESC");
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
     }
 
     /// Revokes the token with this id, or the one not-yet-revoked token with this name.
     pub async fn revoke_token(&self, id_or_name: &str) -> Result<TokenRow, StoreError> {
-        let candidates: Vec<TokenRow> = self
-            .list_tokens()
-            .await?
-            .into_iter()
-            .filter(|t| t.revoked_at.is_none())
-            .filter(|t| t.id.to_string() == id_or_name || t.name == id_or_name)
-            .collect();
-        let token = match candidates.as_slice() {
-            [one] => one,
-            [] => return Err(StoreError::NotFound(format!("active token {id_or_name}"))),
-            _ => {
-                return Err(StoreError::Ambiguous(format!(
-                    "more than one active token is named {id_or_name}: revoke one by its id \
+        bounded(async {
+            let candidates: Vec<TokenRow> = self
+                .list_tokens()
+                .await?
+                .into_iter()
+                .filter(|t| t.revoked_at.is_none())
+                .filter(|t| t.id.to_string() == id_or_name || t.name == id_or_name)
+                .collect();
+            let token = match candidates.as_slice() {
+                [one] => one,
+                [] => return Err(StoreError::NotFound(format!("active token {id_or_name}"))),
+                _ => {
+                    return Err(StoreError::Ambiguous(format!(
+                        "more than one active token is named {id_or_name}: revoke one by its id \
                      (`tokens list` shows them)"
-                )));
-            }
-        };
-        let sql = concat!(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                    )));
+                }
+            };
+            let sql = concat!(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
              RETURNING ",
-            columns!(),
-            ""
-        );
-        let row = sqlx::query(sql)
-            .bind(now_ms())
-            .bind(token.id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => from_row(&row),
-            None => Err(StoreError::NotFound(format!("active token {id_or_name}"))),
-        }
+                columns!(),
+                ""
+            );
+            let row = sqlx::query(sql)
+                .bind(now_ms())
+                .bind(token.id)
+                .fetch_optional(&self.pool)
+                .await?;
+            match row {
+                Some(row) => from_row(&row),
+                None => Err(StoreError::NotFound(format!("active token {id_or_name}"))),
+            }
+        })
+        .await
     }
 
     /// Records a successful use. Coarse (once a minute per token, one writer per instance) to

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use sqlx::Row;
 
-use super::{Key, Store, StoreError, Table, WriteTx, now_ms};
+use super::{Key, Store, StoreError, Table, WriteTx, bounded, now_ms};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -52,28 +52,31 @@ impl Store {
         name: &str,
         role: &str,
     ) -> Result<UserRow, StoreError> {
-        let now = now_ms();
-        let sql = concat!(
-            "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
+        bounded(async {
+            let now = now_ms();
+            let sql = concat!(
+                "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
              VALUES ($1, $2, $3, 0, $4, $4) RETURNING ",
-            columns!(),
-            ""
-        );
-        let row = sqlx::query(sql)
-            .bind(gateway_core::text::email_key(email))
-            .bind(name)
-            .bind(role)
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
-                if StoreError::is_unique_violation(&e) {
-                    StoreError::Conflict(format!("user {email}"))
-                } else {
-                    e.into()
-                }
-            })?;
-        from_row(&row)
+                columns!(),
+                ""
+            );
+            let row = sqlx::query(sql)
+                .bind(gateway_core::text::email_key(email))
+                .bind(name)
+                .bind(role)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    if StoreError::is_unique_violation(&e) {
+                        StoreError::Conflict(format!("user {email}"))
+                    } else {
+                        e.into()
+                    }
+                })?;
+            from_row(&row)
+        })
+        .await
     }
 
     /// Adds the gateway's first user, or nothing (`None`) when any user exists already. The
@@ -85,48 +88,60 @@ impl Store {
         name: &str,
         role: &str,
     ) -> Result<Option<UserRow>, StoreError> {
-        let mut tx = self.begin_exclusive_write(Table::Users).await?;
-        let sql = concat!(
-            "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
+        bounded(async {
+            let mut tx = self.begin_exclusive_write(Table::Users).await?;
+            let sql = concat!(
+                "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
              SELECT $1, $2, $3, 0, $4, $4 WHERE NOT EXISTS (SELECT 1 FROM users) RETURNING ",
-            columns!(),
-            ""
-        );
-        let row = sqlx::query(sql)
-            .bind(gateway_core::text::email_key(email))
-            .bind(name)
-            .bind(role)
-            .bind(now_ms())
-            .fetch_optional(&mut **tx.conn()?)
-            .await?;
-        tx.commit().await?;
-        row.as_ref().map(from_row).transpose()
+                columns!(),
+                ""
+            );
+            let row = sqlx::query(sql)
+                .bind(gateway_core::text::email_key(email))
+                .bind(name)
+                .bind(role)
+                .bind(now_ms())
+                .fetch_optional(&mut **tx.conn()?)
+                .await?;
+            tx.commit().await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
     }
 
     /// Finds a user by e-mail (case-insensitive).
     pub async fn find_user(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
-        if !storable(email) {
-            return Ok(None);
-        }
-        let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
-        let row = sqlx::query(sql)
-            .bind(gateway_core::text::email_key(email))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(from_row).transpose()
+        bounded(async {
+            if !storable(email) {
+                return Ok(None);
+            }
+            let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+            let row = sqlx::query(sql)
+                .bind(gateway_core::text::email_key(email))
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
     }
 
     /// Finds a user by id.
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-        self.read_one(sql, Key::Int(id), |row| from_row(row)).await
+        bounded(async {
+            let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+            self.read_one(sql, Key::Int(id), |row| from_row(row)).await
+        })
+        .await
     }
 
     /// All users, by e-mail.
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM users ORDER BY email");
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter().map(from_row).collect()
+        bounded(async {
+            let sql = concat!("SELECT ", columns!(), " FROM users ORDER BY email");
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
     }
 
     /// Changes a user's role. With [`LastAdmin::Keep`], refuses ([`StoreError::LastAdmin`])
@@ -139,37 +154,40 @@ impl Store {
         role: &str,
         last_admin: LastAdmin,
     ) -> Result<(UserRow, String), StoreError> {
-        if !storable(email) {
-            return found(None, email).map(|user| (user, String::new()));
-        }
-        let key = gateway_core::text::email_key(email);
-        let mut tx = self.begin_exclusive_write(Table::Users).await?;
-        let result = async {
-            let before = sqlx::query("SELECT role FROM users WHERE email = $1")
-                .bind(&key)
-                .fetch_optional(&mut **tx.conn()?)
-                .await?;
-            let Some(before) = before else {
+        bounded(async {
+            if !storable(email) {
                 return found(None, email).map(|user| (user, String::new()));
-            };
-            let previous_role: String = before.try_get("role")?;
-            if role != ADMIN_ROLE && last_admin == LastAdmin::Keep {
-                keeps_an_admin(&mut tx, &key).await?;
             }
-            let sql = concat!(
-                "UPDATE users SET role = $1, updated_at = $2 WHERE email = $3 RETURNING ",
-                columns!()
-            );
-            let row = sqlx::query(sql)
-                .bind(role)
-                .bind(now_ms())
-                .bind(&key)
-                .fetch_optional(&mut **tx.conn()?)
-                .await?;
-            Ok((found(row, email)?, previous_role))
-        }
-        .await;
-        tx.finish(result).await
+            let key = gateway_core::text::email_key(email);
+            let mut tx = self.begin_exclusive_write(Table::Users).await?;
+            let result = async {
+                let before = sqlx::query("SELECT role FROM users WHERE email = $1")
+                    .bind(&key)
+                    .fetch_optional(&mut **tx.conn()?)
+                    .await?;
+                let Some(before) = before else {
+                    return found(None, email).map(|user| (user, String::new()));
+                };
+                let previous_role: String = before.try_get("role")?;
+                if role != ADMIN_ROLE && last_admin == LastAdmin::Keep {
+                    keeps_an_admin(&mut tx, &key).await?;
+                }
+                let sql = concat!(
+                    "UPDATE users SET role = $1, updated_at = $2 WHERE email = $3 RETURNING ",
+                    columns!()
+                );
+                let row = sqlx::query(sql)
+                    .bind(role)
+                    .bind(now_ms())
+                    .bind(&key)
+                    .fetch_optional(&mut **tx.conn()?)
+                    .await?;
+                Ok((found(row, email)?, previous_role))
+            }
+            .await;
+            tx.finish(result).await
+        })
+        .await
     }
 
     /// Locks a user and ends their sessions, in one transaction: unlocking later does not
@@ -181,74 +199,83 @@ impl Store {
         email: &str,
         last_admin: LastAdmin,
     ) -> Result<(UserRow, u64), StoreError> {
-        if !storable(email) {
-            return found(None, email).map(|user| (user, 0));
-        }
-        let key = gateway_core::text::email_key(email);
-        let mut tx = self.begin_exclusive_write(Table::Users).await?;
-        let result = async {
-            if last_admin == LastAdmin::Keep {
-                keeps_an_admin(&mut tx, &key).await?;
+        bounded(async {
+            if !storable(email) {
+                return found(None, email).map(|user| (user, 0));
             }
-            let now = now_ms();
-            // Sessions before the user row: a one-statement revoke locks a session and then
-            // the credential generation (its trigger), which the user's update takes too, so
-            // the other order could deadlock with it on PostgreSQL. (Sign-ins and touches
-            // write the user first, but they wait for this transaction's table lock before
-            // taking any session.)
-            let ended = sqlx::query(
-                "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL \
+            let key = gateway_core::text::email_key(email);
+            let mut tx = self.begin_exclusive_write(Table::Users).await?;
+            let result = async {
+                if last_admin == LastAdmin::Keep {
+                    keeps_an_admin(&mut tx, &key).await?;
+                }
+                let now = now_ms();
+                // Sessions before the user row: a one-statement revoke locks a session and then
+                // the credential generation (its trigger), which the user's update takes too, so
+                // the other order could deadlock with it on PostgreSQL. (Sign-ins and touches
+                // write the user first, but they wait for this transaction's table lock before
+                // taking any session.)
+                let ended = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL \
                  AND user_id = (SELECT id FROM users WHERE email = $2)",
-            )
-            .bind(now)
-            .bind(&key)
-            .execute(&mut **tx.conn()?)
-            .await?
-            .rows_affected();
-            let sql = concat!(
-                "UPDATE users SET locked = 1, updated_at = $1 WHERE email = $2 RETURNING ",
-                columns!()
-            );
-            let row = sqlx::query(sql)
+                )
                 .bind(now)
                 .bind(&key)
-                .fetch_optional(&mut **tx.conn()?)
-                .await?;
-            let user = found(row, email)?;
-            super::sessions::refuse_uncollected_sign_ins(&mut tx, user.id).await?;
-            Ok((user, ended))
-        }
-        .await;
-        tx.finish(result).await
+                .execute(&mut **tx.conn()?)
+                .await?
+                .rows_affected();
+                let sql = concat!(
+                    "UPDATE users SET locked = 1, updated_at = $1 WHERE email = $2 RETURNING ",
+                    columns!()
+                );
+                let row = sqlx::query(sql)
+                    .bind(now)
+                    .bind(&key)
+                    .fetch_optional(&mut **tx.conn()?)
+                    .await?;
+                let user = found(row, email)?;
+                super::sessions::refuse_uncollected_sign_ins(&mut tx, user.id).await?;
+                Ok((user, ended))
+            }
+            .await;
+            tx.finish(result).await
+        })
+        .await
     }
 
     /// Whether any user is an unlocked admin.
     pub async fn has_unlocked_admin(&self) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM users WHERE role = $1 AND locked = 0 \
+        bounded(async {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM users WHERE role = $1 AND locked = 0 \
              LIMIT 1) AS admins",
-        )
-        .bind(ADMIN_ROLE)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+            )
+            .bind(ADMIN_ROLE)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get::<i64, _>("n")? > 0)
+        })
+        .await
     }
 
     /// Unlocks a user (their sessions from before the lock stay ended).
     pub async fn unlock_user(&self, email: &str) -> Result<UserRow, StoreError> {
-        if !storable(email) {
-            return found(None, email);
-        }
-        let sql = concat!(
-            "UPDATE users SET locked = 0, updated_at = $1 WHERE email = $2 RETURNING ",
-            columns!()
-        );
-        let row = sqlx::query(sql)
-            .bind(now_ms())
-            .bind(gateway_core::text::email_key(email))
-            .fetch_optional(&self.pool)
-            .await?;
-        found(row, email)
+        bounded(async {
+            if !storable(email) {
+                return found(None, email);
+            }
+            let sql = concat!(
+                "UPDATE users SET locked = 0, updated_at = $1 WHERE email = $2 RETURNING ",
+                columns!()
+            );
+            let row = sqlx::query(sql)
+                .bind(now_ms())
+                .bind(gateway_core::text::email_key(email))
+                .fetch_optional(&self.pool)
+                .await?;
+            found(row, email)
+        })
+        .await
     }
 }
 

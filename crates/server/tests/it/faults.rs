@@ -708,6 +708,66 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
     assert!(ok, "{out} {err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_postgres_cuts_off_every_store_call_in_seconds() {
+    // Authentication and the audit write have had their own deadline; the rest of the store
+    // (the JSON API's and sign-in pages' queries after authentication, the admin commands',
+    // the anchor job's) must not wait on a hung database either, or a request, a command or
+    // a background job hangs for as long as TCP takes to give up — forever against a stopped
+    // server, whose kernel keeps accepting bytes.
+    use gateway::store::{LastAdmin, StoreError};
+    let Some((pg, db)) = own_postgres() else {
+        return;
+    };
+    let (ok, _, err) = admin(
+        &db,
+        &["users", "add", "hung@example.com", "--role", "viewer"],
+    );
+    assert!(ok, "{err}");
+    let s = store(&db).await;
+    // Open connections to hang on (a new one would be refused by the pool's 3 s wait).
+    let (a, b, c) = tokio::join!(s.list_users(), s.chain_head(), s.setting("anything"));
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+
+    pg.signal("STOP");
+    let started = std::time::Instant::now();
+    let bound = Duration::from_secs(30);
+    let timed = |took: Duration| took < Duration::from_secs(15);
+    let (list, lock, head) = tokio::join!(
+        tokio::time::timeout(bound, s.list_users()),
+        tokio::time::timeout(bound, s.lock_user("hung@example.com", LastAdmin::Keep)),
+        tokio::time::timeout(bound, s.chain_head()),
+    );
+    let took = started.elapsed();
+    eprintln!("list {list:?}\nlock {lock:?}\nhead {head:?}\nafter {took:?}");
+    let (Ok(list), Ok(lock), Ok(head)) = (list, lock, head) else {
+        panic!("a store call was still waiting after {bound:?}");
+    };
+    assert!(timed(took), "{took:?}");
+    let errors = [list.err(), lock.err(), head.err()];
+    assert!(errors.iter().all(Option::is_some), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, Some(StoreError::Timeout(10)))),
+        "none of the calls was cut off at the deadline: {errors:?}"
+    );
+
+    pg.signal("CONT");
+    let recovered = crate::kit::eventually(|| {
+        let s = s.clone();
+        async move { s.list_users().await.is_ok() }
+    })
+    .await;
+    assert!(
+        recovered,
+        "the store did not recover when PostgreSQL answered again"
+    );
+    // The lock was cut off inside its transaction, which was rolled back, not left half done.
+    let user = s.find_user("hung@example.com").await;
+    assert!(matches!(&user, Ok(Some(u)) if !u.locked), "{user:?}");
+}
+
 both_backends!(
     outcomes_a_failing_store_refused_are_written_once_it_recovers,
     |db| async move {
