@@ -15,7 +15,8 @@
 //! `BENCH_PG_OPTS` (only described in the report: the PostgreSQL server's options),
 //! `BENCH_PG_PID` (the PostgreSQL postmaster, whose CPU time then counts as the gateway's
 //! database rather than as other load),
-//! `BENCH_NGINX_WORKERS` (`auto`), `BENCH_PHASES` (`http,upload,ws`), `BENCH_OUT`
+//! `BENCH_NGINX_WORKERS` (`auto`), `BENCH_SQLITE_SYNCHRONOUS` (`normal`; `full` makes the
+//! SQLite gateway wait for an fsync on every commit), `BENCH_PHASES` (`http,upload,ws`), `BENCH_OUT`
 //! (`target/bench`), `BENCH_SERVER_BIN` (default: `rack-gateway-server` next to this binary).
 
 mod load;
@@ -169,6 +170,8 @@ struct Config {
     pg_url: Option<String>,
     pg_pid: Option<u32>,
     nginx_workers: String,
+    /// `BENCH_SQLITE_SYNCHRONOUS`: the SQLite gateway's `SQLITE_SYNCHRONOUS`.
+    sqlite_sync: &'static str,
     phases: Vec<String>,
     out: PathBuf,
     server_bin: PathBuf,
@@ -210,6 +213,15 @@ impl Config {
                 .ok()
                 .and_then(|p| p.trim().parse().ok()),
             nginx_workers: env_or("BENCH_NGINX_WORKERS", "auto".to_string())?,
+            sqlite_sync: match env_or("BENCH_SQLITE_SYNCHRONOUS", "normal".to_string())?
+                .trim()
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "normal" => "normal",
+                "full" => "full",
+                other => anyhow::bail!("BENCH_SQLITE_SYNCHRONOUS={other}: `normal` or `full`"),
+            },
             phases,
             out,
             server_bin: std::env::var("BENCH_SERVER_BIN")
@@ -296,6 +308,7 @@ fn admin(cfg: &Config, db: &str, args: &[&str]) -> anyhow::Result<String> {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
         .env("AUDIT_HMAC_KEY", AUDIT_KEY)
+        .env("SQLITE_SYNCHRONOUS", cfg.sqlite_sync)
         .output()
         .with_context(|| format!("run {}", cfg.server_bin.display()))?;
     if !out.status.success() {
@@ -338,6 +351,7 @@ async fn start_gateway(
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
+        .env("SQLITE_SYNCHRONOUS", cfg.sqlite_sync)
         .env("AUDIT_HMAC_KEY", AUDIT_KEY)
         .env("RACK_HOST", format!("http://{}", rack.addr))
         .env("RACK_TOKEN", rack_token)
@@ -967,6 +981,9 @@ async fn run() -> anyhow::Result<()> {
         .gateways
         .iter()
         .map(|g| match g.store {
+            "sqlite" if cfg.sqlite_sync == "full" => {
+                "sqlite (WAL, SQLITE_SYNCHRONOUS=full: a commit waits for the log's fsync)".into()
+            }
             "sqlite" => "sqlite (WAL, synchronous=NORMAL: a commit does not wait for fsync)".into(),
             _ if pg_options.trim().is_empty() => {
                 "pg (server defaults: a commit waits for the WAL fsync)".into()

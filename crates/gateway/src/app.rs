@@ -9,10 +9,10 @@ use axum::routing::{any, delete, get, post, put};
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditLog, KeySource, ResolveKeyError, resolve_key};
-use crate::config::Config;
+use crate::config::{Config, SqliteSync};
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::{PROXY_PREFIX, Sessions, Upstream, UpstreamError};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 use crate::{api, proxy, web};
 use gateway_core::failure_budget::FailureBudget;
 
@@ -105,8 +105,21 @@ pub struct Gateway {
 impl Gateway {
     /// Connects the store, applies migrations, sets up the audit chain and the rack client.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect_synced(&config.database_url, config.sqlite_sync).await?;
         store.migrate().await?;
+        if store.backend() == Backend::Sqlite {
+            tracing::info!(
+                synchronous = config.sqlite_sync.pragma(),
+                "SQLite store: {}",
+                match config.sqlite_sync {
+                    SqliteSync::Normal => {
+                        "a commit survives the gateway's crash, not the machine's \
+                         (SQLITE_SYNCHRONOUS=full waits for an fsync on every commit)"
+                    }
+                    SqliteSync::Full => "every commit waits for an fsync of the write-ahead log",
+                }
+            );
+        }
         let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
         if source == KeySource::Generated {
             tracing::warn!(

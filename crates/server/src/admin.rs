@@ -21,7 +21,7 @@ struct Admin {
 impl Admin {
     async fn open() -> anyhow::Result<Admin> {
         let config = StoreConfig::from_env().context("configuration")?;
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
             .await
             .context("cannot open the database (DATABASE_URL)")?;
         store.migrate().await.context("migrations")?;
@@ -47,7 +47,7 @@ impl Admin {
 /// `migrate`
 pub async fn migrate() -> anyhow::Result<()> {
     let config = StoreConfig::from_env().context("configuration")?;
-    let store = Store::connect(&config.database_url)
+    let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
         .await
         .context("cannot open the database (DATABASE_URL)")?;
     store.migrate().await.context("migrations")?;

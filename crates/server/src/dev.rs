@@ -109,6 +109,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listen_addr: gateway_addr,
         database_url: database_url.clone(),
         audit_hmac_key: std::env::var("AUDIT_HMAC_KEY").ok().map(Secret::new),
+        sqlite_sync: gateway::config::parse_sqlite_sync(&|name: &str| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        })
+        .context("configuration")?,
         // The dev stack keeps everything local; anchors need a real bucket.
         audit_anchors: None,
         rack_tls: RackTls::WebPki,

@@ -71,6 +71,8 @@ pub struct Config {
     /// HMAC key for the audit hash chain; when absent a random key is generated once and kept
     /// in the database (with a warning at start-up).
     pub audit_hmac_key: Option<Secret>,
+    /// `SQLITE_SYNCHRONOUS`: how a SQLite commit waits for the disk.
+    pub sqlite_sync: SqliteSync,
     /// Where the audit chain's head is anchored (`AUDIT_ANCHOR_*`), if anywhere.
     pub audit_anchors: Option<AnchorConfig>,
     /// How to verify the rack's TLS certificate.
@@ -259,6 +261,49 @@ pub struct StoreConfig {
     pub database_url: String,
     /// `AUDIT_HMAC_KEY`, if set.
     pub audit_hmac_key: Option<Secret>,
+    /// `SQLITE_SYNCHRONOUS`: how a SQLite commit waits for the disk.
+    pub sqlite_sync: SqliteSync,
+}
+
+/// How a commit to a SQLite file waits for the disk (`SQLITE_SYNCHRONOUS`; PostgreSQL's own
+/// settings decide there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// `normal`: a commit survives the gateway's crash (`kill -9`, a panic, an OOM kill), not
+    /// the machine's (power loss, a kernel panic), which may drop the commits since the last
+    /// checkpoint (at most ~50 ms of them).
+    #[default]
+    Normal,
+    /// `full`: every commit waits for the write-ahead log's fsync, so it survives the machine's
+    /// crash too; every request waits for that fsync.
+    Full,
+}
+
+impl SqliteSync {
+    /// The value of SQLite's `synchronous` pragma.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Normal => "NORMAL",
+            SqliteSync::Full => "FULL",
+        }
+    }
+}
+
+/// Reads `SQLITE_SYNCHRONOUS` (`normal`, the default, or `full`).
+pub fn parse_sqlite_sync(get: &impl Fn(&str) -> Option<String>) -> Result<SqliteSync, ConfigError> {
+    match get("SQLITE_SYNCHRONOUS") {
+        None => Ok(SqliteSync::default()),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "normal" => Ok(SqliteSync::Normal),
+            "full" => Ok(SqliteSync::Full),
+            _ => Err(ConfigError::Invalid {
+                name: "SQLITE_SYNCHRONOUS",
+                expected: "`normal` (survives the gateway's crash) or `full` (survives the \
+                           machine's too: every commit waits for an fsync)"
+                    .into(),
+            }),
+        },
+    }
 }
 
 /// A URL as `Debug` shows it: with any password masked.
@@ -274,6 +319,7 @@ impl std::fmt::Debug for Config {
             .field("listen_addr", &self.listen_addr)
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("sqlite_sync", &self.sqlite_sync)
             .field("audit_anchors", &self.audit_anchors)
             .field("rack_tls", &self.rack_tls)
             .field(
@@ -299,6 +345,7 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("sqlite_sync", &self.sqlite_sync)
             .finish()
     }
 }
@@ -330,6 +377,7 @@ impl StoreConfig {
         Ok(StoreConfig {
             database_url,
             audit_hmac_key,
+            sqlite_sync: parse_sqlite_sync(&get)?,
         })
     }
 }
@@ -386,6 +434,7 @@ impl Config {
         let StoreConfig {
             database_url,
             audit_hmac_key,
+            sqlite_sync,
         } = StoreConfig::from_lookup(&lookup)?;
         let audit_anchors = parse_anchors(&get)?;
 
@@ -445,6 +494,7 @@ impl Config {
             listen_addr,
             database_url,
             audit_hmac_key,
+            sqlite_sync,
             audit_anchors,
             rack_tls,
             public_url,
@@ -768,6 +818,38 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{store:?}").contains("db-pa55word"));
+    }
+
+    #[test]
+    fn sqlite_synchronous_is_normal_unless_full_is_asked_for() {
+        let sync = |v: Option<&str>| {
+            StoreConfig::from_lookup(|k| {
+                (k == "SQLITE_SYNCHRONOUS")
+                    .then(|| v.map(str::to_string))
+                    .flatten()
+            })
+            .map(|c| c.sqlite_sync)
+        };
+        assert_eq!(sync(None), Ok(SqliteSync::Normal));
+        assert_eq!(sync(Some("  ")), Ok(SqliteSync::Normal));
+        assert_eq!(sync(Some("normal")), Ok(SqliteSync::Normal));
+        assert_eq!(sync(Some("FULL")), Ok(SqliteSync::Full));
+        assert_eq!(sync(Some(" full ")), Ok(SqliteSync::Full));
+        for bad in ["off", "extra", "2", "fulll"] {
+            let e = sync(Some(bad)).map_err(|e| e.to_string());
+            assert!(
+                e.as_ref()
+                    .is_err_and(|e| e.contains("SQLITE_SYNCHRONOUS") && e.contains("`full`")),
+                "{bad}: {e:?}"
+            );
+        }
+        let c = load(&[
+            ("RACK_HOST", "https://r"),
+            ("RACK_TOKEN", "x"),
+            ("SQLITE_SYNCHRONOUS", "full"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sqlite_sync, SqliteSync::Full);
     }
 
     #[test]

@@ -14,10 +14,13 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use super::audit::{Appended, LinkFn, chain_rows, still_current};
 use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
+use gateway_core::config::SqliteSync;
 
 /// A dedicated connection for appending audit events on SQLite.
 pub(super) struct SqliteAudit {
     path: PathBuf,
+    /// `SQLITE_SYNCHRONOUS`.
+    sync: SqliteSync,
     conn: Mutex<Option<Connection>>,
     /// Set by the background checkpointer: finish its checkpoint before the next batch.
     checkpoint_due: AtomicBool,
@@ -39,17 +42,18 @@ impl From<rusqlite::Error> for StoreError {
 
 impl SqliteAudit {
     /// For the database file at `path`; the connection opens on first use (after migrations).
-    pub(super) fn new(path: &Path) -> Arc<SqliteAudit> {
+    pub(super) fn new(path: &Path, sync: SqliteSync) -> Arc<SqliteAudit> {
         Arc::new(SqliteAudit {
             path: path.to_path_buf(),
+            sync,
             conn: Mutex::new(None),
             checkpoint_due: AtomicBool::new(false),
         })
     }
 
-    fn open(&self) -> Result<Connection, StoreError> {
+    pub(super) fn open(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open(&self.path)?;
-        conn.execute_batch(super::SQLITE_PRAGMAS)?;
+        conn.execute_batch(super::sqlite_pragmas(self.sync))?;
         Ok(conn)
     }
 
@@ -221,7 +225,7 @@ mod tests {
              INSERT INTO credential_generation VALUES (1, 0);",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let writer = SqliteAudit::new(&db);
+        let writer = SqliteAudit::new(&db, SqliteSync::default());
         for n in 0..40 {
             let batch: Vec<AuditEvent> = (0..3)
                 .map(|i| AuditEvent::new(EventKind::Request, format!("r{n}-{i}"), "x"))
@@ -276,7 +280,7 @@ mod tests {
     fn events_read_at_a_stale_generation_are_not_appended() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (db, conn) = database(&dir, MIGRATIONS);
-        let writer = SqliteAudit::new(&db);
+        let writer = SqliteAudit::new(&db, SqliteSync::default());
         let batch: Vec<AuditEvent> = ["a", "b", "c", "d"]
             .iter()
             .map(|id| AuditEvent::new(EventKind::Request, *id, "x"))
@@ -335,7 +339,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (db, conn) = database(&dir, MIGRATIONS);
         drop(conn);
-        let writer = SqliteAudit::new(&db);
+        let writer = SqliteAudit::new(&db, SqliteSync::default());
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (db, stop) = (db.clone(), stop.clone());

@@ -23,6 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
 
 use columns::Columns;
+use gateway_core::config::SqliteSync;
 
 pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
 pub use logins::{LoginLimits, LoginRow, NewLogin};
@@ -31,9 +32,23 @@ pub use tokens::{NewToken, TokenRow};
 pub use users::{LastAdmin, UserRow};
 
 /// Settings of every SQLite connection that writes (the pool's and the audit writer's).
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-     PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;";
+fn sqlite_pragmas(sync: SqliteSync) -> &'static str {
+    // Whole literals: sqlx wants a statement that outlives the connection's borrow.
+    macro_rules! pragmas {
+        ($sync:literal) => {
+            concat!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
+                $sync,
+                "; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; ",
+                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
+            )
+        };
+    }
+    match sync {
+        SqliteSync::Normal => pragmas!("NORMAL"),
+        SqliteSync::Full => pragmas!("FULL"),
+    }
+}
 
 /// Longest a request waits on the store for one step (authenticating it, recording its audit
 /// event): a database that stops answering — a hung connection, a stopped server, a failover
@@ -150,17 +165,27 @@ impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
     /// missing; PostgreSQL's database must exist.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, "rwc").await
+        Store::connect_with(url, "rwc", SqliteSync::default()).await
+    }
+
+    /// [`Store::connect`], with SQLite commits waiting for the disk as `sync` says
+    /// (`SQLITE_SYNCHRONOUS`).
+    pub async fn connect_synced(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
+        Store::connect_with(url, "rwc", sync).await
     }
 
     /// [`Store::connect`] to a database that must exist already: a SQLite file is not created
     /// (for commands that only read, such as `audit verify`, where a mistyped path must not
     /// turn into an empty database that "verifies").
     pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, "rw").await
+        Store::connect_with(url, "rw", SqliteSync::default()).await
     }
 
-    async fn connect_with(url: &str, sqlite_mode: &str) -> Result<Store, StoreError> {
+    async fn connect_with(
+        url: &str,
+        sqlite_mode: &str,
+        sync: SqliteSync,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -186,14 +211,15 @@ impl Store {
                 Backend::Postgres => 16,
             });
         let pool_options = match backend {
-            Backend::Sqlite => pool_options.after_connect(|conn, _meta| {
+            Backend::Sqlite => pool_options.after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the single writer; NORMAL sync in WAL mode
-                    // survives a process crash (power loss may drop the last commits).
-                    // Checkpoints (the fsyncs) run in the background, not inside a commit
-                    // that a request is waiting on: see `spawn_checkpointer`. Whichever
-                    // connection restarts the log cuts it back to 64 MiB.
-                    conn.execute(SQLITE_PRAGMAS).await?;
+                    // survives a process crash (power loss may drop the last commits), FULL
+                    // a machine's crash too. With NORMAL, checkpoints (the fsyncs) run in the
+                    // background, not inside a commit that a request is waiting on: see
+                    // `spawn_checkpointer`. Whichever connection restarts the log cuts it
+                    // back to 64 MiB.
+                    conn.execute(sqlite_pragmas(sync)).await?;
                     Ok(())
                 })
             }),
@@ -219,7 +245,9 @@ impl Store {
         Ok(Store {
             pool,
             backend,
-            sqlite_audit: sqlite_file.as_deref().map(audit_sqlite::SqliteAudit::new),
+            sqlite_audit: sqlite_file
+                .as_deref()
+                .map(|path| audit_sqlite::SqliteAudit::new(path, sync)),
             sqlite_reads: sqlite_file.as_deref().map(sqlite_reads::SqliteReads::new),
             audit_head: Default::default(),
             audit_conn: Default::default(),
@@ -485,5 +513,39 @@ async fn bounded<T>(
     match tokio::time::timeout(STORE_DEADLINE, work).await {
         Ok(done) => done,
         Err(_) => Err(StoreError::Timeout(STORE_DEADLINE.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_commits_wait_for_the_disk_as_configured() {
+        // Both connections that write — the pool's and the audit writer's — take the setting.
+        for (sync, expected) in [(SqliteSync::Normal, 1), (SqliteSync::Full, 2)] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
+            let store = Store::connect_synced(&url, sync)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+            let pooled: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(pooled, expected, "{sync:?}: the pool's connections");
+            let audit = store
+                .sqlite_audit
+                .as_ref()
+                .unwrap_or_else(|| panic!("a file-backed store has an audit connection"))
+                .open()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let writer: i64 = audit
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(writer, expected, "{sync:?}: the audit writer's connection");
+            store.close().await;
+        }
     }
 }

@@ -165,6 +165,14 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             ],
             "WORKER_THREADS is invalid",
         ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "sekrit-value"),
+                ("SQLITE_SYNCHRONOUS", "off"),
+            ],
+            "SQLITE_SYNCHRONOUS is invalid",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(BIN)
@@ -230,6 +238,45 @@ both_backends!(
         );
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_gateway_told_to_sync_every_commit_says_so_and_audits() {
+    // SQLITE_SYNCHRONOUS=full reaches the store (its unit test checks both connections'
+    // pragma); here, that the gateway starts with it, says which it runs with, and audits.
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let token = role_token(&db, "viewer");
+    for (value, says) in [("full", "\"FULL\""), ("", "\"NORMAL\"")] {
+        let gw = Gateway::start(&db, &rack.url, &[("SQLITE_SYNCHRONOUS", value)]).await;
+        let resp = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&token))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let id = crate::kit::request_id(&resp);
+        let logged = crate::kit::eventually(|| {
+            let out = gw.all_output();
+            async move { out.contains("SQLite store") && out.contains(says) }
+        })
+        .await;
+        assert!(logged, "{value:?}: {}", gw.all_output());
+        let s = store(&db).await;
+        let kinds = || async {
+            let rows = s.audit_by_request(&id).await.unwrap_or_default();
+            rows.iter()
+                .map(|r| r.event.kind.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        // The outcome follows the answer within milliseconds.
+        crate::kit::eventually(|| async { kinds().await.len() == 2 }).await;
+        let kinds = kinds().await;
+        assert_eq!(kinds, ["request", "outcome"], "{value:?}");
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_is_idempotent() {
