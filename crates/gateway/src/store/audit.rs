@@ -569,17 +569,20 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(AuditRow, String)>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            columns!(),
-            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(from_row_as_stored).collect()
+        bounded(async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            );
+            let rows = sqlx::query(sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(from_row_as_stored).collect()
+        })
+        .await
     }
 
     /// Events for one request id, in order.

@@ -505,8 +505,8 @@ impl Drop for WriteTx {
 /// apart (see the audit outcome's `unknown` result in `identity::manage`).
 ///
 /// The hot path's reads and writes are bounded by their callers instead, once for the whole
-/// step (authentication, the audit writer's commit); the audit trail's bulk reads for
-/// `audit verify` are not bounded (a page of a large chain on a slow disk may take longer).
+/// step (authentication, the audit writer's commit); `audit verify`'s two scans of the whole
+/// audit table are not bounded (on a large chain and a slow disk they may take longer).
 async fn bounded<T>(
     work: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
