@@ -396,13 +396,19 @@ impl Store {
     /// the write lock up front, so read-then-write cannot fail on a stale snapshot), `BEGIN`
     /// on PostgreSQL (callers lock rows explicitly).
     async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let mut conn = self.pool.acquire().await?;
         let begin = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        conn.execute(begin).await?;
-        Ok(WriteTx { conn: Some(conn) })
+        // The transaction owns the connection before `BEGIN` is sent: cut off while it is on
+        // its way (a deadline, a caller that went away), the connection is closed, not handed
+        // back to the pool inside a transaction that later statements would join and never
+        // commit (`faults::a_hung_postgres_cuts_off_every_store_call_in_seconds`).
+        let mut tx = WriteTx {
+            conn: Some(self.pool.acquire().await?),
+        };
+        tx.conn()?.execute(begin).await?;
+        Ok(tx)
     }
 
     /// [`Store::begin_write`] that also keeps every other writer of `table` out until it ends,
