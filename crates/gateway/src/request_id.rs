@@ -38,6 +38,17 @@ pub fn current() -> String {
         .unwrap_or_else(|_| crate::audit::new_request_id())
 }
 
+/// Spawns `work` as a task of its own that carries the current request's id: for a step that
+/// must run to its end even when the caller goes away (an HTTP client that disconnects drops
+/// its handler), and whose events belong to the request all the same.
+pub fn spawn<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(CURRENT.scope(current(), work))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +65,16 @@ mod tests {
         let (a, b) = (current(), current());
         assert_ne!(a, b, "outside a request every call is a new id");
         assert_ne!(a, "r-1");
+    }
+
+    #[tokio::test]
+    async fn a_spawned_step_keeps_the_request_id() {
+        let spawned = CURRENT
+            .scope("r-2".to_string(), async {
+                spawn(async { (current(), current()) }).await
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spawned, ("r-2".to_string(), "r-2".to_string()));
     }
 }

@@ -549,6 +549,41 @@ async fn admit(
     if let Some(user) = state.store.find_user(email).await.map_err(unavailable)? {
         return existing(user);
     }
+    // Creating an admin and recording it run to their end in a task of their own: a browser
+    // that goes away between the two must not leave an account the trail does not show.
+    let created = crate::request_id::spawn({
+        let (state, email, name) = (state.clone(), email.to_string(), name.to_string());
+        async move { create_admin(&state, peer, &email, &name).await }
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "creating an admin did not finish");
+        NotAdmitted::Unavailable
+    })??;
+    if let Some(user) = created {
+        return Ok(user);
+    }
+    match state.store.find_user(email).await.map_err(unavailable)? {
+        Some(user) => existing(user),
+        None => Err(NotAdmitted::Refused(format!(
+            "{email} has not been added to this gateway; ask an administrator to add you"
+        ))),
+    }
+}
+
+/// Creates `email` as an admin when the rules say signing in makes them one (listed in
+/// `ADMIN_USERS`, or the first user of a new gateway) and records it; `None` when it creates
+/// nobody. An account whose creation cannot be recorded is removed again.
+async fn create_admin(
+    state: &AppState,
+    peer: Peer,
+    email: &str,
+    name: &str,
+) -> Result<Option<UserRow>, NotAdmitted> {
+    let unavailable = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "user lookup failed");
+        NotAdmitted::Unavailable
+    };
     let admin_users = state
         .oidc
         .as_ref()
@@ -605,14 +640,9 @@ async fn admit(
             }
             return Err(NotAdmitted::Unavailable);
         }
-        return Ok(user);
+        return Ok(Some(user));
     }
-    match state.store.find_user(email).await.map_err(unavailable)? {
-        Some(user) => existing(user),
-        None => Err(NotAdmitted::Refused(format!(
-            "{email} has not been added to this gateway; ask an administrator to add you"
-        ))),
-    }
+    Ok(None)
 }
 
 /// Audits a web sign-out: refused, with `refusal` details, or done.

@@ -84,7 +84,7 @@ async fn audited<T: Send + 'static>(
         .record(actor.event(EventKind::Gateway, &request_id, action, asked))
         .await?;
     let (audit, actor) = (audit.clone(), actor.clone());
-    tokio::spawn(async move {
+    crate::request_id::spawn(async move {
         let result = change.await;
         let details = match &result {
             Ok(value) => with_result(done(value), "done"),

@@ -1423,6 +1423,67 @@ both_backends!(
 );
 
 both_backends!(
+    a_first_admin_whose_browser_went_away_is_not_left_unrecorded,
+    |db: Db| async move {
+        // Creating the first admin and recording it are one step: a browser that gives up
+        // between the two (its request, and so the handler, dropped) must not leave an
+        // account the trail does not show. Only PostgreSQL can hold back the event and not
+        // the creation (SQLite has one write lock for the whole file).
+        use sqlx::{Connection, Executor};
+        if db.backend != crate::kit::Backend::Postgres {
+            return;
+        }
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        // The event will be refused, once it gets past the chain head held here meanwhile.
+        let refusal =
+            crate::kit::refuse_audit_events(&db, "NEW.action = 'gateway:users:create'").await;
+        let mut holder = sqlx::PgConnection::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        holder
+            .execute("BEGIN; SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mut first = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let gone = tokio::time::timeout(Duration::from_millis(1500), first.visit(&login)).await;
+        assert!(gone.is_err(), "the sign-in was not held back: {gone:?}");
+        let st = store(&db).await;
+        let created = st.find_user("admin@example.com").await;
+        assert!(
+            matches!(created, Ok(Some(_))),
+            "the sign-in did not get as far as creating the admin: {created:?}"
+        );
+        // Let the creation's event through to its refusal (within the writer's 3 s lock wait).
+        holder
+            .execute("ROLLBACK")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let withdrawn = crate::kit::eventually(|| {
+            let st = st.clone();
+            async move { matches!(st.find_user("admin@example.com").await, Ok(None)) }
+        })
+        .await;
+        assert!(
+            withdrawn,
+            "an admin whose creation the trail refused stays: {:?}",
+            st.find_user("admin@example.com").await
+        );
+
+        refusal.lift().await;
+        let mut again = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = again.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let recorded = crate::kit::audited(&st, |r| {
+            r.event.action == "gateway:users:create"
+                && r.event.details["email"] == "admin@example.com"
+        })
+        .await;
+        assert!(recorded, "the admin's creation is not in the trail");
+    }
+);
+
+both_backends!(
     sign_ins_in_progress_count_an_ipv6_host_by_its_64,
     |db| async move {
         // One host usually has a whole /64: counted address by address, it could hold every
