@@ -526,6 +526,12 @@ enum NotAdmitted {
     Unavailable,
 }
 
+/// A store failure while admitting someone (logged): they are asked to try again later.
+fn unavailable(e: crate::store::StoreError) -> NotAdmitted {
+    tracing::error!(error = %e, "user lookup failed");
+    NotAdmitted::Unavailable
+}
+
 /// Finds (or, for the first admin, creates) the user.
 async fn admit(
     state: &AppState,
@@ -533,10 +539,6 @@ async fn admit(
     email: &str,
     name: &str,
 ) -> Result<UserRow, NotAdmitted> {
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "user lookup failed");
-        NotAdmitted::Unavailable
-    };
     let existing = |user: UserRow| {
         if user.locked {
             Err(NotAdmitted::Refused(format!(
@@ -580,10 +582,6 @@ async fn create_admin(
     email: &str,
     name: &str,
 ) -> Result<Option<UserRow>, NotAdmitted> {
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "user lookup failed");
-        NotAdmitted::Unavailable
-    };
     let admin_users = state
         .oidc
         .as_ref()
