@@ -37,6 +37,11 @@ const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// Runs the dev stack until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // Checked before anything starts, so a typo is the one error shown.
+    let sqlite_sync = gateway::config::parse_sqlite_sync(&|name: &str| {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    })
+    .context("configuration")?;
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => url,
         _ => {
@@ -109,10 +114,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listen_addr: gateway_addr,
         database_url: database_url.clone(),
         audit_hmac_key: std::env::var("AUDIT_HMAC_KEY").ok().map(Secret::new),
-        sqlite_sync: gateway::config::parse_sqlite_sync(&|name: &str| {
-            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-        })
-        .context("configuration")?,
+        sqlite_sync,
         // The dev stack keeps everything local; anchors need a real bucket.
         audit_anchors: None,
         rack_tls: RackTls::WebPki,

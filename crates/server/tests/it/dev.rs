@@ -409,3 +409,25 @@ async fn dev_stops_cleanly_on_ctrl_c() {
         "dev did not stop cleanly"
     );
 }
+
+#[test]
+fn dev_refuses_a_bad_setting_before_it_starts_anything() {
+    // Had dev made its data directory or bound its ports first (port 1, and the same one
+    // three times), the error would be about a port, not the setting.
+    let dir = scratch_dir();
+    let out = Command::new(BIN)
+        .args(["dev", "--port", "1", "--rack-port", "1", "--oidc-port", "1"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("DATABASE_URL")
+        .env("SQLITE_SYNCHRONOUS", "sometimes")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SQLITE_SYNCHRONOUS is invalid"), "{err}");
+    assert!(
+        !dir.join("data").exists(),
+        "dev created its data directory first"
+    );
+}
