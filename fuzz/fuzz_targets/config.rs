@@ -10,7 +10,7 @@
 //!   of any URL-valued variable (`RACK_HOST`, `DATABASE_URL`, `PUBLIC_URL`, …);
 //! - `Debug` of a loaded configuration never depends on `RACK_TOKEN`, `AUDIT_HMAC_KEY` or
 //!   `OIDC_CLIENT_SECRET`;
-//! - `StoreConfig` agrees with `Config` on the database URL and the audit key.
+//! - `StoreConfig` agrees with `Config` on the database URL, the audit key and SQLite's sync.
 #![no_main]
 
 use std::collections::HashMap;
@@ -49,6 +49,7 @@ const VARS: &[&str] = &[
     "DATABASE_URL",
     "AUDIT_HMAC_KEY",
     "AUDIT_STDOUT",
+    "SQLITE_SYNCHRONOUS",
 ];
 
 /// Variables whose whole value is a secret.
@@ -73,6 +74,7 @@ fn good(var: &str) -> &'static str {
         "DATABASE_URL" => "postgres://app:db-password-value@db:5432/app",
         "AUDIT_HMAC_KEY" => "0123456789abcdef0123456789abcdef0123456789abcdef",
         "AUDIT_STDOUT" => "false",
+        "SQLITE_SYNCHRONOUS" => "full",
         _ => "30",
     }
 }
@@ -207,6 +209,7 @@ fuzz_target!(|input: Input| {
                 c.audit_hmac_key.as_ref().map(|k| k.expose()),
                 s.audit_hmac_key.as_ref().map(|k| k.expose())
             );
+            assert_eq!(c.sqlite_sync, s.sqlite_sync);
         }
         (Ok(_), Err(e)) => panic!("{plain:?}: Config loaded, StoreConfig refused: {e}"),
         _ => {}
