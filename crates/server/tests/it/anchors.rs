@@ -54,6 +54,16 @@ async fn await_anchors(gw: &Gateway, s3: &S3Bucket, count: usize) {
     assert!(written, "not {count} anchor(s): {}", gw.all_output());
 }
 
+/// What the keyless-credential runs start from: a SQLite database with an admin token, a
+/// bucket and a fake rack; `None` (the test skips) without a local S3 server.
+async fn keyless_setup() -> Option<(Db, S3Bucket, TestRack)> {
+    let db = crate::kit::database(crate::kit::Backend::Sqlite).await?;
+    let s3 = s3_bucket(true).await?;
+    let rack = TestRack::start().await;
+    role_token(&db, "admin");
+    Some((db, s3, rack))
+}
+
 /// The anchor settings for `s3` without its keys, credentials coming from `source` instead.
 fn keyless_env<const N: usize>(
     s3: &S3Bucket,
@@ -613,14 +623,9 @@ const CONTAINER_AUTH: &str = "container-auth-token-do-not-leak";
 // (Two worker threads: the fake endpoint runs here while the test blocks on the gateway.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ecs_task_role_signs_the_anchors() {
-    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+    let Some((db, s3, rack)) = keyless_setup().await else {
         return;
     };
-    let Some(s3) = s3_bucket(true).await else {
-        return;
-    };
-    let rack = TestRack::start().await;
-    role_token(&db, "admin");
     let (url, served) = container_credentials(CONTAINER_AUTH, false, 3600).await;
     let role_env = |url: &str| {
         keyless_env(
@@ -753,14 +758,9 @@ async fn instance_metadata(role: Option<&'static str>) -> (String, Arc<AtomicUsi
 // the AWS SDKs would: fetched once over IMDSv2, kept until shortly before they expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ec2_instance_profile_signs_the_anchors() {
-    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+    let Some((db, s3, rack)) = keyless_setup().await else {
         return;
     };
-    let Some(s3) = s3_bucket(true).await else {
-        return;
-    };
-    let rack = TestRack::start().await;
-    role_token(&db, "admin");
     let profile_env = |endpoint: &str| {
         keyless_env(
             &s3,

@@ -850,13 +850,9 @@ both_backends!(
         let admin_token = role_token(&db, "admin");
         let gw = Gateway::start(&db, &rack.url, &[]).await;
         let s = store(&db).await;
-        let mut holder = sqlx::PgConnection::connect(&db.url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        holder
-            .execute("BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut holder =
+            crate::kit::pg_holding(&db, "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                .await;
         let impatient = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_millis(700))

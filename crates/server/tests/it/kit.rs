@@ -270,6 +270,20 @@ pub async fn store(db: &Db) -> gateway::store::Store {
         .unwrap_or_else(|e| panic!("store: {e}"))
 }
 
+/// A PostgreSQL connection to `db` inside a transaction that `begin` starts (`BEGIN; …` taking
+/// a lock), held until the test sends `COMMIT` or `ROLLBACK` on it.
+pub async fn pg_holding(db: &Db, begin: &'static str) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+    let mut holder = sqlx::PgConnection::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    holder
+        .execute(begin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    holder
+}
+
 /// Waits until `f` returns true (bounded).
 pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
     mut f: F,

@@ -1390,6 +1390,19 @@ both_backends!(
     }
 );
 
+/// Signs in as admin@example.com at `login`, and checks that this creates the admin and
+/// records its creation.
+async fn signs_in_as_a_recorded_admin(st: &gateway::store::Store, login: &str) {
+    let mut again = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let page = again.visit(login).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let created = crate::kit::audited(st, |r| {
+        r.event.action == "gateway:users:create" && r.event.details["email"] == "admin@example.com"
+    })
+    .await;
+    assert!(created, "the admin's creation is not in the trail");
+}
+
 both_backends!(
     a_first_admin_the_trail_cannot_record_is_not_created,
     |db| async move {
@@ -1410,15 +1423,7 @@ both_backends!(
         );
 
         refusal.lift().await;
-        let mut again = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
-        let page = again.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(page.status, 200, "{}", page.body);
-        let created = crate::kit::audited(&st, |r| {
-            r.event.action == "gateway:users:create"
-                && r.event.details["email"] == "admin@example.com"
-        })
-        .await;
-        assert!(created, "the admin's creation is not in the trail");
+        signs_in_as_a_recorded_admin(&st, &login).await;
     }
 );
 
@@ -1429,7 +1434,7 @@ both_backends!(
         // between the two (its request, and so the handler, dropped) must not leave an
         // account the trail does not show. Only PostgreSQL can hold back the event and not
         // the creation (SQLite has one write lock for the whole file).
-        use sqlx::{Connection, Executor};
+        use sqlx::Executor;
         if db.backend != crate::kit::Backend::Postgres {
             return;
         }
@@ -1437,13 +1442,11 @@ both_backends!(
         // The event will be refused, once it gets past the chain head held here meanwhile.
         let refusal =
             crate::kit::refuse_audit_events(&db, "NEW.action = 'gateway:users:create'").await;
-        let mut holder = sqlx::PgConnection::connect(&db.url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        holder
-            .execute("BEGIN; SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut holder = crate::kit::pg_holding(
+            &db,
+            "BEGIN; SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE",
+        )
+        .await;
         let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
         let mut first = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
         let st = store(&db).await;
@@ -1480,15 +1483,7 @@ both_backends!(
         );
 
         refusal.lift().await;
-        let mut again = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
-        let page = again.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(page.status, 200, "{}", page.body);
-        let recorded = crate::kit::audited(&st, |r| {
-            r.event.action == "gateway:users:create"
-                && r.event.details["email"] == "admin@example.com"
-        })
-        .await;
-        assert!(recorded, "the admin's creation is not in the trail");
+        signs_in_as_a_recorded_admin(&st, &login).await;
     }
 );
 
