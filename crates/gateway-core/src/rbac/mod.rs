@@ -23,6 +23,26 @@ pub fn unknown_route_permission(method: &str) -> String {
     format!("convox:{UNKNOWN_RESOURCE}:{}", method.to_ascii_lowercase())
 }
 
+/// Permissions that hand out power the gateway can neither see nor audit once given: a rack
+/// JWT (calls made with it bypass the gateway), a shell on a node, a tunnel from inside the
+/// rack's network, a process with node-level privileges (see [`PRIVILEGED_RUN`]). No wildcard
+/// grants one — not `convox:rack:*`, not `convox:*:*` — only `*` or the permission named in
+/// full, so a token made with a wide pattern does not quietly carry the rack's own power.
+pub const ESCALATING: &[&str] = &[
+    PRIVILEGED_RUN,
+    "convox:rack:jwt-token",
+    "convox:instances:shell",
+    "convox:proxy:connect",
+];
+
+/// The permission a request needs when it reaches beyond the app on a route that ops may use: a
+/// `convox run` with options that give the process node-level reach (a privileged container,
+/// host paths, another image, …) or of the `build` service, and a shell in or the files of a
+/// build's process, which holds the rack's password. The gateway lists them in
+/// `proxy::privileged`. Not in the catalogue: it refines `convox:processes:start`,
+/// `convox:processes:exec` and `convox:files:*`.
+pub const PRIVILEGED_RUN: &str = "convox:processes:privileged";
+
 /// A malformed permission string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid permission {0:?}: expected `*` or `<convox|gateway|*>:<resource|*>:<action|*>`")]
@@ -54,6 +74,9 @@ pub fn validate_permission(pattern: &str) -> Result<(), InvalidPermission> {
 pub fn pattern_matches(pattern: &str, permission: &str) -> bool {
     if pattern == "*" {
         return true;
+    }
+    if ESCALATING.contains(&permission) {
+        return pattern == permission;
     }
     if permission.split(':').nth(1) == Some(UNKNOWN_RESOURCE)
         && pattern.split(':').nth(1) != Some(UNKNOWN_RESOURCE)
@@ -205,6 +228,40 @@ mod tests {
         assert!(pattern_matches("convox:*:*", "convox:apps:delete"));
         let wide: PermissionSet = "convox:*:*".parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(!wide.covers(&Role::Admin.permissions()));
+    }
+
+    #[test]
+    fn escalating_permissions_are_granted_only_by_name() {
+        for role in Role::ALL {
+            for perm in ESCALATING {
+                let allowed = role.permissions().allows(perm);
+                assert_eq!(allowed, *role == Role::Admin, "{role} {perm}");
+            }
+        }
+        let jwt = "convox:rack:jwt-token";
+        for (pattern, granted) in [
+            ("*", true),
+            ("convox:rack:jwt-token", true),
+            ("convox:rack:*", false),
+            ("convox:*:jwt-token", false),
+            ("convox:*:*", false),
+            ("*:*:*", false),
+            ("*:rack:jwt-token", false),
+        ] {
+            assert_eq!(pattern_matches(pattern, jwt), granted, "{pattern}");
+        }
+        // The neighbours of an escalating permission are untouched.
+        assert!(pattern_matches("convox:rack:*", "convox:rack:read"));
+        assert!(pattern_matches(
+            "convox:processes:*",
+            "convox:processes:start"
+        ));
+        assert!(!pattern_matches("convox:processes:*", PRIVILEGED_RUN));
+        // A token holding one by name may pass it on; a wide one may not mint it.
+        let named: PermissionSet = PRIVILEGED_RUN.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(named.covers(&named));
+        let wide: PermissionSet = "convox:*:*".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!wide.covers(&named));
     }
 
     #[test]

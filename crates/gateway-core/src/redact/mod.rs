@@ -169,6 +169,12 @@ fn mask_gateway_tokens(value: &str) -> Option<String> {
     })
 }
 
+/// `text` with every gateway token inside it masked (see [`redact_value`]): for free text that
+/// no other rule reads, such as a request path.
+pub fn redact_tokens(text: String) -> String {
+    mask_gateway_tokens(&text).unwrap_or(text)
+}
+
 /// A URL user name that is a name, not a credential: short, letters with `.`, `-`, `_`.
 fn is_plain_user_name(user: &str) -> bool {
     !user.is_empty()

@@ -126,9 +126,12 @@ impl AuditEvent {
         }
     }
 
-    /// Sets `details`, redacting it first.
+    /// Sets `details`, redacting it first, then making every string in it plain to read
+    /// ([`shown_plainly`]).
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = super::redact::redact_json(details);
+        let mut details = super::redact::redact_json(details);
+        shown_plainly(&mut details);
+        self.details = details;
         self
     }
 
@@ -182,9 +185,10 @@ impl AuditEvent {
 /// without it a caller with no credentials could write a 64 KiB row per request.
 pub const MAX_AUDITED_PATH: usize = 2048;
 
-/// `path` as an audit event records it (at most [`MAX_AUDITED_PATH`] bytes).
+/// `path` as an audit event records it: gateway tokens in it masked (a token pasted into a
+/// URL must not stay in a trail nobody can edit), then cut at [`MAX_AUDITED_PATH`] bytes.
 pub fn audited_path(path: String) -> String {
-    gateway_core::redact::clip(path, MAX_AUDITED_PATH)
+    gateway_core::redact::clip(gateway_core::redact::redact_tokens(path), MAX_AUDITED_PATH)
 }
 
 /// The caller's `User-Agent` as an audit event (and a session's device) records it: at most
@@ -208,6 +212,47 @@ pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
     })
 }
 
+/// Details quote text from outside — a refused `return_to`, an identity provider's error, a
+/// command — often from callers who have not signed in. Characters that hide or reorder text
+/// ([`gateway_core::text::is_hidden`]: terminal escapes, carriage returns, bidirectional
+/// overrides) become U+FFFD in every string and key, as in the user agent, so the trail reads
+/// as what was sent. Line feeds and tabs stay: JSON escapes them, and multi-line values (an
+/// env form, a command) keep their shape.
+fn shown_plainly(value: &mut serde_json::Value) {
+    fn plain(text: &str) -> Option<String> {
+        let hidden = |c: char| c != '\n' && c != '\t' && gateway_core::text::is_hidden(c);
+        text.contains(hidden).then(|| {
+            text.chars()
+                .map(|c| {
+                    if hidden(c) {
+                        char::REPLACEMENT_CHARACTER
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+    }
+    match value {
+        serde_json::Value::String(s) => {
+            if let Some(p) = plain(s) {
+                *s = p;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(shown_plainly),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| plain(k).is_some()) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (plain(&k).unwrap_or(k), v))
+                    .collect();
+            }
+            map.values_mut().for_each(shown_plainly);
+        }
+        _ => {}
+    }
+}
+
 /// A new request id: a UUID v7, so ids sort by time and each new one lands at the end of the
 /// audit table's `request_id` index (a random v4 id dirties a random index page per event,
 /// which every commit then writes to the WAL).
@@ -218,6 +263,41 @@ pub fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_show_hidden_characters_plainly() {
+        let e = AuditEvent::new(EventKind::Gateway, "r".to_string(), "a").with_details(
+            serde_json::json!({
+                "return_to": "https://x\u{1b}[2J\u{202e}gro.live\r\n",
+                "list": ["a\u{200b}b"],
+                "env": {"K\u{202e}EY": "v"},
+                "command": "sh -c 'a\n\tb'",
+            }),
+        );
+        assert_eq!(
+            e.details,
+            serde_json::json!({
+                "return_to": "https://x\u{fffd}[2J\u{fffd}gro.live\u{fffd}\n",
+                "list": ["a\u{fffd}b"],
+                "env": {"K\u{fffd}EY": "[redacted]"},
+                "command": "sh -c 'a\n\tb'",
+            })
+        );
+    }
+
+    #[test]
+    fn tokens_in_an_audited_path_are_masked() {
+        let token = format!("rgw_{}", "A".repeat(43));
+        assert_eq!(
+            audited_path(format!("/apps/{token}/x")),
+            "/apps/[redacted]/x"
+        );
+        let long = format!("/apps/{}{token}", "a".repeat(MAX_AUDITED_PATH - 20));
+        assert!(
+            !audited_path(long).contains("AAAAAAAAAAAAAAAA"),
+            "masked before it is cut"
+        );
+    }
 
     #[test]
     fn a_user_agent_that_is_not_ascii_is_kept() {

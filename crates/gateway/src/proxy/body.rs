@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::elapsed_ms;
-use super::headers::{request_headers, response_headers};
+use super::headers::{response_headers, upstream_headers};
 use super::upstream::{RackError, UploadProgress};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
@@ -208,17 +208,18 @@ impl Stream for Tracked {
     }
 }
 
-/// Forwards one HTTP request to `url` with the rack's credentials, streaming both bodies.
+/// Forwards one HTTP request to `url` with the rack's credentials and the caller as the rack's
+/// actor ([`super::headers::actor`]), streaming both bodies.
 pub async fn forward(
     state: &AppState,
     parts: Parts,
     body: Body,
     url: String,
     mut outcome: OutcomeGuard,
+    actor: Option<http::HeaderValue>,
 ) -> Result<Response, ApiError> {
     let upstream = &state.upstream;
-    let mut headers = request_headers(&parts.headers);
-    headers.insert(http::header::AUTHORIZATION, upstream.authorization());
+    let headers = upstream_headers(&parts.headers, upstream.authorization(), actor);
 
     let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
         || parts.headers.contains_key(http::header::CONTENT_LENGTH)

@@ -54,6 +54,13 @@ fn dropped_request_header(name: &str) -> bool {
         | "x-http-method-override"
         | "x-http-method"
         | "x-method-override"
+        // The rack believes these from whoever holds its token, which is the gateway: who the
+        // rack records as the actor (the gateway sets it, see `actor`) and which tenant's
+        // namespace a request addresses (outside anything the gateway judges).
+        | "convox-actor"
+        | "x-convox-actor"
+        | "convox-tid"
+        | "x-convox-tid"
         | "sec-websocket-key"
         | "sec-websocket-version"
         | "sec-websocket-extensions"
@@ -63,6 +70,26 @@ fn dropped_request_header(name: &str) -> bool {
 
 /// Prefixes of request headers never forwarded.
 const REQUEST_DROP_PREFIXES: &[&str] = &["x-forwarded-", "x-original-", "x-audit-", "proxy-"];
+
+/// The header the rack records as a request's actor when it is authenticated with its own
+/// token (Convox's `pkg/api`): set to the gateway's caller, so the rack's own audit events name
+/// the person or robot rather than "rack-password".
+pub const ACTOR: &str = "convox-actor";
+
+/// [`ACTOR`]'s value for a caller: the signed-in user's e-mail, or `token:<name>` for an API
+/// token, followed by its owner's e-mail in parentheses when it has one. Control characters
+/// are left out (the rack drops them too) and the value is cut at 256 characters (the rack's
+/// own limit), so it is always a valid header value.
+pub fn actor(email: Option<&str>, token_name: Option<&str>) -> Option<http::HeaderValue> {
+    let text = match (token_name, email) {
+        (Some(name), Some(owner)) => format!("token:{name} ({owner})"),
+        (Some(name), None) => format!("token:{name}"),
+        (None, Some(email)) => email.to_string(),
+        (None, None) => return None,
+    };
+    let clean: String = text.chars().filter(|c| !c.is_control()).take(256).collect();
+    http::HeaderValue::from_bytes(clean.as_bytes()).ok()
+}
 
 /// Response headers never returned to the client.
 const RESPONSE_DROP: &[&str] = &["set-cookie", "www-authenticate", "proxy-authenticate"];
@@ -96,6 +123,21 @@ pub fn request_headers(incoming: &HeaderMap) -> HeaderMap {
         }
     }
     out
+}
+
+/// The headers a request carries to the rack: the client's that may cross, the rack's
+/// credentials, and the caller as the rack's [`ACTOR`].
+pub fn upstream_headers(
+    incoming: &HeaderMap,
+    authorization: http::HeaderValue,
+    actor: Option<http::HeaderValue>,
+) -> HeaderMap {
+    let mut headers = request_headers(incoming);
+    headers.insert(header::AUTHORIZATION, authorization);
+    if let Some(actor) = actor {
+        headers.insert(ACTOR, actor);
+    }
+    headers
 }
 
 /// The rack's headers that may go back to the client; any header carrying the rack token is
@@ -147,12 +189,39 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("command", "ls"),
             ("content-type", "application/x-www-form-urlencoded"),
+            ("convox-actor", "someone-else"),
+            ("x-convox-actor", "someone-else"),
+            ("convox-tid", "other-tenant"),
+            ("x-convox-tid", "other-tenant"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let out = request_headers(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["command", "content-type"]);
+    }
+
+    #[test]
+    fn the_actor_names_the_caller_and_is_always_a_header_value() {
+        let value = |email, token| actor(email, token).map(|v| v.as_bytes().to_vec());
+        assert_eq!(
+            value(Some("ann@example.com"), None),
+            Some(b"ann@example.com".to_vec())
+        );
+        assert_eq!(value(None, Some("ci")), Some(b"token:ci".to_vec()));
+        assert_eq!(
+            value(Some("ann@example.com"), Some("laptop")),
+            Some(b"token:laptop (ann@example.com)".to_vec())
+        );
+        assert_eq!(value(None, None), None);
+        // Control characters go; other text is kept as its UTF-8 bytes; 256 characters at most.
+        assert_eq!(
+            value(Some("b\r\nx-evil: 1\u{85}\u{7f}\u{0}ob@exämple.com"), None),
+            Some("bx-evil: 1ob@exämple.com".as_bytes().to_vec())
+        );
+        let long = "é".repeat(300);
+        let cut = actor(Some(&long), None).map(|v| v.as_bytes().len());
+        assert_eq!(cut, Some(512));
     }
 
     #[test]

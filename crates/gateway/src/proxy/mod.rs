@@ -6,6 +6,7 @@
 
 mod body;
 mod headers;
+mod privileged;
 mod sessions;
 mod upstream;
 mod ws;
@@ -42,6 +43,30 @@ pub const PROXY_PREFIX: &str = "/api/v1/rack-proxy";
 /// outside the rack API's set are refused outright.
 pub fn classify(method: &http::Method, decoded_path: &str) -> Result<Classified, ApiError> {
     gateway_core::classify::classify(method, decoded_path).ok_or(ApiError::MethodNotAllowed)
+}
+
+/// [`classify`] for a whole request: one that reaches beyond the app (see [`privileged`])
+/// needs [`rbac::PRIVILEGED_RUN`] rather than the route's permission, and says why. `None` for
+/// a path that could not be normalised.
+fn classify_request(
+    parts: &http::request::Parts,
+    normalised: &Result<NormalisedPath, PathError>,
+) -> (
+    Option<Result<Classified, ApiError>>,
+    Option<privileged::Reasons>,
+) {
+    let Ok(path) = normalised else {
+        return (None, None);
+    };
+    let mut classified = classify(&parts.method, &path.decoded);
+    let privileged = match &mut classified {
+        Ok(c) => privileged::reasons(&c.permission, &path.decoded, &parts.headers),
+        Err(_) => None,
+    };
+    if let (Ok(c), Some(_)) = (&mut classified, &privileged) {
+        c.permission = rbac::PRIVILEGED_RUN.to_string();
+    }
+    (Some(classified), privileged)
 }
 
 /// The per-request facts every audit event of this request shares.
@@ -136,6 +161,7 @@ async fn proxy(
     let (principal, normalised, classified) =
         authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
     let action = classified.permission.clone();
+    let actor = headers::actor(principal.email(), principal.token_name());
 
     let mut outcome = OutcomeGuard::new(
         state.audit.clone(),
@@ -180,7 +206,7 @@ async fn proxy(
         return Box::pin(ws::forward(
             state,
             upgrade,
-            &parts.headers,
+            headers::upstream_headers(&parts.headers, state.upstream.authorization(), actor),
             url,
             outcome,
             recheck,
@@ -189,7 +215,7 @@ async fn proxy(
         .await;
     }
     let url = state.upstream.url(&normalised.forward, query.as_deref());
-    body::forward(state, parts, body, url, outcome).await
+    body::forward(state, parts, body, url, outcome, actor).await
 }
 
 /// Authenticates the caller, judges the request and records its event, durably, before
@@ -208,10 +234,7 @@ async fn authorise(
     let mut reads = Reads::Remembered;
     loop {
         let pending = pending.take().unwrap_or_else(|| state.audit.pending());
-        let classified = normalised
-            .as_ref()
-            .ok()
-            .map(|p| classify(&parts.method, &p.decoded));
+        let (classified, privileged) = classify_request(parts, &normalised);
         let action = match &classified {
             Some(Ok(c)) => c.permission.clone(),
             _ => "convox:unclassified".to_string(),
@@ -226,7 +249,7 @@ async fn authorise(
                     return Err(err);
                 }
             };
-        let verdict = judge(&principal, &normalised, classified);
+        let verdict = judge(&principal, &normalised, classified, is_upgrade);
         if verdict.is_err() && read_at.is_some() {
             reads = Reads::Fresh;
             continue;
@@ -250,9 +273,12 @@ async fn authorise(
         // What `exec` and `run` run (the Convox SDK sends it in this header): who ran what.
         // Read from the headers as they will be forwarded: one the client listed in
         // `Connection` never reaches the rack, so it is not what ran.
+        if let (Some(why), Some(map)) = (&privileged, details.as_object_mut()) {
+            map.insert("privileged".into(), json!(why));
+        }
         if matches!(
             classified.permission.as_str(),
-            "convox:processes:exec" | "convox:processes:start"
+            "convox:processes:exec" | "convox:processes:start" | rbac::PRIVILEGED_RUN
         ) && let Some(command) = headers::request_headers(&parts.headers).get("command")
             && let Some(map) = details.as_object_mut()
         {
@@ -299,11 +325,13 @@ async fn authenticate_request(
     .await
 }
 
-/// Whether `principal` may make this request: a usable path, a known route, the permission.
+/// Whether `principal` may make this request: a usable path, a known route, the permission,
+/// and a WebSocket upgrade exactly where the route is a WebSocket one.
 fn judge(
     principal: &Principal,
     normalised: &Result<NormalisedPath, PathError>,
     classified: Option<Result<Classified, ApiError>>,
+    is_upgrade: bool,
 ) -> Result<Classified, ApiError> {
     if let Err(e) = normalised {
         return Err(ApiError::BadRequest(e.to_string()));
@@ -321,6 +349,26 @@ fn judge(
             permission: missing,
             role: principal.role_name().to_string(),
         });
+    }
+    // Judged after the permission, so a caller learns nothing about a route it may not use. An
+    // upgrade on an HTTP route would hold a WebSocket slot and be recorded as a session for a
+    // request the rack serves as plain HTTP; a plain request on a WebSocket route is refused by
+    // the rack. Unknown routes (admins only) go as asked.
+    if let Some(route) = classified.route {
+        let socket = route.kind == convox_api::RouteKind::WebSocket;
+        if socket != is_upgrade {
+            return Err(ApiError::BadRequest(if socket {
+                format!(
+                    "{} is a WebSocket route: connect with `Upgrade: websocket`",
+                    route.pattern
+                )
+            } else {
+                format!(
+                    "{} is not a WebSocket route: send it without `Upgrade: websocket`",
+                    route.pattern
+                )
+            }));
+        }
     }
     Ok(classified)
 }

@@ -19,7 +19,6 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::body::OutcomeGuard;
-use super::headers::request_headers;
 use super::relay_status;
 use super::sessions::Slot;
 use crate::app::AppState;
@@ -94,11 +93,12 @@ impl Recheck {
     }
 }
 
-/// Connects to the rack at `url`, then upgrades the client and relays frames.
+/// Connects to the rack at `url` with the `forwarded` headers
+/// ([`super::headers::upstream_headers`]), then upgrades the client and relays frames.
 pub async fn forward(
     state: &AppState,
     upgrade: WebSocketUpgrade,
-    client_headers: &HeaderMap,
+    forwarded: HeaderMap,
     url: String,
     mut outcome: OutcomeGuard,
     recheck: Recheck,
@@ -109,12 +109,9 @@ pub async fn forward(
         .as_str()
         .into_client_request()
         .map_err(|_| ApiError::BadRequest("invalid WebSocket target".into()))?;
-    for (name, value) in request_headers(client_headers).iter() {
+    for (name, value) in forwarded.iter() {
         request.headers_mut().append(name.clone(), value.clone());
     }
-    request
-        .headers_mut()
-        .insert(http::header::AUTHORIZATION, upstream.authorization());
 
     let connect = tokio_tungstenite::connect_async_tls_with_config(
         request,

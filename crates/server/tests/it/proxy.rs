@@ -487,3 +487,237 @@ both_backends!(refused_gateway_api_calls_are_audited, |db| async move {
         "the viewer's refused user creation was not audited"
     );
 });
+
+both_backends!(
+    the_rack_is_told_who_calls_and_nothing_a_caller_claims,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let (ok, _, err) =
+            crate::kit::admin(&db, &["users", "add", "ann@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let owned = token(
+            &db,
+            "ann-laptop",
+            &["--role", "ops", "--owner", "ann@example.com"],
+        );
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let resp = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .header("convox-actor", "someone-else")
+            .header("x-convox-actor", "someone-else")
+            .header("convox-tid", "other-tenant")
+            .header("x-convox-tid", "other-tenant")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let resp = client()
+            .get(gw.proxy("/apps/web"))
+            .basic_auth("convox", Some(&owned))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let mut socket =
+            crate::streaming::ws_connect(&gw, "/apps/web/processes/web-1/exec", &owned).await;
+        let _ = socket.close(None).await;
+        let seen = rack.seen();
+        let actors: Vec<(String, Option<&str>)> = seen
+            .iter()
+            .map(|s| (s.path.clone(), s.header("convox-actor")))
+            .collect();
+        assert_eq!(
+            actors,
+            vec![
+                ("/apps".to_string(), Some("token:viewer-token")),
+                (
+                    "/apps/web".to_string(),
+                    Some("token:ann-laptop (ann@example.com)")
+                ),
+                (
+                    "/apps/web/processes/web-1/exec".to_string(),
+                    Some("token:ann-laptop (ann@example.com)")
+                ),
+            ]
+        );
+        for claimed in ["x-convox-actor", "convox-tid", "x-convox-tid"] {
+            assert!(
+                seen.iter().all(|s| s.header(claimed).is_none()),
+                "{claimed} reached the rack"
+            );
+        }
+    }
+);
+
+both_backends!(
+    what_reaches_beyond_the_app_needs_the_privileged_permission,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let root = role_token(&db, "admin");
+        let wide = token(&db, "wide", &["--permissions", "convox:processes:*"]);
+        let named = token(
+            &db,
+            "named",
+            &["--permissions", "convox:processes:privileged"],
+        );
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let run = |token: &str, service: &str, headers: &[(&str, &str)]| {
+            let mut req = client()
+                .post(gw.proxy(&format!("/apps/web/services/{service}/processes")))
+                .basic_auth("convox", Some(token))
+                .header("command", "sh");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            async move {
+                let resp = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                (
+                    status,
+                    body["error"].as_str().unwrap_or_default().to_string(),
+                )
+            }
+        };
+        // What `convox run` sends: an ordinary run.
+        let (status, _) = run(&ops, "web", &[("height", "40"), ("width", "80")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(rack.seen().len(), 1);
+        rack.clear();
+        // Node-level options, whatever their value, and the build service: refused to ops and
+        // to a wildcard, naming the permission; nothing reaches the rack.
+        let refused: &[(&str, &[(&str, &str)])] = &[
+            ("web", &[("privileged", "true")]),
+            ("web", &[("Privileged", "false")]),
+            ("web", &[("volumes", "/var/run/docker.sock=/sock")]),
+            ("web", &[("image", "alpine")]),
+            ("web", &[("system-critical", "true")]),
+            ("web", &[("node-labels", "role=system")]),
+            ("build", &[]),
+        ];
+        for (service, headers) in refused {
+            for caller in [&ops, &wide] {
+                let (status, error) = run(caller, service, headers).await;
+                assert_eq!(status, 403, "{service} {headers:?}");
+                assert!(error.contains("convox:processes:privileged"), "{error}");
+            }
+        }
+        assert!(rack.seen().is_empty(), "a privileged run reached the rack");
+        // A header the client lists in `Connection` never reaches the rack: not judged.
+        let (status, _) = run(
+            &ops,
+            "web",
+            &[("connection", "privileged"), ("privileged", "true")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(rack.seen().iter().all(|s| s.header("privileged").is_none()));
+        rack.clear();
+        // Admins, and a token granted the permission by name, may.
+        for caller in [&root, &named] {
+            let (status, _) = run(caller, "build", &[("privileged", "true")]).await;
+            assert_eq!(status, 200);
+        }
+        let seen = rack.seen();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|s| s.header("privileged") == Some("true")));
+        // A build's process holds the rack's password: no shell in it, no files from it.
+        rack.clear();
+        for pid in ["build", "build-x7k2q"] {
+            let path = format!("/apps/web/processes/{pid}/files?path=/proc/1/environ");
+            for caller in [&ops, &wide] {
+                let resp = client()
+                    .get(gw.proxy(&path))
+                    .basic_auth("convox", Some(caller))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(resp.status(), 403, "{path}");
+            }
+            let refused = tokio_tungstenite::connect_async(crate::streaming::ws_request(
+                &gw,
+                &format!("/apps/web/processes/{pid}/exec"),
+                &ops,
+            ))
+            .await;
+            match refused {
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert_eq!(resp.status(), 403)
+                }
+                other => panic!("exec in {pid} not refused: {other:?}"),
+            }
+        }
+        assert!(rack.seen().is_empty(), "a build process was reached");
+        let resp = client()
+            .get(gw.proxy("/apps/web/processes/web-1/files?path=/tmp/x"))
+            .basic_auth("convox", Some(&ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200, "an app's own process is ops' to read");
+        // The trail says what was asked for, allowed or not.
+        let s = store(&db).await;
+        let allowed = crate::kit::audited(&s, |r| {
+            r.event.action == "convox:processes:privileged"
+                && r.event.rbac_decision.as_str() == "allow"
+                && r.event.details["privileged"] == serde_json::json!(["privileged", "build service"])
+                && r.event.details["command"] == "sh"
+        })
+        .await;
+        assert!(allowed, "the privileged run's event");
+        let denied = crate::kit::audited(&s, |r| {
+            r.event.action == "convox:processes:privileged"
+                && r.event.rbac_decision.as_str() == "deny"
+                && r.event.token_name.as_deref() == Some("ops-token")
+        })
+        .await;
+        assert!(denied, "the refused run's event");
+    }
+);
+
+both_backends!(
+    a_token_pasted_into_a_path_is_not_kept_by_the_trail,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        // Without credentials, and as a caller quoting another token in the path.
+        let resp = client()
+            .get(gw.proxy(&format!("/apps/{ops}")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 401);
+        let resp = client()
+            .get(gw.proxy(&format!("/apps/{ops}")))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200, "forwarded as asked");
+        assert_eq!(rack.seen()[0].path, format!("/apps/{ops}"));
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.path.as_deref() == Some("/apps/[redacted]")
+        })
+        .await;
+        assert!(recorded, "the path is recorded with the token masked");
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let secret = &ops["rgw_".len()..];
+        assert!(
+            rows.iter().all(|r| !serde_json::to_string(&r.event)
+                .unwrap_or_default()
+                .contains(secret)),
+            "a row keeps the token"
+        );
+        assert!(
+            !gw.all_output().contains(secret),
+            "the output keeps the token"
+        );
+    }
+);

@@ -40,6 +40,8 @@ fn expectations() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("convox:processes:list", ALL),
         ("convox:processes:read", READERS),
         ("convox:processes:start", OPS_UP),
+        // A run with options that reach a node (proxy.rs tests it: no route of its own).
+        ("convox:processes:privileged", ADMIN),
         ("convox:processes:exec", OPS_UP),
         ("convox:processes:terminate", OPS_UP),
         ("convox:logs:read", READERS),
@@ -130,6 +132,18 @@ fn sample_path(pattern: &str) -> String {
         .join("/")
 }
 
+/// The status of a WebSocket handshake through the gateway: 101 when it was upgraded.
+async fn websocket_status(gw: &Gateway, path: &str, token: &str) -> u16 {
+    match tokio_tungstenite::connect_async(crate::streaming::ws_request(gw, path, token)).await {
+        Ok((mut socket, response)) => {
+            let _ = socket.close(None).await;
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("WebSocket to {path}: {e}"),
+    }
+}
+
 fn method(m: Method) -> reqwest::Method {
     reqwest::Method::from_bytes(m.as_str().as_bytes()).unwrap_or(reqwest::Method::GET)
 }
@@ -146,20 +160,25 @@ both_backends!(every_route_for_every_role, |db| async move {
         let permission = route.permission();
         for (role, token) in &tokens {
             rack.clear();
-            let resp = c
-                .request(method(route.method), gw.proxy(&path))
-                .basic_auth("convox", Some(token))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let status = resp.status().as_u16();
+            let socket = route.kind == RouteKind::WebSocket;
+            let status = if socket {
+                websocket_status(&gw, &path, token).await
+            } else {
+                let resp = c
+                    .request(method(route.method), gw.proxy(&path))
+                    .basic_auth("convox", Some(token))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                resp.status().as_u16()
+            };
             let reached = rack
                 .seen()
                 .iter()
                 .any(|s| s.path == path && s.method == route.method.as_str());
             let want = expected(&permission, role);
             let ok = if want {
-                status == 200 && reached
+                status == if socket { 101 } else { 200 } && reached
             } else {
                 status == 403 && !reached
             };
@@ -181,6 +200,32 @@ both_backends!(every_route_for_every_role, |db| async move {
         failures.len(),
         failures.join("\n")
     );
+
+    // A WebSocket route asked for as plain HTTP, and an upgrade on an HTTP route: refused
+    // before the rack, whoever asks.
+    let admin_token = &tokens[3].1;
+    for route in ROUTES {
+        let path = sample_path(route.pattern);
+        rack.clear();
+        let status = if route.kind == RouteKind::WebSocket {
+            let resp = c
+                .get(gw.proxy(&path))
+                .basic_auth("convox", Some(admin_token))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            resp.status().as_u16()
+        } else if route.method == Method::Get {
+            websocket_status(&gw, &path, admin_token).await
+        } else {
+            continue;
+        };
+        assert_eq!(status, 400, "{} {path} with the wrong kind", route.method);
+        assert!(
+            rack.seen().is_empty(),
+            "{path} with the wrong kind reached the rack"
+        );
+    }
 
     // Unknown routes: admin only.
     for (role, token) in &tokens {

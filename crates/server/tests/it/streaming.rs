@@ -85,7 +85,8 @@ async fn download_streams_with_bounded_memory() {
     );
 }
 
-fn ws_request(
+/// A WebSocket handshake request to the gateway's proxy, authenticated with `token`.
+pub(crate) fn ws_request(
     gw: &Gateway,
     path: &str,
     token: &str,
