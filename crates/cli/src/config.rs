@@ -186,11 +186,19 @@ impl Config {
             (None, Some(e)) => (e.trim().to_string(), RACK_ENV),
             (None, None) => match &self.current {
                 Some(c) => (c.clone(), "the current rack"),
-                None => {
+                None if self.racks.is_empty() => {
                     return Err(CliError::Usage(
                         "no rack selected: run `rack-gateway login <rack> <gateway-url>` first"
                             .into(),
                     ));
+                }
+                None => {
+                    let names: Vec<&str> = self.racks.keys().map(String::as_str).collect();
+                    return Err(CliError::Usage(format!(
+                        "no rack selected: pick one with `rack-gateway switch <rack>` or --rack \
+                         (signed in: {})",
+                        names.join(", ")
+                    )));
                 }
             },
         };

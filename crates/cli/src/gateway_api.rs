@@ -215,6 +215,16 @@ async fn gateway_error(url: &str, response: reqwest::Response) -> ClientError {
         .unwrap_or_default();
     let is_gateway = serde_json::from_slice::<serde_json::Value>(&bytes)
         .is_ok_and(|v| v.get("code").is_some_and(serde_json::Value::is_string));
+    if is_gateway && status == 404 {
+        // Every endpoint asked for here exists at a gateway's root: a gateway answering "not
+        // found" was given with a path in front of them (`https://gw.example.com/account`).
+        return ClientError::Decode {
+            url: url.to_string(),
+            reason: "the gateway answered 404 not found: give its base URL, without a path \
+                     (e.g. https://gateway.example.com)"
+                .to_string(),
+        };
+    }
     if is_gateway {
         return convox_api::client::error_from_body(status, &bytes);
     }

@@ -231,6 +231,8 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))
+        // Set last, so a route that says otherwise (the stylesheet) keeps its own.
+        .layer(axum::middleware::map_response(no_store))
         .route(PROXY_PREFIX, any(proxy::handle))
         .route(&format!("{PROXY_PREFIX}/"), any(proxy::handle))
         .route(&format!("{PROXY_PREFIX}/{{*path}}"), any(proxy::handle))
@@ -241,6 +243,16 @@ pub fn build_app(state: AppState) -> Router {
         // that buffer (none on the proxy path).
         .layer(DefaultBodyLimit::max(api::BODY_LIMIT))
         .with_state(state)
+}
+
+/// The gateway's own answers (sessions, users, sign-in hand-outs, pages) are for one caller at
+/// one moment: no browser or proxy cache may keep them. Proxied answers keep the rack's headers.
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .entry(http::header::CACHE_CONTROL)
+        .or_insert(http::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Where a request comes from: the TCP peer, or, when the peer is a trusted proxy

@@ -133,6 +133,32 @@ fn a_server_that_is_not_a_gateway_is_named() {
 }
 
 #[test]
+fn a_gateway_url_given_wrongly_is_named() {
+    let dev = Dev::start();
+    let home = Home::new();
+    let https = dev.gateway.replacen("http://", "https://", 1);
+    let err = home
+        .run(&["login", "q", &https, "--token", dev.token("ops")])
+        .failed();
+    assert!(
+        err.contains("answered without TLS") && err.contains("use an http:// URL"),
+        "{err}"
+    );
+    for url in [
+        format!("{}/account", dev.gateway),
+        format!("{}/some/prefix", dev.gateway),
+    ] {
+        let err = home
+            .run(&["login", "q", &url, "--token", dev.token("ops")])
+            .failed();
+        assert!(
+            err.contains("give its base URL, without a path") && err.contains(&url),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_stream_the_gateway_ends_says_why() {
     let dev = Dev::start();
     let home = Home::new();

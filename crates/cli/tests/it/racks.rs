@@ -170,7 +170,12 @@ fn rack_selection_flag_then_env_then_current() {
     assert!(home.config()["racks"].get("ro").is_none());
     assert!(home.config().get("current").is_none());
     let err = home.run(&["apps"]).failed();
-    assert!(err.contains("no rack selected"), "{err}");
+    assert!(
+        err.contains("no rack selected")
+            && err.contains("rack-gateway switch <rack>")
+            && err.contains("signed in: rw"),
+        "{err}"
+    );
     assert!(home.run(&["--rack", "rw", "apps"]).ok().contains("web"));
 }
 

@@ -76,9 +76,14 @@ impl ClientError {
                 url: url.to_string(),
             }
         } else if e.is_connect() {
+            let mut reason = root_cause(e);
+            // rustls reading a plain-HTTP answer to its hello: the server is not speaking TLS.
+            if url.starts_with("https://") && reason.contains("InvalidContentType") {
+                reason.push_str(": the server answered without TLS; if it serves plain http, use an http:// URL");
+            }
             ClientError::Connect {
                 url: url.to_string(),
-                reason: root_cause(e),
+                reason,
             }
         } else if e.is_decode() {
             ClientError::Decode {

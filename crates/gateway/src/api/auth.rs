@@ -307,7 +307,12 @@ pub async fn callback(
         return deny(
             "browser_mismatch",
             None,
-            "This sign-in was started in another browser.".into(),
+            // One browser holds one sign-in at a time: a second tab's sign-in, or this one
+            // finished already, replaced this browser's claim to it.
+            "This sign-in is not this browser's current one: it was started in another browser, \
+             or replaced by a newer sign-in here (another tab), or already finished. If you are \
+             not signed in, start again."
+                .into(),
         )
         .await;
     }

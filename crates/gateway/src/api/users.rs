@@ -36,7 +36,7 @@ fn manage_error(e: ManageError) -> ApiError {
         ManageError::Invalid(m) => ApiError::BadRequest(m),
         ManageError::Store(StoreError::NotFound(_)) => ApiError::NotFound,
         ManageError::Store(StoreError::Conflict(m)) => {
-            ApiError::BadRequest(format!("{m} already exists"))
+            ApiError::Conflict(format!("{m} already exists"))
         }
         ManageError::Store(StoreError::Ambiguous(m)) => ApiError::BadRequest(m),
         ManageError::Store(e @ StoreError::LastAdmin(_)) => ApiError::Conflict(e.to_string()),

@@ -141,6 +141,23 @@ both_backends!(
         assert!(added.status().is_success(), "{}", added.status());
         let rows = audited_as(id_of(&added)).await;
         assert_eq!(rows[0].event.action, "gateway:users:create");
+        // The same user again: a conflict, as the trail records it.
+        let again = c
+            .post(format!("{}/api/v1/users", gw.url))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "email": "new@example.com", "role": "viewer" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.status(), 409);
+        let id = id_of(&again);
+        let body: serde_json::Value = again.json().await.unwrap_or_default();
+        assert_eq!(body["code"], "conflict");
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.request_id == id && r.event.details["reason"] == "conflict"
+        })
+        .await;
+        assert!(recorded, "the refused change's outcome says conflict");
 
         // A proxied call: its request and outcome events, and the rack never sees the forged id.
         let proxied = c

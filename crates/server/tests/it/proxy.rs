@@ -351,6 +351,14 @@ both_backends!(info_reports_the_caller, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 200);
+    let cache = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // The gateway's own answers are for this caller now: never cached.
+    assert_eq!(cache(&resp).as_deref(), Some("no-store"));
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     assert_eq!(body["role"], "ops");
     assert_eq!(body["token_name"], "ops-token");
@@ -365,6 +373,16 @@ both_backends!(info_reports_the_caller, |db| async move {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 401);
+    assert_eq!(cache(&resp).as_deref(), Some("no-store"));
+    // Proxied answers keep what the rack said (the test rack says nothing).
+    let resp = client()
+        .get(gw.proxy("/apps"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(cache(&resp), None);
 });
 
 // The audited client address is the TCP peer; X-Forwarded-For counts only when the peer is a
@@ -663,7 +681,8 @@ both_backends!(
         let allowed = crate::kit::audited(&s, |r| {
             r.event.action == "convox:processes:privileged"
                 && r.event.rbac_decision.as_str() == "allow"
-                && r.event.details["privileged"] == serde_json::json!(["privileged", "build service"])
+                && r.event.details["privileged"]
+                    == serde_json::json!(["privileged", "build service"])
                 && r.event.details["command"] == "sh"
         })
         .await;
