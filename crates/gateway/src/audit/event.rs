@@ -220,6 +220,11 @@ pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
 /// env form, a command) keep their shape.
 fn shown_plainly(value: &mut serde_json::Value) {
     fn plain(text: &str) -> Option<String> {
+        // Nearly every string is printable ASCII (a route, a role): one quick look at the bytes.
+        let printable = |b: &u8| matches!(b, b' '..=b'~' | b'\n' | b'\t');
+        if text.bytes().all(|b| printable(&b)) {
+            return None;
+        }
         let hidden = |c: char| c != '\n' && c != '\t' && gateway_core::text::is_hidden(c);
         text.contains(hidden).then(|| {
             text.chars()

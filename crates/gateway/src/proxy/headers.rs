@@ -74,7 +74,7 @@ const REQUEST_DROP_PREFIXES: &[&str] = &["x-forwarded-", "x-original-", "x-audit
 /// The header the rack records as a request's actor when it is authenticated with its own
 /// token (Convox's `pkg/api`): set to the gateway's caller, so the rack's own audit events name
 /// the person or robot rather than "rack-password".
-pub const ACTOR: &str = "convox-actor";
+pub const ACTOR: HeaderName = HeaderName::from_static("convox-actor");
 
 /// [`ACTOR`]'s value for a caller: the signed-in user's e-mail, or `token:<name>` for an API
 /// token, followed by its owner's e-mail in parentheses when it has one. Control characters
@@ -87,8 +87,14 @@ pub fn actor(email: Option<&str>, token_name: Option<&str>) -> Option<http::Head
         (None, Some(email)) => email.to_string(),
         (None, None) => return None,
     };
-    let clean: String = text.chars().filter(|c| !c.is_control()).take(256).collect();
-    http::HeaderValue::from_bytes(clean.as_bytes()).ok()
+    // Almost always plain already: then the text itself becomes the value, uncopied.
+    let plain = text.len() <= 256 && !text.chars().any(char::is_control);
+    let clean = if plain {
+        text
+    } else {
+        text.chars().filter(|c| !c.is_control()).take(256).collect()
+    };
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(clean)).ok()
 }
 
 /// Response headers never returned to the client.

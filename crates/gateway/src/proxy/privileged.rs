@@ -55,8 +55,8 @@ pub type Reasons = Vec<&'static str>;
 /// the reasons it needs `convox:processes:privileged` rather than `permission`, or `None`.
 pub fn reasons(permission: &str, decoded_path: &str, headers: &HeaderMap) -> Option<Reasons> {
     // `/apps/{app}/services/{service}/processes` and `/apps/{app}/processes/{pid}/…`: the
-    // service or process is the fourth segment.
-    let named = decoded_path.split('/').nth(4).unwrap_or_default();
+    // service or process is the fourth segment. (Not looked at on any other route.)
+    let named = || decoded_path.split('/').nth(4).unwrap_or_default();
     let reasons: Reasons = if permission == RUN {
         let forwarded = request_headers(headers);
         let mut reasons: Reasons = PRIVILEGED_HEADERS
@@ -64,11 +64,11 @@ pub fn reasons(permission: &str, decoded_path: &str, headers: &HeaderMap) -> Opt
             .copied()
             .filter(|name| forwarded.contains_key(*name))
             .collect();
-        if named == BUILD {
+        if named() == BUILD {
             reasons.push("build service");
         }
         reasons
-    } else if INSIDE_A_PROCESS.contains(&permission) && is_build_process(named) {
+    } else if INSIDE_A_PROCESS.contains(&permission) && is_build_process(named()) {
         vec!["build process"]
     } else {
         return None;
