@@ -507,6 +507,7 @@ pub async fn callback(
              shortly.",
         );
     }
+    end_replaced_session(&state, &peer, &headers, session.id).await;
     let target = attempt
         .return_to
         .filter(|r| cookies::safe_return_to(r))
@@ -521,6 +522,33 @@ pub async fn callback(
     );
     cookies::clear_login(&state, &mut response);
     response
+}
+
+/// Ends the session this browser presented before signing in again (a second sign-in, as
+/// someone else or not): its cookie is about to be replaced, and a session no browser holds
+/// any more should not live on until it idles out. Best effort: the new session is already
+/// recorded, so a failure here is logged and audited, not shown.
+async fn end_replaced_session(state: &AppState, peer: &Peer, headers: &HeaderMap, new_id: i64) {
+    let Ok(Some((previous, _))) = web::cookie_principal(state, headers).await else {
+        return;
+    };
+    let Some(id) = previous.session_id().filter(|id| *id != new_id) else {
+        return;
+    };
+    let (allowed, details) = match state.store.revoke_session(id).await {
+        Ok(_) => (
+            true,
+            json!({ "channel": "web", "reason": "replaced", "session_id": id }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "ending a session replaced by a new sign-in failed");
+            let details =
+                json!({ "channel": "web", "reason": "store_unavailable", "session_id": id });
+            (false, details)
+        }
+    };
+    let (email, action) = (previous.email(), "gateway:auth:signout");
+    audit_signin(state, peer, headers, action, email, allowed, details).await;
 }
 
 /// Why [`admit`] let nobody in.

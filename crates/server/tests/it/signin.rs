@@ -184,6 +184,23 @@ both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
         .cloned()
         .unwrap_or_default();
     assert_ne!(first, second);
+    // The session this browser held before is ended, not left to idle out.
+    let resp = client()
+        .get(format!("{}/api/v1/info", s.gw.url))
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "session_revoked");
+    let replaced = crate::kit::audited(&store(&db).await, |r| {
+        r.event.action == "gateway:auth:signout"
+            && r.event.details["reason"] == "replaced"
+            && r.event.user_email.as_deref() == Some("ops@example.com")
+    })
+    .await;
+    assert!(replaced, "the replaced session's end is recorded");
 
     // A role change applies on the next request; a lock too.
     let (ok, _, _) = admin(&db, &["users", "set-role", "ops@example.com", "viewer"]);
