@@ -1,4 +1,6 @@
-//! The built-in roles and their permission sets (see PRODUCT.md).
+//! The built-in roles and their permission sets. The README's "Roles" table and
+//! docs/security-model.md describe them; `crates/server/tests/it/rbac_matrix.rs` pins every
+//! route × role.
 
 use std::fmt;
 use std::str::FromStr;
