@@ -92,7 +92,8 @@ pub struct DevOidcConfig {
     pub quirks: Quirks,
 }
 
-/// Ways a provider can misbehave; all off by default. The gateway must refuse every one.
+/// Ways a provider can misbehave; all off by default. The gateway must refuse every one that
+/// breaks the protocol, and live with a slow one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quirks {
     /// ID tokens name another audience.
@@ -104,6 +105,9 @@ pub struct Quirks {
     /// Key rotation: once the key set has been served, ID tokens are signed with a new key that
     /// only key sets served after that list (a relying party must fetch the keys again).
     pub rotates_key: bool,
+    /// The token endpoint answers this many milliseconds late (a slow provider: the relying
+    /// party's caller may give up meanwhile).
+    pub token_delay_ms: u64,
 }
 
 /// Why the provider could not start.
@@ -317,6 +321,12 @@ async fn token(State(s): St, headers: HeaderMap, Form(form): Form<TokenForm>) ->
     match client_credentials(&headers, &form) {
         Some((id, secret)) if id == s.config.client_id && secret == s.config.client_secret => {}
         _ => return token_error(StatusCode::UNAUTHORIZED, "invalid_client"),
+    }
+    if s.config.quirks.token_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            s.config.quirks.token_delay_ms,
+        ))
+        .await;
     }
     if form.grant_type.as_deref() != Some("authorization_code") {
         return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");

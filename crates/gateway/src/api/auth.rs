@@ -243,12 +243,26 @@ pub struct Callback {
 }
 
 /// `GET /api/v1/auth/callback`: the provider sends the browser back here.
+///
+/// Handled in a task of its own, to its end even when the browser goes away: once the attempt
+/// is consumed, a callback dropped during the provider's code exchange would leave a CLI
+/// sign-in the user confirmed pending until it expires, and a sign-in half recorded.
 pub async fn callback(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
     web::PageQuery(q): web::PageQuery<Callback>,
 ) -> Response {
+    match crate::request_id::spawn(finish_callback(state, peer, headers, q)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a sign-in callback failed");
+            web::unavailable("You are not signed in.")
+        }
+    }
+}
+
+async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Callback) -> Response {
     let deny = |reason: &'static str, email: Option<String>, message: String| {
         let state = state.clone();
         let headers = headers.clone();

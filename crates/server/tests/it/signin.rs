@@ -1568,3 +1568,80 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    a_cli_sign_in_whose_browser_went_away_during_the_exchange_is_finished,
+    |db| async move {
+        // The browser confirmed; the provider is slow to exchange the code and the browser
+        // gives up meanwhile. The attempt is already consumed: the sign-in must still finish,
+        // or the CLI would wait until it expires.
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let quirks = dev_oidc::Quirks {
+            token_delay_ms: 2000,
+            ..Default::default()
+        };
+        let s = SignIn::start(&db, quirks, &[]).await;
+        let c = client();
+        let (verifier, challenge) = pkce();
+        let start: serde_json::Value = c
+            .post(format!("{}/api/v1/auth/cli/start", s.gw.url))
+            .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let login_id = start["login_id"].as_str().unwrap_or_default().to_string();
+        let browser_url = start["browser_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let asked = b
+            .visit(&browser_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let approve =
+            dev_oidc::browser::approve_link(&asked).unwrap_or_else(|| panic!("{}", asked.body));
+        let st = store(&db).await;
+        let cli_hash = gateway::identity::hash_token(&login_id);
+        {
+            // Boxed, so that dropping it below ends the request.
+            let mut visit = Box::pin(b.visit(&approve));
+            let exchanging = tokio::select! {
+                page = &mut visit => panic!("the exchange was not slow: {page:?}"),
+                seen = crate::kit::eventually(|| {
+                    let (st, cli_hash) = (st.clone(), cli_hash.clone());
+                    async move {
+                        matches!(
+                            st.login_by_cli_hash(&cli_hash).await,
+                            Ok(Some(row)) if row.status == "exchanging"
+                        )
+                    }
+                }) => seen,
+            };
+            assert!(exchanging, "the sign-in never reached the code exchange");
+        }
+        // The browser is gone; the CLI, polling, gets its session once the provider answers.
+        let collected = crate::kit::eventually(|| {
+            let c = c.clone();
+            let url = format!("{}/api/v1/auth/cli/poll", s.gw.url);
+            let body = serde_json::json!({ "login_id": login_id, "code_verifier": verifier });
+            async move {
+                let r = c.post(url).json(&body).send().await;
+                r.is_ok_and(|r| r.status() == 200)
+            }
+        })
+        .await;
+        assert!(collected, "the CLI was left waiting");
+        let recorded = crate::kit::audited(&st, |r| {
+            r.event.action == "gateway:auth:signin"
+                && r.event.details["channel"] == "cli"
+                && r.event.details["stage"] == "browser"
+        })
+        .await;
+        assert!(recorded, "the browser stage is recorded");
+    }
+);
