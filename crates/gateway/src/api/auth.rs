@@ -453,6 +453,16 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
             return web::unavailable("You are not signed in.");
         }
     };
+    // The provider's name for this person, when it says something new (an admin added them
+    // by e-mail alone, or the name changed there): recorded with the sign-in, then stored.
+    let new_name = Some(
+        identity
+            .name
+            .chars()
+            .take(MAX_NAME_CHARS)
+            .collect::<String>(),
+    )
+    .filter(|name| !name.trim().is_empty() && *name != user.name);
     if attempt.channel == "cli" {
         // The CLI collects its session from this state: without it the page would say
         // "signed in" while the CLI waits until the attempt expires.
@@ -473,9 +483,10 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
             "gateway:auth:signin",
             Some(&user.email),
             true,
-            json!({ "channel": "cli", "stage": "browser" }),
+            json!({ "channel": "cli", "stage": "browser", "name": new_name }),
         )
         .await;
+        store_name(&state, &user, new_name).await;
         let mut response = web::message(
             StatusCode::OK,
             "Signed in",
@@ -511,7 +522,7 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
             return web::unavailable("You are not signed in.");
         }
     };
-    let details = json!({ "channel": "web", "session_id": session.id });
+    let details = json!({ "channel": "web", "session_id": session.id, "name": new_name });
     if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
         withdraw_session(&state, session.id, &err).await;
         return web::message(
@@ -521,6 +532,7 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
              shortly.",
         );
     }
+    store_name(&state, &user, new_name).await;
     end_replaced_session(&state, &peer, &headers, session.id).await;
     let target = attempt
         .return_to
@@ -563,6 +575,19 @@ async fn end_replaced_session(state: &AppState, peer: &Peer, headers: &HeaderMap
     };
     let (email, action) = (previous.email(), "gateway:auth:signout");
     audit_signin(state, peer, headers, action, email, allowed, details).await;
+}
+
+/// Longest display name kept (as the users API allows).
+const MAX_NAME_CHARS: usize = 200;
+
+/// Stores the provider's `name` for `user` once the sign-in that carried it is recorded. Best
+/// effort: a name is for show, so a failure is logged and the sign-in goes on.
+async fn store_name(state: &AppState, user: &UserRow, name: Option<String>) {
+    if let Some(name) = name
+        && let Err(e) = state.store.set_user_name(user.id, &name).await
+    {
+        tracing::warn!(error = %e, "could not store the provider's name for a user");
+    }
 }
 
 /// Why [`admit`] let nobody in.

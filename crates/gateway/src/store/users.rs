@@ -134,6 +134,19 @@ impl Store {
         .await
     }
 
+    /// Sets a user's display name (the identity provider's, at sign-in).
+    pub async fn set_user_name(&self, id: i64, name: &str) -> Result<(), StoreError> {
+        bounded(async {
+            sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
+                .bind(name)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// All users, by e-mail.
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
         bounded(async {

@@ -153,6 +153,13 @@ both_backends!(web_sign_in_creates_a_fresh_session, |db| async move {
         user.last_seen_at.is_some(),
         "last seen not set by the sign-in"
     );
+    // Added by e-mail alone, the user now has the provider's name, as the sign-in recorded.
+    assert_eq!(user.name, "Otto Ops");
+    let named = crate::kit::audited(&store(&db).await, |r| {
+        r.event.action == "gateway:auth:signin" && r.event.details["name"] == "Otto Ops"
+    })
+    .await;
+    assert!(named, "the sign-in records the name it brings");
 
     // The session works as the Basic-auth password for the stock convox CLI.
     let resp = client()
