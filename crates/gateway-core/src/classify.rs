@@ -30,6 +30,16 @@ pub fn classify(method: &http::Method, decoded_path: &str) -> Option<Classified>
     })
 }
 
+/// The methods the catalogue knows for `decoded_path`, in [`Method::ALL`]'s order: empty for
+/// a path the rack API does not have at all.
+pub fn methods_for(decoded_path: &str) -> Vec<&'static str> {
+    Method::ALL
+        .iter()
+        .filter(|m| CATALOGUE.find(**m, decoded_path).is_some())
+        .map(|m| m.as_str())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +56,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_methods_of_a_path() {
+        assert_eq!(methods_for("/apps"), vec!["GET", "POST"]);
+        assert_eq!(methods_for("/apps/web"), vec!["GET", "PUT", "DELETE"]);
+        assert!(methods_for("/definitely/not/a/route").is_empty());
     }
 
     #[test]

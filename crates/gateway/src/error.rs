@@ -41,6 +41,16 @@ pub enum ApiError {
     /// The method is not one the gateway proxies.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A rack path asked for with a method the rack API does not use on it.
+    #[error("{method} is not a method of {path} in the rack API (it takes {})", .allowed.join(", "))]
+    WrongMethod {
+        /// The method asked for.
+        method: String,
+        /// The path.
+        path: String,
+        /// The methods the catalogue knows for it.
+        allowed: Vec<&'static str>,
+    },
     /// No such gateway endpoint.
     #[error("not found")]
     NotFound,
@@ -91,7 +101,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidBody { status, .. } => *status,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed | ApiError::WrongMethod { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::AuditUnavailable | ApiError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -129,7 +141,7 @@ impl ApiError {
                 415 => "unsupported_media_type",
                 _ => "invalid_body",
             },
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed | ApiError::WrongMethod { .. } => "method_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -158,6 +170,11 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.message(), "code": self.code() });
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::WrongMethod { allowed, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(&allowed.join(", "))
+        {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

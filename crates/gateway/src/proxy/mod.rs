@@ -249,7 +249,13 @@ async fn authorise(
                     return Err(err);
                 }
             };
-        let verdict = judge(&principal, &normalised, classified, is_upgrade);
+        let verdict = judge(
+            &principal,
+            &parts.method,
+            &normalised,
+            classified,
+            is_upgrade,
+        );
         if verdict.is_err() && read_at.is_some() {
             reads = Reads::Fresh;
             continue;
@@ -329,13 +335,15 @@ async fn authenticate_request(
 /// and a WebSocket upgrade exactly where the route is a WebSocket one.
 fn judge(
     principal: &Principal,
+    method: &http::Method,
     normalised: &Result<NormalisedPath, PathError>,
     classified: Option<Result<Classified, ApiError>>,
     is_upgrade: bool,
 ) -> Result<Classified, ApiError> {
-    if let Err(e) = normalised {
-        return Err(ApiError::BadRequest(e.to_string()));
-    }
+    let path = match normalised {
+        Ok(path) => path,
+        Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+    };
     let classified = match classified {
         Some(Ok(c)) => c,
         Some(Err(err)) => return Err(err),
@@ -345,6 +353,19 @@ fn judge(
     if let rbac::Decision::Deny { missing } =
         rbac::decide(&principal.permissions, &classified.permission)
     {
+        // A known path with a method the rack does not use on it (`HEAD /apps`): say so, not
+        // that an unknown-route permission is missing. (Admins' requests go as asked.)
+        let allowed = match classified.route {
+            None => gateway_core::classify::methods_for(&path.decoded),
+            Some(_) => Vec::new(),
+        };
+        if !allowed.is_empty() {
+            return Err(ApiError::WrongMethod {
+                method: method.to_string(),
+                path: gateway_core::redact::clip(path.decoded.clone(), 256),
+                allowed,
+            });
+        }
         return Err(ApiError::Forbidden {
             permission: missing,
             role: principal.role_name().to_string(),

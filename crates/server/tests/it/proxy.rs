@@ -170,6 +170,37 @@ both_backends!(wrong_role_is_403_naming_the_permission, |db| async move {
         "{msg}"
     );
     assert!(rack.seen().is_empty());
+    // A known path with a method the rack API does not use on it: 405 naming the methods it
+    // takes, not a missing unknown-route permission.
+    for method in ["HEAD", "OPTIONS"] {
+        let resp = client()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET),
+                gw.proxy("/apps"),
+            )
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 405, "{method}");
+        let allow = resp.headers().get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!(allow, Some("GET, POST"), "{method}");
+        if method == "OPTIONS" {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(body["code"], "method_not_allowed");
+            let msg = body["error"].as_str().unwrap_or_default();
+            assert!(msg.contains("OPTIONS is not a method of /apps"), "{msg}");
+        }
+    }
+    // An unknown path stays a permission question.
+    let resp = client()
+        .head(gw.proxy("/not/a/route"))
+        .basic_auth("convox", Some(&viewer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 403);
+    assert!(rack.seen().is_empty());
 });
 
 both_backends!(
