@@ -10,12 +10,13 @@
 //! - normalising is idempotent: on the forwarded path and on the decoded path;
 //! - classification is total: a known method always gets a valid `convox:` permission; a
 //!   matched route re-expands to exactly the path; no two routes tie for the same path; an
-//!   unknown route is granted to admin only.
+//!   unknown route is granted to admin only; the methods a 405 names for a path
+//!   (`methods_for`) each classify to a route, and include a matched route's own.
 #![no_main]
 
 use convox_api::route::specificity;
 use convox_api::{ROUTES, Route, RouteMatch, match_route};
-use gateway_core::classify::classify;
+use gateway_core::classify::{classify, methods_for};
 use gateway_core::path::normalise;
 use gateway_core::rbac::{Role, unknown_route_permission, validate_permission};
 use libfuzzer_sys::fuzz_target;
@@ -129,8 +130,21 @@ fn check(m: &http::Method, raw: &str) {
                 route.pattern
             );
             no_tie(known, d, route);
+            assert!(
+                methods_for(d).contains(&known.as_str()),
+                "{m} {d:?}: its own method is not among the path's"
+            );
         }
         None => {
+            // A 405 names these methods: each must classify to a route of its own.
+            for other in methods_for(d) {
+                let other = http::Method::from_bytes(other.as_bytes())
+                    .unwrap_or_else(|e| panic!("{other}: {e}"));
+                assert!(
+                    classify(&other, d).is_some_and(|c| c.route.is_some()),
+                    "{other} {d:?}: named for the path but not a route"
+                );
+            }
             assert_eq!(c.permission, unknown_route_permission(m.as_str()));
             for role in Role::ALL {
                 assert_eq!(
