@@ -170,6 +170,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.message(), "code": self.code() });
         let mut response = (status, Json(body)).into_response();
+        // The gateway's own answer, never to be cached (a rack's answers keep their headers).
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let ApiError::WrongMethod { allowed, .. } = &self
             && let Ok(value) = HeaderValue::from_str(&allowed.join(", "))
         {

@@ -133,6 +133,15 @@ async fn proxy(
         )
         .chars()
         .filter(|c| !c.is_control())
+        // Invisible characters that hide or reorder text would make the trail show another
+        // path (such paths are refused, and the refusal records what the caller sent).
+        .map(|c| {
+            if gateway_core::text::is_hidden(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
         .take(512)
         .collect(),
     };
@@ -370,6 +379,23 @@ fn judge(
             permission: missing,
             role: principal.role_name().to_string(),
         });
+    }
+    // A privileged request refines its route's permission: it needs that one too.
+    if classified.permission == rbac::PRIVILEGED_RUN
+        && let Some(route) = classified.route
+        && let rbac::Decision::Deny { missing } =
+            rbac::decide(&principal.permissions, &route.permission())
+    {
+        return Err(ApiError::Forbidden {
+            permission: missing,
+            role: principal.role_name().to_string(),
+        });
+    }
+    if let Some(problem) = classified
+        .route
+        .and_then(|route| privileged::process_id_problem(route.pattern, &path.decoded))
+    {
+        return Err(ApiError::BadRequest(problem));
     }
     // Judged after the permission, so a caller learns nothing about a route it may not use. An
     // upgrade on an HTTP route would hold a WebSocket slot and be recorded as a session for a

@@ -6,19 +6,23 @@
 //! only admins hold:
 //!
 //! - **Run options.** The rack takes a run's options as request headers (`Command`, `Height`,
-//!   `Release`, …) and honours some that the stock CLI never sends but any caller can:
-//!   `Privileged` (a privileged container, AppArmor off, when the path's service is `build`),
-//!   `Volumes` (host paths such as the container runtime's socket or `/proc`), `Image` (any
-//!   image), `System-Critical` (a priority that evicts other pods) and `Node-Labels` (which
-//!   nodes it lands on). Judged on the headers as they will be forwarded (one the client lists
-//!   in `Connection` never reaches the rack), and by presence: `Privileged: false` counts too,
-//!   since what the rack makes of a value is the rack's business.
+//!   `Release`, `Node-Labels`, …) and honours some that reach past the app: `Privileged` (a
+//!   privileged container, AppArmor off, when the path's service is `build`), `Volumes` (host
+//!   paths such as the container runtime's socket or `/proc`) and `Image` (any image), which
+//!   the stock CLI never sends but any caller can, and `System-Critical` (`convox run
+//!   --system-critical`: the cluster's own priority class, which preempts other apps' pods).
+//!   Judged on the headers as they will be forwarded (one the client lists in `Connection`
+//!   never reaches the rack), and by presence: `Privileged: false` counts too, since what the
+//!   rack makes of a value is the rack's business.
 //! - **The build service.** A run of the service named `build` gets an unconfined seccomp
 //!   profile and is placed as a build.
 //! - **Build processes.** The rack gives every build's pod its own password (`RACK_URL`), to
 //!   report back with: a shell in one, or its files (`/proc/1/environ`), is the rack's admin
 //!   password. Build pods are named `build-` and five letters or digits, and `exec` also takes
-//!   a service name (`build`) and picks one of its running processes.
+//!   a service name (`build`) and picks one of its running processes — by a Kubernetes label
+//!   selector the rack writes with the id unescaped (`service=<pid>`), so an id like
+//!   `build,app`, `build ` or `=build` would select build pods too. [`process_id_problem`]
+//!   therefore lets only plain pod names through, on every process route.
 
 use http::HeaderMap;
 
@@ -36,13 +40,7 @@ const INSIDE_A_PROCESS: &[&str] = &[
 ];
 
 /// Request headers (lower case) that make a run privileged.
-const PRIVILEGED_HEADERS: &[&str] = &[
-    "privileged",
-    "volumes",
-    "image",
-    "system-critical",
-    "node-labels",
-];
+const PRIVILEGED_HEADERS: &[&str] = &["privileged", "volumes", "image", "system-critical"];
 
 /// The service name the rack treats as a build.
 const BUILD: &str = "build";
@@ -74,6 +72,27 @@ pub fn reasons(permission: &str, decoded_path: &str, headers: &HeaderMap) -> Opt
         return None;
     };
     (!reasons.is_empty()).then_some(reasons)
+}
+
+/// Why the `{pid}` of a request on `route_pattern` is not a process id the rack reads as one
+/// name, or `None`: a Kubernetes pod or service name — lower-case letters, digits, `-` and
+/// `.`, starting and ending with a letter or digit, at most 253 characters. Anything else
+/// could be more than one term of a label selector.
+pub fn process_id_problem(route_pattern: &str, decoded_path: &str) -> Option<String> {
+    let at = route_pattern.split('/').position(|seg| seg == "{pid}")?;
+    let pid = decoded_path.split('/').nth(at).unwrap_or_default();
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let ok = !pid.is_empty()
+        && pid.len() <= 253
+        && pid.bytes().all(|b| plain(b) || b == b'-' || b == b'.')
+        && pid.bytes().next().is_some_and(plain)
+        && pid.bytes().last().is_some_and(plain);
+    (!ok).then(|| {
+        format!(
+            "{:?} is not a process id: lower-case letters, digits, '-' and '.'",
+            gateway_core::redact::clip(pid.to_string(), 80)
+        )
+    })
 }
 
 /// `build`, or a build pod's name: `build-` and five lower-case letters or digits.
@@ -115,6 +134,7 @@ mod tests {
             ("cpu", "256"),
             ("memory", "512"),
             ("use-service-volume", "true"),
+            ("node-labels", "pool=batch"),
         ]);
         assert_eq!(reasons(RUN, PATH, &h), None);
     }
@@ -186,6 +206,40 @@ mod tests {
         assert_eq!(
             read, None,
             "reading a build process's state is not privileged"
+        );
+    }
+
+    #[test]
+    fn only_plain_pod_names_are_process_ids() {
+        let exec = "/apps/{app}/processes/{pid}/exec";
+        for pid in ["web-5d9c7b6f4-x7k2q", "build", "web", "a", "web.1", "0abc"] {
+            let path = format!("/apps/web/processes/{pid}/exec");
+            assert_eq!(process_id_problem(exec, &path), None, "{pid}");
+        }
+        for pid in [
+            "build,app",
+            "build ",
+            " build",
+            "=build",
+            "build=x",
+            "build!",
+            "Build",
+            "-build",
+            "build-",
+            "build.",
+            "a(b)",
+            "x_y",
+        ] {
+            let path = format!("/apps/web/processes/{pid}/exec");
+            assert!(process_id_problem(exec, &path).is_some(), "{pid:?}");
+        }
+        let long = "a".repeat(254);
+        let path = format!("/apps/web/processes/{long}");
+        assert!(process_id_problem("/apps/{app}/processes/{pid}", &path).is_some());
+        assert_eq!(
+            process_id_problem("/apps/{app}", "/apps/Web,x"),
+            None,
+            "no {{pid}}"
         );
     }
 }

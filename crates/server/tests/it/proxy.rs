@@ -610,6 +610,14 @@ both_backends!(
         let named = token(
             &db,
             "named",
+            &[
+                "--permissions",
+                "convox:processes:start,convox:processes:privileged",
+            ],
+        );
+        let only = token(
+            &db,
+            "only-privileged",
             &["--permissions", "convox:processes:privileged"],
         );
         let gw = Gateway::start(&db, &rack.url, &[]).await;
@@ -631,8 +639,17 @@ both_backends!(
                 )
             }
         };
-        // What `convox run` sends: an ordinary run.
-        let (status, _) = run(&ops, "web", &[("height", "40"), ("width", "80")]).await;
+        // What `convox run` sends: an ordinary run (placement included).
+        let (status, _) = run(
+            &ops,
+            "web",
+            &[
+                ("height", "40"),
+                ("width", "80"),
+                ("node-labels", "pool=batch"),
+            ],
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(rack.seen().len(), 1);
         rack.clear();
@@ -644,7 +661,6 @@ both_backends!(
             ("web", &[("volumes", "/var/run/docker.sock=/sock")]),
             ("web", &[("image", "alpine")]),
             ("web", &[("system-critical", "true")]),
-            ("web", &[("node-labels", "role=system")]),
             ("build", &[]),
         ];
         for (service, headers) in refused {
@@ -665,6 +681,11 @@ both_backends!(
         assert_eq!(status, 200);
         assert!(rack.seen().iter().all(|s| s.header("privileged").is_none()));
         rack.clear();
+        // It refines the route's permission, not replaces it.
+        let (status, error) = run(&only, "build", &[("privileged", "true")]).await;
+        assert_eq!(status, 403);
+        assert!(error.contains("convox:processes:start"), "{error}");
+        assert!(rack.seen().is_empty());
         // Admins, and a token granted the permission by name, may.
         for caller in [&root, &named] {
             let (status, _) = run(caller, "build", &[("privileged", "true")]).await;
@@ -695,6 +716,22 @@ both_backends!(
             match refused {
                 Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                     assert_eq!(resp.status(), 403)
+                }
+                other => panic!("exec in {pid} not refused: {other:?}"),
+            }
+        }
+        // Exec finds a service's processes by a label selector the rack writes with the id
+        // unescaped: an id that is more than a name would select build pods too.
+        for pid in ["build,app", "build%20", "%3Dbuild", "build%2Capp", "Build"] {
+            let refused = tokio_tungstenite::connect_async(crate::streaming::ws_request(
+                &gw,
+                &format!("/apps/web/processes/{pid}/exec"),
+                &ops,
+            ))
+            .await;
+            match refused {
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert_eq!(resp.status(), 400, "{pid}")
                 }
                 other => panic!("exec in {pid} not refused: {other:?}"),
             }
@@ -769,5 +806,24 @@ both_backends!(
             !gw.all_output().contains(secret),
             "the output keeps the token"
         );
+        // A refused path with characters that reorder text is recorded without them.
+        let resp = client()
+            .get(gw.proxy("/apps/invoice%E2%80%AEfdp.exe"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "the gateway's own refusal"
+        );
+        let shown = crate::kit::audited(&s, |r| {
+            r.event.path.as_deref() == Some("/apps/invoice\u{fffd}fdp.exe")
+        })
+        .await;
+        assert!(shown, "the refused path is recorded plainly");
     }
 );
