@@ -573,6 +573,22 @@ fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
+/// Starts a CLI sign-in as `rack-gateway login` does (S256): the gateway's answer and the
+/// verifier only this "CLI" holds.
+async fn start_cli_sign_in(c: &reqwest::Client, gw: &str) -> (serde_json::Value, String) {
+    let (verifier, challenge) = pkce();
+    let start = c
+        .post(format!("{gw}/api/v1/auth/cli/start"))
+        .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    (start, verifier)
+}
+
 both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
     let (ok, _, _) = admin(
         &db,
@@ -586,16 +602,7 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
     )
     .await;
     let c = client();
-    let (verifier, challenge) = pkce();
-    let start: serde_json::Value = c
-        .post(format!("{}/api/v1/auth/cli/start", s.gw.url))
-        .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let (start, verifier) = start_cli_sign_in(&c, &s.gw.url).await;
     let login_id = start["login_id"].as_str().unwrap_or_default().to_string();
     let browser_url = start["browser_url"]
         .as_str()
@@ -1117,25 +1124,8 @@ both_backends!(
         assert!(ok, "{err}");
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
         let c = client();
-        let start = || {
-            let c = c.clone();
-            let url = format!("{}/api/v1/auth/cli/start", s.gw.url);
-            async move {
-                let (verifier, challenge) = pkce();
-                let start: serde_json::Value = c
-                    .post(url)
-                    .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .json()
-                    .await
-                    .unwrap_or_default();
-                (start, verifier)
-            }
-        };
-        let (first, verifier) = start().await;
-        let (second, _) = start().await;
+        let (first, verifier) = start_cli_sign_in(&c, &s.gw.url).await;
+        let (second, _) = start_cli_sign_in(&c, &s.gw.url).await;
         let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
         let url = |v: &serde_json::Value| v["browser_url"].as_str().unwrap_or_default().to_string();
         let first_page = b
@@ -1590,16 +1580,7 @@ both_backends!(
         };
         let s = SignIn::start(&db, quirks, &[]).await;
         let c = client();
-        let (verifier, challenge) = pkce();
-        let start: serde_json::Value = c
-            .post(format!("{}/api/v1/auth/cli/start", s.gw.url))
-            .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
+        let (start, verifier) = start_cli_sign_in(&c, &s.gw.url).await;
         let login_id = start["login_id"].as_str().unwrap_or_default().to_string();
         let browser_url = start["browser_url"]
             .as_str()
