@@ -573,11 +573,19 @@ fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
-/// Starts a CLI sign-in as `rack-gateway login` does (S256): the gateway's answer and the
-/// verifier only this "CLI" holds.
-async fn start_cli_sign_in(c: &reqwest::Client, gw: &str) -> (serde_json::Value, String) {
+/// A CLI sign-in started as `rack-gateway login` starts one (S256).
+struct CliStart {
+    /// The gateway's answer.
+    json: serde_json::Value,
+    login_id: String,
+    browser_url: String,
+    /// What only this "CLI" holds.
+    verifier: String,
+}
+
+async fn start_cli_sign_in(c: &reqwest::Client, gw: &str) -> CliStart {
     let (verifier, challenge) = pkce();
-    let start = c
+    let json: serde_json::Value = c
         .post(format!("{gw}/api/v1/auth/cli/start"))
         .json(&serde_json::json!({ "code_challenge": challenge, "code_challenge_method": "S256" }))
         .send()
@@ -586,7 +594,13 @@ async fn start_cli_sign_in(c: &reqwest::Client, gw: &str) -> (serde_json::Value,
         .json()
         .await
         .unwrap_or_default();
-    (start, verifier)
+    let text = |key: &str| json[key].as_str().unwrap_or_default().to_string();
+    CliStart {
+        login_id: text("login_id"),
+        browser_url: text("browser_url"),
+        json,
+        verifier,
+    }
 }
 
 both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
@@ -602,12 +616,12 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
     )
     .await;
     let c = client();
-    let (start, verifier) = start_cli_sign_in(&c, &s.gw.url).await;
-    let login_id = start["login_id"].as_str().unwrap_or_default().to_string();
-    let browser_url = start["browser_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let CliStart {
+        json: start,
+        login_id,
+        browser_url,
+        verifier,
+    } = start_cli_sign_in(&c, &s.gw.url).await;
     assert!(browser_url.starts_with(&s.gw.url), "{start}");
     let poll = |verifier: String| {
         let c = c.clone();
@@ -1124,8 +1138,12 @@ both_backends!(
         assert!(ok, "{err}");
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
         let c = client();
-        let (first, verifier) = start_cli_sign_in(&c, &s.gw.url).await;
-        let (second, _) = start_cli_sign_in(&c, &s.gw.url).await;
+        let CliStart {
+            json: first,
+            verifier,
+            ..
+        } = start_cli_sign_in(&c, &s.gw.url).await;
+        let second = start_cli_sign_in(&c, &s.gw.url).await.json;
         let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
         let url = |v: &serde_json::Value| v["browser_url"].as_str().unwrap_or_default().to_string();
         let first_page = b
@@ -1580,12 +1598,12 @@ both_backends!(
         };
         let s = SignIn::start(&db, quirks, &[]).await;
         let c = client();
-        let (start, verifier) = start_cli_sign_in(&c, &s.gw.url).await;
-        let login_id = start["login_id"].as_str().unwrap_or_default().to_string();
-        let browser_url = start["browser_url"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let CliStart {
+            login_id,
+            browser_url,
+            verifier,
+            ..
+        } = start_cli_sign_in(&c, &s.gw.url).await;
         let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
         let asked = b
             .visit(&browser_url)
