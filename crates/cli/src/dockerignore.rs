@@ -82,22 +82,45 @@ enum Token {
 }
 
 /// The rules of one `.dockerignore`.
+/// The largest `.dockerignore` read (1 MiB: real ones are a few hundred bytes).
+pub const MAX_FILE: u64 = 1024 * 1024;
+
 #[derive(Debug, Default)]
 pub struct DockerIgnore {
     rules: Vec<Rule>,
 }
 
 impl DockerIgnore {
-    /// Reads `<dir>/.dockerignore` (no file: nothing is excluded).
+    /// Reads `<dir>/.dockerignore` (no file: nothing is excluded). It must be a regular file
+    /// (a link to `/dev/zero` or a FIFO would be read forever) of at most [`MAX_FILE`] bytes.
     pub fn load(dir: &Path) -> CliResult<Self> {
+        use std::io::Read;
         let path = dir.join(".dockerignore");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                Self::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(CliError::io(format!("reading {}", path.display()), e)),
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(CliError::io(format!("reading {}", path.display()), e)),
+        };
+        if !meta.is_file() {
+            return Err(CliError::Usage(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
         }
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| CliError::io(format!("reading {}", path.display()), e))?;
+        if bytes.len() as u64 > MAX_FILE {
+            return Err(CliError::Usage(format!(
+                "{} is larger than {} KiB",
+                path.display(),
+                MAX_FILE / 1024
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", path.display())))?;
+        Self::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
     }
 
     /// Parses rules, one per line. A line starting with `#` (before any trimming) is a
@@ -312,6 +335,24 @@ mod tests {
 
     fn rules(text: &str) -> DockerIgnore {
         DockerIgnore::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_dockerignore_past_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join(".dockerignore");
+        std::fs::write(&path, "a\n".repeat(MAX_FILE as usize / 2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            DockerIgnore::load(dir.path()).is_ok(),
+            "exactly at the limit"
+        );
+        std::fs::write(&path, "a\n".repeat(MAX_FILE as usize / 2 + 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match DockerIgnore::load(dir.path()) {
+            Err(err) => assert!(err.to_string().contains("larger than 1024 KiB"), "{err}"),
+            Ok(_) => panic!("a .dockerignore past the limit was read"),
+        }
     }
 
     #[test]

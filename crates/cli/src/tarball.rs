@@ -20,6 +20,9 @@ pub struct Package {
     pub size: u64,
     /// The files (and links) inside, `/`-separated, in archive order.
     pub files: Vec<String>,
+    /// Files the package leaves out although `.dockerignore` keeps them: this CLI's own
+    /// config file (it holds the credentials) when it lies inside the directory.
+    pub left_out: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -50,6 +53,20 @@ pub fn package(dir: &Path) -> CliResult<Package> {
     let ignore = DockerIgnore::load(&root)?;
     let mut entries = Vec::new();
     walk(&root, Path::new(""), &ignore, &mut entries)?;
+    // The CLI's own config file holds its tokens: never shipped to the rack and its object
+    // store, whatever `.dockerignore` says (a deploy from $HOME, a CI checkout holding
+    // $XDG_CONFIG_HOME). Compared as canonical paths: the walk goes through real directories.
+    let own = crate::config::path()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    let mut left_out = Vec::new();
+    entries.retain(|e| {
+        let own_file = matches!(e.kind, Kind::File) && own.as_deref() == Some(e.full.as_path());
+        if own_file {
+            left_out.push(e.rel.clone());
+        }
+        !own_file
+    });
 
     let file = tempfile::Builder::new()
         .prefix("rack-gateway-source-")
@@ -68,7 +85,12 @@ pub fn package(dir: &Path) -> CliResult<Package> {
         .filter(|e| matches!(e.kind, Kind::File))
         .map(|e| e.rel)
         .collect();
-    Ok(Package { file, size, files })
+    Ok(Package {
+        file,
+        size,
+        files,
+        left_out,
+    })
 }
 
 fn write_archive(out: File, entries: &[Entry]) -> CliResult<()> {

@@ -26,9 +26,20 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
         package.files.len(),
         output::bytes(package.size)
     )))?;
+    for own in &package.left_out {
+        eprintln!(
+            "WARNING: left out {}: it is this CLI's own config file, which holds its tokens",
+            output::printable(own)
+        );
+    }
     if args.dry_run {
         for f in &package.files {
-            output::write_stdout(&format!("{f}\n"))?;
+            // One name per line: a name's own line breaks are shown escaped.
+            let shown = f
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r");
+            output::write_stdout(&format!("{shown}\n"))?;
         }
         return Ok(0);
     }

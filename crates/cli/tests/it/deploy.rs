@@ -101,3 +101,34 @@ fn deploy_builds_streams_and_promotes() {
         "{err}"
     );
 }
+
+#[test]
+fn deploy_never_ships_its_own_credentials_nor_reads_an_endless_dockerignore() {
+    let dev = Dev::start();
+    let home = Home::new();
+    home.login(&dev, "dev", "deployer");
+    // Deploying the directory that holds the CLI's config (a deploy from $HOME, a CI checkout
+    // holding the config): the config, with its token, stays out of the package.
+    std::fs::write(home.path().join("Dockerfile"), "FROM alpine\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = home.path().to_string_lossy().to_string();
+    let out = home.run(&["deploy", &dir, "-a", "web", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("config.json"), "{out:?}");
+    assert!(out.stdout.contains("Dockerfile"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("WARNING: left out config/config.json: it is this CLI's own config file"),
+        "{out:?}"
+    );
+    // A `.dockerignore` that never ends (a link to /dev/zero) is refused, not read forever.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/dev/zero", home.path().join(".dockerignore"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = home
+            .run(&["deploy", &dir, "-a", "web", "--dry-run"])
+            .failed();
+        assert!(err.contains(".dockerignore is not a regular file"), "{err}");
+    }
+}
