@@ -550,15 +550,19 @@ fn parse_rack_host(raw: Option<String>) -> Result<Url, ConfigError> {
 }
 
 fn validate_database_url(url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("sqlite:")
-        || url.starts_with("postgres://")
-        || url.starts_with("postgresql://")
-    {
+    // A SQLite URL names a file: `sqlite://` alone (an unset variable in `sqlite://$DB`) or
+    // `sqlite:x` would otherwise open a private in-memory database, and `migrate` would
+    // "succeed" on it.
+    let sqlite_file = url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .is_some_and(|path| !path.trim().is_empty());
+    if sqlite_file || url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(())
     } else {
         Err(ConfigError::Invalid {
             name: "DATABASE_URL",
-            expected: "sqlite://PATH or postgres://USER@HOST/DB".into(),
+            expected: "sqlite://PATH (a file) or postgres://USER@HOST/DB".into(),
         })
     }
 }
@@ -925,6 +929,9 @@ mod tests {
             ("RACK_HOST", "https://convox:tok@rack"),
             ("LISTEN_ADDR", "nope"),
             ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "sqlite://"),
+            ("DATABASE_URL", "sqlite:gateway.db"),
+            ("DATABASE_URL", "sqlite://?mode=rwc"),
             ("AUDIT_HMAC_KEY", "short-secret-value"),
             ("RACK_TLS_PIN_SHA256", "abcd"),
             ("RACK_READ_TIMEOUT_SECS", "-1"),
