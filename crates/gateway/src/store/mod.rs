@@ -161,6 +161,30 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The pool only says it timed out when no connection could be set up (a file that is not a
+/// database, a server refusing connections): one connection of our own, set up as the pool's
+/// would be, says why.
+async fn why_no_connection(
+    options: &AnyConnectOptions,
+    backend: Backend,
+    sync: SqliteSync,
+) -> StoreError {
+    use sqlx::{ConnectOptions, Connection};
+    let attempt = async {
+        let mut conn = options.connect().await?;
+        let setup = match backend {
+            Backend::Sqlite => sqlite_pragmas(sync),
+            Backend::Postgres => "SELECT 1",
+        };
+        conn.execute(setup).await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Err(e)) => e.into(),
+        _ => sqlx::Error::PoolTimedOut.into(),
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
     /// missing; PostgreSQL's database must exist.
@@ -232,7 +256,13 @@ impl Store {
                 })
             }),
         };
-        let pool = pool_options.connect_with(options).await?;
+        let pool = match pool_options.connect_with(options.clone()).await {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(why_no_connection(&options, backend, sync).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
         // A file-backed SQLite store also gets connections of its own, outside sqlx, for the
         // two hot paths: appending audit events and authentication's reads.
         let sqlite_file = match backend {

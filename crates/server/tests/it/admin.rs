@@ -460,3 +460,34 @@ both_backends!(the_last_unlocked_admin_stays, |db| async move {
         assert_eq!(admins, 1, "round {round}");
     }
 });
+
+#[test]
+fn a_database_that_cannot_be_used_is_named() {
+    // The pool alone only says it timed out; the command must say why.
+    let dir = crate::kit::scratch_dir();
+    let not_a_database = dir.join("notes.txt");
+    std::fs::write(&not_a_database, "not a database\n").unwrap_or_else(|e| panic!("{e}"));
+    for (url, why) in [
+        (
+            format!("sqlite://{}", not_a_database.display()),
+            "file is not a database",
+        ),
+        (
+            "postgres://gateway@127.0.0.1:1/gateway".to_string(),
+            "Connection refused",
+        ),
+    ] {
+        let out = std::process::Command::new(crate::kit::BIN)
+            .args(["users", "list"])
+            .env("DATABASE_URL", &url)
+            .env("AUDIT_HMAC_KEY", crate::kit::AUDIT_KEY)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {err}");
+        assert!(err.contains(why), "{url}: {err}");
+        assert!(!err.contains("pool timed out"), "{url}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
