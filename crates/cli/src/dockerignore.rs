@@ -137,6 +137,10 @@ impl DockerIgnore {
                 continue;
             }
             let (negate, pattern) = match line.strip_prefix('!') {
+                // Docker refuses it too: an exception of nothing is a mistake, not a rule.
+                Some(rest) if rest.trim().is_empty() => {
+                    return Err(format!("illegal exclusion pattern {line:?}"));
+                }
                 Some(rest) => (true, rest.trim()),
                 None => (false, line),
             };
@@ -335,6 +339,17 @@ mod tests {
 
     fn rules(text: &str) -> DockerIgnore {
         DockerIgnore::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_exception_of_nothing_is_refused() {
+        for text in ["!\n", "a\n ! \n"] {
+            let err = DockerIgnore::parse(text).map(|_| ());
+            assert!(
+                err.is_err_and(|e| e.contains("illegal exclusion pattern")),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,20 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
                 row.name,
                 when(row.expires_at)
             );
+            for pattern in row.permissions.iter().flatten() {
+                if gateway::rbac::convox_pattern_grants_nothing(pattern) {
+                    eprintln!("warning: {pattern} grants no rack route (a typo?)");
+                }
+            }
+            if let Some(owner) = row.owner_user_id
+                && let Ok(Some(user)) = admin.store.user_by_id(owner).await
+                && user.locked
+            {
+                eprintln!(
+                    "warning: {} is locked: the token is refused until they are unlocked",
+                    user.email
+                );
+            }
             println!("Store it now: it is shown only once.");
             println!("{secret}");
         }

@@ -43,6 +43,25 @@ pub const ESCALATING: &[&str] = &[
 /// `convox:processes:exec` and `convox:files:*`.
 pub const PRIVILEGED_RUN: &str = "convox:processes:privileged";
 
+/// True when a `convox:` pattern grants no permission the gateway ever asks for: no route of
+/// the catalogue, not [`PRIVILEGED_RUN`], no unknown route (a typo such as
+/// `convox:app:list`). `gateway:` and `*` patterns are not judged.
+pub fn convox_pattern_grants_nothing(pattern: &str) -> bool {
+    if !pattern.starts_with("convox:") {
+        return false;
+    }
+    let known = convox_api::ROUTES
+        .iter()
+        .map(|r| r.permission())
+        .chain([PRIVILEGED_RUN.to_string()])
+        .chain(
+            convox_api::Method::ALL
+                .iter()
+                .map(|m| unknown_route_permission(m.as_str())),
+        );
+    !known.into_iter().any(|p| pattern_matches(pattern, &p))
+}
+
 /// A malformed permission string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid permission {0:?}: expected `*` or `<convox|gateway|*>:<resource|*>:<action|*>`")]
@@ -262,6 +281,28 @@ mod tests {
         assert!(named.covers(&named));
         let wide: PermissionSet = "convox:*:*".parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(!wide.covers(&named));
+    }
+
+    #[test]
+    fn patterns_that_grant_nothing_are_told_apart() {
+        for nothing in [
+            "convox:app:list",
+            "convox:nonexist:thing",
+            "convox:apps:lst",
+        ] {
+            assert!(convox_pattern_grants_nothing(nothing), "{nothing}");
+        }
+        for something in [
+            "convox:apps:list",
+            "convox:*:list",
+            "convox:unknown:get",
+            PRIVILEGED_RUN,
+            "convox:rack:jwt-token",
+            "gateway:anything:at-all",
+            "*",
+        ] {
+            assert!(!convox_pattern_grants_nothing(something), "{something}");
+        }
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub fn hash_token(secret: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not a duration like `30d`, `12h`, `90m`.
-    #[error("invalid expiry {0:?}: use a duration such as 90m, 12h, 30d or 52w")]
+    #[error(
+        "invalid expiry {0:?}: use a whole number of minutes, hours, days or weeks, from 1m up \
+         to 3650d (10 years), such as 90m, 12h, 30d or 52w"
+    )]
     BadExpiry(String),
 }
 
@@ -46,6 +49,10 @@ pub fn parse_expiry(s: &str) -> Result<i64, TokenError> {
     // The unit is the last character, whatever its width (`30é` is an error, not a panic).
     let split = s.char_indices().last().map(|(i, _)| i).ok_or_else(bad)?;
     let (num, unit) = s.split_at(split);
+    // Digits only: `+5d` and ` 5d` are not what anyone types on purpose.
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let n: i64 = num.parse().map_err(|_| bad())?;
     let unit_ms: i64 = match unit {
         "m" => 60_000,
@@ -91,8 +98,16 @@ mod tests {
             "30é",
             "é",
             "3日",
+            "+5d",
+            "3651d",
+            "522w",
+            "87601h",
         ] {
             assert!(parse_expiry(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_expiry("3650d"), Ok(3650 * 86_400_000));
+        assert_eq!(parse_expiry("521w"), Ok(521 * 7 * 86_400_000));
+        let told = parse_expiry("3651d").map_err(|e| e.to_string());
+        assert!(told.is_err_and(|e| e.contains("up to 3650d")));
     }
 }

@@ -101,6 +101,37 @@ both_backends!(token_create_rejects_bad_input, |db| async move {
         assert!(!ok, "{full:?} accepted");
         assert!(err.contains(expected), "{full:?}: {err}");
     }
+    // Accepted, but said to be useless as it stands.
+    let (ok, _, err) = admin(&db, &["users", "add", "gone@example.com", "--role", "ops"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&db, &["users", "lock", "gone@example.com"]);
+    assert!(ok, "{err}");
+    for (args, warning) in [
+        (
+            vec!["--name", "typo", "--permissions", "convox:app:list"],
+            "warning: convox:app:list grants no rack route",
+        ),
+        (
+            vec![
+                "--name",
+                "locked",
+                "--role",
+                "ops",
+                "--owner",
+                "gone@example.com",
+            ],
+            "warning: gone@example.com is locked",
+        ),
+        (
+            vec!["--name", "late", "--role", "ops", "--expires-in", "3651d"],
+            "up to 3650d",
+        ),
+    ] {
+        let mut full = vec!["tokens", "create"];
+        full.extend(args);
+        let (_, _, err) = admin(&db, &full);
+        assert!(err.contains(warning), "{full:?}: {err}");
+    }
 });
 
 both_backends!(users_add_list_set_role_lock, |db| async move {
