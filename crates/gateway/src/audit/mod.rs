@@ -8,6 +8,7 @@
 pub mod anchor;
 mod chain;
 mod event;
+mod foreign;
 mod refusals;
 mod retained;
 mod verify;

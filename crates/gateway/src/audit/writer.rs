@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::foreign::ForeignRows;
 use super::retained::{Attempt, Retained};
 use super::{AuditEvent, ChainKey};
 use crate::store::{AuditRow, ChainLink, Generation, Store};
@@ -133,6 +134,10 @@ impl AuditLog {
             deferred: deferred.clone(),
             on_the_way: on_the_way.clone(),
         };
+        // The stdout sink also prints what admin commands commit (see `foreign`).
+        let foreign = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| ForeignRows::new(store.clone(), runtime));
         let task = if store.appends_audit_blocking() {
             let (finished, done) = oneshot::channel::<()>();
             let (thread_store, thread_key, thread_queues) =
@@ -140,7 +145,7 @@ impl AuditLog {
             let spawned = std::thread::Builder::new()
                 .name("audit-writer".into())
                 .spawn(move || {
-                    run_blocking(&thread_store, &thread_key, stdout, &thread_queues);
+                    run_blocking(&thread_store, &thread_key, stdout, foreign, &thread_queues);
                     let _ = finished.send(());
                 });
             match spawned {
@@ -149,11 +154,11 @@ impl AuditLog {
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "no thread for the audit writer; using a task");
-                    tokio::spawn(run(store, key, stdout, queues))
+                    tokio::spawn(run(store, key, stdout, None, queues))
                 }
             }
         } else {
-            tokio::spawn(run(store, key, stdout, queues))
+            tokio::spawn(run(store, key, stdout, foreign, queues))
         };
         (
             AuditLog {
@@ -503,8 +508,14 @@ impl SlowCommits {
 }
 
 /// The writer as an async task (PostgreSQL, whose driver is async).
-async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
-    let printer = stdout.then(Printer::start);
+async fn run(
+    store: Store,
+    key: ChainKey,
+    stdout: bool,
+    foreign: Option<ForeignRows>,
+    queues: Queues,
+) {
+    let printer = stdout.then(|| Printer::start(foreign));
     let mut slow = SlowCommits::default();
     let mut kept = Retained::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -565,8 +576,14 @@ async fn run(store: Store, key: ChainKey, stdout: bool, queues: Queues) {
 /// The writer on a thread of its own (SQLite): it commits in place, so a batch costs one
 /// hand-off from the requests to this thread and one back, not four through an async task
 /// and the blocking pool (~12 % of the async workers' time under load went to those).
-fn run_blocking(store: &Store, key: &ChainKey, stdout: bool, queues: &Queues) {
-    let printer = stdout.then(Printer::start);
+fn run_blocking(
+    store: &Store,
+    key: &ChainKey,
+    stdout: bool,
+    foreign: Option<ForeignRows>,
+    queues: &Queues,
+) {
+    let printer = stdout.then(|| Printer::start(foreign));
     let mut slow = SlowCommits::default();
     let mut kept = Retained::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -647,12 +664,17 @@ enum PrintJob {
 }
 
 impl Printer {
-    fn start() -> Printer {
-        Printer::start_to(Box::new(std::io::stdout()), PRINT_BACKLOG)
+    fn start(foreign: Option<ForeignRows>) -> Printer {
+        Printer::start_to(Box::new(std::io::stdout()), PRINT_BACKLOG, foreign)
     }
 
-    /// A printer writing to `out`, holding at most `limit` rows.
-    fn start_to(mut out: Box<dyn Write + Send>, limit: usize) -> Printer {
+    /// A printer writing to `out`, holding at most `limit` rows, and what admin commands
+    /// commit when `foreign` is given.
+    fn start_to(
+        mut out: Box<dyn Write + Send>,
+        limit: usize,
+        mut foreign: Option<ForeignRows>,
+    ) -> Printer {
         let (tx, rx) = std::sync::mpsc::channel::<PrintJob>();
         let backlog = Arc::new(Backlog::default());
         let shared = backlog.clone();
@@ -661,12 +683,24 @@ impl Printer {
             .spawn(move || {
                 let mut pending: Vec<AuditRow> = Vec::new();
                 let mut flushes = Vec::new();
-                while let Ok(job) = rx.recv() {
-                    for job in std::iter::once(job).chain(rx.try_iter()) {
+                loop {
+                    // Woken at least every `foreign::EVERY`, so that an admin command's events
+                    // seen as a gap are printed even when nothing follows them.
+                    let first = match rx.recv_timeout(super::foreign::EVERY) {
+                        Ok(job) => Some(job),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    for job in first.into_iter().chain(rx.try_iter()) {
                         match job {
                             PrintJob::Rows(rows) => pending.extend(rows),
                             PrintJob::Flush(done) => flushes.push(done),
                         }
+                    }
+                    if let Some(foreign) = foreign.as_mut() {
+                        foreign.saw(&pending);
+                        // Usually before the rows whose numbers revealed them: in order.
+                        write_rows(&mut out, &foreign.due(std::time::Instant::now()));
                     }
                     // The dropped rows came after those queued: the gap line follows them.
                     write_rows(&mut out, &pending);
@@ -1097,7 +1131,7 @@ mod tests {
     #[test]
     fn a_stalled_stdout_holds_a_bounded_backlog_and_reports_the_gap() {
         let gate = Gate::default();
-        let printer = Printer::start_to(Box::new(gate.clone()), 10);
+        let printer = Printer::start_to(Box::new(gate.clone()), 10, None);
         // The first row reaches the thread, which then waits on the closed stdout.
         printer.print(vec![row(1)]);
         std::thread::sleep(Duration::from_millis(100));

@@ -585,6 +585,35 @@ impl Store {
         .await
     }
 
+    /// Events numbered `from..=to` recorded with `actor_type`, in order, at most `limit`.
+    pub async fn audit_rows_between(
+        &self,
+        from: i64,
+        to: i64,
+        actor_type: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        bounded(async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audit_events WHERE seq >= $1 AND seq <= $2 AND actor_type = $3 \
+                 ORDER BY seq LIMIT $4"
+            );
+            let rows = sqlx::query(sql)
+                .bind(from)
+                .bind(to)
+                .bind(actor_type)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| from_row_as_stored(r).map(|(row, _)| row))
+                .collect()
+        })
+        .await
+    }
+
     /// Events for one request id, in order.
     pub async fn audit_by_request(&self, request_id: &str) -> Result<Vec<AuditRow>, StoreError> {
         bounded(async {

@@ -923,3 +923,45 @@ both_backends!(
         assert!(matches!(user, Ok(Some(_))), "{user:?}");
     }
 );
+
+both_backends!(
+    admin_commands_events_reach_the_serving_gateways_stdout,
+    |db| async move {
+        // An admin command is a process of its own: its events are committed to the same
+        // trail, and the serving gateway's stdout (what a SIEM reads) must carry them too.
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let get = || async {
+            let resp = client()
+                .get(gw.proxy("/apps"))
+                .bearer_auth(&viewer)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 200);
+        };
+        get().await;
+        let _ = crate::kit::token(&db, "made-meanwhile", &["--role", "viewer"]);
+        get().await;
+        let printed = crate::kit::eventually(|| async {
+            gw.audit_lines().iter().any(|l| {
+                l["action"] == "gateway:tokens:create"
+                    && l["actor_type"] == "cli"
+                    && l["details"]["name"] == "made-meanwhile"
+            })
+        })
+        .await;
+        assert!(printed, "the admin command's event is not on stdout");
+        // Each event once, in the chain's order where they came in one look.
+        let seqs: Vec<i64> = gw
+            .audit_lines()
+            .iter()
+            .filter_map(|l| l["seq"].as_i64())
+            .collect();
+        let mut unique = seqs.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), seqs.len(), "a line printed twice: {seqs:?}");
+    }
+);
