@@ -127,15 +127,7 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> CliResult<()> {
 /// become `�`. Everything the CLI prints from a server goes through here, except what is
 /// raw by nature: log lines, a process's output, an environment value asked for.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c != '\n' && c != '\t' && gateway_core::text::is_hidden(c);
-    if !text.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    std::borrow::Cow::Owned(
-        text.chars()
-            .map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c })
-            .collect(),
-    )
+    gateway_core::text::readable(text)
 }
 
 /// JSON text with the characters [`printable`] would replace written as `\uXXXX` escapes

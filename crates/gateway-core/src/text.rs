@@ -31,6 +31,38 @@ pub fn is_hidden(c: char) -> bool {
         )
 }
 
+/// `c`, or U+FFFD when it [`is_hidden`]: hostile text recorded or shown as it was sent,
+/// without one stray character erasing it or reordering what follows.
+pub fn shown(c: char) -> char {
+    if is_hidden(c) {
+        char::REPLACEMENT_CHARACTER
+    } else {
+        c
+    }
+}
+
+/// `text` with every [`is_hidden`] character but line feeds and tabs as U+FFFD, so multi-line
+/// text keeps its shape; borrowed when there is none, which a look at the bytes usually tells
+/// (printable ASCII is the common case).
+pub fn readable(text: &str) -> std::borrow::Cow<'_, str> {
+    let printable = |b: u8| matches!(b, b' '..=b'~' | b'\n' | b'\t');
+    let hidden = |c: char| c != '\n' && c != '\t' && is_hidden(c);
+    if text.bytes().all(printable) || !text.contains(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if hidden(c) {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Why `email` cannot name a person here, or `None` when it can. Addresses are plain ASCII:
 /// a letter from another script that looks like a Latin one (Cyrillic `а`, the Kelvin sign
 /// `K`, which Unicode lower-cases to `k`) would let one address pass for, or be folded into,
@@ -73,7 +105,23 @@ pub fn email_key(email: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{email_key, email_problem, is_hidden};
+
+    #[test]
+    fn hidden_characters_are_shown_as_replacement_characters() {
+        assert_eq!(shown('a'), 'a');
+        assert_eq!(shown('\u{202e}'), '\u{fffd}');
+        assert!(matches!(
+            readable("GET /apps\n\tok"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(matches!(readable("é ok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            readable("a\u{1b}[2J\u{202e}b\r\n"),
+            "a\u{fffd}[2J\u{fffd}b\u{fffd}\n"
+        );
+    }
+
+    use super::{email_key, email_problem, is_hidden, readable, shown};
 
     #[test]
     fn e_mail_addresses_are_plain_ascii() {

@@ -201,13 +201,7 @@ pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
             .take(256)
-            .map(|c| {
-                if gateway_core::text::is_hidden(c) {
-                    char::REPLACEMENT_CHARACTER
-                } else {
-                    c
-                }
-            })
+            .map(gateway_core::text::shown)
             .collect()
     })
 }
@@ -220,23 +214,10 @@ pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
 /// env form, a command) keep their shape.
 fn shown_plainly(value: &mut serde_json::Value) {
     fn plain(text: &str) -> Option<String> {
-        // Nearly every string is printable ASCII (a route, a role): one quick look at the bytes.
-        let printable = |b: &u8| matches!(b, b' '..=b'~' | b'\n' | b'\t');
-        if text.bytes().all(|b| printable(&b)) {
-            return None;
+        match gateway_core::text::readable(text) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(plain) => Some(plain),
         }
-        let hidden = |c: char| c != '\n' && c != '\t' && gateway_core::text::is_hidden(c);
-        text.contains(hidden).then(|| {
-            text.chars()
-                .map(|c| {
-                    if hidden(c) {
-                        char::REPLACEMENT_CHARACTER
-                    } else {
-                        c
-                    }
-                })
-                .collect()
-        })
     }
     match value {
         serde_json::Value::String(s) => {

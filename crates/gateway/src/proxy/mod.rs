@@ -135,13 +135,7 @@ async fn proxy(
         .filter(|c| !c.is_control())
         // Invisible characters that hide or reorder text would make the trail show another
         // path (such paths are refused, and the refusal records what the caller sent).
-        .map(|c| {
-            if gateway_core::text::is_hidden(c) {
-                char::REPLACEMENT_CHARACTER
-            } else {
-                c
-            }
-        })
+        .map(gateway_core::text::shown)
         .take(512)
         .collect(),
     };
