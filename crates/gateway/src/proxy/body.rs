@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::elapsed_ms;
-use super::headers::{response_headers, upstream_headers};
+use super::headers::response_headers;
 use super::upstream::{RackError, UploadProgress};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
@@ -208,19 +208,18 @@ impl Stream for Tracked {
     }
 }
 
-/// Forwards one HTTP request to `url` with the rack's credentials and the caller as the rack's
-/// actor ([`super::headers::actor`]), streaming both bodies.
+/// Forwards one HTTP request to `url` with the `forwarded` headers
+/// ([`super::headers::upstream_headers`]: the rack's credentials, the caller as its actor),
+/// streaming both bodies.
 pub async fn forward(
     state: &AppState,
     parts: Parts,
     body: Body,
+    forwarded: http::HeaderMap,
     url: String,
     mut outcome: OutcomeGuard,
-    actor: Option<http::HeaderValue>,
 ) -> Result<Response, ApiError> {
     let upstream = &state.upstream;
-    let headers = upstream_headers(&parts.headers, upstream.authorization(), actor);
-
     let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
         || parts.headers.contains_key(http::header::CONTENT_LENGTH)
         || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -262,7 +261,7 @@ pub async fn forward(
     let mut request = http::Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
+    *request.headers_mut() = forwarded;
 
     let read_timeout = state.config.rack_read_timeout;
     let response = match upstream

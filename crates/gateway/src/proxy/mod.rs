@@ -164,7 +164,13 @@ async fn proxy(
     let (principal, normalised, classified) =
         authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
     let action = classified.permission.clone();
-    let actor = headers::actor(principal.email(), principal.token_name());
+    // What reaches the rack: the client's headers that may cross, the rack's credentials,
+    // and the caller as the rack's actor.
+    let forwarded = headers::upstream_headers(
+        &parts.headers,
+        state.upstream.authorization(),
+        headers::actor(principal.email(), principal.token_name()),
+    );
 
     let mut outcome = OutcomeGuard::new(
         state.audit.clone(),
@@ -207,18 +213,12 @@ async fn proxy(
         // Boxed: the WebSocket future is several times the size of the rest of this one, and
         // every plain request's future would otherwise carry (and be moved with) that space.
         return Box::pin(ws::forward(
-            state,
-            upgrade,
-            headers::upstream_headers(&parts.headers, state.upstream.authorization(), actor),
-            url,
-            outcome,
-            recheck,
-            slot,
+            state, upgrade, forwarded, url, outcome, recheck, slot,
         ))
         .await;
     }
     let url = state.upstream.url(&normalised.forward, query.as_deref());
-    body::forward(state, parts, body, url, outcome, actor).await
+    body::forward(state, parts, body, forwarded, url, outcome).await
 }
 
 /// Authenticates the caller, judges the request and records its event, durably, before
