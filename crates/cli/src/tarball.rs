@@ -14,16 +14,30 @@ use crate::error::{CliError, CliResult};
 /// A packaged source.
 #[derive(Debug)]
 pub struct Package {
-    /// The `.tgz`, removed when dropped.
-    pub file: tempfile::NamedTempFile,
+    /// The `.tgz`: a temporary file without a name (unlinked from the start), so nothing is
+    /// left in `$TMPDIR` however the CLI ends — Ctrl-C and SIGTERM included.
+    pub file: File,
     /// Its size in bytes.
     pub size: u64,
     /// The files (and links) inside, `/`-separated, in archive order.
     pub files: Vec<String>,
-    /// Files the package leaves out although `.dockerignore` keeps them: this CLI's own
-    /// config file (it holds the credentials) when it lies inside the directory.
-    pub left_out: Vec<String>,
+    /// What the package leaves out although `.dockerignore` keeps it, and why: this CLI's
+    /// own config file (it holds the credentials) when it lies inside the directory, and
+    /// special files (FIFOs, sockets, devices), which have no content to send.
+    pub left_out: Vec<LeftOut>,
 }
+
+/// A path [`package`] leaves out although `.dockerignore` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The path, `/`-separated.
+    pub name: String,
+    /// Why, for people.
+    pub why: &'static str,
+}
+
+const OWN_CONFIG: &str = "it is this CLI's own config file, which holds its tokens";
+const SPECIAL_FILE: &str = "not a regular file, directory or link (a FIFO, socket or device)";
 
 #[derive(Debug)]
 enum Kind {
@@ -52,32 +66,32 @@ pub fn package(dir: &Path) -> CliResult<Package> {
     }
     let ignore = DockerIgnore::load(&root)?;
     let mut entries = Vec::new();
-    walk(&root, Path::new(""), &ignore, &mut entries)?;
+    let mut left_out = Vec::new();
+    walk(&root, Path::new(""), &ignore, &mut entries, &mut left_out)?;
     // The CLI's own config file holds its tokens: never shipped to the rack and its object
     // store, whatever `.dockerignore` says (a deploy from $HOME, a CI checkout holding
     // $XDG_CONFIG_HOME). Compared as canonical paths: the walk goes through real directories.
     let own = crate::config::path()
         .ok()
         .and_then(|p| p.canonicalize().ok());
-    let mut left_out = Vec::new();
     entries.retain(|e| {
         let own_file = matches!(e.kind, Kind::File) && own.as_deref() == Some(e.full.as_path());
         if own_file {
-            left_out.push(e.rel.clone());
+            left_out.push(LeftOut {
+                name: e.rel.clone(),
+                why: OWN_CONFIG,
+            });
         }
         !own_file
     });
 
-    let file = tempfile::Builder::new()
-        .prefix("rack-gateway-source-")
-        .suffix(".tgz")
-        .tempfile()
-        .map_err(|e| CliError::io("creating a temporary file", e))?;
+    let file = tempfile::tempfile().map_err(|e| CliError::io("creating a temporary file", e))?;
     let handle = file
-        .reopen()
+        .try_clone()
         .map_err(|e| CliError::io("opening the temporary file", e))?;
     write_archive(handle, &entries)?;
-    let size = std::fs::metadata(file.path())
+    let size = file
+        .metadata()
         .map(|m| m.len())
         .map_err(|e| CliError::io("reading the package", e))?;
     let files = entries
@@ -162,7 +176,13 @@ impl Read for Exact {
     }
 }
 
-fn walk(root: &Path, rel_dir: &Path, ignore: &DockerIgnore, out: &mut Vec<Entry>) -> CliResult<()> {
+fn walk(
+    root: &Path,
+    rel_dir: &Path,
+    ignore: &DockerIgnore,
+    out: &mut Vec<Entry>,
+    left_out: &mut Vec<LeftOut>,
+) -> CliResult<()> {
     let here = root.join(rel_dir);
     let mut children: Vec<_> = std::fs::read_dir(&here)
         .map_err(|e| CliError::io(format!("reading {}", here.display()), e))?
@@ -191,8 +211,8 @@ fn walk(root: &Path, rel_dir: &Path, ignore: &DockerIgnore, out: &mut Vec<Entry>
                     full: child.path(),
                     kind: Kind::Dir,
                 });
-                walk(root, &rel_path, ignore, out)?;
-            } else if let Err(err) = walk(root, &rel_path, ignore, out) {
+                walk(root, &rel_path, ignore, out, left_out)?;
+            } else if let Err(err) = walk(root, &rel_path, ignore, out, left_out) {
                 // Looked into only for files a `!` rule might bring back: one it cannot read
                 // is left out, as Docker leaves it, rather than failing the package.
                 if !matches!(&err, CliError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
@@ -206,6 +226,11 @@ fn walk(root: &Path, rel_dir: &Path, ignore: &DockerIgnore, out: &mut Vec<Entry>
                 rel_path,
                 full: child.path(),
                 kind: Kind::File,
+            });
+        } else if !excluded && !kind.is_file() && !kind.is_symlink() {
+            left_out.push(LeftOut {
+                name: rel,
+                why: SPECIAL_FILE,
             });
         }
     }
@@ -237,8 +262,9 @@ mod tests {
         assert_eq!(pkg.files, [".dockerignore", "Dockerfile", "src/app.js"]);
 
         let mut raw = Vec::new();
-        File::open(pkg.file.path())
-            .and_then(|f| flate2::read::GzDecoder::new(f).read_to_end(&mut raw))
+        let mut file = pkg.file.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        std::io::Seek::rewind(&mut file)
+            .and_then(|()| flate2::read::GzDecoder::new(file).read_to_end(&mut raw))
             .unwrap_or_else(|e| panic!("{e}"));
         let mut archive = tar::Archive::new(raw.as_slice());
         let mut names = Vec::new();
@@ -292,5 +318,29 @@ mod tests {
         }
         let pkg = package(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pkg.files, [".dockerignore", "Dockerfile"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_left_out_and_said_so() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join(".dockerignore"), "ignored.sock\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A socket is a special file that std can make without a helper.
+        let _kept = std::os::unix::net::UnixListener::bind(dir.path().join("app.sock"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ignored = std::os::unix::net::UnixListener::bind(dir.path().join("ignored.sock"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pkg = package(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pkg.files, [".dockerignore", "Dockerfile"]);
+        assert_eq!(
+            pkg.left_out,
+            [LeftOut {
+                name: "app.sock".into(),
+                why: SPECIAL_FILE
+            }]
+        );
     }
 }

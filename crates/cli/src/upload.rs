@@ -1,18 +1,22 @@
 //! Streaming a file as a request body, with a progress bar on stderr (hidden when stderr is
 //! not a terminal).
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
 use crate::error::{CliError, CliResult};
 
-/// A body that reads `path` in chunks and advances the returned bar.
-pub async fn body_with_progress(path: &Path, size: u64) -> CliResult<(reqwest::Body, ProgressBar)> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| CliError::io(format!("opening {}", path.display()), e))?;
+/// A body that reads `file` from its start in chunks and advances the returned bar.
+pub fn body_with_progress(file: &File, size: u64) -> CliResult<(reqwest::Body, ProgressBar)> {
+    let mut file = file
+        .try_clone()
+        .map_err(|e| CliError::io("opening the package", e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| CliError::io("reading the package", e))?;
+    let file = tokio::fs::File::from_std(file);
     let bar = ProgressBar::new(size);
     if let Ok(style) = ProgressStyle::with_template(
         "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} {eta}",

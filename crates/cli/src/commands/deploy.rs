@@ -26,10 +26,11 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
         package.files.len(),
         output::bytes(package.size)
     )))?;
-    for own in &package.left_out {
+    for left in &package.left_out {
         eprintln!(
-            "WARNING: left out {}: it is this CLI's own config file, which holds its tokens",
-            output::printable(own)
+            "WARNING: left out {}: {}",
+            output::printable(&left.name),
+            left.why
         );
     }
     if args.dry_run {
@@ -47,7 +48,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     let client = ctx.client()?;
     let key = format!("tmp/{}.tgz", random_hex(16));
     output::step("Uploading source")?;
-    let (body, bar) = crate::upload::body_with_progress(package.file.path(), package.size).await?;
+    let (body, bar) = crate::upload::body_with_progress(&package.file, package.size)?;
     let object = client.store_object(&app, &key, body).await;
     bar.finish_and_clear();
     let object = object?;

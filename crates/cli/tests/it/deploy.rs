@@ -132,3 +132,65 @@ fn deploy_never_ships_its_own_credentials_nor_reads_an_endless_dockerignore() {
         assert!(err.contains(".dockerignore is not a regular file"), "{err}");
     }
 }
+
+#[test]
+fn a_deploy_cut_short_leaves_no_package_behind() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dev = Dev::start();
+    let mut home = Home::new();
+    home.login(&dev, "dev", "deployer");
+    // A gateway that takes the connection and never answers: the CLI is mid-upload, with its
+    // package written, when the test looks and then kills it.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = stall.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = home.config();
+    config["racks"]["dev"]["gateway_url"] = format!("http://{addr}").into();
+    home.write_config(&config);
+    let tmp = home.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap_or_else(|e| panic!("{e}"));
+    home.set_env("TMPDIR", &tmp.to_string_lossy());
+    let src = home.path().join("myapp");
+    sample_app(&src);
+    let dir = src.to_string_lossy().to_string();
+
+    let mut child = home
+        .command(&["deploy", &dir, "-a", "web"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    stall
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match stall.accept() {
+            Ok((conn, _)) => break conn,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the CLI never connected: {e}"),
+        }
+    };
+    conn.set_nonblocking(false)
+        .and_then(|()| conn.set_read_timeout(Some(Duration::from_secs(10))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut first = [0u8; 64];
+    let read = conn.read(&mut first).unwrap_or_else(|e| panic!("{e}"));
+    assert!(read > 0, "the CLI sent nothing");
+
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&tmp)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // The package is a file without a name: nothing to leave behind, however the CLI ends.
+    assert_eq!(names(), Vec::<String>::new(), "while the CLI is uploading");
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    assert_eq!(names(), Vec::<String>::new(), "after the CLI was killed");
+}
