@@ -5,8 +5,10 @@
 //! creations, role changes, locks, the ones a SIEM most wants — are in the database but were
 //! on nobody's stdout. The sink sees their sequence numbers go by as gaps between its own rows,
 //! and fetches the rows in those gaps that admin commands wrote (`actor_type: cli`), at most
-//! once a second, off the request path. Rows of other gateway instances sharing a PostgreSQL
-//! database are in those gaps too; they are left alone, each instance printing its own.
+//! once a second, off the request path. A gateway that prints nothing for a second looks at
+//! the chain's head instead, so that an idle gateway prints them too. Rows of other gateway
+//! instances sharing a PostgreSQL database are in those gaps too; they are left alone, each
+//! instance printing its own.
 
 use std::time::{Duration, Instant};
 
@@ -59,40 +61,76 @@ impl ForeignRows {
         }
     }
 
+    /// When nothing was printed for [`EVERY`]: the chain's head shows whether rows were added
+    /// meanwhile (an admin command's, on an idle gateway), and the admin commands' rows among
+    /// them are fetched as a gap's would be.
+    pub fn idle(&mut self, now: Instant) -> Vec<AuditRow> {
+        if self.gap.is_none() && !self.recently_looked(now) {
+            let store = self.store.clone();
+            match self.block_on(async move { store.chain_head().await }) {
+                Some(Ok(head)) => match self.last {
+                    // Nothing seen yet: the count starts here, as with the first rows seen.
+                    None => self.last = Some(head.seq),
+                    Some(last) if head.seq > last => {
+                        // This gateway's own rows still on their way to the sink may be in
+                        // the gap: never fetched (not the admin commands'), printed when they
+                        // arrive.
+                        self.gap = Some((last + 1, head.seq));
+                        self.last = Some(head.seq);
+                    }
+                    Some(_) => {}
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "could not read the audit chain's head for stdout");
+                    self.looked = Some(now);
+                }
+                None => {}
+            }
+        }
+        self.due(now)
+    }
+
     /// The admin commands' rows in the gaps noted, when a look is due (at most every
     /// [`EVERY`]); a failed look is logged and the gap kept for the next one.
     pub fn due(&mut self, now: Instant) -> Vec<AuditRow> {
         let Some((from, to)) = self.gap else {
             return Vec::new();
         };
-        if self.looked.is_some_and(|t| now.duration_since(t) < EVERY) {
+        if self.recently_looked(now) {
             return Vec::new();
         }
         self.looked = Some(now);
         let store = self.store.clone();
-        let runtime = self.runtime.clone();
-        // `block_on` panics once the runtime has shut down (the gateway stopping): the sink
-        // must outlive that to write what is left, so a look then is simply not made.
-        let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime.block_on(async move {
-                store
-                    .audit_rows_between(from, to, ActorType::Cli.as_str(), FETCH)
-                    .await
-            })
-        }));
+        let fetched = self.block_on(async move {
+            store
+                .audit_rows_between(from, to, ActorType::Cli.as_str(), FETCH)
+                .await
+        });
         match fetched {
-            Ok(Ok(rows)) => {
+            Some(Ok(rows)) => {
                 self.gap = None;
                 rows
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "could not read admin commands' audit events for stdout");
                 Vec::new()
             }
-            Err(_) => {
+            None => {
                 self.gap = None;
                 Vec::new()
             }
         }
+    }
+
+    fn recently_looked(&self, now: Instant) -> bool {
+        self.looked.is_some_and(|t| now.duration_since(t) < EVERY)
+    }
+
+    /// Runs `work` on the gateway's runtime; `None` once that runtime has shut down (the
+    /// gateway stopping), where `block_on` panics: the sink must outlive it to write what is
+    /// left, so a look then is simply not made.
+    fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let runtime = self.runtime.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(work))).ok()
     }
 }

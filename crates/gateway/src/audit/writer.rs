@@ -691,6 +691,7 @@ impl Printer {
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     };
+                    let timed_out = first.is_none();
                     for job in first.into_iter().chain(rx.try_iter()) {
                         match job {
                             PrintJob::Rows(rows) => pending.extend(rows),
@@ -698,9 +699,15 @@ impl Printer {
                         }
                     }
                     if let Some(foreign) = foreign.as_mut() {
-                        foreign.saw(&pending);
+                        let now = std::time::Instant::now();
+                        let theirs = if timed_out && pending.is_empty() {
+                            foreign.idle(now)
+                        } else {
+                            foreign.saw(&pending);
+                            foreign.due(now)
+                        };
                         // Usually before the rows whose numbers revealed them: in order.
-                        write_rows(&mut out, &foreign.due(std::time::Instant::now()));
+                        write_rows(&mut out, &theirs);
                     }
                     // The dropped rows came after those queued: the gap line follows them.
                     write_rows(&mut out, &pending);

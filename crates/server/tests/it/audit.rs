@@ -953,6 +953,18 @@ both_backends!(
         })
         .await;
         assert!(printed, "the admin command's event is not on stdout");
+        // On an idle gateway too: no request follows this one.
+        let _ = crate::kit::token(&db, "made-while-idle", &["--role", "viewer"]);
+        let printed = crate::kit::eventually(|| async {
+            gw.audit_lines()
+                .iter()
+                .any(|l| l["details"]["name"] == "made-while-idle" && l["actor_type"] == "cli")
+        })
+        .await;
+        assert!(
+            printed,
+            "an idle gateway left the admin command's event off stdout"
+        );
         // Each event once, in the chain's order where they came in one look.
         let seqs: Vec<i64> = gw
             .audit_lines()
