@@ -30,6 +30,8 @@ pub struct ForeignRows {
     /// Sequence numbers not printed here since the last look, first and last.
     gap: Option<(i64, i64)>,
     looked: Option<Instant>,
+    /// The head could not be read at the last idle look (warned once, not every second).
+    head_unreadable: bool,
 }
 
 impl ForeignRows {
@@ -41,6 +43,7 @@ impl ForeignRows {
             last: None,
             gap: None,
             looked: None,
+            head_unreadable: false,
         }
     }
 
@@ -68,20 +71,27 @@ impl ForeignRows {
         if self.gap.is_none() && !self.recently_looked(now) {
             let store = self.store.clone();
             match self.block_on(async move { store.chain_head().await }) {
-                Some(Ok(head)) => match self.last {
-                    // Nothing seen yet: the count starts here, as with the first rows seen.
-                    None => self.last = Some(head.seq),
-                    Some(last) if head.seq > last => {
-                        // This gateway's own rows still on their way to the sink may be in
-                        // the gap: never fetched (not the admin commands'), printed when they
-                        // arrive.
-                        self.gap = Some((last + 1, head.seq));
-                        self.last = Some(head.seq);
+                Some(Ok(head)) => {
+                    self.head_unreadable = false;
+                    match self.last {
+                        // Nothing seen yet: the count starts here, as with the first rows seen.
+                        None => self.last = Some(head.seq),
+                        Some(last) if head.seq > last => {
+                            // This gateway's own rows still on their way to the sink may be in
+                            // the gap: never fetched (not the admin commands'), printed when
+                            // they arrive.
+                            self.gap = Some((last + 1, head.seq));
+                            self.last = Some(head.seq);
+                        }
+                        Some(_) => {}
                     }
-                    Some(_) => {}
-                },
+                }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "could not read the audit chain's head for stdout");
+                    // Once per outage: a database that is down says so elsewhere too.
+                    if !self.head_unreadable {
+                        tracing::warn!(error = %e, "could not read the audit chain's head for stdout");
+                    }
+                    self.head_unreadable = true;
                     self.looked = Some(now);
                 }
                 None => {}
