@@ -161,14 +161,15 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The pool only says it timed out when no connection could be set up (a file that is not a
-/// database, a server refusing connections): one connection of our own, set up as the pool's
-/// would be, says why.
-async fn why_no_connection(
+/// Sets up one connection of our own, as the pool's would be, and closes it. The pool retries
+/// a connection that fails until its acquire timeout and then says only that it timed out;
+/// this names at once what is wrong (a file that is not a database, a server refusing
+/// connections, a wrong password).
+async fn first_connection(
     options: &AnyConnectOptions,
     backend: Backend,
     sync: SqliteSync,
-) -> StoreError {
+) -> Result<(), StoreError> {
     use sqlx::{ConnectOptions, Connection};
     let attempt = async {
         let mut conn = options.connect().await?;
@@ -179,11 +180,14 @@ async fn why_no_connection(
         conn.execute(setup).await?;
         conn.close().await
     };
-    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-        Ok(Err(e)) => e.into(),
-        _ => sqlx::Error::PoolTimedOut.into(),
+    match tokio::time::timeout(FIRST_CONNECTION_TIMEOUT, attempt).await {
+        Ok(done) => done.map_err(StoreError::from),
+        Err(_) => Err(StoreError::Timeout(FIRST_CONNECTION_TIMEOUT.as_secs())),
     }
 }
+
+/// How long the first connection may take (a server that accepts and never answers).
+const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
@@ -256,10 +260,13 @@ impl Store {
                 })
             }),
         };
+        first_connection(&options, backend, sync).await?;
         let pool = match pool_options.connect_with(options.clone()).await {
             Ok(pool) => pool,
+            // The first connection worked a moment ago: say why this one did not, if it can.
             Err(sqlx::Error::PoolTimedOut) => {
-                return Err(why_no_connection(&options, backend, sync).await);
+                first_connection(&options, backend, sync).await?;
+                return Err(sqlx::Error::PoolTimedOut.into());
             }
             Err(e) => return Err(e.into()),
         };
