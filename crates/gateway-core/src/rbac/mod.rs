@@ -152,13 +152,14 @@ impl fmt::Display for PermissionSet {
 impl FromStr for PermissionSet {
     type Err = InvalidPermission;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PermissionSet::new(
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect(),
-        )
+        // A pattern listed twice is kept once, where it first appears.
+        let mut patterns: Vec<String> = Vec::new();
+        for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if !patterns.iter().any(|seen| seen == p) {
+                patterns.push(p.to_string());
+            }
+        }
+        PermissionSet::new(patterns)
     }
 }
 
@@ -222,6 +223,10 @@ mod tests {
         ] {
             assert!(validate_permission(bad).is_err(), "{bad}");
         }
+        let listed: PermissionSet = " convox:apps:list,convox:ps:list , convox:apps:list,,"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.patterns(), ["convox:apps:list", "convox:ps:list"]);
     }
 
     #[test]
