@@ -44,6 +44,25 @@ impl Admin {
     }
 }
 
+/// The database for a command that only lists: opened read-only, without migrations or an
+/// audit writer, so an auditor's read-only copy (or a read-only PostgreSQL role) will do.
+async fn open_read_only() -> anyhow::Result<Store> {
+    let config = StoreConfig::from_env().context("configuration")?;
+    Store::open_read_only(&config.database_url)
+        .await
+        .context("cannot open the database (DATABASE_URL)")
+}
+
+/// Prints `rows` as JSON or as the table `table` prints.
+fn print_list<T: serde::Serialize>(rows: &[T], json: bool, table: fn(&[T])) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        table(rows);
+    }
+    Ok(())
+}
+
 /// `migrate`
 pub async fn migrate() -> anyhow::Result<()> {
     let config = StoreConfig::from_env().context("configuration")?;
@@ -58,6 +77,12 @@ pub async fn migrate() -> anyhow::Result<()> {
 
 /// `tokens …`
 pub async fn tokens(cmd: TokensCommand) -> anyhow::Result<()> {
+    if let TokensCommand::List { json } = cmd {
+        let store = open_read_only().await?;
+        let tokens = store.list_tokens().await;
+        store.close().await;
+        return print_list(&tokens?, json, print_tokens);
+    }
     let admin = Admin::open().await?;
     let result = run_tokens(&admin, cmd).await;
     admin.close().await;
@@ -104,14 +129,8 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
             println!("Store it now: it is shown only once.");
             println!("{secret}");
         }
-        TokensCommand::List { json } => {
-            let tokens = admin.store.list_tokens().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tokens)?);
-            } else {
-                print_tokens(&tokens);
-            }
-        }
+        // Listed read-only, above.
+        TokensCommand::List { .. } => {}
         TokensCommand::Revoke { token } => {
             let row =
                 manage::revoke_token(&admin.store, &admin.audit, &admin.actor, &token).await?;
@@ -123,6 +142,12 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
 
 /// `users …`
 pub async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
+    if let UsersCommand::List { json } = cmd {
+        let store = open_read_only().await?;
+        let users = store.list_users().await;
+        store.close().await;
+        return print_list(&users?, json, print_users);
+    }
     let admin = Admin::open().await?;
     let result = run_users(&admin, cmd).await;
     admin.close().await;
@@ -136,14 +161,8 @@ async fn run_users(admin: &Admin, cmd: UsersCommand) -> anyhow::Result<()> {
             let user = manage::add_user(store, audit, actor, &email, &name, &role).await?;
             println!("Added {} as {}.", user.email, user.role);
         }
-        UsersCommand::List { json } => {
-            let users = store.list_users().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&users)?);
-            } else {
-                print_users(&users);
-            }
-        }
+        // Listed read-only, above.
+        UsersCommand::List { .. } => {}
         // The host's commands may take away the last admin (over HTTP nobody can): they are
         // how a compromised sole admin is locked out. They say so when it happens.
         UsersCommand::SetRole { email, role } => {

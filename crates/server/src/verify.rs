@@ -32,7 +32,7 @@ pub async fn run() -> anyhow::Result<()> {
     if let Some(deleted) = &deleted {
         eprintln!("error: {deleted}");
     }
-    let store = Store::open_existing(&config.database_url)
+    let store = Store::open_read_only(&config.database_url)
         .await
         .context("cannot open the database (DATABASE_URL)")?;
     let checked = check(&store, &config, anchors.as_ref(), listed_at).await;

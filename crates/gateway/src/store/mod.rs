@@ -161,22 +161,56 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// What a command may do to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write; a SQLite file is created when missing.
+    Create,
+    /// Read only, from a database that exists.
+    ReadOnly,
+}
+
+/// The statements every new connection runs.
+fn connection_setup(backend: Backend, access: Access, sync: SqliteSync) -> &'static str {
+    match (backend, access) {
+        // WAL lets readers run beside the single writer; NORMAL sync in WAL mode survives a
+        // process crash (power loss may drop the last commits), FULL a machine's crash too.
+        // With NORMAL, checkpoints (the fsyncs) run in the background, not inside a commit
+        // that a request is waiting on: see `spawn_checkpointer`. Whichever connection
+        // restarts the log cuts it back to 64 MiB.
+        (Backend::Sqlite, Access::Create) => sqlite_pragmas(sync),
+        // Nothing that writes (the journal mode is the file's own already). The read shows
+        // at once whether the log's index can be opened beside the file.
+        (Backend::Sqlite, Access::ReadOnly) => {
+            "PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             SELECT count(*) FROM sqlite_master;"
+        }
+        // Never wait long behind another holder of a row lock (the audit chain head above
+        // all): fail, and let the request be refused with 503.
+        (Backend::Postgres, Access::Create) => "SET lock_timeout = '3s'",
+        (Backend::Postgres, Access::ReadOnly) => {
+            "SET lock_timeout = '3s'; SET default_transaction_read_only = on"
+        }
+    }
+}
+
+/// Whether SQLite could not open a file read-only because it could not make the log's
+/// files beside it (`SQLITE_CANTOPEN`, `SQLITE_READONLY_DIRECTORY`, `SQLITE_READONLY_CANTINIT`).
+fn cannot_open_read_only(e: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(e.code().as_deref(), Some("14" | "1288" | "1544"))
+}
+
 /// Sets up one connection of our own, as the pool's would be, and closes it. The pool retries
 /// a connection that fails until its acquire timeout and then says only that it timed out;
 /// this names at once what is wrong (a file that is not a database, a server refusing
 /// connections, a wrong password).
 async fn first_connection(
     options: &AnyConnectOptions,
-    backend: Backend,
-    sync: SqliteSync,
+    setup: &'static str,
 ) -> Result<(), StoreError> {
     use sqlx::{ConnectOptions, Connection};
     let attempt = async {
         let mut conn = options.connect().await?;
-        let setup = match backend {
-            Backend::Sqlite => sqlite_pragmas(sync),
-            Backend::Postgres => "SELECT 1",
-        };
         conn.execute(setup).await?;
         conn.close().await
     };
@@ -193,25 +227,39 @@ impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
     /// missing; PostgreSQL's database must exist.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, "rwc", SqliteSync::default()).await
+        Store::connect_with(url, Access::Create, SqliteSync::default()).await
     }
 
     /// [`Store::connect`], with SQLite commits waiting for the disk as `sync` says
     /// (`SQLITE_SYNCHRONOUS`).
     pub async fn connect_synced(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
-        Store::connect_with(url, "rwc", sync).await
+        Store::connect_with(url, Access::Create, sync).await
     }
 
-    /// [`Store::connect`] to a database that must exist already: a SQLite file is not created
-    /// (for commands that only read, such as `audit verify`, where a mistyped path must not
-    /// turn into an empty database that "verifies").
-    pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, "rw", SqliteSync::default()).await
+    /// Opens a database that must exist already, for commands that only read (`audit
+    /// verify`, `users list`, `tokens list`): a SQLite file is not created (a mistyped path
+    /// must not turn into an empty database that "verifies"), and nothing is written, so
+    /// they work on an auditor's read-only copy or with a PostgreSQL role that may only read.
+    /// SQLite opens the file read-only; a copy in a directory nobody may write to (where
+    /// SQLite cannot make the log's index beside it) is opened as immutable — nothing can be
+    /// writing to it there. PostgreSQL sessions are read-only.
+    pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
+        let sync = SqliteSync::default();
+        match Store::connect_with(url, Access::ReadOnly, sync).await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if url.starts_with("sqlite:")
+                    && !url.contains('?')
+                    && cannot_open_read_only(&*e) =>
+            {
+                Store::connect_with(&format!("{url}?immutable=1"), Access::ReadOnly, sync).await
+            }
+            other => other,
+        }
     }
 
     async fn connect_with(
         url: &str,
-        sqlite_mode: &str,
+        access: Access,
         sync: SqliteSync,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
@@ -223,7 +271,11 @@ impl Store {
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode={sqlite_mode}")
+                let mode = match access {
+                    Access::Create => "rwc",
+                    Access::ReadOnly => "ro",
+                };
+                format!("{url}{sep}mode={mode}")
             }
             _ => url.to_string(),
         };
@@ -238,34 +290,19 @@ impl Store {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             });
-        let pool_options = match backend {
-            Backend::Sqlite => pool_options.after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the single writer; NORMAL sync in WAL mode
-                    // survives a process crash (power loss may drop the last commits), FULL
-                    // a machine's crash too. With NORMAL, checkpoints (the fsyncs) run in the
-                    // background, not inside a commit that a request is waiting on: see
-                    // `spawn_checkpointer`. Whichever connection restarts the log cuts it
-                    // back to 64 MiB.
-                    conn.execute(sqlite_pragmas(sync)).await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => pool_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // Never wait long behind another holder of a row lock (the audit chain
-                    // head above all): fail, and let the request be refused with 503.
-                    conn.execute("SET lock_timeout = '3s'").await?;
-                    Ok(())
-                })
-            }),
-        };
-        first_connection(&options, backend, sync).await?;
+        let setup = connection_setup(backend, access, sync);
+        let pool_options = pool_options.after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(setup).await?;
+                Ok(())
+            })
+        });
+        first_connection(&options, setup).await?;
         let pool = match pool_options.connect_with(options.clone()).await {
             Ok(pool) => pool,
             // The first connection worked a moment ago: say why this one did not, if it can.
             Err(sqlx::Error::PoolTimedOut) => {
-                first_connection(&options, backend, sync).await?;
+                first_connection(&options, setup).await?;
                 return Err(sqlx::Error::PoolTimedOut.into());
             }
             Err(e) => return Err(e.into()),

@@ -522,3 +522,104 @@ fn a_database_that_cannot_be_used_is_named() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Runs `rack-gateway-server <args>` with `database_url`, as the unprivileged `nobody` when
+/// the tests run as root (root reads and writes whatever the permissions say).
+fn as_reader(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let mut cmd = if root {
+        let mut cmd = std::process::Command::new("runuser");
+        cmd.args(["-u", "nobody", "--", crate::kit::BIN]);
+        cmd
+    } else {
+        std::process::Command::new(crate::kit::BIN)
+    };
+    let out = cmd
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("AUDIT_HMAC_KEY", crate::kit::AUDIT_KEY)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+both_backends!(
+    listing_and_verifying_need_only_read_access,
+    |db| async move {
+        // An auditor gets a read-only copy of the SQLite file, or a PostgreSQL role that may
+        // only read: the commands that only look must work with that, and write nothing.
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "auditor@example.com", "--role", "viewer"],
+        );
+        assert!(ok, "{err}");
+        let _ = crate::kit::token(&db, "ci-reader", &["--role", "viewer"]);
+        let (url, copy_dir) = match db.backend {
+            crate::kit::Backend::Sqlite => {
+                let dir = crate::kit::scratch_dir();
+                let file = dir.join("copy.db");
+                let original = db.url.trim_start_matches("sqlite://");
+                std::fs::copy(original, &file).unwrap_or_else(|e| panic!("{e}"));
+                let mode = |path: &std::path::Path, mode: u32| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                };
+                mode(&file, 0o444);
+                mode(&dir, 0o555);
+                (format!("sqlite://{}", file.display()), Some(dir))
+            }
+            crate::kit::Backend::Postgres => {
+                let reader = format!("reader_{}", uuid::Uuid::new_v4().simple());
+                let s = store(&db).await;
+                for sql in [
+                    format!("CREATE ROLE {reader} LOGIN"),
+                    format!("GRANT USAGE ON SCHEMA public TO {reader}"),
+                    format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}"),
+                ] {
+                    s.execute_raw(&sql)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+                s.close().await;
+                let url =
+                    db.url
+                        .replacen("postgres://postgres@", &format!("postgres://{reader}@"), 1);
+                assert_ne!(url, db.url, "the test PostgreSQL URL names another user");
+                (url, None)
+            }
+        };
+        let (ok, out, err) = as_reader(&url, &["users", "list"]);
+        assert!(ok && out.contains("auditor@example.com"), "{out}{err}");
+        let (ok, out, err) = as_reader(&url, &["tokens", "list", "--json"]);
+        assert!(ok && out.contains("ci-reader"), "{out}{err}");
+        let (ok, out, err) = as_reader(&url, &["audit", "verify"]);
+        assert!(ok && out.contains("audit chain OK"), "{out}{err}");
+        // A command that writes is refused, and says why.
+        let (ok, _, err) = as_reader(&url, &["users", "lock", "auditor@example.com"]);
+        assert!(!ok, "a write went through read-only access");
+        assert!(
+            err.contains("read") || err.contains("permission denied"),
+            "{err}"
+        );
+        if let Some(dir) = copy_dir {
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, ["copy.db"], "files written beside the copy");
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+);
