@@ -567,6 +567,13 @@ both_backends!(
                 let dir = crate::kit::scratch_dir();
                 let file = dir.join("copy.db");
                 let original = db.url.trim_start_matches("sqlite://");
+                // Everything into the file itself first, as a copy for an auditor would be
+                // made (the file stays in WAL mode).
+                let s = store(&db).await;
+                s.execute_raw("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                s.close().await;
                 std::fs::copy(original, &file).unwrap_or_else(|e| panic!("{e}"));
                 let mode = |path: &std::path::Path, mode: u32| {
                     use std::os::unix::fs::PermissionsExt;
