@@ -117,6 +117,7 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::LastAdmin(_) => ("last_admin", Some(e.to_string())),
         StoreError::UserLocked => ("user_locked", Some(e.to_string())),
         StoreError::Timeout(_) => ("store_timeout", None),
+        StoreError::ChainMovedBack { .. } => ("audit_chain_moved_back", None),
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Sqlite(_)

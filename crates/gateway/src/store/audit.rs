@@ -392,7 +392,11 @@ impl Store {
                 let cached = self.audit_head.lock().ok().and_then(|h| h.clone());
                 let head = match cached {
                     Some(head) => head,
-                    None => self.chain_head().await?,
+                    None => {
+                        let head = self.chain_head().await?;
+                        self.audit_written.check(head.seq, &head.hash)?;
+                        head
+                    }
                 };
                 let at = checked.first().copied();
                 if let Some(rows) = self.append_audit_if_head(&head, at, &events, &link).await? {
@@ -416,12 +420,20 @@ impl Store {
     }
 
     fn remember_head(&self, rows: &[ChainLink]) {
+        if let Some(last) = rows.last() {
+            self.audit_written.note(last.seq, &last.hash);
+        }
         if let (Some(last), Ok(mut head)) = (rows.last(), self.audit_head.lock()) {
             *head = Some(ChainHead {
                 seq: last.seq,
                 hash: last.hash.clone(),
             });
         }
+    }
+
+    /// The newest event this process appended to the chain, if any (see `written`).
+    pub fn audit_written(&self) -> Option<ChainHead> {
+        self.audit_written.get()
     }
 
     fn forget_head(&self) {
@@ -506,6 +518,8 @@ impl Store {
             Backend::Postgres => "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
         };
         let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
+        let (head_seq, head_hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+        self.audit_written.check(head_seq, &head_hash)?;
         // Read after the head is locked: a credential change committed before this point is
         // seen, one committed later comes after these events.
         let generation = Generation(
@@ -519,12 +533,7 @@ impl Store {
             .iter()
             .zip(&current)
             .filter_map(|(event, &ok)| ok.then_some(event));
-        let rows = chain_rows(
-            head.try_get("seq")?,
-            &head.try_get::<String, _>("hash")?,
-            admitted,
-            link,
-        )?;
+        let rows = chain_rows(head_seq, &head_hash, admitted, link)?;
         let Some(last) = rows.last().map(|row| &row.link) else {
             return Ok(Appended {
                 links: current.iter().map(|_| None).collect(),

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::audit::{Appended, LinkFn, chain_rows, still_current};
+use super::written::Written;
 use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
 use gateway_core::config::SqliteSync;
@@ -24,6 +25,8 @@ pub(super) struct SqliteAudit {
     conn: Mutex<Option<Connection>>,
     /// Set by the background checkpointer: finish its checkpoint before the next batch.
     checkpoint_due: AtomicBool,
+    /// The newest link this process appended: the head must never be found behind it.
+    written: Arc<Written>,
 }
 
 impl std::fmt::Debug for SqliteAudit {
@@ -42,12 +45,13 @@ impl From<rusqlite::Error> for StoreError {
 
 impl SqliteAudit {
     /// For the database file at `path`; the connection opens on first use (after migrations).
-    pub(super) fn new(path: &Path, sync: SqliteSync) -> Arc<SqliteAudit> {
+    pub(super) fn new(path: &Path, sync: SqliteSync, written: Arc<Written>) -> Arc<SqliteAudit> {
         Arc::new(SqliteAudit {
             path: path.to_path_buf(),
             sync,
             conn: Mutex::new(None),
             checkpoint_due: AtomicBool::new(false),
+            written,
         })
     }
 
@@ -92,7 +96,7 @@ impl SqliteAudit {
                 tracing::warn!(error = %e, "WAL checkpoint by the audit writer failed");
             }
         }
-        let result = append_on(conn, events, read_at, link);
+        let result = append_on(conn, &self.written, events, read_at, link);
         if result.is_err() {
             // Start from a fresh connection next time rather than trust this one's state.
             *guard = None;
@@ -103,6 +107,7 @@ impl SqliteAudit {
 
 fn append_on(
     conn: &mut Connection,
+    written: &Written,
     events: &[AuditEvent],
     read_at: &[Option<Generation>],
     link: impl LinkFn,
@@ -119,6 +124,7 @@ fn append_on(
              WHERE h.id = 1 AND g.id = 1",
         )?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    written.check(seq, &hash)?;
     let generation = Generation(generation);
     let current = still_current(read_at, events.len(), generation);
     let admitted = events
@@ -157,6 +163,9 @@ fn append_on(
             .execute(params![last.seq, last.hash])?;
     }
     tx.commit()?;
+    if let Some(last) = rows.last().map(|row| &row.link) {
+        written.note(last.seq, &last.hash);
+    }
     Ok(Appended::aligned(
         &current,
         rows.into_iter().map(|row| row.link).collect(),
@@ -225,7 +234,7 @@ mod tests {
              INSERT INTO credential_generation VALUES (1, 0);",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let writer = SqliteAudit::new(&db, SqliteSync::default());
+        let writer = SqliteAudit::new(&db, SqliteSync::default(), Default::default());
         for n in 0..40 {
             let batch: Vec<AuditEvent> = (0..3)
                 .map(|i| AuditEvent::new(EventKind::Request, format!("r{n}-{i}"), "x"))
@@ -280,7 +289,7 @@ mod tests {
     fn events_read_at_a_stale_generation_are_not_appended() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (db, conn) = database(&dir, MIGRATIONS);
-        let writer = SqliteAudit::new(&db, SqliteSync::default());
+        let writer = SqliteAudit::new(&db, SqliteSync::default(), Default::default());
         let batch: Vec<AuditEvent> = ["a", "b", "c", "d"]
             .iter()
             .map(|id| AuditEvent::new(EventKind::Request, *id, "x"))
@@ -339,7 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (db, conn) = database(&dir, MIGRATIONS);
         drop(conn);
-        let writer = SqliteAudit::new(&db, SqliteSync::default());
+        let writer = SqliteAudit::new(&db, SqliteSync::default(), Default::default());
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (db, stop) = (db.clone(), stop.clone());

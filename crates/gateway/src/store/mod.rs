@@ -14,6 +14,7 @@ mod sqlite_reads;
 mod tokens;
 mod touches;
 mod users;
+mod written;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -108,6 +109,19 @@ pub enum StoreError {
     /// Stored data is not what this version expects.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The audit chain's head is behind an event this process appended: the newest events
+    /// were removed from the database.
+    #[error(
+        "the audit chain's head is at event {found}, behind event {written} that this gateway \
+         wrote: events were removed from the database; nothing is forwarded until the \
+         gateway is restarted, and `audit verify` with anchors reports the removal"
+    )]
+    ChainMovedBack {
+        /// The newest event this process appended.
+        written: i64,
+        /// Where the head stands now.
+        found: i64,
+    },
 }
 
 impl StoreError {
@@ -133,6 +147,8 @@ pub struct Store {
     sqlite_audit: Option<std::sync::Arc<audit_sqlite::SqliteAudit>>,
     /// SQLite files only: authentication's point reads, inline (see `sqlite_reads`).
     sqlite_reads: Option<std::sync::Arc<sqlite_reads::SqliteReads>>,
+    /// The newest link this process appended (see `written`).
+    audit_written: std::sync::Arc<written::Written>,
     /// PostgreSQL: the chain head as this instance last wrote it (see `append_audit`).
     audit_head: std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>,
     /// PostgreSQL: the connection the audit writer's one-statement appends keep using. sqlx
@@ -309,6 +325,7 @@ impl Store {
         };
         // A file-backed SQLite store also gets connections of its own, outside sqlx, for the
         // two hot paths: appending audit events and authentication's reads.
+        let audit_written = std::sync::Arc::new(written::Written::default());
         let sqlite_file = match backend {
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
                 let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
@@ -321,8 +338,9 @@ impl Store {
             backend,
             sqlite_audit: sqlite_file
                 .as_deref()
-                .map(|path| audit_sqlite::SqliteAudit::new(path, sync)),
+                .map(|path| audit_sqlite::SqliteAudit::new(path, sync, audit_written.clone())),
             sqlite_reads: sqlite_file.as_deref().map(sqlite_reads::SqliteReads::new),
+            audit_written,
             audit_head: Default::default(),
             audit_conn: Default::default(),
             touches: Default::default(),

@@ -807,3 +807,58 @@ async fn an_ec2_instance_profile_signs_the_anchors() {
     assert!(!ok);
     assert!(err.contains("AWS_ACCESS_KEY_ID is required"), "{err}");
 }
+
+both_backends!(
+    events_removed_under_a_running_gateway_stop_it_and_are_anchored,
+    |db| async move {
+        // Someone with write access to the database (no key needed) removes the newest events
+        // and moves the head back: a consistent, shorter chain. The running gateway knows what
+        // it wrote: it refuses to extend the shortened chain, and anchors what it wrote.
+        let s3 = s3_bucket(true).await;
+        let env = s3.as_ref().map(|s3| s3.env(3600)).unwrap_or_default();
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+        for _ in 0..3 {
+            assert_eq!(list_apps(&gw, &viewer).await, Some(200));
+        }
+        let s = store(&db).await;
+        let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
+        disable_audit_triggers(&db).await;
+        let kept = head.seq - 2;
+        for sql in [
+            format!("DELETE FROM audit_events WHERE seq > {kept}"),
+            format!(
+                "UPDATE audit_chain_head SET seq = {kept}, \
+                 hash = (SELECT hash FROM audit_events WHERE seq = {kept}) WHERE id = 1"
+            ),
+        ] {
+            s.execute_raw(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        rack.clear();
+        assert_eq!(
+            list_apps(&gw, &viewer).await,
+            Some(503),
+            "a request was served on a chain cut short"
+        );
+        assert!(rack.seen().is_empty(), "a request reached the rack");
+        assert!(
+            logs(&gw, &[&format!("behind event {}", head.seq)]).await,
+            "{}",
+            gw.all_output()
+        );
+        let Some(s3) = s3 else {
+            return;
+        };
+        assert!(gw.terminate().is_some_and(|st| st.success()));
+        let (ok, out, err) = verify_with(&db, &s3.env(3600));
+        assert!(!ok, "verify accepted a chain cut short: {out}");
+        let expected = format!(
+            "names event {}, but the chain ends at event {kept}",
+            head.seq
+        );
+        assert!(err.contains(&expected), "{err}\n{}", gw.all_output());
+    }
+);

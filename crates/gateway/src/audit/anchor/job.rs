@@ -130,6 +130,24 @@ impl Anchorer {
             }
         };
         let head = self.store.chain_head().await?;
+        // A head behind what this gateway wrote: its newest events were removed from the
+        // database (the writer refuses to go on). What was written is anchored instead, so
+        // that `audit verify` reports the removal.
+        let head = match self.store.audit_written() {
+            Some(written)
+                if written.seq > head.seq
+                    || (written.seq == head.seq && written.hash != head.hash) =>
+            {
+                tracing::error!(
+                    written = written.seq,
+                    head = head.seq,
+                    "the audit chain's head is behind the events this gateway wrote: anchoring \
+                     what was written"
+                );
+                written
+            }
+            _ => head,
+        };
         let current = (head.seq, head.hash.clone());
         if head.seq == 0 || self.anchored.as_ref() == Some(&current) {
             return Ok(None);
