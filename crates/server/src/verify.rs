@@ -37,13 +37,15 @@ pub async fn run() -> anyhow::Result<()> {
         .context("cannot open the database (DATABASE_URL)")?;
     let checked = check(&store, &config, anchors.as_ref(), listed_at).await;
     store.close().await;
-    let (report, source, problems) = checked?;
+    let (report, source, found) = checked?;
+    let Findings { problems, notes } = found;
     println!(
         "audit chain OK: {} events, head {}",
         report.events, report.head_hash
     );
+    let hidden = anchors.as_ref().map_or(0, |a| a.listing.hidden.len());
     match &anchors {
-        Some(anchors) => anchors.print(&report),
+        Some(anchors) => anchors.print(&report, problems.is_empty() && hidden == 0),
         None => eprintln!(
             "note: no anchors configured (AUDIT_ANCHOR_BUCKET): the chain shows edits by anyone \
              without the key, but not a rebuild by someone holding it, nor a database replaced \
@@ -59,10 +61,13 @@ pub async fn run() -> anyhow::Result<()> {
              docs/configuration.md) for a chain the database alone cannot forge"
         );
     }
+    for note in &notes {
+        eprintln!("warning: {note}");
+    }
     for problem in &problems {
         eprintln!("error: {problem}");
     }
-    let count = problems.len() + usize::from(deleted.is_some());
+    let count = problems.len() + hidden;
     if count > 0 {
         anyhow::bail!(
             "the chain itself is intact, but its anchors show {count} problem(s) (above)"
@@ -78,7 +83,7 @@ async fn check(
     config: &StoreConfig,
     anchors: Option<&Anchors>,
     listed_at: i64,
-) -> anyhow::Result<(VerifyReport, KeySource, Vec<String>)> {
+) -> anyhow::Result<(VerifyReport, KeySource, Findings)> {
     let pending = store.migrations_pending().await?;
     if pending > 0 {
         anyhow::bail!(
@@ -90,11 +95,20 @@ async fn check(
     let (key, source) = existing_key(config.audit_hmac_key.as_ref(), store).await?;
     let refs = anchors.map(|a| a.refs()).unwrap_or(&[]);
     let report = verify_chain_against(store, &key, refs).await?;
-    let problems = match anchors {
+    let found = match anchors {
         Some(anchors) => anchors.problems(store, &report, listed_at).await?,
-        None => Vec::new(),
+        None => Findings::default(),
     };
-    Ok((report, source, problems))
+    Ok((report, source, found))
+}
+
+/// What the anchors show besides a broken link or a deleted anchor.
+#[derive(Debug, Default)]
+struct Findings {
+    /// Failures: verification exits non-zero.
+    problems: Vec<String>,
+    /// Worth an auditor's attention, though nothing failed (a pause in anchoring that ended).
+    notes: Vec<String>,
 }
 
 /// The anchors found in S3.
@@ -163,19 +177,21 @@ impl Anchors {
         store: &Store,
         report: &VerifyReport,
         listed_at: i64,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Findings> {
         let mut problems = Vec::new();
         let location = &self.location;
         // The writer's interval when the newest anchor names it (it may differ from this
         // command's environment), never shorter than the configured one.
+        // Bounded as the setting is: whoever can write to the bucket could name any interval
+        // there (near `u64::MAX` seconds, the sums below overflowed).
         let interval = self
             .newest
             .as_ref()
             .and_then(|(_, content, _)| content.interval_secs)
-            .map(Duration::from_secs)
+            .map(|secs| Duration::from_secs(secs.min(gateway::config::MAX_SECONDS)))
             .unwrap_or_default()
             .max(self.config.interval);
-        let window = interval + ANCHOR_SLACK;
+        let window = interval.saturating_add(ANCHOR_SLACK);
         let overdue_before =
             listed_at.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
         let Some(last) = self.listing.anchors.last() else {
@@ -192,7 +208,10 @@ impl Anchors {
                     interval.as_secs()
                 ));
             }
-            return Ok(problems);
+            return Ok(Findings {
+                problems,
+                notes: Vec::new(),
+            });
         };
         if let Some((newest, content, lock)) = &self.newest {
             if lock.mode.as_deref() != Some("COMPLIANCE") {
@@ -251,11 +270,60 @@ impl Anchors {
                 ));
             }
         }
-        Ok(problems)
+        let mut notes = self.pauses(store, window).await?;
+        if interval > self.config.interval {
+            notes.push(format!(
+                "the newest anchor names an interval of {} s, longer than \
+                 AUDIT_ANCHOR_INTERVAL_SECS here ({} s): overdue anchors were judged by it",
+                interval.as_secs(),
+                self.config.interval.as_secs()
+            ));
+        }
+        Ok(Findings { problems, notes })
+    }
+
+    /// Pauses in anchoring that ended: two anchors, one after the other, further apart (as
+    /// S3 stored them) than the interval allows, with events between them old enough to have
+    /// been anchored sooner. Those events were protected by the chain alone meanwhile (S3
+    /// unreachable, or refusing the gateway's writes; admin commands run while no gateway
+    /// was serving leave this too). Only pairs that far apart are looked into.
+    async fn pauses(&self, store: &Store, window: Duration) -> anyhow::Result<Vec<String>> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let stored = |a: &AnchorRef| {
+            self.listing
+                .first_versions
+                .get(&a.key)
+                .and_then(|f| f.stored_at.as_deref())
+                .and_then(anchor::parse_time)
+                .map(unix_ms)
+        };
+        let mut notes = Vec::new();
+        for (earlier, later, late_from, late_to) in
+            far_apart(&self.listing.anchors, stored, window_ms)
+        {
+            if let Some((seq, ts)) = store
+                .first_event_between(earlier.seq, later.seq, late_from, late_to)
+                .await?
+            {
+                notes.push(format!(
+                    "anchoring paused: event {seq} ({}) waited until {} for its anchor ({}), \
+                     longer than the interval allows; events {seq}–{} were protected by the \
+                     chain alone meanwhile (S3 unreachable or refusing the gateway's writes — \
+                     its log says \"audit anchor not written\" — or admin commands run while \
+                     no gateway was serving)",
+                    time(ts),
+                    time(late_to.saturating_add(window_ms)),
+                    later.key,
+                    later.seq
+                ));
+            }
+        }
+        Ok(notes)
     }
 
     /// The anchors' part of a successful verification.
-    fn print(&self, report: &VerifyReport) {
+    fn print(&self, report: &VerifyReport, ok: bool) {
+        let verdict = if ok { "anchors OK" } else { "anchors checked" };
         if self.listing.others > 0 {
             eprintln!(
                 "note: {} stored version(s) of other objects in {} are not anchors and were \
@@ -265,14 +333,14 @@ impl Anchors {
         }
         match (report.last_anchored, &self.newest) {
             (Some(last), Some((_, content, _))) => println!(
-                "anchors OK: {} in {}, the newest at event {last} ({} events since), written {}",
+                "{verdict}: {} in {}, the newest at event {last} ({} events since), written {}",
                 report.anchors_checked,
                 self.location,
                 report.events - last,
                 content.written_at
             ),
             (Some(last), None) => println!(
-                "anchors OK: {} in {}, the newest at event {last} ({} events since)",
+                "{verdict}: {} in {}, the newest at event {last} ({} events since)",
                 report.anchors_checked,
                 self.location,
                 report.events - last
@@ -286,8 +354,69 @@ impl Anchors {
     }
 }
 
+/// Consecutive anchors (in chain order) that S3 stored more than `window_ms` apart, with the
+/// times an event between them must fall within to have waited too long for the later one:
+/// written a window after the earlier anchor, and a window before the later one.
+fn far_apart(
+    anchors: &[AnchorRef],
+    stored: impl Fn(&AnchorRef) -> Option<i64>,
+    window_ms: i64,
+) -> Vec<(&AnchorRef, &AnchorRef, i64, i64)> {
+    anchors
+        .windows(2)
+        .filter_map(|pair| {
+            let [earlier, later] = pair else { return None };
+            let (from, to) = (stored(earlier)?, stored(later)?);
+            (later.seq > earlier.seq && to.saturating_sub(from) > window_ms.saturating_mul(2)).then(
+                || {
+                    (
+                        earlier,
+                        later,
+                        from.saturating_add(window_ms),
+                        to.saturating_sub(window_ms),
+                    )
+                },
+            )
+        })
+        .collect()
+}
+
 /// An event's time (unix ms) as the audit log writes it.
 fn time(ms: i64) -> String {
     let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     gateway::audit::format_time(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seq: i64) -> AnchorRef {
+        AnchorRef {
+            key: format!("p/{seq}"),
+            seq,
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_anchors_stored_far_apart_are_looked_into() {
+        let anchors = [at(1), at(5), at(5), at(9), at(20)];
+        // Stored at 0 s, 100 s, 100 s, 500 s and 501 s; a window of 60 s.
+        let times = |a: &AnchorRef| match a.seq {
+            1 => Some(0),
+            5 => Some(100_000),
+            9 => Some(500_000),
+            _ => Some(501_000),
+        };
+        let found: Vec<_> = far_apart(&anchors, times, 60_000)
+            .into_iter()
+            .map(|(a, b, from, to)| (a.seq, b.seq, from, to))
+            .collect();
+        // 1 → 5 is 100 s apart, under two windows: an event between could not have waited a
+        // whole window after one anchor and before the next. 5 → 9 is 400 s apart.
+        assert_eq!(found, [(5, 9, 160_000, 440_000)]);
+        // No time from S3: nothing to judge by.
+        assert!(far_apart(&anchors, |_| None, 60_000).is_empty());
+    }
 }

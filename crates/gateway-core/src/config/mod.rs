@@ -605,7 +605,7 @@ pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<us
 /// Longest duration a setting takes: ten years. Near `u64::MAX` seconds, deadlines computed
 /// from "now" overflow: with `CLIENT_TIMEOUT_SECS=18446744073709551615` every request panicked
 /// in hyper's header deadline.
-const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 fn seconds(
     get: &impl Fn(&str) -> Option<String>,

@@ -23,6 +23,14 @@ pub enum VerifyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Events could not be read back (a value of the wrong type, say: a row altered by hand).
+    #[error("audit event {seq} could not be read ({source}): a row altered by hand?")]
+    Unreadable {
+        /// The event (the first of its batch when it could not be told apart).
+        seq: i64,
+        /// Why.
+        source: StoreError,
+    },
     /// An event does not hash to what is stored.
     #[error("audit chain broken at event {seq}: {reason}")]
     Broken {
@@ -57,7 +65,14 @@ pub async fn verify_chain_against(
     let mut head_matched = head.seq == 0 && head.hash == prev;
     while expected_seq <= head.seq {
         let batch = (head.seq - expected_seq + 1).min(1000);
-        let rows = store.audit_rows_as_stored(expected_seq - 1, batch).await?;
+        let rows = match store.audit_rows_as_stored(expected_seq - 1, batch).await {
+            Ok(rows) => rows,
+            Err(e) if unreadable(&e) => {
+                return Err(first_unreadable(store, expected_seq, batch, e).await);
+            }
+            // A database that stopped answering is not a broken chain.
+            Err(e) => return Err(VerifyError::Store(e)),
+        };
         if rows.is_empty() {
             break;
         }
@@ -140,4 +155,35 @@ pub async fn verify_chain_against(
         anchors_checked: anchors.len(),
         last_anchored: anchors.last().map(|a| a.seq),
     })
+}
+
+/// Whether `e` says a stored value is not what it should be (rather than that the database
+/// could not be asked).
+fn unreadable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Database(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_))
+            | StoreError::Corrupt(_)
+    )
+}
+
+/// The first event of the `count` from `from` that cannot be read, one at a time (an error
+/// path: the operator needs the row, not the batch).
+async fn first_unreadable(
+    store: &Store,
+    from: i64,
+    count: i64,
+    batch_error: StoreError,
+) -> VerifyError {
+    for seq in from..from + count {
+        match store.audit_rows_as_stored(seq - 1, 1).await {
+            Ok(_) => {}
+            Err(source) if unreadable(&source) => return VerifyError::Unreadable { seq, source },
+            Err(other) => return VerifyError::Store(other),
+        }
+    }
+    VerifyError::Unreadable {
+        seq: from,
+        source: batch_error,
+    }
 }

@@ -683,6 +683,11 @@ impl Printer {
             .spawn(move || {
                 let mut pending: Vec<AuditRow> = Vec::new();
                 let mut flushes = Vec::new();
+                // Where the count starts: the chain's head now, before this gateway serves,
+                // so that an admin command's events from its first moments are not missed.
+                if let Some(foreign) = foreign.as_mut() {
+                    write_rows(&mut out, &foreign.idle(std::time::Instant::now()));
+                }
                 loop {
                     // Woken at least every `foreign::EVERY`, so that an admin command's events
                     // seen as a gap are printed even when nothing follows them.

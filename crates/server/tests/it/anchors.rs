@@ -381,7 +381,7 @@ async fn s3_trouble_delays_anchors_never_requests() {
     .await;
     let (ok, out, err) = verify_with(&db, &unlocked.env(1));
     assert!(
-        !ok && out.contains("anchors OK: 1 in s3://"),
+        !ok && out.contains("anchors checked: 1 in s3://"),
         "{out}\n{err}"
     );
     assert!(
@@ -563,6 +563,28 @@ both_backends!(anchoring_that_stopped_fails_verification, |db| async move {
     let (ok, out, err) = verify_with(&db, &env);
     assert!(!ok, "{out}\n{err}");
     assert!(err.contains("anchoring stopped"), "{err}");
+    // An anchor naming an absurd interval (anyone who can write to the bucket can name one):
+    // bounded as the setting is, and said, rather than a panic.
+    let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut absurd: serde_json::Value =
+        serde_json::from_slice(&anchor_at(&written)).unwrap_or_default();
+    absurd["seq"] = head.seq.into();
+    absurd["hash"] = head.hash.clone().into();
+    absurd["interval_secs"] = u64::MAX.into();
+    bucket
+        .put_locked(
+            &anchor::anchor_key("gateway/anchors/", head.seq, &head.hash),
+            absurd.to_string().into_bytes(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = verify_with(&db, &env);
+    assert!(ok, "{out}\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("warning: the newest anchor names an interval of 315360000 s"),
+        "{err}"
+    );
 });
 
 /// A fake container credentials endpoint (what ECS serves a task with a role): answers

@@ -977,3 +977,27 @@ both_backends!(
         assert_eq!(unique.len(), seqs.len(), "a line printed twice: {seqs:?}");
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_event_it_cannot_read() {
+    // SQLite keeps whatever type a hand-made UPDATE puts in a column: the row no longer
+    // reads back, and verify must say which one rather than only that decoding failed.
+    let Some(db) = crate::kit::database(Backend::Sqlite).await else {
+        return;
+    };
+    let _ = crate::kit::token(&db, "one", &["--role", "viewer"]);
+    let _ = crate::kit::token(&db, "two", &["--role", "viewer"]);
+    let s = store(&db).await;
+    for sql in [
+        "DROP TRIGGER audit_events_no_update",
+        "UPDATE audit_events SET ts = 'yesterday' WHERE seq = 3",
+    ] {
+        s.execute_raw(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    s.close().await;
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("audit event 3 could not be read"), "{err}");
+}
