@@ -108,6 +108,13 @@ pub struct Quirks {
     /// The token endpoint answers this many milliseconds late (a slow provider: the relying
     /// party's caller may give up meanwhile).
     pub token_delay_ms: u64,
+    /// ID tokens name this client as their audience, but another as the authorized party
+    /// (`azp`).
+    pub other_party: bool,
+    /// ID tokens are issued a day in the future (`iat`), and expire after that.
+    pub issued_in_future: bool,
+    /// The discovery document is padded past 2 MiB (a relying party must not read it all).
+    pub huge_discovery: bool,
 }
 
 /// Why the provider could not start.
@@ -158,7 +165,13 @@ type St = State<Arc<Shared>>;
 
 async fn discovery(State(s): St) -> Response {
     let i = s.config.issuer.trim_end_matches('/');
+    let padding = if s.config.quirks.huge_discovery {
+        "x".repeat(2 * 1024 * 1024 + 1)
+    } else {
+        String::new()
+    };
     axum::Json(serde_json::json!({
+        "padding": padding,
         "issuer": i,
         "authorization_endpoint": format!("{i}/authorize"),
         "token_endpoint": format!("{i}/token"),
@@ -387,7 +400,11 @@ fn id_token(
     } else {
         s.config.client_id.clone()
     };
-    let now = chrono::Utc::now();
+    let now = if quirks.issued_in_future {
+        chrono::Utc::now() + chrono::Duration::days(1)
+    } else {
+        chrono::Utc::now()
+    };
     let mut name = LocalizedClaim::new();
     name.insert(None, EndUserName::new(user.name.clone()));
     let subject = SubjectIdentifier::new(
@@ -405,6 +422,10 @@ fn id_token(
         standard,
         EmptyAdditionalClaims {},
     );
+    if quirks.other_party {
+        claims = claims
+            .set_authorized_party(Some(openidconnect::ClientId::new("another-client".into())));
+    }
     let nonce = if quirks.wrong_nonce {
         Some("forged-nonce")
     } else {

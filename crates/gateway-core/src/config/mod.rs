@@ -180,12 +180,17 @@ fn parse_oidc(
         return Ok(None);
     };
     let issuer_id = issuer.trim().to_string();
+    // Plain http only to this host (a provider run beside the gateway, as in `dev`):
+    // anyone on the path could otherwise replace the provider's keys and sign in as anyone,
+    // and would read the client secret sent with every code exchange.
     let issuer = Url::parse(&issuer_id)
         .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && anchors::is_loopback(u)))
         .ok_or(ConfigError::Invalid {
             name: "OIDC_ISSUER",
-            expected: "the provider's issuer URL, e.g. https://accounts.google.com".into(),
+            expected: "the provider's issuer URL, e.g. https://accounts.google.com (https; \
+                       http only to a loopback address)"
+                .into(),
         })?;
     let client_id = get("OIDC_CLIENT_ID").ok_or(ConfigError::Missing {
         name: "OIDC_CLIENT_ID",
@@ -762,6 +767,42 @@ mod tests {
             assert!(e.starts_with("ADMIN_USERS"), "{bad}: {e}");
             // Found by fuzzing: the entry is not repeated (it could hold a pasted secret).
             assert!(e.contains("entry 1") && !e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_plain_http_issuer_must_be_on_this_host() {
+        let with_issuer = |issuer: &'static str| {
+            let mut pairs = BASE.to_vec();
+            pairs.extend([
+                ("OIDC_ISSUER", issuer),
+                ("OIDC_CLIENT_ID", "gw"),
+                ("OIDC_CLIENT_SECRET", "s3cret"),
+                ("PUBLIC_URL", "https://gw.example.com"),
+            ]);
+            load(&pairs).map(|c| c.oidc.is_some())
+        };
+        for ok in [
+            "https://idp.example.com",
+            "http://127.0.0.1:5556",
+            "http://localhost:5556/dex",
+            "http://[::1]:5556",
+        ] {
+            assert!(matches!(with_issuer(ok), Ok(true)), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com",
+            "http://10.0.0.5",
+            "ftp://idp.example.com",
+        ] {
+            let e = with_issuer(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with("OIDC_ISSUER") && e.contains("loopback"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -181,7 +181,11 @@ pub async fn web_login(
             );
         }
     }
-    redirect_to_provider(&state, &id).await
+    let response = redirect_to_provider(&state, &id).await;
+    if response.status() == StatusCode::BAD_GATEWAY {
+        provider_unavailable(&state, &peer, &headers, &id).await;
+    }
+    response
 }
 
 /// Starts the provider round trip for attempt `id`: fresh state, nonce and PKCE verifier, the
@@ -232,6 +236,30 @@ async fn redirect_to_provider(state: &AppState, id: &str) -> Response {
             )
         }
     }
+}
+
+/// A web attempt the provider could not be asked for: refused and recorded, so that it no
+/// longer counts as a sign-in in progress (retries against a provider that is down would use
+/// up the address's allowance). A CLI attempt stays pending: its browser link may be opened
+/// again once the provider is back.
+async fn provider_unavailable(state: &AppState, peer: &Peer, headers: &HeaderMap, id: &str) {
+    if let Err(e) = state
+        .store
+        .finish_login(id, "pending", "refused", None, Some("provider_unavailable"))
+        .await
+    {
+        tracing::warn!(error = %e, "could not mark a sign-in attempt refused");
+    }
+    audit_signin(
+        state,
+        peer,
+        headers,
+        "gateway:auth:signin",
+        None,
+        false,
+        json!({ "channel": "web", "reason": "provider_unavailable" }),
+    )
+    .await;
 }
 
 /// Query of the callback.

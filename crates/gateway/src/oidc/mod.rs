@@ -35,6 +35,23 @@ const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// must not turn into a flood of requests to the provider.
 const KEY_REFRESH_PAUSE: Duration = Duration::from_secs(10);
 
+/// How far the provider's clock may be ahead of ours (`iat`, `nbf`).
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// The most the gateway reads of any answer from the provider (discovery, keys, tokens): a
+/// hostile or broken provider must not fill the gateway's memory.
+const MAX_PROVIDER_ANSWER: usize = 1024 * 1024;
+/// A failed discovery is answered from memory for this long: every visitor starting a
+/// sign-in must not become two more requests to a provider that is down (or hostile).
+const FAILED_DISCOVERY_PAUSE: Duration = Duration::from_secs(5);
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// A sign-in failure. The `Display` text is safe to show and audit.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -72,18 +89,30 @@ pub struct Identity {
 /// client secret (which this gateway and its configuration hold) would be a key that signs ID
 /// tokens for any e-mail, and providers list HS256 among the algorithms they support.
 fn verifier(client: &Client) -> openidconnect::core::CoreIdTokenVerifier<'_> {
-    client.id_token_verifier().set_allowed_algs([
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-        CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-        CoreJwsSigningAlgorithm::RsaSsaPssSha384,
-        CoreJwsSigningAlgorithm::RsaSsaPssSha512,
-        CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-        CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-        CoreJwsSigningAlgorithm::EcdsaP521Sha512,
-        CoreJwsSigningAlgorithm::EdDsa,
-    ])
+    client
+        .id_token_verifier()
+        // A token issued in the future (beyond clock skew) was made by a clock or a signer
+        // that cannot be trusted with the rest of its times either.
+        .set_issue_time_verifier_fn(|iat| {
+            let skew = i64::try_from(CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
+            if iat.timestamp() > unix_now().saturating_add(skew) {
+                Err(format!("issued in the future ({iat})"))
+            } else {
+                Ok(())
+            }
+        })
+        .set_allowed_algs([
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+            CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+            CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+            CoreJwsSigningAlgorithm::EdDsa,
+        ])
 }
 
 /// The provider client with cached discovery.
@@ -91,6 +120,11 @@ pub struct Oidc {
     config: OidcConfig,
     http: reqwest::Client,
     metadata: RwLock<Option<(Arc<CoreProviderMetadata>, Instant)>>,
+    /// Held while discovering: concurrent sign-ins wait for one discovery instead of each
+    /// starting their own.
+    discovering: tokio::sync::Mutex<()>,
+    /// The last failed discovery: when, and why (see [`FAILED_DISCOVERY_PAUSE`]).
+    failed: std::sync::Mutex<Option<(Instant, String)>>,
     /// When the keys were last fetched again for an unknown key (see [`KEY_REFRESH_PAUSE`]).
     key_refreshed: std::sync::Mutex<Option<Instant>>,
 }
@@ -124,6 +158,8 @@ impl Oidc {
             config,
             http,
             metadata: RwLock::new(None),
+            discovering: tokio::sync::Mutex::new(()),
+            failed: std::sync::Mutex::new(None),
             key_refreshed: std::sync::Mutex::new(None),
         })
     }
@@ -136,12 +172,50 @@ impl Oidc {
     /// The provider's metadata and keys: cached, or discovered again when older than
     /// [`METADATA_TTL`] or when `fresh`.
     async fn metadata(&self, fresh: bool) -> Result<Arc<CoreProviderMetadata>, OidcError> {
-        if let Some((m, at)) = self.metadata.read().await.as_ref()
-            && at.elapsed() < METADATA_TTL
-            && !fresh
-        {
-            return Ok(m.clone());
+        let cached = || async {
+            self.metadata
+                .read()
+                .await
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < METADATA_TTL)
+                .map(|(m, at)| (m.clone(), *at))
+        };
+        if !fresh && let Some((m, _)) = cached().await {
+            return Ok(m);
         }
+        let asked_at = Instant::now();
+        let _one_at_a_time = self.discovering.lock().await;
+        // Another sign-in may have discovered while this one waited.
+        if let Some((m, at)) = cached().await
+            && (!fresh || at >= asked_at)
+        {
+            return Ok(m);
+        }
+        if let Some(why) = self.recent_failure() {
+            return Err(OidcError::Provider(why));
+        }
+        let discovered = self.discover_either().await;
+        if let Err(OidcError::Provider(why)) = &discovered
+            && let Ok(mut failed) = self.failed.lock()
+        {
+            *failed = Some((Instant::now(), why.clone()));
+        }
+        let metadata = Arc::new(discovered?);
+        *self.metadata.write().await = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    /// Why discovery failed, when it did within [`FAILED_DISCOVERY_PAUSE`].
+    fn recent_failure(&self) -> Option<String> {
+        let failed = self.failed.lock().ok()?;
+        failed
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FAILED_DISCOVERY_PAUSE)
+            .map(|(_, why)| why.clone())
+    }
+
+    /// Discovery at the configured issuer, then at it with or without a final `/`.
+    async fn discover_either(&self) -> Result<CoreProviderMetadata, OidcError> {
         let given = self.config.issuer_id.as_str();
         let metadata = match self.discover(given).await {
             Ok(metadata) => metadata,
@@ -167,8 +241,6 @@ impl Oidc {
                 }
             }
         };
-        let metadata = Arc::new(metadata);
-        *self.metadata.write().await = Some((metadata.clone(), Instant::now()));
         Ok(metadata)
     }
 
@@ -177,7 +249,7 @@ impl Oidc {
             IssuerUrl::new(issuer.to_string()).map_err(|e| OidcError::Provider(e.to_string()))?;
         CoreProviderMetadata::discover_async(issuer, &self.http_client())
             .await
-            .map_err(|e| OidcError::Provider(format!("discovery failed: {e}")))
+            .map_err(|e| OidcError::Provider(format!("discovery failed: {}", exchange_error(&e))))
     }
 
     /// Whether the keys may be fetched again now for an unknown key; notes it when so.
@@ -278,6 +350,43 @@ impl Oidc {
             }
             Err(e) => return Err(OidcError::InvalidIdToken(e.to_string())),
         };
+        // Left to clients by the library (Google's mobile flows name another client here);
+        // this gateway's own web flow must be the party the token was issued to.
+        if let Some(azp) = claims.authorized_party()
+            && azp.as_str() != self.config.client_id
+        {
+            return Err(OidcError::InvalidIdToken(format!(
+                "issued to another client (azp {})",
+                gateway_core::text::readable(azp.as_str())
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
+            )));
+        }
+        // The token verified above; claims the library does not read, from its payload.
+        let payload = id_token
+            .to_string()
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+            .unwrap_or_default();
+        let skew = i64::try_from(CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
+        if let Some(nbf) = payload["nbf"].as_f64()
+            && nbf > (unix_now().saturating_add(skew)) as f64
+        {
+            return Err(OidcError::InvalidIdToken(
+                "not valid yet (nbf is in the future)".into(),
+            ));
+        }
+        let hosted_domain = match payload["hd"].as_str() {
+            Some(hd) if hd.chars().any(gateway_core::text::is_hidden) => {
+                return Err(OidcError::InvalidIdToken(
+                    "the hd claim holds control or invisible characters".into(),
+                ));
+            }
+            hd => hd.map(str::to_ascii_lowercase),
+        };
         let email = claims
             .email()
             .map(|e| gateway_core::text::email_key(e.as_str()))
@@ -302,14 +411,6 @@ impl Oidc {
                     .collect()
             })
             .unwrap_or_default();
-        // The token verified above; read the Google `hd` claim from its payload.
-        let hosted_domain = id_token
-            .to_string()
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
-            .and_then(|v| v["hd"].as_str().map(str::to_ascii_lowercase));
         Ok(Identity {
             email,
             name,
@@ -367,17 +468,43 @@ impl Oidc {
                     .map_err(|e| HttpError(e.to_string()))?;
                 let status = response.status();
                 let headers = response.headers().clone();
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| HttpError(e.to_string()))?;
-                let mut out = http::Response::new(bytes.to_vec());
+                let bytes = bounded_body(response).await?;
+                let mut out = http::Response::new(bytes);
                 *out.status_mut() = status;
                 *out.headers_mut() = headers;
                 Ok(out)
             })
         }
     }
+}
+
+/// The body of `response`, refused past [`MAX_PROVIDER_ANSWER`] bytes (read in chunks, so a
+/// huge or endless answer never sits in memory).
+async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, HttpError> {
+    let too_large = || {
+        HttpError(format!(
+            "the provider's answer is larger than {} KiB",
+            MAX_PROVIDER_ANSWER / 1024
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PROVIDER_ANSWER as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError(e.to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_PROVIDER_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn exchange_error<E: std::error::Error>(e: &E) -> String {

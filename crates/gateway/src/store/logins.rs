@@ -95,7 +95,9 @@ fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
 
 impl Store {
     /// Stores a new attempt unless the caller's address already has `limits.per_address`
-    /// attempts in progress, or everyone together has `limits.total`; `false` then. Attempts
+    /// attempts in progress (pending, exchanging the code, or finished and waiting for the
+    /// CLI to collect its session: not those consumed or refused), or everyone together has
+    /// `limits.total`; `false` then. Attempts
     /// expired for an hour are swept at the same time.
     pub async fn create_login(
         &self,
@@ -113,8 +115,9 @@ impl Store {
              status, created_at, expires_at, client_ip) \
              SELECT $1, $2, $3, $4, $5, 'pending', $6, $7, $8 \
              WHERE (SELECT COUNT(*) FROM login_attempts \
-                    WHERE client_ip = $8 AND expires_at > $6) < $9 \
-               AND (SELECT COUNT(*) FROM login_attempts WHERE expires_at > $6) < $10",
+                    WHERE client_ip = $8 AND expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $9 \
+               AND (SELECT COUNT(*) FROM login_attempts \
+                    WHERE expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $10",
         )
         .bind(login.id)
         .bind(login.channel)

@@ -520,6 +520,14 @@ both_backends!(forged_id_tokens_are_rejected, |db| async move {
             wrong_nonce: true,
             ..Default::default()
         },
+        dev_oidc::Quirks {
+            other_party: true,
+            ..Default::default()
+        },
+        dev_oidc::Quirks {
+            issued_in_future: true,
+            ..Default::default()
+        },
     ] {
         let s = SignIn::start(&db, quirks, &[]).await;
         let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
@@ -1649,5 +1657,42 @@ both_backends!(
         })
         .await;
         assert!(recorded, "the browser stage is recorded");
+    }
+);
+
+both_backends!(
+    a_provider_that_answers_too_much_is_cut_off_and_retries_stay_allowed,
+    |db| async move {
+        // A hostile (or broken) provider's discovery document of over 2 MiB: read no further
+        // than 1 MiB, and refused. Each refused start is recorded and no longer counts as a
+        // sign-in in progress: more retries than the 50 in progress an address may have all
+        // get the provider's error, never "too many sign-ins".
+        let quirks = dev_oidc::Quirks {
+            huge_discovery: true,
+            ..Default::default()
+        };
+        let s = SignIn::start(&db, quirks, &[]).await;
+        let http = crate::kit::client();
+        for attempt in 0..55 {
+            let resp = http
+                .get(format!("{}/api/v1/auth/web/login", s.gw.url))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 502, "attempt {attempt}");
+        }
+        assert!(
+            s.gw.all_output().contains("larger than 1024 KiB"),
+            "{}",
+            s.gw.all_output()
+        );
+        let refused = crate::kit::eventually(|| async {
+            s.gw.audit_lines().iter().any(|l| {
+                l["action"] == "gateway:auth:signin"
+                    && l["details"]["reason"] == "provider_unavailable"
+            })
+        })
+        .await;
+        assert!(refused, "the provider's outage is not in the trail");
     }
 );
