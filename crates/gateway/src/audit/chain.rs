@@ -99,6 +99,13 @@ pub async fn resolve_key(
     let (key, source) = match configured {
         Some(secret) => (ChainKey::new(secret.clone()), KeySource::Configured),
         None => {
+            // A chain written with AUDIT_HMAC_KEY: a key generated now would never match, and
+            // stored, would leave a key in the database that was never the chain's.
+            if store.setting(GENERATED_KEY_SETTING).await?.is_none()
+                && store.setting(FINGERPRINT_SETTING).await?.is_some()
+            {
+                return Err(ResolveKeyError::NoKey);
+            }
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
             let stored = store

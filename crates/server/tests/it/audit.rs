@@ -742,6 +742,19 @@ both_backends!(verify_reads_and_changes_nothing, |db| async move {
     assert!(ok, "{out}{err}");
     assert!(out.contains("audit chain OK"), "{out}");
     assert_eq!(settings().await, before, "verify changed the settings");
+    // An admin command run without the key is refused the same way, and stores no key of
+    // its own (one that was never the chain's).
+    let out = std::process::Command::new(crate::kit::BIN)
+        .args(["tokens", "create", "--name", "keyless", "--role", "viewer"])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("AUDIT_HMAC_KEY")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("keeps no generated key"), "{err}");
+    assert_eq!(settings().await, before, "an admin command stored a key");
 });
 
 both_backends!(
