@@ -45,6 +45,9 @@ pub struct OutcomeGuard {
     pub error: Option<String>,
     /// Extra details (WebSocket close reason…).
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Set while the request's own event is being committed: dropped then, the client left
+    /// before anything was forwarded.
+    pub before_forwarding: bool,
 }
 
 impl OutcomeGuard {
@@ -61,7 +64,15 @@ impl OutcomeGuard {
             completed: false,
             error: None,
             extra: serde_json::Map::new(),
+            before_forwarding: false,
         }
+    }
+}
+
+impl OutcomeGuard {
+    /// Records nothing after all (the request's own event was not written).
+    pub fn disarm(&mut self) {
+        self.event = None;
     }
 }
 
@@ -86,6 +97,11 @@ impl Drop for OutcomeGuard {
         details.insert("completed".into(), json!(completed));
         if let Some(err) = self.error.take() {
             details.insert("error".into(), json!(err));
+        } else if self.before_forwarding {
+            details.insert(
+                "error".into(),
+                json!("client disconnected before the request was forwarded"),
+            );
         } else if !completed {
             details.insert("error".into(), json!("client disconnected before the end"));
         }

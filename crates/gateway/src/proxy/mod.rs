@@ -132,9 +132,9 @@ async fn proxy(
             &percent_encoding::percent_decode_str(&raw_path).collect::<Vec<u8>>(),
         )
         .chars()
-        .filter(|c| !c.is_control())
-        // Invisible characters that hide or reorder text would make the trail show another
-        // path (such paths are refused, and the refusal records what the caller sent).
+        // Control and invisible characters would make the trail show another path (dropped,
+        // `w%00eb` read as `web`): such paths are refused, and the refusal records each of
+        // them as U+FFFD, so the trail shows that something was there.
         .map(gateway_core::text::shown)
         .take(512)
         .collect(),
@@ -161,7 +161,7 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
 
-    let (principal, normalised, classified) =
+    let (principal, normalised, classified, mut outcome) =
         authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
     let action = classified.permission.clone();
     // What reaches the rack: the client's headers that may cross, the rack's credentials,
@@ -172,11 +172,6 @@ async fn proxy(
         headers::actor(principal.email(), principal.token_name()),
     );
 
-    let mut outcome = OutcomeGuard::new(
-        state.audit.clone(),
-        facts.event(EventKind::Outcome, &action, Some(&principal)),
-        started,
-    );
     if is_upgrade {
         let slot = match state.sessions.admit(&principal) {
             Ok(slot) => slot,
@@ -232,7 +227,7 @@ async fn authorise(
     facts: &RequestFacts,
     pending: Pending,
     is_upgrade: bool,
-) -> Result<(Principal, NormalisedPath, Classified), ApiError> {
+) -> Result<(Principal, NormalisedPath, Classified, OutcomeGuard), ApiError> {
     let mut pending = Some(pending);
     let mut reads = Reads::Remembered;
     loop {
@@ -295,7 +290,21 @@ async fn authorise(
             map.insert("command".into(), redact::redact_command(&command).into());
         }
         event = event.with_details(details);
-        match state.audit.record_checked(pending, event, read_at).await {
+        // Armed before the commit is awaited: a client that goes away meanwhile drops this
+        // future, but its event is queued and committed all the same, and its outcome must
+        // say the request went nowhere (not leave the gap a crash leaves).
+        let mut outcome = OutcomeGuard::new(
+            state.audit.clone(),
+            facts.event(EventKind::Outcome, &action, Some(&principal)),
+            facts.started,
+        );
+        outcome.before_forwarding = true;
+        let recorded = state.audit.record_checked(pending, event, read_at).await;
+        if recorded.is_err() {
+            // No request event, no outcome.
+            outcome.disarm();
+        }
+        match recorded {
             Ok(_) => {}
             Err(AuditError::Stale) if read_at.is_some() => {
                 reads = Reads::Fresh;
@@ -310,10 +319,14 @@ async fn authorise(
                 return Err(ApiError::AuditUnavailable);
             }
         }
+        outcome.before_forwarding = false;
         match normalised {
-            Ok(normalised) => return Ok((principal, normalised, classified)),
+            Ok(normalised) => return Ok((principal, normalised, classified, outcome)),
             // A classified route has a normalised path.
-            Err(_) => return Err(ApiError::Internal),
+            Err(_) => {
+                outcome.status = Some(ApiError::Internal.status().as_u16());
+                return Err(ApiError::Internal);
+            }
         }
     }
 }

@@ -38,9 +38,11 @@ fn sqlite_pragmas(sync: SqliteSync) -> &'static str {
     macro_rules! pragmas {
         ($sync:literal) => {
             concat!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
+                // busy_timeout first: the statements after it wait out another writer's
+                // lock instead of failing at once.
+                "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = ",
                 $sync,
-                "; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; ",
+                "; PRAGMA foreign_keys = ON; ",
                 "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
             )
         };

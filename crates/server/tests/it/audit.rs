@@ -42,6 +42,65 @@ pub async fn hold_audit_lock(db: &Db) -> LockHolder {
     }
 }
 
+// A client that gives up while its request waits for the audit commit: the request event is
+// committed all the same (it was queued), so its outcome must be too, saying the request went
+// nowhere — not the gap a crash leaves.
+both_backends!(
+    a_client_that_leaves_before_forwarding_gets_an_outcome,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        // Connections opened and the credential read once, so that the request below waits
+        // at its commit, not before.
+        let warm = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(warm.ok(), Some(200));
+        let holder = hold_audit_lock(&db).await;
+        let gave_up = client()
+            .get(gw.proxy("/apps/left-early"))
+            .basic_auth("convox", Some(&viewer))
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(
+            gave_up.is_err(),
+            "answered while the audit store was locked"
+        );
+        // The gateway notices the closed connection while it waits.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(holder);
+        let events = || {
+            gw.audit_lines()
+                .into_iter()
+                .filter(|l| l["path"] == "/apps/left-early")
+                .collect::<Vec<_>>()
+        };
+        let both = crate::kit::eventually(|| {
+            let n = events().len();
+            async move { n == 2 }
+        })
+        .await;
+        assert!(both, "{:?}\n{}", events(), gw.all_output());
+        let lines = events();
+        assert_eq!(lines[0]["kind"], "request");
+        assert_eq!(lines[1]["kind"], "outcome");
+        assert_eq!(lines[1]["request_id"], lines[0]["request_id"]);
+        assert_eq!(
+            lines[1]["details"]["error"],
+            "client disconnected before the request was forwarded"
+        );
+        assert!(
+            rack.seen().iter().all(|s| !s.path.contains("left-early")),
+            "the request reached the rack"
+        );
+    }
+);
+
 // Every request waits for its batch's commit, so a store that is slow for a moment shows as
 // latency the rack did not cause: the gateway says so on stderr.
 both_backends!(a_slow_audit_commit_is_reported, |db| async move {

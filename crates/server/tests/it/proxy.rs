@@ -825,5 +825,17 @@ both_backends!(
         })
         .await;
         assert!(shown, "the refused path is recorded plainly");
+        // Control characters too: dropped, `w%00eb` would be recorded as the app `web`.
+        let resp = client()
+            .get(gw.proxy("/apps/w%00eb/processes"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 401);
+        let shown = crate::kit::audited(&s, |r| {
+            r.event.path.as_deref() == Some("/apps/w\u{fffd}eb/processes")
+        })
+        .await;
+        assert!(shown, "the NUL in the refused path is not shown");
     }
 );
