@@ -243,13 +243,15 @@ async fn redirect_to_provider(state: &AppState, id: &str) -> Response {
 /// up the address's allowance). A CLI attempt stays pending: its browser link may be opened
 /// again once the provider is back.
 async fn provider_unavailable(state: &AppState, peer: &Peer, headers: &HeaderMap, id: &str) {
-    if let Err(e) = state
-        .store
-        .finish_login(id, "pending", "refused", None, Some("provider_unavailable"))
-        .await
-    {
-        tracing::warn!(error = %e, "could not mark a sign-in attempt refused");
-    }
+    end_attempt(
+        state,
+        id,
+        "pending",
+        "refused",
+        None,
+        Some("provider_unavailable"),
+    )
+    .await;
     audit_signin(
         state,
         peer,
@@ -260,6 +262,21 @@ async fn provider_unavailable(state: &AppState, peer: &Peer, headers: &HeaderMap
         json!({ "channel": "web", "reason": "provider_unavailable" }),
     )
     .await;
+}
+
+/// Moves sign-in attempt `id` from `from` to `to` (with the user or the reason); a failure is
+/// logged: the attempt then stays as it was until it expires, and a CLI polling it waits.
+async fn end_attempt(
+    state: &AppState,
+    id: &str,
+    from: &str,
+    to: &str,
+    user_id: Option<i64>,
+    error: Option<&str>,
+) {
+    if let Err(e) = state.store.finish_login(id, from, to, user_id, error).await {
+        tracing::warn!(error = %e, to, "could not record how a sign-in attempt ended");
+    }
 }
 
 /// Query of the callback.
@@ -367,10 +384,15 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
         .await;
     }
     if attempt.expires_at <= now_ms() {
-        let _ = state
-            .store
-            .finish_login(&attempt.id, "pending", "refused", None, Some("expired"))
-            .await;
+        end_attempt(
+            &state,
+            &attempt.id,
+            "pending",
+            "refused",
+            None,
+            Some("expired"),
+        )
+        .await;
         return deny(
             "expired",
             None,
@@ -379,16 +401,15 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
         .await;
     }
     if let Some(error) = q.error {
-        let _ = state
-            .store
-            .finish_login(
-                &attempt.id,
-                "pending",
-                "refused",
-                None,
-                Some("provider_error"),
-            )
-            .await;
+        end_attempt(
+            &state,
+            &attempt.id,
+            "pending",
+            "refused",
+            None,
+            Some("provider_error"),
+        )
+        .await;
         return deny(
             "provider_error",
             None,
@@ -434,46 +455,62 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
     let identity = match oidc.exchange(code, verifier, nonce).await {
         Ok(i) => i,
         Err(e) => {
-            let _ = state
-                .store
-                .finish_login(
-                    &attempt.id,
-                    "exchanging",
-                    "refused",
-                    None,
-                    Some("invalid_id_token"),
-                )
-                .await;
-            return deny("oidc_error", None, e.to_string()).await;
+            // The reason the CLI shows: what went wrong, not one code for every failure.
+            let reason = e.to_string();
+            end_attempt(
+                &state,
+                &attempt.id,
+                "exchanging",
+                "refused",
+                None,
+                Some(&reason),
+            )
+            .await;
+            return deny("oidc_error", None, reason).await;
         }
     };
     if let Err(reason) = oidc.check_domain(&identity) {
-        let _ = state
-            .store
-            .finish_login(&attempt.id, "exchanging", "refused", None, Some(&reason))
-            .await;
+        end_attempt(
+            &state,
+            &attempt.id,
+            "exchanging",
+            "refused",
+            None,
+            Some(&reason),
+        )
+        .await;
+        // An address the provider has not verified is nobody's yet: the refusal is not
+        // recorded as that user's, only with the address claimed.
+        if !identity.email_verified {
+            let reason = format!("{reason} (claimed: {})", identity.email);
+            return deny("not_allowed", None, reason).await;
+        }
         return deny("not_allowed", Some(identity.email.clone()), reason).await;
     }
     let user = match admit(&state, peer, &identity.email, &identity.name).await {
         Ok(u) => u,
         Err(NotAdmitted::Refused(reason)) => {
-            let _ = state
-                .store
-                .finish_login(&attempt.id, "exchanging", "refused", None, Some(&reason))
-                .await;
+            end_attempt(
+                &state,
+                &attempt.id,
+                "exchanging",
+                "refused",
+                None,
+                Some(&reason),
+            )
+            .await;
             return deny("not_admitted", Some(identity.email.clone()), reason).await;
         }
         Err(NotAdmitted::Unavailable) => {
-            let _ = state
-                .store
-                .finish_login(
-                    &attempt.id,
-                    "exchanging",
-                    "refused",
-                    None,
-                    Some("store_unavailable"),
-                )
-                .await;
+            end_attempt(
+                &state,
+                &attempt.id,
+                "exchanging",
+                "refused",
+                None,
+                Some("store_unavailable"),
+            )
+            .await;
             let details = json!({ "reason": "store_unavailable" });
             let email = Some(identity.email.as_str());
             let action = "gateway:auth:signin";
@@ -523,10 +560,15 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
         cookies::clear_login(&state, &mut response);
         return response;
     }
-    let _ = state
-        .store
-        .finish_login(&attempt.id, "exchanging", "consumed", Some(user.id), None)
-        .await;
+    end_attempt(
+        &state,
+        &attempt.id,
+        "exchanging",
+        "consumed",
+        Some(user.id),
+        None,
+    )
+    .await;
     let ua = audited_user_agent(&headers);
     let ip = peer.ip.to_string();
     let (session, token) = match issue_session(

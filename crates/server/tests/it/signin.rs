@@ -407,6 +407,23 @@ both_backends!(sign_in_refusals, |db| async move {
             "{user} got a session"
         );
     }
+    // An address the provider has not verified is nobody's: the refusal is not recorded as
+    // that user's, only with the address claimed.
+    let recorded = crate::kit::eventually(|| async {
+        s.gw.audit_lines().iter().any(|l| {
+            l["details"]
+                .to_string()
+                .contains("claimed: unverified@example.com")
+        })
+    })
+    .await;
+    assert!(recorded, "{:?}", s.gw.audit_lines());
+    assert!(
+        s.gw.audit_lines()
+            .iter()
+            .all(|l| l["user_email"] != "unverified@example.com"),
+        "a refusal recorded as the unverified address's user"
+    );
     // Open redirect.
     let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
     let page = b
