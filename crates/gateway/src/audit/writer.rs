@@ -923,6 +923,9 @@ async fn write_with_retry(
         Err(e) => e,
     };
     let retry = Retry::plan(shared.to_vec(), read_at, waited, &first)?;
+    // A restarted database fails each pooled connection once: the retry must not take
+    // another dead one.
+    store.suspect_connections();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let again: Arc<[AuditEvent]> = retry.events.clone().into();
     match append(again, retry.read_at.clone().into()).await {

@@ -159,6 +159,9 @@ pub struct Store {
     audit_conn: std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>,
     /// Recent "last used" writes from this instance (see `touches`).
     touches: std::sync::Arc<touches::Touches>,
+    /// Until when (unix ms) pooled connections are pinged before use (see
+    /// [`Store::suspect_connections`]).
+    suspect_until: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The one parameter of a one-row lookup ([`Store::read_one`]).
@@ -309,12 +312,31 @@ impl Store {
                 Backend::Postgres => 16,
             });
         let setup = connection_setup(backend, access, sync);
+        let suspect_until = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let suspect = suspect_until.clone();
         let pool_options = pool_options.after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute(setup).await?;
                 Ok(())
             })
         });
+        // Pinging every connection before use is a round trip per query; only while
+        // connections are suspect (the server restarted under them) is each pinged, and a
+        // dead one dropped for a fresh one, rather than failing the query it was for. (A
+        // SQLite file does not close its connections.)
+        let pool_options = match backend {
+            Backend::Postgres => pool_options.before_acquire(move |conn, _meta| {
+                let suspect = suspect.load(std::sync::atomic::Ordering::Relaxed) > now_ms();
+                Box::pin(async move {
+                    if suspect {
+                        use sqlx::Connection;
+                        return Ok(conn.ping().await.is_ok());
+                    }
+                    Ok(true)
+                })
+            }),
+            Backend::Sqlite => pool_options,
+        };
         first_connection(&options, setup).await?;
         let pool = match pool_options.connect_with(options.clone()).await {
             Ok(pool) => pool,
@@ -346,7 +368,19 @@ impl Store {
             audit_head: Default::default(),
             audit_conn: Default::default(),
             touches: Default::default(),
+            suspect_until,
         })
+    }
+
+    /// Marks the pooled connections suspect for the next 10 s, after a query failed in a way
+    /// that may mean they all died (a database restart or failover closes every one of them,
+    /// each failing its next query): meanwhile each is pinged before use, and a dead one is
+    /// replaced instead of failing the query it was for.
+    pub fn suspect_connections(&self) {
+        self.suspect_until.store(
+            now_ms().saturating_add(10_000),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Applies pending migrations for this backend.

@@ -460,6 +460,19 @@ impl OwnPostgres {
             .status();
     }
 
+    /// A clean restart (`-m fast`): every connection the gateway holds is closed by the
+    /// server, as in a failover or a maintenance restart.
+    fn restart(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .status();
+        self.pg_ctl_start();
+    }
+
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -562,6 +575,45 @@ async fn postgres_down_fails_closed_and_recovers() {
         recovered,
         "the gateway did not recover when PostgreSQL came back"
     );
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
+}
+
+/// A restart closes every pooled connection, and each fails its next query: the first
+/// requests after it must not be refused for that (they were: the audit write's retry took
+/// another dead connection from the pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_right_after_a_postgres_restart_are_served() {
+    let Some((pg, db)) = own_postgres() else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    let restart = |c: reqwest::Client| {
+        let url = gw.proxy("/apps/web/services/web/restart");
+        let token = deployer.clone();
+        async move {
+            c.post(url)
+                .basic_auth("convox", Some(token))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    // Several at once, so that the pool holds several connections.
+    let warm = futures_util::future::join_all((0..8).map(|_| restart(c.clone()))).await;
+    assert!(warm.iter().all(|s| *s == 200), "{warm:?}");
+    pg.restart();
+    for n in 0..4 {
+        assert_eq!(
+            restart(c.clone()).await,
+            200,
+            "request {n} after the restart"
+        );
+    }
     let (ok, out, err) = admin(&db, &["audit", "verify"]);
     assert!(ok, "{out} {err}");
 }
