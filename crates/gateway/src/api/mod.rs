@@ -351,6 +351,10 @@ async fn check_readiness(state: &AppState) -> (bool, serde_json::Value) {
     let timeout = std::time::Duration::from_secs(3);
     let db = match tokio::time::timeout(timeout, state.store.ping()).await {
         Ok(Ok(())) => json!({ "ok": true }),
+        Ok(Err(crate::store::StoreError::ReadOnly)) => {
+            tracing::warn!("readiness: the database takes no writes");
+            json!({ "ok": false, "error": "database read-only" })
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
             json!({ "ok": false, "error": "database unavailable" })

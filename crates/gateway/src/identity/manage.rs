@@ -118,6 +118,7 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::UserLocked => ("user_locked", Some(e.to_string())),
         StoreError::Timeout(_) => ("store_timeout", None),
         StoreError::ChainMovedBack { .. } => ("audit_chain_moved_back", None),
+        StoreError::ReadOnly => ("store_read_only", None),
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Sqlite(_)

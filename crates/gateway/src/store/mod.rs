@@ -111,6 +111,9 @@ pub enum StoreError {
     /// Stored data is not what this version expects.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
+    #[error("the database takes no writes (a standby, or a server set read-only)")]
+    ReadOnly,
     /// The audit chain's head is behind an event this process appended: the newest events
     /// were removed from the database.
     #[error(
@@ -475,7 +478,22 @@ impl Store {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         bounded(async {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            match self.backend {
+                // A standby (a failover that left this gateway on the old primary), or a
+                // server set read-only, answers reads and refuses every audit write: not ready.
+                Backend::Postgres => {
+                    let read_only: String =
+                        sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+                            .fetch_one(&self.pool)
+                            .await?;
+                    if read_only == "on" {
+                        return Err(StoreError::ReadOnly);
+                    }
+                }
+                Backend::Sqlite => {
+                    sqlx::query("SELECT 1").execute(&self.pool).await?;
+                }
+            }
             Ok(())
         })
         .await

@@ -618,6 +618,58 @@ async fn requests_right_after_a_postgres_restart_are_served() {
     assert!(ok, "{out} {err}");
 }
 
+/// A failover can leave a gateway on the old primary, now a standby: it answers reads and
+/// refuses every audit write. Readiness must say so, or the load balancer keeps sending it
+/// requests it can only refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_postgres_is_not_ready() {
+    use sqlx::{Connection, Executor};
+    let Some((pg, db)) = own_postgres() else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let ready = || async {
+        let resp = client()
+            .get(format!("{}/api/v1/health/ready", gw.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        (status, body)
+    };
+    assert_eq!(ready().await.0, 200);
+    let mut conn = sqlx::PgConnection::connect(&pg.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for sql in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        conn.execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let not_ready = crate::kit::eventually(|| async {
+        let (status, body) = ready().await;
+        status == 503 && body["database"]["error"] == "database read-only"
+    })
+    .await;
+    assert!(not_ready, "{:?}", ready().await);
+    for sql in [
+        "SET default_transaction_read_only = off",
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        conn.execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let ready_again = crate::kit::eventually(|| async { ready().await.0 == 200 }).await;
+    assert!(ready_again, "{:?}", ready().await);
+}
+
 /// An open shell's credentials are read again every 5 s; when the database cannot answer
 /// three times in a row, they cannot be trusted any longer and the session ends (fail closed),
 /// rather than a shell living on unchecked for as long as the database is away.
