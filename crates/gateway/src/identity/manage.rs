@@ -119,6 +119,7 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::Timeout(_) => ("store_timeout", None),
         StoreError::ChainMovedBack { .. } => ("audit_chain_moved_back", None),
         StoreError::ReadOnly => ("store_read_only", None),
+        StoreError::SchemaNewer(_) => ("store_error", None),
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Sqlite(_)

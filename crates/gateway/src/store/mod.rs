@@ -111,6 +111,13 @@ pub enum StoreError {
     /// Stored data is not what this version expects.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database was migrated by a newer version of the gateway.
+    #[error(
+        "the database was migrated by a newer rack-gateway (it has migration {0}, which this \
+         version does not know): run that version or a newer one, or restore a backup taken \
+         before the upgrade"
+    )]
+    SchemaNewer(i64),
     /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
     #[error("the database takes no writes (a standby, or a server set read-only)")]
     ReadOnly,
@@ -388,19 +395,22 @@ impl Store {
 
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
-                    .await?
-            }
+        let ran = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
             Backend::Postgres => {
                 sqlx::migrate!("./migrations/postgres")
                     .run(&self.pool)
-                    .await?
+                    .await
             }
+        };
+        match ran {
+            Ok(()) => Ok(()),
+            // Not run on a schema it does not know: its writes could break a newer one.
+            Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
+                Err(StoreError::SchemaNewer(version))
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 
     /// How many of this version's migrations the database has not applied (without applying

@@ -630,3 +630,29 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    a_database_migrated_by_a_newer_version_is_named,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["migrate"]);
+        assert!(ok, "{err}");
+        let checksum = match db.backend {
+            crate::kit::Backend::Sqlite => "x'00'",
+            crate::kit::Backend::Postgres => "'\\x00'::bytea",
+        };
+        let s = store(&db).await;
+        s.execute_raw(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer version', true, {checksum}, 1)"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+        s.close().await;
+        let (ok, _, err) = admin(&db, &["migrate"]);
+        assert!(!ok, "migrated a schema it does not know");
+        assert!(
+            err.contains("migrated by a newer rack-gateway (it has migration 9999"),
+            "{err}"
+        );
+    }
+);
