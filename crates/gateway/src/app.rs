@@ -120,6 +120,9 @@ impl Gateway {
                 }
             );
         }
+        if let Some(warning) = gateway_core::config::unverified_database(&config.database_url) {
+            tracing::warn!("{warning}");
+        }
         let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
         if source == KeySource::Generated {
             tracing::warn!(

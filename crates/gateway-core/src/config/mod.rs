@@ -607,6 +607,52 @@ pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<us
     }
 }
 
+/// A warning when `database_url` names a PostgreSQL server on another host without asking
+/// for its certificate to be checked (`sslmode=verify-full` or `verify-ca`): whoever sits
+/// between the gateway and the database could then answer for it — credentials included.
+pub fn unverified_database(database_url: &str) -> Option<String> {
+    let url = Url::parse(database_url).ok()?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return None;
+    }
+    // A socket directory (`?host=/run/postgresql`), or this host: nothing in between.
+    let socket = url
+        .query_pairs()
+        .any(|(k, v)| k == "host" && v.starts_with('/'));
+    // `postgres:` is not a scheme the URL parser knows, so addresses come as plain names.
+    let host = url.host_str().unwrap_or_default();
+    let local = host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if socket || local {
+        return None;
+    }
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode" || k == "ssl-mode")
+        .map(|(_, v)| v.to_ascii_lowercase());
+    match mode.as_deref() {
+        Some("verify-full" | "verify-ca") => None,
+        other => Some(format!(
+            "DATABASE_URL: the connection to PostgreSQL at {} is {} — anyone between the \
+             gateway and the database could answer for it, credentials included; add \
+             sslmode=verify-full (and sslrootcert=/path/to/ca.pem unless the server's \
+             certificate is signed by a public CA) (docs/deployment.md)",
+            url.host_str().unwrap_or_default(),
+            match other {
+                Some("disable") => "not encrypted (sslmode=disable)",
+                Some("require") =>
+                    "encrypted, but its certificate is not checked (sslmode=require)",
+                _ => "encrypted only if the server offers it, and its certificate is not checked",
+            }
+        )),
+    }
+}
+
 /// Longest duration a setting takes: ten years. Near `u64::MAX` seconds, deadlines computed
 /// from "now" overflow: with `CLIENT_TIMEOUT_SECS=18446744073709551615` every request panicked
 /// in hyper's header deadline.
@@ -767,6 +813,38 @@ mod tests {
             assert!(e.starts_with("ADMIN_USERS"), "{bad}: {e}");
             // Found by fuzzing: the entry is not repeated (it could hold a pasted secret).
             assert!(e.contains("entry 1") && !e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_unverified_database_connection_is_warned_about() {
+        for quiet in [
+            "sqlite://gw.db",
+            "postgres://gw:pw@127.0.0.1/gw",
+            "postgres://gw:pw@localhost:5432/gw",
+            "postgres:///gw?host=/run/postgresql",
+            "postgres://gw@db.internal/gw?sslmode=verify-full&sslrootcert=/ca.pem",
+            "postgresql://gw@db.internal/gw?sslmode=VERIFY-CA",
+        ] {
+            assert_eq!(unverified_database(quiet), None, "{quiet}");
+        }
+        for (loud, says) in [
+            (
+                "postgres://gw:pw@db.internal/gw",
+                "only if the server offers it",
+            ),
+            (
+                "postgres://gw@db.internal/gw?sslmode=require",
+                "not checked (sslmode=require)",
+            ),
+            ("postgres://gw@10.0.0.5/gw?sslmode=disable", "not encrypted"),
+        ] {
+            let warning = unverified_database(loud).unwrap_or_default();
+            assert!(warning.contains(says), "{loud}: {warning}");
+            assert!(
+                !warning.contains("pw"),
+                "the password is in the warning: {warning}"
+            );
         }
     }
 
