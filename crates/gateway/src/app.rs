@@ -102,6 +102,9 @@ pub struct Gateway {
     anchoring: Option<crate::audit::anchor::Anchoring>,
 }
 
+/// How far this machine's clock may be from the database's before start-up warns.
+const CLOCK_OFFSET_WARNING_MS: i64 = 5_000;
+
 impl Gateway {
     /// Connects the store, applies migrations, sets up the audit chain and the rack client.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
@@ -122,6 +125,18 @@ impl Gateway {
         }
         if let Some(warning) = gateway_core::config::unverified_database(&config.database_url) {
             tracing::warn!("{warning}");
+        }
+        match store.clock_offset_ms().await {
+            Ok(Some(offset)) if offset.abs() > CLOCK_OFFSET_WARNING_MS => tracing::warn!(
+                offset_ms = offset,
+                "this machine's clock is {} s {} the database's: sessions and tokens expire, \
+                 and sessions idle out, by each instance's own clock, and audit times come out \
+                 of order; keep the clocks in sync (NTP)",
+                offset.abs() / 1000,
+                if offset > 0 { "ahead of" } else { "behind" }
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not compare the clock with the database's"),
         }
         let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
         if source == KeySource::Generated {

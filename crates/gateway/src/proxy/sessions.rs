@@ -42,13 +42,26 @@ enum Credential {
 pub enum Full {
     /// `MAX_WEBSOCKETS_PER_CREDENTIAL`.
     #[error(
-        "{0} WebSocket sessions (logs, exec, run) are already open with this credential \
-         (this API token, or your signed-in sessions together): close one and try again"
+        "{} open with this credential (this API token, or your signed-in sessions together), \
+         the most it may have: close one and try again",
+        sessions(*.0)
     )]
     Credential(usize),
     /// `MAX_WEBSOCKETS`.
-    #[error("the gateway has {0} WebSocket sessions open, its limit: try again later")]
+    #[error(
+        "the gateway has {} open, its limit: try again later",
+        if *.0 == 1 { "1 WebSocket session".to_string() } else { format!("{} WebSocket sessions", .0) }
+    )]
     Total(usize),
+}
+
+/// "1 WebSocket session (logs, exec, run) is already", "2 … sessions … are already".
+fn sessions(n: usize) -> String {
+    if n == 1 {
+        "1 WebSocket session (logs, exec, run) is already".into()
+    } else {
+        format!("{n} WebSocket sessions (logs, exec, run) are already")
+    }
 }
 
 /// A place among the open sessions, given back when dropped.

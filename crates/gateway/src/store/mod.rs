@@ -382,6 +382,26 @@ impl Store {
         })
     }
 
+    /// How far this machine's clock is from the PostgreSQL server's, in milliseconds (positive:
+    /// ahead); `None` on SQLite, where there is no other clock. Several instances judge
+    /// expiries and idle time by their own clocks against times stored by each other.
+    pub async fn clock_offset_ms(&self) -> Result<Option<i64>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        bounded(async {
+            let before = now_ms();
+            let server: i64 =
+                sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+                    .fetch_one(&self.pool)
+                    .await?;
+            let after = now_ms();
+            // The server read its clock somewhere within the round trip: its middle.
+            Ok(Some(before + (after - before) / 2 - server))
+        })
+        .await
+    }
+
     /// Marks the pooled connections suspect for the next 10 s, after a query failed in a way
     /// that may mean they all died (a database restart or failover closes every one of them,
     /// each failing its next query): meanwhile each is pinged before use, and a dead one is

@@ -656,3 +656,16 @@ both_backends!(
         );
     }
 );
+
+both_backends!(the_clock_is_compared_with_the_databases, |db| async move {
+    let s = store(&db).await;
+    s.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+    let offset = s.clock_offset_ms().await.unwrap_or_else(|e| panic!("{e}"));
+    match db.backend {
+        crate::kit::Backend::Sqlite => assert_eq!(offset, None),
+        // The same machine's clock: well inside the 5 s that start-up warns about.
+        crate::kit::Backend::Postgres => {
+            assert!(offset.is_some_and(|ms| ms.abs() < 1_000), "{offset:?}")
+        }
+    }
+});
