@@ -36,11 +36,28 @@ impl Actor {
         let login = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "unknown".into());
+        // The login name comes from the environment (anyone can set USER); the user id the
+        // process runs as does not.
+        #[cfg(unix)]
+        let uid = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
+        };
+        #[cfg(not(unix))]
+        let uid: Option<u32> = None;
+        let login: String = login
+            .chars()
+            .map(gateway_core::text::shown)
+            .take(64)
+            .collect();
         Actor {
             actor_type: ActorType::Cli,
             email: None,
             token_name: None,
-            label: format!("cli:{login}"),
+            label: match uid {
+                Some(uid) => format!("cli:{login} (uid {uid})"),
+                None => format!("cli:{login}"),
+            },
             client_ip: None,
             user_agent: None,
             decision: Decision::None,
@@ -57,6 +74,15 @@ impl Actor {
         // As for a proxied call: the decision is the request's; an outcome has none.
         if kind != EventKind::Outcome {
             e.rbac_decision = self.decision;
+        }
+        let mut details = details;
+        // On the server's command line nobody signed in: who ran the command is the host's
+        // login, recorded with the change it asked for.
+        if self.actor_type == ActorType::Cli
+            && kind != EventKind::Outcome
+            && let Some(map) = details.as_object_mut()
+        {
+            map.insert("operator".into(), Value::String(self.label.clone()));
         }
         e.with_details(details)
     }
@@ -408,7 +434,7 @@ pub async fn set_user_locked(
         "gateway:users:lock",
         asked,
         async move { store.lock_user(&email, last_admin).await },
-        |(_, sessions_revoked): &(UserRow, u64)| json!({ "sessions_revoked": sessions_revoked }),
+        |(_, sessions_revoked): &(UserRow, u64)| json!({ "sessions_revoked_count": sessions_revoked }),
     )
     .await?;
     Ok(user)

@@ -198,6 +198,27 @@ both_backends!(users_add_list_set_role_lock, |db| async move {
             "{a} not audited: {actions:?}"
         );
     }
+    // The lock's outcome says how many sessions it ended: a count, not a secret to mask.
+    let rows = s.audit_rows(0, 100).await.unwrap_or_default();
+    let lock_outcome = rows
+        .iter()
+        .find(|r| {
+            r.event.action == "gateway:users:lock"
+                && r.event.details["result"] == "done"
+                && r.event.details.get("sessions_revoked_count").is_some()
+        })
+        .map(|r| r.event.details["sessions_revoked_count"].clone());
+    assert_eq!(lock_outcome, Some(serde_json::json!(0)), "{rows:?}");
+    // Who ran the command: the host's login and the user id it ran as.
+    let operator = rows
+        .iter()
+        .find(|r| r.event.action == "gateway:users:lock")
+        .and_then(|r| r.event.details["operator"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        operator.starts_with("cli:") && operator.contains("(uid "),
+        "{operator:?}"
+    );
 });
 
 // Requests that read a token or session row with a stale "last used" time all want to update
