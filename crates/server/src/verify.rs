@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use gateway::audit::anchor::{self, Anchor, AnchorBucket, AnchorRef, CHAIN_ID_SETTING, ObjectLock};
-use gateway::audit::{KeySource, VerifyReport, existing_key, verify_chain_against};
+use gateway::audit::{KeySource, VerifyError, VerifyReport, existing_key, verify_chain_against};
 use gateway::config::{AnchorConfig, StoreConfig, parse_anchors};
 use gateway::store::{Store, now_ms, unix_ms};
 
@@ -93,12 +93,36 @@ async fn check(
         );
     }
     let (key, source) = existing_key(config.audit_hmac_key.as_ref(), store).await?;
-    let refs = anchors.map(|a| a.refs()).unwrap_or(&[]);
-    let report = verify_chain_against(store, &key, refs).await?;
-    let found = match anchors {
+    let mut refs: Vec<AnchorRef> = anchors.map(|a| a.refs().to_vec()).unwrap_or_default();
+    let mut planted = Vec::new();
+    let report = loop {
+        match verify_chain_against(store, &key, &refs).await {
+            Ok(report) => break report,
+            // The chain disagrees with an anchor. An anchor the gateway wrote is locked and
+            // belongs to this chain; one that is not was put there by someone else with
+            // write access to the bucket, and says nothing about the database: it is named
+            // as such, and the chain checked against the others.
+            Err(VerifyError::AnchorMismatch {
+                key: anchor_key, ..
+            }) if let Some(anchors) = anchors
+                && let Some(why) = anchors.not_genuine(&anchor_key).await? =>
+            {
+                planted.push(format!(
+                    "{anchor_key} in {} is not an anchor the gateway wrote ({why}): someone \
+                     with write access to the bucket put it there; the chain was checked \
+                     against the other anchors",
+                    anchors.location
+                ));
+                refs.retain(|r| r.key != anchor_key);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut found = match anchors {
         Some(anchors) => anchors.problems(store, &report, listed_at).await?,
         None => Findings::default(),
     };
+    found.problems.extend(planted);
     Ok((report, source, found))
 }
 
@@ -156,6 +180,34 @@ impl Anchors {
 
     fn refs(&self) -> &[AnchorRef] {
         &self.listing.anchors
+    }
+
+    /// Why the anchor at `key` is not one the gateway wrote — its first version is not an
+    /// anchor, or is not under a COMPLIANCE lock — or `None` when it may be (then the chain
+    /// is at fault).
+    async fn not_genuine(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let Some(anchor) = self.listing.anchors.iter().find(|a| a.key == key) else {
+            return Ok(None);
+        };
+        let bucket = AnchorBucket::new(&self.config)?;
+        let version = self
+            .listing
+            .first_versions
+            .get(key)
+            .and_then(|f| f.version_id.as_deref());
+        if let Err(e) = anchor::read_anchor(&bucket, anchor, version).await {
+            return Ok(Some(format!("its content is not an anchor's: {e}")));
+        }
+        let lock = bucket.lock_of(key, version).await?;
+        if lock.mode.as_deref() != Some("COMPLIANCE") {
+            return Ok(Some(format!(
+                "it has no COMPLIANCE lock (mode {})",
+                lock.mode.as_deref().unwrap_or("none")
+            )));
+        }
+        // Another chain's locked anchor counts as genuine: this database was replaced, and
+        // the newest anchor's chain id check says so.
+        Ok(None)
     }
 
     /// Anchors someone tried to delete, if any.

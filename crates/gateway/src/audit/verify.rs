@@ -31,6 +31,18 @@ pub enum VerifyError {
         /// Why.
         source: StoreError,
     },
+    /// An anchor names a hash the chain does not have at its event, or an event past the
+    /// chain's end: the chain was rebuilt, cut short or replaced — or the anchor is not one
+    /// the gateway wrote (see the caller's check of its lock).
+    #[error("audit chain broken at event {seq}: {reason}")]
+    AnchorMismatch {
+        /// The event the anchor names.
+        seq: i64,
+        /// The anchor's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An event does not hash to what is stored.
     #[error("audit chain broken at event {seq}: {reason}")]
     Broken {
@@ -95,11 +107,15 @@ pub async fn verify_chain_against(
             }
             while let Some(anchor) = pending_anchors.next_if(|a| a.seq == row.seq) {
                 if anchor.hash != hash {
-                    return Err(broken(format!(
-                        "its hash differs from the one anchored in S3 ({}): the chain was \
-                         rebuilt or replaced after the anchor was written",
-                        anchor.key
-                    )));
+                    return Err(VerifyError::AnchorMismatch {
+                        seq: row.seq,
+                        key: anchor.key.clone(),
+                        reason: format!(
+                            "its hash differs from the one anchored in S3 ({}): the chain was \
+                             rebuilt or replaced after the anchor was written",
+                            anchor.key
+                        ),
+                    });
                 }
             }
             if row.seq == head.seq {
@@ -127,8 +143,9 @@ pub async fn verify_chain_against(
     }
     if let Some(anchor) = pending_anchors.next() {
         // Anchors are listed before the head is read, so each names an event the chain had.
-        return Err(VerifyError::Broken {
+        return Err(VerifyError::AnchorMismatch {
             seq: anchor.seq,
+            key: anchor.key.clone(),
             reason: format!(
                 "an anchor in S3 ({}) names event {}, but the chain ends at event {}: events \
                  were removed or the database was replaced",

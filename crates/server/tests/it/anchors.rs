@@ -482,7 +482,12 @@ async fn a_planted_anchor_does_not_stop_anchoring() {
     assert!(gw.terminate().is_some_and(|st| st.success()));
     let (ok, _, err) = verify_with(&db, &s3.env(1));
     assert!(!ok, "{err}");
-    assert!(err.contains(&format!("names event {}", i64::MAX)), "{err}");
+    // Unlocked: not one the gateway wrote, and named as such rather than blamed on the chain.
+    assert!(
+        err.contains(&format!("{planted} in s3://"))
+            && err.contains("is not an anchor the gateway wrote (it has no COMPLIANCE lock"),
+        "{err}"
+    );
 }
 
 // Anchors are due every interval while events are added: events long after the newest
@@ -882,5 +887,36 @@ both_backends!(
             head.seq
         );
         assert!(err.contains(&expected), "{err}\n{}", gw.all_output());
+    }
+);
+
+both_backends!(
+    a_junk_anchor_is_named_and_the_database_not_blamed,
+    |db| async move {
+        // Someone with write access to the bucket alone puts an object where an anchor for a
+        // real event would be, naming another hash. The database is not at fault: verify
+        // names the object, checks the chain against the real anchors, and still fails.
+        let Some(s3) = s3_bucket(true).await else {
+            return;
+        };
+        let (first, _last) = anchored_run(&db, &s3).await;
+        let key = anchor::anchor_key("gateway/anchors/", first.seq, &"0".repeat(64));
+        let put = client()
+            .put(format!("{}/{}/{key}", s3.endpoint, s3.name))
+            .body("junk")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        assert_eq!(put, Some(200));
+        let (ok, out, err) = verify_with(&db, &s3.env(3600));
+        assert!(!ok, "{out}\n{err}");
+        assert!(out.contains("audit chain OK"), "{out}\n{err}");
+        assert!(
+            err.contains(&format!("{key} in s3://"))
+                && err.contains("is not an anchor the gateway wrote"),
+            "{err}"
+        );
+        assert!(!err.contains("chain was rebuilt"), "{err}");
     }
 );

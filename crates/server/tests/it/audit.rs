@@ -461,8 +461,16 @@ both_backends!(the_database_refuses_to_change_audit_rows, |db| async move {
 
 both_backends!(a_different_audit_key_is_refused, |db| async move {
     let _viewer = role_token(&db, "viewer");
+    // A command that writes to the chain (listing reads no key).
     let out = std::process::Command::new(crate::kit::BIN)
-        .args(["tokens", "list"])
+        .args([
+            "tokens",
+            "create",
+            "--name",
+            "other-key",
+            "--role",
+            "viewer",
+        ])
         .env("DATABASE_URL", &db.url)
         .env("AUDIT_HMAC_KEY", "another-key-another-key-another-key-1234")
         .output()
