@@ -115,6 +115,8 @@ pub struct Quirks {
     pub issued_in_future: bool,
     /// The discovery document is padded past 2 MiB (a relying party must not read it all).
     pub huge_discovery: bool,
+    /// The discovery document names a plain-http token endpoint on another host.
+    pub plain_token_endpoint: bool,
 }
 
 /// Why the provider could not start.
@@ -174,7 +176,11 @@ async fn discovery(State(s): St) -> Response {
         "padding": padding,
         "issuer": i,
         "authorization_endpoint": format!("{i}/authorize"),
-        "token_endpoint": format!("{i}/token"),
+        "token_endpoint": if s.config.quirks.plain_token_endpoint {
+            "http://token.example.invalid/token".to_string()
+        } else {
+            format!("{i}/token")
+        },
         "userinfo_endpoint": format!("{i}/userinfo"),
         "jwks_uri": format!("{i}/jwks"),
         "response_types_supported": ["code"],

@@ -194,7 +194,10 @@ impl Oidc {
         if let Some(why) = self.recent_failure() {
             return Err(OidcError::Provider(why));
         }
-        let discovered = self.discover_either().await;
+        let discovered = self
+            .discover_either()
+            .await
+            .and_then(|m| plain_endpoints(&m).map_or(Ok(m), |why| Err(OidcError::Provider(why))));
         if let Err(OidcError::Provider(why)) = &discovered
             && let Ok(mut failed) = self.failed.lock()
         {
@@ -476,6 +479,37 @@ impl Oidc {
             })
         }
     }
+}
+
+/// Why the provider's metadata cannot be used, when it sends the code exchange (with the
+/// client secret) or the keys over plain http to another host: an https issuer whose
+/// metadata points there would undo what https on the issuer protects.
+fn plain_endpoints(metadata: &CoreProviderMetadata) -> Option<String> {
+    let plain = |url: &url::Url| {
+        url.scheme() != "https"
+            && !(url.scheme() == "http"
+                && match url.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                })
+    };
+    let token = metadata.token_endpoint().map(|t| t.url());
+    let keys = metadata.jwks_uri().url();
+    [("token_endpoint", token), ("jwks_uri", Some(keys))]
+        .into_iter()
+        .find_map(|(name, url)| {
+            url.filter(|u| plain(u)).map(|u| {
+                format!(
+                    "the provider's {name} is not https ({}): refused",
+                    gateway_core::text::readable(u.as_str())
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                )
+            })
+        })
 }
 
 /// The body of `response`, refused past [`MAX_PROVIDER_ANSWER`] bytes (read in chunks, so a

@@ -1713,3 +1713,29 @@ both_backends!(
         assert!(refused, "the provider's outage is not in the trail");
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_sending_the_code_exchange_over_plain_http_is_refused() {
+    // An https issuer whose metadata sends the code exchange (with the client secret) over
+    // plain http to another host would undo what https on the issuer protects.
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let quirks = dev_oidc::Quirks {
+        plain_token_endpoint: true,
+        ..Default::default()
+    };
+    let s = SignIn::start(&db, quirks, &[]).await;
+    let resp = crate::kit::client()
+        .get(format!("{}/api/v1/auth/web/login", s.gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 502);
+    let logged = crate::kit::eventually(|| async {
+        s.gw.all_output()
+            .contains("token_endpoint is not https (http://token.example.invalid/token)")
+    })
+    .await;
+    assert!(logged, "{}", s.gw.all_output());
+}
