@@ -266,10 +266,14 @@ pub fn build_app(state: AppState) -> Router {
 /// The gateway's own answers (sessions, users, sign-in hand-outs, pages) are for one caller at
 /// one moment: no browser or proxy cache may keep them. Proxied answers keep the rack's headers.
 async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
-    response
-        .headers_mut()
+    let headers = response.headers_mut();
+    headers
         .entry(http::header::CACHE_CONTROL)
         .or_insert(http::HeaderValue::from_static("no-store"));
+    // Answers may quote the caller's input: read as what they say they are, never sniffed.
+    headers
+        .entry(http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(http::HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -170,10 +170,15 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.message(), "code": self.code() });
         let mut response = (status, Json(body)).into_response();
-        // The gateway's own answer, never to be cached (a rack's answers keep their headers).
+        // The gateway's own answer, never to be cached (a rack's answers keep their headers),
+        // and never read as anything but JSON (it may quote the caller's input).
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         if let ApiError::WrongMethod { allowed, .. } = &self
             && let Ok(value) = HeaderValue::from_str(&allowed.join(", "))
         {

@@ -222,7 +222,8 @@ impl FromRequestParts<AppState> for Caller {
                 err,
                 principal: Some(principal),
             }) => {
-                audit_identified_refusal(state, &call, &principal, REFUSED_ACTION, &err).await;
+                audit_identified_refusal(state, &call, &principal, REFUSED_ACTION, &err, None)
+                    .await;
                 Err(err)
             }
             Err(Refused {
@@ -247,8 +248,36 @@ impl Caller {
         let Err(err) = require(&self.principal, permission) else {
             return Ok(());
         };
-        audit_identified_refusal(state, &self.call, &self.principal, permission, &err).await;
+        audit_identified_refusal(state, &self.call, &self.principal, permission, &err, None).await;
         Err(err)
+    }
+
+    /// Whether the caller holds `permission` (nothing is audited: the caller decides what to
+    /// answer, and records it with [`Caller::refuse`]).
+    pub fn holds(&self, permission: &str) -> bool {
+        require(&self.principal, permission).is_ok()
+    }
+
+    /// Audits `err` as the refusal of `action` (with `details` added: what was asked, why)
+    /// and returns it, for refusals decided after the permission check — refused input, a
+    /// change the caller may not make on themselves, a target that is not theirs.
+    pub async fn refuse(
+        &self,
+        state: &AppState,
+        action: &str,
+        err: ApiError,
+        details: serde_json::Value,
+    ) -> ApiError {
+        audit_identified_refusal(
+            state,
+            &self.call,
+            &self.principal,
+            action,
+            &err,
+            Some(details),
+        )
+        .await;
+        err
     }
 }
 
@@ -259,15 +288,20 @@ async fn audit_identified_refusal(
     principal: &Principal,
     action: &str,
     err: &ApiError,
+    extra: Option<serde_json::Value>,
 ) {
     let mut e = call.event(action, err);
     e.actor_type = principal.actor_type();
     e.user_email = principal.email().map(str::to_string);
     e.token_name = principal.token_name().map(str::to_string);
-    let e = e.with_details(json!({
+    let mut details = json!({
         "reason": err.code(),
         "role": principal.role_name(),
-    }));
+    });
+    if let (Some(serde_json::Value::Object(extra)), Some(map)) = (extra, details.as_object_mut()) {
+        map.extend(extra);
+    }
+    let e = e.with_details(details);
     if let Err(error) = state.audit.record(e).await {
         tracing::error!(%error, "could not audit a refused gateway API call");
     }

@@ -84,16 +84,21 @@ pub async fn revoke(
         .as_ref()
         .is_some_and(|s| Some(s.user_id) == principal.user_id());
     // Without the permission, someone else's session and no session look the same (404), so
-    // ids cannot be probed; the attempt is audited all the same.
-    if !own
-        && caller
-            .require(&state, "gateway:sessions:manage")
-            .await
-            .is_err()
-    {
-        return Err(ApiError::NotFound);
-    }
-    let session = session.ok_or(ApiError::NotFound)?;
+    // ids cannot be probed; the attempt is audited all the same, with the answer given and
+    // what was asked, as the account page's form records it.
+    let reason = match &session {
+        _ if own => None,
+        Some(_) if caller.holds("gateway:sessions:manage") => None,
+        Some(_) => Some("not_your_session"),
+        None => Some("not_found"),
+    };
+    let (Some(session), None) = (session, reason) else {
+        let details = json!({ "session_id": id, "reason": reason.unwrap_or("not_found") });
+        let action = "gateway:sessions:revoke";
+        return Err(caller
+            .refuse(&state, action, ApiError::NotFound, details)
+            .await);
+    };
     let revoked = state
         .store
         .revoke_session(id)

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{ApiPath, Caller};
 use crate::app::{AppState, Peer};
@@ -49,6 +50,48 @@ fn manage_error(e: ManageError) -> ApiError {
     }
 }
 
+/// [`manage_error`], with refused input audited as the refusal of `action` (what was
+/// `asked` included): the change itself audits what it refuses later (an unknown user, the
+/// last admin), but input it turns away never reached it.
+async fn refused(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    e: ManageError,
+    asked: serde_json::Value,
+) -> ApiError {
+    match e {
+        ManageError::Invalid(m) => {
+            caller
+                .refuse(state, action, ApiError::BadRequest(m), asked)
+                .await
+        }
+        other => manage_error(other),
+    }
+}
+
+/// A change the caller may not make to their own account, audited.
+async fn not_on_yourself(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    message: &str,
+    asked: serde_json::Value,
+) -> ApiError {
+    let mut asked = asked;
+    if let Some(map) = asked.as_object_mut() {
+        map.insert("reason".into(), "own_account".into());
+    }
+    caller
+        .refuse(state, action, ApiError::BadRequest(message.into()), asked)
+        .await
+}
+
+/// Whether `email` names the caller (by session, or a token acting for them).
+fn is_caller(caller: &Caller, email: &str) -> bool {
+    caller.principal.email() == Some(gateway_core::text::email_key(email).as_str())
+}
+
 /// `GET /api/v1/users`
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:list").await?;
@@ -72,8 +115,9 @@ pub async fn add(
     caller: Caller,
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
-    caller.require(&state, "gateway:users:create").await?;
-    let user = manage::add_user(
+    let action = "gateway:users:create";
+    caller.require(&state, action).await?;
+    let added = manage::add_user(
         &state.store,
         &state.audit,
         &actor(&caller, peer),
@@ -81,9 +125,14 @@ pub async fn add(
         &body.name,
         &body.role,
     )
-    .await
-    .map_err(manage_error)?;
-    Ok((http::StatusCode::CREATED, Json(user)).into_response())
+    .await;
+    match added {
+        Ok(user) => Ok((http::StatusCode::CREATED, Json(user)).into_response()),
+        Err(e) => {
+            let asked = json!({ "email": body.email, "role": body.role });
+            Err(refused(&state, &caller, action, e, asked).await)
+        }
+    }
 }
 
 /// Body of `PUT /api/v1/users/{email}/role`.
@@ -100,15 +149,16 @@ pub async fn set_role(
     ApiPath(email): ApiPath<String>,
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
-    caller.require(&state, "gateway:users:update").await?;
+    let action = "gateway:users:update";
+    caller.require(&state, action).await?;
+    let asked = json!({ "email": email, "role": body.role });
     // With their session or a token acting for them: an admin demoting themselves may leave
     // nobody able to manage users over HTTP.
-    if caller.principal.email() == Some(gateway_core::text::email_key(&email).as_str()) {
-        return Err(ApiError::BadRequest(
-            "you cannot change your own role; ask another admin".into(),
-        ));
+    if is_caller(&caller, &email) {
+        let message = "you cannot change your own role; ask another admin";
+        return Err(not_on_yourself(&state, &caller, action, message, asked).await);
     }
-    let user = manage::set_user_role(
+    let changed = manage::set_user_role(
         &state.store,
         &state.audit,
         &actor(&caller, peer),
@@ -116,9 +166,11 @@ pub async fn set_role(
         &body.role,
         LastAdmin::Keep,
     )
-    .await
-    .map_err(manage_error)?;
-    Ok(Json(user).into_response())
+    .await;
+    match changed {
+        Ok(user) => Ok(Json(user).into_response()),
+        Err(e) => Err(refused(&state, &caller, action, e, asked).await),
+    }
 }
 
 /// `POST /api/v1/users/{email}/lock`
@@ -154,10 +206,18 @@ async fn set_locked(
         "gateway:users:unlock"
     };
     caller.require(&state, permission).await?;
-    if locked && caller.principal.email() == Some(gateway_core::text::email_key(&email).as_str()) {
-        return Err(ApiError::BadRequest("you cannot lock yourself out".into()));
+    let asked = json!({ "email": email });
+    // Locking yourself out leaves you no way back; unlocking yourself could never be needed
+    // (a locked user cannot call this), so neither is made on the caller's own account.
+    if is_caller(&caller, &email) {
+        let message = if locked {
+            "you cannot lock yourself out"
+        } else {
+            "you cannot unlock yourself"
+        };
+        return Err(not_on_yourself(&state, &caller, permission, message, asked).await);
     }
-    let user = manage::set_user_locked(
+    let changed = manage::set_user_locked(
         &state.store,
         &state.audit,
         &actor(&caller, peer),
@@ -165,7 +225,9 @@ async fn set_locked(
         locked,
         LastAdmin::Keep,
     )
-    .await
-    .map_err(manage_error)?;
-    Ok(Json(user).into_response())
+    .await;
+    match changed {
+        Ok(user) => Ok(Json(user).into_response()),
+        Err(e) => Err(refused(&state, &caller, permission, e, asked).await),
+    }
 }

@@ -385,6 +385,13 @@ pub async fn revoke_session(
             return unavailable("The session was not ended.");
         }
     }
+    if principal.session_id() == Some(id) {
+        // This browser's own session: signed out, as with sign-out, not left holding a
+        // cookie that no longer works.
+        let mut response = Redirect::to("/").into_response();
+        cookies::clear_session(&state, &mut response);
+        return response;
+    }
     Redirect::to("/account").into_response()
 }
 

@@ -262,6 +262,44 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 400);
+        // Nor unlock herself (never needed: a locked user cannot ask).
+        let resp = client()
+            .post(format!("{}/api/v1/users/ann@example.com/unlock", gw.url))
+            .bearer_auth(&own)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 400);
+        // Input the change turns away: an unknown role.
+        let resp = client()
+            .put(format!("{}/api/v1/users/nobody@example.com/role", gw.url))
+            .bearer_auth(&own)
+            .json(&serde_json::json!({ "role": "root" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 400);
+        // Each refused change is in the trail, with what was asked and why.
+        let refusals = crate::kit::eventually(|| async {
+            let rows = store(&db)
+                .await
+                .audit_rows(0, 1000)
+                .await
+                .unwrap_or_default();
+            let refused = |action: &str, reason: &str| {
+                rows.iter().any(|r| {
+                    r.event.action == action
+                        && r.event.rbac_decision.as_str() == "deny"
+                        && r.event.status == Some(400)
+                        && r.event.details["reason"] == reason
+                })
+            };
+            refused("gateway:users:update", "own_account")
+                && refused("gateway:users:unlock", "own_account")
+                && refused("gateway:users:update", "bad_request")
+        })
+        .await;
+        assert!(refusals, "refused changes missing from the trail");
 
         // Ann is the only admin: nobody may demote or lock her, not even another admin's
         // token (the gateway would have nobody left to manage users).

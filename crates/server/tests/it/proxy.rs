@@ -388,8 +388,15 @@ both_backends!(info_reports_the_caller, |db| async move {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    // The gateway's own answers are for this caller now: never cached.
+    // The gateway's own answers are for this caller now: never cached, and never sniffed.
     assert_eq!(cache(&resp).as_deref(), Some("no-store"));
+    let nosniff = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("x-content-type-options")
+            .and_then(|v| v.to_str().ok())
+            == Some("nosniff")
+    };
+    assert!(nosniff(&resp));
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     assert_eq!(body["role"], "ops");
     assert_eq!(body["token_name"], "ops-token");
@@ -405,6 +412,7 @@ both_backends!(info_reports_the_caller, |db| async move {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 401);
     assert_eq!(cache(&resp).as_deref(), Some("no-store"));
+    assert!(nosniff(&resp));
     // Proxied answers keep what the rack said (the test rack says nothing).
     let resp = client()
         .get(gw.proxy("/apps"))

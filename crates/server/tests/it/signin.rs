@@ -840,6 +840,26 @@ both_backends!(logout_and_admin_session_management, |db| async move {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 404, "session {id}");
     }
+    // The trail records the answer given (404), the session asked for and why.
+    let refusals = crate::kit::eventually(|| async {
+        let rows = store(&db)
+            .await
+            .audit_rows(0, 10_000)
+            .await
+            .unwrap_or_default();
+        let refused = |id: i64, reason: &str| {
+            rows.iter().any(|r| {
+                r.event.action == "gateway:sessions:revoke"
+                    && r.event.status == Some(404)
+                    && r.event.details["session_id"] == id
+                    && r.event.details["reason"] == reason
+            })
+        };
+        refused(admin_session_id, "not_your_session")
+            && refused(admin_session_id + 10_000, "not_found")
+    })
+    .await;
+    assert!(refusals, "the refused revokes are not recorded as answered");
     // A cookie-authenticated change without the CSRF header is refused.
     let resp = c
         .post(format!(
@@ -1091,7 +1111,7 @@ both_backends!(
             assert!(ok, "{err}");
         }
         let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
-        let (ops, csrf, _, _) = account_page(&s, "ops@example.com").await;
+        let (ops, csrf, _, ops_session_id) = account_page(&s, "ops@example.com").await;
         let (_, _, admin_session, admin_session_id) = account_page(&s, "admin@example.com").await;
         let c = client();
         let post = |path: String, csrf: String| {
@@ -1153,6 +1173,31 @@ both_backends!(
             ["not_your_session", "csrf_rejected"],
             "{refusals:?}"
         );
+        // Ending this browser's own session from the list signs it out: the cookie is
+        // cleared, not left holding a session that no longer works.
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resp = no_redirects
+            .post(format!(
+                "{}/account/sessions/{ops_session_id}/revoke",
+                s.gw.url
+            ))
+            .header("cookie", ops.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 303);
+        let cleared = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("rg_session=") && v.contains("Max-Age=0"));
+        assert!(cleared, "{:?}", resp.headers());
     }
 );
 
