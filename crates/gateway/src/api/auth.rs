@@ -1096,7 +1096,27 @@ pub async fn cli_poll(
         .ok_or_else(|| ApiError::BadRequest("unknown login_id".into()))?;
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(body.code_verifier.as_bytes()));
     let expected = attempt.cli_challenge.clone().unwrap_or_default();
+    // Refusals of a collection are recorded: the login id travels through a browser, and a
+    // poll with it but without the CLI's verifier is someone else's try at the session.
+    let refused = |reason: &'static str, email: Option<String>| {
+        let (state, headers) = (&state, &headers);
+        async move {
+            let details = json!({ "channel": "cli", "reason": reason });
+            let action = "gateway:auth:signin";
+            audit_signin(
+                state,
+                &peer,
+                headers,
+                action,
+                email.as_deref(),
+                false,
+                details,
+            )
+            .await;
+        }
+    };
     if !secret_eq(challenge.as_bytes(), expected.as_bytes()) {
+        refused("wrong_verifier", None).await;
         return Err(ApiError::BadRequest(
             "code_verifier does not match this login".into(),
         ));
@@ -1116,11 +1136,13 @@ pub async fn cli_poll(
         "complete" => {
             // Hand the session out exactly once.
             if !state.store.finish_login(&attempt.id, "complete", "consumed", None, None).await.map_err(ApiError::store)? {
+                refused("already_collected", None).await;
                 return Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response());
             }
             let user_id = attempt.user_id.ok_or(ApiError::Internal)?;
             let user = state.store.user_by_id(user_id).await.map_err(ApiError::store)?.ok_or(ApiError::Internal)?;
             if user.locked {
+                refused("user_locked", Some(user.email.clone())).await;
                 return Err(ApiError::Unauthenticated(AuthError::UserLocked));
             }
             let ua = audited_user_agent(&headers);
@@ -1145,6 +1167,9 @@ pub async fn cli_poll(
             }))
             .into_response())
         }
-        _ => Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response()),
+        _ => {
+            refused("already_collected", None).await;
+            Ok((StatusCode::GONE, Json(json!({ "status": "expired", "error": "this sign-in was already collected" }))).into_response())
+        }
     }
 }

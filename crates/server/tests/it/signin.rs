@@ -723,6 +723,20 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
     assert!(token.starts_with("rgs_"));
     assert_eq!(body["role"], "deployer");
     assert_eq!(poll(verifier.clone()).await.0, 410, "handed out once");
+    // Both refused collections are in the trail.
+    let recorded = crate::kit::eventually(|| async {
+        let lines = s.gw.audit_lines();
+        let refused = |reason: &str| {
+            lines.iter().any(|l| {
+                l["action"] == "gateway:auth:signin"
+                    && l["details"]["channel"] == "cli"
+                    && l["details"]["reason"] == reason
+            })
+        };
+        refused("wrong_verifier") && refused("already_collected")
+    })
+    .await;
+    assert!(recorded, "{:?}", s.gw.audit_lines());
 
     let resp = c
         .get(s.gw.proxy("/apps"))
