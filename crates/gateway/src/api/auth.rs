@@ -452,33 +452,22 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
         )
         .await;
     }
+    // Every refusal from here on ends the attempt the exchange took.
+    let refuse_attempt = |reason: &str| {
+        let (state, id, reason) = (&state, attempt.id.clone(), reason.to_string());
+        async move { end_attempt(state, &id, "exchanging", "refused", None, Some(&reason)).await }
+    };
     let identity = match oidc.exchange(code, verifier, nonce).await {
         Ok(i) => i,
         Err(e) => {
             // The reason the CLI shows: what went wrong, not one code for every failure.
             let reason = e.to_string();
-            end_attempt(
-                &state,
-                &attempt.id,
-                "exchanging",
-                "refused",
-                None,
-                Some(&reason),
-            )
-            .await;
+            refuse_attempt(&reason).await;
             return deny("oidc_error", None, reason).await;
         }
     };
     if let Err(reason) = oidc.check_domain(&identity) {
-        end_attempt(
-            &state,
-            &attempt.id,
-            "exchanging",
-            "refused",
-            None,
-            Some(&reason),
-        )
-        .await;
+        refuse_attempt(&reason).await;
         // An address the provider has not verified is nobody's yet: the refusal is not
         // recorded as that user's, only with the address claimed.
         if !identity.email_verified {
@@ -490,27 +479,11 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
     let user = match admit(&state, peer, &identity.email, &identity.name).await {
         Ok(u) => u,
         Err(NotAdmitted::Refused(reason)) => {
-            end_attempt(
-                &state,
-                &attempt.id,
-                "exchanging",
-                "refused",
-                None,
-                Some(&reason),
-            )
-            .await;
+            refuse_attempt(&reason).await;
             return deny("not_admitted", Some(identity.email.clone()), reason).await;
         }
         Err(NotAdmitted::Unavailable) => {
-            end_attempt(
-                &state,
-                &attempt.id,
-                "exchanging",
-                "refused",
-                None,
-                Some("store_unavailable"),
-            )
-            .await;
+            refuse_attempt("store_unavailable").await;
             let details = json!({ "reason": "store_unavailable" });
             let email = Some(identity.email.as_str());
             let action = "gateway:auth:signin";
