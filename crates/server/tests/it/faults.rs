@@ -527,6 +527,24 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// `POST /apps/web/services/web/restart` through `gw` as `token`: the status (0: no answer).
+fn restart_web(
+    c: reqwest::Client,
+    gw: &Gateway,
+    token: &str,
+) -> impl std::future::Future<Output = u16> + use<> {
+    let request = c
+        .post(gw.proxy("/apps/web/services/web/restart"))
+        .basic_auth("convox", Some(token));
+    async move {
+        request
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_fails_closed_and_recovers() {
     let Some((pg, db)) = own_postgres() else {
@@ -536,18 +554,7 @@ async fn postgres_down_fails_closed_and_recovers() {
     let deployer = role_token(&db, "deployer");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     let c = client();
-    let restart = |c: reqwest::Client| {
-        let url = gw.proxy("/apps/web/services/web/restart");
-        let token = deployer.clone();
-        async move {
-            c.post(url)
-                .basic_auth("convox", Some(token))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
+    let restart = |c: reqwest::Client| restart_web(c, &gw, &deployer);
     assert_eq!(restart(c.clone()).await, 200);
     pg.stop();
     rack.clear();
@@ -591,18 +598,7 @@ async fn requests_right_after_a_postgres_restart_are_served() {
     let deployer = role_token(&db, "deployer");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     let c = client();
-    let restart = |c: reqwest::Client| {
-        let url = gw.proxy("/apps/web/services/web/restart");
-        let token = deployer.clone();
-        async move {
-            c.post(url)
-                .basic_auth("convox", Some(token))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
+    let restart = |c: reqwest::Client| restart_web(c, &gw, &deployer);
     // Several at once, so that the pool holds several connections.
     let warm = futures_util::future::join_all((0..8).map(|_| restart(c.clone()))).await;
     assert!(warm.iter().all(|s| *s == 200), "{warm:?}");
