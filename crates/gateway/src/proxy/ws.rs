@@ -39,6 +39,17 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// most 32 KiB.
 pub const CLIENT_MAX_MESSAGE: usize = 4 << 20;
 
+/// Largest message the rack may send (its pieces of logs and output are 32 KiB): relayed
+/// whole, it must fit the client's write buffer below.
+const RACK_MAX_MESSAGE: usize = 4 << 20;
+
+/// Most bytes waiting to be written to either side. The WebSocket library answers every ping
+/// itself, queueing the pong behind whatever the other side has not read: a client that
+/// sends pings and never reads grew a session by 20 MB a second. Past this, writing fails and
+/// the session ends, its outcome saying why. Room for one whole message and the library's
+/// usual buffer.
+const MAX_WRITE_BUFFER: usize = CLIENT_MAX_MESSAGE + (256 << 10);
+
 /// How often an open session's credentials are read again.
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// Re-checks in a row the store may fail before the session is ended: a blip must not cut
@@ -115,7 +126,12 @@ pub async fn forward(
 
     let connect = tokio_tungstenite::connect_async_tls_with_config(
         request,
-        Some(WebSocketConfig::default()),
+        Some(
+            WebSocketConfig::default()
+                .max_message_size(Some(RACK_MAX_MESSAGE))
+                .max_frame_size(Some(RACK_MAX_MESSAGE))
+                .max_write_buffer_size(MAX_WRITE_BUFFER),
+        ),
         false,
         Some(Connector::Rustls(upstream.tls.clone())),
     );
@@ -160,6 +176,7 @@ pub async fn forward(
     Ok(upgrade
         .max_message_size(CLIENT_MAX_MESSAGE)
         .max_frame_size(CLIENT_MAX_MESSAGE)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |client| {
             sessions.track(async move {
                 // The session's place is held until the relay has ended.
@@ -197,6 +214,10 @@ async fn relay(
     let masked = AtomicUsize::new(0);
     // Why the client's side failed, if it did (a message over the limit, a broken frame).
     let mut client_error: Option<String> = None;
+    // Why relaying failed otherwise, if it did: a write to either side (its write bound
+    // reached by a side that does not read, a reset connection), or the rack's side broken.
+    let mut to_rack_error: Option<String> = None;
+    let mut to_client_error: Option<String> = None;
     // The client sent a message over the limit: it is told so (1009), not left to guess from
     // the rack's hang-up.
     let too_big = AtomicBool::new(false);
@@ -219,11 +240,18 @@ async fn relay(
                 };
                 bytes_in.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
                 let closing = matches!(message, ws::Message::Close(_));
-                if rack_tx.feed(to_rack(message)).await.is_err() || closing {
+                if let Err(e) = rack_tx.feed(to_rack(message)).await {
+                    to_rack_error = Some(format!("writing to the rack: {e}"));
+                    break;
+                }
+                if closing {
                     break;
                 }
                 // Write out once nothing more is waiting: one flush for a burst, not one each.
-                if !more_ready(&mut client_rx) && rack_tx.flush().await.is_err() {
+                if !more_ready(&mut client_rx)
+                    && let Err(e) = rack_tx.flush().await
+                {
+                    to_rack_error = Some(format!("writing to the rack: {e}"));
                     break;
                 }
             }
@@ -248,8 +276,13 @@ async fn relay(
                     },
                     None => rack_rx.next().await,
                 };
-                let Some(Ok(message)) = next else {
-                    break;
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        to_client_error = Some(format!("rack WebSocket error: {e}"));
+                        break;
+                    }
+                    None => break,
                 };
                 let Some(message) = to_client(message) else {
                     continue;
@@ -269,10 +302,17 @@ async fn relay(
                 };
                 bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
                 let closing = matches!(message, ws::Message::Close(_));
-                if client_tx.feed(message).await.is_err() || closing {
+                if let Err(e) = client_tx.feed(message).await {
+                    to_client_error = Some(format!("writing to the client: {e}"));
                     break;
                 }
-                if !more_ready(&mut rack_rx) && client_tx.flush().await.is_err() {
+                if closing {
+                    break;
+                }
+                if !more_ready(&mut rack_rx)
+                    && let Err(e) = client_tx.flush().await
+                {
+                    to_client_error = Some(format!("writing to the client: {e}"));
                     break;
                 }
             }
@@ -338,6 +378,12 @@ async fn relay(
         }
         // (After the rack has closed, how the client hangs up is not an error of the session.)
         outcome.error = Some(format!("client WebSocket error: {error}"));
+    } else if let Some(error) = match closer {
+        // The side that ended the session says why, if it failed.
+        Closer::Client => to_rack_error,
+        _ => to_client_error,
+    } {
+        outcome.error = Some(error);
     } else {
         outcome.completed = true;
     }

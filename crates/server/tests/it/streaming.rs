@@ -766,3 +766,78 @@ crate::both_backends!(
         let _c = ws_connect(&gw, logs, &viewer).await;
     }
 );
+
+crate::both_backends!(
+    a_client_that_pings_and_never_reads_holds_bounded_memory,
+    |db| async move {
+        // The WebSocket library answers every ping itself, queueing the pong behind what the
+        // client has not read: without a bound on what waits to be written, 300 000 pings
+        // from a client that never reads grew the gateway by 62 MiB (and on, without end).
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        // An exec session stays open as long as the client wants.
+        let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+        let before = gw.peak_rss_kib();
+        let payload = bytes::Bytes::from(vec![b'p'; 125]);
+        let mut sent = 0u32;
+        let flood = tokio::time::timeout(Duration::from_secs(120), async {
+            while sent < 300_000 {
+                if socket.send(Message::Ping(payload.clone())).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+        })
+        .await;
+        assert!(
+            flood.is_ok(),
+            "the flood did not end in two minutes ({sent} pings)"
+        );
+        let grown_mib = gw.peak_rss_kib().saturating_sub(before) / 1024;
+        eprintln!("{sent} pings sent; the gateway grew by {grown_mib} MiB");
+        assert!(
+            grown_mib < 32,
+            "{sent} unread pongs grew the gateway by {grown_mib} MiB"
+        );
+        drop(socket);
+        let s = store(&db).await;
+        let ended = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome" && r.event.action == "convox:processes:exec"
+        })
+        .await;
+        assert!(ended, "the session's end is not recorded");
+    }
+);
+
+crate::both_backends!(
+    a_rack_message_over_the_limit_ends_the_session_and_says_so,
+    |db| async move {
+        // The rack's messages are relayed whole, so they are bounded too (its pieces of logs
+        // and output are 32 KiB); one past the bound ends the session, and its outcome says
+        // why rather than "completed".
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+        let _ = socket.send(Message::Text("big".into())).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+        let s = store(&db).await;
+        let said = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:processes:exec"
+                && r.event.details["completed"] == false
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("rack WebSocket error"))
+        })
+        .await;
+        assert!(
+            said,
+            "the outcome does not say the rack's message was refused"
+        );
+    }
+);

@@ -292,6 +292,13 @@ async fn websocket(mut socket: WebSocket, path: String) {
                     .await;
                 continue;
             }
+            // A message past what the gateway relays (4 MiB).
+            "big" => {
+                let _ = socket
+                    .send(Message::Binary(vec![b'x'; 5 << 20].into()))
+                    .await;
+                continue;
+            }
             "close-token" => {
                 let reason = format!("bye {RACK_TOKEN}");
                 let frame = axum::extract::ws::CloseFrame {
