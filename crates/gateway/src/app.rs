@@ -139,6 +139,12 @@ impl Gateway {
             Err(e) => tracing::warn!(error = %e, "could not compare the clock with the database's"),
         }
         let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+        // The chain as it stands now: events removed from before this point while the gateway
+        // runs are found by its writer, not only those it writes itself.
+        match store.chain_head().await {
+            Ok(head) => store.note_audit_head(&head),
+            Err(e) => tracing::warn!(error = %e, "could not read the audit chain's head"),
+        }
         if source == KeySource::Generated {
             tracing::warn!(
                 "AUDIT_HMAC_KEY is not set: the audit chain uses a key generated and kept in the \

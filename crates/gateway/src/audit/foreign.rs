@@ -73,6 +73,9 @@ impl ForeignRows {
             match self.block_on(async move { store.chain_head().await }) {
                 Some(Ok(head)) => {
                     self.head_unreadable = false;
+                    // Admin commands' events count as known links too: removed later, the
+                    // writer finds it.
+                    self.store.note_audit_head(&head);
                     match self.last {
                         // Nothing seen yet: the count starts here, as with the first rows seen.
                         None => self.last = Some(head.seq),

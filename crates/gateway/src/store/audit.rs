@@ -6,6 +6,7 @@ use sqlx::Executor;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::written::Confirm;
 use super::{Backend, Generation, Store, StoreError, bounded};
 use crate::audit::AuditEvent;
 
@@ -389,12 +390,20 @@ impl Store {
             // change, makes it insert nothing; re-read the head and try again, then fall back
             // to locking the head row, which always makes progress.
             for _ in 0..2 {
-                let cached = self.audit_head.lock().ok().and_then(|h| h.clone());
+                // This instance's own last head, unless a newer link is known (read at start
+                // or while idle): then the head is read and checked against it.
+                let known = self.audit_written.seq();
+                let cached = self
+                    .audit_head
+                    .lock()
+                    .ok()
+                    .and_then(|h| h.clone())
+                    .filter(|h| known.is_none_or(|k| k <= h.seq));
                 let head = match cached {
                     Some(head) => head,
                     None => {
                         let head = self.chain_head().await?;
-                        self.audit_written.check(head.seq, &head.hash)?;
+                        self.confirm_head(&head).await?;
                         head
                     }
                 };
@@ -431,9 +440,31 @@ impl Store {
         }
     }
 
-    /// The newest event this process appended to the chain, if any (see `written`).
+    /// The newest link of the chain this process knows (appended, or read as the head), if
+    /// any (see `written`).
     pub fn audit_written(&self) -> Option<ChainHead> {
         self.audit_written.get()
+    }
+
+    /// Notes `head`, read from the database, as a link of the chain (at start-up, and by the
+    /// stdout sink's idle looks): events removed from before it are found by the writer.
+    pub fn note_audit_head(&self, head: &ChainHead) {
+        self.audit_written.note(head.seq, &head.hash);
+    }
+
+    /// Fails when `head`, read from the database, shows the chain changed under this process
+    /// (see `written`): behind the link it knows, or past it without it.
+    async fn confirm_head(&self, head: &ChainHead) -> Result<(), StoreError> {
+        if let Confirm::Row { seq, hash } = self.audit_written.check(head.seq, &head.hash)? {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            self.audit_written
+                .confirm(seq, &hash, stored.as_deref(), head.seq)?;
+        }
+        Ok(())
     }
 
     fn forget_head(&self) {
@@ -519,7 +550,15 @@ impl Store {
         };
         let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
         let (head_seq, head_hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
-        self.audit_written.check(head_seq, &head_hash)?;
+        if let Confirm::Row { seq, hash } = self.audit_written.check(head_seq, &head_hash)? {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(&mut **tx.conn()?)
+                    .await?;
+            self.audit_written
+                .confirm(seq, &hash, stored.as_deref(), head_seq)?;
+        }
         // Read after the head is locked: a credential change committed before this point is
         // seen, one committed later comes after these events.
         let generation = Generation(

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::audit::{Appended, LinkFn, chain_rows, still_current};
-use super::written::Written;
+use super::written::{Confirm, Written};
 use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
 use gateway_core::config::SqliteSync;
@@ -124,7 +124,18 @@ fn append_on(
              WHERE h.id = 1 AND g.id = 1",
         )?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-    written.check(seq, &hash)?;
+    if let Confirm::Row {
+        seq: known,
+        hash: known_hash,
+    } = written.check(seq, &hash)?
+    {
+        // Others appended since: the link this gateway knows must still be in the chain.
+        let stored: Option<String> = tx
+            .prepare_cached("SELECT hash FROM audit_events WHERE seq = ?1")?
+            .query_row([known], |row| row.get(0))
+            .optional()?;
+        written.confirm(known, &known_hash, stored.as_deref(), seq)?;
+    }
     let generation = Generation(generation);
     let current = still_current(read_at, events.len(), generation);
     let admitted = events

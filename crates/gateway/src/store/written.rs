@@ -1,53 +1,121 @@
-//! The newest link this process appended to the audit chain.
+//! The newest link of the audit chain this process knows: one it appended, or a head it read
+//! (at start-up, and while idle: admin commands' events).
 //!
 //! The chain's head moves forward as this gateway, other instances and admin commands append;
-//! it never moves back. A head found behind what this process wrote means someone with write
-//! access to the database removed the newest events and moved the head back to match — a
-//! consistent, shorter chain that the hashes alone cannot tell from the real one. The writer
-//! refuses to extend it (nothing is forwarded: 503), and the anchor task anchors what was
-//! written, so that `audit verify` reports the removal.
+//! it never moves back. A head found behind that link, or past it with that link gone or
+//! changed, means someone with write access to the database removed or replaced the newest
+//! events and moved the head to match — a consistent chain that the hashes alone cannot tell
+//! from the real one. The writer then refuses to extend the chain until the gateway is
+//! restarted (nothing is forwarded: 503), and the anchor task anchors the link it knows, so
+//! that `audit verify` reports the change.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::StoreError;
 use super::audit::ChainHead;
 
 /// See the module docs.
 #[derive(Debug, Default)]
-pub(super) struct Written(Mutex<Option<ChainHead>>);
+pub(super) struct Written {
+    known: Mutex<Option<ChainHead>>,
+    /// Set once the chain was found changed: it stays refused until a restart.
+    refused: AtomicBool,
+    /// The link found changed (what was known, what was found), for the error.
+    found: Mutex<Option<(i64, i64)>>,
+}
+
+/// What a head read from the database needs before events may be appended to it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Confirm {
+    /// Nothing: it is the known link, or nothing is known yet.
+    Nothing,
+    /// The head moved past the known link (others appended): that link must still be in the
+    /// chain, event `seq` with `hash` ([`Written::confirm`]).
+    Row {
+        /// The known link's event.
+        seq: i64,
+        /// Its hash.
+        hash: String,
+    },
+}
 
 impl Written {
-    /// The newest link written, if any.
+    /// The newest link known, if any.
     pub(super) fn get(&self) -> Option<ChainHead> {
-        self.0.lock().ok().and_then(|w| w.clone())
+        self.known.lock().ok().and_then(|w| w.clone())
     }
 
-    /// Notes `seq`/`hash` as appended by this process (kept only when newer).
+    /// The newest known link's event number, if any.
+    pub(super) fn seq(&self) -> Option<i64> {
+        self.known
+            .lock()
+            .ok()
+            .and_then(|w| w.as_ref().map(|w| w.seq))
+    }
+
+    /// Notes `seq`/`hash` as a link of the chain (kept only when newer).
     pub(super) fn note(&self, seq: i64, hash: &str) {
-        if let Ok(mut written) = self.0.lock()
-            && written.as_ref().is_none_or(|w| seq > w.seq)
+        if let Ok(mut known) = self.known.lock()
+            && known.as_ref().is_none_or(|w| seq > w.seq)
         {
-            *written = Some(ChainHead {
+            *known = Some(ChainHead {
                 seq,
                 hash: hash.to_string(),
             });
         }
     }
 
-    /// Fails when the head read from the database (`seq`, `hash`) is behind what this
-    /// process wrote, or names another hash for the same event.
-    pub(super) fn check(&self, seq: i64, hash: &str) -> Result<(), StoreError> {
-        // Compared under the lock: this is on every audit batch's path.
-        let written = self.0.lock().ok();
-        match written.as_ref().and_then(|w| w.as_ref()) {
-            Some(w) if seq < w.seq || (seq == w.seq && hash != w.hash) => {
-                Err(StoreError::ChainMovedBack {
-                    written: w.seq,
-                    found: seq,
-                })
-            }
-            _ => Ok(()),
+    /// Fails when the chain was found changed before, or when the head read from the
+    /// database (`seq`, `hash`) is behind the known link or names another hash for its
+    /// event; says what to confirm when the head is past it.
+    pub(super) fn check(&self, seq: i64, hash: &str) -> Result<Confirm, StoreError> {
+        if self.refused.load(Ordering::Relaxed) {
+            return Err(self.error());
         }
+        // Compared under the lock: this is on every audit batch's path.
+        let known = self.known.lock().ok();
+        match known.as_ref().and_then(|w| w.as_ref()) {
+            Some(w) if seq < w.seq || (seq == w.seq && hash != w.hash) => {
+                Err(self.fail(w.seq, seq))
+            }
+            Some(w) if seq > w.seq => Ok(Confirm::Row {
+                seq: w.seq,
+                hash: w.hash.clone(),
+            }),
+            _ => Ok(Confirm::Nothing),
+        }
+    }
+
+    /// The answer for a [`Confirm::Row`]: `stored` is the hash the database holds for that
+    /// event (`None`: no such event).
+    pub(super) fn confirm(
+        &self,
+        seq: i64,
+        hash: &str,
+        stored: Option<&str>,
+        head: i64,
+    ) -> Result<(), StoreError> {
+        if stored == Some(hash) {
+            return Ok(());
+        }
+        Err(self.fail(seq, head))
+    }
+
+    /// Refuses the chain from now on.
+    fn fail(&self, known: i64, found: i64) -> StoreError {
+        self.refused.store(true, Ordering::Relaxed);
+        if let Ok(mut f) = self.found.lock()
+            && f.is_none()
+        {
+            *f = Some((known, found));
+        }
+        self.error()
+    }
+
+    fn error(&self) -> StoreError {
+        let (written, found) = self.found.lock().ok().and_then(|f| *f).unwrap_or_default();
+        StoreError::ChainMovedBack { written, found }
     }
 }
 
@@ -58,12 +126,24 @@ mod tests {
     #[test]
     fn the_head_may_move_forward_never_back() {
         let w = Written::default();
-        assert!(w.check(0, "0").is_ok(), "nothing written yet");
+        assert_eq!(
+            w.check(0, "0").ok(),
+            Some(Confirm::Nothing),
+            "nothing known yet"
+        );
         w.note(5, "e");
         w.note(3, "c");
         assert_eq!(w.get().map(|h| h.seq), Some(5), "kept the newest");
-        assert!(w.check(5, "e").is_ok());
-        assert!(w.check(9, "i").is_ok(), "others appended after it");
+        assert_eq!(w.check(5, "e").ok(), Some(Confirm::Nothing));
+        // Others appended after it: the known link must still be there.
+        assert_eq!(
+            w.check(9, "i").ok(),
+            Some(Confirm::Row {
+                seq: 5,
+                hash: "e".into()
+            })
+        );
+        assert!(w.confirm(5, "e", Some("e"), 9).is_ok());
         assert!(matches!(
             w.check(4, "d"),
             Err(StoreError::ChainMovedBack {
@@ -71,6 +151,24 @@ mod tests {
                 found: 4
             })
         ));
+        // Once found changed, refused until a restart, whatever the head says later.
+        assert!(w.check(5, "e").is_err());
+        assert!(w.check(12, "l").is_err());
+    }
+
+    #[test]
+    fn a_known_link_gone_from_a_longer_chain_is_refused() {
+        let w = Written::default();
+        w.note(5, "e");
+        assert!(matches!(w.check(7, "g"), Ok(Confirm::Row { seq: 5, .. })));
+        assert!(w.confirm(5, "e", None, 7).is_err(), "event 5 removed");
+        assert!(w.check(8, "h").is_err(), "and refused from then on");
+        let w = Written::default();
+        w.note(5, "e");
+        assert!(
+            w.confirm(5, "e", Some("forged"), 7).is_err(),
+            "event 5 replaced"
+        );
         assert!(w.check(5, "x").is_err(), "the same event, another hash");
     }
 }

@@ -920,3 +920,72 @@ both_backends!(
         assert!(!err.contains("chain was rebuilt"), "{err}");
     }
 );
+
+/// Removes the chain's newest `n` events and moves the head back to match: a consistent,
+/// shorter chain (no key needed).
+async fn remove_newest(db: &Db, n: i64) {
+    let s = store(db).await;
+    let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
+    let kept = head.seq - n;
+    for sql in [
+        format!("DELETE FROM audit_events WHERE seq > {kept}"),
+        format!(
+            "UPDATE audit_chain_head SET seq = {kept}, \
+             hash = (SELECT hash FROM audit_events WHERE seq = {kept}) WHERE id = 1"
+        ),
+    ] {
+        s.execute_raw(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+both_backends!(
+    events_removed_before_the_gateway_wrote_or_by_others_are_caught_too,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let _ = crate::kit::token(&db, "one-more", &["--role", "viewer"]);
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        disable_audit_triggers(&db).await;
+        // Right after start-up, before the gateway wrote anything: the head it read at start
+        // is a link it knows.
+        remove_newest(&db, 2).await;
+        rack.clear();
+        assert_eq!(list_apps(&gw, &viewer).await, Some(503));
+        // Others appending past the removal (an admin command) do not make it good again.
+        let _ = crate::kit::token(&db, "after-the-removal", &["--role", "viewer"]);
+        let _ = crate::kit::token(&db, "and-another", &["--role", "viewer"]);
+        assert_eq!(
+            list_apps(&gw, &viewer).await,
+            Some(503),
+            "forwarding resumed once the head passed the removed events"
+        );
+        assert!(rack.seen().is_empty(), "a request reached the rack");
+    }
+);
+
+both_backends!(
+    admin_commands_events_removed_under_an_idle_gateway_are_caught,
+    |db| async move {
+        // An admin command's events, seen by the serving gateway (its stdout printed them),
+        // removed afterwards with the head moved back: the gateway refuses to go on.
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        assert_eq!(list_apps(&gw, &viewer).await, Some(200));
+        let _ = crate::kit::token(&db, "made-then-hidden", &["--role", "viewer"]);
+        let printed = eventually(|| async {
+            gw.audit_lines()
+                .iter()
+                .any(|l| l["details"]["name"] == "made-then-hidden")
+        })
+        .await;
+        assert!(printed, "{}", gw.all_output());
+        disable_audit_triggers(&db).await;
+        remove_newest(&db, 2).await;
+        rack.clear();
+        assert_eq!(list_apps(&gw, &viewer).await, Some(503));
+        assert!(rack.seen().is_empty(), "a request reached the rack");
+    }
+);
