@@ -182,7 +182,13 @@ async fn proxy(
                 return Err(err);
             }
         };
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, state).await {
+        let upgrade = match ws::check_key(&parts.headers) {
+            Err(problem) => Err(problem),
+            Ok(()) => WebSocketUpgrade::from_request_parts(&mut parts, state)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let upgrade = match upgrade {
             Ok(upgrade) => upgrade,
             Err(e) => {
                 // Allowed, but not a usable upgrade: the outcome says what the client got.

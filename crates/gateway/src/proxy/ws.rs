@@ -186,6 +186,21 @@ pub async fn forward(
         }))
 }
 
+/// Checks `Sec-WebSocket-Key` as RFC 6455 (4.2.1) asks: 16 bytes, base64-encoded. The
+/// upgrade library only hashes whatever it is given.
+pub fn check_key(headers: &http::HeaderMap) -> Result<(), String> {
+    use base64::Engine;
+    let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
+        // The library says it is missing.
+        return Ok(());
+    };
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    match decoded {
+        Ok(bytes) if bytes.len() == 16 => Ok(()),
+        _ => Err("Sec-WebSocket-Key must be 16 bytes, base64-encoded".into()),
+    }
+}
+
 /// Which side ended the session.
 #[derive(Debug, Clone)]
 enum Closer {
@@ -221,6 +236,9 @@ async fn relay(
     // The client sent a message over the limit: it is told so (1009), not left to guess from
     // the rack's hang-up.
     let too_big = AtomicBool::new(false);
+    // The client's side failed (`client_error` is set): it is told why with a close code,
+    // which a drain would pre-empt with a close frame that has none.
+    let client_failed = AtomicBool::new(false);
 
     // The pumps borrow the sending halves, so that a shutdown can still say goodbye on them
     // once the pumps are dropped.
@@ -231,6 +249,7 @@ async fn relay(
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
                         client_error = Some(e.to_string());
+                        client_failed.store(true, Ordering::Relaxed);
                         if is_over_limit(e) {
                             too_big.store(true, Ordering::Relaxed);
                         }
@@ -334,7 +353,7 @@ async fn relay(
         };
         // Let the other direction deliver what is in flight (an exit code, a close frame).
         let _ = match closer {
-            Closer::Client if too_big.load(Ordering::Relaxed) => Ok(()),
+            Closer::Client if client_failed.load(Ordering::Relaxed) => Ok(()),
             Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
             Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
             Closer::Gateway | Closer::Refused(_) => Ok(()),
@@ -365,17 +384,27 @@ async fn relay(
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
         outcome.error = Some("ended by the gateway shutting down".into());
     } else if let (Closer::Client, Some(error)) = (&closer, client_error) {
-        if too_big.load(Ordering::Relaxed) {
-            let refused = ws::CloseFrame {
-                code: 1009,
-                reason: format!("message over {} MiB", CLIENT_MAX_MESSAGE >> 20).into(),
-            };
-            let goodbye = async {
-                let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
-                let _ = rack_tx.close().await;
-            };
-            let _ = tokio::time::timeout(DRAIN, goodbye).await;
-        }
+        // The client is told why, with the code for it: 1009 for a message over the limit,
+        // 1007 for text that is not UTF-8, 1002 for any other broken frame.
+        let (code, reason) = if too_big.load(Ordering::Relaxed) {
+            (
+                1009,
+                format!("message over {} MiB", CLIENT_MAX_MESSAGE >> 20),
+            )
+        } else if error.to_ascii_lowercase().contains("utf-8") {
+            (1007, "text message is not UTF-8".to_string())
+        } else {
+            (1002, "protocol error".to_string())
+        };
+        let refused = ws::CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let goodbye = async {
+            let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
+            let _ = rack_tx.close().await;
+        };
+        let _ = tokio::time::timeout(DRAIN, goodbye).await;
         // (After the rack has closed, how the client hangs up is not an error of the session.)
         outcome.error = Some(format!("client WebSocket error: {error}"));
     } else if let Some(error) = match closer {

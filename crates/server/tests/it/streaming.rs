@@ -602,6 +602,18 @@ crate::both_backends!(
         })
         .await;
         assert!(recorded, "the outcome does not say the upgrade was refused");
+        // A key that is not 16 bytes in base64 (RFC 6455, 4.2.1).
+        for key in ["not base64!", "c2hvcnQ=", ""] {
+            let request = format!(
+                "GET /api/v1/rack-proxy/apps/web/processes/web-1/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+            );
+            let (status, text) = crate::hostile::raw(&gw, request.as_bytes()).await;
+            assert_eq!(status, 400, "{key:?}: {text}");
+            assert!(
+                text.contains("Sec-WebSocket-Key must be 16 bytes"),
+                "{key:?}: {text}"
+            );
+        }
         assert!(rack.seen().is_empty(), "{:?}", rack.seen());
     }
 );
@@ -839,5 +851,34 @@ crate::both_backends!(
             said,
             "the outcome does not say the rack's message was refused"
         );
+    }
+);
+
+crate::both_backends!(
+    a_broken_client_frame_is_answered_with_its_close_code,
+    |db| async move {
+        // RFC 6455: text that is not UTF-8 is closed with 1007, another broken frame with
+        // 1002; the client is told which, not left with a close frame without a code.
+        use tokio::io::AsyncWriteExt;
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        for (frame, code) in [
+            // A text frame (masked, key 0) holding 0xFF 0xFE.
+            (vec![0x81u8, 0x82, 0, 0, 0, 0, 0xff, 0xfe], 1007u16),
+            // Opcode 3: reserved.
+            (vec![0x83u8, 0x80, 0, 0, 0, 0], 1002),
+        ] {
+            let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+            let raw = match socket.get_mut() {
+                tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+                _ => panic!("a plain connection was expected"),
+            };
+            raw.write_all(&frame)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let closed = closed_by_gateway(&mut socket, Duration::from_secs(10)).await;
+            assert_eq!(closed.map(|(c, _)| c), Some(code), "{frame:?}");
+        }
     }
 );
