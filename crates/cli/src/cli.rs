@@ -293,9 +293,13 @@ pub struct LogsArgs {
     /// The app.
     #[command(flatten)]
     pub app: AppArg,
-    /// Keep streaming new lines (Ctrl-C to stop).
-    #[arg(short, long)]
+    /// Keep streaming new lines until Ctrl-C: the default, as with `convox logs` (accepted
+    /// for scripts that say so).
+    #[arg(short, long, conflicts_with = "no_follow")]
     pub follow: bool,
+    /// Print the recent lines and stop, rather than following.
+    #[arg(long)]
+    pub no_follow: bool,
     /// Only lines newer than this (`30s`, `10m`, `2h`; the rack's default is 2m).
     #[arg(long, value_parser = parse_duration)]
     pub since: Option<Duration>,

@@ -17,7 +17,8 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult<i32> {
         (None, None) => LogTarget::App(app),
     };
     let opts = LogsOptions {
-        follow: Some(args.follow),
+        // Followed unless told not to, as `convox logs` does.
+        follow: Some(!args.no_follow),
         since: args.since,
         filter: args.filter,
         tail: args.tail,

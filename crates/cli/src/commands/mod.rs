@@ -25,8 +25,16 @@ use crate::explain::explain;
 
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> CliResult<i32> {
-    let ctx = Ctx::new(cli.json, cli.rack);
-    dispatch(&ctx, cli.command).await.map_err(|e| match e {
+    // A passed-through command's `--rack` chooses the credential `convox` runs with.
+    let (rack, command) = match cli.command {
+        Command::External(args) => {
+            let (rack, args) = crate::passthrough::take_rack(cli.rack, args)?;
+            (rack, Command::External(args))
+        }
+        other => (cli.rack, other),
+    };
+    let ctx = Ctx::new(cli.json, rack);
+    dispatch(&ctx, command).await.map_err(|e| match e {
         CliError::Client(c) => explain(c, ctx.resolved()),
         other => other,
     })
@@ -42,8 +50,11 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::EnvUrl => auth::env_url(ctx),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
-            let mut out = std::io::stdout();
-            clap_complete::generate(shell, &mut cmd, "rack-gateway", &mut out);
+            // Written whole, so that a reader that stops early (`| head`) is a closed pipe,
+            // not a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "rack-gateway", &mut script);
+            crate::output::write_stdout(&String::from_utf8_lossy(&script))?;
             Ok(0)
         }
         Command::Apps(args) => apps::run(ctx, args).await,

@@ -100,18 +100,43 @@ fn viewer_reads_processes_services_builds_instances_and_logs() {
     let logs = home.run(&["builds", "logs", &build, "-a", "web"]).ok();
     assert!(logs.contains("Step 1/"), "{logs}");
 
-    let logs = home.run(&["logs", "-a", "web", "--since", "1h"]).ok();
+    let logs = home
+        .run(&["logs", "-a", "web", "--since", "1h", "--no-follow"])
+        .ok();
     assert!(
         logs.lines().count() > 1 && logs.contains(" service/web/"),
         "{logs}"
     );
     let worker = home
-        .run(&["logs", "-a", "web", "--since", "1h", "--service", "worker"])
+        .run(&[
+            "logs",
+            "-a",
+            "web",
+            "--since",
+            "1h",
+            "--service",
+            "worker",
+            "--no-follow",
+        ])
         .ok();
     assert!(
         worker.lines().all(|l| l.contains(" service/worker/")),
         "{worker}"
     );
+    // Without --no-follow the stream is followed, as `convox logs` does: still running
+    // after the history is out.
+    let mut following = home
+        .command(&["logs", "-a", "web", "--since", "1h"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let still = following.try_wait().ok().flatten().is_none();
+    let _ = following.kill();
+    let _ = following.wait();
+    assert!(still, "`logs` without --no-follow stopped by itself");
 
     let scale = home.run(&["scale", "-a", "web"]).ok();
     assert!(scale.starts_with("SERVICE  DESIRED  RUNNING"), "{scale}");

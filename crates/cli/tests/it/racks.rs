@@ -228,6 +228,17 @@ fn env_url_and_passthrough_to_convox() {
         out.stdout.contains(&format!("RACK_URL={expected}")),
         "{out:?}"
     );
+    // `--rack` after a passed-through command chooses the credential convox runs with (it
+    // is not passed on: convox would read it as a rack name of its own).
+    home.login(&dev, "dev-viewer", "viewer");
+    home.login(&dev, "dev-ops", "ops");
+    let out = home.run(&["certs", "--rack", "dev-viewer", "-a", "web"]);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert!(out.stdout.contains("args: certs -a web\n"), "{out:?}");
+    assert!(
+        out.stdout.contains(dev.token("viewer")) && !out.stdout.contains(dev.token("ops")),
+        "{out:?}"
+    );
 }
 
 #[test]
