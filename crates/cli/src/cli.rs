@@ -28,7 +28,8 @@ pub struct Cli {
     /// Rack to use (default: $RACK_GATEWAY_RACK, then the current rack).
     #[arg(long, global = true, value_name = "RACK")]
     pub rack: Option<String>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (listings and records: apps, ps, env, releases, builds,
+    /// their info, services, scale, instances, rack, racks; other commands refuse it).
     #[arg(long, global = true)]
     pub json: bool,
     /// The command.

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::cli::{AppArg, Cli, Command};
+use crate::cli::{AppArg, AppsCommand, BuildsCommand, Cli, Command, PsCommand, ReleasesCommand};
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::explain::explain;
@@ -40,7 +40,39 @@ pub async fn run(cli: Cli) -> CliResult<i32> {
     })
 }
 
+/// Whether `command` prints JSON with `--json`: listings and records. Other commands print
+/// what they did, or stream, and refuse the flag rather than leave a script parsing text it
+/// asked to get as JSON.
+fn prints_json(command: &Command) -> bool {
+    match command {
+        Command::Rack
+        | Command::Racks
+        | Command::Services(_)
+        | Command::Instances
+        | Command::Scale(_) => true,
+        Command::Apps(a) => matches!(a.command, None | Some(AppsCommand::Info { .. })),
+        Command::Ps(a) => matches!(a.command, None | Some(PsCommand::Info { .. })),
+        Command::Env(a) => a.command.is_none(),
+        Command::Releases(a) => matches!(a.command, None | Some(ReleasesCommand::Info { .. })),
+        Command::Builds(a) => matches!(a.command, None | Some(BuildsCommand::Info { .. })),
+        _ => false,
+    }
+}
+
 async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
+    if ctx.json && !prints_json(&command) {
+        return Err(CliError::Usage(match &command {
+            Command::External(args) => format!(
+                "--json before `{}` is this CLI's option, and that command is convox's: put \
+                 it after the command to hand it to convox",
+                args.first().map(String::as_str).unwrap_or_default()
+            ),
+            _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
+                  `info`, services, scale, instances, rack, racks); this command prints what \
+                  it does, or streams"
+                .into(),
+        }));
+    }
     match command {
         Command::Login(args) => auth::login(ctx, args).await,
         Command::Logout(args) => auth::logout(ctx, args).await,

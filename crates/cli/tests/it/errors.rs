@@ -365,3 +365,25 @@ fn names_that_are_not_one_path_segment_are_refused_before_any_request() {
         );
     }
 }
+
+#[test]
+fn json_is_refused_where_no_json_would_come() {
+    // A script asking for JSON from a command that prints text (or streams) is told so, not
+    // handed text to parse.
+    let home = Home::new();
+    for args in [
+        &["logs", "-a", "web", "--json"][..],
+        &["restart", "-a", "web", "--json"],
+        &["env", "get", "K", "-a", "web", "--json"],
+        &["deploy", "-a", "web", "--json"],
+    ] {
+        let out = home.run(args);
+        assert_ne!(out.code, 0, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("--json is for listings and records"),
+            "{args:?}: {out:?}"
+        );
+    }
+    let out = home.run(&["--json", "certs", "-a", "web"]);
+    assert!(out.stderr.contains("put it after the command"), "{out:?}");
+}
