@@ -25,6 +25,24 @@ pub fn parse(text: &str) -> Env {
         .collect()
 }
 
+/// A line of a `.env` file piped to `env set`, as `KEY=value`: blank lines and `#` comments
+/// are skipped, a leading `export ` is dropped, and a value wrapped in matching quotes loses
+/// them (as shells and dotenv tools read such files).
+fn dotenv_line(line: &str) -> Option<String> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let line = line.strip_prefix("export ").map_or(line, str::trim_start);
+    let (key, value) = line.split_once('=')?;
+    let value = value.trim_end();
+    let unquoted = ['"', '\'']
+        .iter()
+        .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+        .unwrap_or(value);
+    Some(format!("{}={unquoted}", key.trim()))
+}
+
 /// Renders an environment as sorted `KEY=value` lines without a trailing newline.
 pub fn render(env: &Env) -> String {
     env.iter()
@@ -77,7 +95,7 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
             if pairs.is_empty() && !crate::terminal::stdin_is_terminal() {
                 let text = crate::stdin::read_all()
                     .map_err(|e| CliError::io("reading variables from stdin", e))?;
-                pairs.extend(text.lines().map(str::to_string).filter(|l| l.contains('=')));
+                pairs.extend(text.lines().filter_map(dotenv_line));
             }
             if pairs.is_empty() {
                 return Err(CliError::Usage(
@@ -97,6 +115,11 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
                 let k = k.trim();
                 if k.is_empty() {
                     return Err(CliError::Usage(format!("{pair:?} has no variable name")));
+                }
+                if k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(CliError::Usage(format!(
+                        "{k:?} is not a variable name: no spaces or control characters"
+                    )));
                 }
                 keys.push(k.to_string());
                 env.insert(k.to_string(), v.to_string());
@@ -170,5 +193,22 @@ mod tests {
     fn environments_round_trip_sorted() {
         let env = parse("B=2\nA=1=x\n\n  C  =3\n=nokey\nnoeq");
         assert_eq!(render(&env), "A=1=x\nB=2\nC=3");
+    }
+
+    #[test]
+    fn dotenv_lines_are_read_as_shells_read_them() {
+        assert_eq!(dotenv_line("export X=1").as_deref(), Some("X=1"));
+        assert_eq!(
+            dotenv_line("Y=\"quoted value\"").as_deref(),
+            Some("Y=quoted value")
+        );
+        assert_eq!(dotenv_line("Z='a=b'").as_deref(), Some("Z=a=b"));
+        assert_eq!(
+            dotenv_line("W=\"unbalanced").as_deref(),
+            Some("W=\"unbalanced")
+        );
+        assert_eq!(dotenv_line("# a comment=no"), None);
+        assert_eq!(dotenv_line("   "), None);
+        assert_eq!(dotenv_line("no equals sign"), None);
     }
 }
