@@ -327,7 +327,7 @@ pub struct EnvArgs {
     /// The app.
     #[command(flatten)]
     pub app: AppArg,
-    /// Read (and base changes on) this release instead of the active one.
+    /// Read (and base changes on) this release instead of the newest one (as `convox env`).
     #[arg(value_parser = path_segment, long, global = true)]
     pub release: Option<String>,
     /// A subcommand (default: list).

@@ -155,9 +155,37 @@ pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
     let (path, mut config) = load_config()?;
     let who = entry.who();
     let role = entry.role.clone().unwrap_or_else(|| "unknown".into());
-    config.racks.insert(args.rack.clone(), entry);
+    let replaced = config.racks.insert(args.rack.clone(), entry);
     config.current = Some(args.rack.clone());
     config.save(&path)?;
+    if let Some(old) = replaced {
+        // The earlier sign-in is no longer kept anywhere: ended on the gateway (a session),
+        // rather than left valid until it expires.
+        if old.token_type == TokenType::Session {
+            let ended = GatewayApi::new(http_client()?, &old.gateway_url)
+                .logout(&old.token)
+                .await;
+            if let Err(e) = ended
+                && !matches!(
+                    e,
+                    ClientError::Api {
+                        status: 401 | 404,
+                        ..
+                    }
+                )
+            {
+                eprintln!(
+                    "warning: could not end the earlier session on the gateway ({})",
+                    output::printable(&e.to_string())
+                );
+            }
+        }
+        eprintln!(
+            "note: replaced the earlier sign-in for rack {} ({})",
+            args.rack,
+            output::printable(&old.who())
+        );
+    }
     output::write_stdout(&format!(
         "Logged in to {} ({base}) as {who}, role {role}\n",
         args.rack

@@ -293,3 +293,18 @@ fn completions_help_and_version() {
     let help = home.run(&["env", "set", "--help"]).ok();
     assert!(help.contains("rack-gateway env set"), "{help}");
 }
+
+#[test]
+fn signing_in_again_to_a_rack_says_what_it_replaced() {
+    let dev = Dev::start();
+    let home = Home::new();
+    home.login(&dev, "dev", "viewer");
+    let out = home.run(&["login", "dev", &dev.gateway, "--token", dev.token("ops")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("note: replaced the earlier sign-in for rack dev"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("role ops"), "{out:?}");
+}
