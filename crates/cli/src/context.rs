@@ -200,25 +200,31 @@ const WARN_BEFORE_MS: i64 = 2 * 3600 * 1000;
 /// The session-expiry reminder.
 fn warn_if_expiring(target: &Target) {
     let Some(entry) = target.entry() else { return };
-    if entry.token_type != TokenType::Session {
-        return;
-    }
     let Some(expires_at) = entry.expires_at else {
         return;
+    };
+    let (what, renew) = match entry.token_type {
+        TokenType::Session => ("session", format!("run `{}`", target.login_hint())),
+        // A token is renewed by whoever creates tokens: a new one, then a login with it.
+        TokenType::ApiToken => (
+            "API token",
+            format!(
+                "ask an admin for a new one, then `{} --token <new token>`",
+                target.login_hint()
+            ),
+        ),
     };
     let left = expires_at.saturating_sub(now_ms());
     if left <= 0 {
         eprintln!(
-            "warning: your session for rack {} has expired: run `{}`",
-            target.name(),
-            target.login_hint()
+            "warning: your {what} for rack {} has expired: {renew}",
+            target.name()
         );
     } else if left < WARN_BEFORE_MS {
         eprintln!(
-            "warning: your session for rack {} expires in {}: run `{}` to renew it",
+            "warning: your {what} for rack {} expires in {}: {renew}",
             target.name(),
-            crate::output::span_ms(left),
-            target.login_hint()
+            crate::output::span_ms(left)
         );
     }
 }

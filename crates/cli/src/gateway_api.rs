@@ -34,6 +34,9 @@ pub struct Info {
     /// When the session ends (unix ms), for sessions.
     #[serde(default)]
     pub session_expires_at: Option<i64>,
+    /// When the API token expires (unix ms), for tokens that do.
+    #[serde(default)]
+    pub token_expires_at: Option<i64>,
 }
 
 /// `POST /api/v1/auth/cli/start`'s answer.

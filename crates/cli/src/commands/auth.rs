@@ -206,7 +206,7 @@ fn entry_from_info(base: &str, token: String, info: &Info) -> RackEntry {
         token_type,
         email: info.email.clone().filter(|e| !e.is_empty()),
         role: info.role.clone(),
-        expires_at: info.session_expires_at,
+        expires_at: info.session_expires_at.or(info.token_expires_at),
         token_name: info.token_name.clone().filter(|n| !n.is_empty()),
     }
 }
@@ -413,14 +413,21 @@ pub async fn rack(ctx: &Ctx) -> CliResult<i32> {
         Target::Direct { .. } => None,
     };
     // The rack part needs convox:system:read; say so instead of failing the whole command.
+    // The rack part needs convox:system:read, and the rack up: without either, who you are
+    // is still shown, and the command fails only for a rack that cannot be reached.
+    let mut rack_down = false;
     let (system, system_error): (Option<System>, Option<String>) = match client.system().await {
         Ok(s) => (Some(s), None),
         Err(e @ ClientError::Api { status: 403, .. }) => (None, Some(e.to_string())),
+        Err(e) if info.is_some() => {
+            rack_down = true;
+            (None, Some(explain(e, Some(target)).to_string()))
+        }
         Err(e) => return Err(explain(e, Some(target))),
     };
     let expires_at = info
         .as_ref()
-        .and_then(|i| i.session_expires_at)
+        .and_then(|i| i.session_expires_at.or(i.token_expires_at))
         .or_else(|| target.entry().and_then(|e| e.expires_at));
     if ctx.json {
         output::print_json(&json!({
@@ -431,7 +438,7 @@ pub async fn rack(ctx: &Ctx) -> CliResult<i32> {
             "system": system,
             "system_error": system_error,
         }))?;
-        return Ok(0);
+        return Ok(i32::from(rack_down));
     }
     let mut block = InfoBlock::new();
     block.add("Rack", target.name());
@@ -454,7 +461,12 @@ pub async fn rack(ctx: &Ctx) -> CliResult<i32> {
                 output::span_ms(at.saturating_sub(now_ms()))
             ),
             ("session", None) => "session".into(),
-            _ => "API token (no session)".into(),
+            (_, Some(at)) => format!(
+                "API token (no session), expires {} (in {})",
+                output::unix_ms(at),
+                output::span_ms(at.saturating_sub(now_ms()))
+            ),
+            _ => "API token (no session), does not expire".into(),
         };
         block.add("Session", session);
     }
@@ -477,7 +489,7 @@ pub async fn rack(ctx: &Ctx) -> CliResult<i32> {
         (None, None) => {}
     }
     block.print()?;
-    Ok(0)
+    Ok(i32::from(rack_down))
 }
 
 #[cfg(test)]

@@ -257,6 +257,14 @@ fn a_down_rack_behind_a_live_gateway_is_told_apart() {
         err.contains(&format!("the gateway at {url} is up but the rack is down")),
         "{err}"
     );
+    // `rack` still says who you are, and fails for the rack.
+    let out = home.run(&["rack"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("Role") && out.stdout.contains("viewer"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("the rack is down"), "{out:?}");
 }
 
 fn chrono_ms() -> i64 {
@@ -386,4 +394,43 @@ fn json_is_refused_where_no_json_would_come() {
     }
     let out = home.run(&["--json", "certs", "-a", "web"]);
     assert!(out.stderr.contains("put it after the command"), "{out:?}");
+}
+
+#[test]
+fn an_expiring_api_token_is_shown_and_warned_about() {
+    let dev = Dev::start();
+    let home = Home::new();
+    let made = Command::new(server_bin())
+        .args([
+            "tokens",
+            "create",
+            "--name",
+            "short",
+            "--role",
+            "viewer",
+            "--expires-in",
+            "1h",
+        ])
+        .env("DATABASE_URL", dev.database_url())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(made.status.success(), "{made:?}");
+    let token = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let out = home.run(&["login", "dev", &dev.gateway, "--token", &token]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = home.run(&["apps"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("warning: your API token for rack dev expires in")
+            && out.stderr.contains("ask an admin for a new one"),
+        "{out:?}"
+    );
+    let rack = home.run(&["rack"]).ok();
+    assert!(rack.contains("API token (no session), expires "), "{rack}");
 }

@@ -427,13 +427,13 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
 /// `GET /api/v1/info`: the caller, its role and permissions.
 pub async fn info(caller: Caller) -> Result<Response, ApiError> {
     let principal = caller.principal;
-    let (kind, expires_at, channel) = match &principal.kind {
-        PrincipalKind::ApiToken { .. } => ("api_token", None, None),
+    let (kind, expires_at, token_expires_at, channel) = match &principal.kind {
+        PrincipalKind::ApiToken { expires_at, .. } => ("api_token", None, *expires_at, None),
         PrincipalKind::Session {
             expires_at,
             channel,
             ..
-        } => ("session", Some(*expires_at), Some(channel.clone())),
+        } => ("session", Some(*expires_at), None, Some(channel.clone())),
     };
     Ok(Json(json!({
         "type": kind,
@@ -442,6 +442,7 @@ pub async fn info(caller: Caller) -> Result<Response, ApiError> {
         "role": principal.role_name(),
         "permissions": principal.permissions.patterns(),
         "session_expires_at": expires_at,
+        "token_expires_at": token_expires_at,
         "channel": channel,
     }))
     .into_response())

@@ -20,6 +20,8 @@ pub enum PrincipalKind {
         name: String,
         /// The e-mail of the user the token acts for, if any.
         owner_email: Option<String>,
+        /// When the token expires (unix ms), if it does.
+        expires_at: Option<i64>,
     },
     /// A signed-in user's session.
     Session {
@@ -353,6 +355,7 @@ fn token_principal(
             id: row.id,
             name: row.name.clone(),
             owner_email,
+            expires_at: row.expires_at,
         },
         role,
         permissions,
