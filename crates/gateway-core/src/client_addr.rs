@@ -25,8 +25,8 @@ pub struct TrustedProxies {
 /// not an address or network. The entry itself is not repeated: a mistaken paste (a URL with
 /// credentials) must not end up in an error message or a log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("entry {0} is not an IP address or CIDR network")]
-pub struct BadProxy(pub usize);
+#[error("entry {0} {1}")]
+pub struct BadProxy(pub usize, pub &'static str);
 
 impl FromStr for TrustedProxies {
     type Err = BadProxy;
@@ -41,8 +41,16 @@ impl FromStr for TrustedProxies {
                 Err(_) => item
                     .parse::<IpAddr>()
                     .map(IpNet::from)
-                    .map_err(|_| BadProxy(n + 1))?,
+                    .map_err(|_| BadProxy(n + 1, "is not an IP address or CIDR network"))?,
             };
+            // Trusting every address lets any client write the address the trail records
+            // (and the per-address limits count).
+            if net.prefix_len() == 0 {
+                return Err(BadProxy(
+                    n + 1,
+                    "trusts every address: any client could set its audited address",
+                ));
+            }
             nets.push(net);
         }
         Ok(TrustedProxies { nets })
@@ -149,9 +157,17 @@ mod tests {
         assert!("".parse::<TrustedProxies>().is_ok_and(|t| t.is_empty()));
         assert_eq!(
             "10.0.0.0/8, proxy.internal".parse::<TrustedProxies>(),
-            Err(BadProxy(2))
+            Err(BadProxy(2, "is not an IP address or CIDR network"))
         );
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
+        // Everyone trusted: every client could write its audited address.
+        for all in ["0.0.0.0/0", "10.0.0.0/8, ::/0"] {
+            assert!(
+                all.parse::<TrustedProxies>()
+                    .is_err_and(|e| e.1.contains("trusts every address")),
+                "{all}"
+            );
+        }
     }
 
     #[test]

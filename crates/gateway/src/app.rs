@@ -151,6 +151,21 @@ impl Gateway {
                  database; set AUDIT_HMAC_KEY so that a database writer cannot rebuild the chain"
             );
         }
+        if let Some(oidc) = &config.oidc {
+            if oidc.allowed_domains.is_empty() {
+                tracing::warn!(
+                    "OIDC_ALLOWED_DOMAINS is not set: an account from any domain the identity \
+                     provider vouches for may sign in (as a user an admin added, or as the \
+                     first admin of a new gateway); name your domains to restrict it"
+                );
+            }
+            if oidc.admin_users.is_empty() && !store.users_exist().await.unwrap_or(true) {
+                tracing::warn!(
+                    "ADMIN_USERS is not set and this gateway has no users: the first account \
+                     to sign in becomes its admin; set ADMIN_USERS to say who"
+                );
+            }
+        }
         let upstream = Upstream::new(&config)?;
         let oidc = config
             .oidc

@@ -8,21 +8,32 @@ use tracing_subscriber::EnvFilter;
 /// `RUST_LOG` (default info). A value it cannot use stops start-up, like any other setting:
 /// a typo must not quietly leave the gateway logging at another level or format.
 pub fn init() -> anyhow::Result<()> {
-    let (name, filter) = match (std::env::var("LOG_LEVEL"), std::env::var("RUST_LOG")) {
-        (Ok(level), _) => ("LOG_LEVEL", level),
-        (_, Ok(level)) => ("RUST_LOG", level),
+    // Empty counts as unset, as for every other setting.
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (name, filter) = match (set("LOG_LEVEL"), set("RUST_LOG")) {
+        (Some(level), _) => ("LOG_LEVEL", level),
+        (_, Some(level)) => ("RUST_LOG", level),
         _ => ("LOG_LEVEL", "info".to_string()),
     };
-    let filter = EnvFilter::try_new(filter.trim()).map_err(|_| {
+    let invalid = || {
         anyhow::anyhow!(
-            "{name} is invalid: expected error, warn, info, debug, trace or a tracing filter such \
-             as gateway=debug"
+            "{name} is invalid: expected error, warn, info, debug, trace, off or a tracing \
+             filter such as info,gateway=debug"
         )
-    })?;
-    let json = match std::env::var("LOG_FORMAT").as_deref().map(str::trim) {
-        Err(_) | Ok("text") => false,
-        Ok("json") => true,
-        Ok(_) => anyhow::bail!("LOG_FORMAT is invalid: expected text or json"),
+    };
+    // A bare word that is not a level is a filter for a module of that name: `warning` would
+    // silence every log line, the warnings included.
+    if !filter.split(',').map(str::trim).all(usable_directive) {
+        return Err(invalid());
+    }
+    let filter = EnvFilter::try_new(filter.trim()).map_err(|_| invalid())?;
+    let json = match set("LOG_FORMAT")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(_) => anyhow::bail!("LOG_FORMAT is invalid: expected text or json"),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -37,4 +48,39 @@ pub fn init() -> anyhow::Result<()> {
         eprintln!("warning: logging already set up: {e}");
     }
     Ok(())
+}
+
+/// Whether `directive` (one comma-separated part of a filter) sets a level: a level name, or
+/// `target=level`, or a span filter. A bare word would be read as a target and set nothing.
+fn usable_directive(directive: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    directive.is_empty()
+        || directive.contains('=')
+        || directive.contains('[')
+        || LEVELS.iter().any(|l| directive.eq_ignore_ascii_case(l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_word_that_is_not_a_level_is_refused() {
+        for ok in [
+            "info",
+            "WARN",
+            "info,gateway=debug",
+            "gateway=trace",
+            "off",
+            "info,",
+        ] {
+            assert!(ok.split(',').map(str::trim).all(usable_directive), "{ok}");
+        }
+        for bad in ["warning", "verbose", "info,loud"] {
+            assert!(
+                !bad.split(',').map(str::trim).all(usable_directive),
+                "{bad}"
+            );
+        }
+    }
 }

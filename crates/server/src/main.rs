@@ -48,6 +48,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => {
                 logging::init()?;
+                let names: Vec<String> = std::env::vars_os()
+                    .filter_map(|(name, _)| name.into_string().ok())
+                    .collect();
+                for warning in gateway::config::misspelt_settings(names.iter().map(String::as_str))
+                {
+                    tracing::warn!("{warning}");
+                }
                 serve::run().await
             }
             Command::Dev(args) => {

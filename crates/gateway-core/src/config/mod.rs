@@ -186,10 +186,11 @@ fn parse_oidc(
     let issuer = Url::parse(&issuer_id)
         .ok()
         .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && anchors::is_loopback(u)))
+        .filter(|u| plain_base_problem(u).is_none())
         .ok_or(ConfigError::Invalid {
             name: "OIDC_ISSUER",
             expected: "the provider's issuer URL, e.g. https://accounts.google.com (https; \
-                       http only to a loopback address)"
+                       http only to a loopback address; no credentials, query or fragment)"
                 .into(),
         })?;
     let client_id = get("OIDC_CLIENT_ID").ok_or(ConfigError::Missing {
@@ -224,10 +225,20 @@ fn parse_oidc(
         });
     }
     let redirect_url = match get("OIDC_REDIRECT_URL") {
-        Some(raw) => Url::parse(raw.trim()).map_err(|_| ConfigError::Invalid {
-            name: "OIDC_REDIRECT_URL",
-            expected: "an absolute URL ending in /api/v1/auth/callback".into(),
-        })?,
+        Some(raw) => Url::parse(raw.trim())
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.path().ends_with(OIDC_CALLBACK_PATH)
+                    && plain_base_problem(u).is_none()
+            })
+            .ok_or(ConfigError::Invalid {
+                name: "OIDC_REDIRECT_URL",
+                expected: format!(
+                    "an absolute http(s) URL ending in {OIDC_CALLBACK_PATH}, without \
+                     credentials, query or fragment"
+                ),
+            })?,
         None => {
             let public = public_url.ok_or(ConfigError::Missing {
                 name: "PUBLIC_URL",
@@ -463,6 +474,18 @@ impl Config {
             (None, Some(pin)) => RackTls::Pinned(parse_pin(&pin)?),
             (None, None) => RackTls::WebPki,
         };
+        // A pin or CA says the rack is reached over TLS; with an http:// RACK_HOST it would
+        // do nothing, and the rack token would cross the network in the clear.
+        if rack_tls != RackTls::WebPki && rack_host.scheme() != "https" {
+            return Err(ConfigError::Invalid {
+                name: if matches!(rack_tls, RackTls::CaFile(_)) {
+                    "RACK_CA_FILE"
+                } else {
+                    "RACK_TLS_PIN_SHA256"
+                },
+                expected: "a setting for an https:// RACK_HOST (this one is http://)".into(),
+            });
+        }
 
         let public_url = match get("PUBLIC_URL") {
             None => None,
@@ -475,6 +498,16 @@ impl Config {
                     return Err(ConfigError::Invalid {
                         name: "PUBLIC_URL",
                         expected: "an http:// or https:// URL".into(),
+                    });
+                }
+                // It is handed to every visitor (in the sign-in redirect): a password in it
+                // would be too.
+                if plain_base_problem(&url).is_some() {
+                    return Err(ConfigError::Invalid {
+                        name: "PUBLIC_URL",
+                        expected: "the gateway's base URL without credentials, query or \
+                                   fragment, e.g. https://gateway.example.com"
+                            .into(),
                     });
                 }
                 Some(url)
@@ -525,6 +558,19 @@ impl Config {
                 lifetime: seconds(&get, "SESSION_LIFETIME_SECS", 24 * 3600)?,
             },
         })
+    }
+}
+
+/// What keeps `url` from being a plain base URL: credentials, a query or a fragment.
+fn plain_base_problem(url: &Url) -> Option<&'static str> {
+    if !url.username().is_empty() || url.password().is_some() {
+        Some("credentials")
+    } else if url.query().is_some() {
+        Some("a query")
+    } else if url.fragment().is_some() {
+        Some("a fragment")
+    } else {
+        None
     }
 }
 
@@ -605,6 +651,104 @@ pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<us
                 expected: format!("a whole number from 1 to {MAX_WORKER_THREADS}"),
             }),
     }
+}
+
+/// Every setting `serve` reads (docs/configuration.md).
+pub const SETTINGS: &[&str] = &[
+    "ADMIN_USERS",
+    "AUDIT_ANCHOR_BUCKET",
+    "AUDIT_ANCHOR_ENDPOINT",
+    "AUDIT_ANCHOR_INTERVAL_SECS",
+    "AUDIT_ANCHOR_PREFIX",
+    "AUDIT_ANCHOR_REGION",
+    "AUDIT_ANCHOR_RETENTION_DAYS",
+    "AUDIT_HMAC_KEY",
+    "AUDIT_STDOUT",
+    "CLIENT_TIMEOUT_SECS",
+    "DATABASE_URL",
+    "LISTEN_ADDR",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "MAX_CONNECTIONS",
+    "MAX_WEBSOCKETS",
+    "MAX_WEBSOCKETS_PER_CREDENTIAL",
+    "OIDC_ALLOWED_DOMAINS",
+    "OIDC_CLIENT_ID",
+    "OIDC_CLIENT_SECRET",
+    "OIDC_ISSUER",
+    "OIDC_REDIRECT_URL",
+    "PORT",
+    "PUBLIC_URL",
+    "RACK_CA_FILE",
+    "RACK_CONNECT_TIMEOUT_SECS",
+    "RACK_HOST",
+    "RACK_READ_TIMEOUT_SECS",
+    "RACK_TLS_PIN_SHA256",
+    "RACK_TOKEN",
+    "SESSION_IDLE_TIMEOUT_SECS",
+    "SESSION_LIFETIME_SECS",
+    "SHUTDOWN_TIMEOUT_SECS",
+    "SQLITE_SYNCHRONOUS",
+    "TRUSTED_PROXIES",
+    "WORKER_THREADS",
+];
+
+/// Beginnings of this gateway's settings' names: a variable that starts like one but is not
+/// one is most likely a misspelt setting.
+const SETTING_PREFIXES: &[&str] = &[
+    "ADMIN_",
+    "AUDIT_",
+    "OIDC_",
+    "RACK_",
+    "SESSION_",
+    "MAX_WEBSOCKET",
+    "MAX_CONNECTION",
+    "TRUSTED_PROX",
+    "PUBLIC_UR",
+    "SQLITE_",
+    "CLIENT_TIMEOUT",
+    "SHUTDOWN_TIMEOUT",
+];
+
+/// Warnings for `names` (the environment's variable names) that look like settings but are
+/// not one: a misspelt `OIDC_ALLOWED_DOMAIN` is otherwise silently ignored, and with it the
+/// restriction it was meant to set. Each names the setting it most likely meant.
+pub fn misspelt_settings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|name| !SETTINGS.contains(name))
+        // Convox sets it for every app it runs (the gateway deployed on a rack): not ours.
+        .filter(|name| *name != "RACK_URL")
+        .filter(|name| SETTING_PREFIXES.iter().any(|p| name.starts_with(p)))
+        .map(|name| {
+            let nearest = SETTINGS
+                .iter()
+                .min_by_key(|known| edit_distance(name, known))
+                .filter(|known| edit_distance(name, known) <= 3);
+            match nearest {
+                Some(known) => {
+                    format!("{name} is not a setting (did you mean {known}?): it is ignored")
+                }
+                None => format!("{name} is not a setting: it is ignored (docs/configuration.md)"),
+            }
+        })
+        .collect()
+}
+
+/// Levenshtein distance, for suggesting a setting's name.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// A warning when `database_url` names a PostgreSQL server on another host without asking
@@ -814,6 +958,32 @@ mod tests {
             // Found by fuzzing: the entry is not repeated (it could hold a pasted secret).
             assert!(e.contains("entry 1") && !e.contains(bad), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn misspelt_settings_are_named_with_what_they_likely_meant() {
+        let warnings = misspelt_settings([
+            "OIDC_ALLOWED_DOMAIN",
+            "AUDIT_ANCHOR_BUKET",
+            "RACK_TOKEN",
+            "HOME",
+            "RACK_SOMETHING_ELSE_ENTIRELY",
+        ]);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("did you mean OIDC_ALLOWED_DOMAINS?"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("did you mean AUDIT_ANCHOR_BUCKET?"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[2].contains("is not a setting: it is ignored"),
+            "{warnings:?}"
+        );
+        // Every setting the parser reads is known.
+        assert!(misspelt_settings(SETTINGS.iter().copied()).is_empty());
     }
 
     #[test]

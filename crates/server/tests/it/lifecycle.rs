@@ -173,6 +173,71 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             ],
             "SQLITE_SYNCHRONOUS is invalid",
         ),
+        // A bare word that is not a level would silence every log line.
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("LOG_LEVEL", "warning"),
+            ],
+            "LOG_LEVEL is invalid",
+        ),
+        // Handed to every visitor in the sign-in redirect.
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("PUBLIC_URL", "https://admin:sekrit-value@gw.example.com"),
+            ],
+            "PUBLIC_URL is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("PUBLIC_URL", "https://gw.example.com"),
+                ("OIDC_ISSUER", "https://idp.example.com/?tok=sekrit-value"),
+                ("OIDC_CLIENT_ID", "gw"),
+                ("OIDC_CLIENT_SECRET", "s"),
+            ],
+            "OIDC_ISSUER is invalid",
+        ),
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("PUBLIC_URL", "https://gw.example.com"),
+                ("OIDC_ISSUER", "https://idp.example.com"),
+                ("OIDC_CLIENT_ID", "gw"),
+                ("OIDC_CLIENT_SECRET", "s"),
+                (
+                    "OIDC_REDIRECT_URL",
+                    "javascript:alert(1)//api/v1/auth/callback",
+                ),
+            ],
+            "OIDC_REDIRECT_URL is invalid",
+        ),
+        // A pin for a rack reached without TLS would do nothing.
+        (
+            &[
+                ("RACK_HOST", "http://rack.internal"),
+                ("RACK_TOKEN", "x"),
+                (
+                    "RACK_TLS_PIN_SHA256",
+                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                ),
+            ],
+            "RACK_TLS_PIN_SHA256 is invalid",
+        ),
+        // Trusting everyone lets any client write its audited address.
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("TRUSTED_PROXIES", "10.0.0.0/8, 0.0.0.0/0"),
+            ],
+            "TRUSTED_PROXIES is invalid",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(BIN)
