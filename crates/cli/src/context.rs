@@ -160,7 +160,18 @@ impl Ctx {
             return Ok(t);
         }
         let target = match std::env::var(DIRECT_ENV).ok().filter(|v| !v.is_empty()) {
-            Some(raw) => direct(&raw)?,
+            Some(raw) => {
+                if let Some(rack) = self.rack_flag() {
+                    // Said, not silently overridden: the command bypasses the gateway and its
+                    // audit trail, whatever rack was asked for.
+                    eprintln!(
+                        "warning: {DIRECT_ENV} is set: --rack {} is ignored, and this command \
+                         goes straight to the rack, not through a gateway",
+                        crate::output::printable(rack)
+                    );
+                }
+                direct(&raw)?
+            }
             None => {
                 let config = Config::load(&config::path()?)?;
                 Target::Gateway(config.select(self.rack_flag())?)

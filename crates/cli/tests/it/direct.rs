@@ -39,6 +39,14 @@ fn a_direct_rack_url_bypasses_the_gateway() {
     );
     let apps = home.run(&["apps"]).ok();
     assert!(apps.starts_with("APP") && apps.contains("web"), "{apps}");
+    // A rack asked for by name is not silently replaced by the direct URL.
+    let out = home.run(&["apps", "--rack", "production"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("--rack production is ignored")
+            && out.stderr.contains("not through a gateway"),
+        "{out:?}"
+    );
     let rack = home.run(&["rack"]).ok();
     assert!(rack.contains(&format!("Rack URL  http://{addr}")), "{rack}");
     let pid = crate::kit::first_pid(&home, "web");
