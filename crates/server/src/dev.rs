@@ -37,19 +37,24 @@ const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// Runs the dev stack until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    // Checked before anything starts, so a typo is the one error shown.
-    let sqlite_sync = gateway::config::parse_sqlite_sync(&|name: &str| {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    // Checked before anything starts, and as `serve` checks them (DATABASE_URL,
+    // AUDIT_HMAC_KEY, SQLITE_SYNCHRONOUS), so a typo is the one error shown.
+    let given_database = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    let dev_database = format!("sqlite://{}/gateway.db", args.data_dir.display());
+    let store_config = gateway::config::StoreConfig::from_lookup(|name: &str| match name {
+        "DATABASE_URL" => given_database
+            .clone()
+            .or_else(|| Some(dev_database.clone())),
+        _ => std::env::var(name).ok(),
     })
     .context("configuration")?;
-    let database_url = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-            format!("sqlite://{}/gateway.db", args.data_dir.display())
-        }
-    };
+    if given_database.is_none() {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    }
+    let (database_url, sqlite_sync) = (store_config.database_url, store_config.sqlite_sync);
     let mut rack_token_bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut rack_token_bytes);
     let rack_token = hex_string(&rack_token_bytes);
@@ -113,7 +118,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         rack_token: Secret::new(rack_token),
         listen_addr: gateway_addr,
         database_url: database_url.clone(),
-        audit_hmac_key: std::env::var("AUDIT_HMAC_KEY").ok().map(Secret::new),
+        audit_hmac_key: store_config.audit_hmac_key,
         sqlite_sync,
         // The dev stack keeps everything local; anchors need a real bucket.
         audit_anchors: None,

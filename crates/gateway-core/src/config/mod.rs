@@ -381,10 +381,20 @@ impl StoreConfig {
         validate_database_url(&database_url)?;
         let audit_hmac_key = match get("AUDIT_HMAC_KEY") {
             None => None,
-            Some(key) if key.len() < 32 => {
+            Some(key) if key.trim().chars().count() < 32 => {
                 return Err(ConfigError::Invalid {
                     name: "AUDIT_HMAC_KEY",
                     expected: "at least 32 characters of random data (e.g. `openssl rand -hex 32`)"
+                        .into(),
+                });
+            }
+            // A key read from a file often keeps its newline: the chain would be keyed with
+            // it, and the same key without it would later fail every check.
+            Some(key) if key.trim() != key || key.chars().any(char::is_control) => {
+                return Err(ConfigError::Invalid {
+                    name: "AUDIT_HMAC_KEY",
+                    expected: "the key without surrounding whitespace or control characters (a \
+                               trailing newline from a file?)"
                         .into(),
                 });
             }
@@ -604,10 +614,12 @@ fn validate_database_url(url: &str) -> Result<(), ConfigError> {
     // A SQLite URL names a file: `sqlite://` alone (an unset variable in `sqlite://$DB`) or
     // `sqlite:x` would otherwise open a private in-memory database, and `migrate` would
     // "succeed" on it.
+    // `?mode=memory` (or `:memory:`) is the same throwaway database by another name.
     let sqlite_file = url
         .strip_prefix("sqlite://")
         .map(|rest| rest.split('?').next().unwrap_or_default())
-        .is_some_and(|path| !path.trim().is_empty());
+        .is_some_and(|path| !path.trim().is_empty() && !path.contains(":memory:"))
+        && !url.contains("mode=memory");
     if sqlite_file || url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(())
     } else {
@@ -1220,6 +1232,10 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "sqlite://"),
             ("DATABASE_URL", "sqlite:gateway.db"),
+            ("DATABASE_URL", "sqlite://x.db?mode=memory"),
+            ("DATABASE_URL", "sqlite://:memory:"),
+            ("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef\n"),
+            ("AUDIT_HMAC_KEY", "ééééééééééééééééé"),
             ("DATABASE_URL", "sqlite://?mode=rwc"),
             ("AUDIT_HMAC_KEY", "short-secret-value"),
             ("RACK_TLS_PIN_SHA256", "abcd"),
