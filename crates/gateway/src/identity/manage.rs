@@ -143,7 +143,9 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::LastAdmin(_) => ("last_admin", Some(e.to_string())),
         StoreError::UserLocked => ("user_locked", Some(e.to_string())),
         StoreError::Timeout(_) => ("store_timeout", None),
-        StoreError::ChainMovedBack { .. } => ("audit_chain_moved_back", None),
+        StoreError::ChainMovedBack { .. } | StoreError::ChainReplaced { .. } => {
+            ("audit_chain_moved_back", None)
+        }
         StoreError::ReadOnly => ("store_read_only", None),
         StoreError::SchemaNewer(_) => ("store_error", None),
         StoreError::Database(_)

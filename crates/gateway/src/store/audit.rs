@@ -446,6 +446,12 @@ impl Store {
         self.audit_written.get()
     }
 
+    /// The link of the chain this process knew, once the writer found the chain changed
+    /// under it (see `written`): what the anchor job anchors instead of the database's head.
+    pub fn audit_refused_link(&self) -> Option<ChainHead> {
+        self.audit_written.refused_link()
+    }
+
     /// Notes `head`, read from the database, as a link of the chain (at start-up, and by the
     /// stdout sink's idle looks): events removed from before it are found by the writer.
     pub fn note_audit_head(&self, head: &ChainHead) {

@@ -121,16 +121,29 @@ pub enum StoreError {
     /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
     #[error("the database takes no writes (a standby, or a server set read-only)")]
     ReadOnly,
-    /// The audit chain's head is behind an event this process appended: the newest events
-    /// were removed from the database.
+    /// The audit chain's head is behind an event this process knew in the chain (one it
+    /// appended or read as the head): the newest events were removed from the database.
     #[error(
         "the audit chain's head is at event {found}, behind event {written} that this gateway \
-         wrote: events were removed from the database; nothing is forwarded until the \
-         gateway is restarted, and `audit verify` with anchors reports the removal"
+         saw in the chain: events were removed from the database; nothing is forwarded until \
+         the gateway is restarted, and `audit verify` with anchors reports the removal"
     )]
     ChainMovedBack {
-        /// The newest event this process appended.
+        /// The newest event this process knew.
         written: i64,
+        /// Where the head stands now.
+        found: i64,
+    },
+    /// An event this process knew in the chain is gone or holds another hash, though the head
+    /// is at or past it: the newest events were removed or replaced in the database.
+    #[error(
+        "the audit chain no longer holds event {known} as this gateway saw it (the head is at \
+         event {found}): events were removed or replaced in the database; nothing is \
+         forwarded until the gateway is restarted, and `audit verify` with anchors reports it"
+    )]
+    ChainReplaced {
+        /// The event this process knew.
+        known: i64,
         /// Where the head stands now.
         found: i64,
     },

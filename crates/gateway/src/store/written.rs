@@ -21,8 +21,9 @@ pub(super) struct Written {
     known: Mutex<Option<ChainHead>>,
     /// Set once the chain was found changed: it stays refused until a restart.
     refused: AtomicBool,
-    /// The link found changed (what was known, what was found), for the error.
-    found: Mutex<Option<(i64, i64)>>,
+    /// How the chain was found changed, for the error: the known link's event, the head's
+    /// event, and whether the head was behind it (else the link was gone or replaced).
+    found: Mutex<Option<(i64, i64, bool)>>,
 }
 
 /// What a head read from the database needs before events may be appended to it.
@@ -54,6 +55,14 @@ impl Written {
             .and_then(|w| w.as_ref().map(|w| w.seq))
     }
 
+    /// The known link, once the chain was found changed under it.
+    pub(super) fn refused_link(&self) -> Option<ChainHead> {
+        self.refused
+            .load(Ordering::Relaxed)
+            .then(|| self.get())
+            .flatten()
+    }
+
     /// Notes `seq`/`hash` as a link of the chain (kept only when newer).
     pub(super) fn note(&self, seq: i64, hash: &str) {
         if let Ok(mut known) = self.known.lock()
@@ -76,9 +85,8 @@ impl Written {
         // Compared under the lock: this is on every audit batch's path.
         let known = self.known.lock().ok();
         match known.as_ref().and_then(|w| w.as_ref()) {
-            Some(w) if seq < w.seq || (seq == w.seq && hash != w.hash) => {
-                Err(self.fail(w.seq, seq))
-            }
+            Some(w) if seq < w.seq => Err(self.fail(w.seq, seq, true)),
+            Some(w) if seq == w.seq && hash != w.hash => Err(self.fail(w.seq, seq, false)),
             Some(w) if seq > w.seq => Ok(Confirm::Row {
                 seq: w.seq,
                 hash: w.hash.clone(),
@@ -99,23 +107,30 @@ impl Written {
         if stored == Some(hash) {
             return Ok(());
         }
-        Err(self.fail(seq, head))
+        Err(self.fail(seq, head, false))
     }
 
     /// Refuses the chain from now on.
-    fn fail(&self, known: i64, found: i64) -> StoreError {
+    fn fail(&self, known: i64, found: i64, behind: bool) -> StoreError {
         self.refused.store(true, Ordering::Relaxed);
         if let Ok(mut f) = self.found.lock()
             && f.is_none()
         {
-            *f = Some((known, found));
+            *f = Some((known, found, behind));
         }
         self.error()
     }
 
     fn error(&self) -> StoreError {
-        let (written, found) = self.found.lock().ok().and_then(|f| *f).unwrap_or_default();
-        StoreError::ChainMovedBack { written, found }
+        let (known, found, behind) = self.found.lock().ok().and_then(|f| *f).unwrap_or_default();
+        if behind {
+            StoreError::ChainMovedBack {
+                written: known,
+                found,
+            }
+        } else {
+            StoreError::ChainReplaced { known, found }
+        }
     }
 }
 

@@ -956,6 +956,41 @@ both_backends!(
 );
 
 both_backends!(
+    a_chain_rebuilt_past_what_the_gateway_saw_is_anchored_as_it_saw_it,
+    |db| async move {
+        // The newest events removed, and others appended past where they were: the head is
+        // ahead of the link the gateway saw. At shutdown it anchors that link, not the head
+        // the others built, so verify reports the change.
+        let Some(s3) = s3_bucket(true).await else {
+            return;
+        };
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let env = s3.env(3600);
+        let mut gw = Gateway::start(&db, &rack.url, &as_refs(&env)).await;
+        await_anchors(&gw, &s3, 1).await;
+        // Events after the start-up anchor, known only to the gateway (and the chain).
+        for _ in 0..2 {
+            assert_eq!(list_apps(&gw, &viewer).await, Some(200));
+        }
+        disable_audit_triggers(&db).await;
+        remove_newest(&db, 2).await;
+        for name in ["past-one", "past-two"] {
+            let _ = crate::kit::token(&db, name, &["--role", "viewer"]);
+        }
+        assert_eq!(list_apps(&gw, &viewer).await, Some(503));
+        assert!(gw.terminate().is_some_and(|st| st.success()));
+        let (ok, out, err) = verify_with(&db, &s3.env(3600));
+        assert!(!ok, "verify accepted the changed chain: {out}");
+        assert!(
+            err.contains("differs from the one anchored"),
+            "{err}\n{}",
+            gw.all_output()
+        );
+    }
+);
+
+both_backends!(
     admin_commands_events_removed_under_an_idle_gateway_are_caught,
     |db| async move {
         // An admin command's events, seen by the serving gateway (its stdout printed them),

@@ -133,16 +133,19 @@ impl Anchorer {
         // A head behind what this gateway wrote: its newest events were removed from the
         // database (the writer refuses to go on). What was written is anchored instead, so
         // that `audit verify` reports the removal.
-        let head = match self.store.audit_written() {
+        let changed = self.store.audit_refused_link();
+        let found_changed = changed.is_some();
+        let head = match changed.or_else(|| self.store.audit_written()) {
             Some(written)
-                if written.seq > head.seq
+                if found_changed
+                    || written.seq > head.seq
                     || (written.seq == head.seq && written.hash != head.hash) =>
             {
                 tracing::error!(
-                    written = written.seq,
+                    known = written.seq,
                     head = head.seq,
-                    "the audit chain's head is behind the events this gateway wrote: anchoring \
-                     what was written"
+                    "the audit chain does not hold what this gateway saw in it: anchoring \
+                     what it saw"
                 );
                 written
             }
