@@ -747,20 +747,9 @@ pub fn misspelt_settings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<St
         .collect()
 }
 
-/// Levenshtein distance, for suggesting a setting's name.
+/// How many edits turn `a` into `b`, for suggesting a setting's name.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
+    strsim::levenshtein(a, b)
 }
 
 /// A warning when `database_url` names a PostgreSQL server on another host without asking
