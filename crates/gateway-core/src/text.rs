@@ -97,6 +97,31 @@ pub fn email_problem(email: &str) -> Option<&'static str> {
     None
 }
 
+/// Why `domain` cannot be a domain an e-mail address or a Google Workspace ends in, or `None`
+/// when it can: ASCII letters, digits and hyphens in dot-separated labels, at least two of
+/// them (`@example.com`, `https://example.com` or `example.com.` would match no sign-in).
+pub fn domain_problem(domain: &str) -> Option<&'static str> {
+    if domain.len() > 253 {
+        return Some("is longer than 253 characters");
+    }
+    if !domain.contains('.') {
+        return Some("has no dot (a domain such as example.com)");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !domain.split('.').all(label_ok) {
+        return Some(
+            "is not a bare domain such as example.com (no @, scheme, path, port or trailing dot)",
+        );
+    }
+    None
+}
+
 /// The form an e-mail address is stored and compared in: ASCII letters lower-cased, nothing
 /// else changed (full Unicode lower-casing would fold other letters onto ASCII ones).
 pub fn email_key(email: &str) -> String {

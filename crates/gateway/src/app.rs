@@ -123,6 +123,9 @@ impl Gateway {
                 }
             );
         }
+        for contradiction in config.contradictions() {
+            tracing::warn!("{contradiction}");
+        }
         if let Some(warning) = gateway_core::config::unverified_database(&config.database_url) {
             tracing::warn!("{warning}");
         }

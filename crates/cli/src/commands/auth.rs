@@ -294,8 +294,11 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
 /// `logout [rack]`.
 pub async fn logout(ctx: &Ctx, args: LogoutArgs) -> CliResult<i32> {
     let (path, mut config) = load_config()?;
-    let flag = args.rack.as_deref().or(ctx.rack_flag());
-    let selected = config.select(flag)?;
+    // A name given to `logout` itself is no `--rack`: an unknown one is reported plainly.
+    let selected = match &args.rack {
+        Some(name) => config.named(name.clone(), None)?,
+        None => config.select(ctx.rack_flag())?,
+    };
     if selected.entry.token_type == TokenType::Session {
         let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
         match api.logout(&selected.entry.token).await {

@@ -21,9 +21,10 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     let package = tokio::task::spawn_blocking(move || tarball::package(&dir))
         .await
         .map_err(|e| CliError::Failed(format!("packaging failed: {e}")))??;
+    let count = package.files.len();
     output::ok(Some(&format!(
-        "{} files, {}",
-        package.files.len(),
+        "{count} file{}, {}",
+        if count == 1 { "" } else { "s" },
         output::bytes(package.size)
     )))?;
     for left in &package.left_out {
@@ -32,6 +33,23 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
             output::printable(&left.name),
             left.why
         );
+    }
+    // The rack builds from the manifest in the package: without it the build fails on the
+    // rack, after the whole upload. Said before anything is sent.
+    let manifest = args.manifest.as_deref().unwrap_or(DEFAULT_MANIFEST);
+    let wanted = manifest.trim_start_matches("./");
+    if !package.files.iter().any(|f| f == wanted) {
+        let problem = format!(
+            "{} holds no {} to build from{}: the rack would refuse the build after the upload \
+             (a .dockerignore entry that leaves it out? another name: --manifest)",
+            args.dir.display(),
+            output::printable(manifest),
+            if args.manifest.is_some() { "" } else { " (the default manifest)" }
+        );
+        if !args.dry_run {
+            return Err(CliError::Usage(problem));
+        }
+        eprintln!("WARNING: {problem}");
     }
     if args.dry_run {
         for f in &package.files {
@@ -111,6 +129,9 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     releases::promote(&client, &app, &build.release, args.force, args.wait).await?;
     Ok(0)
 }
+
+/// The manifest the rack builds from unless `--manifest` names another.
+const DEFAULT_MANIFEST: &str = "convox.yml";
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];

@@ -114,6 +114,7 @@ fn deploy_never_ships_its_own_credentials_nor_reads_an_endless_dockerignore() {
     let dir = home.path().to_string_lossy().to_string();
     let out = home.run(&["deploy", &dir, "-a", "web", "--dry-run"]);
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("OK, 1 file, "), "{out:?}");
     assert!(!out.stdout.contains("config.json"), "{out:?}");
     assert!(out.stdout.contains("Dockerfile"), "{out:?}");
     assert!(
@@ -121,6 +122,26 @@ fn deploy_never_ships_its_own_credentials_nor_reads_an_endless_dockerignore() {
             .contains("WARNING: left out config/config.json: it is this CLI's own config file"),
         "{out:?}"
     );
+    // No convox.yml: a dry run says so; a deploy stops before it uploads anything.
+    assert!(
+        out.stderr.contains("holds no convox.yml to build from"),
+        "{out:?}"
+    );
+    let out = home.run(&["deploy", &dir, "-a", "web"]);
+    assert!(
+        out.code == 1
+            && out.stderr.contains("holds no convox.yml to build from")
+            && out.stderr.contains("--manifest"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stdout.contains("Uploading") && !out.stderr.contains("Uploading"),
+        "stopped before the upload: {out:?}"
+    );
+    std::fs::write(home.path().join("rack.yml"), "services: {}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = home.run(&["deploy", &dir, "-a", "web", "-m", "rack.yml", "--dry-run"]);
+    assert!(out.code == 0 && !out.stderr.contains("holds no"), "{out:?}");
     // A `.dockerignore` that never ends (a link to /dev/zero) is refused, not read forever.
     #[cfg(unix)]
     {

@@ -161,6 +161,12 @@ fn rack_selection_flag_then_env_then_current() {
     let err = home.run_with(cmd, None).failed();
     assert!(err.contains("from RACK_GATEWAY_RACK"), "{err}");
 
+    let err = home.run(&["logout", "nope"]).failed();
+    assert!(
+        err.contains("unknown rack \"nope\";") && !err.contains("--rack"),
+        "logout's argument is not --rack: {err}"
+    );
+
     // logout forgets the rack (API tokens stay valid on the gateway).
     assert!(
         home.run(&["logout", "ro"])

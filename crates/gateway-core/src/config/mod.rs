@@ -201,6 +201,16 @@ fn parse_oidc(
         name: "OIDC_CLIENT_SECRET",
         expected: "the client secret registered with the identity provider (OIDC_ISSUER is set)",
     })?;
+    // Like RACK_TOKEN: a file's newline would make every sign-in fail at the token exchange,
+    // with the provider's `invalid_client` as the only clue.
+    if !plain_secret(client_secret.expose()) {
+        return Err(ConfigError::Invalid {
+            name: "OIDC_CLIENT_SECRET",
+            expected: "the client secret without surrounding whitespace or control characters \
+                       (a trailing newline from a file?)"
+                .into(),
+        });
+    }
     let list = |name: &str| -> Vec<String> {
         get(name)
             .unwrap_or_default()
@@ -210,6 +220,18 @@ fn parse_oidc(
             .collect()
     };
     let allowed_domains = list("OIDC_ALLOWED_DOMAINS");
+    // An entry no address can end in (`@example.com`, `https://example.com`) would leave its
+    // people unable to sign in, or — the only entry — look like a restriction and be none.
+    if let Some((place, why)) = allowed_domains
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| crate::text::domain_problem(d).map(|why| (i + 1, why)))
+    {
+        return Err(ConfigError::Invalid {
+            name: "OIDC_ALLOWED_DOMAINS",
+            expected: format!("comma-separated domains, e.g. example.com (entry {place} {why})"),
+        });
+    }
     let admin_users = list("ADMIN_USERS");
     // An entry no sign-in can match (`admin@example.com.`) would fail silently.
     // The entry is named by its place, not quoted: configuration errors never repeat values
@@ -427,8 +449,7 @@ impl Config {
             })?;
         // A token read from a file often keeps its newline; sent as is, every request would
         // fail at the rack with 401. Refused here with the reason, never with the value.
-        let token = rack_token.expose();
-        if token.trim() != token || token.chars().any(char::is_control) {
+        if !plain_secret(rack_token.expose()) {
             return Err(ConfigError::Invalid {
                 name: "RACK_TOKEN",
                 expected: "the rack's API token without surrounding whitespace or control \
@@ -437,18 +458,34 @@ impl Config {
             });
         }
 
-        let listen_addr = match (get("LISTEN_ADDR"), get("PORT")) {
-            (Some(addr), _) => addr.parse().map_err(|_| ConfigError::Invalid {
-                name: "LISTEN_ADDR",
-                expected: "an IP address and port, e.g. 0.0.0.0:8447".into(),
-            })?,
-            (None, Some(port)) => {
-                let port: u16 = port.parse().map_err(|_| ConfigError::Invalid {
-                    name: "PORT",
-                    expected: "a TCP port number, e.g. 8447".into(),
+        let port = get("PORT")
+            .map(|port| {
+                digits(&port)
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or(ConfigError::Invalid {
+                        name: "PORT",
+                        expected: "a TCP port number, e.g. 8447".into(),
+                    })
+            })
+            .transpose()?;
+        let listen_addr = match (get("LISTEN_ADDR"), port) {
+            (Some(addr), port) => {
+                let addr: SocketAddr = addr.trim().parse().map_err(|_| ConfigError::Invalid {
+                    name: "LISTEN_ADDR",
+                    expected: "an IP address and port, e.g. 0.0.0.0:8447".into(),
                 })?;
-                SocketAddr::from(([0, 0, 0, 0], port))
+                // A platform that sets PORT (Convox, Heroku) sends its traffic and health
+                // checks there: listening elsewhere would look like a gateway that is down.
+                if port.is_some_and(|port| port != addr.port()) {
+                    return Err(ConfigError::Invalid {
+                        name: "LISTEN_ADDR",
+                        expected: "the same port as PORT, which is also set (unset one of them)"
+                            .into(),
+                    });
+                }
+                addr
             }
+            (None, Some(port)) => SocketAddr::from(([0, 0, 0, 0], port)),
             (None, None) => DEFAULT_LISTEN_ADDR
                 .parse()
                 .map_err(|_| ConfigError::Invalid {
@@ -571,6 +608,30 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Settings that are each valid but contradict one another: one of them never takes
+    /// effect. Said at start-up, not refused (the gateway works, just not as someone meant).
+    pub fn contradictions(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.sessions.idle_timeout >= self.sessions.lifetime {
+            found.push(format!(
+                "SESSION_IDLE_TIMEOUT_SECS ({} s) is not shorter than SESSION_LIFETIME_SECS ({} s): \
+                 sessions end at their lifetime and never idle out",
+                self.sessions.idle_timeout.as_secs(),
+                self.sessions.lifetime.as_secs()
+            ));
+        }
+        if self.websockets.per_credential > self.websockets.total {
+            found.push(format!(
+                "MAX_WEBSOCKETS_PER_CREDENTIAL ({}) is larger than MAX_WEBSOCKETS ({}): the total \
+                 is reached first",
+                self.websockets.per_credential, self.websockets.total
+            ));
+        }
+        found
+    }
+}
+
 /// What keeps `url` from being a plain base URL: credentials, a query or a fragment.
 fn plain_base_problem(url: &Url) -> Option<&'static str> {
     if !url.username().is_empty() || url.password().is_some() {
@@ -652,10 +713,8 @@ const MAX_WORKER_THREADS: usize = 256;
 pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<usize>, ConfigError> {
     match get("WORKER_THREADS") {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
+        Some(v) => digits(&v)
+            .and_then(|v| v.parse::<usize>().ok())
             .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
             .map(Some)
             .ok_or(ConfigError::Invalid {
@@ -840,16 +899,26 @@ fn whole_number(
 ) -> Result<u64, ConfigError> {
     match get(name) {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
+        Some(v) => digits(&v)
+            .and_then(|v| v.parse::<u64>().ok())
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| ConfigError::Invalid {
                 name,
                 expected: expected(),
             }),
     }
+}
+
+/// `value` without surrounding whitespace when it is only ASCII digits; Rust's integer parser
+/// also takes a leading `+`, which no documented example has.
+fn digits(value: &str) -> Option<&str> {
+    let value = value.trim();
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then_some(value)
+}
+
+/// A secret as sent: no surrounding whitespace and no control characters.
+fn plain_secret(secret: &str) -> bool {
+    secret.trim() == secret && !secret.chars().any(char::is_control)
 }
 
 fn boolean(
@@ -1210,6 +1279,96 @@ mod tests {
         pairs.push(("PORT", "9000"));
         let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.listen_addr.port(), 9000);
+    }
+
+    #[test]
+    fn listen_addr_and_port_must_agree() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([("PORT", "9000"), ("LISTEN_ADDR", "127.0.0.1:9000")]);
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:9000");
+        pairs.push(("LISTEN_ADDR", "127.0.0.1:8447"));
+        let e = load(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("LISTEN_ADDR") && e.contains("PORT"), "{e}");
+    }
+
+    #[test]
+    fn numbers_are_plain_digits() {
+        for (name, value) in [
+            ("PORT", "+9000"),
+            ("MAX_CONNECTIONS", "+10"),
+            ("SESSION_LIFETIME_SECS", "+3600"),
+            ("MAX_WEBSOCKETS", "1_000"),
+            ("CLIENT_TIMEOUT_SECS", "0x10"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((name, value));
+            let e = load(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with(name), "{name}={value}: {e}");
+        }
+        let get = |_: &str| Some("+4".to_string());
+        assert!(worker_threads(&get).is_err());
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MAX_CONNECTIONS", " 10 "));
+        assert!(matches!(load(&pairs), Ok(c) if c.max_connections == 10));
+    }
+
+    #[test]
+    fn contradicting_settings_are_named() {
+        assert!(load(&BASE).map(|c| c.contradictions()).unwrap_or_default().is_empty());
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("SESSION_IDLE_TIMEOUT_SECS", "7200"),
+            ("SESSION_LIFETIME_SECS", "3600"),
+            ("MAX_WEBSOCKETS", "4"),
+            ("MAX_WEBSOCKETS_PER_CREDENTIAL", "8"),
+        ]);
+        let found = load(&pairs).map(|c| c.contradictions()).unwrap_or_default();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("SESSION_IDLE_TIMEOUT_SECS (7200 s)"), "{found:?}");
+        assert!(found[1].starts_with("MAX_WEBSOCKETS_PER_CREDENTIAL (8)"), "{found:?}");
+    }
+
+    #[test]
+    fn sign_in_settings_that_could_never_work_are_refused() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut pairs = BASE.to_vec();
+            pairs.extend([
+                ("OIDC_ISSUER", "https://idp.example.com"),
+                ("OIDC_CLIENT_ID", "gw"),
+                ("OIDC_CLIENT_SECRET", "s3cret"),
+                ("PUBLIC_URL", "https://gw.example.com"),
+            ]);
+            pairs.retain(|(k, _)| *k != name);
+            pairs.push((name, value));
+            load(&pairs).map(|c| c.oidc.map(|o| o.allowed_domains).unwrap_or_default())
+        };
+        assert_eq!(
+            with("OIDC_ALLOWED_DOMAINS", " Example.com, corp.example.org ").ok(),
+            Some(vec!["example.com".to_string(), "corp.example.org".to_string()])
+        );
+        for bad in [
+            "@example.com",
+            "example.com,https://corp.example.org",
+            "example.com.",
+            "localhost",
+            "example.com:443",
+            "exa mple.com",
+            "-x.example.com",
+        ] {
+            let e = with("OIDC_ALLOWED_DOMAINS", bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("OIDC_ALLOWED_DOMAINS") && e.contains("entry"), "{bad}: {e}");
+        }
+        for bad in ["s3cret\n", " s3cret", "s3c\tret"] {
+            let e = with("OIDC_CLIENT_SECRET", bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("OIDC_CLIENT_SECRET") && !e.contains("s3c"), "{e}");
+        }
     }
 
     #[test]
