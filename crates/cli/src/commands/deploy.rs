@@ -44,7 +44,11 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
              (a .dockerignore entry that leaves it out? another name: --manifest)",
             args.dir.display(),
             output::printable(manifest),
-            if args.manifest.is_some() { "" } else { " (the default manifest)" }
+            if args.manifest.is_some() {
+                ""
+            } else {
+                " (the default manifest)"
+            }
         );
         if !args.dry_run {
             return Err(CliError::Usage(problem));

@@ -1288,7 +1288,10 @@ mod tests {
         let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.listen_addr.to_string(), "127.0.0.1:9000");
         pairs.push(("LISTEN_ADDR", "127.0.0.1:8447"));
-        let e = load(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = load(&pairs)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.starts_with("LISTEN_ADDR") && e.contains("PORT"), "{e}");
     }
 
@@ -1303,7 +1306,10 @@ mod tests {
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));
-            let e = load(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = load(&pairs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.starts_with(name), "{name}={value}: {e}");
         }
         let get = |_: &str| Some("+4".to_string());
@@ -1315,7 +1321,12 @@ mod tests {
 
     #[test]
     fn contradicting_settings_are_named() {
-        assert!(load(&BASE).map(|c| c.contradictions()).unwrap_or_default().is_empty());
+        assert!(
+            load(&BASE)
+                .map(|c| c.contradictions())
+                .unwrap_or_default()
+                .is_empty()
+        );
         let mut pairs = BASE.to_vec();
         pairs.extend([
             ("SESSION_IDLE_TIMEOUT_SECS", "7200"),
@@ -1325,8 +1336,14 @@ mod tests {
         ]);
         let found = load(&pairs).map(|c| c.contradictions()).unwrap_or_default();
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found[0].starts_with("SESSION_IDLE_TIMEOUT_SECS (7200 s)"), "{found:?}");
-        assert!(found[1].starts_with("MAX_WEBSOCKETS_PER_CREDENTIAL (8)"), "{found:?}");
+        assert!(
+            found[0].starts_with("SESSION_IDLE_TIMEOUT_SECS (7200 s)"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("MAX_WEBSOCKETS_PER_CREDENTIAL (8)"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -1345,7 +1362,10 @@ mod tests {
         };
         assert_eq!(
             with("OIDC_ALLOWED_DOMAINS", " Example.com, corp.example.org ").ok(),
-            Some(vec!["example.com".to_string(), "corp.example.org".to_string()])
+            Some(vec![
+                "example.com".to_string(),
+                "corp.example.org".to_string()
+            ])
         );
         for bad in [
             "@example.com",
@@ -1360,14 +1380,20 @@ mod tests {
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            assert!(e.starts_with("OIDC_ALLOWED_DOMAINS") && e.contains("entry"), "{bad}: {e}");
+            assert!(
+                e.starts_with("OIDC_ALLOWED_DOMAINS") && e.contains("entry"),
+                "{bad}: {e}"
+            );
         }
         for bad in ["s3cret\n", " s3cret", "s3c\tret"] {
             let e = with("OIDC_CLIENT_SECRET", bad)
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            assert!(e.starts_with("OIDC_CLIENT_SECRET") && !e.contains("s3c"), "{e}");
+            assert!(
+                e.starts_with("OIDC_CLIENT_SECRET") && !e.contains("s3c"),
+                "{e}"
+            );
         }
     }
 

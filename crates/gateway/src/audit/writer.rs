@@ -914,7 +914,12 @@ async fn write_with_retry(
                 kept: Vec::new(),
             });
         }
-        Err(e @ crate::store::StoreError::Timeout(_)) => {
+        // Cut off at the deadline, or refused at once because the database cannot be
+        // reached (see the store's `outage`): a retry would wait again, or fail again.
+        Err(
+            e @ (crate::store::StoreError::Timeout(_) | crate::store::StoreError::Unreachable(_)),
+        ) => {
+            let e = store.noted(e);
             return Err(Failed {
                 error: AuditError::Store(e.to_string()),
                 kept: not_waited(&shared, waited),

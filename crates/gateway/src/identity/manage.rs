@@ -143,6 +143,7 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::LastAdmin(_) => ("last_admin", Some(e.to_string())),
         StoreError::UserLocked => ("user_locked", Some(e.to_string())),
         StoreError::Timeout(_) => ("store_timeout", None),
+        StoreError::Unreachable(_) => ("store_unreachable", None),
         StoreError::ChainMovedBack { .. } | StoreError::ChainReplaced { .. } => {
             ("audit_chain_moved_back", None)
         }

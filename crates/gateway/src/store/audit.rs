@@ -380,6 +380,22 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Sqlite(format!("audit writer thread: {e}")))?;
         }
+        self.reachable().await?;
+        self.append_audit_pooled(events, read_at, link)
+            .await
+            .map_err(|e| self.noted(e))
+    }
+
+    /// [`Store::append_audit_checked`] through the pool (PostgreSQL, or SQLite in memory).
+    async fn append_audit_pooled<L>(
+        &self,
+        events: Arc<[AuditEvent]>,
+        read_at: Arc<[Option<Generation>]>,
+        link: L,
+    ) -> Result<Appended, StoreError>
+    where
+        L: LinkFn + Send + 'static,
+    {
         let mut checked: Vec<Generation> = read_at.iter().flatten().copied().collect();
         checked.sort_unstable();
         checked.dedup();
@@ -623,7 +639,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(AuditRow, String)>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
@@ -647,7 +663,7 @@ impl Store {
         actor_type: &str,
         limit: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
@@ -670,7 +686,7 @@ impl Store {
 
     /// Events for one request id, in order.
     pub async fn audit_by_request(&self, request_id: &str) -> Result<Vec<AuditRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
@@ -722,7 +738,7 @@ impl Store {
 
     /// The chain head.
     pub async fn chain_head(&self) -> Result<ChainHead, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
                 .fetch_one(&self.pool)
                 .await?;

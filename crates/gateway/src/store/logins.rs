@@ -104,7 +104,7 @@ impl Store {
         login: &NewLogin<'_>,
         limits: LoginLimits,
     ) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let now = now_ms();
             sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
                 .bind(now - 3_600_000)
@@ -144,7 +144,7 @@ impl Store {
         nonce: &str,
         pkce_verifier: &str,
     ) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let done = sqlx::query(
                 "UPDATE login_attempts SET state_hash = $1, nonce = $2, pkce_verifier = $3 \
              WHERE id = $4 AND status = 'pending'",
@@ -162,7 +162,7 @@ impl Store {
 
     /// Finds an attempt by id.
     pub async fn login_by_id(&self, id: &str) -> Result<Option<LoginRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!("SELECT ", columns!(), " FROM login_attempts WHERE id = $1");
             let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
             row.as_ref().map(from_row).transpose()
@@ -172,7 +172,7 @@ impl Store {
 
     /// Finds an attempt by the hash of its `state`.
     pub async fn login_by_state(&self, state_hash: &str) -> Result<Option<LoginRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
@@ -189,7 +189,7 @@ impl Store {
 
     /// Finds a CLI attempt by the hash of its login id.
     pub async fn login_by_cli_hash(&self, hash: &str) -> Result<Option<LoginRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
@@ -214,7 +214,7 @@ impl Store {
         user_id: Option<i64>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let done = sqlx::query(
                 "UPDATE login_attempts SET status = $1, user_id = COALESCE($2, user_id), \
              error = COALESCE($3, error), pkce_verifier = NULL WHERE id = $4 AND status = $5",

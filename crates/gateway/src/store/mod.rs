@@ -8,6 +8,7 @@ mod audit;
 mod audit_sqlite;
 mod columns;
 mod logins;
+mod outage;
 mod sessions;
 mod settings;
 mod sqlite_reads;
@@ -102,6 +103,10 @@ pub enum StoreError {
     /// The database did not answer in time (a hung connection, a stopped server).
     #[error("database did not answer within {0} s")]
     Timeout(u64),
+    /// PostgreSQL could not be reached a moment ago and still cannot: refused at once, not
+    /// after the pool's wait (see `outage`).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
     /// The user is locked (a session cannot be created for them).
     #[error("the user is locked")]
     UserLocked,
@@ -185,6 +190,8 @@ pub struct Store {
     /// Until when (unix ms) pooled connections are pinged before use (see
     /// [`Store::suspect_connections`]).
     suspect_until: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// PostgreSQL: refuses calls at once while the server cannot be reached (see `outage`).
+    outage: Option<std::sync::Arc<outage::Outage>>,
 }
 
 /// The one parameter of a one-row lookup ([`Store::read_one`]).
@@ -392,6 +399,8 @@ impl Store {
             audit_conn: Default::default(),
             touches: Default::default(),
             suspect_until,
+            outage: (backend == Backend::Postgres)
+                .then(|| std::sync::Arc::new(outage::Outage::new(options))),
         })
     }
 
@@ -402,7 +411,7 @@ impl Store {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
-        bounded(async {
+        bounded(self, async {
             let before = now_ms();
             let server: i64 =
                 sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
@@ -496,12 +505,16 @@ impl Store {
         if let Some(found) = inline {
             return found;
         }
+        self.reachable().await?;
         let query = sqlx::query(sql);
         let query = match key {
             Key::Text(v) => query.bind(v),
             Key::Int(v) => query.bind(v),
         };
-        let row = query.fetch_optional(&self.pool).await?;
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.noted(e.into()))?;
         row.as_ref().map(|row| map(row)).transpose()
     }
 
@@ -520,7 +533,7 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        bounded(async {
+        bounded(self, async {
             match self.backend {
                 // A standby (a failover that left this gateway on the old primary), or a
                 // server set read-only, answers reads and refuses every audit write: not ready.
@@ -702,12 +715,36 @@ impl Drop for WriteTx {
 /// The hot path's reads and writes are bounded by their callers instead, once for the whole
 /// step (authentication, the audit writer's commit); `audit verify`'s two scans of the whole
 /// audit table are not bounded (on a large chain and a slow disk they may take longer).
+///
+/// On PostgreSQL a server found unreachable refuses the operation at once (see `outage`).
 async fn bounded<T>(
+    store: &Store,
     work: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    store.reachable().await?;
     match tokio::time::timeout(STORE_DEADLINE, work).await {
-        Ok(done) => done,
-        Err(_) => Err(StoreError::Timeout(STORE_DEADLINE.as_secs())),
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(store.noted(e)),
+        Err(_) => Err(store.noted(StoreError::Timeout(STORE_DEADLINE.as_secs()))),
+    }
+}
+
+impl Store {
+    /// `Ok` unless PostgreSQL was found unreachable and still is (see `outage`).
+    async fn reachable(&self) -> Result<(), StoreError> {
+        match &self.outage {
+            Some(outage) => outage.check().await,
+            None => Ok(()),
+        }
+    }
+
+    /// `error`, after taking note of it: one that says the server cannot be reached makes the
+    /// next calls fail at once until it can (see `outage`).
+    pub fn noted(&self, error: StoreError) -> StoreError {
+        if let Some(outage) = &self.outage {
+            outage.note(&error);
+        }
+        error
     }
 }
 

@@ -78,7 +78,7 @@ impl Store {
     /// committed, so a sign-in finishing while an admin locks the user cannot leave a session
     /// that an unlock would bring back.
     pub async fn create_session(&self, new: &NewSession<'_>) -> Result<SessionRow, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let now = now_ms();
             let sql = concat!(
                 "INSERT INTO sessions (token_hash, user_id, channel, user_agent, ip, created_at, \
@@ -145,7 +145,7 @@ impl Store {
 
     /// Finds a session by id.
     pub async fn session_by_id(&self, id: i64) -> Result<Option<SessionRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!("SELECT ", columns!(), " FROM sessions WHERE id = $1");
             let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
             row.as_ref().map(from_row).transpose()
@@ -155,7 +155,7 @@ impl Store {
 
     /// A user's sessions that are neither revoked nor past their absolute expiry, newest first.
     pub async fn user_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
@@ -212,7 +212,7 @@ impl Store {
 
     /// Revokes one session; returns whether it was active.
     pub async fn revoke_session(&self, id: i64) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let done = sqlx::query(
                 "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
             )
@@ -229,7 +229,7 @@ impl Store {
     /// not yet collected (each would become a session the moment its CLI polls); returns how
     /// many sessions.
     pub async fn revoke_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let mut tx = self.begin_write().await?;
             let result = async {
                 let now = now_ms();
@@ -252,7 +252,7 @@ impl Store {
     /// True when the gateway has any user at all (locked ones included): a cheap read before
     /// [`Store::create_first_user`]'s locked write, which only a new gateway needs.
     pub async fn users_exist(&self) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let row =
                 sqlx::query("SELECT COUNT(*) AS n FROM (SELECT 1 FROM users LIMIT 1) AS any_user")
                     .fetch_one(&self.pool)
@@ -266,7 +266,7 @@ impl Store {
     /// next sign-in creates (and audits) it again; true when removed. A user that anything
     /// refers to already (a session, a token, a sign-in) is kept.
     pub async fn withdraw_new_user(&self, user_id: i64) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let done = sqlx::query(
                 "DELETE FROM users WHERE id = $1 \
              AND NOT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1) \

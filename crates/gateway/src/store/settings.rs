@@ -7,7 +7,7 @@ use super::{Store, StoreError, bounded};
 impl Store {
     /// Reads a setting.
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
                 .bind(key)
                 .fetch_optional(&self.pool)
@@ -20,7 +20,7 @@ impl Store {
     /// Stores `value` under `key` unless the key is already set; returns the stored value
     /// (so concurrent instances agree on the first one written).
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        bounded(async {
+        bounded(self, async {
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
             )
@@ -37,7 +37,7 @@ impl Store {
 
     /// Stores `value` under `key`, replacing what was there.
     pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        bounded(async {
+        bounded(self, async {
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -86,7 +86,7 @@ impl Store {
     /// expired) has the same name: the audit trail names tokens by name. The check and the
     /// insert are one step, so two creations of one name cannot both pass it.
     pub async fn create_token(&self, new: &NewToken<'_>) -> Result<TokenRow, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let permissions = new
                 .permissions
                 .map(serde_json::to_string)
@@ -162,7 +162,7 @@ impl Store {
 
     /// All tokens, newest first.
     pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!("SELECT ", columns!(), " FROM api_tokens ORDER BY id DESC");
             let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
             rows.iter().map(from_row).collect()
@@ -172,7 +172,7 @@ impl Store {
 
     /// Revokes the token with this id, or the one not-yet-revoked token with this name.
     pub async fn revoke_token(&self, id_or_name: &str) -> Result<TokenRow, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let candidates: Vec<TokenRow> = self
                 .list_tokens()
                 .await?

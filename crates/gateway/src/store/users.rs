@@ -52,7 +52,7 @@ impl Store {
         name: &str,
         role: &str,
     ) -> Result<UserRow, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let now = now_ms();
             let sql = concat!(
                 "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
@@ -88,7 +88,7 @@ impl Store {
         name: &str,
         role: &str,
     ) -> Result<Option<UserRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let mut tx = self.begin_exclusive_write(Table::Users).await?;
             let sql = concat!(
                 "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
@@ -111,7 +111,7 @@ impl Store {
 
     /// Finds a user by e-mail (case-insensitive).
     pub async fn find_user(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             if !storable(email) {
                 return Ok(None);
             }
@@ -127,7 +127,7 @@ impl Store {
 
     /// Finds a user by id.
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
             self.read_one(sql, Key::Int(id), |row| from_row(row)).await
         })
@@ -136,7 +136,7 @@ impl Store {
 
     /// Sets a user's display name (the identity provider's, at sign-in).
     pub async fn set_user_name(&self, id: i64, name: &str) -> Result<(), StoreError> {
-        bounded(async {
+        bounded(self, async {
             sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
                 .bind(name)
                 .bind(id)
@@ -149,7 +149,7 @@ impl Store {
 
     /// All users, by e-mail.
     pub async fn list_users(&self) -> Result<Vec<UserRow>, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let sql = concat!("SELECT ", columns!(), " FROM users ORDER BY email");
             let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
             rows.iter().map(from_row).collect()
@@ -167,7 +167,7 @@ impl Store {
         role: &str,
         last_admin: LastAdmin,
     ) -> Result<(UserRow, String), StoreError> {
-        bounded(async {
+        bounded(self, async {
             if !storable(email) {
                 return found(None, email).map(|user| (user, String::new()));
             }
@@ -212,7 +212,7 @@ impl Store {
         email: &str,
         last_admin: LastAdmin,
     ) -> Result<(UserRow, u64), StoreError> {
-        bounded(async {
+        bounded(self, async {
             if !storable(email) {
                 return found(None, email).map(|user| (user, 0));
             }
@@ -258,7 +258,7 @@ impl Store {
 
     /// Whether any user is an unlocked admin.
     pub async fn has_unlocked_admin(&self) -> Result<bool, StoreError> {
-        bounded(async {
+        bounded(self, async {
             let row = sqlx::query(
                 "SELECT COUNT(*) AS n FROM (SELECT 1 FROM users WHERE role = $1 AND locked = 0 \
              LIMIT 1) AS admins",
@@ -273,7 +273,7 @@ impl Store {
 
     /// Unlocks a user (their sessions from before the lock stay ended).
     pub async fn unlock_user(&self, email: &str) -> Result<UserRow, StoreError> {
-        bounded(async {
+        bounded(self, async {
             if !storable(email) {
                 return found(None, email);
             }

@@ -558,19 +558,34 @@ async fn postgres_down_fails_closed_and_recovers() {
     assert_eq!(restart(c.clone()).await, 200);
     pg.stop();
     rack.clear();
-    for _ in 0..2 {
+    // Refused at once, not after the pool's 3 s wait for a connection (and its retry's):
+    // a request went on holding its connection 6 s or more for its 503 before.
+    for n in 0..5 {
         let started = std::time::Instant::now();
         let status = restart(c.clone()).await;
-        eprintln!(
-            "answered {status} in {:?} with the database down",
-            started.elapsed()
-        );
+        let took = started.elapsed();
+        eprintln!("answered {status} in {took:?} with the database down");
         assert_eq!(status, 503, "database down must fail closed");
+        assert!(took < Duration::from_secs(2), "request {n}: {took:?}");
+        if n == 2 {
+            // Past the probe interval: the next one looks again, and is refused as fast.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
     assert!(
         rack.seen().is_empty(),
         "a request reached the rack while the audit store was down"
     );
+    // Readiness alike (it asks the rack too, which is up).
+    let started = std::time::Instant::now();
+    let ready = c
+        .get(format!("{}/api/v1/health/ready", gw.url))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    let took = started.elapsed();
+    assert_eq!(ready.as_ref().ok(), Some(&503), "{ready:?}");
+    assert!(took < Duration::from_secs(2), "readiness: {took:?}");
     pg.pg_ctl_start();
     let recovered = crate::kit::eventually(|| {
         let c = c.clone();
