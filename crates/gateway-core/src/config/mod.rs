@@ -1281,6 +1281,11 @@ mod tests {
         assert_eq!(c.listen_addr.port(), 9000);
     }
 
+    /// The error `pairs` are refused with ("" when they are not).
+    fn refused(pairs: &[(&str, &str)]) -> String {
+        load(pairs).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
     #[test]
     fn listen_addr_and_port_must_agree() {
         let mut pairs = BASE.to_vec();
@@ -1306,10 +1311,7 @@ mod tests {
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));
-            let e = load(&pairs)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = refused(&pairs);
             assert!(e.starts_with(name), "{name}={value}: {e}");
         }
         let get = |_: &str| Some("+4".to_string());
@@ -1358,10 +1360,15 @@ mod tests {
             ]);
             pairs.retain(|(k, _)| *k != name);
             pairs.push((name, value));
-            load(&pairs).map(|c| c.oidc.map(|o| o.allowed_domains).unwrap_or_default())
+            pairs
         };
+        let domains = load(&with(
+            "OIDC_ALLOWED_DOMAINS",
+            " Example.com, corp.example.org ",
+        ))
+        .map(|c| c.oidc.map(|o| o.allowed_domains).unwrap_or_default());
         assert_eq!(
-            with("OIDC_ALLOWED_DOMAINS", " Example.com, corp.example.org ").ok(),
+            domains.ok(),
             Some(vec![
                 "example.com".to_string(),
                 "corp.example.org".to_string()
@@ -1376,20 +1383,14 @@ mod tests {
             "exa mple.com",
             "-x.example.com",
         ] {
-            let e = with("OIDC_ALLOWED_DOMAINS", bad)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = refused(&with("OIDC_ALLOWED_DOMAINS", bad));
             assert!(
                 e.starts_with("OIDC_ALLOWED_DOMAINS") && e.contains("entry"),
                 "{bad}: {e}"
             );
         }
         for bad in ["s3cret\n", " s3cret", "s3c\tret"] {
-            let e = with("OIDC_CLIENT_SECRET", bad)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let e = refused(&with("OIDC_CLIENT_SECRET", bad));
             assert!(
                 e.starts_with("OIDC_CLIENT_SECRET") && !e.contains("s3c"),
                 "{e}"
