@@ -144,7 +144,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             client_id: "rack-gateway-dev".into(),
             client_secret: Secret::new(client_secret),
             allowed_domains: vec!["example.com".into()],
-            admin_users: Vec::new(),
+            // As `add_test_users` makes it: said, so that start-up does not warn that the
+            // first account to sign in would become admin.
+            admin_users: vec!["admin@example.com".into()],
             redirect_url,
         }),
         sessions: SessionConfig::default(),
