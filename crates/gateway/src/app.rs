@@ -102,6 +102,9 @@ pub struct Gateway {
     anchoring: Option<crate::audit::anchor::Anchoring>,
 }
 
+/// How long a shutdown waits for the last audit lines to reach stdout.
+const STDOUT_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How far this machine's clock may be from the database's before start-up warns.
 const CLOCK_OFFSET_WARNING_MS: i64 = 5_000;
 
@@ -220,7 +223,18 @@ impl Gateway {
     pub async fn shutdown(self) {
         self.refusal_summaries.abort();
         crate::audit::record_summaries(&self.state.refusals, &self.state.audit);
-        self.state.audit.flush().await;
+        // Bounded: the flush also waits for the lines to reach stdout, and a log shipper that
+        // stopped reading would hold the shutdown (and its anchor) for ever. The events are
+        // committed either way.
+        if tokio::time::timeout(STDOUT_FLUSH_LIMIT, self.state.audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "audit stdout is not being read: its last lines are not printed (the database \
+                 has every event); stopping anyway"
+            );
+        }
         let store = self.state.store.clone();
         drop(self.state);
         // The writer ends once every handle is gone; don't wait forever on stragglers.

@@ -51,6 +51,7 @@ pub async fn serve(
         .header_read_timeout(client_timeout);
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
+    let cut = CancellationToken::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let slot = tokio::select! {
@@ -82,7 +83,7 @@ pub async fn serve(
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let closing = closing.clone();
+        let (closing, cut) = (closing.clone(), cut.clone());
         connections.spawn(async move {
             // Held until the connection closes (or becomes a WebSocket session, which
             // `proxy::Sessions` counts instead).
@@ -93,7 +94,12 @@ pub async fn serve(
                 () = closing.cancelled() => {
                     // Finish the request in progress, then close (idle ones close at once).
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        // Out of time: dropping the connection drops its request, whose
+                        // outcome says the gateway cut it off.
+                        () = cut.cancelled() => return,
+                    }
                 }
             };
             if let Err(e) = ended {
@@ -106,6 +112,7 @@ pub async fn serve(
     Drain {
         connections,
         closing,
+        cut,
     }
 }
 
@@ -113,16 +120,23 @@ pub async fn serve(
 pub struct Drain {
     connections: TaskTracker,
     closing: CancellationToken,
+    cut: CancellationToken,
 }
 
 impl Drain {
     /// Asks every open connection to finish its current request and close; resolves when all
     /// have. (WebSocket sessions, once upgraded, are no longer connections here: see
     /// `proxy::Sessions`.)
-    pub async fn finish(self) {
+    pub async fn finish(&self) {
         self.closing.cancel();
         self.connections.close();
         self.connections.wait().await;
+    }
+
+    /// Closes every connection still open now, dropping the requests in progress on them;
+    /// [`Drain::finish`] then resolves as soon as their tasks have ended.
+    pub fn cut(&self) {
+        self.cut.cancel();
     }
 
     /// How many connections are still open.

@@ -51,13 +51,19 @@ pub async fn serve_until_signal(
     if tokio::time::timeout(timeout, in_flight).await.is_err() {
         tracing::warn!(
             ?timeout,
+            connections = drain.open(),
             websocket_sessions = sessions.open(),
             "in-flight requests did not finish in time; closing them"
         );
-        // WebSocket sessions are told to close (1001) and record their outcomes; plain
-        // requests still running end with the process, their outcomes missing.
+        // Requests still running are dropped with their connections, and WebSocket sessions
+        // told to close (1001); each records its outcome as cut off by the gateway.
         sessions.end_all();
-        let _ = tokio::time::timeout(SESSION_GOODBYE, sessions.finished()).await;
+        drain.cut();
+        let ended = async {
+            drain.finish().await;
+            sessions.finished().await;
+        };
+        let _ = tokio::time::timeout(SESSION_GOODBYE, ended).await;
     }
     gateway.shutdown().await;
     tracing::info!("stopped");

@@ -752,7 +752,15 @@ impl Printer {
         let n = rows.len();
         if self.backlog.queued.fetch_add(n, Ordering::SeqCst) + n > self.limit {
             self.backlog.queued.fetch_sub(n, Ordering::SeqCst);
-            self.backlog.dropped.fetch_add(n, Ordering::SeqCst);
+            if self.backlog.dropped.fetch_add(n, Ordering::SeqCst) == 0 {
+                // Said now, from here: the printer thread, stuck in its write, says how many
+                // only once stdout moves again (if ever).
+                tracing::warn!(
+                    backlog = self.limit,
+                    "audit stdout is not being read: lines are being dropped (the database has \
+                     every event; a gap line will say how many)"
+                );
+            }
             return;
         }
         if let Err(std::sync::mpsc::SendError(PrintJob::Rows(rows))) = tx.send(PrintJob::Rows(rows))

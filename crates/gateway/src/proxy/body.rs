@@ -48,11 +48,20 @@ pub struct OutcomeGuard {
     /// Set while the request's own event is being committed: dropped then, the client left
     /// before anything was forwarded.
     pub before_forwarding: bool,
+    /// Cancelled when the gateway, shutting down, ends what is still running: dropped after
+    /// that, the gateway cut the request off, not the client.
+    cut_off: tokio_util::sync::CancellationToken,
 }
 
 impl OutcomeGuard {
     /// A guard that writes `event` (an outcome template) when dropped.
-    pub fn new(audit: AuditLog, event: AuditEvent, started: Instant) -> OutcomeGuard {
+    /// `cut_off` is cancelled when a shutdown ends the requests still running.
+    pub fn new(
+        audit: AuditLog,
+        event: AuditEvent,
+        started: Instant,
+        cut_off: tokio_util::sync::CancellationToken,
+    ) -> OutcomeGuard {
         OutcomeGuard {
             audit,
             event: Some(event),
@@ -65,6 +74,7 @@ impl OutcomeGuard {
             error: None,
             extra: serde_json::Map::new(),
             before_forwarding: false,
+            cut_off,
         }
     }
 }
@@ -97,6 +107,11 @@ impl Drop for OutcomeGuard {
         details.insert("completed".into(), json!(completed));
         if let Some(err) = self.error.take() {
             details.insert("error".into(), json!(err));
+        } else if !completed && self.cut_off.is_cancelled() {
+            details.insert(
+                "error".into(),
+                json!("the gateway shut down before the end (SHUTDOWN_TIMEOUT_SECS)"),
+            );
         } else if self.before_forwarding {
             details.insert(
                 "error".into(),

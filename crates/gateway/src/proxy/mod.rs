@@ -303,6 +303,7 @@ async fn authorise(
             state.audit.clone(),
             facts.event(EventKind::Outcome, &action, Some(&principal)),
             facts.started,
+            state.sessions.ending(),
         );
         outcome.before_forwarding = true;
         let recorded = state.audit.record_checked(pending, event, read_at).await;

@@ -124,11 +124,27 @@ pub struct Gateway {
     pub url: String,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Its stdout when nobody reads it (see [`Gateway::start_unread`]).
+    _unread: Option<std::process::ChildStdout>,
 }
 
 impl Gateway {
     /// Starts `serve` against `db` and the rack at `rack_url`.
     pub async fn start(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_reading(db, rack_url, env, true).await
+    }
+
+    /// [`Gateway::start`] with a stdout pipe that nobody reads: a log shipper that stopped.
+    pub async fn start_unread(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_reading(db, rack_url, env, false).await
+    }
+
+    async fn start_reading(
+        db: &Db,
+        rack_url: &str,
+        env: &[(&str, &str)],
+        read_stdout: bool,
+    ) -> Gateway {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .env("DATABASE_URL", &db.url)
@@ -149,6 +165,11 @@ impl Gateway {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+        let unread = if read_stdout {
+            None
+        } else {
+            child.stdout.take()
+        };
         if let Some(out) = child.stdout.take() {
             let lines = stdout.clone();
             std::thread::spawn(move || {
@@ -184,6 +205,7 @@ impl Gateway {
             url: format!("http://{addr}"),
             stdout,
             stderr,
+            _unread: unread,
         }
     }
 

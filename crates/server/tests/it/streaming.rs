@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::kit::{Backend, Gateway, RACK_TOKEN, client, database, role_token, store};
+use crate::kit::{Backend, Gateway, RACK_TOKEN, admin, client, database, role_token, store};
 use crate::upstream::{EXIT_MARKER, TestRack};
 
 const MIB: u64 = 1024 * 1024;
@@ -403,6 +403,90 @@ crate::both_backends!(
         })
         .await;
         assert!(ok, "the session's outcome was not recorded before exit");
+    }
+);
+
+crate::both_backends!(
+    shutdown_cuts_off_requests_still_running_and_records_them,
+    |db| async move {
+        // A plain request still running at the shutdown timeout is ended with its connection
+        // (it ran on to its end before, for as long as the rack took, and its outcome said
+        // the client had left), and its outcome says the gateway cut it off.
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let mut gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
+        rack.set_slow(true);
+        let request = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send();
+        let answer = tokio::spawn(request);
+        // Its event is committed before it is forwarded; the rack then takes 3 s to answer.
+        let s = store(&db).await;
+        let forwarding = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "request" && r.event.action == "convox:apps:list"
+        })
+        .await;
+        assert!(forwarding, "the request was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let (exit, gw) = tokio::task::spawn_blocking(move || {
+            let exit = gw.terminate();
+            (exit, gw)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
+        let answer = answer.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            answer.as_ref().map_or(true, |r| r.status() != 200),
+            "answered in full after the shutdown timeout: {answer:?}\n{}",
+            gw.all_output()
+        );
+        eprintln!("stopped in {:?}", started.elapsed());
+        let ok = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.action == "convox:apps:list"
+                && r.event.details["completed"] == false
+                && r.event.details["error"]
+                    == "the gateway shut down before the end (SHUTDOWN_TIMEOUT_SECS)"
+        })
+        .await;
+        assert!(ok, "the cut-off request's outcome was not recorded as such");
+    }
+);
+
+crate::both_backends!(
+    a_shutdown_is_not_held_by_a_stdout_nobody_reads,
+    |db| async move {
+        // A log shipper that stopped reading fills the pipe; requests go on (lines beyond
+        // the backlog are dropped), and SIGTERM still stops the gateway (it waited for ever
+        // to print its last lines).
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let mut gw = Gateway::start_unread(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
+        let c = client();
+        for _ in 0..400 {
+            let status = c
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&viewer))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            assert_eq!(status.ok(), Some(200));
+        }
+        let (exit, gw) = tokio::task::spawn_blocking(move || {
+            let exit = gw.terminate();
+            (exit, gw)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
+        let err = gw.all_output();
+        assert!(err.contains("audit stdout is not being read"), "{err}");
+        // Every event is in the database all the same.
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok && out.contains("audit chain OK"), "{out} {err}");
     }
 );
 
