@@ -86,6 +86,10 @@ fn explain_answer(
         (502, Some("rack_unreachable")) => CliError::Explained(format!(
             "the gateway at {gateway} is up but the rack is down ({message})"
         )),
+        (502, Some("rack_refused_gateway")) => CliError::Explained(format!(
+            "the gateway at {gateway} is up, but the rack refuses the gateway's own \
+             credentials (its RACK_TOKEN): your sign-in is fine; tell the gateway's operator"
+        )),
         (504, Some("rack_timeout")) => CliError::Explained(format!(
             "the gateway at {gateway} is up but the rack is slow: it did not answer in time"
         )),
@@ -148,6 +152,14 @@ mod tests {
             Some(&t),
         );
         assert!(msg.to_string().contains("is up but the rack is slow"));
+        let msg = explain(
+            api(502, "rack_refused_gateway", "the rack refused ..."),
+            Some(&t),
+        );
+        assert!(
+            msg.to_string().contains("your sign-in is fine"),
+            "not a sign-in problem: {msg}"
+        );
         let msg = explain(
             ClientError::Connect {
                 url: "x".into(),

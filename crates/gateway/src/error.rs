@@ -63,6 +63,12 @@ pub enum ApiError {
     /// The rack did not answer in time.
     #[error("rack did not respond in time")]
     RackTimeout,
+    /// The rack refused the gateway's own credentials (`RACK_TOKEN`).
+    #[error(
+        "the rack refused the gateway's own credentials (its RACK_TOKEN is wrong or was \
+         rotated): your credentials are fine; tell the gateway's operator"
+    )]
+    RackRefusedGateway,
     /// Too many sign-ins are in progress (from the caller's address, or in total).
     #[error("too many sign-ins in progress: finish one, or try again in a few minutes")]
     TooManySignIns,
@@ -108,7 +114,7 @@ impl ApiError {
             ApiError::AuditUnavailable | ApiError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::RackUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::RackUnreachable(_) | ApiError::RackRefusedGateway => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManySignIns | ApiError::TooManyWebSockets(_) => {
@@ -147,6 +153,7 @@ impl ApiError {
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
+            ApiError::RackRefusedGateway => "rack_refused_gateway",
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => "client_timeout",
             ApiError::TooManySignIns => "too_many_sign_ins",
             ApiError::TooManyWebSockets(_) => "too_many_websockets",

@@ -417,6 +417,11 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
         Ok(response) if response.status().is_success() => json!({ "ok": true }),
         Ok(response) => {
             let status = response.status().as_u16();
+            if status == 401 {
+                // Logged as the proxy logs it: the operator's problem, not a caller's.
+                let _ = state.upstream.refused_our_token();
+                return json!({ "ok": false, "error": "rack refused RACK_TOKEN (401)" });
+            }
             json!({ "ok": false, "error": format!("rack answered {status}") })
         }
         Err(RackError::Timeout) => json!({ "ok": false, "error": "rack timed out" }),

@@ -329,7 +329,26 @@ impl Oidc {
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
             .request_async(&http)
             .await
-            .map_err(|e| OidcError::Exchange(exchange_error(&e)))?;
+            .map_err(|e| {
+                // The gateway's own credentials, not the person signing in: every sign-in
+                // fails until the operator fixes them, so the log says so.
+                if let openidconnect::RequestTokenError::ServerResponse(answer) = &e
+                    && matches!(
+                        answer.error(),
+                        openidconnect::core::CoreErrorResponseType::InvalidClient
+                            | openidconnect::core::CoreErrorResponseType::UnauthorizedClient
+                    )
+                {
+                    tracing::error!(
+                        issuer = %self.config.issuer_id,
+                        answer = %answer.error(),
+                        "the identity provider refused the gateway's client credentials: \
+                         OIDC_CLIENT_ID or OIDC_CLIENT_SECRET is wrong or was rotated, and every \
+                         sign-in fails until they are fixed"
+                    );
+                }
+                OidcError::Exchange(exchange_error(&e))
+            })?;
         use openidconnect::TokenResponse;
         let id_token = response
             .id_token()

@@ -316,6 +316,12 @@ pub async fn forward(
     };
 
     let status = response.status();
+    if status == http::StatusCode::UNAUTHORIZED {
+        let err = upstream.refused_our_token();
+        outcome.status = Some(err.status().as_u16());
+        outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
+        return Err(err);
+    }
     let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));
     outcome.status = Some(status.as_u16());
     outcome.expected_out = response.body().size_hint().exact();

@@ -144,6 +144,8 @@ pub struct Upstream {
     pub connect_timeout: std::time::Duration,
     /// Bound for waiting on the rack's answer.
     pub read_timeout: std::time::Duration,
+    /// When the rack's refusal of `RACK_TOKEN` was last logged (unix ms).
+    refusal_logged: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -196,7 +198,32 @@ impl Upstream {
             tls,
             connect_timeout: config.rack_connect_timeout,
             read_timeout: config.rack_read_timeout,
+            refusal_logged: Arc::default(),
         })
+    }
+
+    /// The error for a rack that answered 401. The callers' own credentials never reach the
+    /// rack, so it refused the gateway's `RACK_TOKEN` (rotated on the rack, or mistyped): the
+    /// caller is told so rather than handed a 401 that says to sign in again, and the
+    /// operator is told on stderr (at most once a minute).
+    pub fn refused_our_token(&self) -> crate::error::ApiError {
+        use std::sync::atomic::Ordering;
+        let now = crate::store::now_ms();
+        let last = self.refusal_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .refusal_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                rack = %self.base,
+                "the rack refused the gateway's credentials (401): RACK_TOKEN is wrong or was \
+                 rotated on the rack; set the rack's current token and restart the gateway \
+                 (callers get 502 rack_refused_gateway meanwhile)"
+            );
+        }
+        crate::error::ApiError::RackRefusedGateway
     }
 
     /// The rack URL for a normalised path and (raw) query.

@@ -143,6 +143,14 @@ pub async fn forward(
             outcome.error = Some("rack WebSocket handshake timed out".into());
             return Err(ApiError::RackTimeout);
         }
+        Ok(Err(tungstenite::Error::Http(response)))
+            if response.status() == http::StatusCode::UNAUTHORIZED =>
+        {
+            let err = upstream.refused_our_token();
+            outcome.status = Some(err.status().as_u16());
+            outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
+            return Err(err);
+        }
         Ok(Err(tungstenite::Error::Http(response))) => {
             // The rack refused the upgrade (unknown app, bad process…): relay its answer.
             let (parts, body) = response.into_parts();

@@ -371,6 +371,77 @@ both_backends!(rack_down_is_502_and_slow_rack_is_504, |db| async move {
     assert_eq!(body["rack"]["ok"], false);
 });
 
+both_backends!(
+    a_rack_refusing_the_gateways_token_is_not_the_callers_401,
+    |db| async move {
+        // A RACK_TOKEN rotated on the rack (or mistyped): the rack's 401 was handed to callers,
+        // and clients told their users to sign in again. It is the operator's to fix.
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[("RACK_TOKEN", "an-old-rack-token")]).await;
+        let c = client();
+        for path in ["/apps", "/apps/web/services/web/restart"] {
+            let request = if path.ends_with("restart") {
+                c.post(gw.proxy(path))
+            } else {
+                c.get(gw.proxy(path))
+            };
+            let resp = request
+                .basic_auth("convox", Some(&ops))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 502, "{path}");
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(body["code"], "rack_refused_gateway", "{body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("RACK_TOKEN") && !e.contains("an-old")),
+                "{body}"
+            );
+        }
+        // WebSockets alike.
+        let resp = c
+            .get(gw.proxy("/apps/web/logs"))
+            .basic_auth("convox", Some(&ops))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 502);
+        let ready: serde_json::Value = c
+            .get(format!("{}/api/v1/health/ready", gw.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            ready["rack"]["error"], "rack refused RACK_TOKEN (401)",
+            "{ready}"
+        );
+        // Said once (a minute) on stderr, for the operator; the outcomes say it too.
+        let said = gw
+            .all_output()
+            .matches("the rack refused the gateway's credentials (401)")
+            .count();
+        assert_eq!(said, 1, "{}", gw.all_output());
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(502)
+                && r.event.details["error"] == "the rack refused RACK_TOKEN (401)"
+        })
+        .await;
+        assert!(recorded);
+    }
+);
+
 both_backends!(info_reports_the_caller, |db| async move {
     let rack = TestRack::start().await;
     let ops = role_token(&db, "ops");

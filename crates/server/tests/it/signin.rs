@@ -1798,3 +1798,33 @@ async fn a_provider_sending_the_code_exchange_over_plain_http_is_refused() {
     .await;
     assert!(logged, "{}", s.gw.all_output());
 }
+
+both_backends!(
+    a_rotated_client_secret_is_the_operators_to_know,
+    |db| async move {
+        // The provider refuses the gateway's own client credentials (`invalid_client`): every
+        // sign-in fails, so the log says it is the gateway's configuration, not the person.
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("OIDC_CLIENT_SECRET", "an-old-client-secret")],
+        )
+        .await;
+        let mut browser = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = browser
+            .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 403, "{}", page.body);
+        let said = crate::kit::eventually(|| async {
+            s.gw.all_output()
+                .contains("refused the gateway's client credentials")
+        })
+        .await;
+        let output = s.gw.all_output();
+        assert!(said, "{output}");
+        assert!(!output.contains("an-old-client-secret"), "{output}");
+    }
+);
