@@ -48,9 +48,28 @@ impl Admin {
 /// audit writer, so an auditor's read-only copy (or a read-only PostgreSQL role) will do.
 async fn open_read_only() -> anyhow::Result<Store> {
     let config = StoreConfig::from_env().context("configuration")?;
-    Store::open_read_only(&config.database_url)
+    let store = Store::open_read_only(&config.database_url)
         .await
-        .context("cannot open the database (DATABASE_URL)")
+        .context("cannot open the database (DATABASE_URL)")?;
+    if let Err(e) = require_current_schema(&store).await {
+        store.close().await;
+        return Err(e);
+    }
+    Ok(store)
+}
+
+/// Fails, saying what to do, when the database holds no gateway schema or an older one: a
+/// read-only command cannot migrate it, and a missing table's SQL error says nothing useful.
+pub async fn require_current_schema(store: &Store) -> anyhow::Result<()> {
+    let pending = store.migrations_pending().await?;
+    if pending > 0 {
+        anyhow::bail!(
+            "the database's schema is {pending} migration(s) behind this version (or holds no \
+             gateway data at all): check DATABASE_URL, and run `rack-gateway-server migrate` \
+             (or start the gateway) first"
+        );
+    }
+    Ok(())
 }
 
 /// Prints `rows` as JSON or as the table `table` prints.

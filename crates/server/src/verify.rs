@@ -84,14 +84,7 @@ async fn check(
     anchors: Option<&Anchors>,
     listed_at: i64,
 ) -> anyhow::Result<(VerifyReport, KeySource, Findings)> {
-    let pending = store.migrations_pending().await?;
-    if pending > 0 {
-        anyhow::bail!(
-            "the database's schema is {pending} migration(s) behind this version (or holds no \
-             gateway data at all): check DATABASE_URL, and run `rack-gateway-server migrate` \
-             (or start the gateway) first"
-        );
-    }
+    crate::admin::require_current_schema(store).await?;
     let (key, source) = existing_key(config.audit_hmac_key.as_ref(), store).await?;
     let mut refs: Vec<AnchorRef> = anchors.map(|a| a.refs().to_vec()).unwrap_or_default();
     let mut planted = Vec::new();
@@ -397,11 +390,13 @@ impl Anchors {
                 self.location,
                 report.events - last
             ),
-            (None, _) => eprintln!(
+            // When the missing anchors are a problem, the error says so instead.
+            (None, _) if ok => eprintln!(
                 "note: no anchors in {} yet (the gateway writes one within \
                  AUDIT_ANCHOR_INTERVAL_SECS of the first events)",
                 self.location
             ),
+            (None, _) => {}
         }
     }
 }

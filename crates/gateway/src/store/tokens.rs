@@ -180,9 +180,19 @@ impl Store {
                 .filter(|t| t.revoked_at.is_none())
                 .filter(|t| t.id.to_string() == id_or_name || t.name == id_or_name)
                 .collect();
-            let token = match candidates.as_slice() {
-                [one] => one,
-                [] => return Err(StoreError::NotFound(format!("active token {id_or_name}"))),
+            // A name shared with expired tokens (an old CI token and its replacement) names
+            // the one that still works.
+            let now = now_ms();
+            let live: Vec<&TokenRow> = candidates
+                .iter()
+                .filter(|t| t.expires_at.is_none_or(|at| at > now))
+                .collect();
+            let token = match (candidates.as_slice(), live.as_slice()) {
+                ([one], _) => one,
+                (_, [one]) => *one,
+                ([], _) => {
+                    return Err(StoreError::NotFound(format!("active token {id_or_name}")));
+                }
                 _ => {
                     return Err(StoreError::Ambiguous(format!(
                         "more than one active token is named {id_or_name}: revoke one by its id \

@@ -65,6 +65,34 @@ both_backends!(tokens_create_list_revoke, |db| async move {
     assert!(err.contains("not found"), "{err}");
     let (_, list, _) = admin(&db, &["tokens", "list"]);
     assert!(list.contains("revoked"), "{list}");
+
+    // A name shared by an expired token and its replacement names the one that works.
+    let (ok, _, err) = admin(
+        &db,
+        &["tokens", "create", "--name", "rot", "--role", "viewer"],
+    );
+    assert!(ok, "{err}");
+    let s = store(&db).await;
+    let expired = s
+        .execute_raw("UPDATE api_tokens SET expires_at = 1 WHERE name = 'rot'")
+        .await;
+    assert!(matches!(expired, Ok(1)), "{expired:?}");
+    let (ok, _, err) = admin(
+        &db,
+        &["tokens", "create", "--name", "rot", "--role", "viewer"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = admin(&db, &["tokens", "revoke", "rot"]);
+    assert!(ok, "{out} {err}");
+    let tokens = s.list_tokens().await.unwrap_or_default();
+    let rot: Vec<_> = tokens.iter().filter(|t| t.name == "rot").collect();
+    assert!(
+        rot.len() == 2
+            && rot
+                .iter()
+                .all(|t| (t.expires_at == Some(1)) != t.revoked_at.is_some()),
+        "the live one was revoked, the expired one left: {rot:?}"
+    );
 });
 
 both_backends!(token_create_rejects_bad_input, |db| async move {
@@ -690,3 +718,31 @@ both_backends!(the_clock_is_compared_with_the_databases, |db| async move {
         }
     }
 });
+
+both_backends!(
+    listing_a_database_without_the_schema_says_what_to_do,
+    |db| async move {
+        // A database that is not (yet) a gateway's: the listing commands said
+        // `relation "api_tokens" does not exist`, which names no cause and no remedy.
+        let db: crate::kit::Db = db;
+        if db.backend == crate::kit::Backend::Sqlite {
+            sqlx::any::install_default_drivers();
+            let url = format!("{}?mode=rwc", db.url);
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            sqlx::query("CREATE TABLE other (x INTEGER)")
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for args in [["tokens", "list"], ["users", "list"]] {
+            let (ok, out, err) = admin(&db, &args);
+            assert!(!ok, "{args:?}: {out}");
+            assert!(
+                err.contains("holds no gateway data") && err.contains("migrate"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+);
