@@ -437,6 +437,30 @@ impl Store {
 
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut pending = usize::MAX;
+        loop {
+            let failed = match self.migrate_once().await {
+                Ok(()) => return Ok(()),
+                Err(e @ StoreError::SchemaNewer(_)) => return Err(e),
+                Err(e) if self.backend == Backend::Sqlite => e,
+                Err(e) => return Err(e),
+            };
+            // SQLite's migrations take no lock of their own: two processes migrating one new
+            // file at once (admin commands beside each other or beside `serve`) fail on the
+            // tables each other made. The other's work counts: try again while it advances.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.migrations_pending().await.unwrap_or(usize::MAX);
+            if now == 0 {
+                return Ok(());
+            }
+            if now >= pending {
+                return Err(failed);
+            }
+            pending = now;
+        }
+    }
+
+    async fn migrate_once(&self) -> Result<(), StoreError> {
         let ran = match self.backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
             Backend::Postgres => {
