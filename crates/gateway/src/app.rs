@@ -235,6 +235,16 @@ impl Gateway {
                  has every event); stopping anyway"
             );
         }
+        // Where the next start's stdout takes up admin commands' events (see `foreign`).
+        if let Some(seq) = self.state.audit.printed_through()
+            && let Err(e) = self
+                .state
+                .store
+                .put_setting(crate::audit::STDOUT_THROUGH_SETTING, &seq.to_string())
+                .await
+        {
+            tracing::warn!(error = %e, "could not note where audit stdout stopped");
+        }
         let store = self.state.store.clone();
         drop(self.state);
         // The writer ends once every handle is gone; don't wait forever on stragglers.

@@ -8,8 +8,11 @@
 //! once a second, off the request path. A gateway that prints nothing for a second looks at
 //! the chain's head instead, so that an idle gateway prints them too. Rows of other gateway
 //! instances sharing a PostgreSQL database are in those gaps too; they are left alone, each
-//! instance printing its own.
+//! instance printing its own. At start-up, the admin commands' events since the trail's last
+//! event by a gateway are printed: they were made while no gateway served.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::audit::ActorType;
@@ -32,7 +35,13 @@ pub struct ForeignRows {
     looked: Option<Instant>,
     /// The head could not be read at the last idle look (warned once, not every second).
     head_unreadable: bool,
+    /// The highest sequence number written to stdout (0: none yet).
+    printed: Arc<AtomicI64>,
 }
+
+/// The setting a stopping gateway leaves the last sequence number its stdout carried in: the
+/// next start prints the admin commands' events after it.
+pub const STDOUT_THROUGH_SETTING: &str = "audit_stdout_through";
 
 impl ForeignRows {
     /// For `store`, fetching on `runtime` (the sink is a plain thread).
@@ -44,6 +53,19 @@ impl ForeignRows {
             gap: None,
             looked: None,
             head_unreadable: false,
+            printed: Arc::default(),
+        }
+    }
+
+    /// Shares the highest sequence number written to stdout (0: none yet).
+    pub fn printed(&self) -> Arc<AtomicI64> {
+        self.printed.clone()
+    }
+
+    /// Notes `rows` as written to stdout.
+    pub fn wrote(&self, rows: &[AuditRow]) {
+        if let Some(max) = rows.iter().map(|r| r.seq).max() {
+            self.printed.fetch_max(max, Ordering::Relaxed);
         }
     }
 
@@ -77,8 +99,20 @@ impl ForeignRows {
                     // writer finds it.
                     self.store.note_audit_head(&head);
                     match self.last {
-                        // Nothing seen yet: the count starts here, as with the first rows seen.
-                        None => self.last = Some(head.seq),
+                        // Nothing seen yet: the count starts here, after the admin commands'
+                        // events made while no gateway served (the tokens created before the
+                        // first start, a user locked during an outage), which no stdout
+                        // carried (see `printed_before`).
+                        None => {
+                            let store = self.store.clone();
+                            let since = self.block_on(async move { printed_before(&store).await });
+                            if let Some(Ok(since)) = since
+                                && head.seq > since
+                            {
+                                self.gap = Some((since + 1, head.seq));
+                            }
+                            self.last = Some(head.seq);
+                        }
                         Some(last) if head.seq > last => {
                             // This gateway's own rows still on their way to the sink may be in
                             // the gap: never fetched (not the admin commands'), printed when
@@ -145,5 +179,17 @@ impl ForeignRows {
     fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
         let runtime = self.runtime.clone();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(work))).ok()
+    }
+}
+
+/// Where the last stdout stopped: what the last gateway to stop cleanly had printed through,
+/// else (a trail from before that was kept, or a gateway killed) the trail's last event by a
+/// gateway — admin commands' events after it were made while none served. A copy of one
+/// printed before may come out again (told apart by `seq`).
+async fn printed_before(store: &Store) -> Result<i64, crate::store::StoreError> {
+    let kept = store.setting(STDOUT_THROUGH_SETTING).await?;
+    match kept.and_then(|v| v.parse::<i64>().ok()) {
+        Some(seq) => Ok(seq),
+        None => store.last_seq_not_by(ActorType::Cli.as_str()).await,
     }
 }

@@ -99,6 +99,8 @@ pub struct AuditLog {
     tx: flume::Sender<Job>,
     deferred: Arc<Deferred>,
     on_the_way: Arc<AtomicUsize>,
+    /// The highest sequence number the stdout sink wrote (see `foreign`), when it has one.
+    printed: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 /// A request that will record an event soon (it is being authenticated and checked). While
@@ -138,6 +140,10 @@ impl AuditLog {
         let foreign = tokio::runtime::Handle::try_current()
             .ok()
             .map(|runtime| ForeignRows::new(store.clone(), runtime));
+        let printed = foreign
+            .as_ref()
+            .filter(|_| stdout)
+            .map(ForeignRows::printed);
         let task = if store.appends_audit_blocking() {
             let (finished, done) = oneshot::channel::<()>();
             let (thread_store, thread_key, thread_queues) =
@@ -165,9 +171,17 @@ impl AuditLog {
                 tx,
                 deferred,
                 on_the_way,
+                printed,
             },
             task,
         )
+    }
+
+    /// The highest sequence number written to stdout, if any: where the next start's stdout
+    /// takes up the admin commands' events (see `foreign`).
+    pub fn printed_through(&self) -> Option<i64> {
+        let seq = self.printed.as_ref()?.load(Ordering::Relaxed);
+        (seq > 0).then_some(seq)
     }
 
     /// Announces an event to come (see [`Pending`]); hand it back to [`AuditLog::record_pending`].
@@ -686,7 +700,9 @@ impl Printer {
                 // Where the count starts: the chain's head now, before this gateway serves,
                 // so that an admin command's events from its first moments are not missed.
                 if let Some(foreign) = foreign.as_mut() {
-                    write_rows(&mut out, &foreign.idle(std::time::Instant::now()));
+                    let theirs = foreign.idle(std::time::Instant::now());
+                    write_rows(&mut out, &theirs);
+                    foreign.wrote(&theirs);
                 }
                 loop {
                     // Woken at least every `foreign::EVERY`, so that an admin command's events
@@ -713,9 +729,13 @@ impl Printer {
                         };
                         // Usually before the rows whose numbers revealed them: in order.
                         write_rows(&mut out, &theirs);
+                        foreign.wrote(&theirs);
                     }
                     // The dropped rows came after those queued: the gap line follows them.
                     write_rows(&mut out, &pending);
+                    if let Some(foreign) = foreign.as_ref() {
+                        foreign.wrote(&pending);
+                    }
                     let dropped = shared.dropped.swap(0, Ordering::SeqCst);
                     if dropped > 0 {
                         tracing::warn!(

@@ -684,6 +684,22 @@ impl Store {
         .await
     }
 
+    /// The newest event not written by `actor_type` (0 when there is none): on the trail,
+    /// where events by other actors end. Read from the end of the chain, so cheap while the
+    /// events after it are few.
+    pub async fn last_seq_not_by(&self, actor_type: &str) -> Result<i64, StoreError> {
+        bounded(self, async {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM audit_events WHERE actor_type <> $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(actor_type)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(seq.unwrap_or(0))
+        })
+        .await
+    }
+
     /// Events for one request id, in order.
     pub async fn audit_by_request(&self, request_id: &str) -> Result<Vec<AuditRow>, StoreError> {
         bounded(self, async {

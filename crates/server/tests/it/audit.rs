@@ -1005,6 +1005,39 @@ both_backends!(
 );
 
 both_backends!(
+    admin_commands_events_made_while_no_gateway_served_are_printed_at_start,
+    |db| async move {
+        // The tokens created before the first start (the README's order), and a change made
+        // while the gateway was stopped, were on no stdout at all: the sink's count began at
+        // its start. The next start prints them — once: a stopped gateway notes how far its
+        // stdout went.
+        let rack = TestRack::start().await;
+        let _ = crate::kit::token(&db, "before-first-start", &["--role", "viewer"]);
+        let printed = |gw: &Gateway, name: &'static str| {
+            gw.audit_lines()
+                .iter()
+                .filter(|l| l["details"]["name"] == name && l["actor_type"] == "cli")
+                .count()
+        };
+        let mut gw = Gateway::start(&db, &rack.url, &[]).await;
+        let seen =
+            crate::kit::eventually(|| async { printed(&gw, "before-first-start") == 1 }).await;
+        assert!(seen, "{}", gw.all_output());
+        assert!(gw.terminate().is_some_and(|s| s.success()));
+        let _ = crate::kit::token(&db, "while-stopped", &["--role", "viewer"]);
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let seen = crate::kit::eventually(|| async { printed(&gw, "while-stopped") == 1 }).await;
+        assert!(seen, "{}", gw.all_output());
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(
+            printed(&gw, "before-first-start"),
+            0,
+            "printed again after a clean stop"
+        );
+    }
+);
+
+both_backends!(
     admin_commands_events_reach_the_serving_gateways_stdout,
     |db| async move {
         // An admin command is a process of its own: its events are committed to the same
