@@ -26,7 +26,14 @@ pub fn init() -> anyhow::Result<()> {
     if !filter.split(',').map(str::trim).all(usable_directive) {
         return Err(invalid());
     }
-    let filter = EnvFilter::try_new(filter.trim()).map_err(|_| invalid())?;
+    // PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping` at every
+    // start) are not news at info; a filter that names sqlx decides for itself.
+    let filter = if filter.contains("sqlx") || filter.trim().eq_ignore_ascii_case("off") {
+        filter.trim().to_string()
+    } else {
+        format!("{},sqlx::postgres::notice=warn", filter.trim())
+    };
+    let filter = EnvFilter::try_new(&filter).map_err(|_| invalid())?;
     let json = match set("LOG_FORMAT")
         .map(|v| v.trim().to_ascii_lowercase())
         .as_deref()
