@@ -24,6 +24,7 @@ impl Admin {
         let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
             .await
             .context("cannot open the database (DATABASE_URL)")?;
+        note_if_new(&store, &config.database_url).await;
         store.migrate().await.context("migrations")?;
         let (key, _) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
         // stdout stays free for the command's own output.
@@ -41,6 +42,18 @@ impl Admin {
         drop(self.audit);
         let _ = self.task.await;
         self.store.close().await;
+    }
+}
+
+/// Says so when a command is about to set up a new database: right before the first start,
+/// but a mistyped `DATABASE_URL` would otherwise leave a token that works on no gateway.
+async fn note_if_new(store: &Store, database_url: &str) {
+    if store.holds_no_gateway_data().await.unwrap_or(false) {
+        eprintln!(
+            "note: {} held no gateway data: setting up a new database there (if the gateway \
+             uses another, check DATABASE_URL)",
+            gateway::audit::redact::redact_value(database_url)
+        );
     }
 }
 

@@ -509,6 +509,16 @@ impl Store {
             .count())
     }
 
+    /// Whether the database holds no gateway schema at all (nothing migrated yet): a new
+    /// database, or one that `DATABASE_URL` names by mistake.
+    pub async fn holds_no_gateway_data(&self) -> Result<bool, StoreError> {
+        let all = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").iter().count(),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").iter().count(),
+        };
+        Ok(self.migrations_pending().await? == all)
+    }
+
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend

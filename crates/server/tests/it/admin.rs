@@ -18,6 +18,10 @@ both_backends!(tokens_create_list_revoke, |db| async move {
         ],
     );
     assert!(ok, "{err}");
+    // The first command sets the database up, and says so (a mistyped DATABASE_URL would
+    // leave a token that works on no gateway); the next ones do not.
+    assert!(err.contains("held no gateway data"), "{err}");
+    assert!(!err.contains(crate::kit::AUDIT_KEY), "{err}");
     let secret = out.lines().last().unwrap_or_default();
     assert!(
         secret.starts_with("rgw_") && secret.len() == 47,
@@ -50,8 +54,9 @@ both_backends!(tokens_create_list_revoke, |db| async move {
     assert!(!ok, "a second active token named ci was created");
     assert!(err.contains("already in use"), "{err}");
 
-    let (ok, out, _) = admin(&db, &["tokens", "revoke", "ci"]);
+    let (ok, out, err) = admin(&db, &["tokens", "revoke", "ci"]);
     assert!(ok, "{out}");
+    assert!(!err.contains("held no gateway data"), "{err}");
     // Once revoked, the name is free again.
     let (ok, _, err) = admin(
         &db,
