@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
+use crate::write_deadline::WriteDeadline;
+
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting. The returned
 /// [`Drain`] finishes the connections still open. At most `max_connections` are served at
 /// once; further clients wait in the listen queue until one closes, rather than the process
@@ -73,6 +75,12 @@ pub async fn serve(
         };
         // Small responses go out at once rather than waiting on Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        // A client gone without a word (a laptop asleep, a NAT that forgot the flow) is found
+        // by the kernel's probes, not only when a write fails: a quiet `logs -f` or `exec`
+        // would otherwise hold its session's place until restart.
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
+        // And a client that reads nothing of its response is let go (see `write_deadline`).
+        let stream = WriteDeadline::new(stream, client_timeout);
         let service = match make_service.call(peer).await {
             Ok(service) => service,
             Err(never) => match never {},
@@ -114,6 +122,17 @@ pub async fn serve(
         closing,
         cut,
     }
+}
+
+/// Probes after 60 s of silence, every 15 s, given up after 4 unanswered: a vanished client
+/// is let go within two minutes.
+fn keepalive() -> socket2::TcpKeepalive {
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let keepalive = keepalive
+        .with_interval(Duration::from_secs(15))
+        .with_retries(4);
+    keepalive
 }
 
 /// Connections still open when accepting stopped.

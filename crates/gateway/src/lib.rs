@@ -13,6 +13,7 @@ pub mod request_id;
 pub mod secret_eq;
 pub mod store;
 pub mod web;
+pub mod write_deadline;
 
 pub use app::{AppState, Gateway, build_app};
 pub use config::Config;

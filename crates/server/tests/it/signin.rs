@@ -1074,9 +1074,40 @@ both_backends!(sign_ins_in_progress_are_capped, |db| async move {
     }
     assert!(create(attempt("y-7", "198.51.100.4", now + 60_000)).await);
     assert!(create(attempt("y-8", "198.51.100.4", now + 60_000)).await);
+    // At the total, a newcomer gets the place of the oldest pending attempt of the address
+    // holding the most (127.0.0.1, with 50): a flood from a few hundred addresses must not
+    // keep everyone else from signing in.
+    let live = |ip: &'static str| {
+        let db_url = db.url.clone();
+        async move {
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db_url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM login_attempts WHERE client_ip = $1 AND expires_at > $2",
+            )
+            .bind(ip)
+            .bind(gateway::store::now_ms())
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert_eq!(live("127.0.0.1").await, 50);
     assert!(
-        !create(attempt("y-9", "198.51.100.5", now + 60_000)).await,
-        "over the total"
+        create(attempt("y-9", "198.51.100.5", now + 60_000)).await,
+        "a newcomer at the total"
+    );
+    assert_eq!(
+        live("127.0.0.1").await,
+        49,
+        "the busiest address gave up its oldest"
+    );
+    // Again for its second; its third is over its own cap, whatever the others hold.
+    assert!(create(attempt("y-10", "198.51.100.5", now + 60_000)).await);
+    assert!(
+        !create(attempt("y-11", "198.51.100.5", now + 60_000)).await,
+        "its own cap still holds"
     );
 });
 

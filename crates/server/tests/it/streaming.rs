@@ -85,6 +85,48 @@ async fn download_streams_with_bounded_memory() {
     );
 }
 
+crate::both_backends!(
+    a_client_that_reads_nothing_of_its_response_is_let_go,
+    |db| async move {
+        // A client that asks for a large download and never reads held its connection, and
+        // the gateway's connection to the rack, for as long as it liked: hyper bounds the
+        // request's headers, not the response's writes.
+        use tokio::io::AsyncWriteExt;
+        let rack = TestRack::start().await;
+        let deployer = role_token(&db, "deployer");
+        let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "2")]).await;
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("convox:{deployer}"),
+        );
+        let mut conn = tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let size = 512 * MIB;
+        let request = format!(
+            "GET /api/v1/rack-proxy/apps/web/builds/B123.tgz?download={size} HTTP/1.1\r\n\
+             Host: gw\r\nAuthorization: Basic {auth}\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Never read. The socket buffers fill, the gateway's writes stop, and after the
+        // client timeout it gives up: the outcome says the download did not complete.
+        let s = store(&db).await;
+        let let_go = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event
+                    .path
+                    .as_deref()
+                    .is_some_and(|p| p.contains("B123.tgz"))
+                && r.event.details["completed"] == false
+        })
+        .await;
+        assert!(let_go, "the unread download is still being served");
+        drop(conn);
+    }
+);
+
 /// A WebSocket handshake request to the gateway's proxy, authenticated with `token`.
 pub(crate) fn ws_request(
     gw: &Gateway,
