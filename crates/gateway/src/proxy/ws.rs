@@ -368,6 +368,9 @@ async fn relay(
         };
         closer
     };
+    // The rack's direction ends first when writing to the client fails: the client went away
+    // (a reset, a dropped network) and closed the session, not the rack.
+    let client_gone = matches!(closer, Closer::Rack) && to_client_error.is_some();
     if let Closer::Refused(reason) = &closer {
         // 1008: policy violation. The reason goes to the credential's holder only.
         let refused = ws::CloseFrame {
@@ -429,6 +432,7 @@ async fn relay(
         "closed_by".into(),
         json!(match closer {
             Closer::Client => "client",
+            Closer::Rack if client_gone => "client",
             Closer::Rack => "rack",
             Closer::Gateway | Closer::Refused(_) => "gateway",
         }),

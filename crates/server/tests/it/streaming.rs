@@ -157,6 +157,49 @@ pub(crate) async fn ws_connect(gw: &Gateway, path: &str, token: &str) -> WsClien
     socket
 }
 
+crate::both_backends!(
+    a_client_that_resets_its_websocket_is_recorded_as_the_closer,
+    |db| async move {
+        // A client that goes away with a reset (a killed process, a dropped network) while
+        // the rack streams: the gateway's write to it fails first as often as its read, and
+        // the outcome named the rack as the closer about one time in five.
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        const SESSIONS: usize = 20;
+        for _ in 0..SESSIONS {
+            let mut socket = ws_connect(&gw, "/apps/burst/logs?follow=true", &viewer).await;
+            let first = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+            assert!(matches!(first, Ok(Some(Ok(_)))), "{first:?}");
+            if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+                tcp.set_zero_linger().unwrap_or_else(|e| panic!("{e}"));
+            }
+            drop(socket);
+        }
+        let s = store(&db).await;
+        let closers = || async {
+            s.audit_rows(0, 10_000)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| {
+                    r.event.kind.as_str() == "outcome" && r.event.action == "convox:logs:read"
+                })
+                .map(|r| {
+                    r.event.details["closed_by"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        let all = crate::kit::eventually(|| async { closers().await.len() == SESSIONS }).await;
+        assert!(all, "{:?}", closers().await);
+        let closers = closers().await;
+        assert!(closers.iter().all(|c| c == "client"), "{closers:?}");
+    }
+);
+
 crate::both_backends!(websocket_log_stream_until_a_known_line, |db| async move {
     let rack = TestRack::start().await;
     let viewer = role_token(&db, "viewer");

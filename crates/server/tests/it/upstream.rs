@@ -265,13 +265,18 @@ fn record(shared: &Shared, seen: Seen) {
 
 async fn websocket(mut socket: WebSocket, path: String) {
     if path.ends_with("/logs") {
-        // Log lines until the client goes away (bounded).
-        for i in 0..2000 {
+        // Log lines until the client goes away (bounded); the app `burst` sends them without
+        // a pause (a long history), as fast as the connection takes them.
+        let pause = !path.starts_with("/apps/burst/");
+        let lines = if pause { 2000 } else { 1_000_000 };
+        for i in 0..lines {
             let line = format!("2026-11-23T00:00:00Z web/web-1 log line {i}\n");
             if socket.send(Message::Text(line.into())).await.is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            if pause {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         let _ = socket.send(Message::Close(None)).await;
         return;
