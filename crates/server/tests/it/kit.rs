@@ -242,6 +242,17 @@ impl Gateway {
         None
     }
 
+    /// [`Gateway::terminate`] off the async runtime (it waits on the process): the exit
+    /// status and the gateway, for its output.
+    pub async fn stop(mut self) -> (Option<std::process::ExitStatus>, Gateway) {
+        tokio::task::spawn_blocking(move || {
+            let exit = self.terminate();
+            (exit, self)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Audit JSON lines printed so far.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         self.stdout

@@ -259,7 +259,7 @@ both_backends!(
     |db| async move {
         let rack = TestRack::start().await;
         let admin = role_token(&db, "admin");
-        let mut gw = Gateway::start(&db, &rack.url, &[]).await;
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
         rack.set_slow(true);
         let c = client();
         let url = gw.proxy("/apps/web/restart");
@@ -280,13 +280,7 @@ both_backends!(
         })
         .await;
         assert!(reached);
-        let status = tokio::task::spawn_blocking(move || {
-            let s = gw.terminate();
-            (s, gw)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let (exit, gw) = status;
+        let (exit, gw) = gw.stop().await;
         assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
         assert_eq!(
             in_flight.await.ok().and_then(Result::ok),

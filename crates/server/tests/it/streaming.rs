@@ -449,17 +449,14 @@ crate::both_backends!(
     |db| async move {
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
-        let mut gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
+        let gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
         let mut socket = ws_connect(&gw, "/apps/web/logs?follow=true", &viewer).await;
         let first = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
         assert!(
             matches!(first, Ok(Some(Ok(Message::Text(_))))),
             "no log line: {first:?}"
         );
-        let stopping = tokio::task::spawn_blocking(move || {
-            let exit = gw.terminate();
-            (exit, gw)
-        });
+        let stopping = tokio::spawn(gw.stop());
         // The test rack streams for ~10 s; the gateway gives the session 1 s, then says
         // goodbye with "going away" instead of dropping the connection.
         let close = tokio::time::timeout(Duration::from_secs(8), async {
@@ -499,7 +496,7 @@ crate::both_backends!(
         // the client had left), and its outcome says the gateway cut it off.
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
-        let mut gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
+        let gw = Gateway::start(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
         rack.set_slow(true);
         let request = client()
             .get(gw.proxy("/apps"))
@@ -515,12 +512,7 @@ crate::both_backends!(
         assert!(forwarding, "the request was never recorded");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = std::time::Instant::now();
-        let (exit, gw) = tokio::task::spawn_blocking(move || {
-            let exit = gw.terminate();
-            (exit, gw)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (exit, gw) = gw.stop().await;
         assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
         let answer = answer.await.unwrap_or_else(|e| panic!("{e}"));
         assert!(
@@ -549,7 +541,7 @@ crate::both_backends!(
         // to print its last lines).
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
-        let mut gw = Gateway::start_unread(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
+        let gw = Gateway::start_unread(&db, &rack.url, &[("SHUTDOWN_TIMEOUT_SECS", "1")]).await;
         let c = client();
         for _ in 0..400 {
             let status = c
@@ -560,12 +552,7 @@ crate::both_backends!(
                 .map(|r| r.status().as_u16());
             assert_eq!(status.ok(), Some(200));
         }
-        let (exit, gw) = tokio::task::spawn_blocking(move || {
-            let exit = gw.terminate();
-            (exit, gw)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (exit, gw) = gw.stop().await;
         assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
         let err = gw.all_output();
         assert!(err.contains("audit stdout is not being read"), "{err}");
