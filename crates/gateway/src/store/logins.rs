@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, bounded, now_ms};
+use super::{Store, StoreError, Table, bounded, now_ms};
 
 /// A login attempt as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,110 +106,32 @@ impl Store {
     ) -> Result<bool, StoreError> {
         bounded(self, async {
             let now = now_ms();
-            sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
-                .bind(now - 3_600_000)
-                .execute(&self.pool)
-                .await?;
-            if self.insert_login(login, limits, now).await? {
-                return Ok(true);
+            // One at a time: the counts, the room made and the insert must agree, or a place
+            // freed for a newcomer goes to whoever inserts first (a flood's next attempt).
+            let mut tx = self.begin_exclusive_write(Table::LoginAttempts).await?;
+            let result = async {
+                let conn = &mut **tx.conn()?;
+                sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
+                    .bind(now - 3_600_000)
+                    .execute(&mut *conn)
+                    .await?;
+                if insert_login(conn, login, limits, now).await? {
+                    return Ok(true);
+                }
+                // Full in total: unauthenticated floods from a few hundred addresses would
+                // keep everyone else from signing in. Room is made at the expense of the
+                // address that holds the most attempts, when it holds at least two more than
+                // this one: a flooder's oldest pending attempt ends, a person's never does
+                // while floods last.
+                if make_room_for(conn, login.client_ip, limits, now).await? {
+                    return insert_login(conn, login, limits, now).await;
+                }
+                Ok(false)
             }
-            // Full in total: unauthenticated floods from a few hundred addresses would keep
-            // everyone else from signing in. Room is made at the expense of the address that
-            // holds the most attempts, when it holds at least two more than this one: a
-            // flooder's oldest pending attempt ends, a person's never does while floods last.
-            if self.make_room_for(login.client_ip, limits, now).await? {
-                return self.insert_login(login, limits, now).await;
-            }
-            Ok(false)
+            .await;
+            tx.finish(result).await
         })
         .await
-    }
-
-    /// The attempt, if the caps leave room for it.
-    async fn insert_login(
-        &self,
-        login: &NewLogin<'_>,
-        limits: LoginLimits,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO login_attempts (id, channel, return_to, cli_challenge, cli_login_hash, \
-             status, created_at, expires_at, client_ip) \
-             SELECT $1, $2, $3, $4, $5, 'pending', $6, $7, $8 \
-             WHERE (SELECT COUNT(*) FROM login_attempts \
-                    WHERE client_ip = $8 AND expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $9 \
-               AND (SELECT COUNT(*) FROM login_attempts \
-                    WHERE expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $10",
-        )
-        .bind(login.id)
-        .bind(login.channel)
-        .bind(login.return_to)
-        .bind(login.cli_challenge)
-        .bind(login.cli_login_hash)
-        .bind(now)
-        .bind(login.expires_at)
-        .bind(login.client_ip)
-        .bind(limits.per_address)
-        .bind(limits.total)
-        .execute(&self.pool)
-        .await?;
-        Ok(inserted.rows_affected() == 1)
-    }
-
-    /// Ends the oldest pending attempt of the address holding the most attempts in progress,
-    /// when it holds at least two more than `client_ip` and `client_ip` is under its own cap;
-    /// whether one was ended.
-    async fn make_room_for(
-        &self,
-        client_ip: &str,
-        limits: LoginLimits,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        // In progress: as the caps count them.
-        macro_rules! live {
-            () => {
-                "expires_at > $1 AND status IN ('pending', 'exchanging', 'complete')"
-            };
-        }
-        let mine: i64 = sqlx::query_scalar(concat!(
-            "SELECT COUNT(*) FROM login_attempts WHERE client_ip = $2 AND ",
-            live!()
-        ))
-        .bind(now)
-        .bind(client_ip)
-        .fetch_one(&self.pool)
-        .await?;
-        if mine >= limits.per_address {
-            return Ok(false);
-        }
-        let busiest: Option<(String, i64)> = sqlx::query_as(concat!(
-            "SELECT client_ip, COUNT(*) AS n FROM login_attempts WHERE ",
-            live!(),
-            " GROUP BY client_ip ORDER BY n DESC LIMIT 1"
-        ))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((busiest, held)) = busiest.filter(|(_, held)| *held >= mine + 2) else {
-            return Ok(false);
-        };
-        let ended = sqlx::query(
-            "UPDATE login_attempts SET expires_at = $1 WHERE id = (SELECT id FROM login_attempts \
-             WHERE client_ip = $2 AND status = 'pending' AND expires_at > $3 \
-             ORDER BY created_at LIMIT 1)",
-        )
-        .bind(now - 1)
-        .bind(&busiest)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        if ended.rows_affected() > 0 {
-            tracing::debug!(
-                held,
-                "sign-ins in progress at the cap: ended the oldest of the busiest address"
-            );
-        }
-        Ok(ended.rows_affected() > 0)
     }
 
     /// Attaches the provider round trip's secrets to a pending attempt.
@@ -306,4 +228,91 @@ impl Store {
         })
         .await
     }
+}
+
+/// The attempt, if the caps leave room for it.
+async fn insert_login(
+    conn: &mut sqlx::AnyConnection,
+    login: &NewLogin<'_>,
+    limits: LoginLimits,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+            "INSERT INTO login_attempts (id, channel, return_to, cli_challenge, cli_login_hash, \
+             status, created_at, expires_at, client_ip) \
+             SELECT $1, $2, $3, $4, $5, 'pending', $6, $7, $8 \
+             WHERE (SELECT COUNT(*) FROM login_attempts \
+                    WHERE client_ip = $8 AND expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $9 \
+               AND (SELECT COUNT(*) FROM login_attempts \
+                    WHERE expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $10",
+        )
+        .bind(login.id)
+        .bind(login.channel)
+        .bind(login.return_to)
+        .bind(login.cli_challenge)
+        .bind(login.cli_login_hash)
+        .bind(now)
+        .bind(login.expires_at)
+        .bind(login.client_ip)
+        .bind(limits.per_address)
+        .bind(limits.total)
+        .execute(&mut *conn)
+        .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Ends the oldest pending attempt of the address holding the most attempts in progress,
+/// when it holds at least two more than `client_ip` and `client_ip` is under its own cap;
+/// whether one was ended.
+async fn make_room_for(
+    conn: &mut sqlx::AnyConnection,
+    client_ip: &str,
+    limits: LoginLimits,
+    now: i64,
+) -> Result<bool, StoreError> {
+    // In progress: as the caps count them.
+    macro_rules! live {
+        () => {
+            "expires_at > $1 AND status IN ('pending', 'exchanging', 'complete')"
+        };
+    }
+    let mine: i64 = sqlx::query_scalar(concat!(
+        "SELECT COUNT(*) FROM login_attempts WHERE client_ip = $2 AND ",
+        live!()
+    ))
+    .bind(now)
+    .bind(client_ip)
+    .fetch_one(&mut *conn)
+    .await?;
+    if mine >= limits.per_address {
+        return Ok(false);
+    }
+    let busiest: Option<(String, i64)> = sqlx::query_as(concat!(
+        "SELECT client_ip, COUNT(*) AS n FROM login_attempts WHERE ",
+        live!(),
+        " GROUP BY client_ip ORDER BY n DESC LIMIT 1"
+    ))
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((busiest, held)) = busiest.filter(|(_, held)| *held >= mine + 2) else {
+        return Ok(false);
+    };
+    let ended = sqlx::query(
+        "UPDATE login_attempts SET expires_at = $1 WHERE id = (SELECT id FROM login_attempts \
+             WHERE client_ip = $2 AND status = 'pending' AND expires_at > $3 \
+             ORDER BY created_at LIMIT 1)",
+    )
+    .bind(now - 1)
+    .bind(&busiest)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if ended.rows_affected() > 0 {
+        tracing::debug!(
+            held,
+            "sign-ins in progress at the cap: ended the oldest of the busiest address"
+        );
+    }
+    Ok(ended.rows_affected() > 0)
 }

@@ -658,6 +658,7 @@ impl Store {
             let lock = match table {
                 Table::Users => "LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE",
                 Table::ApiTokens => "LOCK TABLE api_tokens IN SHARE ROW EXCLUSIVE MODE",
+                Table::LoginAttempts => "LOCK TABLE login_attempts IN SHARE ROW EXCLUSIVE MODE",
             };
             tx.conn()?.execute(lock).await?;
         }
@@ -670,6 +671,7 @@ impl Store {
 enum Table {
     Users,
     ApiTokens,
+    LoginAttempts,
 }
 
 /// A write transaction; rolled back unless [`WriteTx::commit`] is called.

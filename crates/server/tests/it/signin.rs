@@ -1859,3 +1859,64 @@ both_backends!(
         assert!(!output.contains("an-old-client-secret"), "{output}");
     }
 );
+
+both_backends!(
+    a_place_made_for_a_newcomer_at_the_cap_is_not_taken_by_the_flood,
+    |db| async move {
+        // The room a newcomer makes at the total cap (ending the busiest address's oldest
+        // attempt) went, as often as not, to a flooding address's next attempt racing it.
+        let (ok, _, err) = admin(&db, &["migrate"]);
+        assert!(ok, "{err}");
+        let st = store(&db).await;
+        let now = gateway::store::now_ms();
+        let limits = gateway::store::LoginLimits {
+            per_address: 3,
+            total: 30,
+        };
+        let create = |id: String, ip: String| {
+            let st = st.clone();
+            async move {
+                let login = gateway::store::NewLogin {
+                    id: &id,
+                    channel: "cli",
+                    return_to: None,
+                    cli_challenge: None,
+                    cli_login_hash: None,
+                    expires_at: now + 60_000,
+                    client_ip: &ip,
+                };
+                st.create_login(&login, limits)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        for flood in 0..10 {
+            for n in 0..3 {
+                assert!(create(format!("f-{flood}-{n}"), format!("203.0.113.{flood}")).await);
+            }
+        }
+        let mut tasks = Vec::new();
+        // Newcomers side by side (each must make room), and the flood trying again.
+        for n in 0..20 {
+            tasks.push((
+                true,
+                tokio::spawn(create(format!("new-{n}"), format!("198.51.100.{}", 10 + n))),
+            ));
+            tasks.push((
+                false,
+                tokio::spawn(create(format!("g-{n}"), format!("203.0.113.{}", n % 10))),
+            ));
+        }
+        let mut newcomers = Vec::new();
+        for (newcomer, task) in tasks {
+            let created = task.await.unwrap_or_else(|e| panic!("{e}"));
+            if newcomer {
+                newcomers.push(created);
+            }
+        }
+        assert!(
+            newcomers.len() == 20 && newcomers.iter().all(|created| *created),
+            "a newcomer was refused at the cap: {newcomers:?}"
+        );
+    }
+);
