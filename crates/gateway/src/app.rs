@@ -224,15 +224,29 @@ impl Gateway {
         self.refusal_summaries.abort();
         crate::audit::record_summaries(&self.state.refusals, &self.state.audit);
         // Bounded: the flush also waits for the lines to reach stdout, and a log shipper that
-        // stopped reading would hold the shutdown (and its anchor) for ever. The events are
-        // committed either way.
-        if tokio::time::timeout(STDOUT_FLUSH_LIMIT, self.state.audit.flush())
+        // stopped reading would hold the shutdown (and its anchor) for ever. (The commits do
+        // not wait for stdout.)
+        let flushed = tokio::time::timeout(STDOUT_FLUSH_LIMIT, self.state.audit.flush())
             .await
-            .is_err()
-        {
+            .is_ok();
+        // Not flushed in time, with committed events stdout has not carried: stdout is stuck
+        // (otherwise the database is what is slow).
+        let stdout_stuck = !flushed
+            && self
+                .state
+                .store
+                .audit_written()
+                .is_some_and(|written| self.state.audit.stdout_behind(written.seq));
+        if stdout_stuck {
             tracing::warn!(
                 "audit stdout is not being read: its last lines are not printed (the database \
                  has every event); stopping anyway"
+            );
+        } else if !flushed {
+            tracing::warn!(
+                "the audit log's last commits are taking longer than {} s (a slow database); \
+                 waiting up to 5 s more",
+                STDOUT_FLUSH_LIMIT.as_secs()
             );
         }
         // Where the next start's stdout takes up admin commands' events (see `foreign`).
@@ -247,8 +261,14 @@ impl Gateway {
         }
         let store = self.state.store.clone();
         drop(self.state);
-        // The writer ends once every handle is gone; don't wait forever on stragglers.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.audit_task).await;
+        // The writer ends once every handle is gone; don't wait forever on stragglers. With
+        // stdout stuck, its last wait (for the printer) would only add the same 5 s again.
+        let writer_limit = if stdout_stuck {
+            std::time::Duration::from_millis(500)
+        } else {
+            std::time::Duration::from_secs(5)
+        };
+        let _ = tokio::time::timeout(writer_limit, self.audit_task).await;
         // After the last events are written: their anchor is the chain's final head.
         if let Some(anchoring) = self.anchoring {
             anchoring.finish().await;

@@ -15,6 +15,24 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// A connection that can be told, when the deadline has passed, to drop what it still holds
+/// for the client when it closes.
+pub trait Abandon {
+    /// Makes the coming close a reset: the kernel frees the unsent bytes at once (megabytes
+    /// for an unread download) instead of retrying them for minutes.
+    fn abandon(&self);
+}
+
+impl Abandon for tokio::net::TcpStream {
+    fn abandon(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Abandon for tokio::io::DuplexStream {
+    fn abandon(&self) {}
+}
+
 /// `inner`, its writes bounded by `limit` of no progress.
 pub struct WriteDeadline<T> {
     inner: T,
@@ -33,11 +51,6 @@ impl<T> WriteDeadline<T> {
         }
     }
 
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// `poll` is an attempt to write: ready clears the deadline, pending arms it (once) and
     /// fails when it has passed.
     fn bounded<R>(
@@ -46,7 +59,7 @@ impl<T> WriteDeadline<T> {
         poll: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>>
     where
-        T: Unpin,
+        T: Unpin + Abandon,
     {
         match poll(Pin::new(&mut self.inner), cx) {
             Poll::Ready(done) => {
@@ -59,10 +72,13 @@ impl<T> WriteDeadline<T> {
                     .stalled
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the client read nothing for {} s", limit.as_secs()),
-                    ))),
+                    Poll::Ready(()) => {
+                        self.inner.abandon();
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the client read nothing for {} s", limit.as_secs()),
+                        )))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -80,7 +96,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+impl<T: AsyncWrite + Unpin + Abandon> AsyncWrite for WriteDeadline<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

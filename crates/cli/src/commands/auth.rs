@@ -294,8 +294,20 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
 /// `logout [rack]`.
 pub async fn logout(ctx: &Ctx, args: LogoutArgs) -> CliResult<i32> {
     let (path, mut config) = load_config()?;
-    // A name given to `logout` itself is no `--rack`: an unknown one is reported plainly.
+    // A name given to `logout` itself is no `--rack`; an unknown one is not logged in (no
+    // advice to log in, as `named` gives for commands that need the rack).
     let selected = match &args.rack {
+        Some(name) if !config.racks.contains_key(name) => {
+            let known: Vec<&str> = config.racks.keys().map(String::as_str).collect();
+            return Err(CliError::Usage(format!(
+                "not logged in to {name:?} (logged in: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
         Some(name) => config.named(name.clone(), None)?,
         None => config.select(ctx.rack_flag())?,
     };

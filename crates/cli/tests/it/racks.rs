@@ -163,8 +163,10 @@ fn rack_selection_flag_then_env_then_current() {
 
     let err = home.run(&["logout", "nope"]).failed();
     assert!(
-        err.contains("unknown rack \"nope\";") && !err.contains("--rack"),
-        "logout's argument is not --rack: {err}"
+        err.contains("not logged in to \"nope\" (logged in: ")
+            && !err.contains("--rack")
+            && !err.contains("login"),
+        "logout's argument is not --rack, and needs no login advice: {err}"
     );
 
     // logout forgets the rack (API tokens stay valid on the gateway).

@@ -177,6 +177,14 @@ impl AuditLog {
         )
     }
 
+    /// Whether stdout has not yet carried event `seq`, which was committed (false without a
+    /// stdout sink).
+    pub fn stdout_behind(&self, seq: i64) -> bool {
+        self.printed
+            .as_ref()
+            .is_some_and(|printed| printed.load(Ordering::Relaxed) < seq)
+    }
+
     /// The highest sequence number written to stdout, if any: where the next start's stdout
     /// takes up the admin commands' events (see `foreign`).
     pub fn printed_through(&self) -> Option<i64> {
