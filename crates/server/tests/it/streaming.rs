@@ -200,6 +200,39 @@ crate::both_backends!(
     }
 );
 
+crate::both_backends!(
+    a_websocket_client_that_reads_nothing_is_let_go_and_named,
+    |db| async move {
+        // A `logs -f` whose client stopped reading: cut at the client timeout, and the
+        // outcome names the client (it named the rack, whose direction failed first).
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[("CLIENT_TIMEOUT_SECS", "2")]).await;
+        let socket = ws_connect(&gw, "/apps/burst/logs?follow=true", &viewer).await;
+        let s = store(&db).await;
+        let outcome = || async {
+            s.audit_rows(0, 10_000)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .find(|r| {
+                    r.event.kind.as_str() == "outcome" && r.event.action == "convox:logs:read"
+                })
+        };
+        let ended = crate::kit::eventually(|| async { outcome().await.is_some() }).await;
+        assert!(ended, "the session is still open");
+        let details = outcome().await.map(|r| r.event.details).unwrap_or_default();
+        assert_eq!(details["closed_by"], "client", "{details}");
+        assert!(
+            details["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("read nothing for 2 s")),
+            "{details}"
+        );
+        drop(socket);
+    }
+);
+
 crate::both_backends!(websocket_log_stream_until_a_known_line, |db| async move {
     let rack = TestRack::start().await;
     let viewer = role_token(&db, "viewer");
