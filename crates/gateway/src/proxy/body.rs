@@ -323,6 +323,22 @@ pub async fn forward(
         return Err(err);
     }
     let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));
+    // No client takes headers this large (curl stops at 100 KiB), and no rack answer needs
+    // them: said as the rack's fault rather than relayed to fail in the client.
+    let header_bytes: usize = out_headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_RESPONSE_HEADER_BYTES {
+        let err = ApiError::RackUnreachable(format!(
+            "the rack sent {} KiB of headers (at most {} KiB are relayed)",
+            header_bytes >> 10,
+            MAX_RESPONSE_HEADER_BYTES >> 10
+        ));
+        outcome.status = Some(err.status().as_u16());
+        outcome.error = Some(err.message());
+        return Err(err);
+    }
     outcome.status = Some(status.as_u16());
     outcome.expected_out = response.body().size_hint().exact();
     let stream = Tracked {
@@ -339,6 +355,9 @@ pub async fn forward(
     *out.headers_mut() = out_headers;
     Ok(out)
 }
+
+/// Most response header bytes relayed from the rack.
+const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 
 /// A request body that fails once the client has sent nothing for `limit`, so a stalled upload
 /// does not hold the gateway's connection to the rack open until the rack gives up.
@@ -412,7 +431,7 @@ where
 fn upstream_error(err: &RackError) -> ApiError {
     match err {
         RackError::Timeout => ApiError::RackTimeout,
-        RackError::Connect | RackError::Send | RackError::Closed => {
+        RackError::Connect | RackError::Send | RackError::Closed | RackError::Malformed => {
             ApiError::RackUnreachable(err.to_string())
         }
     }

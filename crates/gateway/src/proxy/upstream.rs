@@ -55,6 +55,9 @@ pub enum RackError {
     /// The rack closed the connection without a complete answer.
     #[error("the rack closed the connection")]
     Closed,
+    /// The rack's answer could not be read as HTTP (malformed, or headers too large).
+    #[error("the rack sent an answer that is not valid HTTP, or headers too large")]
+    Malformed,
 }
 
 impl RackError {
@@ -72,6 +75,11 @@ impl RackError {
             .any(|e| e.is_user() || e.is_body_write_aborted())
         {
             RackError::Send
+        } else if source_chain(err)
+            .filter_map(|e| e.downcast_ref::<hyper::Error>())
+            .any(hyper::Error::is_parse)
+        {
+            RackError::Malformed
         } else {
             RackError::Closed
         }

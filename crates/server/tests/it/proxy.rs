@@ -442,6 +442,31 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_rack_answer_with_huge_headers_is_a_clear_502,
+    |db| async move {
+        // 100 KiB of headers from the rack went on to the client, which failed on them (curl
+        // stops at 100 KiB); the gateway says it was the rack's answer.
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let resp = client()
+            .get(gw.proxy("/apps?bigheader=1"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 502);
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("KiB of headers")),
+            "{body}"
+        );
+    }
+);
+
 both_backends!(info_reports_the_caller, |db| async move {
     let rack = TestRack::start().await;
     let ops = role_token(&db, "ops");

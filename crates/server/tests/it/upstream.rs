@@ -218,6 +218,19 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             first.chain(futures_util::stream::pending()),
         ));
     }
+    // `bigheader=1`: 100 KiB of headers, more than any client takes.
+    if seen_query_has(&summary, "bigheader=1") {
+        let mut response = Response::new(Body::from("{}"));
+        for n in 0..25 {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(format!("x-big-{n}").as_bytes()),
+                http::HeaderValue::from_str(&"b".repeat(4096)),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        return response;
+    }
     if let Some(size) = download {
         let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
         let chunks = size / chunk.len() as u64;
@@ -332,4 +345,11 @@ async fn websocket(mut socket: WebSocket, path: String) {
             return;
         }
     }
+}
+
+/// Whether the recorded request's query has `part`.
+fn seen_query_has(summary: &serde_json::Value, part: &str) -> bool {
+    summary["query"]
+        .as_str()
+        .is_some_and(|q| q.split('&').any(|p| p == part))
 }
