@@ -71,7 +71,12 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     let key = format!("tmp/{}.tgz", random_hex(16));
     output::step("Uploading source")?;
     let (body, bar) = crate::upload::body_with_progress(&package.file, package.size)?;
-    let object = client.store_object(&app, &key, body).await;
+    let object = unless_stalled(
+        client.store_object(&app, &key, body),
+        &bar,
+        convox_api::client::ANSWER_TIMEOUT,
+    )
+    .await;
     bar.finish_and_clear();
     let object = object?;
     output::ok(None)?;
@@ -134,6 +139,38 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     Ok(0)
 }
 
+/// `upload`, given up once nothing has moved for `stall`: no byte of the package taken, and no
+/// answer since the last one. An upload may take as long as it keeps moving (a large package
+/// on a slow link); a gateway that stopped answering held `deploy` — a CI job — for ever.
+async fn unless_stalled<T>(
+    upload: impl std::future::Future<Output = Result<T, convox_api::client::ClientError>>,
+    bar: &indicatif::ProgressBar,
+    stall: Duration,
+) -> CliResult<T> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(stall));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut seen, mut moved) = (bar.position(), std::time::Instant::now());
+    tokio::pin!(upload);
+    loop {
+        tokio::select! {
+            done = &mut upload => return done.map_err(CliError::from),
+            _ = tick.tick() => {
+                if bar.position() != seen {
+                    (seen, moved) = (bar.position(), std::time::Instant::now());
+                } else if moved.elapsed() >= stall {
+                    return Err(CliError::Failed(format!(
+                        "the upload stalled: nothing moved for {} s ({} of {} bytes sent, no \
+                         answer); nothing was built",
+                        stall.as_secs(),
+                        seen,
+                        bar.length().unwrap_or(0)
+                    )));
+                }
+            }
+        }
+    }
+}
+
 /// The manifest the rack builds from unless `--manifest` names another.
 const DEFAULT_MANIFEST: &str = "convox.yml";
 
@@ -141,4 +178,40 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_upload_is_given_up_only_when_nothing_moves() {
+        let stall = Duration::from_millis(300);
+        // Nothing moves and no answer comes: given up after the stall.
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_length(100);
+        let never = std::future::pending::<Result<(), convox_api::client::ClientError>>();
+        let started = std::time::Instant::now();
+        let e = unless_stalled(never, &bar, stall)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("the upload stalled")),
+            "{e:?}"
+        );
+        assert!(started.elapsed() >= stall);
+        // Bytes keep moving for longer than the stall: not given up.
+        let bar = indicatif::ProgressBar::hidden();
+        let moving = bar.clone();
+        let slow = async move {
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                moving.inc(1);
+            }
+            Ok::<_, convox_api::client::ClientError>(7)
+        };
+        assert_eq!(unless_stalled(slow, &bar, stall).await.ok(), Some(7));
+    }
 }

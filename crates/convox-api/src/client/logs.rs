@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::duration::go_duration;
 use super::error::ClientError;
@@ -150,6 +150,17 @@ impl LogStream {
                     self.finished = true;
                     continue;
                 }
+                // Dropped without a close frame: the stream did not end, it was cut off (a
+                // network that failed, a gateway killed). Not a normal end (exit status 0).
+                Some(Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ))) => {
+                    self.finished = true;
+                    self.held = None;
+                    return Some(Err(ClientError::Stream(
+                        "the connection was lost before the stream ended".into(),
+                    )));
+                }
                 Some(Err(e)) if is_closed(&e) => {
                     self.finished = true;
                     continue;
@@ -285,6 +296,35 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_without_a_close_is_an_error_and_a_closed_one_is_not() {
+        // One line, then the connection drops without a close frame (a killed gateway, a
+        // network that failed): `logs` used to end with status 0 as if the stream had ended.
+        let url = server(|mut socket| async move {
+            let _ = socket.send(Message::text("web-1 last words\n")).await;
+            let _ = socket.flush().await;
+            drop(socket);
+        })
+        .await;
+        let mut logs = stream(&url, Duration::from_secs(30)).await;
+        assert!(matches!(logs.next_chunk().await, Some(Ok(line)) if line == "web-1 last words\n"));
+        match logs.next_chunk().await {
+            Some(Err(ClientError::Stream(message))) => {
+                assert!(message.contains("connection was lost"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Closed properly: the end of the stream.
+        let url = server(|mut socket| async move {
+            let _ = socket.send(Message::text("web-1 bye\n")).await;
+            let _ = socket.close(None).await;
+        })
+        .await;
+        let mut logs = stream(&url, Duration::from_secs(30)).await;
+        assert!(matches!(logs.next_chunk().await, Some(Ok(_))));
+        assert!(logs.next_chunk().await.is_none());
     }
 
     #[tokio::test]

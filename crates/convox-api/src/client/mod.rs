@@ -92,7 +92,8 @@ impl Client {
         let base = base_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Url(format!(
-                "{base_url}: the rack URL must start with http:// or https://"
+                "{}: the rack URL must start with http:// or https://",
+                without_credentials(base_url)
             )));
         }
         Ok(Self {
@@ -105,6 +106,23 @@ impl Client {
     /// The base URL (no trailing slash).
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+}
+
+/// `url` as it may be shown: a `user:password@` before the host (with or without a scheme)
+/// becomes `…@`.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("…@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    if scheme.is_empty() && !url.contains("://") {
+        format!("{authority}{path}")
+    } else {
+        format!("{scheme}://{authority}{path}")
     }
 }
 
@@ -136,6 +154,29 @@ pub(crate) fn seg(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_bad_rack_url_is_shown_without_its_password() {
+        for url in [
+            "convox:SUPERSECRET@127.0.0.1",
+            "ftp://convox:SUPERSECRET@rack.example.com/x",
+            "convox:SUPER@SECRET@rack:5443?x=1",
+        ] {
+            let e = Client::new(url, "t")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("must start with http") && !e.contains("SECRET"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            without_credentials("convox:pw@rack.example.com:5443/x"),
+            "…@rack.example.com:5443/x"
+        );
+    }
+
     use super::*;
 
     #[test]
