@@ -105,10 +105,12 @@ impl Store {
         limits: LoginLimits,
     ) -> Result<bool, StoreError> {
         bounded(self, async {
-            let now = now_ms();
             // One at a time: the counts, the room made and the insert must agree, or a place
             // freed for a newcomer goes to whoever inserts first (a flood's next attempt).
             let mut tx = self.begin_exclusive_write(Table::LoginAttempts).await?;
+            // Read once the lock is held: a time from before a wait for it would still count
+            // attempts ended meanwhile (at the ender's "now") as in progress.
+            let now = now_ms();
             let result = async {
                 let conn = &mut **tx.conn()?;
                 sqlx::query("DELETE FROM login_attempts WHERE expires_at < $1")
