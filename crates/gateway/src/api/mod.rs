@@ -419,7 +419,7 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
             let status = response.status().as_u16();
             if status == 401 {
                 // Logged as the proxy logs it: the operator's problem, not a caller's.
-                let _ = state.upstream.refused_our_token();
+                state.upstream.note_token_refused();
                 return json!({ "ok": false, "error": "rack refused RACK_TOKEN (401)" });
             }
             json!({ "ok": false, "error": format!("rack answered {status}") })

@@ -317,7 +317,8 @@ pub async fn forward(
 
     let status = response.status();
     if status == http::StatusCode::UNAUTHORIZED {
-        let err = upstream.refused_our_token();
+        upstream.note_token_refused();
+        let err = ApiError::RackRefusedGateway;
         outcome.status = Some(err.status().as_u16());
         outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
         return Err(err);

@@ -210,11 +210,11 @@ impl Upstream {
         })
     }
 
-    /// The error for a rack that answered 401. The callers' own credentials never reach the
-    /// rack, so it refused the gateway's `RACK_TOKEN` (rotated on the rack, or mistyped): the
-    /// caller is told so rather than handed a 401 that says to sign in again, and the
-    /// operator is told on stderr (at most once a minute).
-    pub fn refused_our_token(&self) -> crate::error::ApiError {
+    /// Says on stderr, at most once a minute, that the rack answered 401. The callers' own
+    /// credentials never reach the rack, so it refused the gateway's `RACK_TOKEN` (rotated on
+    /// the rack, or mistyped): callers get [`crate::error::ApiError::RackRefusedGateway`]
+    /// rather than a 401 that says to sign in again.
+    pub fn note_token_refused(&self) {
         use std::sync::atomic::Ordering;
         let now = crate::store::now_ms();
         let last = self.refusal_logged.load(Ordering::Relaxed);
@@ -231,7 +231,6 @@ impl Upstream {
                  (callers get 502 rack_refused_gateway meanwhile)"
             );
         }
-        crate::error::ApiError::RackRefusedGateway
     }
 
     /// The rack URL for a normalised path and (raw) query.

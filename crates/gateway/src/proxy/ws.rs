@@ -146,7 +146,8 @@ pub async fn forward(
         Ok(Err(tungstenite::Error::Http(response)))
             if response.status() == http::StatusCode::UNAUTHORIZED =>
         {
-            let err = upstream.refused_our_token();
+            upstream.note_token_refused();
+            let err = ApiError::RackRefusedGateway;
             outcome.status = Some(err.status().as_u16());
             outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
             return Err(err);
