@@ -158,6 +158,9 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// A session ends this long after sign-in, used or not.
     pub lifetime: Duration,
+    /// Most sessions one user may have open at once; a sign-in past it ends the user's least
+    /// recently used ones.
+    pub max_per_user: usize,
 }
 
 impl Default for SessionConfig {
@@ -165,6 +168,7 @@ impl Default for SessionConfig {
         SessionConfig {
             idle_timeout: Duration::from_secs(8 * 3600),
             lifetime: Duration::from_secs(24 * 3600),
+            max_per_user: 20,
         }
     }
 }
@@ -603,6 +607,11 @@ impl Config {
             sessions: SessionConfig {
                 idle_timeout: seconds(&get, "SESSION_IDLE_TIMEOUT_SECS", 8 * 3600)?,
                 lifetime: seconds(&get, "SESSION_LIFETIME_SECS", 24 * 3600)?,
+                max_per_user: count(
+                    &get,
+                    "MAX_SESSIONS_PER_USER",
+                    SessionConfig::default().max_per_user,
+                )?,
             },
         })
     }
@@ -741,6 +750,7 @@ pub const SETTINGS: &[&str] = &[
     "LOG_FORMAT",
     "LOG_LEVEL",
     "MAX_CONNECTIONS",
+    "MAX_SESSIONS_PER_USER",
     "MAX_WEBSOCKETS",
     "MAX_WEBSOCKETS_PER_CREDENTIAL",
     "OIDC_ALLOWED_DOMAINS",
@@ -1134,8 +1144,13 @@ mod tests {
         pairs.push(("MAX_WEBSOCKETS_PER_CREDENTIAL", " 4 "));
         let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.websockets.per_credential, 4);
+        assert_eq!(c.sessions.max_per_user, 20);
+        pairs.push(("MAX_SESSIONS_PER_USER", "3"));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sessions.max_per_user, 3);
         for (name, bad) in [
             ("MAX_CONNECTIONS", "0"),
+            ("MAX_SESSIONS_PER_USER", "0"),
             ("MAX_CONNECTIONS", "-1"),
             ("MAX_WEBSOCKETS", "1000001"),
             ("MAX_WEBSOCKETS_PER_CREDENTIAL", "many"),

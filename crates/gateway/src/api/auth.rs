@@ -27,6 +27,16 @@ const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
 /// Longest `return_to` a web sign-in keeps (a path on this gateway, recorded like one).
 const MAX_RETURN_TO: usize = crate::audit::MAX_AUDITED_PATH;
 
+/// Names, in a sign-in's audit details, the sessions it ended to keep the user within
+/// `MAX_SESSIONS_PER_USER`: `"evicted": [{"session_id": …}, …]` (a key naming sessions
+/// itself would be redacted as a secret's name).
+fn note_ended_sessions(details: &mut serde_json::Value, ended: &[i64]) {
+    if let (false, Some(map)) = (ended.is_empty(), details.as_object_mut()) {
+        let ended: Vec<_> = ended.iter().map(|id| json!({ "session_id": id })).collect();
+        map.insert("evicted".into(), serde_json::Value::Array(ended));
+    }
+}
+
 /// Audits a sign-in event; a failure is logged (refusals and sign-outs go ahead without it).
 async fn audit_signin(
     state: &AppState,
@@ -544,7 +554,7 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
     .await;
     let ua = audited_user_agent(&headers);
     let ip = peer.ip.to_string();
-    let (session, token) = match issue_session(
+    let (created, token) = match issue_session(
         &state.store,
         &state.config.sessions,
         &user,
@@ -565,7 +575,9 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
             return web::unavailable("You are not signed in.");
         }
     };
-    let details = json!({ "channel": "web", "session_id": session.id, "name": new_name });
+    let session = created.row;
+    let mut details = json!({ "channel": "web", "session_id": session.id, "name": new_name });
+    note_ended_sessions(&mut details, &created.ended);
     if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
         withdraw_session(&state, session.id, &err).await;
         return web::message(
@@ -1120,13 +1132,15 @@ pub async fn cli_poll(
             }
             let ua = audited_user_agent(&headers);
             let ip = peer.ip.to_string();
-            let (session, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
+            let (created, token) = issue_session(&state.store, &state.config.sessions, &user, "cli", ua.as_deref(), Some(&ip))
                 .await
                 .map_err(|e| match e {
                     StoreError::UserLocked => ApiError::Unauthenticated(AuthError::UserLocked),
                     e => ApiError::store(e),
                 })?;
-            let details = json!({ "channel": "cli", "session_id": session.id });
+            let session = created.row;
+            let mut details = json!({ "channel": "cli", "session_id": session.id });
+            note_ended_sessions(&mut details, &created.ended);
             if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
                 withdraw_session(&state, session.id, &err).await;
                 return Err(ApiError::AuditUnavailable);

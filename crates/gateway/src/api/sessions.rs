@@ -52,7 +52,10 @@ pub async fn list(
     let principal = &caller.principal;
     let sessions = state
         .store
-        .user_sessions(user_id)
+        .user_sessions(
+            user_id,
+            crate::identity::sessions::idle_since(&state.config.sessions, crate::store::now_ms()),
+        )
         .await
         .map_err(ApiError::store)?;
     let current = principal.session_id();

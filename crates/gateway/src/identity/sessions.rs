@@ -8,12 +8,14 @@ use super::tokens::hash_token;
 use super::{AuthError, Principal, PrincipalKind};
 use crate::config::SessionConfig;
 use crate::rbac::Role;
-use crate::store::{NewSession, SessionRow, Store, StoreError, UserRow, now_ms};
+use crate::store::{CreatedSession, NewSession, SessionRow, Store, StoreError, UserRow, now_ms};
 
 /// Every session token starts with this.
 pub const SESSION_PREFIX: &str = "rgs_";
 
-/// Starts a session for `user`; returns the row and the secret token (shown once).
+/// Starts a session for `user`, ending their least recently used ones beyond
+/// `limits.max_per_user`; returns the new row and those ended, and the secret token (shown
+/// once).
 pub async fn issue_session(
     store: &Store,
     limits: &SessionConfig,
@@ -21,10 +23,11 @@ pub async fn issue_session(
     channel: &str,
     user_agent: Option<&str>,
     ip: Option<&str>,
-) -> Result<(SessionRow, String), StoreError> {
+) -> Result<(CreatedSession, String), StoreError> {
     let secret = format!("{SESSION_PREFIX}{}", crate::oidc::random_token());
     let lifetime = i64::try_from(limits.lifetime.as_millis()).unwrap_or(i64::MAX);
-    let row = store
+    let now = now_ms();
+    let created = store
         .create_session(&NewSession {
             token_hash: &hash_token(&secret),
             user_id: user.id,
@@ -32,10 +35,18 @@ pub async fn issue_session(
             // At most 256 characters, cut on a character boundary (never inside one).
             user_agent: user_agent.map(|u| u.char_indices().nth(256).map_or(u, |(i, _)| &u[..i])),
             ip,
-            expires_at: now_ms().saturating_add(lifetime),
+            expires_at: now.saturating_add(lifetime),
+            idle_since: idle_since(limits, now),
+            keep: limits.max_per_user,
         })
         .await?;
-    Ok((row, secret))
+    Ok((created, secret))
+}
+
+/// Sessions last used before this time (unix ms) have idled out.
+pub fn idle_since(limits: &SessionConfig, now: i64) -> i64 {
+    let idle = i64::try_from(limits.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_sub(idle)
 }
 
 /// Checks a session read for `hash` (known, not revoked, not idle too long, not past its

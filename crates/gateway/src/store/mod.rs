@@ -29,7 +29,7 @@ use gateway_core::config::SqliteSync;
 
 pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
 pub use logins::{LoginLimits, LoginRow, NewLogin};
-pub use sessions::{NewSession, SessionRow};
+pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::{LastAdmin, UserRow};
 

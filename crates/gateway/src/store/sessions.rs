@@ -48,6 +48,21 @@ pub struct NewSession<'a> {
     pub ip: Option<&'a str>,
     /// Absolute expiry (unix ms).
     pub expires_at: i64,
+    /// Sessions of the user last used before this (unix ms) have idled out.
+    pub idle_since: i64,
+    /// Most sessions the user may have open, this one included: past it, the least recently
+    /// used are ended in the same transaction.
+    pub keep: usize,
+}
+
+/// A session just stored, and the user's sessions ended to stay within
+/// [`NewSession::keep`].
+#[derive(Debug, Clone)]
+pub struct CreatedSession {
+    /// The new session.
+    pub row: SessionRow,
+    /// Ids of the sessions ended to make room, least recently used first.
+    pub ended: Vec<i64>,
 }
 
 macro_rules! columns {
@@ -76,8 +91,10 @@ impl Store {
     /// Stores a new session for a user who is not locked ([`StoreError::UserLocked`]
     /// otherwise): checked in the same transaction, after any lock being written has
     /// committed, so a sign-in finishing while an admin locks the user cannot leave a session
-    /// that an unlock would bring back.
-    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<SessionRow, StoreError> {
+    /// that an unlock would bring back. The user's open sessions beyond `new.keep` (the least
+    /// recently used) are revoked in the same transaction: signing in again and again, by hand
+    /// or by a script, cannot pile up live credentials.
+    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<CreatedSession, StoreError> {
         bounded(self, async {
             let now = now_ms();
             let sql = concat!(
@@ -110,7 +127,9 @@ impl Store {
                     .bind(new.expires_at)
                     .fetch_one(&mut **tx.conn()?)
                     .await?;
-                from_row(&row)
+                let row = from_row(&row)?;
+                let ended = end_sessions_beyond(&mut tx, new, now).await?;
+                Ok(CreatedSession { row, ended })
             }
             .await;
             tx.finish(result).await
@@ -153,18 +172,24 @@ impl Store {
         .await
     }
 
-    /// A user's sessions that are neither revoked nor past their absolute expiry, newest first.
-    pub async fn user_sessions(&self, user_id: i64) -> Result<Vec<SessionRow>, StoreError> {
+    /// A user's open sessions: neither revoked, past their absolute expiry, nor last used
+    /// before `idle_since` (idled out); newest first.
+    pub async fn user_sessions(
+        &self,
+        user_id: i64,
+        idle_since: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
         bounded(self, async {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
                 " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-             ORDER BY id DESC"
+             AND last_seen_at >= $3 ORDER BY id DESC"
             );
             let rows = sqlx::query(sql)
                 .bind(user_id)
                 .bind(now_ms())
+                .bind(idle_since)
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter().map(from_row).collect()
@@ -297,4 +322,40 @@ pub(super) async fn refuse_uncollected_sign_ins(
     .execute(&mut **tx.conn()?)
     .await?;
     Ok(())
+}
+
+/// Revokes `new.user_id`'s open sessions beyond the `new.keep` most recently used (the one just
+/// inserted is the most recent); returns their ids, least recently used first.
+async fn end_sessions_beyond(
+    tx: &mut super::WriteTx,
+    new: &NewSession<'_>,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    // Open = what `admit_session` would accept: idled-out sessions are already dead and take
+    // no place. Ties on the last use go by id, so the newest session is always kept.
+    const SQL: &str = "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 \
+         AND revoked_at IS NULL AND expires_at > $1 AND last_seen_at >= $3 \
+         AND id NOT IN (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL \
+             AND expires_at > $1 AND last_seen_at >= $3 \
+             ORDER BY last_seen_at DESC, id DESC LIMIT $4) \
+         RETURNING id, last_seen_at";
+    let keep = i64::try_from(new.keep.max(1)).unwrap_or(i64::MAX);
+    let rows = sqlx::query(SQL)
+        .bind(now)
+        .bind(new.user_id)
+        .bind(new.idle_since)
+        .bind(keep)
+        .fetch_all(&mut **tx.conn()?)
+        .await?;
+    let mut ended = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("last_seen_at")?,
+                r.try_get::<i64, _>("id")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    ended.sort_unstable();
+    Ok(ended.into_iter().map(|(_, id)| id).collect())
 }

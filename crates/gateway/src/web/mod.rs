@@ -302,7 +302,9 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
         }
     };
     // An empty list would tell the user that no other session of theirs is open.
-    let sessions = match state.store.user_sessions(user_id).await {
+    let idle_since =
+        crate::identity::sessions::idle_since(&state.config.sessions, crate::store::now_ms());
+    let sessions = match state.store.user_sessions(user_id, idle_since).await {
         Ok(sessions) => sessions,
         Err(e) => {
             tracing::error!(error = %e, "session list failed");

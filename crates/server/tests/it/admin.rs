@@ -315,9 +315,12 @@ both_backends!(last_used_is_written_once_per_interval, |db| async move {
             user_agent: None,
             ip: None,
             expires_at: now_ms() + 3_600_000,
+            idle_since: 0,
+            keep: 20,
         })
         .await
-        .unwrap_or_else(|e| panic!("session: {e}"));
+        .unwrap_or_else(|e| panic!("session: {e}"))
+        .row;
     let mut stale = session.clone();
     stale.last_seen_at = 0;
     s.touch_session(&stale, 30_000)

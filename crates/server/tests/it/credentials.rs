@@ -81,6 +81,7 @@ pub async fn another_session(
 ) -> Result<(gateway::store::SessionRow, String), gateway::store::StoreError> {
     gateway::identity::sessions::issue_session(st, &Default::default(), user, channel, None, None)
         .await
+        .map(|(created, secret)| (created.row, secret))
 }
 
 /// The user `email` (who must exist).
@@ -371,7 +372,7 @@ both_backends!(a_locked_user_gets_no_new_session, |db| async move {
         "a locked user got a session: {late:?}"
     );
     let open = st
-        .user_sessions(user.id)
+        .user_sessions(user.id, 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(open.is_empty(), "{open:?}");

@@ -1521,7 +1521,7 @@ both_backends!(
             .flatten()
             .unwrap_or_else(|| panic!("no user"));
         let open = st
-            .user_sessions(user.id)
+            .user_sessions(user.id, 0)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(
@@ -1917,6 +1917,114 @@ both_backends!(
         assert!(
             newcomers.len() == 20 && newcomers.iter().all(|created| *created),
             "a newcomer was refused at the cap: {newcomers:?}"
+        );
+    }
+);
+
+both_backends!(
+    sessions_beyond_the_per_user_cap_end_least_recently_used_first,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            // Use is recorded every quarter of the idle timeout: every second here.
+            &[
+                ("MAX_SESSIONS_PER_USER", "2"),
+                ("SESSION_IDLE_TIMEOUT_SECS", "4"),
+            ],
+        )
+        .await;
+        let sign_in = || async {
+            let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+            let page = b
+                .visit(&format!("{}/api/v1/auth/web/login", s.gw.url))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(page.status, 200, "{}", page.body);
+            b.cookies.get("rg_session").cloned().unwrap_or_default()
+        };
+        let status = |token: String| {
+            let url = s.gw.proxy("/apps");
+            async move {
+                client()
+                    .get(url)
+                    .basic_auth("convox", Some(&token))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        let first = sign_in().await;
+        let second = sign_in().await;
+        // The first is used after the second was made: the second is now the least recent.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let _ = client()
+            .get(format!("{}/api/v1/info", s.gw.url))
+            .bearer_auth(&first)
+            .send()
+            .await;
+        let third = sign_in().await;
+        assert_eq!(status(first.clone()).await, 200, "recently used: kept");
+        assert_eq!(status(third.clone()).await, 200);
+        assert_eq!(
+            status(second.clone()).await,
+            401,
+            "least recently used: ended"
+        );
+        let list: serde_json::Value = client()
+            .get(format!("{}/api/v1/sessions", s.gw.url))
+            .bearer_auth(&third)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+        // A session that idled out is no longer listed as open (it would be refused).
+        let list = |token: String| {
+            let url = format!("{}/api/v1/sessions", s.gw.url);
+            async move {
+                client()
+                    .get(url)
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        assert_eq!(list(third.clone()).await.as_array().map(Vec::len), Some(2));
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let open = list(third.clone()).await;
+        assert_eq!(open.as_array().map(Vec::len), Some(1), "{open}");
+        assert_eq!(open[0]["current"], true, "{open}");
+        assert_eq!(status(first.clone()).await, 401, "idled out");
+        // The sign-in that ended it says so in its own event.
+        let events = signin_events(&db).await;
+        let ended: Vec<_> = events
+            .iter()
+            .filter(|r| {
+                r.event.rbac_decision == gateway::audit::Decision::Allow
+                    && r.event.details.get("evicted").is_some()
+            })
+            .collect();
+        assert_eq!(ended.len(), 1, "{events:?}");
+        let second_id = events
+            .iter()
+            .filter(|r| r.event.rbac_decision == gateway::audit::Decision::Allow)
+            .nth(1)
+            .and_then(|r| r.event.details["session_id"].as_i64());
+        assert_eq!(
+            ended[0].event.details["evicted"],
+            serde_json::json!([{ "session_id": second_id }]),
+            "{events:?}"
         );
     }
 );
