@@ -289,16 +289,34 @@ pub async fn forward(
     } else {
         Body::empty()
     };
+    // A GET or HEAD without a body may be sent again once if the rack closes a kept-alive
+    // connection under it without answering (a server's idle close racing our reuse): the
+    // request changes nothing, so the client gets the answer instead of a 502.
+    let again = (!has_body && matches!(parts.method, http::Method::GET | http::Method::HEAD))
+        .then(|| (parts.method.clone(), uri.clone(), forwarded.clone()));
     let mut request = http::Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = forwarded;
 
     let read_timeout = state.config.rack_read_timeout;
-    let response = match upstream
+    let started = tokio::time::Instant::now();
+    let mut sent = upstream
         .send(request, read_timeout, upload.as_deref())
-        .await
-    {
+        .await;
+    if let (Err(RackError::Closed), Some((method, uri, headers))) = (&sent, again) {
+        let left = read_timeout.saturating_sub(started.elapsed());
+        if !left.is_zero() {
+            tracing::debug!("the rack closed a connection without answering; sending again");
+            outcome.extra.insert("rack_attempts".into(), 2.into());
+            let mut request = http::Request::new(Body::empty());
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            sent = upstream.send(request, left, None).await;
+        }
+    }
+    let response = match sent {
         Ok(r) => r,
         Err(err) => {
             let api_error = if client_stalled.load(Ordering::Relaxed) {

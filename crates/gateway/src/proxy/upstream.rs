@@ -179,8 +179,11 @@ impl Upstream {
                 .wrap_connector(tcp),
             limit: config.rack_connect_timeout,
         };
+        // Idle connections are dropped well before the idle timeouts of what usually stands in
+        // front of a rack (60 s for an AWS load balancer, 75 s for nginx): reusing one as the
+        // other side closes it makes a request fail without an answer.
         let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
             .pool_timer(TokioTimer::new())
             .build(connector);
         let base = config.rack_host.as_str().trim_end_matches('/').to_string();

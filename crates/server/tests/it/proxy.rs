@@ -2,6 +2,8 @@
 
 use base64::Engine as _;
 
+use std::sync::Arc;
+
 use crate::both_backends;
 use crate::kit::{Gateway, RACK_TOKEN, client, role_token, store, token};
 use crate::upstream::TestRack;
@@ -941,5 +943,105 @@ both_backends!(
         })
         .await;
         assert!(shown, "the NUL in the refused path is not shown");
+    }
+);
+
+/// A rack that answers the first request on each connection and closes the connection on the
+/// second without answering (as a server's idle close does when it races the gateway's reuse).
+/// Returns its URL and how many requests reached it.
+async fn rack_closing_reused_connections() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for n in 0.. {
+                    // One request head (none of them has a body).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 4);
+                    buf.drain(..end);
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if n > 0 {
+                        return;
+                    }
+                    let body = b"[]";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if tcp.write_all(head.as_bytes()).await.is_err()
+                        || tcp.write_all(body).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+both_backends!(
+    a_get_whose_kept_alive_connection_the_rack_closes_is_sent_again,
+    |db| async move {
+        use std::sync::atomic::Ordering;
+        let (url, seen) = rack_closing_reused_connections().await;
+        let viewer = role_token(&db, "viewer");
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &url, &[]).await;
+        let get = || async {
+            client()
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&viewer))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(get().await, 200);
+        // Reuses the first connection, which the rack closes: sent again on a new one.
+        assert_eq!(
+            get().await,
+            200,
+            "a GET the rack dropped was not sent again"
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        let s = store(&db).await;
+        let retried = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(200)
+                && r.event.details["rack_attempts"] == 2
+        })
+        .await;
+        assert!(retried, "the outcome does not say the rack was asked twice");
+        // A change is never sent twice: the rack may have acted on it.
+        let resp = client()
+            .post(gw.proxy("/apps/web/services/web/restart"))
+            .basic_auth("convox", Some(&ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 502);
+        assert_eq!(seen.load(Ordering::SeqCst), 4, "a POST was sent again");
     }
 );
