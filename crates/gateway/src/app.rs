@@ -249,6 +249,24 @@ impl Gateway {
                 STDOUT_FLUSH_LIMIT.as_secs()
             );
         }
+        // What stdout never carried, for the next start to say (see `foreign`).
+        if stdout_stuck && let Some(written) = self.state.store.audit_written() {
+            let unprinted = crate::audit::Unprinted {
+                from: self.state.audit.printed_through().map(|seq| seq + 1),
+                to: written.seq,
+            };
+            if let Err(e) = self
+                .state
+                .store
+                .put_setting(
+                    crate::audit::STDOUT_UNPRINTED_SETTING,
+                    &unprinted.to_setting(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not note which audit events stdout never carried");
+            }
+        }
         // Where the next start's stdout takes up admin commands' events (see `foreign`).
         if let Some(seq) = self.state.audit.printed_through()
             && let Err(e) = self

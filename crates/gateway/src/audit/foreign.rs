@@ -9,7 +9,9 @@
 //! the chain's head instead, so that an idle gateway prints them too. Rows of other gateway
 //! instances sharing a PostgreSQL database are in those gaps too; they are left alone, each
 //! instance printing its own. At start-up, the admin commands' events since the trail's last
-//! event by a gateway are printed: they were made while no gateway served.
+//! event by a gateway are printed: they were made while no gateway served. A gateway that
+//! stopped while nobody read its stdout could not print its last events: the next start says
+//! which, in an `audit_gap` line.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,6 +45,43 @@ pub struct ForeignRows {
 /// next start prints the admin commands' events after it.
 pub const STDOUT_THROUGH_SETTING: &str = "audit_stdout_through";
 
+/// The setting a gateway that stopped with stdout stuck leaves the sequence numbers it could
+/// not print in (`from-to`, `from` empty when it printed nothing): the next start says so on
+/// stdout, once.
+pub const STDOUT_UNPRINTED_SETTING: &str = "audit_stdout_unprinted";
+
+/// Events the last run committed but could not print (its stdout was not being read when it
+/// stopped): from (when known) and to, by sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unprinted {
+    /// The first, when the run printed anything at all.
+    pub from: Option<i64>,
+    /// The last.
+    pub to: i64,
+}
+
+impl Unprinted {
+    /// The setting's value.
+    pub fn to_setting(self) -> String {
+        match self.from {
+            Some(from) => format!("{from}-{}", self.to),
+            None => format!("-{}", self.to),
+        }
+    }
+
+    fn from_setting(value: &str) -> Option<Unprinted> {
+        let (from, to) = value.split_once('-')?;
+        let from = match from {
+            "" => None,
+            from => Some(from.parse().ok()?),
+        };
+        Some(Unprinted {
+            from,
+            to: to.parse().ok()?,
+        })
+    }
+}
+
 impl ForeignRows {
     /// For `store`, fetching on `runtime` (the sink is a plain thread).
     pub fn new(store: Store, runtime: tokio::runtime::Handle) -> ForeignRows {
@@ -54,6 +93,20 @@ impl ForeignRows {
             looked: None,
             head_unreadable: false,
             printed: Arc::default(),
+        }
+    }
+
+    /// What the last run could not print when it stopped, taken (so said once).
+    pub fn unprinted_at_last_stop(&self) -> Option<Unprinted> {
+        let store = self.store.clone();
+        let taken =
+            self.block_on(async move { store.take_setting(STDOUT_UNPRINTED_SETTING).await });
+        match taken? {
+            Ok(value) => value.as_deref().and_then(Unprinted::from_setting),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read what the last run left unprinted");
+                None
+            }
         }
     }
 
@@ -191,5 +244,26 @@ async fn printed_before(store: &Store) -> Result<i64, crate::store::StoreError> 
     match kept.and_then(|v| v.parse::<i64>().ok()) {
         Some(seq) => Ok(seq),
         None => store.last_seq_not_by(ActorType::Cli.as_str()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unprinted;
+
+    #[test]
+    fn unprinted_ranges_round_trip_and_bad_values_are_none() {
+        for u in [
+            Unprinted {
+                from: Some(101),
+                to: 150,
+            },
+            Unprinted { from: None, to: 7 },
+        ] {
+            assert_eq!(Unprinted::from_setting(&u.to_setting()), Some(u));
+        }
+        for bad in ["", "12", "a-3", "3-", "-", "1-2-3"] {
+            assert_eq!(Unprinted::from_setting(bad), None, "{bad}");
+        }
     }
 }

@@ -21,7 +21,7 @@ pub use event::{
     ActorType, AuditEvent, Decision, EventKind, MAX_AUDITED_PATH, audited_path, audited_user_agent,
     new_request_id,
 };
-pub use foreign::STDOUT_THROUGH_SETTING;
+pub use foreign::{STDOUT_THROUGH_SETTING, STDOUT_UNPRINTED_SETTING, Unprinted};
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_chain_against};
 pub use writer::{AuditError, AuditLog, Pending, format_time};

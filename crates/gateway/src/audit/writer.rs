@@ -708,6 +708,9 @@ impl Printer {
                 // Where the count starts: the chain's head now, before this gateway serves,
                 // so that an admin command's events from its first moments are not missed.
                 if let Some(foreign) = foreign.as_mut() {
+                    if let Some(unprinted) = foreign.unprinted_at_last_stop() {
+                        write_unprinted(&mut out, unprinted);
+                    }
                     let theirs = foreign.idle(std::time::Instant::now());
                     write_rows(&mut out, &theirs);
                     foreign.wrote(&theirs);
@@ -1056,6 +1059,23 @@ fn write_gap(out: &mut dyn Write, dropped: usize) {
                     every one (rack-gateway-server audit verify)",
     });
     let _ = writeln!(out, "{line}");
+}
+
+/// The line standing for the events the last run committed but could not print.
+fn write_unprinted(out: &mut dyn Write, unprinted: super::foreign::Unprinted) {
+    let mut line = serde_json::json!({
+        "type": "audit_gap",
+        "ts": format_time(std::time::SystemTime::now()),
+        "to_seq": unprinted.to,
+        "message": "the gateway's last run stopped while stdout was not being read, and these \
+                    events were not printed; the database has every one (rack-gateway-server \
+                    audit verify)",
+    });
+    if let (Some(from), Some(map)) = (unprinted.from, line.as_object_mut()) {
+        map.insert("from_seq".into(), from.into());
+    }
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// RFC 3339 UTC time with milliseconds.

@@ -50,4 +50,17 @@ impl Store {
         })
         .await
     }
+
+    /// Removes the setting `key` and returns what it held: one reader gets it, however many
+    /// ask at once.
+    pub async fn take_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        bounded(self, async {
+            let row = sqlx::query("DELETE FROM settings WHERE key = $1 RETURNING value")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|r| r.try_get("value")).transpose()?)
+        })
+        .await
+    }
 }

@@ -592,6 +592,30 @@ crate::both_backends!(
         // Every event is in the database all the same.
         let (ok, out, err) = admin(&db, &["audit", "verify"]);
         assert!(ok && out.contains("audit chain OK"), "{out} {err}");
+        // The next start says on stdout which events the last run could not print, once.
+        let last = store(&db)
+            .await
+            .audit_rows(0, 100_000)
+            .await
+            .unwrap_or_default()
+            .last()
+            .map(|r| r.seq);
+        let gap = |gw: &Gateway| {
+            gw.audit_lines()
+                .into_iter()
+                .find(|l| l["type"] == "audit_gap")
+        };
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let said = crate::kit::eventually(|| async { gap(&gw).is_some() }).await;
+        assert!(said, "{}", gw.all_output());
+        let line = gap(&gw).unwrap_or_default();
+        assert_eq!(line["to_seq"].as_i64(), last, "{line}");
+        let from = line["from_seq"].as_i64().unwrap_or(1);
+        assert!(from > 1 && Some(from) <= last, "{line}");
+        let _ = gw.stop().await;
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(gap(&gw).is_none(), "said twice: {}", gw.all_output());
     }
 );
 
