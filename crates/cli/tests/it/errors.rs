@@ -329,6 +329,19 @@ fn hostile_answers_are_refused_or_neutralised() {
     let err = home.run(&["apps"]).failed();
     assert!(err.contains("larger than 64 MiB"), "{err}");
 
+    // Small in bytes, huge in memory: a million empty arrays in a field the CLI keeps.
+    let mut body = String::from(r#"[{"name":"web","junk":["#);
+    body.push_str(&"[],".repeat(1_000_000));
+    body.push_str("[]]}]");
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let url = answering(Box::leak(answer.into_bytes().into_boxed_slice()));
+    home.write_config(&config(&url));
+    let err = home.run(&["apps"]).failed();
+    assert!(err.contains("more than 1000000 JSON values"), "{err}");
+
     let url = answering(
         b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 73\r\nConnection: close\r\n\r\n{\"error\":\"no app \\u001b]52;c;ZWNobyBwd25lZA==\\u0007\\u001b[2J\",\"code\":\"x\"}",
     );
