@@ -5,24 +5,35 @@
 //! as fast as the database takes them until its disk is full. Each client address (IPv6: its
 //! /64) gets `per_window` audited refusals per window; beyond that its refusals are only
 //! counted, and the counts are audited as one summary per address per window
-//! ([`FailureBudget::take_suppressed`]). The answers to the callers do not change, and callers
-//! with valid credentials are never affected.
+//! ([`FailureBudget::take_suppressed`]). All addresses together have `total_per_window`: a
+//! flood from many addresses, each within its own budget, is counted into one summary beyond
+//! it ([`OVERFLOW`]) rather than written row by row. The answers to the callers do not change,
+//! and callers with valid credentials are never affected.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Where the addresses beyond `max_addresses` are counted together (a distributed flood).
+/// Where the addresses beyond `max_addresses`, and refusals beyond the total budget, are
+/// counted together (a distributed flood).
 pub const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
-/// Per-address budgets of audited refusals.
+/// Per-address budgets of audited refusals, within a total.
 #[derive(Debug)]
 pub struct FailureBudget {
     per_window: u32,
+    total_per_window: u32,
     window: Duration,
     max_addresses: usize,
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<IpAddr, Entry>,
+    /// The total's window: when it started, and how many it admitted.
+    total: Option<(Instant, u32)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -34,19 +45,27 @@ struct Entry {
 
 impl FailureBudget {
     /// `per_window` audited refusals per address per `window`, tracking at most
-    /// `max_addresses` addresses separately.
+    /// `max_addresses` addresses separately; no total beyond what that allows.
     pub fn new(per_window: u32, window: Duration, max_addresses: usize) -> FailureBudget {
         FailureBudget {
             per_window,
+            total_per_window: u32::MAX,
             window,
             max_addresses,
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    /// The gateway's budget: 60 a minute per address, 100 000 addresses.
+    /// At most `total` audited refusals per window, all addresses together.
+    pub fn with_total(mut self, total: u32) -> FailureBudget {
+        self.total_per_window = total;
+        self
+    }
+
+    /// The gateway's budget: 60 a minute per address, 3 000 a minute in all (about 1 MB of
+    /// audit rows), 100 000 addresses.
     pub fn standard() -> FailureBudget {
-        FailureBudget::new(60, Duration::from_secs(60), 100_000)
+        FailureBudget::new(60, Duration::from_secs(60), 100_000).with_total(3_000)
     }
 
     /// The window summaries cover.
@@ -61,40 +80,52 @@ impl FailureBudget {
 
     /// Counts one refusal of a caller at `ip`; true when it should be audited on its own.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> bool {
-        let Ok(mut entries) = self.entries.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             // A poisoned lock means a panic elsewhere; auditing everything is the safe side.
             return true;
         };
+        let State { entries, total } = &mut *state;
+        let (total_start, total_admitted) = total.get_or_insert((now, 0));
+        if now.saturating_duration_since(*total_start) >= self.window {
+            (*total_start, *total_admitted) = (now, 0);
+        }
         let mut key = address_key(ip);
         if !entries.contains_key(&key) && entries.len() >= self.max_addresses {
             key = OVERFLOW;
         }
-        let entry = entries.entry(key).or_insert(Entry {
+        let fresh = Entry {
             window_start: now,
             admitted: 0,
             suppressed: 0,
-        });
+        };
+        let entry = entries.entry(key).or_insert(fresh);
         if now.saturating_duration_since(entry.window_start) >= self.window {
             entry.window_start = now;
             entry.admitted = 0;
         }
-        if entry.admitted < self.per_window {
-            entry.admitted += 1;
-            true
-        } else {
+        if entry.admitted >= self.per_window {
             entry.suppressed += 1;
-            false
+            return false;
         }
+        if *total_admitted < self.total_per_window {
+            entry.admitted += 1;
+            *total_admitted += 1;
+            return true;
+        }
+        // Over the total while within its own budget: one of many. Counted with the overflow,
+        // so that a flood from many addresses makes one summary, not one per address.
+        entries.entry(OVERFLOW).or_insert(fresh).suppressed += 1;
+        false
     }
 
     /// The refusals counted but not audited since the last call, per address (IPv6: the /64's
     /// first address; [`OVERFLOW`] for addresses beyond the limit); forgets quiet addresses.
     pub fn take_suppressed(&self, now: Instant) -> Vec<(IpAddr, u64)> {
-        let Ok(mut entries) = self.entries.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return Vec::new();
         };
         let mut taken = Vec::new();
-        entries.retain(|ip, entry| {
+        state.entries.retain(|ip, entry| {
             if entry.suppressed > 0 {
                 taken.push((*ip, entry.suppressed));
                 entry.suppressed = 0;
@@ -186,13 +217,31 @@ mod tests {
         assert!(budget.admit(ip("192.0.2.6"), later));
     }
 
+    #[test]
+    fn beyond_the_total_refusals_are_counted_together() {
+        let budget = FailureBudget::new(1, Duration::from_secs(60), 100).with_total(3);
+        let t0 = Instant::now();
+        let hosts: Vec<IpAddr> = (1..=5).map(|h| IpAddr::from([192, 0, 2, h])).collect();
+        let admitted: Vec<bool> = hosts.iter().map(|h| budget.admit(*h, t0)).collect();
+        assert_eq!(admitted, [true, true, true, false, false]);
+        // An address over its own budget is still summarised on its own.
+        assert!(!budget.admit(hosts[0], t0));
+        assert_eq!(
+            budget.take_suppressed(t0),
+            vec![(hosts[0], 1), (OVERFLOW, 2)]
+        );
+        // The total has a window of its own.
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(budget.admit(hosts[4], t1));
+    }
+
     proptest::proptest! {
         /// Nothing is lost: every refusal is either admitted or counted in a summary.
         #[test]
         fn every_refusal_is_audited_or_summarised(
             hits in proptest::collection::vec((0u8..6, 0u64..200), 1..300),
         ) {
-            let budget = FailureBudget::new(4, Duration::from_secs(60), 4);
+            let budget = FailureBudget::new(4, Duration::from_secs(60), 4).with_total(9);
             let t0 = Instant::now();
             let mut admitted = 0u64;
             let mut sorted = hits.clone();

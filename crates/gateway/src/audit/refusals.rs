@@ -42,7 +42,7 @@ fn summary(budget: &FailureBudget, address: IpAddr, count: u64) -> AuditEvent {
         "suppressed_count": count,
         "audited_per_window": budget.per_window(),
         "window_secs": budget.window().as_secs(),
-        "addresses": if address == OVERFLOW { "many (beyond those tracked one by one)" } else if address.is_ipv6() { "this /64" } else { "this address" },
-        "reason": "refusals of callers without valid credentials beyond the per-address budget are counted, not audited one by one",
+        "addresses": if address == OVERFLOW { "many (beyond those tracked one by one, or beyond the total budget)" } else if address.is_ipv6() { "this /64" } else { "this address" },
+        "reason": "refusals of callers without valid credentials beyond the per-address or total budget are counted, not audited one by one",
     }))
 }
