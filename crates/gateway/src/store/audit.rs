@@ -6,7 +6,7 @@ use sqlx::Executor;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::written::Confirm;
+use super::written::{Confirm, KNOWN_LINK_SQL};
 use super::{Backend, Generation, Store, StoreError, bounded};
 use crate::audit::AuditEvent;
 
@@ -478,11 +478,10 @@ impl Store {
     /// (see `written`): behind the link it knows, or past it without it.
     async fn confirm_head(&self, head: &ChainHead) -> Result<(), StoreError> {
         if let Confirm::Row { seq, hash } = self.audit_written.check(head.seq, &head.hash)? {
-            let stored: Option<String> =
-                sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
-                    .bind(seq)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let stored: Option<String> = sqlx::query_scalar(KNOWN_LINK_SQL)
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await?;
             self.audit_written
                 .confirm(seq, &hash, stored.as_deref(), head.seq)?;
         }
@@ -573,11 +572,10 @@ impl Store {
         let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
         let (head_seq, head_hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
         if let Confirm::Row { seq, hash } = self.audit_written.check(head_seq, &head_hash)? {
-            let stored: Option<String> =
-                sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
-                    .bind(seq)
-                    .fetch_optional(&mut **tx.conn()?)
-                    .await?;
+            let stored: Option<String> = sqlx::query_scalar(KNOWN_LINK_SQL)
+                .bind(seq)
+                .fetch_optional(&mut **tx.conn()?)
+                .await?;
             self.audit_written
                 .confirm(seq, &hash, stored.as_deref(), head_seq)?;
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::audit::{Appended, LinkFn, chain_rows, still_current};
-use super::written::{Confirm, Written};
+use super::written::{Confirm, KNOWN_LINK_SQL, Written};
 use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
 use gateway_core::config::SqliteSync;
@@ -131,7 +131,7 @@ fn append_on(
     {
         // Others appended since: the link this gateway knows must still be in the chain.
         let stored: Option<String> = tx
-            .prepare_cached("SELECT hash FROM audit_events WHERE seq = ?1")?
+            .prepare_cached(KNOWN_LINK_SQL)?
             .query_row([known], |row| row.get(0))
             .optional()?;
         written.confirm(known, &known_hash, stored.as_deref(), seq)?;

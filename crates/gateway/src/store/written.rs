@@ -26,6 +26,11 @@ pub(super) struct Written {
     found: Mutex<Option<(i64, i64, bool)>>,
 }
 
+/// Reads what the chain holds for a known link (`$1`: its event): the `prev_hash` of the event
+/// after it. That event exists whenever the head is past the link, also for event 0 — the empty
+/// chain's head, which no row holds (a gateway started on a new database knows only that one).
+pub(super) const KNOWN_LINK_SQL: &str = "SELECT prev_hash FROM audit_events WHERE seq = $1 + 1";
+
 /// What a head read from the database needs before events may be appended to it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Confirm {
@@ -96,7 +101,7 @@ impl Written {
     }
 
     /// The answer for a [`Confirm::Row`]: `stored` is the hash the database holds for that
-    /// event (`None`: no such event).
+    /// event, read with [`KNOWN_LINK_SQL`] (`None`: no event follows it).
     pub(super) fn confirm(
         &self,
         seq: i64,

@@ -1114,3 +1114,32 @@ async fn verify_names_the_event_it_cannot_read() {
     assert!(!ok, "{out}");
     assert!(err.contains("audit event 3 could not be read"), "{err}");
 }
+
+both_backends!(
+    a_gateway_started_on_an_empty_trail_takes_others_first_events_as_its_own_chain,
+    |db| async move {
+        // The README's order the other way round: the gateway first, on a new database, then
+        // `tokens create` in another process. The chain was empty when the gateway read its
+        // head (event 0, which no row holds), so finding the head past it with no row 0 is not
+        // events removed: it was taken for tampering, and every request refused with 503.
+        let rack = TestRack::start().await;
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let viewer = role_token(&db, "viewer");
+        for _ in 0..3 {
+            let status = client()
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&viewer))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(status, 200, "{}", gw.all_output());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(
+            !gw.all_output().contains("no longer holds"),
+            "{}",
+            gw.all_output()
+        );
+    }
+);
