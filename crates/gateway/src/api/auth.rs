@@ -16,10 +16,10 @@ use sha2::{Digest, Sha256};
 use crate::app::{AppState, Peer};
 use crate::audit::{ActorType, AuditEvent, Decision, EventKind, audited_user_agent};
 use crate::error::ApiError;
-use crate::identity::sessions::issue_session;
+use crate::identity::sessions::{end_evicted, issue_session};
 use crate::identity::{AuthError, hash_token};
 use crate::oidc::random_token;
-use crate::store::{LoginLimits, LoginRow, NewLogin, StoreError, UserRow, now_ms};
+use crate::store::{CreatedSession, LoginLimits, LoginRow, NewLogin, StoreError, UserRow, now_ms};
 use crate::web::{self, cookies};
 
 /// How long a login attempt may take.
@@ -27,13 +27,67 @@ const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
 /// Longest `return_to` a web sign-in keeps (a path on this gateway, recorded like one).
 const MAX_RETURN_TO: usize = crate::audit::MAX_AUDITED_PATH;
 
-/// Names, in a sign-in's audit details, the sessions it ended to keep the user within
+/// Names, in a sign-in's audit details, the sessions it ends to keep the user within
 /// `MAX_SESSIONS_PER_USER`: `"evicted": [{"session_id": …}, …]` (a key naming sessions
 /// itself would be redacted as a secret's name).
-fn note_ended_sessions(details: &mut serde_json::Value, ended: &[i64]) {
-    if let (false, Some(map)) = (ended.is_empty(), details.as_object_mut()) {
-        let ended: Vec<_> = ended.iter().map(|id| json!({ "session_id": id })).collect();
-        map.insert("evicted".into(), serde_json::Value::Array(ended));
+fn evicted_details(ids: &[i64]) -> serde_json::Value {
+    json!(
+        ids.iter()
+            .map(|id| json!({ "session_id": id }))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Records a sign-in that created `created`'s session, then ends the sessions it named for
+/// ending, in a task of its own (a caller that goes away cannot leave the event naming
+/// sessions that were not ended). Unrecorded, the new session is withdrawn and nothing else
+/// changes.
+async fn record_signin_and_evict(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    user: &UserRow,
+    created: &CreatedSession,
+    mut details: serde_json::Value,
+) -> Result<(), crate::audit::AuditError> {
+    if let (false, Some(map)) = (created.to_end.is_empty(), details.as_object_mut()) {
+        map.insert("evicted".into(), evicted_details(&created.to_end));
+    }
+    let (state, headers) = (state.clone(), headers.clone());
+    let (user_id, email) = (user.id, user.email.clone());
+    let (session_id, to_end) = (created.row.id, created.to_end.clone());
+    let work = async move {
+        if let Err(err) = record_signin(&state, &peer, &headers, &email, details).await {
+            withdraw_session(&state, session_id, &err).await;
+            return Err(err);
+        }
+        let limits = &state.config.sessions;
+        match end_evicted(&state.store, limits, user_id, &to_end).await {
+            // Sign-ins at the same moment each named the same sessions: the ones ended beyond
+            // those are audited after, as revocations are.
+            Ok(more) if !more.is_empty() => {
+                let details =
+                    json!({ "reason": "too_many_sessions", "evicted": evicted_details(&more) });
+                let action = "gateway:auth:signout";
+                audit_signin(&state, &peer, &headers, action, Some(&email), true, details).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                user_id,
+                "could not end sessions beyond MAX_SESSIONS_PER_USER (the next sign-in will)"
+            ),
+        }
+        Ok(())
+    };
+    match crate::request_id::spawn(work).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "recording a sign-in failed");
+            Err(crate::audit::AuditError::Store(format!(
+                "the sign-in task ended early: {e}"
+            )))
+        }
     }
 }
 
@@ -575,11 +629,11 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
             return web::unavailable("You are not signed in.");
         }
     };
-    let session = created.row;
-    let mut details = json!({ "channel": "web", "session_id": session.id, "name": new_name });
-    note_ended_sessions(&mut details, &created.ended);
-    if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
-        withdraw_session(&state, session.id, &err).await;
+    let details = json!({ "channel": "web", "session_id": created.row.id, "name": new_name });
+    if record_signin_and_evict(&state, peer, &headers, &user, &created, details)
+        .await
+        .is_err()
+    {
         return web::message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
@@ -588,7 +642,7 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
         );
     }
     store_name(&state, &user, new_name).await;
-    end_replaced_session(&state, &peer, &headers, session.id).await;
+    end_replaced_session(&state, &peer, &headers, created.row.id).await;
     let target = attempt
         .return_to
         .filter(|r| cookies::safe_return_to(r))
@@ -1138,13 +1192,11 @@ pub async fn cli_poll(
                     StoreError::UserLocked => ApiError::Unauthenticated(AuthError::UserLocked),
                     e => ApiError::store(e),
                 })?;
-            let session = created.row;
-            let mut details = json!({ "channel": "cli", "session_id": session.id });
-            note_ended_sessions(&mut details, &created.ended);
-            if let Err(err) = record_signin(&state, &peer, &headers, &user.email, details).await {
-                withdraw_session(&state, session.id, &err).await;
+            let details = json!({ "channel": "cli", "session_id": created.row.id });
+            if record_signin_and_evict(&state, peer, &headers, &user, &created, details).await.is_err() {
                 return Err(ApiError::AuditUnavailable);
             }
+            let session = created.row;
             Ok(Json(json!({
                 "status": "complete",
                 "session_token": token,

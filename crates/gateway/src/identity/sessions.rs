@@ -13,9 +13,9 @@ use crate::store::{CreatedSession, NewSession, SessionRow, Store, StoreError, Us
 /// Every session token starts with this.
 pub const SESSION_PREFIX: &str = "rgs_";
 
-/// Starts a session for `user`, ending their least recently used ones beyond
-/// `limits.max_per_user`; returns the new row and those ended, and the secret token (shown
-/// once).
+/// Starts a session for `user`; returns the new row with the user's least recently used
+/// sessions beyond `limits.max_per_user` (to end with [`end_evicted`] once the sign-in is
+/// recorded), and the secret token (shown once).
 pub async fn issue_session(
     store: &Store,
     limits: &SessionConfig,
@@ -41,6 +41,20 @@ pub async fn issue_session(
         })
         .await?;
     Ok((created, secret))
+}
+
+/// Ends the sessions a recorded sign-in named for ending, and any others of the user's still
+/// beyond `limits.max_per_user`; returns those others (not named by the sign-in's event).
+pub async fn end_evicted(
+    store: &Store,
+    limits: &SessionConfig,
+    user_id: i64,
+    named: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let since = idle_since(limits, now_ms());
+    store
+        .end_sessions(user_id, named, limits.max_per_user, since)
+        .await
 }
 
 /// Sessions last used before this time (unix ms) have idled out.

@@ -51,18 +51,18 @@ pub struct NewSession<'a> {
     /// Sessions of the user last used before this (unix ms) have idled out.
     pub idle_since: i64,
     /// Most sessions the user may have open, this one included: past it, the least recently
-    /// used are ended in the same transaction.
+    /// used are to be ended ([`CreatedSession::to_end`]).
     pub keep: usize,
 }
 
-/// A session just stored, and the user's sessions ended to stay within
-/// [`NewSession::keep`].
+/// A session just stored, and the user's sessions to end to stay within [`NewSession::keep`].
 #[derive(Debug, Clone)]
 pub struct CreatedSession {
     /// The new session.
     pub row: SessionRow,
-    /// Ids of the sessions ended to make room, least recently used first.
-    pub ended: Vec<i64>,
+    /// Ids of the sessions beyond the cap, least recently used first: not ended yet, so that
+    /// a sign-in the trail cannot record ends nothing ([`Store::end_sessions`]).
+    pub to_end: Vec<i64>,
 }
 
 macro_rules! columns {
@@ -92,8 +92,8 @@ impl Store {
     /// otherwise): checked in the same transaction, after any lock being written has
     /// committed, so a sign-in finishing while an admin locks the user cannot leave a session
     /// that an unlock would bring back. The user's open sessions beyond `new.keep` (the least
-    /// recently used) are revoked in the same transaction: signing in again and again, by hand
-    /// or by a script, cannot pile up live credentials.
+    /// recently used) are named for ending once the sign-in is recorded: signing in again and
+    /// again, by hand or by a script, cannot pile up live credentials.
     pub async fn create_session(&self, new: &NewSession<'_>) -> Result<CreatedSession, StoreError> {
         bounded(self, async {
             let now = now_ms();
@@ -128,8 +128,14 @@ impl Store {
                     .fetch_one(&mut **tx.conn()?)
                     .await?;
                 let row = from_row(&row)?;
-                let ended = end_sessions_beyond(&mut tx, new, now).await?;
-                Ok(CreatedSession { row, ended })
+                let beyond = Beyond {
+                    user_id: new.user_id,
+                    keep: new.keep,
+                    idle_since: new.idle_since,
+                    now,
+                };
+                let to_end = sessions_beyond(&mut tx, &beyond, false).await?;
+                Ok(CreatedSession { row, to_end })
             }
             .await;
             tx.finish(result).await
@@ -235,6 +241,45 @@ impl Store {
         tx.commit().await
     }
 
+    /// Ends the sessions a recorded sign-in named ([`CreatedSession::to_end`]) and, in the
+    /// same transaction, any others of the user's still beyond `keep` (sign-ins at the same
+    /// moment each named the same ones); returns those others, for an event of their own.
+    pub async fn end_sessions(
+        &self,
+        user_id: i64,
+        named: &[i64],
+        keep: usize,
+        idle_since: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        bounded(self, async {
+            let mut tx = self.begin_write().await?;
+            let result = async {
+                let now = now_ms();
+                for id in named {
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $1 \
+                         WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&mut **tx.conn()?)
+                    .await?;
+                }
+                let beyond = Beyond {
+                    user_id,
+                    keep,
+                    idle_since,
+                    now,
+                };
+                sessions_beyond(&mut tx, &beyond, true).await
+            }
+            .await;
+            tx.finish(result).await
+        })
+        .await
+    }
+
     /// Revokes one session; returns whether it was active.
     pub async fn revoke_session(&self, id: i64) -> Result<bool, StoreError> {
         bounded(self, async {
@@ -324,30 +369,52 @@ pub(super) async fn refuse_uncollected_sign_ins(
     Ok(())
 }
 
-/// Revokes `new.user_id`'s open sessions beyond the `new.keep` most recently used (the one just
-/// inserted is the most recent); returns their ids, least recently used first.
-async fn end_sessions_beyond(
-    tx: &mut super::WriteTx,
-    new: &NewSession<'_>,
+/// A user's open sessions beyond the `keep` most recently used.
+struct Beyond {
+    user_id: i64,
+    keep: usize,
+    /// Sessions last used before this (unix ms) have idled out: they take no place.
+    idle_since: i64,
     now: i64,
+}
+
+/// The ids of `beyond`'s sessions, least recently used first; revoked too when `revoke`.
+async fn sessions_beyond(
+    tx: &mut super::WriteTx,
+    beyond: &Beyond,
+    revoke: bool,
 ) -> Result<Vec<i64>, StoreError> {
     // Open = what `admit_session` would accept: idled-out sessions are already dead and take
     // no place. Ties on the last use go by id, so the newest session is always kept.
-    const SQL: &str = "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 \
-         AND revoked_at IS NULL AND expires_at > $1 AND last_seen_at >= $3 \
-         AND id NOT IN (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL \
-             AND expires_at > $1 AND last_seen_at >= $3 \
-             ORDER BY last_seen_at DESC, id DESC LIMIT $4) \
-         RETURNING id, last_seen_at";
-    let keep = i64::try_from(new.keep.max(1)).unwrap_or(i64::MAX);
-    let rows = sqlx::query(SQL)
-        .bind(now)
-        .bind(new.user_id)
-        .bind(new.idle_since)
+    macro_rules! beyond {
+        ($verb:literal, $returning:literal) => {
+            concat!(
+                $verb,
+                " WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+                 AND last_seen_at >= $3 AND id NOT IN (SELECT id FROM sessions \
+                 WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+                 AND last_seen_at >= $3 ORDER BY last_seen_at DESC, id DESC LIMIT $4)",
+                $returning
+            )
+        };
+    }
+    let sql = if revoke {
+        beyond!(
+            "UPDATE sessions SET revoked_at = $1",
+            " RETURNING id, last_seen_at"
+        )
+    } else {
+        beyond!("SELECT id, last_seen_at FROM sessions", "")
+    };
+    let keep = i64::try_from(beyond.keep.max(1)).unwrap_or(i64::MAX);
+    let rows = sqlx::query(sql)
+        .bind(beyond.now)
+        .bind(beyond.user_id)
+        .bind(beyond.idle_since)
         .bind(keep)
         .fetch_all(&mut **tx.conn()?)
         .await?;
-    let mut ended = rows
+    let mut found = rows
         .iter()
         .map(|r| {
             Ok((
@@ -356,6 +423,6 @@ async fn end_sessions_beyond(
             ))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    ended.sort_unstable();
-    Ok(ended.into_iter().map(|(_, id)| id).collect())
+    found.sort_unstable();
+    Ok(found.into_iter().map(|(_, id)| id).collect())
 }

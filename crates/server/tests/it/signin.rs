@@ -1498,13 +1498,27 @@ both_backends!(
         // Like a proxied request, a sign-in is not completed without its audit event.
         let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
         assert!(ok, "{err}");
-        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MAX_SESSIONS_PER_USER", "1")],
+        )
+        .await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        // A session signed in before: at the cap, a new sign-in would end it.
+        let mut before = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = before.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let earlier = before
+            .cookies
+            .get("rg_session")
+            .cloned()
+            .unwrap_or_default();
         let refusal = crate::kit::refuse_audit_events(
             &db,
             "NEW.action = 'gateway:auth:signin' AND NEW.rbac_decision = 'allow'",
         )
         .await;
-        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
         let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
         let page = ops.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(page.status, 503, "{}", page.body);
@@ -1524,10 +1538,19 @@ both_backends!(
             .user_sessions(user.id, 0)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            open.is_empty(),
-            "the unrecorded session is still usable: {open:?}"
+        assert_eq!(
+            open.iter().map(|s| s.id).collect::<Vec<_>>(),
+            [1],
+            "the unrecorded session is still usable, or the earlier one was ended"
         );
+        // Nothing the trail does not show: the earlier session still works.
+        let resp = client()
+            .get(s.gw.proxy("/apps"))
+            .basic_auth("convox", Some(&earlier))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200, "an unrecorded sign-in ended a session");
 
         refusal.lift().await;
         let mut ops = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
@@ -2026,5 +2049,59 @@ both_backends!(
             serde_json::json!([{ "session_id": second_id }]),
             "{events:?}"
         );
+    }
+);
+
+both_backends!(
+    concurrent_sign_ins_stay_within_the_session_cap_and_name_every_session_they_end,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MAX_SESSIONS_PER_USER", "2")],
+        )
+        .await;
+        let login = format!("{}/api/v1/auth/web/login", s.gw.url);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let login = login.clone();
+                tokio::spawn(async move {
+                    let mut b = Browser::new("ops@example.com").unwrap_or_else(|e| panic!("{e}"));
+                    b.visit(&login).await.map(|p| p.status).unwrap_or_default()
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap_or_default(), 200);
+        }
+        let st = store(&db).await;
+        let user = crate::credentials::existing_user(&st, "ops@example.com").await;
+        let open = st
+            .user_sessions(user.id, 0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(open.len(), 2, "{open:?}");
+        // Every session ended is named by an event: a sign-in's, or one of its own (sign-ins
+        // at the same moment may each name the same one).
+        let named = crate::kit::eventually(|| async {
+            let rows = st.audit_rows(0, 10_000).await.unwrap_or_default();
+            let mut named: Vec<i64> = rows
+                .iter()
+                .filter_map(|r| r.event.details["evicted"].as_array())
+                .flatten()
+                .filter_map(|e| e["session_id"].as_i64())
+                .collect();
+            named.sort_unstable();
+            named.dedup();
+            named
+                == (1..=10)
+                    .filter(|id| !open.iter().any(|s| s.id == *id))
+                    .collect::<Vec<_>>()
+        })
+        .await;
+        let all = st.audit_rows(0, 10_000).await.unwrap_or_default();
+        assert!(named, "{open:?} {all:?}");
     }
 );
