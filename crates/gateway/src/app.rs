@@ -237,6 +237,8 @@ impl Gateway {
                 .store
                 .audit_written()
                 .is_some_and(|written| self.state.audit.stdout_behind(written.seq));
+        // Stuck, or closed by its reader: the next start says what it did not carry.
+        let stdout_lost = stdout_stuck || self.state.audit.stdout_failed();
         if stdout_stuck {
             tracing::warn!(
                 "audit stdout is not being read: its last lines are not printed (the database \
@@ -250,7 +252,7 @@ impl Gateway {
             );
         }
         // What stdout never carried, for the next start to say (see `foreign`).
-        if stdout_stuck && let Some(written) = self.state.store.audit_written() {
+        if stdout_lost && let Some(written) = self.state.store.audit_written() {
             let unprinted = crate::audit::Unprinted {
                 from: self.state.audit.printed_through().map(|seq| seq + 1),
                 to: written.seq,

@@ -14,7 +14,7 @@
 //! which, in an `audit_gap` line.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::audit::ActorType;
@@ -37,8 +37,29 @@ pub struct ForeignRows {
     looked: Option<Instant>,
     /// The head could not be read at the last idle look (warned once, not every second).
     head_unreadable: bool,
+    /// How far stdout got.
+    printed: Arc<Printed>,
+}
+
+/// How far stdout got, shared by the sink and the gateway's shutdown.
+#[derive(Debug, Default)]
+pub struct Printed {
     /// The highest sequence number written to stdout (0: none yet).
-    printed: Arc<AtomicI64>,
+    through: AtomicI64,
+    /// A write to stdout failed (closed: the log shipper exited): rows were lost.
+    failed: AtomicBool,
+}
+
+impl Printed {
+    /// The highest sequence number written to stdout (0: none yet).
+    pub fn through(&self) -> i64 {
+        self.through.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write to stdout failed, losing rows.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
 }
 
 /// The setting a stopping gateway leaves the last sequence number its stdout carried in: the
@@ -110,16 +131,21 @@ impl ForeignRows {
         }
     }
 
-    /// Shares the highest sequence number written to stdout (0: none yet).
-    pub fn printed(&self) -> Arc<AtomicI64> {
+    /// Shares how far stdout got.
+    pub fn printed(&self) -> Arc<Printed> {
         self.printed.clone()
     }
 
     /// Notes `rows` as written to stdout.
     pub fn wrote(&self, rows: &[AuditRow]) {
         if let Some(max) = rows.iter().map(|r| r.seq).max() {
-            self.printed.fetch_max(max, Ordering::Relaxed);
+            self.printed.through.fetch_max(max, Ordering::Relaxed);
         }
+    }
+
+    /// Notes that a write to stdout failed: its rows were lost.
+    pub fn write_failed(&self) {
+        self.printed.failed.store(true, Ordering::Relaxed);
     }
 
     /// Notes rows about to be printed (in sequence order): numbers skipped before them are a
@@ -226,12 +252,20 @@ impl ForeignRows {
         self.looked.is_some_and(|t| now.duration_since(t) < EVERY)
     }
 
-    /// Runs `work` on the gateway's runtime; `None` once that runtime has shut down (the
-    /// gateway stopping), where `block_on` panics: the sink must outlive it to write what is
-    /// left, so a look then is simply not made.
-    fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
-        let runtime = self.runtime.clone();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(work))).ok()
+    /// Runs `work` on the gateway's runtime and waits for it; `None` once that runtime has
+    /// shut down (the gateway stopping: the sink outlives it to write what is left, so a look
+    /// then is simply not made). Spawned rather than `block_on`, which panics on a runtime
+    /// being shut down.
+    fn block_on<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // On a runtime that has shut down the task is dropped unrun, and with it `tx`.
+        drop(self.runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        }));
+        rx.recv().ok()
     }
 }
 

@@ -99,8 +99,8 @@ pub struct AuditLog {
     tx: flume::Sender<Job>,
     deferred: Arc<Deferred>,
     on_the_way: Arc<AtomicUsize>,
-    /// The highest sequence number the stdout sink wrote (see `foreign`), when it has one.
-    printed: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// How far the stdout sink got (see `foreign`), when it has one.
+    printed: Option<Arc<super::foreign::Printed>>,
 }
 
 /// A request that will record an event soon (it is being authenticated and checked). While
@@ -182,13 +182,20 @@ impl AuditLog {
     pub fn stdout_behind(&self, seq: i64) -> bool {
         self.printed
             .as_ref()
-            .is_some_and(|printed| printed.load(Ordering::Relaxed) < seq)
+            .is_some_and(|printed| printed.through() < seq)
+    }
+
+    /// Whether a write to stdout failed (closed by its reader), losing rows.
+    pub fn stdout_failed(&self) -> bool {
+        self.printed
+            .as_ref()
+            .is_some_and(|printed| printed.failed())
     }
 
     /// The highest sequence number written to stdout, if any: where the next start's stdout
     /// takes up the admin commands' events (see `foreign`).
     pub fn printed_through(&self) -> Option<i64> {
-        let seq = self.printed.as_ref()?.load(Ordering::Relaxed);
+        let seq = self.printed.as_ref()?.through();
         (seq > 0).then_some(seq)
     }
 
@@ -712,9 +719,31 @@ impl Printer {
                         write_unprinted(&mut out, unprinted);
                     }
                     let theirs = foreign.idle(std::time::Instant::now());
-                    write_rows(&mut out, &theirs);
-                    foreign.wrote(&theirs);
+                    if write_rows(&mut out, &theirs) {
+                        foreign.wrote(&theirs);
+                    }
                 }
+                // Set while writes fail (stdout closed: the log shipper exited), so that it
+                // is said once, not for every batch.
+                let mut failing = false;
+                let mut wrote = |out: &mut Box<dyn Write + Send>,
+                                 foreign: Option<&ForeignRows>,
+                                 rows: &[AuditRow]| {
+                    let ok = write_rows(out, rows);
+                    if !ok {
+                        if !failing {
+                            tracing::warn!(
+                                "audit stdout is closed or failing: lines are not printed (the \
+                                 database has every event; the next start says which were not)"
+                            );
+                        }
+                        if let Some(foreign) = foreign {
+                            foreign.write_failed();
+                        }
+                    }
+                    failing = !ok;
+                    ok
+                };
                 loop {
                     // Woken at least every `foreign::EVERY`, so that an admin command's events
                     // seen as a gap are printed even when nothing follows them.
@@ -739,12 +768,15 @@ impl Printer {
                             foreign.due(now)
                         };
                         // Usually before the rows whose numbers revealed them: in order.
-                        write_rows(&mut out, &theirs);
-                        foreign.wrote(&theirs);
+                        if wrote(&mut out, Some(foreign), &theirs) {
+                            foreign.wrote(&theirs);
+                        }
                     }
                     // The dropped rows came after those queued: the gap line follows them.
-                    write_rows(&mut out, &pending);
-                    if let Some(foreign) = foreign.as_ref() {
+                    // Rows a failed write lost are not counted as printed: the stop notes them.
+                    if wrote(&mut out, foreign.as_ref(), &pending)
+                        && let Some(foreign) = foreign.as_ref()
+                    {
                         foreign.wrote(&pending);
                     }
                     let dropped = shared.dropped.swap(0, Ordering::SeqCst);
@@ -777,7 +809,7 @@ impl Printer {
 
     fn print(&self, rows: Vec<AuditRow>) {
         let Some(tx) = &self.tx else {
-            write_rows(&mut std::io::stdout(), &rows);
+            let _ = write_rows(&mut std::io::stdout(), &rows);
             return;
         };
         let n = rows.len();
@@ -797,7 +829,7 @@ impl Printer {
         if let Err(std::sync::mpsc::SendError(PrintJob::Rows(rows))) = tx.send(PrintJob::Rows(rows))
         {
             self.backlog.queued.fetch_sub(n, Ordering::SeqCst);
-            write_rows(&mut std::io::stdout(), &rows);
+            let _ = write_rows(&mut std::io::stdout(), &rows);
         }
     }
 
@@ -1035,9 +1067,9 @@ fn rows(
 
 /// JSON lines on stdout, one per committed event, for log shippers. The batch goes out in one
 /// write (stdout is line-buffered: line by line would be a system call per event).
-fn write_rows(out: &mut dyn Write, rows: &[AuditRow]) {
+fn write_rows(out: &mut dyn Write, rows: &[AuditRow]) -> bool {
     if rows.is_empty() {
-        return;
+        return true;
     }
     let mut buf = Vec::with_capacity(rows.len() * 512);
     for row in rows {
@@ -1045,8 +1077,7 @@ fn write_rows(out: &mut dyn Write, rows: &[AuditRow]) {
             buf.push(b'\n');
         }
     }
-    let _ = out.write_all(&buf);
-    let _ = out.flush();
+    out.write_all(&buf).and_then(|()| out.flush()).is_ok()
 }
 
 /// The line standing for `dropped` events the sink could not keep up with.

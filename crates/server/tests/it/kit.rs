@@ -118,6 +118,17 @@ pub fn role_token(db: &Db, role: &str) -> String {
     token(db, &format!("{role}-token"), &["--role", role])
 }
 
+/// What reads a gateway's stdout.
+#[derive(Clone, Copy)]
+enum StdoutReader {
+    /// The test, line by line.
+    Reads,
+    /// Nobody: the pipe fills.
+    Stopped,
+    /// Nobody any more: the pipe's read end is closed.
+    Exited,
+}
+
 /// A running gateway process.
 pub struct Gateway {
     pub child: Child,
@@ -131,19 +142,24 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `serve` against `db` and the rack at `rack_url`.
     pub async fn start(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_reading(db, rack_url, env, true).await
+        Gateway::start_reading(db, rack_url, env, StdoutReader::Reads).await
     }
 
     /// [`Gateway::start`] with a stdout pipe that nobody reads: a log shipper that stopped.
     pub async fn start_unread(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_reading(db, rack_url, env, false).await
+        Gateway::start_reading(db, rack_url, env, StdoutReader::Stopped).await
+    }
+
+    /// [`Gateway::start`] with a stdout pipe whose reader is gone: a log shipper that exited.
+    pub async fn start_stdout_closed(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_reading(db, rack_url, env, StdoutReader::Exited).await
     }
 
     async fn start_reading(
         db: &Db,
         rack_url: &str,
         env: &[(&str, &str)],
-        read_stdout: bool,
+        reader: StdoutReader,
     ) -> Gateway {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -165,10 +181,13 @@ impl Gateway {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-        let unread = if read_stdout {
-            None
-        } else {
-            child.stdout.take()
+        let unread = match reader {
+            StdoutReader::Reads => None,
+            StdoutReader::Stopped => child.stdout.take(),
+            StdoutReader::Exited => {
+                drop(child.stdout.take());
+                None
+            }
         };
         if let Some(out) = child.stdout.take() {
             let lines = stdout.clone();

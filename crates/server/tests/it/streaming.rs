@@ -620,6 +620,46 @@ crate::both_backends!(
 );
 
 crate::both_backends!(
+    a_stdout_whose_reader_exited_is_said_and_its_lost_lines_named_at_the_next_start,
+    |db| async move {
+        // The log shipper exited: every write to stdout fails. Said on stderr, and the next
+        // start names the lines lost (they were taken for printed).
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start_stdout_closed(&db, &rack.url, &[]).await;
+        for _ in 0..20 {
+            let status = client()
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&viewer))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            assert_eq!(status.ok(), Some(200));
+        }
+        let (exit, gw) = gw.stop().await;
+        assert_eq!(exit.and_then(|s| s.code()), Some(0), "{}", gw.all_output());
+        let err = gw.all_output();
+        assert!(err.contains("audit stdout is closed"), "{err}");
+        let last = store(&db)
+            .await
+            .audit_rows(0, 100_000)
+            .await
+            .unwrap_or_default()
+            .last()
+            .map(|r| r.seq);
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let gap = || {
+            gw.audit_lines()
+                .into_iter()
+                .find(|l| l["type"] == "audit_gap")
+        };
+        let said = crate::kit::eventually(|| async { gap().is_some() }).await;
+        assert!(said, "{}", gw.all_output());
+        assert_eq!(gap().unwrap_or_default()["to_seq"].as_i64(), last);
+    }
+);
+
+crate::both_backends!(
     oversized_websocket_messages_end_the_session,
     |db| async move {
         let rack = TestRack::start().await;
