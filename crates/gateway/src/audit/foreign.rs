@@ -39,6 +39,10 @@ pub struct ForeignRows {
     head_unreadable: bool,
     /// How far stdout got.
     printed: Arc<Printed>,
+    /// The admin commands' rows fetched here, by number, until this process's own rows pass
+    /// them: `dev` writes its set-up as the command line does, in this process, so such a row
+    /// can arrive both ways; it is printed once ([`ForeignRows::drop_fetched`]).
+    fetched: std::collections::BTreeSet<i64>,
 }
 
 /// How far stdout got, shared by the sink and the gateway's shutdown.
@@ -114,6 +118,20 @@ impl ForeignRows {
             looked: None,
             head_unreadable: false,
             printed: Arc::default(),
+            fetched: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Leaves out of this process's own `rows` (in sequence order) those already printed as
+    /// fetched ones.
+    pub fn drop_fetched(&mut self, rows: &mut Vec<AuditRow>) {
+        if self.fetched.is_empty() {
+            return;
+        }
+        rows.retain(|r| !self.fetched.contains(&r.seq));
+        // Own rows come in sequence order: none below the newest seen will follow.
+        if let Some(newest) = rows.last().map(|r| r.seq) {
+            self.fetched = self.fetched.split_off(&newest);
         }
     }
 
@@ -235,6 +253,7 @@ impl ForeignRows {
         match fetched {
             Some(Ok(rows)) => {
                 self.gap = None;
+                self.fetched.extend(rows.iter().map(|r| r.seq));
                 rows
             }
             Some(Err(e)) => {

@@ -772,6 +772,10 @@ impl Printer {
                             foreign.wrote(&theirs);
                         }
                     }
+                    let taken = pending.len();
+                    if let Some(foreign) = foreign.as_mut() {
+                        foreign.drop_fetched(&mut pending);
+                    }
                     // The dropped rows came after those queued: the gap line follows them.
                     // Rows a failed write lost are not counted as printed: the stop notes them.
                     if wrote(&mut out, foreign.as_ref(), &pending)
@@ -787,7 +791,7 @@ impl Printer {
                         );
                         write_gap(&mut out, dropped);
                     }
-                    shared.queued.fetch_sub(pending.len(), Ordering::SeqCst);
+                    shared.queued.fetch_sub(taken, Ordering::SeqCst);
                     pending.clear();
                     for done in flushes.drain(..) {
                         let _ = done.send(());

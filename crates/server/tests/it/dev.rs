@@ -408,6 +408,20 @@ async fn dev_stops_cleanly_on_ctrl_c() {
         Some(0),
         "dev did not stop cleanly"
     );
+    // dev's set-up events (written as the command line writes) were printed twice at times:
+    // as this process's own and as admin commands' fetched from the database.
+    let lines = dev.output.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut seqs: Vec<i64> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "audit")
+        .filter_map(|v| v["seq"].as_i64())
+        .collect();
+    assert!(!seqs.is_empty(), "{lines:?}");
+    let printed = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), printed, "an event printed twice: {lines:?}");
 }
 
 #[test]
