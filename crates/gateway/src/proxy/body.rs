@@ -251,9 +251,10 @@ pub async fn forward(
     mut outcome: OutcomeGuard,
 ) -> Result<Response, ApiError> {
     let upstream = &state.upstream;
-    let has_body = (parts.method != http::Method::GET && parts.method != http::Method::HEAD)
-        || parts.headers.contains_key(http::header::CONTENT_LENGTH)
-        || parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    // What the client's framing says (HTTP/1.1: no Content-Length or Transfer-Encoding, or a
+    // Content-Length of 0, is no body), not the method: a POST without a body goes on without
+    // one, rather than as an empty chunked body.
+    let has_body = !body.is_end_stream();
     let uri = match http::Uri::try_from(url) {
         Ok(uri) => uri,
         Err(_) => {

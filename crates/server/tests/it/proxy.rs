@@ -1045,3 +1045,54 @@ both_backends!(
         assert_eq!(seen.load(Ordering::SeqCst), 4, "a POST was sent again");
     }
 );
+
+both_backends!(
+    a_request_goes_to_the_rack_framed_as_the_client_framed_it,
+    |db| async move {
+        // A POST without a body went on as an empty chunked body, and a GET with
+        // `Content-Length: 0` was taken for one with a body (so never sent again).
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let resp = client()
+            .post(gw.proxy("/apps/web/services/web/restart"))
+            .basic_auth("convox", Some(&ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let resp = client()
+            .post(gw.proxy("/apps/web/services/web/restart"))
+            .basic_auth("convox", Some(&ops))
+            .body("x=1")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let seen = rack.seen();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].header("transfer-encoding"), None, "{seen:?}");
+        assert_eq!(seen[0].body_bytes, 0);
+        assert_eq!(seen[1].body_bytes, 3, "{seen:?}");
+
+        let (url, attempts) = rack_closing_reused_connections().await;
+        let gw = Gateway::start(&db, &url, &[]).await;
+        let get = || async {
+            client()
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&ops))
+                .header("content-length", "0")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(get().await, 200);
+        assert_eq!(
+            get().await,
+            200,
+            "a GET with Content-Length: 0 was not sent again"
+        );
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+);
