@@ -729,6 +729,10 @@ impl Printer {
                 let mut wrote = |out: &mut Box<dyn Write + Send>,
                                  foreign: Option<&ForeignRows>,
                                  rows: &[AuditRow]| {
+                    // Nothing to write says nothing about stdout.
+                    if rows.is_empty() {
+                        return true;
+                    }
                     let ok = write_rows(out, rows);
                     if !ok {
                         if !failing {
