@@ -712,17 +712,6 @@ impl Printer {
             .spawn(move || {
                 let mut pending: Vec<AuditRow> = Vec::new();
                 let mut flushes = Vec::new();
-                // Where the count starts: the chain's head now, before this gateway serves,
-                // so that an admin command's events from its first moments are not missed.
-                if let Some(foreign) = foreign.as_mut() {
-                    if let Some(unprinted) = foreign.unprinted_at_last_stop() {
-                        write_unprinted(&mut out, unprinted);
-                    }
-                    let theirs = foreign.idle(std::time::Instant::now());
-                    if write_rows(&mut out, &theirs) {
-                        foreign.wrote(&theirs);
-                    }
-                }
                 // Set while writes fail (stdout closed: the log shipper exited), so that it
                 // is said once, not for every batch.
                 let mut failing = false;
@@ -748,6 +737,17 @@ impl Printer {
                     failing = !ok;
                     ok
                 };
+                // Where the count starts: the chain's head now, before this gateway serves,
+                // so that an admin command's events from its first moments are not missed.
+                if let Some(foreign) = foreign.as_mut() {
+                    if let Some(unprinted) = foreign.unprinted_at_last_stop() {
+                        write_unprinted(&mut out, unprinted);
+                    }
+                    let theirs = foreign.idle(std::time::Instant::now());
+                    if wrote(&mut out, Some(&*foreign), &theirs) {
+                        foreign.wrote(&theirs);
+                    }
+                }
                 loop {
                     // Woken at least every `foreign::EVERY`, so that an admin command's events
                     // seen as a gap are printed even when nothing follows them.
