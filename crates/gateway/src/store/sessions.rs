@@ -254,15 +254,7 @@ impl Store {
         bounded(self, async {
             let mut tx = self.begin_write().await?;
             let result = async {
-                // The user's row first, as every transaction writing a user's sessions takes
-                // it (see `create_session`): sign-ins of one user at the same moment then end
-                // sessions one after the other, where locking session rows in whatever order
-                // they came deadlocked on PostgreSQL. ("Last seen" moves no credential
-                // generation.)
-                sqlx::query("UPDATE users SET last_seen_at = last_seen_at WHERE id = $1")
-                    .bind(user_id)
-                    .execute(&mut **tx.conn()?)
-                    .await?;
+                lock_user(&mut tx, user_id).await?;
                 let now = now_ms();
                 for id in named {
                     sqlx::query(
@@ -311,11 +303,7 @@ impl Store {
         bounded(self, async {
             let mut tx = self.begin_write().await?;
             let result = async {
-                // The user's row first (see `end_sessions`).
-                sqlx::query("UPDATE users SET last_seen_at = last_seen_at WHERE id = $1")
-                    .bind(user_id)
-                    .execute(&mut **tx.conn()?)
-                    .await?;
+                lock_user(&mut tx, user_id).await?;
                 let now = now_ms();
                 let done = sqlx::query(
                     "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
@@ -380,6 +368,18 @@ pub(super) async fn refuse_uncollected_sign_ins(
     .bind(user_id)
     .execute(&mut **tx.conn()?)
     .await?;
+    Ok(())
+}
+
+/// Takes the user's row lock, first, as every transaction writing a user's sessions does (see
+/// `create_session`): sign-ins of one user at the same moment then end sessions one after the
+/// other, where locking session rows in whatever order they came deadlocked on PostgreSQL.
+/// ("Last seen" moves no credential generation.)
+async fn lock_user(tx: &mut super::WriteTx, user_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET last_seen_at = last_seen_at WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut **tx.conn()?)
+        .await?;
     Ok(())
 }
 

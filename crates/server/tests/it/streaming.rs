@@ -593,31 +593,43 @@ crate::both_backends!(
         let (ok, out, err) = admin(&db, &["audit", "verify"]);
         assert!(ok && out.contains("audit chain OK"), "{out} {err}");
         // The next start says on stdout which events the last run could not print, once.
-        let last = store(&db)
-            .await
-            .audit_rows(0, 100_000)
-            .await
-            .unwrap_or_default()
-            .last()
-            .map(|r| r.seq);
-        let gap = |gw: &Gateway| {
-            gw.audit_lines()
-                .into_iter()
-                .find(|l| l["type"] == "audit_gap")
-        };
+        let last = last_seq(&db).await;
         let gw = Gateway::start(&db, &rack.url, &[]).await;
-        let said = crate::kit::eventually(|| async { gap(&gw).is_some() }).await;
-        assert!(said, "{}", gw.all_output());
-        let line = gap(&gw).unwrap_or_default();
+        let line = said_gap(&gw).await;
         assert_eq!(line["to_seq"].as_i64(), last, "{line}");
         let from = line["from_seq"].as_i64().unwrap_or(1);
         assert!(from > 1 && Some(from) <= last, "{line}");
         let _ = gw.stop().await;
         let gw = Gateway::start(&db, &rack.url, &[]).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(gap(&gw).is_none(), "said twice: {}", gw.all_output());
+        assert!(gap_line(&gw).is_none(), "said twice: {}", gw.all_output());
     }
 );
+
+/// The newest audit event's number.
+async fn last_seq(db: &crate::kit::Db) -> Option<i64> {
+    store(db)
+        .await
+        .audit_rows(0, 100_000)
+        .await
+        .unwrap_or_default()
+        .last()
+        .map(|r| r.seq)
+}
+
+/// The `audit_gap` line `gw` printed, if any.
+fn gap_line(gw: &Gateway) -> Option<serde_json::Value> {
+    gw.audit_lines()
+        .into_iter()
+        .find(|l| l["type"] == "audit_gap")
+}
+
+/// The `audit_gap` line `gw` prints (waited for).
+async fn said_gap(gw: &Gateway) -> serde_json::Value {
+    let said = crate::kit::eventually(|| async { gap_line(gw).is_some() }).await;
+    assert!(said, "{}", gw.all_output());
+    gap_line(gw).unwrap_or_default()
+}
 
 crate::both_backends!(
     a_stdout_whose_reader_exited_is_said_and_its_lost_lines_named_at_the_next_start,
@@ -641,22 +653,9 @@ crate::both_backends!(
         let err = gw.all_output();
         // Said once, not for every batch that fails.
         assert_eq!(err.matches("audit stdout is closed").count(), 1, "{err}");
-        let last = store(&db)
-            .await
-            .audit_rows(0, 100_000)
-            .await
-            .unwrap_or_default()
-            .last()
-            .map(|r| r.seq);
+        let last = last_seq(&db).await;
         let gw = Gateway::start(&db, &rack.url, &[]).await;
-        let gap = || {
-            gw.audit_lines()
-                .into_iter()
-                .find(|l| l["type"] == "audit_gap")
-        };
-        let said = crate::kit::eventually(|| async { gap().is_some() }).await;
-        assert!(said, "{}", gw.all_output());
-        assert_eq!(gap().unwrap_or_default()["to_seq"].as_i64(), last);
+        assert_eq!(said_gap(&gw).await["to_seq"].as_i64(), last);
     }
 );
 
