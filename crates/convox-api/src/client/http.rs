@@ -25,7 +25,7 @@ pub const ANSWER_VALUES: usize = 1_000_000;
 
 /// Parses a JSON answer read from `url`, refusing one with more than [`ANSWER_VALUES`] values
 /// before building any of them.
-pub fn parse_answer<T: DeserializeOwned>(url: &str, bytes: &[u8]) -> Result<T, ClientError> {
+pub(crate) fn parse_answer<T: DeserializeOwned>(url: &str, bytes: &[u8]) -> Result<T, ClientError> {
     if more_values_than(bytes, ANSWER_VALUES) {
         return Err(ClientError::Decode {
             url: url.to_string(),
@@ -41,7 +41,7 @@ pub fn parse_answer<T: DeserializeOwned>(url: &str, bytes: &[u8]) -> Result<T, C
 /// Whether `json` holds more than about `limit` values, counted without parsing as its `[`,
 /// `{` and `,` outside strings: each opens an array or object or separates one element or
 /// member from the next, so the count is between about half and twice the number of values.
-pub fn more_values_than(json: &[u8], limit: usize) -> bool {
+pub(crate) fn more_values_than(json: &[u8], limit: usize) -> bool {
     let (mut count, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {

@@ -39,10 +39,7 @@ mod system;
 pub use duration::go_duration;
 pub use error::{ClientError, error_from_body, error_from_response};
 pub use exec::{EXIT_MARKER, ExecOptions};
-pub use http::{
-    ANSWER_LIMIT, ANSWER_TIMEOUT, ANSWER_VALUES, more_values_than, parse_answer, read_limited,
-    redirected,
-};
+pub use http::{ANSWER_LIMIT, ANSWER_TIMEOUT, ANSWER_VALUES, read_limited, redirected};
 pub use logs::{LogStream, LogTarget, LogsOptions};
 pub use model::{
     App, Build, Extra, Instance, Object, Process, Release, Service, ServicePort, System,
