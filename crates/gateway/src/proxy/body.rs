@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::elapsed_ms;
-use super::headers::response_headers;
+use super::headers::{response_headers, unreadable_coding};
 use super::upstream::{RackError, UploadProgress};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
@@ -293,6 +293,7 @@ pub async fn forward(
     // A GET or HEAD without a body may be sent again once if the rack closes a kept-alive
     // connection under it without answering (a server's idle close racing our reuse): the
     // request changes nothing, so the client gets the answer instead of a 502.
+    let head = parts.method == http::Method::HEAD;
     let again = (!has_body && matches!(parts.method, http::Method::GET | http::Method::HEAD))
         .then(|| (parts.method.clone(), uri.clone(), forwarded.clone()));
     let mut request = http::Request::new(body);
@@ -340,6 +341,22 @@ pub async fn forward(
         let err = ApiError::RackRefusedGateway;
         outcome.status = Some(err.status().as_u16());
         outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
+        return Err(err);
+    }
+    // Asked for `identity` (see `upstream_headers`); a rack that compresses anyway sends bytes
+    // the token check cannot read, so they are not relayed.
+    let bodiless = head
+        || matches!(
+            status,
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        );
+    if let Some(coding) = unreadable_coding(response.headers()).filter(|_| !bodiless) {
+        let err = ApiError::RackUnreachable(format!(
+            "the rack sent a body encoded as `{coding}`, which the gateway cannot check for \
+             its token (it asks the rack for `identity`)"
+        ));
+        outcome.status = Some(err.status().as_u16());
+        outcome.error = Some(err.message());
         return Err(err);
     }
     let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));

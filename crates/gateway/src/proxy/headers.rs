@@ -65,6 +65,9 @@ fn dropped_request_header(name: &str) -> bool {
         | "sec-websocket-version"
         | "sec-websocket-extensions"
         | "sec-websocket-accept"
+        // Replaced by `identity` (see `upstream_headers`): a compressed answer could not be
+        // checked for the rack token.
+        | "accept-encoding"
     )
 }
 
@@ -140,6 +143,12 @@ pub fn upstream_headers(
 ) -> HeaderMap {
     let mut headers = request_headers(incoming);
     headers.insert(header::AUTHORIZATION, authorization);
+    // The rack's answers are checked for its token as they stream through, which a compressed
+    // body would hide: the rack is asked for the bytes as they are.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    );
     if let Some(actor) = actor {
         headers.insert(ACTOR, actor);
     }
@@ -163,6 +172,28 @@ pub fn response_headers(incoming: &HeaderMap, leaks: impl Fn(&[u8]) -> bool) -> 
         out.append(name.clone(), value.clone());
     }
     out
+}
+
+/// The coding of a response body the gateway could not check for the rack token: a
+/// `Content-Encoding` other than `identity`, or a `Transfer-Encoding` other than `chunked`
+/// (which the HTTP client undoes). `None` when the body arrives as it is.
+pub fn unreadable_coding(headers: &HeaderMap) -> Option<String> {
+    let codings = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|c| String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let content = codings(header::CONTENT_ENCODING);
+    let transfer = codings(header::TRANSFER_ENCODING);
+    content
+        .iter()
+        .find(|c| *c != "identity")
+        .or_else(|| transfer.iter().find(|c| *c != "chunked"))
+        .map(|c| c.chars().filter(|ch| !ch.is_control()).take(40).collect())
 }
 
 #[cfg(test)]
@@ -199,6 +230,7 @@ mod tests {
             ("x-convox-actor", "someone-else"),
             ("convox-tid", "other-tenant"),
             ("x-convox-tid", "other-tenant"),
+            ("accept-encoding", "gzip, br"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -228,6 +260,50 @@ mod tests {
         let long = "é".repeat(300);
         let cut = actor(Some(&long), None).map(|v| v.as_bytes().len());
         assert_eq!(cut, Some(512));
+    }
+
+    #[test]
+    fn the_rack_is_asked_for_uncompressed_answers() {
+        let mut h = HeaderMap::new();
+        h.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        let out = upstream_headers(&h, HeaderValue::from_static("Basic eA=="), None);
+        let codings: Vec<&[u8]> = out
+            .get_all("accept-encoding")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(codings, vec![b"identity".as_slice()]);
+    }
+
+    #[test]
+    fn only_bodies_as_they_are_are_readable() {
+        let coding = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            unreadable_coding(&h)
+        };
+        assert_eq!(coding(&[]), None);
+        assert_eq!(coding(&[("content-encoding", "identity")]), None);
+        assert_eq!(coding(&[("content-encoding", " Identity ")]), None);
+        assert_eq!(coding(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(coding(&[("content-encoding", "gzip")]), Some("gzip".into()));
+        assert_eq!(
+            coding(&[("content-encoding", "identity, BR")]),
+            Some("br".into())
+        );
+        assert_eq!(
+            coding(&[
+                ("content-encoding", "identity"),
+                ("content-encoding", "deflate")
+            ]),
+            Some("deflate".into())
+        );
+        assert_eq!(
+            coding(&[("transfer-encoding", "gzip, chunked")]),
+            Some("gzip".into())
+        );
     }
 
     #[test]

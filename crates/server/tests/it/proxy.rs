@@ -329,6 +329,71 @@ both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
     assert!(!gw.all_output().contains(&admin), "caller token in logs");
 });
 
+// A compressed answer would carry the rack token past the check that masks it: the rack is
+// asked for `identity`, and what it compresses anyway is not relayed.
+both_backends!(
+    a_rack_answer_the_gateway_cannot_check_for_its_token_is_not_relayed,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let send = |compress: &'static str, method: reqwest::Method| {
+            c.request(method, gw.proxy("/system"))
+                .basic_auth("convox", Some(&admin))
+                .header("x-test-echo-token", "1")
+                .header("x-test-compress", compress)
+                .header("accept-encoding", "gzip, deflate, br")
+                .send()
+        };
+        // The client accepts gzip; the rack is asked for the bytes as they are.
+        let resp = send("when-asked", reqwest::Method::GET)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("content-encoding").is_none());
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            !body.contains(RACK_TOKEN) && body.contains(&"*".repeat(RACK_TOKEN.len())),
+            "{body}"
+        );
+        let asked: Vec<Option<String>> = rack
+            .seen()
+            .iter()
+            .filter(|s| s.path == "/system")
+            .map(|s| s.header("accept-encoding").map(str::to_string))
+            .collect();
+        assert_eq!(asked, vec![Some("identity".to_string())]);
+        // A rack that compresses anyway: not relayed, said, and recorded.
+        let resp = send("always", reqwest::Method::GET)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 502);
+        let request_id = crate::kit::request_id(&resp);
+        let error: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(error["code"], "rack_unreachable", "{error}");
+        let message = error["error"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains("`gzip`"), "{error}");
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.request_id == request_id
+                && r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(502)
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("`gzip`"))
+        })
+        .await;
+        assert!(recorded, "the outcome names the coding");
+        // A HEAD has no body to check: its answer goes through.
+        let resp = send("always", reqwest::Method::HEAD)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        assert!(!gw.all_output().contains(RACK_TOKEN), "rack token in logs");
+    }
+);
+
 both_backends!(rack_down_is_502_and_slow_rack_is_504, |db| async move {
     let rack = TestRack::start().await;
     let admin = role_token(&db, "admin");

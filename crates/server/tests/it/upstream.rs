@@ -206,6 +206,15 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         .as_deref()
         .is_some_and(|q| q.split('&').any(|p| p == "stall=1"));
     let echo_token = seen.header("x-test-echo-token").is_some();
+    // `x-test-compress`: gzip the answer when the request accepts it (`when-asked`), or
+    // whatever it accepts (`always`, a misbehaving rack).
+    let gzip = match seen.header("x-test-compress") {
+        Some("always") => true,
+        Some("when-asked") => seen
+            .header("accept-encoding")
+            .is_some_and(|v| v.contains("gzip")),
+        _ => false,
+    };
     let summary = serde_json::json!({
         "method": seen.method, "path": seen.path, "query": seen.query, "bytes": seen.body_bytes,
     });
@@ -255,6 +264,9 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     } else {
         axum::Json(summary).into_response()
     };
+    if gzip {
+        response = gzipped(response).await;
+    }
     if echo_token {
         // A misbehaving rack echoing its credentials: the gateway must not pass this on.
         if let Ok(v) = http::HeaderValue::from_str(&format!("token={RACK_TOKEN}")) {
@@ -268,6 +280,26 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         .headers_mut()
         .insert("set-cookie", http::HeaderValue::from_static("rack=1"));
     response
+}
+
+/// `response` with its body gzipped, as `Content-Encoding: gzip`.
+async fn gzipped(response: Response) -> Response {
+    use std::io::Write;
+    let (mut parts, body) = response.into_parts();
+    let plain = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let compressed = match encoder.write_all(&plain) {
+        Ok(()) => encoder.finish().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        http::header::CONTENT_ENCODING,
+        http::HeaderValue::from_static("gzip"),
+    );
+    Response::from_parts(parts, Body::from(compressed))
 }
 
 fn record(shared: &Shared, seen: Seen) {
