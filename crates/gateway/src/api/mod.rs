@@ -395,11 +395,44 @@ async fn check_readiness(state: &AppState) -> (bool, serde_json::Value) {
         }
         Err(_) => json!({ "ok": false, "error": "database timed out" }),
     };
+    let audit = audit_check(state, timeout).await;
     let rack = rack_check(state, timeout).await;
-    let ok = db["ok"] == true && rack["ok"] == true;
-    let body =
-        json!({ "status": if ok { "ready" } else { "not_ready" }, "database": db, "rack": rack });
+    let ok = db["ok"] == true && audit["ok"] == true && rack["ok"] == true;
+    let body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "database": db,
+        "audit": audit,
+        "rack": rack,
+    });
     (ok, body)
+}
+
+/// Whether the audit trail takes events. A database that answers reads can still refuse
+/// every audit write (a full disk, a trigger, a chain changed under the gateway), and then
+/// every proxied request is refused: not ready. While writes fail, each check tries the trail
+/// once more (see [`crate::audit::AuditLog::try_recovery`]), so recovery shows without
+/// traffic. The answer is public, so the reason stays in the log.
+async fn audit_check(state: &AppState, timeout: std::time::Duration) -> serde_json::Value {
+    let Some(failure) = state.audit.write_failure() else {
+        return json!({ "ok": true });
+    };
+    if failure.chain_changed {
+        return json!({
+            "ok": false,
+            "error": "audit chain changed under the gateway: restart it (see its log)",
+        });
+    }
+    match tokio::time::timeout(timeout, state.audit.try_recovery("readiness")).await {
+        Ok(Ok(())) => {
+            tracing::info!("readiness: audit writes work again");
+            json!({ "ok": true })
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: audit writes are failing");
+            json!({ "ok": false, "error": "audit writes failing" })
+        }
+        Err(_) => json!({ "ok": false, "error": "audit writes timed out" }),
+    }
 }
 
 async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_json::Value {

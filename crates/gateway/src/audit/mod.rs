@@ -24,4 +24,4 @@ pub use event::{
 pub use foreign::{STDOUT_THROUGH_SETTING, STDOUT_UNPRINTED_SETTING, Unprinted};
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_chain_against};
-pub use writer::{AuditError, AuditLog, Pending, format_time};
+pub use writer::{AuditError, AuditLog, Pending, RECOVERED_ACTION, WriteFailure, format_time};

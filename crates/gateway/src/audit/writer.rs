@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::foreign::ForeignRows;
 use super::retained::{Attempt, Retained};
 use super::{AuditEvent, ChainKey};
-use crate::store::{AuditRow, ChainLink, Generation, Store};
+use crate::store::{AuditRow, ChainLink, Generation, Store, StoreError};
 
 /// Most events committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -27,6 +27,8 @@ const PRINT_PAUSE: Duration = Duration::from_millis(10);
 const PRINT_BACKLOG: usize = 32_768;
 /// Queue length; beyond it callers wait (back-pressure rather than unbounded memory).
 const QUEUE: usize = 4096;
+/// The event that says audit writes work again after failing (see [`AuditLog::try_recovery`]).
+pub const RECOVERED_ACTION: &str = "gateway:audit:recovered";
 /// A batch that takes longer than this to commit is reported (see [`SlowCommits`]).
 const SLOW_COMMIT: Duration = Duration::from_millis(100);
 /// At most one slow-commit report per this long; the ones between are counted in the next.
@@ -101,6 +103,42 @@ pub struct AuditLog {
     on_the_way: Arc<AtomicUsize>,
     /// How far the stdout sink got (see `foreign`), when it has one.
     printed: Option<Arc<super::foreign::Printed>>,
+    health: Arc<WriteHealth>,
+}
+
+/// Whether the writer's latest attempt failed, for readiness: a gateway that refuses every
+/// request for want of its audit trail must not report itself ready.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failing: Mutex<Option<WriteFailure>>,
+}
+
+/// Audit writes are failing (see [`AuditLog::write_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// Since the first failed attempt after the last success.
+    pub since: std::time::Instant,
+    /// The chain changed under this process (events removed or replaced): every write fails
+    /// until it is restarted.
+    pub chain_changed: bool,
+}
+
+impl WriteHealth {
+    /// Notes what a write of `count` events came to (an empty write says nothing).
+    fn observe(&self, result: &Result<Written, Failed>, count: usize) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(_) if count > 0 => *failing = None,
+            Ok(_) => {}
+            Err(failed) => {
+                let failure = failing.get_or_insert(WriteFailure {
+                    since: std::time::Instant::now(),
+                    chain_changed: false,
+                });
+                failure.chain_changed |= failed.chain_changed;
+            }
+        }
+    }
 }
 
 /// A request that will record an event soon (it is being authenticated and checked). While
@@ -131,10 +169,12 @@ impl AuditLog {
         let (tx, rx) = flume::bounded(QUEUE);
         let deferred = Arc::new(Deferred::default());
         let on_the_way = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(WriteHealth::default());
         let queues = Queues {
             rx,
             deferred: deferred.clone(),
             on_the_way: on_the_way.clone(),
+            health: health.clone(),
         };
         // The stdout sink also prints what admin commands commit (see `foreign`).
         let foreign = tokio::runtime::Handle::try_current()
@@ -172,6 +212,7 @@ impl AuditLog {
                 deferred,
                 on_the_way,
                 printed,
+                health,
             },
             task,
         )
@@ -285,6 +326,36 @@ impl AuditLog {
         }
     }
 
+    /// Whether the latest attempt to write events failed (`None` once one succeeds again).
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        *self
+            .health
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tries the audit trail while writes are failing, with an event that says so if it
+    /// takes it (`gateway:audit:recovered`): the same path requests take, so a store that
+    /// takes its writes again shows without any request having to fail first. `checked_by`
+    /// names who asked.
+    pub async fn try_recovery(&self, checked_by: &str) -> Result<(), AuditError> {
+        let Some(failure) = self.write_failure() else {
+            return Ok(());
+        };
+        let failing_for = u64::try_from(failure.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let event = AuditEvent::new(
+            super::EventKind::Gateway,
+            super::new_request_id(),
+            RECOVERED_ACTION,
+        )
+        .with_details(serde_json::json!({
+            "failing_for_ms": failing_for,
+            "checked_by": checked_by,
+        }));
+        self.record(event).await.map(|_| ())
+    }
+
     /// Waits until everything queued before this call is written (or has failed).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -310,6 +381,7 @@ struct Queues {
     rx: flume::Receiver<Job>,
     deferred: Arc<Deferred>,
     on_the_way: Arc<AtomicUsize>,
+    health: Arc<WriteHealth>,
 }
 
 /// How the writer waits for its next job.
@@ -432,7 +504,7 @@ fn finish(
             print(printer, rows);
             kept
         }
-        Err(Failed { error, kept }) => {
+        Err(Failed { error, kept, .. }) => {
             tracing::error!(error = %error, events = acks.len(), "audit write failed");
             for ack in acks.into_iter().flatten() {
                 let _ = ack.send(Err(error.clone()));
@@ -486,7 +558,7 @@ fn settle_kept(
         (Err(failed), Attempt::Together) => {
             retained.failed(failed.kept, std::time::Instant::now());
         }
-        (Err(Failed { error, kept }), Attempt::OneByOne) => {
+        (Err(Failed { error, kept, .. }), Attempt::OneByOne) => {
             for event in kept {
                 tracing::error!(
                     error = %error,
@@ -569,6 +641,7 @@ async fn run(
         let started = std::time::Instant::now();
         let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
         let result = write_with_retry(&store, &key, parts.events, &parts.read_at, &waited).await;
+        queues.health.observe(&result, count);
         slow.observe(started.elapsed(), count, std::time::Instant::now());
         if count > 0 && result.is_ok() {
             kept.store_answered();
@@ -582,6 +655,7 @@ async fn run(
             for events in groups {
                 let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
                 let result = write_with_retry(&store, &key, events, &none, &waited).await;
+                queues.health.observe(&result, none.len());
                 settle_kept(result, attempt, &mut kept, printer.as_ref());
             }
             if attempt == Attempt::OneByOne {
@@ -636,6 +710,7 @@ fn run_blocking(
         let started = std::time::Instant::now();
         let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
         let result = write_blocking_with_retry(store, key, parts.events, &parts.read_at, &waited);
+        queues.health.observe(&result, count);
         slow.observe(started.elapsed(), count, std::time::Instant::now());
         if count > 0 && result.is_ok() {
             kept.store_answered();
@@ -648,6 +723,7 @@ fn run_blocking(
             for events in groups {
                 let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
                 let result = write_blocking_with_retry(store, key, events, &none, &waited);
+                queues.health.observe(&result, none.len());
                 settle_kept(result, attempt, &mut kept, printer.as_ref());
             }
             if attempt == Attempt::OneByOne {
@@ -870,6 +946,22 @@ struct Written {
 struct Failed {
     error: AuditError,
     kept: Vec<AuditEvent>,
+    /// The store refused because the chain changed under this process (see
+    /// [`StoreError::ChainMovedBack`]): every later write fails the same way until a restart.
+    chain_changed: bool,
+}
+
+impl Failed {
+    fn new(error: &StoreError, kept: Vec<AuditEvent>) -> Failed {
+        Failed {
+            error: AuditError::Store(error.to_string()),
+            kept,
+            chain_changed: matches!(
+                error,
+                StoreError::ChainMovedBack { .. } | StoreError::ChainReplaced { .. }
+            ),
+        }
+    }
 }
 
 /// The second attempt after a batch failed. Events nobody waits for are set aside rather than
@@ -890,7 +982,7 @@ impl Retry {
         events: Vec<AuditEvent>,
         read_at: &[Option<Generation>],
         waited: &[bool],
-        error: &crate::store::StoreError,
+        error: &StoreError,
     ) -> Result<Retry, Failed> {
         let len = events.len();
         let mut retry = Retry {
@@ -910,10 +1002,7 @@ impl Retry {
             }
         }
         if retry.events.is_empty() {
-            return Err(Failed {
-                error: AuditError::Store(error.to_string()),
-                kept: retry.set_aside,
-            });
+            return Err(Failed::new(error, retry.set_aside));
         }
         tracing::warn!(error = %error, "audit write failed, retrying once");
         Ok(retry)
@@ -933,11 +1022,8 @@ impl Retry {
         }
     }
 
-    fn failed(self, error: &crate::store::StoreError) -> Failed {
-        Failed {
-            error: AuditError::Store(error.to_string()),
-            kept: self.set_aside,
-        }
+    fn failed(self, error: &StoreError) -> Failed {
+        Failed::new(error, self.set_aside)
     }
 }
 
@@ -999,10 +1085,7 @@ async fn write_with_retry(
             e @ (crate::store::StoreError::Timeout(_) | crate::store::StoreError::Unreachable(_)),
         ) => {
             let e = store.noted(e);
-            return Err(Failed {
-                error: AuditError::Store(e.to_string()),
-                kept: not_waited(&shared, waited),
-            });
+            return Err(Failed::new(&e, not_waited(&shared, waited)));
         }
         Err(e) => e,
     };

@@ -870,6 +870,21 @@ both_backends!(
             "{}",
             gw.all_output()
         );
+        // Not ready, and no write check can make it so: only a restart can.
+        let ready_url = format!("{}/api/v1/health/ready", gw.url);
+        let not_ready = crate::kit::eventually(|| async {
+            let Ok(resp) = client().get(&ready_url).send().await else {
+                return false;
+            };
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            status == 503
+                && body["audit"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("chain changed"))
+        })
+        .await;
+        assert!(not_ready, "{}", gw.all_output());
         let Some(s3) = s3 else {
             return;
         };

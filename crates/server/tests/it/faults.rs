@@ -1025,3 +1025,64 @@ both_backends!(
         }
     }
 );
+
+// A database that answers reads but refuses the audit trail's writes (a full disk, say) leaves
+// the gateway refusing every proxied request: readiness must say so, and say when the trail
+// takes writes again without a request having to go through first. (It reported `ready`
+// throughout before 2026-12-03: its check was a read.)
+both_backends!(
+    readiness_reports_an_audit_trail_that_takes_no_writes,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let ready = || {
+            let (c, url) = (c.clone(), format!("{}/api/v1/health/ready", gw.url));
+            async move {
+                let resp = c.get(url).send().await.unwrap_or_else(|e| panic!("{e}"));
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                (status, body)
+            }
+        };
+        let get = || {
+            c.get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&admin_token))
+                .send()
+        };
+        assert_eq!(ready().await.0, 200);
+
+        let refusal = crate::kit::refuse_audit_events(&db, "1 = 1").await;
+        rack.clear();
+        let resp = get().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 503);
+        let not_ready = crate::kit::eventually(|| async {
+            let (status, body) = ready().await;
+            status == 503 && body["audit"]["error"] == "audit writes failing"
+        })
+        .await;
+        assert!(not_ready, "{:?}\n{}", ready().await, gw.all_output());
+        let (_, body) = ready().await;
+        assert_eq!(body["database"]["ok"], true, "{body}");
+        assert_eq!(body["rack"]["ok"], true, "{body}");
+        assert!(rack.seen().is_empty() || rack.seen().iter().all(|s| s.path == "/system"));
+
+        refusal.lift().await;
+        let recovered = crate::kit::eventually(|| async { ready().await.0 == 200 }).await;
+        assert!(recovered, "{:?}\n{}", ready().await, gw.all_output());
+        // The check that found the trail working again left its event.
+        let s = store(&db).await;
+        let said = crate::kit::audited(&s, |r| {
+            r.event.action == "gateway:audit:recovered"
+                && r.event.details["checked_by"] == "readiness"
+                && r.event.details["failing_for_ms"].as_u64().is_some()
+        })
+        .await;
+        assert!(said, "no gateway:audit:recovered event");
+        let resp = get().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok, "{out}{err}");
+    }
+);
