@@ -26,14 +26,7 @@ pub fn init() -> anyhow::Result<()> {
     if !filter.split(',').map(str::trim).all(usable_directive) {
         return Err(invalid());
     }
-    // PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping` at every
-    // start) are not news at info; a filter that names sqlx decides for itself.
-    let filter = if filter.contains("sqlx") || filter.trim().eq_ignore_ascii_case("off") {
-        filter.trim().to_string()
-    } else {
-        format!("{},sqlx::postgres::notice=warn", filter.trim())
-    };
-    let filter = EnvFilter::try_new(&filter).map_err(|_| invalid())?;
+    let filter = EnvFilter::try_new(filter_text(&filter)).map_err(|_| invalid())?;
     let json = match set("LOG_FORMAT")
         .map(|v| v.trim().to_ascii_lowercase())
         .as_deref()
@@ -57,10 +50,54 @@ pub fn init() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Libraries whose trace output carries what the rack sends and receives: tungstenite logs
+/// the WebSocket handshake to the rack (its `Authorization` header: the rack token) and every
+/// message unmasked. Held at debug, whatever the filter says: secrets are never logged.
+const CAPPED_AT_DEBUG: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// The filter the subscriber gets for `filter` as configured.
+fn filter_text(filter: &str) -> String {
+    let filter = filter.trim();
+    let names_capped = |directive: &str| {
+        let target = directive.split(['=', '[']).next().unwrap_or("").trim();
+        CAPPED_AT_DEBUG
+            .iter()
+            .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+    };
+    let mut parts: Vec<String> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !names_capped(d))
+        .map(str::to_string)
+        .collect();
+    if filter.eq_ignore_ascii_case("off") {
+        return "off".into();
+    }
+    // PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping` at every
+    // start) are not news at info; a filter that names sqlx decides for itself.
+    if !filter.contains("sqlx") {
+        parts.push("sqlx::postgres::notice=warn".into());
+    }
+    // A cap, not a raise: no more than the filter's own level, and never past debug.
+    let global = filter
+        .split(',')
+        .map(str::trim)
+        .filter_map(|d| LEVELS.iter().position(|l| d.eq_ignore_ascii_case(l)))
+        .next_back()
+        // Without a level of its own a filter shows only what it names.
+        .unwrap_or(0);
+    let debug = LEVELS.iter().position(|l| *l == "debug").unwrap_or(0);
+    let cap = LEVELS[global.min(debug)];
+    parts.extend(CAPPED_AT_DEBUG.iter().map(|c| format!("{c}={cap}")));
+    parts.join(",")
+}
+
+/// Levels from quietest to loudest.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 /// Whether `directive` (one comma-separated part of a filter) sets a level: a level name, or
 /// `target=level`, or a span filter. A bare word would be read as a target and set nothing.
 fn usable_directive(directive: &str) -> bool {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     directive.is_empty()
         || directive.contains('=')
         || directive.contains('[')
@@ -70,6 +107,38 @@ fn usable_directive(directive: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_libraries_that_trace_the_rack_token_stay_at_debug() {
+        assert_eq!(
+            filter_text("trace"),
+            "trace,sqlx::postgres::notice=warn,tungstenite=debug,tokio_tungstenite=debug"
+        );
+        assert_eq!(
+            filter_text(
+                " info,tungstenite=trace,tokio_tungstenite::handshake=trace,gateway=debug "
+            ),
+            "info,gateway=debug,sqlx::postgres::notice=warn,tungstenite=info,\
+             tokio_tungstenite=info"
+        );
+        assert_eq!(
+            filter_text("sqlx=debug"),
+            "sqlx=debug,tungstenite=off,tokio_tungstenite=off"
+        );
+        assert_eq!(
+            filter_text("warn"),
+            "warn,sqlx::postgres::notice=warn,tungstenite=warn,tokio_tungstenite=warn"
+        );
+        assert_eq!(filter_text("OFF"), "off");
+        for text in [
+            "trace",
+            "info,tungstenite=trace",
+            "debug",
+            "warn,gateway=trace",
+        ] {
+            assert!(EnvFilter::try_new(filter_text(text)).is_ok(), "{text}");
+        }
+    }
 
     #[test]
     fn a_bare_word_that_is_not_a_level_is_refused() {

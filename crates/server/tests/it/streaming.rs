@@ -381,6 +381,53 @@ async fn exec_outcome_masked(db: &crate::kit::Db, count: u64) -> bool {
     .await
 }
 
+/// `LOG_LEVEL=trace` logs everything the libraries say, and tungstenite's trace lines hold the
+/// handshake to the rack (its `Authorization`: the rack token) and every message as the rack
+/// sent it: they stay out of the log (found by a black-box pass on 2026-12-03).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logging_never_prints_the_rack_token() {
+    let Some(db) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let gw = Gateway::start(&db, &rack.url, &[("LOG_LEVEL", "trace,tungstenite=trace")]).await;
+    let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
+    socket
+        .send(Message::Text(format!("env RACK={RACK_TOKEN}\n").into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send(Message::Binary(b"exit 0\n".to_vec().into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "exec session did not end");
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("convox:{RACK_TOKEN}"),
+    );
+    let logged = crate::kit::eventually(|| {
+        let out = gw.all_output();
+        async move { out.contains("\"level\":\"DEBUG\"") }
+    })
+    .await;
+    let out = gw.all_output();
+    assert!(logged, "LOG_LEVEL not followed: {out}");
+    assert!(!out.contains(RACK_TOKEN), "the rack token in the log");
+    assert!(
+        !out.contains(&basic[..basic.len() - 4]),
+        "the rack's Authorization in the log"
+    );
+}
+
 /// The rack's token split across WebSocket messages (one write sent as several frames) is
 /// masked all the same, and the tail of a message that only might begin it is not held for
 /// long: a shell's output must not hang waiting for a secret's rest.
