@@ -68,6 +68,10 @@ fn dropped_request_header(name: &str) -> bool {
         // Replaced by `identity` (see `upstream_headers`): a compressed answer could not be
         // checked for the rack token.
         | "accept-encoding"
+        // A part of an answer is checked on its own: two ranges could carry the rack token
+        // in two halves, neither masked.
+        | "range"
+        | "if-range"
     )
 }
 
@@ -155,17 +159,22 @@ pub fn upstream_headers(
     headers
 }
 
-/// The rack's headers that may go back to the client; any header carrying the rack token is
-/// dropped (`leaks` says whether a value contains it).
+/// The rack's headers that may go back to the client; any header carrying the rack token, in
+/// its name or its value, is dropped (`leaks` says whether some bytes contain it).
 pub fn response_headers(incoming: &HeaderMap, leaks: impl Fn(&[u8]) -> bool) -> HeaderMap {
     let listed = connection_listed(incoming);
+    // The body is relayed as it is decoded from the chunks, so a length sent beside
+    // `Transfer-Encoding` (which HTTP says to ignore) would cut it short or hold the client.
+    let chunked = incoming.contains_key(header::TRANSFER_ENCODING);
     let mut out = HeaderMap::with_capacity(incoming.len());
     for (name, value) in incoming {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
             || RESPONSE_DROP.contains(&n)
             || listed.iter().any(|l| l == n)
+            || (chunked && name == header::CONTENT_LENGTH)
             || leaks(value.as_bytes())
+            || leaks(n.as_bytes())
         {
             continue;
         }
@@ -231,6 +240,8 @@ mod tests {
             ("convox-tid", "other-tenant"),
             ("x-convox-tid", "other-tenant"),
             ("accept-encoding", "gzip, br"),
+            ("range", "bytes=0-35"),
+            ("if-range", "\"etag\""),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -312,8 +323,26 @@ mod tests {
         h.insert("set-cookie", HeaderValue::from_static("s=1"));
         h.insert("x-echo", HeaderValue::from_static("racktoken"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("racktoken", HeaderValue::from_static("1"));
         let out = response_headers(&h, |v| v.windows(9).any(|w| w == b"racktoken"));
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["content-type"]);
+    }
+
+    #[test]
+    fn a_length_beside_chunks_is_not_relayed() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("1000"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let out = response_headers(&h, |_| false);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-type"]);
+        h.remove("transfer-encoding");
+        let out = response_headers(&h, |_| false);
+        assert_eq!(
+            out.get("content-length").map(HeaderValue::as_bytes),
+            Some(b"1000".as_slice())
+        );
     }
 }

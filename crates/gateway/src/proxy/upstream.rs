@@ -199,6 +199,9 @@ impl Upstream {
         let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
             .map_err(|_| UpstreamError::BadToken)?;
         auth.set_sensitive(true);
+        // Looked for without its `=` padding, which a copy may lack (and a padded copy then
+        // keeps only the `=`).
+        let basic = basic.trim_end_matches('=').to_string();
         Ok(Upstream {
             base: base.into(),
             ws_base: ws_base.into(),
@@ -296,11 +299,15 @@ impl Upstream {
         self.auth.clone()
     }
 
-    /// True when `value` contains the rack token in any form we send it.
+    /// True when `value` contains the rack token in any form we send it, in any letter case
+    /// (a header name comes lower-cased).
     pub fn leaks_token(&self, value: &[u8]) -> bool {
-        self.scrub
-            .iter()
-            .any(|s| !s.is_empty() && value.windows(s.len()).any(|w| w == s.as_bytes()))
+        self.scrub.iter().any(|s| {
+            !s.is_empty()
+                && value
+                    .windows(s.len())
+                    .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+        })
     }
 }
 
@@ -462,5 +469,52 @@ impl ServerCertVerifier for PinnedCert {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(token: &str) -> Upstream {
+        let vars = [
+            ("RACK_HOST", "http://127.0.0.1:1"),
+            ("RACK_TOKEN", token),
+            (
+                "AUDIT_HMAC_KEY",
+                "unit-test-audit-key-0123456789abcdef0123456789",
+            ),
+        ];
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let config = Config::from_lookup(lookup).unwrap_or_else(|e| panic!("{e}"));
+        Upstream::new(&config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn every_form_of_the_token_is_found() {
+        // `convox:` + 10 characters: Basic with one `=` of padding.
+        let rack = upstream("Tok3n-ABCD");
+        let basic = STANDARD.encode("convox:Tok3n-ABCD");
+        assert!(basic.ends_with('='));
+        for copy in [
+            "Tok3n-ABCD".to_string(),
+            "tok3n-abcd".to_string(),
+            basic.clone(),
+            basic.trim_end_matches('=').to_string(),
+            format!("x-{}: 1", "tok3n-abcd"),
+        ] {
+            assert!(rack.leaks_token(copy.as_bytes()), "{copy}");
+        }
+        assert!(!rack.leaks_token(b"Tok3n-ABC"));
+        // In bodies, the unpadded form is masked: a padded copy keeps only its `=`.
+        let mut scrub = rack.scrubber.stream();
+        let mut out = scrub.push(format!("a {basic} b").as_bytes());
+        out.extend(scrub.finish());
+        let masked = "*".repeat(basic.len() - 1);
+        assert_eq!(String::from_utf8_lossy(&out), format!("a {masked}= b"));
     }
 }
