@@ -155,18 +155,62 @@ pub async fn forward(
         Ok(Err(tungstenite::Error::Http(response))) => {
             // The rack refused the upgrade (unknown app, bad process…): relay its answer.
             let (parts, body) = response.into_parts();
-            outcome.status = Some(parts.status.as_u16());
+            let status = parts.status;
+            // A 1xx is not an answer (and hyper makes a bare 500 of one); 600 and up is not
+            // HTTP.
+            if !(200..=599).contains(&status.as_u16()) {
+                let err = ApiError::RackUnreachable(format!(
+                    "the rack answered the WebSocket upgrade with status {}",
+                    status.as_u16()
+                ));
+                outcome.status = Some(err.status().as_u16());
+                outcome.error = Some(err.message());
+                return Err(err);
+            }
+            outcome.status = Some(status.as_u16());
+            let Some(mut body) = whole_body(&parts.headers, body) else {
+                // The handshake reads only what came with the head, undecoded: chunk framing
+                // could split the rack token past the mask, and a short body would be relayed
+                // as whole. The rack's status goes back, with a message of our own.
+                outcome.error = Some(
+                    "the rack's answer to the upgrade had no body that could be read whole \
+                     (chunked, or shorter than its length): not relayed"
+                        .into(),
+                );
+                let message = json!({
+                    "error": format!(
+                        "the rack refused the WebSocket with status {} (its message could not \
+                         be relayed)",
+                        status.as_u16()
+                    ),
+                    "code": "rack_refused_websocket",
+                });
+                let mut response = relay_status(status, Some(message.to_string().into_bytes()));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                return Ok(response);
+            };
+            let masked = upstream.scrubber.mask(&mut body);
+            if masked > 0 {
+                outcome
+                    .extra
+                    .insert("rack_token_masked_count".into(), json!(masked));
+            }
             outcome.completed = true;
-            let body = body.map(|mut b| {
-                let masked = upstream.scrubber.mask(&mut b);
-                if masked > 0 {
-                    outcome
-                        .extra
-                        .insert("rack_token_masked_count".into(), json!(masked));
-                }
-                b
-            });
-            return Ok(relay_status(parts.status, body));
+            outcome.bytes_out = body.len() as u64;
+            let mut response = relay_status(status, Some(body));
+            if let Some(kind) = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .filter(|v| !upstream.leaks_token(v.as_bytes()))
+            {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_TYPE, kind.clone());
+            }
+            return Ok(response);
         }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "rack WebSocket connect failed");
@@ -193,6 +237,26 @@ pub async fn forward(
                 relay(client, rack, scrubber, ending, outcome, recheck).await;
             })
         }))
+}
+
+/// The body of the rack's refusal of an upgrade when it is known to be whole: the rack said
+/// its length, without `Transfer-Encoding`, and at least that much came with the head (any
+/// more is cut). `None` otherwise.
+fn whole_body(headers: &HeaderMap, body: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let length: usize = lengths.next()?.to_str().ok()?.trim().parse().ok()?;
+    if lengths.next().is_some() {
+        return None;
+    }
+    let mut body = body.unwrap_or_default();
+    if body.len() < length {
+        return None;
+    }
+    body.truncate(length);
+    Some(body)
 }
 
 /// Checks `Sec-WebSocket-Key` as RFC 6455 (4.2.1) asks: 16 bytes, base64-encoded. The

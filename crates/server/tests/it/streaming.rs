@@ -336,8 +336,33 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
         tokio_tungstenite::connect_async(ws_request(&gw, "/apps/nosuchapp/processes/p/exec", &ops))
             .await;
     match missing {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 404);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert_eq!(body, "{\"error\":\"app not found\"}");
+        }
         other => panic!("rack refusal not relayed: {other:?}"),
+    }
+    // A refusal sent in chunks: the upgrade's handshake reads it undecoded, its framing
+    // splitting the rack token past the mask. Its status goes back, with a message of ours.
+    let chunked = tokio_tungstenite::connect_async(ws_request(
+        &gw,
+        "/apps/chunkedrefusal/processes/p/exec",
+        &ops,
+    ))
+    .await;
+    match chunked {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            let half = RACK_TOKEN.len() / 2;
+            assert!(
+                !body.contains(&RACK_TOKEN[..half]) && !body.contains(&RACK_TOKEN[half..]),
+                "{body}"
+            );
+            assert!(body.contains("rack_refused_websocket"), "{body}");
+        }
+        other => panic!("rack refusal not answered: {other:?}"),
     }
 });
 

@@ -181,6 +181,18 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         if seen.path.contains("/nosuchapp/") {
             return (http::StatusCode::NOT_FOUND, "{\"error\":\"app not found\"}").into_response();
         }
+        // A refusal sent in chunks, the rack token split between two of them.
+        if seen.path.contains("/chunkedrefusal/") {
+            let half = RACK_TOKEN.len() / 2;
+            let chunks = [
+                format!("denied: {}", &RACK_TOKEN[..half]),
+                RACK_TOKEN[half..].to_string(),
+            ];
+            let stream = futures_util::stream::iter(chunks.map(Ok::<_, std::io::Error>));
+            let mut response = Response::new(Body::from_stream(stream));
+            *response.status_mut() = http::StatusCode::FORBIDDEN;
+            return response;
+        }
         let path = seen.path.clone();
         return upgrade.on_upgrade(move |socket| websocket(socket, path));
     }
