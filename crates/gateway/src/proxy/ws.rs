@@ -306,6 +306,10 @@ async fn relay(
     // reached by a side that does not read, a reset connection), or the rack's side broken.
     let mut to_rack_error: Option<String> = None;
     let mut to_client_error: Option<String> = None;
+    // The rack's side broke (a protocol error, a reset), as opposed to a failed write to the
+    // client: the rack ended the session, and the client is told so with 1011 (1014, "bad
+    // gateway", is refused by clients that predate it).
+    let mut rack_broke = false;
     // The client sent a message over the limit: it is told so (1009), not left to guess from
     // the rack's hang-up.
     let too_big = AtomicBool::new(false);
@@ -372,6 +376,7 @@ async fn relay(
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
                         to_client_error = Some(format!("rack WebSocket error: {e}"));
+                        rack_broke = true;
                         break;
                     }
                     None => break,
@@ -413,6 +418,13 @@ async fn relay(
                 bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
                 let _ = client_tx.feed(held).await;
             }
+            if rack_broke {
+                let broken = ws::CloseFrame {
+                    code: 1011,
+                    reason: "the rack's WebSocket failed".into(),
+                };
+                let _ = client_tx.send(ws::Message::Close(Some(broken))).await;
+            }
             let _ = client_tx.close().await;
         };
         tokio::pin!(client_to_rack);
@@ -435,7 +447,7 @@ async fn relay(
     };
     // The rack's direction ends first when writing to the client fails: the client went away
     // (a reset, a dropped network) and closed the session, not the rack.
-    let client_gone = matches!(closer, Closer::Rack) && to_client_error.is_some();
+    let client_gone = matches!(closer, Closer::Rack) && to_client_error.is_some() && !rack_broke;
     if let Closer::Refused(reason) = &closer {
         // 1008: policy violation. The reason goes to the credential's holder only.
         let refused = ws::CloseFrame {

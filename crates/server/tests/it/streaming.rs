@@ -1158,15 +1158,16 @@ crate::both_backends!(
         let gw = Gateway::start(&db, &rack.url, &[]).await;
         let mut socket = ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await;
         let _ = socket.send(Message::Text("big".into())).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(Ok(_)) = socket.next().await {}
-        })
-        .await;
+        // The client is told that the rack's side failed (1011), not left with a close frame
+        // without a code; and the rack, not the client, ended the session.
+        let closed = closed_by_gateway(&mut socket, Duration::from_secs(10)).await;
+        assert_eq!(closed.map(|(c, _)| c), Some(1011));
         let s = store(&db).await;
         let said = crate::kit::audited(&s, |r| {
             r.event.kind.as_str() == "outcome"
                 && r.event.action == "convox:processes:exec"
                 && r.event.details["completed"] == false
+                && r.event.details["closed_by"] == "rack"
                 && r.event.details["error"]
                     .as_str()
                     .is_some_and(|e| e.starts_with("rack WebSocket error"))
