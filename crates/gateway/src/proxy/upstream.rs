@@ -302,13 +302,28 @@ impl Upstream {
     /// True when `value` contains the rack token in any form we send it, in any letter case
     /// (a header name comes lower-cased).
     pub fn leaks_token(&self, value: &[u8]) -> bool {
-        self.scrub.iter().any(|s| {
-            !s.is_empty()
-                && value
-                    .windows(s.len())
-                    .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
-        })
+        self.scrub
+            .iter()
+            .any(|s| contains_ignoring_case(value, s.as_bytes()))
     }
+}
+
+/// Whether `needle` (not empty) occurs in `hay`, ASCII letter case aside. Every header of
+/// every answer is searched: only the places that begin like `needle` are compared.
+fn contains_ignoring_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return false;
+    };
+    let Some(last_start) = hay.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    let starts = &hay[..=last_start];
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        starts,
+    )
+    .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 /// How a streamed request body is moving, recorded by the body as it goes: the time it last
@@ -510,6 +525,11 @@ mod tests {
             assert!(rack.leaks_token(copy.as_bytes()), "{copy}");
         }
         assert!(!rack.leaks_token(b"Tok3n-ABC"));
+        assert!(!rack.leaks_token(b""));
+        assert!(rack.leaks_token(b"xxTOK3N-abcd"));
+        assert!(!contains_ignoring_case(b"abc", b""));
+        assert!(contains_ignoring_case(b"abc", b"ABC"));
+        assert!(!contains_ignoring_case(b"ab", b"abc"));
         // In bodies, the unpadded form is masked: a padded copy keeps only its `=`.
         let mut scrub = rack.scrubber.stream();
         let mut out = scrub.push(format!("a {basic} b").as_bytes());
