@@ -24,6 +24,14 @@ pub enum ApiError {
     /// token (`X-CSRF-Token`): possibly another site's page acting through the browser.
     #[error("this call needs the session's CSRF token in X-CSRF-Token (it is on every page)")]
     CsrfRejected,
+    /// A rack-proxy request made by a web page other than the gateway's own (its `Origin` or
+    /// `Sec-Fetch-Site` says so): a browser holding a caller's Basic credentials, used by
+    /// another site.
+    #[error(
+        "the rack proxy takes no requests made by other sites' web pages ({0}); use the convox \
+         or rack-gateway CLI"
+    )]
+    CrossOrigin(&'static str),
     /// The request is malformed or ambiguous.
     #[error("{0}")]
     BadRequest(String),
@@ -103,7 +111,9 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CsrfRejected | ApiError::CrossOrigin(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidBody { status, .. } => *status,
@@ -140,6 +150,7 @@ impl ApiError {
             },
             ApiError::Forbidden { .. } => "permission_denied",
             ApiError::CsrfRejected => "csrf_rejected",
+            ApiError::CrossOrigin(_) => "cross_origin",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::InvalidBody { status, .. } => match status.as_u16() {

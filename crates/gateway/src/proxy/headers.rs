@@ -104,8 +104,53 @@ pub fn actor(email: Option<&str>, token_name: Option<&str>) -> Option<http::Head
     http::HeaderValue::from_maybe_shared(bytes::Bytes::from(clean)).ok()
 }
 
-/// Response headers never returned to the client.
-const RESPONSE_DROP: &[&str] = &["set-cookie", "www-authenticate", "proxy-authenticate"];
+/// Response headers never returned to the client. The proxy takes no requests from other
+/// origins (see [`cross_origin`]), so the rack has no cross-origin policy to state.
+const RESPONSE_DROP: &[&str] = &[
+    "set-cookie",
+    "www-authenticate",
+    "proxy-authenticate",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+    "access-control-max-age",
+];
+
+/// Why a request looks made by a web page of another site, if it does. A browser that holds
+/// a caller's Basic credentials (typed into its prompt once) adds them to requests other sites'
+/// pages make: a form posting a restart, a WebSocket opening a shell. Browsers say where a
+/// request comes from; command-line clients send neither header, except the convox CLI, whose
+/// WebSockets carry `Origin` set to its own `RACK_URL`: the gateway's origin, as the request's
+/// `Host` names it or as `public` (`PUBLIC_URL`, for a proxy in front that rewrites `Host`).
+pub fn cross_origin(headers: &HeaderMap, public: Option<&url::Url>) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Some("Sec-Fetch-Site is not same-origin");
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let Ok(origin) = url::Url::parse(origin.to_str().unwrap_or_default()) else {
+        return Some("Origin is not a site");
+    };
+    if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
+        return Some("Origin is not a site");
+    }
+    if public.is_some_and(|p| p.origin() == origin.origin()) {
+        return None;
+    }
+    // Ports as written: `Host` carries one exactly when the client's URL did.
+    let host = origin.host_str().unwrap_or_default();
+    let authority = match origin.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    match headers.get(header::HOST) {
+        Some(h) if h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => None,
+        _ => Some("Origin is another site"),
+    }
+}
 
 fn connection_listed(headers: &HeaderMap) -> Vec<String> {
     headers
@@ -180,6 +225,16 @@ pub fn response_headers(incoming: &HeaderMap, leaks: impl Fn(&[u8]) -> bool) -> 
         }
         out.append(name.clone(), value.clone());
     }
+    // Should a browser ever show a rack answer, it is not a page of the gateway's origin: a
+    // hostile rack's HTML could otherwise act with the gateway's cookies.
+    out.append(
+        header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static("sandbox"),
+    );
+    out.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
     out
 }
 
@@ -326,7 +381,59 @@ mod tests {
         h.insert("racktoken", HeaderValue::from_static("1"));
         let out = response_headers(&h, |v| v.windows(9).any(|w| w == b"racktoken"));
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["content-type"]);
+        assert_eq!(
+            names,
+            vec![
+                "content-type",
+                "content-security-policy",
+                "x-content-type-options"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_gateways_own_origin_and_command_lines_are_taken() {
+        let check = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            cross_origin(&h, None)
+        };
+        let host = ("host", "gw.example.com:8447");
+        // curl, the rack-gateway CLI: neither header.
+        assert_eq!(check(&[host]), None);
+        // The convox CLI's WebSockets: its RACK_URL's origin, lower-cased.
+        assert_eq!(
+            check(&[host, ("origin", "https://gw.example.com:8447")]),
+            None
+        );
+        assert_eq!(
+            check(&[host, ("origin", "https://GW.example.com:8447")]),
+            None
+        );
+        assert_eq!(check(&[host, ("sec-fetch-site", "none")]), None);
+        assert_eq!(check(&[host, ("sec-fetch-site", "same-origin")]), None);
+        for refused in [
+            vec![host, ("origin", "https://evil.example")],
+            vec![host, ("origin", "https://gw.example.com")],
+            vec![host, ("origin", "https://gw.example.com:8447.evil.example")],
+            vec![host, ("origin", "null")],
+            vec![host, ("origin", "file://gw.example.com:8447")],
+            vec![("origin", "https://gw.example.com:8447")],
+            vec![host, ("sec-fetch-site", "cross-site")],
+            vec![host, ("sec-fetch-site", "same-site")],
+        ] {
+            assert!(check(&refused).is_some(), "{refused:?}");
+        }
+        // Behind a proxy that rewrites `Host`: PUBLIC_URL's origin.
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("10.0.0.5:8447"));
+        h.insert("origin", HeaderValue::from_static("https://gw.example.com"));
+        let public = url::Url::parse("https://gw.example.com/").ok();
+        assert_eq!(cross_origin(&h, public.as_ref()), None);
+        h.insert("origin", HeaderValue::from_static("https://evil.example"));
+        assert!(cross_origin(&h, public.as_ref()).is_some());
     }
 
     #[test]
@@ -336,8 +443,7 @@ mod tests {
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
         let out = response_headers(&h, |_| false);
-        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["content-type"]);
+        assert!(out.get("content-length").is_none());
         h.remove("transfer-encoding");
         let out = response_headers(&h, |_| false);
         assert_eq!(

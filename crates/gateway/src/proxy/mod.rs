@@ -253,13 +253,17 @@ async fn authorise(
                     return Err(err);
                 }
             };
-        let verdict = judge(
-            &principal,
-            &parts.method,
-            &normalised,
-            classified,
-            is_upgrade,
-        );
+        let verdict = match headers::cross_origin(&parts.headers, state.config.public_url.as_ref())
+        {
+            Some(why) => Err(ApiError::CrossOrigin(why)),
+            None => judge(
+                &principal,
+                &parts.method,
+                &normalised,
+                classified,
+                is_upgrade,
+            ),
+        };
         if verdict.is_err() && read_at.is_some() {
             reads = Reads::Fresh;
             continue;

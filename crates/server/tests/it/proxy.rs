@@ -1169,3 +1169,90 @@ both_backends!(
         assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 );
+
+// A browser that holds a caller's Basic credentials (typed into its prompt once) adds them to
+// what other sites' pages send: a form posting a restart, a WebSocket opening a shell. The
+// proxy takes no request a page of another site makes; the convox CLI's WebSockets, which
+// carry the gateway's own origin, and clients that send no origin go through.
+both_backends!(
+    requests_made_by_other_sites_pages_are_refused,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let ops = role_token(&db, "ops");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let own_origin = gw.url.trim_end_matches('/').to_string();
+        let restart = |headers: &[(&'static str, &str)]| {
+            let mut request = c
+                .post(gw.proxy("/apps/web/services/web/restart"))
+                .basic_auth("convox", Some(&ops));
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            request.send()
+        };
+        for headers in [
+            vec![("origin", "https://evil.example")],
+            vec![("origin", "null")],
+            vec![("sec-fetch-site", "cross-site")],
+            vec![("sec-fetch-site", "same-site")],
+        ] {
+            let resp = restart(&headers).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 403, "{headers:?}");
+            let request_id = crate::kit::request_id(&resp);
+            let error: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(error["code"], "cross_origin", "{error}");
+            let s = store(&db).await;
+            let recorded = crate::kit::audited(&s, |r| {
+                r.event.request_id == request_id
+                    && r.event.rbac_decision.as_str() == "deny"
+                    && r.event.token_name.as_deref() == Some("ops-token")
+            })
+            .await;
+            assert!(recorded, "{headers:?}: the refusal names whose credentials");
+        }
+        assert!(rack.seen().is_empty(), "a page's request reached the rack");
+        // The convox CLI's WebSockets carry the gateway's origin; another site's are refused
+        // before the rack.
+        let mut request = crate::streaming::ws_request(&gw, "/apps/web/processes/web-1/exec", &ops);
+        request.headers_mut().insert(
+            "origin",
+            http::HeaderValue::from_static("https://evil.example"),
+        );
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 403)
+            }
+            other => panic!("another site's WebSocket was not refused: {other:?}"),
+        }
+        assert!(
+            rack.seen().is_empty(),
+            "a page's WebSocket reached the rack"
+        );
+        let mut request = crate::streaming::ws_request(&gw, "/apps/web/processes/web-1/exec", &ops);
+        request.headers_mut().insert(
+            "origin",
+            http::HeaderValue::from_str(&own_origin).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let connected = tokio_tungstenite::connect_async(request).await;
+        assert!(connected.is_ok(), "{connected:?}");
+        // A request with no origin, or the gateway's own, goes through; whatever the rack
+        // answers is never a page of the gateway's origin.
+        for headers in [vec![], vec![("origin", own_origin.as_str())]] {
+            let resp = restart(&headers).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 200, "{headers:?}");
+            let sandbox = resp
+                .headers()
+                .get_all("content-security-policy")
+                .iter()
+                .any(|v| v.as_bytes() == b"sandbox");
+            assert!(sandbox, "{:?}", resp.headers());
+            assert_eq!(
+                resp.headers()
+                    .get("x-content-type-options")
+                    .map(|v| v.as_bytes()),
+                Some(b"nosniff".as_slice())
+            );
+        }
+    }
+);
