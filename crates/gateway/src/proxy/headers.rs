@@ -118,6 +118,9 @@ const RESPONSE_DROP: &[&str] = &[
     "access-control-max-age",
 ];
 
+/// What browsers say of where a request comes from (Fetch Metadata).
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
 /// Why a request looks made by a web page of another site, if it does. A browser that holds
 /// a caller's Basic credentials (typed into its prompt once) adds them to requests other sites'
 /// pages make: a form posting a restart, a WebSocket opening a shell. Browsers say where a
@@ -125,7 +128,7 @@ const RESPONSE_DROP: &[&str] = &[
 /// WebSockets carry `Origin` set to its own `RACK_URL`: the gateway's origin, as the request's
 /// `Host` names it or as `public` (`PUBLIC_URL`, for a proxy in front that rewrites `Host`).
 pub fn cross_origin(headers: &HeaderMap, public: Option<&url::Url>) -> Option<&'static str> {
-    if let Some(site) = headers.get("sec-fetch-site")
+    if let Some(site) = headers.get(SEC_FETCH_SITE)
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
     {
         return Some("Sec-Fetch-Site is not same-origin");
