@@ -50,17 +50,18 @@ pub fn init() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Libraries whose trace output carries what the rack sends and receives: tungstenite logs
-/// the WebSocket handshake to the rack (its `Authorization` header: the rack token) and every
-/// message unmasked. Held at debug, whatever the filter says: secrets are never logged.
-const CAPPED_AT_DEBUG: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+/// Libraries whose debug and trace output carries what the rack sends and receives:
+/// tungstenite logs the WebSocket handshake to the rack (its `Authorization` header: the rack
+/// token), every message, and close frames' reasons, unmasked. Held at info, whatever the
+/// filter says: secrets are never logged.
+const CAPPED: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 
 /// The filter the subscriber gets for `filter` as configured.
 fn filter_text(filter: &str) -> String {
     let filter = filter.trim();
     let names_capped = |directive: &str| {
         let target = directive.split(['=', '[']).next().unwrap_or("").trim();
-        CAPPED_AT_DEBUG
+        CAPPED
             .iter()
             .any(|c| target == *c || target.starts_with(&format!("{c}::")))
     };
@@ -78,7 +79,7 @@ fn filter_text(filter: &str) -> String {
     if !filter.contains("sqlx") {
         parts.push("sqlx::postgres::notice=warn".into());
     }
-    // A cap, not a raise: no more than the filter's own level, and never past debug.
+    // A cap, not a raise: no more than the filter's own level, and never past info.
     let global = filter
         .split(',')
         .map(str::trim)
@@ -86,9 +87,9 @@ fn filter_text(filter: &str) -> String {
         .next_back()
         // Without a level of its own a filter shows only what it names.
         .unwrap_or(0);
-    let debug = LEVELS.iter().position(|l| *l == "debug").unwrap_or(0);
-    let cap = LEVELS[global.min(debug)];
-    parts.extend(CAPPED_AT_DEBUG.iter().map(|c| format!("{c}={cap}")));
+    let info = LEVELS.iter().position(|l| *l == "info").unwrap_or(0);
+    let cap = LEVELS[global.min(info)];
+    parts.extend(CAPPED.iter().map(|c| format!("{c}={cap}")));
     parts.join(",")
 }
 
@@ -109,10 +110,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_libraries_that_trace_the_rack_token_stay_at_debug() {
+    fn the_libraries_that_log_the_rack_token_stay_at_info() {
         assert_eq!(
             filter_text("trace"),
-            "trace,sqlx::postgres::notice=warn,tungstenite=debug,tokio_tungstenite=debug"
+            "trace,sqlx::postgres::notice=warn,tungstenite=info,tokio_tungstenite=info"
+        );
+        assert_eq!(
+            filter_text("debug"),
+            "debug,sqlx::postgres::notice=warn,tungstenite=info,tokio_tungstenite=info"
         );
         assert_eq!(
             filter_text(

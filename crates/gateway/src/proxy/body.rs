@@ -352,8 +352,8 @@ pub async fn forward(
         );
     if let Some(coding) = unreadable_coding(response.headers()).filter(|_| !bodiless) {
         let err = ApiError::RackUnreachable(format!(
-            "the rack sent a body encoded as `{coding}`, which the gateway cannot check for \
-             its token (it asks the rack for `identity`)"
+            "the rack sent a body with `{coding}`, which the gateway cannot check for its \
+             token (it asks the rack for the body as it is)"
         ));
         outcome.status = Some(err.status().as_u16());
         outcome.error = Some(err.message());

@@ -72,6 +72,7 @@ fn dropped_request_header(name: &str) -> bool {
         // in two halves, neither masked.
         | "range"
         | "if-range"
+        | "request-range"
     )
 }
 
@@ -241,9 +242,9 @@ pub fn response_headers(incoming: &HeaderMap, leaks: impl Fn(&[u8]) -> bool) -> 
     out
 }
 
-/// The coding of a response body the gateway could not check for the rack token: a
-/// `Content-Encoding` other than `identity`, or a `Transfer-Encoding` other than `chunked`
-/// (which the HTTP client undoes). `None` when the body arrives as it is.
+/// The coding of a response body the gateway could not check for the rack token, as
+/// `Header: coding`: a `Content-Encoding` other than `identity`, or a `Transfer-Encoding` other
+/// than `chunked` (which the HTTP client undoes). `None` when the body arrives as it is.
 pub fn unreadable_coding(headers: &HeaderMap) -> Option<String> {
     let codings = |name| {
         headers
@@ -256,11 +257,15 @@ pub fn unreadable_coding(headers: &HeaderMap) -> Option<String> {
     };
     let content = codings(header::CONTENT_ENCODING);
     let transfer = codings(header::TRANSFER_ENCODING);
-    content
-        .iter()
-        .find(|c| *c != "identity")
-        .or_else(|| transfer.iter().find(|c| *c != "chunked"))
-        .map(|c| c.chars().filter(|ch| !ch.is_control()).take(40).collect())
+    let shown =
+        |c: &String| -> String { c.chars().filter(|ch| !ch.is_control()).take(40).collect() };
+    match content.iter().find(|c| *c != "identity") {
+        Some(c) => Some(format!("Content-Encoding: {}", shown(c))),
+        None => transfer
+            .iter()
+            .find(|c| *c != "chunked")
+            .map(|c| format!("Transfer-Encoding: {}", shown(c))),
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +305,7 @@ mod tests {
             ("accept-encoding", "gzip, br"),
             ("range", "bytes=0-35"),
             ("if-range", "\"etag\""),
+            ("request-range", "bytes=0-3"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -357,21 +363,24 @@ mod tests {
         assert_eq!(coding(&[("content-encoding", "identity")]), None);
         assert_eq!(coding(&[("content-encoding", " Identity ")]), None);
         assert_eq!(coding(&[("transfer-encoding", "chunked")]), None);
-        assert_eq!(coding(&[("content-encoding", "gzip")]), Some("gzip".into()));
+        assert_eq!(
+            coding(&[("content-encoding", "gzip")]),
+            Some("Content-Encoding: gzip".into())
+        );
         assert_eq!(
             coding(&[("content-encoding", "identity, BR")]),
-            Some("br".into())
+            Some("Content-Encoding: br".into())
         );
         assert_eq!(
             coding(&[
                 ("content-encoding", "identity"),
                 ("content-encoding", "deflate")
             ]),
-            Some("deflate".into())
+            Some("Content-Encoding: deflate".into())
         );
         assert_eq!(
             coding(&[("transfer-encoding", "gzip, chunked")]),
-            Some("gzip".into())
+            Some("Transfer-Encoding: gzip".into())
         );
     }
 

@@ -168,13 +168,23 @@ pub async fn forward(
                 return Err(err);
             }
             outcome.status = Some(status.as_u16());
-            let Some(mut body) = whole_body(&parts.headers, body) else {
+            // A 204 or 304 has no body to relay.
+            if matches!(
+                status,
+                http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+            ) {
+                outcome.completed = true;
+                return Ok(relay_status(status, None));
+            }
+            let readable = super::headers::unreadable_coding(&parts.headers).is_none();
+            let Some(mut body) = whole_body(&parts.headers, body).filter(|_| readable) else {
                 // The handshake reads only what came with the head, undecoded: chunk framing
-                // could split the rack token past the mask, and a short body would be relayed
-                // as whole. The rack's status goes back, with a message of our own.
+                // could split the rack token past the mask, a compressed body would hide it,
+                // and a short body would be relayed as whole. The rack's status goes back,
+                // with a message of our own.
                 outcome.error = Some(
                     "the rack's answer to the upgrade had no body that could be read whole \
-                     (chunked, or shorter than its length): not relayed"
+                     (chunked, compressed, or shorter than its length): not relayed"
                         .into(),
                 );
                 let message = json!({
@@ -186,9 +196,18 @@ pub async fn forward(
                     "code": "rack_refused_websocket",
                 });
                 let mut response = relay_status(status, Some(message.to_string().into_bytes()));
-                response.headers_mut().insert(
+                let headers = response.headers_mut();
+                headers.insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/json"),
+                );
+                headers.insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                headers.insert(
+                    http::header::X_CONTENT_TYPE_OPTIONS,
+                    http::HeaderValue::from_static("nosniff"),
                 );
                 return Ok(response);
             };

@@ -381,7 +381,7 @@ both_backends!(
         let error: serde_json::Value = resp.json().await.unwrap_or_default();
         assert_eq!(error["code"], "rack_unreachable", "{error}");
         let message = error["error"].as_str().unwrap_or_default().to_string();
-        assert!(message.contains("`gzip`"), "{error}");
+        assert!(message.contains("`Content-Encoding: gzip`"), "{error}");
         let s = store(&db).await;
         let recorded = crate::kit::audited(&s, |r| {
             r.event.request_id == request_id
@@ -389,7 +389,7 @@ both_backends!(
                 && r.event.status == Some(502)
                 && r.event.details["error"]
                     .as_str()
-                    .is_some_and(|e| e.contains("`gzip`"))
+                    .is_some_and(|e| e.contains("`Content-Encoding: gzip`"))
         })
         .await;
         assert!(recorded, "the outcome names the coding");

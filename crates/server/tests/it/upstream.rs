@@ -181,6 +181,21 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
         if seen.path.contains("/nosuchapp/") {
             return (http::StatusCode::NOT_FOUND, "{\"error\":\"app not found\"}").into_response();
         }
+        // A whole refusal, gzipped: the token inside bytes no scan reads.
+        if seen.path.contains("/gzippedrefusal/") {
+            let mut response = Response::new(Body::from(format!("denied: {RACK_TOKEN}")));
+            *response.status_mut() = http::StatusCode::FORBIDDEN;
+            let mut response = gzipped(response).await;
+            if let Some(length) = axum::body::HttpBody::size_hint(response.body())
+                .exact()
+                .and_then(|n| http::HeaderValue::from_str(&n.to_string()).ok())
+            {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, length);
+            }
+            return response;
+        }
         // A refusal sent in chunks, the rack token split between two of them.
         if seen.path.contains("/chunkedrefusal/") {
             let half = RACK_TOKEN.len() / 2;
