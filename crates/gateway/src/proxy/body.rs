@@ -336,6 +336,15 @@ pub async fn forward(
     };
 
     let status = response.status();
+    // Not an answer to a plain request: a 101 switches to a protocol the client did not ask
+    // for (the upgrade was judged not to be one), and 600 and up is not HTTP.
+    if status.is_informational() || status.as_u16() > 599 {
+        let err =
+            ApiError::RackUnreachable(format!("the rack answered with status {}", status.as_u16()));
+        outcome.status = Some(err.status().as_u16());
+        outcome.error = Some(err.message());
+        return Err(err);
+    }
     if status == http::StatusCode::UNAUTHORIZED {
         upstream.note_token_refused();
         let err = ApiError::RackRefusedGateway;

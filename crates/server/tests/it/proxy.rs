@@ -539,6 +539,29 @@ both_backends!(
                 .is_some_and(|e| e.contains("KiB of headers")),
             "{body}"
         );
+        // A status past HTTP's range is not an answer to relay either.
+        let resp = client()
+            .get(gw.proxy("/apps?status=999"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 502);
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("status 999")),
+            "{body}"
+        );
+        // One within it goes as it came.
+        let resp = client()
+            .get(gw.proxy("/apps?status=418"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 418);
     }
 );
 

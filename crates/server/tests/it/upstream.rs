@@ -254,6 +254,15 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             first.chain(futures_util::stream::pending()),
         ));
     }
+    // `status=N`: answer with that status, whatever it is.
+    if let Some(status) = seen_query_value(&summary, "status")
+        .and_then(|n| n.parse::<u16>().ok())
+        .and_then(|n| http::StatusCode::from_u16(n).ok())
+    {
+        let mut response = Response::new(Body::from("{}"));
+        *response.status_mut() = status;
+        return response;
+    }
     // `bigheader=1`: 100 KiB of headers, more than any client takes.
     if seen_query_has(&summary, "bigheader=1") {
         let mut response = Response::new(Body::from("{}"));
@@ -407,6 +416,13 @@ async fn websocket(mut socket: WebSocket, path: String) {
 }
 
 /// Whether the recorded request's query has `part`.
+fn seen_query_value(summary: &serde_json::Value, name: &str) -> Option<String> {
+    summary["query"].as_str().and_then(|q| {
+        q.split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+    })
+}
+
 fn seen_query_has(summary: &serde_json::Value, part: &str) -> bool {
     summary["query"]
         .as_str()
