@@ -340,6 +340,12 @@ crate::both_backends!(websocket_exec_round_trip_with_exit_code, |db| async move 
             assert_eq!(resp.status(), 404);
             let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
             assert_eq!(body, "{\"error\":\"app not found\"}");
+            assert_eq!(
+                resp.headers()
+                    .get("content-security-policy")
+                    .map(|v| v.as_bytes()),
+                Some(b"sandbox".as_slice())
+            );
         }
         other => panic!("rack refusal not relayed: {other:?}"),
     }
