@@ -229,17 +229,21 @@ pub fn response_headers(incoming: &HeaderMap, leaks: impl Fn(&[u8]) -> bool) -> 
         }
         out.append(name.clone(), value.clone());
     }
-    // Should a browser ever show a rack answer, it is not a page of the gateway's origin: a
-    // hostile rack's HTML could otherwise act with the gateway's cookies.
-    out.append(
+    sandboxed(&mut out);
+    out
+}
+
+/// Marks a rack answer so that, should a browser ever show one, it is not a page of the
+/// gateway's origin: a hostile rack's HTML could otherwise act with the gateway's cookies.
+pub fn sandboxed(headers: &mut HeaderMap) {
+    headers.append(
         header::CONTENT_SECURITY_POLICY,
         http::HeaderValue::from_static("sandbox"),
     );
-    out.insert(
+    headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         http::HeaderValue::from_static("nosniff"),
     );
-    out
 }
 
 /// The coding of a response body the gateway could not check for the rack token, as

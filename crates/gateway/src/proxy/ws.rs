@@ -220,15 +220,7 @@ pub async fn forward(
             outcome.completed = true;
             outcome.bytes_out = body.len() as u64;
             let mut response = relay_status(status, Some(body));
-            // As every rack answer (see `headers::response_headers`): never a page of ours.
-            response.headers_mut().insert(
-                http::header::CONTENT_SECURITY_POLICY,
-                http::HeaderValue::from_static("sandbox"),
-            );
-            response.headers_mut().insert(
-                http::header::X_CONTENT_TYPE_OPTIONS,
-                http::HeaderValue::from_static("nosniff"),
-            );
+            super::headers::sandboxed(response.headers_mut());
             if let Some(kind) = parts
                 .headers
                 .get(http::header::CONTENT_TYPE)
