@@ -413,14 +413,15 @@ async fn check_readiness(state: &AppState) -> (bool, serde_json::Value) {
 /// once more (see [`crate::audit::AuditLog::try_recovery`]), so recovery shows without
 /// traffic. The answer is public, so the reason stays in the log.
 async fn audit_check(state: &AppState, timeout: std::time::Duration) -> serde_json::Value {
-    let Some(failure) = state.audit.write_failure() else {
-        return json!({ "ok": true });
-    };
-    if failure.chain_changed {
+    // Refused from then on by the store itself, whatever a write attempt would say.
+    if state.store.audit_refused_link().is_some() {
         return json!({
             "ok": false,
             "error": "audit chain changed under the gateway: restart it (see its log)",
         });
+    }
+    if state.audit.write_failure().is_none() {
+        return json!({ "ok": true });
     }
     match tokio::time::timeout(timeout, state.audit.try_recovery("readiness")).await {
         Ok(Ok(())) => {

@@ -113,14 +113,12 @@ struct WriteHealth {
     failing: Mutex<Option<WriteFailure>>,
 }
 
-/// Audit writes are failing (see [`AuditLog::write_failure`]).
+/// Audit writes are failing (see [`AuditLog::write_failure`]). Whether the chain changed under
+/// this process, which no write can mend, the store says (`Store::audit_refused_link`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteFailure {
     /// Since the first failed attempt after the last success.
     pub since: std::time::Instant,
-    /// The chain changed under this process (events removed or replaced): every write fails
-    /// until it is restarted.
-    pub chain_changed: bool,
 }
 
 impl WriteHealth {
@@ -130,12 +128,10 @@ impl WriteHealth {
         match result {
             Ok(_) if count > 0 => *failing = None,
             Ok(_) => {}
-            Err(failed) => {
-                let failure = failing.get_or_insert(WriteFailure {
+            Err(_) => {
+                failing.get_or_insert(WriteFailure {
                     since: std::time::Instant::now(),
-                    chain_changed: false,
                 });
-                failure.chain_changed |= failed.chain_changed;
             }
         }
     }
@@ -504,7 +500,7 @@ fn finish(
             print(printer, rows);
             kept
         }
-        Err(Failed { error, kept, .. }) => {
+        Err(Failed { error, kept }) => {
             tracing::error!(error = %error, events = acks.len(), "audit write failed");
             for ack in acks.into_iter().flatten() {
                 let _ = ack.send(Err(error.clone()));
@@ -558,7 +554,7 @@ fn settle_kept(
         (Err(failed), Attempt::Together) => {
             retained.failed(failed.kept, std::time::Instant::now());
         }
-        (Err(Failed { error, kept, .. }), Attempt::OneByOne) => {
+        (Err(Failed { error, kept }), Attempt::OneByOne) => {
             for event in kept {
                 tracing::error!(
                     error = %error,
@@ -946,9 +942,6 @@ struct Written {
 struct Failed {
     error: AuditError,
     kept: Vec<AuditEvent>,
-    /// The store refused because the chain changed under this process (see
-    /// [`StoreError::ChainMovedBack`]): every later write fails the same way until a restart.
-    chain_changed: bool,
 }
 
 impl Failed {
@@ -956,10 +949,6 @@ impl Failed {
         Failed {
             error: AuditError::Store(error.to_string()),
             kept,
-            chain_changed: matches!(
-                error,
-                StoreError::ChainMovedBack { .. } | StoreError::ChainReplaced { .. }
-            ),
         }
     }
 }

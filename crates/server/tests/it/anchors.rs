@@ -884,7 +884,12 @@ both_backends!(
                     .is_some_and(|e| e.contains("chain changed"))
         })
         .await;
-        assert!(not_ready, "{}", gw.all_output());
+        let last = client().get(&ready_url).send().await.ok();
+        let last = match last {
+            Some(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            None => String::new(),
+        };
+        assert!(not_ready, "READY: {last}\n{}", gw.all_output());
         let Some(s3) = s3 else {
             return;
         };
