@@ -843,6 +843,10 @@ async fn a_hung_postgres_cuts_off_every_store_call_in_seconds() {
     // One open connection to hang on (a new one is refused by the pool's 3 s wait); the
     // transaction asks first, so it is the one cut off mid-statement.
     assert!(s.list_users().await.is_ok());
+    // sqlx hands a connection back to its pool in a task of its own: under load it may not be
+    // idle there yet, and the transaction would wait for a new one (`PoolTimedOut`, seen once
+    // in a fresh-clone CI run) instead of hanging on this one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     pg.signal("STOP");
     let started = std::time::Instant::now();
