@@ -499,6 +499,19 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
+        // A test that failed while the server was stopped (SIGSTOP) would leave it behind:
+        // a stopped postmaster takes no shutdown request.
+        if let Some(pid) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_string))
+        {
+            let _ = std::process::Command::new("pkill")
+                .args(["-CONT", "-P", &pid])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid])
+                .status();
+        }
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
