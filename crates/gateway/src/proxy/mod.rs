@@ -9,6 +9,7 @@ mod headers;
 mod privileged;
 mod sessions;
 mod upstream;
+mod write_bound;
 mod ws;
 
 use std::time::Instant;

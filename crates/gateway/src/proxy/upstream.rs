@@ -24,6 +24,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::write_bound::WriteBound;
 use crate::config::{Config, RackTls};
 
 /// Why the upstream could not be set up.
@@ -102,10 +103,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Connector {
     inner: Tls,
     limit: std::time::Duration,
+    /// Longest the rack may leave a write of ours waiting ([`WriteBound`]).
+    write_limit: std::time::Duration,
 }
 
 impl tower::Service<http::Uri> for Connector {
-    type Response = <Tls as tower::Service<http::Uri>>::Response;
+    type Response = WriteBound<<Tls as tower::Service<http::Uri>>::Response>;
     type Error = BoxError;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
@@ -120,10 +123,10 @@ impl tower::Service<http::Uri> for Connector {
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let connecting = self.inner.call(uri);
-        let limit = self.limit;
+        let (limit, write_limit) = (self.limit, self.write_limit);
         Box::pin(async move {
             match tokio::time::timeout(limit, connecting).await {
-                Ok(connected) => connected,
+                Ok(connected) => connected.map(|io| WriteBound::new(io, write_limit)),
                 Err(_) => Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "connecting to the rack timed out",
@@ -178,6 +181,10 @@ impl Upstream {
                 .enable_http1()
                 .wrap_connector(tcp),
             limit: config.rack_connect_timeout,
+            // Later than `send`'s own bound on a rack that stops taking a body before it
+            // answers, so that case stays a 504 from there; this one catches the rack that
+            // answered first.
+            write_limit: config.rack_read_timeout + Duration::from_secs(1),
         };
         // Idle connections are dropped well before the idle timeouts of what usually stands in
         // front of a rack (60 s for an AWS load balancer, 75 s for nginx): reusing one as the

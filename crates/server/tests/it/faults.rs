@@ -333,6 +333,90 @@ both_backends!(
     }
 );
 
+/// A rack that answers an upload at once and then takes none of its body — and never closes
+/// the connection — must not hold the gateway's connection to it (nor the client's) for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_that_answers_an_upload_early_and_stops_reading_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(db) = crate::kit::database(Backend::Sqlite).await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    // The rack reads the request head, answers, waits 4 s without reading, then reads
+    // everything that is left: the end of the stream (or a reset) within 5 s says the gateway
+    // let the connection go; a read that keeps waiting says it is still held.
+    let rack = tokio::spawn(async move {
+        let (mut tcp, _) = listener
+            .accept()
+            .await
+            .unwrap_or_else(|e| panic!("accept: {e}"));
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return Err("the gateway closed before its head".to_string()),
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let answer =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        tcp.write_all(answer)
+            .await
+            .map_err(|e| format!("answer: {e}"))?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        drained.map_err(|_| "the gateway still holds the connection".to_string())
+    });
+
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(
+        &db,
+        &format!("http://{addr}"),
+        &[("RACK_READ_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    // 64 MiB: far more than the socket buffers between the gateway and the rack hold.
+    let upload = client()
+        .post(gw.proxy("/apps/web/objects/tmp/early.tgz"))
+        .basic_auth("convox", Some(&deployer))
+        .body(vec![7u8; 64 << 20])
+        .send();
+    let sent = tokio::time::timeout(Duration::from_secs(20), upload).await;
+    match sent {
+        Err(_) => panic!("the client was left waiting"),
+        Ok(Ok(resp)) => assert_eq!(resp.status(), 200),
+        // The answer may come while the client is still sending, and the close reset it.
+        Ok(Err(e)) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    let held = tokio::time::timeout(Duration::from_secs(15), rack)
+        .await
+        .unwrap_or_else(|_| panic!("the rack's check did not end"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held, Ok(()));
+
+    // The gateway serves on (a fresh connection to a rack that is gone now: 502).
+    let resp = client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&deployer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 502);
+}
+
 both_backends!(slow_or_idle_clients_are_disconnected, |db| async move {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rack = TestRack::start().await;
