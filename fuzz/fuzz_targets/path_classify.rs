@@ -1,10 +1,12 @@
 //! Path normalisation and route classification on hostile paths.
 //!
 //! Input: UTF-8 `METHOD PATH` (or just `PATH`, as `GET`), the path being what follows the
-//! proxy prefix. Checks, for every path `normalise` accepts:
-//! - the decoded path has none of the shapes two parsers could read apart: no empty, `.` or
-//!   `..` segment, no `\`, no `%` (it was decoded exactly once), no control character; and the
-//!   raw path had no `%2f`, `%5c`, `%25`, `%00`, lone `%`;
+//! proxy prefix. Checks, for every path `normalise_for` accepts:
+//! - the decoded path has none of the shapes two parsers could read apart: no `.` or `..`
+//!   segment, no `\`, no `%` (it was decoded exactly once), no control character, no empty
+//!   segment except inside the value of the rest-of-path parameter of the route it matches
+//!   (after that value's first segment); and the raw path had no `%2f`, `%5c`, `%25`, `%00`,
+//!   lone `%`;
 //! - the forwarded path is strictly encoded and decodes to exactly the decoded path (what the
 //!   catalogue matched is what the rack sees), segment for segment;
 //! - normalising is idempotent: on the forwarded path and on the decoded path;
@@ -16,8 +18,7 @@
 
 use convox_api::route::specificity;
 use convox_api::{ROUTES, Route, RouteMatch, match_route};
-use gateway_core::classify::{classify, methods_for};
-use gateway_core::path::normalise;
+use gateway_core::classify::{classify, methods_for, normalise_for};
 use gateway_core::rbac::{Role, unknown_route_permission, validate_permission};
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(m: &http::Method, raw: &str) {
-    let Ok(p) = normalise(raw) else {
+    let Ok(p) = normalise_for(m, raw) else {
         return;
     };
 
@@ -57,11 +58,26 @@ fn check(m: &http::Method, raw: &str) {
     // The decoded path.
     let d = &p.decoded;
     assert!(d.starts_with('/'), "{raw:?} -> {d:?}");
+    // Where the first empty segment is, if any: only inside a rest-of-path value.
+    let mut first_empty = None;
     if d != "/" {
-        for seg in d.split('/').skip(1) {
-            assert!(!seg.is_empty(), "{raw:?} -> {d:?}: empty segment");
+        for (n, seg) in d.split('/').skip(1).enumerate() {
+            if seg.is_empty() && first_empty.is_none() {
+                first_empty = Some(n);
+            }
             assert!(seg != "." && seg != "..", "{raw:?} -> {d:?}: dot segment");
         }
+    }
+    if let Some(n) = first_empty {
+        let route = classify(m, d)
+            .and_then(|c| c.route)
+            .unwrap_or_else(|| panic!("{m} {raw:?} -> {d:?}: empty segment, no route"));
+        let fixed = route.pattern.split('/').skip(1).count() - 1;
+        assert!(
+            route.pattern.ends_with("*}") && n > fixed,
+            "{m} {raw:?} -> {d:?}: empty segment {n} outside {}'s rest",
+            route.pattern
+        );
     }
     assert!(!d.contains('\\'), "{raw:?} -> {d:?}: backslash");
     assert!(
@@ -96,9 +112,9 @@ fn check(m: &http::Method, raw: &str) {
     );
 
     // Idempotent: on the forwarded path, and on the decoded one (which has no `%` left).
-    let again = normalise(f).unwrap_or_else(|e| panic!("{raw:?} -> {f:?} refused: {e}"));
+    let again = normalise_for(m, f).unwrap_or_else(|e| panic!("{raw:?} -> {f:?} refused: {e}"));
     assert_eq!(again, p, "{raw:?}: not idempotent on the forwarded path");
-    let again = normalise(d).unwrap_or_else(|e| panic!("{raw:?} -> {d:?} refused: {e}"));
+    let again = normalise_for(m, d).unwrap_or_else(|e| panic!("{raw:?} -> {d:?} refused: {e}"));
     assert_eq!(again, p, "{raw:?}: not idempotent on the decoded path");
 
     // Classification.

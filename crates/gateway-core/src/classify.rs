@@ -2,6 +2,7 @@
 
 use convox_api::{CATALOGUE, Method, Route};
 
+use crate::path::{NormalisedPath, PathError, normalise, normalise_open_after};
 use crate::rbac::unknown_route_permission;
 
 /// What the catalogue says a request is.
@@ -30,6 +31,31 @@ pub fn classify(method: &http::Method, decoded_path: &str) -> Option<Classified>
     })
 }
 
+/// Normalises `raw` ([`normalise`]) for a request with `method`. A path refused only for empty
+/// segments is accepted when they all lie inside the value of a route's rest-of-path parameter
+/// (`DELETE /registries/{server*}` with `https://index.docker.io/v1/`, which the convox CLI
+/// sends as it is): the rack takes that value whole, and a slash more or less in it cannot make
+/// another route of it. Otherwise `normalise`'s refusal stands.
+pub fn normalise_for(method: &http::Method, raw: &str) -> Result<NormalisedPath, PathError> {
+    let refused = match normalise(raw) {
+        Ok(path) => return Ok(path),
+        Err(refused) => refused,
+    };
+    let Some(m) = Method::parse(method.as_str()) else {
+        return Err(refused);
+    };
+    // Empty segments allowed anywhere after the first: a route can match such a path only
+    // through a rest-of-path parameter (a literal or a one-segment parameter is never empty),
+    // and only when its fixed segments and the value's first segment are all there.
+    let Ok(open) = normalise_open_after(raw, 0) else {
+        return Err(refused);
+    };
+    match CATALOGUE.find(m, &open.decoded) {
+        Some(route) if route.pattern.ends_with("*}") => Ok(open),
+        _ => Err(refused),
+    }
+}
+
 /// The methods the catalogue knows for `decoded_path`, in [`Method::ALL`]'s order: empty for
 /// a path the rack API does not have at all.
 pub fn methods_for(decoded_path: &str) -> Vec<&'static str> {
@@ -43,7 +69,6 @@ pub fn methods_for(decoded_path: &str) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::normalise;
 
     proptest::proptest! {
         /// Classification never panics and always names a permission.
@@ -63,6 +88,49 @@ mod tests {
         assert_eq!(methods_for("/apps"), vec!["GET", "POST"]);
         assert_eq!(methods_for("/apps/web"), vec!["GET", "PUT", "DELETE"]);
         assert!(methods_for("/definitely/not/a/route").is_empty());
+    }
+
+    #[test]
+    fn empty_segments_pass_only_inside_a_rest_of_path_value() {
+        let delete = http::Method::DELETE;
+        let get = http::Method::GET;
+        let post = http::Method::POST;
+        // What `convox registries remove https://index.docker.io/v1/` sends.
+        let p = normalise_for(&delete, "/registries/https://index.docker.io/v1/")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.decoded, "/registries/https://index.docker.io/v1/");
+        assert_eq!(p.forward, "/registries/https://index.docker.io/v1/");
+        let c = classify(&delete, &p.decoded).map(|c| c.permission);
+        assert_eq!(c.as_deref(), Some("convox:registries:delete"));
+        for (method, ok) in [
+            (&get, "/apps/web/objects/a//b/"),
+            (&post, "/apps/web/objects/tmp//x.tgz"),
+            (&delete, "/registries/index.docker.io"),
+        ] {
+            assert!(normalise_for(method, ok).is_ok(), "{method} {ok}");
+        }
+        for (method, refused) in [
+            // No rest-of-path route for the method.
+            (&get, "/registries/https://index.docker.io/v1/"),
+            (&delete, "/apps/web/"),
+            (&get, "/apps//processes"),
+            // Empty where the route has a fixed segment, or the value's first segment.
+            (&get, "/apps//objects/a"),
+            (&get, "/apps/web//objects/a"),
+            (&delete, "/registries//x"),
+            (&delete, "/registries/"),
+            (&get, "//apps/web/objects/a"),
+            // Dot segments stay refused inside the value.
+            (&delete, "/registries/https://x/../../apps/web"),
+            (&get, "/apps/web/objects/a//./b"),
+            // And so does the rest of what `normalise` refuses.
+            (&delete, "/registries/https:%2F%2Fx//y"),
+        ] {
+            assert!(
+                normalise_for(method, refused).is_err(),
+                "{method} {refused} accepted"
+            );
+        }
     }
 
     #[test]

@@ -35,6 +35,16 @@ pub struct PathError(pub &'static str);
 
 /// Normalises the part of the request path after the proxy prefix.
 pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
+    normalise_open_after(raw, usize::MAX)
+}
+
+/// [`normalise`], except that empty segments are kept from the segment after `segments` on
+/// (counting from 0): where a route ends in a rest-of-path parameter, the rack takes
+/// everything after its fixed segments as one value (a registry's server,
+/// `https://index.docker.io/v1/`), and every route that could match has a value there. The
+/// segment at `segments` must not be empty. Everything else `normalise` refuses is still
+/// refused, dot segments included. [`crate::classify::normalise_for`] decides when to use it.
+pub fn normalise_open_after(raw: &str, segments: usize) -> Result<NormalisedPath, PathError> {
     if raw.is_empty() || raw == "/" {
         return Ok(NormalisedPath {
             decoded: "/".into(),
@@ -76,8 +86,9 @@ pub fn normalise(raw: &str) -> Result<NormalisedPath, PathError> {
         return Err(PathError("control or invisible character in path"));
     }
     let mut forward = String::with_capacity(raw.len());
-    for segment in decoded.split('/').skip(1) {
+    for (n, segment) in decoded.split('/').skip(1).enumerate() {
         match segment {
+            "" if n > segments => {}
             "" => return Err(PathError("empty path segment")),
             "." | ".." => return Err(PathError("dot segment in path")),
             _ => {}

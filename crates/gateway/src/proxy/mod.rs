@@ -126,7 +126,7 @@ async fn proxy(
         .unwrap_or_default()
         .to_string();
     let query = parts.uri.query().map(str::to_string);
-    let normalised = normalise(&raw_path);
+    let normalised = gateway_core::classify::normalise_for(&parts.method, &raw_path);
     let shown_path = match &normalised {
         Ok(p) => p.forward.clone(),
         Err(_) => String::from_utf8_lossy(

@@ -1264,3 +1264,70 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    a_registry_named_by_its_url_can_be_removed,
+    |db| async move {
+        // `convox registries remove https://index.docker.io/v1/` puts the server in the path
+        // as it is, slashes and all; the rack's route takes everything after `/registries/`.
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let url = gw.proxy("/registries/https://index.docker.io/v1/");
+        let resp = client()
+            .delete(&url)
+            .basic_auth("convox", Some(&admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let seen = rack.seen();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{:?}",
+            seen.iter().map(|s| &s.path).collect::<Vec<_>>()
+        );
+        assert_eq!(seen[0].method, "DELETE");
+        assert_eq!(seen[0].path, "/registries/https://index.docker.io/v1/");
+        // Judged as that route: a viewer is refused for its permission, not for the path.
+        let resp = client()
+            .delete(&url)
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 403);
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("convox:registries:delete")),
+            "{body}"
+        );
+        // Empty segments anywhere else are still ambiguous.
+        for path in [
+            "/apps//processes",
+            "/registries//index.docker.io",
+            "/apps/web/",
+        ] {
+            let resp = client()
+                .delete(gw.proxy(path))
+                .basic_auth("convox", Some(&admin))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 400, "{path}");
+        }
+        assert_eq!(rack.seen().len(), 1, "an ambiguous path reached the rack");
+        let s = store(&db).await;
+        let found = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "request"
+                && r.event.action == "convox:registries:delete"
+                && r.event.path.as_deref() == Some("/registries/https://index.docker.io/v1/")
+        })
+        .await;
+        assert!(found, "the removal's event does not name the registry");
+    }
+);
