@@ -7,6 +7,7 @@ pub mod audit;
 pub mod error;
 pub mod http_server;
 pub mod identity;
+pub mod log_throttle;
 pub mod oidc;
 pub mod proxy;
 pub mod request_id;

@@ -9,6 +9,7 @@ pub mod anchor;
 mod chain;
 mod event;
 mod foreign;
+mod in_doubt;
 mod refusals;
 mod retained;
 mod verify;
@@ -22,6 +23,7 @@ pub use event::{
     new_request_id,
 };
 pub use foreign::{STDOUT_THROUGH_SETTING, STDOUT_UNPRINTED_SETTING, Unprinted};
+pub use in_doubt::LATE_COMMIT_ERROR;
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_chain_against};
 pub use writer::{AuditError, AuditLog, Pending, RECOVERED_ACTION, WriteFailure, format_time};

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::foreign::ForeignRows;
+use super::in_doubt::{Abandoned, Doubts, InDoubt};
 use super::retained::{Attempt, Retained};
 use super::{AuditEvent, ChainKey};
 use crate::store::{AuditRow, ChainLink, Generation, Store, StoreError};
@@ -33,6 +34,9 @@ pub const RECOVERED_ACTION: &str = "gateway:audit:recovered";
 const SLOW_COMMIT: Duration = Duration::from_millis(100);
 /// At most one slow-commit report per this long; the ones between are counted in the next.
 const SLOW_COMMIT_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Failed batches, logged at most once a second (see [`crate::log_throttle`]).
+static FAILED_BATCHES: crate::log_throttle::Throttle = crate::log_throttle::Throttle::new(1000);
 
 /// Why an event could not be recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -69,9 +73,37 @@ struct Deferred {
     events: Mutex<Vec<AuditEvent>>,
     /// Set by the writer before it sleeps with no deadline; the next deferred event wakes it.
     writer_idle: AtomicBool,
+    /// Requests that stopped waiting for their event (see [`Abandoned`]).
+    gave_up: Mutex<Vec<String>>,
 }
 
 impl Deferred {
+    /// Queues `events` for the next batch (the writer's own: it looks at the queue next).
+    fn add(&self, events: Vec<AuditEvent>) {
+        if !events.is_empty() {
+            self.events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(events);
+        }
+    }
+
+    /// A request stopped waiting for its event (its caller was refused).
+    fn gave_up(&self, request_id: String) {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request_id);
+    }
+
+    /// Matches the requests that gave up against the committed events nobody took, and queues
+    /// an outcome for each match.
+    fn match_abandoned(&self, abandoned: &mut Abandoned) {
+        let gave_up =
+            std::mem::take(&mut *self.gave_up.lock().unwrap_or_else(PoisonError::into_inner));
+        self.add(abandoned.match_up(gave_up));
+    }
+
     fn take(&self) -> Vec<AuditEvent> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -278,6 +310,9 @@ impl AuditLog {
         event: AuditEvent,
         read_at: Option<Generation>,
     ) -> Result<i64, AuditError> {
+        // Told to the writer if this stops waiting (see `Abandoned`).
+        let request_id =
+            (event.kind != super::EventKind::Outcome).then(|| event.request_id.clone());
         let (ack, done) = oneshot::channel();
         let recorded = async {
             self.tx
@@ -291,17 +326,21 @@ impl AuditLog {
             done.await.map_err(|_| AuditError::Closed)?
         };
         // A store that stopped answering must not hold the request (and its connection) for
-        // ever: it is refused instead. The event may still be committed later, then shown
-        // as a request without an outcome.
+        // ever: it is refused instead. The event may still be committed later: then it gets
+        // the refusal as its outcome.
         let deadline = crate::store::STORE_DEADLINE;
-        tokio::time::timeout(deadline, recorded)
-            .await
-            .unwrap_or_else(|_| {
+        match tokio::time::timeout(deadline, recorded).await {
+            Ok(recorded) => recorded,
+            Err(_) => {
+                if let Some(request_id) = request_id {
+                    self.deferred.gave_up(request_id);
+                }
                 Err(AuditError::Store(format!(
                     "the audit store did not answer within {} s",
                     deadline.as_secs()
                 )))
-            })
+            }
+        }
     }
 
     /// Queues `event` without waiting (outcomes: the request event is already durable, so a
@@ -480,6 +519,7 @@ fn finish(
     acks: Vec<Option<oneshot::Sender<Result<i64, AuditError>>>>,
     flushes: Vec<oneshot::Sender<()>>,
     printer: Option<&Printer>,
+    abandoned: &mut Abandoned,
 ) -> Vec<AuditEvent> {
     let keep = match result {
         Ok(Written {
@@ -492,16 +532,27 @@ fn finish(
                     Some(row) => Ok(row.seq),
                     None => Err(AuditError::Stale),
                 };
-                if let Some(ack) = ack {
-                    let _ = ack.send(answer);
+                if let Some(ack) = ack
+                    && ack.send(answer).is_err()
+                    && let Some(row) = &row
+                    && row.event.kind != super::EventKind::Outcome
+                {
+                    abandoned.unanswered(row.event.clone());
                 }
                 rows.extend(row);
             }
             print(printer, rows);
             kept
         }
-        Err(Failed { error, kept }) => {
-            tracing::error!(error = %error, events = acks.len(), "audit write failed");
+        Err(Failed { error, kept, .. }) => {
+            if let Some(held_back) = FAILED_BATCHES.admit() {
+                tracing::error!(
+                    error = %error,
+                    events = acks.len(),
+                    failed_since_last = held_back,
+                    "audit write failed (at most one such line a second)"
+                );
+            }
             for ack in acks.into_iter().flatten() {
                 let _ = ack.send(Err(error.clone()));
             }
@@ -554,7 +605,7 @@ fn settle_kept(
         (Err(failed), Attempt::Together) => {
             retained.failed(failed.kept, std::time::Instant::now());
         }
-        (Err(Failed { error, kept }), Attempt::OneByOne) => {
+        (Err(Failed { error, kept, .. }), Attempt::OneByOne) => {
             for event in kept {
                 tracing::error!(
                     error = %error,
@@ -615,6 +666,8 @@ async fn run(
     let printer = stdout.then(|| Printer::start(foreign));
     let mut slow = SlowCommits::default();
     let mut kept = Retained::default();
+    let mut doubts = Doubts::default();
+    let mut abandoned = Abandoned::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut sleep = Sleep::Idle;
     loop {
@@ -636,16 +689,45 @@ async fn run(
         let count = parts.events.len();
         let started = std::time::Instant::now();
         let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
-        let result = write_with_retry(&store, &key, parts.events, &parts.read_at, &waited).await;
+        let mut result =
+            write_with_retry(&store, &key, parts.events, &parts.read_at, &waited).await;
         queues.health.observe(&result, count);
         slow.observe(started.elapsed(), count, std::time::Instant::now());
+        // Something was committed, so the chain head moved (see `in_doubt`).
+        let appended = result
+            .as_ref()
+            .is_ok_and(|written| written.rows.iter().any(Option::is_some));
         if count > 0 && result.is_ok() {
             kept.store_answered();
         }
+        if let Err(failed) = &mut result
+            && let Some(cut_off) = failed.in_doubt.take()
+        {
+            doubts.add(cut_off);
+        }
         kept.keep(
-            finish(result, parts.acks, parts.flushes, printer.as_ref()),
+            finish(
+                result,
+                parts.acks,
+                parts.flushes,
+                printer.as_ref(),
+                &mut abandoned,
+            ),
             started,
         );
+        queues.deferred.match_abandoned(&mut abandoned);
+        // After the waiting requests are answered, and only once an append went through:
+        // then the cut-off batches can no longer be committed (see `in_doubt`).
+        if appended && !doubts.is_empty() {
+            match doubts.settle(&store).await {
+                Ok(settled) => {
+                    print(printer.as_ref(), settled.committed);
+                    queues.deferred.add(settled.outcomes);
+                    kept.keep(settled.lost, started);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not look up cut-off audit events yet"),
+            }
+        }
         // After the waiting requests are answered: kept events are nobody's wait.
         if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
             for events in groups {
@@ -670,6 +752,7 @@ async fn run(
         let _ = wait.await;
     }
     kept.report_lost();
+    doubts.report_unsettled();
 }
 
 /// The writer on a thread of its own (SQLite): it commits in place, so a batch costs one
@@ -685,6 +768,7 @@ fn run_blocking(
     let printer = stdout.then(|| Printer::start(foreign));
     let mut slow = SlowCommits::default();
     let mut kept = Retained::default();
+    let mut abandoned = Abandoned::default();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut sleep = Sleep::Idle;
     loop {
@@ -712,9 +796,16 @@ fn run_blocking(
             kept.store_answered();
         }
         kept.keep(
-            finish(result, parts.acks, parts.flushes, printer.as_ref()),
+            finish(
+                result,
+                parts.acks,
+                parts.flushes,
+                printer.as_ref(),
+                &mut abandoned,
+            ),
             started,
         );
+        queues.deferred.match_abandoned(&mut abandoned);
         if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
             for events in groups {
                 let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
@@ -942,6 +1033,8 @@ struct Written {
 struct Failed {
     error: AuditError,
     kept: Vec<AuditEvent>,
+    /// Cut off at the deadline after it was sent: it may still be committed (see `in_doubt`).
+    in_doubt: Option<InDoubt>,
 }
 
 impl Failed {
@@ -949,6 +1042,15 @@ impl Failed {
         Failed {
             error: AuditError::Store(error.to_string()),
             kept,
+            in_doubt: None,
+        }
+    }
+
+    /// A batch cut off at the deadline: `events` are held until their fate is known, not kept.
+    fn cut_off(error: &StoreError, events: Vec<AuditEvent>, waited: Vec<bool>) -> Failed {
+        Failed {
+            in_doubt: Some(InDoubt::new(events, waited)),
+            ..Failed::new(error, Vec::new())
         }
     }
 }
@@ -1070,9 +1172,11 @@ async fn write_with_retry(
         }
         // Cut off at the deadline, or refused at once because the database cannot be
         // reached (see the store's `outage`): a retry would wait again, or fail again.
-        Err(
-            e @ (crate::store::StoreError::Timeout(_) | crate::store::StoreError::Unreachable(_)),
-        ) => {
+        Err(e @ crate::store::StoreError::Timeout(_)) => {
+            let e = store.noted(e);
+            return Err(Failed::cut_off(&e, shared.to_vec(), waited.to_vec()));
+        }
+        Err(e @ crate::store::StoreError::Unreachable(_)) => {
             let e = store.noted(e);
             return Err(Failed::new(&e, not_waited(&shared, waited)));
         }
@@ -1086,6 +1190,12 @@ async fn write_with_retry(
     let again: Arc<[AuditEvent]> = retry.events.clone().into();
     match append(again, retry.read_at.clone().into()).await {
         Ok(appended) => Ok(retry.written(appended.links)),
+        Err(e @ crate::store::StoreError::Timeout(_)) => {
+            let cut_off = InDoubt::new(retry.events.clone(), vec![true; retry.events.len()]);
+            let mut failed = retry.failed(&e);
+            failed.in_doubt = Some(cut_off);
+            Err(failed)
+        }
         Err(e) => Err(retry.failed(&e)),
     }
 }

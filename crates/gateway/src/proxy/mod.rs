@@ -37,6 +37,10 @@ use crate::identity::{
 use crate::rbac;
 use body::OutcomeGuard;
 
+/// Refusals for a failed audit write, logged at most once a second (see
+/// [`crate::log_throttle`]).
+static AUDIT_REFUSALS: crate::log_throttle::Throttle = crate::log_throttle::Throttle::new(1000);
+
 /// Where the rack API is mounted on the gateway.
 pub const PROXY_PREFIX: &str = "/api/v1/rack-proxy";
 
@@ -323,11 +327,14 @@ async fn authorise(
                 continue;
             }
             Err(err) => {
-                tracing::error!(
-                    request_id = %facts.request_id,
-                    error = %err,
-                    "refusing request: audit write failed"
-                );
+                if let Some(held_back) = AUDIT_REFUSALS.admit() {
+                    tracing::error!(
+                        request_id = %facts.request_id,
+                        error = %err,
+                        refused_since_last = held_back,
+                        "refusing request: audit write failed (at most one such line a second)"
+                    );
+                }
                 return Err(ApiError::AuditUnavailable);
             }
         }

@@ -830,8 +830,9 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
     let admin_token = role_token(&db, "admin");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
     let c = client();
+    let refused_ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let get = |token: String| {
-        let (c, url) = (c.clone(), gw.proxy("/apps"));
+        let (c, url, refused_ids) = (c.clone(), gw.proxy("/apps"), refused_ids.clone());
         async move {
             let resp = c
                 .get(url)
@@ -842,6 +843,11 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
             match resp {
                 Ok(r) => {
                     let status = r.status().as_u16();
+                    if status == 503
+                        && let Ok(mut ids) = refused_ids.lock()
+                    {
+                        ids.push(crate::kit::request_id(&r));
+                    }
                     (status, r.text().await.unwrap_or_default())
                 }
                 Err(e) => (0, e.to_string()),
@@ -899,7 +905,13 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let status = request.send().await.map(|r| r.status().as_u16());
+        let response = request.send().await;
+        if let Ok(r) = &response
+            && let Ok(mut ids) = refused_ids.lock()
+        {
+            ids.push(crate::kit::request_id(r));
+        }
+        let status = response.map(|r| r.status().as_u16());
         let took = started.elapsed();
         eprintln!("{method} {path}: {status:?} after {took:?}");
         assert_eq!(status.ok(), Some(503), "{method} {path}");
@@ -915,6 +927,60 @@ async fn a_hung_postgres_is_refused_in_seconds_and_recovered_from() {
     assert!(
         recovered,
         "the gateway did not recover when PostgreSQL answered again"
+    );
+    // The statement the writer had sent to the stopped server ran when it resumed, after the
+    // writer had given up on it: such events are in the trail after all. Each one has the
+    // outcome its caller got, and is on stdout like every other event.
+    let s = store(&db).await;
+    let refused_ids = refused_ids
+        .lock()
+        .map(|ids| ids.clone())
+        .unwrap_or_default();
+    let mut late = 0;
+    for id in &refused_ids {
+        let settled = crate::kit::eventually(|| {
+            let (s, id) = (s.clone(), id.clone());
+            async move {
+                let rows = s.audit_by_request(&id).await.unwrap_or_default();
+                let events = rows
+                    .iter()
+                    .filter(|r| r.event.kind.as_str() != "outcome")
+                    .count();
+                let outcomes = rows
+                    .iter()
+                    .filter(|r| {
+                        r.event.kind.as_str() == "outcome"
+                            && r.event.status == Some(503)
+                            && r.event.details["error"] == gateway::audit::LATE_COMMIT_ERROR
+                    })
+                    .count();
+                events == outcomes
+            }
+        })
+        .await;
+        let rows = s.audit_by_request(id).await.unwrap_or_default();
+        let kinds: Vec<_> = rows.iter().map(|r| r.event.kind.as_str()).collect();
+        eprintln!("refused {id}: {kinds:?}");
+        assert!(
+            settled,
+            "refused {id}: {kinds:?}, without the refusal as outcome"
+        );
+        if !rows.is_empty() {
+            late += 1;
+            let printed = crate::kit::eventually(|| async {
+                gw.audit_lines()
+                    .iter()
+                    .filter(|l| l["request_id"] == id.as_str())
+                    .count()
+                    == rows.len()
+            })
+            .await;
+            assert!(printed, "refused {id}: its late events are not on stdout");
+        }
+    }
+    eprintln!(
+        "{late} of {} refused requests' events were committed late",
+        refused_ids.len()
     );
     let (ok, out, err) = admin(&db, &["audit", "verify"]);
     assert!(ok, "{out} {err}");
@@ -1187,3 +1253,150 @@ both_backends!(
         assert!(ok, "{out}{err}");
     }
 );
+
+/// Makes PostgreSQL take `N` seconds to insert a request event whose path holds `sleep=N`: a
+/// slow commit that is not a lock wait (the writer's connection gives up on those after 3 s).
+async fn slow_inserts(db: &crate::kit::Db) {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    conn.execute(
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         PERFORM pg_sleep(substring(NEW.path FROM 'sleep=([0-9]+)')::int); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_insert BEFORE INSERT ON audit_events FOR EACH ROW \
+         WHEN (NEW.kind = 'request' AND NEW.path ~ 'sleep=[0-9]+') EXECUTE FUNCTION slow_insert();",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A request waits 10 s for its event, then is refused (503, nothing forwarded); the writer's
+/// batch may still go through after that. The event in the trail then gets the outcome the
+/// caller was given, instead of looking like a request cut off by a crash mid-forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_event_committed_after_its_refusal_gets_its_outcome() {
+    let Some(db) = crate::kit::database(Backend::Postgres).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
+    slow_inserts(&db).await;
+    rack.clear();
+    // The first batch takes 5 s; the second, queued meanwhile, 6 s more: it commits ~11 s
+    // after its request began waiting, within the writer's own 10 s for the batch.
+    let post = |query: &'static str| {
+        c.post(gw.proxy(&format!("/apps/web/services/web/restart?{query}")))
+            .basic_auth("convox", Some(&deployer))
+            .timeout(Duration::from_secs(30))
+            .send()
+    };
+    let first = tokio::spawn(post("sleep=5"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = post("sleep=6").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status(), 503);
+    let refused_id = crate::kit::request_id(&refused);
+    let first = first
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|r| r.status().as_u16());
+    assert_eq!(first.ok(), Some(200));
+    let s = store(&db).await;
+    let outcome = crate::kit::audited(&s, |r| {
+        r.event.request_id == refused_id
+            && r.event.kind.as_str() == "outcome"
+            && r.event.status == Some(503)
+            && r.event.details["completed"] == false
+            && r.event.details["error"] == gateway::audit::LATE_COMMIT_ERROR
+    })
+    .await;
+    let rows = s.audit_by_request(&refused_id).await.unwrap_or_default();
+    let kinds: Vec<_> = rows.iter().map(|r| r.event.kind.as_str()).collect();
+    assert!(outcome, "no outcome for the late request event: {kinds:?}");
+    assert_eq!(kinds, ["request", "outcome"], "one event of each");
+    assert!(
+        rack.seen()
+            .iter()
+            .all(|s| s.query.as_deref() != Some("sleep=6")),
+        "the refused request reached the rack"
+    );
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
+}
+
+/// The writer's own deadline cuts a batch off while PostgreSQL is still running its statement,
+/// which then commits: the events turn up after the writer gave up on them. They are found at
+/// its next append, printed, and the refused request gets its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_off_at_the_deadline_but_committed_later_is_settled() {
+    let Some(db) = crate::kit::database(Backend::Postgres).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let c = client();
+    assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
+    // The insert of the marked event takes 12 s: past the writer's 10 s deadline.
+    slow_inserts(&db).await;
+    rack.clear();
+    let refused = c
+        .post(gw.proxy("/apps/web/services/web/restart?sleep=12"))
+        .basic_auth("convox", Some(&deployer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status(), 503);
+    let refused_id = crate::kit::request_id(&refused);
+    // Behind the slow statement's hold on the chain head, then on from the head it moved.
+    let next = c
+        .post(gw.proxy("/apps/web/services/web/restart"))
+        .basic_auth("convox", Some(&deployer))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    eprintln!("next request: {next:?}");
+    if next.as_ref().is_ok_and(|s| *s != 200) {
+        // Refused too (the head was held past its wait): the one after settles it.
+        assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
+    }
+    assert!(
+        rack.seen()
+            .iter()
+            .all(|s| !s.query.as_deref().unwrap_or_default().contains("sleep=12")),
+        "the refused request reached the rack"
+    );
+    let s = store(&db).await;
+    let outcome = crate::kit::audited(&s, |r| {
+        r.event.request_id == refused_id
+            && r.event.kind.as_str() == "outcome"
+            && r.event.status == Some(503)
+            && r.event.details["error"] == gateway::audit::LATE_COMMIT_ERROR
+    })
+    .await;
+    let rows = s.audit_by_request(&refused_id).await.unwrap_or_default();
+    let kinds: Vec<_> = rows.iter().map(|r| r.event.kind.as_str()).collect();
+    assert!(
+        outcome,
+        "no outcome for the late request event: {kinds:?}\n{}",
+        gw.all_output()
+    );
+    assert_eq!(kinds, ["request", "outcome"], "one event of each");
+    assert!(
+        crate::kit::eventually(|| async {
+            gw.audit_lines()
+                .iter()
+                .filter(|l| l["request_id"] == refused_id.as_str())
+                .count()
+                == 2
+        })
+        .await,
+        "the late events are not on stdout"
+    );
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out} {err}");
+}
