@@ -64,8 +64,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("fake rack: cannot listen on {rack_addr} (use --rack-port)"))?;
     let gateway_addr = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let gateway_listener = tokio::net::TcpListener::bind(gateway_addr)
-        .await
+    let gateway_listener = gateway::http_server::listen(gateway_addr)
         .with_context(|| format!("gateway: cannot listen on {gateway_addr} (use --port)"))?;
     let oidc_addr = SocketAddr::from(([127, 0, 0, 1], args.oidc_port));
     let oidc_listener = tokio::net::TcpListener::bind(oidc_addr)

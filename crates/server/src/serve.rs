@@ -8,8 +8,7 @@ pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env().context("configuration")?;
     crate::limits::raise_open_files(&config);
     let gateway = Gateway::start(config).await?;
-    let listener = tokio::net::TcpListener::bind(gateway.state.config.listen_addr)
-        .await
+    let listener = http_server::listen(gateway.state.config.listen_addr)
         .with_context(|| format!("cannot listen on {}", gateway.state.config.listen_addr))?;
     serve_until_signal(gateway, listener, shutdown_signal()).await
 }

@@ -330,7 +330,16 @@ pub async fn forward(
             };
             outcome.status = Some(api_error.status().as_u16());
             outcome.error = Some(api_error.message());
-            tracing::warn!(error = %err, "rack request failed");
+            // The client's own failures are not the rack's: said as what they are, so that
+            // nobody on call goes looking for a slow rack.
+            if matches!(
+                api_error,
+                ApiError::RackUnreachable(_) | ApiError::RackTimeout
+            ) {
+                tracing::warn!(error = %err, "rack request failed");
+            } else {
+                tracing::info!(error = %api_error.message(), "request body from the client failed");
+            }
             return Err(api_error);
         }
     };

@@ -732,5 +732,32 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 200);
+
+        // Those waiting are queued by the kernel, not turned away: with the standard queue of
+        // 128, the 130th connection's handshake went unanswered and its client retried
+        // seconds later, long after a place was free.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(
+                tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waiting = futures_util::future::join_all((0..400).map(|_| {
+            let addr = addr.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_millis(900),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            }
+        }))
+        .await;
+        let queued = waiting.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+        assert_eq!(queued, 400, "clients turned away from the listen queue");
+        drop((held, waiting));
     }
 );
