@@ -50,6 +50,11 @@ const RACK_MAX_MESSAGE: usize = 4 << 20;
 /// usual buffer.
 const MAX_WRITE_BUFFER: usize = CLIENT_MAX_MESSAGE + (256 << 10);
 
+/// Each side's read buffer, allocated whole when the session opens. The library's 128 KiB made
+/// an idle session cost ~256 KiB (256 MiB at `MAX_WEBSOCKETS`); the rack's and the CLI's
+/// pieces are at most 32 KiB, and a larger message still grows the buffer as it needs.
+const READ_BUFFER: usize = 32 << 10;
+
 /// How often an open session's credentials are read again.
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// Re-checks in a row the store may fail before the session is ended: a blip must not cut
@@ -130,7 +135,8 @@ pub async fn forward(
             WebSocketConfig::default()
                 .max_message_size(Some(RACK_MAX_MESSAGE))
                 .max_frame_size(Some(RACK_MAX_MESSAGE))
-                .max_write_buffer_size(MAX_WRITE_BUFFER),
+                .max_write_buffer_size(MAX_WRITE_BUFFER)
+                .read_buffer_size(READ_BUFFER),
         ),
         false,
         Some(Connector::Rustls(upstream.tls.clone())),
@@ -250,6 +256,7 @@ pub async fn forward(
         .max_message_size(CLIENT_MAX_MESSAGE)
         .max_frame_size(CLIENT_MAX_MESSAGE)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |client| {
             sessions.track(async move {
                 // The session's place is held until the relay has ended.

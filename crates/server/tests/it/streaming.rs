@@ -1220,3 +1220,31 @@ crate::both_backends!(
         }
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_session_costs_little_memory() {
+    // Each side's read buffer is allocated whole when a session opens: at the library's
+    // 128 KiB an idle session cost the gateway ~256 KiB, 256 MiB at MAX_WEBSOCKETS.
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let ops = role_token(&db, "ops");
+    let gw = Gateway::start(&db, &rack.url, &[("MAX_WEBSOCKETS_PER_CREDENTIAL", "200")]).await;
+    // One first, so that what every session shares is counted before.
+    let mut sockets = vec![ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = gw.peak_rss_kib();
+    let sessions = 128;
+    for _ in 0..sessions {
+        sockets.push(ws_connect(&gw, "/apps/web/processes/web-1/exec", &ops).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_session = gw.peak_rss_kib().saturating_sub(before) / sessions;
+    eprintln!("{sessions} idle sessions: {per_session} KiB each");
+    assert!(
+        per_session < 128,
+        "an idle WebSocket session costs the gateway {per_session} KiB"
+    );
+    drop(sockets);
+}
