@@ -512,14 +512,15 @@ fn split(batch: &mut Vec<Job>) -> Split {
 }
 
 /// Answers the waiting requests (first: the stdout copy is not what they wait for), hands the
-/// rows to the stdout sink, then answers the flushes. Returns the events of a failed batch that
+/// rows to the stdout sink, matches committed events nobody took with the requests that gave
+/// up on them ([`Abandoned`]), then answers the flushes. Returns the events of a failed batch that
 /// nobody waits for, to be kept (see [`Retained`]).
 fn finish(
     result: Result<Written, Failed>,
     acks: Vec<Option<oneshot::Sender<Result<i64, AuditError>>>>,
     flushes: Vec<oneshot::Sender<()>>,
     printer: Option<&Printer>,
-    abandoned: &mut Abandoned,
+    (abandoned, deferred): (&mut Abandoned, &Deferred),
 ) -> Vec<AuditEvent> {
     let keep = match result {
         Ok(Written {
@@ -559,6 +560,9 @@ fn finish(
             kept
         }
     };
+    // Requests that stopped waiting meanwhile get their refusal as the outcome (queued for
+    // the next batch).
+    deferred.match_abandoned(abandoned);
     for done in flushes {
         match printer {
             Some(printer) => printer.flush(done),
@@ -711,11 +715,10 @@ async fn run(
                 parts.acks,
                 parts.flushes,
                 printer.as_ref(),
-                &mut abandoned,
+                (&mut abandoned, &queues.deferred),
             ),
             started,
         );
-        queues.deferred.match_abandoned(&mut abandoned);
         // After the waiting requests are answered, and only once an append went through:
         // then the cut-off batches can no longer be committed (see `in_doubt`).
         if appended && !doubts.is_empty() {
@@ -801,11 +804,10 @@ fn run_blocking(
                 parts.acks,
                 parts.flushes,
                 printer.as_ref(),
-                &mut abandoned,
+                (&mut abandoned, &queues.deferred),
             ),
             started,
         );
-        queues.deferred.match_abandoned(&mut abandoned);
         if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
             for events in groups {
                 let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);

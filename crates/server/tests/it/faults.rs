@@ -1271,40 +1271,48 @@ async fn slow_inserts(db: &crate::kit::Db) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A request waits 10 s for its event, then is refused (503, nothing forwarded); the writer's
-/// batch may still go through after that. The event in the trail then gets the outcome the
-/// caller was given, instead of looking like a request cut off by a crash mid-forward.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_event_committed_after_its_refusal_gets_its_outcome() {
-    let Some(db) = crate::kit::database(Backend::Postgres).await else {
-        return;
-    };
+/// A gateway on PostgreSQL whose audit inserts are slowed by `slow_inserts`, with a deployer
+/// token, after one request that went through.
+async fn slowed_gateway() -> Option<(crate::kit::Db, TestRack, String, Gateway)> {
+    let db = crate::kit::database(Backend::Postgres).await?;
     let rack = TestRack::start().await;
     let deployer = role_token(&db, "deployer");
     let gw = Gateway::start(&db, &rack.url, &[]).await;
-    let c = client();
-    assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
+    assert_eq!(restart_web(client(), &gw, &deployer).await, 200);
     slow_inserts(&db).await;
     rack.clear();
-    // The first batch takes 5 s; the second, queued meanwhile, 6 s more: it commits ~11 s
-    // after its request began waiting, within the writer's own 10 s for the batch.
-    let post = |query: &'static str| {
-        c.post(gw.proxy(&format!("/apps/web/services/web/restart?{query}")))
-            .basic_auth("convox", Some(&deployer))
-            .timeout(Duration::from_secs(30))
-            .send()
-    };
-    let first = tokio::spawn(post("sleep=5"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let refused = post("sleep=6").await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(refused.status(), 503);
-    let refused_id = crate::kit::request_id(&refused);
-    let first = first
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .map(|r| r.status().as_u16());
-    assert_eq!(first.ok(), Some(200));
-    let s = store(&db).await;
+    Some((db, rack, deployer, gw))
+}
+
+/// A restart with `query`, as the deployer, waiting at most 30 s.
+fn restart_with(
+    gw: &Gateway,
+    deployer: &str,
+    query: &str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    client()
+        .post(gw.proxy(&format!("/apps/web/services/web/restart?{query}")))
+        .basic_auth("convox", Some(deployer))
+        .timeout(Duration::from_secs(30))
+        .send()
+}
+
+/// The refused request `refused_id` (`query`) reached no rack, and its event, committed late,
+/// has the refusal as its outcome, on stdout as in the database; the chain verifies.
+async fn refused_with_late_outcome(
+    db: &crate::kit::Db,
+    rack: &TestRack,
+    gw: &Gateway,
+    refused_id: &str,
+    query: &str,
+) {
+    assert!(
+        rack.seen()
+            .iter()
+            .all(|s| s.query.as_deref() != Some(query)),
+        "the refused request reached the rack"
+    );
+    let s = store(db).await;
     let outcome = crate::kit::audited(&s, |r| {
         r.event.request_id == refused_id
             && r.event.kind.as_str() == "outcome"
@@ -1313,72 +1321,7 @@ async fn a_request_event_committed_after_its_refusal_gets_its_outcome() {
             && r.event.details["error"] == gateway::audit::LATE_COMMIT_ERROR
     })
     .await;
-    let rows = s.audit_by_request(&refused_id).await.unwrap_or_default();
-    let kinds: Vec<_> = rows.iter().map(|r| r.event.kind.as_str()).collect();
-    assert!(outcome, "no outcome for the late request event: {kinds:?}");
-    assert_eq!(kinds, ["request", "outcome"], "one event of each");
-    assert!(
-        rack.seen()
-            .iter()
-            .all(|s| s.query.as_deref() != Some("sleep=6")),
-        "the refused request reached the rack"
-    );
-    let (ok, out, err) = admin(&db, &["audit", "verify"]);
-    assert!(ok, "{out} {err}");
-}
-
-/// The writer's own deadline cuts a batch off while PostgreSQL is still running its statement,
-/// which then commits: the events turn up after the writer gave up on them. They are found at
-/// its next append, printed, and the refused request gets its outcome.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_cut_off_at_the_deadline_but_committed_later_is_settled() {
-    let Some(db) = crate::kit::database(Backend::Postgres).await else {
-        return;
-    };
-    let rack = TestRack::start().await;
-    let deployer = role_token(&db, "deployer");
-    let gw = Gateway::start(&db, &rack.url, &[]).await;
-    let c = client();
-    assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
-    // The insert of the marked event takes 12 s: past the writer's 10 s deadline.
-    slow_inserts(&db).await;
-    rack.clear();
-    let refused = c
-        .post(gw.proxy("/apps/web/services/web/restart?sleep=12"))
-        .basic_auth("convox", Some(&deployer))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(refused.status(), 503);
-    let refused_id = crate::kit::request_id(&refused);
-    // Behind the slow statement's hold on the chain head, then on from the head it moved.
-    let next = c
-        .post(gw.proxy("/apps/web/services/web/restart"))
-        .basic_auth("convox", Some(&deployer))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map(|r| r.status().as_u16());
-    eprintln!("next request: {next:?}");
-    if next.as_ref().is_ok_and(|s| *s != 200) {
-        // Refused too (the head was held past its wait): the one after settles it.
-        assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
-    }
-    assert!(
-        rack.seen()
-            .iter()
-            .all(|s| !s.query.as_deref().unwrap_or_default().contains("sleep=12")),
-        "the refused request reached the rack"
-    );
-    let s = store(&db).await;
-    let outcome = crate::kit::audited(&s, |r| {
-        r.event.request_id == refused_id
-            && r.event.kind.as_str() == "outcome"
-            && r.event.status == Some(503)
-            && r.event.details["error"] == gateway::audit::LATE_COMMIT_ERROR
-    })
-    .await;
-    let rows = s.audit_by_request(&refused_id).await.unwrap_or_default();
+    let rows = s.audit_by_request(refused_id).await.unwrap_or_default();
     let kinds: Vec<_> = rows.iter().map(|r| r.event.kind.as_str()).collect();
     assert!(
         outcome,
@@ -1390,13 +1333,76 @@ async fn a_batch_cut_off_at_the_deadline_but_committed_later_is_settled() {
         crate::kit::eventually(|| async {
             gw.audit_lines()
                 .iter()
-                .filter(|l| l["request_id"] == refused_id.as_str())
+                .filter(|l| l["request_id"] == refused_id)
                 .count()
                 == 2
         })
         .await,
         "the late events are not on stdout"
     );
-    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    let (ok, out, err) = admin(db, &["audit", "verify"]);
     assert!(ok, "{out} {err}");
+}
+
+/// A request waits 10 s for its event, then is refused (503, nothing forwarded); the writer's
+/// batch may still go through after that. The event in the trail then gets the outcome the
+/// caller was given, instead of looking like a request cut off by a crash mid-forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_event_committed_after_its_refusal_gets_its_outcome() {
+    let Some((db, rack, deployer, gw)) = slowed_gateway().await else {
+        return;
+    };
+    // The first batch takes 5 s; the second, queued meanwhile, 6 s more: it commits ~11 s
+    // after its request began waiting, within the writer's own 10 s for the batch.
+    let first = tokio::spawn(restart_with(&gw, &deployer, "sleep=5"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = restart_with(&gw, &deployer, "sleep=6")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status(), 503);
+    let first = first
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|r| r.status().as_u16());
+    assert_eq!(first.ok(), Some(200));
+    refused_with_late_outcome(
+        &db,
+        &rack,
+        &gw,
+        &crate::kit::request_id(&refused),
+        "sleep=6",
+    )
+    .await;
+}
+
+/// The writer's own deadline cuts a batch off while PostgreSQL is still running its statement,
+/// which then commits: the events turn up after the writer gave up on them. They are found at
+/// its next append, printed, and the refused request gets its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_off_at_the_deadline_but_committed_later_is_settled() {
+    let Some((db, rack, deployer, gw)) = slowed_gateway().await else {
+        return;
+    };
+    // The insert of the marked event takes 12 s: past the writer's 10 s deadline.
+    let refused = restart_with(&gw, &deployer, "sleep=12")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status(), 503);
+    // Behind the slow statement's hold on the chain head, then on from the head it moved.
+    let next = restart_with(&gw, &deployer, "after=1")
+        .await
+        .map(|r| r.status().as_u16());
+    eprintln!("next request: {next:?}");
+    if next.as_ref().is_ok_and(|s| *s != 200) {
+        // Refused too (the head was held past its wait): the one after settles it.
+        assert_eq!(restart_web(client(), &gw, &deployer).await, 200);
+    }
+    refused_with_late_outcome(
+        &db,
+        &rack,
+        &gw,
+        &crate::kit::request_id(&refused),
+        "sleep=12",
+    )
+    .await;
 }
