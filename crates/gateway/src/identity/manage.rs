@@ -95,8 +95,9 @@ impl Actor {
 /// `"result": "refused"` with the reason (`"unknown"` when the store did not answer in time). So a change is never made without its event, and a
 /// crash in the middle shows as an event without an outcome, as for a proxied request.
 ///
-/// The change runs as a task of its own: an HTTP client that goes away mid-change must not
-/// leave it half-known (made, perhaps, but with no outcome recorded).
+/// The event, the change and its outcome run as a task of their own: an HTTP client that goes
+/// away meanwhile must not leave the change half-known — its event committed but the change
+/// never made, or made with no outcome recorded.
 async fn audited<T: Send + 'static>(
     audit: &AuditLog,
     actor: &Actor,
@@ -106,11 +107,11 @@ async fn audited<T: Send + 'static>(
     done: impl FnOnce(&T) -> Value + Send + 'static,
 ) -> Result<T, ManageError> {
     let request_id = crate::request_id::current();
-    audit
-        .record(actor.event(EventKind::Gateway, &request_id, action, asked))
-        .await?;
     let (audit, actor) = (audit.clone(), actor.clone());
     crate::request_id::spawn(async move {
+        audit
+            .record(actor.event(EventKind::Gateway, &request_id, action, asked))
+            .await?;
         let result = change.await;
         let details = match &result {
             Ok(value) => with_result(done(value), "done"),

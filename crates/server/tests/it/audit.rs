@@ -950,8 +950,7 @@ both_backends!(
         let mut holder =
             crate::kit::pg_holding(&db, "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
                 .await;
-        let impatient = reqwest::Client::builder()
-            .no_proxy()
+        let impatient = crate::kit::client_builder()
             .timeout(Duration::from_millis(700))
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1003,6 +1002,57 @@ both_backends!(
         assert!(matches!(user, Ok(Some(_))), "{user:?}");
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_caller_went_away_while_its_event_was_written_is_made_and_recorded() {
+    // The caller gives up while the change's event waits for the chain head: the event is
+    // committed all the same, so the change must be made and its outcome recorded (they were
+    // not: the event was awaited in the handler, which the caller's going away dropped).
+    let Some(db) = crate::kit::database(Backend::Postgres).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let admin_token = role_token(&db, "admin");
+    let gw = Gateway::start(&db, &rack.url, &[]).await;
+    let s = store(&db).await;
+    // Held under the writer's 3 s wait for the lock, longer than the caller waits.
+    let mut holder = crate::kit::pg_holding(
+        &db,
+        "BEGIN; SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE",
+    )
+    .await;
+    let impatient = crate::kit::client_builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gone = impatient
+        .post(format!("{}/api/v1/users", gw.url))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({ "email": "gone@example.com", "role": "viewer" }))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the event was not held back: {gone:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    holder
+        .execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let finished = crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.action == "gateway:users:create"
+            && r.event.details["result"] == "done"
+    })
+    .await;
+    let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+    let events: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.action == "gateway:users:create")
+        .map(|r| r.event.kind.as_str())
+        .collect();
+    assert!(finished, "the change's outcome is missing: {events:?}");
+    let user = s.find_user("gone@example.com").await;
+    assert!(matches!(user, Ok(Some(_))), "{user:?}");
+}
 
 both_backends!(
     admin_commands_events_made_while_no_gateway_served_are_printed_at_start,

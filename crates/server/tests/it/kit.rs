@@ -307,12 +307,18 @@ impl Drop for Gateway {
 
 /// An HTTP client for tests.
 pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
+    client_builder()
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+/// A client builder (no proxy settings) for tests that need other settings: it installs the
+/// TLS crypto provider first, which a bare `reqwest::Client::builder()` found only when
+/// another test in the process had built a client before (it failed when run alone).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
 }
 
 /// Opens the store directly (for inspecting audit rows).

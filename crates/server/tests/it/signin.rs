@@ -1220,7 +1220,7 @@ both_backends!(
         );
         // Ending this browser's own session from the list signs it out: the cookie is
         // cleared, not left holding a session that no longer works.
-        let no_redirects = reqwest::Client::builder()
+        let no_redirects = crate::kit::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
