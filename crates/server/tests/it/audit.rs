@@ -935,6 +935,22 @@ both_backends!(
     }
 );
 
+/// Asks the gateway to add `email` as a viewer and gives up after 0.7 s, which the test made
+/// too short (the change or its event is held back).
+async fn add_user_and_leave(gw: &Gateway, admin_token: &str, email: &str) {
+    let impatient = crate::kit::client_builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gone = impatient
+        .post(format!("{}/api/v1/users", gw.url))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({ "email": email, "role": "viewer" }))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the change was not held back: {gone:?}");
+}
+
 both_backends!(
     a_change_whose_caller_went_away_is_finished_and_recorded,
     |db: Db| async move {
@@ -950,17 +966,7 @@ both_backends!(
         let mut holder =
             crate::kit::pg_holding(&db, "BEGIN; LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
                 .await;
-        let impatient = crate::kit::client_builder()
-            .timeout(Duration::from_millis(700))
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let gone = impatient
-            .post(format!("{}/api/v1/users", gw.url))
-            .bearer_auth(&admin_token)
-            .json(&serde_json::json!({ "email": "late@example.com", "role": "viewer" }))
-            .send()
-            .await;
-        assert!(gone.is_err(), "the change was not held back: {gone:?}");
+        add_user_and_leave(&gw, &admin_token, "late@example.com").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         holder
             .execute("COMMIT")
@@ -1021,17 +1027,7 @@ async fn a_change_whose_caller_went_away_while_its_event_was_written_is_made_and
         "BEGIN; SELECT seq FROM audit_chain_head WHERE id = 1 FOR UPDATE",
     )
     .await;
-    let impatient = crate::kit::client_builder()
-        .timeout(Duration::from_millis(700))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gone = impatient
-        .post(format!("{}/api/v1/users", gw.url))
-        .bearer_auth(&admin_token)
-        .json(&serde_json::json!({ "email": "gone@example.com", "role": "viewer" }))
-        .send()
-        .await;
-    assert!(gone.is_err(), "the event was not held back: {gone:?}");
+    add_user_and_leave(&gw, &admin_token, "gone@example.com").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     holder
         .execute("COMMIT")
