@@ -321,9 +321,11 @@ pub async fn forward(
     let response = match sent {
         Ok(r) => r,
         Err(err) => {
-            let api_error = if client_stalled.load(Ordering::Relaxed) {
+            let stalled = client_stalled.load(Ordering::Relaxed);
+            let broke_off = client_broke_off.load(Ordering::Relaxed);
+            let api_error = if stalled {
                 ApiError::ClientTimeout(client_timeout.as_secs())
-            } else if client_broke_off.load(Ordering::Relaxed) {
+            } else if broke_off {
                 ApiError::BadRequest("the request body ended early (client disconnected)".into())
             } else {
                 upstream_error(&err)
@@ -332,13 +334,10 @@ pub async fn forward(
             outcome.error = Some(api_error.message());
             // The client's own failures are not the rack's: said as what they are, so that
             // nobody on call goes looking for a slow rack.
-            if matches!(
-                api_error,
-                ApiError::RackUnreachable(_) | ApiError::RackTimeout
-            ) {
-                tracing::warn!(error = %err, "rack request failed");
-            } else {
+            if stalled || broke_off {
                 tracing::info!(error = %api_error.message(), "request body from the client failed");
+            } else {
+                tracing::warn!(error = %err, "rack request failed");
             }
             return Err(api_error);
         }
