@@ -10,6 +10,7 @@ mod chain;
 mod event;
 mod foreign;
 mod in_doubt;
+mod mask;
 mod refusals;
 mod retained;
 mod verify;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
+use gateway_core::scrub::Scrubber;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -136,6 +137,8 @@ pub struct AuditLog {
     /// How far the stdout sink got (see `foreign`), when it has one.
     printed: Option<Arc<super::foreign::Printed>>,
     health: Arc<WriteHealth>,
+    /// The rack's credentials, masked in every event before it is queued (see `mask`).
+    rack_secrets: Arc<Scrubber>,
 }
 
 /// Whether the writer's latest attempt failed, for readiness: a gateway that refuses every
@@ -241,9 +244,18 @@ impl AuditLog {
                 on_the_way,
                 printed,
                 health,
+                rack_secrets: Arc::new(Scrubber::new::<&str>(&[])),
             },
             task,
         )
+    }
+
+    /// This log, masking `secrets` (the rack's credentials) in every event it is given.
+    pub fn masking(self, secrets: Arc<Scrubber>) -> AuditLog {
+        AuditLog {
+            rack_secrets: secrets,
+            ..self
+        }
     }
 
     /// Whether stdout has not yet carried event `seq`, which was committed (false without a
@@ -307,9 +319,10 @@ impl AuditLog {
 
     async fn send(
         &self,
-        event: AuditEvent,
+        mut event: AuditEvent,
         read_at: Option<Generation>,
     ) -> Result<i64, AuditError> {
+        super::mask::mask_event(&self.rack_secrets, &mut event);
         // Told to the writer if this stops waiting (see `Abandoned`).
         let request_id =
             (event.kind != super::EventKind::Outcome).then(|| event.request_id.clone());
@@ -345,7 +358,8 @@ impl AuditLog {
 
     /// Queues `event` without waiting (outcomes: the request event is already durable, so a
     /// lost outcome shows as a request without one, never as a silent gap).
-    pub fn record_later(&self, event: AuditEvent) {
+    pub fn record_later(&self, mut event: AuditEvent) {
+        super::mask::mask_event(&self.rack_secrets, &mut event);
         let queued = {
             let mut events = self
                 .deferred

@@ -131,7 +131,16 @@ async fn proxy(
         .to_string();
     let query = parts.uri.query().map(str::to_string);
     let normalised = gateway_core::classify::normalise_for(&parts.method, &raw_path);
+    let rack_secrets = &state.upstream.scrubber;
     let shown_path = match &normalised {
+        // The audit log masks the rack's credentials wherever they appear; an encoded copy
+        // would not appear, so such a path is recorded decoded (and then masked).
+        Ok(p)
+            if rack_secrets.contains(p.decoded.as_bytes())
+                && !rack_secrets.contains(p.forward.as_bytes()) =>
+        {
+            p.decoded.chars().map(gateway_core::text::shown).collect()
+        }
         Ok(p) => p.forward.clone(),
         Err(_) => String::from_utf8_lossy(
             &percent_encoding::percent_decode_str(&raw_path).collect::<Vec<u8>>(),
@@ -153,7 +162,10 @@ async fn proxy(
             method.get(..32).unwrap_or(method).to_string()
         },
         path: audited_path(match &query {
-            Some(q) => format!("{shown_path}?{}", redact::redact_query(q)),
+            Some(q) => format!(
+                "{shown_path}?{}",
+                redact::redact_query_with(q, |v| rack_secrets.contains(v.as_bytes()))
+            ),
             None => shown_path,
         }),
         client_ip: peer.ip.to_string(),

@@ -329,6 +329,121 @@ both_backends!(rack_token_never_leaves_the_gateway, |db| async move {
     assert!(!gw.all_output().contains(&admin), "caller token in logs");
 });
 
+// Redaction masks secrets by their names and shapes; the rack token has neither, so what a
+// caller (or an admin) typed was written into the trail as it was: in a path, a query, a user
+// agent, a method, a gateway-API body.
+both_backends!(
+    the_rack_token_a_caller_sends_is_not_audited,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        // `%72` is `r`: the token's first letter, encoded.
+        let encoded = format!("%72{}", &RACK_TOKEN[1..]);
+        let calls = [
+            ("GET", format!("/apps/{RACK_TOKEN}")),
+            ("GET", format!("/apps/{encoded}")),
+            ("GET", format!("/apps?name={encoded}&{encoded}=1&{encoded}")),
+            (RACK_TOKEN, "/apps".to_string()),
+        ];
+        for (method, path) in &calls {
+            let method =
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let resp = c
+                .request(method, gw.proxy(path))
+                .basic_auth("convox", Some(&admin))
+                .header("user-agent", format!("convox/3 {RACK_TOKEN}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(resp.status().as_u16() < 500, "{path}: {}", resp.status());
+        }
+        let added = c
+        .post(format!("{}/api/v1/users", gw.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "email": format!("{RACK_TOKEN}@example.com"), "role": "viewer" }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(added.status().is_success(), "{}", added.status());
+        let s = store(&db).await;
+        let masked = "*".repeat(RACK_TOKEN.len());
+        let want = format!("/apps/{masked}");
+        assert!(
+            crate::kit::audited(&s, |r| r.event.path.as_deref() == Some(want.as_str())).await,
+            "the path is recorded, masked"
+        );
+        // Every call is recorded, with its outcome, and none of them holds the token.
+        assert!(
+            crate::kit::audited(&s, |r| {
+                r.event.kind.as_str() == "gateway"
+                    && r.event
+                        .details
+                        .to_string()
+                        .contains(&format!("{masked}@example.com"))
+            })
+            .await,
+            "the new user is recorded, masked"
+        );
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let requests = rows
+            .iter()
+            .filter(|r| r.event.kind.as_str() == "request")
+            .count();
+        assert!(requests >= calls.len(), "{requests} request events");
+        let dump = serde_json::to_string(&rows).unwrap_or_default();
+        let decoded_prefix = &RACK_TOKEN[..RACK_TOKEN.len() - 1];
+        assert!(
+            !dump.contains(decoded_prefix),
+            "rack token in audit rows: {dump}"
+        );
+        assert!(
+            !dump.contains(&RACK_TOKEN[1..]),
+            "encoded rack token in audit rows: {dump}"
+        );
+        gw.audit_lines();
+        let out = gw.all_output();
+        assert!(
+            !out.contains(&RACK_TOKEN[1..]),
+            "rack token on stdout or in logs"
+        );
+    }
+);
+
+// A token holding characters that stay encoded on the way to the rack (`%20`) is found in the
+// decoded path, and the path recorded decoded, masked.
+both_backends!(
+    an_encoded_rack_token_in_a_path_is_not_audited,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let token = "rack token with spaces";
+        let gw = Gateway::start(&db, &rack.url, &[("RACK_TOKEN", token)]).await;
+        let resp = client()
+            .get(gw.proxy("/apps/rack%20token%20with%20spaces"))
+            .basic_auth("convox", Some(&admin))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The test rack knows another token: it refuses the gateway, which says so.
+        assert!(resp.status().as_u16() >= 400, "{}", resp.status());
+        let s = store(&db).await;
+        let want = format!("/apps/{}", "*".repeat(token.len()));
+        assert!(
+            crate::kit::audited(&s, |r| r.event.path.as_deref() == Some(want.as_str())).await,
+            "the path is recorded decoded, masked"
+        );
+        let dump = serde_json::to_string(&s.audit_rows(0, 10_000).await.unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            !dump.contains("token%20with"),
+            "encoded rack token in audit rows"
+        );
+        assert!(!dump.contains("token with"), "rack token in audit rows");
+    }
+);
+
 // A compressed answer would carry the rack token past the check that masks it: the rack is
 // asked for `identity`, and what it compresses anyway is not relayed.
 both_backends!(
