@@ -29,6 +29,14 @@ impl Admin {
         let (key, _) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
         // stdout stays free for the command's own output.
         let (audit, task) = AuditLog::start(store.clone(), key, false);
+        // Run where the gateway runs, a command has its RACK_TOKEN: a token or user named
+        // after it is masked in the trail as the gateway would.
+        let audit = match std::env::var("RACK_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => {
+                audit.masking(gateway::proxy::rack_scrubber(&token))
+            }
+            _ => audit,
+        };
         Ok(Admin {
             store,
             audit,

@@ -167,6 +167,20 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// The forms of the rack token that are masked wherever they would leave the gateway: the
+/// token, and the Basic credentials made of it — without their `=` padding, which a copy may
+/// lack (a padded copy then keeps only the `=`).
+fn rack_credentials(token: &str) -> Vec<String> {
+    let basic = STANDARD.encode(format!("convox:{token}"));
+    vec![token.to_string(), basic.trim_end_matches('=').to_string()]
+}
+
+/// A scrubber for the rack token's forms (see `rack_credentials`), for those that mask it
+/// without an [`Upstream`] (admin commands' audit events).
+pub fn rack_scrubber(token: &str) -> Arc<Scrubber> {
+    Arc::new(Scrubber::new(&rack_credentials(token)))
+}
+
 impl Upstream {
     /// Builds the client from configuration.
     pub fn new(config: &Config) -> Result<Upstream, UpstreamError> {
@@ -206,15 +220,13 @@ impl Upstream {
         let mut auth = HeaderValue::from_str(&format!("Basic {basic}"))
             .map_err(|_| UpstreamError::BadToken)?;
         auth.set_sensitive(true);
-        // Looked for without its `=` padding, which a copy may lack (and a padded copy then
-        // keeps only the `=`).
-        let basic = basic.trim_end_matches('=').to_string();
+        let scrub = rack_credentials(token);
         Ok(Upstream {
             base: base.into(),
             ws_base: ws_base.into(),
             auth,
-            scrubber: Arc::new(Scrubber::new(&[token, basic.as_str()])),
-            scrub: Arc::from(vec![token.to_string(), basic]),
+            scrubber: Arc::new(Scrubber::new(&scrub)),
+            scrub: Arc::from(scrub),
             http,
             tls,
             connect_timeout: config.rack_connect_timeout,

@@ -754,3 +754,27 @@ both_backends!(
         }
     }
 );
+
+// Run beside the gateway a command has the gateway's RACK_TOKEN, and masks it in its audit
+// events as the gateway does: a token named after it is recorded masked.
+both_backends!(
+    admin_commands_mask_the_rack_token_in_the_trail,
+    |db| async move {
+        let token = crate::kit::RACK_TOKEN;
+        let name = format!("ci-{token}");
+        let (ok, _, err) = crate::kit::admin_with(
+            &db,
+            &["tokens", "create", "--name", &name, "--role", "viewer"],
+            &[("RACK_TOKEN", token)],
+        );
+        assert!(ok, "{err}");
+        let s = store(&db).await;
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        let dump = serde_json::to_string(&rows).unwrap_or_default();
+        assert!(
+            dump.contains(&format!("ci-{}", "*".repeat(token.len()))),
+            "the creation is recorded, masked: {dump}"
+        );
+        assert!(!dump.contains(token), "rack token in audit rows: {dump}");
+    }
+);

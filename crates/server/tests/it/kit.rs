@@ -90,11 +90,17 @@ pub async fn database(backend: Backend) -> Option<Db> {
 
 /// Runs `rack-gateway-server <args>` against `db`; returns (success, stdout, stderr).
 pub fn admin(db: &Db, args: &[&str]) -> (bool, String, String) {
+    admin_with(db, args, &[])
+}
+
+/// [`admin`] with more environment.
+pub fn admin_with(db: &Db, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env("DATABASE_URL", &db.url)
         .env("AUDIT_HMAC_KEY", AUDIT_KEY)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("run {BIN}: {e}"));
     (
