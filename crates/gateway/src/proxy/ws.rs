@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::OutcomeGuard;
 use super::relay_status;
 use super::sessions::Slot;
+use super::upstream::Upstream;
 use crate::app::AppState;
 use crate::config::Secret;
 use crate::error::ApiError;
@@ -249,7 +250,7 @@ pub async fn forward(
         Ok(Ok((socket, _response))) => socket,
     };
     outcome.status = Some(101);
-    let scrubber = upstream.scrubber.clone();
+    let upstream = upstream.clone();
     let sessions = state.sessions.clone();
     let ending = sessions.ending();
     Ok(upgrade
@@ -261,7 +262,7 @@ pub async fn forward(
             sessions.track(async move {
                 // The session's place is held until the relay has ended.
                 let _slot = slot;
-                relay(client, rack, scrubber, ending, outcome, recheck).await;
+                relay(client, rack, upstream, ending, outcome, recheck).await;
             })
         }))
 }
@@ -315,7 +316,7 @@ enum Closer {
 async fn relay(
     client: WebSocket,
     rack: RackSocket,
-    scrubber: Arc<Scrubber>,
+    upstream: Upstream,
     ending: CancellationToken,
     mut outcome: OutcomeGuard,
     recheck: Recheck,
@@ -327,6 +328,8 @@ async fn relay(
     let bytes_in = outcome.bytes_in.clone();
     let bytes_out = AtomicU64::new(0);
     let masked = AtomicUsize::new(0);
+    // The rack's first message said it refused the gateway's own credentials.
+    let token_refused = AtomicBool::new(false);
     // Why the client's side failed, if it did (a message over the limit, a broken frame).
     let mut client_error: Option<String> = None;
     // Why relaying failed otherwise, if it did: a write to either side (its write bound
@@ -381,7 +384,8 @@ async fn relay(
             let _ = rack_tx.close().await;
         };
         let rack_to_client = async {
-            let mut outgoing = Outgoing::new(scrubber);
+            let mut outgoing = Outgoing::new(upstream.scrubber.clone());
+            let mut first = true;
             loop {
                 let next = match outgoing.deadline {
                     Some(at) => match tokio::time::timeout_at(at, rack_rx.next()).await {
@@ -408,9 +412,13 @@ async fn relay(
                     }
                     None => break,
                 };
-                let Some(message) = to_client(message) else {
+                let Some(mut message) = to_client(message) else {
                     continue;
                 };
+                if std::mem::take(&mut first) && refuses_the_gateway(&message) {
+                    token_refused.store(true, Ordering::Relaxed);
+                    message = ws::Message::Text(TOKEN_REFUSED_MESSAGE.into());
+                }
                 let (held, message, n) = outgoing.pass(message);
                 if n > 0 {
                     masked.fetch_add(n, Ordering::Relaxed);
@@ -522,6 +530,9 @@ async fn relay(
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
         // (After the rack has closed, how the client hangs up is not an error of the session.)
         outcome.error = Some(format!("client WebSocket error: {error}"));
+    } else if token_refused.load(Ordering::Relaxed) {
+        upstream.note_token_refused();
+        outcome.error = Some("the rack refused RACK_TOKEN (in the WebSocket)".into());
     } else if let Some(error) = match closer {
         // The side that ended the session says why, if it failed.
         Closer::Client => to_rack_error,
@@ -549,6 +560,18 @@ async fn relay(
             .extra
             .insert("rack_token_masked_count".into(), json!(masked));
     }
+}
+
+/// What the client reads instead of the rack's in-band refusal of the gateway's credentials.
+const TOKEN_REFUSED_MESSAGE: &str = "ERROR: the rack refuses the gateway's own credentials (its \
+     RACK_TOKEN): your sign-in is fine; tell the gateway's operator\n";
+
+/// Whether `message` (the rack's first) is its refusal of the gateway's credentials. The rack
+/// upgrades a WebSocket before it authenticates, so a wrong `RACK_TOKEN` shows as this text
+/// message rather than a 401; callers' own credentials never reach the rack, so it can only
+/// mean the gateway's, and relayed as it is it tells the caller their sign-in is bad.
+fn refuses_the_gateway(message: &ws::Message) -> bool {
+    matches!(message, ws::Message::Text(t) if t.as_str().starts_with("ERROR: invalid authentication"))
 }
 
 /// `text` cut to what a close frame can carry (123 bytes), on a character boundary.

@@ -1248,3 +1248,67 @@ async fn an_idle_websocket_session_costs_little_memory() {
     );
     drop(sockets);
 }
+
+// The rack upgrades a WebSocket before it authenticates, so a wrong RACK_TOKEN shows as an
+// in-band `ERROR: invalid authentication`: relayed as it was, `logs` told its user that their
+// own sign-in was bad (found by a docs-against-behaviour pass). Against the fake rack that
+// speaks the rack's protocol.
+crate::both_backends!(
+    a_rack_refusing_the_gateways_token_inside_a_websocket_says_whose_it_is,
+    |db| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(mock_rack::serve(
+            listener,
+            mock_rack::MockRackConfig {
+                token: "the-racks-current-token".into(),
+                seed: 1,
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(
+            &db,
+            &format!("http://{addr}"),
+            &[("RACK_TOKEN", "an-old-rack-token")],
+        )
+        .await;
+        let mut socket = ws_connect(&gw, "/apps/web/logs", &viewer).await;
+        let mut said = String::new();
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+        {
+            if let Message::Text(t) = message {
+                said.push_str(t.as_str());
+            }
+        }
+        assert!(
+            said.contains("the rack refuses the gateway's own credentials (its RACK_TOKEN)")
+                && !said.contains("invalid authentication")
+                && !said.contains("an-old"),
+            "{said}"
+        );
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.details["error"] == "the rack refused RACK_TOKEN (in the WebSocket)"
+        })
+        .await;
+        assert!(recorded, "the outcome says so");
+        assert!(
+            crate::kit::eventually(|| async {
+                gw.all_output()
+                    .contains("the rack refused the gateway's credentials")
+            })
+            .await,
+            "the operator is told: {}",
+            gw.all_output()
+        );
+        let _ = stop.send(());
+    }
+);
