@@ -129,7 +129,11 @@ impl Gateway {
         for contradiction in config.contradictions() {
             tracing::warn!("{contradiction}");
         }
-        if let Some(warning) = gateway_core::config::unverified_database(&config.database_url) {
+        if let Some(warning) =
+            gateway_core::config::unverified_database(&config.database_url, |name| {
+                std::env::var(name).ok()
+            })
+        {
             tracing::warn!("{warning}");
         }
         match store.clock_offset_ms().await {

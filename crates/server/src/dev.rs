@@ -168,7 +168,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "\nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}"
     );
-    println!("\nAPI tokens, one per role (new ones each start):");
+    println!("\nAPI tokens, one per role (new ones each start; the previous start's are revoked):");
     for (role, secret) in &tokens {
         println!(
             "  {role:<9} export RACK_URL=http://convox:{secret}@{gateway_addr}/api/v1/rack-proxy"

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         Ok(None) => {}
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: configuration: {e}");
             return ExitCode::FAILURE;
         }
     }

@@ -28,7 +28,13 @@ pub async fn serve_until_signal(
     let config = &gateway.state.config;
     let (timeout, client_timeout) = (config.shutdown_timeout, config.client_timeout);
     let max_connections = config.max_connections;
-    tracing::info!(%addr, rack = %config.rack_host, "rack-gateway listening");
+    // The database named, so that a misspelt DATABASE_URL (the default SQLite file then) shows.
+    tracing::info!(
+        %addr,
+        rack = %config.rack_host,
+        database = %gateway::audit::redact::redact_value(&config.database_url),
+        "rack-gateway listening"
+    );
     let drain = http_server::serve(
         listener,
         gateway.router(),

@@ -307,11 +307,11 @@ pub fn parse_anchors(
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
-    let region = ["AUDIT_ANCHOR_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .find_map(|name| get(name))
-        .map(|r| r.trim().to_string())
-        .unwrap_or_else(|| DEFAULT_ANCHOR_REGION.into());
+    // The error names the variable the region came from: the one to fix.
+    let (region_from, region) = ["AUDIT_ANCHOR_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]
+        .into_iter()
+        .find_map(|name| get(name).map(|r| (name, r.trim().to_string())))
+        .unwrap_or(("AUDIT_ANCHOR_REGION", DEFAULT_ANCHOR_REGION.into()));
     if region.is_empty()
         || region.len() > 32
         || !region
@@ -319,7 +319,7 @@ pub fn parse_anchors(
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
         return Err(ConfigError::Invalid {
-            name: "AUDIT_ANCHOR_REGION",
+            name: region_from,
             expected: "an AWS region such as eu-west-1".into(),
         });
     }
@@ -471,6 +471,9 @@ mod tests {
             ("AUDIT_ANCHOR_PREFIX", "a/../b", "AUDIT_ANCHOR_PREFIX"),
             ("AUDIT_ANCHOR_PREFIX", "a\u{7}b", "AUDIT_ANCHOR_PREFIX"),
             ("AUDIT_ANCHOR_REGION", "EU WEST", "AUDIT_ANCHOR_REGION"),
+            // From the fallback, the fallback is named (it said AUDIT_ANCHOR_REGION, unset).
+            ("AWS_REGION", "EU WEST", "AWS_REGION"),
+            ("AWS_DEFAULT_REGION", "EU WEST", "AWS_DEFAULT_REGION"),
             ("AUDIT_ANCHOR_ENDPOINT", "ftp://x", "AUDIT_ANCHOR_ENDPOINT"),
             (
                 "AUDIT_ANCHOR_ENDPOINT",

@@ -720,7 +720,8 @@ const MAX_WORKER_THREADS: usize = 256;
 /// CPU). Read before anything else, since the runtime must exist before the rest of the
 /// configuration is loaded.
 pub fn worker_threads(get: &impl Fn(&str) -> Option<String>) -> Result<Option<usize>, ConfigError> {
-    match get("WORKER_THREADS") {
+    // Empty counts as unset, as for every other setting.
+    match get("WORKER_THREADS").filter(|v| !v.trim().is_empty()) {
         None => Ok(None),
         Some(v) => digits(&v)
             .and_then(|v| v.parse::<usize>().ok())
@@ -789,7 +790,16 @@ const SETTING_PREFIXES: &[&str] = &[
     "SQLITE_",
     "CLIENT_TIMEOUT",
     "SHUTDOWN_TIMEOUT",
+    "DATABASE_",
+    "LOG_",
+    "LISTEN_",
+    "WORKER",
+    "MAX_SESSION",
 ];
+
+/// A name this close to a setting's (in edits), and not one, is taken as that setting
+/// misspelt whatever it starts with (`DATABSE_URL`, `LSITEN_ADDR`).
+const NEAR_A_SETTING: usize = 2;
 
 /// Warnings for `names` (the environment's variable names) that look like settings but are
 /// not one: a misspelt `OIDC_ALLOWED_DOMAIN` is otherwise silently ignored, and with it the
@@ -800,7 +810,13 @@ pub fn misspelt_settings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<St
         .filter(|name| !SETTINGS.contains(name))
         // Convox sets it for every app it runs (the gateway deployed on a rack): not ours.
         .filter(|name| *name != "RACK_URL")
-        .filter(|name| SETTING_PREFIXES.iter().any(|p| name.starts_with(p)))
+        .filter(|name| {
+            SETTING_PREFIXES.iter().any(|p| name.starts_with(p))
+                || SETTINGS.iter().any(|known| {
+                    // Short names (`PORT`) are near too many others to judge.
+                    known.len() >= 8 && edit_distance(name, known) <= NEAR_A_SETTING
+                })
+        })
         .map(|name| {
             let nearest = SETTINGS
                 .iter()
@@ -824,31 +840,46 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// A warning when `database_url` names a PostgreSQL server on another host without asking
 /// for its certificate to be checked (`sslmode=verify-full` or `verify-ca`): whoever sits
 /// between the gateway and the database could then answer for it — credentials included.
-pub fn unverified_database(database_url: &str) -> Option<String> {
+/// `env` reads the libpq variables the driver falls back on (`PGHOST`, `PGHOSTADDR`,
+/// `PGSSLMODE`), which decide the connection when the URL does not say.
+pub fn unverified_database(
+    database_url: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
     let url = Url::parse(database_url).ok()?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return None;
     }
-    // A socket directory (`?host=/run/postgresql`), or this host: nothing in between.
-    let socket = url
-        .query_pairs()
-        .any(|(k, v)| k == "host" && v.starts_with('/'));
-    // `postgres:` is not a scheme the URL parser knows, so addresses come as plain names.
-    let host = url.host_str().unwrap_or_default();
+    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    // `postgres:` is not a scheme the URL parser knows, so addresses come as plain names. The
+    // URL's host wins; without one the driver takes `?host=`, then PGHOSTADDR, then PGHOST.
+    let host = Some(url.host_str().unwrap_or_default().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| param("host"))
+        .or_else(|| env("PGHOSTADDR"))
+        .or_else(|| env("PGHOST"))
+        .unwrap_or_default();
+    // A socket directory (`/run/postgresql`), or this host: nothing in between.
     let local = host.is_empty()
+        || host.starts_with('/')
         || host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if socket || local {
+    if local {
         return None;
     }
-    let mode = url
-        .query_pairs()
-        .find(|(k, _)| k == "sslmode" || k == "ssl-mode")
-        .map(|(_, v)| v.to_ascii_lowercase());
+    let mode = param("sslmode")
+        .or_else(|| param("ssl-mode"))
+        .or_else(|| env("PGSSLMODE"))
+        .map(|v| v.trim().to_ascii_lowercase());
     match mode.as_deref() {
         Some("verify-full" | "verify-ca") => None,
         other => Some(format!(
@@ -856,7 +887,7 @@ pub fn unverified_database(database_url: &str) -> Option<String> {
              gateway and the database could answer for it, credentials included; add \
              sslmode=verify-full (and sslrootcert=/path/to/ca.pem unless the server's \
              certificate is signed by a public CA) (docs/deployment.md)",
-            url.host_str().unwrap_or_default(),
+            host,
             match other {
                 Some("disable") => "not encrypted (sslmode=disable)",
                 Some("require") =>
@@ -937,13 +968,14 @@ fn boolean(
     name: &'static str,
     default: bool,
 ) -> Result<bool, ConfigError> {
-    match get(name).as_deref().map(str::trim) {
+    // In any letter case, as the other word-valued settings (`SQLITE_SYNCHRONOUS=FULL`).
+    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None => Ok(default),
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some("0" | "false" | "no" | "off") => Ok(false),
         Some(_) => Err(ConfigError::Invalid {
             name,
-            expected: "true or false".into(),
+            expected: "true or false (also 1/0, yes/no, on/off)".into(),
         }),
     }
 }
@@ -982,7 +1014,10 @@ mod tests {
         assert_eq!(worker_threads(&|_: &str| None), Ok(None));
         assert_eq!(worker_threads(&get(" 1 ")), Ok(Some(1)));
         assert_eq!(worker_threads(&get("256")), Ok(Some(256)));
-        for bad in ["0", "257", "-1", "two", ""] {
+        // Empty is unset, as for every other setting (`WORKER_THREADS=` in a unit file).
+        assert_eq!(worker_threads(&get("")), Ok(None));
+        assert_eq!(worker_threads(&get(" ")), Ok(None));
+        for bad in ["0", "257", "-1", "two"] {
             let err = worker_threads(&get(bad)).err().map(|e| e.to_string());
             assert_eq!(
                 err.as_deref(),
@@ -990,6 +1025,30 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn switches_take_any_letter_case_and_name_every_form() {
+        let get = |v: &'static str| move |k: &str| (k == "AUDIT_STDOUT").then(|| v.to_string());
+        for (value, want) in [
+            ("TRUE", true),
+            ("Off", false),
+            (" yes ", true),
+            ("0", false),
+        ] {
+            assert_eq!(
+                boolean(&get(value), "AUDIT_STDOUT", !want),
+                Ok(want),
+                "{value}"
+            );
+        }
+        let err = boolean(&get("maybe"), "AUDIT_STDOUT", true)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("AUDIT_STDOUT is invalid: true or false (also 1/0, yes/no, on/off)")
+        );
     }
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -1049,8 +1108,19 @@ mod tests {
             "RACK_TOKEN",
             "HOME",
             "RACK_SOMETHING_ELSE_ENTIRELY",
+            // Found by a docs-against-behaviour pass: these passed without a word, and the
+            // first left the gateway on a new SQLite file in its working directory.
+            "DATABASE_URI",
+            "DATABSE_URL",
+            "LOG_LEVL",
+            "LISTEN_ADDRESS",
+            "WORKERS_THREADS",
+            "MAX_SESSION_PER_USER",
+            "PORTS",
+            "PATH",
+            "HOSTNAME",
         ]);
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 9, "{warnings:?}");
         assert!(
             warnings[0].contains("did you mean OIDC_ALLOWED_DOMAINS?"),
             "{warnings:?}"
@@ -1063,6 +1133,19 @@ mod tests {
             warnings[2].contains("is not a setting: it is ignored"),
             "{warnings:?}"
         );
+        for (i, meant) in [
+            (3, "DATABASE_URL"),
+            (4, "DATABASE_URL"),
+            (5, "LOG_LEVEL"),
+            (6, "LISTEN_ADDR"),
+            (7, "WORKER_THREADS"),
+            (8, "MAX_SESSIONS_PER_USER"),
+        ] {
+            assert!(
+                warnings[i].contains(&format!("did you mean {meant}?")),
+                "{warnings:?}"
+            );
+        }
         // Every setting the parser reads is known.
         assert!(misspelt_settings(SETTINGS.iter().copied()).is_empty());
     }
@@ -1077,7 +1160,7 @@ mod tests {
             "postgres://gw@db.internal/gw?sslmode=verify-full&sslrootcert=/ca.pem",
             "postgresql://gw@db.internal/gw?sslmode=VERIFY-CA",
         ] {
-            assert_eq!(unverified_database(quiet), None, "{quiet}");
+            assert_eq!(unverified_database(quiet, |_| None), None, "{quiet}");
         }
         for (loud, says) in [
             (
@@ -1090,13 +1173,53 @@ mod tests {
             ),
             ("postgres://gw@10.0.0.5/gw?sslmode=disable", "not encrypted"),
         ] {
-            let warning = unverified_database(loud).unwrap_or_default();
+            let warning = unverified_database(loud, |_| None).unwrap_or_default();
             assert!(warning.contains(says), "{loud}: {warning}");
             assert!(
                 !warning.contains("pw"),
                 "the password is in the warning: {warning}"
             );
         }
+    }
+
+    /// Found by a docs-against-behaviour pass: the driver also reads libpq's variables, and
+    /// the warning read only the URL.
+    #[test]
+    fn the_drivers_environment_decides_the_warning_when_the_url_does_not_say() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let remote = "postgres://gw:pw@db.internal/gw";
+        assert_eq!(
+            unverified_database(remote, env(&[("PGSSLMODE", "verify-full")])),
+            None
+        );
+        let warning = unverified_database(remote, env(&[("PGSSLMODE", "disable")]));
+        assert!(warning.is_some_and(|w| w.contains("not encrypted")));
+        // The URL's own mode wins over the variable, as in the driver.
+        assert!(
+            unverified_database(
+                "postgres://gw@db.internal/gw?sslmode=require",
+                env(&[("PGSSLMODE", "verify-full")])
+            )
+            .is_some_and(|w| w.contains("sslmode=require"))
+        );
+        // No host in the URL: PGHOST names it.
+        let warning = unverified_database("postgres:///gw", env(&[("PGHOST", "db.internal")]));
+        assert!(warning.is_some_and(|w| w.contains("db.internal")));
+        assert_eq!(
+            unverified_database("postgres:///gw", env(&[("PGHOST", "/run/postgresql")])),
+            None
+        );
+        assert_eq!(
+            unverified_database("postgres://127.0.0.1/gw", env(&[("PGHOST", "db.internal")])),
+            None
+        );
     }
 
     #[test]

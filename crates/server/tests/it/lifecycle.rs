@@ -375,3 +375,40 @@ both_backends!(
         assert!(ok, "{out} {err}");
     }
 );
+
+// A misspelt DATABASE_URL left `serve` on a new SQLite file in its working directory without a
+// word (found by a docs-against-behaviour pass): such names are now warned about, and the
+// start-up line names the database in use.
+both_backends!(
+    a_misspelt_setting_is_named_and_the_database_shown,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let gw = Gateway::start(
+            &db,
+            &rack.url,
+            &[
+                ("DATABASE_URI", "postgres://gw:pw@db.internal/gw"),
+                ("DATABSE_URL", "x"),
+            ],
+        )
+        .await;
+        // Up to the database's name: the tests' names (`rgw_…`) look like gateway tokens, which
+        // the line masks.
+        let url = db
+            .url
+            .rsplit_once('/')
+            .map_or(db.url.as_str(), |(base, _)| base);
+        let shown = crate::kit::eventually(|| async {
+            let out = gw.all_output();
+            out.contains("DATABASE_URI is not a setting (did you mean DATABASE_URL?)")
+                && out.contains("DATABSE_URL is not a setting (did you mean DATABASE_URL?)")
+                && out
+                    .lines()
+                    .any(|l| l.contains("rack-gateway listening") && l.contains(url))
+        })
+        .await;
+        assert!(shown, "{}", gw.all_output());
+        let out = gw.all_output();
+        assert!(!out.contains(":pw@"), "a password in the log: {out}");
+    }
+);
