@@ -570,8 +570,17 @@ const TOKEN_REFUSED_MESSAGE: &str = "ERROR: the rack refuses the gateway's own c
 /// upgrades a WebSocket before it authenticates, so a wrong `RACK_TOKEN` shows as this text
 /// message rather than a 401; callers' own credentials never reach the rack, so it can only
 /// mean the gateway's, and relayed as it is it tells the caller their sign-in is bad.
+/// Only that one line, whole: a process whose output merely begins with the words (an exec's
+/// first write) is relayed as it is.
 fn refuses_the_gateway(message: &ws::Message) -> bool {
-    matches!(message, ws::Message::Text(t) if t.as_str().starts_with("ERROR: invalid authentication"))
+    let ws::Message::Text(t) = message else {
+        return false;
+    };
+    let line = t.as_str().strip_suffix('\n').unwrap_or(t.as_str());
+    line == "ERROR: invalid authentication"
+        || line
+            .strip_prefix("ERROR: invalid authentication: ")
+            .is_some_and(|why| why.len() <= 200 && !why.contains('\n'))
 }
 
 /// `text` cut to what a close frame can carry (123 bytes), on a character boundary.
@@ -775,7 +784,30 @@ fn is_over_limit(err: axum::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::close_reason;
+    use super::{close_reason, refuses_the_gateway, ws};
+
+    #[test]
+    fn only_the_racks_whole_refusal_line_is_taken_for_one() {
+        let text = |t: &str| ws::Message::Text(t.into());
+        for refusal in [
+            "ERROR: invalid authentication\n",
+            "ERROR: invalid authentication",
+            "ERROR: invalid authentication: token is malformed\n",
+        ] {
+            assert!(refuses_the_gateway(&text(refusal)), "{refusal:?}");
+        }
+        for output in [
+            "ERROR: invalid authentication for user bob\n",
+            "ERROR: invalid authentication\nsecond line\n",
+            "ERROR: invalid authentication: a\nb\n",
+            "error: invalid authentication\n",
+            "",
+        ] {
+            assert!(!refuses_the_gateway(&text(output)), "{output:?}");
+        }
+        let binary = ws::Message::Binary(b"ERROR: invalid authentication\n".to_vec().into());
+        assert!(!refuses_the_gateway(&binary));
+    }
 
     #[test]
     fn close_reasons_fit_a_control_frame() {
