@@ -253,16 +253,16 @@ pub fn redact_query(query: &str) -> String {
     redact_query_with(query, |_| false)
 }
 
-/// [`redact_query`], also redacting every name or value that `is_secret` says holds a secret
+/// [`redact_query`], also redacting every name or value that `sensitive` says holds a secret
 /// once decoded (the caller's own secrets, which have no telling name or shape: an encoded
 /// copy would slip past a search of the raw query).
-pub fn redact_query_with(query: &str, is_secret: impl Fn(&str) -> bool) -> String {
+pub fn redact_query_with(query: &str, sensitive: impl Fn(&str) -> bool) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) => {
                 let name = form_decode(k);
-                if masked_value(&name).is_some() || is_secret(&name) {
+                if masked_value(&name).is_some() || sensitive(&name) {
                     // A credential given as a name (`?rgw_…=1`).
                     format!("{REDACTED}={REDACTED}")
                 } else if is_secret_name(&name) || is_env_name(&name) {
@@ -270,7 +270,7 @@ pub fn redact_query_with(query: &str, is_secret: impl Fn(&str) -> bool) -> Strin
                 } else {
                     let decoded = form_decode(v);
                     let masked = redact_value(&decoded);
-                    if masked == decoded && !is_secret(&decoded) {
+                    if masked == decoded && !sensitive(&decoded) {
                         pair.to_string()
                     } else {
                         format!("{k}={REDACTED}")
@@ -280,7 +280,7 @@ pub fn redact_query_with(query: &str, is_secret: impl Fn(&str) -> bool) -> Strin
             // A bare word (`?rgw_…`) is a value without a name.
             None => {
                 let word = form_decode(pair);
-                if masked_value(&word).is_some() || is_secret(&word) {
+                if masked_value(&word).is_some() || sensitive(&word) {
                     REDACTED.to_string()
                 } else {
                     pair.to_string()
