@@ -184,7 +184,7 @@ impl Gateway {
             .transpose()?
             .map(Arc::new);
         let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
-        let audit = audit.masking(upstream.scrubber.clone());
+        let audit = audit.masking(crate::proxy::audit_scrubber(config.rack_token.expose()));
         let checkpointer = store.spawn_checkpointer();
         let refusals = Arc::new(FailureBudget::standard());
         let refusal_summaries = crate::audit::spawn_summaries(refusals.clone(), audit.clone());

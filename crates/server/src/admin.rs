@@ -33,7 +33,7 @@ impl Admin {
         // after it is masked in the trail as the gateway would.
         let audit = match std::env::var("RACK_TOKEN") {
             Ok(token) if !token.trim().is_empty() => {
-                audit.masking(gateway::proxy::rack_scrubber(&token))
+                audit.masking(gateway::proxy::audit_scrubber(&token))
             }
             _ => audit,
         };

@@ -164,7 +164,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "  sign-in     http://{oidc_addr}  (dev OIDC: admin@, deployer@, ops@, viewer@example.com)"
     );
-    println!("  database    {}", redact_url(&database_url));
+    println!("  database    {}", gateway::config::shown(&database_url));
     println!(
         "\nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}"
     );
@@ -231,8 +231,4 @@ async fn issue_dev_tokens(
 
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn redact_url(url: &str) -> String {
-    gateway::audit::redact::redact_value(url)
 }

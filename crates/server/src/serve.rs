@@ -32,7 +32,7 @@ pub async fn serve_until_signal(
     tracing::info!(
         %addr,
         rack = %config.rack_host,
-        database = %gateway::audit::redact::redact_value(&config.database_url),
+        database = %gateway::config::shown(&config.database_url),
         "rack-gateway listening"
     );
     let drain = http_server::serve(

@@ -349,8 +349,14 @@ pub fn parse_sqlite_sync(get: &impl Fn(&str) -> Option<String>) -> Result<Sqlite
 }
 
 /// A URL as `Debug` shows it: with any password masked.
-fn shown(url: &str) -> String {
-    crate::redact::redact_value(url)
+/// `url` as logs and `Debug` show it: a password in its user part or in its query
+/// (`?password=…`, which PostgreSQL's drivers take too) masked.
+pub fn shown(url: &str) -> String {
+    let masked = crate::redact::redact_value(url);
+    match masked.split_once('?') {
+        Some((base, query)) => format!("{base}?{}", crate::redact::redact_query(query)),
+        None => masked,
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -790,16 +796,17 @@ const SETTING_PREFIXES: &[&str] = &[
     "SQLITE_",
     "CLIENT_TIMEOUT",
     "SHUTDOWN_TIMEOUT",
-    "DATABASE_",
-    "LOG_",
-    "LISTEN_",
-    "WORKER",
     "MAX_SESSION",
+    "LISTEN_ADDR",
 ];
 
-/// A name this close to a setting's (in edits), and not one, is taken as that setting
-/// misspelt whatever it starts with (`DATABSE_URL`, `LSITEN_ADDR`).
-const NEAR_A_SETTING: usize = 2;
+/// A name this close to a setting's (in edits, a swap of two neighbours counting as one), and
+/// not one, is taken as that setting misspelt whatever it starts with (`DATABSE_URL`,
+/// `DATABASE_URI`, `LSITEN_ADDR`, `LOG_LEVL`). Broader rules caught other software's
+/// variables: systemd's `LISTEN_FDS`, the service links Docker and Kubernetes set
+/// (`DATABASE_PORT_5432_TCP`, `WORKER_SERVICE_HOST`), and `SLACK_TOKEN`, two edits from
+/// `RACK_TOKEN`.
+const NEAR_A_SETTING: usize = 1;
 
 /// Warnings for `names` (the environment's variable names) that look like settings but are
 /// not one: a misspelt `OIDC_ALLOWED_DOMAIN` is otherwise silently ignored, and with it the
@@ -814,7 +821,7 @@ pub fn misspelt_settings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<St
             SETTING_PREFIXES.iter().any(|p| name.starts_with(p))
                 || SETTINGS.iter().any(|known| {
                     // Short names (`PORT`) are near too many others to judge.
-                    known.len() >= 8 && edit_distance(name, known) <= NEAR_A_SETTING
+                    known.len() >= 8 && strsim::osa_distance(name, known) <= NEAR_A_SETTING
                 })
         })
         .map(|name| {
@@ -837,6 +844,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
     strsim::levenshtein(a, b)
 }
 
+/// The `sslmode` values PostgreSQL's drivers know.
+const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
 /// A warning when `database_url` names a PostgreSQL server on another host without asking
 /// for its certificate to be checked (`sslmode=verify-full` or `verify-ca`): whoever sits
 /// between the gateway and the database could then answer for it — credentials included.
@@ -850,22 +867,37 @@ pub fn unverified_database(
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return None;
     }
-    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let param = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    // `postgres:` is not a scheme the URL parser knows, so addresses come as plain names. The
-    // URL's host wins; without one the driver takes `?host=`, then PGHOSTADDR, then PGHOST.
-    let host = Some(url.host_str().unwrap_or_default().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| param("host"))
-        .or_else(|| env("PGHOSTADDR"))
+    // Where the driver connects, worked out as it does (sqlx's `PgConnectOptions`): PGHOSTADDR,
+    // else PGHOST, else this host; then the URL's host; then `?host=` and `?hostaddr=` in the
+    // order given, the last one winning. A host starting with `/` is a socket directory.
+    let mut host = env("PGHOSTADDR")
         .or_else(|| env("PGHOST"))
-        .unwrap_or_default();
-    // A socket directory (`/run/postgresql`), or this host: nothing in between.
-    let local = host.is_empty()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let mut socket = false;
+    // `postgres:` is not a scheme the URL parser knows, so addresses come as plain names.
+    if let Some(url_host) = url.host_str().filter(|h| !h.is_empty()) {
+        if url_host.starts_with('/') || url_host.starts_with("%2F") || url_host.starts_with("%2f") {
+            socket = true;
+        } else {
+            host = url_host.to_string();
+        }
+    }
+    // The mode: PGSSLMODE when it parses (as the driver reads it: any case, nothing
+    // around it), then the URL's.
+    let mut mode = env("PGSSLMODE")
+        .map(|v| v.to_ascii_lowercase())
+        .filter(|v| SSL_MODES.contains(&v.as_str()));
+    for (key, value) in url.query_pairs() {
+        match &*key {
+            "host" if value.starts_with('/') => socket = true,
+            "host" | "hostaddr" => host = value.into_owned(),
+            "sslmode" | "ssl-mode" => mode = Some(value.to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    // A socket, or this host: nothing in between.
+    let local = socket
         || host.starts_with('/')
         || host.eq_ignore_ascii_case("localhost")
         || host
@@ -876,10 +908,6 @@ pub fn unverified_database(
     if local {
         return None;
     }
-    let mode = param("sslmode")
-        .or_else(|| param("ssl-mode"))
-        .or_else(|| env("PGSSLMODE"))
-        .map(|v| v.trim().to_ascii_lowercase());
     match mode.as_deref() {
         Some("verify-full" | "verify-ca") => None,
         other => Some(format!(
@@ -1027,6 +1055,28 @@ mod tests {
         }
     }
 
+    /// Found by review: the start-up line printed a password given as a query parameter.
+    #[test]
+    fn urls_are_shown_without_their_passwords() {
+        for (url, want) in [
+            (
+                "postgres://gw:s3cret@db.internal/gw",
+                "postgres://gw:[redacted]@db.internal/gw",
+            ),
+            (
+                "postgres://gw@db.internal/gw?password=s3cret&sslmode=verify-full",
+                "postgres://gw@db.internal/gw?password=[redacted]&sslmode=verify-full",
+            ),
+            (
+                "postgres:///gw?user=gw&password=s3cret",
+                "postgres:///gw?user=gw&password=[redacted]",
+            ),
+            ("sqlite://rack-gateway.db", "sqlite://rack-gateway.db"),
+        ] {
+            assert_eq!(shown(url), want);
+        }
+    }
+
     #[test]
     fn switches_take_any_letter_case_and_name_every_form() {
         let get = |v: &'static str| move |k: &str| (k == "AUDIT_STDOUT").then(|| v.to_string());
@@ -1119,6 +1169,15 @@ mod tests {
             "PORTS",
             "PATH",
             "HOSTNAME",
+            // Other software's (found by review): no warning.
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "DATABASE_PORT_5432_TCP_ADDR",
+            "DATABASE_HOST",
+            "WORKER_SERVICE_HOST",
+            "SLACK_TOKEN",
+            "LOG_DIR",
+            "TOKIO_WORKER_THREADS",
         ]);
         assert_eq!(warnings.len(), 9, "{warnings:?}");
         assert!(
@@ -1218,6 +1277,34 @@ mod tests {
         );
         assert_eq!(
             unverified_database("postgres://127.0.0.1/gw", env(&[("PGHOST", "db.internal")])),
+            None
+        );
+        // Found by review: `?host=` and `?hostaddr=` override the URL's host in the driver,
+        // and a socket given so is no network at all.
+        assert!(
+            unverified_database("postgres://gw@localhost/gw?host=db.internal", env(&[])).is_some()
+        );
+        assert!(
+            unverified_database("postgres://gw@localhost/gw?hostaddr=10.0.0.5", env(&[])).is_some()
+        );
+        assert_eq!(
+            unverified_database(
+                "postgres://gw@db.internal/gw?host=/run/postgresql",
+                env(&[])
+            ),
+            None
+        );
+        assert_eq!(
+            unverified_database("postgres://gw@db.internal/gw?host=127.0.0.1", env(&[])),
+            None
+        );
+        // The driver does not trim PGSSLMODE: one it cannot parse leaves `prefer`.
+        assert!(
+            unverified_database(remote, env(&[("PGSSLMODE", " verify-full")]))
+                .is_some_and(|w| w.contains("only if the server offers it"))
+        );
+        assert_eq!(
+            unverified_database(remote, env(&[("PGSSLMODE", "VERIFY-FULL")])),
             None
         );
     }

@@ -197,7 +197,7 @@ pub async fn web_login(
         );
     }
     if !cookies::safe_return_to(&return_to) {
-        audit_signin(&state, &peer, &headers, "gateway:auth:signin", None, false, json!({ "reason": "open_redirect", "return_to": return_to.chars().take(200).collect::<String>() })).await;
+        audit_signin(&state, &peer, &headers, "gateway:auth:signin", None, false, json!({ "reason": "open_redirect", "return_to": gateway_core::redact::clip(return_to.clone(), 200) })).await;
         return web::message(
             StatusCode::BAD_REQUEST,
             "Refused",

@@ -453,7 +453,7 @@ async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_jso
             let status = response.status().as_u16();
             if status == 401 {
                 // Logged as the proxy logs it: the operator's problem, not a caller's.
-                state.upstream.note_token_refused();
+                state.upstream.note_token_refused("401");
                 return json!({ "ok": false, "error": "rack refused RACK_TOKEN (401)" });
             }
             json!({ "ok": false, "error": format!("rack answered {status}") })

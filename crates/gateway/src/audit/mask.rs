@@ -18,43 +18,78 @@ pub(super) fn mask_event(secrets: &Scrubber, event: &mut AuditEvent) {
     if secrets.is_empty() {
         return;
     }
-    for text in [
-        event.user_email.as_mut(),
-        event.token_name.as_mut(),
-        event.method.as_mut(),
-        event.path.as_mut(),
-        event.user_agent.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        mask_text(secrets, text);
+    for (text, cut_at) in [
+        (event.user_email.as_mut(), None),
+        (event.token_name.as_mut(), None),
+        // Methods are cut at 32 bytes, user agents at 256 characters, without a marker.
+        (event.method.as_mut(), Some(Cut::Bytes(32))),
+        (event.path.as_mut(), None),
+        (event.user_agent.as_mut(), Some(Cut::Chars(256))),
+    ] {
+        if let Some(text) = text {
+            mask_text(secrets, text, cut_at);
+        }
     }
     mask_json(secrets, &mut event.details);
 }
 
-fn mask_text(secrets: &Scrubber, text: &mut String) {
-    if !secrets.contains(text.as_bytes()) {
+/// The length at which a field is cut without saying so.
+#[derive(Clone, Copy)]
+enum Cut {
+    Bytes(usize),
+    Chars(usize),
+}
+
+impl Cut {
+    fn reached_by(self, text: &str) -> bool {
+        match self {
+            Cut::Bytes(n) => text.len() >= n,
+            Cut::Chars(n) => text.chars().nth(n - 1).is_some(),
+        }
+    }
+}
+
+/// Where the text kept of a field cut by [`gateway_core::redact::clip`] ends: before its
+/// `…[N more bytes]`.
+fn clip_marker_at(text: &str) -> Option<usize> {
+    let rest = text.strip_suffix(" more bytes]")?;
+    let at = rest.rfind("…[")?;
+    let digits = &rest[at + "…[".len()..];
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(at)
+}
+
+/// Masks every whole copy of a secret in `text`, and, where `text` was cut to length (a clip
+/// marker, or `cut_at` reached), the beginning of one the cut left at its end: cut first and
+/// masked after, a copy across the cut would otherwise keep all but its last characters.
+fn mask_text(secrets: &Scrubber, text: &mut String, cut_at: Option<Cut>) {
+    let cut_end =
+        clip_marker_at(text).or_else(|| cut_at.filter(|c| c.reached_by(text)).map(|_| text.len()));
+    let partial = cut_end.map_or(0, |end| secrets.partial_suffix(&text.as_bytes()[..end]));
+    if partial == 0 && !secrets.contains(text.as_bytes()) {
         return;
     }
     let mut bytes = std::mem::take(text).into_bytes();
     secrets.mask(&mut bytes);
-    // A secret that is valid UTF-8 only ever matches whole characters, so the masked bytes stay
-    // UTF-8; a lossy copy covers a secret that is not.
+    if let Some(end) = cut_end {
+        bytes[end - partial..end].fill(b'*');
+    }
+    // A secret that is valid UTF-8 only ever matches whole characters (a beginning of one
+    // starts on a character and the cut ends on one), so the masked bytes stay UTF-8; a lossy
+    // copy covers a secret that is not.
     *text = String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 fn mask_json(secrets: &Scrubber, value: &mut Value) {
     match value {
-        Value::String(s) => mask_text(secrets, s),
+        Value::String(s) => mask_text(secrets, s, None),
         Value::Array(items) => items.iter_mut().for_each(|v| mask_json(secrets, v)),
         Value::Object(map) => {
             if map.keys().any(|k| secrets.contains(k.as_bytes())) {
                 *map = std::mem::take(map)
                     .into_iter()
                     .map(|(mut k, v)| {
-                        mask_text(secrets, &mut k);
+                        mask_text(secrets, &mut k, None);
                         (k, v)
                     })
                     .collect();
@@ -107,6 +142,50 @@ mod tests {
                 "nested": { "ok": "plain" },
             })
         );
+    }
+
+    /// Found by review: fields are cut to length before they are masked, and a copy across
+    /// the cut kept all but its last characters.
+    #[test]
+    fn the_beginning_of_the_token_left_by_a_cut_is_masked() {
+        let secrets = Scrubber::new(&[TOKEN]);
+        let mut e = AuditEvent::new(EventKind::Request, "r1", "convox:apps:get");
+        let path = crate::audit::audited_path(format!("/apps/{}{TOKEN}", "x".repeat(2030)));
+        assert!(
+            path.contains(&TOKEN[..8]) && path.ends_with("more bytes]"),
+            "{path}"
+        );
+        e.path = Some(path);
+        e.user_agent = Some(format!("{}{}", "u".repeat(250), &TOKEN[..6]));
+        e.method = Some(format!("{}{}", "M".repeat(26), &TOKEN[..6]));
+        e.details = serde_json::json!({
+            "command": gateway_core::redact::clip(format!("{}{TOKEN}", "c".repeat(1015)), 1024),
+        });
+        mask_event(&secrets, &mut e);
+        let path = e.path.unwrap_or_default();
+        assert!(!path.contains(&TOKEN[..8]), "{path}");
+        assert!(
+            path.contains("x*") && path.ends_with("more bytes]"),
+            "{path}"
+        );
+        assert_eq!(
+            e.user_agent.as_deref(),
+            Some(&*format!("{}******", "u".repeat(250)))
+        );
+        assert_eq!(
+            e.method.as_deref(),
+            Some(&*format!("{}******", "M".repeat(26)))
+        );
+        let command = e.details["command"].as_str().unwrap_or_default();
+        assert!(command.starts_with(&"c".repeat(1015)), "{command}");
+        assert!(command.contains("c*********…["), "{command}");
+        // A text not cut keeps an ending that merely looks like the token's beginning.
+        let mut e = AuditEvent::new(EventKind::Request, "r1", "x");
+        e.path = Some("/apps/rack".into());
+        e.user_agent = Some("curl/8 rack".into());
+        mask_event(&secrets, &mut e);
+        assert_eq!(e.path.as_deref(), Some("/apps/rack"));
+        assert_eq!(e.user_agent.as_deref(), Some("curl/8 rack"));
     }
 
     #[test]

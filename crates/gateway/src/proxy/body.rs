@@ -354,7 +354,7 @@ pub async fn forward(
         return Err(err);
     }
     if status == http::StatusCode::UNAUTHORIZED {
-        upstream.note_token_refused();
+        upstream.note_token_refused("401");
         let err = ApiError::RackRefusedGateway;
         outcome.status = Some(err.status().as_u16());
         outcome.error = Some("the rack refused RACK_TOKEN (401)".into());

@@ -24,7 +24,7 @@ use serde_json::json;
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
 pub use sessions::{Full, Sessions, Slot};
-pub use upstream::{RackError, Upstream, UpstreamError, rack_scrubber};
+pub use upstream::{RackError, Upstream, UpstreamError, audit_scrubber};
 
 use crate::app::{AppState, Peer};
 use crate::audit::{
@@ -142,16 +142,19 @@ async fn proxy(
             p.decoded.chars().map(gateway_core::text::shown).collect()
         }
         Ok(p) => p.forward.clone(),
-        Err(_) => String::from_utf8_lossy(
-            &percent_encoding::percent_decode_str(&raw_path).collect::<Vec<u8>>(),
-        )
-        .chars()
-        // Control and invisible characters would make the trail show another path (dropped,
-        // `w%00eb` read as `web`): such paths are refused, and the refusal records each of
-        // them as U+FFFD, so the trail shows that something was there.
-        .map(gateway_core::text::shown)
-        .take(512)
-        .collect(),
+        Err(_) => {
+            let mut decoded: Vec<u8> = percent_encoding::percent_decode_str(&raw_path).collect();
+            // Masked before the cut below, which a copy could straddle.
+            rack_secrets.mask(&mut decoded);
+            String::from_utf8_lossy(&decoded)
+                .chars()
+                // Control and invisible characters would make the trail show another path (dropped,
+                // `w%00eb` read as `web`): such paths are refused, and the refusal records each of
+                // them as U+FFFD, so the trail shows that something was there.
+                .map(gateway_core::text::shown)
+                .take(512)
+                .collect()
+        }
     };
     let facts = RequestFacts {
         request_id: request_id.to_string(),

@@ -175,10 +175,15 @@ fn rack_credentials(token: &str) -> Vec<String> {
     vec![token.to_string(), basic.trim_end_matches('=').to_string()]
 }
 
-/// A scrubber for the rack token's forms (see `rack_credentials`), for those that mask it
-/// without an [`Upstream`] (admin commands' audit events).
-pub fn rack_scrubber(token: &str) -> Arc<Scrubber> {
-    Arc::new(Scrubber::new(&rack_credentials(token)))
+/// The rack token's forms masked in audit events: those masked in answers (see
+/// `rack_credentials`), and the token in lower case, as e-mail addresses are recorded.
+pub fn audit_scrubber(token: &str) -> Arc<Scrubber> {
+    let mut forms = rack_credentials(token);
+    let lower = token.to_lowercase();
+    if lower != token {
+        forms.push(lower);
+    }
+    Arc::new(Scrubber::new(&forms))
 }
 
 impl Upstream {
@@ -235,11 +240,12 @@ impl Upstream {
         })
     }
 
-    /// Says on stderr, at most once a minute, that the rack answered 401. The callers' own
-    /// credentials never reach the rack, so it refused the gateway's `RACK_TOKEN` (rotated on
-    /// the rack, or mistyped): callers get [`crate::error::ApiError::RackRefusedGateway`]
-    /// rather than a 401 that says to sign in again.
-    pub fn note_token_refused(&self) {
+    /// Says on stderr, at most once a minute, that the rack refused the gateway's credentials
+    /// (`how`: with a 401, or inside a WebSocket). The callers' own credentials never reach the
+    /// rack, so it refused the gateway's `RACK_TOKEN` (rotated on the rack, or mistyped):
+    /// callers get [`crate::error::ApiError::RackRefusedGateway`] (or its message in their
+    /// WebSocket) rather than a 401 that says to sign in again.
+    pub fn note_token_refused(&self, how: &str) {
         use std::sync::atomic::Ordering;
         let now = crate::store::now_ms();
         let last = self.refusal_logged.load(Ordering::Relaxed);
@@ -251,9 +257,10 @@ impl Upstream {
         {
             tracing::error!(
                 rack = %self.base,
-                "the rack refused the gateway's credentials (401): RACK_TOKEN is wrong or was \
+                "the rack refused the gateway's credentials ({how}): RACK_TOKEN is wrong or was \
                  rotated on the rack; set the rack's current token and restart the gateway \
-                 (callers get 502 rack_refused_gateway meanwhile)"
+                 (callers are told meanwhile that it is the gateway's credentials, not theirs: \
+                 502 rack_refused_gateway, or that message in their WebSocket)"
             );
         }
     }
@@ -509,6 +516,17 @@ impl ServerCertVerifier for PinnedCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review: e-mail addresses are recorded lower-cased, past a search for the token
+    /// as it is.
+    #[test]
+    fn the_audit_also_masks_the_token_in_lower_case() {
+        let masks = audit_scrubber("AbCdEfGh12345678");
+        assert!(masks.contains(b"abcdefgh12345678@example.com"));
+        assert!(masks.contains(b"AbCdEfGh12345678"));
+        let basic = STANDARD.encode("convox:AbCdEfGh12345678");
+        assert!(masks.contains(basic.trim_end_matches('=').as_bytes()));
+    }
 
     fn upstream(token: &str) -> Upstream {
         let vars = [

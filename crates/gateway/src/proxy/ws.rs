@@ -153,7 +153,7 @@ pub async fn forward(
         Ok(Err(tungstenite::Error::Http(response)))
             if response.status() == http::StatusCode::UNAUTHORIZED =>
         {
-            upstream.note_token_refused();
+            upstream.note_token_refused("401");
             let err = ApiError::RackRefusedGateway;
             outcome.status = Some(err.status().as_u16());
             outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
@@ -415,9 +415,14 @@ async fn relay(
                 let Some(mut message) = to_client(message) else {
                     continue;
                 };
-                if std::mem::take(&mut first) && refuses_the_gateway(&message) {
-                    token_refused.store(true, Ordering::Relaxed);
-                    message = ws::Message::Text(TOKEN_REFUSED_MESSAGE.into());
+                // The first data message only (a ping before it does not count), and only when
+                // the rack then ends the session, as it does after refusing.
+                if first && matches!(message, ws::Message::Text(_) | ws::Message::Binary(_)) {
+                    first = false;
+                    if refuses_the_gateway(&message) && rack_ends_next(&mut rack_rx).await {
+                        token_refused.store(true, Ordering::Relaxed);
+                        message = ws::Message::Text(TOKEN_REFUSED_MESSAGE.into());
+                    }
                 }
                 let (held, message, n) = outgoing.pass(message);
                 if n > 0 {
@@ -531,7 +536,7 @@ async fn relay(
         // (After the rack has closed, how the client hangs up is not an error of the session.)
         outcome.error = Some(format!("client WebSocket error: {error}"));
     } else if token_refused.load(Ordering::Relaxed) {
-        upstream.note_token_refused();
+        upstream.note_token_refused("inside a WebSocket");
         outcome.error = Some("the rack refused RACK_TOKEN (in the WebSocket)".into());
     } else if let Some(error) = match closer {
         // The side that ended the session says why, if it failed.
@@ -570,8 +575,9 @@ const TOKEN_REFUSED_MESSAGE: &str = "ERROR: the rack refuses the gateway's own c
 /// upgrades a WebSocket before it authenticates, so a wrong `RACK_TOKEN` shows as this text
 /// message rather than a 401; callers' own credentials never reach the rack, so it can only
 /// mean the gateway's, and relayed as it is it tells the caller their sign-in is bad.
-/// Only that one line, whole: a process whose output merely begins with the words (an exec's
-/// first write) is relayed as it is.
+/// Only that one line, whole, and only when the rack ends the session right after it
+/// ([`rack_ends_next`]): a process whose output begins with the words (an exec's first write)
+/// is relayed as it is.
 fn refuses_the_gateway(message: &ws::Message) -> bool {
     let ws::Message::Text(t) = message else {
         return false;
@@ -581,6 +587,22 @@ fn refuses_the_gateway(message: &ws::Message) -> bool {
         || line
             .strip_prefix("ERROR: invalid authentication: ")
             .is_some_and(|why| why.len() <= 200 && !why.contains('\n'))
+}
+
+/// How long the rack gets to end the session after what looks like its refusal.
+const REFUSAL_END_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether the rack's next frame ends the session (a close, an error, the end of the
+/// stream, or the empty binary message a rack stream ends with), looked at without taking it.
+async fn rack_ends_next<S>(rack_rx: &mut futures_util::stream::Peekable<S>) -> bool
+where
+    S: futures_util::Stream<Item = Result<TMessage, tungstenite::Error>> + Unpin,
+{
+    match tokio::time::timeout(REFUSAL_END_WAIT, std::pin::Pin::new(rack_rx).peek()).await {
+        Ok(None | Some(Err(_) | Ok(TMessage::Close(_)))) => true,
+        Ok(Some(Ok(TMessage::Binary(b)))) if b.is_empty() => true,
+        Ok(Some(Ok(_))) | Err(_) => false,
+    }
 }
 
 /// `text` cut to what a close frame can carry (123 bytes), on a character boundary.

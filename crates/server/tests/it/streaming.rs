@@ -1312,3 +1312,32 @@ crate::both_backends!(
         let _ = stop.send(());
     }
 );
+
+// Found by review: a stream whose first message is the rack's refusal line (an app may log
+// it; any ops user can print it) was taken for the rack refusing RACK_TOKEN, rewritten, and
+// reported to the operator. The rack ends the session after refusing; a stream goes on.
+crate::both_backends!(
+    a_stream_starting_with_the_racks_refusal_line_is_relayed_as_it_is,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let mut socket = ws_connect(&gw, "/apps/refusalline/logs", &viewer).await;
+        let mut texts = Vec::new();
+        while texts.len() < 3 {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => texts.push(t.to_string()),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{other:?} after {texts:?}"),
+            }
+        }
+        assert_eq!(texts[0], "ERROR: invalid authentication\n", "{texts:?}");
+        assert!(texts[1].contains("log line 0"), "{texts:?}");
+        assert!(
+            !gw.all_output()
+                .contains("refused the gateway's credentials"),
+            "{}",
+            gw.all_output()
+        );
+    }
+);

@@ -350,6 +350,15 @@ async fn websocket(mut socket: WebSocket, path: String) {
         // a pause (a long history), as fast as the connection takes them.
         let pause = !path.starts_with("/apps/burst/");
         let lines = if pause { 2000 } else { 1_000_000 };
+        // An app whose first log line reads like the rack refusing its credentials.
+        if path.starts_with("/apps/refusalline/")
+            && socket
+                .send(Message::Text("ERROR: invalid authentication\n".into()))
+                .await
+                .is_err()
+        {
+            return;
+        }
         for i in 0..lines {
             let line = format!("2026-11-23T00:00:00Z web/web-1 log line {i}\n");
             if socket.send(Message::Text(line.into())).await.is_err() {
