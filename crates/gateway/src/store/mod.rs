@@ -9,6 +9,7 @@ mod audit_sqlite;
 mod columns;
 mod logins;
 mod outage;
+mod pg_params;
 mod sessions;
 mod settings;
 mod sqlite_reads;
@@ -328,7 +329,18 @@ impl Store {
                 };
                 format!("{url}{sep}mode={mode}")
             }
-            _ => url.to_string(),
+            Backend::Sqlite => url.to_string(),
+            Backend::Postgres => {
+                let (url, unknown) = pg_params::without_unknown(url);
+                if !unknown.is_empty() {
+                    tracing::warn!(
+                        parameters = %unknown.join(", "),
+                        "DATABASE_URL: connection parameters the PostgreSQL driver does not know \
+                         are ignored"
+                    );
+                }
+                url
+            }
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool_options = AnyPoolOptions::new()

@@ -412,3 +412,44 @@ both_backends!(
         assert!(!out.contains(":pw@"), "a password in the log: {out}");
     }
 );
+
+// Found by review: sqlx ignores a URL parameter it does not know with a warning that prints
+// its value, so libpq's `sslpassword=` (a client key's passphrase) reached the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_url_parameters_are_named_without_their_values() {
+    let Some(db) = database(Backend::Postgres).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let with_params = Db::at(
+        format!(
+            "{}?sslpassword=hunter2-passphrase&connect_timeout=5",
+            db.url
+        ),
+        Backend::Postgres,
+        crate::kit::scratch_dir(),
+    );
+    let viewer = role_token(&db, "viewer");
+    let gw = Gateway::start(&with_params, &rack.url, &[]).await;
+    let resp = client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(&viewer))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let named = crate::kit::eventually(|| async {
+        gw.all_output()
+            .contains("connection parameters the PostgreSQL driver does not know")
+    })
+    .await;
+    let out = gw.all_output();
+    assert!(
+        named && out.contains("sslpassword, connect_timeout"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2-passphrase"),
+        "a passphrase in the log: {out}"
+    );
+}
