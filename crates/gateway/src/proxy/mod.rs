@@ -148,9 +148,9 @@ async fn proxy(
             rack_secrets.mask(&mut decoded);
             String::from_utf8_lossy(&decoded)
                 .chars()
-                // Control and invisible characters would make the trail show another path (dropped,
-                // `w%00eb` read as `web`): such paths are refused, and the refusal records each of
-                // them as U+FFFD, so the trail shows that something was there.
+                // Control and invisible characters would make the trail show another path
+                // (dropped, `w%00eb` read as `web`): such paths are refused, and the refusal
+                // records each of them as U+FFFD, so the trail shows that something was there.
                 .map(gateway_core::text::shown)
                 .take(512)
                 .collect()
