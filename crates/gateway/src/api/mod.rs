@@ -189,7 +189,12 @@ impl CallFacts {
     fn of(parts: &http::request::Parts, peer: &Peer) -> CallFacts {
         CallFacts {
             peer: peer.ip,
-            method: parts.method.as_str().chars().take(32).collect(),
+            method: parts
+                .method
+                .as_str()
+                .chars()
+                .take(crate::audit::MAX_AUDITED_METHOD)
+                .collect(),
             path: audited_path(parts.uri.path().to_string()),
             user_agent: audited_user_agent(&parts.headers),
         }

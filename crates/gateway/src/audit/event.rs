@@ -191,8 +191,15 @@ pub fn audited_path(path: String) -> String {
     gateway_core::redact::clip(gateway_core::redact::redact_tokens(path), MAX_AUDITED_PATH)
 }
 
+/// Longest user agent an audit event keeps, in characters (cut without a marker).
+pub const MAX_AUDITED_USER_AGENT: usize = 256;
+
+/// Longest method an audit event keeps, in bytes (methods are ASCII tokens; cut without a
+/// marker).
+pub const MAX_AUDITED_METHOD: usize = 32;
+
 /// The caller's `User-Agent` as an audit event (and a session's device) records it: at most
-/// 256 characters. Bytes that are not UTF-8, and characters that hide or reorder text
+/// [`MAX_AUDITED_USER_AGENT`] characters. Bytes that are not UTF-8, and characters that hide or reorder text
 /// ([`gateway_core::text::is_hidden`]: a right-to-left override would make the trail and the
 /// account page show another agent), become U+FFFD rather than dropping the whole value: a
 /// hostile client must not be able to erase its own user agent with one stray byte.
@@ -200,7 +207,7 @@ pub fn audited_user_agent(headers: &http::HeaderMap) -> Option<String> {
     headers.get(http::header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
-            .take(256)
+            .take(MAX_AUDITED_USER_AGENT)
             .map(gateway_core::text::shown)
             .collect()
     })

@@ -10,7 +10,7 @@
 use gateway_core::scrub::Scrubber;
 use serde_json::Value;
 
-use super::AuditEvent;
+use super::{AuditEvent, MAX_AUDITED_METHOD, MAX_AUDITED_USER_AGENT};
 
 /// Masks the rack's credentials in every text field of `event` that does not come from the
 /// gateway itself.
@@ -21,10 +21,13 @@ pub(super) fn mask_event(secrets: &Scrubber, event: &mut AuditEvent) {
     for (text, cut_at) in [
         (event.user_email.as_mut(), None),
         (event.token_name.as_mut(), None),
-        // Methods are cut at 32 bytes, user agents at 256 characters, without a marker.
-        (event.method.as_mut(), Some(Cut::Bytes(32))),
+        // Methods and user agents are cut without a marker.
+        (event.method.as_mut(), Some(Cut::Bytes(MAX_AUDITED_METHOD))),
         (event.path.as_mut(), None),
-        (event.user_agent.as_mut(), Some(Cut::Chars(256))),
+        (
+            event.user_agent.as_mut(),
+            Some(Cut::Chars(MAX_AUDITED_USER_AGENT)),
+        ),
     ] {
         if let Some(text) = text {
             mask_text(secrets, text, cut_at);

@@ -20,8 +20,8 @@ pub use gateway_core::redact;
 
 pub use chain::{ChainKey, KeySource, ResolveKeyError, existing_key, resolve_key};
 pub use event::{
-    ActorType, AuditEvent, Decision, EventKind, MAX_AUDITED_PATH, audited_path, audited_user_agent,
-    new_request_id,
+    ActorType, AuditEvent, Decision, EventKind, MAX_AUDITED_METHOD, MAX_AUDITED_PATH,
+    MAX_AUDITED_USER_AGENT, audited_path, audited_user_agent, new_request_id,
 };
 pub use foreign::{STDOUT_THROUGH_SETTING, STDOUT_UNPRINTED_SETTING, Unprinted};
 pub use in_doubt::LATE_COMMIT_ERROR;

@@ -162,7 +162,10 @@ async fn proxy(
         // Methods are ASCII tokens, so a cut at 32 bytes is a cut at 32 characters.
         method: {
             let method = parts.method.as_str();
-            method.get(..32).unwrap_or(method).to_string()
+            method
+                .get(..crate::audit::MAX_AUDITED_METHOD)
+                .unwrap_or(method)
+                .to_string()
         },
         path: audited_path(match &query {
             Some(q) => format!(
