@@ -32,7 +32,8 @@ impl Throttle {
         self.admit_at(crate::store::now_ms())
     }
 
-    fn admit_at(&self, now: i64) -> Option<u64> {
+    /// [`Throttle::admit`] at `now` (unix ms).
+    pub(crate) fn admit_at(&self, now: i64) -> Option<u64> {
         let last = self.last.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= self.every_ms
             && self

@@ -38,6 +38,10 @@ pub fn init() -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Its own report of a failed write goes out with `eprintln!`, which panics when stderr
+        // fails (a log shipper gone, a full disk): the thread that logged (the audit writer, a
+        // request) would die for a diagnostic line. A lost log line is the lesser harm.
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
     let result = if json {
         builder.json().try_init()

@@ -35,6 +35,21 @@ pub async fn serve_until_signal(
         database = %gateway::config::shown(&config.database_url),
         "rack-gateway listening"
     );
+    // A writer that stops while serving (a bug: it panicked) leaves every request refused
+    // for good; ending the process lets its supervisor start a working one.
+    let writer_stopped = gateway.state.audit.stopped();
+    let signal = async move {
+        tokio::select! {
+            () = signal => {}
+            () = writer_stopped => {
+                tracing::error!(
+                    "the audit writer stopped unexpectedly (a bug: please report it with this \
+                     log); every request is refused, so the gateway is shutting down for its \
+                     supervisor to restart it"
+                );
+            }
+        }
+    };
     let drain = http_server::serve(
         listener,
         gateway.router(),
@@ -70,7 +85,12 @@ pub async fn serve_until_signal(
         };
         let _ = tokio::time::timeout(SESSION_GOODBYE, ended).await;
     }
+    // Before `shutdown` lets go of the log, its writer ends only by a bug.
+    let writer_died = gateway.state.audit.has_stopped();
     gateway.shutdown().await;
+    if writer_died {
+        anyhow::bail!("stopped because the audit writer stopped unexpectedly");
+    }
     tracing::info!("stopped");
     Ok(())
 }

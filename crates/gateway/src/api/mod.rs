@@ -425,6 +425,9 @@ async fn audit_check(state: &AppState, timeout: std::time::Duration) -> serde_js
             "error": "audit chain changed under the gateway: restart it (see its log)",
         });
     }
+    if state.audit.has_stopped() {
+        return json!({ "ok": false, "error": "audit writer stopped: restart the gateway" });
+    }
     if state.audit.write_failure().is_none() {
         return json!({ "ok": true });
     }

@@ -38,6 +38,8 @@ const SLOW_COMMIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Failed batches, logged at most once a second (see [`crate::log_throttle`]).
 static FAILED_BATCHES: crate::log_throttle::Throttle = crate::log_throttle::Throttle::new(1000);
+/// Retried batches, likewise: during an outage every batch is retried.
+static RETRIED_BATCHES: crate::log_throttle::Throttle = crate::log_throttle::Throttle::new(1000);
 
 /// Why an event could not be recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,6 +148,33 @@ pub struct AuditLog {
 #[derive(Debug, Default)]
 struct WriteHealth {
     failing: Mutex<Option<WriteFailure>>,
+    /// Set when the writer has ended: at shutdown, or before it by a panic, which would
+    /// otherwise show only as every request refused (see [`AuditLog::stopped`]).
+    stopped: AtomicBool,
+    stopped_signal: tokio::sync::Notify,
+}
+
+/// Held by the running writer: marks it stopped however it ends, unwinding from a panic
+/// included.
+struct Running(Arc<WriteHealth>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::SeqCst);
+        self.0.stopped_signal.notify_waiters();
+    }
+}
+
+/// Resolves once the writer behind `health` has stopped.
+async fn writer_stopped(health: Arc<WriteHealth>) {
+    loop {
+        // Registered before the flag is read, so a stop between the two is not missed.
+        let signal = health.stopped_signal.notified();
+        if health.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        signal.await;
+    }
 }
 
 /// Audit writes are failing (see [`AuditLog::write_failure`]). Whether the chain changed under
@@ -373,6 +402,18 @@ impl AuditLog {
             // A full queue means the writer is busy and will look again anyway.
             let _ = self.tx.try_send(Job::Wake);
         }
+    }
+
+    /// Whether the writer has stopped. Before shutdown that is a bug (a panic): nothing can be
+    /// recorded, so every request is refused until the gateway restarts.
+    pub fn has_stopped(&self) -> bool {
+        self.health.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the writer has stopped (see [`AuditLog::has_stopped`]). It holds no
+    /// handle on the log, so it does not keep the writer running at shutdown.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        writer_stopped(self.health.clone())
     }
 
     /// Whether the latest attempt to write events failed (`None` once one succeeds again).
@@ -681,6 +722,7 @@ async fn run(
     foreign: Option<ForeignRows>,
     queues: Queues,
 ) {
+    let _running = Running(queues.health.clone());
     let printer = stdout.then(|| Printer::start(foreign));
     let mut slow = SlowCommits::default();
     let mut kept = Retained::default();
@@ -782,6 +824,7 @@ fn run_blocking(
     foreign: Option<ForeignRows>,
     queues: &Queues,
 ) {
+    let _running = Running(queues.health.clone());
     let printer = stdout.then(|| Printer::start(foreign));
     let mut slow = SlowCommits::default();
     let mut kept = Retained::default();
@@ -1111,7 +1154,13 @@ impl Retry {
         if retry.events.is_empty() {
             return Err(Failed::new(error, retry.set_aside));
         }
-        tracing::warn!(error = %error, "audit write failed, retrying once");
+        if let Some(held_back) = RETRIED_BATCHES.admit() {
+            tracing::warn!(
+                error = %error,
+                retried_since_last = held_back,
+                "audit write failed, retrying once (at most one such line a second)"
+            );
+        }
         Ok(retry)
     }
 
@@ -1493,6 +1542,39 @@ mod tests {
 
     /// A batch waits for requests on their way only briefly: one that never arrives (stuck
     /// upstream of the log, or dropped) must not hold up the others' commits.
+    /// A writer that panics must show as stopped (readiness, and `serve`, which then exits):
+    /// otherwise every request is refused while the gateway looks healthy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_panics_is_seen_to_stop() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (_store, log) = sqlite_log(&dir).await;
+        assert!(!log.has_stopped());
+        let health = Arc::new(WriteHealth::default());
+        let waiting = tokio::spawn(writer_stopped(health.clone()));
+        let running = Running(health.clone());
+        let died = std::thread::spawn(move || {
+            let _running = running;
+            panic!("a bug in the writer");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(health.stopped.load(Ordering::SeqCst));
+        tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("the stop was not signalled"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Asked after the fact, it resolves at once.
+        tokio::time::timeout(Duration::from_secs(2), writer_stopped(health))
+            .await
+            .unwrap_or_else(|_| panic!("a stop before the wait was missed"));
+        // The real writer ends when its last handle goes, and says so.
+        let stopped = log.stopped();
+        drop(log);
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .unwrap_or_else(|_| panic!("the writer's end was not signalled"));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_on_its_way_delays_a_commit_only_briefly() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -282,6 +282,11 @@ async fn read_fresh(
     Ok((principal, rows, generation))
 }
 
+/// Failed records of a credential's use, logged at most once a second: while the database
+/// takes no writes, every request would otherwise add a line.
+pub(super) static UNRECORDED_USES: crate::log_throttle::Throttle =
+    crate::log_throttle::Throttle::new(1000);
+
 /// Checks credentials read for `hash` and records their use.
 async fn admit(
     store: &Store,
@@ -296,8 +301,14 @@ async fn admit(
             let principal = token_principal(row, owner.as_ref(), hash)?;
             if use_ == Use::Record
                 && let Err(err) = store.touch_token(row.id, row.last_used_at).await
+                && let Some(held_back) = UNRECORDED_USES.admit()
             {
-                tracing::warn!(error = %err, token_id = row.id, "could not record token use");
+                tracing::warn!(
+                    error = %err,
+                    token_id = row.id,
+                    failed_since_last = held_back,
+                    "could not record token use (at most one such line a second)"
+                );
             }
             Ok(principal)
         }

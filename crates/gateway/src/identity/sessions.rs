@@ -99,8 +99,14 @@ pub(super) async fn admit_session(
     let interval = (idle / 4).clamp(0, 30_000);
     if use_ == super::principal::Use::Record
         && let Err(err) = store.touch_session(session, interval).await
+        && let Some(held_back) = super::principal::UNRECORDED_USES.admit()
     {
-        tracing::warn!(error = %err, session_id = session.id, "could not record session use");
+        tracing::warn!(
+            error = %err,
+            session_id = session.id,
+            failed_since_last = held_back,
+            "could not record session use (at most one such line a second)"
+        );
     }
     Ok(Principal {
         kind: PrincipalKind::Session {

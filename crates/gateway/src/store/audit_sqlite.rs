@@ -17,6 +17,10 @@ use super::{Generation, StoreError};
 use crate::audit::AuditEvent;
 use gateway_core::config::SqliteSync;
 
+/// The audit writer's failed checkpoints, logged at most once a minute.
+static WRITER_CHECKPOINT_FAILURES: crate::log_throttle::Throttle =
+    crate::log_throttle::Throttle::new(60_000);
+
 /// A dedicated connection for appending audit events on SQLite.
 pub(super) struct SqliteAudit {
     path: PathBuf,
@@ -93,7 +97,15 @@ impl SqliteAudit {
             // only audit writer), so the remaining few frames are copied, the log is complete,
             // and the next transaction starts it again from the beginning.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint by the audit writer failed");
+                // Between every two batches while the disk fails: once a minute is news enough.
+                if let Some(held_back) = WRITER_CHECKPOINT_FAILURES.admit() {
+                    tracing::warn!(
+                        error = %e,
+                        failed_since_last = held_back,
+                        "WAL checkpoint by the audit writer failed (at most one such line a \
+                         minute)"
+                    );
+                }
             }
         }
         let result = append_on(conn, &self.written, events, read_at, link);

@@ -6,6 +6,7 @@
 
 mod audit;
 mod audit_sqlite;
+mod checkpoints;
 mod columns;
 mod logins;
 mod outage;
@@ -618,13 +619,26 @@ impl Store {
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut watch = checkpoints::CheckpointWatch::default();
             loop {
                 tick.tick().await;
                 if pool.is_closed() {
                     return;
                 }
-                if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                let result = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await;
+                match watch.observe(result.is_ok(), now_ms()) {
+                    checkpoints::Say::Nothing => {}
+                    checkpoints::Say::Failed { held_back } => {
+                        let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                        tracing::warn!(
+                            %error,
+                            failed_since_last = held_back,
+                            "WAL checkpoint failed (at most one such line a minute)"
+                        );
+                    }
+                    checkpoints::Say::Recovered { failures } => {
+                        tracing::info!(failures, "WAL checkpoints work again");
+                    }
                 }
                 if let Some(audit) = &audit {
                     audit.request_checkpoint();

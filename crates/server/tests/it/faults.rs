@@ -1254,6 +1254,177 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_gateway_whose_log_pipe_is_gone_fails_closed_and_recovers,
+    |db| async move {
+        // The diagnostic log's reader (a log shipper) exits, then the audit store fails for a
+        // while: every line the gateway logs about it fails to be written. That must change
+        // nothing. It did: tracing's formatter reported its own write errors with
+        // `eprintln!`, which panics when stderr fails, so the audit writer died on its first
+        // warning (every request refused from then on, readiness still "ready") and the
+        // request that logged its refusal lost its connection without an answer.
+        let rack = TestRack::start().await;
+        let deployer = role_token(&db, "deployer");
+        let gw = Gateway::start_stderr_closed(&db, &rack.url, &[]).await;
+        let c = client();
+        let restart = |c: reqwest::Client| restart_web(c, &gw, &deployer);
+        let ready = || {
+            let request = c.get(format!("{}/api/v1/health/ready", gw.url));
+            async move {
+                match request.send().await {
+                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                }
+            }
+        };
+        assert_eq!(restart(c.clone()).await, 200);
+
+        let refusal = crate::kit::refuse_audit_events(&db, "1 = 1").await;
+        rack.clear();
+        for n in 0..5 {
+            assert_eq!(restart(c.clone()).await, 503, "request {n} while failing");
+        }
+        assert_eq!(ready().await.0, 503);
+        assert!(rack.seen().iter().all(|s| s.method != "POST"));
+
+        refusal.lift().await;
+        let recovered = crate::kit::eventually(|| {
+            let fut = restart(c.clone());
+            async move { fut.await == 200 }
+        })
+        .await;
+        assert!(recovered, "no recovery: {}", gw.all_output());
+        // Readiness is checked at most every 2 s: the answer above may be reused a while.
+        let ready_again = crate::kit::eventually(|| async { ready().await.0 == 200 }).await;
+        assert!(ready_again, "{:?}", ready().await);
+        let (ok, out, err) = admin(&db, &["audit", "verify"]);
+        assert!(ok, "{out}{err}");
+    }
+);
+
+/// SQLite's disk refuses every write for a while (a file-size limit of 0 on the gateway, so
+/// each write to its database files fails as on a full disk) while 16 clients send mutating
+/// calls: each gets the rack's answer or a 503, never a dropped connection or a 500; nothing
+/// reaches the rack unaudited; the gateway recovers by itself when the disk takes writes
+/// again; the chain verifies; and the failing checkpoints do not flood the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_refuses_writes_fails_closed_and_is_recovered_from() {
+    let Some(db) = crate::kit::database(Backend::Sqlite).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let deployer = role_token(&db, "deployer");
+    let gw = Gateway::start_file_size_limitable(&db, &rack.url, &[]).await;
+    let c = client();
+    assert_eq!(restart_web(c.clone(), &gw, &deployer).await, 200);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (url, token, stop) = (
+            gw.proxy("/apps/web/services/web/restart"),
+            deployer.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            // (status, request id) of each answer; status 0: no answer.
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = c.post(&url).basic_auth("convox", Some(&token)).send().await;
+                answers.push(match sent {
+                    Ok(r) => (r.status().as_u16(), crate::kit::request_id(&r)),
+                    Err(_) => (0, String::new()),
+                });
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.limit_file_size(Some(0));
+    let ready = || {
+        let request = c.get(format!("{}/api/v1/health/ready", gw.url));
+        async move {
+            request
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let refused = crate::kit::eventually(|| async { ready().await == 503 }).await;
+    assert!(refused, "never not ready: {}", gw.all_output());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.limit_file_size(None);
+    let recovered =
+        crate::kit::eventually(|| async { restart_web(client(), &gw, &deployer).await == 200 })
+            .await;
+    assert!(recovered, "no recovery: {}", gw.all_output());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for task in clients {
+        answers.extend(task.await.unwrap_or_default());
+    }
+
+    let count = |status: u16| answers.iter().filter(|(s, _)| *s == status).count();
+    let others: Vec<u16> = answers
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| *s != 200 && *s != 503)
+        .collect();
+    assert!(
+        others.is_empty(),
+        "answers other than 200 and 503 ({} of {}): {others:?}\n{}",
+        others.len(),
+        answers.len(),
+        gw.all_output()
+    );
+    assert!(
+        count(503) > 0,
+        "nothing was refused: {} answers",
+        answers.len()
+    );
+    assert!(count(200) > 0, "nothing was served");
+    let eventually_ready = crate::kit::eventually(|| async { ready().await == 200 }).await;
+    assert!(eventually_ready, "never ready again");
+
+    let s = store(&db).await;
+    let rows = s.audit_rows(0, 1_000_000).await.unwrap_or_default();
+    let audited: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter(|r| r.event.kind.as_str() == "request" && r.event.rbac_decision.as_str() == "allow")
+        .map(|r| r.event.request_id.as_str())
+        .collect();
+    let unaudited = answers
+        .iter()
+        .filter(|(status, id)| *status == 200 && !audited.contains(id.as_str()))
+        .count();
+    assert_eq!(unaudited, 0, "answered 200 without an audit event");
+    let forwarded = rack.seen().iter().filter(|s| s.method == "POST").count();
+    assert!(
+        forwarded <= audited.len(),
+        "{forwarded} forwarded, {} audited",
+        audited.len()
+    );
+    let (ok, out, err) = admin(&db, &["audit", "verify"]);
+    assert!(ok, "{out}{err}");
+
+    // 20 background checkpoints a second failed meanwhile: the first is logged, and that it
+    // works again, not each one.
+    let said_again =
+        crate::kit::eventually(|| async { gw.all_output().contains("WAL checkpoints work again") })
+            .await;
+    let log = gw.all_output();
+    let about_checkpoints: Vec<&str> = log.lines().filter(|l| l.contains("checkpoint")).collect();
+    assert!(said_again, "{about_checkpoints:#?}");
+    let failed_lines = log.matches("WAL checkpoint failed").count();
+    assert!(
+        (1..=2).contains(&failed_lines),
+        "{failed_lines} lines about failed checkpoints: {about_checkpoints:#?}"
+    );
+}
+
 /// Makes PostgreSQL take `N` seconds to insert a request event whose path holds `sleep=N`: a
 /// slow commit that is not a lock wait (the writer's connection gives up on those after 3 s).
 async fn slow_inserts(db: &crate::kit::Db) {

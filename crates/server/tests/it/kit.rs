@@ -124,15 +124,21 @@ pub fn role_token(db: &Db, role: &str) -> String {
     token(db, &format!("{role}-token"), &["--role", role])
 }
 
-/// What reads a gateway's stdout.
+/// How a gateway is started: what reads its stdout and stderr, and what it may be made to face.
 #[derive(Clone, Copy)]
-enum StdoutReader {
+enum Launch {
     /// The test, line by line.
     Reads,
     /// Nobody: the pipe fills.
     Stopped,
     /// Nobody any more: the pipe's read end is closed.
     Exited,
+    /// The test, but stderr's reader goes once the gateway is listening: its diagnostic log
+    /// pipe then refuses every write, as when a log shipper exits.
+    StderrExited,
+    /// The test, with the gateway ignoring SIGXFSZ: a file-size limit set on it later
+    /// (`prlimit --fsize`) makes its file writes fail as on a full disk, rather than kill it.
+    FileSizeLimitable,
 }
 
 /// A running gateway process.
@@ -148,26 +154,66 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `serve` against `db` and the rack at `rack_url`.
     pub async fn start(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_reading(db, rack_url, env, StdoutReader::Reads).await
+        Gateway::start_launched(db, rack_url, env, Launch::Reads).await
     }
 
     /// [`Gateway::start`] with a stdout pipe that nobody reads: a log shipper that stopped.
     pub async fn start_unread(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_reading(db, rack_url, env, StdoutReader::Stopped).await
+        Gateway::start_launched(db, rack_url, env, Launch::Stopped).await
     }
 
     /// [`Gateway::start`] with a stdout pipe whose reader is gone: a log shipper that exited.
     pub async fn start_stdout_closed(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_reading(db, rack_url, env, StdoutReader::Exited).await
+        Gateway::start_launched(db, rack_url, env, Launch::Exited).await
     }
 
-    async fn start_reading(
+    /// [`Gateway::start`] with a stderr pipe whose reader goes once the gateway is listening:
+    /// every diagnostic line after that fails to be written.
+    pub async fn start_stderr_closed(db: &Db, rack_url: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_launched(db, rack_url, env, Launch::StderrExited).await
+    }
+
+    /// [`Gateway::start`], ready to have its file writes refused (see
+    /// [`Gateway::limit_file_size`]).
+    pub async fn start_file_size_limitable(
         db: &Db,
         rack_url: &str,
         env: &[(&str, &str)],
-        reader: StdoutReader,
     ) -> Gateway {
-        let mut cmd = Command::new(BIN);
+        Gateway::start_launched(db, rack_url, env, Launch::FileSizeLimitable).await
+    }
+
+    /// Sets the gateway's file-size limit (`RLIMIT_FSIZE`, soft; `None`: none): with 0, every
+    /// write to a file fails (`EFBIG`), as on a full disk. Pipes are not files: its stdout and
+    /// stderr go on. Only for a gateway from [`Gateway::start_file_size_limitable`].
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let limit = bytes.map_or("unlimited".to_string(), |b| b.to_string());
+        let out = Command::new("prlimit")
+            .arg(format!("--pid={}", self.pid()))
+            .arg(format!("--fsize={limit}:unlimited"))
+            .output()
+            .unwrap_or_else(|e| panic!("prlimit (util-linux) is needed: {e}"));
+        assert!(
+            out.status.success(),
+            "prlimit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn start_launched(
+        db: &Db,
+        rack_url: &str,
+        env: &[(&str, &str)],
+        launch: Launch,
+    ) -> Gateway {
+        let mut cmd = if matches!(launch, Launch::FileSizeLimitable) {
+            // An ignored signal stays ignored across exec; the pid stays the gateway's.
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", BIN]);
+            cmd
+        } else {
+            Command::new(BIN)
+        };
         cmd.arg("serve")
             .env("DATABASE_URL", &db.url)
             .env("AUDIT_HMAC_KEY", AUDIT_KEY)
@@ -187,10 +233,10 @@ impl Gateway {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-        let unread = match reader {
-            StdoutReader::Reads => None,
-            StdoutReader::Stopped => child.stdout.take(),
-            StdoutReader::Exited => {
+        let unread = match launch {
+            Launch::Reads | Launch::StderrExited | Launch::FileSizeLimitable => None,
+            Launch::Stopped => child.stdout.take(),
+            Launch::Exited => {
                 drop(child.stdout.take());
                 None
             }
@@ -205,13 +251,19 @@ impl Gateway {
         }
         if let Some(err) = child.stderr.take() {
             let lines = stderr.clone();
+            let leave_when_listening = matches!(launch, Launch::StderrExited);
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
-                    if let Some(addr) = parsed.as_ref().and_then(|v| v["fields"]["addr"].as_str()) {
+                    let addr = parsed.as_ref().and_then(|v| v["fields"]["addr"].as_str());
+                    if let Some(addr) = addr {
                         let _ = addr_tx.send(addr.to_string());
                     }
                     lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    if addr.is_some() && leave_when_listening {
+                        // Returning drops the pipe's read end.
+                        return;
+                    }
                 }
             });
         }
