@@ -158,24 +158,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // banner rather than one of them land above it.
     gateway.state.audit.flush().await;
 
-    println!("\nrack-gateway dev stack");
-    println!("  gateway     http://{gateway_addr}");
-    println!("  fake rack   http://{rack_addr}  (its token stays inside the gateway)");
-    println!(
-        "  sign-in     http://{oidc_addr}  (dev OIDC: admin@, deployer@, ops@, viewer@example.com)"
-    );
-    println!("  database    {}", gateway::config::shown(&database_url));
-    println!(
-        "\nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}"
-    );
-    println!("\nAPI tokens, one per role (new ones each start; the previous start's are revoked):");
-    for (role, secret) in &tokens {
-        println!(
-            "  {role:<9} export RACK_URL=http://convox:{secret}@{gateway_addr}/api/v1/rack-proxy"
-        );
-    }
-    println!("\nThen: convox apps · convox ps -a web · convox logs -a web · convox env -a web");
-    println!("Audit events follow as JSON lines. Ctrl-C stops everything.\n");
+    print_banner(&banner(
+        gateway_addr,
+        rack_addr,
+        oidc_addr,
+        &database_url,
+        &tokens,
+    ));
 
     let signal = {
         let stop = stop.clone();
@@ -189,6 +178,49 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let _ = rack_task.await;
     let _ = oidc_task.await;
     result
+}
+
+/// What `dev` prints once it is up: where everything is, and a token per role.
+fn banner(
+    gateway_addr: std::net::SocketAddr,
+    rack_addr: std::net::SocketAddr,
+    oidc_addr: std::net::SocketAddr,
+    database_url: &str,
+    tokens: &[(String, String)],
+) -> String {
+    let mut text = format!(
+        "\nrack-gateway dev stack\n\
+         \x20 gateway     http://{gateway_addr}\n\
+         \x20 fake rack   http://{rack_addr}  (its token stays inside the gateway)\n\
+         \x20 sign-in     http://{oidc_addr}  (dev OIDC: admin@, deployer@, ops@, viewer@example.com)\n\
+         \x20 database    {}\n\
+         \nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}\n\
+         \nAPI tokens, one per role (new ones each start; the previous start's are revoked):\n",
+        gateway::config::shown(database_url)
+    );
+    for (role, secret) in tokens {
+        text.push_str(&format!(
+            "  {role:<9} export RACK_URL=http://convox:{secret}@{gateway_addr}/api/v1/rack-proxy\n"
+        ));
+    }
+    text.push_str(
+        "\nThen: convox apps · convox ps -a web · convox logs -a web · convox env -a web\n\
+         Audit events follow as JSON lines. Ctrl-C stops everything.\n\n",
+    );
+    text
+}
+
+/// Prints `banner` on stdout. A closed stdout (`dev | head`) must not end the stack, as
+/// `println!` would by panicking: the audit lines after it are skipped the same way.
+fn print_banner(banner: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!(
+            error = %e,
+            "stdout is closed or failing: the dev stack's URLs and API tokens were not printed"
+        );
+    }
 }
 
 /// The dev OIDC provider's test users, with the matching roles (kept if they exist).

@@ -424,6 +424,73 @@ async fn dev_stops_cleanly_on_ctrl_c() {
     assert_eq!(seqs.len(), printed, "an event printed twice: {lines:?}");
 }
 
+/// `dev | head -3`: stdout closed before the banner. The banner was printed with `println!`,
+/// which panicked on the closed pipe and took the whole stack down (exit 101); now the stack
+/// says so on stderr and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_keeps_serving_when_its_stdout_is_closed() {
+    let dir = scratch_dir();
+    let mut child = Command::new(BIN)
+        .args(["dev", "--port", "0", "--rack-port", "0", "--oidc-port", "0"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("LOG_FORMAT", "json")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn dev: {e}"));
+    drop(child.stdout.take());
+    let stderr = child.stderr.take();
+    let (lines, addr) = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        let mut addr = None;
+        for line in stderr
+            .map(BufReader::new)
+            .into_iter()
+            .flat_map(|r| r.lines())
+        {
+            let Ok(line) = line else { break };
+            let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+            addr = parsed
+                .as_ref()
+                .and_then(|v| v["fields"]["addr"].as_str())
+                .map(str::to_string);
+            lines.push(line);
+            if addr.is_some() {
+                break;
+            }
+        }
+        (lines, addr)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let status = child.try_wait().ok().flatten();
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("dev did not get to listening ({status:?}): {lines:#?}");
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("API tokens were not printed")),
+        "{lines:#?}"
+    );
+    let health = client()
+        .get(format!("http://{addr}/api/v1/health"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(health.ok(), Some(200));
+    signal(i32::try_from(child.id()).unwrap_or(0), "INT");
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(exit.ok().and_then(|s| s.code()), Some(0));
+}
+
 #[test]
 fn dev_refuses_a_bad_setting_before_it_starts_anything() {
     // Had dev made its data directory or bound its ports first (port 1, and the same one
