@@ -9,6 +9,7 @@ use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::store::{LastAdmin, Store, TokenRow, UserRow, now_ms};
 
 use crate::cli::{TokensCommand, UsersCommand};
+use crate::output::outln;
 
 /// An open store with a running audit writer.
 struct Admin {
@@ -94,13 +95,16 @@ pub async fn require_current_schema(store: &Store) -> anyhow::Result<()> {
 }
 
 /// Prints `rows` as JSON or as the table `table` prints.
-fn print_list<T: serde::Serialize>(rows: &[T], json: bool, table: fn(&[T])) -> anyhow::Result<()> {
+fn print_list<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    table: fn(&[T]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
+        outln!("{}", serde_json::to_string_pretty(rows)?)
     } else {
-        table(rows);
+        table(rows)
     }
-    Ok(())
 }
 
 /// `migrate`
@@ -111,7 +115,7 @@ pub async fn migrate() -> anyhow::Result<()> {
         .context("cannot open the database (DATABASE_URL)")?;
     store.migrate().await.context("migrations")?;
     store.close().await;
-    println!("migrations applied");
+    outln!("migrations applied")?;
     Ok(())
 }
 
@@ -146,12 +150,12 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
                 (None, Some(p)) => format!("permissions {}", p.join(",")),
                 (None, None) => "no permissions".into(),
             };
-            println!(
+            outln!(
                 "Created API token {} {:?} ({scope}, expires {}).",
                 row.id,
                 row.name,
                 when(row.expires_at)
-            );
+            )?;
             for pattern in row.permissions.iter().flatten() {
                 if gateway::rbac::convox_pattern_grants_nothing(pattern) {
                     eprintln!("warning: {pattern} grants no rack route (a typo?)");
@@ -166,15 +170,15 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
                     user.email
                 );
             }
-            println!("Store it now: it is shown only once.");
-            println!("{secret}");
+            outln!("Store it now: it is shown only once.")?;
+            outln!("{secret}")?;
         }
         // Listed read-only, above.
         TokensCommand::List { .. } => {}
         TokensCommand::Revoke { token } => {
             let row =
                 manage::revoke_token(&admin.store, &admin.audit, &admin.actor, &token).await?;
-            println!("Revoked API token {} {:?}.", row.id, row.name);
+            outln!("Revoked API token {} {:?}.", row.id, row.name)?;
         }
     }
     Ok(())
@@ -199,7 +203,7 @@ async fn run_users(admin: &Admin, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::Add { email, role, name } => {
             let user = manage::add_user(store, audit, actor, &email, &name, &role).await?;
-            println!("Added {} as {}.", user.email, user.role);
+            outln!("Added {} as {}.", user.email, user.role)?;
         }
         // Listed read-only, above.
         UsersCommand::List { .. } => {}
@@ -208,20 +212,20 @@ async fn run_users(admin: &Admin, cmd: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::SetRole { email, role } => {
             let user =
                 manage::set_user_role(store, audit, actor, &email, &role, LastAdmin::MayGo).await?;
-            println!("{} is now {}.", user.email, user.role);
+            outln!("{} is now {}.", user.email, user.role)?;
             warn_without_admin(store).await?;
         }
         UsersCommand::Lock { email } => {
             let user = manage::set_user_locked(store, audit, actor, &email, true, LastAdmin::MayGo)
                 .await?;
-            println!("Locked {}.", user.email);
+            outln!("Locked {}.", user.email)?;
             warn_without_admin(store).await?;
         }
         UsersCommand::Unlock { email } => {
             let user =
                 manage::set_user_locked(store, audit, actor, &email, false, LastAdmin::MayGo)
                     .await?;
-            println!("Unlocked {}.", user.email);
+            outln!("Unlocked {}.", user.email)?;
         }
     }
     Ok(())
@@ -259,11 +263,16 @@ fn humantime_like(t: std::time::SystemTime) -> String {
     gateway::audit::format_time(t)
 }
 
-fn print_tokens(tokens: &[TokenRow]) {
-    println!(
+fn print_tokens(tokens: &[TokenRow]) -> anyhow::Result<()> {
+    outln!(
         "{:<5} {:<24} {:<16} {:<22} {:<22} {:<10} CREATED BY",
-        "ID", "NAME", "ROLE", "EXPIRES", "LAST USED", "STATUS"
-    );
+        "ID",
+        "NAME",
+        "ROLE",
+        "EXPIRES",
+        "LAST USED",
+        "STATUS"
+    )?;
     let now = now_ms();
     for t in tokens {
         let status = if t.revoked_at.is_some() {
@@ -274,7 +283,7 @@ fn print_tokens(tokens: &[TokenRow]) {
             "active"
         };
         let scope = t.role.clone().unwrap_or_else(|| "custom".into());
-        println!(
+        outln!(
             "{:<5} {:<24} {:<16} {:<22} {:<22} {:<10} {}",
             t.id,
             t.name,
@@ -285,17 +294,21 @@ fn print_tokens(tokens: &[TokenRow]) {
                 .unwrap_or_else(|| "never".into()),
             status,
             t.created_by
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_users(users: &[UserRow]) {
-    println!(
+fn print_users(users: &[UserRow]) -> anyhow::Result<()> {
+    outln!(
         "{:<32} {:<24} {:<10} {:<8} LAST SEEN",
-        "EMAIL", "NAME", "ROLE", "LOCKED"
-    );
+        "EMAIL",
+        "NAME",
+        "ROLE",
+        "LOCKED"
+    )?;
     for u in users {
-        println!(
+        outln!(
             "{:<32} {:<24} {:<10} {:<8} {}",
             u.email,
             u.name,
@@ -304,6 +317,7 @@ fn print_users(users: &[UserRow]) {
             u.last_seen_at
                 .map(|m| when(Some(m)))
                 .unwrap_or_else(|| "never".into())
-        );
+        )?;
     }
+    Ok(())
 }

@@ -6,6 +6,7 @@ mod cli;
 mod dev;
 mod limits;
 mod logging;
+mod output;
 mod serve;
 mod verify;
 
@@ -69,6 +70,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `… | head`: the reader has what it wanted; no message, as other tools end.
+        Err(err) if err.is::<output::StdoutClosed>() => {
+            ExitCode::from(output::STDOUT_CLOSED_STATUS)
+        }
         Err(err) => {
             eprintln!("error: {}", report(&err));
             ExitCode::FAILURE

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::output::outln;
 use anyhow::Context;
 use gateway::audit::anchor::{self, Anchor, AnchorBucket, AnchorRef, CHAIN_ID_SETTING, ObjectLock};
 use gateway::audit::{KeySource, VerifyError, VerifyReport, existing_key, verify_chain_against};
@@ -39,19 +40,25 @@ pub async fn run() -> anyhow::Result<()> {
     store.close().await;
     let (report, source, found) = checked?;
     let Findings { problems, notes } = found;
-    println!(
+    // A stdout that fails must not keep the problems below from being told (on stderr) and
+    // failing the command: its own error comes last.
+    let shown = outln!(
         "audit chain OK: {} events, head {}",
-        report.events, report.head_hash
+        report.events,
+        report.head_hash
     );
     let hidden = anchors.as_ref().map_or(0, |a| a.listing.hidden.len());
-    match &anchors {
+    let anchors_shown = match &anchors {
         Some(anchors) => anchors.print(&report, problems.is_empty() && hidden == 0),
-        None => eprintln!(
-            "note: no anchors configured (AUDIT_ANCHOR_BUCKET): the chain shows edits by anyone \
-             without the key, but not a rebuild by someone holding it, nor a database replaced \
-             by an older copy (see docs/deployment.md)"
-        ),
-    }
+        None => {
+            eprintln!(
+                "note: no anchors configured (AUDIT_ANCHOR_BUCKET): the chain shows edits by \
+                 anyone without the key, but not a rebuild by someone holding it, nor a \
+                 database replaced by an older copy (see docs/deployment.md)"
+            );
+            Ok(())
+        }
+    };
     if source == KeySource::Generated {
         // The key sits in the database it protects: whoever can write the database could
         // have rebuilt the whole chain, and it would still verify.
@@ -73,6 +80,7 @@ pub async fn run() -> anyhow::Result<()> {
             "the chain itself is intact, but its anchors show {count} problem(s) (above)"
         );
     }
+    shown.and(anchors_shown)?;
     Ok(())
 }
 
@@ -367,7 +375,7 @@ impl Anchors {
     }
 
     /// The anchors' part of a successful verification.
-    fn print(&self, report: &VerifyReport, ok: bool) {
+    fn print(&self, report: &VerifyReport, ok: bool) -> anyhow::Result<()> {
         let verdict = if ok { "anchors OK" } else { "anchors checked" };
         if self.listing.others > 0 {
             eprintln!(
@@ -377,26 +385,29 @@ impl Anchors {
             );
         }
         match (report.last_anchored, &self.newest) {
-            (Some(last), Some((_, content, _))) => println!(
+            (Some(last), Some((_, content, _))) => outln!(
                 "{verdict}: {} in {}, the newest at event {last} ({} events since), written {}",
                 report.anchors_checked,
                 self.location,
                 report.events - last,
                 content.written_at
             ),
-            (Some(last), None) => println!(
+            (Some(last), None) => outln!(
                 "{verdict}: {} in {}, the newest at event {last} ({} events since)",
                 report.anchors_checked,
                 self.location,
                 report.events - last
             ),
             // When the missing anchors are a problem, the error says so instead.
-            (None, _) if ok => eprintln!(
-                "note: no anchors in {} yet (the gateway writes one within \
-                 AUDIT_ANCHOR_INTERVAL_SECS of the first events)",
-                self.location
-            ),
-            (None, _) => {}
+            (None, _) if ok => {
+                eprintln!(
+                    "note: no anchors in {} yet (the gateway writes one within \
+                     AUDIT_ANCHOR_INTERVAL_SECS of the first events)",
+                    self.location
+                );
+                Ok(())
+            }
+            (None, _) => Ok(()),
         }
     }
 }

@@ -778,3 +778,60 @@ both_backends!(
         assert!(!dump.contains(token), "rack token in audit rows: {dump}");
     }
 );
+
+both_backends!(
+    a_closed_or_full_stdout_ends_a_command_without_a_panic,
+    |db: crate::kit::Db| async move {
+        let run = |args: &[&str], stdout: std::process::Stdio, close_stdout: bool| {
+            let mut child = std::process::Command::new(crate::kit::BIN)
+                .args(args)
+                .env("DATABASE_URL", &db.url)
+                .env("AUDIT_HMAC_KEY", crate::kit::AUDIT_KEY)
+                .stdin(std::process::Stdio::null())
+                .stdout(stdout)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"));
+            if close_stdout {
+                // `| head -0`: the reader is gone before the command writes.
+                drop(child.stdout.take());
+            }
+            let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "ann@example.com", "--role", "viewer"],
+        );
+        assert!(ok, "{err}");
+
+        // A reader that went away: quietly, with a SIGPIPE death's status, as other tools.
+        // `println!` panicked ("failed printing to stdout", status 101) before.
+        for args in [
+            &["users", "list"][..],
+            &["tokens", "list", "--json"],
+            &["audit", "verify"],
+        ] {
+            let (code, err) = run(args, std::process::Stdio::piped(), true);
+            assert_eq!(code, Some(141), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
+
+        // A full disk under stdout: a new token must not vanish without a word.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap_or_else(|e| panic!("/dev/full: {e}"));
+        let (code, err) = run(
+            &["tokens", "create", "--name", "lost", "--role", "viewer"],
+            full.into(),
+            false,
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("error: cannot write to stdout"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+);
