@@ -23,7 +23,6 @@ pub(super) fn mask_event(secrets: &Scrubber, event: &mut AuditEvent) {
         (event.token_name.as_mut(), None),
         // Methods and user agents are cut without a marker.
         (event.method.as_mut(), Some(Cut::Bytes(MAX_AUDITED_METHOD))),
-        (event.path.as_mut(), None),
         (
             event.user_agent.as_mut(),
             Some(Cut::Chars(MAX_AUDITED_USER_AGENT)),
@@ -33,7 +32,29 @@ pub(super) fn mask_event(secrets: &Scrubber, event: &mut AuditEvent) {
             mask_text(secrets, text, cut_at);
         }
     }
+    if let Some(path) = event.path.as_mut() {
+        mask_path(secrets, path);
+    }
     mask_json(secrets, &mut event.details);
+}
+
+/// Masks `path` as [`mask_text`] does, and a copy that percent-encoding hides from that
+/// search (`%72` for `r`): the path is then kept decoded and masked, as the proxy keeps one,
+/// with hidden characters shown as U+FFFD.
+fn mask_path(secrets: &Scrubber, path: &mut String) {
+    mask_text(secrets, path, None);
+    if !path.contains('%') {
+        return;
+    }
+    let mut decoded: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    if !secrets.contains(&decoded) {
+        return;
+    }
+    secrets.mask(&mut decoded);
+    *path = String::from_utf8_lossy(&decoded)
+        .chars()
+        .map(gateway_core::text::shown)
+        .collect();
 }
 
 /// The length at which a field is cut without saying so.
@@ -189,6 +210,24 @@ mod tests {
         mask_event(&secrets, &mut e);
         assert_eq!(e.path.as_deref(), Some("/apps/rack"));
         assert_eq!(e.user_agent.as_deref(), Some("curl/8 rack"));
+    }
+
+    #[test]
+    fn a_percent_encoded_token_in_a_path_is_masked() {
+        let secrets = Scrubber::new(&[TOKEN]);
+        let mut e = AuditEvent::new(EventKind::Request, "r1", "gateway:users:lock");
+        e.path = Some(format!("/api/v1/users/%72{}%00/lock", &TOKEN[1..]));
+        mask_event(&secrets, &mut e);
+        let stars = "*".repeat(TOKEN.len());
+        assert_eq!(
+            e.path.as_deref(),
+            Some(&*format!("/api/v1/users/{stars}\u{FFFD}/lock"))
+        );
+        // Encoded characters elsewhere stay as they were sent.
+        let mut e = AuditEvent::new(EventKind::Request, "r1", "x");
+        e.path = Some("/api/v1/users/a%40b/lock".into());
+        mask_event(&secrets, &mut e);
+        assert_eq!(e.path.as_deref(), Some("/api/v1/users/a%40b/lock"));
     }
 
     #[test]
