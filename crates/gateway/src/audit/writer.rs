@@ -916,7 +916,7 @@ enum PrintJob {
 
 impl Printer {
     fn start(foreign: Option<ForeignRows>) -> Printer {
-        Printer::start_to(Box::new(std::io::stdout()), PRINT_BACKLOG, foreign)
+        Printer::start_to(unbuffered_stdout(), PRINT_BACKLOG, foreign)
     }
 
     /// A printer writing to `out`, holding at most `limit` rows, and what admin commands
@@ -937,6 +937,7 @@ impl Printer {
                 // Set while writes fail (stdout closed: the log shipper exited), so that it
                 // is said once, not for every batch.
                 let mut failing = false;
+                let mut stdout = StdoutState::default();
                 let mut wrote = |out: &mut Box<dyn Write + Send>,
                                  foreign: Option<&ForeignRows>,
                                  rows: &[AuditRow]| {
@@ -944,17 +945,20 @@ impl Printer {
                     if rows.is_empty() {
                         return true;
                     }
-                    let ok = write_rows(out, rows);
+                    let ok = stdout.write(out, rows);
                     if !ok {
                         if !failing {
                             tracing::warn!(
                                 "audit stdout is closed or failing: lines are not printed (the \
-                                 database has every event; the next start says which were not)"
+                                 database has every event; a gap line says which when stdout \
+                                 works again, or the next start does)"
                             );
                         }
                         if let Some(foreign) = foreign {
                             foreign.write_failed();
                         }
+                    } else if failing {
+                        tracing::info!("audit stdout works again (a gap line says what it missed)");
                     }
                     failing = !ok;
                     ok
@@ -1335,6 +1339,113 @@ fn write_rows(out: &mut dyn Write, rows: &[AuditRow]) -> bool {
     out.write_all(&buf).and_then(|()| out.flush()).is_ok()
 }
 
+/// What the stdout sink's failed writes left behind: the rows they lost, said by a gap line at
+/// the head of the next write that works, and whether a line was cut short (a full disk takes
+/// part of a write), which that write ends first so the gap line stands on a line of its own.
+#[derive(Debug)]
+struct StdoutState {
+    at_line_start: bool,
+    /// Rows lost: how many, and the lowest and highest sequence numbers among them.
+    lost: Option<(usize, i64, i64)>,
+}
+
+impl Default for StdoutState {
+    fn default() -> Self {
+        StdoutState {
+            at_line_start: true,
+            lost: None,
+        }
+    }
+}
+
+impl StdoutState {
+    /// Writes `rows` as JSON lines to `out`, after what earlier failures call for; whether
+    /// everything was written.
+    fn write(&mut self, out: &mut dyn Write, rows: &[AuditRow]) -> bool {
+        let mut buf = Vec::with_capacity(rows.len() * 512 + 256);
+        if !self.at_line_start {
+            buf.push(b'\n');
+        }
+        if let Some((count, from, to)) = self.lost {
+            let line = serde_json::json!({
+                "type": "audit_gap",
+                "ts": format_time(std::time::SystemTime::now()),
+                "from_seq": from,
+                "to_seq": to,
+                "not_printed": count,
+                "message": "stdout refused these events' lines (closed or full); the database \
+                            has every one (rack-gateway-server audit verify)",
+            });
+            buf.extend_from_slice(line.to_string().as_bytes());
+            buf.push(b'\n');
+        }
+        let gap_end = buf.len();
+        // Where each row's line ends in `buf`: those past what was written are lost.
+        let mut ends = Vec::with_capacity(rows.len());
+        for row in rows {
+            if serde_json::to_writer(&mut buf, &JsonLine::from(row)).is_ok() {
+                buf.push(b'\n');
+            }
+            ends.push(buf.len());
+        }
+        let (written, ok) = write_counted(out, &buf);
+        if let Some(last) = written.checked_sub(1).and_then(|i| buf.get(i)) {
+            self.at_line_start = *last == b'\n';
+        }
+        if ok {
+            self.lost = None;
+            return true;
+        }
+        if written >= gap_end {
+            // The gap line went out: what it names is told.
+            self.lost = None;
+        }
+        for (row, end) in rows.iter().zip(&ends) {
+            if *end > written {
+                self.lost = Some(match self.lost {
+                    None => (1, row.seq, row.seq),
+                    Some((n, from, to)) => (n + 1, from.min(row.seq), to.max(row.seq)),
+                });
+            }
+        }
+        false
+    }
+}
+
+/// Stdout without std's line buffer: after a write the disk took only in part, that buffer
+/// keeps some of the rest and counts it as written, then sends it ahead of whatever comes
+/// next, so neither the lines lost nor where a cut line ends could be told. The sink writes
+/// whole batches itself, so nothing is lost by going straight to the file descriptor.
+#[cfg(unix)]
+fn unbuffered_stdout() -> Box<dyn Write + Send> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        // No stdout to copy (closed at start): std's handle treats that as a sink.
+        Err(_) => Box::new(std::io::stdout()),
+    }
+}
+
+#[cfg(not(unix))]
+fn unbuffered_stdout() -> Box<dyn Write + Send> {
+    Box::new(std::io::stdout())
+}
+
+/// Writes `buf` to `out` as far as it goes: how many bytes went out, and whether all did (and
+/// were flushed).
+fn write_counted(out: &mut dyn Write, buf: &[u8]) -> (usize, bool) {
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return (done, false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return (done, false),
+        }
+    }
+    (done, out.flush().is_ok())
+}
+
 /// The line standing for `dropped` events the sink could not keep up with.
 fn write_gap(out: &mut dyn Write, dropped: usize) {
     let line = serde_json::json!({
@@ -1523,6 +1634,74 @@ mod tests {
         assert_eq!(gaps[0]["dropped"], 15);
         assert_eq!(lines.len(), 1 + 1 + 5, "{text}");
         assert_eq!(printer.backlog.queued.load(Ordering::SeqCst), 0);
+    }
+
+    /// A stdout that takes `budget` more bytes (all when `None`), then fails every write: a
+    /// disk that fills up, later freed.
+    #[derive(Clone, Default)]
+    struct Filling {
+        budget: Arc<Mutex<Option<usize>>>,
+        taken: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Filling {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = budget.map_or(buf.len(), |left| left.min(buf.len()));
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            if let Some(left) = budget.as_mut() {
+                *left -= n;
+            }
+            self.taken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Found by the 2026-12-04 fault pass: rows a failing stdout lost vanished from it without
+    /// a word once it worked again (the sequence numbers jumped), and a line cut short by the
+    /// full disk ran into the next one.
+    #[test]
+    fn a_stdout_that_fails_for_a_while_resumes_with_a_gap_line() {
+        let out = Filling::default();
+        let mut state = StdoutState::default();
+        let mut sink: Box<dyn Write + Send> = Box::new(out.clone());
+        assert!(state.write(&mut sink, &[row(1), row(2)]));
+        // The disk fills 10 bytes into row 3's line.
+        *out.budget.lock().unwrap_or_else(PoisonError::into_inner) = Some(10);
+        assert!(!state.write(&mut sink, &[row(3), row(4)]));
+        assert!(!state.write(&mut sink, &[row(5)]));
+        *out.budget.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        assert!(state.write(&mut sink, &[row(6)]));
+        assert!(state.write(&mut sink, &[row(7)]));
+        let text =
+            String::from_utf8_lossy(&out.taken.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        let json = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok();
+        assert_eq!(json(lines[0]).map(|v| v["seq"].clone()), Some(1.into()));
+        assert_eq!(json(lines[1]).map(|v| v["seq"].clone()), Some(2.into()));
+        // The cut line stands alone, ended before the gap line.
+        assert_eq!(lines[2].len(), 10, "{text}");
+        assert!(json(lines[2]).is_none());
+        let gap = json(lines[3]).unwrap_or_default();
+        assert_eq!(gap["type"], "audit_gap", "{text}");
+        assert_eq!(
+            (&gap["from_seq"], &gap["to_seq"], &gap["not_printed"]),
+            (&3.into(), &5.into(), &3.into()),
+            "{gap}"
+        );
+        assert_eq!(json(lines[4]).map(|v| v["seq"].clone()), Some(6.into()));
+        assert_eq!(json(lines[5]).map(|v| v["seq"].clone()), Some(7.into()));
     }
 
     #[test]

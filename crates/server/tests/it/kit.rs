@@ -125,7 +125,6 @@ pub fn role_token(db: &Db, role: &str) -> String {
 }
 
 /// How a gateway is started: what reads its stdout and stderr, and what it may be made to face.
-#[derive(Clone, Copy)]
 enum Launch {
     /// The test, line by line.
     Reads,
@@ -139,6 +138,9 @@ enum Launch {
     /// The test, with the gateway ignoring SIGXFSZ: a file-size limit set on it later
     /// (`prlimit --fsize`) makes its file writes fail as on a full disk, rather than kill it.
     FileSizeLimitable,
+    /// As [`Launch::FileSizeLimitable`], with stdout written to this file (nobody else reads
+    /// it): a limit then makes stdout fail while a PostgreSQL store goes on.
+    StdoutToLimitableFile(PathBuf),
 }
 
 /// A running gateway process.
@@ -200,13 +202,28 @@ impl Gateway {
         );
     }
 
+    /// [`Gateway::start_file_size_limitable`] with stdout written to the file at `path`.
+    pub async fn start_stdout_to_limitable_file(
+        db: &Db,
+        rack_url: &str,
+        env: &[(&str, &str)],
+        path: &std::path::Path,
+    ) -> Gateway {
+        let launch = Launch::StdoutToLimitableFile(path.to_path_buf());
+        Gateway::start_launched(db, rack_url, env, launch).await
+    }
+
     async fn start_launched(
         db: &Db,
         rack_url: &str,
         env: &[(&str, &str)],
         launch: Launch,
     ) -> Gateway {
-        let mut cmd = if matches!(launch, Launch::FileSizeLimitable) {
+        let limitable = matches!(
+            launch,
+            Launch::FileSizeLimitable | Launch::StdoutToLimitableFile(_)
+        );
+        let mut cmd = if limitable {
             // An ignored signal stays ignored across exec; the pid stays the gateway's.
             let mut cmd = Command::new("sh");
             cmd.args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", BIN]);
@@ -226,6 +243,10 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Launch::StdoutToLimitableFile(path) = &launch {
+            let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
+            cmd.stdout(file);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -234,7 +255,10 @@ impl Gateway {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
         let unread = match launch {
-            Launch::Reads | Launch::StderrExited | Launch::FileSizeLimitable => None,
+            Launch::Reads
+            | Launch::StderrExited
+            | Launch::FileSizeLimitable
+            | Launch::StdoutToLimitableFile(_) => None,
             Launch::Stopped => child.stdout.take(),
             Launch::Exited => {
                 drop(child.stdout.take());

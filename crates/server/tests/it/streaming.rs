@@ -701,6 +701,104 @@ async fn last_seq(db: &crate::kit::Db) -> Option<i64> {
         .map(|r| r.seq)
 }
 
+/// Stdout is a file whose disk stops taking writes for a while, while the store (PostgreSQL,
+/// another server) goes on: when stdout works again, a gap line names what it missed. Before,
+/// those lines were gone without a word (the sequence numbers jumped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdout_that_fails_for_a_while_names_the_lines_it_missed() {
+    let Some(db) = database(Backend::Postgres).await else {
+        return;
+    };
+    let rack = TestRack::start().await;
+    let viewer = role_token(&db, "viewer");
+    let dir = crate::kit::scratch_dir();
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("stdout.jsonl");
+    let gw = Gateway::start_stdout_to_limitable_file(&db, &rack.url, &[], &path).await;
+    let get = || async {
+        let status = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(status.ok(), Some(200));
+    };
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    get().await;
+    let printed = crate::kit::eventually(|| async { size() > 0 }).await;
+    assert!(printed, "nothing on stdout");
+    // The file may grow by 100 bytes: the next line is cut short, and every further one fails.
+    gw.limit_file_size(Some(size() + 100));
+    for _ in 0..5 {
+        get().await;
+    }
+    let said = crate::kit::eventually(|| async {
+        gw.all_output()
+            .contains("audit stdout is closed or failing")
+    })
+    .await;
+    assert!(said, "{}", gw.all_output());
+    gw.limit_file_size(None);
+    get().await;
+    let text = || std::fs::read_to_string(&path).unwrap_or_default();
+    let gap = || {
+        text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["type"] == "audit_gap")
+    };
+    let resumed = crate::kit::eventually(|| async { gap().is_some() }).await;
+    assert!(resumed, "no gap line: {}", text());
+    // Every event committed is printed or named by the gap line.
+    let gap = gap().unwrap_or_default();
+    let (from, to) = (
+        gap["from_seq"].as_i64().unwrap_or(0),
+        gap["to_seq"].as_i64().unwrap_or(0),
+    );
+    assert!(from > 0 && to >= from, "{gap}");
+    let printed: std::collections::HashSet<i64> = text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["seq"].as_i64())
+        .collect();
+    let rows = store(&db)
+        .await
+        .audit_rows(0, 100_000)
+        .await
+        .unwrap_or_default();
+    let last_printed = printed.iter().max().copied().unwrap_or(0);
+    let unaccounted: Vec<i64> = rows
+        .iter()
+        .map(|r| r.seq)
+        .filter(|seq| *seq <= last_printed && !printed.contains(seq) && !(from..=to).contains(seq))
+        .collect();
+    assert!(
+        unaccounted.is_empty(),
+        "{unaccounted:?} neither printed nor named: {}",
+        text()
+    );
+    // The one line cut short stands alone, right before the gap line.
+    let text = text();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut: Vec<usize> = (0..lines.len())
+        .filter(|i| serde_json::from_str::<serde_json::Value>(lines[*i]).is_err())
+        .collect();
+    assert_eq!(cut.len(), 1, "{text}");
+    assert!(
+        lines
+            .get(cut[0] + 1)
+            .is_some_and(|l| l.contains("\"audit_gap\"")),
+        "{text}"
+    );
+    assert!(
+        gw.all_output().contains("audit stdout works again"),
+        "{}",
+        gw.all_output()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The `audit_gap` line `gw` printed, if any.
 fn gap_line(gw: &Gateway) -> Option<serde_json::Value> {
     gw.audit_lines()
