@@ -1043,7 +1043,7 @@ impl Printer {
 
     fn print(&self, rows: Vec<AuditRow>) {
         let Some(tx) = &self.tx else {
-            let _ = write_rows(&mut std::io::stdout(), &rows);
+            let _ = StdoutState::default().write(&mut std::io::stdout(), &rows);
             return;
         };
         let n = rows.len();
@@ -1063,7 +1063,7 @@ impl Printer {
         if let Err(std::sync::mpsc::SendError(PrintJob::Rows(rows))) = tx.send(PrintJob::Rows(rows))
         {
             self.backlog.queued.fetch_sub(n, Ordering::SeqCst);
-            let _ = write_rows(&mut std::io::stdout(), &rows);
+            let _ = StdoutState::default().write(&mut std::io::stdout(), &rows);
         }
     }
 
@@ -1322,21 +1322,6 @@ fn rows(
         .zip(events)
         .map(|(link, event)| link.map(|link| AuditRow::new(link, event)))
         .collect()
-}
-
-/// JSON lines on stdout, one per committed event, for log shippers. The batch goes out in one
-/// write (stdout is line-buffered: line by line would be a system call per event).
-fn write_rows(out: &mut dyn Write, rows: &[AuditRow]) -> bool {
-    if rows.is_empty() {
-        return true;
-    }
-    let mut buf = Vec::with_capacity(rows.len() * 512);
-    for row in rows {
-        if serde_json::to_writer(&mut buf, &JsonLine::from(row)).is_ok() {
-            buf.push(b'\n');
-        }
-    }
-    out.write_all(&buf).and_then(|()| out.flush()).is_ok()
 }
 
 /// What the stdout sink's failed writes left behind: the rows they lost, said by a gap line at

@@ -742,12 +742,13 @@ async fn a_stdout_that_fails_for_a_while_names_the_lines_it_missed() {
     gw.limit_file_size(None);
     get().await;
     let text = || std::fs::read_to_string(&path).unwrap_or_default();
-    let gap = || {
+    let json_lines = || -> Vec<serde_json::Value> {
         text()
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["type"] == "audit_gap")
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     };
+    let gap = || json_lines().into_iter().find(|l| l["type"] == "audit_gap");
     let resumed = crate::kit::eventually(|| async { gap().is_some() }).await;
     assert!(resumed, "no gap line: {}", text());
     // Every event committed is printed or named by the gap line.
@@ -757,9 +758,8 @@ async fn a_stdout_that_fails_for_a_while_names_the_lines_it_missed() {
         gap["to_seq"].as_i64().unwrap_or(0),
     );
     assert!(from > 0 && to >= from, "{gap}");
-    let printed: std::collections::HashSet<i64> = text()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let printed: std::collections::HashSet<i64> = json_lines()
+        .iter()
         .filter_map(|l| l["seq"].as_i64())
         .collect();
     let rows = store(&db)
