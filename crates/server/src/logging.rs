@@ -4,16 +4,31 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// Who the log lines are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// `serve` and `dev`: a log collector or a developer watching the stack, at info.
+    Service,
+    /// An admin command run by hand: its warnings only, without times or module names. They
+    /// would otherwise go nowhere — a `DATABASE_URL` parameter the driver ignores, say.
+    Command,
+}
+
 /// Sets up logging: `LOG_FORMAT=json|text` (default text), level from `LOG_LEVEL` or
-/// `RUST_LOG` (default info). A value it cannot use stops start-up, like any other setting:
-/// a typo must not quietly leave the gateway logging at another level or format.
-pub fn init() -> anyhow::Result<()> {
+/// `RUST_LOG` (default info for a service, warn for a command). A value it cannot use stops
+/// start-up, like any other setting: a typo must not quietly leave the gateway logging at
+/// another level or format.
+pub fn init(audience: Audience) -> anyhow::Result<()> {
     // Empty counts as unset, as for every other setting.
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let default_level = match audience {
+        Audience::Service => "info",
+        Audience::Command => "warn",
+    };
     let (name, filter) = match (set("LOG_LEVEL"), set("RUST_LOG")) {
         (Some(level), _) => ("LOG_LEVEL", level),
         (_, Some(level)) => ("RUST_LOG", level),
-        _ => ("LOG_LEVEL", "info".to_string()),
+        _ => ("LOG_LEVEL", default_level.to_string()),
     };
     let invalid = || {
         anyhow::anyhow!(
@@ -43,10 +58,10 @@ pub fn init() -> anyhow::Result<()> {
         // request) would die for a diagnostic line. A lost log line is the lesser harm.
         .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let result = match (json, audience) {
+        (true, _) => builder.json().try_init(),
+        (false, Audience::Service) => builder.try_init(),
+        (false, Audience::Command) => builder.without_time().with_target(false).try_init(),
     };
     if let Err(e) = result {
         eprintln!("warning: logging already set up: {e}");

@@ -46,22 +46,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let audience = match cli.command {
+            Command::Serve | Command::Dev(_) => logging::Audience::Service,
+            _ => logging::Audience::Command,
+        };
+        logging::init(audience)?;
+        warn_about_environment(audience);
         match cli.command {
-            Command::Serve => {
-                logging::init()?;
-                let names: Vec<String> = std::env::vars_os()
-                    .filter_map(|(name, _)| name.into_string().ok())
-                    .collect();
-                for warning in gateway::config::misspelt_settings(names.iter().map(String::as_str))
-                {
-                    tracing::warn!("{warning}");
-                }
-                serve::run().await
-            }
-            Command::Dev(args) => {
-                logging::init()?;
-                dev::run(args).await
-            }
+            Command::Serve => serve::run().await,
+            Command::Dev(args) => dev::run(args).await,
             Command::Migrate => admin::migrate().await,
             Command::Tokens(cmd) => admin::tokens(cmd).await,
             Command::Users(cmd) => admin::users(cmd).await,
@@ -78,6 +71,26 @@ fn main() -> ExitCode {
             eprintln!("error: {}", report(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Warns about what in the environment is most likely a mistake: a variable that looks like a
+/// misspelt setting (`DATABSE_URL` would leave an admin command working on a new SQLite file
+/// in the working directory, not the gateway's database), and, for a command, an unchecked
+/// connection to a remote PostgreSQL server (`serve` and `dev` say so when they connect).
+fn warn_about_environment(audience: logging::Audience) {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for warning in gateway::config::misspelt_settings(names.iter().map(String::as_str)) {
+        tracing::warn!("{warning}");
+    }
+    if audience == logging::Audience::Command
+        && let Ok(url) = std::env::var("DATABASE_URL")
+        && let Some(warning) =
+            gateway::config::unverified_database(&url, |name| std::env::var(name).ok())
+    {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -835,3 +835,75 @@ both_backends!(
         assert!(!err.contains("panicked"), "{err}");
     }
 );
+
+both_backends!(
+    admin_commands_warn_about_a_mistyped_environment,
+    |db| async move {
+        // Found by review: only `serve` warned about the environment, and admin commands had
+        // nowhere to show the store's own warnings. A misspelt DATABASE_URL, set beside the
+        // real one here, would otherwise send a command to a new SQLite file unnoticed.
+        let (ok, _, err) = admin(&db, &["migrate"]);
+        assert!(ok, "{err}");
+        let mistyped = [("DATABSE_URL", "postgres://gateway@db.internal/gateway")];
+        let (ok, _, err) = crate::kit::admin_with(&db, &["users", "list"], &mistyped);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains(
+                "DATABSE_URL is not a setting (did you mean DATABASE_URL?): it is ignored"
+            ),
+            "{err}"
+        );
+        assert!(
+            !err.contains("INFO"),
+            "a command logs only what may be wrong: {err}"
+        );
+        let out = std::process::Command::new(crate::kit::BIN)
+            .args(["users", "list"])
+            .env_clear()
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.is_empty(), "nothing to warn about, nothing said: {err}");
+        if db.url.starts_with("postgres") {
+            let sep = if db.url.contains('?') { '&' } else { '?' };
+            let url = format!("{}{sep}sslmod=verify-full", db.url);
+            let (ok, _, err) =
+                crate::kit::admin_with(&db, &["users", "list"], &[("DATABASE_URL", &url)]);
+            assert!(ok, "{err}");
+            assert!(
+                err.contains("connection parameters the PostgreSQL driver does not know")
+                    && err.contains("sslmod"),
+                "{err}"
+            );
+        }
+    }
+);
+
+#[test]
+fn an_admin_command_warns_about_an_unchecked_database_connection() {
+    // 0.0.0.0 is not a loopback address, so the server counts as remote; connecting to it
+    // reaches this host, where nothing listens on port 1: refused at once.
+    let out = std::process::Command::new(crate::kit::BIN)
+        .args(["tokens", "list"])
+        .env(
+            "DATABASE_URL",
+            "postgres://gateway:sekrit-pw@0.0.0.0:1/gateway?sslmode=require",
+        )
+        .env_remove("RUST_LOG")
+        .env_remove("LOG_LEVEL")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("encrypted, but its certificate is not checked (sslmode=require)"),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(
+        !err.contains("sekrit-pw"),
+        "the password was printed: {err}"
+    );
+}
