@@ -1557,3 +1557,61 @@ async fn a_batch_cut_off_at_the_deadline_but_committed_later_is_settled() {
     )
     .await;
 }
+
+/// Makes the database refuse every write of an API token's `last_used_at`, as a database that
+/// takes no writes would, while the audit trail and everything else keep working.
+async fn refuse_token_use_records(db: &crate::kit::Db) {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let statements: &[&str] = match db.backend {
+        Backend::Sqlite => &[
+            "CREATE TRIGGER test_refuse_use BEFORE UPDATE OF last_used_at ON api_tokens \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+        Backend::Postgres => &[
+            "CREATE FUNCTION test_refuse_use() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER test_refuse_use BEFORE UPDATE OF last_used_at ON api_tokens \
+             FOR EACH ROW EXECUTE FUNCTION test_refuse_use()",
+        ],
+    };
+    for sql in statements {
+        sqlx::Executor::execute(&mut conn, *sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+both_backends!(
+    failed_records_of_token_use_are_logged_at_most_once_a_second,
+    |db| async move {
+        // A token's use is written at most once a minute, but a write that failed is tried
+        // again by its next request: while the database takes no writes, each request would
+        // log its own line. The request itself is served (its audit event is what counts).
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        refuse_token_use_records(&db).await;
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let started = std::time::Instant::now();
+        for i in 0..30 {
+            let sent = c.get(gw.proxy("/apps")).basic_auth("convox", Some(&viewer));
+            assert_eq!(
+                status_of(sent).await,
+                200,
+                "request {i}: {}",
+                gw.all_output()
+            );
+        }
+        let elapsed = started.elapsed().as_secs();
+        let log = gw.all_output();
+        let lines = log.matches("could not record token use").count();
+        assert!(
+            lines >= 1 && lines as u64 <= elapsed + 2,
+            "{lines} lines in {elapsed} s for 30 failed records:\n{log}"
+        );
+        assert!(log.contains("refused by the test"), "{log}");
+    }
+);
