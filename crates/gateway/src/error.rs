@@ -211,3 +211,53 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// `err` and its causes, joined with `: ` (many errors name only the step that failed, and
+/// leave why to their source: hyper's "error reading a body from connection").
+pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors print their source in their own message as well.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+
+    #[test]
+    fn causes_are_joined_once_each() {
+        let inner = std::io::Error::other("Invalid chunk size line");
+        let outer = std::io::Error::new(std::io::ErrorKind::InvalidData, Wrapper(inner));
+        assert_eq!(
+            with_causes(&outer),
+            "error reading a body: Invalid chunk size line"
+        );
+        let plain = std::io::Error::other("alone");
+        assert_eq!(with_causes(&plain), "alone");
+    }
+
+    /// An error that names its step and leaves why to its source, as hyper's do.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error reading a body")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}

@@ -561,14 +561,7 @@ async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, HttpEr
 }
 
 fn exchange_error<E: std::error::Error>(e: &E) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.chars().take(300).collect()
+    crate::error::with_causes(e).chars().take(300).collect()
 }
 
 /// The HTTP transport's error.

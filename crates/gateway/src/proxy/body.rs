@@ -139,6 +139,8 @@ struct Tracked {
     /// Armed only while the rack keeps us waiting: a body that is already here sets no timer.
     silence: Option<Pin<Box<tokio::time::Sleep>>>,
     guard: OutcomeGuard,
+    /// A chunk read before the response was returned (see [`forward`]), delivered first.
+    first: Option<Bytes>,
 }
 
 impl Tracked {
@@ -199,6 +201,9 @@ impl Stream for Tracked {
     type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(chunk) = self.first.take() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
         loop {
             if self.ended {
                 let rest = self.scrub.finish();
@@ -229,7 +234,8 @@ impl Stream for Tracked {
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    self.guard.error = Some(format!("rack response body failed: {err}"));
+                    let why = crate::error::with_causes(&err);
+                    self.guard.error = Some(format!("rack response body failed: {why}"));
                     return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Ready(None) => self.ended = true,
@@ -395,7 +401,7 @@ pub async fn forward(
     }
     outcome.status = Some(status.as_u16());
     outcome.expected_out = response.body().size_hint().exact();
-    let stream = Tracked {
+    let mut stream = Tracked {
         inner: response.into_body(),
         scrub: upstream.scrubber.stream(),
         ended: false,
@@ -403,7 +409,23 @@ pub async fn forward(
         read_timeout,
         silence: None,
         guard: outcome,
+        first: None,
     };
+    // hyper sends the head together with the body's first chunk, so a body that fails at
+    // once (a malformed first chunk, read with the head) ended the connection with no answer
+    // at all. What has already arrived is looked at now, while a 502 can still be given; a
+    // body still on its way is left to stream.
+    match Pin::new(&mut stream).poll_next(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(Some(Err(err))) => {
+            let why = crate::error::with_causes(&err);
+            let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
+            stream.guard.status = Some(err.status().as_u16());
+            stream.guard.error = Some(err.message());
+            return Err(err);
+        }
+        Poll::Ready(Some(Ok(chunk))) => stream.first = Some(chunk),
+        Poll::Ready(None) | Poll::Pending => {}
+    }
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;

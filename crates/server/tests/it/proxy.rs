@@ -1494,3 +1494,106 @@ both_backends!(
         assert!(found, "the removal's event does not name the registry");
     }
 );
+
+/// A rack that reads one request head per connection, writes `answer` as it is and closes.
+async fn rack_answering_raw(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let _ = tcp.write_all(answer).await;
+            });
+        }
+    });
+    url
+}
+
+both_backends!(
+    a_rack_answer_whose_body_breaks_at_once_is_a_502,
+    |db| async move {
+        // The head and a malformed first chunk arrive together. hyper sends the head with the
+        // body's first chunk, so the client got no answer at all (curl: "Empty reply from
+        // server"); the body is looked at before the head goes out, and it is a 502.
+        let url = rack_answering_raw(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+              transfer-encoding: chunked\r\n\r\nZZ\r\n[]\r\n0\r\n\r\n",
+        )
+        .await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &url, &[]).await;
+        for _ in 0..2 {
+            let resp = client()
+                .get(gw.proxy("/apps"))
+                .basic_auth("convox", Some(&viewer))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("no answer: {e}"));
+            assert_eq!(resp.status(), 502);
+            let error: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(error["code"], "rack_unreachable", "{error}");
+            let text = error["error"].as_str().unwrap_or_default();
+            assert!(text.contains("chunk size"), "{error}");
+        }
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(502)
+                && r.event.details["completed"] == false
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("cut short"))
+        })
+        .await;
+        assert!(recorded, "the outcome does not say what happened");
+    }
+);
+
+both_backends!(
+    a_rack_answer_cut_short_after_its_first_bytes_keeps_its_head,
+    |db| async move {
+        // What arrived before the body broke is relayed with the rack's head; the client sees
+        // the body end early, and the outcome says so.
+        let url = rack_answering_raw(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n[]",
+        )
+        .await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &url, &[]).await;
+        let resp = client()
+            .get(gw.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no answer: {e}"));
+        assert_eq!(resp.status(), 200);
+        assert!(resp.bytes().await.is_err(), "the body ended as if whole");
+        let s = store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(200)
+                && r.event.details["completed"] == false
+                && r.event.details["bytes_out"] == 2
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("rack response body failed"))
+        })
+        .await;
+        assert!(recorded, "the outcome does not say the body broke");
+    }
+);
