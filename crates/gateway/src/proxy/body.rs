@@ -271,7 +271,9 @@ pub async fn forward(
         }
     };
     let client_timeout = state.config.client_timeout;
-    let client_broke_off = Arc::new(AtomicBool::new(false));
+    // Why the client's body failed, if it did: a connection that closed, or framing that does
+    // not parse (a chunk size that is not hexadecimal).
+    let client_broke_off: Arc<std::sync::OnceLock<String>> = Arc::default();
     let client_stalled = Arc::new(AtomicBool::new(false));
     let upload = has_body.then(|| Arc::new(UploadProgress::new()));
     let body = if let Some(upload) = &upload {
@@ -288,7 +290,9 @@ pub async fn forward(
                 Ok(bytes) => {
                     counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
-                Err(_) => broke.store(true, Ordering::Relaxed),
+                Err(err) => {
+                    let _ = broke.set(crate::error::with_causes(err));
+                }
             }
             chunk
         });
@@ -328,11 +332,14 @@ pub async fn forward(
         Ok(r) => r,
         Err(err) => {
             let stalled = client_stalled.load(Ordering::Relaxed);
-            let broke_off = client_broke_off.load(Ordering::Relaxed);
+            let broke_off = client_broke_off.get();
             let api_error = if stalled {
                 ApiError::ClientTimeout(client_timeout.as_secs())
-            } else if broke_off {
-                ApiError::BadRequest("the request body ended early (client disconnected)".into())
+            } else if let Some(why) = broke_off {
+                ApiError::BadRequest(format!(
+                    "the request body could not be read to its end (the client disconnected, \
+                     or sent a body that is not valid HTTP): {why}"
+                ))
             } else {
                 upstream_error(&err)
             };
@@ -340,7 +347,7 @@ pub async fn forward(
             outcome.error = Some(api_error.message());
             // The client's own failures are not the rack's: said as what they are, so that
             // nobody on call goes looking for a slow rack.
-            if stalled || broke_off {
+            if stalled || broke_off.is_some() {
                 tracing::info!(error = %api_error.message(), "request body from the client failed");
             } else {
                 tracing::warn!(error = %err, "rack request failed");

@@ -761,3 +761,34 @@ both_backends!(
         drop((held, waiting));
     }
 );
+
+both_backends!(
+    a_request_body_that_is_not_valid_http_is_named_as_such,
+    |db| async move {
+        // A chunk size that overflows, after the head was forwarded: the answer said "client
+        // disconnected", which it had not; now it names what was wrong with the body.
+        let rack = TestRack::start().await;
+        let deployer = role_token(&db, "deployer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{deployer}"));
+        let request = format!(
+            "POST /api/v1/rack-proxy/apps/web/services/web/restart HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Basic {auth}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             FFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n"
+        );
+        let (status, text) = raw(&gw, request.as_bytes()).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("not valid HTTP"), "{text}");
+        assert!(text.contains("invalid chunk size"), "{text}");
+        let s = crate::kit::store(&db).await;
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(400)
+                && r.event.details["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("invalid chunk size"))
+        })
+        .await;
+        assert!(recorded, "the outcome does not name the cause");
+    }
+);
