@@ -99,8 +99,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
     Ok(Json(users).into_response())
 }
 
-/// Body of `POST /api/v1/users`.
+/// Body of `POST /api/v1/users`. A field it does not know is refused, not ignored: a
+/// `"locked": true` or a misspelt `"rol"` must not pass for a request that was carried out.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     email: String,
     role: String,
@@ -135,8 +137,9 @@ pub async fn add(
     }
 }
 
-/// Body of `PUT /api/v1/users/{email}/role`.
+/// Body of `PUT /api/v1/users/{email}/role`; other fields are refused, as for [`NewUser`].
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoleBody {
     role: String,
 }

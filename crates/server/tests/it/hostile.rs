@@ -296,6 +296,13 @@ both_backends!(
             ("/api/v1/users", "{not json".to_string(), 400),
             ("/api/v1/users", "[1,2,3]".to_string(), 422),
             ("/api/v1/auth/cli/poll", "{\"login_id\":7}".to_string(), 422),
+            // A field the endpoint does not take is not silently dropped: the user would be
+            // created unlocked, or as the role given before a misspelt one.
+            (
+                "/api/v1/users",
+                "{\"email\":\"u@example.com\",\"role\":\"viewer\",\"locked\":true}".to_string(),
+                422,
+            ),
         ] {
             let sent = client()
                 .post(format!("{}{path}", gw.url))
@@ -326,6 +333,24 @@ both_backends!(
                 Err(e) => panic!("{path}: {e}"),
             }
         }
+        let resp = c
+            .put(format!("{}/api/v1/users/u@example.com/role", gw.url))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "role": "viewer", "rol": "admin" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 422, "an unknown field in a role change");
+        let users = c
+            .get(format!("{}/api/v1/users", gw.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(!users.contains("u@example.com"), "created anyway: {users}");
         let resp = c
             .post(format!("{}/api/v1/users", gw.url))
             .bearer_auth(&admin)
