@@ -1558,32 +1558,6 @@ async fn a_batch_cut_off_at_the_deadline_but_committed_later_is_settled() {
     .await;
 }
 
-/// Makes the database refuse every write of an API token's `last_used_at`, as a database that
-/// takes no writes would, while the audit trail and everything else keep working.
-async fn refuse_token_use_records(db: &crate::kit::Db) {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let statements: &[&str] = match db.backend {
-        Backend::Sqlite => &[
-            "CREATE TRIGGER test_refuse_use BEFORE UPDATE OF last_used_at ON api_tokens \
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-        ],
-        Backend::Postgres => &[
-            "CREATE FUNCTION test_refuse_use() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-            "CREATE TRIGGER test_refuse_use BEFORE UPDATE OF last_used_at ON api_tokens \
-             FOR EACH ROW EXECUTE FUNCTION test_refuse_use()",
-        ],
-    };
-    for sql in statements {
-        sqlx::Executor::execute(&mut conn, *sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
-
 both_backends!(
     failed_records_of_token_use_are_logged_at_most_once_a_second,
     |db| async move {
@@ -1592,7 +1566,15 @@ both_backends!(
         // log its own line. The request itself is served (its audit event is what counts).
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
-        refuse_token_use_records(&db).await;
+        // Every write of a token's `last_used_at` fails; everything else works.
+        let _refusal = crate::kit::refuse_writes(
+            &db,
+            "test_refuse_use",
+            "UPDATE OF last_used_at",
+            "api_tokens",
+            "1 = 1",
+        )
+        .await;
         let gw = Gateway::start(&db, &rack.url, &[]).await;
         let c = client();
         let started = std::time::Instant::now();

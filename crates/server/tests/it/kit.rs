@@ -463,57 +463,71 @@ pub async fn audited(
     .await
 }
 
-/// A database trigger refusing the audit events that match a condition, until lifted.
-pub struct AuditRefusal {
+/// A database trigger refusing some writes, until lifted.
+pub struct Refusal {
     conn: sqlx::AnyConnection,
-    lift: &'static [&'static str],
+    lift: Vec<String>,
 }
 
 /// Makes the database refuse audit inserts where `condition` holds (SQL over `NEW`, the same
 /// on both backends), as a store that fails for a while would.
-pub async fn refuse_audit_events(db: &Db, condition: &str) -> AuditRefusal {
+pub async fn refuse_audit_events(db: &Db, condition: &str) -> Refusal {
+    refuse_writes(db, "test_refuse_audit", "INSERT", "audit_events", condition).await
+}
+
+/// Makes the database refuse `write` (`INSERT`, `UPDATE OF column`, …) on `table` where
+/// `condition` holds (SQL over `NEW`, the same on both backends), through a trigger (and on
+/// PostgreSQL a function) called `name`, as a database that takes no such writes would.
+pub async fn refuse_writes(
+    db: &Db,
+    name: &str,
+    write: &str,
+    table: &str,
+    condition: &str,
+) -> Refusal {
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (refuse, lift): (Vec<String>, &'static [&'static str]) = match db.backend {
+    let (refuse, lift) = match db.backend {
         Backend::Sqlite => (
             vec![format!(
-                "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events \
-                 WHEN {condition} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                "CREATE TRIGGER {name} BEFORE {write} ON {table} WHEN {condition} \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
             )],
-            &["DROP TRIGGER test_refuse_audit"],
+            vec![format!("DROP TRIGGER {name}")],
         ),
         Backend::Postgres => (
             vec![
                 format!(
-                    "CREATE FUNCTION test_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+                    "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
                      $$ BEGIN IF {condition} THEN RAISE EXCEPTION 'refused by the test'; \
                      END IF; RETURN NEW; END $$"
                 ),
-                "CREATE TRIGGER test_refuse_audit BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION test_refuse_audit()"
-                    .to_string(),
+                format!(
+                    "CREATE TRIGGER {name} BEFORE {write} ON {table} \
+                     FOR EACH ROW EXECUTE FUNCTION {name}()"
+                ),
             ],
-            &[
-                "DROP TRIGGER test_refuse_audit ON audit_events",
-                "DROP FUNCTION test_refuse_audit()",
+            vec![
+                format!("DROP TRIGGER {name} ON {table}"),
+                format!("DROP FUNCTION {name}()"),
             ],
         ),
     };
-    for sql in &refuse {
+    for sql in refuse {
         sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(sql.clone()))
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    AuditRefusal { conn, lift }
+    Refusal { conn, lift }
 }
 
-impl AuditRefusal {
-    /// Lets the refused events in again.
+impl Refusal {
+    /// Lets the refused writes in again.
     pub async fn lift(mut self) {
-        for sql in self.lift {
-            sqlx::Executor::execute(&mut self.conn, *sql)
+        for sql in std::mem::take(&mut self.lift) {
+            sqlx::Executor::execute(&mut self.conn, sqlx::AssertSqlSafe(sql.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }

@@ -1190,12 +1190,8 @@ both_backends!(
     }
 );
 
-/// A rack that answers the first request on each connection and closes the connection on the
-/// second without answering (as a server's idle close does when it races the gateway's reuse).
-/// Returns its URL and how many requests reached it.
-async fn rack_closing_reused_connections() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A listener for a rack written by hand, and its URL.
+async fn raw_rack_listener() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1203,6 +1199,16 @@ async fn rack_closing_reused_connections() -> (String, Arc<std::sync::atomic::At
         "http://{}",
         listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
     );
+    (listener, url)
+}
+
+/// A rack that answers the first request on each connection and closes the connection on the
+/// second without answering (as a server's idle close does when it races the gateway's reuse).
+/// Returns its URL and how many requests reached it.
+async fn rack_closing_reused_connections() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, url) = raw_rack_listener().await;
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = seen.clone();
     tokio::spawn(async move {
@@ -1498,13 +1504,7 @@ both_backends!(
 /// A rack that reads one request head per connection, writes `answer` as it is and closes.
 async fn rack_answering_raw(answer: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let url = format!(
-        "http://{}",
-        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
-    );
+    let (listener, url) = raw_rack_listener().await;
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -1523,42 +1523,55 @@ async fn rack_answering_raw(answer: &'static [u8]) -> String {
     url
 }
 
+/// A gateway in front of a rack that answers `answer`, and a viewer's token.
+async fn gateway_before_raw_rack(db: &crate::kit::Db, answer: &'static [u8]) -> (Gateway, String) {
+    let url = rack_answering_raw(answer).await;
+    let viewer = role_token(db, "viewer");
+    (Gateway::start(db, &url, &[]).await, viewer)
+}
+
+/// `GET /apps` through `gw` with `token`.
+async fn get_apps(gw: &Gateway, token: &str) -> reqwest::Response {
+    client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(token))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("no answer: {e}"))
+}
+
+/// Whether an outcome with `status`, not completed, whose error holds `error`, is recorded.
+async fn incomplete_outcome(db: &crate::kit::Db, status: i64, error: &str) -> bool {
+    let s = store(db).await;
+    crate::kit::audited(&s, |r| {
+        r.event.kind.as_str() == "outcome"
+            && r.event.status == Some(status)
+            && r.event.details["completed"] == false
+            && r.event.details["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(error))
+    })
+    .await
+}
+
 both_backends!(
     a_rack_answer_whose_body_breaks_at_once_is_a_502,
     |db| async move {
         // The head and a malformed first chunk arrive together. hyper sends the head with the
         // body's first chunk, so the client got no answer at all (curl: "Empty reply from
         // server"); the body is looked at before the head goes out, and it is a 502.
-        let url = rack_answering_raw(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-              transfer-encoding: chunked\r\n\r\nZZ\r\n[]\r\n0\r\n\r\n",
-        )
-        .await;
-        let viewer = role_token(&db, "viewer");
-        let gw = Gateway::start(&db, &url, &[]).await;
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+              transfer-encoding: chunked\r\n\r\nZZ\r\n[]\r\n0\r\n\r\n";
+        let (gw, viewer) = gateway_before_raw_rack(&db, ANSWER).await;
         for _ in 0..2 {
-            let resp = client()
-                .get(gw.proxy("/apps"))
-                .basic_auth("convox", Some(&viewer))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("no answer: {e}"));
+            let resp = get_apps(&gw, &viewer).await;
             assert_eq!(resp.status(), 502);
             let error: serde_json::Value = resp.json().await.unwrap_or_default();
             assert_eq!(error["code"], "rack_unreachable", "{error}");
             let text = error["error"].as_str().unwrap_or_default();
             assert!(text.contains("chunk size"), "{error}");
         }
-        let s = store(&db).await;
-        let recorded = crate::kit::audited(&s, |r| {
-            r.event.kind.as_str() == "outcome"
-                && r.event.status == Some(502)
-                && r.event.details["completed"] == false
-                && r.event.details["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("cut short"))
-        })
-        .await;
+        let recorded = incomplete_outcome(&db, 502, "cut short").await;
         assert!(recorded, "the outcome does not say what happened");
     }
 );
@@ -1568,32 +1581,16 @@ both_backends!(
     |db| async move {
         // What arrived before the body broke is relayed with the rack's head; the client sees
         // the body end early, and the outcome says so.
-        let url = rack_answering_raw(
+        let (gw, viewer) = gateway_before_raw_rack(
+            &db,
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
               content-length: 100\r\n\r\n[]",
         )
         .await;
-        let viewer = role_token(&db, "viewer");
-        let gw = Gateway::start(&db, &url, &[]).await;
-        let resp = client()
-            .get(gw.proxy("/apps"))
-            .basic_auth("convox", Some(&viewer))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("no answer: {e}"));
+        let resp = get_apps(&gw, &viewer).await;
         assert_eq!(resp.status(), 200);
         assert!(resp.bytes().await.is_err(), "the body ended as if whole");
-        let s = store(&db).await;
-        let recorded = crate::kit::audited(&s, |r| {
-            r.event.kind.as_str() == "outcome"
-                && r.event.status == Some(200)
-                && r.event.details["completed"] == false
-                && r.event.details["bytes_out"] == 2
-                && r.event.details["error"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("rack response body failed"))
-        })
-        .await;
+        let recorded = incomplete_outcome(&db, 200, "rack response body failed").await;
         assert!(recorded, "the outcome does not say the body broke");
     }
 );

@@ -1350,37 +1350,6 @@ both_backends!(look_alike_e_mails_cannot_pose_as_a_user, |db| async move {
     assert_eq!(kate.role, "admin");
 });
 
-/// Makes the store refuse to end sessions (any write of `sessions.revoked_at`), as a failing
-/// database would, while everything else keeps working.
-async fn refuse_session_revokes(db: &Db, refuse: bool) {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let statements: &[&str] = match (db.backend, refuse) {
-        (crate::kit::Backend::Sqlite, true) => &[
-            "CREATE TRIGGER test_refuse_revoke BEFORE UPDATE OF revoked_at ON sessions \
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-        ],
-        (crate::kit::Backend::Sqlite, false) => &["DROP TRIGGER test_refuse_revoke"],
-        (crate::kit::Backend::Postgres, true) => &[
-            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-            "CREATE TRIGGER test_refuse_revoke BEFORE UPDATE OF revoked_at ON sessions \
-             FOR EACH ROW EXECUTE FUNCTION test_refuse()",
-        ],
-        (crate::kit::Backend::Postgres, false) => &[
-            "DROP TRIGGER test_refuse_revoke ON sessions",
-            "DROP FUNCTION test_refuse()",
-        ],
-    };
-    for sql in statements {
-        sqlx::Executor::execute(&mut conn, *sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
-
 both_backends!(
     sessions_that_could_not_be_ended_are_not_reported_ended,
     |db| async move {
@@ -1427,7 +1396,16 @@ both_backends!(
             }
         };
 
-        refuse_session_revokes(&db, true).await;
+        // Any write of `sessions.revoked_at` fails, as a failing database's would, while
+        // everything else keeps working.
+        let refusal = crate::kit::refuse_writes(
+            &db,
+            "test_refuse_revoke",
+            "UPDATE OF revoked_at",
+            "sessions",
+            "1 = 1",
+        )
+        .await;
         let (status, clears, body) =
             post(format!("{}/account/sessions/revoke-all", s.gw.url)).await;
         assert_eq!(status, 503, "{body}");
@@ -1483,7 +1461,7 @@ both_backends!(
             });
         assert!(failed, "the failed sign-out is not in the trail");
 
-        refuse_session_revokes(&db, false).await;
+        refusal.lift().await;
         // (The client follows the redirect to the sign-in page.)
         let (status, _, body) = post(format!("{}/account/sessions/revoke-all", s.gw.url)).await;
         assert_eq!(status, 200, "{body}");
