@@ -35,8 +35,46 @@ pub struct DevArgs {
 
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
+/// The settings `dev` reads from the environment; it sets every other one itself.
+const DEV_SETTINGS: [&str; 6] = [
+    "DATABASE_URL",
+    "AUDIT_HMAC_KEY",
+    "SQLITE_SYNCHRONOUS",
+    "WORKER_THREADS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+];
+
+/// Settings in `env` (name, value) that `serve` would use and `dev` ignores, sorted: someone
+/// who exports `RACK_HOST` and runs `dev` expects their rack, and gets the fake one.
+fn ignored_settings(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut ignored: Vec<String> = env
+        .into_iter()
+        .filter(|(name, value)| {
+            !value.trim().is_empty()
+                && gateway::config::SETTINGS.contains(&name.as_str())
+                && !DEV_SETTINGS.contains(&name.as_str())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    ignored.sort();
+    ignored
+}
+
 /// Runs the dev stack until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let ignored = ignored_settings(
+        std::env::vars_os()
+            .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))),
+    );
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "dev runs its own fake rack and sign-in and ignores {}: only {} apply to it (use \
+             `serve` for a real rack)",
+            ignored.join(", "),
+            DEV_SETTINGS.join(", ")
+        );
+    }
     // Checked before anything starts, and as `serve` checks them (DATABASE_URL,
     // AUDIT_HMAC_KEY, SQLITE_SYNCHRONOUS), so a typo is the one error shown.
     let given_database = std::env::var("DATABASE_URL")
@@ -263,4 +301,23 @@ async fn issue_dev_tokens(
 
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ignored_settings;
+
+    #[test]
+    fn settings_dev_sets_itself_are_named_when_given() {
+        let env = [
+            ("RACK_HOST", "https://rack.example.com"),
+            ("DATABASE_URL", "sqlite://x.db"),
+            ("LISTEN_ADDR", "0.0.0.0:8447"),
+            ("OIDC_ISSUER", "  "),
+            ("HOME", "/root"),
+            ("LOG_LEVEL", "debug"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+        assert_eq!(ignored_settings(env), ["LISTEN_ADDR", "RACK_HOST"]);
+    }
 }

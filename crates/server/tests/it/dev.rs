@@ -512,3 +512,31 @@ fn dev_refuses_a_bad_setting_before_it_starts_anything() {
         "dev created its data directory first"
     );
 }
+
+#[test]
+fn dev_names_the_settings_it_ignores() {
+    // `RACK_HOST` exported for `serve`, then `dev` run in the same shell: the fake rack is
+    // what answers, so dev says so, and names a misspelt setting as `serve` does. (It stops
+    // on port 1 given three times; the warnings come first.)
+    let dir = scratch_dir();
+    let out = Command::new(BIN)
+        .args(["dev", "--port", "1", "--rack-port", "1", "--oidc-port", "1"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("DATABASE_URL")
+        .env("RACK_HOST", "https://rack.example.com")
+        .env("OIDC_ISSUER", "https://accounts.google.com")
+        .env("DATABSE_URL", "postgres://gateway@db.internal/gateway")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dev runs its own fake rack and sign-in and ignores OIDC_ISSUER, RACK_HOST"),
+        "{err}"
+    );
+    assert!(
+        err.contains("DATABSE_URL is not a setting (did you mean DATABASE_URL?)"),
+        "{err}"
+    );
+}
