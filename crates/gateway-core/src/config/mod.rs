@@ -683,6 +683,15 @@ fn parse_rack_host(raw: Option<String>) -> Result<Url, ConfigError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("no query or fragment"));
     }
+    // Every request carries the rack token, which can do anything on the rack: over plain
+    // HTTP anyone on the way would read it. A rack's API serves TLS; plain HTTP is for a rack
+    // (or a TLS-ending proxy) on this host.
+    if url.scheme() == "http" && !anchors::is_loopback(&url) {
+        return Err(invalid(
+            "https, or http only to a loopback address: over plain http the rack token would \
+             cross the network readable to anyone on the way",
+        ));
+    }
     Ok(url)
 }
 
@@ -1439,6 +1448,35 @@ mod tests {
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sqlite_sync, SqliteSync::Full);
+    }
+
+    #[test]
+    fn a_rack_over_plain_http_must_be_on_this_host() {
+        for refused in [
+            "http://rack.internal:5443",
+            "http://10.0.0.5:5443",
+            "http://[fd00::5]:5443",
+            "http://localhost.example.com",
+        ] {
+            let e = load(&[("RACK_HOST", refused), ("RACK_TOKEN", "x")])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with("RACK_HOST is invalid") && e.contains("loopback"),
+                "{refused}: {e}"
+            );
+        }
+        for allowed in [
+            "http://127.0.0.1:5443",
+            "http://localhost:5443",
+            "http://[::1]:5443",
+            "https://rack.internal:5443",
+            "https://10.0.0.5",
+        ] {
+            let loaded = load(&[("RACK_HOST", allowed), ("RACK_TOKEN", "x")]);
+            assert!(loaded.is_ok(), "{allowed}: {:?}", loaded.err());
+        }
     }
 
     #[test]

@@ -220,7 +220,7 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
         // A pin for a rack reached without TLS would do nothing.
         (
             &[
-                ("RACK_HOST", "http://rack.internal"),
+                ("RACK_HOST", "http://127.0.0.1:5443"),
                 ("RACK_TOKEN", "x"),
                 (
                     "RACK_TLS_PIN_SHA256",
