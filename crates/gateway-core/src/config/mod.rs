@@ -624,8 +624,10 @@ impl Config {
 }
 
 impl Config {
-    /// Settings that are each valid but contradict one another: one of them never takes
-    /// effect. Said at start-up, not refused (the gateway works, just not as someone meant).
+    /// Settings that are each valid but together do not do what someone meant: one of them
+    /// never takes effect, or a public URL over plain HTTP sends sessions across the network
+    /// readable. Said at start-up, not refused (the gateway works, just not as someone meant;
+    /// plain HTTP may be a network the operator trusts).
     pub fn contradictions(&self) -> Vec<String> {
         let mut found = Vec::new();
         if self.sessions.idle_timeout >= self.sessions.lifetime {
@@ -634,6 +636,25 @@ impl Config {
                  sessions end at their lifetime and never idle out",
                 self.sessions.idle_timeout.as_secs(),
                 self.sessions.lifetime.as_secs()
+            ));
+        }
+        // Browsers send the session cookie (`Secure` only on https) and the provider sends
+        // sign-in codes to these URLs: in the clear over plain HTTP to another host.
+        let plain = |url: &Url| url.scheme() == "http" && !anchors::is_loopback(url);
+        if let Some(url) = self.public_url.as_ref().filter(|u| plain(u)) {
+            found.push(format!(
+                "PUBLIC_URL ({url}) is plain http to another host: session cookies go without \
+                 Secure and sessions cross the network readable; use https:// (end TLS at your \
+                 load balancer, docs/deployment.md)"
+            ));
+        }
+        if let Some(oidc) = self.oidc.as_ref().filter(|o| plain(&o.redirect_url))
+            && self.public_url.as_ref().is_none_or(|p| !plain(p))
+        {
+            found.push(format!(
+                "OIDC_REDIRECT_URL ({}) is plain http to another host: sign-in codes cross the \
+                 network readable; use https://",
+                oidc.redirect_url
             ));
         }
         if self.websockets.per_credential > self.websockets.total {
@@ -1610,6 +1631,38 @@ mod tests {
             found[1].starts_with("MAX_WEBSOCKETS_PER_CREDENTIAL (8)"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn public_urls_over_plain_http_to_another_host_are_named() {
+        let warnings = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = BASE.to_vec();
+            pairs.extend([
+                ("OIDC_ISSUER", "https://idp.example.com"),
+                ("OIDC_CLIENT_ID", "gw"),
+                ("OIDC_CLIENT_SECRET", "s3c"),
+            ]);
+            pairs.extend_from_slice(extra);
+            load(&pairs)
+                .map(|c| c.contradictions())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let found = warnings(&[("PUBLIC_URL", "http://gateway.example.com")]);
+        assert_eq!(found.len(), 1, "one line, not one per URL: {found:?}");
+        assert!(found[0].starts_with("PUBLIC_URL (http://gateway.example.com/)"));
+        let found = warnings(&[
+            ("PUBLIC_URL", "https://gateway.example.com"),
+            (
+                "OIDC_REDIRECT_URL",
+                "http://gateway.internal/api/v1/auth/callback",
+            ),
+        ]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("OIDC_REDIRECT_URL"), "{found:?}");
+        for quiet in ["https://gateway.example.com", "http://127.0.0.1:8447"] {
+            let found = warnings(&[("PUBLIC_URL", quiet)]);
+            assert!(found.is_empty(), "{quiet}: {found:?}");
+        }
     }
 
     #[test]
