@@ -214,7 +214,7 @@ impl IntoResponse for ApiError {
 
 /// `err` and its causes, joined with `: ` (many errors name only the step that failed, and
 /// leave why to their source: hyper's "error reading a body from connection").
-pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
+pub fn with_causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

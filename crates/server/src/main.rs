@@ -98,18 +98,7 @@ fn warn_about_environment(audience: logging::Audience) {
 /// it already ends with (errors that print their source, as `database error: {0}` does,
 /// would otherwise say the same thing two or three times).
 fn report(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain() {
-        let message = cause.to_string();
-        if text.ends_with(&message) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&message);
-    }
-    text
+    gateway::error::with_causes(err.as_ref())
 }
 
 #[cfg(test)]

@@ -491,19 +491,25 @@ async fn dev_keeps_serving_when_its_stdout_is_closed() {
     assert_eq!(exit.ok().and_then(|s| s.code()), Some(0));
 }
 
+/// Runs `dev` with `env`, its data under `dir`, on port 1 for all three servers: it ends at
+/// the second bind at the latest, after whatever it checks and says before starting.
+fn dev_on_port_one(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["dev", "--port", "1", "--rack-port", "1", "--oidc-port", "1"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn dev_refuses_a_bad_setting_before_it_starts_anything() {
     // Had dev made its data directory or bound its ports first (port 1, and the same one
     // three times), the error would be about a port, not the setting.
     let dir = scratch_dir();
-    let out = Command::new(BIN)
-        .args(["dev", "--port", "1", "--rack-port", "1", "--oidc-port", "1"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("DATABASE_URL")
-        .env("SQLITE_SYNCHRONOUS", "sometimes")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = dev_on_port_one(&dir, &[("SQLITE_SYNCHRONOUS", "sometimes")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SQLITE_SYNCHRONOUS is invalid"), "{err}");
@@ -519,16 +525,14 @@ fn dev_names_the_settings_it_ignores() {
     // what answers, so dev says so, and names a misspelt setting as `serve` does. (It stops
     // on port 1 given three times; the warnings come first.)
     let dir = scratch_dir();
-    let out = Command::new(BIN)
-        .args(["dev", "--port", "1", "--rack-port", "1", "--oidc-port", "1"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("DATABASE_URL")
-        .env("RACK_HOST", "https://rack.example.com")
-        .env("OIDC_ISSUER", "https://accounts.google.com")
-        .env("DATABSE_URL", "postgres://gateway@db.internal/gateway")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = dev_on_port_one(
+        &dir,
+        &[
+            ("RACK_HOST", "https://rack.example.com"),
+            ("OIDC_ISSUER", "https://accounts.google.com"),
+            ("DATABSE_URL", "postgres://gateway@db.internal/gateway"),
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
