@@ -126,8 +126,8 @@ impl Gateway {
                 }
             );
         }
-        for contradiction in config.contradictions() {
-            tracing::warn!("{contradiction}");
+        for warning in config.start_up_warnings() {
+            tracing::warn!("{warning}");
         }
         if let Some(warning) =
             gateway_core::config::unverified_database(&config.database_url, |name| {

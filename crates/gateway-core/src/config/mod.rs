@@ -628,7 +628,7 @@ impl Config {
     /// never takes effect, or a public URL over plain HTTP sends sessions across the network
     /// readable. Said at start-up, not refused (the gateway works, just not as someone meant;
     /// plain HTTP may be a network the operator trusts).
-    pub fn contradictions(&self) -> Vec<String> {
+    pub fn start_up_warnings(&self) -> Vec<String> {
         let mut found = Vec::new();
         if self.sessions.idle_timeout >= self.sessions.lifetime {
             found.push(format!(
@@ -1610,7 +1610,7 @@ mod tests {
     fn contradicting_settings_are_named() {
         assert!(
             load(&BASE)
-                .map(|c| c.contradictions())
+                .map(|c| c.start_up_warnings())
                 .unwrap_or_default()
                 .is_empty()
         );
@@ -1621,7 +1621,9 @@ mod tests {
             ("MAX_WEBSOCKETS", "4"),
             ("MAX_WEBSOCKETS_PER_CREDENTIAL", "8"),
         ]);
-        let found = load(&pairs).map(|c| c.contradictions()).unwrap_or_default();
+        let found = load(&pairs)
+            .map(|c| c.start_up_warnings())
+            .unwrap_or_default();
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(
             found[0].starts_with("SESSION_IDLE_TIMEOUT_SECS (7200 s)"),
@@ -1644,7 +1646,7 @@ mod tests {
             ]);
             pairs.extend_from_slice(extra);
             load(&pairs)
-                .map(|c| c.contradictions())
+                .map(|c| c.start_up_warnings())
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         let found = warnings(&[("PUBLIC_URL", "http://gateway.example.com")]);

@@ -217,6 +217,14 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             ],
             "OIDC_REDIRECT_URL is invalid",
         ),
+        // Every request carries the rack token: plain http only to this host.
+        (
+            &[
+                ("RACK_HOST", "http://rack.internal:5443"),
+                ("RACK_TOKEN", "x"),
+            ],
+            "RACK_HOST is invalid",
+        ),
         // A pin for a rack reached without TLS would do nothing.
         (
             &[
