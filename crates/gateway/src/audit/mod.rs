@@ -7,12 +7,14 @@
 
 pub mod anchor;
 mod chain;
+mod commit;
 mod event;
 mod foreign;
 mod in_doubt;
 mod mask;
 mod refusals;
 mod retained;
+mod stdout;
 mod verify;
 mod writer;
 
@@ -26,5 +28,6 @@ pub use event::{
 pub use foreign::{STDOUT_THROUGH_SETTING, STDOUT_UNPRINTED_SETTING, Unprinted};
 pub use in_doubt::LATE_COMMIT_ERROR;
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
+pub use stdout::format_time;
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_chain_against};
-pub use writer::{AuditError, AuditLog, Pending, RECOVERED_ACTION, WriteFailure, format_time};
+pub use writer::{AuditError, AuditLog, Pending, RECOVERED_ACTION, WriteFailure};
