@@ -1,0 +1,106 @@
+//! The names of the settings: every one `serve` reads, and a misspelt one named with what it
+//! likely meant.
+
+/// Every setting `serve` reads (docs/configuration.md).
+pub const SETTINGS: &[&str] = &[
+    "ADMIN_USERS",
+    "AUDIT_ANCHOR_BUCKET",
+    "AUDIT_ANCHOR_ENDPOINT",
+    "AUDIT_ANCHOR_INTERVAL_SECS",
+    "AUDIT_ANCHOR_PREFIX",
+    "AUDIT_ANCHOR_REGION",
+    "AUDIT_ANCHOR_RETENTION_DAYS",
+    "AUDIT_HMAC_KEY",
+    "AUDIT_STDOUT",
+    "CLIENT_TIMEOUT_SECS",
+    "DATABASE_URL",
+    "LISTEN_ADDR",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "MAX_CONNECTIONS",
+    "MAX_SESSIONS_PER_USER",
+    "MAX_WEBSOCKETS",
+    "MAX_WEBSOCKETS_PER_CREDENTIAL",
+    "OIDC_ALLOWED_DOMAINS",
+    "OIDC_CLIENT_ID",
+    "OIDC_CLIENT_SECRET",
+    "OIDC_ISSUER",
+    "OIDC_REDIRECT_URL",
+    "PORT",
+    "PUBLIC_URL",
+    "RACK_CA_FILE",
+    "RACK_CONNECT_TIMEOUT_SECS",
+    "RACK_HOST",
+    "RACK_READ_TIMEOUT_SECS",
+    "RACK_TLS_PIN_SHA256",
+    "RACK_TOKEN",
+    "SESSION_IDLE_TIMEOUT_SECS",
+    "SESSION_LIFETIME_SECS",
+    "SHUTDOWN_TIMEOUT_SECS",
+    "SQLITE_SYNCHRONOUS",
+    "TRUSTED_PROXIES",
+    "WORKER_THREADS",
+];
+
+/// Beginnings of this gateway's settings' names: a variable that starts like one but is not
+/// one is most likely a misspelt setting.
+const SETTING_PREFIXES: &[&str] = &[
+    "ADMIN_",
+    "AUDIT_",
+    "OIDC_",
+    "RACK_",
+    "SESSION_",
+    "MAX_WEBSOCKET",
+    "MAX_CONNECTION",
+    "TRUSTED_PROX",
+    "PUBLIC_UR",
+    "SQLITE_",
+    "CLIENT_TIMEOUT",
+    "SHUTDOWN_TIMEOUT",
+    "MAX_SESSION",
+    "LISTEN_ADDR",
+];
+
+/// A name this close to a setting's (in edits, a swap of two neighbours counting as one), and
+/// not one, is taken as that setting misspelt whatever it starts with (`DATABSE_URL`,
+/// `DATABASE_URI`, `LSITEN_ADDR`, `LOG_LEVL`). Broader rules caught other software's
+/// variables: systemd's `LISTEN_FDS`, the service links Docker and Kubernetes set
+/// (`DATABASE_PORT_5432_TCP`, `WORKER_SERVICE_HOST`), and `SLACK_TOKEN`, two edits from
+/// `RACK_TOKEN`.
+const NEAR_A_SETTING: usize = 1;
+
+/// Warnings for `names` (the environment's variable names) that look like settings but are
+/// not one: a misspelt `OIDC_ALLOWED_DOMAIN` is otherwise silently ignored, and with it the
+/// restriction it was meant to set. Each names the setting it most likely meant.
+pub fn misspelt_settings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|name| !SETTINGS.contains(name))
+        // Convox sets it for every app it runs (the gateway deployed on a rack): not ours.
+        .filter(|name| *name != "RACK_URL")
+        .filter(|name| {
+            SETTING_PREFIXES.iter().any(|p| name.starts_with(p))
+                || SETTINGS.iter().any(|known| {
+                    // Short names (`PORT`) are near too many others to judge.
+                    known.len() >= 8 && strsim::osa_distance(name, known) <= NEAR_A_SETTING
+                })
+        })
+        .map(|name| {
+            let nearest = SETTINGS
+                .iter()
+                .min_by_key(|known| edit_distance(name, known))
+                .filter(|known| edit_distance(name, known) <= 3);
+            match nearest {
+                Some(known) => {
+                    format!("{name} is not a setting (did you mean {known}?): it is ignored")
+                }
+                None => format!("{name} is not a setting: it is ignored (docs/configuration.md)"),
+            }
+        })
+        .collect()
+}
+
+/// How many edits turn `a` into `b`, for suggesting a setting's name.
+fn edit_distance(a: &str, b: &str) -> usize {
+    strsim::levenshtein(a, b)
+}

@@ -1,0 +1,88 @@
+//! How a setting's value is read: whole numbers as plain digits within bounds, durations in
+//! seconds, switches.
+
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// Longest duration a setting takes: ten years. Near `u64::MAX` seconds, deadlines computed
+/// from "now" overflow: with `CLIENT_TIMEOUT_SECS=18446744073709551615` every request panicked
+/// in hyper's header deadline.
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+pub(super) fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    whole_number(get, name, default, MAX_SECONDS, || {
+        format!("a whole number of seconds from 1 to {MAX_SECONDS} (10 years)")
+    })
+    .map(Duration::from_secs)
+}
+
+/// Largest count a setting takes (connections, sessions).
+const MAX_COUNT: usize = 1_000_000;
+
+pub(super) fn count(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let max = MAX_COUNT as u64;
+    whole_number(get, name, default as u64, max, || {
+        format!("a whole number from 1 to {MAX_COUNT}")
+    })
+    .map(|n| n as usize)
+}
+
+/// `name` as a whole number from 1 to `max` (`default` when unset); `expected` says what a
+/// valid value looks like.
+pub(super) fn whole_number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    max: u64,
+    expected: impl FnOnce() -> String,
+) -> Result<u64, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => digits(&v)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ConfigError::Invalid {
+                name,
+                expected: expected(),
+            }),
+    }
+}
+
+/// `value` without surrounding whitespace when it is only ASCII digits; Rust's integer parser
+/// also takes a leading `+`, which no documented example has.
+pub(super) fn digits(value: &str) -> Option<&str> {
+    let value = value.trim();
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then_some(value)
+}
+
+/// A secret as sent: no surrounding whitespace and no control characters.
+pub(super) fn plain_secret(value: &str) -> bool {
+    // Surrounding whitespace shows as a shorter trimmed length; no comparison of contents.
+    value.trim().len() == value.len() && !value.chars().any(char::is_control)
+}
+
+pub(super) fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    // In any letter case, as the other word-valued settings (`SQLITE_SYNCHRONOUS=FULL`).
+    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            expected: "true or false (also 1/0, yes/no, on/off)".into(),
+        }),
+    }
+}
