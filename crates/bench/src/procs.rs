@@ -197,8 +197,8 @@ fn clock_ticks_per_sec() -> u64 {
     tck
 }
 
-/// Fields of /proc/PID/stat after the command name: [0] state, [1] ppid, ... [11] utime,
-/// [12] stime.
+/// Fields of /proc/PID/stat after the command name: `[0]` state, `[1]` ppid, ... `[11]` utime,
+/// `[12]` stime.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];

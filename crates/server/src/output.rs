@@ -37,7 +37,7 @@ pub fn line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
     }
 }
 
-/// `println!` for command output, through [`line`]: evaluates to its `anyhow::Result`.
+/// `println!` for command output, through [`line()`]: evaluates to its `anyhow::Result`.
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::output::line(format_args!($($arg)*))

@@ -3,8 +3,8 @@
 //! verifier and receives the session).
 //!
 //! [`browser`] starts a web sign-in and signs out; [`cli`] starts, confirms and collects a CLI
-//! one; both end at the provider's [`callback`], which lets in whom [`admit`] allows. What
-//! each step records goes through [`record`].
+//! one; both end at the provider's [`callback`](callback::callback), which lets in whom
+//! [`admit`] allows. What each step records goes through [`record`].
 
 mod admit;
 mod browser;
