@@ -459,10 +459,7 @@ async fn relay(
                 let _ = client_tx.feed(held).await;
             }
             if rack_broke {
-                let broken = ws::CloseFrame {
-                    code: 1011,
-                    reason: "the rack's WebSocket failed".into(),
-                };
+                let broken = close_frame(1011, "the rack's WebSocket failed");
                 let _ = client_tx.send(ws::Message::Close(Some(broken))).await;
             }
             let _ = client_tx.close().await;
@@ -488,53 +485,35 @@ async fn relay(
     // The rack's direction ends first when writing to the client fails: the client went away
     // (a reset, a dropped network) and closed the session, not the rack.
     let client_gone = matches!(closer, Closer::Rack) && to_client_error.is_some() && !rack_broke;
-    if let Closer::Refused(reason) = &closer {
-        // 1008: policy violation. The reason goes to the credential's holder only.
-        let refused = ws::CloseFrame {
-            code: 1008,
-            reason: close_reason(&format!("session ended: {reason}")).into(),
-        };
+    // The client is told why the gateway ended the session, with the code for it.
+    let goodbye = match (&closer, client_error) {
+        (Closer::Refused(reason), _) => {
+            outcome.error = Some(format!("ended by the gateway: {reason}"));
+            // 1008: policy violation. The reason goes to the credential's holder only.
+            Some(close_frame(
+                1008,
+                close_reason(&format!("session ended: {reason}")),
+            ))
+        }
+        (Closer::Gateway, _) => {
+            outcome.error = Some("ended by the gateway shutting down".into());
+            Some(close_frame(1001, "gateway shutting down"))
+        }
+        (Closer::Client, Some(error)) => {
+            let frame = client_refused(&error, too_big.load(Ordering::Relaxed));
+            // (After the rack has closed, how the client hangs up is not an error of the
+            // session.)
+            outcome.error = Some(format!("client WebSocket error: {error}"));
+            Some(frame)
+        }
+        _ => None,
+    };
+    if let Some(frame) = goodbye {
         let goodbye = async {
-            let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
+            let _ = client_tx.send(ws::Message::Close(Some(frame))).await;
             let _ = rack_tx.close().await;
         };
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
-        outcome.error = Some(format!("ended by the gateway: {reason}"));
-    } else if matches!(closer, Closer::Gateway) {
-        let going_away = ws::CloseFrame {
-            code: 1001,
-            reason: "gateway shutting down".into(),
-        };
-        let goodbye = async {
-            let _ = client_tx.send(ws::Message::Close(Some(going_away))).await;
-            let _ = rack_tx.close().await;
-        };
-        let _ = tokio::time::timeout(DRAIN, goodbye).await;
-        outcome.error = Some("ended by the gateway shutting down".into());
-    } else if let (Closer::Client, Some(error)) = (&closer, client_error) {
-        // The client is told why, with the code for it: 1009 for a message over the limit,
-        // 1007 for text that is not UTF-8, 1002 for any other broken frame.
-        let (code, reason) = if too_big.load(Ordering::Relaxed) {
-            (
-                1009,
-                format!("message over {} MiB", CLIENT_MAX_MESSAGE >> 20),
-            )
-        } else if error.to_ascii_lowercase().contains("utf-8") {
-            (1007, "text message is not UTF-8".to_string())
-        } else {
-            (1002, "protocol error".to_string())
-        };
-        let refused = ws::CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let goodbye = async {
-            let _ = client_tx.send(ws::Message::Close(Some(refused))).await;
-            let _ = rack_tx.close().await;
-        };
-        let _ = tokio::time::timeout(DRAIN, goodbye).await;
-        // (After the rack has closed, how the client hangs up is not an error of the session.)
-        outcome.error = Some(format!("client WebSocket error: {error}"));
     } else if token_refused.load(Ordering::Relaxed) {
         upstream.note_token_refused("inside a WebSocket");
         outcome.error = Some("the rack refused RACK_TOKEN (in the WebSocket)".into());
@@ -564,6 +543,29 @@ async fn relay(
         outcome
             .extra
             .insert("rack_token_masked_count".into(), json!(masked));
+    }
+}
+
+/// A close frame for the client.
+fn close_frame(code: u16, reason: impl Into<String>) -> ws::CloseFrame {
+    ws::CloseFrame {
+        code,
+        reason: reason.into().into(),
+    }
+}
+
+/// How a client whose side failed is told why: 1009 for a message over the limit, 1007 for
+/// text that is not UTF-8, 1002 for any other broken frame.
+fn client_refused(error: &str, too_big: bool) -> ws::CloseFrame {
+    if too_big {
+        close_frame(
+            1009,
+            format!("message over {} MiB", CLIENT_MAX_MESSAGE >> 20),
+        )
+    } else if error.to_ascii_lowercase().contains("utf-8") {
+        close_frame(1007, "text message is not UTF-8")
+    } else {
+        close_frame(1002, "protocol error")
     }
 }
 
