@@ -19,6 +19,16 @@ pub(super) struct Written {
     pub(super) kept: Vec<AuditEvent>,
 }
 
+impl Written {
+    /// An empty batch's.
+    fn nothing() -> Written {
+        Written {
+            rows: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
+}
+
 /// A batch that could not be written, and its events nobody waits for (to be kept).
 pub(super) struct Failed {
     pub(super) error: AuditError,
@@ -135,10 +145,7 @@ pub(super) async fn write_with_retry(
     waited: &[bool],
 ) -> Result<Written, Failed> {
     if events.is_empty() {
-        return Ok(Written {
-            rows: Vec::new(),
-            kept: Vec::new(),
-        });
+        return Ok(Written::nothing());
     }
     let link = |key: ChainKey| {
         move |prev: &str, seq: i64, e: &AuditEvent, details: &str| {
@@ -205,10 +212,7 @@ pub(super) fn write_blocking_with_retry(
     waited: &[bool],
 ) -> Result<Written, Failed> {
     if events.is_empty() {
-        return Ok(Written {
-            rows: Vec::new(),
-            kept: Vec::new(),
-        });
+        return Ok(Written::nothing());
     }
     let link =
         |prev: &str, seq: i64, e: &AuditEvent, details: &str| key.link_with(prev, seq, e, details);

@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::record::{audit_signin, signout_audit};
-use super::{LOGIN_TTL_MS, end_attempt};
+use super::{NotStarted, attempt_address, attempt_expiry, end_attempt, start_attempt};
 use crate::app::{AppState, Peer};
 use crate::identity::hash_token;
 use crate::oidc::random_token;
-use crate::store::{LoginLimits, NewLogin, now_ms};
+use crate::store::NewLogin;
 use crate::web::{self, cookies};
 
 /// Longest `return_to` a web sign-in keeps (a path on this gateway, recorded like one).
@@ -58,38 +58,26 @@ pub async fn web_login(
         );
     }
     let id = random_token();
-    // Counted by /64 for IPv6, as every per-address limit is.
-    let client_ip = gateway_core::failure_budget::address_key(peer.ip).to_string();
+    let client_ip = attempt_address(&peer);
     let login = NewLogin {
         id: &id,
         channel: "web",
         return_to: Some(&return_to),
         cli_challenge: None,
         cli_login_hash: None,
-        expires_at: now_ms() + LOGIN_TTL_MS,
+        expires_at: attempt_expiry(),
         client_ip: &client_ip,
     };
-    match state.store.create_login(&login, LoginLimits::DEFAULT).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(%client_ip, "sign-in refused: too many sign-ins in progress");
-            audit_signin(
-                &state,
-                &peer,
-                &headers,
-                "gateway:auth:signin",
-                None,
-                false,
-                json!({ "channel": "web", "reason": "too_many_sign_ins" }),
-            )
-            .await;
+    match start_attempt(&state, &peer, &headers, login).await {
+        Ok(()) => {}
+        Err(NotStarted::TooMany) => {
             return web::message(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many sign-ins",
                 "Too many sign-ins are in progress. Finish one, or try again in a few minutes.",
             );
         }
-        Err(e) => {
+        Err(NotStarted::Store(e)) => {
             tracing::error!(error = %e, "could not store a login attempt");
             return web::message(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -10,13 +10,11 @@ use serde_json::json;
 
 use super::admit::{NotAdmitted, admit};
 use super::end_attempt;
-use super::record::{audit_signin, record_signin_and_evict};
+use super::record::{NotIssued, audit_signin, issue_recorded_session};
 use crate::app::{AppState, Peer};
-use crate::audit::audited_user_agent;
 use crate::identity::hash_token;
-use crate::identity::sessions::issue_session;
 use crate::oidc::Oidc;
-use crate::store::{LoginRow, StoreError, UserRow, now_ms};
+use crate::store::{LoginRow, UserRow, now_ms};
 use crate::web::{self, cookies};
 
 /// Query of the callback.
@@ -350,44 +348,30 @@ async fn start_web_session(
         None,
     )
     .await;
-    let ua = audited_user_agent(headers);
-    let ip = peer.ip.to_string();
-    let sessions = &state.config.sessions;
-    let issued = issue_session(
-        &state.store,
-        sessions,
-        &user,
-        "web",
-        ua.as_deref(),
-        Some(&ip),
-    );
-    let (created, token) = match issued.await {
-        Ok(s) => s,
-        // Locked while signing in.
-        Err(StoreError::UserLocked) => {
+    let details = |id| json!({ "channel": "web", "session_id": id, "name": new_name });
+    let issued = issue_recorded_session(state, peer, headers, &user, "web", details).await;
+    let (created, token) = match issued {
+        Ok(issued) => issued,
+        Err(NotIssued::Locked) => {
             return Err(NotSignedIn::Refused {
                 reason: "not_admitted",
                 message: format!("{} is locked; ask an administrator", user.email),
                 email: Some(user.email),
             });
         }
-        Err(e) => {
+        Err(NotIssued::Store(e)) => {
             tracing::error!(error = %e, "could not create a session");
             return Err(NotSignedIn::unavailable("You are not signed in."));
         }
+        Err(NotIssued::Unrecorded) => {
+            return Err(NotSignedIn::Page(web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "The gateway cannot record sign-ins right now, so you are not signed in. Try \
+                 again shortly.",
+            )));
+        }
     };
-    let details = json!({ "channel": "web", "session_id": created.row.id, "name": new_name });
-    if record_signin_and_evict(state, peer, headers, &user, &created, details)
-        .await
-        .is_err()
-    {
-        return Err(NotSignedIn::Page(web::message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The gateway cannot record sign-ins right now, so you are not signed in. Try again \
-             shortly.",
-        )));
-    }
     store_name(state, &user, new_name).await;
     end_replaced_session(state, &peer, headers, created.row.id).await;
     let target = attempt
@@ -396,7 +380,8 @@ async fn start_web_session(
         .unwrap_or_else(|| "/account".into());
     let mut response = Redirect::to(&target).into_response();
     // A new session id at every sign-in: no fixation.
-    cookies::set_session(state, &mut response, &token, sessions.lifetime.as_secs());
+    let lifetime = state.config.sessions.lifetime.as_secs();
+    cookies::set_session(state, &mut response, &token, lifetime);
     cookies::clear_login(state, &mut response);
     Ok(response)
 }

@@ -13,16 +13,14 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::LOGIN_TTL_MS;
 use super::browser::redirect_to_provider;
-use super::record::{audit_signin, record_signin_and_evict};
+use super::record::{NotIssued, audit_signin, issue_recorded_session};
+use super::{LOGIN_TTL_MS, NotStarted, attempt_address, attempt_expiry, start_attempt};
 use crate::app::{AppState, Peer};
-use crate::audit::audited_user_agent;
 use crate::error::ApiError;
-use crate::identity::sessions::issue_session;
 use crate::identity::{AuthError, hash_token};
 use crate::oidc::random_token;
-use crate::store::{LoginLimits, LoginRow, NewLogin, StoreError, now_ms};
+use crate::store::{LoginRow, NewLogin, now_ms};
 use crate::web::{self, cookies};
 
 /// `POST /api/v1/auth/logout` (Bearer session token): ends a CLI (or any) session.
@@ -87,34 +85,20 @@ pub async fn cli_start(
     let id = random_token();
     let login_id = random_token();
     let login_hash = hash_token(&login_id);
-    // Counted by /64 for IPv6, as every per-address limit is.
-    let client_ip = gateway_core::failure_budget::address_key(peer.ip).to_string();
+    let client_ip = attempt_address(&peer);
     let login = NewLogin {
         id: &id,
         channel: "cli",
         return_to: None,
         cli_challenge: Some(&body.code_challenge),
         cli_login_hash: Some(&login_hash),
-        expires_at: now_ms() + LOGIN_TTL_MS,
+        expires_at: attempt_expiry(),
         client_ip: &client_ip,
     };
-    match state.store.create_login(&login, LoginLimits::DEFAULT).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(%client_ip, "CLI sign-in refused: too many sign-ins in progress");
-            audit_signin(
-                &state,
-                &peer,
-                &headers,
-                "gateway:auth:signin",
-                None,
-                false,
-                json!({ "channel": "cli", "reason": "too_many_sign_ins" }),
-            )
-            .await;
-            return Err(ApiError::TooManySignIns);
-        }
-        Err(e) => return Err(ApiError::store(e)),
+    match start_attempt(&state, &peer, &headers, login).await {
+        Ok(()) => {}
+        Err(NotStarted::TooMany) => return Err(ApiError::TooManySignIns),
+        Err(NotStarted::Store(e)) => return Err(ApiError::store(e)),
     }
     let base = state
         .browser_url()
@@ -362,28 +346,13 @@ async fn collect_session(
         audit_signin(state, &peer, headers, action, email, false, details).await;
         return Err(ApiError::Unauthenticated(AuthError::UserLocked));
     }
-    let ua = audited_user_agent(headers);
-    let ip = peer.ip.to_string();
-    let sessions = &state.config.sessions;
-    let issued = issue_session(
-        &state.store,
-        sessions,
-        &user,
-        "cli",
-        ua.as_deref(),
-        Some(&ip),
-    );
-    let (created, token) = issued.await.map_err(|e| match e {
-        StoreError::UserLocked => ApiError::Unauthenticated(AuthError::UserLocked),
-        e => ApiError::store(e),
+    let details = |id| json!({ "channel": "cli", "session_id": id });
+    let issued = issue_recorded_session(state, peer, headers, &user, "cli", details).await;
+    let (created, token) = issued.map_err(|e| match e {
+        NotIssued::Locked => ApiError::Unauthenticated(AuthError::UserLocked),
+        NotIssued::Store(e) => ApiError::store(e),
+        NotIssued::Unrecorded => ApiError::AuditUnavailable,
     })?;
-    let details = json!({ "channel": "cli", "session_id": created.row.id });
-    if record_signin_and_evict(state, peer, headers, &user, &created, details)
-        .await
-        .is_err()
-    {
-        return Err(ApiError::AuditUnavailable);
-    }
     Ok(Json(json!({
         "status": "complete",
         "session_token": token,

@@ -19,7 +19,11 @@ pub use cli::{
     cli_poll, cli_start, logout,
 };
 
-use crate::app::AppState;
+use http::HeaderMap;
+use serde_json::json;
+
+use crate::app::{AppState, Peer};
+use crate::store::{LoginLimits, NewLogin, StoreError, now_ms};
 
 /// How long a login attempt may take.
 const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
@@ -37,4 +41,45 @@ async fn end_attempt(
     if let Err(e) = state.store.finish_login(id, from, to, user_id, error).await {
         tracing::warn!(error = %e, to, "could not record how a sign-in attempt ended");
     }
+}
+
+/// Why a sign-in attempt was not stored.
+enum NotStarted {
+    /// The address has too many sign-ins in progress (logged and audited).
+    TooMany,
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// Stores a new sign-in attempt `login` (its channel, where it leads, its CLI's challenge) for
+/// `peer`, within the limits on sign-ins in progress; a refusal is logged and audited.
+async fn start_attempt(
+    state: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+    login: NewLogin<'_>,
+) -> Result<(), NotStarted> {
+    match state.store.create_login(&login, LoginLimits::DEFAULT).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let (client_ip, channel) = (login.client_ip, login.channel);
+            tracing::warn!(%client_ip, channel, "sign-in refused: too many sign-ins in progress");
+            let details = json!({ "channel": channel, "reason": "too_many_sign_ins" });
+            let action = "gateway:auth:signin";
+            record::audit_signin(state, peer, headers, action, None, false, details).await;
+            Err(NotStarted::TooMany)
+        }
+        Err(e) => Err(NotStarted::Store(e)),
+    }
+}
+
+/// The address a sign-in attempt is counted under: by /64 for IPv6, as every per-address limit
+/// is.
+fn attempt_address(peer: &Peer) -> String {
+    gateway_core::failure_budget::address_key(peer.ip).to_string()
+}
+
+/// When an attempt started now expires.
+fn attempt_expiry() -> i64 {
+    now_ms() + LOGIN_TTL_MS
 }

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::app::{AppState, Peer};
 use crate::audit::{ActorType, AuditEvent, Decision, EventKind, audited_user_agent};
-use crate::identity::sessions::end_evicted;
-use crate::store::{CreatedSession, UserRow};
+use crate::identity::sessions::{end_evicted, issue_session};
+use crate::store::{CreatedSession, StoreError, UserRow};
 
 /// Names, in a sign-in's audit details, the sessions it ends to keep the user within
 /// `MAX_SESSIONS_PER_USER`: `"evicted": [{"session_id": …}, …]` (a key naming sessions
@@ -20,11 +20,53 @@ fn evicted_details(ids: &[i64]) -> serde_json::Value {
     )
 }
 
+/// Why a signed-in person was given no session.
+pub(super) enum NotIssued {
+    /// Locked while signing in.
+    Locked,
+    /// The store could not create it (not yet logged).
+    Store(StoreError),
+    /// The sign-in could not be recorded: the session was withdrawn (logged).
+    Unrecorded,
+}
+
+/// Issues `user` a session for `channel` and records the sign-in (its details from the new
+/// session's id) before the session is handed out: the session and its token, both new.
+pub(super) async fn issue_recorded_session(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    user: &UserRow,
+    channel: &str,
+    details: impl FnOnce(i64) -> serde_json::Value,
+) -> Result<(CreatedSession, String), NotIssued> {
+    let ua = audited_user_agent(headers);
+    let ip = peer.ip.to_string();
+    let sessions = &state.config.sessions;
+    let issued = issue_session(
+        &state.store,
+        sessions,
+        user,
+        channel,
+        ua.as_deref(),
+        Some(&ip),
+    );
+    let (created, token) = issued.await.map_err(|e| match e {
+        StoreError::UserLocked => NotIssued::Locked,
+        e => NotIssued::Store(e),
+    })?;
+    let details = details(created.row.id);
+    record_signin_and_evict(state, peer, headers, user, &created, details)
+        .await
+        .map_err(|_| NotIssued::Unrecorded)?;
+    Ok((created, token))
+}
+
 /// Records a sign-in that created `created`'s session, then ends the sessions it named for
 /// ending, in a task of its own (a caller that goes away cannot leave the event naming
 /// sessions that were not ended). Unrecorded, the new session is withdrawn and nothing else
 /// changes.
-pub(super) async fn record_signin_and_evict(
+async fn record_signin_and_evict(
     state: &AppState,
     peer: Peer,
     headers: &HeaderMap,
