@@ -80,6 +80,22 @@ impl OutcomeGuard {
 }
 
 impl OutcomeGuard {
+    /// Records that the client is answered with `err`, its status and its message, and returns
+    /// it.
+    pub fn fails_with(&mut self, err: ApiError) -> ApiError {
+        self.error = Some(err.message());
+        self.status = Some(err.status().as_u16());
+        err
+    }
+
+    /// [`fails_with`](Self::fails_with), with `note` in the outcome instead of the message the
+    /// client reads.
+    pub fn fails_noting(&mut self, err: ApiError, note: &str) -> ApiError {
+        self.error = Some(note.to_string());
+        self.status = Some(err.status().as_u16());
+        err
+    }
+
     /// Records nothing after all (the request's own event was not written).
     pub fn disarm(&mut self) {
         self.event = None;
@@ -264,10 +280,9 @@ pub async fn forward(
     let uri = match http::Uri::try_from(url) {
         Ok(uri) => uri,
         Err(_) => {
-            let err = ApiError::BadRequest("the path cannot be sent to the rack".into());
-            outcome.status = Some(err.status().as_u16());
-            outcome.error = Some(err.message());
-            return Err(err);
+            return Err(outcome.fails_with(ApiError::BadRequest(
+                "the path cannot be sent to the rack".into(),
+            )));
         }
     };
     let client_timeout = state.config.client_timeout;
@@ -360,18 +375,17 @@ pub async fn forward(
     // Not an answer to a plain request: a 101 switches to a protocol the client did not ask
     // for (the upgrade was judged not to be one), and 600 and up is not HTTP.
     if status.is_informational() || status.as_u16() > 599 {
-        let err =
-            ApiError::RackUnreachable(format!("the rack answered with status {}", status.as_u16()));
-        outcome.status = Some(err.status().as_u16());
-        outcome.error = Some(err.message());
-        return Err(err);
+        return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
+            "the rack answered with status {}",
+            status.as_u16()
+        ))));
     }
     if status == http::StatusCode::UNAUTHORIZED {
         upstream.note_token_refused("401");
-        let err = ApiError::RackRefusedGateway;
-        outcome.status = Some(err.status().as_u16());
-        outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
-        return Err(err);
+        return Err(outcome.fails_noting(
+            ApiError::RackRefusedGateway,
+            "the rack refused RACK_TOKEN (401)",
+        ));
     }
     // Asked for `identity` (see `upstream_headers`); a rack that compresses anyway sends bytes
     // the token check cannot read, so they are not relayed.
@@ -381,13 +395,10 @@ pub async fn forward(
             http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
         );
     if let Some(coding) = unreadable_coding(response.headers()).filter(|_| !bodiless) {
-        let err = ApiError::RackUnreachable(format!(
+        return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
             "the rack sent a body with `{coding}`, which the gateway cannot check for its \
              token (it asks the rack for the body as it is)"
-        ));
-        outcome.status = Some(err.status().as_u16());
-        outcome.error = Some(err.message());
-        return Err(err);
+        ))));
     }
     let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));
     // No client takes headers this large (curl stops at 100 KiB), and no rack answer needs
@@ -397,14 +408,11 @@ pub async fn forward(
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if header_bytes > MAX_RESPONSE_HEADER_BYTES {
-        let err = ApiError::RackUnreachable(format!(
+        return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
             "the rack sent {} KiB of headers (at most {} KiB are relayed)",
             header_bytes >> 10,
             MAX_RESPONSE_HEADER_BYTES >> 10
-        ));
-        outcome.status = Some(err.status().as_u16());
-        outcome.error = Some(err.message());
-        return Err(err);
+        ))));
     }
     outcome.status = Some(status.as_u16());
     outcome.expected_out = response.body().size_hint().exact();
@@ -422,13 +430,12 @@ pub async fn forward(
     // once (a malformed first chunk, read with the head) ended the connection with no answer
     // at all. What has already arrived is looked at now, while a 502 can still be given; a
     // body still on its way is left to stream.
-    match Pin::new(&mut stream).poll_next(&mut Context::from_waker(std::task::Waker::noop())) {
+    let waker = std::task::Waker::noop();
+    match Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker)) {
         Poll::Ready(Some(Err(err))) => {
             let why = crate::error::with_causes(&err);
             let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
-            stream.guard.status = Some(err.status().as_u16());
-            stream.guard.error = Some(err.message());
-            return Err(err);
+            return Err(stream.guard.fails_with(err));
         }
         Poll::Ready(Some(Ok(chunk))) => stream.first = Some(chunk),
         Poll::Ready(None) | Poll::Pending => {}

@@ -105,20 +105,13 @@ impl RequestFacts {
 
 /// The proxy handler.
 pub async fn handle(State(state): State<AppState>, peer: Peer, request: Request) -> Response {
-    // `request_id::assign` puts the id on the response.
-    let request_id = crate::request_id::current();
-    match proxy(&state, peer, request, &request_id).await {
+    match proxy(&state, peer, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn proxy(
-    state: &AppState,
-    peer: Peer,
-    request: Request,
-    request_id: &str,
-) -> Result<Response, ApiError> {
+async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     // Announced before authentication, so a batch being committed can wait for this event.
     let pending = state.audit.pending();
@@ -129,10 +122,96 @@ async fn proxy(
         .strip_prefix(PROXY_PREFIX)
         .unwrap_or_default()
         .to_string();
+    // Copied: `parts` is taken apart for the upgrade, or moved into the forwarding.
     let query = parts.uri.query().map(str::to_string);
+    let query = query.as_deref();
     let normalised = gateway_core::classify::normalise_for(&parts.method, &raw_path);
+    let facts = request_facts(state, peer, &parts, &raw_path, query, &normalised, started);
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+
+    let (principal, normalised, classified, outcome) =
+        authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
+    // What reaches the rack: the client's headers that may cross, the rack's credentials,
+    // and the caller as the rack's actor.
+    let forwarded = headers::upstream_headers(
+        &parts.headers,
+        state.upstream.authorization(),
+        headers::actor(principal.email(), principal.token_name()),
+    );
+
+    if is_upgrade {
+        let url = state.upstream.ws_url(&normalised.forward, query);
+        // Boxed: the WebSocket future is several times the size of the rest of this one, and
+        // every plain request's future would otherwise carry (and be moved with) that space.
+        let permission = classified.permission;
+        let session = open_session(
+            state, &mut parts, &principal, forwarded, url, permission, outcome,
+        );
+        return Box::pin(session).await;
+    }
+    let url = state.upstream.url(&normalised.forward, query);
+    body::forward(state, parts, body, forwarded, url, outcome).await
+}
+
+/// Opens the WebSocket session an allowed upgrade asks for: within the caller's and the
+/// gateway's limits on sessions, to the rack's `url`, re-checking the caller's credentials
+/// while it lasts.
+async fn open_session(
+    state: &AppState,
+    parts: &mut http::request::Parts,
+    principal: &Principal,
+    forwarded: http::HeaderMap,
+    url: String,
+    permission: String,
+    mut outcome: OutcomeGuard,
+) -> Result<Response, ApiError> {
+    let slot = match state.sessions.admit(principal) {
+        Ok(slot) => slot,
+        Err(full) => return Err(outcome.fails_with(ApiError::TooManyWebSockets(full))),
+    };
+    let upgrade = match ws::check_key(&parts.headers) {
+        Err(problem) => Err(problem),
+        Ok(()) => WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            // Allowed, but not a usable upgrade: the outcome says what the client got.
+            let err = ApiError::BadRequest(format!("bad WebSocket upgrade: {e}"));
+            return Err(outcome.fails_with(err));
+        }
+    };
+    // Authenticated above, so it is there; if not, the outcome still says what happened.
+    let Some(token) = extract_token(&parts.headers).ok().flatten() else {
+        return Err(outcome.fails_with(ApiError::Unauthenticated(AuthError::Missing)));
+    };
+    let recheck = ws::Recheck {
+        state: state.clone(),
+        token: crate::config::Secret::new(token),
+        permission,
+    };
+    ws::forward(state, upgrade, forwarded, url, outcome, recheck, slot).await
+}
+
+/// The facts every audit event of a request shares; its path as the trail shows it, with the
+/// rack's credentials masked wherever they appear.
+fn request_facts(
+    state: &AppState,
+    peer: Peer,
+    parts: &http::request::Parts,
+    raw_path: &str,
+    query: Option<&str>,
+    normalised: &Result<NormalisedPath, PathError>,
+    started: Instant,
+) -> RequestFacts {
     let rack_secrets = &state.upstream.scrubber;
-    let shown_path = match &normalised {
+    let shown_path = match normalised {
         // The audit log masks the rack's credentials wherever they appear; an encoded copy
         // would not appear, so such a path is recorded decoded (and then masked).
         Ok(p)
@@ -143,7 +222,7 @@ async fn proxy(
         }
         Ok(p) => p.forward.clone(),
         Err(_) => {
-            let mut decoded: Vec<u8> = percent_encoding::percent_decode_str(&raw_path).collect();
+            let mut decoded: Vec<u8> = percent_encoding::percent_decode_str(raw_path).collect();
             // Masked before the cut below, which a copy could straddle.
             rack_secrets.mask(&mut decoded);
             String::from_utf8_lossy(&decoded)
@@ -156,8 +235,9 @@ async fn proxy(
                 .collect()
         }
     };
-    let facts = RequestFacts {
-        request_id: request_id.to_string(),
+    RequestFacts {
+        // `request_id::assign` puts the id on the response.
+        request_id: crate::request_id::current(),
         started,
         // Methods are ASCII tokens, so a cut at 32 bytes is a cut at 32 characters.
         method: {
@@ -167,7 +247,7 @@ async fn proxy(
                 .unwrap_or(method)
                 .to_string()
         },
-        path: audited_path(match &query {
+        path: audited_path(match query {
             Some(q) => format!(
                 "{shown_path}?{}",
                 redact::redact_query_with(q, |v| rack_secrets.contains(v.as_bytes()))
@@ -177,72 +257,7 @@ async fn proxy(
         client_ip: peer.ip.to_string(),
         peer_ip: peer.ip,
         user_agent: audited_user_agent(&parts.headers),
-    };
-    let is_upgrade = parts
-        .headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-
-    let (principal, normalised, classified, mut outcome) =
-        authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
-    let action = classified.permission.clone();
-    // What reaches the rack: the client's headers that may cross, the rack's credentials,
-    // and the caller as the rack's actor.
-    let forwarded = headers::upstream_headers(
-        &parts.headers,
-        state.upstream.authorization(),
-        headers::actor(principal.email(), principal.token_name()),
-    );
-
-    if is_upgrade {
-        let slot = match state.sessions.admit(&principal) {
-            Ok(slot) => slot,
-            Err(full) => {
-                let err = ApiError::TooManyWebSockets(full);
-                outcome.status = Some(err.status().as_u16());
-                outcome.error = Some(err.message());
-                return Err(err);
-            }
-        };
-        let upgrade = match ws::check_key(&parts.headers) {
-            Err(problem) => Err(problem),
-            Ok(()) => WebSocketUpgrade::from_request_parts(&mut parts, state)
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        let upgrade = match upgrade {
-            Ok(upgrade) => upgrade,
-            Err(e) => {
-                // Allowed, but not a usable upgrade: the outcome says what the client got.
-                let err = ApiError::BadRequest(format!("bad WebSocket upgrade: {e}"));
-                outcome.status = Some(err.status().as_u16());
-                outcome.error = Some(err.message());
-                return Err(err);
-            }
-        };
-        let url = state.upstream.ws_url(&normalised.forward, query.as_deref());
-        // Authenticated above, so it is there; if not, the outcome still says what happened.
-        let Some(token) = extract_token(&parts.headers).ok().flatten() else {
-            let err = ApiError::Unauthenticated(AuthError::Missing);
-            outcome.status = Some(err.status().as_u16());
-            outcome.error = Some(err.message());
-            return Err(err);
-        };
-        let recheck = ws::Recheck {
-            state: state.clone(),
-            token: crate::config::Secret::new(token),
-            permission: action,
-        };
-        // Boxed: the WebSocket future is several times the size of the rest of this one, and
-        // every plain request's future would otherwise carry (and be moved with) that space.
-        return Box::pin(ws::forward(
-            state, upgrade, forwarded, url, outcome, recheck, slot,
-        ))
-        .await;
     }
-    let url = state.upstream.url(&normalised.forward, query.as_deref());
-    body::forward(state, parts, body, forwarded, url, outcome).await
 }
 
 /// Authenticates the caller, judges the request and records its event, durably, before

@@ -146,18 +146,17 @@ pub async fn forward(
         .await
     {
         Err(_) => {
-            outcome.status = Some(504);
-            outcome.error = Some("rack WebSocket handshake timed out".into());
-            return Err(ApiError::RackTimeout);
+            let note = "rack WebSocket handshake timed out";
+            return Err(outcome.fails_noting(ApiError::RackTimeout, note));
         }
         Ok(Err(tungstenite::Error::Http(response)))
             if response.status() == http::StatusCode::UNAUTHORIZED =>
         {
             upstream.note_token_refused("401");
-            let err = ApiError::RackRefusedGateway;
-            outcome.status = Some(err.status().as_u16());
-            outcome.error = Some("the rack refused RACK_TOKEN (401)".into());
-            return Err(err);
+            return Err(outcome.fails_noting(
+                ApiError::RackRefusedGateway,
+                "the rack refused RACK_TOKEN (401)",
+            ));
         }
         Ok(Err(tungstenite::Error::Http(response))) => {
             // The rack refused the upgrade (unknown app, bad process…): relay its answer.
@@ -166,13 +165,10 @@ pub async fn forward(
             // A 1xx is not an answer (and hyper makes a bare 500 of one); 600 and up is not
             // HTTP.
             if !(200..=599).contains(&status.as_u16()) {
-                let err = ApiError::RackUnreachable(format!(
+                return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
                     "the rack answered the WebSocket upgrade with status {}",
                     status.as_u16()
-                ));
-                outcome.status = Some(err.status().as_u16());
-                outcome.error = Some(err.message());
-                return Err(err);
+                ))));
             }
             outcome.status = Some(status.as_u16());
             // A 204 or 304 has no body to relay.
@@ -241,11 +237,9 @@ pub async fn forward(
         }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "rack WebSocket connect failed");
-            outcome.status = Some(502);
-            outcome.error = Some("could not open a WebSocket to the rack".into());
-            return Err(ApiError::RackUnreachable(
-                "could not open a WebSocket to the rack".into(),
-            ));
+            let problem = "could not open a WebSocket to the rack";
+            let err = ApiError::RackUnreachable(problem.into());
+            return Err(outcome.fails_noting(err, problem));
         }
         Ok(Ok((socket, _response))) => socket,
     };
