@@ -157,6 +157,8 @@ struct Tracked {
     guard: OutcomeGuard,
     /// A chunk read before the response was returned (see [`forward`]), delivered first.
     first: Option<Bytes>,
+    /// The rack's body failed: said once the bytes before the failure have gone out.
+    failed: Option<io::Error>,
 }
 
 impl Tracked {
@@ -220,6 +222,9 @@ impl Stream for Tracked {
         if let Some(chunk) = self.first.take() {
             return Poll::Ready(Some(Ok(chunk)));
         }
+        if let Some(err) = self.failed.take() {
+            return Poll::Ready(Some(Err(err)));
+        }
         loop {
             if self.ended {
                 let rest = self.scrub.finish();
@@ -252,7 +257,12 @@ impl Stream for Tracked {
                 Poll::Ready(Some(Err(err))) => {
                     let why = crate::error::with_causes(&err);
                     self.guard.error = Some(format!("rack response body failed: {why}"));
-                    return Poll::Ready(Some(Err(err)));
+                    // hyper sends what it was given (the head with it) only once the body
+                    // waits; a failure returned at once would drop those bytes with the
+                    // connection. So it waits once, and the failure follows.
+                    self.failed = Some(err);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Poll::Ready(None) => self.ended = true,
                 Poll::Pending => return Poll::Pending,
@@ -425,20 +435,22 @@ pub async fn forward(
         silence: None,
         guard: outcome,
         first: None,
+        failed: None,
     };
     // hyper sends the head together with the body's first chunk, so a body that fails at
     // once (a malformed first chunk, read with the head) ended the connection with no answer
     // at all. What has already arrived is looked at now, while a 502 can still be given; a
     // body still on its way is left to stream.
     let waker = std::task::Waker::noop();
-    match Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker)) {
-        Poll::Ready(Some(Err(err))) => {
-            let why = crate::error::with_causes(&err);
-            let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
-            return Err(stream.guard.fails_with(err));
-        }
-        Poll::Ready(Some(Ok(chunk))) => stream.first = Some(chunk),
-        Poll::Ready(None) | Poll::Pending => {}
+    if let Poll::Ready(Some(Ok(chunk))) =
+        Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker))
+    {
+        stream.first = Some(chunk);
+    }
+    if let Some(err) = stream.failed.take() {
+        let why = crate::error::with_causes(&err);
+        let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
+        return Err(stream.guard.fails_with(err));
     }
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
