@@ -63,6 +63,82 @@ fn ignored_settings(env: impl IntoIterator<Item = (String, String)>) -> Vec<Stri
 
 /// Runs the dev stack until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    warn_about_ignored_settings();
+    let store_config = store_config(&args)?;
+    let listeners = Listeners::bind(&args).await?;
+    let rack_token = random_hex();
+    let client_secret = random_hex();
+    let config = config(
+        &listeners,
+        store_config,
+        rack_token.clone(),
+        client_secret.clone(),
+    )?;
+
+    let stop = CancellationToken::new();
+    let rack_stop = stop.clone();
+    let rack_task = tokio::spawn(mock_rack::serve(
+        listeners.rack,
+        mock_rack::MockRackConfig {
+            token: rack_token,
+            seed: args.seed,
+        },
+        async move { rack_stop.cancelled().await },
+    ));
+    let oidc_stop = stop.clone();
+    let oidc_task = tokio::spawn(dev_oidc::serve(
+        listeners.oidc,
+        dev_oidc::DevOidcConfig {
+            issuer: format!("http://{}", listeners.oidc_addr),
+            client_id: DEV_CLIENT_ID.into(),
+            client_secret,
+            redirect_uris: config
+                .oidc
+                .iter()
+                .map(|oidc| oidc.redirect_url.to_string())
+                .collect(),
+            users: dev_oidc::default_users(),
+            quirks: dev_oidc::Quirks::default(),
+        },
+        async move { oidc_stop.cancelled().await },
+    ));
+
+    let database_url = config.database_url.clone();
+    crate::limits::raise_open_files(&config);
+    let gateway = Gateway::start(config).await?;
+    add_test_users(&gateway).await?;
+    let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
+    // The set-up's audit lines come out on their own thread: let them all go before the
+    // banner rather than one of them land above it.
+    gateway.state.audit.flush().await;
+
+    print_banner(&banner(
+        listeners.gateway_addr,
+        listeners.rack_addr,
+        listeners.oidc_addr,
+        &database_url,
+        &tokens,
+    ));
+
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            crate::serve::shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    let result = crate::serve::serve_until_signal(gateway, listeners.gateway, signal).await;
+    stop.cancel();
+    let _ = rack_task.await;
+    let _ = oidc_task.await;
+    result
+}
+
+/// The dev provider's client id for the gateway.
+const DEV_CLIENT_ID: &str = "rack-gateway-dev";
+
+/// Names the settings exported for `serve` that `dev` does not use.
+fn warn_about_ignored_settings() {
     let ignored = ignored_settings(
         std::env::vars_os()
             .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))),
@@ -75,8 +151,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             DEV_SETTINGS.join(", ")
         );
     }
-    // Checked before anything starts, and as `serve` checks them (DATABASE_URL,
-    // AUDIT_HMAC_KEY, SQLITE_SYNCHRONOUS), so a typo is the one error shown.
+}
+
+/// The database and audit key: `DATABASE_URL` when given, else a SQLite file under
+/// `--data-dir` (created). Checked before anything starts, and as `serve` checks them
+/// (`DATABASE_URL`, `AUDIT_HMAC_KEY`, `SQLITE_SYNCHRONOUS`), so a typo is the one error shown.
+fn store_config(args: &DevArgs) -> anyhow::Result<gateway::config::StoreConfig> {
     let given_database = std::env::var("DATABASE_URL")
         .ok()
         .filter(|url| !url.trim().is_empty());
@@ -92,71 +172,79 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     }
-    let (database_url, sqlite_sync) = (store_config.database_url, store_config.sqlite_sync);
-    let mut rack_token_bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut rack_token_bytes);
-    let rack_token = hex_string(&rack_token_bytes);
+    Ok(store_config)
+}
 
-    let rack_addr = SocketAddr::from(([127, 0, 0, 1], args.rack_port));
-    let rack_listener = tokio::net::TcpListener::bind(rack_addr)
-        .await
-        .with_context(|| format!("fake rack: cannot listen on {rack_addr} (use --rack-port)"))?;
-    let gateway_addr = SocketAddr::from(([127, 0, 0, 1], args.port));
-    let gateway_listener = gateway::http_server::listen(gateway_addr)
-        .with_context(|| format!("gateway: cannot listen on {gateway_addr} (use --port)"))?;
-    let oidc_addr = SocketAddr::from(([127, 0, 0, 1], args.oidc_port));
-    let oidc_listener = tokio::net::TcpListener::bind(oidc_addr)
-        .await
-        .with_context(|| {
-            format!("OIDC provider: cannot listen on {oidc_addr} (use --oidc-port)")
-        })?;
-    let oidc_addr = oidc_listener.local_addr()?;
-    let rack_addr = rack_listener.local_addr()?;
-    let gateway_addr = gateway_listener.local_addr()?;
+/// The dev stack's three listeners, on 127.0.0.1, and where they ended up (port 0 picks one).
+struct Listeners {
+    rack: tokio::net::TcpListener,
+    rack_addr: SocketAddr,
+    gateway: tokio::net::TcpListener,
+    gateway_addr: SocketAddr,
+    oidc: tokio::net::TcpListener,
+    oidc_addr: SocketAddr,
+}
 
-    let stop = CancellationToken::new();
-    let rack_stop = stop.clone();
-    let rack_task = tokio::spawn(mock_rack::serve(
-        rack_listener,
-        mock_rack::MockRackConfig {
-            token: rack_token.clone(),
-            seed: args.seed,
-        },
-        async move { rack_stop.cancelled().await },
-    ));
+impl Listeners {
+    /// Binds all three before anything starts, so that a port in use is the one error shown.
+    async fn bind(args: &DevArgs) -> anyhow::Result<Listeners> {
+        let rack_addr = SocketAddr::from(([127, 0, 0, 1], args.rack_port));
+        let rack = tokio::net::TcpListener::bind(rack_addr)
+            .await
+            .with_context(|| {
+                format!("fake rack: cannot listen on {rack_addr} (use --rack-port)")
+            })?;
+        let gateway_addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+        let gateway = gateway::http_server::listen(gateway_addr)
+            .with_context(|| format!("gateway: cannot listen on {gateway_addr} (use --port)"))?;
+        let oidc_addr = SocketAddr::from(([127, 0, 0, 1], args.oidc_port));
+        let oidc = tokio::net::TcpListener::bind(oidc_addr)
+            .await
+            .with_context(|| {
+                format!("OIDC provider: cannot listen on {oidc_addr} (use --oidc-port)")
+            })?;
+        Ok(Listeners {
+            rack_addr: rack.local_addr()?,
+            gateway_addr: gateway.local_addr()?,
+            oidc_addr: oidc.local_addr()?,
+            rack,
+            gateway,
+            oidc,
+        })
+    }
+}
 
-    let public_url: url::Url = format!("http://{gateway_addr}")
+/// 24 random bytes in hex: the fake rack's token, the dev provider's client secret.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The gateway's configuration for the dev stack: the fake rack and the dev provider on this
+/// machine, the settings `serve` would take from the environment fixed.
+fn config(
+    listeners: &Listeners,
+    store_config: gateway::config::StoreConfig,
+    rack_token: String,
+    client_secret: String,
+) -> anyhow::Result<Config> {
+    let public_url: url::Url = format!("http://{}", listeners.gateway_addr)
         .parse()
         .context("gateway URL")?;
     let redirect_url = public_url
         .join(OIDC_CALLBACK_PATH)
         .context("callback URL")?;
-    let mut client_secret = [0u8; 24];
-    rand::rng().fill_bytes(&mut client_secret);
-    let client_secret = hex_string(&client_secret);
-    let oidc_stop = stop.clone();
-    let oidc_task = tokio::spawn(dev_oidc::serve(
-        oidc_listener,
-        dev_oidc::DevOidcConfig {
-            issuer: format!("http://{oidc_addr}"),
-            client_id: "rack-gateway-dev".into(),
-            client_secret: client_secret.clone(),
-            redirect_uris: vec![redirect_url.to_string()],
-            users: dev_oidc::default_users(),
-            quirks: dev_oidc::Quirks::default(),
-        },
-        async move { oidc_stop.cancelled().await },
-    ));
-
-    let config = Config {
-        rack_host: format!("http://{rack_addr}")
+    let issuer = format!("http://{}", listeners.oidc_addr);
+    Ok(Config {
+        rack_host: format!("http://{}", listeners.rack_addr)
             .parse()
             .context("fake rack URL")?,
         rack_token: Secret::new(rack_token),
-        listen_addr: gateway_addr,
-        database_url: database_url.clone(),
+        listen_addr: listeners.gateway_addr,
+        database_url: store_config.database_url,
         audit_hmac_key: store_config.audit_hmac_key,
-        sqlite_sync,
+        sqlite_sync: store_config.sqlite_sync,
         // The dev stack keeps everything local; anchors need a real bucket.
         audit_anchors: None,
         rack_tls: RackTls::WebPki,
@@ -174,11 +262,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         audit_stdout: true,
         trusted_proxies: Default::default(),
         oidc: Some(OidcConfig {
-            issuer: format!("http://{oidc_addr}")
-                .parse()
-                .context("OIDC issuer URL")?,
-            issuer_id: format!("http://{oidc_addr}"),
-            client_id: "rack-gateway-dev".into(),
+            issuer: issuer.parse().context("OIDC issuer URL")?,
+            issuer_id: issuer,
+            client_id: DEV_CLIENT_ID.into(),
             client_secret: Secret::new(client_secret),
             allowed_domains: vec!["example.com".into()],
             // As `add_test_users` makes it: said, so that start-up does not warn that the
@@ -187,35 +273,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             redirect_url,
         }),
         sessions: SessionConfig::default(),
-    };
-    crate::limits::raise_open_files(&config);
-    let gateway = Gateway::start(config).await?;
-    add_test_users(&gateway).await?;
-    let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
-    // The set-up's audit lines come out on their own thread: let them all go before the
-    // banner rather than one of them land above it.
-    gateway.state.audit.flush().await;
-
-    print_banner(&banner(
-        gateway_addr,
-        rack_addr,
-        oidc_addr,
-        &database_url,
-        &tokens,
-    ));
-
-    let signal = {
-        let stop = stop.clone();
-        async move {
-            crate::serve::shutdown_signal().await;
-            stop.cancel();
-        }
-    };
-    let result = crate::serve::serve_until_signal(gateway, gateway_listener, signal).await;
-    stop.cancel();
-    let _ = rack_task.await;
-    let _ = oidc_task.await;
-    result
+    })
 }
 
 /// What `dev` prints once it is up: where everything is, and a token per role.
@@ -297,10 +355,6 @@ async fn issue_dev_tokens(
         tokens.push((role.to_string(), secret));
     }
     Ok(tokens)
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
