@@ -6,12 +6,12 @@
 mod anchors;
 mod names;
 mod oidc;
+mod rack;
 mod secret;
 mod store;
 mod values;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use anchors::{
@@ -21,11 +21,13 @@ pub use anchors::{
 pub use names::{SETTINGS, misspelt_settings};
 use oidc::parse_oidc;
 pub use oidc::{OIDC_CALLBACK_PATH, OidcConfig, SessionConfig};
+pub use rack::RackTls;
+use rack::{parse_rack_host, rack_tls, rack_token};
 pub use secret::Secret;
 pub use store::{SqliteSync, StoreConfig, parse_sqlite_sync, shown, unverified_database};
 use url::Url;
 pub use values::MAX_SECONDS;
-use values::{boolean, count, digits, plain_secret, seconds, whole_number};
+use values::{boolean, count, digits, seconds, whole_number};
 
 use crate::client_addr::{BadProxy, TrustedProxies};
 
@@ -53,17 +55,6 @@ pub enum ConfigError {
         /// What a valid value looks like (never the value itself when it is a secret).
         expected: String,
     },
-}
-
-/// How the gateway verifies the rack's TLS certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RackTls {
-    /// Public web PKI roots (Mozilla's list, built in).
-    WebPki,
-    /// Trust only the CA certificates in this PEM file.
-    CaFile(PathBuf),
-    /// Accept exactly the certificate whose DER SHA-256 is this (hostname not checked).
-    Pinned([u8; 32]),
 }
 
 /// The gateway's configuration. `Debug` masks every secret, including a password inside
@@ -172,138 +163,19 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
+        // In this order, so that of several mistakes the same one is named first every time.
         let rack_host = parse_rack_host(get("RACK_HOST"))?;
-        let rack_token = get("RACK_TOKEN")
-            .map(Secret::new)
-            .ok_or(ConfigError::Missing {
-                name: "RACK_TOKEN",
-                expected: "the rack's API token (the password convox uses for the rack)",
-            })?;
-        // A token read from a file often keeps its newline; sent as is, every request would
-        // fail at the rack with 401. Refused here with the reason, never with the value.
-        if !plain_secret(rack_token.expose()) {
-            return Err(ConfigError::Invalid {
-                name: "RACK_TOKEN",
-                expected: "the rack's API token without surrounding whitespace or control \
-                           characters (a trailing newline from a file?)"
-                    .into(),
-            });
-        }
-
-        let port = get("PORT")
-            .map(|port| {
-                digits(&port)
-                    .and_then(|p| p.parse::<u16>().ok())
-                    .ok_or(ConfigError::Invalid {
-                        name: "PORT",
-                        expected: "a TCP port number, e.g. 8447".into(),
-                    })
-            })
-            .transpose()?;
-        let listen_addr = match (get("LISTEN_ADDR"), port) {
-            (Some(addr), port) => {
-                let addr: SocketAddr = addr.trim().parse().map_err(|_| ConfigError::Invalid {
-                    name: "LISTEN_ADDR",
-                    expected: "an IP address and port, e.g. 0.0.0.0:8447".into(),
-                })?;
-                // A platform that sets PORT (Convox, Heroku) sends its traffic and health
-                // checks there: listening elsewhere would look like a gateway that is down.
-                if port.is_some_and(|port| port != addr.port()) {
-                    return Err(ConfigError::Invalid {
-                        name: "LISTEN_ADDR",
-                        expected: "the same port as PORT, which is also set (unset one of them)"
-                            .into(),
-                    });
-                }
-                addr
-            }
-            (None, Some(port)) => SocketAddr::from(([0, 0, 0, 0], port)),
-            (None, None) => DEFAULT_LISTEN_ADDR
-                .parse()
-                .map_err(|_| ConfigError::Invalid {
-                    name: "LISTEN_ADDR",
-                    expected: "an IP address and port".into(),
-                })?,
-        };
-
+        let rack_token = rack_token(&get)?;
+        let listen_addr = listen_addr(&get)?;
         let StoreConfig {
             database_url,
             audit_hmac_key,
             sqlite_sync,
         } = StoreConfig::from_lookup(&lookup)?;
         let audit_anchors = parse_anchors(&get)?;
-
-        let rack_tls = match (get("RACK_CA_FILE"), get("RACK_TLS_PIN_SHA256")) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    name: "RACK_TLS_PIN_SHA256",
-                    expected: "set either RACK_CA_FILE or RACK_TLS_PIN_SHA256, not both".into(),
-                });
-            }
-            (Some(path), None) => {
-                let path = PathBuf::from(path);
-                if !path.is_file() {
-                    return Err(ConfigError::Invalid {
-                        name: "RACK_CA_FILE",
-                        expected: format!("a readable PEM file; {} does not exist", path.display()),
-                    });
-                }
-                RackTls::CaFile(path)
-            }
-            (None, Some(pin)) => RackTls::Pinned(parse_pin(&pin)?),
-            (None, None) => RackTls::WebPki,
-        };
-        // A pin or CA says the rack is reached over TLS; with an http:// RACK_HOST it would
-        // do nothing, and the rack token would cross the network in the clear.
-        if rack_tls != RackTls::WebPki && rack_host.scheme() != "https" {
-            return Err(ConfigError::Invalid {
-                name: if matches!(rack_tls, RackTls::CaFile(_)) {
-                    "RACK_CA_FILE"
-                } else {
-                    "RACK_TLS_PIN_SHA256"
-                },
-                expected: "a setting for an https:// RACK_HOST (this one is http://)".into(),
-            });
-        }
-
-        let public_url = match get("PUBLIC_URL") {
-            None => None,
-            Some(raw) => {
-                let url = Url::parse(&raw).map_err(|_| ConfigError::Invalid {
-                    name: "PUBLIC_URL",
-                    expected: "an absolute http(s) URL, e.g. https://gateway.example.com".into(),
-                })?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(ConfigError::Invalid {
-                        name: "PUBLIC_URL",
-                        expected: "an http:// or https:// URL".into(),
-                    });
-                }
-                // It is handed to every visitor (in the sign-in redirect): a password in it
-                // would be too.
-                if plain_base_problem(&url).is_some() {
-                    return Err(ConfigError::Invalid {
-                        name: "PUBLIC_URL",
-                        expected: "the gateway's base URL without credentials, query or \
-                                   fragment, e.g. https://gateway.example.com"
-                            .into(),
-                    });
-                }
-                Some(url)
-            }
-        };
-
-        let trusted_proxies = match get("TRUSTED_PROXIES") {
-            None => TrustedProxies::default(),
-            Some(list) => list.parse().map_err(|e: BadProxy| ConfigError::Invalid {
-                name: "TRUSTED_PROXIES",
-                expected: format!(
-                    "comma-separated IP addresses or CIDR networks of your load balancers, \
-                     e.g. 10.0.0.0/8 ({e})"
-                ),
-            })?,
-        };
-
+        let rack_tls = rack_tls(&get, &rack_host)?;
+        let public_url = public_url(&get)?;
+        let trusted_proxies = trusted_proxies(&get)?;
         let oidc = parse_oidc(&get, public_url.as_ref())?;
         Ok(Config {
             rack_host,
@@ -403,52 +275,88 @@ fn plain_base_problem(url: &Url) -> Option<&'static str> {
     }
 }
 
-fn parse_rack_host(raw: Option<String>) -> Result<Url, ConfigError> {
-    let raw = raw.ok_or(ConfigError::Missing {
-        name: "RACK_HOST",
-        expected: "the rack API's base URL, e.g. https://rack.example.com:5443",
-    })?;
-    let invalid = |why: &str| ConfigError::Invalid {
-        name: "RACK_HOST",
-        expected: format!("an http(s) base URL such as https://rack.example.com:5443 ({why})"),
+/// Where the gateway listens: `LISTEN_ADDR`, or all addresses on `PORT` (a platform's), or
+/// the default; both set must agree.
+fn listen_addr(get: &impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    let port = get("PORT")
+        .map(|port| {
+            digits(&port)
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or(ConfigError::Invalid {
+                    name: "PORT",
+                    expected: "a TCP port number, e.g. 8447".into(),
+                })
+        })
+        .transpose()?;
+    let listen_addr = match (get("LISTEN_ADDR"), port) {
+        (Some(addr), port) => {
+            let addr: SocketAddr = addr.trim().parse().map_err(|_| ConfigError::Invalid {
+                name: "LISTEN_ADDR",
+                expected: "an IP address and port, e.g. 0.0.0.0:8447".into(),
+            })?;
+            // A platform that sets PORT (Convox, Heroku) sends its traffic and health
+            // checks there: listening elsewhere would look like a gateway that is down.
+            if port.is_some_and(|port| port != addr.port()) {
+                return Err(ConfigError::Invalid {
+                    name: "LISTEN_ADDR",
+                    expected: "the same port as PORT, which is also set (unset one of them)".into(),
+                });
+            }
+            addr
+        }
+        (None, Some(port)) => SocketAddr::from(([0, 0, 0, 0], port)),
+        (None, None) => DEFAULT_LISTEN_ADDR
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                name: "LISTEN_ADDR",
+                expected: "an IP address and port".into(),
+            })?,
     };
-    let url = Url::parse(&raw).map_err(|_| invalid("not a URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("scheme must be http or https"));
-    }
-    if url.host_str().is_none() {
-        return Err(invalid("no host"));
-    }
-    // Credentials in the URL would be a second copy of the rack token, outside RACK_TOKEN.
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("put the token in RACK_TOKEN, not in the URL"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("no query or fragment"));
-    }
-    // Every request carries the rack token, which can do anything on the rack: over plain
-    // HTTP anyone on the way would read it. A rack's API serves TLS; plain HTTP is for a rack
-    // (or a TLS-ending proxy) on this host.
-    if url.scheme() == "http" && !anchors::is_loopback(&url) {
-        return Err(invalid(
-            "https, or http only to a loopback address: over plain http the rack token would \
-             cross the network readable to anyone on the way",
-        ));
-    }
-    Ok(url)
+    Ok(listen_addr)
 }
 
-fn parse_pin(raw: &str) -> Result<[u8; 32], ConfigError> {
-    let cleaned: String = raw.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(cleaned.trim()).ok();
-    bytes
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or(ConfigError::Invalid {
-            name: "RACK_TLS_PIN_SHA256",
-            expected:
-                "the SHA-256 of the rack certificate's DER bytes, 64 hex digits (colons allowed)"
-                    .into(),
-        })
+/// `PUBLIC_URL`: the gateway's base URL as browsers reach it, when set.
+fn public_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Url>, ConfigError> {
+    Ok(match get("PUBLIC_URL") {
+        None => None,
+        Some(raw) => {
+            let url = Url::parse(&raw).map_err(|_| ConfigError::Invalid {
+                name: "PUBLIC_URL",
+                expected: "an absolute http(s) URL, e.g. https://gateway.example.com".into(),
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid {
+                    name: "PUBLIC_URL",
+                    expected: "an http:// or https:// URL".into(),
+                });
+            }
+            // It is handed to every visitor (in the sign-in redirect): a password in it
+            // would be too.
+            if plain_base_problem(&url).is_some() {
+                return Err(ConfigError::Invalid {
+                    name: "PUBLIC_URL",
+                    expected: "the gateway's base URL without credentials, query or \
+                               fragment, e.g. https://gateway.example.com"
+                        .into(),
+                });
+            }
+            Some(url)
+        }
+    })
+}
+
+/// `TRUSTED_PROXIES`: the load balancers whose `X-Forwarded-For` is believed.
+fn trusted_proxies(get: &impl Fn(&str) -> Option<String>) -> Result<TrustedProxies, ConfigError> {
+    Ok(match get("TRUSTED_PROXIES") {
+        None => TrustedProxies::default(),
+        Some(list) => list.parse().map_err(|e: BadProxy| ConfigError::Invalid {
+            name: "TRUSTED_PROXIES",
+            expected: format!(
+                "comma-separated IP addresses or CIDR networks of your load balancers, \
+                 e.g. 10.0.0.0/8 ({e})"
+            ),
+        })?,
+    })
 }
 
 /// Most async worker threads `WORKER_THREADS` accepts.
