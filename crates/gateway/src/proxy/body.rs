@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::elapsed_ms;
 use super::headers::{response_headers, unreadable_coding};
-use super::upstream::{RackError, UploadProgress};
+use super::upstream::{RackError, UploadProgress, Upstream};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::error::ApiError;
@@ -162,6 +162,41 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// Relays `body`, the rack's answer. hyper sends the head together with the body's first
+    /// chunk, so a body that fails at once (a malformed first chunk, read with the head) ended
+    /// the connection with no answer at all. What has already arrived is looked at now, while
+    /// a 502 can still be given; a body still on its way is left to stream.
+    fn start(
+        body: Incoming,
+        upstream: &Upstream,
+        read_timeout: Duration,
+        guard: OutcomeGuard,
+    ) -> Result<Tracked, ApiError> {
+        let mut stream = Tracked {
+            inner: body,
+            scrub: upstream.scrubber.stream(),
+            ended: false,
+            received: 0,
+            read_timeout,
+            silence: None,
+            guard,
+            first: None,
+            failed: None,
+        };
+        let waker = std::task::Waker::noop();
+        if let Poll::Ready(Some(Ok(chunk))) =
+            Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker))
+        {
+            stream.first = Some(chunk);
+        }
+        if let Some(err) = stream.failed.take() {
+            let why = crate::error::with_causes(&err);
+            let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
+            return Err(stream.guard.fails_with(err));
+        }
+        Ok(stream)
+    }
+
     fn deliver(&mut self, chunk: Vec<u8>) -> Poll<Option<io::Result<Bytes>>> {
         self.guard.bytes_out += chunk.len() as u64;
         Poll::Ready(Some(Ok(Bytes::from(chunk))))
@@ -283,47 +318,20 @@ pub async fn forward(
     mut outcome: OutcomeGuard,
 ) -> Result<Response, ApiError> {
     let upstream = &state.upstream;
+    let Ok(uri) = http::Uri::try_from(url) else {
+        let err = ApiError::BadRequest("the path cannot be sent to the rack".into());
+        return Err(outcome.fails_with(err));
+    };
     // What the client's framing says (HTTP/1.1: no Content-Length or Transfer-Encoding, or a
     // Content-Length of 0, is no body), not the method: a POST without a body goes on without
     // one, rather than as an empty chunked body.
     let has_body = !body.is_end_stream();
-    let uri = match http::Uri::try_from(url) {
-        Ok(uri) => uri,
-        Err(_) => {
-            return Err(outcome.fails_with(ApiError::BadRequest(
-                "the path cannot be sent to the rack".into(),
-            )));
-        }
-    };
     let client_timeout = state.config.client_timeout;
-    // Why the client's body failed, if it did: a connection that closed, or framing that does
-    // not parse (a chunk size that is not hexadecimal).
-    let client_broke_off: Arc<std::sync::OnceLock<String>> = Arc::default();
-    let client_stalled = Arc::new(AtomicBool::new(false));
-    let upload = has_body.then(|| Arc::new(UploadProgress::new()));
-    let body = if let Some(upload) = &upload {
-        let counter = outcome.bytes_in.clone();
-        let broke = client_broke_off.clone();
-        let stalls = Stalls::new(
-            body.into_data_stream(),
-            client_timeout,
-            client_stalled.clone(),
-            upload.clone(),
-        );
-        let request_stream = stalls.map(move |chunk| {
-            match &chunk {
-                Ok(bytes) => {
-                    counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    let _ = broke.set(crate::error::with_causes(err));
-                }
-            }
-            chunk
-        });
-        Body::from_stream(request_stream)
+    let (body, client) = if has_body {
+        let (body, watch) = ClientBody::watch(body, client_timeout, outcome.bytes_in.clone());
+        (body, Some(watch))
     } else {
-        Body::empty()
+        (Body::empty(), None)
     };
     // A GET or HEAD without a body may be sent again once if the rack closes a kept-alive
     // connection under it without answering (a server's idle close racing our reuse): the
@@ -338,9 +346,8 @@ pub async fn forward(
 
     let read_timeout = state.config.rack_read_timeout;
     let started = tokio::time::Instant::now();
-    let mut sent = upstream
-        .send(request, read_timeout, upload.as_deref())
-        .await;
+    let upload = client.as_ref().map(|c| &*c.progress);
+    let mut sent = upstream.send(request, read_timeout, upload).await;
     if let (Err(RackError::Closed), Some((method, uri, headers))) = (&sent, again) {
         let left = read_timeout.saturating_sub(started.elapsed());
         if !left.is_zero() {
@@ -356,59 +363,22 @@ pub async fn forward(
     let response = match sent {
         Ok(r) => r,
         Err(err) => {
-            let stalled = client_stalled.load(Ordering::Relaxed);
-            let broke_off = client_broke_off.get();
-            let api_error = if stalled {
-                ApiError::ClientTimeout(client_timeout.as_secs())
-            } else if let Some(why) = broke_off {
-                ApiError::BadRequest(format!(
-                    "the request body could not be read to its end (the client disconnected, \
-                     or sent a body that is not valid HTTP): {why}"
-                ))
-            } else {
-                upstream_error(&err)
-            };
-            outcome.status = Some(api_error.status().as_u16());
-            outcome.error = Some(api_error.message());
             // The client's own failures are not the rack's: said as what they are, so that
             // nobody on call goes looking for a slow rack.
-            if stalled || broke_off.is_some() {
-                tracing::info!(error = %api_error.message(), "request body from the client failed");
-            } else {
-                tracing::warn!(error = %err, "rack request failed");
+            if let Some(client_error) = client.as_ref().and_then(|c| c.failure(client_timeout)) {
+                tracing::info!(error = %client_error.message(), "request body from the client failed");
+                return Err(outcome.fails_with(client_error));
             }
-            return Err(api_error);
+            tracing::warn!(error = %err, "rack request failed");
+            return Err(outcome.fails_with(upstream_error(&err)));
         }
     };
-
     let status = response.status();
-    // Not an answer to a plain request: a 101 switches to a protocol the client did not ask
-    // for (the upgrade was judged not to be one), and 600 and up is not HTTP.
-    if status.is_informational() || status.as_u16() > 599 {
-        return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
-            "the rack answered with status {}",
-            status.as_u16()
-        ))));
-    }
-    if status == http::StatusCode::UNAUTHORIZED {
-        upstream.note_token_refused("401");
-        return Err(outcome.fails_noting(
-            ApiError::RackRefusedGateway,
-            "the rack refused RACK_TOKEN (401)",
-        ));
-    }
-    // Asked for `identity` (see `upstream_headers`); a rack that compresses anyway sends bytes
-    // the token check cannot read, so they are not relayed.
-    let bodiless = head
-        || matches!(
-            status,
-            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
-        );
-    if let Some(coding) = unreadable_coding(response.headers()).filter(|_| !bodiless) {
-        return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
-            "the rack sent a body with `{coding}`, which the gateway cannot check for its \
-             token (it asks the rack for the body as it is)"
-        ))));
+    if let Some((err, note)) = unrelayable(upstream, &response, head) {
+        return Err(match note {
+            Some(note) => outcome.fails_noting(err, note),
+            None => outcome.fails_with(err),
+        });
     }
     let out_headers = response_headers(response.headers(), |v| upstream.leaks_token(v));
     // No client takes headers this large (curl stops at 100 KiB), and no rack answer needs
@@ -426,36 +396,98 @@ pub async fn forward(
     }
     outcome.status = Some(status.as_u16());
     outcome.expected_out = response.body().size_hint().exact();
-    let mut stream = Tracked {
-        inner: response.into_body(),
-        scrub: upstream.scrubber.stream(),
-        ended: false,
-        received: 0,
-        read_timeout,
-        silence: None,
-        guard: outcome,
-        first: None,
-        failed: None,
-    };
-    // hyper sends the head together with the body's first chunk, so a body that fails at
-    // once (a malformed first chunk, read with the head) ended the connection with no answer
-    // at all. What has already arrived is looked at now, while a 502 can still be given; a
-    // body still on its way is left to stream.
-    let waker = std::task::Waker::noop();
-    if let Poll::Ready(Some(Ok(chunk))) =
-        Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker))
-    {
-        stream.first = Some(chunk);
-    }
-    if let Some(err) = stream.failed.take() {
-        let why = crate::error::with_causes(&err);
-        let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
-        return Err(stream.guard.fails_with(err));
-    }
+    let stream = Tracked::start(response.into_body(), upstream, read_timeout, outcome)?;
     let mut out = Response::new(Body::from_stream(stream));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)
+}
+
+/// Why the rack's answer is not relayed, if it is not (and what the outcome says instead of
+/// the client's message, when that differs).
+fn unrelayable(
+    upstream: &Upstream,
+    response: &http::Response<Incoming>,
+    head: bool,
+) -> Option<(ApiError, Option<&'static str>)> {
+    let status = response.status();
+    // Not an answer to a plain request: a 101 switches to a protocol the client did not ask
+    // for (the upgrade was judged not to be one), and 600 and up is not HTTP.
+    if status.is_informational() || status.as_u16() > 599 {
+        let problem = format!("the rack answered with status {}", status.as_u16());
+        return Some((ApiError::RackUnreachable(problem), None));
+    }
+    if status == http::StatusCode::UNAUTHORIZED {
+        upstream.note_token_refused("401");
+        let note = "the rack refused RACK_TOKEN (401)";
+        return Some((ApiError::RackRefusedGateway, Some(note)));
+    }
+    // Asked for `identity` (see `upstream_headers`); a rack that compresses anyway sends bytes
+    // the token check cannot read, so they are not relayed.
+    let bodiless = head
+        || matches!(
+            status,
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        );
+    let coding = unreadable_coding(response.headers()).filter(|_| !bodiless)?;
+    let problem = format!(
+        "the rack sent a body with `{coding}`, which the gateway cannot check for its token (it \
+         asks the rack for the body as it is)"
+    );
+    Some((ApiError::RackUnreachable(problem), None))
+}
+
+/// The client's request body on its way to the rack: counted into the outcome, cut off when
+/// the client goes silent, and its failure kept to be named.
+struct ClientBody {
+    /// Why the body failed, if it did: a connection that closed, or framing that does not
+    /// parse (a chunk size that is not hexadecimal).
+    broke_off: Arc<std::sync::OnceLock<String>>,
+    /// Set when the body was cut off for the client's silence.
+    stalled: Arc<AtomicBool>,
+    progress: Arc<UploadProgress>,
+}
+
+impl ClientBody {
+    /// `body` as the rack is sent it, and what watches it.
+    fn watch(body: Body, client_timeout: Duration, bytes_in: Arc<AtomicU64>) -> (Body, ClientBody) {
+        let watch = ClientBody {
+            broke_off: Arc::default(),
+            stalled: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(UploadProgress::new()),
+        };
+        let broke = watch.broke_off.clone();
+        let stalls = Stalls::new(
+            body.into_data_stream(),
+            client_timeout,
+            watch.stalled.clone(),
+            watch.progress.clone(),
+        );
+        let counted = stalls.map(move |chunk| {
+            match &chunk {
+                Ok(bytes) => {
+                    bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    let _ = broke.set(crate::error::with_causes(err));
+                }
+            }
+            chunk
+        });
+        (Body::from_stream(counted), watch)
+    }
+
+    /// What the client is told when the request failed because of its body, if it did.
+    fn failure(&self, client_timeout: Duration) -> Option<ApiError> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return Some(ApiError::ClientTimeout(client_timeout.as_secs()));
+        }
+        let why = self.broke_off.get()?;
+        Some(ApiError::BadRequest(format!(
+            "the request body could not be read to its end (the client disconnected, or sent a \
+             body that is not valid HTTP): {why}"
+        )))
+    }
 }
 
 /// Most response header bytes relayed from the rack.
