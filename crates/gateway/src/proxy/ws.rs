@@ -159,81 +159,7 @@ pub async fn forward(
             ));
         }
         Ok(Err(tungstenite::Error::Http(response))) => {
-            // The rack refused the upgrade (unknown app, bad process…): relay its answer.
-            let (parts, body) = response.into_parts();
-            let status = parts.status;
-            // A 1xx is not an answer (and hyper makes a bare 500 of one); 600 and up is not
-            // HTTP.
-            if !(200..=599).contains(&status.as_u16()) {
-                return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
-                    "the rack answered the WebSocket upgrade with status {}",
-                    status.as_u16()
-                ))));
-            }
-            outcome.status = Some(status.as_u16());
-            // A 204 or 304 has no body to relay.
-            if matches!(
-                status,
-                http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
-            ) {
-                outcome.completed = true;
-                return Ok(relay_status(status, None));
-            }
-            let readable = super::headers::unreadable_coding(&parts.headers).is_none();
-            let Some(mut body) = whole_body(&parts.headers, body).filter(|_| readable) else {
-                // The handshake reads only what came with the head, undecoded: chunk framing
-                // could split the rack token past the mask, a compressed body would hide it,
-                // and a short body would be relayed as whole. The rack's status goes back,
-                // with a message of our own.
-                outcome.error = Some(
-                    "the rack's answer to the upgrade had no body that could be read whole \
-                     (chunked, compressed, or shorter than its length): not relayed"
-                        .into(),
-                );
-                let message = json!({
-                    "error": format!(
-                        "the rack refused the WebSocket with status {} (its message could not \
-                         be relayed)",
-                        status.as_u16()
-                    ),
-                    "code": "rack_refused_websocket",
-                });
-                let mut response = relay_status(status, Some(message.to_string().into_bytes()));
-                let headers = response.headers_mut();
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
-                headers.insert(
-                    http::header::CACHE_CONTROL,
-                    http::HeaderValue::from_static("no-store"),
-                );
-                headers.insert(
-                    http::header::X_CONTENT_TYPE_OPTIONS,
-                    http::HeaderValue::from_static("nosniff"),
-                );
-                return Ok(response);
-            };
-            let masked = upstream.scrubber.mask(&mut body);
-            if masked > 0 {
-                outcome
-                    .extra
-                    .insert("rack_token_masked_count".into(), json!(masked));
-            }
-            outcome.completed = true;
-            outcome.bytes_out = body.len() as u64;
-            let mut response = relay_status(status, Some(body));
-            super::headers::sandboxed(response.headers_mut());
-            if let Some(kind) = parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .filter(|v| !upstream.leaks_token(v.as_bytes()))
-            {
-                response
-                    .headers_mut()
-                    .insert(http::header::CONTENT_TYPE, kind.clone());
-            }
-            return Ok(response);
+            return relay_refusal(upstream, *response, &mut outcome);
         }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "rack WebSocket connect failed");
@@ -259,6 +185,88 @@ pub async fn forward(
                 relay(client, rack, upstream, ending, outcome, recheck).await;
             })
         }))
+}
+
+/// The rack refused the upgrade (unknown app, bad process…): its answer is relayed when it
+/// can be checked for the rack token, else its status with a message of our own.
+fn relay_refusal(
+    upstream: &Upstream,
+    response: http::Response<Option<Vec<u8>>>,
+    outcome: &mut OutcomeGuard,
+) -> Result<Response, ApiError> {
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    // A 1xx is not an answer (and hyper makes a bare 500 of one); 600 and up is not HTTP.
+    if !(200..=599).contains(&status.as_u16()) {
+        return Err(outcome.fails_with(ApiError::RackUnreachable(format!(
+            "the rack answered the WebSocket upgrade with status {}",
+            status.as_u16()
+        ))));
+    }
+    outcome.status = Some(status.as_u16());
+    // A 204 or 304 has no body to relay.
+    if matches!(
+        status,
+        http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+    ) {
+        outcome.completed = true;
+        return Ok(relay_status(status, None));
+    }
+    let readable = super::headers::unreadable_coding(&parts.headers).is_none();
+    let Some(mut body) = whole_body(&parts.headers, body).filter(|_| readable) else {
+        // The handshake reads only what came with the head, undecoded: chunk framing
+        // could split the rack token past the mask, a compressed body would hide it,
+        // and a short body would be relayed as whole. The rack's status goes back,
+        // with a message of our own.
+        outcome.error = Some(
+            "the rack's answer to the upgrade had no body that could be read whole \
+             (chunked, compressed, or shorter than its length): not relayed"
+                .into(),
+        );
+        let message = json!({
+            "error": format!(
+                "the rack refused the WebSocket with status {} (its message could not \
+                 be relayed)",
+                status.as_u16()
+            ),
+            "code": "rack_refused_websocket",
+        });
+        let mut response = relay_status(status, Some(message.to_string().into_bytes()));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        headers.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
+        return Ok(response);
+    };
+    let masked = upstream.scrubber.mask(&mut body);
+    if masked > 0 {
+        outcome
+            .extra
+            .insert("rack_token_masked_count".into(), json!(masked));
+    }
+    outcome.completed = true;
+    outcome.bytes_out = body.len() as u64;
+    let mut response = relay_status(status, Some(body));
+    super::headers::sandboxed(response.headers_mut());
+    if let Some(kind) = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .filter(|v| !upstream.leaks_token(v.as_bytes()))
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, kind.clone());
+    }
+    Ok(response)
 }
 
 /// The body of the rack's refusal of an upgrade when it is known to be whole: the rack said
