@@ -328,162 +328,53 @@ async fn relay(
     let (mut rack_tx, rack_rx) = rack.split();
     let mut rack_rx = rack_rx.peekable();
     let bytes_in = outcome.bytes_in.clone();
-    let bytes_out = AtomicU64::new(0);
-    let masked = AtomicUsize::new(0);
-    // The rack's first message said it refused the gateway's own credentials.
-    let token_refused = AtomicBool::new(false);
-    // Why the client's side failed, if it did (a message over the limit, a broken frame).
-    let mut client_error: Option<String> = None;
-    // Why relaying failed otherwise, if it did: a write to either side (its write bound
-    // reached by a side that does not read, a reset connection), or the rack's side broken.
-    let mut to_rack_error: Option<String> = None;
-    let mut to_client_error: Option<String> = None;
-    // The rack's side broke (a protocol error, a reset), as opposed to a failed write to the
-    // client: the rack ended the session, and the client is told so with 1011 (1014, "bad
-    // gateway", is refused by clients that predate it).
-    let mut rack_broke = false;
-    // The client sent a message over the limit: it is told so (1009), not left to guess from
-    // the rack's hang-up.
-    let too_big = AtomicBool::new(false);
-    // The client's side failed (`client_error` is set): it is told why with a close code,
-    // which a drain would pre-empt with a close frame that has none.
-    let client_failed = AtomicBool::new(false);
+    let live = Live::default();
+    let mut from_client = FromClient::default();
+    let mut from_rack = FromRack::default();
 
-    // The pumps borrow the sending halves, so that a shutdown can still say goodbye on them
-    // once the pumps are dropped.
+    // The directions borrow the sending halves, so that a shutdown can still say goodbye on
+    // them once the directions are dropped.
     let closer = {
-        let client_to_rack = async {
-            loop {
-                let message = match client_rx.next().await {
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => {
-                        client_error = Some(e.to_string());
-                        client_failed.store(true, Ordering::Relaxed);
-                        if is_over_limit(e) {
-                            too_big.store(true, Ordering::Relaxed);
-                        }
-                        break;
-                    }
-                    None => break,
-                };
-                bytes_in.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
-                let closing = matches!(message, ws::Message::Close(_));
-                if let Err(e) = rack_tx.feed(to_rack(message)).await {
-                    to_rack_error = Some(format!("writing to the rack: {e}"));
-                    break;
-                }
-                if closing {
-                    break;
-                }
-                // Write out once nothing more is waiting: one flush for a burst, not one each.
-                if !more_ready(&mut client_rx)
-                    && let Err(e) = rack_tx.flush().await
-                {
-                    to_rack_error = Some(format!("writing to the rack: {e}"));
-                    break;
-                }
-            }
-            let _ = rack_tx.close().await;
-        };
-        let rack_to_client = async {
-            let mut outgoing = Outgoing::new(upstream.scrubber.clone());
-            let mut first = true;
-            loop {
-                let next = match outgoing.deadline {
-                    Some(at) => match tokio::time::timeout_at(at, rack_rx.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            // The rest of a possible secret did not come: what was held goes.
-                            if let Some(held) = outgoing.release() {
-                                bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
-                                if client_tx.send(held).await.is_err() {
-                                    break;
-                                }
-                            }
-                            continue;
-                        }
-                    },
-                    None => rack_rx.next().await,
-                };
-                let message = match next {
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => {
-                        to_client_error = Some(format!("rack WebSocket error: {e}"));
-                        rack_broke = true;
-                        break;
-                    }
-                    None => break,
-                };
-                let Some(mut message) = to_client(message) else {
-                    continue;
-                };
-                // The first data message only (a ping before it does not count), and only when
-                // the rack then ends the session, as it does after refusing.
-                if first && matches!(message, ws::Message::Text(_) | ws::Message::Binary(_)) {
-                    first = false;
-                    if refuses_the_gateway(&message) && rack_ends_next(&mut rack_rx).await {
-                        token_refused.store(true, Ordering::Relaxed);
-                        message = ws::Message::Text(TOKEN_REFUSED_MESSAGE.into());
-                    }
-                }
-                let (held, message, n) = outgoing.pass(message);
-                if n > 0 {
-                    masked.fetch_add(n, Ordering::Relaxed);
-                }
-                if let Some(held) = held {
-                    bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
-                    if client_tx.feed(held).await.is_err() {
-                        break;
-                    }
-                }
-                let Some(message) = message else {
-                    continue;
-                };
-                bytes_out.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
-                let closing = matches!(message, ws::Message::Close(_));
-                if let Err(e) = client_tx.feed(message).await {
-                    to_client_error = Some(format!("writing to the client: {e}"));
-                    break;
-                }
-                if closing {
-                    break;
-                }
-                if !more_ready(&mut rack_rx)
-                    && let Err(e) = client_tx.flush().await
-                {
-                    to_client_error = Some(format!("writing to the client: {e}"));
-                    break;
-                }
-            }
-            // The rack is done: bytes held for a secret's rest cannot be one any more.
-            if let Some(held) = outgoing.release() {
-                bytes_out.fetch_add(message_len(&held) as u64, Ordering::Relaxed);
-                let _ = client_tx.feed(held).await;
-            }
-            if rack_broke {
-                let broken = close_frame(1011, "the rack's WebSocket failed");
-                let _ = client_tx.send(ws::Message::Close(Some(broken))).await;
-            }
-            let _ = client_tx.close().await;
-        };
+        let client_to_rack = client_to_rack(
+            &mut client_rx,
+            &mut rack_tx,
+            &bytes_in,
+            &live,
+            &mut from_client,
+        );
+        let rack_to_client = rack_to_client(
+            &mut rack_rx,
+            &mut client_tx,
+            upstream.scrubber.clone(),
+            &live,
+            &mut from_rack,
+        );
         tokio::pin!(client_to_rack);
         tokio::pin!(rack_to_client);
         let closer = tokio::select! {
             biased;
             () = ending.cancelled() => Closer::Gateway,
             reason = recheck.refused() => Closer::Refused(reason),
-            _ = &mut client_to_rack => Closer::Client,
-            _ = &mut rack_to_client => Closer::Rack,
+            () = &mut client_to_rack => Closer::Client,
+            () = &mut rack_to_client => Closer::Rack,
         };
         // Let the other direction deliver what is in flight (an exit code, a close frame).
         let _ = match closer {
-            Closer::Client if client_failed.load(Ordering::Relaxed) => Ok(()),
+            Closer::Client if live.client_failed.load(Ordering::Relaxed) => Ok(()),
             Closer::Client => tokio::time::timeout(DRAIN, &mut rack_to_client).await,
             Closer::Rack => tokio::time::timeout(DRAIN, &mut client_to_rack).await,
             Closer::Gateway | Closer::Refused(_) => Ok(()),
         };
         closer
     };
+    let FromClient {
+        error: client_error,
+        to_rack_error,
+    } = from_client;
+    let FromRack {
+        error: to_client_error,
+        broke: rack_broke,
+    } = from_rack;
     // The rack's direction ends first when writing to the client fails: the client went away
     // (a reset, a dropped network) and closed the session, not the rack.
     let client_gone = matches!(closer, Closer::Rack) && to_client_error.is_some() && !rack_broke;
@@ -502,7 +393,7 @@ async fn relay(
             Some(close_frame(1001, "gateway shutting down"))
         }
         (Closer::Client, Some(error)) => {
-            let frame = client_refused(&error, too_big.load(Ordering::Relaxed));
+            let frame = client_refused(&error, live.too_big.load(Ordering::Relaxed));
             // (After the rack has closed, how the client hangs up is not an error of the
             // session.)
             outcome.error = Some(format!("client WebSocket error: {error}"));
@@ -516,7 +407,7 @@ async fn relay(
             let _ = rack_tx.close().await;
         };
         let _ = tokio::time::timeout(DRAIN, goodbye).await;
-    } else if token_refused.load(Ordering::Relaxed) {
+    } else if live.token_refused.load(Ordering::Relaxed) {
         upstream.note_token_refused("inside a WebSocket");
         outcome.error = Some("the rack refused RACK_TOKEN (in the WebSocket)".into());
     } else if let Some(error) = match closer {
@@ -528,7 +419,7 @@ async fn relay(
     } else {
         outcome.completed = true;
     }
-    outcome.bytes_out = bytes_out.load(Ordering::Relaxed);
+    outcome.bytes_out = live.bytes_out.load(Ordering::Relaxed);
     outcome.extra.insert(
         "closed_by".into(),
         json!(match closer {
@@ -539,13 +430,190 @@ async fn relay(
         }),
     );
     outcome.extra.insert("websocket".into(), json!(true));
-    let masked = masked.load(Ordering::Relaxed);
+    let masked = live.masked.load(Ordering::Relaxed);
     if masked > 0 {
         tracing::warn!(masked, "rack credentials masked in WebSocket messages");
         outcome
             .extra
             .insert("rack_token_masked_count".into(), json!(masked));
     }
+}
+
+/// What both directions of a session say while the other may still be running.
+#[derive(Default)]
+struct Live {
+    bytes_out: AtomicU64,
+    /// Rack credentials masked in the rack's messages.
+    masked: AtomicUsize,
+    /// The rack's first message said it refused the gateway's own credentials.
+    token_refused: AtomicBool,
+    /// The client sent a message over the limit: it is told so (1009), not left to guess from
+    /// the rack's hang-up.
+    too_big: AtomicBool,
+    /// The client's side failed ([`FromClient::error`] is set): it is told why with a close
+    /// code, which a drain would pre-empt with a close frame that has none.
+    client_failed: AtomicBool,
+}
+
+/// What the client's direction left behind when it ended (or was dropped).
+#[derive(Default)]
+struct FromClient {
+    /// Why the client's side failed, if it did (a message over the limit, a broken frame).
+    error: Option<String>,
+    /// Why writing to the rack failed, if it did (its write bound reached by a rack that
+    /// does not read, a reset connection).
+    to_rack_error: Option<String>,
+}
+
+/// What the rack's direction left behind when it ended (or was dropped).
+#[derive(Default)]
+struct FromRack {
+    /// Why it failed, if it did: a write to the client, or the rack's side broken.
+    error: Option<String>,
+    /// The rack's side broke (a protocol error, a reset), as opposed to a failed write to
+    /// the client: the rack ended the session, and the client is told so with 1011 (1014,
+    /// "bad gateway", is refused by clients that predate it).
+    broke: bool,
+}
+
+type ClientRx = futures_util::stream::Peekable<futures_util::stream::SplitStream<WebSocket>>;
+type ClientTx = futures_util::stream::SplitSink<WebSocket, ws::Message>;
+type RackRx = futures_util::stream::Peekable<futures_util::stream::SplitStream<RackSocket>>;
+type RackTx = futures_util::stream::SplitSink<RackSocket, TMessage>;
+
+/// Relays the client's messages to the rack until either side ends or fails.
+async fn client_to_rack(
+    client_rx: &mut ClientRx,
+    rack_tx: &mut RackTx,
+    bytes_in: &AtomicU64,
+    live: &Live,
+    report: &mut FromClient,
+) {
+    loop {
+        let message = match client_rx.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                report.error = Some(e.to_string());
+                live.client_failed.store(true, Ordering::Relaxed);
+                if is_over_limit(e) {
+                    live.too_big.store(true, Ordering::Relaxed);
+                }
+                break;
+            }
+            None => break,
+        };
+        bytes_in.fetch_add(message_len(&message) as u64, Ordering::Relaxed);
+        let closing = matches!(message, ws::Message::Close(_));
+        if let Err(e) = rack_tx.feed(to_rack(message)).await {
+            report.to_rack_error = Some(format!("writing to the rack: {e}"));
+            break;
+        }
+        if closing {
+            break;
+        }
+        // Write out once nothing more is waiting: one flush for a burst, not one each.
+        if !more_ready(client_rx)
+            && let Err(e) = rack_tx.flush().await
+        {
+            report.to_rack_error = Some(format!("writing to the rack: {e}"));
+            break;
+        }
+    }
+    let _ = rack_tx.close().await;
+}
+
+/// Relays the rack's messages to the client, the rack token masked, until either side ends
+/// or fails.
+async fn rack_to_client(
+    rack_rx: &mut RackRx,
+    client_tx: &mut ClientTx,
+    scrubber: Arc<Scrubber>,
+    live: &Live,
+    report: &mut FromRack,
+) {
+    let mut outgoing = Outgoing::new(scrubber);
+    let mut first = true;
+    loop {
+        let next = match outgoing.deadline {
+            Some(at) => match tokio::time::timeout_at(at, rack_rx.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    // The rest of a possible secret did not come: what was held goes.
+                    if let Some(held) = outgoing.release() {
+                        live.bytes_out
+                            .fetch_add(message_len(&held) as u64, Ordering::Relaxed);
+                        if client_tx.send(held).await.is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            },
+            None => rack_rx.next().await,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                report.error = Some(format!("rack WebSocket error: {e}"));
+                report.broke = true;
+                break;
+            }
+            None => break,
+        };
+        let Some(mut message) = to_client(message) else {
+            continue;
+        };
+        // The first data message only (a ping before it does not count), and only when
+        // the rack then ends the session, as it does after refusing.
+        if first && matches!(message, ws::Message::Text(_) | ws::Message::Binary(_)) {
+            first = false;
+            if refuses_the_gateway(&message) && rack_ends_next(rack_rx).await {
+                live.token_refused.store(true, Ordering::Relaxed);
+                message = ws::Message::Text(TOKEN_REFUSED_MESSAGE.into());
+            }
+        }
+        let (held, message, n) = outgoing.pass(message);
+        if n > 0 {
+            live.masked.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Some(held) = held {
+            live.bytes_out
+                .fetch_add(message_len(&held) as u64, Ordering::Relaxed);
+            if client_tx.feed(held).await.is_err() {
+                break;
+            }
+        }
+        let Some(message) = message else {
+            continue;
+        };
+        live.bytes_out
+            .fetch_add(message_len(&message) as u64, Ordering::Relaxed);
+        let closing = matches!(message, ws::Message::Close(_));
+        if let Err(e) = client_tx.feed(message).await {
+            report.error = Some(format!("writing to the client: {e}"));
+            break;
+        }
+        if closing {
+            break;
+        }
+        if !more_ready(rack_rx)
+            && let Err(e) = client_tx.flush().await
+        {
+            report.error = Some(format!("writing to the client: {e}"));
+            break;
+        }
+    }
+    // The rack is done: bytes held for a secret's rest cannot be one any more.
+    if let Some(held) = outgoing.release() {
+        live.bytes_out
+            .fetch_add(message_len(&held) as u64, Ordering::Relaxed);
+        let _ = client_tx.feed(held).await;
+    }
+    if report.broke {
+        let broken = close_frame(1011, "the rack's WebSocket failed");
+        let _ = client_tx.send(ws::Message::Close(Some(broken))).await;
+    }
+    let _ = client_tx.close().await;
 }
 
 /// A close frame for the client.
