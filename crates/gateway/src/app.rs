@@ -70,7 +70,10 @@ pub struct Shared {
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The database.
+    /// The database could not be opened (said as the admin commands say it).
+    #[error("cannot open the database (DATABASE_URL): {0}")]
+    Connect(StoreError),
+    /// The database, once open.
     #[error("database: {0}")]
     Store(#[from] StoreError),
     /// The audit key.
@@ -111,7 +114,9 @@ const CLOCK_OFFSET_WARNING_MS: i64 = 5_000;
 impl Gateway {
     /// Connects the store, applies migrations, sets up the audit chain and the rack client.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let store = Store::connect_synced(&config.database_url, config.sqlite_sync).await?;
+        let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
+            .await
+            .map_err(StartError::Connect)?;
         store.migrate().await?;
         if store.backend() == Backend::Sqlite {
             tracing::info!(

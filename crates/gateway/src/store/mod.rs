@@ -84,8 +84,9 @@ pub enum Backend {
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be reached or refused a statement.
-    #[error("database error: {0}")]
+    /// The database could not be reached or refused a statement. sqlx's own words say which
+    /// ("error communicating with database: …", "error returned from database: …").
+    #[error("{0}")]
     Database(#[from] sqlx::Error),
     /// A migration failed.
     #[error("migration failed: {0}")]

@@ -246,6 +246,21 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             ],
             "TRUSTED_PROXIES is invalid",
         ),
+        // Said as the admin commands say it, once (it read "database: database error: error
+        // communicating with database: …"), and without the URL's password.
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("LISTEN_ADDR", "127.0.0.1:0"),
+                (
+                    "DATABASE_URL",
+                    "postgres://rgw:sekrit-value@127.0.0.1:1/rgw",
+                ),
+            ],
+            "error: cannot open the database (DATABASE_URL): error communicating with \
+             database: Connection refused",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(BIN)
