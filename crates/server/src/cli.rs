@@ -16,7 +16,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (configuration from the environment; see docs/configuration.md).
     Serve,
-    /// Run the whole stack locally: fake Convox rack + gateway + SQLite, one token per role.
+    /// Run it all locally: fake Convox rack, gateway, sign-in provider, SQLite, a token per role.
     ///
     /// Example: rack-gateway-server dev --port 8447 --rack-port 5443
     Dev(crate::dev::DevArgs),
