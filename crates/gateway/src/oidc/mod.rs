@@ -85,6 +85,72 @@ pub struct Identity {
     pub hosted_domain: Option<String>,
 }
 
+/// The claims of an ID token's payload that the library does not read (`nbf`, `hd`). Only for
+/// a token whose signature has been verified.
+fn payload(id_token: &openidconnect::core::CoreIdToken) -> serde_json::Value {
+    id_token
+        .to_string()
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+        .unwrap_or_default()
+}
+
+/// Who a verified ID token names: its `nbf` reached, its e-mail one the gateway accepts, its
+/// texts without control or invisible characters (a name's are dropped, the rest refused).
+fn identity(
+    claims: &openidconnect::core::CoreIdTokenClaims,
+    payload: &serde_json::Value,
+) -> Result<Identity, OidcError> {
+    let skew = i64::try_from(CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
+    if let Some(nbf) = payload["nbf"].as_f64()
+        && nbf > (unix_now().saturating_add(skew)) as f64
+    {
+        return Err(OidcError::InvalidIdToken(
+            "not valid yet (nbf is in the future)".into(),
+        ));
+    }
+    let hosted_domain = match payload["hd"].as_str() {
+        Some(hd) if hd.chars().any(gateway_core::text::is_hidden) => {
+            return Err(OidcError::InvalidIdToken(
+                "the hd claim holds control or invisible characters".into(),
+            ));
+        }
+        hd => hd.map(str::to_ascii_lowercase),
+    };
+    let email = claims
+        .email()
+        .map(|e| gateway_core::text::email_key(e.as_str()))
+        .ok_or(OidcError::NoEmail)?;
+    if email.chars().any(gateway_core::text::is_hidden) {
+        return Err(OidcError::InvalidIdToken(
+            "the e-mail claim holds control or invisible characters".into(),
+        ));
+    }
+    if let Some(problem) = gateway_core::text::email_problem(&email) {
+        return Err(OidcError::UnusableEmail(problem));
+    }
+    let name = claims
+        .name()
+        .and_then(|n| n.get(None))
+        // Shown on pages and stored: control characters (NUL cannot be stored in
+        // PostgreSQL at all) are dropped rather than failing the sign-in.
+        .map(|n| {
+            n.as_str()
+                .chars()
+                .filter(|c| !gateway_core::text::is_hidden(*c))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Identity {
+        email,
+        name,
+        email_verified: claims.email_verified().unwrap_or(false),
+        hosted_domain,
+    })
+}
+
 /// The ID-token verifier for `client`: public-key signatures only. With an HMAC algorithm the
 /// client secret (which this gateway and its configuration hold) would be a key that signs ID
 /// tokens for any e-mail, and providers list HS256 among the algorithms they support.
@@ -321,9 +387,39 @@ impl Oidc {
         pkce_verifier: &str,
         nonce: &str,
     ) -> Result<Identity, OidcError> {
+        use openidconnect::TokenResponse;
         let client = self.client(false).await?;
+        let response = self.request_tokens(&client, code, pkce_verifier).await?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::InvalidIdToken("no ID token in the response".into()))?;
+        let nonce = Nonce::new(nonce.to_string());
+        let claims = self.verified_claims(&client, id_token, &nonce).await?;
+        // Left to clients by the library (Google's mobile flows name another client here);
+        // this gateway's own web flow must be the party the token was issued to.
+        if let Some(azp) = claims.authorized_party()
+            && azp.as_str() != self.config.client_id
+        {
+            return Err(OidcError::InvalidIdToken(format!(
+                "issued to another client (azp {})",
+                gateway_core::text::readable(azp.as_str())
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
+            )));
+        }
+        identity(claims, &payload(id_token))
+    }
+
+    /// Trades the authorization code (with the PKCE verifier) for the provider's tokens.
+    async fn request_tokens(
+        &self,
+        client: &Client,
+        code: &str,
+        pkce_verifier: &str,
+    ) -> Result<openidconnect::core::CoreTokenResponse, OidcError> {
         let http = self.http_client();
-        let response = client
+        client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| OidcError::Provider(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
@@ -348,14 +444,18 @@ impl Oidc {
                     );
                 }
                 OidcError::Exchange(exchange_error(&e))
-            })?;
-        use openidconnect::TokenResponse;
-        let id_token = response
-            .id_token()
-            .ok_or_else(|| OidcError::InvalidIdToken("no ID token in the response".into()))?;
-        let nonce = Nonce::new(nonce.to_string());
-        let claims = match id_token.claims(&verifier(&client), &nonce) {
-            Ok(claims) => claims,
+            })
+    }
+
+    /// The ID token's claims once its signature, issuer, audience, times and nonce verify.
+    async fn verified_claims<'t>(
+        &self,
+        client: &Client,
+        id_token: &'t openidconnect::core::CoreIdToken,
+        nonce: &Nonce,
+    ) -> Result<&'t openidconnect::core::CoreIdTokenClaims, OidcError> {
+        match id_token.claims(&verifier(client), nonce) {
+            Ok(claims) => Ok(claims),
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) if self.may_refresh_keys() => {
@@ -367,78 +467,11 @@ impl Oidc {
                 );
                 let client = self.client(true).await?;
                 id_token
-                    .claims(&verifier(&client), &nonce)
-                    .map_err(|e| OidcError::InvalidIdToken(e.to_string()))?
+                    .claims(&verifier(&client), nonce)
+                    .map_err(|e| OidcError::InvalidIdToken(e.to_string()))
             }
-            Err(e) => return Err(OidcError::InvalidIdToken(e.to_string())),
-        };
-        // Left to clients by the library (Google's mobile flows name another client here);
-        // this gateway's own web flow must be the party the token was issued to.
-        if let Some(azp) = claims.authorized_party()
-            && azp.as_str() != self.config.client_id
-        {
-            return Err(OidcError::InvalidIdToken(format!(
-                "issued to another client (azp {})",
-                gateway_core::text::readable(azp.as_str())
-                    .chars()
-                    .take(100)
-                    .collect::<String>()
-            )));
+            Err(e) => Err(OidcError::InvalidIdToken(e.to_string())),
         }
-        // The token verified above; claims the library does not read, from its payload.
-        let payload = id_token
-            .to_string()
-            .split('.')
-            .nth(1)
-            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
-            .unwrap_or_default();
-        let skew = i64::try_from(CLOCK_SKEW.as_secs()).unwrap_or(i64::MAX);
-        if let Some(nbf) = payload["nbf"].as_f64()
-            && nbf > (unix_now().saturating_add(skew)) as f64
-        {
-            return Err(OidcError::InvalidIdToken(
-                "not valid yet (nbf is in the future)".into(),
-            ));
-        }
-        let hosted_domain = match payload["hd"].as_str() {
-            Some(hd) if hd.chars().any(gateway_core::text::is_hidden) => {
-                return Err(OidcError::InvalidIdToken(
-                    "the hd claim holds control or invisible characters".into(),
-                ));
-            }
-            hd => hd.map(str::to_ascii_lowercase),
-        };
-        let email = claims
-            .email()
-            .map(|e| gateway_core::text::email_key(e.as_str()))
-            .ok_or(OidcError::NoEmail)?;
-        if email.chars().any(gateway_core::text::is_hidden) {
-            return Err(OidcError::InvalidIdToken(
-                "the e-mail claim holds control or invisible characters".into(),
-            ));
-        }
-        if let Some(problem) = gateway_core::text::email_problem(&email) {
-            return Err(OidcError::UnusableEmail(problem));
-        }
-        let name = claims
-            .name()
-            .and_then(|n| n.get(None))
-            // Shown on pages and stored: control characters (NUL cannot be stored in
-            // PostgreSQL at all) are dropped rather than failing the sign-in.
-            .map(|n| {
-                n.as_str()
-                    .chars()
-                    .filter(|c| !gateway_core::text::is_hidden(*c))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Identity {
-            email,
-            name,
-            email_verified: claims.email_verified().unwrap_or(false),
-            hosted_domain,
-        })
     }
 
     /// Checks the identity against the domain rules; `Err` is the refusal reason.
