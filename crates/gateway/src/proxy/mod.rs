@@ -316,28 +316,8 @@ async fn authorise(
         // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
         let mut event = facts.event(EventKind::Request, &action, Some(&principal));
         event.rbac_decision = Decision::Allow;
-        let mut details = json!({
-            "route": classified.route.map(|r| r.pattern),
-            "role": principal.role_name(),
-            "websocket": is_upgrade,
-            "content_length": parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
-        });
-        // What `exec` and `run` run (the Convox SDK sends it in this header): who ran what.
-        // Read from the headers as they will be forwarded: one the client listed in
-        // `Connection` never reaches the rack, so it is not what ran.
-        if let (Some(why), Some(map)) = (&privileged, details.as_object_mut()) {
-            map.insert("privileged".into(), json!(why));
-        }
-        if matches!(
-            classified.permission.as_str(),
-            "convox:processes:exec" | "convox:processes:start" | rbac::PRIVILEGED_RUN
-        ) && let Some(command) = headers::request_headers(&parts.headers).get("command")
-            && let Some(map) = details.as_object_mut()
-        {
-            let command = String::from_utf8_lossy(command.as_bytes());
-            map.insert("command".into(), redact::redact_command(&command).into());
-        }
-        event = event.with_details(details);
+        let details = request_details(parts, &principal, &classified, privileged, is_upgrade);
+        let event = event.with_details(details);
         // Armed before the commit is awaited: a client that goes away meanwhile drops this
         // future, but its event is queued and committed all the same, and its outcome must
         // say the request went nowhere (not leave the gap a crash leaves).
@@ -381,6 +361,46 @@ async fn authorise(
             }
         }
     }
+}
+
+/// What an allowed request's event says beyond the shared facts: the route it matched, the
+/// caller's role, whether it opens a WebSocket, its declared length, why it is privileged, and
+/// the command `exec` and `run` run (redacted).
+fn request_details(
+    parts: &http::request::Parts,
+    principal: &Principal,
+    classified: &Classified,
+    privileged: Option<privileged::Reasons>,
+    is_upgrade: bool,
+) -> serde_json::Value {
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok());
+    let mut details = json!({
+        "route": classified.route.map(|r| r.pattern),
+        "role": principal.role_name(),
+        "websocket": is_upgrade,
+        "content_length": content_length,
+    });
+    let Some(map) = details.as_object_mut() else {
+        return details;
+    };
+    if let Some(why) = privileged {
+        map.insert("privileged".into(), json!(why));
+    }
+    // What `exec` and `run` run (the Convox SDK sends it in this header): who ran what. Read
+    // from the headers as they will be forwarded: one the client listed in `Connection` never
+    // reaches the rack, so it is not what ran.
+    if matches!(
+        classified.permission.as_str(),
+        "convox:processes:exec" | "convox:processes:start" | rbac::PRIVILEGED_RUN
+    ) && let Some(command) = headers::request_headers(&parts.headers).get("command")
+    {
+        let command = String::from_utf8_lossy(command.as_bytes());
+        map.insert("command".into(), redact::redact_command(&command).into());
+    }
+    details
 }
 
 async fn authenticate_request(
