@@ -50,116 +50,19 @@ impl Printer {
 
     /// A printer writing to `out`, holding at most `limit` rows, and what admin commands
     /// commit when `foreign` is given.
-    fn start_to(
-        mut out: Box<dyn Write + Send>,
-        limit: usize,
-        mut foreign: Option<ForeignRows>,
-    ) -> Printer {
+    fn start_to(out: Box<dyn Write + Send>, limit: usize, foreign: Option<ForeignRows>) -> Printer {
         let (tx, rx) = std::sync::mpsc::channel::<PrintJob>();
         let backlog = Arc::new(Backlog::default());
-        let shared = backlog.clone();
+        let print_loop = PrintLoop {
+            out,
+            stdout: StdoutState::default(),
+            failing: false,
+            foreign,
+            backlog: backlog.clone(),
+        };
         let spawned = std::thread::Builder::new()
             .name("audit-stdout".into())
-            .spawn(move || {
-                let mut pending: Vec<AuditRow> = Vec::new();
-                let mut flushes = Vec::new();
-                // Set while writes fail (stdout closed: the log shipper exited), so that it
-                // is said once, not for every batch.
-                let mut failing = false;
-                let mut stdout = StdoutState::default();
-                let mut wrote = |out: &mut Box<dyn Write + Send>,
-                                 foreign: Option<&ForeignRows>,
-                                 rows: &[AuditRow]| {
-                    // Nothing to write says nothing about stdout.
-                    if rows.is_empty() {
-                        return true;
-                    }
-                    let ok = stdout.write(out, rows);
-                    if !ok {
-                        if !failing {
-                            tracing::warn!(
-                                "audit stdout is closed or failing: lines are not printed (the \
-                                 database has every event; a gap line says which when stdout \
-                                 works again, or the next start does)"
-                            );
-                        }
-                        if let Some(foreign) = foreign {
-                            foreign.write_failed();
-                        }
-                    } else if failing {
-                        tracing::info!("audit stdout works again (a gap line says what it missed)");
-                    }
-                    failing = !ok;
-                    ok
-                };
-                // Where the count starts: the chain's head now, before this gateway serves,
-                // so that an admin command's events from its first moments are not missed.
-                if let Some(foreign) = foreign.as_mut() {
-                    if let Some(unprinted) = foreign.unprinted_at_last_stop() {
-                        write_unprinted(&mut out, unprinted);
-                    }
-                    let theirs = foreign.idle(std::time::Instant::now());
-                    if wrote(&mut out, Some(&*foreign), &theirs) {
-                        foreign.wrote(&theirs);
-                    }
-                }
-                loop {
-                    // Woken at least every `foreign::EVERY`, so that an admin command's events
-                    // seen as a gap are printed even when nothing follows them.
-                    let first = match rx.recv_timeout(super::foreign::EVERY) {
-                        Ok(job) => Some(job),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
-                    let timed_out = first.is_none();
-                    for job in first.into_iter().chain(rx.try_iter()) {
-                        match job {
-                            PrintJob::Rows(rows) => pending.extend(rows),
-                            PrintJob::Flush(done) => flushes.push(done),
-                        }
-                    }
-                    if let Some(foreign) = foreign.as_mut() {
-                        let now = std::time::Instant::now();
-                        let theirs = if timed_out && pending.is_empty() {
-                            foreign.idle(now)
-                        } else {
-                            foreign.saw(&pending);
-                            foreign.due(now)
-                        };
-                        // Usually before the rows whose numbers revealed them: in order.
-                        if wrote(&mut out, Some(foreign), &theirs) {
-                            foreign.wrote(&theirs);
-                        }
-                    }
-                    let taken = pending.len();
-                    if let Some(foreign) = foreign.as_mut() {
-                        foreign.drop_fetched(&mut pending);
-                    }
-                    // The dropped rows came after those queued: the gap line follows them.
-                    // Rows a failed write lost are not counted as printed: the stop notes them.
-                    if wrote(&mut out, foreign.as_ref(), &pending)
-                        && let Some(foreign) = foreign.as_ref()
-                    {
-                        foreign.wrote(&pending);
-                    }
-                    let dropped = shared.dropped.swap(0, Ordering::SeqCst);
-                    if dropped > 0 {
-                        tracing::warn!(
-                            dropped,
-                            "audit stdout fell behind: lines dropped (the database has every event)"
-                        );
-                        write_gap(&mut out, dropped);
-                    }
-                    shared.queued.fetch_sub(taken, Ordering::SeqCst);
-                    pending.clear();
-                    for done in flushes.drain(..) {
-                        let _ = done.send(());
-                    }
-                    // Let the next batches gather: a wake-up per commit was half a thread
-                    // switch per request under load.
-                    std::thread::sleep(PRINT_PAUSE);
-                }
-            });
+            .spawn(move || print_loop.run(&rx));
         if let Err(e) = &spawned {
             tracing::warn!(error = %e, "no thread for the audit stdout sink; printing inline");
         }
@@ -210,6 +113,137 @@ impl Printer {
                 let _ = done.send(());
             }
         }
+    }
+}
+
+/// The printer thread: rows in commit order, admin commands' rows when they show up, gap
+/// lines for what it could not print.
+struct PrintLoop {
+    out: Box<dyn Write + Send>,
+    stdout: StdoutState,
+    /// Set while writes fail (stdout closed: the log shipper exited), so that it is said once,
+    /// not for every batch.
+    failing: bool,
+    /// What admin commands commit (see [`ForeignRows`]), for a gateway's own printer.
+    foreign: Option<ForeignRows>,
+    backlog: Arc<Backlog>,
+}
+
+impl PrintLoop {
+    /// Prints what `rx` brings until every sender is gone.
+    fn run(mut self, rx: &std::sync::mpsc::Receiver<PrintJob>) {
+        let mut pending: Vec<AuditRow> = Vec::new();
+        let mut flushes = Vec::new();
+        self.start_foreign();
+        loop {
+            // Woken at least every `foreign::EVERY`, so that an admin command's events seen
+            // as a gap are printed even when nothing follows them.
+            let first = match rx.recv_timeout(super::foreign::EVERY) {
+                Ok(job) => Some(job),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let timed_out = first.is_none();
+            for job in first.into_iter().chain(rx.try_iter()) {
+                match job {
+                    PrintJob::Rows(rows) => pending.extend(rows),
+                    PrintJob::Flush(done) => flushes.push(done),
+                }
+            }
+            // Usually before the rows whose numbers revealed them: in order.
+            self.print_foreign(&pending, timed_out);
+            let taken = pending.len();
+            if let Some(foreign) = self.foreign.as_mut() {
+                foreign.drop_fetched(&mut pending);
+            }
+            // The dropped rows came after those queued: the gap line follows them. Rows a
+            // failed write lost are not counted as printed: the stop notes them.
+            if self.write(&pending)
+                && let Some(foreign) = self.foreign.as_ref()
+            {
+                foreign.wrote(&pending);
+            }
+            let dropped = self.backlog.dropped.swap(0, Ordering::SeqCst);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "audit stdout fell behind: lines dropped (the database has every event)"
+                );
+                write_gap(&mut self.out, dropped);
+            }
+            self.backlog.queued.fetch_sub(taken, Ordering::SeqCst);
+            pending.clear();
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            // Let the next batches gather: a wake-up per commit was half a thread switch per
+            // request under load.
+            std::thread::sleep(PRINT_PAUSE);
+        }
+    }
+
+    /// Where the count of admin commands' rows starts: the chain's head now, before this
+    /// gateway serves, so that an admin command's events from its first moments are not
+    /// missed; and what the last run could not print.
+    fn start_foreign(&mut self) {
+        let Some(foreign) = self.foreign.as_mut() else {
+            return;
+        };
+        if let Some(unprinted) = foreign.unprinted_at_last_stop() {
+            write_unprinted(&mut self.out, unprinted);
+        }
+        let theirs = foreign.idle(std::time::Instant::now());
+        self.print_theirs(&theirs);
+    }
+
+    /// Admin commands' rows that are due, given the gateway's own `pending` rows (or none,
+    /// after a quiet wait).
+    fn print_foreign(&mut self, pending: &[AuditRow], timed_out: bool) {
+        let Some(foreign) = self.foreign.as_mut() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let theirs = if timed_out && pending.is_empty() {
+            foreign.idle(now)
+        } else {
+            foreign.saw(pending);
+            foreign.due(now)
+        };
+        self.print_theirs(&theirs);
+    }
+
+    /// Prints admin commands' `rows`, counting them as printed once written.
+    fn print_theirs(&mut self, rows: &[AuditRow]) {
+        if self.write(rows)
+            && let Some(foreign) = self.foreign.as_mut()
+        {
+            foreign.wrote(rows);
+        }
+    }
+
+    /// Writes `rows`, saying when stdout starts or stops failing; whether they all went out.
+    fn write(&mut self, rows: &[AuditRow]) -> bool {
+        // Nothing to write says nothing about stdout.
+        if rows.is_empty() {
+            return true;
+        }
+        let ok = self.stdout.write(&mut self.out, rows);
+        if !ok {
+            if !self.failing {
+                tracing::warn!(
+                    "audit stdout is closed or failing: lines are not printed (the database \
+                     has every event; a gap line says which when stdout works again, or the \
+                     next start does)"
+                );
+            }
+            if let Some(foreign) = &self.foreign {
+                foreign.write_failed();
+            }
+        } else if self.failing {
+            tracing::info!("audit stdout works again (a gap line says what it missed)");
+        }
+        self.failing = !ok;
+        ok
     }
 }
 
