@@ -1390,17 +1390,22 @@ async fn a_disk_that_refuses_writes_fails_closed_and_is_recovered_from() {
     let served = answers.iter().filter(|(status, _)| *status == 200);
     assert_all_audited(&db, &rack, served.map(|(_, id)| id.as_str())).await;
 
-    // 20 background checkpoints a second failed meanwhile: the first is logged, and that it
-    // works again, not each one.
-    let said_again =
-        crate::kit::eventually(|| async { gw.all_output().contains("WAL checkpoints work again") })
-            .await;
+    // Up to 20 background checkpoints a second fail meanwhile: the first is logged, and that
+    // they work again, not each one. (Usually some fail; but under a file-size limit only a
+    // write that grows a file is refused, so a checkpoint that only overwrites pages of the
+    // database file goes through, and once in a CI run none failed at all.)
+    let failed_any = gw.all_output().contains("WAL checkpoint failed");
+    let said_again = !failed_any
+        || crate::kit::eventually(|| async {
+            gw.all_output().contains("WAL checkpoints work again")
+        })
+        .await;
     let log = gw.all_output();
     let about_checkpoints: Vec<&str> = log.lines().filter(|l| l.contains("checkpoint")).collect();
     assert!(said_again, "{about_checkpoints:#?}");
     let failed_lines = log.matches("WAL checkpoint failed").count();
     assert!(
-        (1..=2).contains(&failed_lines),
+        failed_lines <= 2,
         "{failed_lines} lines about failed checkpoints: {about_checkpoints:#?}"
     );
 }
