@@ -95,8 +95,8 @@ fn warn_about_environment(audience: logging::Audience) {
 }
 
 /// `err` and its causes joined with `: `, leaving out a cause whose text the message before
-/// it already ends with (errors that print their source, as `database error: {0}` does,
-/// would otherwise say the same thing two or three times).
+/// it already ends with (errors that print their source, as `#[error("…: {0}")]` does, would
+/// otherwise say the same thing two or three times).
 fn report(err: &anyhow::Error) -> String {
     gateway::error::with_causes(err.as_ref())
 }
