@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::elapsed_ms;
+use super::flush_first::FlushBeforeFailing;
 use super::headers::{response_headers, unreadable_coding};
 use super::upstream::{RackError, UploadProgress, Upstream};
 use crate::app::AppState;
@@ -157,8 +158,6 @@ struct Tracked {
     guard: OutcomeGuard,
     /// A chunk read before the response was returned (see [`forward`]), delivered first.
     first: Option<Bytes>,
-    /// The rack's body failed: said once the bytes before the failure have gone out.
-    failed: Option<io::Error>,
 }
 
 impl Tracked {
@@ -181,18 +180,17 @@ impl Tracked {
             silence: None,
             guard,
             first: None,
-            failed: None,
         };
         let waker = std::task::Waker::noop();
-        if let Poll::Ready(Some(Ok(chunk))) =
-            Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker))
-        {
-            stream.first = Some(chunk);
-        }
-        if let Some(err) = stream.failed.take() {
-            let why = crate::error::with_causes(&err);
-            let err = ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
-            return Err(stream.guard.fails_with(err));
+        match Pin::new(&mut stream).poll_next(&mut Context::from_waker(waker)) {
+            Poll::Ready(Some(Ok(chunk))) => stream.first = Some(chunk),
+            Poll::Ready(Some(Err(err))) => {
+                let why = crate::error::with_causes(&err);
+                let err =
+                    ApiError::RackUnreachable(format!("the rack's answer was cut short: {why}"));
+                return Err(stream.guard.fails_with(err));
+            }
+            Poll::Ready(None) | Poll::Pending => {}
         }
         Ok(stream)
     }
@@ -257,9 +255,6 @@ impl Stream for Tracked {
         if let Some(chunk) = self.first.take() {
             return Poll::Ready(Some(Ok(chunk)));
         }
-        if let Some(err) = self.failed.take() {
-            return Poll::Ready(Some(Err(err)));
-        }
         loop {
             if self.ended {
                 let rest = self.scrub.finish();
@@ -292,12 +287,7 @@ impl Stream for Tracked {
                 Poll::Ready(Some(Err(err))) => {
                     let why = crate::error::with_causes(&err);
                     self.guard.error = Some(format!("rack response body failed: {why}"));
-                    // hyper sends what it was given (the head with it) only once the body
-                    // waits; a failure returned at once would drop those bytes with the
-                    // connection. So it waits once, and the failure follows.
-                    self.failed = Some(err);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Ready(None) => self.ended = true,
                 Poll::Pending => return Poll::Pending,
@@ -397,7 +387,8 @@ pub async fn forward(
     outcome.status = Some(status.as_u16());
     outcome.expected_out = response.body().size_hint().exact();
     let stream = Tracked::start(response.into_body(), upstream, read_timeout, outcome)?;
-    let mut out = Response::new(Body::from_stream(stream));
+    // What the client was sent before a failure reaches it (see `flush_first`).
+    let mut out = Response::new(Body::from_stream(FlushBeforeFailing::new(stream)));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)

@@ -5,6 +5,7 @@
 //! → outcome recorded. Each step is a function below; [`handle`] strings them together.
 
 mod body;
+mod flush_first;
 mod headers;
 mod privileged;
 mod sessions;

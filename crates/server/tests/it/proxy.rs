@@ -1583,7 +1583,8 @@ both_backends!(
         // the body end early, and the outcome says so. Once in a loaded full run the client
         // got no answer at all: the connection's end had reached the gateway by the time hyper
         // asked for more of the body, and hyper drops what it has not yet written (the head
-        // with it) when the body fails in the same turn. The failure now waits one turn.
+        // with it) when the body fails in the same turn. The failure now waits one turn
+        // (`proxy::flush_first`, whose unit tests reproduce that race every time).
         let (gw, viewer) = gateway_before_raw_rack(
             &db,
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
