@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use convox_api::client::{BuildCreateOptions, LogTarget, LogsOptions};
+use convox_api::client::{BuildCreateOptions, Client, LogTarget, LogsOptions, Object};
 use rand::RngCore;
 
 use super::{app_name, logs, releases, wait};
@@ -13,9 +13,30 @@ use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::tarball;
 
-/// `deploy`.
+/// `deploy`: package, upload, build (its output streamed), promote.
 pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     let app = app_name(&args.app)?;
+    let package = package(&args).await?;
+    if args.dry_run {
+        list_files(&package)?;
+        return Ok(0);
+    }
+    let client = ctx.client()?;
+    let object = upload(&client, &app, &package).await?;
+    let release = build(&client, &app, &object.url, &args).await?;
+    if args.no_promote {
+        output::write_stdout(&format!(
+            "Release {release} is ready; promote it with `rack-gateway releases promote \
+             {release} -a {app}`\n"
+        ))?;
+        return Ok(0);
+    }
+    releases::promote(&client, &app, &release, args.force, args.wait).await?;
+    Ok(0)
+}
+
+/// Packages `args.dir`, saying what was left out, and checks that the manifest is in it.
+async fn package(args: &DeployArgs) -> CliResult<tarball::Package> {
     output::step("Packaging source")?;
     let dir = args.dir.clone();
     let package = tokio::task::spawn_blocking(move || tarball::package(&dir))
@@ -55,24 +76,28 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
         }
         eprintln!("WARNING: {problem}");
     }
-    if args.dry_run {
-        for f in &package.files {
-            // One name per line: a name's own line breaks are shown escaped.
-            let shown = f
-                .replace('\\', "\\\\")
-                .replace('\n', "\\n")
-                .replace('\r', "\\r");
-            output::write_stdout(&format!("{shown}\n"))?;
-        }
-        return Ok(0);
-    }
+    Ok(package)
+}
 
-    let client = ctx.client()?;
+/// `--dry-run`: what would be uploaded, one name per line (a name's own line breaks escaped).
+fn list_files(package: &tarball::Package) -> CliResult<()> {
+    for f in &package.files {
+        let shown = f
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        output::write_stdout(&format!("{shown}\n"))?;
+    }
+    Ok(())
+}
+
+/// Uploads the package as a temporary object of `app`, with a progress bar.
+async fn upload(client: &Client, app: &str, package: &tarball::Package) -> CliResult<Object> {
     let key = format!("tmp/{}.tgz", random_hex(16));
     output::step("Uploading source")?;
     let (body, bar) = crate::upload::body_with_progress(&package.file, package.size)?;
     let object = unless_stalled(
-        client.store_object(&app, &key, body),
+        client.store_object(app, &key, body),
         &bar,
         convox_api::client::ANSWER_TIMEOUT,
     )
@@ -80,7 +105,17 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
     bar.finish_and_clear();
     let object = object?;
     output::ok(None)?;
+    Ok(object)
+}
 
+/// Builds the uploaded `object_url`, streaming the build's output, and waits for its end: the
+/// release it made, or why there is none.
+async fn build(
+    client: &Client,
+    app: &str,
+    object_url: &str,
+    args: &DeployArgs,
+) -> CliResult<String> {
     output::step("Starting build")?;
     let opts = BuildCreateOptions {
         description: args.description.clone(),
@@ -88,25 +123,21 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
         no_cache: args.no_cache,
         ..BuildCreateOptions::default()
     };
-    let build = client.create_build(&app, &object.url, &opts).await?;
+    let build = client.create_build(app, object_url, &opts).await?;
     output::ok(Some(&build.id))?;
 
-    let stream = client
-        .logs(
-            &LogTarget::Build {
-                app: app.clone(),
-                id: build.id.clone(),
-            },
-            &LogsOptions::default(),
-        )
-        .await?;
+    let target = LogTarget::Build {
+        app: app.to_string(),
+        id: build.id.clone(),
+    };
+    let stream = client.logs(&target, &LogsOptions::default()).await?;
     logs::print_stream(stream).await?;
 
     let build = wait::until(
         &format!("build {} to finish", build.id),
         Duration::from_secs(3600),
         || async {
-            let b = client.build(&app, &build.id).await?;
+            let b = client.build(app, &build.id).await?;
             Ok(matches!(b.status.as_str(), "complete" | "failed").then_some(b))
         },
     )
@@ -128,15 +159,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult<i32> {
             build.id
         )));
     }
-    if args.no_promote {
-        output::write_stdout(&format!(
-            "Release {} is ready; promote it with `rack-gateway releases promote {} -a {app}`\n",
-            build.release, build.release
-        ))?;
-        return Ok(0);
-    }
-    releases::promote(&client, &app, &build.release, args.force, args.wait).await?;
-    Ok(0)
+    Ok(build.release)
 }
 
 /// `upload`, given up once nothing has moved for `stall`: no byte of the package taken, and no
