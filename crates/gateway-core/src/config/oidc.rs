@@ -64,104 +64,20 @@ pub(super) fn parse_oidc(
     get: &impl Fn(&str) -> Option<String>,
     public_url: Option<&Url>,
 ) -> Result<Option<OidcConfig>, ConfigError> {
-    let Some(issuer) = get("OIDC_ISSUER") else {
+    let Some(issuer_id) = get("OIDC_ISSUER") else {
         return Ok(None);
     };
-    let issuer_id = issuer.trim().to_string();
-    // Plain http only to this host (a provider run beside the gateway, as in `dev`):
-    // anyone on the path could otherwise replace the provider's keys and sign in as anyone,
-    // and would read the client secret sent with every code exchange.
-    let issuer = Url::parse(&issuer_id)
-        .ok()
-        .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && anchors::is_loopback(u)))
-        .filter(|u| plain_base_problem(u).is_none())
-        .ok_or(ConfigError::Invalid {
-            name: "OIDC_ISSUER",
-            expected: "the provider's issuer URL, e.g. https://accounts.google.com (https; \
-                       http only to a loopback address; no credentials, query or fragment)"
-                .into(),
-        })?;
+    // Mistakes are named in this order: the issuer, the client, then who may sign in.
+    let issuer_id = issuer_id.trim().to_string();
+    let issuer = issuer_url(&issuer_id)?;
     let client_id = get("OIDC_CLIENT_ID").ok_or(ConfigError::Missing {
         name: "OIDC_CLIENT_ID",
         expected: "the client id registered with the identity provider (OIDC_ISSUER is set)",
     })?;
-    let client_secret = get("OIDC_CLIENT_SECRET").map(Secret::new).ok_or(ConfigError::Missing {
-        name: "OIDC_CLIENT_SECRET",
-        expected: "the client secret registered with the identity provider (OIDC_ISSUER is set)",
-    })?;
-    // Like RACK_TOKEN: a file's newline would make every sign-in fail at the token exchange,
-    // with the provider's `invalid_client` as the only clue.
-    if !plain_secret(client_secret.expose()) {
-        return Err(ConfigError::Invalid {
-            name: "OIDC_CLIENT_SECRET",
-            expected: "the client secret without surrounding whitespace or control characters \
-                       (a trailing newline from a file?)"
-                .into(),
-        });
-    }
-    let list = |name: &str| -> Vec<String> {
-        get(name)
-            .unwrap_or_default()
-            .split(',')
-            .map(|d| d.trim().to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .collect()
-    };
-    let allowed_domains = list("OIDC_ALLOWED_DOMAINS");
-    // An entry no address can end in (`@example.com`, `https://example.com`) would leave its
-    // people unable to sign in, or — the only entry — look like a restriction and be none.
-    if let Some((place, why)) = allowed_domains
-        .iter()
-        .enumerate()
-        .find_map(|(i, d)| crate::text::domain_problem(d).map(|why| (i + 1, why)))
-    {
-        return Err(ConfigError::Invalid {
-            name: "OIDC_ALLOWED_DOMAINS",
-            expected: format!("comma-separated domains, e.g. example.com (entry {place} {why})"),
-        });
-    }
-    let admin_users = list("ADMIN_USERS");
-    // An entry no sign-in can match (`admin@example.com.`) would fail silently.
-    // The entry is named by its place, not quoted: configuration errors never repeat values
-    // (one could be a secret pasted into the wrong variable).
-    if let Some((place, why)) = admin_users
-        .iter()
-        .enumerate()
-        .find_map(|(i, e)| crate::text::email_problem(e).map(|why| (i + 1, why)))
-    {
-        return Err(ConfigError::Invalid {
-            name: "ADMIN_USERS",
-            expected: format!("comma-separated e-mail addresses (entry {place} {why})"),
-        });
-    }
-    let redirect_url = match get("OIDC_REDIRECT_URL") {
-        Some(raw) => Url::parse(raw.trim())
-            .ok()
-            .filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.path().ends_with(OIDC_CALLBACK_PATH)
-                    && plain_base_problem(u).is_none()
-            })
-            .ok_or(ConfigError::Invalid {
-                name: "OIDC_REDIRECT_URL",
-                expected: format!(
-                    "an absolute http(s) URL ending in {OIDC_CALLBACK_PATH}, without \
-                     credentials, query or fragment"
-                ),
-            })?,
-        None => {
-            let public = public_url.ok_or(ConfigError::Missing {
-                name: "PUBLIC_URL",
-                expected: "the gateway's public URL, needed for the sign-in callback (OIDC_ISSUER is set)",
-            })?;
-            public
-                .join(OIDC_CALLBACK_PATH)
-                .map_err(|_| ConfigError::Invalid {
-                    name: "PUBLIC_URL",
-                    expected: "an absolute http(s) URL".into(),
-                })?
-        }
-    };
+    let client_secret = client_secret(get)?;
+    let allowed_domains = allowed_domains(list(get, "OIDC_ALLOWED_DOMAINS"))?;
+    let admin_users = admin_users(list(get, "ADMIN_USERS"))?;
+    let redirect_url = redirect_url(get, public_url)?;
     let config = OidcConfig {
         issuer,
         issuer_id,
@@ -178,4 +94,118 @@ pub(super) fn parse_oidc(
         });
     }
     Ok(Some(config))
+}
+
+/// `OIDC_ISSUER` as a URL. Plain http only to this host (a provider run beside the gateway, as
+/// in `dev`): anyone on the path could otherwise replace the provider's keys and sign in as
+/// anyone, and would read the client secret sent with every code exchange.
+fn issuer_url(issuer_id: &str) -> Result<Url, ConfigError> {
+    Url::parse(issuer_id)
+        .ok()
+        .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && anchors::is_loopback(u)))
+        .filter(|u| plain_base_problem(u).is_none())
+        .ok_or(ConfigError::Invalid {
+            name: "OIDC_ISSUER",
+            expected: "the provider's issuer URL, e.g. https://accounts.google.com (https; \
+                       http only to a loopback address; no credentials, query or fragment)"
+                .into(),
+        })
+}
+
+/// `OIDC_CLIENT_SECRET`, required with an issuer. Like RACK_TOKEN, it must be the bare secret:
+/// a file's newline would make every sign-in fail at the token exchange, with the provider's
+/// `invalid_client` as the only clue.
+fn client_secret(get: &impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+    let secret = get("OIDC_CLIENT_SECRET").map(Secret::new).ok_or(ConfigError::Missing {
+        name: "OIDC_CLIENT_SECRET",
+        expected: "the client secret registered with the identity provider (OIDC_ISSUER is set)",
+    })?;
+    if !plain_secret(secret.expose()) {
+        return Err(ConfigError::Invalid {
+            name: "OIDC_CLIENT_SECRET",
+            expected: "the client secret without surrounding whitespace or control characters \
+                       (a trailing newline from a file?)"
+                .into(),
+        });
+    }
+    Ok(secret)
+}
+
+/// The comma-separated entries of `name`, trimmed and lower-cased; none when it is unset.
+fn list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
+    get(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(|d| d.trim().to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// `OIDC_ALLOWED_DOMAINS`' entries, each a domain. An entry no address can end in
+/// (`@example.com`, `https://example.com`) would leave its people unable to sign in, or — the
+/// only entry — look like a restriction and be none.
+fn allowed_domains(domains: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    // Entries are named by their place, not quoted: configuration errors never repeat values
+    // (one could be a secret pasted into the wrong variable).
+    if let Some((place, why)) = domains
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| crate::text::domain_problem(d).map(|why| (i + 1, why)))
+    {
+        return Err(ConfigError::Invalid {
+            name: "OIDC_ALLOWED_DOMAINS",
+            expected: format!("comma-separated domains, e.g. example.com (entry {place} {why})"),
+        });
+    }
+    Ok(domains)
+}
+
+/// `ADMIN_USERS`' entries, each an e-mail address: one no sign-in can match
+/// (`admin@example.com.`) would fail silently.
+fn admin_users(users: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if let Some((place, why)) = users
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| crate::text::email_problem(e).map(|why| (i + 1, why)))
+    {
+        return Err(ConfigError::Invalid {
+            name: "ADMIN_USERS",
+            expected: format!("comma-separated e-mail addresses (entry {place} {why})"),
+        });
+    }
+    Ok(users)
+}
+
+/// Where the provider sends the browser back: `OIDC_REDIRECT_URL`, or the callback path under
+/// `PUBLIC_URL`.
+fn redirect_url(
+    get: &impl Fn(&str) -> Option<String>,
+    public_url: Option<&Url>,
+) -> Result<Url, ConfigError> {
+    if let Some(raw) = get("OIDC_REDIRECT_URL") {
+        return Url::parse(raw.trim())
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.path().ends_with(OIDC_CALLBACK_PATH)
+                    && plain_base_problem(u).is_none()
+            })
+            .ok_or(ConfigError::Invalid {
+                name: "OIDC_REDIRECT_URL",
+                expected: format!(
+                    "an absolute http(s) URL ending in {OIDC_CALLBACK_PATH}, without \
+                     credentials, query or fragment"
+                ),
+            });
+    }
+    let public = public_url.ok_or(ConfigError::Missing {
+        name: "PUBLIC_URL",
+        expected: "the gateway's public URL, needed for the sign-in callback (OIDC_ISSUER is set)",
+    })?;
+    public
+        .join(OIDC_CALLBACK_PATH)
+        .map_err(|_| ConfigError::Invalid {
+            name: "PUBLIC_URL",
+            expected: "an absolute http(s) URL".into(),
+        })
 }
