@@ -219,6 +219,18 @@ pub fn compare(http: &[HttpRow], upload: &[StreamRow]) -> (Vec<RatioRow>, Vec<Ch
 /// The markdown rendering.
 pub fn markdown(r: &Report) -> String {
     let mut md = String::new();
+    settings_md(&mut md, r);
+    http_md(&mut md, r);
+    ratios_md(&mut md, r);
+    upload_md(&mut md, r);
+    websocket_md(&mut md, r);
+    goals_md(&mut md, r);
+    warnings_md(&mut md, r);
+    md
+}
+
+/// The title, the machine, the run's settings and what the CPU columns mean.
+fn settings_md(md: &mut String, r: &Report) {
     let s = &r.settings;
     let _ = writeln!(md, "## scripts/bench — {}\n", r.date);
     let _ = writeln!(
@@ -255,6 +267,10 @@ pub fn markdown(r: &Report) -> String {
          time the hypervisor gave to other guests (steal), in % of one core; phases with more \
          than a few % are disturbed and should be rerun.\n"
     );
+}
+
+/// One table per request kind (`GET /apps`, the restart): every target at every concurrency.
+fn http_md(md: &mut String, r: &Report) {
     let mut requests: Vec<&str> = Vec::new();
     for row in &r.http {
         if !requests.contains(&row.request.as_str()) {
@@ -293,6 +309,10 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
+}
+
+/// Each gateway and the plain proxy against direct and nginx, with the goals marked.
+fn ratios_md(md: &mut String, r: &Report) {
     if !r.ratios.is_empty() {
         let _ = writeln!(md, "### Gateway against direct and nginx\n");
         let _ = writeln!(
@@ -339,6 +359,11 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
+}
+
+/// The upload phase: throughput and the gateway's peak RSS, marked against its goal.
+fn upload_md(md: &mut String, r: &Report) {
+    let s = &r.settings;
     if !r.upload.is_empty() {
         let _ = writeln!(
             md,
@@ -374,6 +399,11 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
+}
+
+/// The WebSocket log-stream phase.
+fn websocket_md(md: &mut String, r: &Report) {
+    let s = &r.settings;
     if !r.websocket.is_empty() {
         let _ = writeln!(
             md,
@@ -404,6 +434,10 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
+}
+
+/// Every goal, met or not, with what was measured.
+fn goals_md(md: &mut String, r: &Report) {
     if !r.checks.is_empty() {
         let met = r.checks.iter().filter(|c| c.ok).count();
         let _ = writeln!(md, "### Goals: {met} of {} met\n", r.checks.len());
@@ -412,6 +446,10 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
+}
+
+/// What each gateway logged at WARN or above during the run.
+fn warnings_md(md: &mut String, r: &Report) {
     if !r.gateway_warnings.is_empty() {
         let _ = writeln!(
             md,
@@ -426,7 +464,6 @@ pub fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(md);
     }
-    md
 }
 
 /// Warnings shown per gateway in the markdown (the JSON keeps more).
