@@ -817,3 +817,94 @@ both_backends!(
         assert!(recorded, "the outcome does not name the cause");
     }
 );
+
+both_backends!(
+    request_targets_in_other_forms_reach_only_the_rack,
+    |db| async move {
+        // HTTP/1.1 lets a request name a host in its target (absolute form, for proxies),
+        // CONNECT asks for a tunnel, and `OPTIONS *` names no path. None of them may make the
+        // gateway talk to another host, tunnel to the rack, or reach it outside the proxy path.
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{admin}"));
+        let rack_authority = rack.url.split("://").nth(1).unwrap_or_default().to_string();
+
+        // Absolute form naming another host: the path is what counts; it goes to the rack, as
+        // the rack's own host, and the trail shows the path alone.
+        let request = format!(
+            "GET http://evil.example:8080/api/v1/rack-proxy/apps HTTP/1.1\r\nHost: \
+             evil.example:8080\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, text) = raw(&gw, request.as_bytes()).await;
+        assert_eq!(status, 200, "{text}");
+        let seen = rack.seen();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].path, "/apps");
+        let host = seen[0].header("host").unwrap_or_default();
+        assert!(
+            !host.contains("evil"),
+            "the client's host reached the rack: {host}"
+        );
+        rack.clear();
+
+        for (name, request) in [
+            (
+                "absolute form to the rack itself, outside the proxy path",
+                format!(
+                    "GET https://{rack_authority}/apps HTTP/1.1\r\nHost: {rack_authority}\r\n\
+                     Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+                ),
+            ),
+            (
+                "CONNECT to the rack",
+                format!(
+                    "CONNECT {rack_authority} HTTP/1.1\r\nHost: {rack_authority}\r\n\
+                     Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+                ),
+            ),
+            (
+                "CONNECT through the proxy path",
+                format!(
+                    "CONNECT /api/v1/rack-proxy/apps HTTP/1.1\r\nHost: x\r\n\
+                     Authorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+                ),
+            ),
+            (
+                "OPTIONS *",
+                format!(
+                    "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+                     Connection: close\r\n\r\n"
+                ),
+            ),
+        ] {
+            let (status, text) = raw(&gw, request.as_bytes()).await;
+            assert!(
+                (400..500).contains(&status) || status == 0,
+                "{name}: expected 4xx, got {status}: {}",
+                text.chars().take(300).collect::<String>()
+            );
+        }
+        assert!(
+            rack.seen().is_empty(),
+            "reached the rack: {:?}",
+            rack.seen()
+        );
+        let (status, _) = raw(&gw, &get("/apps", &admin)).await;
+        assert_eq!(status, 200, "still serving");
+        // The trail shows the rack path of the absolute-form request, not the URL.
+        let s = crate::kit::store(&db).await;
+        let evil = |r: &gateway::store::AuditRow| {
+            r.event.path.as_deref().is_some_and(|p| p.contains("evil"))
+        };
+        let listed = |r: &gateway::store::AuditRow| {
+            r.event.action == "convox:apps:list" && r.event.path.as_deref() == Some("/apps")
+        };
+        assert!(
+            crate::kit::audited(&s, listed).await,
+            "the request was not audited"
+        );
+        let rows = s.audit_rows(0, 10_000).await.unwrap_or_default();
+        assert!(!rows.iter().any(evil), "the trail names the client's host");
+    }
+);
