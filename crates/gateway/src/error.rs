@@ -62,6 +62,10 @@ pub enum ApiError {
     /// No such gateway endpoint.
     #[error("not found")]
     NotFound,
+    /// What an allowed caller named does not exist (`user ann@example.com`); said only where
+    /// the caller may know whether it does.
+    #[error("{0} not found")]
+    NoSuch(String),
     /// The audit store cannot take the event, so nothing is forwarded.
     #[error("audit log unavailable: nothing was forwarded or changed")]
     AuditUnavailable,
@@ -99,6 +103,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// [`ApiError::NoSuch`] for `what` (`user ann@example.com`), which may hold what the caller
+    /// sent: shown with hidden characters made visible, and cut at 300 characters.
+    pub fn no_such(what: &str) -> ApiError {
+        ApiError::NoSuch(
+            what.chars()
+                .map(gateway_core::text::shown)
+                .take(300)
+                .collect(),
+        )
+    }
+
     /// A store failure while serving a request: logged here (the client is told only that the
     /// store is unavailable).
     pub fn store(err: crate::store::StoreError) -> ApiError {
@@ -120,7 +135,7 @@ impl ApiError {
             ApiError::MethodNotAllowed | ApiError::WrongMethod { .. } => {
                 StatusCode::METHOD_NOT_ALLOWED
             }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::AuditUnavailable | ApiError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -159,7 +174,7 @@ impl ApiError {
                 _ => "invalid_body",
             },
             ApiError::MethodNotAllowed | ApiError::WrongMethod { .. } => "method_not_allowed",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::NoSuch(_) => "not_found",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",

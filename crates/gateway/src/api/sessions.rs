@@ -34,7 +34,10 @@ async fn target_user(
                 .find_user(email)
                 .await
                 .map_err(ApiError::store)?;
-            Ok(user.ok_or(ApiError::NotFound)?.id)
+            // An admin (required above) may know who is a user.
+            Ok(user
+                .ok_or_else(|| ApiError::no_such(&format!("user {email}")))?
+                .id)
         }
         _ => principal.user_id().ok_or_else(|| {
             ApiError::BadRequest("API tokens have no sessions; pass ?email= as an admin".into())

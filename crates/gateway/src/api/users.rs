@@ -35,7 +35,7 @@ fn actor(caller: &Caller, peer: Peer) -> Actor {
 fn manage_error(e: ManageError) -> ApiError {
     match e {
         ManageError::Invalid(m) => ApiError::BadRequest(m),
-        ManageError::Store(StoreError::NotFound(_)) => ApiError::NotFound,
+        ManageError::Store(StoreError::NotFound(what)) => ApiError::no_such(&what),
         ManageError::Store(StoreError::Conflict(m)) => {
             ApiError::Conflict(format!("{m} already exists"))
         }

@@ -911,7 +911,12 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lock.status(), 404);
-        let (asked, outcome) = pair(crate::kit::request_id(&lock)).await;
+        let id = crate::kit::request_id(&lock);
+        let said: serde_json::Value = lock.json().await.unwrap_or_default();
+        // Named, for the admin who asked: not a bare "not found".
+        assert_eq!(said["error"], "user nobody@example.com not found", "{said}");
+        assert_eq!(said["code"], "not_found", "{said}");
+        let (asked, outcome) = pair(id).await;
         assert_eq!(asked.action, "gateway:users:lock");
         assert_eq!(asked.details["email"], "nobody@example.com");
         assert_eq!(outcome.details["result"], "refused");

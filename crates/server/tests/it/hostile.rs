@@ -537,14 +537,19 @@ both_backends!(
             async move {
                 let method = reqwest::Method::from_bytes(method.as_bytes())
                     .unwrap_or_else(|e| panic!("{e}"));
-                c.request(method, url)
+                let resp = c
+                    .request(method, url)
                     .bearer_auth(&admin)
                     .json(&serde_json::json!({"role": "viewer"}))
                     .send()
                     .await
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .status()
-                    .as_u16()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = resp.status().as_u16();
+                let said: serde_json::Value = resp.json().await.unwrap_or_default();
+                (
+                    status,
+                    said["error"].as_str().unwrap_or_default().to_string(),
+                )
             }
         };
         for (method, path) in [
@@ -554,10 +559,13 @@ both_backends!(
             ("GET", "/api/v1/sessions?email={}"),
             ("POST", "/api/v1/sessions/revoke-all?email={}"),
         ] {
-            let nul = status(method, path.replace("{}", "a%00b@example.com")).await;
-            let nobody = status(method, path.replace("{}", "nobody@example.com")).await;
+            let (nul, nul_said) = status(method, path.replace("{}", "a%00b@example.com")).await;
+            let (nobody, said) = status(method, path.replace("{}", "nobody@example.com")).await;
             assert!((400..500).contains(&nul), "{method} {path}: {nul}");
             assert_eq!(nul, nobody, "{method} {path}");
+            // The admin is told who: named, and a NUL shown as U+FFFD, not sent back raw.
+            assert_eq!(said, "user nobody@example.com not found", "{method} {path}");
+            assert!(!nul_said.contains('\0'), "{method} {path}: {nul_said:?}");
         }
         // A name without them is stored as given (trimmed).
         let resp = c
