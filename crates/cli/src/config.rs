@@ -22,11 +22,39 @@ pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
 /// a credential ends up in URLs and in `eval "$(rack-gateway env-url)"`, where a gateway that
 /// chose `$(…)` as a "token" would run commands on this machine.
 pub fn is_credential(token: &str) -> bool {
-    (token.starts_with("rgw_") || token.starts_with("rgs_"))
-        && (20..=256).contains(&token.len())
-        && token[4..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    credential_problem(token).is_none()
+}
+
+/// Why `token` is not shaped like a rack-gateway credential (see [`is_credential`]), said so
+/// that someone holding a copy cut short or copied with its quotes can tell; `None` when it is.
+/// Never quotes the token.
+pub fn credential_problem(token: &str) -> Option<&'static str> {
+    let quote = |c: char| matches!(c, '"' | '\'' | '`' | '<' | '>');
+    if token.starts_with(quote) && token.ends_with(quote) {
+        let unquoted = token.trim_matches(quote);
+        if credential_problem(unquoted).is_none() {
+            return Some("it is wrapped in quotes; pass the token without them");
+        }
+    }
+    if !(token.starts_with("rgw_") || token.starts_with("rgs_")) {
+        return Some("rack-gateway tokens start with rgw_");
+    }
+    if !token[4..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Some(
+            "after rgw_ a token holds only letters, digits, - and _; was a space, a quote or \
+             a line break copied with it?",
+        );
+    }
+    if token.len() < 20 {
+        return Some("it is too short for one; was it cut short when copied?");
+    }
+    if token.len() > 256 {
+        return Some("it is too long for one; were two pasted together?");
+    }
+    None
 }
 
 /// What kind of credential a rack entry holds.
@@ -276,6 +304,19 @@ mod tests {
         ] {
             assert!(!is_credential(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_token_that_is_not_one_is_told_why() {
+        let why = |t: &str| credential_problem(t).unwrap_or_default();
+        assert!(why("ghp_0123456789abcdefghij").contains("start with rgw_"));
+        assert!(why("rgw_abc").contains("too short"));
+        assert!(why("rgw_AbCdEfGhIjKlMnOpQrStUvWxYz\"").contains("a quote"));
+        assert!(why("'rgw_AbCdEfGhIjKlMnOpQrStUvWxYz'").contains("wrapped in quotes"));
+        assert!(why(&format!("rgw_{}", "a".repeat(300))).contains("too long"));
+        // Whatever is wrong, the token itself is never repeated.
+        let secret = "rgw_Secret0123456789'";
+        assert!(!why(secret).contains("Secret0123"));
     }
 
     fn entry(url: &str) -> RackEntry {

@@ -131,12 +131,11 @@ pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
         })
     };
     let entry = match token {
-        Some(token) if !config::is_credential(&token) => {
-            return Err(CliError::Usage(
-                "that is not a rack-gateway token: they start with rgw_ (ask an admin for one, \
-                 or leave out --token to sign in through the browser)"
-                    .into(),
-            ));
+        Some(token) if let Some(why) = config::credential_problem(&token) => {
+            return Err(CliError::Usage(format!(
+                "that is not a rack-gateway token ({why}): ask an admin for one, or leave out \
+                 --token to sign in through the browser"
+            )));
         }
         Some(token) => {
             let info = api
