@@ -44,6 +44,10 @@
 //!   text message [`EXIT_MARKER`]`<code>\n`.
 //! * **Objects**: uploads are streamed and only their size and SHA-256 kept;
 //!   a fetch returns that many zero bytes with the digest in `X-Object-Sha256`.
+//! * **Scaling** keeps one process per count in memory, so a service takes at
+//!   most 1000 (`400 invalid count: … at most 1000 processes per service`
+//!   beyond: a huge count once took the whole `dev` stack down with the
+//!   machine's memory).
 //! * **Builds** run in the background (~1.5 s): output line by line, then a
 //!   release, then `complete` (`failed` when the `object://` source is missing).
 //! * **Benchmarks**: [`serve_with`] takes [`BenchKnobs`]; with

@@ -347,4 +347,12 @@ fn ps_stop_restart_and_scale() {
         .run(&["scale", "--count", "3", "-a", "web"])
         .failed();
     assert!(err.contains("name the service"), "{err}");
+    // A count no rack could run is refused with the rack's reason, and `dev` keeps serving
+    // (its fake rack once held a process per count in memory until the machine ran out).
+    let err = deployer
+        .run(&["scale", "web", "--count", "99999999999", "-a", "web"])
+        .failed();
+    assert!(err.contains("at most 1000 processes"), "{err}");
+    let scale = deployer.run(&["scale", "-a", "web", "--json"]).json();
+    assert!(scale.as_array().is_some_and(|a| !a.is_empty()), "{scale}");
 }

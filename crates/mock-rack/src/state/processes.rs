@@ -6,6 +6,10 @@ use crate::ids::IdGen;
 use crate::model::{Instance, Process};
 use crate::time::Timestamp;
 
+/// Most processes one service may be scaled to here. A real rack is bounded by its cluster;
+/// this one keeps every process in memory.
+pub const MAX_SERVICE_COUNT: i64 = 1000;
+
 impl Rack {
     /// `PUT /apps/{app}/services/{service}`: scales and resizes a service.
     pub fn update_service(&mut self, app: &str, service: &str, u: ServiceUpdate) -> ApiResult<()> {
@@ -13,6 +17,16 @@ impl Rack {
             && c < 0
         {
             return Err(ApiError::bad_request(format!("invalid count: {c}")));
+        }
+        // Each process is kept in memory: `scale --count 99999999999` took the whole `dev`
+        // stack, gateway included, down with the machine's memory.
+        if let Some(c) = u.count
+            && c > MAX_SERVICE_COUNT
+        {
+            return Err(ApiError::bad_request(format!(
+                "invalid count: {c} (this fake rack runs at most {MAX_SERVICE_COUNT} processes \
+                 per service)"
+            )));
         }
         let ts = self.now();
         let Rack {
@@ -323,5 +337,34 @@ mod tests {
             Some("abc12")
         );
         assert_eq!(replicaset_hash_of("web-run-xyz99", "web"), None);
+    }
+
+    fn scale(rack: &mut Rack, count: i64) -> ApiResult<()> {
+        let update = ServiceUpdate {
+            count: Some(count),
+            ..ServiceUpdate::default()
+        };
+        rack.update_service("web", "web", update)
+    }
+
+    fn web_processes(rack: &Rack) -> usize {
+        rack.apps["web"]
+            .processes
+            .iter()
+            .filter(|p| p.kind == ProcessKind::Service && p.process.name == "web")
+            .count()
+    }
+
+    #[test]
+    fn scaling_is_bounded_and_a_refused_count_changes_nothing() {
+        let mut rack = crate::seed::seeded(1);
+        assert!(scale(&mut rack, MAX_SERVICE_COUNT).is_ok());
+        assert_eq!(web_processes(&rack), MAX_SERVICE_COUNT as usize);
+        assert!(scale(&mut rack, 3).is_ok());
+        assert_eq!(web_processes(&rack), 3);
+        for absurd in [MAX_SERVICE_COUNT + 1, 99_999_999_999, i64::MAX, -1] {
+            assert!(scale(&mut rack, absurd).is_err(), "{absurd}");
+            assert_eq!(web_processes(&rack), 3, "{absurd}");
+        }
     }
 }
