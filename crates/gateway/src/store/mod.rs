@@ -126,6 +126,13 @@ pub enum StoreError {
          before the upgrade"
     )]
     SchemaNewer(i64),
+    /// A command that only reads was pointed at a SQLite file that does not exist: it creates
+    /// none (a mistyped path must not look like an empty gateway).
+    #[error(
+        "there is no database file at {0}: this command only reads and creates none (check \
+         DATABASE_URL; `rack-gateway-server migrate` sets up a new database)"
+    )]
+    NoDatabaseFile(String),
     /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
     #[error("the database takes no writes (a standby, or a server set read-only)")]
     ReadOnly,
@@ -248,6 +255,14 @@ fn connection_setup(backend: Backend, access: Access, sync: SqliteSync) -> &'sta
     }
 }
 
+/// The file a `sqlite://PATH` URL names, when nothing is there (shown without its query).
+fn missing_sqlite_file(url: &str) -> Option<String> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    let missing = !path.is_empty()
+        && matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    missing.then(|| path.to_string())
+}
+
 /// Whether SQLite could not open a file read-only because it could not make the log's
 /// files beside it (`SQLITE_CANTOPEN`, `SQLITE_READONLY_DIRECTORY`, `SQLITE_READONLY_CANTINIT`).
 fn cannot_open_read_only(e: &dyn sqlx::error::DatabaseError) -> bool {
@@ -301,10 +316,15 @@ impl Store {
         let sync = SqliteSync::default();
         match Store::connect_with(url, Access::ReadOnly, sync).await {
             Err(StoreError::Database(sqlx::Error::Database(e)))
-                if url.starts_with("sqlite:")
-                    && !url.contains('?')
-                    && cannot_open_read_only(&*e) =>
+                if url.starts_with("sqlite:") && cannot_open_read_only(&*e) =>
             {
+                // SQLite says only "unable to open database file" for a path that is not there.
+                if let Some(path) = missing_sqlite_file(url) {
+                    return Err(StoreError::NoDatabaseFile(path));
+                }
+                if url.contains('?') {
+                    return Err(StoreError::Database(sqlx::Error::Database(e)));
+                }
                 Store::connect_with(&format!("{url}?immutable=1"), Access::ReadOnly, sync).await
             }
             other => other,

@@ -907,3 +907,34 @@ fn an_admin_command_warns_about_an_unchecked_database_connection() {
         "the password was printed: {err}"
     );
 }
+
+#[test]
+fn reading_commands_name_a_sqlite_file_that_is_not_there() {
+    // SQLite says only "(code: 14) unable to open database file"; a mistyped path, or a
+    // listing run before anything set the database up, is told what is wrong, and no file is
+    // made (a new empty database would "verify").
+    let dir = crate::kit::scratch_dir();
+    let file = dir.join("typo.db");
+    let url = format!("sqlite://{}", file.display());
+    for args in [
+        &["users", "list"][..],
+        &["tokens", "list"][..],
+        &["audit", "verify"][..],
+    ] {
+        let out = std::process::Command::new(crate::kit::BIN)
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("there is no database file at {}", file.display())),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("code: 14"), "{args:?}: {err}");
+        assert!(!file.exists(), "{args:?} created the database");
+    }
+}
