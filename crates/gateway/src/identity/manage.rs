@@ -149,7 +149,9 @@ fn refusal(e: &StoreError) -> Value {
             ("audit_chain_moved_back", None)
         }
         StoreError::ReadOnly => ("store_read_only", None),
-        StoreError::SchemaNewer(_) | StoreError::NoDatabaseFile(_) => ("store_error", None),
+        StoreError::SchemaNewer(_)
+        | StoreError::NoDatabaseFile(_)
+        | StoreError::NoDatabaseDir(_) => ("store_error", None),
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Sqlite(_)

@@ -133,6 +133,12 @@ pub enum StoreError {
          DATABASE_URL; `rack-gateway-server migrate` sets up a new database)"
     )]
     NoDatabaseFile(String),
+    /// The directory a new SQLite file was to be made in does not exist.
+    #[error(
+        "the directory {0} does not exist, so the database file cannot be made there (check \
+         DATABASE_URL, or create the directory)"
+    )]
+    NoDatabaseDir(String),
     /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
     #[error("the database takes no writes (a standby, or a server set read-only)")]
     ReadOnly,
@@ -263,6 +269,15 @@ fn missing_sqlite_file(url: &str) -> Option<String> {
     missing.then(|| path.to_string())
 }
 
+/// The directory a `sqlite://PATH` URL's file would be made in, when it does not exist.
+fn missing_sqlite_dir(url: &str) -> Option<String> {
+    let path = std::path::Path::new(url.strip_prefix("sqlite://")?.split('?').next()?);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let missing =
+        matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    missing.then(|| dir.display().to_string())
+}
+
 /// Whether SQLite could not open a file read-only because it could not make the log's
 /// files beside it (`SQLITE_CANTOPEN`, `SQLITE_READONLY_DIRECTORY`, `SQLITE_READONLY_CANTINIT`).
 fn cannot_open_read_only(e: &dyn sqlx::error::DatabaseError) -> bool {
@@ -296,13 +311,26 @@ impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created when
     /// missing; PostgreSQL's database must exist.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, Access::Create, SqliteSync::default()).await
+        Store::connect_synced(url, SqliteSync::default()).await
     }
 
     /// [`Store::connect`], with SQLite commits waiting for the disk as `sync` says
     /// (`SQLITE_SYNCHRONOUS`).
     pub async fn connect_synced(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
-        Store::connect_with(url, Access::Create, sync).await
+        match Store::connect_with(url, Access::Create, sync).await {
+            // SQLite says only "unable to open database file" when the file's directory is
+            // not there; the directory is not made for it (a mistyped path would then hold a
+            // new, empty gateway).
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if url.starts_with("sqlite:") && cannot_open_read_only(&*e) =>
+            {
+                match missing_sqlite_dir(url) {
+                    Some(dir) => Err(StoreError::NoDatabaseDir(dir)),
+                    None => Err(StoreError::Database(sqlx::Error::Database(e))),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Opens a database that must exist already, for commands that only read (`audit

@@ -909,7 +909,7 @@ fn an_admin_command_warns_about_an_unchecked_database_connection() {
 }
 
 #[test]
-fn reading_commands_name_a_sqlite_file_that_is_not_there() {
+fn a_sqlite_file_or_directory_that_is_not_there_is_named() {
     // SQLite says only "(code: 14) unable to open database file"; a mistyped path, or a
     // listing run before anything set the database up, is told what is wrong, and no file is
     // made (a new empty database would "verify").
@@ -936,5 +936,31 @@ fn reading_commands_name_a_sqlite_file_that_is_not_there() {
         );
         assert!(!err.contains("code: 14"), "{args:?}: {err}");
         assert!(!file.exists(), "{args:?} created the database");
+    }
+    // Commands that set a database up make the file, not a directory that is not there.
+    let nested = dir.join("no-such-dir").join("gateway.db");
+    let url = format!("sqlite://{}", nested.display());
+    for args in [
+        &["migrate"][..],
+        &["tokens", "create", "--name", "ci", "--role", "viewer"][..],
+    ] {
+        let out = std::process::Command::new(crate::kit::BIN)
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let said = format!(
+            "the directory {} does not exist",
+            dir.join("no-such-dir").display()
+        );
+        assert!(err.contains(&said), "{args:?}: {err}");
+        assert!(
+            !dir.join("no-such-dir").exists(),
+            "{args:?} made the directory"
+        );
     }
 }

@@ -261,6 +261,21 @@ fn start_up_validation_names_the_variable_and_hides_secrets() {
             "error: cannot open the database (DATABASE_URL): error communicating with \
              database: Connection refused",
         ),
+        // SQLite said only "(code: 14) unable to open database file".
+        (
+            &[
+                ("RACK_HOST", "https://rack"),
+                ("RACK_TOKEN", "x"),
+                ("LISTEN_ADDR", "127.0.0.1:0"),
+                ("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef"),
+                (
+                    "DATABASE_URL",
+                    "sqlite:///nonexistent-rgw-dir/sub/gateway.db",
+                ),
+            ],
+            "error: cannot open the database (DATABASE_URL): the directory \
+             /nonexistent-rgw-dir/sub does not exist",
+        ),
     ];
     for (env, expected) in cases {
         let out = Command::new(BIN)
