@@ -151,7 +151,9 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::ReadOnly => ("store_read_only", None),
         StoreError::SchemaNewer(_)
         | StoreError::NoDatabaseFile(_)
-        | StoreError::NoDatabaseDir(_) => ("store_error", None),
+        | StoreError::NoDatabaseDir(_)
+        | StoreError::DatabaseIsDir(_)
+        | StoreError::DatabaseNotWritable(_) => ("store_error", None),
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Sqlite(_)

@@ -139,6 +139,15 @@ pub enum StoreError {
          DATABASE_URL, or create the directory)"
     )]
     NoDatabaseDir(String),
+    /// `DATABASE_URL` names a directory, not a SQLite file.
+    #[error("{0} is a directory: DATABASE_URL names the database file (sqlite://DIR/gateway.db)")]
+    DatabaseIsDir(String),
+    /// SQLite was not allowed to create or open the file (or the files it keeps beside it).
+    #[error(
+        "cannot create or write the database file {0}: check that this user may write it and \
+         its directory (SQLite keeps two more files beside it)"
+    )]
+    DatabaseNotWritable(String),
     /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
     #[error("the database takes no writes (a standby, or a server set read-only)")]
     ReadOnly,
@@ -261,21 +270,46 @@ fn connection_setup(backend: Backend, access: Access, sync: SqliteSync) -> &'sta
     }
 }
 
-/// The file a `sqlite://PATH` URL names, when nothing is there (shown without its query).
-fn missing_sqlite_file(url: &str) -> Option<String> {
-    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
-    let missing = !path.is_empty()
-        && matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-    missing.then(|| path.to_string())
+/// What the file system shows at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    File,
+    Dir,
+    Missing,
+    /// It could not be looked at (no permission to search a directory on the way).
+    Unknown,
 }
 
-/// The directory a `sqlite://PATH` URL's file would be made in, when it does not exist.
-fn missing_sqlite_dir(url: &str) -> Option<String> {
+fn found(path: &std::path::Path) -> Found {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Found::Dir,
+        Ok(_) => Found::File,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Missing,
+        Err(_) => Found::Unknown,
+    }
+}
+
+/// Why SQLite could not open the file a `sqlite://PATH` URL names ("unable to open database
+/// file" is all it says), as far as the file system shows; `None` when it shows nothing wrong.
+fn sqlite_open_problem(url: &str, access: Access) -> Option<StoreError> {
     let path = std::path::Path::new(url.strip_prefix("sqlite://")?.split('?').next()?);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let missing =
-        matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-    missing.then(|| dir.display().to_string())
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let shown = |p: &std::path::Path| p.display().to_string();
+    match (access, found(path), found(dir)) {
+        (_, Found::Dir, _) => Some(StoreError::DatabaseIsDir(shown(path))),
+        (Access::ReadOnly, Found::Missing, _) => Some(StoreError::NoDatabaseFile(shown(path))),
+        (Access::Create, Found::Missing, Found::Missing) => {
+            Some(StoreError::NoDatabaseDir(shown(dir)))
+        }
+        // There, and not opened (or not there, in a directory that is): SQLite was not allowed.
+        (Access::Create, Found::File | Found::Missing, Found::Dir) => {
+            Some(StoreError::DatabaseNotWritable(shown(path)))
+        }
+        _ => None,
+    }
 }
 
 /// Whether SQLite could not open a file read-only because it could not make the log's
@@ -318,16 +352,14 @@ impl Store {
     /// (`SQLITE_SYNCHRONOUS`).
     pub async fn connect_synced(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
         match Store::connect_with(url, Access::Create, sync).await {
-            // SQLite says only "unable to open database file" when the file's directory is
-            // not there; the directory is not made for it (a mistyped path would then hold a
-            // new, empty gateway).
+            // SQLite says only "unable to open database file", whatever stood in the way. A
+            // missing directory is not made (a mistyped path would then hold a new, empty
+            // gateway).
             Err(StoreError::Database(sqlx::Error::Database(e)))
                 if url.starts_with("sqlite:") && cannot_open_read_only(&*e) =>
             {
-                match missing_sqlite_dir(url) {
-                    Some(dir) => Err(StoreError::NoDatabaseDir(dir)),
-                    None => Err(StoreError::Database(sqlx::Error::Database(e))),
-                }
+                Err(sqlite_open_problem(url, Access::Create)
+                    .unwrap_or(StoreError::Database(sqlx::Error::Database(e))))
             }
             other => other,
         }
@@ -347,8 +379,10 @@ impl Store {
                 if url.starts_with("sqlite:") && cannot_open_read_only(&*e) =>
             {
                 // SQLite says only "unable to open database file" for a path that is not there.
-                if let Some(path) = missing_sqlite_file(url) {
-                    return Err(StoreError::NoDatabaseFile(path));
+                if let Some(problem @ StoreError::NoDatabaseFile(_)) =
+                    sqlite_open_problem(url, Access::ReadOnly)
+                {
+                    return Err(problem);
                 }
                 if url.contains('?') {
                     return Err(StoreError::Database(sqlx::Error::Database(e)));
@@ -364,6 +398,10 @@ impl Store {
         access: Access,
         sync: SqliteSync,
     ) -> Result<Store, StoreError> {
+        // SQLite's words for a directory are "disk I/O error" or "unable to open database file".
+        if let Some(problem @ StoreError::DatabaseIsDir(_)) = sqlite_open_problem(url, access) {
+            return Err(problem);
+        }
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite

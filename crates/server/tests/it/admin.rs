@@ -963,4 +963,63 @@ fn a_sqlite_file_or_directory_that_is_not_there_is_named() {
             "{args:?} made the directory"
         );
     }
+    // A directory named as the file; SQLite said "disk I/O error" or "unable to open".
+    let url = format!("sqlite://{}", dir.display());
+    for args in [&["migrate"][..], &["users", "list"][..]] {
+        let (code, err) = run_with_database(args, &url, false);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("is a directory"), "{args:?}: {err}");
+    }
+    // A directory this user may not write to (as root, the command runs as nobody).
+    let locked = dir.join("locked");
+    std::fs::create_dir(&locked).unwrap_or_else(|e| panic!("{e}"));
+    set_mode(&locked, 0o555);
+    let url = format!("sqlite://{}", locked.join("gateway.db").display());
+    let (code, err) = run_with_database(&["migrate"], &url, true);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot create or write the database file"),
+        "{err}"
+    );
+    assert!(!err.contains("code: 14"), "{err}");
+}
+
+/// Runs the server binary with `args` on `url`; with `as_nobody`, under user 65534 when this
+/// runs as root (root may write anywhere). Its exit code and stderr.
+fn run_with_database(args: &[&str], url: &str, as_nobody: bool) -> (Option<i32>, String) {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut command = if as_nobody && root {
+        // A copy nobody may run, wherever the build lives.
+        let dir = crate::kit::scratch_dir();
+        set_mode(&dir, 0o755);
+        let bin = dir.join("rack-gateway-server");
+        std::fs::copy(crate::kit::BIN, &bin).unwrap_or_else(|e| panic!("{e}"));
+        set_mode(&bin, 0o755);
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
+        c
+    } else {
+        std::process::Command::new(crate::kit::BIN)
+    };
+    let out = command
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
