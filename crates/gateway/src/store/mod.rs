@@ -144,8 +144,8 @@ pub enum StoreError {
     DatabaseIsDir(String),
     /// SQLite was not allowed to create or open the file (or the files it keeps beside it).
     #[error(
-        "cannot create or write the database file {0}: check that this user may write it and \
-         its directory (SQLite keeps two more files beside it)"
+        "cannot create or write the database file {0}: it, or its directory, is read-only for \
+         this user (SQLite keeps two more files beside it)"
     )]
     DatabaseNotWritable(String),
     /// The database takes no writes (a PostgreSQL standby, or a server set read-only).
