@@ -921,15 +921,8 @@ fn a_sqlite_file_or_directory_that_is_not_there_is_named() {
         &["tokens", "list"][..],
         &["audit", "verify"][..],
     ] {
-        let out = std::process::Command::new(crate::kit::BIN)
-            .args(args)
-            .env("DATABASE_URL", &url)
-            .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let (code, err) = run_with_database(args, &url, false);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(
             err.contains(&format!("there is no database file at {}", file.display())),
             "{args:?}: {err}"
@@ -944,15 +937,8 @@ fn a_sqlite_file_or_directory_that_is_not_there_is_named() {
         &["migrate"][..],
         &["tokens", "create", "--name", "ci", "--role", "viewer"][..],
     ] {
-        let out = std::process::Command::new(crate::kit::BIN)
-            .args(args)
-            .env("DATABASE_URL", &url)
-            .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let (code, err) = run_with_database(args, &url, false);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
         let said = format!(
             "the directory {} does not exist",
             dir.join("no-such-dir").display()
