@@ -312,9 +312,10 @@ fn sqlite_open_problem(url: &str, access: Access) -> Option<StoreError> {
     }
 }
 
-/// Whether SQLite could not open a file read-only because it could not make the log's
-/// files beside it (`SQLITE_CANTOPEN`, `SQLITE_READONLY_DIRECTORY`, `SQLITE_READONLY_CANTINIT`).
-fn cannot_open_read_only(e: &dyn sqlx::error::DatabaseError) -> bool {
+/// Whether SQLite could not open a file: not there or not allowed (`SQLITE_CANTOPEN`), or,
+/// opening it read-only, unable to make the log's files beside it
+/// (`SQLITE_READONLY_DIRECTORY`, `SQLITE_READONLY_CANTINIT`).
+fn sqlite_cannot_open(e: &dyn sqlx::error::DatabaseError) -> bool {
     matches!(e.code().as_deref(), Some("14" | "1288" | "1544"))
 }
 
@@ -356,7 +357,7 @@ impl Store {
             // missing directory is not made (a mistyped path would then hold a new, empty
             // gateway).
             Err(StoreError::Database(sqlx::Error::Database(e)))
-                if url.starts_with("sqlite:") && cannot_open_read_only(&*e) =>
+                if url.starts_with("sqlite:") && sqlite_cannot_open(&*e) =>
             {
                 Err(sqlite_open_problem(url, Access::Create)
                     .unwrap_or(StoreError::Database(sqlx::Error::Database(e))))
@@ -376,7 +377,7 @@ impl Store {
         let sync = SqliteSync::default();
         match Store::connect_with(url, Access::ReadOnly, sync).await {
             Err(StoreError::Database(sqlx::Error::Database(e)))
-                if url.starts_with("sqlite:") && cannot_open_read_only(&*e) =>
+                if url.starts_with("sqlite:") && sqlite_cannot_open(&*e) =>
             {
                 // SQLite says only "unable to open database file" for a path that is not there.
                 if let Some(problem @ StoreError::NoDatabaseFile(_)) =
