@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::values::plain_secret;
+use super::values::required_secret;
 use super::{ConfigError, Secret, anchors, plain_base_problem};
 
 /// OpenID Connect settings.
@@ -116,19 +116,12 @@ fn issuer_url(issuer_id: &str) -> Result<Url, ConfigError> {
 /// a file's newline would make every sign-in fail at the token exchange, with the provider's
 /// `invalid_client` as the only clue.
 fn client_secret(get: &impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
-    let secret = get("OIDC_CLIENT_SECRET").map(Secret::new).ok_or(ConfigError::Missing {
-        name: "OIDC_CLIENT_SECRET",
-        expected: "the client secret registered with the identity provider (OIDC_ISSUER is set)",
-    })?;
-    if !plain_secret(secret.expose()) {
-        return Err(ConfigError::Invalid {
-            name: "OIDC_CLIENT_SECRET",
-            expected: "the client secret without surrounding whitespace or control characters \
-                       (a trailing newline from a file?)"
-                .into(),
-        });
-    }
-    Ok(secret)
+    required_secret(
+        get,
+        "OIDC_CLIENT_SECRET",
+        "the client secret registered with the identity provider (OIDC_ISSUER is set)",
+        "the client secret",
+    )
 }
 
 /// The comma-separated entries of `name`, trimmed and lower-cased; none when it is unset.

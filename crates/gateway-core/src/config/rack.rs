@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::values::plain_secret;
+use super::values::required_secret;
 use super::{ConfigError, Secret, anchors};
 
 /// How the gateway verifies the rack's TLS certificate.
@@ -58,23 +58,12 @@ pub(super) fn parse_rack_host(raw: Option<String>) -> Result<Url, ConfigError> {
 /// `RACK_TOKEN`: required, and refused with the reason (never the value) when it carries
 /// whitespace or control characters.
 pub(super) fn rack_token(get: &impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
-    let rack_token = get("RACK_TOKEN")
-        .map(Secret::new)
-        .ok_or(ConfigError::Missing {
-            name: "RACK_TOKEN",
-            expected: "the rack's API token (the password convox uses for the rack)",
-        })?;
-    // A token read from a file often keeps its newline; sent as is, every request would
-    // fail at the rack with 401. Refused here with the reason, never with the value.
-    if !plain_secret(rack_token.expose()) {
-        return Err(ConfigError::Invalid {
-            name: "RACK_TOKEN",
-            expected: "the rack's API token without surrounding whitespace or control \
-                       characters (a trailing newline from a file?)"
-                .into(),
-        });
-    }
-    Ok(rack_token)
+    required_secret(
+        get,
+        "RACK_TOKEN",
+        "the rack's API token (the password convox uses for the rack)",
+        "the rack's API token",
+    )
 }
 
 /// How the rack's certificate is checked: `RACK_CA_FILE`, `RACK_TLS_PIN_SHA256` (at most one,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::ConfigError;
+use super::{ConfigError, Secret};
 
 /// Longest duration a setting takes: ten years. Near `u64::MAX` seconds, deadlines computed
 /// from "now" overflow: with `CLIENT_TIMEOUT_SECS=18446744073709551615` every request panicked
@@ -64,10 +64,33 @@ pub(super) fn digits(value: &str) -> Option<&str> {
     (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then_some(value)
 }
 
-/// A secret as sent: no surrounding whitespace and no control characters.
-pub(super) fn plain_secret(value: &str) -> bool {
+/// The secret `name`, required, as sent: no surrounding whitespace and no control
+/// characters. A secret read from a file often keeps its newline, and sent as is it fails only
+/// where it is used (a 401 from the rack, `invalid_client` from the provider); it is refused
+/// here with the reason, never with the value. `missing` says what to set; `what` names it in
+/// the refusal.
+pub(super) fn required_secret(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    missing: &'static str,
+    what: &str,
+) -> Result<Secret, ConfigError> {
+    let secret = get(name).map(Secret::new).ok_or(ConfigError::Missing {
+        name,
+        expected: missing,
+    })?;
+    let value = secret.expose();
     // Surrounding whitespace shows as a shorter trimmed length; no comparison of contents.
-    value.trim().len() == value.len() && !value.chars().any(char::is_control)
+    if value.trim().len() != value.len() || value.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            name,
+            expected: format!(
+                "{what} without surrounding whitespace or control characters (a trailing \
+                 newline from a file?)"
+            ),
+        });
+    }
+    Ok(secret)
 }
 
 pub(super) fn boolean(
