@@ -292,7 +292,7 @@ fn found(path: &std::path::Path) -> Found {
 /// Why SQLite could not open the file a `sqlite://PATH` URL names ("unable to open database
 /// file" is all it says), as far as the file system shows; `None` when it shows nothing wrong.
 fn sqlite_open_problem(url: &str, access: Access) -> Option<StoreError> {
-    let path = std::path::Path::new(url.strip_prefix("sqlite://")?.split('?').next()?);
+    let path = sqlite_file(url)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -310,6 +310,42 @@ fn sqlite_open_problem(url: &str, access: Access) -> Option<StoreError> {
         }
         _ => None,
     }
+}
+
+/// The file a `sqlite://PATH` URL names.
+fn sqlite_file(url: &str) -> Option<&std::path::Path> {
+    Some(std::path::Path::new(
+        url.strip_prefix("sqlite://")?.split('?').next()?,
+    ))
+}
+
+/// What stops a SQLite store from opening, seen before SQLite tries: a directory where the
+/// file should be (SQLite says "disk I/O error" or "unable to open database file"), or, for
+/// a store that writes, a file there (the database, or the log files beside it) that this
+/// user may not write. SQLite opens such a file read-only without a word and fails only at
+/// the first write, in its own words ("attempt to write a readonly database").
+fn sqlite_refused_before_open(url: &str, access: Access) -> Option<StoreError> {
+    if let Some(problem @ StoreError::DatabaseIsDir(_)) = sqlite_open_problem(url, access) {
+        return Some(problem);
+    }
+    if access == Access::ReadOnly {
+        return None;
+    }
+    let path = sqlite_file(url)?;
+    ["", "-wal", "-shm"]
+        .into_iter()
+        .map(|suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        })
+        // Only regular files: opening a FIFO for writing would wait for a reader. Opening
+        // for writing changes nothing (no truncation).
+        .find(|file| {
+            std::fs::metadata(file).is_ok_and(|m| m.is_file())
+                && std::fs::OpenOptions::new().write(true).open(file).is_err()
+        })
+        .map(|file| StoreError::DatabaseNotWritable(file.display().to_string()))
 }
 
 /// Whether SQLite could not open a file: not there or not allowed (`SQLITE_CANTOPEN`), or,
@@ -399,8 +435,7 @@ impl Store {
         access: Access,
         sync: SqliteSync,
     ) -> Result<Store, StoreError> {
-        // SQLite's words for a directory are "disk I/O error" or "unable to open database file".
-        if let Some(problem @ StoreError::DatabaseIsDir(_)) = sqlite_open_problem(url, access) {
+        if let Some(problem) = sqlite_refused_before_open(url, access) {
             return Err(problem);
         }
         sqlx::any::install_default_drivers();

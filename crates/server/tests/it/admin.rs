@@ -909,7 +909,7 @@ fn an_admin_command_warns_about_an_unchecked_database_connection() {
 }
 
 #[test]
-fn a_sqlite_file_or_directory_that_is_not_there_is_named() {
+fn a_sqlite_path_that_cannot_be_used_is_named() {
     // SQLite says only "(code: 14) unable to open database file"; a mistyped path, or a
     // listing run before anything set the database up, is told what is wrong, and no file is
     // made (a new empty database would "verify").
@@ -968,6 +968,33 @@ fn a_sqlite_file_or_directory_that_is_not_there_is_named() {
         "{err}"
     );
     assert!(!err.contains("code: 14"), "{err}");
+    // A database file this user may only read, in a directory it may write: SQLite opened it
+    // read-only without a word and failed at the first write ("attempt to write a readonly
+    // database"), after `serve` had got as far as its audit key.
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).unwrap_or_else(|e| panic!("{e}"));
+    set_mode(&shared, 0o777);
+    let file = shared.join("gateway.db");
+    let url = format!("sqlite://{}", file.display());
+    let (code, err) = run_with_database(&["migrate"], &url, false);
+    assert_eq!(code, Some(0), "{err}");
+    set_mode(&file, 0o444);
+    for args in [
+        &["migrate"][..],
+        &["tokens", "create", "--name", "ci", "--role", "viewer"][..],
+    ] {
+        let (code, err) = run_with_database(args, &url, true);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        let said = format!(
+            "cannot create or write the database file {}:",
+            file.display()
+        );
+        assert!(err.contains(&said), "{args:?}: {err}");
+        assert!(!err.contains("readonly database"), "{args:?}: {err}");
+    }
+    // Commands that only read still may.
+    let (code, err) = run_with_database(&["users", "list"], &url, true);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 /// Runs the server binary with `args` on `url`; with `as_nobody`, under user 65534 when this
