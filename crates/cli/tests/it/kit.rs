@@ -17,8 +17,10 @@ pub const CLI: &str = env!("CARGO_BIN_EXE_rack-gateway");
 /// Longest a single CLI invocation may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The server binary: next to the CLI in the same target directory (built when missing), or
-/// `RACK_GATEWAY_SERVER_BIN`.
+/// The server binary: next to the CLI in the same target directory, or
+/// `RACK_GATEWAY_SERVER_BIN`. It is built when missing, or when its sources changed after it
+/// was built: `cargo test -p rack-gateway-cli` alone does not build it (another package's
+/// binary), and a stale one would test the CLI against yesterday's gateway and fake rack.
 pub fn server_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -29,7 +31,13 @@ pub fn server_bin() -> PathBuf {
             "rack-gateway-server{}",
             std::env::consts::EXE_SUFFIX
         ));
-        if !bin.exists() {
+        let why = match std::fs::metadata(&bin).and_then(|m| m.modified()) {
+            Ok(built) => newer_server_source(built)
+                .map(|changed| format!("{} changed after it was built", changed.display())),
+            Err(_) => Some("there is none yet".to_string()),
+        };
+        if let Some(why) = why {
+            eprintln!("building {}: {why}", bin.display());
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args([
@@ -48,6 +56,39 @@ pub fn server_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// A file the server binary is built from that changed after `built`, if there is one.
+fn newer_server_source(built: std::time::SystemTime) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let crates = [
+        "server",
+        "gateway",
+        "gateway-core",
+        "convox-api",
+        "dev-oidc",
+        "mock-rack",
+    ];
+    let mut todo: Vec<PathBuf> = crates.iter().map(|c| root.join("crates").join(c)).collect();
+    todo.extend([root.join("Cargo.toml"), root.join("Cargo.lock")]);
+    while let Some(path) = todo.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path).into_iter().flatten().flatten();
+            // Tests, benches and the cases proptest saves are not in the binary.
+            let outside = ["tests", "benches", "proptest-regressions", "target"];
+            todo.extend(
+                entries
+                    .map(|e| e.path())
+                    .filter(|p| !outside.iter().any(|o| p.ends_with(o))),
+            );
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// A running `dev` stack; stopped when dropped.
