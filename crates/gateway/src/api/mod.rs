@@ -445,29 +445,21 @@ async fn audit_check(state: &AppState, timeout: std::time::Duration) -> serde_js
 }
 
 async fn rack_check(state: &AppState, timeout: std::time::Duration) -> serde_json::Value {
-    let url = state.upstream.url("/system", None);
-    let Ok(uri) = http::Uri::try_from(url) else {
-        return json!({ "ok": false, "error": "rack URL is not valid" });
-    };
-    let mut request = http::Request::new(axum::body::Body::empty());
-    *request.uri_mut() = uri;
-    request
-        .headers_mut()
-        .insert(http::header::AUTHORIZATION, state.upstream.authorization());
-    // Only the status matters; the unread body is dropped with its connection.
-    match state.upstream.send(request, timeout, None).await {
-        Ok(response) if response.status().is_success() => json!({ "ok": true }),
-        Ok(response) => {
-            let status = response.status().as_u16();
-            if status == 401 {
-                // Logged as the proxy logs it: the operator's problem, not a caller's.
-                state.upstream.note_token_refused("401");
-                return json!({ "ok": false, "error": "rack refused RACK_TOKEN (401)" });
-            }
+    use crate::proxy::TokenCheck;
+    match state.upstream.check_token(timeout).await {
+        TokenCheck::Accepted => json!({ "ok": true }),
+        TokenCheck::Refused => {
+            // Logged as the proxy logs it: the operator's problem, not a caller's.
+            state.upstream.note_token_refused("401");
+            json!({ "ok": false, "error": "rack refused RACK_TOKEN (401)" })
+        }
+        TokenCheck::Answered(status) => {
             json!({ "ok": false, "error": format!("rack answered {status}") })
         }
-        Err(RackError::Timeout) => json!({ "ok": false, "error": "rack timed out" }),
-        Err(_) => json!({ "ok": false, "error": "rack unreachable" }),
+        TokenCheck::Failed(RackError::Timeout) => {
+            json!({ "ok": false, "error": "rack timed out" })
+        }
+        TokenCheck::Failed(_) => json!({ "ok": false, "error": "rack unreachable" }),
     }
 }
 

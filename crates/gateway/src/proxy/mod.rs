@@ -25,7 +25,7 @@ use serde_json::json;
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
 pub use sessions::{Full, Sessions, Slot};
-pub use upstream::{RackError, Upstream, UpstreamError, audit_scrubber};
+pub use upstream::{RackError, TokenCheck, Upstream, UpstreamError, audit_scrubber};
 
 use crate::app::{AppState, Peer};
 use crate::audit::{

@@ -61,6 +61,19 @@ pub enum RackError {
     Malformed,
 }
 
+/// What the rack said to the gateway's own credentials ([`Upstream::check_token`]).
+#[derive(Debug)]
+pub enum TokenCheck {
+    /// A 2xx: `RACK_TOKEN` works.
+    Accepted,
+    /// A 401: the rack refuses `RACK_TOKEN`.
+    Refused,
+    /// Another status.
+    Answered(u16),
+    /// No answer.
+    Failed(RackError),
+}
+
 impl RackError {
     fn from_client(err: &hyper_util::client::legacy::Error) -> RackError {
         let timed_out = source_chain(err).any(|e| {
@@ -273,6 +286,27 @@ impl Upstream {
     /// The rack WebSocket URL for a normalised path and (raw) query.
     pub fn ws_url(&self, path: &str, query: Option<&str>) -> String {
         join(&self.ws_base, path, query)
+    }
+
+    /// Asks the rack (`GET /system`) whether it takes the gateway's own credentials, waiting
+    /// at most `wait`; the body is not read.
+    pub async fn check_token(&self, wait: Duration) -> TokenCheck {
+        let Ok(uri) = http::Uri::try_from(self.url("/system", None)) else {
+            return TokenCheck::Failed(RackError::Connect);
+        };
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = uri;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, self.authorization());
+        match self.send(request, wait, None).await {
+            Ok(response) if response.status().is_success() => TokenCheck::Accepted,
+            Ok(response) if response.status() == http::StatusCode::UNAUTHORIZED => {
+                TokenCheck::Refused
+            }
+            Ok(response) => TokenCheck::Answered(response.status().as_u16()),
+            Err(e) => TokenCheck::Failed(e),
+        }
     }
 
     /// Sends `request` (the rack's credentials already added) and waits at most `wait` for

@@ -345,7 +345,7 @@ async fn relay(
         let rack_to_client = rack_to_client(
             &mut rack_rx,
             &mut client_tx,
-            upstream.scrubber.clone(),
+            &upstream,
             &live,
             &mut from_rack,
         );
@@ -527,11 +527,11 @@ async fn client_to_rack(
 async fn rack_to_client(
     rack_rx: &mut RackRx,
     client_tx: &mut ClientTx,
-    scrubber: Arc<Scrubber>,
+    upstream: &Upstream,
     live: &Live,
     report: &mut FromRack,
 ) {
-    let mut outgoing = Outgoing::new(scrubber);
+    let mut outgoing = Outgoing::new(upstream.scrubber.clone());
     let mut first = true;
     loop {
         let next = match outgoing.deadline {
@@ -564,10 +564,13 @@ async fn rack_to_client(
             continue;
         };
         // The first data message only (a ping before it does not count), and only when
-        // the rack then ends the session, as it does after refusing.
+        // the rack then ends the session, as it does after refusing, and still refuses.
         if first && matches!(message, ws::Message::Text(_) | ws::Message::Binary(_)) {
             first = false;
-            if refuses_the_gateway(&message) && rack_ends_next(rack_rx).await {
+            if refuses_the_gateway(&message)
+                && rack_ends_next(rack_rx).await
+                && still_refused(upstream).await
+            {
                 live.token_refused.store(true, Ordering::Relaxed);
                 message = ws::Message::Text(TOKEN_REFUSED_MESSAGE.into());
             }
@@ -648,8 +651,8 @@ const TOKEN_REFUSED_MESSAGE: &str = "ERROR: the rack refuses the gateway's own c
 /// message rather than a 401; callers' own credentials never reach the rack, so it can only
 /// mean the gateway's, and relayed as it is it tells the caller their sign-in is bad.
 /// Only that one line, whole, and only when the rack ends the session right after it
-/// ([`rack_ends_next`]): a process whose output begins with the words (an exec's first write)
-/// is relayed as it is.
+/// ([`rack_ends_next`]) and, asked over HTTP, refuses the token too ([`still_refused`]): a
+/// process whose output begins with the words (an exec's first write) is relayed as it is.
 fn refuses_the_gateway(message: &ws::Message) -> bool {
     let ws::Message::Text(t) = message else {
         return false;
@@ -676,6 +679,21 @@ where
         Ok(Some(Ok(_))) | Err(_) => false,
     }
 }
+
+/// Whether the rack, asked over HTTP, does not take the gateway's credentials either. What
+/// looks like its refusal inside a WebSocket may be a process's own output (`exec … echo
+/// 'ERROR: invalid authentication'` prints it and ends the session just as the rack does):
+/// rewritten, it would hide that output and tell the operator `RACK_TOKEN` is wrong. Only an
+/// answer that the token works clears it; a rack that cannot say is taken at its word.
+async fn still_refused(upstream: &Upstream) -> bool {
+    !matches!(
+        upstream.check_token(REFUSAL_CHECK_WAIT).await,
+        super::TokenCheck::Accepted
+    )
+}
+
+/// How long the rack gets to answer [`still_refused`]'s question.
+const REFUSAL_CHECK_WAIT: Duration = Duration::from_secs(5);
 
 /// `text` cut to what a close frame can carry (123 bytes), on a character boundary.
 fn close_reason(text: &str) -> String {

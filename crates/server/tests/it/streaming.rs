@@ -1411,6 +1411,43 @@ crate::both_backends!(
     }
 );
 
+// Found by review: an app whose only log line is the rack's refusal line (`logs` without
+// following, over a quiet minute) looked exactly like the rack refusing RACK_TOKEN, since
+// the stream ends right after it: the line was rewritten and the operator told the token was
+// wrong. The gateway now asks the rack over HTTP, which takes the token.
+crate::both_backends!(
+    a_stream_of_only_the_racks_refusal_line_is_relayed_when_the_rack_takes_the_token,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let mut socket = ws_connect(&gw, "/apps/onlyrefusalline/logs", &viewer).await;
+        let mut said = String::new();
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+        {
+            if let Message::Text(t) = message {
+                said.push_str(t.as_str());
+            }
+        }
+        assert_eq!(said, "ERROR: invalid authentication\n");
+        let s = store(&db).await;
+        let completed = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome"
+                && r.event.path.as_deref() == Some("/apps/onlyrefusalline/logs")
+                && r.event.details["error"].is_null()
+        })
+        .await;
+        assert!(completed, "the outcome records no refusal");
+        assert!(
+            !gw.all_output()
+                .contains("refused the gateway's credentials"),
+            "{}",
+            gw.all_output()
+        );
+    }
+);
+
 // Found by review: a stream whose first message is the rack's refusal line (an app may log
 // it; any ops user can print it) was taken for the rack refusing RACK_TOKEN, rewritten, and
 // reported to the operator. The rack ends the session after refusing; a stream goes on.

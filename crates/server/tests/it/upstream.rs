@@ -350,6 +350,16 @@ async fn websocket(mut socket: WebSocket, path: String) {
         // a pause (a long history), as fast as the connection takes them.
         let pause = !path.starts_with("/apps/burst/");
         let lines = if pause { 2000 } else { 1_000_000 };
+        // An app whose only log line reads like the rack refusing its credentials: the stream
+        // ends after it, as the rack ends one after refusing.
+        if path.starts_with("/apps/onlyrefusalline/") {
+            let _ = socket
+                .send(Message::Text("ERROR: invalid authentication\n".into()))
+                .await;
+            let _ = socket.send(Message::Binary(Default::default())).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
         // An app whose first log line reads like the rack refusing its credentials.
         if path.starts_with("/apps/refusalline/")
             && socket
