@@ -101,9 +101,8 @@ pub async fn revoke(
     let (Some(session), None) = (session, reason) else {
         let details = json!({ "session_id": id, "reason": reason.unwrap_or("not_found") });
         let action = "gateway:sessions:revoke";
-        return Err(caller
-            .refuse(&state, action, ApiError::NotFound, details)
-            .await);
+        let answer = ApiError::no_such(&format!("session {id}"));
+        return Err(caller.refuse(&state, action, answer, details).await);
     };
     let revoked = state
         .store

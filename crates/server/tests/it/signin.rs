@@ -853,6 +853,10 @@ both_backends!(logout_and_admin_session_management, |db| async move {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 404, "session {id}");
+        // Someone else's session and none at all read the same, so ids cannot be probed.
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(body["error"], format!("session {id} not found"), "{body}");
+        assert_eq!(body["code"], "not_found", "{body}");
     }
     // The trail records the answer given (404), the session asked for and why.
     let refusals = crate::kit::eventually(|| async {
