@@ -394,6 +394,19 @@ pub(crate) async fn read_until(socket: &mut WsClient, output: &mut String, want:
     );
 }
 
+/// The text messages read until the session ends (or is silent for 10 s), joined.
+async fn texts_until_the_end(socket: &mut WsClient) -> String {
+    let mut said = String::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+    {
+        if let Message::Text(t) = message {
+            said.push_str(t.as_str());
+        }
+    }
+    said
+}
+
 /// Sends each of `parts` as a binary message of its own.
 async fn send_binary(socket: &mut WsClient, parts: &[String]) {
     for part in parts {
@@ -1377,14 +1390,7 @@ crate::both_backends!(
         )
         .await;
         let mut socket = ws_connect(&gw, "/apps/web/logs", &viewer).await;
-        let mut said = String::new();
-        while let Ok(Some(Ok(message))) =
-            tokio::time::timeout(Duration::from_secs(10), socket.next()).await
-        {
-            if let Message::Text(t) = message {
-                said.push_str(t.as_str());
-            }
-        }
+        let said = texts_until_the_end(&mut socket).await;
         assert!(
             said.contains("the rack refuses the gateway's own credentials (its RACK_TOKEN)")
                 && !said.contains("invalid authentication")
@@ -1422,14 +1428,7 @@ crate::both_backends!(
         let viewer = role_token(&db, "viewer");
         let gw = Gateway::start(&db, &rack.url, &[]).await;
         let mut socket = ws_connect(&gw, "/apps/onlyrefusalline/logs", &viewer).await;
-        let mut said = String::new();
-        while let Ok(Some(Ok(message))) =
-            tokio::time::timeout(Duration::from_secs(10), socket.next()).await
-        {
-            if let Message::Text(t) = message {
-                said.push_str(t.as_str());
-            }
-        }
+        let said = texts_until_the_end(&mut socket).await;
         assert_eq!(said, "ERROR: invalid authentication\n");
         let s = store(&db).await;
         let completed = crate::kit::audited(&s, |r| {
