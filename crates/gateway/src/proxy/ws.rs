@@ -681,10 +681,11 @@ where
 }
 
 /// Whether the rack, asked over HTTP, does not take the gateway's credentials either. What
-/// looks like its refusal inside a WebSocket may be a process's own output (`exec … echo
-/// 'ERROR: invalid authentication'` prints it and ends the session just as the rack does):
-/// rewritten, it would hide that output and tell the operator `RACK_TOKEN` is wrong. Only an
-/// answer that the token works clears it; a rack that cannot say is taken at its word.
+/// looks like its refusal inside a WebSocket may be an app's own log: `logs --no-follow` over
+/// a window whose only line is the words ends just as the rack's refusal does (an exec's
+/// output is followed by its exit code, so it does not). Rewritten, that line would be hidden
+/// and the operator told `RACK_TOKEN` is wrong. Only an answer that the token works clears
+/// it; a rack that cannot say is taken at its word.
 async fn still_refused(upstream: &Upstream) -> bool {
     !matches!(
         upstream.check_token(REFUSAL_CHECK_WAIT).await,
