@@ -921,12 +921,8 @@ fn a_sqlite_path_that_cannot_be_used_is_named() {
         &["tokens", "list"][..],
         &["audit", "verify"][..],
     ] {
-        let (code, err) = run_with_database(args, &url, false);
-        assert_eq!(code, Some(1), "{args:?}: {err}");
-        assert!(
-            err.contains(&format!("there is no database file at {}", file.display())),
-            "{args:?}: {err}"
-        );
+        let said = format!("there is no database file at {}", file.display());
+        let err = refused(args, &url, false, &said);
         assert!(!err.contains("code: 14"), "{args:?}: {err}");
         assert!(!file.exists(), "{args:?} created the database");
     }
@@ -937,13 +933,11 @@ fn a_sqlite_path_that_cannot_be_used_is_named() {
         &["migrate"][..],
         &["tokens", "create", "--name", "ci", "--role", "viewer"][..],
     ] {
-        let (code, err) = run_with_database(args, &url, false);
-        assert_eq!(code, Some(1), "{args:?}: {err}");
         let said = format!(
             "the directory {} does not exist",
             dir.join("no-such-dir").display()
         );
-        assert!(err.contains(&said), "{args:?}: {err}");
+        refused(args, &url, false, &said);
         assert!(
             !dir.join("no-such-dir").exists(),
             "{args:?} made the directory"
@@ -952,20 +946,18 @@ fn a_sqlite_path_that_cannot_be_used_is_named() {
     // A directory named as the file; SQLite said "disk I/O error" or "unable to open".
     let url = format!("sqlite://{}", dir.display());
     for args in [&["migrate"][..], &["users", "list"][..]] {
-        let (code, err) = run_with_database(args, &url, false);
-        assert_eq!(code, Some(1), "{args:?}: {err}");
-        assert!(err.contains("is a directory"), "{args:?}: {err}");
+        refused(args, &url, false, "is a directory");
     }
     // A directory this user may not write to (as root, the command runs as nobody).
     let locked = dir.join("locked");
     std::fs::create_dir(&locked).unwrap_or_else(|e| panic!("{e}"));
     set_mode(&locked, 0o555);
     let url = format!("sqlite://{}", locked.join("gateway.db").display());
-    let (code, err) = run_with_database(&["migrate"], &url, true);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("cannot create or write the database file"),
-        "{err}"
+    let err = refused(
+        &["migrate"],
+        &url,
+        true,
+        "cannot create or write the database file",
     );
     assert!(!err.contains("code: 14"), "{err}");
     // A database file this user may only read, in a directory it may write: SQLite opened it
@@ -983,18 +975,25 @@ fn a_sqlite_path_that_cannot_be_used_is_named() {
         &["migrate"][..],
         &["tokens", "create", "--name", "ci", "--role", "viewer"][..],
     ] {
-        let (code, err) = run_with_database(args, &url, true);
-        assert_eq!(code, Some(1), "{args:?}: {err}");
         let said = format!(
             "cannot create or write the database file {}:",
             file.display()
         );
-        assert!(err.contains(&said), "{args:?}: {err}");
+        let err = refused(args, &url, true, &said);
         assert!(!err.contains("readonly database"), "{args:?}: {err}");
     }
     // Commands that only read still may.
     let (code, err) = run_with_database(&["users", "list"], &url, true);
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// Runs `args` as [`run_with_database`] does and checks that it fails (exit code 1) saying
+/// `said`; its stderr, for further checks.
+fn refused(args: &[&str], url: &str, as_nobody: bool, said: &str) -> String {
+    let (code, err) = run_with_database(args, url, as_nobody);
+    assert_eq!(code, Some(1), "{args:?}: {err}");
+    assert!(err.contains(said), "{args:?}: {err}");
+    err
 }
 
 /// Runs the server binary with `args` on `url`; with `as_nobody`, under user 65534 when this
