@@ -7,6 +7,7 @@ mod dev;
 mod limits;
 mod logging;
 mod output;
+mod rotate;
 mod serve;
 mod verify;
 
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
             Command::Tokens(cmd) => admin::tokens(cmd).await,
             Command::Users(cmd) => admin::users(cmd).await,
             Command::Audit(cli::AuditCommand::Verify) => verify::run().await,
+            Command::Audit(cli::AuditCommand::RotateKey) => rotate::run().await,
         }
     });
     match result {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::output::outln;
 use anyhow::Context;
 use gateway::audit::anchor::{self, Anchor, AnchorBucket, AnchorRef, CHAIN_ID_SETTING, ObjectLock};
-use gateway::audit::{KeySource, VerifyError, VerifyReport, existing_key, verify_chain_against};
+use gateway::audit::{KeySource, VerifyError, VerifyReport, key_ring, verify_chain_against};
 use gateway::config::{AnchorConfig, StoreConfig, parse_anchors};
 use gateway::store::{Store, now_ms, unix_ms};
 
@@ -93,11 +93,16 @@ async fn check(
     listed_at: i64,
 ) -> anyhow::Result<(VerifyReport, KeySource, Findings)> {
     crate::admin::require_current_schema(store).await?;
-    let (key, source) = existing_key(config.audit_hmac_key.as_ref(), store).await?;
+    let (keys, source) = key_ring(
+        config.audit_hmac_key.as_ref(),
+        &config.audit_hmac_key_retired,
+        store,
+    )
+    .await?;
     let mut refs: Vec<AnchorRef> = anchors.map(|a| a.refs().to_vec()).unwrap_or_default();
     let mut planted = Vec::new();
     let report = loop {
-        match verify_chain_against(store, &key, &refs).await {
+        match verify_chain_against(store, &keys, &refs).await {
             Ok(report) => break report,
             // The chain disagrees with an anchor. An anchor the gateway wrote is locked and
             // belongs to this chain; one that is not was put there by someone else with

@@ -170,6 +170,8 @@ impl Config {
         let StoreConfig {
             database_url,
             audit_hmac_key,
+            // For `audit verify` and `audit rotate-key`; checked here all the same.
+            audit_hmac_key_retired: _,
             sqlite_sync,
         } = StoreConfig::from_lookup(&lookup)?;
         let audit_anchors = parse_anchors(&get)?;
@@ -1074,6 +1076,11 @@ mod tests {
             ("AUDIT_HMAC_KEY", "ééééééééééééééééé"),
             ("DATABASE_URL", "sqlite://?mode=rwc"),
             ("AUDIT_HMAC_KEY", "short-secret-value"),
+            ("AUDIT_HMAC_KEY_RETIRED", "short-secret-value"),
+            (
+                "AUDIT_HMAC_KEY_RETIRED",
+                "0123456789abcdef0123456789abcdef short-secret-value",
+            ),
             ("RACK_TLS_PIN_SHA256", "abcd"),
             ("RACK_READ_TIMEOUT_SECS", "-1"),
             ("AUDIT_STDOUT", "maybe"),

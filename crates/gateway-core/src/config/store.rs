@@ -12,6 +12,9 @@ pub struct StoreConfig {
     pub database_url: String,
     /// `AUDIT_HMAC_KEY`, if set.
     pub audit_hmac_key: Option<Secret>,
+    /// `AUDIT_HMAC_KEY_RETIRED`: the chain's earlier keys, for `audit verify` and
+    /// `audit rotate-key` (empty when unset).
+    pub audit_hmac_key_retired: Vec<Secret>,
     /// `SQLITE_SYNCHRONOUS`: how a SQLite commit waits for the disk.
     pub sqlite_sync: SqliteSync,
 }
@@ -73,51 +76,65 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("audit_hmac_key_retired", &self.audit_hmac_key_retired)
             .field("sqlite_sync", &self.sqlite_sync)
             .finish()
     }
 }
 
 impl StoreConfig {
-    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` from the process environment.
+    /// Reads `DATABASE_URL`, `AUDIT_HMAC_KEY` and `AUDIT_HMAC_KEY_RETIRED` from the process environment.
     pub fn from_env() -> Result<StoreConfig, ConfigError> {
         StoreConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads `DATABASE_URL` and `AUDIT_HMAC_KEY` through `lookup`.
+    /// Reads `DATABASE_URL`, `AUDIT_HMAC_KEY` and `AUDIT_HMAC_KEY_RETIRED` through `lookup`.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<StoreConfig, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         validate_database_url(&database_url)?;
-        let audit_hmac_key = match get("AUDIT_HMAC_KEY") {
-            None => None,
-            Some(key) if key.trim().chars().count() < 32 => {
-                return Err(ConfigError::Invalid {
-                    name: "AUDIT_HMAC_KEY",
-                    expected: "at least 32 characters of random data (e.g. `openssl rand -hex 32`)"
-                        .into(),
-                });
-            }
-            // A key read from a file often keeps its newline: the chain would be keyed with
-            // it, and the same key without it would later fail every check.
-            Some(key) if key.trim() != key || key.chars().any(char::is_control) => {
-                return Err(ConfigError::Invalid {
-                    name: "AUDIT_HMAC_KEY",
-                    expected: "the key without surrounding whitespace or control characters (a \
-                               trailing newline from a file?)"
-                        .into(),
-                });
-            }
-            Some(key) => Some(Secret::new(key)),
-        };
+        let audit_hmac_key = get("AUDIT_HMAC_KEY")
+            .map(|key| chain_key("AUDIT_HMAC_KEY", key))
+            .transpose()?;
+        // Separated by whitespace (a file of keys, one per line, will do): a key holds none.
+        let audit_hmac_key_retired = get("AUDIT_HMAC_KEY_RETIRED")
+            .map(|keys| {
+                keys.split_whitespace()
+                    .map(|key| chain_key("AUDIT_HMAC_KEY_RETIRED", key.to_string()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(StoreConfig {
             database_url,
             audit_hmac_key,
+            audit_hmac_key_retired,
             sqlite_sync: parse_sqlite_sync(&get)?,
         })
     }
+}
+
+/// Checks a key of the audit chain read from `name`.
+fn chain_key(name: &'static str, key: String) -> Result<Secret, ConfigError> {
+    if key.trim().chars().count() < 32 {
+        return Err(ConfigError::Invalid {
+            name,
+            expected: "at least 32 characters of random data (e.g. `openssl rand -hex 32`)".into(),
+        });
+    }
+    // A key read from a file often keeps its newline: the chain would be keyed with it, and
+    // the same key without it would later fail every check.
+    if key.trim() != key || key.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            name,
+            expected: "the key without surrounding whitespace or control characters (a \
+                       trailing newline from a file?)"
+                .into(),
+        });
+    }
+    Ok(Secret::new(key))
 }
 
 pub(super) fn validate_database_url(url: &str) -> Result<(), ConfigError> {
@@ -219,5 +236,38 @@ pub fn unverified_database(
                 _ => "encrypted only if the server offers it, and its certificate is not checked",
             }
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retired(value: &str) -> Result<Vec<String>, String> {
+        StoreConfig::from_lookup(|name| (name == "AUDIT_HMAC_KEY_RETIRED").then(|| value.into()))
+            .map(|c| {
+                c.audit_hmac_key_retired
+                    .iter()
+                    .map(|k| k.expose().to_string())
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn retired_keys_are_separated_by_whitespace_and_each_checked() {
+        let a = "a".repeat(32);
+        let b = "b".repeat(40);
+        assert_eq!(
+            retired(&format!("{a}\n{b}\n")),
+            Ok(vec![a.clone(), b.clone()])
+        );
+        assert_eq!(retired(&format!("  {a}  {b}")), Ok(vec![a.clone(), b]));
+        assert_eq!(retired(""), Ok(vec![]), "unset");
+        let err = retired(&format!("{a} too-short-key"))
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("AUDIT_HMAC_KEY_RETIRED"), "{err}");
+        assert!(!err.contains("too-short-key") && !err.contains(&a), "{err}");
     }
 }

@@ -10,8 +10,11 @@ use crate::store::{Store, StoreError};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const GENERATED_KEY_SETTING: &str = "audit_hmac_key_generated";
-const FINGERPRINT_SETTING: &str = "audit_hmac_key_fingerprint";
+pub(super) const GENERATED_KEY_SETTING: &str = "audit_hmac_key_generated";
+pub(super) const FINGERPRINT_SETTING: &str = "audit_hmac_key_fingerprint";
+/// A generated key the chain was rotated away from (`audit rotate-key`), kept so that
+/// `audit verify` can check the events it linked; no longer used to link any.
+pub(super) const RETIRED_GENERATED_KEY_SETTING: &str = "audit_hmac_key_generated_retired";
 
 /// The chain's HMAC key.
 #[derive(Clone)]
@@ -72,7 +75,7 @@ impl ChainKey {
     }
 
     /// A fingerprint that identifies the key without revealing it.
-    fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> String {
         let mut mac = self.mac();
         mac.update(b"rack-gateway audit key fingerprint");
         hex::encode(mac.finalize().into_bytes())
@@ -121,6 +124,8 @@ pub async fn resolve_key(
     if stored != fingerprint {
         return Err(ResolveKeyError::KeyChanged);
     }
+    // Every append from now on checks that the chain was not rotated away from this key.
+    store.expect_chain_key(&fingerprint);
     Ok((key, source))
 }
 
@@ -152,8 +157,9 @@ pub enum ResolveKeyError {
     Store(#[from] StoreError),
     /// The key differs from the one the chain was written with.
     #[error(
-        "AUDIT_HMAC_KEY does not match the key this database's audit chain was written with \
-         (set the original key; if the chain was started without AUDIT_HMAC_KEY, unset it)"
+        "AUDIT_HMAC_KEY does not match the key this database's audit chain is written with \
+         (set that key; if the chain was started without AUDIT_HMAC_KEY, unset it; to move the \
+         chain to this key, run `rack-gateway-server audit rotate-key`)"
     )]
     KeyChanged,
     /// No key is configured and the database keeps no generated one.

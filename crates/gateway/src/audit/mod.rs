@@ -14,6 +14,7 @@ mod in_doubt;
 mod mask;
 mod refusals;
 mod retained;
+mod rotation;
 mod stdout;
 mod verify;
 mod writer;
@@ -28,6 +29,9 @@ pub use event::{
 pub use foreign::{STDOUT_THROUGH_SETTING, STDOUT_UNPRINTED_SETTING, Unprinted};
 pub use in_doubt::LATE_COMMIT_ERROR;
 pub use refusals::{SUPPRESSED_ACTION, record_summaries, spawn_summaries};
+pub use rotation::{
+    KEY_ROTATED_ACTION, KeyRing, RotateKeyError, Rotated, key_ring, rotate_key, shown_id,
+};
 pub use stdout::format_time;
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_chain_against};
 pub use writer::{AuditError, AuditLog, Pending, RECOVERED_ACTION, WriteFailure};

@@ -2,6 +2,7 @@
 
 use super::ChainKey;
 use super::anchor::AnchorRef;
+use super::rotation::{KEY_ROTATED_ACTION, KeyRing, rotation_of, shown_id};
 use crate::store::{Store, StoreError};
 
 /// What a successful verification saw.
@@ -43,6 +44,9 @@ pub enum VerifyError {
         /// What is wrong.
         reason: String,
     },
+    /// Events are linked with a key this check was not given (a retired one).
+    #[error("{0}")]
+    MissingKey(String),
     /// An event does not hash to what is stored.
     #[error("audit chain broken at event {seq}: {reason}")]
     Broken {
@@ -58,19 +62,24 @@ pub enum VerifyError {
 /// after that read are left to the next check (walking them too, against a busy gateway,
 /// could go on for ever).
 pub async fn verify_chain(store: &Store, key: &ChainKey) -> Result<VerifyReport, VerifyError> {
-    verify_chain_against(store, key, &[]).await
+    verify_chain_against(store, &KeyRing::new(key.clone()), &[]).await
 }
 
 /// [`verify_chain`], also checking that every event named by an anchor has the anchored hash
 /// and that no anchor names an event past the chain's end. `anchors` must be in chain order
 /// and listed before this is called: an anchor written since names an event past the head
 /// this reads.
+///
+/// Each event is checked with the key it was linked with: at a key rotation's event the walk
+/// moves to the key it names (the rotation's own event is the first linked with it), taken
+/// from `keys`; the chain must end under `keys`' current one.
 pub async fn verify_chain_against(
     store: &Store,
-    key: &ChainKey,
+    keys: &KeyRing,
     anchors: &[AnchorRef],
 ) -> Result<VerifyReport, VerifyError> {
     let head = store.chain_head().await?;
+    let (mut key_id, mut key) = first_key(store, keys).await?;
     let mut pending_anchors = anchors.iter().peekable();
     let mut prev = "0".repeat(64);
     let mut expected_seq = 1;
@@ -98,6 +107,28 @@ pub async fn verify_chain_against(
             }
             if row.prev_hash != prev {
                 return Err(broken("prev_hash does not match the previous event".into()));
+            }
+            if let Some((retired, new)) = rotation_of(&row.event) {
+                if retired != key_id {
+                    return Err(broken(format!(
+                        "this key rotation retires the key {}, but the events before it are \
+                         linked with the key {}",
+                        shown_id(retired),
+                        shown_id(&key_id)
+                    )));
+                }
+                (key_id, key) = keys
+                    .get(new)
+                    .map(|(id, k)| (id.to_string(), k))
+                    .ok_or_else(|| {
+                        VerifyError::MissingKey(format!(
+                            "audit event {} moves the chain to the key {}, which was not given: \
+                         set AUDIT_HMAC_KEY to the chain's current key and \
+                         AUDIT_HMAC_KEY_RETIRED to its earlier ones",
+                            row.seq,
+                            shown_id(new)
+                        ))
+                    })?;
             }
             // The details as stored, not as parsed and written again: the chain covers the
             // exact text.
@@ -129,6 +160,18 @@ pub async fn verify_chain_against(
             prev = hash;
             expected_seq += 1;
         }
+    }
+    if head_matched && key_id != keys.current().0 {
+        // The stored fingerprint moved to the current key without a rotation in the chain.
+        return Err(VerifyError::Broken {
+            seq: head.seq,
+            reason: format!(
+                "the chain's newest events are linked with the key {}, not with \
+                 AUDIT_HMAC_KEY's ({}): no key rotation in the chain moved it there",
+                shown_id(&key_id),
+                shown_id(keys.current().0)
+            ),
+        });
     }
     if !head_matched {
         // Fewer events than the head says: the end of the chain was removed.
@@ -172,6 +215,39 @@ pub async fn verify_chain_against(
         anchors_checked: anchors.len(),
         last_anchored: anchors.last().map(|a| a.seq),
     })
+}
+
+/// The key the chain's first events are linked with: the one its first key rotation retires,
+/// or, never rotated, the current one.
+async fn first_key<'k>(
+    store: &Store,
+    keys: &'k KeyRing,
+) -> Result<(String, &'k ChainKey), VerifyError> {
+    let current = || (keys.current().0.to_string(), keys.current().1);
+    let Some((seq, details)) = store.first_gateway_event(KEY_ROTATED_ACTION).await? else {
+        return Ok(current());
+    };
+    // An unreadable rotation is left to the walk, which finds its link broken.
+    let retired = serde_json::from_str::<serde_json::Value>(&details)
+        .ok()
+        .and_then(|d| d.get("retired_key_id")?.as_str().map(str::to_string));
+    let Some(retired) = retired else {
+        return Ok(current());
+    };
+    if seq == 1 {
+        // Rotated before any event: no event is linked with the retired key.
+        return Ok((retired, keys.current().1));
+    }
+    keys.get(&retired)
+        .map(|(id, k)| (id.to_string(), k))
+        .ok_or_else(|| {
+            VerifyError::MissingKey(format!(
+                "audit events 1–{} are linked with the key {}, retired at event {seq}, which was \
+             not given: set AUDIT_HMAC_KEY_RETIRED to the chain's earlier keys",
+                seq - 1,
+                shown_id(&retired)
+            ))
+        })
 }
 
 /// Whether `e` says a stored value is not what it should be (rather than that the database

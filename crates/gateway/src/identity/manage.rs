@@ -64,7 +64,15 @@ impl Actor {
         }
     }
 
-    fn event(&self, kind: EventKind, request_id: &str, action: &str, details: Value) -> AuditEvent {
+    /// An event of `kind` by this actor, with `details` (redacted, and naming the operator on
+    /// the command line).
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        request_id: &str,
+        action: &str,
+        details: Value,
+    ) -> AuditEvent {
         let mut e = AuditEvent::new(kind, request_id, action);
         e.actor_type = self.actor_type;
         e.user_email = self.email.clone();
@@ -148,6 +156,7 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::ChainMovedBack { .. } | StoreError::ChainReplaced { .. } => {
             ("audit_chain_moved_back", None)
         }
+        StoreError::KeyRotated => ("audit_key_rotated", None),
         StoreError::ReadOnly => ("store_read_only", None),
         StoreError::SchemaNewer(_)
         | StoreError::NoDatabaseFile(_)
@@ -157,6 +166,7 @@ fn refusal(e: &StoreError) -> Value {
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::Sqlite(_)
+        | StoreError::Rotation(_)
         | StoreError::Corrupt(_) => ("store_error", None),
     };
     let mut fields = json!({ "reason": reason });

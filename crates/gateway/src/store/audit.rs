@@ -161,7 +161,7 @@ fn from_row_as_stored(row: &AnyRow) -> Result<(AuditRow, String), StoreError> {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// [`INSERT_ONE`] with `row`'s values bound, in column order.
-fn insert_one<'q>(row: &Linked<'_>) -> AnyQuery<'q> {
+pub(super) fn insert_one<'q>(row: &Linked<'_>) -> AnyQuery<'q> {
     let event = row.event;
     sqlx::query(INSERT_ONE)
         .bind(row.link.seq)
@@ -211,22 +211,23 @@ macro_rules! insert_rows_from_json {
 }
 
 /// PostgreSQL: the rows (`$1`) appended in one statement (inside the locked transaction).
-const INSERT_ROWS: &str = insert_rows_from_json!("$1");
+pub(super) const INSERT_ROWS: &str = insert_rows_from_json!("$1");
 
 /// PostgreSQL: moves the head from (`$3`, `$4`) to (`$1`, `$2`) and inserts the rows (`$5`),
-/// or does neither when the head has moved.
+/// or does neither when the head has moved or names another key than `$6` (rotated: the
+/// locked path then says so).
 const INSERT_IF_HEAD: &str = concat!(
     "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
-     WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING id) ",
+     WHERE id = 1 AND seq = $3 AND hash = $4 AND key_fingerprint IN ('', $6) RETURNING id) ",
     insert_rows_from_json!("$5"),
     " WHERE EXISTS (SELECT 1 FROM moved)"
 );
 
-/// [`INSERT_IF_HEAD`], and only while the credential generation is still `$6`.
+/// [`INSERT_IF_HEAD`], and only while the credential generation is still `$7`.
 const INSERT_IF_HEAD_AND_GENERATION: &str = concat!(
     "WITH moved AS (UPDATE audit_chain_head SET seq = $1, hash = $2 \
-     WHERE id = 1 AND seq = $3 AND hash = $4 \
-     AND (SELECT n FROM credential_generation WHERE id = 1) = $6 RETURNING id) ",
+     WHERE id = 1 AND seq = $3 AND hash = $4 AND key_fingerprint IN ('', $6) \
+     AND (SELECT n FROM credential_generation WHERE id = 1) = $7 RETURNING id) ",
     insert_rows_from_json!("$5"),
     " WHERE EXISTS (SELECT 1 FROM moved)"
 );
@@ -255,7 +256,7 @@ struct JsonRow<'a> {
 }
 
 /// The rows as the JSON array the PostgreSQL statements above read.
-fn rows_json(rows: &[Linked<'_>]) -> Result<String, StoreError> {
+pub(super) fn rows_json(rows: &[Linked<'_>]) -> Result<String, StoreError> {
     let rows: Vec<JsonRow<'_>> = rows
         .iter()
         .map(|row| {
@@ -519,7 +520,8 @@ impl Store {
         .bind(last.hash.clone())
         .bind(head.seq)
         .bind(head.hash.clone())
-        .bind(rows_json);
+        .bind(rows_json)
+        .bind(self.audit_written.key_fingerprint().unwrap_or_default());
         if let Some(at) = read_at {
             query = query.bind(at.0);
         }
@@ -566,11 +568,17 @@ impl Store {
                 .await?;
         }
         let head_sql = match self.backend {
-            Backend::Sqlite => "SELECT seq, hash FROM audit_chain_head WHERE id = 1",
-            Backend::Postgres => "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
+            Backend::Sqlite => {
+                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1"
+            }
+            Backend::Postgres => {
+                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1 FOR UPDATE"
+            }
         };
         let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
         let (head_seq, head_hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+        self.audit_written
+            .check_key(&head.try_get::<String, _>("key_fingerprint")?)?;
         if let Confirm::Row { seq, hash } = self.audit_written.check(head_seq, &head_hash)? {
             let stored: Option<String> = sqlx::query_scalar(KNOWN_LINK_SQL)
                 .bind(seq)
@@ -748,6 +756,26 @@ impl Store {
         .await?;
         row.map(|r| Ok((r.try_get("seq")?, r.try_get("ts")?)))
             .transpose()
+    }
+
+    /// The first gateway event (by `seq`) whose action is `action`, with its details as
+    /// stored, if any.
+    pub async fn first_gateway_event(
+        &self,
+        action: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        bounded(self, async {
+            let row = sqlx::query(
+                "SELECT seq, details FROM audit_events WHERE action = $1 AND kind = 'gateway' \
+                 ORDER BY seq LIMIT 1",
+            )
+            .bind(action)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|r| Ok((r.try_get("seq")?, r.try_get("details")?)))
+                .transpose()
+        })
+        .await
     }
 
     /// The chain head.

@@ -130,12 +130,15 @@ fn append_on(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Statements are prepared once per connection and reused: parsing SQL showed up in
     // profiles of single-request batches.
-    let (seq, hash, generation): (i64, String, i64) = tx
+    let (seq, hash, generation, key): (i64, String, i64, String) = tx
         .prepare_cached(
-            "SELECT h.seq, h.hash, g.n FROM audit_chain_head h, credential_generation g \
-             WHERE h.id = 1 AND g.id = 1",
+            "SELECT h.seq, h.hash, g.n, h.key_fingerprint \
+             FROM audit_chain_head h, credential_generation g WHERE h.id = 1 AND g.id = 1",
         )?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        .query_row([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+    written.check_key(&key)?;
     if let Confirm::Row {
         seq: known,
         hash: known_hash,
@@ -211,6 +214,7 @@ mod tests {
         include_str!("../../migrations/sqlite/0005_audit_seq_is_the_rowid.sql"),
         include_str!("../../migrations/sqlite/0006_credential_generation.sql"),
         include_str!("../../migrations/sqlite/0007_audit_no_replace.sql"),
+        include_str!("../../migrations/sqlite/0008_audit_key_fingerprint.sql"),
     ];
 
     fn migrate(conn: &Connection, migrations: &[&str]) {
@@ -250,11 +254,12 @@ mod tests {
     fn rebuilding_the_audit_table_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (db, conn) = database(&dir, &MIGRATIONS[..4]);
-        // Today's writer also reads the credential generation (a later migration); lend the
-        // old schema that table while it writes the rows the rebuild must keep.
+        // Today's writer also reads the credential generation and the head's key (later
+        // migrations); lend the old schema those while it writes the rows the rebuild must keep.
         conn.execute_batch(
             "CREATE TABLE credential_generation (id INTEGER PRIMARY KEY, n INTEGER NOT NULL); \
-             INSERT INTO credential_generation VALUES (1, 0);",
+             INSERT INTO credential_generation VALUES (1, 0); \
+             ALTER TABLE audit_chain_head ADD COLUMN key_fingerprint TEXT NOT NULL DEFAULT '';",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let writer = SqliteAudit::new(&db, SqliteSync::default(), Default::default());
@@ -270,8 +275,11 @@ mod tests {
         }
         let before = all_rows(&conn);
         assert_eq!(before.len(), 120);
-        conn.execute_batch("DROP TABLE credential_generation")
-            .unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch(
+            "DROP TABLE credential_generation; \
+             ALTER TABLE audit_chain_head DROP COLUMN key_fingerprint;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
 
         migrate(&conn, &MIGRATIONS[4..]);
         assert_eq!(all_rows(&conn), before);

@@ -8,6 +8,7 @@ mod audit;
 mod audit_sqlite;
 mod checkpoints;
 mod columns;
+mod key_rotation;
 mod logins;
 mod outage;
 mod pg_params;
@@ -30,6 +31,7 @@ use columns::Columns;
 use gateway_core::config::SqliteSync;
 
 pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
+pub use key_rotation::KeyRotation;
 pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
@@ -177,6 +179,17 @@ pub enum StoreError {
         /// Where the head stands now.
         found: i64,
     },
+    /// The chain's key was rotated (`audit rotate-key`) after this process started: events it
+    /// linked with its key would break the chain.
+    #[error(
+        "the audit chain's key was rotated (`rack-gateway-server audit rotate-key`) after this \
+         gateway started: nothing is forwarded until it is restarted with the new \
+         AUDIT_HMAC_KEY"
+    )]
+    KeyRotated,
+    /// `audit rotate-key` found the chain not as it expected; the message says what.
+    #[error("{0}")]
+    Rotation(String),
 }
 
 impl StoreError {

@@ -9,8 +9,8 @@
 //! restarted (nothing is forwarded: 503), and the anchor task anchors the link it knows, so
 //! that `audit verify` reports the change.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::StoreError;
 use super::audit::ChainHead;
@@ -24,6 +24,9 @@ pub(super) struct Written {
     /// How the chain was found changed, for the error: the known link's event, the head's
     /// event, and whether the head was behind it (else the link was gone or replaced).
     found: Mutex<Option<(i64, i64, bool)>>,
+    /// The fingerprint of the key this process links events with, once the chain's key was
+    /// resolved (`audit::resolve_key`). Unset, appends are not checked against the head's.
+    key: OnceLock<String>,
 }
 
 /// Reads what the chain holds for a known link (`$1`: its event): the `prev_hash` of the event
@@ -77,6 +80,27 @@ impl Written {
                 seq,
                 hash: hash.to_string(),
             });
+        }
+    }
+
+    /// Notes the fingerprint of the key this process links events with.
+    pub(super) fn expect_key(&self, fingerprint: &str) {
+        // Set once: one process links with one key.
+        let _ = self.key.set(fingerprint.to_string());
+    }
+
+    /// The fingerprint noted by [`Written::expect_key`], if any.
+    pub(super) fn key_fingerprint(&self) -> Option<String> {
+        self.key.get().cloned()
+    }
+
+    /// Fails when the head (read in the appending transaction) names another key than this
+    /// process's: the key was rotated after it started, and an event linked with the retired
+    /// key would break the chain. `head_key` is `''` while the chain keeps its first key.
+    pub(super) fn check_key(&self, head_key: &str) -> Result<(), StoreError> {
+        match self.key.get() {
+            Some(own) if !head_key.is_empty() && head_key != own => Err(StoreError::KeyRotated),
+            _ => Ok(()),
         }
     }
 
@@ -174,6 +198,18 @@ mod tests {
         // Once found changed, refused until a restart, whatever the head says later.
         assert!(w.check(5, "e").is_err());
         assert!(w.check(12, "l").is_err());
+    }
+
+    #[test]
+    fn a_head_under_another_key_is_refused() {
+        let w = Written::default();
+        assert!(w.check_key("b").is_ok(), "no key expected: not checked");
+        w.expect_key("a");
+        assert!(w.check_key("").is_ok(), "never rotated");
+        assert!(w.check_key("a").is_ok(), "rotated to this process's key");
+        assert!(matches!(w.check_key("b"), Err(StoreError::KeyRotated)));
+        w.expect_key("b");
+        assert!(w.check_key("b").is_err(), "the first key stays");
     }
 
     #[test]

@@ -216,7 +216,7 @@ both_backends!(
 
 /// Disables the triggers that keep the audit tables append-only: what someone with full
 /// control of the database can do.
-async fn disable_audit_triggers(db: &Db) {
+pub(crate) async fn disable_audit_triggers(db: &Db) {
     let s = store(db).await;
     let statements: &[&str] = match db.backend {
         crate::kit::Backend::Sqlite => &[

@@ -12,6 +12,7 @@ mod credentials;
 mod dev;
 mod faults;
 mod hostile;
+mod key_rotation;
 mod lifecycle;
 mod proxy;
 mod rbac_matrix;
