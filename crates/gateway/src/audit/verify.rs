@@ -109,26 +109,7 @@ pub async fn verify_chain_against(
                 return Err(broken("prev_hash does not match the previous event".into()));
             }
             if let Some((retired, new)) = rotation_of(&row.event) {
-                if retired != key_id {
-                    return Err(broken(format!(
-                        "this key rotation retires the key {}, but the events before it are \
-                         linked with the key {}",
-                        shown_id(retired),
-                        shown_id(&key_id)
-                    )));
-                }
-                (key_id, key) = keys
-                    .get(new)
-                    .map(|(id, k)| (id.to_string(), k))
-                    .ok_or_else(|| {
-                        VerifyError::MissingKey(format!(
-                            "audit event {} moves the chain to the key {}, which was not given: \
-                         set AUDIT_HMAC_KEY to the chain's current key and \
-                         AUDIT_HMAC_KEY_RETIRED to its earlier ones",
-                            row.seq,
-                            shown_id(new)
-                        ))
-                    })?;
+                (key_id, key) = rotated_key(keys, row.seq, &key_id, retired, new)?;
             }
             // The details as stored, not as parsed and written again: the chain covers the
             // exact text.
@@ -217,6 +198,38 @@ pub async fn verify_chain_against(
     })
 }
 
+/// The key a rotation event (`seq`) moves the chain to, once it is shown to retire the key the
+/// walk holds (`held`).
+fn rotated_key<'k>(
+    keys: &'k KeyRing,
+    seq: i64,
+    held: &str,
+    retired: &str,
+    new: &str,
+) -> Result<(String, &'k ChainKey), VerifyError> {
+    if retired != held {
+        return Err(VerifyError::Broken {
+            seq,
+            reason: format!(
+                "this key rotation retires the key {}, but the events before it are linked \
+                 with the key {}",
+                shown_id(retired),
+                shown_id(held)
+            ),
+        });
+    }
+    let missing = || {
+        VerifyError::MissingKey(format!(
+            "audit event {seq} moves the chain to the key {}, which was not given: set \
+             AUDIT_HMAC_KEY to the chain's current key and AUDIT_HMAC_KEY_RETIRED to its \
+             earlier ones",
+            shown_id(new)
+        ))
+    };
+    let (id, key) = keys.get(new).ok_or_else(missing)?;
+    Ok((id.to_string(), key))
+}
+
 /// The key the chain's first events are linked with: the one its first key rotation retires,
 /// or, never rotated, the current one.
 async fn first_key<'k>(
@@ -238,16 +251,16 @@ async fn first_key<'k>(
         // Rotated before any event: no event is linked with the retired key.
         return Ok((retired, keys.current().1));
     }
-    keys.get(&retired)
-        .map(|(id, k)| (id.to_string(), k))
-        .ok_or_else(|| {
-            VerifyError::MissingKey(format!(
-                "audit events 1–{} are linked with the key {}, retired at event {seq}, which was \
+    let missing = || {
+        VerifyError::MissingKey(format!(
+            "audit events 1–{} are linked with the key {}, retired at event {seq}, which was \
              not given: set AUDIT_HMAC_KEY_RETIRED to the chain's earlier keys",
-                seq - 1,
-                shown_id(&retired)
-            ))
-        })
+            seq - 1,
+            shown_id(&retired)
+        ))
+    };
+    let (id, key) = keys.get(&retired).ok_or_else(missing)?;
+    Ok((id.to_string(), key))
 }
 
 /// Whether `e` says a stored value is not what it should be (rather than that the database

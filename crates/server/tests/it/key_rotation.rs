@@ -202,6 +202,7 @@ both_backends!(
         let out = rotate(&db, "");
         assert!(out.0, "rotate-key failed: {}", out.2);
         assert!(out.2.contains("generated"), "{}", out.2);
+        let first = rotated_at(&out.1);
         let out = verify(&db, NEW_KEY, "");
         assert!(out.0, "verify failed: {}", out.2);
         assert!(
@@ -217,6 +218,30 @@ both_backends!(
         );
         assert!(!out.0, "appended with the retired generated key");
         assert!(out.2.contains("AUDIT_HMAC_KEY is not set"), "{}", out.2);
+
+        // Rotated once more: verify walks generated → NEW_KEY → the third, finding the
+        // generated key in the database and NEW_KEY in AUDIT_HMAC_KEY_RETIRED.
+        let third = "a-third-audit-key-0000000000000000000000000";
+        let out = admin_with(
+            &db,
+            &["audit", "rotate-key"],
+            &[
+                ("AUDIT_HMAC_KEY", third),
+                ("AUDIT_HMAC_KEY_RETIRED", NEW_KEY),
+            ],
+        );
+        assert!(out.0, "second rotation failed: {}", out.2);
+        let out = verify(&db, third, "");
+        assert!(!out.0, "verified without NEW_KEY");
+        assert!(
+            out.2
+                .contains(&format!("audit event {first} moves the chain to the key")),
+            "{}",
+            out.2
+        );
+        // A key the chain never used among the retired ones changes nothing.
+        let out = verify(&db, third, &format!("{AUDIT_KEY}\n{NEW_KEY}"));
+        assert!(out.0, "verify across two rotations failed: {}", out.2);
     }
 );
 
