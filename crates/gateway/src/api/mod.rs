@@ -428,6 +428,15 @@ async fn audit_check(state: &AppState, timeout: std::time::Duration) -> serde_js
     if state.audit.has_stopped() {
         return json!({ "ok": false, "error": "audit writer stopped: restart the gateway" });
     }
+    // Seen before any request fails: a load balancer takes the instance out at once. A read
+    // that fails is left to the database check.
+    if let Ok(Ok(true)) = tokio::time::timeout(timeout, state.store.chain_key_retired()).await {
+        return json!({
+            "ok": false,
+            "error": "audit key rotated since the gateway started: restart it with the new \
+                      AUDIT_HMAC_KEY",
+        });
+    }
     if state.audit.write_failure().is_none() {
         return json!({ "ok": true });
     }

@@ -4,7 +4,7 @@
 use sqlx::{Executor, Row};
 
 use super::audit::{ChainLink, INSERT_ROWS, LinkFn, chain_rows, insert_one, rows_json};
-use super::{Backend, Store, StoreError};
+use super::{Backend, Store, StoreError, bounded};
 use crate::audit::AuditEvent;
 
 /// What a key rotation changes.
@@ -108,6 +108,19 @@ impl Store {
         tx.commit().await?;
         self.audit_written.note(last.seq, &last.hash);
         Ok(last)
+    }
+
+    /// True when the chain was rotated to another key than the one noted by
+    /// [`Store::expect_chain_key`]: this process's appends are refused from now on.
+    pub async fn chain_key_retired(&self) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let head_key: String =
+                sqlx::query_scalar("SELECT key_fingerprint FROM audit_chain_head WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok(self.audit_written.check_key(&head_key).is_err())
+        })
+        .await
     }
 
     /// Notes the fingerprint of the key this process links audit events with: from then on

@@ -70,7 +70,22 @@ both_backends!(
         no_key_shown(&out);
         let at = rotated_at(&out.1);
 
-        // The gateway still linking with the retired key forwards nothing from now on.
+        // The gateway still linking with the retired key is not ready (a load balancer takes it
+        // out before any request fails) and forwards nothing from now on.
+        let ready_url = format!("{}/api/v1/health/ready", old.url);
+        let not_ready = crate::kit::eventually(|| {
+            let url = ready_url.clone();
+            async move {
+                let Ok(resp) = client().get(url).send().await else {
+                    return false;
+                };
+                let status = resp.status().as_u16();
+                let body = resp.text().await.unwrap_or_default();
+                status == 503 && body.contains("audit key rotated")
+            }
+        })
+        .await;
+        assert!(not_ready, "readiness did not say the key was rotated");
         rack.clear();
         let refused = get(&old).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(refused.status().as_u16(), 503);
