@@ -20,7 +20,7 @@ use crate::identity::manage::Actor;
 use crate::store::{KeyRotation, Store, StoreError};
 
 /// The action of the event that moves the chain to a new key.
-pub const KEY_ROTATED_ACTION: &str = "audit.key_rotated";
+pub const KEY_ROTATED_ACTION: &str = "gateway:audit:key_rotated";
 
 /// How many hex digits of a fingerprint name a key to people: enough to tell keys apart.
 const SHOWN_ID: usize = 16;

@@ -117,7 +117,7 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let rotation = rows.first().unwrap_or_else(|| panic!("no event {at}"));
-        assert_eq!(rotation.event.action, "audit.key_rotated");
+        assert_eq!(rotation.event.action, "gateway:audit:key_rotated");
         assert!(rotation.event.details["operator"].is_string());
         assert_eq!(rotation.event.details["retired_key_type"], "configured");
         s.close().await;
