@@ -153,7 +153,7 @@ impl Config {
     /// Reads the file; a missing file is an empty config.
     pub fn load(path: &Path) -> CliResult<Config> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Ok(bytes) => Config::parse(&bytes).map_err(|e| {
                 CliError::Config(format!(
                     "{} is not a valid rack-gateway config: {e}",
                     path.display()
@@ -161,6 +161,17 @@ impl Config {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(CliError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// The file's JSON: an object (serde would also fill the struct from an array, field by
+    /// field, so `[]` read as an empty config and `["prod"]` named a current rack).
+    fn parse(bytes: &[u8]) -> Result<Config, String> {
+        match serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| e.to_string())? {
+            value @ serde_json::Value::Object(_) => {
+                serde_json::from_value(value).map_err(|e| e.to_string())
+            }
+            _ => Err("expected a JSON object".into()),
         }
     }
 
@@ -288,6 +299,21 @@ fn create_private_dir(dir: &Path) -> CliResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_object_is_a_config() {
+        for bad in ["[]", "[\"prod\"]", "null", "3", "\"x\""] {
+            assert_eq!(
+                Config::parse(bad.as_bytes()).err().as_deref(),
+                Some("expected a JSON object"),
+                "{bad}"
+            );
+        }
+        assert_eq!(Config::parse(b"{}"), Ok(Config::default()));
+        let c = Config::parse(br#"{"current":"prod","racks":{}}"#);
+        assert_eq!(c.map(|c| c.current), Ok(Some("prod".into())));
+        assert!(Config::parse(b"{").is_err(), "truncated");
+    }
 
     #[test]
     fn credentials_have_the_gateways_shape() {
