@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::written::{Confirm, KNOWN_LINK_SQL};
-use super::{Backend, Generation, Store, StoreError, bounded};
+use super::{Backend, Generation, Store, StoreError, WriteTx, bounded};
 use crate::audit::AuditEvent;
 
 /// One stored audit event with its place in the hash chain.
@@ -99,6 +99,16 @@ pub(super) struct Linked<'a> {
     pub(super) details: String,
 }
 
+/// The chain head as read, locked, inside a write transaction.
+pub(super) struct LockedHead {
+    /// Last sequence number (0 when empty).
+    pub(super) seq: i64,
+    /// Hex hash of the last event.
+    pub(super) hash: String,
+    /// The key the chain is written with, once rotated (`''` before).
+    pub(super) key_fingerprint: String,
+}
+
 /// The chain's last position and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -161,7 +171,7 @@ fn from_row_as_stored(row: &AnyRow) -> Result<(AuditRow, String), StoreError> {
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// [`INSERT_ONE`] with `row`'s values bound, in column order.
-pub(super) fn insert_one<'q>(row: &Linked<'_>) -> AnyQuery<'q> {
+fn insert_one<'q>(row: &Linked<'_>) -> AnyQuery<'q> {
     let event = row.event;
     sqlx::query(INSERT_ONE)
         .bind(row.link.seq)
@@ -211,7 +221,7 @@ macro_rules! insert_rows_from_json {
 }
 
 /// PostgreSQL: the rows (`$1`) appended in one statement (inside the locked transaction).
-pub(super) const INSERT_ROWS: &str = insert_rows_from_json!("$1");
+const INSERT_ROWS: &str = insert_rows_from_json!("$1");
 
 /// PostgreSQL: moves the head from (`$3`, `$4`) to (`$1`, `$2`) and inserts the rows (`$5`),
 /// or does neither when the head has moved or names another key than `$6` (rotated: the
@@ -256,7 +266,7 @@ struct JsonRow<'a> {
 }
 
 /// The rows as the JSON array the PostgreSQL statements above read.
-pub(super) fn rows_json(rows: &[Linked<'_>]) -> Result<String, StoreError> {
+fn rows_json(rows: &[Linked<'_>]) -> Result<String, StoreError> {
     let rows: Vec<JsonRow<'_>> = rows
         .iter()
         .map(|row| {
@@ -560,25 +570,12 @@ impl Store {
         link: impl LinkFn,
     ) -> Result<Appended, StoreError> {
         let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            // Never wait indefinitely behind another holder of the chain head: fail, and let
-            // the request be refused with 503.
-            sqlx::query("SET LOCAL lock_timeout = '3s'")
-                .execute(&mut **tx.conn()?)
-                .await?;
-        }
-        let head_sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1"
-            }
-            Backend::Postgres => {
-                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1 FOR UPDATE"
-            }
-        };
-        let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
-        let (head_seq, head_hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
-        self.audit_written
-            .check_key(&head.try_get::<String, _>("key_fingerprint")?)?;
+        let LockedHead {
+            seq: head_seq,
+            hash: head_hash,
+            key_fingerprint,
+        } = self.lock_chain_head(&mut tx).await?;
+        self.audit_written.check_key(&key_fingerprint)?;
         if let Confirm::Row { seq, hash } = self.audit_written.check(head_seq, &head_hash)? {
             let stored: Option<String> = sqlx::query_scalar(KNOWN_LINK_SQL)
                 .bind(seq)
@@ -607,21 +604,7 @@ impl Store {
             });
         };
         let (last_seq, last_hash) = (last.seq, last.hash.clone());
-
-        match self.backend {
-            Backend::Postgres => {
-                sqlx::query(INSERT_ROWS)
-                    .bind(rows_json(&rows)?)
-                    .execute(&mut **tx.conn()?)
-                    .await?;
-            }
-            // An in-memory database (a file-backed one appends through its own writer).
-            Backend::Sqlite => {
-                for row in &rows {
-                    insert_one(row).execute(&mut **tx.conn()?).await?;
-                }
-            }
-        }
+        self.insert_linked(&mut tx, &rows).await?;
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(last_seq)
             .bind(last_hash)
@@ -629,6 +612,57 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(Appended::aligned(&current, links(rows)))
+    }
+
+    /// Reads the chain head inside `tx` and keeps other writers from moving it until `tx`
+    /// ends: PostgreSQL locks the row (waiting at most 3 s behind another holder), SQLite's
+    /// `BEGIN IMMEDIATE` holds the database's write lock already.
+    pub(super) async fn lock_chain_head(&self, tx: &mut WriteTx) -> Result<LockedHead, StoreError> {
+        if self.backend == Backend::Postgres {
+            // Never wait indefinitely behind another holder of the chain head: fail, and let
+            // the request be refused with 503.
+            sqlx::query("SET LOCAL lock_timeout = '3s'")
+                .execute(&mut **tx.conn()?)
+                .await?;
+        }
+        let head_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1"
+            }
+            Backend::Postgres => {
+                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1 FOR UPDATE"
+            }
+        };
+        let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
+        Ok(LockedHead {
+            seq: head.try_get("seq")?,
+            hash: head.try_get("hash")?,
+            key_fingerprint: head.try_get("key_fingerprint")?,
+        })
+    }
+
+    /// Inserts linked `rows` inside `tx` (the head is moved by the caller).
+    pub(super) async fn insert_linked(
+        &self,
+        tx: &mut WriteTx,
+        rows: &[Linked<'_>],
+    ) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query(INSERT_ROWS)
+                    .bind(rows_json(rows)?)
+                    .execute(&mut **tx.conn()?)
+                    .await?;
+            }
+            // An in-memory database, or an admin command's rotation (a gateway's appends to a
+            // file go through its own writer).
+            Backend::Sqlite => {
+                for row in rows {
+                    insert_one(row).execute(&mut **tx.conn()?).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Events with `seq > after`, in order, at most `limit`.

@@ -1,10 +1,8 @@
 //! `audit rotate-key`'s one transaction: the rotation's event appended, linked with the new
 //! key, and the chain's head and stored key fingerprint moved to that key, all or nothing.
 
-use sqlx::{Executor, Row};
-
-use super::audit::{ChainLink, INSERT_ROWS, LinkFn, chain_rows, insert_one, rows_json};
-use super::{Backend, Store, StoreError, bounded};
+use super::audit::{ChainLink, LinkFn, LockedHead, chain_rows};
+use super::{Store, StoreError, bounded};
 use crate::audit::AuditEvent;
 
 /// What a key rotation changes.
@@ -33,20 +31,11 @@ impl Store {
         link: impl LinkFn,
     ) -> Result<ChainLink, StoreError> {
         let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            tx.conn()?.execute("SET LOCAL lock_timeout = '3s'").await?;
-        }
-        let head_sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1"
-            }
-            Backend::Postgres => {
-                "SELECT seq, hash, key_fingerprint FROM audit_chain_head WHERE id = 1 FOR UPDATE"
-            }
-        };
-        let head = sqlx::query(head_sql).fetch_one(&mut **tx.conn()?).await?;
-        let (seq, hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
-        let head_key: String = head.try_get("key_fingerprint")?;
+        let LockedHead {
+            seq,
+            hash,
+            key_fingerprint: head_key,
+        } = self.lock_chain_head(&mut tx).await?;
         let stored: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                 .bind(rotation.fingerprint_setting)
@@ -66,19 +55,7 @@ impl Store {
         let Some(last) = rows.last().map(|row| row.link.clone()) else {
             return Err(StoreError::Corrupt("a rotation without its event".into()));
         };
-        match self.backend {
-            Backend::Postgres => {
-                sqlx::query(INSERT_ROWS)
-                    .bind(rows_json(&rows)?)
-                    .execute(&mut **tx.conn()?)
-                    .await?;
-            }
-            Backend::Sqlite => {
-                for row in &rows {
-                    insert_one(row).execute(&mut **tx.conn()?).await?;
-                }
-            }
-        }
+        self.insert_linked(&mut tx, &rows).await?;
         sqlx::query(
             "UPDATE audit_chain_head SET seq = $1, hash = $2, key_fingerprint = $3 WHERE id = 1",
         )

@@ -214,6 +214,29 @@ both_backends!(
     }
 );
 
+/// Re-links events 1 to `upto` with `key`, each from its stored content, as someone holding
+/// the key would after editing them (with [`disable_audit_triggers`] first); returns the last
+/// hash.
+pub(crate) async fn relink(s: &gateway::store::Store, key: &str, upto: i64) -> String {
+    let key = gateway::audit::ChainKey::new(gateway::config::Secret::new(key));
+    let rows = s
+        .audit_rows_as_stored(0, upto)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut prev = "0".repeat(64);
+    for (row, details) in &rows {
+        let hash = key.link_with(&prev, row.seq, &row.event, details);
+        s.execute_raw(&format!(
+            "UPDATE audit_events SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}",
+            row.seq
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        prev = hash;
+    }
+    prev
+}
+
 /// Disables the triggers that keep the audit tables append-only: what someone with full
 /// control of the database can do.
 pub(crate) async fn disable_audit_triggers(db: &Db) {
@@ -301,22 +324,7 @@ both_backends!(
         ))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-        let key = gateway::audit::ChainKey::new(gateway::config::Secret::new(AUDIT_KEY));
-        let rows = s
-            .audit_rows_as_stored(0, 100_000)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut prev = "0".repeat(64);
-        for (row, details) in &rows {
-            let hash = key.link_with(&prev, row.seq, &row.event, details);
-            s.execute_raw(&format!(
-                "UPDATE audit_events SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}",
-                row.seq
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-            prev = hash;
-        }
+        let prev = relink(&s, AUDIT_KEY, 100_000).await;
         s.execute_raw(&format!(
             "UPDATE audit_chain_head SET hash = '{prev}' WHERE id = 1"
         ))

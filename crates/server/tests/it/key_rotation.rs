@@ -169,22 +169,7 @@ both_backends!(
         s.execute_raw("UPDATE audit_events SET path = '/forged' WHERE seq = 1")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let retired = gateway::audit::ChainKey::new(gateway::config::Secret::new(AUDIT_KEY));
-        let rows = s
-            .audit_rows_as_stored(0, at - 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut prev = "0".repeat(64);
-        for (row, details) in &rows {
-            let hash = retired.link_with(&prev, row.seq, &row.event, details);
-            s.execute_raw(&format!(
-                "UPDATE audit_events SET prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}",
-                row.seq
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-            prev = hash;
-        }
+        let prev = crate::anchors::relink(&s, AUDIT_KEY, at - 1).await;
         // The rotation's own prev_hash made to match: only its hash, which needs the new key,
         // is left as it was.
         s.execute_raw(&format!(
