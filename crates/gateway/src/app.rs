@@ -153,7 +153,12 @@ impl Gateway {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not compare the clock with the database's"),
         }
-        let (key, source) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+        let (key, source) = resolve_key(
+            config.audit_hmac_key.as_ref(),
+            config.audit_hmac_key_next.as_ref(),
+            &store,
+        )
+        .await?;
         // The chain as it stands now: events removed from before this point while the gateway
         // runs are found by its writer, not only those it writes itself.
         match store.chain_head().await {

@@ -27,7 +27,12 @@ impl Admin {
             .context("cannot open the database (DATABASE_URL)")?;
         note_if_new(&store, &config.database_url).await;
         store.migrate().await.context("migrations")?;
-        let (key, _) = resolve_key(config.audit_hmac_key.as_ref(), &store).await?;
+        let (key, _) = resolve_key(
+            config.audit_hmac_key.as_ref(),
+            config.audit_hmac_key_next.as_ref(),
+            &store,
+        )
+        .await?;
         // stdout stays free for the command's own output.
         let (audit, task) = AuditLog::start(store.clone(), key, false);
         // Run where the gateway runs, a command has its RACK_TOKEN: a token or user named

@@ -123,10 +123,11 @@ pub enum UsersCommand {
 pub enum AuditCommand {
     /// Re-compute the audit hash chain from the database and check every link.
     Verify,
-    /// Move the audit chain to a new key: AUDIT_HMAC_KEY is the new key, AUDIT_HMAC_KEY_RETIRED
-    /// holds the current one (not needed when it was generated and kept in the database).
+    /// Move the audit chain to a new key: AUDIT_HMAC_KEY_NEXT if set (then AUDIT_HMAC_KEY is
+    /// the one retired), else AUDIT_HMAC_KEY (then AUDIT_HMAC_KEY_RETIRED holds the current
+    /// one; not needed when it was generated and kept in the database).
     ///
-    /// Then restart every gateway with the new AUDIT_HMAC_KEY: those still running with the
-    /// retired key refuse requests (503) until they are.
+    /// Gateways started with the new key as AUDIT_HMAC_KEY_NEXT carry on with it; any other
+    /// refuses requests (503) until restarted with it as AUDIT_HMAC_KEY.
     RotateKey,
 }

@@ -244,6 +244,7 @@ fn config(
         listen_addr: listeners.gateway_addr,
         database_url: store_config.database_url,
         audit_hmac_key: store_config.audit_hmac_key,
+        audit_hmac_key_next: store_config.audit_hmac_key_next,
         sqlite_sync: store_config.sqlite_sync,
         // The dev stack keeps everything local; anchors need a real bucket.
         audit_anchors: None,

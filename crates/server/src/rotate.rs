@@ -1,5 +1,5 @@
-//! `audit rotate-key`: moves the audit chain to the key in `AUDIT_HMAC_KEY`, retiring the one
-//! it is written with (see `gateway::audit::rotate_key`).
+//! `audit rotate-key`: moves the audit chain to the key in `AUDIT_HMAC_KEY_NEXT`, else
+//! `AUDIT_HMAC_KEY`, retiring the one it is written with (see `gateway::audit::rotate_key`).
 
 use anyhow::Context;
 use gateway::audit::{KeySource, rotate_key, shown_id};
@@ -12,11 +12,20 @@ use crate::output::outln;
 /// Runs `audit rotate-key`.
 pub async fn run() -> anyhow::Result<()> {
     let config = StoreConfig::from_env().context("configuration")?;
-    let Some(new) = &config.audit_hmac_key else {
-        anyhow::bail!(
+    // Run where the gateways run, with their AUDIT_HMAC_KEY and AUDIT_HMAC_KEY_NEXT: to the
+    // next key, retiring the current one. Otherwise to AUDIT_HMAC_KEY.
+    let mut retired = config.audit_hmac_key_retired.clone();
+    let new = match (&config.audit_hmac_key_next, &config.audit_hmac_key) {
+        (Some(next), current) => {
+            retired.extend(current.iter().cloned());
+            next
+        }
+        (None, Some(key)) => key,
+        (None, None) => anyhow::bail!(
             "AUDIT_HMAC_KEY is not set: set it to the new key (`openssl rand -hex 32`), and \
-             AUDIT_HMAC_KEY_RETIRED to the key the chain is written with now"
-        );
+             AUDIT_HMAC_KEY_RETIRED to the key the chain is written with now (or, where the \
+             gateways run, AUDIT_HMAC_KEY_NEXT to the new key)"
+        ),
     };
     // A database that is not there has no chain to rotate: none is created.
     let probe = match Store::open_read_only(&config.database_url).await {
@@ -34,7 +43,7 @@ pub async fn run() -> anyhow::Result<()> {
     // The chain head's key column comes with a migration.
     let migrated = store.migrate().await.context("migrations");
     let rotated = match migrated {
-        Ok(()) => rotate_key(&store, new, &config.audit_hmac_key_retired, &Actor::cli())
+        Ok(()) => rotate_key(&store, new, &retired, &Actor::cli())
             .await
             .map_err(anyhow::Error::from),
         Err(e) => Err(e),
@@ -48,8 +57,9 @@ pub async fn run() -> anyhow::Result<()> {
         shown_id(&rotated.retired_key_id)
     )?;
     eprintln!(
-        "next: restart every gateway with this AUDIT_HMAC_KEY (one still running with the \
-         retired key refuses requests with 503 until it is)"
+        "next: gateways given the new key as AUDIT_HMAC_KEY_NEXT link with it from their next \
+         event; restart every other one with it as AUDIT_HMAC_KEY (until then it refuses \
+         requests with 503)"
     );
     match rotated.retired_source {
         KeySource::Configured => eprintln!(

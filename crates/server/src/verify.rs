@@ -95,6 +95,7 @@ async fn check(
     crate::admin::require_current_schema(store).await?;
     let (keys, source) = key_ring(
         config.audit_hmac_key.as_ref(),
+        config.audit_hmac_key_next.as_ref(),
         &config.audit_hmac_key_retired,
         store,
     )

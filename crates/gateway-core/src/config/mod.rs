@@ -72,6 +72,8 @@ pub struct Config {
     /// HMAC key for the audit hash chain; when absent a random key is generated once and kept
     /// in the database (with a warning at start-up).
     pub audit_hmac_key: Option<Secret>,
+    /// `AUDIT_HMAC_KEY_NEXT`: the key the chain is about to be rotated to, if set.
+    pub audit_hmac_key_next: Option<Secret>,
     /// `SQLITE_SYNCHRONOUS`: how a SQLite commit waits for the disk.
     pub sqlite_sync: SqliteSync,
     /// Where the audit chain's head is anchored (`AUDIT_ANCHOR_*`), if anywhere.
@@ -132,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("listen_addr", &self.listen_addr)
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("audit_hmac_key_next", &self.audit_hmac_key_next)
             .field("sqlite_sync", &self.sqlite_sync)
             .field("audit_anchors", &self.audit_anchors)
             .field("rack_tls", &self.rack_tls)
@@ -170,6 +173,7 @@ impl Config {
         let StoreConfig {
             database_url,
             audit_hmac_key,
+            audit_hmac_key_next,
             // For `audit verify` and `audit rotate-key`; checked here all the same.
             audit_hmac_key_retired: _,
             sqlite_sync,
@@ -185,6 +189,7 @@ impl Config {
             listen_addr,
             database_url,
             audit_hmac_key,
+            audit_hmac_key_next,
             sqlite_sync,
             audit_anchors,
             rack_tls,
@@ -758,6 +763,7 @@ mod tests {
             ("RACK_HOST", "https://rack.test:5443"),
             ("RACK_TOKEN", "s3cret-rack-token"),
             ("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef"),
+            ("AUDIT_HMAC_KEY_NEXT", "the-next-key-0123456789abcdef0123"),
             (
                 "DATABASE_URL",
                 "postgres://gw:db-pa55word@db.internal:5432/gw",
@@ -768,6 +774,7 @@ mod tests {
         for secret in [
             "s3cret-rack-token",
             "0123456789abcdef0123456789abcdef",
+            "the-next-key-0123456789abcdef0123",
             "db-pa55word",
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
@@ -1077,6 +1084,7 @@ mod tests {
             ("DATABASE_URL", "sqlite://?mode=rwc"),
             ("AUDIT_HMAC_KEY", "short-secret-value"),
             ("AUDIT_HMAC_KEY_RETIRED", "short-secret-value"),
+            ("AUDIT_HMAC_KEY_NEXT", "short-secret-value"),
             (
                 "AUDIT_HMAC_KEY_RETIRED",
                 "0123456789abcdef0123456789abcdef short-secret-value",

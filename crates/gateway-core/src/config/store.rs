@@ -12,6 +12,9 @@ pub struct StoreConfig {
     pub database_url: String,
     /// `AUDIT_HMAC_KEY`, if set.
     pub audit_hmac_key: Option<Secret>,
+    /// `AUDIT_HMAC_KEY_NEXT`: the key the chain is about to be rotated to, if set. A gateway
+    /// given it goes on serving across the rotation, linking with it from then on.
+    pub audit_hmac_key_next: Option<Secret>,
     /// `AUDIT_HMAC_KEY_RETIRED`: the chain's earlier keys, for `audit verify` and
     /// `audit rotate-key` (empty when unset).
     pub audit_hmac_key_retired: Vec<Secret>,
@@ -76,6 +79,7 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
+            .field("audit_hmac_key_next", &self.audit_hmac_key_next)
             .field("audit_hmac_key_retired", &self.audit_hmac_key_retired)
             .field("sqlite_sync", &self.sqlite_sync)
             .finish()
@@ -98,6 +102,9 @@ impl StoreConfig {
         let audit_hmac_key = get("AUDIT_HMAC_KEY")
             .map(|key| chain_key("AUDIT_HMAC_KEY", key))
             .transpose()?;
+        let audit_hmac_key_next = get("AUDIT_HMAC_KEY_NEXT")
+            .map(|key| chain_key("AUDIT_HMAC_KEY_NEXT", key))
+            .transpose()?;
         // Separated by whitespace (a file of keys, one per line, will do): a key holds none.
         let audit_hmac_key_retired = get("AUDIT_HMAC_KEY_RETIRED")
             .map(|keys| {
@@ -110,6 +117,7 @@ impl StoreConfig {
         Ok(StoreConfig {
             database_url,
             audit_hmac_key,
+            audit_hmac_key_next,
             audit_hmac_key_retired,
             sqlite_sync: parse_sqlite_sync(&get)?,
         })
@@ -269,5 +277,24 @@ mod tests {
             .unwrap_or_default();
         assert!(err.starts_with("AUDIT_HMAC_KEY_RETIRED"), "{err}");
         assert!(!err.contains("too-short-key") && !err.contains(&a), "{err}");
+    }
+
+    #[test]
+    fn the_next_key_is_checked_as_the_key_is() {
+        let next = "n".repeat(32);
+        let config = |value: &str| {
+            StoreConfig::from_lookup(|name| (name == "AUDIT_HMAC_KEY_NEXT").then(|| value.into()))
+        };
+        let c = config(&next).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.audit_hmac_key_next.as_ref().map(Secret::expose),
+            Some(next.as_str())
+        );
+        let err = config(&format!("{next}\n"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("AUDIT_HMAC_KEY_NEXT"), "{err}");
+        assert!(!err.contains(&next), "{err}");
     }
 }

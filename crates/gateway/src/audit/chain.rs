@@ -1,5 +1,8 @@
 //! The HMAC hash chain: `hash_n = HMAC-SHA256(key, hash_{n-1} ‖ seq_n ‖ canonical_event_n)`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -82,6 +85,50 @@ impl ChainKey {
     }
 }
 
+/// The keys a process links audit events with: its chain key, and the key the chain may be
+/// rotated to while it runs (`AUDIT_HMAC_KEY_NEXT`). The store moves it to the next key when
+/// it finds the chain's head under that key, inside the appending transaction and before any
+/// event of it is linked (see `store::written`).
+#[derive(Debug, Clone)]
+pub struct LinkingKeys {
+    current: ChainKey,
+    next: Option<ChainKey>,
+    /// Set by the store once the chain was found rotated to `next`.
+    next_in_use: Arc<AtomicBool>,
+}
+
+impl LinkingKeys {
+    /// The key in use: the next one once the chain was rotated to it.
+    fn in_use(&self) -> &ChainKey {
+        match &self.next {
+            Some(next) if self.next_in_use.load(Ordering::Acquire) => next,
+            _ => &self.current,
+        }
+    }
+
+    /// [`ChainKey::link_with`] with the key in use.
+    pub fn link_with(
+        &self,
+        prev_hash: &str,
+        seq: i64,
+        event: &AuditEvent,
+        details: &str,
+    ) -> String {
+        self.in_use().link_with(prev_hash, seq, event, details)
+    }
+}
+
+impl From<ChainKey> for LinkingKeys {
+    /// One key, never another (tests, and a chain read without a next key).
+    fn from(current: ChainKey) -> LinkingKeys {
+        LinkingKeys {
+            current,
+            next: None,
+            next_in_use: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 /// Lower-case hex of a 32-byte hash, filled through a fixed buffer (`hex::encode` builds its
 /// string a character at a time; this runs for every audit event).
 fn to_hex(hash: &[u8]) -> String {
@@ -95,10 +142,28 @@ fn to_hex(hash: &[u8]) -> String {
 
 /// Picks the chain key: `AUDIT_HMAC_KEY` when configured, else a random key generated once and
 /// kept in the database. Refuses a key different from the one the chain was started with.
+///
+/// With `next` (`AUDIT_HMAC_KEY_NEXT`), a chain already rotated to it is written with it from
+/// the start; otherwise the store is told to move to it when the chain is rotated while this
+/// process runs.
 pub async fn resolve_key(
     configured: Option<&Secret>,
+    next: Option<&Secret>,
     store: &Store,
-) -> Result<(ChainKey, KeySource), ResolveKeyError> {
+) -> Result<(LinkingKeys, KeySource), ResolveKeyError> {
+    if let (Some(key), Some(next)) = (configured, next)
+        && crate::secret_eq::secret_eq(key.expose().as_bytes(), next.expose().as_bytes())
+    {
+        return Err(ResolveKeyError::NextIsCurrent);
+    }
+    let next = next.map(|k| ChainKey::new(k.clone()));
+    // Rotated before this start: the next key is the chain's key now.
+    if let Some(next) = &next
+        && store.setting(FINGERPRINT_SETTING).await?.as_deref() == Some(&next.fingerprint())
+    {
+        store.expect_chain_key(&next.fingerprint(), None, Arc::default());
+        return Ok((LinkingKeys::from(next.clone()), KeySource::Configured));
+    }
     let (key, source) = match configured {
         Some(secret) => (ChainKey::new(secret.clone()), KeySource::Configured),
         None => {
@@ -124,9 +189,19 @@ pub async fn resolve_key(
     if stored != fingerprint {
         return Err(ResolveKeyError::KeyChanged);
     }
-    // Every append from now on checks that the chain was not rotated away from this key.
-    store.expect_chain_key(&fingerprint);
-    Ok((key, source))
+    // Every append from now on checks that the chain was not rotated away from this key (or
+    // only to the next one, which it then links with).
+    let keys = LinkingKeys {
+        current: key,
+        next,
+        next_in_use: Arc::default(),
+    };
+    store.expect_chain_key(
+        &fingerprint,
+        keys.next.as_ref().map(ChainKey::fingerprint),
+        keys.next_in_use.clone(),
+    );
+    Ok((keys, source))
 }
 
 /// The chain key for reading the chain, changing nothing: `AUDIT_HMAC_KEY` when configured
@@ -162,6 +237,12 @@ pub enum ResolveKeyError {
          chain to this key, run `rack-gateway-server audit rotate-key`)"
     )]
     KeyChanged,
+    /// `AUDIT_HMAC_KEY_NEXT` is `AUDIT_HMAC_KEY`.
+    #[error(
+        "AUDIT_HMAC_KEY_NEXT is the same key as AUDIT_HMAC_KEY: give it the key the chain is to \
+         be rotated to (`audit rotate-key`), or unset it"
+    )]
+    NextIsCurrent,
     /// No key is configured and the database keeps no generated one.
     #[error(
         "AUDIT_HMAC_KEY is not set and this database keeps no generated key: set the key the \

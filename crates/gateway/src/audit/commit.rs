@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::in_doubt::InDoubt;
-use super::{AuditError, AuditEvent, ChainKey};
+use super::{AuditError, AuditEvent, LinkingKeys};
 use crate::store::{AuditRow, ChainLink, Generation, Store, StoreError};
 
 /// Retried batches, likewise: during an outage every batch is retried.
@@ -139,7 +139,7 @@ fn not_waited(events: &[AuditEvent], waited: &[bool]) -> Vec<AuditEvent> {
 /// requests get the error (and a 503).
 pub(super) async fn write_with_retry(
     store: &Store,
-    key: &ChainKey,
+    key: &LinkingKeys,
     events: Vec<AuditEvent>,
     read_at: &[Option<Generation>],
     waited: &[bool],
@@ -147,7 +147,7 @@ pub(super) async fn write_with_retry(
     if events.is_empty() {
         return Ok(Written::nothing());
     }
-    let link = |key: ChainKey| {
+    let link = |key: LinkingKeys| {
         move |prev: &str, seq: i64, e: &AuditEvent, details: &str| {
             key.link_with(prev, seq, e, details)
         }
@@ -206,7 +206,7 @@ pub(super) async fn write_with_retry(
 /// [`write_with_retry`] on the writer's own thread (SQLite).
 pub(super) fn write_blocking_with_retry(
     store: &Store,
-    key: &ChainKey,
+    key: &LinkingKeys,
     events: Vec<AuditEvent>,
     read_at: &[Option<Generation>],
     waited: &[bool],

@@ -21,7 +21,7 @@ mod writer;
 
 pub use gateway_core::redact;
 
-pub use chain::{ChainKey, KeySource, ResolveKeyError, existing_key, resolve_key};
+pub use chain::{ChainKey, KeySource, LinkingKeys, ResolveKeyError, existing_key, resolve_key};
 pub use event::{
     ActorType, AuditEvent, Decision, EventKind, MAX_AUDITED_METHOD, MAX_AUDITED_PATH,
     MAX_AUDITED_USER_AGENT, audited_path, audited_user_agent, new_request_id,

@@ -57,8 +57,8 @@ pub enum RotateKeyError {
     NoChainKey,
     /// The new key is the chain's key already.
     #[error(
-        "AUDIT_HMAC_KEY is already the key this database's audit chain is written with: set \
-         AUDIT_HMAC_KEY to the new key, and the current one in AUDIT_HMAC_KEY_RETIRED"
+        "the new key (AUDIT_HMAC_KEY_NEXT, else AUDIT_HMAC_KEY) is already the key this \
+         database's audit chain is written with: nothing to rotate"
     )]
     AlreadyCurrent,
     /// The key to retire was not given.
@@ -187,15 +187,26 @@ impl KeyRing {
 
 /// The keys for reading a chain, changing nothing: the current key as [`existing_key`] finds
 /// it, every key in `retired` (`AUDIT_HMAC_KEY_RETIRED`), and a generated key the chain was
-/// rotated away from, kept in the database.
+/// rotated away from, kept in the database. Once the chain was rotated to `next`
+/// (`AUDIT_HMAC_KEY_NEXT`, where the gateways run), that is the current key and `configured`
+/// a retired one.
 pub async fn key_ring(
     configured: Option<&Secret>,
+    next: Option<&Secret>,
     retired: &[Secret],
     store: &Store,
 ) -> Result<(KeyRing, KeySource), ResolveKeyError> {
-    let (key, source) = existing_key(configured, store).await?;
+    let stored = store.setting(FINGERPRINT_SETTING).await?;
+    let rotated_to_next = next.filter(|next| {
+        stored.as_deref() == Some(ChainKey::new((*next).clone()).fingerprint().as_str())
+    });
+    let (current, also_retired) = match rotated_to_next {
+        Some(next) => (Some(next), configured),
+        None => (configured, None),
+    };
+    let (key, source) = existing_key(current, store).await?;
     let mut ring = KeyRing::new(key);
-    for key in retired {
+    for key in retired.iter().chain(also_retired) {
         ring = ring.with_retired(ChainKey::new(key.clone()));
     }
     if let Some(generated) = store.setting(RETIRED_GENERATED_KEY_SETTING).await? {

@@ -14,7 +14,7 @@ use super::foreign::ForeignRows;
 use super::in_doubt::{Abandoned, Doubts};
 use super::retained::{Attempt, Retained};
 use super::stdout::Printer;
-use super::{AuditEvent, ChainKey};
+use super::{AuditEvent, LinkingKeys};
 use crate::store::{AuditRow, Generation, Store};
 
 /// Most events committed in one transaction.
@@ -219,7 +219,7 @@ impl AuditLog {
     /// Starts the writer. On SQLite it runs on a thread of its own and commits there (one
     /// thread hand-off per batch each way); on PostgreSQL it is an async task. The returned
     /// task finishes when the writer has written everything queued and all handles are gone.
-    pub fn start(store: Store, key: ChainKey, stdout: bool) -> (AuditLog, JoinHandle<()>) {
+    pub fn start(store: Store, key: LinkingKeys, stdout: bool) -> (AuditLog, JoinHandle<()>) {
         let (tx, rx) = flume::bounded(QUEUE);
         let deferred = Arc::new(Deferred::default());
         let on_the_way = Arc::new(AtomicUsize::new(0));
@@ -711,7 +711,7 @@ impl SlowCommits {
 /// The writer as an async task (PostgreSQL, whose driver is async).
 async fn run(
     store: Store,
-    key: ChainKey,
+    key: LinkingKeys,
     stdout: bool,
     foreign: Option<ForeignRows>,
     queues: Queues,
@@ -813,7 +813,7 @@ async fn run(
 /// and the blocking pool (~12 % of the async workers' time under load went to those).
 fn run_blocking(
     store: &Store,
-    key: &ChainKey,
+    key: &LinkingKeys,
     stdout: bool,
     foreign: Option<ForeignRows>,
     queues: &Queues,
@@ -912,7 +912,8 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
         let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
         store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
-        let key = ChainKey::new(Secret::new("writer-test-key-0123456789abcdef"));
+        let key =
+            super::super::ChainKey::new(Secret::new("writer-test-key-0123456789abcdef")).into();
         let (log, _task) = AuditLog::start(store.clone(), key, false);
         (store, log)
     }

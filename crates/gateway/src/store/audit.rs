@@ -517,6 +517,9 @@ impl Store {
         events: &[AuditEvent],
         link: impl LinkFn,
     ) -> Result<Option<Vec<ChainLink>>, StoreError> {
+        // Read before linking: should the key in use move to the next one meanwhile, the
+        // statement then names the key the rows were not linked with and inserts nothing.
+        let key_fingerprint = self.audit_written.key_fingerprint().unwrap_or_default();
         let rows = chain_rows(head.seq, &head.hash, events, link)?;
         let Some(last) = rows.last().map(|row| &row.link) else {
             return Ok(Some(Vec::new()));
@@ -531,7 +534,7 @@ impl Store {
         .bind(head.seq)
         .bind(head.hash.clone())
         .bind(rows_json)
-        .bind(self.audit_written.key_fingerprint().unwrap_or_default());
+        .bind(key_fingerprint);
         if let Some(at) = read_at {
             query = query.bind(at.0);
         }

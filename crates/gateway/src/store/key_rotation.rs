@@ -100,10 +100,16 @@ impl Store {
         .await
     }
 
-    /// Notes the fingerprint of the key this process links audit events with: from then on
+    /// Notes the fingerprints of the keys this process links audit events with: from then on
     /// every append checks, in its own transaction or statement, that the chain has not been
-    /// rotated to another key (see `written`).
-    pub fn expect_chain_key(&self, fingerprint: &str) {
-        self.audit_written.expect_key(fingerprint);
+    /// rotated to another key, and moves to `next` when it was rotated to that one, setting
+    /// `next_in_use` (see `written`).
+    pub fn expect_chain_key(
+        &self,
+        current: &str,
+        next: Option<String>,
+        next_in_use: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        self.audit_written.expect_key(current, next, next_in_use);
     }
 }

@@ -10,7 +10,7 @@
 //! that `audit verify` reports the change.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::StoreError;
 use super::audit::ChainHead;
@@ -24,9 +24,28 @@ pub(super) struct Written {
     /// How the chain was found changed, for the error: the known link's event, the head's
     /// event, and whether the head was behind it (else the link was gone or replaced).
     found: Mutex<Option<(i64, i64, bool)>>,
-    /// The fingerprint of the key this process links events with, once the chain's key was
-    /// resolved (`audit::resolve_key`). Unset, appends are not checked against the head's.
-    key: OnceLock<String>,
+    /// The keys this process links events with, once the chain's key was resolved
+    /// (`audit::resolve_key`). Unset, only a chain never rotated takes its appends.
+    keys: OnceLock<ExpectedKeys>,
+}
+
+/// The fingerprints of the keys this process may link with, and which one it uses.
+#[derive(Debug)]
+struct ExpectedKeys {
+    current: String,
+    /// `AUDIT_HMAC_KEY_NEXT`'s.
+    next: Option<String>,
+    /// Shared with the writer's `LinkingKeys`: set once the chain is found under `next`.
+    next_in_use: Arc<AtomicBool>,
+}
+
+impl ExpectedKeys {
+    fn in_use(&self) -> &str {
+        match &self.next {
+            Some(next) if self.next_in_use.load(Ordering::Acquire) => next,
+            _ => &self.current,
+        }
+    }
 }
 
 /// Reads what the chain holds for a known link (`$1`: its event): the `prev_hash` of the event
@@ -83,25 +102,53 @@ impl Written {
         }
     }
 
-    /// Notes the fingerprint of the key this process links events with.
-    pub(super) fn expect_key(&self, fingerprint: &str) {
-        // Set once: one process links with one key.
-        let _ = self.key.set(fingerprint.to_string());
+    /// Notes the fingerprints of the keys this process links events with: `current`, and
+    /// `next` once the chain is found rotated to it (`next_in_use` is then set, for the linking
+    /// side to see).
+    pub(super) fn expect_key(
+        &self,
+        current: &str,
+        next: Option<String>,
+        next_in_use: Arc<AtomicBool>,
+    ) {
+        // Set once: one process resolves its keys once.
+        let _ = self.keys.set(ExpectedKeys {
+            current: current.to_string(),
+            next,
+            next_in_use,
+        });
     }
 
-    /// The fingerprint noted by [`Written::expect_key`], if any.
+    /// The fingerprint of the key in use, if noted by [`Written::expect_key`].
     pub(super) fn key_fingerprint(&self) -> Option<String> {
-        self.key.get().cloned()
+        self.keys.get().map(|k| k.in_use().to_string())
     }
 
-    /// Fails when the head (read in the appending transaction) names another key than this
-    /// process's: the key was rotated after it started, and an event linked with the retired
-    /// key would break the chain. `head_key` is `''` while the chain keeps its first key.
+    /// Fails when the head (read in the appending transaction) names another key than the
+    /// one this process links with: the key was rotated after it started, and an event linked
+    /// with the retired key would break the chain. A head under the next key moves this
+    /// process to it (before the caller links anything). `head_key` is `''` while the chain
+    /// keeps its first key.
     pub(super) fn check_key(&self, head_key: &str) -> Result<(), StoreError> {
-        match self.key.get() {
-            Some(own) if !head_key.is_empty() && head_key != own => Err(StoreError::KeyRotated),
-            _ => Ok(()),
+        if head_key.is_empty() {
+            return Ok(());
         }
+        // A process that never resolved its key (tests of the store alone) cannot tell.
+        let Some(keys) = self.keys.get() else {
+            return Err(StoreError::KeyRotated);
+        };
+        if head_key == keys.in_use() {
+            return Ok(());
+        }
+        if keys.next.as_deref() == Some(head_key) {
+            keys.next_in_use.store(true, Ordering::Release);
+            tracing::warn!(
+                "the audit chain was rotated to AUDIT_HMAC_KEY_NEXT: this gateway links with it \
+                 from now on; restart it with that key as AUDIT_HMAC_KEY when convenient"
+            );
+            return Ok(());
+        }
+        Err(StoreError::KeyRotated)
     }
 
     /// Fails when the chain was found changed before, or when the head read from the
@@ -203,13 +250,32 @@ mod tests {
     #[test]
     fn a_head_under_another_key_is_refused() {
         let w = Written::default();
-        assert!(w.check_key("b").is_ok(), "no key expected: not checked");
-        w.expect_key("a");
+        assert!(w.check_key("").is_ok(), "no key expected, never rotated");
+        assert!(
+            w.check_key("b").is_err(),
+            "no key expected: a rotated chain is refused"
+        );
+        w.expect_key("a", None, Arc::default());
         assert!(w.check_key("").is_ok(), "never rotated");
         assert!(w.check_key("a").is_ok(), "rotated to this process's key");
         assert!(matches!(w.check_key("b"), Err(StoreError::KeyRotated)));
-        w.expect_key("b");
-        assert!(w.check_key("b").is_err(), "the first key stays");
+        w.expect_key("b", None, Arc::default());
+        assert!(w.check_key("b").is_err(), "the first keys stay");
+    }
+
+    #[test]
+    fn a_head_under_the_next_key_moves_to_it_for_good() {
+        let w = Written::default();
+        let in_use = Arc::new(AtomicBool::new(false));
+        w.expect_key("a", Some("n".into()), in_use.clone());
+        assert_eq!(w.key_fingerprint().as_deref(), Some("a"));
+        assert!(w.check_key("a").is_ok());
+        assert!(!in_use.load(Ordering::Acquire));
+        assert!(w.check_key("n").is_ok(), "rotated to the next key");
+        assert!(in_use.load(Ordering::Acquire), "the linking side is told");
+        assert_eq!(w.key_fingerprint().as_deref(), Some("n"));
+        assert!(w.check_key("a").is_err(), "never back to the retired key");
+        assert!(w.check_key("x").is_err());
     }
 
     #[test]

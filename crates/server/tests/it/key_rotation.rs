@@ -39,6 +39,17 @@ fn no_key_shown(out: &(bool, String, String)) {
     }
 }
 
+/// The status of `GET /apps` through `gw` with `token`.
+async fn apps(gw: &Gateway, token: &str) -> Option<u16> {
+    client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(token))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+}
+
 /// The event number a rotation's output names ("… at event N; …").
 fn rotated_at(stdout: &str) -> i64 {
     stdout
@@ -55,18 +66,12 @@ both_backends!(
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
         let old = Gateway::start(&db, &rack.url, &[]).await;
-        let get = |gw: &Gateway| {
-            client()
-                .get(gw.proxy("/apps"))
-                .basic_auth("convox", Some(&viewer))
-                .send()
-        };
-        assert_eq!(get(&old).await.map(|r| r.status().as_u16()).ok(), Some(200));
+        assert_eq!(apps(&old, &viewer).await, Some(200));
 
         let out = rotate(&db, AUDIT_KEY);
         assert!(out.0, "rotate-key failed: {}", out.2);
         assert!(out.1.contains("audit chain moved to the key"), "{}", out.1);
-        assert!(out.2.contains("restart every gateway"), "{}", out.2);
+        assert!(out.2.contains("restart every other one"), "{}", out.2);
         no_key_shown(&out);
         let at = rotated_at(&out.1);
 
@@ -87,7 +92,12 @@ both_backends!(
         .await;
         assert!(not_ready, "readiness did not say the key was rotated");
         rack.clear();
-        let refused = get(&old).await.unwrap_or_else(|e| panic!("{e}"));
+        let refused = client()
+            .get(old.proxy("/apps"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(refused.status().as_u16(), 503);
         let body = refused.text().await.unwrap_or_default();
         assert!(body.contains("audit_unavailable"), "{body}");
@@ -106,7 +116,7 @@ both_backends!(
 
         // Restarted with the new key, it serves, and its events follow the rotation.
         let new = Gateway::start(&db, &rack.url, &[("AUDIT_HMAC_KEY", NEW_KEY)]).await;
-        assert_eq!(get(&new).await.map(|r| r.status().as_u16()).ok(), Some(200));
+        assert_eq!(apps(&new, &viewer).await, Some(200));
         let (_, new) = new.stop().await;
         drop(new);
 
@@ -143,6 +153,69 @@ both_backends!(
             &[],
         );
         assert!(!out.0, "an admin command appended with the retired key");
+    }
+);
+
+both_backends!(
+    a_gateway_given_the_next_key_serves_on_across_the_rotation,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let next = [("AUDIT_HMAC_KEY_NEXT", NEW_KEY)];
+        let gw = Gateway::start(&db, &rack.url, &next).await;
+        assert_eq!(apps(&gw, &viewer).await, Some(200));
+
+        // Run where the gateway runs: its AUDIT_HMAC_KEY is retired for its NEXT.
+        let out = admin_with(&db, &["audit", "rotate-key"], &next);
+        assert!(out.0, "rotate-key failed: {}", out.2);
+        no_key_shown(&out);
+        let at = rotated_at(&out.1);
+
+        rack.clear();
+        for _ in 0..3 {
+            assert_eq!(apps(&gw, &viewer).await, Some(200));
+        }
+        assert_eq!(rack.seen().len(), 3, "not forwarded");
+        let ready = client()
+            .get(format!("{}/api/v1/health/ready", gw.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(ready.ok(), Some(200));
+        assert!(
+            gw.all_output().contains("rotated to AUDIT_HMAC_KEY_NEXT"),
+            "{}",
+            gw.all_output()
+        );
+        // A restart with the same settings starts on the next key: the chain has it now.
+        let (_, gw) = gw.stop().await;
+        drop(gw);
+        let gw = Gateway::start(&db, &rack.url, &next).await;
+        assert_eq!(apps(&gw, &viewer).await, Some(200));
+        let (_, gw) = gw.stop().await;
+        drop(gw);
+
+        // Every event after the rotation is linked with the new key.
+        let out = verify(&db, NEW_KEY, AUDIT_KEY);
+        assert!(out.0, "verify failed: {}", out.2);
+        let events: i64 = out
+            .1
+            .split("OK: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default();
+        assert!(events > at + 3, "{}", out.1);
+        // And where the gateways run, with their settings alone.
+        let out = admin_with(&db, &["audit", "verify"], &next);
+        assert!(
+            out.0,
+            "verify with the gateway's settings failed: {}",
+            out.2
+        );
+        let out = admin_with(&db, &["audit", "rotate-key"], &next);
+        assert!(!out.0, "rotated twice");
+        assert!(out.2.contains("already"), "{}", out.2);
     }
 );
 
@@ -266,6 +339,18 @@ both_backends!(
         );
         assert!(!out.0, "rotated to the key it has");
         assert!(out.2.contains("already"), "{}", out.2);
+        let out = admin_with(
+            &db,
+            &["tokens", "create", "--name", "same", "--role", "viewer"],
+            &[("AUDIT_HMAC_KEY_NEXT", AUDIT_KEY)],
+        );
+        assert!(!out.0, "took a next key that is the current one");
+        assert!(
+            out.2.contains("AUDIT_HMAC_KEY_NEXT is the same key"),
+            "{}",
+            out.2
+        );
+        no_key_shown(&out);
         // Nothing changed: the chain is still the current key's alone.
         let out = verify(&db, AUDIT_KEY, "");
         assert!(out.0, "{}", out.2);
