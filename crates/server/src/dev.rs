@@ -36,9 +36,10 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 6] = [
+const DEV_SETTINGS: [&str; 7] = [
     "DATABASE_URL",
     "AUDIT_HMAC_KEY",
+    "AUDIT_HMAC_KEY_NEXT",
     "SQLITE_SYNCHRONOUS",
     "WORKER_THREADS",
     "LOG_LEVEL",
@@ -371,8 +372,14 @@ mod tests {
             ("OIDC_ISSUER", "  "),
             ("HOME", "/root"),
             ("LOG_LEVEL", "debug"),
+            ("AUDIT_HMAC_KEY_NEXT", "n"),
+            // `audit verify`'s, not the gateway's.
+            ("AUDIT_HMAC_KEY_RETIRED", "r"),
         ]
         .map(|(n, v)| (n.to_string(), v.to_string()));
-        assert_eq!(ignored_settings(env), ["LISTEN_ADDR", "RACK_HOST"]);
+        assert_eq!(
+            ignored_settings(env),
+            ["AUDIT_HMAC_KEY_RETIRED", "LISTEN_ADDR", "RACK_HOST"]
+        );
     }
 }
