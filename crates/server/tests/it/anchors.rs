@@ -9,25 +9,14 @@ use sha2::{Digest, Sha256};
 
 use crate::both_backends;
 use crate::kit::{
-    AUDIT_KEY, Db, Gateway, S3_SECRET, S3_SESSION_TOKEN, S3Bucket, client, eventually, role_token,
-    s3_bucket, store, verify_with,
+    AUDIT_KEY, Db, Gateway, S3_SECRET, S3_SESSION_TOKEN, S3Bucket, client, eventually, list_apps,
+    role_token, s3_bucket, store, verify_with,
 };
 use crate::upstream::TestRack;
 use gateway::audit::anchor::{self, AnchorRef};
 
 fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// `GET /apps` through `gw` with `token`: the status.
-async fn list_apps(gw: &Gateway, token: &str) -> Option<u16> {
-    client()
-        .get(gw.proxy("/apps"))
-        .basic_auth("convox", Some(token))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
 }
 
 /// Whether `gw` logs a line with every one of `needles` within 10 s.

@@ -3,7 +3,7 @@
 //! key given, and the events before it are sealed against whoever holds only that key.
 
 use crate::both_backends;
-use crate::kit::{AUDIT_KEY, Db, Gateway, admin_with, client, role_token, store};
+use crate::kit::{AUDIT_KEY, Db, Gateway, admin_with, client, list_apps, role_token, store};
 use crate::upstream::TestRack;
 
 const NEW_KEY: &str = "the-new-audit-key-9876543210fedcba9876543210";
@@ -39,17 +39,6 @@ fn no_key_shown(out: &(bool, String, String)) {
     }
 }
 
-/// The status of `GET /apps` through `gw` with `token`.
-async fn apps(gw: &Gateway, token: &str) -> Option<u16> {
-    client()
-        .get(gw.proxy("/apps"))
-        .basic_auth("convox", Some(token))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-}
-
 /// The event number a rotation's output names ("… at event N; …").
 fn rotated_at(stdout: &str) -> i64 {
     stdout
@@ -66,7 +55,7 @@ both_backends!(
         let rack = TestRack::start().await;
         let viewer = role_token(&db, "viewer");
         let old = Gateway::start(&db, &rack.url, &[]).await;
-        assert_eq!(apps(&old, &viewer).await, Some(200));
+        assert_eq!(list_apps(&old, &viewer).await, Some(200));
 
         let out = rotate(&db, AUDIT_KEY);
         assert!(out.0, "rotate-key failed: {}", out.2);
@@ -116,7 +105,7 @@ both_backends!(
 
         // Restarted with the new key, it serves, and its events follow the rotation.
         let new = Gateway::start(&db, &rack.url, &[("AUDIT_HMAC_KEY", NEW_KEY)]).await;
-        assert_eq!(apps(&new, &viewer).await, Some(200));
+        assert_eq!(list_apps(&new, &viewer).await, Some(200));
         let (_, new) = new.stop().await;
         drop(new);
 
@@ -163,7 +152,7 @@ both_backends!(
         let viewer = role_token(&db, "viewer");
         let next = [("AUDIT_HMAC_KEY_NEXT", NEW_KEY)];
         let gw = Gateway::start(&db, &rack.url, &next).await;
-        assert_eq!(apps(&gw, &viewer).await, Some(200));
+        assert_eq!(list_apps(&gw, &viewer).await, Some(200));
 
         // Run where the gateway runs: its AUDIT_HMAC_KEY is retired for its NEXT.
         let out = admin_with(&db, &["audit", "rotate-key"], &next);
@@ -173,7 +162,7 @@ both_backends!(
 
         rack.clear();
         for _ in 0..3 {
-            assert_eq!(apps(&gw, &viewer).await, Some(200));
+            assert_eq!(list_apps(&gw, &viewer).await, Some(200));
         }
         assert_eq!(rack.seen().len(), 3, "not forwarded");
         let ready = client()
@@ -191,7 +180,7 @@ both_backends!(
         let (_, gw) = gw.stop().await;
         drop(gw);
         let gw = Gateway::start(&db, &rack.url, &next).await;
-        assert_eq!(apps(&gw, &viewer).await, Some(200));
+        assert_eq!(list_apps(&gw, &viewer).await, Some(200));
         let (_, gw) = gw.stop().await;
         drop(gw);
 

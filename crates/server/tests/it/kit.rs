@@ -438,6 +438,17 @@ pub async fn eventually<F: FnMut() -> Fut, Fut: std::future::Future<Output = boo
     false
 }
 
+/// `GET /apps` through `gw` with `token`: the status.
+pub async fn list_apps(gw: &Gateway, token: &str) -> Option<u16> {
+    client()
+        .get(gw.proxy("/apps"))
+        .basic_auth("convox", Some(token))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+}
+
 /// The request id the gateway put on a response (empty when missing).
 pub fn request_id(resp: &reqwest::Response) -> String {
     resp.headers()
