@@ -8,6 +8,11 @@
 //! from the real one. The writer then refuses to extend the chain until the gateway is
 //! restarted (nothing is forwarded: 503), and the anchor task anchors the link it knows, so
 //! that `audit verify` reports the change.
+//!
+//! It also holds the keys this process links events with, and checks the head's key against
+//! them in every appending transaction: a chain rotated to another key (`audit rotate-key`)
+//! takes no more events from this process — unless it is the next key this process was
+//! given, which it then moves to (see `audit::LinkingKeys`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
