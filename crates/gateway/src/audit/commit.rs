@@ -183,6 +183,10 @@ pub(super) async fn write_with_retry(
             let e = store.noted(e);
             return Err(Failed::new(&e, not_waited(&shared, waited)));
         }
+        // Refused until a restart: a retry 50 ms later would only make the requests wait.
+        Err(e) if e.refuses_until_restart() => {
+            return Err(Failed::new(&e, not_waited(&shared, waited)));
+        }
         Err(e) => e,
     };
     let retry = Retry::plan(shared.to_vec(), read_at, waited, &first)?;
@@ -232,6 +236,10 @@ pub(super) fn write_blocking_with_retry(
                 rows: rows(appended.links, events),
                 kept: Vec::new(),
             });
+        }
+        // Refused until a restart: a retry 50 ms later would only make the requests wait.
+        Err(e) if e.refuses_until_restart() => {
+            return Err(Failed::new(&e, not_waited(&events, waited)));
         }
         Err(e) => e,
     };

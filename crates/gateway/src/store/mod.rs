@@ -193,6 +193,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the store refuses this process's audit appends until it is restarted (the
+    /// chain changed under it, or its key was rotated away): retrying cannot help.
+    pub fn refuses_until_restart(&self) -> bool {
+        matches!(
+            self,
+            StoreError::ChainMovedBack { .. }
+                | StoreError::ChainReplaced { .. }
+                | StoreError::KeyRotated
+        )
+    }
+
     /// True when the error means "a unique constraint was hit".
     fn is_unique_violation(err: &sqlx::Error) -> bool {
         match err {
