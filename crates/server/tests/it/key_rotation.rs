@@ -340,6 +340,22 @@ both_backends!(
             out.2
         );
         no_key_shown(&out);
+        // A database file that is not there: named, and none is made.
+        let scratch = crate::kit::scratch_dir();
+        let missing = scratch.join("no-such.db");
+        let missing_url = format!("sqlite://{}", missing.display());
+        let out = admin_with(
+            &db,
+            &["audit", "rotate-key"],
+            &[
+                ("DATABASE_URL", missing_url.as_str()),
+                ("AUDIT_HMAC_KEY_NEXT", NEW_KEY),
+            ],
+        );
+        assert!(!out.0, "rotated a database that is not there");
+        assert!(out.2.contains("there is no database file at"), "{}", out.2);
+        assert!(!missing.exists(), "a database file was made");
+        let _ = std::fs::remove_dir_all(&scratch);
         // Nothing changed: the chain is still the current key's alone.
         let out = verify(&db, AUDIT_KEY, "");
         assert!(out.0, "{}", out.2);
