@@ -65,6 +65,8 @@ pub struct Shared {
     /// Credentials remembered between proxied requests (see
     /// [`crate::identity::CredentialMemory`]).
     pub credentials: crate::identity::CredentialMemory,
+    /// Prometheus metrics (served by [`crate::metrics::endpoint`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why the gateway could not start.
@@ -193,7 +195,9 @@ impl Gateway {
             .map(Oidc::new)
             .transpose()?
             .map(Arc::new);
-        let (audit, audit_task) = AuditLog::start(store.clone(), key, config.audit_stdout);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (audit, audit_task) =
+            AuditLog::start(store.clone(), key, config.audit_stdout, metrics.clone());
         let audit = audit.masking(crate::proxy::audit_scrubber(config.rack_token.expose()));
         let checkpointer = store.spawn_checkpointer();
         let refusals = Arc::new(FailureBudget::standard());
@@ -206,6 +210,7 @@ impl Gateway {
                     store.clone(),
                     bucket,
                     anchors.interval,
+                    metrics.clone(),
                 ))
             }
             None => None,
@@ -221,6 +226,7 @@ impl Gateway {
                 refusals,
                 readiness: Arc::default(),
                 credentials: crate::identity::CredentialMemory::new(true),
+                metrics,
             }),
             audit_task,
             checkpointer,
@@ -360,6 +366,10 @@ pub fn build_app(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn(crate::request_id::assign))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::measure,
+        ))
         // Proxied bodies are streamed, never buffered; the limit only applies to extractors
         // that buffer (none on the proxy path).
         .layer(DefaultBodyLimit::max(api::BODY_LIMIT))

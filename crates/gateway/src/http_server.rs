@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -38,12 +39,13 @@ use crate::write_deadline::WriteDeadline;
 /// running out of file descriptors (which it needs for the rack and the database too).
 ///
 /// Handlers see the peer as `ConnectInfo<SocketAddr>`, as with
-/// `into_make_service_with_connect_info`.
+/// `into_make_service_with_connect_info`. `open` counts the connections being served.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     client_timeout: Duration,
     max_connections: usize,
+    open: Gauge,
     stop: impl Future<Output = ()>,
 ) -> Drain {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -92,10 +94,12 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let (closing, cut) = (closing.clone(), cut.clone());
+        let counted = Counted::new(&open);
         connections.spawn(async move {
             // Held until the connection closes (or becomes a WebSocket session, which
             // `proxy::Sessions` counts instead).
             let _slot = slot;
+            let _counted = counted;
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -121,6 +125,22 @@ pub async fn serve(
         connections,
         closing,
         cut,
+    }
+}
+
+/// One open connection in the `open` gauge, for as long as it lives.
+struct Counted(Gauge);
+
+impl Counted {
+    fn new(open: &Gauge) -> Counted {
+        open.inc();
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

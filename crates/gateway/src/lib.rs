@@ -8,6 +8,7 @@ pub mod error;
 pub mod http_server;
 pub mod identity;
 pub mod log_throttle;
+pub mod metrics;
 pub mod oidc;
 pub mod proxy;
 pub mod request_id;

@@ -34,7 +34,7 @@ impl Admin {
         )
         .await?;
         // stdout stays free for the command's own output.
-        let (audit, task) = AuditLog::start(store.clone(), key, false);
+        let (audit, task) = AuditLog::start(store.clone(), key, false, Default::default());
         // Run where the gateway runs, a command has its RACK_TOKEN: a token or user named
         // after it is masked in the trail as the gateway would.
         let audit = match std::env::var("RACK_TOKEN") {

@@ -28,6 +28,10 @@ pub struct DevArgs {
     /// Where the SQLite database lives (ignored when DATABASE_URL is set).
     #[arg(long, default_value = ".rack-gateway")]
     pub data_dir: PathBuf,
+    /// Serve Prometheus metrics at http://127.0.0.1:PORT/metrics (as METRICS_LISTEN_ADDR
+    /// does for `serve`); off unless given. 0 picks a free port.
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
     /// Seed for the fake rack's deterministic ids.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -105,6 +109,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     ));
 
     let database_url = config.database_url.clone();
+    let metrics_addr = config.metrics_listen_addr;
     crate::limits::raise_open_files(&config);
     let gateway = Gateway::start(config).await?;
     add_test_users(&gateway).await?;
@@ -117,6 +122,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listeners.gateway_addr,
         listeners.rack_addr,
         listeners.oidc_addr,
+        metrics_addr,
         &database_url,
         &tokens,
     ));
@@ -128,7 +134,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             stop.cancel();
         }
     };
-    let result = crate::serve::serve_until_signal(gateway, listeners.gateway, signal).await;
+    let result =
+        crate::serve::serve_until_signal(gateway, listeners.gateway, listeners.metrics, signal)
+            .await;
     stop.cancel();
     let _ = rack_task.await;
     let _ = oidc_task.await;
@@ -184,6 +192,8 @@ struct Listeners {
     gateway_addr: SocketAddr,
     oidc: tokio::net::TcpListener,
     oidc_addr: SocketAddr,
+    /// With `--metrics-port`.
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -204,7 +214,17 @@ impl Listeners {
             .with_context(|| {
                 format!("OIDC provider: cannot listen on {oidc_addr} (use --oidc-port)")
             })?;
+        let metrics = args
+            .metrics_port
+            .map(|port| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                gateway::http_server::listen(addr).with_context(|| {
+                    format!("metrics: cannot listen on {addr} (use --metrics-port)")
+                })
+            })
+            .transpose()?;
         Ok(Listeners {
+            metrics,
             rack_addr: rack.local_addr()?,
             gateway_addr: gateway.local_addr()?,
             oidc_addr: oidc.local_addr()?,
@@ -243,6 +263,7 @@ fn config(
             .context("fake rack URL")?,
         rack_token: Secret::new(rack_token),
         listen_addr: listeners.gateway_addr,
+        metrics_listen_addr: listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()),
         database_url: store_config.database_url,
         audit_hmac_key: store_config.audit_hmac_key,
         audit_hmac_key_next: store_config.audit_hmac_key_next,
@@ -283,6 +304,7 @@ fn banner(
     gateway_addr: std::net::SocketAddr,
     rack_addr: std::net::SocketAddr,
     oidc_addr: std::net::SocketAddr,
+    metrics_addr: Option<std::net::SocketAddr>,
     database_url: &str,
     tokens: &[(String, String)],
 ) -> String {
@@ -292,9 +314,13 @@ fn banner(
          \x20 fake rack   http://{rack_addr}  (its token stays inside the gateway)\n\
          \x20 sign-in     http://{oidc_addr}  (dev OIDC: admin@, deployer@, ops@, viewer@example.com)\n\
          \x20 database    {}\n\
+         {metrics}\
          \nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}\n\
          \nAPI tokens, one per role (new ones each start; the previous start's are revoked):\n",
-        gateway::config::shown(database_url)
+        gateway::config::shown(database_url),
+        metrics = metrics_addr
+            .map(|addr| format!("  metrics     http://{addr}/metrics\n"))
+            .unwrap_or_default(),
     );
     for (role, secret) in tokens {
         text.push_str(&format!(

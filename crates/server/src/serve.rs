@@ -10,7 +10,48 @@ pub async fn run() -> anyhow::Result<()> {
     let gateway = Gateway::start(config).await?;
     let listener = http_server::listen(gateway.state.config.listen_addr)
         .with_context(|| format!("cannot listen on {}", gateway.state.config.listen_addr))?;
-    serve_until_signal(gateway, listener, shutdown_signal()).await
+    let metrics = listen_for_metrics(gateway.state.config.metrics_listen_addr)?;
+    serve_until_signal(gateway, listener, metrics, shutdown_signal()).await
+}
+
+/// The metrics listener, when `addr` says where (`METRICS_LISTEN_ADDR`).
+pub fn listen_for_metrics(
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    addr.map(|addr| {
+        http_server::listen(addr)
+            .with_context(|| format!("cannot listen on {addr} (METRICS_LISTEN_ADDR)"))
+    })
+    .transpose()
+}
+
+/// Most scrapes served at once on the metrics listener.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// Serves the metrics endpoint on `listener` until `stop` is cancelled; the task ends once its
+/// connections have (a scrape holds the gateway's state, which must be let go at shutdown).
+fn serve_metrics(
+    gateway: &Gateway,
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr()?;
+    tracing::info!(metrics_addr = %addr, "metrics listening on http://{addr}/metrics");
+    let router = gateway::metrics::endpoint::router(gateway.state.clone());
+    let client_timeout = gateway.state.config.client_timeout;
+    Ok(tokio::spawn(async move {
+        let drain = http_server::serve(
+            listener,
+            router,
+            client_timeout,
+            METRICS_MAX_CONNECTIONS,
+            Default::default(),
+            stop.cancelled_owned(),
+        )
+        .await;
+        drain.cut();
+        drain.finish().await;
+    }))
 }
 
 /// How long WebSocket sessions get to close and record their outcomes once the shutdown
@@ -22,9 +63,14 @@ const SESSION_GOODBYE: std::time::Duration = std::time::Duration::from_secs(6);
 pub async fn serve_until_signal(
     gateway: Gateway,
     listener: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let metrics = metrics
+        .map(|listener| serve_metrics(&gateway, listener, metrics_stop.clone()))
+        .transpose()?;
     let config = &gateway.state.config;
     let (timeout, client_timeout) = (config.shutdown_timeout, config.client_timeout);
     let max_connections = config.max_connections;
@@ -55,6 +101,7 @@ pub async fn serve_until_signal(
         gateway.router(),
         client_timeout,
         max_connections,
+        gateway.state.metrics.connections_open.clone(),
         signal,
     )
     .await;
@@ -84,6 +131,16 @@ pub async fn serve_until_signal(
             sessions.finished().await;
         };
         let _ = tokio::time::timeout(SESSION_GOODBYE, ended).await;
+    }
+    // Scrapes go on while requests finish; they end before the state is let go.
+    metrics_stop.cancel();
+    if let Some(mut task) = metrics
+        && tokio::time::timeout(std::time::Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+    {
+        task.abort();
+        let _ = task.await;
     }
     // Before `shutdown` lets go of the log, its writer ends only by a bug.
     let writer_died = gateway.state.audit.has_stopped();

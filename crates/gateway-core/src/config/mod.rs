@@ -67,6 +67,8 @@ pub struct Config {
     pub rack_token: Secret,
     /// Address to listen on.
     pub listen_addr: SocketAddr,
+    /// Where Prometheus metrics are served (`METRICS_LISTEN_ADDR`), if anywhere.
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
     /// HMAC key for the audit hash chain; when absent a random key is generated once and kept
@@ -132,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("rack_host", &shown(self.rack_host.as_str()))
             .field("rack_token", &self.rack_token)
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_listen_addr", &self.metrics_listen_addr)
             .field("database_url", &shown(&self.database_url))
             .field("audit_hmac_key", &self.audit_hmac_key)
             .field("audit_hmac_key_next", &self.audit_hmac_key_next)
@@ -170,6 +173,7 @@ impl Config {
         let rack_host = parse_rack_host(get("RACK_HOST"))?;
         let rack_token = rack_token(&get)?;
         let listen_addr = listen_addr(&get)?;
+        let metrics_listen_addr = metrics_listen_addr(&get, listen_addr)?;
         let StoreConfig {
             database_url,
             audit_hmac_key,
@@ -187,6 +191,7 @@ impl Config {
             rack_host,
             rack_token,
             listen_addr,
+            metrics_listen_addr,
             database_url,
             audit_hmac_key,
             audit_hmac_key_next,
@@ -320,6 +325,28 @@ fn listen_addr(get: &impl Fn(&str) -> Option<String>) -> Result<SocketAddr, Conf
             })?,
     };
     Ok(listen_addr)
+}
+
+/// `METRICS_LISTEN_ADDR`: where Prometheus scrapes, when set. Never the gateway's own port:
+/// metrics belong on an address the load balancer does not forward to.
+fn metrics_listen_addr(
+    get: &impl Fn(&str) -> Option<String>,
+    listen_addr: SocketAddr,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(raw) = get("METRICS_LISTEN_ADDR") else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = raw.trim().parse().map_err(|_| ConfigError::Invalid {
+        name: "METRICS_LISTEN_ADDR",
+        expected: "an IP address and port, e.g. 127.0.0.1:9447".into(),
+    })?;
+    if addr.port() != 0 && addr.port() == listen_addr.port() {
+        return Err(ConfigError::Invalid {
+            name: "METRICS_LISTEN_ADDR",
+            expected: "a port other than the gateway's (LISTEN_ADDR or PORT)".into(),
+        });
+    }
+    Ok(Some(addr))
 }
 
 /// `PUBLIC_URL`: the gateway's base URL as browsers reach it, when set.
@@ -920,6 +947,42 @@ mod tests {
     /// The error `pairs` are refused with ("" when they are not).
     fn refused(pairs: &[(&str, &str)]) -> String {
         load(pairs).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn metrics_get_a_port_of_their_own() {
+        assert_eq!(
+            load(&BASE).map(|c| c.metrics_listen_addr).ok(),
+            Some(None),
+            "off unless set"
+        );
+        let mut pairs = BASE.to_vec();
+        pairs.push(("METRICS_LISTEN_ADDR", " 0.0.0.0:9447 "));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.metrics_listen_addr.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9447")
+        );
+        for (value, expected) in [
+            ("9447", "an IP address and port"),
+            ("localhost:9447", "an IP address and port"),
+            ("127.0.0.1:8447", "a port other than the gateway's"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("METRICS_LISTEN_ADDR", value));
+            let e = refused(&pairs);
+            assert!(
+                e.starts_with("METRICS_LISTEN_ADDR") && e.contains(expected),
+                "{value}: {e}"
+            );
+        }
+        // Both on port 0: each gets a free port of its own.
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("METRICS_LISTEN_ADDR", "127.0.0.1:0"),
+        ]);
+        assert!(load(&pairs).is_ok());
     }
 
     #[test]

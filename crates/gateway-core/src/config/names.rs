@@ -23,6 +23,7 @@ pub const SETTINGS: &[&str] = &[
     "MAX_SESSIONS_PER_USER",
     "MAX_WEBSOCKETS",
     "MAX_WEBSOCKETS_PER_CREDENTIAL",
+    "METRICS_LISTEN_ADDR",
     "OIDC_ALLOWED_DOMAINS",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",
@@ -61,6 +62,7 @@ const SETTING_PREFIXES: &[&str] = &[
     "SHUTDOWN_TIMEOUT",
     "MAX_SESSION",
     "LISTEN_ADDR",
+    "METRICS_",
 ];
 
 /// A name this close to a setting's (in edits, a swap of two neighbours counting as one), and

@@ -142,6 +142,8 @@ pub struct AuditLog {
 #[derive(Debug, Default)]
 struct WriteHealth {
     failing: Mutex<Option<WriteFailure>>,
+    /// Where events and commits are counted.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Set when the writer has ended: at shutdown, or before it by a panic, which would
     /// otherwise show only as every request refused (see [`AuditLog::stopped`]).
     stopped: AtomicBool,
@@ -180,8 +182,14 @@ pub struct WriteFailure {
 }
 
 impl WriteHealth {
-    /// Notes what a write of `count` events came to (an empty write says nothing).
-    fn observe(&self, result: &Result<Written, Failed>, count: usize) {
+    /// Notes what a write of `count` events that took `took` came to (an empty write says
+    /// nothing).
+    fn observe(&self, result: &Result<Written, Failed>, count: usize, took: Duration) {
+        let written = result
+            .as_ref()
+            .ok()
+            .map(|w| w.rows.iter().filter(|row| row.is_some()).count());
+        self.metrics.observe_commit(written, count, took);
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(_) if count > 0 => *failing = None,
@@ -219,11 +227,20 @@ impl AuditLog {
     /// Starts the writer. On SQLite it runs on a thread of its own and commits there (one
     /// thread hand-off per batch each way); on PostgreSQL it is an async task. The returned
     /// task finishes when the writer has written everything queued and all handles are gone.
-    pub fn start(store: Store, key: LinkingKeys, stdout: bool) -> (AuditLog, JoinHandle<()>) {
+    /// Events and commits are counted in `metrics`.
+    pub fn start(
+        store: Store,
+        key: LinkingKeys,
+        stdout: bool,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (AuditLog, JoinHandle<()>) {
         let (tx, rx) = flume::bounded(QUEUE);
         let deferred = Arc::new(Deferred::default());
         let on_the_way = Arc::new(AtomicUsize::new(0));
-        let health = Arc::new(WriteHealth::default());
+        let health = Arc::new(WriteHealth {
+            metrics,
+            ..WriteHealth::default()
+        });
         let queues = Queues {
             rx,
             deferred: deferred.clone(),
@@ -346,6 +363,7 @@ impl AuditLog {
         read_at: Option<Generation>,
     ) -> Result<i64, AuditError> {
         super::mask::mask_event(&self.rack_secrets, &mut event);
+        self.health.metrics.observe_event(&event);
         // Told to the writer if this stops waiting (see `Abandoned`).
         let request_id =
             (event.kind != super::EventKind::Outcome).then(|| event.request_id.clone());
@@ -383,6 +401,7 @@ impl AuditLog {
     /// lost outcome shows as a request without one, never as a silent gap).
     pub fn record_later(&self, mut event: AuditEvent) {
         super::mask::mask_event(&self.rack_secrets, &mut event);
+        self.health.metrics.observe_event(&event);
         let queued = {
             let mut events = self
                 .deferred
@@ -745,8 +764,9 @@ async fn run(
         let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
         let mut result =
             write_with_retry(&store, &key, parts.events, &parts.read_at, &waited).await;
-        queues.health.observe(&result, count);
-        slow.observe(started.elapsed(), count, std::time::Instant::now());
+        let took = started.elapsed();
+        queues.health.observe(&result, count, took);
+        slow.observe(took, count, std::time::Instant::now());
         // Something was committed, so the chain head moved (see `in_doubt`).
         let appended = result
             .as_ref()
@@ -785,8 +805,11 @@ async fn run(
         if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
             for events in groups {
                 let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
+                let started = std::time::Instant::now();
                 let result = write_with_retry(&store, &key, events, &none, &waited).await;
-                queues.health.observe(&result, none.len());
+                queues
+                    .health
+                    .observe(&result, none.len(), started.elapsed());
                 settle_kept(result, attempt, &mut kept, printer.as_ref());
             }
             if attempt == Attempt::OneByOne {
@@ -844,8 +867,9 @@ fn run_blocking(
         let started = std::time::Instant::now();
         let waited: Vec<bool> = parts.acks.iter().map(Option::is_some).collect();
         let result = write_blocking_with_retry(store, key, parts.events, &parts.read_at, &waited);
-        queues.health.observe(&result, count);
-        slow.observe(started.elapsed(), count, std::time::Instant::now());
+        let took = started.elapsed();
+        queues.health.observe(&result, count, took);
+        slow.observe(took, count, std::time::Instant::now());
         if count > 0 && result.is_ok() {
             kept.store_answered();
         }
@@ -862,8 +886,11 @@ fn run_blocking(
         if let Some((groups, attempt)) = kept_due(&mut kept, closed) {
             for events in groups {
                 let (none, waited) = (vec![None; events.len()], vec![false; events.len()]);
+                let started = std::time::Instant::now();
                 let result = write_blocking_with_retry(store, key, events, &none, &waited);
-                queues.health.observe(&result, none.len());
+                queues
+                    .health
+                    .observe(&result, none.len(), started.elapsed());
                 settle_kept(result, attempt, &mut kept, printer.as_ref());
             }
             if attempt == Attempt::OneByOne {
@@ -914,7 +941,7 @@ mod tests {
         store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
         let key =
             super::super::ChainKey::new(Secret::new("writer-test-key-0123456789abcdef")).into();
-        let (log, _task) = AuditLog::start(store.clone(), key, false);
+        let (log, _task) = AuditLog::start(store.clone(), key, false, Default::default());
         (store, log)
     }
 

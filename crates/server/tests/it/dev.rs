@@ -35,6 +35,11 @@ impl Drop for Dev {
 
 impl Dev {
     pub async fn start(db: &Db) -> Dev {
+        Dev::start_with(db, &[]).await
+    }
+
+    /// [`Dev::start`] with `extra` flags.
+    pub async fn start_with(db: &Db, extra: &[&str]) -> Dev {
         let dir = scratch_dir();
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -48,6 +53,7 @@ impl Dev {
             "--data-dir",
         ])
         .arg(&dir)
+        .args(extra)
         .env("LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -422,6 +428,60 @@ async fn dev_stops_cleanly_on_ctrl_c() {
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), printed, "an event printed twice: {lines:?}");
+}
+
+/// `dev --metrics-port 0`: the banner says where the metrics are, they count what the stack
+/// serves, and Ctrl-C still stops everything (a scrape's hold on the gateway is let go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_metrics_when_asked_and_still_stops_cleanly() {
+    let Some(db) = crate::kit::database(crate::kit::Backend::Sqlite).await else {
+        return;
+    };
+    let mut dev = Dev::start_with(&db, &["--metrics-port", "0"]).await;
+    let metrics = dev
+        .output
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default()
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("metrics")
+                .map(|u| u.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no metrics line in the banner"));
+    assert!(
+        metrics.starts_with("http://127.0.0.1:") && metrics.ends_with("/metrics"),
+        "{metrics}"
+    );
+    let (status, _) = dev.get_json("viewer", "/apps").await;
+    assert_eq!(status, 200);
+    let counted = "rack_gateway_http_requests_total{area=\"proxy\",code=\"200\"} 1";
+    let text = crate::kit::client()
+        .get(&metrics)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains(counted), "{text}");
+    assert!(!text.contains(dev.token("viewer")));
+    signal(i32::try_from(dev.child.id()).unwrap_or(0), "INT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut exit = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = dev.child.try_wait() {
+            exit = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        exit.and_then(|s| s.code()),
+        Some(0),
+        "dev did not stop cleanly"
+    );
 }
 
 /// `dev | head -3`: stdout closed before the banner. The banner was printed with `println!`,

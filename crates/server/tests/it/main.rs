@@ -14,6 +14,7 @@ mod faults;
 mod hostile;
 mod key_rotation;
 mod lifecycle;
+mod metrics;
 mod proxy;
 mod rbac_matrix;
 mod signin;

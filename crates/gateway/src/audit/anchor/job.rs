@@ -2,6 +2,7 @@
 //! at shutdown. It is off the request path: S3 being slow or down delays anchors (and says so
 //! in the log), never a request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
@@ -12,6 +13,7 @@ use super::{
     ANCHOR_FORMAT, Anchor, AnchorBucket, AnchorError, AnchorRef, CHAIN_ID_SETTING, PreviousAnchor,
     anchor_key, parse_anchor_key,
 };
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// The newest anchor this database knows of (`{"key":…,"sha256":…}`), so that a restart
@@ -45,13 +47,25 @@ impl Anchoring {
 }
 
 /// Starts anchoring the chain of `store` into `bucket` every `interval`.
-pub fn spawn_anchoring(store: Store, bucket: AnchorBucket, interval: Duration) -> Anchoring {
+/// Each round is counted in `metrics`.
+pub fn spawn_anchoring(
+    store: Store,
+    bucket: AnchorBucket,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) -> Anchoring {
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(store, bucket, interval, stop.clone()));
+    let task = tokio::spawn(run(store, bucket, interval, stop.clone(), metrics));
     Anchoring { stop, task }
 }
 
-async fn run(store: Store, bucket: AnchorBucket, interval: Duration, stop: CancellationToken) {
+async fn run(
+    store: Store,
+    bucket: AnchorBucket,
+    interval: Duration,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
     let mut anchorer = Anchorer {
         store,
         bucket,
@@ -66,7 +80,9 @@ async fn run(store: Store, bucket: AnchorBucket, interval: Duration, stop: Cance
         // Noted before the round: a stop that arrives during it gets a round of its own,
         // which sees the last events.
         let last_round = stop.is_cancelled();
-        match anchorer.anchor_head().await {
+        let round = anchorer.anchor_head().await;
+        metrics.observe_anchor_round(round.is_ok(), std::time::SystemTime::now());
+        match round {
             Ok(Some(anchor)) => tracing::info!(
                 seq = anchor.seq,
                 key = %anchor.key,
