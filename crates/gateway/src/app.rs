@@ -366,10 +366,7 @@ pub fn build_app(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn(crate::request_id::assign))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::measure,
-        ))
+        .layer(crate::metrics::MeasureLayer::new(state.metrics.clone()))
         // Proxied bodies are streamed, never buffered; the limit only applies to extractors
         // that buffer (none on the proxy path).
         .layer(DefaultBodyLimit::max(api::BODY_LIMIT))

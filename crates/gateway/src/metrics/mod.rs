@@ -2,37 +2,33 @@
 //! by permission, the audit trail's commits and failures, anchors, open connections and
 //! WebSocket sessions, readiness.
 //!
-//! Counters are bumped where things happen (an HTTP layer around every route, the audit log
-//! as it takes each event, its writer after each commit, the anchoring task); values that
-//! are a state (open connections, readiness) are read when Prometheus scrapes. Nothing here
-//! ever names a person, a token, an address or a path: labels are the gateway's own words
-//! (areas, permissions, actions, status codes), so the endpoint reveals traffic's shape, never
-//! who or what. Served on a listener of its own ([`endpoint`], `METRICS_LISTEN_ADDR`), never
-//! on the gateway's port.
+//! Counters are bumped where things happen (a layer around every route, [`MeasureLayer`]; the
+//! audit log as it takes each event; its writer after each commit; the anchoring task), the
+//! per-request ones without a lock ([`traffic`]); values that are a state (open sessions,
+//! readiness) are read when Prometheus scrapes. Nothing here ever names a person, a token, an
+//! address or a path: labels are the gateway's own words (areas, permissions, actions, status
+//! codes), so the endpoint reveals traffic's shape, never who or what. Served on a listener of
+//! its own ([`endpoint`], `METRICS_LISTEN_ADDR`), never on the gateway's port.
 
 pub mod endpoint;
+mod measure;
+mod traffic;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::audit::{AuditEvent, Decision, EventKind};
-
-/// Most series of audit events; events that would start another are counted under
-/// [`OTHER_ACTION`]. The gateway's actions and the catalogue's permissions are a few hundred,
-/// each with a handful of decisions and status classes; the cap keeps a flood of made-up
-/// methods (each an unknown route's action) from growing the scrape without bound.
-const MAX_EVENT_SERIES: usize = 2048;
-
-/// The action label of events past [`MAX_EVENT_SERIES`].
-pub const OTHER_ACTION: &str = "other";
+use crate::audit::AuditEvent;
+pub use measure::MeasureLayer;
+use traffic::{AtomicHistogram, COMMIT_BOUNDS, Traffic};
+pub use traffic::{MAX_ACTIONS, OTHER_ACTION};
 
 /// The part of the gateway a request was for, from its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -71,26 +67,6 @@ impl Area {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct HttpLabels {
-    area: Area,
-    code: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct AreaLabels {
-    area: Area,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EventLabels {
-    kind: &'static str,
-    action: String,
-    decision: &'static str,
-    /// The status class (`2xx` …) of outcomes and refusals; `none` for the rest.
-    status: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -100,20 +76,18 @@ struct DependencyLabels {
     dependency: &'static str,
 }
 
-/// Buckets for request durations, in seconds: 0.5 ms to a minute.
-fn request_buckets() -> Histogram {
-    Histogram::new([
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        60.0,
-    ])
-}
+/// The audit commits' durations, as a collector of their own.
+#[derive(Debug)]
+struct CommitTimes(AtomicHistogram);
 
-/// Buckets for audit commits, in seconds: 0.1 ms to 5 s (`STORE_DEADLINE` is 10 s).
-fn commit_buckets() -> Histogram {
-    Histogram::new([
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0,
-    ])
+impl Collector for CommitTimes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(
+            &mut encoder,
+            "rack_gateway_audit_commit_duration_seconds",
+            "Time each audit commit took (every request in a batch waits for it)",
+        )
+    }
 }
 
 /// The gateway's metrics. One per process, shared (`Arc`) by the router, the audit log and
@@ -121,12 +95,9 @@ fn commit_buckets() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    http_requests: Family<HttpLabels, Counter>,
-    http_seconds: Family<AreaLabels, Histogram, fn() -> Histogram>,
-    events: Family<EventLabels, Counter>,
-    event_series: AtomicUsize,
+    traffic: Arc<Traffic>,
+    commit_times: Arc<CommitTimes>,
     audit_written: Counter,
-    audit_commit_seconds: Histogram,
     audit_commit_failures: Counter,
     anchor_rounds: Family<ResultLabels, Counter>,
     anchor_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -147,13 +118,12 @@ impl Metrics {
     /// Every metric, registered and at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
+        let traffic = Arc::new(Traffic::default());
+        let commit_times = Arc::new(CommitTimes(AtomicHistogram::new(COMMIT_BOUNDS)));
         let metrics = Metrics {
-            http_requests: Family::default(),
-            http_seconds: Family::new_with_constructor(request_buckets),
-            events: Family::default(),
-            event_series: AtomicUsize::new(0),
+            traffic: traffic.clone(),
+            commit_times: commit_times.clone(),
             audit_written: Counter::default(),
-            audit_commit_seconds: commit_buckets(),
             audit_commit_failures: Counter::default(),
             anchor_rounds: Family::default(),
             anchor_last_success: Gauge::default(),
@@ -168,34 +138,13 @@ impl Metrics {
             "The gateway's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        registry.register(
-            "rack_gateway_http_requests",
-            "Requests answered on the gateway's port, by area and HTTP status (a WebSocket \
-             session counts once, as its 101)",
-            metrics.http_requests.clone(),
-        );
-        registry.register(
-            "rack_gateway_http_request_duration_seconds",
-            "Time from a request's arrival to its response's head (a streamed body goes on \
-             after), by area",
-            metrics.http_seconds.clone(),
-        );
-        registry.register(
-            "rack_gateway_audit_events",
-            "Audit events produced (each proxied request's, its outcome's, every gateway \
-             action's), by kind, action (permission), RBAC decision and status class",
-            metrics.events.clone(),
-        );
+        registry.register_collector(Box::new(traffic));
         registry.register(
             "rack_gateway_audit_events_written",
             "Audit events committed to the database",
             metrics.audit_written.clone(),
         );
-        registry.register(
-            "rack_gateway_audit_commit_duration_seconds",
-            "Time each audit commit took (every request in a batch waits for it)",
-            metrics.audit_commit_seconds.clone(),
-        );
+        registry.register_collector(Box::new(commit_times));
         registry.register(
             "rack_gateway_audit_commit_failures",
             "Audit commits that failed (the requests waiting on them were refused with 503)",
@@ -240,42 +189,13 @@ impl Metrics {
 
     /// Counts a request answered with `status` after `took`.
     pub fn observe_http(&self, area: Area, status: http::StatusCode, took: Duration) {
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                area,
-                code: status.as_u16(),
-            })
-            .inc();
-        self.http_seconds
-            .get_or_create(&AreaLabels { area })
-            .observe(took.as_secs_f64());
+        self.traffic.answered(area, status.as_u16(), took);
     }
 
     /// Counts an audit event as it is handed to the audit log.
     pub fn observe_event(&self, event: &AuditEvent) {
-        let status = match event.status {
-            None => "none",
-            Some(100..=199) => "1xx",
-            Some(200..=299) => "2xx",
-            Some(300..=399) => "3xx",
-            Some(400..=499) => "4xx",
-            Some(_) => "5xx",
-        };
-        let mut labels = EventLabels {
-            kind: kind_label(event.kind),
-            action: event.action.clone(),
-            decision: decision_label(event.rbac_decision),
-            status,
-        };
-        if let Some(counter) = self.events.get(&labels) {
-            counter.inc();
-            return;
-        }
-        // A new series; past the cap, counted with the others.
-        if self.event_series.fetch_add(1, Ordering::Relaxed) >= MAX_EVENT_SERIES {
-            labels.action = OTHER_ACTION.to_string();
-        }
-        self.events.get_or_create(&labels).inc();
+        self.traffic
+            .event(event.kind, &event.action, event.rbac_decision, event.status);
     }
 
     /// Notes an audit commit of `count` events that took `took`: `written` of them committed,
@@ -284,10 +204,11 @@ impl Metrics {
         if count == 0 {
             return;
         }
-        self.audit_commit_seconds.observe(took.as_secs_f64());
+        self.commit_times.0.observe(took);
         match written {
             Some(n) => {
-                self.audit_written.inc_by(n as u64);
+                self.audit_written
+                    .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
             }
             None => {
                 self.audit_commit_failures.inc();
@@ -334,20 +255,6 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts every request on the gateway's port by area and status, and times it
-/// to its response's head.
-pub async fn measure(
-    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<Metrics>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let area = Area::of(request.uri().path());
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics.observe_http(area, response.status(), started.elapsed());
-    response
-}
-
 /// What the metrics endpoint reads from the running gateway when scraped.
 #[derive(Debug, Clone, Default)]
 pub struct ScrapedState {
@@ -359,17 +266,10 @@ pub struct ScrapedState {
     pub dependencies: Vec<(&'static str, bool)>,
 }
 
-fn kind_label(kind: EventKind) -> &'static str {
-    kind.as_str()
-}
-
-fn decision_label(decision: Decision) -> &'static str {
-    decision.as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{Decision, EventKind};
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
@@ -425,7 +325,7 @@ mod tests {
     #[test]
     fn made_up_actions_beyond_the_cap_share_one_series() {
         let m = Metrics::new();
-        for i in 0..MAX_EVENT_SERIES + 50 {
+        for i in 0..MAX_ACTIONS + 50 {
             let e = AuditEvent::new(EventKind::Request, "r", format!("convox:unknown:m{i}"));
             m.observe_event(&e);
         }
@@ -440,7 +340,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("rack_gateway_audit_events_total{"))
             .count();
-        assert_eq!(series, MAX_EVENT_SERIES + 1);
+        assert_eq!(series, MAX_ACTIONS + 1);
         assert!(text.contains("action=\"other\",decision=\"none\",status=\"none\"} 50"));
         assert!(text.contains("action=\"convox:unknown:m0\",decision=\"none\",status=\"none\"} 2"));
     }
