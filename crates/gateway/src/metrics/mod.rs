@@ -85,7 +85,7 @@ impl Collector for CommitTimes {
         self.0.encode(
             &mut encoder,
             "rack_gateway_audit_commit_duration_seconds",
-            "Time each audit commit took (every request in a batch waits for it)",
+            "Time each audit commit took (every request in a batch waits for it).",
         )
     }
 }

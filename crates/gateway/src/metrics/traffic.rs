@@ -216,7 +216,7 @@ impl Collector for Traffic {
         let mut family = encoder.encode_descriptor(
             "rack_gateway_http_requests",
             "Requests answered on the gateway's port, by area and HTTP status (a WebSocket \
-             session counts once, as its 101)",
+             session counts once, as its 101).",
             None,
             MetricType::Counter,
         )?;
@@ -241,7 +241,7 @@ impl Collector for Traffic {
         let mut family = encoder.encode_descriptor(
             "rack_gateway_http_request_duration_seconds",
             "Time from a request's arrival to its response's head (a streamed body goes on \
-             after), by area",
+             after), by area.",
             None,
             MetricType::Histogram,
         )?;
@@ -257,7 +257,7 @@ impl Collector for Traffic {
         let mut family = encoder.encode_descriptor(
             "rack_gateway_audit_events",
             "Audit events produced (each proxied request's, its outcome's, every gateway \
-             action's), by kind, action (permission), RBAC decision and status class",
+             action's), by kind, action (permission), RBAC decision and status class.",
             None,
             MetricType::Counter,
         )?;

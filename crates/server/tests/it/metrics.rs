@@ -175,6 +175,23 @@ both_backends!(
         );
         assert!(value(&s, "rack_gateway_audit_commit_duration_seconds_count") >= 1.0);
 
+        // A connection that is open shows, and stops showing once closed.
+        let addr = gw.url.trim_start_matches("http://").to_string();
+        let idle = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = scrape_until(&metrics, |s| {
+            value(s, "rack_gateway_connections_open") >= 1.0
+        })
+        .await;
+        assert!(value(&s, "rack_gateway_connections_open") >= 1.0, "{s:#?}");
+        drop(idle);
+        let s = scrape_until(&metrics, |s| {
+            value(s, "rack_gateway_connections_open") == 0.0
+        })
+        .await;
+        assert_eq!(value(&s, "rack_gateway_connections_open"), 0.0, "{s:#?}");
+
         // Nothing that names a person, a credential or an address.
         let text = client()
             .get(&metrics)
