@@ -123,6 +123,12 @@ pub enum UsersCommand {
 pub enum AuditCommand {
     /// Re-compute the audit hash chain from the database and check every link.
     Verify,
+    /// Write audit events as JSON lines or CSV, all of them or those the flags select (a
+    /// period, a person, a token, permissions, refusals). Reads only: works on a copy.
+    ///
+    /// Example: rack-gateway-server audit export --since 2026-10-01 --until 2026-11-01
+    /// --decision deny --format csv --output october-refusals.csv
+    Export(Box<crate::export::ExportArgs>),
     /// Move the audit chain to a new key: AUDIT_HMAC_KEY_NEXT if set (then AUDIT_HMAC_KEY is
     /// the one retired), else AUDIT_HMAC_KEY (then AUDIT_HMAC_KEY_RETIRED holds the current
     /// one; not needed when it was generated and kept in the database).

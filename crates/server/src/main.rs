@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod dev;
+mod export;
 mod limits;
 mod logging;
 mod output;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
             Command::Tokens(cmd) => admin::tokens(cmd).await,
             Command::Users(cmd) => admin::users(cmd).await,
             Command::Audit(cli::AuditCommand::Verify) => verify::run().await,
+            Command::Audit(cli::AuditCommand::Export(args)) => export::run(*args).await,
             Command::Audit(cli::AuditCommand::RotateKey) => rotate::run().await,
         }
     });

@@ -9,6 +9,7 @@ pub mod anchor;
 mod chain;
 mod commit;
 mod event;
+pub mod export;
 mod foreign;
 mod in_doubt;
 mod mask;

@@ -390,7 +390,7 @@ pub fn format_time(t: std::time::SystemTime) -> String {
 
 /// The stdout form of an event, serialised straight from the row (no intermediate JSON tree).
 #[derive(serde::Serialize)]
-struct JsonLine<'a> {
+pub(super) struct JsonLine<'a> {
     r#type: &'static str,
     ts: String,
     seq: i64,

@@ -10,6 +10,7 @@ mod audit;
 mod browser;
 mod credentials;
 mod dev;
+mod export;
 mod faults;
 mod hostile;
 mod key_rotation;
