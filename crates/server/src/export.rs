@@ -231,16 +231,23 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         (Some(first), Some(last)) => format!(", #{first}–#{last}"),
         _ => String::new(),
     };
-    eprintln!(
-        "exported {} of the {} events read{range}{}; each carries its chain hash, which \
-         `rack-gateway-server audit verify` checks against the database",
-        counts.kept,
-        counts.read,
-        args.output
-            .as_ref()
-            .map(|p| format!(" into {}", p.display()))
-            .unwrap_or_default(),
-    );
+    let into = args
+        .output
+        .as_ref()
+        .map(|p| format!(" into {}", p.display()))
+        .unwrap_or_default();
+    if counts.kept == 0 {
+        eprintln!(
+            "exported 0 of the {} events read{into}: none matched",
+            counts.read
+        );
+    } else {
+        eprintln!(
+            "exported {} of the {} events read{range}{into}; each carries its chain hash, \
+             which `rack-gateway-server audit verify` checks against the database",
+            counts.kept, counts.read,
+        );
+    }
     Ok(())
 }
 
