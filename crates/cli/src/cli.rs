@@ -160,9 +160,83 @@ pub enum Command {
     #[command(after_help = "Example:
   rack-gateway instances --json")]
     Instances,
+    /// The gateway's audit trail, newest first (admins, or a token given gateway:audit:read).
+    #[command(after_help = "Examples:
+  rack-gateway audit
+  rack-gateway audit --decision deny --since 1d
+  rack-gateway audit --user ann@example.com --action 'convox:apps:*' --limit 200
+  rack-gateway audit --request-id 01939c1e-… --json
+  rack-gateway audit --since 2026-11-01 --until 2026-12-01 --all --json > november.json
+
+Reading the trail is itself audited (gateway:audit:read). For a whole trail as JSON lines or
+CSV, run `rack-gateway-server audit export` where the gateway runs.")]
+    Audit(AuditArgs),
     /// Anything else runs the stock `convox` CLI against the gateway.
     #[command(external_subcommand)]
     External(Vec<String>),
+}
+
+/// `audit` flags: the filters go to the gateway as they are.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Events at or after this time: RFC 3339, a date (UTC), or a time ago (7d, 12h, 30m).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Events before this time (same forms).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Actions (permissions) matching; `*` matches anything ('convox:apps:*'). Repeatable.
+    #[arg(long = "action", value_name = "PATTERN")]
+    pub actions: Vec<String>,
+    /// One person's events (their e-mail): theirs and their tokens'.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: Option<String>,
+    /// One API token's events (its name).
+    #[arg(long, value_name = "NAME")]
+    pub token: Option<String>,
+    /// request, outcome or gateway. Repeatable.
+    #[arg(long = "kind", value_name = "KIND", value_parser = ["request", "outcome", "gateway"])]
+    pub kinds: Vec<String>,
+    /// allow, deny (every refusal) or none. Repeatable.
+    #[arg(long = "decision", value_name = "DECISION", value_parser = ["allow", "deny", "none"])]
+    pub decisions: Vec<String>,
+    /// The events of one request (its X-Request-Id).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+    /// How many events (1–1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    /// Only events numbered below N (to page back: the number the last page suggests).
+    #[arg(long, value_name = "N")]
+    pub before: Option<i64>,
+    /// Every matching event (up to 100 000), page after page.
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+}
+
+impl AuditArgs {
+    /// The filters as query pairs.
+    pub fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        let mut one = |name: &'static str, value: &Option<String>| {
+            if let Some(v) = value {
+                query.push((name, v.clone()));
+            }
+        };
+        one("since", &self.since);
+        one("until", &self.until);
+        one("user", &self.user);
+        one("token", &self.token);
+        one("request_id", &self.request_id);
+        for (name, values) in [
+            ("action", &self.actions),
+            ("kind", &self.kinds),
+            ("decision", &self.decisions),
+        ] {
+            query.extend(values.iter().map(|v| (name, v.clone())));
+        }
+        query
+    }
 }
 
 /// `-a/--app`, shared by the app-scoped commands and their subcommands.

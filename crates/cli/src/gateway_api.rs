@@ -1,5 +1,6 @@
 //! The gateway's own endpoints the CLI uses: who am I (`/api/v1/info`), the CLI sign-in
-//! (`/api/v1/auth/cli/start` and `/poll`) and sign-out (`/api/v1/auth/logout`).
+//! (`/api/v1/auth/cli/start` and `/poll`), sign-out (`/api/v1/auth/logout`) and the audit
+//! trail (`/api/v1/audit/events`).
 
 use std::time::Duration;
 
@@ -202,6 +203,48 @@ impl GatewayApi {
         } else {
             Err(error_from_response(response).await)
         }
+    }
+}
+
+/// Largest page of audit events (up to 1 000 events of a few hundred bytes to a few KiB).
+const AUDIT_PAGE_LIMIT: usize = 32 << 20;
+
+/// `GET /api/v1/audit/events`: a page of the trail, newest first.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditPage {
+    /// The events, as the gateway's stdout prints them.
+    #[serde(default)]
+    pub events: Vec<serde_json::Value>,
+    /// Where older events go on from (`before=`), when there may be more.
+    #[serde(default)]
+    pub next_before: Option<i64>,
+}
+
+impl GatewayApi {
+    /// `GET /api/v1/audit/events` with `token` and the `query` pairs.
+    pub async fn audit_events(
+        &self,
+        token: &str,
+        query: &[(&str, String)],
+    ) -> Result<AuditPage, ClientError> {
+        let mut url = self.url("/api/v1/audit/events");
+        if !query.is_empty() {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
+                .finish();
+            url = format!("{url}?{encoded}");
+        }
+        let response = self
+            .send(&url, self.http.get(&url).bearer_auth(token))
+            .await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: format!("{e} (is this a rack-gateway?)"),
+        })
     }
 }
 

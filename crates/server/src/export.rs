@@ -173,25 +173,9 @@ impl ExportArgs {
     }
 }
 
-/// A time as unix ms: RFC 3339, a date (midnight UTC), or a span ago from `now_ms`.
+/// A time as unix ms ([`gateway::audit::export::parse_time`]).
 fn parse_when(text: &str, now_ms: i64) -> anyhow::Result<i64> {
-    let text = text.trim();
-    if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        return Ok(t.as_millisecond());
-    }
-    if let Ok(date) = text.parse::<jiff::civil::Date>()
-        && let Ok(zoned) = date.to_zoned(jiff::tz::TimeZone::UTC)
-    {
-        return Ok(zoned.timestamp().as_millisecond());
-    }
-    if let Ok(ago) = humantime::parse_duration(text) {
-        let ago = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
-        return Ok(now_ms.saturating_sub(ago));
-    }
-    bail!(
-        "{text:?} is not a time: give RFC 3339 (2026-11-01T09:30:00Z), a date (2026-11-01) or \
-         a time ago (7d, 12h, 30m)"
-    )
+    gateway::audit::export::parse_time(text, now_ms).map_err(anyhow::Error::msg)
 }
 
 /// Runs `audit export`.
@@ -325,28 +309,5 @@ fn stdout_error(e: std::io::Error) -> anyhow::Error {
         crate::output::StdoutClosed.into()
     } else {
         anyhow::Error::new(e).context("cannot write to stdout")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_come_in_three_forms() {
-        let now = 1_800_000_000_000;
-        let at = |w: &str| parse_when(w, now).ok();
-        assert_eq!(at("2026-11-01T09:30:00Z"), Some(1_793_525_400_000));
-        assert_eq!(at("2026-11-01T10:30:00+01:00"), Some(1_793_525_400_000));
-        assert_eq!(at("2026-11-01"), Some(1_793_491_200_000));
-        assert_eq!(at(" 7d "), Some(now - 7 * 86_400_000));
-        assert_eq!(at("30m"), Some(now - 1_800_000));
-        for bad in ["yesterday", "2026-13-01", "", "-5"] {
-            let e = parse_when(bad, now).err().map(|e| e.to_string());
-            assert!(
-                e.as_deref().is_some_and(|e| e.contains("is not a time")),
-                "{bad}: {e:?}"
-            );
-        }
     }
 }

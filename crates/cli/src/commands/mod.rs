@@ -2,6 +2,7 @@
 //! gateway-aware messages.
 
 mod apps;
+mod audit;
 pub(crate) mod auth;
 mod builds;
 mod deploy;
@@ -47,6 +48,7 @@ fn prints_json(command: &Command) -> bool {
     match command {
         Command::Rack
         | Command::Racks
+        | Command::Audit(_)
         | Command::Services(_)
         | Command::Instances
         | Command::Scale(_) => true,
@@ -68,8 +70,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks); this command prints what \
-                  it does, or streams"
+                  `info`, services, scale, instances, rack, racks, audit); this command prints \
+                  what it does, or streams"
                 .into(),
         }));
     }
@@ -102,6 +104,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Scale(args) => services::scale(ctx, args).await,
         Command::Services(args) => services::list(ctx, &args.app).await,
         Command::Instances => system::instances(ctx).await,
+        Command::Audit(args) => audit::run(ctx, args).await,
         Command::External(args) => crate::passthrough::run(ctx.target()?, &args),
     }
 }

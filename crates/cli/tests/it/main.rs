@@ -4,6 +4,7 @@
 
 mod kit;
 
+mod audit;
 mod commands;
 mod deploy;
 mod direct;

@@ -1,6 +1,7 @@
 //! The gateway's own JSON endpoints: health, readiness, who the caller is, sign-in flows,
 //! sessions and users.
 
+pub mod audit;
 pub mod auth;
 pub mod sessions;
 pub mod users;
@@ -246,6 +247,21 @@ impl Caller {
     /// The caller's user agent, as audited.
     pub fn user_agent(&self) -> Option<&str> {
         self.call.user_agent.as_deref()
+    }
+
+    /// An event of `action` allowed to the caller, for the handler to complete and record.
+    pub fn event(&self, action: &str) -> AuditEvent {
+        let call = &self.call;
+        let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
+        e.rbac_decision = Decision::Allow;
+        e.method = Some(call.method.clone());
+        e.path = Some(call.path.clone());
+        e.client_ip = Some(call.peer.to_string());
+        e.user_agent = call.user_agent.clone();
+        e.actor_type = self.principal.actor_type();
+        e.user_email = self.principal.email().map(str::to_string);
+        e.token_name = self.principal.token_name().map(str::to_string);
+        e
     }
 
     /// Requires `permission`; a refusal is audited (action: the permission).

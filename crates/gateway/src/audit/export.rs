@@ -68,6 +68,29 @@ impl ExportFilter {
     }
 }
 
+/// A time as unix ms: RFC 3339 (`2026-11-01T09:30:00Z`), a date (`2026-11-01`, midnight UTC),
+/// or a span ago from `now_ms` (`7d`, `12h`, `30m`). The error says which forms are taken.
+pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    if let Ok(date) = text.parse::<jiff::civil::Date>()
+        && let Ok(zoned) = date.to_zoned(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(zoned.timestamp().as_millisecond());
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let ago = i64::try_from(ago.as_millis()).unwrap_or(i64::MAX);
+        return Ok(now_ms.saturating_sub(ago));
+    }
+    Err(format!(
+        "{:?} is not a time: give RFC 3339 (2026-11-01T09:30:00Z), a date (2026-11-01) or a \
+         time ago (7d, 12h, 30m)",
+        gateway_core::redact::clip(text.to_string(), 64)
+    ))
+}
+
 /// `pattern` with `*` standing for any run of characters (none included) matches `text`.
 fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
@@ -89,6 +112,11 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     rest.ends_with(last)
+}
+
+/// `row` as the JSON object the stdout sink prints for it.
+pub fn json_value(row: &AuditRow) -> serde_json::Value {
+    serde_json::to_value(super::stdout::JsonLine::from(row)).unwrap_or_default()
 }
 
 /// The form of an export.
@@ -217,6 +245,24 @@ mod tests {
             event,
             prev_hash: "0".repeat(64),
             hash: format!("{seq:064x}"),
+        }
+    }
+
+    #[test]
+    fn times_come_in_three_forms() {
+        let now = 1_800_000_000_000;
+        let at = |w: &str| parse_time(w, now).ok();
+        assert_eq!(at("2026-11-01T09:30:00Z"), Some(1_793_525_400_000));
+        assert_eq!(at("2026-11-01T10:30:00+01:00"), Some(1_793_525_400_000));
+        assert_eq!(at("2026-11-01"), Some(1_793_491_200_000));
+        assert_eq!(at(" 7d "), Some(now - 7 * 86_400_000));
+        assert_eq!(at("30m"), Some(now - 1_800_000));
+        for bad in ["yesterday", "2026-13-01", "", "-5"] {
+            let e = parse_time(bad, now).err();
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("is not a time")),
+                "{bad}: {e:?}"
+            );
         }
     }
 

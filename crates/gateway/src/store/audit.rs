@@ -674,6 +674,28 @@ impl Store {
         Ok(rows.into_iter().map(|(row, _)| row).collect())
     }
 
+    /// Events with `seq < before`, newest first, at most `limit`: the audit API's pages.
+    pub async fn audit_rows_before(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audit_events WHERE seq < $1 ORDER BY seq DESC LIMIT $2"
+            );
+            let rows = sqlx::query(sql)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
+    }
+
     /// [`Store::audit_rows`] with each event's `details` exactly as stored: what `audit
     /// verify` hashes, so an edit that parses to the same JSON (spacing, a duplicate key that
     /// SQL's JSON functions would read instead) still breaks the chain.

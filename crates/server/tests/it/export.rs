@@ -198,3 +198,128 @@ async fn an_export_of_a_sqlite_file_that_is_not_there_makes_none() {
     assert!(!missing.exists(), "a database was created");
     assert!(!output.exists(), "an export was started");
 }
+
+/// `GET /api/v1/audit/events` with `token` and `query`: the status and the body.
+async fn audit_page(gw: &Gateway, token: &str, query: &str) -> (u16, serde_json::Value) {
+    let resp = client()
+        .get(format!("{}/api/v1/audit/events?{query}", gw.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+fn seqs(page: &serde_json::Value) -> Vec<i64> {
+    page["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["seq"].as_i64()).collect())
+        .unwrap_or_default()
+}
+
+both_backends!(
+    the_audit_api_pages_back_through_the_trail_for_those_allowed_and_is_audited,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let viewer = role_token(&db, "viewer");
+        let admin_token = role_token(&db, "admin");
+        let auditor = crate::kit::token(&db, "auditor", &["--permissions", "gateway:audit:read"]);
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        for _ in 0..3 {
+            assert_eq!(list_apps(&gw, &viewer).await, Some(200));
+        }
+        let denied = client()
+            .delete(gw.proxy("/apps/web"))
+            .basic_auth("convox", Some(&viewer))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(denied.status(), 403);
+
+        // Not for a viewer, and the refusal is on the trail.
+        let (status, body) = audit_page(&gw, &viewer, "").await;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("gateway:audit:read")
+        );
+
+        // Newest first, a page at a time, to the start of the chain.
+        let (status, first) = audit_page(&gw, &auditor, "limit=4").await;
+        assert_eq!(status, 200, "{first}");
+        let page = seqs(&first);
+        assert_eq!(page.len(), 4);
+        assert!(page.windows(2).all(|w| w[0] > w[1]), "{page:?}");
+        let mut all = page.clone();
+        let mut next = first["next_before"].as_i64();
+        let mut rounds = 0;
+        while let Some(before) = next {
+            let (status, more) =
+                audit_page(&gw, &admin_token, &format!("limit=4&before={before}")).await;
+            assert_eq!(status, 200, "{more}");
+            all.extend(seqs(&more));
+            next = more["next_before"].as_i64();
+            rounds += 1;
+            assert!(rounds < 100, "paging does not end");
+        }
+        assert_eq!(all.last(), Some(&1), "{all:?}");
+        assert!(
+            all.windows(2).all(|w| w[0] == w[1] + 1),
+            "a gap or a repeat: {all:?}"
+        );
+        assert!(seqs(&first)[0] >= 12, "{all:?}");
+
+        // Filters as `audit export` takes them.
+        let (status, refusals) =
+            audit_page(&gw, &admin_token, "decision=deny&action=convox%3Aapps%3A*").await;
+        assert_eq!(status, 200);
+        let events = refusals["events"].as_array().cloned().unwrap_or_default();
+        assert_eq!(events.len(), 1, "{refusals}");
+        assert_eq!(events[0]["action"], "convox:apps:delete");
+        assert_eq!(events[0]["token_name"], "viewer-token");
+        assert_eq!(refusals["next_before"], serde_json::Value::Null);
+        let (status, bad) = audit_page(&gw, &admin_token, "acton=convox%3Aapps%3Adelete").await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(
+            bad["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("unknown parameter")
+        );
+
+        // Each read is on the trail: who, with which filter, how much it returned.
+        let (_, reads) = audit_page(
+            &gw,
+            &admin_token,
+            "action=gateway%3Aaudit%3Aread&limit=1000",
+        )
+        .await;
+        let reads = reads["events"].as_array().cloned().unwrap_or_default();
+        let allowed: Vec<_> = reads
+            .iter()
+            .filter(|e| e["rbac_decision"] == "allow")
+            .collect();
+        let refused: Vec<_> = reads
+            .iter()
+            .filter(|e| e["rbac_decision"] == "deny")
+            .collect();
+        assert!(allowed.len() >= 3, "{reads:?}");
+        assert!(allowed.iter().any(|e| e["token_name"] == "auditor"
+            && e["details"]["query"] == "limit=4"
+            && e["details"]["returned"] == 4));
+        assert!(
+            refused
+                .iter()
+                .any(|e| e["token_name"] == "viewer-token" && e["status"] == 403)
+        );
+        assert!(
+            refused
+                .iter()
+                .any(|e| e["status"] == 400
+                    && e["details"]["query"] == "acton=convox%3Aapps%3Adelete")
+        );
+    }
+);
