@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::audit::export::{ExportFilter, json_value, parse_time};
 use crate::audit::{ActorType, Decision, EventKind};
 use crate::error::ApiError;
+use crate::store::AuditRow;
 
 /// The permission to read the trail.
 pub const READ: &str = "gateway:audit:read";
@@ -151,7 +152,28 @@ pub async fn events(
 async fn scan(
     state: &AppState,
     page: &PageQuery,
-) -> Result<(Vec<crate::store::AuditRow>, Option<i64>, usize), ApiError> {
+) -> Result<(Vec<AuditRow>, Option<i64>, usize), ApiError> {
+    let store = &state.store;
+    scan_pages(page, MAX_SCANNED, move |before| async move {
+        store
+            .audit_rows_before(before, PAGE)
+            .await
+            .map_err(ApiError::store)
+    })
+    .await
+}
+
+/// [`scan`], reading with `fetch` (events below a number, newest first, [`PAGE`] at most) and
+/// stopping after `max_scanned` events.
+async fn scan_pages<F, Fut>(
+    page: &PageQuery,
+    max_scanned: usize,
+    mut fetch: F,
+) -> Result<(Vec<AuditRow>, Option<i64>, usize), ApiError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<AuditRow>, ApiError>>,
+{
     let filter = &page.filter;
     let mut before = page.before.unwrap_or(i64::MAX);
     if let Some(to) = filter.to_seq {
@@ -164,11 +186,7 @@ async fn scan(
         if before <= floor {
             return Ok((kept, None, scanned));
         }
-        let rows = state
-            .store
-            .audit_rows_before(before, PAGE)
-            .await
-            .map_err(ApiError::store)?;
+        let rows = fetch(before).await?;
         let exhausted = rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
         for row in rows {
             before = row.seq;
@@ -182,7 +200,7 @@ async fn scan(
                     return Ok((kept, Some(before).filter(|b| *b > floor), scanned));
                 }
             }
-            if scanned == MAX_SCANNED {
+            if scanned == max_scanned {
                 return Ok((kept, Some(before).filter(|b| *b > floor), scanned));
             }
         }
@@ -195,6 +213,93 @@ async fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trail of `n` events, every tenth a refusal.
+    fn trail(n: i64) -> Vec<AuditRow> {
+        (1..=n)
+            .map(|seq| {
+                let mut e =
+                    crate::audit::AuditEvent::new(EventKind::Request, "r", "convox:apps:list");
+                if seq % 10 == 0 {
+                    e.rbac_decision = Decision::Deny;
+                }
+                AuditRow {
+                    seq,
+                    event: e,
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// Scans `rows` (oldest first) as the store would hand them out.
+    async fn run(
+        rows: &[AuditRow],
+        query: &str,
+        max_scanned: usize,
+    ) -> (Vec<i64>, Option<i64>, usize) {
+        let page = parse_query(query, 0).unwrap_or_else(|e| panic!("{e}"));
+        let fetch = |before: i64| {
+            let page = usize::try_from(PAGE).unwrap_or(0);
+            std::future::ready(Ok(rows
+                .iter()
+                .rev()
+                .filter(|r| r.seq < before)
+                .take(page)
+                .cloned()
+                .collect()))
+        };
+        let (kept, next, scanned) = scan_pages(&page, max_scanned, fetch)
+            .await
+            .unwrap_or_else(|_| panic!("scan failed"));
+        (kept.iter().map(|r| r.seq).collect(), next, scanned)
+    }
+
+    #[tokio::test]
+    async fn a_scan_stops_at_the_page_the_range_or_its_bound() {
+        let rows = trail(2_500);
+        // A full page: where to go on from.
+        let (seqs, next, scanned) = run(&rows, "limit=3", MAX_SCANNED).await;
+        assert_eq!(
+            (seqs, next, scanned),
+            (vec![2_500, 2_499, 2_498], Some(2_498), 3)
+        );
+        // Across the store's pages, to the chain's start: nothing older.
+        let (seqs, next, scanned) = run(&rows, "decision=deny&limit=1000", MAX_SCANNED).await;
+        assert_eq!(seqs.len(), 250);
+        assert_eq!(
+            (seqs[0], seqs[249], next, scanned),
+            (2_500, 10, None, 2_500)
+        );
+        // A narrow filter over a trail longer than the bound: what it found, and where to
+        // go on from.
+        let (seqs, next, scanned) = run(&rows, "decision=deny", 1_234).await;
+        assert_eq!(
+            (seqs.len(), next, scanned),
+            (100, Some(1_510), 991),
+            "the page fills first"
+        );
+        let (seqs, next, scanned) = run(&rows, "decision=deny&limit=1000", 1_234).await;
+        assert_eq!((seqs.len(), next, scanned), (124, Some(1_267), 1_234));
+        let (seqs, next, _) = run(&rows, "decision=deny&limit=1000&before=1267", 1_234).await;
+        assert_eq!((seqs.len(), next), (123, Some(33)));
+        let (seqs, next, _) = run(&rows, "decision=deny&limit=1000&before=33", 1_234).await;
+        assert_eq!((seqs, next), (vec![30, 20, 10], None));
+        // A range of numbers bounds the scan at both ends.
+        let (seqs, next, scanned) = run(&rows, "from_seq=1995&to_seq=2004", MAX_SCANNED).await;
+        assert_eq!(seqs, (1_995..=2_004).rev().collect::<Vec<_>>());
+        assert_eq!((next, scanned), (None, 10));
+        let (seqs, next, _) = run(&rows, "from_seq=1995&to_seq=2004&limit=10", MAX_SCANNED).await;
+        assert_eq!(
+            (seqs.len(), next),
+            (10, None),
+            "nothing older is in the range"
+        );
+        // Paging past the start, or an empty trail.
+        assert_eq!(run(&rows, "before=1", MAX_SCANNED).await, (vec![], None, 0));
+        assert_eq!(run(&[], "", MAX_SCANNED).await, (vec![], None, 0));
+    }
 
     #[test]
     fn queries_are_read_strictly() {
