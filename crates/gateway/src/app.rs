@@ -356,6 +356,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/", get(web::home))
         .route("/login", get(web::login_page))
         .route("/account", get(web::account))
+        .route("/audit", get(web::audit::page))
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))

@@ -30,7 +30,7 @@ const PAGE: i64 = 1_000;
 
 /// A page request: the filter, how many, and where to start.
 #[derive(Debug)]
-struct PageQuery {
+pub(crate) struct PageQuery {
     filter: ExportFilter,
     limit: usize,
     /// Only events numbered below this.
@@ -40,7 +40,7 @@ struct PageQuery {
 /// Reads `query` (`since`, `until`, `from_seq`, `to_seq`, `action`…, `user`, `token`,
 /// `kind`…, `decision`…, `actor`…, `request_id`, `limit`, `before`). A parameter it does not
 /// know is refused, as a misspelt filter would otherwise return everything.
-fn parse_query(query: &str, now_ms: i64) -> Result<PageQuery, String> {
+pub(crate) fn parse_query(query: &str, now_ms: i64) -> Result<PageQuery, String> {
     let mut page = PageQuery {
         filter: ExportFilter::default(),
         limit: DEFAULT_LIMIT,
@@ -149,7 +149,7 @@ pub async fn events(
 /// Reads the trail downwards from `page.before` until the page is full, the filter's range or
 /// the chain's start is reached, or [`MAX_SCANNED`] events were read. Returns the events kept,
 /// where to go on from (`None`: nothing older can match) and how many were read.
-async fn scan(
+pub(crate) async fn scan(
     state: &AppState,
     page: &PageQuery,
 ) -> Result<(Vec<AuditRow>, Option<i64>, usize), ApiError> {

@@ -1,6 +1,7 @@
 //! Server-rendered pages: sign-in, messages (signed in, refused), and the account page with
 //! the user's sessions. Strict CSP, no script, CSRF tokens on every form.
 
+pub mod audit;
 pub mod cookies;
 
 use askama::Template;
@@ -57,6 +58,8 @@ struct SessionView {
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage {
+    /// Whether to link to the audit trail.
+    audit: bool,
     email: String,
     name: String,
     role: String,
@@ -251,7 +254,7 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-fn signin_page(state: &AppState, return_to: &str) -> Response {
+pub(crate) fn signin_page(state: &AppState, return_to: &str) -> Response {
     let provider = state
         .oidc
         .as_ref()
@@ -273,7 +276,7 @@ fn signin_page(state: &AppState, return_to: &str) -> Response {
     )
 }
 
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     crate::audit::format_time(t)
@@ -313,6 +316,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
     };
     let current = principal.session_id();
     let page = AccountPage {
+        audit: audit::may_read(&principal),
         email: user.email,
         name: user.name,
         role: user.role,

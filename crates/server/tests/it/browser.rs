@@ -193,3 +193,145 @@ both_backends!(cli_sign_in_browser_half_in_chromium, |db| async move {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 200);
 });
+
+/// The rows of the audit page's table: each row's cells.
+async fn audit_rows(c: &fantoccini::Client) -> Vec<Vec<String>> {
+    let _ = text(c, "#events").await;
+    let rows = c
+        .find_all(Locator::Css("#events tbody tr"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut all = Vec::new();
+    for row in rows {
+        let cells = row
+            .find_all(Locator::Css("td"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut texts = Vec::new();
+        for cell in cells {
+            texts.push(cell.text().await.unwrap_or_default());
+        }
+        all.push(texts);
+    }
+    all
+}
+
+both_backends!(
+    the_audit_trail_in_chromium_for_admins_only,
+    |db| async move {
+        let Some(driver) = chromedriver().await else {
+            return;
+        };
+        let dev = Dev::start(&db).await;
+        let http = client();
+        let denied = http
+            .delete(dev.url("/apps/web"))
+            .basic_auth("convox", Some(dev.token("viewer")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(denied.status(), 403);
+        let c = browser(&driver).await;
+        let go = |path: &str| format!("{}{path}", dev.gateway);
+
+        // A viewer has no link to it, and is refused the page.
+        c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#signin").await;
+        click(&c, "#user-viewer-example-com").await;
+        assert_eq!(text(&c, "#role").await, "viewer");
+        assert!(c.find(Locator::Css("#audit-link")).await.is_err());
+        c.goto(&go("/audit"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = text(&c, "main").await;
+        assert!(refused.contains("gateway:audit:read"), "{refused}");
+        c.goto(&go("/account"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#signout").await;
+
+        // An admin reads it, filters it, and pages back through it.
+        click(&c, "#signin").await;
+        click(&c, "#user-admin-example-com").await;
+        click(&c, "#audit-link").await;
+        let rows = audit_rows(&c).await;
+        assert!(rows.len() > 5, "{rows:?}");
+        let seqs: Vec<i64> = rows.iter().filter_map(|r| r[0].parse().ok()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] > w[1]),
+            "newest first: {seqs:?}"
+        );
+        c.find(Locator::Css("select[name=decision]"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .select_by_value("deny")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.find(Locator::Css("input[name=action]"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .send_keys("convox:apps:*")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#apply").await;
+        let rows = audit_rows(&c).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0][3], "token:dev-viewer");
+        assert_eq!(rows[0][4], "convox:apps:delete");
+        assert_eq!(rows[0][5], "deny");
+        assert_eq!(rows[0][7], "DELETE /apps/web");
+        let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(url.as_str().contains("decision=deny"), "{url}");
+
+        c.goto(&go("/audit?limit=2"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first: Vec<i64> = audit_rows(&c)
+            .await
+            .iter()
+            .filter_map(|r| r[0].parse().ok())
+            .collect();
+        click(&c, "#older").await;
+        let older: Vec<i64> = audit_rows(&c)
+            .await
+            .iter()
+            .filter_map(|r| r[0].parse().ok())
+            .collect();
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            older,
+            vec![first[1] - 1, first[1] - 2],
+            "{first:?} then {older:?}"
+        );
+
+        // A filter it cannot read is said on the page.
+        c.goto(&go("/audit?since=yesterday"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(text(&c, "#error").await.contains("is not a time"));
+        let _ = c.close().await;
+
+        // Each look was recorded, who and with what filter.
+        let (ok, out, err) = crate::kit::admin(
+            &crate::kit::Db::at(dev.database_url(), db.backend, crate::kit::scratch_dir()),
+            &["audit", "export", "--action", "gateway:audit:read"],
+        );
+        assert!(ok, "{err}");
+        let reads: Vec<serde_json::Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert!(
+            reads.iter().any(|r| r["user_email"] == "viewer@example.com"
+                && r["rbac_decision"] == "deny"
+                && r["status"] == 403),
+            "{out}"
+        );
+        assert!(
+            reads.iter().any(|r| r["user_email"] == "admin@example.com"
+                && r["details"]["query"] == "action=convox%3Aapps%3A*&decision=deny"
+                && r["details"]["returned"] == 1),
+            "{out}"
+        );
+    }
+);

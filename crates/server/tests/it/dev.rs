@@ -23,6 +23,7 @@ pub struct Dev {
     pub tokens: HashMap<String, String>,
     pub output: Arc<Mutex<Vec<String>>>,
     dir: std::path::PathBuf,
+    database_url: String,
 }
 
 impl Drop for Dev {
@@ -99,12 +100,18 @@ impl Dev {
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+        let database_url = if db.url.starts_with("postgres") {
+            db.url.clone()
+        } else {
+            format!("sqlite://{}/gateway.db", dir.display())
+        };
         let started = Dev {
             child,
             gateway,
             tokens,
             output,
             dir,
+            database_url,
         };
         assert!(
             started.gateway.starts_with("http://127.0.0.1:") && started.tokens.len() == 5,
@@ -116,6 +123,11 @@ impl Dev {
                 .unwrap_or_default()
         );
         started
+    }
+
+    /// The stack's database (`DATABASE_URL` for the admin commands).
+    pub fn database_url(&self) -> String {
+        self.database_url.clone()
     }
 
     pub fn token(&self, role: &str) -> &str {

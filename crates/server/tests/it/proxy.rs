@@ -663,12 +663,16 @@ both_backends!(
             ready["rack"]["error"], "rack refused RACK_TOKEN (401)",
             "{ready}"
         );
-        // Said once (a minute) on stderr, for the operator; the outcomes say it too.
-        let said = gw
-            .all_output()
-            .matches("the rack refused the gateway's credentials (401)")
-            .count();
-        assert_eq!(said, 1, "{}", gw.all_output());
+        // Said once (a minute) on stderr, for the operator; the outcomes say it too. (Read
+        // from the pipe by a thread of the test's: under load the line can come a moment
+        // after the answers.)
+        let said = || {
+            gw.all_output()
+                .matches("the rack refused the gateway's credentials (401)")
+                .count()
+        };
+        crate::kit::eventually(|| async { said() >= 1 }).await;
+        assert_eq!(said(), 1, "{}", gw.all_output());
         let s = store(&db).await;
         let recorded = crate::kit::audited(&s, |r| {
             r.event.kind.as_str() == "outcome"

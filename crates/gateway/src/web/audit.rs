@@ -1,0 +1,215 @@
+//! `GET /audit`: the audit trail in the browser, for those holding `gateway:audit:read` — the
+//! same filters and pages as `GET /api/v1/audit/events`, and every read audited the same way.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::{StoreDown, cookie_principal, cookies, message, render, signin_page};
+use crate::api::audit::{READ, parse_query, scan};
+use crate::app::{AppState, Peer};
+use crate::audit::{AuditEvent, Decision, EventKind, audited_user_agent};
+use crate::identity::Principal;
+use crate::store::AuditRow;
+
+/// One event as a row of the page.
+struct EventView {
+    seq: i64,
+    time: String,
+    kind: &'static str,
+    who: String,
+    action: String,
+    decision: &'static str,
+    status: String,
+    request: String,
+    ip: String,
+}
+
+impl From<&AuditRow> for EventView {
+    fn from(row: &AuditRow) -> EventView {
+        let e = &row.event;
+        let who = match (&e.user_email, &e.token_name) {
+            (_, Some(token)) => format!("token:{token}"),
+            (Some(email), None) => email.clone(),
+            (None, None) => e.actor_type.as_str().to_string(),
+        };
+        let request = match (&e.method, &e.path) {
+            (Some(m), Some(p)) => format!("{m} {p}"),
+            _ => String::new(),
+        };
+        EventView {
+            seq: row.seq,
+            time: super::time(e.ts),
+            kind: e.kind.as_str(),
+            who,
+            action: e.action.clone(),
+            decision: e.rbac_decision.as_str(),
+            status: e.status.map(|s| s.to_string()).unwrap_or_default(),
+            request,
+            ip: e.client_ip.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    csrf: String,
+    since: String,
+    until: String,
+    action: String,
+    user: String,
+    decision: String,
+    error: Option<String>,
+    events: Vec<EventView>,
+    scanned: usize,
+    older: Option<String>,
+}
+
+/// The form's fields as they were filled in, to show them again.
+fn filled(query: &str) -> (String, String, String, String, String) {
+    let mut fields = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    );
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match name.as_ref() {
+            "since" => fields.0 = value,
+            "until" => fields.1 = value,
+            "action" => fields.2 = value,
+            "user" => fields.3 = value,
+            "decision" => fields.4 = value,
+            _ => {}
+        }
+    }
+    fields
+}
+
+/// The query without its empty fields (the form sends every field), and without `before`
+/// unless `keep_before`.
+fn non_empty(query: &str, keep_before: bool) -> String {
+    let pairs = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, value)| (keep_before || name != "before") && !value.trim().is_empty());
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// `GET /audit`
+pub async fn page(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return signin_page(&state, "/audit"),
+        Err(down) => return down.into_response(),
+    };
+    let raw = query.unwrap_or_default();
+    let query = non_empty(&raw, true);
+    // What the form and the "older" link carry on with.
+    let filters = non_empty(&raw, false);
+    let event = |decision: Decision| {
+        let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), READ);
+        e.rbac_decision = decision;
+        e.method = Some("GET".into());
+        e.path = Some("/audit".into());
+        e.client_ip = Some(peer.ip.to_string());
+        e.user_agent = audited_user_agent(&headers);
+        e.actor_type = principal.actor_type();
+        e.user_email = principal.email().map(str::to_string);
+        e.token_name = principal.token_name().map(str::to_string);
+        e
+    };
+    if !principal.permissions.allows(READ) {
+        let mut refused = event(Decision::Deny);
+        refused.status = Some(403);
+        let refused = refused.with_details(json!({
+            "reason": "forbidden",
+            "role": principal.role_name(),
+        }));
+        if let Err(e) = state.audit.record(refused).await {
+            tracing::error!(error = %e, "could not audit a refused audit page");
+        }
+        return message(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            &format!(
+                "Reading the audit trail needs the permission {READ} (your role: {}).",
+                principal.role_name()
+            ),
+        );
+    }
+    let (since, until, action, user, decision) = filled(&filters);
+    let mut view = AuditPage {
+        csrf: cookies::csrf_token(&token),
+        since,
+        until,
+        action,
+        user,
+        decision,
+        error: None,
+        events: Vec::new(),
+        scanned: 0,
+        older: None,
+    };
+    let page = match parse_query(&query, crate::store::now_ms()) {
+        Ok(page) => page,
+        Err(e) => {
+            view.error = Some(e);
+            return render(StatusCode::BAD_REQUEST, &view);
+        }
+    };
+    let (rows, next, scanned) = match scan(&state, &page).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let read = event(Decision::Allow).with_details(json!({
+        "query": gateway_core::redact::clip(query.clone(), 512),
+        "returned": rows.len(),
+        "scanned": scanned,
+    }));
+    if state.audit.record(read).await.is_err() {
+        // Not shown unless recorded: the trail cannot be read past its own record.
+        return StoreDown.into_response();
+    }
+    view.events = rows.iter().map(EventView::from).collect();
+    view.scanned = scanned;
+    view.older = next.map(|before| {
+        let sep = if filters.is_empty() { "" } else { "&" };
+        format!("/audit?{filters}{sep}before={before}")
+    });
+    render(StatusCode::OK, &view)
+}
+
+/// Whether `principal` may read the trail (for links to it).
+pub fn may_read(principal: &Principal) -> bool {
+    principal.permissions.allows(READ)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_fields_go_and_before_only_where_asked() {
+        let q = "since=&until=&action=convox%3Aapps%3A*&user=&decision=deny&before=40";
+        assert_eq!(
+            non_empty(q, true),
+            "action=convox%3Aapps%3A*&decision=deny&before=40"
+        );
+        assert_eq!(
+            non_empty(q, false),
+            "action=convox%3Aapps%3A*&decision=deny"
+        );
+        assert_eq!(non_empty("", false), "");
+    }
+}
