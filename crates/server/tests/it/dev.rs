@@ -125,6 +125,25 @@ impl Dev {
         started
     }
 
+    /// Sends Ctrl-C (SIGINT) and waits (at most 15 s) for the stack to exit with status 0.
+    pub async fn interrupt_and_expect_a_clean_stop(&mut self) {
+        signal(i32::try_from(self.child.id()).unwrap_or(0), "INT");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut exit = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                exit = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            exit.and_then(|s| s.code()),
+            Some(0),
+            "dev did not stop cleanly"
+        );
+    }
+
     /// The stack's database (`DATABASE_URL` for the admin commands).
     pub fn database_url(&self) -> String {
         self.database_url.clone()
@@ -411,21 +430,7 @@ async fn dev_stops_cleanly_on_ctrl_c() {
     let mut dev = Dev::start(&db).await;
     let (status, _) = dev.get_json("viewer", "/apps").await;
     assert_eq!(status, 200);
-    signal(i32::try_from(dev.child.id()).unwrap_or(0), "INT");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut exit = None;
-    while Instant::now() < deadline {
-        if let Ok(Some(s)) = dev.child.try_wait() {
-            exit = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        exit.and_then(|s| s.code()),
-        Some(0),
-        "dev did not stop cleanly"
-    );
+    dev.interrupt_and_expect_a_clean_stop().await;
     // dev's set-up events (written as the command line writes) were printed twice at times:
     // as this process's own and as admin commands' fetched from the database.
     let lines = dev.output.lock().map(|l| l.clone()).unwrap_or_default();
@@ -479,21 +484,7 @@ async fn dev_serves_metrics_when_asked_and_still_stops_cleanly() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains(counted), "{text}");
     assert!(!text.contains(dev.token("viewer")));
-    signal(i32::try_from(dev.child.id()).unwrap_or(0), "INT");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut exit = None;
-    while Instant::now() < deadline {
-        if let Ok(Some(s)) = dev.child.try_wait() {
-            exit = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        exit.and_then(|s| s.code()),
-        Some(0),
-        "dev did not stop cleanly"
-    );
+    dev.interrupt_and_expect_a_clean_stop().await;
 }
 
 /// `dev | head -3`: stdout closed before the banner. The banner was printed with `println!`,
