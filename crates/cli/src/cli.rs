@@ -171,9 +171,37 @@ pub enum Command {
 Reading the trail is itself audited (gateway:audit:read). For a whole trail as JSON lines or
 CSV, run `rack-gateway-server audit export` where the gateway runs.")]
     Audit(AuditArgs),
+    /// List the gateway's API tokens, or revoke one (admins). New ones are made with
+    /// `rack-gateway-server tokens create` where the gateway runs.
+    #[command(after_help = "Examples:
+  rack-gateway tokens
+  rack-gateway tokens --json
+  rack-gateway tokens revoke circleci-deploy
+  rack-gateway tokens revoke 12")]
+    Tokens(TokensArgs),
     /// Anything else runs the stock `convox` CLI against the gateway.
     #[command(external_subcommand)]
     External(Vec<String>),
+}
+
+/// `tokens` and its subcommands.
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<TokensCommand>,
+}
+
+/// `tokens …`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Revoke a token: refused from its next request on, on every instance.
+    #[command(after_help = "Example:
+  rack-gateway tokens revoke circleci-deploy")]
+    Revoke {
+        /// Its id, or the name of the one usable token of that name.
+        token: String,
+    },
 }
 
 /// `audit` flags: the filters go to the gateway as they are.

@@ -248,6 +248,90 @@ impl GatewayApi {
     }
 }
 
+/// An API token as `GET /api/v1/tokens` lists it (never its secret).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Role, or `None` with permissions.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Permissions instead of a role.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    /// The user it acts for.
+    #[serde(default)]
+    pub owner_user_id: Option<i64>,
+    /// Who made it.
+    #[serde(default)]
+    pub created_by: String,
+    /// Unix ms.
+    #[serde(default)]
+    pub created_at: i64,
+    /// Unix ms.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Unix ms.
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+    /// Unix ms.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+}
+
+impl GatewayApi {
+    /// `GET /api/v1/tokens` with `token`.
+    pub async fn tokens(&self, token: &str) -> Result<Vec<ApiToken>, ClientError> {
+        let url = self.url("/api/v1/tokens");
+        let response = self
+            .send(&url, self.http.get(&url).bearer_auth(token))
+            .await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: format!("{e} (is this a rack-gateway?)"),
+        })
+    }
+
+    /// `DELETE /api/v1/tokens/{id_or_name}` with `token`: the revoked token.
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        id_or_name: &str,
+    ) -> Result<ApiToken, ClientError> {
+        let segment =
+            percent_encoding::utf8_percent_encode(id_or_name, percent_encoding::NON_ALPHANUMERIC);
+        let url = self.url(&format!("/api/v1/tokens/{segment}"));
+        let response = self
+            .send(&url, self.http.delete(&url).bearer_auth(token))
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            // Here the gateway's 404 is about the token (no such usable token), not its URL.
+            let bytes = convox_api::client::read_limited(&url, response, 64 * 1024)
+                .await
+                .unwrap_or_default();
+            let said = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .is_ok_and(|v| v.get("code").is_some_and(serde_json::Value::is_string));
+            if said {
+                return Err(convox_api::client::error_from_body(404, &bytes));
+            }
+            return Err(ClientError::Decode {
+                url,
+                reason: "HTTP 404 without a gateway's answer: is this a rack-gateway?".into(),
+            });
+        }
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+}
+
 /// A failed answer to one of the gateway's own endpoints: its error when it sent one (always
 /// JSON with a `code`), otherwise a server that is not a rack-gateway (a wrong URL, the rack
 /// itself, a proxy's page).

@@ -12,3 +12,4 @@ mod errors;
 mod racks;
 mod sessions;
 mod signin;
+mod tokens;

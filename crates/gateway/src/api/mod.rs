@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
 
 use std::net::IpAddr;
@@ -247,6 +248,25 @@ impl Caller {
     /// The caller's user agent, as audited.
     pub fn user_agent(&self) -> Option<&str> {
         self.call.user_agent.as_deref()
+    }
+
+    /// The caller as the author of a change `manage` makes (allowed: made after
+    /// [`Caller::require`]), from `peer`.
+    pub fn actor(&self, peer: Peer) -> crate::identity::manage::Actor {
+        let principal = &self.principal;
+        crate::identity::manage::Actor {
+            actor_type: principal.actor_type(),
+            email: principal.email().map(str::to_string),
+            token_name: principal.token_name().map(str::to_string),
+            label: principal
+                .email()
+                .map(str::to_string)
+                .or_else(|| principal.token_name().map(|t| format!("token:{t}")))
+                .unwrap_or_else(|| "unknown".into()),
+            client_ip: Some(peer.ip.to_string()),
+            user_agent: self.user_agent().map(str::to_string),
+            decision: Decision::Allow,
+        }
     }
 
     /// An event of `action` allowed to the caller, for the handler to complete and record.

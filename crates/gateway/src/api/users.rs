@@ -9,30 +9,12 @@ use serde_json::json;
 
 use super::{ApiPath, Caller};
 use crate::app::{AppState, Peer};
-use crate::audit::Decision;
 use crate::error::ApiError;
-use crate::identity::manage::{self, Actor, ManageError};
+use crate::identity::manage::{self, ManageError};
 use crate::store::{LastAdmin, StoreError};
 
-fn actor(caller: &Caller, peer: Peer) -> Actor {
-    let principal = &caller.principal;
-    Actor {
-        actor_type: principal.actor_type(),
-        email: principal.email().map(str::to_string),
-        token_name: principal.token_name().map(str::to_string),
-        label: principal
-            .email()
-            .map(str::to_string)
-            .or_else(|| principal.token_name().map(|t| format!("token:{t}")))
-            .unwrap_or_else(|| "unknown".into()),
-        client_ip: Some(peer.ip.to_string()),
-        user_agent: caller.user_agent().map(str::to_string),
-        // Every change here is made after `Caller::require` allowed it.
-        decision: Decision::Allow,
-    }
-}
-
-fn manage_error(e: ManageError) -> ApiError {
+/// The API error for a change `manage` refused.
+pub(super) fn manage_error(e: ManageError) -> ApiError {
     match e {
         ManageError::Invalid(m) => ApiError::BadRequest(m),
         ManageError::Store(StoreError::NotFound(what)) => ApiError::no_such(&what),
@@ -122,7 +104,7 @@ pub async fn add(
     let added = manage::add_user(
         &state.store,
         &state.audit,
-        &actor(&caller, peer),
+        &caller.actor(peer),
         &body.email,
         &body.name,
         &body.role,
@@ -164,7 +146,7 @@ pub async fn set_role(
     let changed = manage::set_user_role(
         &state.store,
         &state.audit,
-        &actor(&caller, peer),
+        &caller.actor(peer),
         &email,
         &body.role,
         LastAdmin::Keep,
@@ -223,7 +205,7 @@ async fn set_locked(
     let changed = manage::set_user_locked(
         &state.store,
         &state.audit,
-        &actor(&caller, peer),
+        &caller.actor(peer),
         &email,
         locked,
         LastAdmin::Keep,

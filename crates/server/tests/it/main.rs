@@ -21,3 +21,4 @@ mod rbac_matrix;
 mod signin;
 mod streaming;
 mod tls;
+mod tokens_api;

@@ -1,0 +1,86 @@
+//! `tokens`: the gateway's API tokens, listed (`gateway:tokens:list`) and revoked
+//! (`gateway:tokens:revoke`): admins. New ones are made where the gateway runs
+//! (`rack-gateway-server tokens create`), where their secret is shown once.
+
+use crate::cli::{TokensArgs, TokensCommand};
+use crate::context::{Ctx, Target, http_client};
+use crate::error::{CliError, CliResult};
+use crate::gateway_api::{ApiToken, GatewayApi};
+use crate::output::{self, Table};
+
+/// Runs `tokens`.
+pub async fn run(ctx: &Ctx, args: TokensArgs) -> CliResult<i32> {
+    let target = ctx.target()?;
+    let Target::Gateway(selected) = target else {
+        return Err(CliError::Usage(
+            "tokens are a rack-gateway's: this rack has no gateway (RACK_URL points at the rack \
+             itself)"
+                .into(),
+        ));
+    };
+    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let credential = &selected.entry.token;
+    match args.command {
+        None => {
+            let tokens = api.tokens(credential).await.map_err(CliError::Client)?;
+            if ctx.json {
+                output::print_json(&tokens)?;
+            } else {
+                print_table(&tokens)?;
+            }
+        }
+        Some(TokensCommand::Revoke { token }) => {
+            let row = api
+                .revoke_token(credential, &token)
+                .await
+                .map_err(CliError::Client)?;
+            output::write_stdout(&format!(
+                "Revoked API token {} {}.\n",
+                row.id,
+                output::printable(&format!("{:?}", row.name))
+            ))?;
+        }
+    }
+    Ok(0)
+}
+
+/// ID, NAME, SCOPE, CREATED, EXPIRES, LAST USED, STATUS.
+fn print_table(tokens: &[ApiToken]) -> CliResult<()> {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "SCOPE",
+        "CREATED BY",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "STATUS",
+    ]);
+    let now = chrono::Utc::now().timestamp_millis();
+    let when = |ms: Option<i64>| ms.map(output::unix_ms).unwrap_or_else(|| "-".into());
+    for t in tokens {
+        let scope = match (&t.role, &t.permissions) {
+            (Some(role), _) => format!("role {role}"),
+            (None, Some(p)) => p.join(","),
+            (None, None) => String::new(),
+        };
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        table.row(vec![
+            t.id.to_string(),
+            output::printable(&t.name).into_owned(),
+            output::printable(&scope).into_owned(),
+            output::printable(&t.created_by).into_owned(),
+            output::unix_ms(t.created_at),
+            when(t.expires_at),
+            when(t.last_used_at),
+            status.to_string(),
+        ]);
+    }
+    table.print()
+}
