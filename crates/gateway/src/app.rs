@@ -359,6 +359,8 @@ pub fn build_app(state: AppState) -> Router {
         .route("/login", get(web::login_page))
         .route("/account", get(web::account))
         .route("/audit", get(web::audit::page))
+        .route("/tokens", get(web::tokens::page))
+        .route("/tokens/{id}/revoke", post(web::tokens::revoke))
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cookies;
+pub mod tokens;
 
 use askama::Template;
 use axum::Form;
@@ -60,6 +61,8 @@ struct SessionView {
 struct AccountPage {
     /// Whether to link to the audit trail.
     audit: bool,
+    /// Whether to link to the API tokens.
+    tokens: bool,
     email: String,
     name: String,
     role: String,
@@ -317,6 +320,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let current = principal.session_id();
     let page = AccountPage {
         audit: audit::may_read(&principal),
+        tokens: tokens::may_list(&principal),
         email: user.email,
         name: user.name,
         role: user.role,

@@ -335,3 +335,81 @@ both_backends!(
         );
     }
 );
+
+both_backends!(api_tokens_in_chromium_for_admins_only, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    let dev = Dev::start(&db).await;
+    let http = client();
+    let viewer_apps = || async {
+        http.get(dev.url("/apps"))
+            .basic_auth("convox", Some(dev.token("viewer")))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(viewer_apps().await, 200);
+    let c = browser(&driver).await;
+    let go = |path: &str| format!("{}{path}", dev.gateway);
+
+    // A viewer has no link, and is refused the page.
+    c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signin").await;
+    click(&c, "#user-viewer-example-com").await;
+    assert_eq!(text(&c, "#role").await, "viewer");
+    assert!(c.find(Locator::Css("#tokens-link")).await.is_err());
+    c.goto(&go("/tokens"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refused = text(&c, "main").await;
+    assert!(refused.contains("gateway:tokens:list"), "{refused}");
+    c.goto(&go("/account"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signout").await;
+
+    // An admin sees every token (never a secret) and revokes the viewer's.
+    click(&c, "#signin").await;
+    click(&c, "#user-admin-example-com").await;
+    click(&c, "#tokens-link").await;
+    let table = text(&c, "#tokens").await;
+    assert!(
+        table.contains("dev-viewer") && table.contains("role viewer"),
+        "{table}"
+    );
+    let source = c.source().await.unwrap_or_default();
+    for role in ["admin", "viewer", "ops"] {
+        assert!(!source.contains(dev.token(role)), "a secret on the page");
+    }
+    let rows = c
+        .find_all(Locator::Css("#tokens tbody tr"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut viewer_id = String::new();
+    for row in rows {
+        if row.text().await.unwrap_or_default().contains("dev-viewer") {
+            viewer_id = row
+                .attr("id")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .trim_start_matches("token-")
+                .to_string();
+        }
+    }
+    assert!(!viewer_id.is_empty());
+    click(&c, &format!("#revoke-{viewer_id}")).await;
+    let status = text(&c, &format!("#token-{viewer_id} td:nth-child(8)")).await;
+    assert_eq!(status, "revoked");
+    assert!(
+        c.find(Locator::Css(&format!("#revoke-{viewer_id}")))
+            .await
+            .is_err(),
+        "a revoked token has no button"
+    );
+    assert_eq!(viewer_apps().await, 401);
+    let _ = c.close().await;
+});

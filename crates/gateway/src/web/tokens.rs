@@ -1,0 +1,186 @@
+//! `GET /tokens`: the gateway's API tokens in the browser, for admins
+//! (`gateway:tokens:list`), each with a button to revoke it (`gateway:tokens:revoke`,
+//! `POST /tokens/{id}/revoke`, CSRF-checked and audited as over the API).
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::{
+    CsrfForm, PageForm, PagePath, StoreDown, cookie_principal, cookies, message, render,
+    signin_page, stale_form, time,
+};
+use crate::app::{AppState, Peer};
+use crate::audit::{AuditEvent, Decision, EventKind, audited_user_agent};
+use crate::identity::Principal;
+use crate::identity::manage::{self, Actor, ManageError};
+use crate::store::{StoreError, TokenRow};
+
+const LIST: &str = "gateway:tokens:list";
+const REVOKE: &str = "gateway:tokens:revoke";
+
+struct TokenView {
+    id: i64,
+    name: String,
+    scope: String,
+    created_by: String,
+    created: String,
+    expires: String,
+    last_used: String,
+    status: &'static str,
+}
+
+impl TokenView {
+    fn of(t: &TokenRow, now: i64) -> TokenView {
+        let when = |ms: Option<i64>| ms.map(time).unwrap_or_else(|| "-".into());
+        TokenView {
+            id: t.id,
+            name: t.name.clone(),
+            scope: match (&t.role, &t.permissions) {
+                (Some(role), _) => format!("role {role}"),
+                (None, Some(p)) => p.join(", "),
+                (None, None) => String::new(),
+            },
+            created_by: t.created_by.clone(),
+            created: time(t.created_at),
+            expires: when(t.expires_at),
+            last_used: when(t.last_used_at),
+            status: if t.revoked_at.is_some() {
+                "revoked"
+            } else if t.expires_at.is_some_and(|at| at <= now) {
+                "expired"
+            } else {
+                "active"
+            },
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+struct TokensPage {
+    csrf: String,
+    can_revoke: bool,
+    tokens: Vec<TokenView>,
+}
+
+/// Whether `principal` may see the tokens page (for links to it).
+pub fn may_list(principal: &Principal) -> bool {
+    principal.permissions.allows(LIST)
+}
+
+/// The signed-in user as the author of a change, from `peer` with `headers`' user agent.
+fn actor(principal: &Principal, peer: Peer, headers: &HeaderMap, decision: Decision) -> Actor {
+    Actor {
+        actor_type: principal.actor_type(),
+        email: principal.email().map(str::to_string),
+        token_name: principal.token_name().map(str::to_string),
+        label: principal.email().unwrap_or("unknown").to_string(),
+        client_ip: Some(peer.ip.to_string()),
+        user_agent: audited_user_agent(headers),
+        decision,
+    }
+}
+
+/// Audits `principal`'s refused `action` on this page (`details` says what and why).
+async fn refused(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    action: &str,
+    details: serde_json::Value,
+) {
+    let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
+    e.rbac_decision = Decision::Deny;
+    e.actor_type = principal.actor_type();
+    e.user_email = principal.email().map(str::to_string);
+    e.client_ip = Some(peer.ip.to_string());
+    e.user_agent = audited_user_agent(headers);
+    e.status = Some(403);
+    if let Err(err) = state.audit.record(e.with_details(details)).await {
+        tracing::error!(error = %err, "could not audit a refusal on the tokens page");
+    }
+}
+
+fn not_allowed(permission: &str, principal: &Principal) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        &format!(
+            "This needs the permission {permission} (your role: {}).",
+            principal.role_name()
+        ),
+    )
+}
+
+/// `GET /tokens`
+pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return signin_page(&state, "/tokens"),
+        Err(down) => return down.into_response(),
+    };
+    if !may_list(&principal) {
+        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
+        refused(&state, &principal, peer, &headers, LIST, details).await;
+        return not_allowed(LIST, &principal);
+    }
+    let tokens = match state.store.list_tokens().await {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            tracing::error!(error = %e, "token list failed");
+            return StoreDown.into_response();
+        }
+    };
+    let now = crate::store::now_ms();
+    render(
+        StatusCode::OK,
+        &TokensPage {
+            csrf: cookies::csrf_token(&token),
+            can_revoke: principal.permissions.allows(REVOKE),
+            tokens: tokens.iter().map(|t| TokenView::of(t, now)).collect(),
+        },
+    )
+}
+
+/// `POST /tokens/{id}/revoke`
+pub async fn revoke(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PagePath(id): PagePath<i64>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Response {
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return Redirect::to("/").into_response(),
+        Err(down) => return down.into_response(),
+    };
+    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        let details = json!({ "token": id.to_string(), "reason": "csrf_rejected" });
+        refused(&state, &principal, peer, &headers, REVOKE, details).await;
+        return stale_form();
+    }
+    if !principal.permissions.allows(REVOKE) {
+        let details = json!({ "token": id.to_string(), "reason": "forbidden" });
+        refused(&state, &principal, peer, &headers, REVOKE, details).await;
+        return not_allowed(REVOKE, &principal);
+    }
+    let actor = actor(&principal, peer, &headers, Decision::Allow);
+    match manage::revoke_token(&state.store, &state.audit, &actor, &id.to_string()).await {
+        Ok(_) => Redirect::to("/tokens").into_response(),
+        Err(ManageError::Store(StoreError::NotFound(_))) => message(
+            StatusCode::NOT_FOUND,
+            "No such token",
+            "That token does not exist or is already revoked.",
+        ),
+        Err(ManageError::Audit(_)) => super::unavailable("The token was not revoked."),
+        Err(e) => {
+            tracing::error!(error = %e, "token revoke failed");
+            super::unavailable("The token was not revoked.")
+        }
+    }
+}
