@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cookies;
 pub mod tokens;
+pub mod users;
 
 use askama::Template;
 use axum::Form;
@@ -63,6 +64,8 @@ struct AccountPage {
     audit: bool,
     /// Whether to link to the API tokens.
     tokens: bool,
+    /// Whether to link to the users.
+    users: bool,
     email: String,
     name: String,
     role: String,
@@ -321,6 +324,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let page = AccountPage {
         audit: audit::may_read(&principal),
         tokens: tokens::may_list(&principal),
+        users: users::may_list(&principal),
         email: user.email,
         name: user.name,
         role: user.role,
@@ -491,7 +495,59 @@ async fn record_session_change(
     }
 }
 
-/// Query with an optional return path.
+/// The signed-in `principal` as the author of a change made from a page, from `peer` with
+/// `headers`' user agent.
+pub(crate) fn page_actor(
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    decision: Decision,
+) -> crate::identity::manage::Actor {
+    crate::identity::manage::Actor {
+        actor_type: principal.actor_type(),
+        email: principal.email().map(str::to_string),
+        token_name: principal.token_name().map(str::to_string),
+        label: principal.email().unwrap_or("unknown").to_string(),
+        client_ip: Some(peer.ip.to_string()),
+        user_agent: crate::audit::audited_user_agent(headers),
+        decision,
+    }
+}
+
+/// Audits `principal`'s refused `action` on a page (`details` says what and why) as a 403.
+pub(crate) async fn page_refusal(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    action: &str,
+    details: serde_json::Value,
+) {
+    let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
+    e.rbac_decision = Decision::Deny;
+    e.actor_type = principal.actor_type();
+    e.user_email = principal.email().map(str::to_string);
+    e.client_ip = Some(peer.ip.to_string());
+    e.user_agent = crate::audit::audited_user_agent(headers);
+    e.status = Some(403);
+    if let Err(err) = state.audit.record(e.with_details(details)).await {
+        tracing::error!(error = %err, "could not audit a refusal on a page");
+    }
+}
+
+/// The 403 page for a missing `permission`.
+pub(crate) fn not_allowed(permission: &str, principal: &Principal) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        &format!(
+            "This needs the permission {permission} (your role: {}).",
+            principal.role_name()
+        ),
+    )
+}
+
+/// Query with an optional return path./// Query with an optional return path.
 #[derive(Debug, Deserialize)]
 pub struct ReturnTo {
     /// Where to go after sign-in.

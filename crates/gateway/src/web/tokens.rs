@@ -9,13 +9,13 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{
-    CsrfForm, PageForm, PagePath, StoreDown, cookie_principal, cookies, message, render,
-    signin_page, stale_form, time,
+    CsrfForm, PageForm, PagePath, StoreDown, cookie_principal, cookies, message, not_allowed,
+    page_actor, page_refusal, render, signin_page, stale_form, time,
 };
 use crate::app::{AppState, Peer};
-use crate::audit::{AuditEvent, Decision, EventKind, audited_user_agent};
+use crate::audit::Decision;
 use crate::identity::Principal;
-use crate::identity::manage::{self, Actor, ManageError};
+use crate::identity::manage::{self, ManageError};
 use crate::store::{StoreError, TokenRow};
 
 const LIST: &str = "gateway:tokens:list";
@@ -71,51 +71,6 @@ pub fn may_list(principal: &Principal) -> bool {
     principal.permissions.allows(LIST)
 }
 
-/// The signed-in user as the author of a change, from `peer` with `headers`' user agent.
-fn actor(principal: &Principal, peer: Peer, headers: &HeaderMap, decision: Decision) -> Actor {
-    Actor {
-        actor_type: principal.actor_type(),
-        email: principal.email().map(str::to_string),
-        token_name: principal.token_name().map(str::to_string),
-        label: principal.email().unwrap_or("unknown").to_string(),
-        client_ip: Some(peer.ip.to_string()),
-        user_agent: audited_user_agent(headers),
-        decision,
-    }
-}
-
-/// Audits `principal`'s refused `action` on this page (`details` says what and why).
-async fn refused(
-    state: &AppState,
-    principal: &Principal,
-    peer: Peer,
-    headers: &HeaderMap,
-    action: &str,
-    details: serde_json::Value,
-) {
-    let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
-    e.rbac_decision = Decision::Deny;
-    e.actor_type = principal.actor_type();
-    e.user_email = principal.email().map(str::to_string);
-    e.client_ip = Some(peer.ip.to_string());
-    e.user_agent = audited_user_agent(headers);
-    e.status = Some(403);
-    if let Err(err) = state.audit.record(e.with_details(details)).await {
-        tracing::error!(error = %err, "could not audit a refusal on the tokens page");
-    }
-}
-
-fn not_allowed(permission: &str, principal: &Principal) -> Response {
-    message(
-        StatusCode::FORBIDDEN,
-        "Not allowed",
-        &format!(
-            "This needs the permission {permission} (your role: {}).",
-            principal.role_name()
-        ),
-    )
-}
-
 /// `GET /tokens`
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
     let (principal, token) = match cookie_principal(&state, &headers).await {
@@ -125,7 +80,7 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
     };
     if !may_list(&principal) {
         let details = json!({ "reason": "forbidden", "role": principal.role_name() });
-        refused(&state, &principal, peer, &headers, LIST, details).await;
+        page_refusal(&state, &principal, peer, &headers, LIST, details).await;
         return not_allowed(LIST, &principal);
     }
     let tokens = match state.store.list_tokens().await {
@@ -161,15 +116,15 @@ pub async fn revoke(
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
         let details = json!({ "token": id.to_string(), "reason": "csrf_rejected" });
-        refused(&state, &principal, peer, &headers, REVOKE, details).await;
+        page_refusal(&state, &principal, peer, &headers, REVOKE, details).await;
         return stale_form();
     }
     if !principal.permissions.allows(REVOKE) {
         let details = json!({ "token": id.to_string(), "reason": "forbidden" });
-        refused(&state, &principal, peer, &headers, REVOKE, details).await;
+        page_refusal(&state, &principal, peer, &headers, REVOKE, details).await;
         return not_allowed(REVOKE, &principal);
     }
-    let actor = actor(&principal, peer, &headers, Decision::Allow);
+    let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     match manage::revoke_token(&state.store, &state.audit, &actor, &id.to_string()).await {
         Ok(_) => Redirect::to("/tokens").into_response(),
         Err(ManageError::Store(StoreError::NotFound(_))) => message(

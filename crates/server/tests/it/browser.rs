@@ -194,6 +194,23 @@ both_backends!(cli_sign_in_browser_half_in_chromium, |db| async move {
     assert_eq!(resp.status(), 200);
 });
 
+/// Waits (at most 15 s) until the browser's URL contains `needle`: a click that navigates
+/// returns before the next page is there.
+async fn wait_for_url(c: &fantoccini::Client, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
+        if url.as_str().contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached a URL with {needle}: {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The rows of the audit page's table: each row's cells.
 async fn audit_rows(c: &fantoccini::Client) -> Vec<Vec<String>> {
     let _ = text(c, "#events").await;
@@ -274,6 +291,8 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         click(&c, "#apply").await;
+        // The next page, not this one: it has the filter chosen.
+        let _ = text(&c, "select[name=decision] option[value=deny][selected]").await;
         let rows = audit_rows(&c).await;
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0][3], "token:dev-viewer");
@@ -292,6 +311,7 @@ both_backends!(
             .filter_map(|r| r[0].parse().ok())
             .collect();
         click(&c, "#older").await;
+        wait_for_url(&c, "before=").await;
         let older: Vec<i64> = audit_rows(&c)
             .await
             .iter()
@@ -402,6 +422,7 @@ both_backends!(api_tokens_in_chromium_for_admins_only, |db| async move {
     }
     assert!(!viewer_id.is_empty());
     click(&c, &format!("#revoke-{viewer_id}")).await;
+    let _ = text(&c, &format!("#token-{viewer_id}.revoked")).await;
     let status = text(&c, &format!("#token-{viewer_id} td:nth-child(8)")).await;
     assert_eq!(status, "revoked");
     assert!(
@@ -413,3 +434,142 @@ both_backends!(api_tokens_in_chromium_for_admins_only, |db| async move {
     assert_eq!(viewer_apps().await, 401);
     let _ = c.close().await;
 });
+
+/// The id of the users page's row whose text contains `email`.
+async fn user_row_id(c: &fantoccini::Client, email: &str) -> String {
+    let _ = text(c, "#users").await;
+    let rows = c
+        .find_all(Locator::Css("#users tbody tr"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for row in rows {
+        if row.text().await.unwrap_or_default().contains(email) {
+            let id = row.attr("id").await.ok().flatten().unwrap_or_default();
+            return id.trim_start_matches("user-").to_string();
+        }
+    }
+    panic!("no row for {email}");
+}
+
+both_backends!(
+    users_and_roles_in_chromium_for_admins_only,
+    |db| async move {
+        let Some(driver) = chromedriver().await else {
+            return;
+        };
+        let dev = Dev::start(&db).await;
+        let c = browser(&driver).await;
+        let go = |path: &str| format!("{}{path}", dev.gateway);
+
+        // A viewer has no link, and is refused the page.
+        c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#signin").await;
+        click(&c, "#user-viewer-example-com").await;
+        assert_eq!(text(&c, "#role").await, "viewer");
+        assert!(c.find(Locator::Css("#users-link")).await.is_err());
+        c.goto(&go("/users"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(text(&c, "main").await.contains("gateway:users:list"));
+        c.goto(&go("/account"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#signout").await;
+
+        // An admin changes the viewer's role, locks and unlocks the deployer, adds someone.
+        click(&c, "#signin").await;
+        click(&c, "#user-admin-example-com").await;
+        click(&c, "#users-link").await;
+        let me = user_row_id(&c, "admin@example.com").await;
+        let mine = text(&c, &format!("#user-{me}")).await;
+        assert!(mine.contains("admin (you)"), "{mine}");
+        assert!(
+            c.find(Locator::Css(&format!("#lock-{me}"))).await.is_err(),
+            "no lock button on yourself"
+        );
+        let viewer = user_row_id(&c, "viewer@example.com").await;
+        c.find(Locator::Css(&format!("#role-{viewer}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .select_by_value("ops")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, &format!("#set-role-{viewer}")).await;
+        // Waited for: the page after the change has the new role selected.
+        let _ = text(&c, &format!("#role-{viewer} option[value=ops][selected]")).await;
+
+        let deployer = user_row_id(&c, "deployer@example.com").await;
+        // A form whose CSRF token is not the session's (as another site's page would post it)
+        // changes nothing.
+        c.execute(
+            "document.querySelectorAll('input[name=csrf]').forEach(i => i.value = 'forged')",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, &format!("#lock-{deployer}")).await;
+        assert_eq!(text(&c, "#title").await, "Refused");
+        c.goto(&go("/users"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, &format!("#lock-{deployer}")).await;
+        let _ = text(&c, &format!("#unlock-{deployer}")).await;
+        let row = text(&c, &format!("#user-{deployer}")).await;
+        assert!(row.contains("locked"), "{row}");
+        click(&c, &format!("#unlock-{deployer}")).await;
+        let _ = text(&c, &format!("#lock-{deployer}")).await;
+        let row = text(&c, &format!("#user-{deployer}")).await;
+        assert!(row.contains("active"), "{row}");
+
+        c.find(Locator::Css("#new-email"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .send_keys("newcomer@example.com")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#add").await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !text(&c, "#users").await.contains("newcomer@example.com") {
+            assert!(Instant::now() < deadline, "the new user never showed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // A bad address is said plainly, and nothing is added.
+        c.find(Locator::Css("#new-email"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .send_keys("not an address")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#add").await;
+        assert_eq!(text(&c, "#title").await, "Not changed");
+        let said = text(&c, "main").await;
+        assert!(said.contains("is not an e-mail address"), "{said}");
+        let _ = c.close().await;
+
+        // The changes are the API's: on the trail, by the admin.
+        let (ok, out, err) = crate::kit::admin(
+            &crate::kit::Db::at(dev.database_url(), db.backend, crate::kit::scratch_dir()),
+            &[
+                "audit",
+                "export",
+                "--action",
+                "gateway:users:*",
+                "--user",
+                "admin@example.com",
+            ],
+        );
+        assert!(ok, "{err}");
+        for action in [
+            "gateway:users:update",
+            "gateway:users:lock",
+            "gateway:users:unlock",
+            "gateway:users:create",
+        ] {
+            assert!(
+                out.contains(&format!("\"action\":\"{action}\"")),
+                "{action} not audited: {out}"
+            );
+        }
+    }
+);

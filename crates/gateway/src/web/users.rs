@@ -1,0 +1,251 @@
+//! `GET /users`: people and their roles in the browser, for admins (`gateway:users:list`):
+//! change a role, lock or unlock, add someone — each a CSRF-checked form that makes the change
+//! `POST /api/v1/users…` makes, with the same rules (not on yourself; the last admin who can
+//! manage users stays one) and the same audit events.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    PageForm, StoreDown, cookie_principal, cookies, message, not_allowed, page_actor, page_refusal,
+    render, signin_page, stale_form, time,
+};
+use crate::app::{AppState, Peer};
+use crate::audit::Decision;
+use crate::identity::Principal;
+use crate::identity::manage::{self, ManageError};
+use crate::rbac::Role;
+use crate::store::{LastAdmin, StoreError, UserRow};
+
+const LIST: &str = "gateway:users:list";
+
+struct UserView {
+    id: i64,
+    email: String,
+    name: String,
+    role: String,
+    locked: bool,
+    last_seen: String,
+    you: bool,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    csrf: String,
+    roles: Vec<&'static str>,
+    users: Vec<UserView>,
+}
+
+/// Whether `principal` may see the users page (for links to it).
+pub fn may_list(principal: &Principal) -> bool {
+    principal.permissions.allows(LIST)
+}
+
+/// `GET /users`
+pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return signin_page(&state, "/users"),
+        Err(down) => return down.into_response(),
+    };
+    if !may_list(&principal) {
+        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
+        page_refusal(&state, &principal, peer, &headers, LIST, details).await;
+        return not_allowed(LIST, &principal);
+    }
+    let users = match state.store.list_users().await {
+        Ok(users) => users,
+        Err(e) => {
+            tracing::error!(error = %e, "user list failed");
+            return StoreDown.into_response();
+        }
+    };
+    let you = principal.user_id();
+    render(
+        StatusCode::OK,
+        &UsersPage {
+            csrf: cookies::csrf_token(&token),
+            roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
+            users: users.iter().map(|u| view(u, you)).collect(),
+        },
+    )
+}
+
+fn view(u: &UserRow, you: Option<i64>) -> UserView {
+    UserView {
+        id: u.id,
+        email: u.email.clone(),
+        name: u.name.clone(),
+        role: u.role.clone(),
+        locked: u.locked,
+        last_seen: u.last_seen_at.map(time).unwrap_or_else(|| "-".into()),
+        you: Some(u.id) == you,
+    }
+}
+
+/// The users page's forms: the CSRF token, whose account, and what to make it.
+#[derive(Debug, Deserialize)]
+pub struct UserForm {
+    /// The token from the page.
+    csrf: Option<String>,
+    /// The user's e-mail.
+    email: String,
+    /// The role (role change, new user).
+    #[serde(default)]
+    role: String,
+    /// The name (new user).
+    #[serde(default)]
+    name: String,
+}
+
+/// A change from the users page.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Role,
+    Lock,
+    Unlock,
+    Add,
+}
+
+impl Change {
+    fn permission(self) -> &'static str {
+        match self {
+            Change::Role => "gateway:users:update",
+            Change::Lock => "gateway:users:lock",
+            Change::Unlock => "gateway:users:unlock",
+            Change::Add => "gateway:users:create",
+        }
+    }
+}
+
+/// `POST /users/role`
+pub async fn set_role(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    form: PageForm<UserForm>,
+) -> Response {
+    change(state, peer, headers, form, Change::Role).await
+}
+
+/// `POST /users/lock`
+pub async fn lock(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    form: PageForm<UserForm>,
+) -> Response {
+    change(state, peer, headers, form, Change::Lock).await
+}
+
+/// `POST /users/unlock`
+pub async fn unlock(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    form: PageForm<UserForm>,
+) -> Response {
+    change(state, peer, headers, form, Change::Unlock).await
+}
+
+/// `POST /users/add`
+pub async fn add(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    form: PageForm<UserForm>,
+) -> Response {
+    change(state, peer, headers, form, Change::Add).await
+}
+
+/// Checks the form, the permission and the target, makes `what`, and goes back to the list.
+async fn change(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<UserForm>,
+    what: Change,
+) -> Response {
+    let (principal, token) = match cookie_principal(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
+        Ok(None) => return Redirect::to("/").into_response(),
+        Err(down) => return down.into_response(),
+    };
+    let permission = what.permission();
+    let asked = |reason: &str| json!({ "email": form.email, "role": form.role, "reason": reason });
+    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        let details = asked("csrf_rejected");
+        page_refusal(&state, &principal, peer, &headers, permission, details).await;
+        return stale_form();
+    }
+    if !principal.permissions.allows(permission) {
+        let details = asked("forbidden");
+        page_refusal(&state, &principal, peer, &headers, permission, details).await;
+        return not_allowed(permission, &principal);
+    }
+    let yours = principal.email() == Some(gateway_core::text::email_key(&form.email).as_str());
+    if yours && !matches!(what, Change::Add) {
+        let details = asked("own_account");
+        page_refusal(&state, &principal, peer, &headers, permission, details).await;
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Not on yourself",
+            "You cannot change your own role or lock yourself: ask another admin.",
+        );
+    }
+    let actor = page_actor(&principal, peer, &headers, Decision::Allow);
+    let (store, audit) = (&state.store, &state.audit);
+    let done = match what {
+        Change::Role => {
+            manage::set_user_role(
+                store,
+                audit,
+                &actor,
+                &form.email,
+                &form.role,
+                LastAdmin::Keep,
+            )
+            .await
+        }
+        Change::Lock | Change::Unlock => {
+            let locked = matches!(what, Change::Lock);
+            manage::set_user_locked(store, audit, &actor, &form.email, locked, LastAdmin::Keep)
+                .await
+        }
+        Change::Add => {
+            manage::add_user(store, audit, &actor, &form.email, &form.name, &form.role).await
+        }
+    };
+    match done {
+        Ok(_) => Redirect::to("/users").into_response(),
+        Err(e) => refused_change(e),
+    }
+}
+
+/// The page for a change `manage` refused (nothing was changed).
+fn refused_change(e: ManageError) -> Response {
+    let (status, title) = match &e {
+        ManageError::Invalid(_) | ManageError::Store(StoreError::Ambiguous(_)) => {
+            (StatusCode::BAD_REQUEST, "Not changed")
+        }
+        ManageError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "No such user"),
+        ManageError::Store(StoreError::Conflict(_) | StoreError::LastAdmin(_)) => {
+            (StatusCode::CONFLICT, "Not changed")
+        }
+        ManageError::Audit(_) => return super::unavailable("Nothing was changed."),
+        other => {
+            tracing::error!(error = %other, "a user change from the users page failed");
+            return super::unavailable("Nothing was changed.");
+        }
+    };
+    let text = match &e {
+        ManageError::Store(StoreError::Conflict(m)) => format!("{m} already exists."),
+        other => other.to_string(),
+    };
+    message(status, title, &text)
+}
