@@ -179,9 +179,66 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway tokens revoke circleci-deploy
   rack-gateway tokens revoke 12")]
     Tokens(TokensArgs),
+    /// People and their roles (admins): list, add, change a role, lock, unlock.
+    #[command(after_help = "Examples:
+  rack-gateway users
+  rack-gateway users add ann@example.com --role deployer --name 'Ann Lee'
+  rack-gateway users set-role ann@example.com ops
+  rack-gateway users lock ann@example.com      # ends her sessions, stops her tokens
+  rack-gateway users unlock ann@example.com")]
+    Users(UsersArgs),
     /// Anything else runs the stock `convox` CLI against the gateway.
     #[command(external_subcommand)]
     External(Vec<String>),
+}
+
+/// `users` and its subcommands.
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<UsersCommand>,
+}
+
+/// `users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add someone, who can then sign in (from an allowed domain).
+    #[command(after_help = "Example:
+  rack-gateway users add ann@example.com --role deployer --name 'Ann Lee'")]
+    Add {
+        /// Their e-mail.
+        email: String,
+        /// Their role: viewer, ops, deployer, admin or cicd.
+        #[arg(long)]
+        role: String,
+        /// Their name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Change someone's role (not your own).
+    #[command(after_help = "Example:
+  rack-gateway users set-role ann@example.com ops")]
+    SetRole {
+        /// Their e-mail.
+        email: String,
+        /// The new role.
+        role: String,
+    },
+    /// Lock someone out: their sessions end and their tokens stop, at once (not yourself).
+    #[command(after_help = "Example:
+  rack-gateway users lock ann@example.com")]
+    Lock {
+        /// Their e-mail.
+        email: String,
+    },
+    /// Let someone in again.
+    #[command(after_help = "Example:
+  rack-gateway users unlock ann@example.com")]
+    Unlock {
+        /// Their e-mail.
+        email: String,
+    },
 }
 
 /// `tokens` and its subcommands.

@@ -310,25 +310,136 @@ impl GatewayApi {
         let response = self
             .send(&url, self.http.delete(&url).bearer_auth(token))
             .await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            // Here the gateway's 404 is about the token (no such usable token), not its URL.
-            let bytes = convox_api::client::read_limited(&url, response, 64 * 1024)
-                .await
-                .unwrap_or_default();
-            let said = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .is_ok_and(|v| v.get("code").is_some_and(serde_json::Value::is_string));
-            if said {
-                return Err(convox_api::client::error_from_body(404, &bytes));
-            }
-            return Err(ClientError::Decode {
-                url,
-                reason: "HTTP 404 without a gateway's answer: is this a rack-gateway?".into(),
-            });
+        if !response.status().is_success() {
+            return Err(resource_error(&url, response).await);
         }
+        Self::json(&url, response).await
+    }
+}
+
+/// A person as `GET /api/v1/users` lists them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct User {
+    /// Id.
+    pub id: i64,
+    /// E-mail (their identity).
+    pub email: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Role.
+    #[serde(default)]
+    pub role: String,
+    /// Locked out.
+    #[serde(default)]
+    pub locked: bool,
+    /// Unix ms.
+    #[serde(default)]
+    pub created_at: i64,
+    /// Unix ms.
+    #[serde(default)]
+    pub last_seen_at: Option<i64>,
+}
+
+/// A change to a user over `/api/v1/users`.
+#[derive(Debug, Clone)]
+pub enum UserChange<'a> {
+    /// `POST /api/v1/users`.
+    Add {
+        /// E-mail.
+        email: &'a str,
+        /// Role.
+        role: &'a str,
+        /// Display name.
+        name: &'a str,
+    },
+    /// `PUT /api/v1/users/{email}/role`.
+    Role {
+        /// E-mail.
+        email: &'a str,
+        /// New role.
+        role: &'a str,
+    },
+    /// `POST /api/v1/users/{email}/lock` (`true`) or `…/unlock`.
+    Locked {
+        /// E-mail.
+        email: &'a str,
+        /// Lock or unlock.
+        locked: bool,
+    },
+}
+
+impl GatewayApi {
+    /// `GET /api/v1/users` with `token`.
+    pub async fn users(&self, token: &str) -> Result<Vec<User>, ClientError> {
+        let url = self.url("/api/v1/users");
+        let response = self
+            .send(&url, self.http.get(&url).bearer_auth(token))
+            .await?;
         if !response.status().is_success() {
             return Err(gateway_error(&url, response).await);
         }
+        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: format!("{e} (is this a rack-gateway?)"),
+        })
+    }
+
+    /// Makes `change` with `token`; the user as it now stands.
+    pub async fn change_user(
+        &self,
+        token: &str,
+        change: UserChange<'_>,
+    ) -> Result<User, ClientError> {
+        let segment = |email: &str| {
+            percent_encoding::utf8_percent_encode(email, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        };
+        let (url, request) = match change {
+            UserChange::Add { email, role, name } => {
+                let url = self.url("/api/v1/users");
+                let body = json!({ "email": email, "role": role, "name": name });
+                let rb = self.http.post(&url).json(&body);
+                (url, rb)
+            }
+            UserChange::Role { email, role } => {
+                let url = self.url(&format!("/api/v1/users/{}/role", segment(email)));
+                let rb = self.http.put(&url).json(&json!({ "role": role }));
+                (url, rb)
+            }
+            UserChange::Locked { email, locked } => {
+                let verb = if locked { "lock" } else { "unlock" };
+                let url = self.url(&format!("/api/v1/users/{}/{verb}", segment(email)));
+                let rb = self.http.post(&url);
+                (url, rb)
+            }
+        };
+        let response = self.send(&url, request.bearer_auth(token)).await?;
+        if !response.status().is_success() {
+            return Err(resource_error(&url, response).await);
+        }
         Self::json(&url, response).await
+    }
+}
+
+/// A failed answer about one resource (a token, a user): the gateway's 404 says the resource
+/// is not there, not that its URL is wrong, so it is passed on as the gateway said it.
+async fn resource_error(url: &str, response: reqwest::Response) -> ClientError {
+    if response.status() != reqwest::StatusCode::NOT_FOUND {
+        return gateway_error(url, response).await;
+    }
+    let bytes = convox_api::client::read_limited(url, response, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let said = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v.get("code").is_some_and(serde_json::Value::is_string));
+    if said {
+        return convox_api::client::error_from_body(404, &bytes);
+    }
+    ClientError::Decode {
+        url: url.to_string(),
+        reason: "HTTP 404 without a gateway's answer: is this a rack-gateway?".into(),
     }
 }
 

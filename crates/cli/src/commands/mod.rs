@@ -14,6 +14,7 @@ mod releases;
 mod services;
 mod system;
 mod tokens;
+mod users;
 mod wait;
 
 use std::path::Path;
@@ -59,6 +60,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Releases(a) => matches!(a.command, None | Some(ReleasesCommand::Info { .. })),
         Command::Builds(a) => matches!(a.command, None | Some(BuildsCommand::Info { .. })),
         Command::Tokens(a) => a.command.is_none(),
+        Command::Users(a) => a.command.is_none(),
         _ => false,
     }
 }
@@ -72,8 +74,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks, audit, tokens); this command \
-                  prints what it does, or streams"
+                  `info`, services, scale, instances, rack, racks, audit, tokens, users); this \
+                  command prints what it does, or streams"
                 .into(),
         }));
     }
@@ -108,6 +110,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Instances => system::instances(ctx).await,
         Command::Audit(args) => audit::run(ctx, args).await,
         Command::Tokens(args) => tokens::run(ctx, args).await,
+        Command::Users(args) => users::run(ctx, args).await,
         Command::External(args) => crate::passthrough::run(ctx.target()?, &args),
     }
 }

@@ -13,3 +13,4 @@ mod racks;
 mod sessions;
 mod signin;
 mod tokens;
+mod users;

@@ -1,0 +1,86 @@
+//! `users`: people and their roles, for admins (`gateway:users:*`): list, add, change a role,
+//! lock and unlock — the changes `/api/v1/users` makes, with its rules (not on yourself; the
+//! last admin who can manage users stays one) and its audit events.
+
+use crate::cli::{UsersArgs, UsersCommand};
+use crate::context::{Ctx, Target, http_client};
+use crate::error::{CliError, CliResult};
+use crate::gateway_api::{GatewayApi, User, UserChange};
+use crate::output::{self, Table};
+
+/// Runs `users`.
+pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
+    let target = ctx.target()?;
+    let Target::Gateway(selected) = target else {
+        return Err(CliError::Usage(
+            "users are a rack-gateway's: this rack has no gateway (RACK_URL points at the rack \\
+             itself)"
+                .into(),
+        ));
+    };
+    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let credential = &selected.entry.token;
+    let (change, done) = match &args.command {
+        None => {
+            let users = api.users(credential).await.map_err(CliError::Client)?;
+            if ctx.json {
+                output::print_json(&users)?;
+            } else {
+                print_table(&users)?;
+            }
+            return Ok(0);
+        }
+        Some(UsersCommand::Add { email, role, name }) => (
+            UserChange::Add {
+                email,
+                role,
+                name: name.as_deref().unwrap_or_default(),
+            },
+            "Added",
+        ),
+        Some(UsersCommand::SetRole { email, role }) => {
+            (UserChange::Role { email, role }, "Changed the role of")
+        }
+        Some(UsersCommand::Lock { email }) => (
+            UserChange::Locked {
+                email,
+                locked: true,
+            },
+            "Locked (sessions ended, tokens stopped)",
+        ),
+        Some(UsersCommand::Unlock { email }) => (
+            UserChange::Locked {
+                email,
+                locked: false,
+            },
+            "Unlocked",
+        ),
+    };
+    let user = api
+        .change_user(credential, change)
+        .await
+        .map_err(CliError::Client)?;
+    output::write_stdout(&format!(
+        "{done} {} (role {}).\n",
+        output::printable(&user.email),
+        output::printable(&user.role)
+    ))?;
+    Ok(0)
+}
+
+/// EMAIL, NAME, ROLE, STATUS, LAST SEEN.
+fn print_table(users: &[User]) -> CliResult<()> {
+    let mut table = Table::new(&["EMAIL", "NAME", "ROLE", "STATUS", "LAST SEEN"]);
+    for u in users {
+        table.row(vec![
+            output::printable(&u.email).into_owned(),
+            output::printable(&u.name).into_owned(),
+            output::printable(&u.role).into_owned(),
+            if u.locked { "locked" } else { "active" }.to_string(),
+            u.last_seen_at
+                .map(output::unix_ms)
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table.print()
+}
