@@ -206,7 +206,8 @@ impl GatewayApi {
     }
 }
 
-/// Largest page of audit events (up to 1 000 events of a few hundred bytes to a few KiB).
+/// Largest listing: a page of up to 1 000 audit events (a few hundred bytes to a few KiB
+/// each), or every token or user.
 const AUDIT_PAGE_LIMIT: usize = 32 << 20;
 
 /// `GET /api/v1/audit/events`: a page of the trail, newest first.
@@ -221,6 +222,25 @@ pub struct AuditPage {
 }
 
 impl GatewayApi {
+    /// `GET url` with `token`: a listing, read up to [`AUDIT_PAGE_LIMIT`].
+    async fn listing<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+        url: String,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .send(&url, self.http.get(&url).bearer_auth(token))
+            .await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: format!("{e} (is this a rack-gateway?)"),
+        })
+    }
+
     /// `GET /api/v1/audit/events` with `token` and the `query` pairs.
     pub async fn audit_events(
         &self,
@@ -234,17 +254,7 @@ impl GatewayApi {
                 .finish();
             url = format!("{url}?{encoded}");
         }
-        let response = self
-            .send(&url, self.http.get(&url).bearer_auth(token))
-            .await?;
-        if !response.status().is_success() {
-            return Err(gateway_error(&url, response).await);
-        }
-        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url: url.clone(),
-            reason: format!("{e} (is this a rack-gateway?)"),
-        })
+        self.listing(token, url).await
     }
 }
 
@@ -284,18 +294,7 @@ pub struct ApiToken {
 impl GatewayApi {
     /// `GET /api/v1/tokens` with `token`.
     pub async fn tokens(&self, token: &str) -> Result<Vec<ApiToken>, ClientError> {
-        let url = self.url("/api/v1/tokens");
-        let response = self
-            .send(&url, self.http.get(&url).bearer_auth(token))
-            .await?;
-        if !response.status().is_success() {
-            return Err(gateway_error(&url, response).await);
-        }
-        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url: url.clone(),
-            reason: format!("{e} (is this a rack-gateway?)"),
-        })
+        self.listing(token, self.url("/api/v1/tokens")).await
     }
 
     /// `DELETE /api/v1/tokens/{id_or_name}` with `token`: the revoked token.
@@ -372,18 +371,7 @@ pub enum UserChange<'a> {
 impl GatewayApi {
     /// `GET /api/v1/users` with `token`.
     pub async fn users(&self, token: &str) -> Result<Vec<User>, ClientError> {
-        let url = self.url("/api/v1/users");
-        let response = self
-            .send(&url, self.http.get(&url).bearer_auth(token))
-            .await?;
-        if !response.status().is_success() {
-            return Err(gateway_error(&url, response).await);
-        }
-        let bytes = convox_api::client::read_limited(&url, response, AUDIT_PAGE_LIMIT).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url: url.clone(),
-            reason: format!("{e} (is this a rack-gateway?)"),
-        })
+        self.listing(token, self.url("/api/v1/users")).await
     }
 
     /// Makes `change` with `token`; the user as it now stands.

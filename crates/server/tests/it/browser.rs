@@ -194,6 +194,36 @@ both_backends!(cli_sign_in_browser_half_in_chromium, |db| async move {
     assert_eq!(resp.status(), 200);
 });
 
+/// Signs in as the viewer, checks that the account page has no `link` and that `page` is
+/// refused for want of `permission`, then signs out again.
+async fn viewer_is_refused(
+    c: &fantoccini::Client,
+    gateway: &str,
+    link: &str,
+    page: &str,
+    permission: &str,
+) {
+    c.goto(&format!("{gateway}/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(c, "#signin").await;
+    click(c, "#user-viewer-example-com").await;
+    assert_eq!(text(c, "#role").await, "viewer");
+    assert!(
+        c.find(Locator::Css(link)).await.is_err(),
+        "a viewer sees {link}"
+    );
+    c.goto(&format!("{gateway}{page}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refused = text(c, "main").await;
+    assert!(refused.contains(permission), "{refused}");
+    c.goto(&format!("{gateway}/account"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(c, "#signout").await;
+}
+
 /// Waits (at most 15 s) until the browser's URL contains `needle`: a click that navigates
 /// returns before the next page is there.
 async fn wait_for_url(c: &fantoccini::Client, needle: &str) {
@@ -251,21 +281,15 @@ both_backends!(
         let c = browser(&driver).await;
         let go = |path: &str| format!("{}{path}", dev.gateway);
 
-        // A viewer has no link to it, and is refused the page.
-        c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
-        click(&c, "#signin").await;
-        click(&c, "#user-viewer-example-com").await;
-        assert_eq!(text(&c, "#role").await, "viewer");
-        assert!(c.find(Locator::Css("#audit-link")).await.is_err());
-        c.goto(&go("/audit"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let refused = text(&c, "main").await;
-        assert!(refused.contains("gateway:audit:read"), "{refused}");
-        c.goto(&go("/account"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        click(&c, "#signout").await;
+        // A viewer has no link, and is refused the page.
+        viewer_is_refused(
+            &c,
+            &dev.gateway,
+            "#audit-link",
+            "/audit",
+            "gateway:audit:read",
+        )
+        .await;
 
         // An admin reads it, filters it, and pages back through it.
         click(&c, "#signin").await;
@@ -372,23 +396,16 @@ both_backends!(api_tokens_in_chromium_for_admins_only, |db| async move {
     };
     assert_eq!(viewer_apps().await, 200);
     let c = browser(&driver).await;
-    let go = |path: &str| format!("{}{path}", dev.gateway);
 
     // A viewer has no link, and is refused the page.
-    c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
-    click(&c, "#signin").await;
-    click(&c, "#user-viewer-example-com").await;
-    assert_eq!(text(&c, "#role").await, "viewer");
-    assert!(c.find(Locator::Css("#tokens-link")).await.is_err());
-    c.goto(&go("/tokens"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let refused = text(&c, "main").await;
-    assert!(refused.contains("gateway:tokens:list"), "{refused}");
-    c.goto(&go("/account"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    click(&c, "#signout").await;
+    viewer_is_refused(
+        &c,
+        &dev.gateway,
+        "#tokens-link",
+        "/tokens",
+        "gateway:tokens:list",
+    )
+    .await;
 
     // An admin sees every token (never a secret) and revokes the viewer's.
     click(&c, "#signin").await;
@@ -462,19 +479,14 @@ both_backends!(
         let go = |path: &str| format!("{}{path}", dev.gateway);
 
         // A viewer has no link, and is refused the page.
-        c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
-        click(&c, "#signin").await;
-        click(&c, "#user-viewer-example-com").await;
-        assert_eq!(text(&c, "#role").await, "viewer");
-        assert!(c.find(Locator::Css("#users-link")).await.is_err());
-        c.goto(&go("/users"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(text(&c, "main").await.contains("gateway:users:list"));
-        c.goto(&go("/account"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        click(&c, "#signout").await;
+        viewer_is_refused(
+            &c,
+            &dev.gateway,
+            "#users-link",
+            "/users",
+            "gateway:users:list",
+        )
+        .await;
 
         // An admin changes the viewer's role, locks and unlocks the deployer, adds someone.
         click(&c, "#signin").await;
