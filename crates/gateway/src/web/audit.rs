@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use super::{StoreDown, cookie_principal, cookies, message, render, signin_page};
+use super::{StoreDown, cookies, not_allowed, page_event, page_refusal, render, signed_in_page};
 use crate::api::audit::{READ, parse_query, scan};
 use crate::app::{AppState, Peer};
-use crate::audit::{AuditEvent, Decision, EventKind, audited_user_agent};
+use crate::audit::Decision;
 use crate::identity::Principal;
 use crate::store::AuditRow;
 
@@ -108,45 +108,18 @@ pub async fn page(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return signin_page(&state, "/audit"),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_page(&state, &headers, "/audit").await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     let raw = query.unwrap_or_default();
     let query = non_empty(&raw, true);
     // What the form and the "older" link carry on with.
     let filters = non_empty(&raw, false);
-    let event = |decision: Decision| {
-        let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), READ);
-        e.rbac_decision = decision;
-        e.method = Some("GET".into());
-        e.path = Some("/audit".into());
-        e.client_ip = Some(peer.ip.to_string());
-        e.user_agent = audited_user_agent(&headers);
-        e.actor_type = principal.actor_type();
-        e.user_email = principal.email().map(str::to_string);
-        e.token_name = principal.token_name().map(str::to_string);
-        e
-    };
-    if !principal.permissions.allows(READ) {
-        let mut refused = event(Decision::Deny);
-        refused.status = Some(403);
-        let refused = refused.with_details(json!({
-            "reason": "forbidden",
-            "role": principal.role_name(),
-        }));
-        if let Err(e) = state.audit.record(refused).await {
-            tracing::error!(error = %e, "could not audit a refused audit page");
-        }
-        return message(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            &format!(
-                "Reading the audit trail needs the permission {READ} (your role: {}).",
-                principal.role_name()
-            ),
-        );
+    if !may_read(&principal) {
+        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
+        page_refusal(&state, &principal, peer, &headers, READ, details).await;
+        return not_allowed(READ, &principal);
     }
     let (since, until, action, user, decision) = filled(&filters);
     let mut view = AuditPage {
@@ -172,7 +145,10 @@ pub async fn page(
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
-    let read = event(Decision::Allow).with_details(json!({
+    let mut read = page_event(&principal, peer, &headers, READ, Decision::Allow);
+    read.method = Some("GET".into());
+    read.path = Some("/audit".into());
+    let read = read.with_details(json!({
         "query": gateway_core::redact::clip(query.clone(), 512),
         "returned": rows.len(),
         "scanned": scanned,

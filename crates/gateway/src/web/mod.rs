@@ -232,6 +232,33 @@ pub async fn cookie_principal(
     }
 }
 
+/// The signed-in browser user for a page: the sign-in page (returning to `return_to`) when
+/// nobody is signed in, the 503 page when the store cannot say.
+pub(crate) async fn signed_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: &str,
+) -> Result<(Principal, String), Response> {
+    match cookie_principal(state, headers).await {
+        Ok(Some(signed_in)) => Ok(signed_in),
+        Ok(None) => Err(signin_page(state, return_to)),
+        Err(down) => Err(down.into_response()),
+    }
+}
+
+/// The signed-in browser user for a posted form: back to `/` when nobody is signed in, the
+/// 503 page when the store cannot say.
+pub(crate) async fn signed_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Principal, String), Response> {
+    match cookie_principal(state, headers).await {
+        Ok(Some(signed_in)) => Ok(signed_in),
+        Ok(None) => Err(Redirect::to("/").into_response()),
+        Err(down) => Err(down.into_response()),
+    }
+}
+
 /// The store could not say who the browser is, or could not make a change.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreDown;
@@ -294,10 +321,9 @@ pub(crate) fn time(ms: i64) -> String {
 
 /// `GET /account`
 pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return signin_page(&state, "/account"),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_page(&state, &headers, "/account").await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     let Some(user_id) = principal.user_id() else {
         return signin_page(&state, "/account");
@@ -360,10 +386,9 @@ pub async fn revoke_session(
     PagePath(id): PagePath<i64>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return Redirect::to("/").into_response(),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_form(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
         let details = json!({ "session_id": id, "reason": "csrf_rejected" });
@@ -425,10 +450,9 @@ pub async fn revoke_all(
     headers: HeaderMap,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return Redirect::to("/").into_response(),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_form(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
         let details = json!({ "all": true, "reason": "csrf_rejected" });
@@ -514,6 +538,25 @@ pub(crate) fn page_actor(
     }
 }
 
+/// An event of `action` by the signed-in `principal` on a page, from `peer` with `headers`'
+/// user agent, for the handler to complete and record.
+pub(crate) fn page_event(
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    action: &str,
+    decision: Decision,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
+    e.rbac_decision = decision;
+    e.actor_type = principal.actor_type();
+    e.user_email = principal.email().map(str::to_string);
+    e.token_name = principal.token_name().map(str::to_string);
+    e.client_ip = Some(peer.ip.to_string());
+    e.user_agent = crate::audit::audited_user_agent(headers);
+    e
+}
+
 /// Audits `principal`'s refused `action` on a page (`details` says what and why) as a 403.
 pub(crate) async fn page_refusal(
     state: &AppState,
@@ -523,12 +566,7 @@ pub(crate) async fn page_refusal(
     action: &str,
     details: serde_json::Value,
 ) {
-    let mut e = AuditEvent::new(EventKind::Gateway, crate::request_id::current(), action);
-    e.rbac_decision = Decision::Deny;
-    e.actor_type = principal.actor_type();
-    e.user_email = principal.email().map(str::to_string);
-    e.client_ip = Some(peer.ip.to_string());
-    e.user_agent = crate::audit::audited_user_agent(headers);
+    let mut e = page_event(principal, peer, headers, action, Decision::Deny);
     e.status = Some(403);
     if let Err(err) = state.audit.record(e.with_details(details)).await {
         tracing::error!(error = %err, "could not audit a refusal on a page");

@@ -9,8 +9,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{
-    CsrfForm, PageForm, PagePath, StoreDown, cookie_principal, cookies, message, not_allowed,
-    page_actor, page_refusal, render, signin_page, stale_form, time,
+    CsrfForm, PageForm, PagePath, StoreDown, cookies, message, not_allowed, page_actor,
+    page_refusal, render, signed_in_form, signed_in_page, stale_form, time,
 };
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
@@ -73,10 +73,9 @@ pub fn may_list(principal: &Principal) -> bool {
 
 /// `GET /tokens`
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return signin_page(&state, "/tokens"),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_page(&state, &headers, "/tokens").await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     if !may_list(&principal) {
         let details = json!({ "reason": "forbidden", "role": principal.role_name() });
@@ -109,10 +108,9 @@ pub async fn revoke(
     PagePath(id): PagePath<i64>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return Redirect::to("/").into_response(),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_form(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
         let details = json!({ "token": id.to_string(), "reason": "csrf_rejected" });

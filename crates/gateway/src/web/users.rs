@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    PageForm, StoreDown, cookie_principal, cookies, message, not_allowed, page_actor, page_refusal,
-    render, signin_page, stale_form, time,
+    PageForm, StoreDown, cookies, message, not_allowed, page_actor, page_refusal, render,
+    signed_in_form, signed_in_page, stale_form, time,
 };
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
@@ -48,10 +48,9 @@ pub fn may_list(principal: &Principal) -> bool {
 
 /// `GET /users`
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return signin_page(&state, "/users"),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_page(&state, &headers, "/users").await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     if !may_list(&principal) {
         let details = json!({ "reason": "forbidden", "role": principal.role_name() });
@@ -171,10 +170,9 @@ async fn change(
     PageForm(form): PageForm<UserForm>,
     what: Change,
 ) -> Response {
-    let (principal, token) = match cookie_principal(&state, &headers).await {
-        Ok(Some(signed_in)) => signed_in,
-        Ok(None) => return Redirect::to("/").into_response(),
-        Err(down) => return down.into_response(),
+    let (principal, token) = match signed_in_form(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
     };
     let permission = what.permission();
     let asked = |reason: &str| json!({ "email": form.email, "role": form.role, "reason": reason });

@@ -323,3 +323,28 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    the_audit_api_shows_nothing_it_cannot_record_reading,
+    |db| async move {
+        let rack = TestRack::start().await;
+        let admin_token = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let (status, _) = audit_page(&gw, &admin_token, "limit=5").await;
+        assert_eq!(status, 200);
+
+        // A trail that takes no writes: the read cannot be recorded, so nothing is shown.
+        let refusal = crate::kit::refuse_audit_events(&db, "1 = 1").await;
+        let (status, body) = audit_page(&gw, &admin_token, "limit=5").await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["code"], "audit_unavailable", "{body}");
+        assert!(body.get("events").is_none(), "{body}");
+
+        refusal.lift().await;
+        let back = crate::kit::eventually(|| async {
+            audit_page(&gw, &admin_token, "limit=5").await.0 == 200
+        })
+        .await;
+        assert!(back, "the trail took writes again but reads stayed refused");
+    }
+);

@@ -316,3 +316,30 @@ both_backends!(
         drop(gw);
     }
 );
+
+both_backends!(
+    a_metrics_port_in_use_stops_the_start_and_says_so,
+    |db: Db| async move {
+        let rack = TestRack::start().await;
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let out = std::process::Command::new(crate::kit::BIN)
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("AUDIT_HMAC_KEY", crate::kit::AUDIT_KEY)
+            .env("RACK_HOST", &rack.url)
+            .env("RACK_TOKEN", RACK_TOKEN)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("METRICS_LISTEN_ADDR", addr.to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.status.success(), "started with its metrics port taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot listen on {addr} (METRICS_LISTEN_ADDR)")),
+            "{err}"
+        );
+        assert!(!err.contains(RACK_TOKEN), "{err}");
+        drop(taken);
+    }
+);
