@@ -102,6 +102,41 @@ impl Browser {
         }
     }
 
+    /// POSTs `fields` as a form to `url` (as a submit button does), then follows redirects.
+    pub async fn submit(
+        &mut self,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<Page, BrowserError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let response = self
+            .http
+            .post(url)
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| BrowserError::Http {
+                url: url.to_string(),
+                source,
+            })?;
+        self.store_cookies(&response);
+        let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let next = resolve(url, &location(&response));
+            return self.visit(&next).await;
+        }
+        let body = response.text().await.unwrap_or_default();
+        Ok(Page {
+            status,
+            url: url.to_string(),
+            body,
+        })
+    }
+
     /// One request, no redirect followed: the status and the `Location` as sent (to inspect a
     /// single hop).
     pub async fn hop(&mut self, url: &str) -> Result<(u16, String), BrowserError> {

@@ -342,6 +342,10 @@ pub fn build_app(state: AppState) -> Router {
             get(api::auth::cli_browser_confirm),
         )
         .route("/api/v1/auth/cli/poll", post(api::auth::cli_poll))
+        .route(
+            api::auth::MFA_PATH,
+            get(api::auth::mfa_page).post(api::auth::mfa_submit),
+        )
         .route("/api/v1/sessions", get(api::sessions::list))
         .route(
             "/api/v1/sessions/revoke-all",
@@ -366,6 +370,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/users/lock", post(web::users::lock))
         .route("/users/unlock", post(web::users::unlock))
         .route("/users/add", post(web::users::add))
+        .route("/account/mfa", get(web::mfa::page))
+        .route("/account/mfa/setup", post(web::mfa::setup))
+        .route("/account/mfa/confirm", post(web::mfa::confirm))
+        .route("/account/mfa/remove", post(web::mfa::remove))
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))

@@ -9,6 +9,7 @@ pub mod http_server;
 pub mod identity;
 pub mod log_throttle;
 pub mod metrics;
+pub mod mfa;
 pub mod oidc;
 pub mod proxy;
 pub mod request_id;

@@ -232,6 +232,14 @@ async fn run_users(admin: &Admin, cmd: UsersCommand) -> anyhow::Result<()> {
                     .await?;
             outln!("Unlocked {}.", user.email)?;
         }
+        UsersCommand::ResetMfa { email } => {
+            let user = manage::reset_mfa(store, audit, actor, &email).await?;
+            outln!(
+                "Removed the authenticator app of {}: their next sign-in asks only the identity \
+                 provider.",
+                user.email
+            )?;
+        }
     }
     Ok(())
 }

@@ -116,6 +116,12 @@ pub enum UsersCommand {
         /// E-mail address.
         email: String,
     },
+    /// Remove a user's authenticator app (a lost phone): their next sign-in asks only their
+    /// identity provider, and they can set up a new one on /account/mfa.
+    ResetMfa {
+        /// E-mail address.
+        email: String,
+    },
 }
 
 /// `audit …`

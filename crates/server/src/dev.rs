@@ -40,8 +40,9 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 7] = [
+const DEV_SETTINGS: [&str; 8] = [
     "DATABASE_URL",
+    "MFA_ENCRYPTION_KEY",
     "AUDIT_HMAC_KEY",
     "AUDIT_HMAC_KEY_NEXT",
     "SQLITE_SYNCHRONOUS",
@@ -70,15 +71,17 @@ fn ignored_settings(env: impl IntoIterator<Item = (String, String)>) -> Vec<Stri
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     warn_about_ignored_settings();
     let store_config = store_config(&args)?;
+    let mfa_key = mfa_key(&args)?;
     let listeners = Listeners::bind(&args).await?;
     let rack_token = random_hex();
     let client_secret = random_hex();
-    let config = config(
+    let mut config = config(
         &listeners,
         store_config,
         rack_token.clone(),
         client_secret.clone(),
     )?;
+    config.mfa_encryption_key = Some(mfa_key);
 
     let stop = CancellationToken::new();
     let rack_stop = stop.clone();
@@ -182,6 +185,56 @@ fn store_config(args: &DevArgs) -> anyhow::Result<gateway::config::StoreConfig> 
             .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     }
     Ok(store_config)
+}
+
+/// The key TOTP secrets are sealed with: `MFA_ENCRYPTION_KEY` when given (checked as `serve`
+/// checks it), else one kept in `--data-dir` (made on first use, mode 0600), so that an
+/// authenticator set up in one run still opens in the next.
+fn mfa_key(args: &DevArgs) -> anyhow::Result<Secret> {
+    let given = gateway::config::mfa_encryption_key(&|name: &str| {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    })
+    .context("configuration")?;
+    if let Some(key) = given {
+        return Ok(key);
+    }
+    let path = args.data_dir.join("mfa-encryption.key");
+    let read = |path: &std::path::Path| -> anyhow::Result<Option<Secret>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let key = gateway::config::mfa_encryption_key(&|_: &str| Some(text.clone()))
+                    .with_context(|| format!("{} holds no key", path.display()))?;
+                Ok(key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    };
+    if let Some(key) = read(&path)? {
+        return Ok(key);
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = hex::encode(bytes);
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(&path) {
+        Ok(mut f) => {
+            use std::io::Write as _;
+            f.write_all(format!("{key}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(Secret::new(key))
+        }
+        // Another dev start made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(&path)?.ok_or_else(|| anyhow::anyhow!("{} holds no key", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 /// The dev stack's three listeners, on 127.0.0.1, and where they ended up (port 0 picks one).
@@ -296,6 +349,8 @@ fn config(
             redirect_url,
         }),
         sessions: SessionConfig::default(),
+        // Set by `run` (from the environment or the data directory).
+        mfa_encryption_key: None,
     })
 }
 

@@ -108,6 +108,9 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     /// Session lifetimes.
     pub sessions: SessionConfig,
+    /// `MFA_ENCRYPTION_KEY`: 32 bytes, as 64 hexadecimal characters, that seal TOTP secrets
+    /// in the database. Without it nobody can set up TOTP, and those who have cannot sign in.
+    pub mfa_encryption_key: Option<Secret>,
 }
 
 /// How many WebSocket sessions may be open.
@@ -155,6 +158,7 @@ impl std::fmt::Debug for Config {
             .field("audit_stdout", &self.audit_stdout)
             .field("oidc", &self.oidc)
             .field("sessions", &self.sessions)
+            .field("mfa_encryption_key", &self.mfa_encryption_key)
             .finish()
     }
 }
@@ -187,6 +191,7 @@ impl Config {
         let public_url = public_url(&get)?;
         let trusted_proxies = trusted_proxies(&get)?;
         let oidc = parse_oidc(&get, public_url.as_ref())?;
+        let mfa_encryption_key = mfa_encryption_key(&get)?;
         Ok(Config {
             rack_host,
             rack_token,
@@ -225,6 +230,7 @@ impl Config {
                     SessionConfig::default().max_per_user,
                 )?,
             },
+            mfa_encryption_key,
         })
     }
 }
@@ -347,6 +353,25 @@ fn metrics_listen_addr(
         });
     }
     Ok(Some(addr))
+}
+
+/// `MFA_ENCRYPTION_KEY`, when set: exactly 64 hexadecimal characters (32 random bytes).
+pub fn mfa_encryption_key(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let Some(raw) = get("MFA_ENCRYPTION_KEY") else {
+        return Ok(None);
+    };
+    let key = raw.trim();
+    if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError::Invalid {
+            name: "MFA_ENCRYPTION_KEY",
+            expected:
+                "64 hexadecimal characters (32 random bytes), e.g. from `openssl rand -hex 32`"
+                    .into(),
+        });
+    }
+    Ok(Some(Secret::new(key.to_ascii_lowercase())))
 }
 
 /// `PUBLIC_URL`: the gateway's base URL as browsers reach it, when set.

@@ -24,6 +24,7 @@ pub const SETTINGS: &[&str] = &[
     "MAX_WEBSOCKETS",
     "MAX_WEBSOCKETS_PER_CREDENTIAL",
     "METRICS_LISTEN_ADDR",
+    "MFA_ENCRYPTION_KEY",
     "OIDC_ALLOWED_DOMAINS",
     "OIDC_CLIENT_ID",
     "OIDC_CLIENT_SECRET",
@@ -50,6 +51,7 @@ pub const SETTINGS: &[&str] = &[
 const SETTING_PREFIXES: &[&str] = &[
     "ADMIN_",
     "AUDIT_",
+    "MFA_",
     "OIDC_",
     "RACK_",
     "SESSION_",

@@ -458,6 +458,40 @@ pub async fn set_user_locked(
     Ok(user)
 }
 
+/// Removes a user's authenticator app (they lost their phone): their next sign-in needs only
+/// the identity provider, and they can set up a new one. Refused as not found when the user
+/// does not exist or has none.
+pub async fn reset_mfa(
+    store: &Store,
+    audit: &AuditLog,
+    actor: &Actor,
+    email: &str,
+) -> Result<UserRow, ManageError> {
+    let asked = json!({ "email": asked_email(email), "factor": "totp" });
+    let (store, email) = (store.clone(), email.to_string());
+    audited(
+        audit,
+        actor,
+        "gateway:mfa:reset",
+        asked,
+        async move {
+            let user = store
+                .find_user(&email)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("user {email}")))?;
+            if !store.remove_totp(user.id).await? {
+                return Err(StoreError::NotFound(format!(
+                    "an authenticator app for {}",
+                    user.email
+                )));
+            }
+            Ok(user)
+        },
+        |_| json!({}),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,8 @@ pub struct LoginRow {
     pub return_to: Option<String>,
     /// The CLI's S256 challenge.
     pub cli_challenge: Option<String>,
-    /// `pending`, `complete`, `refused` or `consumed`.
+    /// `pending`, `exchanging`, `mfa` (signed in at the provider, waiting for the second
+    /// factor), `complete`, `refused` or `consumed`.
     pub status: String,
     /// The user, once signed in.
     pub user_id: Option<i64>,
@@ -30,6 +31,9 @@ pub struct LoginRow {
     pub error: Option<String>,
     /// Expiry (unix ms).
     pub expires_at: i64,
+    /// The provider's new name for the user, kept while the attempt waits for the second
+    /// factor (stored once the sign-in is recorded).
+    pub provider_name: Option<String>,
 }
 
 /// A sign-in about to start.
@@ -73,7 +77,7 @@ impl LoginLimits {
 macro_rules! columns {
     () => {
         "id, channel, state_hash, nonce, pkce_verifier, return_to, cli_challenge, status, user_id, \
-         error, expires_at"
+         error, expires_at, provider_name"
     };
 }
 
@@ -90,6 +94,7 @@ fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
         user_id: row.try_get("user_id")?,
         error: row.try_get("error")?,
         expires_at: row.try_get("expires_at")?,
+        provider_name: row.try_get("provider_name")?,
     })
 }
 
@@ -204,6 +209,30 @@ impl Store {
         .await
     }
 
+    /// Moves an attempt whose code was exchanged to `mfa`: `user_id` signed in at the provider
+    /// and must now give their second factor (with `provider_name`, the provider's new name
+    /// for them, kept until then). Returns whether it moved.
+    pub async fn await_second_factor(
+        &self,
+        id: &str,
+        user_id: i64,
+        provider_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "UPDATE login_attempts SET status = 'mfa', user_id = $1, provider_name = $2, \
+                 pkce_verifier = NULL WHERE id = $3 AND status = 'exchanging'",
+            )
+            .bind(user_id)
+            .bind(provider_name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
     /// Moves an attempt from `from` to `to` status (compare-and-set, so each step happens
     /// once); returns whether it moved.
     pub async fn finish_login(
@@ -244,9 +273,9 @@ async fn insert_login(
              status, created_at, expires_at, client_ip) \
              SELECT $1, $2, $3, $4, $5, 'pending', $6, $7, $8 \
              WHERE (SELECT COUNT(*) FROM login_attempts \
-                    WHERE client_ip = $8 AND expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $9 \
+                    WHERE client_ip = $8 AND expires_at > $6 AND status IN ('pending', 'exchanging', 'mfa', 'complete')) < $9 \
                AND (SELECT COUNT(*) FROM login_attempts \
-                    WHERE expires_at > $6 AND status IN ('pending', 'exchanging', 'complete')) < $10",
+                    WHERE expires_at > $6 AND status IN ('pending', 'exchanging', 'mfa', 'complete')) < $10",
         )
         .bind(login.id)
         .bind(login.channel)
@@ -275,7 +304,7 @@ async fn make_room_for(
     // In progress: as the caps count them.
     macro_rules! live {
         () => {
-            "expires_at > $1 AND status IN ('pending', 'exchanging', 'complete')"
+            "expires_at > $1 AND status IN ('pending', 'exchanging', 'mfa', 'complete')"
         };
     }
     let mine: i64 = sqlx::query_scalar(concat!(

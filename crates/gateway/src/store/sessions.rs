@@ -363,7 +363,7 @@ pub(super) async fn refuse_uncollected_sign_ins(
     sqlx::query(
         "UPDATE login_attempts SET status = 'refused', \
          error = 'your sessions were ended before this sign-in was collected' \
-         WHERE user_id = $1 AND status = 'complete'",
+         WHERE user_id = $1 AND status IN ('mfa', 'complete')",
     )
     .bind(user_id)
     .execute(&mut **tx.conn()?)

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cookies;
+pub mod mfa;
 pub mod tokens;
 pub mod users;
 
@@ -66,6 +67,8 @@ struct AccountPage {
     tokens: bool,
     /// Whether to link to the users.
     users: bool,
+    /// Whether an authenticator app is on.
+    mfa: bool,
     email: String,
     name: String,
     role: String,
@@ -346,8 +349,16 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
             return StoreDown.into_response();
         }
     };
+    let mfa = match crate::mfa::required(&state.store, user_id).await {
+        Ok(row) => row.is_some(),
+        Err(e) => {
+            tracing::error!(error = %e, "authenticator lookup failed");
+            return StoreDown.into_response();
+        }
+    };
     let current = principal.session_id();
     let page = AccountPage {
+        mfa,
         audit: audit::may_read(&principal),
         tokens: tokens::may_list(&principal),
         users: users::may_list(&principal),

@@ -16,6 +16,7 @@ mod hostile;
 mod key_rotation;
 mod lifecycle;
 mod metrics;
+mod mfa;
 mod proxy;
 mod rbac_matrix;
 mod signin;

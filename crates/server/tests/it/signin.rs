@@ -599,16 +599,16 @@ fn pkce() -> (String, String) {
 }
 
 /// A CLI sign-in started as `rack-gateway login` starts one (S256).
-struct CliStart {
+pub struct CliStart {
     /// The gateway's answer.
-    json: serde_json::Value,
-    login_id: String,
-    browser_url: String,
+    pub json: serde_json::Value,
+    pub login_id: String,
+    pub browser_url: String,
     /// What only this "CLI" holds.
-    verifier: String,
+    pub verifier: String,
 }
 
-async fn start_cli_sign_in(c: &reqwest::Client, gw: &str) -> CliStart {
+pub async fn start_cli_sign_in(c: &reqwest::Client, gw: &str) -> CliStart {
     let (verifier, challenge) = pkce();
     let json: serde_json::Value = c
         .post(format!("{gw}/api/v1/auth/cli/start"))

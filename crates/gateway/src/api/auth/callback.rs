@@ -46,7 +46,7 @@ pub async fn callback(
 }
 
 /// Why a callback signs nobody in.
-enum NotSignedIn {
+pub(super) enum NotSignedIn {
     /// Refused: audited as a refused sign-in (the reason, the person when known) and shown.
     Refused {
         reason: &'static str,
@@ -68,13 +68,24 @@ impl NotSignedIn {
     }
 
     /// The store cannot be used (logged where it happened).
-    fn unavailable(text: &str) -> NotSignedIn {
+    pub(super) fn unavailable(text: &str) -> NotSignedIn {
         NotSignedIn::Page(web::unavailable(text))
     }
 }
 
 async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Callback) -> Response {
-    match sign_in(&state, peer, &headers, q).await {
+    let result = sign_in(&state, peer, &headers, q).await;
+    answer(&state, peer, &headers, result).await
+}
+
+/// What the browser is shown when a sign-in ends: its page, or its refusal (audited).
+pub(super) async fn answer(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    result: Result<Response, NotSignedIn>,
+) -> Response {
+    match result {
         Ok(response) | Err(NotSignedIn::Page(response)) => response,
         Err(NotSignedIn::Refused {
             reason,
@@ -83,7 +94,7 @@ async fn finish_callback(state: AppState, peer: Peer, headers: HeaderMap, q: Cal
         }) => {
             let details = json!({ "reason": reason, "message": message });
             let (email, action) = (email.as_deref(), "gateway:auth:signin");
-            audit_signin(&state, &peer, &headers, action, email, false, details).await;
+            audit_signin(state, &peer, headers, action, email, false, details).await;
             // The login cookie stays: a forged callback must not cancel a real sign-in in
             // progress (it expires with the attempt anyway).
             web::message(StatusCode::FORBIDDEN, "Sign-in refused", &message)
@@ -108,10 +119,25 @@ async fn sign_in(
     };
     let taken = take_attempt(state, headers, q).await?;
     let admitted = identify(state, peer, headers, &oidc, &taken).await?;
-    if taken.attempt.channel == "cli" {
-        return complete_cli(state, peer, headers, &taken.attempt, admitted).await;
+    if let Some(ask) = super::mfa::ask_if_required(state, &taken.attempt, &admitted).await? {
+        return Ok(ask);
     }
-    start_web_session(state, peer, headers, taken.attempt, admitted).await
+    complete(state, peer, headers, taken.attempt, admitted).await
+}
+
+/// Completes the sign-in of `admitted` for `attempt` (status `exchanging`): their CLI's
+/// sign-in, for the CLI to collect, or their browser's session.
+pub(super) async fn complete(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    attempt: LoginRow,
+    admitted: Admitted,
+) -> Result<Response, NotSignedIn> {
+    if attempt.channel == "cli" {
+        return complete_cli(state, peer, headers, &attempt, admitted).await;
+    }
+    start_web_session(state, peer, headers, attempt, admitted).await
 }
 
 /// A sign-in attempt taken for the code exchange (now `exchanging`: a replay finds it used).
@@ -229,9 +255,13 @@ async fn take_attempt(
 /// Who signed in, and the provider's name for them when it says something new (an admin
 /// added them by e-mail alone, or the name changed there): recorded with the sign-in, then
 /// stored.
-struct Admitted {
-    user: UserRow,
-    new_name: Option<String>,
+pub(super) struct Admitted {
+    /// Who.
+    pub(super) user: UserRow,
+    /// The provider's name for them, when new.
+    pub(super) new_name: Option<String>,
+    /// The second factor they gave, if any (`"totp"`), for the sign-in's audit event.
+    pub(super) second_factor: Option<&'static str>,
 }
 
 /// Exchanges the code for the person's identity and admits them; every refusal ends the
@@ -292,7 +322,11 @@ async fn identify(
     };
     let name: String = identity.name.chars().take(MAX_NAME_CHARS).collect();
     let new_name = Some(name).filter(|name| !name.trim().is_empty() && *name != user.name);
-    Ok(Admitted { user, new_name })
+    Ok(Admitted {
+        user,
+        new_name,
+        second_factor: None,
+    })
 }
 
 /// Marks a CLI sign-in complete for its CLI to collect (see `cli_poll`).
@@ -301,7 +335,11 @@ async fn complete_cli(
     peer: Peer,
     headers: &HeaderMap,
     attempt: &LoginRow,
-    Admitted { user, new_name }: Admitted,
+    Admitted {
+        user,
+        new_name,
+        second_factor,
+    }: Admitted,
 ) -> Result<Response, NotSignedIn> {
     // The CLI collects its session from this state: without it the page would say "signed
     // in" while the CLI waits until the attempt expires.
@@ -318,6 +356,7 @@ async fn complete_cli(
         ));
     }
     let details = json!({ "channel": "cli", "stage": "browser", "name": new_name });
+    let details = with_second_factor(details, second_factor);
     let (email, action) = (Some(user.email.as_str()), "gateway:auth:signin");
     audit_signin(state, &peer, headers, action, email, true, details).await;
     store_name(state, &user, new_name).await;
@@ -337,7 +376,11 @@ async fn start_web_session(
     peer: Peer,
     headers: &HeaderMap,
     attempt: LoginRow,
-    Admitted { user, new_name }: Admitted,
+    Admitted {
+        user,
+        new_name,
+        second_factor,
+    }: Admitted,
 ) -> Result<Response, NotSignedIn> {
     end_attempt(
         state,
@@ -348,7 +391,10 @@ async fn start_web_session(
         None,
     )
     .await;
-    let details = |id| json!({ "channel": "web", "session_id": id, "name": new_name });
+    let details = |id| {
+        let details = json!({ "channel": "web", "session_id": id, "name": new_name });
+        with_second_factor(details, second_factor)
+    };
     let issued = issue_recorded_session(state, peer, headers, &user, "web", details).await;
     let (created, token) = match issued {
         Ok(issued) => issued,
@@ -411,6 +457,17 @@ async fn end_replaced_session(state: &AppState, peer: &Peer, headers: &HeaderMap
     };
     let (email, action) = (previous.email(), "gateway:auth:signout");
     audit_signin(state, peer, headers, action, email, allowed, details).await;
+}
+
+/// A sign-in's audit `details` with `"mfa": "totp"` when a second factor was given.
+fn with_second_factor(
+    mut details: serde_json::Value,
+    second_factor: Option<&'static str>,
+) -> serde_json::Value {
+    if let (Some(factor), Some(map)) = (second_factor, details.as_object_mut()) {
+        map.insert("mfa".into(), factor.into());
+    }
+    details
 }
 
 /// Longest display name kept (as the users API allows).

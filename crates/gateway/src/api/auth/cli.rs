@@ -294,7 +294,8 @@ pub async fn cli_poll(
         return Ok(poll_answer(StatusCode::GONE, "expired", Some(error)));
     }
     match attempt.status.as_str() {
-        "pending" | "exchanging" => Ok(poll_answer(StatusCode::ACCEPTED, "pending", None)),
+        // `mfa`: the browser is asking for the person's authenticator code.
+        "pending" | "exchanging" | "mfa" => Ok(poll_answer(StatusCode::ACCEPTED, "pending", None)),
         "refused" => {
             let error = attempt.error.as_deref().unwrap_or("sign-in refused");
             Ok(poll_answer(StatusCode::FORBIDDEN, "refused", Some(error)))

@@ -4,12 +4,14 @@
 //!
 //! [`browser`] starts a web sign-in and signs out; [`cli`] starts, confirms and collects a CLI
 //! one; both end at the provider's [`callback`](callback::callback), which lets in whom
-//! [`admit`] allows. What each step records goes through [`record`].
+//! [`admit`] allows; for those with an authenticator app, [`mfa`] then asks for a code before
+//! any session exists. What each step records goes through [`record`].
 
 mod admit;
 mod browser;
 mod callback;
 mod cli;
+mod mfa;
 mod record;
 
 pub use browser::{WebLogin, web_login, web_logout};
@@ -18,6 +20,7 @@ pub use cli::{
     CliBrowser, CliConfirm, CliPoll, CliStart, cli_browser, cli_browser_confirm, cli_code,
     cli_poll, cli_start, logout,
 };
+pub use mfa::{CodeForm, MFA_PATH, page as mfa_page, submit as mfa_submit};
 
 use http::HeaderMap;
 use serde_json::json;

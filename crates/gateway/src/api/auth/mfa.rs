@@ -1,0 +1,307 @@
+//! The second step of a sign-in for those with an authenticator app: after the identity
+//! provider, the attempt waits (status `mfa`) for a code on `/api/v1/auth/mfa`, in the browser
+//! that started it (its login cookie), and no session exists until the code is right. Web and
+//! CLI sign-ins both pass here, since both sign in through a browser.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::callback::{Admitted, NotSignedIn, answer, complete};
+use super::end_attempt;
+use super::record::audit_signin;
+use crate::app::{AppState, Peer};
+use crate::mfa::{self, CodeCheck};
+use crate::secret_eq::secret_eq;
+use crate::store::{LoginRow, now_ms};
+use crate::web::{self, PageForm, cookies};
+
+/// Where the code is asked for.
+pub const MFA_PATH: &str = "/api/v1/auth/mfa";
+
+/// The audit action of a code given at sign-in.
+const ACTION: &str = "gateway:auth:mfa";
+
+#[derive(askama::Template)]
+#[template(path = "mfa_challenge.html")]
+struct ChallengePage<'a> {
+    email: &'a str,
+    channel: &'a str,
+    csrf: &'a str,
+    error: Option<&'a str>,
+}
+
+/// Moves a sign-in whose person has an authenticator to wait for their code and sends the
+/// browser to the code page; `None` when they have none (the sign-in goes on).
+pub(super) async fn ask_if_required(
+    state: &AppState,
+    attempt: &LoginRow,
+    admitted: &Admitted,
+) -> Result<Option<Response>, NotSignedIn> {
+    let user = &admitted.user;
+    match mfa::required(&state.store, user.id).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(_)) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "could not tell whether a user has an authenticator");
+            end_attempt(
+                state,
+                &attempt.id,
+                "exchanging",
+                "refused",
+                None,
+                Some("store_unavailable"),
+            )
+            .await;
+            return Err(NotSignedIn::unavailable("You are not signed in."));
+        }
+    }
+    let name = admitted.new_name.as_deref();
+    match state
+        .store
+        .await_second_factor(&attempt.id, user.id, name)
+        .await
+    {
+        Ok(true) => Ok(Some(Redirect::to(MFA_PATH).into_response())),
+        Ok(false) => Err(NotSignedIn::unavailable(
+            "You are not signed in; start again.",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "a sign-in could not be moved to its second factor");
+            Err(NotSignedIn::unavailable("You are not signed in."))
+        }
+    }
+}
+
+/// This browser's sign-in waiting for a code, or the page to show instead.
+async fn waiting_attempt(state: &AppState, headers: &HeaderMap) -> Result<LoginRow, Response> {
+    let gone = || {
+        web::message(
+            StatusCode::GONE,
+            "No sign-in waiting",
+            "This browser has no sign-in waiting for a code: it finished, expired or was \
+             replaced. Sign in again.",
+        )
+    };
+    let Some(cookie) = cookies::login(state, headers).filter(|c| !c.is_empty()) else {
+        return Err(gone());
+    };
+    match state.store.login_by_id(&cookie).await {
+        Ok(Some(a)) if a.status == "mfa" && secret_eq(a.id.as_bytes(), cookie.as_bytes()) => {
+            if a.expires_at <= now_ms() {
+                end_attempt(state, &a.id, "mfa", "refused", None, Some("expired")).await;
+                return Err(web::message(
+                    StatusCode::GONE,
+                    "Sign-in expired",
+                    "The sign-in took too long. Start again.",
+                ));
+            }
+            Ok(a)
+        }
+        Ok(_) => Err(gone()),
+        Err(e) => {
+            tracing::error!(error = %e, "login lookup failed");
+            Err(web::unavailable("You are not signed in."))
+        }
+    }
+}
+
+/// The page asking for a code (`error` says what was wrong with the last one).
+async fn challenge(
+    state: &AppState,
+    attempt: &LoginRow,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let user = match attempt.user_id {
+        Some(id) => state.store.user_by_id(id).await,
+        None => Ok(None),
+    };
+    let email = match user {
+        Ok(Some(user)) => user.email,
+        Ok(None) => return web::message(StatusCode::GONE, "Sign-in ended", "Sign in again."),
+        Err(e) => {
+            tracing::error!(error = %e, "user lookup failed");
+            return web::unavailable("You are not signed in.");
+        }
+    };
+    let csrf = cookies::csrf_token(&attempt.id);
+    web::render(
+        status,
+        &ChallengePage {
+            email: &email,
+            channel: &attempt.channel,
+            csrf: &csrf,
+            error,
+        },
+    )
+}
+
+/// `GET /api/v1/auth/mfa`: asks for the code of this browser's sign-in.
+pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match waiting_attempt(&state, &headers).await {
+        Ok(attempt) => challenge(&state, &attempt, StatusCode::OK, None).await,
+        Err(page) => page,
+    }
+}
+
+/// Body of `POST /api/v1/auth/mfa`.
+#[derive(Debug, Deserialize)]
+pub struct CodeForm {
+    csrf: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /api/v1/auth/mfa`: a right code completes the sign-in (a session, or the CLI's);
+/// wrong ones are audited and counted, and the fifth in a row ends the sign-in and locks
+/// codes out for 15 minutes.
+pub async fn submit(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<CodeForm>,
+) -> Response {
+    let attempt = match waiting_attempt(&state, &headers).await {
+        Ok(attempt) => attempt,
+        Err(page) => return page,
+    };
+    if !cookies::csrf_ok(&attempt.id, form.csrf.as_deref()) {
+        return web::stale_form();
+    }
+    let user = match attempt.user_id {
+        Some(id) => state.store.user_by_id(id).await,
+        None => Ok(None),
+    };
+    let user = match user {
+        Ok(Some(user)) => user,
+        Ok(None) => return web::message(StatusCode::GONE, "Sign-in ended", "Sign in again."),
+        Err(e) => {
+            tracing::error!(error = %e, "user lookup failed");
+            return web::unavailable("You are not signed in.");
+        }
+    };
+    let email = Some(user.email.as_str());
+    let refuse = |details: serde_json::Value| {
+        let details = with_channel(details, &attempt.channel);
+        audit_signin(&state, &peer, &headers, ACTION, email, false, details)
+    };
+    let checked = async {
+        let key = mfa::key(&state.config)?;
+        let Some(row) = mfa::required(&state.store, user.id).await? else {
+            // Removed by an administrator since the provider step: nothing to ask for, but
+            // this sign-in was not checked against it; starting again costs a click.
+            return Ok(None);
+        };
+        mfa::check_code(
+            &state.store,
+            &key,
+            &row,
+            form.code.as_deref().unwrap_or(""),
+            now_ms(),
+        )
+        .await
+        .map(Some)
+    };
+    match checked.await {
+        Ok(Some(CodeCheck::Accepted)) => {}
+        Ok(None) => {
+            end_attempt(
+                &state,
+                &attempt.id,
+                "mfa",
+                "refused",
+                None,
+                Some("mfa_removed"),
+            )
+            .await;
+            return web::message(
+                StatusCode::CONFLICT,
+                "Sign in again",
+                "Your authenticator was removed while you were signing in. Sign in again.",
+            );
+        }
+        Ok(Some(CodeCheck::Malformed)) => {
+            let error = "Enter the six digits your authenticator app shows.";
+            return challenge(&state, &attempt, StatusCode::BAD_REQUEST, Some(error)).await;
+        }
+        Ok(Some(CodeCheck::Wrong {
+            failures,
+            locked_until: None,
+        })) => {
+            refuse(json!({ "reason": "wrong_code", "failures": failures })).await;
+            let left = mfa::MAX_FAILURES - failures;
+            let error = format!(
+                "That code is not right (or was used already). {left} more wrong in a row \
+                 and codes are refused for 15 minutes."
+            );
+            return challenge(&state, &attempt, StatusCode::UNAUTHORIZED, Some(&error)).await;
+        }
+        Ok(Some(CodeCheck::Wrong {
+            locked_until: Some(until),
+            ..
+        }))
+        | Ok(Some(CodeCheck::Locked { until })) => {
+            refuse(json!({ "reason": "locked_out", "until": web::time(until) })).await;
+            end_attempt(
+                &state,
+                &attempt.id,
+                "mfa",
+                "refused",
+                None,
+                Some("mfa_locked"),
+            )
+            .await;
+            // To the nearest minute, at least one.
+            let minutes = (((until - now_ms()).max(0) + 30_000) / 60_000).max(1);
+            return web::message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many wrong codes",
+                &format!(
+                    "Codes for {} are refused for {minutes} more minute(s) after too many wrong \
+                     ones. Sign in again then, or ask an administrator.",
+                    user.email
+                ),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a sign-in code could not be checked");
+            return web::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Cannot check codes",
+                "The gateway cannot check authenticator codes right now. Try again shortly; \
+                 if it persists, tell an administrator (the gateway's log says why).",
+            );
+        }
+    }
+    // Right: on to the session, exactly as a sign-in without a second factor.
+    match state
+        .store
+        .finish_login(&attempt.id, "mfa", "exchanging", None, None)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return web::message(StatusCode::GONE, "Sign-in ended", "Sign in again.");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in attempt could not be taken");
+            return web::unavailable("You are not signed in.");
+        }
+    }
+    let admitted = Admitted {
+        new_name: attempt.provider_name.clone(),
+        user,
+        second_factor: Some("totp"),
+    };
+    let result = complete(&state, peer, &headers, attempt, admitted).await;
+    answer(&state, peer, &headers, result).await
+}
+
+fn with_channel(mut details: serde_json::Value, channel: &str) -> serde_json::Value {
+    if let Some(map) = details.as_object_mut() {
+        map.insert("channel".into(), channel.into());
+    }
+    details
+}

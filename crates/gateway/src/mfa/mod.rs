@@ -1,0 +1,188 @@
+//! Multi-factor authentication with an authenticator app (TOTP).
+//!
+//! A user sets it up on `/account/mfa`: the gateway makes a secret, seals it with
+//! `MFA_ENCRYPTION_KEY` ([`seal`]) and shows it as a QR code; the first right code confirms
+//! it. From then on every sign-in of theirs, web or CLI, stops after the identity provider and
+//! asks for a code (`api::auth::mfa`) before a session exists. Five wrong codes in a row lock
+//! codes out for 15 minutes; a code is accepted once.
+
+pub mod seal;
+pub mod totp;
+
+pub use seal::MfaKey;
+
+use crate::store::{Store, StoreError, TotpRow};
+
+/// Wrong codes in a row before codes are refused for [`LOCKOUT_MS`].
+pub const MAX_FAILURES: i64 = 5;
+/// How long codes are refused after [`MAX_FAILURES`] wrong ones.
+pub const LOCKOUT_MS: i64 = 15 * 60 * 1000;
+
+/// Why a second factor could not be checked or set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MfaError {
+    /// `MFA_ENCRYPTION_KEY` is not set.
+    #[error("MFA_ENCRYPTION_KEY is not set, so TOTP secrets cannot be sealed or read")]
+    NotConfigured,
+    /// `MFA_ENCRYPTION_KEY` is not a 32-byte key.
+    #[error("MFA_ENCRYPTION_KEY is not 32 bytes of hexadecimal")]
+    BadKey,
+    /// A sealed secret does not open with this key (the key changed, or the row did).
+    #[error("a TOTP secret does not open with MFA_ENCRYPTION_KEY (was the key changed?)")]
+    Unreadable,
+    /// The TOTP library refused (an account name it cannot put in a URI).
+    #[error("TOTP: {0}")]
+    Totp(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The key from the configuration's `MFA_ENCRYPTION_KEY`.
+pub fn key(config: &gateway_core::config::Config) -> Result<MfaKey, MfaError> {
+    let hex_key = config
+        .mfa_encryption_key
+        .as_ref()
+        .ok_or(MfaError::NotConfigured)?;
+    MfaKey::from_hex(hex_key.expose())
+}
+
+/// Whether user `user_id` must give a code to sign in: a confirmed authenticator.
+pub async fn required(store: &Store, user_id: i64) -> Result<Option<TotpRow>, MfaError> {
+    Ok(store
+        .totp(user_id)
+        .await?
+        .filter(|row| row.confirmed_at.is_some()))
+}
+
+/// What checking a code found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// Right, and now used.
+    Accepted,
+    /// Not six digits: not counted as a guess.
+    Malformed,
+    /// Wrong (or already used); `locked_until` is set when this one started a lockout.
+    Wrong {
+        /// Wrong codes in a row so far (0 once locked).
+        failures: i64,
+        /// Codes are refused until then (unix ms), if this one locked them.
+        locked_until: Option<i64>,
+    },
+    /// Codes are refused until then (unix ms), after too many wrong ones.
+    Locked {
+        /// Unix ms.
+        until: i64,
+    },
+}
+
+/// Checks `code` against `row`, user `row.user_id`'s confirmed authenticator, at `now_ms`:
+/// a right code for a step not used before is accepted (and that step used up); a wrong one
+/// is counted towards a lockout.
+pub async fn check_code(
+    store: &Store,
+    key: &MfaKey,
+    row: &TotpRow,
+    code: &str,
+    now_ms: i64,
+) -> Result<CodeCheck, MfaError> {
+    if row.locked_until > now_ms {
+        return Ok(CodeCheck::Locked {
+            until: row.locked_until,
+        });
+    }
+    let Some(code) = totp::normalise(code) else {
+        return Ok(CodeCheck::Malformed);
+    };
+    let secret = key.open(row.user_id, &row.secret_sealed)?;
+    let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+    if let Some(step) = totp::matching_step(&secret, &code, now_secs) {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if store.accept_totp_step(row.user_id, step, now_ms).await? {
+            return Ok(CodeCheck::Accepted);
+        }
+        // Used already, or locked meanwhile by wrong codes elsewhere: a replayed code is
+        // counted as a guess like any other.
+    }
+    let failure = store
+        .record_totp_failure(row.user_id, now_ms, MAX_FAILURES, LOCKOUT_MS)
+        .await?;
+    Ok(match failure {
+        Some(f) if f.locked_until > now_ms => CodeCheck::Wrong {
+            failures: f.failures,
+            locked_until: Some(f.locked_until),
+        },
+        Some(f) => CodeCheck::Wrong {
+            failures: f.failures,
+            locked_until: None,
+        },
+        // Removed meanwhile: nothing to count against.
+        None => CodeCheck::Wrong {
+            failures: 0,
+            locked_until: None,
+        },
+    })
+}
+
+/// A new secret for user `user_id`, sealed and stored as an authenticator being set up;
+/// `None` when a confirmed one exists.
+pub async fn start_setup(
+    store: &Store,
+    key: &MfaKey,
+    user_id: i64,
+    now_ms: i64,
+) -> Result<Option<Vec<u8>>, MfaError> {
+    let secret = totp::new_secret();
+    let sealed = key.seal(user_id, &secret)?;
+    Ok(store
+        .start_totp(user_id, &sealed, now_ms)
+        .await?
+        .then_some(secret))
+}
+
+/// What confirming a setup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Confirmed: sign-ins ask for codes from now on.
+    Yes,
+    /// The code is not the authenticator's.
+    WrongCode,
+    /// No setup in progress (never started, confirmed already, or replaced meanwhile).
+    NothingToConfirm,
+}
+
+/// Confirms user `user_id`'s authenticator being set up with its first `code`.
+pub async fn confirm_setup(
+    store: &Store,
+    key: &MfaKey,
+    user_id: i64,
+    code: &str,
+    now_ms: i64,
+) -> Result<Confirmed, MfaError> {
+    let Some(row) = store
+        .totp(user_id)
+        .await?
+        .filter(|r| r.confirmed_at.is_none())
+    else {
+        return Ok(Confirmed::NothingToConfirm);
+    };
+    let Some(code) = totp::normalise(code) else {
+        return Ok(Confirmed::WrongCode);
+    };
+    let secret = key.open(user_id, &row.secret_sealed)?;
+    let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+    let Some(step) = totp::matching_step(&secret, &code, now_secs) else {
+        return Ok(Confirmed::WrongCode);
+    };
+    let step = i64::try_from(step).unwrap_or(i64::MAX);
+    Ok(
+        if store
+            .confirm_totp(user_id, &row.secret_sealed, step, now_ms)
+            .await?
+        {
+            Confirmed::Yes
+        } else {
+            Confirmed::NothingToConfirm
+        },
+    )
+}

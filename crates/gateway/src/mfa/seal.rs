@@ -1,0 +1,118 @@
+//! TOTP secrets at rest: sealed with AES-256-GCM under `MFA_ENCRYPTION_KEY`, with the user's
+//! id as associated data, so a copy of the database alone reveals no secret and a sealed
+//! secret moved to another user's row does not open.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+
+use super::MfaError;
+
+/// What every sealed value starts with: the format, for a later change of algorithm.
+const PREFIX: &str = "v1:";
+
+/// The key TOTP secrets are sealed with.
+pub struct MfaKey(LessSafeKey);
+
+impl std::fmt::Debug for MfaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MfaKey([redacted])")
+    }
+}
+
+impl MfaKey {
+    /// The key from its 64 hexadecimal characters (as `MFA_ENCRYPTION_KEY` is checked to be).
+    pub fn from_hex(hex_key: &str) -> Result<MfaKey, MfaError> {
+        let bytes = hex::decode(hex_key.trim()).map_err(|_| MfaError::BadKey)?;
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| MfaError::BadKey)?;
+        Ok(MfaKey(LessSafeKey::new(key)))
+    }
+
+    /// `secret` sealed for user `user_id`: `v1:` and base64 of nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, user_id: i64, secret: &[u8]) -> Result<String, MfaError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut sealed = secret.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(associated_data(user_id)),
+                &mut sealed,
+            )
+            .map_err(|_| MfaError::Unreadable)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+    }
+
+    /// The secret [`MfaKey::seal`] sealed for `user_id`; [`MfaError::Unreadable`] when it was
+    /// sealed with another key, for another user, or changed.
+    pub fn open(&self, user_id: i64, sealed: &str) -> Result<Vec<u8>, MfaError> {
+        let encoded = sealed.strip_prefix(PREFIX).ok_or(MfaError::Unreadable)?;
+        let mut bytes = STANDARD.decode(encoded).map_err(|_| MfaError::Unreadable)?;
+        if bytes.len() < NONCE_LEN {
+            return Err(MfaError::Unreadable);
+        }
+        let mut in_out = bytes.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| MfaError::Unreadable)?;
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(associated_data(user_id)), &mut in_out)
+            .map_err(|_| MfaError::Unreadable)?;
+        Ok(plain.to_vec())
+    }
+}
+
+fn associated_data(user_id: i64) -> Vec<u8> {
+    format!("rack-gateway totp secret of user {user_id}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_user_with_its_key() {
+        let key = MfaKey::from_hex(KEY).unwrap_or_else(|e| panic!("{e}"));
+        let sealed = key
+            .seal(7, b"twenty bytes secret!")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(sealed.starts_with("v1:"));
+        assert!(!sealed.contains("twenty"));
+        assert_eq!(
+            key.open(7, &sealed).ok().as_deref(),
+            Some(&b"twenty bytes secret!"[..])
+        );
+        // Another user's row, another key, a changed byte, a truncation: none opens.
+        assert!(matches!(key.open(8, &sealed), Err(MfaError::Unreadable)));
+        let other = MfaKey::from_hex(&KEY.replace("00", "ff")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(other.open(7, &sealed), Err(MfaError::Unreadable)));
+        let mut bytes = STANDARD
+            .decode(&sealed[3..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        bytes[15] ^= 1;
+        let changed = format!("v1:{}", STANDARD.encode(&bytes));
+        assert!(matches!(key.open(7, &changed), Err(MfaError::Unreadable)));
+        for bad in ["", "v1:", "v1:AAAA", "v2:AAAA", &sealed[..sealed.len() - 4]] {
+            assert!(
+                matches!(key.open(7, bad), Err(MfaError::Unreadable)),
+                "{bad}"
+            );
+        }
+        // Two seals of one secret differ (a fresh nonce each).
+        let again = key
+            .seal(7, b"twenty bytes secret!")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(sealed, again);
+    }
+
+    #[test]
+    fn a_key_must_be_32_bytes_of_hex() {
+        assert!(MfaKey::from_hex("abcd").is_err());
+        assert!(MfaKey::from_hex(&KEY.replace('0', "x")).is_err());
+        assert!(format!("{:?}", MfaKey::from_hex(KEY).ok()).contains("redacted"));
+    }
+}

@@ -1,0 +1,188 @@
+//! TOTP authenticators (`mfa_totp`): one per user, its secret sealed (see `mfa::seal`).
+//! Every change is a single compare-and-set statement, so two gateways, or two tabs, cannot
+//! both accept one code or both confirm different secrets.
+
+use super::columns::Columns;
+use super::{Store, StoreError, bounded};
+
+/// A user's TOTP authenticator as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRow {
+    /// The user.
+    pub user_id: i64,
+    /// The secret, sealed with `MFA_ENCRYPTION_KEY`.
+    pub secret_sealed: String,
+    /// When set up (unix ms).
+    pub created_at: i64,
+    /// When its first code was given (unix ms); until then it protects nothing.
+    pub confirmed_at: Option<i64>,
+    /// The newest step a code was accepted for.
+    pub last_step: i64,
+    /// Wrong codes since the last right one.
+    pub failures: i64,
+    /// Codes are refused until then (unix ms; 0: not locked).
+    pub locked_until: i64,
+}
+
+/// What a wrong code did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TotpFailure {
+    /// Wrong codes in a row now (0 once a lockout started).
+    pub failures: i64,
+    /// Codes are refused until then (unix ms; 0: not locked).
+    pub locked_until: i64,
+}
+
+macro_rules! columns {
+    () => {
+        "user_id, secret_sealed, created_at, confirmed_at, last_step, failures, locked_until"
+    };
+}
+
+fn from_row(row: &(impl Columns + ?Sized)) -> Result<TotpRow, StoreError> {
+    Ok(TotpRow {
+        user_id: row.int("user_id")?,
+        secret_sealed: row.text("secret_sealed")?,
+        created_at: row.int("created_at")?,
+        confirmed_at: row.opt_int("confirmed_at")?,
+        last_step: row.int("last_step")?,
+        failures: row.int("failures")?,
+        locked_until: row.int("locked_until")?,
+    })
+}
+
+impl Store {
+    /// User `user_id`'s authenticator, confirmed or not.
+    pub async fn totp(&self, user_id: i64) -> Result<Option<TotpRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!("SELECT ", columns!(), " FROM mfa_totp WHERE user_id = $1");
+            let row = sqlx::query(sql)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
+    }
+
+    /// Starts setting up an authenticator with `secret_sealed`, replacing one not yet
+    /// confirmed; `false` when a confirmed one exists (it must be removed first).
+    pub async fn start_totp(
+        &self,
+        user_id: i64,
+        secret_sealed: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "INSERT INTO mfa_totp (user_id, secret_sealed, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, \
+                 created_at = excluded.created_at, last_step = 0, failures = 0, locked_until = 0 \
+                 WHERE mfa_totp.confirmed_at IS NULL",
+            )
+            .bind(user_id)
+            .bind(secret_sealed)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Confirms the authenticator being set up, if it still holds `secret_sealed` (the one the
+    /// code was checked against), with `step` as the first used; whether it was confirmed.
+    pub async fn confirm_totp(
+        &self,
+        user_id: i64,
+        secret_sealed: &str,
+        step: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "UPDATE mfa_totp SET confirmed_at = $1, last_step = $2, failures = 0 \
+                 WHERE user_id = $3 AND secret_sealed = $4 AND confirmed_at IS NULL",
+            )
+            .bind(now)
+            .bind(step)
+            .bind(user_id)
+            .bind(secret_sealed)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Accepts a right code for `step`: only a confirmed authenticator, not locked at `now`,
+    /// and only for a step newer than any accepted before (else the code is a replay).
+    /// Clears the failures; whether it was accepted.
+    pub async fn accept_totp_step(
+        &self,
+        user_id: i64,
+        step: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "UPDATE mfa_totp SET last_step = $1, failures = 0, locked_until = 0 \
+                 WHERE user_id = $2 AND confirmed_at IS NOT NULL AND last_step < $1 \
+                 AND locked_until <= $3",
+            )
+            .bind(step)
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Counts a wrong code; the `max_failures`-th in a row locks codes out until
+    /// `now + lockout_ms` (and starts the count again). `None` when the user has no
+    /// authenticator.
+    pub async fn record_totp_failure(
+        &self,
+        user_id: i64,
+        now: i64,
+        max_failures: i64,
+        lockout_ms: i64,
+    ) -> Result<Option<TotpFailure>, StoreError> {
+        bounded(self, async {
+            // Each SET reads the row as it was before the statement, on both backends.
+            let row = sqlx::query(
+                "UPDATE mfa_totp SET \
+                 failures = CASE WHEN failures + 1 >= $1 THEN 0 ELSE failures + 1 END, \
+                 locked_until = CASE WHEN failures + 1 >= $1 THEN $2 ELSE locked_until END \
+                 WHERE user_id = $3 RETURNING failures, locked_until",
+            )
+            .bind(max_failures)
+            .bind(now + lockout_ms)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|row| {
+                Ok(TotpFailure {
+                    failures: row.int("failures")?,
+                    locked_until: row.int("locked_until")?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    /// Removes user `user_id`'s authenticator; whether there was one.
+    pub async fn remove_totp(&self, user_id: i64) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+}

@@ -1,0 +1,291 @@
+//! `/account/mfa`: a signed-in user sets up an authenticator app (TOTP) or removes it.
+//!
+//! Setting up shows a new secret as a QR code until its first code confirms it; from then on
+//! each sign-in asks for a code. Removing needs a current code, so a session cookie alone (a
+//! borrowed laptop) cannot switch the second factor off. Turning it on is recorded after the
+//! change, best effort (it only adds protection); turning it off is recorded first, and not
+//! done when it cannot be recorded.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    PageForm, message, page_event, render, signed_in_form, signed_in_page, stale_form, time,
+};
+use crate::app::{AppState, Peer};
+use crate::audit::Decision;
+use crate::identity::Principal;
+use crate::mfa::{self, CodeCheck, Confirmed, MfaError};
+use crate::store::{UserRow, now_ms};
+
+/// Audit action: an authenticator confirmed.
+const ENABLE: &str = "gateway:mfa:enable";
+/// Audit action: an authenticator removed.
+const DISABLE: &str = "gateway:mfa:disable";
+
+#[derive(Template)]
+#[template(path = "mfa.html")]
+struct MfaPage {
+    csrf: String,
+    /// `MFA_ENCRYPTION_KEY` is set.
+    available: bool,
+    /// Confirmed since (UTC), when on.
+    on_since: Option<String>,
+    /// The authenticator being set up.
+    setup: Option<mfa::totp::Provisioning>,
+    error: Option<String>,
+}
+
+/// A code, and the page's CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CodeForm {
+    csrf: Option<String>,
+    code: Option<String>,
+}
+
+/// The signed-in user behind a page or form: their principal, session secret and row.
+async fn user_of(
+    state: &AppState,
+    signed_in: Result<(Principal, String), Response>,
+) -> Result<(Principal, String, UserRow), Response> {
+    let (principal, token) = signed_in?;
+    let found = match principal.user_id() {
+        Some(id) => state.store.user_by_id(id).await,
+        None => Ok(None),
+    };
+    match found {
+        Ok(Some(user)) => Ok((principal, token, user)),
+        // An API token's holder has no account page.
+        Ok(None) => Err(super::signin_page(state, "/account/mfa")),
+        Err(e) => {
+            tracing::error!(error = %e, "user lookup failed");
+            Err(super::StoreDown.into_response())
+        }
+    }
+}
+
+/// The page as it stands for `user`, with `error` about the last form.
+async fn show(
+    state: &AppState,
+    token: &str,
+    user: &UserRow,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let key = mfa::key(&state.config);
+    let row = match state.store.totp(user.id).await {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::error!(error = %e, "authenticator lookup failed");
+            return super::StoreDown.into_response();
+        }
+    };
+    let on_since = row.as_ref().and_then(|r| r.confirmed_at).map(time);
+    let setup = match (&key, row.as_ref().filter(|r| r.confirmed_at.is_none())) {
+        (Ok(key), Some(row)) => match key
+            .open(user.id, &row.secret_sealed)
+            .and_then(|secret| mfa::totp::provisioning(&secret, &user.email))
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Start over makes a new one.
+                tracing::warn!(error = %e, "an authenticator being set up cannot be shown");
+                None
+            }
+        },
+        _ => None,
+    };
+    render(
+        status,
+        &MfaPage {
+            csrf: super::cookies::csrf_token(token),
+            available: key.is_ok(),
+            on_since,
+            setup,
+            error,
+        },
+    )
+}
+
+/// `GET /account/mfa`
+pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed_in = signed_in_page(&state, &headers, "/account/mfa").await;
+    match user_of(&state, signed_in).await {
+        Ok((_, token, user)) => show(&state, &token, &user, StatusCode::OK, None).await,
+        Err(page) => page,
+    }
+}
+
+/// The page for a key that is missing or a store that failed while changing the factor.
+fn cannot(e: MfaError) -> Response {
+    match e {
+        MfaError::NotConfigured | MfaError::BadKey => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "Authenticator apps are not set up on this gateway (its operator has not set \
+             MFA_ENCRYPTION_KEY).",
+        ),
+        e => {
+            tracing::error!(error = %e, "an authenticator change failed");
+            super::unavailable("Nothing was changed.")
+        }
+    }
+}
+
+/// `POST /account/mfa/setup`: a new secret to add to an authenticator app (replacing one not
+/// yet confirmed).
+pub async fn setup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(form): PageForm<super::CsrfForm>,
+) -> Response {
+    let signed_in = signed_in_form(&state, &headers).await;
+    let (_, token, user) = match user_of(&state, signed_in).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    if !super::cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        return stale_form();
+    }
+    let started = async {
+        let key = mfa::key(&state.config)?;
+        mfa::start_setup(&state.store, &key, user.id, now_ms()).await
+    };
+    match started.await {
+        Ok(Some(_)) => Redirect::to("/account/mfa").into_response(),
+        Ok(None) => {
+            let error = "An authenticator is already on: remove it first.".to_string();
+            show(&state, &token, &user, StatusCode::CONFLICT, Some(error)).await
+        }
+        Err(e) => cannot(e),
+    }
+}
+
+/// `POST /account/mfa/confirm`: the first code from the app turns it on.
+pub async fn confirm(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<CodeForm>,
+) -> Response {
+    let signed_in = signed_in_form(&state, &headers).await;
+    let (principal, token, user) = match user_of(&state, signed_in).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    if !super::cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        return stale_form();
+    }
+    let code = form.code.as_deref().unwrap_or("");
+    let confirmed = async {
+        let key = mfa::key(&state.config)?;
+        mfa::confirm_setup(&state.store, &key, user.id, code, now_ms()).await
+    };
+    match confirmed.await {
+        Ok(Confirmed::Yes) => {
+            let e = page_event(&principal, peer, &headers, ENABLE, Decision::Allow)
+                .with_details(json!({ "factor": "totp" }));
+            if let Err(err) = state.audit.record(e).await {
+                tracing::error!(error = %err, "an authenticator was turned on but not recorded");
+            }
+            Redirect::to("/account/mfa").into_response()
+        }
+        Ok(Confirmed::WrongCode) => {
+            let error = "That code is not right. Check the app's clock and enter the code it \
+                         shows now."
+                .to_string();
+            show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await
+        }
+        Ok(Confirmed::NothingToConfirm) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => cannot(e),
+    }
+}
+
+/// `POST /account/mfa/remove`: a current code turns the authenticator off (codes are counted
+/// towards the lockout as at sign-in).
+pub async fn remove(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<CodeForm>,
+) -> Response {
+    let signed_in = signed_in_form(&state, &headers).await;
+    let (principal, token, user) = match user_of(&state, signed_in).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    if !super::cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        return stale_form();
+    }
+    let code = form.code.as_deref().unwrap_or("");
+    let checked = async {
+        let key = mfa::key(&state.config)?;
+        let Some(row) = mfa::required(&state.store, user.id).await? else {
+            return Ok(None);
+        };
+        mfa::check_code(&state.store, &key, &row, code, now_ms())
+            .await
+            .map(Some)
+    };
+    let event = |decision, details| {
+        page_event(&principal, peer, &headers, DISABLE, decision).with_details(details)
+    };
+    let error = match checked.await {
+        Ok(None) => return Redirect::to("/account/mfa").into_response(),
+        Ok(Some(CodeCheck::Accepted)) => {
+            if let Err(err) = state
+                .audit
+                .record(event(Decision::Allow, json!({ "factor": "totp" })))
+                .await
+            {
+                tracing::error!(error = %err, "removing an authenticator could not be recorded");
+                return super::unavailable("Your authenticator was not removed.");
+            }
+            return match state.store.remove_totp(user.id).await {
+                Ok(_) => Redirect::to("/account/mfa").into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "an authenticator could not be removed");
+                    super::unavailable("Your authenticator was not removed.")
+                }
+            };
+        }
+        Ok(Some(CodeCheck::Malformed)) => {
+            "Enter the six digits your authenticator app shows.".to_string()
+        }
+        Ok(Some(CodeCheck::Wrong {
+            locked_until: None,
+            failures,
+        })) => {
+            let details = json!({ "factor": "totp", "reason": "wrong_code", "failures": failures });
+            record_refusal(&state, event(Decision::Deny, details)).await;
+            "That code is not right (or was used already).".to_string()
+        }
+        Ok(Some(
+            CodeCheck::Wrong {
+                locked_until: Some(until),
+                ..
+            }
+            | CodeCheck::Locked { until },
+        )) => {
+            let details = json!({ "factor": "totp", "reason": "locked_out", "until": time(until) });
+            record_refusal(&state, event(Decision::Deny, details)).await;
+            format!(
+                "Too many wrong codes: codes are refused until {} UTC.",
+                time(until)
+            )
+        }
+        Err(e) => return cannot(e),
+    };
+    show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await
+}
+
+async fn record_refusal(state: &AppState, mut e: crate::audit::AuditEvent) {
+    e.status = Some(403);
+    if let Err(err) = state.audit.record(e).await {
+        tracing::error!(error = %err, "could not audit a refused authenticator change");
+    }
+}

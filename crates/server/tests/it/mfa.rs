@@ -1,0 +1,448 @@
+//! Two-step sign-in with an authenticator app (TOTP), over HTTP through the real dev OIDC
+//! provider: set up on the account page, asked for at every web and CLI sign-in before any
+//! session exists, replays and guesses refused, lockout, removal, the operator's reset, and a
+//! gateway without its key failing closed.
+
+use dev_oidc::browser::{Browser, Page};
+use gateway::mfa::totp;
+
+use crate::both_backends;
+use crate::kit::{Db, admin, client, eventually, store};
+use crate::signin::{CliStart, SignIn, start_cli_sign_in};
+
+const KEY: &str = "8f2c1d9e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
+const WHO: &str = "deployer@example.com";
+
+/// Acts as the person's authenticator app: a code for a step newer than any used so far
+/// (the gateway accepts each step once, and one step either side of now), waiting for the
+/// clock when the steps within reach are used up.
+struct App {
+    secret: Vec<u8>,
+    /// The secret as the setup page showed it.
+    base32: String,
+    last_step: u64,
+}
+
+impl App {
+    fn now_step() -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        now / totp::STEP_SECS
+    }
+
+    async fn next_code(&mut self) -> String {
+        loop {
+            let now = App::now_step();
+            let step = (self.last_step + 1).max(now.saturating_sub(1));
+            if step <= now + 1 {
+                self.last_step = step;
+                return totp::code_at(&self.secret, step * totp::STEP_SECS)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The code last given again (a replay).
+    fn last_code(&self) -> String {
+        totp::code_at(&self.secret, self.last_step * totp::STEP_SECS)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A code no step near now has.
+    fn wrong_code(&self) -> String {
+        let now = App::now_step();
+        let near: Vec<String> = (now.saturating_sub(2)..=now + 2)
+            .filter_map(|s| totp::code_at(&self.secret, s * totp::STEP_SECS).ok())
+            .collect();
+        (0..1000)
+            .map(|n| format!("{:06}", 123_457 + n * 7))
+            .find(|c| !near.contains(c))
+            .unwrap_or_default()
+    }
+}
+
+/// The value of `<input … name="csrf" value="…">` on `page`.
+fn csrf(page: &Page) -> String {
+    between(&page.body, "name=\"csrf\" value=\"", "\"")
+}
+
+fn between(text: &str, start: &str, end: &str) -> String {
+    text.split(start)
+        .nth(1)
+        .and_then(|rest| rest.split(end).next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A browser of `WHO` through the provider, starting at the web sign-in: where it ends.
+async fn web_sign_in(s: &SignIn) -> (Browser, Page) {
+    let mut b = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
+    let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+    let page = b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    (b, page)
+}
+
+/// Gives `code` on the code page `page` asked with.
+async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
+    let url = format!("{}/api/v1/auth/mfa", s.gw.url);
+    b.submit(&url, &[("csrf", &csrf(page)), ("code", code)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn asks_for_a_code(page: &Page) -> bool {
+    page.status == 200
+        && page.url.ends_with("/api/v1/auth/mfa")
+        && page.body.contains("id=\"code\"")
+}
+
+async fn sessions_of(db: &Db) -> usize {
+    let st = store(db).await;
+    let user = st.find_user(WHO).await.ok().flatten();
+    let id = user.map(|u| u.id).unwrap_or_default();
+    st.user_sessions(id, 0)
+        .await
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX)
+}
+
+async fn events(db: &Db, action: &str) -> Vec<gateway::audit::AuditEvent> {
+    store(db)
+        .await
+        .audit_rows(0, 10_000)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.event)
+        .filter(|e| e.action == action)
+        .collect()
+}
+
+/// Sets up the app on the account page of a browser signed in without one.
+async fn set_up(s: &SignIn, b: &mut Browser) -> App {
+    let page = b
+        .visit(&format!("{}/account/mfa", s.gw.url))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("is <strong>off</strong>"),
+        "{}",
+        page.body
+    );
+    let setup = b
+        .submit(
+            &format!("{}/account/mfa/setup", s.gw.url),
+            &[("csrf", &csrf(&page))],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(setup.status, 200, "{}", setup.body);
+    assert!(setup.body.contains("<svg"), "a QR code: {}", setup.body);
+    let base32 = between(&setup.body, "id=\"secret\">", "<");
+    let secret = totp::secret_from_base32(&base32).unwrap_or_else(|| panic!("{}", setup.body));
+    let mut app = App {
+        secret,
+        base32,
+        last_step: 0,
+    };
+    let confirm = format!("{}/account/mfa/confirm", s.gw.url);
+    // A wrong first code turns nothing on.
+    let wrong = b
+        .submit(
+            &confirm,
+            &[("csrf", &csrf(&setup)), ("code", &app.wrong_code())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    assert!(wrong.body.contains("id=\"error\""), "{}", wrong.body);
+    let code = app.next_code().await;
+    let on = b
+        .submit(&confirm, &[("csrf", &csrf(&setup)), ("code", &code)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(on.status, 200, "{}", on.body);
+    assert!(on.body.contains("is <strong>on</strong>"), "{}", on.body);
+    app
+}
+
+both_backends!(
+    an_authenticator_app_guards_every_sign_in_web_and_cli,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MFA_ENCRYPTION_KEY", KEY)],
+        )
+        .await;
+
+        // Without an app, sign-in is one step; the account page offers the second.
+        let (mut first, page) = web_sign_in(&s).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("id=\"mfa\">off"), "{}", page.body);
+        let mut app = set_up(&s, &mut first).await;
+        let enabled = events(&db, "gateway:mfa:enable").await;
+        assert_eq!(enabled.len(), 1, "{enabled:?}");
+        assert_eq!(enabled[0].user_email.as_deref(), Some(WHO));
+        let stored = store(&db).await;
+        let user = stored
+            .find_user(WHO)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("user"));
+        let row = stored
+            .totp(user.id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("row"));
+        assert!(row.secret_sealed.starts_with("v1:"), "sealed at rest");
+        let base32 = app.base32.clone();
+        assert!(!row.secret_sealed.contains(&base32));
+        assert_eq!(sessions_of(&db).await, 1);
+
+        // A new web sign-in stops at the code page, with no session and no way past it.
+        let (mut b, asked) = web_sign_in(&s).await;
+        assert!(asks_for_a_code(&asked), "{} {}", asked.url, asked.body);
+        assert!(asked.body.contains(WHO), "{}", asked.body);
+        assert!(!b.cookies.contains_key("rg_session"));
+        assert_eq!(sessions_of(&db).await, 1, "no session before the code");
+        let account = b
+            .visit(&format!("{}/account", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !account.body.contains("id=\"email\""),
+            "not signed in: {}",
+            account.body
+        );
+
+        // A form from elsewhere (no CSRF token) does nothing; a wrong code is refused and
+        // audited; six letters are not a guess.
+        let forged = b
+            .submit(
+                &format!("{}/api/v1/auth/mfa", s.gw.url),
+                &[("csrf", "x"), ("code", &app.last_code())],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(forged.status, 403, "{}", forged.body);
+        let wrong = give(&s, &mut b, &asked, &app.wrong_code()).await;
+        assert_eq!(wrong.status, 401, "{}", wrong.body);
+        assert!(wrong.body.contains("4 more wrong"), "{}", wrong.body);
+        let letters = give(&s, &mut b, &asked, "abcdef").await;
+        assert_eq!(letters.status, 400, "{}", letters.body);
+        let refusals = events(&db, "gateway:auth:mfa").await;
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert_eq!(refusals[0].rbac_decision, gateway::audit::Decision::Deny);
+        assert_eq!(refusals[0].details["reason"], "wrong_code");
+
+        // The code the app shows now signs in, once.
+        let code = app.next_code().await;
+        let signed_in = give(&s, &mut b, &asked, &code).await;
+        assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.url);
+        assert!(
+            signed_in.body.contains("id=\"mfa\">on"),
+            "{}",
+            signed_in.body
+        );
+        assert_eq!(sessions_of(&db).await, 2);
+        let signins = events(&db, "gateway:auth:signin").await;
+        let last = signins.last().unwrap_or_else(|| panic!("a sign-in event"));
+        assert_eq!(last.details["mfa"], "totp", "{last:?}");
+        // The page of a finished sign-in asks for nothing more.
+        let again = give(&s, &mut b, &asked, &code).await;
+        assert_eq!(again.status, 410, "{}", again.body);
+
+        // The same code at the next sign-in is a replay.
+        let (mut b2, asked2) = web_sign_in(&s).await;
+        assert!(asks_for_a_code(&asked2));
+        let replay = give(&s, &mut b2, &asked2, &app.last_code()).await;
+        assert_eq!(replay.status, 401, "{}", replay.body);
+        assert_eq!(sessions_of(&db).await, 2);
+
+        // A CLI sign-in asks for the code in its browser, and the CLI gets its session after.
+        let c = client();
+        let CliStart {
+            login_id,
+            browser_url,
+            verifier,
+            ..
+        } = start_cli_sign_in(&c, &s.gw.url).await;
+        let mut cli_browser = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
+        let cli_asked = cli_browser
+            .visit_confirming(&browser_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(asks_for_a_code(&cli_asked), "{}", cli_asked.body);
+        assert!(cli_asked.body.contains("for the rack-gateway CLI"));
+        let poll = || {
+            c.post(format!("{}/api/v1/auth/cli/poll", s.gw.url))
+                .json(&serde_json::json!({ "login_id": login_id, "code_verifier": verifier }))
+                .send()
+        };
+        let pending = poll().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pending.status(), 202, "nothing to collect before the code");
+        let code = app.next_code().await;
+        let done = give(&s, &mut cli_browser, &cli_asked, &code).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        assert!(
+            done.body.contains("signed in to the rack-gateway CLI"),
+            "{}",
+            done.body
+        );
+        let collected = poll().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(collected.status(), 200);
+        let body: serde_json::Value = collected.json().await.unwrap_or_default();
+        let token = body["session_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!token.is_empty(), "{body}");
+        let apps = c
+            .get(s.gw.proxy("/apps"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(apps.status(), 200);
+
+        // Five wrong codes in a row end the sign-in and lock codes out, the right one too.
+        let (mut b3, asked3) = web_sign_in(&s).await;
+        for n in 1..=4 {
+            let wrong = give(&s, &mut b3, &asked3, &app.wrong_code()).await;
+            assert_eq!(wrong.status, 401, "wrong code {n}: {}", wrong.body);
+        }
+        let locked = give(&s, &mut b3, &asked3, &app.wrong_code()).await;
+        assert_eq!(locked.status, 429, "{}", locked.body);
+        assert!(locked.body.contains("15 more minute"), "{}", locked.body);
+        let (mut b4, asked4) = web_sign_in(&s).await;
+        let code = app.next_code().await;
+        let still = give(&s, &mut b4, &asked4, &code).await;
+        assert_eq!(still.status, 429, "{}", still.body);
+        assert_eq!(sessions_of(&db).await, 3, "the CLI's, and none since");
+        let lockouts = events(&db, "gateway:auth:mfa").await;
+        assert!(
+            lockouts.iter().any(|e| e.details["reason"] == "locked_out"),
+            "{lockouts:?}"
+        );
+
+        // The operator resets it (a lost phone): one step again, and audited.
+        let (ok, out, err) = admin(&db, &["users", "reset-mfa", WHO]);
+        assert!(ok, "{err}");
+        assert!(out.contains("Removed the authenticator app"), "{out}");
+        let (ok, _, err) = admin(&db, &["users", "reset-mfa", WHO]);
+        assert!(!ok, "nothing left to reset");
+        assert!(err.contains("not found"), "{err}");
+        let results: Vec<String> = events(&db, "gateway:mfa:reset")
+            .await
+            .iter()
+            .filter(|e| e.kind == gateway::audit::EventKind::Outcome)
+            .map(|e| e.details["result"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(results, ["done", "refused"], "both tries recorded");
+        let (_, page) = web_sign_in(&s).await;
+        assert!(page.url.ends_with("/account"), "{} {}", page.url, page.body);
+        assert!(page.body.contains("id=\"mfa\">off"), "{}", page.body);
+
+        // Nothing of the secret reached the gateway's output.
+        let output = s.gw.all_output();
+        assert!(!output.contains(&base32), "the secret in the output");
+    }
+);
+
+both_backends!(
+    an_authenticator_is_removed_only_with_a_code_and_codes_need_the_key,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
+        assert!(ok, "{err}");
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MFA_ENCRYPTION_KEY", KEY)],
+        )
+        .await;
+        let (mut b, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut b).await;
+
+        // Removing needs a current code: a session cookie alone does not turn it off.
+        let page = b
+            .visit(&format!("{}/account/mfa", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let remove = format!("{}/account/mfa/remove", s.gw.url);
+        let refused = b
+            .submit(
+                &remove,
+                &[("csrf", &csrf(&page)), ("code", &app.wrong_code())],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(
+            refused.body.contains("is <strong>on</strong>"),
+            "{}",
+            refused.body
+        );
+        let disabled = events(&db, "gateway:mfa:disable").await;
+        assert_eq!(disabled.len(), 1);
+        assert_eq!(disabled[0].rbac_decision, gateway::audit::Decision::Deny);
+
+        // A gateway started without the key cannot check codes: nobody with an app gets in.
+        drop(s);
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let (mut b2, asked) = web_sign_in(&s).await;
+        assert!(asks_for_a_code(&asked), "{}", asked.body);
+        let code = app.next_code().await;
+        let closed = give(&s, &mut b2, &asked, &code).await;
+        assert_eq!(closed.status, 503, "{}", closed.body);
+        assert!(!b2.cookies.contains_key("rg_session"));
+        let gw = &s.gw;
+        let said =
+            eventually(|| async { gw.all_output().contains("MFA_ENCRYPTION_KEY is not set") });
+        assert!(said.await, "the log says why");
+
+        // With the key again: a right code removes it, and sign-in is one step.
+        drop(s);
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MFA_ENCRYPTION_KEY", KEY)],
+        )
+        .await;
+        let (mut b3, asked) = web_sign_in(&s).await;
+        let code = app.next_code().await;
+        let signed_in = give(&s, &mut b3, &asked, &code).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        let page = b3
+            .visit(&format!("{}/account/mfa", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let code = app.next_code().await;
+        let remove = format!("{}/account/mfa/remove", s.gw.url);
+        let removed = b3
+            .submit(&remove, &[("csrf", &csrf(&page)), ("code", &code)])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let removed_url = removed.url.replace(&s.gw.url, "");
+        assert_eq!(removed_url, "/account/mfa", "{}", removed.body);
+        assert!(
+            removed.body.contains("is <strong>off</strong>"),
+            "{}",
+            removed.body
+        );
+        let disabled = events(&db, "gateway:mfa:disable").await;
+        assert_eq!(disabled.len(), 2);
+        assert_eq!(disabled[1].rbac_decision, gateway::audit::Decision::Allow);
+        let (_, page) = web_sign_in(&s).await;
+        assert!(page.url.ends_with("/account"), "{} {}", page.url, page.body);
+    }
+);
