@@ -585,3 +585,95 @@ both_backends!(
         }
     }
 );
+
+/// The code an authenticator app holding `secret` (base32, as the page shows it) shows for a
+/// step after `last` (and within one of now), waiting for the clock when need be.
+async fn authenticator_code(secret: &str, last: &mut u64) -> String {
+    use gateway::mfa::totp;
+    let secret = totp::secret_from_base32(secret).unwrap_or_else(|| panic!("secret {secret:?}"));
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() / totp::STEP_SECS)
+            .unwrap_or(0);
+        let step = (*last + 1).max(now.saturating_sub(1));
+        if step <= now + 1 {
+            *last = step;
+            return totp::code_at(&secret, step * totp::STEP_SECS)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
+    let el = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+}
+
+both_backends!(two_step_sign_in_in_chromium, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    // dev seals secrets with the key it keeps in its data directory.
+    let dev = Dev::start(&db).await;
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signin").await;
+    click(&c, "#user-ops-example-com").await;
+    assert!(text(&c, "#mfa").await.starts_with("off"));
+
+    // Set up: a QR code the browser draws, the key to type, and the first code turns it on.
+    click(&c, "#mfa-link").await;
+    click(&c, "#setup").await;
+    let secret = text(&c, "#secret").await;
+    let qr = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css("#qr svg"))
+        .await
+        .unwrap_or_else(|e| panic!("QR code: {e}"));
+    let (_, _, width, height) = qr.rectangle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        width >= 150.0 && height >= 150.0,
+        "QR code drawn {width}x{height}"
+    );
+    let mut last = 0;
+    let code = authenticator_code(&secret, &mut last).await;
+    type_into(&c, "#code", &code).await;
+    click(&c, "#confirm").await;
+    assert!(text(&c, "#status").await.contains("is on"), "turned on");
+
+    // Signing in again stops at the code page; the app's next code lets the person in.
+    click(&c, "#signout").await;
+    click(&c, "#signin").await;
+    click(&c, "#user-ops-example-com").await;
+    assert_eq!(text(&c, "#title").await, "Enter your authenticator code");
+    assert_eq!(text(&c, "#email").await, "ops@example.com");
+    c.goto(&format!("{}/account", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = text(&c, "#signin").await;
+    c.goto(&format!("{}/api/v1/auth/mfa", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    type_into(&c, "#code", "000000").await;
+    click(&c, "#verify").await;
+    assert!(text(&c, "#error").await.contains("not right"));
+    let code = authenticator_code(&secret, &mut last).await;
+    type_into(&c, "#code", &code).await;
+    click(&c, "#verify").await;
+    wait_for_url(&c, "/account").await;
+    assert_eq!(text(&c, "#email").await, "ops@example.com");
+    assert!(text(&c, "#mfa").await.starts_with("on"));
+    let _ = c.close().await;
+});
