@@ -975,6 +975,37 @@ mod tests {
     }
 
     #[test]
+    fn the_mfa_key_is_32_bytes_of_hex_and_never_printed() {
+        assert!(
+            load(&BASE)
+                .ok()
+                .is_some_and(|c| c.mfa_encryption_key.is_none())
+        );
+        let key = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MFA_ENCRYPTION_KEY", key));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.mfa_encryption_key.as_ref().map(Secret::expose),
+            Some(key.to_ascii_lowercase().as_str())
+        );
+        assert!(!format!("{c:?}").contains("0123456789"), "{c:?}");
+        for bad in [
+            &key[..62],
+            "zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("MFA_ENCRYPTION_KEY", bad));
+            let error = refused(&pairs);
+            assert!(
+                error.starts_with("MFA_ENCRYPTION_KEY is invalid: 64 hex"),
+                "{error}"
+            );
+            assert!(!error.contains(bad), "the value is not repeated");
+        }
+    }
+
+    #[test]
     fn metrics_get_a_port_of_their_own() {
         assert_eq!(
             load(&BASE).map(|c| c.metrics_listen_addr).ok(),

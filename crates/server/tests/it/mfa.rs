@@ -446,3 +446,69 @@ both_backends!(
         assert!(page.url.ends_with("/account"), "{} {}", page.url, page.body);
     }
 );
+
+both_backends!(
+    the_authenticator_store_takes_each_step_once_and_counts_to_a_lockout,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
+        assert!(ok, "{err}");
+        let st = store(&db).await;
+        let id = st
+            .find_user(WHO)
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.id)
+            .unwrap_or_default();
+        let ok = |r: Result<bool, gateway::store::StoreError>| r.unwrap_or_else(|e| panic!("{e}"));
+        let now = 1_000_000;
+        // A set-up started twice keeps the second secret: the first can no longer be confirmed
+        // (a code checked against a page opened in another tab).
+        assert!(ok(st.start_totp(id, "v1:first", now).await));
+        assert!(ok(st.start_totp(id, "v1:second", now).await));
+        assert!(!ok(st.confirm_totp(id, "v1:first", 7, now).await));
+        assert!(
+            !ok(st.accept_totp_step(id, 8, now).await),
+            "nothing confirmed yet"
+        );
+        assert!(ok(st.confirm_totp(id, "v1:second", 7, now).await));
+        assert!(!ok(st.confirm_totp(id, "v1:second", 7, now).await), "once");
+        assert!(
+            !ok(st.start_totp(id, "v1:third", now).await),
+            "a confirmed one stays"
+        );
+        // Each step once, and only forwards.
+        assert!(
+            !ok(st.accept_totp_step(id, 7, now).await),
+            "the confirming code's step"
+        );
+        assert!(ok(st.accept_totp_step(id, 9, now).await));
+        assert!(!ok(st.accept_totp_step(id, 9, now).await));
+        assert!(!ok(st.accept_totp_step(id, 8, now).await));
+        // Wrong codes count to the lockout, which refuses even a right one until it ends.
+        for n in 1..=4 {
+            let f = st.record_totp_failure(id, now, 5, 60_000).await;
+            let f = f.ok().flatten().unwrap_or_else(|| panic!("failure {n}"));
+            assert_eq!((f.failures, f.locked_until), (n, 0));
+        }
+        let f = st.record_totp_failure(id, now, 5, 60_000).await;
+        let f = f.ok().flatten().unwrap_or_else(|| panic!("the fifth"));
+        assert_eq!((f.failures, f.locked_until), (0, now + 60_000));
+        assert!(!ok(st.accept_totp_step(id, 10, now + 59_999).await));
+        assert!(ok(st.accept_totp_step(id, 10, now + 60_000).await));
+        let row = st
+            .totp(id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("row"));
+        assert_eq!((row.last_step, row.failures, row.locked_until), (10, 0, 0));
+        // Removed: nothing to count against.
+        assert!(ok(st.remove_totp(id).await));
+        assert!(!ok(st.remove_totp(id).await));
+        assert!(matches!(
+            st.record_totp_failure(id, now, 5, 60_000).await,
+            Ok(None)
+        ));
+    }
+);
