@@ -111,19 +111,12 @@ impl Browser {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        let response = self
+        let request = self
             .http
             .post(url)
-            .header("cookie", self.cookie_header())
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| BrowserError::Http {
-                url: url.to_string(),
-                source,
-            })?;
-        self.store_cookies(&response);
+            .body(body);
+        let response = self.send(url, request).await?;
         let status = response.status().as_u16();
         if (300..400).contains(&status) {
             let next = resolve(url, &location(&response));
@@ -145,9 +138,17 @@ impl Browser {
     }
 
     async fn get(&mut self, url: &str) -> Result<reqwest::Response, BrowserError> {
-        let response = self
-            .http
-            .get(url)
+        let request = self.http.get(url);
+        self.send(url, request).await
+    }
+
+    /// Sends `request` (to `url`) with the jar's cookies, and keeps the ones it sets.
+    async fn send(
+        &mut self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, BrowserError> {
+        let response = request
             .header("cookie", self.cookie_header())
             .send()
             .await

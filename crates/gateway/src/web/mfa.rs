@@ -68,6 +68,21 @@ async fn user_of(
     }
 }
 
+/// The signed-in user behind a posted form whose CSRF token is `csrf`, or the page to answer
+/// with (sign-in, 503, or the stale-form refusal).
+async fn form_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<(Principal, String, UserRow), Response> {
+    let signed_in = signed_in_form(state, headers).await;
+    let (principal, token, user) = user_of(state, signed_in).await?;
+    if !super::cookies::csrf_ok(&token, csrf) {
+        return Err(stale_form());
+    }
+    Ok((principal, token, user))
+}
+
 /// The page as it stands for `user`, with `error` about the last form.
 async fn show(
     state: &AppState,
@@ -143,14 +158,10 @@ pub async fn setup(
     headers: HeaderMap,
     PageForm(form): PageForm<super::CsrfForm>,
 ) -> Response {
-    let signed_in = signed_in_form(&state, &headers).await;
-    let (_, token, user) = match user_of(&state, signed_in).await {
+    let (_, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
-    if !super::cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        return stale_form();
-    }
     let started = async {
         let key = mfa::key(&state.config)?;
         mfa::start_setup(&state.store, &key, user.id, now_ms()).await
@@ -172,14 +183,10 @@ pub async fn confirm(
     headers: HeaderMap,
     PageForm(form): PageForm<CodeForm>,
 ) -> Response {
-    let signed_in = signed_in_form(&state, &headers).await;
-    let (principal, token, user) = match user_of(&state, signed_in).await {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
-    if !super::cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        return stale_form();
-    }
     let code = form.code.as_deref().unwrap_or("");
     let confirmed = async {
         let key = mfa::key(&state.config)?;
@@ -213,14 +220,10 @@ pub async fn remove(
     headers: HeaderMap,
     PageForm(form): PageForm<CodeForm>,
 ) -> Response {
-    let signed_in = signed_in_form(&state, &headers).await;
-    let (principal, token, user) = match user_of(&state, signed_in).await {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
-    if !super::cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        return stale_form();
-    }
     let code = form.code.as_deref().unwrap_or("");
     let checked = async {
         let key = mfa::key(&state.config)?;

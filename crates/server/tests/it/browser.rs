@@ -86,26 +86,33 @@ async fn browser(driver: &Driver) -> fantoccini::Client {
         .unwrap_or_else(|e| panic!("webdriver session: {e}"))
 }
 
-async fn text(c: &fantoccini::Client, css: &str) -> String {
-    let el = c
-        .wait()
+/// The element `css` selects, once the page has it (15 s at most).
+async fn element(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
         .at_most(Duration::from_secs(15))
         .for_element(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
-    el.text().await.unwrap_or_default()
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+async fn text(c: &fantoccini::Client, css: &str) -> String {
+    element(c, css).await.text().await.unwrap_or_default()
 }
 
 async fn click(c: &fantoccini::Client, css: &str) {
-    let el = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let el = element(c, css).await;
     el.click()
         .await
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Opens the gateway's home page and signs in as `who@example.com` in dev-oidc's picker.
+async fn sign_in_as(c: &fantoccini::Client, gateway: &str, who: &str) {
+    c.goto(&format!("{gateway}/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(c, "#signin").await;
+    click(c, &format!("#user-{who}-example-com")).await;
 }
 
 both_backends!(web_sign_in_in_chromium, |db| async move {
@@ -114,12 +121,7 @@ both_backends!(web_sign_in_in_chromium, |db| async move {
     };
     let dev = Dev::start(&db).await;
     let c = browser(&driver).await;
-    c.goto(&format!("{}/", dev.gateway))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    click(&c, "#signin").await;
-    // dev-oidc's picker.
-    click(&c, "#user-viewer-example-com").await;
+    sign_in_as(&c, &dev.gateway, "viewer").await;
     assert_eq!(text(&c, "#email").await, "viewer@example.com");
     assert_eq!(text(&c, "#role").await, "viewer");
     let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
@@ -586,34 +588,10 @@ both_backends!(
     }
 );
 
-/// The code an authenticator app holding `secret` (base32, as the page shows it) shows for a
-/// step after `last` (and within one of now), waiting for the clock when need be.
-async fn authenticator_code(secret: &str, last: &mut u64) -> String {
-    use gateway::mfa::totp;
-    let secret = totp::secret_from_base32(secret).unwrap_or_else(|| panic!("secret {secret:?}"));
-    loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() / totp::STEP_SECS)
-            .unwrap_or(0);
-        let step = (*last + 1).max(now.saturating_sub(1));
-        if step <= now + 1 {
-            *last = step;
-            return totp::code_at(&secret, step * totp::STEP_SECS)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
-    let el = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css(css))
+    element(c, css)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
-    el.send_keys(text)
+        .send_keys(text)
         .await
         .unwrap_or_else(|e| panic!("type into {css}: {e}"));
 }
@@ -625,30 +603,21 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     // dev seals secrets with the key it keeps in its data directory.
     let dev = Dev::start(&db).await;
     let c = browser(&driver).await;
-    c.goto(&format!("{}/", dev.gateway))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    click(&c, "#signin").await;
-    click(&c, "#user-ops-example-com").await;
+    sign_in_as(&c, &dev.gateway, "ops").await;
     assert!(text(&c, "#mfa").await.starts_with("off"));
 
     // Set up: a QR code the browser draws, the key to type, and the first code turns it on.
     click(&c, "#mfa-link").await;
     click(&c, "#setup").await;
     let secret = text(&c, "#secret").await;
-    let qr = c
-        .wait()
-        .at_most(Duration::from_secs(15))
-        .for_element(Locator::Css("#qr svg"))
-        .await
-        .unwrap_or_else(|e| panic!("QR code: {e}"));
+    let qr = element(&c, "#qr svg").await;
     let (_, _, width, height) = qr.rectangle().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         width >= 150.0 && height >= 150.0,
         "QR code drawn {width}x{height}"
     );
-    let mut last = 0;
-    let code = authenticator_code(&secret, &mut last).await;
+    let mut app = crate::mfa::App::new(&secret);
+    let code = app.next_code().await;
     type_into(&c, "#code", &code).await;
     click(&c, "#confirm").await;
     assert!(text(&c, "#status").await.contains("is on"), "turned on");
@@ -669,7 +638,7 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     type_into(&c, "#code", "000000").await;
     click(&c, "#verify").await;
     assert!(text(&c, "#error").await.contains("not right"));
-    let code = authenticator_code(&secret, &mut last).await;
+    let code = app.next_code().await;
     type_into(&c, "#code", &code).await;
     click(&c, "#verify").await;
     wait_for_url(&c, "/account").await;

@@ -16,7 +16,7 @@ const WHO: &str = "deployer@example.com";
 /// Acts as the person's authenticator app: a code for a step newer than any used so far
 /// (the gateway accepts each step once, and one step either side of now), waiting for the
 /// clock when the steps within reach are used up.
-struct App {
+pub struct App {
     secret: Vec<u8>,
     /// The secret as the setup page showed it.
     base32: String,
@@ -24,6 +24,16 @@ struct App {
 }
 
 impl App {
+    /// The app holding the secret the set-up page showed as `base32`.
+    pub fn new(base32: &str) -> App {
+        let secret = totp::secret_from_base32(base32).unwrap_or_else(|| panic!("{base32:?}"));
+        App {
+            secret,
+            base32: base32.to_string(),
+            last_step: 0,
+        }
+    }
+
     fn now_step() -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -32,7 +42,7 @@ impl App {
         now / totp::STEP_SECS
     }
 
-    async fn next_code(&mut self) -> String {
+    pub async fn next_code(&mut self) -> String {
         loop {
             let now = App::now_step();
             let step = (self.last_step + 1).max(now.saturating_sub(1));
@@ -142,13 +152,7 @@ async fn set_up(s: &SignIn, b: &mut Browser) -> App {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(setup.status, 200, "{}", setup.body);
     assert!(setup.body.contains("<svg"), "a QR code: {}", setup.body);
-    let base32 = between(&setup.body, "id=\"secret\">", "<");
-    let secret = totp::secret_from_base32(&base32).unwrap_or_else(|| panic!("{}", setup.body));
-    let mut app = App {
-        secret,
-        base32,
-        last_step: 0,
-    };
+    let mut app = App::new(&between(&setup.body, "id=\"secret\">", "<"));
     let confirm = format!("{}/account/mfa/confirm", s.gw.url);
     // A wrong first code turns nothing on.
     let wrong = b
@@ -170,17 +174,22 @@ async fn set_up(s: &SignIn, b: &mut Browser) -> App {
     app
 }
 
+/// `WHO` added as a deployer, and a gateway with `MFA_ENCRYPTION_KEY` (or without: `key`).
+async fn gateway_with_key(db: &Db, key: Option<&str>) -> SignIn {
+    let env: Vec<(&str, &str)> = key.map(|k| ("MFA_ENCRYPTION_KEY", k)).into_iter().collect();
+    SignIn::start(db, dev_oidc::Quirks::default(), &env).await
+}
+
+fn add_who(db: &Db) {
+    let (ok, _, err) = admin(db, &["users", "add", WHO, "--role", "deployer"]);
+    assert!(ok, "{err}");
+}
+
 both_backends!(
     an_authenticator_app_guards_every_sign_in_web_and_cli,
     |db| async move {
-        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
-        assert!(ok, "{err}");
-        let s = SignIn::start(
-            &db,
-            dev_oidc::Quirks::default(),
-            &[("MFA_ENCRYPTION_KEY", KEY)],
-        )
-        .await;
+        add_who(&db);
+        let s = gateway_with_key(&db, Some(KEY)).await;
 
         // Without an app, sign-in is one step; the account page offers the second.
         let (mut first, page) = web_sign_in(&s).await;
@@ -362,14 +371,8 @@ both_backends!(
 both_backends!(
     an_authenticator_is_removed_only_with_a_code_and_codes_need_the_key,
     |db| async move {
-        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
-        assert!(ok, "{err}");
-        let s = SignIn::start(
-            &db,
-            dev_oidc::Quirks::default(),
-            &[("MFA_ENCRYPTION_KEY", KEY)],
-        )
-        .await;
+        add_who(&db);
+        let s = gateway_with_key(&db, Some(KEY)).await;
         let (mut b, _) = web_sign_in(&s).await;
         let mut app = set_up(&s, &mut b).await;
 
@@ -398,7 +401,7 @@ both_backends!(
 
         // A gateway started without the key cannot check codes: nobody with an app gets in.
         drop(s);
-        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let s = gateway_with_key(&db, None).await;
         let (mut b2, asked) = web_sign_in(&s).await;
         assert!(asks_for_a_code(&asked), "{}", asked.body);
         let code = app.next_code().await;
@@ -412,12 +415,7 @@ both_backends!(
 
         // With the key again: a right code removes it, and sign-in is one step.
         drop(s);
-        let s = SignIn::start(
-            &db,
-            dev_oidc::Quirks::default(),
-            &[("MFA_ENCRYPTION_KEY", KEY)],
-        )
-        .await;
+        let s = gateway_with_key(&db, Some(KEY)).await;
         let (mut b3, asked) = web_sign_in(&s).await;
         let code = app.next_code().await;
         let signed_in = give(&s, &mut b3, &asked, &code).await;
@@ -450,8 +448,7 @@ both_backends!(
 both_backends!(
     the_authenticator_store_takes_each_step_once_and_counts_to_a_lockout,
     |db| async move {
-        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
-        assert!(ok, "{err}");
+        add_who(&db);
         let st = store(&db).await;
         let id = st
             .find_user(WHO)

@@ -15,7 +15,7 @@ use super::record::audit_signin;
 use crate::app::{AppState, Peer};
 use crate::mfa::{self, CodeCheck};
 use crate::secret_eq::secret_eq;
-use crate::store::{LoginRow, now_ms};
+use crate::store::{LoginRow, UserRow, now_ms};
 use crate::web::{self, PageForm, cookies};
 
 /// Where the code is asked for.
@@ -108,6 +108,26 @@ async fn waiting_attempt(state: &AppState, headers: &HeaderMap) -> Result<LoginR
     }
 }
 
+/// The person signing in with `attempt`, or the page to show instead.
+async fn attempt_user(state: &AppState, attempt: &LoginRow) -> Result<UserRow, Response> {
+    let found = match attempt.user_id {
+        Some(id) => state.store.user_by_id(id).await,
+        None => Ok(None),
+    };
+    match found {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(web::message(
+            StatusCode::GONE,
+            "Sign-in ended",
+            "Sign in again.",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "user lookup failed");
+            Err(web::unavailable("You are not signed in."))
+        }
+    }
+}
+
 /// The page asking for a code (`error` says what was wrong with the last one).
 async fn challenge(
     state: &AppState,
@@ -115,17 +135,9 @@ async fn challenge(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    let user = match attempt.user_id {
-        Some(id) => state.store.user_by_id(id).await,
-        None => Ok(None),
-    };
-    let email = match user {
-        Ok(Some(user)) => user.email,
-        Ok(None) => return web::message(StatusCode::GONE, "Sign-in ended", "Sign in again."),
-        Err(e) => {
-            tracing::error!(error = %e, "user lookup failed");
-            return web::unavailable("You are not signed in.");
-        }
+    let email = match attempt_user(state, attempt).await {
+        Ok(user) => user.email,
+        Err(page) => return page,
     };
     let csrf = cookies::csrf_token(&attempt.id);
     web::render(
@@ -170,17 +182,9 @@ pub async fn submit(
     if !cookies::csrf_ok(&attempt.id, form.csrf.as_deref()) {
         return web::stale_form();
     }
-    let user = match attempt.user_id {
-        Some(id) => state.store.user_by_id(id).await,
-        None => Ok(None),
-    };
-    let user = match user {
-        Ok(Some(user)) => user,
-        Ok(None) => return web::message(StatusCode::GONE, "Sign-in ended", "Sign in again."),
-        Err(e) => {
-            tracing::error!(error = %e, "user lookup failed");
-            return web::unavailable("You are not signed in.");
-        }
+    let user = match attempt_user(&state, &attempt).await {
+        Ok(user) => user,
+        Err(page) => return page,
     };
     let email = Some(user.email.as_str());
     let refuse = |details: serde_json::Value| {
@@ -207,15 +211,7 @@ pub async fn submit(
     match checked.await {
         Ok(Some(CodeCheck::Accepted)) => {}
         Ok(None) => {
-            end_attempt(
-                &state,
-                &attempt.id,
-                "mfa",
-                "refused",
-                None,
-                Some("mfa_removed"),
-            )
-            .await;
+            give_up(&state, &attempt, "mfa_removed").await;
             return web::message(
                 StatusCode::CONFLICT,
                 "Sign in again",
@@ -244,15 +240,7 @@ pub async fn submit(
         }))
         | Ok(Some(CodeCheck::Locked { until })) => {
             refuse(json!({ "reason": "locked_out", "until": web::time(until) })).await;
-            end_attempt(
-                &state,
-                &attempt.id,
-                "mfa",
-                "refused",
-                None,
-                Some("mfa_locked"),
-            )
-            .await;
+            give_up(&state, &attempt, "mfa_locked").await;
             // To the nearest minute, at least one.
             let minutes = (((until - now_ms()).max(0) + 30_000) / 60_000).max(1);
             return web::message(
@@ -297,6 +285,11 @@ pub async fn submit(
     };
     let result = complete(&state, peer, &headers, attempt, admitted).await;
     answer(&state, peer, &headers, result).await
+}
+
+/// Ends `attempt`, waiting for its code, as refused for `reason`.
+async fn give_up(state: &AppState, attempt: &LoginRow, reason: &str) {
+    end_attempt(state, &attempt.id, "mfa", "refused", None, Some(reason)).await;
 }
 
 fn with_channel(mut details: serde_json::Value, channel: &str) -> serde_json::Value {
