@@ -40,9 +40,10 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 8] = [
+const DEV_SETTINGS: [&str; 9] = [
     "DATABASE_URL",
     "MFA_ENCRYPTION_KEY",
+    "MFA_REQUIRED",
     "AUDIT_HMAC_KEY",
     "AUDIT_HMAC_KEY_NEXT",
     "SQLITE_SYNCHRONOUS",
@@ -72,6 +73,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     warn_about_ignored_settings();
     let store_config = store_config(&args)?;
     let mfa_key = mfa_key(&args)?;
+    let mfa_required = gateway::config::mfa_required(&|name: &str| {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    })
+    .context("configuration")?;
     let listeners = Listeners::bind(&args).await?;
     let rack_token = random_hex();
     let client_secret = random_hex();
@@ -82,6 +87,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         client_secret.clone(),
     )?;
     config.mfa_encryption_key = Some(mfa_key);
+    config.mfa_required = mfa_required;
 
     let stop = CancellationToken::new();
     let rack_stop = stop.clone();
@@ -351,6 +357,7 @@ fn config(
         sessions: SessionConfig::default(),
         // Set by `run` (from the environment or the data directory).
         mfa_encryption_key: None,
+        mfa_required: false,
     })
 }
 

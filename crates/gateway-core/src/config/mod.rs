@@ -111,6 +111,9 @@ pub struct Config {
     /// `MFA_ENCRYPTION_KEY`: 32 bytes, as 64 hexadecimal characters, that seal TOTP secrets
     /// in the database. Without it nobody can set up TOTP, and those who have cannot sign in.
     pub mfa_encryption_key: Option<Secret>,
+    /// `MFA_REQUIRED`: every person signing in must use an authenticator app, setting one up
+    /// at sign-in when they have none (needs `MFA_ENCRYPTION_KEY`).
+    pub mfa_required: bool,
 }
 
 /// How many WebSocket sessions may be open.
@@ -159,6 +162,7 @@ impl std::fmt::Debug for Config {
             .field("oidc", &self.oidc)
             .field("sessions", &self.sessions)
             .field("mfa_encryption_key", &self.mfa_encryption_key)
+            .field("mfa_required", &self.mfa_required)
             .finish()
     }
 }
@@ -192,6 +196,14 @@ impl Config {
         let trusted_proxies = trusted_proxies(&get)?;
         let oidc = parse_oidc(&get, public_url.as_ref())?;
         let mfa_encryption_key = mfa_encryption_key(&get)?;
+        let mfa_required = mfa_required(&get)?;
+        if mfa_required && mfa_encryption_key.is_none() {
+            return Err(ConfigError::Missing {
+                name: "MFA_ENCRYPTION_KEY",
+                expected: "with MFA_REQUIRED=true: 64 hexadecimal characters (32 random bytes), \
+                           e.g. from `openssl rand -hex 32`",
+            });
+        }
         Ok(Config {
             rack_host,
             rack_token,
@@ -231,6 +243,7 @@ impl Config {
                 )?,
             },
             mfa_encryption_key,
+            mfa_required,
         })
     }
 }
@@ -275,6 +288,13 @@ impl Config {
                  is reached first",
                 self.websockets.per_credential, self.websockets.total
             ));
+        }
+        if self.mfa_required && self.oidc.is_none() {
+            found.push(
+                "MFA_REQUIRED has no effect without OIDC_ISSUER: nobody signs in (API tokens are \
+                 not asked for codes)"
+                    .into(),
+            );
         }
         found
     }
@@ -353,6 +373,11 @@ fn metrics_listen_addr(
         });
     }
     Ok(Some(addr))
+}
+
+/// `MFA_REQUIRED` (default false).
+pub fn mfa_required(get: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    boolean(get, "MFA_REQUIRED", false)
 }
 
 /// `MFA_ENCRYPTION_KEY`, when set: exactly 64 hexadecimal characters (32 random bytes).
@@ -1003,6 +1028,20 @@ mod tests {
             );
             assert!(!error.contains(bad), "the value is not repeated");
         }
+        // Requiring it needs the key.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MFA_REQUIRED", "true"));
+        assert!(refused(&pairs).starts_with("MFA_ENCRYPTION_KEY is required: with MFA_REQUIRED"));
+        pairs.push(("MFA_ENCRYPTION_KEY", key));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.mfa_required);
+        let warnings = c.start_up_warnings();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("MFA_REQUIRED has no effect without OIDC")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

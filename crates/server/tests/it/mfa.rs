@@ -174,7 +174,7 @@ async fn set_up(s: &SignIn, b: &mut Browser) -> App {
     app
 }
 
-/// `WHO` added as a deployer, and a gateway with `MFA_ENCRYPTION_KEY` (or without: `key`).
+/// A gateway with `MFA_ENCRYPTION_KEY` (or without: `key`).
 async fn gateway_with_key(db: &Db, key: Option<&str>) -> SignIn {
     let env: Vec<(&str, &str)> = key.map(|k| ("MFA_ENCRYPTION_KEY", k)).into_iter().collect();
     SignIn::start(db, dev_oidc::Quirks::default(), &env).await
@@ -507,5 +507,70 @@ both_backends!(
             st.record_totp_failure(id, now, 5, 60_000).await,
             Ok(None)
         ));
+    }
+);
+
+both_backends!(
+    with_mfa_required_a_person_without_an_app_sets_one_up_to_sign_in,
+    |db| async move {
+        add_who(&db);
+        let env = [("MFA_ENCRYPTION_KEY", KEY), ("MFA_REQUIRED", "true")];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+
+        // The provider's step leads to setting up an app, not to a session.
+        let (mut b, asked) = web_sign_in(&s).await;
+        assert!(asks_for_a_code(&asked), "{} {}", asked.url, asked.body);
+        assert!(
+            asked.body.contains("Set up two-step sign-in"),
+            "{}",
+            asked.body
+        );
+        assert!(asked.body.contains("<svg"), "a QR code");
+        let base32 = between(&asked.body, "id=\"secret\">", "<");
+        assert_eq!(sessions_of(&db).await, 0);
+        // Looking again shows the same key (no new secret per view).
+        let again = b
+            .visit(&format!("{}/api/v1/auth/mfa", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(between(&again.body, "id=\"secret\">", "<"), base32);
+
+        // A wrong code sets nothing up; the app's code does, and signs in.
+        let mut app = App::new(&base32);
+        let wrong = give(&s, &mut b, &asked, &app.wrong_code()).await;
+        assert_eq!(wrong.status, 400, "{}", wrong.body);
+        assert_eq!(between(&wrong.body, "id=\"secret\">", "<"), base32);
+        assert_eq!(sessions_of(&db).await, 0);
+        let code = app.next_code().await;
+        let signed_in = give(&s, &mut b, &asked, &code).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        assert!(
+            signed_in.body.contains("id=\"mfa\">on"),
+            "{}",
+            signed_in.body
+        );
+        let enabled = events(&db, "gateway:mfa:enable").await;
+        assert_eq!(enabled.len(), 1, "{enabled:?}");
+        assert_eq!(enabled[0].details["at"], "sign_in");
+        assert_eq!(enabled[0].user_email.as_deref(), Some(WHO));
+        let signins = events(&db, "gateway:auth:signin").await;
+        let last = signins.last().unwrap_or_else(|| panic!("a sign-in event"));
+        assert_eq!(last.details["mfa"], "totp", "{last:?}");
+
+        // From then on, a code is asked for like anyone's.
+        let (mut b2, asked2) = web_sign_in(&s).await;
+        assert!(
+            asked2.body.contains("Enter your authenticator code"),
+            "{}",
+            asked2.body
+        );
+        assert!(
+            !asked2.body.contains("id=\"secret\""),
+            "the key is not shown again"
+        );
+        let code = app.next_code().await;
+        let signed_in = give(&s, &mut b2, &asked2, &code).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        assert_eq!(sessions_of(&db).await, 2);
     }
 );

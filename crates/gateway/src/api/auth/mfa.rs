@@ -15,7 +15,7 @@ use super::record::audit_signin;
 use crate::app::{AppState, Peer};
 use crate::mfa::{self, CodeCheck};
 use crate::secret_eq::secret_eq;
-use crate::store::{LoginRow, UserRow, now_ms};
+use crate::store::{LoginRow, TotpRow, UserRow, now_ms};
 use crate::web::{self, PageForm, cookies};
 
 /// Where the code is asked for.
@@ -31,19 +31,40 @@ struct ChallengePage<'a> {
     channel: &'a str,
     csrf: &'a str,
     error: Option<&'a str>,
+    /// With `MFA_REQUIRED`, for someone without an app: the one to set up now.
+    setup: Option<mfa::totp::Provisioning>,
 }
 
-/// Moves a sign-in whose person has an authenticator to wait for their code and sends the
-/// browser to the code page; `None` when they have none (the sign-in goes on).
+/// What the second step of a sign-in is for its person.
+enum SecondStep {
+    /// A code from their app.
+    Code(TotpRow),
+    /// Setting up an app, which `MFA_REQUIRED` asks of everyone.
+    SetUp,
+    /// Nothing: no app, and none required.
+    Nothing,
+}
+
+async fn second_step(state: &AppState, user_id: i64) -> Result<SecondStep, mfa::MfaError> {
+    Ok(match mfa::required(&state.store, user_id).await? {
+        Some(row) => SecondStep::Code(row),
+        None if state.config.mfa_required => SecondStep::SetUp,
+        None => SecondStep::Nothing,
+    })
+}
+
+/// Moves a sign-in whose person has an authenticator (or must set one up: `MFA_REQUIRED`) to
+/// wait for their code and sends the browser to the code page; `None` when there is nothing
+/// to ask (the sign-in goes on).
 pub(super) async fn ask_if_required(
     state: &AppState,
     attempt: &LoginRow,
     admitted: &Admitted,
 ) -> Result<Option<Response>, NotSignedIn> {
     let user = &admitted.user;
-    match mfa::required(&state.store, user.id).await {
-        Ok(None) => return Ok(None),
-        Ok(Some(_)) => {}
+    match second_step(state, user.id).await {
+        Ok(SecondStep::Nothing) => return Ok(None),
+        Ok(SecondStep::Code(_) | SecondStep::SetUp) => {}
         Err(e) => {
             tracing::error!(error = %e, "could not tell whether a user has an authenticator");
             end_attempt(
@@ -128,34 +149,95 @@ async fn attempt_user(state: &AppState, attempt: &LoginRow) -> Result<UserRow, R
     }
 }
 
-/// The page asking for a code (`error` says what was wrong with the last one).
-async fn challenge(
-    state: &AppState,
+/// The page asking `user` for a code (`error` says what was wrong with the last one), or with
+/// `setup`, for the first code of the app to set up.
+fn challenge(
     attempt: &LoginRow,
+    user: &UserRow,
+    setup: Option<mfa::totp::Provisioning>,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    let email = match attempt_user(state, attempt).await {
-        Ok(user) => user.email,
-        Err(page) => return page,
-    };
     let csrf = cookies::csrf_token(&attempt.id);
     web::render(
         status,
         &ChallengePage {
-            email: &email,
+            email: &user.email,
             channel: &attempt.channel,
             csrf: &csrf,
             error,
+            setup,
         },
     )
 }
 
-/// `GET /api/v1/auth/mfa`: asks for the code of this browser's sign-in.
+/// The page setting up `user`'s app during their sign-in (`MFA_REQUIRED`): the set-up in
+/// progress, or a new one.
+async fn setup_page(
+    state: &AppState,
+    attempt: &LoginRow,
+    user: &UserRow,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let provisioning = async {
+        let key = mfa::key(&state.config)?;
+        let secret = match state.store.totp(user.id).await? {
+            Some(row) if row.confirmed_at.is_none() => key.open(user.id, &row.secret_sealed)?,
+            _ => match mfa::start_setup(&state.store, &key, user.id, now_ms()).await? {
+                Some(secret) => secret,
+                None => return Ok(None),
+            },
+        };
+        mfa::totp::provisioning(&secret, &user.email).map(Some)
+    };
+    match provisioning.await {
+        Ok(Some(p)) => challenge(attempt, user, Some(p), status, error),
+        // Confirmed meanwhile (another tab): a code is what is asked now.
+        Ok(None) => challenge(attempt, user, None, status, error),
+        Err(e) => cannot_check(&e),
+    }
+}
+
+/// The page for a second step the gateway cannot take (no key, a store error).
+fn cannot_check(e: &mfa::MfaError) -> Response {
+    tracing::error!(error = %e, "a sign-in code could not be checked");
+    web::message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Cannot check codes",
+        "The gateway cannot check authenticator codes right now. Try again shortly; if it \
+         persists, tell an administrator (the gateway's log says why).",
+    )
+}
+
+/// The page for a sign-in whose app was removed while it waited.
+async fn removed_meanwhile(state: &AppState, attempt: &LoginRow) -> Response {
+    // Nothing to ask for now, but this sign-in was not checked against the app it started
+    // with; starting again costs a click.
+    give_up(state, attempt, "mfa_removed").await;
+    web::message(
+        StatusCode::CONFLICT,
+        "Sign in again",
+        "Your authenticator was removed while you were signing in. Sign in again.",
+    )
+}
+
+/// `GET /api/v1/auth/mfa`: asks for the code of this browser's sign-in (with `MFA_REQUIRED`,
+/// sets up the app of someone who has none).
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match waiting_attempt(&state, &headers).await {
-        Ok(attempt) => challenge(&state, &attempt, StatusCode::OK, None).await,
-        Err(page) => page,
+    let attempt = match waiting_attempt(&state, &headers).await {
+        Ok(attempt) => attempt,
+        Err(page) => return page,
+    };
+    let user = match attempt_user(&state, &attempt).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    match second_step(&state, user.id).await {
+        Ok(SecondStep::Code(_)) => challenge(&attempt, &user, None, StatusCode::OK, None),
+        Ok(SecondStep::SetUp) => setup_page(&state, &attempt, &user, StatusCode::OK, None).await,
+        Ok(SecondStep::Nothing) => removed_meanwhile(&state, &attempt).await,
+        Err(e) => cannot_check(&e),
     }
 }
 
@@ -191,54 +273,50 @@ pub async fn submit(
         let details = with_channel(details, &attempt.channel);
         audit_signin(&state, &peer, &headers, ACTION, email, false, details)
     };
+    let code = form.code.as_deref().unwrap_or("");
+    let row = match second_step(&state, user.id).await {
+        Ok(SecondStep::Code(row)) => row,
+        Ok(SecondStep::SetUp) => {
+            return set_up_at_sign_in(&state, peer, &headers, attempt, user, code).await;
+        }
+        Ok(SecondStep::Nothing) => return removed_meanwhile(&state, &attempt).await,
+        Err(e) => return cannot_check(&e),
+    };
     let checked = async {
         let key = mfa::key(&state.config)?;
-        let Some(row) = mfa::required(&state.store, user.id).await? else {
-            // Removed by an administrator since the provider step: nothing to ask for, but
-            // this sign-in was not checked against it; starting again costs a click.
-            return Ok(None);
-        };
-        mfa::check_code(
-            &state.store,
-            &key,
-            &row,
-            form.code.as_deref().unwrap_or(""),
-            now_ms(),
-        )
-        .await
-        .map(Some)
+        mfa::check_code(&state.store, &key, &row, code, now_ms()).await
     };
     match checked.await {
-        Ok(Some(CodeCheck::Accepted)) => {}
-        Ok(None) => {
-            give_up(&state, &attempt, "mfa_removed").await;
-            return web::message(
-                StatusCode::CONFLICT,
-                "Sign in again",
-                "Your authenticator was removed while you were signing in. Sign in again.",
-            );
-        }
-        Ok(Some(CodeCheck::Malformed)) => {
+        Ok(CodeCheck::Accepted) => {}
+        Ok(CodeCheck::Malformed) => {
             let error = "Enter the six digits your authenticator app shows.";
-            return challenge(&state, &attempt, StatusCode::BAD_REQUEST, Some(error)).await;
+            return challenge(&attempt, &user, None, StatusCode::BAD_REQUEST, Some(error));
         }
-        Ok(Some(CodeCheck::Wrong {
+        Ok(CodeCheck::Wrong {
             failures,
             locked_until: None,
-        })) => {
+        }) => {
             refuse(json!({ "reason": "wrong_code", "failures": failures })).await;
             let left = mfa::MAX_FAILURES - failures;
             let error = format!(
                 "That code is not right (or was used already). {left} more wrong in a row \
                  and codes are refused for 15 minutes."
             );
-            return challenge(&state, &attempt, StatusCode::UNAUTHORIZED, Some(&error)).await;
+            return challenge(
+                &attempt,
+                &user,
+                None,
+                StatusCode::UNAUTHORIZED,
+                Some(&error),
+            );
         }
-        Ok(Some(CodeCheck::Wrong {
-            locked_until: Some(until),
-            ..
-        }))
-        | Ok(Some(CodeCheck::Locked { until })) => {
+        Ok(
+            CodeCheck::Wrong {
+                locked_until: Some(until),
+                ..
+            }
+            | CodeCheck::Locked { until },
+        ) => {
             refuse(json!({ "reason": "locked_out", "until": web::time(until) })).await;
             give_up(&state, &attempt, "mfa_locked").await;
             // To the nearest minute, at least one.
@@ -253,17 +331,49 @@ pub async fn submit(
                 ),
             );
         }
-        Err(e) => {
-            tracing::error!(error = %e, "a sign-in code could not be checked");
-            return web::message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Cannot check codes",
-                "The gateway cannot check authenticator codes right now. Try again shortly; \
-                 if it persists, tell an administrator (the gateway's log says why).",
-            );
-        }
+        Err(e) => return cannot_check(&e),
     }
-    // Right: on to the session, exactly as a sign-in without a second factor.
+    go_on(&state, peer, &headers, attempt, user).await
+}
+
+/// With `MFA_REQUIRED`, for someone without an app: its first `code` confirms the app being
+/// set up (recorded as `gateway:mfa:enable`) and the sign-in goes on.
+async fn set_up_at_sign_in(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    attempt: LoginRow,
+    user: UserRow,
+    code: &str,
+) -> Response {
+    let confirmed = async {
+        let key = mfa::key(&state.config)?;
+        mfa::confirm_setup(&state.store, &key, user.id, code, now_ms()).await
+    };
+    match confirmed.await {
+        Ok(mfa::Confirmed::Yes) => {
+            let details = json!({ "factor": "totp", "channel": attempt.channel, "at": "sign_in" });
+            let (email, action) = (Some(user.email.as_str()), "gateway:mfa:enable");
+            audit_signin(state, &peer, headers, action, email, true, details).await;
+            go_on(state, peer, headers, attempt, user).await
+        }
+        Ok(mfa::Confirmed::WrongCode | mfa::Confirmed::NothingToConfirm) => {
+            let error = "That code is not right. Check the app's clock and enter the code it \
+                         shows now.";
+            setup_page(state, &attempt, &user, StatusCode::BAD_REQUEST, Some(error)).await
+        }
+        Err(e) => cannot_check(&e),
+    }
+}
+
+/// After a right code: on to the session, exactly as a sign-in without a second factor.
+async fn go_on(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    attempt: LoginRow,
+    user: UserRow,
+) -> Response {
     match state
         .store
         .finish_login(&attempt.id, "mfa", "exchanging", None, None)
@@ -283,8 +393,8 @@ pub async fn submit(
         user,
         second_factor: Some("totp"),
     };
-    let result = complete(&state, peer, &headers, attempt, admitted).await;
-    answer(&state, peer, &headers, result).await
+    let result = complete(state, peer, headers, attempt, admitted).await;
+    answer(state, peer, headers, result).await
 }
 
 /// Ends `attempt`, waiting for its code, as refused for `reason`.
