@@ -374,6 +374,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/mfa/setup", post(web::mfa::setup))
         .route("/account/mfa/confirm", post(web::mfa::confirm))
         .route("/account/mfa/remove", post(web::mfa::remove))
+        .route("/account/mfa/backup-codes", post(web::mfa::backup_codes))
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))

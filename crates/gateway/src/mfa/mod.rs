@@ -6,6 +6,7 @@
 //! asks for a code (`api::auth::mfa`) before a session exists. Five wrong codes in a row lock
 //! codes out for 15 minutes; a code is accepted once.
 
+pub mod backup;
 pub mod seal;
 pub mod totp;
 
@@ -60,7 +61,9 @@ pub async fn required(store: &Store, user_id: i64) -> Result<Option<TotpRow>, Mf
 pub enum CodeCheck {
     /// Right, and now used.
     Accepted,
-    /// Not six digits: not counted as a guess.
+    /// One of the user's backup codes, now used.
+    AcceptedBackupCode,
+    /// Neither six digits nor a backup code's form: not counted as a guess.
     Malformed,
     /// Wrong (or already used); `locked_until` is set when this one started a lockout.
     Wrong {
@@ -77,8 +80,9 @@ pub enum CodeCheck {
 }
 
 /// Checks `code` against `row`, user `row.user_id`'s confirmed authenticator, at `now_ms`:
-/// a right code for a step not used before is accepted (and that step used up); a wrong one
-/// is counted towards a lockout.
+/// a right code for a step not used before is accepted (and that step used up), as is one of
+/// the user's unused backup codes (then used up); a wrong one of either is counted towards a
+/// lockout.
 pub async fn check_code(
     store: &Store,
     key: &MfaKey,
@@ -91,18 +95,24 @@ pub async fn check_code(
             until: row.locked_until,
         });
     }
-    let Some(code) = totp::normalise(code) else {
-        return Ok(CodeCheck::Malformed);
-    };
-    let secret = key.open(row.user_id, &row.secret_sealed)?;
-    let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
-    if let Some(step) = totp::matching_step(&secret, &code, now_secs) {
-        let step = i64::try_from(step).unwrap_or(i64::MAX);
-        if store.accept_totp_step(row.user_id, step, now_ms).await? {
-            return Ok(CodeCheck::Accepted);
+    if let Some(code) = totp::normalise(code) {
+        let secret = key.open(row.user_id, &row.secret_sealed)?;
+        let now_secs = u64::try_from(now_ms / 1000).unwrap_or(0);
+        if let Some(step) = totp::matching_step(&secret, &code, now_secs) {
+            let step = i64::try_from(step).unwrap_or(i64::MAX);
+            if store.accept_totp_step(row.user_id, step, now_ms).await? {
+                return Ok(CodeCheck::Accepted);
+            }
+            // Used already, or locked meanwhile by wrong codes elsewhere: a replayed code is
+            // counted as a guess like any other.
         }
-        // Used already, or locked meanwhile by wrong codes elsewhere: a replayed code is
-        // counted as a guess like any other.
+    } else if let Some(code) = backup::normalise(code) {
+        let hash = key.backup_code_hash(row.user_id, &code);
+        if store.use_backup_code(row.user_id, &hash, now_ms).await? {
+            return Ok(CodeCheck::AcceptedBackupCode);
+        }
+    } else {
+        return Ok(CodeCheck::Malformed);
     }
     let failure = store
         .record_totp_failure(row.user_id, now_ms, MAX_FAILURES, LOCKOUT_MS)

@@ -12,8 +12,11 @@ use super::MfaError;
 /// What every sealed value starts with: the format, for a later change of algorithm.
 const PREFIX: &str = "v1:";
 
-/// The key TOTP secrets are sealed with.
-pub struct MfaKey(LessSafeKey);
+/// The key TOTP secrets are sealed with, and backup codes' HMACs are made with.
+pub struct MfaKey {
+    aead: LessSafeKey,
+    mac: ring::hmac::Key,
+}
 
 impl std::fmt::Debug for MfaKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,7 +29,15 @@ impl MfaKey {
     pub fn from_hex(hex_key: &str) -> Result<MfaKey, MfaError> {
         let bytes = hex::decode(hex_key.trim()).map_err(|_| MfaError::BadKey)?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| MfaError::BadKey)?;
-        Ok(MfaKey(LessSafeKey::new(key)))
+        // One key, two uses kept apart: the MAC's key is the HMAC of a label under it.
+        let derived = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            b"rack-gateway backup code key",
+        );
+        Ok(MfaKey {
+            aead: LessSafeKey::new(key),
+            mac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
+        })
     }
 
     /// `secret` sealed for user `user_id`: `v1:` and base64 of nonce ‖ ciphertext ‖ tag.
@@ -34,7 +45,7 @@ impl MfaKey {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut sealed = secret.to_vec();
-        self.0
+        self.aead
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(associated_data(user_id)),
@@ -57,10 +68,17 @@ impl MfaKey {
         let mut in_out = bytes.split_off(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| MfaError::Unreadable)?;
         let plain = self
-            .0
+            .aead
             .open_in_place(nonce, Aad::from(associated_data(user_id)), &mut in_out)
             .map_err(|_| MfaError::Unreadable)?;
         Ok(plain.to_vec())
+    }
+
+    /// The HMAC (hex) stored for user `user_id`'s backup code `code` (normalised): without
+    /// the key, the stored values say nothing about the codes.
+    pub fn backup_code_hash(&self, user_id: i64, code: &str) -> String {
+        let tag = ring::hmac::sign(&self.mac, format!("{user_id}\0{code}").as_bytes());
+        hex::encode(tag.as_ref())
     }
 }
 

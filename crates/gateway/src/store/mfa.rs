@@ -186,3 +186,88 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Replaces user `user_id`'s backup codes with `code_hashes` (all unused), in one
+    /// transaction; `false` (nothing changed) when they have no confirmed authenticator.
+    pub async fn replace_backup_codes(
+        &self,
+        user_id: i64,
+        code_hashes: &[String],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            // Written first: a SQLite transaction that reads before it writes can fail to
+            // become the writer when another one got there meanwhile.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM mfa_backup_codes WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            for hash in code_hashes {
+                let inserted = sqlx::query(
+                    "INSERT INTO mfa_backup_codes (user_id, code_hash, created_at) \
+                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM mfa_totp \
+                     WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+                )
+                .bind(user_id)
+                .bind(hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    // No confirmed authenticator: dropping `tx` rolls the delete back.
+                    return Ok(false);
+                }
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Uses user `user_id`'s backup code with `code_hash` at `now`, if it is theirs, unused,
+    /// and codes are not locked out; then clears the failures. Whether it was used.
+    pub async fn use_backup_code(
+        &self,
+        user_id: i64,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let used = sqlx::query(
+                "UPDATE mfa_backup_codes SET used_at = $1 \
+                 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM mfa_totp WHERE mfa_totp.user_id = $2 \
+                             AND confirmed_at IS NOT NULL AND locked_until <= $1)",
+            )
+            .bind(now)
+            .bind(user_id)
+            .bind(code_hash)
+            .execute(&self.pool)
+            .await?;
+            if used.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query("UPDATE mfa_totp SET failures = 0 WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// How many unused backup codes user `user_id` has.
+    pub async fn backup_codes_left(&self, user_id: i64) -> Result<i64, StoreError> {
+        bounded(self, async {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM mfa_backup_codes WHERE user_id = $1 AND used_at IS NULL",
+            )
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?)
+        })
+        .await
+    }
+}

@@ -26,6 +26,8 @@ use crate::store::{UserRow, now_ms};
 const ENABLE: &str = "gateway:mfa:enable";
 /// Audit action: an authenticator removed.
 const DISABLE: &str = "gateway:mfa:disable";
+/// Audit action: a new set of backup codes made.
+const BACKUP_CODES: &str = "gateway:mfa:backup_codes";
 
 #[derive(Template)]
 #[template(path = "mfa.html")]
@@ -37,6 +39,10 @@ struct MfaPage {
     on_since: Option<String>,
     /// The authenticator being set up.
     setup: Option<mfa::totp::Provisioning>,
+    /// Unused backup codes, when on.
+    backup_left: i64,
+    /// Backup codes just made: shown this once.
+    new_codes: Vec<String>,
     error: Option<String>,
 }
 
@@ -91,6 +97,18 @@ async fn show(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
+    show_with_codes(state, token, user, status, error, Vec::new()).await
+}
+
+/// [`show`], with backup codes just made (`new_codes`) shown once.
+async fn show_with_codes(
+    state: &AppState,
+    token: &str,
+    user: &UserRow,
+    status: StatusCode,
+    error: Option<String>,
+    new_codes: Vec<String>,
+) -> Response {
     let key = mfa::key(&state.config);
     let row = match state.store.totp(user.id).await {
         Ok(row) => row,
@@ -100,6 +118,16 @@ async fn show(
         }
     };
     let on_since = row.as_ref().and_then(|r| r.confirmed_at).map(time);
+    let backup_left = match on_since {
+        Some(_) => match state.store.backup_codes_left(user.id).await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "backup code count failed");
+                return super::StoreDown.into_response();
+            }
+        },
+        None => 0,
+    };
     let setup = match (&key, row.as_ref().filter(|r| r.confirmed_at.is_none())) {
         (Ok(key), Some(row)) => match key
             .open(user.id, &row.secret_sealed)
@@ -121,6 +149,8 @@ async fn show(
             available: key.is_ok(),
             on_since,
             setup,
+            backup_left,
+            new_codes,
             error,
         },
     )
@@ -199,7 +229,21 @@ pub async fn confirm(
             if let Err(err) = state.audit.record(e).await {
                 tracing::error!(error = %err, "an authenticator was turned on but not recorded");
             }
-            Redirect::to("/account/mfa").into_response()
+            // Its backup codes, shown this once (the app is on either way).
+            let codes = async {
+                let key = mfa::key(&state.config)?;
+                mfa::backup::replace(&state.store, &key, user.id, now_ms()).await
+            };
+            match codes.await {
+                Ok(Some(codes)) => {
+                    show_with_codes(&state, &token, &user, StatusCode::OK, None, codes).await
+                }
+                Ok(None) => Redirect::to("/account/mfa").into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "backup codes could not be made");
+                    Redirect::to("/account/mfa").into_response()
+                }
+            }
         }
         Ok(Confirmed::WrongCode) => {
             let error = "That code is not right. Check the app's clock and enter the code it \
@@ -212,8 +256,8 @@ pub async fn confirm(
     }
 }
 
-/// `POST /account/mfa/remove`: a current code turns the authenticator off (codes are counted
-/// towards the lockout as at sign-in).
+/// `POST /account/mfa/remove`: a current code (or a backup code) turns the authenticator off.
+/// Recorded first: not removed when that cannot be recorded.
 pub async fn remove(
     State(state): State<AppState>,
     peer: Peer,
@@ -225,65 +269,167 @@ pub async fn remove(
         Err(page) => return page,
     };
     let code = form.code.as_deref().unwrap_or("");
-    let checked = async {
+    let asked = CodeAsked {
+        state: &state,
+        principal: &principal,
+        peer,
+        headers: &headers,
+        action: DISABLE,
+    };
+    let factor = match asked.check(&user, code).await {
+        Ok(factor) => factor,
+        Err(Refused::Show(error)) => {
+            return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+        }
+        Err(Refused::Page(page)) => return page,
+    };
+    let allowed = asked.event(Decision::Allow, json!({ "factor": factor }));
+    if let Err(err) = state.audit.record(allowed).await {
+        tracing::error!(error = %err, "removing an authenticator could not be recorded");
+        return super::unavailable("Your authenticator was not removed.");
+    }
+    match state.store.remove_totp(user.id).await {
+        Ok(_) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "an authenticator could not be removed");
+            super::unavailable("Your authenticator was not removed.")
+        }
+    }
+}
+
+/// `POST /account/mfa/backup-codes`: a current code (or a backup code) makes a new set of
+/// backup codes, shown once; the earlier ones stop working. Recorded first.
+pub async fn backup_codes(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<CodeForm>,
+) -> Response {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let code = form.code.as_deref().unwrap_or("");
+    let asked = CodeAsked {
+        state: &state,
+        principal: &principal,
+        peer,
+        headers: &headers,
+        action: BACKUP_CODES,
+    };
+    let factor = match asked.check(&user, code).await {
+        Ok(factor) => factor,
+        Err(Refused::Show(error)) => {
+            return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+        }
+        Err(Refused::Page(page)) => return page,
+    };
+    let details = json!({ "factor": factor, "count": mfa::backup::COUNT });
+    if let Err(err) = state
+        .audit
+        .record(asked.event(Decision::Allow, details))
+        .await
+    {
+        tracing::error!(error = %err, "new backup codes could not be recorded");
+        return super::unavailable("No new backup codes were made.");
+    }
+    let made = async {
         let key = mfa::key(&state.config)?;
-        let Some(row) = mfa::required(&state.store, user.id).await? else {
-            return Ok(None);
-        };
-        mfa::check_code(&state.store, &key, &row, code, now_ms())
-            .await
-            .map(Some)
+        mfa::backup::replace(&state.store, &key, user.id, now_ms()).await
     };
-    let event = |decision, details| {
-        page_event(&principal, peer, &headers, DISABLE, decision).with_details(details)
-    };
-    let error = match checked.await {
-        Ok(None) => return Redirect::to("/account/mfa").into_response(),
-        Ok(Some(CodeCheck::Accepted)) => {
-            if let Err(err) = state
-                .audit
-                .record(event(Decision::Allow, json!({ "factor": "totp" })))
-                .await
-            {
-                tracing::error!(error = %err, "removing an authenticator could not be recorded");
-                return super::unavailable("Your authenticator was not removed.");
-            }
-            return match state.store.remove_totp(user.id).await {
-                Ok(_) => Redirect::to("/account/mfa").into_response(),
-                Err(e) => {
-                    tracing::error!(error = %e, "an authenticator could not be removed");
-                    super::unavailable("Your authenticator was not removed.")
-                }
+    match made.await {
+        Ok(Some(codes)) => {
+            show_with_codes(&state, &token, &user, StatusCode::OK, None, codes).await
+        }
+        Ok(None) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => cannot(e),
+    }
+}
+
+/// A change on the account page that needs a current code: who asks, for what `action`.
+struct CodeAsked<'a> {
+    state: &'a AppState,
+    principal: &'a Principal,
+    peer: Peer,
+    headers: &'a HeaderMap,
+    action: &'static str,
+}
+
+/// Why a code on the account page let nothing through.
+enum Refused {
+    /// Say this on the page.
+    Show(String),
+    /// Answer with this page.
+    Page(Response),
+}
+
+impl CodeAsked<'_> {
+    fn event(&self, decision: Decision, details: serde_json::Value) -> crate::audit::AuditEvent {
+        page_event(
+            self.principal,
+            self.peer,
+            self.headers,
+            self.action,
+            decision,
+        )
+        .with_details(details)
+    }
+
+    /// Checks `code` against `user`'s app (or backup codes), as at sign-in: counted towards
+    /// the lockout, refusals audited. The factor it was (`totp`, `backup_code`) when right.
+    async fn check(&self, user: &UserRow, code: &str) -> Result<&'static str, Refused> {
+        let state = self.state;
+        let checked = async {
+            let key = mfa::key(&state.config)?;
+            let Some(row) = mfa::required(&state.store, user.id).await? else {
+                return Ok(None);
             };
-        }
-        Ok(Some(CodeCheck::Malformed)) => {
-            "Enter the six digits your authenticator app shows.".to_string()
-        }
-        Ok(Some(CodeCheck::Wrong {
-            locked_until: None,
-            failures,
-        })) => {
-            let details = json!({ "factor": "totp", "reason": "wrong_code", "failures": failures });
-            record_refusal(&state, event(Decision::Deny, details)).await;
-            "That code is not right (or was used already).".to_string()
-        }
-        Ok(Some(
-            CodeCheck::Wrong {
-                locked_until: Some(until),
-                ..
+            mfa::check_code(&state.store, &key, &row, code, now_ms())
+                .await
+                .map(Some)
+        };
+        let (reason, details, error) = match checked.await {
+            // Nothing on: nothing to change.
+            Ok(None) => {
+                return Err(Refused::Page(Redirect::to("/account/mfa").into_response()));
             }
-            | CodeCheck::Locked { until },
-        )) => {
-            let details = json!({ "factor": "totp", "reason": "locked_out", "until": time(until) });
-            record_refusal(&state, event(Decision::Deny, details)).await;
-            format!(
-                "Too many wrong codes: codes are refused until {} UTC.",
-                time(until)
-            )
+            Ok(Some(CodeCheck::Accepted)) => return Ok("totp"),
+            Ok(Some(CodeCheck::AcceptedBackupCode)) => return Ok("backup_code"),
+            Ok(Some(CodeCheck::Malformed)) => {
+                let error = "Enter the six digits your authenticator app shows, or a backup code.";
+                return Err(Refused::Show(error.into()));
+            }
+            Ok(Some(CodeCheck::Wrong {
+                locked_until: None,
+                failures,
+            })) => (
+                "wrong_code",
+                json!({ "failures": failures }),
+                "That code is not right (or was used already).".to_string(),
+            ),
+            Ok(Some(
+                CodeCheck::Wrong {
+                    locked_until: Some(until),
+                    ..
+                }
+                | CodeCheck::Locked { until },
+            )) => (
+                "locked_out",
+                json!({ "until": time(until) }),
+                format!(
+                    "Too many wrong codes: codes are refused until {} UTC.",
+                    time(until)
+                ),
+            ),
+            Err(e) => return Err(Refused::Page(cannot(e))),
+        };
+        let mut details = details;
+        if let Some(map) = details.as_object_mut() {
+            map.insert("reason".into(), reason.into());
         }
-        Err(e) => return cannot(e),
-    };
-    show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await
+        record_refusal(state, self.event(Decision::Deny, details)).await;
+        Err(Refused::Show(error))
+    }
 }
 
 async fn record_refusal(state: &AppState, mut e: crate::audit::AuditEvent) {

@@ -21,6 +21,8 @@ pub struct App {
     /// The secret as the setup page showed it.
     base32: String,
     last_step: u64,
+    /// The backup codes shown when it was turned on on the account page.
+    pub backup_codes: Vec<String>,
 }
 
 impl App {
@@ -31,6 +33,7 @@ impl App {
             secret,
             base32: base32.to_string(),
             last_step: 0,
+            backup_codes: Vec::new(),
         }
     }
 
@@ -171,7 +174,19 @@ async fn set_up(s: &SignIn, b: &mut Browser) -> App {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(on.status, 200, "{}", on.body);
     assert!(on.body.contains("is <strong>on</strong>"), "{}", on.body);
+    app.backup_codes = backup_codes_on(&on);
+    assert_eq!(app.backup_codes.len(), 10, "{}", on.body);
     app
+}
+
+/// The backup codes a page shows (once, when made).
+fn backup_codes_on(page: &Page) -> Vec<String> {
+    page.body
+        .split("<li><code>")
+        .skip(1)
+        .filter_map(|rest| rest.split("</code>").next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A gateway with `MFA_ENCRYPTION_KEY` (or without: `key`).
@@ -572,5 +587,97 @@ both_backends!(
         let signed_in = give(&s, &mut b2, &asked2, &code).await;
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
         assert_eq!(sessions_of(&db).await, 2);
+    }
+);
+
+both_backends!(
+    backup_codes_sign_in_once_each_and_a_new_set_replaces_the_old,
+    |db| async move {
+        add_who(&db);
+        let s = gateway_with_key(&db, Some(KEY)).await;
+        let (mut first, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut first).await;
+        let codes = app.backup_codes.clone();
+        assert!(
+            codes
+                .iter()
+                .all(|c| c.len() == 11 && c.as_bytes()[5] == b'-'),
+            "{codes:?}"
+        );
+        let mfa_page = format!("{}/account/mfa", s.gw.url);
+        let page = first
+            .visit(&mfa_page)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(page.body.contains("10 unused backup code"), "{}", page.body);
+        assert!(backup_codes_on(&page).is_empty(), "shown only when made");
+
+        // A backup code signs in instead of the app's code, once.
+        let (mut b, asked) = web_sign_in(&s).await;
+        let signed_in = give(&s, &mut b, &asked, &codes[0]).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        let signins = events(&db, "gateway:auth:signin").await;
+        let last = signins.last().unwrap_or_else(|| panic!("a sign-in event"));
+        assert_eq!(last.details["mfa"], "backup_code", "{last:?}");
+        let page = b.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(page.body.contains("9 unused backup code"), "{}", page.body);
+        let (mut b2, asked2) = web_sign_in(&s).await;
+        let reused = give(&s, &mut b2, &asked2, &codes[0]).await;
+        assert_eq!(reused.status, 401, "{}", reused.body);
+        // Typed in capitals, with a space for the dash: the same code.
+        let typed = codes[1].to_ascii_uppercase().replace('-', " ");
+        let signed_in = give(&s, &mut b2, &asked2, &typed).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+
+        // A new set needs a code, is recorded, and ends the old set.
+        let page = b2.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("{}/account/mfa/backup-codes", s.gw.url);
+        let refused = b2
+            .submit(&url, &[("csrf", &csrf(&page)), ("code", &app.wrong_code())])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(backup_codes_on(&refused).is_empty());
+        let code = app.next_code().await;
+        let made = b2
+            .submit(&url, &[("csrf", &csrf(&page)), ("code", &code)])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(made.status, 200, "{}", made.body);
+        let fresh = backup_codes_on(&made);
+        assert_eq!(fresh.len(), 10);
+        assert!(fresh.iter().all(|c| !codes.contains(c)));
+        let recorded = events(&db, "gateway:mfa:backup_codes").await;
+        let decisions: Vec<_> = recorded.iter().map(|e| e.rbac_decision).collect();
+        use gateway::audit::Decision;
+        assert_eq!(decisions, [Decision::Deny, Decision::Allow]);
+        let (mut b3, asked3) = web_sign_in(&s).await;
+        let old = give(&s, &mut b3, &asked3, &codes[2]).await;
+        assert_eq!(old.status, 401, "an old code no longer works: {}", old.body);
+        let signed_in = give(&s, &mut b3, &asked3, &fresh[0]).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+
+        // A backup code also removes the app (a lost phone), and its codes go with it.
+        let page = b3.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
+        let removed = b3
+            .submit(
+                &format!("{}/account/mfa/remove", s.gw.url),
+                &[("csrf", &csrf(&page)), ("code", &fresh[1])],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            removed.body.contains("is <strong>off</strong>"),
+            "{}",
+            removed.body
+        );
+        let user = store(&db).await.find_user(WHO).await.ok().flatten();
+        let id = user.map(|u| u.id).unwrap_or_default();
+        assert_eq!(store(&db).await.backup_codes_left(id).await.ok(), Some(0));
+        let disabled = events(&db, "gateway:mfa:disable").await;
+        let last = disabled
+            .last()
+            .unwrap_or_else(|| panic!("disable recorded"));
+        assert_eq!(last.details["factor"], "backup_code");
     }
 );

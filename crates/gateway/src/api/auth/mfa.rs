@@ -286,10 +286,12 @@ pub async fn submit(
         let key = mfa::key(&state.config)?;
         mfa::check_code(&state.store, &key, &row, code, now_ms()).await
     };
-    match checked.await {
-        Ok(CodeCheck::Accepted) => {}
+    let factor = match checked.await {
+        Ok(CodeCheck::Accepted) => "totp",
+        Ok(CodeCheck::AcceptedBackupCode) => "backup_code",
         Ok(CodeCheck::Malformed) => {
-            let error = "Enter the six digits your authenticator app shows.";
+            let error = "Enter the six digits your authenticator app shows, or one of your \
+                         backup codes.";
             return challenge(&attempt, &user, None, StatusCode::BAD_REQUEST, Some(error));
         }
         Ok(CodeCheck::Wrong {
@@ -332,8 +334,8 @@ pub async fn submit(
             );
         }
         Err(e) => return cannot_check(&e),
-    }
-    go_on(&state, peer, &headers, attempt, user).await
+    };
+    go_on(&state, peer, &headers, attempt, user, factor).await
 }
 
 /// With `MFA_REQUIRED`, for someone without an app: its first `code` confirms the app being
@@ -355,7 +357,7 @@ async fn set_up_at_sign_in(
             let details = json!({ "factor": "totp", "channel": attempt.channel, "at": "sign_in" });
             let (email, action) = (Some(user.email.as_str()), "gateway:mfa:enable");
             audit_signin(state, &peer, headers, action, email, true, details).await;
-            go_on(state, peer, headers, attempt, user).await
+            go_on(state, peer, headers, attempt, user, "totp").await
         }
         Ok(mfa::Confirmed::WrongCode | mfa::Confirmed::NothingToConfirm) => {
             let error = "That code is not right. Check the app's clock and enter the code it \
@@ -366,13 +368,15 @@ async fn set_up_at_sign_in(
     }
 }
 
-/// After a right code: on to the session, exactly as a sign-in without a second factor.
+/// After a right code (`factor`: `totp`, `backup_code`): on to the session, exactly as a
+/// sign-in without a second factor.
 async fn go_on(
     state: &AppState,
     peer: Peer,
     headers: &HeaderMap,
     attempt: LoginRow,
     user: UserRow,
+    factor: &'static str,
 ) -> Response {
     match state
         .store
@@ -391,7 +395,7 @@ async fn go_on(
     let admitted = Admitted {
         new_name: attempt.provider_name.clone(),
         user,
-        second_factor: Some("totp"),
+        second_factor: Some(factor),
     };
     let result = complete(state, peer, headers, attempt, admitted).await;
     answer(state, peer, headers, result).await
