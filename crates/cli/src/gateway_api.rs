@@ -338,6 +338,9 @@ pub struct User {
     /// Unix ms.
     #[serde(default)]
     pub last_seen_at: Option<i64>,
+    /// An authenticator app guards their sign-ins (`None` from a gateway that does not say).
+    #[serde(default)]
+    pub mfa: Option<bool>,
 }
 
 /// A change to a user over `/api/v1/users`.

@@ -6,7 +6,7 @@ use anyhow::Context;
 use gateway::audit::{AuditLog, resolve_key};
 use gateway::config::StoreConfig;
 use gateway::identity::manage::{self, Actor, TokenRequest};
-use gateway::store::{LastAdmin, Store, TokenRow, UserRow, now_ms};
+use gateway::store::{LastAdmin, ListedUser, Store, TokenRow, now_ms};
 
 use crate::cli::{TokensCommand, UsersCommand};
 use crate::output::outln;
@@ -193,7 +193,7 @@ async fn run_tokens(admin: &Admin, cmd: TokensCommand) -> anyhow::Result<()> {
 pub async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
     if let UsersCommand::List { json } = cmd {
         let store = open_read_only().await?;
-        let users = store.list_users().await;
+        let users = store.list_users_with_mfa().await;
         store.close().await;
         return print_list(&users?, json, print_users);
     }
@@ -312,21 +312,23 @@ fn print_tokens(tokens: &[TokenRow]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_users(users: &[UserRow]) -> anyhow::Result<()> {
+fn print_users(users: &[ListedUser]) -> anyhow::Result<()> {
     outln!(
-        "{:<32} {:<24} {:<10} {:<8} LAST SEEN",
+        "{:<32} {:<24} {:<10} {:<8} {:<4} LAST SEEN",
         "EMAIL",
         "NAME",
         "ROLE",
-        "LOCKED"
+        "LOCKED",
+        "MFA"
     )?;
-    for u in users {
+    for ListedUser { user: u, mfa } in users {
         outln!(
-            "{:<32} {:<24} {:<10} {:<8} {}",
+            "{:<32} {:<24} {:<10} {:<8} {:<4} {}",
             u.email,
             u.name,
             u.role,
             if u.locked { "yes" } else { "no" },
+            if *mfa { "on" } else { "off" },
             u.last_seen_at
                 .map(|m| when(Some(m)))
                 .unwrap_or_else(|| "never".into())

@@ -68,15 +68,21 @@ pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
     Ok(0)
 }
 
-/// EMAIL, NAME, ROLE, STATUS, LAST SEEN.
+/// EMAIL, NAME, ROLE, STATUS, MFA, LAST SEEN.
 fn print_table(users: &[User]) -> CliResult<()> {
-    let mut table = Table::new(&["EMAIL", "NAME", "ROLE", "STATUS", "LAST SEEN"]);
+    let mut table = Table::new(&["EMAIL", "NAME", "ROLE", "STATUS", "MFA", "LAST SEEN"]);
     for u in users {
         table.row(vec![
             output::printable(&u.email).into_owned(),
             output::printable(&u.name).into_owned(),
             output::printable(&u.role).into_owned(),
             if u.locked { "locked" } else { "active" }.to_string(),
+            match u.mfa {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "-",
+            }
+            .to_string(),
             u.last_seen_at
                 .map(output::unix_ms)
                 .unwrap_or_else(|| "-".into()),

@@ -77,7 +77,11 @@ fn is_caller(caller: &Caller, email: &str) -> bool {
 /// `GET /api/v1/users`
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(&state, "gateway:users:list").await?;
-    let users = state.store.list_users().await.map_err(ApiError::store)?;
+    let users = state
+        .store
+        .list_users_with_mfa()
+        .await
+        .map_err(ApiError::store)?;
     Ok(Json(users).into_response())
 }
 

@@ -24,6 +24,17 @@ pub struct TotpRow {
     pub locked_until: i64,
 }
 
+/// A user as listed for admins: their row and whether an authenticator app guards their
+/// sign-ins (`"mfa": true` in JSON, beside the row's fields).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedUser {
+    /// The user.
+    #[serde(flatten)]
+    pub user: super::UserRow,
+    /// A confirmed authenticator app.
+    pub mfa: bool,
+}
+
 /// What a wrong code did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TotpFailure {
@@ -256,6 +267,31 @@ impl Store {
             Ok(true)
         })
         .await
+    }
+
+    /// The users with a confirmed authenticator app (for listings that say who has one).
+    pub async fn users_with_mfa(&self) -> Result<std::collections::HashSet<i64>, StoreError> {
+        bounded(self, async {
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT user_id FROM mfa_totp WHERE confirmed_at IS NOT NULL")
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok(ids.into_iter().collect())
+        })
+        .await
+    }
+
+    /// Every user, with whether they have a confirmed authenticator app.
+    pub async fn list_users_with_mfa(&self) -> Result<Vec<ListedUser>, StoreError> {
+        let users = self.list_users().await?;
+        let with_mfa = self.users_with_mfa().await?;
+        Ok(users
+            .into_iter()
+            .map(|user| ListedUser {
+                mfa: with_mfa.contains(&user.id),
+                user,
+            })
+            .collect())
     }
 
     /// How many unused backup codes user `user_id` has.

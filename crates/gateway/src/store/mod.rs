@@ -34,7 +34,7 @@ use gateway_core::config::SqliteSync;
 pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
 pub use key_rotation::KeyRotation;
 pub use logins::{LoginLimits, LoginRow, NewLogin};
-pub use mfa::{TotpFailure, TotpRow};
+pub use mfa::{ListedUser, TotpFailure, TotpRow};
 pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::{LastAdmin, UserRow};

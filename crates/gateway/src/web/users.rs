@@ -19,7 +19,7 @@ use crate::audit::Decision;
 use crate::identity::Principal;
 use crate::identity::manage::{self, ManageError};
 use crate::rbac::Role;
-use crate::store::{LastAdmin, StoreError, UserRow};
+use crate::store::{LastAdmin, ListedUser, StoreError};
 
 const LIST: &str = "gateway:users:list";
 
@@ -31,6 +31,8 @@ struct UserView {
     locked: bool,
     last_seen: String,
     you: bool,
+    /// An authenticator app guards their sign-ins.
+    mfa: bool,
 }
 
 #[derive(Template)]
@@ -57,7 +59,7 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         page_refusal(&state, &principal, peer, &headers, LIST, details).await;
         return not_allowed(LIST, &principal);
     }
-    let users = match state.store.list_users().await {
+    let users = match state.store.list_users_with_mfa().await {
         Ok(users) => users,
         Err(e) => {
             tracing::error!(error = %e, "user list failed");
@@ -75,8 +77,10 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
     )
 }
 
-fn view(u: &UserRow, you: Option<i64>) -> UserView {
+fn view(listed: &ListedUser, you: Option<i64>) -> UserView {
+    let u = &listed.user;
     UserView {
+        mfa: listed.mfa,
         id: u.id,
         email: u.email.clone(),
         name: u.name.clone(),

@@ -502,6 +502,8 @@ both_backends!(
             "no lock button on yourself"
         );
         let viewer = user_row_id(&c, "viewer@example.com").await;
+        // Nobody has set up an authenticator app here: the column says so.
+        assert_eq!(text(&c, &format!("#mfa-{viewer}")).await, "off");
         c.find(Locator::Css(&format!("#role-{viewer}")))
             .await
             .unwrap_or_else(|e| panic!("{e}"))

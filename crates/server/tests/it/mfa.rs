@@ -7,7 +7,7 @@ use dev_oidc::browser::{Browser, Page};
 use gateway::mfa::totp;
 
 use crate::both_backends;
-use crate::kit::{Db, admin, client, eventually, store};
+use crate::kit::{Db, admin, client, eventually, store, token};
 use crate::signin::{CliStart, SignIn, start_cli_sign_in};
 
 const KEY: &str = "8f2c1d9e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
@@ -231,6 +231,25 @@ both_backends!(
         let base32 = app.base32.clone();
         assert!(!row.secret_sealed.contains(&base32));
         assert_eq!(sessions_of(&db).await, 1);
+        // Admins see who has an app: over the API and where the gateway runs.
+        let admin_token = token(&db, "mfa-admin", &["--role", "admin"]);
+        let listed: serde_json::Value = client()
+            .get(format!("{}/api/v1/users", s.gw.url))
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let mfa_of = |listed: &serde_json::Value| -> Option<bool> {
+            listed.as_array()?.iter().find(|u| u["email"] == WHO)?["mfa"].as_bool()
+        };
+        assert_eq!(mfa_of(&listed), Some(true), "{listed}");
+        let (ok, out, err) = admin(&db, &["users", "list", "--json"]);
+        assert!(ok, "{err}");
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(mfa_of(&listed), Some(true), "{out}");
 
         // A new web sign-in stops at the code page, with no session and no way past it.
         let (mut b, asked) = web_sign_in(&s).await;
@@ -376,6 +395,10 @@ both_backends!(
         let (_, page) = web_sign_in(&s).await;
         assert!(page.url.ends_with("/account"), "{} {}", page.url, page.body);
         assert!(page.body.contains("id=\"mfa\">off"), "{}", page.body);
+        let (ok, out, err) = admin(&db, &["users", "list", "--json"]);
+        assert!(ok, "{err}");
+        let listed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(mfa_of(&listed), Some(false), "{out}");
 
         // Nothing of the secret reached the gateway's output.
         let output = s.gw.all_output();
