@@ -239,6 +239,14 @@ pub enum UsersCommand {
         /// Their e-mail.
         email: String,
     },
+    /// Remove someone's authenticator app and backup codes (a lost phone): their next sign-in
+    /// asks only the identity provider, and they can set up a new app (not your own).
+    #[command(after_help = "Example:
+  rack-gateway users reset-mfa ann@example.com")]
+    ResetMfa {
+        /// Their e-mail.
+        email: String,
+    },
 }
 
 /// `tokens` and its subcommands.

@@ -369,6 +369,11 @@ pub enum UserChange<'a> {
         /// Lock or unlock.
         locked: bool,
     },
+    /// `DELETE /api/v1/users/{email}/mfa`.
+    ResetMfa {
+        /// E-mail.
+        email: &'a str,
+    },
 }
 
 impl GatewayApi {
@@ -403,6 +408,11 @@ impl GatewayApi {
                 let verb = if locked { "lock" } else { "unlock" };
                 let url = self.url(&format!("/api/v1/users/{}/{verb}", segment(email)));
                 let rb = self.http.post(&url);
+                (url, rb)
+            }
+            UserChange::ResetMfa { email } => {
+                let url = self.url(&format!("/api/v1/users/{}/mfa", segment(email)));
+                let rb = self.http.delete(&url);
                 (url, rb)
             }
         };

@@ -1,5 +1,5 @@
 //! `users`: people and their roles, for admins (`gateway:users:*`): list, add, change a role,
-//! lock and unlock — the changes `/api/v1/users` makes, with its rules (not on yourself; the
+//! lock and unlock, reset an authenticator app — the changes `/api/v1/users` makes, with its rules (not on yourself; the
 //! last admin who can manage users stays one) and its audit events.
 
 use crate::cli::{UsersArgs, UsersCommand};
@@ -54,6 +54,10 @@ pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
                 locked: false,
             },
             "Unlocked",
+        ),
+        Some(UsersCommand::ResetMfa { email }) => (
+            UserChange::ResetMfa { email },
+            "Removed the authenticator app of",
         ),
     };
     let user = api

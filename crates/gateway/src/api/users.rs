@@ -220,3 +220,26 @@ async fn set_locked(
         Err(e) => Err(refused(&state, &caller, permission, e, asked).await),
     }
 }
+
+/// `DELETE /api/v1/users/{email}/mfa` (`gateway:mfa:reset`): removes someone's authenticator
+/// app and backup codes (a lost phone), as `rack-gateway-server users reset-mfa` does. Not on
+/// your own: removing yours needs a current code (`/account/mfa`).
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    peer: Peer,
+    caller: Caller,
+    ApiPath(email): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let permission = "gateway:mfa:reset";
+    caller.require(&state, permission).await?;
+    let asked = json!({ "email": email, "factor": "totp" });
+    if is_caller(&caller, &email) {
+        let message = "you cannot reset your own authenticator app: remove it on /account/mfa \
+                       with a current code";
+        return Err(not_on_yourself(&state, &caller, permission, message, asked).await);
+    }
+    match manage::reset_mfa(&state.store, &state.audit, &caller.actor(peer), &email).await {
+        Ok(user) => Ok(Json(user).into_response()),
+        Err(e) => Err(refused(&state, &caller, permission, e, asked).await),
+    }
+}

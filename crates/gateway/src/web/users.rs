@@ -1,5 +1,5 @@
 //! `GET /users`: people and their roles in the browser, for admins (`gateway:users:list`):
-//! change a role, lock or unlock, add someone — each a CSRF-checked form that makes the change
+//! change a role, lock or unlock, reset an authenticator app, add someone — each a CSRF-checked form that makes the change
 //! `POST /api/v1/users…` makes, with the same rules (not on yourself; the last admin who can
 //! manage users stays one) and the same audit events.
 
@@ -113,6 +113,7 @@ enum Change {
     Lock,
     Unlock,
     Add,
+    ResetMfa,
 }
 
 impl Change {
@@ -122,6 +123,7 @@ impl Change {
             Change::Lock => "gateway:users:lock",
             Change::Unlock => "gateway:users:unlock",
             Change::Add => "gateway:users:create",
+            Change::ResetMfa => "gateway:mfa:reset",
         }
     }
 }
@@ -154,6 +156,16 @@ pub async fn unlock(
     form: PageForm<UserForm>,
 ) -> Response {
     change(state, peer, headers, form, Change::Unlock).await
+}
+
+/// `POST /users/reset-mfa`: removes someone's authenticator app (a lost phone).
+pub async fn reset_mfa(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    form: PageForm<UserForm>,
+) -> Response {
+    change(state, peer, headers, form, Change::ResetMfa).await
 }
 
 /// `POST /users/add`
@@ -197,7 +209,8 @@ async fn change(
         return message(
             StatusCode::BAD_REQUEST,
             "Not on yourself",
-            "You cannot change your own role or lock yourself: ask another admin.",
+            "You cannot change your own role, lock yourself or reset your own authenticator \
+             app: ask another admin (or remove your app on your account page, with a code).",
         );
     }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
@@ -222,6 +235,7 @@ async fn change(
         Change::Add => {
             manage::add_user(store, audit, &actor, &form.email, &form.name, &form.role).await
         }
+        Change::ResetMfa => manage::reset_mfa(store, audit, &actor, &form.email).await,
     };
     match done {
         Ok(_) => Redirect::to("/users").into_response(),

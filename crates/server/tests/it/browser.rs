@@ -646,5 +646,25 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     wait_for_url(&c, "/account").await;
     assert_eq!(text(&c, "#email").await, "ops@example.com");
     assert!(text(&c, "#mfa").await.starts_with("on"));
+
+    // A lost phone: an admin resets it on the users page, and the next sign-in is one step.
+    click(&c, "#signout").await;
+    sign_in_as(&c, &dev.gateway, "admin").await;
+    click(&c, "#users-link").await;
+    let ops = user_row_id(&c, "ops@example.com").await;
+    assert_eq!(text(&c, &format!("#mfa-{ops}")).await, "on");
+    click(&c, &format!("#reset-mfa-{ops}")).await;
+    let _ = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::XPath(&format!(
+            "//span[@id='mfa-{ops}' and text()='off']"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("reset shown: {e}"));
+    click(&c, "#signout").await;
+    sign_in_as(&c, &dev.gateway, "ops").await;
+    assert_eq!(text(&c, "#email").await, "ops@example.com");
+    assert!(text(&c, "#mfa").await.starts_with("off"));
     let _ = c.close().await;
 });

@@ -92,7 +92,12 @@ fn between(text: &str, start: &str, end: &str) -> String {
 
 /// A browser of `WHO` through the provider, starting at the web sign-in: where it ends.
 async fn web_sign_in(s: &SignIn) -> (Browser, Page) {
-    let mut b = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
+    web_sign_in_as(s, WHO).await
+}
+
+/// [`web_sign_in`] as `email`.
+async fn web_sign_in_as(s: &SignIn, email: &str) -> (Browser, Page) {
+    let mut b = Browser::new(email).unwrap_or_else(|e| panic!("{e}"));
     let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
     let page = b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
     (b, page)
@@ -702,5 +707,63 @@ both_backends!(
             .last()
             .unwrap_or_else(|| panic!("disable recorded"));
         assert_eq!(last.details["factor"], "backup_code");
+    }
+);
+
+both_backends!(
+    an_admin_resets_someones_app_over_http_but_not_their_own,
+    |db| async move {
+        add_who(&db);
+        const ADMIN: &str = "admin@example.com";
+        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
+        assert!(ok, "{err}");
+        let s = gateway_with_key(&db, Some(KEY)).await;
+        let (mut who, _) = web_sign_in(&s).await;
+        set_up(&s, &mut who).await;
+        let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
+        set_up(&s, &mut boss).await;
+        let session = |b: &Browser| b.cookies.get("rg_session").cloned().unwrap_or_default();
+        let reset = |email: &str, credential: String| {
+            let url = format!("{}/api/v1/users/{email}/mfa", s.gw.url);
+            async move {
+                let r = client()
+                    .delete(url)
+                    .bearer_auth(credential)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            }
+        };
+
+        // Not for a deployer, and not an admin's own (that needs a code, on /account/mfa).
+        let (status, body) = reset(ADMIN, session(&who)).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = reset(ADMIN, session(&boss)).await;
+        assert!((400..500).contains(&status), "{status} {body}");
+        assert!(body.contains("your own authenticator"), "{body}");
+
+        // An admin resets someone else's: one step for them again, and on the trail.
+        let (status, body) = reset(WHO, session(&boss)).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = reset(WHO, session(&boss)).await;
+        assert_eq!(status, 404, "nothing left to reset");
+        let (_, page) = web_sign_in(&s).await;
+        assert!(page.url.ends_with("/account"), "{} {}", page.url, page.body);
+        let (_, asked) = web_sign_in_as(&s, ADMIN).await;
+        assert!(asks_for_a_code(&asked), "the admin's own app stays");
+        let recorded = events(&db, "gateway:mfa:reset").await;
+        let refusals = recorded
+            .iter()
+            .filter(|e| e.rbac_decision == gateway::audit::Decision::Deny)
+            .count();
+        assert_eq!(refusals, 2, "{recorded:?}");
+        assert!(
+            recorded
+                .iter()
+                .any(|e| e.kind == gateway::audit::EventKind::Outcome
+                    && e.details["result"] == "done"),
+            "{recorded:?}"
+        );
     }
 );
