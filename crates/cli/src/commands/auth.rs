@@ -243,7 +243,10 @@ async fn browser_login(api: &GatewayApi, args: &LoginArgs, base: &str) -> CliRes
         let code = output::printable(code);
         eprintln!("The browser asks you to confirm; it must show the code {code}.");
     }
-    eprintln!("Waiting for the sign-in to finish (Ctrl-C to cancel)...");
+    eprintln!(
+        "Waiting for the sign-in to finish (Ctrl-C to cancel); if you use an authenticator app, \
+         the browser asks for its code..."
+    );
     let interval = Duration::from_secs(start.poll_interval_secs.clamp(1, 10));
     // At most an hour, whatever the answer says (a huge number overflowed the clock).
     let deadline = Instant::now() + Duration::from_secs(start.expires_in_secs.clamp(1, 3600));

@@ -767,3 +767,69 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    hostile_input_at_the_code_page_is_refused_and_not_counted,
+    |db| async move {
+        add_who(&db);
+        let s = gateway_with_key(&db, Some(KEY)).await;
+        let (mut first, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut first).await;
+        let (mut b, asked) = web_sign_in(&s).await;
+        assert!(asks_for_a_code(&asked));
+        let url = format!("{}/api/v1/auth/mfa", s.gw.url);
+        let failures = || async {
+            let st = store(&db).await;
+            let user = st.find_user(WHO).await.ok().flatten();
+            let id = user.map(|u| u.id).unwrap_or_default();
+            st.totp(id).await.ok().flatten().map(|r| r.failures)
+        };
+
+        // Nothing that cannot be a code is a guess: no count, a 400 and the page again.
+        let long = "1".repeat(60_000);
+        for code in [
+            "",
+            "12345",
+            "１２３４５６",
+            "123456\u{0}",
+            "<script>",
+            long.as_str(),
+        ] {
+            let page = give(&s, &mut b, &asked, code).await;
+            assert_eq!(page.status, 400, "{code:?}: {}", page.body);
+            assert!(!page.body.contains("<script>"), "input is not echoed");
+        }
+        assert_eq!(failures().await, Some(0));
+        // A body past the pages' limit, a form that is not one, a missing code.
+        let cookie = b.cookie_header();
+        let post = |body: Vec<u8>, kind: &'static str| {
+            let (url, cookie) = (url.clone(), cookie.clone());
+            async move {
+                client()
+                    .post(url)
+                    .header("cookie", cookie)
+                    .header("content-type", kind)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        };
+        let form = "application/x-www-form-urlencoded";
+        let big = format!("csrf={}&code={}", csrf(&asked), "9".repeat(70_000));
+        assert_eq!(post(big.into_bytes(), form).await, 413);
+        let bad_escape = format!("csrf={}&code=%ff%fe", csrf(&asked));
+        assert_eq!(post(bad_escape.into_bytes(), form).await, 400);
+        // Without the page's token (here: not even text), nothing is looked at.
+        assert_eq!(post(vec![0xff, 0xfe, 0x00], form).await, 403);
+        let no_code = format!("csrf={}", csrf(&asked));
+        assert_eq!(post(no_code.into_bytes(), form).await, 400);
+        assert_eq!(failures().await, Some(0));
+
+        // And the sign-in still goes through with the app's code.
+        let code = app.next_code().await;
+        let signed_in = give(&s, &mut b, &asked, &code).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+    }
+);
