@@ -185,11 +185,42 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway users add ann@example.com --role deployer --name 'Ann Lee'
   rack-gateway users set-role ann@example.com ops
   rack-gateway users lock ann@example.com      # ends her sessions, stops her tokens
-  rack-gateway users unlock ann@example.com")]
+  rack-gateway users unlock ann@example.com
+  rack-gateway users reset-mfa ann@example.com # a lost phone")]
     Users(UsersArgs),
+    /// Two-step sign-in: give a code from your authenticator app, for the changes that need a
+    /// recent one (people, roles, API tokens).
+    #[command(after_help = "Examples:
+  rack-gateway mfa verify            # asks for the code
+  rack-gateway mfa verify 123456")]
+    Mfa(MfaArgs),
     /// Anything else runs the stock `convox` CLI against the gateway.
     #[command(external_subcommand)]
     External(Vec<String>),
+}
+
+/// `mfa` and its subcommands.
+#[derive(Debug, Args)]
+pub struct MfaArgs {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: MfaCommand,
+}
+
+/// `mfa …`.
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Give this session a code from your authenticator app (or a backup code): changes to
+    /// people, roles and API tokens are then allowed for the gateway's window (10 minutes by
+    /// default).
+    #[command(after_help = "Examples:
+  rack-gateway mfa verify            # asks for the code
+  rack-gateway mfa verify 123456
+  rack-gateway mfa verify abcde-23456  # a backup code")]
+    Verify {
+        /// The code; asked for when left out (read from stdin when it is not a terminal).
+        code: Option<String>,
+    },
 }
 
 /// `users` and its subcommands.

@@ -177,7 +177,11 @@ mod tests {
     fn mfa_goes_through_the_hook() {
         let t = target(TokenType::Session);
         let msg = explain(api(403, "mfa_required", "MFA needed"), Some(&t)).to_string();
-        assert!(msg.contains("multi-factor"), "{msg}");
+        assert!(msg.contains("(MFA needed)"), "{msg}");
+        assert!(
+            msg.contains(&format!("rack-gateway --rack {} mfa verify", t.name())),
+            "{msg}"
+        );
     }
 
     #[test]

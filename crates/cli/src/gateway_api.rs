@@ -316,6 +316,34 @@ impl GatewayApi {
     }
 }
 
+/// The gateway's answer to a code given with [`GatewayApi::verify_mfa`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct Verified {
+    /// For how long privileged changes are allowed now.
+    #[serde(default)]
+    pub valid_for_secs: u64,
+    /// `totp` or `backup_code`.
+    #[serde(default)]
+    pub factor: String,
+}
+
+impl GatewayApi {
+    /// `POST /api/v1/auth/mfa/verify` with session `token` and `code`.
+    pub async fn verify_mfa(&self, token: &str, code: &str) -> Result<Verified, ClientError> {
+        let url = self.url("/api/v1/auth/mfa/verify");
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({ "code": code }));
+        let response = self.send(&url, request).await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+}
+
 /// A person as `GET /api/v1/users` lists them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct User {

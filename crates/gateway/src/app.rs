@@ -346,6 +346,7 @@ pub fn build_app(state: AppState) -> Router {
             api::auth::MFA_PATH,
             get(api::auth::mfa_page).post(api::auth::mfa_submit),
         )
+        .route("/api/v1/auth/mfa/verify", post(api::mfa::verify))
         .route("/api/v1/sessions", get(api::sessions::list))
         .route(
             "/api/v1/sessions/revoke-all",
@@ -377,6 +378,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/mfa/confirm", post(web::mfa::confirm))
         .route("/account/mfa/remove", post(web::mfa::remove))
         .route("/account/mfa/backup-codes", post(web::mfa::backup_codes))
+        .route("/account/mfa/verify", post(web::mfa::verify))
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))

@@ -69,6 +69,25 @@ pub enum ApiError {
     /// The audit store cannot take the event, so nothing is forwarded.
     #[error("audit log unavailable: nothing was forwarded or changed")]
     AuditUnavailable,
+    /// A privileged change by a session whose person has an authenticator app, without a code
+    /// from the last `window_secs` (`MFA_STEP_UP_SECS`).
+    #[error(
+        "this change needs a code from your authenticator app from the last {window_secs} s: \
+         give one (POST /api/v1/auth/mfa/verify, or the page this came from), or sign in again, \
+         then repeat it"
+    )]
+    MfaRequired {
+        /// `MFA_STEP_UP_SECS`.
+        window_secs: u64,
+    },
+    /// An authenticator code was refused (wrong, used already, or codes are locked out).
+    #[error("{message}")]
+    MfaCodeRefused {
+        /// Codes are locked out for a while (429), or just this one was wrong (403).
+        locked: bool,
+        /// What to do.
+        message: String,
+    },
     /// The rack could not be reached.
     #[error("rack unreachable: {0}")]
     RackUnreachable(String),
@@ -126,9 +145,12 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(AuthError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::CsrfRejected | ApiError::CrossOrigin(_) => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::Forbidden { .. }
+            | ApiError::CsrfRejected
+            | ApiError::CrossOrigin(_)
+            | ApiError::MfaRequired { .. }
+            | ApiError::MfaCodeRefused { locked: false, .. } => StatusCode::FORBIDDEN,
+            ApiError::MfaCodeRefused { locked: true, .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidBody { status, .. } => *status,
@@ -176,6 +198,9 @@ impl ApiError {
             ApiError::MethodNotAllowed | ApiError::WrongMethod { .. } => "method_not_allowed",
             ApiError::NotFound | ApiError::NoSuch(_) => "not_found",
             ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::MfaRequired { .. } => "mfa_required",
+            ApiError::MfaCodeRefused { locked: false, .. } => "mfa_code_refused",
+            ApiError::MfaCodeRefused { locked: true, .. } => "mfa_locked_out",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",

@@ -358,6 +358,7 @@ fn config(
         // Set by `run` (from the environment or the data directory).
         mfa_encryption_key: None,
         mfa_required: false,
+        mfa_step_up: std::time::Duration::from_secs(gateway::config::DEFAULT_MFA_STEP_UP_SECS),
     })
 }
 

@@ -9,6 +9,7 @@ mod deploy;
 mod env;
 mod exec;
 mod logs;
+mod mfa;
 mod ps;
 mod releases;
 mod services;
@@ -111,6 +112,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Audit(args) => audit::run(ctx, args).await,
         Command::Tokens(args) => tokens::run(ctx, args).await,
         Command::Users(args) => users::run(ctx, args).await,
+        Command::Mfa(args) => mfa::run(ctx, args).await,
         Command::External(args) => crate::passthrough::run(ctx.target()?, &args),
     }
 }

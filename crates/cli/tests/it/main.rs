@@ -9,6 +9,7 @@ mod commands;
 mod deploy;
 mod direct;
 mod errors;
+mod mfa;
 mod racks;
 mod sessions;
 mod signin;

@@ -31,6 +31,9 @@ use values::{boolean, count, digits, seconds, whole_number};
 
 use crate::client_addr::{BadProxy, TrustedProxies};
 
+/// Default `MFA_STEP_UP_SECS`: a code from the last 10 minutes.
+pub const DEFAULT_MFA_STEP_UP_SECS: u64 = 600;
+
 /// Default listen address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8447";
 /// Default SQLite database used when `DATABASE_URL` is not set.
@@ -114,6 +117,8 @@ pub struct Config {
     /// `MFA_REQUIRED`: every person signing in must use an authenticator app, setting one up
     /// at sign-in when they have none (needs `MFA_ENCRYPTION_KEY`).
     pub mfa_required: bool,
+    /// `MFA_STEP_UP_SECS`: how recent a session's code must be for a privileged change.
+    pub mfa_step_up: Duration,
 }
 
 /// How many WebSocket sessions may be open.
@@ -163,6 +168,7 @@ impl std::fmt::Debug for Config {
             .field("sessions", &self.sessions)
             .field("mfa_encryption_key", &self.mfa_encryption_key)
             .field("mfa_required", &self.mfa_required)
+            .field("mfa_step_up", &self.mfa_step_up)
             .finish()
     }
 }
@@ -244,6 +250,7 @@ impl Config {
             },
             mfa_encryption_key,
             mfa_required,
+            mfa_step_up: seconds(&get, "MFA_STEP_UP_SECS", DEFAULT_MFA_STEP_UP_SECS)?,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod mfa;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -291,6 +292,32 @@ impl Caller {
         };
         audit_identified_refusal(state, &self.call, &self.principal, permission, &err, None).await;
         Err(err)
+    }
+
+    /// [`Caller::require`] for a privileged change: also, for a session whose person has an
+    /// authenticator app, a code from the last `MFA_STEP_UP_SECS` (see `mfa::step_up`); its
+    /// absence is audited as a refusal of `permission` with `reason: mfa_required`.
+    pub async fn require_privileged(
+        &self,
+        state: &AppState,
+        permission: &str,
+    ) -> Result<(), ApiError> {
+        self.require(state, permission).await?;
+        match crate::mfa::step_up::check(state, &self.principal).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(needed)) => {
+                let err = ApiError::MfaRequired {
+                    window_secs: needed.window_secs,
+                };
+                let details = serde_json::json!({ "reason": "mfa_required" });
+                Err(self.refuse(state, permission, err, details).await)
+            }
+            Err(crate::mfa::MfaError::Store(e)) => Err(ApiError::store(e)),
+            Err(e) => {
+                tracing::error!(error = %e, "a step-up check failed");
+                Err(ApiError::StoreUnavailable)
+            }
+        }
     }
 
     /// Whether the caller holds `permission` (nothing is audited: the caller decides what to

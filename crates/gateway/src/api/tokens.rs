@@ -1,8 +1,9 @@
 //! API tokens over JSON, for admins: list them (`gateway:tokens:list`) and revoke one
 //! (`gateway:tokens:revoke`) — a leaked CI token ended from a laptop, without a shell where
-//! the gateway runs. Creating one stays with `rack-gateway-server tokens create`: over HTTP
-//! it would need the step-up MFA the product asks for before a credential is minted, and a
-//! check that nobody mints more than they hold.
+//! the gateway runs; a revocation with a session needs a recent authenticator code
+//! (`mfa::step_up`). Creating one stays with `rack-gateway-server tokens create`: over HTTP it
+//! would need a check that nobody mints more than they hold, and the product asks for a code
+//! given right then (not within a window) before a credential is minted.
 
 use axum::Json;
 use axum::extract::State;
@@ -28,7 +29,9 @@ pub async fn revoke(
     caller: Caller,
     ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(&state, "gateway:tokens:revoke").await?;
+    caller
+        .require_privileged(&state, "gateway:tokens:revoke")
+        .await?;
     let revoked =
         manage::revoke_token(&state.store, &state.audit, &caller.actor(peer), &token).await;
     match revoked {

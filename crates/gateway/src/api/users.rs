@@ -104,7 +104,7 @@ pub async fn add(
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:create";
-    caller.require(&state, action).await?;
+    caller.require_privileged(&state, action).await?;
     let added = manage::add_user(
         &state.store,
         &state.audit,
@@ -139,7 +139,7 @@ pub async fn set_role(
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:update";
-    caller.require(&state, action).await?;
+    caller.require_privileged(&state, action).await?;
     let asked = json!({ "email": email, "role": body.role });
     // With their session or a token acting for them: an admin demoting themselves may leave
     // nobody able to manage users over HTTP.
@@ -194,7 +194,7 @@ async fn set_locked(
     } else {
         "gateway:users:unlock"
     };
-    caller.require(&state, permission).await?;
+    caller.require_privileged(&state, permission).await?;
     let asked = json!({ "email": email });
     // Locking yourself out leaves you no way back; unlocking yourself could never be needed
     // (a locked user cannot call this), so neither is made on the caller's own account.
@@ -231,7 +231,7 @@ pub async fn reset_mfa(
     ApiPath(email): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let permission = "gateway:mfa:reset";
-    caller.require(&state, permission).await?;
+    caller.require_privileged(&state, permission).await?;
     let asked = json!({ "email": email, "factor": "totp" });
     if is_caller(&caller, &email) {
         let message = "you cannot reset your own authenticator app: remove it on /account/mfa \

@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod seal;
+pub mod step_up;
 pub mod totp;
 
 pub use seal::MfaKey;
@@ -54,6 +55,15 @@ pub async fn required(store: &Store, user_id: i64) -> Result<Option<TotpRow>, Mf
         .totp(user_id)
         .await?
         .filter(|row| row.confirmed_at.is_some()))
+}
+
+/// Notes on session `session_id` that its person proved their second factor at `at`. Best
+/// effort: a session left without the note is asked for a code again before a privileged
+/// change (see [`step_up`]), which is the safe side.
+pub async fn note_proof(store: &Store, session_id: i64, at: i64) {
+    if let Err(e) = store.set_session_mfa(session_id, at).await {
+        tracing::warn!(error = %e, session_id, "could not note a session's second factor");
+    }
 }
 
 /// What checking a code found.

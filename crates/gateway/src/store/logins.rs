@@ -34,6 +34,8 @@ pub struct LoginRow {
     /// The provider's new name for the user, kept while the attempt waits for the second
     /// factor (stored once the sign-in is recorded).
     pub provider_name: Option<String>,
+    /// When the second factor was given (unix ms), for the session the CLI collects.
+    pub mfa_at: Option<i64>,
 }
 
 /// A sign-in about to start.
@@ -77,7 +79,7 @@ impl LoginLimits {
 macro_rules! columns {
     () => {
         "id, channel, state_hash, nonce, pkce_verifier, return_to, cli_challenge, status, user_id, \
-         error, expires_at, provider_name"
+         error, expires_at, provider_name, mfa_at"
     };
 }
 
@@ -95,6 +97,7 @@ fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
         error: row.try_get("error")?,
         expires_at: row.try_get("expires_at")?,
         provider_name: row.try_get("provider_name")?,
+        mfa_at: row.try_get("mfa_at")?,
     })
 }
 
@@ -225,6 +228,23 @@ impl Store {
             )
             .bind(user_id)
             .bind(provider_name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Moves an attempt waiting for its second factor on (`mfa` → `exchanging`), noting that
+    /// the factor was given at `now`; whether it moved.
+    pub async fn second_factor_given(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "UPDATE login_attempts SET status = 'exchanging', mfa_at = $1 \
+                 WHERE id = $2 AND status = 'mfa'",
+            )
+            .bind(now)
             .bind(id)
             .execute(&self.pool)
             .await?;

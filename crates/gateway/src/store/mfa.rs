@@ -307,3 +307,42 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// When session `session_id` last proved its second factor (unix ms), if ever.
+    pub async fn session_mfa_at(&self, session_id: i64) -> Result<Option<i64>, StoreError> {
+        bounded(self, async {
+            let at: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT mfa_at FROM sessions WHERE id = $1")
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(at.flatten())
+        })
+        .await
+    }
+
+    /// Notes that session `session_id` proved its second factor at `at` (never moving it back);
+    /// whether the session exists.
+    pub async fn set_session_mfa(&self, session_id: i64, at: i64) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "UPDATE sessions SET mfa_at = $1 WHERE id = $2 \
+                 AND (mfa_at IS NULL OR mfa_at < $1)",
+            )
+            .bind(at)
+            .bind(session_id)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() > 0 {
+                return Ok(true);
+            }
+            let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM sessions WHERE id = $1")
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(exists.is_some())
+        })
+        .await
+    }
+}

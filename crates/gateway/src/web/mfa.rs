@@ -46,6 +46,120 @@ struct MfaPage {
     error: Option<String>,
 }
 
+#[derive(Template)]
+#[template(path = "mfa_step_up.html")]
+struct StepUpPage<'a> {
+    csrf: String,
+    /// Where to go back to once confirmed.
+    back: &'a str,
+    window_minutes: u64,
+    error: Option<String>,
+}
+
+/// Audit action of a code given to step up (as over the API).
+const STEP_UP: &str = crate::api::mfa::ACTION;
+
+/// For a privileged change (`permission`) from a page: `None` when it may go ahead; else the
+/// page asking for a code, which then goes `back` (the refusal is audited).
+pub(crate) async fn step_up_page(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    token: &str,
+    permission: &str,
+    back: &str,
+) -> Option<Response> {
+    match mfa::step_up::check(state, principal).await {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => {
+            let details = json!({ "reason": "mfa_required" });
+            super::page_refusal(state, principal, peer, headers, permission, details).await;
+            Some(step_up_form(
+                state,
+                token,
+                back,
+                StatusCode::FORBIDDEN,
+                None,
+            ))
+        }
+        Err(e) => Some(cannot(e)),
+    }
+}
+
+fn step_up_form(
+    state: &AppState,
+    token: &str,
+    back: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    render(
+        status,
+        &StepUpPage {
+            csrf: super::cookies::csrf_token(token),
+            back,
+            window_minutes: state.config.mfa_step_up.as_secs().div_ceil(60),
+            error,
+        },
+    )
+}
+
+/// The step-up form: a code, where to go back to, and the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct StepUpForm {
+    csrf: Option<String>,
+    code: Option<String>,
+    back: Option<String>,
+}
+
+/// `POST /account/mfa/verify`: a code from the app (or a backup code) lets this session make
+/// privileged changes for `MFA_STEP_UP_SECS`; then back to the page the change came from.
+pub async fn verify(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<StepUpForm>,
+) -> Response {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let back = form
+        .back
+        .as_deref()
+        .filter(|b| super::cookies::safe_return_to(b))
+        .unwrap_or("/account");
+    let Some(session_id) = principal.session_id() else {
+        return Redirect::to("/account").into_response();
+    };
+    let asked = CodeAsked {
+        state: &state,
+        principal: &principal,
+        peer,
+        headers: &headers,
+        action: STEP_UP,
+    };
+    let factor = match asked.check(&user, form.code.as_deref().unwrap_or("")).await {
+        Ok(factor) => factor,
+        Err(Refused::Show(error)) => {
+            return step_up_form(&state, &token, back, StatusCode::BAD_REQUEST, Some(error));
+        }
+        Err(Refused::Page(page)) => return page,
+    };
+    let details = json!({ "stage": "step_up", "factor": factor, "session_id": session_id });
+    if let Err(err) = state
+        .audit
+        .record(asked.event(Decision::Allow, details))
+        .await
+    {
+        tracing::error!(error = %err, "a step-up could not be recorded");
+        return super::unavailable("Nothing was changed.");
+    }
+    mfa::note_proof(&state.store, session_id, now_ms()).await;
+    Redirect::to(back).into_response()
+}
+
 /// A code, and the page's CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct CodeForm {
@@ -228,6 +342,10 @@ pub async fn confirm(
                 .with_details(json!({ "factor": "totp" }));
             if let Err(err) = state.audit.record(e).await {
                 tracing::error!(error = %err, "an authenticator was turned on but not recorded");
+            }
+            // The code just given is this session's proof too.
+            if let Some(session_id) = principal.session_id() {
+                mfa::note_proof(&state.store, session_id, now_ms()).await;
             }
             // Its backup codes, shown this once (the app is on either way).
             let codes = async {

@@ -122,6 +122,12 @@ pub async fn revoke(
         page_refusal(&state, &principal, peer, &headers, REVOKE, details).await;
         return not_allowed(REVOKE, &principal);
     }
+    let step_up = super::mfa::step_up_page(
+        &state, &principal, peer, &headers, &token, REVOKE, "/tokens",
+    );
+    if let Some(page) = step_up.await {
+        return page;
+    }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     match manage::revoke_token(&state.store, &state.audit, &actor, &id.to_string()).await {
         Ok(_) => Redirect::to("/tokens").into_response(),

@@ -213,6 +213,12 @@ async fn change(
              app: ask another admin (or remove your app on your account page, with a code).",
         );
     }
+    let step_up = super::mfa::step_up_page(
+        &state, &principal, peer, &headers, &token, permission, "/users",
+    );
+    if let Some(page) = step_up.await {
+        return page;
+    }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     let (store, audit) = (&state.store, &state.audit);
     let done = match what {

@@ -833,3 +833,173 @@ both_backends!(
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
     }
 );
+
+both_backends!(
+    privileged_changes_by_a_session_need_a_recent_code,
+    |db| async move {
+        const ADMIN: &str = "admin@example.com";
+        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
+        assert!(ok, "{err}");
+        let env = [("MFA_ENCRYPTION_KEY", KEY), ("MFA_STEP_UP_SECS", "2")];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
+        let mut app = set_up(&s, &mut boss).await;
+        let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        let api = |method: reqwest::Method, path: &str, credential: &str| {
+            let url = format!("{}{path}", s.gw.url);
+            let credential = credential.to_string();
+            async move {
+                let r = client()
+                    .request(method, url)
+                    .bearer_auth(credential)
+                    .json(&serde_json::json!({ "email": "x@example.com", "role": "viewer" }))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+        let post = reqwest::Method::POST;
+
+        // Just after the code (the one that turned the app on): allowed.
+        let (status, body) = api(post.clone(), "/api/v1/users", &session).await;
+        assert_eq!(status, 201, "{body}");
+        // Later: refused until a new code, and the refusal is on the trail.
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        let lock = "/api/v1/users/x@example.com/lock";
+        let (status, body) = api(post.clone(), lock, &session).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_required")),
+            "{body}"
+        );
+        let refused = events(&db, "gateway:users:lock").await;
+        assert!(
+            refused
+                .iter()
+                .any(|e| e.details["reason"] == "mfa_required"),
+            "{refused:?}"
+        );
+        let verify = |code: String| {
+            let url = format!("{}/api/v1/auth/mfa/verify", s.gw.url);
+            let session = session.clone();
+            async move {
+                let r = client()
+                    .post(url)
+                    .bearer_auth(session)
+                    .json(&serde_json::json!({ "code": code }))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+        let (status, body) = verify(app.wrong_code()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_refused")),
+            "{body}"
+        );
+        let (status, body) = verify(app.next_code().await).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["valid_for_secs"], 2);
+        let (status, body) = api(post.clone(), lock, &session).await;
+        assert_eq!(status, 200, "{body}");
+
+        // An API token is a robot's: never asked.
+        let robot = token(&db, "robot-admin", &["--role", "admin"]);
+        let (status, body) = api(post.clone(), "/api/v1/users/x@example.com/unlock", &robot).await;
+        assert_eq!(status, 200, "{body}");
+        let robot_verifies = client()
+            .post(format!("{}/api/v1/auth/mfa/verify", s.gw.url))
+            .bearer_auth(&robot)
+            .json(&serde_json::json!({ "code": "123456" }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(robot_verifies.status(), 400, "a token gives no codes");
+
+        // On the pages: the change asks for a code, then goes through when made again.
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        let users = boss
+            .visit(&format!("{}/users", s.gw.url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lock_form = format!("{}/users/lock", s.gw.url);
+        let fields = [
+            ("csrf", csrf(&users)),
+            ("email", "x@example.com".to_string()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let asked = boss
+            .submit(&lock_form, &fields)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(asked.status, 403, "{}", asked.body);
+        assert!(asked.body.contains("Confirm it"), "{}", asked.body);
+        let verify_form = format!("{}/account/mfa/verify", s.gw.url);
+        let code = app.next_code().await;
+        let back = boss
+            .submit(
+                &verify_form,
+                &[("csrf", &csrf(&asked)), ("code", &code), ("back", "/users")],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(back.url.ends_with("/users"), "{} {}", back.url, back.body);
+        let done = boss
+            .submit(&lock_form, &fields)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(done.url.ends_with("/users"), "{}", done.body);
+        let listed = store(&db)
+            .await
+            .find_user("x@example.com")
+            .await
+            .ok()
+            .flatten();
+        assert!(listed.is_some_and(|u| u.locked), "locked from the page");
+
+        // A CLI session signed in with a code in the browser starts fresh as well.
+        let c = client();
+        let CliStart {
+            login_id,
+            browser_url,
+            verifier,
+            ..
+        } = start_cli_sign_in(&c, &s.gw.url).await;
+        let mut cli_browser = Browser::new(ADMIN).unwrap_or_else(|e| panic!("{e}"));
+        let cli_asked = cli_browser
+            .visit_confirming(&browser_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let code = app.next_code().await;
+        let done = give(&s, &mut cli_browser, &cli_asked, &code).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        let collected: serde_json::Value = c
+            .post(format!("{}/api/v1/auth/cli/poll", s.gw.url))
+            .json(&serde_json::json!({ "login_id": login_id, "code_verifier": verifier }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let cli_session = collected["session_token"].as_str().unwrap_or_default();
+        let (status, body) = api(
+            post.clone(),
+            "/api/v1/users/x@example.com/unlock",
+            cli_session,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+);

@@ -418,6 +418,9 @@ async fn start_web_session(
             )));
         }
     };
+    if second_factor.is_some() {
+        crate::mfa::note_proof(&state.store, created.row.id, now_ms()).await;
+    }
     store_name(state, &user, new_name).await;
     end_replaced_session(state, &peer, headers, created.row.id).await;
     let target = attempt

@@ -354,6 +354,10 @@ async fn collect_session(
         NotIssued::Store(e) => ApiError::store(e),
         NotIssued::Unrecorded => ApiError::AuditUnavailable,
     })?;
+    // The code given in the browser counts for the CLI's session, from when it was given.
+    if let Some(at) = attempt.mfa_at {
+        crate::mfa::note_proof(&state.store, created.row.id, at).await;
+    }
     Ok(Json(json!({
         "status": "complete",
         "session_token": token,

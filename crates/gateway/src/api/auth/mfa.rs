@@ -378,11 +378,7 @@ async fn go_on(
     user: UserRow,
     factor: &'static str,
 ) -> Response {
-    match state
-        .store
-        .finish_login(&attempt.id, "mfa", "exchanging", None, None)
-        .await
-    {
+    match state.store.second_factor_given(&attempt.id, now_ms()).await {
         Ok(true) => {}
         Ok(false) => {
             return web::message(StatusCode::GONE, "Sign-in ended", "Sign in again.");

@@ -1,0 +1,73 @@
+//! `mfa verify`: gives this CLI session a code from the person's authenticator app, so that the
+//! changes the gateway guards with a recent code (people, roles, API tokens) go through for its
+//! window. The code is asked for on the terminal when not given.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::cli::{MfaArgs, MfaCommand};
+use crate::config::TokenType;
+use crate::context::{Ctx, Target, http_client};
+use crate::error::{CliError, CliResult};
+use crate::gateway_api::GatewayApi;
+use crate::output;
+
+/// Runs `mfa …`.
+pub async fn run(ctx: &Ctx, args: MfaArgs) -> CliResult<i32> {
+    let MfaCommand::Verify { code } = args.command;
+    let target = ctx.target()?;
+    let Target::Gateway(selected) = target else {
+        return Err(CliError::Usage(
+            "codes are for a rack-gateway: this rack has no gateway (RACK_URL points at the \
+             rack itself)"
+                .into(),
+        ));
+    };
+    if selected.entry.token_type != TokenType::Session {
+        return Err(CliError::Usage(
+            "this rack is used with an API token, which is never asked for a code: sign in \
+             with `rack-gateway login` to use a session"
+                .into(),
+        ));
+    }
+    let code = match code {
+        Some(code) => code,
+        None => ask_for_code()?,
+    };
+    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let verified = api
+        .verify_mfa(&selected.entry.token, code.trim())
+        .await
+        .map_err(CliError::Client)?;
+    let minutes = verified.valid_for_secs.div_ceil(60);
+    let how = if verified.factor == "backup_code" {
+        " (a backup code: it is used up)"
+    } else {
+        ""
+    };
+    output::write_stdout(&format!(
+        "Verified{how}: changes to people, roles and API tokens are allowed for the next \
+         {minutes} minute(s).\n"
+    ))?;
+    Ok(0)
+}
+
+/// The code from the terminal (prompted on stderr), or the first line of stdin.
+fn ask_for_code() -> CliResult<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Code from your authenticator app (or a backup code): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::io("reading the code", e))?;
+    let code = line.trim().to_string();
+    if code.is_empty() {
+        return Err(CliError::Usage(
+            "no code given: `rack-gateway mfa verify CODE`, or type it when asked".into(),
+        ));
+    }
+    Ok(code)
+}
