@@ -374,6 +374,33 @@ pub async fn confirm(
     }
 }
 
+/// A posted form's code checked for `action` (as at sign-in: counted, refusals audited): who
+/// sent it, their session secret and row, and the factor it was; or the page to answer with.
+async fn form_code(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    form: &CodeForm,
+    action: &'static str,
+) -> Result<(Principal, String, UserRow, &'static str), Response> {
+    let (principal, token, user) = form_user(state, headers, form.csrf.as_deref()).await?;
+    let asked = CodeAsked {
+        state,
+        principal: &principal,
+        peer,
+        headers,
+        action,
+    };
+    let checked = asked.check(&user, form.code.as_deref().unwrap_or("")).await;
+    match checked {
+        Ok(factor) => Ok((principal, token, user, factor)),
+        Err(Refused::Show(error)) => {
+            Err(show(state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await)
+        }
+        Err(Refused::Page(page)) => Err(page),
+    }
+}
+
 /// `POST /account/mfa/remove`: a current code (or a backup code) turns the authenticator off.
 /// Recorded first: not removed when that cannot be recorded.
 pub async fn remove(
@@ -382,26 +409,13 @@ pub async fn remove(
     headers: HeaderMap,
     PageForm(form): PageForm<CodeForm>,
 ) -> Response {
-    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
-        Ok(found) => found,
+    let (principal, _, user, factor) = match form_code(&state, peer, &headers, &form, DISABLE).await
+    {
+        Ok(checked) => checked,
         Err(page) => return page,
     };
-    let code = form.code.as_deref().unwrap_or("");
-    let asked = CodeAsked {
-        state: &state,
-        principal: &principal,
-        peer,
-        headers: &headers,
-        action: DISABLE,
-    };
-    let factor = match asked.check(&user, code).await {
-        Ok(factor) => factor,
-        Err(Refused::Show(error)) => {
-            return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
-        }
-        Err(Refused::Page(page)) => return page,
-    };
-    let allowed = asked.event(Decision::Allow, json!({ "factor": factor }));
+    let allowed = page_event(&principal, peer, &headers, DISABLE, Decision::Allow)
+        .with_details(json!({ "factor": factor }));
     if let Err(err) = state.audit.record(allowed).await {
         tracing::error!(error = %err, "removing an authenticator could not be recorded");
         return super::unavailable("Your authenticator was not removed.");
@@ -423,31 +437,15 @@ pub async fn backup_codes(
     headers: HeaderMap,
     PageForm(form): PageForm<CodeForm>,
 ) -> Response {
-    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
-        Ok(found) => found,
+    let checked = form_code(&state, peer, &headers, &form, BACKUP_CODES).await;
+    let (principal, token, user, factor) = match checked {
+        Ok(checked) => checked,
         Err(page) => return page,
     };
-    let code = form.code.as_deref().unwrap_or("");
-    let asked = CodeAsked {
-        state: &state,
-        principal: &principal,
-        peer,
-        headers: &headers,
-        action: BACKUP_CODES,
-    };
-    let factor = match asked.check(&user, code).await {
-        Ok(factor) => factor,
-        Err(Refused::Show(error)) => {
-            return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
-        }
-        Err(Refused::Page(page)) => return page,
-    };
     let details = json!({ "factor": factor, "count": mfa::backup::COUNT });
-    if let Err(err) = state
-        .audit
-        .record(asked.event(Decision::Allow, details))
-        .await
-    {
+    let allowed =
+        page_event(&principal, peer, &headers, BACKUP_CODES, Decision::Allow).with_details(details);
+    if let Err(err) = state.audit.record(allowed).await {
         tracing::error!(error = %err, "new backup codes could not be recorded");
         return super::unavailable("No new backup codes were made.");
     }

@@ -103,6 +103,19 @@ async fn web_sign_in_as(s: &SignIn, email: &str) -> (Browser, Page) {
     (b, page)
 }
 
+/// A CLI sign-in of `email` started, confirmed in its browser, and stopped at the code page:
+/// the CLI's side, the browser, and the page.
+async fn cli_code_page(s: &SignIn, email: &str) -> (CliStart, Browser, Page) {
+    let cli = start_cli_sign_in(&client(), &s.gw.url).await;
+    let mut browser = Browser::new(email).unwrap_or_else(|e| panic!("{e}"));
+    let page = browser
+        .visit_confirming(&cli.browser_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(asks_for_a_code(&page), "{}", page.body);
+    (cli, browser, page)
+}
+
 /// Gives `code` on the code page `page` asked with.
 async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
     let url = format!("{}/api/v1/auth/mfa", s.gw.url);
@@ -319,18 +332,13 @@ both_backends!(
 
         // A CLI sign-in asks for the code in its browser, and the CLI gets its session after.
         let c = client();
-        let CliStart {
-            login_id,
-            browser_url,
-            verifier,
-            ..
-        } = start_cli_sign_in(&c, &s.gw.url).await;
-        let mut cli_browser = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
-        let cli_asked = cli_browser
-            .visit_confirming(&browser_url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(asks_for_a_code(&cli_asked), "{}", cli_asked.body);
+        let (
+            CliStart {
+                login_id, verifier, ..
+            },
+            mut cli_browser,
+            cli_asked,
+        ) = cli_code_page(&s, WHO).await;
         assert!(cli_asked.body.contains("for the rack-gateway CLI"));
         let poll = || {
             c.post(format!("{}/api/v1/auth/cli/poll", s.gw.url))
@@ -970,17 +978,13 @@ both_backends!(
 
         // A CLI session signed in with a code in the browser starts fresh as well.
         let c = client();
-        let CliStart {
-            login_id,
-            browser_url,
-            verifier,
-            ..
-        } = start_cli_sign_in(&c, &s.gw.url).await;
-        let mut cli_browser = Browser::new(ADMIN).unwrap_or_else(|e| panic!("{e}"));
-        let cli_asked = cli_browser
-            .visit_confirming(&browser_url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (
+            CliStart {
+                login_id, verifier, ..
+            },
+            mut cli_browser,
+            cli_asked,
+        ) = cli_code_page(&s, ADMIN).await;
         let code = app.next_code().await;
         let done = give(&s, &mut cli_browser, &cli_asked, &code).await;
         assert_eq!(done.status, 200, "{}", done.body);

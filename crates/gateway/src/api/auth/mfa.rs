@@ -21,8 +21,8 @@ use crate::web::{self, PageForm, cookies};
 /// Where the code is asked for.
 pub const MFA_PATH: &str = "/api/v1/auth/mfa";
 
-/// The audit action of a code given at sign-in.
-const ACTION: &str = "gateway:auth:mfa";
+/// The audit action of a code given at sign-in (as to step up).
+use crate::api::mfa::ACTION;
 
 #[derive(askama::Template)]
 #[template(path = "mfa_challenge.html")]
