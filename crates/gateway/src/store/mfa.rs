@@ -309,6 +309,19 @@ impl Store {
 }
 
 impl Store {
+    /// When session `session_id` was signed in (unix ms), if it exists.
+    pub async fn session_created_at(&self, session_id: i64) -> Result<Option<i64>, StoreError> {
+        bounded(self, async {
+            Ok(
+                sqlx::query_scalar("SELECT created_at FROM sessions WHERE id = $1")
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+        .await
+    }
+
     /// When session `session_id` last proved its second factor (unix ms), if ever.
     pub async fn session_mfa_at(&self, session_id: i64) -> Result<Option<i64>, StoreError> {
         bounded(self, async {

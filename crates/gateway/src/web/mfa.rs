@@ -26,6 +26,10 @@ use crate::store::{UserRow, now_ms};
 const ENABLE: &str = "gateway:mfa:enable";
 /// Audit action: an authenticator removed.
 const DISABLE: &str = "gateway:mfa:disable";
+/// How recent a session's sign-in must be to turn an app on: a session cookie taken from
+/// someone must not let the taker put their own phone on that person's account.
+const SETUP_SIGN_IN_WINDOW_MS: i64 = 10 * 60 * 1000;
+
 /// Audit action: a new set of backup codes made.
 const BACKUP_CODES: &str = "gateway:mfa:backup_codes";
 
@@ -295,6 +299,33 @@ fn cannot(e: MfaError) -> Response {
     }
 }
 
+/// `Ok` when `principal`'s session was signed in within the last 10 minutes; else the page
+/// saying to sign in again first.
+async fn signed_in_recently(
+    state: &AppState,
+    principal: &Principal,
+    token: &str,
+    user: &UserRow,
+) -> Result<(), Response> {
+    let created = match principal.session_id() {
+        Some(id) => state.store.session_created_at(id).await,
+        None => Ok(None),
+    };
+    match created {
+        Ok(Some(at)) if now_ms().saturating_sub(at) <= SETUP_SIGN_IN_WINDOW_MS => Ok(()),
+        Ok(_) => {
+            let error = "To turn on an authenticator app, sign in again first (your sign-in \
+                         is more than 10 minutes old): sign out, then sign in."
+                .to_string();
+            Err(show(state, token, user, StatusCode::FORBIDDEN, Some(error)).await)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed");
+            Err(super::StoreDown.into_response())
+        }
+    }
+}
+
 /// `POST /account/mfa/setup`: a new secret to add to an authenticator app (replacing one not
 /// yet confirmed).
 pub async fn setup(
@@ -302,10 +333,13 @@ pub async fn setup(
     headers: HeaderMap,
     PageForm(form): PageForm<super::CsrfForm>,
 ) -> Response {
-    let (_, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
         Ok(found) => found,
         Err(page) => return page,
     };
+    if let Err(page) = signed_in_recently(&state, &principal, &token, &user).await {
+        return page;
+    }
     let started = async {
         let key = mfa::key(&state.config)?;
         mfa::start_setup(&state.store, &key, user.id, now_ms()).await
@@ -331,6 +365,9 @@ pub async fn confirm(
         Ok(found) => found,
         Err(page) => return page,
     };
+    if let Err(page) = signed_in_recently(&state, &principal, &token, &user).await {
+        return page;
+    }
     let code = form.code.as_deref().unwrap_or("");
     let confirmed = async {
         let key = mfa::key(&state.config)?;

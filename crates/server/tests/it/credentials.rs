@@ -30,7 +30,7 @@ pub async fn generation(db: &Db) -> i64 {
 }
 
 /// Runs `sql`.
-async fn execute(db: &Db, sql: &str) {
+pub async fn execute(db: &Db, sql: &str) {
     connect(db)
         .await
         .execute(sqlx::AssertSqlSafe(sql.to_string()))

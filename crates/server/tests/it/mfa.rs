@@ -1007,3 +1007,38 @@ both_backends!(
         assert_eq!(status, 200, "{body}");
     }
 );
+
+both_backends!(turning_an_app_on_needs_a_recent_sign_in, |db| async move {
+    add_who(&db);
+    let s = gateway_with_key(&db, Some(KEY)).await;
+    let (mut b, _) = web_sign_in(&s).await;
+    // The same session, signed in 11 minutes ago (a cookie someone else may hold by now).
+    let st = store(&db).await;
+    let user = st.find_user(WHO).await.ok().flatten();
+    let id = user.map(|u| u.id).unwrap_or_default();
+    let eleven_minutes = 11 * 60 * 1000;
+    crate::credentials::execute(
+        &db,
+        &format!(
+            "UPDATE sessions SET created_at = created_at - {eleven_minutes} WHERE user_id = {id}"
+        ),
+    )
+    .await;
+    let mfa_page = format!("{}/account/mfa", s.gw.url);
+    let page = b.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
+    let refused = b
+        .submit(&format!("{mfa_page}/setup"), &[("csrf", &csrf(&page))])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("sign in again first"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("id=\"secret\""), "no secret made");
+    assert!(st.totp(id).await.ok().flatten().is_none());
+    // Signed in again, it goes.
+    let (mut fresh, _) = web_sign_in(&s).await;
+    set_up(&s, &mut fresh).await;
+});
