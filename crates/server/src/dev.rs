@@ -71,12 +71,15 @@ fn ignored_settings(env: impl IntoIterator<Item = (String, String)>) -> Vec<Stri
 /// Runs the dev stack until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     warn_about_ignored_settings();
+    // Every setting checked before anything is made (the data directory, the key file).
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let given_mfa_key = gateway::config::mfa_encryption_key(&env).context("configuration")?;
+    let mfa_required = gateway::config::mfa_required(&env).context("configuration")?;
     let store_config = store_config(&args)?;
-    let mfa_key = mfa_key(&args)?;
-    let mfa_required = gateway::config::mfa_required(&|name: &str| {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-    })
-    .context("configuration")?;
+    let mfa_key = match given_mfa_key {
+        Some(key) => key,
+        None => kept_mfa_key(&args)?,
+    };
     let listeners = Listeners::bind(&args).await?;
     let rack_token = random_hex();
     let client_secret = random_hex();
@@ -193,17 +196,10 @@ fn store_config(args: &DevArgs) -> anyhow::Result<gateway::config::StoreConfig> 
     Ok(store_config)
 }
 
-/// The key TOTP secrets are sealed with: `MFA_ENCRYPTION_KEY` when given (checked as `serve`
-/// checks it), else one kept in `--data-dir` (made on first use, mode 0600), so that an
-/// authenticator set up in one run still opens in the next.
-fn mfa_key(args: &DevArgs) -> anyhow::Result<Secret> {
-    let given = gateway::config::mfa_encryption_key(&|name: &str| {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-    })
-    .context("configuration")?;
-    if let Some(key) = given {
-        return Ok(key);
-    }
+/// The key TOTP secrets are sealed with when `MFA_ENCRYPTION_KEY` is not given: one kept in
+/// `--data-dir` (made on first use, mode 0600), so that an authenticator set up in one run
+/// still opens in the next.
+fn kept_mfa_key(args: &DevArgs) -> anyhow::Result<Secret> {
     let path = args.data_dir.join("mfa-encryption.key");
     let read = |path: &std::path::Path| -> anyhow::Result<Option<Secret>> {
         match std::fs::read_to_string(path) {

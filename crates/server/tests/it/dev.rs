@@ -607,3 +607,41 @@ fn dev_names_the_settings_it_ignores() {
         "{err}"
     );
 }
+
+#[test]
+fn dev_keeps_one_mfa_key_in_its_data_directory_and_checks_it() {
+    use std::os::unix::fs::PermissionsExt;
+    // A misspelt key is named before anything is made.
+    let dir = scratch_dir();
+    let out = dev_on_port_one(&dir, &[("MFA_ENCRYPTION_KEY", "not-hex")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MFA_ENCRYPTION_KEY is invalid"), "{err}");
+    assert!(!dir.join("data").exists(), "made before the check");
+    let out = dev_on_port_one(&dir, &[("MFA_REQUIRED", "sometimes")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MFA_REQUIRED is invalid"), "{err}");
+    assert!(!dir.join("data").exists(), "made before the check");
+
+    // Without one, dev makes a key of its own (owner-only) and keeps it for the next start.
+    let _ = dev_on_port_one(&dir, &[]);
+    let path = dir.join("data").join("mfa-encryption.key");
+    let key = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(key.trim().len(), 64, "{key}");
+    assert!(key.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
+    let _ = dev_on_port_one(&dir, &[]);
+    let again = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, key, "kept, not made again");
+
+    // A damaged file is named, not replaced (the apps sealed with it would stop opening).
+    std::fs::write(&path, "garbage\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = dev_on_port_one(&dir, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mfa-encryption.key holds no key"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&path).ok().as_deref(),
+        Some("garbage\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
