@@ -90,6 +90,18 @@ fn between(text: &str, start: &str, end: &str) -> String {
         .to_string()
 }
 
+/// `b` goes to `url` (following redirects).
+async fn go(b: &mut Browser, url: &str) -> Page {
+    b.visit(url).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `b` submits `fields` as a form to `url` (following redirects).
+async fn submit(b: &mut Browser, url: &str, fields: &[(&str, &str)]) -> Page {
+    b.submit(url, fields)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A browser of `WHO` through the provider, starting at the web sign-in: where it ends.
 async fn web_sign_in(s: &SignIn) -> (Browser, Page) {
     web_sign_in_as(s, WHO).await
@@ -99,7 +111,7 @@ async fn web_sign_in(s: &SignIn) -> (Browser, Page) {
 async fn web_sign_in_as(s: &SignIn, email: &str) -> (Browser, Page) {
     let mut b = Browser::new(email).unwrap_or_else(|e| panic!("{e}"));
     let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
-    let page = b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    let page = go(&mut b, &login).await;
     (b, page)
 }
 
@@ -119,9 +131,7 @@ async fn cli_code_page(s: &SignIn, email: &str) -> (CliStart, Browser, Page) {
 /// Gives `code` on the code page `page` asked with.
 async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
     let url = format!("{}/api/v1/auth/mfa", s.gw.url);
-    b.submit(&url, &[("csrf", &csrf(page)), ("code", code)])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    submit(b, &url, &[("csrf", &csrf(page)), ("code", code)]).await
 }
 
 fn asks_for_a_code(page: &Page) -> bool {
@@ -154,42 +164,34 @@ async fn events(db: &Db, action: &str) -> Vec<gateway::audit::AuditEvent> {
 
 /// Sets up the app on the account page of a browser signed in without one.
 async fn set_up(s: &SignIn, b: &mut Browser) -> App {
-    let page = b
-        .visit(&format!("{}/account/mfa", s.gw.url))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let page = go(b, &format!("{}/account/mfa", s.gw.url)).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body.contains("is <strong>off</strong>"),
         "{}",
         page.body
     );
-    let setup = b
-        .submit(
-            &format!("{}/account/mfa/setup", s.gw.url),
-            &[("csrf", &csrf(&page))],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let setup = submit(
+        b,
+        &format!("{}/account/mfa/setup", s.gw.url),
+        &[("csrf", &csrf(&page))],
+    )
+    .await;
     assert_eq!(setup.status, 200, "{}", setup.body);
     assert!(setup.body.contains("<svg"), "a QR code: {}", setup.body);
     let mut app = App::new(&between(&setup.body, "id=\"secret\">", "<"));
     let confirm = format!("{}/account/mfa/confirm", s.gw.url);
     // A wrong first code turns nothing on.
-    let wrong = b
-        .submit(
-            &confirm,
-            &[("csrf", &csrf(&setup)), ("code", &app.wrong_code())],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let wrong = submit(
+        b,
+        &confirm,
+        &[("csrf", &csrf(&setup)), ("code", &app.wrong_code())],
+    )
+    .await;
     assert_eq!(wrong.status, 400, "{}", wrong.body);
     assert!(wrong.body.contains("id=\"error\""), "{}", wrong.body);
     let code = app.next_code().await;
-    let on = b
-        .submit(&confirm, &[("csrf", &csrf(&setup)), ("code", &code)])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let on = submit(b, &confirm, &[("csrf", &csrf(&setup)), ("code", &code)]).await;
     assert_eq!(on.status, 200, "{}", on.body);
     assert!(on.body.contains("is <strong>on</strong>"), "{}", on.body);
     app.backup_codes = backup_codes_on(&on);
@@ -275,10 +277,7 @@ both_backends!(
         assert!(asked.body.contains(WHO), "{}", asked.body);
         assert!(!b.cookies.contains_key("rg_session"));
         assert_eq!(sessions_of(&db).await, 1, "no session before the code");
-        let account = b
-            .visit(&format!("{}/account", s.gw.url))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let account = go(&mut b, &format!("{}/account", s.gw.url)).await;
         assert!(
             !account.body.contains("id=\"email\""),
             "not signed in: {}",
@@ -287,13 +286,12 @@ both_backends!(
 
         // A form from elsewhere (no CSRF token) does nothing; a wrong code is refused and
         // audited; six letters are not a guess.
-        let forged = b
-            .submit(
-                &format!("{}/api/v1/auth/mfa", s.gw.url),
-                &[("csrf", "x"), ("code", &app.last_code())],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let forged = submit(
+            &mut b,
+            &format!("{}/api/v1/auth/mfa", s.gw.url),
+            &[("csrf", "x"), ("code", &app.last_code())],
+        )
+        .await;
         assert_eq!(forged.status, 403, "{}", forged.body);
         let wrong = give(&s, &mut b, &asked, &app.wrong_code()).await;
         assert_eq!(wrong.status, 401, "{}", wrong.body);
@@ -428,18 +426,14 @@ both_backends!(
         let mut app = set_up(&s, &mut b).await;
 
         // Removing needs a current code: a session cookie alone does not turn it off.
-        let page = b
-            .visit(&format!("{}/account/mfa", s.gw.url))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
         let remove = format!("{}/account/mfa/remove", s.gw.url);
-        let refused = b
-            .submit(
-                &remove,
-                &[("csrf", &csrf(&page)), ("code", &app.wrong_code())],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = submit(
+            &mut b,
+            &remove,
+            &[("csrf", &csrf(&page)), ("code", &app.wrong_code())],
+        )
+        .await;
         assert_eq!(refused.status, 400, "{}", refused.body);
         assert!(
             refused.body.contains("is <strong>on</strong>"),
@@ -464,6 +458,19 @@ both_backends!(
             eventually(|| async { gw.all_output().contains("MFA_ENCRYPTION_KEY is not set") });
         assert!(said.await, "the log says why");
 
+        // Another key (a rotation done wrong) opens no secret: closed as well, and said.
+        drop(s);
+        let other = KEY.replace('8', "9");
+        let s = gateway_with_key(&db, Some(&other)).await;
+        let (mut b2, asked) = web_sign_in(&s).await;
+        let code = app.next_code().await;
+        let closed = give(&s, &mut b2, &asked, &code).await;
+        assert_eq!(closed.status, 503, "{}", closed.body);
+        assert!(!b2.cookies.contains_key("rg_session"));
+        let gw = &s.gw;
+        let said = eventually(|| async { gw.all_output().contains("does not open") });
+        assert!(said.await, "the log says why");
+
         // With the key again: a right code removes it, and sign-in is one step.
         drop(s);
         let s = gateway_with_key(&db, Some(KEY)).await;
@@ -471,16 +478,10 @@ both_backends!(
         let code = app.next_code().await;
         let signed_in = give(&s, &mut b3, &asked, &code).await;
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
-        let page = b3
-            .visit(&format!("{}/account/mfa", s.gw.url))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut b3, &format!("{}/account/mfa", s.gw.url)).await;
         let code = app.next_code().await;
         let remove = format!("{}/account/mfa/remove", s.gw.url);
-        let removed = b3
-            .submit(&remove, &[("csrf", &csrf(&page)), ("code", &code)])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let removed = submit(&mut b3, &remove, &[("csrf", &csrf(&page)), ("code", &code)]).await;
         let removed_url = removed.url.replace(&s.gw.url, "");
         assert_eq!(removed_url, "/account/mfa", "{}", removed.body);
         assert!(
@@ -580,10 +581,7 @@ both_backends!(
         let base32 = between(&asked.body, "id=\"secret\">", "<");
         assert_eq!(sessions_of(&db).await, 0);
         // Looking again shows the same key (no new secret per view).
-        let again = b
-            .visit(&format!("{}/api/v1/auth/mfa", s.gw.url))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let again = go(&mut b, &format!("{}/api/v1/auth/mfa", s.gw.url)).await;
         assert_eq!(between(&again.body, "id=\"secret\">", "<"), base32);
 
         // A wrong code sets nothing up; the app's code does, and signs in.
@@ -641,10 +639,7 @@ both_backends!(
             "{codes:?}"
         );
         let mfa_page = format!("{}/account/mfa", s.gw.url);
-        let page = first
-            .visit(&mfa_page)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut first, &mfa_page).await;
         assert!(page.body.contains("10 unused backup code"), "{}", page.body);
         assert!(backup_codes_on(&page).is_empty(), "shown only when made");
 
@@ -655,7 +650,7 @@ both_backends!(
         let signins = events(&db, "gateway:auth:signin").await;
         let last = signins.last().unwrap_or_else(|| panic!("a sign-in event"));
         assert_eq!(last.details["mfa"], "backup_code", "{last:?}");
-        let page = b.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut b, &mfa_page).await;
         assert!(page.body.contains("9 unused backup code"), "{}", page.body);
         let (mut b2, asked2) = web_sign_in(&s).await;
         let reused = give(&s, &mut b2, &asked2, &codes[0]).await;
@@ -666,19 +661,18 @@ both_backends!(
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
 
         // A new set needs a code, is recorded, and ends the old set.
-        let page = b2.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut b2, &mfa_page).await;
         let url = format!("{}/account/mfa/backup-codes", s.gw.url);
-        let refused = b2
-            .submit(&url, &[("csrf", &csrf(&page)), ("code", &app.wrong_code())])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = submit(
+            &mut b2,
+            &url,
+            &[("csrf", &csrf(&page)), ("code", &app.wrong_code())],
+        )
+        .await;
         assert_eq!(refused.status, 400, "{}", refused.body);
         assert!(backup_codes_on(&refused).is_empty());
         let code = app.next_code().await;
-        let made = b2
-            .submit(&url, &[("csrf", &csrf(&page)), ("code", &code)])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let made = submit(&mut b2, &url, &[("csrf", &csrf(&page)), ("code", &code)]).await;
         assert_eq!(made.status, 200, "{}", made.body);
         let fresh = backup_codes_on(&made);
         assert_eq!(fresh.len(), 10);
@@ -694,14 +688,13 @@ both_backends!(
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
 
         // A backup code also removes the app (a lost phone), and its codes go with it.
-        let page = b3.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
-        let removed = b3
-            .submit(
-                &format!("{}/account/mfa/remove", s.gw.url),
-                &[("csrf", &csrf(&page)), ("code", &fresh[1])],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut b3, &mfa_page).await;
+        let removed = submit(
+            &mut b3,
+            &format!("{}/account/mfa/remove", s.gw.url),
+            &[("csrf", &csrf(&page)), ("code", &fresh[1])],
+        )
+        .await;
         assert!(
             removed.body.contains("is <strong>off</strong>"),
             "{}",
@@ -937,36 +930,26 @@ both_backends!(
 
         // On the pages: the change asks for a code, then goes through when made again.
         tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
-        let users = boss
-            .visit(&format!("{}/users", s.gw.url))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let users = go(&mut boss, &format!("{}/users", s.gw.url)).await;
         let lock_form = format!("{}/users/lock", s.gw.url);
         let fields = [
             ("csrf", csrf(&users)),
             ("email", "x@example.com".to_string()),
         ];
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let asked = boss
-            .submit(&lock_form, &fields)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let asked = submit(&mut boss, &lock_form, &fields).await;
         assert_eq!(asked.status, 403, "{}", asked.body);
         assert!(asked.body.contains("Confirm it"), "{}", asked.body);
         let verify_form = format!("{}/account/mfa/verify", s.gw.url);
         let code = app.next_code().await;
-        let back = boss
-            .submit(
-                &verify_form,
-                &[("csrf", &csrf(&asked)), ("code", &code), ("back", "/users")],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let back = submit(
+            &mut boss,
+            &verify_form,
+            &[("csrf", &csrf(&asked)), ("code", &code), ("back", "/users")],
+        )
+        .await;
         assert!(back.url.ends_with("/users"), "{} {}", back.url, back.body);
-        let done = boss
-            .submit(&lock_form, &fields)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let done = submit(&mut boss, &lock_form, &fields).await;
         assert!(done.url.ends_with("/users"), "{}", done.body);
         let listed = store(&db)
             .await
@@ -1025,11 +1008,13 @@ both_backends!(turning_an_app_on_needs_a_recent_sign_in, |db| async move {
     )
     .await;
     let mfa_page = format!("{}/account/mfa", s.gw.url);
-    let page = b.visit(&mfa_page).await.unwrap_or_else(|e| panic!("{e}"));
-    let refused = b
-        .submit(&format!("{mfa_page}/setup"), &[("csrf", &csrf(&page))])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let page = go(&mut b, &mfa_page).await;
+    let refused = submit(
+        &mut b,
+        &format!("{mfa_page}/setup"),
+        &[("csrf", &csrf(&page))],
+    )
+    .await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(
         refused.body.contains("sign in again first"),
