@@ -361,6 +361,19 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/v1/users/{email}/lock", post(api::users::lock))
         .route("/api/v1/users/{email}/unlock", post(api::users::unlock))
         .route("/api/v1/users/{email}/mfa", delete(api::users::reset_mfa))
+        .route(
+            "/api/v1/deploy-approvals",
+            get(api::approvals::list).post(api::approvals::request),
+        )
+        .route("/api/v1/deploy-approvals/{id}", get(api::approvals::show))
+        .route(
+            "/api/v1/deploy-approvals/{id}/approve",
+            post(api::approvals::approve),
+        )
+        .route(
+            "/api/v1/deploy-approvals/{id}/reject",
+            post(api::approvals::reject),
+        )
         .route("/", get(web::home))
         .route("/login", get(web::login_page))
         .route("/account", get(web::account))

@@ -66,6 +66,14 @@ pub enum ApiError {
     /// the caller may know whether it does.
     #[error("{0} not found")]
     NoSuch(String),
+    /// A deploy step (upload, build, promote) the caller may take only with an approved deploy
+    /// request, without one that lets it through (the message says what is missing).
+    #[error("{0}")]
+    NotApproved(String),
+    /// A change the caller's permissions allow, refused for who the caller is (the message
+    /// says why): a deploy decided by an API token, or by the person who asked for it.
+    #[error("{0}")]
+    NotYours(String),
     /// The audit store cannot take the event, so nothing is forwarded.
     #[error("audit log unavailable: nothing was forwarded or changed")]
     AuditUnavailable,
@@ -149,6 +157,8 @@ impl ApiError {
             | ApiError::CsrfRejected
             | ApiError::CrossOrigin(_)
             | ApiError::MfaRequired { .. }
+            | ApiError::NotApproved(_)
+            | ApiError::NotYours(_)
             | ApiError::MfaCodeRefused { locked: false, .. } => StatusCode::FORBIDDEN,
             ApiError::MfaCodeRefused { locked: true, .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -198,6 +208,8 @@ impl ApiError {
             ApiError::MethodNotAllowed | ApiError::WrongMethod { .. } => "method_not_allowed",
             ApiError::NotFound | ApiError::NoSuch(_) => "not_found",
             ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::NotApproved(_) => "deploy_not_approved",
+            ApiError::NotYours(_) => "not_yours",
             ApiError::MfaRequired { .. } => "mfa_required",
             ApiError::MfaCodeRefused { locked: false, .. } => "mfa_code_refused",
             ApiError::MfaCodeRefused { locked: true, .. } => "mfa_locked_out",

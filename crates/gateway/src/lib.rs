@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod error;
 pub mod http_server;

@@ -355,6 +355,12 @@ fn config(
         mfa_encryption_key: None,
         mfa_required: false,
         mfa_step_up: std::time::Duration::from_secs(gateway::config::DEFAULT_MFA_STEP_UP_SECS),
+        deploy_approval_window: std::time::Duration::from_secs(
+            gateway::config::DEFAULT_DEPLOY_APPROVAL_WINDOW_SECS,
+        ),
+        deploy_approval_request_ttl: std::time::Duration::from_secs(
+            gateway::config::DEFAULT_DEPLOY_APPROVAL_REQUEST_TTL_SECS,
+        ),
     })
 }
 

@@ -34,6 +34,11 @@ use crate::client_addr::{BadProxy, TrustedProxies};
 /// Default `MFA_STEP_UP_SECS`: a code from the last 10 minutes.
 pub const DEFAULT_MFA_STEP_UP_SECS: u64 = 600;
 
+/// Default `DEPLOY_APPROVAL_WINDOW_SECS`: an approved deploy may run for 30 minutes.
+pub const DEFAULT_DEPLOY_APPROVAL_WINDOW_SECS: u64 = 1800;
+/// Default `DEPLOY_APPROVAL_REQUEST_TTL_SECS`: a request waits a day for a decision.
+pub const DEFAULT_DEPLOY_APPROVAL_REQUEST_TTL_SECS: u64 = 24 * 3600;
+
 /// Default listen address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8447";
 /// Default SQLite database used when `DATABASE_URL` is not set.
@@ -119,6 +124,10 @@ pub struct Config {
     pub mfa_required: bool,
     /// `MFA_STEP_UP_SECS`: how recent a session's code must be for a privileged change.
     pub mfa_step_up: Duration,
+    /// `DEPLOY_APPROVAL_WINDOW_SECS`: how long an approved deploy may take to run.
+    pub deploy_approval_window: Duration,
+    /// `DEPLOY_APPROVAL_REQUEST_TTL_SECS`: how long a deploy request waits for a decision.
+    pub deploy_approval_request_ttl: Duration,
 }
 
 /// How many WebSocket sessions may be open.
@@ -169,6 +178,11 @@ impl std::fmt::Debug for Config {
             .field("mfa_encryption_key", &self.mfa_encryption_key)
             .field("mfa_required", &self.mfa_required)
             .field("mfa_step_up", &self.mfa_step_up)
+            .field("deploy_approval_window", &self.deploy_approval_window)
+            .field(
+                "deploy_approval_request_ttl",
+                &self.deploy_approval_request_ttl,
+            )
             .finish()
     }
 }
@@ -251,6 +265,16 @@ impl Config {
             mfa_encryption_key,
             mfa_required,
             mfa_step_up: seconds(&get, "MFA_STEP_UP_SECS", DEFAULT_MFA_STEP_UP_SECS)?,
+            deploy_approval_window: seconds(
+                &get,
+                "DEPLOY_APPROVAL_WINDOW_SECS",
+                DEFAULT_DEPLOY_APPROVAL_WINDOW_SECS,
+            )?,
+            deploy_approval_request_ttl: seconds(
+                &get,
+                "DEPLOY_APPROVAL_REQUEST_TTL_SECS",
+                DEFAULT_DEPLOY_APPROVAL_REQUEST_TTL_SECS,
+            )?,
         })
     }
 }

@@ -16,6 +16,8 @@ pub const SETTINGS: &[&str] = &[
     "AUDIT_STDOUT",
     "CLIENT_TIMEOUT_SECS",
     "DATABASE_URL",
+    "DEPLOY_APPROVAL_REQUEST_TTL_SECS",
+    "DEPLOY_APPROVAL_WINDOW_SECS",
     "LISTEN_ADDR",
     "LOG_FORMAT",
     "LOG_LEVEL",
@@ -53,6 +55,7 @@ pub const SETTINGS: &[&str] = &[
 const SETTING_PREFIXES: &[&str] = &[
     "ADMIN_",
     "AUDIT_",
+    "DEPLOY_",
     "MFA_",
     "OIDC_",
     "RACK_",

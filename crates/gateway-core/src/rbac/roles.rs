@@ -11,7 +11,8 @@ use super::PermissionSet;
 /// A built-in role. viewer < ops < deployer < admin; cicd is automation-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Read-only: apps, services, processes, logs, builds, instances, rack status.
+    /// Read-only: apps, services, processes, logs, builds, instances, rack status, and the
+    /// deploy requests waiting for approval.
     Viewer,
     /// Viewer + restart services, run/exec/stop processes, copy files, releases, env and
     /// configs (read).
@@ -22,7 +23,8 @@ pub enum Role {
     /// Everything.
     Admin,
     /// Automation: read basics — not releases, which carry the app's environment with its
-    /// values. Deploys will need an approved deploy request.
+    /// values — and ask for deploy approvals; an approved request lets exactly that deploy
+    /// through (see `approvals`).
     Cicd,
 }
 
@@ -42,6 +44,7 @@ const VIEWER: &[&str] = &[
     "convox:rack:check",
     "convox:rack:read",
     "convox:rack:capacity",
+    "gateway:deploy-approvals:list",
 ];
 
 const OPS: &[&str] = &[

@@ -1,6 +1,7 @@
 //! The gateway's own JSON endpoints: health, readiness, who the caller is, sign-in flows,
 //! sessions and users.
 
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod mfa;

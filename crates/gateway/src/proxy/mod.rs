@@ -25,9 +25,10 @@ use serde_json::json;
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
 pub use sessions::{Full, Sessions, Slot};
-pub use upstream::{RackError, TokenCheck, Upstream, UpstreamError, audit_scrubber};
+pub use upstream::{RackError, RackLookup, TokenCheck, Upstream, UpstreamError, audit_scrubber};
 
 use crate::app::{AppState, Peer};
+use crate::approvals;
 use crate::audit::{
     AuditError, AuditEvent, Decision, EventKind, Pending, audited_path, audited_user_agent, redact,
 };
@@ -307,6 +308,22 @@ async fn authorise(
             reads = Reads::Fresh;
             continue;
         }
+        // A deploy step the caller's permissions lack may be let through by an approved deploy
+        // request of its own. Asked only of fresh credentials: a promote spends the approval.
+        let (verdict, grant) = match verdict {
+            Err(ApiError::Forbidden { permission, .. }) => {
+                approved_step(
+                    state,
+                    parts,
+                    &normalised,
+                    &principal,
+                    permission,
+                    is_upgrade,
+                )
+                .await
+            }
+            other => (other, None),
+        };
         let classified = match verdict {
             Ok(c) => c,
             Err(err) => {
@@ -317,7 +334,13 @@ async fn authorise(
         // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
         let mut event = facts.event(EventKind::Request, &action, Some(&principal));
         event.rbac_decision = Decision::Allow;
-        let details = request_details(parts, &principal, &classified, privileged, is_upgrade);
+        let mut details = request_details(parts, &principal, &classified, privileged, is_upgrade);
+        if let (Some(grant), Some(map)) = (&grant, details.as_object_mut()) {
+            map.insert(
+                "deploy_approval".into(),
+                json!({ "id": grant.approval_id, "git_commit": grant.git_commit, "spent": grant.spent }),
+            );
+        }
         let event = event.with_details(details);
         // Armed before the commit is awaited: a client that goes away meanwhile drops this
         // future, but its event is queued and committed all the same, and its outcome must
@@ -361,6 +384,57 @@ async fn authorise(
                 return Err(ApiError::Internal);
             }
         }
+    }
+}
+
+/// The verdict on a request its caller's permissions refused (`missing` lacking): allowed
+/// after all when it is a deploy step an approved deploy request of the caller's lets
+/// through ([`approvals::gate`]), else refused — saying how to get an approval where one
+/// would help.
+async fn approved_step(
+    state: &AppState,
+    parts: &http::request::Parts,
+    normalised: &Result<NormalisedPath, PathError>,
+    principal: &Principal,
+    missing: String,
+    is_upgrade: bool,
+) -> (Result<Classified, ApiError>, Option<approvals::gate::Grant>) {
+    let refused = |missing: String| ApiError::Forbidden {
+        permission: missing,
+        role: principal.role_name().to_string(),
+    };
+    let (Ok(path), (Some(Ok(classified)), _)) = (normalised, classify_request(parts, normalised))
+    else {
+        return (Err(refused(missing)), None);
+    };
+    let Some((app, step)) = approvals::gate::deploy_step(&classified.permission, &path.decoded)
+    else {
+        return (Err(refused(missing)), None);
+    };
+    if classified.permission != missing || !principal.permissions.allows(approvals::REQUEST) {
+        return (Err(refused(missing)), None);
+    }
+    // Judged again as if the permission were held, so every other check still applies.
+    let mut widened = principal.clone();
+    let mut patterns = principal.permissions.patterns().to_vec();
+    patterns.push(classified.permission.clone());
+    match rbac::PermissionSet::new(patterns) {
+        Ok(set) => widened.permissions = set,
+        Err(_) => return (Err(refused(missing)), None),
+    }
+    let rejudged = judge(
+        &widened,
+        &parts.method,
+        normalised,
+        Some(Ok(classified.clone())),
+        is_upgrade,
+    );
+    if let Err(err) = rejudged {
+        return (Err(err), None);
+    }
+    match approvals::gate::let_through(state, principal, &classified.permission, &app, step).await {
+        Ok(grant) => (Ok(classified), Some(grant)),
+        Err(err) => (Err(err), None),
     }
 }
 

@@ -61,6 +61,23 @@ pub enum RackError {
     Malformed,
 }
 
+/// Why [`Upstream::get_json`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RackLookup {
+    /// The path does not make a URL.
+    #[error("not a usable rack path")]
+    BadPath,
+    /// The rack could not be asked.
+    #[error(transparent)]
+    Rack(#[from] RackError),
+    /// The rack answered with this status.
+    #[error("the rack answered {0}")]
+    Status(u16),
+    /// The answer was too large, cut short, or not JSON.
+    #[error("the rack's answer could not be read")]
+    Unreadable,
+}
+
 /// What the rack said to the gateway's own credentials ([`Upstream::check_token`]).
 #[derive(Debug)]
 pub enum TokenCheck {
@@ -352,6 +369,40 @@ impl Upstream {
             tracing::debug!(error = ?err, "rack request failed");
             RackError::from_client(&err)
         })
+    }
+
+    /// `GET path` on the rack as the gateway itself, for a fact a decision rests on (which
+    /// build a release was made from): the JSON answer, at most `limit` bytes of it, all
+    /// within `wait`.
+    pub async fn get_json(
+        &self,
+        path: &str,
+        wait: Duration,
+        limit: usize,
+    ) -> Result<serde_json::Value, RackLookup> {
+        use http_body_util::BodyExt;
+        let uri = http::Uri::try_from(self.url(path, None)).map_err(|_| RackLookup::BadPath)?;
+        let mut request = http::Request::new(Body::empty());
+        *request.uri_mut() = uri;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, self.authorization());
+        let read = async {
+            let response = self.send(request, wait, None).await?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(RackLookup::Status(status.as_u16()));
+            }
+            let body = http_body_util::Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|_| RackLookup::Unreadable)?
+                .to_bytes();
+            serde_json::from_slice(&body).map_err(|_| RackLookup::Unreadable)
+        };
+        tokio::time::timeout(wait, read)
+            .await
+            .map_err(|_| RackLookup::Rack(RackError::Timeout))?
     }
 
     /// The `Authorization` value carrying the rack token.

@@ -6,6 +6,7 @@ mod upstream;
 
 mod admin;
 mod anchors;
+mod approvals;
 mod audit;
 mod browser;
 mod credentials;

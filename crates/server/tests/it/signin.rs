@@ -56,6 +56,24 @@ impl SignIn {
         extra: &[(&str, &str)],
         users: Vec<dev_oidc::DevUser>,
     ) -> SignIn {
+        SignIn::start_full(db, quirks, extra, users, None).await
+    }
+
+    /// [`SignIn::start`] with the gateway in front of the rack at `rack_url` (a fake Convox
+    /// rack, say) instead of the test rack.
+    pub async fn start_on_rack(db: &Db, extra: &[(&str, &str)], rack_url: &str) -> SignIn {
+        let users = dev_oidc::default_users();
+        let quirks = dev_oidc::Quirks::default();
+        SignIn::start_full(db, quirks, extra, users, Some(rack_url)).await
+    }
+
+    async fn start_full(
+        db: &Db,
+        quirks: dev_oidc::Quirks,
+        extra: &[(&str, &str)],
+        users: Vec<dev_oidc::DevUser>,
+        rack_url: Option<&str>,
+    ) -> SignIn {
         let rack = TestRack::start().await;
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
@@ -92,7 +110,7 @@ impl SignIn {
             .map(|(k, v)| (*k, v.replace("{issuer}", &issuer)))
             .collect();
         env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let gw = Gateway::start(db, &rack.url, &env).await;
+        let gw = Gateway::start(db, rack_url.unwrap_or(&rack.url), &env).await;
         SignIn {
             gw,
             rack,
