@@ -194,9 +194,101 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway mfa verify            # asks for the code
   rack-gateway mfa verify 123456")]
     Mfa(MfaArgs),
+    /// Deploy approvals: CI asks for one commit of one app, a person approves it, and that
+    /// deploy (upload, build, one promote) goes through for the credential that asked.
+    #[command(
+        name = "deploy-approval",
+        visible_alias = "deploy-approvals",
+        after_help = "Examples:
+  # in CI, before `convox deploy` (or `rack-gateway deploy`):
+  rack-gateway deploy-approval request --app web --commit \"$CIRCLE_SHA1\" \\
+      --message \"$(git log -1 --pretty=%s)\" --ci-url \"$CIRCLE_BUILD_URL\" --wait
+  # people:
+  rack-gateway deploy-approval list --status pending
+  rack-gateway deploy-approval show 12
+  rack-gateway deploy-approval approve 12 --note 'release notes checked'
+  rack-gateway deploy-approval reject 12 --note 'not on a Friday'"
+    )]
+    DeployApproval(DeployApprovalArgs),
     /// Anything else runs the stock `convox` CLI against the gateway.
     #[command(external_subcommand)]
     External(Vec<String>),
+}
+
+/// `deploy-approval` and its subcommands.
+#[derive(Debug, Args)]
+pub struct DeployApprovalArgs {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: DeployApprovalCommand,
+}
+
+/// `deploy-approval …`.
+#[derive(Debug, Subcommand)]
+pub enum DeployApprovalCommand {
+    /// Ask for approval of a deploy of one commit of an app (prints the request's number);
+    /// asking again for the same one answers with the same request.
+    #[command(after_help = "Example:
+  rack-gateway deploy-approval request --app web --commit \"$GITHUB_SHA\" --wait --timeout 1h")]
+    Request {
+        /// The app.
+        #[arg(short, long, value_parser = path_segment)]
+        app: String,
+        /// The full commit id (default: `git rev-parse HEAD` here).
+        #[arg(long, value_name = "SHA")]
+        commit: Option<String>,
+        /// What the deploy is (shown to the people who decide).
+        #[arg(short, long)]
+        message: Option<String>,
+        /// The pipeline's page.
+        #[arg(long, value_name = "URL")]
+        ci_url: Option<String>,
+        /// The branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Wait for the decision: exit 0 when approved, 1 when rejected or expired.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (90s, 30m, 2h; default: until it expires).
+        #[arg(long, value_name = "DURATION", requires = "wait", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// List requests, newest first (everyone's for those who may see them, else your own).
+    #[command(after_help = "Examples:
+  rack-gateway deploy-approval list
+  rack-gateway deploy-approval list --status pending --json")]
+    List {
+        /// Only these: pending, approved, rejected, deployed or expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One request in full.
+    #[command(after_help = "Example:
+  rack-gateway deploy-approval show 12")]
+    Show {
+        /// Its number.
+        id: i64,
+    },
+    /// Approve a pending request (a signed-in person who may approve; not your own).
+    #[command(after_help = "Example:
+  rack-gateway deploy-approval approve 12 --note 'release notes checked'")]
+    Approve {
+        /// Its number.
+        id: i64,
+        /// A note for the trail and the asker.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Reject a pending request.
+    #[command(after_help = "Example:
+  rack-gateway deploy-approval reject 12 --note 'not on a Friday'")]
+    Reject {
+        /// Its number.
+        id: i64,
+        /// Why (shown to the asker).
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 /// `mfa` and its subcommands.
@@ -689,6 +781,11 @@ pub struct DeployArgs {
     /// Build without the layer cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// The commit the build is of, sent as its git-sha (default: `git rev-parse HEAD` in the
+    /// directory, when it is a git checkout, as `convox deploy` does). An approved deploy
+    /// request lets only a build of its commit be promoted.
+    #[arg(long, value_name = "SHA")]
+    pub git_sha: Option<String>,
     /// Package the directory and list what would be uploaded; change nothing.
     #[arg(long)]
     pub dry_run: bool,

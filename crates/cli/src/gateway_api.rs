@@ -506,3 +506,130 @@ async fn gateway_error(url: &str, response: reqwest::Response) -> ClientError {
         ),
     }
 }
+
+/// A deploy request as `/api/v1/deploy-approvals` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// Its number.
+    pub id: i64,
+    /// The app.
+    pub app: String,
+    /// The full commit id.
+    pub git_commit: String,
+    /// What CI said about it.
+    #[serde(default)]
+    pub message: String,
+    /// The pipeline's address.
+    #[serde(default)]
+    pub ci_url: Option<String>,
+    /// The branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Who asked.
+    pub requested_by: String,
+    /// `pending`, `approved`, `rejected`, `deployed` or `expired`.
+    pub status: String,
+    /// When asked (unix ms).
+    pub created_at: i64,
+    /// Pending: until when it can be decided; approved: until when the deploy may run.
+    pub expires_at: i64,
+    /// Who decided.
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    /// When (unix ms).
+    #[serde(default)]
+    pub decided_at: Option<i64>,
+    /// What they wrote.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// When the deploy was promoted (unix ms).
+    #[serde(default)]
+    pub deployed_at: Option<i64>,
+    /// The release promoted.
+    #[serde(default)]
+    pub release: Option<String>,
+}
+
+/// What a deploy request asks for.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDeployRequest<'a> {
+    /// The app.
+    pub app: &'a str,
+    /// The full commit id.
+    pub git_commit: &'a str,
+    /// What it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    /// The pipeline's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci_url: Option<&'a str>,
+    /// The branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<&'a str>,
+}
+
+impl GatewayApi {
+    /// `POST /api/v1/deploy-approvals` with `token`: the request (new or the live one).
+    pub async fn request_deploy(
+        &self,
+        token: &str,
+        asked: &NewDeployRequest<'_>,
+    ) -> Result<DeployRequest, ClientError> {
+        let url = self.url("/api/v1/deploy-approvals");
+        let request = self.http.post(&url).bearer_auth(token).json(asked);
+        let response = self.send(&url, request).await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+
+    /// `GET /api/v1/deploy-approvals[?status=…]` with `token`.
+    pub async fn deploy_requests(
+        &self,
+        token: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<DeployRequest>, ClientError> {
+        let mut url = self.url("/api/v1/deploy-approvals");
+        if let Some(status) = status {
+            let status =
+                percent_encoding::utf8_percent_encode(status, percent_encoding::NON_ALPHANUMERIC);
+            url = format!("{url}?status={status}");
+        }
+        self.listing(token, url).await
+    }
+
+    /// `GET /api/v1/deploy-approvals/{id}` with `token`.
+    pub async fn deploy_request(&self, token: &str, id: i64) -> Result<DeployRequest, ClientError> {
+        let url = self.url(&format!("/api/v1/deploy-approvals/{id}"));
+        let response = self
+            .send(&url, self.http.get(&url).bearer_auth(token))
+            .await?;
+        if !response.status().is_success() {
+            return Err(resource_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+
+    /// `POST /api/v1/deploy-approvals/{id}/approve` (or `…/reject`) with `token`.
+    pub async fn decide_deploy(
+        &self,
+        token: &str,
+        id: i64,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<DeployRequest, ClientError> {
+        let verb = if approve { "approve" } else { "reject" };
+        let url = self.url(&format!("/api/v1/deploy-approvals/{id}/{verb}"));
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({ "note": note }));
+        let response = self.send(&url, request).await?;
+        if !response.status().is_success() {
+            return Err(resource_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+}

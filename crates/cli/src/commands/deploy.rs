@@ -121,6 +121,7 @@ async fn build(
         description: args.description.clone(),
         manifest: args.manifest.clone(),
         no_cache: args.no_cache,
+        git_sha: args.git_sha.clone().or_else(|| super::git_head(&args.dir)),
         ..BuildCreateOptions::default()
     };
     let build = client.create_build(app, object_url, &opts).await?;

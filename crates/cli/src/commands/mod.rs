@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches and turns failed calls into
 //! gateway-aware messages.
 
+mod approvals;
 mod apps;
 mod audit;
 pub(crate) mod auth;
@@ -22,7 +23,10 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::cli::{AppArg, AppsCommand, BuildsCommand, Cli, Command, PsCommand, ReleasesCommand};
+use crate::cli::{
+    AppArg, AppsCommand, BuildsCommand, Cli, Command, DeployApprovalCommand, PsCommand,
+    ReleasesCommand,
+};
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::explain::explain;
@@ -62,6 +66,12 @@ fn prints_json(command: &Command) -> bool {
         Command::Builds(a) => matches!(a.command, None | Some(BuildsCommand::Info { .. })),
         Command::Tokens(a) => a.command.is_none(),
         Command::Users(a) => a.command.is_none(),
+        Command::DeployApproval(a) => matches!(
+            a.command,
+            DeployApprovalCommand::List { .. }
+                | DeployApprovalCommand::Show { .. }
+                | DeployApprovalCommand::Request { .. }
+        ),
         _ => false,
     }
 }
@@ -75,7 +85,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks, audit, tokens, users); this \
+                  `info`, services, scale, instances, rack, racks, audit, tokens, users, deploy-approval list, show and request); this \
                   command prints what it does, or streams"
                 .into(),
         }));
@@ -113,6 +123,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Tokens(args) => tokens::run(ctx, args).await,
         Command::Users(args) => users::run(ctx, args).await,
         Command::Mfa(args) => mfa::run(ctx, args).await,
+        Command::DeployApproval(args) => approvals::run(ctx, args).await,
         Command::External(args) => crate::passthrough::run(ctx.target()?, &args),
     }
 }
@@ -147,4 +158,19 @@ pub fn check_name(what: &str, name: &str) -> CliResult<()> {
             crate::output::printable(name)
         ))
     })
+}
+
+/// The commit checked out in `dir` (`git rev-parse HEAD`), when it is a git checkout and git
+/// is installed.
+pub(crate) fn git_head(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let sha = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !sha.is_empty()).then_some(sha)
 }

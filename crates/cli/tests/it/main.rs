@@ -4,6 +4,7 @@
 
 mod kit;
 
+mod approvals;
 mod audit;
 mod commands;
 mod deploy;
