@@ -380,6 +380,15 @@ pub fn build_app(state: AppState) -> Router {
         .route("/audit", get(web::audit::page))
         .route("/tokens", get(web::tokens::page))
         .route("/tokens/{id}/revoke", post(web::tokens::revoke))
+        .route("/deploy-approvals", get(web::approvals::page))
+        .route(
+            "/deploy-approvals/{id}/approve",
+            post(web::approvals::approve),
+        )
+        .route(
+            "/deploy-approvals/{id}/reject",
+            post(web::approvals::reject),
+        )
         .route("/users", get(web::users::page))
         .route("/users/role", post(web::users::set_role))
         .route("/users/lock", post(web::users::lock))

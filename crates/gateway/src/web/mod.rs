@@ -1,6 +1,7 @@
 //! Server-rendered pages: sign-in, messages (signed in, refused), and the account page with
 //! the user's sessions. Strict CSP, no script, CSRF tokens on every form.
 
+pub mod approvals;
 pub mod audit;
 pub mod cookies;
 pub mod mfa;
@@ -67,6 +68,8 @@ struct AccountPage {
     tokens: bool,
     /// Whether to link to the users.
     users: bool,
+    /// Whether to link to the deploy approvals.
+    deploys: bool,
     /// Whether an authenticator app is on.
     mfa: bool,
     email: String,
@@ -362,6 +365,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
         audit: audit::may_read(&principal),
         tokens: tokens::may_list(&principal),
         users: users::may_list(&principal),
+        deploys: approvals::may_list(&principal),
         email: user.email,
         name: user.name,
         role: user.role,

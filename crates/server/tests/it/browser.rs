@@ -668,3 +668,76 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     assert!(text(&c, "#mfa").await.starts_with("off"));
     let _ = c.close().await;
 });
+
+both_backends!(deploy_approvals_in_chromium, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    let dev = Dev::start(&db).await;
+    let http = client();
+    // CI asks for two commits of `web`.
+    let mut ids = Vec::new();
+    for (sha, message) in [
+        ("1111111111111111111111111111111111111111", "Ship <b>it</b>"),
+        ("2222222222222222222222222222222222222222", "Risky one"),
+    ] {
+        let asked: serde_json::Value = http
+            .post(format!("{}/api/v1/deploy-approvals", dev.gateway))
+            .bearer_auth(dev.token("cicd"))
+            .json(&serde_json::json!({
+                "app": "web", "git_commit": sha, "message": message,
+                "ci_url": "https://ci.example.com/p/1"
+            }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        ids.push(asked["id"].as_i64().unwrap_or_default());
+    }
+    let c = browser(&driver).await;
+
+    // An admin finds them from the account page and decides each, with a note.
+    sign_in_as(&c, &dev.gateway, "admin").await;
+    click(&c, "#deploys-link").await;
+    let first = text(&c, &format!("#request-{}", ids[0])).await;
+    assert!(
+        first.contains("Ship <b>it</b>") && first.contains("token:dev-cicd"),
+        "the message shown as text: {first}"
+    );
+    type_into(&c, &format!("#note-{}", ids[0]), "looks good").await;
+    click(&c, &format!("#approve-{}", ids[0])).await;
+    let approved = text(&c, &format!("#decided #request-{}", ids[0])).await;
+    assert!(
+        approved.contains("approved")
+            && approved.contains("admin@example.com")
+            && approved.contains("looks good"),
+        "{approved}"
+    );
+    click(&c, &format!("#reject-{}", ids[1])).await;
+    let rejected = text(&c, &format!("#decided #request-{}", ids[1])).await;
+    assert!(rejected.contains("rejected"), "{rejected}");
+    assert!(
+        text(&c, "#none-pending")
+            .await
+            .contains("Nothing is waiting")
+    );
+
+    // The CI token sees the decisions.
+    let seen: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/deploy-approvals/{}",
+            dev.gateway, ids[0]
+        ))
+        .bearer_auth(dev.token("cicd"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(seen["status"], "approved", "{seen}");
+    assert_eq!(seen["note"], "looks good", "{seen}");
+    let _ = c.close().await;
+});

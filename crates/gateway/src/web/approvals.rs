@@ -1,0 +1,248 @@
+//! `GET /deploy-approvals`: deploy requests in the browser, for those who may list them
+//! (`gateway:deploy-approvals:list`), pending ones first; people who may approve
+//! (`gateway:deploy-approvals:approve`) approve or reject each with a note (`POST
+//! /deploy-approvals/{id}/approve|reject`, CSRF-checked, with a recent code where they have an
+//! authenticator app, audited as over the API).
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    PageForm, PagePath, StoreDown, cookies, message, not_allowed, page_actor, page_refusal, render,
+    signed_in_form, signed_in_page, stale_form, time,
+};
+use crate::app::{AppState, Peer};
+use crate::approvals::{self, ApprovalError, ApprovalView};
+use crate::audit::Decision;
+use crate::identity::Principal;
+
+struct RequestView {
+    id: i64,
+    app: String,
+    commit: String,
+    short_commit: String,
+    message: String,
+    branch: String,
+    ci_url: Option<String>,
+    requested_by: String,
+    asked: String,
+    until: String,
+    status: String,
+    decided_by: String,
+    note: String,
+    release: String,
+    /// The signed-in person asked for it (or a token of theirs did): they cannot decide it.
+    yours: bool,
+}
+
+impl RequestView {
+    fn of(v: ApprovalView, yours: bool) -> RequestView {
+        RequestView {
+            id: v.id,
+            short_commit: v.git_commit.get(..10).unwrap_or(&v.git_commit).to_string(),
+            commit: v.git_commit,
+            app: v.app,
+            message: v.message,
+            branch: v.branch.unwrap_or_default(),
+            ci_url: v.ci_url,
+            requested_by: v.requested_by,
+            asked: time(v.created_at),
+            until: time(v.expires_at),
+            status: v.status,
+            decided_by: v.decided_by.unwrap_or_default(),
+            note: v.note.unwrap_or_default(),
+            release: v.release.unwrap_or_default(),
+            yours,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "deploy_approvals.html")]
+struct ApprovalsPage {
+    csrf: String,
+    can_decide: bool,
+    pending: Vec<RequestView>,
+    others: Vec<RequestView>,
+}
+
+/// Whether `principal` may see the deploy requests page (for links to it).
+pub fn may_list(principal: &Principal) -> bool {
+    principal.permissions.allows(approvals::LIST)
+}
+
+/// `GET /deploy-approvals`
+pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    let (principal, token) = match signed_in_page(&state, &headers, "/deploy-approvals").await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
+    };
+    if !may_list(&principal) {
+        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
+        page_refusal(&state, &principal, peer, &headers, approvals::LIST, details).await;
+        return not_allowed(approvals::LIST, &principal);
+    }
+    let rows = match state.store.list_approvals(None).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "deploy request list failed");
+            return StoreDown.into_response();
+        }
+    };
+    let now = crate::store::now_ms();
+    let me = principal.user_id();
+    let (mut pending, mut others) = (Vec::new(), Vec::new());
+    for row in rows {
+        let yours = me.is_some() && row.requested_by_user_id == me;
+        let view = RequestView::of(ApprovalView::of(row, now), yours);
+        if view.status == "pending" {
+            pending.push(view);
+        } else {
+            others.push(view);
+        }
+    }
+    render(
+        StatusCode::OK,
+        &ApprovalsPage {
+            csrf: cookies::csrf_token(&token),
+            can_decide: principal.permissions.allows(approvals::APPROVE),
+            pending,
+            others,
+        },
+    )
+}
+
+/// The decision form: its CSRF token and an optional note.
+#[derive(Debug, Deserialize)]
+pub struct DecisionForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /deploy-approvals/{id}/approve`
+pub async fn approve(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    id: PagePath<i64>,
+    form: PageForm<DecisionForm>,
+) -> Response {
+    decide(state, peer, headers, id, form, true).await
+}
+
+/// `POST /deploy-approvals/{id}/reject`
+pub async fn reject(
+    state: State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    id: PagePath<i64>,
+    form: PageForm<DecisionForm>,
+) -> Response {
+    decide(state, peer, headers, id, form, false).await
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PagePath(id): PagePath<i64>,
+    PageForm(form): PageForm<DecisionForm>,
+    approve: bool,
+) -> Response {
+    let action = if approve {
+        approvals::APPROVE
+    } else {
+        approvals::REJECT
+    };
+    let (principal, token) = match signed_in_form(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
+    };
+    let asked = |reason: &str| json!({ "approval_id": id, "reason": reason });
+    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        page_refusal(
+            &state,
+            &principal,
+            peer,
+            &headers,
+            action,
+            asked("csrf_rejected"),
+        )
+        .await;
+        return stale_form();
+    }
+    if !principal.permissions.allows(approvals::APPROVE) {
+        page_refusal(
+            &state,
+            &principal,
+            peer,
+            &headers,
+            action,
+            asked("forbidden"),
+        )
+        .await;
+        return not_allowed(approvals::APPROVE, &principal);
+    }
+    let note = match approvals::check_note(form.note.as_deref()) {
+        Ok(note) => note,
+        Err(m) => return message(StatusCode::BAD_REQUEST, "Note not taken", &m),
+    };
+    let step_up = super::mfa::step_up_page(
+        &state,
+        &principal,
+        peer,
+        &headers,
+        &token,
+        approvals::APPROVE,
+        "/deploy-approvals",
+    );
+    if let Some(page) = step_up.await {
+        return page;
+    }
+    let actor = page_actor(&principal, peer, &headers, Decision::Allow);
+    let decided = approvals::decide(&state, &actor, &principal, id, approve, note.as_deref()).await;
+    match decided {
+        Ok(_) => Redirect::to("/deploy-approvals").into_response(),
+        Err(e @ ApprovalError::OwnRequest) => {
+            page_refusal(
+                &state,
+                &principal,
+                peer,
+                &headers,
+                action,
+                asked("own_request"),
+            )
+            .await;
+            message(StatusCode::FORBIDDEN, "Not your own", &e.to_string())
+        }
+        Err(e @ ApprovalError::NotPending { .. }) => {
+            page_refusal(
+                &state,
+                &principal,
+                peer,
+                &headers,
+                action,
+                asked("not_pending"),
+            )
+            .await;
+            message(StatusCode::CONFLICT, "Already decided", &e.to_string())
+        }
+        Err(ApprovalError::NotFound(_)) => message(
+            StatusCode::NOT_FOUND,
+            "No such deploy request",
+            "That deploy request does not exist.",
+        ),
+        Err(ApprovalError::Audit) => {
+            super::unavailable("Nothing was decided: the audit trail could not record it.")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "deploy decision failed");
+            super::unavailable("Nothing was decided.")
+        }
+    }
+}
