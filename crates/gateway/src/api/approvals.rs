@@ -235,18 +235,12 @@ async fn decide(
     .await;
     match decided {
         Ok(row) => Ok(Json(ApprovalView::of(row, now_ms())).into_response()),
-        Err(e @ ApprovalError::OwnRequest) => {
-            let err = approval_error(e);
-            Err(caller
-                .refuse(&state, action, err, asked("own_request"))
-                .await)
-        }
-        Err(e @ ApprovalError::NotPending { .. }) => {
-            let err = approval_error(e);
-            Err(caller
-                .refuse(&state, action, err, asked("not_pending"))
-                .await)
-        }
-        Err(e) => Err(approval_error(e)),
+        Err(e) => match e.refusal_reason() {
+            Some(reason) => {
+                let err = approval_error(e);
+                Err(caller.refuse(&state, action, err, asked(reason)).await)
+            }
+            None => Err(approval_error(e)),
+        },
     }
 }

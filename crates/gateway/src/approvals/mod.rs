@@ -67,6 +67,19 @@ pub enum ApprovalError {
     Audit,
 }
 
+impl ApprovalError {
+    /// The audited reason of a decision refused for who decides or what the request has
+    /// become; `None` for failures.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            ApprovalError::NotAPerson => Some("not_a_person"),
+            ApprovalError::OwnRequest => Some("own_request"),
+            ApprovalError::NotPending { .. } => Some("not_pending"),
+            _ => None,
+        }
+    }
+}
+
 /// A request as the API and the CLI show it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ApprovalView {

@@ -206,43 +206,36 @@ async fn decide(
     }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     let decided = approvals::decide(&state, &actor, &principal, id, approve, note.as_deref()).await;
-    match decided {
-        Ok(_) => Redirect::to("/deploy-approvals").into_response(),
-        Err(e @ ApprovalError::OwnRequest) => {
-            page_refusal(
-                &state,
-                &principal,
-                peer,
-                &headers,
-                action,
-                asked("own_request"),
-            )
-            .await;
-            message(StatusCode::FORBIDDEN, "Not your own", &e.to_string())
-        }
-        Err(e @ ApprovalError::NotPending { .. }) => {
-            page_refusal(
-                &state,
-                &principal,
-                peer,
-                &headers,
-                action,
-                asked("not_pending"),
-            )
-            .await;
-            message(StatusCode::CONFLICT, "Already decided", &e.to_string())
-        }
-        Err(ApprovalError::NotFound(_)) => message(
+    let err = match decided {
+        Ok(_) => return Redirect::to("/deploy-approvals").into_response(),
+        Err(err) => err,
+    };
+    if let Some((status, title, reason)) = refusal(&err) {
+        page_refusal(&state, &principal, peer, &headers, action, asked(reason)).await;
+        return message(status, title, &err.to_string());
+    }
+    match err {
+        ApprovalError::NotFound(_) => message(
             StatusCode::NOT_FOUND,
             "No such deploy request",
             "That deploy request does not exist.",
         ),
-        Err(ApprovalError::Audit) => {
+        ApprovalError::Audit => {
             super::unavailable("Nothing was decided: the audit trail could not record it.")
         }
-        Err(e) => {
+        e => {
             tracing::error!(error = %e, "deploy decision failed");
             super::unavailable("Nothing was decided.")
         }
     }
+}
+
+/// The page's status and title for a decision refused (see
+/// [`ApprovalError::refusal_reason`]).
+fn refusal(err: &ApprovalError) -> Option<(StatusCode, &'static str, &'static str)> {
+    let reason = err.refusal_reason()?;
+    Some(match err {
+        ApprovalError::NotPending { .. } => (StatusCode::CONFLICT, "Already decided", reason),
+        _ => (StatusCode::FORBIDDEN, "Not yours to decide", reason),
+    })
 }

@@ -64,6 +64,20 @@ async fn call(
     (status, r.json().await.unwrap_or_default())
 }
 
+/// `POST /api/v1/deploy-approvals/{id}/{verb}` (approve or reject) with `credential` and
+/// `note`: status and JSON.
+async fn decide(
+    s: &SignIn,
+    id: &Value,
+    verb: &str,
+    credential: &str,
+    note: Option<&str>,
+) -> (u16, Value) {
+    let path = format!("/api/v1/deploy-approvals/{id}/{verb}");
+    let body = json!({ "note": note });
+    call(s, reqwest::Method::POST, &path, credential, Some(body)).await
+}
+
 /// Through the rack proxy: status and JSON.
 async fn rack(
     s: &SignIn,
@@ -261,43 +275,21 @@ both_backends!(
         assert_eq!(status, 400);
 
         // Only a person who may approve decides, never with an API token, never the asker.
-        let approve = format!("/api/v1/deploy-approvals/{id}/approve");
-        let (status, body) = call(&s, post.clone(), &approve, &viewer, Some(json!({}))).await;
+        let (status, body) = decide(&s, &json!(id), "approve", &viewer, None).await;
         assert_eq!(status, 403, "{body}");
-        let (status, body) = call(&s, post.clone(), &approve, &reader, Some(json!({}))).await;
+        let (status, body) = decide(&s, &json!(id), "approve", &reader, None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("not_yours")),
             "{body}"
         );
-        let (status, body) = call(
-            &s,
-            post.clone(),
-            &approve,
-            &boss,
-            Some(json!({ "note": "ok \u{202E}x" })),
-        )
-        .await;
+        let (status, body) = decide(&s, &json!(id), "approve", &boss, Some("ok \u{202E}x")).await;
         assert_eq!(status, 400, "{body}");
-        let (status, approved) = call(
-            &s,
-            post.clone(),
-            &approve,
-            &boss,
-            Some(json!({ "note": "go" })),
-        )
-        .await;
+        let (status, approved) = decide(&s, &json!(id), "approve", &boss, Some("go")).await;
         assert_eq!(status, 200, "{approved}");
         assert_eq!(approved["status"], "approved");
         assert_eq!(approved["decided_by"], "admin@example.com");
-        let (status, body) = call(
-            &s,
-            post.clone(),
-            &format!("/api/v1/deploy-approvals/{id}/reject"),
-            &boss,
-            Some(json!({})),
-        )
-        .await;
+        let (status, body) = decide(&s, &json!(id), "reject", &boss, None).await;
         assert_eq!(status, 409, "{body}");
         assert!(
             body["error"]
@@ -456,14 +448,7 @@ both_backends!(
         )
         .await;
         assert_eq!(status, 201, "{mine}");
-        let (status, body) = call(
-            &s,
-            post.clone(),
-            &format!("/api/v1/deploy-approvals/{}/approve", mine["id"]),
-            &boss,
-            Some(json!({})),
-        )
-        .await;
+        let (status, body) = decide(&s, &mine["id"], "approve", &boss, None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("not_yours")),
@@ -481,28 +466,25 @@ both_backends!(
         .await;
         assert_eq!(status, 201, "{theirs}");
         assert_eq!(theirs["requested_by"], "deployer@example.com");
-        let (status, _) = call(
-            &s,
-            post.clone(),
-            &format!("/api/v1/deploy-approvals/{}/approve", theirs["id"]),
-            &deployer,
-            Some(json!({})),
-        )
-        .await;
+        let (status, _) = decide(&s, &theirs["id"], "approve", &deployer, None).await;
         assert_eq!(status, 403);
-        let (status, rejected) = call(
-            &s,
-            post.clone(),
-            &format!("/api/v1/deploy-approvals/{}/reject", theirs["id"]),
-            &boss,
-            Some(json!({ "note": "not on a Friday" })),
-        )
-        .await;
+        let (status, rejected) =
+            decide(&s, &theirs["id"], "reject", &boss, Some("not on a Friday")).await;
         assert_eq!(
             (status, rejected["status"].as_str()),
             (200, Some("rejected")),
             "{rejected}"
         );
+
+        let (status, later) = call(
+            &s,
+            post.clone(),
+            "/api/v1/deploy-approvals",
+            &deployer,
+            Some(json!({ "app": "web", "git_commit": OTHER_SHA })),
+        )
+        .await;
+        assert_eq!(status, 201, "{later}");
 
         // Unanswered past DEPLOY_APPROVAL_REQUEST_TTL_SECS: expired, and no longer decidable.
         tokio::time::sleep(Duration::from_millis(2_200)).await;
@@ -522,15 +504,16 @@ both_backends!(
         };
         assert_eq!(state_of(&mine["id"]), Some(json!("expired")), "{listed}");
         assert_eq!(state_of(&theirs["id"]), Some(json!("rejected")), "{listed}");
-        let (status, body) = call(
-            &s,
-            post.clone(),
-            &format!("/api/v1/deploy-approvals/{}/approve", mine["id"]),
-            &deployer,
-            Some(json!({})),
-        )
-        .await;
+        let (status, body) = decide(&s, &mine["id"], "approve", &deployer, None).await;
         assert_eq!(status, 403, "a deployer may not approve: {body}");
+        let (status, body) = decide(&s, &later["id"], "approve", &boss, None).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is expired")),
+            "{body}"
+        );
         // An expired request is asked again as a new one.
         let (status, fresh) = call(
             &s,
