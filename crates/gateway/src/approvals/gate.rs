@@ -166,9 +166,7 @@ async fn commit_of_release(state: &AppState, app: &str, release: &str) -> Result
         .and_then(|b| b.as_str())
         .unwrap_or_default()
         .to_string();
-    if build.is_empty() {
-        return Ok(String::new());
-    }
+    // No build (or none the gateway would put in a path): no commit to match.
     if !is_rack_id(&build) {
         return Ok(String::new());
     }

@@ -408,7 +408,8 @@ both_backends!(
 both_backends!(
     people_cannot_approve_their_own_and_requests_expire,
     |db| async move {
-        let (rack_url, _stop) = fake_rack().await;
+        let (rack_url, stop) = fake_rack().await;
+        let ci = role_token(&db, "cicd");
         for (email, role) in [
             ("admin@example.com", "admin"),
             ("deployer@example.com", "deployer"),
@@ -525,5 +526,46 @@ both_backends!(
         .await;
         assert_eq!(status, 201, "{fresh}");
         assert_ne!(fresh["id"], mine["id"]);
+
+        // A promote the gateway cannot check with the rack (the rack is down) is refused with
+        // the rack's failure, and the approval is not spent.
+        let (status, asked) = call(
+            &s,
+            post.clone(),
+            "/api/v1/deploy-approvals",
+            &ci,
+            Some(json!({ "app": "web", "git_commit": SHA })),
+        )
+        .await;
+        assert_eq!(status, 201, "{asked}");
+        let (status, body) = decide(&s, &asked["id"], "approve", &boss, None).await;
+        assert_eq!(status, 200, "{body}");
+        let _ = stop.send(());
+        let mut answer = (0, Value::Null);
+        for _ in 0..50 {
+            answer = rack(
+                &s,
+                post.clone(),
+                "/apps/web/releases/RABCDEFGHIJ/promote",
+                &ci,
+                Some(&[]),
+            )
+            .await;
+            if answer.0 == 502 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answer.0, 502, "{answer:?}");
+        assert_eq!(answer.1["code"], "rack_unreachable", "{answer:?}");
+        let (_, still) = call(
+            &s,
+            reqwest::Method::GET,
+            &format!("/api/v1/deploy-approvals/{}", asked["id"]),
+            &ci,
+            None,
+        )
+        .await;
+        assert_eq!(still["status"], "approved", "{still}");
     }
 );
