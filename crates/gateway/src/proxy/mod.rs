@@ -387,10 +387,10 @@ async fn authorise(
     }
 }
 
-/// The verdict on a request its caller's permissions refused (`missing` lacking): allowed
-/// after all when it is a deploy step an approved deploy request of the caller's lets
-/// through ([`approvals::gate`]), else refused — saying how to get an approval where one
-/// would help.
+/// The verdict on a request refused for want of permission `missing`: allowed after all when
+/// it is a deploy step an approved deploy request of the caller's lets through
+/// ([`approvals::gate`]), else refused — saying how to get an approval where one would help.
+/// Callers who may not ask for approvals (most refusals) are answered at once.
 async fn approved_step(
     state: &AppState,
     parts: &http::request::Parts,
@@ -403,6 +403,9 @@ async fn approved_step(
         permission: missing,
         role: principal.role_name().to_string(),
     };
+    if !principal.permissions.allows(approvals::REQUEST) {
+        return (Err(refused(missing)), None);
+    }
     let (Ok(path), (Some(Ok(classified)), _)) = (normalised, classify_request(parts, normalised))
     else {
         return (Err(refused(missing)), None);
@@ -411,7 +414,7 @@ async fn approved_step(
     else {
         return (Err(refused(missing)), None);
     };
-    if classified.permission != missing || !principal.permissions.allows(approvals::REQUEST) {
+    if classified.permission != missing {
         return (Err(refused(missing)), None);
     }
     // Judged again as if the permission were held, so every other check still applies.
