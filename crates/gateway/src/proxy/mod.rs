@@ -310,16 +310,17 @@ async fn authorise(
         }
         // A deploy step the caller's permissions lack may be let through by an approved deploy
         // request of its own. Asked only of fresh credentials: a promote spends the approval.
+        // Boxed: its future (rack lookups included) would otherwise enlarge every request's.
         let (verdict, grant) = match verdict {
             Err(ApiError::Forbidden { permission, .. }) => {
-                approved_step(
+                Box::pin(approved_step(
                     state,
                     parts,
                     &normalised,
                     &principal,
                     permission,
                     is_upgrade,
-                )
+                ))
                 .await
             }
             other => (other, None),
