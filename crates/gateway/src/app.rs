@@ -87,6 +87,9 @@ pub enum StartError {
     /// The identity provider client.
     #[error("sign-in: {0}")]
     Oidc(#[from] OidcError),
+    /// The notification channels (Slack, SMTP).
+    #[error("notifications: {0}")]
+    Notify(String),
     /// The audit anchor bucket.
     #[error("audit anchors: {0}")]
     Anchors(#[from] crate::audit::anchor::AnchorError),
@@ -105,6 +108,8 @@ pub struct Gateway {
     refusal_summaries: JoinHandle<()>,
     /// Anchors the audit chain's head in S3, when configured.
     anchoring: Option<crate::audit::anchor::Anchoring>,
+    /// Sends Slack and e-mail notifications, when configured.
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// How long a shutdown waits for the last audit lines to reach stdout.
@@ -215,6 +220,9 @@ impl Gateway {
             }
             None => None,
         };
+        let notifier =
+            crate::notify::spawn(store.clone(), &config.notify, config.public_url.clone())
+                .map_err(StartError::Notify)?;
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),
@@ -232,6 +240,7 @@ impl Gateway {
             checkpointer,
             refusal_summaries,
             anchoring,
+            notifier,
         })
     }
 
@@ -242,6 +251,9 @@ impl Gateway {
 
     /// Writes out queued audit events and closes the store.
     pub async fn shutdown(self) {
+        if let Some(notifier) = self.notifier {
+            notifier.stop();
+        }
         self.refusal_summaries.abort();
         crate::audit::record_summaries(&self.state.refusals, &self.state.audit);
         // Bounded: the flush also waits for the lines to reach stdout, and a log shipper that

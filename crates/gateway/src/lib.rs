@@ -11,6 +11,7 @@ pub mod identity;
 pub mod log_throttle;
 pub mod metrics;
 pub mod mfa;
+pub mod notify;
 pub mod oidc;
 pub mod proxy;
 pub mod request_id;

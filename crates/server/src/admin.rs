@@ -73,7 +73,7 @@ async fn note_if_new(store: &Store, database_url: &str) {
 
 /// The database for a command that only lists: opened read-only, without migrations or an
 /// audit writer, so an auditor's read-only copy (or a read-only PostgreSQL role) will do.
-async fn open_read_only() -> anyhow::Result<Store> {
+pub(crate) async fn open_read_only() -> anyhow::Result<Store> {
     let config = StoreConfig::from_env().context("configuration")?;
     let store = Store::open_read_only(&config.database_url)
         .await
@@ -255,7 +255,7 @@ async fn warn_without_admin(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn when(ms: Option<i64>) -> String {
+pub(crate) fn when(ms: Option<i64>) -> String {
     match ms {
         None => "never".into(),
         Some(ms) => {

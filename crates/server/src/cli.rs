@@ -31,6 +31,35 @@ pub enum Command {
     /// Inspect the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Slack and e-mail notifications: send a test, list what was sent or given up on.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+/// `notify …`
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message now on every configured channel (SLACK_WEBHOOK_URL, SMTP_URL) and
+    /// say what each answered; exits 1 when one failed. Needs no database.
+    ///
+    /// Example: rack-gateway-server notify test --to me@example.com
+    Test {
+        /// E-mail the test to this address (default: EMAIL_ALERTS_TO).
+        #[arg(long)]
+        to: Vec<String>,
+    },
+    /// List the newest notifications: queued, sent, and given up on (with why).
+    List {
+        /// Only those given up on.
+        #[arg(long)]
+        failed: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `tokens …`

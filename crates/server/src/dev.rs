@@ -40,8 +40,12 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 9] = [
+const DEV_SETTINGS: [&str; 13] = [
     "DATABASE_URL",
+    "SLACK_WEBHOOK_URL",
+    "SMTP_URL",
+    "EMAIL_FROM",
+    "EMAIL_ALERTS_TO",
     "MFA_ENCRYPTION_KEY",
     "MFA_REQUIRED",
     "AUDIT_HMAC_KEY",
@@ -361,6 +365,10 @@ fn config(
         deploy_approval_request_ttl: std::time::Duration::from_secs(
             gateway::config::DEFAULT_DEPLOY_APPROVAL_REQUEST_TTL_SECS,
         ),
+        // Off unless set, as for `serve`: to try them, point SLACK_WEBHOOK_URL or SMTP_URL at
+        // a local catcher.
+        notify: gateway::config::NotifyConfig::from_lookup(|name| std::env::var(name).ok())
+            .context("notifications")?,
     })
 }
 

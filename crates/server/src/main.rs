@@ -7,6 +7,7 @@ mod dev;
 mod export;
 mod limits;
 mod logging;
+mod notify;
 mod output;
 mod rotate;
 mod serve;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
             Command::Audit(cli::AuditCommand::Verify) => verify::run().await,
             Command::Audit(cli::AuditCommand::Export(args)) => export::run(*args).await,
             Command::Audit(cli::AuditCommand::RotateKey) => rotate::run().await,
+            Command::Notify(cmd) => notify::run(cmd).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@
 
 mod anchors;
 mod names;
+mod notify;
 mod oidc;
 mod rack;
 mod secret;
@@ -19,6 +20,8 @@ pub use anchors::{
     DEFAULT_ANCHOR_PREFIX, DEFAULT_ANCHOR_REGION, DEFAULT_ANCHOR_RETENTION_DAYS, parse_anchors,
 };
 pub use names::{SETTINGS, misspelt_settings};
+use notify::parse_notify;
+pub use notify::{EmailConfig, NotifyConfig, SlackConfig};
 use oidc::parse_oidc;
 pub use oidc::{OIDC_CALLBACK_PATH, OidcConfig, SessionConfig};
 pub use rack::RackTls;
@@ -128,6 +131,8 @@ pub struct Config {
     pub deploy_approval_window: Duration,
     /// `DEPLOY_APPROVAL_REQUEST_TTL_SECS`: how long a deploy request waits for a decision.
     pub deploy_approval_request_ttl: Duration,
+    /// Where notifications go (`SLACK_WEBHOOK_URL`, `SMTP_URL`, `EMAIL_*`).
+    pub notify: NotifyConfig,
 }
 
 /// How many WebSocket sessions may be open.
@@ -183,6 +188,7 @@ impl std::fmt::Debug for Config {
                 "deploy_approval_request_ttl",
                 &self.deploy_approval_request_ttl,
             )
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -216,6 +222,7 @@ impl Config {
         let trusted_proxies = trusted_proxies(&get)?;
         let oidc = parse_oidc(&get, public_url.as_ref())?;
         let mfa_encryption_key = mfa_encryption_key(&get)?;
+        let notify = parse_notify(&get)?;
         let mfa_required = mfa_required(&get)?;
         if mfa_required && mfa_encryption_key.is_none() {
             return Err(ConfigError::Missing {
@@ -275,6 +282,7 @@ impl Config {
                 "DEPLOY_APPROVAL_REQUEST_TTL_SECS",
                 DEFAULT_DEPLOY_APPROVAL_REQUEST_TTL_SECS,
             )?,
+            notify,
         })
     }
 }
@@ -431,6 +439,13 @@ pub fn mfa_encryption_key(
 }
 
 /// `PUBLIC_URL`: the gateway's base URL as browsers reach it, when set.
+/// `PUBLIC_URL` alone, read through `lookup` (for commands that need no rack).
+pub fn public_url_from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Url>, ConfigError> {
+    public_url(&|name: &str| lookup(name).filter(|v| !v.trim().is_empty()))
+}
+
 fn public_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Url>, ConfigError> {
     Ok(match get("PUBLIC_URL") {
         None => None,

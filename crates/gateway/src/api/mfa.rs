@@ -85,11 +85,11 @@ pub async fn verify(
             )),
         ),
         Ok(Some(
-            CodeCheck::Wrong {
+            check @ (CodeCheck::Wrong {
                 locked_until: Some(until),
                 ..
             }
-            | CodeCheck::Locked { until },
+            | CodeCheck::Locked { until }),
         )) => (
             "",
             Some((
@@ -100,7 +100,10 @@ pub async fn verify(
                         web::time(until)
                     ),
                 },
-                json!({ "stage": "step_up", "reason": "locked_out", "until": web::time(until) }),
+                json!({
+                    "stage": "step_up", "reason": "locked_out", "until": web::time(until),
+                    "lockout_started": check.started_lockout(),
+                }),
             )),
         ),
         Err(MfaError::Store(e)) => return Err(ApiError::store(e)),

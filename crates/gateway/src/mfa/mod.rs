@@ -89,6 +89,19 @@ pub enum CodeCheck {
     },
 }
 
+impl CodeCheck {
+    /// True for the wrong code that started a lockout (not for those refused during one).
+    pub fn started_lockout(self) -> bool {
+        matches!(
+            self,
+            CodeCheck::Wrong {
+                locked_until: Some(_),
+                ..
+            }
+        )
+    }
+}
+
 /// Checks `code` against `row`, user `row.user_id`'s confirmed authenticator, at `now_ms`:
 /// a right code for a step not used before is accepted (and that step used up), as is one of
 /// the user's unused backup codes (then used up); a wrong one of either is counted towards a

@@ -561,14 +561,14 @@ impl CodeAsked<'_> {
                 "That code is not right (or was used already).".to_string(),
             ),
             Ok(Some(
-                CodeCheck::Wrong {
+                check @ (CodeCheck::Wrong {
                     locked_until: Some(until),
                     ..
                 }
-                | CodeCheck::Locked { until },
+                | CodeCheck::Locked { until }),
             )) => (
                 "locked_out",
-                json!({ "until": time(until) }),
+                json!({ "until": time(until), "lockout_started": check.started_lockout() }),
                 format!(
                     "Too many wrong codes: codes are refused until {} UTC.",
                     time(until)

@@ -17,7 +17,7 @@ const SHA: &str = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
 const OTHER_SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 /// A fake Convox rack (seeded apps `web` and others) on a free port, for the test's life.
-async fn fake_rack() -> (String, tokio::sync::oneshot::Sender<()>) {
+pub(crate) async fn fake_rack() -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -37,7 +37,7 @@ async fn fake_rack() -> (String, tokio::sync::oneshot::Sender<()>) {
 }
 
 /// The session cookie of `email`, signed in through the provider.
-async fn session_of(s: &SignIn, email: &str) -> String {
+pub(crate) async fn session_of(s: &SignIn, email: &str) -> String {
     let mut b = Browser::new(email).unwrap_or_else(|e| panic!("{e}"));
     let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
     let page = b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));

@@ -313,13 +313,17 @@ pub async fn submit(
             );
         }
         Ok(
-            CodeCheck::Wrong {
+            check @ (CodeCheck::Wrong {
                 locked_until: Some(until),
                 ..
             }
-            | CodeCheck::Locked { until },
+            | CodeCheck::Locked { until }),
         ) => {
-            refuse(json!({ "reason": "locked_out", "until": web::time(until) })).await;
+            refuse(json!({
+                "reason": "locked_out", "until": web::time(until),
+                "lockout_started": check.started_lockout(),
+            }))
+            .await;
             give_up(&state, &attempt, "mfa_locked").await;
             // To the nearest minute, at least one.
             let minutes = (((until - now_ms()).max(0) + 30_000) / 60_000).max(1);

@@ -1,0 +1,471 @@
+//! Which audit events become notifications, and what they say.
+//!
+//! A change made through `identity::manage` is two events with one request id: the intent
+//! (what was asked, committed before the change) and its outcome (`"result": "done"` once
+//! made). Notices for those come from the outcome, so nobody is told of a change that was
+//! refused; the intent supplies what was asked. A deploy decision is recorded before its
+//! compare-and-set: its notice waits until the request shows the decision (or is dropped when
+//! it never does).
+
+use serde_json::Value;
+
+use super::{Notice, Topic};
+use crate::approvals;
+use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
+use crate::store::{AuditRow, Store, StoreError};
+
+/// How long a recorded deploy decision may wait to show in its request before it is taken as
+/// never made (the compare-and-set lost to another decision, or the store refused it).
+const DECISION_SETTLES_MS: i64 = 60_000;
+
+/// What the rules make of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// These notices (often none).
+    Notices(Vec<Notice>),
+    /// Not settled yet: look at this event again later (and at none after it).
+    NotYet,
+}
+
+impl Verdict {
+    fn one(notice: Notice) -> Verdict {
+        Verdict::Notices(vec![notice])
+    }
+    fn none() -> Verdict {
+        Verdict::Notices(Vec::new())
+    }
+}
+
+/// The notices for `row`, read at `now`.
+pub async fn notices(store: &Store, row: &AuditRow, now: i64) -> Result<Verdict, StoreError> {
+    let e = &row.event;
+    let d = &e.details;
+    if e.rbac_decision == Decision::Deny {
+        return Ok(lockout(e).map_or_else(Verdict::none, Verdict::one));
+    }
+    let action = e.action.as_str();
+    Ok(match (e.kind, action) {
+        (EventKind::Gateway, approvals::REQUEST) if e.rbac_decision == Decision::Allow => {
+            approval_requested(e).map_or_else(Verdict::none, Verdict::one)
+        }
+        (EventKind::Gateway, approvals::APPROVE | approvals::REJECT)
+            if e.rbac_decision == Decision::Allow =>
+        {
+            approval_decided(store, e, now).await?
+        }
+        (EventKind::Gateway, "gateway:users:create") if d.get("reason").is_some() => {
+            let email = text(d, "email");
+            Verdict::one(
+                Notice::new(
+                    Topic::UserAdded,
+                    format!("{email} signed in as the first admin"),
+                )
+                .fact("Role", "admin")
+                .fact("Why", text(d, "reason"))
+                .link("Users", "/users")
+                .to_slack()
+                .alert(),
+            )
+        }
+        (
+            EventKind::Gateway,
+            "gateway:mfa:enable" | "gateway:mfa:disable" | "gateway:mfa:backup_codes",
+        ) if e.rbac_decision == Decision::Allow => {
+            own_mfa_change(e).map_or_else(Verdict::none, Verdict::one)
+        }
+        (
+            EventKind::Gateway,
+            crate::audit::SUPPRESSED_ACTION
+            | crate::audit::RECOVERED_ACTION
+            | crate::audit::KEY_ROTATED_ACTION,
+        ) => Verdict::one(audit_trouble(e)),
+        (EventKind::Outcome, _) if d.get("result").and_then(Value::as_str) == Some("done") => {
+            match managed(action) {
+                Some(topic) => {
+                    let asked = intent(store, row).await?;
+                    managed_change(topic, e, asked.as_ref().map(|a| &a.details))
+                        .map_or_else(Verdict::none, Verdict::one)
+                }
+                None => Verdict::none(),
+            }
+        }
+        _ => Verdict::none(),
+    })
+}
+
+/// The topic of a change made through `identity::manage` that is worth telling.
+fn managed(action: &str) -> Option<Topic> {
+    Some(match action {
+        "gateway:tokens:create" => Topic::TokenCreated,
+        "gateway:users:create" => Topic::UserAdded,
+        "gateway:users:update" => Topic::RoleChanged,
+        "gateway:users:lock" => Topic::UserLocked,
+        "gateway:users:unlock" => Topic::UserUnlocked,
+        "gateway:mfa:reset" => Topic::MfaChanged,
+        _ => return None,
+    })
+}
+
+/// The intent recorded before the outcome `row` (same request id and action).
+async fn intent(store: &Store, row: &AuditRow) -> Result<Option<AuditEvent>, StoreError> {
+    let rows = store.audit_by_request(&row.event.request_id).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.seq < row.seq)
+        .map(|r| r.event)
+        .rfind(|e| e.kind == EventKind::Gateway && e.action == row.event.action))
+}
+
+/// A string field of `details` (empty when absent or not a string).
+fn text(details: &Value, key: &str) -> String {
+    details
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Who acted: a person's e-mail, an API token's name, or the operator at the command line.
+pub fn who(e: &AuditEvent) -> String {
+    match (e.actor_type, &e.user_email, &e.token_name) {
+        (ActorType::Token, _, Some(name)) => format!("API token {name}"),
+        (_, Some(email), _) => email.clone(),
+        (ActorType::Cli, _, _) => {
+            let operator = text(&e.details, "operator");
+            if operator.is_empty() {
+                "an operator (server command line)".into()
+            } else {
+                format!("{operator} (server command line)")
+            }
+        }
+        _ => "someone not signed in".into(),
+    }
+}
+
+/// The first 12 characters of a commit id.
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+fn approval_requested(e: &AuditEvent) -> Option<Notice> {
+    let d = &e.details;
+    let id = d.get("approval_id").and_then(Value::as_i64)?;
+    let app = text(d, "app");
+    let commit = text(d, "git_commit");
+    Some(
+        Notice::new(
+            Topic::ApprovalRequested,
+            format!(
+                "Deploy of {app} at {} waits for approval (#{id})",
+                short(&commit)
+            ),
+        )
+        .fact("Requested by", who(e))
+        .fact("Commit", commit)
+        .fact("Branch", text(d, "branch"))
+        .fact("Message", text(d, "message"))
+        .fact("CI", text(d, "ci_url"))
+        .link(
+            "Review in the gateway",
+            format!("/deploy-approvals#request-{id}"),
+        )
+        .to_slack(),
+    )
+}
+
+async fn approval_decided(store: &Store, e: &AuditEvent, now: i64) -> Result<Verdict, StoreError> {
+    let d = &e.details;
+    let Some(id) = d.get("approval_id").and_then(Value::as_i64) else {
+        return Ok(Verdict::none());
+    };
+    let approved = e.action == approvals::APPROVE;
+    let Some(row) = store.approval(id).await? else {
+        return Ok(Verdict::none());
+    };
+    let shows_it = row.decided_by.is_some()
+        && row.decided_by == e.user_email
+        && match row.status.as_str() {
+            "approved" | "deployed" => approved,
+            "rejected" => !approved,
+            _ => false,
+        };
+    if !shows_it {
+        // Still pending: the compare-and-set may be on its way. Decided otherwise, or pending
+        // long after: this decision was never made.
+        let waiting = row.status == "pending" && now.saturating_sub(e.ts) < DECISION_SETTLES_MS;
+        return Ok(if waiting {
+            Verdict::NotYet
+        } else {
+            Verdict::none()
+        });
+    }
+    let verb = if approved { "approved" } else { "rejected" };
+    let mut notice = Notice::new(
+        Topic::ApprovalDecided,
+        format!(
+            "Deploy of {} at {} {verb} by {} (#{id})",
+            row.app,
+            short(&row.git_commit),
+            who(e)
+        ),
+    )
+    .fact("Requested by", row.requested_by.clone())
+    .fact("Note", row.note.clone().unwrap_or_default());
+    if approved {
+        notice = notice.fact(
+            "Deploy before",
+            format!("{} UTC", crate::web::time(row.expires_at)),
+        );
+    }
+    Ok(Verdict::one(
+        notice
+            .link(
+                "Deploy approvals",
+                format!("/deploy-approvals#request-{id}"),
+            )
+            .to_slack(),
+    ))
+}
+
+fn managed_change(topic: Topic, e: &AuditEvent, asked: Option<&Value>) -> Option<Notice> {
+    let by = who(e);
+    let empty = Value::Null;
+    let asked = asked.unwrap_or(&empty);
+    let email = text(asked, "email");
+    Some(match topic {
+        Topic::TokenCreated => {
+            let name = text(asked, "name");
+            let owner = text(asked, "owner");
+            let access = match asked.get("permissions").and_then(Value::as_array) {
+                Some(list) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None => format!("role {}", text(asked, "role")),
+            };
+            let expires = asked
+                .get("expires_at")
+                .and_then(Value::as_i64)
+                .map(|at| format!("{} UTC", crate::web::time(at)))
+                .unwrap_or_else(|| "never".into());
+            let mut n = Notice::new(
+                Topic::TokenCreated,
+                format!("API token {name} created by {by}"),
+            )
+            .fact("Access", access)
+            .fact("Owner", owner.clone())
+            .fact("Expires", expires)
+            .link("API tokens", "/tokens")
+            .to_slack()
+            .alert();
+            if !owner.is_empty() {
+                n = n.email(owner);
+            }
+            n
+        }
+        Topic::UserAdded => Notice::new(Topic::UserAdded, format!("{email} was added by {by}"))
+            .fact("Role", text(asked, "role"))
+            .link("Sign in", "/")
+            .to_slack()
+            .email(email),
+        Topic::RoleChanged => Notice::new(
+            Topic::RoleChanged,
+            format!("{email}'s role changed to {} by {by}", text(asked, "role")),
+        )
+        .fact("Previous role", text(&e.details, "previous_role"))
+        .link("Users", "/users")
+        .to_slack()
+        .alert()
+        .email(email),
+        Topic::UserLocked => Notice::new(Topic::UserLocked, format!("{email} was locked by {by}"))
+            .fact(
+                "Sessions ended",
+                e.details
+                    .get("sessions_revoked_count")
+                    .and_then(Value::as_i64)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+            )
+            .link("Users", "/users")
+            .to_slack()
+            .alert()
+            .email(email),
+        Topic::UserUnlocked => {
+            Notice::new(Topic::UserUnlocked, format!("{email} was unlocked by {by}"))
+                .link("Users", "/users")
+                .to_slack()
+                .email(email)
+        }
+        Topic::MfaChanged => Notice::new(
+            Topic::MfaChanged,
+            format!("{email}'s authenticator app was reset by {by}"),
+        )
+        .fact(
+            "What now",
+            "their next sign-in needs only the identity provider; they should set up a new app",
+        )
+        .link("Account security", "/account/mfa")
+        .to_slack()
+        .alert()
+        .email(email),
+        _ => return None,
+    })
+}
+
+/// A person's own change to their second factor: e-mailed to them (and, when it is removed,
+/// to the alerts list as well).
+fn own_mfa_change(e: &AuditEvent) -> Option<Notice> {
+    let email = e.user_email.clone()?;
+    let factor = text(&e.details, "factor");
+    let (title, alert) = match e.action.as_str() {
+        "gateway:mfa:enable" => (format!("{email} set up an authenticator app"), false),
+        "gateway:mfa:disable" => (format!("{email} removed their authenticator app"), true),
+        _ => (format!("{email} made new backup codes"), false),
+    };
+    let mut n = Notice::new(Topic::MfaChanged, title)
+        .fact("Confirmed with", factor)
+        .fact("From", e.client_ip.clone().unwrap_or_default())
+        .fact(
+            "Not you?",
+            "tell an admin at once: they can lock the account and end its sessions",
+        )
+        .link("Account security", "/account/mfa")
+        .email(email);
+    if alert {
+        n = n.alert().to_slack();
+    }
+    Some(n)
+}
+
+/// The wrong code that started a lockout (not those refused during it).
+fn lockout(e: &AuditEvent) -> Option<Notice> {
+    let d = &e.details;
+    if d.get("reason").and_then(Value::as_str) != Some("locked_out")
+        || d.get("lockout_started").and_then(Value::as_bool) != Some(true)
+    {
+        return None;
+    }
+    let email = e.user_email.clone()?;
+    let stage = match d.get("stage").and_then(Value::as_str) {
+        Some("step_up") => "confirming an action",
+        _ if e.action == "gateway:auth:mfa" || e.action == "gateway:auth:signin" => "signing in",
+        _ => "changing their authenticator",
+    };
+    Some(
+        Notice::new(
+            Topic::MfaLockout,
+            format!("Too many wrong codes for {email}: codes are refused for a while"),
+        )
+        .fact("While", stage)
+        .fact("Until", format!("{} UTC", text(d, "until")))
+        .fact("From", e.client_ip.clone().unwrap_or_default())
+        .fact(
+            "Not you?",
+            "someone may have the password to your identity provider account: tell an admin",
+        )
+        .to_slack()
+        .alert()
+        .email(email),
+    )
+}
+
+fn audit_trouble(e: &AuditEvent) -> Notice {
+    let title = match e.action.as_str() {
+        crate::audit::SUPPRESSED_ACTION => {
+            "A flood of refused requests: some were counted, not recorded one by one"
+        }
+        crate::audit::RECOVERED_ACTION => "The audit log could not be written for a while",
+        _ => "The audit chain's key was rotated",
+    };
+    let details = serde_json::to_string(&e.details).unwrap_or_default();
+    let details: String = details.chars().take(600).collect();
+    Notice::new(Topic::AuditTrouble, title)
+        .fact("Recorded by", who(e))
+        .fact("Details", details)
+        .link("Audit log", "/audit")
+        .to_slack()
+        .alert()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(kind: EventKind, action: &str, details: Value) -> AuditEvent {
+        let mut e = AuditEvent::new(kind, "r1", action).with_details(details);
+        e.actor_type = ActorType::User;
+        e.user_email = Some("ann@example.com".into());
+        e.rbac_decision = Decision::Allow;
+        e
+    }
+
+    #[test]
+    fn a_lockout_is_told_once_when_it_starts() {
+        let mut e = event(
+            EventKind::Gateway,
+            "gateway:auth:mfa",
+            json!({"reason": "locked_out", "until": "2026-12-05 10:00", "lockout_started": true}),
+        );
+        e.rbac_decision = Decision::Deny;
+        let n = lockout(&e);
+        assert!(n.as_ref().is_some_and(|n| n.alert && n.slack), "{n:?}");
+        assert_eq!(
+            n.map(|n| n.email_to),
+            Some(vec!["ann@example.com".to_string()])
+        );
+        e.details["lockout_started"] = json!(false);
+        assert_eq!(lockout(&e), None);
+        e.details = json!({"reason": "wrong_code", "failures": 2});
+        assert_eq!(lockout(&e), None);
+    }
+
+    #[test]
+    fn a_token_is_announced_with_its_access_and_never_its_secret() {
+        let asked =
+            json!({"name": "ci", "role": "cicd", "owner": "bob@example.com", "expires_at": null});
+        let outcome = event(
+            EventKind::Outcome,
+            "gateway:tokens:create",
+            json!({"result": "done", "token_id": 3}),
+        );
+        let n = managed_change(Topic::TokenCreated, &outcome, Some(&asked));
+        let n = n.unwrap_or_else(|| Notice::new(Topic::Test, "missing"));
+        assert_eq!(n.title, "API token ci created by ann@example.com");
+        assert!(n.facts.contains(&("Access", "role cicd".into())));
+        assert!(n.facts.contains(&("Expires", "never".into())));
+        assert_eq!(n.email_to, vec!["bob@example.com".to_string()]);
+        assert!(n.alert && n.slack);
+    }
+
+    #[test]
+    fn who_names_tokens_people_and_operators() {
+        let mut e = event(EventKind::Gateway, "x", json!({"operator": "root"}));
+        assert_eq!(who(&e), "ann@example.com");
+        e.actor_type = ActorType::Token;
+        e.token_name = Some("deploy-bot".into());
+        assert_eq!(who(&e), "API token deploy-bot");
+        e.actor_type = ActorType::Cli;
+        e.user_email = None;
+        assert_eq!(who(&e), "root (server command line)");
+    }
+
+    #[test]
+    fn an_approval_request_links_to_its_row() {
+        let e = event(
+            EventKind::Gateway,
+            approvals::REQUEST,
+            json!({"approval_id": 7, "app": "web", "git_commit": "a".repeat(40), "message": "fix", "branch": "main"}),
+        );
+        let n = approval_requested(&e);
+        assert_eq!(
+            n.as_ref().map(|n| n.title.as_str()),
+            Some("Deploy of web at aaaaaaaaaaaa waits for approval (#7)")
+        );
+        assert_eq!(
+            n.and_then(|n| n.link).map(|l| l.path),
+            Some("/deploy-approvals#request-7".to_string())
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Notifications end to end: a gateway configured with a (fake) Slack webhook and a (fake) SMTP
+//! server tells Slack about deploy requests and decisions and security events, e-mails the
+//! people a change is about and `EMAIL_ALERTS_TO`, retries when Slack asks it to wait, gives up
+//! (and says why in `notify list`) when Slack refuses for good, announces nothing from before
+//! it started, and never lets a secret (a new token, the webhook's address) into a message or
+//! a log line.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::fake_notify::{FakeSlack, FakeSmtp, Mail, SlackAnswer, WEBHOOK_SECRET};
+use crate::kit::{admin, admin_with, client, eventually, role_token};
+use crate::signin::SignIn;
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+async fn post(s: &SignIn, path: &str, credential: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}{path}", s.gw.url))
+        .bearer_auth(credential)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// Waits (up to 10 s) until Slack holds a message containing `needle`; that message.
+async fn slack_message(s: &SignIn, slack: &FakeSlack, needle: &str) -> String {
+    let found = eventually(|| async { slack.texts().iter().any(|t| t.contains(needle)) }).await;
+    let texts = slack.texts();
+    let log = s.gw.all_output();
+    let log: Vec<&str> = log.lines().filter(|l| l.contains("notif")).collect();
+    assert!(found, "no Slack message with {needle:?} in {texts:#?}; the gateway said {log:#?}");
+    texts
+        .into_iter()
+        .find(|t| t.contains(needle))
+        .unwrap_or_default()
+}
+
+/// Waits (up to 10 s) until the SMTP server took mail to `to` whose data contains `needle`.
+async fn mail_to(smtp: &FakeSmtp, to: &str, needle: &str) -> Mail {
+    let matches = |m: &Mail| m.to.iter().any(|t| t == to) && m.data.contains(needle);
+    let found = eventually(|| async { smtp.mails().iter().any(matches) }).await;
+    let mails = smtp.mails();
+    assert!(found, "no mail to {to} with {needle:?} in {mails:#?}");
+    mails
+        .into_iter()
+        .find(matches)
+        .unwrap_or_else(|| panic!("gone"))
+}
+
+both_backends!(
+    security_events_and_deploy_requests_reach_slack_and_the_people_they_are_about,
+    |db| async move {
+        let (rack_url, _stop) = crate::approvals::fake_rack().await;
+        let slack = FakeSlack::start().await;
+        let smtp = FakeSmtp::start().await;
+        for (email, role) in [
+            ("admin@example.com", "admin"),
+            ("deployer@example.com", "deployer"),
+            ("viewer@example.com", "viewer"),
+        ] {
+            let (ok, _, err) = admin(&db, &["users", "add", email, "--role", role]);
+            assert!(ok, "{err}");
+        }
+        let ci = role_token(&db, "cicd");
+        // Slack is busy when the first message comes: it asks for a second's wait.
+        slack.answer_next(&[SlackAnswer {
+            status: 429,
+            retry_after: Some(1),
+            body: "rate_limited",
+        }]);
+        let env = [
+            ("SLACK_WEBHOOK_URL", slack.url.as_str()),
+            ("SMTP_URL", smtp.url.as_str()),
+            ("EMAIL_FROM", "Rack Gateway <gateway@example.com>"),
+            ("EMAIL_ALERTS_TO", "security@example.com"),
+        ];
+        let s = SignIn::start_on_rack(&db, &env, &rack_url).await;
+        let boss = crate::approvals::session_of(&s, "admin@example.com").await;
+
+        // CI asks for a deploy; its message tries to ping the channel and to pass off a link.
+        let ask = json!({
+            "app": "web", "git_commit": SHA, "branch": "main",
+            "message": "<!channel> urgent: see <https://evil.example|the fix>",
+            "ci_url": "https://ci.example.com/p/9",
+        });
+        let (status, asked) = post(&s, "/api/v1/deploy-approvals", &ci, ask).await;
+        assert_eq!(status, 201, "{asked}");
+        let id = asked["id"].as_i64().unwrap_or_default();
+        let text = slack_message(&s, &slack, "waits for approval").await;
+        assert!(
+            text.contains(&format!(
+                "Deploy of web at {} waits for approval (#{id})",
+                &SHA[..12]
+            )),
+            "{text}"
+        );
+        assert!(text.contains("API token cicd-token"), "{text}");
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<https://evil"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert!(
+            text.contains(&format!("{}/deploy-approvals#request-{id}", s.gw.url)),
+            "the button leads to the request: {text}"
+        );
+
+        // A person approves it.
+        let path = format!("/api/v1/deploy-approvals/{id}/approve");
+        let (status, body) = post(&s, &path, &boss, json!({ "note": "ship it" })).await;
+        assert_eq!(status, 200, "{body}");
+        let text = slack_message(&s, &slack, "approved by admin@example.com").await;
+        assert!(
+            text.contains("ship it") && text.contains("Deploy before"),
+            "{text}"
+        );
+
+        // A token made at the server's command line for a person: Slack, the owner and the
+        // alerts list hear of it; nobody sees its secret.
+        let (ok, out, err) = admin(
+            &db,
+            &[
+                "tokens",
+                "create",
+                "--name",
+                "laptop",
+                "--role",
+                "deployer",
+                "--owner",
+                "deployer@example.com",
+            ],
+        );
+        assert!(ok, "{err}");
+        let secret = out.lines().last().unwrap_or_default().trim().to_string();
+        let text = slack_message(&s, &slack, "API token laptop created by").await;
+        assert!(text.contains("server command line"), "{text}");
+        let to_owner = mail_to(&smtp, "deployer@example.com", "API token laptop created").await;
+        assert_eq!(to_owner.from, "gateway@example.com");
+        assert!(
+            to_owner.data.contains("Access: role deployer"),
+            "{}",
+            to_owner.data
+        );
+        mail_to(&smtp, "security@example.com", "API token laptop created").await;
+
+        // An admin locks someone: Slack, the person and the alerts list.
+        let lock = "/api/v1/users/viewer@example.com/lock";
+        let (status, body) = post(&s, lock, &boss, json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        slack_message(&s, &slack, "viewer@example.com was locked by admin@example.com").await;
+        let locked = mail_to(
+            &smtp,
+            "viewer@example.com",
+            "was locked by admin@example.com",
+        )
+        .await;
+        assert!(
+            locked
+                .data
+                .contains("Subject: [127.0.0.1] viewer@example.com was locked"),
+            "{}",
+            locked.data
+        );
+        mail_to(&smtp, "security@example.com", "was locked by").await;
+
+        // Nothing from before the start is announced (three users were added then), a refused
+        // change is not announced, and no secret is anywhere.
+        let (status, _) = post(
+            &s,
+            "/api/v1/users/nobody@example.com/lock",
+            &boss,
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 404);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let texts = slack.texts();
+        assert!(
+            !texts.iter().any(|t| t.contains("was added by")),
+            "{texts:#?}"
+        );
+        assert!(
+            !texts.iter().any(|t| t.contains("nobody@example.com")),
+            "{texts:#?}"
+        );
+        let mails = smtp.mails();
+        for m in &mails {
+            assert!(
+                !m.data.contains(&secret) && !m.data.contains(&ci),
+                "{}",
+                m.data
+            );
+        }
+        assert!(!texts.iter().any(|t| t.contains(&secret) || t.contains(&ci)));
+        let output = s.gw.all_output();
+        assert!(
+            !output.contains(WEBHOOK_SECRET),
+            "the webhook's address was logged"
+        );
+        assert!(output.contains("notification sent"), "sending is logged");
+
+        // Every message went once, the one Slack asked to wait for included.
+        let requested = texts
+            .iter()
+            .filter(|t| t.contains("waits for approval"))
+            .count();
+        assert_eq!(requested, 1, "{texts:#?}");
+        let (ok, listed, err) = admin(&db, &["notify", "list", "--json"]);
+        assert!(ok, "{err}");
+        let listed: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+        let retried = listed.iter().find(|n| n["topic"] == "approval_requested");
+        assert_eq!(
+            retried.map(|n| n["state"].clone()),
+            Some(json!("sent")),
+            "{listed:#?}"
+        );
+        assert_eq!(
+            retried.map(|n| n["attempts"].clone()),
+            Some(json!(2)),
+            "{listed:#?}"
+        );
+    }
+);
+
+both_backends!(
+    a_webhook_slack_refuses_is_given_up_on_and_listed_with_why,
+    |db| async move {
+        let slack = FakeSlack::start().await;
+        slack.answer_always(SlackAnswer {
+            status: 404,
+            retry_after: None,
+            body: "no_service",
+        });
+        let env = [("SLACK_WEBHOOK_URL", slack.url.as_str())];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let (ok, _, err) = admin(
+            &db,
+            &["tokens", "create", "--name", "gone", "--role", "viewer"],
+        );
+        assert!(ok, "{err}");
+        let listed = eventually(|| async {
+            let (_, out, _) = admin(&db, &["notify", "list", "--failed"]);
+            out.contains("token_created")
+        })
+        .await;
+        let (ok, out, err) = admin(&db, &["notify", "list", "--failed"]);
+        assert!(ok && listed, "{out}{err}");
+        assert!(
+            out.contains("failed") && out.contains("slack answered 404: no_service"),
+            "{out}"
+        );
+        assert!(!out.contains(WEBHOOK_SECRET), "{out}");
+        assert!(!s.gw.all_output().contains(WEBHOOK_SECRET));
+
+        // `notify test` says the same at once, and fails.
+        let (ok, out, err) = admin_with(&db, &["notify", "test"], &env);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("slack: refused: slack answered 404: no_service"),
+            "{out}{err}"
+        );
+        assert!(!format!("{out}{err}").contains(WEBHOOK_SECRET));
+    }
+);
+
+// Two workers: the command is waited for on one, the fakes answer it on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_sends_on_every_channel_and_needs_no_database() {
+    let slack = FakeSlack::start().await;
+    let smtp = FakeSmtp::start().await;
+    let env = [
+        ("SLACK_WEBHOOK_URL", slack.url.as_str()),
+        ("SMTP_URL", smtp.url.as_str()),
+        ("EMAIL_FROM", "gateway@example.com"),
+        ("PUBLIC_URL", "https://gw.example.com"),
+    ];
+    let out = std::process::Command::new(crate::kit::BIN)
+        .args(["notify", "test", "--to", "ops@example.com"])
+        .env_remove("DATABASE_URL")
+        .envs(env)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("slack: sent") && stdout.contains("email to ops@example.com: sent"),
+        "{stdout}"
+    );
+    let texts = slack.texts();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Test notification") && t.contains("https://gw.example.com/")),
+        "{texts:?}"
+    );
+    let mails = smtp.mails();
+    assert!(
+        mails.iter().any(|m| m.to == ["ops@example.com"]
+            && m.data
+                .contains("Subject: [gw.example.com] Test notification")),
+        "{mails:#?}"
+    );
+
+    // Nothing configured: said so.
+    let out = std::process::Command::new(crate::kit::BIN)
+        .args(["notify", "test"])
+        .env_remove("SLACK_WEBHOOK_URL")
+        .env_remove("SMTP_URL")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no notification channel is configured"));
+}
