@@ -83,7 +83,7 @@ pub async fn notices(store: &Store, row: &AuditRow, now: i64) -> Result<Verdict,
             match managed(action) {
                 Some(topic) => {
                     let asked = intent(store, row).await?;
-                    managed_change(topic, e, asked.as_ref().map(|a| &a.details))
+                    managed_change(topic, e, asked.as_ref())
                         .map_or_else(Verdict::none, Verdict::one)
                 }
                 None => Verdict::none(),
@@ -139,6 +139,14 @@ pub fn who(e: &AuditEvent) -> String {
             }
         }
         _ => "someone not signed in".into(),
+    }
+}
+
+/// A deploy request's asker as stored (`token:<name>` or an e-mail), said as [`who`] says it.
+fn requester(stored: &str) -> String {
+    match stored.strip_prefix("token:") {
+        Some(name) => format!("API token {name}"),
+        None => stored.to_string(),
     }
 }
 
@@ -209,7 +217,7 @@ async fn approval_decided(store: &Store, e: &AuditEvent, now: i64) -> Result<Ver
             who(e)
         ),
     )
-    .fact("Requested by", row.requested_by.clone())
+    .fact("Requested by", requester(&row.requested_by))
     .fact("Note", row.note.clone().unwrap_or_default());
     if approved {
         notice = notice.fact(
@@ -227,10 +235,12 @@ async fn approval_decided(store: &Store, e: &AuditEvent, now: i64) -> Result<Ver
     ))
 }
 
-fn managed_change(topic: Topic, e: &AuditEvent, asked: Option<&Value>) -> Option<Notice> {
-    let by = who(e);
+/// The notice for a change made through `identity::manage`: `e` its outcome, `intent` the
+/// event recorded before it (what was asked, and who asked: an operator is named there).
+fn managed_change(topic: Topic, e: &AuditEvent, intent: Option<&AuditEvent>) -> Option<Notice> {
+    let by = who(intent.unwrap_or(e));
     let empty = Value::Null;
-    let asked = asked.unwrap_or(&empty);
+    let asked = intent.map_or(&empty, |i| &i.details);
     let email = text(asked, "email");
     Some(match topic {
         Topic::TokenCreated => {
@@ -430,7 +440,8 @@ mod tests {
             "gateway:tokens:create",
             json!({"result": "done", "token_id": 3}),
         );
-        let n = managed_change(Topic::TokenCreated, &outcome, Some(&asked));
+        let intent = event(EventKind::Gateway, "gateway:tokens:create", asked);
+        let n = managed_change(Topic::TokenCreated, &outcome, Some(&intent));
         let n = n.unwrap_or_else(|| Notice::new(Topic::Test, "missing"));
         assert_eq!(n.title, "API token ci created by ann@example.com");
         assert!(n.facts.contains(&("Access", "role cicd".into())));

@@ -384,8 +384,19 @@ both_backends!(
         assert_eq!(still.status, 429, "{}", still.body);
         assert_eq!(sessions_of(&db).await, 3, "the CLI's, and none since");
         let lockouts = events(&db, "gateway:auth:mfa").await;
-        assert!(
-            lockouts.iter().any(|e| e.details["reason"] == "locked_out"),
+        let locked_out: Vec<_> = lockouts
+            .iter()
+            .filter(|e| e.details["reason"] == "locked_out")
+            .collect();
+        // The wrong code that started it says so (notifications tell of that one), the right
+        // code refused during it does not.
+        assert_eq!(locked_out.len(), 2, "{lockouts:?}");
+        assert_eq!(
+            locked_out[0].details["lockout_started"], true,
+            "{lockouts:?}"
+        );
+        assert_eq!(
+            locked_out[1].details["lockout_started"], false,
             "{lockouts:?}"
         );
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use gateway::store::NewNotification;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -34,7 +35,10 @@ async fn slack_message(s: &SignIn, slack: &FakeSlack, needle: &str) -> String {
     let texts = slack.texts();
     let log = s.gw.all_output();
     let log: Vec<&str> = log.lines().filter(|l| l.contains("notif")).collect();
-    assert!(found, "no Slack message with {needle:?} in {texts:#?}; the gateway said {log:#?}");
+    assert!(
+        found,
+        "no Slack message with {needle:?} in {texts:#?}; the gateway said {log:#?}"
+    );
     texts
         .into_iter()
         .find(|t| t.contains(needle))
@@ -120,6 +124,10 @@ both_backends!(
             text.contains("ship it") && text.contains("Deploy before"),
             "{text}"
         );
+        assert!(
+            text.contains("*Requested by:* API token cicd-token"),
+            "{text}"
+        );
 
         // A token made at the server's command line for a person: Slack, the owner and the
         // alerts list hear of it; nobody sees its secret.
@@ -139,7 +147,11 @@ both_backends!(
         assert!(ok, "{err}");
         let secret = out.lines().last().unwrap_or_default().trim().to_string();
         let text = slack_message(&s, &slack, "API token laptop created by").await;
-        assert!(text.contains("server command line"), "{text}");
+        // Named as the trail names them: the host's login, at the server's command line.
+        assert!(
+            text.contains(" (server command line)") && !text.contains("an operator"),
+            "{text}"
+        );
         let to_owner = mail_to(&smtp, "deployer@example.com", "API token laptop created").await;
         assert_eq!(to_owner.from, "gateway@example.com");
         assert!(
@@ -153,7 +165,12 @@ both_backends!(
         let lock = "/api/v1/users/viewer@example.com/lock";
         let (status, body) = post(&s, lock, &boss, json!({})).await;
         assert_eq!(status, 200, "{body}");
-        slack_message(&s, &slack, "viewer@example.com was locked by admin@example.com").await;
+        slack_message(
+            &s,
+            &slack,
+            "viewer@example.com was locked by admin@example.com",
+        )
+        .await;
         let locked = mail_to(
             &smtp,
             "viewer@example.com",
@@ -169,6 +186,23 @@ both_backends!(
         );
         mail_to(&smtp, "security@example.com", "was locked by").await;
 
+        // Someone added over HTTP gets a welcome with the way in.
+        let add = json!({ "email": "newbie@example.com", "role": "deployer" });
+        let (status, body) = post(&s, "/api/v1/users", &boss, add).await;
+        assert_eq!(status, 201, "{body}");
+        let welcome = mail_to(
+            &smtp,
+            "newbie@example.com",
+            "newbie@example.com was added by admin@example.com",
+        )
+        .await;
+        assert!(
+            welcome.data.contains(&format!("Sign in: {}/", s.gw.url)),
+            "{}",
+            welcome.data
+        );
+        assert!(welcome.data.contains("Role: deployer"), "{}", welcome.data);
+
         // Nothing from before the start is announced (three users were added then), a refused
         // change is not announced, and no secret is anywhere.
         let (status, _) = post(
@@ -181,10 +215,11 @@ both_backends!(
         assert_eq!(status, 404);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let texts = slack.texts();
-        assert!(
-            !texts.iter().any(|t| t.contains("was added by")),
-            "{texts:#?}"
-        );
+        let added: Vec<_> = texts
+            .iter()
+            .filter(|t| t.contains("was added by"))
+            .collect();
+        assert_eq!(added.len(), 1, "only the one added since: {texts:#?}");
         assert!(
             !texts.iter().any(|t| t.contains("nobody@example.com")),
             "{texts:#?}"
@@ -321,3 +356,96 @@ async fn notify_test_sends_on_every_channel_and_needs_no_database() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no notification channel is configured"));
 }
+
+both_backends!(
+    the_outbox_is_queued_once_and_claimed_by_one_sender_at_a_time,
+    |db| async move {
+        let store = crate::kit::store(&db).await;
+        store.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let message = |seq: i64| NewNotification {
+            channel: "email",
+            recipient: "ann@example.com".into(),
+            topic: "test",
+            message: r#"{"subject":"s","body":"b"}"#.into(),
+            audit_seq: seq,
+        };
+        // The cursor starts where it is first asked for, and stays there.
+        assert_eq!(store.notify_cursor(7).await.ok(), Some(7));
+        assert_eq!(store.notify_cursor(99).await.ok(), Some(7));
+        let now = 1_000_000;
+        let queued = store
+            .queue_notifications(7, 9, &[message(8), message(9)], now)
+            .await;
+        assert_eq!(queued.ok(), Some(true));
+        // A second instance that read the same cursor queues nothing.
+        let lost = store.queue_notifications(7, 9, &[message(8)], now).await;
+        assert_eq!(lost.ok(), Some(false));
+        assert_eq!(store.notify_cursor(0).await.ok(), Some(9));
+        let all = store
+            .list_notifications(false, 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(all.len(), 2, "{all:?}");
+
+        // One claim holds both; another sender gets none until the lease runs out.
+        let first = store
+            .claim_notifications(now, 60_000, 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(first.iter().map(|n| n.attempts).collect::<Vec<_>>(), [1, 1]);
+        let second = store
+            .claim_notifications(now + 1, 60_000, 10)
+            .await
+            .unwrap_or_default();
+        assert!(second.is_empty(), "{second:?}");
+        let (a, b) = (first[0].id, first[1].id);
+        store
+            .notification_sent(a, now + 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .notification_failed(b, "try later", now + 2, Some(now + 30_000))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let early = store
+            .claim_notifications(now + 29_000, 60_000, 10)
+            .await
+            .unwrap_or_default();
+        assert!(early.is_empty(), "{early:?}");
+        let again = store
+            .claim_notifications(now + 30_000, 60_000, 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            again.iter().map(|n| (n.id, n.attempts)).collect::<Vec<_>>(),
+            [(b, 2)]
+        );
+        store
+            .notification_failed(b, "refused for good", now + 31_000, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let failed = store.list_notifications(true, 10).await.unwrap_or_default();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].last_error.as_deref(), Some("refused for good"));
+        let expired_lease = store.claim_notifications(now + 999_999, 60_000, 10).await;
+        assert!(
+            expired_lease.unwrap_or_default().is_empty(),
+            "sent and failed ones stay put"
+        );
+
+        // Kept a while, then pruned; a queued one is never pruned.
+        store
+            .queue_notifications(9, 10, &[message(10)], now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.prune_notifications(now + 1).await.ok(), Some(2));
+        assert_eq!(
+            store
+                .list_notifications(false, 10)
+                .await
+                .unwrap_or_default()
+                .len(),
+            1
+        );
+    }
+);
