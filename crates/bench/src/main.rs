@@ -17,7 +17,9 @@
 //! database rather than as other load),
 //! `BENCH_NGINX_WORKERS` (`auto`), `BENCH_SQLITE_SYNCHRONOUS` (`normal`; `full` makes the
 //! SQLite gateway wait for an fsync on every commit), `BENCH_PHASES` (`http,upload,ws`), `BENCH_OUT`
-//! (`target/bench`), `BENCH_SERVER_BIN` (default: `rack-gateway-server` next to this binary).
+//! (`target/bench`), `BENCH_SERVER_BIN` (default: `rack-gateway-server` next to this binary),
+//! `BENCH_GATEWAY_ENV` (more settings for the gateways, `NAME=VALUE` separated by `;`: e.g.
+//! `SLACK_WEBHOOK_URL=http://127.0.0.1:9/hook` to measure with the notifier running).
 
 mod load;
 mod plain;
@@ -175,7 +177,23 @@ struct Config {
     phases: Vec<String>,
     out: PathBuf,
     server_bin: PathBuf,
+    /// `BENCH_GATEWAY_ENV`: more settings for the gateways.
+    gateway_env: Vec<(String, String)>,
     exe: PathBuf,
+}
+
+/// `NAME=VALUE;NAME=VALUE` as pairs.
+fn gateway_env(list: &str) -> anyhow::Result<Vec<(String, String)>> {
+    list.split(';')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_string(), value.to_string()))
+            }
+            _ => bail!("BENCH_GATEWAY_ENV: {item:?} is not NAME=VALUE"),
+        })
+        .collect()
 }
 
 impl Config {
@@ -224,6 +242,7 @@ impl Config {
             },
             phases,
             out,
+            gateway_env: gateway_env(&env_or("BENCH_GATEWAY_ENV", String::new())?)?,
             server_bin: std::env::var("BENCH_SERVER_BIN")
                 .ok()
                 .filter(|b| !b.is_empty())
@@ -362,7 +381,8 @@ async fn start_gateway(
         .env("OIDC_CLIENT_SECRET", oidc_secret)
         .env("OIDC_ALLOWED_DOMAINS", "example.com")
         .env("LOG_FORMAT", "json")
-        .env("LOG_LEVEL", "info");
+        .env("LOG_LEVEL", "info")
+        .envs(cfg.gateway_env.iter().map(|(k, v)| (k, v)));
     let proc = procs::spawn(
         &format!("gateway ({store})"),
         cmd,
@@ -989,6 +1009,14 @@ async fn run() -> anyhow::Result<()> {
                 "pg (server defaults: a commit waits for the WAL fsync)".into()
             }
             _ => format!("pg (server options: {})", pg_options.trim()),
+        })
+        // Names only: the values may be credentials (a webhook's address).
+        .map(|store: String| match cfg.gateway_env.is_empty() {
+            true => store,
+            false => {
+                let names: Vec<&str> = cfg.gateway_env.iter().map(|(k, _)| k.as_str()).collect();
+                format!("{store}; also set: {}", names.join(", "))
+            }
         })
         .collect();
     let report = Report {

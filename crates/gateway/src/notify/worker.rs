@@ -199,7 +199,8 @@ async fn round(
     Ok(more_events || more_messages)
 }
 
-/// Queues the notices of the events past the cursor. Whether more events are waiting.
+/// Queues the notices of the events past the cursor. Whether more events are waiting to be
+/// read at once (a full batch; not an event that is waiting to settle).
 pub async fn scan(
     store: &Store,
     channels: &Channels,
@@ -208,31 +209,55 @@ pub async fn scan(
 ) -> Result<bool, StoreError> {
     let head = store.chain_head().await?.seq;
     let cursor = store.notify_cursor(head).await?;
-    if cursor >= head {
+    if cursor > head {
+        // The database was restored from an older copy (or the chain started over): go on
+        // from its head rather than wait for the chain to grow past a cursor it no longer has.
+        tracing::warn!(
+            cursor,
+            head,
+            "notifications: the audit chain is behind the notifier's cursor; going on from its head"
+        );
+        store.queue_notifications(cursor, head, &[], now).await?;
         return Ok(false);
     }
-    let rows = store.audit_rows(cursor, SCAN_BATCH).await?;
-    let mut to = cursor;
+    if cursor == head {
+        return Ok(false);
+    }
+    let rows = store
+        .gateway_events_between(cursor, head, SCAN_BATCH)
+        .await?;
+    let full = rows.len() as i64 == SCAN_BATCH;
+    // Read through the head, unless the batch was full (then through its last event) or an
+    // event is not settled yet (then up to just before it).
+    let mut to = match rows.last() {
+        Some(last) if full => last.seq,
+        _ => head,
+    };
     let mut queued = Vec::new();
-    for row in rows.iter().filter(|r| r.seq <= head) {
-        if now.saturating_sub(row.event.ts) <= MAX_EVENT_AGE_MS {
-            match rules::notices(store, row, now).await? {
-                Verdict::NotYet => break,
-                Verdict::Notices(notices) => {
-                    for notice in &notices {
-                        queued.extend(channels.messages(notice, row.seq, origin));
-                    }
+    let mut waiting = false;
+    for row in &rows {
+        if now.saturating_sub(row.event.ts) > MAX_EVENT_AGE_MS {
+            continue;
+        }
+        match rules::notices(store, row, now).await? {
+            Verdict::NotYet => {
+                to = row.seq - 1;
+                waiting = true;
+                break;
+            }
+            Verdict::Notices(notices) => {
+                for notice in &notices {
+                    queued.extend(channels.messages(notice, row.seq, origin));
                 }
             }
         }
-        to = row.seq;
     }
     if to == cursor {
         return Ok(false);
     }
     // Lost to another instance: it queued these; go on from where it got to.
     let _ = store.queue_notifications(cursor, to, &queued, now).await?;
-    Ok(to < head)
+    Ok(full && !waiting)
 }
 
 /// Sends the messages due at `now`. Whether a full batch was claimed (more may be due).

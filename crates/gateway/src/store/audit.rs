@@ -720,6 +720,33 @@ impl Store {
         .await
     }
 
+    /// The gateway's own events (action `gateway:…`, not proxied calls) numbered after
+    /// `after` and up to `through`, in order, at most `limit`: what notifications are made
+    /// of. The proxied calls between them are skipped in the database, not read.
+    pub async fn gateway_events_between(
+        &self,
+        after: i64,
+        through: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audit_events WHERE seq > $1 AND seq <= $2 AND action LIKE 'gateway:%' \
+                 ORDER BY seq LIMIT $3"
+            );
+            let rows = sqlx::query(sql)
+                .bind(after)
+                .bind(through)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
+    }
+
     /// Events numbered `from..=to` recorded with `actor_type`, in order, at most `limit`.
     pub async fn audit_rows_between(
         &self,

@@ -85,9 +85,14 @@ impl Store {
     /// The notifier's cursor, set to `start` (the chain's head, say) when there is none yet:
     /// a gateway that starts notifying does not announce its whole history.
     pub async fn notify_cursor(&self, start: i64) -> Result<i64, StoreError> {
-        let value = self
-            .setting_or_insert(NOTIFY_CURSOR_SETTING, &start.to_string())
-            .await?;
+        // Read first: asked every second, it should not take SQLite's write lock each time.
+        let value = match self.setting(NOTIFY_CURSOR_SETTING).await? {
+            Some(value) => value,
+            None => {
+                self.setting_or_insert(NOTIFY_CURSOR_SETTING, &start.to_string())
+                    .await?
+            }
+        };
         value
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("setting {NOTIFY_CURSOR_SETTING}: {value:?}")))
@@ -155,6 +160,19 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         bounded(self, async {
+            // Read first: asked every second, it should not take SQLite's write lock (or
+            // write at all) when nothing is due.
+            let due = sqlx::query(
+                "SELECT id FROM notifications WHERE sent_at IS NULL AND failed_at IS NULL \
+                 AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
+                 LIMIT 1",
+            )
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            if due.is_none() {
+                return Ok(Vec::new());
+            }
             let sql = concat!(
                 "UPDATE notifications SET claimed_until = $1, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM notifications WHERE sent_at IS NULL \
