@@ -220,9 +220,13 @@ impl Gateway {
             }
             None => None,
         };
-        let notifier =
-            crate::notify::spawn(store.clone(), &config.notify, config.public_url.clone())
-                .map_err(StartError::Notify)?;
+        let notifier = crate::notify::spawn(
+            store.clone(),
+            &config.notify,
+            config.public_url.clone(),
+            metrics.clone(),
+        )
+        .map_err(StartError::Notify)?;
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),

@@ -72,6 +72,12 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NotificationLabels {
+    channel: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DependencyLabels {
     dependency: &'static str,
 }
@@ -101,6 +107,7 @@ pub struct Metrics {
     audit_commit_failures: Counter,
     anchor_rounds: Family<ResultLabels, Counter>,
     anchor_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    notifications: Family<NotificationLabels, Counter>,
     /// Open client connections on the gateway's port (kept by `http_server::serve`).
     pub connections_open: Gauge,
     websocket_sessions_open: Gauge,
@@ -127,6 +134,7 @@ impl Metrics {
             audit_commit_failures: Counter::default(),
             anchor_rounds: Family::default(),
             anchor_last_success: Gauge::default(),
+            notifications: Family::default(),
             connections_open: Gauge::default(),
             websocket_sessions_open: Gauge::default(),
             ready: Gauge::default(),
@@ -160,6 +168,13 @@ impl Metrics {
             "rack_gateway_audit_anchor_last_success_timestamp_seconds",
             "Unix time of the anchoring task's last successful round (0: none yet)",
             metrics.anchor_last_success.clone(),
+        );
+        registry.register(
+            "rack_gateway_notifications",
+            "Attempts to send a notification, by channel (slack, email) and result (sent; \
+             retry: failed for now, tried again later; failed: given up on, see \
+             `rack-gateway-server notify list --failed`)",
+            metrics.notifications.clone(),
         );
         registry.register(
             "rack_gateway_connections_open",
@@ -228,6 +243,19 @@ impl Metrics {
                 .map_or(0.0, |d| d.as_secs_f64());
             self.anchor_last_success.set(secs);
         }
+    }
+
+    /// Counts an attempt to send a notification on `channel` (`slack`, `email`): `result` is
+    /// `sent`, `retry` or `failed`.
+    pub fn observe_notification(&self, channel: &str, result: &'static str) {
+        let channel = match channel {
+            "slack" => "slack",
+            "email" => "email",
+            _ => "other",
+        };
+        self.notifications
+            .get_or_create(&NotificationLabels { channel, result })
+            .inc();
     }
 
     /// Sets the values read at scrape time.

@@ -2,6 +2,7 @@
 //! due, and forget what was sent long ago.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_core::config::NotifyConfig;
@@ -14,6 +15,7 @@ use super::rules::{self, Verdict};
 use super::slack::Slack;
 use super::{Delivery, Notice};
 use crate::log_throttle::Throttle;
+use crate::metrics::Metrics;
 use crate::store::{NewNotification, NotificationRow, Store, StoreError, now_ms};
 
 /// Time between two rounds when there is nothing more to do.
@@ -153,6 +155,7 @@ pub fn spawn(
     store: Store,
     config: &NotifyConfig,
     public_url: Option<Url>,
+    metrics: Arc<Metrics>,
 ) -> Result<Option<Notifier>, String> {
     if config.is_off() {
         return Ok(None);
@@ -163,7 +166,7 @@ pub fn spawn(
         let mut pruned_at = 0;
         loop {
             let now = now_ms();
-            let more = match round(&store, &channels, &origin, now).await {
+            let more = match round(&store, &channels, &origin, &metrics, now).await {
                 Ok(more) => more,
                 Err(e) => {
                     if let Some(held) = STORE_TROUBLE.admit() {
@@ -192,10 +195,11 @@ async fn round(
     store: &Store,
     channels: &Channels,
     origin: &Origin,
+    metrics: &Metrics,
     now: i64,
 ) -> Result<bool, StoreError> {
     let more_events = scan(store, channels, origin, now).await?;
-    let more_messages = send_due(store, channels, now).await?;
+    let more_messages = send_due(store, channels, metrics, now).await?;
     Ok(more_events || more_messages)
 }
 
@@ -261,7 +265,12 @@ pub async fn scan(
 }
 
 /// Sends the messages due at `now`. Whether a full batch was claimed (more may be due).
-pub async fn send_due(store: &Store, channels: &Channels, now: i64) -> Result<bool, StoreError> {
+pub async fn send_due(
+    store: &Store,
+    channels: &Channels,
+    metrics: &Metrics,
+    now: i64,
+) -> Result<bool, StoreError> {
     let claimed = store.claim_notifications(now, LEASE_MS, SEND_BATCH).await?;
     let full = claimed.len() as i64 == SEND_BATCH;
     for row in claimed {
@@ -269,10 +278,12 @@ pub async fn send_due(store: &Store, channels: &Channels, now: i64) -> Result<bo
         let done_at = now_ms();
         match delivery {
             Delivery::Sent => {
+                metrics.observe_notification(&row.channel, "sent");
                 tracing::info!(id = row.id, channel = %row.channel, topic = %row.topic, "notification sent");
                 store.notification_sent(row.id, done_at).await?;
             }
             Delivery::Retry { error, after_secs } if row.attempts < MAX_ATTEMPTS => {
+                metrics.observe_notification(&row.channel, "retry");
                 // Slack's `Retry-After` says when; otherwise back off. At least a second,
                 // at most an hour, whatever a service asks for.
                 let wait = match after_secs {
@@ -291,6 +302,7 @@ pub async fn send_due(store: &Store, channels: &Channels, now: i64) -> Result<bo
                     .await?;
             }
             Delivery::Retry { error, .. } | Delivery::Failed { error } => {
+                metrics.observe_notification(&row.channel, "failed");
                 tracing::error!(id = row.id, channel = %row.channel, topic = %row.topic, attempts = row.attempts, %error, "notification given up on (rack-gateway-server notify list --failed)");
                 store
                     .notification_failed(row.id, &error, done_at, None)

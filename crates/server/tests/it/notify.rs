@@ -273,7 +273,8 @@ both_backends!(
             body: "no_service",
         });
         let env = [("SLACK_WEBHOOK_URL", slack.url.as_str())];
-        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let with_metrics = [env[0], ("METRICS_LISTEN_ADDR", "127.0.0.1:0")];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &with_metrics).await;
         let (ok, _, err) = admin(
             &db,
             &["tokens", "create", "--name", "gone", "--role", "viewer"],
@@ -292,6 +293,27 @@ both_backends!(
         );
         assert!(!out.contains(WEBHOOK_SECRET), "{out}");
         assert!(!s.gw.all_output().contains(WEBHOOK_SECRET));
+        // Operators can alert on it.
+        let metrics_addr =
+            s.gw.all_output()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find_map(|v| v["fields"]["metrics_addr"].as_str().map(str::to_string))
+                .unwrap_or_default();
+        let scraped = client()
+            .get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(
+            scraped.contains(
+                "rack_gateway_notifications_total{channel=\"slack\",result=\"failed\"} 1\n"
+            ),
+            "{scraped}"
+        );
 
         // `notify test` says the same at once, and fails.
         let (ok, out, err) = admin_with(&db, &["notify", "test"], &env);
