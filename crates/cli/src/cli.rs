@@ -171,11 +171,11 @@ pub enum Command {
 Reading the trail is itself audited (gateway:audit:read). For a whole trail as JSON lines or
 CSV, run `rack-gateway-server audit export` where the gateway runs.")]
     Audit(AuditArgs),
-    /// List the gateway's API tokens, or revoke one (admins). New ones are made with
-    /// `rack-gateway-server tokens create` where the gateway runs.
+    /// List the gateway's API tokens, create one, or revoke one (admins).
     #[command(after_help = "Examples:
   rack-gateway tokens
   rack-gateway tokens --json
+  rack-gateway tokens create --name circleci --role cicd --expires-in 90d
   rack-gateway tokens revoke circleci-deploy
   rack-gateway tokens revoke 12")]
     Tokens(TokensArgs),
@@ -383,6 +383,38 @@ pub struct TokensArgs {
 /// `tokens …`.
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
+    /// Create a token; its secret is printed once, alone on the last line. Nobody creates one
+    /// holding more than they hold; a person with an authenticator app gives a code with it
+    /// (asked for when not given).
+    #[command(after_help = "Examples:
+  rack-gateway tokens create --name circleci --role cicd --expires-in 90d
+  rack-gateway tokens create --name reader --permissions convox:apps:list,convox:logs:read
+  rack-gateway tokens create --name ci --role cicd --owner ann@example.com --code 123456")]
+    Create {
+        /// A name to recognise it by, e.g. `circleci-deploy`.
+        #[arg(long)]
+        name: String,
+        /// A role: viewer, ops, deployer, admin or cicd.
+        #[arg(
+            long,
+            conflicts_with = "permissions",
+            required_unless_present = "permissions"
+        )]
+        role: Option<String>,
+        /// Explicit permissions instead of a role, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        permissions: Option<Vec<String>>,
+        /// Expire after 90m, 12h, 30d, 52w (default: never; a token creating one passes on
+        /// its own expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// The user it acts for (default: you); locking them stops it.
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+        /// A code from your authenticator app (asked for on the terminal when needed).
+        #[arg(long)]
+        code: Option<String>,
+    },
     /// Revoke a token: refused from its next request on, on every instance.
     #[command(after_help = "Example:
   rack-gateway tokens revoke circleci-deploy")]

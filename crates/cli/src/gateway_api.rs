@@ -298,6 +298,22 @@ impl GatewayApi {
     }
 
     /// `DELETE /api/v1/tokens/{id_or_name}` with `token`: the revoked token.
+    /// Mints a token (`POST /api/v1/tokens`).
+    pub async fn create_token(
+        &self,
+        token: &str,
+        new: &NewToken,
+    ) -> Result<CreatedToken, ClientError> {
+        let url = self.url("/api/v1/tokens");
+        let request = self.http.post(&url).bearer_auth(token).json(new);
+        let response = self.send(&url, request).await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+
+    /// Revokes a token by id or name.
     pub async fn revoke_token(
         &self,
         token: &str,
@@ -314,6 +330,37 @@ impl GatewayApi {
         }
         Self::json(&url, response).await
     }
+}
+
+/// What `POST /api/v1/tokens` takes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewToken {
+    /// Name.
+    pub name: String,
+    /// A built-in role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Explicit permissions instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    /// Life, e.g. `90d`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// The user it acts for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// A code from the authenticator app, given with the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// A minted token and its secret, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// The token as listed.
+    pub token: ApiToken,
+    /// Its secret.
+    pub secret: String,
 }
 
 /// The gateway's answer to a code given with [`GatewayApi::verify_mfa`].

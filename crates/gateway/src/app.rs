@@ -371,7 +371,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/v1/sessions/{id}", delete(api::sessions::revoke))
         .route("/api/v1/users", get(api::users::list).post(api::users::add))
         .route("/api/v1/audit/events", get(api::audit::events))
-        .route("/api/v1/tokens", get(api::tokens::list))
+        .route(
+            "/api/v1/tokens",
+            get(api::tokens::list).post(api::tokens::create),
+        )
         .route("/api/v1/tokens/{token}", delete(api::tokens::revoke))
         .route("/api/v1/users/{email}/role", put(api::users::set_role))
         .route("/api/v1/users/{email}/lock", post(api::users::lock))

@@ -74,6 +74,10 @@ pub enum ApiError {
     /// says why): a deploy decided by an API token, or by the person who asked for it.
     #[error("{0}")]
     NotYours(String),
+    /// A credential asked for that would hold more than its creator does (permissions, a
+    /// longer life, another owner); the message says what.
+    #[error("{0}")]
+    Escalation(String),
     /// The audit store cannot take the event, so nothing is forwarded.
     #[error("audit log unavailable: nothing was forwarded or changed")]
     AuditUnavailable,
@@ -88,6 +92,13 @@ pub enum ApiError {
         /// `MFA_STEP_UP_SECS`.
         window_secs: u64,
     },
+    /// A change that needs a code given with it, right then (minting an API token), by a
+    /// person with an authenticator app who gave none.
+    #[error(
+        "{0} needs a code from your authenticator app given with it, right now (a recent \
+         step-up is not enough): send it as \"code\""
+    )]
+    MfaCodeNeeded(&'static str),
     /// An authenticator code was refused (wrong, used already, or codes are locked out).
     #[error("{message}")]
     MfaCodeRefused {
@@ -159,6 +170,8 @@ impl ApiError {
             | ApiError::MfaRequired { .. }
             | ApiError::NotApproved(_)
             | ApiError::NotYours(_)
+            | ApiError::MfaCodeNeeded(_)
+            | ApiError::Escalation(_)
             | ApiError::MfaCodeRefused { locked: false, .. } => StatusCode::FORBIDDEN,
             ApiError::MfaCodeRefused { locked: true, .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -210,6 +223,8 @@ impl ApiError {
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::NotApproved(_) => "deploy_not_approved",
             ApiError::NotYours(_) => "not_yours",
+            ApiError::MfaCodeNeeded(_) => "mfa_code_required",
+            ApiError::Escalation(_) => "more_than_you_hold",
             ApiError::MfaRequired { .. } => "mfa_required",
             ApiError::MfaCodeRefused { locked: false, .. } => "mfa_code_refused",
             ApiError::MfaCodeRefused { locked: true, .. } => "mfa_locked_out",

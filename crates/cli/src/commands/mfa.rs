@@ -52,7 +52,7 @@ pub async fn run(ctx: &Ctx, args: MfaArgs) -> CliResult<i32> {
 }
 
 /// The code from the terminal (prompted on stderr), or the first line of stdin.
-fn ask_for_code() -> CliResult<String> {
+pub(crate) fn ask_for_code() -> CliResult<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprint!("Code from your authenticator app (or a backup code): ");

@@ -25,7 +25,7 @@ use clap::CommandFactory;
 
 use crate::cli::{
     AppArg, AppsCommand, BuildsCommand, Cli, Command, DeployApprovalCommand, PsCommand,
-    ReleasesCommand,
+    ReleasesCommand, TokensCommand,
 };
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
@@ -64,7 +64,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Env(a) => a.command.is_none(),
         Command::Releases(a) => matches!(a.command, None | Some(ReleasesCommand::Info { .. })),
         Command::Builds(a) => matches!(a.command, None | Some(BuildsCommand::Info { .. })),
-        Command::Tokens(a) => a.command.is_none(),
+        Command::Tokens(a) => matches!(a.command, None | Some(TokensCommand::Create { .. })),
         Command::Users(a) => a.command.is_none(),
         Command::DeployApproval(a) => matches!(
             a.command,
@@ -85,7 +85,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks, audit, tokens, users, deploy-approval list, show and request); this \
+                  `info`, services, scale, instances, rack, racks, audit, tokens and tokens create, users, deploy-approval list, show and request); this \
                   command prints what it does, or streams"
                 .into(),
         }));

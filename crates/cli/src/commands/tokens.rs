@@ -1,11 +1,11 @@
-//! `tokens`: the gateway's API tokens, listed (`gateway:tokens:list`) and revoked
-//! (`gateway:tokens:revoke`): admins. New ones are made where the gateway runs
-//! (`rack-gateway-server tokens create`), where their secret is shown once.
+//! `tokens`: the gateway's API tokens, listed (`gateway:tokens:list`), created
+//! (`gateway:tokens:create`, the secret shown once) and revoked (`gateway:tokens:revoke`):
+//! admins.
 
 use crate::cli::{TokensArgs, TokensCommand};
 use crate::context::{Ctx, Target, http_client};
 use crate::error::{CliError, CliResult};
-use crate::gateway_api::{ApiToken, GatewayApi};
+use crate::gateway_api::{ApiToken, GatewayApi, NewToken};
 use crate::output::{self, Table};
 
 /// Runs `tokens`.
@@ -27,6 +27,56 @@ pub async fn run(ctx: &Ctx, args: TokensArgs) -> CliResult<i32> {
                 output::print_json(&tokens)?;
             } else {
                 print_table(&tokens)?;
+            }
+        }
+        Some(TokensCommand::Create {
+            name,
+            role,
+            permissions,
+            expires_in,
+            owner,
+            code,
+        }) => {
+            let mut new = NewToken {
+                name,
+                role,
+                permissions,
+                expires_in,
+                owner,
+                code,
+            };
+            let created = match api.create_token(credential, &new).await {
+                // Asked for a code right then: ask the person, once.
+                Err(convox_api::client::ClientError::Api { code: Some(c), .. })
+                    if c == "mfa_code_required" && new.code.is_none() =>
+                {
+                    new.code = Some(super::mfa::ask_for_code()?);
+                    api.create_token(credential, &new).await
+                }
+                other => other,
+            }
+            .map_err(CliError::Client)?;
+            if ctx.json {
+                output::print_json(&created)?;
+            } else {
+                let t = &created.token;
+                let scope = match (&t.role, &t.permissions) {
+                    (Some(role), _) => format!("role {role}"),
+                    (_, Some(p)) => p.join(","),
+                    _ => String::new(),
+                };
+                let expires = t
+                    .expires_at
+                    .map(output::unix_ms)
+                    .unwrap_or_else(|| "never".into());
+                output::write_stdout(&format!(
+                    "Created API token {} {} ({}; expires {expires}). Its secret, shown this \
+                     once:\n{}\n",
+                    t.id,
+                    output::printable(&format!("{:?}", t.name)),
+                    output::printable(&scope),
+                    created.secret
+                ))?;
             }
         }
         Some(TokensCommand::Revoke { token }) => {

@@ -52,3 +52,66 @@ fn an_admin_revokes_a_token_and_it_stops_working() {
     let err = admin.run(&["tokens", "revoke", "dev-ops"]).failed();
     assert!(err.contains("dev-ops"), "{err}");
 }
+
+#[test]
+fn an_admin_mints_a_token_and_its_secret_works() {
+    let dev = Dev::start();
+    let admin = Home::new();
+    admin.login(&dev, "dev", "admin");
+    let out = admin
+        .run(&[
+            "tokens",
+            "create",
+            "--name",
+            "circleci",
+            "--role",
+            "cicd",
+            "--expires-in",
+            "30d",
+        ])
+        .ok();
+    assert!(
+        out.starts_with("Created API token ") && out.contains("\"circleci\" (role cicd; expires "),
+        "{out}"
+    );
+    let secret = out.lines().last().unwrap_or_default().trim().to_string();
+    assert!(secret.starts_with("rgw_"), "{out}");
+    let ci = Home::new();
+    ci.run(&["login", "ci", &dev.gateway, "--token", &secret])
+        .ok();
+    ci.run(&["apps"]).ok();
+    let listed = admin.run(&["tokens"]).ok();
+    assert!(!listed.contains(&secret), "a secret in the list");
+
+    // Never more than the minter holds: a reader's token cannot mint, nor name what it lacks.
+    let json = admin
+        .run(&[
+            "tokens",
+            "create",
+            "--name",
+            "reader",
+            "--permissions",
+            "gateway:tokens:create,convox:apps:list",
+            "--json",
+        ])
+        .json();
+    let reader = json["secret"].as_str().unwrap_or_default().to_string();
+    let minter = Home::new();
+    minter
+        .run(&["login", "m", &dev.gateway, "--token", &reader])
+        .ok();
+    let err = minter
+        .run(&["tokens", "create", "--name", "more", "--role", "deployer"])
+        .failed();
+    assert!(err.contains("cannot hold more than its creator"), "{err}");
+    minter
+        .run(&[
+            "tokens",
+            "create",
+            "--name",
+            "less",
+            "--permissions",
+            "convox:apps:list",
+        ])
+        .ok();
+}

@@ -44,77 +44,16 @@ pub async fn verify(
             .refuse(&state, ACTION, err, json!({ "reason": "not_a_session" }))
             .await);
     };
-    let checked = async {
-        let Some(user_id) = caller.principal.user_id() else {
-            return Ok(None);
-        };
-        let Some(row) = mfa::required(&state.store, user_id).await? else {
-            return Ok(None);
-        };
-        let key = mfa::key(&state.config)?;
-        mfa::check_code(&state.store, &key, &row, &body.code, now_ms())
-            .await
-            .map(Some)
-    };
-    let (factor, refusal) = match checked.await {
-        Ok(Some(CodeCheck::Accepted)) => ("totp", None),
-        Ok(Some(CodeCheck::AcceptedBackupCode)) => ("backup_code", None),
-        Ok(None) => {
+    let factor = match code_given(&state, &caller, &body.code, ACTION, "step_up").await? {
+        Some(factor) => factor,
+        None => {
             let err = ApiError::BadRequest(
                 "you have no authenticator app: set one up on /account/mfa".into(),
             );
             let details = json!({ "stage": "step_up", "reason": "no_authenticator" });
             return Err(caller.refuse(&state, ACTION, err, details).await);
         }
-        Ok(Some(CodeCheck::Malformed)) => {
-            return Err(ApiError::BadRequest(
-                "code: the six digits your authenticator app shows, or a backup code".into(),
-            ));
-        }
-        Ok(Some(CodeCheck::Wrong {
-            failures,
-            locked_until: None,
-        })) => (
-            "",
-            Some((
-                ApiError::MfaCodeRefused {
-                    locked: false,
-                    message: "that code is not right (or was used already)".into(),
-                },
-                json!({ "stage": "step_up", "reason": "wrong_code", "failures": failures }),
-            )),
-        ),
-        Ok(Some(
-            check @ (CodeCheck::Wrong {
-                locked_until: Some(until),
-                ..
-            }
-            | CodeCheck::Locked { until }),
-        )) => (
-            "",
-            Some((
-                ApiError::MfaCodeRefused {
-                    locked: true,
-                    message: format!(
-                        "too many wrong codes: codes are refused until {} UTC",
-                        web::time(until)
-                    ),
-                },
-                json!({
-                    "stage": "step_up", "reason": "locked_out", "until": web::time(until),
-                    "lockout_started": check.started_lockout(),
-                }),
-            )),
-        ),
-        Err(MfaError::Store(e)) => return Err(ApiError::store(e)),
-        Err(e) => {
-            tracing::error!(error = %e, "a step-up code could not be checked");
-            return Err(ApiError::StoreUnavailable);
-        }
     };
-    if let Some((err, details)) = refusal {
-        return Err(caller.refuse(&state, ACTION, err, details).await);
-    }
     let now = now_ms();
     // Recorded before the session is let through: a step-up the trail cannot show is none.
     let event = caller.actor(peer).event(
@@ -132,4 +71,74 @@ pub async fn verify(
         Json(json!({ "status": "verified", "factor": factor, "valid_for_secs": window }))
             .into_response(),
     )
+}
+
+/// Checks `code` against the caller's authenticator app (or backup codes), counted towards the
+/// lockout as at sign-in: the factor when right, `None` when the caller has no app (or is not
+/// a person). A wrong code, or one given while codes are locked out, is refused and audited as
+/// a refusal of `action` with `stage` and the reason (`wrong_code`, `locked_out`).
+pub(crate) async fn code_given(
+    state: &AppState,
+    caller: &Caller,
+    code: &str,
+    action: &str,
+    stage: &str,
+) -> Result<Option<&'static str>, ApiError> {
+    let checked = async {
+        let Some(user_id) = caller.principal.user_id() else {
+            return Ok(None);
+        };
+        let Some(row) = mfa::required(&state.store, user_id).await? else {
+            return Ok(None);
+        };
+        let key = mfa::key(&state.config)?;
+        mfa::check_code(&state.store, &key, &row, code, now_ms())
+            .await
+            .map(Some)
+    };
+    let (err, details) = match checked.await {
+        Ok(None) => return Ok(None),
+        Ok(Some(CodeCheck::Accepted)) => return Ok(Some("totp")),
+        Ok(Some(CodeCheck::AcceptedBackupCode)) => return Ok(Some("backup_code")),
+        Ok(Some(CodeCheck::Malformed)) => {
+            return Err(ApiError::BadRequest(
+                "code: the six digits your authenticator app shows, or a backup code".into(),
+            ));
+        }
+        Ok(Some(CodeCheck::Wrong {
+            failures,
+            locked_until: None,
+        })) => (
+            ApiError::MfaCodeRefused {
+                locked: false,
+                message: "that code is not right (or was used already)".into(),
+            },
+            json!({ "stage": stage, "reason": "wrong_code", "failures": failures }),
+        ),
+        Ok(Some(
+            check @ (CodeCheck::Wrong {
+                locked_until: Some(until),
+                ..
+            }
+            | CodeCheck::Locked { until }),
+        )) => (
+            ApiError::MfaCodeRefused {
+                locked: true,
+                message: format!(
+                    "too many wrong codes: codes are refused until {} UTC",
+                    web::time(until)
+                ),
+            },
+            json!({
+                "stage": stage, "reason": "locked_out", "until": web::time(until),
+                "lockout_started": check.started_lockout(),
+            }),
+        ),
+        Err(MfaError::Store(e)) => return Err(ApiError::store(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "an authenticator code could not be checked");
+            return Err(ApiError::StoreUnavailable);
+        }
+    };
+    Err(caller.refuse(state, action, err, details).await)
 }

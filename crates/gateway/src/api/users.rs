@@ -35,7 +35,7 @@ pub(super) fn manage_error(e: ManageError) -> ApiError {
 /// [`manage_error`], with refused input audited as the refusal of `action` (what was
 /// `asked` included): the change itself audits what it refuses later (an unknown user, the
 /// last admin), but input it turns away never reached it.
-async fn refused(
+pub(super) async fn refused(
     state: &AppState,
     caller: &Caller,
     action: &str,

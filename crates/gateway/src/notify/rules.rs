@@ -358,7 +358,7 @@ fn lockout(e: &AuditEvent) -> Option<Notice> {
     }
     let email = e.user_email.clone()?;
     let stage = match d.get("stage").and_then(Value::as_str) {
-        Some("step_up") => "confirming an action",
+        Some("step_up" | "right_now") => "confirming an action",
         _ if e.action == "gateway:auth:mfa" || e.action == "gateway:auth:signin" => "signing in",
         _ => "changing their authenticator",
     };

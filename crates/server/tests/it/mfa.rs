@@ -1038,3 +1038,71 @@ both_backends!(turning_an_app_on_needs_a_recent_sign_in, |db| async move {
     let (mut fresh, _) = web_sign_in(&s).await;
     set_up(&s, &mut fresh).await;
 });
+
+both_backends!(
+    minting_a_token_needs_a_code_given_with_it,
+    |db| async move {
+        const ADMIN: &str = "admin@example.com";
+        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
+        assert!(ok, "{err}");
+        let env = [("MFA_ENCRYPTION_KEY", KEY)];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
+        let mut app = set_up(&s, &mut boss).await;
+        let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        let mint = |code: Option<String>| {
+            let url = format!("{}/api/v1/tokens", s.gw.url);
+            let session = session.clone();
+            async move {
+                let mut body = serde_json::json!({ "name": "laptop", "role": "viewer" });
+                if let Some(code) = code {
+                    body["code"] = code.into();
+                }
+                let r = client()
+                    .post(url)
+                    .bearer_auth(session)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+        // A code given moments ago (turning the app on) is not enough: one with the request.
+        let (status, body) = mint(None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_required")),
+            "{body}"
+        );
+        let (status, body) = mint(Some(app.wrong_code())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_refused")),
+            "{body}"
+        );
+        let (status, body) = mint(Some(app.next_code().await)).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["token"]["role"], "viewer", "{body}");
+        // Owned by its creator: locking them would stop it.
+        let owner = store(&db)
+            .await
+            .find_user(ADMIN)
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.id);
+        assert_eq!(body["token"]["owner_user_id"].as_i64(), owner, "{body}");
+
+        let refused = events(&db, "gateway:tokens:create").await;
+        let reasons: Vec<_> = refused
+            .iter()
+            .filter_map(|e| e.details["reason"].as_str())
+            .collect();
+        assert_eq!(reasons, ["mfa_code_required", "wrong_code"], "{refused:#?}");
+    }
+);

@@ -88,3 +88,196 @@ both_backends!(
         assert!(refusal);
     }
 );
+
+/// `POST /api/v1/tokens` with `credential` and `body`: status, JSON and `Cache-Control`.
+async fn mint(
+    gw: &Gateway,
+    credential: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value, String) {
+    let r = client()
+        .post(format!("{}/api/v1/tokens", gw.url))
+        .bearer_auth(credential)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    let cache = r
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, r.json().await.unwrap_or_default(), cache)
+}
+
+both_backends!(
+    a_token_minted_over_http_holds_no_more_than_its_creator,
+    |db| async move {
+        use serde_json::json;
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let viewer = role_token(&db, "viewer");
+        let (ok, _, err) =
+            crate::kit::admin(&db, &["users", "add", "ann@example.com", "--role", "admin"]);
+        assert!(ok, "{err}");
+        let minter = crate::kit::token(
+            &db,
+            "minter",
+            &[
+                "--permissions",
+                "gateway:tokens:create,convox:apps:list",
+                "--expires-in",
+                "2h",
+                "--owner",
+                "ann@example.com",
+            ],
+        );
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+
+        // An admin token mints a cicd token; its secret works at once and is shown only here.
+        let (status, made, cache) = mint(
+            &gw,
+            &admin,
+            json!({ "name": "ci", "role": "cicd", "expires_in": "30d" }),
+        )
+        .await;
+        assert_eq!(status, 201, "{made}");
+        assert_eq!(cache, "no-store");
+        let secret = made["secret"].as_str().unwrap_or_default().to_string();
+        assert!(secret.starts_with("rgw_"), "{made}");
+        assert_eq!(made["token"]["role"], "cicd", "{made}");
+        assert!(made["token"]["expires_at"].is_i64(), "{made}");
+        assert_eq!(list_apps(&gw, &secret).await, Some(200));
+
+        // A token holding little mints only within it, for its own owner, not past its life.
+        let (status, body, _) =
+            mint(&gw, &minter, json!({ "name": "m1", "role": "deployer" })).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("more_than_you_hold")),
+            "{body}"
+        );
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("convox:") && !error.contains("convox:apps:list"),
+            "{body}"
+        );
+        let (status, body, _) = mint(
+            &gw,
+            &minter,
+            json!({ "name": "m2", "permissions": ["convox:apps:*"] }),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("more_than_you_hold")),
+            "{body}"
+        );
+        let (status, body, _) = mint(
+            &gw,
+            &minter,
+            json!({ "name": "m3", "permissions": ["convox:apps:list"], "expires_in": "30d" }),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("more_than_you_hold")),
+            "{body}"
+        );
+        let (status, body, _) = mint(&gw, &minter, json!({ "name": "m4", "permissions": ["convox:apps:list"], "owner": "bob@example.com" })).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("more_than_you_hold")),
+            "{body}"
+        );
+        let (status, body, _) = mint(
+            &gw,
+            &minter,
+            json!({ "name": "m5", "permissions": ["convox:apps:list"], "code": "123456" }),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let (status, child, _) = mint(
+            &gw,
+            &minter,
+            json!({ "name": "m6", "permissions": ["convox:apps:list"] }),
+        )
+        .await;
+        assert_eq!(status, 201, "{child}");
+        let parent_expiry = crate::kit::store(&db)
+            .await
+            .list_tokens()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|t| t.name == "minter")
+            .and_then(|t| t.expires_at)
+            .unwrap_or_default();
+        let child_expiry = child["token"]["expires_at"].as_i64().unwrap_or(i64::MAX);
+        assert!(
+            child_expiry <= parent_expiry,
+            "{child} outlives its minter ({parent_expiry})"
+        );
+        assert!(
+            child_expiry > parent_expiry - 120_000,
+            "{child}: passed on, not cut short"
+        );
+        let ann = store(&db)
+            .await
+            .find_user("ann@example.com")
+            .await
+            .ok()
+            .flatten()
+            .map(|u| u.id);
+        assert_eq!(
+            child["token"]["owner_user_id"].as_i64(),
+            ann,
+            "the minter's owner: {child}"
+        );
+
+        // Bad input is a 400; a viewer may not mint at all.
+        for bad in [
+            json!({ "name": "x", "role": "emperor" }),
+            json!({ "name": "x", "role": "viewer", "permissions": ["convox:apps:list"] }),
+            json!({ "name": "x" }),
+            json!({ "name": "x", "role": "viewer", "expires_in": "forever" }),
+            json!({ "name": "x", "permissions": ["not a permission"] }),
+        ] {
+            let (status, body, _) = mint(&gw, &admin, bad.clone()).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+        }
+        let (status, body, _) = mint(
+            &gw,
+            &admin,
+            json!({ "name": "x", "role": "viewer", "colour": "red" }),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        let (status, body, _) = mint(&gw, &viewer, json!({ "name": "v", "role": "viewer" })).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("permission_denied")),
+            "{body}"
+        );
+
+        // Every refusal is on the trail with why; the secrets are nowhere in it.
+        let rows = store(&db)
+            .await
+            .audit_rows(0, 10_000)
+            .await
+            .unwrap_or_default();
+        let refused: Vec<_> = rows
+            .iter()
+            .filter(|r| {
+                r.event.action == "gateway:tokens:create"
+                    && r.event.details["reason"] == "more_than_you_hold"
+            })
+            .collect();
+        assert_eq!(refused.len(), 4, "{refused:#?}");
+        let trail = serde_json::to_string(&rows.iter().map(|r| &r.event).collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(!trail.contains(&secret), "a minted secret in the trail");
+    }
+);
