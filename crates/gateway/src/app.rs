@@ -399,6 +399,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/audit", get(web::audit::page))
         .route("/tokens", get(web::tokens::page))
         .route("/tokens/{id}/revoke", post(web::tokens::revoke))
+        .route("/tokens/create", post(web::tokens::create))
         .route("/deploy-approvals", get(web::approvals::page))
         .route(
             "/deploy-approvals/{id}/approve",

@@ -12,15 +12,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gateway_core::rbac::{PermissionSet, Role};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiJson, ApiPath, Caller};
 use crate::app::{AppState, Peer};
 use crate::error::ApiError;
-use crate::identity::PrincipalKind;
-use crate::identity::manage::{self, TokenRequest};
+use crate::identity::manage;
+use crate::identity::minting::{self, MintAsk, MintRefused};
 use crate::store::now_ms;
 
 /// The permission to mint tokens.
@@ -118,14 +117,20 @@ pub async fn create(
         )
         .await);
     }
-    let request = match bounded_by_creator(&caller, &body) {
+    let ask = MintAsk {
+        name: body.name.clone(),
+        role: body.role.clone(),
+        permissions: body.permissions.clone(),
+        expires_in: body.expires_in.clone(),
+        owner: body.owner.clone(),
+    };
+    let request = match minting::bounded_by_creator(&caller.principal, &ask, now_ms()) {
         Ok(request) => request,
-        Err(err) => {
-            let reason = match err {
-                ApiError::Escalation(_) => "more_than_you_hold",
-                _ => "invalid",
-            };
-            return Err(refuse(err, reason).await);
+        Err(MintRefused::Invalid(m)) => {
+            return Err(refuse(ApiError::BadRequest(m), "invalid").await);
+        }
+        Err(MintRefused::MoreThanYouHold(m)) => {
+            return Err(refuse(ApiError::Escalation(m), "more_than_you_hold").await);
         }
     };
     let created =
@@ -144,101 +149,4 @@ pub async fn create(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// The token `body` asks for, refused when it would hold more than the caller: permissions the
-/// caller lacks, an owner other than the caller's (a token's), or a life past the calling
-/// token's own expiry (a token that has one passes it on when none is asked for).
-fn bounded_by_creator(caller: &Caller, body: &Create) -> Result<TokenRequest, ApiError> {
-    let principal = &caller.principal;
-    let wanted = match (&body.role, &body.permissions) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give a role or permissions, not both".into(),
-            ));
-        }
-        (Some(role), None) => role
-            .parse::<Role>()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?
-            .permissions(),
-        (None, Some(list)) => {
-            PermissionSet::new(list.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?
-        }
-        (None, None) => {
-            return Err(ApiError::BadRequest(
-                "a token needs a role or permissions".into(),
-            ));
-        }
-    };
-    let beyond: Vec<&str> = wanted
-        .patterns()
-        .iter()
-        .filter(|p| !principal.permissions.allows(p))
-        .map(String::as_str)
-        .collect();
-    if !beyond.is_empty() {
-        return Err(ApiError::Escalation(format!(
-            "a token cannot hold more than its creator: you do not hold {}",
-            beyond.join(", ")
-        )));
-    }
-    let mut request = TokenRequest {
-        name: body.name.clone(),
-        role: body.role.clone(),
-        permissions: body.permissions.as_ref().map(|p| p.join(",")),
-        expires_in: body.expires_in.clone(),
-        owner: body.owner.clone(),
-    };
-    match &principal.kind {
-        PrincipalKind::Session { email, .. } => {
-            // Locking its creator stops it, unless an admin names another owner.
-            request.owner = request.owner.or_else(|| Some(email.clone()));
-        }
-        PrincipalKind::ApiToken {
-            owner_email,
-            expires_at,
-            ..
-        } => {
-            let same_owner = match (&request.owner, owner_email) {
-                (None, _) => true,
-                (Some(asked), Some(own)) => {
-                    gateway_core::text::email_key(asked) == gateway_core::text::email_key(own)
-                }
-                (Some(_), None) => false,
-            };
-            if !same_owner {
-                return Err(ApiError::Escalation(
-                    "a token mints tokens only for its own owner".into(),
-                ));
-            }
-            request.owner = owner_email.clone();
-            if let Some(until) = expires_at {
-                let left_ms = until - now_ms();
-                let asked_ms = match &request.expires_in {
-                    Some(life) => Some(
-                        crate::identity::parse_expiry(life)
-                            .map_err(|e| ApiError::BadRequest(e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                match asked_ms {
-                    Some(ms) if ms > left_ms => {
-                        return Err(ApiError::Escalation(
-                            "a token cannot mint one that outlives it: ask for a shorter \
-                             expires_in"
-                                .into(),
-                        ));
-                    }
-                    Some(_) => {}
-                    None if left_ms < 60_000 => {
-                        return Err(ApiError::Escalation(
-                            "this token expires within a minute: it cannot mint another".into(),
-                        ));
-                    }
-                    None => request.expires_in = Some(format!("{}m", left_ms / 60_000)),
-                }
-            }
-        }
-    }
-    Ok(request)
 }

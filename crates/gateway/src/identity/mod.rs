@@ -2,6 +2,7 @@
 
 pub mod manage;
 mod memory;
+pub mod minting;
 mod principal;
 pub mod sessions;
 mod tokens;

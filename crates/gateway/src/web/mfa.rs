@@ -508,8 +508,30 @@ struct CodeAsked<'a> {
     action: &'static str,
 }
 
+/// Checks `code` against `user`'s app for `action` on a page: counted towards the lockout,
+/// refusals audited. The factor when right; what to say on the page, or the page to answer
+/// with, when not.
+pub(crate) async fn check_page_code(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    action: &'static str,
+    user: &UserRow,
+    code: &str,
+) -> Result<&'static str, Refused> {
+    let asked = CodeAsked {
+        state,
+        principal,
+        peer,
+        headers,
+        action,
+    };
+    asked.check(user, code).await
+}
+
 /// Why a code on the account page let nothing through.
-enum Refused {
+pub(crate) enum Refused {
     /// Say this on the page.
     Show(String),
     /// Answer with this page.

@@ -1,6 +1,8 @@
 //! `GET /tokens`: the gateway's API tokens in the browser, for admins
 //! (`gateway:tokens:list`), each with a button to revoke it (`gateway:tokens:revoke`,
-//! `POST /tokens/{id}/revoke`, CSRF-checked and audited as over the API).
+//! `POST /tokens/{id}/revoke`, CSRF-checked and audited as over the API), and a form to mint
+//! one (`gateway:tokens:create`, `POST /tokens/create`): never more than the minter holds, a
+//! code from their authenticator app given with it, the secret shown once.
 
 use askama::Template;
 use axum::extract::State;
@@ -16,10 +18,14 @@ use crate::app::{AppState, Peer};
 use crate::audit::Decision;
 use crate::identity::Principal;
 use crate::identity::manage::{self, ManageError};
+use crate::identity::minting::{self, MintAsk, MintRefused};
 use crate::store::{StoreError, TokenRow};
 
 const LIST: &str = "gateway:tokens:list";
 const REVOKE: &str = "gateway:tokens:revoke";
+const CREATE: &str = "gateway:tokens:create";
+/// The roles the form offers.
+const ROLES: [&str; 5] = ["viewer", "ops", "deployer", "cicd", "admin"];
 
 struct TokenView {
     id: i64,
@@ -63,7 +69,33 @@ impl TokenView {
 struct TokensPage {
     csrf: String,
     can_revoke: bool,
+    can_create: bool,
+    needs_code: bool,
+    roles: [&'static str; 5],
+    error: Option<String>,
     tokens: Vec<TokenView>,
+}
+
+#[derive(Template)]
+#[template(path = "token_created.html")]
+struct CreatedPage {
+    csrf: String,
+    name: String,
+    scope: String,
+    expires: String,
+    secret: String,
+}
+
+/// The form of `POST /tokens/create`.
+#[derive(Debug, serde::Deserialize)]
+pub struct CreateForm {
+    csrf: Option<String>,
+    name: String,
+    role: String,
+    #[serde(default)]
+    expires_in: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// Whether `principal` may see the tokens page (for links to it).
@@ -82,6 +114,37 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         page_refusal(&state, &principal, peer, &headers, LIST, details).await;
         return not_allowed(LIST, &principal);
     }
+    list_page(&state, &principal, &token, StatusCode::OK, None).await
+}
+
+/// Whether `principal` is a person with an authenticator app (whose code minting needs).
+async fn has_app(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Option<crate::store::UserRow>, Response> {
+    let Some(user_id) = principal.user_id() else {
+        return Ok(None);
+    };
+    let found = async {
+        match crate::mfa::required(&state.store, user_id).await? {
+            Some(_) => Ok(state.store.user_by_id(user_id).await?),
+            None => Ok(None),
+        }
+    };
+    found.await.map_err(|e: crate::mfa::MfaError| {
+        tracing::error!(error = %e, "could not read whether a person has an authenticator app");
+        StoreDown.into_response()
+    })
+}
+
+/// The tokens page, with `error` said above the form.
+async fn list_page(
+    state: &AppState,
+    principal: &Principal,
+    token: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
     let tokens = match state.store.list_tokens().await {
         Ok(tokens) => tokens,
         Err(e) => {
@@ -89,15 +152,146 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
             return StoreDown.into_response();
         }
     };
+    let can_create = principal.permissions.allows(CREATE);
+    let needs_code = match has_app(state, principal).await {
+        Ok(user) => user.is_some(),
+        Err(page) => return page,
+    };
     let now = crate::store::now_ms();
     render(
-        StatusCode::OK,
+        status,
         &TokensPage {
-            csrf: cookies::csrf_token(&token),
+            csrf: cookies::csrf_token(token),
             can_revoke: principal.permissions.allows(REVOKE),
+            can_create,
+            needs_code,
+            roles: ROLES,
+            error,
             tokens: tokens.iter().map(|t| TokenView::of(t, now)).collect(),
         },
     )
+}
+
+/// `POST /tokens/create`: mints a token as `POST /api/v1/tokens` does and shows its secret,
+/// this once.
+pub async fn create(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<CreateForm>,
+) -> Response {
+    let (principal, token) = match signed_in_form(&state, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
+    };
+    let asked = json!({ "name": form.name, "role": form.role, "expires_in": form.expires_in });
+    let refused = |reason: &str| {
+        let mut details = asked.clone();
+        details["reason"] = reason.into();
+        page_refusal(&state, &principal, peer, &headers, CREATE, details)
+    };
+    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
+        refused("csrf_rejected").await;
+        return stale_form();
+    }
+    if !principal.permissions.allows(CREATE) {
+        refused("forbidden").await;
+        return not_allowed(CREATE, &principal);
+    }
+    // Right then: a code with the form, whatever was given minutes ago.
+    let user = match has_app(&state, &principal).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    if let Some(user) = user {
+        let code = form.code.as_deref().unwrap_or("").trim();
+        if code.is_empty() {
+            refused("mfa_code_required").await;
+            let error = "Give a code from your authenticator app: minting a token needs one, \
+                         right then.";
+            return list_page(
+                &state,
+                &principal,
+                &token,
+                StatusCode::BAD_REQUEST,
+                Some(error.into()),
+            )
+            .await;
+        }
+        let checked =
+            super::mfa::check_page_code(&state, &principal, peer, &headers, CREATE, &user, code)
+                .await;
+        match checked {
+            Ok(_) => {}
+            Err(super::mfa::Refused::Show(error)) => {
+                return list_page(
+                    &state,
+                    &principal,
+                    &token,
+                    StatusCode::BAD_REQUEST,
+                    Some(error),
+                )
+                .await;
+            }
+            Err(super::mfa::Refused::Page(page)) => return page,
+        }
+    }
+    let ask = MintAsk {
+        name: form.name.clone(),
+        role: Some(form.role.clone()),
+        permissions: None,
+        expires_in: form.expires_in.clone().filter(|e| !e.trim().is_empty()),
+        owner: None,
+    };
+    let request = match minting::bounded_by_creator(&principal, &ask, crate::store::now_ms()) {
+        Ok(request) => request,
+        Err(e) => {
+            refused(match e {
+                MintRefused::Invalid(_) => "invalid",
+                MintRefused::MoreThanYouHold(_) => "more_than_you_hold",
+            })
+            .await;
+            return list_page(
+                &state,
+                &principal,
+                &token,
+                StatusCode::BAD_REQUEST,
+                Some(e.to_string()),
+            )
+            .await;
+        }
+    };
+    let actor = page_actor(&principal, peer, &headers, Decision::Allow);
+    match manage::create_token(&state.store, &state.audit, &actor, &request).await {
+        Ok((row, secret)) => {
+            let view = TokenView::of(&row, crate::store::now_ms());
+            render(
+                StatusCode::CREATED,
+                &CreatedPage {
+                    csrf: cookies::csrf_token(&token),
+                    name: view.name,
+                    scope: view.scope,
+                    expires: if row.expires_at.is_some() {
+                        view.expires
+                    } else {
+                        "never".into()
+                    },
+                    secret,
+                },
+            )
+        }
+        Err(ManageError::Invalid(m)) => {
+            refused("invalid").await;
+            list_page(&state, &principal, &token, StatusCode::BAD_REQUEST, Some(m)).await
+        }
+        Err(ManageError::Store(StoreError::Conflict(m))) => {
+            list_page(&state, &principal, &token, StatusCode::CONFLICT, Some(m)).await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "token create failed");
+            super::unavailable("No token was made.")
+        }
+    }
 }
 
 /// `POST /tokens/{id}/revoke`

@@ -464,6 +464,39 @@ both_backends!(api_tokens_in_chromium_for_admins_only, |db| async move {
         "a revoked token has no button"
     );
     assert_eq!(viewer_apps().await, 401);
+
+    // The admin mints a cicd token in the form; its secret is shown once and works at once.
+    type_into(&c, "#new-name", "ci-from-browser").await;
+    element(&c, "#new-role")
+        .await
+        .select_by_value("cicd")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    type_into(&c, "#new-expires", "30d").await;
+    click(&c, "#create").await;
+    let secret = text(&c, "#new-secret").await;
+    assert!(secret.starts_with("rgw_"), "{secret}");
+    let minted = http
+        .get(dev.url("/apps"))
+        .basic_auth("convox", Some(&secret))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(minted, 200);
+    click(&c, "#back").await;
+    let table = text(&c, "#tokens").await;
+    assert!(
+        table.contains("ci-from-browser") && table.contains("role cicd"),
+        "{table}"
+    );
+    let source = c.source().await.unwrap_or_default();
+    assert!(!source.contains(&secret), "the secret shown again");
+    // A name in use is said on the page, not minted twice.
+    type_into(&c, "#new-name", "ci-from-browser").await;
+    click(&c, "#create").await;
+    let said = text(&c, "#create-error").await;
+    assert!(said.contains("already in use"), "{said}");
     let _ = c.close().await;
 });
 

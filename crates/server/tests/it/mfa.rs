@@ -1098,11 +1098,56 @@ both_backends!(
             .map(|u| u.id);
         assert_eq!(body["token"]["owner_user_id"].as_i64(), owner, "{body}");
 
+        // The page's form asks for the code too, and says so when it is missing.
+        let page = go(&mut boss, &format!("{}/tokens", s.gw.url)).await;
+        assert!(page.body.contains("id=\"new-code\""), "{}", page.body);
+        let url = format!("{}/tokens/create", s.gw.url);
+        let token_csrf = csrf(&page);
+        let missing = submit(
+            &mut boss,
+            &url,
+            &[
+                ("csrf", &token_csrf),
+                ("name", "from-the-page"),
+                ("role", "viewer"),
+                ("code", ""),
+            ],
+        )
+        .await;
+        assert_eq!(missing.status, 400, "{}", missing.body);
+        assert!(
+            missing.body.contains("id=\"create-error\""),
+            "{}",
+            missing.body
+        );
+        let code = app.next_code().await;
+        let made = submit(
+            &mut boss,
+            &url,
+            &[
+                ("csrf", &token_csrf),
+                ("name", "from-the-page"),
+                ("role", "viewer"),
+                ("code", &code),
+            ],
+        )
+        .await;
+        assert_eq!(made.status, 201, "{}", made.body);
+        assert!(
+            made.body.contains("id=\"new-secret\">rgw_"),
+            "{}",
+            made.body
+        );
+
         let refused = events(&db, "gateway:tokens:create").await;
         let reasons: Vec<_> = refused
             .iter()
             .filter_map(|e| e.details["reason"].as_str())
             .collect();
-        assert_eq!(reasons, ["mfa_code_required", "wrong_code"], "{refused:#?}");
+        assert_eq!(
+            reasons,
+            ["mfa_code_required", "wrong_code", "mfa_code_required"],
+            "{refused:#?}"
+        );
     }
 );
