@@ -60,11 +60,7 @@ pub async fn run(ctx: &Ctx, args: TokensArgs) -> CliResult<i32> {
                 output::print_json(&created)?;
             } else {
                 let t = &created.token;
-                let scope = match (&t.role, &t.permissions) {
-                    (Some(role), _) => format!("role {role}"),
-                    (_, Some(p)) => p.join(","),
-                    _ => String::new(),
-                };
+                let scope = scope(t);
                 let expires = t
                     .expires_at
                     .map(output::unix_ms)
@@ -109,11 +105,7 @@ fn print_table(tokens: &[ApiToken]) -> CliResult<()> {
     let now = chrono::Utc::now().timestamp_millis();
     let when = |ms: Option<i64>| ms.map(output::unix_ms).unwrap_or_else(|| "-".into());
     for t in tokens {
-        let scope = match (&t.role, &t.permissions) {
-            (Some(role), _) => format!("role {role}"),
-            (None, Some(p)) => p.join(","),
-            (None, None) => String::new(),
-        };
+        let scope = scope(t);
         let status = if t.revoked_at.is_some() {
             "revoked"
         } else if t.expires_at.is_some_and(|at| at <= now) {
@@ -133,4 +125,13 @@ fn print_table(tokens: &[ApiToken]) -> CliResult<()> {
         ]);
     }
     table.print()
+}
+
+/// What a token may do: `role R`, or its permissions.
+fn scope(t: &ApiToken) -> String {
+    match (&t.role, &t.permissions) {
+        (Some(role), _) => format!("role {role}"),
+        (None, Some(p)) => p.join(","),
+        (None, None) => String::new(),
+    }
 }

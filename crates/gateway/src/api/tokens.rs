@@ -82,16 +82,22 @@ pub async fn create(
     ApiJson(body): ApiJson<Create>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, CREATE).await?;
-    let asked = json!({ "name": body.name, "role": body.role, "permissions": body.permissions, "owner": body.owner, "expires_in": body.expires_in });
+    let asked = json!({
+        "name": body.name,
+        "role": body.role,
+        "permissions": body.permissions,
+        "owner": body.owner,
+        "expires_in": body.expires_in,
+    });
     let refuse = |err: ApiError, reason: &str| {
         let mut details = asked.clone();
         details["reason"] = reason.into();
         caller.refuse(&state, CREATE, err, details)
     };
     // Right now, not within the step-up window.
-    if caller.principal.session_id().is_some() {
+    if let Some(user_id) = caller.principal.user_id() {
         let code = body.code.as_deref().unwrap_or("");
-        let has_app = crate::mfa::required(&state.store, caller.principal.user_id().unwrap_or(0))
+        let has_app = crate::mfa::required(&state.store, user_id)
             .await
             .map_err(|e| match e {
                 crate::mfa::MfaError::Store(e) => ApiError::store(e),
