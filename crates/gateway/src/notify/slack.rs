@@ -53,7 +53,10 @@ impl Slack {
             Ok(response) => response,
             Err(e) => {
                 return Delivery::Retry {
-                    error: format!("slack could not be reached: {}", e.without_url()),
+                    error: format!(
+                        "slack could not be reached: {}",
+                        with_causes(&e.without_url())
+                    ),
                     after_secs: None,
                 };
             }
@@ -84,4 +87,19 @@ impl Slack {
             Delivery::Failed { error }
         }
     }
+}
+
+/// `e` and what caused it, as one line ("error sending request" alone says nothing).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }
