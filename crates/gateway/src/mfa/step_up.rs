@@ -9,13 +9,31 @@
 //! without an app, unless `MFA_REQUIRED` says everyone must have one (then, until they sign in
 //! again and set one up, they cannot make such changes).
 //!
-//! Checked only on those changes, with one read of the session's `mfa_at`: proxied requests
-//! do not pay for it.
+//! The rack's own destructive routes ([`RACK_ACTIONS`]: deleting an app, a certificate or a
+//! registry, terminating an instance, updating the rack) need the same through the proxy.
+//!
+//! Checked only on those changes, with one read of the session's `mfa_at`: other proxied
+//! requests do not pay for it.
 
 use super::MfaError;
 use crate::app::AppState;
 use crate::identity::Principal;
 use crate::store::now_ms;
+
+/// The rack routes' permissions that a session takes only with a recent code: they destroy
+/// what cannot be brought back by a deploy, or change the whole rack.
+pub const RACK_ACTIONS: [&str; 5] = [
+    "convox:apps:delete",
+    "convox:certificates:delete",
+    "convox:registries:delete",
+    "convox:instances:terminate",
+    "convox:rack:update",
+];
+
+/// Whether a proxied request guarded by `permission` needs a recent code from a session.
+pub fn guards_rack(permission: &str) -> bool {
+    RACK_ACTIONS.contains(&permission)
+}
 
 /// A privileged change needs a fresh code first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -332,6 +332,15 @@ async fn authorise(
                 return Err(err);
             }
         };
+        // Destroying on the rack with a session (deleting an app …) needs a recent code, as
+        // the gateway's own privileged changes do. Boxed: rarely taken.
+        if principal.session_id().is_some()
+            && crate::mfa::step_up::guards_rack(&classified.permission)
+            && let Err(err) = Box::pin(rack_step_up(state, &principal)).await
+        {
+            deny(state, pending, facts, &action, Some(&principal), &err).await;
+            return Err(err);
+        }
         // Durable before forwarding: if the audit store cannot take it, nothing reaches the rack.
         let mut event = facts.event(EventKind::Request, &action, Some(&principal));
         event.rbac_decision = Decision::Allow;
@@ -579,6 +588,22 @@ fn judge(
 }
 
 /// Records a refusal. Nothing is forwarded either way, so a failed write is logged, not fatal.
+/// `Ok` when `principal`'s session gave a code recently enough for a destructive rack route
+/// (or needs none: no authenticator app).
+async fn rack_step_up(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+    match crate::mfa::step_up::check(state, principal).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(needed)) => Err(ApiError::MfaRequired {
+            window_secs: needed.window_secs,
+        }),
+        Err(crate::mfa::MfaError::Store(e)) => Err(ApiError::store(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "a step-up check failed");
+            Err(ApiError::StoreUnavailable)
+        }
+    }
+}
+
 async fn deny(
     state: &AppState,
     pending: Pending,

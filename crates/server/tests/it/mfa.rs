@@ -1151,3 +1151,70 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    deleting_an_app_with_a_session_needs_a_recent_code,
+    |db| async move {
+        const ADMIN: &str = "admin@example.com";
+        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
+        assert!(ok, "{err}");
+        let robot = token(&db, "robot", &["--role", "admin"]);
+        let env = [("MFA_ENCRYPTION_KEY", KEY), ("MFA_STEP_UP_SECS", "2")];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
+        let mut app = set_up(&s, &mut boss).await;
+        let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        let rack = |method: reqwest::Method, path: &str, credential: &str| {
+            let url = s.gw.proxy(path);
+            let credential = credential.to_string();
+            async move {
+                let r = client()
+                    .request(method, url)
+                    .basic_auth("convox", Some(credential))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+        let delete = reqwest::Method::DELETE;
+        // Just after a code (the one that turned the app on): let through.
+        let (status, body) = rack(delete.clone(), "/apps/web", &session).await;
+        assert_ne!(status, 403, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        // Later: refused before the rack, and audited; reading is not guarded, nor is a token.
+        let (status, body) = rack(delete.clone(), "/apps/web", &session).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_required")),
+            "{body}"
+        );
+        let (status, _) = rack(reqwest::Method::GET, "/apps", &session).await;
+        assert_eq!(status, 200);
+        let (status, body) = rack(delete.clone(), "/apps/web", &robot).await;
+        assert_ne!(status, 403, "{body}");
+        let refused = events(&db, "convox:apps:delete").await;
+        assert!(
+            refused
+                .iter()
+                .any(|e| e.details["reason"] == "mfa_required"
+                    && e.user_email.as_deref() == Some(ADMIN)),
+            "{refused:#?}"
+        );
+        // A code given: let through again.
+        let r = client()
+            .post(format!("{}/api/v1/auth/mfa/verify", s.gw.url))
+            .bearer_auth(&session)
+            .json(&serde_json::json!({ "code": app.next_code().await }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200);
+        let (status, body) = rack(delete, "/apps/web", &session).await;
+        assert_ne!(status, 403, "{body}");
+    }
+);
