@@ -1039,38 +1039,43 @@ both_backends!(turning_an_app_on_needs_a_recent_sign_in, |db| async move {
     set_up(&s, &mut fresh).await;
 });
 
+/// An admin signed in through the provider on a new gateway started with `env`, with an
+/// authenticator app set up (its code just given): the gateway, the browser, the app, and the
+/// session's secret (for `Authorization: Bearer` or the proxy's Basic auth).
+async fn admin_with_an_app(
+    db: &Db,
+    email: &str,
+    env: &[(&str, &str)],
+) -> (SignIn, Browser, App, String) {
+    let (ok, _, err) = admin(db, &["users", "add", email, "--role", "admin"]);
+    assert!(ok, "{err}");
+    let s = SignIn::start(db, dev_oidc::Quirks::default(), env).await;
+    let (mut b, _) = web_sign_in_as(&s, email).await;
+    let app = set_up(&s, &mut b).await;
+    let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
+    (s, b, app, session)
+}
+
+/// Sends `request`: its status and JSON body (null when it is not JSON).
+async fn status_json(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let r = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
 both_backends!(
     minting_a_token_needs_a_code_given_with_it,
     |db| async move {
         const ADMIN: &str = "admin@example.com";
-        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
-        assert!(ok, "{err}");
         let env = [("MFA_ENCRYPTION_KEY", KEY)];
-        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
-        let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
-        let mut app = set_up(&s, &mut boss).await;
-        let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (s, mut boss, mut app, session) = admin_with_an_app(&db, ADMIN, &env).await;
         let mint = |code: Option<String>| {
             let url = format!("{}/api/v1/tokens", s.gw.url);
-            let session = session.clone();
-            async move {
-                let mut body = serde_json::json!({ "name": "laptop", "role": "viewer" });
-                if let Some(code) = code {
-                    body["code"] = code.into();
-                }
-                let r = client()
-                    .post(url)
-                    .bearer_auth(session)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let status = r.status().as_u16();
-                (
-                    status,
-                    r.json::<serde_json::Value>().await.unwrap_or_default(),
-                )
+            let mut body = serde_json::json!({ "name": "laptop", "role": "viewer" });
+            if let Some(code) = code {
+                body["code"] = code.into();
             }
+            status_json(client().post(url).bearer_auth(&session).json(&body))
         };
         // A code given moments ago (turning the app on) is not enough: one with the request.
         let (status, body) = mint(None).await;
@@ -1156,30 +1161,12 @@ both_backends!(
     deleting_an_app_with_a_session_needs_a_recent_code,
     |db| async move {
         const ADMIN: &str = "admin@example.com";
-        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
-        assert!(ok, "{err}");
         let robot = token(&db, "robot", &["--role", "admin"]);
         let env = [("MFA_ENCRYPTION_KEY", KEY), ("MFA_STEP_UP_SECS", "2")];
-        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
-        let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
-        let mut app = set_up(&s, &mut boss).await;
-        let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (s, _boss, mut app, session) = admin_with_an_app(&db, ADMIN, &env).await;
         let rack = |method: reqwest::Method, path: &str, credential: &str| {
-            let url = s.gw.proxy(path);
-            let credential = credential.to_string();
-            async move {
-                let r = client()
-                    .request(method, url)
-                    .basic_auth("convox", Some(credential))
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let status = r.status().as_u16();
-                (
-                    status,
-                    r.json::<serde_json::Value>().await.unwrap_or_default(),
-                )
-            }
+            let request = client().request(method, s.gw.proxy(path));
+            status_json(request.basic_auth("convox", Some(credential.to_string())))
         };
         let delete = reqwest::Method::DELETE;
         // Just after a code (the one that turned the app on): let through.
