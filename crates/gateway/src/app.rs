@@ -9,7 +9,7 @@ use axum::routing::{any, delete, get, post, put};
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditLog, KeySource, ResolveKeyError, resolve_key};
-use crate::config::{Config, SqliteSync};
+use crate::config::{Config, NotifyConfig, SqliteSync};
 use crate::oidc::{Oidc, OidcError};
 use crate::proxy::{PROXY_PREFIX, Sessions, Upstream, UpstreamError};
 use crate::store::{Backend, Store, StoreError};
@@ -246,6 +246,30 @@ impl Gateway {
             anchoring,
             notifier,
         })
+    }
+
+    /// Starts notifying on `config`'s channels from the audit chain's head as it is now,
+    /// unless a notifier already runs: for a caller whose own set-up (`dev`'s test users and
+    /// tokens) is not news. [`Gateway::start`] already notifies on the configuration's
+    /// channels, from where the cursor stands.
+    pub async fn notify_from_now(&mut self, config: &NotifyConfig) -> Result<(), StartError> {
+        if self.notifier.is_some() || config.is_off() {
+            return Ok(());
+        }
+        let store = &self.state.store;
+        let head = store.chain_head().await.map_err(StartError::Connect)?;
+        store
+            .skip_notifications_through(head.seq)
+            .await
+            .map_err(StartError::Connect)?;
+        self.notifier = crate::notify::spawn(
+            store.clone(),
+            config,
+            self.state.config.public_url.clone(),
+            self.state.metrics.clone(),
+        )
+        .map_err(StartError::Notify)?;
+        Ok(())
     }
 
     /// The router for this gateway.

@@ -127,12 +127,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let database_url = config.database_url.clone();
     let metrics_addr = config.metrics_listen_addr;
     crate::limits::raise_open_files(&config);
-    let gateway = Gateway::start(config).await?;
+    // Notifications start after the set-up below: its test users and tokens are not news.
+    let notify = std::mem::take(&mut config.notify);
+    let mut gateway = Gateway::start(config).await?;
     add_test_users(&gateway).await?;
     let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
     // The set-up's audit lines come out on their own thread: let them all go before the
     // banner rather than one of them land above it.
     gateway.state.audit.flush().await;
+    gateway.notify_from_now(&notify).await?;
 
     print_banner(&banner(
         listeners.gateway_addr,

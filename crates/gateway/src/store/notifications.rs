@@ -98,6 +98,20 @@ impl Store {
             .map_err(|_| StoreError::Corrupt(format!("setting {NOTIFY_CURSOR_SETTING}: {value:?}")))
     }
 
+    /// Moves the cursor to `seq` unless it is already there or past it: the events up to it
+    /// are never announced.
+    pub async fn skip_notifications_through(&self, seq: i64) -> Result<(), StoreError> {
+        let current = self.setting(NOTIFY_CURSOR_SETTING).await?;
+        let behind = current
+            .as_deref()
+            .is_none_or(|c| c.parse::<i64>().is_ok_and(|c| c < seq));
+        if behind {
+            self.put_setting(NOTIFY_CURSOR_SETTING, &seq.to_string())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Queues `queued` and moves the cursor from `from` to `to` in one transaction. `false`
     /// (and nothing queued) when the cursor is no longer at `from`: another instance took
     /// these events.

@@ -41,6 +41,11 @@ impl Dev {
 
     /// [`Dev::start`] with `extra` flags.
     pub async fn start_with(db: &Db, extra: &[&str]) -> Dev {
+        Dev::start_with_env(db, extra, &[]).await
+    }
+
+    /// [`Dev::start_with`] with more environment.
+    pub async fn start_with_env(db: &Db, extra: &[&str], env: &[(&str, &str)]) -> Dev {
         let dir = scratch_dir();
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -56,6 +61,7 @@ impl Dev {
         .arg(&dir)
         .args(extra)
         .env("LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -645,3 +651,41 @@ fn dev_keeps_one_mfa_key_in_its_data_directory_and_checks_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+both_backends!(
+    dev_announces_later_changes_but_not_its_own_set_up,
+    |db| async move {
+        let smtp = crate::fake_notify::FakeSmtp::start().await;
+        let env = [
+            ("SMTP_URL", smtp.url.as_str()),
+            ("EMAIL_FROM", "gw@example.com"),
+            ("EMAIL_ALERTS_TO", "security@example.com"),
+        ];
+        let dev = Dev::start_with_env(&db, &[], &env).await;
+        let admin = dev.tokens.get("admin").cloned().unwrap_or_default();
+        let locked = client()
+            .post(format!(
+                "{}/api/v1/users/viewer@example.com/lock",
+                dev.gateway
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(locked.status(), 200);
+        let told = crate::kit::eventually(|| async {
+            smtp.mails()
+                .iter()
+                .any(|m| m.to == ["viewer@example.com"] && m.data.contains("was locked by"))
+        })
+        .await;
+        let mails = smtp.mails();
+        assert!(told, "{mails:#?}");
+        // The test users it added and the tokens it issued were set-up, not news.
+        assert!(
+            !mails.iter().any(|m| m.data.contains("was added by")
+                || (m.data.contains("API token dev-") && m.data.contains(" created by "))),
+            "{mails:#?}"
+        );
+    }
+);
