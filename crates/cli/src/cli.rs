@@ -188,6 +188,16 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway users unlock ann@example.com
   rack-gateway users reset-mfa ann@example.com # a lost phone")]
     Users(UsersArgs),
+    /// Roles and what they grant; define, change and delete custom roles (admins).
+    #[command(after_help = "Examples:
+  rack-gateway roles
+  rack-gateway roles create release-managers \\
+    --permissions convox:apps:list,convox:releases:promote,gateway:deploy-approvals:approve \\
+    --description 'approve and promote releases'
+  rack-gateway roles update release-managers --permissions convox:apps:list,convox:releases:*
+  rack-gateway roles delete release-managers
+  rack-gateway users set-role ann@example.com release-managers")]
+    Roles(RolesArgs),
     /// Two-step sign-in: give a code from your authenticator app, for the changes that need a
     /// recent one (people, roles, API tokens).
     #[command(after_help = "Examples:
@@ -332,7 +342,7 @@ pub enum UsersCommand {
     Add {
         /// Their e-mail.
         email: String,
-        /// Their role: viewer, ops, deployer, admin or cicd.
+        /// Their role: viewer, ops, deployer, admin, cicd, or a custom role.
         #[arg(long)]
         role: String,
         /// Their name.
@@ -372,6 +382,54 @@ pub enum UsersCommand {
     },
 }
 
+/// `roles` and its subcommands.
+#[derive(Debug, Args)]
+pub struct RolesArgs {
+    /// A subcommand (default: list every role and what it grants).
+    #[command(subcommand)]
+    pub command: Option<RolesCommand>,
+}
+
+/// `roles …`.
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// Define a custom role: a name and the permissions it grants (never more than you hold).
+    #[command(after_help = "Example:
+  rack-gateway roles create log-readers --permissions convox:apps:list,convox:logs:read")]
+    Create {
+        /// Its name: 2–40 lowercase letters, digits and dashes, not a built-in role's.
+        name: String,
+        /// The permission patterns it grants, comma-separated
+        /// (`convox:<resource>:<action>`, `gateway:<resource>:<action>`, `*` for any part).
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Replace a custom role's permissions; applies on the next request of everyone who holds
+    /// it.
+    #[command(after_help = "Example:
+  rack-gateway roles update log-readers --permissions convox:apps:list,convox:logs:read,convox:builds:logs")]
+    Update {
+        /// The role.
+        name: String,
+        /// The whole new list, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// A new description (kept when left out).
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a custom role nobody holds.
+    #[command(after_help = "Example:
+  rack-gateway roles delete log-readers")]
+    Delete {
+        /// The role.
+        name: String,
+    },
+}
+
 /// `tokens` and its subcommands.
 #[derive(Debug, Args)]
 pub struct TokensArgs {
@@ -394,7 +452,7 @@ pub enum TokensCommand {
         /// A name to recognise it by, e.g. `circleci-deploy`.
         #[arg(long)]
         name: String,
-        /// A role: viewer, ops, deployer, admin or cicd.
+        /// A role: viewer, ops, deployer, admin, cicd, or a custom role.
         #[arg(
             long,
             conflicts_with = "permissions",

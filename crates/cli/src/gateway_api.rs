@@ -319,16 +319,24 @@ impl GatewayApi {
         token: &str,
         id_or_name: &str,
     ) -> Result<ApiToken, ClientError> {
-        let segment =
-            percent_encoding::utf8_percent_encode(id_or_name, percent_encoding::NON_ALPHANUMERIC);
-        let url = self.url(&format!("/api/v1/tokens/{segment}"));
-        let response = self
-            .send(&url, self.http.delete(&url).bearer_auth(token))
-            .await?;
+        let url = self.url(&format!("/api/v1/tokens/{}", segment(id_or_name)));
+        let request = self.http.delete(&url);
+        self.change(&url, request, token).await
+    }
+
+    /// Sends a change about one resource (`request` to `url`) with `token`: the resource as
+    /// the gateway answers with it, or its refusal as it said it.
+    async fn change<T: for<'de> Deserialize<'de>>(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        token: &str,
+    ) -> Result<T, ClientError> {
+        let response = self.send(url, request.bearer_auth(token)).await?;
         if !response.status().is_success() {
-            return Err(resource_error(&url, response).await);
+            return Err(resource_error(url, response).await);
         }
-        Self::json(&url, response).await
+        Self::json(url, response).await
     }
 }
 
@@ -463,10 +471,6 @@ impl GatewayApi {
         token: &str,
         change: UserChange<'_>,
     ) -> Result<User, ClientError> {
-        let segment = |email: &str| {
-            percent_encoding::utf8_percent_encode(email, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
-        };
         let (url, request) = match change {
             UserChange::Add { email, role, name } => {
                 let url = self.url("/api/v1/users");
@@ -491,12 +495,111 @@ impl GatewayApi {
                 (url, rb)
             }
         };
-        let response = self.send(&url, request.bearer_auth(token)).await?;
-        if !response.status().is_success() {
-            return Err(resource_error(&url, response).await);
-        }
-        Self::json(&url, response).await
+        self.change(&url, request, token).await
     }
+}
+
+/// A role as `GET /api/v1/roles` lists it (and as a custom role's change answers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RoleInfo {
+    /// Its name.
+    pub name: String,
+    /// Built into the gateway.
+    #[serde(default)]
+    pub built_in: bool,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// The permission patterns it grants.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Users who hold it (custom roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<i64>,
+    /// Tokens not revoked that carry it (custom roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
+}
+
+/// A change to a custom role over `/api/v1/roles`.
+#[derive(Debug, Clone, Copy)]
+pub enum RoleChange<'a> {
+    /// `POST /api/v1/roles`.
+    Create {
+        /// Name.
+        name: &'a str,
+        /// Permission patterns.
+        permissions: &'a [String],
+        /// Description.
+        description: &'a str,
+    },
+    /// `PUT /api/v1/roles/{name}`.
+    Update {
+        /// Name.
+        name: &'a str,
+        /// The whole new list.
+        permissions: &'a [String],
+        /// A new description.
+        description: Option<&'a str>,
+    },
+    /// `DELETE /api/v1/roles/{name}`.
+    Delete {
+        /// Name.
+        name: &'a str,
+    },
+}
+
+impl GatewayApi {
+    /// `GET /api/v1/roles` with `token`.
+    pub async fn roles(&self, token: &str) -> Result<Vec<RoleInfo>, ClientError> {
+        self.listing(token, self.url("/api/v1/roles")).await
+    }
+
+    /// Makes `change` with `token`; the role as it now stands (as it stood, for a deletion).
+    pub async fn change_role(
+        &self,
+        token: &str,
+        change: RoleChange<'_>,
+    ) -> Result<RoleInfo, ClientError> {
+        let (url, request) = match change {
+            RoleChange::Create {
+                name,
+                permissions,
+                description,
+            } => {
+                let url = self.url("/api/v1/roles");
+                let body = json!({
+                    "name": name, "permissions": permissions, "description": description,
+                });
+                let rb = self.http.post(&url).json(&body);
+                (url, rb)
+            }
+            RoleChange::Update {
+                name,
+                permissions,
+                description,
+            } => {
+                let url = self.url(&format!("/api/v1/roles/{}", segment(name)));
+                let mut body = json!({ "permissions": permissions });
+                if let Some(description) = description {
+                    body["description"] = description.into();
+                }
+                let rb = self.http.put(&url).json(&body);
+                (url, rb)
+            }
+            RoleChange::Delete { name } => {
+                let url = self.url(&format!("/api/v1/roles/{}", segment(name)));
+                let rb = self.http.delete(&url);
+                (url, rb)
+            }
+        };
+        self.change(&url, request, token).await
+    }
+}
+
+/// `value` as one segment of a URL's path (an e-mail, a token's name, a role).
+fn segment(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// A failed answer about one resource (a token, a user): the gateway's 404 says the resource

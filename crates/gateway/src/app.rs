@@ -400,6 +400,14 @@ pub fn build_app(state: AppState) -> Router {
             get(api::tokens::list).post(api::tokens::create),
         )
         .route("/api/v1/tokens/{token}", delete(api::tokens::revoke))
+        .route(
+            "/api/v1/roles",
+            get(api::roles::list).post(api::roles::create),
+        )
+        .route(
+            "/api/v1/roles/{name}",
+            put(api::roles::update).delete(api::roles::delete),
+        )
         .route("/api/v1/users/{email}/role", put(api::users::set_role))
         .route("/api/v1/users/{email}/lock", post(api::users::lock))
         .route("/api/v1/users/{email}/unlock", post(api::users::unlock))
@@ -433,6 +441,10 @@ pub fn build_app(state: AppState) -> Router {
             "/deploy-approvals/{id}/reject",
             post(web::approvals::reject),
         )
+        .route("/roles", get(web::roles::page))
+        .route("/roles/create", post(web::roles::create))
+        .route("/roles/update", post(web::roles::update))
+        .route("/roles/delete", post(web::roles::delete))
         .route("/users", get(web::users::page))
         .route("/users/role", post(web::users::set_role))
         .route("/users/lock", post(web::users::lock))

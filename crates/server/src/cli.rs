@@ -88,7 +88,7 @@ pub struct TokenCreate {
     /// A name to recognise the token by, e.g. `circleci-deploy`.
     #[arg(long)]
     pub name: String,
-    /// Role: viewer, ops, deployer, admin or cicd.
+    /// Role: viewer, ops, deployer, admin, cicd, or a custom role (defined on /roles).
     #[arg(
         long,
         conflicts_with = "permissions",
@@ -115,7 +115,7 @@ pub enum UsersCommand {
     Add {
         /// E-mail address.
         email: String,
-        /// Role: viewer, ops, deployer, admin or cicd.
+        /// Role: viewer, ops, deployer, admin, cicd, or a custom role (defined on /roles).
         #[arg(long)]
         role: String,
         /// Display name.

@@ -13,6 +13,7 @@ mod logs;
 mod mfa;
 mod ps;
 mod releases;
+mod roles;
 mod services;
 mod system;
 mod tokens;
@@ -66,6 +67,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Builds(a) => matches!(a.command, None | Some(BuildsCommand::Info { .. })),
         Command::Tokens(a) => matches!(a.command, None | Some(TokensCommand::Create { .. })),
         Command::Users(a) => a.command.is_none(),
+        Command::Roles(a) => a.command.is_none(),
         Command::DeployApproval(a) => matches!(
             a.command,
             DeployApprovalCommand::List { .. }
@@ -122,6 +124,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Audit(args) => audit::run(ctx, args).await,
         Command::Tokens(args) => tokens::run(ctx, args).await,
         Command::Users(args) => users::run(ctx, args).await,
+        Command::Roles(args) => roles::run(ctx, args).await,
         Command::Mfa(args) => mfa::run(ctx, args).await,
         Command::DeployApproval(args) => approvals::run(ctx, args).await,
         Command::External(args) => crate::passthrough::run(ctx.target()?, &args),

@@ -12,6 +12,7 @@ mod direct;
 mod errors;
 mod mfa;
 mod racks;
+mod roles;
 mod sessions;
 mod signin;
 mod tokens;

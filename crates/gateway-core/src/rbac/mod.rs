@@ -9,7 +9,9 @@ mod roles;
 use std::fmt;
 use std::str::FromStr;
 
-pub use roles::{Role, UnknownRole};
+pub use roles::{
+    BadRoleName, EXPLICIT_PERMISSIONS, Role, RoleName, UnknownRole, validate_role_name,
+};
 
 /// The resource of [`unknown_route_permission`]s.
 const UNKNOWN_RESOURCE: &str = "unknown";

@@ -114,6 +114,22 @@ impl Role {
         }
     }
 
+    /// What the role is for, in a line (the README's "Roles" table says more).
+    pub fn description(self) -> &'static str {
+        match self {
+            Role::Viewer => "read-only: apps, services, processes, logs, builds, instances, rack",
+            Role::Ops => {
+                "viewer + restart, run/exec/stop processes, files, releases and env (read)"
+            }
+            Role::Deployer => {
+                "ops + builds, objects, releases create/promote, env set/unset, scale; ask for \
+                 deploy approvals"
+            }
+            Role::Admin => "everything, including users, roles, tokens and unknown routes",
+            Role::Cicd => "automation: read basics and deploy only with an approved request",
+        }
+    }
+
     /// The permissions the role grants. Built once per role: every request asks.
     pub fn permissions(self) -> PermissionSet {
         static VIEWER_SET: OnceLock<PermissionSet> = OnceLock::new();
@@ -149,8 +165,80 @@ impl fmt::Display for Role {
 
 /// An unknown role name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected one of viewer, ops, deployer, admin, cicd")]
+#[error("unknown role {0:?}: expected one of viewer, ops, deployer, admin, cicd, or a custom role")]
 pub struct UnknownRole(pub String);
+
+/// What a principal's permissions come from when they come from a role: a built-in one, or a
+/// custom role an admin defined (stored in the `roles` table, its permissions read with the
+/// credentials they apply to).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoleName {
+    /// A built-in role.
+    BuiltIn(Role),
+    /// A custom role, by name.
+    Custom(std::sync::Arc<str>),
+}
+
+impl RoleName {
+    /// The role's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoleName::BuiltIn(role) => role.as_str(),
+            RoleName::Custom(name) => name,
+        }
+    }
+
+    /// The role `name` stands for: a built-in one when it is one's name, otherwise custom.
+    pub fn of(name: &str) -> RoleName {
+        match name.parse::<Role>() {
+            Ok(role) => RoleName::BuiltIn(role),
+            Err(_) => RoleName::Custom(name.into()),
+        }
+    }
+}
+
+impl fmt::Display for RoleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a principal with explicit permissions (a token made with `--permissions`) is called
+/// where a role's name would be; no role may take it.
+pub const EXPLICIT_PERMISSIONS: &str = "custom";
+
+/// Why a name cannot be a custom role's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRoleName {
+    /// The name is a built-in role's, or the word for explicit permissions.
+    #[error("{0:?} is a built-in name: choose another for a custom role")]
+    Reserved(String),
+    /// The name's shape.
+    #[error(
+        "{0:?} cannot be a role's name: use 2–40 lowercase letters, digits and dashes, \
+         starting with a letter"
+    )]
+    Shape(String),
+}
+
+/// Checks a new custom role's name: 2–40 of `a-z`, `0-9` and `-`, starting with a letter (it
+/// shows in URLs, audit events and `--role` flags as it is), and not a built-in name.
+pub fn validate_role_name(name: &str) -> Result<(), BadRoleName> {
+    let shown = || name.chars().take(60).collect::<String>();
+    if name.parse::<Role>().is_ok() || name == EXPLICIT_PERMISSIONS {
+        return Err(BadRoleName::Reserved(shown()));
+    }
+    let shape_ok = (2..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if shape_ok {
+        Ok(())
+    } else {
+        Err(BadRoleName::Shape(shown()))
+    }
+}
 
 impl FromStr for Role {
     type Err = UnknownRole;
@@ -176,5 +264,30 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>(), Ok(*role));
         }
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn custom_role_names() {
+        for good in ["release-managers", "sre", "on-call-2"] {
+            assert_eq!(validate_role_name(good), Ok(()), "{good}");
+            assert_eq!(RoleName::of(good), RoleName::Custom(good.into()));
+        }
+        for reserved in ["admin", "viewer", "cicd", "custom"] {
+            assert!(
+                matches!(validate_role_name(reserved), Err(BadRoleName::Reserved(_))),
+                "{reserved}"
+            );
+        }
+        let long = "a".repeat(41);
+        for bad in [
+            "a", "Admin", "2fa", "-x", "on call", "ops_team", "é-team", "", &long,
+        ] {
+            assert!(
+                matches!(validate_role_name(bad), Err(BadRoleName::Shape(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(RoleName::of("ops"), RoleName::BuiltIn(Role::Ops));
+        assert_eq!(RoleName::of("ops").as_str(), "ops");
     }
 }

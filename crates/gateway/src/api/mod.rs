@@ -1,10 +1,11 @@
 //! The gateway's own JSON endpoints: health, readiness, who the caller is, sign-in flows,
-//! sessions and users.
+//! sessions, users, roles, tokens, the audit trail and deploy approvals.
 
 pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod mfa;
+pub mod roles;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -268,6 +269,7 @@ impl Caller {
             client_ip: Some(peer.ip.to_string()),
             user_agent: self.user_agent().map(str::to_string),
             decision: Decision::Allow,
+            holds: Some(principal.permissions.clone()),
         }
     }
 

@@ -57,7 +57,7 @@ pub async fn revoke(
 pub struct Create {
     /// A name to recognise it by.
     name: String,
-    /// A built-in role…
+    /// A role (built-in or custom)…
     #[serde(default)]
     role: Option<String>,
     /// …or explicit permissions.
@@ -130,8 +130,10 @@ pub async fn create(
         expires_in: body.expires_in.clone(),
         owner: body.owner.clone(),
     };
-    let request = match minting::bounded_by_creator(&caller.principal, &ask, now_ms()) {
+    let bounded = minting::bounded_by_creator(&state.store, &caller.principal, &ask, now_ms());
+    let request = match bounded.await {
         Ok(request) => request,
+        Err(MintRefused::Store(e)) => return Err(ApiError::store(e)),
         Err(MintRefused::Invalid(m)) => {
             return Err(refuse(ApiError::BadRequest(m), "invalid").await);
         }

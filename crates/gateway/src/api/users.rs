@@ -17,7 +17,9 @@ use crate::store::{LastAdmin, StoreError};
 pub(super) fn manage_error(e: ManageError) -> ApiError {
     match e {
         ManageError::Invalid(m) => ApiError::BadRequest(m),
+        ManageError::Escalation(m) => ApiError::Escalation(m),
         ManageError::Store(StoreError::NotFound(what)) => ApiError::no_such(&what),
+        ManageError::Store(e @ StoreError::InUse(_)) => ApiError::Conflict(e.to_string()),
         ManageError::Store(StoreError::Conflict(m)) => {
             ApiError::Conflict(format!("{m} already exists"))
         }
@@ -46,6 +48,15 @@ pub(super) async fn refused(
         ManageError::Invalid(m) => {
             caller
                 .refuse(state, action, ApiError::BadRequest(m), asked)
+                .await
+        }
+        ManageError::Escalation(m) => {
+            let mut asked = asked;
+            if let Some(map) = asked.as_object_mut() {
+                map.insert("reason".into(), "more_than_you_hold".into());
+            }
+            caller
+                .refuse(state, action, ApiError::Escalation(m), asked)
                 .await
         }
         other => manage_error(other),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::tokens::{issue_token, parse_expiry};
 use crate::audit::{ActorType, AuditError, AuditEvent, AuditLog, Decision, EventKind};
-use crate::rbac::{PermissionSet, Role};
+use crate::rbac::PermissionSet;
 use crate::store::{LastAdmin, NewToken, Store, StoreError, TokenRow, UserRow, now_ms};
 
 /// Who is making a change.
@@ -28,6 +28,9 @@ pub struct Actor {
     /// The RBAC decision that let the change through: `Allow` over HTTP (the caller held the
     /// permission), `None` on the server's command line (no RBAC there).
     pub decision: Decision,
+    /// What the actor may do, which bounds what they may give (over HTTP); `None` on the
+    /// server's command line, which may give anything.
+    pub holds: Option<PermissionSet>,
 }
 
 impl Actor {
@@ -61,6 +64,34 @@ impl Actor {
             client_ip: None,
             user_agent: None,
             decision: Decision::None,
+            holds: None,
+        }
+    }
+
+    /// Refuses ([`ManageError::Escalation`], saying `what` and naming the permissions the
+    /// actor lacks) a change that would give, or touch, more than the actor holds: nobody
+    /// hands out a role, or changes someone, beyond their own permissions.
+    pub(crate) fn within_reach(
+        &self,
+        wanted: &PermissionSet,
+        what: &str,
+    ) -> Result<(), ManageError> {
+        let Some(held) = &self.holds else {
+            return Ok(());
+        };
+        let beyond: Vec<&str> = wanted
+            .patterns()
+            .iter()
+            .filter(|p| !held.allows(p))
+            .map(String::as_str)
+            .collect();
+        if beyond.is_empty() {
+            Ok(())
+        } else {
+            Err(ManageError::Escalation(format!(
+                "{what}: you do not hold {}",
+                beyond.join(", ")
+            )))
         }
     }
 
@@ -106,7 +137,7 @@ impl Actor {
 /// The event, the change and its outcome run as a task of their own: an HTTP client that goes
 /// away meanwhile must not leave the change half-known — its event committed but the change
 /// never made, or made with no outcome recorded.
-async fn audited<T: Send + 'static>(
+pub(super) async fn audited<T: Send + 'static>(
     audit: &AuditLog,
     actor: &Actor,
     action: &'static str,
@@ -148,6 +179,7 @@ fn refusal(e: &StoreError) -> Value {
     let (reason, message) = match e {
         StoreError::NotFound(_) => ("not_found", Some(e.to_string())),
         StoreError::Conflict(_) => ("conflict", Some(e.to_string())),
+        StoreError::InUse(_) => ("in_use", Some(e.to_string())),
         StoreError::Ambiguous(_) => ("ambiguous", Some(e.to_string())),
         StoreError::LastAdmin(_) => ("last_admin", Some(e.to_string())),
         StoreError::UserLocked => ("user_locked", Some(e.to_string())),
@@ -200,6 +232,9 @@ pub enum ManageError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
+    /// The change would give, or touch, more than the actor holds (the message says what).
+    #[error("{0}")]
+    Escalation(String),
     /// The store refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -226,9 +261,20 @@ pub struct TokenRequest {
     pub owner: Option<String>,
 }
 
-fn parse_role(role: &str) -> Result<Role, ManageError> {
-    role.parse()
-        .map_err(|e: crate::rbac::UnknownRole| ManageError::Invalid(e.to_string()))
+/// Refuses a change to the user `email` when they hold more than the actor: locking an
+/// admin, or taking their role, is for whoever holds as much. A user that does not exist is
+/// left for the change itself to refuse.
+async fn target_within_reach(store: &Store, actor: &Actor, email: &str) -> Result<(), ManageError> {
+    if actor.holds.is_none() {
+        return Ok(());
+    }
+    let Some(user) = store.find_user(email).await? else {
+        return Ok(());
+    };
+    let held = super::roles::permissions_of(store, &user.role)
+        .await?
+        .unwrap_or_default();
+    actor.within_reach(&held, "you cannot change a user who holds more than you")
 }
 
 /// Creates a token; returns the stored row and the secret (to show once).
@@ -250,7 +296,14 @@ pub async fn create_token(
             "token name must not be a number (it would read as a token id)".into(),
         ));
     }
-    let role = request.role.as_deref().map(parse_role).transpose()?;
+    let role = match request.role.as_deref() {
+        Some(role) => {
+            let granted = super::roles::known_role(store, role).await?;
+            actor.within_reach(&granted, "a token cannot hold more than its creator")?;
+            Some(role.to_string())
+        }
+        None => None,
+    };
     let permissions = match &request.permissions {
         Some(p) => {
             let set: PermissionSet = p
@@ -261,6 +314,7 @@ pub async fn create_token(
                     "--permissions lists no permission".into(),
                 ));
             }
+            actor.within_reach(&set, "a token cannot hold more than its creator")?;
             Some(set.patterns().to_vec())
         }
         None => None,
@@ -287,7 +341,7 @@ pub async fn create_token(
         None => None,
     };
     let asked = json!({
-        "name": name, "role": role.map(Role::as_str), "permissions": permissions,
+        "name": name, "role": role, "permissions": permissions,
         "expires_at": expires_at, "owner": owner.as_ref().map(|u| u.email.clone()),
     });
     let issued = issue_token();
@@ -302,7 +356,7 @@ pub async fn create_token(
             .create_token(&NewToken {
                 name: &name,
                 token_hash: &hash,
-                role: role.map(Role::as_str),
+                role: role.as_deref(),
                 permissions: permissions.as_deref(),
                 owner_user_id: owner.map(|u| u.id),
                 created_by: &created_by,
@@ -386,15 +440,24 @@ pub async fn add_user(
             "name must be at most 200 printable characters".into(),
         ));
     }
-    let role = parse_role(role)?;
-    let (store, email, name) = (store.clone(), email.to_string(), name.to_string());
-    let asked = json!({ "email": gateway_core::text::email_key(&email), "role": role.as_str() });
+    let granted = super::roles::known_role(store, role).await?;
+    actor.within_reach(
+        &granted,
+        "you cannot give a role that grants more than you hold",
+    )?;
+    let (store, email, name, role) = (
+        store.clone(),
+        email.to_string(),
+        name.to_string(),
+        role.to_string(),
+    );
+    let asked = json!({ "email": gateway_core::text::email_key(&email), "role": role });
     audited(
         audit,
         actor,
         "gateway:users:create",
         asked,
-        async move { store.create_user(&email, &name, role.as_str()).await },
+        async move { store.create_user(&email, &name, &role).await },
         |user: &UserRow| json!({ "user_id": user.id }),
     )
     .await
@@ -409,15 +472,20 @@ pub async fn set_user_role(
     role: &str,
     last_admin: LastAdmin,
 ) -> Result<UserRow, ManageError> {
-    let role = parse_role(role)?;
-    let asked = json!({ "email": asked_email(email), "role": role.as_str() });
-    let (store, email) = (store.clone(), email.to_string());
+    let granted = super::roles::known_role(store, role).await?;
+    actor.within_reach(
+        &granted,
+        "you cannot give a role that grants more than you hold",
+    )?;
+    target_within_reach(store, actor, email).await?;
+    let asked = json!({ "email": asked_email(email), "role": role });
+    let (store, email, role) = (store.clone(), email.to_string(), role.to_string());
     let (user, _) = audited(
         audit,
         actor,
         "gateway:users:update",
         asked,
-        async move { store.set_user_role(&email, role.as_str(), last_admin).await },
+        async move { store.set_user_role(&email, &role, last_admin).await },
         |(_, previous_role): &(UserRow, String)| json!({ "previous_role": previous_role }),
     )
     .await?;
@@ -433,6 +501,7 @@ pub async fn set_user_locked(
     locked: bool,
     last_admin: LastAdmin,
 ) -> Result<UserRow, ManageError> {
+    target_within_reach(store, actor, email).await?;
     let asked = json!({ "email": asked_email(email) });
     let (store, email) = (store.clone(), email.to_string());
     if !locked {
@@ -467,6 +536,7 @@ pub async fn reset_mfa(
     actor: &Actor,
     email: &str,
 ) -> Result<UserRow, ManageError> {
+    target_within_reach(store, actor, email).await?;
     let asked = json!({ "email": asked_email(email), "factor": "totp" });
     let (store, email) = (store.clone(), email.to_string());
     audited(

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::store::{Generation, SessionRow, TokenRow, UserRow};
+use crate::store::{Generation, RoleGrant, SessionRow, TokenRow, UserRow};
 
 /// Most credentials remembered; past it the oldest generations go, then everything.
 const CAPACITY: usize = 4096;
@@ -30,10 +30,10 @@ const MAX_AGE: Duration = Duration::from_secs(60);
 /// The rows an authentication was answered from.
 #[derive(Debug, Clone)]
 pub(super) enum Remembered {
-    /// An API token and, when it acts for one, its owner.
-    Token(Arc<(TokenRow, Option<UserRow>)>),
-    /// A session and its user.
-    Session(Arc<(SessionRow, UserRow)>),
+    /// An API token, its owner when it acts for one, and its custom role's permissions.
+    Token(Arc<(TokenRow, Option<UserRow>, RoleGrant)>),
+    /// A session, its user, and the user's custom role's permissions.
+    Session(Arc<(SessionRow, UserRow, RoleGrant)>),
 }
 
 #[derive(Debug)]
@@ -150,6 +150,7 @@ mod tests {
                 revoked_at: None,
             },
             None,
+            RoleGrant::default(),
         )))
     }
 

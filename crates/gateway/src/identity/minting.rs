@@ -2,17 +2,18 @@
 //! Shared by `POST /api/v1/tokens` and the `/tokens` page; the token itself is made (and
 //! audited) by [`super::manage::create_token`].
 
-use gateway_core::rbac::{PermissionSet, Role};
+use gateway_core::rbac::PermissionSet;
 
-use super::manage::TokenRequest;
+use super::manage::{ManageError, TokenRequest};
 use super::{Principal, PrincipalKind};
+use crate::store::{Store, StoreError};
 
 /// What a caller asks a new token to be.
 #[derive(Debug, Clone, Default)]
 pub struct MintAsk {
     /// Name.
     pub name: String,
-    /// A built-in role…
+    /// A role (built-in or custom)…
     pub role: Option<String>,
     /// …or explicit permissions.
     pub permissions: Option<Vec<String>>,
@@ -23,7 +24,7 @@ pub struct MintAsk {
 }
 
 /// Why a token was not minted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MintRefused {
     /// The ask is malformed.
     #[error("{0}")]
@@ -31,12 +32,16 @@ pub enum MintRefused {
     /// It would hold more than its creator (the message says what).
     #[error("{0}")]
     MoreThanYouHold(String),
+    /// The store could not say what the asked-for role grants.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The token `body` asks `principal` for (at `now`), refused when it would hold more than the caller: permissions the
 /// caller lacks, an owner other than the caller's (a token's), or a life past the calling
 /// token's own expiry (a token that has one passes it on when none is asked for).
-pub fn bounded_by_creator(
+pub async fn bounded_by_creator(
+    store: &Store,
     principal: &Principal,
     body: &MintAsk,
     now: i64,
@@ -47,10 +52,12 @@ pub fn bounded_by_creator(
                 "give a role or permissions, not both".into(),
             ));
         }
-        (Some(role), None) => role
-            .parse::<Role>()
-            .map_err(|e| MintRefused::Invalid(e.to_string()))?
-            .permissions(),
+        (Some(role), None) => super::roles::known_role(store, role)
+            .await
+            .map_err(|e| match e {
+                ManageError::Store(e) => MintRefused::Store(e),
+                other => MintRefused::Invalid(other.to_string()),
+            })?,
         (None, Some(list)) => {
             PermissionSet::new(list.clone()).map_err(|e| MintRefused::Invalid(e.to_string()))?
         }

@@ -4,6 +4,7 @@ pub mod manage;
 mod memory;
 pub mod minting;
 mod principal;
+pub mod roles;
 pub mod sessions;
 mod tokens;
 

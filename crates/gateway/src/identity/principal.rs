@@ -6,8 +6,8 @@ use crate::secret_eq::secret_eq;
 
 use super::memory::{CredentialMemory, Remembered};
 use super::tokens::hash_token;
-use crate::rbac::{PermissionSet, Role};
-use crate::store::{Generation, Store, StoreError, TokenRow, UserRow, now_ms};
+use crate::rbac::{PermissionSet, RoleName};
+use crate::store::{Generation, RoleGrant, Store, StoreError, TokenRow, UserRow, now_ms};
 
 /// What kind of caller this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct Principal {
     /// User or token.
     pub kind: PrincipalKind,
     /// The role, when permissions come from one.
-    pub role: Option<Role>,
+    pub role: Option<RoleName>,
     /// What the caller may do. A token is limited by its own permissions, never its owner's.
     pub permissions: PermissionSet,
 }
@@ -90,9 +90,12 @@ impl Principal {
         }
     }
 
-    /// The role's name or `custom` for explicit permissions.
+    /// The role's name, or `custom` for explicit permissions.
     pub fn role_name(&self) -> &str {
-        self.role.map(Role::as_str).unwrap_or("custom")
+        self.role
+            .as_ref()
+            .map(RoleName::as_str)
+            .unwrap_or(gateway_core::rbac::EXPLICIT_PERMISSIONS)
     }
 }
 
@@ -266,17 +269,20 @@ async fn read_fresh(
     use_: Use,
 ) -> Result<(Principal, Remembered, Generation), AuthError> {
     let (rows, generation) = if token.starts_with(super::sessions::SESSION_PREFIX) {
-        let (session, user, generation) = store
+        let (session, user, grant, generation) = store
             .session_with_user(hash)
             .await?
             .ok_or(AuthError::Unknown)?;
-        (Remembered::Session(Arc::new((session, user))), generation)
+        (
+            Remembered::Session(Arc::new((session, user, grant))),
+            generation,
+        )
     } else {
-        let (row, owner, generation) = store
+        let (row, owner, grant, generation) = store
             .token_with_owner(hash)
             .await?
             .ok_or(AuthError::Unknown)?;
-        (Remembered::Token(Arc::new((row, owner))), generation)
+        (Remembered::Token(Arc::new((row, owner, grant))), generation)
     };
     let principal = admit(store, sessions, &rows, hash, use_).await?;
     Ok((principal, rows, generation))
@@ -297,8 +303,8 @@ async fn admit(
 ) -> Result<Principal, AuthError> {
     match rows {
         Remembered::Token(rows) => {
-            let (row, owner) = &**rows;
-            let principal = token_principal(row, owner.as_ref(), hash)?;
+            let (row, owner, grant) = &**rows;
+            let principal = token_principal(row, owner.as_ref(), grant, hash)?;
             if use_ == Use::Record
                 && let Err(err) = store.touch_token(row.id, row.last_used_at).await
                 && let Some(held_back) = UNRECORDED_USES.admit()
@@ -313,8 +319,8 @@ async fn admit(
             Ok(principal)
         }
         Remembered::Session(rows) => {
-            let (session, user) = &**rows;
-            super::sessions::admit_session(store, sessions, session, user, hash, use_).await
+            let (session, user, grant) = &**rows;
+            super::sessions::admit_session(store, sessions, session, user, grant, hash, use_).await
         }
     }
 }
@@ -323,6 +329,7 @@ async fn admit(
 fn token_principal(
     row: &TokenRow,
     owner: Option<&UserRow>,
+    grant: &RoleGrant,
     hash: &str,
 ) -> Result<Principal, AuthError> {
     // The row was found by hash; compare again in constant time so equality never depends
@@ -348,10 +355,8 @@ fn token_principal(
     };
     let (role, permissions) = match (&row.role, &row.permissions) {
         (Some(role), _) => {
-            let role: Role = role
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("api_tokens.role of token {}", row.id)))?;
-            (Some(role), role.permissions())
+            let (role, permissions) = super::roles::granted(role, grant)?;
+            (Some(role), permissions)
         }
         (None, Some(perms)) => (
             None,

@@ -7,8 +7,9 @@ use crate::secret_eq::secret_eq;
 use super::tokens::hash_token;
 use super::{AuthError, Principal, PrincipalKind};
 use crate::config::SessionConfig;
-use crate::rbac::Role;
-use crate::store::{CreatedSession, NewSession, SessionRow, Store, StoreError, UserRow, now_ms};
+use crate::store::{
+    CreatedSession, NewSession, RoleGrant, SessionRow, Store, StoreError, UserRow, now_ms,
+};
 
 /// Every session token starts with this.
 pub const SESSION_PREFIX: &str = "rgs_";
@@ -71,6 +72,7 @@ pub(super) async fn admit_session(
     limits: &SessionConfig,
     session: &SessionRow,
     user: &UserRow,
+    grant: &RoleGrant,
     hash: &str,
     use_: super::principal::Use,
 ) -> Result<Principal, AuthError> {
@@ -90,10 +92,7 @@ pub(super) async fn admit_session(
     if user.locked {
         return Err(AuthError::UserLocked);
     }
-    let role: Role = user
-        .role
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("users.role of {}", user.email)))?;
+    let (role, permissions) = super::roles::granted(&user.role, grant)?;
     // Record use often enough that the idle timeout measures real idleness: every 30 s, or a
     // quarter of the idle timeout when that is shorter.
     let interval = (idle / 4).clamp(0, 30_000);
@@ -117,6 +116,6 @@ pub(super) async fn admit_session(
             expires_at: session.expires_at,
         },
         role: Some(role),
-        permissions: role.permissions(),
+        permissions,
     })
 }

@@ -33,6 +33,8 @@ pub enum Topic {
     UserAdded,
     /// A user's role changed.
     RoleChanged,
+    /// A custom role was defined, changed or deleted.
+    RoleDefined,
     /// A user was locked out by an admin.
     UserLocked,
     /// A user was unlocked.
@@ -56,6 +58,7 @@ impl Topic {
             Topic::TokenCreated => "token_created",
             Topic::UserAdded => "user_added",
             Topic::RoleChanged => "role_changed",
+            Topic::RoleDefined => "role_defined",
             Topic::UserLocked => "user_locked",
             Topic::UserUnlocked => "user_unlocked",
             Topic::MfaChanged => "mfa_changed",

@@ -102,6 +102,9 @@ fn managed(action: &str) -> Option<Topic> {
         "gateway:users:lock" => Topic::UserLocked,
         "gateway:users:unlock" => Topic::UserUnlocked,
         "gateway:mfa:reset" => Topic::MfaChanged,
+        "gateway:roles:create" | "gateway:roles:update" | "gateway:roles:delete" => {
+            Topic::RoleDefined
+        }
         _ => return None,
     })
 }
@@ -288,6 +291,42 @@ fn managed_change(topic: Topic, e: &AuditEvent, intent: Option<&AuditEvent>) -> 
         .to_slack()
         .alert()
         .email(email),
+        Topic::RoleDefined => {
+            let role = text(asked, "role");
+            let list = |v: Option<&Value>| {
+                v.and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let (title, now, before) = match e.action.as_str() {
+                "gateway:roles:create" => (
+                    format!("Role {role} was defined by {by}"),
+                    list(asked.get("permissions")),
+                    String::new(),
+                ),
+                "gateway:roles:update" => (
+                    format!("Role {role} was changed by {by}"),
+                    list(asked.get("permissions")),
+                    list(e.details.get("previous_permissions")),
+                ),
+                _ => (
+                    format!("Role {role} was deleted by {by}"),
+                    String::new(),
+                    list(e.details.get("permissions")),
+                ),
+            };
+            Notice::new(Topic::RoleDefined, title)
+                .fact("Grants", now)
+                .fact("Granted before", before)
+                .link("Roles", "/roles")
+                .to_slack()
+                .alert()
+        }
         Topic::UserLocked => Notice::new(Topic::UserLocked, format!("{email} was locked by {by}"))
             .fact(
                 "Sessions ended",
@@ -448,6 +487,46 @@ mod tests {
         assert!(n.facts.contains(&("Expires", "never".into())));
         assert_eq!(n.email_to, vec!["bob@example.com".to_string()]);
         assert!(n.alert && n.slack);
+    }
+
+    #[test]
+    fn a_role_change_says_what_it_grants_now_and_before() {
+        let asked = json!({"role": "on-call", "permissions": ["convox:apps:list"]});
+        let outcome = event(
+            EventKind::Outcome,
+            "gateway:roles:update",
+            json!({"result": "done", "previous_permissions": ["convox:apps:*"], "users": 2}),
+        );
+        let intent = event(EventKind::Gateway, "gateway:roles:update", asked);
+        assert_eq!(managed("gateway:roles:update"), Some(Topic::RoleDefined));
+        let n = managed_change(Topic::RoleDefined, &outcome, Some(&intent));
+        let n = n.unwrap_or_else(|| Notice::new(Topic::Test, "missing"));
+        assert_eq!(n.title, "Role on-call was changed by ann@example.com");
+        assert_eq!(
+            n.facts,
+            vec![
+                ("Grants", "convox:apps:list".to_string()),
+                ("Granted before", "convox:apps:*".to_string())
+            ]
+        );
+        assert!(n.alert && n.slack && n.email_to.is_empty());
+        let deleted = event(
+            EventKind::Outcome,
+            "gateway:roles:delete",
+            json!({"result": "done", "permissions": ["convox:logs:read"]}),
+        );
+        let intent = event(
+            EventKind::Gateway,
+            "gateway:roles:delete",
+            json!({"role": "x-y"}),
+        );
+        let n = managed_change(Topic::RoleDefined, &deleted, Some(&intent));
+        let n = n.unwrap_or_else(|| Notice::new(Topic::Test, "missing"));
+        assert_eq!(n.title, "Role x-y was deleted by ann@example.com");
+        assert_eq!(
+            n.facts,
+            vec![("Granted before", "convox:logs:read".to_string())]
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod mfa;
 mod notifications;
 mod outage;
 mod pg_params;
+mod roles;
 mod sessions;
 mod settings;
 mod sqlite_reads;
@@ -39,6 +40,7 @@ pub use key_rotation::KeyRotation;
 pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use mfa::{ListedUser, TotpFailure, TotpRow};
 pub use notifications::{NOTIFY_CURSOR_SETTING, NewNotification, NotificationRow};
+pub use roles::{NewRole, RoleGrant, RoleRow};
 pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use users::{LastAdmin, UserRow};
@@ -105,6 +107,9 @@ pub enum StoreError {
     /// A unique value is taken.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The row is still named by others (a custom role users hold); the message says by whom.
+    #[error("{0}")]
+    InUse(String),
     /// A name matches more than one row; the message says how to pick one.
     #[error("{0}")]
     Ambiguous(String),

@@ -3,6 +3,7 @@
 use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
+use super::roles::RoleGrant;
 use super::touches::Touched;
 use super::{Generation, Key, Store, StoreError, bounded, now_ms};
 use sqlx::Row;
@@ -149,19 +150,23 @@ impl Store {
     pub async fn session_with_user(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(SessionRow, UserRow, Generation)>, StoreError> {
+    ) -> Result<Option<(SessionRow, UserRow, RoleGrant, Generation)>, StoreError> {
         const SQL: &str = "SELECT s.id AS id, s.token_hash AS token_hash, s.user_id AS user_id, \
              s.channel AS channel, s.user_agent AS user_agent, s.ip AS ip, \
              s.created_at AS created_at, s.last_seen_at AS last_seen_at, \
              s.expires_at AS expires_at, s.revoked_at AS revoked_at, \
              u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
              u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at, \
+             (SELECT r.permissions FROM roles r WHERE r.name = u.role) AS role_permissions, \
              (SELECT n FROM credential_generation WHERE id = 1) AS generation \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
         self.read_one(SQL, Key::Text(token_hash), |row| {
+            let user = user_from_row(&Prefixed(row, "u_"))?;
+            let grant = RoleGrant::read(row, &user.role)?;
             Ok((
                 from_row(row)?,
-                user_from_row(&Prefixed(row, "u_"))?,
+                user,
+                grant,
                 Generation(row.int("generation")?),
             ))
         })

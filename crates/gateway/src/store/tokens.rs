@@ -3,6 +3,7 @@
 use super::columns::{Columns, Prefixed};
 use super::users::{UserRow, from_row as user_from_row};
 
+use super::roles::RoleGrant;
 use super::touches::Touched;
 use super::{Generation, Key, Store, StoreError, Table, bounded, now_ms};
 
@@ -109,6 +110,12 @@ impl Store {
                     new.name
                 )));
             }
+            if let Some(role) = new.role.filter(|r| super::users::is_custom(r))
+                && let Err(e) = super::roles::custom_role_exists(&mut tx, role).await
+            {
+                tx.rollback().await?;
+                return Err(e);
+            }
             let sql = concat!(
                 "INSERT INTO api_tokens (name, token_hash, role, permissions, owner_user_id, \
              created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -140,13 +147,14 @@ impl Store {
     pub async fn token_with_owner(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(TokenRow, Option<UserRow>, Generation)>, StoreError> {
+    ) -> Result<Option<(TokenRow, Option<UserRow>, RoleGrant, Generation)>, StoreError> {
         const SQL: &str = "SELECT t.id AS id, t.name AS name, t.token_hash AS token_hash, \
              t.role AS role, t.permissions AS permissions, t.owner_user_id AS owner_user_id, \
              t.created_by AS created_by, t.created_at AS created_at, t.expires_at AS expires_at, \
              t.last_used_at AS last_used_at, t.revoked_at AS revoked_at, \
              u.id AS u_id, u.email AS u_email, u.name AS u_name, u.role AS u_role, \
              u.locked AS u_locked, u.created_at AS u_created_at, u.last_seen_at AS u_last_seen_at, \
+             (SELECT r.permissions FROM roles r WHERE r.name = t.role) AS role_permissions, \
              (SELECT n FROM credential_generation WHERE id = 1) AS generation \
              FROM api_tokens t LEFT JOIN users u ON u.id = t.owner_user_id \
              WHERE t.token_hash = $1";
@@ -155,7 +163,9 @@ impl Store {
                 Some(_) => Some(user_from_row(&Prefixed(row, "u_"))?),
                 None => None,
             };
-            Ok((from_row(row)?, owner, Generation(row.int("generation")?)))
+            let token = from_row(row)?;
+            let grant = RoleGrant::read(row, token.role.as_deref().unwrap_or_default())?;
+            Ok((token, owner, grant, Generation(row.int("generation")?)))
         })
         .await
     }

@@ -54,27 +54,41 @@ impl Store {
     ) -> Result<UserRow, StoreError> {
         bounded(self, async {
             let now = now_ms();
-            let sql = concat!(
-                "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
-             VALUES ($1, $2, $3, 0, $4, $4) RETURNING ",
-                columns!(),
-                ""
-            );
-            let row = sqlx::query(sql)
-                .bind(gateway_core::text::email_key(email))
-                .bind(name)
-                .bind(role)
-                .bind(now)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| {
-                    if StoreError::is_unique_violation(&e) {
-                        StoreError::Conflict(format!("user {email}"))
-                    } else {
-                        e.into()
-                    }
-                })?;
-            from_row(&row)
+            // A custom role's existence is checked under the users table's lock, which
+            // `delete_role` waits for (see there).
+            let mut tx = if is_custom(role) {
+                self.begin_exclusive_write(Table::Users).await?
+            } else {
+                self.begin_write().await?
+            };
+            let result = async {
+                if is_custom(role) {
+                    super::roles::custom_role_exists(&mut tx, role).await?;
+                }
+                let sql = concat!(
+                    "INSERT INTO users (email, name, role, locked, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 0, $4, $4) RETURNING ",
+                    columns!(),
+                    ""
+                );
+                let row = sqlx::query(sql)
+                    .bind(gateway_core::text::email_key(email))
+                    .bind(name)
+                    .bind(role)
+                    .bind(now)
+                    .fetch_one(&mut **tx.conn()?)
+                    .await
+                    .map_err(|e| {
+                        if StoreError::is_unique_violation(&e) {
+                            StoreError::Conflict(format!("user {email}"))
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                from_row(&row)
+            }
+            .await;
+            tx.finish(result).await
         })
         .await
     }
@@ -182,6 +196,9 @@ impl Store {
                     return found(None, email).map(|user| (user, String::new()));
                 };
                 let previous_role: String = before.try_get("role")?;
+                if is_custom(role) {
+                    super::roles::custom_role_exists(&mut tx, role).await?;
+                }
                 if role != ADMIN_ROLE && last_admin == LastAdmin::Keep {
                     keeps_an_admin(&mut tx, &key).await?;
                 }
@@ -290,6 +307,11 @@ impl Store {
         })
         .await
     }
+}
+
+/// Whether `role` names a custom role (one the `roles` table must hold) rather than a built-in.
+pub(super) fn is_custom(role: &str) -> bool {
+    role.parse::<gateway_core::rbac::Role>().is_err()
 }
 
 /// Whether a change may take away the only unlocked admin.

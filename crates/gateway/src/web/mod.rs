@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod audit;
 pub mod cookies;
 pub mod mfa;
+pub mod roles;
 pub mod tokens;
 pub mod users;
 
@@ -68,6 +69,8 @@ struct AccountPage {
     tokens: bool,
     /// Whether to link to the users.
     users: bool,
+    /// Whether to link to the roles.
+    roles: bool,
     /// Whether to link to the deploy approvals.
     deploys: bool,
     /// Whether an authenticator app is on.
@@ -365,6 +368,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
         audit: audit::may_read(&principal),
         tokens: tokens::may_list(&principal),
         users: users::may_list(&principal),
+        roles: roles::may_list(&principal),
         deploys: approvals::may_list(&principal),
         email: user.email,
         name: user.name,
@@ -550,6 +554,7 @@ pub(crate) fn page_actor(
         client_ip: Some(peer.ip.to_string()),
         user_agent: crate::audit::audited_user_agent(headers),
         decision,
+        holds: Some(principal.permissions.clone()),
     }
 }
 
@@ -588,6 +593,38 @@ pub(crate) async fn page_refusal(
     }
 }
 
+/// The signed-in person posting a change form, with their session secret, once the form's
+/// CSRF token is theirs and they hold `permission`; otherwise the page to answer with, the
+/// refusal audited as one of `permission` with `asked` and its `reason` (`csrf_rejected`,
+/// `forbidden`). A privileged change then asks for the step-up itself (`mfa::step_up_page`),
+/// after any checks of its own that need no code.
+pub(crate) async fn checked_form(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+    permission: &str,
+    asked: &serde_json::Value,
+) -> Result<(Principal, String), Response> {
+    let (principal, token) = signed_in_form(state, headers).await?;
+    let refused = |reason: &str| {
+        let mut details = asked.clone();
+        if let Some(map) = details.as_object_mut() {
+            map.insert("reason".into(), reason.into());
+        }
+        page_refusal(state, &principal, peer, headers, permission, details)
+    };
+    if !cookies::csrf_ok(&token, csrf) {
+        refused("csrf_rejected").await;
+        return Err(stale_form());
+    }
+    if !principal.permissions.allows(permission) {
+        refused("forbidden").await;
+        return Err(not_allowed(permission, &principal));
+    }
+    Ok((principal, token))
+}
+
 /// The 403 page for a missing `permission`.
 pub(crate) fn not_allowed(permission: &str, principal: &Principal) -> Response {
     message(
@@ -600,7 +637,7 @@ pub(crate) fn not_allowed(permission: &str, principal: &Principal) -> Response {
     )
 }
 
-/// Query with an optional return path./// Query with an optional return path.
+/// Query with an optional return path.
 #[derive(Debug, Deserialize)]
 pub struct ReturnTo {
     /// Where to go after sign-in.

@@ -11,8 +11,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{
-    CsrfForm, PageForm, PagePath, StoreDown, cookies, message, not_allowed, page_actor,
-    page_refusal, render, signed_in_form, signed_in_page, stale_form, time,
+    CsrfForm, PageForm, PagePath, StoreDown, checked_form, cookies, message, not_allowed,
+    page_actor, page_refusal, render, signed_in_page, time,
 };
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
@@ -24,8 +24,6 @@ use crate::store::{StoreError, TokenRow};
 const LIST: &str = "gateway:tokens:list";
 const REVOKE: &str = "gateway:tokens:revoke";
 const CREATE: &str = "gateway:tokens:create";
-/// The roles the form offers.
-const ROLES: [&str; 5] = ["viewer", "ops", "deployer", "cicd", "admin"];
 
 struct TokenView {
     id: i64,
@@ -71,7 +69,7 @@ struct TokensPage {
     can_revoke: bool,
     can_create: bool,
     needs_code: bool,
-    roles: [&'static str; 5],
+    roles: Vec<String>,
     error: Option<String>,
     tokens: Vec<TokenView>,
 }
@@ -145,8 +143,13 @@ async fn list_page(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let tokens = match state.store.list_tokens().await {
-        Ok(tokens) => tokens,
+    let listed = async {
+        let tokens = state.store.list_tokens().await?;
+        let roles = crate::identity::roles::role_names(&state.store).await?;
+        Ok::<_, StoreError>((tokens, roles))
+    };
+    let (tokens, roles) = match listed.await {
+        Ok(listed) => listed,
         Err(e) => {
             tracing::error!(error = %e, "token list failed");
             return StoreDown.into_response();
@@ -165,7 +168,7 @@ async fn list_page(
             can_revoke: principal.permissions.allows(REVOKE),
             can_create,
             needs_code,
-            roles: ROLES,
+            roles,
             error,
             tokens: tokens.iter().map(|t| TokenView::of(t, now)).collect(),
         },
@@ -180,24 +183,17 @@ pub async fn create(
     headers: HeaderMap,
     PageForm(form): PageForm<CreateForm>,
 ) -> Response {
-    let (principal, token) = match signed_in_form(&state, &headers).await {
+    let asked = json!({ "name": form.name, "role": form.role, "expires_in": form.expires_in });
+    let checked = checked_form(&state, peer, &headers, form.csrf.as_deref(), CREATE, &asked);
+    let (principal, token) = match checked.await {
         Ok(signed_in) => signed_in,
         Err(answer) => return answer,
     };
-    let asked = json!({ "name": form.name, "role": form.role, "expires_in": form.expires_in });
     let refused = |reason: &str| {
         let mut details = asked.clone();
         details["reason"] = reason.into();
         page_refusal(&state, &principal, peer, &headers, CREATE, details)
     };
-    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        refused("csrf_rejected").await;
-        return stale_form();
-    }
-    if !principal.permissions.allows(CREATE) {
-        refused("forbidden").await;
-        return not_allowed(CREATE, &principal);
-    }
     // Right then: a code with the form, whatever was given minutes ago.
     let user = match has_app(&state, &principal).await {
         Ok(user) => user,
@@ -243,12 +239,18 @@ pub async fn create(
         expires_in: form.expires_in.clone().filter(|e| !e.trim().is_empty()),
         owner: None,
     };
-    let request = match minting::bounded_by_creator(&principal, &ask, crate::store::now_ms()) {
+    let bounded =
+        minting::bounded_by_creator(&state.store, &principal, &ask, crate::store::now_ms());
+    let request = match bounded.await {
         Ok(request) => request,
+        Err(MintRefused::Store(e)) => {
+            tracing::warn!(error = %e, "a token was not minted: the store did not answer");
+            return super::unavailable("No token was made.");
+        }
         Err(e) => {
             refused(match e {
-                MintRefused::Invalid(_) => "invalid",
                 MintRefused::MoreThanYouHold(_) => "more_than_you_hold",
+                _ => "invalid",
             })
             .await;
             return list_page(
@@ -284,6 +286,10 @@ pub async fn create(
             refused("invalid").await;
             list_page(&state, &principal, &token, StatusCode::BAD_REQUEST, Some(m)).await
         }
+        Err(ManageError::Escalation(m)) => {
+            refused("more_than_you_hold").await;
+            list_page(&state, &principal, &token, StatusCode::FORBIDDEN, Some(m)).await
+        }
         Err(ManageError::Store(StoreError::Conflict(m))) => {
             list_page(&state, &principal, &token, StatusCode::CONFLICT, Some(m)).await
         }
@@ -302,20 +308,12 @@ pub async fn revoke(
     PagePath(id): PagePath<i64>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Response {
-    let (principal, token) = match signed_in_form(&state, &headers).await {
+    let asked = json!({ "token": id.to_string() });
+    let checked = checked_form(&state, peer, &headers, form.csrf.as_deref(), REVOKE, &asked);
+    let (principal, token) = match checked.await {
         Ok(signed_in) => signed_in,
         Err(answer) => return answer,
     };
-    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        let details = json!({ "token": id.to_string(), "reason": "csrf_rejected" });
-        page_refusal(&state, &principal, peer, &headers, REVOKE, details).await;
-        return stale_form();
-    }
-    if !principal.permissions.allows(REVOKE) {
-        let details = json!({ "token": id.to_string(), "reason": "forbidden" });
-        page_refusal(&state, &principal, peer, &headers, REVOKE, details).await;
-        return not_allowed(REVOKE, &principal);
-    }
     let step_up = super::mfa::step_up_page(
         &state, &principal, peer, &headers, &token, REVOKE, "/tokens",
     );

@@ -11,14 +11,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    PageForm, StoreDown, cookies, message, not_allowed, page_actor, page_refusal, render,
-    signed_in_form, signed_in_page, stale_form, time,
+    PageForm, StoreDown, checked_form, cookies, message, not_allowed, page_actor, page_refusal,
+    render, signed_in_page, time,
 };
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
 use crate::identity::Principal;
 use crate::identity::manage::{self, ManageError};
-use crate::rbac::Role;
 use crate::store::{LastAdmin, ListedUser, StoreError};
 
 const LIST: &str = "gateway:users:list";
@@ -39,7 +38,9 @@ struct UserView {
 #[template(path = "users.html")]
 struct UsersPage {
     csrf: String,
-    roles: Vec<&'static str>,
+    roles: Vec<String>,
+    /// Whether to link to the roles page.
+    roles_link: bool,
     users: Vec<UserView>,
 }
 
@@ -59,8 +60,13 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         page_refusal(&state, &principal, peer, &headers, LIST, details).await;
         return not_allowed(LIST, &principal);
     }
-    let users = match state.store.list_users_with_mfa().await {
-        Ok(users) => users,
+    let listed = async {
+        let users = state.store.list_users_with_mfa().await?;
+        let roles = crate::identity::roles::role_names(&state.store).await?;
+        Ok::<_, StoreError>((users, roles))
+    };
+    let (users, roles) = match listed.await {
+        Ok(listed) => listed,
         Err(e) => {
             tracing::error!(error = %e, "user list failed");
             return StoreDown.into_response();
@@ -71,7 +77,8 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         StatusCode::OK,
         &UsersPage {
             csrf: cookies::csrf_token(&token),
-            roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
+            roles,
+            roles_link: super::roles::may_list(&principal),
             users: users.iter().map(|u| view(u, you)).collect(),
         },
     )
@@ -186,22 +193,21 @@ async fn change(
     PageForm(form): PageForm<UserForm>,
     what: Change,
 ) -> Response {
-    let (principal, token) = match signed_in_form(&state, &headers).await {
+    let permission = what.permission();
+    let asked = |reason: &str| json!({ "email": form.email, "role": form.role, "reason": reason });
+    let given = json!({ "email": form.email, "role": form.role });
+    let checked = checked_form(
+        &state,
+        peer,
+        &headers,
+        form.csrf.as_deref(),
+        permission,
+        &given,
+    );
+    let (principal, token) = match checked.await {
         Ok(signed_in) => signed_in,
         Err(answer) => return answer,
     };
-    let permission = what.permission();
-    let asked = |reason: &str| json!({ "email": form.email, "role": form.role, "reason": reason });
-    if !cookies::csrf_ok(&token, form.csrf.as_deref()) {
-        let details = asked("csrf_rejected");
-        page_refusal(&state, &principal, peer, &headers, permission, details).await;
-        return stale_form();
-    }
-    if !principal.permissions.allows(permission) {
-        let details = asked("forbidden");
-        page_refusal(&state, &principal, peer, &headers, permission, details).await;
-        return not_allowed(permission, &principal);
-    }
     let yours = principal.email() == Some(gateway_core::text::email_key(&form.email).as_str());
     if yours && !matches!(what, Change::Add) {
         let details = asked("own_account");
@@ -245,7 +251,13 @@ async fn change(
     };
     match done {
         Ok(_) => Redirect::to("/users").into_response(),
-        Err(e) => refused_change(e),
+        Err(e) => {
+            if matches!(e, ManageError::Escalation(_)) {
+                let details = asked("more_than_you_hold");
+                page_refusal(&state, &principal, peer, &headers, permission, details).await;
+            }
+            refused_change(e)
+        }
     }
 }
 
@@ -256,6 +268,7 @@ fn refused_change(e: ManageError) -> Response {
             (StatusCode::BAD_REQUEST, "Not changed")
         }
         ManageError::Store(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "No such user"),
+        ManageError::Escalation(_) => (StatusCode::FORBIDDEN, "Not changed"),
         ManageError::Store(StoreError::Conflict(_) | StoreError::LastAdmin(_)) => {
             (StatusCode::CONFLICT, "Not changed")
         }

@@ -278,7 +278,7 @@ both_backends!(last_used_is_written_once_per_interval, |db| async move {
             .await
             .ok()
             .flatten()
-            .and_then(|(t, _, _)| t.last_used_at)
+            .and_then(|(t, _, _, _)| t.last_used_at)
     };
     // Sixteen requests holding the never-used row.
     let touches = (0..16).map(|_| s.touch_token(token.id, None));

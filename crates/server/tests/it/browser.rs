@@ -607,6 +607,57 @@ both_backends!(
         assert_eq!(text(&c, "#title").await, "Not changed");
         let said = text(&c, "main").await;
         assert!(said.contains("is not an e-mail address"), "{said}");
+
+        // A custom role, defined on /roles and given on /users.
+        c.goto(&go("/users"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, "#roles-link").await;
+        type_into(&c, "#new-role-name", "log-readers").await;
+        type_into(&c, "#new-role-description", "read logs").await;
+        type_into(
+            &c,
+            "#new-role-permissions",
+            "convox:apps:list\nconvox:logs:read",
+        )
+        .await;
+        click(&c, "#create-role-button").await;
+        let row = text_soon(&c, "#role-log-readers", "log-readers").await;
+        assert!(row.contains("read logs"), "{row}");
+        let listed = element(&c, "#permissions-log-readers")
+            .await
+            .prop("value")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(listed, "convox:apps:list\nconvox:logs:read");
+        // A typo is said above the table, and nothing is defined.
+        type_into(&c, "#new-role-name", "typos").await;
+        type_into(&c, "#new-role-permissions", "convox:app:list").await;
+        click(&c, "#create-role-button").await;
+        let said = text_soon(&c, "#role-error", "grants no rack route").await;
+        assert!(said.contains("convox:app:list"), "{said}");
+        assert!(c.find(Locator::Css("#role-typos")).await.is_err());
+        c.goto(&go("/users"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.find(Locator::Css(&format!("#role-{viewer}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .select_by_value("log-readers")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        click(&c, &format!("#set-role-{viewer}")).await;
+        let _ = text(
+            &c,
+            &format!("#role-{viewer} option[value=log-readers][selected]"),
+        )
+        .await;
+        c.goto(&go("/roles"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let row = text(&c, "#role-log-readers").await;
+        assert!(row.contains("1 user(s)"), "{row}");
         let _ = c.close().await;
 
         // The changes are the API's: on the trail, by the admin.
@@ -633,6 +684,16 @@ both_backends!(
                 "{action} not audited: {out}"
             );
         }
+        let (ok, out, err) = crate::kit::admin(
+            &crate::kit::Db::at(dev.database_url(), db.backend, crate::kit::scratch_dir()),
+            &["audit", "export", "--action", "gateway:roles:create"],
+        );
+        assert!(ok, "{err}");
+        assert!(out.contains("\"role\":\"log-readers\""), "{out}");
+        assert!(
+            out.contains("\"reason\":\"invalid\""),
+            "the typo's refusal: {out}"
+        );
     }
 );
 

@@ -134,6 +134,27 @@ both_backends!(
         let before = generation(&db).await;
         execute(&db, "DELETE FROM api_tokens WHERE name = 'gen'").await;
         assert!(generation(&db).await > before, "a deleted token");
+        // A custom role: its definition is part of the answer for everyone holding it, so
+        // every change moves the generation, a new role too (a user may already name it).
+        let before = generation(&db).await;
+        execute(
+            &db,
+            "INSERT INTO roles (name, description, permissions, created_by, created_at, \
+             updated_at) VALUES ('gen-role', '', '[\"convox:apps:list\"]', 'test', 0, 0)",
+        )
+        .await;
+        assert!(generation(&db).await > before, "a new role");
+        for col in columns(&db, "roles").await {
+            let before = generation(&db).await;
+            execute(&db, &format!("UPDATE roles SET {col} = {col}")).await;
+            assert!(
+                generation(&db).await > before,
+                "roles.{col} changed without moving it"
+            );
+        }
+        let before = generation(&db).await;
+        execute(&db, "DELETE FROM roles WHERE name = 'gen-role'").await;
+        assert!(generation(&db).await > before, "a deleted role");
         let before = generation(&db).await;
         let (ok, _, err) = admin(
             &db,

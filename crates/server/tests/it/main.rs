@@ -22,6 +22,7 @@ mod mfa;
 mod notify;
 mod proxy;
 mod rbac_matrix;
+mod roles;
 mod signin;
 mod streaming;
 mod tls;

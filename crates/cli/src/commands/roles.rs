@@ -1,0 +1,91 @@
+//! `roles`: every role and what it grants; custom roles defined, changed and deleted by admins
+//! (`gateway:roles:*`) — the changes `/api/v1/roles` makes, with its rules (never more than
+//! you hold; a role someone holds is not deleted) and its audit events.
+
+use crate::cli::{RolesArgs, RolesCommand};
+use crate::context::{Ctx, Target, http_client};
+use crate::error::{CliError, CliResult};
+use crate::gateway_api::{GatewayApi, RoleChange, RoleInfo};
+use crate::output::{self, Table};
+
+/// Runs `roles`.
+pub async fn run(ctx: &Ctx, args: RolesArgs) -> CliResult<i32> {
+    let Target::Gateway(selected) = ctx.target()? else {
+        return Err(CliError::Usage(
+            "roles are a rack-gateway's: this rack has no gateway (RACK_URL points at the rack \
+             itself)"
+                .into(),
+        ));
+    };
+    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let credential = &selected.entry.token;
+    let (change, done) = match &args.command {
+        None => {
+            let roles = api.roles(credential).await.map_err(CliError::Client)?;
+            if ctx.json {
+                output::print_json(&roles)?;
+            } else {
+                print_table(&roles)?;
+            }
+            return Ok(0);
+        }
+        Some(RolesCommand::Create {
+            name,
+            permissions,
+            description,
+        }) => (
+            RoleChange::Create {
+                name,
+                permissions,
+                description,
+            },
+            "Defined",
+        ),
+        Some(RolesCommand::Update {
+            name,
+            permissions,
+            description,
+        }) => (
+            RoleChange::Update {
+                name,
+                permissions,
+                description: description.as_deref(),
+            },
+            "Changed",
+        ),
+        Some(RolesCommand::Delete { name }) => (RoleChange::Delete { name }, "Deleted"),
+    };
+    let role = api
+        .change_role(credential, change)
+        .await
+        .map_err(CliError::Client)?;
+    let held = match (role.users, role.tokens) {
+        (Some(users), Some(tokens)) if !matches!(change, RoleChange::Delete { .. }) => {
+            format!(", held by {users} user(s) and {tokens} token(s)")
+        }
+        _ => String::new(),
+    };
+    output::write_stdout(&format!(
+        "{done} role {} ({}{held}).\n",
+        output::printable(&role.name),
+        output::printable(&role.permissions.join(","))
+    ))?;
+    Ok(0)
+}
+
+/// ROLE, KIND, HELD BY, PERMISSIONS.
+fn print_table(roles: &[RoleInfo]) -> CliResult<()> {
+    let mut table = Table::new(&["ROLE", "KIND", "HELD BY", "PERMISSIONS"]);
+    for r in roles {
+        table.row(vec![
+            output::printable(&r.name).into_owned(),
+            if r.built_in { "built-in" } else { "custom" }.to_string(),
+            match (r.users, r.tokens) {
+                (Some(u), Some(t)) => format!("{u} users, {t} tokens"),
+                _ => "-".into(),
+            },
+            output::printable(&r.permissions.join(",")).into_owned(),
+        ]);
+    }
+    table.print()
+}
