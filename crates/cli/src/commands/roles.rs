@@ -61,7 +61,11 @@ pub async fn run(ctx: &Ctx, args: RolesArgs) -> CliResult<i32> {
         .map_err(CliError::Client)?;
     let held = match (role.users, role.tokens) {
         (Some(users), Some(tokens)) if !matches!(change, RoleChange::Delete { .. }) => {
-            format!(", held by {users} user(s) and {tokens} token(s)")
+            format!(
+                ", held by {} and {}",
+                count(users, "user"),
+                count(tokens, "token")
+            )
         }
         _ => String::new(),
     };
@@ -81,11 +85,20 @@ fn print_table(roles: &[RoleInfo]) -> CliResult<()> {
             output::printable(&r.name).into_owned(),
             if r.built_in { "built-in" } else { "custom" }.to_string(),
             match (r.users, r.tokens) {
-                (Some(u), Some(t)) => format!("{u} users, {t} tokens"),
+                (Some(u), Some(t)) => format!("{}, {}", count(u, "user"), count(t, "token")),
                 _ => "-".into(),
             },
             output::printable(&r.permissions.join(",")).into_owned(),
         ]);
     }
     table.print()
+}
+
+/// `1 user`, `2 tokens`.
+fn count(n: i64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }

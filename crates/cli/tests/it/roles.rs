@@ -29,8 +29,8 @@ fn an_admin_defines_gives_changes_and_deletes_a_role() {
         .ok();
     assert_eq!(
         out,
-        "Defined role log-readers (convox:apps:list,convox:logs:read, held by 0 user(s) and 0 \
-         token(s)).\n"
+        "Defined role log-readers (convox:apps:list,convox:logs:read, held by 0 users and 0 \
+         tokens).\n"
     );
     let table = admin.run(&["roles"]).ok();
     assert!(table.starts_with("ROLE"), "{table}");
@@ -67,7 +67,7 @@ fn an_admin_defines_gives_changes_and_deletes_a_role() {
         ])
         .ok();
     assert!(out.starts_with("Changed role log-readers ("), "{out}");
-    assert!(out.contains("held by 1 user(s)"), "{out}");
+    assert!(out.contains("held by 1 user and 0 tokens"), "{out}");
     let listed = admin.run(&["roles", "--json"]).json();
     let role = listed
         .as_array()
