@@ -456,3 +456,93 @@ both_backends!(
         assert!(refused);
     }
 );
+
+// A role deleted at the moment someone is given it, or a token made with it: one of the two
+// wins, and nobody is left holding a role that no longer exists. On PostgreSQL the count and
+// the delete would otherwise race the assignment (both read before either writes).
+both_backends!(
+    a_role_is_never_deleted_from_under_someone_just_given_it,
+    |db| async move {
+        use gateway::store::{NewRole, NewToken, StoreError};
+        let st = store(&db).await;
+        st.migrate().await.unwrap_or_else(|e| panic!("{e}"));
+        let users: Vec<String> = (0..8).map(|i| format!("u{i}@example.com")).collect();
+        for email in &users {
+            st.create_user(email, "U", "viewer")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let permissions = ["convox:apps:list".to_string()];
+        for round in 0..10 {
+            let name = format!("racy-{round}");
+            st.create_role(&NewRole {
+                name: &name,
+                description: "",
+                permissions: &permissions,
+                created_by: "test",
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let mut racers = tokio::task::JoinSet::new();
+            for (i, email) in users.iter().enumerate() {
+                let (st, name, email) = (st.clone(), name.clone(), email.clone());
+                racers.spawn(async move {
+                    if i % 2 == 0 {
+                        st.set_user_role(&email, &name, gateway::store::LastAdmin::MayGo)
+                            .await
+                            .map(|_| ())
+                    } else {
+                        let hash = format!("{round:02}{i:062}");
+                        st.create_token(&NewToken {
+                            name: &format!("t-{round}-{i}"),
+                            token_hash: &hash,
+                            role: Some(&name),
+                            permissions: None,
+                            owner_user_id: None,
+                            created_by: "test",
+                            expires_at: None,
+                        })
+                        .await
+                        .map(|_| ())
+                    }
+                });
+            }
+            let (st2, name2) = (st.clone(), name.clone());
+            racers.spawn(async move { st2.delete_role(&name2).await.map(|_| ()) });
+            while let Some(done) = racers.join_next().await {
+                match done.unwrap_or_else(|e| panic!("{e}")) {
+                    Ok(()) | Err(StoreError::NotFound(_) | StoreError::InUse(_)) => {}
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+            let exists = st
+                .custom_role(&name)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_some();
+            let holders = st
+                .list_users()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .iter()
+                .filter(|u| u.role == name)
+                .count()
+                + st.list_tokens()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .iter()
+                    .filter(|t| t.role.as_deref() == Some(name.as_str()))
+                    .count();
+            assert!(
+                exists || holders == 0,
+                "round {round}: {holders} hold {name}, which was deleted"
+            );
+            // Everyone back to viewer for the next round.
+            for email in &users {
+                st.set_user_role(email, "viewer", gateway::store::LastAdmin::MayGo)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+);
