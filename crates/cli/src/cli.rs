@@ -279,15 +279,20 @@ pub enum DeployApprovalCommand {
         /// Its number.
         id: i64,
     },
-    /// Approve a pending request (a signed-in person who may approve; not your own).
+    /// Approve a pending request (a signed-in person who may approve; not your own). With an
+    /// authenticator app, the gateway wants a code with the approval: asked for when not given.
     #[command(after_help = "Example:
-  rack-gateway deploy-approval approve 12 --note 'release notes checked'")]
+  rack-gateway deploy-approval approve 12 --note 'release notes checked'
+  rack-gateway deploy-approval approve 12 --code 123456")]
     Approve {
         /// Its number.
         id: i64,
         /// A note for the trail and the asker.
         #[arg(long)]
         note: Option<String>,
+        /// A code from your authenticator app (asked for on the terminal when needed).
+        #[arg(long)]
+        code: Option<String>,
     },
     /// Reject a pending request.
     #[command(after_help = "Example:

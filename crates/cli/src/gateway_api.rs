@@ -768,18 +768,15 @@ impl GatewayApi {
         id: i64,
         approve: bool,
         note: Option<&str>,
+        code: Option<&str>,
     ) -> Result<DeployRequest, ClientError> {
         let verb = if approve { "approve" } else { "reject" };
         let url = self.url(&format!("/api/v1/deploy-approvals/{id}/{verb}"));
-        let request = self
-            .http
-            .post(&url)
-            .bearer_auth(token)
-            .json(&json!({ "note": note }));
-        let response = self.send(&url, request).await?;
-        if !response.status().is_success() {
-            return Err(resource_error(&url, response).await);
+        let mut body = json!({ "note": note });
+        if let Some(code) = code {
+            body["code"] = code.into();
         }
-        Self::json(&url, response).await
+        let request = self.http.post(&url).json(&body);
+        self.change(&url, request, token).await
     }
 }

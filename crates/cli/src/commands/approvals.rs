@@ -103,11 +103,11 @@ pub async fn run(ctx: &Ctx, args: DeployApprovalArgs) -> CliResult<i32> {
             }
             Ok(0)
         }
-        DeployApprovalCommand::Approve { id, note } => {
-            decide(&api, token, id, true, note.as_deref()).await
+        DeployApprovalCommand::Approve { id, note, code } => {
+            decide(&api, token, id, true, note.as_deref(), code).await
         }
         DeployApprovalCommand::Reject { id, note } => {
-            decide(&api, token, id, false, note.as_deref()).await
+            decide(&api, token, id, false, note.as_deref(), None).await
         }
     }
 }
@@ -118,11 +118,23 @@ async fn decide(
     id: i64,
     approve: bool,
     note: Option<&str>,
+    code: Option<String>,
 ) -> CliResult<i32> {
-    let decided = api
-        .decide_deploy(token, id, approve, note)
+    let decided = match api
+        .decide_deploy(token, id, approve, note, code.as_deref())
         .await
-        .map_err(CliError::Client)?;
+    {
+        // Asked for a code with the approval: ask the person, once.
+        Err(convox_api::client::ClientError::Api { code: Some(c), .. })
+            if c == "mfa_code_required" && code.is_none() =>
+        {
+            let code = super::mfa::ask_for_code()?;
+            api.decide_deploy(token, id, approve, note, Some(&code))
+                .await
+        }
+        other => other,
+    }
+    .map_err(CliError::Client)?;
     output::write_stdout(&format!("{}\n", summary(&decided)))?;
     Ok(0)
 }

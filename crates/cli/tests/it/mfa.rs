@@ -111,6 +111,32 @@ async fn a_session_gives_a_code_before_changing_people() {
     let out = home.run(&["users", "lock", "viewer@example.com"]).ok();
     assert!(out.starts_with("Locked"), "{out}");
 
+    // Approving a deploy needs a code given with it, even just after `mfa verify`: the CLI
+    // asks for one (here typed on stdin) and sends it with the approval.
+    let ci = Home::new();
+    ci.login(&dev, "ci", "cicd");
+    let sha = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+    let asked = ci
+        .run(&[
+            "deploy-approval",
+            "request",
+            "--app",
+            "web",
+            "--commit",
+            sha,
+        ])
+        .ok();
+    let id = between(&asked, "Deploy request ", " ");
+    let err = home
+        .run_input(&["deploy-approval", "approve", &id], "\n")
+        .failed();
+    assert!(err.contains("no code given"), "{err}");
+    let code = app.next_code().await;
+    let out = home
+        .run_input(&["deploy-approval", "approve", &id], &format!("{code}\n"))
+        .ok();
+    assert!(out.contains("approved by admin@example.com"), "{out}");
+
     // With an API token there is nothing to verify.
     let robot = Home::new();
     robot.login(&dev, "dev", "admin");

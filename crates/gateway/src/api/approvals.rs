@@ -1,6 +1,7 @@
 //! Deploy approvals over JSON (see `approvals`): CI asks (`gateway:deploy-approvals:request`)
-//! and polls its request; people list them (`…:list`) and decide (`…:approve`, with a recent
-//! authenticator code where they have an app).
+//! and polls its request; people list them (`…:list`) and decide (`…:approve`): a person with
+//! an authenticator app approves with a code given with the decision, and rejects with a
+//! recent one.
 
 use axum::Json;
 use axum::extract::State;
@@ -34,6 +35,9 @@ pub struct NewRequest {
 pub struct DecisionBody {
     #[serde(default)]
     note: Option<String>,
+    /// A code from the approver's authenticator app (approving needs one given with it).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// Query of `GET /api/v1/deploy-approvals`.
@@ -203,11 +207,9 @@ async fn decide(
     } else {
         approvals::REJECT
     };
-    // Who may decide at all first (with a recent code where one is asked); that the caller is
-    // a person, and not the asker, `approvals::decide` checks, and is audited below.
-    caller
-        .require_privileged(&state, approvals::APPROVE)
-        .await?;
+    // Who may decide at all first; that the caller is a person, and not the asker,
+    // `approvals::decide` checks, and is audited below.
+    caller.require(&state, approvals::APPROVE).await?;
     let asked = |reason: &str| json!({ "approval_id": id, "reason": reason });
     let note = match approvals::check_note(body.note.as_deref()) {
         Ok(note) => note,
@@ -218,6 +220,19 @@ async fn decide(
                 .await);
         }
     };
+    // An approval lets a deploy through: a person with an authenticator app gives a code with
+    // it. A rejection takes one given with it too, or a recent one (`mfa verify`).
+    let code = body.code.as_deref().filter(|c| !c.trim().is_empty());
+    if approve || code.is_some() {
+        let given = json!({ "approval_id": id });
+        caller
+            .require_code_now(&state, action, code, "approving a deploy", &given)
+            .await?;
+    } else {
+        caller
+            .require_privileged(&state, approvals::APPROVE)
+            .await?;
+    }
     let actor = caller.actor(peer);
     let decided = approvals::decide(
         &state,

@@ -323,6 +323,54 @@ impl Caller {
         }
     }
 
+    /// The "right now" tier of step-up, for the changes that must not ride on a code given
+    /// earlier (minting a token, approving a deploy): a person with an authenticator app gives
+    /// a code with the request itself, checked and counted towards the lockout like any
+    /// other. Without one: `403 mfa_code_required` (saying `what` needs it), audited as a
+    /// refusal of `action` with `asked` and `reason: mfa_code_required`. An API token gives
+    /// none (a robot has no second factor): one sent anyway is refused as a mistake.
+    pub async fn require_code_now(
+        &self,
+        state: &AppState,
+        action: &str,
+        code: Option<&str>,
+        what: &'static str,
+        asked: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let refuse = |err: ApiError, reason: &str| {
+            let mut details = asked.clone();
+            if let Some(map) = details.as_object_mut() {
+                map.insert("reason".into(), reason.into());
+            }
+            self.refuse(state, action, err, details)
+        };
+        let Some(user_id) = self.principal.user_id() else {
+            if code.is_some() {
+                let err = ApiError::BadRequest(
+                    "an API token gives no authenticator code: leave out \"code\"".into(),
+                );
+                return Err(refuse(err, "code_from_a_token").await);
+            }
+            return Ok(());
+        };
+        let has_app = crate::mfa::required(&state.store, user_id)
+            .await
+            .map_err(|e| match e {
+                crate::mfa::MfaError::Store(e) => ApiError::store(e),
+                _ => ApiError::StoreUnavailable,
+            })?
+            .is_some();
+        if !has_app {
+            return Ok(());
+        }
+        let code = code.unwrap_or("");
+        if code.trim().is_empty() {
+            return Err(refuse(ApiError::MfaCodeNeeded(what), "mfa_code_required").await);
+        }
+        mfa::code_given(state, self, code, action, "right_now").await?;
+        Ok(())
+    }
+
     /// Whether the caller holds `permission` (nothing is audited: the caller decides what to
     /// answer, and records it with [`Caller::refuse`]).
     pub fn holds(&self, permission: &str) -> bool {

@@ -95,34 +95,10 @@ pub async fn create(
         caller.refuse(&state, CREATE, err, details)
     };
     // Right now, not within the step-up window.
-    if let Some(user_id) = caller.principal.user_id() {
-        let code = body.code.as_deref().unwrap_or("");
-        let has_app = crate::mfa::required(&state.store, user_id)
-            .await
-            .map_err(|e| match e {
-                crate::mfa::MfaError::Store(e) => ApiError::store(e),
-                _ => ApiError::StoreUnavailable,
-            })?
-            .is_some();
-        if has_app {
-            if code.trim().is_empty() {
-                return Err(refuse(
-                    ApiError::MfaCodeNeeded("minting an API token"),
-                    "mfa_code_required",
-                )
-                .await);
-            }
-            super::mfa::code_given(&state, &caller, code, CREATE, "right_now").await?;
-        }
-    } else if body.code.is_some() {
-        return Err(refuse(
-            ApiError::BadRequest(
-                "an API token gives no authenticator code: leave out \"code\"".into(),
-            ),
-            "code_from_a_token",
-        )
-        .await);
-    }
+    let code = body.code.as_deref();
+    caller
+        .require_code_now(&state, CREATE, code, "minting an API token", &asked)
+        .await?;
     let ask = MintAsk {
         name: body.name.clone(),
         role: body.role.clone(),

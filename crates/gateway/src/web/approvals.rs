@@ -66,6 +66,8 @@ impl RequestView {
 struct ApprovalsPage {
     csrf: String,
     can_decide: bool,
+    /// The person has an authenticator app: approving asks for its code with the decision.
+    needs_code: bool,
     pending: Vec<RequestView>,
     others: Vec<RequestView>,
 }
@@ -93,6 +95,10 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
             return StoreDown.into_response();
         }
     };
+    let needs_code = match super::mfa::has_app(&state, &principal).await {
+        Ok(user) => user.is_some(),
+        Err(page) => return page,
+    };
     let now = crate::store::now_ms();
     let me = principal.user_id();
     let (mut pending, mut others) = (Vec::new(), Vec::new());
@@ -110,18 +116,22 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         &ApprovalsPage {
             csrf: cookies::csrf_token(&token),
             can_decide: principal.permissions.allows(approvals::APPROVE),
+            needs_code,
             pending,
             others,
         },
     )
 }
 
-/// The decision form: its CSRF token and an optional note.
+/// The decision form: its CSRF token, an optional note, and a code from the person's
+/// authenticator app when they have one.
 #[derive(Debug, Deserialize)]
 pub struct DecisionForm {
     csrf: Option<String>,
     #[serde(default)]
     note: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// `POST /deploy-approvals/{id}/approve`
@@ -192,17 +202,54 @@ async fn decide(
         Ok(note) => note,
         Err(m) => return message(StatusCode::BAD_REQUEST, "Note not taken", &m),
     };
-    let step_up = super::mfa::step_up_page(
-        &state,
-        &principal,
-        peer,
-        &headers,
-        &token,
-        approvals::APPROVE,
-        "/deploy-approvals",
-    );
-    if let Some(page) = step_up.await {
-        return page;
+    // An approval lets a deploy through: a person with an authenticator app gives its code
+    // with the decision. A rejection takes one given with it, or a recent one.
+    let user = match super::mfa::has_app(&state, &principal).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    let code = form
+        .code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    match (&user, code) {
+        (Some(user), Some(code)) => {
+            let checked =
+                super::mfa::check_page_code(&state, &principal, peer, &headers, action, user, code);
+            match checked.await {
+                Ok(_) => {}
+                Err(super::mfa::Refused::Show(said)) => {
+                    return message(StatusCode::FORBIDDEN, "Code not taken", &said);
+                }
+                Err(super::mfa::Refused::Page(page)) => return page,
+            }
+        }
+        (Some(_), None) if approve => {
+            let details = asked("mfa_code_required");
+            page_refusal(&state, &principal, peer, &headers, action, details).await;
+            return message(
+                StatusCode::FORBIDDEN,
+                "Code needed",
+                "Approving a deploy needs a code from your authenticator app, given with the \
+                 decision: go back, enter it beside Approve, and approve again.",
+            );
+        }
+        (Some(_), None) => {
+            let step_up = super::mfa::step_up_page(
+                &state,
+                &principal,
+                peer,
+                &headers,
+                &token,
+                approvals::APPROVE,
+                "/deploy-approvals",
+            );
+            if let Some(page) = step_up.await {
+                return page;
+            }
+        }
+        (None, _) => {}
     }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     let decided = approvals::decide(&state, &actor, &principal, id, approve, note.as_deref()).await;

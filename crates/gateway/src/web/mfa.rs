@@ -530,6 +530,27 @@ pub(crate) async fn check_page_code(
     asked.check(user, code).await
 }
 
+/// The signed-in person, when they have an authenticator app (whose code the changes of the
+/// "right now" tier need with the form); `None` for everyone else (API tokens included).
+pub(crate) async fn has_app(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Option<UserRow>, Response> {
+    let Some(user_id) = principal.user_id() else {
+        return Ok(None);
+    };
+    let found = async {
+        match mfa::required(&state.store, user_id).await? {
+            Some(_) => Ok(state.store.user_by_id(user_id).await?),
+            None => Ok(None),
+        }
+    };
+    found.await.map_err(|e: mfa::MfaError| {
+        tracing::error!(error = %e, "could not read whether a person has an authenticator app");
+        super::StoreDown.into_response()
+    })
+}
+
 /// Why a code on the account page let nothing through.
 pub(crate) enum Refused {
     /// Say this on the page.

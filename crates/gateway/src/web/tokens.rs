@@ -115,26 +115,6 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
     list_page(&state, &principal, &token, StatusCode::OK, None).await
 }
 
-/// Whether `principal` is a person with an authenticator app (whose code minting needs).
-async fn has_app(
-    state: &AppState,
-    principal: &Principal,
-) -> Result<Option<crate::store::UserRow>, Response> {
-    let Some(user_id) = principal.user_id() else {
-        return Ok(None);
-    };
-    let found = async {
-        match crate::mfa::required(&state.store, user_id).await? {
-            Some(_) => Ok(state.store.user_by_id(user_id).await?),
-            None => Ok(None),
-        }
-    };
-    found.await.map_err(|e: crate::mfa::MfaError| {
-        tracing::error!(error = %e, "could not read whether a person has an authenticator app");
-        StoreDown.into_response()
-    })
-}
-
 /// The tokens page, with `error` said above the form.
 async fn list_page(
     state: &AppState,
@@ -156,7 +136,7 @@ async fn list_page(
         }
     };
     let can_create = principal.permissions.allows(CREATE);
-    let needs_code = match has_app(state, principal).await {
+    let needs_code = match super::mfa::has_app(state, principal).await {
         Ok(user) => user.is_some(),
         Err(page) => return page,
     };
@@ -195,7 +175,7 @@ pub async fn create(
         page_refusal(&state, &principal, peer, &headers, CREATE, details)
     };
     // Right then: a code with the form, whatever was given minutes ago.
-    let user = match has_app(&state, &principal).await {
+    let user = match super::mfa::has_app(&state, &principal).await {
         Ok(user) => user,
         Err(page) => return page,
     };

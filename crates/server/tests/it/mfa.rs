@@ -1205,3 +1205,95 @@ both_backends!(
         assert_ne!(status, 403, "{body}");
     }
 );
+
+// Approving a deploy is of the "right now" tier: a code with the approval itself, not one given
+// minutes ago; a rejection takes a recent one. The API, the page's form, and the trail.
+both_backends!(
+    approving_a_deploy_needs_a_code_given_with_it,
+    |db| async move {
+        const ADMIN: &str = "admin@example.com";
+        const SHA: &str = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+        let ci = token(&db, "ci", &["--role", "cicd"]);
+        let env = [("MFA_ENCRYPTION_KEY", KEY)];
+        let (s, mut boss, mut app, session) = admin_with_an_app(&db, ADMIN, &env).await;
+        let ask = |sha: &'static str| {
+            let url = format!("{}/api/v1/deploy-approvals", s.gw.url);
+            let body = serde_json::json!({ "app": "web", "git_commit": sha });
+            let request = client().post(url).bearer_auth(&ci).json(&body);
+            async move {
+                let (status, body) = status_json(request).await;
+                assert_eq!(status, 201, "{body}");
+                body["id"].as_i64().unwrap_or_default()
+            }
+        };
+        let decide = |id: i64, verb: &'static str, code: Option<String>| {
+            let url = format!("{}/api/v1/deploy-approvals/{id}/{verb}", s.gw.url);
+            let mut body = serde_json::json!({ "note": "checked" });
+            if let Some(code) = code {
+                body["code"] = code.into();
+            }
+            status_json(client().post(url).bearer_auth(&session).json(&body))
+        };
+        let first = ask(SHA).await;
+        // Moments after a code (the one that turned the app on): still not enough.
+        let (status, body) = decide(first, "approve", None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_required")),
+            "{body}"
+        );
+        let said = body["error"].as_str().unwrap_or_default();
+        assert!(said.contains("approving a deploy"), "{said}");
+        let (status, body) = decide(first, "approve", Some(app.wrong_code())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_refused")),
+            "{body}"
+        );
+        let (status, body) = decide(first, "approve", Some(app.next_code().await)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "approved", "{body}");
+        // A rejection within the step-up window needs no code with it.
+        let second = ask("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").await;
+        let (status, body) = decide(second, "reject", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "rejected", "{body}");
+
+        // The page's form asks for the code beside Approve, and says so when it is missing.
+        let third = ask("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
+        let page = go(&mut boss, &format!("{}/deploy-approvals", s.gw.url)).await;
+        assert!(
+            page.body.contains(&format!("id=\"code-{third}\"")),
+            "{}",
+            page.body
+        );
+        let url = format!("{}/deploy-approvals/{third}/approve", s.gw.url);
+        let form_csrf = csrf(&page);
+        let missing = submit(&mut boss, &url, &[("csrf", &form_csrf), ("code", "")]).await;
+        assert_eq!(missing.status, 403, "{}", missing.body);
+        assert!(missing.body.contains("Code needed"), "{}", missing.body);
+        let code = app.next_code().await;
+        let made = submit(&mut boss, &url, &[("csrf", &form_csrf), ("code", &code)]).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let state = store(&db)
+            .await
+            .list_approvals(None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let decided: Vec<(i64, String)> = state.iter().map(|r| (r.id, r.status.clone())).collect();
+        assert!(
+            decided.contains(&(third, "approved".to_string())),
+            "{decided:?}"
+        );
+
+        let reasons: Vec<String> = events(&db, "gateway:deploy-approvals:approve")
+            .await
+            .iter()
+            .filter_map(|e| e.details["reason"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(
+            reasons,
+            ["mfa_code_required", "wrong_code", "mfa_code_required"]
+        );
+    }
+);
