@@ -457,6 +457,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/mfa/remove", post(web::mfa::remove))
         .route("/account/mfa/backup-codes", post(web::mfa::backup_codes))
         .route("/account/mfa/verify", post(web::mfa::verify))
+        .route(
+            "/account/mfa/devices/forget",
+            post(web::mfa::forget_devices),
+        )
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))

@@ -40,7 +40,7 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 13] = [
+const DEV_SETTINGS: [&str; 14] = [
     "DATABASE_URL",
     "SLACK_WEBHOOK_URL",
     "SMTP_URL",
@@ -48,6 +48,7 @@ const DEV_SETTINGS: [&str; 13] = [
     "EMAIL_ALERTS_TO",
     "MFA_ENCRYPTION_KEY",
     "MFA_REQUIRED",
+    "MFA_TRUSTED_DEVICE_DAYS",
     "AUDIT_HMAC_KEY",
     "AUDIT_HMAC_KEY_NEXT",
     "SQLITE_SYNCHRONOUS",
@@ -362,6 +363,8 @@ fn config(
         mfa_encryption_key: None,
         mfa_required: false,
         mfa_step_up: std::time::Duration::from_secs(gateway::config::DEFAULT_MFA_STEP_UP_SECS),
+        mfa_trusted_device: gateway::config::mfa_trusted_device(&|name| std::env::var(name).ok())
+            .context("MFA_TRUSTED_DEVICE_DAYS")?,
         deploy_approval_window: std::time::Duration::from_secs(
             gateway::config::DEFAULT_DEPLOY_APPROVAL_WINDOW_SECS,
         ),

@@ -34,6 +34,10 @@ use values::{boolean, count, digits, seconds, whole_number};
 
 use crate::client_addr::{BadProxy, TrustedProxies};
 
+/// Default `MFA_TRUSTED_DEVICE_DAYS`: a browser trusted at sign-in is asked for no code for
+/// 30 days.
+pub const DEFAULT_MFA_TRUSTED_DEVICE_DAYS: u64 = 30;
+
 /// Default `MFA_STEP_UP_SECS`: a code from the last 10 minutes.
 pub const DEFAULT_MFA_STEP_UP_SECS: u64 = 600;
 
@@ -127,6 +131,9 @@ pub struct Config {
     pub mfa_required: bool,
     /// `MFA_STEP_UP_SECS`: how recent a session's code must be for a privileged change.
     pub mfa_step_up: Duration,
+    /// `MFA_TRUSTED_DEVICE_DAYS`: how long a browser its person chose to trust at sign-in is
+    /// asked for no code at sign-in; `None` (`0`) when nobody may trust a browser.
+    pub mfa_trusted_device: Option<Duration>,
     /// `DEPLOY_APPROVAL_WINDOW_SECS`: how long an approved deploy may take to run.
     pub deploy_approval_window: Duration,
     /// `DEPLOY_APPROVAL_REQUEST_TTL_SECS`: how long a deploy request waits for a decision.
@@ -183,6 +190,7 @@ impl std::fmt::Debug for Config {
             .field("mfa_encryption_key", &self.mfa_encryption_key)
             .field("mfa_required", &self.mfa_required)
             .field("mfa_step_up", &self.mfa_step_up)
+            .field("mfa_trusted_device", &self.mfa_trusted_device)
             .field("deploy_approval_window", &self.deploy_approval_window)
             .field(
                 "deploy_approval_request_ttl",
@@ -272,6 +280,7 @@ impl Config {
             mfa_encryption_key,
             mfa_required,
             mfa_step_up: seconds(&get, "MFA_STEP_UP_SECS", DEFAULT_MFA_STEP_UP_SECS)?,
+            mfa_trusted_device: mfa_trusted_device(&get)?,
             deploy_approval_window: seconds(
                 &get,
                 "DEPLOY_APPROVAL_WINDOW_SECS",
@@ -414,6 +423,20 @@ fn metrics_listen_addr(
     Ok(Some(addr))
 }
 
+/// `MFA_TRUSTED_DEVICE_DAYS`: `0` turns trusted browsers off; otherwise 1 to 365 days.
+pub fn mfa_trusted_device(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, ConfigError> {
+    const NAME: &str = "MFA_TRUSTED_DEVICE_DAYS";
+    if get(NAME).as_deref().and_then(digits) == Some("0") {
+        return Ok(None);
+    }
+    let days = whole_number(get, NAME, DEFAULT_MFA_TRUSTED_DEVICE_DAYS, 365, || {
+        "a whole number of days from 0 (no trusted browsers) to 365".to_string()
+    })?;
+    Ok(Some(Duration::from_secs(days * 24 * 3600)))
+}
+
 /// `MFA_REQUIRED` (default false).
 pub fn mfa_required(get: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
     boolean(get, "MFA_REQUIRED", false)
@@ -532,6 +555,29 @@ mod tests {
                 err.as_deref(),
                 Some(
                     "CLIENT_TIMEOUT_SECS is invalid: a whole number of seconds from 1 to 315360000 (10 years)"
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_browsers_last_days_or_are_off() {
+        let get = |v: &'static str| {
+            move |k: &str| (k == "MFA_TRUSTED_DEVICE_DAYS").then(|| v.to_string())
+        };
+        let days = |n: u64| Some(Duration::from_secs(n * 24 * 3600));
+        assert_eq!(mfa_trusted_device(&|_: &str| None), Ok(days(30)));
+        assert_eq!(mfa_trusted_device(&get(" 7 ")), Ok(days(7)));
+        assert_eq!(mfa_trusted_device(&get("365")), Ok(days(365)));
+        assert_eq!(mfa_trusted_device(&get("0")), Ok(None));
+        for bad in ["366", "-1", "30d", "1.5"] {
+            let err = mfa_trusted_device(&get(bad)).err().map(|e| e.to_string());
+            assert_eq!(
+                err.as_deref(),
+                Some(
+                    "MFA_TRUSTED_DEVICE_DAYS is invalid: a whole number of days from 0 (no \
+                     trusted browsers) to 365"
                 ),
                 "{bad:?}"
             );

@@ -92,7 +92,8 @@ fn masked_value(value: &str) -> Option<String> {
     if starts_with_ignore_case(value, "basic ") || starts_with_ignore_case(value, "bearer ") {
         return Some(REDACTED.into());
     }
-    if value.starts_with("rgw_") || value.starts_with("rgs_") {
+    // API tokens, sessions, trusted-browser cookies.
+    if value.starts_with("rgw_") || value.starts_with("rgs_") || value.starts_with("rgd_") {
         return Some(REDACTED.into());
     }
     // Both rules apply: a URL with a password may also carry a token in its query.
@@ -147,7 +148,10 @@ fn mask_gateway_tokens(value: &str) -> Option<String> {
     // from the same place over and over was quadratic: 265 ms for a 64 KiB query).
     while let Some(found) = bytes[from..].iter().position(|&b| b == b'r') {
         let start = from + found;
-        if !matches!(bytes.get(start + 1..start + 4), Some(b"gw_" | b"gs_")) {
+        if !matches!(
+            bytes.get(start + 1..start + 4),
+            Some(b"gw_" | b"gs_" | b"gd_")
+        ) {
             from = start + 1;
             continue;
         }
@@ -425,6 +429,11 @@ mod tests {
             json!({"a": [{"url": format!("https://u:{REDACTED}@h/x")}, REDACTED]})
         );
         assert_eq!(redact_value("rgw_abcdef"), REDACTED);
+        assert_eq!(redact_value("rgd_abcdef"), REDACTED);
+        assert_eq!(
+            redact_value("cookie rg_device=rgd_Zq9S3cretValue-0123456789_abc"),
+            format!("cookie rg_device={REDACTED}")
+        );
         assert_eq!(redact_value("plain"), "plain");
         // A gateway token inside other text is masked there; a word merely holding `rgw_` is not.
         let token = "rgw_Zq9S3cretValue-0123456789_abcdefghijklmnopq";

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod seal;
 pub mod step_up;
 pub mod totp;
+pub mod trusted;
 
 pub use seal::MfaKey;
 

@@ -3,7 +3,7 @@
 //! both accept one code or both confirm different secrets.
 
 use super::columns::Columns;
-use super::{Store, StoreError, bounded};
+use super::{Store, StoreError, bounded, now_ms};
 
 /// A user's TOTP authenticator as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,10 +188,21 @@ impl Store {
     /// Removes user `user_id`'s authenticator; whether there was one.
     pub async fn remove_totp(&self, user_id: i64) -> Result<bool, StoreError> {
         bounded(self, async {
+            // The browsers trusted to skip its code go with it, in the same transaction: a
+            // new app set up later must be asked for everywhere.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "UPDATE trusted_devices SET revoked_at = $1 WHERE user_id = $2                  AND revoked_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
             let done = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1")
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() > 0)
         })
         .await

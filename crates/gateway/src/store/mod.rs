@@ -21,6 +21,7 @@ mod settings;
 mod sqlite_reads;
 mod tokens;
 mod touches;
+mod trusted_devices;
 mod users;
 mod written;
 
@@ -43,6 +44,7 @@ pub use notifications::{NOTIFY_CURSOR_SETTING, NewNotification, NotificationRow}
 pub use roles::{NewRole, RoleGrant, RoleRow};
 pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
+pub use trusted_devices::{NewTrustedDevice, TrustedDeviceRow};
 pub use users::{LastAdmin, UserRow};
 
 /// Settings of every SQLite connection that writes (the pool's and the audit writer's).

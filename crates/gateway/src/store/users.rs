@@ -254,6 +254,15 @@ impl Store {
                 .execute(&mut **tx.conn()?)
                 .await?
                 .rows_affected();
+                // Trust in their browsers ends too: unlocked later, they give a code again.
+                sqlx::query(
+                    "UPDATE trusted_devices SET revoked_at = $1 WHERE revoked_at IS NULL \
+                     AND user_id = (SELECT id FROM users WHERE email = $2)",
+                )
+                .bind(now)
+                .bind(&key)
+                .execute(&mut **tx.conn()?)
+                .await?;
                 let sql = concat!(
                     "UPDATE users SET locked = 1, updated_at = $1 WHERE email = $2 RETURNING ",
                     columns!()

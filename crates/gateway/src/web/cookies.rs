@@ -11,6 +11,9 @@ use crate::app::AppState;
 const SESSION_COOKIE: &str = "rg_session";
 /// Binds a sign-in round trip to the browser that started it (`__Host-rg_login` on https).
 const LOGIN_COOKIE: &str = "rg_login";
+/// A browser its person chose to trust at sign-in (`__Host-rg_device` on https): its sign-ins
+/// skip the authenticator code for a while (`mfa::trusted`).
+const DEVICE_COOKIE: &str = "rg_device";
 /// Ties a CLI sign-in's confirmation to the page that asked for it (one cookie per sign-in:
 /// see [`cli_confirm_cookie`]).
 const CLI_CONFIRM_COOKIE: &str = "rg_cli_confirm";
@@ -45,6 +48,22 @@ pub fn session(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// The sign-in attempt bound to this browser, if any.
 pub fn login(state: &AppState, headers: &HeaderMap) -> Option<String> {
     get(headers, &name(state, LOGIN_COOKIE))
+}
+
+/// The trusted-browser cookie, if this browser holds one (`rgd_…` only).
+pub fn device(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    get(headers, &name(state, DEVICE_COOKIE)).filter(|c| c.starts_with(crate::mfa::trusted::PREFIX))
+}
+
+/// Sets the trusted-browser cookie for `max_age_secs`: HttpOnly, SameSite=Lax, Secure on
+/// https. It outlives sign-outs, which is its point.
+pub fn set_device(state: &AppState, response: &mut Response, token: &str, max_age_secs: u64) {
+    let secure = if secure(state) { "; Secure" } else { "" };
+    let name = name(state, DEVICE_COOKIE);
+    set(
+        response,
+        format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"),
+    );
 }
 
 /// Whether browsers reach the gateway over https: its public URL, or else (when that is not

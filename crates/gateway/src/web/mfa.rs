@@ -47,8 +47,25 @@ struct MfaPage {
     backup_left: i64,
     /// Backup codes just made: shown this once.
     new_codes: Vec<String>,
+    /// Browsers trusted to skip the code at sign-in, newest first.
+    devices: Vec<DeviceView>,
+    /// How long "trust this browser" lasts, in days (`None`: trust is off).
+    trust_days: Option<u64>,
     error: Option<String>,
 }
+
+/// A trusted browser as the page shows it.
+struct DeviceView {
+    id: i64,
+    user_agent: String,
+    ip: String,
+    trusted: String,
+    last_used: String,
+    until: String,
+}
+
+/// Audit action: a trusted browser forgotten (or all of them).
+const FORGET_DEVICE: &str = "gateway:mfa:forget_device";
 
 #[derive(Template)]
 #[template(path = "mfa_step_up.html")]
@@ -236,6 +253,23 @@ async fn show_with_codes(
         }
     };
     let on_since = row.as_ref().and_then(|r| r.confirmed_at).map(time);
+    let devices = match state.store.trusted_devices_of(user.id).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|d| DeviceView {
+                id: d.id,
+                user_agent: d.user_agent.unwrap_or_default(),
+                ip: d.ip.unwrap_or_default(),
+                trusted: time(d.created_at),
+                last_used: d.last_used_at.map(time).unwrap_or_else(|| "-".into()),
+                until: time(d.expires_at),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "trusted browser list failed");
+            return super::StoreDown.into_response();
+        }
+    };
     let backup_left = match on_since {
         Some(_) => match state.store.backup_codes_left(user.id).await {
             Ok(left) => left,
@@ -269,9 +303,56 @@ async fn show_with_codes(
             setup,
             backup_left,
             new_codes,
+            devices,
+            trust_days: state
+                .config
+                .mfa_trusted_device
+                .map(|d| d.as_secs() / (24 * 3600)),
             error,
         },
     )
+}
+
+/// `POST /account/mfa/devices/forget`: forgets one of the signed-in person's trusted browsers
+/// (`device`), or all of them (no `device`); their sign-ins ask for the code again. Needs no
+/// code: it only takes trust away.
+pub async fn forget_devices(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<ForgetForm>,
+) -> Response {
+    let (principal, _, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let which = form.device.as_deref().filter(|d| !d.is_empty());
+    let device = match which.map(str::parse::<i64>).transpose() {
+        Ok(device) => device,
+        Err(_) => return message(StatusCode::BAD_REQUEST, "Not changed", "No such browser."),
+    };
+    let details = json!({ "device_id": device, "all": device.is_none() });
+    let event = page_event(&principal, peer, &headers, FORGET_DEVICE, Decision::Allow);
+    if let Err(e) = state.audit.record(event.with_details(details)).await {
+        tracing::error!(error = %e, "forgetting a browser could not be recorded");
+        return super::unavailable("Nothing was changed.");
+    }
+    match state.store.forget_trusted_devices(user.id, device).await {
+        Ok(_) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not forget a trusted browser");
+            super::unavailable("Nothing was changed.")
+        }
+    }
+}
+
+/// The form of `POST /account/mfa/devices/forget`.
+#[derive(Debug, Deserialize)]
+pub struct ForgetForm {
+    csrf: Option<String>,
+    /// One browser's id; none for all.
+    #[serde(default)]
+    device: Option<String>,
 }
 
 /// `GET /account/mfa`

@@ -1297,3 +1297,137 @@ both_backends!(
         );
     }
 );
+
+// "Trust this browser": its person's later sign-ins skip the code, in that browser only, for
+// that person only, and never for a change that needs a code; forgetting it, removing the
+// app, a lock or the end of its days ends the trust. The cookie never reaches the trail.
+both_backends!(
+    a_trusted_browser_skips_the_code_for_its_person_only,
+    |db| async move {
+        const ADMIN: &str = "admin@example.com";
+        let env = [("MFA_ENCRYPTION_KEY", KEY)];
+        let (s, mut b, mut app, _) = admin_with_an_app(&db, ADMIN, &env).await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        let mfa_page = format!("{}/account/mfa", s.gw.url);
+        let st = store(&db).await;
+        let admin_id = crate::credentials::existing_user(&st, ADMIN).await.id;
+
+        // Signing in again asks for a code; ticking the box trusts the browser.
+        let page = go(&mut b, &login).await;
+        assert!(asks_for_a_code(&page), "{}", page.body);
+        assert!(page.body.contains("id=\"trust\""), "{}", page.body);
+        let url = format!("{}/api/v1/auth/mfa", s.gw.url);
+        let code = app.next_code().await;
+        let signed_in = submit(
+            &mut b,
+            &url,
+            &[("csrf", &csrf(&page)), ("code", &code), ("trust", "1")],
+        )
+        .await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.url);
+        let cookie = b.cookies.get("rg_device").cloned().unwrap_or_default();
+        assert!(cookie.starts_with("rgd_"), "{:?}", b.cookies);
+
+        // The next sign-in in this browser skips the code…
+        let page = go(&mut b, &login).await;
+        assert!(
+            page.url.ends_with("/account"),
+            "{}: {}",
+            page.url,
+            page.body
+        );
+        // …but its session has given no code: a change that needs one still asks.
+        let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (status, body) = status_json(
+            client()
+                .post(format!("{}/api/v1/users/nobody@example.com/lock", s.gw.url))
+                .bearer_auth(&session),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_required")),
+            "{body}"
+        );
+        // Another browser of the same person is asked.
+        let (_, elsewhere) = web_sign_in_as(&s, ADMIN).await;
+        assert!(asks_for_a_code(&elsewhere), "{}", elsewhere.body);
+        // The cookie in someone else's browser does nothing for them.
+        let (ok, _, err) = admin(&db, &["users", "add", WHO, "--role", "deployer"]);
+        assert!(ok, "{err}");
+        let (mut other, _) = web_sign_in_as(&s, WHO).await;
+        let _ = set_up(&s, &mut other).await;
+        other.cookies.insert("rg_device".into(), cookie.clone());
+        let page = go(&mut other, &login).await;
+        assert!(asks_for_a_code(&page), "{}", page.body);
+
+        // Listed on the account page; forgotten there, the code is asked again.
+        let page = go(&mut b, &mfa_page).await;
+        assert!(page.body.contains("id=\"devices\""), "{}", page.body);
+        let forget = format!("{}/account/mfa/devices/forget", s.gw.url);
+        let done = submit(&mut b, &forget, &[("csrf", &csrf(&page))]).await;
+        assert!(done.body.contains("id=\"no-devices\""), "{}", done.body);
+        let page = go(&mut b, &login).await;
+        assert!(asks_for_a_code(&page), "{}", page.body);
+
+        // Trusted again: a day count that ran out, a lock and a removed app each end it.
+        let code = app.next_code().await;
+        let signed_in = submit(
+            &mut b,
+            &url,
+            &[("csrf", &csrf(&page)), ("code", &code), ("trust", "1")],
+        )
+        .await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.url);
+        crate::credentials::execute(&db, "UPDATE trusted_devices SET expires_at = 1").await;
+        let page = go(&mut b, &login).await;
+        assert!(asks_for_a_code(&page), "expired: {}", page.body);
+        let code = app.next_code().await;
+        submit(
+            &mut b,
+            &url,
+            &[("csrf", &csrf(&page)), ("code", &code), ("trust", "1")],
+        )
+        .await;
+        let live = |st: gateway::store::Store| async move {
+            st.trusted_devices_of(admin_id)
+                .await
+                .map(|d| d.len())
+                .unwrap_or(usize::MAX)
+        };
+        assert_eq!(live(st.clone()).await, 1);
+        let (ok, _, err) = admin(&db, &["users", "lock", ADMIN]);
+        assert!(ok, "{err}");
+        assert_eq!(live(st.clone()).await, 0, "a lock ends trust");
+        let (ok, _, err) = admin(&db, &["users", "unlock", ADMIN]);
+        assert!(ok, "{err}");
+        let page = go(&mut b, &login).await;
+        assert!(asks_for_a_code(&page), "after the lock: {}", page.body);
+        let code = app.next_code().await;
+        submit(
+            &mut b,
+            &url,
+            &[("csrf", &csrf(&page)), ("code", &code), ("trust", "1")],
+        )
+        .await;
+        assert_eq!(live(st.clone()).await, 1);
+        let (ok, _, err) = admin(&db, &["users", "reset-mfa", ADMIN]);
+        assert!(ok, "{err}");
+        assert_eq!(live(st.clone()).await, 0, "a reset ends trust");
+
+        // On the trail: the trust, the sign-in it let through; the cookie nowhere.
+        let signins = events(&db, "gateway:auth:signin").await;
+        assert!(
+            signins.iter().any(|e| e.details["mfa"] == "trusted_device"),
+            "{signins:#?}"
+        );
+        assert!(!events(&db, "gateway:mfa:trust_device").await.is_empty());
+        let rows = st.audit_rows(0, 10_000).await.unwrap_or_default();
+        let trail = serde_json::to_string(&rows.iter().map(|r| &r.event).collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(
+            !trail.contains("rgd_"),
+            "a trusted browser's cookie on the trail"
+        );
+    }
+);

@@ -118,8 +118,9 @@ async fn sign_in(
         )));
     };
     let taken = take_attempt(state, headers, q).await?;
-    let admitted = identify(state, peer, headers, &oidc, &taken).await?;
-    if let Some(ask) = super::mfa::ask_if_required(state, &taken.attempt, &admitted).await? {
+    let mut admitted = identify(state, peer, headers, &oidc, &taken).await?;
+    let asked = super::mfa::ask_if_required(state, headers, &taken.attempt, &mut admitted);
+    if let Some(ask) = asked.await? {
         return Ok(ask);
     }
     complete(state, peer, headers, taken.attempt, admitted).await
@@ -418,7 +419,8 @@ async fn start_web_session(
             )));
         }
     };
-    if second_factor.is_some() {
+    // A code given at this sign-in counts as a recent one; a trusted browser is no code.
+    if second_factor.is_some_and(|f| f != crate::mfa::trusted::FACTOR) {
         crate::mfa::note_proof(&state.store, created.row.id, now_ms()).await;
     }
     store_name(state, &user, new_name).await;

@@ -11,11 +11,11 @@ use serde_json::json;
 
 use super::callback::{Admitted, NotSignedIn, answer, complete};
 use super::end_attempt;
-use super::record::audit_signin;
+use super::record::{audit_signin, signin_event};
 use crate::app::{AppState, Peer};
 use crate::mfa::{self, CodeCheck};
 use crate::secret_eq::secret_eq;
-use crate::store::{LoginRow, TotpRow, UserRow, now_ms};
+use crate::store::{LoginRow, NewTrustedDevice, TotpRow, UserRow, now_ms};
 use crate::web::{self, PageForm, cookies};
 
 /// Where the code is asked for.
@@ -33,6 +33,8 @@ struct ChallengePage<'a> {
     error: Option<&'a str>,
     /// With `MFA_REQUIRED`, for someone without an app: the one to set up now.
     setup: Option<mfa::totp::Provisioning>,
+    /// How many days "trust this browser" lasts (`None`: trust is off).
+    trust_days: Option<u64>,
 }
 
 /// What the second step of a sign-in is for its person.
@@ -55,16 +57,24 @@ async fn second_step(state: &AppState, user_id: i64) -> Result<SecondStep, mfa::
 
 /// Moves a sign-in whose person has an authenticator (or must set one up: `MFA_REQUIRED`) to
 /// wait for their code and sends the browser to the code page; `None` when there is nothing
-/// to ask (the sign-in goes on).
+/// to ask (the sign-in goes on) — no app, or a browser its person trusted (then `admitted`
+/// records that as its second factor).
 pub(super) async fn ask_if_required(
     state: &AppState,
+    headers: &HeaderMap,
     attempt: &LoginRow,
-    admitted: &Admitted,
+    admitted: &mut Admitted,
 ) -> Result<Option<Response>, NotSignedIn> {
     let user = &admitted.user;
     match second_step(state, user.id).await {
         Ok(SecondStep::Nothing) => return Ok(None),
-        Ok(SecondStep::Code(_) | SecondStep::SetUp) => {}
+        Ok(SecondStep::Code(_)) => {
+            if trusted_browser(state, headers, user.id).await {
+                admitted.second_factor = Some(mfa::trusted::FACTOR);
+                return Ok(None);
+            }
+        }
+        Ok(SecondStep::SetUp) => {}
         Err(e) => {
             tracing::error!(error = %e, "could not tell whether a user has an authenticator");
             end_attempt(
@@ -95,6 +105,64 @@ pub(super) async fn ask_if_required(
         }
     }
 }
+
+/// Whether this browser is one `user_id` trusted (and trust is on). A store that cannot say
+/// is a no: the code is asked for.
+async fn trusted_browser(state: &AppState, headers: &HeaderMap, user_id: i64) -> bool {
+    if state.config.mfa_trusted_device.is_none() {
+        return false;
+    }
+    let Some(cookie) = cookies::device(state, headers) else {
+        return false;
+    };
+    match mfa::trusted::recognised(&state.store, &cookie, user_id, now_ms()).await {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check a trusted browser: asking for the code");
+            false
+        }
+    }
+}
+
+/// Trusts this browser for `user`'s sign-ins (they ticked the box with a right code): the
+/// event first, then the row, then the cookie; nothing is trusted when the trail cannot say
+/// so.
+async fn trust_browser(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    user: (i64, &str),
+    response: &mut Response,
+) {
+    let Some(days) = state.config.mfa_trusted_device else {
+        return;
+    };
+    let (user_id, email) = user;
+    let (secret, hash) = mfa::trusted::issue();
+    let expires_at = now_ms() + i64::try_from(days.as_millis()).unwrap_or(i64::MAX / 2);
+    let details = json!({ "expires_at": web::time(expires_at) });
+    let event = signin_event(&peer, headers, TRUST_ACTION, Some(email), true, details);
+    if let Err(e) = state.audit.record(event).await {
+        tracing::error!(error = %e, "a browser was not trusted: the trail cannot record it");
+        return;
+    }
+    let user_agent = crate::audit::audited_user_agent(headers);
+    let ip = peer.ip.to_string();
+    let new = NewTrustedDevice {
+        user_id,
+        token_hash: &hash,
+        user_agent: user_agent.as_deref(),
+        ip: Some(&ip),
+        expires_at,
+    };
+    match state.store.trust_device(&new).await {
+        Ok(_) => cookies::set_device(state, response, &secret, days.as_secs()),
+        Err(e) => tracing::error!(error = %e, "a browser could not be trusted"),
+    }
+}
+
+/// The audit action of trusting a browser at sign-in.
+pub const TRUST_ACTION: &str = "gateway:mfa:trust_device";
 
 /// This browser's sign-in waiting for a code, or the page to show instead.
 async fn waiting_attempt(state: &AppState, headers: &HeaderMap) -> Result<LoginRow, Response> {
@@ -152,6 +220,7 @@ async fn attempt_user(state: &AppState, attempt: &LoginRow) -> Result<UserRow, R
 /// The page asking `user` for a code (`error` says what was wrong with the last one), or with
 /// `setup`, for the first code of the app to set up.
 fn challenge(
+    state: &AppState,
     attempt: &LoginRow,
     user: &UserRow,
     setup: Option<mfa::totp::Provisioning>,
@@ -167,6 +236,10 @@ fn challenge(
             csrf: &csrf,
             error,
             setup,
+            trust_days: state
+                .config
+                .mfa_trusted_device
+                .map(|d| d.as_secs() / (24 * 3600)),
         },
     )
 }
@@ -192,9 +265,9 @@ async fn setup_page(
         mfa::totp::provisioning(&secret, &user.email).map(Some)
     };
     match provisioning.await {
-        Ok(Some(p)) => challenge(attempt, user, Some(p), status, error),
+        Ok(Some(p)) => challenge(state, attempt, user, Some(p), status, error),
         // Confirmed meanwhile (another tab): a code is what is asked now.
-        Ok(None) => challenge(attempt, user, None, status, error),
+        Ok(None) => challenge(state, attempt, user, None, status, error),
         Err(e) => cannot_check(&e),
     }
 }
@@ -234,7 +307,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         Err(page) => return page,
     };
     match second_step(&state, user.id).await {
-        Ok(SecondStep::Code(_)) => challenge(&attempt, &user, None, StatusCode::OK, None),
+        Ok(SecondStep::Code(_)) => challenge(&state, &attempt, &user, None, StatusCode::OK, None),
         Ok(SecondStep::SetUp) => setup_page(&state, &attempt, &user, StatusCode::OK, None).await,
         Ok(SecondStep::Nothing) => removed_meanwhile(&state, &attempt).await,
         Err(e) => cannot_check(&e),
@@ -246,6 +319,9 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 pub struct CodeForm {
     csrf: Option<String>,
     code: Option<String>,
+    /// "Trust this browser": its next sign-ins skip the code (`MFA_TRUSTED_DEVICE_DAYS`).
+    #[serde(default)]
+    trust: Option<String>,
 }
 
 /// `POST /api/v1/auth/mfa`: a right code completes the sign-in (a session, or the CLI's);
@@ -274,10 +350,11 @@ pub async fn submit(
         audit_signin(&state, &peer, &headers, ACTION, email, false, details)
     };
     let code = form.code.as_deref().unwrap_or("");
+    let trust = form.trust.as_deref().is_some_and(|t| !t.is_empty());
     let row = match second_step(&state, user.id).await {
         Ok(SecondStep::Code(row)) => row,
         Ok(SecondStep::SetUp) => {
-            return set_up_at_sign_in(&state, peer, &headers, attempt, user, code).await;
+            return set_up_at_sign_in(&state, peer, &headers, attempt, user, code, trust).await;
         }
         Ok(SecondStep::Nothing) => return removed_meanwhile(&state, &attempt).await,
         Err(e) => return cannot_check(&e),
@@ -292,7 +369,14 @@ pub async fn submit(
         Ok(CodeCheck::Malformed) => {
             let error = "Enter the six digits your authenticator app shows, or one of your \
                          backup codes.";
-            return challenge(&attempt, &user, None, StatusCode::BAD_REQUEST, Some(error));
+            return challenge(
+                &state,
+                &attempt,
+                &user,
+                None,
+                StatusCode::BAD_REQUEST,
+                Some(error),
+            );
         }
         Ok(CodeCheck::Wrong {
             failures,
@@ -305,6 +389,7 @@ pub async fn submit(
                  and codes are refused for 15 minutes."
             );
             return challenge(
+                &state,
                 &attempt,
                 &user,
                 None,
@@ -339,7 +424,7 @@ pub async fn submit(
         }
         Err(e) => return cannot_check(&e),
     };
-    go_on(&state, peer, &headers, attempt, user, factor).await
+    go_on(&state, peer, &headers, attempt, user, factor, trust).await
 }
 
 /// With `MFA_REQUIRED`, for someone without an app: its first `code` confirms the app being
@@ -351,6 +436,7 @@ async fn set_up_at_sign_in(
     attempt: LoginRow,
     user: UserRow,
     code: &str,
+    trust: bool,
 ) -> Response {
     let confirmed = async {
         let key = mfa::key(&state.config)?;
@@ -361,7 +447,7 @@ async fn set_up_at_sign_in(
             let details = json!({ "factor": "totp", "channel": attempt.channel, "at": "sign_in" });
             let (email, action) = (Some(user.email.as_str()), "gateway:mfa:enable");
             audit_signin(state, &peer, headers, action, email, true, details).await;
-            go_on(state, peer, headers, attempt, user, "totp").await
+            go_on(state, peer, headers, attempt, user, "totp", trust).await
         }
         Ok(mfa::Confirmed::WrongCode | mfa::Confirmed::NothingToConfirm) => {
             let error = "That code is not right. Check the app's clock and enter the code it \
@@ -373,7 +459,7 @@ async fn set_up_at_sign_in(
 }
 
 /// After a right code (`factor`: `totp`, `backup_code`): on to the session, exactly as a
-/// sign-in without a second factor.
+/// sign-in without a second factor; with `trust`, this browser is trusted once signed in.
 async fn go_on(
     state: &AppState,
     peer: Peer,
@@ -381,6 +467,7 @@ async fn go_on(
     attempt: LoginRow,
     user: UserRow,
     factor: &'static str,
+    trust: bool,
 ) -> Response {
     match state.store.second_factor_given(&attempt.id, now_ms()).await {
         Ok(true) => {}
@@ -392,13 +479,19 @@ async fn go_on(
             return web::unavailable("You are not signed in.");
         }
     }
+    let (user_id, email) = (user.id, user.email.clone());
     let admitted = Admitted {
         new_name: attempt.provider_name.clone(),
         user,
         second_factor: Some(factor),
     };
     let result = complete(state, peer, headers, attempt, admitted).await;
-    answer(state, peer, headers, result).await
+    let signed_in = result.is_ok();
+    let mut response = answer(state, peer, headers, result).await;
+    if trust && signed_in {
+        trust_browser(state, peer, headers, (user_id, &email), &mut response).await;
+    }
+    response
 }
 
 /// Ends `attempt`, waiting for its code, as refused for `reason`.

@@ -155,7 +155,7 @@ async fn record_signin(
     state.audit.record(e).await.map(|_| ())
 }
 
-fn signin_event(
+pub(super) fn signin_event(
     peer: &Peer,
     headers: &HeaderMap,
     action: &str,
