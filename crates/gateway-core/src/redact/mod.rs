@@ -218,6 +218,25 @@ fn redact_in_place(value: &mut Value) {
     }
 }
 
+/// The rack's answer about releases (one release, or a list of them) with every environment
+/// value masked as [`redact_json`] masks them under an `env` key — names kept — for a caller
+/// who may not read the environment; returns how many releases carried one. Anything that is
+/// not a release (or a list of them) is left as it is.
+pub fn mask_release_env(answer: &mut Value) -> usize {
+    let mask = |release: &mut Value| match release.get_mut("env") {
+        Some(env) if !env.is_null() => {
+            *env = redact_env(std::mem::take(env));
+            1
+        }
+        _ => 0,
+    };
+    match answer {
+        Value::Array(releases) => releases.iter_mut().map(mask).sum(),
+        Value::Object(_) => mask(answer),
+        _ => 0,
+    }
+}
+
 /// Keeps variable names, drops every value.
 fn redact_env(value: Value) -> Value {
     match value {
@@ -358,6 +377,25 @@ mod tests {
 
     /// Found by the `redact` fuzz target: a line without `NAME=` under an env string (the rest
     /// of a multi-line value) was kept as it was.
+    #[test]
+    fn release_answers_keep_names_and_lose_values() {
+        let mut one = serde_json::json!({
+            "id": "RABC", "env": "DB_URL=postgres://u:p@h/db\nKEY=-----BEGIN\nabc\n-----END\nEMPTY=",
+            "manifest": "services: {}",
+        });
+        assert_eq!(mask_release_env(&mut one), 1);
+        assert_eq!(
+            one["env"],
+            format!("DB_URL={REDACTED}\nKEY={REDACTED}\n{REDACTED}\n{REDACTED}\nEMPTY={REDACTED}")
+        );
+        assert_eq!(one["manifest"], "services: {}");
+        let mut list = serde_json::json!([{ "id": "R1", "env": "A=1" }, { "id": "R2" }]);
+        assert_eq!(mask_release_env(&mut list), 1);
+        assert_eq!(list[0]["env"], format!("A={REDACTED}"));
+        let mut other = serde_json::json!("not a release");
+        assert_eq!(mask_release_env(&mut other), 0);
+    }
+
     #[test]
     fn env_lines_without_a_name_are_masked() {
         let v = redact_json(json!({"environment": "A=1\nB=two\r\nC\n=x"}));

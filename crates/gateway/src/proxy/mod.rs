@@ -5,6 +5,7 @@
 //! → outcome recorded. Each step is a function below; [`handle`] strings them together.
 
 mod body;
+pub mod env_mask;
 mod flush_first;
 mod headers;
 mod privileged;
@@ -156,7 +157,12 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         return Box::pin(session).await;
     }
     let url = state.upstream.url(&normalised.forward, query);
-    body::forward(state, parts, body, forwarded, url, outcome).await
+    let mask_env = env_mask::applies(&classified.permission, &principal);
+    let response = body::forward(state, parts, body, forwarded, url, outcome).await?;
+    if mask_env {
+        return env_mask::masked(response).await;
+    }
+    Ok(response)
 }
 
 /// Opens the WebSocket session an allowed upgrade asks for: within the caller's and the

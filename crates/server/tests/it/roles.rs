@@ -546,3 +546,69 @@ both_backends!(
         }
     }
 );
+
+// A role that may see releases but not the environment (a custom role, or a token's explicit
+// permissions): the rack's release answers reach it with every value masked and the names
+// kept; a role that may read the environment sees the values.
+both_backends!(
+    release_answers_mask_environment_values_for_those_who_may_not_read_them,
+    |db| async move {
+        let (rack_url, _stop) = crate::approvals::fake_rack().await;
+        let ops = role_token(&db, "ops");
+        let auditor = crate::kit::token(
+            &db,
+            "release-auditor",
+            &["--permissions", "convox:apps:list,convox:releases:*"],
+        );
+        let gw = Gateway::start(&db, &rack_url, &[]).await;
+        let get = |credential: String, path: &'static str| {
+            let gw = &gw;
+            async move {
+                let r = client()
+                    .get(gw.proxy(path))
+                    .basic_auth("convox", Some(credential))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                let length = r.content_length();
+                let body = r.text().await.unwrap_or_default();
+                (status, length, body)
+            }
+        };
+        const SECRET: &str = "s3cr3t-web-db-pass";
+
+        let (status, _, body) = get(ops.clone(), "/apps/web/releases").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(SECRET),
+            "ops may read the environment: {body}"
+        );
+
+        let (status, length, body) = get(auditor.clone(), "/apps/web/releases").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains(SECRET),
+            "a value reached the release auditor: {body}"
+        );
+        assert_eq!(length, Some(body.len() as u64));
+        let releases: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(releases.len(), 3, "{body}");
+        let env = releases[0]["env"].as_str().unwrap_or_default();
+        assert!(
+            env.contains("DATABASE_URL=[redacted]") && env.contains("RAILS_ENV=[redacted]"),
+            "{env}"
+        );
+        assert!(releases[0]["id"].is_string() && releases[0]["manifest"].is_string());
+        // One release (`convox env`, `convox releases info`) alike.
+        let id = releases[0]["id"].as_str().unwrap_or_default().to_string();
+        let path: &'static str = Box::leak(format!("/apps/web/releases/{id}").into_boxed_str());
+        let (status, _, body) = get(auditor.clone(), path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains(SECRET), "{body}");
+        assert!(body.contains("DATABASE_URL=[redacted]"), "{body}");
+        // The rack's refusals pass as they are.
+        let (status, _, body) = get(auditor, "/apps/nope/releases").await;
+        assert_eq!(status, 404, "{body}");
+    }
+);

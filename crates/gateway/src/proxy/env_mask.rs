@@ -1,0 +1,69 @@
+//! Environment values in the rack's release answers, masked for callers who may see releases
+//! but not the environment. The rack returns every release with the app's environment,
+//! values included (`convox releases`, `convox env`, and the answer to `convox env set`); a
+//! caller holding a release permission without `convox:env:read` (a custom role, a token with
+//! explicit permissions) gets the names with each value masked.
+//!
+//! Such an answer is read whole (up to [`LIMIT`]), masked and sent on: a release list is small,
+//! and an answer that cannot be checked — too large, not JSON — is not relayed (fail closed).
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, header};
+
+use crate::error::ApiError;
+use crate::identity::Principal;
+
+/// The permission to read environment values.
+pub const ENV_READ: &str = "convox:env:read";
+
+/// The routes whose answers carry releases, by permission.
+const RELEASE_PERMISSIONS: &[&str] = &[
+    "convox:releases:list",
+    "convox:releases:read",
+    "convox:releases:create",
+    "convox:rack:releases",
+];
+
+/// The most of a release answer read to mask it.
+pub const LIMIT: usize = 16 * 1024 * 1024;
+
+/// Whether the answer to a request needing `permission` must have its environment values
+/// masked for `principal`.
+pub fn applies(permission: &str, principal: &Principal) -> bool {
+    RELEASE_PERMISSIONS.contains(&permission) && !principal.permissions.allows(ENV_READ)
+}
+
+/// `response` with the environment values of the releases it carries masked. Errors and empty
+/// answers pass as they are; an answer too large or not JSON is refused with `502`.
+pub async fn masked(response: Response) -> Result<Response, ApiError> {
+    let (mut parts, body) = response.into_parts();
+    if !parts.status.is_success() {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let bytes = axum::body::to_bytes(body, LIMIT).await.map_err(|_| {
+        ApiError::RackUnreachable(format!(
+            "the rack's answer about releases could not be read whole to mask its environment \
+             values (at most {} MiB; ask for fewer with ?limit=)",
+            LIMIT >> 20
+        ))
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    }
+    let mut answer: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError::RackUnreachable(
+            "the rack's answer about releases is not JSON, so its environment values cannot be \
+             masked: not relayed"
+                .into(),
+        )
+    })?;
+    gateway_core::redact::mask_release_env(&mut answer);
+    let body = serde_json::to_vec(&answer)
+        .map_err(|e| ApiError::RackUnreachable(format!("masking environment values: {e}")))?;
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
