@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    PageForm, PagePath, StoreDown, cookies, message, not_allowed, page_actor, page_refusal, render,
-    signed_in_form, signed_in_page, stale_form, time,
+    PageForm, PagePath, StoreDown, checked_page, cookies, message, not_allowed, page_actor,
+    page_refusal, render, signed_in_form, stale_form, time,
 };
 use crate::app::{AppState, Peer};
 use crate::approvals::{self, ApprovalError, ApprovalView};
@@ -79,15 +79,11 @@ pub fn may_list(principal: &Principal) -> bool {
 
 /// `GET /deploy-approvals`
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let (principal, token) = match signed_in_page(&state, &headers, "/deploy-approvals").await {
-        Ok(signed_in) => signed_in,
-        Err(answer) => return answer,
-    };
-    if !may_list(&principal) {
-        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
-        page_refusal(&state, &principal, peer, &headers, approvals::LIST, details).await;
-        return not_allowed(approvals::LIST, &principal);
-    }
+    let (principal, token) =
+        match checked_page(&state, peer, &headers, "/deploy-approvals", approvals::LIST).await {
+            Ok(signed_in) => signed_in,
+            Err(answer) => return answer,
+        };
     let rows = match state.store.list_approvals(None).await {
         Ok(rows) => rows,
         Err(e) => {

@@ -593,6 +593,25 @@ pub(crate) async fn page_refusal(
     }
 }
 
+/// The signed-in person opening the page at `path` (for the sign-in to come back to), with
+/// their session secret, when they hold `permission`; otherwise the page to answer with — the
+/// sign-in, or the refusal, audited as one of `permission` with the caller's role.
+pub(crate) async fn checked_page(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    path: &str,
+    permission: &str,
+) -> Result<(Principal, String), Response> {
+    let (principal, token) = signed_in_page(state, headers, path).await?;
+    if !principal.permissions.allows(permission) {
+        let details = serde_json::json!({ "reason": "forbidden", "role": principal.role_name() });
+        page_refusal(state, &principal, peer, headers, permission, details).await;
+        return Err(not_allowed(permission, &principal));
+    }
+    Ok((principal, token))
+}
+
 /// The signed-in person posting a change form, with their session secret, once the form's
 /// CSRF token is theirs and they hold `permission`; otherwise the page to answer with, the
 /// refusal audited as one of `permission` with `asked` and its `reason` (`csrf_rejected`,

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    PageForm, StoreDown, checked_form, cookies, not_allowed, page_actor, page_refusal, render,
-    signed_in_page,
+    PageForm, StoreDown, checked_form, checked_page, cookies, page_actor, page_refusal, render,
 };
 use crate::api::roles::{ListedRole, all_roles};
 use crate::app::{AppState, Peer};
@@ -45,15 +44,10 @@ pub fn may_list(principal: &Principal) -> bool {
 
 /// `GET /roles`
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let (principal, token) = match signed_in_page(&state, &headers, "/roles").await {
+    let (principal, token) = match checked_page(&state, peer, &headers, "/roles", LIST).await {
         Ok(signed_in) => signed_in,
         Err(answer) => return answer,
     };
-    if !may_list(&principal) {
-        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
-        page_refusal(&state, &principal, peer, &headers, LIST, details).await;
-        return not_allowed(LIST, &principal);
-    }
     list_page(&state, &principal, &token, StatusCode::OK, None).await
 }
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    PageForm, StoreDown, checked_form, cookies, message, not_allowed, page_actor, page_refusal,
-    render, signed_in_page, time,
+    PageForm, StoreDown, checked_form, checked_page, cookies, message, page_actor, page_refusal,
+    render, time,
 };
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
@@ -51,15 +51,10 @@ pub fn may_list(principal: &Principal) -> bool {
 
 /// `GET /users`
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let (principal, token) = match signed_in_page(&state, &headers, "/users").await {
+    let (principal, token) = match checked_page(&state, peer, &headers, "/users", LIST).await {
         Ok(signed_in) => signed_in,
         Err(answer) => return answer,
     };
-    if !may_list(&principal) {
-        let details = json!({ "reason": "forbidden", "role": principal.role_name() });
-        page_refusal(&state, &principal, peer, &headers, LIST, details).await;
-        return not_allowed(LIST, &principal);
-    }
     let listed = async {
         let users = state.store.list_users_with_mfa().await?;
         let roles = crate::identity::roles::role_names(&state.store).await?;
