@@ -753,10 +753,20 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     assert!(text(&c, "#error").await.contains("not right"));
     let code = app.next_code().await;
     type_into(&c, "#code", &code).await;
+    // Trusted, this browser's next sign-in skips the code.
+    click(&c, "#trust").await;
     click(&c, "#verify").await;
     wait_for_url(&c, "/account").await;
     assert_eq!(text(&c, "#email").await, "ops@example.com");
     assert!(text(&c, "#mfa").await.starts_with("on"));
+    click(&c, "#signout").await;
+    click(&c, "#signin").await;
+    click(&c, "#user-ops-example-com").await;
+    wait_for_url(&c, "/account").await;
+    assert_eq!(text(&c, "#email").await, "ops@example.com");
+    click(&c, "#mfa-link").await;
+    let row = text(&c, "#devices tbody tr").await;
+    assert!(row.contains("127.0.0.1"), "{row}");
 
     // A lost phone: an admin resets it on the users page, and the next sign-in is one step.
     click(&c, "#signout").await;
