@@ -6,9 +6,11 @@ use anyhow::Context;
 use gateway::audit::{AuditLog, resolve_key};
 use gateway::config::StoreConfig;
 use gateway::identity::manage::{self, Actor, TokenRequest};
+use gateway::identity::roles;
+use gateway::rbac::Role;
 use gateway::store::{LastAdmin, ListedUser, Store, TokenRow, now_ms};
 
-use crate::cli::{TokensCommand, UsersCommand};
+use crate::cli::{RolesCommand, TokensCommand, UsersCommand};
 use crate::output::outln;
 
 /// An open store with a running audit writer.
@@ -307,6 +309,116 @@ fn print_tokens(tokens: &[TokenRow]) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "never".into()),
             status,
             t.created_by
+        )?;
+    }
+    Ok(())
+}
+
+/// `roles …`
+pub async fn roles(cmd: RolesCommand) -> anyhow::Result<()> {
+    if let RolesCommand::List { json } = cmd {
+        let store = open_read_only().await?;
+        let custom = store.list_roles().await;
+        store.close().await;
+        let roles: Vec<ListedRole> = Role::ALL
+            .iter()
+            .map(|r| ListedRole {
+                name: r.as_str().to_string(),
+                built_in: true,
+                permissions: r.permissions().patterns().to_vec(),
+                users: None,
+                tokens: None,
+            })
+            .chain(custom?.into_iter().map(|r| ListedRole {
+                name: r.name,
+                built_in: false,
+                permissions: r.permissions,
+                users: Some(r.users),
+                tokens: Some(r.tokens),
+            }))
+            .collect();
+        return print_list(&roles, json, print_roles);
+    }
+    let admin = Admin::open().await?;
+    let result = run_roles(&admin, cmd).await;
+    admin.close().await;
+    result
+}
+
+async fn run_roles(admin: &Admin, cmd: RolesCommand) -> anyhow::Result<()> {
+    let (store, audit, actor) = (&admin.store, &admin.audit, &admin.actor);
+    match cmd {
+        RolesCommand::Create {
+            name,
+            permissions,
+            description,
+        } => {
+            let role =
+                roles::create_role(store, audit, actor, &name, &description, &permissions).await?;
+            outln!(
+                "Defined role {} ({}).",
+                role.name,
+                role.permissions.join(",")
+            )?;
+        }
+        RolesCommand::Update {
+            name,
+            permissions,
+            description,
+        } => {
+            let role = roles::update_role(
+                store,
+                audit,
+                actor,
+                &name,
+                description.as_deref(),
+                &permissions,
+            )
+            .await?;
+            outln!(
+                "Changed role {} ({}; held by {} user(s) and {} token(s)).",
+                role.name,
+                role.permissions.join(","),
+                role.users,
+                role.tokens
+            )?;
+        }
+        RolesCommand::Delete { name } => {
+            let role = roles::delete_role(store, audit, actor, &name).await?;
+            outln!("Deleted role {}.", role.name)?;
+        }
+        // Listed read-only, above.
+        RolesCommand::List { .. } => {}
+    }
+    Ok(())
+}
+
+/// A role as `roles list` shows it.
+#[derive(Debug, serde::Serialize)]
+struct ListedRole {
+    name: String,
+    built_in: bool,
+    permissions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<i64>,
+}
+
+fn print_roles(roles: &[ListedRole]) -> anyhow::Result<()> {
+    outln!("{:<24} {:<9} {:<18} PERMISSIONS", "ROLE", "KIND", "HELD BY")?;
+    for r in roles {
+        let held = match (r.users, r.tokens) {
+            (Some(u), Some(t)) => format!("{u} users, {t} tokens"),
+            _ => "-".into(),
+        };
+        let kind = if r.built_in { "built-in" } else { "custom" };
+        outln!(
+            "{:<24} {:<9} {:<18} {}",
+            r.name,
+            kind,
+            held,
+            r.permissions.join(",")
         )?;
     }
     Ok(())

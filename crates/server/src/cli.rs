@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage users in the configured database.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage custom roles in the configured database.
+    #[command(subcommand)]
+    Roles(RolesCommand),
     /// Inspect the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -150,6 +153,47 @@ pub enum UsersCommand {
     ResetMfa {
         /// E-mail address.
         email: String,
+    },
+}
+
+/// `roles …`
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// List every role (built-in and custom) and what it grants.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Define a custom role.
+    ///
+    /// Example: rack-gateway-server roles create log-readers --permissions
+    /// convox:apps:list,convox:logs:read --description "read logs"
+    Create {
+        /// Its name: 2–40 lowercase letters, digits and dashes, not a built-in role's.
+        name: String,
+        /// The permission patterns it grants, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Replace a custom role's permissions (effective on the next request of its holders).
+    Update {
+        /// The role.
+        name: String,
+        /// The whole new list, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// A new description (kept when left out).
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a custom role nobody holds.
+    Delete {
+        /// The role.
+        name: String,
     },
 }
 

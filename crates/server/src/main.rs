@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             Command::Migrate => admin::migrate().await,
             Command::Tokens(cmd) => admin::tokens(cmd).await,
             Command::Users(cmd) => admin::users(cmd).await,
+            Command::Roles(cmd) => admin::roles(cmd).await,
             Command::Audit(cli::AuditCommand::Verify) => verify::run().await,
             Command::Audit(cli::AuditCommand::Export(args)) => export::run(*args).await,
             Command::Audit(cli::AuditCommand::RotateKey) => rotate::run().await,

@@ -612,3 +612,106 @@ both_backends!(
         assert_eq!(status, 404, "{body}");
     }
 );
+
+// Where the gateway runs, an operator defines, lists, changes and deletes custom roles with
+// `rack-gateway-server roles …`, audited with their login, under the same rules.
+both_backends!(the_server_command_manages_custom_roles, |db| async move {
+    use crate::kit::admin;
+    let (ok, out, err) = admin(
+        &db,
+        &[
+            "roles",
+            "create",
+            "log-readers",
+            "--permissions",
+            "convox:apps:list,convox:logs:read",
+            "--description",
+            "read logs",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "Defined role log-readers (convox:apps:list,convox:logs:read)."
+    );
+    let (ok, _, err) = admin(
+        &db,
+        &["users", "add", "ann@example.com", "--role", "log-readers"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = admin(&db, &["roles", "list"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("log-readers"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("custom") && line.contains("1 users, 0 tokens"),
+        "{out}"
+    );
+    let (ok, out, err) = admin(&db, &["roles", "list", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(listed.len(), 6, "{out}");
+    assert_eq!(listed[5]["users"], 1);
+
+    // The rules hold here too.
+    let (ok, _, err) = admin(&db, &["roles", "delete", "log-readers"]);
+    assert!(!ok && err.contains("held by 1 user and 0 tokens"), "{err}");
+    let (ok, _, err) = admin(
+        &db,
+        &[
+            "roles",
+            "create",
+            "admin",
+            "--permissions",
+            "convox:apps:list",
+        ],
+    );
+    assert!(!ok && err.contains("is a built-in name"), "{err}");
+    let (ok, _, err) = admin(
+        &db,
+        &[
+            "roles",
+            "update",
+            "log-readers",
+            "--permissions",
+            "convox:app:list",
+        ],
+    );
+    assert!(!ok && err.contains("grants no rack route"), "{err}");
+    let (ok, out, err) = admin(
+        &db,
+        &[
+            "roles",
+            "update",
+            "log-readers",
+            "--permissions",
+            "convox:apps:list,convox:logs:read,convox:builds:logs",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("held by 1 user(s) and 0 token(s)"), "{out}");
+    let (ok, _, err) = admin(&db, &["users", "set-role", "ann@example.com", "viewer"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = admin(&db, &["roles", "delete", "log-readers"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "Deleted role log-readers.");
+
+    // On the trail with the operator who ran them.
+    let st = store(&db).await;
+    for action in [
+        "gateway:roles:create",
+        "gateway:roles:update",
+        "gateway:roles:delete",
+    ] {
+        let found = crate::kit::audited(&st, |r| {
+            r.event.action == action
+                && r.event.details["operator"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("cli:"))
+        })
+        .await;
+        assert!(found, "{action}");
+    }
+});
