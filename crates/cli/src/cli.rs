@@ -194,7 +194,7 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway roles create release-managers \\
     --permissions convox:apps:list,convox:releases:promote,gateway:deploy-approvals:approve \\
     --description 'approve and promote releases'
-  rack-gateway roles update release-managers --permissions convox:apps:list,convox:releases:*
+  rack-gateway roles update release-managers --permissions 'convox:apps:list,convox:releases:*'
   rack-gateway roles delete release-managers
   rack-gateway users set-role ann@example.com release-managers")]
     Roles(RolesArgs),
