@@ -153,6 +153,19 @@ impl Ctx {
         self.target.get()
     }
 
+    /// The selected rack's gateway and a client for the gateway's own API, for a command that
+    /// only a gateway answers (`subject` says what it is about, e.g. "users are a
+    /// rack-gateway's"): refused as a usage error on a rack reached without one.
+    pub fn gateway(&self, subject: &str) -> CliResult<(&Selected, crate::gateway_api::GatewayApi)> {
+        let Target::Gateway(selected) = self.target()? else {
+            return Err(CliError::Usage(format!(
+                "{subject}: this rack has no gateway (RACK_URL points at the rack itself)"
+            )));
+        };
+        let api = crate::gateway_api::GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+        Ok((selected, api))
+    }
+
     /// Resolves the target (once): the direct URL if set, else the selected rack. Warns on
     /// stderr when a session expires within two hours.
     pub fn target(&self) -> CliResult<&Target> {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{DeployApprovalArgs, DeployApprovalCommand};
-use crate::context::{Ctx, Target, http_client};
+use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::gateway_api::{DeployRequest, GatewayApi, NewDeployRequest};
 use crate::output::{self, Table};
@@ -15,14 +15,7 @@ const POLL_EVERY: Duration = Duration::from_secs(3);
 
 /// Runs `deploy-approval …`.
 pub async fn run(ctx: &Ctx, args: DeployApprovalArgs) -> CliResult<i32> {
-    let Target::Gateway(selected) = ctx.target()? else {
-        return Err(CliError::Usage(
-            "deploy approvals are a rack-gateway's: this rack has no gateway (RACK_URL points \
-             at the rack itself)"
-                .into(),
-        ));
-    };
-    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let (selected, api) = ctx.gateway("deploy approvals are a rack-gateway's")?;
     let token = selected.entry.token.as_str();
     match args.command {
         DeployApprovalCommand::Request {

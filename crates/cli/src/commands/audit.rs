@@ -2,9 +2,8 @@
 //! (`GET /api/v1/audit/events`, permission `gateway:audit:read`: admins, or a token given it).
 
 use crate::cli::AuditArgs;
-use crate::context::{Ctx, Target, http_client};
+use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
-use crate::gateway_api::GatewayApi;
 use crate::output::{self, Table};
 
 /// Most events `--all` fetches: past it, the rest is `audit export`'s job on the server.
@@ -15,15 +14,7 @@ const ALL_PAGE: usize = 1_000;
 
 /// Runs `audit`.
 pub async fn run(ctx: &Ctx, args: AuditArgs) -> CliResult<i32> {
-    let target = ctx.target()?;
-    let Target::Gateway(selected) = target else {
-        return Err(CliError::Usage(
-            "audit reads a rack-gateway's trail: this rack has no gateway (RACK_URL points at \
-             the rack itself)"
-                .into(),
-        ));
-    };
-    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let (selected, api) = ctx.gateway("audit reads a rack-gateway's trail")?;
     let wanted = if args.all {
         ALL_LIMIT
     } else {

@@ -6,22 +6,14 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use crate::cli::{MfaArgs, MfaCommand};
 use crate::config::TokenType;
-use crate::context::{Ctx, Target, http_client};
+use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
-use crate::gateway_api::GatewayApi;
 use crate::output;
 
 /// Runs `mfa …`.
 pub async fn run(ctx: &Ctx, args: MfaArgs) -> CliResult<i32> {
     let MfaCommand::Verify { code } = args.command;
-    let target = ctx.target()?;
-    let Target::Gateway(selected) = target else {
-        return Err(CliError::Usage(
-            "codes are for a rack-gateway: this rack has no gateway (RACK_URL points at the \
-             rack itself)"
-                .into(),
-        ));
-    };
+    let (selected, api) = ctx.gateway("codes are for a rack-gateway")?;
     if selected.entry.token_type != TokenType::Session {
         return Err(CliError::Usage(
             "this rack is used with an API token, which is never asked for a code: sign in \
@@ -33,7 +25,6 @@ pub async fn run(ctx: &Ctx, args: MfaArgs) -> CliResult<i32> {
         Some(code) => code,
         None => ask_for_code()?,
     };
-    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
     let verified = api
         .verify_mfa(&selected.entry.token, code.trim())
         .await

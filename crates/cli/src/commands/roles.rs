@@ -3,21 +3,14 @@
 //! you hold; a role someone holds is not deleted) and its audit events.
 
 use crate::cli::{RolesArgs, RolesCommand};
-use crate::context::{Ctx, Target, http_client};
+use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
-use crate::gateway_api::{GatewayApi, RoleChange, RoleInfo};
+use crate::gateway_api::{RoleChange, RoleInfo};
 use crate::output::{self, Table};
 
 /// Runs `roles`.
 pub async fn run(ctx: &Ctx, args: RolesArgs) -> CliResult<i32> {
-    let Target::Gateway(selected) = ctx.target()? else {
-        return Err(CliError::Usage(
-            "roles are a rack-gateway's: this rack has no gateway (RACK_URL points at the rack \
-             itself)"
-                .into(),
-        ));
-    };
-    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let (selected, api) = ctx.gateway("roles are a rack-gateway's")?;
     let credential = &selected.entry.token;
     let (change, done) = match &args.command {
         None => {

@@ -3,22 +3,14 @@
 //! admins.
 
 use crate::cli::{TokensArgs, TokensCommand};
-use crate::context::{Ctx, Target, http_client};
+use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
-use crate::gateway_api::{ApiToken, GatewayApi, NewToken};
+use crate::gateway_api::{ApiToken, NewToken};
 use crate::output::{self, Table};
 
 /// Runs `tokens`.
 pub async fn run(ctx: &Ctx, args: TokensArgs) -> CliResult<i32> {
-    let target = ctx.target()?;
-    let Target::Gateway(selected) = target else {
-        return Err(CliError::Usage(
-            "tokens are a rack-gateway's: this rack has no gateway (RACK_URL points at the rack \
-             itself)"
-                .into(),
-        ));
-    };
-    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let (selected, api) = ctx.gateway("tokens are a rack-gateway's")?;
     let credential = &selected.entry.token;
     match args.command {
         None => {

@@ -3,22 +3,14 @@
 //! last admin who can manage users stays one) and its audit events.
 
 use crate::cli::{UsersArgs, UsersCommand};
-use crate::context::{Ctx, Target, http_client};
+use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
-use crate::gateway_api::{GatewayApi, User, UserChange};
+use crate::gateway_api::{User, UserChange};
 use crate::output::{self, Table};
 
 /// Runs `users`.
 pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
-    let target = ctx.target()?;
-    let Target::Gateway(selected) = target else {
-        return Err(CliError::Usage(
-            "users are a rack-gateway's: this rack has no gateway (RACK_URL points at the rack \\
-             itself)"
-                .into(),
-        ));
-    };
-    let api = GatewayApi::new(http_client()?, &selected.entry.gateway_url);
+    let (selected, api) = ctx.gateway("users are a rack-gateway's")?;
     let credential = &selected.entry.token;
     let (change, done) = match &args.command {
         None => {

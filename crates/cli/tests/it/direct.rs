@@ -54,6 +54,22 @@ fn a_direct_rack_url_bypasses_the_gateway() {
         let out = home.run_input(&["exec", &pid, "sh", "-a", "web"], "echo hello\nexit 5\n");
         assert_eq!(out.code, 5, "{out:?}");
     }
+    // What only a gateway answers is refused, saying why, in one line.
+    for (args, subject) in [
+        (&["users"][..], "users are a rack-gateway's"),
+        (&["roles"][..], "roles are a rack-gateway's"),
+        (&["tokens"][..], "tokens are a rack-gateway's"),
+        (&["audit"][..], "audit reads a rack-gateway's trail"),
+    ] {
+        let err = home.run(args).failed();
+        assert!(
+            err.contains(&format!(
+                "{subject}: this rack has no gateway (RACK_URL points at the rack itself)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains('\\'), "{args:?}: {err}");
+    }
     // A wrong rack token.
     let mut bad = Home::new();
     bad.set_env(
