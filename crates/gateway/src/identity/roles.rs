@@ -29,11 +29,7 @@ pub(super) fn granted(
     if let Ok(role) = name.parse::<Role>() {
         return Ok((RoleName::BuiltIn(role), role.permissions()));
     }
-    let permissions = match &grant.0 {
-        Some(patterns) => PermissionSet::new(patterns.clone())
-            .map_err(|e| StoreError::Corrupt(format!("roles.permissions of {name}: {e}")))?,
-        None => PermissionSet::default(),
-    };
+    let permissions = grant.0.clone().unwrap_or_default();
     Ok((RoleName::Custom(name.into()), permissions))
 }
 
@@ -254,16 +250,19 @@ async fn custom_role(store: &Store, name: &str) -> Result<RoleRow, ManageError> 
 mod tests {
     use super::*;
 
+    fn grant(json: &str) -> RoleGrant {
+        RoleGrant::parse(Some(json), "test").unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_stored_role_name_grants_its_role() {
         let (role, set) = granted("ops", &RoleGrant(None)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(role, RoleName::BuiltIn(Role::Ops));
         assert!(set.allows("convox:services:restart"));
         // A built-in name is never read from the table, whatever came with it.
-        let (_, set) =
-            granted("viewer", &RoleGrant(Some(vec!["*".into()]))).unwrap_or_else(|e| panic!("{e}"));
+        let (_, set) = granted("viewer", &grant(r#"["*"]"#)).unwrap_or_else(|e| panic!("{e}"));
         assert!(!set.allows("convox:apps:delete"));
-        let custom = RoleGrant(Some(vec!["convox:logs:read".into()]));
+        let custom = grant(r#"["convox:logs:read"]"#);
         let (role, set) = granted("log-readers", &custom).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(role.as_str(), "log-readers");
         assert!(set.allows("convox:logs:read") && !set.allows("convox:apps:list"));
@@ -272,8 +271,15 @@ mod tests {
         assert_eq!(role.as_str(), "gone");
         assert!(set.patterns().is_empty());
         // A stored pattern that is not one is corruption, not a grant.
-        let bad = RoleGrant(Some(vec!["convox:apps".into()]));
-        assert!(matches!(granted("x-y", &bad), Err(StoreError::Corrupt(_))));
+        for bad in [r#"["convox:apps"]"#, "not json", r#"{"a": 1}"#] {
+            assert!(
+                matches!(
+                    RoleGrant::parse(Some(bad), "x-y"),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use sqlx::Row;
 
+use gateway_core::rbac::PermissionSet;
+
 use super::columns::Columns;
 use super::{Key, Store, StoreError, WriteTx, bounded, now_ms};
 
@@ -58,17 +60,27 @@ pub(super) fn permissions_from_json(json: &str, name: &str) -> Result<Vec<String
 }
 
 /// The permissions of the custom role a credential names, read with the credential (its
-/// `role_permissions` column): `None` when the role is built-in, or names no stored role (which
+/// `role_permissions` column) and checked once there, so that answering from remembered
+/// credentials parses nothing: `None` when the role is built-in, or names no stored role (which
 /// then grants nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RoleGrant(pub Option<Vec<String>>);
+pub struct RoleGrant(pub Option<PermissionSet>);
 
 impl RoleGrant {
     pub(super) fn read(row: &(impl Columns + ?Sized), role: &str) -> Result<RoleGrant, StoreError> {
-        row.opt_text("role_permissions")?
-            .map(|json| permissions_from_json(&json, role))
-            .transpose()
-            .map(RoleGrant)
+        RoleGrant::parse(row.opt_text("role_permissions")?.as_deref(), role)
+    }
+
+    /// The grant of role `role` stored as `json` (a JSON array of patterns); a list that is not
+    /// one, or holds a pattern that is not one, is corruption, never a grant.
+    pub fn parse(json: Option<&str>, role: &str) -> Result<RoleGrant, StoreError> {
+        let Some(json) = json else {
+            return Ok(RoleGrant(None));
+        };
+        let patterns = permissions_from_json(json, role)?;
+        PermissionSet::new(patterns)
+            .map(|set| RoleGrant(Some(set)))
+            .map_err(|e| StoreError::Corrupt(format!("roles.permissions of {role}: {e}")))
     }
 }
 
