@@ -3,11 +3,11 @@
 //! gateway action.
 
 use anyhow::Context;
+use gateway::api::roles::ListedRole;
 use gateway::audit::{AuditLog, resolve_key};
 use gateway::config::StoreConfig;
 use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::identity::roles;
-use gateway::rbac::Role;
 use gateway::store::{LastAdmin, ListedUser, Store, TokenRow, now_ms};
 
 use crate::cli::{RolesCommand, TokensCommand, UsersCommand};
@@ -320,23 +320,7 @@ pub async fn roles(cmd: RolesCommand) -> anyhow::Result<()> {
         let store = open_read_only().await?;
         let custom = store.list_roles().await;
         store.close().await;
-        let roles: Vec<ListedRole> = Role::ALL
-            .iter()
-            .map(|r| ListedRole {
-                name: r.as_str().to_string(),
-                built_in: true,
-                permissions: r.permissions().patterns().to_vec(),
-                users: None,
-                tokens: None,
-            })
-            .chain(custom?.into_iter().map(|r| ListedRole {
-                name: r.name,
-                built_in: false,
-                permissions: r.permissions,
-                users: Some(r.users),
-                tokens: Some(r.tokens),
-            }))
-            .collect();
+        let roles = gateway::api::roles::listed_roles(custom?);
         return print_list(&roles, json, print_roles);
     }
     let admin = Admin::open().await?;
@@ -391,18 +375,6 @@ async fn run_roles(admin: &Admin, cmd: RolesCommand) -> anyhow::Result<()> {
         RolesCommand::List { .. } => {}
     }
     Ok(())
-}
-
-/// A role as `roles list` shows it.
-#[derive(Debug, serde::Serialize)]
-struct ListedRole {
-    name: String,
-    built_in: bool,
-    permissions: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    users: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tokens: Option<i64>,
 }
 
 fn print_roles(roles: &[ListedRole]) -> anyhow::Result<()> {

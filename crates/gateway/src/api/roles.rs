@@ -72,14 +72,20 @@ impl ListedRole {
     }
 }
 
-/// Every role: the built-in ones, then the custom ones by name.
-pub async fn all_roles(state: &AppState) -> Result<Vec<ListedRole>, ApiError> {
-    let custom = state.store.list_roles().await.map_err(ApiError::store)?;
-    Ok(Role::ALL
+/// Every role: the built-in ones, then the `custom` ones (as the store lists them, by name).
+/// Also what `rack-gateway-server roles list` prints.
+pub fn listed_roles(custom: Vec<RoleRow>) -> Vec<ListedRole> {
+    Role::ALL
         .iter()
         .map(|r| ListedRole::built_in(*r))
         .chain(custom.into_iter().map(ListedRole::custom))
-        .collect())
+        .collect()
+}
+
+/// Every role, from the store: see [`listed_roles`].
+pub async fn all_roles(state: &AppState) -> Result<Vec<ListedRole>, ApiError> {
+    let custom = state.store.list_roles().await.map_err(ApiError::store)?;
+    Ok(listed_roles(custom))
 }
 
 /// `GET /api/v1/roles`
