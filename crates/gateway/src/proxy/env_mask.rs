@@ -67,3 +67,66 @@ pub async fn masked(response: Response) -> Result<Response, ApiError> {
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Response::from_parts(parts, Body::from(body)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn answer(status: StatusCode, body: impl Into<Body>) -> Response {
+        let mut r = Response::new(body.into());
+        *r.status_mut() = status;
+        r
+    }
+
+    async fn text(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn releases_lose_their_values_and_keep_a_true_length() {
+        let rack = r#"[{"id":"R1","env":"DB=postgres://u:pw@h/db\nMODE=prod"}]"#;
+        let r = masked(answer(StatusCode::OK, rack))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let length = r.headers().get(header::CONTENT_LENGTH).cloned();
+        let body = text(r).await;
+        assert!(
+            !body.contains("pw@h") && body.contains("DB=[redacted]"),
+            "{body}"
+        );
+        assert_eq!(length, Some(HeaderValue::from(body.len())));
+    }
+
+    #[tokio::test]
+    async fn refusals_and_empty_answers_pass_as_they_are() {
+        let refusal = r#"{"error":"no such app: nope"}"#;
+        let r = masked(answer(StatusCode::NOT_FOUND, refusal))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(text(r).await, refusal);
+        let r = masked(answer(StatusCode::OK, ""))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(r).await, "");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_cannot_be_checked_is_not_relayed() {
+        let not_json = masked(answer(StatusCode::OK, "DB=postgres://u:pw@h/db")).await;
+        assert!(
+            matches!(&not_json, Err(ApiError::RackUnreachable(m)) if m.contains("not JSON")),
+            "{not_json:?}"
+        );
+        let huge = vec![b' '; LIMIT + 1];
+        let too_large = masked(answer(StatusCode::OK, huge)).await;
+        assert!(
+            matches!(&too_large, Err(ApiError::RackUnreachable(m)) if m.contains("16 MiB")),
+            "{too_large:?}"
+        );
+    }
+}
