@@ -67,6 +67,8 @@ pub struct Shared {
     pub credentials: crate::identity::CredentialMemory,
     /// Prometheus metrics (served by [`crate::metrics::endpoint`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Security keys (WebAuthn), when browsers reach the gateway by a name.
+    pub keys: Option<Arc<crate::mfa::keys::Keys>>,
 }
 
 /// Why the gateway could not start.
@@ -227,6 +229,7 @@ impl Gateway {
             metrics.clone(),
         )
         .map_err(StartError::Notify)?;
+        let keys = security_keys(&config, oidc.as_deref());
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),
@@ -239,6 +242,7 @@ impl Gateway {
                 readiness: Arc::default(),
                 credentials: crate::identity::CredentialMemory::new(true),
                 metrics,
+                keys,
             }),
             audit_task,
             checkpointer,
@@ -457,6 +461,9 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/mfa/remove", post(web::mfa::remove))
         .route("/account/mfa/backup-codes", post(web::mfa::backup_codes))
         .route("/account/mfa/verify", post(web::mfa::verify))
+        .route("/account/mfa/keys/new", post(web::keys::begin))
+        .route("/account/mfa/keys/add", post(web::keys::add))
+        .route("/account/mfa/keys/remove", post(web::keys::remove))
         .route(
             "/account/mfa/devices/forget",
             post(web::mfa::forget_devices),
@@ -464,6 +471,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/sessions/revoke-all", post(web::revoke_all))
         .route("/account/sessions/{id}/revoke", post(web::revoke_session))
         .route("/static/app.css", get(web::stylesheet))
+        .route("/static/keys.js", get(web::keys_script))
         // Set last, so a route that says otherwise (the stylesheet) keeps its own.
         .layer(axum::middleware::map_response(no_store))
         .route(PROXY_PREFIX, any(proxy::handle))
@@ -522,4 +530,22 @@ impl FromRequestParts<AppState> for Peer {
             ip: state.config.trusted_proxies.client(peer.ip(), forwarded),
         })
     }
+}
+
+/// The relying party for security keys: browsers' address (`PUBLIC_URL`, else the sign-in
+/// callback's), when it is a name; WebAuthn takes no IP address.
+fn security_keys(config: &Config, oidc: Option<&Oidc>) -> Option<Arc<crate::mfa::keys::Keys>> {
+    let url = config
+        .public_url
+        .as_ref()
+        .or(oidc.map(|o| &o.config().redirect_url))?;
+    let keys = crate::mfa::keys::Keys::for_url(url);
+    if keys.is_none() {
+        tracing::info!(
+            url = %url,
+            "security keys are off: browsers reach the gateway by an IP address, which WebAuthn \
+             does not take (set PUBLIC_URL to its name)"
+        );
+    }
+    keys.map(Arc::new)
 }

@@ -40,7 +40,7 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 14] = [
+const DEV_SETTINGS: [&str; 15] = [
     "DATABASE_URL",
     "SLACK_WEBHOOK_URL",
     "SMTP_URL",
@@ -49,6 +49,7 @@ const DEV_SETTINGS: [&str; 14] = [
     "MFA_ENCRYPTION_KEY",
     "MFA_REQUIRED",
     "MFA_TRUSTED_DEVICE_DAYS",
+    "MFA_STEP_UP_SECS",
     "AUDIT_HMAC_KEY",
     "AUDIT_HMAC_KEY_NEXT",
     "SQLITE_SYNCHRONOUS",
@@ -313,7 +314,7 @@ fn config(
     rack_token: String,
     client_secret: String,
 ) -> anyhow::Result<Config> {
-    let public_url: url::Url = format!("http://{}", listeners.gateway_addr)
+    let public_url: url::Url = gateway_url(listeners.gateway_addr)
         .parse()
         .context("gateway URL")?;
     let redirect_url = public_url
@@ -362,7 +363,8 @@ fn config(
         // Set by `run` (from the environment or the data directory).
         mfa_encryption_key: None,
         mfa_required: false,
-        mfa_step_up: std::time::Duration::from_secs(gateway::config::DEFAULT_MFA_STEP_UP_SECS),
+        mfa_step_up: gateway::config::mfa_step_up(&|name| std::env::var(name).ok())
+            .context("MFA_STEP_UP_SECS")?,
         mfa_trusted_device: gateway::config::mfa_trusted_device(&|name| std::env::var(name).ok())
             .context("MFA_TRUSTED_DEVICE_DAYS")?,
         deploy_approval_window: std::time::Duration::from_secs(
@@ -378,6 +380,12 @@ fn config(
     })
 }
 
+/// Where browsers and clients reach the dev gateway: `localhost` rather than its address,
+/// because security keys (WebAuthn) need a name; it listens on 127.0.0.1 all the same.
+fn gateway_url(addr: std::net::SocketAddr) -> String {
+    format!("http://localhost:{}", addr.port())
+}
+
 /// What `dev` prints once it is up: where everything is, and a token per role.
 fn banner(
     gateway_addr: std::net::SocketAddr,
@@ -387,14 +395,15 @@ fn banner(
     database_url: &str,
     tokens: &[(String, String)],
 ) -> String {
+    let gateway = gateway_url(gateway_addr);
     let mut text = format!(
         "\nrack-gateway dev stack\n\
-         \x20 gateway     http://{gateway_addr}\n\
+         \x20 gateway     {gateway}\n\
          \x20 fake rack   http://{rack_addr}  (its token stays inside the gateway)\n\
          \x20 sign-in     http://{oidc_addr}  (dev OIDC: admin@, deployer@, ops@, viewer@example.com)\n\
          \x20 database    {}\n\
          {metrics}\
-         \nBrowser: http://{gateway_addr}/ · CLI: rack-gateway login dev http://{gateway_addr}\n\
+         \nBrowser: {gateway}/ · CLI: rack-gateway login dev {gateway}\n\
          \nAPI tokens, one per role (new ones each start; the previous start's are revoked):\n",
         gateway::config::shown(database_url),
         metrics = metrics_addr
@@ -403,7 +412,8 @@ fn banner(
     );
     for (role, secret) in tokens {
         text.push_str(&format!(
-            "  {role:<9} export RACK_URL=http://convox:{secret}@{gateway_addr}/api/v1/rack-proxy\n"
+            "  {role:<9} export RACK_URL=http://convox:{secret}@localhost:{}/api/v1/rack-proxy\n",
+            gateway_addr.port()
         ));
     }
     text.push_str(

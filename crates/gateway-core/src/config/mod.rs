@@ -279,7 +279,7 @@ impl Config {
             },
             mfa_encryption_key,
             mfa_required,
-            mfa_step_up: seconds(&get, "MFA_STEP_UP_SECS", DEFAULT_MFA_STEP_UP_SECS)?,
+            mfa_step_up: mfa_step_up(&get)?,
             mfa_trusted_device: mfa_trusted_device(&get)?,
             deploy_approval_window: seconds(
                 &get,
@@ -435,6 +435,12 @@ pub fn mfa_trusted_device(
         "a whole number of days from 0 (no trusted browsers) to 365".to_string()
     })?;
     Ok(Some(Duration::from_secs(days * 24 * 3600)))
+}
+
+/// `MFA_STEP_UP_SECS`: how recent a session's code must be for a privileged change (default
+/// [`DEFAULT_MFA_STEP_UP_SECS`]).
+pub fn mfa_step_up(get: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    seconds(get, "MFA_STEP_UP_SECS", DEFAULT_MFA_STEP_UP_SECS)
 }
 
 /// `MFA_REQUIRED` (default false).

@@ -7,6 +7,7 @@
 //! codes out for 15 minutes; a code is accepted once.
 
 pub mod backup;
+pub mod keys;
 pub mod seal;
 pub mod step_up;
 pub mod totp;
@@ -36,6 +37,9 @@ pub enum MfaError {
     /// The TOTP library refused (an account name it cannot put in a URI).
     #[error("TOTP: {0}")]
     Totp(String),
+    /// The WebAuthn library refused to make a challenge, or a stored ceremony is unreadable.
+    #[error("security keys: {0}")]
+    Keys(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -198,6 +198,11 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+            // Its security keys too: they stand beside the app, never alone.
+            sqlx::query("DELETE FROM security_keys WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
             let done = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)

@@ -19,7 +19,7 @@ use super::{
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
 use crate::identity::Principal;
-use crate::mfa::{self, CodeCheck, Confirmed, MfaError};
+use crate::mfa::{self, CodeCheck, Confirmed, MfaError, keys};
 use crate::store::{UserRow, now_ms};
 
 /// Audit action: an authenticator confirmed.
@@ -51,7 +51,19 @@ struct MfaPage {
     devices: Vec<DeviceView>,
     /// How long "trust this browser" lasts, in days (`None`: trust is off).
     trust_days: Option<u64>,
+    /// Security keys beside the app, oldest first.
+    keys: Vec<KeyView>,
+    /// Where keys answer (`None`: keys are off on this gateway).
+    keys_rp: Option<String>,
     error: Option<String>,
+}
+
+/// A security key as the page shows it.
+struct KeyView {
+    id: i64,
+    name: String,
+    added: String,
+    last_used: String,
 }
 
 /// A trusted browser as the page shows it.
@@ -74,6 +86,8 @@ struct StepUpPage<'a> {
     /// Where to go back to once confirmed.
     back: &'a str,
     window_minutes: u64,
+    /// A challenge for the person's security keys, when they have any.
+    key: Option<crate::mfa::keys::Challenge>,
     error: Option<String>,
 }
 
@@ -96,42 +110,93 @@ pub(crate) async fn step_up_page(
         Ok(Err(_)) => {
             let details = json!({ "reason": "mfa_required" });
             super::page_refusal(state, principal, peer, headers, permission, details).await;
-            Some(step_up_form(
-                state,
-                token,
-                back,
-                StatusCode::FORBIDDEN,
-                None,
-            ))
+            let user_id = principal.user_id().unwrap_or_default();
+            let status = StatusCode::FORBIDDEN;
+            Some(step_up_form(state, user_id, token, back, status, None).await)
         }
         Err(e) => Some(cannot(e)),
     }
 }
 
-fn step_up_form(
+async fn step_up_form(
     state: &AppState,
+    user_id: i64,
     token: &str,
     back: &str,
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
+    let key = match key_challenge(state, user_id, keys::Purpose::StepUp).await {
+        Ok(key) => key,
+        Err(e) => return cannot(e),
+    };
     render(
         status,
         &StepUpPage {
             csrf: super::cookies::csrf_token(token),
             back,
             window_minutes: state.config.mfa_step_up.as_secs().div_ceil(60),
+            key,
             error,
         },
     )
 }
 
-/// The step-up form: a code, where to go back to, and the CSRF token.
+/// A challenge for `user_id`'s security keys, for `purpose`: `None` when keys are off here or
+/// they have none.
+pub(crate) async fn key_challenge(
+    state: &AppState,
+    user_id: i64,
+    purpose: keys::Purpose,
+) -> Result<Option<keys::Challenge>, MfaError> {
+    match state.keys.as_deref() {
+        Some(rp) => rp.begin_use(&state.store, user_id, purpose, now_ms()).await,
+        None => Ok(None),
+    }
+}
+
+/// A code, or a security key's answer, as a form gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Proof<'a> {
+    /// Six digits from the app, or a backup code.
+    Code(&'a str),
+    /// A security key's answer (`answer`, JSON) to the challenge `ceremony`.
+    Key {
+        /// The challenge's id, from the page.
+        ceremony: &'a str,
+        /// The browser's answer.
+        answer: &'a str,
+    },
+}
+
+impl<'a> Proof<'a> {
+    /// A key's answer when the form carries one, else its code.
+    pub(crate) fn of(
+        code: Option<&'a str>,
+        ceremony: Option<&'a str>,
+        answer: Option<&'a str>,
+    ) -> Self {
+        match answer.filter(|a| !a.is_empty()) {
+            Some(answer) => Proof::Key {
+                ceremony: ceremony.unwrap_or(""),
+                answer,
+            },
+            None => Proof::Code(code.unwrap_or("")),
+        }
+    }
+}
+
+/// The step-up form: a code (or a security key's answer to `ceremony`), where to go back to,
+/// and the CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct StepUpForm {
     csrf: Option<String>,
     code: Option<String>,
     back: Option<String>,
+    #[serde(default)]
+    ceremony: Option<String>,
+    #[serde(default)]
+    answer: Option<String>,
 }
 
 /// `POST /account/mfa/verify`: a code from the app (or a backup code) lets this session make
@@ -161,10 +226,16 @@ pub async fn verify(
         headers: &headers,
         action: STEP_UP,
     };
-    let factor = match asked.check(&user, form.code.as_deref().unwrap_or("")).await {
+    let proof = Proof::of(
+        form.code.as_deref(),
+        form.ceremony.as_deref(),
+        form.answer.as_deref(),
+    );
+    let factor = match asked.check_proof(&user, proof, keys::Purpose::StepUp).await {
         Ok(factor) => factor,
         Err(Refused::Show(error)) => {
-            return step_up_form(&state, &token, back, StatusCode::BAD_REQUEST, Some(error));
+            let status = StatusCode::BAD_REQUEST;
+            return step_up_form(&state, user.id, &token, back, status, Some(error)).await;
         }
         Err(Refused::Page(page)) => return page,
     };
@@ -211,7 +282,7 @@ async fn user_of(
 
 /// The signed-in user behind a posted form whose CSRF token is `csrf`, or the page to answer
 /// with (sign-in, 503, or the stale-form refusal).
-async fn form_user(
+pub(super) async fn form_user(
     state: &AppState,
     headers: &HeaderMap,
     csrf: Option<&str>,
@@ -225,7 +296,7 @@ async fn form_user(
 }
 
 /// The page as it stands for `user`, with `error` about the last form.
-async fn show(
+pub(super) async fn show(
     state: &AppState,
     token: &str,
     user: &UserRow,
@@ -270,6 +341,21 @@ async fn show_with_codes(
             return super::StoreDown.into_response();
         }
     };
+    let keys = match state.store.security_keys_of(user.id).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|k| KeyView {
+                id: k.id,
+                name: k.name,
+                added: time(k.created_at),
+                last_used: k.last_used_at.map(time).unwrap_or_else(|| "-".into()),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "security key list failed");
+            return super::StoreDown.into_response();
+        }
+    };
     let backup_left = match on_since {
         Some(_) => match state.store.backup_codes_left(user.id).await {
             Ok(left) => left,
@@ -308,6 +394,8 @@ async fn show_with_codes(
                 .config
                 .mfa_trusted_device
                 .map(|d| d.as_secs() / (24 * 3600)),
+            keys,
+            keys_rp: state.keys.as_ref().map(|k| k.rp_id().to_string()),
             error,
         },
     )
@@ -365,7 +453,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 /// The page for a key that is missing or a store that failed while changing the factor.
-fn cannot(e: MfaError) -> Response {
+pub(super) fn cannot(e: MfaError) -> Response {
     match e {
         MfaError::NotConfigured | MfaError::BadKey => message(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -650,6 +738,39 @@ impl CodeAsked<'_> {
             decision,
         )
         .with_details(details)
+    }
+
+    /// Checks `proof` from `user`: a code as [`CodeAsked::check`] does, or a security key's
+    /// answer to a challenge for `purpose` (not counted towards the lockout: a signature is
+    /// not guessed; refusals audited). The factor it was when right.
+    async fn check_proof(
+        &self,
+        user: &UserRow,
+        proof: Proof<'_>,
+        purpose: keys::Purpose,
+    ) -> Result<&'static str, Refused> {
+        let (ceremony, answer) = match proof {
+            Proof::Code(code) => return self.check(user, code).await,
+            Proof::Key { ceremony, answer } => (ceremony, answer),
+        };
+        let Some(rp) = self.state.keys.as_deref() else {
+            return Err(Refused::Show(
+                "Security keys are off on this gateway.".into(),
+            ));
+        };
+        let store = &self.state.store;
+        match rp
+            .finish_use(store, user.id, purpose, ceremony, answer, now_ms())
+            .await
+        {
+            Ok(Ok(_)) => Ok(keys::FACTOR),
+            Ok(Err(refusal)) => {
+                let details = json!({ "reason": refusal.reason(), "factor": keys::FACTOR });
+                record_refusal(self.state, self.event(Decision::Deny, details)).await;
+                Err(Refused::Show(refusal.explain().into()))
+            }
+            Err(e) => Err(Refused::Page(cannot(e))),
+        }
     }
 
     /// Checks `code` against `user`'s app (or backup codes), as at sign-in: counted towards

@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod cookies;
+pub mod keys;
 pub mod mfa;
 pub mod roles;
 pub mod tokens;
@@ -24,9 +25,13 @@ use crate::identity::{Principal, authenticate};
 /// The stylesheet, compiled in.
 const STYLESHEET: &str = include_str!("../../static/app.css");
 
-/// Content-Security-Policy for every page: nothing but our own stylesheet.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                       frame-ancestors 'none'; base-uri 'none'";
+/// The security-key script, compiled in.
+const KEYS_SCRIPT: &str = include_str!("../../static/keys.js");
+
+/// Content-Security-Policy for every page: nothing but our own stylesheet and our one script
+/// (security keys: `/static/keys.js`); no inline script, no connections.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+                       form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -217,6 +222,18 @@ pub async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         STYLESHEET,
+    )
+        .into_response()
+}
+
+/// `GET /static/keys.js`
+pub async fn keys_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        KEYS_SCRIPT,
     )
         .into_response()
 }

@@ -862,3 +862,143 @@ both_backends!(deploy_approvals_in_chromium, |db| async move {
     assert_eq!(seen["note"], "looks good", "{seen}");
     let _ = c.close().await;
 });
+
+/// A command of WebDriver's WebAuthn extension (`/session/{id}/webauthn/…`): a virtual
+/// authenticator in Chromium that answers as a security key with a PIN would.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    path: String,
+    method: http::Method,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let base = base_url.as_str().trim_end_matches('/');
+        let session = session_id.unwrap_or_default();
+        url::Url::parse(&format!("{base}/session/{session}/webauthn/{}", self.path))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
+        )
+    }
+}
+
+/// Plugs a virtual security key (CTAP2 over USB, with a PIN it always takes) into the
+/// browser.
+async fn plug_in_security_key(c: &fantoccini::Client) {
+    c.issue_cmd(WebAuthnCommand {
+        path: "authenticator".into(),
+        method: http::Method::POST,
+        body: Some(serde_json::json!({
+            "protocol": "ctap2", "transport": "usb", "hasResidentKey": true,
+            "hasUserVerification": true, "isUserConsenting": true, "isUserVerified": true,
+        })),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("virtual authenticator: {e}"));
+}
+
+both_backends!(security_keys_in_chromium, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    // A short step-up window, so that confirming with the key can be seen.
+    let dev = Dev::start_with_env(&db, &[], &[("MFA_STEP_UP_SECS", "2")]).await;
+    assert!(
+        dev.gateway.starts_with("http://localhost:"),
+        "{}",
+        dev.gateway
+    );
+    let c = browser(&driver).await;
+    sign_in_as(&c, &dev.gateway, "ops").await;
+
+    // Keys go beside an app: none is offered before one is on.
+    click(&c, "#mfa-link").await;
+    assert!(c.find(Locator::Css("#new-key")).await.is_err());
+    click(&c, "#setup").await;
+    let mut app = crate::mfa::App::new(&text(&c, "#secret").await);
+    type_into(&c, "#code", &app.next_code().await).await;
+    click(&c, "#confirm").await;
+    assert!(text_soon(&c, "#status", "is on").await.contains("is on"));
+
+    // Adding one needs a recent confirmation: the app's code, the window having passed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    plug_in_security_key(&c).await;
+    type_into(&c, "#key-name", "Keyring <key>").await;
+    click(&c, "#new-key").await;
+    assert_eq!(text(&c, "#title").await, "Confirm it's you");
+    assert!(
+        c.find(Locator::Css("#use-key")).await.is_err(),
+        "no key to use yet"
+    );
+    type_into(&c, "#code", &app.next_code().await).await;
+    click(&c, "#verify").await;
+    wait_for_url(&c, "/account/mfa").await;
+    type_into(&c, "#key-name", "Keyring <key>").await;
+    click(&c, "#new-key").await;
+    assert_eq!(text(&c, "#title").await, "Add a security key");
+    assert_eq!(text(&c, "#key-name").await, "Keyring <key>");
+    click(&c, "#add-key").await;
+    let row = text_soon(&c, "#keys tbody tr", "Keyring").await;
+    assert!(
+        row.contains("Keyring <key>"),
+        "the name shown as text: {row}"
+    );
+
+    // The next sign-in takes a touch instead of the code.
+    click(&c, "#signout").await;
+    click(&c, "#signin").await;
+    click(&c, "#user-ops-example-com").await;
+    assert_eq!(text(&c, "#title").await, "Enter your authenticator code");
+    click(&c, "#use-key").await;
+    wait_for_url(&c, "/account").await;
+    assert_eq!(text(&c, "#email").await, "ops@example.com");
+
+    // So does confirming it's them once the window has passed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    click(&c, "#mfa-link").await;
+    type_into(&c, "#key-name", "Second").await;
+    click(&c, "#new-key").await;
+    assert_eq!(text(&c, "#title").await, "Confirm it's you");
+    click(&c, "#use-key").await;
+    wait_for_url(&c, "/account/mfa").await;
+    let used = text(&c, "#keys tbody tr").await;
+    assert!(!used.ends_with("- Remove"), "last use shown: {used}");
+
+    // Removed, it is gone from the list.
+    c.goto(&format!("{}/account/mfa", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = element(&c, "#keys tbody tr")
+        .await
+        .attr("id")
+        .await
+        .unwrap_or_default()
+        .unwrap_or_default();
+    click(&c, &format!("#remove-{id}")).await;
+    assert!(text(&c, "#no-keys").await.contains("No security keys"));
+
+    // An admin sees it all on the trail.
+    click(&c, "#signout").await;
+    sign_in_as(&c, &dev.gateway, "admin").await;
+    c.goto(&format!("{}/audit?action=gateway%3Amfa%3A*", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows = audit_rows(&c).await;
+    let flat: Vec<String> = rows.iter().map(|r| r.join(" ")).collect();
+    for action in ["gateway:mfa:add_key", "gateway:mfa:remove_key"] {
+        assert!(
+            flat.iter().any(|r| r.contains(action)),
+            "{action} on the trail: {flat:#?}"
+        );
+    }
+    let _ = c.close().await;
+});

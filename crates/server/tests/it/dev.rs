@@ -120,7 +120,7 @@ impl Dev {
             database_url,
         };
         assert!(
-            started.gateway.starts_with("http://127.0.0.1:") && started.tokens.len() == 5,
+            started.gateway.starts_with("http://localhost:") && started.tokens.len() == 5,
             "dev did not print its URLs and tokens:\n{}",
             started
                 .output

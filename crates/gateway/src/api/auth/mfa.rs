@@ -35,6 +35,8 @@ struct ChallengePage<'a> {
     setup: Option<mfa::totp::Provisioning>,
     /// How many days "trust this browser" lasts (`None`: trust is off).
     trust_days: Option<u64>,
+    /// A challenge for the person's security keys, when they have any.
+    key: Option<mfa::keys::Challenge>,
 }
 
 /// What the second step of a sign-in is for its person.
@@ -219,7 +221,7 @@ async fn attempt_user(state: &AppState, attempt: &LoginRow) -> Result<UserRow, R
 
 /// The page asking `user` for a code (`error` says what was wrong with the last one), or with
 /// `setup`, for the first code of the app to set up.
-fn challenge(
+async fn challenge(
     state: &AppState,
     attempt: &LoginRow,
     user: &UserRow,
@@ -228,6 +230,16 @@ fn challenge(
     error: Option<&str>,
 ) -> Response {
     let csrf = cookies::csrf_token(&attempt.id);
+    let key = match setup {
+        Some(_) => None,
+        None => {
+            let purpose = mfa::keys::Purpose::SignIn;
+            match web::mfa::key_challenge(state, user.id, purpose).await {
+                Ok(key) => key,
+                Err(e) => return cannot_check(&e),
+            }
+        }
+    };
     web::render(
         status,
         &ChallengePage {
@@ -240,6 +252,7 @@ fn challenge(
                 .config
                 .mfa_trusted_device
                 .map(|d| d.as_secs() / (24 * 3600)),
+            key,
         },
     )
 }
@@ -265,9 +278,9 @@ async fn setup_page(
         mfa::totp::provisioning(&secret, &user.email).map(Some)
     };
     match provisioning.await {
-        Ok(Some(p)) => challenge(state, attempt, user, Some(p), status, error),
+        Ok(Some(p)) => challenge(state, attempt, user, Some(p), status, error).await,
         // Confirmed meanwhile (another tab): a code is what is asked now.
-        Ok(None) => challenge(state, attempt, user, None, status, error),
+        Ok(None) => challenge(state, attempt, user, None, status, error).await,
         Err(e) => cannot_check(&e),
     }
 }
@@ -307,7 +320,9 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         Err(page) => return page,
     };
     match second_step(&state, user.id).await {
-        Ok(SecondStep::Code(_)) => challenge(&state, &attempt, &user, None, StatusCode::OK, None),
+        Ok(SecondStep::Code(_)) => {
+            challenge(&state, &attempt, &user, None, StatusCode::OK, None).await
+        }
         Ok(SecondStep::SetUp) => setup_page(&state, &attempt, &user, StatusCode::OK, None).await,
         Ok(SecondStep::Nothing) => removed_meanwhile(&state, &attempt).await,
         Err(e) => cannot_check(&e),
@@ -322,6 +337,12 @@ pub struct CodeForm {
     /// "Trust this browser": its next sign-ins skip the code (`MFA_TRUSTED_DEVICE_DAYS`).
     #[serde(default)]
     trust: Option<String>,
+    /// The security-key challenge the page carried.
+    #[serde(default)]
+    ceremony: Option<String>,
+    /// A security key's answer to it (JSON), given instead of a code.
+    #[serde(default)]
+    answer: Option<String>,
 }
 
 /// `POST /api/v1/auth/mfa`: a right code completes the sign-in (a session, or the CLI's);
@@ -359,6 +380,43 @@ pub async fn submit(
         Ok(SecondStep::Nothing) => return removed_meanwhile(&state, &attempt).await,
         Err(e) => return cannot_check(&e),
     };
+    let proof = web::mfa::Proof::of(
+        form.code.as_deref(),
+        form.ceremony.as_deref(),
+        form.answer.as_deref(),
+    );
+    if let web::mfa::Proof::Key { ceremony, answer } = proof {
+        let Some(rp) = state.keys.as_deref() else {
+            let error = "Security keys are off on this gateway: enter a code.";
+            let status = StatusCode::BAD_REQUEST;
+            return challenge(&state, &attempt, &user, None, status, Some(error)).await;
+        };
+        let purpose = mfa::keys::Purpose::SignIn;
+        return match rp
+            .finish_use(&state.store, user.id, purpose, ceremony, answer, now_ms())
+            .await
+        {
+            Ok(Ok(_)) => {
+                go_on(
+                    &state,
+                    peer,
+                    &headers,
+                    attempt,
+                    user,
+                    mfa::keys::FACTOR,
+                    trust,
+                )
+                .await
+            }
+            Ok(Err(refusal)) => {
+                refuse(json!({ "reason": refusal.reason(), "factor": mfa::keys::FACTOR })).await;
+                let status = StatusCode::UNAUTHORIZED;
+                let error = refusal.explain();
+                challenge(&state, &attempt, &user, None, status, Some(error)).await
+            }
+            Err(e) => cannot_check(&e),
+        };
+    }
     let checked = async {
         let key = mfa::key(&state.config)?;
         mfa::check_code(&state.store, &key, &row, code, now_ms()).await
@@ -376,7 +434,8 @@ pub async fn submit(
                 None,
                 StatusCode::BAD_REQUEST,
                 Some(error),
-            );
+            )
+            .await;
         }
         Ok(CodeCheck::Wrong {
             failures,
@@ -395,7 +454,8 @@ pub async fn submit(
                 None,
                 StatusCode::UNAUTHORIZED,
                 Some(&error),
-            );
+            )
+            .await;
         }
         Ok(
             check @ (CodeCheck::Wrong {

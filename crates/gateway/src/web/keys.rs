@@ -1,0 +1,227 @@
+//! `/account/mfa/keys/…`: a person with an authenticator app adds security keys and passkeys
+//! beside it (see [`crate::mfa::keys`]) and removes them.
+//!
+//! Adding one adds a way to confirm it's them, so it takes a confirmation from the last
+//! `MFA_STEP_UP_SECS` first (a stolen session cookie must not enrol the thief's key), and is
+//! undone when the trail cannot record it. Removing one takes nothing away but a
+//! convenience, so it needs no code; it is recorded first.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::mfa::{cannot, form_user, show, step_up_page};
+use super::{PageForm, page_event, render};
+use crate::app::{AppState, Peer};
+use crate::audit::Decision;
+use crate::mfa::keys;
+use crate::store::now_ms;
+
+/// Audit action: a security key added.
+pub const ADD_KEY: &str = "gateway:mfa:add_key";
+/// Audit action: a security key removed.
+pub const REMOVE_KEY: &str = "gateway:mfa:remove_key";
+
+#[derive(Template)]
+#[template(path = "mfa_key_add.html")]
+struct AddKeyPage<'a> {
+    csrf: String,
+    name: &'a str,
+    ceremony: &'a str,
+    options: &'a str,
+    rp_id: &'a str,
+}
+
+/// The form naming a key to add.
+#[derive(Debug, Deserialize)]
+pub struct NewKeyForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The form carrying the key's answer.
+#[derive(Debug, Deserialize)]
+pub struct AddKeyForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    ceremony: Option<String>,
+    #[serde(default)]
+    answer: Option<String>,
+}
+
+/// The form removing a key.
+#[derive(Debug, Deserialize)]
+pub struct RemoveKeyForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// The page saying keys are off here.
+fn keys_off() -> Response {
+    super::message(
+        StatusCode::CONFLICT,
+        "Security keys are off",
+        "Security keys work when browsers reach this gateway by a name: its operator sets \
+         PUBLIC_URL to it (WebAuthn takes no IP address).",
+    )
+}
+
+/// `POST /account/mfa/keys/new`: after a recent confirmation, the page that asks the browser
+/// for a new key (`name`: what to call it).
+pub async fn begin(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<NewKeyForm>,
+) -> Response {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(rp) = state.keys.as_deref() else {
+        return keys_off();
+    };
+    let Some(name) = keys::key_name(form.name.as_deref().unwrap_or("")) else {
+        let error = format!(
+            "Name the key (1 to {} characters, one line): \"YubiKey on my keyring\".",
+            keys::MAX_NAME_CHARS
+        );
+        return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+    };
+    match crate::mfa::required(&state.store, user.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let error = "Set up an authenticator app first: security keys go beside it.";
+            return show(
+                &state,
+                &token,
+                &user,
+                StatusCode::CONFLICT,
+                Some(error.into()),
+            )
+            .await;
+        }
+        Err(e) => return cannot(e),
+    }
+    let back = "/account/mfa";
+    if let Some(page) =
+        step_up_page(&state, &principal, peer, &headers, &token, ADD_KEY, back).await
+    {
+        return page;
+    }
+    match rp
+        .begin_register(&state.store, user.id, &user.email, now_ms())
+        .await
+    {
+        Ok(challenge) => render(
+            StatusCode::OK,
+            &AddKeyPage {
+                csrf: super::cookies::csrf_token(&token),
+                name,
+                ceremony: &challenge.ceremony,
+                options: &challenge.options,
+                rp_id: rp.rp_id(),
+            },
+        ),
+        Err(e) => cannot(e),
+    }
+}
+
+/// `POST /account/mfa/keys/add`: the browser's answer adds the key.
+pub async fn add(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<AddKeyForm>,
+) -> Response {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(rp) = state.keys.as_deref() else {
+        return keys_off();
+    };
+    let Some(name) = keys::key_name(form.name.as_deref().unwrap_or("")) else {
+        let error = "Name the key.".to_string();
+        return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+    };
+    let added = rp
+        .finish_register(
+            &state.store,
+            user.id,
+            form.ceremony.as_deref().unwrap_or(""),
+            form.answer.as_deref().unwrap_or(""),
+            name,
+            now_ms(),
+        )
+        .await;
+    let event = |decision| page_event(&principal, peer, &headers, ADD_KEY, decision);
+    let key = match added {
+        Ok(Ok(key)) => key,
+        Ok(Err(refusal)) => {
+            let details = json!({ "reason": refusal.reason(), "name": name });
+            let mut refused = event(Decision::Deny).with_details(details);
+            refused.status = Some(400);
+            if let Err(e) = state.audit.record(refused).await {
+                tracing::error!(error = %e, "a refused security key could not be recorded");
+            }
+            let error = refusal.explain().to_string();
+            return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+        }
+        Err(e) => return cannot(e),
+    };
+    let details = json!({ "factor": keys::FACTOR, "key_id": key.id, "name": key.name });
+    if let Err(e) = state
+        .audit
+        .record(event(Decision::Allow).with_details(details))
+        .await
+    {
+        // A way in that the trail does not show must not stay.
+        tracing::error!(error = %e, "a security key was added but not recorded: removing it");
+        if let Err(e) = state.store.remove_security_key(user.id, key.id).await {
+            tracing::error!(error = %e, key_id = key.id, "an unrecorded security key stays");
+        }
+        return super::unavailable("Your security key was not added.");
+    }
+    Redirect::to("/account/mfa").into_response()
+}
+
+/// `POST /account/mfa/keys/remove`: removes one of the signed-in person's keys.
+pub async fn remove(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<RemoveKeyForm>,
+) -> Response {
+    let (principal, _, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(id) = form.key.as_deref().and_then(|k| k.parse::<i64>().ok()) else {
+        return super::message(StatusCode::BAD_REQUEST, "Not changed", "No such key.");
+    };
+    let name = match state.store.security_keys_of(user.id).await {
+        Ok(rows) => rows.into_iter().find(|k| k.id == id).map(|k| k.name),
+        Err(e) => return cannot(e.into()),
+    };
+    let Some(name) = name else {
+        return super::message(StatusCode::NOT_FOUND, "Not changed", "No such key.");
+    };
+    let details = json!({ "factor": keys::FACTOR, "key_id": id, "name": name });
+    let event = page_event(&principal, peer, &headers, REMOVE_KEY, Decision::Allow);
+    if let Err(e) = state.audit.record(event.with_details(details)).await {
+        tracing::error!(error = %e, "removing a security key could not be recorded");
+        return super::unavailable("Your security key was not removed.");
+    }
+    match state.store.remove_security_key(user.id, id).await {
+        Ok(_) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => cannot(e.into()),
+    }
+}
