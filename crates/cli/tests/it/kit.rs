@@ -179,7 +179,7 @@ impl Dev {
             _dir: dir,
         };
         assert!(
-            dev.gateway.starts_with("http://127.0.0.1:") && dev.tokens.len() == 5,
+            dev.gateway.starts_with("http://localhost:") && dev.tokens.len() == 5,
             "dev did not print its URLs and tokens:\n{}",
             dev.output.lock().map(|l| l.join("\n")).unwrap_or_default()
         );

@@ -276,7 +276,16 @@ impl Keys {
             Ok(passkey) => passkey,
             Err(e) => {
                 tracing::info!(error = %e, user_id, "a security key was not added");
-                return Ok(Err(KeyRefusal::NotVerified));
+                // One of their keys already? The challenge excluded them (a browser does not
+                // offer one; a script may send it): say so. The id the answer claims only
+                // picks the message: the refusal stands either way.
+                let theirs = store.security_keys_of(user_id).await?;
+                let again = theirs.iter().any(|k| k.credential_id == answer.id);
+                return Ok(Err(if again {
+                    KeyRefusal::Registered
+                } else {
+                    KeyRefusal::NotVerified
+                }));
             }
         };
         let credential_id =

@@ -23,6 +23,7 @@ mod notify;
 mod proxy;
 mod rbac_matrix;
 mod roles;
+mod security_keys;
 mod signin;
 mod streaming;
 mod tls;

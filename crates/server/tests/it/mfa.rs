@@ -10,8 +10,8 @@ use crate::both_backends;
 use crate::kit::{Db, admin, client, eventually, store, token};
 use crate::signin::{CliStart, SignIn, start_cli_sign_in};
 
-const KEY: &str = "8f2c1d9e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
-const WHO: &str = "deployer@example.com";
+pub(crate) const KEY: &str = "8f2c1d9e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d";
+pub(crate) const WHO: &str = "deployer@example.com";
 
 /// Acts as the person's authenticator app: a code for a step newer than any used so far
 /// (the gateway accepts each step once, and one step either side of now), waiting for the
@@ -78,11 +78,11 @@ impl App {
 }
 
 /// The value of `<input … name="csrf" value="…">` on `page`.
-fn csrf(page: &Page) -> String {
+pub(crate) fn csrf(page: &Page) -> String {
     between(&page.body, "name=\"csrf\" value=\"", "\"")
 }
 
-fn between(text: &str, start: &str, end: &str) -> String {
+pub(crate) fn between(text: &str, start: &str, end: &str) -> String {
     text.split(start)
         .nth(1)
         .and_then(|rest| rest.split(end).next())
@@ -91,24 +91,24 @@ fn between(text: &str, start: &str, end: &str) -> String {
 }
 
 /// `b` goes to `url` (following redirects).
-async fn go(b: &mut Browser, url: &str) -> Page {
+pub(crate) async fn go(b: &mut Browser, url: &str) -> Page {
     b.visit(url).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `b` submits `fields` as a form to `url` (following redirects).
-async fn submit(b: &mut Browser, url: &str, fields: &[(&str, &str)]) -> Page {
+pub(crate) async fn submit(b: &mut Browser, url: &str, fields: &[(&str, &str)]) -> Page {
     b.submit(url, fields)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A browser of `WHO` through the provider, starting at the web sign-in: where it ends.
-async fn web_sign_in(s: &SignIn) -> (Browser, Page) {
+pub(crate) async fn web_sign_in(s: &SignIn) -> (Browser, Page) {
     web_sign_in_as(s, WHO).await
 }
 
 /// [`web_sign_in`] as `email`.
-async fn web_sign_in_as(s: &SignIn, email: &str) -> (Browser, Page) {
+pub(crate) async fn web_sign_in_as(s: &SignIn, email: &str) -> (Browser, Page) {
     let mut b = Browser::new(email).unwrap_or_else(|e| panic!("{e}"));
     let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
     let page = go(&mut b, &login).await;
@@ -134,7 +134,7 @@ async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
     submit(b, &url, &[("csrf", &csrf(page)), ("code", code)]).await
 }
 
-fn asks_for_a_code(page: &Page) -> bool {
+pub(crate) fn asks_for_a_code(page: &Page) -> bool {
     page.status == 200
         && page.url.ends_with("/api/v1/auth/mfa")
         && page.body.contains("id=\"code\"")
@@ -150,7 +150,7 @@ async fn sessions_of(db: &Db) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-async fn events(db: &Db, action: &str) -> Vec<gateway::audit::AuditEvent> {
+pub(crate) async fn events(db: &Db, action: &str) -> Vec<gateway::audit::AuditEvent> {
     store(db)
         .await
         .audit_rows(0, 10_000)
@@ -163,7 +163,7 @@ async fn events(db: &Db, action: &str) -> Vec<gateway::audit::AuditEvent> {
 }
 
 /// Sets up the app on the account page of a browser signed in without one.
-async fn set_up(s: &SignIn, b: &mut Browser) -> App {
+pub(crate) async fn set_up(s: &SignIn, b: &mut Browser) -> App {
     let page = go(b, &format!("{}/account/mfa", s.gw.url)).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
@@ -215,7 +215,7 @@ async fn gateway_with_key(db: &Db, key: Option<&str>) -> SignIn {
     SignIn::start(db, dev_oidc::Quirks::default(), &env).await
 }
 
-fn add_who(db: &Db) {
+pub(crate) fn add_who(db: &Db) {
     let (ok, _, err) = admin(db, &["users", "add", WHO, "--role", "deployer"]);
     assert!(ok, "{err}");
 }

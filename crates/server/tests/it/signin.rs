@@ -56,7 +56,14 @@ impl SignIn {
         extra: &[(&str, &str)],
         users: Vec<dev_oidc::DevUser>,
     ) -> SignIn {
-        SignIn::start_full(db, quirks, extra, users, None).await
+        SignIn::start_full(db, quirks, extra, users, None, "127.0.0.1").await
+    }
+
+    /// [`SignIn::start`] with browsers reaching the gateway by a name (`localhost`, its
+    /// `PUBLIC_URL` and `gw.url`), as security keys need.
+    pub async fn start_named(db: &Db, extra: &[(&str, &str)]) -> SignIn {
+        let (quirks, users) = (dev_oidc::Quirks::default(), dev_oidc::default_users());
+        SignIn::start_full(db, quirks, extra, users, None, "localhost").await
     }
 
     /// [`SignIn::start`] with the gateway in front of the rack at `rack_url` (a fake Convox
@@ -64,7 +71,7 @@ impl SignIn {
     pub async fn start_on_rack(db: &Db, extra: &[(&str, &str)], rack_url: &str) -> SignIn {
         let users = dev_oidc::default_users();
         let quirks = dev_oidc::Quirks::default();
-        SignIn::start_full(db, quirks, extra, users, Some(rack_url)).await
+        SignIn::start_full(db, quirks, extra, users, Some(rack_url), "127.0.0.1").await
     }
 
     async fn start_full(
@@ -73,10 +80,11 @@ impl SignIn {
         extra: &[(&str, &str)],
         users: Vec<dev_oidc::DevUser>,
         rack_url: Option<&str>,
+        host: &str,
     ) -> SignIn {
         let rack = TestRack::start().await;
         let port = free_port();
-        let public = format!("http://127.0.0.1:{port}");
+        let public = format!("http://{host}:{port}");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -110,7 +118,8 @@ impl SignIn {
             .map(|(k, v)| (*k, v.replace("{issuer}", &issuer)))
             .collect();
         env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let gw = Gateway::start(db, rack_url.unwrap_or(&rack.url), &env).await;
+        let mut gw = Gateway::start(db, rack_url.unwrap_or(&rack.url), &env).await;
+        gw.url = public;
         SignIn {
             gw,
             rack,
