@@ -69,7 +69,11 @@ pub async fn notices(store: &Store, row: &AuditRow, now: i64) -> Result<Verdict,
         }
         (
             EventKind::Gateway,
-            "gateway:mfa:enable" | "gateway:mfa:disable" | "gateway:mfa:backup_codes",
+            "gateway:mfa:enable"
+            | "gateway:mfa:disable"
+            | "gateway:mfa:backup_codes"
+            | "gateway:mfa:add_key"
+            | "gateway:mfa:remove_key",
         ) if e.rbac_decision == Decision::Allow => {
             own_mfa_change(e).map_or_else(Verdict::none, Verdict::one)
         }
@@ -366,14 +370,20 @@ fn managed_change(topic: Topic, e: &AuditEvent, intent: Option<&AuditEvent>) -> 
 /// to the alerts list as well).
 fn own_mfa_change(e: &AuditEvent) -> Option<Notice> {
     let email = e.user_email.clone()?;
-    let factor = text(&e.details, "factor");
     let (title, alert) = match e.action.as_str() {
         "gateway:mfa:enable" => (format!("{email} set up an authenticator app"), false),
         "gateway:mfa:disable" => (format!("{email} removed their authenticator app"), true),
+        "gateway:mfa:add_key" => (format!("{email} added a security key"), false),
+        "gateway:mfa:remove_key" => (format!("{email} removed a security key"), false),
         _ => (format!("{email} made new backup codes"), false),
     };
-    let mut n = Notice::new(Topic::MfaChanged, title)
-        .fact("Confirmed with", factor)
+    let n = Notice::new(Topic::MfaChanged, title);
+    let mut n = if e.action.ends_with("_key") {
+        n.fact("Key", text(&e.details, "name"))
+    } else {
+        n.fact("Confirmed with", text(&e.details, "factor"))
+    };
+    n = n
         .fact("From", e.client_ip.clone().unwrap_or_default())
         .fact(
             "Not you?",
@@ -468,6 +478,25 @@ mod tests {
         assert_eq!(lockout(&e), None);
         e.details = json!({"reason": "wrong_code", "failures": 2});
         assert_eq!(lockout(&e), None);
+    }
+
+    #[test]
+    fn own_second_factor_changes_are_told_to_their_person() {
+        let details = json!({"factor": "security_key", "key_id": 3, "name": "Keyring"});
+        let added = own_mfa_change(&event(EventKind::Gateway, "gateway:mfa:add_key", details));
+        let added = added.unwrap_or_else(|| panic!("no notice"));
+        assert_eq!(added.title, "ann@example.com added a security key");
+        assert!(
+            added.facts.contains(&("Key", "Keyring".to_string())),
+            "{added:?}"
+        );
+        assert_eq!(added.email_to, vec!["ann@example.com".to_string()]);
+        assert!(!added.alert && !added.slack);
+        let details = json!({"factor": "totp"});
+        let off = own_mfa_change(&event(EventKind::Gateway, "gateway:mfa:disable", details));
+        let off = off.unwrap_or_else(|| panic!("no notice"));
+        assert!(off.alert && off.slack, "removing the app alerts: {off:?}");
+        assert!(off.facts.contains(&("Confirmed with", "totp".to_string())));
     }
 
     #[test]
