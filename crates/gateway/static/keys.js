@@ -1,7 +1,8 @@
 // Security keys (WebAuthn) for the gateway's pages. A form marked data-key="create" (adding a
-// key) or data-key="get" (using one) carries the gateway's options in data-options; on
-// submit, the browser asks the key, and the form goes on with the key's answer in its
-// "answer" field. Nothing else runs: the gateway checks the answer.
+// key) or data-key="get" (using one), or a form sent with a button so marked, asks the key
+// first: the gateway's options come from the form's data-options or the page's #key-options;
+// the form then goes on, to the button's formaction if it has one, with the key's answer in
+// its "answer" field. Nothing else runs: the gateway checks the answer.
 "use strict";
 
 function fromB64url(s) {
@@ -71,26 +72,30 @@ function say(form, text) {
   }
 }
 
-for (const form of document.querySelectorAll("form[data-key]")) {
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (!window.PublicKeyCredential) {
-      say(form, "This browser cannot use security keys.");
-      return;
+document.addEventListener("submit", async (event) => {
+  const form = event.target;
+  const button = event.submitter;
+  const kind = (button && button.dataset.key) || form.dataset.key;
+  if (!kind) return;
+  event.preventDefault();
+  if (!window.PublicKeyCredential) {
+    say(form, "This browser cannot use security keys.");
+    return;
+  }
+  const source = form.dataset.options ? form : document.getElementById("key-options");
+  const options = JSON.parse(source.dataset.options);
+  let answer;
+  try {
+    if (kind === "create") {
+      answer = created(await navigator.credentials.create(creationOptions(options)));
+    } else {
+      answer = asserted(await navigator.credentials.get(requestOptions(options)));
     }
-    const options = JSON.parse(form.dataset.options);
-    let answer;
-    try {
-      if (form.dataset.key === "create") {
-        answer = created(await navigator.credentials.create(creationOptions(options)));
-      } else {
-        answer = asserted(await navigator.credentials.get(requestOptions(options)));
-      }
-    } catch (e) {
-      say(form, "The security key did not answer (" + e.name + "). Try again.");
-      return;
-    }
-    form.querySelector("input[name=answer]").value = JSON.stringify(answer);
-    form.submit();
-  });
-}
+  } catch (e) {
+    say(form, "The security key did not answer (" + e.name + "). Try again.");
+    return;
+  }
+  form.querySelector("input[name=answer]").value = JSON.stringify(answer);
+  if (button && button.hasAttribute("formaction")) form.action = button.formAction;
+  form.submit();
+});

@@ -43,6 +43,8 @@ pub enum Purpose {
     SignIn,
     /// Confirming it's them before a privileged change (step-up).
     StepUp,
+    /// A change of the "right now" tier (approving a deploy, minting a token), with the form.
+    RightNow,
 }
 
 impl Purpose {
@@ -51,6 +53,7 @@ impl Purpose {
             Purpose::Register => "register",
             Purpose::SignIn => "sign_in",
             Purpose::StepUp => "step_up",
+            Purpose::RightNow => "right_now",
         }
     }
 }

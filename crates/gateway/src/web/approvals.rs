@@ -68,6 +68,8 @@ struct ApprovalsPage {
     can_decide: bool,
     /// The person has an authenticator app: approving asks for its code with the decision.
     needs_code: bool,
+    /// A challenge for their security keys, which may stand in for the code.
+    key: Option<crate::mfa::keys::Challenge>,
     pending: Vec<RequestView>,
     others: Vec<RequestView>,
 }
@@ -91,8 +93,8 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
             return StoreDown.into_response();
         }
     };
-    let needs_code = match super::mfa::has_app(&state, &principal).await {
-        Ok(user) => user.is_some(),
+    let right_now = match super::mfa::right_now(&state, &principal).await {
+        Ok(right_now) => right_now,
         Err(page) => return page,
     };
     let now = crate::store::now_ms();
@@ -112,7 +114,8 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         &ApprovalsPage {
             csrf: cookies::csrf_token(&token),
             can_decide: principal.permissions.allows(approvals::APPROVE),
-            needs_code,
+            needs_code: right_now.needs_code,
+            key: right_now.key,
             pending,
             others,
         },
@@ -128,6 +131,11 @@ pub struct DecisionForm {
     note: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    /// The page's security-key challenge, and a key's answer to it (instead of the code).
+    #[serde(default)]
+    ceremony: Option<String>,
+    #[serde(default)]
+    answer: Option<String>,
 }
 
 /// `POST /deploy-approvals/{id}/approve`
@@ -204,15 +212,16 @@ async fn decide(
         Ok(user) => user,
         Err(page) => return page,
     };
-    let code = form
-        .code
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty());
-    match (&user, code) {
-        (Some(user), Some(code)) => {
-            let checked =
-                super::mfa::check_page_code(&state, &principal, peer, &headers, action, user, code);
+    let proof = super::mfa::given(
+        form.code.as_deref(),
+        form.ceremony.as_deref(),
+        form.answer.as_deref(),
+    );
+    match (&user, proof) {
+        (Some(user), Some(proof)) => {
+            let checked = super::mfa::check_right_now(
+                &state, &principal, peer, &headers, action, user, proof,
+            );
             match checked.await {
                 Ok(_) => {}
                 Err(super::mfa::Refused::Show(said)) => {

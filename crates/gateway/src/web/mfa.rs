@@ -677,17 +677,18 @@ struct CodeAsked<'a> {
     action: &'static str,
 }
 
-/// Checks `code` against `user`'s app for `action` on a page: counted towards the lockout,
-/// refusals audited. The factor when right; what to say on the page, or the page to answer
-/// with, when not.
-pub(crate) async fn check_page_code(
+/// Checks `proof` from `user` for `action` in the "right now" tier of a page: a code against
+/// their app (counted towards the lockout), or a security key's answer to the page's
+/// challenge; refusals audited. The factor when right; what to say on the page, or the page to
+/// answer with, when not.
+pub(crate) async fn check_right_now(
     state: &AppState,
     principal: &Principal,
     peer: Peer,
     headers: &HeaderMap,
     action: &'static str,
     user: &UserRow,
-    code: &str,
+    proof: Proof<'_>,
 ) -> Result<&'static str, Refused> {
     let asked = CodeAsked {
         state,
@@ -696,7 +697,51 @@ pub(crate) async fn check_page_code(
         headers,
         action,
     };
-    asked.check(user, code).await
+    asked
+        .check_proof(user, proof, keys::Purpose::RightNow)
+        .await
+}
+
+/// What a page of the "right now" tier offers its person: a code field (they have an app),
+/// and a challenge for their security keys (they have some).
+pub(crate) struct RightNow {
+    /// They have an authenticator app: the change takes its code (or a key) with the form.
+    pub needs_code: bool,
+    /// A challenge for their keys, one per page (whichever form is sent takes it).
+    pub key: Option<keys::Challenge>,
+}
+
+/// [`RightNow`] for `principal` (nothing for API tokens and people without an app).
+pub(crate) async fn right_now(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<RightNow, Response> {
+    let Some(user) = has_app(state, principal).await? else {
+        return Ok(RightNow {
+            needs_code: false,
+            key: None,
+        });
+    };
+    match key_challenge(state, user.id, keys::Purpose::RightNow).await {
+        Ok(key) => Ok(RightNow {
+            needs_code: true,
+            key,
+        }),
+        Err(e) => Err(cannot(e)),
+    }
+}
+
+/// The proof a "right now" form carries: a security key's answer, else a code that is not
+/// blank; `None` when it carries neither.
+pub(crate) fn given<'a>(
+    code: Option<&'a str>,
+    ceremony: Option<&'a str>,
+    answer: Option<&'a str>,
+) -> Option<Proof<'a>> {
+    match Proof::of(code.map(str::trim), ceremony, answer) {
+        Proof::Code("") => None,
+        proof => Some(proof),
+    }
 }
 
 /// The signed-in person, when they have an authenticator app (whose code the changes of the

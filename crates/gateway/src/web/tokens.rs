@@ -69,6 +69,8 @@ struct TokensPage {
     can_revoke: bool,
     can_create: bool,
     needs_code: bool,
+    /// A challenge for the person's security keys, which may stand in for the code.
+    key: Option<crate::mfa::keys::Challenge>,
     roles: Vec<String>,
     error: Option<String>,
     tokens: Vec<TokenView>,
@@ -94,6 +96,11 @@ pub struct CreateForm {
     expires_in: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    /// The page's security-key challenge, and a key's answer to it (instead of the code).
+    #[serde(default)]
+    ceremony: Option<String>,
+    #[serde(default)]
+    answer: Option<String>,
 }
 
 /// Whether `principal` may see the tokens page (for links to it).
@@ -131,8 +138,8 @@ async fn list_page(
         }
     };
     let can_create = principal.permissions.allows(CREATE);
-    let needs_code = match super::mfa::has_app(state, principal).await {
-        Ok(user) => user.is_some(),
+    let right_now = match super::mfa::right_now(state, principal).await {
+        Ok(right_now) => right_now,
         Err(page) => return page,
     };
     let now = crate::store::now_ms();
@@ -142,7 +149,8 @@ async fn list_page(
             csrf: cookies::csrf_token(token),
             can_revoke: principal.permissions.allows(REVOKE),
             can_create,
-            needs_code,
+            needs_code: right_now.needs_code,
+            key: right_now.key,
             roles,
             error,
             tokens: tokens.iter().map(|t| TokenView::of(t, now)).collect(),
@@ -175,11 +183,15 @@ pub async fn create(
         Err(page) => return page,
     };
     if let Some(user) = user {
-        let code = form.code.as_deref().unwrap_or("").trim();
-        if code.is_empty() {
+        let proof = super::mfa::given(
+            form.code.as_deref(),
+            form.ceremony.as_deref(),
+            form.answer.as_deref(),
+        );
+        let Some(proof) = proof else {
             refused("mfa_code_required").await;
-            let error = "Give a code from your authenticator app: minting a token needs one, \
-                         right then.";
+            let error = "Give a code from your authenticator app (or use your security key): \
+                         minting a token needs one, right then.";
             return list_page(
                 &state,
                 &principal,
@@ -188,9 +200,9 @@ pub async fn create(
                 Some(error.into()),
             )
             .await;
-        }
+        };
         let checked =
-            super::mfa::check_page_code(&state, &principal, peer, &headers, CREATE, &user, code)
+            super::mfa::check_right_now(&state, &principal, peer, &headers, CREATE, &user, proof)
                 .await;
         match checked {
             Ok(_) => {}

@@ -918,7 +918,7 @@ both_backends!(security_keys_in_chromium, |db| async move {
         dev.gateway
     );
     let c = browser(&driver).await;
-    sign_in_as(&c, &dev.gateway, "ops").await;
+    sign_in_as(&c, &dev.gateway, "admin").await;
 
     // Keys go beside an app: none is offered before one is on.
     click(&c, "#mfa-link").await;
@@ -956,11 +956,40 @@ both_backends!(security_keys_in_chromium, |db| async move {
     // The next sign-in takes a touch instead of the code.
     click(&c, "#signout").await;
     click(&c, "#signin").await;
-    click(&c, "#user-ops-example-com").await;
+    click(&c, "#user-admin-example-com").await;
     assert_eq!(text(&c, "#title").await, "Enter your authenticator code");
     click(&c, "#use-key").await;
     wait_for_url(&c, "/account").await;
-    assert_eq!(text(&c, "#email").await, "ops@example.com");
+    assert_eq!(text(&c, "#email").await, "admin@example.com");
+
+    // The changes that need a code with them take a touch too: approving a deploy and
+    // minting a token.
+    let asked: serde_json::Value = client()
+        .post(format!("{}/api/v1/deploy-approvals", dev.gateway))
+        .bearer_auth(dev.token("cicd"))
+        .json(&serde_json::json!({
+            "app": "web", "git_commit": "3333333333333333333333333333333333333333",
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let id = asked["id"].as_i64().unwrap_or_default();
+    click(&c, "#deploys-link").await;
+    click(&c, &format!("#approve-key-{id}")).await;
+    let approved = text_soon(&c, &format!("#decided #request-{id}"), "approved").await;
+    assert!(approved.contains("approved"), "{approved}");
+    c.goto(&format!("{}/tokens", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    type_into(&c, "#new-name", "ci-by-key").await;
+    click(&c, "#create-with-key").await;
+    assert!(text(&c, "#new-secret").await.starts_with("rgw_"));
+    c.goto(&format!("{}/account", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // So does confirming it's them once the window has passed.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -986,9 +1015,7 @@ both_backends!(security_keys_in_chromium, |db| async move {
     click(&c, &format!("#remove-{id}")).await;
     assert!(text(&c, "#no-keys").await.contains("No security keys"));
 
-    // An admin sees it all on the trail.
-    click(&c, "#signout").await;
-    sign_in_as(&c, &dev.gateway, "admin").await;
+    // It is all on the trail.
     c.goto(&format!("{}/audit?action=gateway%3Amfa%3A*", dev.gateway))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

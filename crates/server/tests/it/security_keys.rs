@@ -345,6 +345,32 @@ both_backends!(
         }
         assert_eq!(events(&db, "gateway:mfa:add_key").await.len(), 3);
 
+        // A challenge is for one purpose and one person: a sign-in's, answered on the
+        // step-up form, is refused there and left for its sign-in, which it then completes.
+        let (mut b3, page3) = web_sign_in(&s).await;
+        let (ceremony3, options3) = key_form(&page3);
+        let answer3 = key.assert(&options3);
+        let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
+        let wrong_purpose = submit(
+            &mut b,
+            &format!("{}/account/mfa/verify", s.gw.url),
+            &[
+                ("csrf", &csrf(&account)),
+                ("back", "/account"),
+                ("ceremony", &ceremony3),
+                ("answer", &answer3),
+            ],
+        )
+        .await;
+        assert_eq!(wrong_purpose.status, 400, "{}", wrong_purpose.body);
+        assert!(
+            wrong_purpose.body.contains("expired or was used"),
+            "{}",
+            wrong_purpose.body
+        );
+        let completed = answer_sign_in(&s, &mut b3, &page3, &ceremony3, &answer3).await;
+        assert!(completed.url.ends_with("/account"), "{}", completed.body);
+
         // A clone (a copy of the key whose counter lags) is refused.
         let (mut b2, page) = web_sign_in(&s).await;
         let (ceremony, options) = key_form(&page);
