@@ -69,6 +69,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Security keys (WebAuthn), when browsers reach the gateway by a name.
     pub keys: Option<Arc<crate::mfa::keys::Keys>>,
+    /// YubiKey OTPs' validation service (`YUBICO_*`), when configured.
+    pub yubico: Option<Arc<crate::mfa::yubico::Yubico>>,
 }
 
 /// Why the gateway could not start.
@@ -95,6 +97,9 @@ pub enum StartError {
     /// The audit anchor bucket.
     #[error("audit anchors: {0}")]
     Anchors(#[from] crate::audit::anchor::AnchorError),
+    /// The YubiKey validation service's client.
+    #[error("YubiKeys: {0}")]
+    Yubico(#[from] crate::mfa::yubico::YubicoError),
 }
 
 /// A started gateway: its state and the audit writer task to await on shutdown.
@@ -230,6 +235,10 @@ impl Gateway {
         )
         .map_err(StartError::Notify)?;
         let keys = security_keys(&config, oidc.as_deref());
+        let yubico = match &config.yubico {
+            Some(c) => Some(Arc::new(crate::mfa::yubico::Yubico::new(c)?)),
+            None => None,
+        };
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),
@@ -243,6 +252,7 @@ impl Gateway {
                 credentials: crate::identity::CredentialMemory::new(true),
                 metrics,
                 keys,
+                yubico,
             }),
             audit_task,
             checkpointer,
@@ -464,6 +474,11 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/mfa/keys/new", post(web::keys::begin))
         .route("/account/mfa/keys/add", post(web::keys::add))
         .route("/account/mfa/keys/remove", post(web::keys::remove))
+        .route("/account/mfa/yubikeys/add", post(web::keys::add_yubikey))
+        .route(
+            "/account/mfa/yubikeys/remove",
+            post(web::keys::remove_yubikey),
+        )
         .route(
             "/account/mfa/devices/forget",
             post(web::mfa::forget_devices),

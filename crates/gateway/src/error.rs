@@ -135,6 +135,12 @@ pub enum ApiError {
     /// that the answer does not say.
     #[error("gateway store unavailable, try again")]
     StoreUnavailable,
+    /// The YubiKey validation service could not say whether an OTP is good (unreachable, or
+    /// an answer that does not check out): nothing was let through, nor counted.
+    #[error(
+        "the YubiKey validation service cannot be reached: try again, or use a code from your authenticator app"
+    )]
+    YubicoUnavailable,
     /// Something failed inside the gateway; details are logged, not returned.
     #[error("internal error (request id in X-Request-Id)")]
     Internal,
@@ -181,9 +187,9 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED
             }
             ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
-            ApiError::AuditUnavailable | ApiError::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::AuditUnavailable
+            | ApiError::StoreUnavailable
+            | ApiError::YubicoUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RackUnreachable(_) | ApiError::RackRefusedGateway => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -229,6 +235,7 @@ impl ApiError {
             ApiError::MfaCodeRefused { locked: false, .. } => "mfa_code_refused",
             ApiError::MfaCodeRefused { locked: true, .. } => "mfa_locked_out",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::YubicoUnavailable => "yubico_unavailable",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
             ApiError::RackRefusedGateway => "rack_refused_gateway",

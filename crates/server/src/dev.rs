@@ -40,7 +40,7 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 15] = [
+const DEV_SETTINGS: [&str; 18] = [
     "DATABASE_URL",
     "SLACK_WEBHOOK_URL",
     "SMTP_URL",
@@ -50,6 +50,9 @@ const DEV_SETTINGS: [&str; 15] = [
     "MFA_REQUIRED",
     "MFA_TRUSTED_DEVICE_DAYS",
     "MFA_STEP_UP_SECS",
+    "YUBICO_CLIENT_ID",
+    "YUBICO_SECRET_KEY",
+    "YUBICO_API_URL",
     "AUDIT_HMAC_KEY",
     "AUDIT_HMAC_KEY_NEXT",
     "SQLITE_SYNCHRONOUS",
@@ -365,6 +368,7 @@ fn config(
         mfa_required: false,
         mfa_step_up: gateway::config::mfa_step_up(&|name| std::env::var(name).ok())
             .context("MFA_STEP_UP_SECS")?,
+        yubico: gateway::config::yubico(&|name| std::env::var(name).ok()).context("YUBICO_*")?,
         mfa_trusted_device: gateway::config::mfa_trusted_device(&|name| std::env::var(name).ok())
             .context("MFA_TRUSTED_DEVICE_DAYS")?,
         deploy_approval_window: std::time::Duration::from_secs(

@@ -46,7 +46,7 @@ pub async fn run(ctx: &Ctx, args: MfaArgs) -> CliResult<i32> {
 pub(crate) fn ask_for_code() -> CliResult<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("Code from your authenticator app (or a backup code): ");
+        eprint!("Code from your authenticator app (a backup code, or touch your YubiKey): ");
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();

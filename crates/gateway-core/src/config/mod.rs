@@ -11,6 +11,7 @@ mod rack;
 mod secret;
 mod store;
 mod values;
+mod yubico;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use store::{SqliteSync, StoreConfig, parse_sqlite_sync, shown, unverified_da
 use url::Url;
 pub use values::MAX_SECONDS;
 use values::{boolean, count, digits, seconds, whole_number};
+pub use yubico::{DEFAULT_YUBICO_API_URL, YubicoConfig};
 
 use crate::client_addr::{BadProxy, TrustedProxies};
 
@@ -140,6 +142,8 @@ pub struct Config {
     pub deploy_approval_request_ttl: Duration,
     /// Where notifications go (`SLACK_WEBHOOK_URL`, `SMTP_URL`, `EMAIL_*`).
     pub notify: NotifyConfig,
+    /// YubiKey one-time passwords (`YUBICO_*`), when configured.
+    pub yubico: Option<YubicoConfig>,
 }
 
 /// How many WebSocket sessions may be open.
@@ -197,6 +201,7 @@ impl std::fmt::Debug for Config {
                 &self.deploy_approval_request_ttl,
             )
             .field("notify", &self.notify)
+            .field("yubico", &self.yubico)
             .finish()
     }
 }
@@ -231,6 +236,7 @@ impl Config {
         let oidc = parse_oidc(&get, public_url.as_ref())?;
         let mfa_encryption_key = mfa_encryption_key(&get)?;
         let notify = parse_notify(&get)?;
+        let yubico = yubico(&get)?;
         let mfa_required = mfa_required(&get)?;
         if mfa_required && mfa_encryption_key.is_none() {
             return Err(ConfigError::Missing {
@@ -292,6 +298,7 @@ impl Config {
                 DEFAULT_DEPLOY_APPROVAL_REQUEST_TTL_SECS,
             )?,
             notify,
+            yubico,
         })
     }
 }
@@ -441,6 +448,12 @@ pub fn mfa_trusted_device(
 /// [`DEFAULT_MFA_STEP_UP_SECS`]).
 pub fn mfa_step_up(get: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
     seconds(get, "MFA_STEP_UP_SECS", DEFAULT_MFA_STEP_UP_SECS)
+}
+
+/// `YUBICO_CLIENT_ID`, `YUBICO_SECRET_KEY`, `YUBICO_API_URL`: YubiKey one-time passwords
+/// (`None`: off).
+pub fn yubico(get: &impl Fn(&str) -> Option<String>) -> Result<Option<YubicoConfig>, ConfigError> {
+    yubico::parse_yubico(get)
 }
 
 /// `MFA_REQUIRED` (default false).

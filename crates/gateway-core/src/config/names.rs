@@ -53,6 +53,9 @@ pub const SETTINGS: &[&str] = &[
     "SQLITE_SYNCHRONOUS",
     "TRUSTED_PROXIES",
     "WORKER_THREADS",
+    "YUBICO_API_URL",
+    "YUBICO_CLIENT_ID",
+    "YUBICO_SECRET_KEY",
 ];
 
 /// Beginnings of this gateway's settings' names: a variable that starts like one but is not
@@ -68,6 +71,7 @@ const SETTING_PREFIXES: &[&str] = &[
     "OIDC_",
     "RACK_",
     "SESSION_",
+    "YUBICO_",
     "MAX_WEBSOCKET",
     "MAX_CONNECTION",
     "TRUSTED_PROX",

@@ -92,14 +92,20 @@ pub(crate) async fn code_given(
             return Ok(None);
         };
         let key = mfa::key(&state.config)?;
-        mfa::check_code(&state.store, &key, &row, code, now_ms())
-            .await
-            .map(Some)
+        mfa::check_code(
+            &state.store,
+            &key,
+            state.yubico.as_deref(),
+            &row,
+            code,
+            now_ms(),
+        )
+        .await
+        .map(Some)
     };
     let (err, details) = match checked.await {
         Ok(None) => return Ok(None),
-        Ok(Some(CodeCheck::Accepted)) => return Ok(Some("totp")),
-        Ok(Some(CodeCheck::AcceptedBackupCode)) => return Ok(Some("backup_code")),
+        Ok(Some(CodeCheck::Accepted(factor))) => return Ok(Some(factor)),
         Ok(Some(CodeCheck::Malformed)) => {
             return Err(ApiError::BadRequest(
                 "code: the six digits your authenticator app shows, or a backup code".into(),
@@ -135,6 +141,10 @@ pub(crate) async fn code_given(
             }),
         ),
         Err(MfaError::Store(e)) => return Err(ApiError::store(e)),
+        Err(MfaError::Yubico(e)) => {
+            tracing::error!(error = %e, "a YubiKey OTP could not be checked");
+            return Err(ApiError::YubicoUnavailable);
+        }
         Err(e) => {
             tracing::error!(error = %e, "an authenticator code could not be checked");
             return Err(ApiError::StoreUnavailable);

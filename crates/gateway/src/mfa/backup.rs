@@ -8,6 +8,9 @@ use rand::Rng;
 use super::{MfaError, MfaKey};
 use crate::store::Store;
 
+/// The second factor recorded when a backup code confirmed it.
+pub const FACTOR: &str = "backup_code";
+
 /// How many codes a set has.
 pub const COUNT: usize = 10;
 /// Characters in a code (without the dash).

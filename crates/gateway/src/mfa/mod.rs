@@ -12,6 +12,7 @@ pub mod seal;
 pub mod step_up;
 pub mod totp;
 pub mod trusted;
+pub mod yubico;
 
 pub use seal::MfaKey;
 
@@ -37,6 +38,9 @@ pub enum MfaError {
     /// The TOTP library refused (an account name it cannot put in a URI).
     #[error("TOTP: {0}")]
     Totp(String),
+    /// The YubiKey validation service could not say whether an OTP is good.
+    #[error(transparent)]
+    Yubico(#[from] yubico::YubicoError),
     /// The WebAuthn library refused to make a challenge, or a stored ceremony is unreadable.
     #[error("security keys: {0}")]
     Keys(String),
@@ -74,11 +78,10 @@ pub async fn note_proof(store: &Store, session_id: i64, at: i64) {
 /// What checking a code found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeCheck {
-    /// Right, and now used.
-    Accepted,
-    /// One of the user's backup codes, now used.
-    AcceptedBackupCode,
-    /// Neither six digits nor a backup code's form: not counted as a guess.
+    /// Right, and now used: the factor it was (`totp`, `backup_code`, `yubikey`).
+    Accepted(&'static str),
+    /// Neither six digits, a backup code nor a YubiKey OTP (where YubiKeys are taken): not
+    /// counted as a guess.
     Malformed,
     /// Wrong (or already used); `locked_until` is set when this one started a lockout.
     Wrong {
@@ -109,11 +112,13 @@ impl CodeCheck {
 
 /// Checks `code` against `row`, user `row.user_id`'s confirmed authenticator, at `now_ms`:
 /// a right code for a step not used before is accepted (and that step used up), as is one of
-/// the user's unused backup codes (then used up); a wrong one of either is counted towards a
+/// the user's unused backup codes (then used up), and an OTP from one of their YubiKeys that
+/// `yubico` (when YubiKeys are taken) says is good; a wrong one of any is counted towards a
 /// lockout.
 pub async fn check_code(
     store: &Store,
     key: &MfaKey,
+    yubico: Option<&yubico::Yubico>,
     row: &TotpRow,
     code: &str,
     now_ms: i64,
@@ -129,7 +134,7 @@ pub async fn check_code(
         if let Some(step) = totp::matching_step(&secret, &code, now_secs) {
             let step = i64::try_from(step).unwrap_or(i64::MAX);
             if store.accept_totp_step(row.user_id, step, now_ms).await? {
-                return Ok(CodeCheck::Accepted);
+                return Ok(CodeCheck::Accepted(totp::FACTOR));
             }
             // Used already, or locked meanwhile by wrong codes elsewhere: a replayed code is
             // counted as a guess like any other.
@@ -137,7 +142,17 @@ pub async fn check_code(
     } else if let Some(code) = backup::normalise(code) {
         let hash = key.backup_code_hash(row.user_id, &code);
         if store.use_backup_code(row.user_id, &hash, now_ms).await? {
-            return Ok(CodeCheck::AcceptedBackupCode);
+            return Ok(CodeCheck::Accepted(backup::FACTOR));
+        }
+    } else if let (Some(public_id), Some(client)) = (yubico::public_id(code), yubico) {
+        // Asked of Yubico only for one of theirs; any other is a wrong code like any other.
+        let theirs = store.yubikeys_of(row.user_id).await?;
+        if let Some(found) = theirs.iter().find(|k| k.public_id == public_id) {
+            let otp = code.trim().to_ascii_lowercase();
+            if client.verify(&otp).await? == yubico::Verdict::Valid {
+                store.yubikey_used(found.id, now_ms).await?;
+                return Ok(CodeCheck::Accepted(yubico::FACTOR));
+            }
         }
     } else {
         return Ok(CodeCheck::Malformed);

@@ -11,6 +11,9 @@ use totp_rs::{Algorithm, TOTP};
 use super::MfaError;
 use crate::secret_eq::secret_eq;
 
+/// The second factor recorded when an authenticator app's code confirmed it.
+pub const FACTOR: &str = "totp";
+
 /// Digits in a code.
 pub const DIGITS: usize = 6;
 /// Seconds per step.

@@ -198,11 +198,16 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-            // Its security keys too: they stand beside the app, never alone.
-            sqlx::query("DELETE FROM security_keys WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
+            // Its security keys and YubiKeys too: they stand beside the app, never alone.
+            for sql in [
+                "DELETE FROM security_keys WHERE user_id = $1",
+                "DELETE FROM yubikeys WHERE user_id = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let done = sqlx::query("DELETE FROM mfa_totp WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *tx)

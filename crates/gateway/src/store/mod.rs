@@ -43,7 +43,9 @@ pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use mfa::{ListedUser, TotpFailure, TotpRow};
 pub use notifications::{NOTIFY_CURSOR_SETTING, NewNotification, NotificationRow};
 pub use roles::{NewRole, RoleGrant, RoleRow};
-pub use security_keys::{KeyNotAdded, MAX_SECURITY_KEYS, NewSecurityKey, SecurityKeyRow};
+pub use security_keys::{
+    KeyNotAdded, MAX_SECURITY_KEYS, NewSecurityKey, SecurityKeyRow, YubikeyRow,
+};
 pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};
 pub use trusted_devices::{NewTrustedDevice, TrustedDeviceRow};

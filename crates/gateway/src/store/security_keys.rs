@@ -235,3 +235,131 @@ impl Store {
         .await
     }
 }
+
+/// A YubiKey (Yubico OTP) as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YubikeyRow {
+    /// Row id, the handle for removing it.
+    pub id: i64,
+    /// Whose key it is.
+    pub user_id: i64,
+    /// The name its person gave it.
+    pub name: String,
+    /// The key's public id: the modhex characters before each OTP's last 32.
+    pub public_id: String,
+    /// When it was added (unix ms).
+    pub created_at: i64,
+    /// When it last confirmed its person (unix ms).
+    pub last_used_at: Option<i64>,
+}
+
+macro_rules! yubikey_columns {
+    () => {
+        "id, user_id, name, public_id, created_at, last_used_at"
+    };
+}
+
+fn yubikey_from_row(row: &(impl Columns + ?Sized)) -> Result<YubikeyRow, StoreError> {
+    Ok(YubikeyRow {
+        id: row.int("id")?,
+        user_id: row.int("user_id")?,
+        name: row.text("name")?,
+        public_id: row.text("public_id")?,
+        created_at: row.int("created_at")?,
+        last_used_at: row.opt_int("last_used_at")?,
+    })
+}
+
+impl Store {
+    /// User `user_id`'s YubiKeys, oldest first.
+    pub async fn yubikeys_of(&self, user_id: i64) -> Result<Vec<YubikeyRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!(
+                "SELECT ",
+                yubikey_columns!(),
+                " FROM yubikeys WHERE user_id = $1 ORDER BY id"
+            );
+            let rows = sqlx::query(sql).bind(user_id).fetch_all(&self.pool).await?;
+            rows.iter().map(yubikey_from_row).collect()
+        })
+        .await
+    }
+
+    /// Adds the YubiKey with `public_id` as `name` beside user `user_id`'s confirmed
+    /// authenticator app, as [`Store::add_security_key`] adds a security key.
+    pub async fn add_yubikey(
+        &self,
+        user_id: i64,
+        name: &str,
+        public_id: &str,
+        now: i64,
+    ) -> Result<Result<YubikeyRow, KeyNotAdded>, StoreError> {
+        bounded(self, async {
+            let mut tx = self.pool.begin().await?;
+            let sql = concat!(
+                "INSERT INTO yubikeys (user_id, name, public_id, created_at) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM mfa_totp \
+                 WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
+                 ON CONFLICT (public_id) DO NOTHING RETURNING ",
+                yubikey_columns!()
+            );
+            let row = sqlx::query(sql)
+                .bind(user_id)
+                .bind(name)
+                .bind(public_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                let registered: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM yubikeys WHERE public_id = $1")
+                        .bind(public_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                return Ok(Err(match registered {
+                    Some(_) => KeyNotAdded::Registered,
+                    None => KeyNotAdded::NoApp,
+                }));
+            };
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM yubikeys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if count > MAX_SECURITY_KEYS {
+                tx.rollback().await?;
+                return Ok(Err(KeyNotAdded::TooMany));
+            }
+            let added = yubikey_from_row(&row)?;
+            tx.commit().await?;
+            Ok(Ok(added))
+        })
+        .await
+    }
+
+    /// Removes user `user_id`'s YubiKey `id`; whether it was theirs and there.
+    pub async fn remove_yubikey(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query("DELETE FROM yubikeys WHERE id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Records that YubiKey `id` confirmed its person at `at`.
+    pub async fn yubikey_used(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        bounded(self, async {
+            sqlx::query("UPDATE yubikeys SET last_used_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}

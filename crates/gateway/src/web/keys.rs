@@ -1,5 +1,6 @@
-//! `/account/mfa/keys/…`: a person with an authenticator app adds security keys and passkeys
-//! beside it (see [`crate::mfa::keys`]) and removes them.
+//! `/account/mfa/keys/…` and `/account/mfa/yubikeys/…`: a person with an authenticator app
+//! adds security keys and passkeys (see [`crate::mfa::keys`]) and YubiKeys for one-time
+//! passwords (see [`crate::mfa::yubico`]) beside it, and removes them.
 //!
 //! Adding one adds a way to confirm it's them, so it takes a confirmation from the last
 //! `MFA_STEP_UP_SECS` first (a stolen session cookie must not enrol the thief's key), and is
@@ -17,7 +18,7 @@ use super::mfa::{cannot, form_user, show, step_up_page};
 use super::{PageForm, page_event, render};
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
-use crate::mfa::keys;
+use crate::mfa::{keys, yubico};
 use crate::store::now_ms;
 
 /// Audit action: a security key added.
@@ -55,7 +56,17 @@ pub struct AddKeyForm {
     answer: Option<String>,
 }
 
-/// The form removing a key.
+/// The form adding a YubiKey: a name, and an OTP the key typed.
+#[derive(Debug, Deserialize)]
+pub struct AddYubikeyForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    otp: Option<String>,
+}
+
+/// The form removing a key (a security key, or a YubiKey).
 #[derive(Debug, Deserialize)]
 pub struct RemoveKeyForm {
     csrf: Option<String>,
@@ -221,6 +232,157 @@ pub async fn remove(
         return super::unavailable("Your security key was not removed.");
     }
     match state.store.remove_security_key(user.id, id).await {
+        Ok(_) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => cannot(e.into()),
+    }
+}
+
+/// `POST /account/mfa/yubikeys/add`: after a recent confirmation, an OTP the validation
+/// service accepts adds its YubiKey (by its public id) as `name`.
+pub async fn add_yubikey(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<AddYubikeyForm>,
+) -> Response {
+    let (principal, token, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(client) = state.yubico.as_deref() else {
+        return super::message(
+            StatusCode::CONFLICT,
+            "YubiKeys are off",
+            "This gateway takes no YubiKey codes: its operator has not set YUBICO_CLIENT_ID and \
+             YUBICO_SECRET_KEY.",
+        );
+    };
+    let show_error = |error: &str| {
+        let error = error.to_string();
+        let (state, token, user) = (&state, &token, &user);
+        async move { show(state, token, user, StatusCode::BAD_REQUEST, Some(error)).await }
+    };
+    let Some(name) = keys::key_name(form.name.as_deref().unwrap_or("")) else {
+        return show_error("Name the YubiKey (1 to 60 characters, one line).").await;
+    };
+    let otp = form
+        .otp
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some(public_id) = yubico::public_id(&otp) else {
+        return show_error(
+            "That is not a YubiKey's code: click in the field and touch the key (it types 44 \
+             letters).",
+        )
+        .await;
+    };
+    match crate::mfa::required(&state.store, user.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return show_error("Set up an authenticator app first: YubiKeys go beside it.").await;
+        }
+        Err(e) => return cannot(e),
+    }
+    if let Some(page) = step_up_page(
+        &state,
+        &principal,
+        peer,
+        &headers,
+        &token,
+        ADD_KEY,
+        "/account/mfa",
+    )
+    .await
+    {
+        return page;
+    }
+    let event = |decision| page_event(&principal, peer, &headers, ADD_KEY, decision);
+    let refuse = |reason: &str| {
+        let details = json!({ "reason": reason, "factor": yubico::FACTOR, "name": name });
+        let mut refused = event(Decision::Deny).with_details(details);
+        refused.status = Some(400);
+        let audit = &state.audit;
+        async move {
+            if let Err(e) = audit.record(refused).await {
+                tracing::error!(error = %e, "a refused YubiKey could not be recorded");
+            }
+        }
+    };
+    match client.verify(&otp).await {
+        Ok(yubico::Verdict::Valid) => {}
+        Ok(yubico::Verdict::Rejected(status)) => {
+            refuse("yubikey_otp_rejected").await;
+            let error = format!(
+                "Yubico did not accept that code ({status}): touch the key again for a new one."
+            );
+            return show_error(&error).await;
+        }
+        Err(e) => return cannot(e.into()),
+    }
+    let key = match state
+        .store
+        .add_yubikey(user.id, name, &public_id, now_ms())
+        .await
+    {
+        Ok(Ok(key)) => key,
+        Ok(Err(not_added)) => {
+            let refusal = match not_added {
+                crate::store::KeyNotAdded::NoApp => keys::KeyRefusal::NoApp,
+                crate::store::KeyNotAdded::Registered => keys::KeyRefusal::Registered,
+                crate::store::KeyNotAdded::TooMany => keys::KeyRefusal::TooMany,
+            };
+            refuse(refusal.reason()).await;
+            return show_error(refusal.explain()).await;
+        }
+        Err(e) => return cannot(e.into()),
+    };
+    let details = json!({
+        "factor": yubico::FACTOR, "key_id": key.id, "name": key.name, "public_id": key.public_id,
+    });
+    if let Err(e) = state
+        .audit
+        .record(event(Decision::Allow).with_details(details))
+        .await
+    {
+        tracing::error!(error = %e, "a YubiKey was added but not recorded: removing it");
+        if let Err(e) = state.store.remove_yubikey(user.id, key.id).await {
+            tracing::error!(error = %e, key_id = key.id, "an unrecorded YubiKey stays");
+        }
+        return super::unavailable("Your YubiKey was not added.");
+    }
+    Redirect::to("/account/mfa").into_response()
+}
+
+/// `POST /account/mfa/yubikeys/remove`: removes one of the signed-in person's YubiKeys.
+pub async fn remove_yubikey(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<RemoveKeyForm>,
+) -> Response {
+    let (principal, _, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Some(id) = form.key.as_deref().and_then(|k| k.parse::<i64>().ok()) else {
+        return super::message(StatusCode::BAD_REQUEST, "Not changed", "No such YubiKey.");
+    };
+    let name = match state.store.yubikeys_of(user.id).await {
+        Ok(rows) => rows.into_iter().find(|k| k.id == id).map(|k| k.name),
+        Err(e) => return cannot(e.into()),
+    };
+    let Some(name) = name else {
+        return super::message(StatusCode::NOT_FOUND, "Not changed", "No such YubiKey.");
+    };
+    let details = json!({ "factor": yubico::FACTOR, "key_id": id, "name": name });
+    let event = page_event(&principal, peer, &headers, REMOVE_KEY, Decision::Allow);
+    if let Err(e) = state.audit.record(event.with_details(details)).await {
+        tracing::error!(error = %e, "removing a YubiKey could not be recorded");
+        return super::unavailable("Your YubiKey was not removed.");
+    }
+    match state.store.remove_yubikey(user.id, id).await {
         Ok(_) => Redirect::to("/account/mfa").into_response(),
         Err(e) => cannot(e.into()),
     }

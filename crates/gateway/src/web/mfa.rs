@@ -55,6 +55,10 @@ struct MfaPage {
     keys: Vec<KeyView>,
     /// Where keys answer (`None`: keys are off on this gateway).
     keys_rp: Option<String>,
+    /// YubiKeys for one-time passwords, oldest first.
+    yubikeys: Vec<KeyView>,
+    /// The gateway takes YubiKey OTPs (`YUBICO_*`).
+    yubikeys_on: bool,
     error: Option<String>,
 }
 
@@ -356,6 +360,21 @@ async fn show_with_codes(
             return super::StoreDown.into_response();
         }
     };
+    let yubikeys = match state.store.yubikeys_of(user.id).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|k| KeyView {
+                id: k.id,
+                name: k.name,
+                added: time(k.created_at),
+                last_used: k.last_used_at.map(time).unwrap_or_else(|| "-".into()),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "YubiKey list failed");
+            return super::StoreDown.into_response();
+        }
+    };
     let backup_left = match on_since {
         Some(_) => match state.store.backup_codes_left(user.id).await {
             Ok(left) => left,
@@ -396,6 +415,8 @@ async fn show_with_codes(
                 .map(|d| d.as_secs() / (24 * 3600)),
             keys,
             keys_rp: state.keys.as_ref().map(|k| k.rp_id().to_string()),
+            yubikeys,
+            yubikeys_on: state.yubico.is_some(),
             error,
         },
     )
@@ -461,6 +482,10 @@ pub(super) fn cannot(e: MfaError) -> Response {
             "Authenticator apps are not set up on this gateway (its operator has not set \
              MFA_ENCRYPTION_KEY).",
         ),
+        MfaError::Yubico(e) => {
+            tracing::error!(error = %e, "a YubiKey OTP could not be checked");
+            yubico_down()
+        }
         e => {
             tracing::error!(error = %e, "an authenticator change failed");
             super::unavailable("Nothing was changed.")
@@ -827,17 +852,23 @@ impl CodeAsked<'_> {
             let Some(row) = mfa::required(&state.store, user.id).await? else {
                 return Ok(None);
             };
-            mfa::check_code(&state.store, &key, &row, code, now_ms())
-                .await
-                .map(Some)
+            mfa::check_code(
+                &state.store,
+                &key,
+                state.yubico.as_deref(),
+                &row,
+                code,
+                now_ms(),
+            )
+            .await
+            .map(Some)
         };
         let (reason, details, error) = match checked.await {
             // Nothing on: nothing to change.
             Ok(None) => {
                 return Err(Refused::Page(Redirect::to("/account/mfa").into_response()));
             }
-            Ok(Some(CodeCheck::Accepted)) => return Ok("totp"),
-            Ok(Some(CodeCheck::AcceptedBackupCode)) => return Ok("backup_code"),
+            Ok(Some(CodeCheck::Accepted(factor))) => return Ok(factor),
             Ok(Some(CodeCheck::Malformed)) => {
                 let error = "Enter the six digits your authenticator app shows, or a backup code.";
                 return Err(Refused::Show(error.into()));
@@ -880,4 +911,14 @@ async fn record_refusal(state: &AppState, mut e: crate::audit::AuditEvent) {
     if let Err(err) = state.audit.record(e).await {
         tracing::error!(error = %err, "could not audit a refused authenticator change");
     }
+}
+
+/// The page for an OTP the YubiKey validation service could not judge.
+pub(crate) fn yubico_down() -> Response {
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Cannot check YubiKeys",
+        "The YubiKey validation service cannot be reached (or its answer did not check out), \
+         so nothing was let through. Try again, or use a code from your authenticator app.",
+    )
 }

@@ -129,7 +129,7 @@ async fn cli_code_page(s: &SignIn, email: &str) -> (CliStart, Browser, Page) {
 }
 
 /// Gives `code` on the code page `page` asked with.
-async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
+pub(crate) async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
     let url = format!("{}/api/v1/auth/mfa", s.gw.url);
     submit(b, &url, &[("csrf", &csrf(page)), ("code", code)]).await
 }

@@ -285,8 +285,13 @@ async fn setup_page(
     }
 }
 
-/// The page for a second step the gateway cannot take (no key, a store error).
+/// The page for a second step the gateway cannot take (no key, a store error, the YubiKey
+/// service down).
 fn cannot_check(e: &mfa::MfaError) -> Response {
+    if let mfa::MfaError::Yubico(e) = e {
+        tracing::error!(error = %e, "a YubiKey OTP could not be checked");
+        return web::mfa::yubico_down();
+    }
     tracing::error!(error = %e, "a sign-in code could not be checked");
     web::message(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -419,11 +424,18 @@ pub async fn submit(
     }
     let checked = async {
         let key = mfa::key(&state.config)?;
-        mfa::check_code(&state.store, &key, &row, code, now_ms()).await
+        mfa::check_code(
+            &state.store,
+            &key,
+            state.yubico.as_deref(),
+            &row,
+            code,
+            now_ms(),
+        )
+        .await
     };
     let factor = match checked.await {
-        Ok(CodeCheck::Accepted) => "totp",
-        Ok(CodeCheck::AcceptedBackupCode) => "backup_code",
+        Ok(CodeCheck::Accepted(factor)) => factor,
         Ok(CodeCheck::Malformed) => {
             let error = "Enter the six digits your authenticator app shows, or one of your \
                          backup codes.";
