@@ -93,43 +93,61 @@ impl Store {
         &self,
         new: &NewSecurityKey<'_>,
     ) -> Result<Result<SecurityKeyRow, KeyNotAdded>, StoreError> {
+        let sql = concat!(
+            "INSERT INTO security_keys (user_id, name, credential_id, passkey, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM mfa_totp \
+             WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
+             ON CONFLICT (credential_id) DO NOTHING RETURNING ",
+            columns!()
+        );
+        let insert = sqlx::query(sql)
+            .bind(new.user_id)
+            .bind(new.name)
+            .bind(new.credential_id)
+            .bind(new.passkey)
+            .bind(new.now);
+        let registered = "SELECT id FROM security_keys WHERE credential_id = $1";
+        let count = "SELECT COUNT(*) FROM security_keys WHERE user_id = $1";
+        self.add_beside_app(
+            insert,
+            (registered, new.credential_id),
+            (count, new.user_id),
+            from_row,
+        )
+        .await
+    }
+
+    /// Runs `insert` (of a key beside its person's confirmed app: it inserts nothing when the
+    /// app is not there, or the key is registered already), then tells why nothing was added
+    /// (`registered`: the query finding the key by its identity, and that identity), or takes
+    /// it back when the person now has more than [`MAX_SECURITY_KEYS`] (`count`: the query
+    /// counting theirs, and the person) — all in one transaction, the insert first so that it
+    /// holds SQLite's write lock.
+    async fn add_beside_app<T>(
+        &self,
+        insert: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        registered: (&'static str, &str),
+        count: (&'static str, i64),
+        from_row: impl Fn(&sqlx::any::AnyRow) -> Result<T, StoreError>,
+    ) -> Result<Result<T, KeyNotAdded>, StoreError> {
         bounded(self, async {
             let mut tx = self.pool.begin().await?;
-            // Written first (see replace_backup_codes): the insert is what takes SQLite's
-            // write lock, so the count and the app's presence are read under it.
-            let sql = concat!(
-                "INSERT INTO security_keys (user_id, name, credential_id, passkey, created_at) \
-                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM mfa_totp \
-                 WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
-                 ON CONFLICT (credential_id) DO NOTHING RETURNING ",
-                columns!()
-            );
-            let row = sqlx::query(sql)
-                .bind(new.user_id)
-                .bind(new.name)
-                .bind(new.credential_id)
-                .bind(new.passkey)
-                .bind(new.now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                let registered: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM security_keys WHERE credential_id = $1")
-                        .bind(new.credential_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+            let Some(row) = insert.fetch_optional(&mut *tx).await? else {
+                let found: Option<i64> = sqlx::query_scalar(registered.0)
+                    .bind(registered.1)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 tx.rollback().await?;
-                return Ok(Err(match registered {
+                return Ok(Err(match found {
                     Some(_) => KeyNotAdded::Registered,
                     None => KeyNotAdded::NoApp,
                 }));
             };
-            let count: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM security_keys WHERE user_id = $1")
-                    .bind(new.user_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if count > MAX_SECURITY_KEYS {
+            let held: i64 = sqlx::query_scalar(count.0)
+                .bind(count.1)
+                .fetch_one(&mut *tx)
+                .await?;
+            if held > MAX_SECURITY_KEYS {
                 tx.rollback().await?;
                 return Ok(Err(KeyNotAdded::TooMany));
             }
@@ -294,45 +312,22 @@ impl Store {
         public_id: &str,
         now: i64,
     ) -> Result<Result<YubikeyRow, KeyNotAdded>, StoreError> {
-        bounded(self, async {
-            let mut tx = self.pool.begin().await?;
-            let sql = concat!(
-                "INSERT INTO yubikeys (user_id, name, public_id, created_at) \
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM mfa_totp \
-                 WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
-                 ON CONFLICT (public_id) DO NOTHING RETURNING ",
-                yubikey_columns!()
-            );
-            let row = sqlx::query(sql)
-                .bind(user_id)
-                .bind(name)
-                .bind(public_id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                let registered: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM yubikeys WHERE public_id = $1")
-                        .bind(public_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                tx.rollback().await?;
-                return Ok(Err(match registered {
-                    Some(_) => KeyNotAdded::Registered,
-                    None => KeyNotAdded::NoApp,
-                }));
-            };
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM yubikeys WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            if count > MAX_SECURITY_KEYS {
-                tx.rollback().await?;
-                return Ok(Err(KeyNotAdded::TooMany));
-            }
-            let added = yubikey_from_row(&row)?;
-            tx.commit().await?;
-            Ok(Ok(added))
+        let sql = concat!(
+            "INSERT INTO yubikeys (user_id, name, public_id, created_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM mfa_totp \
+             WHERE user_id = $1 AND confirmed_at IS NOT NULL) \
+             ON CONFLICT (public_id) DO NOTHING RETURNING ",
+            yubikey_columns!()
+        );
+        let insert = sqlx::query(sql)
+            .bind(user_id)
+            .bind(name)
+            .bind(public_id)
+            .bind(now);
+        let registered = "SELECT id FROM yubikeys WHERE public_id = $1";
+        let count = "SELECT COUNT(*) FROM yubikeys WHERE user_id = $1";
+        self.add_beside_app(insert, (registered, public_id), (count, user_id), |row| {
+            yubikey_from_row(row)
         })
         .await
     }

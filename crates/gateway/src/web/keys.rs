@@ -26,6 +26,122 @@ pub const ADD_KEY: &str = "gateway:mfa:add_key";
 /// Audit action: a security key removed.
 pub const REMOVE_KEY: &str = "gateway:mfa:remove_key";
 
+/// Which kind of key a form is about: both are added and removed the same way.
+#[derive(Debug, Clone, Copy)]
+enum KeyKind {
+    /// A security key or passkey (WebAuthn).
+    Security,
+    /// A YubiKey's one-time passwords.
+    Yubikey,
+}
+
+impl KeyKind {
+    fn factor(self) -> &'static str {
+        match self {
+            KeyKind::Security => keys::FACTOR,
+            KeyKind::Yubikey => yubico::FACTOR,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            KeyKind::Security => "security key",
+            KeyKind::Yubikey => "YubiKey",
+        }
+    }
+
+    /// The name of user `user_id`'s key `id` of this kind, if they have it.
+    async fn name_of(
+        self,
+        store: &crate::store::Store,
+        user_id: i64,
+        id: i64,
+    ) -> Result<Option<String>, crate::store::StoreError> {
+        Ok(match self {
+            KeyKind::Security => store
+                .security_keys_of(user_id)
+                .await?
+                .into_iter()
+                .find(|k| k.id == id)
+                .map(|k| k.name),
+            KeyKind::Yubikey => store
+                .yubikeys_of(user_id)
+                .await?
+                .into_iter()
+                .find(|k| k.id == id)
+                .map(|k| k.name),
+        })
+    }
+
+    async fn remove(
+        self,
+        store: &crate::store::Store,
+        user_id: i64,
+        id: i64,
+    ) -> Result<bool, crate::store::StoreError> {
+        match self {
+            KeyKind::Security => store.remove_security_key(user_id, id).await,
+            KeyKind::Yubikey => store.remove_yubikey(user_id, id).await,
+        }
+    }
+}
+
+/// Records a key just added (`event`, allowed, with `details`) and answers with the account
+/// page; a key the trail does not show must not stay, so it is removed again when the record
+/// fails.
+async fn keep_if_recorded(
+    state: &AppState,
+    event: crate::audit::AuditEvent,
+    kind: KeyKind,
+    user_id: i64,
+    key_id: i64,
+) -> Response {
+    if let Err(e) = state.audit.record(event).await {
+        let noun = kind.noun();
+        tracing::error!(error = %e, "a {noun} was added but not recorded: removing it");
+        if let Err(e) = kind.remove(&state.store, user_id, key_id).await {
+            tracing::error!(error = %e, key_id, "an unrecorded {noun} stays");
+        }
+        return super::unavailable(&format!("Your {noun} was not added."));
+    }
+    Redirect::to("/account/mfa").into_response()
+}
+
+/// Removes `user`'s key of `kind` named by `form`: recorded first, not removed when that
+/// cannot be recorded.
+async fn remove_key(
+    state: &AppState,
+    peer: Peer,
+    headers: &HeaderMap,
+    form: RemoveKeyForm,
+    kind: KeyKind,
+) -> Response {
+    let (principal, _, user) = match form_user(state, headers, form.csrf.as_deref()).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let noun = kind.noun();
+    let missing = |status| super::message(status, "Not changed", &format!("No such {noun}."));
+    let Some(id) = form.key.as_deref().and_then(|k| k.parse::<i64>().ok()) else {
+        return missing(StatusCode::BAD_REQUEST);
+    };
+    let name = match kind.name_of(&state.store, user.id, id).await {
+        Ok(Some(name)) => name,
+        Ok(None) => return missing(StatusCode::NOT_FOUND),
+        Err(e) => return cannot(e.into()),
+    };
+    let details = json!({ "factor": kind.factor(), "key_id": id, "name": name });
+    let event = page_event(&principal, peer, headers, REMOVE_KEY, Decision::Allow);
+    if let Err(e) = state.audit.record(event.with_details(details)).await {
+        tracing::error!(error = %e, "removing a {noun} could not be recorded");
+        return super::unavailable(&format!("Your {noun} was not removed."));
+    }
+    match kind.remove(&state.store, user.id, id).await {
+        Ok(_) => Redirect::to("/account/mfa").into_response(),
+        Err(e) => cannot(e.into()),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "mfa_key_add.html")]
 struct AddKeyPage<'a> {
@@ -189,52 +305,18 @@ pub async fn add(
         Err(e) => return cannot(e),
     };
     let details = json!({ "factor": keys::FACTOR, "key_id": key.id, "name": key.name });
-    if let Err(e) = state
-        .audit
-        .record(event(Decision::Allow).with_details(details))
-        .await
-    {
-        // A way in that the trail does not show must not stay.
-        tracing::error!(error = %e, "a security key was added but not recorded: removing it");
-        if let Err(e) = state.store.remove_security_key(user.id, key.id).await {
-            tracing::error!(error = %e, key_id = key.id, "an unrecorded security key stays");
-        }
-        return super::unavailable("Your security key was not added.");
-    }
-    Redirect::to("/account/mfa").into_response()
+    let recorded = event(Decision::Allow).with_details(details);
+    keep_if_recorded(&state, recorded, KeyKind::Security, user.id, key.id).await
 }
 
-/// `POST /account/mfa/keys/remove`: removes one of the signed-in person's keys.
+/// `POST /account/mfa/keys/remove`: removes one of the signed-in person's security keys.
 pub async fn remove(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
     PageForm(form): PageForm<RemoveKeyForm>,
 ) -> Response {
-    let (principal, _, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    let Some(id) = form.key.as_deref().and_then(|k| k.parse::<i64>().ok()) else {
-        return super::message(StatusCode::BAD_REQUEST, "Not changed", "No such key.");
-    };
-    let name = match state.store.security_keys_of(user.id).await {
-        Ok(rows) => rows.into_iter().find(|k| k.id == id).map(|k| k.name),
-        Err(e) => return cannot(e.into()),
-    };
-    let Some(name) = name else {
-        return super::message(StatusCode::NOT_FOUND, "Not changed", "No such key.");
-    };
-    let details = json!({ "factor": keys::FACTOR, "key_id": id, "name": name });
-    let event = page_event(&principal, peer, &headers, REMOVE_KEY, Decision::Allow);
-    if let Err(e) = state.audit.record(event.with_details(details)).await {
-        tracing::error!(error = %e, "removing a security key could not be recorded");
-        return super::unavailable("Your security key was not removed.");
-    }
-    match state.store.remove_security_key(user.id, id).await {
-        Ok(_) => Redirect::to("/account/mfa").into_response(),
-        Err(e) => cannot(e.into()),
-    }
+    remove_key(&state, peer, &headers, form, KeyKind::Security).await
 }
 
 /// `POST /account/mfa/yubikeys/add`: after a recent confirmation, an OTP the validation
@@ -341,18 +423,8 @@ pub async fn add_yubikey(
     let details = json!({
         "factor": yubico::FACTOR, "key_id": key.id, "name": key.name, "public_id": key.public_id,
     });
-    if let Err(e) = state
-        .audit
-        .record(event(Decision::Allow).with_details(details))
-        .await
-    {
-        tracing::error!(error = %e, "a YubiKey was added but not recorded: removing it");
-        if let Err(e) = state.store.remove_yubikey(user.id, key.id).await {
-            tracing::error!(error = %e, key_id = key.id, "an unrecorded YubiKey stays");
-        }
-        return super::unavailable("Your YubiKey was not added.");
-    }
-    Redirect::to("/account/mfa").into_response()
+    let recorded = event(Decision::Allow).with_details(details);
+    keep_if_recorded(&state, recorded, KeyKind::Yubikey, user.id, key.id).await
 }
 
 /// `POST /account/mfa/yubikeys/remove`: removes one of the signed-in person's YubiKeys.
@@ -362,28 +434,5 @@ pub async fn remove_yubikey(
     headers: HeaderMap,
     PageForm(form): PageForm<RemoveKeyForm>,
 ) -> Response {
-    let (principal, _, user) = match form_user(&state, &headers, form.csrf.as_deref()).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
-    let Some(id) = form.key.as_deref().and_then(|k| k.parse::<i64>().ok()) else {
-        return super::message(StatusCode::BAD_REQUEST, "Not changed", "No such YubiKey.");
-    };
-    let name = match state.store.yubikeys_of(user.id).await {
-        Ok(rows) => rows.into_iter().find(|k| k.id == id).map(|k| k.name),
-        Err(e) => return cannot(e.into()),
-    };
-    let Some(name) = name else {
-        return super::message(StatusCode::NOT_FOUND, "Not changed", "No such YubiKey.");
-    };
-    let details = json!({ "factor": yubico::FACTOR, "key_id": id, "name": name });
-    let event = page_event(&principal, peer, &headers, REMOVE_KEY, Decision::Allow);
-    if let Err(e) = state.audit.record(event.with_details(details)).await {
-        tracing::error!(error = %e, "removing a YubiKey could not be recorded");
-        return super::unavailable("Your YubiKey was not removed.");
-    }
-    match state.store.remove_yubikey(user.id, id).await {
-        Ok(_) => Redirect::to("/account/mfa").into_response(),
-        Err(e) => cannot(e.into()),
-    }
+    remove_key(&state, peer, &headers, form, KeyKind::Yubikey).await
 }

@@ -62,12 +62,23 @@ struct MfaPage {
     error: Option<String>,
 }
 
-/// A security key as the page shows it.
+/// A security key or YubiKey as the page shows it.
 struct KeyView {
     id: i64,
     name: String,
     added: String,
     last_used: String,
+}
+
+impl KeyView {
+    fn of(id: i64, name: String, created_at: i64, last_used_at: Option<i64>) -> KeyView {
+        KeyView {
+            id,
+            name,
+            added: time(created_at),
+            last_used: last_used_at.map(time).unwrap_or_else(|| "-".into()),
+        }
+    }
 }
 
 /// A trusted browser as the page shows it.
@@ -348,12 +359,7 @@ async fn show_with_codes(
     let keys = match state.store.security_keys_of(user.id).await {
         Ok(rows) => rows
             .into_iter()
-            .map(|k| KeyView {
-                id: k.id,
-                name: k.name,
-                added: time(k.created_at),
-                last_used: k.last_used_at.map(time).unwrap_or_else(|| "-".into()),
-            })
+            .map(|k| KeyView::of(k.id, k.name, k.created_at, k.last_used_at))
             .collect(),
         Err(e) => {
             tracing::error!(error = %e, "security key list failed");
@@ -363,12 +369,7 @@ async fn show_with_codes(
     let yubikeys = match state.store.yubikeys_of(user.id).await {
         Ok(rows) => rows
             .into_iter()
-            .map(|k| KeyView {
-                id: k.id,
-                name: k.name,
-                added: time(k.created_at),
-                last_used: k.last_used_at.map(time).unwrap_or_else(|| "-".into()),
-            })
+            .map(|k| KeyView::of(k.id, k.name, k.created_at, k.last_used_at))
             .collect(),
         Err(e) => {
             tracing::error!(error = %e, "YubiKey list failed");

@@ -199,6 +199,38 @@ pub(crate) async fn set_up(s: &SignIn, b: &mut Browser) -> App {
     app
 }
 
+/// `POST /api/v1/auth/mfa/verify` with `code`, as the CLI's `mfa verify` sends it for
+/// `session`: the status and the JSON answer.
+pub(crate) async fn api_verify(
+    s: &SignIn,
+    session: &str,
+    code: String,
+) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(format!("{}/api/v1/auth/mfa/verify", s.gw.url))
+        .bearer_auth(session)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// `WHO`'s user id.
+pub(crate) async fn who_id(db: &Db) -> i64 {
+    let user = store(db).await.find_user(WHO).await.ok().flatten();
+    user.map(|u| u.id).unwrap_or_default()
+}
+
+/// Turns the app off on `b`'s account page with its next code: the page after.
+pub(crate) async fn remove_app(s: &SignIn, b: &mut Browser, app: &mut App) -> Page {
+    let account = go(b, &format!("{}/account/mfa", s.gw.url)).await;
+    let code = app.next_code().await;
+    let url = format!("{}/account/mfa/remove", s.gw.url);
+    submit(b, &url, &[("csrf", &csrf(&account)), ("code", &code)]).await
+}
+
 /// The backup codes a page shows (once, when made).
 fn backup_codes_on(page: &Page) -> Vec<String> {
     page.body
@@ -896,24 +928,7 @@ both_backends!(
                 .any(|e| e.details["reason"] == "mfa_required"),
             "{refused:?}"
         );
-        let verify = |code: String| {
-            let url = format!("{}/api/v1/auth/mfa/verify", s.gw.url);
-            let session = session.clone();
-            async move {
-                let r = client()
-                    .post(url)
-                    .bearer_auth(session)
-                    .json(&serde_json::json!({ "code": code }))
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let status = r.status().as_u16();
-                (
-                    status,
-                    r.json::<serde_json::Value>().await.unwrap_or_default(),
-                )
-            }
-        };
+        let verify = |code: String| api_verify(&s, &session, code);
         let (status, body) = verify(app.wrong_code()).await;
         assert_eq!(
             (status, body["code"].as_str()),

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::both_backends;
 use crate::kit::store;
 use crate::mfa::{
-    KEY, WHO, add_who, asks_for_a_code, between, csrf, events, go, set_up, submit, web_sign_in,
+    KEY, add_who, asks_for_a_code, between, csrf, events, go, remove_app, set_up, submit,
+    web_sign_in, who_id,
 };
 use crate::signin::SignIn;
 
@@ -381,25 +382,12 @@ both_backends!(
 
         // Removing the app removes the keys with it.
         let st = store(&db).await;
-        let user = st
-            .find_user(WHO)
-            .await
-            .ok()
-            .flatten()
-            .map(|u| u.id)
-            .unwrap_or_default();
+        let user = who_id(&db).await;
         assert_eq!(
             st.security_keys_of(user).await.map(|k| k.len()).ok(),
             Some(1)
         );
-        let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
-        let code = app.next_code().await;
-        let off = submit(
-            &mut b,
-            &format!("{}/account/mfa/remove", s.gw.url),
-            &[("csrf", &csrf(&account)), ("code", &code)],
-        )
-        .await;
+        let off = remove_app(&s, &mut b, &mut app).await;
         assert_eq!(off.status, 200, "{}", off.body);
         assert_eq!(
             st.security_keys_of(user).await.map(|k| k.len()).ok(),

@@ -6,9 +6,10 @@
 
 use crate::both_backends;
 use crate::fake_yubico::{FakeYubico, otp, otp_starting};
-use crate::kit::{client, store};
+use crate::kit::store;
 use crate::mfa::{
-    KEY, WHO, add_who, asks_for_a_code, csrf, events, give, go, set_up, submit, web_sign_in,
+    KEY, add_who, api_verify, asks_for_a_code, csrf, events, give, go, remove_app, set_up, submit,
+    web_sign_in, who_id,
 };
 use crate::signin::SignIn;
 
@@ -73,13 +74,7 @@ both_backends!(a_yubikey_otp_counts_once_for_its_person, |db| async move {
     // Refused and counted: the same OTP again, a forged one, and another key's (not asked of
     // Yubico at all).
     let st = store(&db).await;
-    let user = st
-        .find_user(WHO)
-        .await
-        .ok()
-        .flatten()
-        .map(|u| u.id)
-        .unwrap_or_default();
+    let user = who_id(&db).await;
     let failures = || async {
         store(&db)
             .await
@@ -120,24 +115,7 @@ both_backends!(a_yubikey_otp_counts_once_for_its_person, |db| async move {
 
     // Over the API, as the CLI's prompt sends it: a confirmation; a replay is refused.
     let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
-    let verify = |code: String| {
-        let url = format!("{}/api/v1/auth/mfa/verify", s.gw.url);
-        let session = session.clone();
-        async move {
-            let r = client()
-                .post(url)
-                .bearer_auth(session)
-                .json(&serde_json::json!({ "code": code }))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let status = r.status().as_u16();
-            (
-                status,
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-    };
+    let verify = |code: String| api_verify(&s, &session, code);
     let code = otp(DESK);
     let (status, body) = verify(code.clone()).await;
     assert_eq!(
@@ -162,14 +140,7 @@ both_backends!(a_yubikey_otp_counts_once_for_its_person, |db| async move {
 
     // Removing the app removes the YubiKey with it.
     assert_eq!(st.yubikeys_of(user).await.map(|k| k.len()).ok(), Some(1));
-    let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
-    let code = app.next_code().await;
-    let off = submit(
-        &mut b,
-        &format!("{}/account/mfa/remove", s.gw.url),
-        &[("csrf", &csrf(&account)), ("code", &code)],
-    )
-    .await;
+    let off = remove_app(&s, &mut b, &mut app).await;
     assert_eq!(off.status, 200, "{}", off.body);
     assert_eq!(st.yubikeys_of(user).await.map(|k| k.len()).ok(), Some(0));
 });
@@ -190,13 +161,7 @@ both_backends!(without_yubico_settings_an_otp_is_no_code, |db| async move {
     let refused = give(&s, &mut b, &page, &otp(DESK)).await;
     assert_eq!(refused.status, 400, "not a code here: {}", refused.body);
     let st = store(&db).await;
-    let user = st
-        .find_user(WHO)
-        .await
-        .ok()
-        .flatten()
-        .map(|u| u.id)
-        .unwrap_or_default();
+    let user = who_id(&db).await;
     let failures = st.totp(user).await.ok().flatten().map(|t| t.failures);
     assert_eq!(failures, Some(0), "not counted as a guess");
 });
