@@ -405,7 +405,7 @@ fn print_users(users: &[ListedUser]) -> anyhow::Result<()> {
         "LOCKED",
         "MFA"
     )?;
-    for ListedUser { user: u, mfa } in users {
+    for ListedUser { user: u, mfa, .. } in users {
         outln!(
             "{:<32} {:<24} {:<10} {:<8} {:<4} {}",
             u.email,

@@ -33,6 +33,10 @@ pub struct ListedUser {
     pub user: super::UserRow,
     /// A confirmed authenticator app.
     pub mfa: bool,
+    /// Security keys and passkeys beside it.
+    pub security_keys: i64,
+    /// YubiKeys beside it.
+    pub yubikeys: i64,
 }
 
 /// What a wrong code did.
@@ -302,17 +306,40 @@ impl Store {
         .await
     }
 
-    /// Every user, with whether they have a confirmed authenticator app.
+    /// Every user, with whether they have a confirmed authenticator app and how many keys
+    /// beside it.
     pub async fn list_users_with_mfa(&self) -> Result<Vec<ListedUser>, StoreError> {
         let users = self.list_users().await?;
         let with_mfa = self.users_with_mfa().await?;
+        let security_keys = self
+            .count_by_user("SELECT user_id, COUNT(*) AS n FROM security_keys GROUP BY user_id")
+            .await?;
+        let yubikeys = self
+            .count_by_user("SELECT user_id, COUNT(*) AS n FROM yubikeys GROUP BY user_id")
+            .await?;
         Ok(users
             .into_iter()
             .map(|user| ListedUser {
                 mfa: with_mfa.contains(&user.id),
+                security_keys: security_keys.get(&user.id).copied().unwrap_or(0),
+                yubikeys: yubikeys.get(&user.id).copied().unwrap_or(0),
                 user,
             })
             .collect())
+    }
+
+    /// `sql`'s rows (`user_id`, `n`) as a map.
+    async fn count_by_user(
+        &self,
+        sql: &'static str,
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        bounded(self, async {
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            rows.iter()
+                .map(|row| Ok((row.int("user_id")?, row.int("n")?)))
+                .collect()
+        })
+        .await
     }
 
     /// How many unused backup codes user `user_id` has.

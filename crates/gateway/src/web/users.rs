@@ -23,6 +23,8 @@ use crate::store::{LastAdmin, ListedUser, StoreError};
 const LIST: &str = "gateway:users:list";
 
 struct UserView {
+    /// Keys beside the app ("2 security keys, 1 YubiKey"), or empty.
+    factors: String,
     id: i64,
     email: String,
     name: String,
@@ -81,8 +83,20 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
 
 fn view(listed: &ListedUser, you: Option<i64>) -> UserView {
     let u = &listed.user;
+    let mut factors = Vec::new();
+    match listed.security_keys {
+        0 => {}
+        1 => factors.push("1 security key".to_string()),
+        n => factors.push(format!("{n} security keys")),
+    }
+    match listed.yubikeys {
+        0 => {}
+        1 => factors.push("1 YubiKey".to_string()),
+        n => factors.push(format!("{n} YubiKeys")),
+    }
     UserView {
         mfa: listed.mfa,
+        factors: factors.join(", "),
         id: u.id,
         email: u.email.clone(),
         name: u.name.clone(),

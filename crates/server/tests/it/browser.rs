@@ -1002,6 +1002,17 @@ both_backends!(security_keys_in_chromium, |db| async move {
     let used = text(&c, "#keys tbody tr").await;
     assert!(!used.ends_with("- Remove"), "last use shown: {used}");
 
+    // The users page says who has keys.
+    c.goto(&format!("{}/users", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let me = user_row_id(&c, "admin@example.com").await;
+    assert_eq!(text(&c, &format!("#mfa-{me}")).await, "on");
+    assert_eq!(
+        text(&c, &format!("#factors-{me}")).await,
+        "(1 security key)"
+    );
+
     // Removed, it is gone from the list.
     c.goto(&format!("{}/account/mfa", dev.gateway))
         .await

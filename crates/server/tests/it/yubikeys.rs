@@ -6,10 +6,10 @@
 
 use crate::both_backends;
 use crate::fake_yubico::{FakeYubico, otp, otp_starting};
-use crate::kit::store;
+use crate::kit::{client, store, token};
 use crate::mfa::{
-    KEY, add_who, api_verify, asks_for_a_code, csrf, events, give, go, remove_app, set_up, submit,
-    web_sign_in, who_id,
+    KEY, WHO, add_who, api_verify, asks_for_a_code, csrf, events, give, go, remove_app, set_up,
+    submit, web_sign_in, who_id,
 };
 use crate::signin::SignIn;
 
@@ -57,6 +57,30 @@ both_backends!(a_yubikey_otp_counts_once_for_its_person, |db| async move {
         events(&db, "gateway:mfa:add_key").await.len(),
         2,
         "one added, one refused"
+    );
+    // Admins see who has what.
+    let listed: serde_json::Value = client()
+        .get(format!("{}/api/v1/users", s.gw.url))
+        .bearer_auth(token(&db, "auditor", &["--role", "admin"]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let who = listed
+        .as_array()
+        .and_then(|users| users.iter().find(|u| u["email"] == WHO))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&who["mfa"], &who["yubikeys"], &who["security_keys"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{listed}"
     );
 
     // A touch signs in.
