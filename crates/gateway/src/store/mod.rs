@@ -44,7 +44,8 @@ pub use mfa::{ListedUser, TotpFailure, TotpRow};
 pub use notifications::{NOTIFY_CURSOR_SETTING, NewNotification, NotificationRow};
 pub use roles::{NewRole, RoleGrant, RoleRow};
 pub use security_keys::{
-    KeyNotAdded, MAX_SECURITY_KEYS, NewSecurityKey, SecurityKeyRow, YubikeyRow,
+    KeyNotAdded, MAX_CEREMONIES_PER_USER, MAX_SECURITY_KEYS, NewSecurityKey, SecurityKeyRow,
+    YubikeyRow,
 };
 pub use sessions::{CreatedSession, NewSession, SessionRow};
 pub use tokens::{NewToken, TokenRow};

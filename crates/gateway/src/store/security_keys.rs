@@ -9,6 +9,10 @@ use super::{Store, StoreError, bounded};
 /// and every laptop's built-in one, few enough that the list stays readable.
 pub const MAX_SECURITY_KEYS: i64 = 10;
 
+/// Most challenges one person may have outstanding (pages open in several tabs, say): the
+/// oldest go first.
+pub const MAX_CEREMONIES_PER_USER: i64 = 20;
+
 /// A security key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurityKeyRow {
@@ -217,6 +221,17 @@ impl Store {
             .bind(purpose)
             .bind(state)
             .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            // A page reloaded over and over keeps only its person's latest challenges: the
+            // table cannot be grown without bound by one signed-in browser.
+            sqlx::query(
+                "DELETE FROM webauthn_ceremonies WHERE user_id = $1 AND id_hash NOT IN \
+                 (SELECT id_hash FROM webauthn_ceremonies WHERE user_id = $1 \
+                 ORDER BY expires_at DESC, id_hash LIMIT $2)",
+            )
+            .bind(user_id)
+            .bind(MAX_CEREMONIES_PER_USER)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -372,6 +372,28 @@ both_backends!(
         let completed = answer_sign_in(&s, &mut b3, &page3, &ceremony3, &answer3).await;
         assert!(completed.url.ends_with("/account"), "{}", completed.body);
 
+        // Reloading the code page over and over keeps only the latest challenges, and the
+        // latest still answers.
+        let (mut b4, mut page4) = web_sign_in(&s).await;
+        for _ in 0..25 {
+            page4 = go(&mut b4, &format!("{}/api/v1/auth/mfa", s.gw.url)).await;
+        }
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kept: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webauthn_ceremonies WHERE user_id = $1")
+                .bind(who_id(&db).await)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kept, gateway::store::MAX_CEREMONIES_PER_USER);
+        let (ceremony4, options4) = key_form(&page4);
+        let answer4 = key.assert(&options4);
+        let latest = answer_sign_in(&s, &mut b4, &page4, &ceremony4, &answer4).await;
+        assert!(latest.url.ends_with("/account"), "{}", latest.body);
+
         // A clone (a copy of the key whose counter lags) is refused.
         let (mut b2, page) = web_sign_in(&s).await;
         let (ceremony, options) = key_form(&page);
