@@ -427,7 +427,7 @@ pub struct User {
 }
 
 /// A change to a user over `/api/v1/users`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum UserChange<'a> {
     /// `POST /api/v1/users`.
     Add {
@@ -465,11 +465,13 @@ impl GatewayApi {
         self.listing(token, self.url("/api/v1/users")).await
     }
 
-    /// Makes `change` with `token`; the user as it now stands.
+    /// Makes `change` with `token` (and `code`, a code from the person's authenticator app
+    /// given with it, in `X-MFA-Code`); the user as it now stands.
     pub async fn change_user(
         &self,
         token: &str,
         change: UserChange<'_>,
+        code: Option<&str>,
     ) -> Result<User, ClientError> {
         let (url, request) = match change {
             UserChange::Add { email, role, name } => {
@@ -494,6 +496,10 @@ impl GatewayApi {
                 let rb = self.http.delete(&url);
                 (url, rb)
             }
+        };
+        let request = match code {
+            Some(code) => request.header("x-mfa-code", code),
+            None => request,
         };
         self.change(&url, request, token).await
     }

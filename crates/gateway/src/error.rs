@@ -92,11 +92,11 @@ pub enum ApiError {
         /// `MFA_STEP_UP_SECS`.
         window_secs: u64,
     },
-    /// A change that needs a code given with it, right then (minting an API token), by a
-    /// person with an authenticator app who gave none.
+    /// A change that needs a code given with it, right then (minting an API token, approving
+    /// a deploy, changing people), by a person with an authenticator app who gave none.
     #[error(
         "{0} needs a code from your authenticator app given with it, right now (a recent \
-         step-up is not enough): send it as \"code\""
+         step-up is not enough): send it as \"code\" (or in the X-MFA-Code header)"
     )]
     MfaCodeNeeded(&'static str),
     /// An authenticator code was refused (wrong, used already, or codes are locked out).

@@ -52,10 +52,17 @@ pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
             "Removed the authenticator app of",
         ),
     };
-    let user = api
-        .change_user(credential, change)
-        .await
-        .map_err(CliError::Client)?;
+    let user = match api.change_user(credential, change, None).await {
+        // A person with an authenticator app gives a code with the change: ask, once.
+        Err(convox_api::client::ClientError::Api { code: Some(c), .. })
+            if c == "mfa_code_required" =>
+        {
+            let code = super::mfa::ask_for_code()?;
+            api.change_user(credential, change, Some(&code)).await
+        }
+        other => other,
+    }
+    .map_err(CliError::Client)?;
     output::write_stdout(&format!(
         "{done} {} (role {}).\n",
         output::printable(&user.email),

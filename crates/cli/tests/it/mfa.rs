@@ -92,9 +92,17 @@ async fn a_session_gives_a_code_before_changing_people() {
         .run(&["login", "dev", &dev.gateway, "--token", &session])
         .ok();
     assert!(login.contains("role admin"), "{login}");
-    // Reading is not guarded; changing people is, and the CLI says how to go on.
+    // Reading is not guarded; defining a role is (a recent code), and the CLI says how to go
+    // on.
     assert!(home.run(&["users"]).ok().contains("viewer@example.com"));
-    let err = home.run(&["users", "lock", "viewer@example.com"]).failed();
+    let define = [
+        "roles",
+        "create",
+        "readers",
+        "--permissions",
+        "convox:apps:list",
+    ];
+    let err = home.run(&define).failed();
     assert!(
         err.contains("recent code from your authenticator app")
             && err.contains("`rack-gateway --rack dev mfa verify`"),
@@ -108,7 +116,14 @@ async fn a_session_gives_a_code_before_changing_people() {
         .run_input(&["mfa", "verify"], &format!("{code}\n"))
         .ok();
     assert!(out.starts_with("Verified: changes to people"), "{out}");
-    let out = home.run(&["users", "lock", "viewer@example.com"]).ok();
+    assert!(home.run(&define).ok().contains("readers"));
+    // Changing people takes a code with the change itself, even just after `mfa verify`: the
+    // CLI asks for one (here typed on stdin).
+    let lock = ["users", "lock", "viewer@example.com"];
+    let err = home.run_input(&lock, "\n").failed();
+    assert!(err.contains("no code given"), "{err}");
+    let code = app.next_code().await;
+    let out = home.run_input(&lock, &format!("{code}\n")).ok();
     assert!(out.starts_with("Locked"), "{out}");
 
     // Approving a deploy needs a code given with it, even just after `mfa verify`: the CLI

@@ -371,6 +371,38 @@ impl Caller {
         Ok(())
     }
 
+    /// The "right now" tier for a change of people (`permission`): with a session whose person
+    /// has an authenticator app, a code given with the request itself ([`Caller::require_code_now`];
+    /// `code`: the body's `"code"` or the `X-MFA-Code` header, see [`code_header`]); for
+    /// everyone else, [`Caller::require_privileged`] (API tokens pass; `MFA_REQUIRED` still
+    /// stops a session without an app).
+    pub async fn require_now(
+        &self,
+        state: &AppState,
+        permission: &str,
+        code: Option<&str>,
+        what: &'static str,
+        asked: &serde_json::Value,
+    ) -> Result<(), ApiError> {
+        self.require(state, permission).await?;
+        let has_app = match self.principal.user_id() {
+            Some(id) => crate::mfa::required(&state.store, id)
+                .await
+                .map_err(|e| match e {
+                    crate::mfa::MfaError::Store(e) => ApiError::store(e),
+                    _ => ApiError::StoreUnavailable,
+                })?
+                .is_some(),
+            None => false,
+        };
+        if has_app && self.principal.session_id().is_some() {
+            self.require_code_now(state, permission, code, what, asked)
+                .await
+        } else {
+            self.require_privileged(state, permission).await
+        }
+    }
+
     /// Whether the caller holds `permission` (nothing is audited: the caller decides what to
     /// answer, and records it with [`Caller::refuse`]).
     pub fn holds(&self, permission: &str) -> bool {
@@ -613,4 +645,14 @@ pub async fn info(caller: Caller) -> Result<Response, ApiError> {
 /// Anything else: 404 JSON.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
+}
+
+/// The header a call without a body (a lock, a reset) gives its authenticator code in, for the
+/// "right now" tier.
+pub const MFA_CODE_HEADER: &str = "x-mfa-code";
+
+/// The code given with a call: `body`'s, else the [`MFA_CODE_HEADER`] header's (when it is
+/// text).
+pub fn code_header<'a>(headers: &'a http::HeaderMap, body: Option<&'a str>) -> Option<&'a str> {
+    body.or_else(|| headers.get(MFA_CODE_HEADER)?.to_str().ok())
 }

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -105,17 +106,25 @@ pub struct NewUser {
     role: String,
     #[serde(default)]
     name: String,
+    /// A code from the caller's authenticator app, given with the change (right now).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// `POST /api/v1/users`
 pub async fn add(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     caller: Caller,
     super::ApiJson(body): super::ApiJson<NewUser>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:create";
-    caller.require_privileged(&state, action).await?;
+    let code = super::code_header(&headers, body.code.as_deref());
+    let given = json!({ "email": body.email, "role": body.role });
+    caller
+        .require_now(&state, action, code, "adding someone", &given)
+        .await?;
     let added = manage::add_user(
         &state.store,
         &state.audit,
@@ -139,25 +148,33 @@ pub async fn add(
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     role: String,
+    /// A code from the caller's authenticator app, given with the change (right now).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// `PUT /api/v1/users/{email}/role`
 pub async fn set_role(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     caller: Caller,
     ApiPath(email): ApiPath<String>,
     super::ApiJson(body): super::ApiJson<RoleBody>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:update";
-    caller.require_privileged(&state, action).await?;
     let asked = json!({ "email": email, "role": body.role });
+    caller.require(&state, action).await?;
     // With their session or a token acting for them: an admin demoting themselves may leave
     // nobody able to manage users over HTTP.
     if is_caller(&caller, &email) {
         let message = "you cannot change your own role; ask another admin";
         return Err(not_on_yourself(&state, &caller, action, message, asked).await);
     }
+    let code = super::code_header(&headers, body.code.as_deref());
+    caller
+        .require_now(&state, action, code, "changing someone's role", &asked)
+        .await?;
     let changed = manage::set_user_role(
         &state.store,
         &state.audit,
@@ -173,40 +190,43 @@ pub async fn set_role(
     }
 }
 
-/// `POST /api/v1/users/{email}/lock`
+/// `POST /api/v1/users/{email}/lock` (a code in `X-MFA-Code`, right now)
 pub async fn lock(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     caller: Caller,
     ApiPath(email): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, peer, caller, email, true).await
+    set_locked(state, peer, &headers, caller, email, true).await
 }
 
-/// `POST /api/v1/users/{email}/unlock`
+/// `POST /api/v1/users/{email}/unlock` (a code in `X-MFA-Code`, right now)
 pub async fn unlock(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     caller: Caller,
     ApiPath(email): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    set_locked(state, peer, caller, email, false).await
+    set_locked(state, peer, &headers, caller, email, false).await
 }
 
 async fn set_locked(
     state: AppState,
     peer: Peer,
+    headers: &HeaderMap,
     caller: Caller,
     email: String,
     locked: bool,
 ) -> Result<Response, ApiError> {
-    let permission = if locked {
-        "gateway:users:lock"
+    let (permission, what) = if locked {
+        ("gateway:users:lock", "locking someone out")
     } else {
-        "gateway:users:unlock"
+        ("gateway:users:unlock", "unlocking someone")
     };
-    caller.require_privileged(&state, permission).await?;
     let asked = json!({ "email": email });
+    caller.require(&state, permission).await?;
     // Locking yourself out leaves you no way back; unlocking yourself could never be needed
     // (a locked user cannot call this), so neither is made on the caller's own account.
     if is_caller(&caller, &email) {
@@ -217,6 +237,10 @@ async fn set_locked(
         };
         return Err(not_on_yourself(&state, &caller, permission, message, asked).await);
     }
+    let code = super::code_header(headers, None);
+    caller
+        .require_now(&state, permission, code, what, &asked)
+        .await?;
     let changed = manage::set_user_locked(
         &state.store,
         &state.audit,
@@ -238,17 +262,23 @@ async fn set_locked(
 pub async fn reset_mfa(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     caller: Caller,
     ApiPath(email): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let permission = "gateway:mfa:reset";
-    caller.require_privileged(&state, permission).await?;
     let asked = json!({ "email": email, "factor": "totp" });
+    caller.require(&state, permission).await?;
     if is_caller(&caller, &email) {
         let message = "you cannot reset your own authenticator app: remove it on /account/mfa \
                        with a current code";
         return Err(not_on_yourself(&state, &caller, permission, message, asked).await);
     }
+    let what = "resetting someone's authenticator app";
+    let code = super::code_header(&headers, None);
+    caller
+        .require_now(&state, permission, code, what, &asked)
+        .await?;
     match manage::reset_mfa(&state.store, &state.audit, &caller.actor(peer), &email).await {
         Ok(user) => Ok(Json(user).into_response()),
         Err(e) => Err(refused(&state, &caller, permission, e, asked).await),

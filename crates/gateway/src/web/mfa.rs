@@ -757,6 +757,89 @@ pub(crate) async fn right_now(
     }
 }
 
+#[derive(Template)]
+#[template(path = "confirm_now.html")]
+struct ConfirmNowPage<'a> {
+    csrf: String,
+    what: &'a str,
+    action: &'a str,
+    back: &'a str,
+    fields: &'a [(&'a str, &'a str)],
+    key: Option<keys::Challenge>,
+    error: Option<String>,
+}
+
+/// A change of the "right now" tier asked from a page: what it is, where its form posts, the
+/// form's fields (sent again with the code), and where "Cancel" goes.
+pub(crate) struct NowAsked<'a> {
+    /// "Changing someone's role".
+    pub what: &'a str,
+    /// The audit action (the permission).
+    pub action: &'static str,
+    /// The form's address.
+    pub form_action: &'a str,
+    /// The form's fields besides the CSRF token and the proof.
+    pub fields: &'a [(&'a str, &'a str)],
+    /// The page it came from.
+    pub back: &'a str,
+}
+
+/// For a change of the "right now" tier from a page: `None` when it may go ahead — its person
+/// has an authenticator app and the form carries a right code (or a security key's answer),
+/// or they have none (then, as for any privileged change, `MFA_REQUIRED` still asks for the
+/// step-up) — else the page to answer with: "Confirm it's you", sending the same form again
+/// with a code (refusals audited, wrong codes counted).
+pub(crate) async fn confirm_now(
+    state: &AppState,
+    principal: &Principal,
+    peer: Peer,
+    headers: &HeaderMap,
+    token: &str,
+    asked: &NowAsked<'_>,
+    proof: Option<Proof<'_>>,
+) -> Option<Response> {
+    let user = match has_app(state, principal).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            let (action, back) = (asked.action, asked.back);
+            return step_up_page(state, principal, peer, headers, token, action, back).await;
+        }
+        Err(page) => return Some(page),
+    };
+    let (status, error) = match proof {
+        None => {
+            let details = json!({ "reason": "mfa_code_required" });
+            super::page_refusal(state, principal, peer, headers, asked.action, details).await;
+            (StatusCode::FORBIDDEN, None)
+        }
+        Some(proof) => {
+            let checked =
+                check_right_now(state, principal, peer, headers, asked.action, &user, proof);
+            match checked.await {
+                Ok(_) => return None,
+                Err(Refused::Show(error)) => (StatusCode::BAD_REQUEST, Some(error)),
+                Err(Refused::Page(page)) => return Some(page),
+            }
+        }
+    };
+    let key = match key_challenge(state, user.id, keys::Purpose::RightNow).await {
+        Ok(key) => key,
+        Err(e) => return Some(cannot(e)),
+    };
+    Some(render(
+        status,
+        &ConfirmNowPage {
+            csrf: super::cookies::csrf_token(token),
+            what: asked.what,
+            action: asked.form_action,
+            back: asked.back,
+            fields: asked.fields,
+            key,
+            error,
+        },
+    ))
+}
+
 /// The proof a "right now" form carries: a security key's answer, else a code that is not
 /// blank; `None` when it carries neither.
 pub(crate) fn given<'a>(

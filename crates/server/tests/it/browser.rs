@@ -1002,10 +1002,19 @@ both_backends!(security_keys_in_chromium, |db| async move {
     let used = text(&c, "#keys tbody tr").await;
     assert!(!used.ends_with("- Remove"), "last use shown: {used}");
 
-    // The users page says who has keys.
+    // Changing people asks "Confirm it's you" right then: a touch will do.
     c.goto(&format!("{}/users", dev.gateway))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    let viewer = user_row_id(&c, "viewer@example.com").await;
+    click(&c, &format!("#lock-{viewer}")).await;
+    assert_eq!(text(&c, "#title").await, "Confirm it's you");
+    click(&c, "#confirm-with-key").await;
+    wait_for_url(&c, "/users").await;
+    let locked = text_soon(&c, &format!("#user-{viewer}"), "locked").await;
+    assert!(locked.contains("locked"), "{locked}");
+
+    // The users page says who has keys.
     let me = user_row_id(&c, "admin@example.com").await;
     assert_eq!(text(&c, &format!("#mfa-{me}")).await, "on");
     assert_eq!(

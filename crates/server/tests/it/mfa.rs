@@ -765,14 +765,18 @@ both_backends!(
         let (mut who, _) = web_sign_in(&s).await;
         set_up(&s, &mut who).await;
         let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
-        set_up(&s, &mut boss).await;
+        let mut boss_app = set_up(&s, &mut boss).await;
         let session = |b: &Browser| b.cookies.get("rg_session").cloned().unwrap_or_default();
-        let reset = |email: &str, credential: String| {
+        // With a code from the admin's app (right now), in X-MFA-Code.
+        let mut codes = std::mem::take(&mut boss_app.backup_codes);
+        let mut reset = |email: &str, credential: String| {
             let url = format!("{}/api/v1/users/{email}/mfa", s.gw.url);
+            let code = codes.pop().unwrap_or_default();
             async move {
                 let r = client()
                     .delete(url)
                     .bearer_auth(credential)
+                    .header("x-mfa-code", code)
                     .send()
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -889,39 +893,35 @@ both_backends!(
         let (mut boss, _) = web_sign_in_as(&s, ADMIN).await;
         let mut app = set_up(&s, &mut boss).await;
         let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
-        let api = |method: reqwest::Method, path: &str, credential: &str| {
+        // `body` (and `code` in X-MFA-Code) to `path` with `credential`.
+        let api = |path: &str, credential: &str, body: serde_json::Value, code: Option<&str>| {
             let url = format!("{}{path}", s.gw.url);
             let credential = credential.to_string();
+            let code = code.map(str::to_string);
             async move {
-                let r = client()
-                    .request(method, url)
-                    .bearer_auth(credential)
-                    .json(&serde_json::json!({ "email": "x@example.com", "role": "viewer" }))
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let status = r.status().as_u16();
-                (
-                    status,
-                    r.json::<serde_json::Value>().await.unwrap_or_default(),
-                )
+                let mut r = client().post(url).bearer_auth(credential).json(&body);
+                if let Some(code) = code {
+                    r = r.header("x-mfa-code", code);
+                }
+                status_json(r).await
             }
         };
-        let post = reqwest::Method::POST;
+        let role =
+            |name: &str| serde_json::json!({ "name": name, "permissions": ["convox:apps:list"] });
+        let nobody = serde_json::json!({});
 
-        // Just after the code (the one that turned the app on): allowed.
-        let (status, body) = api(post.clone(), "/api/v1/users", &session).await;
+        // Step-up: just after the code (the one that turned the app on), a role may be defined.
+        let (status, body) = api("/api/v1/roles", &session, role("readers-a"), None).await;
         assert_eq!(status, 201, "{body}");
         // Later: refused until a new code, and the refusal is on the trail.
         tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
-        let lock = "/api/v1/users/x@example.com/lock";
-        let (status, body) = api(post.clone(), lock, &session).await;
+        let (status, body) = api("/api/v1/roles", &session, role("readers-b"), None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (403, Some("mfa_required")),
             "{body}"
         );
-        let refused = events(&db, "gateway:users:lock").await;
+        let refused = events(&db, "gateway:roles:create").await;
         assert!(
             refused
                 .iter()
@@ -938,12 +938,45 @@ both_backends!(
         let (status, body) = verify(app.next_code().await).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["valid_for_secs"], 2);
-        let (status, body) = api(post.clone(), lock, &session).await;
+        let (status, body) = api("/api/v1/roles", &session, role("readers-b"), None).await;
+        assert_eq!(status, 201, "{body}");
+
+        // Right now: changing people takes a code with the change itself, however recent the
+        // last one (here: a moment ago), in the body or in X-MFA-Code.
+        let person = serde_json::json!({ "email": "x@example.com", "role": "viewer" });
+        let (status, body) = api("/api/v1/users", &session, person.clone(), None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_required")),
+            "{body}"
+        );
+        assert!(
+            events(&db, "gateway:users:create")
+                .await
+                .iter()
+                .any(|e| e.details["reason"] == "mfa_code_required"),
+            "the refusal is on the trail"
+        );
+        let mut with_code = person.clone();
+        with_code["code"] = app.backup_codes.pop().unwrap_or_default().into();
+        let (status, body) = api("/api/v1/users", &session, with_code, None).await;
+        assert_eq!(status, 201, "{body}");
+        let lock = "/api/v1/users/x@example.com/lock";
+        let wrong = app.wrong_code();
+        let (status, body) = api(lock, &session, nobody.clone(), Some(&wrong)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_refused")),
+            "{body}"
+        );
+        let code = app.backup_codes.pop().unwrap_or_default();
+        let (status, body) = api(lock, &session, nobody.clone(), Some(&code)).await;
         assert_eq!(status, 200, "{body}");
 
         // An API token is a robot's: never asked.
         let robot = token(&db, "robot-admin", &["--role", "admin"]);
-        let (status, body) = api(post.clone(), "/api/v1/users/x@example.com/unlock", &robot).await;
+        let unlock = "/api/v1/users/x@example.com/unlock";
+        let (status, body) = api(unlock, &robot, nobody.clone(), None).await;
         assert_eq!(status, 200, "{body}");
         let robot_verifies = client()
             .post(format!("{}/api/v1/auth/mfa/verify", s.gw.url))
@@ -954,8 +987,8 @@ both_backends!(
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(robot_verifies.status(), 400, "a token gives no codes");
 
-        // On the pages: the change asks for a code, then goes through when made again.
-        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        // On the pages: the change asks "Confirm it's you" and goes through with a code given
+        // there, sent with the same form.
         let users = go(&mut boss, &format!("{}/users", s.gw.url)).await;
         let lock_form = format!("{}/users/lock", s.gw.url);
         let fields = [
@@ -966,16 +999,19 @@ both_backends!(
         let asked = submit(&mut boss, &lock_form, &fields).await;
         assert_eq!(asked.status, 403, "{}", asked.body);
         assert!(asked.body.contains("Confirm it"), "{}", asked.body);
-        let verify_form = format!("{}/account/mfa/verify", s.gw.url);
-        let code = app.next_code().await;
-        let back = submit(
-            &mut boss,
-            &verify_form,
-            &[("csrf", &csrf(&asked)), ("code", &code), ("back", "/users")],
-        )
-        .await;
-        assert!(back.url.ends_with("/users"), "{} {}", back.url, back.body);
-        let done = submit(&mut boss, &lock_form, &fields).await;
+        assert!(asked.body.contains("Locking someone out"), "{}", asked.body);
+        let code = app.backup_codes.pop().unwrap_or_default();
+        let confirmed = [
+            ("csrf", csrf(&asked)),
+            (
+                "email",
+                between(&asked.body, "name=\"email\" value=\"", "\""),
+            ),
+            ("code", code),
+        ];
+        let confirmed: Vec<(&str, &str)> =
+            confirmed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let done = submit(&mut boss, &lock_form, &confirmed).await;
         assert!(done.url.ends_with("/users"), "{}", done.body);
         let listed = store(&db)
             .await
@@ -1007,13 +1043,8 @@ both_backends!(
             .await
             .unwrap_or_default();
         let cli_session = collected["session_token"].as_str().unwrap_or_default();
-        let (status, body) = api(
-            post.clone(),
-            "/api/v1/users/x@example.com/unlock",
-            cli_session,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        let (status, body) = api("/api/v1/roles", cli_session, role("readers-c"), None).await;
+        assert_eq!(status, 201, "{body}");
     }
 );
 
@@ -1355,8 +1386,11 @@ both_backends!(
         let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
         let (status, body) = status_json(
             client()
-                .post(format!("{}/api/v1/users/nobody@example.com/lock", s.gw.url))
-                .bearer_auth(&session),
+                .post(format!("{}/api/v1/roles", s.gw.url))
+                .bearer_auth(&session)
+                .json(
+                    &serde_json::json!({ "name": "readers", "permissions": ["convox:apps:list"] }),
+                ),
         )
         .await;
         assert_eq!(
