@@ -129,13 +129,10 @@ pub struct DecisionForm {
     csrf: Option<String>,
     #[serde(default)]
     note: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-    /// The page's security-key challenge, and a key's answer to it (instead of the code).
-    #[serde(default)]
-    ceremony: Option<String>,
-    #[serde(default)]
-    answer: Option<String>,
+    /// A code from the person's authenticator app given with it (right now), or a security
+    /// key's answer.
+    #[serde(flatten)]
+    proof: super::mfa::ProofFields,
 }
 
 /// `POST /deploy-approvals/{id}/approve`
@@ -212,11 +209,7 @@ async fn decide(
         Ok(user) => user,
         Err(page) => return page,
     };
-    let proof = super::mfa::given(
-        form.code.as_deref(),
-        form.ceremony.as_deref(),
-        form.answer.as_deref(),
-    );
+    let proof = form.proof.given();
     match (&user, proof) {
         (Some(user), Some(proof)) => {
             let checked = super::mfa::check_right_now(

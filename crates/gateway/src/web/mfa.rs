@@ -840,9 +840,32 @@ pub(crate) async fn confirm_now(
     ))
 }
 
+/// The fields a "right now" form carries its proof in: a code from the person's app, or the
+/// page's security-key challenge and a key's answer to it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProofFields {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    ceremony: Option<String>,
+    #[serde(default)]
+    answer: Option<String>,
+}
+
+impl ProofFields {
+    /// The proof given, if any (see [`given`]).
+    pub(crate) fn given(&self) -> Option<Proof<'_>> {
+        given(
+            self.code.as_deref(),
+            self.ceremony.as_deref(),
+            self.answer.as_deref(),
+        )
+    }
+}
+
 /// The proof a "right now" form carries: a security key's answer, else a code that is not
 /// blank; `None` when it carries neither.
-pub(crate) fn given<'a>(
+fn given<'a>(
     code: Option<&'a str>,
     ceremony: Option<&'a str>,
     answer: Option<&'a str>,

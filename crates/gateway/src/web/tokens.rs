@@ -94,13 +94,10 @@ pub struct CreateForm {
     role: String,
     #[serde(default)]
     expires_in: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-    /// The page's security-key challenge, and a key's answer to it (instead of the code).
-    #[serde(default)]
-    ceremony: Option<String>,
-    #[serde(default)]
-    answer: Option<String>,
+    /// A code from the person's authenticator app given with it (right now), or a security
+    /// key's answer.
+    #[serde(flatten)]
+    proof: super::mfa::ProofFields,
 }
 
 /// Whether `principal` may see the tokens page (for links to it).
@@ -183,11 +180,7 @@ pub async fn create(
         Err(page) => return page,
     };
     if let Some(user) = user {
-        let proof = super::mfa::given(
-            form.code.as_deref(),
-            form.ceremony.as_deref(),
-            form.answer.as_deref(),
-        );
+        let proof = form.proof.given();
         let Some(proof) = proof else {
             refused("mfa_code_required").await;
             let error = "Give a code from your authenticator app (or use your security key): \

@@ -120,14 +120,10 @@ pub struct UserForm {
     /// The name (new user).
     #[serde(default)]
     name: String,
-    /// A code from the person's authenticator app, given with the change (right now).
-    #[serde(default)]
-    code: Option<String>,
-    /// The confirmation page's security-key challenge, and a key's answer to it.
-    #[serde(default)]
-    ceremony: Option<String>,
-    #[serde(default)]
-    answer: Option<String>,
+    /// A code from the person's authenticator app given with it (right now), or a security
+    /// key's answer.
+    #[serde(flatten)]
+    proof: super::mfa::ProofFields,
 }
 
 /// A change from the users page.
@@ -271,11 +267,7 @@ async fn change(
         fields: &fields,
         back: "/users",
     };
-    let proof = super::mfa::given(
-        form.code.as_deref(),
-        form.ceremony.as_deref(),
-        form.answer.as_deref(),
-    );
+    let proof = form.proof.given();
     let confirmed =
         super::mfa::confirm_now(&state, &principal, peer, &headers, &token, &now, proof);
     if let Some(page) = confirmed.await {
