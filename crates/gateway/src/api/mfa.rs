@@ -88,20 +88,7 @@ pub(crate) async fn code_given(
         let Some(user_id) = caller.principal.user_id() else {
             return Ok(None);
         };
-        let Some(row) = mfa::required(&state.store, user_id).await? else {
-            return Ok(None);
-        };
-        let key = mfa::key(&state.config)?;
-        mfa::check_code(
-            &state.store,
-            &key,
-            state.yubico.as_deref(),
-            &row,
-            code,
-            now_ms(),
-        )
-        .await
-        .map(Some)
+        mfa::check_users_code(state, user_id, code).await
     };
     let (err, details) = match checked.await {
         Ok(None) => return Ok(None),

@@ -177,6 +177,24 @@ pub async fn check_code(
     })
 }
 
+/// Checks `code` from user `user_id` as [`check_code`] does, against their confirmed app (with
+/// the gateway's key, and its YubiKey service when configured); `None` when they have no app.
+pub async fn check_users_code(
+    state: &crate::app::AppState,
+    user_id: i64,
+    code: &str,
+) -> Result<Option<CodeCheck>, MfaError> {
+    let Some(row) = required(&state.store, user_id).await? else {
+        return Ok(None);
+    };
+    let key = key(&state.config)?;
+    let yubico = state.yubico.as_deref();
+    let now = crate::store::now_ms();
+    check_code(&state.store, &key, yubico, &row, code, now)
+        .await
+        .map(Some)
+}
+
 /// A new secret for user `user_id`, sealed and stored as an authenticator being set up;
 /// `None` when a confirmed one exists.
 pub async fn start_setup(

@@ -954,22 +954,7 @@ impl CodeAsked<'_> {
     /// the lockout, refusals audited. The factor it was (`totp`, `backup_code`) when right.
     async fn check(&self, user: &UserRow, code: &str) -> Result<&'static str, Refused> {
         let state = self.state;
-        let checked = async {
-            let key = mfa::key(&state.config)?;
-            let Some(row) = mfa::required(&state.store, user.id).await? else {
-                return Ok(None);
-            };
-            mfa::check_code(
-                &state.store,
-                &key,
-                state.yubico.as_deref(),
-                &row,
-                code,
-                now_ms(),
-            )
-            .await
-            .map(Some)
-        };
+        let checked = mfa::check_users_code(state, user.id, code);
         let (reason, details, error) = match checked.await {
             // Nothing on: nothing to change.
             Ok(None) => {

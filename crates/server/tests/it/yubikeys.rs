@@ -169,23 +169,44 @@ both_backends!(a_yubikey_otp_counts_once_for_its_person, |db| async move {
     assert_eq!(st.yubikeys_of(user).await.map(|k| k.len()).ok(), Some(0));
 });
 
-both_backends!(without_yubico_settings_an_otp_is_no_code, |db| async move {
-    add_who(&db);
-    let s = SignIn::start(
-        &db,
-        dev_oidc::Quirks::default(),
-        &[("MFA_ENCRYPTION_KEY", KEY)],
-    )
-    .await;
-    let (mut b, _) = web_sign_in(&s).await;
-    set_up(&s, &mut b).await;
-    let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
-    assert!(!account.body.contains("YubiKeys"), "{}", account.body);
-    let (mut b, page) = web_sign_in(&s).await;
-    let refused = give(&s, &mut b, &page, &otp(DESK)).await;
-    assert_eq!(refused.status, 400, "not a code here: {}", refused.body);
-    let st = store(&db).await;
-    let user = who_id(&db).await;
-    let failures = st.totp(user).await.ok().flatten().map(|t| t.failures);
-    assert_eq!(failures, Some(0), "not counted as a guess");
-});
+both_backends!(
+    without_yubico_settings_an_otp_is_no_code_nor_a_key_added,
+    |db| async move {
+        add_who(&db);
+        let s = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MFA_ENCRYPTION_KEY", KEY)],
+        )
+        .await;
+        let (mut b, _) = web_sign_in(&s).await;
+        set_up(&s, &mut b).await;
+        let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
+        assert!(!account.body.contains("YubiKeys"), "{}", account.body);
+        // Reached by an IP address, the gateway takes no security keys either, and says why.
+        assert!(account.body.contains("id=\"keys-off\""), "{}", account.body);
+        let new_key = format!("{}/account/mfa/keys/new", s.gw.url);
+        let fields = [("csrf", csrf(&account)), ("name", "Keyring".to_string())];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let off = submit(&mut b, &new_key, &fields).await;
+        assert_eq!(off.status, 409, "{}", off.body);
+        assert!(off.body.contains("PUBLIC_URL"), "{}", off.body);
+        let add_yubikey = format!("{}/account/mfa/yubikeys/add", s.gw.url);
+        let fields = [
+            ("csrf", csrf(&account)),
+            ("name", "Desk".to_string()),
+            ("otp", otp(DESK)),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let off = submit(&mut b, &add_yubikey, &fields).await;
+        assert_eq!(off.status, 409, "{}", off.body);
+        assert!(off.body.contains("YUBICO_CLIENT_ID"), "{}", off.body);
+        let (mut b, page) = web_sign_in(&s).await;
+        let refused = give(&s, &mut b, &page, &otp(DESK)).await;
+        assert_eq!(refused.status, 400, "not a code here: {}", refused.body);
+        let st = store(&db).await;
+        let user = who_id(&db).await;
+        let failures = st.totp(user).await.ok().flatten().map(|t| t.failures);
+        assert_eq!(failures, Some(0), "not counted as a guess");
+    }
+);
