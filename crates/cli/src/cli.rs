@@ -198,6 +198,17 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway roles delete release-managers
   rack-gateway users set-role ann@example.com release-managers")]
     Roles(RolesArgs),
+    /// Per-app rules: secret and protected env vars, the commands and images an approved
+    /// deploy may run (setting them is for admins).
+    #[command(after_help = "Examples:
+  rack-gateway app-rules                         # every app that has rules
+  rack-gateway app-rules show -a web
+  rack-gateway app-rules set -a web --secret-env 'STRIPE_KEY,AWS_*' --protected-env DATABASE_URL
+  rack-gateway app-rules set -a web --approved-command 'bin/rails db:migrate' \\
+    --service-image 'web=ghcr.io/acme/web:{commit}'
+  rack-gateway app-rules set -a web --secret-env ''   # empty one list, keep the others
+  rack-gateway app-rules clear -a web")]
+    AppRules(AppRulesArgs),
     /// Two-step sign-in: give a code from your authenticator app, for the changes that need a
     /// recent one (people, roles, API tokens).
     #[command(after_help = "Examples:
@@ -432,6 +443,62 @@ pub enum RolesCommand {
     Delete {
         /// The role.
         name: String,
+    },
+}
+
+/// `app-rules` and its subcommands.
+#[derive(Debug, Args)]
+pub struct AppRulesArgs {
+    /// A subcommand (default: list every app that has rules).
+    #[command(subcommand)]
+    pub command: Option<AppRulesCommand>,
+}
+
+/// `app-rules …`.
+#[derive(Debug, Subcommand)]
+pub enum AppRulesCommand {
+    /// Show one app's rules.
+    #[command(after_help = "Example:
+  rack-gateway app-rules show -a web")]
+    Show {
+        /// The app.
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Set an app's rules: each list given replaces that list (give '' to empty it), the
+    /// others are kept. Needs a recent code (`rack-gateway mfa verify`).
+    #[command(after_help = "Examples:
+  rack-gateway app-rules set -a web --secret-env 'STRIPE_KEY,AWS_*' --protected-env DATABASE_URL
+  rack-gateway app-rules set -a web --approved-command 'bin/rails db:migrate'
+  rack-gateway app-rules set -a web --service-image 'web=ghcr.io/acme/web:{commit}'")]
+    Set {
+        /// The app.
+        #[command(flatten)]
+        app: AppArg,
+        /// Env var names whose values only admins see (comma-separated; `*` for any run of
+        /// characters, as in `AWS_*`).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        secret_env: Option<Vec<String>>,
+        /// Env var names only admins may set, change or unset (comma-separated patterns).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        protected_env: Option<Vec<String>>,
+        /// A command an approved deploy may run on the app, exactly as given to `convox run`
+        /// (repeat for more).
+        #[arg(long = "approved-command", value_name = "COMMAND")]
+        approved_commands: Option<Vec<String>>,
+        /// SERVICE=PATTERN: the image a service must run in a release promoted through an
+        /// approved deploy; `{commit}` is the approved commit, `*` any run of characters,
+        /// SERVICE `*` every service (repeat for more; '' empties the list).
+        #[arg(long = "service-image", value_name = "SERVICE=PATTERN")]
+        service_images: Option<Vec<String>>,
+    },
+    /// Remove all of an app's rules. Needs a recent code.
+    #[command(after_help = "Example:
+  rack-gateway app-rules clear -a web")]
+    Clear {
+        /// The app.
+        #[command(flatten)]
+        app: AppArg,
     },
 }
 

@@ -527,6 +527,39 @@ pub struct RoleInfo {
     pub tokens: Option<i64>,
 }
 
+/// An app's rules as `/api/v1/app-rules` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRules {
+    /// Env var names (patterns) whose values only `gateway:secrets:read` holders see.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
+    /// Env var names (patterns) only `gateway:protected-env:write` holders change.
+    #[serde(default)]
+    pub protected_env: Vec<String>,
+    /// Commands an approved deploy may run.
+    #[serde(default)]
+    pub approved_commands: Vec<String>,
+    /// Service (or `*`) → image pattern with `{commit}`.
+    #[serde(default)]
+    pub service_images: std::collections::BTreeMap<String, String>,
+}
+
+/// One app and its rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppRulesInfo {
+    /// The app.
+    pub app: String,
+    /// Its rules.
+    #[serde(default)]
+    pub rules: AppRules,
+    /// When they were set (unix ms).
+    #[serde(default)]
+    pub updated_at: Option<i64>,
+    /// Who set them.
+    #[serde(default)]
+    pub updated_by: Option<String>,
+}
+
 /// A change to a custom role over `/api/v1/roles`.
 #[derive(Debug, Clone, Copy)]
 pub enum RoleChange<'a> {
@@ -559,6 +592,40 @@ impl GatewayApi {
     /// `GET /api/v1/roles` with `token`.
     pub async fn roles(&self, token: &str) -> Result<Vec<RoleInfo>, ClientError> {
         self.listing(token, self.url("/api/v1/roles")).await
+    }
+
+    /// `GET /api/v1/app-rules`: every app that has rules.
+    pub async fn all_app_rules(&self, token: &str) -> Result<Vec<AppRulesInfo>, ClientError> {
+        self.listing(token, self.url("/api/v1/app-rules")).await
+    }
+
+    /// `GET /api/v1/app-rules/{app}`.
+    pub async fn app_rules(&self, token: &str, app: &str) -> Result<AppRulesInfo, ClientError> {
+        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)));
+        self.listing(token, url).await
+    }
+
+    /// `PUT /api/v1/app-rules/{app}` with `rules` (all of them); what they now are.
+    pub async fn set_app_rules(
+        &self,
+        token: &str,
+        app: &str,
+        rules: &AppRules,
+    ) -> Result<AppRulesInfo, ClientError> {
+        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)));
+        let request = self.http.put(&url).json(rules);
+        self.change(&url, request, token).await
+    }
+
+    /// `DELETE /api/v1/app-rules/{app}`; what they were.
+    pub async fn clear_app_rules(
+        &self,
+        token: &str,
+        app: &str,
+    ) -> Result<AppRulesInfo, ClientError> {
+        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)));
+        let request = self.http.delete(&url);
+        self.change(&url, request, token).await
     }
 
     /// Makes `change` with `token`; the role as it now stands (as it stood, for a deletion).

@@ -422,6 +422,13 @@ pub fn build_app(state: AppState) -> Router {
             "/api/v1/roles/{name}",
             put(api::roles::update).delete(api::roles::delete),
         )
+        .route("/api/v1/app-rules", get(api::app_rules::list))
+        .route(
+            "/api/v1/app-rules/{app}",
+            get(api::app_rules::show)
+                .put(api::app_rules::set)
+                .delete(api::app_rules::clear),
+        )
         .route("/api/v1/users/{email}/role", put(api::users::set_role))
         .route("/api/v1/users/{email}/lock", post(api::users::lock))
         .route("/api/v1/users/{email}/unlock", post(api::users::unlock))

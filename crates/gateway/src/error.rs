@@ -70,6 +70,10 @@ pub enum ApiError {
     /// request, without one that lets it through (the message says what is missing).
     #[error("{0}")]
     NotApproved(String),
+    /// A release that would set, change or unset an env var the app's rules protect, by a
+    /// caller who may not (the message names them).
+    #[error("{0}")]
+    EnvProtected(String),
     /// A change the caller's permissions allow, refused for who the caller is (the message
     /// says why): a deploy decided by an API token, or by the person who asked for it.
     #[error("{0}")]
@@ -176,6 +180,7 @@ impl ApiError {
             | ApiError::MfaRequired { .. }
             | ApiError::NotApproved(_)
             | ApiError::NotYours(_)
+            | ApiError::EnvProtected(_)
             | ApiError::MfaCodeNeeded(_)
             | ApiError::Escalation(_)
             | ApiError::MfaCodeRefused { locked: false, .. } => StatusCode::FORBIDDEN,
@@ -229,6 +234,7 @@ impl ApiError {
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::NotApproved(_) => "deploy_not_approved",
             ApiError::NotYours(_) => "not_yours",
+            ApiError::EnvProtected(_) => "env_protected",
             ApiError::MfaCodeNeeded(_) => "mfa_code_required",
             ApiError::Escalation(_) => "more_than_you_hold",
             ApiError::MfaRequired { .. } => "mfa_required",

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod app_rules;
 pub mod approvals;
 pub mod audit;
 pub mod error;

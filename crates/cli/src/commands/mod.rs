@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches and turns failed calls into
 //! gateway-aware messages.
 
+mod app_rules;
 mod approvals;
 mod apps;
 mod audit;
@@ -25,8 +26,8 @@ use std::path::Path;
 use clap::CommandFactory;
 
 use crate::cli::{
-    AppArg, AppsCommand, BuildsCommand, Cli, Command, DeployApprovalCommand, PsCommand,
-    ReleasesCommand, TokensCommand,
+    AppArg, AppRulesCommand, AppsCommand, BuildsCommand, Cli, Command, DeployApprovalCommand,
+    PsCommand, ReleasesCommand, TokensCommand,
 };
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
@@ -68,6 +69,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Tokens(a) => matches!(a.command, None | Some(TokensCommand::Create { .. })),
         Command::Users(a) => a.command.is_none(),
         Command::Roles(a) => a.command.is_none(),
+        Command::AppRules(a) => matches!(a.command, None | Some(AppRulesCommand::Show { .. })),
         Command::DeployApproval(a) => matches!(
             a.command,
             DeployApprovalCommand::List { .. }
@@ -87,7 +89,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks, audit, tokens and tokens create, users, deploy-approval list, show and request); this \
+                  `info`, services, scale, instances, rack, racks, audit, tokens and tokens create, users, roles, app-rules and app-rules show, deploy-approval list, show and request); this \
                   command prints what it does, or streams"
                 .into(),
         }));
@@ -125,6 +127,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Tokens(args) => tokens::run(ctx, args).await,
         Command::Users(args) => users::run(ctx, args).await,
         Command::Roles(args) => roles::run(ctx, args).await,
+        Command::AppRules(args) => app_rules::run(ctx, args).await,
         Command::Mfa(args) => mfa::run(ctx, args).await,
         Command::DeployApproval(args) => approvals::run(ctx, args).await,
         Command::External(args) => crate::passthrough::run(ctx.target()?, &args),

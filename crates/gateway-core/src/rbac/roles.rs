@@ -45,6 +45,7 @@ const VIEWER: &[&str] = &[
     "convox:rack:read",
     "convox:rack:capacity",
     "gateway:deploy-approvals:list",
+    "gateway:app-rules:read",
 ];
 
 const OPS: &[&str] = &[
@@ -85,12 +86,14 @@ const CICD: &[&str] = &[
     "convox:apps:read",
     "convox:services:list",
     "convox:processes:list",
+    "convox:processes:read",
     "convox:builds:list",
     "convox:builds:read",
     "convox:builds:logs",
     "convox:rack:check",
     "convox:rack:read",
     "gateway:deploy-approvals:request",
+    "gateway:app-rules:read",
 ];
 
 impl Role {

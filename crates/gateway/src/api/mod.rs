@@ -1,6 +1,7 @@
 //! The gateway's own JSON endpoints: health, readiness, who the caller is, sign-in flows,
 //! sessions, users, roles, tokens, the audit trail and deploy approvals.
 
+pub mod app_rules;
 pub mod approvals;
 pub mod audit;
 pub mod auth;

@@ -6,13 +6,20 @@
 //!   as often as the window allows (a failed build can be retried);
 //! - promote one release (`POST /apps/{app}/releases/{id}/promote`), and only one whose build
 //!   the rack records as made from the approved commit (its `git-sha`, which `convox deploy`
-//!   and `rack-gateway deploy` send). That promote spends the approval.
+//!   and `rack-gateway deploy` send), and whose services run the images the app's rules ask
+//!   for ([`crate::app_rules`], `service_images`). That promote spends the approval;
+//! - run the app's approved commands (its rules' `approved_commands`): `convox run --detach
+//!   <service> <command>`, or `convox run` attached, which starts a `sleep <seconds>` process
+//!   and then `exec`s the command in it; and `convox exec <pid> <command>` on the app's
+//!   processes. A run that sets its own environment (`Environment`) is refused: the command
+//!   approved is the one run.
 //!
 //! Nothing else is widened: not env, not scale, not another app.
 
 use std::time::Duration;
 
 use crate::app::AppState;
+use crate::app_rules::AppRules;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::proxy::{RackError, RackLookup};
@@ -36,6 +43,18 @@ pub enum Step {
         /// The release id.
         release: String,
     },
+    /// Start a process running `command` (`convox run`).
+    Run {
+        /// The `Command` header, if any.
+        command: Option<String>,
+        /// Whether the run sets environment variables of its own.
+        sets_env: bool,
+    },
+    /// Run `command` in a process (`convox exec`, and `convox run` attached).
+    Exec {
+        /// The `Command` header, if any.
+        command: Option<String>,
+    },
 }
 
 /// What let a step through: recorded with the request's audit event.
@@ -49,9 +68,18 @@ pub struct Grant {
     pub spent: bool,
 }
 
-/// The app and deploy step of a request for `permission` on `decoded_path`, when it is one an
-/// approval may let through.
-pub fn deploy_step(permission: &str, decoded_path: &str) -> Option<(String, Step)> {
+/// The app and deploy step of a request for `permission` on `decoded_path`, with `headers` as
+/// they will be forwarded, when it is one an approval may let through.
+pub fn deploy_step(
+    permission: &str,
+    decoded_path: &str,
+    headers: &http::HeaderMap,
+) -> Option<(String, Step)> {
+    let command = || {
+        headers
+            .get("command")
+            .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
+    };
     let segments: Vec<&str> = decoded_path.trim_start_matches('/').split('/').collect();
     let app = match segments.as_slice() {
         ["apps", app, ..] => (*app).to_string(),
@@ -63,6 +91,13 @@ pub fn deploy_step(permission: &str, decoded_path: &str) -> Option<(String, Step
         ("convox:releases:promote", ["apps", _, "releases", release, "promote"]) => Step::Promote {
             release: (*release).to_string(),
         },
+        ("convox:processes:start", ["apps", _, "services", _, "processes"]) => Step::Run {
+            command: command(),
+            sets_env: headers.contains_key("environment"),
+        },
+        ("convox:processes:exec", ["apps", _, "processes", _, "exec"]) => {
+            Step::Exec { command: command() }
+        }
         _ => return None,
     };
     Some((app, step))
@@ -97,17 +132,46 @@ pub async fn let_through(
              /api/v1/deploy-approvals), and deploy once a person has approved it"
         )));
     };
+    let unspent = |approval: crate::store::ApprovalRow| Grant {
+        approval_id: approval.id,
+        git_commit: approval.git_commit,
+        spent: false,
+    };
     let release = match step {
-        Step::Upload | Step::Build => {
-            return Ok(Grant {
-                approval_id: approval.id,
-                git_commit: approval.git_commit,
-                spent: false,
-            });
+        Step::Upload | Step::Build => return Ok(unspent(approval)),
+        Step::Run { command, sets_env } => {
+            let rules = rules_of(state, app).await?;
+            if sets_env {
+                return Err(ApiError::NotApproved(format!(
+                    "a run on app {app} through deploy request {} runs an approved command as \
+                     the release has it: drop the Environment option",
+                    approval.id
+                )));
+            }
+            let command = command.unwrap_or_default();
+            if is_holder(&command) || rules.approves_command(&command) {
+                return Ok(unspent(approval));
+            }
+            return Err(not_approved_command(app, &command, &rules));
+        }
+        Step::Exec { command } => {
+            let rules = rules_of(state, app).await?;
+            let command = command.unwrap_or_default();
+            if rules.approves_command(&command) {
+                return Ok(unspent(approval));
+            }
+            return Err(not_approved_command(app, &command, &rules));
         }
         Step::Promote { release } => release,
     };
-    let built_from = commit_of_release(state, app, &release).await?;
+    let built = built_by(state, app, &release).await?;
+    let rules = rules_of(state, app).await?;
+    if let Some(problem) = built.images_problem(&rules, &approval.git_commit) {
+        return Err(ApiError::NotApproved(format!(
+            "release {release} of app {app} breaks the app's image rules: {problem}"
+        )));
+    }
+    let built_from = built.commit;
     if !built_from.eq_ignore_ascii_case(&approval.git_commit) {
         let built = if built_from.is_empty() {
             "no recorded commit".to_string()
@@ -147,9 +211,67 @@ fn forbidden(principal: &Principal, permission: &str) -> ApiError {
     }
 }
 
-/// The commit the rack records for the build release `release` of `app` was made from
-/// (empty when the build records none).
-async fn commit_of_release(state: &AppState, app: &str, release: &str) -> Result<String, ApiError> {
+/// `convox run`'s holder process for an attached run (`sleep <timeout>`), which then `exec`s
+/// the command.
+fn is_holder(command: &str) -> bool {
+    command
+        .trim()
+        .strip_prefix("sleep ")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Refusal of a command the app's rules do not approve.
+fn not_approved_command(app: &str, command: &str, rules: &AppRules) -> ApiError {
+    let command: String = command
+        .chars()
+        .map(gateway_core::text::shown)
+        .take(200)
+        .collect();
+    let approved = if rules.approved_commands.is_empty() {
+        "it approves none".to_string()
+    } else {
+        format!("it approves {}", rules.approved_commands.join(" | "))
+    };
+    ApiError::NotApproved(format!(
+        "{command:?} is not an approved command of app {app} (its rules: `rack-gateway app-rules \
+         show --app {app}`; {approved}): an approved deploy runs only those"
+    ))
+}
+
+/// App `app`'s rules (none: no rule).
+async fn rules_of(state: &AppState, app: &str) -> Result<AppRules, ApiError> {
+    Ok(state
+        .store
+        .app_rules(app)
+        .await
+        .map_err(ApiError::store)?
+        .map(|row| row.rules)
+        .unwrap_or_default())
+}
+
+/// What the rack records a release was built from.
+struct Built {
+    /// The build's commit (empty when it records none).
+    commit: String,
+    /// The release's manifest (`convox.yml`).
+    manifest: String,
+}
+
+impl Built {
+    /// Why the release's services break `rules`' image patterns for `commit`, if they do.
+    fn images_problem(&self, rules: &AppRules, commit: &str) -> Option<String> {
+        if rules.service_images.is_empty() {
+            return None;
+        }
+        match crate::app_rules::manifest::service_images(&self.manifest) {
+            Ok(images) => rules.image_problem(&images, commit),
+            Err(why) => Some(why),
+        }
+    }
+}
+
+/// What the release `release` of `app` was built from: its build's commit, and its manifest.
+async fn built_by(state: &AppState, app: &str, release: &str) -> Result<Built, ApiError> {
     if !is_rack_id(release) {
         return Err(ApiError::BadRequest(format!(
             "release: not a rack release id ({})",
@@ -161,26 +283,30 @@ async fn commit_of_release(state: &AppState, app: &str, release: &str) -> Result
     }
     let wait = state.config.rack_read_timeout.min(Duration::from_secs(30));
     let release_json = lookup(state, &format!("/apps/{app}/releases/{release}"), wait).await?;
-    let build = release_json
-        .get("build")
-        .and_then(|b| b.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let text = |json: &serde_json::Value, key: &str| {
+        json.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let build = text(&release_json, "build");
+    let manifest = text(&release_json, "manifest");
     // No build (or none the gateway would put in a path): no commit to match.
     if !is_rack_id(&build) {
-        return Ok(String::new());
+        return Ok(Built {
+            commit: String::new(),
+            manifest,
+        });
     }
     let build_json = lookup(state, &format!("/apps/{app}/builds/{build}"), wait).await?;
-    Ok(build_json
-        .get("git-sha")
-        .and_then(|s| s.as_str())
-        .unwrap_or_default()
-        .trim()
-        .to_string())
+    Ok(Built {
+        commit: text(&build_json, "git-sha").trim().to_string(),
+        manifest,
+    })
 }
 
 /// A rack object id as one path segment (`RABCDEFGHIJ`, `BABCDEFGHIJ`).
-fn is_rack_id(id: &str) -> bool {
+pub(crate) fn is_rack_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
@@ -208,17 +334,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deploy_steps_are_exactly_three_routes() {
+    fn deploy_steps_are_exactly_five_routes() {
+        let none = http::HeaderMap::new();
         assert_eq!(
-            deploy_step("convox:objects:create", "/apps/web/objects/tmp/a.tgz"),
+            deploy_step(
+                "convox:objects:create",
+                "/apps/web/objects/tmp/a.tgz",
+                &none
+            ),
             Some(("web".into(), Step::Upload))
         );
         assert_eq!(
-            deploy_step("convox:builds:create", "/apps/web/builds"),
+            deploy_step("convox:builds:create", "/apps/web/builds", &none),
             Some(("web".into(), Step::Build))
         );
         assert_eq!(
-            deploy_step("convox:releases:promote", "/apps/web/releases/RABC/promote"),
+            deploy_step(
+                "convox:releases:promote",
+                "/apps/web/releases/RABC/promote",
+                &none
+            ),
             Some((
                 "web".into(),
                 Step::Promote {
@@ -232,9 +367,72 @@ mod tests {
             ("convox:releases:create", "/apps/web/releases"),
             ("convox:objects:delete", "/apps/web/objects/x"),
             ("convox:builds:create", "/apps/web/builds/x"),
+            ("convox:processes:start", "/apps/web/processes"),
+            ("convox:processes:exec", "/apps/web/processes/p1/files"),
             ("convox:apps:delete", "/apps/web"),
         ] {
-            assert_eq!(deploy_step(permission, path), None, "{permission} {path}");
+            assert_eq!(
+                deploy_step(permission, path, &none),
+                None,
+                "{permission} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn runs_and_execs_carry_their_command() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("command", http::HeaderValue::from_static("bin/migrate"));
+        assert_eq!(
+            deploy_step(
+                "convox:processes:start",
+                "/apps/web/services/web/processes",
+                &headers
+            ),
+            Some((
+                "web".into(),
+                Step::Run {
+                    command: Some("bin/migrate".into()),
+                    sets_env: false
+                }
+            ))
+        );
+        headers.insert("environment", http::HeaderValue::from_static("A=1"));
+        assert_eq!(
+            deploy_step(
+                "convox:processes:exec",
+                "/apps/web/processes/web-1/exec",
+                &headers
+            ),
+            Some((
+                "web".into(),
+                Step::Exec {
+                    command: Some("bin/migrate".into())
+                }
+            ))
+        );
+        assert!(matches!(
+            deploy_step(
+                "convox:processes:start",
+                "/apps/web/services/web/processes",
+                &headers
+            ),
+            Some((_, Step::Run { sets_env: true, .. }))
+        ));
+    }
+
+    #[test]
+    fn the_attached_run_holder_is_a_plain_sleep() {
+        assert!(is_holder("sleep 3600") && is_holder(" sleep 60 "));
+        for not in [
+            "sleep",
+            "sleep ",
+            "sleep 1; sh",
+            "sleep 1234567",
+            "sleep -1",
+            "bash",
+        ] {
+            assert!(!is_holder(not), "{not}");
         }
     }
 

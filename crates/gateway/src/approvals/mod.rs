@@ -8,7 +8,7 @@
 //! and never on a request they made, or that a token acting for them made.
 
 pub mod gate;
-mod input;
+pub mod input;
 
 use serde::Serialize;
 use serde_json::json;

@@ -137,7 +137,7 @@ impl Actor {
 /// The event, the change and its outcome run as a task of their own: an HTTP client that goes
 /// away meanwhile must not leave the change half-known — its event committed but the change
 /// never made, or made with no outcome recorded.
-pub(super) async fn audited<T: Send + 'static>(
+pub(crate) async fn audited<T: Send + 'static>(
     audit: &AuditLog,
     actor: &Actor,
     action: &'static str,

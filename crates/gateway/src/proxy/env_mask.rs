@@ -2,7 +2,9 @@
 //! but not the environment. The rack returns every release with the app's environment,
 //! values included (`convox releases`, `convox env`, and the answer to `convox env set`); a
 //! caller holding a release permission without `convox:env:read` (a custom role, a token with
-//! explicit permissions) gets the names with each value masked.
+//! explicit permissions) gets the names with each value masked, and one without
+//! `gateway:secrets:read` the names of the app's secret env vars ([`crate::app_rules`]) with
+//! their values masked. (What comes back masked keeps its value: see `env_rules`.)
 //!
 //! Such an answer is read whole (up to [`LIMIT`]), masked and sent on: a release list is small,
 //! and an answer that cannot be checked — too large, not JSON — is not relayed (fail closed).
@@ -11,6 +13,8 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, header};
 
+use crate::app::AppState;
+use crate::app_rules::{self, AppRules};
 use crate::error::ApiError;
 use crate::identity::Principal;
 
@@ -28,15 +32,56 @@ const RELEASE_PERMISSIONS: &[&str] = &[
 /// The most of a release answer read to mask it.
 pub const LIMIT: usize = 16 * 1024 * 1024;
 
-/// Whether the answer to a request needing `permission` must have its environment values
-/// masked for `principal`.
-pub fn applies(permission: &str, principal: &Principal) -> bool {
-    RELEASE_PERMISSIONS.contains(&permission) && !principal.permissions.allows(ENV_READ)
+/// What to mask in an answer.
+#[derive(Debug)]
+pub enum Masking {
+    /// Every value.
+    All,
+    /// The values of the app's secret env vars.
+    Secrets(AppRules),
 }
 
-/// `response` with the environment values of the releases it carries masked. Errors and empty
-/// answers pass as they are; an answer too large or not JSON is refused with `502`.
-pub async fn masked(response: Response) -> Result<Response, ApiError> {
+/// What the answer to a request needing `permission` on `decoded_path` must have masked for
+/// `principal`, if anything. Asks the store for the app's rules only on release routes, and
+/// only for callers the secret rule binds.
+pub async fn plan(
+    state: &AppState,
+    permission: &str,
+    principal: &Principal,
+    decoded_path: &str,
+) -> Result<Option<Masking>, ApiError> {
+    if !RELEASE_PERMISSIONS.contains(&permission) {
+        return Ok(None);
+    }
+    if !principal.permissions.allows(ENV_READ) {
+        return Ok(Some(Masking::All));
+    }
+    if principal.permissions.allows(app_rules::READ_SECRETS) {
+        return Ok(None);
+    }
+    let Some(app) = app_of(decoded_path) else {
+        return Ok(None);
+    };
+    let rules = state.store.app_rules(app).await.map_err(ApiError::store)?;
+    Ok(rules
+        .map(|row| row.rules)
+        .filter(|rules| !rules.secret_env.is_empty())
+        .map(Masking::Secrets))
+}
+
+/// The app a path under `/apps/{app}/` names.
+pub fn app_of(decoded_path: &str) -> Option<&str> {
+    let mut segments = decoded_path.trim_start_matches('/').split('/');
+    match (segments.next(), segments.next()) {
+        (Some("apps"), Some(app)) if !app.is_empty() => Some(app),
+        _ => None,
+    }
+}
+
+/// `response` with the environment values `masking` names masked in the releases it carries.
+/// Errors and empty answers pass as they are; an answer too large or not JSON is refused with
+/// `502`.
+pub async fn masked(response: Response, masking: &Masking) -> Result<Response, ApiError> {
     let (mut parts, body) = response.into_parts();
     if !parts.status.is_success() {
         return Ok(Response::from_parts(parts, body));
@@ -58,7 +103,14 @@ pub async fn masked(response: Response) -> Result<Response, ApiError> {
                 .into(),
         )
     })?;
-    gateway_core::redact::mask_release_env(&mut answer);
+    match masking {
+        Masking::All => {
+            gateway_core::redact::mask_release_env(&mut answer);
+        }
+        Masking::Secrets(rules) => {
+            app_rules::env::mask_values(&mut answer, &|name| rules.is_secret(name));
+        }
+    }
     let body = serde_json::to_vec(&answer)
         .map_err(|e| ApiError::RackUnreachable(format!("masking environment values: {e}")))?;
     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -79,6 +131,10 @@ mod tests {
         r
     }
 
+    async fn masked_all(r: Response) -> Result<Response, ApiError> {
+        masked(r, &Masking::All).await
+    }
+
     async fn text(r: Response) -> String {
         let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
             .await
@@ -89,7 +145,7 @@ mod tests {
     #[tokio::test]
     async fn releases_lose_their_values_and_keep_a_true_length() {
         let rack = r#"[{"id":"R1","env":"DB=postgres://u:pw@h/db\nMODE=prod"}]"#;
-        let r = masked(answer(StatusCode::OK, rack))
+        let r = masked_all(answer(StatusCode::OK, rack))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let length = r.headers().get(header::CONTENT_LENGTH).cloned();
@@ -104,12 +160,12 @@ mod tests {
     #[tokio::test]
     async fn refusals_and_empty_answers_pass_as_they_are() {
         let refusal = r#"{"error":"no such app: nope"}"#;
-        let r = masked(answer(StatusCode::NOT_FOUND, refusal))
+        let r = masked_all(answer(StatusCode::NOT_FOUND, refusal))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(text(r).await, refusal);
-        let r = masked(answer(StatusCode::OK, ""))
+        let r = masked_all(answer(StatusCode::OK, ""))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(r).await, "");
@@ -117,13 +173,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_that_cannot_be_checked_is_not_relayed() {
-        let not_json = masked(answer(StatusCode::OK, "DB=postgres://u:pw@h/db")).await;
+        let not_json = masked_all(answer(StatusCode::OK, "DB=postgres://u:pw@h/db")).await;
         assert!(
             matches!(&not_json, Err(ApiError::RackUnreachable(m)) if m.contains("not JSON")),
             "{not_json:?}"
         );
         let huge = vec![b' '; LIMIT + 1];
-        let too_large = masked(answer(StatusCode::OK, huge)).await;
+        let too_large = masked_all(answer(StatusCode::OK, huge)).await;
         assert!(
             matches!(&too_large, Err(ApiError::RackUnreachable(m)) if m.contains("16 MiB")),
             "{too_large:?}"

@@ -6,6 +6,7 @@
 
 mod body;
 pub mod env_mask;
+mod env_rules;
 mod flush_first;
 mod headers;
 mod privileged;
@@ -136,8 +137,14 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
 
-    let (principal, normalised, classified, outcome) =
+    let (allowed, mut outcome) =
         authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
+    let Allowed {
+        principal,
+        normalised,
+        classified,
+        lives_under,
+    } = allowed;
     // What reaches the rack: the client's headers that may cross, the rack's credentials,
     // and the caller as the rack's actor.
     let forwarded = headers::upstream_headers(
@@ -150,19 +157,70 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         let url = state.upstream.ws_url(&normalised.forward, query);
         // Boxed: the WebSocket future is several times the size of the rest of this one, and
         // every plain request's future would otherwise carry (and be moved with) that space.
-        let permission = classified.permission;
+        let permission = lives_under;
         let session = open_session(
             state, &mut parts, &principal, forwarded, url, permission, outcome,
         );
         return Box::pin(session).await;
     }
     let url = state.upstream.url(&normalised.forward, query);
-    let mask_env = env_mask::applies(&classified.permission, &principal);
-    let response = body::forward(state, parts, body, forwarded, url, outcome).await?;
-    if mask_env {
-        return env_mask::masked(response).await;
+    let (body, forwarded, masking, kept) = match Box::pin(app_rules_applied(
+        state,
+        &parts,
+        query,
+        body,
+        forwarded,
+        &principal,
+        &classified,
+        &normalised,
+    ))
+    .await
+    {
+        Ok(applied) => applied,
+        Err(err) => return Err(outcome.fails_with(err)),
+    };
+    if !kept.is_empty() {
+        // Names only: which masked values the release kept rather than set.
+        outcome.extra.insert("env_values_kept".into(), json!(kept));
     }
-    Ok(response)
+    let response = body::forward(state, parts, body, forwarded, url, outcome).await?;
+    match masking {
+        Some(masking) => env_mask::masked(response, &masking).await,
+        None => Ok(response),
+    }
+}
+
+/// The body and headers to forward, what to mask in the answer, and the env vars whose masked
+/// values were kept, under the app's rules and the caller's reach over its environment
+/// ([`env_rules`], [`env_mask`]). Most requests pass untouched, without a store read.
+#[allow(clippy::too_many_arguments)]
+async fn app_rules_applied(
+    state: &AppState,
+    parts: &http::request::Parts,
+    query: Option<&str>,
+    body: Body,
+    mut forwarded: http::HeaderMap,
+    principal: &Principal,
+    classified: &Classified,
+    normalised: &NormalisedPath,
+) -> Result<
+    (
+        Body,
+        http::HeaderMap,
+        Option<env_mask::Masking>,
+        Vec<String>,
+    ),
+    ApiError,
+> {
+    let permission = classified.permission.as_str();
+    let masking = env_mask::plan(state, permission, principal, &normalised.decoded).await?;
+    let (body, kept) = match env_mask::app_of(&normalised.decoded) {
+        Some(app) if permission == env_rules::RELEASE_CREATE => {
+            env_rules::checked(state, principal, app, parts, query, body, &mut forwarded).await?
+        }
+        _ => (body, Vec::new()),
+    };
+    Ok((body, forwarded, masking, kept))
 }
 
 /// Opens the WebSocket session an allowed upgrade asks for: within the caller's and the
@@ -268,6 +326,15 @@ fn request_facts(
     }
 }
 
+/// A request allowed and recorded, ready to forward.
+struct Allowed {
+    principal: Principal,
+    normalised: NormalisedPath,
+    classified: Classified,
+    /// The permission a WebSocket session needs to go on (re-checked while it lasts).
+    lives_under: String,
+}
+
 /// Authenticates the caller, judges the request and records its event, durably, before
 /// anything is forwarded. Runs again from a fresh read when credentials answered from memory
 /// turn out to have changed by the commit, or would be refused (a refusal never rests on
@@ -279,7 +346,7 @@ async fn authorise(
     facts: &RequestFacts,
     pending: Pending,
     is_upgrade: bool,
-) -> Result<(Principal, NormalisedPath, Classified, OutcomeGuard), ApiError> {
+) -> Result<(Allowed, OutcomeGuard), ApiError> {
     let mut pending = Some(pending);
     let mut reads = Reads::Remembered;
     loop {
@@ -393,7 +460,21 @@ async fn authorise(
         }
         outcome.before_forwarding = false;
         match normalised {
-            Ok(normalised) => return Ok((principal, normalised, classified, outcome)),
+            Ok(normalised) => {
+                // A session an approval let through lives as long as its caller may still ask
+                // for approvals (the approval was judged when it opened).
+                let lives_under = match grant {
+                    Some(_) => approvals::REQUEST.to_string(),
+                    None => classified.permission.clone(),
+                };
+                let allowed = Allowed {
+                    principal,
+                    normalised,
+                    classified,
+                    lives_under,
+                };
+                return Ok((allowed, outcome));
+            }
             // A classified route has a normalised path.
             Err(_) => {
                 outcome.status = Some(ApiError::Internal.status().as_u16());
@@ -426,7 +507,9 @@ async fn approved_step(
     else {
         return (Err(refused(missing)), None);
     };
-    let Some((app, step)) = approvals::gate::deploy_step(&classified.permission, &path.decoded)
+    let forwarded = headers::request_headers(&parts.headers);
+    let Some((app, step)) =
+        approvals::gate::deploy_step(&classified.permission, &path.decoded, &forwarded)
     else {
         return (Err(refused(missing)), None);
     };

@@ -4,6 +4,7 @@
 //! statements that differ (how a write transaction starts, row locks) switch on [`Backend`].
 //! Migrations live in `migrations/sqlite` and `migrations/postgres` and are compiled in.
 
+mod app_rules;
 mod approvals;
 mod audit;
 mod audit_sqlite;
@@ -36,6 +37,7 @@ use sqlx::{Any, AnyPool, Executor};
 use columns::Columns;
 use gateway_core::config::SqliteSync;
 
+pub use app_rules::AppRulesRow;
 pub use approvals::{APPROVALS_LISTED, ApprovalRow, Decision as ApprovalDecision, NewApproval};
 pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
 pub use key_rotation::KeyRotation;

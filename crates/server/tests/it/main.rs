@@ -6,6 +6,7 @@ mod upstream;
 
 mod admin;
 mod anchors;
+mod app_rules;
 mod approvals;
 mod audit;
 mod browser;

@@ -247,8 +247,9 @@ both_backends!(
             "delegate",
             &[
                 "--permissions",
-                "gateway:roles:*,gateway:users:*,gateway:deploy-approvals:list,convox:*:list,\
-                 convox:*:read,convox:builds:logs,convox:rack:*",
+                "gateway:roles:*,gateway:users:*,gateway:deploy-approvals:list,\
+                 gateway:app-rules:read,convox:*:list,convox:*:read,convox:builds:logs,\
+                 convox:rack:*",
             ],
         );
         let (ok, _, err) =

@@ -1,0 +1,613 @@
+//! Per-app rules end to end, through the real gateway in front of the fake Convox rack: secret
+//! env vars masked for those who may not see them and kept when a masked value comes back,
+//! protected ones changed only by admins, and the commands and images an approved deploy may
+//! run — with the rules' own API, its permissions, and the trail.
+
+use serde_json::{Value, json};
+
+use crate::approvals::{fake_rack, session_of};
+use crate::both_backends;
+use crate::kit::{Gateway, admin, audited, client, role_token, store, token};
+use crate::signin::SignIn;
+
+const DB_SECRET: &str = "s3cr3t-web-db-pass";
+const SHA: &str = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+const OTHER_SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// A JSON call to the gateway's API with a bearer `credential`: status and JSON.
+async fn api(
+    gw_url: &str,
+    method: reqwest::Method,
+    path: &str,
+    credential: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = client()
+        .request(method, format!("{gw_url}{path}"))
+        .bearer_auth(credential);
+    if let Some(body) = body {
+        rb = rb.json(&body);
+    }
+    let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// A call through the rack proxy as the convox CLI makes it: status and body text.
+async fn rack(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    credential: &str,
+    form: Option<&[(&str, &str)]>,
+) -> (u16, String) {
+    let mut rb = client()
+        .request(method, gw.proxy(path))
+        .basic_auth("convox", Some(credential));
+    if let Some(form) = form {
+        rb = rb.form(form);
+    }
+    let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// The environment of app web's latest release, as `credential` is shown it (`convox env`).
+async fn current_env(gw: &Gateway, credential: &str) -> String {
+    let get = reqwest::Method::GET;
+    let (status, list) = rack(
+        gw,
+        get.clone(),
+        "/apps/web/releases?limit=1",
+        credential,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let list: Value = serde_json::from_str(&list).unwrap_or_default();
+    let id = list[0]["id"].as_str().unwrap_or_default();
+    let path = format!("/apps/web/releases/{id}");
+    let (status, release) = rack(gw, get, &path, credential, None).await;
+    assert_eq!(status, 200, "{release}");
+    let release: Value = serde_json::from_str(&release).unwrap_or_default();
+    release["env"].as_str().unwrap_or_default().to_string()
+}
+
+/// `convox env set` as the stock CLI does it: the current environment as read, with `set`
+/// lines added (or replacing theirs), written back whole as a new release. Status and answer.
+async fn env_set(gw: &Gateway, credential: &str, set: &[&str]) -> (u16, String) {
+    let mut lines: Vec<String> = current_env(gw, credential)
+        .await
+        .lines()
+        .filter(|line| {
+            let name = line.split('=').next().unwrap_or_default();
+            !set.iter().any(|s| s.split('=').next() == Some(name))
+        })
+        .map(str::to_string)
+        .collect();
+    lines.extend(set.iter().map(|s| s.to_string()));
+    lines.sort();
+    let env = lines.join("\n");
+    let post = reqwest::Method::POST;
+    rack(
+        gw,
+        post,
+        "/apps/web/releases",
+        credential,
+        Some(&[("env", &env)]),
+    )
+    .await
+}
+
+/// `convox env unset NAME`: the environment as read, without `name`.
+async fn env_unset(gw: &Gateway, credential: &str, name: &str) -> (u16, String) {
+    let env: Vec<String> = current_env(gw, credential)
+        .await
+        .lines()
+        .filter(|line| line.split('=').next() != Some(name))
+        .map(str::to_string)
+        .collect();
+    let post = reqwest::Method::POST;
+    let form = [("env", env.join("\n"))];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    rack(gw, post, "/apps/web/releases", credential, Some(&form)).await
+}
+
+fn code_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap_or_default()["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+both_backends!(
+    secret_env_is_masked_and_kept_and_protected_env_is_for_admins,
+    |db| async move {
+        let (rack_url, _stop) = fake_rack().await;
+        let admin_token = role_token(&db, "admin");
+        let ops = role_token(&db, "ops");
+        let deployer = role_token(&db, "deployer");
+        let viewer = role_token(&db, "viewer");
+        // A custom role that deploys but may not read the environment at all.
+        let (ok, _, err) = admin(
+            &db,
+            &[
+                "roles",
+                "create",
+                "blind-deployer",
+                "--permissions",
+                "convox:apps:read,convox:releases:*",
+            ],
+        );
+        assert!(ok, "{err}");
+        let blind = token(&db, "blind", &["--role", "blind-deployer"]);
+        // A custom role that may set rules but not read secrets: it may not set them.
+        let (ok, _, err) = admin(
+            &db,
+            &[
+                "roles",
+                "create",
+                "rule-keeper",
+                "--permissions",
+                "gateway:app-rules:*",
+            ],
+        );
+        assert!(ok, "{err}");
+        let keeper = token(&db, "keeper", &["--role", "rule-keeper"]);
+        let gw = Gateway::start(&db, &rack_url, &[]).await;
+        let (put, get) = (reqwest::Method::PUT, reqwest::Method::GET);
+
+        // No rules yet: empty, for anyone who may read them.
+        let (status, none) =
+            api(&gw.url, get.clone(), "/api/v1/app-rules/web", &viewer, None).await;
+        assert_eq!(status, 200, "{none}");
+        assert_eq!(none["rules"]["secret_env"], json!([]), "{none}");
+        assert!(none["updated_by"].is_null(), "{none}");
+
+        // Setting them: admins only; checked input; never by one they would not bind.
+        let rules = json!({
+            "secret_env": ["DATABASE_URL", "SECRET_*"],
+            "protected_env": ["RAILS_ENV"],
+        });
+        for (credential, code) in [
+            (&viewer, "permission_denied"),
+            (&deployer, "permission_denied"),
+            (&keeper, "more_than_you_hold"),
+        ] {
+            let (status, body) = api(
+                &gw.url,
+                put.clone(),
+                "/api/v1/app-rules/web",
+                credential,
+                Some(rules.clone()),
+            )
+            .await;
+            assert_eq!((status, body["code"].as_str()), (403, Some(code)), "{body}");
+        }
+        let (status, body) = api(
+            &gw.url,
+            put.clone(),
+            "/api/v1/app-rules/web",
+            &admin_token,
+            Some(json!({ "secret_env": ["A B"] })),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("secret_env")),
+            "{body}"
+        );
+        let (status, body) = api(
+            &gw.url,
+            put.clone(),
+            "/api/v1/app-rules/web",
+            &admin_token,
+            Some(json!({ "secrets": ["A"] })),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        let (status, body) = api(
+            &gw.url,
+            put.clone(),
+            "/api/v1/app-rules/no%20such",
+            &admin_token,
+            Some(rules.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let (status, set) = api(
+            &gw.url,
+            put.clone(),
+            "/api/v1/app-rules/web",
+            &admin_token,
+            Some(rules.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{set}");
+        assert_eq!(
+            set["rules"]["secret_env"],
+            json!(["DATABASE_URL", "SECRET_*"])
+        );
+        assert_eq!(set["updated_by"], "token:admin-token");
+        let (status, all) = api(&gw.url, get.clone(), "/api/v1/app-rules", &viewer, None).await;
+        assert_eq!(
+            (status, all[0]["app"].as_str()),
+            (200, Some("web")),
+            "{all}"
+        );
+
+        // Secret values are masked for ops (who may read the environment) and kept for admins;
+        // the other values stay readable.
+        let shown = current_env(&gw, &ops).await;
+        assert!(!shown.contains(DB_SECRET), "{shown}");
+        assert!(
+            shown.contains("DATABASE_URL=[redacted]")
+                && shown.contains("SECRET_KEY_BASE=[redacted]"),
+            "{shown}"
+        );
+        assert!(shown.contains("RAILS_ENV=production"), "{shown}");
+        let (status, list) = rack(&gw, get.clone(), "/apps/web/releases", &ops, None).await;
+        assert_eq!(status, 200, "{list}");
+        assert!(
+            !list.contains(DB_SECRET) && list.contains("DATABASE_URL=[redacted]"),
+            "{list}"
+        );
+        assert!(current_env(&gw, &admin_token).await.contains(DB_SECRET));
+
+        // `convox env set FOO=bar` by a deployer writes back the mask it read: the secret keeps
+        // its value, FOO is set, and the answer is masked too.
+        let (status, answer) = env_set(&gw, &deployer, &["FOO=bar"]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            !answer.contains(DB_SECRET) && answer.contains("DATABASE_URL=[redacted]"),
+            "{answer}"
+        );
+        let real = current_env(&gw, &admin_token).await;
+        assert!(
+            real.contains(DB_SECRET) && real.contains("FOO=bar"),
+            "{real}"
+        );
+        assert!(!real.contains("[redacted]"), "a mask was stored: {real}");
+        let st = store(&db).await;
+        assert!(
+            audited(&st, |r| r.event.action == "convox:releases:create"
+                && r.event.details["env_values_kept"]
+                    == json!(["DATABASE_URL", "SECRET_KEY_BASE"]))
+            .await,
+            "the trail says which masked values were kept"
+        );
+
+        // A secret may be given a new value by who may not read it.
+        let (status, answer) = env_set(&gw, &deployer, &["DATABASE_URL=postgres://rotated"]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            current_env(&gw, &admin_token)
+                .await
+                .contains("DATABASE_URL=postgres://rotated")
+        );
+
+        // A mask for a variable the release lacks is no value to keep.
+        let (status, answer) = env_set(&gw, &deployer, &["SECRET_NEW=[redacted]"]).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("SECRET_NEW"), "{answer}");
+
+        // Protected: not set, changed or unset by a deployer; an admin may.
+        for (what, (status, answer)) in [
+            (
+                "change",
+                env_set(&gw, &deployer, &["RAILS_ENV=staging"]).await,
+            ),
+            ("unset", env_unset(&gw, &deployer, "RAILS_ENV").await),
+        ] {
+            assert_eq!(
+                (status, code_of(&answer).as_str()),
+                (403, "env_protected"),
+                "{what}: {answer}"
+            );
+            assert!(
+                answer.contains("RAILS_ENV") && answer.contains("gateway:protected-env:write"),
+                "{answer}"
+            );
+        }
+        assert!(
+            current_env(&gw, &admin_token)
+                .await
+                .contains("RAILS_ENV=production")
+        );
+        let (status, answer) = env_set(&gw, &admin_token, &["RAILS_ENV=staging"]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            current_env(&gw, &admin_token)
+                .await
+                .contains("RAILS_ENV=staging")
+        );
+
+        // Without convox:env:read every value comes back masked, and every one is kept.
+        let blind_view = current_env(&gw, &blind).await;
+        assert!(blind_view.contains("RAILS_ENV=[redacted]"), "{blind_view}");
+        let (status, answer) = env_set(&gw, &blind, &["BLIND=1"]).await;
+        assert_eq!(status, 200, "{answer}");
+        let real = current_env(&gw, &admin_token).await;
+        assert!(
+            real.contains("RAILS_ENV=staging")
+                && real.contains("DATABASE_URL=postgres://rotated")
+                && real.contains("BLIND=1"),
+            "{real}"
+        );
+
+        // Bodies the gateway could read otherwise than the rack are refused, not guessed at.
+        let post = reqwest::Method::POST;
+        let (status, answer) = rack(
+            &gw,
+            post.clone(),
+            "/apps/web/releases?env=RAILS_ENV%3Dx",
+            &deployer,
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        let (status, answer) = rack(
+            &gw,
+            post.clone(),
+            "/apps/web/releases",
+            &deployer,
+            Some(&[("env", "A=1"), ("env", "RAILS_ENV=x")]),
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        for (content_type, body) in [
+            ("application/x-www-form-urlencoded", "env=RAILS_ENV%3Dx;a=b"),
+            ("application/x-www-form-urlencoded", "env=RAILS_ENV%3Dx%zz"),
+            ("application/json", r#"{"env":"RAILS_ENV=x"}"#),
+        ] {
+            let r = client()
+                .post(gw.proxy("/apps/web/releases"))
+                .basic_auth("convox", Some(&deployer))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            assert!(matches!(status, 400 | 415), "{body}: {status}");
+        }
+        assert!(
+            current_env(&gw, &admin_token)
+                .await
+                .contains("RAILS_ENV=staging")
+        );
+
+        // Cleared: ops sees the values again; the trail has both changes.
+        let (status, cleared) = api(
+            &gw.url,
+            reqwest::Method::DELETE,
+            "/api/v1/app-rules/web",
+            &admin_token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{cleared}");
+        assert!(current_env(&gw, &ops).await.contains("postgres://rotated"));
+        let (status, _) = api(
+            &gw.url,
+            reqwest::Method::DELETE,
+            "/api/v1/app-rules/web",
+            &admin_token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
+        for action in ["gateway:app-rules:update", "gateway:app-rules:delete"] {
+            assert!(audited(&st, |r| r.event.action == action).await, "{action}");
+        }
+        gw.stop().await;
+    }
+);
+
+/// The rack's build `build` of web, as its build pod reports it: the manifest it read, then
+/// the release made from it (by `pod`, a credential standing for the rack's build pod).
+async fn finish_build(gw: &Gateway, pod: &str, build: &str, image: &str) -> String {
+    let manifest = format!("services:\n  web:\n    image: {image}\n    port: 3000\n");
+    let path = format!("/apps/web/builds/{build}");
+    let (status, body) = rack(
+        gw,
+        reqwest::Method::PUT,
+        &path,
+        pod,
+        Some(&[("manifest", &manifest)]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let post = reqwest::Method::POST;
+    let (status, release) = rack(
+        gw,
+        post,
+        "/apps/web/releases",
+        pod,
+        Some(&[("build", build)]),
+    )
+    .await;
+    assert_eq!(status, 200, "{release}");
+    let release: Value = serde_json::from_str(&release).unwrap_or_default();
+    release["id"].as_str().unwrap_or_default().to_string()
+}
+
+both_backends!(
+    an_approved_deploy_runs_only_approved_commands_and_images,
+    |db| async move {
+        let (rack_url, _stop) = fake_rack().await;
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let ci = role_token(&db, "cicd");
+        let pod = role_token(&db, "admin");
+        let s = SignIn::start_on_rack(&db, &[], &rack_url).await;
+        let boss = session_of(&s, "admin@example.com").await;
+        let gw = &s.gw;
+        let (status, body) = api(
+            &gw.url,
+            reqwest::Method::PUT,
+            "/api/v1/app-rules/web",
+            &pod,
+            Some(json!({
+                "approved_commands": ["bin/rails db:migrate"],
+                "service_images": { "web": "registry.example.com/web:{commit}" },
+            })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let run = |command: &'static str, environment: Option<&'static str>| {
+            let ci = ci.clone();
+            async move {
+                let mut rb = client()
+                    .post(gw.proxy("/apps/web/services/web/processes"))
+                    .basic_auth("convox", Some(&ci))
+                    .header("command", command);
+                if let Some(env) = environment {
+                    rb = rb.header("environment", env);
+                }
+                let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            }
+        };
+
+        // No approval: not even an approved command.
+        let (status, body) = run("bin/rails db:migrate", None).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (403, "deploy_not_approved"),
+            "{body}"
+        );
+
+        // Asked for and approved.
+        let (status, asked) = api(
+            &gw.url,
+            reqwest::Method::POST,
+            "/api/v1/deploy-approvals",
+            &ci,
+            Some(json!({ "app": "web", "git_commit": SHA })),
+        )
+        .await;
+        assert_eq!(status, 201, "{asked}");
+        let id = asked["id"].clone();
+        let (status, body) = api(
+            &gw.url,
+            reqwest::Method::POST,
+            &format!("/api/v1/deploy-approvals/{id}/approve"),
+            &boss,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // The approved command runs (detached, or as `convox run`'s sleeping holder); any
+        // other command, or one with an environment of its own, does not.
+        let (status, body) = run("bin/rails db:migrate", None).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = run(" sleep 3600", None).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = run("bin/rails console", None).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (403, "deploy_not_approved"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bin/rails db:migrate"),
+            "the refusal names what is approved: {body}"
+        );
+        let (status, body) = run("bin/rails db:migrate", Some("RAILS_ENV=development")).await;
+        assert_eq!(status, 403, "{body}");
+        // The process the run started is one the CI token may look at (`convox run` waits on it).
+        let (status, procs) =
+            rack(gw, reqwest::Method::GET, "/apps/web/processes", &ci, None).await;
+        assert_eq!(status, 200, "{procs}");
+        let procs: Value = serde_json::from_str(&procs).unwrap_or_default();
+        let pid = procs
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["command"] == "bin/rails db:migrate"))
+            .and_then(|p| p["id"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let (status, body) = rack(
+            gw,
+            reqwest::Method::GET,
+            &format!("/apps/web/processes/{pid}"),
+            &ci,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // A build of the approved commit whose release runs another image: not promoted, and
+        // the approval is not spent.
+        let post = reqwest::Method::POST;
+        let (status, body) = rack(
+            gw,
+            post.clone(),
+            &format!("/apps/web/objects/tmp/{SHA}.tgz"),
+            &ci,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, build) = rack(
+            gw,
+            post.clone(),
+            "/apps/web/builds",
+            &ci,
+            Some(&[
+                ("url", &format!("object://web/tmp/{SHA}.tgz")),
+                ("git-sha", SHA),
+                ("external", "true"),
+            ]),
+        )
+        .await;
+        assert_eq!(status, 200, "{build}");
+        let build: Value = serde_json::from_str(&build).unwrap_or_default();
+        let build = build["id"].as_str().unwrap_or_default().to_string();
+        let wrong = finish_build(
+            gw,
+            &pod,
+            &build,
+            &format!("registry.example.com/web:{OTHER_SHA}"),
+        )
+        .await;
+        let (status, body) = rack(
+            gw,
+            post.clone(),
+            &format!("/apps/web/releases/{wrong}/promote"),
+            &ci,
+            Some(&[]),
+        )
+        .await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (403, "deploy_not_approved"),
+            "{body}"
+        );
+        assert!(
+            body.contains("image rules")
+                && body.contains(&format!("registry.example.com/web:{SHA}")),
+            "{body}"
+        );
+
+        // The same build reporting the approved image: promoted, which spends the approval.
+        let right =
+            finish_build(gw, &pod, &build, &format!("registry.example.com/web:{SHA}")).await;
+        let (status, body) = rack(
+            gw,
+            post.clone(),
+            &format!("/apps/web/releases/{right}/promote"),
+            &ci,
+            Some(&[]),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = run("bin/rails db:migrate", None).await;
+        assert_eq!(status, 403, "spent: {body}");
+    }
+);
