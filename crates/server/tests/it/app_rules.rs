@@ -3,6 +3,7 @@
 //! protected ones changed only by admins, and the commands and images an approved deploy may
 //! run — with the rules' own API, its permissions, and the trail.
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::approvals::{fake_rack, session_of};
@@ -453,7 +454,7 @@ both_backends!(
             "/api/v1/app-rules/web",
             &pod,
             Some(json!({
-                "approved_commands": ["bin/rails db:migrate"],
+                "approved_commands": ["bin/rails db:migrate", "sleep 6 && echo migrated"],
                 "service_images": { "web": "registry.example.com/web:{commit}" },
             })),
         )
@@ -541,6 +542,44 @@ both_backends!(
         )
         .await;
         assert_eq!(status, 200, "{body}");
+
+        // `convox exec` (and an attached `convox run`) of an approved command in one of the
+        // app's processes: the session lives past the gateway's re-check of its credentials
+        // (every 5 s) on the approval's terms. Another command is refused at the upgrade.
+        let exec = |command: &'static str| {
+            let mut request =
+                crate::streaming::ws_request(gw, &format!("/apps/web/processes/{pid}/exec"), &ci);
+            request
+                .headers_mut()
+                .insert("command", http::HeaderValue::from_static(command));
+            request
+                .headers_mut()
+                .insert("tty", http::HeaderValue::from_static("false"));
+            tokio_tungstenite::connect_async(request)
+        };
+        let (mut socket, _) = exec("sleep 6 && echo migrated")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut said = String::new();
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), socket.next()).await
+        {
+            match message {
+                tokio_tungstenite::tungstenite::Message::Text(t) => said.push_str(&t),
+                tokio_tungstenite::tungstenite::Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        assert!(
+            said.contains("migrated"),
+            "the session was cut short: {said:?}"
+        );
+        match exec("sh").await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), 403)
+            }
+            other => panic!("an unapproved exec opened: {:?}", other.map(|_| ())),
+        }
 
         // A build of the approved commit whose release runs another image: not promoted, and
         // the approval is not spent.
