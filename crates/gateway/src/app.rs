@@ -462,6 +462,9 @@ pub fn build_app(state: AppState) -> Router {
             "/deploy-approvals/{id}/reject",
             post(web::approvals::reject),
         )
+        .route("/app-rules", get(web::app_rules::page))
+        .route("/app-rules/set", post(web::app_rules::set))
+        .route("/app-rules/clear", post(web::app_rules::clear))
         .route("/roles", get(web::roles::page))
         .route("/roles/create", post(web::roles::create))
         .route("/roles/update", post(web::roles::update))

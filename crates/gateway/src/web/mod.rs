@@ -1,6 +1,7 @@
 //! Server-rendered pages: sign-in, messages (signed in, refused), and the account page with
 //! the user's sessions. Strict CSP, no script, CSRF tokens on every form.
 
+pub mod app_rules;
 pub mod approvals;
 pub mod audit;
 pub mod cookies;
@@ -76,6 +77,8 @@ struct AccountPage {
     users: bool,
     /// Whether to link to the roles.
     roles: bool,
+    /// Whether to link to the app rules.
+    app_rules: bool,
     /// Whether to link to the deploy approvals.
     deploys: bool,
     /// Whether an authenticator app is on.
@@ -386,6 +389,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
         tokens: tokens::may_list(&principal),
         users: users::may_list(&principal),
         roles: roles::may_list(&principal),
+        app_rules: app_rules::may_list(&principal),
         deploys: approvals::may_list(&principal),
         email: user.email,
         name: user.name,

@@ -1049,3 +1049,107 @@ both_backends!(security_keys_in_chromium, |db| async move {
     }
     let _ = c.close().await;
 });
+
+both_backends!(app_rules_in_chromium, |db| async move {
+    let Some(driver) = chromedriver().await else {
+        return;
+    };
+    let dev = Dev::start(&db).await;
+    let c = browser(&driver).await;
+    let go = |path: &str| format!("{}{path}", dev.gateway);
+
+    // An admin sets web's rules on /app-rules.
+    c.goto(&go("/")).await.unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signin").await;
+    click(&c, "#user-admin-example-com").await;
+    click(&c, "#app-rules-link").await;
+    assert_eq!(text(&c, "#no-rules").await, "No app has rules.");
+    type_into(&c, "#new-app", "web").await;
+    type_into(&c, "#new-secret", "DATABASE_URL\nSECRET_*").await;
+    type_into(&c, "#new-protected", "RAILS_ENV").await;
+    type_into(&c, "#new-commands", "bin/rails db:migrate").await;
+    type_into(&c, "#new-images", "web-image").await;
+    click(&c, "#new-rules-button").await;
+    // A line that is not service=pattern is said, and nothing is set.
+    let said = text_soon(&c, "#rules-error", "service=pattern").await;
+    assert!(said.contains("web-image"), "{said}");
+    assert!(c.find(Locator::Css("#app-web")).await.is_err());
+    type_into(&c, "#new-app", "web").await;
+    type_into(&c, "#new-secret", "DATABASE_URL\nSECRET_*").await;
+    type_into(&c, "#new-protected", "RAILS_ENV").await;
+    type_into(&c, "#new-images", "web=registry.example.com/web:{commit}").await;
+    click(&c, "#new-rules-button").await;
+    let _ = text_soon(&c, "#app-web", "web").await;
+    let value = |css: &'static str| {
+        let c = &c;
+        async move {
+            element(c, css)
+                .await
+                .prop("value")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(value("#secret-web").await, "DATABASE_URL\nSECRET_*");
+    assert_eq!(value("#protected-web").await, "RAILS_ENV");
+    assert_eq!(
+        value("#images-web").await.trim(),
+        "web=registry.example.com/web:{commit}"
+    );
+
+    // The rule holds at once: ops sees the names, not the secret values.
+    let (status, releases) = dev.get_json("ops", "/apps/web/releases?limit=1").await;
+    assert_eq!(status, 200, "{releases}");
+    let env = releases[0]["env"].as_str().unwrap_or_default();
+    assert!(
+        env.contains("DATABASE_URL=[redacted]") && env.contains("RAILS_ENV=production"),
+        "{env}"
+    );
+
+    // An ops person reads the rules, without forms.
+    c.goto(&go("/account"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signout").await;
+    click(&c, "#signin").await;
+    click(&c, "#user-ops-example-com").await;
+    click(&c, "#app-rules-link").await;
+    let shown = text(&c, "main").await;
+    assert!(shown.contains("DATABASE_URL SECRET_*"), "{shown}");
+    assert!(c.find(Locator::Css("#save-web")).await.is_err());
+    c.goto(&go("/account"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signout").await;
+
+    // The admin clears them; ops sees the values again.
+    click(&c, "#signin").await;
+    click(&c, "#user-admin-example-com").await;
+    c.goto(&go("/app-rules"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#clear-web").await;
+    let _ = text_soon(&c, "#no-rules", "No app has rules").await;
+    let _ = c.close().await;
+    let (_, releases) = dev.get_json("ops", "/apps/web/releases?limit=1").await;
+    assert!(
+        !releases[0]["env"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[redacted]"),
+        "{releases}"
+    );
+    let (ok, out, err) = crate::kit::admin(
+        &crate::kit::Db::at(dev.database_url(), db.backend, crate::kit::scratch_dir()),
+        &["audit", "export", "--action", "gateway:app-rules:*"],
+    );
+    assert!(ok, "{err}");
+    for said in [
+        "\"action\":\"gateway:app-rules:update\"",
+        "\"action\":\"gateway:app-rules:delete\"",
+        "\"reason\":\"invalid\"",
+    ] {
+        assert!(out.contains(said), "{said}: {out}");
+    }
+});

@@ -194,7 +194,7 @@ impl Dev {
         request
     }
 
-    async fn get_json(&self, role: &str, path: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn get_json(&self, role: &str, path: &str) -> (u16, serde_json::Value) {
         let resp = client()
             .get(self.url(path))
             .basic_auth("convox", Some(self.token(role)))
