@@ -58,6 +58,7 @@ fn a_direct_rack_url_bypasses_the_gateway() {
     for (args, subject) in [
         (&["users"][..], "users are a rack-gateway's"),
         (&["roles"][..], "roles are a rack-gateway's"),
+        (&["app-rules"][..], "app rules are a rack-gateway's"),
         (&["tokens"][..], "tokens are a rack-gateway's"),
         (&["audit"][..], "audit reads a rack-gateway's trail"),
     ] {

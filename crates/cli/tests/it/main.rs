@@ -4,6 +4,7 @@
 
 mod kit;
 
+mod app_rules;
 mod approvals;
 mod audit;
 mod commands;
