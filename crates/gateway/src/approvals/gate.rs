@@ -22,7 +22,6 @@ use crate::app::AppState;
 use crate::app_rules::AppRules;
 use crate::error::ApiError;
 use crate::identity::Principal;
-use crate::proxy::{RackError, RackLookup};
 use crate::store::now_ms;
 
 use super::{REQUEST, Requester};
@@ -315,18 +314,18 @@ async fn lookup(
     path: &str,
     wait: Duration,
 ) -> Result<serde_json::Value, ApiError> {
-    match state.upstream.get_json(path, wait, LOOKUP_LIMIT).await {
-        Ok(value) => Ok(value),
-        Err(RackLookup::Status(404)) => Err(ApiError::NotApproved(format!(
-            "the rack has no {}: nothing to promote",
-            path.trim_start_matches('/')
-        ))),
-        Err(RackLookup::Rack(RackError::Timeout)) => Err(ApiError::RackTimeout),
-        Err(RackLookup::Status(401)) => Err(ApiError::RackRefusedGateway),
-        Err(e) => Err(ApiError::RackUnreachable(format!(
-            "checking which commit the release was built from: {e}"
-        ))),
-    }
+    state
+        .upstream
+        .get_json(path, wait, LOOKUP_LIMIT)
+        .await
+        .map_err(|e| {
+            e.into_api_error("checking which commit the release was built from", || {
+                ApiError::NotApproved(format!(
+                    "the rack has no {}: nothing to promote",
+                    path.trim_start_matches('/')
+                ))
+            })
+        })
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ use crate::app_rules::{self, AppRules, env};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::proxy::env_mask::ENV_READ;
-use crate::proxy::{RackError, RackLookup};
 use gateway_core::redact::REDACTED;
 
 /// The permission of `POST /apps/{app}/releases`.
@@ -291,15 +290,15 @@ async fn rack_json(
     path: &str,
     wait: Duration,
 ) -> Result<serde_json::Value, ApiError> {
-    match state.upstream.get_json(path, wait, LOOKUP_LIMIT).await {
-        Ok(value) => Ok(value),
-        Err(RackLookup::Status(404)) => Err(ApiError::no_such(path.trim_start_matches('/'))),
-        Err(RackLookup::Rack(RackError::Timeout)) => Err(ApiError::RackTimeout),
-        Err(RackLookup::Status(401)) => Err(ApiError::RackRefusedGateway),
-        Err(e) => Err(ApiError::RackUnreachable(format!(
-            "reading the environment the release changes: {e}"
-        ))),
-    }
+    state
+        .upstream
+        .get_json(path, wait, LOOKUP_LIMIT)
+        .await
+        .map_err(|e| {
+            e.into_api_error("reading the environment the release changes", || {
+                ApiError::no_such(path.trim_start_matches('/'))
+            })
+        })
 }
 
 #[cfg(test)]

@@ -78,6 +78,24 @@ pub enum RackLookup {
     Unreadable,
 }
 
+impl RackLookup {
+    /// The answer to a client whose request needed this lookup, `doing` saying what for; a
+    /// `404` is `not_found` (what a missing object means depends on the caller).
+    pub fn into_api_error(
+        self,
+        doing: &str,
+        not_found: impl FnOnce() -> crate::error::ApiError,
+    ) -> crate::error::ApiError {
+        use crate::error::ApiError;
+        match self {
+            RackLookup::Status(404) => not_found(),
+            RackLookup::Rack(RackError::Timeout) => ApiError::RackTimeout,
+            RackLookup::Status(401) => ApiError::RackRefusedGateway,
+            e => ApiError::RackUnreachable(format!("{doing}: {e}")),
+        }
+    }
+}
+
 /// What the rack said to the gateway's own credentials ([`Upstream::check_token`]).
 #[derive(Debug)]
 pub enum TokenCheck {
