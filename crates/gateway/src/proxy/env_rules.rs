@@ -6,11 +6,12 @@
 //!   mask, because `convox env set` writes the whole environment it read. Such a value keeps
 //!   what the release being changed has, so that setting one variable does not wipe the others;
 //! - the app's protected env vars may not be set, changed or unset without
-//!   `gateway:protected-env:write` (`403 env_protected`).
+//!   `gateway:protected-env:write` (`403 env_protected`): their values must be those of the
+//!   app's latest release, whichever release the new one is made from.
 //!
 //! The release being changed is the one `parent-release` names, or else the app's latest one
-//! (as the rack picks it, and as `convox env` reads it), read from the rack. The form is read whole (it is small) and
-//! strictly: a body the gateway could read otherwise than the rack (a `;`, a bad `%` escape,
+//! (as the rack picks it, and as `convox env` reads it), read from the rack. The form is read
+//! whole (it is small) and strictly: a body the gateway could read otherwise than the rack (a `;`, a bad `%` escape,
 //! `env` twice, `env` in the query string, another content type) is refused rather than
 //! guessed at. Callers the rules do not bind (admins) are not slowed: nothing is read.
 
@@ -149,10 +150,21 @@ pub async fn checked(
             }
         }
     }
-    let touched: Vec<&str> = base
+    // Protected values are judged against the app's latest release whatever the parent: a
+    // parent with older values must not carry them into a new release.
+    let parent = parent.filter(|p| !p.is_empty());
+    let latest;
+    let now = match parent {
+        Some(_) if !rules.protected_env.is_empty() && !reach.writes_protected => {
+            latest = base_env(state, app, None).await?;
+            &latest
+        }
+        _ => &base,
+    };
+    let touched: Vec<&str> = now
         .keys()
         .chain(wanted.keys())
-        .filter(|name| reach.guarded(&rules, name) && base.get(*name) != wanted.get(*name))
+        .filter(|name| reach.guarded(&rules, name) && now.get(*name) != wanted.get(*name))
         .map(String::as_str)
         .collect::<std::collections::BTreeSet<&str>>()
         .into_iter()

@@ -324,6 +324,47 @@ both_backends!(
                 .contains("RAILS_ENV=staging")
         );
 
+        // Nor is an older value brought back by making the new release from an older one.
+        let (_, list) = rack(
+            &gw,
+            get.clone(),
+            "/apps/web/releases?limit=20",
+            &deployer,
+            None,
+        )
+        .await;
+        let list: Value = serde_json::from_str(&list).unwrap_or_default();
+        let older = list
+            .as_array()
+            .and_then(|rs| {
+                rs.iter().find(|r| {
+                    r["env"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("RAILS_ENV=production"))
+                })
+            })
+            .cloned()
+            .unwrap_or_default();
+        let (id, old_env) = (
+            older["id"].as_str().unwrap_or_default(),
+            older["env"].as_str().unwrap_or_default(),
+        );
+        assert!(!id.is_empty(), "{list}");
+        let post = reqwest::Method::POST;
+        let (status, answer) = rack(
+            &gw,
+            post.clone(),
+            "/apps/web/releases",
+            &deployer,
+            Some(&[("env", old_env), ("parent-release", id)]),
+        )
+        .await;
+        assert_eq!(
+            (status, code_of(&answer).as_str()),
+            (403, "env_protected"),
+            "{answer}"
+        );
+
         // Without convox:env:read every value comes back masked, and every one is kept.
         let blind_view = current_env(&gw, &blind).await;
         assert!(blind_view.contains("RAILS_ENV=[redacted]"), "{blind_view}");
@@ -338,7 +379,6 @@ both_backends!(
         );
 
         // Bodies the gateway could read otherwise than the rack are refused, not guessed at.
-        let post = reqwest::Method::POST;
         let (status, answer) = rack(
             &gw,
             post.clone(),
