@@ -43,7 +43,13 @@ const STARTS_A_WORD: [bool; 256] = {
 };
 
 /// Names that contain a secret word and are not secrets.
-const NOT_SECRET: &[&str] = &["pwd", "oldpwd"];
+const NOT_SECRET: &[&str] = &[
+    "pwd",
+    "oldpwd",
+    // An app rule's list of the *names* of its secret env vars (`gateway::app_rules`): the
+    // trail must say which variables were made secret, and by whom.
+    "secret_env",
+];
 
 /// Suffixes that name a reference to a secret rather than the secret (`token_id`, `key_name`).
 const REFERENCE_SUFFIXES: &[&str] = &["_id", "_name", "_at", "_count", "_type"];
@@ -365,6 +371,14 @@ mod tests {
         assert_eq!(v["token_id"], 3);
         assert_eq!(v["token_name"], "ci");
         assert_eq!(v["api_token"], REDACTED);
+        // The names an app rule makes secret are names; a secret is still a secret.
+        let v =
+            redact_json(json!({"secret_env": ["STRIPE_KEY"], "secret": "x", "env_secret": "y"}));
+        assert_eq!(v["secret_env"], json!(["STRIPE_KEY"]));
+        assert_eq!(
+            (&v["secret"], &v["env_secret"]),
+            (&json!(REDACTED), &json!(REDACTED))
+        );
     }
 
     #[test]

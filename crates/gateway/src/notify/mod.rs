@@ -35,6 +35,9 @@ pub enum Topic {
     RoleChanged,
     /// A custom role was defined, changed or deleted.
     RoleDefined,
+    /// An app's rules (secret or protected env vars, approved commands, images) were set or
+    /// cleared.
+    AppRulesChanged,
     /// A user was locked out by an admin.
     UserLocked,
     /// A user was unlocked.
@@ -59,6 +62,7 @@ impl Topic {
             Topic::UserAdded => "user_added",
             Topic::RoleChanged => "role_changed",
             Topic::RoleDefined => "role_defined",
+            Topic::AppRulesChanged => "app_rules_changed",
             Topic::UserLocked => "user_locked",
             Topic::UserUnlocked => "user_unlocked",
             Topic::MfaChanged => "mfa_changed",

@@ -109,6 +109,7 @@ fn managed(action: &str) -> Option<Topic> {
         "gateway:roles:create" | "gateway:roles:update" | "gateway:roles:delete" => {
             Topic::RoleDefined
         }
+        "gateway:app-rules:update" | "gateway:app-rules:delete" => Topic::AppRulesChanged,
         _ => return None,
     })
 }
@@ -121,6 +122,38 @@ async fn intent(store: &Store, row: &AuditRow) -> Result<Option<AuditEvent>, Sto
         .filter(|r| r.seq < row.seq)
         .map(|r| r.event)
         .rfind(|e| e.kind == EventKind::Gateway && e.action == row.event.action))
+}
+
+/// App rules (as the audit event carries them) in a line: each list that says something.
+fn rules_said(rules: Option<&Value>) -> String {
+    let Some(rules) = rules.filter(|r| r.is_object()) else {
+        return String::new();
+    };
+    let mut said = Vec::new();
+    for (key, label) in [
+        ("secret_env", "secret"),
+        ("protected_env", "protected"),
+        ("approved_commands", "commands"),
+    ] {
+        let items: Vec<&str> = rules
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !items.is_empty() {
+            said.push(format!("{label}: {}", items.join(", ")));
+        }
+    }
+    if let Some(images) = rules.get("service_images").and_then(Value::as_object)
+        && !images.is_empty()
+    {
+        let images: Vec<String> = images
+            .iter()
+            .map(|(service, pattern)| format!("{service}={}", pattern.as_str().unwrap_or_default()))
+            .collect();
+        said.push(format!("images: {}", images.join(", ")));
+    }
+    said.join("; ")
 }
 
 /// A string field of `details` (empty when absent or not a string).
@@ -331,6 +364,27 @@ fn managed_change(topic: Topic, e: &AuditEvent, intent: Option<&AuditEvent>) -> 
                 .to_slack()
                 .alert()
         }
+        Topic::AppRulesChanged => {
+            let app = text(asked, "app");
+            let (title, now, before) = match e.action.as_str() {
+                "gateway:app-rules:update" => (
+                    format!("The rules of app {app} were changed by {by}"),
+                    asked.get("rules"),
+                    e.details.get("previous"),
+                ),
+                _ => (
+                    format!("The rules of app {app} were cleared by {by}"),
+                    None,
+                    e.details.get("previous"),
+                ),
+            };
+            Notice::new(Topic::AppRulesChanged, title)
+                .fact("Rules", rules_said(now))
+                .fact("Rules before", rules_said(before))
+                .link("App rules", "/app-rules")
+                .to_slack()
+                .alert()
+        }
         Topic::UserLocked => Notice::new(Topic::UserLocked, format!("{email} was locked by {by}"))
             .fact(
                 "Sessions ended",
@@ -516,6 +570,60 @@ mod tests {
         assert!(n.facts.contains(&("Expires", "never".into())));
         assert_eq!(n.email_to, vec!["bob@example.com".to_string()]);
         assert!(n.alert && n.slack);
+    }
+
+    #[test]
+    fn an_app_rules_change_says_what_they_are_now_and_before() {
+        let asked = json!({"app": "web", "rules": {
+            "secret_env": ["STRIPE_KEY", "AWS_*"], "protected_env": [], "approved_commands": [],
+            "service_images": {"web": "ghcr.io/acme/web:{commit}"}}});
+        let outcome = event(
+            EventKind::Outcome,
+            "gateway:app-rules:update",
+            json!({"result": "done", "previous": {"secret_env": ["STRIPE_KEY"]}}),
+        );
+        let intent = event(EventKind::Gateway, "gateway:app-rules:update", asked);
+        assert_eq!(
+            managed("gateway:app-rules:update"),
+            Some(Topic::AppRulesChanged)
+        );
+        let n = managed_change(Topic::AppRulesChanged, &outcome, Some(&intent));
+        let n = n.unwrap_or_else(|| Notice::new(Topic::Test, "missing"));
+        assert_eq!(
+            n.title,
+            "The rules of app web were changed by ann@example.com"
+        );
+        assert_eq!(
+            n.facts,
+            vec![
+                (
+                    "Rules",
+                    "secret: STRIPE_KEY, AWS_*; images: web=ghcr.io/acme/web:{commit}".to_string()
+                ),
+                ("Rules before", "secret: STRIPE_KEY".to_string())
+            ]
+        );
+        assert!(n.alert && n.slack && n.email_to.is_empty());
+        let cleared = event(
+            EventKind::Outcome,
+            "gateway:app-rules:delete",
+            json!({"result": "done", "previous": {"protected_env": ["DATABASE_URL"]}}),
+        );
+        let intent = event(
+            EventKind::Gateway,
+            "gateway:app-rules:delete",
+            json!({"app": "web"}),
+        );
+        let n = managed_change(Topic::AppRulesChanged, &cleared, Some(&intent));
+        let n = n.unwrap_or_else(|| Notice::new(Topic::Test, "missing"));
+        assert_eq!(
+            n.title,
+            "The rules of app web were cleared by ann@example.com"
+        );
+        assert_eq!(
+            n.facts,
+            vec![("Rules before", "protected: DATABASE_URL".to_string())]
+        );
     }
 
     #[test]

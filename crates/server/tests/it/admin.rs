@@ -1013,21 +1013,35 @@ fn run_with_database(args: &[&str], url: &str, as_nobody: bool) -> (Option<i32>,
         set_mode(&bin, 0o755);
         (dir, bin)
     });
-    let mut command = match &copy {
-        Some((_, bin)) => {
-            let mut c = std::process::Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(bin);
-            c
-        }
-        None => std::process::Command::new(crate::kit::BIN),
+    let run = || {
+        let mut command = match &copy {
+            Some((_, bin)) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .arg(bin);
+                c
+            }
+            None => std::process::Command::new(crate::kit::BIN),
+        };
+        command
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
+            .env_remove("RUST_LOG")
+            .output()
     };
-    let out = command
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("AUDIT_HMAC_KEY", "0123456789abcdef0123456789abcdef")
-        .env_remove("RUST_LOG")
-        .output();
+    // The fresh copy can be "busy" for a moment: a process another test forks while the copy
+    // was being written holds it open until that child execs (ETXTBSY). Tried again.
+    let mut out = run();
+    for _ in 0..20 {
+        match &out {
+            Ok(o) if String::from_utf8_lossy(&o.stderr).contains("Text file busy") => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                out = run();
+            }
+            _ => break,
+        }
+    }
     if let Some((dir, _)) = &copy {
         let _ = std::fs::remove_dir_all(dir);
     }

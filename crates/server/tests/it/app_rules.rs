@@ -442,6 +442,13 @@ both_backends!(
         for action in ["gateway:app-rules:update", "gateway:app-rules:delete"] {
             assert!(audited(&st, |r| r.event.action == action).await, "{action}");
         }
+        // The trail says which variables were made secret (names, not values).
+        assert!(
+            audited(&st, |r| r.event.action == "gateway:app-rules:update"
+                && r.event.details["rules"]["secret_env"]
+                    == json!(["DATABASE_URL", "SECRET_*"]))
+            .await
+        );
         gw.stop().await;
     }
 );
