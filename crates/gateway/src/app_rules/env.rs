@@ -94,6 +94,17 @@ mod tests {
         assert_eq!(render(&Environment::new()), "");
     }
 
+    proptest::proptest! {
+        /// What the gateway writes back is what it read, for every environment the rack could
+        /// hold (names without spaces, `=` or line breaks; values on one line).
+        #[test]
+        fn render_then_parse_is_the_same_environment(
+            env in proptest::collection::btree_map("[A-Za-z_][A-Za-z0-9_.]{0,10}", "[^\n\r]{0,20}", 0..8)
+        ) {
+            proptest::prop_assert_eq!(parse(&render(&env)), env);
+        }
+    }
+
     #[test]
     fn only_named_values_are_masked() {
         let mut answer: Value = serde_json::json!([

@@ -334,4 +334,26 @@ mod tests {
         }
         assert_eq!(form_pairs(b"").map(|p| p.len()).ok(), Some(0));
     }
+
+    proptest::proptest! {
+        /// Whatever a client encodes as a form (the convox CLI uses Go's encoder; this is the
+        /// same encoding), the gateway reads back exactly.
+        #[test]
+        fn an_encoded_form_reads_back_exactly(
+            pairs in proptest::collection::vec((".{0,12}", "(?s).{0,40}"), 0..6)
+        ) {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &pairs {
+                form.append_pair(k, v);
+            }
+            let read = form_pairs(form.finish().as_bytes());
+            proptest::prop_assert_eq!(read.ok(), Some(pairs));
+        }
+
+        /// Hostile bytes get an answer (pairs or a 400), never a panic.
+        #[test]
+        fn any_body_gets_an_answer(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = form_pairs(&body);
+        }
+    }
 }
