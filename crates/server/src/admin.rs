@@ -10,7 +10,7 @@ use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::identity::roles;
 use gateway::store::{LastAdmin, ListedUser, Store, TokenRow, now_ms};
 
-use crate::cli::{RolesCommand, TokensCommand, UsersCommand};
+use crate::cli::{AppRulesCommand, RolesCommand, TokensCommand, UsersCommand};
 use crate::output::outln;
 
 /// An open store with a running audit writer.
@@ -373,6 +373,84 @@ async fn run_roles(admin: &Admin, cmd: RolesCommand) -> anyhow::Result<()> {
         }
         // Listed read-only, above.
         RolesCommand::List { .. } => {}
+    }
+    Ok(())
+}
+
+/// `app-rules …`
+pub async fn app_rules(cmd: AppRulesCommand) -> anyhow::Result<()> {
+    if let AppRulesCommand::List { json } = cmd {
+        let store = open_read_only().await?;
+        let rows = store.list_app_rules().await;
+        store.close().await;
+        let shown: Vec<gateway::api::app_rules::ShownRules> =
+            rows?.into_iter().map(Into::into).collect();
+        return print_list(&shown, json, print_app_rules);
+    }
+    // Read before the database is opened: a file that cannot be read changes nothing.
+    let rules = match &cmd {
+        AppRulesCommand::Set { file, .. } => Some(read_rules(file)?),
+        _ => None,
+    };
+    let admin = Admin::open().await?;
+    let (store, audit, actor) = (&admin.store, &admin.audit, &admin.actor);
+    let result = match (cmd, rules) {
+        (AppRulesCommand::Set { app, .. }, Some(rules)) => {
+            match gateway::app_rules::set_rules(store, audit, actor, &app, rules).await {
+                Ok(Some(_)) => outln!("Set the rules of app {app}."),
+                Ok(None) => outln!("App {app} has no rules now."),
+                Err(e) => Err(e.into()),
+            }
+        }
+        (AppRulesCommand::Clear { app }, _) => {
+            match gateway::app_rules::clear_rules(store, audit, actor, &app).await {
+                Ok(_) => outln!("Cleared the rules of app {app}."),
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ => Ok(()),
+    };
+    admin.close().await;
+    result
+}
+
+/// App rules from a JSON file (`-`: stdin).
+fn read_rules(file: &std::path::Path) -> anyhow::Result<gateway::app_rules::AppRules> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the rules from stdin")?
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("reading the rules from {}", file.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not app rules (JSON with secret_env, protected_env, approved_commands, \
+             service_images)",
+            file.display()
+        )
+    })
+}
+
+fn print_app_rules(apps: &[gateway::api::app_rules::ShownRules]) -> anyhow::Result<()> {
+    if apps.is_empty() {
+        return outln!("No app has rules.");
+    }
+    for a in apps {
+        let r = &a.rules;
+        let images: Vec<String> = r
+            .service_images
+            .iter()
+            .map(|(service, pattern)| format!("{service}={pattern}"))
+            .collect();
+        outln!("{}", a.app)?;
+        outln!("  secret env:        {}", r.secret_env.join(","))?;
+        outln!("  protected env:     {}", r.protected_env.join(","))?;
+        outln!("  approved commands: {}", r.approved_commands.join(" | "))?;
+        outln!("  service images:    {}", images.join(" "))?;
+        outln!(
+            "  set by:            {}",
+            a.updated_by.as_deref().unwrap_or("-")
+        )?;
     }
     Ok(())
 }

@@ -31,6 +31,10 @@ pub enum Command {
     /// Manage custom roles in the configured database.
     #[command(subcommand)]
     Roles(RolesCommand),
+    /// Per-app rules (secret and protected env vars, approved commands, service images) in
+    /// the configured database.
+    #[command(subcommand)]
+    AppRules(AppRulesCommand),
     /// Inspect the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -194,6 +198,34 @@ pub enum RolesCommand {
     Delete {
         /// The role.
         name: String,
+    },
+}
+
+/// `app-rules …`
+#[derive(Debug, Subcommand)]
+pub enum AppRulesCommand {
+    /// List every app that has rules, and its rules.
+    List {
+        /// Print JSON (as `GET /api/v1/app-rules`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set all of an app's rules from a JSON file, as `PUT /api/v1/app-rules/{app}` takes it
+    /// (a list left out is emptied).
+    ///
+    /// Example: rack-gateway-server app-rules set web --file web-rules.json
+    Set {
+        /// The app.
+        app: String,
+        /// The JSON file (`-` for stdin): {"secret_env": [...], "protected_env": [...],
+        /// "approved_commands": [...], "service_images": {"service": "pattern"}}.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Remove all of an app's rules.
+    Clear {
+        /// The app.
+        app: String,
     },
 }
 

@@ -697,3 +697,61 @@ both_backends!(
         assert_eq!(status, 403, "spent: {body}");
     }
 );
+
+both_backends!(
+    the_server_command_sets_lists_and_clears_rules,
+    |db| async move {
+        let dir = crate::kit::scratch_dir();
+        let file = dir.join("web-rules.json");
+        let write = |text: &str| std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+        let path = file.to_string_lossy().into_owned();
+
+        write(r#"{"secret_env": ["STRIPE_KEY"], "approved_commands": ["bin/migrate"]}"#);
+        let (ok, out, err) = admin(&db, &["app-rules", "set", "web", "--file", &path]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "Set the rules of app web.");
+        let (ok, out, err) = admin(&db, &["app-rules", "list", "--json"]);
+        assert!(ok, "{err}");
+        let listed: Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(
+            listed[0]["rules"]["secret_env"],
+            json!(["STRIPE_KEY"]),
+            "{out}"
+        );
+        let (ok, out, _) = admin(&db, &["app-rules", "list"]);
+        assert!(
+            ok && out.contains("approved commands: bin/migrate"),
+            "{out}"
+        );
+
+        // Bad input changes nothing, and says what is wrong.
+        for (text, says) in [
+            ("{\"secrets\": []}", "not app rules"),
+            ("{\"secret_env\": [\"A B\"]}", "secret_env"),
+        ] {
+            write(text);
+            let (ok, _, err) = admin(&db, &["app-rules", "set", "web", "--file", &path]);
+            assert!(!ok && err.contains(says), "{text}: {err}");
+        }
+        let (ok, _, err) = admin(&db, &["app-rules", "set", "no such", "--file", &path]);
+        assert!(!ok && err.contains("app"), "{err}");
+
+        let (ok, out, err) = admin(&db, &["app-rules", "clear", "web"]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "Cleared the rules of app web.");
+        let (ok, out, _) = admin(&db, &["app-rules", "list"]);
+        assert!(ok && out.contains("No app has rules."), "{out}");
+        let (ok, _, err) = admin(&db, &["app-rules", "clear", "web"]);
+        assert!(!ok && err.contains("not found"), "{err}");
+        // On the trail with the operator's login.
+        let st = store(&db).await;
+        assert!(
+            audited(&st, |r| r.event.action == "gateway:app-rules:update"
+                && r.event.details["operator"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("cli:")))
+            .await
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+);
