@@ -12,7 +12,8 @@
 //!   <service> <command>`, or `convox run` attached, which starts a `sleep <seconds>` process
 //!   and then `exec`s the command in it; and `convox exec <pid> <command>` on the app's
 //!   processes. A run that sets its own environment (`Environment`) is refused: the command
-//!   approved is the one run.
+//!   approved is the one run; and with image rules, a run on another release (`Release`) is
+//!   let through only on one whose images keep them.
 //!
 //! Nothing else is widened: not env, not scale, not another app.
 
@@ -48,6 +49,8 @@ pub enum Step {
         command: Option<String>,
         /// Whether the run sets environment variables of its own.
         sets_env: bool,
+        /// The release it runs (`Release`), when not the app's current one.
+        release: Option<String>,
     },
     /// Run `command` in a process (`convox exec`, and `convox run` attached).
     Exec {
@@ -93,6 +96,10 @@ pub fn deploy_step(
         ("convox:processes:start", ["apps", _, "services", _, "processes"]) => Step::Run {
             command: command(),
             sets_env: headers.contains_key("environment"),
+            release: headers
+                .get("release")
+                .map(|r| String::from_utf8_lossy(r.as_bytes()).trim().to_string())
+                .filter(|r| !r.is_empty()),
         },
         ("convox:processes:exec", ["apps", _, "processes", _, "exec"]) => {
             Step::Exec { command: command() }
@@ -138,7 +145,11 @@ pub async fn let_through(
     };
     let release = match step {
         Step::Upload | Step::Build => return Ok(unspent(approval)),
-        Step::Run { command, sets_env } => {
+        Step::Run {
+            command,
+            sets_env,
+            release,
+        } => {
             let rules = rules_of(state, app).await?;
             if sets_env {
                 return Err(ApiError::NotApproved(format!(
@@ -148,10 +159,22 @@ pub async fn let_through(
                 )));
             }
             let command = command.unwrap_or_default();
-            if is_holder(&command) || rules.approves_command(&command) {
-                return Ok(unspent(approval));
+            if !is_holder(&command) && !rules.approves_command(&command) {
+                return Err(not_approved_command(app, &command, &rules));
             }
-            return Err(not_approved_command(app, &command, &rules));
+            // A release not yet promoted (migrations before the promote) runs what its images
+            // are: with image rules, only one whose images are the approved commit's.
+            if let Some(release) = release.filter(|_| !rules.service_images.is_empty()) {
+                let built = built_by(state, app, &release).await?;
+                if let Some(problem) = built.images_problem(&rules, &approval.git_commit) {
+                    return Err(ApiError::NotApproved(format!(
+                        "a run on release {release} of app {app} through deploy request {}: \
+                         the release breaks the app's image rules: {problem}",
+                        approval.id
+                    )));
+                }
+            }
+            return Ok(unspent(approval));
         }
         Step::Exec { command } => {
             let rules = rules_of(state, app).await?;
@@ -392,7 +415,8 @@ mod tests {
                 "web".into(),
                 Step::Run {
                     command: Some("bin/migrate".into()),
-                    sets_env: false
+                    sets_env: false,
+                    release: None,
                 }
             ))
         );

@@ -507,19 +507,26 @@ both_backends!(
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let run = |command: &'static str, environment: Option<&'static str>| {
-            let ci = ci.clone();
-            async move {
-                let mut rb = client()
-                    .post(gw.proxy("/apps/web/services/web/processes"))
-                    .basic_auth("convox", Some(&ci))
-                    .header("command", command);
-                if let Some(env) = environment {
-                    rb = rb.header("environment", env);
+        let run_on =
+            |command: &'static str, environment: Option<&'static str>, release: Option<String>| {
+                let ci = ci.clone();
+                async move {
+                    let mut rb = client()
+                        .post(gw.proxy("/apps/web/services/web/processes"))
+                        .basic_auth("convox", Some(&ci))
+                        .header("command", command);
+                    if let Some(env) = environment {
+                        rb = rb.header("environment", env);
+                    }
+                    if let Some(release) = release {
+                        rb = rb.header("release", release);
+                    }
+                    let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+                    (r.status().as_u16(), r.text().await.unwrap_or_default())
                 }
-                let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
-                (r.status().as_u16(), r.text().await.unwrap_or_default())
-            }
+            };
+        let run = |command: &'static str, environment: Option<&'static str>| {
+            run_on(command, environment, None)
         };
 
         // No approval: not even an approved command.
@@ -681,9 +688,20 @@ both_backends!(
             "{body}"
         );
 
-        // The same build reporting the approved image: promoted, which spends the approval.
+        // The same build reporting the approved image. Migrations run on it before the promote
+        // (`convox run --release`), but not on the release with the other image.
         let right =
             finish_build(gw, &pod, &build, &format!("registry.example.com/web:{SHA}")).await;
+        let (status, body) = run_on("bin/rails db:migrate", None, Some(wrong.clone())).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (403, "deploy_not_approved"),
+            "{body}"
+        );
+        assert!(body.contains("image rules"), "{body}");
+        let (status, body) = run_on("bin/rails db:migrate", None, Some(right.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        // Promoted, which spends the approval.
         let (status, body) = rack(
             gw,
             post.clone(),
