@@ -32,6 +32,12 @@ const RELEASE_PERMISSIONS: &[&str] = &[
 /// The most of a release answer read to mask it.
 pub const LIMIT: usize = 16 * 1024 * 1024;
 
+/// Whether requests needing `permission` carry the app's environment (in their answer, or
+/// their body: a release creation).
+pub fn carries_env(permission: &str) -> bool {
+    RELEASE_PERMISSIONS.contains(&permission)
+}
+
 /// What to mask in an answer.
 #[derive(Debug)]
 pub enum Masking {
@@ -50,7 +56,7 @@ pub async fn plan(
     principal: &Principal,
     decoded_path: &str,
 ) -> Result<Option<Masking>, ApiError> {
-    if !RELEASE_PERMISSIONS.contains(&permission) {
+    if !carries_env(permission) {
         return Ok(None);
     }
     if !principal.permissions.allows(ENV_READ) {

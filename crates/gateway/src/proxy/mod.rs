@@ -164,20 +164,25 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         return Box::pin(session).await;
     }
     let url = state.upstream.url(&normalised.forward, query);
-    let (body, forwarded, masking, kept) = match Box::pin(app_rules_applied(
-        state,
-        &parts,
-        query,
-        body,
-        forwarded,
-        &principal,
-        &classified,
-        &normalised,
-    ))
-    .await
-    {
-        Ok(applied) => applied,
-        Err(err) => return Err(outcome.fails_with(err)),
+    // Only release routes carry an environment: every other request goes on untouched,
+    // without the (boxed) detour.
+    let (body, forwarded, masking, kept) = if env_mask::carries_env(&classified.permission) {
+        let applied = Box::pin(app_rules_applied(
+            state,
+            &parts,
+            query,
+            body,
+            forwarded,
+            &principal,
+            &classified,
+            &normalised,
+        ));
+        match applied.await {
+            Ok(applied) => applied,
+            Err(err) => return Err(outcome.fails_with(err)),
+        }
+    } else {
+        (body, forwarded, None, Vec::new())
     };
     if !kept.is_empty() {
         // Names only: which masked values the release kept rather than set.
