@@ -139,12 +139,7 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
 
     let (allowed, mut outcome) =
         authorise(state, &parts, normalised, &facts, pending, is_upgrade).await?;
-    let Allowed {
-        principal,
-        normalised,
-        classified,
-        lives_under,
-    } = allowed;
+    let principal = &allowed.principal;
     // What reaches the rack: the client's headers that may cross, the rack's credentials,
     // and the caller as the rack's actor.
     let forwarded = headers::upstream_headers(
@@ -154,78 +149,86 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
     );
 
     if is_upgrade {
-        let url = state.upstream.ws_url(&normalised.forward, query);
+        let url = state.upstream.ws_url(&allowed.normalised.forward, query);
         // Boxed: the WebSocket future is several times the size of the rest of this one, and
         // every plain request's future would otherwise carry (and be moved with) that space.
-        let permission = lives_under;
+        let permission = allowed.lives_under.clone();
         let session = open_session(
-            state, &mut parts, &principal, forwarded, url, permission, outcome,
+            state, &mut parts, principal, forwarded, url, permission, outcome,
         );
         return Box::pin(session).await;
     }
-    let url = state.upstream.url(&normalised.forward, query);
+    let url = state.upstream.url(&allowed.normalised.forward, query);
     // Only release routes carry an environment: every other request goes on untouched,
     // without the (boxed) detour.
-    let (body, forwarded, masking, kept) = if env_mask::carries_env(&classified.permission) {
-        let applied = Box::pin(app_rules_applied(
-            state,
-            &parts,
-            query,
-            body,
-            forwarded,
-            &principal,
-            &classified,
-            &normalised,
-        ));
-        match applied.await {
+    let forwarding = Forwarding {
+        body,
+        headers: forwarded,
+        masking: None,
+        kept: Vec::new(),
+    };
+    let forwarding = if env_mask::carries_env(&allowed.classified.permission) {
+        match Box::pin(app_rules_applied(state, &parts, query, &allowed, forwarding)).await {
             Ok(applied) => applied,
             Err(err) => return Err(outcome.fails_with(err)),
         }
     } else {
-        (body, forwarded, None, Vec::new())
+        forwarding
     };
-    if !kept.is_empty() {
+    if !forwarding.kept.is_empty() {
         // Names only: which masked values the release kept rather than set.
-        outcome.extra.insert("env_values_kept".into(), json!(kept));
+        outcome
+            .extra
+            .insert("env_values_kept".into(), json!(forwarding.kept));
     }
-    let response = body::forward(state, parts, body, forwarded, url, outcome).await?;
-    match masking {
+    let (body, headers) = (forwarding.body, forwarding.headers);
+    let response = body::forward(state, parts, body, headers, url, outcome).await?;
+    match forwarding.masking {
         Some(masking) => env_mask::masked(response, &masking).await,
         None => Ok(response),
     }
 }
 
-/// The body and headers to forward, what to mask in the answer, and the env vars whose masked
-/// values were kept, under the app's rules and the caller's reach over its environment
-/// ([`env_rules`], [`env_mask`]). Most requests pass untouched, without a store read.
-#[allow(clippy::too_many_arguments)]
+/// What goes to the rack for a plain request, and what to do with its answer.
+struct Forwarding {
+    body: Body,
+    headers: http::HeaderMap,
+    /// What to mask in the answer.
+    masking: Option<env_mask::Masking>,
+    /// Env vars whose masked values the release kept (for the trail).
+    kept: Vec<String>,
+}
+
+/// `forwarding` under the app's rules and the caller's reach over its environment
+/// ([`env_rules`], [`env_mask`]): what to mask in the answer, and a release creation's body
+/// checked, with masked values restored.
 async fn app_rules_applied(
     state: &AppState,
     parts: &http::request::Parts,
     query: Option<&str>,
-    body: Body,
-    mut forwarded: http::HeaderMap,
-    principal: &Principal,
-    classified: &Classified,
-    normalised: &NormalisedPath,
-) -> Result<
-    (
-        Body,
-        http::HeaderMap,
-        Option<env_mask::Masking>,
-        Vec<String>,
-    ),
-    ApiError,
-> {
-    let permission = classified.permission.as_str();
-    let masking = env_mask::plan(state, permission, principal, &normalised.decoded).await?;
-    let (body, kept) = match env_mask::app_of(&normalised.decoded) {
-        Some(app) if permission == env_rules::RELEASE_CREATE => {
-            env_rules::checked(state, principal, app, parts, query, body, &mut forwarded).await?
-        }
-        _ => (body, Vec::new()),
-    };
-    Ok((body, forwarded, masking, kept))
+    allowed: &Allowed,
+    mut forwarding: Forwarding,
+) -> Result<Forwarding, ApiError> {
+    let (principal, path) = (&allowed.principal, &allowed.normalised.decoded);
+    let permission = allowed.classified.permission.as_str();
+    forwarding.masking = env_mask::plan(state, permission, principal, path).await?;
+    if let Some(app) = env_mask::app_of(path)
+        && permission == env_rules::RELEASE_CREATE
+    {
+        let (body, kept) = env_rules::checked(
+            state,
+            principal,
+            app,
+            parts,
+            query,
+            forwarding.body,
+            &mut forwarding.headers,
+        )
+        .await?;
+        forwarding.body = body;
+        forwarding.kept = kept;
+    }
+    Ok(forwarding)
 }
 
 /// Opens the WebSocket session an allowed upgrade asks for: within the caller's and the
