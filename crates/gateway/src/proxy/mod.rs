@@ -168,7 +168,11 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         kept: Vec::new(),
     };
     let forwarding = if env_mask::carries_env(&allowed.classified.permission) {
-        match Box::pin(app_rules_applied(state, &parts, query, &allowed, forwarding)).await {
+        match Box::pin(app_rules_applied(
+            state, &parts, query, &allowed, forwarding,
+        ))
+        .await
+        {
             Ok(applied) => applied,
             Err(err) => return Err(outcome.fails_with(err)),
         }
