@@ -158,6 +158,16 @@ impl AppRules {
             };
             for (name, image) in judged {
                 match image {
+                    // The rack fills `${VAR}` from the release's environment before it pulls:
+                    // the text here is not what would run, so it cannot be judged.
+                    Some(image) if image.contains('$') => {
+                        return Some(format!(
+                            "service {name}'s image {} takes part of its name from the \
+                             environment (${{…}}), which the image rules cannot judge: name the \
+                             image in full",
+                            shown(image)
+                        ));
+                    }
                     Some(image) if matches(&expected, image) => {}
                     Some(image) => {
                         return Some(format!(
@@ -369,6 +379,11 @@ mod tests {
         );
         let wrong = r.image_problem(&images(Some("ghcr.io/acme/web:ffff")), "abc123");
         assert!(wrong.is_some_and(|w| w.contains("does not match ghcr.io/acme/web:abc123")));
+        // `*` would match an interpolation, which the rack fills from the environment.
+        let loose = rules(r#"{"service_images":{"web":"ghcr.io/acme/*"}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let filled = loose.image_problem(&images(Some("ghcr.io/acme/${IMAGE}")), "abc123");
+        assert!(filled.is_some_and(|w| w.contains("from the environment")));
         let built = r.image_problem(&images(None), "abc123");
         assert!(built.is_some_and(|w| w.contains("built from source")));
         let missing = r.image_problem(&BTreeMap::new(), "abc123");
