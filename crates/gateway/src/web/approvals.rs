@@ -37,6 +37,11 @@ struct RequestView {
     release: String,
     /// The signed-in person asked for it (or a token of theirs did): they cannot decide it.
     yours: bool,
+    /// The app's approved commands, which an approval also lets the credential run.
+    commands: Vec<String>,
+    /// `service=image` the promoted release must run (the app's image rules, with this
+    /// request's commit in them).
+    images: Vec<String>,
 }
 
 impl RequestView {
@@ -57,6 +62,8 @@ impl RequestView {
             note: v.note.unwrap_or_default(),
             release: v.release.unwrap_or_default(),
             yours,
+            commands: Vec::new(),
+            images: Vec::new(),
         }
     }
 }
@@ -107,6 +114,30 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
             pending.push(view);
         } else {
             others.push(view);
+        }
+    }
+    // What deciding means beyond the deploy itself: the app's commands and images.
+    for view in &mut pending {
+        match state.store.app_rules(&view.app).await {
+            Ok(Some(row)) => {
+                view.commands = row.rules.approved_commands;
+                view.images = row
+                    .rules
+                    .service_images
+                    .iter()
+                    .map(|(service, pattern)| {
+                        format!(
+                            "{service}={}",
+                            pattern.replace(crate::app_rules::COMMIT, &view.commit)
+                        )
+                    })
+                    .collect();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "app rules for the deploy requests page failed");
+                return StoreDown.into_response();
+            }
         }
     }
     render(

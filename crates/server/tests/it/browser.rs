@@ -1077,6 +1077,7 @@ both_backends!(app_rules_in_chromium, |db| async move {
     type_into(&c, "#new-app", "web").await;
     type_into(&c, "#new-secret", "DATABASE_URL\nSECRET_*").await;
     type_into(&c, "#new-protected", "RAILS_ENV").await;
+    type_into(&c, "#new-commands", "bin/rails db:migrate").await;
     type_into(&c, "#new-images", "web=registry.example.com/web:{commit}").await;
     click(&c, "#new-rules-button").await;
     let _ = text_soon(&c, "#app-web", "web").await;
@@ -1105,6 +1106,31 @@ both_backends!(app_rules_in_chromium, |db| async move {
     assert!(
         env.contains("DATABASE_URL=[redacted]") && env.contains("RAILS_ENV=production"),
         "{env}"
+    );
+
+    // A deploy request for web says, to whoever decides, what else an approval lets through.
+    let sha = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+    let asked: serde_json::Value = crate::kit::client()
+        .post(go("/api/v1/deploy-approvals"))
+        .bearer_auth(dev.token("cicd"))
+        .json(&serde_json::json!({ "app": "web", "git_commit": sha }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let id = asked["id"].as_i64().unwrap_or_default();
+    c.goto(&go("/deploy-approvals"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        text(&c, &format!("#commands-{id}")).await,
+        "bin/rails db:migrate"
+    );
+    assert_eq!(
+        text(&c, &format!("#images-{id}")).await,
+        format!("web=registry.example.com/web:{sha}")
     );
 
     // An ops person reads the rules, without forms.
