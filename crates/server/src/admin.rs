@@ -10,7 +10,7 @@ use gateway::identity::manage::{self, Actor, TokenRequest};
 use gateway::identity::roles;
 use gateway::store::{LastAdmin, ListedUser, Store, TokenRow, now_ms};
 
-use crate::cli::{AppRulesCommand, RolesCommand, TokensCommand, UsersCommand};
+use crate::cli::{AppRulesCommand, MfaCommand, RolesCommand, TokensCommand, UsersCommand};
 use crate::output::outln;
 
 /// An open store with a running audit writer.
@@ -412,6 +412,57 @@ pub async fn app_rules(cmd: AppRulesCommand) -> anyhow::Result<()> {
     };
     admin.close().await;
     result
+}
+
+/// `mfa …`
+pub async fn mfa(cmd: MfaCommand) -> anyhow::Result<()> {
+    let MfaCommand::RotateKey { drop_backup_codes } = cmd;
+    let get = |name: &str| std::env::var(name).ok();
+    let Some(new) = gateway::config::mfa_encryption_key(&get)? else {
+        anyhow::bail!(
+            "MFA_ENCRYPTION_KEY is not set: set it to the new key (`openssl rand -hex 32`), and \
+             MFA_ENCRYPTION_KEY_RETIRED to the key the secrets are sealed with now"
+        );
+    };
+    let retired = gateway::config::mfa_encryption_key_retired(&get)?;
+    let retired: Vec<&str> = retired.iter().map(|k| k.expose()).collect();
+    let key = gateway::mfa::seal::MfaKey::from_hex(new.expose())
+        .and_then(|k| k.with_retired(&retired))
+        .context("MFA_ENCRYPTION_KEY")?;
+    let admin = Admin::open().await?;
+    let rotated = gateway::mfa::rotate::rotate_key(
+        &admin.store,
+        &admin.audit,
+        &admin.actor,
+        &key,
+        drop_backup_codes,
+    )
+    .await;
+    admin.close().await;
+    let rotated = rotated?;
+    outln!(
+        "sealed {} authenticator secret(s) with MFA_ENCRYPTION_KEY ({} were already){}",
+        rotated.resealed,
+        rotated.already,
+        if drop_backup_codes {
+            format!(
+                "; deleted every backup code ({} unused)",
+                rotated.backup_codes_dropped
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    eprintln!(
+        "next: give every gateway the new MFA_ENCRYPTION_KEY{}",
+        if drop_backup_codes {
+            ", without MFA_ENCRYPTION_KEY_RETIRED"
+        } else {
+            ", and keep the old key in MFA_ENCRYPTION_KEY_RETIRED while backup codes made \
+             under it are in use (or run this again with --drop-backup-codes)"
+        }
+    );
+    Ok(())
 }
 
 /// App rules from a JSON file (`-`: stdin).

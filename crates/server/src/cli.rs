@@ -41,6 +41,26 @@ pub enum Command {
     /// Slack and e-mail notifications: send a test, list what was sent or given up on.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Two-step sign-in's key: move stored authenticator secrets to a new MFA_ENCRYPTION_KEY.
+    #[command(subcommand)]
+    Mfa(MfaCommand),
+}
+
+/// `mfa …`
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Seal every stored authenticator secret with MFA_ENCRYPTION_KEY, opening each with the
+    /// key it was sealed with (in MFA_ENCRYPTION_KEY_RETIRED), in one transaction. Backup
+    /// codes made before keep working while their key stays in MFA_ENCRYPTION_KEY_RETIRED.
+    ///
+    /// Example: MFA_ENCRYPTION_KEY=NEW MFA_ENCRYPTION_KEY_RETIRED=OLD rack-gateway-server mfa
+    /// rotate-key
+    RotateKey {
+        /// Also delete every backup code (after a leaked key: codes made under it could be
+        /// found from the database); people make new ones on /account/mfa.
+        #[arg(long)]
+        drop_backup_codes: bool,
+    },
 }
 
 /// `notify …`

@@ -40,13 +40,14 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 18] = [
+const DEV_SETTINGS: [&str; 19] = [
     "DATABASE_URL",
     "SLACK_WEBHOOK_URL",
     "SMTP_URL",
     "EMAIL_FROM",
     "EMAIL_ALERTS_TO",
     "MFA_ENCRYPTION_KEY",
+    "MFA_ENCRYPTION_KEY_RETIRED",
     "MFA_REQUIRED",
     "MFA_TRUSTED_DEVICE_DAYS",
     "MFA_STEP_UP_SECS",
@@ -365,6 +366,10 @@ fn config(
         sessions: SessionConfig::default(),
         // Set by `run` (from the environment or the data directory).
         mfa_encryption_key: None,
+        mfa_encryption_key_retired: gateway::config::mfa_encryption_key_retired(&|name| {
+            std::env::var(name).ok()
+        })
+        .context("MFA_ENCRYPTION_KEY_RETIRED")?,
         mfa_required: false,
         mfa_step_up: gateway::config::mfa_step_up(&|name| std::env::var(name).ok())
             .context("MFA_STEP_UP_SECS")?,

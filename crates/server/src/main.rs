@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Command::Users(cmd) => admin::users(cmd).await,
             Command::Roles(cmd) => admin::roles(cmd).await,
             Command::AppRules(cmd) => admin::app_rules(cmd).await,
+            Command::Mfa(cmd) => admin::mfa(cmd).await,
             Command::Audit(cli::AuditCommand::Verify) => verify::run().await,
             Command::Audit(cli::AuditCommand::Export(args)) => export::run(*args).await,
             Command::Audit(cli::AuditCommand::RotateKey) => rotate::run().await,

@@ -128,6 +128,9 @@ pub struct Config {
     /// `MFA_ENCRYPTION_KEY`: 32 bytes, as 64 hexadecimal characters, that seal TOTP secrets
     /// in the database. Without it nobody can set up TOTP, and those who have cannot sign in.
     pub mfa_encryption_key: Option<Secret>,
+    /// `MFA_ENCRYPTION_KEY_RETIRED`: keys `MFA_ENCRYPTION_KEY` replaced, which still open the
+    /// secrets they sealed and check their backup codes (see `mfa rotate-key`).
+    pub mfa_encryption_key_retired: Vec<Secret>,
     /// `MFA_REQUIRED`: every person signing in must use an authenticator app, setting one up
     /// at sign-in when they have none (needs `MFA_ENCRYPTION_KEY`).
     pub mfa_required: bool,
@@ -192,6 +195,10 @@ impl std::fmt::Debug for Config {
             .field("oidc", &self.oidc)
             .field("sessions", &self.sessions)
             .field("mfa_encryption_key", &self.mfa_encryption_key)
+            .field(
+                "mfa_encryption_key_retired",
+                &self.mfa_encryption_key_retired,
+            )
             .field("mfa_required", &self.mfa_required)
             .field("mfa_step_up", &self.mfa_step_up)
             .field("mfa_trusted_device", &self.mfa_trusted_device)
@@ -235,6 +242,7 @@ impl Config {
         let trusted_proxies = trusted_proxies(&get)?;
         let oidc = parse_oidc(&get, public_url.as_ref())?;
         let mfa_encryption_key = mfa_encryption_key(&get)?;
+        let mfa_encryption_key_retired = mfa_encryption_key_retired(&get)?;
         let notify = parse_notify(&get)?;
         let yubico = yubico(&get)?;
         let mfa_required = mfa_required(&get)?;
@@ -284,6 +292,7 @@ impl Config {
                 )?,
             },
             mfa_encryption_key,
+            mfa_encryption_key_retired,
             mfa_required,
             mfa_step_up: mfa_step_up(&get)?,
             mfa_trusted_device: mfa_trusted_device(&get)?,
@@ -465,19 +474,37 @@ pub fn mfa_required(get: &impl Fn(&str) -> Option<String>) -> Result<bool, Confi
 pub fn mfa_encryption_key(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let Some(raw) = get("MFA_ENCRYPTION_KEY") else {
-        return Ok(None);
-    };
+    get("MFA_ENCRYPTION_KEY")
+        .map(|raw| mfa_hex_key("MFA_ENCRYPTION_KEY", &raw))
+        .transpose()
+}
+
+/// `MFA_ENCRYPTION_KEY_RETIRED`: keys `MFA_ENCRYPTION_KEY` replaced, separated by whitespace,
+/// each like it; none when unset.
+pub fn mfa_encryption_key_retired(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Secret>, ConfigError> {
+    get("MFA_ENCRYPTION_KEY_RETIRED")
+        .map(|keys| {
+            keys.split_whitespace()
+                .map(|key| mfa_hex_key("MFA_ENCRYPTION_KEY_RETIRED", key))
+                .collect()
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn mfa_hex_key(name: &'static str, raw: &str) -> Result<Secret, ConfigError> {
     let key = raw.trim();
     if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ConfigError::Invalid {
-            name: "MFA_ENCRYPTION_KEY",
+            name,
             expected:
                 "64 hexadecimal characters (32 random bytes), e.g. from `openssl rand -hex 32`"
                     .into(),
         });
     }
-    Ok(Some(Secret::new(key.to_ascii_lowercase())))
+    Ok(Secret::new(key.to_ascii_lowercase()))
 }
 
 /// `PUBLIC_URL`: the gateway's base URL as browsers reach it, when set.
@@ -1139,6 +1166,23 @@ mod tests {
             );
             assert!(!error.contains(bad), "the value is not repeated");
         }
+        // Retired keys: whitespace-separated, each checked alike, never printed.
+        let old = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+        let both = format!("{old}\n {}", key.to_ascii_lowercase());
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MFA_ENCRYPTION_KEY_RETIRED", &both));
+        let c = load(&pairs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.mfa_encryption_key_retired.len(), 2);
+        assert!(!format!("{c:?}").contains("fedcba98"), "{c:?}");
+        let bad = format!("{old} {}", &key[..62]);
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MFA_ENCRYPTION_KEY_RETIRED", &bad));
+        let error = refused(&pairs);
+        assert!(
+            error.starts_with("MFA_ENCRYPTION_KEY_RETIRED is invalid: 64 hex")
+                && !error.contains(old),
+            "{error}"
+        );
         // Requiring it needs the key.
         let mut pairs = BASE.to_vec();
         pairs.push(("MFA_REQUIRED", "true"));

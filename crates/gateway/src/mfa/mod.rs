@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod keys;
+pub mod rotate;
 pub mod seal;
 pub mod step_up;
 pub mod totp;
@@ -49,13 +50,19 @@ pub enum MfaError {
     Store(#[from] StoreError),
 }
 
-/// The key from the configuration's `MFA_ENCRYPTION_KEY`.
+/// The key from the configuration's `MFA_ENCRYPTION_KEY`, with the retired ones
+/// (`MFA_ENCRYPTION_KEY_RETIRED`).
 pub fn key(config: &gateway_core::config::Config) -> Result<MfaKey, MfaError> {
     let hex_key = config
         .mfa_encryption_key
         .as_ref()
         .ok_or(MfaError::NotConfigured)?;
-    MfaKey::from_hex(hex_key.expose())
+    let retired: Vec<&str> = config
+        .mfa_encryption_key_retired
+        .iter()
+        .map(|k| k.expose())
+        .collect();
+    MfaKey::from_hex(hex_key.expose())?.with_retired(&retired)
 }
 
 /// Whether user `user_id` must give a code to sign in: a confirmed authenticator.
@@ -140,9 +147,11 @@ pub async fn check_code(
             // counted as a guess like any other.
         }
     } else if let Some(code) = backup::normalise(code) {
-        let hash = key.backup_code_hash(row.user_id, &code);
-        if store.use_backup_code(row.user_id, &hash, now_ms).await? {
-            return Ok(CodeCheck::Accepted(backup::FACTOR));
+        // Under this key, or a retired one for codes made before a rotation.
+        for hash in key.backup_code_hashes(row.user_id, &code) {
+            if store.use_backup_code(row.user_id, &hash, now_ms).await? {
+                return Ok(CodeCheck::Accepted(backup::FACTOR));
+            }
         }
     } else if let (Some(public_id), Some(client)) = (yubico::public_id(code), yubico) {
         // Asked of Yubico only for one of theirs; any other is a wrong code like any other.

@@ -80,6 +80,63 @@ impl Store {
         .await
     }
 
+    /// Every user's authenticator row (set up or being set up), by user.
+    pub async fn all_totp(&self) -> Result<Vec<TotpRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!("SELECT ", columns!(), " FROM mfa_totp ORDER BY user_id");
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            rows.iter().map(from_row).collect()
+        })
+        .await
+    }
+
+    /// `mfa rotate-key`'s one transaction: each `(user, old, new)` secret replaced where it is
+    /// still `old`, and with `drop_backup_codes` every backup code deleted; how many secrets
+    /// were replaced and unused codes deleted. A secret changed meanwhile (an app removed or set up)
+    /// undoes it all: [`StoreError::Conflict`].
+    pub async fn reseal_totp(
+        &self,
+        changes: &[(i64, String, String)],
+        drop_backup_codes: bool,
+    ) -> Result<(usize, u64), StoreError> {
+        bounded(self, async {
+            let mut tx = self.pool.begin().await?;
+            for (user_id, old, new) in changes {
+                let done = sqlx::query(
+                    "UPDATE mfa_totp SET secret_sealed = $1 \
+                     WHERE user_id = $2 AND secret_sealed = $3",
+                )
+                .bind(new)
+                .bind(user_id)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "the authenticator of user {user_id} changed meanwhile: nothing was \
+                         changed, run it again"
+                    )));
+                }
+            }
+            let dropped = if drop_backup_codes {
+                let unused: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM mfa_backup_codes WHERE used_at IS NULL",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM mfa_backup_codes")
+                    .execute(&mut *tx)
+                    .await?;
+                u64::try_from(unused).unwrap_or_default()
+            } else {
+                0
+            };
+            tx.commit().await?;
+            Ok((changes.len(), dropped))
+        })
+        .await
+    }
+
     /// Starts setting up an authenticator with `secret_sealed`, replacing one not yet
     /// confirmed; `false` when a confirmed one exists (it must be removed first).
     pub async fn start_totp(

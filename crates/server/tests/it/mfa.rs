@@ -1480,3 +1480,99 @@ both_backends!(
         );
     }
 );
+
+/// The key a rotation moves to.
+const NEW_KEY: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+
+// `mfa rotate-key` moves the stored secrets to a new MFA_ENCRYPTION_KEY in one go: people's
+// apps keep working under the new key alone, backup codes made before keep working while the
+// old key is listed as retired, and after a leak they can all be dropped.
+both_backends!(
+    the_mfa_key_rotates_without_locking_anyone_out,
+    |db| async move {
+        add_who(&db);
+        let s = gateway_with_key(&db, Some(KEY)).await;
+        let (mut b, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut b).await;
+        drop(s);
+        let rotate = |env: &[(&str, &str)], extra: &[&str]| {
+            let mut args = vec!["mfa", "rotate-key"];
+            args.extend_from_slice(extra);
+            crate::kit::admin_with(&db, &args, env)
+        };
+
+        // Without the key the secret was sealed with, nothing changes, and who is named.
+        let (ok, _, err) = rotate(&[("MFA_ENCRYPTION_KEY", NEW_KEY)], &[]);
+        assert!(!ok && err.contains(WHO), "{err}");
+        assert!(err.contains("MFA_ENCRYPTION_KEY_RETIRED"), "{err}");
+        let (ok, _, err) = rotate(&[], &[]);
+        assert!(
+            !ok && err.contains("MFA_ENCRYPTION_KEY is not set"),
+            "{err}"
+        );
+
+        let both = [
+            ("MFA_ENCRYPTION_KEY", NEW_KEY),
+            ("MFA_ENCRYPTION_KEY_RETIRED", KEY),
+        ];
+        let (ok, out, err) = rotate(&both, &[]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(
+                "sealed 1 authenticator secret(s) with MFA_ENCRYPTION_KEY (0 were already)"
+            ),
+            "{out}"
+        );
+        let (ok, out, _) = rotate(&both, &[]);
+        assert!(
+            ok && out.contains(
+                "sealed 0 authenticator secret(s) with MFA_ENCRYPTION_KEY (1 were already)"
+            ),
+            "{out}"
+        );
+
+        // The new key alone: the app's code signs in; a backup code made under the old key
+        // does not (it is not the new key's).
+        let s = gateway_with_key(&db, Some(NEW_KEY)).await;
+        let (mut b, asked) = web_sign_in(&s).await;
+        assert!(asks_for_a_code(&asked), "{}", asked.body);
+        let old_code = app.backup_codes[0].clone();
+        let refused = give(&s, &mut b, &asked, &old_code).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        let code = app.next_code().await;
+        let signed_in = give(&s, &mut b, &asked, &code).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        drop(s);
+
+        // With the old key retired, that backup code still signs in.
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &both).await;
+        let (mut b, asked) = web_sign_in(&s).await;
+        let signed_in = give(&s, &mut b, &asked, &old_code).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        drop(s);
+
+        // After a leak: the codes go too (nine were left), and the old key opens nothing.
+        let (ok, out, err) = rotate(&both, &["--drop-backup-codes"]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("deleted every backup code (9 unused)"),
+            "{out}"
+        );
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &both).await;
+        let (mut b, asked) = web_sign_in(&s).await;
+        let refused = give(&s, &mut b, &asked, &app.backup_codes[1]).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        let rotations: Vec<_> = events(&db, gateway::mfa::rotate::ACTION)
+            .await
+            .into_iter()
+            .filter(|e| e.kind == gateway::audit::EventKind::Gateway)
+            .collect();
+        assert_eq!(rotations.len(), 3, "{rotations:?}");
+        assert!(
+            rotations.iter().all(|e| e.details["operator"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("cli:"))),
+            "{rotations:?}"
+        );
+    }
+);
