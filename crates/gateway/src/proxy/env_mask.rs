@@ -13,7 +13,6 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, header};
 
-use crate::app::AppState;
 use crate::app_rules::{self, AppRules};
 use crate::error::ApiError;
 use crate::identity::Principal;
@@ -47,32 +46,20 @@ pub enum Masking {
     Secrets(AppRules),
 }
 
-/// What the answer to a request needing `permission` on `decoded_path` must have masked for
-/// `principal`, if anything. Asks the store for the app's rules only on release routes, and
-/// only for callers the secret rule binds.
-pub async fn plan(
-    state: &AppState,
-    permission: &str,
-    principal: &Principal,
-    decoded_path: &str,
-) -> Result<Option<Masking>, ApiError> {
+/// What the answer to a request needing `permission` must have masked for `principal`, if
+/// anything, given the app's `rules` (read by the caller only when the secret rule could
+/// bind this caller: see `env_rules::needs_rules`).
+pub fn plan(permission: &str, principal: &Principal, rules: &AppRules) -> Option<Masking> {
     if !carries_env(permission) {
-        return Ok(None);
+        return None;
     }
     if !principal.permissions.allows(ENV_READ) {
-        return Ok(Some(Masking::All));
+        return Some(Masking::All);
     }
-    if principal.permissions.allows(app_rules::READ_SECRETS) {
-        return Ok(None);
+    if principal.permissions.allows(app_rules::READ_SECRETS) || rules.secret_env.is_empty() {
+        return None;
     }
-    let Some(app) = app_of(decoded_path) else {
-        return Ok(None);
-    };
-    let rules = state.store.app_rules(app).await.map_err(ApiError::store)?;
-    Ok(rules
-        .map(|row| row.rules)
-        .filter(|rules| !rules.secret_env.is_empty())
-        .map(Masking::Secrets))
+    Some(Masking::Secrets(rules.clone()))
 }
 
 /// The app a path under `/apps/{app}/` names.

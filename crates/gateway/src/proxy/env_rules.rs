@@ -35,6 +35,18 @@ const FORM_LIMIT: usize = 4 * 1024 * 1024;
 /// The most of a release read from the rack to learn its environment.
 const LOOKUP_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Whether a request needing `permission` (a release route) by `principal` needs the app's
+/// rules at all: never for callers they do not bind (admins), so those read nothing.
+pub fn needs_rules(permission: &str, principal: &Principal) -> bool {
+    let reach = Reach::of(principal);
+    if permission == RELEASE_CREATE {
+        !(reach.reads_env && reach.reads_secrets && reach.writes_protected)
+    } else {
+        // An answer only: masked whole without env:read, else the secrets alone.
+        reach.reads_env && !reach.reads_secrets
+    }
+}
+
 /// What the caller may do with an app's environment.
 struct Reach {
     reads_env: bool,
@@ -63,13 +75,14 @@ impl Reach {
     }
 }
 
-/// The body to forward for a release create by `principal` on `app`, with the environment
-/// checked and masked values restored; and the names whose values were kept (for the trail).
+/// The body to forward for a release create by `principal` on `app` under its `rules`, with
+/// the environment checked and masked values restored; and the names whose values were kept
+/// (for the trail).
 /// `headers` are the ones forwarded: their length is set to the new body's.
 pub async fn checked(
     state: &AppState,
     principal: &Principal,
-    app: &str,
+    (app, rules): (&str, &AppRules),
     parts: &http::request::Parts,
     query: Option<&str>,
     body: Body,
@@ -79,13 +92,6 @@ pub async fn checked(
     if reach.reads_env && reach.reads_secrets && reach.writes_protected {
         return Ok((body, Vec::new()));
     }
-    let rules = state
-        .store
-        .app_rules(app)
-        .await
-        .map_err(ApiError::store)?
-        .map(|row| row.rules)
-        .unwrap_or_default();
     let binds = !reach.reads_env
         || (!reach.reads_secrets && !rules.secret_env.is_empty())
         || (!reach.writes_protected && !rules.protected_env.is_empty());
@@ -134,7 +140,7 @@ pub async fn checked(
     let mut wanted = env::parse(sent);
     let mut kept = Vec::new();
     for (name, value) in wanted.iter_mut() {
-        if value != REDACTED || !reach.hidden(&rules, name) {
+        if value != REDACTED || !reach.hidden(rules, name) {
             continue;
         }
         match base.get(name) {
@@ -164,7 +170,7 @@ pub async fn checked(
     let touched: Vec<&str> = now
         .keys()
         .chain(wanted.keys())
-        .filter(|name| reach.guarded(&rules, name) && now.get(*name) != wanted.get(*name))
+        .filter(|name| reach.guarded(rules, name) && now.get(*name) != wanted.get(*name))
         .map(String::as_str)
         .collect::<std::collections::BTreeSet<&str>>()
         .into_iter()

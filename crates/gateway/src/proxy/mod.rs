@@ -215,14 +215,27 @@ async fn app_rules_applied(
 ) -> Result<Forwarding, ApiError> {
     let (principal, path) = (&allowed.principal, &allowed.normalised.decoded);
     let permission = allowed.classified.permission.as_str();
-    forwarding.masking = env_mask::plan(state, permission, principal, path).await?;
-    if let Some(app) = env_mask::app_of(path)
+    let app = env_mask::app_of(path);
+    // Read once for both uses, and only when they could bind this caller. A store that cannot
+    // answer fails the call: nothing is unmasked or let through unchecked.
+    let rules = match app {
+        Some(app) if env_rules::needs_rules(permission, principal) => state
+            .store
+            .app_rules(app)
+            .await
+            .map_err(ApiError::store)?
+            .map(|row| row.rules)
+            .unwrap_or_default(),
+        _ => crate::app_rules::AppRules::default(),
+    };
+    forwarding.masking = env_mask::plan(permission, principal, &rules);
+    if let Some(app) = app
         && permission == env_rules::RELEASE_CREATE
     {
         let (body, kept) = env_rules::checked(
             state,
             principal,
-            app,
+            (app, &rules),
             parts,
             query,
             forwarding.body,

@@ -16,7 +16,7 @@ const SHA: &str = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
 const OTHER_SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 /// A JSON call to the gateway's API with a bearer `credential`: status and JSON.
-async fn api(
+pub(crate) async fn api(
     gw_url: &str,
     method: reqwest::Method,
     path: &str,
@@ -255,6 +255,56 @@ both_backends!(
             "{list}"
         );
         assert!(current_env(&gw, &admin_token).await.contains(DB_SECRET));
+
+        // Rules the store cannot read fail closed: the release call is refused (503), with no
+        // value unmasked and nothing created; once readable again, all is as before.
+        crate::credentials::execute(&db, "ALTER TABLE app_rules RENAME TO app_rules_away").await;
+        let (status, list) = rack(&gw, get.clone(), "/apps/web/releases", &ops, None).await;
+        assert_eq!(
+            (status, code_of(&list).as_str()),
+            (503, "store_unavailable"),
+            "{list}"
+        );
+        assert!(!list.contains(DB_SECRET), "{list}");
+        let (_, before) = rack(
+            &gw,
+            get.clone(),
+            "/apps/web/releases?limit=20",
+            &admin_token,
+            None,
+        )
+        .await;
+        let post = reqwest::Method::POST;
+        let form = [("env", "RAILS_ENV=staging")];
+        let (status, answer) = rack(
+            &gw,
+            post.clone(),
+            "/apps/web/releases",
+            &deployer,
+            Some(&form),
+        )
+        .await;
+        assert_eq!(status, 503, "{answer}");
+        let (_, after) = rack(
+            &gw,
+            get.clone(),
+            "/apps/web/releases?limit=20",
+            &admin_token,
+            None,
+        )
+        .await;
+        assert_eq!(
+            before, after,
+            "a release was created while the rules could not be read"
+        );
+        // An admin, whom the rules do not bind, reads nothing and goes on.
+        assert!(current_env(&gw, &admin_token).await.contains(DB_SECRET));
+        crate::credentials::execute(&db, "ALTER TABLE app_rules_away RENAME TO app_rules").await;
+        assert!(
+            current_env(&gw, &ops)
+                .await
+                .contains("DATABASE_URL=[redacted]")
+        );
 
         // `convox env set FOO=bar` by a deployer writes back the mask it read: the secret keeps
         // its value, FOO is set, and the answer is masked too.
