@@ -53,15 +53,7 @@ async fn call(
     credential: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut rb = client()
-        .request(method, format!("{}{path}", s.gw.url))
-        .bearer_auth(credential);
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or_default())
+    crate::app_rules::api(&s.gw.url, method, path, credential, body).await
 }
 
 /// `POST /api/v1/deploy-approvals/{id}/{verb}` (approve or reject) with `credential` and
