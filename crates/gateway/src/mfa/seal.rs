@@ -85,11 +85,6 @@ impl MfaKey {
         Ok(self)
     }
 
-    /// Whether there are retired keys.
-    pub fn has_retired(&self) -> bool {
-        !self.retired.is_empty()
-    }
-
     /// `secret` sealed for user `user_id`: `v1:` and base64 of nonce ‖ ciphertext ‖ tag.
     pub fn seal(&self, user_id: i64, secret: &[u8]) -> Result<String, MfaError> {
         let mut nonce = [0u8; NONCE_LEN];
