@@ -2,6 +2,35 @@
 
 use std::process::{Command, Stdio};
 
+/// Setting this (to anything but `0` or `false`) keeps the CLI from opening a browser: it
+/// prints links instead (a machine reached over SSH, say).
+pub const NO_BROWSER_ENV: &str = "RACK_GATEWAY_NO_BROWSER";
+
+/// Whether the CLI may open a browser (see [`NO_BROWSER_ENV`]).
+pub fn allowed() -> bool {
+    match std::env::var(NO_BROWSER_ENV) {
+        Ok(v) => matches!(v.trim(), "" | "0" | "false"),
+        Err(_) => true,
+    }
+}
+
+/// Whether `link` is an http(s) link at all.
+pub fn is_web_link(link: &str) -> bool {
+    url::Url::parse(link).is_ok_and(|l| matches!(l.scheme(), "http" | "https"))
+}
+
+/// Whether a link from the gateway may be opened: http(s) on the gateway's own origin
+/// (`base`). Anything else (`javascript:`, `file:`, another host, an argument for the opener)
+/// is not.
+pub fn is_gateway_link(link: &str, base: &str) -> bool {
+    match (url::Url::parse(link), url::Url::parse(base)) {
+        (Ok(link), Ok(base)) => {
+            matches!(link.scheme(), "http" | "https") && link.origin() == base.origin()
+        }
+        _ => false,
+    }
+}
+
 /// Tries to open `url`; false when no opener could be started.
 pub fn open(url: &str) -> bool {
     let opener = if cfg!(target_os = "macos") {
@@ -38,4 +67,35 @@ pub fn hostname() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_gateways_own_links_are_opened() {
+        let base = "https://gw.example.com";
+        assert!(is_gateway_link(
+            "https://gw.example.com/api/v1/auth/cli/browser?x=1",
+            base
+        ));
+        for link in [
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+            "--help",
+            "https://evil.example.com/api/v1/auth/cli/browser",
+            "http://gw.example.com/x",
+            "https://gw.example.com:444/x",
+        ] {
+            assert!(!is_gateway_link(link, base), "{link}");
+        }
+    }
+
+    #[test]
+    fn only_web_links_are_taken() {
+        assert!(is_web_link("http://localhost:8447/account/mfa/key?id=x"));
+        assert!(!is_web_link("javascript:alert(1)"));
+        assert!(!is_web_link("--help"));
+    }
 }

@@ -334,10 +334,18 @@ pub enum MfaCommand {
     #[command(after_help = "Examples:
   rack-gateway mfa verify            # asks for the code
   rack-gateway mfa verify 123456
-  rack-gateway mfa verify abcde-23456  # a backup code")]
+  rack-gateway mfa verify abcde-23456  # a backup code
+  rack-gateway mfa verify --key      # a security key, in your browser
+
+At the prompt, Enter alone (or `key`) uses a security key in your browser instead of a code;
+so does the prompt of every command that asks for a code.")]
     Verify {
         /// The code; asked for when left out (read from stdin when it is not a terminal).
         code: Option<String>,
+        /// Confirm with a security key or passkey instead: the CLI opens (or prints, with
+        /// RACK_GATEWAY_NO_BROWSER=1) a page where you use it.
+        #[arg(long)]
+        key: bool,
     },
 }
 

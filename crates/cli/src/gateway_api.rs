@@ -382,7 +382,89 @@ pub struct Verified {
     pub factor: String,
 }
 
+/// A security-key confirmation just asked for (`POST /api/v1/auth/mfa/key/start`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyStart {
+    /// Its id, to poll with.
+    pub id: String,
+    /// Where the person confirms.
+    pub browser_url: String,
+    /// The code the page shows too.
+    pub code: String,
+    /// How often to poll.
+    #[serde(default = "one")]
+    pub poll_interval_secs: u64,
+    /// How long it waits.
+    #[serde(default = "five_minutes")]
+    pub expires_in_secs: u64,
+}
+
+fn five_minutes() -> u64 {
+    300
+}
+
+/// Where a security-key confirmation stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPoll {
+    /// Waiting for the key.
+    Pending,
+    /// Confirmed: the proof to give where a code goes (once).
+    Confirmed(String),
+    /// Over (expired, or collected already); the gateway's words.
+    Expired(String),
+}
+
 impl GatewayApi {
+    /// The gateway's base URL (no trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `POST /api/v1/auth/mfa/key/start` with session `token`.
+    pub async fn start_key_confirmation(&self, token: &str) -> Result<KeyStart, ClientError> {
+        let url = self.url("/api/v1/auth/mfa/key/start");
+        let request = self.http.post(&url).bearer_auth(token).json(&json!({}));
+        let response = self.send(&url, request).await?;
+        if !response.status().is_success() {
+            return Err(gateway_error(&url, response).await);
+        }
+        Self::json(&url, response).await
+    }
+
+    /// `POST /api/v1/auth/mfa/key/poll` with session `token` for confirmation `id`.
+    pub async fn poll_key_confirmation(
+        &self,
+        token: &str,
+        id: &str,
+    ) -> Result<KeyPoll, ClientError> {
+        let url = self.url("/api/v1/auth/mfa/key/poll");
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&json!({ "id": id }));
+        let response = self.send(&url, request).await?;
+        match response.status().as_u16() {
+            202 => Ok(KeyPoll::Pending),
+            200 => {
+                let body: serde_json::Value = Self::json(&url, response).await?;
+                match body["proof"].as_str() {
+                    Some(proof) => Ok(KeyPoll::Confirmed(proof.to_string())),
+                    None => Err(ClientError::Decode {
+                        url,
+                        reason: "a confirmation without its proof".into(),
+                    }),
+                }
+            }
+            410 => {
+                let body: serde_json::Value = Self::json(&url, response).await.unwrap_or_default();
+                let message = body["error"].as_str().unwrap_or("").to_string();
+                Ok(KeyPoll::Expired(message))
+            }
+            _ => Err(gateway_error(&url, response).await),
+        }
+    }
+
     /// `POST /api/v1/auth/mfa/verify` with session `token` and `code`.
     pub async fn verify_mfa(&self, token: &str, code: &str) -> Result<Verified, ClientError> {
         let url = self.url("/api/v1/auth/mfa/verify");

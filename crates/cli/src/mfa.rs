@@ -12,6 +12,7 @@ pub fn required(target: Option<&Target>, gateway_message: &str) -> CliError {
     };
     CliError::Explained(format!(
         "this change needs a recent code from your authenticator app ({gateway_message}): run \
-         `rack-gateway{rack} mfa verify`, then run the command again"
+         `rack-gateway{rack} mfa verify` (or `mfa verify --key` for a security key), then run \
+         the command again"
     ))
 }

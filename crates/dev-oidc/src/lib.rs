@@ -9,6 +9,8 @@
 #[cfg(feature = "browser")]
 pub mod browser;
 mod pages;
+#[cfg(feature = "browser")]
+pub mod softkey;
 mod state;
 
 use std::future::Future;

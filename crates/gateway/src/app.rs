@@ -401,6 +401,8 @@ pub fn build_app(state: AppState) -> Router {
             get(api::auth::mfa_page).post(api::auth::mfa_submit),
         )
         .route("/api/v1/auth/mfa/verify", post(api::mfa::verify))
+        .route("/api/v1/auth/mfa/key/start", post(api::mfa::key_start))
+        .route("/api/v1/auth/mfa/key/poll", post(api::mfa::key_poll))
         .route("/api/v1/sessions", get(api::sessions::list))
         .route(
             "/api/v1/sessions/revoke-all",
@@ -481,6 +483,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/account/mfa/remove", post(web::mfa::remove))
         .route("/account/mfa/backup-codes", post(web::mfa::backup_codes))
         .route("/account/mfa/verify", post(web::mfa::verify))
+        .route(
+            "/account/mfa/key",
+            get(web::key_confirm::page).post(web::key_confirm::confirm),
+        )
         .route("/account/mfa/keys/new", post(web::keys::begin))
         .route("/account/mfa/keys/add", post(web::keys::add))
         .route("/account/mfa/keys/remove", post(web::keys::remove))

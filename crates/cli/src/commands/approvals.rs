@@ -121,7 +121,7 @@ async fn decide(
         Err(convox_api::client::ClientError::Api { code: Some(c), .. })
             if c == "mfa_code_required" && code.is_none() =>
         {
-            let code = super::mfa::ask_for_code()?;
+            let code = super::mfa::ask_for_code(api, token).await?;
             api.decide_deploy(token, id, approve, note, Some(&code))
                 .await
         }

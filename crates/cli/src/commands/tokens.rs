@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, args: TokensArgs) -> CliResult<i32> {
                 Err(convox_api::client::ClientError::Api { code: Some(c), .. })
                     if c == "mfa_code_required" && new.code.is_none() =>
                 {
-                    new.code = Some(super::mfa::ask_for_code()?);
+                    new.code = Some(super::mfa::ask_for_code(&api, credential).await?);
                     api.create_token(credential, &new).await
                 }
                 other => other,

@@ -57,7 +57,7 @@ pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
         Err(convox_api::client::ClientError::Api { code: Some(c), .. })
             if c == "mfa_code_required" =>
         {
-            let code = super::mfa::ask_for_code()?;
+            let code = super::mfa::ask_for_code(&api, credential).await?;
             api.change_user(credential, change, Some(&code)).await
         }
         other => other,

@@ -98,8 +98,11 @@ fn masked_value(value: &str) -> Option<String> {
     if starts_with_ignore_case(value, "basic ") || starts_with_ignore_case(value, "bearer ") {
         return Some(REDACTED.into());
     }
-    // API tokens, sessions, trusted-browser cookies.
-    if value.starts_with("rgw_") || value.starts_with("rgs_") || value.starts_with("rgd_") {
+    // API tokens, sessions, trusted-browser cookies, security-key proofs.
+    if ["rgw_", "rgs_", "rgd_", "rgk_"]
+        .iter()
+        .any(|prefix| value.starts_with(prefix))
+    {
         return Some(REDACTED.into());
     }
     // Both rules apply: a URL with a password may also carry a token in its query.
@@ -156,7 +159,7 @@ fn mask_gateway_tokens(value: &str) -> Option<String> {
         let start = from + found;
         if !matches!(
             bytes.get(start + 1..start + 4),
-            Some(b"gw_" | b"gs_" | b"gd_")
+            Some(b"gw_" | b"gs_" | b"gd_" | b"gk_")
         ) {
             from = start + 1;
             continue;
@@ -482,6 +485,11 @@ mod tests {
         );
         assert_eq!(redact_value("rgw_abcdef"), REDACTED);
         assert_eq!(redact_value("rgd_abcdef"), REDACTED);
+        assert_eq!(redact_value("rgk_abcdef"), REDACTED);
+        assert_eq!(
+            redact_value("code=rgk_Zq9S3cretValue-0123456789_abc"),
+            format!("code={REDACTED}")
+        );
         assert_eq!(
             redact_value("cookie rg_device=rgd_Zq9S3cretValue-0123456789_abc"),
             format!("cookie rg_device={REDACTED}")

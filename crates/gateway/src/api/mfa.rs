@@ -2,10 +2,15 @@
 //! authenticator app (or a backup code), so that privileged changes are let through for the
 //! next `MFA_STEP_UP_SECS` (see `mfa::step_up`). For the CLI and scripts; the web pages have a
 //! form of their own (`/account/mfa/verify`).
+//!
+//! Also `POST /api/v1/auth/mfa/key/start` and `…/key/poll`: a CLI session asks its person to
+//! confirm with a security key in their browser, and collects the proof that then stands in
+//! for a code (see [`crate::mfa::cli_key`]).
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -13,7 +18,8 @@ use super::{ApiJson, Caller};
 use crate::app::{AppState, Peer};
 use crate::audit::EventKind;
 use crate::error::ApiError;
-use crate::mfa::{self, CodeCheck, MfaError};
+use crate::mfa::cli_key::{self, Collected};
+use crate::mfa::{self, CodeCheck, MfaError, keys};
 use crate::store::now_ms;
 use crate::web;
 
@@ -84,6 +90,9 @@ pub(crate) async fn code_given(
     action: &str,
     stage: &str,
 ) -> Result<Option<&'static str>, ApiError> {
+    if cli_key::is_proof(code) {
+        return key_proof_given(state, caller, code, action, stage).await;
+    }
     let checked = async {
         let Some(user_id) = caller.principal.user_id() else {
             return Ok(None);
@@ -138,4 +147,149 @@ pub(crate) async fn code_given(
         }
     };
     Err(caller.refuse(state, action, err, details).await)
+}
+
+/// [`code_given`] for a security key's proof (`rgk_…`, collected by this session after its
+/// person confirmed with a key): the factor when it counts, used up. A proof cannot be
+/// guessed, so one that does not count is refused without counting towards the lockout.
+async fn key_proof_given(
+    state: &AppState,
+    caller: &Caller,
+    proof: &str,
+    action: &str,
+    stage: &str,
+) -> Result<Option<&'static str>, ApiError> {
+    let (Some(user_id), Some(session_id)) =
+        (caller.principal.user_id(), caller.principal.session_id())
+    else {
+        return Ok(None);
+    };
+    // Keys go beside the app: with the app gone (and its keys with it), no proof counts.
+    let has_app = mfa::required(&state.store, user_id)
+        .await
+        .map_err(|e| match e {
+            MfaError::Store(e) => ApiError::store(e),
+            _ => ApiError::StoreUnavailable,
+        })?
+        .is_some();
+    if !has_app {
+        return Ok(None);
+    }
+    let taken = cli_key::take_proof(&state.store, proof, session_id, now_ms())
+        .await
+        .map_err(ApiError::store)?;
+    if taken {
+        return Ok(Some(keys::FACTOR));
+    }
+    let err = ApiError::MfaCodeRefused {
+        locked: false,
+        message: "that security key confirmation does not count: it was used already, it \
+                  expired, or it is another session's; confirm again"
+            .into(),
+    };
+    let details = json!({ "stage": stage, "reason": "key_proof_refused" });
+    Err(caller.refuse(state, action, err, details).await)
+}
+
+/// Body of `POST /api/v1/auth/mfa/key/poll`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPoll {
+    id: String,
+}
+
+/// `POST /api/v1/auth/mfa/key/start`: a session asks its person to confirm with a security
+/// key in their browser: the confirmation's id (to poll with), the link to open and the code
+/// both show.
+pub async fn key_start(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let (Some(user_id), Some(session_id)) =
+        (caller.principal.user_id(), caller.principal.session_id())
+    else {
+        let err = ApiError::BadRequest(
+            "only a signed-in session confirms with a security key (an API token is not asked \
+             for codes)"
+                .into(),
+        );
+        let details = json!({ "stage": "cli_key", "reason": "not_a_session" });
+        return Err(caller.refuse(&state, ACTION, err, details).await);
+    };
+    let Some(base) = state
+        .keys
+        .as_ref()
+        .and(state.browser_url())
+        .map(|u| u.origin().ascii_serialization())
+    else {
+        return Err(ApiError::Conflict(
+            "security keys are off on this gateway (browsers reach it by an IP address): give \
+             a code from your authenticator app"
+                .into(),
+        ));
+    };
+    let has_keys = !state
+        .store
+        .security_keys_of(user_id)
+        .await
+        .map_err(ApiError::store)?
+        .is_empty();
+    if !has_keys {
+        return Err(ApiError::Conflict(
+            "you have no security keys: add one on /account/mfa, or give a code from your \
+             authenticator app"
+                .into(),
+        ));
+    }
+    let started = cli_key::start(&state.store, user_id, session_id, now_ms())
+        .await
+        .map_err(ApiError::store)?;
+    let body = json!({
+        "id": started.id,
+        "code": started.code,
+        "browser_url": format!("{base}/account/mfa/key?id={}", started.id),
+        "poll_interval_secs": 1,
+        "expires_in_secs": cli_key::REQUEST_MS / 1000,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /api/v1/auth/mfa/key/poll` with `{"id": …}`: `pending` (202) until the person
+/// confirmed; then `confirmed` with the proof, once; then `expired` (410). Only the session
+/// that asked may poll: for anyone else the id does not exist (404).
+pub async fn key_poll(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<KeyPoll>,
+) -> Result<Response, ApiError> {
+    let Some(session_id) = caller.principal.session_id() else {
+        return Err(ApiError::NoSuch("key confirmation".into()));
+    };
+    let collected = cli_key::collect(&state.store, &body.id, session_id, now_ms())
+        .await
+        .map_err(ApiError::store)?;
+    let answer = match collected {
+        Err(_) => return Err(ApiError::NoSuch("key confirmation".into())),
+        Ok(Collected::Pending) => (StatusCode::ACCEPTED, json!({ "status": "pending" })),
+        Ok(Collected::Proof(proof)) => (
+            StatusCode::OK,
+            json!({
+                "status": "confirmed", "proof": proof,
+                "valid_for_secs": cli_key::PROOF_MS / 1000,
+            }),
+        ),
+        Ok(Collected::Over) => (
+            StatusCode::GONE,
+            json!({
+                "status": "expired",
+                "error": "this confirmation expired or was collected already: ask again",
+            }),
+        ),
+    };
+    let mut response = (answer.0, Json(answer.1)).into_response();
+    // A proof is a credential for a moment: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

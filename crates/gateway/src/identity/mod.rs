@@ -14,4 +14,6 @@ pub use principal::{
     AuthError, Authenticated, Principal, PrincipalKind, Reads, authenticate, authenticate_with,
     recheck,
 };
-pub use tokens::{IssuedToken, TOKEN_PREFIX, TokenError, hash_token, issue_token, parse_expiry};
+pub use tokens::{
+    IssuedToken, TOKEN_PREFIX, TokenError, hash_token, issue_token, parse_expiry, short_code,
+};

@@ -31,6 +31,22 @@ pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// A code a terminal and a browser page both show for the request `id` (`purpose` tells
+/// kinds of request apart), so the person confirming in the browser can tell it is their own
+/// command's: eight characters that are hard to misread, derived from the id.
+pub fn short_code(purpose: &str, id: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let digest = Sha256::digest(format!("{purpose}\0{id}").as_bytes());
+    let mut code = String::with_capacity(9);
+    for (i, byte) in digest.iter().take(8).enumerate() {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]));
+    }
+    code
+}
+
 /// A bad expiry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

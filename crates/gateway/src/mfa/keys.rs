@@ -45,6 +45,8 @@ pub enum Purpose {
     StepUp,
     /// A change of the "right now" tier (approving a deploy, minting a token), with the form.
     RightNow,
+    /// Confirming a CLI command's request in the browser (`mfa::cli_key`).
+    CliKey,
 }
 
 impl Purpose {
@@ -54,6 +56,7 @@ impl Purpose {
             Purpose::SignIn => "sign_in",
             Purpose::StepUp => "step_up",
             Purpose::RightNow => "right_now",
+            Purpose::CliKey => "cli_key",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! codes out for 15 minutes; a code is accepted once.
 
 pub mod backup;
+pub mod cli_key;
 pub mod keys;
 pub mod rotate;
 pub mod seal;

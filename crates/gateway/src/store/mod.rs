@@ -10,6 +10,7 @@ mod audit;
 mod audit_sqlite;
 mod checkpoints;
 mod columns;
+mod key_confirmations;
 mod key_rotation;
 mod logins;
 mod mfa;
@@ -40,6 +41,9 @@ use gateway_core::config::SqliteSync;
 pub use app_rules::AppRulesRow;
 pub use approvals::{APPROVALS_LISTED, ApprovalRow, Decision as ApprovalDecision, NewApproval};
 pub use audit::{Appended, AuditRow, ChainHead, ChainLink, LinkFn};
+pub use key_confirmations::{
+    KeyConfirmationRow, MAX_KEY_CONFIRMATIONS_PER_SESSION, NewKeyConfirmation,
+};
 pub use key_rotation::KeyRotation;
 pub use logins::{LoginLimits, LoginRow, NewLogin};
 pub use mfa::{ListedUser, TotpFailure, TotpRow};

@@ -275,7 +275,7 @@ pub struct CodeForm {
 }
 
 /// The signed-in user behind a page or form: their principal, session secret and row.
-async fn user_of(
+pub(super) async fn user_of(
     state: &AppState,
     signed_in: Result<(Principal, String), Response>,
 ) -> Result<(Principal, String, UserRow), Response> {

@@ -5,6 +5,7 @@ pub mod app_rules;
 pub mod approvals;
 pub mod audit;
 pub mod cookies;
+pub mod key_confirm;
 pub mod keys;
 pub mod mfa;
 pub mod roles;

@@ -128,6 +128,27 @@ async fn cli_code_page(s: &SignIn, email: &str) -> (CliStart, Browser, Page) {
     (cli, browser, page)
 }
 
+/// A CLI session of `WHO` (whose app is `app`): signed in through the browser with a code,
+/// collected as the CLI collects it.
+pub(crate) async fn cli_session(s: &SignIn, app: &mut App) -> String {
+    let (cli, mut b, asked) = cli_code_page(s, WHO).await;
+    let code = app.next_code().await;
+    let done = give(s, &mut b, &asked, &code).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let body: serde_json::Value = client()
+        .post(format!("{}/api/v1/auth/cli/poll", s.gw.url))
+        .json(&serde_json::json!({ "login_id": cli.login_id, "code_verifier": cli.verifier }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let token = body["session_token"].as_str().unwrap_or_default();
+    assert!(token.starts_with("rgs_"), "{body}");
+    token.to_string()
+}
+
 /// Gives `code` on the code page `page` asked with.
 pub(crate) async fn give(s: &SignIn, b: &mut Browser, page: &Page, code: &str) -> Page {
     let url = format!("{}/api/v1/auth/mfa", s.gw.url);

@@ -3,218 +3,18 @@
 //! replayed, foreign and cloned answers are refused and audited; a right one signs in.
 //! Chromium with a virtual authenticator drives the pages themselves (`browser.rs`).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use dev_oidc::browser::{Browser, Page};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+use dev_oidc::softkey::{SoftKey, key_form};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::both_backends;
 use crate::kit::store;
+use crate::kit::{admin, client};
 use crate::mfa::{
-    KEY, add_who, asks_for_a_code, between, csrf, events, go, remove_app, set_up, submit,
-    web_sign_in, who_id,
+    KEY, WHO, add_who, api_verify, asks_for_a_code, cli_session, csrf, events, go, remove_app,
+    set_up, submit, web_sign_in, web_sign_in_as, who_id,
 };
 use crate::signin::SignIn;
-
-/// A security key in software: one ES256 credential, its signature counter, and the origin
-/// its browser reports.
-struct SoftKey {
-    pair: EcdsaKeyPair,
-    pkcs8: Vec<u8>,
-    id: Vec<u8>,
-    counter: u32,
-    origin: String,
-    rp_id: String,
-}
-
-/// Minimal CBOR, enough for an attestation object and a COSE key.
-enum Cbor {
-    Int(i64),
-    Bytes(Vec<u8>),
-    Text(&'static str),
-    Map(Vec<(Cbor, Cbor)>),
-}
-
-impl Cbor {
-    fn head(out: &mut Vec<u8>, major: u8, n: u64) {
-        let m = major << 5;
-        match n {
-            0..=23 => out.push(m | u8::try_from(n).unwrap_or(0)),
-            24..=0xff => out.extend([m | 24, u8::try_from(n).unwrap_or(0)]),
-            _ => {
-                out.push(m | 25);
-                out.extend(u16::try_from(n).unwrap_or(0).to_be_bytes());
-            }
-        }
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Cbor::Int(n) if *n >= 0 => Cbor::head(out, 0, n.unsigned_abs()),
-            Cbor::Int(n) => Cbor::head(out, 1, n.unsigned_abs() - 1),
-            Cbor::Bytes(b) => {
-                Cbor::head(out, 2, b.len() as u64);
-                out.extend(b);
-            }
-            Cbor::Text(t) => {
-                Cbor::head(out, 3, t.len() as u64);
-                out.extend(t.as_bytes());
-            }
-            Cbor::Map(entries) => {
-                Cbor::head(out, 5, entries.len() as u64);
-                for (k, v) in entries {
-                    k.encode(out);
-                    v.encode(out);
-                }
-            }
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
-    }
-}
-
-impl SoftKey {
-    fn new(origin: &str) -> SoftKey {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
-                .unwrap_or_else(|e| panic!("{e}"))
-                .as_ref()
-                .to_vec();
-        let id: Vec<u8> = Sha256::digest(&pkcs8).to_vec();
-        SoftKey::from_parts(pkcs8, id, 0, origin)
-    }
-
-    fn from_parts(pkcs8: Vec<u8>, id: Vec<u8>, counter: u32, origin: &str) -> SoftKey {
-        let pair = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_ASN1_SIGNING,
-            &pkcs8,
-            &SystemRandom::new(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let rp_id = url::Url::parse(origin)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_default();
-        SoftKey {
-            pair,
-            pkcs8,
-            id,
-            counter,
-            origin: origin.to_string(),
-            rp_id,
-        }
-    }
-
-    /// The same key (private key, id, counter) in a browser at `origin`.
-    fn copy_at(&self, origin: &str) -> SoftKey {
-        SoftKey::from_parts(self.pkcs8.clone(), self.id.clone(), self.counter, origin)
-    }
-
-    fn client_data(&self, kind: &str, options: &Value) -> Vec<u8> {
-        let challenge = options["publicKey"]["challenge"]
-            .as_str()
-            .unwrap_or_default();
-        json!({ "type": kind, "challenge": challenge, "origin": self.origin, "crossOrigin": false })
-            .to_string()
-            .into_bytes()
-    }
-
-    /// The authenticator data: the relying party's hash, flags (user present and verified,
-    /// plus `extra`), the counter, then `rest`.
-    fn auth_data(&self, extra_flags: u8, rest: &[u8]) -> Vec<u8> {
-        let mut data = Sha256::digest(self.rp_id.as_bytes()).to_vec();
-        data.push(0x01 | 0x04 | extra_flags);
-        data.extend(self.counter.to_be_bytes());
-        data.extend(rest);
-        data
-    }
-
-    /// The browser's answer to `navigator.credentials.create` with `options`.
-    fn register(&mut self, options: &Value) -> String {
-        let point = self.pair.public_key().as_ref();
-        let cose = Cbor::Map(vec![
-            (Cbor::Int(1), Cbor::Int(2)),
-            (Cbor::Int(3), Cbor::Int(-7)),
-            (Cbor::Int(-1), Cbor::Int(1)),
-            (Cbor::Int(-2), Cbor::Bytes(point[1..33].to_vec())),
-            (Cbor::Int(-3), Cbor::Bytes(point[33..65].to_vec())),
-        ]);
-        let mut attested = vec![0u8; 16];
-        attested.extend(u16::try_from(self.id.len()).unwrap_or(0).to_be_bytes());
-        attested.extend(&self.id);
-        attested.extend(cose.bytes());
-        let auth_data = self.auth_data(0x40, &attested);
-        let object = Cbor::Map(vec![
-            (Cbor::Text("fmt"), Cbor::Text("none")),
-            (Cbor::Text("attStmt"), Cbor::Map(vec![])),
-            (Cbor::Text("authData"), Cbor::Bytes(auth_data)),
-        ]);
-        let client_data = self.client_data("webauthn.create", options);
-        json!({
-            "id": B64.encode(&self.id), "rawId": B64.encode(&self.id), "type": "public-key",
-            "extensions": {},
-            "response": {
-                "attestationObject": B64.encode(object.bytes()),
-                "clientDataJSON": B64.encode(client_data),
-            },
-        })
-        .to_string()
-    }
-
-    /// The browser's answer to `navigator.credentials.get` with `options` (the counter moves
-    /// on first).
-    fn assert(&mut self, options: &Value) -> String {
-        self.counter += 1;
-        let auth_data = self.auth_data(0, &[]);
-        let client_data = self.client_data("webauthn.get", options);
-        let mut signed = auth_data.clone();
-        signed.extend(Sha256::digest(&client_data));
-        let signature = self
-            .pair
-            .sign(&SystemRandom::new(), &signed)
-            .unwrap_or_else(|e| panic!("{e}"));
-        json!({
-            "id": B64.encode(&self.id), "rawId": B64.encode(&self.id), "type": "public-key",
-            "extensions": {},
-            "response": {
-                "authenticatorData": B64.encode(auth_data),
-                "clientDataJSON": B64.encode(client_data),
-                "signature": B64.encode(signature.as_ref()),
-                "userHandle": null,
-            },
-        })
-        .to_string()
-    }
-}
-
-/// An HTML attribute's text as the browser reads it.
-fn unescape(attr: &str) -> String {
-    attr.replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&#x22;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The security-key form on `page`: its ceremony and the options for the browser.
-fn key_form(page: &Page) -> (String, Value) {
-    let options = unescape(&between(&page.body, "data-options=\"", "\""));
-    let options = serde_json::from_str(&options)
-        .unwrap_or_else(|e| panic!("options {options:?}: {e}\n{}", page.body));
-    let ceremony = between(&page.body, "name=\"ceremony\" value=\"", "\"");
-    assert!(!ceremony.is_empty(), "{}", page.body);
-    (ceremony, options)
-}
 
 /// Answers the sign-in code page `page` with a key's `answer` to `ceremony`.
 async fn answer_sign_in(
@@ -415,5 +215,268 @@ both_backends!(
             st.security_keys_of(user).await.map(|k| k.len()).ok(),
             Some(0)
         );
+    }
+);
+
+/// `POST path` on the gateway with bearer `credential` and JSON `body`: the status, the JSON
+/// answer and its `Cache-Control`.
+async fn post(s: &SignIn, credential: &str, path: &str, body: Value) -> (u16, Value, String) {
+    let r = client()
+        .post(format!("{}{path}", s.gw.url))
+        .bearer_auth(credential)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    let cache = r
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, r.json().await.unwrap_or_default(), cache)
+}
+
+const KEY_START: &str = "/api/v1/auth/mfa/key/start";
+const KEY_POLL: &str = "/api/v1/auth/mfa/key/poll";
+
+/// Sends the key-confirmation form of `page` (for confirmation `id`) with `answer` made by
+/// `sign` for the page's challenge.
+async fn confirm_on(
+    s: &SignIn,
+    b: &mut Browser,
+    page: &Page,
+    id: &str,
+    sign: impl FnOnce(&Value) -> String,
+) -> Page {
+    let (ceremony, options) = key_form(page);
+    let answer = sign(&options);
+    let fields = [
+        ("csrf", csrf(page)),
+        ("id", id.to_string()),
+        ("ceremony", ceremony),
+        ("answer", answer),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    submit(b, &format!("{}/account/mfa/key", s.gw.url), &fields).await
+}
+
+both_backends!(
+    a_security_key_confirms_for_a_cli_session_in_its_browser,
+    |db| async move {
+        add_who(&db);
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let (ok, out, err) = admin(
+            &db,
+            &["tokens", "create", "--name", "ci", "--role", "viewer"],
+        );
+        assert!(ok, "{err}");
+        let api_token = out.lines().last().unwrap_or_default().to_string();
+        let s = SignIn::start_named(&db, &[("MFA_ENCRYPTION_KEY", KEY)]).await;
+        let (mut b, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut b).await;
+        let cli = cli_session(&s, &mut app).await;
+
+        // Nothing to confirm with before a key is added; an API token is asked for no codes.
+        let (status, body, _) = post(&s, &cli, KEY_START, json!({})).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("conflict")),
+            "{body}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no security keys")
+        );
+        let mut key = SoftKey::new(&s.gw.url);
+        let added = add_key(&s, &mut b, &mut key, "Keyring").await;
+        assert_eq!(added.status, 200, "{}", added.body);
+        let (status, body, _) = post(&s, &api_token, KEY_START, json!({})).await;
+        assert_eq!(status, 400, "{body}");
+
+        // The CLI asks: a link to the gateway's page, a code, and the id to poll with.
+        let (status, started, _) = post(&s, &cli, KEY_START, json!({})).await;
+        assert_eq!(status, 201, "{started}");
+        let id = started["id"].as_str().unwrap_or_default().to_string();
+        let code = started["code"].as_str().unwrap_or_default().to_string();
+        let link = started["browser_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(link, format!("{}/account/mfa/key?id={id}", s.gw.url));
+        assert_eq!(code.len(), 9, "{started}");
+        let poll = |credential: String| {
+            let s = &s;
+            let id = id.clone();
+            async move { post(s, &credential, KEY_POLL, json!({ "id": id })).await }
+        };
+        let (status, body, _) = poll(cli.clone()).await;
+        assert_eq!((status, body["status"].as_str()), (202, Some("pending")));
+        // For any other session, even the same person's, the id does not exist.
+        let web_session = b.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (status, _, _) = poll(web_session.clone()).await;
+        assert_eq!(status, 404);
+        let (status, _, _) = post(&s, &cli, KEY_POLL, json!({ "id": "nope" })).await;
+        assert_eq!(status, 404);
+
+        // Another person's browser sees no such confirmation; one not signed in is sent to
+        // sign in first, and back here after.
+        let (mut ops, _) = web_sign_in_as(&s, "ops@example.com").await;
+        let theirs = go(&mut ops, &link).await;
+        assert_eq!(theirs.status, 404, "{}", theirs.body);
+        assert!(!theirs.body.contains(&code), "{}", theirs.body);
+        let mut stranger = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
+        let to_sign_in = go(&mut stranger, &link).await;
+        assert!(
+            to_sign_in
+                .body
+                .contains("return_to=/account/mfa/key%3Fid%3D"),
+            "{}",
+            to_sign_in.body
+        );
+        let mangled = go(&mut b, &format!("{}/account/mfa/key?id=a%20b", s.gw.url)).await;
+        assert_eq!(mangled.status, 404, "{}", mangled.body);
+
+        // The person's page: the terminal's code, the asking session, a key form.
+        let page = go(&mut b, &link).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(
+            page.body.contains(&format!("id=\"code\">{code}<")),
+            "{}",
+            page.body
+        );
+        assert!(page.body.contains("id=\"device\""), "{}", page.body);
+        // A form from elsewhere (no CSRF token) confirms nothing.
+        let forged = submit(
+            &mut b,
+            &format!("{}/account/mfa/key", s.gw.url),
+            &[("id", id.as_str()), ("answer", "{}")],
+        )
+        .await;
+        assert_eq!(forged.status, 403, "{}", forged.body);
+        // Someone else's key is refused, and the page asks again; the CLI still waits.
+        let mut other = SoftKey::new(&s.gw.url);
+        let refused = confirm_on(&s, &mut b, &page, &id, |o| other.assert(o)).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(
+            refused.body.contains("did not check out"),
+            "{}",
+            refused.body
+        );
+        let (status, _, _) = poll(cli.clone()).await;
+        assert_eq!(status, 202);
+        // Their own key confirms, once.
+        let confirmed = confirm_on(&s, &mut b, &refused, &id, |o| key.assert(o)).await;
+        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+        assert!(
+            confirmed.body.contains("Go back to your terminal"),
+            "{}",
+            confirmed.body
+        );
+        let again = go(&mut b, &link).await;
+        assert_eq!(again.status, 410, "{}", again.body);
+
+        // The CLI collects the proof once, and no cache may keep it.
+        let (status, body, cache) = poll(cli.clone()).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("confirmed")),
+            "{body}"
+        );
+        assert_eq!(cache, "no-store");
+        let proof = body["proof"].as_str().unwrap_or_default().to_string();
+        assert!(proof.starts_with("rgk_") && proof.len() > 40, "{body}");
+        let (status, body, _) = poll(cli.clone()).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (410, Some("expired")),
+            "{body}"
+        );
+
+        // It counts as a code for that session alone, once.
+        let (status, body) = api_verify(&s, &web_session, proof.clone()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_refused")),
+            "{body}"
+        );
+        let (status, body) = api_verify(&s, &cli, proof.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["factor"], "security_key", "{body}");
+        let (status, body) = api_verify(&s, &cli, proof.clone()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_refused")),
+            "{body}"
+        );
+        // Proofs cannot be guessed, so refused ones do not lock codes out.
+        for n in 0..6 {
+            let (status, _) = api_verify(&s, &cli, format!("rgk_forged{n}")).await;
+            assert_eq!(status, 403);
+        }
+        let (status, body) = api_verify(&s, &cli, app.next_code().await).await;
+        assert_eq!(status, 200, "{body}");
+
+        // An unanswered confirmation expires: its page and its poll say so.
+        let (_, late, _) = post(&s, &cli, KEY_START, json!({})).await;
+        let late_id = late["id"].as_str().unwrap_or_default().to_string();
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("UPDATE key_confirmations SET expires_at = 1 WHERE confirmed_at IS NULL")
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let late_page = go(
+            &mut b,
+            &format!("{}/account/mfa/key?id={late_id}", s.gw.url),
+        )
+        .await;
+        assert_eq!(late_page.status, 410, "{}", late_page.body);
+        let (status, _, _) = post(&s, &cli, KEY_POLL, json!({ "id": late_id })).await;
+        assert_eq!(status, 410);
+
+        // The trail: the refused and the right answer (with the key and the CLI's session),
+        // the step-up it made, the refused proofs; never the proof itself.
+        let trail = events(&db, "gateway:auth:mfa").await;
+        let cli_id = trail
+            .iter()
+            .find(|e| e.details["stage"] == "cli_key" && e.details["key_id"].is_i64())
+            .map(|e| e.details["session_id"].clone())
+            .unwrap_or_else(|| panic!("no confirmation recorded: {trail:#?}"));
+        assert!(
+            trail
+                .iter()
+                .any(|e| e.details["stage"] == "cli_key"
+                    && e.details["reason"] == "key_not_verified"),
+            "{trail:#?}"
+        );
+        assert!(
+            trail.iter().any(|e| e.details["stage"] == "step_up"
+                && e.details["factor"] == "security_key"
+                && e.details["session_id"] == cli_id),
+            "{trail:#?}"
+        );
+        let refused_proofs = trail
+            .iter()
+            .filter(|e| e.details["reason"] == "key_proof_refused")
+            .count();
+        assert_eq!(refused_proofs, 8, "{trail:#?}");
+        let rows = store(&db)
+            .await
+            .audit_rows(0, 10_000)
+            .await
+            .unwrap_or_default();
+        let written = format!("{rows:?}");
+        assert!(
+            !written.contains(&proof[4..]),
+            "the proof reached the trail"
+        );
+        assert!(!written.contains(&id), "the id reached the trail");
     }
 );

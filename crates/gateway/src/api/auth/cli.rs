@@ -124,16 +124,7 @@ pub struct CliBrowser {
 /// confirming can tell it is their own command's: eight characters that are hard to misread,
 /// derived from the sign-in's id.
 pub fn cli_code(login_id: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let digest = Sha256::digest(format!("rack-gateway cli code\0{login_id}").as_bytes());
-    let mut code = String::with_capacity(9);
-    for (i, byte) in digest.iter().take(8).enumerate() {
-        if i == 4 {
-            code.push('-');
-        }
-        code.push(char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]));
-    }
-    code
+    crate::identity::short_code("rack-gateway cli code", login_id)
 }
 
 /// The confirmation page of a CLI sign-in.
