@@ -1014,6 +1014,46 @@ both_backends!(security_keys_in_chromium, |db| async move {
     let locked = text_soon(&c, &format!("#user-{viewer}"), "locked").await;
     assert!(locked.contains("locked"), "{locked}");
 
+    // A command-line session's confirmation (here asked by this browser's own session, as
+    // the CLI asks) takes a touch on the page its link opens.
+    let session = c
+        .get_named_cookie("rg_session")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .value()
+        .to_string();
+    let key_api = |path: &str, body: serde_json::Value| {
+        client()
+            .post(format!("{}/api/v1/auth/mfa/key/{path}", dev.gateway))
+            .bearer_auth(&session)
+            .json(&body)
+            .send()
+    };
+    let started: serde_json::Value = key_api("start", serde_json::json!({}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let link = started["browser_url"].as_str().unwrap_or_default();
+    c.goto(link).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        text(&c, "#code").await,
+        started["code"].as_str().unwrap_or("?")
+    );
+    click(&c, "#use-key").await;
+    assert_eq!(text_soon(&c, "#title", "Confirmed").await, "Confirmed");
+    let polled: serde_json::Value = key_api("poll", serde_json::json!({ "id": started["id"] }))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(polled["status"], "confirmed", "{polled}");
+    c.goto(&format!("{}/users", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
     // The users page says who has keys.
     let me = user_row_id(&c, "admin@example.com").await;
     assert_eq!(text(&c, &format!("#mfa-{me}")).await, "on");

@@ -322,6 +322,14 @@ both_backends!(
         assert_eq!(status, 404);
         let (status, _, _) = post(&s, &cli, KEY_POLL, json!({ "id": "nope" })).await;
         assert_eq!(status, 404);
+        for hostile in [
+            json!({ "id": 5 }),
+            json!({ "id": id, "proof": "rgk_x" }),
+            json!({ "id": "a".repeat(100_000) }),
+        ] {
+            let (status, body, _) = post(&s, &cli, KEY_POLL, hostile).await;
+            assert!(matches!(status, 404 | 413 | 422), "{status} {body}");
+        }
 
         // Another person's browser sees no such confirmation; one not signed in is sent to
         // sign in first, and back here after.
@@ -329,6 +337,16 @@ both_backends!(
         let theirs = go(&mut ops, &link).await;
         assert_eq!(theirs.status, 404, "{}", theirs.body);
         assert!(!theirs.body.contains(&code), "{}", theirs.body);
+        // Nor can they answer it with a key of theirs: their form names no confirmation of
+        // theirs.
+        let ops_page = go(&mut ops, &format!("{}/account", s.gw.url)).await;
+        let answered = submit(
+            &mut ops,
+            &format!("{}/account/mfa/key", s.gw.url),
+            &[("csrf", &csrf(&ops_page)), ("id", &id), ("answer", "{}")],
+        )
+        .await;
+        assert_eq!(answered.status, 404, "{}", answered.body);
         let mut stranger = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
         let to_sign_in = go(&mut stranger, &link).await;
         assert!(
