@@ -823,3 +823,70 @@ both_backends!(
         let _ = std::fs::remove_dir_all(&dir);
     }
 );
+
+both_backends!(
+    rules_fail_closed_when_the_rack_cannot_be_asked,
+    |db| async move {
+        let (rack_url, stop) = fake_rack().await;
+        let admin_token = role_token(&db, "admin");
+        let deployer = role_token(&db, "deployer");
+        let gw = Gateway::start(&db, &rack_url, &[]).await;
+        let rules = json!({ "secret_env": ["DATABASE_URL"], "protected_env": ["RAILS_ENV"] });
+        let put = reqwest::Method::PUT;
+        let path = "/api/v1/app-rules/web";
+        let (status, body) = api(&gw.url, put, path, &admin_token, Some(rules)).await;
+        assert_eq!(status, 200, "{body}");
+        // What `convox env set` would write back: a masked secret, and a protected value.
+        let env = "DATABASE_URL=[redacted]\nRAILS_ENV=production\nNEW=1";
+        let release = || {
+            let form = [("env", env)];
+            let (gw, deployer) = (&gw, &deployer);
+            async move {
+                rack(
+                    gw,
+                    reqwest::Method::POST,
+                    "/apps/web/releases",
+                    deployer,
+                    Some(&form),
+                )
+                .await
+            }
+        };
+        // Up, the masked value is kept and the release made.
+        let (status, made) = release().await;
+        assert_eq!(status, 200, "{made}");
+
+        // Down: the value to keep and the protected ones cannot be looked up, so the release
+        // is refused with the reason — never sent with the mask as the value, never a 500.
+        let _ = stop.send(());
+        let (status, answer) = release().await;
+        assert_eq!(
+            (status, code_of(&answer).as_str()),
+            (502, "rack_unreachable"),
+            "{answer}"
+        );
+        assert!(!answer.contains(DB_SECRET), "{answer}");
+        // Refused at the lookup, before anything was sent on.
+        assert!(
+            answer.contains("reading the environment the release changes"),
+            "{answer}"
+        );
+        let (status, answer) = rack(
+            &gw,
+            reqwest::Method::GET,
+            "/apps/web/releases",
+            &deployer,
+            None,
+        )
+        .await;
+        assert_eq!(status, 502, "{answer}");
+        // Both attempts are on the trail as the rack's failure.
+        let st = store(&db).await;
+        assert!(
+            audited(&st, |row| row.event.action == "convox:releases:create"
+                && row.event.status == Some(502))
+            .await,
+            "no failed release on the trail"
+        );
+    }
+);
