@@ -710,11 +710,13 @@ impl GatewayApi {
         self.change(&url, request, token).await
     }
 
-    /// Makes `change` with `token`; the role as it now stands (as it stood, for a deletion).
+    /// Makes `change` with `token` (and `code`, a code from the person's authenticator app
+    /// given with it); the role as it now stands (as it stood, for a deletion).
     pub async fn change_role(
         &self,
         token: &str,
         change: RoleChange<'_>,
+        code: Option<&str>,
     ) -> Result<RoleInfo, ClientError> {
         let (url, request) = match change {
             RoleChange::Create {
@@ -747,6 +749,10 @@ impl GatewayApi {
                 let rb = self.http.delete(&url);
                 (url, rb)
             }
+        };
+        let request = match code {
+            Some(code) => request.header("x-mfa-code", code),
+            None => request,
         };
         self.change(&url, request, token).await
     }

@@ -48,10 +48,17 @@ pub async fn run(ctx: &Ctx, args: RolesArgs) -> CliResult<i32> {
         ),
         Some(RolesCommand::Delete { name }) => (RoleChange::Delete { name }, "Deleted"),
     };
-    let role = api
-        .change_role(credential, change)
-        .await
-        .map_err(CliError::Client)?;
+    let role = match api.change_role(credential, change, None).await {
+        // Changing a role's permissions takes a code with it: ask the person, once.
+        Err(convox_api::client::ClientError::Api { code: Some(c), .. })
+            if c == "mfa_code_required" =>
+        {
+            let code = super::mfa::ask_for_code(&api, credential).await?;
+            api.change_role(credential, change, Some(&code)).await
+        }
+        other => other,
+    }
+    .map_err(CliError::Client)?;
     let held = match (role.users, role.tokens) {
         (Some(users), Some(tokens)) if !matches!(change, RoleChange::Delete { .. }) => {
             format!(

@@ -129,6 +129,19 @@ async fn a_session_gives_a_code_before_changing_people() {
         .ok();
     assert!(out.starts_with("Verified: changes to people"), "{out}");
     assert!(home.run(&define).ok().contains("readers"));
+    // Changing its permissions takes a code with the change itself: the CLI asks.
+    let widen = [
+        "roles",
+        "update",
+        "readers",
+        "--permissions",
+        "convox:apps:list,convox:logs:read",
+    ];
+    let err = home.run_input(&widen, "\n").failed();
+    assert!(err.contains("no code given"), "{err}");
+    let code = app.next_code().await;
+    let out = home.run_input(&widen, &format!("{code}\n")).ok();
+    assert!(out.contains("convox:logs:read"), "{out}");
     // Changing people takes a code with the change itself, even just after `mfa verify`: the
     // CLI asks for one (here typed on stdin).
     let lock = ["users", "lock", "viewer@example.com"];

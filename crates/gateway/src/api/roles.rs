@@ -1,12 +1,14 @@
 //! Roles over JSON: every role with what it grants (`gateway:roles:list`), and custom roles
-//! defined, changed and deleted by admins (`gateway:roles:create|update|delete`). A change
-//! needs a recent code from a person with an authenticator app (`mfa::step_up`), is audited
-//! before it is made, applies on the next request of everyone holding the role, and never
-//! grants more than its maker holds.
+//! defined, changed and deleted by admins (`gateway:roles:create|update|delete`). Defining or
+//! deleting one needs a recent code from a person with an authenticator app (`mfa::step_up`):
+//! a role nobody holds grants nothing. Changing one's permissions changes what everyone
+//! holding it may do, as changing their role would, so it takes a code given with it, right
+//! then (`"code"`, or `X-MFA-Code`). Every change is audited before it is made, applies on the
+//! next request of everyone holding the role, and never grants more than its maker holds.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -139,18 +141,27 @@ pub struct RoleChangeBody {
     permissions: Vec<String>,
     #[serde(default)]
     description: Option<String>,
+    /// A code from the caller's authenticator app, given with the change (right now).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// `PUT /api/v1/roles/{name}`: replaces a custom role's permissions.
 pub async fn update(
     State(state): State<AppState>,
     peer: Peer,
+    headers: HeaderMap,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<RoleChangeBody>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:roles:update";
-    caller.require_privileged(&state, action).await?;
+    let code = super::code_header(&headers, body.code.as_deref());
+    let asked = json!({ "role": name, "permissions": body.permissions });
+    let what = "changing a role's permissions";
+    caller
+        .require_now(&state, action, code, what, &asked)
+        .await?;
     let changed = roles::update_role(
         &state.store,
         &state.audit,
@@ -162,10 +173,7 @@ pub async fn update(
     .await;
     match changed {
         Ok(row) => Ok(Json(row).into_response()),
-        Err(e) => {
-            let asked = json!({ "role": name, "permissions": body.permissions });
-            Err(refused(&state, &caller, action, e, asked).await)
-        }
+        Err(e) => Err(refused(&state, &caller, action, e, asked).await),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `GET /roles`: every role and what it grants, for admins (`gateway:roles:list`), with forms
 //! to define a custom role (`POST /roles/create`), change its permissions
 //! (`POST /roles/update`) and delete it (`POST /roles/delete`) — CSRF-checked, behind the
-//! step-up, with the rules and audit events of `POST /api/v1/roles…`.
+//! step-up (a change of permissions behind "Confirm it's you", right then, as over the API),
+//! with the rules and audit events of `POST /api/v1/roles…`.
 
 use askama::Template;
 use axum::extract::State;
@@ -90,6 +91,9 @@ pub struct RoleForm {
     permissions: String,
     #[serde(default)]
     description: String,
+    /// A code (or a security key's answer) given with a change of permissions.
+    #[serde(flatten)]
+    proof: super::mfa::ProofFields,
 }
 
 impl RoleForm {
@@ -178,10 +182,32 @@ async fn change(
         let details = json!({ "role": form.name, "permissions": patterns, "reason": reason });
         page_refusal(&state, &principal, peer, &headers, permission, details)
     };
-    let step_up = super::mfa::step_up_page(
-        &state, &principal, peer, &headers, &token, permission, "/roles",
-    );
-    if let Some(page) = step_up.await {
+    let confirmed = match what {
+        // What everyone holding the role may do changes: a code with it, as for a role change.
+        Change::Update => {
+            let fields = [
+                ("name", form.name.as_str()),
+                ("permissions", form.permissions.as_str()),
+                ("description", form.description.as_str()),
+            ];
+            let now = super::mfa::NowAsked {
+                what: "Changing a role's permissions",
+                action: permission,
+                form_action: "/roles/update",
+                fields: &fields,
+                back: "/roles",
+            };
+            let proof = form.proof.given();
+            super::mfa::confirm_now(&state, &principal, peer, &headers, &token, &now, proof).await
+        }
+        Change::Create | Change::Delete => {
+            super::mfa::step_up_page(
+                &state, &principal, peer, &headers, &token, permission, "/roles",
+            )
+            .await
+        }
+    };
+    if let Some(page) = confirmed {
         return page;
     }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);

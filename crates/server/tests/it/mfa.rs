@@ -962,6 +962,83 @@ both_backends!(
         let (status, body) = api("/api/v1/roles", &session, role("readers-b"), None).await;
         assert_eq!(status, 201, "{body}");
 
+        // Right now: changing a role's permissions changes what everyone holding it may do, as
+        // changing their role would, so a recent code is not enough: one with the change.
+        let change = |body: serde_json::Value| {
+            let r = client()
+                .put(format!("{}/api/v1/roles/readers-b", s.gw.url))
+                .bearer_auth(&session)
+                .json(&body);
+            status_json(r)
+        };
+        let wider = serde_json::json!({ "permissions": ["convox:apps:list", "convox:logs:read"] });
+        let (status, body) = change(wider.clone()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("mfa_code_required")),
+            "{body}"
+        );
+        let mut with_code = wider.clone();
+        with_code["code"] = app.next_code().await.into();
+        let (status, body) = change(with_code).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["permissions"][1], "convox:logs:read", "{body}");
+        assert!(
+            events(&db, "gateway:roles:update")
+                .await
+                .iter()
+                .any(|e| e.details["reason"] == "mfa_code_required"),
+            "the refusal is on the trail"
+        );
+        // The roles page asks "Confirm it's you" and sends the same form again with the code.
+        let roles = go(&mut boss, &format!("{}/roles", s.gw.url)).await;
+        let update = format!("{}/roles/update", s.gw.url);
+        let fields = [
+            ("csrf", csrf(&roles)),
+            ("name", "readers-b".to_string()),
+            (
+                "permissions",
+                "convox:apps:list\nconvox:processes:list".to_string(),
+            ),
+            ("description", "Readers".to_string()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let asked = submit(&mut boss, &update, &fields).await;
+        assert_eq!(asked.status, 403, "{}", asked.body);
+        assert!(
+            asked
+                .body
+                .contains("Changing a role&#39;s permissions needs a code"),
+            "{}",
+            asked.body
+        );
+        let confirm_form = between(&asked.body, "id=\"confirm-form\">", "</form>");
+        let again: Vec<(&str, String)> = confirm_form
+            .split("<input type=\"hidden\" name=\"")
+            .skip(1)
+            .filter_map(|rest| {
+                let name = rest.split('"').next()?;
+                let value = rest.split("value=\"").nth(1)?.split('"').next()?;
+                Some((name, value.replace("&#10;", "\n").replace("&#x0a;", "\n")))
+            })
+            .filter(|(name, _)| ["csrf", "name", "permissions", "description"].contains(name))
+            .collect();
+        let code = app.next_code().await;
+        let mut resent: Vec<(&str, &str)> = again.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        resent.push(("code", &code));
+        let done = submit(&mut boss, &update, &resent).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        assert!(done.url.ends_with("/roles"), "{}", done.url);
+        let now = store(&db).await.list_roles().await.unwrap_or_default();
+        let readers = now.iter().find(|r| r.name == "readers-b");
+        assert_eq!(
+            readers.map(|r| r.permissions.clone()),
+            Some(vec![
+                "convox:apps:list".to_string(),
+                "convox:processes:list".to_string()
+            ])
+        );
+
         // Right now: changing people takes a code with the change itself, however recent the
         // last one (here: a moment ago), in the body or in X-MFA-Code.
         let person = serde_json::json!({ "email": "x@example.com", "role": "viewer" });
