@@ -404,6 +404,14 @@ pub enum UsersCommand {
         /// Their e-mail.
         email: String,
     },
+    /// Forget every browser someone trusted at a sign-in (a lost laptop): their next sign-in
+    /// asks for their code again. Their sessions stay (`users lock` ends them).
+    #[command(after_help = "Example:
+  rack-gateway users forget-browsers ann@example.com")]
+    ForgetBrowsers {
+        /// Their e-mail.
+        email: String,
+    },
 }
 
 /// `roles` and its subcommands.

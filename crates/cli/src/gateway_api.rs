@@ -587,6 +587,19 @@ impl GatewayApi {
     }
 }
 
+impl GatewayApi {
+    /// `DELETE /api/v1/users/{email}/trusted-browsers`: how many were forgotten.
+    pub async fn forget_browsers(&self, token: &str, email: &str) -> Result<u64, ClientError> {
+        let url = self.url(&format!(
+            "/api/v1/users/{}/trusted-browsers",
+            segment(email)
+        ));
+        let request = self.http.delete(&url);
+        let answer: serde_json::Value = self.change(&url, request, token).await?;
+        Ok(answer["forgotten"].as_u64().unwrap_or(0))
+    }
+}
+
 /// A role as `GET /api/v1/roles` lists it (and as a custom role's change answers).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RoleInfo {

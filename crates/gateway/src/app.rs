@@ -436,6 +436,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/v1/users/{email}/unlock", post(api::users::unlock))
         .route("/api/v1/users/{email}/mfa", delete(api::users::reset_mfa))
         .route(
+            "/api/v1/users/{email}/trusted-browsers",
+            delete(api::users::forget_browsers),
+        )
+        .route(
             "/api/v1/deploy-approvals",
             get(api::approvals::list).post(api::approvals::request),
         )
@@ -477,6 +481,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/users/unlock", post(web::users::unlock))
         .route("/users/add", post(web::users::add))
         .route("/users/reset-mfa", post(web::users::reset_mfa))
+        .route("/users/forget-browsers", post(web::users::forget_browsers))
         .route("/account/mfa", get(web::mfa::page))
         .route("/account/mfa/setup", post(web::mfa::setup))
         .route("/account/mfa/confirm", post(web::mfa::confirm))

@@ -1,5 +1,5 @@
 //! `users`: people and their roles, for admins (`gateway:users:*`): list, add, change a role,
-//! lock and unlock, reset an authenticator app — the changes `/api/v1/users` makes, with its rules (not on yourself; the
+//! lock and unlock, reset an authenticator app, forget trusted browsers — the changes `/api/v1/users` makes, with its rules (not on yourself; the
 //! last admin who can manage users stays one) and its audit events.
 
 use crate::cli::{UsersArgs, UsersCommand};
@@ -20,6 +20,18 @@ pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
             } else {
                 print_table(&users)?;
             }
+            return Ok(0);
+        }
+        Some(UsersCommand::ForgetBrowsers { email }) => {
+            let n = api
+                .forget_browsers(credential, email)
+                .await
+                .map_err(CliError::Client)?;
+            let browsers = if n == 1 { "browser" } else { "browsers" };
+            output::write_stdout(&format!(
+                "Forgot {n} trusted {browsers} of {}: their next sign-in asks for their code.\n",
+                output::printable(email)
+            ))?;
             return Ok(0);
         }
         Some(UsersCommand::Add { email, role, name }) => (

@@ -70,4 +70,17 @@ fn an_admin_manages_people_and_the_rules_hold() {
     // admin@ is the only admin: the last one who can manage users stays one.
     let err = admin.run(&["users", "lock", "admin@example.com"]).failed();
     assert!(err.contains("is the only unlocked admin"), "{err}");
+
+    // Forgetting someone's trusted browsers (none yet) says how many, and whose.
+    let out = admin
+        .run(&["users", "forget-browsers", "ann@example.com"])
+        .ok();
+    assert!(
+        out.starts_with("Forgot 0 trusted browsers of ann@example.com"),
+        "{out}"
+    );
+    let err = admin
+        .run(&["users", "forget-browsers", "nobody@example.com"])
+        .failed();
+    assert!(err.contains("user nobody@example.com not found"), "{err}");
 }

@@ -284,3 +284,26 @@ pub async fn reset_mfa(
         Err(e) => Err(refused(&state, &caller, permission, e, asked).await),
     }
 }
+
+/// `DELETE /api/v1/users/{email}/trusted-browsers`: forgets every browser someone trusted at a
+/// sign-in (a lost laptop), so their next sign-in asks for their code again
+/// (`gateway:sessions:manage`, as for ending their sessions: it only takes access away).
+/// Audited before it is made; the user and how many were forgotten.
+pub async fn forget_browsers(
+    State(state): State<AppState>,
+    peer: Peer,
+    caller: Caller,
+    ApiPath(email): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let permission = "gateway:sessions:manage";
+    caller.require(&state, permission).await?;
+    let forgotten =
+        manage::forget_browsers(&state.store, &state.audit, &caller.actor(peer), &email).await;
+    match forgotten {
+        Ok((user, n)) => Ok(Json(json!({ "user": user, "forgotten": n })).into_response()),
+        Err(e) => {
+            let asked = json!({ "email": email, "all": true });
+            Err(refused(&state, &caller, permission, e, asked).await)
+        }
+    }
+}

@@ -562,6 +562,40 @@ pub async fn reset_mfa(
     .await
 }
 
+/// The audit action of forgetting trusted browsers (the person's own, or someone's).
+pub const FORGET_BROWSERS: &str = "gateway:mfa:forget_device";
+
+/// Forgets every browser a user trusted at a sign-in (a lost laptop, someone leaving): their
+/// next sign-in in any browser asks for their code again. Their sessions stay (ending them is
+/// `sessions revoke-all`). The user and how many browsers were forgotten; not found when the
+/// user does not exist.
+pub async fn forget_browsers(
+    store: &Store,
+    audit: &AuditLog,
+    actor: &Actor,
+    email: &str,
+) -> Result<(UserRow, u64), ManageError> {
+    target_within_reach(store, actor, email).await?;
+    let asked = json!({ "email": asked_email(email), "all": true });
+    let (store, email) = (store.clone(), email.to_string());
+    audited(
+        audit,
+        actor,
+        FORGET_BROWSERS,
+        asked,
+        async move {
+            let user = store
+                .find_user(&email)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("user {email}")))?;
+            let forgotten = store.forget_trusted_devices(user.id, None).await?;
+            Ok((user, forgotten))
+        },
+        |(_, forgotten)| json!({ "forgotten": forgotten }),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,8 @@ pub struct ListedUser {
     pub security_keys: i64,
     /// YubiKeys beside it.
     pub yubikeys: i64,
+    /// Browsers trusted at a sign-in (skipping the code), still in force.
+    pub trusted_browsers: i64,
 }
 
 /// What a wrong code did.
@@ -374,15 +376,37 @@ impl Store {
         let yubikeys = self
             .count_by_user("SELECT user_id, COUNT(*) AS n FROM yubikeys GROUP BY user_id")
             .await?;
+        let trusted = self.trusted_devices_by_user(super::now_ms()).await?;
         Ok(users
             .into_iter()
             .map(|user| ListedUser {
                 mfa: with_mfa.contains(&user.id),
                 security_keys: security_keys.get(&user.id).copied().unwrap_or(0),
                 yubikeys: yubikeys.get(&user.id).copied().unwrap_or(0),
+                trusted_browsers: trusted.get(&user.id).copied().unwrap_or(0),
                 user,
             })
             .collect())
+    }
+
+    /// How many trusted browsers in force at `now` each user has.
+    async fn trusted_devices_by_user(
+        &self,
+        now: i64,
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        bounded(self, async {
+            let rows = sqlx::query(
+                "SELECT user_id, COUNT(*) AS n FROM trusted_devices \
+                 WHERE revoked_at IS NULL AND expires_at > $1 GROUP BY user_id",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((row.int("user_id")?, row.int("n")?)))
+                .collect()
+        })
+        .await
     }
 
     /// `sql`'s rows (`user_id`, `n`) as a map.

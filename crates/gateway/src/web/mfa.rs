@@ -92,7 +92,7 @@ struct DeviceView {
 }
 
 /// Audit action: a trusted browser forgotten (or all of them).
-const FORGET_DEVICE: &str = "gateway:mfa:forget_device";
+const FORGET_DEVICE: &str = crate::identity::manage::FORGET_BROWSERS;
 
 #[derive(Template)]
 #[template(path = "mfa_step_up.html")]

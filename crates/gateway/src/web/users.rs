@@ -34,6 +34,8 @@ struct UserView {
     you: bool,
     /// An authenticator app guards their sign-ins.
     mfa: bool,
+    /// Browsers trusted at a sign-in, still in force.
+    trusted_browsers: i64,
 }
 
 #[derive(Template)]
@@ -94,8 +96,14 @@ fn view(listed: &ListedUser, you: Option<i64>) -> UserView {
         1 => factors.push("1 YubiKey".to_string()),
         n => factors.push(format!("{n} YubiKeys")),
     }
+    match listed.trusted_browsers {
+        0 => {}
+        1 => factors.push("1 trusted browser".to_string()),
+        n => factors.push(format!("{n} trusted browsers")),
+    }
     UserView {
         mfa: listed.mfa,
+        trusted_browsers: listed.trusted_browsers,
         factors: factors.join(", "),
         id: u.id,
         email: u.email.clone(),
@@ -331,4 +339,49 @@ fn refused_change(e: ManageError) -> Response {
         other => other.to_string(),
     };
     message(status, title, &text)
+}
+
+/// The form forgetting someone's trusted browsers.
+#[derive(Debug, Deserialize)]
+pub struct ForgetBrowsersForm {
+    csrf: Option<String>,
+    email: String,
+}
+
+/// `POST /users/forget-browsers`: forgets every browser someone trusted at a sign-in, as
+/// `DELETE /api/v1/users/{email}/trusted-browsers` does.
+pub async fn forget_browsers(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    PageForm(form): PageForm<ForgetBrowsersForm>,
+) -> Response {
+    let permission = "gateway:sessions:manage";
+    let asked = json!({ "email": form.email, "all": true });
+    let checked = checked_form(
+        &state,
+        peer,
+        &headers,
+        form.csrf.as_deref(),
+        permission,
+        &asked,
+    );
+    let (principal, _) = match checked.await {
+        Ok(signed_in) => signed_in,
+        Err(answer) => return answer,
+    };
+    let actor = page_actor(&principal, peer, &headers, Decision::Allow);
+    match manage::forget_browsers(&state.store, &state.audit, &actor, &form.email).await {
+        Ok(_) => Redirect::to("/users").into_response(),
+        Err(ManageError::Store(StoreError::NotFound(m))) => message(
+            StatusCode::NOT_FOUND,
+            "Not changed",
+            &format!("{m} not found."),
+        ),
+        Err(ManageError::Escalation(m)) => message(StatusCode::FORBIDDEN, "Not changed", &m),
+        Err(e) => {
+            tracing::error!(error = %e, "forgetting someone's trusted browsers failed");
+            super::unavailable("Nothing was changed.")
+        }
+    }
 }

@@ -1674,3 +1674,116 @@ both_backends!(
         );
     }
 );
+
+/// Signs `b` in again with `code`, ticking "Trust this browser".
+async fn trust(s: &SignIn, b: &mut Browser, code: String) {
+    let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+    let page = go(b, &login).await;
+    assert!(asks_for_a_code(&page), "{}", page.body);
+    let url = format!("{}/api/v1/auth/mfa", s.gw.url);
+    let token = csrf(&page);
+    let fields = [("csrf", token.as_str()), ("code", &code), ("trust", "1")];
+    let done = submit(b, &url, &fields).await;
+    assert!(done.url.ends_with("/account"), "{}", done.url);
+}
+
+both_backends!(
+    an_admin_forgets_someones_trusted_browsers,
+    |db| async move {
+        add_who(&db);
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let ops = token(&db, "ops-robot", &["--role", "ops"]);
+        let s = gateway_with_key(&db, Some(KEY)).await;
+        let (mut b, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut b).await;
+        let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+        // Trust two browsers at sign-ins with the code.
+        trust(&s, &mut b, app.next_code().await).await;
+        let mut laptop = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
+        trust(&s, &mut laptop, app.next_code().await).await;
+        let skipped = go(&mut laptop, &login).await;
+        assert!(
+            skipped.url.ends_with("/account"),
+            "trusted: {}",
+            skipped.url
+        );
+
+        // Admins see who has trusted browsers.
+        let (mut boss, _) = web_sign_in_as(&s, "admin@example.com").await;
+        let users = go(&mut boss, &format!("{}/users", s.gw.url)).await;
+        assert!(users.body.contains("2 trusted browsers"), "{}", users.body);
+        let listed: serde_json::Value = client()
+            .get(format!("{}/api/v1/users", s.gw.url))
+            .bearer_auth(boss.cookies.get("rg_session").cloned().unwrap_or_default())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        let who = listed
+            .as_array()
+            .and_then(|all| all.iter().find(|u| u["email"] == WHO))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(who["trusted_browsers"], 2, "{listed}");
+
+        // Only those who may end someone's sessions may forget their browsers.
+        let forget = |credential: String, email: &str| {
+            let url = format!("{}/api/v1/users/{email}/trusted-browsers", s.gw.url);
+            status_json(client().delete(url).bearer_auth(credential))
+        };
+        let (status, body) = forget(ops.clone(), WHO).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("permission_denied"))
+        );
+        let boss_session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        let (status, body) = forget(boss_session.clone(), "nobody@example.com").await;
+        assert_eq!(status, 404, "{body}");
+        let (status, body) = forget(boss_session.clone(), WHO).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["forgotten"], 2, "{body}");
+        assert_eq!(body["user"]["email"], WHO, "{body}");
+
+        // Their next sign-in in that browser asks for the code again; their sessions stay.
+        let asked = go(&mut laptop, &login).await;
+        assert!(asks_for_a_code(&asked), "forgotten: {}", asked.body);
+        let account = go(&mut b, &format!("{}/account", s.gw.url)).await;
+        assert!(account.body.contains(WHO), "{}", account.body);
+
+        // The page's button does the same.
+        trust(&s, &mut laptop, app.next_code().await).await;
+        let users = go(&mut boss, &format!("{}/users", s.gw.url)).await;
+        assert!(users.body.contains("1 trusted browser"), "{}", users.body);
+        let id = who["id"].as_i64().unwrap_or_default();
+        assert!(users.body.contains(&format!("id=\"forget-browsers-{id}\"")));
+        let done = submit(
+            &mut boss,
+            &format!("{}/users/forget-browsers", s.gw.url),
+            &[("csrf", &csrf(&users)), ("email", WHO)],
+        )
+        .await;
+        assert!(done.url.ends_with("/users"), "{}", done.url);
+        assert!(!done.body.contains("trusted browser"), "{}", done.body);
+        let asked = go(&mut laptop, &login).await;
+        assert!(asks_for_a_code(&asked), "forgotten: {}", asked.body);
+
+        // On the trail, before and after: who, for whom, how many.
+        let trail = events(&db, "gateway:mfa:forget_device").await;
+        assert!(
+            trail.iter().any(|e| e.details["forgotten"] == 2),
+            "{trail:#?}"
+        );
+        assert!(
+            trail
+                .iter()
+                .any(|e| e.details["email"] == WHO && e.details["all"] == true),
+            "{trail:#?}"
+        );
+    }
+);
