@@ -186,8 +186,17 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway users set-role ann@example.com ops
   rack-gateway users lock ann@example.com      # ends her sessions, stops her tokens
   rack-gateway users unlock ann@example.com
-  rack-gateway users reset-mfa ann@example.com # a lost phone")]
+  rack-gateway users reset-mfa ann@example.com # a lost phone
+  rack-gateway users forget-browsers ann@example.com # a lost laptop")]
     Users(UsersArgs),
+    /// Where you are signed in: your sessions (admins: anyone's), and ending them.
+    #[command(after_help = "Examples:
+  rack-gateway sessions
+  rack-gateway sessions revoke 42
+  rack-gateway sessions revoke-all                       # this one too
+  rack-gateway sessions --email ann@example.com          # admins
+  rack-gateway sessions revoke-all --email ann@example.com")]
+    Sessions(SessionsArgs),
     /// Roles and what they grant; define, change and delete custom roles (admins).
     #[command(after_help = "Examples:
   rack-gateway roles
@@ -357,6 +366,34 @@ pub struct UsersArgs {
     pub command: Option<UsersCommand>,
 }
 
+/// `sessions [--email E]` and its subcommands.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Someone else's sessions (admins: `gateway:sessions:manage`).
+    #[arg(long, global = true)]
+    pub email: Option<String>,
+    /// A subcommand (default: list).
+    #[command(subcommand)]
+    pub command: Option<SessionsCommand>,
+}
+
+/// `sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// End one session (its next request is refused, on every gateway instance).
+    #[command(after_help = "Example:
+  rack-gateway sessions revoke 42")]
+    Revoke {
+        /// The session's id (`rack-gateway sessions` lists them).
+        id: i64,
+    },
+    /// End every session: yours (this one too), or someone's with `--email`.
+    #[command(after_help = "Examples:
+  rack-gateway sessions revoke-all
+  rack-gateway sessions revoke-all --email ann@example.com")]
+    RevokeAll,
+}
+
 /// `users …`.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -405,7 +442,7 @@ pub enum UsersCommand {
         email: String,
     },
     /// Forget every browser someone trusted at a sign-in (a lost laptop): their next sign-in
-    /// asks for their code again. Their sessions stay (`users lock` ends them).
+    /// asks for their code again. Their sessions stay (`sessions revoke-all --email` ends them).
     #[command(after_help = "Example:
   rack-gateway users forget-browsers ann@example.com")]
     ForgetBrowsers {

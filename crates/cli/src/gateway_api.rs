@@ -600,6 +600,77 @@ impl GatewayApi {
     }
 }
 
+/// A session as `GET /api/v1/sessions` lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Its id (to revoke it by).
+    pub id: i64,
+    /// `web` or `cli`.
+    #[serde(default)]
+    pub channel: String,
+    /// The browser's or CLI's User-Agent at sign-in.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// Where it signed in from.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// When it signed in (unix ms).
+    #[serde(default)]
+    pub created_at: i64,
+    /// Its last request (unix ms).
+    #[serde(default)]
+    pub last_seen_at: i64,
+    /// When it ends at the latest (unix ms).
+    #[serde(default)]
+    pub expires_at: i64,
+    /// The session asking.
+    #[serde(default)]
+    pub current: bool,
+}
+
+impl GatewayApi {
+    /// `GET /api/v1/sessions[?email=]` with `token`.
+    pub async fn sessions(
+        &self,
+        token: &str,
+        email: Option<&str>,
+    ) -> Result<Vec<SessionInfo>, ClientError> {
+        let url = self.url(&format!("/api/v1/sessions{}", for_email(email)));
+        self.listing(token, url).await
+    }
+
+    /// `DELETE /api/v1/sessions/{id}`: whether it was live.
+    pub async fn revoke_session(&self, token: &str, id: i64) -> Result<bool, ClientError> {
+        let url = self.url(&format!("/api/v1/sessions/{id}"));
+        let request = self.http.delete(&url);
+        let answer: serde_json::Value = self.change(&url, request, token).await?;
+        Ok(answer["revoked"].as_bool().unwrap_or(false))
+    }
+
+    /// `POST /api/v1/sessions/revoke-all[?email=]`: how many were ended.
+    pub async fn revoke_all_sessions(
+        &self,
+        token: &str,
+        email: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let url = self.url(&format!("/api/v1/sessions/revoke-all{}", for_email(email)));
+        let request = self.http.post(&url);
+        let answer: serde_json::Value = self.change(&url, request, token).await?;
+        Ok(answer["revoked"].as_u64().unwrap_or(0))
+    }
+}
+
+/// `?email=…` (encoded) when an e-mail is given.
+fn for_email(email: Option<&str>) -> String {
+    match email {
+        Some(email) => format!(
+            "?email={}",
+            percent_encoding::utf8_percent_encode(email, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => String::new(),
+    }
+}
+
 /// A role as `GET /api/v1/roles` lists it (and as a custom role's change answers).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RoleInfo {

@@ -16,6 +16,7 @@ mod ps;
 mod releases;
 mod roles;
 mod services;
+mod sessions;
 mod system;
 mod tokens;
 mod users;
@@ -68,6 +69,7 @@ fn prints_json(command: &Command) -> bool {
         Command::Builds(a) => matches!(a.command, None | Some(BuildsCommand::Info { .. })),
         Command::Tokens(a) => matches!(a.command, None | Some(TokensCommand::Create { .. })),
         Command::Users(a) => a.command.is_none(),
+        Command::Sessions(a) => a.command.is_none(),
         Command::Roles(a) => a.command.is_none(),
         Command::AppRules(a) => matches!(a.command, None | Some(AppRulesCommand::Show { .. })),
         Command::DeployApproval(a) => matches!(
@@ -89,7 +91,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks, audit, tokens and tokens create, users, roles, app-rules and app-rules show, deploy-approval list, show and request); this \
+                  `info`, services, scale, instances, rack, racks, audit, tokens and tokens create, users, sessions, roles, app-rules and app-rules show, deploy-approval list, show and request); this \
                   command prints what it does, or streams"
                 .into(),
         }));
@@ -126,6 +128,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Audit(args) => audit::run(ctx, args).await,
         Command::Tokens(args) => tokens::run(ctx, args).await,
         Command::Users(args) => users::run(ctx, args).await,
+        Command::Sessions(args) => sessions::run(ctx, args).await,
         Command::Roles(args) => roles::run(ctx, args).await,
         Command::AppRules(args) => app_rules::run(ctx, args).await,
         Command::Mfa(args) => mfa::run(ctx, args).await,

@@ -4,6 +4,7 @@
 
 mod kit;
 
+mod account;
 mod app_rules;
 mod approvals;
 mod audit;
