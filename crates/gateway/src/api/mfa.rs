@@ -165,14 +165,7 @@ async fn key_proof_given(
         return Ok(None);
     };
     // Keys go beside the app: with the app gone (and its keys with it), no proof counts.
-    let has_app = mfa::required(&state.store, user_id)
-        .await
-        .map_err(|e| match e {
-            MfaError::Store(e) => ApiError::store(e),
-            _ => ApiError::StoreUnavailable,
-        })?
-        .is_some();
-    if !has_app {
+    if !super::has_app(state, user_id).await? {
         return Ok(None);
     }
     let taken = cli_key::take_proof(&state.store, proof, session_id, now_ms())

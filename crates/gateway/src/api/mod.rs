@@ -354,14 +354,7 @@ impl Caller {
             }
             return Ok(());
         };
-        let has_app = crate::mfa::required(&state.store, user_id)
-            .await
-            .map_err(|e| match e {
-                crate::mfa::MfaError::Store(e) => ApiError::store(e),
-                _ => ApiError::StoreUnavailable,
-            })?
-            .is_some();
-        if !has_app {
+        if !has_app(state, user_id).await? {
             return Ok(());
         }
         let code = code.unwrap_or("");
@@ -387,13 +380,7 @@ impl Caller {
     ) -> Result<(), ApiError> {
         self.require(state, permission).await?;
         let has_app = match self.principal.user_id() {
-            Some(id) => crate::mfa::required(&state.store, id)
-                .await
-                .map_err(|e| match e {
-                    crate::mfa::MfaError::Store(e) => ApiError::store(e),
-                    _ => ApiError::StoreUnavailable,
-                })?
-                .is_some(),
+            Some(id) => has_app(state, id).await?,
             None => false,
         };
         if has_app && self.principal.session_id().is_some() {
@@ -656,4 +643,16 @@ pub const MFA_CODE_HEADER: &str = "x-mfa-code";
 /// text).
 pub fn code_header<'a>(headers: &'a http::HeaderMap, body: Option<&'a str>) -> Option<&'a str> {
     body.or_else(|| headers.get(MFA_CODE_HEADER)?.to_str().ok())
+}
+
+/// Whether user `user_id` has a confirmed authenticator app (whose codes the changes of the
+/// step-up and "right now" tiers ask for).
+pub(crate) async fn has_app(state: &AppState, user_id: i64) -> Result<bool, ApiError> {
+    crate::mfa::required(&state.store, user_id)
+        .await
+        .map(|app| app.is_some())
+        .map_err(|e| match e {
+            crate::mfa::MfaError::Store(e) => ApiError::store(e),
+            _ => ApiError::StoreUnavailable,
+        })
 }
