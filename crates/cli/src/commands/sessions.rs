@@ -3,6 +3,7 @@
 //! only with `gateway:sessions:manage`) and its audit events.
 
 use crate::cli::{SessionsArgs, SessionsCommand};
+use crate::config::TokenType;
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::gateway_api::SessionInfo;
@@ -13,6 +14,14 @@ pub async fn run(ctx: &Ctx, args: SessionsArgs) -> CliResult<i32> {
     let (selected, api) = ctx.gateway("sessions are a rack-gateway's")?;
     let credential = &selected.entry.token;
     let email = args.email.as_deref();
+    let own = !matches!(args.command, Some(SessionsCommand::Revoke { .. }));
+    if own && email.is_none() && selected.entry.token_type != TokenType::Session {
+        return Err(CliError::Usage(
+            "this rack is used with an API token, which has no sessions: give --email EMAIL \
+             for someone's (admins), or sign in with `rack-gateway login` for your own"
+                .into(),
+        ));
+    }
     match args.command {
         None => {
             let sessions = api

@@ -57,7 +57,7 @@ async fn sessions_are_listed_and_ended() {
     let admin = Home::new();
     admin.login(&dev, "dev", "admin");
     let err = admin.run(&["sessions"]).failed();
-    assert!(err.contains("API tokens have no sessions"), "{err}");
+    assert!(err.contains("API token, which has no sessions"), "{err}");
     let theirs = admin
         .run(&["sessions", "--email", "viewer@example.com", "--json"])
         .json();
