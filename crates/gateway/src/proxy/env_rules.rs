@@ -35,12 +35,24 @@ const FORM_LIMIT: usize = 4 * 1024 * 1024;
 /// The most of a release read from the rack to learn its environment.
 const LOOKUP_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Whether a request needing `permission` (a release route) by `principal` needs the app's
+/// The permission of `POST /apps/{app}/releases/{id}/promote`.
+pub const RELEASE_PROMOTE: &str = "convox:releases:promote";
+
+/// Whether requests needing `permission` may fall under the app's environment rules: the
+/// release routes (see `env_mask::carries_env`), and promoting a release, whose environment
+/// then takes effect.
+pub fn applies(permission: &str) -> bool {
+    super::env_mask::carries_env(permission) || permission == RELEASE_PROMOTE
+}
+
+/// Whether a request needing `permission` (see [`applies`]) by `principal` needs the app's
 /// rules at all: never for callers they do not bind (admins), so those read nothing.
 pub fn needs_rules(permission: &str, principal: &Principal) -> bool {
     let reach = Reach::of(principal);
     if permission == RELEASE_CREATE {
         !(reach.reads_env && reach.reads_secrets && reach.writes_protected)
+    } else if permission == RELEASE_PROMOTE {
+        !reach.writes_protected
     } else {
         // An answer only: masked whole without env:read, else the secrets alone.
         reach.reads_env && !reach.reads_secrets
@@ -167,14 +179,7 @@ pub async fn checked(
         }
         _ => &base,
     };
-    let touched: Vec<&str> = now
-        .keys()
-        .chain(wanted.keys())
-        .filter(|name| reach.guarded(rules, name) && now.get(*name) != wanted.get(*name))
-        .map(String::as_str)
-        .collect::<std::collections::BTreeSet<&str>>()
-        .into_iter()
-        .collect();
+    let touched = protected_changes(&reach, rules, now, &wanted);
     if !touched.is_empty() {
         return Err(ApiError::EnvProtected(format!(
             "{} of app {app} {} protected by the app's rules: setting, changing or unsetting \
@@ -269,6 +274,51 @@ fn decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Refuses promoting release `release` of `app` by `principal` when that would change a
+/// variable the app's `rules` protect from what the app's latest release holds: an older
+/// release carries older values, and promoting it (`convox releases promote OLD`) would roll
+/// them back as surely as `convox env set` would change them.
+pub async fn promote_checked(
+    state: &AppState,
+    principal: &Principal,
+    (app, rules): (&str, &AppRules),
+    release: &str,
+) -> Result<(), ApiError> {
+    let reach = Reach::of(principal);
+    if reach.writes_protected || rules.protected_env.is_empty() {
+        return Ok(());
+    }
+    let latest = base_env(state, app, None).await?;
+    let promoted = base_env(state, app, Some(release)).await?;
+    let touched = protected_changes(&reach, rules, &latest, &promoted);
+    if touched.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::EnvProtected(format!(
+        "promoting release {release} would change {} of app {app} from its latest release, \
+         protected by the app's rules: that needs {} (ask an admin)",
+        touched.join(", "),
+        app_rules::WRITE_PROTECTED
+    )))
+}
+
+/// The protected variables (for this caller) whose values differ between `now` and `wanted`,
+/// by name.
+fn protected_changes<'a>(
+    reach: &Reach,
+    rules: &AppRules,
+    now: &'a env::Environment,
+    wanted: &'a env::Environment,
+) -> Vec<&'a str> {
+    now.keys()
+        .chain(wanted.keys())
+        .filter(|name| reach.guarded(rules, name) && now.get(*name) != wanted.get(*name))
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<&str>>()
+        .into_iter()
+        .collect()
+}
+
 /// The environment of the release a new one is made from, as the rack picks it: `parent` when
 /// given, else the app's latest release (not necessarily the promoted one; none yet: empty).
 async fn base_env(
@@ -294,7 +344,7 @@ async fn base_env(
     }
     if !crate::approvals::gate::is_rack_id(&release) {
         return Err(ApiError::BadRequest(
-            "parent-release: not a rack release id".into(),
+            "not a rack release id (parent-release, or the release promoted)".into(),
         ));
     }
     let json = rack_json(state, &format!("/apps/{app}/releases/{release}"), wait).await?;

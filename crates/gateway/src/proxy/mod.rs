@@ -159,15 +159,15 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         return Box::pin(session).await;
     }
     let url = state.upstream.url(&allowed.normalised.forward, query);
-    // Only release routes carry an environment: every other request goes on untouched,
-    // without the (boxed) detour.
+    // Only release routes carry an environment (or, promoting, put one in effect): every other
+    // request goes on untouched, without the (boxed) detour.
     let forwarding = Forwarding {
         body,
         headers: forwarded,
         masking: None,
         kept: Vec::new(),
     };
-    let forwarding = if env_mask::carries_env(&allowed.classified.permission) {
+    let forwarding = if env_rules::applies(&allowed.classified.permission) {
         match Box::pin(app_rules_applied(
             state, &parts, query, &allowed, forwarding,
         ))
@@ -244,6 +244,13 @@ async fn app_rules_applied(
         .await?;
         forwarding.body = body;
         forwarding.kept = kept;
+    }
+    if let Some(app) = app
+        && permission == env_rules::RELEASE_PROMOTE
+    {
+        // `/apps/{app}/releases/{id}/promote`: the catalogue matched that shape.
+        let release = path.split('/').nth(4).unwrap_or_default();
+        env_rules::promote_checked(state, principal, (app, &rules), release).await?;
     }
     Ok(forwarding)
 }

@@ -890,3 +890,70 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    promoting_an_older_release_cannot_roll_protected_env_back,
+    |db| async move {
+        let (rack_url, _stop) = fake_rack().await;
+        let admin_token = role_token(&db, "admin");
+        let deployer = role_token(&db, "deployer");
+        let gw = Gateway::start(&db, &rack_url, &[]).await;
+        let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
+        // The release in effect before the change.
+        let (status, list) = rack(
+            &gw,
+            get.clone(),
+            "/apps/web/releases?limit=1",
+            &admin_token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        let list: Value = serde_json::from_str(&list).unwrap_or_default();
+        let before = list[0]["id"].as_str().unwrap_or_default().to_string();
+        // An admin protects RAILS_ENV and changes it: a new latest release.
+        let rules = json!({ "protected_env": ["RAILS_ENV"] });
+        let (status, body) = api(
+            &gw.url,
+            reqwest::Method::PUT,
+            "/api/v1/app-rules/web",
+            &admin_token,
+            Some(rules),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, made) = env_set(&gw, &admin_token, &["RAILS_ENV=staging"]).await;
+        assert_eq!(status, 200, "{made}");
+        let after = serde_json::from_str::<Value>(&made).unwrap_or_default()["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!after.is_empty() && after != before, "{made}");
+
+        // A deployer promoting the older release would put RAILS_ENV=production back: refused,
+        // naming it, before the rack hears of it.
+        let promote = |id: &str| format!("/apps/web/releases/{id}/promote");
+        let (status, answer) = rack(&gw, post.clone(), &promote(&before), &deployer, None).await;
+        assert_eq!(
+            (status, code_of(&answer).as_str()),
+            (403, "env_protected"),
+            "{answer}"
+        );
+        assert!(answer.contains("RAILS_ENV"), "{answer}");
+        let st = store(&db).await;
+        assert!(
+            audited(&st, |row| row.event.action == "convox:releases:promote"
+                && row.event.status == Some(403))
+            .await,
+            "the refusal is on the trail"
+        );
+        // The latest release (the admin's values) is theirs to promote; a mangled id is a 400.
+        let (status, answer) = rack(&gw, post.clone(), &promote(&after), &deployer, None).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = rack(&gw, post.clone(), &promote("R%20x"), &deployer, None).await;
+        assert!(matches!(status, 400 | 404), "{status} {answer}");
+        // An admin may roll it back.
+        let (status, answer) = rack(&gw, post, &promote(&before), &admin_token, None).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+);
