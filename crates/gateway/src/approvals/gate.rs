@@ -68,6 +68,8 @@ pub struct Grant {
     pub git_commit: String,
     /// Whether this step spent it (the promote).
     pub spent: bool,
+    /// When its deploy window ends (unix ms): a session it let through ends then too.
+    pub until: i64,
 }
 
 /// The app and deploy step of a request for `permission` on `decoded_path`, with `headers` as
@@ -142,6 +144,7 @@ pub async fn let_through(
         approval_id: approval.id,
         git_commit: approval.git_commit,
         spent: false,
+        until: approval.expires_at,
     };
     let release = match step {
         Step::Upload | Step::Build => return Ok(unspent(approval)),
@@ -222,6 +225,7 @@ pub async fn let_through(
         approval_id: approval.id,
         git_commit: approval.git_commit,
         spent: true,
+        until: approval.expires_at,
     })
 }
 

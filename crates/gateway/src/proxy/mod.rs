@@ -152,10 +152,8 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         let url = state.upstream.ws_url(&allowed.normalised.forward, query);
         // Boxed: the WebSocket future is several times the size of the rest of this one, and
         // every plain request's future would otherwise carry (and be moved with) that space.
-        let permission = allowed.lives_under.clone();
-        let session = open_session(
-            state, &mut parts, principal, forwarded, url, permission, outcome,
-        );
+        let lives = (allowed.lives_under.clone(), allowed.ends_at);
+        let session = open_session(state, &mut parts, principal, forwarded, url, lives, outcome);
         return Box::pin(session).await;
     }
     let url = state.upstream.url(&allowed.normalised.forward, query);
@@ -264,7 +262,7 @@ async fn open_session(
     principal: &Principal,
     forwarded: http::HeaderMap,
     url: String,
-    permission: String,
+    (permission, ends_at): (String, Option<i64>),
     mut outcome: OutcomeGuard,
 ) -> Result<Response, ApiError> {
     let slot = match state.sessions.admit(principal) {
@@ -293,6 +291,7 @@ async fn open_session(
         state: state.clone(),
         token: crate::config::Secret::new(token),
         permission,
+        ends_at,
     };
     ws::forward(state, upgrade, forwarded, url, outcome, recheck, slot).await
 }
@@ -365,6 +364,9 @@ struct Allowed {
     classified: Classified,
     /// The permission a WebSocket session needs to go on (re-checked while it lasts).
     lives_under: String,
+    /// When a WebSocket session must end whatever the re-checks say (unix ms): the deploy
+    /// window of the approval that let it through.
+    ends_at: Option<i64>,
 }
 
 /// Authenticates the caller, judges the request and records its event, durably, before
@@ -494,16 +496,17 @@ async fn authorise(
         match normalised {
             Ok(normalised) => {
                 // A session an approval let through lives as long as its caller may still ask
-                // for approvals (the approval was judged when it opened).
-                let lives_under = match grant {
-                    Some(_) => approvals::REQUEST.to_string(),
-                    None => classified.permission.clone(),
+                // for approvals, and no longer than the approval's deploy window.
+                let (lives_under, ends_at) = match &grant {
+                    Some(grant) => (approvals::REQUEST.to_string(), Some(grant.until)),
+                    None => (classified.permission.clone(), None),
                 };
                 let allowed = Allowed {
                     principal,
                     normalised,
                     classified,
                     lives_under,
+                    ends_at,
                 };
                 return Ok((allowed, outcome));
             }

@@ -72,6 +72,9 @@ pub struct Recheck {
     pub token: Secret,
     /// The route's permission.
     pub permission: String,
+    /// When the session ends whatever the credentials say (unix ms): the deploy window of
+    /// the approval that let it through.
+    pub ends_at: Option<i64>,
 }
 
 impl Recheck {
@@ -84,6 +87,12 @@ impl Recheck {
         let mut store_failures = 0;
         loop {
             every.tick().await;
+            if self
+                .ends_at
+                .is_some_and(|end| crate::store::now_ms() >= end)
+            {
+                return "the deploy approval it ran under has expired".into();
+            }
             let state = &self.state;
             match recheck(&state.store, &state.config.sessions, self.token.expose()).await {
                 Ok(principal) => {

@@ -957,3 +957,84 @@ both_backends!(
         assert_eq!(status, 200, "{answer}");
     }
 );
+
+both_backends!(
+    an_approved_exec_ends_with_its_approval_window,
+    |db| async move {
+        let (rack_url, _stop) = fake_rack().await;
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let ci = role_token(&db, "cicd");
+        let pod = role_token(&db, "admin");
+        // A deploy window of 7 s: an exec it lets through must not outlive it.
+        let env = [("DEPLOY_APPROVAL_WINDOW_SECS", "7")];
+        let s = SignIn::start_on_rack(&db, &env, &rack_url).await;
+        let boss = session_of(&s, "admin@example.com").await;
+        let gw = &s.gw;
+        let rules = json!({ "approved_commands": ["sleep 30 && echo late"] });
+        let put = reqwest::Method::PUT;
+        let (status, body) = api(&gw.url, put, "/api/v1/app-rules/web", &pod, Some(rules)).await;
+        assert_eq!(status, 200, "{body}");
+        let post = reqwest::Method::POST;
+        let (status, asked) = api(
+            &gw.url,
+            post.clone(),
+            "/api/v1/deploy-approvals",
+            &ci,
+            Some(json!({ "app": "web", "git_commit": SHA })),
+        )
+        .await;
+        assert_eq!(status, 201, "{asked}");
+        let path = format!("/api/v1/deploy-approvals/{}/approve", asked["id"]);
+        let (status, body) = api(&gw.url, post, &path, &boss, Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        let approved_at = std::time::Instant::now();
+
+        let (status, procs) =
+            rack(gw, reqwest::Method::GET, "/apps/web/processes", &ci, None).await;
+        assert_eq!(status, 200, "{procs}");
+        let procs: Value = serde_json::from_str(&procs).unwrap_or_default();
+        let pid = procs[0]["id"].as_str().unwrap_or_default().to_string();
+        let mut request =
+            crate::streaming::ws_request(gw, &format!("/apps/web/processes/{pid}/exec"), &ci);
+        request.headers_mut().insert(
+            "command",
+            http::HeaderValue::from_static("sleep 30 && echo late"),
+        );
+        request
+            .headers_mut()
+            .insert("tty", http::HeaderValue::from_static("false"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut said = String::new();
+        let mut closed_with = None;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout(std::time::Duration::from_secs(40), socket.next()).await
+        {
+            match message {
+                tokio_tungstenite::tungstenite::Message::Text(t) => said.push_str(&t),
+                tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                    closed_with = frame.map(|f| f.reason.to_string());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        // Ended at the window's end (7 s, and a re-check every 5 s), not by the command.
+        let lasted = approved_at.elapsed();
+        assert!(
+            !said.contains("late"),
+            "the session outlived its approval: {said:?}"
+        );
+        assert!(
+            lasted < std::time::Duration::from_secs(25),
+            "ended after {lasted:?}"
+        );
+        let reason = closed_with.unwrap_or_default();
+        assert!(reason.contains("deploy approval"), "{reason:?} {said:?}");
+    }
+);
