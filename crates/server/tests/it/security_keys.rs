@@ -498,3 +498,28 @@ both_backends!(
         assert!(!written.contains(&id), "the id reached the trail");
     }
 );
+
+both_backends!(
+    without_security_keys_on_the_gateway_a_cli_confirmation_is_refused_clearly,
+    |db| async move {
+        add_who(&db);
+        let (rack_url, _stop) = crate::approvals::fake_rack().await;
+        // Browsers reach this gateway by an IP address: WebAuthn takes none, so keys are off.
+        let env = [("MFA_ENCRYPTION_KEY", KEY)];
+        let s = SignIn::start_on_rack(&db, &env, &rack_url).await;
+        let session = crate::approvals::session_of(&s, WHO).await;
+        let (status, body, _) = post(&s, &session, KEY_START, json!({})).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("conflict")),
+            "{body}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("security keys are off"),
+            "{body}"
+        );
+    }
+);
