@@ -506,6 +506,15 @@ pub struct User {
     /// An authenticator app guards their sign-ins (`None` from a gateway that does not say).
     #[serde(default)]
     pub mfa: Option<bool>,
+    /// Security keys and passkeys beside the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_keys: Option<i64>,
+    /// YubiKeys beside the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yubikeys: Option<i64>,
+    /// Browsers trusted at a sign-in (skipping the code), still in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_browsers: Option<i64>,
 }
 
 /// A change to a user over `/api/v1/users`.

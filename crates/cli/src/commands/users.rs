@@ -83,6 +83,34 @@ pub async fn run(ctx: &Ctx, args: UsersArgs) -> CliResult<i32> {
     Ok(0)
 }
 
+/// The MFA column: `on` or `off`, with what stands beside the app ("on (1 security key,
+/// 2 trusted browsers)"); `-` from a gateway that does not say.
+fn mfa_cell(u: &User) -> String {
+    let state = match u.mfa {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => return "-".into(),
+    };
+    let counted = [
+        (u.security_keys, "security key", "security keys"),
+        (u.yubikeys, "YubiKey", "YubiKeys"),
+        (u.trusted_browsers, "trusted browser", "trusted browsers"),
+    ];
+    let extras: Vec<String> = counted
+        .iter()
+        .filter_map(|(n, one, many)| match n {
+            Some(1) => Some(format!("1 {one}")),
+            Some(n) if *n > 1 => Some(format!("{n} {many}")),
+            _ => None,
+        })
+        .collect();
+    if extras.is_empty() {
+        state.to_string()
+    } else {
+        format!("{state} ({})", extras.join(", "))
+    }
+}
+
 /// EMAIL, NAME, ROLE, STATUS, MFA, LAST SEEN.
 fn print_table(users: &[User]) -> CliResult<()> {
     let mut table = Table::new(&["EMAIL", "NAME", "ROLE", "STATUS", "MFA", "LAST SEEN"]);
@@ -92,16 +120,35 @@ fn print_table(users: &[User]) -> CliResult<()> {
             output::printable(&u.name).into_owned(),
             output::printable(&u.role).into_owned(),
             if u.locked { "locked" } else { "active" }.to_string(),
-            match u.mfa {
-                Some(true) => "on",
-                Some(false) => "off",
-                None => "-",
-            }
-            .to_string(),
+            mfa_cell(u),
             u.last_seen_at
                 .map(output::unix_ms)
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
     table.print()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mfa_cell_says_what_stands_beside_the_app() {
+        let mut u = User {
+            mfa: Some(true),
+            ..User::default()
+        };
+        assert_eq!(mfa_cell(&u), "on");
+        u.security_keys = Some(1);
+        u.yubikeys = Some(0);
+        u.trusted_browsers = Some(2);
+        assert_eq!(mfa_cell(&u), "on (1 security key, 2 trusted browsers)");
+        u.mfa = None;
+        assert_eq!(mfa_cell(&u), "-");
+        u.mfa = Some(false);
+        u.security_keys = None;
+        u.trusted_browsers = None;
+        assert_eq!(mfa_cell(&u), "off");
+    }
 }

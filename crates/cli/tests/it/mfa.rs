@@ -307,6 +307,8 @@ async fn a_security_key_in_the_browser_stands_in_for_a_code() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(added.body.contains("<td>Keyring</td>"), "{}", added.body);
+    let listed = home.run(&["users"]).ok();
+    assert!(listed.contains("on (1 security key)"), "{listed}");
 
     // `mfa verify --key`: the link is printed (not opened, as asked), the browser confirms,
     // and the session may make privileged changes.
