@@ -373,15 +373,6 @@ pub async fn forget_browsers(
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     match manage::forget_browsers(&state.store, &state.audit, &actor, &form.email).await {
         Ok(_) => Redirect::to("/users").into_response(),
-        Err(ManageError::Store(StoreError::NotFound(m))) => message(
-            StatusCode::NOT_FOUND,
-            "Not changed",
-            &format!("{m} not found."),
-        ),
-        Err(ManageError::Escalation(m)) => message(StatusCode::FORBIDDEN, "Not changed", &m),
-        Err(e) => {
-            tracing::error!(error = %e, "forgetting someone's trusted browsers failed");
-            super::unavailable("Nothing was changed.")
-        }
+        Err(e) => refused_change(e),
     }
 }

@@ -1770,6 +1770,14 @@ both_backends!(
         .await;
         assert!(done.url.ends_with("/users"), "{}", done.url);
         assert!(!done.body.contains("trusted browser"), "{}", done.body);
+        let users = go(&mut boss, &format!("{}/users", s.gw.url)).await;
+        let nobody = submit(
+            &mut boss,
+            &format!("{}/users/forget-browsers", s.gw.url),
+            &[("csrf", &csrf(&users)), ("email", "nobody@example.com")],
+        )
+        .await;
+        assert_eq!(nobody.status, 404, "{}", nobody.body);
         let asked = go(&mut laptop, &login).await;
         assert!(asks_for_a_code(&asked), "forgotten: {}", asked.body);
 
