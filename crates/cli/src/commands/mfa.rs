@@ -16,6 +16,7 @@ use crate::context::Ctx;
 use crate::error::{CliError, CliResult};
 use crate::gateway_api::{GatewayApi, KeyPoll};
 use crate::output;
+use convox_api::client::ClientError;
 
 /// Runs `mfa …`.
 pub async fn run(ctx: &Ctx, args: MfaArgs) -> CliResult<i32> {
@@ -60,34 +61,56 @@ const USE_A_KEY: &str = "key";
 
 /// The code from the terminal (prompted on stderr), or the first line of stdin; `key` (or Enter
 /// alone at a terminal) confirms with a security key in the browser instead (session `token`
-/// on `api`), giving the proof that yields.
+/// on `api`), giving the proof that yields. When the gateway has no key to confirm with (the
+/// person has none, or keys are off), it says why and the next line is read as the code, so
+/// an Enter pressed by habit costs a line, not the command.
 pub(crate) async fn ask_for_code(api: &GatewayApi, token: &str) -> CliResult<String> {
     let stdin = std::io::stdin();
     let terminal = stdin.is_terminal();
-    if terminal {
-        eprint!(
-            "Code from your authenticator app (a backup code, or touch your YubiKey), or Enter \
-             to use a security key in your browser: "
-        );
-        let _ = std::io::stderr().flush();
+    let mut keys_possible = true;
+    loop {
+        if terminal {
+            eprint!(
+                "{}",
+                if keys_possible {
+                    "Code from your authenticator app (a backup code, or touch your YubiKey), or \
+                     Enter to use a security key in your browser: "
+                } else {
+                    "Code from your authenticator app (a backup code, or touch your YubiKey): "
+                }
+            );
+            let _ = std::io::stderr().flush();
+        }
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::io("reading the code", e))?;
+        let code = line.trim().to_string();
+        let wants_key = code.eq_ignore_ascii_case(USE_A_KEY) || (terminal && code.is_empty());
+        if keys_possible && wants_key {
+            match key_in_browser(api, token).await {
+                Err(CliError::Client(ClientError::Api {
+                    status: 409,
+                    message,
+                    ..
+                })) => {
+                    eprintln!("{}", output::printable(&message));
+                    keys_possible = false;
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        if code.is_empty() || wants_key {
+            return Err(CliError::Usage(
+                "no code given: `rack-gateway mfa verify CODE`, type it when asked, or answer \
+                 `key` to use a security key in your browser"
+                    .into(),
+            ));
+        }
+        return Ok(code);
     }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::io("reading the code", e))?;
-    let code = line.trim().to_string();
-    if code.eq_ignore_ascii_case(USE_A_KEY) || (terminal && code.is_empty()) {
-        return key_in_browser(api, token).await;
-    }
-    if code.is_empty() {
-        return Err(CliError::Usage(
-            "no code given: `rack-gateway mfa verify CODE`, type it when asked, or answer \
-             `key` to use a security key in your browser"
-                .into(),
-        ));
-    }
-    Ok(code)
 }
 
 /// Confirms with a security key in the browser: asks the gateway for a confirmation, opens

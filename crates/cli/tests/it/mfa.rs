@@ -273,13 +273,22 @@ async fn a_security_key_in_the_browser_stands_in_for_a_code() {
         .get("rg_session")
         .cloned()
         .unwrap_or_default();
-    let (mut phone, _app) = phone_with_an_app(&dev).await;
+    let (mut phone, mut app) = phone_with_an_app(&dev).await;
     let home = Home::new();
     home.run(&["login", "dev", &dev.gateway, "--token", &session])
         .ok();
     // Without a key yet, the CLI says what to do instead.
     let err = home.run(&["mfa", "verify", "--key"]).failed();
     assert!(err.contains("no security keys"), "{err}");
+    // Asked for a code, the answer `key` says the same and the next line is taken as the code.
+    let input = format!("key\n{}\n", app.next_code().await);
+    let out = home.run_input(&["mfa", "verify"], &input);
+    assert!(out.stderr.contains("no security keys"), "{out:?}");
+    assert!(out.ok().starts_with("Verified:"));
+    // With nothing after it, the command stops, saying how to give a code.
+    let err = home.run_input(&["mfa", "verify"], "key\n").failed();
+    assert!(err.contains("no security keys"), "{err}");
+    assert!(err.contains("no code given"), "{err}");
 
     // A key added beside the app, in the browser (the app was confirmed just now).
     let mut key = SoftKey::new(&dev.gateway);
