@@ -13,7 +13,11 @@
 //!   and then `exec`s the command in it; and `convox exec <pid> <command>` on the app's
 //!   processes. A run that sets its own environment (`Environment`) is refused: the command
 //!   approved is the one run; and with image rules, a run on another release (`Release`) is
-//!   let through only on one whose images keep them.
+//!   let through only on one whose images keep them;
+//! - stop (`DELETE /apps/{app}/processes/{pid}`) the holder process an attached run started
+//!   through one of its approvals, as `convox run` does when the command ends
+//!   ([`super::holders`]): at any time, the approval spent or expired, since stopping it only
+//!   ends what the approval began.
 //!
 //! Nothing else is widened: not env, not scale, not another app.
 
@@ -57,6 +61,11 @@ pub enum Step {
         /// The `Command` header, if any.
         command: Option<String>,
     },
+    /// Stop process `pid` (`convox run` attached, once its command ended).
+    Stop {
+        /// The process id.
+        pid: String,
+    },
 }
 
 /// What let a step through: recorded with the request's audit event.
@@ -70,6 +79,9 @@ pub struct Grant {
     pub spent: bool,
     /// When its deploy window ends (unix ms): a session it let through ends then too.
     pub until: i64,
+    /// Whether it let through an attached run's holder (`sleep N`), whose process id is then
+    /// remembered, so that the run may stop it ([`super::holders`]).
+    pub starts_holder: bool,
 }
 
 /// The app and deploy step of a request for `permission` on `decoded_path`, with `headers` as
@@ -106,6 +118,9 @@ pub fn deploy_step(
         ("convox:processes:exec", ["apps", _, "processes", _, "exec"]) => {
             Step::Exec { command: command() }
         }
+        ("convox:processes:terminate", ["apps", _, "processes", pid]) => Step::Stop {
+            pid: (*pid).to_string(),
+        },
         _ => return None,
     };
     Some((app, step))
@@ -127,6 +142,9 @@ pub async fn let_through(
     let requester = Requester::of(state, principal)
         .await
         .map_err(ApiError::store)?;
+    if let Step::Stop { pid } = &step {
+        return super::holders::may_stop(state, &requester, app, pid).await;
+    }
     let now = now_ms();
     let approval = state
         .store
@@ -145,6 +163,7 @@ pub async fn let_through(
         git_commit: approval.git_commit,
         spent: false,
         until: approval.expires_at,
+        starts_holder: false,
     };
     let release = match step {
         Step::Upload | Step::Build => return Ok(unspent(approval)),
@@ -162,7 +181,8 @@ pub async fn let_through(
                 )));
             }
             let command = command.unwrap_or_default();
-            if !is_holder(&command) && !rules.approves_command(&command) {
+            let holder = super::holders::is_holder(&command);
+            if !holder && !rules.approves_command(&command) {
                 return Err(not_approved_command(app, &command, &rules));
             }
             // A release not yet promoted (migrations before the promote) runs what its images
@@ -177,7 +197,10 @@ pub async fn let_through(
                     )));
                 }
             }
-            return Ok(unspent(approval));
+            return Ok(Grant {
+                starts_holder: holder,
+                ..unspent(approval)
+            });
         }
         Step::Exec { command } => {
             let rules = rules_of(state, app).await?;
@@ -188,6 +211,8 @@ pub async fn let_through(
             return Err(not_approved_command(app, &command, &rules));
         }
         Step::Promote { release } => release,
+        // Answered above, before any approval is looked for.
+        Step::Stop { .. } => return Err(forbidden(principal, permission)),
     };
     let built = built_by(state, app, &release).await?;
     let rules = rules_of(state, app).await?;
@@ -226,6 +251,7 @@ pub async fn let_through(
         git_commit: approval.git_commit,
         spent: true,
         until: approval.expires_at,
+        starts_holder: false,
     })
 }
 
@@ -235,15 +261,6 @@ fn forbidden(principal: &Principal, permission: &str) -> ApiError {
         permission: permission.to_string(),
         role: principal.role_name().to_string(),
     }
-}
-
-/// `convox run`'s holder process for an attached run (`sleep <timeout>`), which then `exec`s
-/// the command.
-fn is_holder(command: &str) -> bool {
-    command
-        .trim()
-        .strip_prefix("sleep ")
-        .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Refusal of a command the app's rules do not approve.
@@ -360,7 +377,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deploy_steps_are_exactly_five_routes() {
+    fn deploy_steps_are_exactly_six_routes() {
         let none = http::HeaderMap::new();
         assert_eq!(
             deploy_step(
@@ -387,6 +404,19 @@ mod tests {
                 }
             ))
         );
+        assert_eq!(
+            deploy_step(
+                "convox:processes:terminate",
+                "/apps/web/processes/web-1",
+                &none
+            ),
+            Some((
+                "web".into(),
+                Step::Stop {
+                    pid: "web-1".into()
+                }
+            ))
+        );
         for (permission, path) in [
             ("convox:builds:import", "/apps/web/builds/import"),
             ("convox:env:set", "/apps/web/environment"),
@@ -396,6 +426,8 @@ mod tests {
             ("convox:processes:start", "/apps/web/processes"),
             ("convox:processes:exec", "/apps/web/processes/p1/files"),
             ("convox:apps:delete", "/apps/web"),
+            ("convox:processes:terminate", "/apps/web/processes"),
+            ("convox:processes:terminate", "/apps/web/processes/p1/exec"),
         ] {
             assert_eq!(
                 deploy_step(permission, path, &none),
@@ -446,21 +478,6 @@ mod tests {
             ),
             Some((_, Step::Run { sets_env: true, .. }))
         ));
-    }
-
-    #[test]
-    fn the_attached_run_holder_is_a_plain_sleep() {
-        assert!(is_holder("sleep 3600") && is_holder(" sleep 60 "));
-        for not in [
-            "sleep",
-            "sleep ",
-            "sleep 1; sh",
-            "sleep 1234567",
-            "sleep -1",
-            "bash",
-        ] {
-            assert!(!is_holder(not), "{not}");
-        }
     }
 
     #[test]

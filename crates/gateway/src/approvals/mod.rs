@@ -8,6 +8,7 @@
 //! and never on a request they made, or that a token acting for them made.
 
 pub mod gate;
+pub mod holders;
 pub mod input;
 
 use serde::Serialize;

@@ -185,6 +185,18 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
     }
     let (body, headers) = (forwarding.body, forwarding.headers);
     let response = body::forward(state, parts, body, headers, url, outcome).await?;
+    if let (Some(approval_id), Some(app)) = (
+        allowed.holder_for,
+        env_mask::app_of(&allowed.normalised.decoded),
+    ) {
+        return Box::pin(approvals::holders::remembered(
+            state,
+            approval_id,
+            app,
+            response,
+        ))
+        .await;
+    }
     match forwarding.masking {
         Some(masking) => env_mask::masked(response, &masking).await,
         None => Ok(response),
@@ -367,6 +379,9 @@ struct Allowed {
     /// When a WebSocket session must end whatever the re-checks say (unix ms): the deploy
     /// window of the approval that let it through.
     ends_at: Option<i64>,
+    /// The approval that let through an attached run's holder process: the process the rack
+    /// starts is remembered as its own ([`approvals::holders`]).
+    holder_for: Option<i64>,
 }
 
 /// Authenticates the caller, judges the request and records its event, durably, before
@@ -501,12 +516,17 @@ async fn authorise(
                     Some(grant) => (approvals::REQUEST.to_string(), Some(grant.until)),
                     None => (classified.permission.clone(), None),
                 };
+                let holder_for = grant
+                    .as_ref()
+                    .filter(|g| g.starts_holder)
+                    .map(|g| g.approval_id);
                 let allowed = Allowed {
                     principal,
                     normalised,
                     classified,
                     lives_under,
                     ends_at,
+                    holder_for,
                 };
                 return Ok((allowed, outcome));
             }

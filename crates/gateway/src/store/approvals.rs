@@ -308,6 +308,73 @@ impl Store {
         .await
     }
 
+    /// Remembers process `pid` of `app` as the holder of an attached run approval
+    /// `approval_id` let through at `now`, forgetting holders older than `kept_ms`.
+    pub async fn remember_approved_holder(
+        &self,
+        approval_id: i64,
+        app: &str,
+        pid: &str,
+        now: i64,
+        kept_ms: i64,
+    ) -> Result<(), StoreError> {
+        bounded(self, async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM approved_holders WHERE created_at < $1")
+                .bind(now.saturating_sub(kept_ms))
+                .execute(&mut *tx)
+                .await?;
+            // A process id the rack gave again is the newest run's.
+            sqlx::query(
+                "INSERT INTO approved_holders (app, pid, approval_id, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (app, pid) DO UPDATE \
+                 SET approval_id = excluded.approval_id, created_at = excluded.created_at",
+            )
+            .bind(app)
+            .bind(pid)
+            .bind(approval_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The approval whose attached run started process `pid` of `app` as its holder since
+    /// `since` (unix ms), when the credential (`token_id`, or `user_id` with no token) asked
+    /// for it.
+    pub async fn approved_holder(
+        &self,
+        token_id: Option<i64>,
+        user_id: Option<i64>,
+        app: &str,
+        pid: &str,
+        since: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM deploy_approvals WHERE id = (SELECT approval_id FROM approved_holders \
+                 WHERE app = $1 AND pid = $2 AND created_at >= $3) \
+                 AND requested_by_token_id IS NOT DISTINCT FROM $4 \
+                 AND (requested_by_token_id IS NOT NULL OR requested_by_user_id = $5)"
+            );
+            let row = sqlx::query(sql)
+                .bind(app)
+                .bind(pid)
+                .bind(since)
+                .bind(token_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
+    }
+
     /// Spends approval `id` on the promote of `release`: only once, and only while it is
     /// approved and not expired at `now`. Whether it was spent.
     pub async fn spend_approval(

@@ -1038,3 +1038,133 @@ both_backends!(
         assert!(reason.contains("deploy approval"), "{reason:?} {said:?}");
     }
 );
+
+both_backends!(
+    an_approved_attached_run_stops_its_own_holder_and_nothing_else,
+    |db| async move {
+        let (rack_url, _stop) = fake_rack().await;
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let ci = role_token(&db, "cicd");
+        let other_ci = token(&db, "other-ci", &["--role", "cicd"]);
+        let pod = role_token(&db, "admin");
+        // A short deploy window: the holder is stopped after it ends.
+        let env = [("DEPLOY_APPROVAL_WINDOW_SECS", "4")];
+        let s = SignIn::start_on_rack(&db, &env, &rack_url).await;
+        let boss = session_of(&s, "admin@example.com").await;
+        let gw = &s.gw;
+        let rules = json!({ "approved_commands": ["bin/rails db:migrate"] });
+        let put = reqwest::Method::PUT;
+        let (status, body) = api(&gw.url, put, "/api/v1/app-rules/web", &pod, Some(rules)).await;
+        assert_eq!(status, 200, "{body}");
+        let delete = reqwest::Method::DELETE;
+        let stop = |credential: String, pid: String| {
+            let delete = delete.clone();
+            async move {
+                let path = format!("/apps/web/processes/{pid}");
+                rack(gw, delete, &path, &credential, None).await
+            }
+        };
+        let (status, procs) =
+            rack(gw, reqwest::Method::GET, "/apps/web/processes", &pod, None).await;
+        assert_eq!(status, 200, "{procs}");
+        let procs: Value = serde_json::from_str(&procs).unwrap_or_default();
+        let seeded = procs[0]["id"].as_str().unwrap_or_default().to_string();
+        assert!(!seeded.is_empty(), "{procs}");
+        // Without an approval, nothing is stopped, and the refusal says what could be.
+        let (status, body) = stop(ci.clone(), seeded.clone()).await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (403, "deploy_not_approved"),
+            "{body}"
+        );
+        assert!(body.contains("holder process"), "{body}");
+
+        let post = reqwest::Method::POST;
+        let (status, asked) = api(
+            &gw.url,
+            post.clone(),
+            "/api/v1/deploy-approvals",
+            &ci,
+            Some(json!({ "app": "web", "git_commit": SHA })),
+        )
+        .await;
+        assert_eq!(status, 201, "{asked}");
+        let path = format!("/api/v1/deploy-approvals/{}/approve", asked["id"]);
+        let (status, body) = api(&gw.url, post, &path, &boss, Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+        let approved_at = std::time::Instant::now();
+        let run = |command: &'static str| {
+            let ci = ci.clone();
+            async move {
+                let r = client()
+                    .post(gw.proxy("/apps/web/services/web/processes"))
+                    .basic_auth("convox", Some(&ci))
+                    .header("command", command)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or_default();
+                (status, body["id"].as_str().unwrap_or_default().to_string())
+            }
+        };
+        // `convox run` attached: the holder, then (in the CLI) an exec of the command.
+        let (status, holder) = run("sleep 3600").await;
+        assert_eq!(status, 200);
+        assert!(!holder.is_empty());
+        let (status, detached) = run("bin/rails db:migrate").await;
+        assert_eq!(status, 200);
+
+        // Not another process: not the app's own, not a detached run's, and not for another
+        // credential, even one allowed to ask for approvals.
+        for (credential, pid) in [(&ci, &seeded), (&ci, &detached), (&other_ci, &holder)] {
+            let (status, body) = stop(credential.clone(), pid.clone()).await;
+            assert_eq!(
+                (status, code_of(&body).as_str()),
+                (403, "deploy_not_approved"),
+                "{pid}: {body}"
+            );
+        }
+        // Not the same process id under another app.
+        let (status, body) = rack(
+            gw,
+            delete.clone(),
+            &format!("/apps/api/processes/{holder}"),
+            &ci,
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+
+        // The approval's window ends; the holder it started may still be stopped, once the
+        // command ended, as `convox run` does.
+        let window = std::time::Duration::from_secs(4);
+        tokio::time::sleep(window.saturating_sub(approved_at.elapsed())).await;
+        let (status, _) = run("bin/rails db:migrate").await;
+        assert_eq!(status, 403, "the window is over");
+        let (status, body) = stop(ci.clone(), holder.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = rack(
+            gw,
+            reqwest::Method::GET,
+            &format!("/apps/web/processes/{holder}"),
+            &pod,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "the holder still runs: {body}");
+        // The trail says which approval let the stop through.
+        let st = store(&db).await;
+        let approval = asked["id"].as_i64().unwrap_or_default();
+        assert!(
+            audited(&st, |r| r.event.action == "convox:processes:terminate"
+                && r.event.details["deploy_approval"]["id"].as_i64()
+                    == Some(approval))
+            .await
+        );
+    }
+);
