@@ -125,3 +125,68 @@ async fn ci_waits_for_a_person_then_deploys_that_commit_once() {
     let err = ci.run(&["deploy", &dir, "-a", "web"]).failed();
     assert!(err.contains("needs an approved deploy request"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_attached_run_stops_its_holder_when_done() {
+    let dev = Dev::start();
+    let (ci, admin) = (Home::new(), Home::new());
+    ci.login(&dev, "dev", "cicd");
+    admin.login(&dev, "dev", "admin");
+    admin
+        .run(&[
+            "app-rules",
+            "set",
+            "-a",
+            "web",
+            "--approved-command",
+            "echo migrated",
+        ])
+        .ok();
+    let sha = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+    let asked = ci
+        .run(&[
+            "--json",
+            "deploy-approval",
+            "request",
+            "--app",
+            "web",
+            "--commit",
+            sha,
+        ])
+        .json();
+    let id = asked["id"].as_i64().unwrap_or_default().to_string();
+    let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let login = format!("{}/api/v1/auth/web/login?return_to=/account", dev.gateway);
+    b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
+    let boss = Home::new();
+    boss.run(&["login", "dev", &dev.gateway, "--token", &session])
+        .ok();
+    boss.run(&["deploy-approval", "approve", &id]).ok();
+
+    // `run` attached: a holder process, the command in it, then the holder stopped — by the
+    // CI token, which may stop no other process.
+    let out = ci.run(&["run", "web", "echo", "migrated", "-a", "web"]);
+    assert!(
+        !out.stderr.contains("could not stop"),
+        "the holder was left running: {out:?}"
+    );
+    assert!(out.ok().contains("migrated"));
+    let processes = admin.run(&["--json", "ps", "-a", "web"]).json();
+    let holders: Vec<_> = processes
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| {
+                    p["command"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("sleep"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(holders.is_empty(), "{holders:?}");
+    let pid = processes[0]["id"].as_str().unwrap_or_default().to_string();
+    let err = ci.run(&["ps", "stop", &pid, "-a", "web"]).failed();
+    assert!(err.contains("holder process"), "{err}");
+}
