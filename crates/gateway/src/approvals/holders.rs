@@ -11,6 +11,7 @@ use axum::response::Response;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::proxy::{Overrule, read_whole};
 use crate::store::now_ms;
 
 use super::Requester;
@@ -35,25 +36,26 @@ pub fn is_holder(command: &str) -> bool {
 
 /// The rack's `response` to a holder's run let through by approval `approval_id` on `app`,
 /// passed on unchanged, with the process it started remembered as that approval's. An answer
-/// that is not a started process is passed on as it is; one too large to read is not (`502`).
+/// that is not a started process is passed on as it is; one too large to read is not (`502`,
+/// which `overrule` records as the request's outcome).
 pub async fn remembered(
     state: &AppState,
     approval_id: i64,
     app: &str,
     response: Response,
+    overrule: &Overrule,
 ) -> Result<Response, ApiError> {
     let (parts, body) = response.into_parts();
     if !parts.status.is_success() {
         return Ok(Response::from_parts(parts, body));
     }
-    let bytes = axum::body::to_bytes(body, ANSWER_LIMIT)
-        .await
-        .map_err(|_| {
-            ApiError::RackUnreachable(
-                "the rack's answer to starting a process could not be read whole".into(),
-            )
-        })?;
-    let pid = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let read = read_whole(body, ANSWER_LIMIT, overrule, || {
+        ApiError::RackUnreachable(
+            "the rack's answer to starting a process could not be read whole".into(),
+        )
+    })
+    .await?;
+    let pid = serde_json::from_slice::<serde_json::Value>(&read.bytes)
         .ok()
         .and_then(|answer| answer.get("id")?.as_str().map(str::to_string))
         .filter(|pid| is_rack_id(pid));
@@ -81,7 +83,7 @@ pub async fn remembered(
              stopped through the approval"
         ),
     }
-    Ok(Response::from_parts(parts, Body::from(bytes)))
+    Ok(Response::from_parts(parts, Body::from(read.bytes.clone())))
 }
 
 /// The grant to stop process `pid` of `app`: only the holder an attached run of the

@@ -52,6 +52,56 @@ pub struct OutcomeGuard {
     /// Cancelled when the gateway, shutting down, ends what is still running: dropped after
     /// that, the gateway cut the request off, not the client.
     cut_off: tokio_util::sync::CancellationToken,
+    /// Set by a step that reads the rack's answer whole and then does not relay it.
+    overrule: Option<Overrule>,
+}
+
+/// What the client got instead of the rack's answer, when a step that reads the answer whole
+/// (to mask it, or to learn from it) does not relay it: set before that answer — which holds
+/// the outcome — is dropped, it becomes the outcome's status and error, so the trail says
+/// what the client got (a 502), not what the rack said (a 200).
+#[derive(Debug, Clone, Default)]
+pub struct Overrule(Arc<std::sync::OnceLock<(u16, String)>>);
+
+impl Overrule {
+    /// Records that the client is answered with `err` (the first call counts).
+    pub fn set(&self, err: &ApiError) {
+        let _ = self.0.set((err.status().as_u16(), err.message()));
+    }
+}
+
+/// The rack's answer read whole by the gateway, with what still holds its outcome: dropped
+/// when this is, after any [`Overrule`] was set.
+pub struct ReadAnswer {
+    /// The answer's bytes.
+    pub bytes: Bytes,
+    _outcome: axum::body::BodyDataStream,
+}
+
+/// Reads the rack's answer `body` whole, at most `limit` bytes. One longer, broken or cut
+/// short is refused with `refusal()`, which `overrule` records first.
+pub async fn read_whole(
+    body: Body,
+    limit: usize,
+    overrule: &Overrule,
+    refusal: impl FnOnce() -> ApiError,
+) -> Result<ReadAnswer, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) if bytes.len() + chunk.len() <= limit => bytes.extend_from_slice(&chunk),
+            _ => {
+                let err = refusal();
+                overrule.set(&err);
+                return Err(err);
+            }
+        }
+    }
+    Ok(ReadAnswer {
+        bytes: bytes.freeze(),
+        _outcome: stream,
+    })
 }
 
 impl OutcomeGuard {
@@ -76,6 +126,7 @@ impl OutcomeGuard {
             extra: serde_json::Map::new(),
             before_forwarding: false,
             cut_off,
+            overrule: None,
         }
     }
 }
@@ -101,6 +152,12 @@ impl OutcomeGuard {
     pub fn disarm(&mut self) {
         self.event = None;
     }
+
+    /// A handle for a step that reads the rack's answer whole to say, if it then does not
+    /// relay it, what the client got instead.
+    pub fn overrule(&mut self) -> Overrule {
+        self.overrule.get_or_insert_with(Overrule::default).clone()
+    }
 }
 
 impl Drop for OutcomeGuard {
@@ -108,6 +165,13 @@ impl Drop for OutcomeGuard {
         let Some(mut event) = self.event.take() else {
             return;
         };
+        if let Some((status, message)) = self.overrule.as_ref().and_then(|o| o.0.get()) {
+            self.status = Some(*status);
+            self.error = Some(match self.error.take() {
+                Some(cause) => format!("{message} ({cause})"),
+                None => message.clone(),
+            });
+        }
         let completed = self.completed || self.expected_out.is_some_and(|n| n == self.bytes_out);
         // When the outcome happened (the template was made when the request began; its
         // latency says how long ago that was).

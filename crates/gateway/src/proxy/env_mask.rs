@@ -17,6 +17,8 @@ use crate::app_rules::{self, AppRules};
 use crate::error::ApiError;
 use crate::identity::Principal;
 
+use super::body::{Overrule, read_whole};
+
 /// The permission to read environment values.
 pub const ENV_READ: &str = "convox:env:read";
 
@@ -73,29 +75,36 @@ pub fn app_of(decoded_path: &str) -> Option<&str> {
 
 /// `response` with the environment values `masking` names masked in the releases it carries.
 /// Errors and empty answers pass as they are; an answer too large or not JSON is refused with
-/// `502`.
-pub async fn masked(response: Response, masking: &Masking) -> Result<Response, ApiError> {
+/// `502`, which `overrule` records as the request's outcome.
+pub async fn masked(
+    response: Response,
+    masking: &Masking,
+    overrule: &Overrule,
+) -> Result<Response, ApiError> {
     let (mut parts, body) = response.into_parts();
     if !parts.status.is_success() {
         return Ok(Response::from_parts(parts, body));
     }
-    let bytes = axum::body::to_bytes(body, LIMIT).await.map_err(|_| {
+    let read = read_whole(body, LIMIT, overrule, || {
         ApiError::RackUnreachable(format!(
             "the rack's answer about releases could not be read whole to mask its environment \
              values (at most {} MiB; ask for fewer with ?limit=)",
             LIMIT >> 20
         ))
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    })
+    .await?;
+    if read.bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Response::from_parts(parts, Body::from(read.bytes.clone())));
     }
-    let mut answer: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-        ApiError::RackUnreachable(
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&read.bytes) else {
+        let err = ApiError::RackUnreachable(
             "the rack's answer about releases is not JSON, so its environment values cannot be \
              masked: not relayed"
                 .into(),
-        )
-    })?;
+        );
+        overrule.set(&err);
+        return Err(err);
+    };
     match masking {
         Masking::All => {
             gateway_core::redact::mask_release_env(&mut answer);
@@ -104,8 +113,11 @@ pub async fn masked(response: Response, masking: &Masking) -> Result<Response, A
             app_rules::env::mask_values(&mut answer, &|name| rules.is_secret(name));
         }
     }
-    let body = serde_json::to_vec(&answer)
-        .map_err(|e| ApiError::RackUnreachable(format!("masking environment values: {e}")))?;
+    let body = serde_json::to_vec(&answer).map_err(|e| {
+        let err = ApiError::RackUnreachable(format!("masking environment values: {e}"));
+        overrule.set(&err);
+        err
+    })?;
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts
         .headers
@@ -125,7 +137,7 @@ mod tests {
     }
 
     async fn masked_all(r: Response) -> Result<Response, ApiError> {
-        masked(r, &Masking::All).await
+        masked(r, &Masking::All, &Overrule::default()).await
     }
 
     async fn text(r: Response) -> String {

@@ -40,6 +40,7 @@ use crate::identity::{
 };
 use crate::rbac;
 use body::OutcomeGuard;
+pub(crate) use body::{Overrule, read_whole};
 
 /// Refusals for a failed audit write, logged at most once a second (see
 /// [`crate::log_throttle`]).
@@ -184,21 +185,23 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
             .insert("env_values_kept".into(), json!(forwarding.kept));
     }
     let (body, headers) = (forwarding.body, forwarding.headers);
+    // Most answers stream through; the few the gateway reads whole first can say, on the
+    // trail, that the client got something else.
+    let reads_answer = forwarding.masking.is_some() || allowed.holder_for.is_some();
+    let Some(overrule) = reads_answer.then(|| outcome.overrule()) else {
+        return body::forward(state, parts, body, headers, url, outcome).await;
+    };
     let response = body::forward(state, parts, body, headers, url, outcome).await?;
     if let (Some(approval_id), Some(app)) = (
         allowed.holder_for,
         env_mask::app_of(&allowed.normalised.decoded),
     ) {
-        return Box::pin(approvals::holders::remembered(
-            state,
-            approval_id,
-            app,
-            response,
-        ))
-        .await;
+        let remembered =
+            approvals::holders::remembered(state, approval_id, app, response, &overrule);
+        return Box::pin(remembered).await;
     }
     match forwarding.masking {
-        Some(masking) => env_mask::masked(response, &masking).await,
+        Some(masking) => env_mask::masked(response, &masking, &overrule).await,
         None => Ok(response),
     }
 }

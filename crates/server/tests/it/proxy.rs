@@ -565,6 +565,64 @@ both_backends!(
     }
 );
 
+// An answer the gateway reads whole before relaying (releases, to mask their environment)
+// and then does not relay: the trail says what the client got, not what the rack said.
+both_backends!(
+    an_answer_read_whole_and_not_relayed_is_a_502_on_the_trail_too,
+    |db| async move {
+        let rack = TestRack::start().await;
+        // Releases without their environment: every answer is masked.
+        let reader = token(&db, "reader", &["--permissions", "convox:releases:list"]);
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let s = store(&db).await;
+        for (bytes, says) in [
+            (64 * 1024, "not JSON"),
+            (17 * 1024 * 1024, "could not be read whole"),
+        ] {
+            let resp = client()
+                .get(gw.proxy(&format!("/apps/web/releases?download={bytes}")))
+                .basic_auth("convox", Some(&reader))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 502);
+            let request_id = crate::kit::request_id(&resp);
+            let error: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert!(
+                error["error"].as_str().is_some_and(|e| e.contains(says)),
+                "{error}"
+            );
+            let recorded = crate::kit::audited(&s, |r| {
+                r.event.request_id == request_id
+                    && r.event.kind.as_str() == "outcome"
+                    && r.event.status == Some(502)
+                    && r.event.details["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(says))
+            })
+            .await;
+            assert!(recorded, "the outcome of {bytes} bytes says {says}");
+        }
+        // A release list it can mask is relayed, and recorded as the rack's answer.
+        let resp = client()
+            .get(gw.proxy("/apps/web/releases"))
+            .basic_auth("convox", Some(&reader))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        let request_id = crate::kit::request_id(&resp);
+        let recorded = crate::kit::audited(&s, |r| {
+            r.event.request_id == request_id
+                && r.event.kind.as_str() == "outcome"
+                && r.event.status == Some(200)
+                && r.event.details.get("error").is_none()
+        })
+        .await;
+        assert!(recorded, "a masked answer's outcome");
+    }
+);
+
 both_backends!(rack_down_is_502_and_slow_rack_is_504, |db| async move {
     let rack = TestRack::start().await;
     let admin = role_token(&db, "admin");
