@@ -33,6 +33,18 @@ fn committed_app(dir: &Path) -> String {
     git(&["rev-parse", "HEAD"])
 }
 
+/// A CLI home signed in (a session, as a person deciding on deploys is) as admin@example.com.
+async fn signed_in_person(dev: &Dev) -> Home {
+    let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
+    let login = format!("{}/api/v1/auth/web/login?return_to=/account", dev.gateway);
+    b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+    let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
+    let boss = Home::new();
+    boss.run(&["login", "dev", &dev.gateway, "--token", &session])
+        .ok();
+    boss
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_waits_for_a_person_then_deploys_that_commit_once() {
     let dev = Dev::start();
@@ -69,13 +81,7 @@ async fn ci_waits_for_a_person_then_deploys_that_commit_once() {
     let waiting = waiting.spawn().unwrap_or_else(|e| panic!("{e}"));
 
     // A person signs in and finds it.
-    let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
-    let login = format!("{}/api/v1/auth/web/login?return_to=/account", dev.gateway);
-    b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-    let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
-    let boss = Home::new();
-    boss.run(&["login", "dev", &dev.gateway, "--token", &session])
-        .ok();
+    let boss = signed_in_person(&dev).await;
     let mut pending = serde_json::Value::Null;
     for _ in 0..100 {
         pending = boss
@@ -155,13 +161,7 @@ async fn an_approved_attached_run_stops_its_holder_when_done() {
         ])
         .json();
     let id = asked["id"].as_i64().unwrap_or_default().to_string();
-    let mut b = Browser::new("admin@example.com").unwrap_or_else(|e| panic!("{e}"));
-    let login = format!("{}/api/v1/auth/web/login?return_to=/account", dev.gateway);
-    b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
-    let session = b.cookies.get("rg_session").cloned().unwrap_or_default();
-    let boss = Home::new();
-    boss.run(&["login", "dev", &dev.gateway, "--token", &session])
-        .ok();
+    let boss = signed_in_person(&dev).await;
     boss.run(&["deploy-approval", "approve", &id]).ok();
 
     // `run` attached: a holder process, the command in it, then the holder stopped — by the

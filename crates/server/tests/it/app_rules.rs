@@ -504,6 +504,24 @@ both_backends!(
 );
 
 /// The rack's build `build` of web, as its build pod reports it: the manifest it read, then
+/// Asks for a deploy of [`SHA`] of app web with `ci` and approves it as `boss`: its id.
+async fn approved(gw: &Gateway, ci: &str, boss: &str) -> i64 {
+    let post = reqwest::Method::POST;
+    let (status, asked) = api(
+        &gw.url,
+        post.clone(),
+        "/api/v1/deploy-approvals",
+        ci,
+        Some(json!({ "app": "web", "git_commit": SHA })),
+    )
+    .await;
+    assert_eq!(status, 201, "{asked}");
+    let path = format!("/api/v1/deploy-approvals/{}/approve", asked["id"]);
+    let (status, body) = api(&gw.url, post, &path, boss, Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    asked["id"].as_i64().unwrap_or_default()
+}
+
 /// the release made from it (by `pod`, a credential standing for the rack's build pod).
 async fn finish_build(gw: &Gateway, pod: &str, build: &str, image: &str) -> String {
     let manifest = format!("services:\n  web:\n    image: {image}\n    port: 3000\n");
@@ -978,19 +996,7 @@ both_backends!(
         let put = reqwest::Method::PUT;
         let (status, body) = api(&gw.url, put, "/api/v1/app-rules/web", &pod, Some(rules)).await;
         assert_eq!(status, 200, "{body}");
-        let post = reqwest::Method::POST;
-        let (status, asked) = api(
-            &gw.url,
-            post.clone(),
-            "/api/v1/deploy-approvals",
-            &ci,
-            Some(json!({ "app": "web", "git_commit": SHA })),
-        )
-        .await;
-        assert_eq!(status, 201, "{asked}");
-        let path = format!("/api/v1/deploy-approvals/{}/approve", asked["id"]);
-        let (status, body) = api(&gw.url, post, &path, &boss, Some(json!({}))).await;
-        assert_eq!(status, 200, "{body}");
+        approved(gw, &ci, &boss).await;
         let approved_at = std::time::Instant::now();
 
         let (status, procs) =
@@ -1083,19 +1089,7 @@ both_backends!(
         );
         assert!(body.contains("holder process"), "{body}");
 
-        let post = reqwest::Method::POST;
-        let (status, asked) = api(
-            &gw.url,
-            post.clone(),
-            "/api/v1/deploy-approvals",
-            &ci,
-            Some(json!({ "app": "web", "git_commit": SHA })),
-        )
-        .await;
-        assert_eq!(status, 201, "{asked}");
-        let path = format!("/api/v1/deploy-approvals/{}/approve", asked["id"]);
-        let (status, body) = api(&gw.url, post, &path, &boss, Some(json!({}))).await;
-        assert_eq!(status, 200, "{body}");
+        let approval = approved(gw, &ci, &boss).await;
         let approved_at = std::time::Instant::now();
         let run = |command: &'static str| {
             let ci = ci.clone();
@@ -1159,7 +1153,6 @@ both_backends!(
         assert_eq!(status, 404, "the holder still runs: {body}");
         // The trail says which approval let the stop through.
         let st = store(&db).await;
-        let approval = asked["id"].as_i64().unwrap_or_default();
         assert!(
             audited(&st, |r| r.event.action == "convox:processes:terminate"
                 && r.event.details["deploy_approval"]["id"].as_i64()
