@@ -64,7 +64,8 @@ const RECHECK_STORE_FAILURES: u32 = 3;
 
 /// What an open session's credentials are re-checked with: a revoked or expired token or
 /// session, a locked user, or a role that lost the route's permission ends the session
-/// within [`RECHECK_EVERY`], as it would refuse the next request.
+/// within [`RECHECK_EVERY`], as it would refuse the next request; a session an approval let
+/// through ends when the approval's window does, on the dot.
 pub struct Recheck {
     /// The gateway's state (the store and session settings).
     pub state: AppState,
@@ -84,14 +85,22 @@ impl Recheck {
         let mut every = tokio::time::interval_at(start, RECHECK_EVERY);
         // A slow store must not get the missed checks in a burst.
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ends = async {
+            match self.ends_at {
+                Some(end) => {
+                    let left = end.saturating_sub(crate::store::now_ms());
+                    let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(ends);
         let mut store_failures = 0;
         loop {
-            every.tick().await;
-            if self
-                .ends_at
-                .is_some_and(|end| crate::store::now_ms() >= end)
-            {
-                return "the deploy approval it ran under has expired".into();
+            tokio::select! {
+                () = &mut ends => return "the deploy approval it ran under has expired".into(),
+                _ = every.tick() => {}
             }
             let state = &self.state;
             match recheck(&state.store, &state.config.sessions, self.token.expose()).await {
