@@ -196,6 +196,7 @@ pub struct KeyPoll {
 /// both show.
 pub async fn key_start(
     State(state): State<AppState>,
+    peer: Peer,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let (Some(user_id), Some(session_id)) =
@@ -237,6 +238,18 @@ pub async fn key_start(
     let started = cli_key::start(&state.store, user_id, session_id, now_ms())
         .await
         .map_err(ApiError::store)?;
+    // On the trail before the link is handed out: who asked for a key's confirmation, and
+    // when, whether or not anyone gives it (a confirmation asked for by a stolen session and
+    // sent to its person shows here). Not the id: it is the link's secret.
+    let event = caller.actor(peer).event(
+        EventKind::Gateway,
+        &crate::request_id::current(),
+        ACTION,
+        json!({ "stage": "cli_key_start", "session_id": session_id, "code": started.code }),
+    );
+    if state.audit.record(event).await.is_err() {
+        return Err(ApiError::AuditUnavailable);
+    }
     let body = json!({
         "id": started.id,
         "code": started.code,

@@ -480,6 +480,17 @@ both_backends!(
                 && e.details["session_id"] == cli_id),
             "{trail:#?}"
         );
+        // Each confirmation asked for, by the session that asked (the late one too), with the
+        // code both places showed.
+        let asked = trail
+            .iter()
+            .filter(|e| {
+                e.details["stage"] == "cli_key_start"
+                    && e.details["session_id"] == cli_id
+                    && e.details["code"].as_str().is_some_and(|c| c.len() == 9)
+            })
+            .count();
+        assert!(asked >= 2, "{trail:#?}");
         let refused_proofs = trail
             .iter()
             .filter(|e| e.details["reason"] == "key_proof_refused")
