@@ -456,6 +456,8 @@ pub fn build_app(state: AppState) -> Router {
         .route("/login", get(web::login_page))
         .route("/account", get(web::account))
         .route("/audit", get(web::audit::page))
+        .route("/rack", get(web::rack::page))
+        .route("/apps/{app}", get(web::rack::app))
         .route("/tokens", get(web::tokens::page))
         .route("/tokens/{id}/revoke", post(web::tokens::revoke))
         .route("/tokens/create", post(web::tokens::create))

@@ -8,6 +8,7 @@ pub mod cookies;
 pub mod key_confirm;
 pub mod keys;
 pub mod mfa;
+pub mod rack;
 pub mod roles;
 pub mod tokens;
 pub mod users;

@@ -23,6 +23,7 @@ mod metrics;
 mod mfa;
 mod notify;
 mod proxy;
+mod rack_pages;
 mod rbac_matrix;
 mod roles;
 mod security_keys;
