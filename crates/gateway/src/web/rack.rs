@@ -55,8 +55,24 @@ impl<T> Section<T> {
     }
 }
 
+/// The fields that are times (RFC 3339, as the rack writes them): shown as the gateway's other
+/// pages show times, and empty for Go's zero time (a build not ended yet).
+const TIMES: &[&str] = &["started", "ended", "created"];
+
 /// A field of a rack object as text (numbers and booleans too), empty when absent.
 fn field(object: &Value, name: &str) -> String {
+    if TIMES.contains(&name)
+        && let Some(text) = object.get(name).and_then(Value::as_str)
+    {
+        if text.starts_with("0001-01-01") {
+            return String::new();
+        }
+        if let Some(at) = crate::audit::anchor::parse_time(text)
+            && let Ok(since) = at.duration_since(std::time::UNIX_EPOCH)
+        {
+            return super::time(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        }
+    }
     let text = match object.get(name) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -319,4 +335,27 @@ pub async fn app(
             releases_not_shown: releases.why_not(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_are_text_and_times_are_shown_as_elsewhere() {
+        let build = json!({
+            "id": "B1", "count": 3, "locked": false,
+            "started": "2026-12-04T19:02:27.467169542Z",
+            "ended": "0001-01-01T00:00:00Z",
+            "description": "a\u{1b}[31mred",
+        });
+        assert_eq!(field(&build, "id"), "B1");
+        assert_eq!(field(&build, "count"), "3");
+        assert_eq!(field(&build, "locked"), "false");
+        assert_eq!(field(&build, "started"), "2026-12-04 19:02:27");
+        assert_eq!(field(&build, "ended"), "");
+        assert_eq!(field(&build, "missing"), "");
+        assert!(!field(&build, "description").contains('\u{1b}'));
+    }
 }
