@@ -139,6 +139,18 @@ both_backends!(web_sign_in_in_chromium, |db| async move {
     assert_eq!(text(&c, "#role").await, "viewer");
     let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(url.as_str().ends_with("/account"), "{url}");
+    // The rack and an app, as a viewer may see them.
+    click(&c, "#rack-link").await;
+    wait_for_url(&c, "/rack").await;
+    assert!(text(&c, "#apps").await.contains("web"));
+    click(&c, "a[href='/apps/web']").await;
+    wait_for_url(&c, "/apps/web").await;
+    assert!(text(&c, "#processes").await.contains("running"));
+    let releases = text(&c, "#releases-not-shown").await;
+    assert!(releases.contains("convox:releases:list"), "{releases}");
+    c.goto(&format!("{}/account", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // The session cookie is HttpOnly: page script cannot read it.
     let cookies = c
         .execute("return document.cookie", vec![])
