@@ -1,5 +1,5 @@
-//! The rack in the browser: `GET /rack` (the rack's status and its apps) and `GET /apps/{app}`
-//! (an app with its processes, builds and releases), read-only.
+//! The rack in the browser: `GET /rack` (the rack's status, its apps and instances) and
+//! `GET /apps/{app}` (an app with its services, processes, builds and releases), read-only.
 //!
 //! Every read goes through the rack proxy in-process, with the browser session's own
 //! credentials, exactly as `convox apps` through the gateway would: the same permission check,
@@ -74,12 +74,31 @@ fn field(object: &Value, name: &str) -> String {
         }
     }
     let text = match object.get(name) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        _ => String::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(scalar)
+            .filter(|item| !item.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(value) => scalar(value),
+        None => String::new(),
     };
     gateway_core::redact::clip(text.chars().map(gateway_core::text::shown).collect(), 200)
+}
+
+/// A value as text: a string, number or boolean as itself, a service's port as
+/// `balancer:container`, anything else as nothing.
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Object(port) => match (port.get("balancer"), port.get("container")) {
+            (Some(Value::Number(b)), Some(Value::Number(c))) => format!("{b}:{c}"),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
 }
 
 /// The rack's answer to `GET {path}?{query}` for this browser session, read through the proxy
@@ -181,9 +200,11 @@ struct RackPage {
     system_not_shown: Option<String>,
     apps: Option<Vec<Row>>,
     apps_not_shown: Option<String>,
+    instances: Option<Vec<Row>>,
+    instances_not_shown: Option<String>,
 }
 
-/// `GET /rack`: the rack's status and its apps.
+/// `GET /rack`: the rack's status, its apps and its instances.
 pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
     let (principal, token) = match signed_in_page(&state, &headers, "/rack").await {
         Ok(signed_in) => signed_in,
@@ -198,7 +219,7 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         ("Provider", "provider"),
         ("Region", "region"),
         ("Instances", "count"),
-        ("Instance type", "type"),
+        ("Type", "type"),
     ];
     let shown_system = system.rows().and_then(|s| s.first()).map(|s| {
         labels
@@ -210,6 +231,17 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         read_list(&state, peer, &headers, who, ("/apps", None), 1000).await,
         &["name", "status", "release", "generation"],
     );
+    let instances = rows(
+        read_list(&state, peer, &headers, who, ("/instances", None), 1000).await,
+        &[
+            "id",
+            "status",
+            "started",
+            "processes",
+            "private-ip",
+            "public-ip",
+        ],
+    );
     render(
         StatusCode::OK,
         &RackPage {
@@ -218,6 +250,8 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
             system_not_shown: system.why_not(),
             apps: apps.rows().cloned(),
             apps_not_shown: apps.why_not(),
+            instances: instances.rows().cloned(),
+            instances_not_shown: instances.why_not(),
         },
     )
 }
@@ -229,6 +263,8 @@ struct AppPage {
     name: String,
     summary: Option<Vec<(&'static str, String)>>,
     summary_not_shown: Option<String>,
+    services: Option<Vec<Row>>,
+    services_not_shown: Option<String>,
     processes: Option<Vec<Row>>,
     processes_not_shown: Option<String>,
     builds: Option<Vec<Row>>,
@@ -237,7 +273,7 @@ struct AppPage {
     releases_not_shown: Option<String>,
 }
 
-/// `GET /apps/{app}`: an app, its processes, and its recent builds and releases.
+/// `GET /apps/{app}`: an app, its services and processes, and its recent builds and releases.
 pub async fn app(
     State(state): State<AppState>,
     peer: Peer,
@@ -278,6 +314,18 @@ pub async fn app(
             .map(|(label, name)| (*label, field(s, name)))
             .collect()
     });
+    let services = rows(
+        read_list(
+            &state,
+            peer,
+            &headers,
+            who,
+            (&format!("/apps/{app}/services"), None),
+            1000,
+        )
+        .await,
+        &["name", "count", "domain", "ports"],
+    );
     let processes = rows(
         read_list(
             &state,
@@ -327,6 +375,8 @@ pub async fn app(
             name: app,
             summary: shown_summary,
             summary_not_shown: summary.why_not(),
+            services: services.rows().cloned(),
+            services_not_shown: services.why_not(),
             processes: processes.rows().cloned(),
             processes_not_shown: processes.why_not(),
             builds: builds.rows().cloned(),
@@ -357,5 +407,9 @@ mod tests {
         assert_eq!(field(&build, "ended"), "");
         assert_eq!(field(&build, "missing"), "");
         assert!(!field(&build, "description").contains('\u{1b}'));
+        let service = json!({ "ports": [{ "balancer": 443, "container": 3000 }, { "x": 1 }] });
+        assert_eq!(field(&service, "ports"), "443:3000");
+        let process = json!({ "ports": ["80", 81] });
+        assert_eq!(field(&process, "ports"), "80, 81");
     }
 }

@@ -41,11 +41,17 @@ both_backends!(
         assert!(rack.body.contains("id=\"system\""), "{}", rack.body);
         assert!(rack.body.contains(RACK_NAME), "{}", rack.body);
         assert!(rack.body.contains("href=\"/apps/web\""), "{}", rack.body);
+        assert!(rack.body.contains("id=\"instances\""), "{}", rack.body);
         // An app: its processes and builds; its releases need a permission viewers lack, and
         // are not even asked for.
         let app = go(&mut viewer, &format!("{gw}/apps/web")).await;
         assert_eq!(app.status, 200, "{}", app.body);
-        for table in ["id=\"summary\"", "id=\"processes\"", "id=\"builds\""] {
+        for table in [
+            "id=\"summary\"",
+            "id=\"services\"",
+            "id=\"processes\"",
+            "id=\"builds\"",
+        ] {
             assert!(app.body.contains(table), "{table}: {}", app.body);
         }
         assert!(!app.body.contains("id=\"releases\""), "{}", app.body);
