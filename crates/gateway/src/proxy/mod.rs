@@ -188,10 +188,11 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
     // Most answers stream through; the few the gateway reads whole first can say, on the
     // trail, that the client got something else.
     let reads_answer = forwarding.masking.is_some() || allowed.holder_for.is_some();
-    let Some(overrule) = reads_answer.then(|| outcome.overrule()) else {
-        return body::forward(state, parts, body, headers, url, outcome).await;
-    };
+    let overrule = reads_answer.then(|| outcome.overrule());
     let response = body::forward(state, parts, body, headers, url, outcome).await?;
+    let Some(overrule) = overrule else {
+        return Ok(response);
+    };
     if let (Some(approval_id), Some(app)) = (
         allowed.holder_for,
         env_mask::app_of(&allowed.normalised.decoded),
