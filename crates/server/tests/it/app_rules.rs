@@ -504,6 +504,37 @@ both_backends!(
 );
 
 /// The rack's build `build` of web, as its build pod reports it: the manifest it read, then
+/// The scene of a deploy through an approval: the fake rack (running while `_rack` is held:
+/// bind it), a cicd token (`ci`) and an admin token (`pod`), and admin@example.com signed in
+/// (`boss`) on the gateway (`s`) started with `env`.
+struct Deploying {
+    _rack: tokio::sync::oneshot::Sender<()>,
+    ci: String,
+    pod: String,
+    s: SignIn,
+    boss: String,
+}
+
+async fn deploying(db: &crate::kit::Db, env: &[(&str, &str)]) -> Deploying {
+    let (rack_url, rack) = fake_rack().await;
+    let (ok, _, err) = admin(
+        db,
+        &["users", "add", "admin@example.com", "--role", "admin"],
+    );
+    assert!(ok, "{err}");
+    let ci = role_token(db, "cicd");
+    let pod = role_token(db, "admin");
+    let s = SignIn::start_on_rack(db, env, &rack_url).await;
+    let boss = session_of(&s, "admin@example.com").await;
+    Deploying {
+        _rack: rack,
+        ci,
+        pod,
+        s,
+        boss,
+    }
+}
+
 /// Asks for a deploy of [`SHA`] of app web with `ci` and approves it as `boss`: its id.
 async fn approved(gw: &Gateway, ci: &str, boss: &str) -> i64 {
     let post = reqwest::Method::POST;
@@ -552,16 +583,13 @@ async fn finish_build(gw: &Gateway, pod: &str, build: &str, image: &str) -> Stri
 both_backends!(
     an_approved_deploy_runs_only_approved_commands_and_images,
     |db| async move {
-        let (rack_url, _stop) = fake_rack().await;
-        let (ok, _, err) = admin(
-            &db,
-            &["users", "add", "admin@example.com", "--role", "admin"],
-        );
-        assert!(ok, "{err}");
-        let ci = role_token(&db, "cicd");
-        let pod = role_token(&db, "admin");
-        let s = SignIn::start_on_rack(&db, &[], &rack_url).await;
-        let boss = session_of(&s, "admin@example.com").await;
+        let Deploying {
+            _rack,
+            ci,
+            pod,
+            s,
+            boss,
+        } = deploying(&db, &[]).await;
         let gw = &s.gw;
         let (status, body) = api(
             &gw.url,
@@ -979,18 +1007,15 @@ both_backends!(
 both_backends!(
     an_approved_exec_ends_with_its_approval_window,
     |db| async move {
-        let (rack_url, _stop) = fake_rack().await;
-        let (ok, _, err) = admin(
-            &db,
-            &["users", "add", "admin@example.com", "--role", "admin"],
-        );
-        assert!(ok, "{err}");
-        let ci = role_token(&db, "cicd");
-        let pod = role_token(&db, "admin");
         // A deploy window of 7 s: an exec it lets through must not outlive it.
         let env = [("DEPLOY_APPROVAL_WINDOW_SECS", "7")];
-        let s = SignIn::start_on_rack(&db, &env, &rack_url).await;
-        let boss = session_of(&s, "admin@example.com").await;
+        let Deploying {
+            _rack,
+            ci,
+            pod,
+            s,
+            boss,
+        } = deploying(&db, &env).await;
         let gw = &s.gw;
         let rules = json!({ "approved_commands": ["sleep 30 && echo late"] });
         let put = reqwest::Method::PUT;
@@ -1049,19 +1074,16 @@ both_backends!(
 both_backends!(
     an_approved_attached_run_stops_its_own_holder_and_nothing_else,
     |db| async move {
-        let (rack_url, _stop) = fake_rack().await;
-        let (ok, _, err) = admin(
-            &db,
-            &["users", "add", "admin@example.com", "--role", "admin"],
-        );
-        assert!(ok, "{err}");
-        let ci = role_token(&db, "cicd");
         let other_ci = token(&db, "other-ci", &["--role", "cicd"]);
-        let pod = role_token(&db, "admin");
         // A short deploy window: the holder is stopped after it ends.
         let env = [("DEPLOY_APPROVAL_WINDOW_SECS", "4")];
-        let s = SignIn::start_on_rack(&db, &env, &rack_url).await;
-        let boss = session_of(&s, "admin@example.com").await;
+        let Deploying {
+            _rack,
+            ci,
+            pod,
+            s,
+            boss,
+        } = deploying(&db, &env).await;
         let gw = &s.gw;
         let rules = json!({ "approved_commands": ["bin/rails db:migrate"] });
         let put = reqwest::Method::PUT;
