@@ -71,18 +71,7 @@ struct SessionView {
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage {
-    /// Whether to link to the audit trail.
-    audit: bool,
-    /// Whether to link to the API tokens.
-    tokens: bool,
-    /// Whether to link to the users.
-    users: bool,
-    /// Whether to link to the roles.
-    roles: bool,
-    /// Whether to link to the app rules.
-    app_rules: bool,
-    /// Whether to link to the deploy approvals.
-    deploys: bool,
+    nav: Nav,
     /// Whether an authenticator app is on.
     mfa: bool,
     email: String,
@@ -90,6 +79,36 @@ struct AccountPage {
     role: String,
     csrf: String,
     sessions: Vec<SessionView>,
+}
+
+/// The links of the hub pages (the rack, the account): to each page the person may use.
+pub(crate) struct Nav {
+    /// Whether to link to the audit trail.
+    pub audit: bool,
+    /// Whether to link to the API tokens.
+    pub tokens: bool,
+    /// Whether to link to the users.
+    pub users: bool,
+    /// Whether to link to the roles.
+    pub roles: bool,
+    /// Whether to link to the app rules.
+    pub app_rules: bool,
+    /// Whether to link to the deploy approvals.
+    pub deploys: bool,
+}
+
+impl Nav {
+    /// The links `principal` gets.
+    pub(crate) fn of(principal: &Principal) -> Nav {
+        Nav {
+            audit: audit::may_read(principal),
+            tokens: tokens::may_list(principal),
+            users: users::may_list(principal),
+            roles: roles::may_list(principal),
+            app_rules: app_rules::may_list(principal),
+            deploys: approvals::may_list(principal),
+        }
+    }
 }
 
 /// Renders a template with the security headers.
@@ -309,11 +328,11 @@ pub fn unavailable(outcome: &str) -> Response {
     )
 }
 
-/// `GET /`: the account page when signed in, the sign-in page otherwise.
+/// `GET /`: the rack's page (the dashboard) when signed in, the sign-in page otherwise.
 pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match cookie_principal(&state, &headers).await {
-        Ok(Some(_)) => Redirect::to("/account").into_response(),
-        Ok(None) => signin_page(&state, "/account"),
+        Ok(Some(_)) => Redirect::to("/rack").into_response(),
+        Ok(None) => signin_page(&state, "/rack"),
         Err(down) => down.into_response(),
     }
 }
@@ -387,12 +406,7 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let current = principal.session_id();
     let page = AccountPage {
         mfa,
-        audit: audit::may_read(&principal),
-        tokens: tokens::may_list(&principal),
-        users: users::may_list(&principal),
-        roles: roles::may_list(&principal),
-        app_rules: app_rules::may_list(&principal),
-        deploys: approvals::may_list(&principal),
+        nav: Nav::of(&principal),
         email: user.email,
         name: user.name,
         role: user.role,

@@ -195,6 +195,7 @@ fn rows(section: Section<Value>, fields: &[&str]) -> Section<Row> {
 #[template(path = "rack.html")]
 struct RackPage {
     csrf: String,
+    nav: super::Nav,
     /// Name, status, version, provider, region, instance count and type, when shown.
     system: Option<Vec<(&'static str, String)>>,
     system_not_shown: Option<String>,
@@ -246,6 +247,7 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         StatusCode::OK,
         &RackPage {
             csrf: super::cookies::csrf_token(&token),
+            nav: super::Nav::of(&principal),
             system: shown_system,
             system_not_shown: system.why_not(),
             apps: apps.rows().cloned(),
@@ -260,6 +262,7 @@ pub async fn page(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
 #[template(path = "app.html")]
 struct AppPage {
     csrf: String,
+    nav: super::Nav,
     name: String,
     summary: Option<Vec<(&'static str, String)>>,
     summary_not_shown: Option<String>,
@@ -372,6 +375,7 @@ pub async fn app(
         StatusCode::OK,
         &AppPage {
             csrf: super::cookies::csrf_token(&token),
+            nav: super::Nav::of(&principal),
             name: app,
             summary: shown_summary,
             summary_not_shown: summary.why_not(),

@@ -119,9 +119,9 @@ async fn click(c: &fantoccini::Client, css: &str) {
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
-/// Opens the gateway's home page and signs in as `who@example.com` in dev-oidc's picker.
+/// Opens the account page and signs in as `who@example.com` in dev-oidc's picker.
 async fn sign_in_as(c: &fantoccini::Client, gateway: &str, who: &str) {
-    c.goto(&format!("{gateway}/"))
+    c.goto(&format!("{gateway}/account"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     click(c, "#signin").await;
@@ -134,13 +134,13 @@ both_backends!(web_sign_in_in_chromium, |db| async move {
     };
     let dev = Dev::start(&db).await;
     let c = browser(&driver).await;
-    sign_in_as(&c, &dev.gateway, "viewer").await;
-    assert_eq!(text(&c, "#email").await, "viewer@example.com");
-    assert_eq!(text(&c, "#role").await, "viewer");
-    let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(url.as_str().ends_with("/account"), "{url}");
-    // The rack and an app, as a viewer may see them.
-    click(&c, "#rack-link").await;
+    // From the home page, signing in lands on the rack: its apps, and an app as a viewer may
+    // see it.
+    c.goto(&format!("{}/", dev.gateway))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#signin").await;
+    click(&c, "#user-viewer-example-com").await;
     wait_for_url(&c, "/rack").await;
     assert!(text(&c, "#apps").await.contains("web"));
     click(&c, "a[href='/apps/web']").await;
@@ -148,9 +148,11 @@ both_backends!(web_sign_in_in_chromium, |db| async move {
     assert!(text(&c, "#processes").await.contains("running"));
     let releases = text(&c, "#releases-not-shown").await;
     assert!(releases.contains("convox:releases:list"), "{releases}");
-    c.goto(&format!("{}/account", dev.gateway))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    click(&c, "#account-link").await;
+    assert_eq!(text(&c, "#email").await, "viewer@example.com");
+    assert_eq!(text(&c, "#role").await, "viewer");
+    let url = c.current_url().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(url.as_str().ends_with("/account"), "{url}");
     // The session cookie is HttpOnly: page script cannot read it.
     let cookies = c
         .execute("return document.cookie", vec![])
@@ -230,7 +232,7 @@ async fn viewer_is_refused(
     page: &str,
     permission: &str,
 ) {
-    c.goto(&format!("{gateway}/"))
+    c.goto(&format!("{gateway}/account"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     click(c, "#signin").await;

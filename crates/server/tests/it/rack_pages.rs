@@ -34,14 +34,17 @@ both_backends!(
         assert!(body.contains("Sign in"), "{body}");
         assert!(!body.contains("id=\"apps\""), "{body}");
 
-        // A viewer: the rack's status and its apps, linked.
+        // A viewer: the rack's status and its apps, linked; the home page once signed in.
         let (mut viewer, _) = web_sign_in_as(&s, "viewer@example.com").await;
-        let rack = go(&mut viewer, &format!("{gw}/rack")).await;
+        let rack = go(&mut viewer, &format!("{gw}/")).await;
         assert_eq!(rack.status, 200, "{}", rack.body);
         assert!(rack.body.contains("id=\"system\""), "{}", rack.body);
         assert!(rack.body.contains(RACK_NAME), "{}", rack.body);
         assert!(rack.body.contains("href=\"/apps/web\""), "{}", rack.body);
         assert!(rack.body.contains("id=\"instances\""), "{}", rack.body);
+        // Linked to what the viewer may use, and not to what it may not.
+        assert!(rack.body.contains("id=\"deploys-link\""), "{}", rack.body);
+        assert!(!rack.body.contains("id=\"users-link\""), "{}", rack.body);
         // An app: its processes and builds; its releases need a permission viewers lack, and
         // are not even asked for.
         let app = go(&mut viewer, &format!("{gw}/apps/web")).await;
