@@ -770,13 +770,16 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     // Trusted, this browser's next sign-in skips the code.
     click(&c, "#trust").await;
     click(&c, "#verify").await;
-    wait_for_url(&c, "/account").await;
+    // Signed out, the sign-in starts at the home page, which lands on the rack.
+    wait_for_url(&c, "/rack").await;
+    click(&c, "#account-link").await;
     assert_eq!(text(&c, "#email").await, "ops@example.com");
     assert!(text(&c, "#mfa").await.starts_with("on"));
     click(&c, "#signout").await;
     click(&c, "#signin").await;
     click(&c, "#user-ops-example-com").await;
-    wait_for_url(&c, "/account").await;
+    wait_for_url(&c, "/rack").await;
+    click(&c, "#account-link").await;
     assert_eq!(text(&c, "#email").await, "ops@example.com");
     click(&c, "#mfa-link").await;
     let row = text(&c, "#devices tbody tr").await;
@@ -973,7 +976,8 @@ both_backends!(security_keys_in_chromium, |db| async move {
     click(&c, "#user-admin-example-com").await;
     assert_eq!(text(&c, "#title").await, "Enter your authenticator code");
     click(&c, "#use-key").await;
-    wait_for_url(&c, "/account").await;
+    wait_for_url(&c, "/rack").await;
+    click(&c, "#account-link").await;
     assert_eq!(text(&c, "#email").await, "admin@example.com");
 
     // The changes that need a code with them take a touch too: approving a deploy and
