@@ -30,7 +30,10 @@ enum Section<T> {
     Shown(Vec<T>),
     /// The role lacks the permission (named).
     NotGranted(String),
-    /// The gateway or the rack answered with an error (the message as the CLI would show it).
+    /// The rack has no such thing (`404`; the message as the CLI would show it).
+    NotFound(String),
+    /// The gateway or the rack answered with another error (the message as the CLI would
+    /// show it).
     Failed(String),
 }
 
@@ -50,7 +53,9 @@ impl<T> Section<T> {
             Section::NotGranted(permission) => {
                 Some(format!("Not shown: your role does not grant {permission}."))
             }
-            Section::Failed(why) => Some(format!("Could not be read: {why}")),
+            Section::NotFound(why) | Section::Failed(why) => {
+                Some(format!("Could not be read: {why}"))
+            }
         }
     }
 }
@@ -151,7 +156,12 @@ async fn read(
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         let said =
             gateway_core::redact::clip(said.chars().map(gateway_core::text::shown).collect(), 300);
-        return Section::Failed(format!("{} ({said})", status.as_u16()));
+        let why = format!("{} ({said})", status.as_u16());
+        return if status == StatusCode::NOT_FOUND {
+            Section::NotFound(why)
+        } else {
+            Section::Failed(why)
+        };
     }
     Section::Shown(vec![answer])
 }
@@ -187,6 +197,7 @@ fn rows(section: Section<Value>, fields: &[&str]) -> Section<Row> {
                 .collect(),
         ),
         Section::NotGranted(p) => Section::NotGranted(p),
+        Section::NotFound(why) => Section::NotFound(why),
         Section::Failed(why) => Section::Failed(why),
     }
 }
@@ -296,9 +307,7 @@ pub async fn app(
     };
     let who = (&principal, token.as_str());
     let summary = read(&state, peer, &headers, who, (&format!("/apps/{app}"), None)).await;
-    if let Section::Failed(why) = &summary
-        && why.starts_with("404")
-    {
+    if matches!(summary, Section::NotFound(_)) {
         return message(
             StatusCode::NOT_FOUND,
             "No such app",

@@ -535,6 +535,13 @@ async fn deploying(db: &crate::kit::Db, env: &[(&str, &str)]) -> Deploying {
     }
 }
 
+/// Sets app web's `rules` with the admin token `pod`.
+async fn set_rules(gw: &Gateway, pod: &str, rules: Value) {
+    let put = reqwest::Method::PUT;
+    let (status, body) = api(&gw.url, put, "/api/v1/app-rules/web", pod, Some(rules)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Asks for a deploy of [`SHA`] of app web with `ci` and approves it as `boss`: its id.
 async fn approved(gw: &Gateway, ci: &str, boss: &str) -> i64 {
     let post = reqwest::Method::POST;
@@ -1018,9 +1025,7 @@ both_backends!(
         } = deploying(&db, &env).await;
         let gw = &s.gw;
         let rules = json!({ "approved_commands": ["sleep 30 && echo late"] });
-        let put = reqwest::Method::PUT;
-        let (status, body) = api(&gw.url, put, "/api/v1/app-rules/web", &pod, Some(rules)).await;
-        assert_eq!(status, 200, "{body}");
+        set_rules(gw, &pod, rules).await;
         approved(gw, &ci, &boss).await;
         let approved_at = std::time::Instant::now();
 
@@ -1086,9 +1091,7 @@ both_backends!(
         } = deploying(&db, &env).await;
         let gw = &s.gw;
         let rules = json!({ "approved_commands": ["bin/rails db:migrate"] });
-        let put = reqwest::Method::PUT;
-        let (status, body) = api(&gw.url, put, "/api/v1/app-rules/web", &pod, Some(rules)).await;
-        assert_eq!(status, 200, "{body}");
+        set_rules(gw, &pod, rules).await;
         let delete = reqwest::Method::DELETE;
         let stop = |credential: String, pid: String| {
             let delete = delete.clone();
