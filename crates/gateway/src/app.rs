@@ -71,6 +71,8 @@ pub struct Shared {
     pub keys: Option<Arc<crate::mfa::keys::Keys>>,
     /// YubiKey OTPs' validation service (`YUBICO_*`), when configured.
     pub yubico: Option<Arc<crate::mfa::yubico::Yubico>>,
+    /// Slack's Web API as the gateway's Slack app, when approving from Slack is on.
+    pub slack: Option<Arc<crate::slack::SlackApi>>,
 }
 
 /// Why the gateway could not start.
@@ -239,6 +241,12 @@ impl Gateway {
             Some(c) => Some(Arc::new(crate::mfa::yubico::Yubico::new(c)?)),
             None => None,
         };
+        let slack = match config.notify.slack.as_ref().and_then(|s| s.app.clone()) {
+            Some(app) => Some(Arc::new(
+                crate::slack::SlackApi::new(app).map_err(StartError::Notify)?,
+            )),
+            None => None,
+        };
         Ok(Gateway {
             state: AppState::new(Shared {
                 config: Arc::new(config),
@@ -253,6 +261,7 @@ impl Gateway {
                 metrics,
                 keys,
                 yubico,
+                slack,
             }),
             audit_task,
             checkpointer,
@@ -444,6 +453,10 @@ pub fn build_app(state: AppState) -> Router {
             get(api::approvals::list).post(api::approvals::request),
         )
         .route("/api/v1/deploy-approvals/{id}", get(api::approvals::show))
+        .route(
+            crate::slack::INTERACTIONS_PATH,
+            post(crate::slack::interactions),
+        )
         .route(
             "/api/v1/deploy-approvals/{id}/approve",
             post(api::approvals::approve),

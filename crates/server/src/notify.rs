@@ -50,7 +50,7 @@ async fn test(to: Vec<String>) -> anyhow::Result<()> {
         .link("Open the gateway", "/");
     let mut failed = 0;
     if let Some(slack) = &channels.slack {
-        let payload = render::slack(&notice, &origin).to_string();
+        let payload = render::slack(&notice, &origin, false).to_string();
         failed += report("slack", slack.post(&payload).await)?;
     }
     if let Some(mailer) = &channels.mailer {

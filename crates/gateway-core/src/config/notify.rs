@@ -1,4 +1,6 @@
-//! `SLACK_WEBHOOK_URL`, `SMTP_URL`, `EMAIL_*`: where the gateway sends notifications.
+//! `SLACK_WEBHOOK_URL`, `SMTP_URL`, `EMAIL_*`: where the gateway sends notifications; and
+//! `SLACK_SIGNING_SECRET`, `SLACK_BOT_TOKEN`, `SLACK_API_URL`: deciding deploy requests from
+//! Slack's messages.
 
 use url::Url;
 
@@ -33,6 +35,25 @@ impl NotifyConfig {
 pub struct SlackConfig {
     /// `SLACK_WEBHOOK_URL`: the webhook's address, which is its credential.
     pub webhook_url: Secret,
+    /// The Slack app behind the webhook, when approving from Slack is on.
+    pub app: Option<SlackAppConfig>,
+}
+
+/// Slack's own Web API.
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
+
+/// The Slack app that lets people approve or reject deploy requests from its messages: Slack
+/// signs each button press with the app's signing secret, and the gateway asks Slack who
+/// pressed it (their e-mail) with the app's bot token.
+#[derive(Clone, Debug)]
+pub struct SlackAppConfig {
+    /// `SLACK_SIGNING_SECRET`: checks that a request comes from Slack, for this app.
+    pub signing_secret: Secret,
+    /// `SLACK_BOT_TOKEN`: the app's bot token (`xoxb-…`, scopes `users:read` and
+    /// `users:read.email`).
+    pub bot_token: Secret,
+    /// `SLACK_API_URL`: Slack's Web API (default [`DEFAULT_SLACK_API_URL`]), ending in `/`.
+    pub api_url: Url,
 }
 
 /// The SMTP server and addresses for e-mail.
@@ -51,9 +72,21 @@ pub struct EmailConfig {
 pub(super) fn parse_notify(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<NotifyConfig, ConfigError> {
-    let slack = get("SLACK_WEBHOOK_URL")
-        .map(|raw| slack_webhook(raw.trim()))
-        .transpose()?;
+    let app = slack_app(get)?;
+    let slack = match get("SLACK_WEBHOOK_URL") {
+        Some(raw) => Some(SlackConfig {
+            webhook_url: slack_webhook(raw.trim())?,
+            app,
+        }),
+        None if app.is_some() => {
+            return Err(ConfigError::Missing {
+                name: "SLACK_WEBHOOK_URL",
+                expected: "with SLACK_SIGNING_SECRET: the app's incoming webhook, which posts \
+                           the messages people approve from",
+            });
+        }
+        None => None,
+    };
     let email = match get("SMTP_URL") {
         Some(raw) => Some(email(get, raw.trim())?),
         None => {
@@ -71,7 +104,84 @@ pub(super) fn parse_notify(
     Ok(NotifyConfig { slack, email })
 }
 
-fn slack_webhook(raw: &str) -> Result<SlackConfig, ConfigError> {
+/// `SLACK_SIGNING_SECRET` and `SLACK_BOT_TOKEN` (both or neither), and `SLACK_API_URL`.
+fn slack_app(get: &impl Fn(&str) -> Option<String>) -> Result<Option<SlackAppConfig>, ConfigError> {
+    let (secret, token) = match (get("SLACK_SIGNING_SECRET"), get("SLACK_BOT_TOKEN")) {
+        (Some(secret), Some(token)) => (secret.trim().to_string(), token.trim().to_string()),
+        (None, None) => {
+            if get("SLACK_API_URL").is_some() {
+                return Err(ConfigError::Invalid {
+                    name: "SLACK_API_URL",
+                    expected: "SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN as well".into(),
+                });
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                name: "SLACK_BOT_TOKEN",
+                expected: "with SLACK_SIGNING_SECRET: the Slack app's bot token (xoxb-…), to \
+                           ask Slack who pressed a button",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                name: "SLACK_SIGNING_SECRET",
+                expected: "with SLACK_BOT_TOKEN: the Slack app's signing secret (Basic \
+                           Information), to check that button presses come from Slack",
+            });
+        }
+    };
+    // Both are credentials: never quoted back.
+    if secret.len() < 16 || secret.len() > 256 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            name: "SLACK_SIGNING_SECRET",
+            expected: "the Slack app's signing secret (32 hexadecimal characters, from Basic \
+                       Information → App Credentials)"
+                .into(),
+        });
+    }
+    let token_ok = token.starts_with("xoxb-")
+        && token.len() <= 512
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !token_ok {
+        return Err(ConfigError::Invalid {
+            name: "SLACK_BOT_TOKEN",
+            expected: "the Slack app's bot token, xoxb-… (OAuth & Permissions)".into(),
+        });
+    }
+    let api_url = get("SLACK_API_URL");
+    let api_url = api_url.as_deref().map_or(DEFAULT_SLACK_API_URL, str::trim);
+    let invalid = |expected: &str| ConfigError::Invalid {
+        name: "SLACK_API_URL",
+        expected: expected.into(),
+    };
+    let mut api_url =
+        Url::parse(api_url).map_err(|_| invalid("an address, e.g. https://slack.com/api/"))?;
+    if api_url.scheme() != "https" && !(api_url.scheme() == "http" && is_loopback(&api_url)) {
+        return Err(invalid(
+            "an https:// address (the bot token goes with each request; plain http only to \
+             this machine)",
+        ));
+    }
+    if api_url.host_str().is_none() || api_url.query().is_some() {
+        return Err(invalid("an address with a host and no query"));
+    }
+    // Methods are joined to it (`users.info`): it must end in a slash to keep its path.
+    if !api_url.path().ends_with('/') {
+        let path = format!("{}/", api_url.path());
+        api_url.set_path(&path);
+    }
+    Ok(Some(SlackAppConfig {
+        signing_secret: Secret::new(secret),
+        bot_token: Secret::new(token),
+        api_url,
+    }))
+}
+
+fn slack_webhook(raw: &str) -> Result<Secret, ConfigError> {
     // The value is a credential: never quoted back.
     let invalid = |expected: &str| ConfigError::Invalid {
         name: "SLACK_WEBHOOK_URL",
@@ -90,9 +200,7 @@ fn slack_webhook(raw: &str) -> Result<SlackConfig, ConfigError> {
     if url.host_str().is_none() {
         return Err(invalid("an address with a host"));
     }
-    Ok(SlackConfig {
-        webhook_url: Secret::new(url.as_str()),
-    })
+    Ok(Secret::new(url.as_str()))
 }
 
 fn email(get: &impl Fn(&str) -> Option<String>, raw: &str) -> Result<EmailConfig, ConfigError> {
@@ -225,6 +333,93 @@ mod tests {
         );
         assert!(parse(&[("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook")]).is_ok());
         assert!(parse(&[("SLACK_WEBHOOK_URL", "not a url")]).is_err());
+    }
+
+    const HOOK: &str = "https://hooks.slack.com/services/T0/B0/SECRETPART";
+    const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    const BOT: &str = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy";
+
+    #[test]
+    fn slack_approvals_take_the_signing_secret_and_the_bot_token_together() {
+        let c = parse(&[
+            ("SLACK_WEBHOOK_URL", HOOK),
+            ("SLACK_SIGNING_SECRET", SIGNING),
+            ("SLACK_BOT_TOKEN", BOT),
+        ]);
+        let app = c.ok().and_then(|c| c.slack).and_then(|s| s.app);
+        let app = app.unwrap_or_else(|| panic!("no Slack app"));
+        assert_eq!(app.api_url.as_str(), DEFAULT_SLACK_API_URL);
+        assert!(!format!("{app:?}").contains("pdFZ") && !format!("{app:?}").contains("8f74"));
+        let plain = parse(&[("SLACK_WEBHOOK_URL", HOOK)])
+            .ok()
+            .and_then(|c| c.slack);
+        assert!(plain.is_some_and(|s| s.app.is_none()));
+
+        let alone = |pairs: &[(&str, &str)], name: &str| {
+            let e = parse(pairs).map(|_| ()).map_err(|e| e.to_string());
+            assert!(
+                e.as_ref()
+                    .is_err_and(|e| e.contains(name) && !e.contains("pdFZ") && !e.contains("8f74")),
+                "{pairs:?}: {e:?}"
+            );
+        };
+        alone(
+            &[
+                ("SLACK_WEBHOOK_URL", HOOK),
+                ("SLACK_SIGNING_SECRET", SIGNING),
+            ],
+            "SLACK_BOT_TOKEN",
+        );
+        alone(
+            &[("SLACK_WEBHOOK_URL", HOOK), ("SLACK_BOT_TOKEN", BOT)],
+            "SLACK_SIGNING_SECRET",
+        );
+        alone(
+            &[("SLACK_SIGNING_SECRET", SIGNING), ("SLACK_BOT_TOKEN", BOT)],
+            "SLACK_WEBHOOK_URL",
+        );
+        alone(
+            &[
+                ("SLACK_WEBHOOK_URL", HOOK),
+                ("SLACK_API_URL", "https://slack.com/api/"),
+            ],
+            "SLACK_API_URL",
+        );
+        let with = |name: &'static str, value: &'static str| {
+            vec![
+                ("SLACK_WEBHOOK_URL", HOOK),
+                ("SLACK_SIGNING_SECRET", SIGNING),
+                ("SLACK_BOT_TOKEN", BOT),
+                (name, value),
+            ]
+        };
+        // A user token, or a secret pasted with a space in it, is not taken.
+        let mut user_token = with("SLACK_API_URL", "https://slack.com/api/");
+        user_token[2] = ("SLACK_BOT_TOKEN", "xoxp-1234-5678-pdFZKVeTuE8sk7oOcBrzbqgy");
+        alone(&user_token, "SLACK_BOT_TOKEN");
+        let mut spaced = with("SLACK_API_URL", "https://slack.com/api/");
+        spaced[1] = ("SLACK_SIGNING_SECRET", "8f742231b10e 8888abcd99yyyzzz85a5");
+        alone(&spaced, "SLACK_SIGNING_SECRET");
+        alone(
+            &with("SLACK_API_URL", "http://slack.example.com/api/"),
+            "https://",
+        );
+        alone(
+            &with("SLACK_API_URL", "https://slack.example.com/api/?x=1"),
+            "no query",
+        );
+        // A local stand-in may be plain http; the path keeps its last part.
+        let local = parse(&with("SLACK_API_URL", "http://127.0.0.1:9/api"));
+        let api = local
+            .ok()
+            .and_then(|c| c.slack)
+            .and_then(|s| s.app)
+            .map(|a| a.api_url);
+        assert_eq!(
+            api.and_then(|u| u.join("users.info").ok())
+                .map(|u| u.to_string()),
+            Some("http://127.0.0.1:9/api/users.info".to_string())
+        );
     }
 
     #[test]

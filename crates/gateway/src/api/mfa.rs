@@ -99,43 +99,17 @@ pub(crate) async fn code_given(
         };
         mfa::check_users_code(state, user_id, code).await
     };
-    let (err, details) = match checked.await {
+    let refusal = match checked.await {
         Ok(None) => return Ok(None),
         Ok(Some(CodeCheck::Accepted(factor))) => return Ok(Some(factor)),
-        Ok(Some(CodeCheck::Malformed)) => {
-            return Err(ApiError::BadRequest(
-                "code: the six digits your authenticator app shows, or a backup code".into(),
-            ));
-        }
-        Ok(Some(CodeCheck::Wrong {
-            failures,
-            locked_until: None,
-        })) => (
-            ApiError::MfaCodeRefused {
-                locked: false,
-                message: "that code is not right (or was used already)".into(),
-            },
-            json!({ "stage": stage, "reason": "wrong_code", "failures": failures }),
-        ),
-        Ok(Some(
-            check @ (CodeCheck::Wrong {
-                locked_until: Some(until),
-                ..
+        Ok(Some(check)) => match check.refusal() {
+            Some(refusal) => refusal,
+            None => {
+                return Err(ApiError::BadRequest(
+                    "code: the six digits your authenticator app shows, or a backup code".into(),
+                ));
             }
-            | CodeCheck::Locked { until }),
-        )) => (
-            ApiError::MfaCodeRefused {
-                locked: true,
-                message: format!(
-                    "too many wrong codes: codes are refused until {} UTC",
-                    web::time(until)
-                ),
-            },
-            json!({
-                "stage": stage, "reason": "locked_out", "until": web::time(until),
-                "lockout_started": check.started_lockout(),
-            }),
-        ),
+        },
         Err(MfaError::Store(e)) => return Err(ApiError::store(e)),
         Err(MfaError::Yubico(e)) => {
             tracing::error!(error = %e, "a YubiKey OTP could not be checked");
@@ -146,6 +120,21 @@ pub(crate) async fn code_given(
             return Err(ApiError::StoreUnavailable);
         }
     };
+    let err = ApiError::MfaCodeRefused {
+        locked: refusal.locked_until.is_some(),
+        message: match refusal.locked_until {
+            Some(until) => format!(
+                "too many wrong codes: codes are refused until {} UTC",
+                web::time(until)
+            ),
+            None => "that code is not right (or was used already)".into(),
+        },
+    };
+    let mut details = json!({ "stage": stage, "reason": refusal.reason });
+    if let (Some(map), serde_json::Value::Object(more)) = (details.as_object_mut(), refusal.details)
+    {
+        map.extend(more);
+    }
     Err(caller.refuse(state, action, err, details).await)
 }
 

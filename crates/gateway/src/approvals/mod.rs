@@ -244,6 +244,17 @@ pub async fn request(
     Ok((row, created))
 }
 
+/// The person deciding on a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Decider<'a> {
+    /// Their user id.
+    pub user_id: i64,
+    /// Their e-mail, recorded as who decided.
+    pub email: &'a str,
+    /// The Slack user who pressed the button, when the decision came from Slack.
+    pub slack_user: Option<&'a str>,
+}
+
 /// Approves (or rejects) request `id` as `principal`, who holds [`APPROVE`] (and has given a
 /// recent code where one is asked for). The decision is audited before it is made.
 pub async fn decide(
@@ -257,6 +268,25 @@ pub async fn decide(
     let Some(user_id) = principal.user_id() else {
         return Err(ApprovalError::NotAPerson);
     };
+    let decider = Decider {
+        user_id,
+        email: principal.email().unwrap_or_default(),
+        slack_user: None,
+    };
+    decide_as(state, actor, &decider, id, approve, note).await
+}
+
+/// [`decide`] for `decider`, a person who holds [`APPROVE`] and has given a code where one is
+/// asked for (from a page, the API, or Slack).
+pub async fn decide_as(
+    state: &AppState,
+    actor: &Actor,
+    decider: &Decider<'_>,
+    id: i64,
+    approve: bool,
+    note: Option<&str>,
+) -> Result<ApprovalRow, ApprovalError> {
+    let user_id = decider.user_id;
     let now = now_ms();
     let Some(row) = state.store.approval(id).await? else {
         return Err(ApprovalError::NotFound(id));
@@ -273,28 +303,32 @@ pub async fn decide(
     let window = i64::try_from(state.config.deploy_approval_window.as_millis()).unwrap_or(0);
     let deploy_until = now.saturating_add(window);
     let action = if approve { APPROVE } else { REJECT };
+    let mut details = json!({
+        "approval_id": row.id,
+        "app": row.app,
+        "git_commit": row.git_commit,
+        "requested_by": row.requested_by,
+        "note": note,
+        "deploy_until": approve.then_some(deploy_until),
+    });
+    if let (Some(slack_user), Some(map)) = (decider.slack_user, details.as_object_mut()) {
+        map.insert("via".into(), "slack".into());
+        map.insert("slack_user".into(), slack_user.into());
+    }
     let event = actor.event(
         EventKind::Gateway,
         &crate::request_id::current(),
         action,
-        json!({
-            "approval_id": row.id,
-            "app": row.app,
-            "git_commit": row.git_commit,
-            "requested_by": row.requested_by,
-            "note": note,
-            "deploy_until": approve.then_some(deploy_until),
-        }),
+        details,
     );
     state
         .audit
         .record(event)
         .await
         .map_err(|_| ApprovalError::Audit)?;
-    let email = principal.email().unwrap_or_default();
     let decision = ApprovalDecision {
         approve,
-        by: email,
+        by: decider.email,
         by_user_id: user_id,
         note,
         now,

@@ -118,6 +118,49 @@ impl CodeCheck {
     }
 }
 
+/// A code refused for being wrong, or for coming during a lockout: what the audit event of the
+/// refusal records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeRefusal {
+    /// `wrong_code` or `locked_out`.
+    pub reason: &'static str,
+    /// Besides the reason: wrong codes in a row so far, or until when codes are refused and
+    /// whether this one started the lockout.
+    pub details: serde_json::Value,
+    /// Codes are refused until then (unix ms), when they are.
+    pub locked_until: Option<i64>,
+}
+
+impl CodeCheck {
+    /// The refusal this check is, for a wrong code or one given during a lockout (`None` for
+    /// a code accepted, or not a code at all).
+    pub fn refusal(self) -> Option<CodeRefusal> {
+        match self {
+            CodeCheck::Wrong {
+                failures,
+                locked_until: None,
+            } => Some(CodeRefusal {
+                reason: "wrong_code",
+                details: serde_json::json!({ "failures": failures }),
+                locked_until: None,
+            }),
+            CodeCheck::Wrong {
+                locked_until: Some(until),
+                ..
+            }
+            | CodeCheck::Locked { until } => Some(CodeRefusal {
+                reason: "locked_out",
+                details: serde_json::json!({
+                    "until": crate::web::time(until),
+                    "lockout_started": self.started_lockout(),
+                }),
+                locked_until: Some(until),
+            }),
+            CodeCheck::Accepted(_) | CodeCheck::Malformed => None,
+        }
+    }
+}
+
 /// Checks `code` against `row`, user `row.user_id`'s confirmed authenticator, at `now_ms`:
 /// a right code for a step not used before is accepted (and that step used up), as is one of
 /// the user's unused backup codes (then used up), and an OTP from one of their YubiKeys that

@@ -93,6 +93,9 @@ pub struct Notice {
     pub facts: Vec<(&'static str, String)>,
     /// Where to act on it or read more.
     pub link: Option<Link>,
+    /// The deploy request it asks a decision on: Slack shows Approve and Reject buttons for it
+    /// when approving from Slack is on.
+    pub decide: Option<i64>,
     /// Posted to Slack.
     pub slack: bool,
     /// E-mailed to these people (those it is about).
@@ -109,6 +112,7 @@ impl Notice {
             title: title.into(),
             facts: Vec::new(),
             link: None,
+            decide: None,
             slack: false,
             email_to: Vec::new(),
             alert: false,
@@ -134,6 +138,12 @@ impl Notice {
     }
 
     /// Posted to Slack too.
+    /// Offers Approve and Reject buttons for deploy request `id` in Slack (when it is on).
+    pub fn decide(mut self, id: i64) -> Notice {
+        self.decide = Some(id);
+        self
+    }
+
     pub fn to_slack(mut self) -> Notice {
         self.slack = true;
         self

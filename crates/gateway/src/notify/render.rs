@@ -54,15 +54,16 @@ fn shown(value: &str) -> String {
 }
 
 /// Text for Slack's `mrkdwn`: its three control characters escaped, as Slack asks.
-fn slack_text(value: &str) -> String {
+pub(crate) fn slack_text(value: &str) -> String {
     shown(value)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// The incoming webhook's JSON payload.
-pub fn slack(notice: &Notice, origin: &Origin) -> Value {
+/// The incoming webhook's JSON payload; with `decisions` (approving from Slack is on), a
+/// deploy request's message carries Approve and Reject buttons.
+pub fn slack(notice: &Notice, origin: &Origin, decisions: bool) -> Value {
     let title = slack_text(&notice.title);
     let mut body = format!("*{title}*");
     for (label, value) in &notice.facts {
@@ -72,19 +73,34 @@ pub fn slack(notice: &Notice, origin: &Origin) -> Value {
         "type": "section",
         "text": { "type": "mrkdwn", "text": body },
     })];
+    let mut buttons = Vec::new();
+    if let (Some(id), true) = (notice.decide, decisions) {
+        for (action, label, style) in [
+            (crate::slack::APPROVE_ACTION, "Approve", "primary"),
+            (crate::slack::REJECT_ACTION, "Reject", "danger"),
+        ] {
+            buttons.push(json!({
+                "type": "button",
+                "action_id": action,
+                "text": { "type": "plain_text", "text": label },
+                "style": style,
+                "value": id.to_string(),
+            }));
+        }
+    }
     if let Some((link, url)) = notice
         .link
         .as_ref()
         .and_then(|l| origin.link(&l.path).map(|u| (l, u)))
     {
-        blocks.push(json!({
-            "type": "actions",
-            "elements": [{
-                "type": "button",
-                "text": { "type": "plain_text", "text": link.label },
-                "url": url.as_str(),
-            }],
+        buttons.push(json!({
+            "type": "button",
+            "text": { "type": "plain_text", "text": link.label },
+            "url": url.as_str(),
         }));
+    }
+    if !buttons.is_empty() {
+        blocks.push(json!({ "type": "actions", "elements": buttons }));
     }
     blocks.push(json!({
         "type": "context",
@@ -148,7 +164,7 @@ mod tests {
                 "<!channel> see <https://evil.example|your bank> & more",
             )
             .link("Review", "/deploy-approvals#request-1");
-        let payload = slack(&n, &origin()).to_string();
+        let payload = slack(&n, &origin(), false).to_string();
         assert!(!payload.contains("<!channel>"), "{payload}");
         assert!(!payload.contains("<https://evil"), "{payload}");
         assert!(
@@ -159,12 +175,40 @@ mod tests {
     }
 
     #[test]
+    fn a_deploy_request_offers_its_decision_in_slack_only_when_asked_to() {
+        let n = Notice::new(Topic::ApprovalRequested, "Deploy of web")
+            .link("Review", "/deploy-approvals#request-7")
+            .decide(7);
+        let with = slack(&n, &origin(), true);
+        let buttons = &with["blocks"][1]["elements"];
+        assert_eq!(buttons[0]["action_id"], crate::slack::APPROVE_ACTION);
+        assert_eq!(buttons[0]["value"], "7");
+        assert_eq!(buttons[1]["action_id"], crate::slack::REJECT_ACTION);
+        assert_eq!(buttons[1]["style"], "danger");
+        assert_eq!(
+            buttons[2]["url"],
+            "https://gw.example.com/deploy-approvals#request-7"
+        );
+        let without = slack(&n, &origin(), false);
+        assert_eq!(
+            without["blocks"][1]["elements"].as_array().map(Vec::len),
+            Some(1)
+        );
+        // Without a public URL, the buttons alone.
+        let plain = slack(&n, &Origin::new(None), true);
+        assert_eq!(
+            plain["blocks"][1]["elements"].as_array().map(Vec::len),
+            Some(2)
+        );
+    }
+
+    #[test]
     fn no_public_url_no_link_and_long_values_are_cut() {
         let n = Notice::new(Topic::TokenCreated, "t\nx")
             .fact("Message", "m".repeat(2000))
             .link("Tokens", "/tokens");
         let plain = Origin::new(None);
-        let payload = slack(&n, &plain);
+        let payload = slack(&n, &plain, false);
         assert_eq!(payload["blocks"].as_array().map(Vec::len), Some(2));
         let mail = email(&n, &plain);
         assert_eq!(mail.subject, "[rack-gateway] t x");

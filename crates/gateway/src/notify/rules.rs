@@ -217,6 +217,7 @@ fn approval_requested(e: &AuditEvent) -> Option<Notice> {
             "Review in the gateway",
             format!("/deploy-approvals#request-{id}"),
         )
+        .decide(id)
         .to_slack(),
     )
 }

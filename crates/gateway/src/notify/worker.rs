@@ -47,6 +47,8 @@ pub struct Channels {
     pub mailer: Option<Mailer>,
     /// `EMAIL_ALERTS_TO`.
     pub alerts_to: Vec<String>,
+    /// Approving from Slack is on: deploy requests' messages carry Approve and Reject.
+    pub decisions_in_slack: bool,
 }
 
 impl Channels {
@@ -60,6 +62,7 @@ impl Channels {
                 .as_ref()
                 .map(|e| e.alerts_to.clone())
                 .unwrap_or_default(),
+            decisions_in_slack: config.slack.as_ref().is_some_and(|s| s.app.is_some()),
         })
     }
 
@@ -72,7 +75,7 @@ impl Channels {
                 channel: "slack",
                 recipient: String::new(),
                 topic: notice.topic.as_str(),
-                message: render::slack(notice, origin).to_string(),
+                message: render::slack(notice, origin, self.decisions_in_slack).to_string(),
                 audit_seq: seq,
             });
         }

@@ -955,43 +955,32 @@ impl CodeAsked<'_> {
     async fn check(&self, user: &UserRow, code: &str) -> Result<&'static str, Refused> {
         let state = self.state;
         let checked = mfa::check_users_code(state, user.id, code);
-        let (reason, details, error) = match checked.await {
+        let refusal = match checked.await {
             // Nothing on: nothing to change.
             Ok(None) => {
                 return Err(Refused::Page(Redirect::to("/account/mfa").into_response()));
             }
             Ok(Some(CodeCheck::Accepted(factor))) => return Ok(factor),
-            Ok(Some(CodeCheck::Malformed)) => {
-                let error = "Enter the six digits your authenticator app shows, or a backup code.";
-                return Err(Refused::Show(error.into()));
-            }
-            Ok(Some(CodeCheck::Wrong {
-                locked_until: None,
-                failures,
-            })) => (
-                "wrong_code",
-                json!({ "failures": failures }),
-                "That code is not right (or was used already).".to_string(),
-            ),
-            Ok(Some(
-                check @ (CodeCheck::Wrong {
-                    locked_until: Some(until),
-                    ..
+            Ok(Some(check)) => match check.refusal() {
+                Some(refusal) => refusal,
+                None => {
+                    let error =
+                        "Enter the six digits your authenticator app shows, or a backup code.";
+                    return Err(Refused::Show(error.into()));
                 }
-                | CodeCheck::Locked { until }),
-            )) => (
-                "locked_out",
-                json!({ "until": time(until), "lockout_started": check.started_lockout() }),
-                format!(
-                    "Too many wrong codes: codes are refused until {} UTC.",
-                    time(until)
-                ),
-            ),
+            },
             Err(e) => return Err(Refused::Page(cannot(e))),
         };
-        let mut details = details;
+        let error = match refusal.locked_until {
+            Some(until) => format!(
+                "Too many wrong codes: codes are refused until {} UTC.",
+                time(until)
+            ),
+            None => "That code is not right (or was used already).".to_string(),
+        };
+        let mut details = refusal.details;
         if let Some(map) = details.as_object_mut() {
-            map.insert("reason".into(), reason.into());
+            map.insert("reason".into(), refusal.reason.into());
         }
         record_refusal(state, self.event(Decision::Deny, details)).await;
         Err(Refused::Show(error))

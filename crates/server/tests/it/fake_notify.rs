@@ -1,6 +1,8 @@
 //! Local stand-ins for the services notifications go to: a Slack incoming webhook (HTTP, with
-//! Slack's answers: `ok`, `429` with `Retry-After`, `404 no_service`) and an SMTP server
-//! (plain SMTP as RFC 5321 has it, recording each message's envelope and data).
+//! Slack's answers: `ok`, `429` with `Retry-After`, `404 no_service`) and the two Web API
+//! methods approving from Slack calls (`users.info`, `views.open`: bearer bot token, Slack's
+//! `{"ok": …}` answers); and an SMTP server (plain SMTP as RFC 5321 has it, recording each
+//! message's envelope and data).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,6 +11,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The secret part of the fake webhook's address: never to be seen in logs or messages.
 pub const WEBHOOK_SECRET: &str = "B0SECRETwebhookPATH";
+
+/// The Slack app's signing secret and bot token, as the tests configure them.
+pub const SIGNING_SECRET: &str = "5ee2c1a0b9d8e7f6a5b4c3d2e1f0a9b8";
+pub const BOT_TOKEN: &str = "xoxb-1000-2000-BOTsecretTOKENvalue";
 
 /// One answer the fake Slack gives.
 #[derive(Debug, Clone)]
@@ -22,7 +28,13 @@ pub struct SlackAnswer {
 #[derive(Clone)]
 pub struct FakeSlack {
     pub url: String,
+    /// Its Web API (`SLACK_API_URL`).
+    pub api_url: String,
     pub posts: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Workspace members by user id, as `users.info` describes them.
+    people: Arc<Mutex<std::collections::HashMap<String, serde_json::Value>>>,
+    /// Every `views.open` taken: its trigger id and view.
+    pub views: Arc<Mutex<Vec<serde_json::Value>>>,
     answers: Arc<Mutex<VecDeque<SlackAnswer>>>,
     /// Answered to every post once the scripted ones are used up.
     always: Arc<Mutex<SlackAnswer>>,
@@ -36,7 +48,10 @@ impl FakeSlack {
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let slack = FakeSlack {
             url: format!("http://{addr}/services/T0/{WEBHOOK_SECRET}"),
+            api_url: format!("http://{addr}/api/"),
             posts: Arc::default(),
+            people: Arc::default(),
+            views: Arc::default(),
             answers: Arc::default(),
             always: Arc::new(Mutex::new(SlackAnswer {
                 status: 200,
@@ -85,10 +100,81 @@ impl FakeSlack {
                 }
             }),
         );
+        let people = slack.people.clone();
+        let views = slack.views.clone();
+        let app = app
+            .route(
+                "/api/users.info",
+                axum::routing::post(move |headers: http::HeaderMap, body: String| {
+                    let people = people.clone();
+                    async move {
+                        if let Some(refused) = refused_auth(&headers) {
+                            return refused;
+                        }
+                        let user = url::form_urlencoded::parse(body.as_bytes())
+                            .find(|(k, _)| k == "user")
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default();
+                        let found = people.lock().ok().and_then(|p| p.get(&user).cloned());
+                        axum::Json(match found {
+                            Some(member) => serde_json::json!({ "ok": true, "user": member }),
+                            None => serde_json::json!({ "ok": false, "error": "user_not_found" }),
+                        })
+                    }
+                }),
+            )
+            .route(
+                "/api/views.open",
+                axum::routing::post(move |headers: http::HeaderMap, body: String| {
+                    let views = views.clone();
+                    async move {
+                        if let Some(refused) = refused_auth(&headers) {
+                            return refused;
+                        }
+                        let json = serde_json::from_str::<serde_json::Value>(&body).ok();
+                        let ok = json.as_ref().is_some_and(|j| {
+                            j["trigger_id"].is_string() && j["view"]["type"] == "modal"
+                        });
+                        if !ok {
+                            return axum::Json(
+                                serde_json::json!({ "ok": false, "error": "invalid_arguments" }),
+                            );
+                        }
+                        if let (Some(json), Ok(mut views)) = (json, views.lock()) {
+                            views.push(json);
+                        }
+                        axum::Json(serde_json::json!({ "ok": true, "view": { "id": "V0" } }))
+                    }
+                }),
+            );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         slack
+    }
+
+    /// A member of the workspace: `users.info` describes `id` with `email` (`None`: the app
+    /// may not see e-mails) and the flags in `extra` (`is_restricted`, `deleted`, …).
+    pub fn add_person(&self, id: &str, email: Option<&str>, extra: serde_json::Value) {
+        let mut member = serde_json::json!({
+            "id": id, "team_id": "T0", "name": id.to_lowercase(), "deleted": false,
+            "is_bot": false, "is_restricted": false, "is_ultra_restricted": false,
+            "profile": { "real_name": id },
+        });
+        if let Some(email) = email {
+            member["profile"]["email"] = email.into();
+        }
+        if let (Some(map), serde_json::Value::Object(extra)) = (member.as_object_mut(), extra) {
+            map.extend(extra);
+        }
+        if let Ok(mut people) = self.people.lock() {
+            people.insert(id.to_string(), member);
+        }
+    }
+
+    /// The views opened so far.
+    pub fn opened(&self) -> Vec<serde_json::Value> {
+        self.views.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// The next posts get these answers, in order.
@@ -110,6 +196,15 @@ impl FakeSlack {
         let posts = self.posts.lock().map(|p| p.clone()).unwrap_or_default();
         posts.iter().map(|p| p.to_string()).collect()
     }
+}
+
+/// Slack's answer to a Web API call without the bot token.
+fn refused_auth(headers: &http::HeaderMap) -> Option<axum::Json<serde_json::Value>> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    (bearer != Some(&format!("Bearer {BOT_TOKEN}")))
+        .then(|| axum::Json(serde_json::json!({ "ok": false, "error": "invalid_auth" })))
 }
 
 /// One message the fake SMTP server took.

@@ -28,6 +28,7 @@ mod rbac_matrix;
 mod roles;
 mod security_keys;
 mod signin;
+mod slack_approvals;
 mod streaming;
 mod tls;
 mod tokens_api;

@@ -65,7 +65,7 @@ impl App {
     }
 
     /// A code no step near now has.
-    fn wrong_code(&self) -> String {
+    pub(crate) fn wrong_code(&self) -> String {
         let now = App::now_step();
         let near: Vec<String> = (now.saturating_sub(2)..=now + 2)
             .filter_map(|s| totp::code_at(&self.secret, s * totp::STEP_SECS).ok())
