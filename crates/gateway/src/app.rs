@@ -130,6 +130,17 @@ const CLOCK_OFFSET_WARNING_MS: i64 = 5_000;
 impl Gateway {
     /// Connects the store, applies migrations, sets up the audit chain and the rack client.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        Gateway::start_notifying(config, true).await
+    }
+
+    /// [`Gateway::start`], with no notifications sent until [`Gateway::notify_from_now`]
+    /// (for `dev`, whose own set-up is not news); approving from Slack is on from the start
+    /// all the same, when configured.
+    pub async fn start_quietly(config: Config) -> Result<Gateway, StartError> {
+        Gateway::start_notifying(config, false).await
+    }
+
+    async fn start_notifying(config: Config, notify: bool) -> Result<Gateway, StartError> {
         let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
             .await
             .map_err(StartError::Connect)?;
@@ -229,13 +240,17 @@ impl Gateway {
             }
             None => None,
         };
-        let notifier = crate::notify::spawn(
-            store.clone(),
-            &config.notify,
-            config.public_url.clone(),
-            metrics.clone(),
-        )
-        .map_err(StartError::Notify)?;
+        let notifier = if notify {
+            crate::notify::spawn(
+                store.clone(),
+                &config.notify,
+                config.public_url.clone(),
+                metrics.clone(),
+            )
+            .map_err(StartError::Notify)?
+        } else {
+            None
+        };
         let keys = security_keys(&config, oidc.as_deref());
         let yubico = match &config.yubico {
             Some(c) => Some(Arc::new(crate::mfa::yubico::Yubico::new(c)?)),

@@ -134,8 +134,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let metrics_addr = config.metrics_listen_addr;
     crate::limits::raise_open_files(&config);
     // Notifications start after the set-up below: its test users and tokens are not news.
-    let notify = std::mem::take(&mut config.notify);
-    let mut gateway = Gateway::start(config).await?;
+    let notify = config.notify.clone();
+    let mut gateway = Gateway::start_quietly(config).await?;
     add_test_users(&gateway).await?;
     let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
     // The set-up's audit lines come out on their own thread: let them all go before the

@@ -656,12 +656,26 @@ both_backends!(
     dev_announces_later_changes_but_not_its_own_set_up,
     |db| async move {
         let smtp = crate::fake_notify::FakeSmtp::start().await;
+        let slack = crate::fake_notify::FakeSlack::start().await;
         let env = [
             ("SMTP_URL", smtp.url.as_str()),
             ("EMAIL_FROM", "gw@example.com"),
             ("EMAIL_ALERTS_TO", "security@example.com"),
+            ("SLACK_WEBHOOK_URL", slack.url.as_str()),
+            ("SLACK_SIGNING_SECRET", crate::fake_notify::SIGNING_SECRET),
+            ("SLACK_BOT_TOKEN", crate::fake_notify::BOT_TOKEN),
+            ("SLACK_API_URL", slack.api_url.as_str()),
         ];
         let dev = Dev::start_with_env(&db, &[], &env).await;
+        // Approving from Slack is on from the start (an unsigned press is refused as such),
+        // while notifications wait for the set-up to end.
+        let unsigned = client()
+            .post(format!("{}/api/v1/slack/interactions", dev.gateway))
+            .body("payload=%7B%7D")
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(unsigned.ok(), Some(401));
         let admin = dev.tokens.get("admin").cloned().unwrap_or_default();
         let locked = client()
             .post(format!(
@@ -686,6 +700,19 @@ both_backends!(
             !mails.iter().any(|m| m.data.contains("was added by")
                 || (m.data.contains("API token dev-") && m.data.contains(" created by "))),
             "{mails:#?}"
+        );
+        let heard = crate::kit::eventually(|| async {
+            slack
+                .texts()
+                .iter()
+                .any(|t| t.contains("viewer@example.com was locked"))
+        })
+        .await;
+        let texts = slack.texts();
+        assert!(heard, "{texts:#?}");
+        assert!(
+            !texts.iter().any(|t| t.contains("was added by")),
+            "{texts:#?}"
         );
     }
 );

@@ -114,6 +114,17 @@ both_backends!(
             text.contains(&format!("{}/deploy-approvals#request-{id}", s.gw.url)),
             "the button leads to the request: {text}"
         );
+        // Without a Slack app, no decision buttons, and nothing answers Slack's presses.
+        assert!(!text.contains("rgw_approve"), "{text}");
+        let pressed = client()
+            .post(format!("{}/api/v1/slack/interactions", s.gw.url))
+            .body("payload=%7B%7D")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pressed.status().as_u16(), 404);
+        let said: Value = pressed.json().await.unwrap_or_default();
+        assert_eq!(said["code"], "slack_off", "{said}");
 
         // A person approves it.
         let path = format!("/api/v1/deploy-approvals/{id}/approve");
