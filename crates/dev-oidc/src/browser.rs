@@ -47,9 +47,27 @@ pub struct Browser {
 impl Browser {
     /// A browser that signs in as `user`.
     pub fn new(user: &str) -> Result<Browser, BrowserError> {
+        Browser::with_headers(user, reqwest::header::HeaderMap::new())
+    }
+
+    /// A browser that signs in as `user` from `address`, as a proxy in front of the gateway
+    /// says (`X-Forwarded-For`; the gateway believes it only from `TRUSTED_PROXIES`).
+    pub fn from_address(user: &str, address: &str) -> Result<Browser, BrowserError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(address) {
+            headers.insert("x-forwarded-for", value);
+        }
+        Browser::with_headers(user, headers)
+    }
+
+    fn with_headers(
+        user: &str,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<Browser, BrowserError> {
         // reqwest is built without a default TLS crypto provider; use ring, as the gateway does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()

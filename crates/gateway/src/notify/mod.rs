@@ -46,6 +46,8 @@ pub enum Topic {
     MfaChanged,
     /// Too many wrong codes: someone's codes are refused for a while.
     MfaLockout,
+    /// Someone signed in from a network new to them.
+    NewSignInPlace,
     /// The audit trail itself needs attention (suppressed events, a recovery, a key rotation).
     AuditTrouble,
     /// An operator's test (`rack-gateway-server notify test`).
@@ -67,6 +69,7 @@ impl Topic {
             Topic::UserUnlocked => "user_unlocked",
             Topic::MfaChanged => "mfa_changed",
             Topic::MfaLockout => "mfa_lockout",
+            Topic::NewSignInPlace => "new_sign_in_place",
             Topic::AuditTrouble => "audit_trouble",
             Topic::Test => "test",
         }

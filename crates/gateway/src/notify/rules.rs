@@ -14,6 +14,10 @@ use crate::approvals;
 use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
 use crate::store::{AuditRow, Store, StoreError};
 
+/// How long a network someone signed in from is remembered unseen (then a sign-in from it is
+/// news again).
+const SIGN_IN_PLACE_KEPT_MS: i64 = 180 * 24 * 3600 * 1000;
+
 /// How long a recorded deploy decision may wait to show in its request before it is taken as
 /// never made (the compare-and-set lost to another decision, or the store refused it).
 const DECISION_SETTLES_MS: i64 = 60_000;
@@ -53,6 +57,9 @@ pub async fn notices(store: &Store, row: &AuditRow, now: i64) -> Result<Verdict,
         {
             approval_decided(store, e, now).await?
         }
+        (EventKind::Gateway, "gateway:auth:signin") => new_sign_in_place(store, row)
+            .await?
+            .map_or_else(Verdict::none, Verdict::one),
         (EventKind::Gateway, "gateway:users:create") if d.get("reason").is_some() => {
             let email = text(d, "email");
             Verdict::one(
@@ -452,6 +459,62 @@ fn own_mfa_change(e: &AuditEvent) -> Option<Notice> {
     Some(n)
 }
 
+/// The network `ip` is in, as a sign-in place: its IPv4 /24 or IPv6 /48 (an address moves
+/// within its provider's block from day to day; a new block is a new place).
+fn sign_in_place(ip: &str) -> String {
+    let v4 = |v4: std::net::Ipv4Addr| {
+        let [a, b, c, _] = v4.octets();
+        format!("{a}.{b}.{c}.0/24")
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(addr)) => v4(addr),
+        Ok(std::net::IpAddr::V6(addr)) => match addr.to_ipv4_mapped() {
+            Some(addr) => v4(addr),
+            None => {
+                let [a, b, c, ..] = addr.segments();
+                format!("{a:x}:{b:x}:{c:x}::/48")
+            }
+        },
+        Err(_) => ip.to_string(),
+    }
+}
+
+/// A sign-in from a network the person has not signed in from before (their first sign-in
+/// ever is not news): an e-mail to them, so a stolen identity-provider account shows.
+async fn new_sign_in_place(store: &Store, row: &AuditRow) -> Result<Option<Notice>, StoreError> {
+    let e = &row.event;
+    let (Some(email), Some(ip)) = (e.user_email.as_deref(), e.client_ip.as_deref()) else {
+        return Ok(None);
+    };
+    let place = sign_in_place(ip);
+    let new = store
+        .note_sign_in_place(email, &place, row.seq, e.ts, SIGN_IN_PLACE_KEPT_MS)
+        .await?;
+    if !new {
+        return Ok(None);
+    }
+    let to = match text(&e.details, "channel").as_str() {
+        "cli" => "the command line (rack-gateway login)",
+        _ => "the web",
+    };
+    Ok(Some(
+        Notice::new(
+            Topic::NewSignInPlace,
+            format!("{email} signed in from a new network"),
+        )
+        .fact("From", format!("{ip} (network {place})"))
+        .fact("With", e.user_agent.clone().unwrap_or_default())
+        .fact("To", to)
+        .fact(
+            "Not you?",
+            "sign out everywhere from your account page and tell an admin at once: someone may \
+             have the password to your identity provider account",
+        )
+        .link("Your account", "/account")
+        .email(email),
+    ))
+}
+
 /// The wrong code that started a lockout (not those refused during it).
 fn lockout(e: &AuditEvent) -> Option<Notice> {
     let d = &e.details;
@@ -513,6 +576,15 @@ mod tests {
         e.user_email = Some("ann@example.com".into());
         e.rbac_decision = Decision::Allow;
         e
+    }
+
+    #[test]
+    fn a_sign_in_place_is_a_network() {
+        assert_eq!(sign_in_place("203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(sign_in_place("::ffff:203.0.113.9"), "203.0.113.0/24");
+        assert_eq!(sign_in_place("2001:db8:1:2::5"), "2001:db8:1::/48");
+        assert_eq!(sign_in_place("2001:db8:1:ffff::1"), "2001:db8:1::/48");
+        assert_eq!(sign_in_place("not an address"), "not an address");
     }
 
     #[test]

@@ -176,7 +176,10 @@ impl Came<'_> {
         let mut details = details;
         if let Some(map) = details.as_object_mut() {
             map.insert("via".into(), "slack".into());
-            map.insert("slack_user".into(), self.slack_user.into());
+            // Not known for a request refused for its signature.
+            if !self.slack_user.is_empty() {
+                map.insert("slack_user".into(), self.slack_user.into());
+            }
         }
         e.with_details(details)
     }

@@ -21,6 +21,7 @@ mod roles;
 mod security_keys;
 mod sessions;
 mod settings;
+mod sign_in_places;
 mod sqlite_reads;
 mod tokens;
 mod touches;

@@ -337,6 +337,60 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_sign_in_from_a_network_new_to_its_person_is_told_to_them,
+    |db| async move {
+        let smtp = FakeSmtp::start().await;
+        for (email, role) in [("viewer@example.com", "viewer"), ("ops@example.com", "ops")] {
+            let (ok, _, err) = admin(&db, &["users", "add", email, "--role", role]);
+            assert!(ok, "{err}");
+        }
+        let env = [
+            ("SMTP_URL", smtp.url.as_str()),
+            ("EMAIL_FROM", "Rack Gateway <gateway@example.com>"),
+            ("EMAIL_ALERTS_TO", "security@example.com"),
+            // The test's requests say where they come from, as a load balancer would.
+            ("TRUSTED_PROXIES", "127.0.0.0/8"),
+        ];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let sign_in = |email: &'static str, from: &'static str| {
+            let login = format!("{}/api/v1/auth/web/login?return_to=/account", s.gw.url);
+            async move {
+                let mut b = dev_oidc::browser::Browser::from_address(email, from)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let page = b.visit(&login).await.unwrap_or_else(|e| panic!("{e}"));
+                assert!(page.body.contains(email), "{}", page.body);
+            }
+        };
+        // The first sign-in ever, then one from the same network: not news.
+        sign_in("viewer@example.com", "203.0.113.5").await;
+        sign_in("viewer@example.com", "203.0.113.77").await;
+        // Another network: its person is told, with where from.
+        sign_in("viewer@example.com", "198.51.100.9").await;
+        let mail = mail_to(&smtp, "viewer@example.com", "new network").await;
+        assert!(mail.data.contains("198.51.100.0/24"), "{}", mail.data);
+        assert!(mail.data.contains("the web"), "{}", mail.data);
+        // Known from then on; and each person's places are their own.
+        sign_in("viewer@example.com", "198.51.100.10").await;
+        sign_in("ops@example.com", "198.51.100.9").await;
+        // Something later that is news: everything before it has been looked at by then.
+        let (ok, _, err) = admin(&db, &["users", "lock", "ops@example.com"]);
+        assert!(ok, "{err}");
+        mail_to(&smtp, "ops@example.com", "was locked").await;
+        let told: Vec<Mail> = smtp
+            .mails()
+            .into_iter()
+            .filter(|m| m.data.contains("new network"))
+            .collect();
+        assert_eq!(told.len(), 1, "{told:#?}");
+        assert_eq!(
+            told[0].to,
+            ["viewer@example.com"],
+            "only its person: {told:#?}"
+        );
+    }
+);
+
 // Two workers: the command is waited for on one, the fakes answer it on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_test_sends_on_every_channel_and_needs_no_database() {
