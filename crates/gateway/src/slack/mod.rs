@@ -110,6 +110,8 @@ struct Pressed {
     user: SlackUser,
     trigger_id: String,
     #[serde(default)]
+    response_url: Option<String>,
+    #[serde(default)]
     actions: Vec<PressedAction>,
 }
 
@@ -332,12 +334,24 @@ async fn pressed(
         headers,
         slack_user: slack_user_id(&p.user.id)?,
     };
+    let message = p.response_url.as_deref().and_then(|u| slack.message_url(u));
     let view = match may_decide(state, slack, &came, id, approve).await {
         Ok((_, row)) => {
             let window = state.config.deploy_approval_window.as_secs() / 60;
-            modal::ask(&row, approve, window)
+            modal::ask(
+                &row,
+                approve,
+                window,
+                message.as_ref().map(url::Url::as_str),
+            )
         }
-        Err(view) => view,
+        Err(said) => {
+            // Pressed on a request decided (or expired) meanwhile: its message says so now.
+            if let (Some(row), Some(url)) = (said.settled, message) {
+                settle(slack, url, &row);
+            }
+            said.view
+        }
     };
     if let Err(e) = slack.open_view(&p.trigger_id, &view).await {
         tracing::warn!(error = %e, "could not open a dialog in Slack");
@@ -359,7 +373,12 @@ async fn submitted(
     }
     let asked: modal::Asked = serde_json::from_str(&s.view.private_metadata)
         .map_err(|_| SlackError::Malformed("private_metadata is not the gateway's"))?;
-    let modal::Asked { id, approve } = asked;
+    let modal::Asked {
+        id,
+        approve,
+        message,
+    } = asked;
+    let message = message.as_deref().and_then(|u| slack.message_url(u));
     let action = action_of(approve);
     let came = Came {
         peer,
@@ -368,7 +387,7 @@ async fn submitted(
     };
     let (who, _) = match may_decide(state, slack, &came, id, approve).await {
         Ok(fit) => fit,
-        Err(view) => return Ok(update(view)),
+        Err(said) => return Ok(update(said.view)),
     };
     let note = match approvals::check_note(s.view.state.field(modal::NOTE_FIELD)) {
         Ok(note) => note,
@@ -394,7 +413,11 @@ async fn submitted(
         slack_user: Some(came.slack_user),
     };
     let decided = approvals::decide_as(state, &actor, &decider, id, approve, note.as_deref());
-    let text = match decided.await {
+    let decided = decided.await;
+    if let (Ok(row), Some(url)) = (&decided, message) {
+        settle(slack, url, row);
+    }
+    let text = match decided {
         Ok(row) if approve => format!(
             "Approved: the deploy of *{}* at `{}` may run until {} UTC.",
             slack_text(&row.app),
@@ -499,9 +522,12 @@ async fn may_decide(
     came: &Came<'_>,
     id: i64,
     approve: bool,
-) -> Result<(Approver, ApprovalRow), Value> {
+) -> Result<(Approver, ApprovalRow), Said> {
     let action = action_of(approve);
-    let said = |text: &str| modal::said(approve, text);
+    let said = |text: &str| Said {
+        view: modal::said(approve, text),
+        settled: None,
+    };
     let who = match person(state, slack, came.slack_user).await {
         Ok(who) => who,
         Err(unfit) => {
@@ -544,9 +570,32 @@ async fn may_decide(
         let reason = e.refusal_reason().unwrap_or("refused");
         came.refused(state, action, Some(&who.user), id, reason, json!({}))
             .await;
-        return Err(said(&nothing_decided(&e)));
+        let settled = matches!(e, ApprovalError::NotPending { .. }).then_some(row);
+        return Err(Said {
+            settled,
+            ..said(&nothing_decided(&e))
+        });
     }
     Ok((who, row))
+}
+
+/// Why nothing can be decided here: the dialog that says so, and the request when it is no
+/// longer pending (its message can say what became of it).
+struct Said {
+    view: Value,
+    settled: Option<ApprovalRow>,
+}
+
+/// Replaces the message a button was pressed on with what became of `row`, in the background
+/// (the dialog's answer does not wait for it; a failure is only logged).
+fn settle(slack: &SlackApi, url: url::Url, row: &ApprovalRow) {
+    let message = modal::settled(row, now_ms());
+    let slack = slack.clone();
+    tokio::spawn(async move {
+        if let Err(e) = slack.replace_message(url, &message).await {
+            tracing::warn!(error = %e, "could not update a deploy request's message in Slack");
+        }
+    });
 }
 
 /// Why a Slack user cannot decide from Slack.

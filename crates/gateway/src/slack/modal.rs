@@ -24,12 +24,16 @@ const MAX_CODE_CHARS: usize = 64;
 
 /// What the dialog is about, carried by Slack from the dialog to its submission (Slack signs
 /// both; who submits it is checked again all the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Asked {
     /// The deploy request.
     pub id: i64,
     /// Approve (else reject).
     pub approve: bool,
+    /// Where to replace the message whose button was pressed once it is decided (Slack's
+    /// `response_url`, checked to be Slack's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn plain(text: &str) -> Value {
@@ -46,11 +50,12 @@ fn title(approve: bool) -> &'static str {
 }
 
 /// The dialog that asks for a code to approve (or reject) `row`; an approval lets the deploy
-/// through for `window_mins` minutes.
-pub fn ask(row: &ApprovalRow, approve: bool, window_mins: u64) -> Value {
+/// through for `window_mins` minutes. `message`: where the pressed message is replaced.
+pub fn ask(row: &ApprovalRow, approve: bool, window_mins: u64, message: Option<&str>) -> Value {
     let asked = Asked {
         id: row.id,
         approve,
+        message: message.map(str::to_string),
     };
     let mut summary = format!(
         "*Deploy of {} at {}* (#{})\n*Requested by:* {}",
@@ -111,6 +116,29 @@ pub fn ask(row: &ApprovalRow, approve: bool, window_mins: u64) -> Value {
     })
 }
 
+/// A deploy request's message once it is decided (or has expired): what became of it, with
+/// no buttons left to press.
+pub fn settled(row: &ApprovalRow, now: i64) -> Value {
+    let state = row.state(now);
+    let mut text = format!(
+        "*Deploy of {} at {}* (#{}) — {state}",
+        slack_text(&row.app),
+        slack_text(row.git_commit.get(..12).unwrap_or(&row.git_commit)),
+        row.id,
+    );
+    if let (Some(by), "approved" | "rejected" | "deployed") = (&row.decided_by, state) {
+        text.push_str(&format!(" by {}", slack_text(by)));
+    }
+    if let Some(note) = row.note.as_deref().filter(|n| !n.trim().is_empty()) {
+        text.push_str(&format!("\n*Note:* {}", slack_text(note)));
+    }
+    json!({
+        "replace_original": true,
+        "text": text,
+        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": text } }],
+    })
+}
+
 /// A dialog that only says `text` (Slack `mrkdwn`, already escaped where it quotes others),
 /// under `approve`'s title.
 pub fn said(approve: bool, text: &str) -> Value {
@@ -151,7 +179,7 @@ mod tests {
 
     #[test]
     fn the_dialog_carries_the_request_and_escapes_what_ci_wrote() {
-        let view = ask(&row(), true, 15);
+        let view = ask(&row(), true, 15, None);
         assert_eq!(view["callback_id"], CALLBACK_ID);
         let asked: Option<Asked> = view["private_metadata"]
             .as_str()
@@ -160,7 +188,8 @@ mod tests {
             asked,
             Some(Asked {
                 id: 7,
-                approve: true
+                approve: true,
+                message: None
             })
         );
         let text = view["blocks"][0]["text"]["text"]
@@ -181,6 +210,20 @@ mod tests {
                 .as_str()
                 .is_some_and(|h| h.contains("15 minutes"))
         );
+        let mut decided = row();
+        decided.status = "approved".into();
+        decided.decided_by = Some("ann@example.com".into());
+        decided.expires_at = i64::MAX;
+        decided.note = Some("<!here> ok".into());
+        let settled = settled(&decided, 0);
+        assert_eq!(settled["replace_original"], true);
+        let text = settled["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("(#7) — approved by ann@example.com"),
+            "{text}"
+        );
+        assert!(text.contains("&lt;!here&gt; ok"), "{text}");
+        assert!(settled["blocks"][0].get("elements").is_none(), "no buttons");
         for approve in [true, false] {
             let t = title(approve);
             assert!(t.chars().count() <= 24, "{t}");

@@ -154,6 +154,44 @@ impl SlackApi {
         self.call(METHOD, request).await.map(|_| ())
     }
 
+    /// `raw` (a button press's `response_url`) when it is Slack's: `https://hooks.slack.com/…`,
+    /// or on the host of `SLACK_API_URL` (a stand-in's). Nothing else is posted to.
+    pub fn message_url(&self, raw: &str) -> Option<url::Url> {
+        let url = url::Url::parse(raw).ok().filter(|_| raw.len() <= 1024)?;
+        let api = &self.config.api_url;
+        let slack = url.scheme() == "https" && url.host_str() == Some("hooks.slack.com");
+        let stand_in = url.origin() == api.origin() && api.host_str() != Some("slack.com");
+        (slack || stand_in).then_some(url)
+    }
+
+    /// Replaces the message a button was pressed on with `message`, through the press's
+    /// `response_url` (see [`SlackApi::message_url`]).
+    pub async fn replace_message(
+        &self,
+        url: url::Url,
+        message: &Value,
+    ) -> Result<(), SlackApiError> {
+        let response = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
+            .body(message.to_string())
+            .send()
+            .await
+            .map_err(|e| SlackApiError::Unreachable(e.without_url().to_string()))?;
+        if response.status() == reqwest::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(SlackApiError::Unreachable(format!(
+                "response_url answered HTTP {}",
+                response.status().as_u16()
+            )))
+        }
+    }
+
     fn request(&self, method: &'static str) -> Result<reqwest::RequestBuilder, SlackApiError> {
         let url = self
             .config
@@ -200,5 +238,43 @@ impl SlackApi {
             return Err(SlackApiError::Refused { method, error });
         }
         Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(url: &str) -> SlackApi {
+        let config = SlackAppConfig {
+            signing_secret: gateway_core::config::Secret::new("s".repeat(32)),
+            bot_token: gateway_core::config::Secret::new("xoxb-1"),
+            api_url: url::Url::parse(url).unwrap_or_else(|e| panic!("{e}")),
+        };
+        SlackApi::new(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_slacks_response_urls_are_posted_to() {
+        let real = api("https://slack.com/api/");
+        assert!(
+            real.message_url("https://hooks.slack.com/actions/T0/1/abc")
+                .is_some()
+        );
+        for other in [
+            "http://hooks.slack.com/actions/T0/1/abc",
+            "https://hooks.slack.com.evil.example/actions",
+            "https://slack.com/api/chat.postMessage",
+            "https://169.254.169.254/latest/meta-data/",
+            "not a url",
+        ] {
+            assert!(real.message_url(other).is_none(), "{other}");
+        }
+        let long = format!("https://hooks.slack.com/actions/{}", "a".repeat(1024));
+        assert!(real.message_url(&long).is_none());
+        // A stand-in's own host, for tests.
+        let local = api("http://127.0.0.1:9/api/");
+        assert!(local.message_url("http://127.0.0.1:9/actions/1").is_some());
+        assert!(local.message_url("http://127.0.0.1:10/actions/1").is_none());
     }
 }

@@ -35,6 +35,9 @@ pub struct FakeSlack {
     people: Arc<Mutex<std::collections::HashMap<String, serde_json::Value>>>,
     /// Every `views.open` taken: its trigger id and view.
     pub views: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// A button press's `response_url`, and what was posted to it.
+    pub response_url: String,
+    pub replaced: Arc<Mutex<Vec<serde_json::Value>>>,
     answers: Arc<Mutex<VecDeque<SlackAnswer>>>,
     /// Answered to every post once the scripted ones are used up.
     always: Arc<Mutex<SlackAnswer>>,
@@ -52,6 +55,8 @@ impl FakeSlack {
             posts: Arc::default(),
             people: Arc::default(),
             views: Arc::default(),
+            response_url: format!("http://{addr}/actions/T0/1/B0respond"),
+            replaced: Arc::default(),
             answers: Arc::default(),
             always: Arc::new(Mutex::new(SlackAnswer {
                 status: 200,
@@ -102,7 +107,23 @@ impl FakeSlack {
         );
         let people = slack.people.clone();
         let views = slack.views.clone();
+        let replaced = slack.replaced.clone();
         let app = app
+            .route(
+                "/actions/T0/1/B0respond",
+                axum::routing::post(move |body: String| {
+                    let replaced = replaced.clone();
+                    async move {
+                        let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
+                            return (http::StatusCode::BAD_REQUEST, "invalid_payload");
+                        };
+                        if let Ok(mut replaced) = replaced.lock() {
+                            replaced.push(json);
+                        }
+                        (http::StatusCode::OK, "ok")
+                    }
+                }),
+            )
             .route(
                 "/api/users.info",
                 axum::routing::post(move |headers: http::HeaderMap, body: String| {
@@ -170,6 +191,11 @@ impl FakeSlack {
         if let Ok(mut people) = self.people.lock() {
             people.insert(id.to_string(), member);
         }
+    }
+
+    /// The messages replaced through `response_url` so far.
+    pub fn replacements(&self) -> Vec<serde_json::Value> {
+        self.replaced.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// The views opened so far.

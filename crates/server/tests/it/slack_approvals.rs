@@ -62,7 +62,7 @@ async fn press(s: &SignIn, slack: &FakeSlack, user: &str, action: &str, id: i64)
         "api_app_id": "A0",
         "trigger_id": trigger,
         "container": { "type": "message", "message_ts": "1.2", "channel_id": "C0" },
-        "response_url": "https://hooks.slack.com/actions/T0/1/secret",
+        "response_url": slack.response_url,
         "actions": [{
             "type": "button", "action_id": action, "block_id": "b0",
             "value": id.to_string(), "action_ts": "1.3",
@@ -339,6 +339,18 @@ both_backends!(
         })
         .await;
         assert!(heard, "the channel hears of it: {:#?}", slack.texts());
+        // The pressed message loses its buttons and says what became of the request.
+        let replaced = eventually(|| async { !slack.replacements().is_empty() }).await;
+        let replacements = slack.replacements();
+        assert!(replaced, "the message is replaced");
+        assert_eq!(replacements.len(), 1, "{replacements:#?}");
+        assert_eq!(replacements[0]["replace_original"], true);
+        let now_says = replacements[0]["text"].as_str().unwrap_or_default();
+        assert!(
+            now_says.contains(&format!("(#{id}) — approved by {BOSS}")),
+            "{now_says}"
+        );
+        assert!(now_says.contains("ship it"), "{now_says}");
 
         // Sent again (a replay, or a second click): nothing more happens.
         let (_, again) = submit(&s, "UBOSS", &view, &code, Some("ship it")).await;
@@ -346,6 +358,14 @@ both_backends!(
             said(&again["view"]).contains("is approved: nothing was changed"),
             "{again}"
         );
+        // A press on a copy of the message that still has its buttons: told, and it is settled.
+        let view = press(&s, &slack, "UBOSS", "rgw_reject", id).await;
+        assert!(
+            said(&view).contains("is approved: nothing was changed"),
+            "{view}"
+        );
+        let settled = eventually(|| async { slack.replacements().len() == 2 }).await;
+        assert!(settled, "{:#?}", slack.replacements());
 
         // The admin's own request: another person must decide, from Slack as anywhere.
         let boss = browser
