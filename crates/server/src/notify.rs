@@ -53,6 +53,9 @@ async fn test(to: Vec<String>) -> anyhow::Result<()> {
         let payload = render::slack(&notice, &origin, false).to_string();
         failed += report("slack", slack.post(&payload).await)?;
     }
+    if let Some(app) = config.slack.as_ref().and_then(|s| s.app.clone()) {
+        failed += check_slack_app(app).await?;
+    }
     if let Some(mailer) = &channels.mailer {
         let recipients = if to.is_empty() {
             channels.alerts_to.clone()
@@ -73,6 +76,34 @@ async fn test(to: Vec<String>) -> anyhow::Result<()> {
         anyhow::bail!("{failed} test message(s) not sent");
     }
     Ok(())
+}
+
+/// Checks the Slack app's bot token (approving from Slack): prints what Slack says of it; 1
+/// when it would not work.
+async fn check_slack_app(app: gateway::config::SlackAppConfig) -> anyhow::Result<usize> {
+    let api = gateway::slack::SlackApi::new(app).map_err(anyhow::Error::msg)?;
+    match api.check().await {
+        Ok(check) if check.missing_scopes.is_empty() => {
+            outln!(
+                "slack app: the bot token works in {}, with the scopes approving from Slack needs",
+                check.workspace
+            )?;
+            Ok(0)
+        }
+        Ok(check) => {
+            outln!(
+                "slack app: the bot token (workspace {}) lacks the scope(s) {}: add them under \
+                 OAuth & Permissions and reinstall the app",
+                check.workspace,
+                check.missing_scopes.join(", ")
+            )?;
+            Ok(1)
+        }
+        Err(e) => {
+            outln!("slack app: {e}")?;
+            Ok(1)
+        }
+    }
 }
 
 /// Prints what became of one test message; 1 when it was not sent.

@@ -266,6 +266,10 @@ async fn interaction(
     }
 }
 
+/// Requests refused for their signature are logged at most once a second (a flood of them is
+/// one line a second, with how many were held back).
+static UNSIGNED: crate::log_throttle::Throttle = crate::log_throttle::Throttle::new(1000);
+
 /// Audits a request refused for its signature, within the budget of refusals audited one by
 /// one per address (a flood is summarised, not written row by row).
 async fn audit_unsigned(
@@ -274,7 +278,9 @@ async fn audit_unsigned(
     headers: &HeaderMap,
     e: signature::SignatureError,
 ) {
-    tracing::warn!(client_ip = %peer.ip, reason = e.reason(), "refused a request to the Slack endpoint");
+    if let Some(held_back) = UNSIGNED.admit() {
+        tracing::warn!(client_ip = %peer.ip, reason = e.reason(), held_back, "refused a request to the Slack endpoint: not signed by Slack");
+    }
     if !state.refusals.admit(peer.ip, std::time::Instant::now()) {
         return;
     }

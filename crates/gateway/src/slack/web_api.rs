@@ -1,6 +1,7 @@
-//! The two Slack Web API methods approving from Slack needs, called with the app's bot token:
+//! The Slack Web API methods approving from Slack needs, called with the app's bot token:
 //! `users.info` (who pressed a button: their e-mail, and whether they are a full member of
-//! the workspace) and `views.open` (the dialog that asks for their code).
+//! the workspace), `views.open` (the dialog that asks for their code), and `auth.test` (for
+//! `notify test`: the token works, with the scopes it needs).
 //!
 //! Slack answers HTTP 200 with `{"ok": false, "error": "…"}` when it refuses; the bot token
 //! never appears in an error.
@@ -68,14 +69,39 @@ impl std::fmt::Debug for SlackApi {
     }
 }
 
+/// Every Web API answer: whether Slack did it, and if not, why.
 #[derive(Deserialize)]
-struct Answer {
+struct Status {
     ok: bool,
     #[serde(default)]
     error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserAnswer {
     #[serde(default)]
     user: Option<User>,
 }
+
+#[derive(Deserialize)]
+struct AuthAnswer {
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    team_id: Option<String>,
+}
+
+/// What `auth.test` says of the bot token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCheck {
+    /// The workspace's name and id.
+    pub workspace: String,
+    /// Scopes approving from Slack needs that the token lacks.
+    pub missing_scopes: Vec<&'static str>,
+}
+
+/// The bot token's scopes approving from Slack needs.
+pub const NEEDED_SCOPES: &[&str] = &["users:read", "users:read.email"];
 
 #[derive(Deserialize)]
 struct User {
@@ -126,7 +152,9 @@ impl SlackApi {
                 "application/x-www-form-urlencoded",
             )
             .body(body);
-        let answer = self.call(METHOD, request).await?;
+        let (_, body) = self.call(METHOD, request).await?;
+        let answer: UserAnswer =
+            serde_json::from_slice(&body).map_err(|_| SlackApiError::Malformed(METHOD))?;
         let user = answer.user.ok_or(SlackApiError::Malformed(METHOD))?;
         Ok(SlackPerson {
             email: user
@@ -137,6 +165,35 @@ impl SlackApi {
             deleted: user.deleted,
             bot: user.is_bot,
             guest: user.is_restricted || user.is_ultra_restricted,
+        })
+    }
+
+    /// Checks the bot token with `auth.test`: its workspace, and the scopes it lacks (Slack
+    /// lists a token's scopes in the `x-oauth-scopes` header).
+    pub async fn check(&self) -> Result<AppCheck, SlackApiError> {
+        const METHOD: &str = "auth.test";
+        let (headers, body) = self.call(METHOD, self.request(METHOD)?).await?;
+        let answer: AuthAnswer =
+            serde_json::from_slice(&body).map_err(|_| SlackApiError::Malformed(METHOD))?;
+        let scopes = headers
+            .get("x-oauth-scopes")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let held: Vec<&str> = scopes.split(',').map(str::trim).collect();
+        let shown = |s: Option<String>| -> String {
+            s.unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_REASON_CHARS)
+                .collect()
+        };
+        Ok(AppCheck {
+            workspace: format!("{} ({})", shown(answer.team), shown(answer.team_id)),
+            missing_scopes: NEEDED_SCOPES
+                .iter()
+                .copied()
+                .filter(|needed| !held.contains(needed))
+                .collect(),
         })
     }
 
@@ -204,11 +261,13 @@ impl SlackApi {
             .bearer_auth(self.config.bot_token.expose()))
     }
 
+    /// Sends `request` (Web API `method`): the answer's headers and body, once Slack said
+    /// `"ok": true`.
     async fn call(
         &self,
         method: &'static str,
         request: reqwest::RequestBuilder,
-    ) -> Result<Answer, SlackApiError> {
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), SlackApiError> {
         let unreachable =
             |e: reqwest::Error| SlackApiError::Unreachable(e.without_url().to_string());
         let mut response = request.send().await.map_err(unreachable)?;
@@ -218,6 +277,7 @@ impl SlackApi {
                 response.status().as_u16()
             )));
         }
+        let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
@@ -225,7 +285,7 @@ impl SlackApi {
             }
             body.extend_from_slice(&chunk);
         }
-        let answer: Answer =
+        let answer: Status =
             serde_json::from_slice(&body).map_err(|_| SlackApiError::Malformed(method))?;
         if !answer.ok {
             let error = answer
@@ -237,7 +297,7 @@ impl SlackApi {
                 .collect();
             return Err(SlackApiError::Refused { method, error });
         }
-        Ok(answer)
+        Ok((headers, body))
     }
 }
 
@@ -246,6 +306,8 @@ mod tests {
     use super::*;
 
     fn api(url: &str) -> SlackApi {
+        // The binaries install it at start; unit tests build clients on their own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = SlackAppConfig {
             signing_secret: gateway_core::config::Secret::new("s".repeat(32)),
             bot_token: gateway_core::config::Secret::new("xoxb-1"),

@@ -35,6 +35,8 @@ pub struct FakeSlack {
     people: Arc<Mutex<std::collections::HashMap<String, serde_json::Value>>>,
     /// Every `views.open` taken: its trigger id and view.
     pub views: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The bot token's scopes, as `auth.test` lists them (`x-oauth-scopes`).
+    pub scopes: Arc<Mutex<String>>,
     /// A button press's `response_url`, and what was posted to it.
     pub response_url: String,
     pub replaced: Arc<Mutex<Vec<serde_json::Value>>>,
@@ -55,6 +57,9 @@ impl FakeSlack {
             posts: Arc::default(),
             people: Arc::default(),
             views: Arc::default(),
+            scopes: Arc::new(Mutex::new(
+                "incoming-webhook,users:read,users:read.email".into(),
+            )),
             response_url: format!("http://{addr}/actions/T0/1/B0respond"),
             replaced: Arc::default(),
             answers: Arc::default(),
@@ -108,7 +113,25 @@ impl FakeSlack {
         let people = slack.people.clone();
         let views = slack.views.clone();
         let replaced = slack.replaced.clone();
+        let scopes = slack.scopes.clone();
         let app = app
+            .route(
+                "/api/auth.test",
+                axum::routing::post(move |headers: http::HeaderMap| {
+                    let scopes = scopes.clone();
+                    async move {
+                        let scopes = scopes.lock().map(|s| s.clone()).unwrap_or_default();
+                        let answer = refused_auth(&headers).unwrap_or_else(|| {
+                            axum::Json(serde_json::json!({
+                                "ok": true, "url": "https://example.slack.com/",
+                                "team": "Example", "team_id": "T0", "user": "rack-gateway",
+                                "user_id": "U0BOT", "bot_id": "B0",
+                            }))
+                        });
+                        ([("x-oauth-scopes", scopes)], answer)
+                    }
+                }),
+            )
             .route(
                 "/actions/T0/1/B0respond",
                 axum::routing::post(move |body: String| {

@@ -433,6 +433,40 @@ async fn notify_test_sends_on_every_channel_and_needs_no_database() {
         "{mails:#?}"
     );
 
+    // With the Slack app: its bot token is checked too, scopes and all.
+    let with_app = |scopes: &str| {
+        if let Ok(mut held) = slack.scopes.lock() {
+            *held = scopes.to_string();
+        }
+        std::process::Command::new(crate::kit::BIN)
+            .args(["notify", "test"])
+            .env_remove("DATABASE_URL")
+            .env_remove("SMTP_URL")
+            .envs([
+                ("SLACK_WEBHOOK_URL", slack.url.as_str()),
+                ("SLACK_SIGNING_SECRET", crate::fake_notify::SIGNING_SECRET),
+                ("SLACK_BOT_TOKEN", crate::fake_notify::BOT_TOKEN),
+                ("SLACK_API_URL", slack.api_url.as_str()),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = with_app("incoming-webhook,users:read,users:read.email");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("slack app: the bot token works in Example (T0)"),
+        "{stdout}"
+    );
+    let out = with_app("incoming-webhook,users:read");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("lacks the scope(s) users:read.email"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(crate::fake_notify::BOT_TOKEN), "{stdout}");
+
     // Nothing configured: said so.
     let out = std::process::Command::new(crate::kit::BIN)
         .args(["notify", "test"])
