@@ -388,6 +388,23 @@ both_backends!(
             ["viewer@example.com"],
             "only its person: {told:#?}"
         );
+
+        // Noting the same event again (a restart, a second gateway) gives the same answer;
+        // a later sign-in from there is not news; a person's first place never is.
+        let st = crate::kit::store(&db).await;
+        let day = 24 * 3600 * 1000;
+        let note = |email: &'static str, place: &'static str, seq: i64| {
+            let st = st.clone();
+            async move {
+                st.note_sign_in_place(email, place, seq, gateway::store::now_ms(), 180 * day)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert!(note("viewer@example.com", "192.0.2.0/24", 1_000_000).await);
+        assert!(note("viewer@example.com", "192.0.2.0/24", 1_000_000).await);
+        assert!(!note("viewer@example.com", "192.0.2.0/24", 1_000_001).await);
+        assert!(!note("nobody@example.com", "192.0.2.0/24", 1_000_002).await);
     }
 );
 
