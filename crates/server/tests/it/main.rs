@@ -6,6 +6,7 @@ mod upstream;
 
 mod admin;
 mod anchors;
+mod api_matrix;
 mod app_rules;
 mod approvals;
 mod audit;
