@@ -81,10 +81,11 @@ pub async fn set(
     peer: Peer,
     caller: Caller,
     ApiPath(app): ApiPath<String>,
-    ApiJson(rules): ApiJson<AppRules>,
+    rules: Result<ApiJson<AppRules>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:app-rules:update";
     caller.require_privileged(&state, app_rules::WRITE).await?;
+    let ApiJson(rules) = rules?;
     let asked = json!({ "app": app, "rules": rules });
     match app_rules::set_rules(&state.store, &state.audit, &caller.actor(peer), &app, rules).await {
         Ok(Some(row)) => Ok(Json(ShownRules::from(row)).into_response()),

@@ -70,9 +70,10 @@ pub async fn request(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiJson(body): ApiJson<NewRequest>,
+    body: Result<ApiJson<NewRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, approvals::REQUEST).await?;
+    let ApiJson(body) = body?;
     let asked = match Asked::check(
         &body.app,
         &body.git_commit,
@@ -178,7 +179,7 @@ pub async fn approve(
     peer: Peer,
     caller: Caller,
     id: ApiPath<i64>,
-    body: ApiJson<DecisionBody>,
+    body: Result<ApiJson<DecisionBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     decide(state, peer, caller, id, body, true).await
 }
@@ -189,7 +190,7 @@ pub async fn reject(
     peer: Peer,
     caller: Caller,
     id: ApiPath<i64>,
-    body: ApiJson<DecisionBody>,
+    body: Result<ApiJson<DecisionBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     decide(state, peer, caller, id, body, false).await
 }
@@ -199,7 +200,7 @@ async fn decide(
     peer: Peer,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(body): ApiJson<DecisionBody>,
+    body: Result<ApiJson<DecisionBody>, ApiError>,
     approve: bool,
 ) -> Result<Response, ApiError> {
     let action = if approve {
@@ -210,6 +211,7 @@ async fn decide(
     // Who may decide at all first; that the caller is a person, and not the asker,
     // `approvals::decide` checks, and is audited below.
     caller.require(&state, approvals::APPROVE).await?;
+    let ApiJson(body) = body?;
     let asked = |reason: &str| json!({ "approval_id": id, "reason": reason });
     let note = match approvals::check_note(body.note.as_deref()) {
         Ok(note) => note,

@@ -34,6 +34,10 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// "code"}`) instead of axum's plain text, and never quote the body back. The whole body must
 /// arrive within `CLIENT_TIMEOUT_SECS` (else 408): a client that declares a body and then
 /// goes quiet would otherwise hold its connection and buffer for ever.
+///
+/// A handler that checks a permission takes `Result<ApiJson<T>, ApiError>` and looks at it
+/// only after the check: a caller without the permission is refused, and audited, whatever
+/// the body holds (`api_matrix` sends the denied calls malformed bodies).
 pub struct ApiJson<T>(pub T);
 
 impl<T> axum::extract::FromRequest<AppState> for ApiJson<T>

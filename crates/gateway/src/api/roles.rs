@@ -111,10 +111,11 @@ pub async fn create(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiJson(body): ApiJson<NewRoleBody>,
+    body: Result<ApiJson<NewRoleBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:roles:create";
     caller.require_privileged(&state, action).await?;
+    let ApiJson(body) = body?;
     let made = roles::create_role(
         &state.store,
         &state.audit,
@@ -153,9 +154,11 @@ pub async fn update(
     headers: HeaderMap,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
-    ApiJson(body): ApiJson<RoleChangeBody>,
+    body: Result<ApiJson<RoleChangeBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:roles:update";
+    caller.require(&state, action).await?;
+    let ApiJson(body) = body?;
     let code = super::code_header(&headers, body.code.as_deref());
     let asked = json!({ "role": name, "permissions": body.permissions });
     let what = "changing a role's permissions";

@@ -79,9 +79,10 @@ pub async fn create(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiJson(body): ApiJson<Create>,
+    body: Result<ApiJson<Create>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, CREATE).await?;
+    let ApiJson(body) = body?;
     let asked = json!({
         "name": body.name,
         "role": body.role,

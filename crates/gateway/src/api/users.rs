@@ -117,9 +117,11 @@ pub async fn add(
     peer: Peer,
     headers: HeaderMap,
     caller: Caller,
-    super::ApiJson(body): super::ApiJson<NewUser>,
+    body: Result<super::ApiJson<NewUser>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:create";
+    caller.require(&state, action).await?;
+    let super::ApiJson(body) = body?;
     let code = super::code_header(&headers, body.code.as_deref());
     let given = json!({ "email": body.email, "role": body.role });
     caller
@@ -160,11 +162,12 @@ pub async fn set_role(
     headers: HeaderMap,
     caller: Caller,
     ApiPath(email): ApiPath<String>,
-    super::ApiJson(body): super::ApiJson<RoleBody>,
+    body: Result<super::ApiJson<RoleBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:update";
-    let asked = json!({ "email": email, "role": body.role });
     caller.require(&state, action).await?;
+    let super::ApiJson(body) = body?;
+    let asked = json!({ "email": email, "role": body.role });
     // With their session or a token acting for them: an admin demoting themselves may leave
     // nobody able to manage users over HTTP.
     if is_caller(&caller, &email) {

@@ -816,6 +816,38 @@ both_backends!(every_api_route_for_every_role, |db| async move {
                 action: action.to_string(),
                 token_name: format!("{role}-token"),
             });
+            // The permission is checked before the body is looked at: a malformed one is
+            // refused the same way (and audited), not answered 400.
+            if r.body.is_some() {
+                let garbled = c
+                    .request(
+                        reqwest::Method::from_bytes(r.method.as_bytes())
+                            .unwrap_or_else(|e| panic!("{e}")),
+                        &url,
+                    )
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body("{not json")
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{url}: {e}"));
+                let status = garbled.status().as_u16();
+                let id = request_id(&garbled);
+                let body: Value = garbled.json().await.unwrap_or(Value::Null);
+                let what = format!("{} {path} as {role} with a malformed body", r.method);
+                if (status, body["code"].as_str()) != (want.0, Some(want.1)) {
+                    failures.push(format!(
+                        "{what}: {status} {body}, expected a refusal: {} {}",
+                        want.0, want.1
+                    ));
+                }
+                refusals.push(Refusal {
+                    what,
+                    request_id: id,
+                    action: action.to_string(),
+                    token_name: format!("{role}-token"),
+                });
+            }
             checked += 1;
         }
         if !denied.is_empty() {
