@@ -56,7 +56,7 @@ pub enum SlackError {
     /// No Slack app is configured.
     #[error(
         "approving from Slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (see \
-         docs/slack.md)"
+         \"Approving from Slack\" in docs/deployment.md)"
     )]
     Off,
     /// Larger than any payload Slack sends.

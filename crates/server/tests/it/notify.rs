@@ -125,6 +125,12 @@ both_backends!(
         assert_eq!(pressed.status().as_u16(), 404);
         let said: Value = pressed.json().await.unwrap_or_default();
         assert_eq!(said["code"], "slack_off", "{said}");
+        assert!(
+            said["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("\"Approving from Slack\" in docs/deployment.md")),
+            "{said}"
+        );
 
         // A person approves it.
         let path = format!("/api/v1/deploy-approvals/{id}/approve");
