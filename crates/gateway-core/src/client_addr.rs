@@ -58,6 +58,11 @@ impl FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// The trusted networks, as written (`10.0.0.0/8`).
+    pub fn networks(&self) -> Vec<String> {
+        self.nets.iter().map(ToString::to_string).collect()
+    }
+
     /// True when no proxy is trusted (the default).
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()

@@ -435,6 +435,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/v1/sessions/{id}", delete(api::sessions::revoke))
         .route("/api/v1/users", get(api::users::list).post(api::users::add))
         .route("/api/v1/audit/events", get(api::audit::events))
+        .route("/api/v1/settings", get(api::settings))
         .route(
             "/api/v1/tokens",
             get(api::tokens::list).post(api::tokens::create),
@@ -484,6 +485,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/login", get(web::login_page))
         .route("/account", get(web::account))
         .route("/audit", get(web::audit::page))
+        .route("/settings", get(web::settings::page))
         .route("/rack", get(web::rack::page))
         .route("/apps/{app}", get(web::rack::app))
         .route("/tokens", get(web::tokens::page))

@@ -17,6 +17,7 @@ pub mod oidc;
 pub mod proxy;
 pub mod request_id;
 pub mod secret_eq;
+pub mod settings;
 pub mod slack;
 pub mod store;
 pub mod web;

@@ -634,6 +634,13 @@ pub async fn info(caller: Caller) -> Result<Response, ApiError> {
     .into_response())
 }
 
+/// `GET /api/v1/settings`: the gateway's effective settings, secrets shown only as set or not
+/// (`gateway:settings:read`; see [`crate::settings`]).
+pub async fn settings(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(&state, crate::settings::READ).await?;
+    Ok(Json(crate::settings::effective(&state)).into_response())
+}
+
 /// Anything else: 404 JSON.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod mfa;
 pub mod rack;
 pub mod roles;
+pub mod settings;
 pub mod tokens;
 pub mod users;
 
@@ -95,6 +96,8 @@ pub(crate) struct Nav {
     pub app_rules: bool,
     /// Whether to link to the deploy approvals.
     pub deploys: bool,
+    /// Whether to link to the settings.
+    pub settings: bool,
 }
 
 impl Nav {
@@ -107,6 +110,7 @@ impl Nav {
             roles: roles::may_list(principal),
             app_rules: app_rules::may_list(principal),
             deploys: approvals::may_list(principal),
+            settings: principal.permissions.allows(crate::settings::READ),
         }
     }
 }

@@ -212,6 +212,15 @@ fn rows() -> Vec<Row> {
             ADMIN,
             OK,
         ),
+        // The gateway's effective settings (secrets only as set or not).
+        row(
+            "GET",
+            "/api/v1/settings",
+            "/api/v1/settings",
+            "gateway:settings:read",
+            ADMIN,
+            OK,
+        ),
         // API tokens.
         row(
             "GET",

@@ -28,6 +28,7 @@ mod rack_pages;
 mod rbac_matrix;
 mod roles;
 mod security_keys;
+mod settings_page;
 mod signin;
 mod slack_approvals;
 mod streaming;
