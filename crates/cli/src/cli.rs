@@ -197,6 +197,11 @@ CSV, run `rack-gateway-server audit export` where the gateway runs.")]
   rack-gateway sessions --email ann@example.com          # admins
   rack-gateway sessions revoke-all --email ann@example.com")]
     Sessions(SessionsArgs),
+    /// What the gateway runs with, defaults included; secrets only as set or not (admins).
+    #[command(after_help = "Examples:
+  rack-gateway settings
+  rack-gateway settings --json")]
+    Settings,
     /// Roles and what they grant; define, change and delete custom roles (admins).
     #[command(after_help = "Examples:
   rack-gateway roles

@@ -680,6 +680,24 @@ fn for_email(email: Option<&str>) -> String {
     }
 }
 
+/// A section of `GET /api/v1/settings`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SettingsSection {
+    /// Its heading.
+    pub title: String,
+    /// Its settings.
+    pub settings: Vec<SettingInfo>,
+}
+
+/// One setting: its environment variable and its effective value.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SettingInfo {
+    /// The variable.
+    pub name: String,
+    /// The value (a secret's only as `set (not shown)` or `not set`).
+    pub value: String,
+}
+
 /// A role as `GET /api/v1/roles` lists it (and as a custom role's change answers).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RoleInfo {
@@ -764,6 +782,11 @@ pub enum RoleChange<'a> {
 }
 
 impl GatewayApi {
+    /// `GET /api/v1/settings` with `token`: the gateway's effective settings, by section.
+    pub async fn settings(&self, token: &str) -> Result<Vec<SettingsSection>, ClientError> {
+        self.listing(token, self.url("/api/v1/settings")).await
+    }
+
     /// `GET /api/v1/roles` with `token`.
     pub async fn roles(&self, token: &str) -> Result<Vec<RoleInfo>, ClientError> {
         self.listing(token, self.url("/api/v1/roles")).await

@@ -17,6 +17,7 @@ mod releases;
 mod roles;
 mod services;
 mod sessions;
+mod settings;
 mod system;
 mod tokens;
 mod users;
@@ -61,6 +62,7 @@ fn prints_json(command: &Command) -> bool {
         | Command::Audit(_)
         | Command::Services(_)
         | Command::Instances
+        | Command::Settings
         | Command::Scale(_) => true,
         Command::Apps(a) => matches!(a.command, None | Some(AppsCommand::Info { .. })),
         Command::Ps(a) => matches!(a.command, None | Some(PsCommand::Info { .. })),
@@ -91,7 +93,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
                 args.first().map(String::as_str).unwrap_or_default()
             ),
             _ => "--json is for listings and records (apps, ps, env, releases, builds, their \
-                  `info`, services, scale, instances, rack, racks, audit, tokens and tokens create, users, sessions, roles, app-rules and app-rules show, deploy-approval list, show and request); this \
+                  `info`, services, scale, instances, rack, racks, audit, settings, tokens and tokens create, users, sessions, roles, app-rules and app-rules show, deploy-approval list, show and request); this \
                   command prints what it does, or streams"
                 .into(),
         }));
@@ -130,6 +132,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> CliResult<i32> {
         Command::Users(args) => users::run(ctx, args).await,
         Command::Sessions(args) => sessions::run(ctx, args).await,
         Command::Roles(args) => roles::run(ctx, args).await,
+        Command::Settings => settings::run(ctx).await,
         Command::AppRules(args) => app_rules::run(ctx, args).await,
         Command::Mfa(args) => mfa::run(ctx, args).await,
         Command::DeployApproval(args) => approvals::run(ctx, args).await,

@@ -109,3 +109,36 @@ fn an_admin_defines_gives_changes_and_deletes_a_role() {
     assert!(out.starts_with("Deleted role log-readers ("), "{out}");
     assert!(!out.contains("held by"), "{out}");
 }
+
+#[test]
+fn an_admin_reads_the_settings_and_others_may_not() {
+    let dev = Dev::start();
+    let ops = Home::new();
+    ops.login(&dev, "dev", "ops");
+    let err = ops.run(&["settings"]).failed();
+    assert!(
+        err.contains("gateway:settings:read is required (your role: ops)"),
+        "{err}"
+    );
+    let admin = Home::new();
+    admin.login(&dev, "dev", "admin");
+    let table = admin.run(&["settings"]).ok();
+    assert!(table.starts_with("SECTION"), "{table}");
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("RACK_TOKEN").contains("set (not shown)"), "{table}");
+    assert!(line("DATABASE_URL").contains("SQLite"), "{table}");
+    let json = admin.run(&["settings", "--json"]).json();
+    let titles: Vec<&str> = json
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["title"].as_str())
+        .collect();
+    assert!(titles.contains(&"Two-step sign-in"), "{json}");
+}
