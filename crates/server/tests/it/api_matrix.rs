@@ -448,12 +448,10 @@ fn constant_path(expr: &str) -> Option<&'static str> {
     }
 }
 
-/// Where the `(` at `open` closes, skipping string literals.
-fn closing(text: &str, open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, ch) in text[open..].char_indices() {
+/// The characters of `text` outside its string literals, with their byte offsets.
+fn outside_strings(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    text.char_indices().filter(move |&(_, ch)| {
         if in_string {
             match (escaped, ch) {
                 (true, _) => escaped = false,
@@ -461,10 +459,18 @@ fn closing(text: &str, open: usize) -> Option<usize> {
                 (false, '"') => in_string = false,
                 _ => {}
             }
-            continue;
+            return false;
         }
+        in_string = ch == '"';
+        !in_string
+    })
+}
+
+/// Where the `(` at `open` closes, skipping string literals.
+fn closing(text: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, ch) in outside_strings(&text[open..]) {
         match ch {
-            '"' => in_string = true,
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => {
                 depth = depth.checked_sub(1)?;
@@ -481,20 +487,9 @@ fn closing(text: &str, open: usize) -> Option<usize> {
 /// `text` split at its top-level commas.
 fn top_level_args(text: &str) -> Vec<&str> {
     let mut args = Vec::new();
-    let (mut depth, mut start, mut in_string) = (0i32, 0usize, false);
-    let mut escaped = false;
-    for (i, ch) in text.char_indices() {
-        if in_string {
-            match (escaped, ch) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, ch) in outside_strings(text) {
         match ch {
-            '"' => in_string = true,
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth -= 1,
             ',' if depth == 0 => {
