@@ -258,7 +258,7 @@ both_backends!(users_add_list_set_role_lock, |db| async move {
 // it; one instance writes it once per interval, not once per request in flight (a burst of
 // identical writes competes with the audit writer for SQLite's write lock).
 both_backends!(last_used_is_written_once_per_interval, |db| async move {
-    use gateway::store::{NewSession, NewToken, now_ms};
+    use gateway::store::NewToken;
     let s = store(&db).await;
     s.migrate().await.unwrap_or_else(|e| panic!("migrate: {e}"));
     let token = s
@@ -307,20 +307,9 @@ both_backends!(last_used_is_written_once_per_interval, |db| async move {
         .create_user("touch@example.com", "Touch", "viewer")
         .await
         .unwrap_or_else(|e| panic!("user: {e}"));
-    let session = s
-        .create_session(&NewSession {
-            token_hash: &"b".repeat(64),
-            user_id: user.id,
-            channel: "cli",
-            user_agent: None,
-            ip: None,
-            expires_at: now_ms() + 3_600_000,
-            idle_since: 0,
-            keep: 20,
-        })
+    let (session, _) = crate::credentials::another_session(&s, "cli", &user)
         .await
-        .unwrap_or_else(|e| panic!("session: {e}"))
-        .row;
+        .unwrap_or_else(|e| panic!("session: {e}"));
     let mut stale = session.clone();
     stale.last_seen_at = 0;
     s.touch_session(&stale, 30_000)

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gateway::audit::Decision;
-use gateway::store::{NewSession, Store, now_ms};
+use gateway::store::Store;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -751,20 +751,9 @@ both_backends!(every_api_route_for_every_role, |db| async move {
         .create_user(SOMEONE, "Someone", "viewer")
         .await
         .unwrap_or_else(|e| panic!("user: {e}"));
-    let session = s
-        .create_session(&NewSession {
-            token_hash: &"c".repeat(64),
-            user_id: someone.id,
-            channel: "cli",
-            user_agent: None,
-            ip: None,
-            expires_at: now_ms() + 3_600_000,
-            idle_since: 0,
-            keep: 20,
-        })
+    let (session, _) = crate::credentials::another_session(&s, "cli", &someone)
         .await
-        .unwrap_or_else(|e| panic!("session: {e}"))
-        .row;
+        .unwrap_or_else(|e| panic!("session: {e}"));
     let ask = json!({ "app": "web", "git_commit": "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6" });
     let (status, asked, _) = call(
         &c,
