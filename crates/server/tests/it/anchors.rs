@@ -851,6 +851,22 @@ both_backends!(
             assert_eq!(list_apps(&gw, &viewer).await, Some(200));
         }
         let s = store(&db).await;
+        // An outcome is committed after its answer: wait for the third, so that the head read
+        // next is the last event the gateway wrote (read before it, the removal below took the
+        // outcome, and the gateway named a later event than the test expected).
+        let outcomes = eventually(|| async {
+            s.audit_rows(0, 1_000).await.is_ok_and(|rows| {
+                rows.iter()
+                    .filter(|r| {
+                        r.event.kind == gateway::audit::EventKind::Outcome
+                            && r.event.action == "convox:apps:list"
+                    })
+                    .count()
+                    == 3
+            })
+        })
+        .await;
+        assert!(outcomes, "{}", gw.all_output());
         let head = s.chain_head().await.unwrap_or_else(|e| panic!("{e}"));
         disable_audit_triggers(&db).await;
         let kept = head.seq - 2;
