@@ -301,6 +301,13 @@ pub fn of_config(c: &Config) -> Vec<Section> {
                     "EMAIL_ALERTS_TO",
                     email.map_or(String::new(), |e| list(&e.alerts_to, "nobody")),
                 ),
+                setting(
+                    "NOTIFY_REFUSAL_BURST",
+                    match c.notify.refusal_burst {
+                        0 => "0: refusals are not announced".into(),
+                        n => format!("{n} refusals of one credential in 5 minutes"),
+                    },
+                ),
             ],
         },
     ]

@@ -7,12 +7,30 @@ use url::Url;
 use super::{ConfigError, Secret, anchors::is_loopback};
 
 /// Where notifications go; each channel is off unless configured.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NotifyConfig {
     /// Slack, through an incoming webhook.
     pub slack: Option<SlackConfig>,
     /// E-mail, through an SMTP server.
     pub email: Option<EmailConfig>,
+    /// `NOTIFY_REFUSAL_BURST`: refusals of one credential within five minutes that make a
+    /// notice (0: none).
+    pub refusal_burst: usize,
+}
+
+/// `NOTIFY_REFUSAL_BURST`'s default.
+pub const DEFAULT_REFUSAL_BURST: usize = 10;
+/// `NOTIFY_REFUSAL_BURST`'s largest value.
+pub const MAX_REFUSAL_BURST: usize = 10_000;
+
+impl Default for NotifyConfig {
+    fn default() -> NotifyConfig {
+        NotifyConfig {
+            slack: None,
+            email: None,
+            refusal_burst: DEFAULT_REFUSAL_BURST,
+        }
+    }
 }
 
 impl NotifyConfig {
@@ -101,7 +119,26 @@ pub(super) fn parse_notify(
             None
         }
     };
-    Ok(NotifyConfig { slack, email })
+    let refusal_burst = match get("NOTIFY_REFUSAL_BURST") {
+        None => DEFAULT_REFUSAL_BURST,
+        Some(raw) => raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= MAX_REFUSAL_BURST)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: "NOTIFY_REFUSAL_BURST",
+                expected: format!(
+                    "a whole number from 0 (no such notices) to {MAX_REFUSAL_BURST}: refusals \
+                     of one credential within five minutes that make a notice"
+                ),
+            })?,
+    };
+    Ok(NotifyConfig {
+        slack,
+        email,
+        refusal_burst,
+    })
 }
 
 /// `SLACK_SIGNING_SECRET` and `SLACK_BOT_TOKEN` (both or neither), and `SLACK_API_URL`.
@@ -314,6 +351,28 @@ mod tests {
     #[test]
     fn nothing_set_is_off() {
         assert!(parse(&[]).map(|c| c.is_off()).unwrap_or(false));
+    }
+
+    #[test]
+    fn a_refusal_burst_is_ten_unless_said_and_zero_turns_it_off() {
+        let burst = |value: Option<&str>| {
+            let pairs: Vec<(&str, &str)> = value
+                .map(|v| ("NOTIFY_REFUSAL_BURST", v))
+                .into_iter()
+                .collect();
+            parse(&pairs).map(|c| c.refusal_burst)
+        };
+        assert_eq!(burst(None).ok(), Some(DEFAULT_REFUSAL_BURST));
+        assert_eq!(NotifyConfig::default().refusal_burst, DEFAULT_REFUSAL_BURST);
+        assert_eq!(burst(Some(" 25 ")).ok(), Some(25));
+        assert_eq!(burst(Some("0")).ok(), Some(0));
+        for bad in ["-1", "ten", "10001", "1e3"] {
+            let err = burst(Some(bad))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("NOTIFY_REFUSAL_BURST"), "{bad}: {err}");
+        }
     }
 
     #[test]

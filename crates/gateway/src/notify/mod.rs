@@ -13,6 +13,7 @@
 //! trail.
 
 pub mod email;
+pub mod refusals;
 pub mod render;
 pub mod rules;
 pub mod slack;
@@ -48,6 +49,8 @@ pub enum Topic {
     MfaLockout,
     /// Someone signed in from a network new to them.
     NewSignInPlace,
+    /// One credential was refused again and again in a few minutes.
+    RefusalBurst,
     /// The audit trail itself needs attention (suppressed events, a recovery, a key rotation).
     AuditTrouble,
     /// An operator's test (`rack-gateway-server notify test`).
@@ -70,6 +73,7 @@ impl Topic {
             Topic::MfaChanged => "mfa_changed",
             Topic::MfaLockout => "mfa_lockout",
             Topic::NewSignInPlace => "new_sign_in_place",
+            Topic::RefusalBurst => "refusal_burst",
             Topic::AuditTrouble => "audit_trouble",
             Topic::Test => "test",
         }
@@ -140,13 +144,13 @@ impl Notice {
         self
     }
 
-    /// Posted to Slack too.
     /// Offers Approve and Reject buttons for deploy request `id` in Slack (when it is on).
     pub fn decide(mut self, id: i64) -> Notice {
         self.decide = Some(id);
         self
     }
 
+    /// Posted to Slack too.
     pub fn to_slack(mut self) -> Notice {
         self.slack = true;
         self

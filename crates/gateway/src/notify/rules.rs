@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 
+use super::refusals::Burst;
 use super::{Notice, Topic};
 use crate::approvals;
 use crate::audit::{ActorType, AuditEvent, Decision, EventKind};
@@ -545,6 +546,60 @@ fn lockout(e: &AuditEvent) -> Option<Notice> {
         .alert()
         .email(email),
     )
+}
+
+/// The notice for a burst of refusals by one credential: to Slack, `EMAIL_ALERTS_TO` and the
+/// person (a token's owner).
+pub fn refusal_burst(b: &Burst) -> Notice {
+    let who = match (&b.token, &b.email) {
+        (Some(name), _) => format!("API token {name}"),
+        (None, Some(email)) => email.clone(),
+        (None, None) => "someone".into(),
+    };
+    let over = if b.over_ms < 60_000 {
+        "under a minute".to_string()
+    } else {
+        let minutes = (b.over_ms + 59_999) / 60_000;
+        format!("{minutes} minutes")
+    };
+    let (audit_filter, what_to_do) = match (&b.token, &b.email) {
+        (Some(name), _) => (
+            format!("token={}", query_value(name)),
+            format!(
+                "if nobody should be using it this way, revoke it (rack-gateway tokens revoke \
+                 {name}) and look at what it did"
+            ),
+        ),
+        (None, email) => (
+            format!("user={}", query_value(email.as_deref().unwrap_or_default())),
+            "if it was not you, end your sessions (Account → Sessions) and tell an admin; \
+             admins can lock the account"
+                .to_string(),
+        ),
+    };
+    let mut notice = Notice::new(
+        Topic::RefusalBurst,
+        format!("{who} was refused {} times in {over}", b.count),
+    )
+    .fact(
+        "Owner",
+        b.token.as_ref().and(b.email.clone()).unwrap_or_default(),
+    )
+    .fact("Refused", b.actions.join(", "))
+    .fact("From", b.from.join(", "))
+    .fact("What to do", what_to_do)
+    .link("Audit log", format!("/audit?decision=deny&{audit_filter}"))
+    .to_slack()
+    .alert();
+    if let Some(email) = &b.email {
+        notice = notice.email(email.clone());
+    }
+    notice
+}
+
+/// `value` percent-encoded for a query string.
+fn query_value(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 fn audit_trouble(e: &AuditEvent) -> Notice {

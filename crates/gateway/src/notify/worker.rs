@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::email::Mailer;
+use super::refusals::RefusalCounts;
 use super::render::{self, Origin};
 use super::rules::{self, Verdict};
 use super::slack::Slack;
@@ -49,6 +50,9 @@ pub struct Channels {
     pub alerts_to: Vec<String>,
     /// Approving from Slack is on: deploy requests' messages carry Approve and Reject.
     pub decisions_in_slack: bool,
+    /// `NOTIFY_REFUSAL_BURST`: refusals of one credential within five minutes that make a
+    /// notice (0: none; see [`RefusalCounts`]).
+    pub refusal_burst: usize,
 }
 
 impl Channels {
@@ -63,6 +67,7 @@ impl Channels {
                 .map(|e| e.alerts_to.clone())
                 .unwrap_or_default(),
             decisions_in_slack: config.slack.as_ref().is_some_and(|s| s.app.is_some()),
+            refusal_burst: config.refusal_burst,
         })
     }
 
@@ -224,14 +229,16 @@ pub async fn scan(
             head,
             "notifications: the audit chain is behind the notifier's cursor; going on from its head"
         );
-        store.queue_notifications(cursor, head, &[], now).await?;
+        store
+            .queue_notifications(cursor, head, &[], None, now)
+            .await?;
         return Ok(false);
     }
     if cursor == head {
         return Ok(false);
     }
     let rows = store
-        .gateway_events_between(cursor, head, SCAN_BATCH)
+        .notable_events_between(cursor, head, SCAN_BATCH)
         .await?;
     let full = rows.len() as i64 == SCAN_BATCH;
     // Read through the head, unless the batch was full (then through its last event) or an
@@ -240,6 +247,10 @@ pub async fn scan(
         Some(last) if full => last.seq,
         _ => head,
     };
+    // Read after the cursor: if another instance moves both meanwhile, the cursor's
+    // compare-and-set below fails and nothing read here is kept.
+    let counted = RefusalCounts::from_stored(store.refusal_counts().await?.as_deref());
+    let mut counts = counted.clone();
     let mut queued = Vec::new();
     let mut waiting = false;
     for row in &rows {
@@ -258,12 +269,22 @@ pub async fn scan(
                 }
             }
         }
+        if let Some(burst) = counts.note(&row.event, channels.refusal_burst) {
+            let notice = rules::refusal_burst(&burst);
+            queued.extend(channels.messages(&notice, row.seq, origin));
+        }
     }
     if to == cursor {
         return Ok(false);
     }
+    if let Some(last) = rows.iter().rfind(|r| r.seq <= to) {
+        counts.forget_before(last.event.ts);
+    }
+    let counts = (counts != counted).then(|| counts.to_stored());
     // Lost to another instance: it queued these; go on from where it got to.
-    let _ = store.queue_notifications(cursor, to, &queued, now).await?;
+    let _ = store
+        .queue_notifications(cursor, to, &queued, counts.as_deref(), now)
+        .await?;
     Ok(full && !waiting)
 }
 

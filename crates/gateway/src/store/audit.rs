@@ -720,10 +720,11 @@ impl Store {
         .await
     }
 
-    /// The gateway's own events (action `gateway:…`, not proxied calls) numbered after
-    /// `after` and up to `through`, in order, at most `limit`: what notifications are made
-    /// of. The proxied calls between them are skipped in the database, not read.
-    pub async fn gateway_events_between(
+    /// The gateway's own events (action `gateway:…`) and the refusals (proxied calls too)
+    /// numbered after `after` and up to `through`, in order, at most `limit`: what
+    /// notifications are made of. The proxied calls allowed between them are skipped in the
+    /// database, not read.
+    pub async fn notable_events_between(
         &self,
         after: i64,
         through: i64,
@@ -733,8 +734,8 @@ impl Store {
             let sql = concat!(
                 "SELECT ",
                 columns!(),
-                " FROM audit_events WHERE seq > $1 AND seq <= $2 AND action LIKE 'gateway:%' \
-                 ORDER BY seq LIMIT $3"
+                " FROM audit_events WHERE seq > $1 AND seq <= $2 \
+                 AND (action LIKE 'gateway:%' OR rbac_decision = 'deny') ORDER BY seq LIMIT $3"
             );
             let rows = sqlx::query(sql)
                 .bind(after)

@@ -16,6 +16,10 @@ use super::{Store, StoreError, bounded};
 /// turned into notifications.
 pub const NOTIFY_CURSOR_SETTING: &str = "notify.cursor";
 
+/// The setting holding the notifier's counts of refusals per credential (see
+/// `notify::refusals`), moved with the cursor.
+pub const NOTIFY_REFUSALS_SETTING: &str = "notify.refusals";
+
 /// A notification to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewNotification {
@@ -112,14 +116,20 @@ impl Store {
         Ok(())
     }
 
-    /// Queues `queued` and moves the cursor from `from` to `to` in one transaction. `false`
-    /// (and nothing queued) when the cursor is no longer at `from`: another instance took
-    /// these events.
+    /// The notifier's counts of refusals, as it last stored them with its cursor.
+    pub async fn refusal_counts(&self) -> Result<Option<String>, StoreError> {
+        self.setting(NOTIFY_REFUSALS_SETTING).await
+    }
+
+    /// Queues `queued` and moves the cursor from `from` to `to` in one transaction, storing
+    /// `refusals` (the counts as of `to`) with it when given. `false` (and nothing queued or
+    /// stored) when the cursor is no longer at `from`: another instance took these events.
     pub async fn queue_notifications(
         &self,
         from: i64,
         to: i64,
         queued: &[NewNotification],
+        refusals: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
         bounded(self, async {
@@ -133,6 +143,16 @@ impl Store {
                     .await?;
                 if moved.rows_affected() != 1 {
                     return Ok(false);
+                }
+                if let Some(refusals) = refusals {
+                    sqlx::query(
+                        "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(NOTIFY_REFUSALS_SETTING)
+                    .bind(refusals)
+                    .execute(&mut **tx.conn()?)
+                    .await?;
                 }
                 for n in queued {
                     sqlx::query(

@@ -518,11 +518,13 @@ both_backends!(
         assert_eq!(store.notify_cursor(99).await.ok(), Some(7));
         let now = 1_000_000;
         let queued = store
-            .queue_notifications(7, 9, &[message(8), message(9)], now)
+            .queue_notifications(7, 9, &[message(8), message(9)], None, now)
             .await;
         assert_eq!(queued.ok(), Some(true));
         // A second instance that read the same cursor queues nothing.
-        let lost = store.queue_notifications(7, 9, &[message(8)], now).await;
+        let lost = store
+            .queue_notifications(7, 9, &[message(8)], None, now)
+            .await;
         assert_eq!(lost.ok(), Some(false));
         assert_eq!(store.notify_cursor(0).await.ok(), Some(9));
         let all = store
@@ -579,7 +581,7 @@ both_backends!(
 
         // Kept a while, then pruned; a queued one is never pruned.
         store
-            .queue_notifications(9, 10, &[message(10)], now)
+            .queue_notifications(9, 10, &[message(10)], None, now)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.prune_notifications(now + 1).await.ok(), Some(2));
@@ -591,5 +593,138 @@ both_backends!(
                 .len(),
             1
         );
+    }
+);
+
+both_backends!(
+    a_burst_of_refusals_by_one_credential_is_told_once_an_hour,
+    |db| async move {
+        let slack = FakeSlack::start().await;
+        let smtp = FakeSmtp::start().await;
+        for (email, role) in [("ops@example.com", "ops"), ("viewer@example.com", "viewer")] {
+            let (ok, _, err) = admin(&db, &["users", "add", email, "--role", role]);
+            assert!(ok, "{err}");
+        }
+        let ci = crate::kit::token(
+            &db,
+            "ci-robot",
+            &["--role", "viewer", "--owner", "ops@example.com"],
+        );
+        let env = [
+            ("SLACK_WEBHOOK_URL", slack.url.as_str()),
+            ("SMTP_URL", smtp.url.as_str()),
+            ("EMAIL_FROM", "Rack Gateway <gateway@example.com>"),
+            ("EMAIL_ALERTS_TO", "security@example.com"),
+            ("NOTIFY_REFUSAL_BURST", "5"),
+        ];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let refuse = |n: usize| {
+            let url = format!("{}/api/v1/rack-proxy/apps/web", s.gw.url);
+            let ci = ci.clone();
+            async move {
+                for _ in 0..n {
+                    let r = client()
+                        .delete(&url)
+                        .bearer_auth(&ci)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(r.status().as_u16(), 403);
+                }
+            }
+        };
+        // Something later that is news: every event before it has been read by then.
+        let mut news = 0;
+        let mut read_up = || {
+            news += 1;
+            let name = format!("news-{news}");
+            let db = &db;
+            let slack = &slack;
+            let s = &s;
+            async move {
+                crate::kit::token(db, &name, &["--role", "viewer"]);
+                slack_message(s, slack, &name).await;
+            }
+        };
+
+        // Four refusals and an allowed call: no burst.
+        refuse(4).await;
+        let r = client()
+            .get(format!("{}/api/v1/rack-proxy/apps", s.gw.url))
+            .bearer_auth(&ci)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 200);
+        read_up().await;
+        assert!(
+            !slack.texts().iter().any(|t| t.contains("was refused")),
+            "{:#?}",
+            slack.texts()
+        );
+        // The counts are kept with the notifier's cursor, for the next gateway (or a restart).
+        let st = crate::kit::store(&db).await;
+        let kept = st.refusal_counts().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            kept.as_deref()
+                .is_some_and(|k| k.contains("token:ci-robot")),
+            "{kept:?}"
+        );
+
+        // The fifth: Slack, the alerts list and the token's owner are told, with what and
+        // where to look; never the token itself.
+        refuse(1).await;
+        let text = slack_message(&s, &slack, "was refused").await;
+        assert!(
+            text.contains("API token ci-robot was refused 5 times in under a minute"),
+            "{text}"
+        );
+        assert!(text.contains("convox:apps:delete"), "{text}");
+        assert!(text.contains("127.0.0.1"), "{text}");
+        assert!(text.contains("ops@example.com"), "the owner: {text}");
+        assert!(
+            text.contains(&format!("{}/audit?decision=deny&token=ci-robot", s.gw.url)),
+            "{text}"
+        );
+        assert!(!text.contains(&ci), "{text}");
+        let mail = mail_to(&smtp, "security@example.com", "was refused").await;
+        assert!(
+            mail.data.contains("tokens revoke ci-robot"),
+            "{}",
+            mail.data
+        );
+        assert!(!mail.data.contains(&ci));
+        mail_to(&smtp, "ops@example.com", "was refused").await;
+
+        // Going on is not news again within the hour.
+        refuse(12).await;
+        read_up().await;
+        let told = slack
+            .texts()
+            .iter()
+            .filter(|t| t.contains("was refused"))
+            .count();
+        assert_eq!(told, 1, "{:#?}", slack.texts());
+
+        // A person refused on the gateway's own API is told too (their session, their mail).
+        let viewer = crate::approvals::session_of(&s, "viewer@example.com").await;
+        for _ in 0..5 {
+            let r = client()
+                .get(format!("{}/api/v1/users", s.gw.url))
+                .header("cookie", format!("rg_session={viewer}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.status().as_u16(), 403);
+        }
+        let mail = mail_to(
+            &smtp,
+            "viewer@example.com",
+            "viewer@example.com was refused",
+        )
+        .await;
+        assert!(mail.data.contains("gateway:users:list"), "{}", mail.data);
+        assert!(mail.data.contains("end your sessions"), "{}", mail.data);
+        assert!(!mail.data.contains(&viewer));
     }
 );
