@@ -40,12 +40,16 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 19] = [
+const DEV_SETTINGS: [&str; 23] = [
     "DATABASE_URL",
     "SLACK_WEBHOOK_URL",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_BOT_TOKEN",
+    "SLACK_API_URL",
     "SMTP_URL",
     "EMAIL_FROM",
     "EMAIL_ALERTS_TO",
+    "NOTIFY_REFUSAL_BURST",
     "MFA_ENCRYPTION_KEY",
     "MFA_ENCRYPTION_KEY_RETIRED",
     "MFA_REQUIRED",
@@ -485,7 +489,22 @@ async fn issue_dev_tokens(
 
 #[cfg(test)]
 mod tests {
-    use super::ignored_settings;
+    use super::{DEV_SETTINGS, ignored_settings};
+
+    #[test]
+    fn every_notification_setting_is_one_dev_reads() {
+        // `dev` reads the notification settings as `serve` does: none may be named as ignored.
+        let asked = std::cell::RefCell::new(Vec::new());
+        let _ = gateway::config::NotifyConfig::from_lookup(|name| {
+            asked.borrow_mut().push(name.to_string());
+            None
+        });
+        let asked = asked.into_inner();
+        assert!(asked.len() >= 7, "{asked:?}");
+        for name in asked {
+            assert!(DEV_SETTINGS.contains(&name.as_str()), "{name}");
+        }
+    }
 
     #[test]
     fn settings_dev_sets_itself_are_named_when_given() {
