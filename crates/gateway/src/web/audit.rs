@@ -57,11 +57,7 @@ impl From<&AuditRow> for EventView {
 #[template(path = "audit.html")]
 struct AuditPage {
     csrf: String,
-    since: String,
-    until: String,
-    action: String,
-    user: String,
-    decision: String,
+    form: Filled,
     error: Option<String>,
     events: Vec<EventView>,
     scanned: usize,
@@ -69,26 +65,33 @@ struct AuditPage {
 }
 
 /// The form's fields as they were filled in, to show them again.
-fn filled(query: &str) -> (String, String, String, String, String) {
-    let mut fields = (
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    );
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let value = value.into_owned();
-        match name.as_ref() {
-            "since" => fields.0 = value,
-            "until" => fields.1 = value,
-            "action" => fields.2 = value,
-            "user" => fields.3 = value,
-            "decision" => fields.4 = value,
-            _ => {}
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Filled {
+    since: String,
+    until: String,
+    action: String,
+    user: String,
+    token: String,
+    decision: String,
+}
+
+impl Filled {
+    fn from_query(query: &str) -> Filled {
+        let mut f = Filled::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let field = match name.as_ref() {
+                "since" => &mut f.since,
+                "until" => &mut f.until,
+                "action" => &mut f.action,
+                "user" => &mut f.user,
+                "token" => &mut f.token,
+                "decision" => &mut f.decision,
+                _ => continue,
+            };
+            *field = value.into_owned();
         }
+        f
     }
-    fields
 }
 
 /// The query without its empty fields (the form sends every field), and without `before`
@@ -121,14 +124,9 @@ pub async fn page(
         page_refusal(&state, &principal, peer, &headers, READ, details).await;
         return not_allowed(READ, &principal);
     }
-    let (since, until, action, user, decision) = filled(&filters);
     let mut view = AuditPage {
         csrf: cookies::csrf_token(&token),
-        since,
-        until,
-        action,
-        user,
-        decision,
+        form: Filled::from_query(&filters),
         error: None,
         events: Vec::new(),
         scanned: 0,
@@ -187,5 +185,19 @@ mod tests {
             "action=convox%3Aapps%3A*&decision=deny"
         );
         assert_eq!(non_empty("", false), "");
+    }
+
+    #[test]
+    fn the_form_shows_what_was_asked_for_a_token_too() {
+        let f = Filled::from_query("token=ci-robot&decision=deny&user=a%40example.com&x=1");
+        assert_eq!(
+            f,
+            Filled {
+                user: "a@example.com".into(),
+                token: "ci-robot".into(),
+                decision: "deny".into(),
+                ..Filled::default()
+            }
+        );
     }
 }

@@ -601,7 +601,11 @@ both_backends!(
     |db| async move {
         let slack = FakeSlack::start().await;
         let smtp = FakeSmtp::start().await;
-        for (email, role) in [("ops@example.com", "ops"), ("viewer@example.com", "viewer")] {
+        for (email, role) in [
+            ("admin@example.com", "admin"),
+            ("ops@example.com", "ops"),
+            ("viewer@example.com", "viewer"),
+        ] {
             let (ok, _, err) = admin(&db, &["users", "add", email, "--role", role]);
             assert!(ok, "{err}");
         }
@@ -726,5 +730,23 @@ both_backends!(
         assert!(mail.data.contains("gateway:users:list"), "{}", mail.data);
         assert!(mail.data.contains("end your sessions"), "{}", mail.data);
         assert!(!mail.data.contains(&viewer));
+
+        // The notice's link shows an admin those refusals, and its form keeps the token.
+        let boss = crate::approvals::session_of(&s, "admin@example.com").await;
+        let page = client()
+            .get(format!("{}/audit?decision=deny&token=ci-robot", s.gw.url))
+            .header("cookie", format!("rg_session={boss}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status().as_u16(), 200);
+        let page = page.text().await.unwrap_or_default();
+        assert!(page.contains(r#"name="token" value="ci-robot""#), "{page}");
+        assert_eq!(
+            page.matches("<td>token:ci-robot</td>").count(),
+            17,
+            "{page}"
+        );
+        assert!(!page.contains("viewer@example.com"), "{page}");
     }
 );
