@@ -562,9 +562,10 @@ pub fn refusal_burst(b: &Burst) -> Notice {
         let minutes = (b.over_ms + 59_999) / 60_000;
         format!("{minutes} minutes")
     };
-    let (audit_filter, what_to_do) = match (&b.token, &b.email) {
+    let (audit_filter, listed, what_to_do) = match (&b.token, &b.email) {
         (Some(name), _) => (
             format!("token={}", query_value(name)),
+            format!("rack-gateway audit --token {name} --decision deny --since 1h"),
             format!(
                 "if nobody should be using it this way, revoke it (rack-gateway tokens revoke \
                  {name}) and look at what it did"
@@ -572,6 +573,10 @@ pub fn refusal_burst(b: &Burst) -> Notice {
         ),
         (None, email) => (
             format!("user={}", query_value(email.as_deref().unwrap_or_default())),
+            format!(
+                "rack-gateway audit --user {} --decision deny --since 1h",
+                email.as_deref().unwrap_or_default()
+            ),
             "if it was not you, end your sessions (Account → Sessions) and tell an admin; \
              admins can lock the account"
                 .to_string(),
@@ -588,6 +593,7 @@ pub fn refusal_burst(b: &Burst) -> Notice {
     .fact("Refused", b.actions.join(", "))
     .fact("From", b.from.join(", "))
     .fact("What to do", what_to_do)
+    .fact("All of them", listed)
     .link("Audit log", format!("/audit?decision=deny&{audit_filter}"))
     .to_slack()
     .alert();

@@ -596,6 +596,27 @@ both_backends!(
     }
 );
 
+/// `n` calls with `token` that its role refuses.
+async fn refuse(s: &SignIn, token: &str, n: usize) {
+    let url = format!("{}/api/v1/rack-proxy/apps/web", s.gw.url);
+    for _ in 0..n {
+        let r = client()
+            .delete(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 403);
+    }
+}
+
+/// Makes news (a token named `name`) and waits for it in Slack: every event before it has
+/// been read by then.
+async fn read_up(db: &crate::kit::Db, s: &SignIn, slack: &FakeSlack, name: &str) {
+    crate::kit::token(db, name, &["--role", "viewer"]);
+    slack_message(s, slack, name).await;
+}
+
 both_backends!(
     a_burst_of_refusals_by_one_credential_is_told_once_an_hour,
     |db| async move {
@@ -621,46 +642,17 @@ both_backends!(
             ("EMAIL_ALERTS_TO", "security@example.com"),
             ("NOTIFY_REFUSAL_BURST", "5"),
         ];
-        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
-        let refuse = |n: usize| {
-            let url = format!("{}/api/v1/rack-proxy/apps/web", s.gw.url);
-            let ci = ci.clone();
-            async move {
-                for _ in 0..n {
-                    let r = client()
-                        .delete(&url)
-                        .bearer_auth(&ci)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(r.status().as_u16(), 403);
-                }
-            }
-        };
-        // Something later that is news: every event before it has been read by then.
-        let mut news = 0;
-        let mut read_up = || {
-            news += 1;
-            let name = format!("news-{news}");
-            let db = &db;
-            let slack = &slack;
-            let s = &s;
-            async move {
-                crate::kit::token(db, &name, &["--role", "viewer"]);
-                slack_message(s, slack, &name).await;
-            }
-        };
-
+        let first = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
         // Four refusals and an allowed call: no burst.
-        refuse(4).await;
+        refuse(&first, &ci, 4).await;
         let r = client()
-            .get(format!("{}/api/v1/rack-proxy/apps", s.gw.url))
+            .get(format!("{}/api/v1/rack-proxy/apps", first.gw.url))
             .bearer_auth(&ci)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status().as_u16(), 200);
-        read_up().await;
+        read_up(&db, &first, &slack, "news-1").await;
         assert!(
             !slack.texts().iter().any(|t| t.contains("was refused")),
             "{:#?}",
@@ -675,9 +667,12 @@ both_backends!(
             "{kept:?}"
         );
 
-        // The fifth: Slack, the alerts list and the token's owner are told, with what and
-        // where to look; never the token itself.
-        refuse(1).await;
+        // Another gateway (a restart, or a second instance) goes on counting: the fifth, made
+        // through it, is a burst. Slack, the alerts list and the token's owner are told, with
+        // what and where to look; never the token itself.
+        drop(first);
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        refuse(&s, &ci, 1).await;
         let text = slack_message(&s, &slack, "was refused").await;
         assert!(
             text.contains("API token ci-robot was refused 5 times in under a minute"),
@@ -697,12 +692,18 @@ both_backends!(
             "{}",
             mail.data
         );
+        assert!(
+            mail.data
+                .contains("rack-gateway audit --token ci-robot --decision deny"),
+            "{}",
+            mail.data
+        );
         assert!(!mail.data.contains(&ci));
         mail_to(&smtp, "ops@example.com", "was refused").await;
 
         // Going on is not news again within the hour.
-        refuse(12).await;
-        read_up().await;
+        refuse(&s, &ci, 12).await;
+        read_up(&db, &s, &slack, "news-2").await;
         let told = slack
             .texts()
             .iter()
