@@ -302,6 +302,10 @@ pub fn of_config(c: &Config) -> Vec<Section> {
                     email.map_or(String::new(), |e| list(&e.alerts_to, "nobody")),
                 ),
                 setting(
+                    "NOTIFY_OFF",
+                    list(&c.notify.off, "none: every topic is sent"),
+                ),
+                setting(
                     "NOTIFY_REFUSAL_BURST",
                     match c.notify.refusal_burst {
                         0 => "0: refusals are not announced".into(),

@@ -40,7 +40,7 @@ pub struct DevArgs {
 const ROLES: [&str; 5] = ["admin", "deployer", "ops", "viewer", "cicd"];
 
 /// The settings `dev` reads from the environment; it sets every other one itself.
-const DEV_SETTINGS: [&str; 23] = [
+const DEV_SETTINGS: [&str; 24] = [
     "DATABASE_URL",
     "SLACK_WEBHOOK_URL",
     "SLACK_SIGNING_SECRET",
@@ -50,6 +50,7 @@ const DEV_SETTINGS: [&str; 23] = [
     "EMAIL_FROM",
     "EMAIL_ALERTS_TO",
     "NOTIFY_REFUSAL_BURST",
+    "NOTIFY_OFF",
     "MFA_ENCRYPTION_KEY",
     "MFA_ENCRYPTION_KEY_RETIRED",
     "MFA_REQUIRED",

@@ -22,7 +22,9 @@ pub use anchors::{
 };
 pub use names::{SETTINGS, misspelt_settings};
 use notify::parse_notify;
-pub use notify::{DEFAULT_SLACK_API_URL, EmailConfig, NotifyConfig, SlackAppConfig, SlackConfig};
+pub use notify::{
+    DEFAULT_SLACK_API_URL, EmailConfig, NOTIFY_TOPICS, NotifyConfig, SlackAppConfig, SlackConfig,
+};
 use oidc::parse_oidc;
 pub use oidc::{OIDC_CALLBACK_PATH, OidcConfig, SessionConfig};
 pub use rack::RackTls;

@@ -16,7 +16,27 @@ pub struct NotifyConfig {
     /// `NOTIFY_REFUSAL_BURST`: refusals of one credential within five minutes that make a
     /// notice (0: none).
     pub refusal_burst: usize,
+    /// `NOTIFY_OFF`: the topics (of [`NOTIFY_TOPICS`]) that are not sent on any channel.
+    pub off: Vec<String>,
 }
+
+/// The topics `NOTIFY_OFF` may name: what `notify list` shows as each message's topic.
+pub const NOTIFY_TOPICS: &[&str] = &[
+    "approval_requested",
+    "approval_decided",
+    "token_created",
+    "user_added",
+    "role_changed",
+    "role_defined",
+    "app_rules_changed",
+    "user_locked",
+    "user_unlocked",
+    "mfa_changed",
+    "mfa_lockout",
+    "new_sign_in_place",
+    "refusal_burst",
+    "audit_trouble",
+];
 
 /// `NOTIFY_REFUSAL_BURST`'s default.
 pub const DEFAULT_REFUSAL_BURST: usize = 10;
@@ -29,6 +49,7 @@ impl Default for NotifyConfig {
             slack: None,
             email: None,
             refusal_burst: DEFAULT_REFUSAL_BURST,
+            off: Vec::new(),
         }
     }
 }
@@ -138,7 +159,31 @@ pub(super) fn parse_notify(
         slack,
         email,
         refusal_burst,
+        off: off_topics(get("NOTIFY_OFF").as_deref())?,
     })
+}
+
+/// `NOTIFY_OFF`: topics, comma-separated, each one of [`NOTIFY_TOPICS`] (each kept once).
+fn off_topics(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let mut off: Vec<String> = Vec::new();
+    for name in raw.unwrap_or_default().split(',') {
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() || off.contains(&name) {
+            continue;
+        }
+        if !NOTIFY_TOPICS.contains(&name.as_str()) {
+            return Err(ConfigError::Invalid {
+                name: "NOTIFY_OFF",
+                expected: format!(
+                    "topics, comma-separated, from: {} ({:?} is none of them)",
+                    NOTIFY_TOPICS.join(", "),
+                    crate::redact::clip(name, 64)
+                ),
+            });
+        }
+        off.push(name);
+    }
+    Ok(off)
 }
 
 /// `SLACK_SIGNING_SECRET` and `SLACK_BOT_TOKEN` (both or neither), and `SLACK_API_URL`.
@@ -351,6 +396,31 @@ mod tests {
     #[test]
     fn nothing_set_is_off() {
         assert!(parse(&[]).map(|c| c.is_off()).unwrap_or(false));
+    }
+
+    #[test]
+    fn topics_are_turned_off_by_name() {
+        let off = |value: &str| parse(&[("NOTIFY_OFF", value)]).map(|c| c.off);
+        assert_eq!(
+            off(" new_sign_in_place, Refusal_Burst,,new_sign_in_place ").ok(),
+            Some(vec![
+                "new_sign_in_place".to_string(),
+                "refusal_burst".to_string()
+            ])
+        );
+        assert_eq!(parse(&[]).map(|c| c.off).ok(), Some(Vec::new()));
+        let err = off("token_created,tokens_created")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("NOTIFY_OFF")
+                && err.contains("tokens_created")
+                && err.contains("mfa_lockout"),
+            "{err}"
+        );
+        // `notify test` always sends.
+        assert!(off("test").is_err());
     }
 
     #[test]

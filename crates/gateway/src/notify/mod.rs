@@ -58,6 +58,24 @@ pub enum Topic {
 }
 
 impl Topic {
+    /// Every topic but [`Topic::Test`]: those `NOTIFY_OFF` may turn off.
+    pub const ALL: [Topic; 14] = [
+        Topic::ApprovalRequested,
+        Topic::ApprovalDecided,
+        Topic::TokenCreated,
+        Topic::UserAdded,
+        Topic::RoleChanged,
+        Topic::RoleDefined,
+        Topic::AppRulesChanged,
+        Topic::UserLocked,
+        Topic::UserUnlocked,
+        Topic::MfaChanged,
+        Topic::MfaLockout,
+        Topic::NewSignInPlace,
+        Topic::RefusalBurst,
+        Topic::AuditTrouble,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -186,4 +204,16 @@ pub enum Delivery {
         /// Why (never holding a secret).
         error: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topic;
+
+    #[test]
+    fn every_topic_but_the_test_may_be_turned_off_by_its_name() {
+        let names: Vec<&str> = Topic::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, gateway_core::config::NOTIFY_TOPICS);
+        assert!(!names.contains(&Topic::Test.as_str()));
+    }
 }

@@ -53,6 +53,8 @@ pub struct Channels {
     /// `NOTIFY_REFUSAL_BURST`: refusals of one credential within five minutes that make a
     /// notice (0: none; see [`RefusalCounts`]).
     pub refusal_burst: usize,
+    /// `NOTIFY_OFF`: topics sent on no channel.
+    pub off: Vec<String>,
 }
 
 impl Channels {
@@ -68,13 +70,17 @@ impl Channels {
                 .unwrap_or_default(),
             decisions_in_slack: config.slack.as_ref().is_some_and(|s| s.app.is_some()),
             refusal_burst: config.refusal_burst,
+            off: config.off.clone(),
         })
     }
 
     /// The messages `notice` (from audit event `seq`) makes on these channels: one for Slack,
-    /// one per e-mail recipient (each address once).
+    /// one per e-mail recipient (each address once); none when its topic is off.
     pub fn messages(&self, notice: &Notice, seq: i64, origin: &Origin) -> Vec<NewNotification> {
         let mut out = Vec::new();
+        if self.off.iter().any(|t| t == notice.topic.as_str()) {
+            return out;
+        }
         if notice.slack && self.slack.is_some() {
             out.push(NewNotification {
                 channel: "slack",

@@ -751,3 +751,53 @@ both_backends!(
         assert!(!page.contains("viewer@example.com"), "{page}");
     }
 );
+
+both_backends!(
+    topics_named_in_notify_off_are_sent_nowhere,
+    |db| async move {
+        let slack = FakeSlack::start().await;
+        let smtp = FakeSmtp::start().await;
+        let (ok, _, err) = admin(&db, &["users", "add", "ops@example.com", "--role", "ops"]);
+        assert!(ok, "{err}");
+        let env = [
+            ("SLACK_WEBHOOK_URL", slack.url.as_str()),
+            ("SMTP_URL", smtp.url.as_str()),
+            ("EMAIL_FROM", "Rack Gateway <gateway@example.com>"),
+            ("EMAIL_ALERTS_TO", "security@example.com"),
+            ("NOTIFY_OFF", "token_created, user_unlocked"),
+        ];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        crate::kit::token(&db, "quiet-token", &["--role", "viewer"]);
+        for verb in ["lock", "unlock"] {
+            let (ok, _, err) = admin(&db, &["users", verb, "ops@example.com"]);
+            assert!(ok, "{err}");
+        }
+        // The lock, made after the token, is told: everything before it has been read by then.
+        slack_message(&s, &slack, "was locked").await;
+        mail_to(&smtp, "security@example.com", "was locked").await;
+        let (ok, _, err) = admin(&db, &["users", "lock", "ops@example.com"]);
+        assert!(ok, "{err}");
+        let locks = || {
+            slack
+                .texts()
+                .iter()
+                .filter(|t| t.contains("was locked"))
+                .count()
+        };
+        assert!(
+            eventually(|| async { locks() == 2 }).await,
+            "{:#?}",
+            slack.texts()
+        );
+        let texts = slack.texts().join("\n");
+        assert!(!texts.contains("quiet-token"), "{texts}");
+        assert!(!texts.contains("unlocked"), "{texts}");
+        let mails: Vec<Mail> = smtp.mails();
+        assert!(
+            !mails
+                .iter()
+                .any(|m| m.data.contains("quiet-token") || m.data.contains("unlocked")),
+            "{mails:#?}"
+        );
+    }
+);
