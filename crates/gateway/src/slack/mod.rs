@@ -239,7 +239,15 @@ async fn interaction(
     };
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| SlackError::TooLarge)?;
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                SlackError::TooLarge
+            } else {
+                SlackError::Malformed("the body could not be read")
+            }
+        })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let signed = signature::verify(
         slack.signing_secret(),
@@ -343,7 +351,8 @@ async fn pressed(
     let message = p.response_url.as_deref().and_then(|u| slack.message_url(u));
     let view = match may_decide(state, slack, &came, id, approve).await {
         Ok((_, row)) => {
-            let window = state.config.deploy_approval_window.as_secs() / 60;
+            // In whole minutes, rounded up: a window of 90 s is not "1 minute".
+            let window = state.config.deploy_approval_window.as_secs().div_ceil(60);
             modal::ask(
                 &row,
                 approve,
@@ -393,7 +402,13 @@ async fn submitted(
     };
     let (who, _) = match may_decide(state, slack, &came, id, approve).await {
         Ok(fit) => fit,
-        Err(said) => return Ok(update(said.view)),
+        Err(said) => {
+            // Decided elsewhere while the dialog was open: its message says so now.
+            if let (Some(row), Some(url)) = (said.settled, message) {
+                settle(slack, url, &row);
+            }
+            return Ok(update(said.view));
+        }
     };
     let note = match approvals::check_note(s.view.state.field(modal::NOTE_FIELD)) {
         Ok(note) => note,
@@ -420,8 +435,17 @@ async fn submitted(
     };
     let decided = approvals::decide_as(state, &actor, &decider, id, approve, note.as_deref());
     let decided = decided.await;
-    if let (Ok(row), Some(url)) = (&decided, message) {
-        settle(slack, url, row);
+    if let Some(url) = message {
+        match &decided {
+            Ok(row) => settle(slack, url, row),
+            // Another decision got there first, between the check above and this one.
+            Err(ApprovalError::NotPending { .. }) => {
+                if let Ok(Some(row)) = state.store.approval(id).await {
+                    settle(slack, url, &row);
+                }
+            }
+            Err(_) => {}
+        }
     }
     let text = match decided {
         Ok(row) if approve => format!(
@@ -490,12 +514,22 @@ async fn code_right(
                  authenticator app.",
             ));
         }
-        Err(e) => {
+        Err(MfaError::Store(e)) => {
             tracing::error!(error = %e, "a code from Slack could not be checked");
             return Err(field_error(
                 modal::CODE_FIELD,
                 "The code could not be checked (the gateway's database did not answer): try \
                  again.",
+            ));
+        }
+        Err(e) => {
+            // The key or the stored secret: trying again will not help, nor will the web
+            // page until an admin has looked (the gateway's log says what).
+            tracing::error!(error = %e, "a code from Slack could not be checked");
+            return Err(field_error(
+                modal::CODE_FIELD,
+                "The gateway cannot check codes at the moment (its log says why): tell an \
+                 admin.",
             ));
         }
     };
@@ -554,7 +588,11 @@ async fn may_decide(
     };
     let row = match state.store.approval(id).await {
         Ok(Some(row)) => row,
-        Ok(None) => return Err(said(&format!("There is no deploy request #{id}."))),
+        Ok(None) => {
+            came.refused(state, action, Some(&who.user), id, "not_found", json!({}))
+                .await;
+            return Err(said(&format!("There is no deploy request #{id}.")));
+        }
         Err(e) => {
             tracing::error!(error = %e, "a deploy request could not be read for Slack");
             return Err(said(
@@ -610,7 +648,8 @@ enum Unfit {
     Trouble(String),
     /// Slack shows no e-mail (the app lacks `users:read.email`).
     NoEmail,
-    /// A deactivated account, an app's bot, or a guest.
+    /// A deactivated account, an app's bot, a guest, or someone from another workspace
+    /// (Slack Connect).
     NotAMember(&'static str),
     /// Nobody on the gateway has their e-mail.
     NotAGatewayUser(String),
@@ -677,6 +716,16 @@ async fn person(state: &AppState, slack: &SlackApi, slack_user: &str) -> Result<
     }
     if member.guest {
         return Err(Unfit::NotAMember("slack_guest"));
+    }
+    match slack.workspace().await {
+        Ok(workspace) if workspace.has(&member) => {}
+        Ok(_) => return Err(Unfit::NotAMember("slack_other_workspace")),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not ask Slack which workspace the app is in");
+            return Err(Unfit::Trouble(
+                "Slack did not say which workspace this is".into(),
+            ));
+        }
     }
     let Some(email) = member.email else {
         return Err(Unfit::NoEmail);

@@ -52,6 +52,36 @@ pub struct SlackPerson {
     pub bot: bool,
     /// A guest (single- or multi-channel), from outside the organisation.
     pub guest: bool,
+    /// The workspace they belong to (`team_id`; another organisation's for someone reached
+    /// through Slack Connect).
+    pub team_id: Option<String>,
+    /// Their Enterprise Grid organisation, if any.
+    pub enterprise_id: Option<String>,
+    /// Slack calls them a stranger: someone from another organisation the workspace shares
+    /// no channel with any more.
+    pub stranger: bool,
+}
+
+/// The workspace the app's bot token belongs to (`auth.test`): only its members decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// `team_id`.
+    pub team_id: String,
+    /// `enterprise_id`, on Enterprise Grid: its members in other workspaces of the same
+    /// organisation are members too.
+    pub enterprise_id: Option<String>,
+}
+
+impl Workspace {
+    /// Whether `person` belongs to it.
+    pub fn has(&self, person: &SlackPerson) -> bool {
+        if person.stranger {
+            return false;
+        }
+        let same_team = person.team_id.as_deref() == Some(self.team_id.as_str());
+        let same_grid = self.enterprise_id.is_some() && person.enterprise_id == self.enterprise_id;
+        same_team || same_grid
+    }
 }
 
 /// Slack's Web API, as the gateway's app.
@@ -59,6 +89,8 @@ pub struct SlackPerson {
 pub struct SlackApi {
     http: reqwest::Client,
     config: SlackAppConfig,
+    /// The bot token's workspace, asked of Slack once.
+    workspace: std::sync::Arc<tokio::sync::OnceCell<Workspace>>,
 }
 
 impl std::fmt::Debug for SlackApi {
@@ -89,6 +121,8 @@ struct AuthAnswer {
     team: Option<String>,
     #[serde(default)]
     team_id: Option<String>,
+    #[serde(default)]
+    enterprise_id: Option<String>,
 }
 
 /// What `auth.test` says of the bot token.
@@ -114,7 +148,19 @@ struct User {
     #[serde(default)]
     is_ultra_restricted: bool,
     #[serde(default)]
+    is_stranger: bool,
+    #[serde(default)]
+    team_id: Option<String>,
+    #[serde(default)]
+    enterprise_user: Option<EnterpriseUser>,
+    #[serde(default)]
     profile: Option<Profile>,
+}
+
+#[derive(Deserialize)]
+struct EnterpriseUser {
+    #[serde(default)]
+    enterprise_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -131,7 +177,11 @@ impl SlackApi {
             .timeout(TIMEOUT)
             .build()
             .map_err(|e| e.without_url().to_string())?;
-        Ok(SlackApi { http, config })
+        Ok(SlackApi {
+            http,
+            config,
+            workspace: Default::default(),
+        })
     }
 
     /// The app's signing secret, which checks Slack's requests.
@@ -165,7 +215,34 @@ impl SlackApi {
             deleted: user.deleted,
             bot: user.is_bot,
             guest: user.is_restricted || user.is_ultra_restricted,
+            team_id: user.team_id.filter(|t| !t.is_empty()),
+            enterprise_id: user
+                .enterprise_user
+                .and_then(|e| e.enterprise_id)
+                .filter(|e| !e.is_empty()),
+            stranger: user.is_stranger,
         })
+    }
+
+    /// The workspace the bot token belongs to: asked of Slack (`auth.test`) on first use,
+    /// then remembered (a failure is not: the next press asks again).
+    pub async fn workspace(&self) -> Result<&Workspace, SlackApiError> {
+        const METHOD: &str = "auth.test";
+        self.workspace
+            .get_or_try_init(|| async {
+                let (_, body) = self.call(METHOD, self.request(METHOD)?).await?;
+                let answer: AuthAnswer =
+                    serde_json::from_slice(&body).map_err(|_| SlackApiError::Malformed(METHOD))?;
+                let team_id = answer
+                    .team_id
+                    .filter(|t| !t.is_empty())
+                    .ok_or(SlackApiError::Malformed(METHOD))?;
+                Ok(Workspace {
+                    team_id,
+                    enterprise_id: answer.enterprise_id.filter(|e| !e.is_empty()),
+                })
+            })
+            .await
     }
 
     /// Checks the bot token with `auth.test`: its workspace, and the scopes it lacks (Slack
@@ -304,6 +381,44 @@ impl SlackApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_of_the_apps_workspace_or_its_grid_and_never_strangers() {
+        let person = |team: Option<&str>, grid: Option<&str>, stranger: bool| SlackPerson {
+            email: Some("a@example.com".into()),
+            deleted: false,
+            bot: false,
+            guest: false,
+            team_id: team.map(str::to_string),
+            enterprise_id: grid.map(str::to_string),
+            stranger,
+        };
+        let alone = Workspace {
+            team_id: "T0".into(),
+            enterprise_id: None,
+        };
+        assert!(alone.has(&person(Some("T0"), None, false)));
+        assert!(
+            !alone.has(&person(Some("T9"), None, false)),
+            "Slack Connect"
+        );
+        assert!(
+            !alone.has(&person(None, None, false)),
+            "no team said: not ours"
+        );
+        assert!(!alone.has(&person(Some("T0"), None, true)), "a stranger");
+        assert!(
+            !alone.has(&person(Some("T9"), None, false)),
+            "no grid: another team is another team"
+        );
+        let grid = Workspace {
+            team_id: "T0".into(),
+            enterprise_id: Some("E1".into()),
+        };
+        assert!(grid.has(&person(Some("T5"), Some("E1"), false)));
+        assert!(!grid.has(&person(Some("T5"), Some("E2"), false)));
+        assert!(!grid.has(&person(Some("T5"), None, false)));
+    }
 
     fn api(url: &str) -> SlackApi {
         // The binaries install it at start; unit tests build clients on their own.

@@ -144,6 +144,19 @@ both_backends!(
         // A guest whose account claims the admin's address; a member Slack shows no e-mail of.
         slack.add_person("UGUEST", Some(BOSS), json!({ "is_restricted": true }));
         slack.add_person("UHIDDEN", None, json!({}));
+        // Someone from another organisation in a shared channel (Slack Connect), whose own
+        // admins gave them the admin's address; and one Slack calls a stranger.
+        slack.add_person("UCONNECT", Some(BOSS), json!({ "team_id": "T9" }));
+        slack.add_person("USTRANGE", Some(BOSS), json!({ "is_stranger": true }));
+        // A second admin, locked.
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "locked@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let (ok, _, err) = admin(&db, &["users", "lock", "locked@example.com"]);
+        assert!(ok, "{err}");
+        slack.add_person("ULOCKED", Some("locked@example.com"), json!({}));
         let ci = role_token(&db, "cicd");
         let env = [
             ("SLACK_WEBHOOK_URL", slack.url.as_str()),
@@ -247,6 +260,21 @@ both_backends!(
         let view = press(&s, &slack, "UGUEST", "rgw_approve", id).await;
         assert!(said(&view).contains("Only full members"), "{view}");
         refusal(&db, "gateway:deploy-approvals:approve", "slack_guest").await;
+        for outsider in ["UCONNECT", "USTRANGE"] {
+            let view = press(&s, &slack, outsider, "rgw_approve", id).await;
+            assert!(said(&view).contains("Only full members"), "{view}");
+            let e = refusal(
+                &db,
+                "gateway:deploy-approvals:approve",
+                "slack_other_workspace",
+            )
+            .await;
+            assert_eq!(e.details["slack_user"], outsider);
+        }
+        let view = press(&s, &slack, "ULOCKED", "rgw_approve", id).await;
+        assert!(said(&view).contains("account is locked"), "{view}");
+        let e = refusal(&db, "gateway:deploy-approvals:approve", "user_locked").await;
+        assert_eq!(e.user_email.as_deref(), Some("locked@example.com"));
         let view = press(&s, &slack, "UHIDDEN", "rgw_approve", id).await;
         assert!(said(&view).contains("users:read.email"), "{view}");
         let view = press(&s, &slack, "UVIEWER", "rgw_approve", id).await;
@@ -352,19 +380,22 @@ both_backends!(
         );
         assert!(now_says.contains("ship it"), "{now_says}");
 
-        // Sent again (a replay, or a second click): nothing more happens.
+        // Sent again (a replay, or a second click): nothing more is decided, and the message
+        // it came from is settled again (it may be a copy that still has its buttons).
         let (_, again) = submit(&s, "UBOSS", &view, &code, Some("ship it")).await;
         assert!(
             said(&again["view"]).contains("is approved: nothing was changed"),
             "{again}"
         );
+        let settled = eventually(|| async { slack.replacements().len() == 2 }).await;
+        assert!(settled, "{:#?}", slack.replacements());
         // A press on a copy of the message that still has its buttons: told, and it is settled.
         let view = press(&s, &slack, "UBOSS", "rgw_reject", id).await;
         assert!(
             said(&view).contains("is approved: nothing was changed"),
             "{view}"
         );
-        let settled = eventually(|| async { slack.replacements().len() == 2 }).await;
+        let settled = eventually(|| async { slack.replacements().len() == 3 }).await;
         assert!(settled, "{:#?}", slack.replacements());
 
         // The admin's own request: another person must decide, from Slack as anywhere.
@@ -381,12 +412,30 @@ both_backends!(
         assert!(said(&view).contains("You asked for this deploy"), "{view}");
         let e = refusal(&db, "gateway:deploy-approvals:reject", "own_request").await;
         assert_eq!(e.details["approval_id"], own_id);
-        // No such request.
+        // No such request: said, and audited.
         let view = press(&s, &slack, "UBOSS", "rgw_approve", 999_999).await;
         assert!(
             said(&view).contains("There is no deploy request #999999"),
             "{view}"
         );
+        let e = refusal(&db, "gateway:deploy-approvals:approve", "not_found").await;
+        assert_eq!(e.details["approval_id"], 999_999);
+
+        // Rejecting from Slack, with a backup code.
+        let ask = json!({ "app": "web", "git_commit": "cd".repeat(20) });
+        let (status, asked) = request(&s, &ci, "/api/v1/deploy-approvals", Some(ask)).await;
+        assert_eq!(status, 201, "{asked}");
+        let second = asked["id"].as_i64().unwrap_or_default();
+        let view = press(&s, &slack, "UBOSS", "rgw_reject", second).await;
+        assert_eq!(view["submit"]["text"], "Reject", "{view}");
+        let backup = app.backup_codes[0].clone();
+        let (_, answer) = submit(&s, "UBOSS", &view, &backup, Some("not today")).await;
+        let text = said(&answer["view"]);
+        assert!(text.starts_with("Rejected: the deploy of *web*"), "{text}");
+        let (_, decided) =
+            request(&s, &ci, &format!("/api/v1/deploy-approvals/{second}"), None).await;
+        assert_eq!(decided["status"], "rejected", "{decided}");
+        assert_eq!(decided["note"], "not today");
 
         // Nothing secret reached the log.
         let log = s.gw.all_output();
