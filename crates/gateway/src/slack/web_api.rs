@@ -6,7 +6,8 @@
 //! Slack answers HTTP 200 with `{"ok": false, "error": "…"}` when it refuses; the bot token
 //! never appears in an error.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use gateway_core::config::SlackAppConfig;
 use serde::Deserialize;
@@ -91,7 +92,17 @@ pub struct SlackApi {
     config: SlackAppConfig,
     /// The bot token's workspace, asked of Slack once.
     workspace: std::sync::Arc<tokio::sync::OnceCell<Workspace>>,
+    /// What `users.info` said lately, by user id (see [`PERSON_KEPT`]).
+    people: std::sync::Arc<std::sync::Mutex<HashMap<String, (Instant, SlackPerson)>>>,
 }
+
+/// How long what Slack said of a person is taken as still true: a press and the dialog's
+/// submission a few seconds later ask once, within Slack's three seconds for each, and a
+/// member clicking again and again costs the bot token's rate limit one call per period.
+const PERSON_KEPT: Duration = Duration::from_secs(30);
+
+/// People remembered at once (then all are forgotten: each is one `users.info` call away).
+const PEOPLE_KEPT: usize = 1024;
 
 impl std::fmt::Debug for SlackApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,6 +192,7 @@ impl SlackApi {
             http,
             config,
             workspace: Default::default(),
+            people: Default::default(),
         })
     }
 
@@ -189,8 +201,29 @@ impl SlackApi {
         self.config.signing_secret.expose().as_bytes()
     }
 
-    /// Who Slack user `user` (`U…`) is.
+    /// Who Slack user `user` (`U…`) is: as Slack said in the last [`PERSON_KEPT`], or asked.
     pub async fn person(&self, user: &str) -> Result<SlackPerson, SlackApiError> {
+        let kept = self.people.lock().ok().and_then(|people| {
+            people
+                .get(user)
+                .filter(|(at, _)| at.elapsed() < PERSON_KEPT)
+                .map(|(_, person)| person.clone())
+        });
+        if let Some(person) = kept {
+            return Ok(person);
+        }
+        let person = self.ask_person(user).await?;
+        if let Ok(mut people) = self.people.lock() {
+            if people.len() >= PEOPLE_KEPT {
+                people.clear();
+            }
+            people.insert(user.to_string(), (Instant::now(), person.clone()));
+        }
+        Ok(person)
+    }
+
+    /// `users.info` for `user`.
+    async fn ask_person(&self, user: &str) -> Result<SlackPerson, SlackApiError> {
         const METHOD: &str = "users.info";
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("user", user)

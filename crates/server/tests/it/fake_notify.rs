@@ -33,6 +33,8 @@ pub struct FakeSlack {
     pub posts: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Workspace members by user id, as `users.info` describes them.
     people: Arc<Mutex<std::collections::HashMap<String, serde_json::Value>>>,
+    /// The user ids `users.info` was asked about, in order.
+    pub asked_about: Arc<Mutex<Vec<String>>>,
     /// Every `views.open` taken: its trigger id and view.
     pub views: Arc<Mutex<Vec<serde_json::Value>>>,
     /// The bot token's scopes, as `auth.test` lists them (`x-oauth-scopes`).
@@ -56,6 +58,7 @@ impl FakeSlack {
             api_url: format!("http://{addr}/api/"),
             posts: Arc::default(),
             people: Arc::default(),
+            asked_about: Arc::default(),
             views: Arc::default(),
             scopes: Arc::new(Mutex::new(
                 "incoming-webhook,users:read,users:read.email".into(),
@@ -111,6 +114,7 @@ impl FakeSlack {
             }),
         );
         let people = slack.people.clone();
+        let asked_about = slack.asked_about.clone();
         let views = slack.views.clone();
         let replaced = slack.replaced.clone();
         let scopes = slack.scopes.clone();
@@ -151,6 +155,7 @@ impl FakeSlack {
                 "/api/users.info",
                 axum::routing::post(move |headers: http::HeaderMap, body: String| {
                     let people = people.clone();
+                    let asked_about = asked_about.clone();
                     async move {
                         if let Some(refused) = refused_auth(&headers) {
                             return refused;
@@ -159,6 +164,9 @@ impl FakeSlack {
                             .find(|(k, _)| k == "user")
                             .map(|(_, v)| v.into_owned())
                             .unwrap_or_default();
+                        if let Ok(mut asked) = asked_about.lock() {
+                            asked.push(user.clone());
+                        }
                         let found = people.lock().ok().and_then(|p| p.get(&user).cloned());
                         axum::Json(match found {
                             Some(member) => serde_json::json!({ "ok": true, "user": member }),

@@ -284,6 +284,21 @@ both_backends!(
         );
         let e = refusal(&db, "gateway:deploy-approvals:approve", "forbidden").await;
         assert_eq!(e.user_email.as_deref(), Some("viewer@example.com"));
+        // Pressing again and again asks Slack who they are once (for 30 s): a member clicking
+        // away does not use up the bot token's rate limit.
+        for _ in 0..3 {
+            press(&s, &slack, "UVIEWER", "rgw_approve", id).await;
+        }
+        let asked = slack
+            .asked_about
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            asked.iter().filter(|u| *u == "UVIEWER").count(),
+            1,
+            "{asked:?}"
+        );
         // The admin has no authenticator app yet: a Slack account alone lets nothing through.
         let view = press(&s, &slack, "UBOSS", "rgw_approve", id).await;
         assert!(
