@@ -452,6 +452,29 @@ both_backends!(
         assert_eq!(decided["status"], "rejected", "{decided}");
         assert_eq!(decided["note"], "not today");
 
+        // Wrong codes from Slack count towards the same lockout as anywhere: the fifth in a
+        // row locks the approver's codes, and the dialog says until when.
+        let ask = json!({ "app": "web", "git_commit": "ef".repeat(20) });
+        let (status, asked) = request(&s, &ci, "/api/v1/deploy-approvals", Some(ask)).await;
+        assert_eq!(status, 201, "{asked}");
+        let third = asked["id"].as_i64().unwrap_or_default();
+        let view = press(&s, &slack, "UBOSS", "rgw_approve", third).await;
+        let mut last = Value::Null;
+        for _ in 0..5 {
+            (_, last) = submit(&s, "UBOSS", &view, &app.wrong_code(), None).await;
+        }
+        assert!(
+            last["errors"]["code"]
+                .as_str()
+                .is_some_and(|e| e.contains("Too many wrong codes")),
+            "{last}"
+        );
+        let e = refusal(&db, "gateway:deploy-approvals:approve", "locked_out").await;
+        assert_eq!(e.details["via"], "slack");
+        assert_eq!(e.details["lockout_started"], true);
+        let (_, still) = request(&s, &ci, &format!("/api/v1/deploy-approvals/{third}"), None).await;
+        assert_eq!(still["status"], "pending", "{still}");
+
         // Nothing secret reached the log.
         let log = s.gw.all_output();
         for secret in [SIGNING_SECRET, BOT_TOKEN, code.as_str()] {
