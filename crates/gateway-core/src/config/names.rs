@@ -72,6 +72,7 @@ const SETTING_PREFIXES: &[&str] = &[
     "DEPLOY_",
     "EMAIL_",
     "SMTP_",
+    "NOTIFY_",
     "SLACK_WEBHOOK",
     "SLACK_SIGNING",
     "SLACK_BOT",
@@ -135,4 +136,37 @@ pub fn misspelt_settings<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<St
 /// How many edits turn `a` into `b`, for suggesting a setting's name.
 fn edit_distance(a: &str, b: &str) -> usize {
     strsim::levenshtein(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_row_in_the_configuration_docs() {
+        let docs = include_str!("../../../../docs/configuration.md");
+        let undocumented: Vec<&str> = SETTINGS
+            .iter()
+            .copied()
+            .filter(|name| !docs.contains(&format!("| `{name}`")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in docs/configuration.md: {undocumented:?}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_notification_setting_is_named() {
+        let warnings = misspelt_settings(["NOTIFY_REFUSAL_BURTS", "NOTIFY_OF"]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("did you mean NOTIFY_REFUSAL_BURST?"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("did you mean NOTIFY_OFF?"),
+            "{warnings:?}"
+        );
+    }
 }
