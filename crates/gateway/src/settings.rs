@@ -165,6 +165,11 @@ pub fn of_config(c: &Config) -> Vec<Section> {
                 ),
                 setting("CLIENT_TIMEOUT_SECS", secs(c.client_timeout)),
                 setting("SHUTDOWN_TIMEOUT_SECS", secs(c.shutdown_timeout)),
+                setting(
+                    "WORKER_THREADS",
+                    c.worker_threads
+                        .map_or("one per core".into(), |n| n.to_string()),
+                ),
             ],
         },
         Section {
@@ -182,6 +187,10 @@ pub fn of_config(c: &Config) -> Vec<Section> {
                 setting(
                     "OIDC_ALLOWED_DOMAINS",
                     oidc.map_or(String::new(), |o| list(&o.allowed_domains, "any")),
+                ),
+                setting(
+                    "ADMIN_USERS",
+                    oidc.map_or(String::new(), |o| list(&o.admin_users, "nobody")),
                 ),
                 setting(
                     "OIDC_REDIRECT_URL",
@@ -215,6 +224,7 @@ pub fn of_config(c: &Config) -> Vec<Section> {
                             format!("{} ({})", y.client_id, shown_url(&y.api_url))
                         }),
                 ),
+                setting("YUBICO_SECRET_KEY", secret(c.yubico.is_some())),
             ],
         },
         Section {
@@ -286,6 +296,12 @@ pub fn of_config(c: &Config) -> Vec<Section> {
                     secret(slack.is_some_and(|s| s.app.is_some())),
                 ),
                 setting(
+                    "SLACK_API_URL",
+                    slack
+                        .and_then(|s| s.app.as_ref())
+                        .map_or(String::new(), |a| shown_url(&a.api_url)),
+                ),
+                setting(
                     "SMTP_URL",
                     email.map_or("not set: no e-mail".into(), |e| {
                         Url::parse(e.smtp_url.expose())
@@ -320,6 +336,38 @@ pub fn of_config(c: &Config) -> Vec<Section> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_setting_is_shown_or_folded_into_one_that_is() {
+        let config = Config::from_lookup(|name| match name {
+            "RACK_HOST" => Some("https://rack.example.com".into()),
+            "RACK_TOKEN" => Some("rack-token-of-some-length".into()),
+            _ => None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown: Vec<&str> = of_config(&config)
+            .iter()
+            .flat_map(|s| s.settings.iter().map(|s| s.name))
+            .collect();
+        // Shown within another row, or not the gateway's to show.
+        let folded = [
+            "PORT",                   // LISTEN_ADDR
+            "RACK_CA_FILE",           // the rack certificate check
+            "RACK_TLS_PIN_SHA256",    // the rack certificate check
+            "AUDIT_ANCHOR_PREFIX",    // AUDIT_ANCHOR_BUCKET
+            "AUDIT_ANCHOR_REGION",    // AUDIT_ANCHOR_BUCKET
+            "YUBICO_API_URL",         // YUBICO_CLIENT_ID
+            "AUDIT_HMAC_KEY_RETIRED", // read by `audit verify` only
+            "LOG_LEVEL",              // read by the binary before the configuration
+            "LOG_FORMAT",             // read by the binary before the configuration
+        ];
+        let missing: Vec<&str> = gateway_core::config::SETTINGS
+            .iter()
+            .copied()
+            .filter(|name| !shown.contains(name) && !folded.contains(name))
+            .collect();
+        assert!(missing.is_empty(), "not on /settings: {missing:?}");
+    }
 
     #[test]
     fn addresses_lose_their_credentials() {

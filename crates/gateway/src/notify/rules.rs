@@ -504,7 +504,17 @@ async fn new_sign_in_place(store: &Store, row: &AuditRow) -> Result<Option<Notic
             format!("{email} signed in from a new network"),
         )
         .fact("From", format!("{ip} (network {place})"))
-        .fact("With", e.user_agent.clone().unwrap_or_default())
+        // The client's own words (its User-Agent): said as such, and short, since whoever
+        // signed in chose them.
+        .fact(
+            "Client (as it says)",
+            e.user_agent
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(100)
+                .collect::<String>(),
+        )
         .fact("To", to)
         .fact(
             "Not you?",

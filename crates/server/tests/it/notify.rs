@@ -411,6 +411,32 @@ both_backends!(
         assert!(note("viewer@example.com", "192.0.2.0/24", 1_000_000).await);
         assert!(!note("viewer@example.com", "192.0.2.0/24", 1_000_001).await);
         assert!(!note("nobody@example.com", "192.0.2.0/24", 1_000_002).await);
+        // Someone back after a long absence: every place of theirs is forgotten, yet they
+        // signed in before, so a sign-in from anywhere is news — an account left dormant is
+        // what a stolen password is tried on.
+        let long_ago = gateway::store::now_ms() - 400 * day;
+        let kept = 180 * day;
+        let st2 = st.clone();
+        let note_at = |place: &'static str, seq: i64, at: i64| {
+            let st = st2.clone();
+            async move {
+                st.note_sign_in_place("dormant@example.com", place, seq, at, kept)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert!(!note_at("192.0.2.0/24", 2_000_000, long_ago).await);
+        let now = gateway::store::now_ms();
+        assert!(note_at("198.51.100.0/24", 2_000_001, now).await);
+        assert!(
+            note_at("192.0.2.0/24", 2_000_002, now).await,
+            "unseen for 400 days"
+        );
+        assert!(
+            note_at("192.0.2.0/24", 2_000_002, now).await,
+            "the same event again: the same answer"
+        );
+        assert!(!note_at("192.0.2.0/24", 2_000_003, now).await, "seen now");
     }
 );
 
