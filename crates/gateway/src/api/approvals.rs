@@ -106,7 +106,7 @@ pub async fn request(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
+    query: Result<ApiQuery<ListQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     let everyone = caller.holds(approvals::LIST);
     if !everyone {
@@ -115,6 +115,8 @@ pub async fn list(
             caller.require(&state, approvals::LIST).await?;
         }
     }
+    // Read once the caller may: a malformed query from someone who may not is their 403.
+    let ApiQuery(query) = query?;
     if let Some(status) = &query.status
         && !STATES.contains(&status.as_str())
     {
@@ -150,12 +152,13 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<i64>,
+    id: Result<ApiPath<i64>, ApiError>,
 ) -> Result<Response, ApiError> {
     let everyone = caller.holds(approvals::LIST);
     if !everyone && !caller.holds(approvals::REQUEST) {
         caller.require(&state, approvals::LIST).await?;
     }
+    let ApiPath(id) = id?;
     let row = state.store.approval(id).await.map_err(ApiError::store)?;
     let visible = match row {
         Some(row) if everyone => Some(row),
@@ -178,7 +181,7 @@ pub async fn approve(
     state: State<AppState>,
     peer: Peer,
     caller: Caller,
-    id: ApiPath<i64>,
+    id: Result<ApiPath<i64>, ApiError>,
     body: Result<ApiJson<DecisionBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     decide(state, peer, caller, id, body, true).await
@@ -189,7 +192,7 @@ pub async fn reject(
     state: State<AppState>,
     peer: Peer,
     caller: Caller,
-    id: ApiPath<i64>,
+    id: Result<ApiPath<i64>, ApiError>,
     body: Result<ApiJson<DecisionBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     decide(state, peer, caller, id, body, false).await
@@ -199,7 +202,7 @@ async fn decide(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiPath(id): ApiPath<i64>,
+    id: Result<ApiPath<i64>, ApiError>,
     body: Result<ApiJson<DecisionBody>, ApiError>,
     approve: bool,
 ) -> Result<Response, ApiError> {
@@ -211,6 +214,7 @@ async fn decide(
     // Who may decide at all first; that the caller is a person, and not the asker,
     // `approvals::decide` checks, and is audited below.
     caller.require(&state, approvals::APPROVE).await?;
+    let ApiPath(id) = id?;
     let ApiJson(body) = body?;
     let asked = |reason: &str| json!({ "approval_id": id, "reason": reason });
     let note = match approvals::check_note(body.note.as_deref()) {

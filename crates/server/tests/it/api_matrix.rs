@@ -841,6 +841,28 @@ both_backends!(every_api_route_for_every_role, |db| async move {
                     token_name: format!("{role}-token"),
                 });
             }
+            // So is the path: a request number that is not one is refused as the call would
+            // be, not answered 400 unaudited.
+            if r.sample.contains("{approval}") && matches!(r.denied, Denied::Forbidden) {
+                let url = format!("{}{}", gw.url, r.sample.replace("{approval}", "x"));
+                let (status, body, id) = call(&c, r.method, &url, token, r.body.as_ref()).await;
+                let what = format!(
+                    "{} {url} as {role} with a malformed request number",
+                    r.method
+                );
+                if (status, body["code"].as_str()) != (want.0, Some(want.1)) {
+                    failures.push(format!(
+                        "{what}: {status} {body}, expected a refusal: {} {}",
+                        want.0, want.1
+                    ));
+                }
+                refusals.push(Refusal {
+                    what,
+                    request_id: id,
+                    action: action.to_string(),
+                    token_name: format!("{role}-token"),
+                });
+            }
             checked += 1;
         }
         if !denied.is_empty() {
