@@ -12,8 +12,9 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-/// Longest `X-Forwarded-For` (all values together) that is read; beyond it the peer is used.
-pub const MAX_FORWARDED_LEN: usize = 4096;
+/// Most `X-Forwarded-For` entries looked at, from the right: a chain of trusted proxies longer
+/// than this stops at the last one looked at.
+pub const MAX_FORWARDED_HOPS: usize = 32;
 
 /// The networks whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,8 +78,11 @@ impl TrustedProxies {
 
     /// The client's address: `peer`, unless `peer` is a trusted proxy, in which case the
     /// right-most address in `forwarded` (the `X-Forwarded-For` values, in order) that is not a
-    /// trusted proxy. A malformed entry stops the walk at the last trusted hop, and so does an
-    /// overlong header.
+    /// trusted proxy. Entries are read from the right, each on its own, and only as far as
+    /// needed: what a client wrote to the left of the address its proxy added — however long,
+    /// whatever its bytes — is never looked at, so it cannot make the client pass for the
+    /// proxy. A malformed entry stops the walk at the last trusted hop, and so does the
+    /// [`MAX_FORWARDED_HOPS`]th.
     pub fn client<'a>(
         &self,
         peer: IpAddr,
@@ -88,22 +92,18 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let mut joined: Vec<u8> = Vec::new();
-        for value in forwarded {
-            if joined.len() + value.len() + 1 > MAX_FORWARDED_LEN {
-                return peer;
-            }
-            if !joined.is_empty() {
-                joined.push(b',');
-            }
-            joined.extend_from_slice(value);
-        }
-        let Ok(joined) = std::str::from_utf8(&joined) else {
-            return peer;
-        };
+        let values: Vec<&[u8]> = forwarded.into_iter().collect();
+        let entries = values
+            .iter()
+            .rev()
+            .flat_map(|value| value.rsplit(|b| *b == b','))
+            .take(MAX_FORWARDED_HOPS);
         let mut client = peer;
-        for entry in joined.rsplit(',').map(str::trim) {
-            let Some(ip) = parse_entry(entry) else {
+        for entry in entries {
+            let Some(ip) = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|e| parse_entry(e.trim()))
+            else {
                 break;
             };
             client = ip;
@@ -226,12 +226,26 @@ mod tests {
             client(t, "10.0.0.1", &["10.0.0.3, 10.0.0.2"]),
             ip("10.0.0.3")
         );
-        let long = "1.1.1.1,".repeat(MAX_FORWARDED_LEN / 8 + 1);
-        assert_eq!(client(t, "10.0.0.1", &[long.as_str()]), ip("10.0.0.1"));
+        // What the client wrote left of the address its proxy added is never read: neither a
+        // long header nor bytes that are not text make it pass for the proxy.
+        let long = format!("{}203.0.113.9", "1.1.1.1,".repeat(10_000));
+        assert_eq!(client(t, "10.0.0.1", &[long.as_str()]), ip("203.0.113.9"));
+        assert_eq!(
+            trusted(t).client(ip("10.0.0.1"), [&b"\xff\xfe, 203.0.113.9"[..]]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            trusted(t).client(ip("10.0.0.1"), [&b"\xff\xfe"[..], &b"203.0.113.9"[..]]),
+            ip("203.0.113.9")
+        );
+        // Garbage where the proxy's entry should be: the proxy.
         assert_eq!(
             trusted(t).client(ip("10.0.0.1"), [&b"\xff\xfe"[..]]),
             ip("10.0.0.1")
         );
+        // A chain of trusted hops longer than is looked at stops at the last one looked at.
+        let hops = vec!["10.0.0.9"; MAX_FORWARDED_HOPS + 5].join(",");
+        assert_eq!(client(t, "10.0.0.1", &[hops.as_str()]), ip("10.0.0.9"));
     }
 
     proptest! {

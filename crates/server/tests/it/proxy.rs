@@ -878,6 +878,11 @@ both_backends!(client_address_from_trusted_proxies_only, |db| async move {
     assert_eq!(audited_ip(s.clone(), id).await, "203.0.113.7");
     let id = get(gw.proxy("/apps"), "not-an-address").await;
     assert_eq!(audited_ip(s.clone(), id).await, "127.0.0.1");
+    // A client's long header left of what its proxy added is not read: it cannot make the
+    // client pass for the proxy.
+    let long: &'static str = format!("{}203.0.113.8", "9.9.9.9,".repeat(800)).leak();
+    let id = get(gw.proxy("/apps"), long).await;
+    assert_eq!(audited_ip(s.clone(), id).await, "203.0.113.8");
     assert!(
         rack.seen()
             .iter()
