@@ -732,6 +732,32 @@ struct Refusal {
     token_name: String,
 }
 
+/// Notes a failure unless `got` (status, body, request id) is the refusal `want` (status,
+/// code), and the refusal to look for on the trail.
+fn expect_refusal(
+    failures: &mut Vec<String>,
+    refusals: &mut Vec<Refusal>,
+    what: String,
+    got: (u16, &Value, String),
+    want: (u16, &str),
+    action: &str,
+    role: &str,
+) {
+    let (status, body, request_id) = got;
+    if (status, body["code"].as_str()) != (want.0, Some(want.1)) {
+        failures.push(format!(
+            "{what}: {status} {body}, expected a refusal: {} {}",
+            want.0, want.1
+        ));
+    }
+    refusals.push(Refusal {
+        what,
+        request_id,
+        action: action.to_string(),
+        token_name: format!("{role}-token"),
+    });
+}
+
 both_backends!(every_api_route_for_every_role, |db| async move {
     let rack = TestRack::start().await;
     let tokens: Vec<(&str, String)> = ROLES.iter().map(|r| (*r, role_token(&db, r))).collect();
@@ -828,18 +854,8 @@ both_backends!(every_api_route_for_every_role, |db| async move {
                 let id = request_id(&garbled);
                 let body: Value = garbled.json().await.unwrap_or(Value::Null);
                 let what = format!("{} {path} as {role} with a malformed body", r.method);
-                if (status, body["code"].as_str()) != (want.0, Some(want.1)) {
-                    failures.push(format!(
-                        "{what}: {status} {body}, expected a refusal: {} {}",
-                        want.0, want.1
-                    ));
-                }
-                refusals.push(Refusal {
-                    what,
-                    request_id: id,
-                    action: action.to_string(),
-                    token_name: format!("{role}-token"),
-                });
+                let got = (status, &body, id);
+                expect_refusal(&mut failures, &mut refusals, what, got, want, action, role);
             }
             // So is the path: a request number that is not one is refused as the call would
             // be, not answered 400 unaudited.
@@ -850,18 +866,8 @@ both_backends!(every_api_route_for_every_role, |db| async move {
                     "{} {url} as {role} with a malformed request number",
                     r.method
                 );
-                if (status, body["code"].as_str()) != (want.0, Some(want.1)) {
-                    failures.push(format!(
-                        "{what}: {status} {body}, expected a refusal: {} {}",
-                        want.0, want.1
-                    ));
-                }
-                refusals.push(Refusal {
-                    what,
-                    request_id: id,
-                    action: action.to_string(),
-                    token_name: format!("{role}-token"),
-                });
+                let got = (status, &body, id);
+                expect_refusal(&mut failures, &mut refusals, what, got, want, action, role);
             }
             checked += 1;
         }
