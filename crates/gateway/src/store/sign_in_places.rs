@@ -50,17 +50,13 @@ impl Store {
             .bind(at)
             .execute(&mut *tx)
             .await?;
-            let first: i64 = sqlx::query_scalar(
-                "SELECT first_seq FROM sign_in_places WHERE user_email = $1 AND place = $2",
+            // When this place was first seen, and when the person first signed in at all.
+            let (first, first_sign_in): (i64, i64) = sqlx::query_as(
+                "SELECT p.first_seq, m.first_seq FROM sign_in_places p, sign_in_places m \
+                 WHERE p.user_email = $1 AND p.place = $2 AND m.user_email = $1 AND m.place = ''",
             )
             .bind(email)
             .bind(place)
-            .fetch_one(&mut *tx)
-            .await?;
-            let first_sign_in: i64 = sqlx::query_scalar(
-                "SELECT first_seq FROM sign_in_places WHERE user_email = $1 AND place = ''",
-            )
-            .bind(email)
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
