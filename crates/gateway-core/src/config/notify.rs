@@ -4,6 +4,7 @@
 
 use url::Url;
 
+use super::values::{Pair, pair};
 use super::{ConfigError, Secret, anchors::is_loopback};
 
 /// Where notifications go; each channel is off unless configured.
@@ -188,27 +189,24 @@ fn off_topics(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
 
 /// `SLACK_SIGNING_SECRET` and `SLACK_BOT_TOKEN` (both or neither), and `SLACK_API_URL`.
 fn slack_app(get: &impl Fn(&str) -> Option<String>) -> Result<Option<SlackAppConfig>, ConfigError> {
-    let (secret, token) = match (get("SLACK_SIGNING_SECRET"), get("SLACK_BOT_TOKEN")) {
-        (Some(secret), Some(token)) => (secret.trim().to_string(), token.trim().to_string()),
-        (None, None) => {
-            if get("SLACK_API_URL").is_some() {
-                return Err(ConfigError::Invalid {
-                    name: "SLACK_API_URL",
-                    expected: "SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN as well".into(),
-                });
-            }
-            return Ok(None);
-        }
-        (Some(_), None) => {
+    let (secret, token) = match pair(
+        get,
+        "SLACK_SIGNING_SECRET",
+        "SLACK_BOT_TOKEN",
+        "SLACK_API_URL",
+    )? {
+        Pair::Both(secret, token) => (secret, token),
+        Pair::Neither => return Ok(None),
+        Pair::Lacks(missing @ "SLACK_BOT_TOKEN") => {
             return Err(ConfigError::Missing {
-                name: "SLACK_BOT_TOKEN",
+                name: missing,
                 expected: "with SLACK_SIGNING_SECRET: the Slack app's bot token (xoxb-…), to \
                            ask Slack who pressed a button",
             });
         }
-        (None, Some(_)) => {
+        Pair::Lacks(missing) => {
             return Err(ConfigError::Missing {
-                name: "SLACK_SIGNING_SECRET",
+                name: missing,
                 expected: "with SLACK_BOT_TOKEN: the Slack app's signing secret (Basic \
                            Information), to check that button presses come from Slack",
             });

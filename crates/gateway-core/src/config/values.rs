@@ -109,3 +109,71 @@ pub(super) fn boolean(
         }),
     }
 }
+
+/// Two settings that only work together, read with `get`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pair {
+    /// Both set (trimmed).
+    Both(String, String),
+    /// Neither set.
+    Neither,
+    /// Only one set: this one is missing.
+    Lacks(&'static str),
+}
+
+/// `first` and `second` together, or neither; `needs_both`, when set, is only valid with the
+/// pair (an address for their service, say).
+pub(super) fn pair(
+    get: &impl Fn(&str) -> Option<String>,
+    first: &'static str,
+    second: &'static str,
+    needs_both: &'static str,
+) -> Result<Pair, ConfigError> {
+    Ok(match (get(first), get(second)) {
+        (Some(a), Some(b)) => Pair::Both(a.trim().to_string(), b.trim().to_string()),
+        (None, None) if get(needs_both).is_some() => {
+            return Err(ConfigError::Invalid {
+                name: needs_both,
+                expected: format!("{first} and {second} as well"),
+            });
+        }
+        (None, None) => Pair::Neither,
+        (Some(_), None) => Pair::Lacks(second),
+        (None, Some(_)) => Pair::Lacks(first),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_both_or_neither_and_names_what_is_missing() {
+        let read = |set: &[(&str, &str)]| {
+            let set: Vec<(String, String)> = set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            pair(
+                &|name: &str| set.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+                "A_ID",
+                "A_KEY",
+                "A_URL",
+            )
+        };
+        assert_eq!(
+            read(&[("A_ID", " 1 "), ("A_KEY", "k")]).ok(),
+            Some(Pair::Both("1".into(), "k".into()))
+        );
+        assert_eq!(read(&[]).ok(), Some(Pair::Neither));
+        assert_eq!(read(&[("A_ID", "1")]).ok(), Some(Pair::Lacks("A_KEY")));
+        assert_eq!(read(&[("A_KEY", "k")]).ok(), Some(Pair::Lacks("A_ID")));
+        let alone = read(&[("A_URL", "https://x")]).err().map(|e| e.to_string());
+        assert!(
+            alone
+                .as_deref()
+                .is_some_and(|e| e.contains("A_URL") && e.contains("A_ID and A_KEY")),
+            "{alone:?}"
+        );
+    }
+}

@@ -6,6 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use url::Url;
 
+use super::values::{Pair, pair};
 use super::{ConfigError, Secret, anchors::is_loopback};
 
 /// Yubico's own validation service.
@@ -35,26 +36,23 @@ impl YubicoConfig {
 pub(super) fn parse_yubico(
     get: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<YubicoConfig>, ConfigError> {
-    let (id, key) = match (get("YUBICO_CLIENT_ID"), get("YUBICO_SECRET_KEY")) {
-        (Some(id), Some(key)) => (id.trim().to_string(), key.trim().to_string()),
-        (None, None) => {
-            if get("YUBICO_API_URL").is_some() {
-                return Err(ConfigError::Invalid {
-                    name: "YUBICO_API_URL",
-                    expected: "YUBICO_CLIENT_ID and YUBICO_SECRET_KEY as well".into(),
-                });
-            }
-            return Ok(None);
-        }
-        (Some(_), None) => {
+    let (id, key) = match pair(
+        get,
+        "YUBICO_CLIENT_ID",
+        "YUBICO_SECRET_KEY",
+        "YUBICO_API_URL",
+    )? {
+        Pair::Both(id, key) => (id, key),
+        Pair::Neither => return Ok(None),
+        Pair::Lacks(missing @ "YUBICO_SECRET_KEY") => {
             return Err(ConfigError::Invalid {
-                name: "YUBICO_SECRET_KEY",
+                name: missing,
                 expected: "the secret key issued with YUBICO_CLIENT_ID (base64)".into(),
             });
         }
-        (None, Some(_)) => {
+        Pair::Lacks(missing) => {
             return Err(ConfigError::Invalid {
-                name: "YUBICO_CLIENT_ID",
+                name: missing,
                 expected: "the client id issued with YUBICO_SECRET_KEY (a number)".into(),
             });
         }
