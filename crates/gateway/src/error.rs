@@ -90,7 +90,8 @@ pub enum ApiError {
     #[error(
         "this change needs a code from your authenticator app from the last {window_secs} s: \
          give one (POST /api/v1/auth/mfa/verify, or the page this came from), or sign in again, \
-         then repeat it"
+         then repeat it (with MFA_REQUIRED and no app yet, set one up on /account/mfa \
+         first)"
     )]
     MfaRequired {
         /// `MFA_STEP_UP_SECS`.

@@ -66,9 +66,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(app): ApiPath<String>,
+    app: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(&state, app_rules::READ).await?;
+    let ApiPath(app) = app?;
     let row = state.store.app_rules(&app).await.map_err(ApiError::store)?;
     let shown = row.map_or_else(|| ShownRules::none(&app), ShownRules::from);
     Ok(Json(shown).into_response())
@@ -80,11 +81,12 @@ pub async fn set(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiPath(app): ApiPath<String>,
+    app: Result<ApiPath<String>, ApiError>,
     rules: Result<ApiJson<AppRules>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:app-rules:update";
     caller.require_privileged(&state, app_rules::WRITE).await?;
+    let ApiPath(app) = app?;
     let ApiJson(rules) = rules?;
     let asked = json!({ "app": app, "rules": rules });
     match app_rules::set_rules(&state.store, &state.audit, &caller.actor(peer), &app, rules).await {
@@ -100,10 +102,11 @@ pub async fn clear(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiPath(app): ApiPath<String>,
+    app: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:app-rules:delete";
     caller.require_privileged(&state, app_rules::WRITE).await?;
+    let ApiPath(app) = app?;
     match app_rules::clear_rules(&state.store, &state.audit, &caller.actor(peer), &app).await {
         Ok(row) => Ok(Json(ShownRules::from(row)).into_response()),
         Err(e) => Err(refused(&state, &caller, action, e, json!({ "app": app })).await),

@@ -235,9 +235,7 @@ async fn decide(
             .require_code_now(&state, action, code, "approving a deploy", &given)
             .await?;
     } else {
-        caller
-            .require_privileged(&state, approvals::APPROVE)
-            .await?;
+        caller.stepped_up(&state, action).await?;
     }
     let actor = caller.actor(peer);
     let decided = approvals::decide(

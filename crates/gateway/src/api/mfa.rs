@@ -38,8 +38,9 @@ pub async fn verify(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiJson(body): ApiJson<Verify>,
+    body: Result<ApiJson<Verify>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // A token is refused (and audited) whatever its body, as a permission is.
     let Some(session_id) = caller.principal.session_id() else {
         let err = ApiError::BadRequest(
             "only a signed-in session gives authenticator codes (an API token is not asked for \
@@ -50,6 +51,7 @@ pub async fn verify(
             .refuse(&state, ACTION, err, json!({ "reason": "not_a_session" }))
             .await);
     };
+    let ApiJson(body) = body?;
     let factor = match code_given(&state, &caller, &body.code, ACTION, "step_up").await? {
         Some(factor) => factor,
         None => {

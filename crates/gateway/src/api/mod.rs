@@ -311,6 +311,12 @@ impl Caller {
         permission: &str,
     ) -> Result<(), ApiError> {
         self.require(state, permission).await?;
+        self.stepped_up(state, permission).await
+    }
+
+    /// The step-up half of [`Caller::require_privileged`], for a caller whose permission was
+    /// checked already; a refusal is audited as one of `action`.
+    async fn stepped_up(&self, state: &AppState, action: &str) -> Result<(), ApiError> {
         match crate::mfa::step_up::check(state, &self.principal).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(needed)) => {
@@ -318,7 +324,7 @@ impl Caller {
                     window_secs: needed.window_secs,
                 };
                 let details = serde_json::json!({ "reason": "mfa_required" });
-                Err(self.refuse(state, permission, err, details).await)
+                Err(self.refuse(state, action, err, details).await)
             }
             Err(crate::mfa::MfaError::Store(e)) => Err(ApiError::store(e)),
             Err(e) => {
@@ -332,8 +338,9 @@ impl Caller {
     /// earlier (minting a token, approving a deploy): a person with an authenticator app gives
     /// a code with the request itself, checked and counted towards the lockout like any
     /// other. Without one: `403 mfa_code_required` (saying `what` needs it), audited as a
-    /// refusal of `action` with `asked` and `reason: mfa_code_required`. An API token gives
-    /// none (a robot has no second factor): one sent anyway is refused as a mistake.
+    /// refusal of `action` with `asked` and `reason: mfa_code_required`. A person without an
+    /// app passes the step-up rule instead (so `MFA_REQUIRED` refuses them). An API token
+    /// gives none (a robot has no second factor): one sent anyway is refused as a mistake.
     pub async fn require_code_now(
         &self,
         state: &AppState,
@@ -359,7 +366,8 @@ impl Caller {
             return Ok(());
         };
         if !has_app(state, user_id).await? {
-            return Ok(());
+            // As for any privileged change: `MFA_REQUIRED` still stops a session without one.
+            return self.stepped_up(state, action).await;
         }
         let code = code.unwrap_or("");
         if code.trim().is_empty() {

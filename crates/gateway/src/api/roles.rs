@@ -153,11 +153,12 @@ pub async fn update(
     peer: Peer,
     headers: HeaderMap,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    name: Result<ApiPath<String>, ApiError>,
     body: Result<ApiJson<RoleChangeBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:roles:update";
     caller.require(&state, action).await?;
+    let ApiPath(name) = name?;
     let ApiJson(body) = body?;
     let code = super::code_header(&headers, body.code.as_deref());
     let asked = json!({ "role": name, "permissions": body.permissions });
@@ -186,10 +187,11 @@ pub async fn delete(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    name: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:roles:delete";
     caller.require_privileged(&state, action).await?;
+    let ApiPath(name) = name?;
     match roles::delete_role(&state.store, &state.audit, &caller.actor(peer), &name).await {
         Ok(row) => Ok(Json(row).into_response()),
         Err(e) => Err(refused(&state, &caller, action, e, json!({ "role": name })).await),

@@ -38,11 +38,12 @@ pub async fn revoke(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiPath(token): ApiPath<String>,
+    token: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller
         .require_privileged(&state, "gateway:tokens:revoke")
         .await?;
+    let ApiPath(token) = token?;
     let revoked =
         manage::revoke_token(&state.store, &state.audit, &caller.actor(peer), &token).await;
     match revoked {

@@ -161,11 +161,12 @@ pub async fn set_role(
     peer: Peer,
     headers: HeaderMap,
     caller: Caller,
-    ApiPath(email): ApiPath<String>,
+    email: Result<ApiPath<String>, ApiError>,
     body: Result<super::ApiJson<RoleBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let action = "gateway:users:update";
     caller.require(&state, action).await?;
+    let ApiPath(email) = email?;
     let super::ApiJson(body) = body?;
     let asked = json!({ "email": email, "role": body.role });
     // With their session or a token acting for them: an admin demoting themselves may leave
@@ -199,7 +200,7 @@ pub async fn lock(
     peer: Peer,
     headers: HeaderMap,
     caller: Caller,
-    ApiPath(email): ApiPath<String>,
+    email: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     set_locked(state, peer, &headers, caller, email, true).await
 }
@@ -210,7 +211,7 @@ pub async fn unlock(
     peer: Peer,
     headers: HeaderMap,
     caller: Caller,
-    ApiPath(email): ApiPath<String>,
+    email: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     set_locked(state, peer, &headers, caller, email, false).await
 }
@@ -220,7 +221,7 @@ async fn set_locked(
     peer: Peer,
     headers: &HeaderMap,
     caller: Caller,
-    email: String,
+    email: Result<ApiPath<String>, ApiError>,
     locked: bool,
 ) -> Result<Response, ApiError> {
     let (permission, what) = if locked {
@@ -228,8 +229,9 @@ async fn set_locked(
     } else {
         ("gateway:users:unlock", "unlocking someone")
     };
-    let asked = json!({ "email": email });
     caller.require(&state, permission).await?;
+    let ApiPath(email) = email?;
+    let asked = json!({ "email": email });
     // Locking yourself out leaves you no way back; unlocking yourself could never be needed
     // (a locked user cannot call this), so neither is made on the caller's own account.
     if is_caller(&caller, &email) {
@@ -267,11 +269,12 @@ pub async fn reset_mfa(
     peer: Peer,
     headers: HeaderMap,
     caller: Caller,
-    ApiPath(email): ApiPath<String>,
+    email: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     let permission = "gateway:mfa:reset";
-    let asked = json!({ "email": email, "factor": "totp" });
     caller.require(&state, permission).await?;
+    let ApiPath(email) = email?;
+    let asked = json!({ "email": email, "factor": "totp" });
     if is_caller(&caller, &email) {
         let message = "you cannot reset your own authenticator app: remove it on /account/mfa \
                        with a current code";
@@ -296,10 +299,11 @@ pub async fn forget_browsers(
     State(state): State<AppState>,
     peer: Peer,
     caller: Caller,
-    ApiPath(email): ApiPath<String>,
+    email: Result<ApiPath<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     let permission = "gateway:sessions:manage";
     caller.require(&state, permission).await?;
+    let ApiPath(email) = email?;
     let forgotten =
         manage::forget_browsers(&state.store, &state.audit, &caller.actor(peer), &email).await;
     match forgotten {

@@ -248,18 +248,56 @@ pub async fn check_users_code(
         .map(Some)
 }
 
-/// A new secret for user `user_id`, sealed and stored as an authenticator being set up;
+/// How long a set-up in progress may be shown and confirmed after it was started.
+pub const SETUP_MS: i64 = 10 * 60 * 1000;
+
+/// Who is setting up an authenticator app: only they see its secret and confirm it, for
+/// [`SETUP_MS`]. Another session of the same person — a cookie stolen long ago — must not read
+/// a secret while its owner scans it.
+#[derive(Debug, Clone, Copy)]
+pub enum SetupBy<'a> {
+    /// A signed-in session, on `/account/mfa`.
+    Session(i64),
+    /// A sign-in with `MFA_REQUIRED`: its login attempt's id (the browser's login cookie).
+    SignIn(&'a str),
+}
+
+impl SetupBy<'_> {
+    /// As stored (`mfa_totp.setup_by`): the attempt's id is a browser's cookie, so only its
+    /// hash.
+    pub fn tag(&self) -> String {
+        match self {
+            SetupBy::Session(id) => format!("session:{id}"),
+            SetupBy::SignIn(attempt) => {
+                format!("sign_in:{}", crate::identity::hash_token(attempt))
+            }
+        }
+    }
+
+    /// `row`, when it is a set-up in progress that this one started less than [`SETUP_MS`]
+    /// before `now_ms`.
+    pub fn owns<'r>(&self, row: Option<&'r TotpRow>, now_ms: i64) -> Option<&'r TotpRow> {
+        row.filter(|r| {
+            r.confirmed_at.is_none()
+                && r.setup_by.as_deref() == Some(self.tag().as_str())
+                && now_ms.saturating_sub(r.created_at) < SETUP_MS
+        })
+    }
+}
+
+/// A new secret for user `user_id`, sealed and stored as an authenticator being set up `by`;
 /// `None` when a confirmed one exists.
 pub async fn start_setup(
     store: &Store,
     key: &MfaKey,
     user_id: i64,
+    by: SetupBy<'_>,
     now_ms: i64,
 ) -> Result<Option<Vec<u8>>, MfaError> {
     let secret = totp::new_secret();
     let sealed = key.seal(user_id, &secret)?;
     Ok(store
-        .start_totp(user_id, &sealed, now_ms)
+        .start_totp(user_id, &sealed, &by.tag(), now_ms)
         .await?
         .then_some(secret))
 }
@@ -271,23 +309,22 @@ pub enum Confirmed {
     Yes,
     /// The code is not the authenticator's.
     WrongCode,
-    /// No setup in progress (never started, confirmed already, or replaced meanwhile).
+    /// No setup in progress by this one (never started, confirmed already, replaced
+    /// meanwhile, started by another session, or older than [`SETUP_MS`]).
     NothingToConfirm,
 }
 
-/// Confirms user `user_id`'s authenticator being set up with its first `code`.
+/// Confirms user `user_id`'s authenticator being set up `by` with its first `code`.
 pub async fn confirm_setup(
     store: &Store,
     key: &MfaKey,
     user_id: i64,
+    by: SetupBy<'_>,
     code: &str,
     now_ms: i64,
 ) -> Result<Confirmed, MfaError> {
-    let Some(row) = store
-        .totp(user_id)
-        .await?
-        .filter(|r| r.confirmed_at.is_none())
-    else {
+    let found = store.totp(user_id).await?;
+    let Some(row) = by.owns(found.as_ref(), now_ms) else {
         return Ok(Confirmed::NothingToConfirm);
     };
     let Some(code) = totp::normalise(code) else {

@@ -22,6 +22,8 @@ pub struct TotpRow {
     pub failures: i64,
     /// Codes are refused until then (unix ms; 0: not locked).
     pub locked_until: i64,
+    /// Who is setting it up, until it is confirmed (`mfa::SetupBy::tag`).
+    pub setup_by: Option<String>,
 }
 
 /// A user as listed for admins: their row and whether an authenticator app guards their
@@ -52,7 +54,8 @@ pub struct TotpFailure {
 
 macro_rules! columns {
     () => {
-        "user_id, secret_sealed, created_at, confirmed_at, last_step, failures, locked_until"
+        "user_id, secret_sealed, created_at, confirmed_at, last_step, failures, locked_until, \
+         setup_by"
     };
 }
 
@@ -65,6 +68,7 @@ fn from_row(row: &(impl Columns + ?Sized)) -> Result<TotpRow, StoreError> {
         last_step: row.int("last_step")?,
         failures: row.int("failures")?,
         locked_until: row.int("locked_until")?,
+        setup_by: row.opt_text("setup_by")?,
     })
 }
 
@@ -139,24 +143,28 @@ impl Store {
         .await
     }
 
-    /// Starts setting up an authenticator with `secret_sealed`, replacing one not yet
-    /// confirmed; `false` when a confirmed one exists (it must be removed first).
+    /// Starts setting up an authenticator with `secret_sealed`, by `setup_by`, replacing one
+    /// not yet confirmed; `false` when a confirmed one exists (it must be removed first).
     pub async fn start_totp(
         &self,
         user_id: i64,
         secret_sealed: &str,
+        setup_by: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
         bounded(self, async {
             let done = sqlx::query(
-                "INSERT INTO mfa_totp (user_id, secret_sealed, created_at) VALUES ($1, $2, $3) \
+                "INSERT INTO mfa_totp (user_id, secret_sealed, created_at, setup_by) \
+                 VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (user_id) DO UPDATE SET secret_sealed = excluded.secret_sealed, \
-                 created_at = excluded.created_at, last_step = 0, failures = 0, locked_until = 0 \
+                 created_at = excluded.created_at, setup_by = excluded.setup_by, \
+                 last_step = 0, failures = 0, locked_until = 0 \
                  WHERE mfa_totp.confirmed_at IS NULL",
             )
             .bind(user_id)
             .bind(secret_sealed)
             .bind(now)
+            .bind(setup_by)
             .execute(&self.pool)
             .await?;
             Ok(done.rows_affected() > 0)
@@ -175,7 +183,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         bounded(self, async {
             let done = sqlx::query(
-                "UPDATE mfa_totp SET confirmed_at = $1, last_step = $2, failures = 0 \
+                "UPDATE mfa_totp SET confirmed_at = $1, last_step = $2, failures = 0, setup_by = NULL \
                  WHERE user_id = $3 AND secret_sealed = $4 AND confirmed_at IS NULL",
             )
             .bind(now)

@@ -264,21 +264,22 @@ async fn decide(
                  decision: go back, enter it beside Approve, and approve again.",
             );
         }
-        (Some(_), None) => {
+        // A rejection with a recent code; and, for someone without an app, as for any
+        // privileged change (`MFA_REQUIRED` still asks for one).
+        (Some(_), None) | (None, _) => {
             let step_up = super::mfa::step_up_page(
                 &state,
                 &principal,
                 peer,
                 &headers,
                 &token,
-                approvals::APPROVE,
+                action,
                 "/deploy-approvals",
             );
             if let Some(page) = step_up.await {
                 return page;
             }
         }
-        (None, _) => {}
     }
     let actor = page_actor(&principal, peer, &headers, Decision::Allow);
     let decided = approvals::decide(&state, &actor, &principal, id, approve, note.as_deref()).await;

@@ -220,7 +220,15 @@ pub async fn begin(
             "Name the key (1 to {} characters, one line): \"YubiKey on my keyring\".",
             keys::MAX_NAME_CHARS
         );
-        return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+        return show(
+            &state,
+            &principal,
+            &token,
+            &user,
+            StatusCode::BAD_REQUEST,
+            Some(error),
+        )
+        .await;
     };
     match crate::mfa::required(&state.store, user.id).await {
         Ok(Some(_)) => {}
@@ -228,6 +236,7 @@ pub async fn begin(
             let error = "Set up an authenticator app first: security keys go beside it.";
             return show(
                 &state,
+                &principal,
                 &token,
                 &user,
                 StatusCode::CONFLICT,
@@ -277,7 +286,15 @@ pub async fn add(
     };
     let Some(name) = keys::key_name(form.name.as_deref().unwrap_or("")) else {
         let error = "Name the key.".to_string();
-        return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+        return show(
+            &state,
+            &principal,
+            &token,
+            &user,
+            StatusCode::BAD_REQUEST,
+            Some(error),
+        )
+        .await;
     };
     let added = rp
         .finish_register(
@@ -300,7 +317,15 @@ pub async fn add(
                 tracing::error!(error = %e, "a refused security key could not be recorded");
             }
             let error = refusal.explain().to_string();
-            return show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await;
+            return show(
+                &state,
+                &principal,
+                &token,
+                &user,
+                StatusCode::BAD_REQUEST,
+                Some(error),
+            )
+            .await;
         }
         Err(e) => return cannot(e),
     };
@@ -341,8 +366,18 @@ pub async fn add_yubikey(
     };
     let show_error = |error: &str| {
         let error = error.to_string();
-        let (state, token, user) = (&state, &token, &user);
-        async move { show(state, token, user, StatusCode::BAD_REQUEST, Some(error)).await }
+        let (state, principal, token, user) = (&state, &principal, &token, &user);
+        async move {
+            show(
+                state,
+                principal,
+                token,
+                user,
+                StatusCode::BAD_REQUEST,
+                Some(error),
+            )
+            .await
+        }
     };
     let Some(name) = keys::key_name(form.name.as_deref().unwrap_or("")) else {
         return show_error("Name the YubiKey (1 to 60 characters, one line).").await;

@@ -19,7 +19,7 @@ use super::{
 use crate::app::{AppState, Peer};
 use crate::audit::Decision;
 use crate::identity::Principal;
-use crate::mfa::{self, CodeCheck, Confirmed, MfaError, keys};
+use crate::mfa::{self, CodeCheck, Confirmed, MfaError, SetupBy, keys};
 use crate::store::{UserRow, now_ms};
 
 /// Audit action: an authenticator confirmed.
@@ -310,20 +310,23 @@ pub(super) async fn form_user(
     Ok((principal, token, user))
 }
 
-/// The page as it stands for `user`, with `error` about the last form.
+/// The page as it stands for `user` (signed in as `principal`, whose session secret is
+/// `token`), with `error` about the last form.
 pub(super) async fn show(
     state: &AppState,
+    principal: &Principal,
     token: &str,
     user: &UserRow,
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    show_with_codes(state, token, user, status, error, Vec::new()).await
+    show_with_codes(state, principal, token, user, status, error, Vec::new()).await
 }
 
 /// [`show`], with backup codes just made (`new_codes`) shown once.
 async fn show_with_codes(
     state: &AppState,
+    principal: &Principal,
     token: &str,
     user: &UserRow,
     status: StatusCode,
@@ -386,7 +389,11 @@ async fn show_with_codes(
         },
         None => 0,
     };
-    let setup = match (&key, row.as_ref().filter(|r| r.confirmed_at.is_none())) {
+    // The secret being set up, only to the session that started it, for 10 minutes.
+    let setting_up = principal
+        .session_id()
+        .and_then(|id| SetupBy::Session(id).owns(row.as_ref(), now_ms()));
+    let setup = match (&key, setting_up) {
         (Ok(key), Some(row)) => match key
             .open(user.id, &row.secret_sealed)
             .and_then(|secret| mfa::totp::provisioning(&secret, &user.email))
@@ -469,7 +476,9 @@ pub struct ForgetForm {
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let signed_in = signed_in_page(&state, &headers, "/account/mfa").await;
     match user_of(&state, signed_in).await {
-        Ok((_, token, user)) => show(&state, &token, &user, StatusCode::OK, None).await,
+        Ok((principal, token, user)) => {
+            show(&state, &principal, &token, &user, StatusCode::OK, None).await
+        }
         Err(page) => page,
     }
 }
@@ -494,27 +503,37 @@ pub(super) fn cannot(e: MfaError) -> Response {
     }
 }
 
-/// `Ok` when `principal`'s session was signed in within the last 10 minutes; else the page
+/// `principal`'s session, when it was signed in within the last 10 minutes; else the page
 /// saying to sign in again first.
 async fn signed_in_recently(
     state: &AppState,
     principal: &Principal,
     token: &str,
     user: &UserRow,
-) -> Result<(), Response> {
+) -> Result<i64, Response> {
     let created = match principal.session_id() {
         Some(id) => state.store.session_created_at(id).await,
         None => Ok(None),
     };
-    match created {
-        Ok(Some(at)) if now_ms().saturating_sub(at) <= SETUP_SIGN_IN_WINDOW_MS => Ok(()),
-        Ok(_) => {
+    match (created, principal.session_id()) {
+        (Ok(Some(at)), Some(id)) if now_ms().saturating_sub(at) <= SETUP_SIGN_IN_WINDOW_MS => {
+            Ok(id)
+        }
+        (Ok(_), _) => {
             let error = "To turn on an authenticator app, sign in again first (your sign-in \
                          is more than 10 minutes old): sign out, then sign in."
                 .to_string();
-            Err(show(state, token, user, StatusCode::FORBIDDEN, Some(error)).await)
+            Err(show(
+                state,
+                principal,
+                token,
+                user,
+                StatusCode::FORBIDDEN,
+                Some(error),
+            )
+            .await)
         }
-        Err(e) => {
+        (Err(e), _) => {
             tracing::error!(error = %e, "session lookup failed");
             Err(super::StoreDown.into_response())
         }
@@ -532,18 +551,28 @@ pub async fn setup(
         Ok(found) => found,
         Err(page) => return page,
     };
-    if let Err(page) = signed_in_recently(&state, &principal, &token, &user).await {
-        return page;
-    }
+    let session_id = match signed_in_recently(&state, &principal, &token, &user).await {
+        Ok(id) => id,
+        Err(page) => return page,
+    };
     let started = async {
         let key = mfa::key(&state.config)?;
-        mfa::start_setup(&state.store, &key, user.id, now_ms()).await
+        let by = SetupBy::Session(session_id);
+        mfa::start_setup(&state.store, &key, user.id, by, now_ms()).await
     };
     match started.await {
         Ok(Some(_)) => Redirect::to("/account/mfa").into_response(),
         Ok(None) => {
             let error = "An authenticator is already on: remove it first.".to_string();
-            show(&state, &token, &user, StatusCode::CONFLICT, Some(error)).await
+            show(
+                &state,
+                &principal,
+                &token,
+                &user,
+                StatusCode::CONFLICT,
+                Some(error),
+            )
+            .await
         }
         Err(e) => cannot(e),
     }
@@ -560,13 +589,15 @@ pub async fn confirm(
         Ok(found) => found,
         Err(page) => return page,
     };
-    if let Err(page) = signed_in_recently(&state, &principal, &token, &user).await {
-        return page;
-    }
+    let session_id = match signed_in_recently(&state, &principal, &token, &user).await {
+        Ok(id) => id,
+        Err(page) => return page,
+    };
     let code = form.code.as_deref().unwrap_or("");
     let confirmed = async {
         let key = mfa::key(&state.config)?;
-        mfa::confirm_setup(&state.store, &key, user.id, code, now_ms()).await
+        let by = SetupBy::Session(session_id);
+        mfa::confirm_setup(&state.store, &key, user.id, by, code, now_ms()).await
     };
     match confirmed.await {
         Ok(Confirmed::Yes) => {
@@ -586,7 +617,16 @@ pub async fn confirm(
             };
             match codes.await {
                 Ok(Some(codes)) => {
-                    show_with_codes(&state, &token, &user, StatusCode::OK, None, codes).await
+                    show_with_codes(
+                        &state,
+                        &principal,
+                        &token,
+                        &user,
+                        StatusCode::OK,
+                        None,
+                        codes,
+                    )
+                    .await
                 }
                 Ok(None) => Redirect::to("/account/mfa").into_response(),
                 Err(e) => {
@@ -599,9 +639,30 @@ pub async fn confirm(
             let error = "That code is not right. Check the app's clock and enter the code it \
                          shows now."
                 .to_string();
-            show(&state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await
+            show(
+                &state,
+                &principal,
+                &token,
+                &user,
+                StatusCode::BAD_REQUEST,
+                Some(error),
+            )
+            .await
         }
-        Ok(Confirmed::NothingToConfirm) => Redirect::to("/account/mfa").into_response(),
+        Ok(Confirmed::NothingToConfirm) => {
+            let error = "There is no set-up of yours to confirm: a set-up lasts 10 minutes, \
+                         on the page where it was started. Start again."
+                .to_string();
+            show(
+                &state,
+                &principal,
+                &token,
+                &user,
+                StatusCode::CONFLICT,
+                Some(error),
+            )
+            .await
+        }
         Err(e) => cannot(e),
     }
 }
@@ -626,9 +687,15 @@ async fn form_code(
     let checked = asked.check(&user, form.code.as_deref().unwrap_or("")).await;
     match checked {
         Ok(factor) => Ok((principal, token, user, factor)),
-        Err(Refused::Show(error)) => {
-            Err(show(state, &token, &user, StatusCode::BAD_REQUEST, Some(error)).await)
-        }
+        Err(Refused::Show(error)) => Err(show(
+            state,
+            &principal,
+            &token,
+            &user,
+            StatusCode::BAD_REQUEST,
+            Some(error),
+        )
+        .await),
         Err(Refused::Page(page)) => Err(page),
     }
 }
@@ -687,7 +754,16 @@ pub async fn backup_codes(
     };
     match made.await {
         Ok(Some(codes)) => {
-            show_with_codes(&state, &token, &user, StatusCode::OK, None, codes).await
+            show_with_codes(
+                &state,
+                &principal,
+                &token,
+                &user,
+                StatusCode::OK,
+                None,
+                codes,
+            )
+            .await
         }
         Ok(None) => Redirect::to("/account/mfa").into_response(),
         Err(e) => cannot(e),

@@ -121,11 +121,13 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
         Ok(html) => with_security_headers((status, Html(html)).into_response()),
         Err(e) => {
             tracing::error!(error = %e, "template failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "page could not be rendered",
+            with_security_headers(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "page could not be rendered",
+                )
+                    .into_response(),
             )
-                .into_response()
         }
     }
 }

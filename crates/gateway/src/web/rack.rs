@@ -10,7 +10,7 @@
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
@@ -292,7 +292,7 @@ pub async fn app(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
-    Path(app): Path<String>,
+    super::PagePath(app): super::PagePath<String>,
 ) -> Response {
     if !crate::approvals::input::is_app_name(&app) {
         return message(

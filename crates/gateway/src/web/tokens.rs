@@ -211,6 +211,14 @@ pub async fn create(
             }
             Err(super::mfa::Refused::Page(page)) => return page,
         }
+    } else {
+        // No app: as for any privileged change (`MFA_REQUIRED` still asks for one).
+        let step_up = super::mfa::step_up_page(
+            &state, &principal, peer, &headers, &token, CREATE, "/tokens",
+        );
+        if let Some(page) = step_up.await {
+            return page;
+        }
     }
     let ask = MintAsk {
         name: form.name.clone(),

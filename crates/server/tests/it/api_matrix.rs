@@ -732,6 +732,27 @@ struct Refusal {
     token_name: String,
 }
 
+/// The row's sample with each value the route takes from the path replaced by one no handler
+/// can read (`%FF` decodes to a byte that is not UTF-8, and is no number); `None` for a route
+/// without one.
+fn garbled_path(r: &Row) -> Option<String> {
+    let route: Vec<&str> = r.route.split('/').collect();
+    let sample: Vec<&str> = r.sample.split('/').collect();
+    assert_eq!(route.len(), sample.len(), "{}: {}", r.route, r.sample);
+    let garbled: Vec<&str> = route
+        .iter()
+        .zip(&sample)
+        .map(|(pattern, given)| {
+            if pattern.starts_with('{') {
+                "%FF"
+            } else {
+                given
+            }
+        })
+        .collect();
+    (garbled != sample).then(|| garbled.join("/"))
+}
+
 /// Notes a failure unless `got` (status, body, request id) is the refusal `want` (status,
 /// code), and the refusal to look for on the trail.
 fn expect_refusal(
@@ -857,15 +878,13 @@ both_backends!(every_api_route_for_every_role, |db| async move {
                 let got = (status, &body, id);
                 expect_refusal(&mut failures, &mut refusals, what, got, want, action, role);
             }
-            // So is the path: a request number that is not one is refused as the call would
-            // be, not answered 400 unaudited.
-            if r.sample.contains("{approval}") && matches!(r.denied, Denied::Forbidden) {
-                let url = format!("{}{}", gw.url, r.sample.replace("{approval}", "x"));
+            // So is the path: a value in it that is not one (a request number that is not a
+            // number, an e-mail that is not UTF-8) is refused as the call would be, not
+            // answered 400 unaudited.
+            if let (Some(garbled), Denied::Forbidden) = (garbled_path(&r), &r.denied) {
+                let url = format!("{}{garbled}", gw.url);
                 let (status, body, id) = call(&c, r.method, &url, token, r.body.as_ref()).await;
-                let what = format!(
-                    "{} {url} as {role} with a malformed request number",
-                    r.method
-                );
+                let what = format!("{} {url} as {role} with a malformed path value", r.method);
                 let got = (status, &body, id);
                 expect_refusal(&mut failures, &mut refusals, what, got, want, action, role);
             }

@@ -577,8 +577,8 @@ both_backends!(
         let now = 1_000_000;
         // A set-up started twice keeps the second secret: the first can no longer be confirmed
         // (a code checked against a page opened in another tab).
-        assert!(ok(st.start_totp(id, "v1:first", now).await));
-        assert!(ok(st.start_totp(id, "v1:second", now).await));
+        assert!(ok(st.start_totp(id, "v1:first", "session:1", now).await));
+        assert!(ok(st.start_totp(id, "v1:second", "session:1", now).await));
         assert!(!ok(st.confirm_totp(id, "v1:first", 7, now).await));
         assert!(
             !ok(st.accept_totp_step(id, 8, now).await),
@@ -587,7 +587,7 @@ both_backends!(
         assert!(ok(st.confirm_totp(id, "v1:second", 7, now).await));
         assert!(!ok(st.confirm_totp(id, "v1:second", 7, now).await), "once");
         assert!(
-            !ok(st.start_totp(id, "v1:third", now).await),
+            !ok(st.start_totp(id, "v1:third", "session:1", now).await),
             "a confirmed one stays"
         );
         // Each step once, and only forwards.
@@ -654,8 +654,16 @@ both_backends!(
         assert_eq!(wrong.status, 400, "{}", wrong.body);
         assert_eq!(between(&wrong.body, "id=\"secret\">", "<"), base32);
         assert_eq!(sessions_of(&db).await, 0);
+        // Turned on, it shows its backup codes once (with the session's cookie already set),
+        // then goes on to where the sign-in was going.
         let code = app.next_code().await;
-        let signed_in = give(&s, &mut b, &asked, &code).await;
+        let codes_page = give(&s, &mut b, &asked, &code).await;
+        assert_eq!(codes_page.status, 200, "{}", codes_page.body);
+        let codes = backup_codes_on(&codes_page);
+        assert_eq!(codes.len(), 10, "{}", codes_page.body);
+        let next = between(&codes_page.body, "id=\"continue\" href=\"", "\"");
+        assert_eq!(next, "/account");
+        let signed_in = go(&mut b, &format!("{}{next}", s.gw.url)).await;
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
         assert!(
             signed_in.body.contains("id=\"mfa\">on"),
@@ -685,6 +693,11 @@ both_backends!(
         let signed_in = give(&s, &mut b2, &asked2, &code).await;
         assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
         assert_eq!(sessions_of(&db).await, 2);
+        // And a backup code shown at the set-up signs in instead of the app's.
+        let (mut b3, asked3) = web_sign_in(&s).await;
+        let signed_in = give(&s, &mut b3, &asked3, &codes[0]).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        assert_eq!(sessions_of(&db).await, 3);
     }
 );
 
@@ -1084,6 +1097,19 @@ both_backends!(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(robot_verifies.status(), 400, "a token gives no codes");
+        // Whatever it sends: the refusal is the token's, not its body's.
+        let garbled = client()
+            .post(format!("{}/api/v1/auth/mfa/verify", s.gw.url))
+            .bearer_auth(&robot)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(garbled.status(), 400);
+        let said: serde_json::Value = garbled.json().await.unwrap_or_default();
+        let said = said["error"].as_str().unwrap_or_default();
+        assert!(said.contains("only a signed-in session"), "{said}");
 
         // On the pages: the change asks "Confirm it's you" and goes through with a code given
         // there, sent with the same form.
@@ -1178,8 +1204,65 @@ both_backends!(turning_an_app_on_needs_a_recent_sign_in, |db| async move {
     );
     assert!(!refused.body.contains("id=\"secret\""), "no secret made");
     assert!(st.totp(id).await.ok().flatten().is_none());
-    // Signed in again, it goes.
+
+    // Signed in again, a set-up starts; its secret shows only to the session that started
+    // it: not to the old one (whose cookie someone may hold, polling the page while the
+    // person scans the code), nor to another, and neither may confirm it.
     let (mut fresh, _) = web_sign_in(&s).await;
+    let (mut other, _) = web_sign_in(&s).await;
+    let page = go(&mut fresh, &mfa_page).await;
+    let started = submit(
+        &mut fresh,
+        &format!("{mfa_page}/setup"),
+        &[("csrf", &csrf(&page))],
+    )
+    .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let base32 = between(&started.body, "id=\"secret\">", "<");
+    let mut app = App::new(&base32);
+    let code = app.next_code().await;
+    for (who, browser) in [("the old session", &mut b), ("another session", &mut other)] {
+        let page = go(browser, &mfa_page).await;
+        assert_eq!(page.status, 200, "{who}: {}", page.body);
+        assert!(!page.body.contains(&base32), "{who} sees the secret");
+        assert!(!page.body.contains("<svg"), "{who} sees the QR code");
+        let confirm = format!("{mfa_page}/confirm");
+        let confirmed = submit(
+            browser,
+            &confirm,
+            &[("csrf", &csrf(&page)), ("code", &code)],
+        )
+        .await;
+        assert!(
+            matches!(confirmed.status, 403 | 409),
+            "{who}: {} {}",
+            confirmed.status,
+            confirmed.body
+        );
+        assert!(!confirmed.body.contains(&base32), "{who} sees the secret");
+    }
+    let row = st.totp(id).await.ok().flatten();
+    assert_eq!(row.map(|r| r.confirmed_at), Some(None), "nothing turned on");
+    // Its own session sees it again; ten minutes on, not even that one: it starts again.
+    let page = go(&mut fresh, &mfa_page).await;
+    assert!(page.body.contains(&base32), "{}", page.body);
+    crate::credentials::execute(
+        &db,
+        &format!(
+            "UPDATE mfa_totp SET created_at = created_at - {eleven_minutes} WHERE user_id = {id}"
+        ),
+    )
+    .await;
+    let page = go(&mut fresh, &mfa_page).await;
+    assert!(!page.body.contains(&base32), "{}", page.body);
+    let late = submit(
+        &mut fresh,
+        &format!("{mfa_page}/confirm"),
+        &[("csrf", &csrf(&page)), ("code", &code)],
+    )
+    .await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert!(late.body.contains("Start again"), "{}", late.body);
     set_up(&s, &mut fresh).await;
 });
 
@@ -1438,6 +1521,121 @@ both_backends!(
         assert_eq!(
             reasons,
             ["mfa_code_required", "wrong_code", "mfa_code_required"]
+        );
+    }
+);
+
+// `MFA_REQUIRED` turned on while someone without an app holds a session (from before, or after
+// their app was reset): the "right now" changes do not skip the second factor for them, over
+// the API or the pages; they are refused as any privileged change is, and audited.
+both_backends!(
+    with_mfa_required_a_session_without_an_app_mints_and_approves_nothing,
+    |db| async move {
+        const ADMIN: &str = "admin@example.com";
+        const SHA: &str = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+        let ci = token(&db, "ci", &["--role", "cicd"]);
+        let (ok, _, err) = admin(&db, &["users", "add", ADMIN, "--role", "admin"]);
+        assert!(ok, "{err}");
+        let before = SignIn::start(
+            &db,
+            dev_oidc::Quirks::default(),
+            &[("MFA_ENCRYPTION_KEY", KEY)],
+        )
+        .await;
+        let (mut boss, signed_in) = web_sign_in_as(&before, ADMIN).await;
+        assert!(signed_in.url.ends_with("/account"), "{}", signed_in.body);
+        let session = boss.cookies.get("rg_session").cloned().unwrap_or_default();
+        drop(before);
+        let env = [("MFA_ENCRYPTION_KEY", KEY), ("MFA_REQUIRED", "true")];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+
+        let url = format!("{}/api/v1/tokens", s.gw.url);
+        let body = serde_json::json!({ "name": "laptop", "role": "admin" });
+        let (status, said) =
+            status_json(client().post(url).bearer_auth(&session).json(&body)).await;
+        assert_eq!(
+            (status, said["code"].as_str()),
+            (403, Some("mfa_required")),
+            "{said}"
+        );
+        let url = format!("{}/api/v1/deploy-approvals", s.gw.url);
+        let body = serde_json::json!({ "app": "web", "git_commit": SHA });
+        let (status, asked) = status_json(client().post(url).bearer_auth(&ci).json(&body)).await;
+        assert_eq!(status, 201, "{asked}");
+        let id = asked["id"].as_i64().unwrap_or_default();
+        for verb in ["approve", "reject"] {
+            let url = format!("{}/api/v1/deploy-approvals/{id}/{verb}", s.gw.url);
+            let body = serde_json::json!({ "note": "looks fine" });
+            let (status, said) =
+                status_json(client().post(url).bearer_auth(&session).json(&body)).await;
+            assert_eq!(
+                (status, said["code"].as_str()),
+                (403, Some("mfa_required")),
+                "{verb}: {said}"
+            );
+        }
+
+        // The pages ask for the step-up, which someone without an app cannot give.
+        let page = go(&mut boss, &format!("{}/tokens", s.gw.url)).await;
+        let form = [
+            ("csrf", csrf(&page)),
+            ("name", "from-the-page".into()),
+            ("role", "admin".into()),
+        ];
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let minted = submit(&mut boss, &format!("{}/tokens/create", s.gw.url), &form).await;
+        assert_eq!(minted.status, 403, "{}", minted.body);
+        assert!(minted.body.contains("Confirm it"), "{}", minted.body);
+        let page = go(&mut boss, &format!("{}/deploy-approvals", s.gw.url)).await;
+        let form_csrf = csrf(&page);
+        for verb in ["approve", "reject"] {
+            let url = format!("{}/deploy-approvals/{id}/{verb}", s.gw.url);
+            let decided = submit(&mut boss, &url, &[("csrf", &form_csrf), ("code", "")]).await;
+            assert_eq!(decided.status, 403, "{verb}: {}", decided.body);
+            assert!(
+                decided.body.contains("Confirm it"),
+                "{verb}: {}",
+                decided.body
+            );
+        }
+
+        // Nothing was made, and each refusal is on the trail with its reason.
+        let st = store(&db).await;
+        let tokens = st.list_tokens().await.unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ci"], "no token minted");
+        let pending = st
+            .list_approvals(None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].status, "pending");
+        let mut refused = Vec::new();
+        for action in [
+            "gateway:tokens:create",
+            "gateway:deploy-approvals:approve",
+            "gateway:deploy-approvals:reject",
+        ] {
+            let found = events(&db, action).await;
+            refused.extend(
+                found
+                    .iter()
+                    .filter(|e| e.details["reason"] == "mfa_required")
+                    .map(|e| e.action.clone()),
+            );
+        }
+        refused.sort();
+        assert_eq!(
+            refused,
+            [
+                "gateway:deploy-approvals:approve",
+                "gateway:deploy-approvals:approve",
+                "gateway:deploy-approvals:reject",
+                "gateway:deploy-approvals:reject",
+                "gateway:tokens:create",
+                "gateway:tokens:create",
+            ],
+            "API and page, each"
         );
     }
 );

@@ -95,6 +95,15 @@ both_backends!(
             assert_eq!(page.status, 404, "{path}: {}", page.body);
             assert!(page.body.contains("No such app"), "{}", page.body);
         }
+        // A name that is not even UTF-8: the gateway's own 400 page (axum's plain text would
+        // quote it back, without the pages' headers).
+        let page = go(&mut ops, &format!("{gw}/apps/%FF")).await;
+        assert_eq!(page.status, 400, "{}", page.body);
+        assert!(
+            page.body.contains("This link or form is not valid"),
+            "{}",
+            page.body
+        );
 
         // The rack gone: the page says what could not be read, and is no error of its own.
         let _ = stop.send(());

@@ -5,7 +5,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -257,8 +257,9 @@ async fn challenge(
     )
 }
 
-/// The page setting up `user`'s app during their sign-in (`MFA_REQUIRED`): the set-up in
-/// progress, or a new one.
+/// The page setting up `user`'s app during their sign-in (`MFA_REQUIRED`): the set-up this
+/// sign-in started (less than 10 minutes ago), or a new one — never one started elsewhere,
+/// whose secret someone else may have seen.
 async fn setup_page(
     state: &AppState,
     attempt: &LoginRow,
@@ -268,9 +269,11 @@ async fn setup_page(
 ) -> Response {
     let provisioning = async {
         let key = mfa::key(&state.config)?;
-        let secret = match state.store.totp(user.id).await? {
-            Some(row) if row.confirmed_at.is_none() => key.open(user.id, &row.secret_sealed)?,
-            _ => match mfa::start_setup(&state.store, &key, user.id, now_ms()).await? {
+        let by = mfa::SetupBy::SignIn(&attempt.id);
+        let found = state.store.totp(user.id).await?;
+        let secret = match by.owns(found.as_ref(), now_ms()) {
+            Some(row) => key.open(user.id, &row.secret_sealed)?,
+            None => match mfa::start_setup(&state.store, &key, user.id, by, now_ms()).await? {
                 Some(secret) => secret,
                 None => return Ok(None),
             },
@@ -512,14 +515,17 @@ async fn set_up_at_sign_in(
 ) -> Response {
     let confirmed = async {
         let key = mfa::key(&state.config)?;
-        mfa::confirm_setup(&state.store, &key, user.id, code, now_ms()).await
+        let by = mfa::SetupBy::SignIn(&attempt.id);
+        mfa::confirm_setup(&state.store, &key, user.id, by, code, now_ms()).await
     };
     match confirmed.await {
         Ok(mfa::Confirmed::Yes) => {
             let details = json!({ "factor": "totp", "channel": attempt.channel, "at": "sign_in" });
             let (email, action) = (Some(user.email.as_str()), "gateway:mfa:enable");
             audit_signin(state, &peer, headers, action, email, true, details).await;
-            go_on(state, peer, headers, attempt, user, "totp", trust).await
+            let (user_id, channel) = (user.id, attempt.channel.clone());
+            let signed_in = go_on(state, peer, headers, attempt, user, "totp", trust).await;
+            with_backup_codes(state, user_id, &channel, signed_in).await
         }
         Ok(mfa::Confirmed::WrongCode | mfa::Confirmed::NothingToConfirm) => {
             let error = "That code is not right. Check the app's clock and enter the code it \
@@ -528,6 +534,54 @@ async fn set_up_at_sign_in(
         }
         Err(e) => cannot_check(&e),
     }
+}
+
+#[derive(askama::Template)]
+#[template(path = "mfa_codes_made.html")]
+struct CodesMadePage {
+    codes: Vec<String>,
+    /// Where the browser goes on to (a web sign-in); none for a CLI's.
+    next: Option<String>,
+}
+
+/// A sign-in that has just turned its person's app on (`MFA_REQUIRED`): its backup codes, made
+/// now and shown this once before the browser goes on, as turning the app on at
+/// `/account/mfa` shows them. A sign-in that did not get through is answered as it was (the
+/// codes can be made later, with a code, on `/account/mfa`).
+async fn with_backup_codes(
+    state: &AppState,
+    user_id: i64,
+    channel: &str,
+    signed_in: Response,
+) -> Response {
+    let next = match signed_in.status() {
+        status if status.is_redirection() => signed_in
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        StatusCode::OK if channel == "cli" => None,
+        _ => return signed_in,
+    };
+    let made = async {
+        let key = mfa::key(&state.config)?;
+        mfa::backup::replace(&state.store, &key, user_id, now_ms()).await
+    };
+    let codes = match made.await {
+        Ok(Some(codes)) => codes,
+        Ok(None) => return signed_in,
+        Err(e) => {
+            tracing::error!(error = %e, "backup codes could not be made at a sign-in");
+            return signed_in;
+        }
+    };
+    let mut page = web::render(StatusCode::OK, &CodesMadePage { codes, next });
+    // The session (and trusted-browser) cookies the sign-in set, on the page instead.
+    for cookie in signed_in.headers().get_all(header::SET_COOKIE) {
+        page.headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
+    page
 }
 
 /// After a right code (`factor`: `totp`, `backup_code`): on to the session, exactly as a
