@@ -1078,18 +1078,19 @@ pub struct ScaleArgs {
 /// build): `.` and `..` would be resolved away by URL parsing (`ps info ..` asked for the
 /// app's process list), and `/` or `\` would split it.
 pub fn path_segment(s: &str) -> Result<String, String> {
-    if s.is_empty()
-        || s == "."
-        || s == ".."
-        || s.contains(['/', '\\'])
-        || s.chars().any(char::is_control)
-    {
+    if is_dot_segment(s) || s.contains(['/', '\\']) || s.chars().any(char::is_control) {
         return Err(format!(
             "{:?} is not a valid name or id here",
             crate::output::printable(s)
         ));
     }
     Ok(s.to_string())
+}
+
+/// Whether `s` as a segment of a URL's path would not stay one: nothing, `.` or `..` (URL
+/// parsing resolves these away, and `%2E` and `%2e` are dots to it too).
+pub fn is_dot_segment(s: &str) -> bool {
+    matches!(s, "" | "." | "..")
 }
 
 /// Parses `30s`, `10m`, `2h`, `1h30m` (also a bare number of seconds).

@@ -17,6 +17,17 @@ pub const CONFIG_ENV: &str = "RACK_GATEWAY_CONFIG";
 /// Environment variable selecting a rack (after `--rack`, before the current rack).
 pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
 
+/// How the gateway's secrets begin: API tokens, CLI and web sessions, trusted-browser cookies,
+/// MFA proofs.
+pub const SECRET_PREFIXES: [&str; 4] = ["rgw_", "rgs_", "rgd_", "rgk_"];
+
+/// Where in `text` something shaped like one of the gateway's secrets starts (any case: a
+/// secret retyped in capitals is still not to be shown), if it holds one.
+pub fn secret_start(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    SECRET_PREFIXES.iter().filter_map(|p| lower.find(p)).min()
+}
+
 /// Whether `token` has the shape of a rack-gateway credential: `rgw_` (an API token) or `rgs_`
 /// (a session) and URL-safe base64. Anything else is refused before it is stored or printed:
 /// a credential ends up in URLs and in `eval "$(rack-gateway env-url)"`, where a gateway that

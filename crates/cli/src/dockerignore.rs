@@ -9,9 +9,10 @@
 //! matters: `**` followed by more of the pattern stands for any number of whole directories
 //! (`a/**b` is `a/b`, `a/x/b`, not `a/xb`), at the end for anything; a pattern that is `**`
 //! and then plain text matches every path ending in that text (`**.key` is `x.key` and
-//! `a/b/y.key`); `?` is one character (not one byte); `{a,b}` is literal; in `[...]` only `^`
-//! negates. A rule that matches less than Docker's would upload a file the user meant to keep
-//! out of the build.
+//! `a/b/y.key`), but `**/` then text only whole names (`**/id_rsa` is `id_rsa` and
+//! `a/id_rsa`, not `a/my_id_rsa`); `?` is one character (not one byte); `{a,b}` is literal;
+//! in `[...]` only `^` negates. A rule that matches less than Docker's would upload a file the
+//! user meant to keep out of the build.
 
 use std::path::Path;
 
@@ -30,15 +31,22 @@ struct Rule {
 /// How a rule matches a path.
 #[derive(Debug)]
 enum Matcher {
-    /// `**` then plain text: every path ending in the text (Docker matches these by suffix).
+    /// `**` run straight into plain text (`**.key`, not `**/key`): every path ending in the
+    /// text (Docker matches these by suffix).
     Suffix(String),
     /// Anything else, token by token.
     Tokens(Vec<Token>),
 }
 
 impl Matcher {
-    fn new(tokens: Vec<Token>) -> Matcher {
-        if let Some((Token::Any | Token::Dirs, rest)) = tokens.split_first()
+    /// The matcher for `pattern` (cleaned), read as `tokens`.
+    fn new(pattern: &str, tokens: Vec<Token>) -> Matcher {
+        // `**/name` is not a suffix match: its `/` keeps `x/my_name` out. As `Dirs` tokens
+        // already mean that, only `**` run straight into text (`**.key`) is matched by suffix.
+        let leading_stars_then_slash =
+            pattern.starts_with("**") && pattern.trim_start_matches('*').starts_with('/');
+        if !leading_stars_then_slash
+            && let Some((Token::Any | Token::Dirs, rest)) = tokens.split_first()
             && let Some(text) = rest
                 .iter()
                 .map(|t| match t {
@@ -150,7 +158,7 @@ impl DockerIgnore {
             }
             let tokens = tokens(&pattern).map_err(|e| format!("bad pattern {line:?}: {e}"))?;
             rules.push(Rule {
-                matcher: Matcher::new(tokens),
+                matcher: Matcher::new(&pattern, tokens),
                 negate,
             });
         }
@@ -254,61 +262,60 @@ fn tokens(pattern: &str) -> Result<Vec<Token>, String> {
 }
 
 /// Whether `pattern` matches the whole of `path`.
+///
+/// Worked out token by token from the pattern's end, one row at a time (`next[s]`: whether
+/// the rest of the pattern matches `path[s..]`) rather than by recursion: a rule is a line of
+/// up to [`MAX_FILE`] bytes, and recursing once per token (`**/**/…`, which consume nothing)
+/// would run out of stack on a hostile one. Time is tokens × path length, memory two rows.
 fn matches(pattern: &[Token], path: &[char]) -> bool {
-    // memo[p][s]: whether pattern[p..] matches path[s..] (None: not worked out yet). Paths and
-    // patterns are short; this keeps `**` and `*` from backtracking exponentially.
-    let mut memo = vec![vec![None; path.len() + 1]; pattern.len() + 1];
-    matches_from(pattern, path, 0, 0, &mut memo)
-}
-
-fn matches_from(
-    pattern: &[Token],
-    path: &[char],
-    p: usize,
-    s: usize,
-    memo: &mut Vec<Vec<Option<bool>>>,
-) -> bool {
-    if let Some(known) = memo[p][s] {
-        return known;
-    }
-    let result = match pattern.get(p) {
-        None => s == path.len(),
-        Some(Token::Char(c)) => {
-            path.get(s) == Some(c) && matches_from(pattern, path, p + 1, s + 1, memo)
-        }
-        Some(Token::One) => {
-            path.get(s).is_some_and(|c| *c != '/')
-                && matches_from(pattern, path, p + 1, s + 1, memo)
-        }
-        Some(Token::Class { negated, ranges }) => {
-            path.get(s)
-                .is_some_and(|c| ranges.iter().any(|(low, high)| low <= c && c <= high) != *negated)
-                && matches_from(pattern, path, p + 1, s + 1, memo)
-        }
-        Some(Token::Star) => {
-            let mut end = s;
-            loop {
-                if matches_from(pattern, path, p + 1, end, memo) {
-                    break true;
+    let n = path.len();
+    let mut next = vec![false; n + 1];
+    next[n] = true;
+    let mut row = vec![false; n + 1];
+    for token in pattern.iter().rev() {
+        match token {
+            Token::Char(c) => one_char(path, &next, &mut row, |x| x == *c),
+            Token::One => one_char(path, &next, &mut row, |x| x != '/'),
+            Token::Class { negated, ranges } => one_char(path, &next, &mut row, |x| {
+                ranges.iter().any(|(low, high)| *low <= x && x <= *high) != *negated
+            }),
+            Token::Star => {
+                // Nothing, or one more character but `/` and again a run of them.
+                row[n] = next[n];
+                for s in (0..n).rev() {
+                    row[s] = next[s] || (path[s] != '/' && row[s + 1]);
                 }
-                if end == path.len() || path[end] == '/' {
-                    break false;
+            }
+            Token::Any => {
+                row[n] = next[n];
+                for s in (0..n).rev() {
+                    row[s] = next[s] || row[s + 1];
                 }
-                end += 1;
+            }
+            Token::Dirs => {
+                // Nothing, or a run ending in a `/` after which the rest matches.
+                let mut after_a_slash = false;
+                row[n] = next[n];
+                for s in (0..n).rev() {
+                    after_a_slash = after_a_slash || (path[s] == '/' && next[s + 1]);
+                    row[s] = next[s] || after_a_slash;
+                }
             }
         }
-        Some(Token::Any) => {
-            (s..=path.len()).any(|end| matches_from(pattern, path, p + 1, end, memo))
+        std::mem::swap(&mut row, &mut next);
+        if !next.contains(&true) {
+            return false;
         }
-        Some(Token::Dirs) => {
-            matches_from(pattern, path, p + 1, s, memo)
-                || (s..path.len())
-                    .filter(|end| path[*end] == '/')
-                    .any(|end| matches_from(pattern, path, p + 1, end + 1, memo))
-        }
-    };
-    memo[p][s] = Some(result);
-    result
+    }
+    next[0]
+}
+
+/// A row of [`matches()`] for a token that is one character `fits` accepts.
+fn one_char(path: &[char], next: &[bool], row: &mut [bool], fits: impl Fn(char) -> bool) {
+    for (s, c) in path.iter().enumerate() {
+        row[s] = fits(*c) && next[s + 1];
+    }
+    row[path.len()] = false;
 }
 
 /// Go's `filepath.Clean` (a `..` that cannot go up is kept, as there), then without a
@@ -419,11 +426,18 @@ mod tests {
             // `**` inside a segment crosses directories.
             ("**.key", &["x.key", "a/b/y.key"], &["x.pem"]),
             ("**secret", &["a/b/mysecret", "secret"], &["secrets2"]),
+            // `**/` then text is whole names: the `/` stays a boundary.
             (
                 "**/id_rsa",
-                &["id_rsa", "a/b/id_rsa", "a/my_id_rsa"],
-                &["id_rsa.pub"],
+                &["id_rsa", "a/b/id_rsa", "id_rsa/x"],
+                &["id_rsa.pub", "x/my_id_rsa", "my_id_rsa"],
             ),
+            (
+                "**/test",
+                &["test", "src/test", "src/test/a"],
+                &["src/latest"],
+            ),
+            ("/**/id_rsa", &["id_rsa", "a/id_rsa"], &["a/my_id_rsa"]),
             ("**", &["anything", "a/b"], &[]),
             // Elsewhere `**` is whole directories, as Docker has it.
             (
@@ -461,6 +475,27 @@ mod tests {
             }
         }
         assert!(DockerIgnore::parse("a[b\n").is_err());
+    }
+
+    /// An exception by name re-includes that name only, not every name ending in it.
+    #[test]
+    fn an_exception_by_name_is_a_whole_name() {
+        let d = rules("secrets/\n!**/config.yml\n");
+        assert!(d.excluded("secrets/database-config.yml"));
+        assert!(d.excluded("secrets/key.pem"));
+        assert!(!d.excluded("secrets/config.yml"));
+        assert!(!d.excluded("secrets/a/config.yml"));
+    }
+
+    /// A hostile `.dockerignore` of many `**/` in one rule (well under [`MAX_FILE`]) is
+    /// matched without running out of stack.
+    #[test]
+    fn many_double_stars_in_a_rule_are_matched_in_bounded_stack() {
+        let pattern = format!("{}x", "**/".repeat(300_000));
+        let d = rules(&pattern);
+        assert!(d.excluded("x") && d.excluded("a/b/x"));
+        assert!(!d.excluded("a/b/y") && !d.excluded("a/bx"));
+        assert!(rules(&"**/".repeat(300_000)).excluded("a/b"));
     }
 
     #[test]

@@ -319,7 +319,7 @@ impl GatewayApi {
         token: &str,
         id_or_name: &str,
     ) -> Result<ApiToken, ClientError> {
-        let url = self.url(&format!("/api/v1/tokens/{}", segment(id_or_name)));
+        let url = self.url(&format!("/api/v1/tokens/{}", segment(id_or_name)?));
         let request = self.http.delete(&url);
         self.change(&url, request, token).await
     }
@@ -572,18 +572,18 @@ impl GatewayApi {
                 (url, rb)
             }
             UserChange::Role { email, role } => {
-                let url = self.url(&format!("/api/v1/users/{}/role", segment(email)));
+                let url = self.url(&format!("/api/v1/users/{}/role", segment(email)?));
                 let rb = self.http.put(&url).json(&json!({ "role": role }));
                 (url, rb)
             }
             UserChange::Locked { email, locked } => {
                 let verb = if locked { "lock" } else { "unlock" };
-                let url = self.url(&format!("/api/v1/users/{}/{verb}", segment(email)));
+                let url = self.url(&format!("/api/v1/users/{}/{verb}", segment(email)?));
                 let rb = self.http.post(&url);
                 (url, rb)
             }
             UserChange::ResetMfa { email } => {
-                let url = self.url(&format!("/api/v1/users/{}/mfa", segment(email)));
+                let url = self.url(&format!("/api/v1/users/{}/mfa", segment(email)?));
                 let rb = self.http.delete(&url);
                 (url, rb)
             }
@@ -601,7 +601,7 @@ impl GatewayApi {
     pub async fn forget_browsers(&self, token: &str, email: &str) -> Result<u64, ClientError> {
         let url = self.url(&format!(
             "/api/v1/users/{}/trusted-browsers",
-            segment(email)
+            segment(email)?
         ));
         let request = self.http.delete(&url);
         let answer: serde_json::Value = self.change(&url, request, token).await?;
@@ -799,7 +799,7 @@ impl GatewayApi {
 
     /// `GET /api/v1/app-rules/{app}`.
     pub async fn app_rules(&self, token: &str, app: &str) -> Result<AppRulesInfo, ClientError> {
-        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)));
+        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)?));
         self.listing(token, url).await
     }
 
@@ -810,7 +810,7 @@ impl GatewayApi {
         app: &str,
         rules: &AppRules,
     ) -> Result<AppRulesInfo, ClientError> {
-        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)));
+        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)?));
         let request = self.http.put(&url).json(rules);
         self.change(&url, request, token).await
     }
@@ -821,7 +821,7 @@ impl GatewayApi {
         token: &str,
         app: &str,
     ) -> Result<AppRulesInfo, ClientError> {
-        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)));
+        let url = self.url(&format!("/api/v1/app-rules/{}", segment(app)?));
         let request = self.http.delete(&url);
         self.change(&url, request, token).await
     }
@@ -852,7 +852,7 @@ impl GatewayApi {
                 permissions,
                 description,
             } => {
-                let url = self.url(&format!("/api/v1/roles/{}", segment(name)));
+                let url = self.url(&format!("/api/v1/roles/{}", segment(name)?));
                 let mut body = json!({ "permissions": permissions });
                 if let Some(description) = description {
                     body["description"] = description.into();
@@ -861,7 +861,7 @@ impl GatewayApi {
                 (url, rb)
             }
             RoleChange::Delete { name } => {
-                let url = self.url(&format!("/api/v1/roles/{}", segment(name)));
+                let url = self.url(&format!("/api/v1/roles/{}", segment(name)?));
                 let rb = self.http.delete(&url);
                 (url, rb)
             }
@@ -874,9 +874,20 @@ impl GatewayApi {
     }
 }
 
-/// `value` as one segment of a URL's path (an e-mail, a token's name, a role).
-fn segment(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+/// `value` as one segment of a URL's path (an e-mail, a token's name, a role). Nothing, `.`
+/// and `..` are refused: percent-encoded they are still dots to URL parsing, which resolves
+/// them away (`users reset-mfa ..` would delete `/api/v1/mfa`). A `%` is encoded, so no other
+/// value can come out as one.
+fn segment(value: &str) -> Result<String, ClientError> {
+    if crate::cli::is_dot_segment(value) {
+        return Err(ClientError::Url(format!(
+            "{value:?} is not a valid name or id here"
+        )));
+    }
+    Ok(
+        percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+            .to_string(),
+    )
 }
 
 /// A failed answer about one resource (a token, a user): the gateway's 404 says the resource
@@ -1055,5 +1066,35 @@ impl GatewayApi {
         }
         let request = self.http.post(&url).json(&body);
         self.change(&url, request, token).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value stays one segment where it was put, once the URL is parsed, or is
+    /// refused.
+    #[test]
+    fn a_value_stays_one_segment_of_the_path() {
+        for value in ["..", ".", ""] {
+            let err = segment(value).map_err(|e| e.to_string());
+            assert!(
+                err.as_ref()
+                    .is_err_and(|e| e.contains("is not a valid name")),
+                "{value:?}: {err:?}"
+            );
+        }
+        for value in ["...", ".a", "a/..", "%2E%2E", "%2e", "a@b.c", "x y"] {
+            let encoded = segment(value).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            let url = url::Url::parse(&format!(
+                "https://gw.example.com/api/v1/users/{encoded}/mfa"
+            ));
+            let path = url.map(|u| u.path().to_string()).unwrap_or_default();
+            assert!(
+                path.starts_with("/api/v1/users/") && path.ends_with("/mfa") && path.len() > 18,
+                "{value:?} made {path:?}"
+            );
+        }
     }
 }

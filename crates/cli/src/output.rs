@@ -1,6 +1,7 @@
 //! Output the way `convox` prints it: tables with upper-case headers and aligned columns,
 //! key/value blocks, `Doing something... OK` steps, relative times; or JSON.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,12 +31,18 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table as text, one line per row, each ending in a newline.
+    /// The table as text, one line per row, each ending in a newline. Line breaks and tabs
+    /// in a cell are shown escaped (see [`one_line`]).
     pub fn render(&self) -> String {
         let columns = self.headers.len();
+        let rows: Vec<Vec<Cow<'_, str>>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().take(columns).map(|c| one_line(c)).collect())
+            .collect();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate().take(columns) {
+        for row in &rows {
+            for (i, cell) in row.iter().enumerate() {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
@@ -51,9 +58,9 @@ impl Table {
             format!("{}\n", out.trim_end())
         };
         let mut out = line(self.headers.clone());
-        for row in &self.rows {
+        for row in &rows {
             let cells: Vec<&str> = (0..columns)
-                .map(|i| row.get(i).map(String::as_str).unwrap_or(""))
+                .map(|i| row.get(i).map(|c| c.as_ref()).unwrap_or(""))
                 .collect();
             out.push_str(&line(cells));
         }
@@ -64,6 +71,25 @@ impl Table {
     pub fn print(&self) -> CliResult<()> {
         write_stdout(&self.render())
     }
+}
+
+/// `cell` on one line: a line feed, carriage return or tab shows as `\n`, `\r`, `\t`, so a
+/// server's text (a release description) cannot start a row of its own in a table, or shift
+/// the cells after it into other columns.
+fn one_line(cell: &str) -> Cow<'_, str> {
+    if !cell.contains(['\n', '\r', '\t']) {
+        return Cow::Borrowed(cell);
+    }
+    let mut out = String::with_capacity(cell.len() + 8);
+    for c in cell.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A key/value block (`convox apps info`): keys padded to the widest, values aligned;
@@ -321,6 +347,23 @@ mod tests {
         assert_eq!(
             t.render(),
             "APP          STATUS    RELEASE\napi          running   RABC\nworker-long  updating\n"
+        );
+    }
+
+    /// A server's text in a cell (a release description) cannot start a row of its own, or
+    /// push the cells after it about: line breaks and tabs show as `\n`, `\r`, `\t`.
+    #[test]
+    fn table_cells_stay_on_their_row() {
+        let mut t = Table::new(&["RELEASE", "DESCRIPTION", "STATUS"]);
+        t.row(vec![
+            "R1".into(),
+            "fix\nR123  deploy  active\r\tx".into(),
+            String::new(),
+        ]);
+        assert_eq!(
+            t.render(),
+            "RELEASE  DESCRIPTION                     STATUS\n\
+             R1       fix\\nR123  deploy  active\\r\\tx\n"
         );
     }
 

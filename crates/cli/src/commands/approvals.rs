@@ -157,14 +157,14 @@ async fn wait_for_decision(
     Ok(request)
 }
 
-/// One line: the request and where it stands.
+/// One line: the request and where it stands. The commit is shown whole, here and in the
+/// table: a prefix is cheap to collide with for whoever can push a commit and ask for it.
 fn summary(r: &DeployRequest) -> String {
-    let short = r.git_commit.get(..10).unwrap_or(&r.git_commit);
     let head = format!(
         "Deploy request {} for {} at {}",
         r.id,
         output::printable(&r.app),
-        short
+        output::printable(&r.git_commit)
     );
     let by = |who: &Option<String>| {
         who.as_deref()
@@ -196,8 +196,12 @@ fn summary(r: &DeployRequest) -> String {
     }
 }
 
-/// ID, APP, COMMIT, STATUS, ASKED BY, ASKED, DECIDED BY, MESSAGE.
 fn print_table(requests: &[DeployRequest]) -> CliResult<()> {
+    table(requests).print()
+}
+
+/// ID, APP, COMMIT, STATUS, ASKED BY, ASKED, DECIDED BY, MESSAGE.
+fn table(requests: &[DeployRequest]) -> Table {
     let mut table = Table::new(&[
         "ID",
         "APP",
@@ -213,7 +217,7 @@ fn print_table(requests: &[DeployRequest]) -> CliResult<()> {
         table.row(vec![
             r.id.to_string(),
             output::printable(&r.app).into_owned(),
-            r.git_commit.get(..10).unwrap_or(&r.git_commit).to_string(),
+            output::printable(&r.git_commit).into_owned(),
             r.status.clone(),
             output::printable(&r.requested_by).into_owned(),
             output::unix_ms(r.created_at),
@@ -221,7 +225,7 @@ fn print_table(requests: &[DeployRequest]) -> CliResult<()> {
             output::printable(first_line).into_owned(),
         ]);
     }
-    table.print()
+    table
 }
 
 fn print_one(r: &DeployRequest) -> CliResult<()> {
@@ -244,4 +248,42 @@ fn print_one(r: &DeployRequest) -> CliResult<()> {
         .add("Deployed", when(r.deployed_at))
         .add("Release", opt(&r.release));
     info.print()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two commits that share their first 10 (or more) characters: one pushed by whoever
+    /// holds a CI token to pass for the other, reviewed one. People approve what they see.
+    #[test]
+    fn the_whole_commit_is_shown() {
+        let reviewed = "1f0e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6";
+        let request = DeployRequest {
+            id: 7,
+            app: "web".into(),
+            git_commit: reviewed.into(),
+            status: "pending".into(),
+            requested_by: "token:ci".into(),
+            ..DeployRequest::default()
+        };
+        assert!(
+            summary(&request).contains(reviewed),
+            "{}",
+            summary(&request)
+        );
+        let listed = table(std::slice::from_ref(&request)).render();
+        assert!(listed.contains(reviewed), "{listed}");
+        for status in ["approved", "rejected", "deployed", "expired"] {
+            let decided = DeployRequest {
+                status: status.into(),
+                ..request.clone()
+            };
+            assert!(
+                summary(&decided).contains(reviewed),
+                "{}",
+                summary(&decided)
+            );
+        }
+    }
 }

@@ -17,6 +17,9 @@ use crate::pkce::Pkce;
 /// A gateway URL as given (`https://gw.example.com/`, or with the proxy path, or with
 /// `convox:<token>@` in it) → its base URL and the token it carried.
 fn normalise_url(raw: &str, insecure_http: bool) -> CliResult<(String, Option<String>)> {
+    if config::secret_start(raw.trim()) == Some(0) {
+        return Err(token_in_place_of("the gateway's URL"));
+    }
     let mut url = url::Url::parse(raw.trim()).map_err(|e| {
         CliError::Usage(format!(
             "{} is not a URL ({e}); give the gateway's address, like https://gateway.example.com",
@@ -52,6 +55,22 @@ fn normalise_url(raw: &str, insecure_http: bool) -> CliResult<(String, Option<St
     Ok((base, token))
 }
 
+/// The error for a token given where `what` belongs (arguments in the wrong order), which
+/// does not repeat it: it would be left in the terminal's scrollback or a CI log.
+fn token_in_place_of(what: &str) -> CliError {
+    CliError::Usage(format!(
+        "that looks like a token, not {what} (not repeated here): sign in with \
+         `rack-gateway login <rack> <gateway-url> --token <token>` (`--token -` reads it from \
+         stdin)"
+    ))
+}
+
+/// Why `rack` cannot name a rack, if it cannot: a token there (`login rgw_… https://gw`)
+/// would be kept in the config as a name, and printed by every command.
+fn rack_name_problem(rack: &str) -> Option<CliError> {
+    config::secret_start(rack).map(|_| token_in_place_of("a rack name"))
+}
+
 /// `raw` for an error message, without a password or token in it (`https://convox:rgw_…@h`).
 fn without_credentials(raw: &str) -> String {
     let shown = match (raw.find("://"), raw.rfind('@')) {
@@ -59,6 +78,11 @@ fn without_credentials(raw: &str) -> String {
         // `convox:rgw_…@gw` without a scheme: everything before the `@` may be secret.
         (None, Some(at)) => format!("…{}", &raw[at..]),
         _ => raw.to_string(),
+    };
+    // A token anywhere else (`?token=rgw_…`): cut off where it starts.
+    let shown = match config::secret_start(&shown) {
+        Some(start) => format!("{}…", &shown[..start]),
+        None => shown,
     };
     format!("{:?}", output::printable(&shown))
 }
@@ -86,6 +110,9 @@ fn load_config() -> CliResult<(std::path::PathBuf, Config)> {
 
 /// `login <rack> <url> [--token T | browser]`.
 pub async fn login(_ctx: &Ctx, args: LoginArgs) -> CliResult<i32> {
+    if let Some(problem) = rack_name_problem(&args.rack) {
+        return Err(problem);
+    }
     let (base, url_token) = normalise_url(&args.url, args.insecure_http)?;
     let token = match args.token.as_deref() {
         Some("-") => Some(
@@ -524,6 +551,55 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(!err.contains("rgw_secret"), "{err}");
+    }
+
+    fn url_refusal(raw: &str) -> String {
+        match normalise_url(raw, false) {
+            Ok(taken) => panic!("{raw:?} was taken as {taken:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// `login prod rgw_…` (the URL forgotten, the token in its place): the error says so
+    /// without repeating the token, whichever of the gateway's secrets it is.
+    #[test]
+    fn a_token_given_for_the_url_is_not_repeated() {
+        for secret in [
+            "rgw_Secret0123456789abcdefghij",
+            "rgs_Secret0123456789abcdefghij",
+            "rgd_Secret0123456789abcdefghij",
+            "rgk_Secret0123456789abcdefghij",
+        ] {
+            for raw in [secret.to_string(), format!(" {secret}\n")] {
+                let err = url_refusal(&raw);
+                assert!(!err.contains("Secret0123"), "{err}");
+                assert!(
+                    err.contains("looks like a token") && err.contains("--token"),
+                    "{err}"
+                );
+            }
+        }
+        // Elsewhere in something that is not a usable URL: not repeated either.
+        for raw in [
+            "gw.example.com/?token=rgw_Secret0123456789abcdefghij",
+            "http://gw.example.com/?token=rgw_Secret0123456789abcdefghij",
+            "ftp://gw/rgs_Secret0123456789abcdefghij",
+        ] {
+            let err = url_refusal(raw);
+            assert!(!err.contains("Secret0123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_token_given_for_the_rack_name_is_not_kept() {
+        let err = rack_name_problem("rgw_Secret0123456789abcdefghij")
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("looks like a token") && !err.contains("Secret0123"),
+            "{err}"
+        );
+        assert!(rack_name_problem("production").is_none());
     }
 
     #[test]

@@ -43,6 +43,44 @@ fn dotenv_line(line: &str) -> Option<String> {
     Some(format!("{}={unquoted}", key.trim()))
 }
 
+/// The `n`th `KEY=value` given to `env set`, as its name and value.
+///
+/// Refusals never quote what was given: a value passed without its `KEY=` (`env set
+/// $DATABASE_URL`) is often a secret, and would land in CI logs. For the same reason a name
+/// must look like one (Kubernetes' rule: letters, digits, `_`, `.`, `-`, not starting with a
+/// digit), or a URL with `?sslmode=require` in it would be taken as a name, and printed.
+fn variable(n: usize, pair: &str) -> CliResult<(&str, &str)> {
+    let Some((k, v)) = pair.split_once('=') else {
+        return Err(CliError::Usage(format!(
+            "variable #{n} is not KEY=value: it has no `=` (was a value given without its \
+             name?)"
+        )));
+    };
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(CliError::Usage(format!(
+            "variable #{n} has no name before its `=`"
+        )));
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if !k.chars().all(name_char) || k.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(CliError::Usage(format!(
+            "variable #{n} is not KEY=value: the part before its first `=` is not a variable \
+             name (letters, digits, _, . and -, not starting with a digit; was a value given \
+             without its name?)"
+        )));
+    }
+    // `render` puts one variable on each line: a line break would start another variable.
+    if v.contains(['\n', '\r']) {
+        return Err(CliError::Usage(format!(
+            "the value of {k} has a line break, which would make the rest of it other \
+             variables: base64-encode a multi-line value and decode it in the app (e.g. \
+             {k}=\"$(openssl base64 -A < file)\")"
+        )));
+    }
+    Ok((k, v))
+}
+
 /// Renders an environment as sorted `KEY=value` lines without a trailing newline.
 pub fn render(env: &Env) -> String {
     env.iter()
@@ -102,25 +140,19 @@ pub async fn run(ctx: &Ctx, args: EnvArgs) -> CliResult<i32> {
                     "nothing to set: give KEY=value pairs (or pipe them in)".into(),
                 ));
             }
+            // All checked before anything is asked of the gateway.
+            let variables = pairs
+                .iter()
+                .enumerate()
+                .map(|(i, pair)| variable(i + 1, pair))
+                .collect::<CliResult<Vec<_>>>()?;
             let mut env = if replace {
                 Env::new()
             } else {
                 current(&client, &app, release).await?
             };
             let mut keys = Vec::new();
-            for pair in &pairs {
-                let (k, v) = pair
-                    .split_once('=')
-                    .ok_or_else(|| CliError::Usage(format!("{pair:?} is not KEY=value")))?;
-                let k = k.trim();
-                if k.is_empty() {
-                    return Err(CliError::Usage(format!("{pair:?} has no variable name")));
-                }
-                if k.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(CliError::Usage(format!(
-                        "{k:?} is not a variable name: no spaces or control characters"
-                    )));
-                }
+            for (k, v) in variables {
                 keys.push(k.to_string());
                 env.insert(k.to_string(), v.to_string());
             }
@@ -193,6 +225,59 @@ mod tests {
     fn environments_round_trip_sorted() {
         let env = parse("B=2\nA=1=x\n\n  C  =3\n=nokey\nnoeq");
         assert_eq!(render(&env), "A=1=x\nB=2\nC=3");
+    }
+
+    fn refused(n: usize, pair: &str) -> String {
+        match variable(n, pair) {
+            Ok(kv) => panic!("{pair:?} was taken as {kv:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn variables_are_read_from_key_value_pairs() {
+        assert_eq!(variable(1, "A=1=x").ok(), Some(("A", "1=x")));
+        assert_eq!(variable(1, " B =").ok(), Some(("B", "")));
+        assert_eq!(variable(1, "app.port-2=x").ok(), Some(("app.port-2", "x")));
+    }
+
+    /// A line break in a value would become a line of its own in the release's environment:
+    /// another variable, set by whoever wrote the value.
+    #[test]
+    fn values_with_line_breaks_are_refused() {
+        for pair in [
+            "A=1\nB=2",
+            "A=1\rB=2",
+            "A=x\r\n",
+            "CERT=-----BEGIN\nabc\n-----END",
+        ] {
+            let err = refused(1, pair);
+            assert!(
+                err.contains("line break") && err.contains("base64"),
+                "{err}"
+            );
+            assert!(!err.contains("B=2") && !err.contains("abc"), "{err}");
+        }
+    }
+
+    /// A value given without its `KEY=` (`env set $DATABASE_URL`) is not repeated in the
+    /// error: it would land in CI logs.
+    #[test]
+    fn refusals_do_not_repeat_what_was_given() {
+        let secret = "hunter2hunter2";
+        for (n, pair) in [
+            (2, format!("postgres://app:{secret}@db.internal/app")),
+            (2, format!("={secret}")),
+            (2, format!("pass word {secret}=x")),
+            (
+                2,
+                format!("postgres://app:{secret}@db.internal/app?sslmode=require"),
+            ),
+        ] {
+            let err = refused(n, &pair);
+            assert!(!err.contains(secret), "{err}");
+            assert!(err.contains("#2"), "says which one: {err}");
+        }
     }
 
     #[test]

@@ -96,10 +96,7 @@ async fn ci_waits_for_a_person_then_deploys_that_commit_once() {
     assert_eq!(pending[0]["requested_by"], "token:dev-cicd", "{pending}");
     let id = pending[0]["id"].as_i64().unwrap_or_default().to_string();
     let table = boss.run(&["deploy-approval", "list"]).ok();
-    assert!(
-        table.contains(&sha[..10]) && table.contains("pending"),
-        "{table}"
-    );
+    assert!(table.contains(&sha) && table.contains("pending"), "{table}");
 
     // CI's own token may not approve it.
     let err = ci.run(&["deploy-approval", "approve", &id]).failed();
@@ -117,7 +114,8 @@ async fn ci_waits_for_a_person_then_deploys_that_commit_once() {
     let stdout = String::from_utf8_lossy(&waited.stdout);
     assert!(waited.status.success(), "{waited:?}");
     assert!(
-        stdout.contains(&format!("Deploy request {id} for web")) && stdout.contains("approved"),
+        stdout.contains(&format!("Deploy request {id} for web at {sha}"))
+            && stdout.contains("approved"),
         "{stdout}"
     );
 
