@@ -86,13 +86,23 @@ async fn browser(driver: &Driver) -> fantoccini::Client {
         .unwrap_or_else(|e| panic!("webdriver session: {e}"))
 }
 
-/// The element `css` selects, once the page has it (15 s at most).
+/// The element `css` selects, once the page has it (15 s at most); else the test fails saying
+/// which page the browser was on, and what it said.
 async fn element(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
-    c.wait()
+    let found = c
+        .wait()
         .at_most(Duration::from_secs(15))
         .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .await;
+    match found {
+        Ok(element) => element,
+        Err(e) => {
+            let url = c.current_url().await.map(|u| u.to_string());
+            let source = c.source().await.unwrap_or_default();
+            let excerpt: String = source.chars().take(3000).collect();
+            panic!("{css}: {e}\non {url:?}:\n{excerpt}")
+        }
+    }
 }
 
 async fn text(c: &fantoccini::Client, css: &str) -> String {
@@ -120,6 +130,13 @@ async fn click(c: &fantoccini::Client, css: &str) {
 }
 
 /// Opens the account page and signs in as `who@example.com` in dev-oidc's picker.
+/// Signs out, and waits for the signed-out page: a navigation started before it is there
+/// (`goto`) races the sign-out's own, which may land after it.
+async fn sign_out(c: &fantoccini::Client) {
+    click(c, "#signout").await;
+    let _ = element(c, "#signin").await;
+}
+
 async fn sign_in_as(c: &fantoccini::Client, gateway: &str, who: &str) {
     c.goto(&format!("{gateway}/account"))
         .await
@@ -162,7 +179,7 @@ both_backends!(web_sign_in_in_chromium, |db| async move {
         !cookies.as_str().unwrap_or_default().contains("rg_session"),
         "{cookies}"
     );
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     let _ = text(&c, "#signin").await;
     // Signed out: the account page shows sign-in again.
     c.goto(&format!("{}/account", dev.gateway))
@@ -250,7 +267,7 @@ async fn viewer_is_refused(
     c.goto(&format!("{gateway}/account"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    click(c, "#signout").await;
+    sign_out(c).await;
 }
 
 /// Waits (at most 15 s) until the browser's URL contains `needle`: a click that navigates
@@ -750,7 +767,7 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     );
 
     // Signing in again stops at the code page; the app's next code lets the person in.
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     click(&c, "#signin").await;
     click(&c, "#user-ops-example-com").await;
     assert_eq!(text(&c, "#title").await, "Enter your authenticator code");
@@ -775,7 +792,7 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     click(&c, "#account-link").await;
     assert_eq!(text(&c, "#email").await, "ops@example.com");
     assert!(text(&c, "#mfa").await.starts_with("on"));
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     click(&c, "#signin").await;
     click(&c, "#user-ops-example-com").await;
     wait_for_url(&c, "/rack").await;
@@ -786,7 +803,7 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
     assert!(row.contains("127.0.0.1"), "{row}");
 
     // A lost phone: an admin resets it on the users page, and the next sign-in is one step.
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     sign_in_as(&c, &dev.gateway, "admin").await;
     click(&c, "#users-link").await;
     let ops = user_row_id(&c, "ops@example.com").await;
@@ -800,7 +817,7 @@ both_backends!(two_step_sign_in_in_chromium, |db| async move {
         )))
         .await
         .unwrap_or_else(|e| panic!("reset shown: {e}"));
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     sign_in_as(&c, &dev.gateway, "ops").await;
     assert_eq!(text(&c, "#email").await, "ops@example.com");
     assert!(text(&c, "#mfa").await.starts_with("off"));
@@ -971,7 +988,7 @@ both_backends!(security_keys_in_chromium, |db| async move {
     );
 
     // The next sign-in takes a touch instead of the code.
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     click(&c, "#signin").await;
     click(&c, "#user-admin-example-com").await;
     assert_eq!(text(&c, "#title").await, "Enter your authenticator code");
@@ -1195,7 +1212,7 @@ both_backends!(app_rules_in_chromium, |db| async move {
     c.goto(&go("/account"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    click(&c, "#signout").await;
+    sign_out(&c).await;
     click(&c, "#signin").await;
     click(&c, "#user-ops-example-com").await;
     click(&c, "#app-rules-link").await;
@@ -1205,7 +1222,7 @@ both_backends!(app_rules_in_chromium, |db| async move {
     c.goto(&go("/account"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    click(&c, "#signout").await;
+    sign_out(&c).await;
 
     // The admin clears them; ops sees the values again.
     click(&c, "#signin").await;
