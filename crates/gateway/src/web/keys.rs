@@ -296,6 +296,14 @@ pub async fn add(
         )
         .await;
     };
+    // Again at the answer: the confirmation the page was asked with must still be recent,
+    // so a step-up does not stretch to the window plus the ceremony's own 10 minutes.
+    let back = "/account/mfa";
+    if let Some(page) =
+        step_up_page(&state, &principal, peer, &headers, &token, ADD_KEY, back).await
+    {
+        return page;
+    }
     let added = rp
         .finish_register(
             &state.store,

@@ -79,6 +79,44 @@ both_backends!(
         phished.rp_id = "localhost".into();
         let foreign = add_key(&s, &mut b, &mut phished, "Foreign").await;
         assert_eq!(foreign.status, 400, "{}", foreign.body);
+        // The confirmation must still be recent at the answer, not only when the key's page
+        // was asked for: one that lapsed in between asks again, and adds nothing.
+        let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
+        let late_url = format!("{}/account/mfa/keys/new", s.gw.url);
+        let asked = submit(
+            &mut b,
+            &late_url,
+            &[("csrf", &csrf(&account)), ("name", "Late")],
+        )
+        .await;
+        assert_eq!(asked.status, 200, "{}", asked.body);
+        let (ceremony, options) = key_form(&asked);
+        let mut late_key = SoftKey::new(&s.gw.url);
+        let answer = late_key.register(&options);
+        let eleven_minutes = 11 * 60 * 1000;
+        let id = crate::mfa::who_id(&db).await;
+        crate::credentials::execute(
+            &db,
+            &format!("UPDATE sessions SET mfa_at = mfa_at - {eleven_minutes} WHERE user_id = {id}"),
+        )
+        .await;
+        let fields = [
+            ("csrf", csrf(&asked)),
+            ("name", "Late".into()),
+            ("ceremony", ceremony),
+            ("answer", answer),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let late = submit(
+            &mut b,
+            &format!("{}/account/mfa/keys/add", s.gw.url),
+            &fields,
+        )
+        .await;
+        assert_eq!(late.status, 403, "{}", late.body);
+        assert!(late.body.contains("Confirm it"), "{}", late.body);
+        let account = go(&mut b, &format!("{}/account/mfa", s.gw.url)).await;
+        assert!(!account.body.contains("<td>Late</td>"), "{}", account.body);
 
         // At the next sign-in, each wrong answer is refused and the page asks again.
         let (mut b, page) = web_sign_in(&s).await;
@@ -144,7 +182,13 @@ both_backends!(
         ] {
             assert!(reasons.iter().any(|r| r == reason), "{reason}: {reasons:?}");
         }
-        assert_eq!(events(&db, "gateway:mfa:add_key").await.len(), 3);
+        let adds = events(&db, "gateway:mfa:add_key").await;
+        let reasons: Vec<&str> = adds
+            .iter()
+            .map(|e| e.details["reason"].as_str().unwrap_or("added"))
+            .collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert_eq!(reasons.last(), Some(&"mfa_required"), "{reasons:?}");
 
         // A challenge is for one purpose and one person: a sign-in's, answered on the
         // step-up form, is refused there and left for its sign-in, which it then completes.
