@@ -8,6 +8,12 @@ use super::manage::{ManageError, TokenRequest};
 use super::{Principal, PrincipalKind};
 use crate::store::{Store, StoreError};
 
+/// What a session must hold to name someone else as a new token's owner: the token then acts
+/// in that person's name (their e-mail on its calls, their lock stopping it, its deploy
+/// requests theirs, which they may not approve but the minter could), so it is for those who
+/// manage people.
+pub const NAME_ANOTHER_OWNER: &str = "gateway:users:update";
+
 /// What a caller asks a new token to be.
 #[derive(Debug, Clone, Default)]
 pub struct MintAsk {
@@ -88,7 +94,18 @@ pub async fn bounded_by_creator(
     };
     match &principal.kind {
         PrincipalKind::Session { email, .. } => {
-            // Locking its creator stops it, unless an admin names another owner.
+            let someone_else = request.owner.as_deref().is_some_and(|asked| {
+                gateway_core::text::email_key(asked) != gateway_core::text::email_key(email)
+            });
+            if someone_else && !principal.permissions.allows(NAME_ANOTHER_OWNER) {
+                return Err(MintRefused::MoreThanYouHold(format!(
+                    "a token you mint is yours: naming another person as its owner needs \
+                     {NAME_ANOTHER_OWNER} (it would act, and ask for deploys, in their name); \
+                     leave out owner"
+                )));
+            }
+            // Locking its creator stops it, unless someone who manages people names another
+            // owner.
             request.owner = request.owner.or_else(|| Some(email.clone()));
         }
         PrincipalKind::ApiToken {

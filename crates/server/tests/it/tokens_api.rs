@@ -281,3 +281,109 @@ both_backends!(
         assert!(!trail.contains(&secret), "a minted secret in the trail");
     }
 );
+
+// A token acts in its owner's name: their e-mail on its calls, their lock stopping it, and its
+// deploy requests theirs — which they may not approve, but whoever minted it could. So a
+// person mints tokens for themselves unless they manage people; otherwise someone allowed to
+// mint and to approve could approve their own token's deploys by naming a colleague.
+both_backends!(
+    a_person_names_another_owner_only_if_they_manage_people,
+    |db| async move {
+        use serde_json::json;
+        let rack = TestRack::start().await;
+        let admin = role_token(&db, "admin");
+        let gw = Gateway::start(&db, &rack.url, &[]).await;
+        let c = client();
+        let role = json!({
+            "name": "release-helper",
+            "permissions": [
+                "gateway:tokens:create", "gateway:deploy-approvals:request",
+                "gateway:deploy-approvals:approve", "convox:apps:list",
+            ],
+        });
+        let made = c
+            .post(format!("{}/api/v1/roles", gw.url))
+            .bearer_auth(&admin)
+            .json(&role)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(made.status(), 201, "{:?}", made.text().await);
+        for (email, role) in [
+            ("pat@example.com", "release-helper"),
+            ("quinn@example.com", "viewer"),
+            ("ann@example.com", "admin"),
+        ] {
+            let (ok, _, err) = crate::kit::admin(&db, &["users", "add", email, "--role", role]);
+            assert!(ok, "{err}");
+        }
+        let st = store(&db).await;
+        let session = |email: &'static str| {
+            let st = st.clone();
+            async move {
+                let user = crate::credentials::existing_user(&st, email).await;
+                let (_, secret) = crate::credentials::another_session(&st, "cli", &user)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (user.id, secret)
+            }
+        };
+        let (pat_id, pat) = session("pat@example.com").await;
+        let (_, ann) = session("ann@example.com").await;
+        let quinn_id = crate::credentials::existing_user(&st, "quinn@example.com")
+            .await
+            .id;
+
+        // Pat may mint, but not in Quinn's name.
+        let ask = json!({ "name": "ci-as-quinn", "permissions": ["convox:apps:list"], "owner": "quinn@example.com" });
+        let (status, body, _) = mint(&gw, &pat, ask).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("more_than_you_hold")),
+            "{body}"
+        );
+        let said = body["error"].as_str().unwrap_or_default();
+        assert!(said.contains("gateway:users:update"), "{said}");
+        // Their own name (however it is written), or none, is theirs.
+        for (name, owner) in [("pat-1", Some("PAT@example.com")), ("pat-2", None)] {
+            let mut ask = json!({ "name": name, "permissions": ["convox:apps:list"] });
+            if let Some(owner) = owner {
+                ask["owner"] = owner.into();
+            }
+            let (status, body, _) = mint(&gw, &pat, ask).await;
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(
+                body["token"]["owner_user_id"].as_i64(),
+                Some(pat_id),
+                "{body}"
+            );
+        }
+        // An admin, who manages people, names Quinn.
+        let ask = json!({ "name": "quinn-ci", "permissions": ["convox:apps:list"], "owner": "quinn@example.com" });
+        let (status, body, _) = mint(&gw, &ann, ask).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            body["token"]["owner_user_id"].as_i64(),
+            Some(quinn_id),
+            "{body}"
+        );
+
+        let names: Vec<String> = st
+            .list_tokens()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert!(!names.iter().any(|n| n == "ci-as-quinn"), "{names:?}");
+        let refused = st.audit_rows(0, 10_000).await.unwrap_or_default();
+        assert!(
+            refused
+                .iter()
+                .any(|r| r.event.action == "gateway:tokens:create"
+                    && r.event.user_email.as_deref() == Some("pat@example.com")
+                    && r.event.rbac_decision.as_str() == "deny"),
+            "the refusal is on the trail"
+        );
+    }
+);
