@@ -136,6 +136,9 @@ pub enum ApiError {
     /// A body the gateway reads itself (JSON, a form) did not arrive in full in time.
     #[error("request body not received within {0} s")]
     BodyTimeout(u64),
+    /// The gateway holds as much as it may of bodies it reads whole (`proxy::held`).
+    #[error("{0}")]
+    Busy(crate::proxy::Busy),
     /// The gateway's own store failed (details are logged, not returned); nothing was changed
     /// that the answer does not say.
     #[error("gateway store unavailable, try again")]
@@ -195,7 +198,8 @@ impl ApiError {
             ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::AuditUnavailable
             | ApiError::StoreUnavailable
-            | ApiError::YubicoUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::YubicoUnavailable
+            | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RackUnreachable(_) | ApiError::RackRefusedGateway => StatusCode::BAD_GATEWAY,
             ApiError::RackTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ClientTimeout(_) | ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -243,6 +247,7 @@ impl ApiError {
             ApiError::MfaCodeRefused { locked: true, .. } => "mfa_locked_out",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::YubicoUnavailable => "yubico_unavailable",
+            ApiError::Busy(_) => "gateway_busy",
             ApiError::RackUnreachable(_) => "rack_unreachable",
             ApiError::RackTimeout => "rack_timeout",
             ApiError::RackRefusedGateway => "rack_refused_gateway",

@@ -70,38 +70,39 @@ impl Overrule {
     }
 }
 
-/// The rack's answer read whole by the gateway, with what still holds its outcome: dropped
-/// when this is, after any [`Overrule`] was set.
+/// The rack's answer read whole by the gateway, with what still holds its outcome (dropped
+/// when this is, after any [`Overrule`] was set) and its place in the bytes held at once.
 pub struct ReadAnswer {
     /// The answer's bytes.
     pub bytes: Bytes,
-    _outcome: axum::body::BodyDataStream,
+    _held: super::held::Held<'static>,
+    _outcome: Body,
 }
 
-/// Reads the rack's answer `body` whole, at most `limit` bytes. One longer, broken or cut
-/// short is refused with `refusal()`, which `overrule` records first.
+/// Reads the rack's answer `body` whole, at most `limit` bytes, within the bytes the gateway
+/// holds at once ([`super::held`]). One longer, broken or cut short is refused with
+/// `refusal()`, and one with no room with `503 gateway_busy`; `overrule` records either first.
 pub async fn read_whole(
-    body: Body,
+    mut body: Body,
     limit: usize,
     overrule: &Overrule,
     refusal: impl FnOnce() -> ApiError,
 ) -> Result<ReadAnswer, ApiError> {
-    let mut stream = body.into_data_stream();
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) if bytes.len() + chunk.len() <= limit => bytes.extend_from_slice(&chunk),
-            _ => {
-                let err = refusal();
-                overrule.set(&err);
-                return Err(err);
-            }
+    match super::held::read(&mut body, limit, &super::held::SHARED).await {
+        Ok((bytes, held)) => Ok(ReadAnswer {
+            bytes,
+            _held: held,
+            _outcome: body,
+        }),
+        Err(e) => {
+            let err = match e {
+                super::held::NotRead::Busy(busy) => ApiError::Busy(busy),
+                _ => refusal(),
+            };
+            overrule.set(&err);
+            Err(err)
         }
     }
-    Ok(ReadAnswer {
-        bytes: bytes.freeze(),
-        _outcome: stream,
-    })
 }
 
 impl OutcomeGuard {

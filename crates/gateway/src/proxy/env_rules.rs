@@ -128,7 +128,8 @@ pub async fn checked(
                       application/x-www-form-urlencoded, as the convox CLI does",
         });
     }
-    let bytes = read_form(state, body).await?;
+    // Counted while the form is checked (its pairs, and the release looked up beside it).
+    let (bytes, _held) = read_form(state, body).await?;
     let pairs = form_pairs(&bytes)?;
     let one = |name: &str| -> Result<Option<&str>, ApiError> {
         let mut found = pairs
@@ -221,16 +222,22 @@ fn set_length(headers: &mut HeaderMap, len: usize) {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }
 
-/// The form body, whole, within [`FORM_LIMIT`] and the client's time.
-async fn read_form(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+/// The form body, whole, within [`FORM_LIMIT`], the client's time and the bytes the gateway
+/// holds at once (`super::held`).
+async fn read_form(
+    state: &AppState,
+    mut body: Body,
+) -> Result<(Bytes, super::held::Held<'static>), ApiError> {
     let wait = state.config.client_timeout;
-    match tokio::time::timeout(wait, axum::body::to_bytes(body, FORM_LIMIT)).await {
+    let read = super::held::read(&mut body, FORM_LIMIT, &super::held::SHARED);
+    match tokio::time::timeout(wait, read).await {
         Err(_) => Err(ApiError::BodyTimeout(wait.as_secs())),
+        Ok(Err(super::held::NotRead::Busy(busy))) => Err(ApiError::Busy(busy)),
         Ok(Err(_)) => Err(ApiError::InvalidBody {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             message: "a release's form is read whole to check its environment: at most 4 MiB",
         }),
-        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Ok(read)) => Ok(read),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod env_mask;
 mod env_rules;
 mod flush_first;
 mod headers;
+pub mod held;
 mod privileged;
 mod sessions;
 mod upstream;
@@ -26,6 +27,7 @@ use serde_json::json;
 
 pub use gateway_core::classify::Classified;
 pub use gateway_core::path::{NormalisedPath, PathError, normalise};
+pub use held::Busy;
 pub use sessions::{Full, Sessions, Slot};
 pub use upstream::{RackError, RackLookup, TokenCheck, Upstream, UpstreamError, audit_scrubber};
 

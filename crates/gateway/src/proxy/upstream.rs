@@ -76,6 +76,9 @@ pub enum RackLookup {
     /// The answer was too large, cut short, or not JSON.
     #[error("the rack's answer could not be read")]
     Unreadable,
+    /// The gateway holds as much as it may of bodies read whole.
+    #[error(transparent)]
+    Busy(#[from] super::held::Busy),
 }
 
 impl RackLookup {
@@ -91,6 +94,7 @@ impl RackLookup {
             RackLookup::Status(404) => not_found(),
             RackLookup::Rack(RackError::Timeout) => ApiError::RackTimeout,
             RackLookup::Status(401) => ApiError::RackRefusedGateway,
+            RackLookup::Busy(busy) => ApiError::Busy(busy),
             e => ApiError::RackUnreachable(format!("{doing}: {e}")),
         }
     }
@@ -398,7 +402,6 @@ impl Upstream {
         wait: Duration,
         limit: usize,
     ) -> Result<serde_json::Value, RackLookup> {
-        use http_body_util::BodyExt;
         let uri = http::Uri::try_from(self.url(path, None)).map_err(|_| RackLookup::BadPath)?;
         let mut request = http::Request::new(Body::empty());
         *request.uri_mut() = uri;
@@ -411,12 +414,15 @@ impl Upstream {
             if !status.is_success() {
                 return Err(RackLookup::Status(status.as_u16()));
             }
-            let body = http_body_util::Limited::new(response.into_body(), limit)
-                .collect()
+            let mut body = response.into_body();
+            let (bytes, _held) = super::held::read(&mut body, limit, &super::held::SHARED)
                 .await
-                .map_err(|_| RackLookup::Unreadable)?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|_| RackLookup::Unreadable)
+                .map_err(|e| match e {
+                    super::held::NotRead::Busy(busy) => RackLookup::Busy(busy),
+                    _ => RackLookup::Unreadable,
+                })?;
+            // Counted while they are parsed; what is made of them is the caller's.
+            serde_json::from_slice(&bytes).map_err(|_| RackLookup::Unreadable)
         };
         tokio::time::timeout(wait, read)
             .await

@@ -143,8 +143,11 @@ async fn read(
     }
     let response = proxy::handle(State(state.clone()), peer, request).await;
     let status = response.status();
-    let body = match axum::body::to_bytes(response.into_body(), ANSWER_LIMIT).await {
-        Ok(body) => body,
+    let mut body = response.into_body();
+    let read = proxy::held::read(&mut body, ANSWER_LIMIT, &proxy::held::SHARED).await;
+    let (body, _held) = match read {
+        Ok(read) => read,
+        Err(proxy::held::NotRead::Busy(busy)) => return Section::Failed(busy.to_string()),
         Err(_) => return Section::Failed("the rack's answer is too large to show".into()),
     };
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -1665,3 +1665,123 @@ both_backends!(
         assert!(recorded, "the outcome does not say the body broke");
     }
 );
+
+/// A rack whose release list is `size` bytes of releases with secrets in their environment,
+/// sent as its first 8 MiB, then after a pause the rest: many lists asked for at once are all
+/// half-read by the gateway together.
+async fn rack_with_long_release_lists(size: usize) -> String {
+    use axum::body::{Body, Bytes};
+    let release = |n: usize| {
+        let value = "s3cr3t-value-".repeat(300);
+        format!(r#"{{"id":"R{n:06}","app":"web","env":"DATABASE_URL={value}\nMODE=prod"}}"#)
+    };
+    let mut list = String::from("[");
+    let mut n = 0;
+    while list.len() < size {
+        if n > 0 {
+            list.push(',');
+        }
+        list.push_str(&release(n));
+        n += 1;
+    }
+    list.push(']');
+    let list = Bytes::from(list);
+    let app = axum::Router::new().route(
+        "/apps/web/releases",
+        axum::routing::get(move || {
+            let list = list.clone();
+            async move {
+                let cut = (8 << 20).min(list.len());
+                let parts = futures_util::stream::unfold(0, move |part| {
+                    let list = list.clone();
+                    async move {
+                        match part {
+                            0 => Some((Ok::<_, std::io::Error>(list.slice(..cut)), 1)),
+                            1 => {
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                                Some((Ok(list.slice(cut..)), 2))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                axum::response::Response::new(Body::from_stream(parts))
+            }
+        }),
+    );
+    let (listener, url) = raw_rack_listener().await;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+// Answers the gateway reads whole (here, release lists whose environment values it masks for a
+// caller without `convox:env:read`) hold at most 64 MiB together: twelve 12 MiB lists at once
+// are not 144 MiB in the gateway; those past the budget are refused with a clear 503, the rest
+// are masked as ever, and the budget is given back once they are done.
+both_backends!(
+    answers_read_whole_hold_a_bounded_number_of_bytes_together,
+    |db| async move {
+        let rack = rack_with_long_release_lists(12 << 20).await;
+        let reader = token(
+            &db,
+            "release-reader",
+            &["--permissions", "convox:releases:list"],
+        );
+        let gw = Gateway::start(&db, &rack, &[]).await;
+        let ask = || {
+            client()
+                .get(gw.proxy("/apps/web/releases"))
+                .basic_auth("convox", Some(&reader))
+                .send()
+        };
+        let answers = futures_util::future::join_all((0..12).map(|_| ask())).await;
+        let mut busy = 0;
+        let mut masked = 0;
+        for answer in answers {
+            let answer = answer.unwrap_or_else(|e| panic!("{e}"));
+            let status = answer.status().as_u16();
+            let body = answer.text().await.unwrap_or_default();
+            match status {
+                200 => {
+                    assert!(!body.contains("s3cr3t-value"), "a value unmasked");
+                    assert!(
+                        body.contains("DATABASE_URL="),
+                        "{}",
+                        &body[..200.min(body.len())]
+                    );
+                    masked += 1;
+                }
+                503 => {
+                    let said: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    assert_eq!(said["code"], "gateway_busy", "{body}");
+                    assert!(
+                        said["error"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("64 MiB"),
+                        "{body}"
+                    );
+                    busy += 1;
+                }
+                other => panic!("{other}: {}", &body[..300.min(body.len())]),
+            }
+        }
+        assert!(
+            busy >= 1,
+            "twelve 12 MiB answers at once all held: {masked} masked"
+        );
+        assert!(masked >= 1, "none masked");
+        // Given back: one alone is read and masked.
+        let alone = ask().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(alone.status(), 200);
+        // The refusals are the requests' outcomes on the trail.
+        let s = store(&db).await;
+        let refused = crate::kit::audited(&s, |r| {
+            r.event.kind.as_str() == "outcome" && r.event.status == Some(503)
+        })
+        .await;
+        assert!(refused, "a refusal's outcome");
+    }
+);
