@@ -258,13 +258,13 @@ pub const SETUP_MS: i64 = 10 * 60 * 1000;
 pub enum SetupBy<'a> {
     /// A signed-in session, on `/account/mfa`.
     Session(i64),
-    /// A sign-in with `MFA_REQUIRED`: its login attempt's id (the browser's login cookie).
+    /// A sign-in with `MFA_REQUIRED`: what binds its browser (the hash of the round trip's
+    /// secret in that browser's login cookie).
     SignIn(&'a str),
 }
 
 impl SetupBy<'_> {
-    /// As stored (`mfa_totp.setup_by`): the attempt's id is a browser's cookie, so only its
-    /// hash.
+    /// As stored (`mfa_totp.setup_by`): a sign-in's binding only hashed (again).
     pub fn tag(&self) -> String {
         match self {
             SetupBy::Session(id) => format!("session:{id}"),

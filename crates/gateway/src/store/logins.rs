@@ -36,6 +36,8 @@ pub struct LoginRow {
     pub provider_name: Option<String>,
     /// When the second factor was given (unix ms), for the session the CLI collects.
     pub mfa_at: Option<i64>,
+    /// SHA-256 of the secret in the login cookie of the browser on the provider round trip.
+    pub browser_hash: Option<String>,
 }
 
 /// A sign-in about to start.
@@ -79,7 +81,7 @@ impl LoginLimits {
 macro_rules! columns {
     () => {
         "id, channel, state_hash, nonce, pkce_verifier, return_to, cli_challenge, status, user_id, \
-         error, expires_at, provider_name, mfa_at"
+         error, expires_at, provider_name, mfa_at, browser_hash"
     };
 }
 
@@ -98,6 +100,7 @@ fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
         expires_at: row.try_get("expires_at")?,
         provider_name: row.try_get("provider_name")?,
         mfa_at: row.try_get("mfa_at")?,
+        browser_hash: row.try_get("browser_hash")?,
     })
 }
 
@@ -151,15 +154,17 @@ impl Store {
         state_hash: &str,
         nonce: &str,
         pkce_verifier: &str,
+        browser_hash: &str,
     ) -> Result<bool, StoreError> {
         bounded(self, async {
             let done = sqlx::query(
-                "UPDATE login_attempts SET state_hash = $1, nonce = $2, pkce_verifier = $3 \
-             WHERE id = $4 AND status = 'pending'",
+                "UPDATE login_attempts SET state_hash = $1, nonce = $2, pkce_verifier = $3, \
+                 browser_hash = $4 WHERE id = $5 AND status = 'pending'",
             )
             .bind(state_hash)
             .bind(nonce)
             .bind(pkce_verifier)
+            .bind(browser_hash)
             .bind(id)
             .execute(&self.pool)
             .await?;

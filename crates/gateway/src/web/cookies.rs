@@ -45,9 +45,18 @@ pub fn session(state: &AppState, headers: &HeaderMap) -> Option<String> {
         .filter(|c| c.starts_with(crate::identity::sessions::SESSION_PREFIX))
 }
 
-/// The sign-in attempt bound to this browser, if any.
-pub fn login(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    get(headers, &name(state, LOGIN_COOKIE))
+/// This browser's claim to a sign-in, if it holds one: the attempt's id and the secret of
+/// the provider round trip it went on ([`login_value`]).
+pub fn login(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
+    let value = get(headers, &name(state, LOGIN_COOKIE))?;
+    let (id, secret) = value.split_once('.')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+/// The login cookie's value for attempt `id`, whose provider round trip this browser went on
+/// with `secret` (both URL-safe base64: no `.`).
+pub fn login_value(id: &str, secret: &str) -> String {
+    format!("{id}.{secret}")
 }
 
 /// The trusted-browser cookie, if this browser holds one (`rgd_…` only).
@@ -117,13 +126,13 @@ pub fn clear_session(state: &AppState, response: &mut Response) {
     );
 }
 
-/// Sets the login-binding cookie for a round trip (10 minutes).
-pub fn set_login(state: &AppState, response: &mut Response, attempt_id: &str) {
+/// Sets the login-binding cookie for a round trip (10 minutes) to `value` ([`login_value`]).
+pub fn set_login(state: &AppState, response: &mut Response, value: &str) {
     let secure = if secure(state) { "; Secure" } else { "" };
     let name = name(state, LOGIN_COOKIE);
     set(
         response,
-        format!("{name}={attempt_id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}"),
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}"),
     );
 }
 

@@ -1993,3 +1993,83 @@ both_backends!(
         );
     }
 );
+
+// A CLI sign-in's link opened in another browser too (seen over a shoulder, on a shared
+// screen, or in another local user's process list) gives that browser no part in the sign-in:
+// each confirmation is a round trip with a secret of its browser's own, so only the browser
+// that went to the provider last comes back and takes the second step — not one holding the
+// attempt's id in its cookie from an earlier confirmation.
+both_backends!(
+    a_cli_sign_in_link_opened_in_another_browser_takes_no_part_in_its_second_step,
+    |db| async move {
+        add_who(&db);
+        let s = gateway_with_key(&db, Some(KEY)).await;
+        let (mut web, _) = web_sign_in(&s).await;
+        let mut app = set_up(&s, &mut web).await;
+        let cli = start_cli_sign_in(&client(), &s.gw.url).await;
+
+        // Someone else opens the link and confirms first (and goes no further).
+        let mut other = Browser::new("nobody@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let page = go(&mut other, &cli.browser_url).await;
+        let link = dev_oidc::browser::approve_link(&page)
+            .unwrap_or_else(|| panic!("no confirm link: {}", page.body));
+        let (status, _) = other.hop(&link).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!((300..400).contains(&status), "{status}");
+        assert!(
+            other.cookies.contains_key("rg_login"),
+            "{:?}",
+            other.cookies
+        );
+
+        // Then the person confirms, signs in at the provider, and is asked for a code.
+        let mut person = Browser::new(WHO).unwrap_or_else(|e| panic!("{e}"));
+        let asked = person
+            .visit_confirming(&cli.browser_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(asks_for_a_code(&asked), "{}", asked.body);
+
+        // The other browser sees nothing of it, and what it sends counts for nothing.
+        let mfa_url = format!("{}/api/v1/auth/mfa", s.gw.url);
+        let seen = go(&mut other, &mfa_url).await;
+        assert_eq!(seen.status, 410, "{}", seen.body);
+        assert!(!seen.body.contains(WHO), "{}", seen.body);
+        for _ in 0..5 {
+            let fields = [("csrf", csrf(&asked)), ("code", app.wrong_code())];
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let sent = submit(&mut other, &mfa_url, &fields).await;
+            assert_eq!(sent.status, 410, "{}", sent.body);
+        }
+        let row = store(&db)
+            .await
+            .totp(who_id(&db).await)
+            .await
+            .ok()
+            .flatten();
+        assert_eq!(
+            row.map(|r| (r.failures, r.locked_until)),
+            Some((0, 0)),
+            "nothing counted"
+        );
+        // The person's code signs their CLI in.
+        let code = app.next_code().await;
+        let done = give(&s, &mut person, &asked, &code).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        let polled: serde_json::Value = client()
+            .post(format!("{}/api/v1/auth/cli/poll", s.gw.url))
+            .json(&serde_json::json!({ "login_id": cli.login_id, "code_verifier": cli.verifier }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        assert!(
+            polled["session_token"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("rgs_"),
+            "{polled}"
+        );
+    }
+);

@@ -104,9 +104,14 @@ pub(super) async fn redirect_to_provider(state: &AppState, id: &str) -> Response
         );
     };
     let (oauth_state, nonce, verifier) = (random_token(), random_token(), random_token());
+    // This browser's own secret for this round trip: a CLI sign-in's link may be opened in
+    // more than one browser, and only the last to go to the provider may come back and take
+    // the second step (the attempt's id, in every such browser's cookie, is not enough).
+    let browser = random_token();
+    let hashes = (hash_token(&oauth_state), hash_token(&browser));
     match state
         .store
-        .start_login_round_trip(id, &hash_token(&oauth_state), &nonce, &verifier)
+        .start_login_round_trip(id, &hashes.0, &nonce, &verifier, &hashes.1)
         .await
     {
         Ok(true) => {}
@@ -129,7 +134,7 @@ pub(super) async fn redirect_to_provider(state: &AppState, id: &str) -> Response
     match oidc.authorize_url(&oauth_state, &nonce, &verifier).await {
         Ok(url) => {
             let mut response = Redirect::to(&url).into_response();
-            cookies::set_login(state, &mut response, id);
+            cookies::set_login(state, &mut response, &cookies::login_value(id, &browser));
             response
         }
         Err(e) => {

@@ -1,7 +1,6 @@
 //! The identity provider's answer: the attempt it belongs to is checked and consumed, the
 //! code exchanged, the person admitted, then a web session started or a CLI sign-in completed.
 
-use crate::secret_eq::secret_eq;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
@@ -180,9 +179,8 @@ async fn take_attempt(
             )));
         }
     };
-    // The attempt must belong to this browser.
-    let cookie = cookies::login(state, headers).unwrap_or_default();
-    if !secret_eq(cookie.as_bytes(), attempt.id.as_bytes()) {
+    // The attempt must belong to this browser: the one that went to the provider last.
+    if !super::browser_holds(state, headers, &attempt) {
         return Err(NotSignedIn::refused(
             "browser_mismatch",
             // One browser holds one sign-in at a time: a second tab's sign-in, or this one

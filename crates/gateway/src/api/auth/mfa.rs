@@ -14,7 +14,6 @@ use super::end_attempt;
 use super::record::{audit_signin, signin_event};
 use crate::app::{AppState, Peer};
 use crate::mfa::{self, CodeCheck};
-use crate::secret_eq::secret_eq;
 use crate::store::{LoginRow, NewTrustedDevice, TotpRow, UserRow, now_ms};
 use crate::web::{self, PageForm, cookies};
 
@@ -176,11 +175,11 @@ async fn waiting_attempt(state: &AppState, headers: &HeaderMap) -> Result<LoginR
              replaced. Sign in again.",
         )
     };
-    let Some(cookie) = cookies::login(state, headers).filter(|c| !c.is_empty()) else {
+    let Some((id, _)) = cookies::login(state, headers) else {
         return Err(gone());
     };
-    match state.store.login_by_id(&cookie).await {
-        Ok(Some(a)) if a.status == "mfa" && secret_eq(a.id.as_bytes(), cookie.as_bytes()) => {
+    match state.store.login_by_id(&id).await {
+        Ok(Some(a)) if a.status == "mfa" && super::browser_holds(state, headers, &a) => {
             if a.expires_at <= now_ms() {
                 end_attempt(state, &a.id, "mfa", "refused", None, Some("expired")).await;
                 return Err(web::message(
@@ -229,7 +228,7 @@ async fn challenge(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    let csrf = cookies::csrf_token(&attempt.id);
+    let csrf = cookies::csrf_token(super::browser_binding(attempt));
     let key = match setup {
         Some(_) => None,
         None => {
@@ -269,7 +268,7 @@ async fn setup_page(
 ) -> Response {
     let provisioning = async {
         let key = mfa::key(&state.config)?;
-        let by = mfa::SetupBy::SignIn(&attempt.id);
+        let by = mfa::SetupBy::SignIn(super::browser_binding(attempt));
         let found = state.store.totp(user.id).await?;
         let secret = match by.owns(found.as_ref(), now_ms()) {
             Some(row) => key.open(user.id, &row.secret_sealed)?,
@@ -366,7 +365,7 @@ pub async fn submit(
         Ok(attempt) => attempt,
         Err(page) => return page,
     };
-    if !cookies::csrf_ok(&attempt.id, form.csrf.as_deref()) {
+    if !cookies::csrf_ok(super::browser_binding(&attempt), form.csrf.as_deref()) {
         return web::stale_form();
     }
     let user = match attempt_user(&state, &attempt).await {
@@ -515,7 +514,7 @@ async fn set_up_at_sign_in(
 ) -> Response {
     let confirmed = async {
         let key = mfa::key(&state.config)?;
-        let by = mfa::SetupBy::SignIn(&attempt.id);
+        let by = mfa::SetupBy::SignIn(super::browser_binding(&attempt));
         mfa::confirm_setup(&state.store, &key, user.id, by, code, now_ms()).await
     };
     match confirmed.await {

@@ -78,6 +78,27 @@ async fn start_attempt(
 
 /// The address a sign-in attempt is counted under: by /64 for IPv6, as every per-address limit
 /// is.
+/// Whether this browser's login cookie claims `attempt`: its id, and the secret whose hash
+/// the attempt's provider round trip stored (compared in constant time).
+fn browser_holds(state: &AppState, headers: &HeaderMap, attempt: &crate::store::LoginRow) -> bool {
+    use crate::secret_eq::secret_eq;
+    let (Some((id, secret)), Some(hash)) = (
+        crate::web::cookies::login(state, headers),
+        attempt.browser_hash.as_deref(),
+    ) else {
+        return false;
+    };
+    let secret_hash = crate::identity::hash_token(&secret);
+    secret_eq(id.as_bytes(), attempt.id.as_bytes())
+        & secret_eq(secret_hash.as_bytes(), hash.as_bytes())
+}
+
+/// What a sign-in's second-step form and its authenticator set-up are bound to: the browser on
+/// its round trip (see [`browser_holds`], checked before either is shown or taken).
+fn browser_binding(attempt: &crate::store::LoginRow) -> &str {
+    attempt.browser_hash.as_deref().unwrap_or(&attempt.id)
+}
+
 fn attempt_address(peer: &Peer) -> String {
     gateway_core::failure_budget::address_key(peer.ip).to_string()
 }
