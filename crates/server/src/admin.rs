@@ -68,7 +68,7 @@ async fn note_if_new(store: &Store, database_url: &str) {
         eprintln!(
             "note: {} held no gateway data: setting up a new database there (if the gateway \
              uses another, check DATABASE_URL)",
-            gateway::audit::redact::redact_value(database_url)
+            gateway::config::shown(database_url)
         );
     }
 }
