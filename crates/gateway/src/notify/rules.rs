@@ -575,17 +575,21 @@ pub fn refusal_burst(b: &Burst) -> Notice {
     let (audit_filter, listed, what_to_do) = match (&b.token, &b.email) {
         (Some(name), _) => (
             format!("token={}", query_value(name)),
-            format!("rack-gateway audit --token {name} --decision deny --since 1h"),
+            format!(
+                "rack-gateway audit --token {} --decision deny --since 1h",
+                shell_word(name)
+            ),
             format!(
                 "if nobody should be using it this way, revoke it (rack-gateway tokens revoke \
-                 {name}) and look at what it did"
+                 {}) and look at what it did",
+                shell_word(name)
             ),
         ),
         (None, email) => (
             format!("user={}", query_value(email.as_deref().unwrap_or_default())),
             format!(
                 "rack-gateway audit --user {} --decision deny --since 1h",
-                email.as_deref().unwrap_or_default()
+                shell_word(email.as_deref().unwrap_or_default())
             ),
             "if it was not you, end your sessions (Account → Sessions) and tell an admin; \
              admins can lock the account"
@@ -614,6 +618,17 @@ pub fn refusal_burst(b: &Burst) -> Notice {
 }
 
 /// `value` percent-encoded for a query string.
+/// `value` as one word a POSIX shell takes literally, for a command a notice suggests
+/// pasting: token names (and an e-mail's local part) may hold `` ` ``, `$`, `;` or spaces,
+/// chosen by whoever named the token.
+fn shell_word(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@._+-/:=,%".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
 fn query_value(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
@@ -647,6 +662,27 @@ mod tests {
         e.user_email = Some("ann@example.com".into());
         e.rbac_decision = Decision::Allow;
         e
+    }
+
+    #[test]
+    fn names_in_suggested_commands_are_one_literal_shell_word() {
+        assert_eq!(shell_word("ci-robot"), "ci-robot");
+        assert_eq!(shell_word("ann@example.com"), "ann@example.com");
+        assert_eq!(shell_word("`curl x|sh`"), "'`curl x|sh`'");
+        assert_eq!(shell_word("$(id); rm -rf ~"), "'$(id); rm -rf ~'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+        let notice = refusal_burst(&Burst {
+            token: Some("`touch /tmp/owned`".into()),
+            email: None,
+            count: 10,
+            over_ms: 60_000,
+            actions: vec!["convox:apps:delete".into()],
+            from: vec!["203.0.113.7".into()],
+        });
+        let text = format!("{notice:?}");
+        assert!(!text.contains("revoke `touch"), "{text}");
+        assert!(text.contains("revoke '`touch /tmp/owned`'"), "{text}");
     }
 
     #[test]
