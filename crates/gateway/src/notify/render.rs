@@ -1,8 +1,9 @@
 //! A [`Notice`] as a Slack message and as an e-mail.
 //!
 //! Much of a message is other people's text: a deploy request's message, branch and CI
-//! address come from CI. In Slack it is escaped (`&`, `<`, `>`), so it cannot mention
-//! `@channel`, make links, or pass for the gateway's own words; in e-mail it is plain text.
+//! address come from CI. In Slack it is escaped (`&`, `<`, `>`) and sent as verbatim `mrkdwn`
+//! (so a bare address or `#channel` is not made a link), so it cannot mention `@channel`, make
+//! links, or pass for the gateway's own words; in e-mail it is plain text.
 
 use serde_json::{Value, json};
 use url::Url;
@@ -71,7 +72,7 @@ pub fn slack(notice: &Notice, origin: &Origin, decisions: bool) -> Value {
     }
     let mut blocks = vec![json!({
         "type": "section",
-        "text": { "type": "mrkdwn", "text": body },
+        "text": { "type": "mrkdwn", "text": body, "verbatim": true },
     })];
     let mut buttons = Vec::new();
     if let (Some(id), true) = (notice.decide, decisions) {
@@ -104,7 +105,7 @@ pub fn slack(notice: &Notice, origin: &Origin, decisions: bool) -> Value {
     }
     blocks.push(json!({
         "type": "context",
-        "elements": [{ "type": "mrkdwn", "text": slack_text(&origin.name) }],
+        "elements": [{ "type": "mrkdwn", "text": slack_text(&origin.name), "verbatim": true }],
     }));
     json!({
         // What notifications and screen readers show.
@@ -172,6 +173,27 @@ mod tests {
                 .contains("&lt;!channel&gt; see &lt;https://evil.example|your bank&gt; &amp; more")
         );
         assert!(payload.contains("https://gw.example.com/deploy-approvals#request-1"));
+        // Nor can a bare address (or a #channel) become a link: Slack turns those into links
+        // in mrkdwn unless it is told the text is verbatim.
+        let value = slack(&n, &origin(), true);
+        let mut texts = Vec::new();
+        collect_mrkdwn(&value, &mut texts);
+        assert_eq!(texts.len(), 2, "{value}");
+        assert!(texts.iter().all(|t| t["verbatim"] == true), "{value}");
+    }
+
+    /// Every `mrkdwn` text object in `value`.
+    fn collect_mrkdwn<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                    found.push(value);
+                }
+                map.values().for_each(|v| collect_mrkdwn(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_mrkdwn(v, found)),
+            _ => {}
+        }
     }
 
     #[test]

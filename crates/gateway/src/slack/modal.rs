@@ -88,7 +88,7 @@ pub fn ask(row: &ApprovalRow, approve: bool, window_mins: u64, message: Option<&
         "submit": plain(if approve { "Approve" } else { "Reject" }),
         "close": plain("Cancel"),
         "blocks": [
-            { "type": "section", "text": { "type": "mrkdwn", "text": summary } },
+            { "type": "section", "text": { "type": "mrkdwn", "text": summary, "verbatim": true } },
             {
                 "type": "input",
                 "block_id": CODE_FIELD,
@@ -135,7 +135,7 @@ pub fn settled(row: &ApprovalRow, now: i64) -> Value {
     json!({
         "replace_original": true,
         "text": text,
-        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": text } }],
+        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": text, "verbatim": true } }],
     })
 }
 
@@ -146,7 +146,7 @@ pub fn said(approve: bool, text: &str) -> Value {
         "type": "modal",
         "title": plain(title(approve)),
         "close": plain("Close"),
-        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": text } }],
+        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": text, "verbatim": true } }],
     })
 }
 
