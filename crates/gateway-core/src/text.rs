@@ -67,7 +67,8 @@ pub fn readable(text: &str) -> std::borrow::Cow<'_, str> {
 /// a letter from another script that looks like a Latin one (Cyrillic `а`, the Kelvin sign
 /// `K`, which Unicode lower-cases to `k`) would let one address pass for, or be folded into,
 /// another in the audit trail and in look-ups. Also refused: spaces and control characters, no
-/// `@`, an empty local part, a domain without a dot or with an empty label (`example.com.`).
+/// `@`, an empty local part, characters mail headers treat specially (`<>()[]\,;:"`), and a
+/// domain that is not letters, digits and hyphens in two or more labels (`example.com.`).
 pub fn email_problem(email: &str) -> Option<&'static str> {
     if email.len() > 254 {
         return Some("is longer than 254 characters");
@@ -91,8 +92,13 @@ pub fn email_problem(email: &str) -> Option<&'static str> {
     if local.is_empty() || local.len() > 64 {
         return Some("has an empty or overlong part before the @");
     }
-    if !domain.contains('.') || domain.split('.').any(str::is_empty) {
+    if !domain.contains('.') || domain_problem(domain).is_some() {
         return Some("does not end in a domain such as example.com");
+    }
+    // What mail headers read as structure, not as part of an address: `x<y@evil.com>` would
+    // be sent to y@evil.com.
+    if local.bytes().any(|b| b"<>()[]\\,;:\"".contains(&b)) {
+        return Some("has a character mail headers treat specially (<>()[]\\,;:\") before the @");
     }
     None
 }
@@ -169,6 +175,12 @@ mod tests {
             "admin\u{7}@example.com",
             "no-at-sign",
             "a@evil.com@example.com",
+            // Read by a mail header as a name and another address (`y@evil.com`).
+            "x<y@evil.com>",
+            "\"x\"@example.com",
+            "a,b@example.com",
+            "a@exa_mple.com",
+            "a@example.com:25",
             "",
         ] {
             assert!(email_problem(bad).is_some(), "{bad:?}");

@@ -57,8 +57,9 @@ impl Mailer {
 
     /// Sends `email` to `to`.
     pub async fn send(&self, to: &str, email: &Email) -> Delivery {
-        let to = match to.parse::<Mailbox>() {
-            Ok(to) => to,
+        // An address alone, never a name-addr: `x<y@evil.com>` is no address at all.
+        let to = match to.parse::<lettre::Address>() {
+            Ok(to) => Mailbox::new(None, to),
             Err(e) => {
                 return Delivery::Failed {
                     error: format!("not an address mail can be sent to: {e}"),
