@@ -91,6 +91,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let given_mfa_key = gateway::config::mfa_encryption_key(&env).context("configuration")?;
     let mfa_required = gateway::config::mfa_required(&env).context("configuration")?;
     let store_config = store_config(&args)?;
+    if given_database().is_some() {
+        refuse_a_database_not_devs(&store_config).await?;
+    }
     let mfa_key = match given_mfa_key {
         Some(key) => key,
         None => kept_mfa_key(&args)?,
@@ -141,6 +144,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Notifications start after the set-up below: its test users and tokens are not news.
     let notify = config.notify.clone();
     let mut gateway = Gateway::start_quietly(config).await?;
+    gateway
+        .state
+        .store
+        .put_setting(DEV_MARK, "1")
+        .await
+        .context("marking the database as dev's")?;
     add_test_users(&gateway).await?;
     let tokens = issue_dev_tokens(&gateway.state.store, &gateway).await?;
     // The set-up's audit lines come out on their own thread: let them all go before the
@@ -192,13 +201,47 @@ fn warn_about_ignored_settings() {
     }
 }
 
+/// The setting that marks a database as one `dev` set up.
+const DEV_MARK: &str = "dev.stack";
+
+/// `DATABASE_URL`, when given (else `dev` keeps its own SQLite file under `--data-dir`).
+fn given_database() -> Option<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// Refuses a database `DATABASE_URL` names that holds gateway data `dev` did not set up:
+/// `dev` adds test users, prints an admin token and revokes tokens named `dev-…`, which must
+/// never happen to a real gateway's database (the admin commands' `DATABASE_URL`, still
+/// exported in the shell, say).
+async fn refuse_a_database_not_devs(config: &gateway::config::StoreConfig) -> anyhow::Result<()> {
+    let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
+        .await
+        .context("cannot open the database (DATABASE_URL)")?;
+    let fresh = store.holds_no_gateway_data().await;
+    // Before the settings table existed, no database was dev's.
+    let marked = store.setting(DEV_MARK).await.ok().flatten().is_some();
+    store.close().await;
+    match fresh {
+        Ok(true) => Ok(()),
+        Ok(false) if marked => Ok(()),
+        Ok(false) => anyhow::bail!(
+            "DATABASE_URL ({}) names a database with gateway data that dev did not set up: dev \
+             adds test users, prints an admin token and revokes tokens named dev-…, so it does \
+             not run there. Unset DATABASE_URL (dev keeps its own SQLite under --data-dir) or \
+             point it at an empty database.",
+            gateway::config::shown(&config.database_url)
+        ),
+        Err(e) => Err(e).context("cannot read the database (DATABASE_URL)"),
+    }
+}
+
 /// The database and audit key: `DATABASE_URL` when given, else a SQLite file under
 /// `--data-dir` (created). Checked before anything starts, and as `serve` checks them
 /// (`DATABASE_URL`, `AUDIT_HMAC_KEY`, `SQLITE_SYNCHRONOUS`), so a typo is the one error shown.
 fn store_config(args: &DevArgs) -> anyhow::Result<gateway::config::StoreConfig> {
-    let given_database = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty());
+    let given_database = given_database();
     let dev_database = format!("sqlite://{}/gateway.db", args.data_dir.display());
     let store_config = gateway::config::StoreConfig::from_lookup(|name: &str| match name {
         "DATABASE_URL" => given_database

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::both_backends;
-use crate::kit::{BIN, Db, client, scratch_dir, signal};
+use crate::kit::{BIN, Db, admin, client, scratch_dir, signal};
 
 const EXIT_MARKER: &str = "F1E49A85-0AD7-4AEF-A618-C249C6E6568D:";
 
@@ -714,5 +714,46 @@ both_backends!(
             !texts.iter().any(|t| t.contains("was added by")),
             "{texts:#?}"
         );
+    }
+);
+
+// `DATABASE_URL` still exported for the admin commands, then `dev` run in the same shell: a
+// real gateway's database must not get dev's test users, a printed admin token, or its own
+// tokens named dev-… revoked. A database dev set up itself is dev's to start on again.
+both_backends!(
+    dev_does_not_run_on_a_database_it_did_not_set_up,
+    |db| async move {
+        let (ok, _, err) = admin(&db, &["users", "add", "ann@example.com", "--role", "admin"]);
+        assert!(ok, "{err}");
+        let _ci = crate::kit::token(&db, "dev-deploy", &["--role", "cicd"]);
+        let dir = scratch_dir();
+        let out = dev_on_port_one(&dir, &[("DATABASE_URL", db.url.as_str())]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("dev did not set up"), "{err}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("rgw_"),
+            "a token printed"
+        );
+        let st = crate::kit::store(&db).await;
+        let added = st.find_user("admin@example.com").await.ok().flatten();
+        assert!(added.is_none(), "dev added its test users");
+        let tokens = st.list_tokens().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            tokens.iter().all(|t| t.revoked_at.is_none()),
+            "dev revoked a token of the gateway's"
+        );
+    }
+);
+
+// A database dev set up itself (marked so) is dev's to start on again.
+both_backends!(
+    dev_starts_again_on_the_database_it_set_up,
+    |db| async move {
+        for run in 0..2 {
+            let dev = Dev::start(&db).await;
+            assert!(dev.token("admin").starts_with("rgw_"), "run {run}");
+            drop(dev);
+        }
     }
 );
