@@ -397,6 +397,33 @@ fn sqlite_refused_before_open(url: &str, access: Access) -> Option<StoreError> {
         .map(|file| StoreError::DatabaseNotWritable(file.display().to_string()))
 }
 
+/// Creates a new SQLite database file readable and writable by its owner only (SQLite would
+/// make it with the umask's mode, often readable by everyone): it holds the audit trail, token
+/// hashes and, without `AUDIT_HMAC_KEY`, the audit chain's key. SQLite gives the `-wal` and
+/// `-shm` files beside it the same mode. Anything in the way (no directory, no right to write
+/// there) is left for SQLite to fail on, with the message it gets.
+fn create_owner_only(url: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(path) = url.strip_prefix("sqlite:") else {
+        return;
+    };
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return;
+    }
+    let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url) else {
+        return;
+    };
+    let file = options.get_filename();
+    if path.is_empty() || file.as_os_str().is_empty() || file.exists() {
+        return;
+    }
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file);
+}
+
 /// Whether SQLite could not open a file: not there or not allowed (`SQLITE_CANTOPEN`), or,
 /// opening it read-only, unable to make the log's files beside it
 /// (`SQLITE_READONLY_DIRECTORY`, `SQLITE_READONLY_CANTINIT`).
@@ -437,6 +464,7 @@ impl Store {
     /// [`Store::connect`], with SQLite commits waiting for the disk as `sync` says
     /// (`SQLITE_SYNCHRONOUS`).
     pub async fn connect_synced(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
+        create_owner_only(url);
         match Store::connect_with(url, Access::Create, sync).await {
             // SQLite says only "unable to open database file", whatever stood in the way. A
             // missing directory is not made (a mistyped path would then hold a new, empty

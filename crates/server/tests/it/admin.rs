@@ -27,6 +27,23 @@ both_backends!(tokens_create_list_revoke, |db: crate::kit::Db| async move {
     );
     assert!(ok, "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
+    // A SQLite file it makes is its owner's alone (the trail, token hashes, maybe the chain's
+    // key), and so are the log files SQLite keeps beside it.
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        use std::os::unix::fs::PermissionsExt;
+        for file in [
+            path.to_string(),
+            format!("{path}-wal"),
+            format!("{path}-shm"),
+        ] {
+            let mode = std::fs::metadata(&file).map(|m| m.permissions().mode() & 0o777);
+            if let Ok(mode) = mode {
+                assert_eq!(mode, 0o600, "{file}");
+            }
+        }
+        let made = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(made.ok(), Some(0o600), "{path}");
+    }
     // The first command sets the database up, and says so (a mistyped DATABASE_URL would
     // leave a token that works on no gateway); the next ones do not.
     assert!(err.contains("held no gateway data"), "{err}");
