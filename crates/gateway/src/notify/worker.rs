@@ -304,13 +304,29 @@ pub async fn send_due(
     let claimed = store.claim_notifications(now, LEASE_MS, SEND_BATCH).await?;
     let full = claimed.len() as i64 == SEND_BATCH;
     for row in claimed {
+        // The batch's claim was taken at `now`; each message gets a whole lease of its own
+        // right before it is sent, or is left to the instance that took it meanwhile.
+        let Some(batch_claim) = row.claimed_until else {
+            continue;
+        };
+        let claim = now_ms().saturating_add(LEASE_MS);
+        if !store
+            .renew_notification_claim(row.id, batch_claim, claim)
+            .await?
+        {
+            tracing::debug!(
+                id = row.id,
+                "notification taken by another instance; not sent here"
+            );
+            continue;
+        }
         let delivery = channels.deliver(&row).await;
         let done_at = now_ms();
-        match delivery {
+        let recorded = match delivery {
             Delivery::Sent => {
                 metrics.observe_notification(&row.channel, "sent");
                 tracing::info!(id = row.id, channel = %row.channel, topic = %row.topic, "notification sent");
-                store.notification_sent(row.id, done_at).await?;
+                store.notification_sent(row.id, claim, done_at).await?
             }
             Delivery::Retry { error, after_secs } if row.attempts < MAX_ATTEMPTS => {
                 metrics.observe_notification(&row.channel, "retry");
@@ -325,19 +341,25 @@ pub async fn send_due(
                 store
                     .notification_failed(
                         row.id,
+                        claim,
                         &error,
                         done_at,
                         Some(done_at.saturating_add(wait)),
                     )
-                    .await?;
+                    .await?
             }
             Delivery::Retry { error, .. } | Delivery::Failed { error } => {
                 metrics.observe_notification(&row.channel, "failed");
                 tracing::error!(id = row.id, channel = %row.channel, topic = %row.topic, attempts = row.attempts, %error, "notification given up on (rack-gateway-server notify list --failed)");
                 store
-                    .notification_failed(row.id, &error, done_at, None)
-                    .await?;
+                    .notification_failed(row.id, claim, &error, done_at, None)
+                    .await?
             }
+        };
+        if !recorded {
+            // Its lease ran out during the send (a send is bounded well inside one): another
+            // instance may send it too.
+            tracing::warn!(id = row.id, channel = %row.channel, "a notification's claim ran out while it was sent; another instance may send it again");
         }
     }
     Ok(full)

@@ -60,12 +60,15 @@ pub struct NotificationRow {
     pub failed_at: Option<i64>,
     /// Why the last attempt failed (never holds a secret: see `notify`).
     pub last_error: Option<String>,
+    /// Until when an instance holds it to send (unix ms): also what names that instance's
+    /// claim, for [`Store::renew_notification_claim`] and the updates after the send.
+    pub claimed_until: Option<i64>,
 }
 
 macro_rules! columns {
     () => {
         "id, channel, recipient, topic, message, audit_seq, created_at, attempts, sent_at, \
-         failed_at, last_error"
+         failed_at, last_error, claimed_until"
     };
 }
 
@@ -82,6 +85,7 @@ fn from_row(row: &(impl Columns + ?Sized)) -> Result<NotificationRow, StoreError
         sent_at: row.opt_int("sent_at")?,
         failed_at: row.opt_int("failed_at")?,
         last_error: row.opt_text("last_error")?,
+        claimed_until: row.opt_int("claimed_until")?,
     })
 }
 
@@ -230,49 +234,88 @@ impl Store {
     }
 
     /// Notes that notification `id` was sent at `now`.
-    pub async fn notification_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
+    ///
+    /// Only while `claim` (its `claimed_until` when this instance claimed or renewed it) still
+    /// holds it: whether it did. Otherwise another instance took it when the claim ran out,
+    /// and its own update is the one that counts.
+    pub async fn notification_sent(
+        &self,
+        id: i64,
+        claim: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         bounded(self, async {
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE notifications SET sent_at = $1, claimed_until = NULL, last_error = NULL \
-                 WHERE id = $2",
+                 WHERE id = $2 AND claimed_until = $3",
             )
             .bind(now)
             .bind(id)
+            .bind(claim)
             .execute(&self.pool)
             .await?;
-            Ok(())
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Holds notification `id`, claimed until `claim`, until `until` instead: right before it
+    /// is sent, so a claim taken with a batch does not run out while the ones before it are
+    /// sent. `false` when `claim` no longer holds it (another instance took it).
+    pub async fn renew_notification_claim(
+        &self,
+        id: i64,
+        claim: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let done = sqlx::query(
+                "UPDATE notifications SET claimed_until = $1 WHERE id = $2 \
+                 AND claimed_until = $3 AND sent_at IS NULL AND failed_at IS NULL",
+            )
+            .bind(until)
+            .bind(id)
+            .bind(claim)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
         })
         .await
     }
 
     /// Notes that sending notification `id` failed with `error`: tried again at `retry_at`, or
     /// given up on (at `now`) when `retry_at` is `None`.
+    ///
+    /// Only while `claim` still holds it, as for [`Store::notification_sent`].
     pub async fn notification_failed(
         &self,
         id: i64,
+        claim: i64,
         error: &str,
         now: i64,
         retry_at: Option<i64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         bounded(self, async {
             let query = match retry_at {
                 Some(at) => sqlx::query(
                     "UPDATE notifications SET last_error = $1, next_attempt_at = $2, \
-                     claimed_until = NULL WHERE id = $3",
+                     claimed_until = NULL WHERE id = $3 AND claimed_until = $4",
                 )
                 .bind(error)
                 .bind(at)
-                .bind(id),
+                .bind(id)
+                .bind(claim),
                 None => sqlx::query(
                     "UPDATE notifications SET last_error = $1, failed_at = $2, \
-                     claimed_until = NULL WHERE id = $3",
+                     claimed_until = NULL WHERE id = $3 AND claimed_until = $4",
                 )
                 .bind(error)
                 .bind(now)
-                .bind(id),
+                .bind(id)
+                .bind(claim),
             };
-            self.pool.execute(query).await?;
-            Ok(())
+            let done = self.pool.execute(query).await?;
+            Ok(done.rows_affected() > 0)
         })
         .await
     }

@@ -571,14 +571,28 @@ both_backends!(
             .unwrap_or_default();
         assert!(second.is_empty(), "{second:?}");
         let (a, b) = (first[0].id, first[1].id);
-        store
-            .notification_sent(a, now + 2)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        store
-            .notification_failed(b, "try later", now + 2, Some(now + 30_000))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let claim = first[0]
+            .claimed_until
+            .unwrap_or_else(|| panic!("{first:?}"));
+        assert_eq!(claim, now + 60_000);
+        // The claim is renewed for one message right before it is sent; a claim that does not
+        // hold it (a stale one) renews and records nothing.
+        let renewed = store.renew_notification_claim(a, claim, now + 70_000).await;
+        assert_eq!(renewed.ok(), Some(true));
+        let stale = store.renew_notification_claim(a, claim, now + 80_000).await;
+        assert_eq!(stale.ok(), Some(false));
+        let sent = store.notification_sent(a, claim, now + 2).await;
+        assert_eq!(
+            sent.ok(),
+            Some(false),
+            "recorded under a claim that no longer holds it"
+        );
+        let sent = store.notification_sent(a, now + 70_000, now + 2).await;
+        assert_eq!(sent.ok(), Some(true));
+        let failed = store
+            .notification_failed(b, claim, "try later", now + 2, Some(now + 30_000))
+            .await;
+        assert_eq!(failed.ok(), Some(true));
         let early = store
             .claim_notifications(now + 29_000, 60_000, 10)
             .await
@@ -592,8 +606,24 @@ both_backends!(
             again.iter().map(|n| (n.id, n.attempts)).collect::<Vec<_>>(),
             [(b, 2)]
         );
+        // Its claim runs out while it is being sent; another instance takes it. The first one's
+        // outcome is not recorded over the second's claim.
+        let slow_claim = again[0].claimed_until.unwrap_or_default();
+        let taken = store
+            .claim_notifications(slow_claim, 60_000, 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            taken.iter().map(|n| (n.id, n.attempts)).collect::<Vec<_>>(),
+            [(b, 3)]
+        );
+        let late = store
+            .notification_failed(b, slow_claim, "timed out", now + 95_000, None)
+            .await;
+        assert_eq!(late.ok(), Some(false));
+        let takers_claim = taken[0].claimed_until.unwrap_or_default();
         store
-            .notification_failed(b, "refused for good", now + 31_000, None)
+            .notification_failed(b, takers_claim, "refused for good", now + 96_000, None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let failed = store.list_notifications(true, 10).await.unwrap_or_default();
