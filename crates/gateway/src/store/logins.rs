@@ -38,6 +38,11 @@ pub struct LoginRow {
     pub mfa_at: Option<i64>,
     /// SHA-256 of the secret in the login cookie of the browser on the provider round trip.
     pub browser_hash: Option<String>,
+    /// When it started (unix ms).
+    pub created_at: i64,
+    /// Where it was started from (the address as sign-in limits count it: an IPv6 host by
+    /// its /64).
+    pub client_ip: Option<String>,
 }
 
 /// A sign-in about to start.
@@ -81,7 +86,7 @@ impl LoginLimits {
 macro_rules! columns {
     () => {
         "id, channel, state_hash, nonce, pkce_verifier, return_to, cli_challenge, status, user_id, \
-         error, expires_at, provider_name, mfa_at, browser_hash"
+         error, expires_at, provider_name, mfa_at, browser_hash, created_at, client_ip"
     };
 }
 
@@ -101,6 +106,8 @@ fn from_row(row: &AnyRow) -> Result<LoginRow, StoreError> {
         provider_name: row.try_get("provider_name")?,
         mfa_at: row.try_get("mfa_at")?,
         browser_hash: row.try_get("browser_hash")?,
+        created_at: row.try_get("created_at")?,
+        client_ip: row.try_get("client_ip")?,
     })
 }
 

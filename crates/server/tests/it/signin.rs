@@ -712,6 +712,17 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
         "{}",
         asked.body
     );
+    // And where and when it was asked for: here, from this browser's own address.
+    assert!(
+        asked
+            .body
+            .contains("started from <strong>127.0.0.1</strong>")
+            && asked
+                .body
+                .contains("the address this browser comes from too"),
+        "{}",
+        asked.body
+    );
     assert_eq!(
         poll(verifier.clone()).await.0,
         202,

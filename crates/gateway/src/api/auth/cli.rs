@@ -134,6 +134,11 @@ struct CliConfirmPage<'a> {
     code: &'a str,
     login_id: &'a str,
     confirm: &'a str,
+    /// Where the CLI asked from, and when (UTC).
+    asked_from: &'a str,
+    asked_at: String,
+    /// Whether that is where this browser comes from too (the same host, or /64).
+    same_address: bool,
 }
 
 /// The CLI sign-in `login_id` if it is still waiting for its browser; else the page to show.
@@ -160,19 +165,27 @@ async fn pending_cli_login(state: &AppState, login_id: &str) -> Result<LoginRow,
 /// a single click.
 pub async fn cli_browser(
     State(state): State<AppState>,
+    peer: Peer,
     web::PageQuery(q): web::PageQuery<CliBrowser>,
 ) -> Response {
-    if let Err(page) = pending_cli_login(&state, &q.login_id).await {
-        return page;
-    }
+    let attempt = match pending_cli_login(&state, &q.login_id).await {
+        Ok(attempt) => attempt,
+        Err(page) => return page,
+    };
     let confirm = random_token();
     let code = cli_code(&q.login_id);
+    // The code is no proof on its own: whoever started the sign-in knows it, and can quote it
+    // in the message that sends the link. Where and when it was asked for are harder to fake.
+    let asked_from = attempt.client_ip.as_deref().unwrap_or("an unknown address");
     let mut response = web::render(
         StatusCode::OK,
         &CliConfirmPage {
             code: &code,
             login_id: &q.login_id,
             confirm: &confirm,
+            asked_from,
+            asked_at: web::time(attempt.created_at),
+            same_address: attempt.client_ip.as_deref() == Some(&super::attempt_address(&peer)),
         },
     );
     cookies::set_cli_confirm(&state, &mut response, &q.login_id, &confirm);
