@@ -11,7 +11,7 @@ use axum::response::Response;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::proxy::{Overrule, read_whole};
+use crate::proxy::{Counted, Overrule, read_whole};
 use crate::store::now_ms;
 
 use super::Requester;
@@ -49,7 +49,8 @@ pub async fn remembered(
     if !parts.status.is_success() {
         return Ok(Response::from_parts(parts, body));
     }
-    let read = read_whole(body, ANSWER_LIMIT, overrule, || {
+    // A process was started: its answer is read whatever else is held.
+    let read = read_whole(body, ANSWER_LIMIT, Counted::Change, overrule, || {
         ApiError::RackUnreachable(
             "the rack's answer to starting a process could not be read whole".into(),
         )

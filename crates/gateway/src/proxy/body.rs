@@ -79,16 +79,32 @@ pub struct ReadAnswer {
     _outcome: Body,
 }
 
-/// Reads the rack's answer `body` whole, at most `limit` bytes, within the bytes the gateway
-/// holds at once ([`super::held`]). One longer, broken or cut short is refused with
-/// `refusal()`, and one with no room with `503 gateway_busy`; `overrule` records either first.
+/// How the rack's answer read whole is counted against the bytes the gateway holds at once
+/// ([`super::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// The answer to a read: refused (`503 gateway_busy`) when there is no room.
+    Read,
+    /// The answer to a change the rack has made: never refused for room (it is small, and
+    /// refusing it would have the caller make the change again).
+    Change,
+}
+
+/// Reads the rack's answer `body` whole, at most `limit` bytes. One longer, broken or cut
+/// short is refused with `refusal()`, and the answer to a read with no room among the bytes
+/// held at once with `503 gateway_busy`; `overrule` records either first.
 pub async fn read_whole(
     mut body: Body,
     limit: usize,
+    counted: Counted,
     overrule: &Overrule,
     refusal: impl FnOnce() -> ApiError,
 ) -> Result<ReadAnswer, ApiError> {
-    match super::held::read(&mut body, limit, &super::held::SHARED).await {
+    let budget = match counted {
+        Counted::Read => Some(&super::held::SHARED),
+        Counted::Change => None,
+    };
+    match super::held::read(&mut body, limit, budget).await {
         Ok((bytes, held)) => Ok(ReadAnswer {
             bytes,
             _held: held,

@@ -17,7 +17,7 @@ use crate::app_rules::{self, AppRules};
 use crate::error::ApiError;
 use crate::identity::Principal;
 
-use super::body::{Overrule, read_whole};
+use super::body::{Counted, Overrule, read_whole};
 
 /// The permission to read environment values.
 pub const ENV_READ: &str = "convox:env:read";
@@ -79,13 +79,14 @@ pub fn app_of(decoded_path: &str) -> Option<&str> {
 pub async fn masked(
     response: Response,
     masking: &Masking,
+    counted: Counted,
     overrule: &Overrule,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = response.into_parts();
     if !parts.status.is_success() {
         return Ok(Response::from_parts(parts, body));
     }
-    let read = read_whole(body, LIMIT, overrule, || {
+    let read = read_whole(body, LIMIT, counted, overrule, || {
         ApiError::RackUnreachable(format!(
             "the rack's answer about releases could not be read whole to mask its environment \
              values (at most {} MiB; ask for fewer with ?limit=)",
@@ -137,7 +138,7 @@ mod tests {
     }
 
     async fn masked_all(r: Response) -> Result<Response, ApiError> {
-        masked(r, &Masking::All, &Overrule::default()).await
+        masked(r, &Masking::All, Counted::Read, &Overrule::default()).await
     }
 
     async fn text(r: Response) -> String {

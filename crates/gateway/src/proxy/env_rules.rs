@@ -229,7 +229,7 @@ async fn read_form(
     mut body: Body,
 ) -> Result<(Bytes, super::held::Held<'static>), ApiError> {
     let wait = state.config.client_timeout;
-    let read = super::held::read(&mut body, FORM_LIMIT, &super::held::SHARED);
+    let read = super::held::read(&mut body, FORM_LIMIT, Some(&super::held::FORMS));
     match tokio::time::timeout(wait, read).await {
         Err(_) => Err(ApiError::BodyTimeout(wait.as_secs())),
         Ok(Err(super::held::NotRead::Busy(busy))) => Err(ApiError::Busy(busy)),

@@ -42,7 +42,7 @@ use crate::identity::{
 };
 use crate::rbac;
 use body::OutcomeGuard;
-pub(crate) use body::{Overrule, read_whole};
+pub(crate) use body::{Counted, Overrule, read_whole};
 
 /// Refusals for a failed audit write, logged at most once a second (see
 /// [`crate::log_throttle`]).
@@ -191,6 +191,11 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
     // trail, that the client got something else.
     let reads_answer = forwarding.masking.is_some() || allowed.holder_for.is_some();
     let overrule = reads_answer.then(|| outcome.overrule());
+    let counted = if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        Counted::Read
+    } else {
+        Counted::Change
+    };
     let response = body::forward(state, parts, body, headers, url, outcome).await?;
     let Some(overrule) = overrule else {
         return Ok(response);
@@ -204,7 +209,7 @@ async fn proxy(state: &AppState, peer: Peer, request: Request) -> Result<Respons
         return Box::pin(remembered).await;
     }
     match forwarding.masking {
-        Some(masking) => env_mask::masked(response, &masking, &overrule).await,
+        Some(masking) => env_mask::masked(response, &masking, counted, &overrule).await,
         None => Ok(response),
     }
 }

@@ -415,7 +415,7 @@ impl Upstream {
                 return Err(RackLookup::Status(status.as_u16()));
             }
             let mut body = response.into_body();
-            let (bytes, _held) = super::held::read(&mut body, limit, &super::held::SHARED)
+            let (bytes, _held) = super::held::read(&mut body, limit, Some(&super::held::SHARED))
                 .await
                 .map_err(|e| match e {
                     super::held::NotRead::Busy(busy) => RackLookup::Busy(busy),

@@ -144,7 +144,7 @@ async fn read(
     let response = proxy::handle(State(state.clone()), peer, request).await;
     let status = response.status();
     let mut body = response.into_body();
-    let read = proxy::held::read(&mut body, ANSWER_LIMIT, &proxy::held::SHARED).await;
+    let read = proxy::held::read(&mut body, ANSWER_LIMIT, Some(&proxy::held::SHARED)).await;
     let (body, _held) = match read {
         Ok(read) => read,
         Err(proxy::held::NotRead::Busy(busy)) => return Section::Failed(busy.to_string()),
