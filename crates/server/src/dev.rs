@@ -219,18 +219,26 @@ async fn refuse_a_database_not_devs(config: &gateway::config::StoreConfig) -> an
     let store = Store::connect_synced(&config.database_url, config.sqlite_sync)
         .await
         .context("cannot open the database (DATABASE_URL)")?;
-    let fresh = store.holds_no_gateway_data().await;
-    // Before the settings table existed, no database was dev's.
-    let marked = store.setting(DEV_MARK).await.ok().flatten().is_some();
+    let devs = async {
+        if store.holds_no_gateway_data().await? {
+            return Ok(true);
+        }
+        // Before the settings table existed, no database was dev's.
+        if store.setting(DEV_MARK).await.ok().flatten().is_some() {
+            return Ok(true);
+        }
+        store.holds_only_dev_people().await
+    };
+    let devs: Result<bool, gateway::store::StoreError> = devs.await;
     store.close().await;
-    match fresh {
+    match devs {
         Ok(true) => Ok(()),
-        Ok(false) if marked => Ok(()),
         Ok(false) => anyhow::bail!(
-            "DATABASE_URL ({}) names a database with gateway data that dev did not set up: dev \
-             adds test users, prints an admin token and revokes tokens named dev-…, so it does \
-             not run there. Unset DATABASE_URL (dev keeps its own SQLite under --data-dir) or \
-             point it at an empty database.",
+            "DATABASE_URL ({}) names a database with people or tokens that are not dev's (no \
+             mark of a database dev set up, and someone besides dev's test users or a token not \
+             named dev-…): dev adds test users, prints an admin token and revokes tokens named \
+             dev-…, so it does not run there. Unset DATABASE_URL (dev keeps its own SQLite \
+             under --data-dir) or point it at an empty database.",
             gateway::config::shown(&config.database_url)
         ),
         Err(e) => Err(e).context("cannot read the database (DATABASE_URL)"),

@@ -722,6 +722,25 @@ impl Store {
             .count())
     }
 
+    /// Whether the people and tokens in a migrated database are all `dev`'s own (its test
+    /// users and tokens named `dev-…`), or there are none: one `dev` set up before it marked
+    /// its databases, or set up and stopped before anything was added. For `dev`, which must
+    /// not run on a real gateway's database.
+    pub async fn holds_only_dev_people(&self) -> Result<bool, StoreError> {
+        bounded(self, async {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM users WHERE email NOT IN ('admin@example.com', \
+                 'deployer@example.com', 'ops@example.com', 'viewer@example.com')) AS people, \
+                 (SELECT COUNT(*) FROM api_tokens WHERE name NOT LIKE 'dev-%') AS tokens",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            let count = |name: &str| columns::Columns::int(&row, name);
+            Ok(count("people")? == 0 && count("tokens")? == 0)
+        })
+        .await
+    }
+
     /// Whether the database holds no gateway schema at all (nothing migrated yet): a new
     /// database, or one that `DATABASE_URL` names by mistake.
     pub async fn holds_no_gateway_data(&self) -> Result<bool, StoreError> {

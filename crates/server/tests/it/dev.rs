@@ -730,7 +730,7 @@ both_backends!(
         let out = dev_on_port_one(&dir, &[("DATABASE_URL", db.url.as_str())]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("dev did not set up"), "{err}");
+        assert!(err.contains("that are not dev's"), "{err}");
         assert!(
             !String::from_utf8_lossy(&out.stdout).contains("rgw_"),
             "a token printed"
@@ -755,5 +755,36 @@ both_backends!(
             assert!(dev.token("admin").starts_with("rgw_"), "run {run}");
             drop(dev);
         }
+    }
+);
+
+// Nor does it refuse one that holds nothing yet but the schema (set up, then stopped), or only
+// its own test admin and dev-admin token (set up by a dev from before databases were marked).
+// (Port 1 stops it after the database check.)
+both_backends!(
+    dev_takes_a_database_with_nothing_of_anyone_elses,
+    |db: Db| async move {
+        let dir = scratch_dir();
+        let dev_on = |dir: &std::path::Path| {
+            let out = dev_on_port_one(dir, &[("DATABASE_URL", db.url.as_str())]);
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let (ok, _, err) = admin(&db, &["migrate"]);
+        assert!(ok, "{err}");
+        let err = dev_on(&dir);
+        assert!(!err.contains("that are not dev's"), "{err}");
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let _ = crate::kit::token(&db, "dev-admin", &["--role", "admin"]);
+        let err = dev_on(&dir);
+        assert!(!err.contains("that are not dev's"), "{err}");
+        // Someone else beside them: not dev's.
+        let (ok, _, err) = admin(&db, &["users", "add", "ann@example.com", "--role", "admin"]);
+        assert!(ok, "{err}");
+        let err = dev_on(&dir);
+        assert!(err.contains("that are not dev's"), "{err}");
     }
 );
