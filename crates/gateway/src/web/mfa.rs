@@ -126,6 +126,22 @@ pub(crate) async fn step_up_page(
             let details = json!({ "reason": "mfa_required" });
             super::page_refusal(state, principal, peer, headers, permission, details).await;
             let user_id = principal.user_id().unwrap_or_default();
+            // With `MFA_REQUIRED`, someone without an app is refused too: a code form would
+            // ask for what they cannot give.
+            match mfa::required(&state.store, user_id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Some(message(
+                        StatusCode::FORBIDDEN,
+                        "Set up two-step sign-in first",
+                        "This gateway requires two-step sign-in, and you have no authenticator \
+                         app yet: set one up on your account's two-step sign-in page (sign in \
+                         again first if you signed in more than 10 minutes ago), then do this \
+                         again.",
+                    ));
+                }
+                Err(e) => return Some(cannot(e)),
+            }
             let status = StatusCode::FORBIDDEN;
             Some(step_up_form(state, user_id, token, back, status, None).await)
         }

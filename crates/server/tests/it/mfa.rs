@@ -1580,7 +1580,8 @@ both_backends!(
             );
         }
 
-        // The pages ask for the step-up, which someone without an app cannot give.
+        // The pages say to set up an app first (a code form would ask for what they cannot
+        // give).
         let page = go(&mut boss, &format!("{}/tokens", s.gw.url)).await;
         let form = [
             ("csrf", csrf(&page)),
@@ -1590,7 +1591,11 @@ both_backends!(
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let minted = submit(&mut boss, &format!("{}/tokens/create", s.gw.url), &form).await;
         assert_eq!(minted.status, 403, "{}", minted.body);
-        assert!(minted.body.contains("Confirm it"), "{}", minted.body);
+        assert!(
+            minted.body.contains("no authenticator app yet"),
+            "{}",
+            minted.body
+        );
         let page = go(&mut boss, &format!("{}/deploy-approvals", s.gw.url)).await;
         let form_csrf = csrf(&page);
         for verb in ["approve", "reject"] {
@@ -1598,7 +1603,7 @@ both_backends!(
             let decided = submit(&mut boss, &url, &[("csrf", &form_csrf), ("code", "")]).await;
             assert_eq!(decided.status, 403, "{verb}: {}", decided.body);
             assert!(
-                decided.body.contains("Confirm it"),
+                decided.body.contains("no authenticator app yet"),
                 "{verb}: {}",
                 decided.body
             );
