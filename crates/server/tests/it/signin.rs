@@ -719,7 +719,7 @@ both_backends!(cli_sign_in_is_bound_to_the_cli_verifier, |db| async move {
             .contains("started from <strong>127.0.0.1</strong>")
             && asked
                 .body
-                .contains("the address this browser comes from too"),
+                .contains("the address this browser comes from too (people on one"),
         "{}",
         asked.body
     );

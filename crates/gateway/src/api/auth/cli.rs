@@ -139,6 +139,8 @@ struct CliConfirmPage<'a> {
     asked_at: String,
     /// Whether that is where this browser comes from too (the same host, or /64).
     same_address: bool,
+    /// Where this browser comes from, counted the same way.
+    browser_from: String,
 }
 
 /// The CLI sign-in `login_id` if it is still waiting for its browser; else the page to show.
@@ -177,6 +179,7 @@ pub async fn cli_browser(
     // The code is no proof on its own: whoever started the sign-in knows it, and can quote it
     // in the message that sends the link. Where and when it was asked for are harder to fake.
     let asked_from = attempt.client_ip.as_deref().unwrap_or("an unknown address");
+    let browser_from = super::attempt_address(&peer);
     let mut response = web::render(
         StatusCode::OK,
         &CliConfirmPage {
@@ -185,7 +188,8 @@ pub async fn cli_browser(
             confirm: &confirm,
             asked_from,
             asked_at: web::time(attempt.created_at),
-            same_address: attempt.client_ip.as_deref() == Some(&super::attempt_address(&peer)),
+            same_address: attempt.client_ip.as_deref() == Some(&browser_from),
+            browser_from: browser_from.clone(),
         },
     );
     cookies::set_cli_confirm(&state, &mut response, &q.login_id, &confirm);
