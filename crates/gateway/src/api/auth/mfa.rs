@@ -526,10 +526,16 @@ async fn set_up_at_sign_in(
             let signed_in = go_on(state, peer, headers, attempt, user, "totp", trust).await;
             with_backup_codes(state, user_id, &channel, signed_in).await
         }
-        Ok(mfa::Confirmed::WrongCode | mfa::Confirmed::NothingToConfirm) => {
+        Ok(mfa::Confirmed::WrongCode) => {
             let error = "That code is not right. Check the app's clock and enter the code it \
                          shows now.";
             setup_page(state, &attempt, &user, StatusCode::BAD_REQUEST, Some(error)).await
+        }
+        Ok(mfa::Confirmed::NothingToConfirm) => {
+            // Another set-up (another sign-in, the account page) replaced this one.
+            let error = "This set-up was replaced by one started elsewhere: add the new key \
+                         below to your app (remove the old entry), then enter the code it shows.";
+            setup_page(state, &attempt, &user, StatusCode::CONFLICT, Some(error)).await
         }
         Err(e) => cannot_check(&e),
     }
