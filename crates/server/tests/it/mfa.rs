@@ -2068,3 +2068,40 @@ both_backends!(
         collect_cli_session(&s, &cli).await;
     }
 );
+
+// With `MFA_REQUIRED`, a sign-in's set-up replaced by another one (a second sign-in in another
+// browser) says so, and shows the key to add now, rather than blaming the app's clock.
+both_backends!(
+    a_sign_in_set_up_replaced_elsewhere_says_so,
+    |db| async move {
+        add_who(&db);
+        let env = [("MFA_ENCRYPTION_KEY", KEY), ("MFA_REQUIRED", "true")];
+        let s = SignIn::start(&db, dev_oidc::Quirks::default(), &env).await;
+        let (mut first, asked) = web_sign_in(&s).await;
+        let first_key = between(&asked.body, "id=\"secret\">", "<");
+        let (_second, other) = web_sign_in(&s).await;
+        let second_key = between(&other.body, "id=\"secret\">", "<");
+        assert_ne!(first_key, second_key, "each sign-in its own secret");
+        let mut app = App::new(&first_key);
+        let code = app.next_code().await;
+        let replaced = give(&s, &mut first, &asked, &code).await;
+        assert_eq!(replaced.status, 409, "{}", replaced.body);
+        assert!(
+            replaced.body.contains("replaced by one started elsewhere"),
+            "{}",
+            replaced.body
+        );
+        let new_key = between(&replaced.body, "id=\"secret\">", "<");
+        assert!(
+            !new_key.is_empty() && new_key != first_key,
+            "{}",
+            replaced.body
+        );
+        // The new key's code turns the app on and signs in.
+        let mut app = App::new(&new_key);
+        let code = app.next_code().await;
+        let done = give(&s, &mut first, &replaced, &code).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        assert!(done.body.contains("id=\"backup-codes\""), "{}", done.body);
+    }
+);
