@@ -215,6 +215,25 @@ pub async fn let_through(
         Step::Stop { .. } => return Err(forbidden(principal, permission)),
     };
     let built = built_by(state, app, &release).await?;
+    // The newest approval may be of another commit than this build's, while an older one of
+    // the credential's is of this one: that one is the one to spend.
+    let approval =
+        if built.commit.is_empty() || built.commit.eq_ignore_ascii_case(&approval.git_commit) {
+            approval
+        } else {
+            state
+                .store
+                .usable_approval_of_commit(
+                    requester.token_id,
+                    requester.user_id,
+                    app,
+                    &built.commit,
+                    now,
+                )
+                .await
+                .map_err(ApiError::store)?
+                .unwrap_or(approval)
+        };
     let rules = rules_of(state, app).await?;
     if let Some(problem) = built.images_problem(&rules, &approval.git_commit) {
         return Err(ApiError::NotApproved(format!(

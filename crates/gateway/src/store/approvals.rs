@@ -308,6 +308,39 @@ impl Store {
         .await
     }
 
+    /// The newest approval of a deploy of `commit` to `app` that the credential (as for
+    /// [`Store::usable_approval`]) may run at `now`: a promote is of one build, and the
+    /// credential may hold approvals of other commits of the app beside it.
+    pub async fn usable_approval_of_commit(
+        &self,
+        token_id: Option<i64>,
+        user_id: Option<i64>,
+        app: &str,
+        commit: &str,
+        now: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        bounded(self, async {
+            let sql = concat!(
+                "SELECT ",
+                columns!(),
+                " FROM deploy_approvals WHERE app = $1 AND status = 'approved' \
+                 AND expires_at > $2 AND requested_by_token_id IS NOT DISTINCT FROM $3 \
+                 AND (requested_by_token_id IS NOT NULL OR requested_by_user_id = $4) \
+                 AND LOWER(git_commit) = LOWER($5) ORDER BY id DESC LIMIT 1"
+            );
+            let row = sqlx::query(sql)
+                .bind(app)
+                .bind(now)
+                .bind(token_id)
+                .bind(user_id)
+                .bind(commit)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(from_row).transpose()
+        })
+        .await
+    }
+
     /// Remembers process `pid` of `app` as the holder of an attached run approval
     /// `approval_id` let through at `now`, forgetting holders older than `kept_ms`.
     pub async fn remember_approved_holder(

@@ -561,3 +561,54 @@ both_backends!(
         assert_eq!(still["status"], "approved", "{still}");
     }
 );
+
+// A token holding approvals of two commits of one app (CI asked for A, then for B, both
+// approved) promotes a build of A with A's approval, not refused for B's being the newest; B's
+// stays for B.
+both_backends!(
+    a_promote_spends_the_approval_of_its_own_commit,
+    |db| async move {
+        const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let (rack_url, _stop) = fake_rack().await;
+        let (ok, _, err) = admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        let ci = role_token(&db, "cicd");
+        let reader = role_token(&db, "admin");
+        let s = SignIn::start_on_rack(&db, &[], &rack_url).await;
+        let boss = session_of(&s, "admin@example.com").await;
+        let post = reqwest::Method::POST;
+        let mut ids = Vec::new();
+        for sha in [A, B] {
+            let ask = json!({ "app": "web", "git_commit": sha });
+            let (status, asked) =
+                call(&s, post.clone(), "/api/v1/deploy-approvals", &ci, Some(ask)).await;
+            assert_eq!(status, 201, "{asked}");
+            let (status, body) = decide(&s, &asked["id"], "approve", &boss, None).await;
+            assert_eq!(status, 200, "{body}");
+            ids.push(asked["id"].as_i64().unwrap_or_default());
+        }
+        let release = build(&s, &ci, A, &reader)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let promote = format!("/apps/web/releases/{release}/promote");
+        let (status, body) = rack(&s, post.clone(), &promote, &ci, Some(&[])).await;
+        assert_eq!(status, 200, "{body}");
+        let rows = store(&db)
+            .await
+            .list_approvals(None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status_of = |id: i64| {
+            rows.iter()
+                .find(|r| r.id == id)
+                .map(|r| r.status.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(status_of(ids[0]), "deployed", "A's approval spent");
+        assert_eq!(status_of(ids[1]), "approved", "B's left for B");
+    }
+);
