@@ -74,7 +74,12 @@ struct TokensPage {
     roles: Vec<String>,
     error: Option<String>,
     tokens: Vec<TokenView>,
+    /// Revoked or expired more than [`ENDED_SHOWN_MS`] ago, not listed.
+    not_listed: usize,
 }
+
+/// How long a revoked or expired token stays on the page.
+const ENDED_SHOWN_MS: i64 = 30 * 24 * 3600 * 1000;
 
 #[derive(Template)]
 #[template(path = "token_created.html")]
@@ -140,6 +145,14 @@ async fn list_page(
         Err(page) => return page,
     };
     let now = crate::store::now_ms();
+    // Revoked and expired tokens only while they are news: the list would otherwise grow with
+    // every CI run that mints one.
+    let ended = |t: &crate::store::TokenRow| {
+        t.revoked_at
+            .or(t.expires_at.filter(|at| *at <= now))
+            .is_some_and(|at| now.saturating_sub(at) > ENDED_SHOWN_MS)
+    };
+    let (old, tokens): (Vec<_>, Vec<_>) = tokens.iter().partition(|t| ended(t));
     render(
         status,
         &TokensPage {
@@ -151,6 +164,7 @@ async fn list_page(
             roles,
             error,
             tokens: tokens.iter().map(|t| TokenView::of(t, now)).collect(),
+            not_listed: old.len(),
         },
     )
 }

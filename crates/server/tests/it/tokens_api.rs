@@ -387,3 +387,50 @@ both_backends!(
         );
     }
 );
+
+// The /tokens page lists revoked and expired tokens for 30 days, then only says how many it
+// leaves out (every CI run that mints one would otherwise grow it without end).
+both_backends!(
+    the_tokens_page_lists_ended_tokens_for_thirty_days,
+    |db: crate::kit::Db| async move {
+        let (ok, _, err) = crate::kit::admin(
+            &db,
+            &["users", "add", "admin@example.com", "--role", "admin"],
+        );
+        assert!(ok, "{err}");
+        for name in ["old-ci", "recent-ci", "live-ci"] {
+            let _ = crate::kit::token(&db, name, &["--role", "viewer"]);
+        }
+        for name in ["old-ci", "recent-ci"] {
+            let (ok, _, err) = crate::kit::admin(&db, &["tokens", "revoke", name]);
+            assert!(ok, "{err}");
+        }
+        let days_31 = 31_i64 * 24 * 3600 * 1000;
+        crate::credentials::execute(
+            &db,
+            &format!(
+                "UPDATE api_tokens SET revoked_at = revoked_at - {days_31} WHERE name = 'old-ci'"
+            ),
+        )
+        .await;
+        let s = crate::signin::SignIn::start(&db, dev_oidc::Quirks::default(), &[]).await;
+        let session = crate::approvals::session_of(&s, "admin@example.com").await;
+        let page = client()
+            .get(format!("{}/tokens", s.gw.url))
+            .header("cookie", format!("rg_session={session}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.status(), 200);
+        let body = page.text().await.unwrap_or_default();
+        assert!(
+            body.contains("<td>recent-ci</td>") && body.contains("<td>live-ci</td>"),
+            "{body}"
+        );
+        assert!(!body.contains("<td>old-ci</td>"), "{body}");
+        assert!(
+            body.contains("1 token(s) revoked or expired more than 30 days ago"),
+            "{body}"
+        );
+    }
+);
