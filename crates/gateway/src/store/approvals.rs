@@ -287,25 +287,7 @@ impl Store {
         app: &str,
         now: i64,
     ) -> Result<Option<ApprovalRow>, StoreError> {
-        bounded(self, async {
-            let sql = concat!(
-                "SELECT ",
-                columns!(),
-                " FROM deploy_approvals WHERE app = $1 AND status = 'approved' \
-                 AND expires_at > $2 AND requested_by_token_id IS NOT DISTINCT FROM $3 \
-                 AND (requested_by_token_id IS NOT NULL OR requested_by_user_id = $4) \
-                 ORDER BY id DESC LIMIT 1"
-            );
-            let row = sqlx::query(sql)
-                .bind(app)
-                .bind(now)
-                .bind(token_id)
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-            row.as_ref().map(from_row).transpose()
-        })
-        .await
+        self.newest_usable(token_id, user_id, app, None, now).await
     }
 
     /// The newest approval of a deploy of `commit` to `app` that the credential (as for
@@ -319,23 +301,45 @@ impl Store {
         commit: &str,
         now: i64,
     ) -> Result<Option<ApprovalRow>, StoreError> {
+        self.newest_usable(token_id, user_id, app, Some(commit), now)
+            .await
+    }
+
+    async fn newest_usable(
+        &self,
+        token_id: Option<i64>,
+        user_id: Option<i64>,
+        app: &str,
+        commit: Option<&str>,
+        now: i64,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        macro_rules! usable {
+            ($commit:literal) => {
+                concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM deploy_approvals WHERE app = $1 AND status = 'approved' \
+                     AND expires_at > $2 AND requested_by_token_id IS NOT DISTINCT FROM $3 \
+                     AND (requested_by_token_id IS NOT NULL OR requested_by_user_id = $4)",
+                    $commit,
+                    " ORDER BY id DESC LIMIT 1"
+                )
+            };
+        }
         bounded(self, async {
-            let sql = concat!(
-                "SELECT ",
-                columns!(),
-                " FROM deploy_approvals WHERE app = $1 AND status = 'approved' \
-                 AND expires_at > $2 AND requested_by_token_id IS NOT DISTINCT FROM $3 \
-                 AND (requested_by_token_id IS NOT NULL OR requested_by_user_id = $4) \
-                 AND LOWER(git_commit) = LOWER($5) ORDER BY id DESC LIMIT 1"
-            );
-            let row = sqlx::query(sql)
+            let sql = match commit {
+                None => usable!(""),
+                Some(_) => usable!(" AND LOWER(git_commit) = LOWER($5)"),
+            };
+            let mut query = sqlx::query(sql)
                 .bind(app)
                 .bind(now)
                 .bind(token_id)
-                .bind(user_id)
-                .bind(commit)
-                .fetch_optional(&self.pool)
-                .await?;
+                .bind(user_id);
+            if let Some(commit) = commit {
+                query = query.bind(commit);
+            }
+            let row = query.fetch_optional(&self.pool).await?;
             row.as_ref().map(from_row).transpose()
         })
         .await
