@@ -37,6 +37,16 @@ pub fn normalise(code: &str) -> Option<String> {
     (chars.len() == LENGTH && chars.bytes().all(|b| ALPHABET.contains(&b))).then_some(chars)
 }
 
+/// [`replace`] with the gateway's own key (`MFA_ENCRYPTION_KEY`), as the pages and the
+/// sign-in make them.
+pub async fn replace_for(
+    state: &crate::app::AppState,
+    user_id: i64,
+) -> Result<Option<Vec<String>>, MfaError> {
+    let key = super::key(&state.config)?;
+    replace(&state.store, &key, user_id, crate::store::now_ms()).await
+}
+
 /// Makes user `user_id` a new set of codes, replacing any earlier set: the codes, to show once;
 /// `None` when they have no confirmed authenticator.
 pub async fn replace(

@@ -627,29 +627,12 @@ pub async fn confirm(
                 mfa::note_proof(&state.store, session_id, now_ms()).await;
             }
             // Its backup codes, shown this once (the app is on either way).
-            let codes = async {
-                let key = mfa::key(&state.config)?;
-                mfa::backup::replace(&state.store, &key, user.id, now_ms()).await
-            };
-            match codes.await {
-                Ok(Some(codes)) => {
-                    show_with_codes(
-                        &state,
-                        &principal,
-                        &token,
-                        &user,
-                        StatusCode::OK,
-                        None,
-                        codes,
-                    )
-                    .await
-                }
-                Ok(None) => Redirect::to("/account/mfa").into_response(),
-                Err(e) => {
+            new_codes_page(&state, &principal, &token, &user)
+                .await
+                .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "backup codes could not be made");
                     Redirect::to("/account/mfa").into_response()
-                }
-            }
+                })
         }
         Ok(Confirmed::WrongCode) => {
             let error = "That code is not right. Check the app's clock and enter the code it \
@@ -744,6 +727,22 @@ pub async fn remove(
     }
 }
 
+/// A new set of backup codes for `user`, on the page that shows them this once (without a
+/// confirmed app, the page as it is).
+async fn new_codes_page(
+    state: &AppState,
+    principal: &Principal,
+    token: &str,
+    user: &UserRow,
+) -> Result<Response, MfaError> {
+    Ok(match mfa::backup::replace_for(state, user.id).await? {
+        Some(codes) => {
+            show_with_codes(state, principal, token, user, StatusCode::OK, None, codes).await
+        }
+        None => Redirect::to("/account/mfa").into_response(),
+    })
+}
+
 /// `POST /account/mfa/backup-codes`: a current code (or a backup code) makes a new set of
 /// backup codes, shown once; the earlier ones stop working. Recorded first.
 pub async fn backup_codes(
@@ -764,24 +763,8 @@ pub async fn backup_codes(
         tracing::error!(error = %err, "new backup codes could not be recorded");
         return super::unavailable("No new backup codes were made.");
     }
-    let made = async {
-        let key = mfa::key(&state.config)?;
-        mfa::backup::replace(&state.store, &key, user.id, now_ms()).await
-    };
-    match made.await {
-        Ok(Some(codes)) => {
-            show_with_codes(
-                &state,
-                &principal,
-                &token,
-                &user,
-                StatusCode::OK,
-                None,
-                codes,
-            )
-            .await
-        }
-        Ok(None) => Redirect::to("/account/mfa").into_response(),
+    match new_codes_page(&state, &principal, &token, &user).await {
+        Ok(page) => page,
         Err(e) => cannot(e),
     }
 }

@@ -568,11 +568,7 @@ async fn with_backup_codes(
         StatusCode::OK if channel == "cli" => None,
         _ => return signed_in,
     };
-    let made = async {
-        let key = mfa::key(&state.config)?;
-        mfa::backup::replace(&state.store, &key, user_id, now_ms()).await
-    };
-    let codes = match made.await {
+    let codes = match mfa::backup::replace_for(state, user_id).await {
         Ok(Some(codes)) => codes,
         Ok(None) => return signed_in,
         Err(e) => {
