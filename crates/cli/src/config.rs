@@ -17,9 +17,8 @@ pub const CONFIG_ENV: &str = "RACK_GATEWAY_CONFIG";
 /// Environment variable selecting a rack (after `--rack`, before the current rack).
 pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
 
-/// How the gateway's secrets begin: API tokens, CLI and web sessions, trusted-browser cookies,
-/// MFA proofs.
-pub const SECRET_PREFIXES: [&str; 4] = ["rgw_", "rgs_", "rgd_", "rgk_"];
+/// How the gateway's secrets begin (the list the gateway masks them by).
+pub use gateway_core::redact::SECRET_PREFIXES;
 
 /// Where in `text` something shaped like one of the gateway's secrets starts (any case: a
 /// secret retyped in capitals is still not to be shown), if it holds one.

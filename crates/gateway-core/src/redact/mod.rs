@@ -93,13 +93,16 @@ fn starts_with_ignore_case(value: &str, prefix: &str) -> bool {
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
+/// How the gateway's own secrets begin: API tokens, sessions, trusted-browser cookies,
+/// security-key proofs. Masked wherever they appear, and never repeated by the CLI.
+pub const SECRET_PREFIXES: [&str; 4] = ["rgw_", "rgs_", "rgd_", "rgk_"];
+
 /// [`redact_value`], or `None` when `value` is left as it is.
 fn masked_value(value: &str) -> Option<String> {
     if starts_with_ignore_case(value, "basic ") || starts_with_ignore_case(value, "bearer ") {
         return Some(REDACTED.into());
     }
-    // API tokens, sessions, trusted-browser cookies, security-key proofs.
-    if ["rgw_", "rgs_", "rgd_", "rgk_"]
+    if SECRET_PREFIXES
         .iter()
         .any(|prefix| value.starts_with(prefix))
     {
@@ -343,6 +346,17 @@ pub fn clip(mut text: String, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_secret_prefix_is_masked_inside_text_too() {
+        // `mask_gateway_tokens` spells the prefixes out byte by byte (it runs on every audited
+        // string): it must know each one the list names.
+        for prefix in SECRET_PREFIXES {
+            let text = format!("x-token:{prefix}Zq9S3cretValue0123456789");
+            let masked = mask_gateway_tokens(&text).unwrap_or_default();
+            assert_eq!(masked, format!("x-token:{REDACTED}"), "{prefix}");
+        }
+    }
 
     #[test]
     fn clip_keeps_short_text_and_marks_what_it_cuts() {
